@@ -1,0 +1,139 @@
+//! The contract every backend keeps, and the backends themselves (one module each).
+//!
+//! A backend stores bytes under full keys (`{key_prefix}:{version}:{key}`, already built by
+//! [`crate::Cache`]) with an optional time to live. It knows nothing of versions, default
+//! TTLs, serializers or statistics: those live once, in [`crate::Cache`].
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::value::Value;
+use std::time::Duration;
+
+pub mod dummy;
+#[cfg(feature = "memory")]
+pub mod memory;
+
+/// A store of bytes under byte keys: what each cache URL scheme opens.
+///
+/// Implement this trait to plug your own store under a [`crate::Cache`] (the custom
+/// backend). Implementations must be `Send + Sync`: one backend serves every thread.
+/// `ttl` is `None` for "never expires"; the cache never passes a zero TTL.
+///
+/// The many-key operations have default implementations that loop over the single-key ones;
+/// backends with native bulk commands (MGET, multi-get, one SQL statement) replace them.
+pub trait Backend: Send + Sync + 'static {
+    /// A short name for logs and errors (`"memory"`, `"redis"`, …).
+    fn name(&self) -> &'static str;
+
+    /// The value stored under `key`, or `None` when it is missing or expired.
+    fn get(&self, key: &[u8]) -> Result<Option<Value>>;
+
+    /// Stores `value` under `key`, replacing any old value.
+    fn set(&self, key: &[u8], value: &[u8], ttl: Option<Duration>) -> Result<()>;
+
+    /// Stores `value` only if `key` is absent (or expired); true when it stored. Atomic.
+    fn add(&self, key: &[u8], value: &[u8], ttl: Option<Duration>) -> Result<bool>;
+
+    /// Removes `key`; true when it was present.
+    fn delete(&self, key: &[u8]) -> Result<bool>;
+
+    /// True when `key` is present and not expired.
+    fn has_key(&self, key: &[u8]) -> Result<bool> {
+        Ok(self.get(key)?.is_some())
+    }
+
+    /// Gives `key` a new TTL; true when the key was present.
+    fn touch(&self, key: &[u8], ttl: Option<Duration>) -> Result<bool>;
+
+    /// Adds `delta` to the integer stored under `key` and returns the new value, atomically.
+    ///
+    /// Fails with [`ErrorKind::NotFound`] when the key is missing, [`ErrorKind::NotAnInteger`]
+    /// when the value is not ASCII decimal, [`ErrorKind::Overflow`] past the `i64` range.
+    /// The entry keeps its TTL.
+    fn incr(&self, key: &[u8], delta: i64) -> Result<i64>;
+
+    /// The values of `keys`, in order; `None` for each miss.
+    fn get_many(&self, keys: &[&[u8]]) -> Result<Vec<Option<Value>>> {
+        keys.iter().map(|k| self.get(k)).collect()
+    }
+
+    /// Stores every `(key, value)` pair with one TTL; returns the positions that failed.
+    fn set_many(&self, items: &[(&[u8], &[u8])], ttl: Option<Duration>) -> Result<Vec<usize>> {
+        for (k, v) in items {
+            self.set(k, v, ttl)?;
+        }
+        Ok(Vec::new())
+    }
+
+    /// Removes every key; returns how many were present.
+    fn delete_many(&self, keys: &[&[u8]]) -> Result<usize> {
+        let mut n = 0;
+        for k in keys {
+            n += usize::from(self.delete(k)?);
+        }
+        Ok(n)
+    }
+
+    /// Removes every key that starts with `prefix`; an empty prefix removes everything the
+    /// backend holds.
+    fn clear(&self, prefix: &[u8]) -> Result<()>;
+
+    /// How many entries the backend evicted to stay within its bounds, if it knows.
+    fn evictions(&self) -> u64 {
+        0
+    }
+}
+
+/// Parses ASCII decimal as `incr` reads it: an optional `-` and digits, nothing else.
+pub fn parse_i64(bytes: &[u8]) -> Option<i64> {
+    let (neg, digits) = match bytes.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        Some((b'+', rest)) => (false, rest),
+        _ => (false, bytes),
+    };
+    if digits.is_empty() || digits.len() > 20 {
+        return None;
+    }
+    let mut n: i64 = 0;
+    for &b in digits {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        let d = i64::from(b - b'0');
+        n = n.checked_mul(10)?;
+        n = if neg { n.checked_sub(d)? } else { n.checked_add(d)? };
+    }
+    Some(n)
+}
+
+/// The new value of an `incr`, with the errors every backend reports the same way.
+pub fn apply_delta(current: &[u8], delta: i64) -> Result<i64> {
+    let n = parse_i64(current).ok_or_else(|| {
+        Error::new(ErrorKind::NotAnInteger, "the cached value is not an integer")
+    })?;
+    n.checked_add(delta)
+        .ok_or_else(|| Error::new(ErrorKind::Overflow, "incr/decr would overflow a 64-bit integer"))
+}
+
+/// The error `incr` gives on a missing key.
+pub fn not_found(key: &[u8]) -> Error {
+    Error::new(
+        ErrorKind::NotFound,
+        format!("key {:?} not found", String::from_utf8_lossy(key)),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_i64;
+
+    #[test]
+    fn parse_i64_accepts_only_plain_decimal() {
+        assert_eq!(parse_i64(b"42"), Some(42));
+        assert_eq!(parse_i64(b"-9223372036854775808"), Some(i64::MIN));
+        assert_eq!(parse_i64(b"9223372036854775807"), Some(i64::MAX));
+        assert_eq!(parse_i64(b"9223372036854775808"), None);
+        for bad in [&b""[..], b"-", b"1.5", b" 1", b"1e3", b"abc", b"\x80\x05"] {
+            assert_eq!(parse_i64(bad), None, "{bad:?}");
+        }
+    }
+}

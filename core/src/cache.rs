@@ -1,0 +1,586 @@
+//! [`Cache`]: a backend plus the key policy, default TTL, size limit and statistics.
+
+use crate::backend::{dummy::DummyBackend, Backend};
+use crate::error::{Error, ErrorKind, Result};
+use crate::expiry::{Expiry, Ttl};
+use crate::location::{Location, Options};
+use crate::stats::{Stats, StatsSnapshot};
+use crate::value::Value;
+use smallvec::SmallVec;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The default TTL of a cache when none is configured: 300 seconds, Django's default.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
+/// The largest value a cache stores unless configured otherwise: 64 MiB.
+pub const DEFAULT_MAX_VALUE_SIZE: usize = 64 << 20;
+/// The longest key (before prefix and version) a cache accepts: 64 KiB.
+pub const MAX_KEY_LEN: usize = 64 << 10;
+
+/// A key as an operation receives it: the caller's key and, optionally, a version that
+/// overrides the cache's own for this one call.
+///
+/// Every operation takes `impl Into<Key>`, so a plain `&str` works:
+///
+/// ```
+/// use polycache::{Cache, Key};
+/// let cache = Cache::open("memory://").unwrap();
+/// cache.set("k", b"v1", Default::default()).unwrap();
+/// cache.set(Key::new("k").version(2), b"v2", Default::default()).unwrap();
+/// assert_eq!(cache.get("k").unwrap().unwrap(), *b"v1".as_slice());
+/// assert_eq!(cache.get(Key::new("k").version(2)).unwrap().unwrap(), *b"v2".as_slice());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Key<'a> {
+    name: &'a str,
+    version: Option<i64>,
+}
+
+impl<'a> Key<'a> {
+    /// The key `name` at the cache's version.
+    #[inline]
+    pub fn new(name: &'a str) -> Self {
+        Key { name, version: None }
+    }
+    /// The same key at `version`.
+    #[inline]
+    pub fn version(mut self, version: i64) -> Self {
+        self.version = Some(version);
+        self
+    }
+    /// The same key at `version`, or at the cache's version for `None`.
+    #[inline]
+    pub fn maybe_version(mut self, version: Option<i64>) -> Self {
+        self.version = version;
+        self
+    }
+    /// The caller's key.
+    pub fn name(&self) -> &'a str {
+        self.name
+    }
+}
+
+impl<'a> From<&'a str> for Key<'a> {
+    #[inline]
+    fn from(name: &'a str) -> Self {
+        Key::new(name)
+    }
+}
+
+impl<'a> From<&'a String> for Key<'a> {
+    #[inline]
+    fn from(name: &'a String) -> Self {
+        Key::new(name)
+    }
+}
+
+/// A full key built on the stack: `{key_prefix}:{version}:{key}`.
+type KeyBuf = SmallVec<[u8; 192]>;
+
+/// A cache: one backend plus key prefix, version, default TTL, value size limit and stats.
+///
+/// Open one from a URL with [`Cache::open`] or configure it with [`Cache::builder`]. The
+/// full key of every entry is `{key_prefix}:{version}:{key}`, Django's default, so polycache
+/// and Django address the same entries. Values are bytes; integers are stored as ASCII
+/// decimal so `incr` works natively everywhere.
+///
+/// `Cache` is `Send + Sync` and cheap to clone (clones share the backend and statistics).
+/// No method panics.
+///
+/// ```
+/// use polycache::{Cache, Expiry};
+/// use std::time::Duration;
+///
+/// let cache = Cache::builder("memory://?max_entries=1000").key_prefix("app").build().unwrap();
+/// cache.set("greeting", b"hello", Expiry::After(Duration::from_secs(60))).unwrap();
+/// assert_eq!(cache.get("greeting").unwrap().as_deref(), Some(&b"hello"[..]));
+/// cache.set("hits", b"1", Expiry::Never).unwrap();
+/// assert_eq!(cache.incr("hits", 5).unwrap(), 6);
+/// assert!(cache.incr("absent", 1).unwrap_err().is_not_found());
+/// assert_eq!(cache.stats().hits, 1);
+/// ```
+#[derive(Clone)]
+pub struct Cache {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    backend: Arc<dyn Backend>,
+    key_prefix: String,
+    version: i64,
+    /// `{key_prefix}:{version}:`, pre-rendered for the common case.
+    head: Box<[u8]>,
+    default_expiry: Expiry,
+    max_value_size: usize,
+    stats: Stats,
+    location: String,
+}
+
+impl fmt::Debug for Cache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Cache")
+            .field("location", &self.inner.location)
+            .field("key_prefix", &self.inner.key_prefix)
+            .field("version", &self.inner.version)
+            .field("default_expiry", &self.inner.default_expiry)
+            .finish()
+    }
+}
+
+/// Configures a [`Cache`]. Settings made here win over the same options in the URL.
+///
+/// ```
+/// use polycache::Cache;
+/// use std::time::Duration;
+/// let cache = Cache::builder("memory://")
+///     .key_prefix("site")
+///     .version(3)
+///     .default_timeout(Some(Duration::from_secs(60)))
+///     .build()
+///     .unwrap();
+/// assert_eq!(cache.key_prefix(), "site");
+/// ```
+#[must_use]
+pub struct CacheBuilder {
+    location: Option<String>,
+    backend: Option<Arc<dyn Backend>>,
+    key_prefix: Option<String>,
+    version: Option<i64>,
+    timeout: Option<Option<Duration>>,
+    max_value_size: Option<usize>,
+}
+
+impl CacheBuilder {
+    /// The key prefix (default: empty).
+    pub fn key_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.key_prefix = Some(prefix.into());
+        self
+    }
+    /// The version (default: 1).
+    pub fn version(mut self, version: i64) -> Self {
+        self.version = Some(version);
+        self
+    }
+    /// The TTL of [`Expiry::Default`]: `None` never expires (default: 300 s).
+    /// A zero duration makes every default `set` store nothing, as in Django.
+    pub fn default_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+    /// The largest value stored, in bytes (default: 64 MiB).
+    pub fn max_value_size(mut self, bytes: usize) -> Self {
+        self.max_value_size = Some(bytes);
+        self
+    }
+
+    /// Opens the backend and builds the cache.
+    pub fn build(self) -> Result<Cache> {
+        let (backend, location, url_opts) = match (self.backend, &self.location) {
+            (Some(backend), _) => {
+                let location = format!("custom:{}", backend.name());
+                (backend, location, UrlCacheOptions::default())
+            }
+            (None, Some(url)) => {
+                let location = Location::parse(url)?;
+                let mut options = Options::new(&location);
+                let url_opts = UrlCacheOptions::take(&mut options)?;
+                let backend = crate::open_backend(&location, &mut options)?;
+                options.finish()?;
+                (backend, location.redacted(), url_opts)
+            }
+            (None, None) => (Arc::new(DummyBackend) as Arc<dyn Backend>, "dummy://".into(), UrlCacheOptions::default()),
+        };
+        let key_prefix = self.key_prefix.or(url_opts.key_prefix).unwrap_or_default();
+        let version = self.version.or(url_opts.version).unwrap_or(1);
+        let timeout = self.timeout.or(url_opts.timeout).unwrap_or(Some(DEFAULT_TIMEOUT));
+        let max_value_size =
+            self.max_value_size.or(url_opts.max_value_size).unwrap_or(DEFAULT_MAX_VALUE_SIZE);
+        let default_expiry = match timeout {
+            None => Expiry::Never,
+            Some(d) if d.is_zero() => Expiry::Expired,
+            Some(d) => Expiry::After(d),
+        };
+        let head = format!("{key_prefix}:{version}:").into_bytes().into_boxed_slice();
+        Ok(Cache {
+            inner: Arc::new(Inner {
+                backend,
+                key_prefix,
+                version,
+                head,
+                default_expiry,
+                max_value_size,
+                stats: Stats::default(),
+                location,
+            }),
+        })
+    }
+}
+
+/// The options every URL may carry, whatever its backend.
+#[derive(Default)]
+struct UrlCacheOptions {
+    key_prefix: Option<String>,
+    version: Option<i64>,
+    timeout: Option<Option<Duration>>,
+    max_value_size: Option<usize>,
+}
+
+impl UrlCacheOptions {
+    fn take(options: &mut Options) -> Result<Self> {
+        Ok(UrlCacheOptions {
+            key_prefix: options.take("key_prefix"),
+            version: options.i64("version")?,
+            timeout: options.seconds("timeout")?,
+            max_value_size: options.positive_u64("max_value_size")?.map(|n| n as usize),
+        })
+    }
+}
+
+fn counts_as_error(err: &Error) -> bool {
+    matches!(
+        err.kind(),
+        ErrorKind::Connection | ErrorKind::Timeout | ErrorKind::Io | ErrorKind::Backend | ErrorKind::Serialization
+    )
+}
+
+impl Cache {
+    /// Opens the cache at `url` with default settings (see [`Cache::builder`]).
+    ///
+    /// Schemes: `memory://[name]?max_entries=N|max_bytes=N` and `dummy://`; more as their
+    /// backends are enabled. Every URL also takes `key_prefix`, `version`, `timeout`
+    /// (seconds or `none`) and `max_value_size` options.
+    pub fn open(url: &str) -> Result<Cache> {
+        Cache::builder(url).build()
+    }
+
+    /// A builder for the cache at `url`.
+    pub fn builder(url: &str) -> CacheBuilder {
+        CacheBuilder {
+            location: Some(url.to_owned()),
+            backend: None,
+            key_prefix: None,
+            version: None,
+            timeout: None,
+            max_value_size: None,
+        }
+    }
+
+    /// A builder for a cache over your own [`Backend`].
+    pub fn with_backend(backend: Arc<dyn Backend>) -> CacheBuilder {
+        CacheBuilder {
+            location: None,
+            backend: Some(backend),
+            key_prefix: None,
+            version: None,
+            timeout: None,
+            max_value_size: None,
+        }
+    }
+
+    /// The key prefix.
+    pub fn key_prefix(&self) -> &str {
+        &self.inner.key_prefix
+    }
+    /// The default version.
+    pub fn version(&self) -> i64 {
+        self.inner.version
+    }
+    /// What [`Expiry::Default`] means for this cache (`Never`, `After` or `Expired`).
+    pub fn default_expiry(&self) -> Expiry {
+        self.inner.default_expiry
+    }
+    /// The location, with any password redacted.
+    pub fn location(&self) -> &str {
+        &self.inner.location
+    }
+    /// The backend.
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.inner.backend
+    }
+
+    /// Builds the full key `{key_prefix}:{version}:{name}` into `buf`.
+    #[inline]
+    fn full_key(&self, key: Key<'_>, buf: &mut KeyBuf) -> Result<()> {
+        if key.name.len() > MAX_KEY_LEN {
+            return Err(Error::new(
+                ErrorKind::InvalidKey,
+                format!("key of {} bytes is longer than the {MAX_KEY_LEN} bytes allowed", key.name.len()),
+            ));
+        }
+        match key.version {
+            Some(v) if v != self.inner.version => {
+                use std::io::Write;
+                let _ = write!(buf, "{}:{v}:", self.inner.key_prefix);
+            }
+            _ => buf.extend_from_slice(&self.inner.head),
+        }
+        buf.extend_from_slice(key.name.as_bytes());
+        Ok(())
+    }
+
+    /// The full key a caller's key maps to, as stored in the backend.
+    pub fn make_key<'k>(&self, key: impl Into<Key<'k>>) -> Result<Vec<u8>> {
+        let mut buf = KeyBuf::new();
+        self.full_key(key.into(), &mut buf)?;
+        Ok(buf.to_vec())
+    }
+
+    #[inline]
+    fn track<T>(&self, result: Result<T>) -> Result<T> {
+        if let Err(e) = &result {
+            if counts_as_error(e) {
+                self.inner.stats.error(1);
+            }
+        }
+        result
+    }
+
+    #[inline]
+    fn resolve(&self, expiry: Expiry) -> Ttl {
+        expiry.resolve(self.inner.default_expiry)
+    }
+
+    fn check_value(&self, value: &[u8]) -> Result<()> {
+        if value.len() > self.inner.max_value_size {
+            return Err(Error::new(
+                ErrorKind::ValueTooLarge,
+                format!(
+                    "value of {} bytes is larger than this cache's max_value_size ({} bytes)",
+                    value.len(),
+                    self.inner.max_value_size
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The value under `key`, or `None` on a miss.
+    #[inline]
+    pub fn get<'k>(&self, key: impl Into<Key<'k>>) -> Result<Option<Value>> {
+        let mut buf = KeyBuf::new();
+        self.full_key(key.into(), &mut buf)?;
+        let result = self.inner.backend.get(&buf);
+        match &result {
+            Ok(Some(_)) => self.inner.stats.hit(1),
+            Ok(None) => self.inner.stats.miss(1),
+            Err(_) => {}
+        }
+        self.track(result)
+    }
+
+    /// Stores `value` under `key`. [`Expiry::Expired`] stores nothing and removes the old value.
+    #[inline]
+    pub fn set<'k>(&self, key: impl Into<Key<'k>>, value: &[u8], expiry: Expiry) -> Result<()> {
+        let mut buf = KeyBuf::new();
+        self.full_key(key.into(), &mut buf)?;
+        self.check_value(value)?;
+        let result = match self.resolve(expiry) {
+            Ttl::Expired => self.inner.backend.delete(&buf).map(drop),
+            ttl => {
+                let r = self.inner.backend.set(&buf, value, ttl.as_option());
+                if r.is_ok() {
+                    self.inner.stats.set(1);
+                }
+                r
+            }
+        };
+        self.track(result)
+    }
+
+    /// Stores `value` only if `key` is absent; true when it stored.
+    ///
+    /// With [`Expiry::Expired`] nothing is stored and the answer is whether the key was
+    /// absent, as Django's backends do.
+    pub fn add<'k>(&self, key: impl Into<Key<'k>>, value: &[u8], expiry: Expiry) -> Result<bool> {
+        let mut buf = KeyBuf::new();
+        self.full_key(key.into(), &mut buf)?;
+        self.check_value(value)?;
+        let result = match self.resolve(expiry) {
+            Ttl::Expired => self.inner.backend.has_key(&buf).map(|present| !present),
+            ttl => self.inner.backend.add(&buf, value, ttl.as_option()),
+        };
+        if let Ok(true) = result {
+            self.inner.stats.set(1);
+        }
+        self.track(result)
+    }
+
+    /// Removes `key`; true when it was present.
+    pub fn delete<'k>(&self, key: impl Into<Key<'k>>) -> Result<bool> {
+        let mut buf = KeyBuf::new();
+        self.full_key(key.into(), &mut buf)?;
+        let result = self.inner.backend.delete(&buf);
+        if let Ok(true) = result {
+            self.inner.stats.delete(1);
+        }
+        self.track(result)
+    }
+
+    /// True when `key` is present and not expired. Not counted as a hit or miss.
+    pub fn has_key<'k>(&self, key: impl Into<Key<'k>>) -> Result<bool> {
+        let mut buf = KeyBuf::new();
+        self.full_key(key.into(), &mut buf)?;
+        let result = self.inner.backend.has_key(&buf);
+        self.track(result)
+    }
+
+    /// Gives `key` a new expiry; true when the key was present. [`Expiry::Expired`] removes it.
+    pub fn touch<'k>(&self, key: impl Into<Key<'k>>, expiry: Expiry) -> Result<bool> {
+        let mut buf = KeyBuf::new();
+        self.full_key(key.into(), &mut buf)?;
+        let result = match self.resolve(expiry) {
+            Ttl::Expired => self.inner.backend.delete(&buf),
+            ttl => self.inner.backend.touch(&buf, ttl.as_option()),
+        };
+        self.track(result)
+    }
+
+    /// Adds `delta` to the integer under `key`, atomically, and returns the new value.
+    ///
+    /// Fails with [`ErrorKind::NotFound`] on a missing key (as Django does),
+    /// [`ErrorKind::NotAnInteger`] on a value that is not decimal, and
+    /// [`ErrorKind::Overflow`] past the 64-bit range. The entry keeps its expiry.
+    pub fn incr<'k>(&self, key: impl Into<Key<'k>>, delta: i64) -> Result<i64> {
+        let mut buf = KeyBuf::new();
+        self.full_key(key.into(), &mut buf)?;
+        let result = self.inner.backend.incr(&buf, delta);
+        if result.is_ok() {
+            self.inner.stats.set(1);
+        }
+        self.track(result)
+    }
+
+    /// Subtracts `delta`; see [`Cache::incr`].
+    pub fn decr<'k>(&self, key: impl Into<Key<'k>>, delta: i64) -> Result<i64> {
+        let neg = delta.checked_neg().ok_or_else(|| {
+            Error::new(ErrorKind::Overflow, "decr delta is out of the 64-bit range")
+        })?;
+        self.incr(key, neg)
+    }
+
+    fn full_keys(&self, keys: &[&str], version: Option<i64>) -> Result<(Vec<u8>, Vec<usize>)> {
+        let mut bytes = Vec::with_capacity(keys.iter().map(|k| k.len() + self.inner.head.len() + 4).sum());
+        let mut ends = Vec::with_capacity(keys.len());
+        let mut buf = KeyBuf::new();
+        for k in keys {
+            buf.clear();
+            self.full_key(Key::new(k).maybe_version(version), &mut buf)?;
+            bytes.extend_from_slice(&buf);
+            ends.push(bytes.len());
+        }
+        Ok((bytes, ends))
+    }
+
+    fn split_keys<'b>(bytes: &'b [u8], ends: &[usize]) -> Vec<&'b [u8]> {
+        let mut start = 0;
+        ends.iter()
+            .map(|&end| {
+                let k = &bytes[start..end];
+                start = end;
+                k
+            })
+            .collect()
+    }
+
+    /// The values of `keys`, in order, `None` for each miss; one bulk call to the backend.
+    pub fn get_many(&self, keys: &[&str], version: Option<i64>) -> Result<Vec<Option<Value>>> {
+        let (bytes, ends) = self.full_keys(keys, version)?;
+        let full = Self::split_keys(&bytes, &ends);
+        let result = self.inner.backend.get_many(&full);
+        if let Ok(values) = &result {
+            let hits = values.iter().filter(|v| v.is_some()).count() as u64;
+            self.inner.stats.hit(hits);
+            self.inner.stats.miss(values.len() as u64 - hits);
+        }
+        self.track(result)
+    }
+
+    /// Stores every pair with one expiry; returns the positions in `items` that failed.
+    pub fn set_many(
+        &self,
+        items: &[(&str, &[u8])],
+        expiry: Expiry,
+        version: Option<i64>,
+    ) -> Result<Vec<usize>> {
+        for (_, v) in items {
+            self.check_value(v)?;
+        }
+        let names: Vec<&str> = items.iter().map(|(k, _)| *k).collect();
+        let (bytes, ends) = self.full_keys(&names, version)?;
+        let full = Self::split_keys(&bytes, &ends);
+        let result = match self.resolve(expiry) {
+            Ttl::Expired => self.inner.backend.delete_many(&full).map(|_| Vec::new()),
+            ttl => {
+                let pairs: Vec<(&[u8], &[u8])> =
+                    full.iter().zip(items).map(|(k, (_, v))| (*k, *v)).collect();
+                let r = self.inner.backend.set_many(&pairs, ttl.as_option());
+                if let Ok(failed) = &r {
+                    self.inner.stats.set((items.len() - failed.len()) as u64);
+                }
+                r
+            }
+        };
+        self.track(result)
+    }
+
+    /// Removes every key; returns how many were present.
+    pub fn delete_many(&self, keys: &[&str], version: Option<i64>) -> Result<usize> {
+        let (bytes, ends) = self.full_keys(keys, version)?;
+        let full = Self::split_keys(&bytes, &ends);
+        let result = self.inner.backend.delete_many(&full);
+        if let Ok(n) = result {
+            self.inner.stats.delete(n as u64);
+        }
+        self.track(result)
+    }
+
+    /// The value under `key`; on a miss, calls `compute`, stores its result with `add` and
+    /// returns what the cache then holds (another writer's value if it won the race).
+    pub fn get_or_set<'k, F>(&self, key: impl Into<Key<'k>>, compute: F, expiry: Expiry) -> Result<Value>
+    where
+        F: FnOnce() -> Result<Vec<u8>>,
+    {
+        let key = key.into();
+        if let Some(v) = self.get(key)? {
+            return Ok(v);
+        }
+        let value = compute()?;
+        self.add(key, &value, expiry)?;
+        match self.get(key)? {
+            Some(v) => Ok(v),
+            None => Ok(Value::from(value)),
+        }
+    }
+
+    /// Removes this cache's entries: every key under `{key_prefix}:`, or everything the
+    /// backend holds when the prefix is empty.
+    pub fn clear(&self) -> Result<()> {
+        let prefix = if self.inner.key_prefix.is_empty() {
+            Vec::new()
+        } else {
+            format!("{}:", self.inner.key_prefix).into_bytes()
+        };
+        let result = self.inner.backend.clear(&prefix);
+        self.track(result)
+    }
+
+    /// Moves `key` from `version` (default: the cache's) to `version + delta` and returns the
+    /// new version; fails with [`ErrorKind::NotFound`] when the key is missing.
+    pub fn incr_version(&self, key: &str, delta: i64, version: Option<i64>) -> Result<i64> {
+        let version = version.unwrap_or(self.inner.version);
+        let new_version = version
+            .checked_add(delta)
+            .ok_or_else(|| Error::new(ErrorKind::Overflow, "version out of the 64-bit range"))?;
+        let old = Key::new(key).version(version);
+        let value = self.get(old)?.ok_or_else(|| crate::backend::not_found(key.as_bytes()))?;
+        self.set(Key::new(key).version(new_version), &value, Expiry::Default)?;
+        self.delete(old)?;
+        Ok(new_version)
+    }
+
+    /// The counters of this cache.
+    pub fn stats(&self) -> StatsSnapshot {
+        self.inner.stats.snapshot(self.inner.backend.evictions())
+    }
+}

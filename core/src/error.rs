@@ -1,0 +1,173 @@
+//! The one error type of polycache, with a [`ErrorKind`] that bindings map by.
+
+use std::fmt;
+
+/// What went wrong, as a category that callers and bindings can match on.
+///
+/// Bindings map errors by kind, never by message text: Python raises `ValueError` for
+/// [`ErrorKind::NotFound`], `ConnectionError` for [`ErrorKind::Connection`], and so on;
+/// C returns one `polycache_result` code per kind.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// A URL, option or configuration value is wrong.
+    Configuration,
+    /// The server could not be reached or the connection broke.
+    Connection,
+    /// An operation did not finish within its timeout.
+    Timeout,
+    /// The key cannot be used (too long, or not valid for this cache).
+    InvalidKey,
+    /// The value is larger than the cache accepts.
+    ValueTooLarge,
+    /// A value could not be encoded or decoded.
+    Serialization,
+    /// `incr`/`decr` on a key that is not in the cache.
+    NotFound,
+    /// `incr`/`decr` on a value that is not an integer.
+    NotAnInteger,
+    /// `incr`/`decr` would leave the 64-bit signed range.
+    Overflow,
+    /// The backend does not support this operation.
+    Unsupported,
+    /// A local I/O error (file backend, sockets).
+    Io,
+    /// The backend answered with an error of its own.
+    Backend,
+}
+
+impl ErrorKind {
+    /// A short, stable, lower-case name for the kind (`"not_found"`, `"timeout"`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::Configuration => "configuration",
+            ErrorKind::Connection => "connection",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::InvalidKey => "invalid_key",
+            ErrorKind::ValueTooLarge => "value_too_large",
+            ErrorKind::Serialization => "serialization",
+            ErrorKind::NotFound => "not_found",
+            ErrorKind::NotAnInteger => "not_an_integer",
+            ErrorKind::Overflow => "overflow",
+            ErrorKind::Unsupported => "unsupported",
+            ErrorKind::Io => "io",
+            ErrorKind::Backend => "backend",
+        }
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A polycache error: a [`ErrorKind`] plus a message for people.
+///
+/// Messages never contain a password from a URL. `Error` is `Send + Sync` and cheap to move.
+///
+/// ```
+/// use polycache::{Cache, ErrorKind};
+/// let err = Cache::open("nosuch://x").unwrap_err();
+/// assert_eq!(err.kind(), ErrorKind::Configuration);
+/// assert!(err.is_configuration());
+/// assert!(err.to_string().contains("nosuch"));
+/// ```
+pub struct Error {
+    kind: ErrorKind,
+    message: String,
+    source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+}
+
+/// The result type of every fallible polycache operation.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// An error of `kind` with `message`.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Error { kind, message: message.into(), source: None }
+    }
+
+    /// Attaches the lower-level error that caused this one.
+    pub fn with_source(
+        mut self,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        self.source = Some(Box::new(source));
+        self
+    }
+
+    /// The category of this error.
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    /// The message, without the kind.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// True for a configuration error (bad URL, option or value).
+    pub fn is_configuration(&self) -> bool {
+        self.kind == ErrorKind::Configuration
+    }
+    /// True for a connection error.
+    pub fn is_connection(&self) -> bool {
+        self.kind == ErrorKind::Connection
+    }
+    /// True for a timeout.
+    pub fn is_timeout(&self) -> bool {
+        self.kind == ErrorKind::Timeout
+    }
+    /// True when `incr`/`decr` found no such key.
+    pub fn is_not_found(&self) -> bool {
+        self.kind == ErrorKind::NotFound
+    }
+
+    pub(crate) fn config(message: impl Into<String>) -> Self {
+        Error::new(ErrorKind::Configuration, message)
+    }
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("Error");
+        d.field("kind", &self.kind).field("message", &self.message);
+        if let Some(source) = &self.source {
+            d.field("source", source);
+        }
+        d.finish()
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)?;
+        if let Some(source) = &self.source {
+            write!(f, ": {source}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source.as_deref().map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
+impl From<std::io::Error> for Error {
+    fn from(err: std::io::Error) -> Self {
+        let kind = match err.kind() {
+            std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock => ErrorKind::Timeout,
+            std::io::ErrorKind::ConnectionRefused
+            | std::io::ErrorKind::ConnectionReset
+            | std::io::ErrorKind::ConnectionAborted
+            | std::io::ErrorKind::NotConnected
+            | std::io::ErrorKind::BrokenPipe
+            | std::io::ErrorKind::UnexpectedEof => ErrorKind::Connection,
+            _ => ErrorKind::Io,
+        };
+        Error::new(kind, "I/O error").with_source(err)
+    }
+}

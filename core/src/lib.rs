@@ -1,0 +1,57 @@
+//! polycache: one cache engine for Rust, C and Python.
+//!
+//! A [`Cache`] is a backend opened from a URL plus Django's key policy
+//! (`{key_prefix}:{version}:{key}`), a default TTL and statistics. [`Caches`] holds named
+//! caches configured like Django's `CACHES`. Values are bytes; integers are ASCII decimal.
+//!
+//! ```
+//! use polycache::{Cache, Expiry};
+//!
+//! let cache = Cache::open("memory://?max_entries=10000").unwrap();
+//! cache.set("answer", b"42", Expiry::Default).unwrap();
+//! assert_eq!(cache.incr("answer", 1).unwrap(), 43);
+//! let v = cache.get_or_set("slow", || Ok(b"computed".to_vec()), Expiry::Never).unwrap();
+//! assert_eq!(&*v, b"computed");
+//! ```
+#![warn(missing_docs)]
+
+pub mod backend;
+mod cache;
+mod error;
+mod expiry;
+mod location;
+mod service;
+mod stats;
+mod value;
+
+pub use backend::{parse_i64, Backend};
+pub use cache::{Cache, CacheBuilder, Key, DEFAULT_MAX_VALUE_SIZE, DEFAULT_TIMEOUT, MAX_KEY_LEN};
+pub use error::{Error, ErrorKind, Result};
+pub use expiry::Expiry;
+pub use location::{redact, Location, Options};
+pub use service::{CacheConfig, Caches};
+pub use stats::StatsSnapshot;
+pub use value::Value;
+
+use std::sync::Arc;
+
+/// Opens the backend a location names; the one place schemes are dispatched.
+pub(crate) fn open_backend(location: &Location, options: &mut Options) -> Result<Arc<dyn Backend>> {
+    match location.scheme() {
+        "dummy" => Ok(Arc::new(backend::dummy::DummyBackend)),
+        #[cfg(feature = "memory")]
+        "memory" => Ok(Arc::new(backend::memory::MemoryBackend::open(location, options)?)),
+        other => Err(Error::config(format!(
+            "unknown cache scheme '{other}' in {}: expected one of {}",
+            location.redacted(),
+            SCHEMES.join(", ")
+        ))),
+    }
+}
+
+/// The URL schemes this build can open.
+pub const SCHEMES: &[&str] = &[
+    "dummy://",
+    #[cfg(feature = "memory")]
+    "memory://",
+];

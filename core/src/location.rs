@@ -1,0 +1,320 @@
+//! Cache locations: URLs such as `memory://?max_entries=1000` or
+//! `redis://:secret@127.0.0.1:6379/0`, parsed without ever echoing a password.
+
+use crate::error::{Error, Result};
+use percent_encoding::percent_decode_str;
+use std::fmt;
+use std::time::Duration;
+
+/// A parsed cache URL: scheme, optional credentials, hosts, path and query options.
+///
+/// Several hosts may be given comma-separated (`memcached://h1:11211,h2:11211`). The
+/// password is kept but never shown by `Debug` or [`Location::redacted`]. `Send + Sync`.
+///
+/// ```
+/// use polycache::Location;
+/// let loc = Location::parse("redis://user:s3cret@localhost:6379/2?timeout=5").unwrap();
+/// assert_eq!(loc.scheme(), "redis");
+/// assert_eq!(loc.hosts(), ["localhost:6379"]);
+/// assert_eq!(loc.path(), "/2");
+/// assert_eq!(loc.password(), Some("s3cret"));
+/// assert_eq!(loc.redacted(), "redis://user:***@localhost:6379/2?timeout=5");
+/// assert!(!format!("{loc:?}").contains("s3cret"));
+/// ```
+#[derive(Clone, PartialEq, Eq)]
+pub struct Location {
+    scheme: String,
+    username: Option<String>,
+    password: Option<String>,
+    hosts: Vec<String>,
+    path: String,
+    query: Vec<(String, String)>,
+    raw: String,
+}
+
+impl Location {
+    /// Parses `url`. The scheme must be present (`scheme://…`); everything else may be empty.
+    pub fn parse(url: &str) -> Result<Location> {
+        let url = url.trim();
+        let Some((scheme, rest)) = url.split_once("://") else {
+            return Err(Error::config(format!(
+                "cache location {:?} has no scheme: expected a URL such as memory:// or \
+                 redis://host:6379/0",
+                redact(url)
+            )));
+        };
+        if scheme.is_empty()
+            || !scheme
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
+        {
+            return Err(Error::config(format!(
+                "cache location {:?} has an invalid scheme",
+                redact(url)
+            )));
+        }
+        let (rest, query) = match rest.split_once('?') {
+            Some((r, q)) => (r, q),
+            None => (rest, ""),
+        };
+        let (authority, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, ""),
+        };
+        let (userinfo, hostlist) = match authority.rfind('@') {
+            Some(i) => (Some(&authority[..i]), &authority[i + 1..]),
+            None => (None, authority),
+        };
+        let (username, password) = match userinfo {
+            None => (None, None),
+            Some(info) => {
+                let (user, pass) = match info.split_once(':') {
+                    Some((u, p)) => (u, Some(p)),
+                    None => (info, None),
+                };
+                let user = decode(user, "user name", url)?;
+                let pass = pass.map(|p| decode(p, "password", url)).transpose()?;
+                ((!user.is_empty()).then_some(user), pass)
+            }
+        };
+        let hosts = if hostlist.is_empty() {
+            Vec::new()
+        } else {
+            hostlist
+                .split(',')
+                .map(|h| {
+                    if h.is_empty() {
+                        Err(Error::config(format!(
+                            "cache location {:?} has an empty host in its host list",
+                            redact(url)
+                        )))
+                    } else {
+                        decode(h, "host", url)
+                    }
+                })
+                .collect::<Result<Vec<_>>>()?
+        };
+        let path = decode(path, "path", url)?;
+        let mut pairs = Vec::new();
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            let k = decode(&k.replace('+', " "), "option name", url)?;
+            let v = decode(&v.replace('+', " "), "option value", url)?;
+            pairs.push((k, v));
+        }
+        Ok(Location {
+            scheme: scheme.to_ascii_lowercase(),
+            username,
+            password,
+            hosts,
+            path,
+            query: pairs,
+            raw: url.to_owned(),
+        })
+    }
+
+    /// The scheme, lower-cased (`"memory"`, `"redis"`, …).
+    pub fn scheme(&self) -> &str {
+        &self.scheme
+    }
+    /// The user name from the URL, if any.
+    pub fn username(&self) -> Option<&str> {
+        self.username.as_deref()
+    }
+    /// The password from the URL, if any. Never printed by polycache.
+    pub fn password(&self) -> Option<&str> {
+        self.password.as_deref()
+    }
+    /// The hosts (`host[:port]`), in the order given.
+    pub fn hosts(&self) -> &[String] {
+        &self.hosts
+    }
+    /// The path, percent-decoded, with its leading `/` (empty when there is none).
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+    /// The query options, percent-decoded, in the order given.
+    pub fn options(&self) -> &[(String, String)] {
+        &self.query
+    }
+    /// The URL with any password replaced by `***`, safe for logs and errors.
+    pub fn redacted(&self) -> String {
+        redact(&self.raw)
+    }
+}
+
+impl fmt::Debug for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Location({:?})", self.redacted())
+    }
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+fn decode(s: &str, what: &str, url: &str) -> Result<String> {
+    percent_decode_str(s).decode_utf8().map(|c| c.into_owned()).map_err(|_| {
+        Error::config(format!(
+            "cache location {:?} has a {what} that is not valid UTF-8 after percent-decoding",
+            redact(url)
+        ))
+    })
+}
+
+/// Replaces the password of a URL (the text between `user:` and `@`) with `***`.
+///
+/// Works on text that is not a valid URL too, so that error messages about bad URLs can
+/// still be printed safely.
+pub fn redact(url: &str) -> String {
+    let Some(start) = url.find("://").map(|i| i + 3) else {
+        return url.to_owned();
+    };
+    let end = url[start..].find(['/', '?']).map_or(url.len(), |i| start + i);
+    let authority = &url[start..end];
+    let Some(at) = authority.rfind('@') else {
+        return url.to_owned();
+    };
+    let userinfo = &authority[..at];
+    match userinfo.find(':') {
+        Some(colon) => format!("{}{}:***{}", &url[..start], &userinfo[..colon], &url[start + at..]),
+        None => url.to_owned(),
+    }
+}
+
+/// Typed access to a location's query options, that reports the options nobody asked for.
+///
+/// Each getter removes the option it reads; [`Options::finish`] then fails on any left over,
+/// naming it, so a typo such as `max_entires=10` is an error rather than silently ignored.
+#[derive(Debug)]
+pub struct Options {
+    scheme: String,
+    pairs: Vec<(String, String)>,
+}
+
+impl Options {
+    /// The options of `location`.
+    pub fn new(location: &Location) -> Options {
+        Options { scheme: location.scheme.clone(), pairs: location.query.clone() }
+    }
+
+    /// Takes the last value given for `name`.
+    pub fn take(&mut self, name: &str) -> Option<String> {
+        let mut found = None;
+        self.pairs.retain(|(k, v)| {
+            if k == name {
+                found = Some(v.clone());
+                false
+            } else {
+                true
+            }
+        });
+        found
+    }
+
+    fn invalid(&self, name: &str, value: &str, expected: &str) -> Error {
+        Error::config(format!(
+            "invalid value {value:?} for option '{name}' of {}://: expected {expected}",
+            self.scheme
+        ))
+    }
+
+    /// A positive integer option.
+    pub fn positive_u64(&mut self, name: &str) -> Result<Option<u64>> {
+        match self.take(name) {
+            None => Ok(None),
+            Some(v) => match v.trim().parse::<u64>() {
+                Ok(n) if n > 0 => Ok(Some(n)),
+                _ => Err(self.invalid(name, &v, "a positive integer")),
+            },
+        }
+    }
+
+    /// An integer option (may be negative).
+    pub fn i64(&mut self, name: &str) -> Result<Option<i64>> {
+        match self.take(name) {
+            None => Ok(None),
+            Some(v) => v.trim().parse::<i64>().map(Some).map_err(|_| self.invalid(name, &v, "an integer")),
+        }
+    }
+
+    /// A boolean option: `true/false`, `1/0`, `yes/no`, `on/off`.
+    pub fn bool(&mut self, name: &str) -> Result<Option<bool>> {
+        match self.take(name) {
+            None => Ok(None),
+            Some(v) => match v.trim().to_ascii_lowercase().as_str() {
+                "1" | "true" | "yes" | "on" => Ok(Some(true)),
+                "0" | "false" | "no" | "off" => Ok(Some(false)),
+                _ => Err(self.invalid(name, &v, "true or false")),
+            },
+        }
+    }
+
+    /// A duration in seconds (fractions allowed); `none`/`never` gives `Some(None)`.
+    pub fn seconds(&mut self, name: &str) -> Result<Option<Option<Duration>>> {
+        match self.take(name) {
+            None => Ok(None),
+            Some(v) => {
+                let t = v.trim().to_ascii_lowercase();
+                if t == "none" || t == "never" {
+                    return Ok(Some(None));
+                }
+                match t.parse::<f64>() {
+                    Ok(s) if s.is_finite() && s >= 0.0 => Ok(Some(Some(Duration::from_secs_f64(s)))),
+                    _ => Err(self.invalid(name, &v, "a number of seconds >= 0, or none")),
+                }
+            }
+        }
+    }
+
+    /// Fails if any option was not taken, naming the first one.
+    pub fn finish(self) -> Result<()> {
+        match self.pairs.first() {
+            None => Ok(()),
+            Some((k, _)) => Err(Error::config(format!(
+                "unknown option '{k}' for {}:// caches",
+                self.scheme
+            ))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_multi_host_and_options() {
+        let l = Location::parse("memcached://h1:11211,h2:11212/?a=1&b=x%20y").unwrap();
+        assert_eq!(l.hosts(), ["h1:11211", "h2:11212"]);
+        assert_eq!(l.options(), [("a".into(), "1".into()), ("b".into(), "x y".into())]);
+    }
+
+    #[test]
+    fn redacts_passwords_even_in_bad_urls() {
+        assert_eq!(redact("redis://:pw@h:1/0"), "redis://:***@h:1/0");
+        assert_eq!(redact("redis://u@h"), "redis://u@h");
+        assert_eq!(redact("no scheme"), "no scheme");
+        let err = Location::parse("redis://:pw@h,,x/0").unwrap_err();
+        assert!(!err.to_string().contains("pw"), "{err}");
+    }
+
+    #[test]
+    fn rejects_missing_scheme() {
+        assert!(Location::parse("localhost:6379").unwrap_err().is_configuration());
+        assert!(Location::parse("://x").unwrap_err().is_configuration());
+    }
+
+    #[test]
+    fn options_report_unknown_and_invalid() {
+        let l = Location::parse("memory://?max_entries=-1").unwrap();
+        let mut o = Options::new(&l);
+        let e = o.positive_u64("max_entries").unwrap_err();
+        assert!(e.to_string().contains("max_entries") && e.to_string().contains("-1"), "{e}");
+        let l = Location::parse("memory://?max_entires=5").unwrap();
+        let e = Options::new(&l).finish().unwrap_err();
+        assert!(e.to_string().contains("max_entires"), "{e}");
+    }
+}

@@ -1,0 +1,180 @@
+//! Named caches with a `default`, built from a configuration mapping (Django's `CACHES`).
+
+use crate::cache::Cache;
+use crate::error::{Error, Result};
+use serde_json::Value as Json;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// How one named cache is configured; the Rust twin of one entry of Django's `CACHES`.
+///
+/// `options` become query options of the location (`max_entries`, …), so everything a URL
+/// can say, a configuration can say too.
+#[non_exhaustive]
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CacheConfig {
+    /// The URL (`memory://`, `redis://…`).
+    pub location: String,
+    /// The key prefix (default empty).
+    pub key_prefix: Option<String>,
+    /// The version (default 1).
+    pub version: Option<i64>,
+    /// The default TTL: `Some(None)` never expires; unset is 300 s.
+    pub timeout: Option<Option<Duration>>,
+    /// Backend options, added to the location's query.
+    pub options: BTreeMap<String, String>,
+}
+
+impl CacheConfig {
+    /// A configuration for `location` with every other setting at its default.
+    pub fn new(location: impl Into<String>) -> Self {
+        CacheConfig { location: location.into(), ..Default::default() }
+    }
+
+    /// Opens the cache this configuration describes.
+    pub fn build(&self) -> Result<Cache> {
+        let mut url = self.location.clone();
+        for (i, (k, v)) in self.options.iter().enumerate() {
+            let sep = if i == 0 && !url.contains('?') { '?' } else { '&' };
+            url.push(sep);
+            url.push_str(&encode(k));
+            url.push('=');
+            url.push_str(&encode(v));
+        }
+        let mut b = Cache::builder(&url);
+        if let Some(p) = &self.key_prefix {
+            b = b.key_prefix(p.clone());
+        }
+        if let Some(v) = self.version {
+            b = b.version(v);
+        }
+        if let Some(t) = self.timeout {
+            b = b.default_timeout(t);
+        }
+        b.build()
+    }
+}
+
+fn encode(s: &str) -> String {
+    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+/// A set of named caches, one of them called `default`.
+///
+/// Built from a mapping of names to [`CacheConfig`], or from JSON text shaped like Django's
+/// `CACHES` setting (`LOCATION`, `KEY_PREFIX`, `VERSION`, `TIMEOUT`, `OPTIONS`; lower-case
+/// names work too). `Send + Sync`; the caches inside are shared handles.
+///
+/// ```
+/// use polycache::Caches;
+/// let caches = Caches::from_json(r#"{
+///     "default":  {"LOCATION": "memory://", "TIMEOUT": 60},
+///     "sessions": {"LOCATION": "memory://", "KEY_PREFIX": "s", "TIMEOUT": null,
+///                  "OPTIONS": {"max_entries": 5000}}
+/// }"#).unwrap();
+/// caches.default().set("a", b"1", Default::default()).unwrap();
+/// assert!(caches.get("sessions").is_some());
+/// assert!(caches.get("nope").is_none());
+/// ```
+#[derive(Debug, Clone)]
+pub struct Caches {
+    caches: BTreeMap<String, Cache>,
+}
+
+impl Caches {
+    /// Opens every configured cache; fails if one fails or there is no `default`.
+    pub fn from_config<I, S>(configs: I) -> Result<Caches>
+    where
+        I: IntoIterator<Item = (S, CacheConfig)>,
+        S: Into<String>,
+    {
+        let mut caches = BTreeMap::new();
+        for (name, config) in configs {
+            let name = name.into();
+            let cache = config.build().map_err(|e| {
+                Error::new(e.kind(), format!("cache '{name}': {}", e.message()))
+            })?;
+            caches.insert(name, cache);
+        }
+        if !caches.contains_key("default") {
+            return Err(Error::config("the cache configuration has no 'default' cache"));
+        }
+        Ok(Caches { caches })
+    }
+
+    /// Parses Django-shaped JSON and opens every cache.
+    pub fn from_json(text: &str) -> Result<Caches> {
+        let json: Json = serde_json::from_str(text)
+            .map_err(|e| Error::config(format!("the cache configuration is not valid JSON: {e}")))?;
+        let Json::Object(map) = json else {
+            return Err(Error::config("the cache configuration must be a JSON object of named caches"));
+        };
+        let mut configs = Vec::new();
+        for (name, entry) in map {
+            configs.push((name.clone(), config_from_json(&name, &entry)?));
+        }
+        Caches::from_config(configs)
+    }
+
+    /// The cache called `name`.
+    pub fn get(&self, name: &str) -> Option<&Cache> {
+        self.caches.get(name)
+    }
+
+    /// The `default` cache.
+    pub fn default(&self) -> &Cache {
+        &self.caches["default"]
+    }
+
+    /// The names of the caches, sorted.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.caches.keys().map(String::as_str)
+    }
+}
+
+fn config_from_json(name: &str, entry: &Json) -> Result<CacheConfig> {
+    let bad = |what: &str| Error::config(format!("cache '{name}': {what}"));
+    let Json::Object(fields) = entry else {
+        return Err(bad("must be an object with a LOCATION"));
+    };
+    let mut config = CacheConfig::default();
+    let mut location = None;
+    for (k, v) in fields {
+        match k.to_ascii_uppercase().as_str() {
+            "LOCATION" => location = Some(v.as_str().ok_or_else(|| bad("LOCATION must be a string"))?.to_owned()),
+            "KEY_PREFIX" => {
+                config.key_prefix = Some(v.as_str().ok_or_else(|| bad("KEY_PREFIX must be a string"))?.to_owned())
+            }
+            "VERSION" => config.version = Some(v.as_i64().ok_or_else(|| bad("VERSION must be an integer"))?),
+            "TIMEOUT" => {
+                config.timeout = Some(match v {
+                    Json::Null => None,
+                    Json::Number(n) => {
+                        let secs = n.as_f64().unwrap_or(0.0);
+                        Some(if secs <= 0.0 { Duration::ZERO } else { Duration::from_secs_f64(secs) })
+                    }
+                    _ => return Err(bad("TIMEOUT must be a number of seconds or null")),
+                })
+            }
+            "OPTIONS" => {
+                let Json::Object(opts) = v else {
+                    return Err(bad("OPTIONS must be an object"));
+                };
+                for (ok, ov) in opts {
+                    let text = match ov {
+                        Json::String(s) => s.clone(),
+                        Json::Number(n) => n.to_string(),
+                        Json::Bool(b) => b.to_string(),
+                        Json::Null => "none".to_owned(),
+                        _ => return Err(bad(&format!("option '{ok}' must be a string, number or boolean"))),
+                    };
+                    config.options.insert(ok.clone(), text);
+                }
+            }
+            "BACKEND" => {}
+            other => return Err(bad(&format!("unknown setting '{other}'"))),
+        }
+    }
+    config.location = location.ok_or_else(|| bad("has no LOCATION"))?;
+    Ok(config)
+}

@@ -1,0 +1,102 @@
+//! The bytes a cache returns.
+
+use std::fmt;
+use std::ops::Deref;
+use std::sync::Arc;
+
+/// A value read from a cache: immutable bytes.
+///
+/// The memory backend hands out a shared reference to its stored bytes (no copy); remote
+/// backends hand over the buffer they read. `Value` is `Send + Sync`; cloning a value from the
+/// memory backend is a reference-count increment.
+///
+/// ```
+/// use polycache::Value;
+/// let v = Value::from(b"abc".to_vec());
+/// assert_eq!(&*v, b"abc");
+/// assert_eq!(v, Value::from(&b"abc"[..]));
+/// ```
+#[derive(Clone)]
+pub struct Value(Repr);
+
+#[derive(Clone)]
+enum Repr {
+    Shared(Arc<[u8]>),
+    Owned(Vec<u8>),
+}
+
+impl Value {
+    /// The bytes.
+    #[inline]
+    pub fn as_bytes(&self) -> &[u8] {
+        match &self.0 {
+            Repr::Shared(a) => a,
+            Repr::Owned(v) => v,
+        }
+    }
+
+    /// The bytes as an owned vector (copies only when the bytes are shared).
+    pub fn into_vec(self) -> Vec<u8> {
+        match self.0 {
+            Repr::Shared(a) => a.to_vec(),
+            Repr::Owned(v) => v,
+        }
+    }
+
+    /// Parses the value as an ASCII decimal integer, the form `incr` works on.
+    pub fn as_i64(&self) -> Option<i64> {
+        crate::parse_i64(self.as_bytes())
+    }
+}
+
+impl Deref for Value {
+    type Target = [u8];
+    #[inline]
+    fn deref(&self) -> &[u8] {
+        self.as_bytes()
+    }
+}
+
+impl AsRef<[u8]> for Value {
+    fn as_ref(&self) -> &[u8] {
+        self.as_bytes()
+    }
+}
+
+impl From<Vec<u8>> for Value {
+    fn from(v: Vec<u8>) -> Self {
+        Value(Repr::Owned(v))
+    }
+}
+
+impl From<&[u8]> for Value {
+    fn from(v: &[u8]) -> Self {
+        Value(Repr::Owned(v.to_vec()))
+    }
+}
+
+impl From<Arc<[u8]>> for Value {
+    #[inline]
+    fn from(v: Arc<[u8]>) -> Self {
+        Value(Repr::Shared(v))
+    }
+}
+
+impl PartialEq for Value {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+impl Eq for Value {}
+
+impl PartialEq<[u8]> for Value {
+    fn eq(&self, other: &[u8]) -> bool {
+        self.as_bytes() == other
+    }
+}
+
+impl fmt::Debug for Value {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Value(b\"{}\")", self.as_bytes().escape_ascii())
+    }
+}
