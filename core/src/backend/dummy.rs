@@ -16,6 +16,9 @@ impl Backend for DummyBackend {
     fn name(&self) -> &'static str {
         "dummy"
     }
+    fn is_local(&self) -> bool {
+        true
+    }
     fn get(&self, _key: &[u8]) -> Result<Option<Value>> {
         Ok(None)
     }

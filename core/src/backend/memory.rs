@@ -279,6 +279,9 @@ impl Backend for MemoryBackend {
     fn name(&self) -> &'static str {
         "memory"
     }
+    fn is_local(&self) -> bool {
+        true
+    }
 
     #[inline]
     fn get(&self, key: &[u8]) -> Result<Option<Value>> {

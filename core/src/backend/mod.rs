@@ -24,6 +24,14 @@ pub trait Backend: Send + Sync + 'static {
     /// A short name for logs and errors (`"memory"`, `"redis"`, …).
     fn name(&self) -> &'static str;
 
+    /// True when every call answers in memory, without I/O or waiting (memory, dummy).
+    ///
+    /// Bindings use it to decide whether releasing the GIL or a thread hop is worth its
+    /// cost: for a lookup of tens of nanoseconds it is not.
+    fn is_local(&self) -> bool {
+        false
+    }
+
     /// The value stored under `key`, or `None` when it is missing or expired.
     fn get(&self, key: &[u8]) -> Result<Option<Value>>;
 
