@@ -1,0 +1,1297 @@
+//! Starts real `redis-server`, `memcached` and PostgreSQL servers for tests.
+//!
+//! Each server listens on a free port on `127.0.0.1` only (or on a unix socket), keeps all
+//! its files in a fresh temporary directory, writes its output to a log file there, and is
+//! stopped when its handle is dropped: the process is killed, waited for, and the directory
+//! removed. A server that fails to start yields a [`TestkitError`] that carries the last
+//! lines of its log; a missing program yields one that names the package to install
+//! (`scripts/install-system-deps.sh` installs them all).
+//!
+//! Every handle is `Send` and `Sync`, so a test may share one server between threads.
+//! A handle kept in a `static` is never dropped, so its server outlives the test binary:
+//! prefer one server per test, or stop a shared one explicitly.
+//!
+//! ```no_run
+//! use std::io::{Read, Write};
+//! use std::net::TcpStream;
+//!
+//! let redis = polycache_testkit::RedisServer::start()?;
+//! let mut conn = TcpStream::connect(("127.0.0.1", redis.port()))?;
+//! conn.write_all(b"PING\r\n")?;
+//! let mut reply = [0u8; 7];
+//! conn.read_exact(&mut reply)?;
+//! assert_eq!(&reply, b"+PONG\r\n");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::ffi::{CString, OsStr, OsString};
+use std::fmt;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// How long `redis-server` and `memcached` get to answer after they are spawned.
+const QUICK_START_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long PostgreSQL gets to accept connections after `postgres` is spawned.
+const POSTGRES_START_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a graceful stop may take before the process is killed.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+/// How many times a start is tried with a fresh port when the server exits early.
+const START_ATTEMPTS: usize = 3;
+/// How many lines of a server's log an error carries.
+const LOG_TAIL_LINES: usize = 30;
+/// Pause between two readiness probes.
+const POLL_INTERVAL: Duration = Duration::from_millis(20);
+/// Connect and read timeout of one readiness probe.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Why a test server could not be started or controlled.
+///
+/// `Send` and `Sync`. Its `Display` text is meant for a test failure message: it names the
+/// package to install, or quotes the end of the server's log.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum TestkitError {
+    /// A program the server needs is not installed.
+    MissingBinary {
+        /// The program that was looked for, e.g. `redis-server`.
+        program: &'static str,
+        /// The Debian package that provides it.
+        package: &'static str,
+    },
+    /// An operating-system call failed (temporary directory, log file, spawn, signal…).
+    Io {
+        /// What was being done.
+        context: String,
+        /// The underlying error.
+        source: io::Error,
+    },
+    /// The server was spawned but did not become ready.
+    StartFailed {
+        /// Which server: `redis-server`, `memcached`, `initdb` or `postgres`.
+        server: &'static str,
+        /// Why it is considered failed (exit status, timeout).
+        reason: String,
+        /// The last lines of the server's log file.
+        log_tail: String,
+    },
+}
+
+impl TestkitError {
+    fn io(context: impl Into<String>, source: io::Error) -> Self {
+        TestkitError::Io {
+            context: context.into(),
+            source,
+        }
+    }
+}
+
+impl fmt::Display for TestkitError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TestkitError::MissingBinary { program, package } => write!(
+                f,
+                "`{program}` was not found; install the `{package}` package \
+                 (scripts/install-system-deps.sh installs every test server)"
+            ),
+            TestkitError::Io { context, source } => write!(f, "{context}: {source}"),
+            TestkitError::StartFailed {
+                server,
+                reason,
+                log_tail,
+            } => {
+                write!(f, "{server} failed to start: {reason}")?;
+                if !log_tail.is_empty() {
+                    write!(f, "\n--- last lines of its log ---\n{log_tail}")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl std::error::Error for TestkitError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            TestkitError::Io { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+/// Returns a TCP port on `127.0.0.1` that nothing listened on a moment ago.
+///
+/// The port is found by binding `127.0.0.1:0` and closing the listener, so another process
+/// may take it before the caller does; the servers here retry with a new port when that
+/// happens. Also useful to get an address where no server answers (connection refused).
+pub fn free_loopback_port() -> Result<u16, TestkitError> {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .map_err(|e| TestkitError::io("binding 127.0.0.1:0 to find a free port", e))?;
+    let port = listener
+        .local_addr()
+        .map_err(|e| TestkitError::io("reading the address of a bound listener", e))?
+        .port();
+    Ok(port)
+}
+
+// ---------------------------------------------------------------------------------------
+// Redis
+// ---------------------------------------------------------------------------------------
+
+/// A `redis-server` on a free port of `127.0.0.1` and on a unix socket, in a temporary
+/// directory, stopped when dropped.
+///
+/// Persistence is off (`save ""`, `appendonly no`). `Send` and `Sync`; the methods that
+/// change the process (`kill`, `stop`, `restart`) take `&mut self`.
+///
+/// ```no_run
+/// let redis = polycache_testkit::RedisServer::start()?;
+/// assert!(redis.url().starts_with("redis://127.0.0.1:"));
+/// # Ok::<(), polycache_testkit::TestkitError>(())
+/// ```
+#[derive(Debug)]
+pub struct RedisServer {
+    // Declared before `dir` so the process is killed before the directory is removed.
+    process: ServerProcess,
+    port: u16,
+    socket_path: PathBuf,
+    dir: TempDir,
+}
+
+impl RedisServer {
+    /// Starts a server and waits (up to 10 s) until it answers `PING`.
+    ///
+    /// # Errors
+    /// [`TestkitError::MissingBinary`] when `redis-server` is not installed;
+    /// [`TestkitError::StartFailed`] (with the end of its log) when it does not answer.
+    pub fn start() -> Result<Self, TestkitError> {
+        Self::start_with_config(&[])
+    }
+
+    /// Starts a server with extra `redis.conf` lines appended to the defaults.
+    ///
+    /// For example `&["requirepass secret"]` or `&["replicaof 127.0.0.1 6390"]`. The
+    /// server counts as ready when it answers `PING`, with `+PONG` or with an
+    /// authentication error.
+    ///
+    /// # Errors
+    /// As [`RedisServer::start`].
+    pub fn start_with_config(extra_config: &[&str]) -> Result<Self, TestkitError> {
+        let program = find_program("redis-server", "redis-server")?;
+        let dir = TempDir::new("redis", None)?;
+        let socket_path = dir.path().join("redis.sock");
+        let conf_path = dir.path().join("redis.conf");
+        let log_path = dir.path().join("redis.log");
+        let extra: Vec<String> = extra_config.iter().map(|s| s.to_string()).collect();
+        let launch = Launch::new(program, [conf_path.clone().into_os_string()], dir.path());
+        let mut process = ServerProcess::new("redis-server", launch, log_path, libc::SIGTERM);
+
+        let port = start_on_free_port(
+            &mut process,
+            QUICK_START_TIMEOUT,
+            PortIn::ConfigFile,
+            |port| {
+                let conf = redis_config(port, dir.path(), &socket_path, &extra);
+                fs::write(&conf_path, conf)
+                    .map_err(|e| TestkitError::io(format!("writing {}", conf_path.display()), e))?;
+                Ok(Box::new(move || redis_answers_ping(port)))
+            },
+        )?;
+        Ok(RedisServer {
+            process,
+            port,
+            socket_path,
+            dir,
+        })
+    }
+
+    /// The TCP port on `127.0.0.1`.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The address `127.0.0.1:PORT`.
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from((Ipv4Addr::LOCALHOST, self.port))
+    }
+
+    /// The URL of database 0 over TCP: `redis://127.0.0.1:PORT/0`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// The path of the server's unix socket (mode 700, in its temporary directory).
+    pub fn unix_socket_path(&self) -> &Path {
+        &self.socket_path
+    }
+
+    /// The URL of the unix socket: `unix:///…/redis.sock`.
+    pub fn unix_url(&self) -> String {
+        format!("unix://{}", self.socket_path.display())
+    }
+
+    /// The server's temporary directory, which holds `redis.conf` and `redis.log`.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The server's process id, or `None` once it was killed or stopped.
+    pub fn pid(&self) -> Option<u32> {
+        self.process.pid()
+    }
+
+    /// Kills the server with `SIGKILL` and waits for it, as a crash would; for fault tests.
+    ///
+    /// When this returns the port is closed. Does nothing if the server is not running.
+    ///
+    /// # Errors
+    /// [`TestkitError::Io`] if the signal cannot be sent or the process not waited for.
+    pub fn kill(&mut self) -> Result<(), TestkitError> {
+        self.process.kill()
+    }
+
+    /// Stops the server with `SIGTERM` and waits for it (killing it after 10 s).
+    ///
+    /// Does nothing if the server is not running.
+    ///
+    /// # Errors
+    /// As [`RedisServer::kill`].
+    pub fn stop(&mut self) -> Result<(), TestkitError> {
+        self.process.stop()
+    }
+
+    /// Stops the server if it runs, then starts it again on the same port and socket.
+    ///
+    /// The data is lost (persistence is off). For reconnection tests.
+    ///
+    /// # Errors
+    /// [`TestkitError::StartFailed`] if it does not answer within 10 s (for example when
+    /// another process took the port meanwhile).
+    pub fn restart(&mut self) -> Result<(), TestkitError> {
+        let port = self.port;
+        self.process
+            .restart(QUICK_START_TIMEOUT, &mut || redis_answers_ping(port))
+    }
+}
+
+fn redis_config(port: u16, dir: &Path, socket: &Path, extra: &[String]) -> String {
+    let mut conf = format!(
+        "port {port}\n\
+         bind 127.0.0.1\n\
+         protected-mode yes\n\
+         daemonize no\n\
+         save \"\"\n\
+         appendonly no\n\
+         dir {}\n\
+         unixsocket {}\n\
+         unixsocketperm 700\n\
+         logfile \"\"\n",
+        redis_quote(dir),
+        redis_quote(socket),
+    );
+    for line in extra {
+        conf.push_str(line);
+        conf.push('\n');
+    }
+    conf
+}
+
+/// Quotes a path for `redis.conf`, which splits arguments on spaces.
+fn redis_quote(path: &Path) -> String {
+    let text = path.to_string_lossy();
+    let mut quoted = String::with_capacity(text.len() + 2);
+    quoted.push('"');
+    for c in text.chars() {
+        if c == '"' || c == '\\' {
+            quoted.push('\\');
+        }
+        quoted.push(c);
+    }
+    quoted.push('"');
+    quoted
+}
+
+fn redis_answers_ping(port: u16) -> bool {
+    let Some(mut stream) = connect_probe(port) else {
+        return false;
+    };
+    if stream.write_all(b"PING\r\n").is_err() {
+        return false;
+    }
+    match read_line(&mut stream) {
+        Some(line) => line.starts_with("+PONG") || line.starts_with("-NOAUTH"),
+        None => false,
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Memcached
+// ---------------------------------------------------------------------------------------
+
+/// A `memcached` on a free port of `127.0.0.1` or on a unix socket, in a temporary
+/// directory, stopped when dropped.
+///
+/// UDP is off and the memory limit is 64 MiB. When the tests run as root it runs as
+/// `nobody` (memcached refuses root). `Send` and `Sync`.
+///
+/// ```no_run
+/// let mc = polycache_testkit::MemcachedServer::start()?;
+/// assert!(mc.url().starts_with("memcached://127.0.0.1:"));
+/// # Ok::<(), polycache_testkit::TestkitError>(())
+/// ```
+#[derive(Debug)]
+pub struct MemcachedServer {
+    // Declared before `dir` so the process is killed before the directory is removed.
+    process: ServerProcess,
+    endpoint: MemcachedEndpoint,
+    dir: TempDir,
+}
+
+#[derive(Debug, Clone)]
+enum MemcachedEndpoint {
+    Tcp(u16),
+    Unix(PathBuf),
+}
+
+impl MemcachedEndpoint {
+    fn answers_version(&self) -> bool {
+        match self {
+            MemcachedEndpoint::Tcp(port) => match connect_probe(*port) {
+                Some(stream) => memcached_answers_version(stream),
+                None => false,
+            },
+            MemcachedEndpoint::Unix(path) => match UnixStream::connect(path) {
+                Ok(stream) => {
+                    let _ = stream.set_read_timeout(Some(PROBE_TIMEOUT));
+                    let _ = stream.set_write_timeout(Some(PROBE_TIMEOUT));
+                    memcached_answers_version(stream)
+                }
+                Err(_) => false,
+            },
+        }
+    }
+}
+
+impl MemcachedServer {
+    /// Starts a server on a free TCP port and waits (up to 10 s) until it answers `version`.
+    ///
+    /// # Errors
+    /// [`TestkitError::MissingBinary`] when `memcached` is not installed;
+    /// [`TestkitError::StartFailed`] (with the end of its log) when it does not answer.
+    pub fn start() -> Result<Self, TestkitError> {
+        let (mut process, dir) = Self::prepare(Vec::new())?;
+        let port = start_on_free_port(&mut process, QUICK_START_TIMEOUT, PortIn::Flag, |port| {
+            Ok(Box::new(move || {
+                MemcachedEndpoint::Tcp(port).answers_version()
+            }))
+        })?;
+        Ok(MemcachedServer {
+            process,
+            endpoint: MemcachedEndpoint::Tcp(port),
+            dir,
+        })
+    }
+
+    /// Starts a server that listens only on the unix socket `<tmpdir>/mc.sock`.
+    ///
+    /// # Errors
+    /// As [`MemcachedServer::start`].
+    pub fn start_unix() -> Result<Self, TestkitError> {
+        // The directory is not known before it is made; `prepare` appends the socket path.
+        let (mut process, dir) = Self::prepare(vec![OsString::from("-s")])?;
+        let socket = dir.path().join("mc.sock");
+        process.launch.args.push(socket.clone().into_os_string());
+        let endpoint = MemcachedEndpoint::Unix(socket);
+        let probe_endpoint = endpoint.clone();
+        process.spawn()?;
+        process.wait_ready(QUICK_START_TIMEOUT, &mut || {
+            probe_endpoint.answers_version()
+        })?;
+        Ok(MemcachedServer {
+            process,
+            endpoint,
+            dir,
+        })
+    }
+
+    /// Finds the program, makes the directory and the launch description (without a port).
+    fn prepare(args: Vec<OsString>) -> Result<(ServerProcess, TempDir), TestkitError> {
+        let program = find_program("memcached", "memcached")?;
+        let run_as = if running_as_root() {
+            Some(unprivileged_user()?)
+        } else {
+            None
+        };
+        let dir = TempDir::new("memcached", run_as.as_ref())?;
+        let mut all_args: Vec<OsString> = ["-U", "0", "-m", "64"].map(OsString::from).to_vec();
+        if let Some(user) = &run_as {
+            all_args.push("-u".into());
+            all_args.push(user.name.clone().into());
+        }
+        all_args.extend(args);
+        let launch = Launch::new(program, all_args, dir.path());
+        let log_path = dir.path().join("memcached.log");
+        let process = ServerProcess::new("memcached", launch, log_path, libc::SIGTERM);
+        Ok((process, dir))
+    }
+
+    /// The TCP port on `127.0.0.1`, or `None` for a unix-socket server.
+    pub fn port(&self) -> Option<u16> {
+        match &self.endpoint {
+            MemcachedEndpoint::Tcp(port) => Some(*port),
+            MemcachedEndpoint::Unix(_) => None,
+        }
+    }
+
+    /// The unix socket's path, or `None` for a TCP server.
+    pub fn unix_socket_path(&self) -> Option<&Path> {
+        match &self.endpoint {
+            MemcachedEndpoint::Tcp(_) => None,
+            MemcachedEndpoint::Unix(path) => Some(path),
+        }
+    }
+
+    /// The address as memcached clients write it: `127.0.0.1:PORT` or the socket path.
+    pub fn addr(&self) -> String {
+        match &self.endpoint {
+            MemcachedEndpoint::Tcp(port) => format!("127.0.0.1:{port}"),
+            MemcachedEndpoint::Unix(path) => path.display().to_string(),
+        }
+    }
+
+    /// The URL: `memcached://127.0.0.1:PORT` or `memcached:///…/mc.sock`.
+    pub fn url(&self) -> String {
+        format!("memcached://{}", self.addr())
+    }
+
+    /// The server's temporary directory, which holds `memcached.log`.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The server's process id, or `None` once it was killed or stopped.
+    pub fn pid(&self) -> Option<u32> {
+        self.process.pid()
+    }
+
+    /// Kills the server with `SIGKILL` and waits for it; for fault tests.
+    ///
+    /// When this returns the port (or socket) no longer accepts connections. Does nothing
+    /// if the server is not running.
+    ///
+    /// # Errors
+    /// [`TestkitError::Io`] if the signal cannot be sent or the process not waited for.
+    pub fn kill(&mut self) -> Result<(), TestkitError> {
+        self.process.kill()
+    }
+
+    /// Stops the server with `SIGTERM` and waits for it (killing it after 10 s).
+    ///
+    /// # Errors
+    /// As [`MemcachedServer::kill`].
+    pub fn stop(&mut self) -> Result<(), TestkitError> {
+        self.process.stop()
+    }
+
+    /// Stops the server if it runs, then starts it again, empty, on the same address.
+    ///
+    /// # Errors
+    /// [`TestkitError::StartFailed`] if it does not answer within 10 s.
+    pub fn restart(&mut self) -> Result<(), TestkitError> {
+        let endpoint = self.endpoint.clone();
+        self.process
+            .restart(QUICK_START_TIMEOUT, &mut || endpoint.answers_version())
+    }
+}
+
+fn memcached_answers_version(mut stream: impl Read + Write) -> bool {
+    if stream.write_all(b"version\r\n").is_err() {
+        return false;
+    }
+    matches!(read_line(&mut stream), Some(line) if line.starts_with("VERSION"))
+}
+
+// ---------------------------------------------------------------------------------------
+// PostgreSQL
+// ---------------------------------------------------------------------------------------
+
+/// A PostgreSQL server on a free port of `127.0.0.1`, with a fresh cluster in a temporary
+/// directory, stopped when dropped.
+///
+/// The cluster has one superuser, `postgres`, with `trust` authentication, and durability
+/// is off (`fsync`, `synchronous_commit`, `full_page_writes`). When the tests run as root,
+/// `initdb` and `postgres` run as `nobody` (PostgreSQL refuses root) and the directory is
+/// owned by that user. `Send` and `Sync`.
+///
+/// ```no_run
+/// let pg = polycache_testkit::PostgresServer::start()?;
+/// assert!(pg.url().starts_with("postgres://postgres@127.0.0.1:"));
+/// # Ok::<(), polycache_testkit::TestkitError>(())
+/// ```
+#[derive(Debug)]
+pub struct PostgresServer {
+    // Declared before `dir` so the process is killed before the directory is removed.
+    process: ServerProcess,
+    port: u16,
+    bin_dir: PathBuf,
+    dir: TempDir,
+}
+
+impl PostgresServer {
+    /// Runs `initdb`, starts `postgres` and waits (up to 30 s) until it accepts a login.
+    ///
+    /// The binaries are looked for on `PATH`, then under `/usr/lib/postgresql/*/bin`
+    /// (the highest version).
+    ///
+    /// # Errors
+    /// [`TestkitError::MissingBinary`] when PostgreSQL is not installed;
+    /// [`TestkitError::StartFailed`] (with the end of the log) when `initdb` fails or the
+    /// server does not accept connections in time.
+    pub fn start() -> Result<Self, TestkitError> {
+        let bin_dir = find_postgres_bin_dir()?;
+        let run_as = if running_as_root() {
+            Some(unprivileged_user()?)
+        } else {
+            None
+        };
+        let dir = TempDir::new("postgres", run_as.as_ref())?;
+        let data_dir = dir.path().join("data");
+
+        let initdb_log = dir.path().join("initdb.log");
+        let mut initdb = Launch::new(
+            bin_dir.join("initdb"),
+            [
+                OsStr::new("-D"),
+                data_dir.as_os_str(),
+                OsStr::new("-A"),
+                OsStr::new("trust"),
+                OsStr::new("-U"),
+                OsStr::new("postgres"),
+                OsStr::new("--no-sync"),
+                OsStr::new("--locale=C"),
+                OsStr::new("--encoding=UTF8"),
+            ],
+            dir.path(),
+        );
+        initdb.run_as = run_as.as_ref().map(|u| (u.uid, u.gid));
+        run_to_completion("initdb", &initdb, &initdb_log)?;
+
+        let mut launch = Launch::new(
+            bin_dir.join("postgres"),
+            [
+                OsStr::new("-D"),
+                data_dir.as_os_str(),
+                OsStr::new("-k"),
+                dir.path().as_os_str(),
+                OsStr::new("-c"),
+                OsStr::new("listen_addresses=127.0.0.1"),
+                OsStr::new("-c"),
+                OsStr::new("fsync=off"),
+                OsStr::new("-c"),
+                OsStr::new("synchronous_commit=off"),
+                OsStr::new("-c"),
+                OsStr::new("full_page_writes=off"),
+            ],
+            dir.path(),
+        );
+        launch.run_as = initdb.run_as;
+        // SIGINT is PostgreSQL's "fast" shutdown: it ends sessions instead of waiting for them.
+        let mut process = ServerProcess::new(
+            "postgres",
+            launch,
+            dir.path().join("postgres.log"),
+            libc::SIGINT,
+        );
+        // SIGQUIT ("immediate") makes the postmaster take its children down with it, which
+        // a SIGKILL would not.
+        process.drop_signal = libc::SIGQUIT;
+        let port =
+            start_on_free_port(&mut process, POSTGRES_START_TIMEOUT, PortIn::Flag, |port| {
+                Ok(Box::new(move || postgres_accepts_login(port)))
+            })?;
+        Ok(PostgresServer {
+            process,
+            port,
+            bin_dir,
+            dir,
+        })
+    }
+
+    /// The TCP port on `127.0.0.1`.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The URL of the `postgres` database as user `postgres`:
+    /// `postgres://postgres@127.0.0.1:PORT/postgres`.
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// The directory that holds the server's unix socket (`.s.PGSQL.PORT`).
+    pub fn socket_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The directory of the PostgreSQL programs used (`psql` is usually there too).
+    pub fn bin_dir(&self) -> &Path {
+        &self.bin_dir
+    }
+
+    /// The server's temporary directory: `data/`, `initdb.log`, `postgres.log`, the socket.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The postmaster's process id, or `None` once it was killed or stopped.
+    pub fn pid(&self) -> Option<u32> {
+        self.process.pid()
+    }
+
+    /// Stops the server at once (`SIGQUIT`, "immediate" shutdown) and waits for it; for
+    /// fault tests.
+    ///
+    /// Unlike `SIGKILL` this lets the postmaster take its child processes down too. When
+    /// this returns the port is closed.
+    ///
+    /// # Errors
+    /// [`TestkitError::Io`] if the signal cannot be sent or the process not waited for.
+    pub fn kill(&mut self) -> Result<(), TestkitError> {
+        self.process.terminate(libc::SIGQUIT)
+    }
+
+    /// Stops the server with a "fast" shutdown (`SIGINT`) and waits for it.
+    ///
+    /// # Errors
+    /// As [`PostgresServer::kill`].
+    pub fn stop(&mut self) -> Result<(), TestkitError> {
+        self.process.stop()
+    }
+
+    /// Stops the server if it runs, then starts it again on the same port, keeping its data.
+    ///
+    /// # Errors
+    /// [`TestkitError::StartFailed`] if it does not accept connections within 30 s.
+    pub fn restart(&mut self) -> Result<(), TestkitError> {
+        let port = self.port;
+        self.process
+            .restart(POSTGRES_START_TIMEOUT, &mut || postgres_accepts_login(port))
+    }
+}
+
+/// Whether the server completes a login as `postgres` (trust) to database `postgres`.
+///
+/// Speaks just enough of the v3 protocol: a StartupMessage, then the first reply must be
+/// `AuthenticationOk`; while starting up the server answers with an `ErrorResponse` instead.
+fn postgres_accepts_login(port: u16) -> bool {
+    let Some(mut stream) = connect_probe(port) else {
+        return false;
+    };
+    let mut body = Vec::new();
+    body.extend_from_slice(&196_608u32.to_be_bytes()); // protocol 3.0
+    for part in ["user", "postgres", "database", "postgres"] {
+        body.extend_from_slice(part.as_bytes());
+        body.push(0);
+    }
+    body.push(0);
+    let mut message = ((body.len() + 4) as u32).to_be_bytes().to_vec();
+    message.extend_from_slice(&body);
+    if stream.write_all(&message).is_err() {
+        return false;
+    }
+    let mut reply = [0u8; 9];
+    if stream.read_exact(&mut reply).is_err() {
+        return false;
+    }
+    let ok = reply == [b'R', 0, 0, 0, 8, 0, 0, 0, 0];
+    // Terminate, so the server does not log an unexpected EOF.
+    let _ = stream.write_all(&[b'X', 0, 0, 0, 4]);
+    ok
+}
+
+fn find_postgres_bin_dir() -> Result<PathBuf, TestkitError> {
+    let usable =
+        |dir: &Path| is_executable(&dir.join("postgres")) && is_executable(&dir.join("initdb"));
+    if let Some(postgres) = search_path("postgres") {
+        // initdb finds its matching `postgres` next to its own resolved path.
+        let resolved = fs::canonicalize(&postgres).unwrap_or(postgres);
+        if let Some(dir) = resolved.parent().filter(|d| usable(d)) {
+            return Ok(dir.to_path_buf());
+        }
+    }
+    let mut versions: Vec<(Vec<u32>, PathBuf)> = fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let version: Option<Vec<u32>> = name.split('.').map(|p| p.parse().ok()).collect();
+            let bin = entry.path().join("bin");
+            match version {
+                Some(v) if usable(&bin) => Some((v, bin)),
+                _ => None,
+            }
+        })
+        .collect();
+    versions.sort();
+    versions
+        .pop()
+        .map(|(_, bin)| bin)
+        .ok_or(TestkitError::MissingBinary {
+            program: "postgres",
+            package: "postgresql",
+        })
+}
+
+fn run_to_completion(
+    name: &'static str,
+    launch: &Launch,
+    log_path: &Path,
+) -> Result<(), TestkitError> {
+    let log = open_log(log_path)?;
+    let status = launch
+        .command(log)?
+        .status()
+        .map_err(|e| TestkitError::io(format!("running {}", launch.program.display()), e))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(TestkitError::StartFailed {
+            server: name,
+            reason: format!("it exited with {status}"),
+            log_tail: log_tail(log_path),
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Process management shared by the servers
+// ---------------------------------------------------------------------------------------
+
+/// A readiness check: true once the server answers.
+type Probe = Box<dyn FnMut() -> bool>;
+
+/// What to run: the program, its arguments, its directory and the user to run it as.
+#[derive(Debug, Clone)]
+struct Launch {
+    program: PathBuf,
+    args: Vec<OsString>,
+    cwd: PathBuf,
+    run_as: Option<(u32, u32)>,
+}
+
+impl Launch {
+    fn new<I, S>(program: PathBuf, args: I, cwd: &Path) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<OsString>,
+    {
+        Launch {
+            program,
+            args: args.into_iter().map(Into::into).collect(),
+            cwd: cwd.to_path_buf(),
+            run_as: None,
+        }
+    }
+
+    /// A command with stdin closed and stdout and stderr going to `log`.
+    fn command(&self, log: File) -> Result<Command, TestkitError> {
+        let log_err = log
+            .try_clone()
+            .map_err(|e| TestkitError::io("duplicating the log file handle", e))?;
+        let mut cmd = Command::new(&self.program);
+        cmd.args(&self.args)
+            .current_dir(&self.cwd)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_err);
+        if let Some((uid, gid)) = self.run_as {
+            // std also clears the supplementary groups when it drops root.
+            cmd.uid(uid).gid(gid);
+        }
+        Ok(cmd)
+    }
+}
+
+/// One server process, respawnable, killed and reaped on drop.
+#[derive(Debug)]
+struct ServerProcess {
+    name: &'static str,
+    launch: Launch,
+    log_path: PathBuf,
+    child: Option<Child>,
+    /// Signal of a graceful stop.
+    stop_signal: libc::c_int,
+    /// Signal sent on drop; the process is killed if it has not exited shortly after.
+    drop_signal: libc::c_int,
+}
+
+/// Why a spawned server did not become ready.
+enum NotReady {
+    /// It exited: most often because another process took the port.
+    Exited(TestkitError),
+    /// It did not answer in time, or it could not be spawned.
+    Failed(TestkitError),
+}
+
+impl ServerProcess {
+    fn new(
+        name: &'static str,
+        launch: Launch,
+        log_path: PathBuf,
+        stop_signal: libc::c_int,
+    ) -> Self {
+        ServerProcess {
+            name,
+            launch,
+            log_path,
+            child: None,
+            stop_signal,
+            drop_signal: libc::SIGKILL,
+        }
+    }
+
+    fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    fn spawn(&mut self) -> Result<(), TestkitError> {
+        let log = open_log(&self.log_path)?;
+        let child = self.launch.command(log)?.spawn().map_err(|e| {
+            TestkitError::io(format!("starting {}", self.launch.program.display()), e)
+        })?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// Polls `probe` until it succeeds, the process exits, or `timeout` passes.
+    fn wait_ready(
+        &mut self,
+        timeout: Duration,
+        probe: &mut dyn FnMut() -> bool,
+    ) -> Result<(), TestkitError> {
+        self.wait_ready_detailed(timeout, probe)
+            .map_err(|e| match e {
+                NotReady::Exited(e) | NotReady::Failed(e) => e,
+            })
+    }
+
+    fn wait_ready_detailed(
+        &mut self,
+        timeout: Duration,
+        probe: &mut dyn FnMut() -> bool,
+    ) -> Result<(), NotReady> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let Some(child) = self.child.as_mut() else {
+                return Err(NotReady::Failed(
+                    self.start_failed("it is not running".into()),
+                ));
+            };
+            match child.try_wait() {
+                Ok(Some(status)) => {
+                    self.child = None;
+                    return Err(NotReady::Exited(self.start_failed(describe_exit(status))));
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    return Err(NotReady::Failed(TestkitError::io(
+                        format!("checking on {}", self.name),
+                        e,
+                    )))
+                }
+            }
+            if probe() {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                let _ = self.terminate(libc::SIGKILL);
+                return Err(NotReady::Failed(self.start_failed(format!(
+                    "it did not answer within {} s",
+                    timeout.as_secs()
+                ))));
+            }
+            thread::sleep(POLL_INTERVAL);
+        }
+    }
+
+    fn start_failed(&self, reason: String) -> TestkitError {
+        TestkitError::StartFailed {
+            server: self.name,
+            reason,
+            log_tail: log_tail(&self.log_path),
+        }
+    }
+
+    fn kill(&mut self) -> Result<(), TestkitError> {
+        self.terminate(libc::SIGKILL)
+    }
+
+    fn stop(&mut self) -> Result<(), TestkitError> {
+        self.terminate(self.stop_signal)
+    }
+
+    /// Sends `signal`, waits up to [`STOP_GRACE`] for the exit, then kills; always reaps.
+    fn terminate(&mut self, signal: libc::c_int) -> Result<(), TestkitError> {
+        let Some(mut child) = self.child.take() else {
+            return Ok(());
+        };
+        let result = signal_and_reap(&mut child, signal, STOP_GRACE);
+        if result.is_err() {
+            // Keep the handle so that Drop tries again.
+            self.child = Some(child);
+        }
+        result.map_err(|e| TestkitError::io(format!("stopping {}", self.name), e))
+    }
+
+    fn restart(
+        &mut self,
+        timeout: Duration,
+        probe: &mut dyn FnMut() -> bool,
+    ) -> Result<(), TestkitError> {
+        self.stop()?;
+        // The old process may need a moment to release the port; a fresh spawn that exits
+        // early is tried again until the deadline.
+        let deadline = Instant::now() + timeout;
+        loop {
+            self.spawn()?;
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.wait_ready_detailed(left, probe) {
+                Ok(()) => return Ok(()),
+                Err(NotReady::Exited(e))
+                    if Instant::now() + Duration::from_millis(200) >= deadline =>
+                {
+                    return Err(e)
+                }
+                Err(NotReady::Exited(_)) => thread::sleep(Duration::from_millis(100)),
+                Err(NotReady::Failed(e)) => return Err(e),
+            }
+        }
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // Errors cannot be reported from Drop; SIGKILL and a blocking wait are the
+            // fallback inside `signal_and_reap`.
+            let _ = signal_and_reap(&mut child, self.drop_signal, Duration::from_secs(5));
+        }
+    }
+}
+
+/// Sends `signal` to `child`, waits up to `grace` for it to exit, then SIGKILLs and reaps it.
+fn signal_and_reap(child: &mut Child, signal: libc::c_int, grace: Duration) -> io::Result<()> {
+    if child.try_wait()?.is_some() {
+        return Ok(());
+    }
+    if signal == libc::SIGKILL {
+        child.kill()?;
+        child.wait()?;
+        return Ok(());
+    }
+    let pid = libc::pid_t::try_from(child.id())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "pid out of range"))?;
+    // SAFETY: `pid` is our own child, not yet reaped (try_wait above saw it running, and
+    // only this function waits on it), so the id cannot have been reused by another process.
+    let rc = unsafe { libc::kill(pid, signal) };
+    if rc != 0 {
+        let err = io::Error::last_os_error();
+        if err.raw_os_error() != Some(libc::ESRCH) {
+            return Err(err);
+        }
+    }
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline {
+        if child.try_wait()?.is_some() {
+            return Ok(());
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    child.kill()?;
+    child.wait()?;
+    Ok(())
+}
+
+/// Where a server is told its port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PortIn {
+    /// `prepare` writes it into a config file.
+    ConfigFile,
+    /// `-p PORT` is appended to the command line.
+    Flag,
+}
+
+/// Spawns the process on a fresh free port up to [`START_ATTEMPTS`] times.
+///
+/// `prepare(port)` writes the port where the server reads it, if that is a file, and
+/// returns the readiness probe. Only an early exit of the server (most often: another
+/// process took the port) leads to another attempt; a timeout does not.
+fn start_on_free_port<F>(
+    process: &mut ServerProcess,
+    timeout: Duration,
+    port_in: PortIn,
+    mut prepare: F,
+) -> Result<u16, TestkitError>
+where
+    F: FnMut(u16) -> Result<Probe, TestkitError>,
+{
+    let base_args = process.launch.args.clone();
+    let takes_port_flag = port_in == PortIn::Flag;
+    let mut last_error = None;
+    for _ in 0..START_ATTEMPTS {
+        let port = free_loopback_port()?;
+        process.launch.args = base_args.clone();
+        if takes_port_flag {
+            process.launch.args.push("-p".into());
+            process.launch.args.push(port.to_string().into());
+        }
+        let mut probe = prepare(port)?;
+        process.spawn()?;
+        match process.wait_ready_detailed(timeout, &mut probe) {
+            Ok(()) => return Ok(port),
+            Err(NotReady::Exited(e)) => last_error = Some(e),
+            Err(NotReady::Failed(e)) => return Err(e),
+        }
+    }
+    Err(last_error.unwrap_or_else(|| process.start_failed("no attempt was made".into())))
+}
+
+fn describe_exit(status: ExitStatus) -> String {
+    format!("it exited before answering ({status})")
+}
+
+// ---------------------------------------------------------------------------------------
+// Small helpers
+// ---------------------------------------------------------------------------------------
+
+fn connect_probe(port: u16) -> Option<TcpStream> {
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let stream = TcpStream::connect_timeout(&addr, PROBE_TIMEOUT).ok()?;
+    stream.set_read_timeout(Some(PROBE_TIMEOUT)).ok()?;
+    stream.set_write_timeout(Some(PROBE_TIMEOUT)).ok()?;
+    Some(stream)
+}
+
+/// Reads one `\n`-terminated line (at most 1 KiB); `None` on error or end of stream.
+fn read_line(stream: &mut impl Read) -> Option<String> {
+    let mut reader = BufReader::new(stream.take(1024));
+    let mut line = String::new();
+    match reader.read_line(&mut line) {
+        Ok(0) | Err(_) => None,
+        Ok(_) => Some(line),
+    }
+}
+
+fn open_log(path: &Path) -> Result<File, TestkitError> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| TestkitError::io(format!("opening log file {}", path.display()), e))
+}
+
+/// The last [`LOG_TAIL_LINES`] lines of a log file, or a note that it cannot be read.
+fn log_tail(path: &Path) -> String {
+    match fs::read(path) {
+        Ok(bytes) => {
+            let text = String::from_utf8_lossy(&bytes);
+            let lines: Vec<&str> = text.lines().collect();
+            let start = lines.len().saturating_sub(LOG_TAIL_LINES);
+            lines[start..].join("\n")
+        }
+        Err(e) => format!("(log {} unreadable: {e})", path.display()),
+    }
+}
+
+fn search_path(program: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|candidate| is_executable(candidate))
+}
+
+fn is_executable(path: &Path) -> bool {
+    fs::metadata(path)
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
+}
+
+/// Finds `program` on `PATH`, or else in `/usr/sbin` and `/usr/bin` (often missing from a
+/// non-root `PATH`).
+fn find_program(program: &'static str, package: &'static str) -> Result<PathBuf, TestkitError> {
+    search_path(program)
+        .or_else(|| {
+            ["/usr/sbin", "/usr/bin", "/usr/local/bin"]
+                .iter()
+                .map(|dir| Path::new(dir).join(program))
+                .find(|candidate| is_executable(candidate))
+        })
+        .ok_or(TestkitError::MissingBinary { program, package })
+}
+
+fn running_as_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// The account servers run as when the tests run as root.
+#[derive(Debug, Clone)]
+struct Account {
+    name: String,
+    uid: u32,
+    gid: u32,
+}
+
+fn unprivileged_user() -> Result<Account, TestkitError> {
+    const NAME: &str = "nobody";
+    let c_name = CString::new(NAME).expect("no NUL in a literal");
+    // SAFETY: `passwd` is plain old data; all-zero is a valid value that getpwnam_r overwrites.
+    let mut entry: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut buf = vec![0 as libc::c_char; 16 * 1024];
+    let mut result: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: every pointer is valid for the call: a NUL-terminated name, an owned `passwd`,
+    // a buffer of the length passed, and an out-pointer; getpwnam_r is thread-safe.
+    let rc = unsafe {
+        libc::getpwnam_r(
+            c_name.as_ptr(),
+            &mut entry,
+            buf.as_mut_ptr(),
+            buf.len(),
+            &mut result,
+        )
+    };
+    if rc != 0 || result.is_null() {
+        let source = if rc != 0 {
+            io::Error::from_raw_os_error(rc)
+        } else {
+            io::Error::new(io::ErrorKind::NotFound, "no such user")
+        };
+        return Err(TestkitError::io(
+            format!("looking up user `{NAME}` to run servers as when root"),
+            source,
+        ));
+    }
+    Ok(Account {
+        name: NAME.to_string(),
+        uid: entry.pw_uid,
+        gid: entry.pw_gid,
+    })
+}
+
+/// A directory removed, with everything in it, when dropped.
+#[derive(Debug)]
+struct TempDir {
+    path: PathBuf,
+}
+
+impl TempDir {
+    /// Makes `polycache-<what>-<unique>` (mode 700) in the temporary directory, owned by
+    /// `owner` when given.
+    ///
+    /// A directory for another owner is made under the system temporary directory only if
+    /// that user can reach it, else under `/tmp`.
+    fn new(what: &str, owner: Option<&Account>) -> Result<Self, TestkitError> {
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let mut base = std::env::temp_dir();
+        if owner.is_some() && !traversable_by_others(&base) {
+            base = PathBuf::from("/tmp");
+        }
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        for _ in 0..100 {
+            let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+            let name = format!("polycache-{what}-{}-{n}-{nanos:x}", std::process::id());
+            let path = base.join(name);
+            match fs::DirBuilder::new().mode(0o700).create(&path) {
+                Ok(()) => {
+                    let dir = TempDir { path };
+                    if let Some(account) = owner {
+                        std::os::unix::fs::chown(&dir.path, Some(account.uid), Some(account.gid))
+                            .map_err(|e| {
+                            TestkitError::io(
+                                format!("giving {} to user {}", dir.path.display(), account.name),
+                                e,
+                            )
+                        })?;
+                    }
+                    return Ok(dir);
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(e) => {
+                    return Err(TestkitError::io(
+                        format!("creating a temporary directory in {}", base.display()),
+                        e,
+                    ))
+                }
+            }
+        }
+        Err(TestkitError::io(
+            format!("creating a temporary directory in {}", base.display()),
+            io::Error::new(io::ErrorKind::AlreadyExists, "every name tried exists"),
+        ))
+    }
+
+    fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.path);
+    }
+}
+
+/// Whether every directory from `/` down to `dir` lets other users through (`o+x`).
+fn traversable_by_others(dir: &Path) -> bool {
+    dir.ancestors().all(|d| {
+        fs::metadata(d)
+            .map(|m| m.permissions().mode() & 0o001 != 0)
+            .unwrap_or(false)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_program_names_its_package() {
+        let err = find_program("polycache-no-such-program", "some-package").unwrap_err();
+        assert!(matches!(err, TestkitError::MissingBinary { .. }));
+        let text = err.to_string();
+        assert!(text.contains("polycache-no-such-program"), "{text}");
+        assert!(text.contains("`some-package` package"), "{text}");
+    }
+
+    #[test]
+    fn redis_quote_escapes_quotes_and_backslashes() {
+        assert_eq!(redis_quote(Path::new("/tmp/a b")), "\"/tmp/a b\"");
+        assert_eq!(redis_quote(Path::new("/x\"y\\z")), "\"/x\\\"y\\\\z\"");
+    }
+
+    #[test]
+    fn log_tail_keeps_the_last_lines() {
+        let dir = TempDir::new("logtail", None).unwrap();
+        let log = dir.path().join("x.log");
+        let text: String = (0..100).map(|i| format!("line {i}\n")).collect();
+        fs::write(&log, text).unwrap();
+        let tail = log_tail(&log);
+        assert_eq!(tail.lines().count(), LOG_TAIL_LINES);
+        assert!(tail.ends_with("line 99"));
+        let path = dir.path().to_path_buf();
+        drop(dir);
+        assert!(!path.exists());
+    }
+}
