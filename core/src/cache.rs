@@ -6,8 +6,8 @@ use crate::expiry::{Expiry, Ttl};
 use crate::location::{Location, Options};
 use crate::stats::{Stats, StatsSnapshot};
 use crate::value::Value;
-use smallvec::SmallVec;
 use std::fmt;
+use std::mem::MaybeUninit;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -41,7 +41,10 @@ impl<'a> Key<'a> {
     /// The key `name` at the cache's version.
     #[inline]
     pub fn new(name: &'a str) -> Self {
-        Key { name, version: None }
+        Key {
+            name,
+            version: None,
+        }
     }
     /// The same key at `version`.
     #[inline]
@@ -75,8 +78,8 @@ impl<'a> From<&'a String> for Key<'a> {
     }
 }
 
-/// A full key built on the stack: `{key_prefix}:{version}:{key}`.
-type KeyBuf = SmallVec<[u8; 192]>;
+/// Full keys up to this many bytes are built on the stack.
+const STACK_KEY: usize = 128;
 
 /// A cache: one backend plus key prefix, version, default TTL, value size limit and stats.
 ///
@@ -189,19 +192,30 @@ impl CacheBuilder {
                 options.finish()?;
                 (backend, location.redacted(), url_opts)
             }
-            (None, None) => (Arc::new(DummyBackend) as Arc<dyn Backend>, "dummy://".into(), UrlCacheOptions::default()),
+            (None, None) => (
+                Arc::new(DummyBackend) as Arc<dyn Backend>,
+                "dummy://".into(),
+                UrlCacheOptions::default(),
+            ),
         };
         let key_prefix = self.key_prefix.or(url_opts.key_prefix).unwrap_or_default();
         let version = self.version.or(url_opts.version).unwrap_or(1);
-        let timeout = self.timeout.or(url_opts.timeout).unwrap_or(Some(DEFAULT_TIMEOUT));
-        let max_value_size =
-            self.max_value_size.or(url_opts.max_value_size).unwrap_or(DEFAULT_MAX_VALUE_SIZE);
+        let timeout = self
+            .timeout
+            .or(url_opts.timeout)
+            .unwrap_or(Some(DEFAULT_TIMEOUT));
+        let max_value_size = self
+            .max_value_size
+            .or(url_opts.max_value_size)
+            .unwrap_or(DEFAULT_MAX_VALUE_SIZE);
         let default_expiry = match timeout {
             None => Expiry::Never,
             Some(d) if d.is_zero() => Expiry::Expired,
             Some(d) => Expiry::After(d),
         };
-        let head = format!("{key_prefix}:{version}:").into_bytes().into_boxed_slice();
+        let head = format!("{key_prefix}:{version}:")
+            .into_bytes()
+            .into_boxed_slice();
         Ok(Cache {
             inner: Arc::new(Inner {
                 backend,
@@ -240,7 +254,11 @@ impl UrlCacheOptions {
 fn counts_as_error(err: &Error) -> bool {
     matches!(
         err.kind(),
-        ErrorKind::Connection | ErrorKind::Timeout | ErrorKind::Io | ErrorKind::Backend | ErrorKind::Serialization
+        ErrorKind::Connection
+            | ErrorKind::Timeout
+            | ErrorKind::Io
+            | ErrorKind::Backend
+            | ErrorKind::Serialization
     )
 }
 
@@ -299,31 +317,57 @@ impl Cache {
         &self.inner.backend
     }
 
-    /// Builds the full key `{key_prefix}:{version}:{name}` into `buf`.
+    /// Calls `f` with the full key `{key_prefix}:{version}:{name}`, built on the stack.
     #[inline]
-    fn full_key(&self, key: Key<'_>, buf: &mut KeyBuf) -> Result<()> {
-        if key.name.len() > MAX_KEY_LEN {
+    fn with_key<R>(&self, key: Key<'_>, f: impl FnOnce(&[u8]) -> Result<R>) -> Result<R> {
+        let name = key.name.as_bytes();
+        if name.len() > MAX_KEY_LEN {
             return Err(Error::new(
                 ErrorKind::InvalidKey,
-                format!("key of {} bytes is longer than the {MAX_KEY_LEN} bytes allowed", key.name.len()),
+                format!(
+                    "key of {} bytes is longer than the {MAX_KEY_LEN} bytes allowed",
+                    name.len()
+                ),
             ));
         }
+        let head = &self.inner.head;
         match key.version {
             Some(v) if v != self.inner.version => {
-                use std::io::Write;
-                let _ = write!(buf, "{}:{v}:", self.inner.key_prefix);
+                f(format!("{}:{v}:{}", self.inner.key_prefix, key.name).as_bytes())
             }
-            _ => buf.extend_from_slice(&self.inner.head),
+            _ if head.len() + name.len() <= STACK_KEY => {
+                let mut buf = [MaybeUninit::<u8>::uninit(); STACK_KEY];
+                let total = head.len() + name.len();
+                // SAFETY: `total <= STACK_KEY`, so both copies stay inside `buf`; the two
+                // source slices cannot overlap the fresh stack array; the first `total` bytes
+                // are initialised by the copies before the slice over them is formed.
+                let full = unsafe {
+                    let dst = buf.as_mut_ptr().cast::<u8>();
+                    std::ptr::copy_nonoverlapping(head.as_ptr(), dst, head.len());
+                    std::ptr::copy_nonoverlapping(name.as_ptr(), dst.add(head.len()), name.len());
+                    std::slice::from_raw_parts(dst, total)
+                };
+                f(full)
+            }
+            _ => {
+                let mut buf = Vec::with_capacity(head.len() + name.len());
+                buf.extend_from_slice(head);
+                buf.extend_from_slice(name);
+                f(&buf)
+            }
         }
-        buf.extend_from_slice(key.name.as_bytes());
-        Ok(())
+    }
+
+    fn push_key(&self, key: Key<'_>, out: &mut Vec<u8>) -> Result<()> {
+        self.with_key(key, |k| {
+            out.extend_from_slice(k);
+            Ok(())
+        })
     }
 
     /// The full key a caller's key maps to, as stored in the backend.
     pub fn make_key<'k>(&self, key: impl Into<Key<'k>>) -> Result<Vec<u8>> {
-        let mut buf = KeyBuf::new();
-        self.full_key(key.into(), &mut buf)?;
-        Ok(buf.to_vec())
+        self.with_key(key.into(), |k| Ok(k.to_vec()))
     }
 
     #[inline]
@@ -358,9 +402,7 @@ impl Cache {
     /// The value under `key`, or `None` on a miss.
     #[inline]
     pub fn get<'k>(&self, key: impl Into<Key<'k>>) -> Result<Option<Value>> {
-        let mut buf = KeyBuf::new();
-        self.full_key(key.into(), &mut buf)?;
-        let result = self.inner.backend.get(&buf);
+        let result = self.with_key(key.into(), |k| self.inner.backend.get(k));
         match &result {
             Ok(Some(_)) => self.inner.stats.hit(1),
             Ok(None) => self.inner.stats.miss(1),
@@ -372,19 +414,14 @@ impl Cache {
     /// Stores `value` under `key`. [`Expiry::Expired`] stores nothing and removes the old value.
     #[inline]
     pub fn set<'k>(&self, key: impl Into<Key<'k>>, value: &[u8], expiry: Expiry) -> Result<()> {
-        let mut buf = KeyBuf::new();
-        self.full_key(key.into(), &mut buf)?;
         self.check_value(value)?;
-        let result = match self.resolve(expiry) {
-            Ttl::Expired => self.inner.backend.delete(&buf).map(drop),
-            ttl => {
-                let r = self.inner.backend.set(&buf, value, ttl.as_option());
-                if r.is_ok() {
-                    self.inner.stats.set(1);
-                }
-                r
-            }
-        };
+        let result = self.with_key(key.into(), |k| match self.resolve(expiry) {
+            Ttl::Expired => self.inner.backend.delete(k).map(drop),
+            ttl => self.inner.backend.set(k, value, ttl.as_option()),
+        });
+        if result.is_ok() && expiry.resolve(self.inner.default_expiry) != Ttl::Expired {
+            self.inner.stats.set(1);
+        }
         self.track(result)
     }
 
@@ -393,13 +430,11 @@ impl Cache {
     /// With [`Expiry::Expired`] nothing is stored and the answer is whether the key was
     /// absent, as Django's backends do.
     pub fn add<'k>(&self, key: impl Into<Key<'k>>, value: &[u8], expiry: Expiry) -> Result<bool> {
-        let mut buf = KeyBuf::new();
-        self.full_key(key.into(), &mut buf)?;
         self.check_value(value)?;
-        let result = match self.resolve(expiry) {
-            Ttl::Expired => self.inner.backend.has_key(&buf).map(|present| !present),
-            ttl => self.inner.backend.add(&buf, value, ttl.as_option()),
-        };
+        let result = self.with_key(key.into(), |k| match self.resolve(expiry) {
+            Ttl::Expired => self.inner.backend.has_key(k).map(|present| !present),
+            ttl => self.inner.backend.add(k, value, ttl.as_option()),
+        });
         if let Ok(true) = result {
             self.inner.stats.set(1);
         }
@@ -408,9 +443,7 @@ impl Cache {
 
     /// Removes `key`; true when it was present.
     pub fn delete<'k>(&self, key: impl Into<Key<'k>>) -> Result<bool> {
-        let mut buf = KeyBuf::new();
-        self.full_key(key.into(), &mut buf)?;
-        let result = self.inner.backend.delete(&buf);
+        let result = self.with_key(key.into(), |k| self.inner.backend.delete(k));
         if let Ok(true) = result {
             self.inner.stats.delete(1);
         }
@@ -419,20 +452,16 @@ impl Cache {
 
     /// True when `key` is present and not expired. Not counted as a hit or miss.
     pub fn has_key<'k>(&self, key: impl Into<Key<'k>>) -> Result<bool> {
-        let mut buf = KeyBuf::new();
-        self.full_key(key.into(), &mut buf)?;
-        let result = self.inner.backend.has_key(&buf);
+        let result = self.with_key(key.into(), |k| self.inner.backend.has_key(k));
         self.track(result)
     }
 
     /// Gives `key` a new expiry; true when the key was present. [`Expiry::Expired`] removes it.
     pub fn touch<'k>(&self, key: impl Into<Key<'k>>, expiry: Expiry) -> Result<bool> {
-        let mut buf = KeyBuf::new();
-        self.full_key(key.into(), &mut buf)?;
-        let result = match self.resolve(expiry) {
-            Ttl::Expired => self.inner.backend.delete(&buf),
-            ttl => self.inner.backend.touch(&buf, ttl.as_option()),
-        };
+        let result = self.with_key(key.into(), |k| match self.resolve(expiry) {
+            Ttl::Expired => self.inner.backend.delete(k),
+            ttl => self.inner.backend.touch(k, ttl.as_option()),
+        });
         self.track(result)
     }
 
@@ -442,9 +471,7 @@ impl Cache {
     /// [`ErrorKind::NotAnInteger`] on a value that is not decimal, and
     /// [`ErrorKind::Overflow`] past the 64-bit range. The entry keeps its expiry.
     pub fn incr<'k>(&self, key: impl Into<Key<'k>>, delta: i64) -> Result<i64> {
-        let mut buf = KeyBuf::new();
-        self.full_key(key.into(), &mut buf)?;
-        let result = self.inner.backend.incr(&buf, delta);
+        let result = self.with_key(key.into(), |k| self.inner.backend.incr(k, delta));
         if result.is_ok() {
             self.inner.stats.set(1);
         }
@@ -460,13 +487,14 @@ impl Cache {
     }
 
     fn full_keys(&self, keys: &[&str], version: Option<i64>) -> Result<(Vec<u8>, Vec<usize>)> {
-        let mut bytes = Vec::with_capacity(keys.iter().map(|k| k.len() + self.inner.head.len() + 4).sum());
+        let mut bytes = Vec::with_capacity(
+            keys.iter()
+                .map(|k| k.len() + self.inner.head.len() + 4)
+                .sum(),
+        );
         let mut ends = Vec::with_capacity(keys.len());
-        let mut buf = KeyBuf::new();
         for k in keys {
-            buf.clear();
-            self.full_key(Key::new(k).maybe_version(version), &mut buf)?;
-            bytes.extend_from_slice(&buf);
+            self.push_key(Key::new(k).maybe_version(version), &mut bytes)?;
             ends.push(bytes.len());
         }
         Ok((bytes, ends))
@@ -537,7 +565,12 @@ impl Cache {
 
     /// The value under `key`; on a miss, calls `compute`, stores its result with `add` and
     /// returns what the cache then holds (another writer's value if it won the race).
-    pub fn get_or_set<'k, F>(&self, key: impl Into<Key<'k>>, compute: F, expiry: Expiry) -> Result<Value>
+    pub fn get_or_set<'k, F>(
+        &self,
+        key: impl Into<Key<'k>>,
+        compute: F,
+        expiry: Expiry,
+    ) -> Result<Value>
     where
         F: FnOnce() -> Result<Vec<u8>>,
     {
@@ -573,7 +606,9 @@ impl Cache {
             .checked_add(delta)
             .ok_or_else(|| Error::new(ErrorKind::Overflow, "version out of the 64-bit range"))?;
         let old = Key::new(key).version(version);
-        let value = self.get(old)?.ok_or_else(|| crate::backend::not_found(key.as_bytes()))?;
+        let value = self
+            .get(old)?
+            .ok_or_else(|| crate::backend::not_found(key.as_bytes()))?;
         self.set(Key::new(key).version(new_version), &value, Expiry::Default)?;
         self.delete(old)?;
         Ok(new_version)

@@ -74,6 +74,11 @@ impl fmt::Display for ErrorKind {
 /// assert!(err.to_string().contains("nosuch"));
 /// ```
 pub struct Error {
+    // Boxed so that `Result<Option<Value>>` stays two words wide on the hot path.
+    inner: Box<ErrorInner>,
+}
+
+struct ErrorInner {
     kind: ErrorKind,
     message: String,
     source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
@@ -85,43 +90,46 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl Error {
     /// An error of `kind` with `message`.
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Error { kind, message: message.into(), source: None }
+        Error {
+            inner: Box::new(ErrorInner {
+                kind,
+                message: message.into(),
+                source: None,
+            }),
+        }
     }
 
     /// Attaches the lower-level error that caused this one.
-    pub fn with_source(
-        mut self,
-        source: impl std::error::Error + Send + Sync + 'static,
-    ) -> Self {
-        self.source = Some(Box::new(source));
+    pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        self.inner.source = Some(Box::new(source));
         self
     }
 
     /// The category of this error.
     pub fn kind(&self) -> ErrorKind {
-        self.kind
+        self.inner.kind
     }
 
     /// The message, without the kind.
     pub fn message(&self) -> &str {
-        &self.message
+        &self.inner.message
     }
 
     /// True for a configuration error (bad URL, option or value).
     pub fn is_configuration(&self) -> bool {
-        self.kind == ErrorKind::Configuration
+        self.inner.kind == ErrorKind::Configuration
     }
     /// True for a connection error.
     pub fn is_connection(&self) -> bool {
-        self.kind == ErrorKind::Connection
+        self.inner.kind == ErrorKind::Connection
     }
     /// True for a timeout.
     pub fn is_timeout(&self) -> bool {
-        self.kind == ErrorKind::Timeout
+        self.inner.kind == ErrorKind::Timeout
     }
     /// True when `incr`/`decr` found no such key.
     pub fn is_not_found(&self) -> bool {
-        self.kind == ErrorKind::NotFound
+        self.inner.kind == ErrorKind::NotFound
     }
 
     pub(crate) fn config(message: impl Into<String>) -> Self {
@@ -132,8 +140,9 @@ impl Error {
 impl fmt::Debug for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut d = f.debug_struct("Error");
-        d.field("kind", &self.kind).field("message", &self.message);
-        if let Some(source) = &self.source {
+        d.field("kind", &self.inner.kind)
+            .field("message", &self.inner.message);
+        if let Some(source) = &self.inner.source {
             d.field("source", source);
         }
         d.finish()
@@ -142,8 +151,8 @@ impl fmt::Debug for Error {
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)?;
-        if let Some(source) = &self.source {
+        f.write_str(&self.inner.message)?;
+        if let Some(source) = &self.inner.source {
             write!(f, ": {source}")?;
         }
         Ok(())
@@ -152,7 +161,10 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.source.as_deref().map(|e| e as &(dyn std::error::Error + 'static))
+        self.inner
+            .source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
     }
 }
 

@@ -44,7 +44,11 @@ impl Expiry {
     /// Resolves [`Expiry::Default`] against `default` and folds zero durations into
     /// [`Expiry::Expired`].
     pub(crate) fn resolve(self, default: Expiry) -> Ttl {
-        let this = if self == Expiry::Default { default } else { self };
+        let this = if self == Expiry::Default {
+            default
+        } else {
+            self
+        };
         match this {
             Expiry::Never | Expiry::Default => Ttl::Never,
             Expiry::After(d) if d.is_zero() => Ttl::Expired,

@@ -40,7 +40,9 @@ pub(crate) fn open_backend(location: &Location, options: &mut Options) -> Result
     match location.scheme() {
         "dummy" => Ok(Arc::new(backend::dummy::DummyBackend)),
         #[cfg(feature = "memory")]
-        "memory" => Ok(Arc::new(backend::memory::MemoryBackend::open(location, options)?)),
+        "memory" => Ok(Arc::new(backend::memory::MemoryBackend::open(
+            location, options,
+        )?)),
         other => Err(Error::config(format!(
             "unknown cache scheme '{other}' in {}: expected one of {}",
             location.redacted(),

@@ -156,12 +156,15 @@ impl fmt::Display for Location {
 }
 
 fn decode(s: &str, what: &str, url: &str) -> Result<String> {
-    percent_decode_str(s).decode_utf8().map(|c| c.into_owned()).map_err(|_| {
-        Error::config(format!(
-            "cache location {:?} has a {what} that is not valid UTF-8 after percent-decoding",
-            redact(url)
-        ))
-    })
+    percent_decode_str(s)
+        .decode_utf8()
+        .map(|c| c.into_owned())
+        .map_err(|_| {
+            Error::config(format!(
+                "cache location {:?} has a {what} that is not valid UTF-8 after percent-decoding",
+                redact(url)
+            ))
+        })
 }
 
 /// Replaces the password of a URL (the text between `user:` and `@`) with `***`.
@@ -172,14 +175,21 @@ pub fn redact(url: &str) -> String {
     let Some(start) = url.find("://").map(|i| i + 3) else {
         return url.to_owned();
     };
-    let end = url[start..].find(['/', '?']).map_or(url.len(), |i| start + i);
+    let end = url[start..]
+        .find(['/', '?'])
+        .map_or(url.len(), |i| start + i);
     let authority = &url[start..end];
     let Some(at) = authority.rfind('@') else {
         return url.to_owned();
     };
     let userinfo = &authority[..at];
     match userinfo.find(':') {
-        Some(colon) => format!("{}{}:***{}", &url[..start], &userinfo[..colon], &url[start + at..]),
+        Some(colon) => format!(
+            "{}{}:***{}",
+            &url[..start],
+            &userinfo[..colon],
+            &url[start + at..]
+        ),
         None => url.to_owned(),
     }
 }
@@ -197,7 +207,10 @@ pub struct Options {
 impl Options {
     /// The options of `location`.
     pub fn new(location: &Location) -> Options {
-        Options { scheme: location.scheme.clone(), pairs: location.query.clone() }
+        Options {
+            scheme: location.scheme.clone(),
+            pairs: location.query.clone(),
+        }
     }
 
     /// Takes the last value given for `name`.
@@ -236,7 +249,11 @@ impl Options {
     pub fn i64(&mut self, name: &str) -> Result<Option<i64>> {
         match self.take(name) {
             None => Ok(None),
-            Some(v) => v.trim().parse::<i64>().map(Some).map_err(|_| self.invalid(name, &v, "an integer")),
+            Some(v) => v
+                .trim()
+                .parse::<i64>()
+                .map(Some)
+                .map_err(|_| self.invalid(name, &v, "an integer")),
         }
     }
 
@@ -262,7 +279,9 @@ impl Options {
                     return Ok(Some(None));
                 }
                 match t.parse::<f64>() {
-                    Ok(s) if s.is_finite() && s >= 0.0 => Ok(Some(Some(Duration::from_secs_f64(s)))),
+                    Ok(s) if s.is_finite() && s >= 0.0 => {
+                        Ok(Some(Some(Duration::from_secs_f64(s))))
+                    }
                     _ => Err(self.invalid(name, &v, "a number of seconds >= 0, or none")),
                 }
             }
@@ -289,7 +308,10 @@ mod tests {
     fn parses_multi_host_and_options() {
         let l = Location::parse("memcached://h1:11211,h2:11212/?a=1&b=x%20y").unwrap();
         assert_eq!(l.hosts(), ["h1:11211", "h2:11212"]);
-        assert_eq!(l.options(), [("a".into(), "1".into()), ("b".into(), "x y".into())]);
+        assert_eq!(
+            l.options(),
+            [("a".into(), "1".into()), ("b".into(), "x y".into())]
+        );
     }
 
     #[test]
@@ -303,7 +325,9 @@ mod tests {
 
     #[test]
     fn rejects_missing_scheme() {
-        assert!(Location::parse("localhost:6379").unwrap_err().is_configuration());
+        assert!(Location::parse("localhost:6379")
+            .unwrap_err()
+            .is_configuration());
         assert!(Location::parse("://x").unwrap_err().is_configuration());
     }
 
@@ -312,7 +336,10 @@ mod tests {
         let l = Location::parse("memory://?max_entries=-1").unwrap();
         let mut o = Options::new(&l);
         let e = o.positive_u64("max_entries").unwrap_err();
-        assert!(e.to_string().contains("max_entries") && e.to_string().contains("-1"), "{e}");
+        assert!(
+            e.to_string().contains("max_entries") && e.to_string().contains("-1"),
+            "{e}"
+        );
         let l = Location::parse("memory://?max_entires=5").unwrap();
         let e = Options::new(&l).finish().unwrap_err();
         assert!(e.to_string().contains("max_entires"), "{e}");

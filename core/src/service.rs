@@ -28,14 +28,21 @@ pub struct CacheConfig {
 impl CacheConfig {
     /// A configuration for `location` with every other setting at its default.
     pub fn new(location: impl Into<String>) -> Self {
-        CacheConfig { location: location.into(), ..Default::default() }
+        CacheConfig {
+            location: location.into(),
+            ..Default::default()
+        }
     }
 
     /// Opens the cache this configuration describes.
     pub fn build(&self) -> Result<Cache> {
         let mut url = self.location.clone();
         for (i, (k, v)) in self.options.iter().enumerate() {
-            let sep = if i == 0 && !url.contains('?') { '?' } else { '&' };
+            let sep = if i == 0 && !url.contains('?') {
+                '?'
+            } else {
+                '&'
+            };
             url.push(sep);
             url.push_str(&encode(k));
             url.push('=');
@@ -91,23 +98,28 @@ impl Caches {
         let mut caches = BTreeMap::new();
         for (name, config) in configs {
             let name = name.into();
-            let cache = config.build().map_err(|e| {
-                Error::new(e.kind(), format!("cache '{name}': {}", e.message()))
-            })?;
+            let cache = config
+                .build()
+                .map_err(|e| Error::new(e.kind(), format!("cache '{name}': {}", e.message())))?;
             caches.insert(name, cache);
         }
         if !caches.contains_key("default") {
-            return Err(Error::config("the cache configuration has no 'default' cache"));
+            return Err(Error::config(
+                "the cache configuration has no 'default' cache",
+            ));
         }
         Ok(Caches { caches })
     }
 
     /// Parses Django-shaped JSON and opens every cache.
     pub fn from_json(text: &str) -> Result<Caches> {
-        let json: Json = serde_json::from_str(text)
-            .map_err(|e| Error::config(format!("the cache configuration is not valid JSON: {e}")))?;
+        let json: Json = serde_json::from_str(text).map_err(|e| {
+            Error::config(format!("the cache configuration is not valid JSON: {e}"))
+        })?;
         let Json::Object(map) = json else {
-            return Err(Error::config("the cache configuration must be a JSON object of named caches"));
+            return Err(Error::config(
+                "the cache configuration must be a JSON object of named caches",
+            ));
         };
         let mut configs = Vec::new();
         for (name, entry) in map {
@@ -141,17 +153,36 @@ fn config_from_json(name: &str, entry: &Json) -> Result<CacheConfig> {
     let mut location = None;
     for (k, v) in fields {
         match k.to_ascii_uppercase().as_str() {
-            "LOCATION" => location = Some(v.as_str().ok_or_else(|| bad("LOCATION must be a string"))?.to_owned()),
-            "KEY_PREFIX" => {
-                config.key_prefix = Some(v.as_str().ok_or_else(|| bad("KEY_PREFIX must be a string"))?.to_owned())
+            "LOCATION" => {
+                location = Some(
+                    v.as_str()
+                        .ok_or_else(|| bad("LOCATION must be a string"))?
+                        .to_owned(),
+                )
             }
-            "VERSION" => config.version = Some(v.as_i64().ok_or_else(|| bad("VERSION must be an integer"))?),
+            "KEY_PREFIX" => {
+                config.key_prefix = Some(
+                    v.as_str()
+                        .ok_or_else(|| bad("KEY_PREFIX must be a string"))?
+                        .to_owned(),
+                )
+            }
+            "VERSION" => {
+                config.version = Some(
+                    v.as_i64()
+                        .ok_or_else(|| bad("VERSION must be an integer"))?,
+                )
+            }
             "TIMEOUT" => {
                 config.timeout = Some(match v {
                     Json::Null => None,
                     Json::Number(n) => {
                         let secs = n.as_f64().unwrap_or(0.0);
-                        Some(if secs <= 0.0 { Duration::ZERO } else { Duration::from_secs_f64(secs) })
+                        Some(if secs <= 0.0 {
+                            Duration::ZERO
+                        } else {
+                            Duration::from_secs_f64(secs)
+                        })
                     }
                     _ => return Err(bad("TIMEOUT must be a number of seconds or null")),
                 })
@@ -166,7 +197,11 @@ fn config_from_json(name: &str, entry: &Json) -> Result<CacheConfig> {
                         Json::Number(n) => n.to_string(),
                         Json::Bool(b) => b.to_string(),
                         Json::Null => "none".to_owned(),
-                        _ => return Err(bad(&format!("option '{ok}' must be a string, number or boolean"))),
+                        _ => {
+                            return Err(bad(&format!(
+                                "option '{ok}' must be a string, number or boolean"
+                            )))
+                        }
                     };
                     config.options.insert(ok.clone(), text);
                 }

@@ -1,12 +1,19 @@
 //! Per-cache counters: hits, misses, sets, deletes, errors, evictions.
+//!
+//! Every cache call bumps a counter, so the counters must cost next to nothing. Each thread
+//! gets a slot of its own (reused after the thread exits) and each cache keeps one stripe of
+//! counters per slot: a counter has a single writer, so an update is a plain load and store
+//! of a relaxed atomic (about 1 ns) rather than a locked read-modify-write (about 7 ns here)
+//! on a line that other threads also write. Threads beyond the slot count share one stripe
+//! updated with `fetch_add`. Readers sum the stripes.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 
-const STRIPES: usize = 8;
+/// Threads that get a counter stripe of their own; more share the overflow stripe.
+const SLOTS: usize = 32;
 
-/// One stripe of counters, alone on its cache lines so threads on different stripes do not
-/// bounce a shared line on every call.
-#[repr(align(128))]
+#[repr(align(64))]
 #[derive(Default)]
 struct Stripe {
     hits: AtomicU64,
@@ -16,27 +23,76 @@ struct Stripe {
     errors: AtomicU64,
 }
 
-/// Counters a cache keeps. Striped by thread; reads sum the stripes.
-#[derive(Default)]
+/// Counters a cache keeps.
 pub(crate) struct Stats {
-    stripes: [Stripe; STRIPES],
+    stripes: Box<[Stripe]>,
 }
 
-fn stripe_index() -> usize {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    thread_local! {
-        static INDEX: usize = NEXT.fetch_add(1, Ordering::Relaxed) % STRIPES;
+impl Default for Stats {
+    fn default() -> Self {
+        Stats {
+            stripes: (0..=SLOTS).map(|_| Stripe::default()).collect(),
+        }
     }
-    INDEX.with(|i| *i)
+}
+
+/// Slots handed out to live threads, and the ones returned by threads that exited.
+static FREE_SLOTS: Mutex<(usize, Vec<usize>)> = Mutex::new((0, Vec::new()));
+
+/// A thread's slot; returned to the free list when the thread exits.
+struct SlotGuard(usize);
+
+impl SlotGuard {
+    fn acquire() -> SlotGuard {
+        let mut free = FREE_SLOTS.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(slot) = free.1.pop() {
+            return SlotGuard(slot);
+        }
+        if free.0 < SLOTS {
+            free.0 += 1;
+            SlotGuard(free.0 - 1)
+        } else {
+            SlotGuard(SLOTS)
+        }
+    }
+}
+
+impl Drop for SlotGuard {
+    fn drop(&mut self) {
+        if self.0 < SLOTS {
+            // The mutex orders this thread's last counter writes before the next owner's.
+            FREE_SLOTS
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .1
+                .push(self.0);
+        }
+    }
+}
+
+thread_local! {
+    static SLOT: SlotGuard = SlotGuard::acquire();
+}
+
+#[inline]
+fn bump(counter: &AtomicU64, shared: bool, n: u64) {
+    if shared {
+        counter.fetch_add(n, Ordering::Relaxed);
+    } else {
+        // Single writer: only the thread owning this slot writes it.
+        counter.store(
+            counter.load(Ordering::Relaxed).wrapping_add(n),
+            Ordering::Relaxed,
+        );
+    }
 }
 
 macro_rules! counter {
     ($name:ident, $field:ident) => {
         #[inline]
         pub(crate) fn $name(&self, n: u64) {
-            if n != 0 {
-                self.stripes[stripe_index()].$field.fetch_add(n, Ordering::Relaxed);
-            }
+            let slot = SLOT.try_with(|s| s.0).unwrap_or(SLOTS);
+            bump(&self.stripes[slot].$field, slot == SLOTS, n);
         }
     };
 }
@@ -50,7 +106,10 @@ impl Stats {
 
     pub(crate) fn snapshot(&self, evictions: u64) -> StatsSnapshot {
         let sum = |f: fn(&Stripe) -> &AtomicU64| {
-            self.stripes.iter().map(|s| f(s).load(Ordering::Relaxed)).sum()
+            self.stripes
+                .iter()
+                .map(|s| f(s).load(Ordering::Relaxed))
+                .sum()
         };
         StatsSnapshot {
             hits: sum(|s| &s.hits),
@@ -62,7 +121,6 @@ impl Stats {
         }
     }
 }
-
 /// The counters of one cache at one moment; the same names in Rust, C and Python.
 ///
 /// `hits`/`misses` count keys looked up (a `get_many` of ten keys counts ten), `sets` and

@@ -25,7 +25,11 @@ fn get_set_delete_has_key() {
 
 #[test]
 fn full_key_is_djangos() {
-    let c = Cache::builder("memory://").key_prefix("site").version(3).build().unwrap();
+    let c = Cache::builder("memory://")
+        .key_prefix("site")
+        .version(3)
+        .build()
+        .unwrap();
     assert_eq!(c.make_key("k").unwrap(), b"site:3:k");
     assert_eq!(c.make_key(Key::new("k").version(7)).unwrap(), b"site:7:k");
     let plain = mem();
@@ -39,7 +43,11 @@ fn expiry_words() {
     c.set("short", b"x", MS50).unwrap();
     c.set("gone", b"old", Expiry::Never).unwrap();
     c.set("gone", b"new", Expiry::Expired).unwrap();
-    assert_eq!(c.get("gone").unwrap(), None, "an expired set removes the old value");
+    assert_eq!(
+        c.get("gone").unwrap(),
+        None,
+        "an expired set removes the old value"
+    );
     c.set("zero", b"x", Expiry::After(Duration::ZERO)).unwrap();
     assert_eq!(c.get("zero").unwrap(), None);
     assert!(c.get("short").unwrap().is_some());
@@ -51,7 +59,10 @@ fn expiry_words() {
 
 #[test]
 fn default_timeout_applies_and_zero_default_stores_nothing() {
-    let c = Cache::builder("memory://").default_timeout(Some(Duration::from_millis(50))).build().unwrap();
+    let c = Cache::builder("memory://")
+        .default_timeout(Some(Duration::from_millis(50)))
+        .build()
+        .unwrap();
     c.set("k", b"v", Expiry::Default).unwrap();
     assert!(c.get("k").unwrap().is_some());
     thread::sleep(Duration::from_millis(120));
@@ -99,12 +110,19 @@ fn incr_decr_semantics() {
     assert_eq!(c.incr("n", 5).unwrap(), 15);
     assert_eq!(c.decr("n", 20).unwrap(), -5);
     assert_eq!(c.get("n").unwrap().unwrap().as_i64(), Some(-5));
-    assert_eq!(c.incr("missing", 1).unwrap_err().kind(), ErrorKind::NotFound);
+    assert_eq!(
+        c.incr("missing", 1).unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
     c.set("s", b"abc", Expiry::Never).unwrap();
     assert_eq!(c.incr("s", 1).unwrap_err().kind(), ErrorKind::NotAnInteger);
-    c.set("max", i64::MAX.to_string().as_bytes(), Expiry::Never).unwrap();
+    c.set("max", i64::MAX.to_string().as_bytes(), Expiry::Never)
+        .unwrap();
     assert_eq!(c.incr("max", 1).unwrap_err().kind(), ErrorKind::Overflow);
-    assert_eq!(c.decr("n", i64::MIN).unwrap_err().kind(), ErrorKind::Overflow);
+    assert_eq!(
+        c.decr("n", i64::MIN).unwrap_err().kind(),
+        ErrorKind::Overflow
+    );
     // incr keeps the expiry.
     c.set("t", b"1", MS50).unwrap();
     c.incr("t", 1).unwrap();
@@ -136,7 +154,15 @@ fn incr_is_atomic_across_threads() {
 fn many_key_operations() {
     let c = mem();
     let failed = c
-        .set_many(&[("a", b"1".as_slice()), ("b", b"2".as_slice()), ("c", b"3".as_slice())], Expiry::Default, None)
+        .set_many(
+            &[
+                ("a", b"1".as_slice()),
+                ("b", b"2".as_slice()),
+                ("c", b"3".as_slice()),
+            ],
+            Expiry::Default,
+            None,
+        )
         .unwrap();
     assert!(failed.is_empty());
     let got = c.get_many(&["a", "x", "c"], None).unwrap();
@@ -146,7 +172,8 @@ fn many_key_operations() {
     assert_eq!(c.delete_many(&["a", "b", "x"], None).unwrap(), 2);
     assert!(c.get("a").unwrap().is_none());
     assert!(c.get("c").unwrap().is_some());
-    c.set_many(&[("v", b"9".as_slice())], Expiry::Default, Some(2)).unwrap();
+    c.set_many(&[("v", b"9".as_slice())], Expiry::Default, Some(2))
+        .unwrap();
     assert!(c.get("v").unwrap().is_none());
     assert!(c.get(Key::new("v").version(2)).unwrap().is_some());
 }
@@ -155,13 +182,35 @@ fn many_key_operations() {
 fn get_or_set_computes_only_on_miss() {
     let c = mem();
     let mut calls = 0;
-    let v = c.get_or_set("k", || { calls += 1; Ok(b"computed".to_vec()) }, Expiry::Default).unwrap();
+    let v = c
+        .get_or_set(
+            "k",
+            || {
+                calls += 1;
+                Ok(b"computed".to_vec())
+            },
+            Expiry::Default,
+        )
+        .unwrap();
     assert_eq!(&*v, b"computed");
-    let v = c.get_or_set("k", || { calls += 1; Ok(b"other".to_vec()) }, Expiry::Default).unwrap();
+    let v = c
+        .get_or_set(
+            "k",
+            || {
+                calls += 1;
+                Ok(b"other".to_vec())
+            },
+            Expiry::Default,
+        )
+        .unwrap();
     assert_eq!(&*v, b"computed");
     assert_eq!(calls, 1);
     let err = c
-        .get_or_set("e", || Err(polycache::Error::new(ErrorKind::Backend, "loader failed")), Expiry::Default)
+        .get_or_set(
+            "e",
+            || Err(polycache::Error::new(ErrorKind::Backend, "loader failed")),
+            Expiry::Default,
+        )
         .unwrap_err();
     assert_eq!(err.message(), "loader failed");
     assert!(c.get("e").unwrap().is_none());
@@ -169,8 +218,14 @@ fn get_or_set_computes_only_on_miss() {
 
 #[test]
 fn clear_is_scoped_to_the_prefix_on_a_shared_store() {
-    let a = Cache::builder("memory://clear-scope").key_prefix("a").build().unwrap();
-    let b = Cache::builder("memory://clear-scope").key_prefix("b").build().unwrap();
+    let a = Cache::builder("memory://clear-scope")
+        .key_prefix("a")
+        .build()
+        .unwrap();
+    let b = Cache::builder("memory://clear-scope")
+        .key_prefix("b")
+        .build()
+        .unwrap();
     a.set("k", b"1", Expiry::Default).unwrap();
     b.set("k", b"2", Expiry::Default).unwrap();
     a.clear().unwrap();
@@ -184,8 +239,14 @@ fn versions_and_incr_version() {
     c.set("k", b"v", Expiry::Default).unwrap();
     assert_eq!(c.incr_version("k", 1, None).unwrap(), 2);
     assert!(c.get("k").unwrap().is_none());
-    assert_eq!(c.get(Key::new("k").version(2)).unwrap().as_deref(), Some(&b"v"[..]));
-    assert!(c.incr_version("missing", 1, None).unwrap_err().is_not_found());
+    assert_eq!(
+        c.get(Key::new("k").version(2)).unwrap().as_deref(),
+        Some(&b"v"[..])
+    );
+    assert!(c
+        .incr_version("missing", 1, None)
+        .unwrap_err()
+        .is_not_found());
 }
 
 #[test]
@@ -197,7 +258,10 @@ fn stats_count_operations() {
     c.get_many(&["a", "b", "c"], None).unwrap();
     c.delete("a").unwrap();
     let s = c.stats();
-    assert_eq!((s.hits, s.misses, s.sets, s.deletes, s.errors), (2, 3, 1, 1, 0));
+    assert_eq!(
+        (s.hits, s.misses, s.sets, s.deletes, s.errors),
+        (2, 3, 1, 1, 0)
+    );
     assert!((s.hit_ratio() - 0.4).abs() < 1e-9);
     let small = Cache::open("memory://?max_entries=10").unwrap();
     for i in 0..100 {
@@ -226,10 +290,20 @@ fn bad_input_is_a_clear_error() {
 
     let c = Cache::open("memory://?max_value_size=4").unwrap();
     c.set("k", b"old", Expiry::Default).unwrap();
-    assert_eq!(c.set("k", b"12345", Expiry::Default).unwrap_err().kind(), ErrorKind::ValueTooLarge);
-    assert_eq!(c.get("k").unwrap().as_deref(), Some(&b"old"[..]), "the old value survives");
+    assert_eq!(
+        c.set("k", b"12345", Expiry::Default).unwrap_err().kind(),
+        ErrorKind::ValueTooLarge
+    );
+    assert_eq!(
+        c.get("k").unwrap().as_deref(),
+        Some(&b"old"[..]),
+        "the old value survives"
+    );
     let long = "x".repeat(polycache::MAX_KEY_LEN + 1);
-    assert_eq!(c.get(long.as_str()).unwrap_err().kind(), ErrorKind::InvalidKey);
+    assert_eq!(
+        c.get(long.as_str()).unwrap_err().kind(),
+        ErrorKind::InvalidKey
+    );
 }
 
 #[test]
@@ -247,21 +321,37 @@ fn service_from_config_and_json() {
     let mut cfg = CacheConfig::new("memory://");
     cfg.key_prefix = Some("p".into());
     cfg.options.insert("max_entries".into(), "50".into());
-    let caches = Caches::from_config([("default", cfg.clone()), ("other", CacheConfig::new("dummy://"))]).unwrap();
+    let caches = Caches::from_config([
+        ("default", cfg.clone()),
+        ("other", CacheConfig::new("dummy://")),
+    ])
+    .unwrap();
     assert_eq!(caches.default().key_prefix(), "p");
     assert_eq!(caches.names().collect::<Vec<_>>(), ["default", "other"]);
-    assert!(Caches::from_config([("x", cfg)]).unwrap_err().to_string().contains("default"));
+    assert!(Caches::from_config([("x", cfg)])
+        .unwrap_err()
+        .to_string()
+        .contains("default"));
 
-    let caches = Caches::from_json(r#"{"default": {"LOCATION": "memory://", "TIMEOUT": null, "VERSION": 4}}"#).unwrap();
+    let caches = Caches::from_json(
+        r#"{"default": {"LOCATION": "memory://", "TIMEOUT": null, "VERSION": 4}}"#,
+    )
+    .unwrap();
     assert_eq!(caches.default().default_expiry(), Expiry::Never);
     assert_eq!(caches.default().version(), 4);
     for (text, needle) in [
-        (r#"{"default": {"LOCATION": "memory://", "OPTIONS": {"max_entries": -3}}}"#, "max_entries"),
+        (
+            r#"{"default": {"LOCATION": "memory://", "OPTIONS": {"max_entries": -3}}}"#,
+            "max_entries",
+        ),
         (r#"{"default": {"LOCATIO": "memory://"}}"#, "LOCATIO"),
         (r#"{"default": {"LOCATION": 5}}"#, "LOCATION"),
         ("not json", "JSON"),
     ] {
         let err = Caches::from_json(text).unwrap_err();
-        assert!(err.is_configuration() && err.to_string().contains(needle), "{text}: {err}");
+        assert!(
+            err.is_configuration() && err.to_string().contains(needle),
+            "{text}: {err}"
+        );
     }
 }

@@ -72,7 +72,7 @@ impl Entry {
 #[inline]
 fn now_ticks() -> u64 {
     // CLOCK_MONOTONIC_COARSE: a few nanoseconds, millisecond resolution, plenty for TTLs.
-    coarsetime::Instant::now().as_ticks()
+    coarsetime::Instant::now_without_cache_update().as_ticks()
 }
 
 fn deadline(ttl: Option<Duration>) -> u64 {
@@ -131,18 +131,12 @@ type Store = QuickCache<StoreKey, Entry, EntryWeighter, DefaultHashBuilder, Evic
 /// # let _ = backend;
 /// ```
 #[non_exhaustive]
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct MemoryOptions {
     /// At most this many entries (the default bound).
     pub max_entries: Option<u64>,
     /// At most this many bytes of keys, values and per-entry bookkeeping.
     pub max_bytes: Option<u64>,
-}
-
-impl Default for MemoryOptions {
-    fn default() -> Self {
-        MemoryOptions { max_entries: None, max_bytes: None }
-    }
 }
 
 impl MemoryOptions {
@@ -206,7 +200,13 @@ impl MemoryBackend {
         let weighter = EntryWeighter { by_bytes };
         let counter = evictions.0.clone();
         let store = Store::with_options(opts, weighter, DefaultHashBuilder::default(), evictions);
-        Ok(MemoryBackend { inner: Arc::new(Inner { store, weighter, evictions: counter }) })
+        Ok(MemoryBackend {
+            inner: Arc::new(Inner {
+                store,
+                weighter,
+                evictions: counter,
+            }),
+        })
     }
 
     /// Opens `memory://[NAME]?max_entries=N|max_bytes=N`.
@@ -231,7 +231,10 @@ impl MemoryBackend {
     /// The process-wide store called `name`, created with `options` if it does not exist.
     pub fn named(name: &str, options: &MemoryOptions) -> Result<MemoryBackend> {
         static NAMED: OnceLock<Mutex<HashMap<String, Weak<Inner>>>> = OnceLock::new();
-        let mut map = NAMED.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
+        let mut map = NAMED
+            .get_or_init(Default::default)
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         if let Some(inner) = map.get(name).and_then(Weak::upgrade) {
             return Ok(MemoryBackend { inner });
         }
@@ -298,14 +301,20 @@ impl Backend for MemoryBackend {
     #[inline]
     fn set(&self, key: &[u8], value: &[u8], ttl: Option<Duration>) -> Result<()> {
         self.check_size(key, value)?;
-        let entry = Entry { value: Arc::from(value), expires_at: deadline(ttl) };
+        let entry = Entry {
+            value: Arc::from(value),
+            expires_at: deadline(ttl),
+        };
         self.inner.store.insert(StoreKey(key.into()), entry);
         Ok(())
     }
 
     fn add(&self, key: &[u8], value: &[u8], ttl: Option<Duration>) -> Result<bool> {
         self.check_size(key, value)?;
-        let new = Entry { value: Arc::from(value), expires_at: deadline(ttl) };
+        let new = Entry {
+            value: Arc::from(value),
+            expires_at: deadline(ttl),
+        };
         let mut pending = Some(new);
         let result = self.inner.store.entry(KeyRef::new(key), None, |_, old| {
             if old.live() {
@@ -321,16 +330,26 @@ impl Backend for MemoryBackend {
                 let entry = pending.take().expect("callback did not run");
                 Ok(guard.insert(entry).is_ok())
             }
-            EntryResult::Removed(..) | EntryResult::Replaced(..) | EntryResult::Timeout => Ok(false),
+            EntryResult::Removed(..) | EntryResult::Replaced(..) | EntryResult::Timeout => {
+                Ok(false)
+            }
         }
     }
 
     fn delete(&self, key: &[u8]) -> Result<bool> {
-        Ok(self.inner.store.remove(KeyRef::new(key)).is_some_and(|(_, e)| e.live()))
+        Ok(self
+            .inner
+            .store
+            .remove(KeyRef::new(key))
+            .is_some_and(|(_, e)| e.live()))
     }
 
     fn has_key(&self, key: &[u8]) -> Result<bool> {
-        Ok(self.inner.store.peek(KeyRef::new(key)).is_some_and(|e| e.live()))
+        Ok(self
+            .inner
+            .store
+            .peek(KeyRef::new(key))
+            .is_some_and(|e| e.live()))
     }
 
     fn touch(&self, key: &[u8], ttl: Option<Duration>) -> Result<bool> {
@@ -436,7 +455,8 @@ mod tests {
     fn byte_bound_holds_and_rejects_oversized() {
         let m = MemoryBackend::new(&MemoryOptions::default().max_bytes(64 * 1024)).unwrap();
         for i in 0..1000 {
-            m.set(format!("k{i}").as_bytes(), &[7u8; 500], None).unwrap();
+            m.set(format!("k{i}").as_bytes(), &[7u8; 500], None)
+                .unwrap();
         }
         assert!(m.weight() <= 64 * 1024, "weight {}", m.weight());
         let err = m.set(b"big", &vec![0u8; 128 * 1024], None).unwrap_err();

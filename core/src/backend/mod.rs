@@ -108,7 +108,11 @@ pub fn parse_i64(bytes: &[u8]) -> Option<i64> {
         }
         let d = i64::from(b - b'0');
         n = n.checked_mul(10)?;
-        n = if neg { n.checked_sub(d)? } else { n.checked_add(d)? };
+        n = if neg {
+            n.checked_sub(d)?
+        } else {
+            n.checked_add(d)?
+        };
     }
     Some(n)
 }
@@ -116,10 +120,17 @@ pub fn parse_i64(bytes: &[u8]) -> Option<i64> {
 /// The new value of an `incr`, with the errors every backend reports the same way.
 pub fn apply_delta(current: &[u8], delta: i64) -> Result<i64> {
     let n = parse_i64(current).ok_or_else(|| {
-        Error::new(ErrorKind::NotAnInteger, "the cached value is not an integer")
+        Error::new(
+            ErrorKind::NotAnInteger,
+            "the cached value is not an integer",
+        )
     })?;
-    n.checked_add(delta)
-        .ok_or_else(|| Error::new(ErrorKind::Overflow, "incr/decr would overflow a 64-bit integer"))
+    n.checked_add(delta).ok_or_else(|| {
+        Error::new(
+            ErrorKind::Overflow,
+            "incr/decr would overflow a 64-bit integer",
+        )
+    })
 }
 
 /// The error `incr` gives on a missing key.
