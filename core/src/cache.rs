@@ -579,7 +579,10 @@ impl Cache {
             return Ok(v);
         }
         let value = compute()?;
-        self.add(key, &value, expiry)?;
+        if self.add(key, &value, expiry)? {
+            return Ok(Value::from(value));
+        }
+        // Another writer stored first: answer with what the cache holds, as Django does.
         match self.get(key)? {
             Some(v) => Ok(v),
             None => Ok(Value::from(value)),

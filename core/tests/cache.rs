@@ -355,3 +355,26 @@ fn service_from_config_and_json() {
         );
     }
 }
+
+#[test]
+fn stats_are_exact_under_concurrency_beyond_the_slot_count() {
+    // More threads than counter slots, so some share the overflow stripe.
+    let c = Arc::new(mem());
+    c.set("k", b"v", Expiry::Never).unwrap();
+    let handles: Vec<_> = (0..48)
+        .map(|_| {
+            let c = c.clone();
+            thread::spawn(move || {
+                for _ in 0..2_000 {
+                    c.get("k").unwrap();
+                    c.get("absent").unwrap();
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    let s = c.stats();
+    assert_eq!((s.hits, s.misses), (96_000, 96_000));
+}
