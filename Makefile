@@ -1,0 +1,65 @@
+# polycache: the README's two commands (`make demo`, `make test`) and the developer targets.
+# Everything builds into ./target (CARGO_TARGET_DIR may point elsewhere inside the checkout).
+
+SHELL := /bin/bash
+export CARGO_TARGET_DIR ?= $(CURDIR)/target
+export CARGO_TERM_COLOR ?= never
+PYTHON_VENV ?= $(CURDIR)/.venv
+
+.PHONY: demo test test-rust test-c test-python test-readme setup lint fmt header bench bench-rust bench-c bench-python clean
+
+## demo: a slow function memoized through memory://, then the hit/miss statistics.
+demo:
+	cargo run --quiet -p polycache --example demo
+
+## test: everything — Rust, C (under valgrind), Python (against the built wheel), README examples, lints.
+test: setup test-rust test-c test-python test-readme lint
+	@echo "make test: all suites passed"
+
+## setup: installs what the tests need when it is missing (apt-get, a Python virtual environment).
+setup:
+	bash scripts/install-system-deps.sh
+	bash scripts/python-env.sh
+
+test-rust:
+	cargo test --workspace --exclude polycache-python
+	cargo run --quiet -p polycache --example quickstart
+	cargo run --quiet -p polycache --example demo >/dev/null
+
+test-c:
+	bash tests/c/run.sh
+
+test-python:
+	bash scripts/python-test.sh
+
+test-readme:
+	python3 scripts/check-readme.py
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	cargo fmt --all
+
+## header: regenerates include/polycache.h with the pinned cbindgen.
+header:
+	POLYCACHE_UPDATE_HEADER=1 cargo test -p polycache-ffi --test header
+
+## bench: the core against its map and moka, C against Rust, Python against its peers.
+bench: bench-rust bench-c bench-python
+
+bench-rust:
+	cargo bench -p polycache --bench memory
+	python3 scripts/bench-ratios.py $(CARGO_TARGET_DIR)/criterion
+
+bench-c:
+	bash bench/c/run.sh
+
+bench-python: setup
+	bash scripts/python-test.sh --build-only
+	$(PYTHON_VENV)/bin/python bench/python/bench_memory.py
+
+clean:
+	cargo clean
+	rm -rf dist build
