@@ -10,8 +10,14 @@ fn slow_square(n: u64) -> u64 {
 }
 
 fn main() -> Result<(), polycache::Error> {
-    let cache = Cache::builder("memory://?max_entries=10000").key_prefix("demo").build()?;
-    println!("polycache demo on {} (key prefix {:?})\n", cache.location(), cache.key_prefix());
+    let cache = Cache::builder("memory://?max_entries=10000")
+        .key_prefix("demo")
+        .build()?;
+    println!(
+        "polycache demo on {} (key prefix {:?})\n",
+        cache.location(),
+        cache.key_prefix()
+    );
 
     for round in 1..=2 {
         let started = Instant::now();

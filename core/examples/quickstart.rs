@@ -16,13 +16,20 @@ fn main() -> polycache::Result<()> {
     assert_eq!(cache.incr("visits", 1)?, 42);
 
     // Compute on a miss only.
-    let report = cache.get_or_set("report", || Ok(b"expensive".to_vec()), Expiry::After(Duration::from_secs(60)))?;
+    let report = cache.get_or_set(
+        "report",
+        || Ok(b"expensive".to_vec()),
+        Expiry::After(Duration::from_secs(60)),
+    )?;
     assert_eq!(&*report, b"expensive");
 
     // A per-call version, as Django's `version=` argument.
     cache.set(Key::new("greeting").version(2), b"bonjour", Expiry::Default)?;
 
     let stats = cache.stats();
-    println!("hits={} misses={} sets={}", stats.hits, stats.misses, stats.sets);
+    println!(
+        "hits={} misses={} sets={}",
+        stats.hits, stats.misses, stats.sets
+    );
     Ok(())
 }

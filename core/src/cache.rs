@@ -471,7 +471,17 @@ impl Cache {
     /// [`ErrorKind::NotAnInteger`] on a value that is not decimal, and
     /// [`ErrorKind::Overflow`] past the 64-bit range. The entry keeps its expiry.
     pub fn incr<'k>(&self, key: impl Into<Key<'k>>, delta: i64) -> Result<i64> {
-        let result = self.with_key(key.into(), |k| self.inner.backend.incr(k, delta));
+        let key = key.into();
+        let result = self
+            .with_key(key, |k| self.inner.backend.incr(k, delta))
+            // Name the caller's key, not the full one the backend saw.
+            .map_err(|e| {
+                if e.is_not_found() {
+                    crate::backend::not_found(key.name.as_bytes())
+                } else {
+                    e
+                }
+            });
         if result.is_ok() {
             self.inner.stats.set(1);
         }
