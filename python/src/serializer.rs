@@ -1,0 +1,460 @@
+//! The default serializer: byte for byte what Django's `RedisSerializer` writes and reads.
+//!
+//! Django stores a plain `int` (`type(v) is int`, so not `bool`) as ASCII decimal and pickles
+//! everything else with `pickle.HIGHEST_PROTOCOL` (5). It reads with
+//! `try: int(data) except ValueError: pickle.loads(data)`.
+//!
+//! The values most caches hold (`str`, `bytes`, `float`, `bool`, `None`, small `int`) are
+//! encoded and decoded here without the pickle module, producing exactly the bytes CPython's
+//! pickler writes; everything else, and anything the native decoder does not recognise
+//! exactly, goes through `pickle.dumps` / `pickle.loads`.
+
+use crate::errors;
+use pyo3::exceptions::PyValueError;
+use pyo3::ffi;
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyBool, PyBytes, PyFloat, PyInt, PyString};
+
+/// Bytes of a natively serialized value: up to [`INLINE`] bytes on the stack, more on the heap.
+///
+/// Written through [`Buf::writer`], which sizes it once so that encoders store by index;
+/// a `SmallVec` grown by `resize`/`push` cost ~15 ns more per `set`.
+pub(crate) struct Buf {
+    inline: [u8; INLINE],
+    len: usize,
+    heap: Vec<u8>,
+}
+
+/// Values whose serialized form fits here (a str of up to ~100 bytes) never touch the heap.
+const INLINE: usize = 128;
+
+impl Buf {
+    #[inline]
+    pub(crate) fn new() -> Self {
+        Buf { inline: [0; INLINE], len: 0, heap: Vec::new() }
+    }
+
+    /// A writable slice of exactly `len` bytes, which becomes the content.
+    #[inline]
+    pub(crate) fn writer(&mut self, len: usize) -> &mut [u8] {
+        self.len = len;
+        if len <= INLINE {
+            &mut self.inline[..len]
+        } else {
+            self.heap.clear();
+            self.heap.resize(len, 0);
+            &mut self.heap
+        }
+    }
+
+    /// Replaces the content with `bytes`.
+    #[inline]
+    pub(crate) fn set(&mut self, bytes: &[u8]) {
+        self.writer(bytes.len()).copy_from_slice(bytes);
+    }
+
+    #[inline]
+    pub(crate) fn as_slice(&self) -> &[u8] {
+        if self.len <= INLINE {
+            &self.inline[..self.len]
+        } else {
+            &self.heap
+        }
+    }
+}
+
+// Pickle opcodes (Lib/pickle.py).
+const PROTO: u8 = 0x80;
+const FRAME: u8 = 0x95;
+const SHORT_BINUNICODE: u8 = 0x8c;
+const BINUNICODE: u8 = b'X';
+const SHORT_BINBYTES: u8 = b'C';
+const BINBYTES: u8 = b'B';
+const BINFLOAT: u8 = b'G';
+const NEWTRUE: u8 = 0x88;
+const NEWFALSE: u8 = 0x89;
+const NONE: u8 = b'N';
+const MEMOIZE: u8 = 0x94;
+const STOP: u8 = b'.';
+
+/// The pickle protocol Django writes (`pickle.HIGHEST_PROTOCOL` on CPython 3.8 to 3.14).
+const PROTOCOL: u8 = 5;
+/// CPython's pickler opens a frame only for payloads of at least this many bytes.
+const FRAME_SIZE_MIN: usize = 4;
+/// Longest str/bytes payload encoded natively. CPython writes payloads of 64 KiB and more
+/// outside frames and splits frames at 64 KiB; staying far below keeps the native bytes
+/// identical to `pickle.dumps` without modelling that, and larger values cost their copy
+/// anyway.
+const MAX_NATIVE_LEN: usize = 32 * 1024;
+
+/// A serialized value: native bytes in `buf`, or the `bytes` object `pickle.dumps` returned.
+///
+/// Built in the caller's frame and filled by [`Serialized::encode`], so the inline buffer is
+/// never moved on the hot path.
+pub(crate) struct Serialized<'py> {
+    buf: Buf,
+    pickled: Option<Bound<'py, PyBytes>>,
+}
+
+impl<'py> Serialized<'py> {
+    #[inline]
+    pub(crate) fn new() -> Self {
+        Serialized { buf: Buf::new(), pickled: None }
+    }
+
+    /// Serializes `value` (replacing what this held); see [`encode`].
+    #[inline]
+    pub(crate) fn encode(&mut self, value: &Bound<'py, PyAny>) -> PyResult<()> {
+        self.pickled = encode(value, &mut self.buf)?;
+        Ok(())
+    }
+
+    #[inline]
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        match &self.pickled {
+            Some(b) => b.as_bytes(),
+            None => self.buf.as_slice(),
+        }
+    }
+}
+
+struct PickleModule {
+    dumps: Py<PyAny>,
+    loads: Py<PyAny>,
+    /// True when `pickle.HIGHEST_PROTOCOL` is the protocol the native encoder writes.
+    native: bool,
+}
+
+static PICKLE: PyOnceLock<PickleModule> = PyOnceLock::new();
+
+fn pickle(py: Python<'_>) -> PyResult<&PickleModule> {
+    PICKLE.get_or_try_init(py, || {
+        let m = py.import("pickle")?;
+        let highest: u8 = m.getattr("HIGHEST_PROTOCOL")?.extract()?;
+        Ok(PickleModule {
+            dumps: m.getattr("dumps")?.unbind(),
+            loads: m.getattr("loads")?.unbind(),
+            native: highest == PROTOCOL,
+        })
+    })
+}
+
+/// Serializes `value` as Django's `RedisSerializer.dumps` (plus redis-py's int encoding):
+/// natively into `buf` (returning `None`), or through `pickle.dumps` (returning its bytes).
+#[inline]
+pub(crate) fn encode<'py>(value: &Bound<'py, PyAny>, buf: &mut Buf) -> PyResult<Option<Bound<'py, PyBytes>>> {
+    let py = value.py();
+    let ptr = value.as_ptr();
+    // SAFETY: `ptr` is a live object (borrowed from `value`); the *_CheckExact macros only read
+    // its type pointer.
+    let (is_str, is_int, is_bytes, is_float) = unsafe {
+        (
+            ffi::PyUnicode_CheckExact(ptr) != 0,
+            ffi::PyLong_CheckExact(ptr) != 0,
+            ffi::PyBytes_CheckExact(ptr) != 0,
+            ffi::PyFloat_CheckExact(ptr) != 0,
+        )
+    };
+    if is_int {
+        return encode_int(value, buf);
+    }
+    let module = pickle(py)?;
+    if module.native {
+        if is_str {
+            // A str with lone surrogates has no UTF-8 form; pickle writes it with
+            // "surrogatepass", so let pickle do it.
+            // SAFETY: checked above that `value` is exactly a str.
+            let s = unsafe { value.cast_unchecked::<PyString>() };
+            if let Ok(text) = s.to_str() {
+                if text.len() <= MAX_NATIVE_LEN {
+                    pickle_blob(buf, SHORT_BINUNICODE, BINUNICODE, text.as_bytes());
+                    return Ok(None);
+                }
+            }
+        } else if is_bytes {
+            // SAFETY: checked above that `value` is exactly a bytes object.
+            let b = unsafe { value.cast_unchecked::<PyBytes>() }.as_bytes();
+            if b.len() <= MAX_NATIVE_LEN {
+                pickle_blob(buf, SHORT_BINBYTES, BINBYTES, b);
+                return Ok(None);
+            }
+        } else if is_float {
+            // SAFETY: checked above that `value` is exactly a float.
+            let f = unsafe { value.cast_unchecked::<PyFloat>() }.value();
+            let out = buf.writer(2 + 9 + 10);
+            out[..11].copy_from_slice(&[PROTO, PROTOCOL, FRAME, 10, 0, 0, 0, 0, 0, 0, 0]);
+            out[11] = BINFLOAT;
+            out[12..20].copy_from_slice(&f.to_be_bytes());
+            out[20] = STOP;
+            return Ok(None);
+        } else if value.is_none() {
+            buf.set(&[PROTO, PROTOCOL, NONE, STOP]);
+            return Ok(None);
+        } else if let Ok(b) = value.cast_exact::<PyBool>() {
+            let op = if b.is_true() { NEWTRUE } else { NEWFALSE };
+            buf.set(&[PROTO, PROTOCOL, op, STOP]);
+            return Ok(None);
+        }
+    }
+    pickle_dumps(value).map(Some)
+}
+
+/// `PROTO 5, [FRAME n], (SHORT_)BIN{UNICODE,BYTES} len data, MEMOIZE, STOP` into `buf`.
+#[inline]
+fn pickle_blob(buf: &mut Buf, short_op: u8, long_op: u8, data: &[u8]) {
+    let short = data.len() < 256;
+    let header = if short { 2 } else { 5 };
+    let payload = header + data.len() + 2;
+    // Every blob payload is at least 4 bytes, so it is always framed.
+    debug_assert!(payload >= FRAME_SIZE_MIN);
+    let total = 2 + 9 + payload;
+    let out = buf.writer(total);
+    out[0] = PROTO;
+    out[1] = PROTOCOL;
+    out[2] = FRAME;
+    out[3..11].copy_from_slice(&(payload as u64).to_le_bytes());
+    let at = if short {
+        out[11] = short_op;
+        out[12] = data.len() as u8;
+        13
+    } else {
+        out[11] = long_op;
+        out[12..16].copy_from_slice(&(data.len() as u32).to_le_bytes());
+        16
+    };
+    out[at..at + data.len()].copy_from_slice(data);
+    out[total - 2] = MEMOIZE;
+    out[total - 1] = STOP;
+}
+
+/// An exact int: ASCII decimal, as redis-py writes the int Django hands it.
+fn encode_int<'py>(value: &Bound<'py, PyAny>, buf: &mut Buf) -> PyResult<Option<Bound<'py, PyBytes>>> {
+    let mut overflow = 0;
+    // SAFETY: `value` is exactly an int; PyLong_AsLongLongAndOverflow reports overflow
+    // through `overflow` and sets no exception for it.
+    let n = unsafe { ffi::PyLong_AsLongLongAndOverflow(value.as_ptr(), &mut overflow) };
+    if overflow == 0 {
+        if n == -1 {
+            if let Some(err) = PyErr::take(value.py()) {
+                return Err(err);
+            }
+        }
+        write_i64(buf, n);
+        return Ok(None);
+    }
+    // A big int: its decimal text, unless it has more digits than `str()` allows
+    // (sys.set_int_max_str_digits); Django cannot store those at all, so they are pickled,
+    // which Django's reader still understands.
+    match value.str() {
+        Ok(text) => {
+            buf.set(text.to_str()?.as_bytes());
+            Ok(None)
+        }
+        Err(err) if err.is_instance_of::<PyValueError>(value.py()) => pickle_dumps(value).map(Some),
+        Err(err) => Err(err),
+    }
+}
+
+/// Writes the decimal digits of `n`.
+pub(crate) fn write_i64(buf: &mut Buf, n: i64) {
+    let mut digits = [0u8; 20]; // i64::MIN has 19 digits and a sign
+    let mut i = digits.len();
+    let mut m = n.unsigned_abs();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (m % 10) as u8;
+        m /= 10;
+        if m == 0 {
+            break;
+        }
+    }
+    if n < 0 {
+        i -= 1;
+        digits[i] = b'-';
+    }
+    buf.set(&digits[i..]);
+}
+
+fn pickle_dumps<'py>(value: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyBytes>> {
+    let py = value.py();
+    let module = pickle(py)?;
+    match module.dumps.bind(py).call1((value, PROTOCOL)) {
+        Ok(out) => Ok(out.cast_into::<PyBytes>()?),
+        Err(err) => {
+            let type_name = value
+                .get_type()
+                .fully_qualified_name()
+                .map(|n| n.to_string())
+                .unwrap_or_else(|_| "?".to_owned());
+            let message = format!("cannot serialize a value of type '{type_name}' for the cache: {err}");
+            Err(errors::serialization_error(py, message, err))
+        }
+    }
+}
+
+/// Deserializes stored bytes as Django's `RedisSerializer.loads` does.
+#[inline]
+pub(crate) fn decode<'py>(py: Python<'py>, data: &[u8]) -> PyResult<Bound<'py, PyAny>> {
+    if let Some(n) = parse_small_decimal(data) {
+        return Ok(n.into_pyobject(py)?.into_any());
+    }
+    if data.first() == Some(&PROTO) {
+        // `int()` never accepts a leading 0x80, so only pickle can read it.
+        if let Some(value) = unpickle_native(py, data) {
+            return Ok(value);
+        }
+    } else {
+        // Whatever else `int()` accepts (more digits, spaces, `_`, `+`) stays Django's call.
+        let bytes = PyBytes::new(py, data);
+        match py.get_type::<PyInt>().call1((&bytes,)) {
+            Ok(n) => return Ok(n),
+            Err(err) if err.is_instance_of::<PyValueError>(py) => {}
+            Err(err) => return Err(err),
+        }
+        return pickle_loads(py, bytes.as_any());
+    }
+    pickle_loads(py, PyBytes::new(py, data).as_any())
+}
+
+fn pickle_loads<'py>(py: Python<'py>, data: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    pickle(py)?.loads.bind(py).call1((data,)).map_err(|err| {
+        let message = format!("cannot deserialize the cached value: {err}");
+        errors::serialization_error(py, message, err)
+    })
+}
+
+/// `-?[0-9]{1,18}`: always fits an i64.
+#[inline]
+fn parse_small_decimal(data: &[u8]) -> Option<i64> {
+    let (neg, digits) = match data.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, data),
+    };
+    if digits.is_empty() || digits.len() > 18 {
+        return None;
+    }
+    let mut n: i64 = 0;
+    for &b in digits {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        n = n * 10 + i64::from(b - b'0');
+    }
+    Some(if neg { -n } else { n })
+}
+
+/// Reads the pickles [`encode`] writes natively (protocol 4 or 5, one str, bytes, float, bool
+/// or None); `None` for anything else, which then goes to `pickle.loads`.
+fn unpickle_native<'py>(py: Python<'py>, data: &[u8]) -> Option<Bound<'py, PyAny>> {
+    let [PROTO, 4 | 5, rest @ ..] = data else { return None };
+    let mut p = rest;
+    if let [FRAME, rest @ ..] = p {
+        let (len, rest) = rest.split_first_chunk::<8>()?;
+        // Only a frame that spans exactly the rest of the pickle.
+        if u64::from_le_bytes(*len) != rest.len() as u64 {
+            return None;
+        }
+        p = rest;
+    }
+    let (&op, rest) = p.split_first()?;
+    match op {
+        NONE | NEWTRUE | NEWFALSE => {
+            if rest != [STOP] {
+                return None;
+            }
+            Some(match op {
+                NONE => py.None().into_bound(py),
+                NEWTRUE => PyBool::new(py, true).to_owned().into_any(),
+                _ => PyBool::new(py, false).to_owned().into_any(),
+            })
+        }
+        BINFLOAT => {
+            let (bits, tail) = rest.split_first_chunk::<8>()?;
+            if tail != [STOP] {
+                return None;
+            }
+            Some(PyFloat::new(py, f64::from_be_bytes(*bits)).into_any())
+        }
+        SHORT_BINUNICODE | SHORT_BINBYTES | BINUNICODE | BINBYTES => {
+            let (len, rest) = if op == SHORT_BINUNICODE || op == SHORT_BINBYTES {
+                let (&n, rest) = rest.split_first()?;
+                (usize::from(n), rest)
+            } else {
+                let (n, rest) = rest.split_first_chunk::<4>()?;
+                (u32::from_le_bytes(*n) as usize, rest)
+            };
+            if rest.len() < len {
+                return None;
+            }
+            let (payload, tail) = rest.split_at(len);
+            if tail != [MEMOIZE, STOP] && tail != [STOP] {
+                return None;
+            }
+            if op == SHORT_BINBYTES || op == BINBYTES {
+                Some(PyBytes::new(py, payload).into_any())
+            } else {
+                decode_utf8_surrogatepass(py, payload)
+            }
+        }
+        _ => None,
+    }
+}
+
+/// Decodes UTF-8 as pickle does (`surrogatepass`); `None` (error cleared) when invalid, so
+/// that `pickle.loads` raises its own error.
+fn decode_utf8_surrogatepass<'py>(py: Python<'py>, payload: &[u8]) -> Option<Bound<'py, PyAny>> {
+    // SAFETY: the pointer and length describe `payload`, which outlives the call; the error
+    // handler name is a NUL-terminated static string. The attached `py` token means we hold
+    // the GIL. A NULL result means an exception is set, which PyErr::take clears.
+    unsafe {
+        let obj = ffi::PyUnicode_DecodeUTF8(
+            payload.as_ptr().cast(),
+            payload.len() as ffi::Py_ssize_t,
+            c"surrogatepass".as_ptr(),
+        );
+        if obj.is_null() {
+            drop(PyErr::take(py));
+            None
+        } else {
+            Some(Bound::from_owned_ptr(py, obj))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn small_decimal_accepts_only_plain_digits() {
+        assert_eq!(parse_small_decimal(b"0"), Some(0));
+        assert_eq!(parse_small_decimal(b"-12"), Some(-12));
+        assert_eq!(parse_small_decimal(b"007"), Some(7));
+        assert_eq!(parse_small_decimal(b"999999999999999999"), Some(999_999_999_999_999_999));
+        for bad in [&b""[..], b"-", b"+1", b" 1", b"1_0", b"1.0", b"9999999999999999999"] {
+            assert_eq!(parse_small_decimal(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn write_i64_matches_to_string() {
+        for n in [0, 7, -7, 10, i64::MAX, i64::MIN] {
+            let mut buf = Buf::new();
+            write_i64(&mut buf, n);
+            assert_eq!(buf.as_slice(), n.to_string().as_bytes());
+        }
+    }
+
+    #[test]
+    fn blob_frames_like_cpython() {
+        let mut buf = Buf::new();
+        pickle_blob(&mut buf, SHORT_BINUNICODE, BINUNICODE, b"");
+        assert_eq!(buf.as_slice(), b"\x80\x05\x95\x04\x00\x00\x00\x00\x00\x00\x00\x8c\x00\x94.");
+        pickle_blob(&mut buf, SHORT_BINBYTES, BINBYTES, b"ab");
+        assert_eq!(buf.as_slice(), b"\x80\x05\x95\x06\x00\x00\x00\x00\x00\x00\x00C\x02ab\x94.");
+        pickle_blob(&mut buf, SHORT_BINBYTES, BINBYTES, &[7u8; 300]);
+        assert_eq!(&buf.as_slice()[..16], b"\x80\x05\x95\x33\x01\x00\x00\x00\x00\x00\x00B\x2c\x01\x00\x00");
+        assert_eq!(&buf.as_slice()[buf.as_slice().len() - 2..], b"\x94.");
+    }
+}

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Builds the wheel, installs it into .venv, and runs the Python test suite against the
+# installed package (never the source tree), the stub check and the quick-start example.
+# Run scripts/python-env.sh first. Needs no standard input.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${POLYCACHE_VENV:-$ROOT/.venv}"
+PY="$VENV/bin/python"
+if [ ! -x "$PY" ]; then
+    echo "python-test: $VENV is missing; run scripts/python-env.sh first" >&2
+    exit 1
+fi
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+
+cd "$ROOT"
+rm -f dist/polycache-*.whl
+"$VENV/bin/maturin" build --release -o dist/ --interpreter "$PY" </dev/null
+"$PY" -m pip install --quiet --force-reinstall --no-deps dist/polycache-*.whl </dev/null
+
+# From a scratch directory, so that `import polycache` cannot find python/polycache.
+WORK="$(mktemp -d)"
+trap 'rm -rf "$WORK"' EXIT
+cd "$WORK"
+
+echo "python-test: pytest"
+"$PY" -m pytest -W error -p no:cacheprovider --import-mode=importlib \
+    --rootdir "$ROOT/tests/python" -c /dev/null "$ROOT/tests/python" </dev/null
+
+echo "python-test: stubtest"
+"$PY" -m mypy.stubtest polycache --allowlist "$ROOT/tests/python/stubtest-allowlist.txt" \
+    --mypy-config-file "$ROOT/tests/python/mypy.ini" </dev/null
+
+echo "python-test: mypy on the tests and examples"
+"$PY" -m mypy --config-file "$ROOT/tests/python/mypy.ini" \
+    "$ROOT/tests/python" "$ROOT/examples/python" </dev/null
+
+echo "python-test: quick start"
+"$PY" "$ROOT/examples/python/quickstart.py" </dev/null
