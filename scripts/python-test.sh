@@ -17,6 +17,9 @@ cd "$ROOT"
 rm -f dist/polycache-*.whl
 "$VENV/bin/maturin" build --release -o dist/ --interpreter "$PY" </dev/null
 "$PY" -m pip install --quiet --force-reinstall --no-deps dist/polycache-*.whl </dev/null
+if [ "${1:-}" = "--build-only" ]; then
+    exit 0
+fi
 
 # From a scratch directory, so that `import polycache` cannot find python/polycache.
 WORK="$(mktemp -d)"

@@ -4,10 +4,12 @@ use crate::backend::{dummy::DummyBackend, Backend};
 use crate::error::{Error, ErrorKind, Result};
 use crate::expiry::{Expiry, Ttl};
 use crate::location::{Location, Options};
+use crate::policy::{is_outage, FailurePolicy, Guarded};
 use crate::stats::{Stats, StatsSnapshot};
 use crate::value::Value;
 use std::fmt;
 use std::mem::MaybeUninit;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -118,6 +120,9 @@ struct Inner {
     max_value_size: usize,
     stats: Stats,
     location: String,
+    policy: FailurePolicy,
+    /// Coarse-clock ticks of the last fail-open warning.
+    last_warning: AtomicU64,
 }
 
 impl fmt::Debug for Cache {
@@ -152,6 +157,7 @@ pub struct CacheBuilder {
     version: Option<i64>,
     timeout: Option<Option<Duration>>,
     max_value_size: Option<usize>,
+    policy: Option<FailurePolicy>,
 }
 
 impl CacheBuilder {
@@ -174,6 +180,12 @@ impl CacheBuilder {
     /// The largest value stored, in bytes (default: 64 MiB).
     pub fn max_value_size(mut self, bytes: usize) -> Self {
         self.max_value_size = Some(bytes);
+        self
+    }
+
+    /// What the cache does when its backend fails (default: raise, breaker after 3 failures).
+    pub fn failure_policy(mut self, policy: FailurePolicy) -> Self {
+        self.policy = Some(policy);
         self
     }
 
@@ -213,6 +225,12 @@ impl CacheBuilder {
             Some(d) if d.is_zero() => Expiry::Expired,
             Some(d) => Expiry::After(d),
         };
+        let policy = self.policy.or(url_opts.policy).unwrap_or_default();
+        let backend: Arc<dyn Backend> = if backend.is_local() || policy.breaker_threshold == 0 {
+            backend
+        } else {
+            Arc::new(Guarded::new(backend, &policy))
+        };
         let head = format!("{key_prefix}:{version}:")
             .into_bytes()
             .into_boxed_slice();
@@ -226,6 +244,8 @@ impl CacheBuilder {
                 max_value_size,
                 stats: Stats::default(),
                 location,
+                policy,
+                last_warning: AtomicU64::new(0),
             }),
         })
     }
@@ -238,6 +258,7 @@ struct UrlCacheOptions {
     version: Option<i64>,
     timeout: Option<Option<Duration>>,
     max_value_size: Option<usize>,
+    policy: Option<FailurePolicy>,
 }
 
 impl UrlCacheOptions {
@@ -247,6 +268,7 @@ impl UrlCacheOptions {
             version: options.i64("version")?,
             timeout: options.seconds("timeout")?,
             max_value_size: options.positive_u64("max_value_size")?.map(|n| n as usize),
+            policy: Some(FailurePolicy::take(options)?),
         })
     }
 }
@@ -281,6 +303,7 @@ impl Cache {
             version: None,
             timeout: None,
             max_value_size: None,
+            policy: None,
         }
     }
 
@@ -293,6 +316,7 @@ impl Cache {
             version: None,
             timeout: None,
             max_value_size: None,
+            policy: None,
         }
     }
 
@@ -370,6 +394,7 @@ impl Cache {
         self.with_key(key.into(), |k| Ok(k.to_vec()))
     }
 
+    /// Counts a failure; errors pass through unchanged.
     #[inline]
     fn track<T>(&self, result: Result<T>) -> Result<T> {
         if let Err(e) = &result {
@@ -378,6 +403,39 @@ impl Cache {
             }
         }
         result
+    }
+
+    /// Counts a failure and, when the cache fails open and the backend is unreachable or too
+    /// slow, logs a warning and answers `fallback()` instead of the error.
+    #[inline]
+    fn finish<T>(&self, result: Result<T>, fallback: impl FnOnce() -> T) -> Result<T> {
+        match self.track(result) {
+            Err(e) if self.inner.policy.fail_open && is_outage(&e) => {
+                self.warn_fail_open(&e);
+                Ok(fallback())
+            }
+            other => other,
+        }
+    }
+
+    #[cold]
+    fn warn_fail_open(&self, err: &Error) {
+        // At most one warning a second per cache: a dead server must not flood the log.
+        let now = coarsetime::Instant::now_without_cache_update().as_ticks();
+        let last = self.inner.last_warning.load(Ordering::Relaxed);
+        let second = coarsetime::Duration::from_secs(1).as_ticks();
+        if now.saturating_sub(last) >= second
+            && self
+                .inner
+                .last_warning
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            log::warn!(
+                "polycache: {} failed, answering as a miss (fail_open): {err}",
+                self.inner.location
+            );
+        }
     }
 
     #[inline]
@@ -402,27 +460,41 @@ impl Cache {
     /// The value under `key`, or `None` on a miss.
     #[inline]
     pub fn get<'k>(&self, key: impl Into<Key<'k>>) -> Result<Option<Value>> {
-        let result = self.with_key(key.into(), |k| self.inner.backend.get(k));
+        let result = self.finish(
+            self.with_key(key.into(), |k| self.inner.backend.get(k)),
+            || None,
+        );
         match &result {
             Ok(Some(_)) => self.inner.stats.hit(1),
             Ok(None) => self.inner.stats.miss(1),
             Err(_) => {}
         }
-        self.track(result)
+        result
     }
 
     /// Stores `value` under `key`. [`Expiry::Expired`] stores nothing and removes the old value.
+    ///
+    /// Returns true when the write reached the backend; false only when the cache fails open
+    /// and the backend was unreachable (see [`FailurePolicy`]).
     #[inline]
-    pub fn set<'k>(&self, key: impl Into<Key<'k>>, value: &[u8], expiry: Expiry) -> Result<()> {
+    pub fn set<'k>(&self, key: impl Into<Key<'k>>, value: &[u8], expiry: Expiry) -> Result<bool> {
         self.check_value(value)?;
-        let result = self.with_key(key.into(), |k| match self.resolve(expiry) {
-            Ttl::Expired => self.inner.backend.delete(k).map(drop),
-            ttl => self.inner.backend.set(k, value, ttl.as_option()),
+        let ttl = self.resolve(expiry);
+        let result = self.with_key(key.into(), |k| match ttl {
+            Ttl::Expired => self.inner.backend.delete(k).map(|_| true),
+            ttl => self
+                .inner
+                .backend
+                .set(k, value, ttl.as_option())
+                .map(|()| true),
         });
-        if result.is_ok() && expiry.resolve(self.inner.default_expiry) != Ttl::Expired {
-            self.inner.stats.set(1);
+        let result = self.finish(result, || false);
+        if let Ok(true) = result {
+            if ttl != Ttl::Expired {
+                self.inner.stats.set(1);
+            }
         }
-        self.track(result)
+        result
     }
 
     /// Stores `value` only if `key` is absent; true when it stored.
@@ -435,25 +507,29 @@ impl Cache {
             Ttl::Expired => self.inner.backend.has_key(k).map(|present| !present),
             ttl => self.inner.backend.add(k, value, ttl.as_option()),
         });
+        let result = self.finish(result, || false);
         if let Ok(true) = result {
             self.inner.stats.set(1);
         }
-        self.track(result)
+        result
     }
 
     /// Removes `key`; true when it was present.
     pub fn delete<'k>(&self, key: impl Into<Key<'k>>) -> Result<bool> {
-        let result = self.with_key(key.into(), |k| self.inner.backend.delete(k));
+        let result = self.finish(
+            self.with_key(key.into(), |k| self.inner.backend.delete(k)),
+            || false,
+        );
         if let Ok(true) = result {
             self.inner.stats.delete(1);
         }
-        self.track(result)
+        result
     }
 
     /// True when `key` is present and not expired. Not counted as a hit or miss.
     pub fn has_key<'k>(&self, key: impl Into<Key<'k>>) -> Result<bool> {
         let result = self.with_key(key.into(), |k| self.inner.backend.has_key(k));
-        self.track(result)
+        self.finish(result, || false)
     }
 
     /// Gives `key` a new expiry; true when the key was present. [`Expiry::Expired`] removes it.
@@ -462,7 +538,7 @@ impl Cache {
             Ttl::Expired => self.inner.backend.delete(k),
             ttl => self.inner.backend.touch(k, ttl.as_option()),
         });
-        self.track(result)
+        self.finish(result, || false)
     }
 
     /// Adds `delta` to the integer under `key`, atomically, and returns the new value.
@@ -525,13 +601,15 @@ impl Cache {
     pub fn get_many(&self, keys: &[&str], version: Option<i64>) -> Result<Vec<Option<Value>>> {
         let (bytes, ends) = self.full_keys(keys, version)?;
         let full = Self::split_keys(&bytes, &ends);
-        let result = self.inner.backend.get_many(&full);
+        let result = self.finish(self.inner.backend.get_many(&full), || {
+            vec![None; full.len()]
+        });
         if let Ok(values) = &result {
             let hits = values.iter().filter(|v| v.is_some()).count() as u64;
             self.inner.stats.hit(hits);
             self.inner.stats.miss(values.len() as u64 - hits);
         }
-        self.track(result)
+        result
     }
 
     /// Stores every pair with one expiry; returns the positions in `items` that failed.
@@ -559,18 +637,18 @@ impl Cache {
                 r
             }
         };
-        self.track(result)
+        self.finish(result, || (0..items.len()).collect())
     }
 
     /// Removes every key; returns how many were present.
     pub fn delete_many(&self, keys: &[&str], version: Option<i64>) -> Result<usize> {
         let (bytes, ends) = self.full_keys(keys, version)?;
         let full = Self::split_keys(&bytes, &ends);
-        let result = self.inner.backend.delete_many(&full);
+        let result = self.finish(self.inner.backend.delete_many(&full), || 0);
         if let Ok(n) = result {
             self.inner.stats.delete(n as u64);
         }
-        self.track(result)
+        result
     }
 
     /// The value under `key`; on a miss, calls `compute`, stores its result with `add` and
@@ -608,7 +686,7 @@ impl Cache {
             format!("{}:", self.inner.key_prefix).into_bytes()
         };
         let result = self.inner.backend.clear(&prefix);
-        self.track(result)
+        self.finish(result, || ())
     }
 
     /// Moves `key` from `version` (default: the cache's) to `version + delta` and returns the

@@ -20,6 +20,7 @@ mod cache;
 mod error;
 mod expiry;
 mod location;
+mod policy;
 mod service;
 mod stats;
 mod value;
@@ -29,6 +30,7 @@ pub use cache::{Cache, CacheBuilder, Key, DEFAULT_MAX_VALUE_SIZE, DEFAULT_TIMEOU
 pub use error::{Error, ErrorKind, Result};
 pub use expiry::Expiry;
 pub use location::{redact, Location, Options};
+pub use policy::FailurePolicy;
 pub use service::{CacheConfig, Caches};
 pub use stats::StatsSnapshot;
 pub use value::Value;

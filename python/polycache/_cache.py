@@ -43,9 +43,9 @@ class Cache(_NativeCache):
 
     async def aset(
         self, key: str, value: object, timeout: Timeout = DEFAULT_TIMEOUT, version: int | None = None
-    ) -> None:
+    ) -> bool:
         """``set``, awaitable."""
-        await self._run(self.set, key, value, timeout, version)
+        return await self._run(self.set, key, value, timeout, version)
 
     async def aadd(
         self, key: str, value: object, timeout: Timeout = DEFAULT_TIMEOUT, version: int | None = None

@@ -12,11 +12,11 @@ mod errors;
 mod serializer;
 
 use errors::ResultExt;
-use serializer::Serialized;
 use polycache::{Cache, CacheConfig, Expiry, Key, StatsSnapshot};
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyList, PyString, PyTuple};
+use serializer::Serialized;
 use std::time::Duration;
 
 /// The marker for "use the cache's default timeout" (`polycache.DEFAULT_TIMEOUT`).
@@ -63,7 +63,10 @@ impl<'a, 'py> FromPyObject<'a, 'py> for TimeoutArg {
 }
 
 fn type_name(obj: &Bound<'_, PyAny>) -> String {
-    obj.get_type().name().map(|n| n.to_string()).unwrap_or_else(|_| "?".to_owned())
+    obj.get_type()
+        .name()
+        .map(|n| n.to_string())
+        .unwrap_or_else(|_| "?".to_owned())
 }
 
 /// The caller's key as UTF-8 borrowed from the `str` object (no copy).
@@ -76,7 +79,10 @@ fn key_str<'a>(key: &'a Bound<'_, PyAny>) -> PyResult<&'a str> {
                 "cache keys must be encodable as UTF-8 (this one has a lone surrogate)".to_owned(),
             )
         }),
-        Err(_) => Err(PyTypeError::new_err(format!("cache keys must be str, not {}", type_name(key)))),
+        Err(_) => Err(PyTypeError::new_err(format!(
+            "cache keys must be str, not {}",
+            type_name(key)
+        ))),
     }
 }
 
@@ -91,7 +97,12 @@ struct PyCache {
 impl PyCache {
     /// Runs `f` on `key`: in place for a local backend, else on an owned copy without the GIL.
     #[inline]
-    fn with_key<T: Send>(&self, py: Python<'_>, key: &str, f: impl FnOnce(&Cache, &str) -> T + Send) -> T {
+    fn with_key<T: Send>(
+        &self,
+        py: Python<'_>,
+        key: &str,
+        f: impl FnOnce(&Cache, &str) -> T + Send,
+    ) -> T {
         if self.local {
             f(&self.cache, key)
         } else {
@@ -120,7 +131,12 @@ impl PyCache {
     }
 
     /// Runs `f` on many keys: in place for a local backend, else on owned copies without the GIL.
-    fn with_keys<T: Send>(&self, py: Python<'_>, keys: &[&str], f: impl FnOnce(&Cache, &[&str]) -> T + Send) -> T {
+    fn with_keys<T: Send>(
+        &self,
+        py: Python<'_>,
+        keys: &[&str],
+        f: impl FnOnce(&Cache, &[&str]) -> T + Send,
+    ) -> T {
         if self.local {
             f(&self.cache, keys)
         } else {
@@ -135,7 +151,12 @@ impl PyCache {
 
     /// The decoded value under `key`, or `None` on a miss.
     #[inline]
-    fn get_value<'py>(&self, py: Python<'py>, key: &str, version: Option<i64>) -> PyResult<Option<Bound<'py, PyAny>>> {
+    fn get_value<'py>(
+        &self,
+        py: Python<'py>,
+        key: &str,
+        version: Option<i64>,
+    ) -> PyResult<Option<Bound<'py, PyAny>>> {
         let result = self.with_key(py, key, |c, k| c.get(Key::new(k).maybe_version(version)));
         // Matched in place: moving the result around costs more than the match on this path.
         match result {
@@ -157,12 +178,17 @@ fn option_text(name: &str, value: &Bound<'_, PyAny>) -> PyResult<String> {
     if let Ok(s) = value.cast::<PyString>() {
         return Ok(s.to_str()?.to_owned());
     }
-    if value.is_instance_of::<pyo3::types::PyInt>() || value.is_instance_of::<pyo3::types::PyFloat>() {
+    if value.is_instance_of::<pyo3::types::PyInt>()
+        || value.is_instance_of::<pyo3::types::PyFloat>()
+    {
         return Ok(value.str()?.to_str()?.to_owned());
     }
     Err(errors::configuration(
         value.py(),
-        format!("option '{name}' must be a str, int, float, bool or None, not {}", type_name(value)),
+        format!(
+            "option '{name}' must be a str, int, float, bool or None, not {}",
+            type_name(value)
+        ),
     ))
 }
 
@@ -207,7 +233,12 @@ impl PyCache {
                 let (name, value): (Bound<'_, PyAny>, Bound<'_, PyAny>) = item?.extract()?;
                 let name = name
                     .cast::<PyString>()
-                    .map_err(|_| errors::configuration(py, format!("option names must be str, not {}", type_name(&name))))?
+                    .map_err(|_| {
+                        errors::configuration(
+                            py,
+                            format!("option names must be str, not {}", type_name(&name)),
+                        )
+                    })?
                     .to_str()?
                     .to_owned();
                 let text = option_text(&name, &value)?;
@@ -236,6 +267,9 @@ impl PyCache {
     }
 
     /// Stores `value` under `key`; a timeout of 0 or less stores nothing and removes the old value.
+    ///
+    /// True when the write reached the backend; False only when the cache fails open
+    /// (`fail_open=true`) and the backend was unreachable.
     #[pyo3(signature = (key, value, timeout = DEFAULT, version = None))]
     fn set(
         &self,
@@ -244,7 +278,7 @@ impl PyCache {
         value: &Bound<'_, PyAny>,
         timeout: TimeoutArg,
         version: Option<i64>,
-    ) -> PyResult<()> {
+    ) -> PyResult<bool> {
         let name = key_str(key)?;
         let mut encoded = Serialized::new();
         encoded.encode(value)?;
@@ -283,7 +317,9 @@ impl PyCache {
     ) -> PyResult<Bound<'py, PyDict>> {
         let objs = keys.try_iter()?.collect::<PyResult<Vec<_>>>()?;
         let names = objs.iter().map(key_str).collect::<PyResult<Vec<_>>>()?;
-        let values = self.with_keys(py, &names, |c, ks| c.get_many(ks, version)).py_err(py)?;
+        let values = self
+            .with_keys(py, &names, |c, ks| c.get_many(ks, version))
+            .py_err(py)?;
         let found = PyDict::new(py);
         for (obj, value) in objs.iter().zip(values) {
             if let Some(value) = value {
@@ -319,14 +355,24 @@ impl PyCache {
         }
         let names = keys.iter().map(key_str).collect::<PyResult<Vec<_>>>()?;
         let failed = if self.local {
-            let pairs: Vec<(&str, &[u8])> = names.iter().zip(&encoded).map(|(k, v)| (*k, v.as_bytes())).collect();
+            let pairs: Vec<(&str, &[u8])> = names
+                .iter()
+                .zip(&encoded)
+                .map(|(k, v)| (*k, v.as_bytes()))
+                .collect();
             self.cache.set_many(&pairs, timeout.0, version)
         } else {
-            let owned: Vec<(String, Vec<u8>)> =
-                names.iter().zip(&encoded).map(|(k, v)| ((*k).to_owned(), v.as_bytes().to_vec())).collect();
+            let owned: Vec<(String, Vec<u8>)> = names
+                .iter()
+                .zip(&encoded)
+                .map(|(k, v)| ((*k).to_owned(), v.as_bytes().to_vec()))
+                .collect();
             let cache = &self.cache;
             py.detach(move || {
-                let pairs: Vec<(&str, &[u8])> = owned.iter().map(|(k, v)| (k.as_str(), v.as_slice())).collect();
+                let pairs: Vec<(&str, &[u8])> = owned
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_slice()))
+                    .collect();
                 cache.set_many(&pairs, timeout.0, version)
             })
         }
@@ -336,41 +382,90 @@ impl PyCache {
 
     /// Removes `key`; True when it was present.
     #[pyo3(signature = (key, version = None))]
-    fn delete(&self, py: Python<'_>, key: &Bound<'_, PyAny>, version: Option<i64>) -> PyResult<bool> {
-        self.with_key(py, key_str(key)?, |c, k| c.delete(Key::new(k).maybe_version(version))).py_err(py)
+    fn delete(
+        &self,
+        py: Python<'_>,
+        key: &Bound<'_, PyAny>,
+        version: Option<i64>,
+    ) -> PyResult<bool> {
+        self.with_key(py, key_str(key)?, |c, k| {
+            c.delete(Key::new(k).maybe_version(version))
+        })
+        .py_err(py)
     }
 
     /// Removes every key in `keys`.
     #[pyo3(signature = (keys, version = None))]
-    fn delete_many(&self, py: Python<'_>, keys: &Bound<'_, PyAny>, version: Option<i64>) -> PyResult<()> {
+    fn delete_many(
+        &self,
+        py: Python<'_>,
+        keys: &Bound<'_, PyAny>,
+        version: Option<i64>,
+    ) -> PyResult<()> {
         let objs = keys.try_iter()?.collect::<PyResult<Vec<_>>>()?;
         let names = objs.iter().map(key_str).collect::<PyResult<Vec<_>>>()?;
-        self.with_keys(py, &names, |c, ks| c.delete_many(ks, version)).py_err(py)?;
+        self.with_keys(py, &names, |c, ks| c.delete_many(ks, version))
+            .py_err(py)?;
         Ok(())
     }
 
     /// True when `key` is in the cache (not counted as a hit or a miss).
     #[pyo3(signature = (key, version = None))]
-    fn has_key(&self, py: Python<'_>, key: &Bound<'_, PyAny>, version: Option<i64>) -> PyResult<bool> {
-        self.with_key(py, key_str(key)?, |c, k| c.has_key(Key::new(k).maybe_version(version))).py_err(py)
+    fn has_key(
+        &self,
+        py: Python<'_>,
+        key: &Bound<'_, PyAny>,
+        version: Option<i64>,
+    ) -> PyResult<bool> {
+        self.with_key(py, key_str(key)?, |c, k| {
+            c.has_key(Key::new(k).maybe_version(version))
+        })
+        .py_err(py)
     }
 
     /// Gives `key` a new timeout; True when the key was present.
     #[pyo3(signature = (key, timeout = DEFAULT, version = None))]
-    fn touch(&self, py: Python<'_>, key: &Bound<'_, PyAny>, timeout: TimeoutArg, version: Option<i64>) -> PyResult<bool> {
-        self.with_key(py, key_str(key)?, |c, k| c.touch(Key::new(k).maybe_version(version), timeout.0)).py_err(py)
+    fn touch(
+        &self,
+        py: Python<'_>,
+        key: &Bound<'_, PyAny>,
+        timeout: TimeoutArg,
+        version: Option<i64>,
+    ) -> PyResult<bool> {
+        self.with_key(py, key_str(key)?, |c, k| {
+            c.touch(Key::new(k).maybe_version(version), timeout.0)
+        })
+        .py_err(py)
     }
 
     /// Adds `delta` to the integer under `key` atomically and returns the new value.
     #[pyo3(signature = (key, delta = 1, version = None))]
-    fn incr(&self, py: Python<'_>, key: &Bound<'_, PyAny>, delta: i64, version: Option<i64>) -> PyResult<i64> {
-        self.with_key(py, key_str(key)?, |c, k| c.incr(Key::new(k).maybe_version(version), delta)).py_err(py)
+    fn incr(
+        &self,
+        py: Python<'_>,
+        key: &Bound<'_, PyAny>,
+        delta: i64,
+        version: Option<i64>,
+    ) -> PyResult<i64> {
+        self.with_key(py, key_str(key)?, |c, k| {
+            c.incr(Key::new(k).maybe_version(version), delta)
+        })
+        .py_err(py)
     }
 
     /// Subtracts `delta` from the integer under `key` atomically and returns the new value.
     #[pyo3(signature = (key, delta = 1, version = None))]
-    fn decr(&self, py: Python<'_>, key: &Bound<'_, PyAny>, delta: i64, version: Option<i64>) -> PyResult<i64> {
-        self.with_key(py, key_str(key)?, |c, k| c.decr(Key::new(k).maybe_version(version), delta)).py_err(py)
+    fn decr(
+        &self,
+        py: Python<'_>,
+        key: &Bound<'_, PyAny>,
+        delta: i64,
+        version: Option<i64>,
+    ) -> PyResult<i64> {
+        self.with_key(py, key_str(key)?, |c, k| {
+            c.decr(Key::new(k).maybe_version(version), delta)
+        })
+        .py_err(py)
     }
 
     /// The value under `key`; on a miss stores `default` (called first if callable) with
@@ -388,7 +483,11 @@ impl PyCache {
         if let Some(v) = self.get_value(py, name, version)? {
             return Ok(v);
         }
-        let value = if default.is_callable() { default.call0()? } else { default.clone() };
+        let value = if default.is_callable() {
+            default.call0()?
+        } else {
+            default.clone()
+        };
         let mut encoded = Serialized::new();
         encoded.encode(&value)?;
         self.with_key_value(py, name, encoded.as_bytes(), |c, k, v| {
@@ -411,17 +510,37 @@ impl PyCache {
 
     /// Moves `key` to version `version + delta` and returns the new version.
     #[pyo3(signature = (key, delta = 1, version = None))]
-    fn incr_version(&self, py: Python<'_>, key: &Bound<'_, PyAny>, delta: i64, version: Option<i64>) -> PyResult<i64> {
-        self.with_key(py, key_str(key)?, |c, k| c.incr_version(k, delta, version)).py_err(py)
+    fn incr_version(
+        &self,
+        py: Python<'_>,
+        key: &Bound<'_, PyAny>,
+        delta: i64,
+        version: Option<i64>,
+    ) -> PyResult<i64> {
+        self.with_key(py, key_str(key)?, |c, k| c.incr_version(k, delta, version))
+            .py_err(py)
     }
 
     /// Moves `key` to version `version - delta` and returns the new version.
     #[pyo3(signature = (key, delta = 1, version = None))]
-    fn decr_version(&self, py: Python<'_>, key: &Bound<'_, PyAny>, delta: i64, version: Option<i64>) -> PyResult<i64> {
+    fn decr_version(
+        &self,
+        py: Python<'_>,
+        key: &Bound<'_, PyAny>,
+        delta: i64,
+        version: Option<i64>,
+    ) -> PyResult<i64> {
         let delta = delta.checked_neg().ok_or_else(|| {
-            errors::to_py(py, polycache::Error::new(polycache::ErrorKind::Overflow, "delta is out of the 64-bit range"))
+            errors::to_py(
+                py,
+                polycache::Error::new(
+                    polycache::ErrorKind::Overflow,
+                    "delta is out of the 64-bit range",
+                ),
+            )
         })?;
-        self.with_key(py, key_str(key)?, |c, k| c.incr_version(k, delta, version)).py_err(py)
+        self.with_key(py, key_str(key)?, |c, k| c.incr_version(k, delta, version))
+            .py_err(py)
     }
 
     /// Does nothing: connections are pooled and closed with the cache (Django's `close`).
@@ -434,8 +553,16 @@ impl PyCache {
 
     /// The full key `key` is stored under: `{key_prefix}:{version}:{key}`.
     #[pyo3(signature = (key, version = None))]
-    fn make_key(&self, py: Python<'_>, key: &Bound<'_, PyAny>, version: Option<i64>) -> PyResult<String> {
-        let full = self.cache.make_key(Key::new(key_str(key)?).maybe_version(version)).py_err(py)?;
+    fn make_key(
+        &self,
+        py: Python<'_>,
+        key: &Bound<'_, PyAny>,
+        version: Option<i64>,
+    ) -> PyResult<String> {
+        let full = self
+            .cache
+            .make_key(Key::new(key_str(key)?).maybe_version(version))
+            .py_err(py)?;
         Ok(String::from_utf8_lossy(&full).into_owned())
     }
 

@@ -32,7 +32,11 @@ const INLINE: usize = 128;
 impl Buf {
     #[inline]
     pub(crate) fn new() -> Self {
-        Buf { inline: [0; INLINE], len: 0, heap: Vec::new() }
+        Buf {
+            inline: [0; INLINE],
+            len: 0,
+            heap: Vec::new(),
+        }
     }
 
     /// A writable slice of exactly `len` bytes, which becomes the content.
@@ -100,7 +104,10 @@ pub(crate) struct Serialized<'py> {
 impl<'py> Serialized<'py> {
     #[inline]
     pub(crate) fn new() -> Self {
-        Serialized { buf: Buf::new(), pickled: None }
+        Serialized {
+            buf: Buf::new(),
+            pickled: None,
+        }
     }
 
     /// Serializes `value` (replacing what this held); see [`encode`].
@@ -143,7 +150,10 @@ fn pickle(py: Python<'_>) -> PyResult<&PickleModule> {
 /// Serializes `value` as Django's `RedisSerializer.dumps` (plus redis-py's int encoding):
 /// natively into `buf` (returning `None`), or through `pickle.dumps` (returning its bytes).
 #[inline]
-pub(crate) fn encode<'py>(value: &Bound<'py, PyAny>, buf: &mut Buf) -> PyResult<Option<Bound<'py, PyBytes>>> {
+pub(crate) fn encode<'py>(
+    value: &Bound<'py, PyAny>,
+    buf: &mut Buf,
+) -> PyResult<Option<Bound<'py, PyBytes>>> {
     let py = value.py();
     let ptr = value.as_ptr();
     // SAFETY: `ptr` is a live object (borrowed from `value`); the *_CheckExact macros only read
@@ -229,7 +239,10 @@ fn pickle_blob(buf: &mut Buf, short_op: u8, long_op: u8, data: &[u8]) {
 }
 
 /// An exact int: ASCII decimal, as redis-py writes the int Django hands it.
-fn encode_int<'py>(value: &Bound<'py, PyAny>, buf: &mut Buf) -> PyResult<Option<Bound<'py, PyBytes>>> {
+fn encode_int<'py>(
+    value: &Bound<'py, PyAny>,
+    buf: &mut Buf,
+) -> PyResult<Option<Bound<'py, PyBytes>>> {
     let mut overflow = 0;
     // SAFETY: `value` is exactly an int; PyLong_AsLongLongAndOverflow reports overflow
     // through `overflow` and sets no exception for it.
@@ -287,7 +300,8 @@ fn pickle_dumps<'py>(value: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyBytes>>
                 .fully_qualified_name()
                 .map(|n| n.to_string())
                 .unwrap_or_else(|_| "?".to_owned());
-            let message = format!("cannot serialize a value of type '{type_name}' for the cache: {err}");
+            let message =
+                format!("cannot serialize a value of type '{type_name}' for the cache: {err}");
             Err(errors::serialization_error(py, message, err))
         }
     }
@@ -347,7 +361,9 @@ fn parse_small_decimal(data: &[u8]) -> Option<i64> {
 /// Reads the pickles [`encode`] writes natively (protocol 4 or 5, one str, bytes, float, bool
 /// or None); `None` for anything else, which then goes to `pickle.loads`.
 fn unpickle_native<'py>(py: Python<'py>, data: &[u8]) -> Option<Bound<'py, PyAny>> {
-    let [PROTO, 4 | 5, rest @ ..] = data else { return None };
+    let [PROTO, 4 | 5, rest @ ..] = data else {
+        return None;
+    };
     let mut p = rest;
     if let [FRAME, rest @ ..] = p {
         let (len, rest) = rest.split_first_chunk::<8>()?;
@@ -431,8 +447,19 @@ mod tests {
         assert_eq!(parse_small_decimal(b"0"), Some(0));
         assert_eq!(parse_small_decimal(b"-12"), Some(-12));
         assert_eq!(parse_small_decimal(b"007"), Some(7));
-        assert_eq!(parse_small_decimal(b"999999999999999999"), Some(999_999_999_999_999_999));
-        for bad in [&b""[..], b"-", b"+1", b" 1", b"1_0", b"1.0", b"9999999999999999999"] {
+        assert_eq!(
+            parse_small_decimal(b"999999999999999999"),
+            Some(999_999_999_999_999_999)
+        );
+        for bad in [
+            &b""[..],
+            b"-",
+            b"+1",
+            b" 1",
+            b"1_0",
+            b"1.0",
+            b"9999999999999999999",
+        ] {
             assert_eq!(parse_small_decimal(bad), None, "{bad:?}");
         }
     }
@@ -450,11 +477,20 @@ mod tests {
     fn blob_frames_like_cpython() {
         let mut buf = Buf::new();
         pickle_blob(&mut buf, SHORT_BINUNICODE, BINUNICODE, b"");
-        assert_eq!(buf.as_slice(), b"\x80\x05\x95\x04\x00\x00\x00\x00\x00\x00\x00\x8c\x00\x94.");
+        assert_eq!(
+            buf.as_slice(),
+            b"\x80\x05\x95\x04\x00\x00\x00\x00\x00\x00\x00\x8c\x00\x94."
+        );
         pickle_blob(&mut buf, SHORT_BINBYTES, BINBYTES, b"ab");
-        assert_eq!(buf.as_slice(), b"\x80\x05\x95\x06\x00\x00\x00\x00\x00\x00\x00C\x02ab\x94.");
+        assert_eq!(
+            buf.as_slice(),
+            b"\x80\x05\x95\x06\x00\x00\x00\x00\x00\x00\x00C\x02ab\x94."
+        );
         pickle_blob(&mut buf, SHORT_BINBYTES, BINBYTES, &[7u8; 300]);
-        assert_eq!(&buf.as_slice()[..16], b"\x80\x05\x95\x33\x01\x00\x00\x00\x00\x00\x00B\x2c\x01\x00\x00");
+        assert_eq!(
+            &buf.as_slice()[..16],
+            b"\x80\x05\x95\x33\x01\x00\x00\x00\x00\x00\x00B\x2c\x01\x00\x00"
+        );
         assert_eq!(&buf.as_slice()[buf.as_slice().len() - 2..], b"\x94.");
     }
 }

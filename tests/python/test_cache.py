@@ -124,9 +124,17 @@ def test_get_default_and_miss(cache: Cache) -> None:
 
 
 def test_set_replaces(cache: Cache) -> None:
-    cache.set("k", "one")
-    cache.set("k", "two")
+    assert cache.set("k", "one") is True
+    assert cache.set("k", "two") is True
     assert cache.get("k") == "two"
+
+
+def test_fail_open_options_are_accepted_and_validated() -> None:
+    c = Cache("memory://?fail_open=true&breaker_threshold=5&breaker_cooldown=0.5")
+    assert c.set("k", 1) is True
+    assert c.get("k") == 1
+    with pytest.raises(polycache.ConfigurationError, match="fail_open"):
+        Cache("memory://?fail_open=perhaps")
 
 
 def test_add_only_when_absent(cache: Cache) -> None:

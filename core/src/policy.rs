@@ -1,0 +1,322 @@
+//! What a cache does when its backend fails: fail open or closed, and a circuit breaker so a
+//! dead server costs microseconds per call rather than a connect timeout.
+
+use crate::backend::Backend;
+use crate::error::{Error, ErrorKind, Result};
+use crate::location::Options;
+use crate::value::Value;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How a cache reacts to backend failures (connection errors and timeouts).
+///
+/// With `fail_open`, reads answer a miss and writes report that nothing was stored instead of
+/// returning the error; a warning is logged and `stats().errors` counts it. The circuit
+/// breaker opens after `breaker_threshold` consecutive failures: for `breaker_cooldown`
+/// every call fails at once (or misses, when failing open) without touching the network;
+/// then one call probes the server, and its success closes the breaker again.
+///
+/// URL options: `fail_open=true`, `breaker_threshold=N` (0 turns the breaker off),
+/// `breaker_cooldown=SECONDS`. Local backends (`memory://`, `dummy://`) never fail this way
+/// and are not wrapped.
+///
+/// ```
+/// use polycache::FailurePolicy;
+/// let p = FailurePolicy::default();
+/// assert!(!p.fail_open);
+/// assert_eq!(p.breaker_threshold, 3);
+/// ```
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailurePolicy {
+    /// Answer misses and report unstored writes instead of raising backend failures.
+    pub fail_open: bool,
+    /// Consecutive failures that open the breaker; 0 disables it.
+    pub breaker_threshold: u32,
+    /// How long an open breaker fails calls before letting one probe through.
+    pub breaker_cooldown: Duration,
+}
+
+impl Default for FailurePolicy {
+    fn default() -> Self {
+        FailurePolicy {
+            fail_open: false,
+            breaker_threshold: 3,
+            breaker_cooldown: Duration::from_secs(1),
+        }
+    }
+}
+
+impl FailurePolicy {
+    /// Reads the policy's URL options, leaving defaults for the ones not given.
+    pub(crate) fn take(options: &mut Options) -> Result<FailurePolicy> {
+        let mut p = FailurePolicy::default();
+        if let Some(v) = options.bool("fail_open")? {
+            p.fail_open = v;
+        }
+        if let Some(v) = options.i64("breaker_threshold")? {
+            p.breaker_threshold = u32::try_from(v).map_err(|_| {
+                Error::config(format!(
+                    "invalid value {v} for option 'breaker_threshold': expected 0 or more"
+                ))
+            })?;
+        }
+        if let Some(v) = options.seconds("breaker_cooldown")? {
+            p.breaker_cooldown = v.unwrap_or(Duration::MAX);
+        }
+        Ok(p)
+    }
+}
+
+/// True for the failures the policy is about: the server is unreachable or too slow.
+pub(crate) fn is_outage(err: &Error) -> bool {
+    matches!(err.kind(), ErrorKind::Connection | ErrorKind::Timeout)
+}
+
+fn now_ticks() -> u64 {
+    coarsetime::Instant::now_without_cache_update().as_ticks()
+}
+
+/// A lock-free circuit breaker: closed, open until a deadline, then one probe at a time.
+#[derive(Debug, Default)]
+pub(crate) struct Breaker {
+    threshold: u32,
+    cooldown_ticks: u64,
+    failures: AtomicU32,
+    /// Coarse-clock deadline while open; 0 when closed.
+    open_until: AtomicU64,
+    probing: AtomicBool,
+}
+
+impl Breaker {
+    pub(crate) fn new(policy: &FailurePolicy) -> Breaker {
+        Breaker {
+            threshold: policy.breaker_threshold,
+            cooldown_ticks: coarsetime::Duration::from(
+                policy
+                    .breaker_cooldown
+                    .min(Duration::from_secs(86_400 * 365)),
+            )
+            .as_ticks(),
+            ..Default::default()
+        }
+    }
+
+    /// Runs `call` unless the breaker is open; records its outcome.
+    pub(crate) fn call<T>(&self, backend: &str, call: impl FnOnce() -> Result<T>) -> Result<T> {
+        if self.threshold == 0 {
+            return call();
+        }
+        let open_until = self.open_until.load(Ordering::Acquire);
+        let mut probe = false;
+        if open_until != 0 {
+            let claimed = now_ticks() >= open_until
+                && self
+                    .probing
+                    .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok();
+            if !claimed {
+                return Err(Error::new(
+                    ErrorKind::Connection,
+                    format!(
+                        "the {backend} backend is unavailable: the circuit breaker is open after {} consecutive \
+                         failures; it lets one call through to probe the server after its cooldown",
+                        self.failures.load(Ordering::Relaxed)
+                    ),
+                ));
+            }
+            probe = true;
+        }
+        let result = call();
+        match &result {
+            Err(e) if is_outage(e) => {
+                let failures = self
+                    .failures
+                    .fetch_add(1, Ordering::AcqRel)
+                    .saturating_add(1);
+                if probe || failures >= self.threshold {
+                    self.open_until.store(
+                        now_ticks().saturating_add(self.cooldown_ticks).max(1),
+                        Ordering::Release,
+                    );
+                    if !probe {
+                        log::warn!("polycache: {backend} backend failed {failures} times in a row; circuit breaker open");
+                    }
+                }
+            }
+            _ => {
+                if self.failures.load(Ordering::Relaxed) != 0 || open_until != 0 {
+                    if open_until != 0 {
+                        log::info!(
+                            "polycache: {backend} backend answers again; circuit breaker closed"
+                        );
+                    }
+                    self.failures.store(0, Ordering::Release);
+                    self.open_until.store(0, Ordering::Release);
+                }
+            }
+        }
+        if probe {
+            self.probing.store(false, Ordering::Release);
+        }
+        result
+    }
+
+    /// True while calls are being failed without reaching the backend.
+    #[cfg(test)]
+    pub(crate) fn is_open(&self) -> bool {
+        self.open_until.load(Ordering::Acquire) != 0
+    }
+}
+
+/// A remote backend behind a circuit breaker; what [`crate::Cache`] opens for non-local schemes.
+pub(crate) struct Guarded {
+    inner: Arc<dyn Backend>,
+    breaker: Breaker,
+}
+
+impl Guarded {
+    pub(crate) fn new(inner: Arc<dyn Backend>, policy: &FailurePolicy) -> Guarded {
+        Guarded {
+            inner,
+            breaker: Breaker::new(policy),
+        }
+    }
+}
+
+impl Backend for Guarded {
+    fn name(&self) -> &'static str {
+        self.inner.name()
+    }
+    fn is_local(&self) -> bool {
+        self.inner.is_local()
+    }
+    fn get(&self, key: &[u8]) -> Result<Option<Value>> {
+        self.breaker.call(self.name(), || self.inner.get(key))
+    }
+    fn set(&self, key: &[u8], value: &[u8], ttl: Option<Duration>) -> Result<()> {
+        self.breaker
+            .call(self.name(), || self.inner.set(key, value, ttl))
+    }
+    fn add(&self, key: &[u8], value: &[u8], ttl: Option<Duration>) -> Result<bool> {
+        self.breaker
+            .call(self.name(), || self.inner.add(key, value, ttl))
+    }
+    fn delete(&self, key: &[u8]) -> Result<bool> {
+        self.breaker.call(self.name(), || self.inner.delete(key))
+    }
+    fn has_key(&self, key: &[u8]) -> Result<bool> {
+        self.breaker.call(self.name(), || self.inner.has_key(key))
+    }
+    fn touch(&self, key: &[u8], ttl: Option<Duration>) -> Result<bool> {
+        self.breaker
+            .call(self.name(), || self.inner.touch(key, ttl))
+    }
+    fn incr(&self, key: &[u8], delta: i64) -> Result<i64> {
+        self.breaker
+            .call(self.name(), || self.inner.incr(key, delta))
+    }
+    fn get_many(&self, keys: &[&[u8]]) -> Result<Vec<Option<Value>>> {
+        self.breaker.call(self.name(), || self.inner.get_many(keys))
+    }
+    fn set_many(&self, items: &[(&[u8], &[u8])], ttl: Option<Duration>) -> Result<Vec<usize>> {
+        self.breaker
+            .call(self.name(), || self.inner.set_many(items, ttl))
+    }
+    fn delete_many(&self, keys: &[&[u8]]) -> Result<usize> {
+        self.breaker
+            .call(self.name(), || self.inner.delete_many(keys))
+    }
+    fn clear(&self, prefix: &[u8]) -> Result<()> {
+        self.breaker.call(self.name(), || self.inner.clear(prefix))
+    }
+    fn evictions(&self) -> u64 {
+        self.inner.evictions()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    /// A backend whose every call fails with a connection error while `down` is set.
+    #[derive(Default)]
+    struct Flaky {
+        down: AtomicBool,
+        calls: AtomicUsize,
+    }
+
+    impl Flaky {
+        fn hit(&self) -> Result<()> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            if self.down.load(Ordering::SeqCst) {
+                Err(Error::new(ErrorKind::Connection, "connection refused"))
+            } else {
+                Ok(())
+            }
+        }
+    }
+
+    #[test]
+    fn opens_after_threshold_fails_fast_then_probes_and_closes() {
+        let policy = FailurePolicy {
+            breaker_threshold: 3,
+            breaker_cooldown: Duration::from_millis(50),
+            ..Default::default()
+        };
+        let b = Breaker::new(&policy);
+        let flaky = Flaky::default();
+        flaky.down.store(true, Ordering::SeqCst);
+        for _ in 0..3 {
+            assert!(b.call("t", || flaky.hit()).is_err());
+        }
+        assert!(b.is_open());
+        assert_eq!(flaky.calls.load(Ordering::SeqCst), 3);
+        for _ in 0..100 {
+            assert!(b.call("t", || flaky.hit()).unwrap_err().is_connection());
+        }
+        assert_eq!(
+            flaky.calls.load(Ordering::SeqCst),
+            3,
+            "an open breaker does not call the backend"
+        );
+        std::thread::sleep(Duration::from_millis(80));
+        // A failed probe re-opens it for another cooldown.
+        assert!(b.call("t", || flaky.hit()).is_err());
+        assert_eq!(flaky.calls.load(Ordering::SeqCst), 4);
+        assert!(b.call("t", || flaky.hit()).is_err());
+        assert_eq!(flaky.calls.load(Ordering::SeqCst), 4);
+        flaky.down.store(false, Ordering::SeqCst);
+        std::thread::sleep(Duration::from_millis(80));
+        assert!(b.call("t", || flaky.hit()).is_ok());
+        assert!(!b.is_open());
+        assert!(b.call("t", || flaky.hit()).is_ok());
+        assert_eq!(flaky.calls.load(Ordering::SeqCst), 6);
+    }
+
+    #[test]
+    fn other_errors_do_not_count() {
+        let b = Breaker::new(&FailurePolicy {
+            breaker_threshold: 1,
+            ..Default::default()
+        });
+        let r: Result<()> = b.call("t", || Err(Error::new(ErrorKind::NotFound, "x")));
+        assert!(r.is_err());
+        assert!(!b.is_open());
+    }
+
+    #[test]
+    fn threshold_zero_disables() {
+        let b = Breaker::new(&FailurePolicy {
+            breaker_threshold: 0,
+            ..Default::default()
+        });
+        for _ in 0..10 {
+            let r: Result<()> = b.call("t", || Err(Error::new(ErrorKind::Timeout, "slow")));
+            assert!(r.unwrap_err().is_timeout());
+        }
+        assert!(!b.is_open());
+    }
+}
