@@ -45,6 +45,26 @@ pub(crate) fn open_backend(location: &Location, options: &mut Options) -> Result
         "memory" => Ok(Arc::new(backend::memory::MemoryBackend::open(
             location, options,
         )?)),
+        #[cfg(feature = "redis")]
+        "redis" | "rediss" | "unix" | "redis+cluster" | "rediss+cluster" => Ok(Arc::new(
+            backend::redis::RedisBackend::open(location, options)?,
+        )),
+        #[cfg(feature = "memcached")]
+        "memcached" => Ok(Arc::new(backend::memcached::MemcachedBackend::open(
+            location, options,
+        )?)),
+        #[cfg(feature = "file")]
+        "file" => Ok(Arc::new(backend::file::FileBackend::open(
+            location, options,
+        )?)),
+        #[cfg(feature = "sqlite")]
+        "sqlite" => Ok(Arc::new(backend::sql::SqliteBackend::open(
+            location, options,
+        )?)),
+        #[cfg(feature = "postgres")]
+        "postgres" | "postgresql" => Ok(Arc::new(backend::sql::PostgresBackend::open(
+            location, options,
+        )?)),
         other => Err(Error::config(format!(
             "unknown cache scheme '{other}' in {}: expected one of {}",
             location.redacted(),
@@ -58,4 +78,20 @@ pub const SCHEMES: &[&str] = &[
     "dummy://",
     #[cfg(feature = "memory")]
     "memory://",
+    #[cfg(feature = "redis")]
+    "redis://",
+    #[cfg(feature = "redis")]
+    "rediss://",
+    #[cfg(feature = "redis")]
+    "unix://",
+    #[cfg(feature = "redis")]
+    "redis+cluster://",
+    #[cfg(feature = "memcached")]
+    "memcached://",
+    #[cfg(feature = "file")]
+    "file://",
+    #[cfg(feature = "sqlite")]
+    "sqlite://",
+    #[cfg(feature = "postgres")]
+    "postgres://",
 ];

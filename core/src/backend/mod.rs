@@ -9,8 +9,16 @@ use crate::value::Value;
 use std::time::Duration;
 
 pub mod dummy;
+#[cfg(feature = "file")]
+pub mod file;
+#[cfg(feature = "memcached")]
+pub mod memcached;
 #[cfg(feature = "memory")]
 pub mod memory;
+#[cfg(feature = "redis")]
+pub mod redis;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub mod sql;
 
 /// A store of bytes under byte keys: what each cache URL scheme opens.
 ///

@@ -1,0 +1,1 @@
+//! The redis backend (being written; its cargo feature is off by default until it lands).
