@@ -12,11 +12,14 @@ if [ ! -x "$PY" ]; then
     exit 1
 fi
 export PIP_DISABLE_PIP_VERSION_CHECK=1
+# Where the wheel goes, and which optional backends it is built with (cargo features).
+DIST="${POLYCACHE_DIST:-$ROOT/dist}"
+FEATURES="${POLYCACHE_FEATURES:-}"
 
 cd "$ROOT"
-rm -f dist/polycache-*.whl
-"$VENV/bin/maturin" build --release -o dist/ --interpreter "$PY" </dev/null
-"$PY" -m pip install --quiet --force-reinstall --no-deps dist/polycache-*.whl </dev/null
+rm -f "$DIST"/polycache-*.whl
+"$VENV/bin/maturin" build --release -o "$DIST" --interpreter "$PY" ${FEATURES:+--features "$FEATURES"} </dev/null
+"$PY" -m pip install --quiet --force-reinstall --no-deps "$DIST"/polycache-*.whl </dev/null
 if [ "${1:-}" = "--build-only" ]; then
     exit 0
 fi
