@@ -59,6 +59,9 @@ bench-c:
 bench-python: setup
 	bash scripts/python-test.sh --build-only
 	$(PYTHON_VENV)/bin/python bench/python/bench_memory.py
+	$(PYTHON_VENV)/bin/python bench/python/bench_refresh.py
+	$(PYTHON_VENV)/bin/python bench/python/bench_redis.py
+	$(PYTHON_VENV)/bin/python bench/python/bench_memcached.py
 
 clean:
 	cargo clean

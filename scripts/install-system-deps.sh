@@ -88,7 +88,15 @@ ensure() {
 }
 
 ensure redis-server redis-server have_cmd redis-server
+ensure openssl openssl have_cmd openssl  # certificates for the redis:// TLS test
 ensure memcached memcached have_cmd memcached
 ensure postgresql postgresql have_postgres
 ensure valgrind valgrind have_cmd valgrind
 ensure pkg-config pkg-config have_cmd pkg-config
+
+have_libmemcached() {
+    [ -f /usr/include/libmemcached/memcached.h ] || [ -f /usr/include/libmemcached-1.0/memcached.h ]
+}
+# pylibmc (a peer of the memcached benchmark and interop test) compiles against it where
+# PyPI has no wheel for the running Python.
+ensure libmemcached-dev libmemcached-dev have_libmemcached

@@ -162,6 +162,7 @@ pub struct RedisServer {
     // Declared before `dir` so the process is killed before the directory is removed.
     process: ServerProcess,
     port: u16,
+    tls_port: Option<u16>,
     socket_path: PathBuf,
     dir: TempDir,
 }
@@ -185,6 +186,26 @@ impl RedisServer {
     /// # Errors
     /// As [`RedisServer::start`].
     pub fn start_with_config(extra_config: &[&str]) -> Result<Self, TestkitError> {
+        Self::start_inner(extra_config, None)
+    }
+
+    /// Starts a server that also speaks TLS on a second free port, with the server
+    /// certificate of `certs`; clients need no certificate of their own.
+    ///
+    /// The plain port stays open (the readiness probe uses it); [`RedisServer::tls_url`]
+    /// names the TLS one.
+    ///
+    /// # Errors
+    /// As [`RedisServer::start`]; [`TestkitError::StartFailed`] also when this
+    /// `redis-server` was built without TLS.
+    pub fn start_tls(certs: &TestCertificates) -> Result<Self, TestkitError> {
+        Self::start_inner(&[], Some(certs))
+    }
+
+    fn start_inner(
+        extra_config: &[&str],
+        certs: Option<&TestCertificates>,
+    ) -> Result<Self, TestkitError> {
         let program = find_program("redis-server", "redis-server")?;
         let dir = TempDir::new("redis", None)?;
         let socket_path = dir.path().join("redis.sock");
@@ -194,12 +215,25 @@ impl RedisServer {
         let launch = Launch::new(program, [conf_path.clone().into_os_string()], dir.path());
         let mut process = ServerProcess::new("redis-server", launch, log_path, libc::SIGTERM);
 
+        let mut tls_port = None;
         let port = start_on_free_port(
             &mut process,
             QUICK_START_TIMEOUT,
             PortIn::ConfigFile,
             |port| {
-                let conf = redis_config(port, dir.path(), &socket_path, &extra);
+                let mut lines = extra.clone();
+                if let Some(certs) = certs {
+                    let tls = free_loopback_port()?;
+                    tls_port = Some(tls);
+                    lines.extend([
+                        format!("tls-port {tls}"),
+                        format!("tls-cert-file {}", redis_quote(&certs.server_cert())),
+                        format!("tls-key-file {}", redis_quote(&certs.server_key())),
+                        format!("tls-ca-cert-file {}", redis_quote(&certs.ca_cert())),
+                        "tls-auth-clients no".to_string(),
+                    ]);
+                }
+                let conf = redis_config(port, dir.path(), &socket_path, &lines);
                 fs::write(&conf_path, conf)
                     .map_err(|e| TestkitError::io(format!("writing {}", conf_path.display()), e))?;
                 Ok(Box::new(move || redis_answers_ping(port)))
@@ -208,9 +242,31 @@ impl RedisServer {
         Ok(RedisServer {
             process,
             port,
+            tls_port,
             socket_path,
             dir,
         })
+    }
+
+    /// The TLS port on `127.0.0.1`, for a server started with [`RedisServer::start_tls`].
+    pub fn tls_port(&self) -> Option<u16> {
+        self.tls_port
+    }
+
+    /// The `rediss://127.0.0.1:PORT/0` URL of a server started with
+    /// [`RedisServer::start_tls`].
+    pub fn tls_url(&self) -> Option<String> {
+        self.tls_port
+            .map(|port| format!("rediss://127.0.0.1:{port}/0"))
+    }
+
+    /// Sends one command to the server over a fresh connection and returns its reply as
+    /// text; see [`redis_command`].
+    ///
+    /// # Errors
+    /// As [`redis_command`].
+    pub fn command(&self, args: &[&str]) -> Result<String, TestkitError> {
+        redis_command(self.port, args)
     }
 
     /// The TCP port on `127.0.0.1`.
@@ -329,6 +385,404 @@ fn redis_answers_ping(port: u16) -> bool {
     match read_line(&mut stream) {
         Some(line) => line.starts_with("+PONG") || line.starts_with("-NOAUTH"),
         None => false,
+    }
+}
+
+/// Sends one command to the `redis-server` on `127.0.0.1:port` and returns the reply as text.
+///
+/// Simple strings, bulk strings and integers come back as their text, a nil reply as an
+/// empty string, an array as its elements' texts joined by newlines. For test set-up and
+/// checks (`INFO`, `WAIT`, `CLUSTER INFO`…) that must not go through the code under test.
+///
+/// # Errors
+/// [`TestkitError::Io`] when the server cannot be reached, does not answer within 5 s, or
+/// answers with an error (whose text it carries).
+pub fn redis_command(port: u16, args: &[&str]) -> Result<String, TestkitError> {
+    let context = || {
+        format!(
+            "redis command {:?} on port {port}",
+            args.first().unwrap_or(&"")
+        )
+    };
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let timeout = Duration::from_secs(5);
+    let stream =
+        TcpStream::connect_timeout(&addr, timeout).map_err(|e| TestkitError::io(context(), e))?;
+    stream
+        .set_read_timeout(Some(timeout))
+        .map_err(|e| TestkitError::io(context(), e))?;
+    let mut request = format!("*{}\r\n", args.len()).into_bytes();
+    for arg in args {
+        request.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
+        request.extend_from_slice(arg.as_bytes());
+        request.extend_from_slice(b"\r\n");
+    }
+    (&stream)
+        .write_all(&request)
+        .map_err(|e| TestkitError::io(context(), e))?;
+    let mut reader = BufReader::new(&stream);
+    read_redis_reply(&mut reader).map_err(|e| TestkitError::io(context(), e))
+}
+
+fn read_redis_reply(reader: &mut impl BufRead) -> io::Result<String> {
+    let mut line = String::new();
+    if reader.read_line(&mut line)? == 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "connection closed",
+        ));
+    }
+    let line = line.trim_end_matches(['\r', '\n']);
+    let (kind, rest) = line.split_at(line.len().min(1));
+    let number = || {
+        rest.parse::<i64>()
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, format!("bad reply {line:?}")))
+    };
+    match kind {
+        "+" | ":" => Ok(rest.to_string()),
+        "-" => Err(io::Error::other(rest.to_string())),
+        "$" => {
+            let len = number()?;
+            if len < 0 {
+                return Ok(String::new());
+            }
+            let mut body = vec![0u8; len as usize + 2];
+            reader.read_exact(&mut body)?;
+            body.truncate(len as usize);
+            Ok(String::from_utf8_lossy(&body).into_owned())
+        }
+        "*" => {
+            let len = number()?;
+            let mut items = Vec::new();
+            for _ in 0..len.max(0) {
+                items.push(read_redis_reply(reader)?);
+            }
+            Ok(items.join("\n"))
+        }
+        _ => Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("unexpected reply {line:?}"),
+        )),
+    }
+}
+
+/// The value of `field` in the text of an `INFO` or `CLUSTER INFO` reply.
+pub fn info_field(info: &str, field: &str) -> Option<String> {
+    info.lines().find_map(|line| {
+        let (name, value) = line.split_once(':')?;
+        (name == field).then(|| value.trim().to_string())
+    })
+}
+
+/// Polls `check` every 20 ms until it is true or `timeout` passes.
+fn wait_until(
+    timeout: Duration,
+    what: &str,
+    mut check: impl FnMut() -> bool,
+) -> Result<(), TestkitError> {
+    let deadline = Instant::now() + timeout;
+    while !check() {
+        if Instant::now() >= deadline {
+            return Err(TestkitError::StartFailed {
+                server: "redis-server",
+                reason: format!("{what} within {} s", timeout.as_secs()),
+                log_tail: String::new(),
+            });
+        }
+        thread::sleep(POLL_INTERVAL);
+    }
+    Ok(())
+}
+
+/// A `redis-server` leader with one replica (`replicaof`), each on its own free port,
+/// stopped when dropped.
+///
+/// `start` returns once the replica's link to the leader is up. `Send` and `Sync`.
+///
+/// ```no_run
+/// let set = polycache_testkit::RedisReplicaSet::start()?;
+/// assert!(set.url().contains(','));
+/// # Ok::<(), polycache_testkit::TestkitError>(())
+/// ```
+#[derive(Debug)]
+pub struct RedisReplicaSet {
+    leader: RedisServer,
+    replica: RedisServer,
+}
+
+impl RedisReplicaSet {
+    /// Starts the leader, then the replica, and waits (up to 10 s) for replication.
+    ///
+    /// # Errors
+    /// As [`RedisServer::start`]; [`TestkitError::StartFailed`] when the replica does not
+    /// report `master_link_status:up` in time.
+    pub fn start() -> Result<Self, TestkitError> {
+        let leader = RedisServer::start()?;
+        let replica =
+            RedisServer::start_with_config(&[&format!("replicaof 127.0.0.1 {}", leader.port())])?;
+        wait_until(QUICK_START_TIMEOUT, "the replica did not sync", || {
+            replica
+                .command(&["INFO", "replication"])
+                .ok()
+                .and_then(|info| info_field(&info, "master_link_status"))
+                .as_deref()
+                == Some("up")
+        })?;
+        Ok(RedisReplicaSet { leader, replica })
+    }
+
+    /// The leader, which takes the writes.
+    pub fn leader(&self) -> &RedisServer {
+        &self.leader
+    }
+
+    /// The replica.
+    pub fn replica(&self) -> &RedisServer {
+        &self.replica
+    }
+
+    /// The leader, to kill or restart it.
+    pub fn leader_mut(&mut self) -> &mut RedisServer {
+        &mut self.leader
+    }
+
+    /// The replica, to kill or restart it.
+    pub fn replica_mut(&mut self) -> &mut RedisServer {
+        &mut self.replica
+    }
+
+    /// `redis://127.0.0.1:LEADER,127.0.0.1:REPLICA/0`: the leader first, as Django lists it.
+    pub fn url(&self) -> String {
+        format!(
+            "redis://127.0.0.1:{},127.0.0.1:{}/0",
+            self.leader.port(),
+            self.replica.port()
+        )
+    }
+
+    /// Waits until the replica has applied every write the leader took so far.
+    ///
+    /// Compares the leader's `master_repl_offset` with the replica's `slave_repl_offset`
+    /// (`WAIT` would not do: it counts only the writes of its own connection).
+    ///
+    /// # Errors
+    /// [`TestkitError::StartFailed`] when the replica has not caught up within 10 s.
+    pub fn sync(&self) -> Result<(), TestkitError> {
+        let offset = |server: &RedisServer, field: &str| -> Option<u64> {
+            let info = server.command(&["INFO", "replication"]).ok()?;
+            info_field(&info, field)?.parse().ok()
+        };
+        let target = offset(&self.leader, "master_repl_offset").ok_or_else(|| {
+            TestkitError::io(
+                "reading the leader's replication offset",
+                io::Error::new(io::ErrorKind::InvalidData, "no master_repl_offset"),
+            )
+        })?;
+        wait_until(QUICK_START_TIMEOUT, "the replica did not catch up", || {
+            offset(&self.replica, "slave_repl_offset").is_some_and(|o| o >= target)
+        })
+    }
+}
+
+/// A three-node Redis Cluster (three primaries, no replicas) on free ports of `127.0.0.1`,
+/// stopped when dropped.
+///
+/// The 16384 hash slots are split evenly by `CLUSTER ADDSLOTS`, the nodes introduced by
+/// `CLUSTER MEET`; `start` returns once every node reports `cluster_state:ok`. `Send` and
+/// `Sync`.
+///
+/// ```no_run
+/// let cluster = polycache_testkit::RedisCluster::start()?;
+/// assert!(cluster.url().starts_with("redis+cluster://127.0.0.1:"));
+/// # Ok::<(), polycache_testkit::TestkitError>(())
+/// ```
+#[derive(Debug)]
+pub struct RedisCluster {
+    nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    /// Starts three cluster-enabled servers, assigns the slots, joins them and waits (up to
+    /// 30 s) until the cluster is up.
+    ///
+    /// # Errors
+    /// As [`RedisServer::start`]; [`TestkitError::StartFailed`] when the cluster does not
+    /// converge in time.
+    pub fn start() -> Result<Self, TestkitError> {
+        const NODES: u16 = 3;
+        const SLOTS: u16 = 16384;
+        let mut nodes = Vec::new();
+        for _ in 0..NODES {
+            nodes.push(RedisServer::start_with_config(&[
+                "cluster-enabled yes",
+                "cluster-config-file nodes.conf",
+                "cluster-node-timeout 5000",
+            ])?);
+        }
+        for (i, node) in nodes.iter().enumerate() {
+            let i = i as u16;
+            let first = SLOTS / NODES * i;
+            let last = if i + 1 == NODES {
+                SLOTS
+            } else {
+                SLOTS / NODES * (i + 1)
+            };
+            let slots: Vec<String> = (first..last).map(|s| s.to_string()).collect();
+            let mut args = vec!["CLUSTER", "ADDSLOTS"];
+            args.extend(slots.iter().map(String::as_str));
+            node.command(&args)?;
+            node.command(&["CLUSTER", "SET-CONFIG-EPOCH", &(i + 1).to_string()])?;
+        }
+        for node in &nodes[1..] {
+            nodes[0].command(&["CLUSTER", "MEET", "127.0.0.1", &node.port().to_string()])?;
+        }
+        let cluster = RedisCluster { nodes };
+        wait_until(
+            Duration::from_secs(30),
+            "the cluster did not converge",
+            || {
+                cluster.nodes.iter().all(|node| {
+                    node.command(&["CLUSTER", "INFO"]).is_ok_and(|info| {
+                        info_field(&info, "cluster_state").as_deref() == Some("ok")
+                            && info_field(&info, "cluster_known_nodes").as_deref()
+                                == Some(&NODES.to_string())
+                            && info_field(&info, "cluster_slots_ok").as_deref()
+                                == Some(&SLOTS.to_string())
+                    })
+                })
+            },
+        )?;
+        Ok(cluster)
+    }
+
+    /// The nodes, each a primary serving a third of the slots.
+    pub fn nodes(&self) -> &[RedisServer] {
+        &self.nodes
+    }
+
+    /// The nodes, to kill or restart one (a restarted node rejoins from its `nodes.conf`).
+    pub fn nodes_mut(&mut self) -> &mut [RedisServer] {
+        &mut self.nodes
+    }
+
+    /// `redis+cluster://127.0.0.1:P1,127.0.0.1:P2,127.0.0.1:P3`.
+    pub fn url(&self) -> String {
+        let hosts: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port()))
+            .collect();
+        format!("redis+cluster://{}", hosts.join(","))
+    }
+}
+
+/// A throw-away certificate authority and a server certificate it signed, for
+/// `127.0.0.1` and `localhost`, made with `openssl` in a temporary directory removed on drop.
+///
+/// ```no_run
+/// let certs = polycache_testkit::TestCertificates::generate()?;
+/// let redis = polycache_testkit::RedisServer::start_tls(&certs)?;
+/// assert!(redis.tls_url().is_some());
+/// # Ok::<(), polycache_testkit::TestkitError>(())
+/// ```
+#[derive(Debug)]
+pub struct TestCertificates {
+    dir: TempDir,
+}
+
+impl TestCertificates {
+    /// Makes `ca.crt`, `server.crt` and `server.key` (EC P-256, valid for two days).
+    ///
+    /// # Errors
+    /// [`TestkitError::MissingBinary`] without `openssl`; [`TestkitError::StartFailed`]
+    /// (with its output) when a step fails.
+    pub fn generate() -> Result<Self, TestkitError> {
+        let openssl = find_program("openssl", "openssl")?;
+        let dir = TempDir::new("certs", None)?;
+        let ext = dir.path().join("server.ext");
+        fs::write(
+            &ext,
+            "basicConstraints=critical,CA:FALSE\n\
+             keyUsage=critical,digitalSignature,keyEncipherment\n\
+             extendedKeyUsage=serverAuth\n\
+             subjectAltName=IP:127.0.0.1,DNS:localhost\n",
+        )
+        .map_err(|e| TestkitError::io(format!("writing {}", ext.display()), e))?;
+        let steps: [&[&str]; 3] = [
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.crt",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=polycache test CA",
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+                "-addext",
+                "keyUsage=critical,keyCertSign,cRLSign",
+            ],
+            &[
+                "req",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-keyout",
+                "server.key",
+                "-out",
+                "server.csr",
+                "-subj",
+                "/CN=localhost",
+            ],
+            &[
+                "x509",
+                "-req",
+                "-in",
+                "server.csr",
+                "-CA",
+                "ca.crt",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                "server.crt",
+                "-days",
+                "2",
+                "-extfile",
+                "server.ext",
+            ],
+        ];
+        let log = dir.path().join("openssl.log");
+        for args in steps {
+            let launch = Launch::new(openssl.clone(), args.iter().copied(), dir.path());
+            run_to_completion("openssl", &launch, &log)?;
+        }
+        Ok(TestCertificates { dir })
+    }
+
+    /// The certificate authority's certificate (PEM): what clients trust.
+    pub fn ca_cert(&self) -> PathBuf {
+        self.dir.path().join("ca.crt")
+    }
+
+    /// The server's certificate (PEM).
+    pub fn server_cert(&self) -> PathBuf {
+        self.dir.path().join("server.crt")
+    }
+
+    /// The server's private key (PEM).
+    pub fn server_key(&self) -> PathBuf {
+        self.dir.path().join("server.key")
     }
 }
 

@@ -1,1 +1,1226 @@
-//! The redis backend (being written; its cargo feature is off by default until it lands).
+//! The Redis backend: one server, a leader with read replicas, or a Redis Cluster (redis-rs).
+//!
+//! Every operation is one native command or one pipeline: `get_many` is one `MGET` (on a
+//! Cluster, one pipeline of `GET`s per node), `set_many` one pipeline of `SET … PX`, `add`
+//! is `SET NX PX`, `touch` is `PEXPIRE` (or a script around `PERSIST`), `incr` a script that
+//! answers "not found" on a missing key and keeps the TTL, `delete_many` one `UNLINK` (one
+//! per hash slot on a Cluster), `has_key` `EXISTS`,
+//! `clear(prefix)` `SCAN MATCH` + `UNLINK` in batches. Values are raw bytes.
+//!
+//! Connections come from a pool shared by every thread (at most `max_connections` per
+//! server). A connection that failed with an I/O error is dropped, and with it every idle
+//! connection to that server, so that a restarted server is reached again at the next call;
+//! a call that found its pooled connection closed by the server is tried once more on a fresh
+//! one.
+
+use super::Backend;
+use crate::error::{Error, ErrorKind, Result};
+use crate::location::{Location, Options};
+use crate::value::Value;
+use redis::cluster::{cluster_pipe, ClusterClient, ClusterClientBuilder, ClusterConnection};
+use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
+use redis::io::tcp::TcpSettings;
+use redis::{
+    Client, Cmd, Connection, ConnectionAddr, ConnectionInfo, ConnectionLike, IntoConnectionInfo,
+    RedisConnectionInfo, RedisError, Script, ServerErrorKind, TlsCertificates,
+};
+use std::cell::Cell;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// How long opening a connection may take unless `connect_timeout` says otherwise: 1 s.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long one read or write on a connection may block unless `socket_timeout` says
+/// otherwise: 1 s.
+pub const DEFAULT_SOCKET_TIMEOUT: Duration = Duration::from_secs(1);
+/// Connections kept per server unless `max_connections` says otherwise: 16.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 16;
+/// The port of a host given without one.
+pub const DEFAULT_PORT: u16 = 6379;
+
+/// Keys a `clear` asks `SCAN` for per round trip, and unlinks per `UNLINK`.
+const SCAN_BATCH: usize = 1000;
+/// How long a replica that failed is skipped for reads (they go to the leader meanwhile).
+const REPLICA_COOLDOWN: Duration = Duration::from_secs(1);
+/// The longest TTL sent to Redis, in milliseconds (about 31,700 years): past it `PX` fails.
+const MAX_PX: u128 = 1_000_000_000_000_000;
+
+/// `incr`: "not found" on a missing key, Redis' own `INCRBY` otherwise (which keeps the TTL).
+/// Answers the new value, nil for a missing key, `{2}` on overflow, `{3}` on a non-integer.
+const INCR_SCRIPT: &str = r"
+local v = redis.call('GET', KEYS[1])
+if not v then return false end
+local ok, n = pcall(redis.call, 'INCRBY', KEYS[1], ARGV[1])
+if ok then return n end
+if string.match(v, '^%-?%d+$') and string.len(v) <= 20 then return {2} end
+return {3}
+";
+
+/// `touch` to "never expires": whether the key exists, and `PERSIST` when it does.
+const PERSIST_SCRIPT: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('PERSIST', KEYS[1])
+return 1
+";
+
+/// The settings of a Redis backend beyond its addresses, as read from URL options.
+///
+/// ```
+/// use polycache::backend::redis::RedisOptions;
+/// use std::time::Duration;
+/// let opts = RedisOptions::default();
+/// assert_eq!(opts.connect_timeout, Some(Duration::from_secs(1)));
+/// assert_eq!(opts.max_connections, 16);
+/// ```
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisOptions {
+    /// How long opening a connection (TCP, TLS, `AUTH`, `SELECT`) may take; `None` waits as
+    /// long as the operating system does. Also how long a call waits for a free pooled
+    /// connection when all are busy.
+    pub connect_timeout: Option<Duration>,
+    /// How long one read or write may block; `None` blocks until the server answers.
+    pub socket_timeout: Option<Duration>,
+    /// The most connections open to one server (one pool per server, shared by all threads).
+    pub max_connections: usize,
+    /// The database number (not on a Cluster, which has only database 0).
+    pub db: i64,
+    /// PEM file of the certificate authorities that `rediss://` servers are checked against
+    /// (default: the Mozilla roots built in).
+    pub tls_ca: Option<std::path::PathBuf>,
+    /// Skip every certificate check of `rediss://` servers (testing only).
+    pub insecure: bool,
+}
+
+impl Default for RedisOptions {
+    fn default() -> Self {
+        RedisOptions {
+            connect_timeout: Some(DEFAULT_CONNECT_TIMEOUT),
+            socket_timeout: Some(DEFAULT_SOCKET_TIMEOUT),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            db: 0,
+            tls_ca: None,
+            insecure: false,
+        }
+    }
+}
+
+/// The backend behind `redis://`, `rediss://`, `unix://` and `redis+cluster://`.
+///
+/// * `redis://[user:password@]host[:port][/db]` — one server; `rediss://` the same over TLS
+///   (rustls).
+/// * `redis://:pw@leader:6379,replica1:6380,replica2:6381/0` — writes go to the first host,
+///   reads (`get`, `get_many`, `has_key`) to one of the others chosen at random, as Django's
+///   `RedisCache` does. A replica that fails is skipped for a second, its reads going to the
+///   leader.
+/// * `unix:///path/to/redis.sock?db=N` — one server over a unix socket
+///   (`unix://:password@/path…` for a password).
+/// * `redis+cluster://[user:password@]h1:p1,h2:p2,…` — a Redis Cluster reached through any
+///   of the given nodes (`rediss+cluster://` over TLS).
+///
+/// Options: `connect_timeout` and `socket_timeout` (seconds, default 1, `none` for no
+/// limit), `max_connections` (per server, default 16), `db`, `tls_ca=/path/ca.pem`,
+/// `insecure=true`. See `docs/backends/redis.md`.
+///
+/// Opening connects to nothing: the first call does, so a cache can be opened while its
+/// server is down. Errors are mapped to kinds: unreachable or dropped connections are
+/// [`ErrorKind::Connection`], timeouts [`ErrorKind::Timeout`], server errors (`OOM`,
+/// `WRONGTYPE`, script errors) [`ErrorKind::Backend`] with the server's message, a refused
+/// password [`ErrorKind::Configuration`]. No message ever contains the password.
+///
+/// `Send + Sync`: one backend serves every thread. No method panics.
+///
+/// ```no_run
+/// use polycache::backend::redis::RedisBackend;
+/// use polycache::{Backend, Cache};
+/// use std::sync::Arc;
+///
+/// let backend = Arc::new(RedisBackend::from_url("redis://127.0.0.1:6379/0")?);
+/// let cache = Cache::with_backend(backend.clone()).key_prefix("app").build()?;
+/// cache.set("k", b"v", Default::default())?;
+/// cache.clear()?; // removes the keys under "app:" only
+/// backend.flush_db()?; // removes everything in database 0
+/// # Ok::<(), polycache::Error>(())
+/// ```
+pub struct RedisBackend {
+    topology: Topology,
+    location: String,
+}
+
+enum Topology {
+    Single {
+        leader: Pool<Connection>,
+        replicas: Vec<Replica>,
+    },
+    Cluster(Pool<ClusterConnection>),
+}
+
+struct Replica {
+    pool: Pool<Connection>,
+    /// Milliseconds since `epoch` until which reads skip this replica; 0 when healthy.
+    down_until: AtomicU64,
+}
+
+impl std::fmt::Debug for RedisBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisBackend")
+            .field("location", &self.location)
+            .finish()
+    }
+}
+
+impl RedisBackend {
+    /// Opens the backend a URL names, with its options; fails on unknown options.
+    pub fn from_url(url: &str) -> Result<RedisBackend> {
+        let location = Location::parse(url)?;
+        let mut options = Options::new(&location);
+        let backend = RedisBackend::open(&location, &mut options)?;
+        options.finish()?;
+        Ok(backend)
+    }
+
+    /// Opens the backend `location` names, taking its options from `options`.
+    ///
+    /// Connects to nothing yet; fails only on a bad URL or option (or an unreadable
+    /// `tls_ca` file), with a [`ErrorKind::Configuration`] error.
+    pub fn open(location: &Location, options: &mut Options) -> Result<RedisBackend> {
+        let redacted = location.redacted();
+        let bad = |what: String| Error::config(format!("{what} in {redacted}"));
+        let mut opts = RedisOptions::default();
+        if let Some(t) = options.seconds("connect_timeout")? {
+            opts.connect_timeout = positive_or_none(t, "connect_timeout")?;
+        }
+        if let Some(t) = options.seconds("socket_timeout")? {
+            opts.socket_timeout = positive_or_none(t, "socket_timeout")?;
+        }
+        if let Some(n) = options.positive_u64("max_connections")? {
+            opts.max_connections = usize::try_from(n).unwrap_or(usize::MAX);
+        }
+        let db_option = options.i64("db")?;
+        if let Some(path) = options.take("tls_ca") {
+            opts.tls_ca = Some(path.into());
+        }
+        if let Some(v) = options.bool("insecure")? {
+            opts.insecure = v;
+        }
+
+        let scheme = location.scheme();
+        let tls = matches!(scheme, "rediss" | "rediss+cluster");
+        if !tls && (opts.tls_ca.is_some() || opts.insecure) {
+            return Err(bad(format!(
+                "options tls_ca and insecure apply only to rediss:// URLs, not {scheme}://"
+            )));
+        }
+        let tls_certs = match &opts.tls_ca {
+            None => None,
+            Some(path) => {
+                let pem = std::fs::read(path).map_err(|e| {
+                    bad(format!(
+                        "cannot read the tls_ca file {}: {e}",
+                        path.display()
+                    ))
+                })?;
+                Some(TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem),
+                })
+            }
+        };
+        let auth = RedisConnectionInfo::default();
+        let auth = match location.username() {
+            Some(u) => auth.set_username(u),
+            None => auth,
+        };
+        let auth = match location.password() {
+            Some(p) => auth.set_password(p),
+            None => auth,
+        };
+
+        let topology = match scheme {
+            "unix" => {
+                if !location.hosts().is_empty() {
+                    return Err(bad(
+                        "unix:// takes a socket path (unix:///path/to/redis.sock), not a host"
+                            .into(),
+                    ));
+                }
+                if location.path().is_empty() {
+                    return Err(bad("unix:// needs the socket's path".into()));
+                }
+                opts.db = check_db(db_option.unwrap_or(0)).map_err(bad)?;
+                let addr = ConnectionAddr::Unix(location.path().into());
+                let info = connection_info(addr, auth.set_db(opts.db))?;
+                let client = client_for(info, None, &redacted)?;
+                Topology::Single {
+                    leader: Pool::single(client, location.path().to_owned(), &opts),
+                    replicas: Vec::new(),
+                }
+            }
+            "redis" | "rediss" => {
+                if location.hosts().is_empty() {
+                    return Err(bad(format!("{scheme}:// needs a host")));
+                }
+                opts.db = db_from_path(location.path(), db_option).map_err(&bad)?;
+                let auth = auth.set_db(opts.db);
+                let mut pools = Vec::with_capacity(location.hosts().len());
+                for host in location.hosts() {
+                    let (h, port) = split_host(host).map_err(&bad)?;
+                    let addr = if tls {
+                        ConnectionAddr::TcpTls {
+                            host: h.clone(),
+                            port,
+                            insecure: opts.insecure,
+                            tls_params: None,
+                        }
+                    } else {
+                        ConnectionAddr::Tcp(h.clone(), port)
+                    };
+                    let info = connection_info(addr, auth.clone())?;
+                    let client = client_for(info, tls_certs.clone(), &redacted)?;
+                    pools.push(Pool::single(client, format!("{h}:{port}"), &opts));
+                }
+                let leader = pools.remove(0);
+                let replicas = pools
+                    .into_iter()
+                    .map(|pool| Replica {
+                        pool,
+                        down_until: AtomicU64::new(0),
+                    })
+                    .collect();
+                Topology::Single { leader, replicas }
+            }
+            "redis+cluster" | "rediss+cluster" => {
+                if location.hosts().is_empty() {
+                    return Err(bad(format!("{scheme}:// needs at least one node")));
+                }
+                let db = db_from_path(location.path(), db_option).map_err(&bad)?;
+                if db != 0 {
+                    return Err(bad(format!(
+                        "a Redis Cluster has only database 0, not {db}"
+                    )));
+                }
+                let mut nodes = Vec::with_capacity(location.hosts().len());
+                for host in location.hosts() {
+                    let (h, port) = split_host(host).map_err(&bad)?;
+                    let addr = if tls {
+                        ConnectionAddr::TcpTls {
+                            host: h,
+                            port,
+                            insecure: opts.insecure,
+                            tls_params: None,
+                        }
+                    } else {
+                        ConnectionAddr::Tcp(h, port)
+                    };
+                    nodes.push(connection_info(addr, auth.clone())?);
+                }
+                let mut builder = ClusterClientBuilder::new(nodes)
+                    .connection_timeout(opts.connect_timeout.unwrap_or(Duration::from_secs(86_400)))
+                    // A dead node must cost a few fast attempts, not redis-rs' 16 with backoff.
+                    .retries(2)
+                    .min_retry_wait(10)
+                    .max_retry_wait(100);
+                if let Some(t) = opts.socket_timeout {
+                    builder = builder.response_timeout(t);
+                }
+                if let Some(certs) = tls_certs {
+                    builder = builder.certs(certs);
+                }
+                let client = builder.build().map_err(|e| {
+                    bad(format!(
+                        "the cluster settings are rejected ({})",
+                        e.category()
+                    ))
+                })?;
+                Topology::Cluster(Pool::cluster(client, location.hosts().join(","), &opts))
+            }
+            other => {
+                return Err(bad(format!(
+                    "scheme {other}:// is not one of the redis backend's (redis://, rediss://, \
+                     unix://, redis+cluster://, rediss+cluster://)"
+                )))
+            }
+        };
+        Ok(RedisBackend {
+            topology,
+            location: redacted,
+        })
+    }
+
+    /// True when this backend talks to a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.topology, Topology::Cluster(_))
+    }
+
+    /// Removes every key of the logical database (`FLUSHDB`; on a Cluster, on every primary),
+    /// whatever its prefix — also the entries of other caches and other programs that use
+    /// this database. [`Backend::clear`] with a prefix removes only that prefix's keys.
+    pub fn flush_db(&self) -> Result<()> {
+        self.on_leader(|c| cmd("FLUSHDB").query::<()>(c))
+    }
+
+    /// Runs `f` on a leader connection (or a Cluster connection, which routes by key).
+    fn on_leader<T>(
+        &self,
+        mut f: impl FnMut(&mut dyn ConnectionLike) -> RedisResult<T>,
+    ) -> Result<T> {
+        match &self.topology {
+            Topology::Single { leader, .. } => leader.run(|c| f(c)),
+            Topology::Cluster(pool) => pool.run(|c| f(c)),
+        }
+    }
+
+    /// Runs the read `f` on a random healthy replica, else on the leader.
+    fn on_reader<T>(
+        &self,
+        mut f: impl FnMut(&mut dyn ConnectionLike) -> RedisResult<T>,
+    ) -> Result<T> {
+        let (leader, replicas) = match &self.topology {
+            Topology::Single { leader, replicas } if !replicas.is_empty() => (leader, replicas),
+            _ => return self.on_leader(f),
+        };
+        let replica = &replicas[random_below(replicas.len())];
+        let now = now_ms();
+        if replica.down_until.load(Ordering::Relaxed) > now {
+            return leader.run(|c| f(c));
+        }
+        match replica.pool.run(|c| f(c)) {
+            Err(e) if crate::policy::is_outage(&e) => {
+                replica
+                    .down_until
+                    .store(now + REPLICA_COOLDOWN.as_millis() as u64, Ordering::Relaxed);
+                log::warn!(
+                    "polycache: redis replica {} failed, reading from the leader for {} s: {e}",
+                    replica.pool.addr,
+                    REPLICA_COOLDOWN.as_secs()
+                );
+                leader.run(|c| f(c))
+            }
+            other => other,
+        }
+    }
+
+    fn cluster_clear(conn: &mut ClusterConnection, pattern: &[u8]) -> RedisResult<()> {
+        let nodes: String = cmd("CLUSTER").arg("NODES").query(&mut *conn)?;
+        for (host, port) in cluster_primaries(&nodes) {
+            let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress { host, port });
+            let mut cursor: u64 = 0;
+            loop {
+                let reply = conn.route_command(
+                    cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(pattern)
+                        .arg("COUNT")
+                        .arg(SCAN_BATCH),
+                    route.clone(),
+                )?;
+                let (next, keys): (u64, Vec<Vec<u8>>) = redis::from_redis_value(reply)?;
+                if !keys.is_empty() {
+                    let refs: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
+                    let mut pipe = cluster_pipe();
+                    for group in by_slot(&refs).values() {
+                        let mut unlink = cmd("UNLINK");
+                        for &i in group {
+                            unlink.arg(refs[i]);
+                        }
+                        pipe.add_command(unlink).ignore();
+                    }
+                    pipe.query::<()>(conn)?;
+                }
+                cursor = next;
+                if cursor == 0 {
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+type RedisResult<T> = redis::RedisResult<T>;
+
+fn cmd(name: &str) -> Cmd {
+    redis::cmd(name)
+}
+
+fn positive_or_none(t: Option<Duration>, name: &str) -> Result<Option<Duration>> {
+    match t {
+        Some(d) if d.is_zero() => Err(Error::config(format!(
+            "invalid value 0 for option '{name}': expected a positive number of seconds, or none"
+        ))),
+        other => Ok(other),
+    }
+}
+
+fn check_db(db: i64) -> std::result::Result<i64, String> {
+    if (0..=i64::from(i32::MAX)).contains(&db) {
+        Ok(db)
+    } else {
+        Err(format!("invalid database number {db}: expected 0 or more"))
+    }
+}
+
+/// The database of `redis://host/N`, or of the `db` option when the path has none.
+fn db_from_path(path: &str, option: Option<i64>) -> std::result::Result<i64, String> {
+    let text = path.strip_prefix('/').unwrap_or(path);
+    let from_path = if text.is_empty() {
+        None
+    } else {
+        match text.parse::<i64>() {
+            Ok(n) => Some(check_db(n)?),
+            Err(_) => {
+                return Err(format!(
+                    "invalid database {text:?} in the path: expected a number such as /0"
+                ))
+            }
+        }
+    };
+    match (from_path, option) {
+        (Some(a), Some(b)) if a != b => {
+            Err(format!("the path names database {a} and the db option {b}"))
+        }
+        (Some(a), _) => Ok(a),
+        (None, Some(b)) => check_db(b),
+        (None, None) => Ok(0),
+    }
+}
+
+/// `host`, `host:port` or `[v6]:port`.
+fn split_host(host: &str) -> std::result::Result<(String, u16), String> {
+    let (name, port) = if let Some(rest) = host.strip_prefix('[') {
+        match rest.split_once(']') {
+            Some((name, "")) => (name, None),
+            Some((name, tail)) => match tail.strip_prefix(':') {
+                Some(p) => (name, Some(p)),
+                None => return Err(format!("invalid host {host:?}")),
+            },
+            None => return Err(format!("invalid host {host:?}: no closing ']'")),
+        }
+    } else {
+        match host.rsplit_once(':') {
+            Some((name, p)) => (name, Some(p)),
+            None => (host, None),
+        }
+    };
+    if name.is_empty() {
+        return Err(format!("invalid host {host:?}: the name is empty"));
+    }
+    let port = match port {
+        None => DEFAULT_PORT,
+        Some(p) => match p.parse::<u16>() {
+            Ok(n) if n > 0 => n,
+            _ => {
+                return Err(format!(
+                    "invalid port {p:?} of host {name:?}: expected 1 to 65535"
+                ))
+            }
+        },
+    };
+    Ok((name.to_owned(), port))
+}
+
+fn connection_info(addr: ConnectionAddr, auth: RedisConnectionInfo) -> Result<ConnectionInfo> {
+    let info = addr
+        .into_connection_info()
+        .map_err(|e| Error::config(format!("invalid redis address: {}", e.category())))?;
+    Ok(info
+        .set_redis_settings(auth)
+        .set_tcp_settings(TcpSettings::default().set_nodelay(true)))
+}
+
+fn client_for(
+    info: ConnectionInfo,
+    certs: Option<TlsCertificates>,
+    redacted: &str,
+) -> Result<Client> {
+    let result = match certs {
+        Some(certs) => Client::build_with_tls(info, certs),
+        None => Client::open(info),
+    };
+    result.map_err(|e| {
+        Error::config(format!(
+            "cannot set up a redis client for {redacted}: {} ({})",
+            e.category(),
+            e.detail().unwrap_or("")
+        ))
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// Errors
+// ---------------------------------------------------------------------------------------
+
+/// Maps a redis-rs error to a polycache error naming the server (never its password).
+fn map_err(err: RedisError, addr: &str) -> Error {
+    use redis::ErrorKind as K;
+    let kind = if err.is_timeout() {
+        ErrorKind::Timeout
+    } else {
+        match err.kind() {
+            K::Io | K::ClusterConnectionNotFound => ErrorKind::Connection,
+            K::AuthenticationFailed | K::InvalidClientConfig => ErrorKind::Configuration,
+            // The server is there but cannot serve yet: an outage for the failure policy.
+            K::Server(
+                ServerErrorKind::BusyLoading
+                | ServerErrorKind::TryAgain
+                | ServerErrorKind::ClusterDown
+                | ServerErrorKind::MasterDown,
+            ) => ErrorKind::Connection,
+            K::Extension if matches!(err.code(), Some("NOAUTH" | "WRONGPASS")) => {
+                ErrorKind::Configuration
+            }
+            _ => ErrorKind::Backend,
+        }
+    };
+    let what = match kind {
+        ErrorKind::Timeout => "timed out",
+        ErrorKind::Connection => "is unreachable",
+        ErrorKind::Configuration => "refused the configuration",
+        _ => "answered with an error",
+    };
+    Error::new(kind, format!("redis {addr} {what}")).with_source(err)
+}
+
+/// True when the connection may go on being used after `err` (the reply was read whole).
+fn keeps_connection(err: &RedisError) -> bool {
+    use redis::ErrorKind as K;
+    matches!(
+        err.kind(),
+        K::Server(_) | K::Extension | K::UnexpectedReturnType
+    )
+}
+
+/// True when the server closed a connection that was idle in the pool (restart, timeout).
+fn closed_by_server(err: &RedisError) -> bool {
+    !err.is_timeout() && err.is_connection_dropped()
+}
+
+// ---------------------------------------------------------------------------------------
+// The connection pool
+// ---------------------------------------------------------------------------------------
+
+/// What a pool needs of its connections.
+trait PooledConnection: Send + 'static {
+    fn set_timeouts(&self, timeout: Option<Duration>) -> RedisResult<()>;
+}
+
+impl PooledConnection for Connection {
+    fn set_timeouts(&self, timeout: Option<Duration>) -> RedisResult<()> {
+        self.set_read_timeout(timeout)?;
+        self.set_write_timeout(timeout)
+    }
+}
+
+impl PooledConnection for ClusterConnection {
+    fn set_timeouts(&self, timeout: Option<Duration>) -> RedisResult<()> {
+        self.set_read_timeout(timeout)?;
+        self.set_write_timeout(timeout)
+    }
+}
+
+type Connector<C> = Box<dyn Fn() -> RedisResult<C> + Send + Sync>;
+
+/// Connections to one server (or one Cluster), shared by every thread.
+///
+/// At most `max` connections are open; a call that finds none idle opens one, or waits up to
+/// `wait` for one to come back. A connection that failed with an I/O error is dropped, and
+/// every idle connection with it (they are most likely dead too: a restart closes them all).
+struct Pool<C> {
+    state: Mutex<PoolState<C>>,
+    returned: Condvar,
+    connect: Connector<C>,
+    max: usize,
+    wait: Option<Duration>,
+    socket_timeout: Option<Duration>,
+    /// The server's address for error messages (no password).
+    addr: String,
+}
+
+struct PoolState<C> {
+    idle: Vec<(C, u64)>,
+    open: usize,
+    /// Bumped when a connection breaks; connections of older generations are not reused.
+    generation: u64,
+}
+
+impl Pool<Connection> {
+    fn single(client: Client, addr: String, opts: &RedisOptions) -> Self {
+        let timeout = opts.connect_timeout;
+        Pool::new(
+            Box::new(move || match timeout {
+                Some(t) => client.get_connection_with_timeout(t),
+                None => client.get_connection(),
+            }),
+            addr,
+            opts,
+        )
+    }
+}
+
+impl Pool<ClusterConnection> {
+    fn cluster(client: ClusterClient, addr: String, opts: &RedisOptions) -> Self {
+        Pool::new(Box::new(move || client.get_connection()), addr, opts)
+    }
+}
+
+impl<C: PooledConnection> Pool<C> {
+    fn new(connect: Connector<C>, addr: String, opts: &RedisOptions) -> Self {
+        Pool {
+            state: Mutex::new(PoolState {
+                idle: Vec::new(),
+                open: 0,
+                generation: 0,
+            }),
+            returned: Condvar::new(),
+            connect,
+            max: opts.max_connections.max(1),
+            wait: opts.connect_timeout,
+            socket_timeout: opts.socket_timeout,
+            addr,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, PoolState<C>> {
+        // A panic elsewhere cannot leave the state inconsistent: every update is one step.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// An idle connection (`reused`), or a new one.
+    fn checkout(&self) -> Result<Lease<'_, C>> {
+        let deadline = self.wait.map(|w| Instant::now() + w);
+        let mut state = self.lock();
+        loop {
+            if let Some((conn, generation)) = state.idle.pop() {
+                return Ok(Lease {
+                    pool: self,
+                    conn: Some(conn),
+                    generation,
+                    reused: true,
+                });
+            }
+            if state.open < self.max {
+                state.open += 1;
+                let generation = state.generation;
+                drop(state);
+                return match self.open_connection() {
+                    Ok(conn) => Ok(Lease {
+                        pool: self,
+                        conn: Some(conn),
+                        generation,
+                        reused: false,
+                    }),
+                    Err(e) => {
+                        self.forget_one();
+                        Err(map_err(e, &self.addr))
+                    }
+                };
+            }
+            state = match deadline {
+                None => self.returned.wait(state).unwrap_or_else(|e| e.into_inner()),
+                Some(deadline) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Err(Error::new(
+                            ErrorKind::Timeout,
+                            format!(
+                                "redis {}: all {} pooled connections stayed busy for {:?} \
+                                 (raise max_connections?)",
+                                self.addr,
+                                self.max,
+                                self.wait.unwrap_or_default()
+                            ),
+                        ));
+                    }
+                    self.returned
+                        .wait_timeout(state, left)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0
+                }
+            };
+        }
+    }
+
+    fn open_connection(&self) -> RedisResult<C> {
+        let conn = (self.connect)()?;
+        conn.set_timeouts(self.socket_timeout)?;
+        Ok(conn)
+    }
+
+    /// A connection left the pool for good.
+    fn forget_one(&self) {
+        let mut state = self.lock();
+        state.open -= 1;
+        drop(state);
+        self.returned.notify_one();
+    }
+
+    /// Drops every idle connection: the server closed them, or soon will have.
+    fn forget_idle(&self) {
+        let mut state = self.lock();
+        state.generation += 1;
+        let idle = std::mem::take(&mut state.idle);
+        state.open -= idle.len();
+        drop(state);
+        drop(idle);
+        self.returned.notify_all();
+    }
+
+    /// Runs `f` on a pooled connection, once more on a fresh one when the server had closed
+    /// the pooled one while it was idle.
+    fn run<T>(&self, mut f: impl FnMut(&mut C) -> RedisResult<T>) -> Result<T> {
+        let mut retried = false;
+        loop {
+            let mut lease = self.checkout()?;
+            let result = f(lease.conn.as_mut().expect("a lease holds its connection"));
+            match result {
+                Ok(v) => {
+                    lease.release();
+                    return Ok(v);
+                }
+                Err(e) if keeps_connection(&e) => {
+                    lease.release();
+                    return Err(map_err(e, &self.addr));
+                }
+                Err(e) => {
+                    let reused = lease.reused;
+                    drop(lease);
+                    if closed_by_server(&e) || e.is_timeout() {
+                        self.forget_idle();
+                    }
+                    if reused && !retried && closed_by_server(&e) {
+                        retried = true;
+                        continue;
+                    }
+                    return Err(map_err(e, &self.addr));
+                }
+            }
+        }
+    }
+}
+
+/// A connection taken from a pool; dropped (and forgotten) unless released.
+struct Lease<'p, C: PooledConnection> {
+    pool: &'p Pool<C>,
+    conn: Option<C>,
+    generation: u64,
+    reused: bool,
+}
+
+impl<C: PooledConnection> Lease<'_, C> {
+    /// Puts the connection back for the next caller.
+    fn release(mut self) {
+        let Some(conn) = self.conn.take() else {
+            return;
+        };
+        let mut state = self.pool.lock();
+        if state.generation == self.generation {
+            state.idle.push((conn, self.generation));
+            drop(state);
+        } else {
+            state.open -= 1;
+            drop(state);
+            drop(conn);
+        }
+        self.pool.returned.notify_one();
+    }
+}
+
+impl<C: PooledConnection> Drop for Lease<'_, C> {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            drop(conn);
+            self.pool.forget_one();
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------------------
+
+/// `PX` milliseconds for `ttl`, rounded up so a sub-millisecond TTL still expires later.
+fn px(ttl: Duration) -> u64 {
+    ttl.as_nanos().div_ceil(1_000_000).clamp(1, MAX_PX) as u64
+}
+
+fn set_cmd(key: &[u8], value: &[u8], ttl: Option<Duration>) -> Cmd {
+    let mut c = cmd("SET");
+    c.arg(key).arg(value);
+    if let Some(ttl) = ttl {
+        c.arg("PX").arg(px(ttl));
+    }
+    c
+}
+
+fn into_value(v: redis::Value) -> RedisResult<Option<Value>> {
+    match v {
+        redis::Value::Nil => Ok(None),
+        redis::Value::BulkString(bytes) => Ok(Some(Value::from(bytes))),
+        redis::Value::SimpleString(s) => Ok(Some(Value::from(s.into_bytes()))),
+        other => Err(unexpected(&other)),
+    }
+}
+
+fn unexpected(v: &redis::Value) -> RedisError {
+    RedisError::from((
+        redis::ErrorKind::UnexpectedReturnType,
+        "unexpected reply",
+        format!("{v:?}"),
+    ))
+}
+
+/// `prefix*` with the glob characters of `prefix` escaped, for `SCAN MATCH`.
+fn match_pattern(prefix: &[u8]) -> Vec<u8> {
+    let mut p = Vec::with_capacity(prefix.len() + 8);
+    for &b in prefix {
+        if matches!(b, b'*' | b'?' | b'[' | b']' | b'\\') {
+            p.push(b'\\');
+        }
+        p.push(b);
+    }
+    p.push(b'*');
+    p
+}
+
+/// The Redis Cluster hash slot of a key (CRC16/XMODEM of its hash tag, mod 16384).
+fn key_slot(key: &[u8]) -> u16 {
+    let tagged = key
+        .iter()
+        .position(|&b| b == b'{')
+        .and_then(|open| {
+            let rest = &key[open + 1..];
+            rest.iter()
+                .position(|&b| b == b'}')
+                .filter(|&close| close > 0)
+                .map(|close| &rest[..close])
+        })
+        .unwrap_or(key);
+    let mut crc: u16 = 0;
+    for &b in tagged {
+        crc ^= u16::from(b) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc % 16384
+}
+
+/// The positions of `keys`, grouped by hash slot.
+fn by_slot(keys: &[&[u8]]) -> BTreeMap<u16, Vec<usize>> {
+    let mut groups: BTreeMap<u16, Vec<usize>> = BTreeMap::new();
+    for (i, k) in keys.iter().enumerate() {
+        groups.entry(key_slot(k)).or_default().push(i);
+    }
+    groups
+}
+
+/// `(host, port)` of every primary that `CLUSTER NODES` lists as serving slots.
+fn cluster_primaries(nodes: &str) -> Vec<(String, u16)> {
+    let mut out = Vec::new();
+    for line in nodes.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if fields.len() < 8 {
+            continue;
+        }
+        let flags = fields[2];
+        if !flags.split(',').any(|f| f == "master") || flags.contains("fail") {
+            continue;
+        }
+        // ip:port@cport[,hostname]
+        let addr = fields[1].split('@').next().unwrap_or("");
+        if let Some((host, port)) = addr.rsplit_once(':') {
+            if let Ok(port) = port.parse() {
+                out.push((host.to_owned(), port));
+            }
+        }
+    }
+    out
+}
+
+fn now_ms() -> u64 {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1
+}
+
+/// A number below `n`, from a per-thread xorshift (replica choice needs no better).
+fn random_below(n: usize) -> usize {
+    thread_local! {
+        static STATE: Cell<u64> = Cell::new({
+            let here = &() as *const () as u64;
+            let t = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(0);
+            (here ^ t) | 1
+        });
+    }
+    STATE.with(|s| {
+        let mut x = s.get();
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        s.set(x);
+        (x % n as u64) as usize
+    })
+}
+
+fn scripts() -> &'static (Script, Script) {
+    static SCRIPTS: std::sync::OnceLock<(Script, Script)> = std::sync::OnceLock::new();
+    SCRIPTS.get_or_init(|| (Script::new(INCR_SCRIPT), Script::new(PERSIST_SCRIPT)))
+}
+
+// ---------------------------------------------------------------------------------------
+// The backend contract
+// ---------------------------------------------------------------------------------------
+
+impl Backend for RedisBackend {
+    fn name(&self) -> &'static str {
+        "redis"
+    }
+
+    fn get(&self, key: &[u8]) -> Result<Option<Value>> {
+        self.on_reader(|c| into_value(cmd("GET").arg(key).query::<redis::Value>(c)?))
+    }
+
+    fn set(&self, key: &[u8], value: &[u8], ttl: Option<Duration>) -> Result<()> {
+        let c = set_cmd(key, value, ttl);
+        self.on_leader(|conn| c.query::<()>(conn))
+    }
+
+    fn add(&self, key: &[u8], value: &[u8], ttl: Option<Duration>) -> Result<bool> {
+        let mut c = set_cmd(key, value, ttl);
+        c.arg("NX");
+        self.on_leader(|conn| match c.query::<redis::Value>(conn)? {
+            redis::Value::Nil => Ok(false),
+            _ => Ok(true),
+        })
+    }
+
+    fn delete(&self, key: &[u8]) -> Result<bool> {
+        self.on_leader(|c| Ok(cmd("UNLINK").arg(key).query::<i64>(c)? > 0))
+    }
+
+    fn has_key(&self, key: &[u8]) -> Result<bool> {
+        self.on_reader(|c| Ok(cmd("EXISTS").arg(key).query::<i64>(c)? > 0))
+    }
+
+    fn touch(&self, key: &[u8], ttl: Option<Duration>) -> Result<bool> {
+        match ttl {
+            Some(ttl) => {
+                let ms = px(ttl);
+                self.on_leader(|c| Ok(cmd("PEXPIRE").arg(key).arg(ms).query::<i64>(c)? == 1))
+            }
+            None => self.on_leader(|c| Ok(scripts().1.key(key).invoke::<i64>(c)? == 1)),
+        }
+    }
+
+    fn incr(&self, key: &[u8], delta: i64) -> Result<i64> {
+        let reply =
+            self.on_leader(|c| scripts().0.key(key).arg(delta).invoke::<redis::Value>(c))?;
+        match reply {
+            redis::Value::Int(n) => Ok(n),
+            redis::Value::Nil => Err(super::not_found(key)),
+            redis::Value::Array(code) if code.first() == Some(&redis::Value::Int(2)) => {
+                Err(Error::new(
+                    ErrorKind::Overflow,
+                    "incr/decr would overflow a 64-bit integer",
+                ))
+            }
+            redis::Value::Array(_) => Err(Error::new(
+                ErrorKind::NotAnInteger,
+                "the cached value is not an integer",
+            )),
+            other => Err(map_err(unexpected(&other), &self.location)),
+        }
+    }
+
+    fn get_many(&self, keys: &[&[u8]]) -> Result<Vec<Option<Value>>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        match &self.topology {
+            Topology::Single { .. } => {
+                let mut mget = cmd("MGET");
+                for k in keys {
+                    mget.arg(*k);
+                }
+                self.on_reader(|c| {
+                    let reply = mget.query::<redis::Value>(c)?;
+                    let redis::Value::Array(items) = reply else {
+                        return Err(unexpected(&reply));
+                    };
+                    if items.len() != keys.len() {
+                        return Err(unexpected(&redis::Value::Array(items)));
+                    }
+                    items.into_iter().map(into_value).collect()
+                })
+            }
+            Topology::Cluster(pool) => {
+                // redis-rs' cluster pipeline refuses MGET; a pipeline of GETs, sent to every
+                // node before any reply is read, costs the same one round trip per node (and
+                // a hundred random keys fall in a hundred slots anyway: per-slot MGETs would
+                // each carry one key).
+                let mut pipe = cluster_pipe();
+                for k in keys {
+                    pipe.add_command({
+                        let mut get = cmd("GET");
+                        get.arg(*k);
+                        get
+                    });
+                }
+                pool.run(|c| {
+                    let replies: Vec<redis::Value> = pipe.query(c)?;
+                    if replies.len() != keys.len() {
+                        return Err(unexpected(&redis::Value::Array(replies)));
+                    }
+                    replies.into_iter().map(into_value).collect()
+                })
+            }
+        }
+    }
+
+    fn set_many(&self, items: &[(&[u8], &[u8])], ttl: Option<Duration>) -> Result<Vec<usize>> {
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
+        match &self.topology {
+            Topology::Single { leader, .. } => {
+                let mut pipe = redis::pipe();
+                for (k, v) in items {
+                    pipe.add_command(set_cmd(k, v, ttl)).ignore();
+                }
+                leader.run(|c| pipe.query::<()>(c))?;
+            }
+            Topology::Cluster(pool) => {
+                let mut pipe = cluster_pipe();
+                for (k, v) in items {
+                    pipe.add_command(set_cmd(k, v, ttl)).ignore();
+                }
+                pool.run(|c| pipe.query::<()>(c))?;
+            }
+        }
+        Ok(Vec::new())
+    }
+
+    fn delete_many(&self, keys: &[&[u8]]) -> Result<usize> {
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        match &self.topology {
+            Topology::Single { leader, .. } => {
+                let mut unlink = cmd("UNLINK");
+                for k in keys {
+                    unlink.arg(*k);
+                }
+                leader.run(|c| unlink.query::<usize>(c))
+            }
+            Topology::Cluster(pool) => {
+                let mut pipe = cluster_pipe();
+                for group in by_slot(keys).values() {
+                    let mut unlink = cmd("UNLINK");
+                    for &i in group {
+                        unlink.arg(keys[i]);
+                    }
+                    pipe.add_command(unlink);
+                }
+                pool.run(|c| Ok(pipe.query::<Vec<usize>>(c)?.into_iter().sum()))
+            }
+        }
+    }
+
+    fn clear(&self, prefix: &[u8]) -> Result<()> {
+        // The core passes an empty prefix only when the cache's key_prefix is empty: then
+        // every key of the database is the cache's.
+        if prefix.is_empty() {
+            return self.flush_db();
+        }
+        let pattern = match_pattern(prefix);
+        match &self.topology {
+            Topology::Single { leader, .. } => leader.run(|c| {
+                let mut cursor: u64 = 0;
+                loop {
+                    let (next, keys): (u64, Vec<Vec<u8>>) = cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(&pattern)
+                        .arg("COUNT")
+                        .arg(SCAN_BATCH)
+                        .query(c)?;
+                    if !keys.is_empty() {
+                        cmd("UNLINK").arg(&keys).query::<()>(c)?;
+                    }
+                    cursor = next;
+                    if cursor == 0 {
+                        return Ok(());
+                    }
+                }
+            }),
+            Topology::Cluster(pool) => pool.run(|c| Self::cluster_clear(c, &pattern)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_match_redis() {
+        // Values from the Redis Cluster specification and `CLUSTER KEYSLOT`.
+        assert_eq!(key_slot(b"123456789"), 0x31C3);
+        assert_eq!(key_slot(b"foo"), 12182);
+        assert_eq!(key_slot(b"{user1000}.following"), key_slot(b"user1000"));
+        assert_eq!(key_slot(b"foo{}{bar}"), key_slot(b"foo{}{bar}"));
+        assert_ne!(key_slot(b"foo{}{bar}"), key_slot(b"bar"));
+    }
+
+    #[test]
+    fn patterns_escape_globs() {
+        assert_eq!(match_pattern(b"app:"), b"app:*");
+        assert_eq!(match_pattern(b"a*b?[c]\\"), b"a\\*b\\?\\[c\\]\\\\*");
+    }
+
+    #[test]
+    fn hosts_and_databases() {
+        assert_eq!(split_host("h").unwrap(), ("h".into(), 6379));
+        assert_eq!(split_host("h:7000").unwrap(), ("h".into(), 7000));
+        assert_eq!(split_host("[::1]:7000").unwrap(), ("::1".into(), 7000));
+        assert!(split_host("h:0").is_err());
+        assert!(split_host("h:99999").is_err());
+        assert!(split_host(":1").is_err());
+        assert_eq!(db_from_path("", None).unwrap(), 0);
+        assert_eq!(db_from_path("/3", None).unwrap(), 3);
+        assert_eq!(db_from_path("/", Some(2)).unwrap(), 2);
+        assert!(db_from_path("/x", None).is_err());
+        assert!(db_from_path("/-1", None).is_err());
+        assert!(db_from_path("/1", Some(2)).is_err());
+    }
+
+    #[test]
+    fn px_rounds_up_and_clamps() {
+        assert_eq!(px(Duration::from_micros(1)), 1);
+        assert_eq!(px(Duration::from_millis(1500)), 1500);
+        assert_eq!(px(Duration::MAX), MAX_PX as u64);
+    }
+
+    #[test]
+    fn cluster_nodes_lists_live_primaries() {
+        let text = "\
+a 127.0.0.1:30001@40001 myself,master - 0 0 1 connected 0-5460
+b 127.0.0.1:30002@40002,host2 master - 0 0 2 connected 5461-10922
+c 127.0.0.1:30003@40003 master,fail - 0 0 3 connected 10923-16383
+d 127.0.0.1:30004@40004 slave a 0 0 1 connected
+";
+        assert_eq!(
+            cluster_primaries(text),
+            [("127.0.0.1".into(), 30001), ("127.0.0.1".into(), 30002)]
+        );
+    }
+}
