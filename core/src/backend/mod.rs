@@ -40,6 +40,13 @@ pub trait Backend: Send + Sync + 'static {
         false
     }
 
+    /// True when the backend takes failed servers out of service by itself (several
+    /// servers, each with its own health), so the cache must not put one circuit breaker in
+    /// front of all its keys: one dead server would otherwise shut off every key.
+    fn isolates_failures(&self) -> bool {
+        false
+    }
+
     /// The value stored under `key`, or `None` when it is missing or expired.
     fn get(&self, key: &[u8]) -> Result<Option<Value>>;
 
