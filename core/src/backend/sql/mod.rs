@@ -1,0 +1,731 @@
+//! `sqlite://` and `postgres://`: one cache table, modelled on Rails Solid Cache.
+//!
+//! Both backends keep every entry in one table:
+//!
+//! | column | SQLite | PostgreSQL | what |
+//! |---|---|---|---|
+//! | `id` | `INTEGER PRIMARY KEY` | `BIGSERIAL PRIMARY KEY` | insertion order, for FIFO trimming |
+//! | `key_hash` | `INTEGER` | `BIGINT` | [`key_hash`] of the key, `UNIQUE` index |
+//! | `key` | `BLOB` | `BYTEA` | the full key, compared on every read |
+//! | `value` | `BLOB` | `BYTEA` | the value bytes |
+//! | `expires_at` | `INTEGER` | `BIGINT` | unix milliseconds, `NULL` never expires |
+//! | `byte_size` | `INTEGER` | `BIGINT` | `len(key) + len(value)`, checked on read |
+//!
+//! `set` is one upsert on the hash (`INSERT … ON CONFLICT (key_hash) DO UPDATE`); `add`,
+//! `touch`, `incr`/`decr` and `delete` are each one atomic statement; the many-key
+//! operations are one statement each (IN lists on SQLite, arrays on PostgreSQL). Every
+//! statement also compares the key itself, so a hash collision can never return another
+//! key's value: the colliding write replaces the row (a cache may forget), the read misses.
+//!
+//! A row whose value is `NULL` or whose `byte_size` does not match its key and value is
+//! corrupt: it reads as a miss and is removed.
+//!
+//! The size bounds (`max_entries`, `max_bytes`) are kept without a `COUNT(*)` per write:
+//! every so many writes (a few percent of the bound, at most 1,000) one writer estimates the
+//! table's size from a sample of the `key_hash` index (hashes are uniform, so the share of
+//! the hash space the top 1,024 hashes cover gives the row count; their average size gives
+//! the bytes) and deletes the oldest rows by `id`, in batches, until the estimate is back
+//! under the bound. The same pass purges expired rows from a moving window of the table.
+
+use crate::error::{Error, ErrorKind, Result};
+use sha2::{Digest, Sha256};
+use std::ops::{Deref, DerefMut};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+#[cfg(feature = "postgres")]
+mod postgres;
+#[cfg(feature = "sqlite")]
+mod sqlite;
+
+#[cfg(feature = "postgres")]
+pub use self::postgres::PostgresBackend;
+#[cfg(feature = "sqlite")]
+pub use self::sqlite::SqliteBackend;
+
+/// The table a SQL cache uses unless the URL names another (`?table=…`).
+pub const DEFAULT_TABLE: &str = "polycache_cache";
+
+/// The byte bound of a SQL cache when neither `max_entries` nor `max_bytes` is given:
+/// 256 MiB of keys and values, Solid Cache's default.
+pub const DEFAULT_MAX_BYTES: u64 = 256 << 20;
+
+/// Rows of the `key_hash` index read to estimate the table's size.
+const SAMPLES: usize = 1024;
+/// Rows one trimming statement looks at or deletes.
+const TRIM_BATCH: i64 = 1000;
+/// Trimming batches one pass may delete before it yields to other writers.
+const MAX_TRIM_BATCHES: usize = 100;
+/// Estimate-and-delete rounds one trimming pass makes at most.
+const TRIM_ROUNDS: usize = 3;
+/// The most writes between two size checks.
+const MAX_CHECK_INTERVAL: u64 = 1000;
+
+/// The 64-bit hash a key is indexed by: the first 8 bytes of its SHA-256, read as a signed
+/// big-endian integer, exactly as Rails Solid Cache computes `key_hash`.
+///
+/// ```
+/// use polycache::backend::sql::key_hash;
+/// // int.from_bytes(hashlib.sha256(b":1:k").digest()[:8], "big", signed=True) in Python
+/// assert_eq!(key_hash(b":1:k"), 3_536_781_329_338_843_721);
+/// ```
+pub fn key_hash(key: &[u8]) -> i64 {
+    let digest = Sha256::digest(key);
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    i64::from_be_bytes(first)
+}
+
+/// Creates the cache table (and its index) that `url` names, if it does not exist yet.
+///
+/// The explicit twin of the creation on first use, like Django's `createcachetable`: run it
+/// at deploy time when the application's database user may not create tables. Accepts every
+/// option a cache URL accepts and validates them all.
+///
+/// ```
+/// # #[cfg(feature = "sqlite")] {
+/// let dir = std::env::temp_dir().join(format!("polycache-doc-{}", std::process::id()));
+/// std::fs::create_dir_all(&dir).unwrap();
+/// let url = format!("sqlite://{}/cache.db?table=my_cache", dir.display());
+/// polycache::backend::sql::create_table(&url).unwrap();
+/// # std::fs::remove_dir_all(&dir).unwrap();
+/// # }
+/// ```
+pub fn create_table(url: &str) -> Result<()> {
+    // Full validation first: every option, including the ones the cache itself takes.
+    drop(crate::Cache::builder(url).build()?);
+    let location = crate::Location::parse(url)?;
+    let mut options = crate::Options::new(&location);
+    match location.scheme() {
+        #[cfg(feature = "sqlite")]
+        "sqlite" => SqliteBackend::open(&location, &mut options)?.create_table(),
+        #[cfg(feature = "postgres")]
+        "postgres" | "postgresql" => PostgresBackend::open(&location, &mut options)?.create_table(),
+        other => Err(Error::config(format!(
+            "create_table needs a sqlite:// or postgres:// URL enabled in this build, not \
+             {other}:// ({})",
+            location.redacted()
+        ))),
+    }
+}
+
+/// Milliseconds since the unix epoch, the unit of `expires_at`.
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// The `expires_at` of an entry written at `now` with `ttl`; `None` never expires.
+pub(crate) fn expires_at(now: i64, ttl: Option<Duration>) -> Option<i64> {
+    let ttl = ttl?;
+    let ms = i64::try_from(ttl.as_millis()).ok()?.max(1);
+    now.checked_add(ms)
+}
+
+/// True when an entry with `expires_at` is still live at `now`.
+#[inline]
+pub(crate) fn live(expires_at: Option<i64>, now: i64) -> bool {
+    expires_at.map_or(true, |t| t > now)
+}
+
+/// The `byte_size` a row of `key` and `value` must carry.
+#[inline]
+pub(crate) fn byte_size(key: &[u8], value: &[u8]) -> i64 {
+    (key.len() as i64).saturating_add(value.len() as i64)
+}
+
+/// What a read found under a key.
+pub(crate) enum Found {
+    Live(Vec<u8>),
+    Missing,
+    /// A row that fails its checks, by id.
+    Corrupt(i64),
+}
+
+impl Found {
+    /// Checks a row: its value must be present and its size match; then its expiry decides.
+    pub(crate) fn check(
+        key: &[u8],
+        value: Option<&[u8]>,
+        expires: Option<i64>,
+        size: i64,
+        now: i64,
+        id: i64,
+    ) -> Found {
+        match value {
+            Some(v) if size == byte_size(key, v) => {
+                if live(expires, now) {
+                    Found::Live(v.to_vec())
+                } else {
+                    Found::Missing
+                }
+            }
+            _ => Found::Corrupt(id),
+        }
+    }
+}
+
+/// A validated table name, ready to splice into SQL.
+#[derive(Debug, Clone)]
+pub(crate) struct TableName {
+    /// The quoted, possibly schema-qualified name: `"polycache_cache"`.
+    pub quoted: String,
+    /// The quoted name of the unique `key_hash` index, without the schema.
+    pub index: String,
+    /// The index, schema-qualified, for catalog look-ups.
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    pub qualified_index: String,
+}
+
+impl TableName {
+    /// Validates `raw` (default [`DEFAULT_TABLE`]): letters, digits and `_`, not starting
+    /// with a digit, at most 50 bytes; `schema.table` when `allow_schema`.
+    pub(crate) fn parse(raw: Option<String>, allow_schema: bool, scheme: &str) -> Result<Self> {
+        let raw = raw.unwrap_or_else(|| DEFAULT_TABLE.to_owned());
+        let parts: Vec<&str> = raw.split('.').collect();
+        let valid_ident = |s: &str| {
+            !s.is_empty()
+                && s.len() <= 50
+                && !s.as_bytes()[0].is_ascii_digit()
+                && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        };
+        let ok = match parts.as_slice() {
+            [t] => valid_ident(t),
+            [s, t] => allow_schema && valid_ident(s) && valid_ident(t),
+            _ => false,
+        };
+        if !ok {
+            let form = if allow_schema {
+                "a table name of letters, digits and '_' (at most 50), optionally schema.table"
+            } else {
+                "a table name of letters, digits and '_' (at most 50)"
+            };
+            return Err(Error::config(format!(
+                "invalid value {raw:?} for option 'table' of {scheme}://: expected {form}"
+            )));
+        }
+        let table = parts[parts.len() - 1];
+        let index = format!("\"{table}_key_hash\"");
+        let (quoted, qualified_index) = match parts.as_slice() {
+            [s, t] => (format!("\"{s}\".\"{t}\""), format!("\"{s}\".{index}")),
+            _ => (format!("\"{table}\""), index.clone()),
+        };
+        Ok(TableName {
+            quoted,
+            index,
+            qualified_index,
+        })
+    }
+}
+
+/// The size bounds of a SQL cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Bounds {
+    pub max_entries: Option<u64>,
+    pub max_bytes: Option<u64>,
+}
+
+impl Bounds {
+    /// Reads `max_entries` and `max_bytes`; with neither, the byte bound is
+    /// [`DEFAULT_MAX_BYTES`].
+    pub(crate) fn take(options: &mut crate::Options) -> Result<Bounds> {
+        let max_entries = options.positive_u64("max_entries")?;
+        let max_bytes = options.positive_u64("max_bytes")?;
+        Ok(Bounds {
+            max_entries,
+            max_bytes: if max_entries.is_none() && max_bytes.is_none() {
+                Some(DEFAULT_MAX_BYTES)
+            } else {
+                max_bytes
+            },
+        })
+    }
+}
+
+/// The table's size as the trimmer sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Estimate {
+    pub entries: u64,
+    pub bytes: u64,
+}
+
+impl Estimate {
+    /// Estimates the table from the rows with the highest `key_hash` values.
+    ///
+    /// `sample` holds `(key_hash, byte_size)` in descending hash order, as many as
+    /// [`SAMPLES`] or the whole table when it is smaller. `id_span` (`max(id) - min(id) + 1`)
+    /// is an upper bound of the row count that is exact when no row in the middle was
+    /// deleted: it wins when the sample (±3% at one sigma) puts the count within 12.5% of
+    /// it, the sample wins when it finds many fewer rows.
+    pub(crate) fn from_sample(sample: &[(i64, i64)], id_span: Option<u64>) -> Estimate {
+        let k = sample.len();
+        let sum: u64 = sample.iter().map(|&(_, s)| s.max(0) as u64).sum();
+        if k < SAMPLES {
+            return Estimate {
+                entries: k as u64,
+                bytes: sum,
+            };
+        }
+        let cutoff = sample[k - 1].0;
+        // The k highest of n uniform hashes span about k/n of the hash space.
+        let covered = (i64::MAX as f64 - cutoff as f64 + 1.0) / 18_446_744_073_709_551_616.0;
+        let mut entries = if covered > 0.0 {
+            ((k - 1) as f64 / covered) as u64
+        } else {
+            u64::MAX
+        };
+        if let Some(span) = id_span {
+            // The span is exact unless rows in the middle went away (deletes, or ids a
+            // PostgreSQL upsert consumed); within the sample's noise, trust it.
+            if entries >= span - span / 8 {
+                entries = span;
+            }
+        }
+        entries = entries.max(k as u64);
+        let bytes = (sum as f64 / k as f64 * entries as f64) as u64;
+        Estimate { entries, bytes }
+    }
+}
+
+/// `max(id) - min(id) + 1`: an upper bound of the row count (ids are unique).
+pub(crate) fn id_span(lo: Option<i64>, hi: Option<i64>) -> Option<u64> {
+    match (lo, hi) {
+        (Some(lo), Some(hi)) => Some(hi.saturating_sub(lo).saturating_add(1).max(0) as u64),
+        _ => Some(0),
+    }
+}
+
+/// How much a trimming pass has to remove.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Excess {
+    pub entries: u64,
+    pub bytes: u64,
+}
+
+impl Excess {
+    pub(crate) fn is_none(&self) -> bool {
+        self.entries == 0 && self.bytes == 0
+    }
+}
+
+/// When to trim, and what trimming has done: shared by both SQL backends.
+///
+/// Each backend instance counts its own writes; once they reach the next check, one
+/// thread runs a trimming pass (the others carry on). The pass itself is serialized
+/// across processes by the database (SQLite's write lock, a PostgreSQL advisory lock).
+#[derive(Debug)]
+pub(crate) struct Trimmer {
+    bounds: Bounds,
+    writes: AtomicU64,
+    next_check: AtomicU64,
+    running: AtomicBool,
+    /// The `id` the next purge of expired rows starts after.
+    cursor: AtomicI64,
+    evictions: AtomicU64,
+}
+
+impl Trimmer {
+    pub(crate) fn new(bounds: Bounds) -> Trimmer {
+        let t = Trimmer {
+            bounds,
+            writes: AtomicU64::new(0),
+            next_check: AtomicU64::new(1),
+            running: AtomicBool::new(false),
+            cursor: AtomicI64::new(0),
+            evictions: AtomicU64::new(0),
+        };
+        t.reschedule(Estimate::default());
+        t
+    }
+
+    /// Counts `n` writes; true when the caller should run a trimming pass now (it then
+    /// owns the pass and must call [`Trimmer::finish`]).
+    #[inline]
+    pub(crate) fn note_writes(&self, n: u64) -> bool {
+        let total = self.writes.fetch_add(n, Ordering::Relaxed) + n;
+        total >= self.next_check.load(Ordering::Relaxed)
+            && !self.running.swap(true, Ordering::Acquire)
+    }
+
+    /// Claims a pass regardless of the write count; false when one is running.
+    pub(crate) fn claim(&self) -> bool {
+        !self.running.swap(true, Ordering::Acquire)
+    }
+
+    /// Ends a pass: schedules the next check from the size the table has now.
+    pub(crate) fn finish(&self, after: Option<Estimate>) {
+        self.writes.store(0, Ordering::Relaxed);
+        if let Some(est) = after {
+            self.reschedule(est);
+        }
+        self.running.store(false, Ordering::Release);
+    }
+
+    /// What a table of size `est` must lose: down to 99% of each bound it exceeds, so the
+    /// next few writes do not trigger another pass at once.
+    pub(crate) fn excess(&self, est: Estimate) -> Excess {
+        let over = |have: u64, bound: Option<u64>| match bound {
+            Some(b) if have > b => have - (b - b / 100),
+            _ => 0,
+        };
+        Excess {
+            entries: over(est.entries, self.bounds.max_entries),
+            bytes: over(est.bytes, self.bounds.max_bytes),
+        }
+    }
+
+    /// Checks again after a quarter of the room left (several processes may be writing),
+    /// but at least every 2.5% of the bound and at most every [`MAX_CHECK_INTERVAL`] writes.
+    fn reschedule(&self, est: Estimate) {
+        let avg = est
+            .bytes
+            .checked_div(est.entries)
+            .map_or(1024, |a| a.max(1));
+        let cap = self
+            .bounds
+            .max_entries
+            .unwrap_or(u64::MAX)
+            .min(self.bounds.max_bytes.map_or(u64::MAX, |b| b / avg));
+        let room = cap.saturating_sub(est.entries);
+        let next = (room / 4).max(cap / 40).clamp(1, MAX_CHECK_INTERVAL);
+        self.next_check.store(next, Ordering::Relaxed);
+    }
+
+    /// Where the purge of expired rows goes on from.
+    pub(crate) fn cursor(&self) -> i64 {
+        self.cursor.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_cursor(&self, id: i64) {
+        self.cursor.store(id, Ordering::Relaxed);
+    }
+
+    pub(crate) fn evicted(&self, n: u64) {
+        self.evictions.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub(crate) fn evictions(&self) -> u64 {
+        self.evictions.load(Ordering::Relaxed)
+    }
+}
+
+/// Walks the oldest rows, window by window, deciding how far to delete.
+#[derive(Debug, Default)]
+pub(crate) struct OldestWalk {
+    pub removed: Estimate,
+}
+
+impl OldestWalk {
+    /// Takes rows `(id, byte_size)` in id order until `excess` is covered; returns the id up
+    /// to which rows go, and whether that covers the excess.
+    pub(crate) fn take(&mut self, rows: &[(i64, i64)], excess: Excess) -> (Option<i64>, bool) {
+        let mut cutoff = None;
+        for &(id, size) in rows {
+            if self.removed.entries >= excess.entries && self.removed.bytes >= excess.bytes {
+                return (cutoff, true);
+            }
+            self.removed.entries += 1;
+            self.removed.bytes += size.max(0) as u64;
+            cutoff = Some(id);
+        }
+        let done = self.removed.entries >= excess.entries && self.removed.bytes >= excess.bytes;
+        (cutoff, done)
+    }
+}
+
+/// A small blocking connection pool: at most `max_open` connections, idle ones reused LIFO.
+pub(crate) struct Pool<C> {
+    state: Mutex<PoolState<C>>,
+    available: Condvar,
+    max_open: usize,
+}
+
+struct PoolState<C> {
+    idle: Vec<C>,
+    open: usize,
+}
+
+impl<C> Pool<C> {
+    pub(crate) fn new(max_open: usize) -> Pool<C> {
+        Pool {
+            state: Mutex::new(PoolState {
+                idle: Vec::new(),
+                open: 0,
+            }),
+            available: Condvar::new(),
+            max_open: max_open.max(1),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, PoolState<C>> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Adds an already open connection to the idle ones.
+    #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
+    pub(crate) fn seed(&self, conn: C) {
+        let mut s = self.lock();
+        s.open += 1;
+        s.idle.push(conn);
+    }
+
+    /// An idle connection, or a new one from `connect`, waiting at most `wait` while
+    /// `max_open` are in use. The flag is true for a new connection.
+    pub(crate) fn get(
+        &self,
+        wait: Duration,
+        connect: impl FnOnce() -> Result<C>,
+    ) -> Result<(Pooled<'_, C>, bool)> {
+        let mut s = self.lock();
+        let deadline = std::time::Instant::now() + wait;
+        loop {
+            if let Some(conn) = s.idle.pop() {
+                return Ok((Pooled::new(self, conn), false));
+            }
+            if s.open < self.max_open {
+                s.open += 1;
+                drop(s);
+                return match connect() {
+                    Ok(conn) => Ok((Pooled::new(self, conn), true)),
+                    Err(e) => {
+                        self.lock().open -= 1;
+                        self.available.notify_one();
+                        Err(e)
+                    }
+                };
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return Err(Error::new(
+                    ErrorKind::Timeout,
+                    format!(
+                        "all {} connections of the pool stayed busy for {wait:?}",
+                        self.max_open
+                    ),
+                ));
+            }
+            s = self
+                .available
+                .wait_timeout(s, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
+    /// Closes every idle connection (after an outage they are all likely broken).
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    pub(crate) fn clear_idle(&self) {
+        let idle = {
+            let mut s = self.lock();
+            let idle = std::mem::take(&mut s.idle);
+            s.open -= idle.len();
+            idle
+        };
+        drop(idle);
+        self.available.notify_all();
+    }
+}
+
+/// A connection borrowed from a [`Pool`]; returned to it on drop unless discarded.
+pub(crate) struct Pooled<'a, C> {
+    pool: &'a Pool<C>,
+    conn: Option<C>,
+}
+
+impl<'a, C> Pooled<'a, C> {
+    fn new(pool: &'a Pool<C>, conn: C) -> Self {
+        Pooled {
+            pool,
+            conn: Some(conn),
+        }
+    }
+
+    /// Closes the connection instead of returning it to the pool.
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    pub(crate) fn discard(mut self) {
+        drop(self.conn.take());
+        self.pool.lock().open -= 1;
+        self.pool.available.notify_one();
+    }
+}
+
+impl<C> Deref for Pooled<'_, C> {
+    type Target = C;
+    fn deref(&self) -> &C {
+        self.conn
+            .as_ref()
+            .expect("a pooled connection is present until dropped")
+    }
+}
+
+impl<C> DerefMut for Pooled<'_, C> {
+    fn deref_mut(&mut self) -> &mut C {
+        self.conn
+            .as_mut()
+            .expect("a pooled connection is present until dropped")
+    }
+}
+
+impl<C> Drop for Pooled<'_, C> {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            self.pool.lock().idle.push(conn);
+            self.pool.available.notify_one();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_hash_is_solid_caches() {
+        // int.from_bytes(hashlib.sha256(b"hello").digest()[:8], "big", signed=True)
+        assert_eq!(key_hash(b"hello"), 3_238_736_544_897_475_342);
+        assert_eq!(key_hash(b""), -2_039_914_840_885_289_964);
+    }
+
+    #[test]
+    fn expiry_arithmetic() {
+        assert_eq!(expires_at(1000, None), None);
+        assert_eq!(
+            expires_at(1000, Some(Duration::from_micros(10))),
+            Some(1001)
+        );
+        assert_eq!(expires_at(1000, Some(Duration::from_secs(2))), Some(3000));
+        assert_eq!(expires_at(i64::MAX - 1, Some(Duration::from_secs(1))), None);
+        assert_eq!(expires_at(0, Some(Duration::MAX)), None);
+        assert!(live(None, 5) && live(Some(6), 5) && !live(Some(5), 5));
+    }
+
+    #[test]
+    fn table_names_are_validated() {
+        let t = TableName::parse(None, false, "sqlite").unwrap();
+        assert_eq!(t.quoted, "\"polycache_cache\"");
+        assert_eq!(t.index, "\"polycache_cache_key_hash\"");
+        let t = TableName::parse(Some("app.cache".into()), true, "postgres").unwrap();
+        assert_eq!(t.quoted, "\"app\".\"cache\"");
+        assert_eq!(t.qualified_index, "\"app\".\"cache_key_hash\"");
+        for bad in [
+            "",
+            "1abc",
+            "a b",
+            "x;drop table y",
+            "a.b",
+            "\"q\"",
+            &"x".repeat(51),
+        ] {
+            let e = TableName::parse(Some(bad.into()), false, "sqlite").unwrap_err();
+            assert!(
+                e.is_configuration() && e.to_string().contains("table"),
+                "{e}"
+            );
+        }
+        assert!(TableName::parse(Some("a.b.c".into()), true, "postgres").is_err());
+    }
+
+    #[test]
+    fn small_tables_are_counted_exactly() {
+        let rows: Vec<(i64, i64)> = (0..10).map(|i| (100 - i, 7)).collect();
+        assert_eq!(
+            Estimate::from_sample(&rows, Some(99)),
+            Estimate {
+                entries: 10,
+                bytes: 70
+            }
+        );
+    }
+
+    #[test]
+    fn sampled_estimate_is_close_for_uniform_hashes() {
+        let n = 200_000u64;
+        let mut hashes: Vec<i64> = (0..n)
+            .map(|i| key_hash(format!("key-{i}").as_bytes()))
+            .collect();
+        hashes.sort_unstable_by(|a, b| b.cmp(a));
+        let sample: Vec<(i64, i64)> = hashes.iter().take(SAMPLES).map(|&h| (h, 100)).collect();
+        let est = Estimate::from_sample(&sample, None);
+        let err = (est.entries as f64 - n as f64).abs() / n as f64;
+        assert!(err < 0.1, "estimated {} of {n}", est.entries);
+        assert_eq!(est.bytes, est.entries * 100);
+        // A span close to the sample's count is taken as exact; a much larger one is not.
+        assert_eq!(
+            Estimate::from_sample(&sample, Some(n + n / 20)).entries,
+            n + n / 20
+        );
+        assert_eq!(Estimate::from_sample(&sample, Some(2 * n)), est);
+    }
+
+    #[test]
+    fn excess_and_schedule() {
+        let t = Trimmer::new(Bounds {
+            max_entries: Some(1000),
+            max_bytes: None,
+        });
+        assert!(t
+            .excess(Estimate {
+                entries: 1000,
+                bytes: 0
+            })
+            .is_none());
+        assert_eq!(
+            t.excess(Estimate {
+                entries: 1100,
+                bytes: 0
+            }),
+            Excess {
+                entries: 110,
+                bytes: 0
+            }
+        );
+        // Empty table: a quarter of the room.
+        t.finish(Some(Estimate::default()));
+        assert_eq!(t.next_check.load(Ordering::Relaxed), 250);
+        // Full table: 2.5% of the bound.
+        t.finish(Some(Estimate {
+            entries: 1000,
+            bytes: 0,
+        }));
+        assert_eq!(t.next_check.load(Ordering::Relaxed), 25);
+        assert!(!t.note_writes(24));
+        assert!(t.note_writes(1));
+        assert!(!t.note_writes(100), "a pass is already running");
+        t.finish(None);
+        assert!(t.note_writes(25));
+    }
+
+    #[test]
+    fn oldest_walk_stops_when_covered() {
+        let mut w = OldestWalk::default();
+        let rows = [(1, 10), (2, 10), (3, 10), (4, 10)];
+        let need = Excess {
+            entries: 1,
+            bytes: 25,
+        };
+        assert_eq!(w.take(&rows, need), (Some(3), true));
+        let mut w = OldestWalk::default();
+        assert_eq!(
+            w.take(
+                &rows[..2],
+                Excess {
+                    entries: 3,
+                    bytes: 0
+                }
+            ),
+            (Some(2), false)
+        );
+        assert_eq!(
+            w.take(
+                &rows[2..],
+                Excess {
+                    entries: 3,
+                    bytes: 0
+                }
+            ),
+            (Some(3), true)
+        );
+    }
+}

@@ -1,0 +1,844 @@
+//! `sqlite:///path/to/cache.db`: the cache table in a SQLite database in WAL mode.
+
+use super::{
+    byte_size, expires_at, id_span, key_hash, now_ms, Bounds, Estimate, Found, OldestWalk, Pool,
+    Pooled, TableName, Trimmer, MAX_TRIM_BATCHES, SAMPLES, TRIM_BATCH, TRIM_ROUNDS,
+};
+use crate::backend::{apply_delta, not_found, parse_i64, Backend};
+use crate::error::{Error, ErrorKind, Result};
+use crate::location::{Location, Options};
+use crate::value::Value;
+use rusqlite::functions::FunctionFlags;
+use rusqlite::types::ValueRef;
+use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How long a statement waits for another connection's write lock unless `busy_timeout`
+/// says otherwise: 5 seconds.
+pub const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Connections one backend opens at most unless `pool_size` says otherwise.
+const DEFAULT_POOL_SIZE: usize = 16;
+/// Keys per `IN (…)` list (SQLite allows 32,766 parameters per statement).
+const IN_CHUNK: usize = 500;
+/// Rows per multi-row `INSERT` (five parameters each).
+const VALUES_CHUNK: usize = 500;
+
+/// The `sqlite://` backend: one table in a SQLite database file.
+///
+/// The database runs in WAL mode with `synchronous=NORMAL` (a crash loses at most the last
+/// commits, never consistency) and a busy timeout after which a locked database reports
+/// [`ErrorKind::Timeout`]. Several threads and several processes may share one file: each
+/// statement is atomic, `incr` is one `UPDATE` and `add` one upsert. The table is created
+/// when the backend opens; [`SqliteBackend::create_table`] does it explicitly.
+///
+/// `Send + Sync`; clones share the connection pool. No method panics.
+///
+/// ```
+/// use polycache::{Cache, Expiry};
+/// let dir = std::env::temp_dir().join(format!("polycache-sqlite-doc-{}", std::process::id()));
+/// std::fs::create_dir_all(&dir).unwrap();
+/// let cache = Cache::open(&format!("sqlite://{}/cache.db?max_entries=1000", dir.display())).unwrap();
+/// cache.set("k", b"v", Expiry::Never).unwrap();
+/// assert_eq!(cache.get("k").unwrap().as_deref(), Some(&b"v"[..]));
+/// cache.set("n", b"41", Expiry::Never).unwrap();
+/// assert_eq!(cache.incr("n", 1).unwrap(), 42);
+/// # drop(cache);
+/// # std::fs::remove_dir_all(&dir).unwrap();
+/// ```
+#[derive(Clone)]
+pub struct SqliteBackend {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// A file path, or `:memory:`.
+    path: String,
+    location: String,
+    busy_timeout: Duration,
+    synchronous: &'static str,
+    q: Queries,
+    pool: Pool<Connection>,
+    trim: Trimmer,
+}
+
+/// A row is valid when its value is bytes, its size matches, and its expiry is a number.
+fn valid(q: &str) -> String {
+    format!(
+        "(typeof({q}value) IN ('blob', 'text') AND typeof({q}byte_size) = 'integer' \
+         AND {q}byte_size = length({q}key) + length(CAST({q}value AS BLOB)) \
+         AND typeof({q}expires_at) IN ('integer', 'null'))"
+    )
+}
+
+fn alive(q: &str, now: &str) -> String {
+    format!("({q}expires_at IS NULL OR {q}expires_at > {now})")
+}
+
+/// The SQL of every statement, rendered once for the table.
+struct Queries {
+    table: TableName,
+    create: String,
+    get: String,
+    set: String,
+    add: String,
+    delete: String,
+    has_key: String,
+    touch: String,
+    incr: String,
+    delete_corrupt: String,
+    clear_all: String,
+    clear_prefix: String,
+    count: String,
+    sweep_end: String,
+    sweep_delete: String,
+    sample: String,
+    id_span: String,
+    oldest: String,
+    delete_upto: String,
+}
+
+impl Queries {
+    fn new(table: TableName) -> Queries {
+        let t = &table.quoted;
+        let tq = format!("{t}.");
+        let upsert = format!(
+            "INSERT INTO {t} (key_hash, key, value, expires_at, byte_size) \
+             VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (key_hash) DO UPDATE SET \
+             key = excluded.key, value = excluded.value, expires_at = excluded.expires_at, \
+             byte_size = excluded.byte_size"
+        );
+        Queries {
+            create: format!(
+                "CREATE TABLE IF NOT EXISTS {t} (\
+                   id INTEGER PRIMARY KEY, \
+                   key_hash INTEGER NOT NULL, \
+                   key BLOB NOT NULL, \
+                   value BLOB NOT NULL, \
+                   expires_at INTEGER, \
+                   byte_size INTEGER NOT NULL); \
+                 CREATE UNIQUE INDEX IF NOT EXISTS {} ON {t} (key_hash);",
+                table.index
+            ),
+            get: format!(
+                "SELECT id, value, expires_at, byte_size FROM {t} WHERE key_hash = ?1 AND key = ?2"
+            ),
+            add: format!(
+                "{upsert} WHERE NOT ({tq}key = excluded.key AND {} AND {})",
+                alive(&tq, "?6"),
+                valid(&tq)
+            ),
+            set: upsert,
+            delete: format!(
+                "DELETE FROM {t} WHERE key_hash = ?1 AND key = ?2 RETURNING {} AND {}",
+                alive("", "?3"),
+                valid("")
+            ),
+            has_key: format!(
+                "SELECT 1 FROM {t} WHERE key_hash = ?1 AND key = ?2 AND {} AND {}",
+                alive("", "?3"),
+                valid("")
+            ),
+            touch: format!(
+                "UPDATE {t} SET expires_at = ?3 WHERE key_hash = ?1 AND key = ?2 AND {} AND {}",
+                alive("", "?4"),
+                valid("")
+            ),
+            // One statement: the function applies exactly the rules of `apply_delta` and
+            // answers NULL when they refuse, so the row stays as it was.
+            incr: format!(
+                "UPDATE {t} SET value = polycache_incr(value, ?3), \
+                   byte_size = length(key) + length(polycache_incr(value, ?3)) \
+                 WHERE key_hash = ?1 AND key = ?2 AND {} AND {} \
+                   AND polycache_incr(value, ?3) IS NOT NULL \
+                 RETURNING value",
+                alive("", "?4"),
+                valid("")
+            ),
+            delete_corrupt: format!("DELETE FROM {t} WHERE id = ?1 AND NOT {}", valid("")),
+            clear_all: format!("DELETE FROM {t}"),
+            // substr() on a BLOB counts bytes and compares exactly: unlike LIKE, it is
+            // case-sensitive and needs no escaping of % and _.
+            clear_prefix: format!("DELETE FROM {t} WHERE substr(key, 1, ?1) = ?2"),
+            count: format!("SELECT count(*) FROM {t}"),
+            sweep_end: format!(
+                "SELECT max(id) FROM (SELECT id FROM {t} WHERE id > ?1 ORDER BY id LIMIT ?2)"
+            ),
+            sweep_delete: format!(
+                "DELETE FROM {t} WHERE id > ?1 AND id <= ?2 AND expires_at <= ?3"
+            ),
+            sample: format!("SELECT key_hash, byte_size FROM {t} ORDER BY key_hash DESC LIMIT ?1"),
+            id_span: format!("SELECT min(id), max(id) FROM {t}"),
+            oldest: format!("SELECT id, byte_size FROM {t} WHERE id > ?1 ORDER BY id LIMIT ?2"),
+            delete_upto: format!("DELETE FROM {t} WHERE id <= ?1"),
+            table,
+        }
+    }
+
+    fn get_many(&self, n: usize) -> String {
+        format!(
+            "SELECT key, value, expires_at, byte_size, id FROM {} WHERE key_hash IN ({})",
+            self.table.quoted,
+            placeholders(1, n)
+        )
+    }
+
+    fn delete_many(&self, n: usize) -> String {
+        format!(
+            "DELETE FROM {} WHERE key_hash IN ({}) AND key IN ({}) RETURNING {} AND {}",
+            self.table.quoted,
+            placeholders(1, n),
+            placeholders(n + 1, n),
+            alive("", &format!("?{}", 2 * n + 1)),
+            valid("")
+        )
+    }
+
+    fn set_many(&self, n: usize) -> String {
+        let mut sql = format!(
+            "INSERT INTO {} (key_hash, key, value, expires_at, byte_size) VALUES ",
+            self.table.quoted
+        );
+        for i in 0..n {
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str("(?, ?, ?, ?, ?)");
+        }
+        sql.push_str(
+            " ON CONFLICT (key_hash) DO UPDATE SET key = excluded.key, value = excluded.value, \
+             expires_at = excluded.expires_at, byte_size = excluded.byte_size",
+        );
+        sql
+    }
+}
+
+fn placeholders(first: usize, n: usize) -> String {
+    (first..first + n)
+        .map(|i| format!("?{i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Reads a row's value, expiry and size, checking them.
+fn decode(
+    key: &[u8],
+    value: ValueRef<'_>,
+    expires: ValueRef<'_>,
+    size: ValueRef<'_>,
+    now: i64,
+    id: i64,
+) -> Found {
+    let expires = match expires {
+        ValueRef::Null => None,
+        ValueRef::Integer(t) => Some(t),
+        _ => return Found::Corrupt(id),
+    };
+    let ValueRef::Integer(size) = size else {
+        return Found::Corrupt(id);
+    };
+    let value = match value {
+        ValueRef::Blob(b) | ValueRef::Text(b) => Some(b),
+        _ => None,
+    };
+    Found::check(key, value, expires, size, now, id)
+}
+
+fn int_or_zero(v: ValueRef<'_>) -> i64 {
+    match v {
+        ValueRef::Integer(i) => i,
+        _ => 0,
+    }
+}
+
+/// The kind of a SQLite failure: a lock held beyond the busy timeout is a timeout.
+fn kind_of(err: &rusqlite::Error) -> ErrorKind {
+    match err.sqlite_error_code() {
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => ErrorKind::Timeout,
+        Some(
+            ErrorCode::CannotOpen
+            | ErrorCode::PermissionDenied
+            | ErrorCode::ReadOnly
+            | ErrorCode::SystemIoFailure
+            | ErrorCode::DiskFull
+            | ErrorCode::NoLargeFileSupport
+            | ErrorCode::FileLockingProtocolFailed,
+        ) => ErrorKind::Io,
+        Some(ErrorCode::TooBig) => ErrorKind::ValueTooLarge,
+        _ => ErrorKind::Backend,
+    }
+}
+
+/// Settings of a [`SqliteBackend`], as read from its URL.
+struct Settings {
+    path: String,
+    location: String,
+    table: TableName,
+    bounds: Bounds,
+    busy_timeout: Duration,
+    synchronous: &'static str,
+    pool_size: usize,
+}
+
+impl SqliteBackend {
+    /// Opens `sqlite:///absolute/path.db` (or `sqlite://:memory:`) with the options
+    /// `table`, `max_entries`, `max_bytes`, `busy_timeout` (seconds), `synchronous`
+    /// (`off`, `normal`, `full`) and `pool_size`; creates the table if it is missing.
+    ///
+    /// Errors: [`ErrorKind::Configuration`] for a bad URL or option, or a file that cannot be
+    /// opened as a database; [`ErrorKind::Timeout`] when the database stays locked.
+    pub fn open(location: &Location, options: &mut Options) -> Result<SqliteBackend> {
+        let redacted = location.redacted();
+        if location.username().is_some() || location.password().is_some() {
+            return Err(Error::config(format!(
+                "sqlite:// takes no user or password: {redacted}"
+            )));
+        }
+        let path = match (location.hosts(), location.path()) {
+            ([], p) if p.len() > 1 => p.to_owned(),
+            ([h], "" | "/") if h == ":memory:" => ":memory:".to_owned(),
+            _ => {
+                return Err(Error::config(format!(
+                    "sqlite:// takes an absolute file path, as in sqlite:///var/cache/app.db, \
+                     or sqlite://:memory:; got {redacted}"
+                )))
+            }
+        };
+        let table = TableName::parse(options.take("table"), false, "sqlite")?;
+        let bounds = Bounds::take(options)?;
+        let busy_timeout = match options.seconds("busy_timeout")? {
+            None => DEFAULT_BUSY_TIMEOUT,
+            Some(Some(d)) => d,
+            Some(None) => {
+                return Err(Error::config(
+                    "invalid value for option 'busy_timeout' of sqlite://: expected a number \
+                     of seconds",
+                ))
+            }
+        };
+        let synchronous = match options.take("synchronous").as_deref().map(str::trim) {
+            None => "NORMAL",
+            Some(v) if v.eq_ignore_ascii_case("normal") => "NORMAL",
+            Some(v) if v.eq_ignore_ascii_case("full") => "FULL",
+            Some(v) if v.eq_ignore_ascii_case("off") => "OFF",
+            Some(v) => {
+                return Err(Error::config(format!(
+                    "invalid value {v:?} for option 'synchronous' of sqlite://: expected off, \
+                     normal or full"
+                )))
+            }
+        };
+        let pool_size = options
+            .positive_u64("pool_size")?
+            .map_or(DEFAULT_POOL_SIZE, |n| n.min(1024) as usize);
+        SqliteBackend::with_settings(Settings {
+            path,
+            location: redacted,
+            table,
+            bounds,
+            busy_timeout,
+            synchronous,
+            pool_size,
+        })
+    }
+
+    fn with_settings(s: Settings) -> Result<SqliteBackend> {
+        // An in-memory database lives in its one connection.
+        let pool_size = if s.path == ":memory:" { 1 } else { s.pool_size };
+        let inner = Inner {
+            path: s.path,
+            location: s.location,
+            busy_timeout: s.busy_timeout,
+            synchronous: s.synchronous,
+            q: Queries::new(s.table),
+            pool: Pool::new(pool_size),
+            trim: Trimmer::new(s.bounds),
+        };
+        let backend = SqliteBackend {
+            inner: Arc::new(inner),
+        };
+        let conn = backend.connect().map_err(|e| {
+            if e.kind() == ErrorKind::Timeout {
+                e
+            } else {
+                Error::config(format!(
+                    "cannot open the SQLite database of {}",
+                    backend.inner.location
+                ))
+                .with_source(e)
+            }
+        })?;
+        conn.execute_batch(&backend.inner.q.create)
+            .map_err(|e| backend.fail("creating the table", e))?;
+        backend.inner.pool.seed(conn);
+        Ok(backend)
+    }
+
+    /// Creates the table and its index if they do not exist (the backend also does this
+    /// when it opens).
+    pub fn create_table(&self) -> Result<()> {
+        let conn = self.conn()?;
+        conn.execute_batch(&self.inner.q.create)
+            .map_err(|e| self.fail("creating the table", e))
+    }
+
+    /// The exact number of rows in the table, expired ones included (a `COUNT(*)`: for
+    /// monitoring and tests, not for every write).
+    pub fn entry_count(&self) -> Result<u64> {
+        let conn = self.conn()?;
+        conn.query_row(&self.inner.q.count, [], |r| r.get::<_, i64>(0))
+            .map(|n| n.max(0) as u64)
+            .map_err(|e| self.fail("counting rows", e))
+    }
+
+    /// Runs a trimming pass now: purges a window of expired rows and, when the table is
+    /// over a bound, deletes the oldest rows. Writes run one on their own every so often.
+    pub fn trim(&self) -> Result<()> {
+        if !self.inner.trim.claim() {
+            return Ok(());
+        }
+        let mut conn = self.conn()?;
+        match self.trim_pass(&mut conn) {
+            Ok(est) => {
+                self.inner.trim.finish(Some(est));
+                Ok(())
+            }
+            Err(e) => {
+                self.inner.trim.finish(None);
+                Err(e)
+            }
+        }
+    }
+
+    fn connect(&self) -> Result<Connection> {
+        let i = &self.inner;
+        let open = || -> rusqlite::Result<Connection> {
+            let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+            let conn = Connection::open_with_flags(&i.path, flags)?;
+            conn.busy_timeout(i.busy_timeout)?;
+            let _mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+            conn.execute_batch(&format!("PRAGMA synchronous = {}", i.synchronous))?;
+            conn.set_prepared_statement_cache_capacity(64);
+            conn.create_scalar_function(
+                "polycache_incr",
+                2,
+                FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC,
+                |ctx| {
+                    let delta: i64 = ctx.get(1)?;
+                    Ok(match ctx.get_raw(0) {
+                        ValueRef::Blob(b) | ValueRef::Text(b) => apply_delta(b, delta)
+                            .ok()
+                            .map(|n| n.to_string().into_bytes()),
+                        _ => None,
+                    })
+                },
+            )?;
+            Ok(conn)
+        };
+        open().map_err(|e| self.fail("opening a connection", e))
+    }
+
+    #[inline]
+    fn conn(&self) -> Result<Pooled<'_, Connection>> {
+        let wait = self.inner.busy_timeout.max(Duration::from_secs(1));
+        self.inner
+            .pool
+            .get(wait, || self.connect())
+            .map(|(conn, _)| conn)
+    }
+
+    #[cold]
+    fn fail(&self, what: &str, err: rusqlite::Error) -> Error {
+        let kind = kind_of(&err);
+        let why = if kind == ErrorKind::Timeout {
+            format!(
+                " (the database stayed locked beyond busy_timeout={:?})",
+                self.inner.busy_timeout
+            )
+        } else {
+            String::new()
+        };
+        Error::new(
+            kind,
+            format!("sqlite {what} failed on {}{why}", self.inner.location),
+        )
+        .with_source(err)
+    }
+
+    fn read(&self, conn: &Connection, hash: i64, key: &[u8], now: i64) -> rusqlite::Result<Found> {
+        let mut stmt = conn.prepare_cached(&self.inner.q.get)?;
+        let mut rows = stmt.query(params![hash, key])?;
+        match rows.next()? {
+            None => Ok(Found::Missing),
+            Some(r) => Ok(decode(
+                key,
+                r.get_ref(1)?,
+                r.get_ref(2)?,
+                r.get_ref(3)?,
+                now,
+                r.get(0)?,
+            )),
+        }
+    }
+
+    /// Removes a row that failed its checks, if it still fails them; best effort.
+    #[cold]
+    fn remove_corrupt(&self, conn: &Connection, id: i64) {
+        log::warn!(
+            "polycache: removing a corrupt row (id {id}) from {}",
+            self.inner.location
+        );
+        if let Err(e) = conn
+            .prepare_cached(&self.inner.q.delete_corrupt)
+            .and_then(|mut s| s.execute([id]))
+        {
+            log::warn!("polycache: could not remove a corrupt row: {e}");
+        }
+    }
+
+    /// Counts writes and runs a trimming pass when one is due; its failure is only logged.
+    #[inline]
+    fn wrote(&self, conn: &mut Connection, n: u64) {
+        if self.inner.trim.note_writes(n) {
+            match self.trim_pass(conn) {
+                Ok(est) => self.inner.trim.finish(Some(est)),
+                Err(e) => {
+                    self.inner.trim.finish(None);
+                    log::warn!("polycache: trimming {} failed: {e}", self.inner.location);
+                }
+            }
+        }
+    }
+
+    /// One trimming pass in one write transaction, so passes of several processes
+    /// serialize; returns the table's estimated size afterwards.
+    fn trim_pass(&self, conn: &mut Connection) -> Result<Estimate> {
+        let q = &self.inner.q;
+        let trim = &self.inner.trim;
+        let run = |conn: &mut Connection| -> rusqlite::Result<Estimate> {
+            let now = now_ms();
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let cursor = trim.cursor();
+            let end: Option<i64> = tx
+                .prepare_cached(&q.sweep_end)?
+                .query_row(params![cursor, TRIM_BATCH], |r| r.get(0))?;
+            match end {
+                Some(end) => {
+                    tx.prepare_cached(&q.sweep_delete)?
+                        .execute(params![cursor, end, now])?;
+                    trim.set_cursor(end);
+                }
+                None => trim.set_cursor(0),
+            }
+            let estimate = |tx: &rusqlite::Transaction<'_>| -> rusqlite::Result<Estimate> {
+                let sample = tx
+                    .prepare_cached(&q.sample)?
+                    .query_map([SAMPLES as i64], |r| {
+                        Ok((int_or_zero(r.get_ref(0)?), int_or_zero(r.get_ref(1)?)))
+                    })?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                let (lo, hi): (Option<i64>, Option<i64>) = tx
+                    .prepare_cached(&q.id_span)?
+                    .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                Ok(Estimate::from_sample(&sample, id_span(lo, hi)))
+            };
+            let mut est = estimate(&tx)?;
+            // A sample's error is a share of the whole table: after a big cut, look again.
+            for _ in 0..TRIM_ROUNDS {
+                let excess = trim.excess(est);
+                if excess.is_none() {
+                    break;
+                }
+                let mut walk = OldestWalk::default();
+                let mut last = i64::MIN;
+                for _ in 0..MAX_TRIM_BATCHES {
+                    let rows = tx
+                        .prepare_cached(&q.oldest)?
+                        .query_map(params![last, TRIM_BATCH], |r| {
+                            Ok((r.get::<_, i64>(0)?, int_or_zero(r.get_ref(1)?)))
+                        })?
+                        .collect::<rusqlite::Result<Vec<_>>>()?;
+                    let (cutoff, done) = walk.take(&rows, excess);
+                    if let Some(cutoff) = cutoff {
+                        let n = tx.prepare_cached(&q.delete_upto)?.execute([cutoff])?;
+                        trim.evicted(n as u64);
+                        last = cutoff;
+                    }
+                    if done || (rows.len() as i64) < TRIM_BATCH {
+                        break;
+                    }
+                }
+                est = estimate(&tx)?;
+            }
+            tx.commit()?;
+            Ok(est)
+        };
+        run(conn).map_err(|e| self.fail("trimming", e))
+    }
+}
+
+impl Backend for SqliteBackend {
+    fn name(&self) -> &'static str {
+        "sqlite"
+    }
+
+    fn get(&self, key: &[u8]) -> Result<Option<Value>> {
+        let hash = key_hash(key);
+        let conn = self.conn()?;
+        match self
+            .read(&conn, hash, key, now_ms())
+            .map_err(|e| self.fail("get", e))?
+        {
+            Found::Live(v) => Ok(Some(Value::from(v))),
+            Found::Missing => Ok(None),
+            Found::Corrupt(id) => {
+                self.remove_corrupt(&conn, id);
+                Ok(None)
+            }
+        }
+    }
+
+    fn set(&self, key: &[u8], value: &[u8], ttl: Option<Duration>) -> Result<()> {
+        let hash = key_hash(key);
+        let exp = expires_at(now_ms(), ttl);
+        let mut conn = self.conn()?;
+        conn.prepare_cached(&self.inner.q.set)
+            .and_then(|mut s| s.execute(params![hash, key, value, exp, byte_size(key, value)]))
+            .map_err(|e| self.fail("set", e))?;
+        self.wrote(&mut conn, 1);
+        Ok(())
+    }
+
+    fn add(&self, key: &[u8], value: &[u8], ttl: Option<Duration>) -> Result<bool> {
+        let hash = key_hash(key);
+        let now = now_ms();
+        let exp = expires_at(now, ttl);
+        let mut conn = self.conn()?;
+        let n = conn
+            .prepare_cached(&self.inner.q.add)
+            .and_then(|mut s| s.execute(params![hash, key, value, exp, byte_size(key, value), now]))
+            .map_err(|e| self.fail("add", e))?;
+        if n > 0 {
+            self.wrote(&mut conn, 1);
+        }
+        Ok(n > 0)
+    }
+
+    fn delete(&self, key: &[u8]) -> Result<bool> {
+        let conn = self.conn()?;
+        conn.prepare_cached(&self.inner.q.delete)
+            .and_then(|mut s| {
+                s.query_row(params![key_hash(key), key, now_ms()], |r| {
+                    r.get::<_, bool>(0)
+                })
+                .optional()
+            })
+            .map(|found| found.unwrap_or(false))
+            .map_err(|e| self.fail("delete", e))
+    }
+
+    fn has_key(&self, key: &[u8]) -> Result<bool> {
+        let conn = self.conn()?;
+        conn.prepare_cached(&self.inner.q.has_key)
+            .and_then(|mut s| s.exists(params![key_hash(key), key, now_ms()]))
+            .map_err(|e| self.fail("has_key", e))
+    }
+
+    fn touch(&self, key: &[u8], ttl: Option<Duration>) -> Result<bool> {
+        let now = now_ms();
+        let conn = self.conn()?;
+        conn.prepare_cached(&self.inner.q.touch)
+            .and_then(|mut s| s.execute(params![key_hash(key), key, expires_at(now, ttl), now]))
+            .map(|n| n > 0)
+            .map_err(|e| self.fail("touch", e))
+    }
+
+    fn incr(&self, key: &[u8], delta: i64) -> Result<i64> {
+        let hash = key_hash(key);
+        let conn = self.conn()?;
+        // A refusal is classified by reading the row; if it changed meanwhile so that the
+        // update would now succeed, try again (bounded).
+        for _ in 0..16 {
+            let now = now_ms();
+            let updated: Option<Vec<u8>> = conn
+                .prepare_cached(&self.inner.q.incr)
+                .and_then(|mut s| {
+                    s.query_row(params![hash, key, delta, now], |r| r.get(0))
+                        .optional()
+                })
+                .map_err(|e| self.fail("incr", e))?;
+            if let Some(v) = updated {
+                return parse_i64(&v).ok_or_else(|| {
+                    Error::new(
+                        ErrorKind::Backend,
+                        "incr stored a value that is not decimal",
+                    )
+                });
+            }
+            match self
+                .read(&conn, hash, key, now)
+                .map_err(|e| self.fail("incr", e))?
+            {
+                Found::Live(v) => {
+                    apply_delta(&v, delta)?;
+                }
+                Found::Missing => return Err(not_found(key)),
+                Found::Corrupt(id) => {
+                    self.remove_corrupt(&conn, id);
+                    return Err(not_found(key));
+                }
+            }
+        }
+        Err(Error::new(
+            ErrorKind::Backend,
+            "incr lost the race with concurrent writers 16 times in a row",
+        ))
+    }
+
+    fn get_many(&self, keys: &[&[u8]]) -> Result<Vec<Option<Value>>> {
+        let mut out: Vec<Option<Value>> = vec![None; keys.len()];
+        if keys.is_empty() {
+            return Ok(out);
+        }
+        let mut wanted: HashMap<&[u8], Vec<usize>> = HashMap::with_capacity(keys.len());
+        for (i, k) in keys.iter().enumerate() {
+            wanted.entry(*k).or_default().push(i);
+        }
+        let unique: Vec<&[u8]> = {
+            let mut seen = std::collections::HashSet::with_capacity(keys.len());
+            keys.iter().copied().filter(|k| seen.insert(*k)).collect()
+        };
+        let now = now_ms();
+        let conn = self.conn()?;
+        let mut corrupt = Vec::new();
+        for chunk in unique.chunks(IN_CHUNK) {
+            let mut run = || -> rusqlite::Result<()> {
+                let mut stmt = conn.prepare_cached(&self.inner.q.get_many(chunk.len()))?;
+                for (i, k) in chunk.iter().enumerate() {
+                    stmt.raw_bind_parameter(i + 1, key_hash(k))?;
+                }
+                let mut rows = stmt.raw_query();
+                while let Some(r) = rows.next()? {
+                    let ValueRef::Blob(key) = r.get_ref(0)? else {
+                        continue;
+                    };
+                    let Some(positions) = wanted.get(key) else {
+                        continue;
+                    };
+                    match decode(
+                        key,
+                        r.get_ref(1)?,
+                        r.get_ref(2)?,
+                        r.get_ref(3)?,
+                        now,
+                        r.get(4)?,
+                    ) {
+                        Found::Live(v) => {
+                            let v = Value::from(v);
+                            for &p in positions {
+                                out[p] = Some(v.clone());
+                            }
+                        }
+                        Found::Missing => {}
+                        Found::Corrupt(id) => corrupt.push(id),
+                    }
+                }
+                Ok(())
+            };
+            run().map_err(|e| self.fail("get_many", e))?;
+        }
+        for id in corrupt {
+            self.remove_corrupt(&conn, id);
+        }
+        Ok(out)
+    }
+
+    fn set_many(&self, items: &[(&[u8], &[u8])], ttl: Option<Duration>) -> Result<Vec<usize>> {
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
+        // The last value given for a key wins, as with separate sets.
+        let mut last: HashMap<&[u8], usize> = HashMap::with_capacity(items.len());
+        for (i, (k, _)) in items.iter().enumerate() {
+            last.insert(k, i);
+        }
+        let rows: Vec<&(&[u8], &[u8])> = items
+            .iter()
+            .enumerate()
+            .filter(|(i, (k, _))| last[k] == *i)
+            .map(|(_, item)| item)
+            .collect();
+        let exp = expires_at(now_ms(), ttl);
+        let mut conn = self.conn()?;
+        let run = |conn: &mut Connection| -> rusqlite::Result<()> {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            for chunk in rows.chunks(VALUES_CHUNK) {
+                let mut stmt = tx.prepare_cached(&self.inner.q.set_many(chunk.len()))?;
+                for (i, (k, v)) in chunk.iter().enumerate() {
+                    let at = i * 5;
+                    stmt.raw_bind_parameter(at + 1, key_hash(k))?;
+                    stmt.raw_bind_parameter(at + 2, k)?;
+                    stmt.raw_bind_parameter(at + 3, v)?;
+                    stmt.raw_bind_parameter(at + 4, exp)?;
+                    stmt.raw_bind_parameter(at + 5, byte_size(k, v))?;
+                }
+                stmt.raw_execute()?;
+            }
+            tx.commit()
+        };
+        run(&mut conn).map_err(|e| self.fail("set_many", e))?;
+        self.wrote(&mut conn, rows.len() as u64);
+        Ok(Vec::new())
+    }
+
+    fn delete_many(&self, keys: &[&[u8]]) -> Result<usize> {
+        let unique: Vec<&[u8]> = {
+            let mut seen = std::collections::HashSet::with_capacity(keys.len());
+            keys.iter().copied().filter(|k| seen.insert(*k)).collect()
+        };
+        if unique.is_empty() {
+            return Ok(0);
+        }
+        let now = now_ms();
+        let mut conn = self.conn()?;
+        let run = |conn: &mut Connection| -> rusqlite::Result<usize> {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let mut n = 0;
+            for chunk in unique.chunks(IN_CHUNK) {
+                let mut stmt = tx.prepare_cached(&self.inner.q.delete_many(chunk.len()))?;
+                for (i, k) in chunk.iter().enumerate() {
+                    stmt.raw_bind_parameter(i + 1, key_hash(k))?;
+                    stmt.raw_bind_parameter(chunk.len() + i + 1, k)?;
+                }
+                stmt.raw_bind_parameter(2 * chunk.len() + 1, now)?;
+                let mut rows = stmt.raw_query();
+                while let Some(r) = rows.next()? {
+                    n += usize::from(r.get::<_, bool>(0)?);
+                }
+            }
+            tx.commit()?;
+            Ok(n)
+        };
+        run(&mut conn).map_err(|e| self.fail("delete_many", e))
+    }
+
+    fn clear(&self, prefix: &[u8]) -> Result<()> {
+        let conn = self.conn()?;
+        let result = if prefix.is_empty() {
+            conn.execute(&self.inner.q.clear_all, [])
+        } else {
+            conn.execute(
+                &self.inner.q.clear_prefix,
+                params![prefix.len() as i64, prefix],
+            )
+        };
+        result.map(drop).map_err(|e| self.fail("clear", e))
+    }
+
+    fn evictions(&self) -> u64 {
+        self.inner.trim.evictions()
+    }
+}
