@@ -55,6 +55,15 @@ typedef struct polycache_cache polycache_cache;
 typedef struct polycache_error polycache_error;
 
 /**
+ * The slot a loader fills with `polycache_loader_output_set`.
+ *
+ * Threads: it belongs to the one loader call it is passed to, on the calling thread.
+ * Lifetime: valid only until the loader returns; polycache owns it and frees it, so never
+ * free it or keep the pointer.
+ */
+typedef struct polycache_loader_output polycache_loader_output;
+
+/**
  * Bytes read from a cache by `polycache_cache_get` or `polycache_cache_get_many`.
  *
  * Threads: a value is immutable, so it may be read from any thread and freed from any
@@ -74,6 +83,9 @@ typedef uint32_t polycache_result;
 
 /**
  * The counters of one cache at one moment; the same names as in Rust and Python.
+ *
+ * `stale_hits` and `refreshes` were appended after `evictions` in 0.1 (an ABI change
+ * before 1.0); fields are only ever appended.
  *
  * Threads: a plain struct owned by the caller, copied out by `polycache_cache_stats`.
  * Lifetime: the caller's (usually a local variable); nothing in it needs freeing.
@@ -103,7 +115,32 @@ typedef struct polycache_stats {
      * Entries the backend evicted to stay within its bounds.
      */
     uint64_t evictions;
+    /**
+     * Stale values served at once while one refresh ran (jobs; not counted in `hits`).
+     */
+    uint64_t stale_hits;
+    /**
+     * Values computed by a loader (`polycache_cache_get_or_set_with`) or a job's fetch and
+     * stored.
+     */
+    uint64_t refreshes;
 } polycache_stats;
+
+/**
+ * A loader: computes the value of `key` when `polycache_cache_get_or_set_with` misses it.
+ *
+ * It receives the `user_data` given to `polycache_cache_get_or_set_with`, the caller's key
+ * (NUL-terminated UTF-8, valid during the call), and `output`, which it fills with
+ * `polycache_loader_output_set` (polycache copies the bytes, so the loader keeps ownership
+ * of its buffer). It returns `POLYCACHE_RESULT_OK` after setting a value, or any other code
+ * to report a failure: nothing is stored and `polycache_cache_get_or_set_with` returns
+ * `POLYCACHE_RESULT_LOADER_FAILED`. It runs on the thread that called
+ * `polycache_cache_get_or_set_with`, at most once per call, and must return normally
+ * (no `longjmp` out of it). It may call polycache functions, on this cache too.
+ */
+typedef polycache_result (*polycache_loader)(void *user_data,
+                                             const char *key,
+                                             struct polycache_loader_output *output);
 
 /**
  * Success; outputs were written.
@@ -199,6 +236,12 @@ typedef struct polycache_stats {
  * An error of a kind this version of the C API has no code for yet.
  */
 #define POLYCACHE_RESULT_OTHER 18
+
+/**
+ * A loader (`polycache_cache_get_or_set_with`) returned a code other than
+ * `POLYCACHE_RESULT_OK`, or returned OK without setting a value; nothing was stored.
+ */
+#define POLYCACHE_RESULT_LOADER_FAILED 19
 
 #ifdef __cplusplus
 extern "C" {
@@ -401,6 +444,42 @@ polycache_result polycache_cache_stats(const struct polycache_cache *cache,
                                        struct polycache_error **error_out);
 
 /**
+ * Reads `key`; on a miss, calls `loader` to compute the value, stores it for `ttl_ms` and
+ * returns it. Concurrent callers that miss the same key share one `loader` call
+ * (single-flight): one thread runs its loader while the others wait for its value.
+ *
+ * `loader` is called on this thread with `user_data` (passed through untouched; polycache
+ * never frees it), the key, and an output slot it fills with `polycache_loader_output_set`
+ * (see `polycache_loader`). On `POLYCACHE_RESULT_OK`, `*value_out` receives a new value owned
+ * by the caller, to be released with `polycache_value_free` (the cached value, or the one
+ * just computed, here or by another thread). A loader that fails (any code but OK, or OK
+ * without a value) makes the call return `POLYCACHE_RESULT_LOADER_FAILED`; nothing is
+ * stored and the callers that were waiting retry with their own loader. The cache's URL
+ * options `lease`, `lease_ttl`, `flight_timeout` and `xfetch_beta` apply (docs/refresh.md).
+ * `ttl_ms` is as for `polycache_cache_set`.
+ */
+polycache_result polycache_cache_get_or_set_with(const struct polycache_cache *cache,
+                                                 const char *key,
+                                                 polycache_loader loader,
+                                                 void *user_data,
+                                                 int64_t ttl_ms,
+                                                 struct polycache_value **value_out,
+                                                 struct polycache_error **error_out);
+
+/**
+ * Renders the counters of `cache` in the Prometheus text format, labelled `cache="<name>"`.
+ *
+ * `name` is NUL-terminated UTF-8. On success `*text_out` receives a new value owned by the
+ * caller, holding the UTF-8 text (not NUL-terminated: print it with `%.*s` and
+ * `polycache_value_len`), to be released with `polycache_value_free`. The metric names are
+ * the same as in Rust and Python: `polycache_hits_total`, `polycache_misses_total`, ...
+ */
+polycache_result polycache_cache_stats_prometheus(const struct polycache_cache *cache,
+                                                  const char *name,
+                                                  struct polycache_value **text_out,
+                                                  struct polycache_error **error_out);
+
+/**
  * The code of `error`: the same value the failed function returned.
  *
  * Returns `POLYCACHE_RESULT_NULL_PARAMETER` when `error` is NULL.
@@ -422,6 +501,18 @@ const char *polycache_error_message(const struct polycache_error *error);
  * The string from `polycache_error_message` is freed with it.
  */
 void polycache_error_free(struct polycache_error *error);
+
+/**
+ * Sets the value a loader computed: copies the `len` bytes at `data` into `output`.
+ *
+ * Call it from inside a loader, with the `output` it received; a second call replaces the
+ * first value. `data` may be NULL only when `len` is 0. The bytes are copied: the loader
+ * keeps ownership of `data`.
+ */
+polycache_result polycache_loader_output_set(struct polycache_loader_output *output,
+                                             const uint8_t *data,
+                                             size_t len,
+                                             struct polycache_error **error_out);
 
 /**
  * A short, stable, lower-case name for `result` (`"ok"`, `"miss"`, `"not_found"`, …).

@@ -3,9 +3,11 @@
 use crate::backend::{dummy::DummyBackend, Backend};
 use crate::error::{Error, ErrorKind, Result};
 use crate::expiry::{Expiry, Ttl};
+use crate::flight::{Flights, RefreshPolicy};
 use crate::location::{Location, Options};
 use crate::policy::{is_outage, FailurePolicy, Guarded};
 use crate::stats::{Stats, StatsSnapshot};
+use crate::tiered::{InvalidationBus, TieredConfig};
 use crate::value::Value;
 use std::fmt;
 use std::mem::MaybeUninit;
@@ -123,6 +125,10 @@ struct Inner {
     policy: FailurePolicy,
     /// Coarse-clock ticks of the last fail-open warning.
     last_warning: AtomicU64,
+    /// How `get_or_set_with`, decorators and jobs compute missing values.
+    refresh: RefreshPolicy,
+    /// The keys being computed now (single-flight).
+    flights: Arc<Flights>,
 }
 
 impl fmt::Debug for Cache {
@@ -158,6 +164,8 @@ pub struct CacheBuilder {
     timeout: Option<Option<Duration>>,
     max_value_size: Option<usize>,
     policy: Option<FailurePolicy>,
+    refresh: Option<RefreshPolicy>,
+    tiered: Option<TieredConfig>,
 }
 
 impl CacheBuilder {
@@ -189,8 +197,32 @@ impl CacheBuilder {
         self
     }
 
+    /// How `get_or_set_with`, the decorators and jobs compute missing values (default:
+    /// single-flight, no lease, no early refresh).
+    pub fn refresh_policy(mut self, policy: RefreshPolicy) -> Self {
+        self.refresh = Some(policy);
+        self
+    }
+
+    /// For a tiered cache: the bus that carries L1 invalidations between caches (default:
+    /// the URL's `bus` option, else none).
+    pub fn bus(mut self, bus: Arc<dyn InvalidationBus>) -> Self {
+        self.tiered.get_or_insert_with(TieredConfig::default).bus = Some(bus);
+        self
+    }
+
+    /// For a tiered cache: the longest an entry lives in L1 (default 60 s; `None`: as long
+    /// as the write's own TTL). It bounds staleness when an invalidation is lost.
+    pub fn l1_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.tiered
+            .get_or_insert_with(TieredConfig::default)
+            .l1_timeout = Some(timeout);
+        self
+    }
+
     /// Opens the backend and builds the cache.
-    pub fn build(self) -> Result<Cache> {
+    pub fn build(mut self) -> Result<Cache> {
+        let mut tiered = false;
         let (backend, location, url_opts) = match (self.backend, &self.location) {
             (Some(backend), _) => {
                 let location = format!("custom:{}", backend.name());
@@ -198,11 +230,27 @@ impl CacheBuilder {
             }
             (None, Some(url)) => {
                 let location = Location::parse(url)?;
-                let mut options = Options::new(&location);
-                let url_opts = UrlCacheOptions::take(&mut options)?;
-                let backend = crate::open_backend(&location, &mut options)?;
-                options.finish()?;
-                (backend, location.redacted(), url_opts)
+                if location.scheme() == "tiered" {
+                    tiered = true;
+                    let mut options = Options::new(&location);
+                    let url_opts = UrlCacheOptions::take(&mut options)?;
+                    let policy = self
+                        .policy
+                        .clone()
+                        .or(url_opts.policy.clone())
+                        .unwrap_or_default();
+                    let config = self.tiered.take().unwrap_or_default();
+                    let (backend, shown) =
+                        crate::tiered::open(&location, &mut options, config, &policy)?;
+                    options.finish()?;
+                    (backend, shown, url_opts)
+                } else {
+                    let mut options = Options::new(&location);
+                    let url_opts = UrlCacheOptions::take(&mut options)?;
+                    let backend = crate::open_backend(&location, &mut options)?;
+                    options.finish()?;
+                    (backend, location.redacted(), url_opts)
+                }
             }
             (None, None) => (
                 Arc::new(DummyBackend) as Arc<dyn Backend>,
@@ -226,11 +274,19 @@ impl CacheBuilder {
             Some(d) => Expiry::After(d),
         };
         let policy = self.policy.or(url_opts.policy).unwrap_or_default();
-        let backend: Arc<dyn Backend> = if backend.is_local() || policy.breaker_threshold == 0 {
-            backend
-        } else {
-            Arc::new(Guarded::new(backend, &policy))
-        };
+        let refresh = self.refresh.or(url_opts.refresh).unwrap_or_default();
+        // A tiered backend guards its L2 itself: L1 hits must not pay for a breaker.
+        if self.tiered.is_some() {
+            return Err(Error::config(
+                "bus and l1_timeout apply only to tiered caches (tiered:// or Cache::builder_tiered)",
+            ));
+        }
+        let backend: Arc<dyn Backend> =
+            if backend.is_local() || backend.isolates_failures() || policy.breaker_threshold == 0 || tiered {
+                backend
+            } else {
+                Arc::new(Guarded::new(backend, &policy))
+            };
         let head = format!("{key_prefix}:{version}:")
             .into_bytes()
             .into_boxed_slice();
@@ -246,6 +302,8 @@ impl CacheBuilder {
                 location,
                 policy,
                 last_warning: AtomicU64::new(0),
+                refresh,
+                flights: Arc::default(),
             }),
         })
     }
@@ -259,6 +317,7 @@ struct UrlCacheOptions {
     timeout: Option<Option<Duration>>,
     max_value_size: Option<usize>,
     policy: Option<FailurePolicy>,
+    refresh: Option<RefreshPolicy>,
 }
 
 impl UrlCacheOptions {
@@ -269,6 +328,7 @@ impl UrlCacheOptions {
             timeout: options.seconds("timeout")?,
             max_value_size: options.positive_u64("max_value_size")?.map(|n| n as usize),
             policy: Some(FailurePolicy::take(options)?),
+            refresh: Some(RefreshPolicy::take(options)?),
         })
     }
 }
@@ -304,7 +364,36 @@ impl Cache {
             timeout: None,
             max_value_size: None,
             policy: None,
+            refresh: None,
+            tiered: None,
         }
+    }
+
+    /// A builder for a tiered cache: an L1 `memory://` store (`l1_url`) in front of the
+    /// cache at `l2_url`.
+    ///
+    /// Reads hit L1 first and fill it from L2; writes and deletes go to L2, then L1, then
+    /// are published on the bus (see [`CacheBuilder::bus`]) so that other caches drop their
+    /// L1 copy. The same cache as a URL: `tiered://?l1=<url-encoded l1>&l2=<url-encoded l2>`.
+    ///
+    /// ```
+    /// use polycache::{Cache, Expiry, LocalBus};
+    /// let bus = LocalBus::new();
+    /// let a = Cache::builder_tiered("memory://", "memory://doc-l2").bus(bus.clone()).build().unwrap();
+    /// let b = Cache::builder_tiered("memory://", "memory://doc-l2").bus(bus).build().unwrap();
+    /// a.set("k", b"1", Expiry::Default).unwrap();
+    /// assert_eq!(b.get("k").unwrap().as_deref(), Some(&b"1"[..])); // now in b's L1 too
+    /// a.set("k", b"2", Expiry::Default).unwrap();                  // invalidates b's L1
+    /// assert_eq!(b.get("k").unwrap().as_deref(), Some(&b"2"[..]));
+    /// ```
+    pub fn builder_tiered(l1_url: &str, l2_url: &str) -> CacheBuilder {
+        let mut b = Cache::builder("tiered://");
+        b.tiered = Some(TieredConfig {
+            l1: Some(l1_url.to_owned()),
+            l2: Some(l2_url.to_owned()),
+            ..TieredConfig::default()
+        });
+        b
     }
 
     /// A builder for a cache over your own [`Backend`].
@@ -317,6 +406,8 @@ impl Cache {
             timeout: None,
             max_value_size: None,
             policy: None,
+            refresh: None,
+            tiered: None,
         }
     }
 
@@ -339,6 +430,10 @@ impl Cache {
     /// The backend.
     pub fn backend(&self) -> &Arc<dyn Backend> {
         &self.inner.backend
+    }
+    /// How `get_or_set_with`, the decorators and jobs compute missing values.
+    pub fn refresh_policy(&self) -> &RefreshPolicy {
+        &self.inner.refresh
     }
 
     /// Calls `f` with the full key `{key_prefix}:{version}:{name}`, built on the stack.
@@ -441,6 +536,54 @@ impl Cache {
     #[inline]
     fn resolve(&self, expiry: Expiry) -> Ttl {
         expiry.resolve(self.inner.default_expiry)
+    }
+
+    /// [`Expiry`] resolved against this cache's default.
+    pub(crate) fn resolve_expiry(&self, expiry: Expiry) -> Ttl {
+        self.resolve(expiry)
+    }
+
+    pub(crate) fn stats_ref(&self) -> &Stats {
+        &self.inner.stats
+    }
+
+    pub(crate) fn flights(&self) -> &Arc<Flights> {
+        &self.inner.flights
+    }
+
+    /// `get` of a full key: fail-open applies, not counted as a hit or miss.
+    pub(crate) fn full_get(&self, full: &[u8]) -> Result<Option<Value>> {
+        self.finish(self.inner.backend.get(full), || None)
+    }
+
+    /// `set` of a full key with a resolved TTL: size limit, fail-open and `sets` apply.
+    pub(crate) fn full_set(&self, full: &[u8], value: &[u8], ttl: Ttl) -> Result<bool> {
+        self.check_value(value)?;
+        let result = match ttl {
+            Ttl::Expired => self.inner.backend.delete(full).map(|_| true),
+            ttl => self
+                .inner
+                .backend
+                .set(full, value, ttl.as_option())
+                .map(|()| true),
+        };
+        let result = self.finish(result, || false);
+        if let Ok(true) = result {
+            if ttl != Ttl::Expired {
+                self.inner.stats.set(1);
+            }
+        }
+        result
+    }
+
+    /// `add` of a full key (leases): errors pass through (counted), nothing else counted.
+    pub(crate) fn full_add(&self, full: &[u8], value: &[u8], ttl: Duration) -> Result<bool> {
+        self.track(self.inner.backend.add(full, value, Some(ttl)))
+    }
+
+    /// `delete` of a full key (leases): fail-open applies, not counted.
+    pub(crate) fn full_delete(&self, full: &[u8]) -> Result<bool> {
+        self.finish(self.inner.backend.delete(full), || false)
     }
 
     fn check_value(&self, value: &[u8]) -> Result<()> {
@@ -708,5 +851,11 @@ impl Cache {
     /// The counters of this cache.
     pub fn stats(&self) -> StatsSnapshot {
         self.inner.stats.snapshot(self.inner.backend.evictions())
+    }
+
+    /// The counters of this cache in the Prometheus text format, labelled `cache="{name}"`
+    /// (see [`StatsSnapshot::to_prometheus`]).
+    pub fn stats_prometheus(&self, name: &str) -> String {
+        self.stats().to_prometheus(name)
     }
 }

@@ -17,22 +17,35 @@
 
 pub mod backend;
 mod cache;
+mod envelope;
 mod error;
 mod expiry;
+mod flight;
+mod jobs;
 mod location;
 mod policy;
 mod service;
 mod stats;
+mod tiered;
 mod value;
 
 pub use backend::{parse_i64, Backend};
 pub use cache::{Cache, CacheBuilder, Key, DEFAULT_MAX_VALUE_SIZE, DEFAULT_TIMEOUT, MAX_KEY_LEN};
+pub use envelope::{Envelope, ENVELOPE_HEADER, ENVELOPE_MAGIC};
 pub use error::{Error, ErrorKind, Result};
 pub use expiry::Expiry;
+pub use flight::{Lookup, RefreshPolicy};
+pub use jobs::{
+    CacheStatus, Fetch, Fetched, Job, JobOptions, JobResult, REFRESH_QUEUE, REFRESH_THREADS,
+};
 pub use location::{redact, Location, Options};
 pub use policy::FailurePolicy;
 pub use service::{CacheConfig, Caches};
-pub use stats::StatsSnapshot;
+pub use stats::{render_prometheus, StatsSnapshot};
+pub use tiered::{
+    Invalidation, InvalidationBus, InvalidationHandler, InvalidationTarget, LocalBus,
+    TieredBackend, DEFAULT_L1_TIMEOUT,
+};
 pub use value::Value;
 
 use std::sync::Arc;
@@ -78,6 +91,7 @@ pub const SCHEMES: &[&str] = &[
     "dummy://",
     #[cfg(feature = "memory")]
     "memory://",
+    "tiered://",
     #[cfg(feature = "redis")]
     "redis://",
     #[cfg(feature = "redis")]

@@ -1,4 +1,4 @@
-//! Per-cache counters: hits, misses, sets, deletes, errors, evictions.
+//! Per-cache counters: hits, misses, stale hits, refreshes, sets, deletes, errors, evictions.
 //!
 //! Every cache call bumps a counter, so the counters must cost next to nothing. Each thread
 //! gets a slot of its own (reused after the thread exits) and each cache keeps one stripe of
@@ -18,6 +18,8 @@ const SLOTS: usize = 32;
 struct Stripe {
     hits: AtomicU64,
     misses: AtomicU64,
+    stale_hits: AtomicU64,
+    refreshes: AtomicU64,
     sets: AtomicU64,
     deletes: AtomicU64,
     errors: AtomicU64,
@@ -100,6 +102,8 @@ macro_rules! counter {
 impl Stats {
     counter!(hit, hits);
     counter!(miss, misses);
+    counter!(stale_hit, stale_hits);
+    counter!(refresh, refreshes);
     counter!(set, sets);
     counter!(delete, deletes);
     counter!(error, errors);
@@ -114,6 +118,8 @@ impl Stats {
         StatsSnapshot {
             hits: sum(|s| &s.hits),
             misses: sum(|s| &s.misses),
+            stale_hits: sum(|s| &s.stale_hits),
+            refreshes: sum(|s| &s.refreshes),
             sets: sum(|s| &s.sets),
             deletes: sum(|s| &s.deletes),
             errors: sum(|s| &s.errors),
@@ -123,9 +129,14 @@ impl Stats {
 }
 /// The counters of one cache at one moment; the same names in Rust, C and Python.
 ///
-/// `hits`/`misses` count keys looked up (a `get_many` of ten keys counts ten), `sets` and
-/// `deletes` count keys written and removed, `errors` counts backend failures (connection,
-/// timeout, I/O), and `evictions` what the backend dropped to keep within its bounds.
+/// `hits`/`misses` count keys looked up (a `get_many` of ten keys counts ten), `stale_hits`
+/// the stale values a job served while it refreshed them, `refreshes` the values a loader or
+/// a job's fetch computed and stored, `sets` and `deletes` count keys written and removed,
+/// `errors` counts backend failures (connection, timeout, I/O), and `evictions` what the
+/// backend dropped to keep within its bounds.
+///
+/// [`StatsSnapshot::to_prometheus`] renders them in the Prometheus text format, with the
+/// same names (`polycache_hits_total`, …) in Rust, C and Python.
 #[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct StatsSnapshot {
@@ -133,6 +144,11 @@ pub struct StatsSnapshot {
     pub hits: u64,
     /// Lookups that found nothing.
     pub misses: u64,
+    /// Stale values served at once while one refresh ran (jobs; not counted in `hits`).
+    pub stale_hits: u64,
+    /// Values computed by a loader or a job's fetch and stored: misses loaded by
+    /// `get_or_set_with` or a decorator, early (XFetch) refreshes, background job refreshes.
+    pub refreshes: u64,
     /// Keys written (`set`, `add` that stored, `set_many`, `incr`/`decr`).
     pub sets: u64,
     /// Keys removed by `delete`/`delete_many`.
@@ -141,6 +157,109 @@ pub struct StatsSnapshot {
     pub errors: u64,
     /// Entries the backend evicted to stay within its bounds.
     pub evictions: u64,
+}
+
+/// The counters in the order they are rendered, with their help text.
+const METRICS: [(&str, &str); 8] = [
+    ("hits", "Lookups that found a value."),
+    ("misses", "Lookups that found nothing."),
+    (
+        "stale_hits",
+        "Stale values served at once while one refresh ran.",
+    ),
+    (
+        "refreshes",
+        "Values computed by a loader or a job's fetch and stored.",
+    ),
+    ("sets", "Keys written."),
+    ("deletes", "Keys removed."),
+    ("errors", "Operations that failed in the backend."),
+    (
+        "evictions",
+        "Entries the backend evicted to stay within its bounds.",
+    ),
+];
+
+impl StatsSnapshot {
+    fn values(&self) -> [u64; 8] {
+        [
+            self.hits,
+            self.misses,
+            self.stale_hits,
+            self.refreshes,
+            self.sets,
+            self.deletes,
+            self.errors,
+            self.evictions,
+        ]
+    }
+
+    /// The counters in the Prometheus text exposition format, labelled `cache="{name}"`.
+    ///
+    /// One counter family per field, named `polycache_{field}_total`, each with its
+    /// `# HELP` and `# TYPE` lines. Render several caches into one page with
+    /// [`render_prometheus`].
+    ///
+    /// ```
+    /// use polycache::Cache;
+    /// let cache = Cache::open("memory://").unwrap();
+    /// cache.get("absent").unwrap();
+    /// let text = cache.stats().to_prometheus("default");
+    /// assert!(text.contains("# TYPE polycache_misses_total counter\n"));
+    /// assert!(text.contains("polycache_misses_total{cache=\"default\"} 1\n"));
+    /// ```
+    pub fn to_prometheus(&self, name: &str) -> String {
+        render_prometheus([(name, self)])
+    }
+}
+
+/// Renders the counters of several caches as one Prometheus text page.
+///
+/// Each metric family appears once, with one sample per cache. Label values are escaped as
+/// the format requires (`\\`, `\"`, `\n`).
+///
+/// ```
+/// use polycache::{render_prometheus, StatsSnapshot};
+/// let (a, b) = (StatsSnapshot::default(), StatsSnapshot::default());
+/// let text = render_prometheus([("a", &a), ("b", &b)]);
+/// assert_eq!(text.matches("# TYPE polycache_hits_total counter").count(), 1);
+/// assert!(text.contains("polycache_hits_total{cache=\"b\"} 0\n"));
+/// ```
+pub fn render_prometheus<'a, I>(caches: I) -> String
+where
+    I: IntoIterator<Item = (&'a str, &'a StatsSnapshot)>,
+{
+    use std::fmt::Write;
+    let caches: Vec<(String, [u64; 8])> = caches
+        .into_iter()
+        .map(|(name, s)| (escape_label(name), s.values()))
+        .collect();
+    let mut out = String::with_capacity(256 + caches.len() * 400);
+    for (i, (field, help)) in METRICS.iter().enumerate() {
+        let _ = writeln!(out, "# HELP polycache_{field}_total {help}");
+        let _ = writeln!(out, "# TYPE polycache_{field}_total counter");
+        for (name, values) in &caches {
+            let _ = writeln!(
+                out,
+                "polycache_{field}_total{{cache=\"{name}\"}} {}",
+                values[i]
+            );
+        }
+    }
+    out
+}
+
+fn escape_label(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 impl StatsSnapshot {

@@ -1,13 +1,16 @@
 //! `polycache_cache`: a cache opened from a URL, and every operation on it.
 
 use crate::error::polycache_error;
-use crate::handle::{self, borrow, bytes, bytes_list, out, out_array, out_bytes, text, text_list};
+use crate::handle::{
+    self, borrow, bytes, bytes_list, lend, out, out_array, out_bytes, text, text_list,
+};
+use crate::loader::{polycache_loader, polycache_loader_output};
 use crate::panic::{boundary, guard};
 use crate::result::{polycache_result, Failure, POLYCACHE_RESULT_MISS, POLYCACHE_RESULT_OK};
 use crate::stats::polycache_stats;
 use crate::value::polycache_value;
 use polycache::{Cache, Error, ErrorKind, Expiry};
-use std::ffi::c_char;
+use std::ffi::{c_char, c_void};
 use std::time::Duration;
 
 /// `ttl_ms` for "use the cache's default TTL" (the URL's `timeout` option, 300 s unless set).
@@ -455,6 +458,101 @@ pub unsafe extern "C" fn polycache_cache_stats(
         // SAFETY: each pointer is NULL or valid for the call (the C API contract).
         let (cache, stats_out) = unsafe { (borrow(cache, "cache")?, out(stats_out, "stats_out")?) };
         stats_out.write(cache.cache.stats().into());
+        Ok(POLYCACHE_RESULT_OK)
+    })
+}
+
+/// Reads `key`; on a miss, calls `loader` to compute the value, stores it for `ttl_ms` and
+/// returns it. Concurrent callers that miss the same key share one `loader` call
+/// (single-flight): one thread runs its loader while the others wait for its value.
+///
+/// `loader` is called on this thread with `user_data` (passed through untouched; polycache
+/// never frees it), the key, and an output slot it fills with `polycache_loader_output_set`
+/// (see `polycache_loader`). On `POLYCACHE_RESULT_OK`, `*value_out` receives a new value owned
+/// by the caller, to be released with `polycache_value_free` (the cached value, or the one
+/// just computed, here or by another thread). A loader that fails (any code but OK, or OK
+/// without a value) makes the call return `POLYCACHE_RESULT_LOADER_FAILED`; nothing is
+/// stored and the callers that were waiting retry with their own loader. The cache's URL
+/// options `lease`, `lease_ttl`, `flight_timeout` and `xfetch_beta` apply (docs/refresh.md).
+/// `ttl_ms` is as for `polycache_cache_set`.
+#[no_mangle]
+pub unsafe extern "C" fn polycache_cache_get_or_set_with(
+    cache: *const polycache_cache,
+    key: *const c_char,
+    loader: polycache_loader,
+    user_data: *mut c_void,
+    ttl_ms: i64,
+    value_out: *mut *mut polycache_value,
+    error_out: *mut *mut polycache_error,
+) -> polycache_result {
+    boundary(error_out, || {
+        // SAFETY: each pointer is NULL or valid for the call (the C API contract).
+        let (cache, name, value_out) = unsafe {
+            (
+                borrow(cache, "cache")?,
+                text(key, "key")?,
+                out(value_out, "value_out")?,
+            )
+        };
+        let loader = loader.ok_or(Failure::NullParameter("loader"))?;
+        let mut failed: Option<Failure> = None;
+        let result = cache.cache.get_or_set_with(
+            name,
+            || {
+                let mut output = polycache_loader_output::new();
+                // SAFETY: the caller promises that loader is a valid function taking these
+                // arguments; key is the caller's NUL-terminated string, still valid, and the
+                // output slot lives until the loader returns.
+                let code = unsafe { loader(user_data, key, lend(&mut output)) };
+                match (code, output.take()) {
+                    (POLYCACHE_RESULT_OK, Some(value)) => Ok(value),
+                    (POLYCACHE_RESULT_OK, None) => {
+                        failed = Some(Failure::LoaderFailed(None));
+                        Err(Error::new(ErrorKind::Backend, "loader failed"))
+                    }
+                    (code, _) => {
+                        failed = Some(Failure::LoaderFailed(Some(code)));
+                        Err(Error::new(ErrorKind::Backend, "loader failed"))
+                    }
+                }
+            },
+            expiry(ttl_ms),
+        );
+        match (result, failed) {
+            (Ok(value), _) => {
+                value_out.write(handle::into_raw(polycache_value::new(value)));
+                Ok(POLYCACHE_RESULT_OK)
+            }
+            (Err(_), Some(failure)) => Err(failure),
+            (Err(e), None) => Err(e.into()),
+        }
+    })
+}
+
+/// Renders the counters of `cache` in the Prometheus text format, labelled `cache="<name>"`.
+///
+/// `name` is NUL-terminated UTF-8. On success `*text_out` receives a new value owned by the
+/// caller, holding the UTF-8 text (not NUL-terminated: print it with `%.*s` and
+/// `polycache_value_len`), to be released with `polycache_value_free`. The metric names are
+/// the same as in Rust and Python: `polycache_hits_total`, `polycache_misses_total`, ...
+#[no_mangle]
+pub unsafe extern "C" fn polycache_cache_stats_prometheus(
+    cache: *const polycache_cache,
+    name: *const c_char,
+    text_out: *mut *mut polycache_value,
+    error_out: *mut *mut polycache_error,
+) -> polycache_result {
+    boundary(error_out, || {
+        // SAFETY: each pointer is NULL or valid for the call (the C API contract).
+        let (cache, name, text_out) = unsafe {
+            (
+                borrow(cache, "cache")?,
+                text(name, "name")?,
+                out(text_out, "text_out")?,
+            )
+        };
+        let text = cache.cache.stats_prometheus(name).into_bytes();
+        text_out.write(handle::into_raw(polycache_value::new(text.into())));
         Ok(POLYCACHE_RESULT_OK)
     })
 }

@@ -22,6 +22,33 @@ impl BoxHandle for crate::cache::polycache_cache {}
 impl BoxHandle for crate::value::polycache_value {}
 impl BoxHandle for crate::error::polycache_error {}
 
+/// Objects polycache lends to C for the duration of a callback (they live on Rust's stack):
+/// only they may go through [`lend`]/[`borrow_lent`].
+pub(crate) trait LentHandle: Sized + 'static {}
+
+impl LentHandle for crate::loader::polycache_loader_output {}
+
+/// A pointer to `value` for C to use during one callback; polycache keeps ownership.
+#[inline]
+pub(crate) fn lend<T: LentHandle>(value: &mut T) -> *mut T {
+    value
+}
+
+/// Borrows back, mutably, an object lent to C by [`lend`].
+///
+/// # Safety
+/// `ptr` is NULL or came from [`lend`] for this `T` during a callback that is still running,
+/// and no other reference to the object is in use.
+#[inline]
+pub(crate) unsafe fn borrow_lent<'a, T: LentHandle>(
+    ptr: *mut T,
+    name: &'static str,
+) -> Result<&'a mut T, Failure> {
+    // SAFETY: by this function's contract a non-NULL ptr points to a live T that nothing
+    // else is using during this call.
+    unsafe { ptr.as_mut() }.ok_or(Failure::NullParameter(name))
+}
+
 /// Moves `value` to the heap and gives up ownership to C; [`free`] takes it back.
 #[inline]
 pub(crate) fn into_raw<T: BoxHandle>(value: T) -> *mut T {

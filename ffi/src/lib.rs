@@ -30,6 +30,7 @@
 mod cache;
 mod error;
 mod handle;
+mod loader;
 mod panic;
 mod result;
 mod stats;
@@ -37,6 +38,7 @@ mod value;
 
 pub use cache::*;
 pub use error::*;
+pub use loader::*;
 pub use result::*;
 pub use stats::*;
 pub use value::*;

@@ -51,9 +51,12 @@ pub const POLYCACHE_RESULT_IO: polycache_result = 16;
 pub const POLYCACHE_RESULT_BACKEND: polycache_result = 17;
 /// An error of a kind this version of the C API has no code for yet.
 pub const POLYCACHE_RESULT_OTHER: polycache_result = 18;
+/// A loader (`polycache_cache_get_or_set_with`) returned a code other than
+/// `POLYCACHE_RESULT_OK`, or returned OK without setting a value; nothing was stored.
+pub const POLYCACHE_RESULT_LOADER_FAILED: polycache_result = 19;
 
 /// Every code with its name, in code order (the table behind `polycache_result_name`).
-const NAMES: [&CStr; 19] = [
+const NAMES: [&CStr; 20] = [
     c"ok",
     c"miss",
     c"null_parameter",
@@ -73,6 +76,7 @@ const NAMES: [&CStr; 19] = [
     c"io",
     c"backend",
     c"other",
+    c"loader_failed",
 ];
 
 /// A short, stable, lower-case name for `result` (`"ok"`, `"miss"`, `"not_found"`, …).
@@ -126,6 +130,8 @@ pub(crate) enum Failure {
     BufferTooSmall { needed: usize, capacity: usize },
     /// A panic, with its message.
     Panic(Cow<'static, str>),
+    /// A loader returned this code (or OK without a value: `None`).
+    LoaderFailed(Option<polycache_result>),
 }
 
 impl Failure {
@@ -137,6 +143,7 @@ impl Failure {
             Failure::InvalidUtf8(..) => POLYCACHE_RESULT_INVALID_UTF8,
             Failure::BufferTooSmall { .. } => POLYCACHE_RESULT_BUFFER_TOO_SMALL,
             Failure::Panic(_) => POLYCACHE_RESULT_PANIC,
+            Failure::LoaderFailed(_) => POLYCACHE_RESULT_LOADER_FAILED,
         }
     }
 
@@ -151,6 +158,16 @@ impl Failure {
                  use polycache_cache_get to read a value of any size"
             ),
             Failure::Panic(msg) => format!("polycache panicked (a bug in polycache): {msg}"),
+            Failure::LoaderFailed(Some(code)) => {
+                let name = usize::try_from(*code)
+                    .ok()
+                    .and_then(|i| NAMES.get(i))
+                    .map_or("unknown".into(), |n| n.to_string_lossy());
+                format!("the loader failed with code {code} ({name}); nothing was stored")
+            }
+            Failure::LoaderFailed(None) => "the loader returned POLYCACHE_RESULT_OK without \
+                 calling polycache_loader_output_set; nothing was stored"
+                .to_owned(),
         }
     }
 }

@@ -4,6 +4,9 @@ use polycache::StatsSnapshot;
 
 /// The counters of one cache at one moment; the same names as in Rust and Python.
 ///
+/// `stale_hits` and `refreshes` were appended after `evictions` in 0.1 (an ABI change
+/// before 1.0); fields are only ever appended.
+///
 /// Threads: a plain struct owned by the caller, copied out by `polycache_cache_stats`.
 /// Lifetime: the caller's (usually a local variable); nothing in it needs freeing.
 #[repr(C)]
@@ -21,6 +24,11 @@ pub struct polycache_stats {
     pub errors: u64,
     /// Entries the backend evicted to stay within its bounds.
     pub evictions: u64,
+    /// Stale values served at once while one refresh ran (jobs; not counted in `hits`).
+    pub stale_hits: u64,
+    /// Values computed by a loader (`polycache_cache_get_or_set_with`) or a job's fetch and
+    /// stored.
+    pub refreshes: u64,
 }
 
 impl From<StatsSnapshot> for polycache_stats {
@@ -32,6 +40,8 @@ impl From<StatsSnapshot> for polycache_stats {
             deletes: s.deletes,
             errors: s.errors,
             evictions: s.evictions,
+            stale_hits: s.stale_hits,
+            refreshes: s.refreshes,
         }
     }
 }

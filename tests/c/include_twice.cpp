@@ -3,7 +3,7 @@
 #include "polycache.h"
 #include "polycache.h"
 
-static_assert(sizeof(polycache_stats) == 6 * sizeof(uint64_t), "polycache_stats is six counters");
+static_assert(sizeof(polycache_stats) == 8 * sizeof(uint64_t), "polycache_stats is eight counters");
 
 int use_the_api() {
     polycache_cache *cache = nullptr;

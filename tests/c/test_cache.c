@@ -383,7 +383,7 @@ static void test_stats(void) {
 
     CHECK_RC(polycache_cache_stats(cache, &stats, &err), POLYCACHE_RESULT_OK, err);
     CHECK(stats.hits == 0 && stats.misses == 0 && stats.sets == 0 && stats.deletes == 0 &&
-          stats.errors == 0 && stats.evictions == 0);
+          stats.errors == 0 && stats.evictions == 0 && stats.stale_hits == 0 && stats.refreshes == 0);
 
     bool flag;
     int64_t n;
@@ -684,6 +684,185 @@ static void test_threads(void) {
     polycache_cache_free(cache);
 }
 
+/* --- get_or_set_with, loaders, refresh stats, Prometheus text ------------------------------ */
+
+/* What a test loader does, passed as user_data. */
+typedef struct {
+    int calls;              /* loader calls (atomically incremented when shared by threads) */
+    polycache_result code;  /* what the loader returns */
+    int set_value;          /* whether it calls polycache_loader_output_set */
+    long sleep_ms;          /* how long it "computes" */
+} loader_state;
+
+static polycache_result test_loader(void *user_data, const char *key, polycache_loader_output *output) {
+    loader_state *state = user_data;
+    __atomic_fetch_add(&state->calls, 1, __ATOMIC_SEQ_CST);
+    if (state->sleep_ms > 0) {
+        sleep_ms(state->sleep_ms);
+    }
+    if (state->set_value) {
+        /* A buffer the loader owns and frees: polycache copies the bytes. */
+        size_t len = strlen(key) + 9;
+        char *buf = malloc(len + 1);
+        snprintf(buf, len + 1, "computed:%s", key);
+        polycache_result rc = polycache_loader_output_set(output, (const uint8_t *)buf, len, NULL);
+        free(buf);
+        if (rc != POLYCACHE_RESULT_OK) {
+            return rc;
+        }
+    }
+    return state->code;
+}
+
+static void test_get_or_set_with(void) {
+    polycache_cache *cache = open_cache("memory://");
+    polycache_error *err = NULL;
+    loader_state state = {0, POLYCACHE_RESULT_OK, 1, 0};
+
+    polycache_value *value = NULL;
+    CHECK_RC(polycache_cache_get_or_set_with(cache, "k", test_loader, &state, POLYCACHE_TTL_NEVER, &value, &err),
+             POLYCACHE_RESULT_OK, err);
+    CHECK(state.calls == 1);
+    CHECK(value != NULL && polycache_value_len(value) == 10 &&
+          memcmp(polycache_value_data(value), "computed:k", 10) == 0);
+    polycache_value_free(value);
+    /* Stored: a plain get sees it, and a second call does not run the loader. */
+    CHECK(holds(cache, "k", "computed:k", 10));
+    value = NULL;
+    CHECK_RC(polycache_cache_get_or_set_with(cache, "k", test_loader, &state, POLYCACHE_TTL_NEVER, &value, &err),
+             POLYCACHE_RESULT_OK, err);
+    CHECK(state.calls == 1);
+    polycache_value_free(value);
+
+    /* A failing loader: its code is reported in the message, nothing is stored, value_out untouched. */
+    loader_state failing = {0, POLYCACHE_RESULT_IO, 1, 0};
+    polycache_value *sentinel = (polycache_value *)&err;
+    value = sentinel;
+    polycache_result rc =
+        polycache_cache_get_or_set_with(cache, "bad", test_loader, &failing, POLYCACHE_TTL_NEVER, &value, &err);
+    CHECK(rc == POLYCACHE_RESULT_LOADER_FAILED);
+    CHECK(strcmp(polycache_result_name(rc), "loader_failed") == 0);
+    CHECK(err != NULL && strstr(polycache_error_message(err), "io") != NULL);
+    polycache_error_free(err);
+    err = NULL;
+    CHECK(value == sentinel);
+    CHECK(is_miss(cache, "bad"));
+
+    /* OK without a value is a failure too. */
+    loader_state empty = {0, POLYCACHE_RESULT_OK, 0, 0};
+    CHECK_RC(polycache_cache_get_or_set_with(cache, "bad", test_loader, &empty, POLYCACHE_TTL_NEVER, &value, &err),
+             POLYCACHE_RESULT_LOADER_FAILED, err);
+    CHECK(value == sentinel);
+
+    /* Already-expired TTL: the value is returned but not stored. */
+    CHECK_RC(polycache_cache_get_or_set_with(cache, "gone", test_loader, &state, 0, &value, &err),
+             POLYCACHE_RESULT_OK, err);
+    polycache_value_free(value);
+    CHECK(is_miss(cache, "gone"));
+
+    /* NULLs. */
+    value = sentinel;
+    CHECK_RC(polycache_cache_get_or_set_with(cache, "k", NULL, &state, POLYCACHE_TTL_NEVER, &value, &err),
+             POLYCACHE_RESULT_NULL_PARAMETER, err);
+    CHECK_RC(polycache_cache_get_or_set_with(NULL, "k", test_loader, &state, POLYCACHE_TTL_NEVER, &value, &err),
+             POLYCACHE_RESULT_NULL_PARAMETER, err);
+    CHECK_RC(polycache_cache_get_or_set_with(cache, NULL, test_loader, &state, POLYCACHE_TTL_NEVER, &value, &err),
+             POLYCACHE_RESULT_NULL_PARAMETER, err);
+    CHECK_RC(polycache_cache_get_or_set_with(cache, "k", test_loader, &state, POLYCACHE_TTL_NEVER, NULL, &err),
+             POLYCACHE_RESULT_NULL_PARAMETER, err);
+    CHECK_RC(polycache_loader_output_set(NULL, (const uint8_t *)"x", 1, &err), POLYCACHE_RESULT_NULL_PARAMETER, err);
+    CHECK(value == sentinel);
+
+    polycache_stats stats;
+    CHECK_RC(polycache_cache_stats(cache, &stats, &err), POLYCACHE_RESULT_OK, err);
+    CHECK(stats.refreshes == 2); /* "k" and "gone" were computed */
+    CHECK(stats.stale_hits == 0);
+    polycache_cache_free(cache);
+}
+
+#define FLIGHT_THREADS 16
+
+typedef struct {
+    polycache_cache *cache;
+    loader_state *state;
+    pthread_barrier_t *barrier;
+} flight_arg;
+
+static void *flight_caller(void *arg) {
+    flight_arg *a = arg;
+    pthread_barrier_wait(a->barrier);
+    polycache_value *value = NULL;
+    polycache_result rc =
+        polycache_cache_get_or_set_with(a->cache, "hot", test_loader, a->state, POLYCACHE_TTL_NEVER, &value, NULL);
+    int ok = rc == POLYCACHE_RESULT_OK && polycache_value_len(value) == 12 &&
+             memcmp(polycache_value_data(value), "computed:hot", 12) == 0;
+    polycache_value_free(value);
+    return (void *)(intptr_t)(ok ? 0 : 1);
+}
+
+static void test_single_flight_threads(void) {
+    polycache_cache *cache = open_cache("memory://");
+    loader_state state = {0, POLYCACHE_RESULT_OK, 1, 100};
+    pthread_barrier_t barrier;
+    pthread_barrier_init(&barrier, NULL, FLIGHT_THREADS);
+    pthread_t threads[FLIGHT_THREADS];
+    flight_arg arg = {cache, &state, &barrier};
+    for (int i = 0; i < FLIGHT_THREADS; i++) {
+        CHECK(pthread_create(&threads[i], NULL, flight_caller, &arg) == 0);
+    }
+    long failures = 0;
+    for (int i = 0; i < FLIGHT_THREADS; i++) {
+        void *ret = NULL;
+        CHECK(pthread_join(threads[i], &ret) == 0);
+        failures += (long)(intptr_t)ret;
+    }
+    pthread_barrier_destroy(&barrier);
+    CHECK(failures == 0);
+    CHECK(__atomic_load_n(&state.calls, __ATOMIC_SEQ_CST) == 1); /* one loader call for all */
+    polycache_stats stats;
+    CHECK(polycache_cache_stats(cache, &stats, NULL) == POLYCACHE_RESULT_OK);
+    CHECK(stats.refreshes == 1);
+    CHECK(stats.misses == FLIGHT_THREADS);
+    polycache_cache_free(cache);
+}
+
+static void test_stats_prometheus(void) {
+    polycache_cache *cache = open_cache("memory://");
+    polycache_error *err = NULL;
+    CHECK(is_miss(cache, "absent"));
+    polycache_value *text = NULL;
+    CHECK_RC(polycache_cache_stats_prometheus(cache, "web", &text, &err), POLYCACHE_RESULT_OK, err);
+    size_t len = polycache_value_len(text);
+    char *page = malloc(len + 1);
+    memcpy(page, polycache_value_data(text), len);
+    page[len] = '\0';
+    polycache_value_free(text);
+    CHECK(strstr(page, "# TYPE polycache_misses_total counter\n") != NULL);
+    CHECK(strstr(page, "polycache_misses_total{cache=\"web\"} 1\n") != NULL);
+    CHECK(strstr(page, "polycache_stale_hits_total{cache=\"web\"} 0\n") != NULL);
+    CHECK(strstr(page, "polycache_refreshes_total{cache=\"web\"} 0\n") != NULL);
+    free(page);
+    text = NULL;
+    CHECK_RC(polycache_cache_stats_prometheus(cache, NULL, &text, &err), POLYCACHE_RESULT_NULL_PARAMETER, err);
+    CHECK_RC(polycache_cache_stats_prometheus(cache, "web", NULL, &err), POLYCACHE_RESULT_NULL_PARAMETER, err);
+    CHECK(text == NULL);
+    polycache_cache_free(cache);
+}
+
+static void test_tiered_url(void) {
+    /* Two tiered caches over one L2 store, on one in-process bus: a write through one drops
+     * the other's L1 copy. */
+    const char *url = "tiered://?l1=memory%3A%2F%2F&l2=memory%3A%2F%2Fc-tiered&bus=local%3Ac-bus";
+    polycache_cache *a = open_cache(url);
+    polycache_cache *b = open_cache(url);
+    CHECK(set_str(a, "k", "old", POLYCACHE_TTL_NEVER));
+    CHECK(holds(b, "k", "old", 3));
+    CHECK(set_str(a, "k", "new", POLYCACHE_TTL_NEVER));
+    CHECK(holds(b, "k", "new", 3));
+    polycache_cache_free(a);
+    polycache_cache_free(b);
+}
+
 int main(void) {
     test_version_and_names();
     test_get_set();
@@ -699,6 +878,10 @@ int main(void) {
     test_null_parameters();
     test_invalid_utf8();
     test_threads();
+    test_get_or_set_with();
+    test_single_flight_threads();
+    test_stats_prometheus();
+    test_tiered_url();
     printf("%d passed, %d failed\n", passed, failed);
     return failed == 0 ? 0 : 1;
 }

@@ -1,0 +1,474 @@
+//! Jobs after django-cacheback, with no task queue: a stale value is served at once while
+//! one background refresh runs on a small pool of threads in the core.
+//!
+//! A [`Job`] stores each value in an [`Envelope`] whose `fresh_until` is the soft
+//! `lifetime` and whose entry TTL is the hard `ttl`. A read finds one of three things:
+//!
+//! - **hit**: a fresh value, returned as is;
+//! - **stale**: a value past its lifetime, returned at once while one refresh runs in the
+//!   background (refreshes of one key are deduplicated, across processes too when the
+//!   cache's [`RefreshPolicy`] has `lease`). A failed refresh is logged and the stale
+//!   value keeps being served (stale-while-error) and refreshed again on the next read, until
+//!   it is `max_stale` past its lifetime: then the caller fetches synchronously;
+//! - **miss**: no value; with `fetch_on_miss` the caller fetches synchronously (callers of
+//!   one key share one fetch), else it gets `None` and a refresh is scheduled.
+//!
+//! The refresh pool is process-wide: [`REFRESH_THREADS`] threads fed by a bounded queue of
+//! [`REFRESH_QUEUE`] tasks. When the queue is full a refresh is dropped (logged), and the next
+//! read of the stale value schedules it again.
+
+use crate::cache::{Cache, Key};
+use crate::envelope::{after_ms, now_ms, Envelope};
+use crate::error::Result;
+use crate::expiry::Ttl;
+use crate::flight::{LeaderGuard, RefreshPolicy};
+use crate::value::Value;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// Threads in the process-wide refresh pool.
+pub const REFRESH_THREADS: usize = 4;
+/// Refreshes the pool's queue holds before it drops new ones.
+pub const REFRESH_QUEUE: usize = 4096;
+
+type Task = Box<dyn FnOnce() + Send>;
+
+fn pool() -> &'static SyncSender<Task> {
+    static POOL: OnceLock<SyncSender<Task>> = OnceLock::new();
+    POOL.get_or_init(|| {
+        let (tx, rx) = sync_channel::<Task>(REFRESH_QUEUE);
+        let rx = Arc::new(Mutex::new(rx));
+        for i in 0..REFRESH_THREADS {
+            let rx = rx.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("polycache-refresh-{i}"))
+                .spawn(move || worker(&rx));
+            if let Err(e) = spawned {
+                log::error!("polycache: could not start a refresh thread: {e}");
+            }
+        }
+        tx
+    })
+}
+
+fn worker(rx: &Mutex<Receiver<Task>>) {
+    loop {
+        let task = match rx.lock().unwrap_or_else(|e| e.into_inner()).recv() {
+            Ok(task) => task,
+            Err(_) => return,
+        };
+        if catch_unwind(AssertUnwindSafe(task)).is_err() {
+            log::error!("polycache: a background refresh panicked");
+        }
+    }
+}
+
+/// Queues `task` on the refresh pool; false when the queue is full.
+pub(crate) fn submit(task: Task) -> bool {
+    match pool().try_send(task) {
+        Ok(()) => true,
+        Err(TrySendError::Full(_)) => {
+            log::warn!("polycache: the refresh queue is full; a refresh was dropped");
+            false
+        }
+        Err(TrySendError::Disconnected(_)) => false,
+    }
+}
+
+/// What a job's read found: a fresh value, a stale one, or nothing.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CacheStatus {
+    /// A fresh value.
+    Hit,
+    /// A value past its lifetime (served while a refresh runs, or refetched synchronously).
+    Stale,
+    /// No value.
+    Miss,
+}
+
+impl CacheStatus {
+    /// `"hit"`, `"stale"` or `"miss"`: the same words in Rust, C and Python.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CacheStatus::Hit => "hit",
+            CacheStatus::Stale => "stale",
+            CacheStatus::Miss => "miss",
+        }
+    }
+}
+
+/// The outcome of [`Job::get`].
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobResult {
+    /// The value: `None` only after a miss without `fetch_on_miss`.
+    pub value: Option<Value>,
+    /// What the cache held.
+    pub status: CacheStatus,
+    /// True when this call fetched (or waited for a fetch of) the value it returns.
+    pub fetched: bool,
+}
+
+/// A fetched value, with an optional lifetime of its own (cacheback's `expiry(*args)`).
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fetched {
+    /// The value's bytes.
+    pub value: Vec<u8>,
+    /// How long it stays fresh; `None`: the job's `lifetime`.
+    pub fresh_for: Option<Duration>,
+}
+
+impl Fetched {
+    /// `value`, fresh for `fresh_for` (`None`: the job's lifetime).
+    pub fn new(value: Vec<u8>, fresh_for: Option<Duration>) -> Fetched {
+        Fetched { value, fresh_for }
+    }
+}
+
+impl From<Vec<u8>> for Fetched {
+    fn from(value: Vec<u8>) -> Self {
+        Fetched::new(value, None)
+    }
+}
+
+/// How a job computes one key's value: what a cacheback job's `fetch(*args)` is, bound to
+/// its arguments. Closures `Fn() -> Result<Vec<u8>>` implement it.
+///
+/// It is called on the caller's thread for synchronous fetches and on a refresh-pool thread
+/// for background refreshes, so it is `Send + Sync + 'static`.
+pub trait Fetch: Send + Sync + 'static {
+    /// Computes the value.
+    fn fetch(&self) -> Result<Fetched>;
+    /// Asked when the value is stale (and within `max_stale`): true makes the caller fetch
+    /// now instead of getting the stale value (cacheback's `should_fetch_synchronously`).
+    fn should_fetch_synchronously(&self) -> bool {
+        false
+    }
+}
+
+impl<F, T> Fetch for F
+where
+    F: Fn() -> Result<T> + Send + Sync + 'static,
+    T: Into<Fetched>,
+{
+    fn fetch(&self) -> Result<Fetched> {
+        self().map(Into::into)
+    }
+}
+
+/// The settings of a [`Job`].
+///
+/// ```
+/// use polycache::JobOptions;
+/// use std::time::Duration;
+/// let o = JobOptions::default().lifetime(Duration::from_secs(60)).max_stale(Some(Duration::from_secs(600)));
+/// assert!(o.fetch_on_miss);
+/// ```
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobOptions {
+    /// The soft lifetime: how long a value is fresh (default 600 s, cacheback's).
+    pub lifetime: Duration,
+    /// The hard TTL of the entry; `None` never expires (default 30 days, cacheback's).
+    pub ttl: Option<Duration>,
+    /// On a miss, fetch in the caller (default); when false, return `None` and refresh in
+    /// the background.
+    pub fetch_on_miss: bool,
+    /// How long past its lifetime a stale value may still be served while refreshes fail;
+    /// past it the caller fetches synchronously. `None` (default): until the hard TTL.
+    pub max_stale: Option<Duration>,
+}
+
+impl Default for JobOptions {
+    fn default() -> Self {
+        JobOptions {
+            lifetime: Duration::from_secs(600),
+            ttl: Some(Duration::from_secs(30 * 86_400)),
+            fetch_on_miss: true,
+            max_stale: None,
+        }
+    }
+}
+
+impl JobOptions {
+    /// Sets the soft lifetime.
+    pub fn lifetime(mut self, lifetime: Duration) -> Self {
+        self.lifetime = lifetime;
+        self
+    }
+    /// Sets the hard TTL (`None`: never expires).
+    pub fn ttl(mut self, ttl: Option<Duration>) -> Self {
+        self.ttl = ttl;
+        self
+    }
+    /// Sets `fetch_on_miss`.
+    pub fn fetch_on_miss(mut self, on: bool) -> Self {
+        self.fetch_on_miss = on;
+        self
+    }
+    /// Sets the staleness bound.
+    pub fn max_stale(mut self, bound: Option<Duration>) -> Self {
+        self.max_stale = bound;
+        self
+    }
+}
+
+/// A cacheback-style job over a cache: serves stale values while one background refresh
+/// runs, with no task queue.
+///
+/// `Clone` (clones share the cache), `Send + Sync`. Values are stored in an [`Envelope`]:
+/// a plain `get` of a job's key returns the envelope (see [`Envelope::decode`]).
+///
+/// ```
+/// use polycache::{Cache, CacheStatus, Job, JobOptions};
+/// use std::time::Duration;
+///
+/// let job = Job::new(Cache::open("memory://").unwrap(), JobOptions::default().lifetime(Duration::from_millis(20)));
+/// let fetch = || Ok(b"report".to_vec());
+/// assert_eq!(job.get("r", fetch).unwrap().status, CacheStatus::Miss); // fetched now
+/// assert_eq!(job.get("r", fetch).unwrap().status, CacheStatus::Hit);
+/// std::thread::sleep(Duration::from_millis(30));
+/// let stale = job.get("r", fetch).unwrap();                          // served at once,
+/// assert_eq!(stale.status, CacheStatus::Stale);                         // refreshed behind
+/// assert_eq!(stale.value.as_deref(), Some(&b"report"[..]));
+/// ```
+#[derive(Clone)]
+pub struct Job {
+    cache: Cache,
+    options: JobOptions,
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Job")
+            .field("cache", &self.cache)
+            .field("options", &self.options)
+            .finish()
+    }
+}
+
+impl Job {
+    /// A job storing its values in `cache`.
+    pub fn new(cache: Cache, options: JobOptions) -> Job {
+        Job { cache, options }
+    }
+
+    /// The job's cache.
+    pub fn cache(&self) -> &Cache {
+        &self.cache
+    }
+
+    /// The job's settings.
+    pub fn options(&self) -> &JobOptions {
+        &self.options
+    }
+
+    fn policy(&self) -> &RefreshPolicy {
+        self.cache.refresh_policy()
+    }
+
+    /// The value of `key`: fresh (hit), stale while one background refresh runs, or fetched
+    /// now on a miss (see the module documentation). Counted in the cache's stats as a hit,
+    /// a stale hit, or a miss.
+    pub fn get<'k, F: Fetch>(&self, key: impl Into<Key<'k>>, fetch: F) -> Result<JobResult> {
+        let full = self.cache.make_key(key)?;
+        let stats = self.cache.stats_ref();
+        let now = now_ms();
+        let Some(raw) = self.cache.full_get(&full)? else {
+            stats.miss(1);
+            if !self.options.fetch_on_miss {
+                self.schedule(full, fetch);
+                return Ok(result(None, CacheStatus::Miss, false));
+            }
+            let v = self.fetch_shared(&full, &fetch)?;
+            return Ok(result(Some(v), CacheStatus::Miss, true));
+        };
+        let Some((env, payload)) = Envelope::decode(&raw) else {
+            // A plain value (written by `set`, not by a job): fresh, with no lifetime.
+            stats.hit(1);
+            return Ok(result(Some(raw), CacheStatus::Hit, false));
+        };
+        if !env.is_stale(now) {
+            stats.hit(1);
+            return Ok(result(Some(Value::from(payload)), CacheStatus::Hit, false));
+        }
+        let stale_for = Duration::from_millis(now.saturating_sub(env.fresh_until));
+        let too_stale = self.options.max_stale.is_some_and(|m| stale_for > m);
+        if too_stale || fetch.should_fetch_synchronously() {
+            stats.miss(1);
+            return match self.fetch_shared(&full, &fetch) {
+                Ok(v) => Ok(result(Some(v), CacheStatus::Stale, true)),
+                Err(e) if !too_stale => {
+                    log::warn!(
+                        "polycache: fetching {:?} failed, serving the stale value: {e}",
+                        String::from_utf8_lossy(&full)
+                    );
+                    Ok(result(
+                        Some(Value::from(payload)),
+                        CacheStatus::Stale,
+                        false,
+                    ))
+                }
+                Err(e) => Err(e),
+            };
+        }
+        stats.stale_hit(1);
+        let value = Value::from(payload);
+        self.schedule(full, fetch);
+        Ok(result(Some(value), CacheStatus::Stale, false))
+    }
+
+    /// Fetches `key` now, stores it and returns it (cacheback's `refresh`).
+    pub fn refresh<'k, F: Fetch>(&self, key: impl Into<Key<'k>>, fetch: F) -> Result<Value> {
+        let full = self.cache.make_key(key)?;
+        self.fetch_and_store(&full, &fetch)
+    }
+
+    /// Stores `value` as fresh for `fresh_for` (`None`: the job's lifetime).
+    pub fn set<'k>(
+        &self,
+        key: impl Into<Key<'k>>,
+        value: &[u8],
+        fresh_for: Option<Duration>,
+    ) -> Result<bool> {
+        let full = self.cache.make_key(key)?;
+        self.store(&full, value, fresh_for, 0)
+    }
+
+    /// Marks `key` stale and schedules a background refresh; true when a value was present.
+    ///
+    /// Until the refresh lands, reads get the old value as stale. The mark is a read and a
+    /// rewrite of the entry, not atomic: a refresh finishing in between may be marked stale
+    /// again (and so refreshed once more).
+    pub fn invalidate<'k, F: Fetch>(&self, key: impl Into<Key<'k>>, fetch: F) -> Result<bool> {
+        let full = self.cache.make_key(key)?;
+        let now = now_ms();
+        let present = match self.cache.full_get(&full)? {
+            None => false,
+            Some(raw) => {
+                let (env, payload) = match Envelope::decode(&raw) {
+                    Some((env, payload)) => (env, payload),
+                    None => (Envelope::new(now, self.expires_at(now), 0), &raw[..]),
+                };
+                let ttl = match env.remaining(now) {
+                    None => Ttl::Never,
+                    Some(d) if d.is_zero() => Ttl::Expired,
+                    Some(d) => Ttl::After(d),
+                };
+                let marked = Envelope::new(env.fresh_until.min(now), env.expires_at, env.delta_us);
+                self.cache.full_set(&full, &marked.encode(payload), ttl)?;
+                true
+            }
+        };
+        self.schedule(full, fetch);
+        Ok(present)
+    }
+
+    /// Removes `key`; true when it was present.
+    pub fn delete<'k>(&self, key: impl Into<Key<'k>>) -> Result<bool> {
+        self.cache.delete(key)
+    }
+
+    /// True while a refresh (background or synchronous) of `key` runs in this process.
+    pub fn is_refreshing<'k>(&self, key: impl Into<Key<'k>>) -> Result<bool> {
+        let full = self.cache.make_key(key)?;
+        Ok(self.cache.flights().running(&full).is_some())
+    }
+
+    fn expires_at(&self, now: u64) -> u64 {
+        self.options.ttl.map_or(0, |d| after_ms(now, d))
+    }
+
+    /// Fetches under single-flight (and the lease): callers of one key share one fetch.
+    fn fetch_shared<F: Fetch>(&self, full: &[u8], fetch: &F) -> Result<Value> {
+        let accept = |v: Value| match Envelope::decode(&v) {
+            Some((env, p)) if !env.is_stale(now_ms()) => Some(Value::from(p)),
+            Some(_) => None,
+            None => Some(v),
+        };
+        let policy = self.policy();
+        if !policy.single_flight {
+            return self.fetch_and_store(full, fetch);
+        }
+        self.cache
+            .single_flight(full, policy, &accept, || self.fetch_and_store(full, fetch))
+    }
+
+    fn fetch_and_store<F: Fetch + ?Sized>(&self, full: &[u8], fetch: &F) -> Result<Value> {
+        let started = Instant::now();
+        let fetched = fetch.fetch()?;
+        let delta = started.elapsed().as_micros() as u64;
+        self.cache.stats_ref().refresh(1);
+        self.store(full, &fetched.value, fetched.fresh_for, delta)?;
+        Ok(Value::from(fetched.value))
+    }
+
+    fn store(
+        &self,
+        full: &[u8],
+        value: &[u8],
+        fresh_for: Option<Duration>,
+        delta_us: u64,
+    ) -> Result<bool> {
+        let now = now_ms();
+        let fresh_until = after_ms(now, fresh_for.unwrap_or(self.options.lifetime));
+        let env = Envelope::new(fresh_until, self.expires_at(now), delta_us);
+        let ttl = match self.options.ttl {
+            None => Ttl::Never,
+            Some(d) if d.is_zero() => Ttl::Expired,
+            Some(d) => Ttl::After(d),
+        };
+        self.cache.full_set(full, &env.encode(value), ttl)
+    }
+
+    /// Queues one background refresh of `full`, unless one is running already.
+    fn schedule<F: Fetch>(&self, full: Vec<u8>, fetch: F) {
+        let Some(guard) = self.cache.flights().try_lead(&full) else {
+            return;
+        };
+        let job = self.clone();
+        // If the queue is full the task is dropped, and its guard with it: the flight ends
+        // as failed and the next read schedules the refresh again.
+        submit(Box::new(move || {
+            job.refresh_in_background(&full, &fetch, guard)
+        }));
+    }
+
+    fn refresh_in_background<F: Fetch>(&self, full: &[u8], fetch: &F, guard: LeaderGuard) {
+        let policy = self.policy();
+        let lease = if policy.lease {
+            match self.cache.try_lease(full, policy.lease_ttl) {
+                Some(lease) => Some(lease),
+                // Another process is refreshing this key.
+                None => return guard.complete(None),
+            }
+        } else {
+            None
+        };
+        match self.fetch_and_store(full, fetch) {
+            Ok(v) => guard.complete(Some(v)),
+            Err(e) => {
+                log::warn!(
+                    "polycache: background refresh of {:?} failed; the stale value is kept: {e}",
+                    String::from_utf8_lossy(full)
+                );
+                guard.complete(None);
+            }
+        }
+        if let Some(lease) = &lease {
+            self.cache.end_lease(lease);
+        }
+    }
+}
+
+fn result(value: Option<Value>, status: CacheStatus, fetched: bool) -> JobResult {
+    JobResult {
+        value,
+        status,
+        fetched,
+    }
+}

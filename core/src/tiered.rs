@@ -1,0 +1,600 @@
+//! Tiered caches: an L1 `memory://` store in front of any L2 backend, with L1 copies
+//! invalidated across caches through an [`InvalidationBus`].
+//!
+//! Reads try L1, then L2, and copy what L2 had into L1 (for at most `l1_timeout`). Writes
+//! and deletes go to L2 first, then L1, then are published on the bus: every other cache on
+//! the bus drops its L1 copy of the key. The consistency window is the bus's delivery time
+//! (nothing with [`LocalBus`], which delivers before `publish` returns; one network hop with
+//! a pub/sub bus), and `l1_timeout` bounds it when a message is lost (a bus that was down,
+//! a cache without a bus).
+//!
+//! Extension point: a bus is any [`InvalidationBus`]. [`LocalBus`] connects the caches of
+//! one process (tests, several caches over one L2). A Redis pub/sub bus (a channel per cache
+//! on the L2 server, messages in [`Invalidation::encode`]'s format) plugs in the same way
+//! once the Redis backend lands: `tiered::open` maps the URL's `bus=` option to it.
+
+use crate::backend::Backend;
+use crate::error::{Error, Result};
+use crate::location::{Location, Options};
+use crate::policy::{FailurePolicy, Guarded};
+use crate::value::Value;
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::Duration;
+
+/// The longest an entry lives in L1 unless configured otherwise.
+pub const DEFAULT_L1_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What an invalidation message says changed.
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InvalidationTarget {
+    /// One full key (`{key_prefix}:{version}:{key}`) was written or deleted.
+    Key(Vec<u8>),
+    /// Every key starting with these bytes was removed (`clear`); empty means every key.
+    Prefix(Vec<u8>),
+}
+
+/// One message on an [`InvalidationBus`]: which cache sent it and what changed.
+///
+/// ```
+/// use polycache::{Invalidation, InvalidationTarget};
+/// let m = Invalidation::new(7, InvalidationTarget::Key(b":1:k".to_vec()));
+/// assert_eq!(Invalidation::decode(&m.encode()), Some(m));
+/// assert_eq!(Invalidation::decode(b"junk"), None);
+/// ```
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invalidation {
+    /// The sending cache's id; a cache ignores its own messages.
+    pub origin: u64,
+    /// What changed.
+    pub target: InvalidationTarget,
+}
+
+impl Invalidation {
+    /// A message from `origin` about `target`.
+    pub fn new(origin: u64, target: InvalidationTarget) -> Invalidation {
+        Invalidation { origin, target }
+    }
+
+    /// The wire form for buses that carry bytes: `K` or `P`, the origin as 8 bytes
+    /// little-endian, then the key or prefix.
+    pub fn encode(&self) -> Vec<u8> {
+        let (tag, bytes) = match &self.target {
+            InvalidationTarget::Key(k) => (b'K', k),
+            InvalidationTarget::Prefix(p) => (b'P', p),
+        };
+        let mut out = Vec::with_capacity(9 + bytes.len());
+        out.push(tag);
+        out.extend_from_slice(&self.origin.to_le_bytes());
+        out.extend_from_slice(bytes);
+        out
+    }
+
+    /// Parses [`Invalidation::encode`]'s form; `None` for anything else.
+    pub fn decode(bytes: &[u8]) -> Option<Invalidation> {
+        if bytes.len() < 9 {
+            return None;
+        }
+        let mut origin = [0u8; 8];
+        origin.copy_from_slice(&bytes[1..9]);
+        let rest = bytes[9..].to_vec();
+        let target = match bytes[0] {
+            b'K' => InvalidationTarget::Key(rest),
+            b'P' => InvalidationTarget::Prefix(rest),
+            _ => return None,
+        };
+        Some(Invalidation::new(u64::from_le_bytes(origin), target))
+    }
+}
+
+/// A function a bus calls for each message; it must be quick and must not block.
+pub type InvalidationHandler = Arc<dyn Fn(&Invalidation) + Send + Sync>;
+
+/// Carries L1 invalidations between tiered caches (in one process or across processes).
+///
+/// Implementations deliver every published message to every subscriber, the publisher's own
+/// subscription included (it ignores messages with its own origin). Delivery may be
+/// asynchronous; the time it takes is the consistency window of the tiered caches on the
+/// bus. `Send + Sync`.
+pub trait InvalidationBus: Send + Sync + 'static {
+    /// Sends `message` to every subscriber.
+    fn publish(&self, message: &Invalidation) -> Result<()>;
+    /// Registers `handler`; returns an id for [`InvalidationBus::unsubscribe`].
+    fn subscribe(&self, handler: InvalidationHandler) -> Result<u64>;
+    /// Removes a subscription; unknown ids are ignored.
+    fn unsubscribe(&self, id: u64);
+}
+
+/// An in-process bus: `publish` calls every subscriber before it returns.
+///
+/// `LocalBus::named("x")` gives every caller in the process the same bus (the URL form
+/// `bus=local:x`). `Send + Sync`.
+///
+/// ```
+/// use polycache::{Cache, Expiry};
+/// let url = "tiered://?l1=memory%3A%2F%2F&l2=memory%3A%2F%2Fdoc-bus-l2&bus=local%3Adoc-bus";
+/// let (a, b) = (Cache::open(url).unwrap(), Cache::open(url).unwrap());
+/// a.set("k", b"old", Expiry::Default).unwrap();
+/// assert_eq!(b.get("k").unwrap().as_deref(), Some(&b"old"[..]));
+/// a.set("k", b"new", Expiry::Default).unwrap();
+/// assert_eq!(b.get("k").unwrap().as_deref(), Some(&b"new"[..]));
+/// ```
+#[derive(Default)]
+pub struct LocalBus {
+    subscribers: Mutex<Vec<(u64, InvalidationHandler)>>,
+    next_id: AtomicU64,
+}
+
+impl fmt::Debug for LocalBus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.subscribers.lock().map_or(0, |s| s.len());
+        f.debug_struct("LocalBus").field("subscribers", &n).finish()
+    }
+}
+
+impl LocalBus {
+    /// A new private bus.
+    pub fn new() -> Arc<LocalBus> {
+        Arc::new(LocalBus::default())
+    }
+
+    /// The process-wide bus called `name`, created on first use.
+    pub fn named(name: &str) -> Arc<LocalBus> {
+        static NAMED: OnceLock<Mutex<HashMap<String, Weak<LocalBus>>>> = OnceLock::new();
+        let mut map = NAMED
+            .get_or_init(Default::default)
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(bus) = map.get(name).and_then(Weak::upgrade) {
+            return bus;
+        }
+        let bus = LocalBus::new();
+        map.retain(|_, w| w.strong_count() > 0);
+        map.insert(name.to_owned(), Arc::downgrade(&bus));
+        bus
+    }
+}
+
+impl InvalidationBus for LocalBus {
+    fn publish(&self, message: &Invalidation) -> Result<()> {
+        // Handlers run outside the lock, so one may subscribe or publish in turn.
+        let handlers: Vec<InvalidationHandler> = self
+            .subscribers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(_, h)| h.clone())
+            .collect();
+        for h in handlers {
+            h(message);
+        }
+        Ok(())
+    }
+
+    fn subscribe(&self, handler: InvalidationHandler) -> Result<u64> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        self.subscribers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((id, handler));
+        Ok(id)
+    }
+
+    fn unsubscribe(&self, id: u64) {
+        self.subscribers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|(i, _)| *i != id);
+    }
+}
+
+/// What a builder says about a tiered cache; the URL's options fill in what it does not.
+#[derive(Default)]
+pub(crate) struct TieredConfig {
+    pub(crate) l1: Option<String>,
+    pub(crate) l2: Option<String>,
+    pub(crate) bus: Option<Arc<dyn InvalidationBus>>,
+    pub(crate) l1_timeout: Option<Option<Duration>>,
+}
+
+/// A fresh id for a tiered cache: the process id in the high bits, a counter below.
+fn new_origin() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    (u64::from(std::process::id()) << 32) | (NEXT.fetch_add(1, Ordering::Relaxed) & 0xffff_ffff)
+}
+
+/// Orders L1 fills after concurrent writes and invalidations, so a fill from an L2 read
+/// that raced with a write never leaves the old value in L1.
+#[derive(Default)]
+struct FillGate {
+    /// Writes and invalidations in progress.
+    busy: AtomicU64,
+    /// Writes and invalidations finished.
+    epoch: AtomicU64,
+}
+
+impl FillGate {
+    fn snapshot(&self) -> Option<u64> {
+        if self.busy.load(Ordering::SeqCst) != 0 {
+            return None;
+        }
+        Some(self.epoch.load(Ordering::SeqCst))
+    }
+    fn still(&self, epoch: u64) -> bool {
+        self.busy.load(Ordering::SeqCst) == 0 && self.epoch.load(Ordering::SeqCst) == epoch
+    }
+    fn write<T>(&self, f: impl FnOnce() -> T) -> T {
+        self.busy.fetch_add(1, Ordering::SeqCst);
+        let r = f();
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+        self.busy.fetch_sub(1, Ordering::SeqCst);
+        r
+    }
+}
+
+/// The backend of a tiered cache (`tiered://` or [`crate::Cache::builder_tiered`]).
+///
+/// `Send + Sync`. Its L2 sits behind the cache's circuit breaker; L1 hits never touch it.
+pub struct TieredBackend {
+    l1: Arc<dyn Backend>,
+    l2: Arc<dyn Backend>,
+    l1_ttl: Option<Duration>,
+    bus: Option<Arc<dyn InvalidationBus>>,
+    subscription: Option<u64>,
+    origin: u64,
+    gate: Arc<FillGate>,
+}
+
+impl TieredBackend {
+    /// A tiered backend over `l1` (a local backend: `memory://`) and `l2`, subscribed to
+    /// `bus` if there is one.
+    pub fn new(
+        l1: Arc<dyn Backend>,
+        l2: Arc<dyn Backend>,
+        l1_timeout: Option<Duration>,
+        bus: Option<Arc<dyn InvalidationBus>>,
+    ) -> Result<TieredBackend> {
+        if !l1.is_local() {
+            return Err(Error::config(format!(
+                "the l1 of a tiered cache must be an in-process store, not {}",
+                l1.name()
+            )));
+        }
+        let origin = new_origin();
+        let gate = Arc::new(FillGate::default());
+        let subscription = match &bus {
+            None => None,
+            Some(bus) => {
+                let (l1, gate) = (l1.clone(), gate.clone());
+                let handler: InvalidationHandler = Arc::new(move |m: &Invalidation| {
+                    if m.origin == origin {
+                        return;
+                    }
+                    gate.write(|| match &m.target {
+                        InvalidationTarget::Key(k) => drop(l1.delete(k)),
+                        InvalidationTarget::Prefix(p) => drop(l1.clear(p)),
+                    });
+                });
+                Some(bus.subscribe(handler)?)
+            }
+        };
+        Ok(TieredBackend {
+            l1,
+            l2,
+            l1_ttl: l1_timeout,
+            bus,
+            subscription,
+            origin,
+            gate,
+        })
+    }
+
+    /// The L1 store.
+    pub fn l1(&self) -> &Arc<dyn Backend> {
+        &self.l1
+    }
+
+    /// The L2 backend.
+    pub fn l2(&self) -> &Arc<dyn Backend> {
+        &self.l2
+    }
+
+    fn l1_ttl(&self, ttl: Option<Duration>) -> Option<Duration> {
+        match (ttl, self.l1_ttl) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Copies an L2 value into L1 unless a write or invalidation raced with the L2 read.
+    fn fill(&self, key: &[u8], value: &[u8], epoch: Option<u64>) {
+        let Some(epoch) = epoch else { return };
+        if !self.gate.still(epoch) {
+            return;
+        }
+        if self.l1.set(key, value, self.l1_ttl).is_ok() && !self.gate.still(epoch) {
+            let _ = self.l1.delete(key);
+        }
+    }
+
+    /// Puts a written value in L1 (or drops the old copy if L1 cannot hold it).
+    fn write_l1(&self, key: &[u8], value: &[u8], ttl: Option<Duration>) {
+        if self.l1.set(key, value, self.l1_ttl(ttl)).is_err() {
+            let _ = self.l1.delete(key);
+        }
+    }
+
+    fn publish(&self, target: InvalidationTarget) {
+        if let Some(bus) = &self.bus {
+            if let Err(e) = bus.publish(&Invalidation::new(self.origin, target)) {
+                log::warn!("polycache: could not publish an L1 invalidation: {e}");
+            }
+        }
+    }
+
+    fn publish_key(&self, key: &[u8]) {
+        if self.bus.is_some() {
+            self.publish(InvalidationTarget::Key(key.to_vec()));
+        }
+    }
+}
+
+impl Drop for TieredBackend {
+    fn drop(&mut self) {
+        if let (Some(bus), Some(id)) = (&self.bus, self.subscription) {
+            bus.unsubscribe(id);
+        }
+    }
+}
+
+impl Backend for TieredBackend {
+    fn name(&self) -> &'static str {
+        "tiered"
+    }
+    fn is_local(&self) -> bool {
+        self.l2.is_local()
+    }
+
+    #[inline]
+    fn get(&self, key: &[u8]) -> Result<Option<Value>> {
+        if let Some(v) = self.l1.get(key)? {
+            return Ok(Some(v));
+        }
+        self.get_l2(key)
+    }
+
+    fn set(&self, key: &[u8], value: &[u8], ttl: Option<Duration>) -> Result<()> {
+        self.gate.write(|| {
+            self.l2.set(key, value, ttl).inspect_err(|_| {
+                let _ = self.l1.delete(key);
+            })?;
+            self.write_l1(key, value, ttl);
+            Ok::<(), Error>(())
+        })?;
+        self.publish_key(key);
+        Ok(())
+    }
+
+    fn add(&self, key: &[u8], value: &[u8], ttl: Option<Duration>) -> Result<bool> {
+        let stored = self.gate.write(|| {
+            let stored = self.l2.add(key, value, ttl)?;
+            if stored {
+                self.write_l1(key, value, ttl);
+            }
+            Ok::<bool, Error>(stored)
+        })?;
+        if stored {
+            self.publish_key(key);
+        }
+        Ok(stored)
+    }
+
+    fn delete(&self, key: &[u8]) -> Result<bool> {
+        let r = self.gate.write(|| {
+            let _ = self.l1.delete(key);
+            self.l2.delete(key)
+        });
+        self.publish_key(key);
+        r
+    }
+
+    fn has_key(&self, key: &[u8]) -> Result<bool> {
+        Ok(self.l1.has_key(key)? || self.l2.has_key(key)?)
+    }
+
+    fn touch(&self, key: &[u8], ttl: Option<Duration>) -> Result<bool> {
+        let touched = self.l2.touch(key, ttl)?;
+        if touched {
+            let _ = self.l1.touch(key, self.l1_ttl(ttl));
+        } else {
+            let _ = self.l1.delete(key);
+        }
+        Ok(touched)
+    }
+
+    fn incr(&self, key: &[u8], delta: i64) -> Result<i64> {
+        let r = self.gate.write(|| {
+            let _ = self.l1.delete(key);
+            self.l2.incr(key, delta)
+        });
+        self.publish_key(key);
+        r
+    }
+
+    fn get_many(&self, keys: &[&[u8]]) -> Result<Vec<Option<Value>>> {
+        let mut out = Vec::with_capacity(keys.len());
+        let mut missing = Vec::new();
+        for (i, k) in keys.iter().enumerate() {
+            let v = self.l1.get(k)?;
+            if v.is_none() {
+                missing.push(i);
+            }
+            out.push(v);
+        }
+        if missing.is_empty() {
+            return Ok(out);
+        }
+        let epoch = self.gate.snapshot();
+        let wanted: Vec<&[u8]> = missing.iter().map(|&i| keys[i]).collect();
+        let found = self.l2.get_many(&wanted)?;
+        for (&i, v) in missing.iter().zip(found) {
+            if let Some(v) = &v {
+                self.fill(keys[i], v, epoch);
+            }
+            out[i] = v;
+        }
+        Ok(out)
+    }
+
+    fn set_many(&self, items: &[(&[u8], &[u8])], ttl: Option<Duration>) -> Result<Vec<usize>> {
+        let failed = self.gate.write(|| {
+            let failed = self.l2.set_many(items, ttl);
+            match &failed {
+                Ok(failed) => {
+                    for (i, (k, v)) in items.iter().enumerate() {
+                        if failed.contains(&i) {
+                            let _ = self.l1.delete(k);
+                        } else {
+                            self.write_l1(k, v, ttl);
+                        }
+                    }
+                }
+                Err(_) => {
+                    for (k, _) in items {
+                        let _ = self.l1.delete(k);
+                    }
+                }
+            }
+            failed
+        })?;
+        for (k, _) in items {
+            self.publish_key(k);
+        }
+        Ok(failed)
+    }
+
+    fn delete_many(&self, keys: &[&[u8]]) -> Result<usize> {
+        let r = self.gate.write(|| {
+            for k in keys {
+                let _ = self.l1.delete(k);
+            }
+            self.l2.delete_many(keys)
+        });
+        for k in keys {
+            self.publish_key(k);
+        }
+        r
+    }
+
+    fn clear(&self, prefix: &[u8]) -> Result<()> {
+        let r = self.gate.write(|| {
+            let _ = self.l1.clear(prefix);
+            self.l2.clear(prefix)
+        });
+        self.publish(InvalidationTarget::Prefix(prefix.to_vec()));
+        r
+    }
+
+    fn evictions(&self) -> u64 {
+        self.l1.evictions() + self.l2.evictions()
+    }
+}
+
+impl TieredBackend {
+    #[inline(never)]
+    fn get_l2(&self, key: &[u8]) -> Result<Option<Value>> {
+        let epoch = self.gate.snapshot();
+        let v = self.l2.get(key)?;
+        if let Some(v) = &v {
+            self.fill(key, v, epoch);
+        }
+        Ok(v)
+    }
+}
+
+/// Opens the tiered backend a `tiered://` location (and builder settings) describe; returns
+/// it with the location to show, its sub-URLs' passwords redacted.
+pub(crate) fn open(
+    location: &Location,
+    options: &mut Options,
+    config: TieredConfig,
+    policy: &FailurePolicy,
+) -> Result<(Arc<dyn Backend>, String)> {
+    if location.scheme() != "tiered" {
+        return Err(Error::config(format!(
+            "a tiered cache is opened from a tiered:// URL or Cache::builder_tiered, not {}",
+            location.redacted()
+        )));
+    }
+    if !location.hosts().is_empty() || !(location.path().is_empty() || location.path() == "/") {
+        return Err(Error::config(
+            "tiered:// takes its stores as options: tiered://?l1=<url-encoded memory:// URL>&l2=<url-encoded URL>",
+        ));
+    }
+    let l1_url = config
+        .l1
+        .or_else(|| options.take("l1"))
+        .unwrap_or_else(|| "memory://".to_owned());
+    let l2_url = config.l2.or_else(|| options.take("l2")).ok_or_else(|| {
+        Error::config("tiered:// needs an l2 option: the URL-encoded URL of the shared cache")
+    })?;
+    let bus_spec = options.take("bus");
+    let l1_timeout = match config.l1_timeout {
+        Some(t) => t,
+        None => options
+            .seconds("l1_timeout")?
+            .unwrap_or(Some(DEFAULT_L1_TIMEOUT)),
+    };
+    let bus: Option<Arc<dyn InvalidationBus>> = match (config.bus, bus_spec.as_deref()) {
+        (Some(bus), _) => Some(bus),
+        (None, None | Some("none") | Some("")) => None,
+        (None, Some(spec)) => match spec.strip_prefix("local:") {
+            Some(name) if !name.is_empty() => Some(LocalBus::named(name)),
+            _ => {
+                return Err(Error::config(format!(
+                    "unknown bus {spec:?} for tiered://: expected none or local:NAME (a Redis \
+                     pub/sub bus comes with the Redis backend)"
+                )))
+            }
+        },
+    };
+
+    let l1_loc = Location::parse(&l1_url)?;
+    if l1_loc.scheme() != "memory" {
+        return Err(Error::config(format!(
+            "the l1 of a tiered cache must be a memory:// URL, not {}",
+            l1_loc.redacted()
+        )));
+    }
+    let mut l1_opts = Options::new(&l1_loc);
+    let l1 = crate::open_backend(&l1_loc, &mut l1_opts)?;
+    l1_opts.finish()?;
+
+    let l2_loc = Location::parse(&l2_url)?;
+    if l2_loc.scheme() == "tiered" {
+        return Err(Error::config(
+            "the l2 of a tiered cache cannot be tiered itself",
+        ));
+    }
+    let mut l2_opts = Options::new(&l2_loc);
+    let l2 = crate::open_backend(&l2_loc, &mut l2_opts)?;
+    l2_opts.finish()?;
+    let l2: Arc<dyn Backend> = if l2.is_local() || policy.breaker_threshold == 0 {
+        l2
+    } else {
+        Arc::new(Guarded::new(l2, policy))
+    };
+
+    let shown = format!(
+        "tiered://?l1={}&l2={}{}",
+        l1_loc.redacted(),
+        l2_loc.redacted(),
+        bus_spec.map(|b| format!("&bus={b}")).unwrap_or_default()
+    );
+    let backend = TieredBackend::new(l1, l2, l1_timeout, bus)?;
+    Ok((Arc::new(backend), shown))
+}
