@@ -31,6 +31,7 @@ test-c:
 
 test-python:
 	bash scripts/python-test.sh
+	bash scripts/django-suite.sh
 
 test-readme:
 	python3 scripts/check-readme.py
@@ -62,6 +63,9 @@ bench-python: setup
 	$(PYTHON_VENV)/bin/python bench/python/bench_refresh.py
 	$(PYTHON_VENV)/bin/python bench/python/bench_redis.py
 	$(PYTHON_VENV)/bin/python bench/python/bench_memcached.py
+	$(PYTHON_VENV)/bin/python bench/python/bench_file.py
+	$(PYTHON_VENV)/bin/python bench/python/bench_sql.py
+	$(PYTHON_VENV)/bin/python bench/python/bench_django.py
 
 clean:
 	cargo clean

@@ -10,9 +10,13 @@ Values are stored exactly as Django's ``RedisCache`` stores them (plain ``int`` 
 decimal, everything else pickled), so polycache and Django read each other's entries.
 """
 
+import atexit
+
 from polycache._cache import Cache, Timeout
 from polycache._caches import CacheHandler, caches
-from polycache._polycache import DEFAULT_TIMEOUT, SCHEMES
+from polycache._decorators import cached
+from polycache._jobs import Call, Job, cacheback
+from polycache._polycache import DEFAULT_TIMEOUT, SCHEMES, _shutdown, render_prometheus
 from polycache.exceptions import (
     BackendError,
     CacheError,
@@ -37,10 +41,12 @@ __all__ = [
     "Cache",
     "CacheError",
     "CacheHandler",
+    "Call",
     "ConfigurationError",
     "ConnectionError",
     "IntegerOverflowError",
     "InvalidKeyError",
+    "Job",
     "KeyNotFoundError",
     "NotAnIntegerError",
     "SerializationError",
@@ -48,5 +54,12 @@ __all__ = [
     "TimeoutError",
     "UnsupportedOperationError",
     "ValueTooLargeError",
+    "cached",
+    "cacheback",
     "caches",
+    "render_prometheus",
 ]
+
+# Background refreshes run Python code on polycache's own threads: at exit, stop them from
+# entering Python and let the ones inside finish, before the interpreter finalizes.
+atexit.register(_shutdown)

@@ -18,6 +18,8 @@ Timeout = Union[float, None, DefaultTimeout]
 
 _R = TypeVar("_R")
 _MISSING: Any = object()
+#: The async single-flight slots of aget_or_set_with (created on first use).
+_async_flights: Any = None
 
 
 class Cache(_NativeCache):
@@ -104,6 +106,34 @@ class Cache(_NativeCache):
         await self.aadd(key, default, timeout, version)
         # Read back: another writer may have won the race between the miss and the add.
         return await self.aget(key, default, version)
+
+    async def aget_or_set_with(
+        self, key: str, loader: Callable[[], Any], timeout: Timeout = DEFAULT_TIMEOUT, version: int | None = None
+    ) -> Any:
+        """``get_or_set_with``, awaitable; ``loader`` may be an ``async`` function.
+
+        Concurrent awaits of one key in one event loop share one call of ``loader``. A sync
+        ``loader`` runs through the native single-flight ``get_or_set_with`` (in a worker
+        thread on a backend that is not local).
+        """
+        if not inspect.iscoroutinefunction(loader):
+            return await self._run(self.get_or_set_with, key, loader, timeout, version)
+        value = await self.aget(key, _MISSING, version)
+        if value is not _MISSING:
+            return value
+        from polycache._decorators import _AsyncFlights
+
+        global _async_flights
+        if _async_flights is None:
+            _async_flights = _AsyncFlights()
+
+        async def compute() -> Any:
+            result = await loader()
+            await self.aset(key, result, timeout, version)
+            return result
+
+        # Slots are removed when their computation ends, so id(self) cannot be reused stale.
+        return await _async_flights.run(f"{id(self)}:{self.make_key(key, version)}", compute)
 
     async def aclear(self) -> None:
         """``clear``, awaitable."""

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import threading
+import weakref
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 from polycache._cache import Cache
-from polycache._polycache import DEFAULT_TIMEOUT
+from polycache._polycache import DEFAULT_TIMEOUT, Memo, render_prometheus
 from polycache.exceptions import ConfigurationError
 
 __all__ = ["CacheHandler", "caches"]
@@ -60,6 +61,8 @@ class CacheHandler(Mapping[str, Cache]):
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._caches: dict[str, Cache] | None = None
+        # Memoized functions that name their cache: re-resolved after `configure`.
+        self._memos: weakref.WeakSet[Memo] = weakref.WeakSet()
 
     def configure(self, settings: Mapping[str, Mapping[str, Any]]) -> None:
         """Opens every cache of ``settings`` (Django's ``CACHES`` shape) and replaces the current set.
@@ -77,6 +80,18 @@ class CacheHandler(Mapping[str, Cache]):
             raise ConfigurationError("the cache settings have no 'default' cache")
         with self._lock:
             self._caches = built
+            memos = list(self._memos)
+        for memo in memos:
+            memo._reset()
+
+    def _register(self, memo: Memo) -> None:
+        """Makes ``memo`` resolve its cache name again after every ``configure``."""
+        with self._lock:
+            self._memos.add(memo)
+
+    def stats_prometheus(self) -> str:
+        """The counters of every cache as one Prometheus text page, labelled by cache name."""
+        return render_prometheus(self._all())
 
     def _all(self) -> dict[str, Cache]:
         caches = self._caches

@@ -2,17 +2,22 @@
 //!
 //! One class, `Cache`, with Django's cache methods over a core [`polycache::Cache`], and the
 //! serializer Django's `RedisCache` uses. The pure-Python package subclasses `Cache` only to
-//! add the `async` twins; every sync call lands here directly.
+//! add the `async` twins; every sync call lands here directly. `Memo` is the native half of
+//! `@polycache.cached`, `JobRunner` of `polycache.Job`.
 //!
 //! GIL policy: a backend whose calls answer in memory ([`polycache::Backend::is_local`])
 //! runs with the GIL held, since releasing it would cost more than the lookup. Any other
 //! backend gets owned copies of the key and value, then runs with the GIL released.
 
+mod argkey;
+mod django;
 mod errors;
+mod jobs;
+mod memo;
 mod serializer;
 
 use errors::ResultExt;
-use polycache::{Cache, CacheConfig, Expiry, Key, StatsSnapshot};
+use polycache::{Cache, CacheConfig, Error, ErrorKind, Expiry, Key, Lookup, StatsSnapshot};
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyList, PyString, PyTuple};
@@ -200,6 +205,8 @@ fn stats_dict<'py>(py: Python<'py>, s: &StatsSnapshot) -> PyResult<Bound<'py, Py
     d.set_item("deletes", s.deletes)?;
     d.set_item("errors", s.errors)?;
     d.set_item("evictions", s.evictions)?;
+    d.set_item("stale_hits", s.stale_hits)?;
+    d.set_item("refreshes", s.refreshes)?;
     Ok(d)
 }
 
@@ -498,6 +505,81 @@ impl PyCache {
         Ok(self.get_value(py, name, version)?.unwrap_or(value))
     }
 
+    /// The value under `key`; on a miss, one caller calls `loader()` and stores its result
+    /// while concurrent callers of this cache for the same key wait for it (single-flight).
+    ///
+    /// Unlike `get_or_set` (Django's: every caller that misses computes), `loader` runs once
+    /// for all the threads that miss the key at the same time. The cache's refresh options
+    /// apply (`lease`, `flight_timeout`, `xfetch_beta`). An exception from `loader` reaches
+    /// its caller; nothing is stored and the waiting callers retry.
+    #[pyo3(signature = (key, loader, timeout = DEFAULT, version = None))]
+    fn get_or_set_with<'py>(
+        &self,
+        py: Python<'py>,
+        key: &Bound<'py, PyAny>,
+        loader: &Bound<'py, PyAny>,
+        timeout: TimeoutArg,
+        version: Option<i64>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let name = key_str(key)?;
+        if !loader.is_callable() {
+            return Err(PyTypeError::new_err(format!(
+                "loader must be callable, not {}",
+                type_name(loader)
+            )));
+        }
+        let policy = self.cache.refresh_policy();
+        let found = self
+            .with_key(py, name, |c, k| {
+                c.lookup(Key::new(k).maybe_version(version), policy)
+            })
+            .py_err(py)?;
+        let current = match found {
+            Lookup::Hit(ref v) => return serializer::decode(py, v),
+            Lookup::RefreshEarly(v) => Some(v),
+            _ => None,
+        };
+        let loader = loader.clone().unbind();
+        let mut produced: Option<Py<PyAny>> = None;
+        let mut raised: Option<PyErr> = None;
+        let compute = || {
+            Python::attach(|py| {
+                let computed = loader.bind(py).call0().and_then(|obj| {
+                    let mut encoded = Serialized::new();
+                    encoded.encode(&obj)?;
+                    Ok((obj, encoded.as_bytes().to_vec()))
+                });
+                match computed {
+                    Ok((obj, bytes)) => {
+                        produced = Some(obj.unbind());
+                        Ok(bytes)
+                    }
+                    Err(e) => {
+                        raised = Some(e);
+                        Err(Error::new(ErrorKind::Backend, "the loader raised"))
+                    }
+                }
+            })
+        };
+        let cache = &self.cache;
+        let result = py.detach(|| {
+            cache.load(
+                Key::new(name).maybe_version(version),
+                compute,
+                timeout.0,
+                policy,
+                current,
+            )
+        });
+        match result {
+            Ok(v) => match produced {
+                Some(obj) => Ok(obj.into_bound(py)),
+                None => serializer::decode(py, &v),
+            },
+            Err(e) => Err(raised.unwrap_or_else(|| errors::to_py(py, e))),
+        }
+    }
+
     /// Removes this cache's entries (every entry when the key prefix is empty).
     fn clear(&self, py: Python<'_>) -> PyResult<()> {
         if self.local {
@@ -546,9 +628,16 @@ impl PyCache {
     /// Does nothing: connections are pooled and closed with the cache (Django's `close`).
     fn close(&self) {}
 
-    /// The counters of this cache: hits, misses, sets, deletes, errors, evictions.
+    /// The counters of this cache: hits, misses, sets, deletes, errors, evictions,
+    /// stale_hits, refreshes.
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         stats_dict(py, &self.cache.stats())
+    }
+
+    /// The counters in the Prometheus text format, labelled `cache="{name}"`.
+    #[pyo3(signature = (name = "default"))]
+    fn stats_prometheus(&self, name: &str) -> String {
+        self.cache.stats_prometheus(name)
     }
 
     /// The full key `key` is stored under: `{key_prefix}:{version}:{key}`.
@@ -629,12 +718,47 @@ fn loads<'py>(py: Python<'py>, data: &[u8]) -> PyResult<Bound<'py, PyAny>> {
     serializer::decode(py, data)
 }
 
+/// The cache key `{name}:{digest}` of a call with `args` and `kwargs` (see `argkey`).
+#[pyfunction]
+#[pyo3(signature = (name, args, kwargs = None, skip_first = false))]
+fn call_key(
+    name: &str,
+    args: &Bound<'_, PyTuple>,
+    kwargs: Option<&Bound<'_, PyDict>>,
+    skip_first: bool,
+) -> PyResult<String> {
+    argkey::call_key(name, args, kwargs, skip_first)
+}
+
+/// Renders the counters of several caches as one Prometheus page: `{name: cache}`.
+#[pyfunction]
+fn render_prometheus(caches: &Bound<'_, PyAny>) -> PyResult<String> {
+    let items = match caches.cast::<PyDict>() {
+        Ok(d) => d.items().into_any(),
+        Err(_) => caches.call_method0("items")?,
+    };
+    let mut snapshots = Vec::new();
+    for item in items.try_iter()? {
+        let (name, cache): (String, Bound<'_, PyCache>) = item?.extract()?;
+        snapshots.push((name, cache.get().cache.stats()));
+    }
+    Ok(polycache::render_prometheus(
+        snapshots.iter().map(|(n, s)| (n.as_str(), s)),
+    ))
+}
+
 /// The native module; `polycache` re-exports its public names.
 #[pymodule]
 fn _polycache(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     m.add_class::<PyCache>()?;
     m.add_class::<DefaultTimeout>()?;
+    m.add_class::<django::DjangoCache>()?;
+    m.add_class::<memo::Memo>()?;
+    m.add_class::<jobs::JobRunner>()?;
+    m.add_function(wrap_pyfunction!(jobs::_shutdown, m)?)?;
+    m.add_function(wrap_pyfunction!(call_key, m)?)?;
+    m.add_function(wrap_pyfunction!(render_prometheus, m)?)?;
     m.add_function(wrap_pyfunction!(dumps, m)?)?;
     m.add_function(wrap_pyfunction!(loads, m)?)?;
     m.add("DEFAULT_TIMEOUT", Bound::new(py, DefaultTimeout)?)?;

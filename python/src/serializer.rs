@@ -319,6 +319,10 @@ pub(crate) fn decode<'py>(py: Python<'py>, data: &[u8]) -> PyResult<Bound<'py, P
             return Ok(value);
         }
     } else {
+        // A value stored with its refresh metadata (XFetch, jobs): read its payload.
+        if let Some((_, payload)) = polycache::Envelope::decode(data) {
+            return decode(py, payload);
+        }
         // Whatever else `int()` accepts (more digits, spaces, `_`, `+`) stays Django's call.
         let bytes = PyBytes::new(py, data);
         match py.get_type::<PyInt>().call1((&bytes,)) {

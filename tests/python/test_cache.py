@@ -530,7 +530,16 @@ def test_close_is_noop(cache: Cache) -> None:
 
 
 def test_stats_count(cache: Cache) -> None:
-    assert cache.stats() == {"hits": 0, "misses": 0, "sets": 0, "deletes": 0, "errors": 0, "evictions": 0}
+    assert cache.stats() == {
+        "hits": 0,
+        "misses": 0,
+        "stale_hits": 0,
+        "refreshes": 0,
+        "sets": 0,
+        "deletes": 0,
+        "errors": 0,
+        "evictions": 0,
+    }
     cache.set("a", 1)
     cache.set("b", 2)
     cache.get("a")

@@ -1,0 +1,324 @@
+"""``@polycache.cached``: memoize sync and async functions and methods in a cache.
+
+On a polycache cache (a name in ``polycache.caches`` or a ``polycache.Cache``), a sync
+function's wrapper is the native ``Memo``: a hit runs in Rust without a Python frame, a miss
+is computed once for every thread that misses the key at the same time (single-flight).
+Async functions get an ``async`` wrapper whose concurrent awaits of one key share one
+computation (an ``asyncio`` future per key and event loop). Any other cache, given as a
+``(get, set)`` pair or an object with ``get``/``set`` methods, gets a pure-Python wrapper
+with the same single-flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import threading
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar, Union, cast, overload
+
+from polycache._cache import Cache, Timeout
+from polycache._caches import caches
+from polycache._polycache import DEFAULT_TIMEOUT, Memo, call_key
+
+__all__ = ["cached"]
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+_MISS: Any = object()
+#: Set as a shared computation's result when its leader failed: the waiters retry.
+_RETRY: Any = object()
+#: How long a caller waits for another's computation before computing itself (seconds).
+FLIGHT_TIMEOUT = 10.0
+
+Getter = Callable[[str], Any]
+Setter = Callable[..., Any]
+CacheArg = Union[str, Cache, tuple[Getter, Setter], Any]
+
+
+def _is_method(fn: Callable[..., Any]) -> bool:
+    """True when the first parameter is named ``self`` or ``cls`` (dogpile's rule)."""
+    try:
+        params = list(inspect.signature(fn).parameters)
+    except (TypeError, ValueError):
+        return False
+    return bool(params) and params[0] in ("self", "cls")
+
+
+def _function_name(fn: Callable[..., Any]) -> str:
+    module = getattr(fn, "__module__", None) or "?"
+    qualname = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", "?")
+    return f"{module}.{qualname}"
+
+
+class _ThreadFlights:
+    """Single-flight for the pure-Python wrapper: one computation per key at a time."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._running: dict[str, _Slot] = {}
+
+    def run(self, key: str, compute: Callable[[], Any]) -> Any:
+        while True:
+            with self._lock:
+                slot = self._running.get(key)
+                leader = slot is None
+                if slot is None:
+                    slot = self._running[key] = _Slot()
+            if leader:
+                try:
+                    value = compute()
+                except BaseException:
+                    slot.finish(_RETRY)
+                    raise
+                finally:
+                    with self._lock:
+                        if self._running.get(key) is slot:
+                            del self._running[key]
+                slot.finish(value)
+                return value
+            if not slot.done.wait(FLIGHT_TIMEOUT):
+                return compute()
+            if slot.value is not _RETRY:
+                return slot.value
+
+
+class _Slot:
+    __slots__ = ("done", "value")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.value: Any = _RETRY
+
+    def finish(self, value: Any) -> None:
+        self.value = value
+        self.done.set()
+
+
+class _AsyncFlights:
+    """Single-flight for ``async`` wrappers: one computation per key and event loop."""
+
+    def __init__(self) -> None:
+        self._running: dict[tuple[int, str], asyncio.Future[Any]] = {}
+
+    async def run(self, key: str, compute: Callable[[], Awaitable[Any]]) -> Any:
+        loop = asyncio.get_running_loop()
+        slot = (id(loop), key)
+        while True:
+            fut = self._running.get(slot)
+            if fut is None:
+                break
+            value = await asyncio.shield(fut)
+            if value is not _RETRY:
+                return value
+        fut = loop.create_future()
+        self._running[slot] = fut
+        try:
+            value = await compute()
+        except BaseException:
+            # Not set_exception: with no waiter, asyncio would warn the exception went unread.
+            fut.set_result(_RETRY)
+            raise
+        finally:
+            if self._running.get(slot) is fut:
+                del self._running[slot]
+        fut.set_result(value)
+        return value
+
+
+def _async_memo(memo: Memo, fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    flights = _AsyncFlights()
+
+    @functools.wraps(fn)
+    async def wrapper(*args: Any, **kwargs: Any) -> Any:
+        key = memo.key(*args, **kwargs)
+        local = memo.cache.is_local
+        value = memo._lookup(key, _MISS) if local else await asyncio.to_thread(memo._lookup, key, _MISS)
+        if value is not _MISS:
+            return value
+
+        async def compute() -> Any:
+            result = await fn(*args, **kwargs)
+            if local:
+                memo._store(key, result)
+            else:
+                await asyncio.to_thread(memo._store, key, result)
+            return result
+
+        return await flights.run(key, compute)
+
+    async def refresh(*args: Any, **kwargs: Any) -> Any:
+        key = memo.key(*args, **kwargs)
+        result = await fn(*args, **kwargs)
+        await asyncio.to_thread(memo._store, key, result)
+        return result
+
+    w = cast(Any, wrapper)
+    w.key = memo.key
+    w.invalidate = memo.invalidate
+    w.refresh = refresh
+    w.memo = memo
+    return wrapper
+
+
+def _pair_memo(
+    fn: Callable[..., Any],
+    name: str,
+    get: Getter,
+    set_: Setter,
+    timeout: Timeout,
+    key: Callable[..., str] | None,
+    skip_first: bool,
+    single_flight: bool,
+) -> Callable[..., Any]:
+    """The wrapper over an external ``get``/``set`` pair: a miss is ``get`` returning None."""
+
+    def make_key(*args: Any, **kwargs: Any) -> str:
+        if key is not None:
+            return f"{name}:{key(*args, **kwargs)}"
+        return call_key(name, args, kwargs, skip_first)
+
+    def store(k: str, value: Any) -> Any:
+        return set_(k, value) if timeout is DEFAULT_TIMEOUT else set_(k, value, timeout)
+
+    if inspect.iscoroutinefunction(fn):
+        aflights = _AsyncFlights()
+
+        async def maybe_await(x: Any) -> Any:
+            return await x if inspect.isawaitable(x) else x
+
+        @functools.wraps(fn)
+        async def awrapper(*args: Any, **kwargs: Any) -> Any:
+            k = make_key(*args, **kwargs)
+            value = await maybe_await(get(k))
+            if value is not None:
+                return value
+
+            async def compute() -> Any:
+                result = await fn(*args, **kwargs)
+                await maybe_await(store(k, result))
+                return result
+
+            return await (aflights.run(k, compute) if single_flight else compute())
+
+        async def arefresh(*args: Any, **kwargs: Any) -> Any:
+            k = make_key(*args, **kwargs)
+            result = await fn(*args, **kwargs)
+            await maybe_await(store(k, result))
+            return result
+
+        def ainvalidate(*args: Any, **kwargs: Any) -> Any:
+            return store(make_key(*args, **kwargs), None)
+
+        a = cast(Any, awrapper)
+        a.key, a.refresh, a.invalidate = make_key, arefresh, ainvalidate
+        return awrapper
+
+    flights = _ThreadFlights()
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        k = make_key(*args, **kwargs)
+        value = get(k)
+        if value is not None:
+            return value
+
+        def compute() -> Any:
+            result = fn(*args, **kwargs)
+            store(k, result)
+            return result
+
+        return flights.run(k, compute) if single_flight else compute()
+
+    def refresh(*args: Any, **kwargs: Any) -> Any:
+        k = make_key(*args, **kwargs)
+        result = fn(*args, **kwargs)
+        store(k, result)
+        return result
+
+    def invalidate(*args: Any, **kwargs: Any) -> Any:
+        # A get/set pair has no delete: storing None makes the next call a miss.
+        return store(make_key(*args, **kwargs), None)
+
+    w = cast(Any, wrapper)
+    w.key, w.refresh, w.invalidate = make_key, refresh, invalidate
+    return wrapper
+
+
+@overload
+def cached(timeout: _F) -> _F: ...
+@overload
+def cached(
+    timeout: Timeout = ...,
+    key_prefix: str | None = ...,
+    version: int | None = ...,
+    cache: CacheArg = ...,
+    key: Callable[..., str] | None = ...,
+    *,
+    backend: Any = ...,
+    single_flight: bool = ...,
+) -> Callable[[_F], _F]: ...
+def cached(
+    timeout: Any = DEFAULT_TIMEOUT,
+    key_prefix: str | None = None,
+    version: int | None = None,
+    cache: CacheArg = "default",
+    key: Callable[..., str] | None = None,
+    *,
+    backend: Any = None,
+    single_flight: bool = True,
+) -> Any:
+    """Memoizes a function, method or ``async`` function in a cache.
+
+    ``@cached`` or ``@cached(timeout=60, cache="default")``. The key of a call is
+    ``{key_prefix}:{digest of the arguments}``, where ``key_prefix`` defaults to the
+    function's ``module.qualname``; ``key=`` replaces the digest by ``key(*args, **kwargs)``.
+    For a method (first parameter ``self`` or ``cls``) the instance is left out of the key
+    unless it defines ``__cache_key__()``. ``timeout`` uses Django's words (``None`` never
+    expires, ``0`` stores nothing, default: the cache's). ``cache`` is a name in
+    ``polycache.caches`` (resolved at the first call, again after ``caches.configure``), a
+    ``polycache.Cache``, or a ``(get, set)`` pair; ``backend=`` takes any object with
+    ``get``/``set``. The wrapper has ``key(*args)``, ``invalidate(*args)`` and
+    ``refresh(*args)``.
+    """
+    if callable(timeout) and not isinstance(timeout, (int, float)):
+        return cached()(timeout)
+
+    def decorate(fn: _F) -> _F:
+        name = key_prefix or _function_name(fn)
+        skip_first = _is_method(fn)
+        pair: tuple[Getter, Setter] | None = None
+        if backend is not None:
+            pair = (backend.get, backend.set)
+        elif isinstance(cache, tuple):
+            if len(cache) != 2 or not all(callable(f) for f in cache):
+                raise TypeError("cache=(get, set) takes two callables")
+            pair = (cache[0], cache[1])
+        elif not isinstance(cache, (str, Cache)):
+            if not (callable(getattr(cache, "get", None)) and callable(getattr(cache, "set", None))):
+                raise TypeError(
+                    f"cache must be a cache name, a polycache.Cache, a (get, set) pair or an "
+                    f"object with get and set methods, not {type(cache).__name__}"
+                )
+            pair = (cache.get, cache.set)
+        if pair is not None:
+            return cast(_F, _pair_memo(fn, name, pair[0], pair[1], timeout, key, skip_first, single_flight))
+
+        if isinstance(cache, Cache):
+            memo = Memo(
+                fn, name, cache=cache, timeout=timeout, version=version, key=key,
+                skip_first=skip_first, single_flight=single_flight,
+            )
+        else:
+            cache_name = cast(str, cache)
+            memo = Memo(
+                fn, name, resolver=lambda: caches[cache_name], timeout=timeout, version=version,
+                key=key, skip_first=skip_first, single_flight=single_flight,
+            )
+            caches._register(memo)
+        if inspect.iscoroutinefunction(fn):
+            return cast(_F, _async_memo(memo, fn))
+        functools.update_wrapper(memo, fn)
+        return cast(_F, memo)
+
+    return decorate

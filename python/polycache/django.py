@@ -1,0 +1,261 @@
+"""``polycache.django.Cache``: a Django cache backend over any polycache location.
+
+.. code-block:: python
+
+    CACHES = {
+        "default": {
+            "BACKEND": "polycache.django.Cache",
+            "LOCATION": "redis://127.0.0.1:6379/0",
+            "TIMEOUT": 300,
+            "KEY_PREFIX": "site",
+            "VERSION": 1,
+            "OPTIONS": {"socket_timeout": 0.5},
+        }
+    }
+
+A subclass of Django's ``BaseCache`` whose methods are native: key making and Django's key
+checks (``CacheKeyWarning`` with Django's exact texts) run in Rust, and so does the call to
+the backend. Timeouts, results and errors are Django's. Entries are stored as Django's
+``RedisCache`` stores them, under Django's full keys (``{KEY_PREFIX}:{VERSION}:{key}``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import urllib.parse
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from django.core.cache.backends.base import (
+    DEFAULT_TIMEOUT,
+    BaseCache,
+    CacheKeyWarning,
+    default_key_func,
+    get_key_func,
+)
+
+from polycache._polycache import _DjangoCache
+from polycache.exceptions import ConfigurationError
+
+__all__ = ["Cache", "InvalidOptionError"]
+
+#: The store a ``memory://`` LOCATION without a name opens: shared by every such cache of
+#: the process, as every ``LocMemCache`` without a LOCATION shares one.
+DEFAULT_MEMORY_STORE = "django"
+
+#: Django's own OPTIONS and the URL options they become (None: accepted, not passed on).
+_DJANGO_OPTIONS: dict[str, str | None] = {"MAX_ENTRIES": "max_entries", "CULL_FREQUENCY": None}
+
+
+class InvalidOptionError(ConfigurationError, TypeError):
+    """An ``OPTIONS`` entry the location does not take, or a bad value for one.
+
+    A ``TypeError`` as well, as Django's Redis and Memcached backends raise for an
+    unexpected option (``got an unexpected keyword argument``).
+    """
+
+
+def _redact(text: str) -> str:
+    """``text`` with any ``user:password@`` part hidden, for error messages."""
+    return re.sub(r"[^/@]*@", "***@", text)
+
+
+def _url(location: object) -> str:
+    """The polycache URL for a Django ``LOCATION``."""
+    if location is None or location == "":
+        return f"memory://{DEFAULT_MEMORY_STORE}"
+    if isinstance(location, (list, tuple)):
+        return _join_urls(location)
+    if not isinstance(location, str):
+        raise ConfigurationError(
+            f"LOCATION must be a cache URL string (or a list of them), not {type(location).__name__}"
+        )
+    if "://" not in location:
+        hint = f" (for a directory: file://{_redact(location)})" if location.startswith("/") else ""
+        raise ConfigurationError(
+            f"LOCATION {_redact(location)!r} is not a cache URL{hint}; polycache.django.Cache takes "
+            "URLs such as memory://, file:///var/cache/site, sqlite:///var/cache/site.db, "
+            "redis://127.0.0.1:6379/0 or memcached://127.0.0.1:11211"
+        )
+    if location.startswith("memory://"):
+        parts = urllib.parse.urlsplit(location)
+        if not parts.netloc:
+            return urllib.parse.urlunsplit(parts._replace(netloc=DEFAULT_MEMORY_STORE))
+    return location
+
+
+def _join_urls(locations: Iterable[object]) -> str:
+    """Several server URLs of one scheme (Django's list form) as one multi-host URL."""
+    parts = []
+    for location in locations:
+        if not isinstance(location, str) or "://" not in location:
+            shown = _redact(location) if isinstance(location, str) else type(location).__name__
+            raise ConfigurationError(f"each LOCATION in a list must be a cache URL, not {shown!r}")
+        parts.append(urllib.parse.urlsplit(location))
+    if not parts:
+        raise ConfigurationError("LOCATION is an empty list")
+    first = parts[0]
+    for other in parts[1:]:
+        if (other.scheme, other.path, other.query) != (first.scheme, first.path, first.query):
+            raise ConfigurationError(
+                "the URLs of a LOCATION list must differ only in their host: "
+                f"{_redact(urllib.parse.urlunsplit(first))!r} and {_redact(urllib.parse.urlunsplit(other))!r}"
+            )
+    hosts = ",".join(p.netloc for p in parts)
+    return urllib.parse.urlunsplit(first._replace(netloc=hosts))
+
+
+def _int_or(value: object, fallback: int) -> int:
+    """``int(value)``, or ``fallback`` when that fails: Django's reading of its numbers."""
+    try:
+        return int(value)  # type: ignore[call-overload,no-any-return]
+    except (ValueError, TypeError):
+        return fallback
+
+
+def _url_options(options: object) -> dict[str, object]:
+    if options is None:
+        return {}
+    if not isinstance(options, Mapping):
+        raise ConfigurationError(f"OPTIONS must be a mapping, not {type(options).__name__}")
+    out: dict[str, object] = {}
+    for name, value in options.items():
+        if not isinstance(name, str):
+            raise InvalidOptionError(f"OPTIONS keys must be str, not {type(name).__name__}")
+        if name in _DJANGO_OPTIONS:
+            target = _DJANGO_OPTIONS[name]
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise InvalidOptionError(f"OPTIONS[{name!r}] must be an int, not {type(value).__name__}")
+            if target is not None:
+                out[target] = value
+        elif name.isupper():
+            raise InvalidOptionError(
+                f"unknown OPTIONS key {name!r}: polycache.django.Cache takes MAX_ENTRIES, "
+                "CULL_FREQUENCY and the (lower-case) URL options of its LOCATION's scheme"
+            )
+        else:
+            out[name] = value
+    return out
+
+
+class Cache(_DjangoCache, BaseCache):  # type: ignore[misc]
+    """A Django cache backend: ``"BACKEND": "polycache.django.Cache"``.
+
+    ``LOCATION`` is a polycache URL (``memory://`` when empty; ``memory://`` without a store
+    name opens the process-wide store ``memory://django``, as ``LocMemCache`` shares one
+    store between its instances). A list of URLs that differ only in their host becomes
+    one multi-host URL. ``OPTIONS``: ``MAX_ENTRIES`` (the ``max_entries`` URL option),
+    ``CULL_FREQUENCY`` (accepted; polycache evicts by its own policy) and any lower-case
+    URL option of the scheme, e.g. ``{"max_bytes": 64 << 20}`` or ``{"fail_open": True}``.
+    """
+
+    __module__ = "polycache.django"
+
+    def __new__(cls, location: Any, params: Mapping[str, Any]) -> Cache:
+        url = _url(location)
+        timeout = params.get("timeout", params.get("TIMEOUT", 300))
+        if timeout is not None:
+            timeout = _int_or(timeout, 300)
+        prefix = params.get("KEY_PREFIX", "")
+        options = _url_options(params.get("OPTIONS"))
+        kwargs: dict[str, Any] = {
+            "key_prefix": prefix if isinstance(prefix, str) else str(prefix),
+            "version": params.get("VERSION", 1),
+            "default_timeout": timeout,
+            "key_func": get_key_func(params.get("KEY_FUNCTION")),
+            "default_key_func": default_key_func,
+            "sentinel": DEFAULT_TIMEOUT,
+            "warning": CacheKeyWarning,
+            "custom_make_key": cls.make_key is not _DjangoCache.make_key,
+            "custom_validate": cls.validate_key is not _DjangoCache.validate_key,
+            "custom_make_and_validate": cls.make_and_validate_key is not _DjangoCache.make_and_validate_key,
+        }
+        try:
+            return super().__new__(cls, url, options=options or None, **kwargs)
+        except ConfigurationError as err:
+            if not options:
+                raise
+            # The same location without OPTIONS opens: the fault is in OPTIONS.
+            try:
+                super().__new__(cls, url, options=None, **kwargs)
+            except ConfigurationError:
+                raise err from None
+            raise InvalidOptionError(f"OPTIONS: {err}") from err
+
+    def __init__(self, location: Any, params: Mapping[str, Any]) -> None:
+        # Not BaseCache.__init__: the key settings live in the native half (read-only).
+        options = params.get("OPTIONS") or {}
+        self._max_entries = _int_or(params.get("max_entries", options.get("MAX_ENTRIES", 300)), 300)
+        self._cull_frequency = _int_or(params.get("cull_frequency", options.get("CULL_FREQUENCY", 3)), 3)
+
+    def __repr__(self) -> str:
+        return f"<polycache.django.Cache {self.location!r} key_prefix={self.key_prefix!r} version={self.version!r}>"
+
+    # The async twins: the native call itself on a local backend (it never blocks), else the
+    # native call in a worker thread, where it releases the GIL while it waits.
+
+    async def aget(self, key: Any, default: Any = None, version: Any = None) -> Any:
+        if self.is_local:
+            return self.get(key, default, version)
+        return await asyncio.to_thread(self.get, key, default, version)
+
+    async def aset(self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: Any = None) -> None:
+        if self.is_local:
+            return self.set(key, value, timeout, version)
+        return await asyncio.to_thread(self.set, key, value, timeout, version)
+
+    async def aadd(self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: Any = None) -> bool:
+        if self.is_local:
+            return self.add(key, value, timeout, version)
+        return await asyncio.to_thread(self.add, key, value, timeout, version)
+
+    async def atouch(self, key: Any, timeout: Any = DEFAULT_TIMEOUT, version: Any = None) -> bool:
+        if self.is_local:
+            return self.touch(key, timeout, version)
+        return await asyncio.to_thread(self.touch, key, timeout, version)
+
+    async def adelete(self, key: Any, version: Any = None) -> bool:
+        if self.is_local:
+            return self.delete(key, version)
+        return await asyncio.to_thread(self.delete, key, version)
+
+    async def ahas_key(self, key: Any, version: Any = None) -> bool:
+        if self.is_local:
+            return self.has_key(key, version)
+        return await asyncio.to_thread(self.has_key, key, version)
+
+    async def aincr(self, key: Any, delta: int = 1, version: Any = None) -> int:
+        if self.is_local:
+            return self.incr(key, delta, version)
+        return await asyncio.to_thread(self.incr, key, delta, version)
+
+    async def adecr(self, key: Any, delta: int = 1, version: Any = None) -> int:
+        if self.is_local:
+            return self.decr(key, delta, version)
+        return await asyncio.to_thread(self.decr, key, delta, version)
+
+    async def aget_many(self, keys: Iterable[Any], version: Any = None) -> dict[Any, Any]:
+        if self.is_local:
+            return self.get_many(keys, version)
+        return await asyncio.to_thread(self.get_many, list(keys), version)
+
+    async def aset_many(
+        self, data: Mapping[Any, Any], timeout: Any = DEFAULT_TIMEOUT, version: Any = None
+    ) -> list[Any]:
+        if self.is_local:
+            return self.set_many(data, timeout, version)
+        return await asyncio.to_thread(self.set_many, data, timeout, version)
+
+    async def adelete_many(self, keys: Iterable[Any], version: Any = None) -> None:
+        if self.is_local:
+            return self.delete_many(keys, version)
+        return await asyncio.to_thread(self.delete_many, list(keys), version)
+
+    async def aclear(self) -> None:
+        if self.is_local:
+            return self.clear()
+        return await asyncio.to_thread(self.clear)
+
+    async def aclose(self, **kwargs: Any) -> None:
+        self.close(**kwargs)

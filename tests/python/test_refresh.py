@@ -1,0 +1,743 @@
+"""Refresh without stampedes: get_or_set_with, @cached, Job/@cacheback, tiered caches, stats."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import pickle
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+import polycache
+
+
+def eventually(cond: Callable[[], bool], within: float = 5.0) -> bool:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.002)
+    return cond()
+
+
+def run_threads(n: int, target: Callable[[], Any]) -> list[Any]:
+    """Runs `target` in `n` threads released together; returns their results in order."""
+    barrier = threading.Barrier(n)
+    results: list[Any] = [None] * n
+    errors: list[BaseException] = []
+
+    def run(i: int) -> None:
+        barrier.wait()
+        try:
+            results[i] = target()
+        except BaseException as e:  # noqa: BLE001 - re-raised below
+            errors.append(e)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    if errors:
+        raise errors[0]
+    return results
+
+
+# --- get_or_set_with ---------------------------------------------------------------------------
+
+
+def test_64_threads_on_an_expired_key_cause_one_fetch(cache: polycache.Cache) -> None:
+    cache.set("hot", "old", timeout=0.02)
+    time.sleep(0.05)
+    calls = []
+
+    def loader() -> dict[str, int]:
+        calls.append(1)
+        time.sleep(0.1)
+        return {"fresh": 1}
+
+    results = run_threads(64, lambda: cache.get_or_set_with("hot", loader))
+    assert len(calls) == 1
+    assert all(r == {"fresh": 1} for r in results)
+    stats = cache.stats()
+    assert stats["refreshes"] == 1
+    assert stats["misses"] == 64
+    assert cache.get("hot") == {"fresh": 1}
+
+
+def test_get_or_set_with_raises_the_loaders_exception_and_stores_nothing(cache: polycache.Cache) -> None:
+    class Boom(Exception):
+        pass
+
+    def loader() -> int:
+        raise Boom("upstream down")
+
+    with pytest.raises(Boom, match="upstream down"):
+        cache.get_or_set_with("k", loader)
+    assert cache.get("k", "absent") == "absent"
+    assert cache.get_or_set_with("k", lambda: 7) == 7
+    assert cache.get_or_set_with("k", lambda: 8) == 7
+    with pytest.raises(TypeError, match="callable"):
+        cache.get_or_set_with("k2", 5)  # type: ignore[arg-type]
+
+
+def test_a_failing_leader_lets_a_waiter_compute(cache: polycache.Cache) -> None:
+    calls: list[int] = []
+    lock = threading.Lock()
+
+    def loader() -> str:
+        with lock:
+            calls.append(1)
+            n = len(calls)
+        time.sleep(0.05)
+        if n == 1:
+            raise RuntimeError("first try fails")
+        return "ok"
+
+    outcomes: list[str] = []
+
+    def call() -> None:
+        try:
+            outcomes.append(cache.get_or_set_with("k", loader))
+        except RuntimeError:
+            outcomes.append("raised")
+
+    run_threads(8, call)
+    assert outcomes.count("raised") == 1
+    assert outcomes.count("ok") == 7
+    assert len(calls) == 2
+
+
+def test_the_lease_keeps_separate_caches_to_one_fetch(store_name: str) -> None:
+    # Four caches over one named store stand for four processes over one server.
+    caches = [polycache.Cache(f"memory://{store_name}?lease=true") for _ in range(4)]
+    calls = []
+
+    def loader() -> str:
+        calls.append(1)
+        time.sleep(0.1)
+        return "r"
+
+    counter = iter(range(1000))
+    results = run_threads(16, lambda: caches[next(counter) % 4].get_or_set_with("k", loader))
+    assert results == ["r"] * 16
+    assert len(calls) == 1
+
+
+def test_xfetch_stores_an_envelope_and_refreshes_early() -> None:
+    cache = polycache.Cache("memory://?xfetch_beta=1000")
+    n = iter(range(100))
+
+    def loader() -> int:
+        time.sleep(0.02)
+        return next(n)
+
+    assert cache.get_or_set_with("k", loader, timeout=60) == 0
+    # Stored in an envelope with its expiry and compute time; Python's get reads the payload.
+    assert cache.get("k") == 0
+    values = {cache.get_or_set_with("k", loader, timeout=60) for _ in range(50)}
+    assert values - {0}, "XFetch never refreshed early"
+    assert cache.stats()["misses"] == 1
+
+
+def test_aget_or_set_with_shares_one_async_computation(cache: polycache.Cache) -> None:
+    calls = []
+
+    async def loader() -> str:
+        calls.append(1)
+        await asyncio.sleep(0.05)
+        return "v"
+
+    async def main() -> list[Any]:
+        return await asyncio.gather(*(cache.aget_or_set_with("k", loader) for _ in range(20)))
+
+    assert asyncio.run(main()) == ["v"] * 20
+    assert len(calls) == 1
+    assert asyncio.run(cache.aget_or_set_with("k", lambda: "other")) == "v"
+
+
+# --- @cached -----------------------------------------------------------------------------------
+
+
+def test_cached_memoizes_by_arguments(cache: polycache.Cache) -> None:
+    calls = []
+
+    @polycache.cached(timeout=60, cache=cache)
+    def add(a: int, b: int = 0, *, scale: float = 1.0) -> float:
+        calls.append((a, b, scale))
+        return (a + b) * scale
+
+    assert add(1, 2) == 3
+    assert add(1, 2) == 3
+    assert add(1, 3) == 4
+    assert add(1, 2, scale=2.0) == 6
+    assert len(calls) == 3
+    assert add.__name__ == "add" and add.__wrapped__ is not None  # type: ignore[attr-defined]
+    key = add.key(1, 2)  # type: ignore[attr-defined]
+    assert key.startswith(f"{__name__}.test_cached_memoizes_by_arguments.<locals>.add:")
+    assert len(key.rsplit(":", 1)[1]) == 32
+    assert add.key(1, 2) != add.key(2, 1)  # type: ignore[attr-defined]
+    assert add.key(1, scale=2.0, b=2) == add.key(1, b=2, scale=2.0)  # type: ignore[attr-defined]
+    # The value is a plain cache entry under that key.
+    assert cache.get(key) == 3
+    assert add.invalidate(1, 2) is True  # type: ignore[attr-defined]
+    assert add(1, 2) == 3
+    assert len(calls) == 4
+    assert add.refresh(1, 2) == 3  # type: ignore[attr-defined]
+    assert len(calls) == 5
+
+
+def test_cached_keys_are_stable_across_processes() -> None:
+    args = (1, "two", 3.0, None, True, b"\x00", (1, [2, {"b": 1, "a": {3, 2}}]), frozenset({"x"}))
+    here = polycache._polycache.call_key("f", args, {"z": 1, "a": 2})
+    code = textwrap.dedent(
+        f"""
+        import polycache
+        print(polycache._polycache.call_key("f", {args!r}, {{"a": 2, "z": 1}}))
+        """
+    )
+    env = dict(os.environ, PYTHONHASHSEED="12345")
+    there = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert there.stdout.strip() == here
+
+
+def test_cached_methods_skip_self_unless_it_has_a_cache_key(cache: polycache.Cache) -> None:
+    calls = []
+
+    class Repo:
+        def __init__(self, tenant: str) -> None:
+            self.tenant = tenant
+
+        @polycache.cached(cache=cache)
+        def user(self, uid: int) -> str:
+            calls.append(uid)
+            return f"{self.tenant}:{uid}"
+
+    class TenantRepo(Repo):
+        def __cache_key__(self) -> str:
+            return self.tenant
+
+    assert Repo("a").user(1) == "a:1"
+    assert Repo("b").user(1) == "a:1", "instances share entries (dogpile's rule)"
+    assert len(calls) == 1
+    assert TenantRepo("x").user(1) == "x:1"
+    assert TenantRepo("y").user(1) == "y:1"
+    assert len(calls) == 3
+    assert Repo.user.invalidate(None, 1) is True  # type: ignore[attr-defined]
+
+
+def test_cached_key_function_prefix_and_version(cache: polycache.Cache) -> None:
+    @polycache.cached(cache=cache, key_prefix="users", version=3, key=lambda uid: f"u{uid}")
+    def user(uid: int) -> dict[str, int]:
+        return {"id": uid}
+
+    assert user(5) == {"id": 5}
+    assert cache.get("users:u5", version=3) == {"id": 5}
+    assert cache.make_key("users:u5", version=3) == ":3:users:u5"
+
+    @polycache.cached(cache=cache, key=lambda uid: uid)
+    def bad(uid: int) -> int:
+        return uid
+
+    with pytest.raises(TypeError, match="must return a str"):
+        bad(1)
+
+
+def test_cached_timeout_words(cache: polycache.Cache) -> None:
+    calls = []
+
+    @polycache.cached(timeout=0, cache=cache)
+    def never_stored(x: int) -> int:
+        calls.append(x)
+        return x
+
+    never_stored(1)
+    never_stored(1)
+    assert len(calls) == 2
+
+    @polycache.cached(timeout=0.05, cache=cache)
+    def short(x: int) -> int:
+        calls.append(x)
+        return x
+
+    short(1)
+    short(1)
+    assert len(calls) == 3
+    time.sleep(0.1)
+    short(1)
+    assert len(calls) == 4
+
+
+def test_cached_without_arguments_uses_the_default_cache_and_follows_configure() -> None:
+    calls = []
+
+    @polycache.cached
+    def f(x: int) -> int:
+        calls.append(x)
+        return x * 2
+
+    try:
+        polycache.caches.configure({"default": {"LOCATION": "memory://", "KEY_PREFIX": "one"}})
+        assert f(2) == 4
+        assert polycache.caches["default"].get(f.key(2)) == 4  # type: ignore[attr-defined]
+        polycache.caches.configure({"default": {"LOCATION": "memory://", "KEY_PREFIX": "two"}})
+        assert f(2) == 4
+        assert len(calls) == 2, "the new default cache was used"
+        assert f.cache.key_prefix == "two"  # type: ignore[attr-defined]
+    finally:
+        polycache.caches.configure({"default": {"LOCATION": "memory://"}})
+
+
+def test_cached_unknown_cache_name_and_bad_arguments(cache: polycache.Cache) -> None:
+    @polycache.cached(cache="no-such-cache")
+    def f() -> int:
+        return 1
+
+    with pytest.raises(KeyError, match="no-such-cache"):
+        f()
+
+    @polycache.cached(cache=cache)
+    def g(x: object) -> int:
+        return 1
+
+    with pytest.raises(TypeError, match="lock"):
+        g(threading.Lock())
+    with pytest.raises(TypeError, match="get and set"):
+        polycache.cached(cache=42)(lambda: 1)
+
+
+def test_cached_single_flight_across_64_threads(cache: polycache.Cache) -> None:
+    calls = []
+
+    @polycache.cached(cache=cache)
+    def slow(x: int) -> int:
+        calls.append(x)
+        time.sleep(0.1)
+        return x + 1
+
+    assert run_threads(64, lambda: slow(41)) == [42] * 64
+    assert len(calls) == 1
+
+
+def test_cached_exceptions_propagate_and_are_not_cached(cache: polycache.Cache) -> None:
+    calls = []
+
+    @polycache.cached(cache=cache)
+    def fails(x: int) -> int:
+        calls.append(x)
+        raise ValueError(f"bad {x}")
+
+    for _ in range(2):
+        with pytest.raises(ValueError, match="bad 1"):
+            fails(1)
+    assert len(calls) == 2
+
+
+def test_cached_over_a_get_set_pair_and_a_backend_object() -> None:
+    store: dict[str, Any] = {}
+    calls = []
+
+    @polycache.cached(cache=(store.get, store.__setitem__))
+    def f(x: int) -> int:
+        calls.append(x)
+        return x * 10
+
+    assert f(1) == 10 and f(1) == 10
+    assert len(calls) == 1
+    assert list(store.values()) == [10]
+    assert run_threads(16, lambda: f(2)) == [20] * 16
+    assert len(calls) == 2
+
+    from cachelib import SimpleCache
+
+    backend = SimpleCache()
+
+    @polycache.cached(backend=backend, timeout=60)
+    def g(x: int) -> int:
+        calls.append(x)
+        return x
+
+    g(5)
+    g(5)
+    assert len(calls) == 3
+    assert backend.get(g.key(5)) == 5  # type: ignore[attr-defined]
+    g.invalidate(5)  # type: ignore[attr-defined]
+    g(5)
+    assert len(calls) == 4
+
+
+def test_cached_async_functions_share_one_computation(cache: polycache.Cache) -> None:
+    calls = []
+
+    @polycache.cached(cache=cache, timeout=60)
+    async def fetch(x: int) -> int:
+        calls.append(x)
+        await asyncio.sleep(0.05)
+        return x * 2
+
+    async def main() -> None:
+        results = await asyncio.gather(*(fetch(3) for _ in range(50)), fetch(4))
+        assert results == [6] * 50 + [8]
+        assert sorted(calls) == [3, 4]
+        assert await fetch(3) == 6
+        assert len(calls) == 2
+        assert fetch.invalidate(3) is True  # type: ignore[attr-defined]
+        assert await fetch(3) == 6
+        assert len(calls) == 3
+        assert await fetch.refresh(3) == 6  # type: ignore[attr-defined]
+        assert len(calls) == 4
+
+    asyncio.run(main())
+    assert cache.get(fetch.key(3)) == 6  # type: ignore[attr-defined]
+
+
+def test_cached_async_failures_let_waiters_retry(cache: polycache.Cache) -> None:
+    calls = []
+
+    @polycache.cached(cache=cache)
+    async def flaky(x: int) -> str:
+        calls.append(x)
+        await asyncio.sleep(0.02)
+        if len(calls) == 1:
+            raise ConnectionError("first call fails")
+        return "ok"
+
+    async def main() -> list[Any]:
+        return await asyncio.gather(*(flaky(1) for _ in range(5)), return_exceptions=True)
+
+    results = asyncio.run(main())
+    assert sum(isinstance(r, ConnectionError) for r in results) == 1
+    assert results.count("ok") == 4
+    assert len(calls) == 2
+
+
+def test_cached_async_method_and_pair(cache: polycache.Cache) -> None:
+    store: dict[str, Any] = {}
+
+    class Service:
+        @polycache.cached(cache=cache)
+        async def get(self, x: int) -> int:
+            await asyncio.sleep(0)
+            return x + 100
+
+    @polycache.cached(cache=(store.get, store.__setitem__))
+    async def h(x: int) -> int:
+        return x
+
+    async def main() -> None:
+        assert await Service().get(1) == 101
+        assert await h(7) == 7
+        assert list(store.values()) == [7]
+
+    asyncio.run(main())
+
+
+# --- Job and @cacheback ---------------------------------------------------------------------
+
+
+class Report(polycache.Job):
+    lifetime = 0.05
+
+    def __init__(self, cache: polycache.Cache, delay: float = 0.0, **kwargs: Any) -> None:
+        super().__init__(cache=cache, **kwargs)
+        self.calls: list[tuple[Any, ...]] = []
+        self.delay = delay
+        self.failing = False
+        self.results: list[tuple[Any, str]] = []
+
+    def fetch(self, *args: Any, **kwargs: Any) -> Any:
+        self.calls.append(args)
+        time.sleep(self.delay)
+        if self.failing:
+            raise RuntimeError("fetch failed")
+        return f"v{len(self.calls)}"
+
+    def process_result(self, result: Any, call: polycache.Call, cache_status: str) -> Any:
+        self.results.append((result, cache_status))
+        return result
+
+
+def test_a_stale_value_is_returned_at_once_while_the_refresh_runs(cache: polycache.Cache) -> None:
+    job = Report(cache, delay=0.3)
+    assert job.get("x") == "v1"
+    assert job.results[-1] == ("v1", polycache.Job.MISS)
+    assert job.get("x") == "v1"
+    assert job.results[-1][1] == polycache.Job.HIT
+    job.delay = 0.3
+    time.sleep(0.08)
+    assert job.get("x") == "v1"
+    assert job.results[-1][1] == polycache.Job.STALE
+    # It returned while the 300 ms refresh was still running.
+    assert job.is_refreshing("x")
+    for _ in range(10):
+        assert job.get("x") == "v1"
+    assert eventually(lambda: not job.is_refreshing("x"))
+    assert len(job.calls) == 2, "one background refresh"
+    assert job.get("x") == "v2"
+    stats = cache.stats()
+    assert stats["stale_hits"] == 11
+    assert stats["refreshes"] == 2
+
+
+def test_a_raising_fetch_keeps_the_stale_value_and_is_retried(
+    cache: polycache.Cache, caplog: pytest.LogCaptureFixture
+) -> None:
+    job = Report(cache)
+    job.get("x")
+    time.sleep(0.08)
+    job.failing = True
+    for attempt in (1, 2, 3):
+        assert job.get("x") == "v1"
+        assert eventually(lambda: len(job.calls) == 1 + attempt and not job.is_refreshing("x"))
+    assert "background refresh" in caplog.text and "fetch failed" in caplog.text
+    job.failing = False
+    job.get("x")
+    assert eventually(lambda: job.get("x") == "v5")
+
+
+def test_the_staleness_bound_forces_a_synchronous_fetch(cache: polycache.Cache) -> None:
+    job = Report(cache, max_stale=0.05)
+    job.get("x")
+    time.sleep(0.15)
+    job.failing = True
+    with pytest.raises(RuntimeError, match="fetch failed"):
+        job.get("x")
+    job.failing = False
+    assert job.get("x") == "v3"
+    assert job.results[-1][1] == polycache.Job.STALE
+
+
+def test_should_fetch_synchronously_and_expiry_hooks(cache: polycache.Cache) -> None:
+    class Sync(Report):
+        def should_fetch_synchronously(self, *args: Any, **kwargs: Any) -> bool:
+            return True
+
+        def expiry(self, *args: Any, **kwargs: Any) -> float:
+            return time.time() + (0.02 if args == ("short",) else 60)
+
+    job = Sync(cache)
+    job.get("short")
+    job.get("long")
+    time.sleep(0.05)
+    assert job.get("short") == "v3", "stale after its own expiry, fetched in the caller"
+    assert job.get("long") == "v2", "still fresh"
+
+
+def test_invalidate_refreshes_in_the_background(cache: polycache.Cache) -> None:
+    job = Report(cache, lifetime=60, delay=0.05)
+    assert job.get("x") == "v1"
+    assert job.invalidate("x") is True
+    assert job.get("x") == "v1"
+    assert job.results[-1][1] == polycache.Job.STALE
+    assert eventually(lambda: job.get("x") == "v2")
+    assert len(job.calls) == 2
+    assert job.delete("x") is True
+    assert job.delete("x") is False
+    assert job.refresh("x") == "v3"
+    assert job.set("x", data="manual") is True
+    assert job.get("x") == "manual"
+
+
+def test_fetch_on_miss_false_returns_none_and_refreshes(cache: polycache.Cache) -> None:
+    job = Report(cache, fetch_on_miss=False)
+    assert job.get("x") is None
+    assert job.results[-1] == (None, polycache.Job.MISS)
+    assert eventually(lambda: job.get("x") == "v1")
+
+
+def test_64_threads_on_a_job_miss_cause_one_fetch(cache: polycache.Cache) -> None:
+    job = Report(cache, lifetime=60, delay=0.1)
+    assert run_threads(64, lambda: job.get("x")) == ["v1"] * 64
+    assert len(job.calls) == 1
+
+
+def test_a_raising_synchronous_fetch_raises_in_the_caller(cache: polycache.Cache) -> None:
+    job = Report(cache)
+    job.failing = True
+    with pytest.raises(RuntimeError, match="fetch failed"):
+        job.get("x")
+
+
+def test_cacheback_decorator(cache: polycache.Cache) -> None:
+    calls = []
+
+    @polycache.cacheback(lifetime=0.05, cache=cache)
+    def expensive(x: int) -> int:
+        calls.append(x)
+        return x * len(calls)
+
+    assert expensive(2) == 2
+    assert expensive(2) == 2
+    time.sleep(0.08)
+    assert expensive(2) == 2, "stale, refreshing behind"
+    assert eventually(lambda: expensive(2) == 4)
+    assert expensive.job.lifetime == 0.05  # type: ignore[attr-defined]
+    assert expensive.delete(2) is True  # type: ignore[attr-defined]
+
+    @polycache.cacheback(fetch_on_miss=False, cache=cache)
+    def later(x: int) -> int:
+        return x
+
+    assert later(1) is None
+    assert eventually(lambda: later(1) == 1)
+
+
+def test_a_job_without_fetch_raises_not_implemented(cache: polycache.Cache) -> None:
+    with pytest.raises(NotImplementedError, match="fetch"):
+        polycache.Job(cache=cache).get(1)
+
+
+def test_interpreter_exit_does_not_hang_on_background_refreshes() -> None:
+    code = textwrap.dedent(
+        """
+        import time, polycache
+
+        class Slow(polycache.Job):
+            lifetime = 0.01
+            def fetch(self, i):
+                time.sleep(0.3)
+                return i
+
+        job = Slow(cache=polycache.Cache("memory://"))
+        for i in range(40):
+            job.get(i)
+        time.sleep(0.02)
+        for i in range(40):
+            job.get(i)          # 40 stale hits: refreshes queued and running
+        print("exiting")
+        """
+    )
+    started = time.monotonic()
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "exiting"
+    assert time.monotonic() - started < 20
+
+
+# --- several processes -------------------------------------------------------------------------
+
+
+_PROCESS_WORKER = textwrap.dedent(
+    """
+    import sys, threading, time
+    import polycache
+
+    url, counter, start = sys.argv[1], sys.argv[2], float(sys.argv[3])
+    cache = polycache.Cache(url)
+
+    def loader():
+        with open(counter, "a") as f:
+            f.write("x\\n")
+        time.sleep(0.3)
+        return "shared"
+
+    out = []
+    def call():
+        out.append(cache.get_or_set_with("k", loader))
+
+    threads = [threading.Thread(target=call) for _ in range(4)]
+    time.sleep(max(0.0, start - time.time()))   # every process starts at the same moment
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    print(",".join(out))
+    """
+)
+
+
+@pytest.mark.skipif(
+    "file://" not in polycache.SCHEMES,
+    reason="needs a backend that several processes share (file://), not in this build; "
+    "the lead builds the wheel with every backend when they land",
+)
+def test_four_processes_on_one_expired_key_cause_one_fetch(tmp_path: Any) -> None:
+    url = f"file://{tmp_path / 'cache'}?lease=true"
+    counter = str(tmp_path / "calls")
+    polycache.Cache(url).set("k", "old", timeout=0.01)
+    start = time.time() + 2.0
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _PROCESS_WORKER, url, counter, str(start)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(4)
+    ]
+    outs = [p.communicate(timeout=60) for p in procs]
+    for p, (out, err) in zip(procs, outs):
+        assert p.returncode == 0, err
+        assert out.strip() == "shared,shared,shared,shared"
+    with open(counter) as f:
+        assert f.read() == "x\n", "one fetch for 16 callers in 4 processes"
+
+
+# --- tiered ----------------------------------------------------------------------------------
+
+
+def test_tiered_caches_on_one_bus_see_each_others_writes(store_name: str) -> None:
+    from urllib.parse import quote
+
+    url = f"tiered://?l1={quote('memory://?max_entries=100', safe='')}&l2={quote('memory://' + store_name, safe='')}&bus=local:{store_name}"
+    a, b = polycache.Cache(url), polycache.Cache(url)
+    a.set("k", {"v": 1})
+    assert b.get("k") == {"v": 1}
+    a.set("k", {"v": 2})
+    assert eventually(lambda: b.get("k") == {"v": 2}, within=0.1)
+    a.delete("k")
+    assert eventually(lambda: b.get("k") is None, within=0.1)
+    assert a.location.startswith("tiered://")
+    with pytest.raises(polycache.ConfigurationError, match="l2"):
+        polycache.Cache("tiered://")
+
+
+# --- stats -------------------------------------------------------------------------------------
+
+
+def test_stats_count_correctly_under_concurrency(cache: polycache.Cache) -> None:
+    @polycache.cached(cache=cache)
+    def f(x: int) -> int:
+        return x
+
+    counter = iter(range(10**6))
+
+    def work() -> None:
+        base = next(counter)
+        for i in range(200):
+            f((base * 200 + i) % 100)
+
+    run_threads(16, work)
+    s = cache.stats()
+    assert s["hits"] + s["misses"] == 16 * 200
+    assert s["refreshes"] == 100
+    assert s["sets"] == 100
+    assert set(s) == {"hits", "misses", "stale_hits", "refreshes", "sets", "deletes", "errors", "evictions"}
+
+
+def test_prometheus_text_has_the_same_names_everywhere(cache: polycache.Cache) -> None:
+    cache.get("absent")
+    text = cache.stats_prometheus("web")
+    for name in ("hits", "misses", "stale_hits", "refreshes", "sets", "deletes", "errors", "evictions"):
+        assert f"# TYPE polycache_{name}_total counter\n" in text
+    assert 'polycache_misses_total{cache="web"} 1\n' in text
+    page = polycache.render_prometheus({"a": cache, "b": polycache.Cache("memory://")})
+    assert page.count("# TYPE polycache_hits_total counter") == 1
+    assert 'polycache_misses_total{cache="b"} 0\n' in page
+    assert "polycache_hits_total" in polycache.caches.stats_prometheus()
+
+
+def test_memoized_values_pickle_like_any_entry(cache: polycache.Cache) -> None:
+    @polycache.cached(cache=cache)
+    def f() -> dict[str, list[int]]:
+        return {"a": [1, 2]}
+
+    f()
+    assert pickle.loads(pickle.dumps(f())) == {"a": [1, 2]}
