@@ -281,12 +281,15 @@ impl CacheBuilder {
                 "bus and l1_timeout apply only to tiered caches (tiered:// or Cache::builder_tiered)",
             ));
         }
-        let backend: Arc<dyn Backend> =
-            if backend.is_local() || backend.isolates_failures() || policy.breaker_threshold == 0 || tiered {
-                backend
-            } else {
-                Arc::new(Guarded::new(backend, &policy))
-            };
+        let backend: Arc<dyn Backend> = if backend.is_local()
+            || backend.isolates_failures()
+            || policy.breaker_threshold == 0
+            || tiered
+        {
+            backend
+        } else {
+            Arc::new(Guarded::new(backend, &policy))
+        };
         let head = format!("{key_prefix}:{version}:")
             .into_bytes()
             .into_boxed_slice();

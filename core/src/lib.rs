@@ -17,6 +17,7 @@
 
 pub mod backend;
 mod cache;
+mod clock;
 mod envelope;
 mod error;
 mod expiry;

@@ -378,3 +378,16 @@ fn stats_are_exact_under_concurrency_beyond_the_slot_count() {
     let s = c.stats();
     assert_eq!((s.hits, s.misses), (96_000, 96_000));
 }
+
+#[test]
+fn memory_entries_never_outlive_their_ttl() {
+    // The coarse clock lags real time; deadlines must fire early rather than late.
+    let c = mem();
+    for i in 0..20 {
+        let key = format!("k{i}");
+        c.set(key.as_str(), b"v", Expiry::After(Duration::from_millis(30)))
+            .unwrap();
+        thread::sleep(Duration::from_millis(30));
+        assert_eq!(c.get(key.as_str()).unwrap(), None, "round {i}");
+    }
+}

@@ -75,12 +75,20 @@ fn now_ticks() -> u64 {
     coarsetime::Instant::now_without_cache_update().as_ticks()
 }
 
+/// The deadline of an entry written now with `ttl`, in coarse-clock ticks.
+///
+/// The coarse clock lags real time by up to its resolution, both when the deadline is taken
+/// and when it is checked, so a deadline of `now + ttl` could let an entry outlive its TTL by
+/// up to one tick (4 ms at HZ=250; Django's tests read a 1 s entry right after sleeping 1 s).
+/// Taking one resolution off makes entries expire at most one tick early, never late.
 fn deadline(ttl: Option<Duration>) -> u64 {
     match ttl {
         None => 0,
-        Some(d) => now_ticks()
-            .saturating_add(coarsetime::Duration::from(d).as_ticks().max(1))
-            .max(1),
+        Some(d) => {
+            let ttl = coarsetime::Duration::from(d).as_ticks().max(1);
+            let margin = crate::clock::coarse_resolution_ticks().min(ttl - 1);
+            now_ticks().saturating_add(ttl - margin).max(1)
+        }
     }
 }
 
