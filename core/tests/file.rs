@@ -1,0 +1,845 @@
+//! The `file://` backend: every operation, its on-disk guarantees, and several processes
+//! sharing one directory (child processes re-run this test binary in a worker mode).
+#![cfg(feature = "file")]
+
+use polycache::backend::file::{decode_entry, FileBackend, FileOptions, HEADER_LEN};
+use polycache::{Backend, Cache, ErrorKind, Expiry, Key};
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// A TTL long enough that a loaded machine's slow writes do not expire it before the check
+/// that follows, and the wait that surely passes it.
+const SHORT: Expiry = Expiry::After(Duration::from_millis(700));
+const SHORT_WAIT: Duration = Duration::from_millis(900);
+
+/// A fresh directory under the system temp dir, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        static SEQ: AtomicU64 = AtomicU64::new(0);
+        let p = std::env::temp_dir().join(format!(
+            "polycache-file-{tag}-{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = fs::remove_dir_all(&p);
+        fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+    /// A path inside this directory that does not exist yet: the cache creates it.
+    fn cache_dir(&self) -> PathBuf {
+        self.0.join("cache")
+    }
+    fn url(&self, query: &str) -> String {
+        format!("file://{}{query}", self.cache_dir().display())
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Every entry file (32-hex names in shard directories) under `dir`.
+fn entry_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(shards) = fs::read_dir(dir) else {
+        return out;
+    };
+    for shard in shards {
+        let shard = shard.unwrap().path();
+        if !shard.is_dir() || shard.file_name().unwrap().len() != 2 {
+            continue;
+        }
+        for f in fs::read_dir(&shard).unwrap() {
+            let f = f.unwrap().path();
+            if f.file_name().unwrap().len() == 32 {
+                out.push(f);
+            }
+        }
+    }
+    out
+}
+
+fn every_file(dir: &Path, out: &mut Vec<PathBuf>) {
+    for e in fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            every_file(&p, out);
+        }
+        out.push(p);
+    }
+}
+
+#[test]
+fn every_operation() {
+    let tmp = TempDir::new("ops");
+    let c = Cache::open(&tmp.url("?max_entries=1000")).unwrap();
+    assert_eq!(c.backend().name(), "file");
+    assert_eq!(c.get("a").unwrap(), None);
+    c.set("a", b"1\0two", Expiry::Default).unwrap();
+    assert_eq!(c.get("a").unwrap().as_deref(), Some(&b"1\0two"[..]));
+    assert!(c.has_key("a").unwrap());
+    assert!(c.delete("a").unwrap());
+    assert!(!c.delete("a").unwrap());
+    assert!(!c.has_key("a").unwrap());
+
+    // Empty and large values (larger than the first read of a get).
+    c.set("empty", b"", Expiry::Never).unwrap();
+    assert_eq!(c.get("empty").unwrap().as_deref(), Some(&b""[..]));
+    let big: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    c.set("big", &big, Expiry::Never).unwrap();
+    assert_eq!(c.get("big").unwrap().as_deref(), Some(&big[..]));
+
+    // add: only when absent or expired.
+    assert!(c.add("k", b"1", Expiry::Default).unwrap());
+    assert!(!c.add("k", b"2", Expiry::Default).unwrap());
+    assert_eq!(c.get("k").unwrap().as_deref(), Some(&b"1"[..]));
+
+    // Expiry (one wait for every TTL check): an expired set removes the old value; expired
+    // values vanish; add replaces them; touch moves the deadline.
+    c.set("gone", b"old", Expiry::Never).unwrap();
+    c.set("gone", b"new", Expiry::Expired).unwrap();
+    assert_eq!(c.get("gone").unwrap(), None);
+    c.set("short", b"x", SHORT).unwrap();
+    assert!(c.get("short").unwrap().is_some());
+    c.set("e", b"old", SHORT).unwrap();
+    c.set("t", b"v", SHORT).unwrap();
+    assert!(c.touch("t", Expiry::Never).unwrap());
+    c.set("ttl", b"1", SHORT).unwrap();
+    assert_eq!(c.incr("ttl", 1).unwrap(), 2);
+    thread::sleep(SHORT_WAIT);
+    assert_eq!(c.get("short").unwrap(), None);
+    assert!(c.add("e", b"new", Expiry::Default).unwrap());
+    assert_eq!(c.get("e").unwrap().as_deref(), Some(&b"new"[..]));
+    assert_eq!(c.get("t").unwrap().as_deref(), Some(&b"v"[..]));
+    assert!(c.touch("t", Expiry::Expired).unwrap());
+    assert!(c.get("t").unwrap().is_none());
+    assert!(!c.touch("missing", Expiry::Never).unwrap());
+    assert_eq!(
+        c.incr("ttl", 1).unwrap_err().kind(),
+        ErrorKind::NotFound,
+        "incr kept the expiry"
+    );
+
+    // incr / decr.
+    c.set("n", b"10", Expiry::Never).unwrap();
+    assert_eq!(c.incr("n", 5).unwrap(), 15);
+    assert_eq!(c.decr("n", 20).unwrap(), -5);
+    assert_eq!(c.get("n").unwrap().unwrap().as_i64(), Some(-5));
+    assert_eq!(
+        c.incr("missing", 1).unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+    c.set("s", b"abc", Expiry::Never).unwrap();
+    assert_eq!(c.incr("s", 1).unwrap_err().kind(), ErrorKind::NotAnInteger);
+    assert_eq!(c.get("s").unwrap().as_deref(), Some(&b"abc"[..]));
+    c.set("max", i64::MAX.to_string().as_bytes(), Expiry::Never)
+        .unwrap();
+    assert_eq!(c.incr("max", 1).unwrap_err().kind(), ErrorKind::Overflow);
+
+    // Many-key operations and versions.
+    let failed = c
+        .set_many(
+            &[("a", b"1".as_slice()), ("b", b"2".as_slice())],
+            Expiry::Default,
+            None,
+        )
+        .unwrap();
+    assert!(failed.is_empty());
+    let got = c.get_many(&["a", "x", "b"], None).unwrap();
+    assert_eq!(got[0].as_deref(), Some(&b"1"[..]));
+    assert!(got[1].is_none());
+    assert_eq!(got[2].as_deref(), Some(&b"2"[..]));
+    assert_eq!(c.delete_many(&["a", "b", "x"], None).unwrap(), 2);
+    c.set(Key::new("v").version(2), b"two", Expiry::Default)
+        .unwrap();
+    assert!(c.get("v").unwrap().is_none());
+    assert!(c.get(Key::new("v").version(2)).unwrap().is_some());
+
+    let v = c
+        .get_or_set("gos", || Ok(b"computed".to_vec()), Expiry::Default)
+        .unwrap();
+    assert_eq!(&*v, b"computed");
+    let v = c
+        .get_or_set(
+            "gos",
+            || panic!("must not compute on a hit"),
+            Expiry::Default,
+        )
+        .unwrap();
+    assert_eq!(&*v, b"computed");
+
+    c.clear().unwrap();
+    assert!(c.get("k").unwrap().is_none());
+    assert!(c.get("big").unwrap().is_none());
+    assert!(entry_files(&tmp.cache_dir()).is_empty());
+    assert!(c.stats().hits > 0 && c.stats().misses > 0);
+}
+
+#[test]
+fn incr_is_atomic_across_threads() {
+    let tmp = TempDir::new("threads");
+    let c = Arc::new(Cache::open(&tmp.url("")).unwrap());
+    c.set("ctr", b"0", Expiry::Never).unwrap();
+    let handles: Vec<_> = (0..4)
+        .map(|_| {
+            let c = c.clone();
+            thread::spawn(move || {
+                for _ in 0..500 {
+                    c.incr("ctr", 1).unwrap();
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    assert_eq!(c.get("ctr").unwrap().unwrap().as_i64(), Some(2000));
+}
+
+#[test]
+fn url_forms_and_options() {
+    for bad in [
+        "file://",
+        "file://./relative",
+        "file://relative/dir",
+        "file://host/dir",
+        "file:///",
+    ] {
+        let err = Cache::open(bad).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Configuration, "{bad}");
+        assert!(err.to_string().contains(bad), "{bad}: {err}");
+    }
+    let tmp = TempDir::new("url");
+    let err = Cache::open(&tmp.url("?max_entires=5")).unwrap_err();
+    assert!(err.to_string().contains("max_entires"), "{err}");
+    let err = Cache::open(&tmp.url("?max_bytes=0")).unwrap_err();
+    assert!(err.is_configuration(), "{err}");
+    let err = Cache::open(&tmp.url("?fsync=maybe")).unwrap_err();
+    assert!(err.to_string().contains("fsync"), "{err}");
+    let c = Cache::open(
+        &tmp.url("?max_entries=10&max_bytes=100000&fsync=true&reconcile_interval=30&key_prefix=p"),
+    )
+    .unwrap();
+    c.set("k", b"v", Expiry::Never).unwrap();
+    assert_eq!(c.get("k").unwrap().as_deref(), Some(&b"v"[..]));
+    let local = format!("file://localhost{}", tmp.cache_dir().display());
+    let c2 = Cache::builder(&local).key_prefix("p").build().unwrap();
+    assert_eq!(c2.get("k").unwrap().as_deref(), Some(&b"v"[..]));
+    // Percent-encoded paths are decoded.
+    let spaced = tmp.0.join("with space");
+    let enc = format!("file://{}/with%20space", tmp.0.display());
+    Cache::open(&enc)
+        .unwrap()
+        .set("k", b"v", Expiry::Never)
+        .unwrap();
+    assert_eq!(entry_files(&spaced).len(), 1);
+}
+
+#[test]
+fn files_and_directories_are_private() {
+    let tmp = TempDir::new("modes");
+    let c = Cache::open(&tmp.url("")).unwrap();
+    c.set("k", b"v", Expiry::Never).unwrap();
+    let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&tmp.cache_dir()), 0o700);
+    let files = entry_files(&tmp.cache_dir());
+    assert_eq!(files.len(), 1);
+    assert_eq!(mode(&files[0]), 0o600);
+    assert_eq!(mode(files[0].parent().unwrap()), 0o700);
+    let mut all = Vec::new();
+    every_file(&tmp.cache_dir(), &mut all);
+    for p in all {
+        let want = if p.is_dir() { 0o700 } else { 0o600 };
+        assert_eq!(mode(&p), want, "{}", p.display());
+    }
+}
+
+#[test]
+fn entry_file_format_is_the_documented_one() {
+    let tmp = TempDir::new("format");
+    let c = Cache::open(&tmp.url("")).unwrap();
+    c.set("k", b"value", Expiry::After(Duration::from_secs(60)))
+        .unwrap();
+    let files = entry_files(&tmp.cache_dir());
+    let bytes = fs::read(&files[0]).unwrap();
+    assert_eq!(&bytes[..4], b"PCFE");
+    assert_eq!(bytes.len(), HEADER_LEN + ":1:k".len() + 5);
+    let (expires_at, key, value) = decode_entry(&bytes).unwrap();
+    assert_eq!((key, value), (&b":1:k"[..], &b"value"[..]));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    assert!(expires_at > now + 50_000 && expires_at <= now + 60_000);
+}
+
+#[test]
+fn corrupt_truncated_and_foreign_files_read_as_misses_and_are_removed() {
+    let tmp = TempDir::new("corrupt");
+    let c = Cache::open(&tmp.url("")).unwrap();
+    let backend = FileBackend::new(&tmp.cache_dir(), &FileOptions::default()).unwrap();
+    type Damage = fn(&mut Vec<u8>);
+    let damage: [(&str, Damage); 6] = [
+        ("truncated", |b| b.truncate(b.len() - 3)),
+        ("header only", |b| b.truncate(HEADER_LEN)),
+        ("empty", |b| b.clear()),
+        ("flipped bit", |b| {
+            let n = b.len();
+            b[n - 1] ^= 1
+        }),
+        ("trailing bytes", |b| b.extend_from_slice(b"xx")),
+        ("foreign", |b| {
+            *b = b"<html>not a cache entry</html>".to_vec()
+        }),
+    ];
+    for (what, damage) in damage {
+        let key = format!("victim-{what}");
+        c.set(&key, b"precious value", Expiry::Never).unwrap();
+        let path = backend.entry_path(&c.make_key(key.as_str()).unwrap());
+        let mut bytes = fs::read(&path).unwrap();
+        damage(&mut bytes);
+        fs::write(&path, &bytes).unwrap();
+        assert_eq!(c.get(key.as_str()).unwrap(), None, "{what}");
+        assert!(!path.exists(), "{what}: the bad file is removed");
+        // The other operations treat it as absent too, without an error.
+        fs::write(&path, &bytes).unwrap();
+        assert_eq!(
+            c.incr(key.as_str(), 1).unwrap_err().kind(),
+            ErrorKind::NotFound,
+            "{what}"
+        );
+        fs::write(&path, &bytes).unwrap();
+        assert!(
+            c.add(key.as_str(), b"fresh", Expiry::Never).unwrap(),
+            "{what}"
+        );
+        assert_eq!(c.get(key.as_str()).unwrap().as_deref(), Some(&b"fresh"[..]));
+    }
+    // A huge length in a header of a small file is not an allocation.
+    c.set("liar", b"v", Expiry::Never).unwrap();
+    let path = backend.entry_path(b":1:liar");
+    let mut bytes = fs::read(&path).unwrap();
+    bytes[32..40].copy_from_slice(&(1u64 << 60).to_le_bytes());
+    fs::write(&path, &bytes).unwrap();
+    assert_eq!(c.get("liar").unwrap(), None);
+    assert!(!path.exists());
+}
+
+#[test]
+fn a_directory_at_an_entry_path_is_a_miss() {
+    let tmp = TempDir::new("dir-entry");
+    let c = Cache::open(&tmp.url("")).unwrap();
+    let backend = FileBackend::new(&tmp.cache_dir(), &FileOptions::default()).unwrap();
+    let path = backend.entry_path(b":1:k");
+    fs::create_dir_all(&path).unwrap();
+    assert_eq!(c.get("k").unwrap(), None);
+    assert_eq!(c.incr("k", 1).unwrap_err().kind(), ErrorKind::NotFound);
+}
+
+#[test]
+fn decoding_random_damage_never_panics_nor_accepts_it() {
+    let good = decode_entry_bytes();
+    let mut rng = Rng(0x5eed);
+    for round in 0..20_000 {
+        let mut b = good.clone();
+        match rng.below(4) {
+            0 => {
+                let i = rng.below(b.len() as u64) as usize;
+                b[i] = rng.next() as u8;
+            }
+            1 => b.truncate(rng.below(b.len() as u64) as usize),
+            2 => {
+                let i = rng.below(HEADER_LEN as u64) as usize;
+                b[i] ^= 1 << rng.below(8);
+            }
+            _ => b = (0..rng.below(200)).map(|_| rng.next() as u8).collect(),
+        }
+        match decode_entry(&b) {
+            None => {}
+            Some(d) => assert!(b == good, "round {round}: accepted damaged bytes as {d:?}"),
+        }
+    }
+}
+
+/// A valid entry file, as a cache writes it.
+fn decode_entry_bytes() -> Vec<u8> {
+    let tmp = TempDir::new("fuzz");
+    let c = Cache::open(&tmp.url("")).unwrap();
+    c.set("some key", b"some value of a few bytes", Expiry::Never)
+        .unwrap();
+    fs::read(&entry_files(&tmp.cache_dir())[0]).unwrap()
+}
+
+#[test]
+fn a_hash_collision_is_a_miss_that_keeps_the_other_entry() {
+    let tmp = TempDir::new("collision");
+    let c = Cache::open(&tmp.url("")).unwrap();
+    let backend = FileBackend::new(&tmp.cache_dir(), &FileOptions::default()).unwrap();
+    c.set("owner", b"mine", Expiry::Never).unwrap();
+    // Pretend "other" hashes to the same file: copy owner's file to other's path.
+    let owner = backend.entry_path(b":1:owner");
+    let other = backend.entry_path(b":1:other");
+    fs::create_dir_all(other.parent().unwrap()).unwrap();
+    // Copied whole, as the cache writes (a file being written in place could be taken for a
+    // torn one by the background scan, and removed).
+    let staged = tmp.0.join("staged");
+    fs::copy(&owner, &staged).unwrap();
+    fs::rename(&staged, &other).unwrap();
+    assert_eq!(c.get("other").unwrap(), None);
+    assert!(!c.delete("other").unwrap());
+    assert!(other.exists(), "another key's valid entry is not removed");
+    assert!(c.add("other", b"theirs", Expiry::Never).unwrap());
+    assert_eq!(c.get("other").unwrap().as_deref(), Some(&b"theirs"[..]));
+}
+
+#[test]
+fn expired_entries_are_removed_on_read() {
+    let tmp = TempDir::new("expired");
+    let c = Cache::open(&tmp.url("")).unwrap();
+    c.set("k", b"v", SHORT).unwrap();
+    assert_eq!(entry_files(&tmp.cache_dir()).len(), 1);
+    thread::sleep(SHORT_WAIT);
+    assert!(c.get("k").unwrap().is_none());
+    assert!(entry_files(&tmp.cache_dir()).is_empty());
+}
+
+#[test]
+fn keys_never_escape_the_directory() {
+    let tmp = TempDir::new("traversal");
+    let c = Cache::open(&tmp.url("")).unwrap();
+    let evil = [
+        "../../etc/passwd",
+        "../../../../../../tmp/owned",
+        "/etc/passwd",
+        "a/../../b",
+        "..",
+        "\0nul",
+        "C:\\Windows\\system32",
+        "~/.ssh/id_rsa",
+    ];
+    for k in evil {
+        c.set(k, k.as_bytes(), Expiry::Never).unwrap();
+    }
+    for k in evil {
+        assert_eq!(c.get(k).unwrap().as_deref(), Some(k.as_bytes()), "{k}");
+    }
+    // Only the cache directory appeared beside it, and every file is an entry or ours.
+    let beside: Vec<_> = fs::read_dir(&tmp.0)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(beside, ["cache"]);
+    let root = fs::canonicalize(tmp.cache_dir()).unwrap();
+    let mut all = Vec::new();
+    every_file(&root, &mut all);
+    for p in &all {
+        assert!(fs::canonicalize(p).unwrap().starts_with(&root));
+        let name = p.file_name().unwrap().to_str().unwrap();
+        assert!(
+            name.bytes().all(|b| b.is_ascii_hexdigit())
+                || name.starts_with('.')
+                || p.parent().unwrap().ends_with(".locks"),
+            "unexpected file {}",
+            p.display()
+        );
+    }
+    assert_eq!(entry_files(&root).len(), evil.len());
+}
+
+#[test]
+fn unwritable_directory_is_a_clear_io_error() {
+    let tmp = TempDir::new("unwritable");
+    // A path below a regular file cannot be created, even by root.
+    let file = tmp.0.join("plain-file");
+    fs::write(&file, b"x").unwrap();
+    let url = format!("file://{}/cache", file.display());
+    let err = Cache::open(&url).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Io, "{err}");
+    assert!(err.to_string().contains("plain-file"), "{err}");
+
+    // A read-only directory (meaningful when not running as root, who may write anyway).
+    let ro = tmp.0.join("read-only");
+    fs::create_dir(&ro).unwrap();
+    fs::set_permissions(&ro, fs::Permissions::from_mode(0o500)).unwrap();
+    let probe = fs::write(ro.join("probe"), b"x").is_ok();
+    if !probe {
+        let err = Cache::open(&format!("file://{}", ro.display())).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Io, "{err}");
+        assert!(err.to_string().contains("read-only"), "{err}");
+    }
+    fs::set_permissions(&ro, fs::Permissions::from_mode(0o700)).unwrap();
+
+    // The directory vanishing under an open cache: writes fail with Io, reads miss.
+    let c = Cache::open(&tmp.url("")).unwrap();
+    c.set("k", b"v", Expiry::Never).unwrap();
+    fs::remove_dir_all(tmp.cache_dir()).unwrap();
+    fs::write(tmp.cache_dir(), b"now a file").unwrap();
+    assert!(c.get("k").unwrap().is_none());
+    let err = c.set("k", b"v", Expiry::Never).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Io, "{err}");
+    assert!(err.to_string().contains("cache"), "{err}");
+}
+
+#[test]
+fn clear_with_a_prefix_removes_only_that_prefix() {
+    let tmp = TempDir::new("clear");
+    let url = tmp.url("");
+    let a = Cache::builder(&url).key_prefix("a").build().unwrap();
+    let b = Cache::builder(&url).key_prefix("b").build().unwrap();
+    for i in 0..50 {
+        a.set(&format!("k{i}"), b"a", Expiry::Never).unwrap();
+        b.set(&format!("k{i}"), b"b", Expiry::Never).unwrap();
+    }
+    // A corrupt file is garbage whatever its prefix: clear takes it too.
+    let backend = FileBackend::new(&tmp.cache_dir(), &FileOptions::default()).unwrap();
+    let bad = backend.entry_path(b"b:1:k0");
+    fs::write(&bad, b"garbage").unwrap();
+    a.clear().unwrap();
+    assert_eq!(entry_files(&tmp.cache_dir()).len(), 49);
+    for i in 0..50 {
+        assert!(a.get(&format!("k{i}")).unwrap().is_none());
+    }
+    for i in 1..50 {
+        assert_eq!(b.get(&format!("k{i}")).unwrap().as_deref(), Some(&b"b"[..]));
+    }
+    let all = Cache::open(&url).unwrap();
+    all.clear().unwrap();
+    assert!(entry_files(&tmp.cache_dir()).is_empty());
+    assert_eq!(backend.reconcile().unwrap(), (0, 0));
+}
+
+#[test]
+fn entry_bound_evicts_expired_first_then_oldest() {
+    let tmp = TempDir::new("evict");
+    let c = Cache::open(&tmp.url("?max_entries=100")).unwrap();
+    for i in 0..20 {
+        c.set(&format!("short{i}"), b"v", SHORT).unwrap();
+    }
+    for i in 0..75 {
+        c.set(&format!("old{i}"), b"v", Expiry::Never).unwrap();
+        thread::sleep(Duration::from_millis(1));
+    }
+    thread::sleep(SHORT_WAIT);
+    for i in 0..10 {
+        c.set(&format!("new{i}"), b"v", Expiry::Never).unwrap();
+    }
+    // Over 100: the expired entries went first, and no live entry was needed to reach 90.
+    let n = entry_files(&tmp.cache_dir()).len();
+    assert!((85..=100).contains(&n), "{n} entries");
+    assert!(c.get("old0").unwrap().is_some());
+    for i in 0..10 {
+        assert!(c.get(&format!("new{i}")).unwrap().is_some());
+    }
+    // Far over: the oldest go, the newest stay.
+    for i in 0..100 {
+        c.set(&format!("newer{i}"), b"v", Expiry::Never).unwrap();
+    }
+    let n = entry_files(&tmp.cache_dir()).len();
+    assert!(n <= 100, "{n} entries");
+    assert!(c.get("old0").unwrap().is_none());
+    assert!(c.get("newer99").unwrap().is_some());
+    assert!(c.backend().evictions() > 0);
+}
+
+#[test]
+fn byte_bound_holds_within_ten_percent() {
+    let tmp = TempDir::new("bytes");
+    let max = 200_000u64;
+    let c = Cache::open(&tmp.url(&format!("?max_bytes={max}"))).unwrap();
+    for i in 0..1000 {
+        c.set(&format!("k{i}"), &vec![b'x'; 1000 + i % 500], Expiry::Never)
+            .unwrap();
+    }
+    let bytes: u64 = entry_files(&tmp.cache_dir())
+        .iter()
+        .map(|p| fs::metadata(p).unwrap().len())
+        .sum();
+    assert!(bytes <= max * 11 / 10, "{bytes} bytes");
+    assert!(bytes >= max / 2, "{bytes} bytes: evicted far too much");
+    assert!(c.get("k999").unwrap().is_some());
+    let err = c.set("huge", &vec![0; 300_000], Expiry::Never).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::ValueTooLarge);
+}
+
+#[test]
+fn reconcile_corrects_drift_and_counters_are_shared() {
+    let tmp = TempDir::new("reconcile");
+    let one = FileBackend::new(&tmp.cache_dir(), &FileOptions::default()).unwrap();
+    let two = FileBackend::new(&tmp.cache_dir(), &FileOptions::default()).unwrap();
+    for i in 0..300 {
+        let b = if i % 2 == 0 { &one } else { &two };
+        b.set(format!("k{i}").as_bytes(), b"0123456789", None)
+            .unwrap();
+    }
+    // Each counts the other's writes once they are shared (every 64 writes at most).
+    let (entries, _) = two.estimate();
+    assert!((300 - 2 * 64..=300).contains(&entries), "{entries}");
+    // Files removed behind the cache's back: the counters drift until a scan.
+    for p in entry_files(&tmp.cache_dir()).iter().take(100) {
+        fs::remove_file(p).unwrap();
+    }
+    // A stale temporary file from a killed writer is removed by the scan.
+    let shard = entry_files(&tmp.cache_dir())[0]
+        .parent()
+        .unwrap()
+        .to_owned();
+    let stale = shard.join(".tmp.1.dead.1");
+    let f = fs::File::create(&stale).unwrap();
+    f.set_modified(std::time::SystemTime::now() - Duration::from_secs(3600))
+        .unwrap();
+    drop(f);
+    let fresh = shard.join(".tmp.1.alive.1");
+    fs::write(&fresh, b"in progress").unwrap();
+    let entry_size = (HEADER_LEN + "k0".len() + 10) as u64;
+    let (entries, bytes) = one.reconcile().unwrap();
+    assert_eq!(entries, 200);
+    assert!(bytes >= 200 * entry_size && bytes <= 200 * (entry_size + 2));
+    assert_eq!(one.estimate(), (entries, bytes));
+    assert!(!stale.exists());
+    assert!(fresh.exists());
+}
+
+// --- several processes ----------------------------------------------------------------------
+
+const WORKER_ENV: &str = "POLYCACHE_FILE_WORKER";
+
+/// Runs this test binary again as a worker: `mode` and `arg` go through the environment.
+fn spawn_worker(mode: &str, url: &str, id: usize) -> Child {
+    Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "child_process_worker",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .stdout(Stdio::null())
+        .env(WORKER_ENV, mode)
+        .env("POLYCACHE_FILE_URL", url)
+        .env("POLYCACHE_FILE_ID", id.to_string())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits for every child, at most `limit`; each must exit successfully.
+fn wait_all(children: Vec<Child>, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    for mut child in children {
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                assert!(status.success(), "a worker process failed: {status}");
+                break;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("a worker process did not finish within {limit:?}");
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+/// A small deterministic generator (xorshift), so workers need no crate to be random.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// A value that proves itself whole: a length, a seed, and bytes derived from the seed.
+fn pattern_value(seed: u64, len: usize) -> Vec<u8> {
+    let mut v = Vec::with_capacity(len + 16);
+    v.extend_from_slice(&(len as u64).to_le_bytes());
+    v.extend_from_slice(&seed.to_le_bytes());
+    let mut r = Rng(seed | 1);
+    v.extend((0..len).map(|_| r.next() as u8));
+    v
+}
+
+fn check_pattern(v: &[u8]) -> Result<(), String> {
+    if v.len() < 16 {
+        return Err(format!("value of {} bytes", v.len()));
+    }
+    let len = u64::from_le_bytes(v[..8].try_into().unwrap()) as usize;
+    let seed = u64::from_le_bytes(v[8..16].try_into().unwrap());
+    if v.len() != len + 16 || pattern_value(seed, len) != v {
+        return Err(format!(
+            "torn value: {} bytes, header says {}",
+            v.len(),
+            len + 16
+        ));
+    }
+    Ok(())
+}
+
+/// The child side of the multi-process tests; run only by them.
+#[test]
+#[ignore = "runs only as a child process of the multi-process tests"]
+fn child_process_worker() {
+    let mode = std::env::var(WORKER_ENV).expect("run by the multi-process tests");
+    let url = std::env::var("POLYCACHE_FILE_URL").unwrap();
+    let id: u64 = std::env::var("POLYCACHE_FILE_ID").unwrap().parse().unwrap();
+    let c = Cache::open(&url).unwrap();
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ (id + 1).wrapping_mul(0x1234_5678_9abc_def1));
+    match mode.as_str() {
+        "incr" => {
+            for _ in 0..1000 {
+                c.incr("counter", 1).unwrap();
+            }
+        }
+        "torn" => {
+            for _ in 0..1500 {
+                let key = format!("k{}", rng.below(32));
+                if rng.below(2) == 0 {
+                    let len = rng.below(20_000) as usize;
+                    c.set(&key, &pattern_value(rng.next(), len), Expiry::Never)
+                        .unwrap();
+                } else if let Some(v) = c.get(&key).unwrap() {
+                    check_pattern(&v).unwrap();
+                }
+            }
+        }
+        "writer" => {
+            // Until killed (bounded anyway): rewrite 50 keys with large values.
+            let until = Instant::now() + Duration::from_secs(30);
+            while Instant::now() < until {
+                let key = format!("k{}", rng.below(50));
+                c.set(&key, &pattern_value(rng.next(), 200_000), Expiry::Never)
+                    .unwrap();
+            }
+        }
+        "fill" => {
+            for i in 0..1500 {
+                c.set(&format!("w{id}-{i}"), b"some small value", Expiry::Never)
+                    .unwrap();
+            }
+        }
+        other => panic!("unknown worker mode {other}"),
+    }
+}
+
+#[test]
+fn incr_from_four_processes_is_exact() {
+    let tmp = TempDir::new("mp-incr");
+    let url = tmp.url("");
+    let c = Cache::open(&url).unwrap();
+    c.set("counter", b"0", Expiry::Never).unwrap();
+    let children = (0..4).map(|i| spawn_worker("incr", &url, i)).collect();
+    wait_all(children, Duration::from_secs(120));
+    assert_eq!(c.get("counter").unwrap().unwrap().as_i64(), Some(4000));
+}
+
+#[test]
+fn four_processes_never_see_a_torn_value() {
+    let tmp = TempDir::new("mp-torn");
+    let url = tmp.url("");
+    let children = (0..4).map(|i| spawn_worker("torn", &url, i)).collect();
+    wait_all(children, Duration::from_secs(120));
+    let c = Cache::open(&url).unwrap();
+    let mut present = 0;
+    for i in 0..32 {
+        if let Some(v) = c.get(&format!("k{i}")).unwrap() {
+            check_pattern(&v).unwrap();
+            present += 1;
+        }
+    }
+    assert!(present > 16, "only {present} of 32 keys written");
+}
+
+#[test]
+fn a_writer_killed_mid_set_leaves_only_whole_values() {
+    let tmp = TempDir::new("mp-kill");
+    let url = tmp.url("");
+    let c = Cache::open(&url).unwrap();
+    for i in 0..50 {
+        c.set(&format!("k{i}"), &pattern_value(i, 100), Expiry::Never)
+            .unwrap();
+    }
+    for round in 0..3 {
+        let mut child = spawn_worker("writer", &url, round);
+        // Let it get well into its sets (each value is 200 KB), then SIGKILL it.
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(10) {
+            let temps = entry_files(&tmp.cache_dir())
+                .iter()
+                .filter_map(|p| fs::read(p).ok())
+                .filter(|b| b.len() > 100_000)
+                .count();
+            if temps >= 5 {
+                break;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        thread::sleep(Duration::from_millis(30 + 20 * round as u64));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let mut big = 0;
+        for i in 0..50 {
+            let v = c.get(&format!("k{i}")).unwrap();
+            let v = v.unwrap_or_else(|| panic!("k{i} vanished"));
+            check_pattern(&v).unwrap();
+            big += usize::from(v.len() > 1000);
+        }
+        assert!(
+            big >= 5,
+            "round {round}: the writer wrote only {big} values"
+        );
+        for p in entry_files(&tmp.cache_dir()) {
+            assert!(
+                decode_entry(&fs::read(&p).unwrap()).is_some(),
+                "{}",
+                p.display()
+            );
+        }
+    }
+}
+
+#[test]
+fn entry_bound_holds_within_ten_percent_across_four_processes() {
+    let tmp = TempDir::new("mp-bound");
+    let max = 1000usize;
+    let url = tmp.url(&format!("?max_entries={max}"));
+    let children = (0..4).map(|i| spawn_worker("fill", &url, i)).collect();
+    wait_all(children, Duration::from_secs(180));
+    let files = entry_files(&tmp.cache_dir());
+    assert!(files.len() <= max * 11 / 10, "{} entries", files.len());
+    assert!(
+        files.len() >= max / 2,
+        "{} entries: evicted far too much",
+        files.len()
+    );
+    // The survivors are the newest writes. However the processes interleaved, each wrote
+    // 1,200 entries after its 300th, so its first 300 are never among the newest 1,100.
+    let c = Cache::open(&url).unwrap();
+    for id in 0..4 {
+        for i in 0..300 {
+            let key = format!("w{id}-{i}");
+            assert!(
+                c.get(&key).unwrap().is_none(),
+                "{key} outlived newer entries"
+            );
+        }
+    }
+    let last: usize = (0..4)
+        .map(|id| usize::from(c.get(&format!("w{id}-1499")).unwrap().is_some()))
+        .sum();
+    assert!(last >= 1, "the newest write of all survived");
+}
