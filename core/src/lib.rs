@@ -101,6 +101,8 @@ pub const SCHEMES: &[&str] = &[
     "unix://",
     #[cfg(feature = "redis")]
     "redis+cluster://",
+    #[cfg(feature = "redis")]
+    "rediss+cluster://",
     #[cfg(feature = "memcached")]
     "memcached://",
     #[cfg(feature = "file")]
@@ -109,4 +111,6 @@ pub const SCHEMES: &[&str] = &[
     "sqlite://",
     #[cfg(feature = "postgres")]
     "postgres://",
+    #[cfg(feature = "postgres")]
+    "postgresql://",
 ];

@@ -270,7 +270,7 @@ fn a_lease_left_by_a_dead_process_expires_and_is_taken_over() {
 #[test]
 fn xfetch_refreshes_a_value_before_it_expires() {
     let cache = Cache::builder("memory://")
-        .refresh_policy(RefreshPolicy::default().xfetch_beta(1000.0))
+        .refresh_policy(RefreshPolicy::default().xfetch_beta(20_000.0))
         .build()
         .unwrap();
     let calls = AtomicUsize::new(0);
@@ -287,8 +287,11 @@ fn xfetch_refreshes_a_value_before_it_expires() {
     assert_eq!(payload, b"v0");
     assert!(env.delta_us >= 15_000, "{env:?}");
     assert!(env.expires_at > 0);
-    // With beta = 1000 the expected head start (20 ms x 1000 = 20 s) is a third of the TTL:
-    // within a few reads one caller recomputes, long before expiry.
+    // With beta = 20,000 the expected head start (20 ms x 20,000 = 400 s) dwarfs the 60 s
+    // TTL: each read recomputes with probability e^(-60/400) ~ 0.86 (0.82 if the compute
+    // time is measured at the 15 ms floor asserted above), so 50 reads all missing it is
+    // out of reach. With beta = 1,000 the probability was e^-3 a read and the test failed
+    // about one run in thirteen.
     let mut refreshed = false;
     for _ in 0..50 {
         if &*cache.get_or_set_with("k", loader, ttl).unwrap() != b"v0" {
