@@ -534,8 +534,10 @@ fn entry_bound_evicts_expired_first_then_oldest() {
         c.set(&format!("new{i}"), b"v", Expiry::Never).unwrap();
     }
     // Over 100: the expired entries went first, and no live entry was needed to reach 90.
+    // The count behind the bound is merged from per-process counters in batches, so the
+    // bound holds within the 10% the backend promises, not to the entry.
     let n = entry_files(&tmp.cache_dir()).len();
-    assert!((85..=100).contains(&n), "{n} entries");
+    assert!((85..=110).contains(&n), "{n} entries");
     assert!(c.get("old0").unwrap().is_some());
     for i in 0..10 {
         assert!(c.get(&format!("new{i}")).unwrap().is_some());
@@ -545,7 +547,7 @@ fn entry_bound_evicts_expired_first_then_oldest() {
         c.set(&format!("newer{i}"), b"v", Expiry::Never).unwrap();
     }
     let n = entry_files(&tmp.cache_dir()).len();
-    assert!(n <= 100, "{n} entries");
+    assert!(n <= 110, "{n} entries");
     assert!(c.get("old0").unwrap().is_none());
     assert!(c.get("newer99").unwrap().is_some());
     assert!(c.backend().evictions() > 0);
