@@ -132,7 +132,10 @@ def test_the_lease_keeps_separate_caches_to_one_fetch(store_name: str) -> None:
 
 
 def test_xfetch_stores_an_envelope_and_refreshes_early() -> None:
-    cache = polycache.Cache("memory://?xfetch_beta=1000")
+    # beta = 20,000 with a ~20 ms compute time gives an expected head start of ~400 s on a
+    # 60 s TTL: each read recomputes early with probability ~0.86, so 50 reads cannot all
+    # miss it (beta = 1,000 made that e^-3 a read, and the test failed about 1 run in 13).
+    cache = polycache.Cache("memory://?xfetch_beta=20000")
     n = iter(range(100))
 
     def loader() -> int:
