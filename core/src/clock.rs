@@ -1,42 +1,87 @@
-//! The coarse monotonic clock's resolution, for deadlines that must never fire late.
+//! Monotonic time for deadlines that must never fire late, at the cost of a coarse read.
+//!
+//! `CLOCK_MONOTONIC_COARSE` costs a few nanoseconds but lags real time: by up to a tick, and
+//! by more on a tickless kernel right after a thread wakes (seen here: an entry still
+//! readable after sleeping past its 30 ms TTL). So a deadline is judged on the coarse clock
+//! only when it is clearly ahead; within [`SLACK_NS`] of it, the precise clock decides.
 
-use std::sync::OnceLock;
+/// How far behind real time the coarse clock is allowed to be before a precise read.
+const SLACK_NS: u64 = 50_000_000;
 
-/// The resolution of `CLOCK_MONOTONIC_COARSE` (what `coarsetime` reads) in coarsetime ticks.
-pub(crate) fn coarse_resolution_ticks() -> u64 {
-    static TICKS: OnceLock<u64> = OnceLock::new();
-    *TICKS.get_or_init(|| coarsetime::Duration::from(resolution()).as_ticks())
+/// Nanoseconds on the coarse monotonic clock (never ahead of [`precise_now_ns`]).
+#[inline]
+pub(crate) fn coarse_now_ns() -> u64 {
+    now_ns(COARSE)
+}
+
+/// Nanoseconds on the precise monotonic clock.
+#[inline]
+pub(crate) fn precise_now_ns() -> u64 {
+    now_ns(PRECISE)
+}
+
+/// True while `deadline` (monotonic nanoseconds) has not passed.
+#[inline]
+pub(crate) fn before_deadline(deadline: u64) -> bool {
+    let coarse = coarse_now_ns();
+    if coarse >= deadline {
+        return false;
+    }
+    deadline - coarse > SLACK_NS || precise_now_ns() < deadline
 }
 
 #[cfg(target_os = "linux")]
-fn resolution() -> std::time::Duration {
+const COARSE: libc::clockid_t = libc::CLOCK_MONOTONIC_COARSE;
+#[cfg(target_os = "linux")]
+const PRECISE: libc::clockid_t = libc::CLOCK_MONOTONIC;
+
+#[cfg(target_os = "linux")]
+#[inline]
+fn now_ns(clock: libc::clockid_t) -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
-    // SAFETY: clock_getres only writes the timespec it is given, which lives on this stack.
-    let rc = unsafe { libc::clock_getres(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
-    if rc == 0 && ts.tv_sec >= 0 && ts.tv_nsec >= 0 {
-        std::time::Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
-    } else {
-        FALLBACK
-    }
+    // SAFETY: clock_gettime only writes the timespec it is given, which lives on this stack;
+    // both clock ids exist on every Linux this builds for.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    (ts.tv_sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(ts.tv_nsec as u64)
 }
 
 #[cfg(not(target_os = "linux"))]
-fn resolution() -> std::time::Duration {
-    FALLBACK
-}
+const COARSE: () = ();
+#[cfg(not(target_os = "linux"))]
+const PRECISE: () = ();
 
-/// A tick of the slowest common kernel timer (HZ=100).
-const FALLBACK: std::time::Duration = std::time::Duration::from_millis(10);
+/// Elsewhere both are the standard monotonic clock, measured from the first call.
+#[cfg(not(target_os = "linux"))]
+fn now_ns(_clock: ()) -> u64 {
+    use std::sync::OnceLock;
+    use std::time::Instant;
+    static START: OnceLock<Instant> = OnceLock::new();
+    let start = *START.get_or_init(Instant::now);
+    u64::try_from(start.elapsed().as_nanos())
+        .unwrap_or(u64::MAX)
+        .max(1)
+}
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
-    fn resolution_is_small_and_positive() {
-        let t = super::coarse_resolution_ticks();
-        assert!(t > 0);
-        assert!(t <= coarsetime::Duration::from_millis(20).as_ticks(), "{t}");
+    fn coarse_never_runs_ahead_and_deadlines_are_exact() {
+        for _ in 0..1000 {
+            let c = coarse_now_ns();
+            assert!(c <= precise_now_ns());
+        }
+        let now = precise_now_ns();
+        assert!(!before_deadline(now));
+        assert!(before_deadline(now + 10_000_000_000));
+        let soon = precise_now_ns() + 2_000_000;
+        std::thread::sleep(std::time::Duration::from_millis(3));
+        assert!(!before_deadline(soon), "a passed deadline is never live");
     }
 }

@@ -6,6 +6,7 @@
 //! TinyLFU on skewed traces and is scan resistant too.
 
 use super::{apply_delta, not_found, Backend};
+use crate::clock;
 use crate::error::{Error, ErrorKind, Result};
 use crate::location::{Location, Options};
 use crate::value::Value;
@@ -58,36 +59,28 @@ impl ToOwned for KeyRef {
 #[derive(Clone)]
 struct Entry {
     value: Arc<[u8]>,
-    /// Deadline in coarse-clock ticks; 0 = never expires.
+    /// Deadline in nanoseconds of the monotonic clock; 0 = never expires.
     expires_at: u64,
 }
 
 impl Entry {
     #[inline]
     fn live(&self) -> bool {
-        self.expires_at == 0 || now_ticks() < self.expires_at
+        self.expires_at == 0 || clock::before_deadline(self.expires_at)
     }
 }
 
-#[inline]
-fn now_ticks() -> u64 {
-    // CLOCK_MONOTONIC_COARSE: a few nanoseconds, millisecond resolution, plenty for TTLs.
-    coarsetime::Instant::now_without_cache_update().as_ticks()
-}
-
-/// The deadline of an entry written now with `ttl`, in coarse-clock ticks.
+/// The deadline of an entry written now with `ttl`, in monotonic nanoseconds.
 ///
-/// The coarse clock lags real time by up to its resolution, both when the deadline is taken
-/// and when it is checked, so a deadline of `now + ttl` could let an entry outlive its TTL by
-/// up to one tick (4 ms at HZ=250; Django's tests read a 1 s entry right after sleeping 1 s).
-/// Taking one resolution off makes entries expire at most one tick early, never late.
+/// Taken on the coarse clock, which never runs ahead of real time: the entry expires at its
+/// TTL or up to a few milliseconds before it, never after (reads near the deadline ask the
+/// precise clock, see [`clock::before_deadline`]).
 fn deadline(ttl: Option<Duration>) -> u64 {
     match ttl {
         None => 0,
         Some(d) => {
-            let ttl = coarsetime::Duration::from(d).as_ticks().max(1);
-            let margin = crate::clock::coarse_resolution_ticks().min(ttl - 1);
-            now_ticks().saturating_add(ttl - margin).max(1)
+            let ttl = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX).max(1);
+            clock::coarse_now_ns().saturating_add(ttl).max(1)
         }
     }
 }
