@@ -562,6 +562,12 @@ impl Cache {
     /// `set` of a full key with a resolved TTL: size limit, fail-open and `sets` apply.
     pub(crate) fn full_set(&self, full: &[u8], value: &[u8], ttl: Ttl) -> Result<bool> {
         self.check_value(value)?;
+        self.store(full, value, ttl)
+    }
+
+    /// Writes a checked value under a full key: the one write path of `set` and `full_set`.
+    #[inline]
+    fn store(&self, full: &[u8], value: &[u8], ttl: Ttl) -> Result<bool> {
         let result = match ttl {
             Ttl::Expired => self.inner.backend.delete(full).map(|_| true),
             ttl => self
@@ -626,21 +632,7 @@ impl Cache {
     pub fn set<'k>(&self, key: impl Into<Key<'k>>, value: &[u8], expiry: Expiry) -> Result<bool> {
         self.check_value(value)?;
         let ttl = self.resolve(expiry);
-        let result = self.with_key(key.into(), |k| match ttl {
-            Ttl::Expired => self.inner.backend.delete(k).map(|_| true),
-            ttl => self
-                .inner
-                .backend
-                .set(k, value, ttl.as_option())
-                .map(|()| true),
-        });
-        let result = self.finish(result, || false);
-        if let Ok(true) = result {
-            if ttl != Ttl::Expired {
-                self.inner.stats.set(1);
-            }
-        }
-        result
+        self.with_key(key.into(), |k| self.store(k, value, ttl))
     }
 
     /// Stores `value` only if `key` is absent; true when it stored.
