@@ -176,7 +176,7 @@ pub(crate) struct DjangoCache {
 }
 
 impl DjangoCache {
-    /// Runs `f` on `key`: in place for a local backend, else on an owned copy without the GIL.
+    /// Runs `f` on `key`: see [`crate::run_on_key`].
     #[inline]
     fn with_key<T: Send>(
         &self,
@@ -184,13 +184,7 @@ impl DjangoCache {
         key: &str,
         f: impl FnOnce(&Cache, &str) -> T + Send,
     ) -> T {
-        if self.local {
-            f(&self.cache, key)
-        } else {
-            let key = key.to_owned();
-            let cache = &self.cache;
-            py.detach(move || f(cache, &key))
-        }
+        crate::run_on_key(py, &self.cache, self.local, key, f)
     }
 
     /// Runs `f` on the backend itself: for full keys made in Python.

@@ -99,8 +99,26 @@ struct PyCache {
     local: bool,
 }
 
+/// Runs `f` on `key`: in place for a local backend (`local`), else on an owned copy
+/// without the GIL. Shared by every native class that wraps a [`Cache`].
+#[inline]
+pub(crate) fn run_on_key<T: Send>(
+    py: Python<'_>,
+    cache: &Cache,
+    local: bool,
+    key: &str,
+    f: impl FnOnce(&Cache, &str) -> T + Send,
+) -> T {
+    if local {
+        f(cache, key)
+    } else {
+        let key = key.to_owned();
+        py.detach(move || f(cache, &key))
+    }
+}
+
 impl PyCache {
-    /// Runs `f` on `key`: in place for a local backend, else on an owned copy without the GIL.
+    /// Runs `f` on `key`: see [`run_on_key`].
     #[inline]
     fn with_key<T: Send>(
         &self,
@@ -108,13 +126,7 @@ impl PyCache {
         key: &str,
         f: impl FnOnce(&Cache, &str) -> T + Send,
     ) -> T {
-        if self.local {
-            f(&self.cache, key)
-        } else {
-            let key = key.to_owned();
-            let cache = &self.cache;
-            py.detach(move || f(cache, &key))
-        }
+        run_on_key(py, &self.cache, self.local, key, f)
     }
 
     /// Like [`PyCache::with_key`], with a value.
