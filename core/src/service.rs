@@ -68,9 +68,9 @@ fn encode(s: &str) -> String {
 
 /// A set of named caches, one of them called `default`.
 ///
-/// Built from a mapping of names to [`CacheConfig`], or from JSON text shaped like Django's
-/// `CACHES` setting (`LOCATION`, `KEY_PREFIX`, `VERSION`, `TIMEOUT`, `OPTIONS`; lower-case
-/// names work too). `Send + Sync`; the caches inside are shared handles.
+/// Built from a mapping of names to [`CacheConfig`], or from JSON or TOML text shaped like
+/// Django's `CACHES` setting (`LOCATION`, `KEY_PREFIX`, `VERSION`, `TIMEOUT`, `OPTIONS`;
+/// lower-case names work too). `Send + Sync`; the caches inside are shared handles.
 ///
 /// ```
 /// use polycache::Caches;
@@ -116,6 +116,40 @@ impl Caches {
         let json: Json = serde_json::from_str(text).map_err(|e| {
             Error::config(format!("the cache configuration is not valid JSON: {e}"))
         })?;
+        Caches::from_json_value(json)
+    }
+
+    /// Parses TOML text and opens every cache: one table per named cache, with the same
+    /// settings as [`Caches::from_json`] (TOML has no null: `timeout = "none"` never expires).
+    ///
+    /// ```
+    /// use polycache::Caches;
+    /// let caches = Caches::from_toml(r#"
+    ///     [default]
+    ///     location = "memory://"
+    ///     timeout = 60
+    ///
+    ///     [sessions]
+    ///     location = "memory://"
+    ///     key_prefix = "s"
+    ///     timeout = "none"
+    ///     options = { max_entries = 5000 }
+    /// "#).unwrap();
+    /// assert_eq!(caches.names().collect::<Vec<_>>(), ["default", "sessions"]);
+    /// assert_eq!(caches.get("sessions").unwrap().key_prefix(), "s");
+    /// ```
+    pub fn from_toml(text: &str) -> Result<Caches> {
+        let table: toml::Table = toml::from_str(text).map_err(|e| {
+            Error::config(format!("the cache configuration is not valid TOML: {e}"))
+        })?;
+        // The same configuration as JSON text gives: one parser of the settings.
+        let json = serde_json::to_value(table)
+            .map_err(|e| Error::config(format!("the cache configuration cannot be read: {e}")))?;
+        Caches::from_json_value(json)
+    }
+
+    /// Opens every cache of a parsed configuration (from JSON or TOML text).
+    fn from_json_value(json: Json) -> Result<Caches> {
         let Json::Object(map) = json else {
             return Err(Error::config(
                 "the cache configuration must be a JSON object of named caches",
@@ -176,6 +210,7 @@ fn config_from_json(name: &str, entry: &Json) -> Result<CacheConfig> {
             "TIMEOUT" => {
                 config.timeout = Some(match v {
                     Json::Null => None,
+                    Json::String(s) if s.eq_ignore_ascii_case("none") => None,
                     Json::Number(n) => {
                         let secs = n.as_f64().unwrap_or(0.0);
                         Some(if secs <= 0.0 {
@@ -184,7 +219,7 @@ fn config_from_json(name: &str, entry: &Json) -> Result<CacheConfig> {
                             Duration::from_secs_f64(secs)
                         })
                     }
-                    _ => return Err(bad("TIMEOUT must be a number of seconds or null")),
+                    _ => return Err(bad("TIMEOUT must be a number of seconds, null or \"none\"")),
                 })
             }
             "OPTIONS" => {
@@ -212,4 +247,90 @@ fn config_from_json(name: &str, entry: &Json) -> Result<CacheConfig> {
     }
     config.location = location.ok_or_else(|| bad("has no LOCATION"))?;
     Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{ErrorKind, Expiry};
+
+    fn summary(caches: &Caches) -> Vec<(String, String, String, i64, Expiry)> {
+        caches
+            .names()
+            .map(|n| {
+                let c = caches.get(n).unwrap();
+                let location = c.location().to_owned();
+                (
+                    n.to_owned(),
+                    location,
+                    c.key_prefix().to_owned(),
+                    c.version(),
+                    c.default_expiry(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn toml_gives_the_same_caches_as_json() {
+        let json = Caches::from_json(
+            r#"{"default": {"LOCATION": "memory://", "TIMEOUT": 60, "VERSION": 3},
+                "sessions": {"location": "memory://", "key_prefix": "s", "timeout": null,
+                             "options": {"max_entries": 5000}},
+                "off": {"LOCATION": "dummy://", "TIMEOUT": 0}}"#,
+        )
+        .unwrap();
+        let toml = Caches::from_toml(
+            r#"
+            [default]
+            LOCATION = "memory://"
+            TIMEOUT = 60
+            VERSION = 3
+
+            [sessions]
+            location = "memory://"
+            key_prefix = "s"
+            timeout = "none"
+            options = { max_entries = 5000 }
+
+            [off]
+            LOCATION = "dummy://"
+            TIMEOUT = 0
+            "#,
+        )
+        .unwrap();
+        assert_eq!(summary(&json), summary(&toml));
+        assert_eq!(
+            toml.get("sessions").unwrap().default_expiry(),
+            Expiry::Never
+        );
+        assert_eq!(toml.get("off").unwrap().default_expiry(), Expiry::Expired);
+    }
+
+    #[test]
+    fn bad_toml_is_a_configuration_error_naming_the_problem() {
+        let cases = [
+            ("[default\nlocation = 1", "not valid TOML"),
+            ("[default]\nlocation = 1", "LOCATION must be a string"),
+            (
+                "[default]\nlocation = \"memory://\"\ntimeout = true",
+                "TIMEOUT",
+            ),
+            (
+                "[default]\nlocation = \"memory://\"\ncolour = 1",
+                "unknown setting 'COLOUR'",
+            ),
+            ("[other]\nlocation = \"memory://\"", "no 'default'"),
+            ("default = 3", "must be an object"),
+            (
+                "[default]\nlocation = \"memory://\"\noptions = { max_entries = -1 }",
+                "max_entries",
+            ),
+        ];
+        for (text, needle) in cases {
+            let err = Caches::from_toml(text).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Configuration, "{text}");
+            assert!(err.to_string().contains(needle), "{text}: {err}");
+        }
+    }
 }
