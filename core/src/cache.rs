@@ -166,6 +166,8 @@ pub struct CacheBuilder {
     policy: Option<FailurePolicy>,
     refresh: Option<RefreshPolicy>,
     tiered: Option<TieredConfig>,
+    /// The query-string options of a cache over a custom backend ([`CacheBuilder::options`]).
+    query: Option<String>,
 }
 
 impl CacheBuilder {
@@ -220,13 +222,41 @@ impl CacheBuilder {
         self
     }
 
+    /// For a cache over your own backend ([`Cache::with_backend`]): the options every URL
+    /// takes (`key_prefix`, `version`, `timeout`, `max_value_size`, `fail_open`, …), as a
+    /// URL's query string. An unknown option is an error; settings made in the builder win.
+    ///
+    /// ```
+    /// use polycache::{backend::dummy::DummyBackend, Cache, Expiry};
+    /// use std::sync::Arc;
+    /// let cache = Cache::with_backend(Arc::new(DummyBackend))
+    ///     .options("key_prefix=app&timeout=none")
+    ///     .build()
+    ///     .unwrap();
+    /// assert_eq!((cache.key_prefix(), cache.default_expiry()), ("app", Expiry::Never));
+    /// ```
+    pub fn options(mut self, query: impl Into<String>) -> Self {
+        self.query = Some(query.into());
+        self
+    }
+
     /// Opens the backend and builds the cache.
     pub fn build(mut self) -> Result<Cache> {
         let mut tiered = false;
         let (backend, location, url_opts) = match (self.backend, &self.location) {
             (Some(backend), _) => {
                 let location = format!("custom:{}", backend.name());
-                (backend, location, UrlCacheOptions::default())
+                let url_opts = match &self.query {
+                    None => UrlCacheOptions::default(),
+                    Some(query) => {
+                        let parsed = Location::parse(&format!("custom://?{query}"))?;
+                        let mut options = Options::new(&parsed);
+                        let url_opts = UrlCacheOptions::take(&mut options)?;
+                        options.finish()?;
+                        url_opts
+                    }
+                };
+                (backend, location, url_opts)
             }
             (None, Some(url)) => {
                 let location = Location::parse(url)?;
@@ -369,6 +399,7 @@ impl Cache {
             policy: None,
             refresh: None,
             tiered: None,
+            query: None,
         }
     }
 
@@ -411,6 +442,7 @@ impl Cache {
             policy: None,
             refresh: None,
             tiered: None,
+            query: None,
         }
     }
 
