@@ -6,7 +6,7 @@ export CARGO_TARGET_DIR ?= $(CURDIR)/target
 export CARGO_TERM_COLOR ?= never
 PYTHON_VENV ?= $(CURDIR)/.venv
 
-.PHONY: demo test test-rust test-c test-python test-readme setup lint fmt header bench bench-rust bench-c bench-python clean
+.PHONY: demo test test-rust test-c test-python test-readme setup lint fmt header bench bench-rust bench-c bench-python clean install tsan
 
 ## demo: a slow function memoized through memory://, then the hit/miss statistics.
 demo:
@@ -28,6 +28,15 @@ test-rust:
 
 test-c:
 	bash tests/c/run.sh
+
+## install: the C library, header and pkg-config file into $(PREFIX) (DESTDIR for packagers).
+PREFIX ?= /usr/local
+install:
+	bash scripts/install-c.sh "$(PREFIX)"
+
+## tsan: 8 threads x 1,000,000 mixed operations on one C handle under ThreadSanitizer.
+tsan:
+	POLYCACHE_PROFILE=release bash tests/c/tsan.sh 1000000
 
 test-python:
 	bash scripts/python-test.sh

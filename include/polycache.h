@@ -2,8 +2,9 @@
  * polycache: one cache engine for Rust, C and Python. This is its C API.
  *
  * Conventions (docs/c-api.md tells more):
- * - Handles (polycache_cache, polycache_value, polycache_error) are opaque; each function
- *   says who owns what it returns and which _free releases it. _free(NULL) does nothing.
+ * - Handles (polycache_cache, polycache_caches, polycache_job, polycache_value,
+ *   polycache_error) are opaque; each function says who owns what it returns and which
+ *   _free releases it. _free(NULL) does nothing.
  * - Every fallible function returns a polycache_result and writes its outputs only when it
  *   returns POLYCACHE_RESULT_OK. A miss is the code POLYCACHE_RESULT_MISS, not an error.
  * - The trailing `polycache_error **error_out` may be NULL; on a failure (not on a miss) it
@@ -13,6 +14,8 @@
  * - Keys and URLs are NUL-terminated UTF-8; values are bytes as (pointer, length).
  * - TTLs are int64_t milliseconds: POLYCACHE_TTL_DEFAULT, POLYCACHE_TTL_NEVER, a positive
  *   count, or 0 (or another negative) for "already expired".
+ * - Callbacks (loaders, a job's fetch, a custom backend) return a polycache_result and must
+ *   return normally; the user data given with them is released as each function says.
  */
 
 #ifndef POLYCACHE_H
@@ -46,7 +49,19 @@
 typedef struct polycache_cache polycache_cache;
 
 /**
- * A failure's code and message, received through a function's `error_out` parameter.
+ * A set of named caches, one called `default`, from `polycache_caches_from_json` or
+ * `polycache_caches_from_toml`.
+ *
+ * Threads: it is immutable, so any number of threads may call `polycache_caches_get` on it
+ * at the same time; only `polycache_caches_free` must come after every other use.
+ * Lifetime: from `_from_json`/`_from_toml` until `polycache_caches_free`; the caches taken
+ * out of it with `polycache_caches_get` are handles of their own and outlive it.
+ */
+typedef struct polycache_caches polycache_caches;
+
+/**
+ * A failure's code (its kind), message and the backend's own message, received through a
+ * function's `error_out` parameter.
  *
  * Threads: an error is immutable, so it may be read from any thread and freed from any
  * thread. Lifetime: it lives until `polycache_error_free`, independent of the cache that
@@ -55,11 +70,23 @@ typedef struct polycache_cache polycache_cache;
 typedef struct polycache_error polycache_error;
 
 /**
- * The slot a loader fills with `polycache_loader_output_set`.
+ * A job: values of one cache that are refreshed in the background by a fetch callback
+ * while the stale value is served (django-cacheback's `Job`, with no task queue).
  *
- * Threads: it belongs to the one loader call it is passed to, on the calling thread.
- * Lifetime: valid only until the loader returns; polycache owns it and frees it, so never
- * free it or keep the pointer.
+ * Threads: one job may be used by any number of threads at the same time, except
+ * `polycache_job_free`; its fetch callback runs on the calling threads and on polycache's
+ * refresh threads, so it must be thread-safe. Lifetime: from `polycache_job_new` until
+ * `polycache_job_free`; it keeps its cache alive, and background refreshes that are
+ * running when it is freed finish first (then the user data is released).
+ */
+typedef struct polycache_job polycache_job;
+
+/**
+ * The slot a callback fills with `polycache_loader_output_set`.
+ *
+ * Threads: it belongs to the one callback call it is passed to, on the thread running that
+ * callback. Lifetime: valid only until the callback returns; polycache owns it and frees
+ * it, so never free it or keep the pointer.
  */
 typedef struct polycache_loader_output polycache_loader_output;
 
@@ -80,6 +107,100 @@ typedef struct polycache_value polycache_value;
  * are only ever appended.
  */
 typedef uint32_t polycache_result;
+
+/**
+ * The callbacks of a custom backend: what `polycache_cache_open_custom` turns into a cache.
+ *
+ * polycache calls them with full keys (`{key_prefix}:{version}:{key}`, as bytes that are
+ * not NUL-terminated), after applying the key policy, the default TTL, `max_value_size` and
+ * the statistics itself. `ttl_ms` is `POLYCACHE_TTL_NEVER` or a positive number of
+ * milliseconds (never 0: an already-expired `set` arrives as `remove`).
+ *
+ * Each callback returns `POLYCACHE_RESULT_OK`, or (`get` only) `POLYCACHE_RESULT_MISS`, or
+ * an error code, which the operation that needed it returns: `POLYCACHE_RESULT_CONNECTION`,
+ * `POLYCACHE_RESULT_TIMEOUT`, `POLYCACHE_RESULT_NOT_FOUND` (`incr` of a missing key),
+ * `POLYCACHE_RESULT_NOT_AN_INTEGER`, … (the error kinds). Any other code (including
+ * `POLYCACHE_RESULT_PANIC` and values this library does not know) becomes
+ * `POLYCACHE_RESULT_BACKEND`, with a message naming the callback and the code; so does a
+ * `get` that returns OK without calling `polycache_loader_output_set`. Out-parameters are
+ * read only after OK. A callback must return normally (no `longjmp` or C++ exception out of
+ * it).
+ *
+ * `get`, `set` and `remove` are required. The others may be NULL: the operations that need
+ * them return `POLYCACHE_RESULT_UNSUPPORTED` (`has_key` and the `_many` operations are built
+ * on the single-key callbacks).
+ *
+ * Threads: polycache calls the callbacks from every thread that uses a cache over this
+ * backend, at the same time, and from its refresh threads (jobs); they must be thread-safe.
+ * Lifetime: `polycache_cache_open_custom` copies the struct, so it may be a temporary.
+ */
+typedef struct polycache_backend_vtable {
+    /**
+     * Reads `key`: calls `polycache_loader_output_set(output, …)` and returns OK for a hit,
+     * or returns `POLYCACHE_RESULT_MISS`.
+     */
+    polycache_result (*get)(void *user_data,
+                            const uint8_t *key,
+                            size_t key_len,
+                            struct polycache_loader_output *output);
+    /**
+     * Stores the `value_len` bytes at `value` (copy them: they are valid during the call).
+     */
+    polycache_result (*set)(void *user_data,
+                            const uint8_t *key,
+                            size_t key_len,
+                            const uint8_t *value,
+                            size_t value_len,
+                            int64_t ttl_ms);
+    /**
+     * Stores only if `key` is absent, atomically; `*stored_out` = whether it stored.
+     */
+    polycache_result (*add)(void *user_data,
+                            const uint8_t *key,
+                            size_t key_len,
+                            const uint8_t *value,
+                            size_t value_len,
+                            int64_t ttl_ms,
+                            bool *stored_out);
+    /**
+     * Removes `key`; `*removed_out` = whether it was present.
+     */
+    polycache_result (*remove)(void *user_data,
+                               const uint8_t *key,
+                               size_t key_len,
+                               bool *removed_out);
+    /**
+     * Gives `key` a new TTL; `*touched_out` = whether it was present.
+     */
+    polycache_result (*touch)(void *user_data,
+                              const uint8_t *key,
+                              size_t key_len,
+                              int64_t ttl_ms,
+                              bool *touched_out);
+    /**
+     * Adds `delta` to the ASCII decimal integer under `key`, atomically, keeping its TTL;
+     * `*value_out` = the new value. `POLYCACHE_RESULT_NOT_FOUND` for a missing key,
+     * `POLYCACHE_RESULT_NOT_AN_INTEGER`, `POLYCACHE_RESULT_OVERFLOW`.
+     */
+    polycache_result (*incr)(void *user_data,
+                             const uint8_t *key,
+                             size_t key_len,
+                             int64_t delta,
+                             int64_t *value_out);
+    /**
+     * Removes every key starting with the `prefix_len` bytes at `prefix` (everything when
+     * `prefix_len` is 0).
+     */
+    polycache_result (*clear)(void *user_data,
+                              const uint8_t *prefix,
+                              size_t prefix_len);
+    /**
+     * Releases `user_data`; called once, after the last call of any callback, when the
+     * last cache over this backend is freed (and the last job and background refresh using
+     * it are done). May be NULL.
+     */
+    void (*release)(void *user_data);
+} polycache_backend_vtable;
 
 /**
  * The counters of one cache at one moment; the same names as in Rust and Python.
@@ -127,20 +248,44 @@ typedef struct polycache_stats {
 } polycache_stats;
 
 /**
- * A loader: computes the value of `key` when `polycache_cache_get_or_set_with` misses it.
+ * A loader: computes the value of `key` when `polycache_cache_get_or_set_with` misses it,
+ * or when a job (`polycache_job_new`) fetches it.
  *
- * It receives the `user_data` given to `polycache_cache_get_or_set_with`, the caller's key
- * (NUL-terminated UTF-8, valid during the call), and `output`, which it fills with
- * `polycache_loader_output_set` (polycache copies the bytes, so the loader keeps ownership
- * of its buffer). It returns `POLYCACHE_RESULT_OK` after setting a value, or any other code
- * to report a failure: nothing is stored and `polycache_cache_get_or_set_with` returns
- * `POLYCACHE_RESULT_LOADER_FAILED`. It runs on the thread that called
- * `polycache_cache_get_or_set_with`, at most once per call, and must return normally
- * (no `longjmp` out of it). It may call polycache functions, on this cache too.
+ * It receives the `user_data` given with it, the caller's key (NUL-terminated UTF-8, valid
+ * during the call), and `output`, which it fills with `polycache_loader_output_set`
+ * (polycache copies the bytes, so the loader keeps ownership of its buffer). It returns
+ * `POLYCACHE_RESULT_OK` after setting a value, or any other code to report a failure:
+ * nothing is stored and the call that needed the value returns
+ * `POLYCACHE_RESULT_LOADER_FAILED`. A loader of `polycache_cache_get_or_set_with` runs on
+ * the calling thread, at most once per call; a job's fetch also runs on polycache's refresh
+ * threads. It must return normally (no `longjmp` or C++ exception out of it). It may call
+ * polycache functions, on this cache too.
  */
 typedef polycache_result (*polycache_loader)(void *user_data,
                                              const char *key,
                                              struct polycache_loader_output *output);
+
+/**
+ * What a job's read found: `POLYCACHE_STATUS_HIT`, `POLYCACHE_STATUS_STALE` or
+ * `POLYCACHE_STATUS_MISS`; `polycache_status_name` gives `"hit"`, `"stale"`, `"miss"`.
+ */
+typedef uint32_t polycache_status;
+
+/**
+ * A fresh value.
+ */
+#define POLYCACHE_STATUS_HIT 0
+
+/**
+ * A value past its lifetime: served at once while one refresh runs in the background, or
+ * fetched again now when it was too stale.
+ */
+#define POLYCACHE_STATUS_STALE 1
+
+/**
+ * No value: fetched now (`fetch_on_miss`), or not (the call returned `POLYCACHE_RESULT_MISS`).
+ */
+#define POLYCACHE_STATUS_MISS 2
 
 /**
  * Success; outputs were written.
@@ -238,7 +383,7 @@ typedef polycache_result (*polycache_loader)(void *user_data,
 #define POLYCACHE_RESULT_OTHER 18
 
 /**
- * A loader (`polycache_cache_get_or_set_with`) returned a code other than
+ * A loader (`polycache_cache_get_or_set_with`) or a job's fetch returned a code other than
  * `POLYCACHE_RESULT_OK`, or returned OK without setting a value; nothing was stored.
  */
 #define POLYCACHE_RESULT_LOADER_FAILED 19
@@ -253,6 +398,26 @@ extern "C" {
  * Returns a static NUL-terminated string: never NULL, never freed.
  */
 const char *polycache_version(void);
+
+/**
+ * Opens a cache over your own backend: the callbacks in `*vtable` with `user_data`.
+ *
+ * `options` is NULL, or the options every URL takes, as a URL's query string
+ * (`"key_prefix=app&timeout=60&max_value_size=1048576&fail_open=true"`); an unknown option
+ * gives `POLYCACHE_RESULT_CONFIGURATION`. `*vtable` is copied. `get`, `set` and `remove`
+ * must not be NULL (`POLYCACHE_RESULT_NULL_PARAMETER` names the missing one).
+ *
+ * On success `*cache_out` receives a new cache owned by the caller, to be released with
+ * `polycache_cache_free`, and polycache owns `user_data` from then on: `vtable->release`
+ * (if not NULL) is called once, after the last callback, when the last cache over this
+ * backend is freed. On failure nothing is called and the caller still owns `user_data`.
+ * `user_data` may be NULL; polycache never reads through it.
+ */
+polycache_result polycache_cache_open_custom(const struct polycache_backend_vtable *vtable,
+                                             void *user_data,
+                                             const char *options,
+                                             struct polycache_cache **cache_out,
+                                             struct polycache_error **error_out);
 
 /**
  * Opens the cache at `url` (`"memory://"`, `"memory://?max_entries=10000"`, `"dummy://"`…).
@@ -480,6 +645,77 @@ polycache_result polycache_cache_stats_prometheus(const struct polycache_cache *
                                                   struct polycache_error **error_out);
 
 /**
+ * Opens the caches a JSON text configures, shaped like Django's `CACHES` setting.
+ *
+ * `config` is NUL-terminated UTF-8: an object of named caches, each with `LOCATION` (the
+ * URL) and optionally `KEY_PREFIX`, `VERSION`, `TIMEOUT` (seconds; `null` or `"none"`:
+ * never expire) and `OPTIONS` (an object of URL options); lower-case names work too. One
+ * must be called `default`. Every cache is opened now: a bad configuration or URL gives
+ * `POLYCACHE_RESULT_CONFIGURATION` naming the cache and the problem. On success
+ * `*caches_out` receives a new object owned by the caller, to be released with
+ * `polycache_caches_free`.
+ */
+polycache_result polycache_caches_from_json(const char *config,
+                                            struct polycache_caches **caches_out,
+                                            struct polycache_error **error_out);
+
+/**
+ * Opens the caches a TOML text configures: one table per named cache, with the same
+ * settings as `polycache_caches_from_json` (TOML has no null: `timeout = "none"`).
+ *
+ * ```toml
+ * [default]
+ * location = "memory://?max_entries=10000"
+ * timeout = 60
+ *
+ * [sessions]
+ * location = "redis://127.0.0.1:6379/1"
+ * key_prefix = "s"
+ * options = { fail_open = true }
+ * ```
+ *
+ * Results and ownership as for `polycache_caches_from_json`.
+ */
+polycache_result polycache_caches_from_toml(const char *config,
+                                            struct polycache_caches **caches_out,
+                                            struct polycache_error **error_out);
+
+/**
+ * The cache called `name` (`"default"`, …).
+ *
+ * On success `*cache_out` receives a new handle owned by the caller, to be released with
+ * `polycache_cache_free`; it shares the backend and counters with every other handle to
+ * the same named cache, and stays valid after `polycache_caches_free`. A name the
+ * configuration does not have gives `POLYCACHE_RESULT_CONFIGURATION`, with a message
+ * listing the names it has.
+ */
+polycache_result polycache_caches_get(const struct polycache_caches *caches,
+                                      const char *name,
+                                      struct polycache_cache **cache_out,
+                                      struct polycache_error **error_out);
+
+/**
+ * How many caches `caches` holds (at least 1: `default`); 0 when `caches` is NULL.
+ */
+size_t polycache_caches_count(const struct polycache_caches *caches);
+
+/**
+ * The name of the cache at `index` (names are sorted), or NULL when `index` is not below
+ * `polycache_caches_count(caches)` or `caches` is NULL.
+ *
+ * The NUL-terminated string is owned by `caches` and valid until
+ * `polycache_caches_free(caches)`; do not free it.
+ */
+const char *polycache_caches_name(const struct polycache_caches *caches,
+                                  size_t index);
+
+/**
+ * Frees `caches`; NULL does nothing. Caches taken out with `polycache_caches_get` stay
+ * valid until their own `polycache_cache_free`.
+ */
+void polycache_caches_free(struct polycache_caches *caches);
+
+/**
  * The code of `error`: the same value the failed function returned.
  *
  * Returns `POLYCACHE_RESULT_NULL_PARAMETER` when `error` is NULL.
@@ -496,6 +732,18 @@ polycache_result polycache_error_result(const struct polycache_error *error);
 const char *polycache_error_message(const struct polycache_error *error);
 
 /**
+ * The backend's own message, when the failure came from below polycache: the server's
+ * error reply, the operating system's error (`"Connection refused (os error 111)"`), the
+ * SQL driver's message. `""` when there is none (the failure is polycache's own, such as a
+ * bad option or a value too large) or when `error` is NULL.
+ *
+ * `polycache_error_message` already ends with it; this gives it alone, for logs and for
+ * matching a server's reply. The string is owned by `error` and valid until
+ * `polycache_error_free(error)`; do not free it.
+ */
+const char *polycache_error_backend_message(const struct polycache_error *error);
+
+/**
  * Frees an error received through an `error_out` parameter; NULL does nothing.
  *
  * The string from `polycache_error_message` is freed with it.
@@ -503,16 +751,141 @@ const char *polycache_error_message(const struct polycache_error *error);
 void polycache_error_free(struct polycache_error *error);
 
 /**
- * Sets the value a loader computed: copies the `len` bytes at `data` into `output`.
+ * `"hit"`, `"stale"` or `"miss"` (the words Rust and Python use), `"unknown"` for any other
+ * value. Returns a static NUL-terminated string: never NULL, never freed.
+ */
+const char *polycache_status_name(polycache_status status);
+
+/**
+ * Makes a job over `cache` whose values are computed by `fetch`.
  *
- * Call it from inside a loader, with the `output` it received; a second call replaces the
- * first value. `data` may be NULL only when `len` is 0. The bytes are copied: the loader
- * keeps ownership of `data`.
+ * - `lifetime_ms`: how long a value is fresh: positive, or `POLYCACHE_TTL_DEFAULT` (600 s).
+ * - `ttl_ms`: the hard TTL of the entry: positive, `POLYCACHE_TTL_NEVER`, or
+ *   `POLYCACHE_TTL_DEFAULT` (30 days).
+ * - `fetch_on_miss`: on a miss, fetch in the caller (true) or answer
+ *   `POLYCACHE_RESULT_MISS` and fetch in the background (false).
+ * - `max_stale_ms`: how long past its lifetime a value may still be served while refreshes
+ *   fail (past it the caller fetches): positive, or `POLYCACHE_TTL_NEVER` /
+ *   `POLYCACHE_TTL_DEFAULT` for no bound (until the hard TTL).
+ *
+ * `fetch` has the `polycache_loader` contract and receives `user_data` and the caller's
+ * key; it may set a per-value lifetime with `polycache_loader_output_set_fresh_for`. Other
+ * values give `POLYCACHE_RESULT_CONFIGURATION`. On success `*job_out` receives a new job
+ * owned by the caller, to be released with `polycache_job_free`, and polycache owns
+ * `user_data`: `release` (if not NULL) is called once with it, after the last fetch, when
+ * the job is freed and its last background refresh is done (possibly on a refresh thread).
+ * On failure nothing is called and the caller still owns `user_data`. The cache's URL
+ * options `lease`, `lease_ttl` and `flight_timeout` apply to the job's fetches.
+ */
+polycache_result polycache_job_new(const struct polycache_cache *cache,
+                                   polycache_loader fetch,
+                                   void *user_data,
+                                   void (*release)(void *user_data),
+                                   int64_t lifetime_ms,
+                                   int64_t ttl_ms,
+                                   bool fetch_on_miss,
+                                   int64_t max_stale_ms,
+                                   struct polycache_job **job_out,
+                                   struct polycache_error **error_out);
+
+/**
+ * Frees a job; NULL does nothing. Background refreshes already running finish (and store
+ * their value) before the user data is released.
+ */
+void polycache_job_free(struct polycache_job *job);
+
+/**
+ * Reads `key` through the job: a fresh value (`POLYCACHE_STATUS_HIT`); a stale one, served
+ * at once while one background refresh runs (`POLYCACHE_STATUS_STALE`); or, on a miss, a
+ * value fetched now (`POLYCACHE_STATUS_MISS`, with `fetch_on_miss`).
+ *
+ * On `POLYCACHE_RESULT_OK`, `*value_out` receives a new value owned by the caller, to be
+ * released with `polycache_value_free`, and `*status_out` what the cache held. On a miss
+ * without `fetch_on_miss` it returns `POLYCACHE_RESULT_MISS` (writing nothing) and a
+ * background fetch is scheduled. A fetch that fails when the caller needs its value gives
+ * `POLYCACHE_RESULT_LOADER_FAILED` (a failed background refresh is logged and the stale
+ * value keeps being served, up to `max_stale_ms`). Counted in the cache's stats as a hit,
+ * a stale hit or a miss.
+ */
+polycache_result polycache_job_get(const struct polycache_job *job,
+                                   const char *key,
+                                   struct polycache_value **value_out,
+                                   polycache_status *status_out,
+                                   struct polycache_error **error_out);
+
+/**
+ * Fetches `key` now, stores it as fresh and returns it (cacheback's `refresh`).
+ *
+ * On success `*value_out` receives a new value owned by the caller, to be released with
+ * `polycache_value_free`. A failed fetch gives `POLYCACHE_RESULT_LOADER_FAILED`.
+ */
+polycache_result polycache_job_refresh(const struct polycache_job *job,
+                                       const char *key,
+                                       struct polycache_value **value_out,
+                                       struct polycache_error **error_out);
+
+/**
+ * Stores the `len` bytes at `value` under `key` as fresh for `fresh_for_ms` (positive, or
+ * `POLYCACHE_TTL_DEFAULT` for the job's lifetime), with the job's hard TTL.
+ *
+ * `value` may be NULL only when `len` is 0; the bytes are copied. A value over the cache's
+ * `max_value_size` gives `POLYCACHE_RESULT_VALUE_TOO_LARGE` and stores nothing.
+ */
+polycache_result polycache_job_set(const struct polycache_job *job,
+                                   const char *key,
+                                   const uint8_t *value,
+                                   size_t len,
+                                   int64_t fresh_for_ms,
+                                   struct polycache_error **error_out);
+
+/**
+ * Marks `key` stale and schedules one background refresh; `*present_out` receives true
+ * when a value was present. Until the refresh lands, reads get the old value as stale.
+ */
+polycache_result polycache_job_invalidate(const struct polycache_job *job,
+                                          const char *key,
+                                          bool *present_out,
+                                          struct polycache_error **error_out);
+
+/**
+ * Removes `key`; `*deleted_out` receives true when it was present. The next read misses.
+ */
+polycache_result polycache_job_delete(const struct polycache_job *job,
+                                      const char *key,
+                                      bool *deleted_out,
+                                      struct polycache_error **error_out);
+
+/**
+ * `*refreshing_out` receives true while a refresh of `key` (background or synchronous)
+ * runs in this process: wait for it to turn false to see a background refresh land.
+ */
+polycache_result polycache_job_is_refreshing(const struct polycache_job *job,
+                                             const char *key,
+                                             bool *refreshing_out,
+                                             struct polycache_error **error_out);
+
+/**
+ * Sets the value a callback produced: copies the `len` bytes at `data` into `output`.
+ *
+ * Call it from inside a loader, a job's fetch or a custom backend's `get`, with the
+ * `output` it received; a second call replaces the first value. `data` may be NULL only
+ * when `len` is 0. The bytes are copied: the callback keeps ownership of `data`.
  */
 polycache_result polycache_loader_output_set(struct polycache_loader_output *output,
                                              const uint8_t *data,
                                              size_t len,
                                              struct polycache_error **error_out);
+
+/**
+ * Inside a job's fetch: how long the value being set stays fresh, in milliseconds, instead
+ * of the job's lifetime (cacheback's per-value `expiry`).
+ *
+ * `fresh_for_ms` must be positive (`POLYCACHE_RESULT_CONFIGURATION` otherwise). Loaders of
+ * `polycache_cache_get_or_set_with` and custom backends ignore it.
+ */
+polycache_result polycache_loader_output_set_fresh_for(struct polycache_loader_output *output,
+                                                       int64_t fresh_for_ms,
+                                                       struct polycache_error **error_out);
 
 /**
  * A short, stable, lower-case name for `result` (`"ok"`, `"miss"`, `"not_found"`, …).

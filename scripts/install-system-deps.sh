@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the system programs the test suite needs, each only when it is missing:
-# redis-server, memcached, the PostgreSQL server, valgrind and pkg-config.
+# redis-server, memcached, the PostgreSQL server, valgrind, pkg-config, g++ and gcc's
+# sanitizer runtimes.
 #
 # Idempotent and non-interactive (safe in CI with no standard input). Uses apt-get;
 # runs it through sudo only when not root and sudo exists. The test servers are
@@ -93,6 +94,21 @@ ensure memcached memcached have_cmd memcached
 ensure postgresql postgresql have_postgres
 ensure valgrind valgrind have_cmd valgrind
 ensure pkg-config pkg-config have_cmd pkg-config
+ensure g++ g++ have_cmd g++  # the C++ check of polycache.h
+
+# gcc's AddressSanitizer, UBSan and ThreadSanitizer runtimes (libasan, libubsan, libtsan),
+# which the C tests link; Debian's gcc pulls them in through libgcc-N-dev.
+have_sanitizers() {
+    local dir
+    dir=$(mktemp -d)
+    printf 'int main(void) { return 0; }\n' >"$dir/t.c"
+    cc -fsanitize=address,undefined "$dir/t.c" -o "$dir/a" 2>/dev/null &&
+        cc -fsanitize=thread "$dir/t.c" -o "$dir/t" 2>/dev/null
+    local ok=$?
+    rm -rf "$dir"
+    return $ok
+}
+ensure sanitizers gcc have_sanitizers
 
 have_libmemcached() {
     [ -f /usr/include/libmemcached/memcached.h ] || [ -f /usr/include/libmemcached-1.0/memcached.h ]

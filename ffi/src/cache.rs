@@ -1,10 +1,8 @@
 //! `polycache_cache`: a cache opened from a URL, and every operation on it.
 
 use crate::error::polycache_error;
-use crate::handle::{
-    self, borrow, bytes, bytes_list, lend, out, out_array, out_bytes, text, text_list,
-};
-use crate::loader::{polycache_loader, polycache_loader_output};
+use crate::handle::{self, borrow, bytes, bytes_list, out, out_array, out_bytes, text, text_list};
+use crate::loader::{call_loader, polycache_loader};
 use crate::panic::{boundary, guard};
 use crate::result::{polycache_result, Failure, POLYCACHE_RESULT_MISS, POLYCACHE_RESULT_OK};
 use crate::stats::polycache_stats;
@@ -21,7 +19,7 @@ pub const POLYCACHE_TTL_NEVER: i64 = -2;
 /// The core's expiry for a C `ttl_ms`: `POLYCACHE_TTL_DEFAULT`, `POLYCACHE_TTL_NEVER`, a
 /// positive number of milliseconds, or anything else (0, other negatives) for "already
 /// expired", as Django reads 0 and negative timeouts.
-fn expiry(ttl_ms: i64) -> Expiry {
+pub(crate) fn expiry(ttl_ms: i64) -> Expiry {
     match ttl_ms {
         POLYCACHE_TTL_DEFAULT => Expiry::Default,
         POLYCACHE_TTL_NEVER => Expiry::Never,
@@ -38,7 +36,14 @@ fn expiry(ttl_ms: i64) -> Expiry {
 /// `polycache_cache_open` until `polycache_cache_free`, which must come after every other
 /// use of the handle; the values and errors it handed out stay valid after it is freed.
 pub struct polycache_cache {
-    cache: Cache,
+    pub(crate) cache: Cache,
+}
+
+impl polycache_cache {
+    /// A handle to `cache` for C (clones share the backend and counters).
+    pub(crate) fn new(cache: Cache) -> Self {
+        polycache_cache { cache }
+    }
 }
 
 /// Opens the cache at `url` (`"memory://"`, `"memory://?max_entries=10000"`, `"dummy://"`…).
@@ -495,37 +500,17 @@ pub unsafe extern "C" fn polycache_cache_get_or_set_with(
             )
         };
         let loader = loader.ok_or(Failure::NullParameter("loader"))?;
-        let mut failed: Option<Failure> = None;
-        let result = cache.cache.get_or_set_with(
+        let value = cache.cache.get_or_set_with(
             name,
             || {
-                let mut output = polycache_loader_output::new();
                 // SAFETY: the caller promises that loader is a valid function taking these
-                // arguments; key is the caller's NUL-terminated string, still valid, and the
-                // output slot lives until the loader returns.
-                let code = unsafe { loader(user_data, key, lend(&mut output)) };
-                match (code, output.take()) {
-                    (POLYCACHE_RESULT_OK, Some(value)) => Ok(value),
-                    (POLYCACHE_RESULT_OK, None) => {
-                        failed = Some(Failure::LoaderFailed(None));
-                        Err(Error::new(ErrorKind::Backend, "loader failed"))
-                    }
-                    (code, _) => {
-                        failed = Some(Failure::LoaderFailed(Some(code)));
-                        Err(Error::new(ErrorKind::Backend, "loader failed"))
-                    }
-                }
+                // arguments; key is the caller's NUL-terminated string, valid for the call.
+                unsafe { call_loader(loader, user_data, key) }.map(|(value, _)| value)
             },
             expiry(ttl_ms),
-        );
-        match (result, failed) {
-            (Ok(value), _) => {
-                value_out.write(handle::into_raw(polycache_value::new(value)));
-                Ok(POLYCACHE_RESULT_OK)
-            }
-            (Err(_), Some(failure)) => Err(failure),
-            (Err(e), None) => Err(e.into()),
-        }
+        )?;
+        value_out.write(handle::into_raw(polycache_value::new(value)));
+        Ok(POLYCACHE_RESULT_OK)
     })
 }
 

@@ -21,6 +21,8 @@ pub(crate) trait BoxHandle: Sized + Send + Sync + 'static {}
 impl BoxHandle for crate::cache::polycache_cache {}
 impl BoxHandle for crate::value::polycache_value {}
 impl BoxHandle for crate::error::polycache_error {}
+impl BoxHandle for crate::caches::polycache_caches {}
+impl BoxHandle for crate::job::polycache_job {}
 
 /// Objects polycache lends to C for the duration of a callback (they live on Rust's stack):
 /// only they may go through [`lend`]/[`borrow_lent`].
@@ -47,6 +49,25 @@ pub(crate) unsafe fn borrow_lent<'a, T: LentHandle>(
     // SAFETY: by this function's contract a non-NULL ptr points to a live T that nothing
     // else is using during this call.
     unsafe { ptr.as_mut() }.ok_or(Failure::NullParameter(name))
+}
+
+/// Plain structs C passes by pointer for polycache to read (not handles): only they may go
+/// through [`borrow_struct`].
+pub(crate) trait CStruct: Sized + 'static {}
+
+impl CStruct for crate::backend::polycache_backend_vtable {}
+
+/// Borrows a struct the caller passes by pointer, for the rest of the call.
+///
+/// # Safety
+/// `ptr` is NULL or points to a readable, initialized `T` that stays unchanged during the call.
+#[inline]
+pub(crate) unsafe fn borrow_struct<'a, T: CStruct>(
+    ptr: *const T,
+    name: &'static str,
+) -> Result<&'a T, Failure> {
+    // SAFETY: by this function's contract.
+    unsafe { ptr.as_ref() }.ok_or(Failure::NullParameter(name))
 }
 
 /// Moves `value` to the heap and gives up ownership to C; [`free`] takes it back.

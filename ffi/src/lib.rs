@@ -2,7 +2,8 @@
 //!
 //! The conventions follow rustls-ffi (see `docs/c-api.md`):
 //!
-//! - Objects are opaque handles (`polycache_cache`, `polycache_value`, `polycache_error`)
+//! - Objects are opaque handles (`polycache_cache`, `polycache_caches`, `polycache_job`,
+//!   `polycache_value`, `polycache_error`)
 //!   created by a `_new`/`_open`/getter function and released by the matching `_free`;
 //!   `_free(NULL)` does nothing.
 //! - Every fallible function returns a [`polycache_result`] and writes its outputs only when
@@ -27,17 +28,23 @@
 #![allow(clippy::missing_safety_doc)]
 #![warn(missing_docs)]
 
+mod backend;
 mod cache;
+mod caches;
 mod error;
 mod handle;
+mod job;
 mod loader;
 mod panic;
 mod result;
 mod stats;
 mod value;
 
+pub use backend::*;
 pub use cache::*;
+pub use caches::*;
 pub use error::*;
+pub use job::*;
 pub use loader::*;
 pub use result::*;
 pub use stats::*;

@@ -51,7 +51,7 @@ pub const POLYCACHE_RESULT_IO: polycache_result = 16;
 pub const POLYCACHE_RESULT_BACKEND: polycache_result = 17;
 /// An error of a kind this version of the C API has no code for yet.
 pub const POLYCACHE_RESULT_OTHER: polycache_result = 18;
-/// A loader (`polycache_cache_get_or_set_with`) returned a code other than
+/// A loader (`polycache_cache_get_or_set_with`) or a job's fetch returned a code other than
 /// `POLYCACHE_RESULT_OK`, or returned OK without setting a value; nothing was stored.
 pub const POLYCACHE_RESULT_LOADER_FAILED: polycache_result = 19;
 
@@ -158,13 +158,10 @@ impl Failure {
                  use polycache_cache_get to read a value of any size"
             ),
             Failure::Panic(msg) => format!("polycache panicked (a bug in polycache): {msg}"),
-            Failure::LoaderFailed(Some(code)) => {
-                let name = usize::try_from(*code)
-                    .ok()
-                    .and_then(|i| NAMES.get(i))
-                    .map_or("unknown".into(), |n| n.to_string_lossy());
-                format!("the loader failed with code {code} ({name}); nothing was stored")
-            }
+            Failure::LoaderFailed(Some(code)) => format!(
+                "the loader failed with code {code} ({}); nothing was stored",
+                name_of(*code)
+            ),
             Failure::LoaderFailed(None) => "the loader returned POLYCACHE_RESULT_OK without \
                  calling polycache_loader_output_set; nothing was stored"
                 .to_owned(),
@@ -174,8 +171,44 @@ impl Failure {
 
 impl From<polycache::Error> for Failure {
     fn from(e: polycache::Error) -> Self {
-        Failure::Core(e)
+        // A loader's failure comes back through the core as the source of an error.
+        let loader = std::error::Error::source(&e)
+            .and_then(|s| s.downcast_ref::<crate::loader::LoaderFailure>())
+            .copied();
+        match loader {
+            Some(crate::loader::LoaderFailure(code)) => Failure::LoaderFailed(code),
+            None => Failure::Core(e),
+        }
     }
+}
+
+/// The error kind a code returned by a C callback (a custom backend's) stands for: the
+/// inverse of [`result_for_kind`]. `None` for codes that are no error kind (`OK`, `MISS`,
+/// `PANIC`, unknown values, …): the caller reports those as a backend error.
+pub(crate) fn kind_for_result(code: polycache_result) -> Option<ErrorKind> {
+    Some(match code {
+        POLYCACHE_RESULT_CONFIGURATION => ErrorKind::Configuration,
+        POLYCACHE_RESULT_CONNECTION => ErrorKind::Connection,
+        POLYCACHE_RESULT_TIMEOUT => ErrorKind::Timeout,
+        POLYCACHE_RESULT_INVALID_KEY => ErrorKind::InvalidKey,
+        POLYCACHE_RESULT_VALUE_TOO_LARGE => ErrorKind::ValueTooLarge,
+        POLYCACHE_RESULT_SERIALIZATION => ErrorKind::Serialization,
+        POLYCACHE_RESULT_NOT_FOUND => ErrorKind::NotFound,
+        POLYCACHE_RESULT_NOT_AN_INTEGER => ErrorKind::NotAnInteger,
+        POLYCACHE_RESULT_OVERFLOW => ErrorKind::Overflow,
+        POLYCACHE_RESULT_UNSUPPORTED => ErrorKind::Unsupported,
+        POLYCACHE_RESULT_IO => ErrorKind::Io,
+        POLYCACHE_RESULT_BACKEND => ErrorKind::Backend,
+        _ => return None,
+    })
+}
+
+/// The name of `code` (`"not_found"`), or `"unknown"`.
+pub(crate) fn name_of(code: polycache_result) -> std::borrow::Cow<'static, str> {
+    usize::try_from(code)
+        .ok()
+        .and_then(|i| NAMES.get(i))
+        .map_or("unknown".into(), |n| n.to_string_lossy())
 }
 
 #[cfg(test)]
@@ -216,7 +249,18 @@ mod tests {
         for kind in kinds {
             let code = result_for_kind(kind);
             assert_ne!(code, POLYCACHE_RESULT_OTHER, "{kind:?}");
+            assert_eq!(kind_for_result(code), Some(kind));
             assert_eq!(NAMES[code as usize].to_str().unwrap(), kind.as_str());
+        }
+        let not_kinds = [
+            POLYCACHE_RESULT_OK,
+            POLYCACHE_RESULT_MISS,
+            POLYCACHE_RESULT_PANIC,
+            POLYCACHE_RESULT_LOADER_FAILED,
+            999,
+        ];
+        for code in not_kinds {
+            assert_eq!(kind_for_result(code), None, "{code}");
         }
     }
 }

@@ -3,91 +3,8 @@
  * NULL handling. Run by tests/c/run.sh under valgrind; prints "N passed, M failed" last and
  * exits non-zero when anything failed.
  */
-#define _POSIX_C_SOURCE 200809L
 
-#include "polycache.h"
-
-#include <pthread.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <time.h>
-
-static int passed;
-static int failed;
-
-#define CHECK(cond)                                                             \
-    do {                                                                        \
-        if (cond) {                                                             \
-            passed++;                                                           \
-        } else {                                                                \
-            failed++;                                                           \
-            fprintf(stderr, "%s:%d: FAILED: %s\n", __FILE__, __LINE__, #cond); \
-        }                                                                       \
-    } while (0)
-
-/* Checks that `call` returned `expected`; on a mismatch prints both names and, when the call
- * filled `err`, its message. Frees and resets `err` either way. */
-#define CHECK_RC(call, expected, err) check_rc((call), (expected), &(err), #call, __LINE__)
-
-static void check_rc(polycache_result got, polycache_result expected, polycache_error **err,
-                     const char *what, int line) {
-    if (got == expected) {
-        passed++;
-    } else {
-        failed++;
-        fprintf(stderr, "%s:%d: FAILED: %s returned %s, expected %s (%s)\n", __FILE__, line,
-                what, polycache_result_name(got), polycache_result_name(expected),
-                polycache_error_message(*err));
-    }
-    polycache_error_free(*err);
-    *err = NULL;
-}
-
-static void sleep_ms(long ms) {
-    struct timespec ts;
-    ts.tv_sec = ms / 1000;
-    ts.tv_nsec = (ms % 1000) * 1000000L;
-    while (nanosleep(&ts, &ts) != 0) {
-    }
-}
-
-static polycache_cache *open_cache(const char *url) {
-    polycache_cache *cache = NULL;
-    polycache_error *err = NULL;
-    polycache_result rc = polycache_cache_open(url, &cache, &err);
-    if (rc != POLYCACHE_RESULT_OK) {
-        fprintf(stderr, "cannot open %s: %s: %s\n", url, polycache_result_name(rc),
-                polycache_error_message(err));
-        polycache_error_free(err);
-        exit(2);
-    }
-    return cache;
-}
-
-/* True when `key` holds exactly the `len` bytes at `want`. */
-static int holds(polycache_cache *cache, const char *key, const void *want, size_t len) {
-    polycache_value *value = NULL;
-    if (polycache_cache_get(cache, key, &value, NULL) != POLYCACHE_RESULT_OK) {
-        return 0;
-    }
-    int same = polycache_value_len(value) == len && memcmp(polycache_value_data(value), want, len) == 0;
-    polycache_value_free(value);
-    return same;
-}
-
-static int is_miss(polycache_cache *cache, const char *key) {
-    polycache_value *value = NULL;
-    polycache_result rc = polycache_cache_get(cache, key, &value, NULL);
-    polycache_value_free(value);
-    return rc == POLYCACHE_RESULT_MISS;
-}
-
-static int set_str(polycache_cache *cache, const char *key, const char *value, int64_t ttl_ms) {
-    return polycache_cache_set(cache, key, (const uint8_t *)value, strlen(value), ttl_ms, NULL) ==
-           POLYCACHE_RESULT_OK;
-}
+#include "check.h"
 
 static void test_version_and_names(void) {
     const char *version = polycache_version();
@@ -822,7 +739,9 @@ static void test_single_flight_threads(void) {
     polycache_stats stats;
     CHECK(polycache_cache_stats(cache, &stats, NULL) == POLYCACHE_RESULT_OK);
     CHECK(stats.refreshes == 1);
-    CHECK(stats.misses == FLIGHT_THREADS);
+    /* Each caller looked once: a miss, or a hit when the scheduler (valgrind runs one thread
+     * at a time) started it after the value was stored. */
+    CHECK(stats.misses >= 1 && stats.hits + stats.misses == FLIGHT_THREADS);
     polycache_cache_free(cache);
 }
 
@@ -863,6 +782,41 @@ static void test_tiered_url(void) {
     polycache_cache_free(b);
 }
 
+/* A server that is not there: a connection error with the operating system's own message,
+ * and nothing else breaks. Port 1 on loopback has no listener. */
+static void test_dead_server(void) {
+    polycache_error *err = NULL;
+    polycache_cache *cache = NULL;
+    polycache_value *value = NULL;
+    const char *url = "redis://127.0.0.1:1/0?breaker_threshold=0&timeout=60";
+    polycache_result rc = polycache_cache_open(url, &cache, &err);
+    if (rc == POLYCACHE_RESULT_OK) {
+        /* The backend connects lazily: the first operation fails instead. */
+        rc = polycache_cache_get(cache, "k", &value, &err);
+    }
+    CHECK(rc == POLYCACHE_RESULT_CONNECTION);
+    CHECK(value == NULL);
+    CHECK(err != NULL && polycache_error_result(err) == POLYCACHE_RESULT_CONNECTION);
+    /* The backend's own message is there alone, and at the end of the full message. */
+    const char *backend = polycache_error_backend_message(err);
+    CHECK(strlen(backend) > 0);
+    CHECK(strstr(polycache_error_message(err), backend) != NULL);
+    polycache_error_free(err);
+    err = NULL;
+    polycache_cache_free(cache);
+
+    /* fail_open: the same dead server reads as a miss. */
+    cache = open_cache("redis://127.0.0.1:1/0?fail_open=true");
+    CHECK_RC(polycache_cache_get(cache, "k", &value, &err), POLYCACHE_RESULT_MISS, err);
+    polycache_cache_free(cache);
+
+    /* polycache's own errors have no backend message. */
+    CHECK(polycache_cache_open("memory://?max_entries=-1", &cache, &err) == POLYCACHE_RESULT_CONFIGURATION);
+    CHECK(strcmp(polycache_error_backend_message(err), "") == 0);
+    polycache_error_free(err);
+    CHECK(strcmp(polycache_error_backend_message(NULL), "") == 0);
+}
+
 int main(void) {
     test_version_and_names();
     test_get_set();
@@ -882,6 +836,6 @@ int main(void) {
     test_single_flight_threads();
     test_stats_prometheus();
     test_tiered_url();
-    printf("%d passed, %d failed\n", passed, failed);
-    return failed == 0 ? 0 : 1;
+    test_dead_server();
+    return check_summary();
 }
