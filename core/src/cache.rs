@@ -269,7 +269,8 @@ impl CacheBuilder {
                         .clone()
                         .or(url_opts.policy.clone())
                         .unwrap_or_default();
-                    let config = self.tiered.take().unwrap_or_default();
+                    let mut config = self.tiered.take().unwrap_or_default();
+                    config.key_prefix = self.key_prefix.clone().or(url_opts.key_prefix.clone());
                     let (backend, shown) =
                         crate::tiered::open(&location, &mut options, config, &policy)?;
                     options.finish()?;

@@ -25,6 +25,8 @@ mod flight;
 mod jobs;
 mod location;
 mod policy;
+#[cfg(feature = "redis")]
+mod redis_bus;
 mod service;
 mod stats;
 mod tiered;
@@ -41,6 +43,8 @@ pub use jobs::{
 };
 pub use location::{redact, Location, Options};
 pub use policy::FailurePolicy;
+#[cfg(feature = "redis")]
+pub use redis_bus::{RedisBus, INVALIDATION_CHANNEL_PREFIX};
 pub use service::{CacheConfig, Caches};
 pub use stats::{render_prometheus, StatsSnapshot};
 pub use tiered::{

@@ -5,13 +5,12 @@
 //! and deletes go to L2 first, then L1, then are published on the bus: every other cache on
 //! the bus drops its L1 copy of the key. The consistency window is the bus's delivery time
 //! (nothing with [`LocalBus`], which delivers before `publish` returns; one network hop with
-//! a pub/sub bus), and `l1_timeout` bounds it when a message is lost (a bus that was down,
-//! a cache without a bus).
+//! [`crate::RedisBus`]), and `l1_timeout` bounds it when a message is lost (a bus that was
+//! down, a cache without a bus).
 //!
 //! Extension point: a bus is any [`InvalidationBus`]. [`LocalBus`] connects the caches of
-//! one process (tests, several caches over one L2). A Redis pub/sub bus (a channel per cache
-//! on the L2 server, messages in [`Invalidation::encode`]'s format) plugs in the same way
-//! once the Redis backend lands: `tiered::open` maps the URL's `bus=` option to it.
+//! one process (tests, several caches over one L2); [`crate::RedisBus`] connects processes
+//! over Redis pub/sub (URL `bus=redis` or `bus=<url-encoded redis URL>`).
 
 use crate::backend::Backend;
 use crate::error::{Error, Result};
@@ -103,6 +102,10 @@ pub type InvalidationHandler = Arc<dyn Fn(&Invalidation) + Send + Sync>;
 pub trait InvalidationBus: Send + Sync + 'static {
     /// Sends `message` to every subscriber.
     fn publish(&self, message: &Invalidation) -> Result<()>;
+    /// Sends every message, in order (a bus over the network sends them in one round trip).
+    fn publish_all(&self, messages: &[Invalidation]) -> Result<()> {
+        messages.iter().try_for_each(|m| self.publish(m))
+    }
     /// Registers `handler`; returns an id for [`InvalidationBus::unsubscribe`].
     fn subscribe(&self, handler: InvalidationHandler) -> Result<u64>;
     /// Removes a subscription; unknown ids are ignored.
@@ -199,12 +202,22 @@ pub(crate) struct TieredConfig {
     pub(crate) l2: Option<String>,
     pub(crate) bus: Option<Arc<dyn InvalidationBus>>,
     pub(crate) l1_timeout: Option<Option<Duration>>,
+    /// The cache's key prefix: it names the cache's Redis invalidation channel.
+    pub(crate) key_prefix: Option<String>,
 }
 
-/// A fresh id for a tiered cache: the process id in the high bits, a counter below.
+/// A fresh id for a tiered cache, unique across processes and machines with overwhelming
+/// probability (a randomly keyed hash of the process id and a counter); never 0, which
+/// buses use for their own messages.
 fn new_origin() -> u64 {
+    use std::hash::BuildHasher;
     static NEXT: AtomicU64 = AtomicU64::new(1);
-    (u64::from(std::process::id()) << 32) | (NEXT.fetch_add(1, Ordering::Relaxed) & 0xffff_ffff)
+    static KEYS: OnceLock<std::collections::hash_map::RandomState> = OnceLock::new();
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let id = KEYS
+        .get_or_init(Default::default)
+        .hash_one((std::process::id(), n));
+    id.max(1)
 }
 
 /// Orders L1 fills after concurrent writes and invalidations, so a fill from an L2 read
@@ -341,6 +354,17 @@ impl TieredBackend {
             self.publish(InvalidationTarget::Key(key.to_vec()));
         }
     }
+
+    /// Publishes one invalidation per key, in one batch.
+    fn publish_keys<'a>(&self, keys: impl Iterator<Item = &'a [u8]>) {
+        let Some(bus) = &self.bus else { return };
+        let messages: Vec<Invalidation> = keys
+            .map(|k| Invalidation::new(self.origin, InvalidationTarget::Key(k.to_vec())))
+            .collect();
+        if let Err(e) = bus.publish_all(&messages) {
+            log::warn!("polycache: could not publish L1 invalidations: {e}");
+        }
+    }
 }
 
 impl Drop for TieredBackend {
@@ -413,6 +437,8 @@ impl Backend for TieredBackend {
         } else {
             let _ = self.l1.delete(key);
         }
+        // Other caches' copies may outlive a shortened TTL.
+        self.publish_key(key);
         Ok(touched)
     }
 
@@ -471,9 +497,7 @@ impl Backend for TieredBackend {
             }
             failed
         })?;
-        for (k, _) in items {
-            self.publish_key(k);
-        }
+        self.publish_keys(items.iter().map(|(k, _)| *k));
         Ok(failed)
     }
 
@@ -484,9 +508,7 @@ impl Backend for TieredBackend {
             }
             self.l2.delete_many(keys)
         });
-        for k in keys {
-            self.publish_key(k);
-        }
+        self.publish_keys(keys.iter().copied());
         r
     }
 
@@ -549,18 +571,10 @@ pub(crate) fn open(
             .seconds("l1_timeout")?
             .unwrap_or(Some(DEFAULT_L1_TIMEOUT)),
     };
-    let bus: Option<Arc<dyn InvalidationBus>> = match (config.bus, bus_spec.as_deref()) {
-        (Some(bus), _) => Some(bus),
-        (None, None | Some("none") | Some("")) => None,
-        (None, Some(spec)) => match spec.strip_prefix("local:") {
-            Some(name) if !name.is_empty() => Some(LocalBus::named(name)),
-            _ => {
-                return Err(Error::config(format!(
-                    "unknown bus {spec:?} for tiered://: expected none or local:NAME (a Redis \
-                     pub/sub bus comes with the Redis backend)"
-                )))
-            }
-        },
+    let key_prefix = config.key_prefix.unwrap_or_default();
+    let bus = match config.bus {
+        Some(bus) => Some(bus),
+        None => bus_from_spec(bus_spec.as_deref(), &l2_url, &key_prefix)?,
     };
 
     let l1_loc = Location::parse(&l1_url)?;
@@ -593,8 +607,58 @@ pub(crate) fn open(
         "tiered://?l1={}&l2={}{}",
         l1_loc.redacted(),
         l2_loc.redacted(),
-        bus_spec.map(|b| format!("&bus={b}")).unwrap_or_default()
+        bus_spec
+            .map(|b| format!("&bus={}", crate::location::redact(&b)))
+            .unwrap_or_default()
     );
     let backend = TieredBackend::new(l1, l2, l1_timeout, bus)?;
     Ok((Arc::new(backend), shown))
+}
+
+/// The bus a `tiered://` URL's `bus=` option names: `none`, `local:NAME`, `redis` (the L2's
+/// server) or a Redis URL.
+fn bus_from_spec(
+    spec: Option<&str>,
+    l2_url: &str,
+    key_prefix: &str,
+) -> Result<Option<Arc<dyn InvalidationBus>>> {
+    let spec = match spec {
+        None | Some("none") | Some("") => return Ok(None),
+        Some(spec) => spec,
+    };
+    if let Some(name) = spec.strip_prefix("local:") {
+        if !name.is_empty() {
+            return Ok(Some(LocalBus::named(name)));
+        }
+    }
+    #[cfg(feature = "redis")]
+    {
+        let url = if spec == "redis" {
+            let scheme = l2_url.split("://").next().unwrap_or("");
+            if !matches!(scheme, "redis" | "rediss" | "unix") {
+                return Err(Error::config(format!(
+                    "bus=redis publishes on the l2's Redis server, but the l2 is {}: give the \
+                     bus a Redis URL of its own (bus=<url-encoded redis://...>)",
+                    crate::location::redact(l2_url)
+                )));
+            }
+            Some(l2_url)
+        } else if ["redis://", "rediss://", "unix://"]
+            .iter()
+            .any(|p| spec.starts_with(p))
+        {
+            Some(spec)
+        } else {
+            None
+        };
+        if let Some(url) = url {
+            return Ok(Some(crate::redis_bus::RedisBus::open(url, key_prefix)?));
+        }
+    }
+    let _ = (l2_url, key_prefix);
+    Err(Error::config(format!(
+        "unknown bus {:?} for tiered://: expected none, local:NAME, redis (the l2's server) \
+         or a url-encoded redis:// URL",
+        crate::location::redact(spec)
+    )))
 }

@@ -5,6 +5,7 @@ use polycache::{
     Cache, CacheStatus, Envelope, Error, ErrorKind, Expiry, Fetched, Job, JobOptions, LocalBus,
     RefreshPolicy,
 };
+use polycache_testkit::eventually;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
 use std::thread;
@@ -12,20 +13,6 @@ use std::time::{Duration, Instant};
 
 fn mem() -> Cache {
     Cache::open("memory://?max_entries=10000").unwrap()
-}
-
-/// Polls `cond` every millisecond until it holds or `within` passes; true when it held.
-fn eventually(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + within;
-    loop {
-        if cond() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        thread::sleep(Duration::from_millis(1));
-    }
 }
 
 #[test]

@@ -474,6 +474,28 @@ pub fn info_field(info: &str, field: &str) -> Option<String> {
     })
 }
 
+/// Polls `cond` every millisecond until it holds or `within` passes; true when it held.
+///
+/// For tests of things that happen in the background (an invalidation on a bus, a refresh):
+/// give a generous `within` and assert on the result, never on the time it took.
+///
+/// ```
+/// use std::time::Duration;
+/// assert!(polycache_testkit::eventually(Duration::from_secs(1), || true));
+/// ```
+pub fn eventually(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + within;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(1));
+    }
+}
+
 /// Polls `check` every 20 ms until it is true or `timeout` passes.
 fn wait_until(
     timeout: Duration,

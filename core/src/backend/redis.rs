@@ -147,6 +147,9 @@ impl Default for RedisOptions {
 pub struct RedisBackend {
     topology: Topology,
     location: String,
+    /// The leader's client and connect timeout, for a pub/sub connection of its own (one
+    /// server or leader + replicas; `None` on a Cluster).
+    leader_client: Option<(Client, Option<Duration>)>,
 }
 
 enum Topology {
@@ -238,6 +241,7 @@ impl RedisBackend {
             None => auth,
         };
 
+        let mut leader_client = None;
         let topology = match scheme {
             "unix" => {
                 if !location.hosts().is_empty() {
@@ -253,6 +257,7 @@ impl RedisBackend {
                 let addr = ConnectionAddr::Unix(location.path().into());
                 let info = connection_info(addr, auth.set_db(opts.db))?;
                 let client = client_for(info, None, &redacted)?;
+                leader_client = Some((client.clone(), opts.connect_timeout));
                 Topology::Single {
                     leader: Pool::single(client, location.path().to_owned(), &opts),
                     replicas: Vec::new(),
@@ -279,6 +284,9 @@ impl RedisBackend {
                     };
                     let info = connection_info(addr, auth.clone())?;
                     let client = client_for(info, tls_certs.clone(), &redacted)?;
+                    if leader_client.is_none() {
+                        leader_client = Some((client.clone(), opts.connect_timeout));
+                    }
                     pools.push(Pool::single(client, format!("{h}:{port}"), &opts));
                 }
                 let leader = pools.remove(0);
@@ -346,7 +354,28 @@ impl RedisBackend {
         Ok(RedisBackend {
             topology,
             location: redacted,
+            leader_client,
         })
+    }
+
+    /// The leader's client and connect timeout, for a connection outside the pool (the
+    /// pub/sub subscriber of [`crate::RedisBus`]); `None` on a Cluster.
+    pub(crate) fn leader_client(&self) -> Option<&(Client, Option<Duration>)> {
+        self.leader_client.as_ref()
+    }
+
+    /// `PUBLISH`es every message on `channel` in one pipeline on the leader.
+    pub(crate) fn publish(&self, channel: &str, messages: &[Vec<u8>]) -> Result<()> {
+        let mut pipe = redis::pipe();
+        for m in messages {
+            pipe.cmd("PUBLISH").arg(channel).arg(m.as_slice()).ignore();
+        }
+        match &self.topology {
+            Topology::Single { leader, .. } => leader.run(|c| pipe.query::<()>(c)),
+            Topology::Cluster(_) => Err(Error::config(
+                "pub/sub invalidations need one Redis server, not a Cluster",
+            )),
+        }
     }
 
     /// True when this backend talks to a Redis Cluster.
