@@ -592,20 +592,59 @@ impl Cache {
     {
         let started = Instant::now();
         let bytes = loader()?;
-        let delta = started.elapsed();
+        self.store_computed(full, &bytes, expiry, policy, started.elapsed())?;
+        Ok(Value::from(bytes))
+    }
+
+    /// Stores a value that a loader outside the cache computed in `delta`, as
+    /// [`Cache::load`] stores one: in an [`Envelope`] when `policy` has XFetch on (so later
+    /// [`Cache::lookup`]s can refresh it early), else plain; counted as a refresh.
+    ///
+    /// For callers that run the loader themselves, such as Python's `async` decorators.
+    ///
+    /// ```
+    /// use polycache::{Cache, Expiry, Lookup, RefreshPolicy};
+    /// use std::time::Duration;
+    /// let cache = Cache::open("memory://").unwrap();
+    /// let policy = RefreshPolicy::default().xfetch_beta(1e9);
+    /// let ttl = Expiry::After(Duration::from_secs(60));
+    /// cache.store_loaded("k", b"v", ttl, &policy, Duration::from_millis(50)).unwrap();
+    /// // With such a beta, the next read is certain to be chosen to refresh early.
+    /// assert!(matches!(cache.lookup("k", &policy).unwrap(), Lookup::RefreshEarly(_)));
+    /// ```
+    pub fn store_loaded<'k>(
+        &self,
+        key: impl Into<Key<'k>>,
+        value: &[u8],
+        expiry: Expiry,
+        policy: &RefreshPolicy,
+        delta: Duration,
+    ) -> Result<()> {
+        let full = self.make_key(key)?;
+        self.store_computed(&full, value, expiry, policy, delta)
+    }
+
+    fn store_computed(
+        &self,
+        full: &[u8],
+        bytes: &[u8],
+        expiry: Expiry,
+        policy: &RefreshPolicy,
+        delta: Duration,
+    ) -> Result<()> {
         self.stats_ref().refresh(1);
         let ttl = self.resolve_expiry(expiry);
         match ttl {
             Ttl::After(d) if policy.xfetch_beta > 0.0 => {
                 let expires = after_ms(now_ms(), d);
                 let env = Envelope::new(expires, expires, delta.as_micros() as u64);
-                self.full_set(full, &env.encode(&bytes), ttl)?;
+                self.full_set(full, &env.encode(bytes), ttl)?;
             }
             _ => {
-                self.full_set(full, &bytes, ttl)?;
+                self.full_set(full, bytes, ttl)?;
             }
         }
-        Ok(Value::from(bytes))
+        Ok(())
     }
 
     /// Takes the lease of `full`, or waits for its holder's value, until `deadline`.

@@ -4,7 +4,8 @@ On a polycache cache (a name in ``polycache.caches`` or a ``polycache.Cache``), 
 function's wrapper is the native ``Memo``: a hit runs in Rust without a Python frame, a miss
 is computed once for every thread that misses the key at the same time (single-flight).
 Async functions get an ``async`` wrapper whose concurrent awaits of one key share one
-computation (an ``asyncio`` future per key and event loop). Any other cache, given as a
+computation (an ``asyncio`` future per key and event loop), and XFetch early refresh works as
+in the sync wrapper. Any other cache, given as a
 ``(get, set)`` pair or an object with ``get``/``set`` methods, gets a pure-Python wrapper
 with the same single-flight.
 """
@@ -14,7 +15,9 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
+import logging
 import threading
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar, Union, cast, overload
 
@@ -25,6 +28,8 @@ from polycache._polycache import DEFAULT_TIMEOUT, Memo, call_key
 __all__ = ["cached"]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
+_R = TypeVar("_R")
+_log = logging.getLogger("polycache")
 _MISS: Any = object()
 #: Set as a shared computation's result when its leader failed: the waiters retry.
 _RETRY: Any = object()
@@ -101,6 +106,10 @@ class _AsyncFlights:
     def __init__(self) -> None:
         self._running: dict[tuple[int, str], asyncio.Future[Any]] = {}
 
+    def running(self, key: str) -> bool:
+        """True when an await in this event loop is computing ``key``."""
+        return (id(asyncio.get_running_loop()), key) in self._running
+
     async def run(self, key: str, compute: Callable[[], Awaitable[Any]]) -> Any:
         loop = asyncio.get_running_loop()
         slot = (id(loop), key)
@@ -129,29 +138,37 @@ class _AsyncFlights:
 def _async_memo(memo: Memo, fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
     flights = _AsyncFlights()
 
+    async def on_cache(method: Callable[..., _R], *args: Any) -> _R:
+        # A local backend never blocks: a thread hop would cost more than the call.
+        return method(*args) if memo.cache.is_local else await asyncio.to_thread(method, *args)
+
+    async def compute_and_store(key: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        # The await's wall time is XFetch's delta (it includes time other tasks ran).
+        started = time.perf_counter()
+        result = await fn(*args, **kwargs)
+        await on_cache(memo._store, key, result, time.perf_counter() - started)
+        return result
+
     @functools.wraps(fn)
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
         key = memo.key(*args, **kwargs)
-        local = memo.cache.is_local
-        value = memo._lookup(key, _MISS) if local else await asyncio.to_thread(memo._lookup, key, _MISS)
-        if value is not _MISS:
+        value, early = await on_cache(memo._probe, key, _MISS)
+        if value is not _MISS and not early:
+            return value
+        if value is _MISS:
+            return await flights.run(key, lambda: compute_and_store(key, args, kwargs))
+        # XFetch chose this call to refresh early. As in the sync wrapper, one awaiter
+        # recomputes while the others keep the current value, which a failed refresh keeps.
+        if flights.running(key):
+            return value
+        try:
+            return await flights.run(key, lambda: compute_and_store(key, args, kwargs))
+        except Exception:
+            _log.warning("early refresh of %r failed, keeping the current value", key, exc_info=True)
             return value
 
-        async def compute() -> Any:
-            result = await fn(*args, **kwargs)
-            if local:
-                memo._store(key, result)
-            else:
-                await asyncio.to_thread(memo._store, key, result)
-            return result
-
-        return await flights.run(key, compute)
-
     async def refresh(*args: Any, **kwargs: Any) -> Any:
-        key = memo.key(*args, **kwargs)
-        result = await fn(*args, **kwargs)
-        await asyncio.to_thread(memo._store, key, result)
-        return result
+        return await compute_and_store(memo.key(*args, **kwargs), args, kwargs)
 
     w = cast(Any, wrapper)
     w.key = memo.key

@@ -14,6 +14,7 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyString, PyTuple};
 use std::sync::RwLock;
+use std::time::Duration;
 
 /// A memoized function: calls are answered from a polycache cache, computed once per key.
 #[pyclass(frozen, dict, weakref, module = "polycache._polycache", name = "Memo")]
@@ -272,13 +273,14 @@ impl Memo {
         self.load(py, cache.get(), &key, args, kwargs, None, false)
     }
 
-    /// The cached value under `key` (a key from `key()`), or `default` on a miss.
-    fn _lookup<'py>(
+    /// `(value, refresh_early)` for `key` (a key from `key()`): the cached value and whether
+    /// XFetch chose this read to recompute it early, or `(default, False)` on a miss.
+    fn _probe<'py>(
         &self,
         py: Python<'py>,
         key: &str,
         default: Bound<'py, PyAny>,
-    ) -> PyResult<Bound<'py, PyAny>> {
+    ) -> PyResult<(Bound<'py, PyAny>, bool)> {
         let cache = self.resolve(py)?;
         let pc = cache.get();
         let (version, policy) = (self.version, pc.cache.refresh_policy());
@@ -288,23 +290,45 @@ impl Memo {
             })
             .py_err(py)?;
         match found {
-            Lookup::Hit(ref v) | Lookup::RefreshEarly(ref v) => serializer::decode(py, v),
-            _ => Ok(default),
+            Lookup::Hit(ref v) => Ok((serializer::decode(py, v)?, false)),
+            Lookup::RefreshEarly(ref v) => Ok((serializer::decode(py, v)?, true)),
+            _ => Ok((default, false)),
         }
     }
 
-    /// Stores `value` under `key` (a key from `key()`) with the decorator's timeout.
-    fn _store(&self, py: Python<'_>, key: &str, value: &Bound<'_, PyAny>) -> PyResult<bool> {
+    /// Stores `value` under `key` (a key from `key()`) with the decorator's timeout. With
+    /// `delta`, the seconds the function took, it is a computed value: stored as
+    /// `get_or_set_with` stores one (an XFetch envelope when the cache has `xfetch_beta`)
+    /// and counted as a refresh.
+    #[pyo3(signature = (key, value, delta = None))]
+    fn _store(
+        &self,
+        py: Python<'_>,
+        key: &str,
+        value: &Bound<'_, PyAny>,
+        delta: Option<f64>,
+    ) -> PyResult<bool> {
         let cache = self.resolve(py)?;
         let mut encoded = Serialized::new();
         encoded.encode(value)?;
         let (version, expiry) = (self.version, self.expiry);
-        cache
-            .get()
-            .with_key_value(py, key, encoded.as_bytes(), |c, k, v| {
-                c.set(Key::new(k).maybe_version(version), v, expiry)
-            })
-            .py_err(py)
+        let pc = cache.get();
+        match delta {
+            None => pc
+                .with_key_value(py, key, encoded.as_bytes(), |c, k, v| {
+                    c.set(Key::new(k).maybe_version(version), v, expiry)
+                })
+                .py_err(py),
+            Some(d) => {
+                let delta = Duration::try_from_secs_f64(d).unwrap_or_default();
+                let policy = pc.cache.refresh_policy();
+                pc.with_key_value(py, key, encoded.as_bytes(), |c, k, v| {
+                    c.store_loaded(Key::new(k).maybe_version(version), v, expiry, policy, delta)
+                })
+                .py_err(py)?;
+                Ok(true)
+            }
+        }
     }
 
     /// Forgets the resolved cache, so the next call resolves it again (after `configure`).
