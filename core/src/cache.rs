@@ -623,9 +623,11 @@ impl Cache {
         self.track(self.inner.backend.add(full, value, Some(ttl)))
     }
 
-    /// `delete` of a full key (leases): fail-open applies, not counted.
-    pub(crate) fn full_delete(&self, full: &[u8]) -> Result<bool> {
-        self.finish(self.inner.backend.delete(full), || false)
+    /// `delete_if_equals` of a full key (lease release): fail-open applies, not counted.
+    pub(crate) fn full_delete_if_equals(&self, full: &[u8], expected: &[u8]) -> Result<bool> {
+        self.finish(self.inner.backend.delete_if_equals(full, expected), || {
+            false
+        })
     }
 
     fn check_value(&self, value: &[u8]) -> Result<()> {

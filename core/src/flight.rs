@@ -703,13 +703,10 @@ impl Cache {
         }
     }
 
-    /// Releases a lease this caller holds (not one that expired and was taken by another).
+    /// Releases a lease this caller holds (not one that expired and was taken by another):
+    /// one atomic compare-and-delete where the backend has one (Redis).
     fn release_lease(&self, lock: &[u8], token: &str) {
-        if let Ok(Some(v)) = self.full_get(lock) {
-            if &*v == token.as_bytes() {
-                let _ = self.full_delete(lock);
-            }
-        }
+        let _ = self.full_delete_if_equals(lock, token.as_bytes());
     }
 
     /// Tries once to take the lease of `full` without waiting; `Some((lock, token))` on

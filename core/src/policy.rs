@@ -206,6 +206,10 @@ impl Backend for Guarded {
     fn delete(&self, key: &[u8]) -> Result<bool> {
         self.breaker.call(self.name(), || self.inner.delete(key))
     }
+    fn delete_if_equals(&self, key: &[u8], expected: &[u8]) -> Result<bool> {
+        self.breaker
+            .call(self.name(), || self.inner.delete_if_equals(key, expected))
+    }
     fn has_key(&self, key: &[u8]) -> Result<bool> {
         self.breaker.call(self.name(), || self.inner.has_key(key))
     }

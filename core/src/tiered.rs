@@ -426,6 +426,15 @@ impl Backend for TieredBackend {
         r
     }
 
+    fn delete_if_equals(&self, key: &[u8], expected: &[u8]) -> Result<bool> {
+        let r = self.gate.write(|| {
+            let _ = self.l1.delete(key);
+            self.l2.delete_if_equals(key, expected)
+        });
+        self.publish_key(key);
+        r
+    }
+
     fn has_key(&self, key: &[u8]) -> Result<bool> {
         Ok(self.l1.has_key(key)? || self.l2.has_key(key)?)
     }

@@ -326,3 +326,30 @@ fn redis_bus_urls_are_checked_and_redacted() {
     c.set("k", b"v", Expiry::Default).unwrap();
     assert_eq!(text(c.get("k").unwrap()).as_deref(), Some("v"));
 }
+
+#[test]
+fn leases_are_released_by_one_compare_and_delete_on_redis() {
+    use polycache::backend::redis::RedisBackend;
+    use polycache::Backend;
+    let redis = RedisServer::start().unwrap();
+    let backend = RedisBackend::from_url(&redis.url()).unwrap();
+    backend.set(b"lock", b"token-a", None).unwrap();
+    assert!(!backend.delete_if_equals(b"lock", b"token-b").unwrap());
+    assert_eq!(
+        backend.get(b"lock").unwrap().as_deref(),
+        Some(&b"token-a"[..]),
+        "another holder's lease stays"
+    );
+    assert!(backend.delete_if_equals(b"lock", b"token-a").unwrap());
+    assert_eq!(backend.get(b"lock").unwrap(), None);
+    assert!(!backend.delete_if_equals(b"lock", b"token-a").unwrap());
+
+    // Through a cache with the lease on: the lock is gone once the value is stored.
+    let cache = Cache::open(&format!("{}?lease=true&key_prefix=ls", redis.url())).unwrap();
+    let v = cache
+        .get_or_set_with("k", || Ok(b"v".to_vec()), Expiry::Default)
+        .unwrap();
+    assert_eq!(&*v, b"v");
+    assert_eq!(backend.get(b"ls:1:k:__lock__").unwrap(), None);
+    assert_eq!(backend.get(b"ls:1:k").unwrap().as_deref(), Some(&b"v"[..]));
+}

@@ -59,6 +59,18 @@ pub trait Backend: Send + Sync + 'static {
     /// Removes `key`; true when it was present.
     fn delete(&self, key: &[u8]) -> Result<bool>;
 
+    /// Removes `key` if its value is exactly `expected`; true when it did.
+    ///
+    /// Releases a lease only while it is still the caller's. Backends that can make it one
+    /// atomic step do (Redis: a script); this default reads, compares and deletes, so a
+    /// write landing between the read and the delete is deleted with it.
+    fn delete_if_equals(&self, key: &[u8], expected: &[u8]) -> Result<bool> {
+        match self.get(key)? {
+            Some(v) if &*v == expected => self.delete(key),
+            _ => Ok(false),
+        }
+    }
+
     /// True when `key` is present and not expired.
     fn has_key(&self, key: &[u8]) -> Result<bool> {
         Ok(self.get(key)?.is_some())

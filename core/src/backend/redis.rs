@@ -65,6 +65,12 @@ redis.call('PERSIST', KEYS[1])
 return 1
 ";
 
+/// `delete_if_equals`: `DEL` only while the value is still the expected one, atomically.
+const DELETE_IF_SCRIPT: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+";
+
 /// The settings of a Redis backend beyond its addresses, as read from URL options.
 ///
 /// ```
@@ -1000,9 +1006,15 @@ fn random_below(n: usize) -> usize {
     })
 }
 
-fn scripts() -> &'static (Script, Script) {
-    static SCRIPTS: std::sync::OnceLock<(Script, Script)> = std::sync::OnceLock::new();
-    SCRIPTS.get_or_init(|| (Script::new(INCR_SCRIPT), Script::new(PERSIST_SCRIPT)))
+fn scripts() -> &'static (Script, Script, Script) {
+    static SCRIPTS: std::sync::OnceLock<(Script, Script, Script)> = std::sync::OnceLock::new();
+    SCRIPTS.get_or_init(|| {
+        (
+            Script::new(INCR_SCRIPT),
+            Script::new(PERSIST_SCRIPT),
+            Script::new(DELETE_IF_SCRIPT),
+        )
+    })
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1034,6 +1046,10 @@ impl Backend for RedisBackend {
 
     fn delete(&self, key: &[u8]) -> Result<bool> {
         self.on_leader(|c| Ok(cmd("UNLINK").arg(key).query::<i64>(c)? > 0))
+    }
+
+    fn delete_if_equals(&self, key: &[u8], expected: &[u8]) -> Result<bool> {
+        self.on_leader(|c| Ok(scripts().2.key(key).arg(expected).invoke::<i64>(c)? == 1))
     }
 
     fn has_key(&self, key: &[u8]) -> Result<bool> {
