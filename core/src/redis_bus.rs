@@ -10,6 +10,10 @@
 //! it was disconnected are lost, so after every (re)connection it drops the whole L1 of
 //! every cache it serves. The thread ends once no cache of this process listens on the
 //! server any more (checked every second).
+//!
+//! Threads do not survive `fork()`: a cache opened before a fork gets no invalidations in
+//! the child. Open tiered caches in the worker processes (Django and Flask open caches on
+//! first use, after gunicorn's fork, unless the application is preloaded).
 
 use crate::backend::redis::RedisBackend;
 use crate::error::{Error, Result};
@@ -147,6 +151,13 @@ impl InvalidationBus for RedisBus {
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
         let hub = {
             let mut map = hubs();
+            // A hub inherited through fork() has no thread in this process: start another.
+            if map
+                .get(&self.hub_key)
+                .is_some_and(|h| h.pid != std::process::id())
+            {
+                map.remove(&self.hub_key);
+            }
             let hub = map
                 .entry(self.hub_key.clone())
                 .or_insert_with(|| {
@@ -196,6 +207,8 @@ fn hubs() -> MutexGuard<'static, HashMap<String, Arc<Hub>>> {
 /// One subscriber connection to one server and the handlers it serves, by channel.
 struct Hub {
     key: String,
+    /// The process that started the thread.
+    pid: u32,
     /// The server for log messages (no password).
     shown: String,
     client: redis::Client,
@@ -221,6 +234,7 @@ impl Hub {
     ) -> Arc<Hub> {
         let hub = Arc::new(Hub {
             key,
+            pid: std::process::id(),
             shown,
             client,
             connect_timeout,
