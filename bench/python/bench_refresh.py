@@ -5,7 +5,11 @@ Times a hit on a memoized function (one int argument, and three mixed arguments)
 `cache_on_arguments` on a `dogpile.cache.memory` region and Flask-Caching's `memoize` on a
 `SimpleCache`, with `functools.lru_cache` as the in-process floor, in one run, as ns per
 call (best of 5 timeit loops), with the ratio polycache / peer. Then a tiered cache's get
-that hits L1 against a plain `memory://` get.
+that hits L1 against a plain `memory://` get. Then, with a redis-server started here on a free
+loopback port (via tests/python/servers.py), the cross-process invalidation latency of a
+tiered cache on `bus=redis`: from the start of a `set` in this process to the moment a second
+process, spinning on `get` of the key it holds in its L1, sees the new value (median and p99
+over 200 writes; `time.perf_counter_ns` is CLOCK_MONOTONIC, shared by both processes).
 
 Run: .venv/bin/python bench/python/bench_refresh.py [--quick]
 """
@@ -13,7 +17,13 @@ Run: .venv/bin/python bench/python/bench_refresh.py [--quick]
 from __future__ import annotations
 
 import functools
+import os
+import shutil
+import statistics
+import subprocess
 import sys
+import textwrap
+import time
 import timeit
 from collections.abc import Callable
 from typing import Any
@@ -132,10 +142,78 @@ def run_tiered(quick: bool) -> None:
     print(f"{'tiered / memory':24s}{t / p:16.2f}   (target: <= 1.5)")
 
 
+#: The second process: for each line "VALUE", answers "go", spins on get("lat") until it
+#: returns VALUE, then answers the perf_counter_ns at which it saw it.
+WATCHER = textwrap.dedent(
+    """
+    import sys, time
+    import polycache
+
+    cache = polycache.Cache(sys.argv[1])
+    get, now = cache.get, time.perf_counter_ns
+    print("ready", flush=True)
+    for line in sys.stdin:
+        want = line.strip()
+        print("go", flush=True)
+        while get("lat") != want:
+            pass
+        print(now(), flush=True)
+    """
+)
+
+
+def run_invalidation(quick: bool) -> None:
+    import polycache
+
+    print()
+    if "redis://" not in polycache.SCHEMES or shutil.which("redis-server") is None:
+        print("cross-process invalidation: skipped (needs the redis feature and redis-server)")
+        return
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "tests", "python"))
+    import servers
+
+    writes = 50 if quick else 200
+    with servers.redis_server() as server:
+        url = f"tiered://?l2={quote(server.url, safe='')}&bus=redis&l1_timeout=600&key_prefix=bench"
+        writer = polycache.Cache(url)
+        writer.set("lat", "v0")
+        watcher = subprocess.Popen(
+            [sys.executable, "-c", WATCHER, url], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+        assert watcher.stdin is not None and watcher.stdout is not None
+        try:
+            assert watcher.stdout.readline().strip() == "ready"
+            seen, wrote = [], []
+            for i in range(writes + 1):
+                value = f"v{i}"
+                watcher.stdin.write(value + "\n")
+                watcher.stdin.flush()
+                assert watcher.stdout.readline().strip() == "go"
+                start = time.perf_counter_ns()
+                if i > 0:  # v0 is already stored: the watcher's first round fills its L1
+                    writer.set("lat", value)
+                done = time.perf_counter_ns()
+                at = int(watcher.stdout.readline())
+                if i > 0:
+                    seen.append((at - start) / 1000)
+                    wrote.append((done - start) / 1000)
+        finally:
+            watcher.stdin.close()
+            watcher.wait(10)
+            watcher.stdout.close()
+    seen.sort()
+    p99 = seen[min(len(seen) - 1, int(len(seen) * 0.99))]
+    print(f"cross-process L1 invalidation over redis pub/sub, {writes} writes, microseconds")
+    print(f"{'set() itself (L2 + PUBLISH)':32s}{'median':>10s}{statistics.median(wrote):10.0f}")
+    print(f"{'set() start -> other sees it':32s}{'median':>10s}{statistics.median(seen):10.0f}")
+    print(f"{'':32s}{'p99':>10s}{p99:10.0f}   (target: < 100000)")
+
+
 def main() -> None:
     quick = "--quick" in sys.argv
     run_decorators(quick)
     run_tiered(quick)
+    run_invalidation(quick)
 
 
 if __name__ == "__main__":

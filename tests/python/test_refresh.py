@@ -10,7 +10,8 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Callable
+from urllib.parse import quote
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -421,6 +422,57 @@ def test_cached_async_failures_let_waiters_retry(cache: polycache.Cache) -> None
     assert len(calls) == 2
 
 
+def test_cached_async_functions_refresh_early_with_xfetch() -> None:
+    # beta = 10^6 with a ~20 ms compute time gives an expected head start of ~20,000 s on a
+    # 60 s TTL: every read is chosen to refresh early except with probability ~0.003.
+    cache = polycache.Cache("memory://?xfetch_beta=1000000")
+    n = iter(range(1000))
+
+    @polycache.cached(cache=cache, timeout=60)
+    async def f(x: int) -> int:
+        await asyncio.sleep(0.02)
+        return next(n)
+
+    async def main() -> None:
+        assert await f(1) == 0
+        # Stored in an envelope with its expiry and compute time; get reads the payload.
+        assert cache.get(f.key(1)) == 0  # type: ignore[attr-defined]
+        values = [await f(1) for _ in range(20)]
+        assert set(values) - {0}, "XFetch never refreshed early"
+        # Concurrent reads chosen to refresh: one awaiter recomputes, the others get the
+        # current value at once instead of waiting for it.
+        current = await f(1)
+        results = await asyncio.gather(*(f(1) for _ in range(20)))
+        assert results.count(current) >= 19, results
+        assert len(set(results)) <= 2, results
+
+    asyncio.run(main())
+    stats = cache.stats()
+    assert stats["misses"] == 1
+    assert stats["refreshes"] >= 3
+
+
+def test_cached_async_failed_early_refresh_keeps_the_current_value() -> None:
+    cache = polycache.Cache("memory://?xfetch_beta=1000000")
+    calls = []
+
+    @polycache.cached(cache=cache, timeout=60)
+    async def f() -> str:
+        calls.append(1)
+        await asyncio.sleep(0.02)
+        if len(calls) > 1:
+            raise ConnectionError("the source is down")
+        return "first"
+
+    async def main() -> list[str]:
+        assert await f() == "first"
+        return [await f() for _ in range(5)]
+
+    assert asyncio.run(main()) == ["first"] * 5
+    assert len(calls) > 1, "an early refresh was tried"
+    assert cache.get(f.key()) == "first"  # type: ignore[attr-defined]
+
+
 def test_cached_async_method_and_pair(cache: polycache.Cache) -> None:
     store: dict[str, Any] = {}
 
@@ -687,8 +739,6 @@ def test_four_processes_on_one_expired_key_cause_one_fetch(tmp_path: Any) -> Non
 
 
 def test_tiered_caches_on_one_bus_see_each_others_writes(store_name: str) -> None:
-    from urllib.parse import quote
-
     url = f"tiered://?l1={quote('memory://?max_entries=100', safe='')}&l2={quote('memory://' + store_name, safe='')}&bus=local:{store_name}"
     a, b = polycache.Cache(url), polycache.Cache(url)
     a.set("k", {"v": 1})
@@ -700,6 +750,124 @@ def test_tiered_caches_on_one_bus_see_each_others_writes(store_name: str) -> Non
     assert a.location.startswith("tiered://")
     with pytest.raises(polycache.ConfigurationError, match="l2"):
         polycache.Cache("tiered://")
+
+
+#: The other process of the Redis bus tests: its own tiered cache, answering ``get KEY`` and
+#: ``set KEY VALUE`` lines.
+OTHER = textwrap.dedent(
+    """
+    import sys
+    import polycache
+
+    cache = polycache.Cache(sys.argv[1])
+    print("ready", flush=True)
+    for line in sys.stdin:
+        words = line.split()
+        if words[0] == "get":
+            print(repr(cache.get(words[1])), flush=True)
+        elif words[0] == "set":
+            cache.set(words[1], words[2])
+            print("ok", flush=True)
+        else:
+            break
+    """
+)
+
+
+class OtherProcess:
+    """A second Python process with a tiered cache on ``url``."""
+
+    def __init__(self, url: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", OTHER, url], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+        assert self._reply() == "ready"
+
+    def _reply(self) -> str:
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        assert line, "the other process ended"
+        return line.strip()
+
+    def ask(self, request: str) -> str:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(request + "\n")
+        self.proc.stdin.flush()
+        return self._reply()
+
+    def get(self, key: str) -> str:
+        return self.ask(f"get {key}")
+
+    def close(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+        assert self.proc.stdout is not None
+        self.proc.stdout.close()
+
+
+needs_redis = pytest.mark.skipif(
+    "redis://" not in polycache.SCHEMES,
+    reason="this polycache wheel was built without the redis feature (POLYCACHE_FEATURES=redis)",
+)
+
+
+@pytest.fixture(scope="module")
+def redis() -> Iterator[Any]:
+    sys.path.insert(0, os.path.dirname(__file__))
+    import servers
+
+    with servers.redis_server() as s:
+        yield s
+
+
+def redis_tiered_url(server: Any, prefix: str) -> str:
+    # A 10-minute L1, so that within the test only an invalidation can refresh an L1 copy.
+    return f"tiered://?l2={quote(server.url, safe='')}&bus=redis&l1_timeout=600&key_prefix={prefix}"
+
+
+@needs_redis
+def test_a_write_in_one_process_drops_the_l1_copy_in_another(redis: Any) -> None:
+    url = redis_tiered_url(redis, "xproc")
+    other = OtherProcess(url)
+    try:
+        a = polycache.Cache(url)
+        plain = polycache.Cache(redis.url, key_prefix="xproc")  # writes L2 only, publishes nothing
+        plain.set("k", "old")
+        assert other.get("k") == "'old'"
+        plain.set("k", "behind its back")
+        assert other.get("k") == "'old'", "the other process answers from its L1"
+
+        a.set("k", "new")
+        assert eventually(lambda: other.get("k") == "'new'"), other.get("k")
+        a.delete("k")
+        assert eventually(lambda: other.get("k") == "None")
+
+        a.set("c", "x")
+        assert other.get("c") == "'x'"
+        a.clear()
+        plain.set("c", "after the clear")
+        assert eventually(lambda: other.get("c") == "'after the clear'")
+
+        # And the other way round.
+        a.set("w", "from-a")
+        assert other.ask("set w from-b") == "ok"
+        assert eventually(lambda: a.get("w") == "from-b")
+    finally:
+        other.close()
+    assert other.proc.returncode == 0
+
+
+@needs_redis
+def test_tiered_bus_options_are_checked(redis: Any) -> None:
+    with pytest.raises(polycache.ConfigurationError, match="bus=redis"):
+        polycache.Cache(f"tiered://?l2={quote('memory://', safe='')}&bus=redis")
+    with pytest.raises(polycache.ConfigurationError, match="bus"):
+        polycache.Cache(f"tiered://?l2={quote(redis.url, safe='')}&bus=carrier-pigeon")
 
 
 # --- stats -------------------------------------------------------------------------------------
