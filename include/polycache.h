@@ -388,6 +388,13 @@ typedef uint32_t polycache_status;
  */
 #define POLYCACHE_RESULT_LOADER_FAILED 19
 
+/**
+ * A write that the cache dropped instead of failing: the cache is `fail_open=true` and the
+ * backend was unreachable (the outage is logged and counted in `errors`). Nothing was
+ * stored; the old value, if any, may still be there.
+ */
+#define POLYCACHE_RESULT_NOT_STORED 20
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -475,7 +482,8 @@ polycache_result polycache_cache_get_into(const struct polycache_cache *cache,
  * milliseconds; 0 or another negative number means already expired: nothing is stored and
  * any old value is removed. `value` may be NULL only when `len` is 0; the bytes are copied.
  * A value over the cache's `max_value_size` gives `POLYCACHE_RESULT_VALUE_TOO_LARGE` and
- * stores nothing.
+ * stores nothing. On a `fail_open` cache whose backend is unreachable the write is dropped
+ * and the call returns `POLYCACHE_RESULT_NOT_STORED` (no error object: it is not raised).
  */
 polycache_result polycache_cache_set(const struct polycache_cache *cache,
                                      const char *key,

@@ -4,7 +4,10 @@ use crate::error::polycache_error;
 use crate::handle::{self, borrow, bytes, bytes_list, out, out_array, out_bytes, text, text_list};
 use crate::loader::{call_loader, polycache_loader};
 use crate::panic::{boundary, guard};
-use crate::result::{polycache_result, Failure, POLYCACHE_RESULT_MISS, POLYCACHE_RESULT_OK};
+use crate::result::{
+    polycache_result, Failure, POLYCACHE_RESULT_MISS, POLYCACHE_RESULT_NOT_STORED,
+    POLYCACHE_RESULT_OK,
+};
 use crate::stats::polycache_stats;
 use crate::value::polycache_value;
 use polycache::{Cache, Error, ErrorKind, Expiry};
@@ -160,7 +163,8 @@ pub unsafe extern "C" fn polycache_cache_get_into(
 /// milliseconds; 0 or another negative number means already expired: nothing is stored and
 /// any old value is removed. `value` may be NULL only when `len` is 0; the bytes are copied.
 /// A value over the cache's `max_value_size` gives `POLYCACHE_RESULT_VALUE_TOO_LARGE` and
-/// stores nothing.
+/// stores nothing. On a `fail_open` cache whose backend is unreachable the write is dropped
+/// and the call returns `POLYCACHE_RESULT_NOT_STORED` (no error object: it is not raised).
 #[no_mangle]
 pub unsafe extern "C" fn polycache_cache_set(
     cache: *const polycache_cache,
@@ -179,8 +183,11 @@ pub unsafe extern "C" fn polycache_cache_set(
                 bytes(value, len, "value")?,
             )
         };
-        cache.cache.set(key, value, expiry(ttl_ms))?;
-        Ok(POLYCACHE_RESULT_OK)
+        Ok(if cache.cache.set(key, value, expiry(ttl_ms))? {
+            POLYCACHE_RESULT_OK
+        } else {
+            POLYCACHE_RESULT_NOT_STORED
+        })
     })
 }
 

@@ -54,9 +54,13 @@ pub const POLYCACHE_RESULT_OTHER: polycache_result = 18;
 /// A loader (`polycache_cache_get_or_set_with`) or a job's fetch returned a code other than
 /// `POLYCACHE_RESULT_OK`, or returned OK without setting a value; nothing was stored.
 pub const POLYCACHE_RESULT_LOADER_FAILED: polycache_result = 19;
+/// A write that the cache dropped instead of failing: the cache is `fail_open=true` and the
+/// backend was unreachable (the outage is logged and counted in `errors`). Nothing was
+/// stored; the old value, if any, may still be there.
+pub const POLYCACHE_RESULT_NOT_STORED: polycache_result = 20;
 
 /// Every code with its name, in code order (the table behind `polycache_result_name`).
-const NAMES: [&CStr; 20] = [
+const NAMES: [&CStr; 21] = [
     c"ok",
     c"miss",
     c"null_parameter",
@@ -77,6 +81,7 @@ const NAMES: [&CStr; 20] = [
     c"backend",
     c"other",
     c"loader_failed",
+    c"not_stored",
 ];
 
 /// A short, stable, lower-case name for `result` (`"ok"`, `"miss"`, `"not_found"`, …).
@@ -257,6 +262,7 @@ mod tests {
             POLYCACHE_RESULT_MISS,
             POLYCACHE_RESULT_PANIC,
             POLYCACHE_RESULT_LOADER_FAILED,
+            POLYCACHE_RESULT_NOT_STORED,
             999,
         ];
         for code in not_kinds {

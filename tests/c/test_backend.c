@@ -282,6 +282,8 @@ static void test_callback_errors(void) {
     CHECK_RC(polycache_cache_open_custom(&FULL, s, "fail_open=true", &cache, &err), POLYCACHE_RESULT_OK, err);
     s->fail_with = POLYCACHE_RESULT_CONNECTION;
     CHECK_RC(polycache_cache_get(cache, "k", &v, &err), POLYCACHE_RESULT_MISS, err);
+    CHECK_RC(polycache_cache_set(cache, "k", (const uint8_t *)"v", 1, POLYCACHE_TTL_NEVER, &err),
+             POLYCACHE_RESULT_NOT_STORED, err);
     s->fail_with = POLYCACHE_RESULT_OK;
     polycache_cache_free(cache);
     CHECK(s->releases == 1);

@@ -808,6 +808,10 @@ static void test_dead_server(void) {
     /* fail_open: the same dead server reads as a miss. */
     cache = open_cache("redis://127.0.0.1:1/0?fail_open=true");
     CHECK_RC(polycache_cache_get(cache, "k", &value, &err), POLYCACHE_RESULT_MISS, err);
+    /* ... and a dropped write says so, without an error object. */
+    CHECK_RC(polycache_cache_set(cache, "k", (const uint8_t *)"v", 1, POLYCACHE_TTL_NEVER, &err),
+             POLYCACHE_RESULT_NOT_STORED, err);
+    CHECK(err == NULL);
     polycache_cache_free(cache);
 
     /* polycache's own errors have no backend message. */
