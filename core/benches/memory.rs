@@ -3,12 +3,13 @@
 //! Speed: criterion groups `get_hit`, `get_miss`, `set`, `incr`, each with `polycache` (the
 //! full `Cache` call: key building, expiry check, stats), `quick_cache` (the bare map with
 //! the same full key) and `moka` (the alternative DESIGN.md names). `get_hit` also times a
-//! tiered cache whose L1 holds the key (target: at most 1.5x the plain `Cache::get`). `make bench` prints the
+//! tiered cache whose L1 holds the key (target: at most 1.5x the plain `Cache::get`), and
+//! every group times the exact LRU mode (`eviction=lru`, one lock) too. `make bench` prints the
 //! ratios from criterion's estimates. Hit ratio: printed first, on a Zipf(0.9) trace with the
 //! cache at 10% of the key space, and on the same trace interleaved with a one-off scan.
 
 use criterion::{criterion_group, BenchmarkId, Criterion};
-use polycache::backend::memory::{MemoryBackend, MemoryOptions};
+use polycache::backend::memory::{Eviction, MemoryBackend, MemoryOptions};
 use polycache::{Backend, Cache, Expiry};
 use rand::{rngs::SmallRng, SeedableRng};
 use rand_distr::{Distribution, Zipf};
@@ -22,6 +23,11 @@ const VALUE: &[u8] = b"0123456789abcdef";
 
 fn polycache() -> Cache {
     Cache::open("memory://?max_entries=100000").unwrap()
+}
+
+/// The exact LRU mode with Django's cull.
+fn polycache_lru() -> Cache {
+    Cache::open("memory://?max_entries=100000&cull_frequency=3").unwrap()
 }
 
 type Bare = quick_cache::sync::Cache<Box<[u8]>, Arc<[u8]>>;
@@ -40,6 +46,11 @@ fn bench_get_hit(c: &mut Criterion) {
     p.set(KEY, VALUE, Expiry::Default).unwrap();
     g.bench_function(BenchmarkId::new("polycache", "Cache::get"), |b| {
         b.iter(|| black_box(p.get(black_box(KEY)).unwrap()))
+    });
+    let lru = polycache_lru();
+    lru.set(KEY, VALUE, Expiry::Default).unwrap();
+    g.bench_function(BenchmarkId::new("polycache", "Cache::get lru"), |b| {
+        b.iter(|| black_box(lru.get(black_box(KEY)).unwrap()))
     });
     // A tiered cache whose L1 holds the key: the target is at most 1.5x a plain memory get.
     let t = Cache::builder_tiered("memory://?max_entries=100000", "memory://bench-tiered-l2")
@@ -68,6 +79,10 @@ fn bench_get_miss(c: &mut Criterion) {
     g.bench_function(BenchmarkId::new("polycache", "Cache::get"), |b| {
         b.iter(|| black_box(p.get(black_box(KEY)).unwrap()))
     });
+    let lru = polycache_lru();
+    g.bench_function(BenchmarkId::new("polycache", "Cache::get lru"), |b| {
+        b.iter(|| black_box(lru.get(black_box(KEY)).unwrap()))
+    });
     let q = bare();
     g.bench_function(BenchmarkId::new("quick_cache", "bare get"), |b| {
         b.iter(|| black_box(q.get(black_box(FULL_KEY))))
@@ -88,6 +103,13 @@ fn bench_set(c: &mut Criterion) {
                 .unwrap()
         })
     });
+    let lru = polycache_lru();
+    g.bench_function(BenchmarkId::new("polycache", "Cache::set lru"), |b| {
+        b.iter(|| {
+            lru.set(black_box(KEY), black_box(VALUE), Expiry::Default)
+                .unwrap()
+        })
+    });
     let q = bare();
     g.bench_function(BenchmarkId::new("quick_cache", "bare insert"), |b| {
         b.iter(|| q.insert(black_box(FULL_KEY).into(), black_box(VALUE).into()))
@@ -105,6 +127,11 @@ fn bench_incr(c: &mut Criterion) {
     p.set(KEY, b"0", Expiry::Never).unwrap();
     g.bench_function(BenchmarkId::new("polycache", "Cache::incr"), |b| {
         b.iter(|| black_box(p.incr(black_box(KEY), 1).unwrap()))
+    });
+    let lru = polycache_lru();
+    lru.set(KEY, b"0", Expiry::Never).unwrap();
+    g.bench_function(BenchmarkId::new("polycache", "Cache::incr lru"), |b| {
+        b.iter(|| black_box(lru.incr(black_box(KEY), 1).unwrap()))
     });
     // The bare equivalent: parse, add and re-render the decimal under the shard lock.
     let q: quick_cache::sync::Cache<Vec<u8>, Arc<[u8]>> = quick_cache::sync::Cache::new(100_000);
@@ -147,8 +174,8 @@ fn print_hit_ratios() {
         })
         .collect();
 
-    let run_poly = |trace: &[u64]| {
-        let m = MemoryBackend::new(&MemoryOptions::default().max_entries(capacity)).unwrap();
+    let run_poly = |trace: &[u64], options: MemoryOptions| {
+        let m = MemoryBackend::new(&options.max_entries(capacity)).unwrap();
         let mut hits = 0usize;
         for k in trace {
             let key = k.to_le_bytes();
@@ -173,10 +200,12 @@ fn print_hit_ratios() {
         hits as f64 / trace.len() as f64
     };
     println!("hit ratio, Zipf(s=0.9) over {KEYS} keys, {ACCESSES} accesses, cache of {capacity} entries:");
-    let (p, m) = (run_poly(&trace), run_moka(&trace));
-    println!("  zipf       polycache(quick_cache) {:6.2}%   moka(TinyLFU) {:6.2}%   difference {:+.2} points", p * 100.0, m * 100.0, (p - m) * 100.0);
-    let (p, m) = (run_poly(&scanned), run_moka(&scanned));
-    println!("  zipf+scan  polycache(quick_cache) {:6.2}%   moka(TinyLFU) {:6.2}%   difference {:+.2} points", p * 100.0, m * 100.0, (p - m) * 100.0);
+    let lru = || MemoryOptions::default().eviction(Eviction::Lru);
+    for (name, trace) in [("zipf     ", &trace), ("zipf+scan", &scanned)] {
+        let (p, m) = (run_poly(trace, MemoryOptions::default()), run_moka(trace));
+        let l = run_poly(trace, lru());
+        println!("  {name}  polycache(quick_cache) {:6.2}%   moka(TinyLFU) {:6.2}%   difference {:+.2} points   polycache eviction=lru {:6.2}%", p * 100.0, m * 100.0, (p - m) * 100.0, l * 100.0);
+    }
 }
 
 fn config() -> Criterion {

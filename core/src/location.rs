@@ -245,6 +245,18 @@ impl Options {
         }
     }
 
+    /// A non-negative integer option.
+    pub fn u64(&mut self, name: &str) -> Result<Option<u64>> {
+        match self.take(name) {
+            None => Ok(None),
+            Some(v) => v
+                .trim()
+                .parse::<u64>()
+                .map(Some)
+                .map_err(|_| self.invalid(name, &v, "an integer >= 0")),
+        }
+    }
+
     /// An integer option (may be negative).
     pub fn i64(&mut self, name: &str) -> Result<Option<i64>> {
         match self.take(name) {

@@ -1,20 +1,25 @@
-//! `memory://`: the embedded in-process store, on quick_cache.
+//! `memory://`: the embedded in-process store, on quick_cache, or an exact LRU on request.
 //!
 //! Why quick_cache and not moka: see `docs/backends/memory.md`. In short, a moka `get` costs
 //! about three times a quick_cache `get` from Python, which alone would miss the latency
 //! target, while quick_cache's CLOCK-PRO policy keeps a hit ratio within a point of moka's
 //! TinyLFU on skewed traces and is scan resistant too.
+//!
+//! `eviction=lru` (or any `cull_frequency`) selects an exact least-recently-used order
+//! behind one lock instead, with Django's cull: what `LocMemCache` does, for callers whose
+//! programs or tests rely on that order and those counts.
 
 use super::{apply_delta, not_found, Backend};
 use crate::clock;
 use crate::error::{Error, ErrorKind, Result};
 use crate::location::{Location, Options};
 use crate::value::Value;
+use hashlink::LinkedHashMap;
 use quick_cache::sync::{Cache as QuickCache, EntryAction, EntryResult};
 use quick_cache::{DefaultHashBuilder, Lifecycle, OptionsBuilder, Weighter};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::Duration;
 
 /// Entries a `memory://` cache holds when neither bound is given.
@@ -121,14 +126,79 @@ impl Lifecycle<StoreKey, Entry> for EvictionCounter {
     }
 }
 
-type Store = QuickCache<StoreKey, Entry, EntryWeighter, DefaultHashBuilder, EvictionCounter>;
+type ClockStore = QuickCache<StoreKey, Entry, EntryWeighter, DefaultHashBuilder, EvictionCounter>;
 
-/// The bounds of a memory store.
+type LruMap = LinkedHashMap<StoreKey, Entry, DefaultHashBuilder>;
+
+/// The exact LRU store: one map in use order (least recent first) behind one lock.
+struct LruStore {
+    map: Mutex<LruMap>,
+    max_entries: usize,
+    /// Django's `CULL_FREQUENCY`: a full store drops 1/N of its entries, 0 empties it;
+    /// `None` drops the one least recently used entry.
+    cull_frequency: Option<u64>,
+}
+
+impl LruStore {
+    #[inline]
+    fn lock(&self) -> MutexGuard<'_, LruMap> {
+        self.map.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Makes room for one new key in a full store; returns how many entries went.
+    ///
+    /// With a cull frequency N, len/N entries go (at least one): the expired ones first, then
+    /// the least recently used. The scan for expired entries runs once per cull, so it costs
+    /// about N steps per write; with no cull frequency only the least recently used goes.
+    fn make_room(&self, map: &mut LruMap) -> u64 {
+        let len = map.len();
+        if len < self.max_entries {
+            return 0;
+        }
+        let share = match self.cull_frequency {
+            Some(0) => {
+                map.clear();
+                return len as u64;
+            }
+            Some(n) => {
+                map.retain(|_, e| e.live());
+                (len as u64 / n).max(1)
+            }
+            None => 1,
+        };
+        let mut removed = (len - map.len()) as u64;
+        while removed < share && map.pop_front().is_some() {
+            removed += 1;
+        }
+        removed
+    }
+}
+
+enum Store {
+    Clock(ClockStore),
+    Lru(LruStore),
+}
+
+/// How a memory store chooses what to evict when it is full.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Eviction {
+    /// quick_cache's CLOCK-PRO (the default): sharded, scan resistant, the fastest.
+    Clock,
+    /// Exact least-recently-used order behind one lock, with Django's cull
+    /// ([`MemoryOptions::cull_frequency`]); bounded by entries only.
+    Lru,
+}
+
+/// The bounds and eviction policy of a memory store.
 ///
 /// ```
 /// use polycache::backend::memory::{MemoryBackend, MemoryOptions};
 /// let opts = MemoryOptions::default().max_bytes(64 << 20);
 /// let backend = MemoryBackend::new(&opts).unwrap();
+/// // Django's LocMemCache: exact LRU, 300 entries, a third culled when full.
+/// let locmem = MemoryOptions::default().max_entries(300).cull_frequency(3);
+/// let backend = MemoryBackend::new(&locmem).unwrap();
 /// # let _ = backend;
 /// ```
 #[non_exhaustive]
@@ -138,6 +208,12 @@ pub struct MemoryOptions {
     pub max_entries: Option<u64>,
     /// At most this many bytes of keys, values and per-entry bookkeeping.
     pub max_bytes: Option<u64>,
+    /// The eviction policy; `None` is [`Eviction::Clock`] unless a cull frequency is given.
+    pub eviction: Option<Eviction>,
+    /// Django's `CULL_FREQUENCY`: a write of a new key into a full store first removes
+    /// 1/N of the entries (expired ones first, then the least recently used; at least one),
+    /// and 0 empties the store. Implies [`Eviction::Lru`].
+    pub cull_frequency: Option<u64>,
 }
 
 impl MemoryOptions {
@@ -151,6 +227,32 @@ impl MemoryOptions {
         self.max_bytes = Some(n);
         self
     }
+    /// Chooses the eviction policy.
+    pub fn eviction(mut self, eviction: Eviction) -> Self {
+        self.eviction = Some(eviction);
+        self
+    }
+    /// Culls 1/`n` of a full store (0: all of it) before a new key goes in; exact LRU.
+    pub fn cull_frequency(mut self, n: u64) -> Self {
+        self.cull_frequency = Some(n);
+        self
+    }
+
+    /// The policy these options select, or why they contradict each other.
+    fn policy(&self) -> Result<Eviction> {
+        match (self.eviction, self.cull_frequency, self.max_bytes) {
+            (Some(Eviction::Clock), Some(_), _) => Err(Error::config(
+                "memory:// culls (cull_frequency) only with eviction=lru",
+            )),
+            (Some(Eviction::Lru), _, Some(_)) | (None, Some(_), Some(_)) => Err(Error::config(
+                "memory:// with eviction=lru or cull_frequency is bounded by max_entries, \
+                 not max_bytes",
+            )),
+            (Some(policy), _, _) => Ok(policy),
+            (None, Some(_), None) => Ok(Eviction::Lru),
+            (None, None, _) => Ok(Eviction::Clock),
+        }
+    }
 }
 
 /// The in-process backend behind `memory://`.
@@ -158,7 +260,8 @@ impl MemoryOptions {
 /// A bounded concurrent map (quick_cache, sharded, CLOCK-PRO eviction: frequently used
 /// entries survive a scan of one-off keys) with a per-entry deadline checked lazily on read.
 /// `incr`, `decr`, `add` and `touch` each run under the shard's write lock, so they are
-/// atomic. `Send + Sync`; cloning shares the store.
+/// atomic. With [`Eviction::Lru`] the store is one map in exact use order behind one lock
+/// (Django's `LocMemCache` order and cull). `Send + Sync`; cloning shares the store.
 ///
 /// `memory://NAME` shares one store between every cache of the process opened with that
 /// name, as Django's `LocMemCache` does with its `LOCATION`; the bounds of the first opener
@@ -177,14 +280,29 @@ struct Inner {
 impl MemoryBackend {
     /// A new private store with `options`.
     pub fn new(options: &MemoryOptions) -> Result<MemoryBackend> {
+        if options.max_entries == Some(0) || options.max_bytes == Some(0) {
+            return Err(Error::config("memory:// bounds must be positive"));
+        }
+        if options.policy()? == Eviction::Lru {
+            let max_entries = options.max_entries.unwrap_or(DEFAULT_MAX_ENTRIES);
+            let max_entries = usize::try_from(max_entries).unwrap_or(usize::MAX);
+            let map = LruMap::with_capacity_and_hasher(
+                max_entries.min(1 << 16),
+                DefaultHashBuilder::default(),
+            );
+            let store = Store::Lru(LruStore {
+                map: Mutex::new(map),
+                max_entries,
+                cull_frequency: options.cull_frequency,
+            });
+            let weighter = EntryWeighter { by_bytes: false };
+            return Ok(MemoryBackend::with_store(store, weighter, Arc::default()));
+        }
         let (by_bytes, capacity, items) = match (options.max_entries, options.max_bytes) {
             (Some(_), Some(_)) => {
                 return Err(Error::config(
                     "memory:// takes max_entries or max_bytes, not both",
                 ))
-            }
-            (Some(0), None) | (None, Some(0)) => {
-                return Err(Error::config("memory:// bounds must be positive"))
             }
             (None, Some(bytes)) => (true, bytes, (bytes / 256).max(64) as usize),
             (entries, None) => {
@@ -200,14 +318,27 @@ impl MemoryBackend {
         let evictions = EvictionCounter::default();
         let weighter = EntryWeighter { by_bytes };
         let counter = evictions.0.clone();
-        let store = Store::with_options(opts, weighter, DefaultHashBuilder::default(), evictions);
-        Ok(MemoryBackend {
+        let store =
+            ClockStore::with_options(opts, weighter, DefaultHashBuilder::default(), evictions);
+        Ok(MemoryBackend::with_store(
+            Store::Clock(store),
+            weighter,
+            counter,
+        ))
+    }
+
+    fn with_store(
+        store: Store,
+        weighter: EntryWeighter,
+        evictions: Arc<AtomicU64>,
+    ) -> MemoryBackend {
+        MemoryBackend {
             inner: Arc::new(Inner {
                 store,
                 weighter,
-                evictions: counter,
+                evictions,
             }),
-        })
+        }
     }
 
     /// Opens `memory://[NAME]?max_entries=N|max_bytes=N`.
@@ -218,9 +349,22 @@ impl MemoryBackend {
                 location.redacted()
             )));
         }
+        let eviction = match options.take("eviction").as_deref().map(str::trim) {
+            None => None,
+            Some(v) if v.eq_ignore_ascii_case("lru") => Some(Eviction::Lru),
+            Some(v) if v.eq_ignore_ascii_case("clock") => Some(Eviction::Clock),
+            Some(v) => {
+                return Err(Error::config(format!(
+                    "invalid value {v:?} for option 'eviction' of memory://: expected clock \
+                     or lru"
+                )))
+            }
+        };
         let opts = MemoryOptions {
             max_entries: options.positive_u64("max_entries")?,
             max_bytes: options.positive_u64("max_bytes")?,
+            eviction,
+            cull_frequency: options.u64("cull_frequency")?,
         };
         match location.hosts() {
             [] => MemoryBackend::new(&opts),
@@ -247,22 +391,36 @@ impl MemoryBackend {
 
     /// Entries held now (expired ones not yet noticed included).
     pub fn len(&self) -> usize {
-        self.inner.store.len()
+        match &self.inner.store {
+            Store::Clock(c) => c.len(),
+            Store::Lru(l) => l.lock().len(),
+        }
     }
 
     /// True when the store holds nothing.
     pub fn is_empty(&self) -> bool {
-        self.inner.store.is_empty()
+        self.len() == 0
     }
 
     /// The store's own view of its size in its bound's unit (entries or bytes).
     pub fn weight(&self) -> u64 {
-        self.inner.store.weight()
+        match &self.inner.store {
+            Store::Clock(c) => c.weight(),
+            Store::Lru(l) => l.lock().len() as u64,
+        }
     }
 
-    fn check_size(&self, key: &[u8], value: &[u8]) -> Result<()> {
+    /// The eviction policy this store runs.
+    pub fn eviction(&self) -> Eviction {
+        match &self.inner.store {
+            Store::Clock(_) => Eviction::Clock,
+            Store::Lru(_) => Eviction::Lru,
+        }
+    }
+
+    fn check_size(&self, store: &ClockStore, key: &[u8], value: &[u8]) -> Result<()> {
         let weight = self.inner.weighter.weigh(key.len(), value.len());
-        let limit = self.inner.store.shard_capacity();
+        let limit = store.shard_capacity();
         if weight > limit {
             return Err(Error::new(
                 ErrorKind::ValueTooLarge,
@@ -271,11 +429,26 @@ impl MemoryBackend {
                      per entry with max_bytes={})",
                     value.len(),
                     limit.saturating_sub(ENTRY_OVERHEAD + key.len() as u64),
-                    self.inner.store.capacity()
+                    store.capacity()
                 ),
             ));
         }
         Ok(())
+    }
+
+    /// Counts the entries a cull removed.
+    #[inline]
+    fn evicted(&self, n: u64) {
+        if n > 0 {
+            self.inner.evictions.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
+    /// Stores `entry` under a key that is not in the LRU map, culling first when it is full.
+    fn lru_insert(&self, lru: &LruStore, map: &mut LruMap, key: &[u8], entry: Entry) {
+        let culled = lru.make_room(map);
+        map.insert(StoreKey(key.into()), entry);
+        self.evicted(culled);
     }
 }
 
@@ -289,35 +462,76 @@ impl Backend for MemoryBackend {
 
     #[inline]
     fn get(&self, key: &[u8]) -> Result<Option<Value>> {
-        match self.inner.store.get(KeyRef::new(key)) {
-            Some(e) if e.live() => Ok(Some(Value::from(e.value))),
-            Some(_) => {
-                self.inner.store.remove_if(KeyRef::new(key), |e| !e.live());
-                Ok(None)
+        let k = KeyRef::new(key);
+        match &self.inner.store {
+            Store::Clock(store) => match store.get(k) {
+                Some(e) if e.live() => Ok(Some(Value::from(e.value))),
+                Some(_) => {
+                    store.remove_if(k, |e| !e.live());
+                    Ok(None)
+                }
+                None => Ok(None),
+            },
+            Store::Lru(lru) => {
+                let mut map = lru.lock();
+                match map.to_back(k).map(|e| e.live().then(|| e.value.clone())) {
+                    Some(Some(v)) => Ok(Some(Value::from(v))),
+                    Some(None) => {
+                        map.remove(k);
+                        Ok(None)
+                    }
+                    None => Ok(None),
+                }
             }
-            None => Ok(None),
         }
     }
 
     #[inline]
     fn set(&self, key: &[u8], value: &[u8], ttl: Option<Duration>) -> Result<()> {
-        self.check_size(key, value)?;
         let entry = Entry {
             value: Arc::from(value),
             expires_at: deadline(ttl),
         };
-        self.inner.store.insert(StoreKey(key.into()), entry);
+        match &self.inner.store {
+            Store::Clock(store) => {
+                self.check_size(store, key, value)?;
+                store.insert(StoreKey(key.into()), entry);
+            }
+            Store::Lru(lru) => {
+                let mut map = lru.lock();
+                match map.to_back(KeyRef::new(key)) {
+                    Some(old) => *old = entry,
+                    None => self.lru_insert(lru, &mut map, key, entry),
+                }
+            }
+        }
         Ok(())
     }
 
     fn add(&self, key: &[u8], value: &[u8], ttl: Option<Duration>) -> Result<bool> {
-        self.check_size(key, value)?;
         let new = Entry {
             value: Arc::from(value),
             expires_at: deadline(ttl),
         };
+        let store = match &self.inner.store {
+            Store::Clock(store) => store,
+            Store::Lru(lru) => {
+                let k = KeyRef::new(key);
+                let mut map = lru.lock();
+                match map.get_mut(k) {
+                    Some(old) if old.live() => return Ok(false),
+                    Some(old) => {
+                        *old = new;
+                        map.to_back(k);
+                    }
+                    None => self.lru_insert(lru, &mut map, key, new),
+                }
+                return Ok(true);
+            }
+        };
+        self.check_size(store, key, value)?;
         let mut pending = Some(new);
-        let result = self.inner.store.entry(KeyRef::new(key), None, |_, old| {
+        let result = store.entry(KeyRef::new(key), None, |_, old| {
             if old.live() {
                 EntryAction::Retain(false)
             } else {
@@ -338,24 +552,42 @@ impl Backend for MemoryBackend {
     }
 
     fn delete(&self, key: &[u8]) -> Result<bool> {
-        Ok(self
-            .inner
-            .store
-            .remove(KeyRef::new(key))
-            .is_some_and(|(_, e)| e.live()))
+        let k = KeyRef::new(key);
+        Ok(match &self.inner.store {
+            Store::Clock(store) => store.remove(k).is_some_and(|(_, e)| e.live()),
+            Store::Lru(lru) => lru.lock().remove(k).is_some_and(|e| e.live()),
+        })
     }
 
     fn has_key(&self, key: &[u8]) -> Result<bool> {
-        Ok(self
-            .inner
-            .store
-            .peek(KeyRef::new(key))
-            .is_some_and(|e| e.live()))
+        let k = KeyRef::new(key);
+        Ok(match &self.inner.store {
+            Store::Clock(store) => store.peek(k).is_some_and(|e| e.live()),
+            Store::Lru(lru) => lru.lock().get(k).is_some_and(Entry::live),
+        })
     }
 
     fn touch(&self, key: &[u8], ttl: Option<Duration>) -> Result<bool> {
         let expires_at = deadline(ttl);
-        let result = self.inner.store.entry(KeyRef::new(key), None, |_, e| {
+        let k = KeyRef::new(key);
+        let store = match &self.inner.store {
+            Store::Clock(store) => store,
+            Store::Lru(lru) => {
+                let mut map = lru.lock();
+                return Ok(match map.get_mut(k) {
+                    Some(e) if e.live() => {
+                        e.expires_at = expires_at;
+                        true
+                    }
+                    Some(_) => {
+                        map.remove(k);
+                        false
+                    }
+                    None => false,
+                });
+            }
+        };
+        let result = store.entry(k, None, |_, e| {
             if e.live() {
                 e.expires_at = expires_at;
                 EntryAction::Retain(true)
@@ -367,7 +599,28 @@ impl Backend for MemoryBackend {
     }
 
     fn incr(&self, key: &[u8], delta: i64) -> Result<i64> {
-        let result = self.inner.store.entry(KeyRef::new(key), None, |_, e| {
+        let k = KeyRef::new(key);
+        let store = match &self.inner.store {
+            Store::Clock(store) => store,
+            Store::Lru(lru) => {
+                let mut map = lru.lock();
+                // A failed incr leaves the entry where it was in the use order.
+                return match map.get_mut(k) {
+                    Some(e) if e.live() => {
+                        let n = apply_delta(&e.value, delta)?;
+                        e.value = Arc::from(itoa_buf(n).as_bytes_mut());
+                        map.to_back(k);
+                        Ok(n)
+                    }
+                    Some(_) => {
+                        map.remove(k);
+                        Err(not_found(key))
+                    }
+                    None => Err(not_found(key)),
+                };
+            }
+        };
+        let result = store.entry(k, None, |_, e| {
             if !e.live() {
                 return EntryAction::Remove;
             }
@@ -387,10 +640,11 @@ impl Backend for MemoryBackend {
     }
 
     fn clear(&self, prefix: &[u8]) -> Result<()> {
-        if prefix.is_empty() {
-            self.inner.store.clear();
-        } else {
-            self.inner.store.retain(|k, _| !k.0.starts_with(prefix));
+        match &self.inner.store {
+            Store::Clock(store) if prefix.is_empty() => store.clear(),
+            Store::Clock(store) => store.retain(|k, _| !k.0.starts_with(prefix)),
+            Store::Lru(lru) if prefix.is_empty() => lru.lock().clear(),
+            Store::Lru(lru) => lru.lock().retain(|k, _| !k.0.starts_with(prefix)),
         }
         Ok(())
     }
@@ -463,6 +717,104 @@ mod tests {
         let err = m.set(b"big", &vec![0u8; 128 * 1024], None).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::ValueTooLarge);
         assert!(m.get(b"big").unwrap().is_none());
+    }
+
+    fn lru(max: u64, cull: Option<u64>) -> MemoryBackend {
+        let opts = MemoryOptions::default().max_entries(max);
+        let opts = match cull {
+            Some(n) => opts.cull_frequency(n),
+            None => opts.eviction(Eviction::Lru),
+        };
+        MemoryBackend::new(&opts).unwrap()
+    }
+
+    fn set_keys(m: &MemoryBackend, keys: impl IntoIterator<Item = u32>) {
+        for i in keys {
+            m.set(format!("k{i}").as_bytes(), b"v", None).unwrap();
+        }
+    }
+
+    fn present(m: &MemoryBackend, keys: impl IntoIterator<Item = u32>) -> Vec<u32> {
+        keys.into_iter()
+            .filter(|i| m.has_key(format!("k{i}").as_bytes()).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn cull_frequency_gives_djangos_counts() {
+        // Django's test_cull: MAX_ENTRIES=30, CULL_FREQUENCY=3, 49 sets leave 29.
+        let m = lru(30, Some(3));
+        assert_eq!(m.eviction(), Eviction::Lru);
+        set_keys(&m, 1..50);
+        assert_eq!(m.len(), 29);
+        assert_eq!(m.evictions(), 20);
+        // The oldest went: keys 1..=20 in two culls of 10.
+        assert_eq!(present(&m, 1..50), (21..50).collect::<Vec<_>>());
+        // test_zero_cull: CULL_FREQUENCY=0 empties the store, 19 remain.
+        let m = lru(30, Some(0));
+        set_keys(&m, 1..50);
+        assert_eq!(m.len(), 19);
+        assert_eq!(present(&m, 1..50), (31..50).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn lru_reads_and_incr_protect_keys_and_overwrites_do_not_cull() {
+        let m = lru(9, Some(3));
+        set_keys(&m, 0..9);
+        for i in 0..3 {
+            assert!(m.get(format!("k{i}").as_bytes()).unwrap().is_some());
+        }
+        // Overwriting a present key in a full store moves it, removes nothing.
+        set_keys(&m, 3..6);
+        assert_eq!(m.len(), 9);
+        assert_eq!(
+            m.incr(b"k6", 1).unwrap_err().kind(),
+            ErrorKind::NotAnInteger
+        );
+        set_keys(&m, [100]);
+        // Full at 9: a third (3) went, the least recently used: 6 (incr failed, not moved), 7, 8.
+        assert_eq!(present(&m, 0..9), (0..6).collect::<Vec<_>>());
+        assert_eq!(m.len(), 7);
+    }
+
+    #[test]
+    fn lru_cull_takes_expired_entries_first() {
+        let m = lru(6, Some(3));
+        set_keys(&m, 0..4);
+        m.set(b"e1", b"v", Some(Duration::from_nanos(1))).unwrap();
+        m.set(b"e2", b"v", Some(Duration::from_nanos(1))).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        set_keys(&m, [4]);
+        // 6/3 = 2 had to go: the two expired ones, none of the live keys.
+        assert_eq!(present(&m, 0..5), vec![0, 1, 2, 3, 4]);
+        assert_eq!(m.len(), 5);
+    }
+
+    #[test]
+    fn plain_lru_evicts_one_and_options_are_checked() {
+        let m = lru(3, None);
+        set_keys(&m, 0..3);
+        m.get(b"k0").unwrap();
+        set_keys(&m, [3]);
+        assert_eq!(present(&m, 0..4), vec![0, 2, 3]);
+        let bad = [
+            MemoryOptions::default()
+                .eviction(Eviction::Clock)
+                .cull_frequency(3),
+            MemoryOptions::default()
+                .max_bytes(1 << 20)
+                .cull_frequency(3),
+            MemoryOptions::default()
+                .max_bytes(1 << 20)
+                .eviction(Eviction::Lru),
+            MemoryOptions::default()
+                .max_entries(0)
+                .eviction(Eviction::Lru),
+        ];
+        for opts in bad {
+            let err = MemoryBackend::new(&opts).err().expect("rejected");
+            assert!(err.is_configuration(), "{err}");
+        }
     }
 
     #[test]
