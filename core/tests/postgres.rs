@@ -106,6 +106,16 @@ fn size_bounds_hold_within_ten_percent() {
 }
 
 #[test]
+fn cull_frequency_culls_as_djangos_database_cache() {
+    let pg = server();
+    let mut raw = Raw::connect(&pg);
+    django_cull(
+        &|table, query| format!("{}?table={table}&{query}", pg.url()),
+        &mut raw,
+    );
+}
+
+#[test]
 fn the_table_is_created_on_first_use_or_ahead_of_time() {
     let pg = server();
     let mut raw = Raw::connect(&pg);

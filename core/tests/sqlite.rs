@@ -164,6 +164,16 @@ fn size_bounds_hold_within_ten_percent() {
 }
 
 #[test]
+fn cull_frequency_culls_as_djangos_database_cache() {
+    let dir = TempDir::new("sqlite-cull");
+    let mut raw = Raw::open(&dir.path().join("c.db"));
+    django_cull(
+        &|table, query| url(&dir, "c.db", &format!("table={table}&{query}")),
+        &mut raw,
+    );
+}
+
+#[test]
 fn expired_rows_are_purged_by_trimming() {
     let dir = TempDir::new("sqlite-purge");
     let loc = Location::parse(&url(&dir, "p.db", "")).unwrap();

@@ -453,6 +453,75 @@ pub fn bounds_hold(
     );
 }
 
+/// With `cull_frequency`, the entry bound is Django's, exactly: `url(table, query)` gives the
+/// cache URL of `table` with extra `query` options.
+pub fn django_cull(url: &dyn Fn(&str, &str) -> String, raw: &mut dyn RawSql) {
+    let present = |c: &Cache, keys: std::ops::Range<u32>| -> Vec<u32> {
+        keys.filter(|i| c.has_key(&format!("cull{i}")).unwrap())
+            .collect()
+    };
+    // Django's test_cull and test_zero_cull: 49 sets into max_entries=30.
+    for (table, frequency, left) in [("cull3", 3, 21..50), ("cull0", 0, 31..50)] {
+        let c = Cache::open(&url(
+            table,
+            &format!("max_entries=30&cull_frequency={frequency}"),
+        ))
+        .unwrap();
+        for i in 1..50 {
+            c.set(&format!("cull{i}"), b"value", Expiry::Never).unwrap();
+        }
+        assert_eq!(present(&c, 1..50), left.collect::<Vec<_>>(), "{table}");
+        let n = raw.scalar(&format!("SELECT count(*) FROM {table}"));
+        assert_eq!(
+            raw.scalar(&format!("SELECT n FROM {table}_count")),
+            n,
+            "the counter is exact"
+        );
+        assert_eq!(c.stats().evictions, if frequency == 3 { 20 } else { 30 });
+    }
+
+    // Expired rows go first; overwriting a present key culls nothing; set_many culls.
+    let c = Cache::open(&url("cull_exp", "max_entries=6&cull_frequency=3")).unwrap();
+    for i in 0..4 {
+        c.set(&format!("cull{i}"), b"v", Expiry::Never).unwrap();
+    }
+    for i in 10..12 {
+        let ttl = Expiry::After(Duration::from_millis(1));
+        c.set(&format!("cull{i}"), b"v", ttl).unwrap();
+    }
+    thread::sleep(Duration::from_millis(20));
+    c.set("cull3", b"again", Expiry::Never).unwrap();
+    assert_eq!(raw.scalar("SELECT count(*) FROM cull_exp"), 6, "no cull");
+    c.set("cull4", b"v", Expiry::Never).unwrap();
+    assert_eq!(present(&c, 0..5), vec![0, 1, 2, 3, 4]);
+    assert_eq!(raw.scalar("SELECT count(*) FROM cull_exp"), 5);
+    let bulk: Vec<(String, Vec<u8>)> = (20..30).map(|i| (format!("cull{i}"), vec![1])).collect();
+    let items: Vec<(&str, &[u8])> = bulk.iter().map(|(k, v)| (k.as_str(), &v[..])).collect();
+    c.set_many(&items, Expiry::Never, None).unwrap();
+    assert!(raw.scalar("SELECT count(*) FROM cull_exp") <= 6);
+    assert_eq!(present(&c, 26..30), vec![26, 27, 28, 29], "the newest stay");
+
+    // A cache of the same table without cull_frequency keeps the counter exact too.
+    let plain = Cache::open(&url("cull_exp", "")).unwrap();
+    plain.delete("cull29").unwrap();
+    plain.set("plain", b"v", Expiry::Never).unwrap();
+    plain.delete_many(&["cull28", "cull27"], None).unwrap();
+    assert_eq!(
+        raw.scalar("SELECT n FROM cull_exp_count"),
+        raw.scalar("SELECT count(*) FROM cull_exp")
+    );
+    plain.clear().unwrap();
+    assert_eq!(raw.scalar("SELECT n FROM cull_exp_count"), 0);
+
+    let err = Cache::open(&url("cull_bad", "cull_frequency=3")).unwrap_err();
+    assert!(
+        err.is_configuration() && err.to_string().contains("max_entries"),
+        "{err}"
+    );
+    let err = Cache::open(&url("cull_bad", "max_entries=3&cull_frequency=-1")).unwrap_err();
+    assert!(err.is_configuration(), "{err}");
+}
+
 /// Starts `n` copies of this test binary as workers of `role` on `url`.
 pub fn spawn_workers(role: &str, url: &str, args: &[String]) -> Vec<Child> {
     let exe = std::env::current_exe().unwrap();

@@ -26,6 +26,15 @@
 //! the hash space the top 1,024 hashes cover gives the row count; their average size gives
 //! the bytes) and deletes the oldest rows by `id`, in batches, until the estimate is back
 //! under the bound. The same pass purges expired rows from a moving window of the table.
+//!
+//! With `cull_frequency=N` (Django's `CULL_FREQUENCY`, which needs `max_entries`) the entry
+//! bound is exact instead, as Django's database cache keeps it: a write of a new key that
+//! finds `max_entries` rows first deletes 1/N of them (at least one: the expired rows, then
+//! the oldest by `id`), or all of them with N = 0, in the same write transaction. The row
+//! count comes from a counter row in `{table}_count` that triggers on the cache table keep
+//! exact in the writing statement's own transaction, whoever writes (created with the
+//! table by the first opener with `cull_frequency`), so the check costs one primary-key
+//! read, never a `COUNT(*)`.
 
 use crate::error::{Error, ErrorKind, Result};
 use sha2::{Digest, Sha256};
@@ -177,6 +186,10 @@ pub(crate) struct TableName {
     /// The index, schema-qualified, for catalog look-ups.
     #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
     pub qualified_index: String,
+    /// The quoted, schema-qualified name of the row-counter table `{table}_count`.
+    pub count_table: String,
+    /// `{table}_count` unquoted and unqualified: the stem of its triggers' names.
+    pub count_stem: String,
 }
 
 impl TableName {
@@ -208,14 +221,25 @@ impl TableName {
         }
         let table = parts[parts.len() - 1];
         let index = format!("\"{table}_key_hash\"");
-        let (quoted, qualified_index) = match parts.as_slice() {
-            [s, t] => (format!("\"{s}\".\"{t}\""), format!("\"{s}\".{index}")),
-            _ => (format!("\"{table}\""), index.clone()),
+        let count_stem = format!("{table}_count");
+        let (quoted, qualified_index, count_table) = match parts.as_slice() {
+            [s, t] => (
+                format!("\"{s}\".\"{t}\""),
+                format!("\"{s}\".{index}"),
+                format!("\"{s}\".\"{count_stem}\""),
+            ),
+            _ => (
+                format!("\"{table}\""),
+                index.clone(),
+                format!("\"{count_stem}\""),
+            ),
         };
         Ok(TableName {
             quoted,
             index,
             qualified_index,
+            count_table,
+            count_stem,
         })
     }
 }
@@ -223,24 +247,61 @@ impl TableName {
 /// The size bounds of a SQL cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Bounds {
+    /// The estimated entry bound the trimmer keeps (`None` under an exact [`Cull`]).
     pub max_entries: Option<u64>,
     pub max_bytes: Option<u64>,
+    /// Django's exact cull, when `cull_frequency` is given.
+    pub cull: Option<Cull>,
 }
 
 impl Bounds {
-    /// Reads `max_entries` and `max_bytes`; with neither, the byte bound is
-    /// [`DEFAULT_MAX_BYTES`].
-    pub(crate) fn take(options: &mut crate::Options) -> Result<Bounds> {
+    /// Reads `max_entries`, `max_bytes` and `cull_frequency`; with no bound at all, the
+    /// byte bound is [`DEFAULT_MAX_BYTES`].
+    pub(crate) fn take(options: &mut crate::Options, scheme: &str) -> Result<Bounds> {
         let max_entries = options.positive_u64("max_entries")?;
         let max_bytes = options.positive_u64("max_bytes")?;
+        let cull = match (options.u64("cull_frequency")?, max_entries) {
+            (None, _) => None,
+            (Some(frequency), Some(max_entries)) => Some(Cull {
+                max_entries,
+                frequency,
+            }),
+            (Some(_), None) => {
+                return Err(Error::config(format!(
+                    "option 'cull_frequency' of {scheme}:// needs max_entries"
+                )))
+            }
+        };
         Ok(Bounds {
-            max_entries,
+            max_entries: max_entries.filter(|_| cull.is_none()),
             max_bytes: if max_entries.is_none() && max_bytes.is_none() {
                 Some(DEFAULT_MAX_BYTES)
             } else {
                 max_bytes
             },
+            cull,
         })
+    }
+}
+
+/// Django's cull: the exact entry bound of a SQL cache with `cull_frequency`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Cull {
+    pub max_entries: u64,
+    /// 1/`frequency` of the rows go when the table is full; 0 empties it.
+    pub frequency: u64,
+}
+
+impl Cull {
+    /// What a write of a new key into a table of `rows` rows must remove first: nothing,
+    /// `Some(n)` rows (expired ones, then the oldest), or `None` for all of them.
+    pub(crate) fn share(&self, rows: u64) -> Option<u64> {
+        if rows < self.max_entries {
+            Some(0)
+        } else {
+            // A frequency of 0 (no quotient) empties the table.
+            rows.checked_div(self.frequency).map(|n| n.max(1))
+        }
     }
 }
 
@@ -664,6 +725,7 @@ mod tests {
         let t = Trimmer::new(Bounds {
             max_entries: Some(1000),
             max_bytes: None,
+            cull: None,
         });
         assert!(t
             .excess(Estimate {
@@ -695,6 +757,20 @@ mod tests {
         assert!(!t.note_writes(100), "a pass is already running");
         t.finish(None);
         assert!(t.note_writes(25));
+    }
+
+    #[test]
+    fn cull_shares_are_djangos() {
+        let cull = |frequency| Cull {
+            max_entries: 30,
+            frequency,
+        };
+        assert_eq!(cull(3).share(29), Some(0));
+        assert_eq!(cull(3).share(30), Some(10));
+        assert_eq!(cull(3).share(31), Some(10));
+        assert_eq!(cull(100).share(30), Some(1));
+        assert_eq!(cull(0).share(30), None);
+        assert_eq!(cull(0).share(3), Some(0));
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! `postgres://user:password@host:5432/db`: the cache table in a PostgreSQL database.
 
 use super::{
-    byte_size, expires_at, key_hash, now_ms, Bounds, Estimate, Found, OldestWalk, Pool, Pooled,
-    TableName, Trimmer, MAX_TRIM_BATCHES, SAMPLES, TRIM_BATCH, TRIM_ROUNDS,
+    byte_size, expires_at, key_hash, now_ms, Bounds, Cull, Estimate, Found, OldestWalk, Pool,
+    Pooled, TableName, Trimmer, MAX_TRIM_BATCHES, SAMPLES, TRIM_BATCH, TRIM_ROUNDS,
 };
 use crate::backend::{apply_delta, not_found, parse_i64, Backend};
 use crate::error::{Error, ErrorKind, Result};
@@ -59,6 +59,7 @@ struct Inner {
     ready: AtomicBool,
     create_lock: Mutex<()>,
     trim: Trimmer,
+    cull: Option<Cull>,
     /// Advisory lock keys that serialize table creation and trimming across processes.
     create_key: i64,
     trim_key: i64,
@@ -94,9 +95,13 @@ enum Q {
     IdSpan,
     Oldest,
     DeleteUpto,
+    HashExists,
+    CountRead,
+    CullExpired,
+    CullOldest,
 }
 
-const N_QUERIES: usize = Q::DeleteUpto as usize + 1;
+const N_QUERIES: usize = Q::CullOldest as usize + 1;
 
 fn valid(q: &str) -> String {
     format!("({q}value IS NOT NULL AND {q}byte_size = length({q}key) + length({q}value))")
@@ -109,6 +114,8 @@ fn alive(q: &str, now: &str) -> String {
 struct Queries {
     table: TableName,
     create: String,
+    /// The row counter of Django's cull: its table, its first value, its triggers.
+    count_create: String,
     sql: Vec<String>,
 }
 
@@ -238,6 +245,51 @@ impl Queries {
             format!("SELECT id, byte_size FROM {t} WHERE id > $1 ORDER BY id LIMIT $2"),
         );
         put(Q::DeleteUpto, format!("DELETE FROM {t} WHERE id <= $1"));
+        let ct = &table.count_table;
+        put(
+            Q::HashExists,
+            format!("SELECT 1 FROM {t} WHERE key_hash = $1"),
+        );
+        // FOR UPDATE: writers of new keys take turns, so the count they act on is exact.
+        put(
+            Q::CountRead,
+            format!("SELECT n FROM {ct} WHERE id = 0 FOR UPDATE"),
+        );
+        put(
+            Q::CullExpired,
+            format!("DELETE FROM {t} WHERE expires_at <= $1"),
+        );
+        put(
+            Q::CullOldest,
+            format!("DELETE FROM {t} WHERE id IN (SELECT id FROM {t} ORDER BY id LIMIT $1)"),
+        );
+        // Run under the creation lock, with the cache table locked against writes so that
+        // no row comes or goes between the count and the triggers that keep it. Statement
+        // triggers over transition tables: one counter update per statement, not per row.
+        let stem = &table.count_stem;
+        let count_create = format!(
+            "CREATE TABLE IF NOT EXISTS {ct} (\
+               id INTEGER PRIMARY KEY CHECK (id = 0), n BIGINT NOT NULL); \
+             LOCK TABLE {t} IN SHARE ROW EXCLUSIVE MODE; \
+             INSERT INTO {ct} (id, n) SELECT 0, count(*) FROM {t} ON CONFLICT (id) DO NOTHING; \
+             CREATE OR REPLACE FUNCTION {ct}() RETURNS trigger LANGUAGE plpgsql AS $$ \
+             BEGIN \
+               IF TG_OP = 'INSERT' THEN \
+                 UPDATE {ct} SET n = n + (SELECT count(*) FROM polycache_rows) WHERE id = 0; \
+               ELSE \
+                 UPDATE {ct} SET n = n - (SELECT count(*) FROM polycache_rows) WHERE id = 0; \
+               END IF; \
+               RETURN NULL; \
+             END $$; \
+             DROP TRIGGER IF EXISTS \"{stem}_insert\" ON {t}; \
+             CREATE TRIGGER \"{stem}_insert\" AFTER INSERT ON {t} \
+               REFERENCING NEW TABLE AS polycache_rows \
+               FOR EACH STATEMENT EXECUTE FUNCTION {ct}(); \
+             DROP TRIGGER IF EXISTS \"{stem}_delete\" ON {t}; \
+             CREATE TRIGGER \"{stem}_delete\" AFTER DELETE ON {t} \
+               REFERENCING OLD TABLE AS polycache_rows \
+               FOR EACH STATEMENT EXECUTE FUNCTION {ct}();"
+        );
         let create = format!(
             "CREATE {}TABLE IF NOT EXISTS {t} (\
                id BIGSERIAL PRIMARY KEY, \
@@ -250,7 +302,12 @@ impl Queries {
             if unlogged { "UNLOGGED " } else { "" },
             table.index
         );
-        Queries { table, create, sql }
+        Queries {
+            table,
+            create,
+            count_create,
+            sql,
+        }
     }
 }
 
@@ -377,6 +434,7 @@ fn host_port(h: &str, redacted: &str) -> Result<(String, u16)> {
 impl PostgresBackend {
     /// Opens `postgres://user[:password]@host[:port][,host2[:port]]/dbname` (also
     /// `postgresql://`) with the options `table`, `unlogged`, `max_entries`, `max_bytes`,
+    /// `cull_frequency` (Django's exact cull, see the [module](super)),
     /// `connect_timeout`, `statement_timeout` (seconds) and `pool_size`.
     ///
     /// Does not connect: the first operation does, and creates the table if needed.
@@ -415,7 +473,7 @@ impl PostgresBackend {
         config.application_name("polycache");
         let table = TableName::parse(options.take("table"), true, &scheme)?;
         let unlogged = options.bool("unlogged")?.unwrap_or(false);
-        let bounds = Bounds::take(options)?;
+        let bounds = Bounds::take(options, "postgres")?;
         let connect_timeout = options
             .seconds("connect_timeout")?
             .unwrap_or(Some(DEFAULT_CONNECT_TIMEOUT));
@@ -444,6 +502,7 @@ impl PostgresBackend {
                 ready: AtomicBool::new(false),
                 create_lock: Mutex::new(()),
                 trim: Trimmer::new(bounds),
+                cull: bounds.cull,
                 create_key: key_hash(format!("polycache:create:{name}").as_bytes()),
                 trim_key: key_hash(format!("polycache:trim:{name}").as_bytes()),
             }),
@@ -522,11 +581,19 @@ impl PostgresBackend {
         let q = &self.inner.q;
         let key = self.inner.create_key;
         let result = (|| -> Result<(), postgres::Error> {
+            // The counter is looked for only when this cache culls (the table's name stands
+            // in for it otherwise).
+            let count_table = if self.inner.cull.is_some() {
+                &q.table.count_table
+            } else {
+                &q.table.quoted
+            };
             let exists: bool = conn
                 .client
                 .query_one(
-                    "SELECT to_regclass($1) IS NOT NULL AND to_regclass($2) IS NOT NULL",
-                    &[&q.table.quoted, &q.table.qualified_index],
+                    "SELECT to_regclass($1) IS NOT NULL AND to_regclass($2) IS NOT NULL \
+                       AND to_regclass($3) IS NOT NULL",
+                    &[&q.table.quoted, &q.table.qualified_index, count_table],
                 )?
                 .get(0);
             if exists {
@@ -535,6 +602,9 @@ impl PostgresBackend {
             let mut tx = conn.client.transaction()?;
             tx.execute("SELECT pg_advisory_xact_lock($1)", &[&key])?;
             tx.batch_execute(&q.create)?;
+            if self.inner.cull.is_some() {
+                tx.batch_execute(&q.count_create)?;
+            }
             tx.commit()
         })();
         result.map_err(|e| {
@@ -600,6 +670,55 @@ impl PostgresBackend {
             }
             return Err(self.fail(what, &e));
         }
+    }
+
+    /// Runs `write` of `keys` in one transaction, Django's cull making room before each
+    /// new key when the table is full (see the [module](super)).
+    fn culled(
+        &self,
+        what: &str,
+        retry_safe: bool,
+        cull: Cull,
+        keys: &[&[u8]],
+        write: impl Fn(&mut postgres::Transaction<'_>, usize) -> Result<u64, postgres::Error>,
+    ) -> Result<u64> {
+        let q = &self.inner.q;
+        let (written, culled) = self.run(what, retry_safe, |c| {
+            let stmts = [
+                Q::HashExists,
+                Q::CountRead,
+                Q::ClearAll,
+                Q::CullExpired,
+                Q::CullOldest,
+            ]
+            .map(|which| c.stmt(which, q));
+            let [exists, count, clear, expired, oldest] = stmts;
+            let (exists, count, clear, expired, oldest) =
+                (exists?, count?, clear?, expired?, oldest?);
+            let mut tx = c.client.transaction()?;
+            let (mut written, mut culled) = (0, 0);
+            for (i, key) in keys.iter().enumerate() {
+                if tx.query_opt(&exists, &[&key_hash(key)])?.is_none() {
+                    let rows: i64 = tx.query_one(&count, &[])?.get(0);
+                    culled += match cull.share(rows.max(0) as u64) {
+                        Some(0) => 0,
+                        None => tx.execute(&clear, &[])?,
+                        Some(share) => {
+                            let gone = tx.execute(&expired, &[&now_ms()])?;
+                            match share.checked_sub(gone) {
+                                Some(n) if n > 0 => gone + tx.execute(&oldest, &[&(n as i64)])?,
+                                _ => gone,
+                            }
+                        }
+                    };
+                }
+                written += write(&mut tx, i)?;
+            }
+            tx.commit()?;
+            Ok((written, culled))
+        })?;
+        self.inner.trim.evicted(culled);
+        Ok(written)
     }
 
     /// Counts writes and runs a trimming pass when one is due; its failure is only logged.
@@ -759,6 +878,14 @@ impl Backend for PostgresBackend {
         let hash = key_hash(key);
         let exp = expires_at(now_ms(), ttl);
         let size = byte_size(key, value);
+        if let Some(cull) = self.inner.cull {
+            let sql = &self.inner.q.sql[Q::Set as usize];
+            self.culled("set", true, cull, &[key], |tx, _| {
+                tx.execute(sql.as_str(), &[&hash, &key, &value, &exp, &size])
+            })?;
+            self.wrote(1);
+            return Ok(());
+        }
         self.run("set", true, |c| {
             let s = c.stmt(Q::Set, &self.inner.q)?;
             c.client.execute(&s, &[&hash, &key, &value, &exp, &size])?;
@@ -773,12 +900,20 @@ impl Backend for PostgresBackend {
         let now = now_ms();
         let exp = expires_at(now, ttl);
         let size = byte_size(key, value);
-        let stored = self.run("add", false, |c| {
-            let s = c.stmt(Q::Add, &self.inner.q)?;
-            Ok(c.client
-                .execute(&s, &[&hash, &key, &value, &exp, &size, &now])?
-                > 0)
-        })?;
+        let stored = match self.inner.cull {
+            Some(cull) => {
+                let sql = &self.inner.q.sql[Q::Add as usize];
+                self.culled("add", false, cull, &[key], |tx, _| {
+                    tx.execute(sql.as_str(), &[&hash, &key, &value, &exp, &size, &now])
+                })? > 0
+            }
+            None => self.run("add", false, |c| {
+                let s = c.stmt(Q::Add, &self.inner.q)?;
+                Ok(c.client
+                    .execute(&s, &[&hash, &key, &value, &exp, &size, &now])?
+                    > 0)
+            })?,
+        };
         if stored {
             self.wrote(1);
         }
@@ -914,6 +1049,16 @@ impl Backend for PostgresBackend {
             }
         }
         let exp = expires_at(now_ms(), ttl);
+        if let Some(cull) = self.inner.cull {
+            // Row by row, each new key culling as Django's database cache does.
+            let sql = &self.inner.q.sql[Q::Set as usize];
+            self.culled("set_many", true, cull, &ks, |tx, i| {
+                let size = byte_size(ks[i], vs[i]);
+                tx.execute(sql.as_str(), &[&hashes[i], &ks[i], &vs[i], &exp, &size])
+            })?;
+            self.wrote(ks.len() as u64);
+            return Ok(Vec::new());
+        }
         self.run("set_many", true, |c| {
             let s = c.stmt(Q::SetMany, &self.inner.q)?;
             c.client.execute(&s, &[&hashes, &ks, &vs, &exp])?;

@@ -1,8 +1,8 @@
 //! `sqlite:///path/to/cache.db`: the cache table in a SQLite database in WAL mode.
 
 use super::{
-    byte_size, expires_at, id_span, key_hash, now_ms, Bounds, Estimate, Found, OldestWalk, Pool,
-    Pooled, TableName, Trimmer, MAX_TRIM_BATCHES, SAMPLES, TRIM_BATCH, TRIM_ROUNDS,
+    byte_size, expires_at, id_span, key_hash, now_ms, Bounds, Cull, Estimate, Found, OldestWalk,
+    Pool, Pooled, TableName, Trimmer, MAX_TRIM_BATCHES, SAMPLES, TRIM_BATCH, TRIM_ROUNDS,
 };
 use crate::backend::{apply_delta, not_found, parse_i64, Backend};
 use crate::error::{Error, ErrorKind, Result};
@@ -10,7 +10,9 @@ use crate::location::{Location, Options};
 use crate::value::Value;
 use rusqlite::functions::FunctionFlags;
 use rusqlite::types::ValueRef;
-use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior};
+use rusqlite::{
+    params, Connection, ErrorCode, OpenFlags, OptionalExtension, Transaction, TransactionBehavior,
+};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -61,6 +63,7 @@ struct Inner {
     q: Queries,
     pool: Pool<Connection>,
     trim: Trimmer,
+    cull: Option<Cull>,
 }
 
 /// A row is valid when its value is bytes, its size matches, and its expiry is a number.
@@ -97,6 +100,12 @@ struct Queries {
     id_span: String,
     oldest: String,
     delete_upto: String,
+    /// The row counter of Django's cull: its table, its first value, its triggers.
+    count_create: String,
+    count_read: String,
+    hash_exists: String,
+    cull_expired: String,
+    cull_oldest: String,
 }
 
 impl Queries {
@@ -172,6 +181,27 @@ impl Queries {
             id_span: format!("SELECT min(id), max(id) FROM {t}"),
             oldest: format!("SELECT id, byte_size FROM {t} WHERE id > ?1 ORDER BY id LIMIT ?2"),
             delete_upto: format!("DELETE FROM {t} WHERE id <= ?1"),
+            // One write transaction: no row can come or go between the count and the
+            // triggers that keep it.
+            count_create: format!(
+                "BEGIN IMMEDIATE; \
+                 CREATE TABLE IF NOT EXISTS {ct} (\
+                   id INTEGER PRIMARY KEY CHECK (id = 0), n INTEGER NOT NULL); \
+                 INSERT OR IGNORE INTO {ct} (id, n) SELECT 0, count(*) FROM {t}; \
+                 CREATE TRIGGER IF NOT EXISTS \"{stem}_insert\" AFTER INSERT ON {t} \
+                   BEGIN UPDATE {ct} SET n = n + 1 WHERE id = 0; END; \
+                 CREATE TRIGGER IF NOT EXISTS \"{stem}_delete\" AFTER DELETE ON {t} \
+                   BEGIN UPDATE {ct} SET n = n - 1 WHERE id = 0; END; \
+                 COMMIT;",
+                ct = table.count_table,
+                stem = table.count_stem,
+            ),
+            count_read: format!("SELECT n FROM {} WHERE id = 0", table.count_table),
+            hash_exists: format!("SELECT 1 FROM {t} WHERE key_hash = ?1"),
+            cull_expired: format!("DELETE FROM {t} WHERE expires_at <= ?1"),
+            cull_oldest: format!(
+                "DELETE FROM {t} WHERE id IN (SELECT id FROM {t} ORDER BY id LIMIT ?1)"
+            ),
             table,
         }
     }
@@ -283,8 +313,9 @@ struct Settings {
 
 impl SqliteBackend {
     /// Opens `sqlite:///absolute/path.db` (or `sqlite://:memory:`) with the options
-    /// `table`, `max_entries`, `max_bytes`, `busy_timeout` (seconds), `synchronous`
-    /// (`off`, `normal`, `full`) and `pool_size`; creates the table if it is missing.
+    /// `table`, `max_entries`, `max_bytes`, `cull_frequency` (Django's exact cull, see the
+    /// [module](super)), `busy_timeout` (seconds), `synchronous` (`off`, `normal`, `full`)
+    /// and `pool_size`; creates the table if it is missing.
     ///
     /// Errors: [`ErrorKind::Configuration`] for a bad URL or option, or a file that cannot be
     /// opened as a database; [`ErrorKind::Timeout`] when the database stays locked.
@@ -306,7 +337,7 @@ impl SqliteBackend {
             }
         };
         let table = TableName::parse(options.take("table"), false, "sqlite")?;
-        let bounds = Bounds::take(options)?;
+        let bounds = Bounds::take(options, "sqlite")?;
         let busy_timeout = match options.seconds("busy_timeout")? {
             None => DEFAULT_BUSY_TIMEOUT,
             Some(Some(d)) => d,
@@ -354,6 +385,7 @@ impl SqliteBackend {
             q: Queries::new(s.table),
             pool: Pool::new(pool_size),
             trim: Trimmer::new(s.bounds),
+            cull: s.bounds.cull,
         };
         let backend = SqliteBackend {
             inner: Arc::new(inner),
@@ -369,18 +401,93 @@ impl SqliteBackend {
                 .with_source(e)
             }
         })?;
-        conn.execute_batch(&backend.inner.q.create)
-            .map_err(|e| backend.fail("creating the table", e))?;
+        backend.create_on(&conn)?;
         backend.inner.pool.seed(conn);
         Ok(backend)
     }
 
     /// Creates the table and its index if they do not exist (the backend also does this
-    /// when it opens).
+    /// when it opens), and with `cull_frequency` the row counter.
     pub fn create_table(&self) -> Result<()> {
-        let conn = self.conn()?;
+        self.create_on(&*self.conn()?)
+    }
+
+    fn create_on(&self, conn: &Connection) -> Result<()> {
         conn.execute_batch(&self.inner.q.create)
-            .map_err(|e| self.fail("creating the table", e))
+            .map_err(|e| self.fail("creating the table", e))?;
+        if self.inner.cull.is_some() {
+            conn.execute_batch(&self.inner.q.count_create)
+                .map_err(|e| self.fail("creating the row counter", e))?;
+        }
+        Ok(())
+    }
+
+    /// Runs the write statement `sql` of `key` (an upsert); when this cache culls, in a
+    /// transaction that makes room first. Returns the rows written.
+    fn write_row(
+        &self,
+        conn: &mut Connection,
+        what: &str,
+        sql: &str,
+        key: &[u8],
+        row: &[&dyn rusqlite::ToSql],
+    ) -> Result<usize> {
+        match self.inner.cull {
+            Some(cull) => self.culled(conn, cull, what, key, |tx| {
+                tx.prepare_cached(sql)?.execute(row)
+            }),
+            None => conn
+                .prepare_cached(sql)
+                .and_then(|mut s| s.execute(row))
+                .map_err(|e| self.fail(what, e)),
+        }
+    }
+
+    /// Runs `write` of `key` in one write transaction, after Django's cull made room when
+    /// the key is new and the table full.
+    fn culled<T>(
+        &self,
+        conn: &mut Connection,
+        cull: Cull,
+        what: &str,
+        key: &[u8],
+        write: impl FnOnce(&Transaction<'_>) -> rusqlite::Result<T>,
+    ) -> Result<T> {
+        let run = || -> rusqlite::Result<(T, u64)> {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let culled = self.make_room(&tx, cull, key)?;
+            let out = write(&tx)?;
+            tx.commit()?;
+            Ok((out, culled))
+        };
+        let (out, culled) = run().map_err(|e| self.fail(what, e))?;
+        self.inner.trim.evicted(culled);
+        Ok(out)
+    }
+
+    /// Django's cull before a write of `key`: when no row holds its hash (the write adds a
+    /// row) and the counter says the table is full, deletes the share of rows [`Cull`]
+    /// names, expired ones first. Returns how many rows went.
+    fn make_room(&self, tx: &Transaction<'_>, cull: Cull, key: &[u8]) -> rusqlite::Result<u64> {
+        let q = &self.inner.q;
+        if tx.prepare_cached(&q.hash_exists)?.exists([key_hash(key)])? {
+            return Ok(0);
+        }
+        let rows: i64 = tx
+            .prepare_cached(&q.count_read)?
+            .query_row([], |r| r.get(0))?;
+        Ok(match cull.share(rows.max(0) as u64) {
+            Some(0) => 0,
+            None => tx.prepare_cached(&q.clear_all)?.execute([])? as u64,
+            Some(share) => {
+                let expired = tx.prepare_cached(&q.cull_expired)?.execute([now_ms()])? as u64;
+                let oldest = match share.checked_sub(expired) {
+                    Some(n) if n > 0 => tx.prepare_cached(&q.cull_oldest)?.execute([n as i64])?,
+                    _ => 0,
+                };
+                expired + oldest as u64
+            }
+        })
     }
 
     /// The exact number of rows in the table, expired ones included (a `COUNT(*)`: for
@@ -605,9 +712,8 @@ impl Backend for SqliteBackend {
         let hash = key_hash(key);
         let exp = expires_at(now_ms(), ttl);
         let mut conn = self.conn()?;
-        conn.prepare_cached(&self.inner.q.set)
-            .and_then(|mut s| s.execute(params![hash, key, value, exp, byte_size(key, value)]))
-            .map_err(|e| self.fail("set", e))?;
+        let row = params![hash, key, value, exp, byte_size(key, value)];
+        self.write_row(&mut conn, "set", &self.inner.q.set, key, row)?;
         self.wrote(&mut conn, 1);
         Ok(())
     }
@@ -617,10 +723,8 @@ impl Backend for SqliteBackend {
         let now = now_ms();
         let exp = expires_at(now, ttl);
         let mut conn = self.conn()?;
-        let n = conn
-            .prepare_cached(&self.inner.q.add)
-            .and_then(|mut s| s.execute(params![hash, key, value, exp, byte_size(key, value), now]))
-            .map_err(|e| self.fail("add", e))?;
+        let row = params![hash, key, value, exp, byte_size(key, value), now];
+        let n = self.write_row(&mut conn, "add", &self.inner.q.add, key, row)?;
         if n > 0 {
             self.wrote(&mut conn, 1);
         }
@@ -773,6 +877,28 @@ impl Backend for SqliteBackend {
             .collect();
         let exp = expires_at(now_ms(), ttl);
         let mut conn = self.conn()?;
+        if let Some(cull) = self.inner.cull {
+            // Row by row, each new key culling as Django's database cache does.
+            let mut culled = 0;
+            let mut run = || -> rusqlite::Result<()> {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                for (k, v) in &rows {
+                    culled += self.make_room(&tx, cull, k)?;
+                    tx.prepare_cached(&self.inner.q.set)?.execute(params![
+                        key_hash(k),
+                        k,
+                        v,
+                        exp,
+                        byte_size(k, v)
+                    ])?;
+                }
+                tx.commit()
+            };
+            run().map_err(|e| self.fail("set_many", e))?;
+            self.inner.trim.evicted(culled);
+            self.wrote(&mut conn, rows.len() as u64);
+            return Ok(Vec::new());
+        }
         let run = |conn: &mut Connection| -> rusqlite::Result<()> {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             for chunk in rows.chunks(VALUES_CHUNK) {
