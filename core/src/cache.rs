@@ -34,11 +34,16 @@ pub const MAX_KEY_LEN: usize = 64 << 10;
 /// cache.set(Key::new("k").version(2), b"v2", Default::default()).unwrap();
 /// assert_eq!(cache.get("k").unwrap().unwrap(), *b"v1".as_slice());
 /// assert_eq!(cache.get(Key::new("k").version(2)).unwrap().unwrap(), *b"v2".as_slice());
+/// // A full key made by the caller (a custom key function): stored as it is.
+/// cache.set(Key::full("my-own:key"), b"v3", Default::default()).unwrap();
+/// assert_eq!(cache.make_key(Key::full("my-own:key")).unwrap(), b"my-own:key");
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Key<'a> {
     name: &'a str,
     version: Option<i64>,
+    /// `name` is the full key already: no prefix or version goes in front of it.
+    full: bool,
 }
 
 impl<'a> Key<'a> {
@@ -48,6 +53,18 @@ impl<'a> Key<'a> {
         Key {
             name,
             version: None,
+            full: false,
+        }
+    }
+    /// A full key the caller made itself (say with Django's `KEY_FUNCTION`), stored as it
+    /// is: the cache's prefix and version are not added, and a version set on it is ignored.
+    /// Everything else of the cache applies: statistics, value size limit, fail-open.
+    #[inline]
+    pub fn full(key: &'a str) -> Self {
+        Key {
+            name: key,
+            version: None,
+            full: true,
         }
     }
     /// The same key at `version`.
@@ -485,6 +502,9 @@ impl Cache {
                 ),
             ));
         }
+        if key.full {
+            return f(name);
+        }
         let head = &self.inner.head;
         match key.version {
             Some(v) if v != self.inner.version => {
@@ -745,18 +765,24 @@ impl Cache {
         self.incr(key, neg)
     }
 
-    fn full_keys(&self, keys: &[&str], version: Option<i64>) -> Result<(Vec<u8>, Vec<usize>)> {
+    fn full_keys(&self, keys: &[Key<'_>]) -> Result<(Vec<u8>, Vec<usize>)> {
         let mut bytes = Vec::with_capacity(
             keys.iter()
-                .map(|k| k.len() + self.inner.head.len() + 4)
+                .map(|k| k.name.len() + self.inner.head.len() + 4)
                 .sum(),
         );
         let mut ends = Vec::with_capacity(keys.len());
         for k in keys {
-            self.push_key(Key::new(k).maybe_version(version), &mut bytes)?;
+            self.push_key(*k, &mut bytes)?;
             ends.push(bytes.len());
         }
         Ok((bytes, ends))
+    }
+
+    fn versioned<'k>(keys: &[&'k str], version: Option<i64>) -> Vec<Key<'k>> {
+        keys.iter()
+            .map(|k| Key::new(k).maybe_version(version))
+            .collect()
     }
 
     fn split_keys<'b>(bytes: &'b [u8], ends: &[usize]) -> Vec<&'b [u8]> {
@@ -772,7 +798,13 @@ impl Cache {
 
     /// The values of `keys`, in order, `None` for each miss; one bulk call to the backend.
     pub fn get_many(&self, keys: &[&str], version: Option<i64>) -> Result<Vec<Option<Value>>> {
-        let (bytes, ends) = self.full_keys(keys, version)?;
+        self.get_many_keys(&Self::versioned(keys, version))
+    }
+
+    /// [`Cache::get_many`] of keys that each carry their own version, or are full keys
+    /// ([`Key::full`]).
+    pub fn get_many_keys(&self, keys: &[Key<'_>]) -> Result<Vec<Option<Value>>> {
+        let (bytes, ends) = self.full_keys(keys)?;
         let full = Self::split_keys(&bytes, &ends);
         let result = self.finish(self.inner.backend.get_many(&full), || {
             vec![None; full.len()]
@@ -792,11 +824,21 @@ impl Cache {
         expiry: Expiry,
         version: Option<i64>,
     ) -> Result<Vec<usize>> {
+        let items: Vec<(Key<'_>, &[u8])> = items
+            .iter()
+            .map(|(k, v)| (Key::new(k).maybe_version(version), *v))
+            .collect();
+        self.set_many_keys(&items, expiry)
+    }
+
+    /// [`Cache::set_many`] of keys that each carry their own version, or are full keys
+    /// ([`Key::full`]).
+    pub fn set_many_keys(&self, items: &[(Key<'_>, &[u8])], expiry: Expiry) -> Result<Vec<usize>> {
         for (_, v) in items {
             self.check_value(v)?;
         }
-        let names: Vec<&str> = items.iter().map(|(k, _)| *k).collect();
-        let (bytes, ends) = self.full_keys(&names, version)?;
+        let names: Vec<Key<'_>> = items.iter().map(|(k, _)| *k).collect();
+        let (bytes, ends) = self.full_keys(&names)?;
         let full = Self::split_keys(&bytes, &ends);
         let result = match self.resolve(expiry) {
             Ttl::Expired => self.inner.backend.delete_many(&full).map(|_| Vec::new()),
@@ -815,7 +857,13 @@ impl Cache {
 
     /// Removes every key; returns how many were present.
     pub fn delete_many(&self, keys: &[&str], version: Option<i64>) -> Result<usize> {
-        let (bytes, ends) = self.full_keys(keys, version)?;
+        self.delete_many_keys(&Self::versioned(keys, version))
+    }
+
+    /// [`Cache::delete_many`] of keys that each carry their own version, or are full keys
+    /// ([`Key::full`]).
+    pub fn delete_many_keys(&self, keys: &[Key<'_>]) -> Result<usize> {
+        let (bytes, ends) = self.full_keys(keys)?;
         let full = Self::split_keys(&bytes, &ends);
         let result = self.finish(self.inner.backend.delete_many(&full), || 0);
         if let Ok(n) = result {

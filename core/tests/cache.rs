@@ -37,6 +37,47 @@ fn full_key_is_djangos() {
 }
 
 #[test]
+fn full_keys_are_stored_as_they_are_and_counted() {
+    let c = Cache::builder("memory://")
+        .key_prefix("p")
+        .max_value_size(8)
+        .build()
+        .unwrap();
+    c.set(Key::full("made:by:caller"), b"v", Expiry::Never)
+        .unwrap();
+    assert_eq!(
+        c.make_key(Key::full("made:by:caller")).unwrap(),
+        b"made:by:caller"
+    );
+    // A version on a full key changes nothing: the caller made the whole key.
+    let v = c.get(Key::full("made:by:caller").version(7)).unwrap();
+    assert_eq!(v.as_deref(), Some(&b"v"[..]));
+    assert!(
+        c.get("made:by:caller").unwrap().is_none(),
+        "p:1:made:by:caller is another key"
+    );
+    let items = [(Key::full("a"), &b"1"[..]), (Key::full("b"), &b"2"[..])];
+    assert_eq!(
+        c.set_many_keys(&items, Expiry::Never).unwrap(),
+        Vec::<usize>::new()
+    );
+    let got = c.get_many_keys(&[Key::full("a"), Key::full("b"), Key::full("c")]);
+    assert_eq!(got.unwrap().iter().filter(|v| v.is_some()).count(), 2);
+    assert_eq!(
+        c.delete_many_keys(&[Key::full("a"), Key::full("zz")])
+            .unwrap(),
+        1
+    );
+    assert_eq!(c.incr(Key::full("b"), 5).unwrap(), 7);
+    let err = c
+        .set(Key::full("big"), b"123456789", Expiry::Never)
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::ValueTooLarge);
+    let s = c.stats();
+    assert_eq!((s.hits, s.misses, s.sets, s.deletes), (3, 2, 4, 1));
+}
+
+#[test]
 fn expiry_words() {
     let c = mem();
     c.set("never", b"x", Expiry::Never).unwrap();
