@@ -44,8 +44,24 @@ __all__ = ["Cache", "InvalidOptionError"]
 #: the process, as every ``LocMemCache`` without a LOCATION shares one.
 DEFAULT_MEMORY_STORE = "django"
 
-#: Django's own OPTIONS and the URL options they become (None: accepted, not passed on).
-_DJANGO_OPTIONS: dict[str, str | None] = {"MAX_ENTRIES": "max_entries", "CULL_FREQUENCY": None}
+#: Django's own OPTIONS and the URL options they become.
+_DJANGO_OPTIONS: dict[str, str] = {"MAX_ENTRIES": "max_entries", "CULL_FREQUENCY": "cull_frequency"}
+
+#: The URL options of ``_DJANGO_OPTIONS`` each scheme takes. Elsewhere (redis, memcached,
+#: dummy) they are checked and ignored, as Django's own Redis and Memcached backends ignore
+#: them. Where both are taken, either one brings Django's default for the other (300, 3):
+#: Django's words select Django's cull (on memory://, its exact LRU).
+_SCHEME_DJANGO_OPTIONS: dict[str, frozenset[str]] = {
+    "memory": frozenset({"max_entries", "cull_frequency"}),
+    "sqlite": frozenset({"max_entries", "cull_frequency"}),
+    "postgres": frozenset({"max_entries", "cull_frequency"}),
+    "postgresql": frozenset({"max_entries", "cull_frequency"}),
+    "file": frozenset({"max_entries"}),
+}
+
+#: Django's ``MAX_ENTRIES`` and ``CULL_FREQUENCY`` when ``OPTIONS`` gives only the other.
+_DEFAULT_MAX_ENTRIES = 300
+_DEFAULT_CULL_FREQUENCY = 3
 
 
 class InvalidOptionError(ConfigurationError, TypeError):
@@ -114,21 +130,21 @@ def _int_or(value: object, fallback: int) -> int:
         return fallback
 
 
-def _url_options(options: object) -> dict[str, object]:
+def _url_options(options: object, url: str) -> dict[str, object]:
     if options is None:
         return {}
     if not isinstance(options, Mapping):
         raise ConfigurationError(f"OPTIONS must be a mapping, not {type(options).__name__}")
+    taken = _SCHEME_DJANGO_OPTIONS.get(url.partition("://")[0].lower(), frozenset())
     out: dict[str, object] = {}
+    django: dict[str, int] = {}
     for name, value in options.items():
         if not isinstance(name, str):
             raise InvalidOptionError(f"OPTIONS keys must be str, not {type(name).__name__}")
         if name in _DJANGO_OPTIONS:
-            target = _DJANGO_OPTIONS[name]
             if isinstance(value, bool) or not isinstance(value, int):
                 raise InvalidOptionError(f"OPTIONS[{name!r}] must be an int, not {type(value).__name__}")
-            if target is not None:
-                out[target] = value
+            django[_DJANGO_OPTIONS[name]] = value
         elif name.isupper():
             raise InvalidOptionError(
                 f"unknown OPTIONS key {name!r}: polycache.django.Cache takes MAX_ENTRIES, "
@@ -136,6 +152,13 @@ def _url_options(options: object) -> dict[str, object]:
             )
         else:
             out[name] = value
+    if django and "cull_frequency" in taken:
+        # Django's defaults for the one not given; a lower-case eviction=clock keeps
+        # memory://'s default policy with MAX_ENTRIES as its bound.
+        django.setdefault("max_entries", _DEFAULT_MAX_ENTRIES)
+        if str(out.get("eviction", "lru")).strip().lower() == "lru":
+            django.setdefault("cull_frequency", _DEFAULT_CULL_FREQUENCY)
+    out.update((name, value) for name, value in django.items() if name in taken)
     return out
 
 
@@ -145,9 +168,10 @@ class Cache(_DjangoCache, BaseCache):  # type: ignore[misc]
     ``LOCATION`` is a polycache URL (``memory://`` when empty; ``memory://`` without a store
     name opens the process-wide store ``memory://django``, as ``LocMemCache`` shares one
     store between its instances). A list of URLs that differ only in their host becomes
-    one multi-host URL. ``OPTIONS``: ``MAX_ENTRIES`` (the ``max_entries`` URL option),
-    ``CULL_FREQUENCY`` (accepted; polycache evicts by its own policy) and any lower-case
-    URL option of the scheme, e.g. ``{"max_bytes": 64 << 20}`` or ``{"fail_open": True}``.
+    one multi-host URL. ``OPTIONS``: ``MAX_ENTRIES`` and ``CULL_FREQUENCY`` (Django's cull,
+    exact LRU on memory://; ignored on redis:// and memcached://, as Django does) and any
+    lower-case URL option of the scheme, e.g. ``{"max_bytes": 64 << 20}`` or
+    ``{"fail_open": True}``.
     """
 
     __module__ = "polycache.django"
@@ -158,7 +182,7 @@ class Cache(_DjangoCache, BaseCache):  # type: ignore[misc]
         if timeout is not None:
             timeout = _int_or(timeout, 300)
         prefix = params.get("KEY_PREFIX", "")
-        options = _url_options(params.get("OPTIONS"))
+        options = _url_options(params.get("OPTIONS"), url)
         kwargs: dict[str, Any] = {
             "key_prefix": prefix if isinstance(prefix, str) else str(prefix),
             "version": params.get("VERSION", 1),

@@ -7,8 +7,9 @@
 //!
 //! A custom `KEY_FUNCTION`, a subclass that overrides `make_key` / `validate_key` /
 //! `make_and_validate_key`, or a version that is not an `int` take the slow path: the key is
-//! made (and checked) by that Python code and the call goes to the backend with the full key
-//! as it is, since the core would add its own `{prefix}:{version}:` to it.
+//! made (and checked) by that Python code and goes to the core cache as a full key
+//! ([`Key::full`]), so statistics, fail-open and the value size limit apply as on the fast
+//! path.
 //!
 //! Timeouts use Django's words (`DEFAULT_TIMEOUT`, `None` never expires, `<= 0` already
 //! expired); `set` answers `None`; a value pickle cannot serialize raises pickle's own error,
@@ -27,7 +28,6 @@ use std::borrow::Cow;
 use std::ffi::CString;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
-use std::time::Duration;
 
 /// Django's `MEMCACHE_MAX_KEY_LENGTH`.
 const MEMCACHE_MAX_KEY_LENGTH: usize = 250;
@@ -131,12 +131,6 @@ enum Made<'a> {
     Raw(String),
 }
 
-/// A resolved expiry for calls that bypass the core `Cache` (raw keys).
-enum RawTtl {
-    Expired,
-    Keep(Option<Duration>),
-}
-
 /// The native base of `polycache.django.Cache`; see the module docs.
 #[pyclass(
     frozen,
@@ -187,6 +181,23 @@ impl DjangoCache {
         crate::run_on_key(py, &self.cache, self.local, key, f)
     }
 
+    /// Runs `f` on the core keys of `made`: on owned copies without the GIL unless local.
+    fn with_keys<T: Send>(
+        &self,
+        py: Python<'_>,
+        made: &[Made<'_>],
+        mode: Mode,
+        f: impl FnOnce(&Cache, &[Key<'_>]) -> T + Send,
+    ) -> T {
+        if self.local {
+            f(&self.cache, &core_keys(made.iter().map(made_text), mode))
+        } else {
+            let owned = owned_names(made);
+            let cache = &self.cache;
+            py.detach(move || f(cache, &core_keys(owned.iter().map(String::as_str), mode)))
+        }
+    }
+
     /// Runs `f` on the backend itself: for full keys made in Python.
     fn with_backend<T: Send>(&self, py: Python<'_>, f: impl FnOnce(&dyn Backend) -> T + Send) -> T {
         let backend = self.cache.backend().as_ref();
@@ -194,19 +205,6 @@ impl DjangoCache {
             f(backend)
         } else {
             py.detach(move || f(backend))
-        }
-    }
-
-    fn raw_ttl(&self, expiry: Expiry) -> RawTtl {
-        let expiry = if expiry == Expiry::Default {
-            self.cache.default_expiry()
-        } else {
-            expiry
-        };
-        match expiry {
-            Expiry::Never | Expiry::Default => RawTtl::Keep(None),
-            Expiry::After(d) if !d.is_zero() => RawTtl::Keep(Some(d)),
-            _ => RawTtl::Expired,
         }
     }
 
@@ -494,16 +492,10 @@ impl DjangoCache {
         let this = slf.get();
         let py = slf.py();
         let mode = this.mode(version);
-        let found = match (this.make(slf, key, mode, version)?, mode) {
-            (Made::Native(name), Mode::Native(v)) => this
-                .with_key(py, &name, |c, k| c.get(Key::new(k).maybe_version(v)))
-                .py_err(py)?,
-            (made, _) => {
-                let full = owned_names(std::slice::from_ref(&made)).remove(0);
-                this.with_backend(py, |b| b.get(full.as_bytes()))
-                    .py_err(py)?
-            }
-        };
+        let made = this.make(slf, key, mode, version)?;
+        let found = this
+            .with_key(py, made_text(&made), |c, k| c.get(core_key(k, mode)))
+            .py_err(py)?;
         match found {
             Some(ref v) => decode(py, v),
             None => Ok(default.unwrap_or_else(|| py.None().into_bound(py))),
@@ -532,36 +524,20 @@ impl DjangoCache {
         let bytes = encoded.as_bytes();
         // A failed write removes the old value, as Django's memcached backends do: a session
         // must not be served stale after a write that was too large.
-        match (made, mode) {
-            (Made::Native(name), Mode::Native(v)) => {
-                let write = |c: &Cache, k: &str, bytes: &[u8]| {
-                    let key = Key::new(k).maybe_version(v);
-                    c.set(key, bytes, expiry).inspect_err(|_| {
-                        let _ = c.delete(key);
-                    })
-                };
-                if this.local {
-                    write(&this.cache, &name, bytes)
-                } else {
-                    let (name, bytes) = (name.into_owned(), bytes.to_vec());
-                    let cache = &this.cache;
-                    py.detach(move || write(cache, &name, &bytes))
-                }
-                .py_err(py)?;
-            }
-            (made, _) => {
-                let full = owned_names(std::slice::from_ref(&made)).remove(0);
-                let ttl = this.raw_ttl(expiry);
-                let bytes = bytes.to_vec();
-                this.with_backend(py, move |b| match ttl {
-                    RawTtl::Expired => b.delete(full.as_bytes()).map(|_| ()),
-                    RawTtl::Keep(ttl) => b.set(full.as_bytes(), &bytes, ttl).inspect_err(|_| {
-                        let _ = b.delete(full.as_bytes());
-                    }),
-                })
-                .py_err(py)?;
-            }
+        let write = |c: &Cache, k: &str, bytes: &[u8]| {
+            let key = core_key(k, mode);
+            c.set(key, bytes, expiry).inspect_err(|_| {
+                let _ = c.delete(key);
+            })
+        };
+        if this.local {
+            write(&this.cache, made_text(&made), bytes)
+        } else {
+            let (name, bytes) = (made_text(&made).to_owned(), bytes.to_vec());
+            let cache = &this.cache;
+            py.detach(move || write(cache, &name, &bytes))
         }
+        .py_err(py)?;
         Ok(())
     }
 
@@ -584,27 +560,15 @@ impl DjangoCache {
         }
         let encoded = encode(value)?;
         let bytes = encoded.as_bytes();
-        match (made, mode) {
-            (Made::Native(name), Mode::Native(v)) => if this.local {
-                this.cache
-                    .add(Key::new(&name).maybe_version(v), bytes, expiry)
-            } else {
-                let (name, bytes) = (name.into_owned(), bytes.to_vec());
-                let cache = &this.cache;
-                py.detach(move || cache.add(Key::new(&name).maybe_version(v), &bytes, expiry))
-            }
-            .py_err(py),
-            (made, _) => {
-                let full = owned_names(std::slice::from_ref(&made)).remove(0);
-                let ttl = this.raw_ttl(expiry);
-                let bytes = bytes.to_vec();
-                this.with_backend(py, move |b| match ttl {
-                    RawTtl::Expired => b.has_key(full.as_bytes()).map(|present| !present),
-                    RawTtl::Keep(ttl) => b.add(full.as_bytes(), &bytes, ttl),
-                })
-                .py_err(py)
-            }
+        if this.local {
+            this.cache
+                .add(core_key(made_text(&made), mode), bytes, expiry)
+        } else {
+            let (name, bytes) = (made_text(&made).to_owned(), bytes.to_vec());
+            let cache = &this.cache;
+            py.detach(move || cache.add(core_key(&name, mode), &bytes, expiry))
         }
+        .py_err(py)
     }
 
     /// Removes `key`; True when it was present.
@@ -617,16 +581,9 @@ impl DjangoCache {
         let this = slf.get();
         let py = slf.py();
         let mode = this.mode(version);
-        match (this.make(slf, key, mode, version)?, mode) {
-            (Made::Native(name), Mode::Native(v)) => this
-                .with_key(py, &name, |c, k| c.delete(Key::new(k).maybe_version(v)))
-                .py_err(py),
-            (made, _) => {
-                let full = owned_names(std::slice::from_ref(&made)).remove(0);
-                this.with_backend(py, |b| b.delete(full.as_bytes()))
-                    .py_err(py)
-            }
-        }
+        let made = this.make(slf, key, mode, version)?;
+        this.with_key(py, made_text(&made), |c, k| c.delete(core_key(k, mode)))
+            .py_err(py)
     }
 
     /// True when `key` is in the cache and has not expired.
@@ -639,16 +596,9 @@ impl DjangoCache {
         let this = slf.get();
         let py = slf.py();
         let mode = this.mode(version);
-        match (this.make(slf, key, mode, version)?, mode) {
-            (Made::Native(name), Mode::Native(v)) => this
-                .with_key(py, &name, |c, k| c.has_key(Key::new(k).maybe_version(v)))
-                .py_err(py),
-            (made, _) => {
-                let full = owned_names(std::slice::from_ref(&made)).remove(0);
-                this.with_backend(py, |b| b.has_key(full.as_bytes()))
-                    .py_err(py)
-            }
-        }
+        let made = this.make(slf, key, mode, version)?;
+        this.with_key(py, made_text(&made), |c, k| c.has_key(core_key(k, mode)))
+            .py_err(py)
     }
 
     /// Gives `key` a new timeout; True when the key was present.
@@ -663,22 +613,11 @@ impl DjangoCache {
         let py = slf.py();
         let expiry = this.expiry(py, timeout)?;
         let mode = this.mode(version);
-        match (this.make(slf, key, mode, version)?, mode) {
-            (Made::Native(name), Mode::Native(v)) => this
-                .with_key(py, &name, |c, k| {
-                    c.touch(Key::new(k).maybe_version(v), expiry)
-                })
-                .py_err(py),
-            (made, _) => {
-                let full = owned_names(std::slice::from_ref(&made)).remove(0);
-                let ttl = this.raw_ttl(expiry);
-                this.with_backend(py, move |b| match ttl {
-                    RawTtl::Expired => b.delete(full.as_bytes()),
-                    RawTtl::Keep(ttl) => b.touch(full.as_bytes(), ttl),
-                })
-                .py_err(py)
-            }
-        }
+        let made = this.make(slf, key, mode, version)?;
+        this.with_key(py, made_text(&made), |c, k| {
+            c.touch(core_key(k, mode), expiry)
+        })
+        .py_err(py)
     }
 
     /// Adds `delta` to the integer under `key` atomically and returns the new value;
@@ -693,18 +632,11 @@ impl DjangoCache {
         let this = slf.get();
         let py = slf.py();
         let mode = this.mode(version);
-        match (this.make(slf, key, mode, version)?, mode) {
-            (Made::Native(name), Mode::Native(v)) => this
-                .with_key(py, &name, |c, k| {
-                    c.incr(Key::new(k).maybe_version(v), delta)
-                })
-                .py_err(py),
-            (made, _) => {
-                let full = owned_names(std::slice::from_ref(&made)).remove(0);
-                this.with_backend(py, |b| b.incr(full.as_bytes(), delta))
-                    .py_err(py)
-            }
-        }
+        let made = this.make(slf, key, mode, version)?;
+        this.with_key(py, made_text(&made), |c, k| {
+            c.incr(core_key(k, mode), delta)
+        })
+        .py_err(py)
     }
 
     /// Subtracts `delta` from the integer under `key` atomically and returns the new value.
@@ -739,29 +671,9 @@ impl DjangoCache {
         let objs = keys.try_iter()?.collect::<PyResult<Vec<_>>>()?;
         let mode = this.mode(version);
         let made = this.make_all(slf, &objs, mode, version)?;
-        let values: Vec<Option<Value>> = match mode {
-            Mode::Native(v) => {
-                if this.local {
-                    let names: Vec<&str> = made.iter().map(made_text).collect();
-                    this.cache.get_many(&names, v)
-                } else {
-                    let owned = owned_names(&made);
-                    let cache = &this.cache;
-                    py.detach(move || {
-                        let names: Vec<&str> = owned.iter().map(String::as_str).collect();
-                        cache.get_many(&names, v)
-                    })
-                }
-            }
-            Mode::Raw => {
-                let owned = owned_names(&made);
-                this.with_backend(py, move |b| {
-                    let full: Vec<&[u8]> = owned.iter().map(String::as_bytes).collect();
-                    b.get_many(&full)
-                })
-            }
-        }
-        .py_err(py)?;
+        let values: Vec<Option<Value>> = this
+            .with_keys(py, &made, mode, |c, keys| c.get_many_keys(keys))
+            .py_err(py)?;
         let found = PyDict::new(py);
         for (obj, value) in objs.iter().zip(values) {
             if let Some(value) = value {
@@ -800,52 +712,27 @@ impl DjangoCache {
         }
         // Every value is serialized before anything is stored: one bad value stores none.
         let encoded = values.iter().map(encode).collect::<PyResult<Vec<_>>>()?;
-        let failed: Vec<usize> = match mode {
-            Mode::Native(v) => {
-                if this.local {
-                    let pairs: Vec<(&str, &[u8])> = made
-                        .iter()
-                        .zip(&encoded)
-                        .map(|(k, e)| (made_text(k), e.as_bytes()))
-                        .collect();
-                    this.cache.set_many(&pairs, expiry, v)
-                } else {
-                    let owned: Vec<(String, Vec<u8>)> = owned_names(&made)
-                        .into_iter()
-                        .zip(&encoded)
-                        .map(|(k, e)| (k, e.as_bytes().to_vec()))
-                        .collect();
-                    let cache = &this.cache;
-                    py.detach(move || {
-                        let pairs: Vec<(&str, &[u8])> = owned
-                            .iter()
-                            .map(|(k, v)| (k.as_str(), v.as_slice()))
-                            .collect();
-                        cache.set_many(&pairs, expiry, v)
-                    })
-                }
-            }
-            Mode::Raw => {
-                let owned: Vec<(String, Vec<u8>)> = owned_names(&made)
-                    .into_iter()
-                    .zip(&encoded)
-                    .map(|(k, e)| (k, e.as_bytes().to_vec()))
+        let failed: Vec<usize> = if this.local {
+            let pairs: Vec<(Key<'_>, &[u8])> = made
+                .iter()
+                .zip(&encoded)
+                .map(|(k, e)| (core_key(made_text(k), mode), e.as_bytes()))
+                .collect();
+            this.cache.set_many_keys(&pairs, expiry)
+        } else {
+            let owned: Vec<(String, Vec<u8>)> = owned_names(&made)
+                .into_iter()
+                .zip(&encoded)
+                .map(|(k, e)| (k, e.as_bytes().to_vec()))
+                .collect();
+            let cache = &this.cache;
+            py.detach(move || {
+                let pairs: Vec<(Key<'_>, &[u8])> = owned
+                    .iter()
+                    .map(|(k, v)| (core_key(k, mode), v.as_slice()))
                     .collect();
-                let ttl = this.raw_ttl(expiry);
-                this.with_backend(py, move |b| {
-                    let pairs: Vec<(&[u8], &[u8])> = owned
-                        .iter()
-                        .map(|(k, v)| (k.as_bytes(), v.as_slice()))
-                        .collect();
-                    match ttl {
-                        RawTtl::Expired => {
-                            let keys: Vec<&[u8]> = pairs.iter().map(|(k, _)| *k).collect();
-                            b.delete_many(&keys).map(|_| Vec::new())
-                        }
-                        RawTtl::Keep(ttl) => b.set_many(&pairs, ttl),
-                    }
-                })
-            }
+                cache.set_many_keys(&pairs, expiry)
+            })
         }
         .py_err(py)?;
         PyList::new(py, failed.into_iter().map(|i| &keys[i]))
@@ -863,29 +750,8 @@ impl DjangoCache {
         let objs = keys.try_iter()?.collect::<PyResult<Vec<_>>>()?;
         let mode = this.mode(version);
         let made = this.make_all(slf, &objs, mode, version)?;
-        match mode {
-            Mode::Native(v) => {
-                if this.local {
-                    let names: Vec<&str> = made.iter().map(made_text).collect();
-                    this.cache.delete_many(&names, v)
-                } else {
-                    let owned = owned_names(&made);
-                    let cache = &this.cache;
-                    py.detach(move || {
-                        let names: Vec<&str> = owned.iter().map(String::as_str).collect();
-                        cache.delete_many(&names, v)
-                    })
-                }
-            }
-            Mode::Raw => {
-                let owned = owned_names(&made);
-                this.with_backend(py, move |b| {
-                    let full: Vec<&[u8]> = owned.iter().map(String::as_bytes).collect();
-                    b.delete_many(&full)
-                })
-            }
-        }
-        .py_err(py)?;
+        this.with_keys(py, &made, mode, |c, keys| c.delete_many_keys(keys))
+            .py_err(py)?;
         Ok(())
     }
 
@@ -1038,6 +904,20 @@ impl DjangoCache {
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         crate::stats_dict(py, &self.cache.stats())
     }
+}
+
+/// The core key of a made key's text: the caller's key at the call's version, or a full
+/// key made in Python.
+#[inline]
+fn core_key(text: &str, mode: Mode) -> Key<'_> {
+    match mode {
+        Mode::Native(v) => Key::new(text).maybe_version(v),
+        Mode::Raw => Key::full(text),
+    }
+}
+
+fn core_keys<'a>(texts: impl Iterator<Item = &'a str>, mode: Mode) -> Vec<Key<'a>> {
+    texts.map(|t| core_key(t, mode)).collect()
 }
 
 #[inline]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 import pickle
 import sys
 import threading
@@ -146,6 +147,42 @@ def test_custom_key_function_callable_and_dotted_path(monkeypatch: pytest.Monkey
     assert raw.get("custom|x|1|k") == "v"
     assert dotted.key_func is custom_key_func
     assert dotted.get("k") == "v"
+
+
+def test_custom_key_function_goes_through_the_cache() -> None:
+    # Statistics and the value size limit apply to keys a KEY_FUNCTION made.
+    c = make(KEY_FUNCTION=custom_key_func, OPTIONS={"max_value_size": 100})
+    c.set("k", "v")
+    c.set_many({"a": 1, "b": 2})
+    assert c.get("k") == "v"
+    assert c.get("missing") is None
+    assert c.get_many(["a", "b", "c"]) == {"a": 1, "b": 2}
+    assert c.delete("k") is True
+    c.delete_many(["a"])
+    stats = c.stats()
+    assert (stats["hits"], stats["misses"], stats["sets"], stats["deletes"]) == (3, 2, 3, 2)
+    with pytest.raises(polycache.ValueTooLargeError):
+        c.set("big", "x" * 1000)
+    with pytest.raises(polycache.ValueTooLargeError):
+        c.set_many({"small": 1, "big": "x" * 1000})
+    assert c.get_many(["big", "small"]) == {}
+
+
+@pytest.mark.skipif("redis://" not in polycache.SCHEMES, reason="this wheel was built without the redis feature")
+def test_custom_key_function_fails_open() -> None:
+    sys.path.insert(0, os.path.dirname(__file__))
+    import servers
+
+    dead = f"redis://127.0.0.1:{servers.free_port()}/0"
+    c = Cache(dead, {"KEY_FUNCTION": custom_key_func, "OPTIONS": {"fail_open": True, "breaker_cooldown": 60}})
+    assert c.get("k", "default") == "default"
+    c.set("k", 1)  # reported as not stored, not raised
+    assert c.get_many(["k", "j"]) == {}
+    assert c.add("k", 1) is False
+    assert c.stats()["errors"] >= 4
+    strict = Cache(dead, {"KEY_FUNCTION": custom_key_func})
+    with pytest.raises(polycache.ConnectionError):
+        strict.get("k")
 
 
 def test_custom_key_function_keys_are_validated() -> None:
@@ -402,11 +439,47 @@ def test_unknown_options_raise_what_djangos_clients_raise() -> None:
         make(OPTIONS=["max_entries"])
 
 
-def test_max_entries_bounds_and_cull_frequency_is_accepted() -> None:
-    c = make(OPTIONS={"MAX_ENTRIES": 20, "CULL_FREQUENCY": 0})
+@pytest.mark.parametrize("cull", [None, 0, 1, 2, 3, 7, 100])
+def test_max_entries_and_cull_frequency_cull_as_locmem_does(cull: int | None) -> None:
+    options = {"MAX_ENTRIES": 20} if cull is None else {"MAX_ENTRIES": 20, "CULL_FREQUENCY": cull}
+    ours, theirs = make(OPTIONS=options), locmem(OPTIONS=options)
+    keys = [f"k{i}" for i in range(75)]
+    for i, key in enumerate(keys):
+        for c in (ours, theirs):
+            c.set(key, i)
+            if i % 4 == 0:
+                c.get(keys[i // 2])  # a read moves a key to the recent end
+    # LocMemCache removes nothing when 20 // CULL_FREQUENCY is 0; polycache removes one
+    # so that MAX_ENTRIES holds.
+    if cull == 100:
+        assert len(ours.get_many(keys)) == 20
+        return
+    assert ours.get_many(keys) == theirs.get_many(keys)
+    assert (ours._max_entries, ours._cull_frequency) == (20, 3 if cull is None else cull)
+    assert ours.stats()["evictions"] > 0
+
+
+def test_eviction_clock_keeps_the_fast_policy_under_max_entries() -> None:
+    c = make(OPTIONS={"MAX_ENTRIES": 20, "eviction": "clock"})
     c.set_many({f"k{i}": i for i in range(200)})
     assert 0 < len(c.get_many([f"k{i}" for i in range(200)])) <= 20
-    assert (c._max_entries, c._cull_frequency) == (20, 0)
+    with pytest.raises(InvalidOptionError, match="eviction=lru"):
+        make(OPTIONS={"CULL_FREQUENCY": 2, "eviction": "clock"})
+    with pytest.raises(InvalidOptionError, match="cull_frequency"):
+        make(OPTIONS={"CULL_FREQUENCY": -1})
+
+
+def test_cull_frequency_alone_bounds_at_djangos_300() -> None:
+    c = make(OPTIONS={"CULL_FREQUENCY": 0})
+    c.set_many({f"k{i}": i for i in range(301)})
+    assert c.get_many([f"k{i}" for i in range(301)]) == {"k300": 300}
+
+
+def test_django_bounds_are_ignored_where_django_ignores_them() -> None:
+    # Django's Redis and Memcached backends take no MAX_ENTRIES; neither does dummy://.
+    c = Cache("dummy://", {"OPTIONS": {"MAX_ENTRIES": 5, "CULL_FREQUENCY": 0}})
+    c.set("k", 1)
+    assert c.get("k") is None
 
 
 def test_lower_case_options_are_url_options() -> None:

@@ -112,17 +112,6 @@ def tolerated_failures(cls: type, reasons: dict[str, str]) -> None:
         _record(cls.__name__, name, f"a failure is tolerated, needs the core: {reason}")
 
 
-#: Why memory:// fails LocMem's eviction tests: DESIGN.md asks for scan-resistant eviction.
-CULL_REASON = (
-    "LocMemCache culls 1/CULL_FREQUENCY of its entries (all with 0) when MAX_ENTRIES is "
-    "reached; memory:// keeps MAX_ENTRIES and evicts one entry at a time by CLOCK-PRO"
-)
-#: Why the SQL backends fail the cull tests.
-SQL_CULL_REASON = (
-    "Django's DB cache deletes 1/CULL_FREQUENCY of the rows (all with 0) when MAX_ENTRIES is "
-    "reached; polycache's SQL backends trim the oldest rows (FIFO) down to MAX_ENTRIES and "
-    "take no cull fraction"
-)
 FILE_ZERO_CULL_REASON = (
     "CULL_FREQUENCY=0 empties Django's file cache when it is full; file:// culls its own "
     "fraction and takes no cull-frequency option"
@@ -130,14 +119,6 @@ FILE_ZERO_CULL_REASON = (
 FILE_CULL_REASON = (
     "file:// evicts the oldest entries down to 90% of MAX_ENTRIES with an estimated count, "
     "so 27 to 29 of the 49 keys remain, not Django's exact 29"
-)
-TTL_REASON = (
-    "memory:// checks deadlines on CLOCK_MONOTONIC_COARSE, so an entry outlives its timeout "
-    "by up to a few milliseconds and a read right after a sleep(timeout) can still hit"
-)
-LRU_REASON = (
-    "LocMemCache evicts the least recently used key; memory:// evicts by CLOCK-PRO, which "
-    "protects entries read more than once and evicts a new, unread entry first"
 )
 
 
@@ -168,7 +149,12 @@ def single(location: str = LOCATION, **params: Any) -> dict[str, dict[str, Any]]
 # The backend classes.
 
 if SCHEME == "memory":
-    LRU = suite_caches(LOCATION="memory://suite-lru", OPTIONS={"MAX_ENTRIES": 9})
+
+    def lru_caches(test: str) -> dict[str, dict[str, Any]]:
+        # Django's LRU tests find their LocMem store emptied by the previous test's tearDown
+        # (it clears the same store); a memory:// store takes the bounds of its first opener,
+        # so each LRU test gets an empty store of its own instead.
+        return suite_caches(LOCATION=f"memory://suite-{test}", OPTIONS={"MAX_ENTRIES": 9})
 
     @override_settings(CACHES=suite_caches())
     class PolycacheLocMemCacheTests(dj.LocMemCacheTests):  # type: ignore[misc]
@@ -185,25 +171,15 @@ if SCHEME == "memory":
             },
         )
 
-        test_lru_get = with_caches(dj.LocMemCacheTests.test_lru_get, LRU)
-        test_lru_set = with_caches(dj.LocMemCacheTests.test_lru_set, LRU)
-        test_lru_incr = with_caches(dj.LocMemCacheTests.test_lru_incr, LRU)
+        test_lru_get = with_caches(dj.LocMemCacheTests.test_lru_get, lru_caches("lru-get"))
+        test_lru_set = with_caches(dj.LocMemCacheTests.test_lru_set, lru_caches("lru-set"))
+        test_lru_incr = with_caches(dj.LocMemCacheTests.test_lru_incr, lru_caches("lru-incr"))
 
     skip(
         PolycacheLocMemCacheTests,
         {
             "test_locking_on_pickle": "reads LocMemCache._lock (polycache pickles before any lock is taken)",
             "test_incr_decr_timeout": "reads LocMemCache._expire_info",
-        },
-    )
-    known_failures(
-        PolycacheLocMemCacheTests,
-        {
-            "test_cull": CULL_REASON,
-            "test_zero_cull": CULL_REASON,
-            "test_lru_get": LRU_REASON,
-            "test_lru_set": LRU_REASON,
-            "test_lru_incr": LRU_REASON,
         },
     )
     _record("PolycacheLocMemCacheTests", "setUp", "overridden: the aliases share the memory:// store")
@@ -277,8 +253,6 @@ elif SCHEME in ("sqlite", "postgres", "postgresql"):
     @override_settings(CACHES=suite_caches())
     class PolycacheSqlCacheTests(dj.BaseCacheTests, TestCase):  # type: ignore[misc]
         pass
-
-    known_failures(PolycacheSqlCacheTests, {"test_cull": SQL_CULL_REASON, "test_zero_cull": SQL_CULL_REASON})
 
     _record(
         "DBCacheTests",
@@ -392,9 +366,6 @@ if SCHEME != "dummy":
     )
     class PolycacheCacheMiddlewareTest(dj.CacheMiddlewareTest):  # type: ignore[misc]
         pass
-
-    if SCHEME == "memory":
-        tolerated_failures(PolycacheCacheMiddlewareTest, {"test_cache_page_timeout": TTL_REASON})
 
     @override_settings(CACHES=single())
     class PolycacheTestWithTemplateResponse(dj.TestWithTemplateResponse):  # type: ignore[misc]
