@@ -5,8 +5,11 @@ In one run, as ns per call (best of 5 tight timeit loops) with the speed-up peer
 * Django's cache API on memory://: ``polycache.django.Cache`` against Django's
   ``LocMemCache`` (get hit, also through the ``django.core.cache.cache`` proxy; get miss;
   set; get_many of 100 keys; incr; get_or_set hit). Target: get hit at least 10x faster.
+  Twice: the default store (CLOCK-PRO) and, with ``OPTIONS={"MAX_ENTRIES": …}``, the exact
+  LRU store with Django's cull.
 * cachelib's API on memory://: ``polycache.flask.Cache`` against cachelib's ``SimpleCache``
-  (get hit, get miss, set, get_many of 100, inc). Target: at least 5x faster.
+  (get hit, get miss, set, get_many of 100, inc). Target: at least 5x faster. Twice too
+  (``eviction=lru`` in the URL for the second).
 * Django's cache API on redis://, when this build has the redis backend and redis-server
   is installed: ``polycache.django.Cache`` against Django's ``RedisCache`` on one private
   server (tests/python/servers.py). Target: at least 3x faster on every operation.
@@ -39,6 +42,11 @@ def django_setup() -> None:
         settings.configure(
             CACHES={
                 "default": {"BACKEND": "polycache.django.Cache", "LOCATION": "memory://bench-django"},
+                "lru": {
+                    "BACKEND": "polycache.django.Cache",
+                    "LOCATION": "memory://bench-django-lru",
+                    "OPTIONS": {"MAX_ENTRIES": 100_000},
+                },
                 "locmem": {
                     "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
                     "LOCATION": "bench-locmem",
@@ -108,19 +116,27 @@ def run_memory(calls: int) -> None:
     import polycache.django
     import polycache.flask
 
-    ours, locmem = caches["default"], caches["locmem"]
-    assert isinstance(ours, polycache.django.Cache)
+    ours, lru, locmem = caches["default"], caches["lru"], caches["locmem"]
+    assert isinstance(ours, polycache.django.Cache) and isinstance(lru, polycache.django.Cache)
     compare(
-        "Django API, memory:// (ns/call)", 10,
+        "Django API, memory:// default store, CLOCK-PRO (ns/call)", 10,
         django_ops(ours, proxy), "LocMemCache", django_ops(locmem, ConnectionProxy(caches, "locmem")), calls,
     )
     print("'proxy': through django.core.cache.cache, whose per-call lookup of the thread's")
     print("connection (asgiref Local) costs the same few microseconds whatever the backend.")
     compare(
-        "cachelib API, memory:// (ns/call)", 5,
-        cachelib_ops(polycache.flask.Cache("memory://bench-cachelib", 300)),
-        "SimpleCache", cachelib_ops(SimpleCache(threshold=100_000, default_timeout=300)), calls,
+        "Django API, memory:// with MAX_ENTRIES, exact LRU + Django's cull (ns/call)", 10,
+        django_ops(lru), "LocMemCache", django_ops(locmem), calls,
     )
+    for mode, url in (
+        ("default store, CLOCK-PRO", "memory://bench-cachelib"),
+        ("eviction=lru", "memory://bench-cachelib-lru?max_entries=100000&eviction=lru"),
+    ):
+        compare(
+            f"cachelib API, memory:// {mode} (ns/call)", 5,
+            cachelib_ops(polycache.flask.Cache(url, 300)),
+            "SimpleCache", cachelib_ops(SimpleCache(threshold=100_000, default_timeout=300)), calls,
+        )
 
 
 @contextmanager
@@ -146,6 +162,7 @@ def run_redis(calls: int) -> None:
 
         import polycache.django
 
+        # redis:// has one mode: MAX_ENTRIES and CULL_FREQUENCY are ignored, as RedisCache does.
         ours = polycache.django.Cache(url, {"KEY_PREFIX": "ours"})
         theirs = RedisCache(url, {"KEY_PREFIX": "theirs"})
         compare(
