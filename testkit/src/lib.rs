@@ -38,6 +38,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+mod proxy;
+pub use proxy::FaultProxy;
+
 /// How long `redis-server` and `memcached` get to answer after they are spawned.
 const QUICK_START_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long PostgreSQL gets to accept connections after `postgres` is spawned.
@@ -335,6 +338,25 @@ impl RedisServer {
         let port = self.port;
         self.process
             .restart(QUICK_START_TIMEOUT, &mut || redis_answers_ping(port))
+    }
+
+    /// Freezes the server with `SIGSTOP`: connections stay open and the kernel still
+    /// accepts new ones, but nothing is answered until [`RedisServer::thaw`] — a server stuck in
+    /// a long pause. For fault tests of timeouts. Dropping, stopping or restarting a frozen
+    /// server thaws it first.
+    ///
+    /// # Errors
+    /// [`TestkitError::Io`] if the server is not running or cannot be signalled.
+    pub fn freeze(&mut self) -> Result<(), TestkitError> {
+        self.process.freeze()
+    }
+
+    /// Lets a frozen server run again (`SIGCONT`); does nothing if it is not frozen.
+    ///
+    /// # Errors
+    /// As [`RedisServer::freeze`].
+    pub fn thaw(&mut self) -> Result<(), TestkitError> {
+        self.process.thaw()
     }
 }
 
@@ -986,6 +1008,25 @@ impl MemcachedServer {
         self.process
             .restart(QUICK_START_TIMEOUT, &mut || endpoint.answers_version())
     }
+
+    /// Freezes the server with `SIGSTOP`: connections stay open and the kernel still
+    /// accepts new ones, but nothing is answered until [`MemcachedServer::thaw`] — a server stuck in
+    /// a long pause. For fault tests of timeouts. Dropping, stopping or restarting a frozen
+    /// server thaws it first.
+    ///
+    /// # Errors
+    /// [`TestkitError::Io`] if the server is not running or cannot be signalled.
+    pub fn freeze(&mut self) -> Result<(), TestkitError> {
+        self.process.freeze()
+    }
+
+    /// Lets a frozen server run again (`SIGCONT`); does nothing if it is not frozen.
+    ///
+    /// # Errors
+    /// As [`MemcachedServer::freeze`].
+    pub fn thaw(&mut self) -> Result<(), TestkitError> {
+        self.process.thaw()
+    }
 }
 
 fn memcached_answers_version(mut stream: impl Read + Write) -> bool {
@@ -1161,6 +1202,25 @@ impl PostgresServer {
         self.process
             .restart(POSTGRES_START_TIMEOUT, &mut || postgres_accepts_login(port))
     }
+
+    /// Freezes the server with `SIGSTOP` (the postmaster and every backend process): connections stay open and the kernel still
+    /// accepts new ones, but nothing is answered until [`PostgresServer::thaw`] — a server stuck in
+    /// a long pause. For fault tests of timeouts. Dropping, stopping or restarting a frozen
+    /// server thaws it first.
+    ///
+    /// # Errors
+    /// [`TestkitError::Io`] if the server is not running or cannot be signalled.
+    pub fn freeze(&mut self) -> Result<(), TestkitError> {
+        self.process.freeze()
+    }
+
+    /// Lets a frozen server run again (`SIGCONT`); does nothing if it is not frozen.
+    ///
+    /// # Errors
+    /// As [`PostgresServer::freeze`].
+    pub fn thaw(&mut self) -> Result<(), TestkitError> {
+        self.process.thaw()
+    }
 }
 
 /// Whether the server completes a login as `postgres` (trust) to database `postgres`.
@@ -1308,6 +1368,8 @@ struct ServerProcess {
     stop_signal: libc::c_int,
     /// Signal sent on drop; the process is killed if it has not exited shortly after.
     drop_signal: libc::c_int,
+    /// Whether [`ServerProcess::freeze`] stopped it (and its children) with `SIGSTOP`.
+    frozen: bool,
 }
 
 /// Why a spawned server did not become ready.
@@ -1332,6 +1394,7 @@ impl ServerProcess {
             child: None,
             stop_signal,
             drop_signal: libc::SIGKILL,
+            frozen: false,
         }
     }
 
@@ -1411,12 +1474,49 @@ impl ServerProcess {
         self.terminate(libc::SIGKILL)
     }
 
+    /// Stops the process and its direct children (PostgreSQL's per-connection backends)
+    /// with `SIGSTOP`: they keep their sockets open but answer nothing, as a server stuck in
+    /// swap or a long pause would. The kernel still accepts connections on its port.
+    fn freeze(&mut self) -> Result<(), TestkitError> {
+        self.signal_tree(libc::SIGSTOP)?;
+        self.frozen = true;
+        Ok(())
+    }
+
+    /// Lets a frozen process and its children run again (`SIGCONT`).
+    fn thaw(&mut self) -> Result<(), TestkitError> {
+        if !self.frozen {
+            return Ok(());
+        }
+        self.signal_tree(libc::SIGCONT)?;
+        self.frozen = false;
+        Ok(())
+    }
+
+    fn signal_tree(&self, signal: libc::c_int) -> Result<(), TestkitError> {
+        let context = || format!("signalling {} ({signal})", self.name);
+        let Some(pid) = self.pid() else {
+            return Err(TestkitError::io(
+                context(),
+                io::Error::new(io::ErrorKind::NotFound, "the server is not running"),
+            ));
+        };
+        // The parent first: once stopped it forks no backend we would miss.
+        signal_pid(pid, signal).map_err(|e| TestkitError::io(context(), e))?;
+        for child in child_pids(pid) {
+            signal_pid(child, signal).map_err(|e| TestkitError::io(context(), e))?;
+        }
+        Ok(())
+    }
+
     fn stop(&mut self) -> Result<(), TestkitError> {
         self.terminate(self.stop_signal)
     }
 
     /// Sends `signal`, waits up to [`STOP_GRACE`] for the exit, then kills; always reaps.
     fn terminate(&mut self, signal: libc::c_int) -> Result<(), TestkitError> {
+        // A stopped process would sit on a catchable signal until the grace ran out.
+        let _ = self.thaw();
         let Some(mut child) = self.child.take() else {
             return Ok(());
         };
@@ -1456,6 +1556,8 @@ impl ServerProcess {
 
 impl Drop for ServerProcess {
     fn drop(&mut self) {
+        // Frozen children (PostgreSQL backends) must run to notice their parent is gone.
+        let _ = self.thaw();
         if let Some(mut child) = self.child.take() {
             // Errors cannot be reported from Drop; SIGKILL and a blocking wait are the
             // fallback inside `signal_and_reap`.
@@ -1612,6 +1714,39 @@ fn find_program(program: &'static str, package: &'static str) -> Result<PathBuf,
                 .find(|candidate| is_executable(candidate))
         })
         .ok_or(TestkitError::MissingBinary { program, package })
+}
+
+/// Sends `signal` to `pid`; a process that exited meanwhile is not an error.
+fn signal_pid(pid: u32, signal: libc::c_int) -> io::Result<()> {
+    let pid = libc::pid_t::try_from(pid)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "pid out of range"))?;
+    // SAFETY: kill has no memory-safety preconditions; `pid` is our server or one of its
+    // children, listed from /proc just now.
+    if unsafe { libc::kill(pid, signal) } != 0 {
+        let err = io::Error::last_os_error();
+        if err.raw_os_error() != Some(libc::ESRCH) {
+            return Err(err);
+        }
+    }
+    Ok(())
+}
+
+/// The processes whose parent is `pid`, read from `/proc/*/stat`.
+fn child_pids(pid: u32) -> Vec<u32> {
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| {
+            let candidate: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let stat = fs::read_to_string(entry.path().join("stat")).ok()?;
+            // `pid (comm) state ppid …`; comm may hold spaces and parentheses.
+            let after_comm = &stat[stat.rfind(')')? + 1..];
+            let ppid: u32 = after_comm.split_whitespace().nth(1)?.parse().ok()?;
+            (ppid == pid).then_some(candidate)
+        })
+        .collect()
 }
 
 fn running_as_root() -> bool {
