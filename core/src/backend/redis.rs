@@ -11,7 +11,8 @@
 //! server). A connection that failed with an I/O error is dropped, and with it every idle
 //! connection to that server, so that a restarted server is reached again at the next call;
 //! a call that found its pooled connection closed by the server is tried once more on a fresh
-//! one.
+//! one — except `incr` and `add`, which the server may already have applied when the
+//! connection broke: they report the connection error instead.
 
 use super::Backend;
 use crate::error::{Error, ErrorKind, Result};
@@ -48,12 +49,17 @@ const REPLICA_COOLDOWN: Duration = Duration::from_secs(1);
 const MAX_PX: u128 = 1_000_000_000_000_000;
 
 /// `incr`: "not found" on a missing key, Redis' own `INCRBY` otherwise (which keeps the TTL).
-/// Answers the new value, nil for a missing key, `{2}` on overflow, `{3}` on a non-integer.
+/// Answers the new value, nil for a missing key, `{2}` on overflow, `{3}` on a non-integer;
+/// any other error of `INCRBY` (`OOM` under `maxmemory`, …) is passed on as it is.
 const INCR_SCRIPT: &str = r"
 local v = redis.call('GET', KEYS[1])
 if not v then return false end
 local ok, n = pcall(redis.call, 'INCRBY', KEYS[1], ARGV[1])
 if ok then return n end
+local e = type(n) == 'table' and n.err or tostring(n)
+if not (string.find(e, 'overflow', 1, true) or string.find(e, 'not an integer', 1, true)) then
+  return redis.error_reply(e)
+end
 if string.match(v, '^%-?%d+$') and string.len(v) <= 20 then return {2} end
 return {3}
 ";
@@ -404,6 +410,18 @@ impl RedisBackend {
         match &self.topology {
             Topology::Single { leader, .. } => leader.run(|c| f(c)),
             Topology::Cluster(pool) => pool.run(|c| f(c)),
+        }
+    }
+
+    /// As [`RedisBackend::on_leader`], never sending the command twice (`incr`, `add`): a
+    /// connection that closes before the reply leaves it unknown whether the command ran.
+    fn on_leader_once<T>(
+        &self,
+        mut f: impl FnMut(&mut dyn ConnectionLike) -> RedisResult<T>,
+    ) -> Result<T> {
+        match &self.topology {
+            Topology::Single { leader, .. } => leader.run_once(|c| f(c)),
+            Topology::Cluster(pool) => pool.run_once(|c| f(c)),
         }
     }
 
@@ -805,8 +823,18 @@ impl<C: PooledConnection> Pool<C> {
 
     /// Runs `f` on a pooled connection, once more on a fresh one when the server had closed
     /// the pooled one while it was idle.
-    fn run<T>(&self, mut f: impl FnMut(&mut C) -> RedisResult<T>) -> Result<T> {
-        let mut retried = false;
+    fn run<T>(&self, f: impl FnMut(&mut C) -> RedisResult<T>) -> Result<T> {
+        self.run_tries(false, f)
+    }
+
+    /// Runs `f` on a pooled connection and never twice: for `incr` and `add`, which a
+    /// connection closed after the command was sent may already have applied.
+    fn run_once<T>(&self, f: impl FnMut(&mut C) -> RedisResult<T>) -> Result<T> {
+        self.run_tries(true, f)
+    }
+
+    fn run_tries<T>(&self, once: bool, mut f: impl FnMut(&mut C) -> RedisResult<T>) -> Result<T> {
+        let mut retried = once;
         loop {
             let mut lease = self.checkout()?;
             let result = f(lease.conn.as_mut().expect("a lease holds its connection"));
@@ -1038,7 +1066,7 @@ impl Backend for RedisBackend {
     fn add(&self, key: &[u8], value: &[u8], ttl: Option<Duration>) -> Result<bool> {
         let mut c = set_cmd(key, value, ttl);
         c.arg("NX");
-        self.on_leader(|conn| match c.query::<redis::Value>(conn)? {
+        self.on_leader_once(|conn| match c.query::<redis::Value>(conn)? {
             redis::Value::Nil => Ok(false),
             _ => Ok(true),
         })
@@ -1068,7 +1096,7 @@ impl Backend for RedisBackend {
 
     fn incr(&self, key: &[u8], delta: i64) -> Result<i64> {
         let reply =
-            self.on_leader(|c| scripts().0.key(key).arg(delta).invoke::<redis::Value>(c))?;
+            self.on_leader_once(|c| scripts().0.key(key).arg(delta).invoke::<redis::Value>(c))?;
         match reply {
             redis::Value::Int(n) => Ok(n),
             redis::Value::Nil => Err(super::not_found(key)),
