@@ -559,6 +559,12 @@ impl SqliteBackend {
 
     #[cold]
     fn fail(&self, what: &str, err: rusqlite::Error) -> Error {
+        if what != "creating the table" && err.to_string().contains("no such table") {
+            // Someone dropped the table: this call fails, the next finds it again.
+            if let Err(e) = self.create_table() {
+                log::warn!("polycache: re-creating the dropped table failed: {e}");
+            }
+        }
         let kind = kind_of(&err);
         let why = if kind == ErrorKind::Timeout {
             format!(
