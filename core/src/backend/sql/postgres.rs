@@ -233,7 +233,10 @@ impl Queries {
         );
         put(
             Q::SweepDelete,
-            format!("DELETE FROM {t} WHERE id > $1 AND id <= $2 AND expires_at <= $3"),
+            format!(
+                "DELETE FROM {t} WHERE id IN (SELECT id FROM {t} \
+                 WHERE id > $1 AND id <= $2 AND expires_at <= $3 FOR UPDATE SKIP LOCKED)"
+            ),
         );
         put(
             Q::Sample,
@@ -244,7 +247,16 @@ impl Queries {
             Q::Oldest,
             format!("SELECT id, byte_size FROM {t} WHERE id > $1 ORDER BY id LIMIT $2"),
         );
-        put(Q::DeleteUpto, format!("DELETE FROM {t} WHERE id <= $1"));
+        // Trimming skips rows other statements hold: it never waits on a lock, so it cannot
+        // deadlock with a set_many that locks rows in key-hash order (what it skips, the next
+        // pass deletes).
+        put(
+            Q::DeleteUpto,
+            format!(
+                "DELETE FROM {t} WHERE id IN \
+                 (SELECT id FROM {t} WHERE id <= $1 FOR UPDATE SKIP LOCKED)"
+            ),
+        );
         let ct = &table.count_table;
         put(
             Q::HashExists,
@@ -635,8 +647,9 @@ impl PostgresBackend {
 
     /// Runs `f` on a pooled connection. A broken connection is dropped with every idle one;
     /// when `retry_safe` (running `f` twice does no harm) and the connection came from the
-    /// pool, `f` runs once more on a new connection. A missing table is created and `f`
-    /// retried.
+    /// pool, `f` runs once more on a new connection; a `retry_safe` `f` that the server
+    /// rolled back to break a deadlock runs once more too. A missing table is created and
+    /// `f` retried.
     fn run<T>(
         &self,
         what: &str,
@@ -659,6 +672,11 @@ impl PostgresBackend {
                     first = false;
                     continue;
                 }
+            } else if sqlstate(&e) == Some("40P01") && retry_safe && first {
+                // A deadlock with another many-row statement (a trim, a delete_many): the
+                // server rolled this one back, and running it again does no harm.
+                first = false;
+                continue;
             } else if sqlstate(&e) == Some("42P01") && first {
                 // The table went away (or never was): create it, forget the statements.
                 first = false;
@@ -1038,16 +1056,18 @@ impl Backend for PostgresBackend {
         for (i, (k, _)) in items.iter().enumerate() {
             last.insert(k, i);
         }
-        let mut hashes = Vec::with_capacity(last.len());
-        let mut ks: Vec<&[u8]> = Vec::with_capacity(last.len());
-        let mut vs: Vec<&[u8]> = Vec::with_capacity(last.len());
-        for (i, (k, v)) in items.iter().enumerate() {
-            if last[k] == i {
-                hashes.push(key_hash(k));
-                ks.push(k);
-                vs.push(v);
-            }
-        }
+        let mut rows: Vec<(i64, &[u8], &[u8])> = items
+            .iter()
+            .enumerate()
+            .filter(|(i, (k, _))| last[k] == *i)
+            .map(|(_, (k, v))| (key_hash(k), *k, *v))
+            .collect();
+        // Rows are locked in the order they are upserted: one order for every caller, or
+        // two concurrent set_many on overlapping keys deadlock.
+        rows.sort_unstable_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        let hashes: Vec<i64> = rows.iter().map(|r| r.0).collect();
+        let ks: Vec<&[u8]> = rows.iter().map(|r| r.1).collect();
+        let vs: Vec<&[u8]> = rows.iter().map(|r| r.2).collect();
         let exp = expires_at(now_ms(), ttl);
         if let Some(cull) = self.inner.cull {
             // Row by row, each new key culling as Django's database cache does.
