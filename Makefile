@@ -56,6 +56,23 @@ fmt:
 header:
 	POLYCACHE_UPDATE_HEADER=1 cargo test -p polycache-ffi --test header
 
+## faults: the fault suite with every fault held three times longer, then the load at full
+## size (1,000,000 operations per backend); prints the tables of docs/reliability.md.
+## (`make test` runs both in a short form.)
+.PHONY: faults load
+faults:
+	set -o pipefail; POLYCACHE_FAULTS=full cargo test -p polycache --test faults -- --nocapture --test-threads 1 \
+		| tee $(CARGO_TARGET_DIR)/faults.log
+	python3 scripts/faults-table.py < $(CARGO_TARGET_DIR)/faults.log
+	$(MAKE) load POLYCACHE_LOAD_OPS=1000000
+
+## load: mixed load from 8 threads on every backend (POLYCACHE_LOAD_OPS per backend).
+POLYCACHE_LOAD_OPS ?= 20000
+load:
+	set -o pipefail; POLYCACHE_LOAD_OPS=$(POLYCACHE_LOAD_OPS) cargo test -p polycache --test load -- --nocapture --test-threads 1 \
+		| tee $(CARGO_TARGET_DIR)/load.log
+	python3 scripts/faults-table.py < $(CARGO_TARGET_DIR)/load.log
+
 ## bench: the core against its map and moka, C against Rust, Python against its peers.
 bench: bench-rust bench-c bench-python
 
