@@ -263,3 +263,64 @@ fn redis_start_failure_reports_the_log() {
     }
     assert!(err.to_string().contains("last lines of its log"));
 }
+
+#[test]
+fn frozen_redis_answers_nothing_until_thawed() {
+    let mut redis = RedisServer::start().unwrap_or_else(|e| panic!("{e}"));
+    let mut stream = connect(redis.port());
+    redis_roundtrip(&mut stream, &["PING"], b"+PONG\r\n");
+    redis.freeze().unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    stream.write_all(&resp(&["PING"])).unwrap();
+    let mut byte = [0u8; 1];
+    let err = stream.read(&mut byte).unwrap_err();
+    assert!(
+        matches!(
+            err.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+        "a frozen server answered: {err}"
+    );
+    redis.thaw().unwrap();
+    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    let mut reply = [0u8; 7];
+    stream.read_exact(&mut reply).unwrap();
+    assert_eq!(
+        &reply, b"+PONG\r\n",
+        "the queued PING is answered after thawing"
+    );
+    // Dropping a frozen server must not wait for it.
+    redis.freeze().unwrap();
+}
+
+#[test]
+fn fault_proxy_forwards_cuts_and_truncates() {
+    let redis = RedisServer::start().unwrap_or_else(|e| panic!("{e}"));
+    let proxy = polycache_testkit::FaultProxy::start(redis.addr()).unwrap();
+    let mut stream = connect(proxy.port());
+    redis_roundtrip(&mut stream, &["SET", "k", "0123456789"], b"+OK\r\n");
+    redis_roundtrip(&mut stream, &["GET", "k"], b"$10\r\n0123456789\r\n");
+    assert_eq!(proxy.open_connections(), 1);
+
+    proxy.cut_all();
+    let mut rest = Vec::new();
+    let _ = stream.read_to_end(&mut rest);
+    assert!(rest.is_empty(), "a cut connection delivers nothing more");
+
+    let mut stream = connect(proxy.port());
+    proxy.truncate_replies(1);
+    stream.write_all(&resp(&["GET", "k"])).unwrap();
+    let mut got = Vec::new();
+    let _ = stream.read_to_end(&mut got);
+    assert_eq!(
+        got, b"$10\r\n012",
+        "half of the 17-byte reply (8 bytes), then the end"
+    );
+    assert_eq!(proxy.truncated(), 1);
+
+    // The next connection is whole again.
+    let mut stream = connect(proxy.port());
+    redis_roundtrip(&mut stream, &["GET", "k"], b"$10\r\n0123456789\r\n");
+}
