@@ -248,8 +248,7 @@ impl Queries {
             format!("SELECT id, byte_size FROM {t} WHERE id > $1 ORDER BY id LIMIT $2"),
         );
         // Trimming skips rows other statements hold: it never waits on a lock, so it cannot
-        // deadlock with a set_many that locks rows in key-hash order (what it skips, the next
-        // pass deletes).
+        // deadlock with a set_many (what it skips, the next pass deletes).
         put(
             Q::DeleteUpto,
             format!(
@@ -1056,15 +1055,14 @@ impl Backend for PostgresBackend {
         for (i, (k, _)) in items.iter().enumerate() {
             last.insert(k, i);
         }
-        let mut rows: Vec<(i64, &[u8], &[u8])> = items
+        // Caller order, so that ids (and with them FIFO trimming and Django's cull) follow
+        // it; a deadlock with another set_many on the same keys is retried in `run`.
+        let rows: Vec<(i64, &[u8], &[u8])> = items
             .iter()
             .enumerate()
             .filter(|(i, (k, _))| last[k] == *i)
             .map(|(_, (k, v))| (key_hash(k), *k, *v))
             .collect();
-        // Rows are locked in the order they are upserted: one order for every caller, or
-        // two concurrent set_many on overlapping keys deadlock.
-        rows.sort_unstable_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
         let hashes: Vec<i64> = rows.iter().map(|r| r.0).collect();
         let ks: Vec<&[u8]> = rows.iter().map(|r| r.1).collect();
         let vs: Vec<&[u8]> = rows.iter().map(|r| r.2).collect();
