@@ -290,11 +290,17 @@ impl Options {
                 if t == "none" || t == "never" {
                     return Ok(Some(None));
                 }
-                match t.parse::<f64>() {
-                    Ok(s) if s.is_finite() && s >= 0.0 => {
-                        Ok(Some(Some(Duration::from_secs_f64(s))))
-                    }
-                    _ => Err(self.invalid(name, &v, "a number of seconds >= 0, or none")),
+                // try_from: a finite number past u64::MAX seconds must be an error, not a panic.
+                match t.parse::<f64>().ok().filter(|s| *s >= 0.0) {
+                    Some(s) => match Duration::try_from_secs_f64(s) {
+                        Ok(d) => Ok(Some(Some(d))),
+                        Err(_) => Err(self.invalid(
+                            name,
+                            &v,
+                            "a number of seconds below 2^64, or none for never",
+                        )),
+                    },
+                    None => Err(self.invalid(name, &v, "a number of seconds >= 0, or none")),
                 }
             }
         }
@@ -315,6 +321,7 @@ impl Options {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Cache;
 
     #[test]
     fn parses_multi_host_and_options() {
@@ -355,5 +362,23 @@ mod tests {
         let l = Location::parse("memory://?max_entires=5").unwrap();
         let e = Options::new(&l).finish().unwrap_err();
         assert!(e.to_string().contains("max_entires"), "{e}");
+    }
+
+    /// Found by the `location` fuzz target: a finite number of seconds past `u64::MAX`
+    /// made `Duration::from_secs_f64` panic.
+    #[test]
+    fn seconds_too_large_for_a_duration_are_an_error() {
+        for v in ["1e300", "18446744073709551616", "1.8446744073709552e19"] {
+            let l = Location::parse(&format!("memory://?timeout={v}")).unwrap();
+            let e = Options::new(&l).seconds("timeout").unwrap_err();
+            assert!(e.is_configuration() && e.to_string().contains(v), "{e}");
+            assert!(Cache::open(&format!("memory://?timeout={v}")).is_err());
+        }
+        let l = Location::parse("memory://?timeout=1e19").unwrap();
+        let d = Options::new(&l).seconds("timeout").unwrap();
+        assert_eq!(
+            d,
+            Some(Some(Duration::from_secs(10_000_000_000_000_000_000)))
+        );
     }
 }

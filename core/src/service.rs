@@ -216,7 +216,9 @@ fn config_from_json(name: &str, entry: &Json) -> Result<CacheConfig> {
                         Some(if secs <= 0.0 {
                             Duration::ZERO
                         } else {
-                            Duration::from_secs_f64(secs)
+                            Duration::try_from_secs_f64(secs).map_err(|_| {
+                                bad("TIMEOUT must be below 2^64 seconds, or null for never")
+                            })?
                         })
                     }
                     _ => return Err(bad("TIMEOUT must be a number of seconds, null or \"none\"")),
