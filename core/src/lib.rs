@@ -22,6 +22,9 @@ mod envelope;
 mod error;
 mod expiry;
 mod flight;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 mod jobs;
 mod location;
 mod policy;

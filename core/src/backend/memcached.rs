@@ -7,7 +7,7 @@
 //! failure isolation together, and the meta commands give `add`, `touch`, `has_key` and
 //! get-or-create counters in one round trip each with replies that are easy to parse strictly.
 
-mod protocol;
+pub(crate) mod protocol;
 mod ring;
 
 use super::{not_found, Backend};

@@ -1,0 +1,4 @@
+//! `polycache::fuzzing::memcached_reply` under libFuzzer; see docs/fuzzing.md.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| polycache::fuzzing::memcached_reply(data));

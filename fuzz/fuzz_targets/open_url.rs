@@ -1,0 +1,4 @@
+//! `polycache::fuzzing::open_url` under libFuzzer; see docs/fuzzing.md.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| polycache::fuzzing::open_url(data));
