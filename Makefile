@@ -6,7 +6,7 @@ export CARGO_TARGET_DIR ?= $(CURDIR)/target
 export CARGO_TERM_COLOR ?= never
 PYTHON_VENV ?= $(CURDIR)/.venv
 
-.PHONY: demo test test-rust test-c test-python test-readme setup lint fmt header bench bench-rust bench-c bench-python clean install tsan
+.PHONY: demo test test-rust test-c test-python test-readme setup lint fmt header fuzz bench bench-rust bench-c bench-python clean install tsan
 
 ## demo: a slow function memoized through memory://, then the hit/miss statistics.
 demo:
@@ -40,6 +40,7 @@ tsan:
 
 test-python:
 	bash scripts/python-test.sh
+	bash scripts/python-sdist-test.sh
 	bash scripts/django-suite.sh
 
 test-readme:
@@ -72,6 +73,11 @@ load:
 	set -o pipefail; POLYCACHE_LOAD_OPS=$(POLYCACHE_LOAD_OPS) cargo test -p polycache --test load -- --nocapture --test-threads 1 \
 		| tee $(CARGO_TARGET_DIR)/load.log
 	python3 scripts/faults-table.py < $(CARGO_TARGET_DIR)/load.log
+
+## fuzz: every fuzz target of fuzz/ for FUZZ_SECONDS (default 60) each (docs/fuzzing.md).
+## `make test` replays their saved corpus instead (cargo test -p polycache --lib fuzzing).
+fuzz:
+	bash scripts/fuzz.sh
 
 ## bench: the core against its map and moka, C against Rust, Python against its peers.
 bench: bench-rust bench-c bench-python
