@@ -160,7 +160,7 @@ proptest! {
     }
 }
 
-/// Found by the `config_json` fuzz target: a TIMEOUT past `u64::MAX` seconds panicked in
+/// Found by the `config` fuzz target: a TIMEOUT past `u64::MAX` seconds panicked in
 /// `Duration::from_secs_f64`; it is now a configuration error naming the setting.
 #[test]
 fn config_timeout_too_large_is_an_error() {

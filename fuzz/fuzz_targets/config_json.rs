@@ -1,4 +1,0 @@
-//! `polycache::fuzzing::config_json` under libFuzzer; see docs/fuzzing.md.
-#![no_main]
-
-libfuzzer_sys::fuzz_target!(|data: &[u8]| polycache::fuzzing::config_json(data));
