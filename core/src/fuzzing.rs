@@ -405,6 +405,8 @@ mod tests {
                 }
             }
         }
+        // The shared sandbox is a static, never dropped: remove it here.
+        let _ = fs::remove_dir_all(Sandbox::shared().path());
         assert!(failed.is_empty(), "failing inputs: {failed:?}");
     }
 
