@@ -1,6 +1,7 @@
 //! [`Cache`]: a backend plus the key policy, default TTL, size limit and statistics.
 
 use crate::backend::{dummy::DummyBackend, Backend};
+use crate::codec::{Codec, Opened};
 use crate::error::{Error, ErrorKind, Result};
 use crate::expiry::{Expiry, Ttl};
 use crate::flight::{Flights, RefreshPolicy};
@@ -9,6 +10,7 @@ use crate::policy::{is_outage, FailurePolicy, Guarded};
 use crate::stats::{Stats, StatsSnapshot};
 use crate::tiered::{InvalidationBus, TieredConfig};
 use crate::value::Value;
+use std::borrow::Cow;
 use std::fmt;
 use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -146,6 +148,12 @@ struct Inner {
     refresh: RefreshPolicy,
     /// The keys being computed now (single-flight).
     flights: Arc<Flights>,
+    /// Signing and compression of values (see `codec.rs`).
+    codec: Codec,
+    /// Coarse-clock ticks of the last warning about a rejected (unsigned, forged) value.
+    last_rejection: AtomicU64,
+    /// The serializer the bindings use for this cache's values (`pickle`, `json`, `raw`).
+    serializer: &'static str,
 }
 
 impl fmt::Debug for Cache {
@@ -155,6 +163,8 @@ impl fmt::Debug for Cache {
             .field("key_prefix", &self.inner.key_prefix)
             .field("version", &self.inner.version)
             .field("default_expiry", &self.inner.default_expiry)
+            .field("codec", &self.inner.codec)
+            .field("serializer", &self.inner.serializer)
             .finish()
     }
 }
@@ -185,6 +195,74 @@ pub struct CacheBuilder {
     tiered: Option<TieredConfig>,
     /// The query-string options of a cache over a custom backend ([`CacheBuilder::options`]).
     query: Option<String>,
+    values: ValueOptions,
+}
+
+/// How values are protected and packed: set by the builder or by URL options.
+#[derive(Default, Clone)]
+struct ValueOptions {
+    signing_key: Option<Vec<u8>>,
+    old_signing_keys: Option<Vec<Vec<u8>>>,
+    compress_min_size: Option<Option<usize>>,
+    compress_level: Option<i32>,
+    serializer: Option<String>,
+}
+
+impl ValueOptions {
+    /// Settings made here win; the rest come from `url`.
+    fn or(self, url: ValueOptions) -> ValueOptions {
+        ValueOptions {
+            signing_key: self.signing_key.or(url.signing_key),
+            old_signing_keys: self.old_signing_keys.or(url.old_signing_keys),
+            compress_min_size: self.compress_min_size.or(url.compress_min_size),
+            compress_level: self.compress_level.or(url.compress_level),
+            serializer: self.serializer.or(url.serializer),
+        }
+    }
+
+    fn take(options: &mut Options) -> Result<ValueOptions> {
+        Ok(ValueOptions {
+            signing_key: options.take("signing_key").map(String::into_bytes),
+            old_signing_keys: options.take("old_signing_keys").map(|list| {
+                list.split(',')
+                    .filter(|k| !k.is_empty())
+                    .map(|k| k.as_bytes().to_vec())
+                    .collect()
+            }),
+            compress_min_size: options
+                .positive_u64("compress_min_size")?
+                .map(|n| Some(n as usize)),
+            compress_level: options
+                .i64("compress_level")?
+                .map(|n| i32::try_from(n).unwrap_or(i32::MAX)),
+            serializer: options.take("serializer"),
+        })
+    }
+
+    fn codec(&self) -> Result<Codec> {
+        Codec::new(
+            self.signing_key.as_deref(),
+            self.old_signing_keys.as_deref().unwrap_or_default(),
+            self.compress_min_size.flatten(),
+            self.compress_level,
+        )
+    }
+}
+
+/// The serializers the bindings know; the core stores bytes and only checks the name.
+pub const SERIALIZERS: &[&str] = &["pickle", "json", "raw"];
+
+fn serializer_name(name: &str) -> Result<&'static str> {
+    SERIALIZERS
+        .iter()
+        .find(|s| s.eq_ignore_ascii_case(name.trim()))
+        .copied()
+        .ok_or_else(|| {
+            Error::config(format!(
+                "unknown serializer {name:?}: expected one of {}",
+                SERIALIZERS.join(", ")
+            ))
+        })
 }
 
 impl CacheBuilder {
@@ -257,6 +335,44 @@ impl CacheBuilder {
         self
     }
 
+    /// Signs every stored value with HMAC-SHA256 under `key` (default: values are stored
+    /// as given). Reads then accept only values signed with this key or one of the
+    /// [old keys](CacheBuilder::old_signing_keys), and plain decimal integers (kept unsigned
+    /// so `incr` stays native); anything else is a miss and a logged warning.
+    /// URL option: `signing_key`.
+    pub fn signing_key(mut self, key: impl Into<Vec<u8>>) -> Self {
+        self.values.signing_key = Some(key.into());
+        self
+    }
+
+    /// Keys whose signatures reads still accept, for rotating the signing key.
+    /// URL option: `old_signing_keys` (comma-separated).
+    pub fn old_signing_keys<K: Into<Vec<u8>>>(mut self, keys: impl IntoIterator<Item = K>) -> Self {
+        self.values.old_signing_keys = Some(keys.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Compresses (zstd) values of at least `min_size` bytes; `None` never compresses
+    /// (default). Every reader decompresses, whether or not it compresses.
+    /// URL option: `compress_min_size`.
+    pub fn compress_min_size(mut self, min_size: Option<usize>) -> Self {
+        self.values.compress_min_size = Some(min_size);
+        self
+    }
+
+    /// The zstd level of compressed values (default 3). URL option: `compress_level`.
+    pub fn compress_level(mut self, level: i32) -> Self {
+        self.values.compress_level = Some(level);
+        self
+    }
+
+    /// The serializer the Python binding uses for this cache (`pickle`, `json` or `raw`;
+    /// default `pickle`). Rust and C store bytes as given. URL option: `serializer`.
+    pub fn serializer(mut self, name: &str) -> Self {
+        self.values.serializer = Some(name.to_owned());
+        self
+    }
+
     /// Opens the backend and builds the cache.
     pub fn build(mut self) -> Result<Cache> {
         let mut tiered = false;
@@ -323,6 +439,12 @@ impl CacheBuilder {
         };
         let policy = self.policy.or(url_opts.policy).unwrap_or_default();
         let refresh = self.refresh.or(url_opts.refresh).unwrap_or_default();
+        let values = self.values.or(url_opts.values);
+        let codec = values.codec()?;
+        let serializer = match &values.serializer {
+            Some(name) => serializer_name(name)?,
+            None => "pickle",
+        };
         // A tiered backend guards its L2 itself: L1 hits must not pay for a breaker.
         if self.tiered.is_some() {
             return Err(Error::config(
@@ -355,6 +477,9 @@ impl CacheBuilder {
                 last_warning: AtomicU64::new(0),
                 refresh,
                 flights: Arc::default(),
+                codec,
+                last_rejection: AtomicU64::new(0),
+                serializer,
             }),
         })
     }
@@ -369,6 +494,7 @@ struct UrlCacheOptions {
     max_value_size: Option<usize>,
     policy: Option<FailurePolicy>,
     refresh: Option<RefreshPolicy>,
+    values: ValueOptions,
 }
 
 impl UrlCacheOptions {
@@ -380,8 +506,22 @@ impl UrlCacheOptions {
             max_value_size: options.positive_u64("max_value_size")?.map(|n| n as usize),
             policy: Some(FailurePolicy::take(options)?),
             refresh: Some(RefreshPolicy::take(options)?),
+            values: ValueOptions::take(options)?,
         })
     }
+}
+
+/// True at most once a second per `slot` (coarse-clock ticks of the last time it was true):
+/// the rate of a warning that a dead server or a forger could otherwise repeat at will.
+fn once_a_second(slot: &AtomicU64) -> bool {
+    let now = coarsetime::Instant::now_without_cache_update().as_ticks();
+    let last = slot.load(Ordering::Relaxed);
+    let second = coarsetime::Duration::from_secs(1).as_ticks();
+    // `last == 0`: never warned yet.
+    (last == 0 || now.saturating_sub(last) >= second)
+        && slot
+            .compare_exchange(last, now.max(1), Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
 }
 
 fn counts_as_error(err: &Error) -> bool {
@@ -418,6 +558,7 @@ impl Cache {
             refresh: None,
             tiered: None,
             query: None,
+            values: ValueOptions::default(),
         }
     }
 
@@ -461,6 +602,7 @@ impl Cache {
             refresh: None,
             tiered: None,
             query: None,
+            values: ValueOptions::default(),
         }
     }
 
@@ -487,6 +629,55 @@ impl Cache {
     /// How `get_or_set_with`, the decorators and jobs compute missing values.
     pub fn refresh_policy(&self) -> &RefreshPolicy {
         &self.inner.refresh
+    }
+    /// The serializer the Python binding uses for this cache: `pickle`, `json` or `raw`.
+    pub fn serializer(&self) -> &'static str {
+        self.inner.serializer
+    }
+    /// True when this cache signs its values (a `signing_key` is set).
+    pub fn signs_values(&self) -> bool {
+        self.inner.codec.signs()
+    }
+
+    /// The bytes stored for `value` under the full key `full`: signed and compressed as this
+    /// cache is configured, else `value` itself. For bindings that address the backend with
+    /// full keys of their own making ([`Cache::backend`]); every `Cache` method does this itself.
+    #[inline]
+    pub fn seal_value<'v>(&self, full: &[u8], value: &'v [u8]) -> Cow<'v, [u8]> {
+        self.inner.codec.seal(full, value)
+    }
+
+    /// The value a writer stored under the full key `full`, from what the backend returned:
+    /// the reverse of [`Cache::seal_value`]. A value whose signature fails is `None` and a
+    /// logged warning; a compressed value that cannot be expanded is a
+    /// [`ErrorKind::Serialization`] error.
+    #[inline]
+    pub fn open_value(&self, full: &[u8], stored: Option<Value>) -> Result<Option<Value>> {
+        let Some(stored) = stored else {
+            return Ok(None);
+        };
+        match self
+            .inner
+            .codec
+            .open(full, stored, self.inner.max_value_size)?
+        {
+            Opened::Value(v) => Ok(Some(v)),
+            Opened::Rejected(why) => {
+                self.warn_rejected(full, why);
+                Ok(None)
+            }
+        }
+    }
+
+    #[cold]
+    fn warn_rejected(&self, full: &[u8], why: &str) {
+        if once_a_second(&self.inner.last_rejection) {
+            log::warn!(
+                "polycache: {}: ignoring the value under {:?}, answering a miss: {why}",
+                self.inner.location,
+                String::from_utf8_lossy(full)
+            );
+        }
     }
 
     /// Calls `f` with the full key `{key_prefix}:{version}:{name}`, built on the stack.
@@ -572,16 +763,7 @@ impl Cache {
     #[cold]
     fn warn_fail_open(&self, err: &Error) {
         // At most one warning a second per cache: a dead server must not flood the log.
-        let now = coarsetime::Instant::now_without_cache_update().as_ticks();
-        let last = self.inner.last_warning.load(Ordering::Relaxed);
-        let second = coarsetime::Duration::from_secs(1).as_ticks();
-        if now.saturating_sub(last) >= second
-            && self
-                .inner
-                .last_warning
-                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
+        if once_a_second(&self.inner.last_warning) {
             log::warn!(
                 "polycache: {} failed, answering as a miss (fail_open): {err}",
                 self.inner.location
@@ -609,7 +791,12 @@ impl Cache {
 
     /// `get` of a full key: fail-open applies, not counted as a hit or miss.
     pub(crate) fn full_get(&self, full: &[u8]) -> Result<Option<Value>> {
-        self.finish(self.inner.backend.get(full), || None)
+        let found = self
+            .inner
+            .backend
+            .get(full)
+            .and_then(|v| self.open_value(full, v));
+        self.finish(found, || None)
     }
 
     /// `set` of a full key with a resolved TTL: size limit, fail-open and `sets` apply.
@@ -626,7 +813,7 @@ impl Cache {
             ttl => self
                 .inner
                 .backend
-                .set(full, value, ttl.as_option())
+                .set(full, &self.seal_value(full, value), ttl.as_option())
                 .map(|()| true),
         };
         let result = self.finish(result, || false);
@@ -640,7 +827,8 @@ impl Cache {
 
     /// `add` of a full key (leases): errors pass through (counted), nothing else counted.
     pub(crate) fn full_add(&self, full: &[u8], value: &[u8], ttl: Duration) -> Result<bool> {
-        self.track(self.inner.backend.add(full, value, Some(ttl)))
+        let value = self.seal_value(full, value);
+        self.track(self.inner.backend.add(full, &value, Some(ttl)))
     }
 
     /// `delete_if_equals` of a full key (lease release): fail-open applies, not counted.
@@ -668,7 +856,10 @@ impl Cache {
     #[inline]
     pub fn get<'k>(&self, key: impl Into<Key<'k>>) -> Result<Option<Value>> {
         let result = self.finish(
-            self.with_key(key.into(), |k| self.inner.backend.get(k)),
+            self.with_key(key.into(), |k| {
+                let found = self.inner.backend.get(k)?;
+                self.open_value(k, found)
+            }),
             || None,
         );
         match &result {
@@ -698,7 +889,10 @@ impl Cache {
         self.check_value(value)?;
         let result = self.with_key(key.into(), |k| match self.resolve(expiry) {
             Ttl::Expired => self.inner.backend.has_key(k).map(|present| !present),
-            ttl => self.inner.backend.add(k, value, ttl.as_option()),
+            ttl => self
+                .inner
+                .backend
+                .add(k, &self.seal_value(k, value), ttl.as_option()),
         });
         let result = self.finish(result, || false);
         if let Ok(true) = result {
@@ -806,9 +1000,13 @@ impl Cache {
     pub fn get_many_keys(&self, keys: &[Key<'_>]) -> Result<Vec<Option<Value>>> {
         let (bytes, ends) = self.full_keys(keys)?;
         let full = Self::split_keys(&bytes, &ends);
-        let result = self.finish(self.inner.backend.get_many(&full), || {
-            vec![None; full.len()]
+        let found = self.inner.backend.get_many(&full).and_then(|values| {
+            full.iter()
+                .zip(values)
+                .map(|(k, v)| self.open_value(k, v))
+                .collect()
         });
+        let result = self.finish(found, || vec![None; full.len()]);
         if let Ok(values) = &result {
             let hits = values.iter().filter(|v| v.is_some()).count() as u64;
             self.inner.stats.hit(hits);
@@ -843,8 +1041,13 @@ impl Cache {
         let result = match self.resolve(expiry) {
             Ttl::Expired => self.inner.backend.delete_many(&full).map(|_| Vec::new()),
             ttl => {
+                let sealed: Vec<Cow<'_, [u8]>> = full
+                    .iter()
+                    .zip(items)
+                    .map(|(k, (_, v))| self.seal_value(k, v))
+                    .collect();
                 let pairs: Vec<(&[u8], &[u8])> =
-                    full.iter().zip(items).map(|(k, (_, v))| (*k, *v)).collect();
+                    full.iter().zip(&sealed).map(|(k, v)| (*k, &**v)).collect();
                 let r = self.inner.backend.set_many(&pairs, ttl.as_option());
                 if let Ok(failed) = &r {
                     self.inner.stats.set((items.len() - failed.len()) as u64);

@@ -18,6 +18,7 @@
 pub mod backend;
 mod cache;
 mod clock;
+mod codec;
 mod envelope;
 mod error;
 mod expiry;
@@ -36,7 +37,10 @@ mod tiered;
 mod value;
 
 pub use backend::{parse_i64, Backend};
-pub use cache::{Cache, CacheBuilder, Key, DEFAULT_MAX_VALUE_SIZE, DEFAULT_TIMEOUT, MAX_KEY_LEN};
+pub use cache::{
+    Cache, CacheBuilder, Key, DEFAULT_MAX_VALUE_SIZE, DEFAULT_TIMEOUT, MAX_KEY_LEN, SERIALIZERS,
+};
+pub use codec::{COMPRESSED_MAGIC, DEFAULT_COMPRESS_LEVEL, SIGNED_MAGIC};
 pub use envelope::{Envelope, ENVELOPE_HEADER, ENVELOPE_MAGIC};
 pub use error::{Error, ErrorKind, Result};
 pub use expiry::Expiry;
@@ -44,7 +48,7 @@ pub use flight::{Lookup, RefreshPolicy};
 pub use jobs::{
     CacheStatus, Fetch, Fetched, Job, JobOptions, JobResult, REFRESH_QUEUE, REFRESH_THREADS,
 };
-pub use location::{redact, Location, Options};
+pub use location::{redact, Location, Options, SECRET_OPTIONS};
 pub use policy::FailurePolicy;
 #[cfg(feature = "redis")]
 pub use redis_bus::{RedisBus, INVALIDATION_CHANNEL_PREFIX};

@@ -167,11 +167,56 @@ fn decode(s: &str, what: &str, url: &str) -> Result<String> {
         })
 }
 
-/// Replaces the password of a URL (the text between `user:` and `@`) with `***`.
+/// Query options whose values are secrets: [`redact`] hides them as it hides passwords.
+pub const SECRET_OPTIONS: &[&str] = &["signing_key", "old_signing_keys", "password", "sslpassword"];
+
+/// Replaces the password of a URL (the text between `user:` and `@`) and the values of
+/// [`SECRET_OPTIONS`] in its query with `***`.
 ///
 /// Works on text that is not a valid URL too, so that error messages about bad URLs can
 /// still be printed safely.
+///
+/// ```
+/// assert_eq!(
+///     polycache::redact("redis://:pw@h/0?signing_key=k&timeout=5"),
+///     "redis://:***@h/0?signing_key=***&timeout=5"
+/// );
+/// ```
 pub fn redact(url: &str) -> String {
+    let url = redact_userinfo(url);
+    let Some(q) = url.find('?') else {
+        return url;
+    };
+    let mut out = url[..=q].to_owned();
+    for (i, pair) in url[q + 1..].split('&').enumerate() {
+        if i > 0 {
+            out.push('&');
+        }
+        let name = pair.split_once('=').map_or(pair, |(k, _)| k);
+        let decoded = percent_decode_str(name).decode_utf8_lossy();
+        if SECRET_OPTIONS.contains(&decoded.as_ref()) {
+            out.push_str(name);
+            out.push_str("=***");
+        } else if let (Some((_, inner)), "l1" | "l2") = (pair.split_once('='), decoded.as_ref()) {
+            // A tiered cache's levels are URLs of their own, percent-encoded.
+            let inner = percent_decode_str(inner).decode_utf8_lossy();
+            out.push_str(name);
+            out.push('=');
+            out.push_str(
+                &percent_encoding::utf8_percent_encode(
+                    &redact(&inner),
+                    percent_encoding::NON_ALPHANUMERIC,
+                )
+                .to_string(),
+            );
+        } else {
+            out.push_str(pair);
+        }
+    }
+    out
+}
+
+fn redact_userinfo(url: &str) -> String {
     let Some(start) = url.find("://").map(|i| i + 3) else {
         return url.to_owned();
     };
@@ -340,6 +385,13 @@ mod tests {
         assert_eq!(redact("no scheme"), "no scheme");
         let err = Location::parse("redis://:pw@h,,x/0").unwrap_err();
         assert!(!err.to_string().contains("pw"), "{err}");
+        assert_eq!(
+            redact("memory://?a=1&signing_key=k1&old%5Fsigning%5Fkeys=k2,k3&sslpassword"),
+            "memory://?a=1&signing_key=***&old%5Fsigning%5Fkeys=***&sslpassword=***"
+        );
+        assert_eq!(redact("no scheme?password=x"), "no scheme?password=***");
+        let tiered = redact("tiered://?l1=memory%3A%2F%2F&l2=redis%3A%2F%2F%3Apw%40h%2F0");
+        assert!(!tiered.contains("pw") && tiered.contains("l2="), "{tiered}");
     }
 
     #[test]

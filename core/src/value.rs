@@ -23,6 +23,8 @@ pub struct Value(Repr);
 enum Repr {
     Shared(Arc<[u8]>),
     Owned(Vec<u8>),
+    /// The bytes of a shared buffer from an offset on (a signed value's payload).
+    Tail(Arc<[u8]>, usize),
 }
 
 impl Value {
@@ -32,6 +34,7 @@ impl Value {
         match &self.0 {
             Repr::Shared(a) => a,
             Repr::Owned(v) => v,
+            Repr::Tail(a, from) => &a[*from..],
         }
     }
 
@@ -40,6 +43,26 @@ impl Value {
         match self.0 {
             Repr::Shared(a) => a.to_vec(),
             Repr::Owned(v) => v,
+            Repr::Tail(a, from) => a[from..].to_vec(),
+        }
+    }
+
+    /// The value without its first `n` bytes (all of them when shorter), without copying
+    /// shared bytes.
+    pub(crate) fn skip(self, n: usize) -> Value {
+        match self.0 {
+            Repr::Shared(a) => {
+                let n = n.min(a.len());
+                Value(Repr::Tail(a, n))
+            }
+            Repr::Tail(a, from) => {
+                let n = (from + n).min(a.len());
+                Value(Repr::Tail(a, n))
+            }
+            Repr::Owned(mut v) => {
+                v.drain(..n.min(v.len()));
+                Value(Repr::Owned(v))
+            }
         }
     }
 
