@@ -4,6 +4,7 @@ use crate::cache::Cache;
 use crate::error::{Error, Result};
 use serde_json::Value as Json;
 use std::collections::BTreeMap;
+use std::fmt;
 use std::time::Duration;
 
 /// How one named cache is configured; the Rust twin of one entry of Django's `CACHES`.
@@ -11,7 +12,7 @@ use std::time::Duration;
 /// `options` become query options of the location (`max_entries`, …), so everything a URL
 /// can say, a configuration can say too.
 #[non_exhaustive]
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Clone, Default, PartialEq)]
 pub struct CacheConfig {
     /// The URL (`memory://`, `redis://…`).
     pub location: String,
@@ -23,6 +24,32 @@ pub struct CacheConfig {
     pub timeout: Option<Option<Duration>>,
     /// Backend options, added to the location's query.
     pub options: BTreeMap<String, String>,
+    /// The serializer of the Python binding: `pickle` (default), `json` or `raw`.
+    pub serializer: Option<String>,
+    /// The key values are signed with (see [`crate::CacheBuilder::signing_key`]).
+    pub signing_key: Option<Vec<u8>>,
+    /// Keys whose signatures are still accepted (key rotation).
+    pub old_signing_keys: Vec<Vec<u8>>,
+    /// Values of at least this many bytes are compressed (default: never).
+    pub compress_min_size: Option<usize>,
+    /// The zstd level of compressed values (default 3).
+    pub compress_level: Option<i32>,
+}
+
+impl fmt::Debug for CacheConfig {
+    // Never prints a signing key.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CacheConfig")
+            .field("location", &crate::redact(&self.location))
+            .field("key_prefix", &self.key_prefix)
+            .field("version", &self.version)
+            .field("timeout", &self.timeout)
+            .field("options", &self.options.keys().collect::<Vec<_>>())
+            .field("serializer", &self.serializer)
+            .field("signed", &self.signing_key.is_some())
+            .field("compress_min_size", &self.compress_min_size)
+            .finish()
+    }
 }
 
 impl CacheConfig {
@@ -57,6 +84,21 @@ impl CacheConfig {
         }
         if let Some(t) = self.timeout {
             b = b.default_timeout(t);
+        }
+        if let Some(name) = &self.serializer {
+            b = b.serializer(name);
+        }
+        if let Some(key) = &self.signing_key {
+            b = b.signing_key(key.clone());
+        }
+        if !self.old_signing_keys.is_empty() {
+            b = b.old_signing_keys(self.old_signing_keys.clone());
+        }
+        if self.compress_min_size.is_some() {
+            b = b.compress_min_size(self.compress_min_size);
+        }
+        if let Some(level) = self.compress_level {
+            b = b.compress_level(level);
         }
         b.build()
     }

@@ -2,7 +2,7 @@
 //! served and a password never shows.
 
 use polycache::{Cache, CacheConfig, Expiry, COMPRESSED_MAGIC, SIGNED_MAGIC};
-use polycache_testkit::{free_loopback_port, RedisServer};
+use polycache_testkit::{free_loopback_port, PostgresServer, RedisServer, TestCertificates};
 use std::sync::{Mutex, Once};
 
 /// Every log record of the test process, rendered.
@@ -283,4 +283,91 @@ fn percent_encode(s: &str) -> String {
             }
         })
         .collect()
+}
+
+/// `psql -tAc sql` against `pg` as the superuser, over plain TCP.
+fn psql(pg: &PostgresServer, sql: &str) -> String {
+    let out = std::process::Command::new(pg.bin_dir().join("psql"))
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &pg.port().to_string(),
+            "-U",
+            "postgres",
+        ])
+        .args(["-d", "postgres", "-tAc", sql])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+#[test]
+fn postgres_over_tls_checks_the_server_certificate() {
+    let certs = TestCertificates::generate().unwrap();
+    let mut pg = PostgresServer::start_tls(&certs).unwrap();
+    let ca = certs.ca_cert();
+    let base = format!("{}?table=tls_cache", pg.url());
+    let mut open = Vec::new();
+    for (i, mode) in [
+        format!("sslmode=verify-full&sslrootcert={}", ca.display()),
+        format!("sslmode=verify-ca&sslrootcert={}", ca.display()),
+        "sslmode=require".to_owned(),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let cache = Cache::open(&format!("{base}&{mode}")).unwrap();
+        let key = format!("k{i}");
+        cache.set(&*key, b"over tls", Expiry::Never).unwrap();
+        assert_eq!(
+            cache.get(&*key).unwrap().as_deref(),
+            Some(&b"over tls"[..]),
+            "{mode}"
+        );
+        open.push(cache); // keeps its pooled connection open for the check below
+    }
+    // The server sees every polycache connection encrypted.
+    let plain_and_tls = psql(
+        &pg,
+        "SELECT count(*) FILTER (WHERE s.ssl), count(*) FILTER (WHERE NOT s.ssl) \
+         FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+         WHERE a.application_name = 'polycache'",
+    );
+    let (tls, plain) = plain_and_tls.split_once('|').unwrap();
+    assert!(tls.parse::<u32>().unwrap() >= 3, "{plain_and_tls}");
+    assert_eq!(plain, "0", "{plain_and_tls}");
+
+    // A certificate from another authority is refused, with a connection error that says so.
+    let strangers = TestCertificates::generate().unwrap();
+    for mode in ["verify-full", "verify-ca"] {
+        let url = format!(
+            "{base}&sslmode={mode}&sslrootcert={}&connect_timeout=5",
+            strangers.ca_cert().display()
+        );
+        let err = Cache::open(&url).unwrap().get("k0").unwrap_err();
+        assert!(
+            err.is_connection() || err.is_configuration(),
+            "{mode}: {err}"
+        );
+    }
+    // Bad TLS options are configuration errors that name the option.
+    for (opts, needle) in [
+        ("sslmode=verify-full", "sslrootcert"),
+        ("sslmode=maybe", "sslmode"),
+        ("sslrootcert=/nonexistent.pem", "sslmode"),
+        (
+            "sslmode=verify-ca&sslrootcert=/nonexistent.pem",
+            "sslrootcert",
+        ),
+    ] {
+        let err = Cache::open(&format!("{base}&{opts}")).unwrap_err();
+        assert!(
+            err.is_configuration() && err.to_string().contains(needle),
+            "{opts}: {err}"
+        );
+    }
+    pg.stop().unwrap();
 }

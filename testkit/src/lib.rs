@@ -1073,6 +1073,19 @@ impl PostgresServer {
     /// [`TestkitError::StartFailed`] (with the end of the log) when `initdb` fails or the
     /// server does not accept connections in time.
     pub fn start() -> Result<Self, TestkitError> {
+        Self::start_inner(None)
+    }
+
+    /// Starts a server with `ssl=on` and the server certificate of `certs`; it accepts both
+    /// TLS and plain connections on its one port (clients choose with `sslmode`).
+    ///
+    /// # Errors
+    /// As [`PostgresServer::start`], and [`TestkitError::Io`] when the key cannot be copied.
+    pub fn start_tls(certs: &TestCertificates) -> Result<Self, TestkitError> {
+        Self::start_inner(Some(certs))
+    }
+
+    fn start_inner(certs: Option<&TestCertificates>) -> Result<Self, TestkitError> {
         let bin_dir = find_postgres_bin_dir()?;
         let run_as = if running_as_root() {
             Some(unprivileged_user()?)
@@ -1120,6 +1133,28 @@ impl PostgresServer {
             dir.path(),
         );
         launch.run_as = initdb.run_as;
+        if let Some(certs) = certs {
+            // PostgreSQL refuses a key that others can read or that another user owns.
+            let (cert, key) = (dir.path().join("server.crt"), dir.path().join("server.key"));
+            for (from, to) in [(certs.server_cert(), &cert), (certs.server_key(), &key)] {
+                fs::copy(&from, to)
+                    .map_err(|e| TestkitError::io(format!("copying {}", from.display()), e))?;
+                fs::set_permissions(to, fs::Permissions::from_mode(0o600))
+                    .map_err(|e| TestkitError::io(format!("chmod {}", to.display()), e))?;
+                if let Some(account) = &run_as {
+                    std::os::unix::fs::chown(to, Some(account.uid), Some(account.gid))
+                        .map_err(|e| TestkitError::io(format!("chown {}", to.display()), e))?;
+                }
+            }
+            launch.args.extend([
+                "-c".into(),
+                "ssl=on".into(),
+                "-c".into(),
+                format!("ssl_cert_file={}", cert.display()).into(),
+                "-c".into(),
+                format!("ssl_key_file={}", key.display()).into(),
+            ]);
+        }
         // SIGINT is PostgreSQL's "fast" shutdown: it ends sessions instead of waiting for them.
         let mut process = ServerProcess::new(
             "postgres",

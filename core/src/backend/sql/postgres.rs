@@ -1,5 +1,6 @@
 //! `postgres://user:password@host:5432/db`: the cache table in a PostgreSQL database.
 
+use super::pg_tls::PgTls;
 use super::{
     byte_size, expires_at, key_hash, now_ms, Bounds, Cull, Estimate, Found, OldestWalk, Pool,
     Pooled, TableName, Trimmer, MAX_TRIM_BATCHES, SAMPLES, TRIM_BATCH, TRIM_ROUNDS,
@@ -34,8 +35,10 @@ const DEFAULT_PORT: u16 = 5432;
 /// [`PostgresBackend::create_table`]; with `unlogged=true` it is an `UNLOGGED` table (faster
 /// writes, emptied after a crash).
 ///
-/// No TLS: connect over loopback, a private network or a unix socket
-/// (`postgres://user@%2Fvar%2Frun%2Fpostgresql/db`).
+/// TLS with `sslmode=require|verify-ca|verify-full` (and `prefer`) and
+/// `sslrootcert=/path/ca.pem` (or `system`), as libpq reads them; without `sslmode`
+/// connections are not encrypted (loopback, a private network or a unix socket such as
+/// `postgres://user@%2Fvar%2Frun%2Fpostgresql/db`).
 ///
 /// `Send + Sync`; clones share the pool. No method panics.
 ///
@@ -52,6 +55,7 @@ pub struct PostgresBackend {
 
 struct Inner {
     config: Config,
+    tls: PgTls,
     location: String,
     q: Queries,
     pool: Pool<PgConn>,
@@ -446,7 +450,8 @@ impl PostgresBackend {
     /// Opens `postgres://user[:password]@host[:port][,host2[:port]]/dbname` (also
     /// `postgresql://`) with the options `table`, `unlogged`, `max_entries`, `max_bytes`,
     /// `cull_frequency` (Django's exact cull, see the [module](super)),
-    /// `connect_timeout`, `statement_timeout` (seconds) and `pool_size`.
+    /// `connect_timeout`, `statement_timeout` (seconds), `pool_size`, `sslmode` and
+    /// `sslrootcert`.
     ///
     /// Does not connect: the first operation does, and creates the table if needed.
     /// Errors: [`ErrorKind::Configuration`] for a bad URL or option, never with the password.
@@ -497,6 +502,7 @@ impl PostgresBackend {
             let ms = t.as_millis().clamp(1, i32::MAX as u128);
             config.options(&format!("-c statement_timeout={ms}"));
         }
+        let tls = PgTls::take(options, &mut config)?;
         let pool_size = options
             .positive_u64("pool_size")?
             .map_or(DEFAULT_POOL_SIZE, |n| n.min(1024) as usize);
@@ -506,6 +512,7 @@ impl PostgresBackend {
         Ok(PostgresBackend {
             inner: Arc::new(Inner {
                 config,
+                tls,
                 location: redacted,
                 q: Queries::new(table, unlogged),
                 pool: Pool::new(pool_size),
@@ -559,11 +566,12 @@ impl PostgresBackend {
     }
 
     fn connect(&self) -> Result<PgConn> {
-        let client = self
-            .inner
-            .config
-            .connect(NoTls)
-            .map_err(|e| self.fail("connecting", &e))?;
+        let config = &self.inner.config;
+        let client = match &self.inner.tls {
+            PgTls::Off => config.connect(NoTls),
+            PgTls::Rustls(tls) => config.connect(tls.clone()),
+        }
+        .map_err(|e| self.fail("connecting", &e))?;
         Ok(PgConn {
             client,
             stmts: vec![None; N_QUERIES],
