@@ -768,6 +768,77 @@ static void test_stats_prometheus(void) {
     polycache_cache_free(cache);
 }
 
+#define SECRET "Pw-c-8kR2-distinctive"
+
+/* Fails when `text` holds SECRET. */
+static void check_no_secret(const char *what, const char *text) {
+    if (text != NULL && strstr(text, SECRET) != NULL) {
+        failed++;
+        fprintf(stderr, "%s:%d: FAILED: %s shows the secret: %s\n", __FILE__, __LINE__, what, text);
+    } else {
+        passed++;
+    }
+}
+
+static void test_secrets_never_show(void) {
+    /* Port 1 on loopback: nothing listens there, so every connection is refused at once. */
+    const char *urls[] = {
+        "redis://:" SECRET "@127.0.0.1:1/0",
+        "postgres://u:" SECRET "@127.0.0.1:1/db",
+        "postgres://u@127.0.0.1:1/db?password=" SECRET,
+        "memcached://u:" SECRET "@127.0.0.1:1",
+        "memory://?signing_key=" SECRET "&bogus=1",
+        "nosuch://:" SECRET "@host",
+    };
+    int errors_seen = 0;
+    for (size_t i = 0; i < sizeof urls / sizeof urls[0]; i++) {
+        polycache_cache *cache = NULL;
+        polycache_error *err = NULL;
+        if (polycache_cache_open(urls[i], &cache, &err) != POLYCACHE_RESULT_OK) {
+            check_no_secret("open error", polycache_error_message(err));
+            errors_seen++;
+            polycache_error_free(err);
+            continue;
+        }
+        polycache_value *value = NULL;
+        if (polycache_cache_get(cache, "k", &value, &err) != POLYCACHE_RESULT_MISS) {
+            check_no_secret("get error", polycache_error_message(err));
+            errors_seen += err != NULL;
+            polycache_error_free(err);
+            err = NULL;
+        }
+        polycache_value_free(value);
+        if (polycache_cache_set(cache, "k", (const uint8_t *)"v", 1, POLYCACHE_TTL_DEFAULT, &err) !=
+            POLYCACHE_RESULT_OK) {
+            check_no_secret("set error", polycache_error_message(err));
+            polycache_error_free(err);
+        }
+        polycache_cache_free(cache);
+    }
+    CHECK(errors_seen >= 5);
+}
+
+static void test_signed_values(void) {
+    polycache_cache *signer = open_cache("memory://c-signed?signing_key=k1&compress_min_size=32");
+    polycache_cache *rotated = open_cache("memory://c-signed?signing_key=k2&old_signing_keys=k1");
+    polycache_cache *stranger = open_cache("memory://c-signed?signing_key=other");
+    polycache_cache *plain = open_cache("memory://c-signed");
+    const char *long_value = "a value long enough to be compressed, compressed, compressed";
+    CHECK(set_str(signer, "k", long_value, POLYCACHE_TTL_NEVER));
+    CHECK(holds(signer, "k", long_value, strlen(long_value)));
+    CHECK(holds(rotated, "k", long_value, strlen(long_value)));
+    CHECK(is_miss(stranger, "k"));
+    CHECK(is_miss(plain, "k"));
+    /* Counters stay plain decimal, so incr works whatever the key. */
+    int64_t n = 0;
+    CHECK(set_str(signer, "n", "41", POLYCACHE_TTL_NEVER));
+    CHECK(polycache_cache_incr(stranger, "n", 1, &n, NULL) == POLYCACHE_RESULT_OK && n == 42);
+    polycache_cache_free(signer);
+    polycache_cache_free(rotated);
+    polycache_cache_free(stranger);
+    polycache_cache_free(plain);
+}
+
 static void test_tiered_url(void) {
     /* Two tiered caches over one L2 store, on one in-process bus: a write through one drops
      * the other's L1 copy. */
@@ -841,5 +912,7 @@ int main(void) {
     test_stats_prometheus();
     test_tiered_url();
     test_dead_server();
+    test_secrets_never_show();
+    test_signed_values();
     return check_summary();
 }
