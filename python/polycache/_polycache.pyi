@@ -1,5 +1,5 @@
 # Stubs of the native module; checked against it by `python -m mypy.stubtest polycache`.
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Final, final
 
 from typing_extensions import disjoint_base
@@ -39,6 +39,11 @@ class Cache:
         version: int | None = None,
         timeout: _Timeout = ...,
         options: Mapping[str, _OptionValue] | None = None,
+        serializer: str | None = None,
+        signing_key: str | bytes | None = None,
+        old_signing_keys: Sequence[str | bytes] | None = None,
+        compress_min_size: int | None = None,
+        compress_level: int | None = None,
     ) -> Cache: ...
     @property
     def location(self) -> str: ...
@@ -48,6 +53,8 @@ class Cache:
     def version(self) -> int: ...
     @property
     def default_timeout(self) -> float | None: ...
+    @property
+    def serializer(self) -> str: ...
     @property
     def is_local(self) -> bool: ...
     def get(self, key: str, default: Any = None, version: int | None = None) -> Any: ...

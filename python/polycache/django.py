@@ -63,6 +63,16 @@ _SCHEME_DJANGO_OPTIONS: dict[str, frozenset[str]] = {
 _DEFAULT_MAX_ENTRIES = 300
 _DEFAULT_CULL_FREQUENCY = 3
 
+#: polycache's value OPTIONS in Django's upper-case spelling, the URL options they become and
+#: the types they take.
+_VALUE_OPTIONS: dict[str, tuple[str, type]] = {
+    "SERIALIZER": ("serializer", str),
+    "SIGNING_KEY": ("signing_key", str),
+    "OLD_SIGNING_KEYS": ("old_signing_keys", list),
+    "COMPRESS_MIN_SIZE": ("compress_min_size", int),
+    "COMPRESS_LEVEL": ("compress_level", int),
+}
+
 
 class InvalidOptionError(ConfigurationError, TypeError):
     """An ``OPTIONS`` entry the location does not take, or a bad value for one.
@@ -73,8 +83,9 @@ class InvalidOptionError(ConfigurationError, TypeError):
 
 
 def _redact(text: str) -> str:
-    """``text`` with any ``user:password@`` part hidden, for error messages."""
-    return re.sub(r"[^/@]*@", "***@", text)
+    """``text`` with any ``user:password@`` part and secret options hidden, for error messages."""
+    text = re.sub(r"[^/@]*@", "***@", text)
+    return re.sub(r"((?:^|[?&])(?:old_)?(?:signing_key|signing_keys|password|sslpassword)=)[^&]*", r"\1***", text)
 
 
 def _url(location: object) -> str:
@@ -141,14 +152,18 @@ def _url_options(options: object, url: str) -> dict[str, object]:
     for name, value in options.items():
         if not isinstance(name, str):
             raise InvalidOptionError(f"OPTIONS keys must be str, not {type(name).__name__}")
-        if name in _DJANGO_OPTIONS:
+        if name in _VALUE_OPTIONS:
+            target, kind = _VALUE_OPTIONS[name]
+            out[target] = _value_option(name, value, kind)
+        elif name in _DJANGO_OPTIONS:
             if isinstance(value, bool) or not isinstance(value, int):
                 raise InvalidOptionError(f"OPTIONS[{name!r}] must be an int, not {type(value).__name__}")
             django[_DJANGO_OPTIONS[name]] = value
         elif name.isupper():
             raise InvalidOptionError(
                 f"unknown OPTIONS key {name!r}: polycache.django.Cache takes MAX_ENTRIES, "
-                "CULL_FREQUENCY and the (lower-case) URL options of its LOCATION's scheme"
+                f"CULL_FREQUENCY, {', '.join(_VALUE_OPTIONS)} and the (lower-case) URL options "
+                "of its LOCATION's scheme"
             )
         else:
             out[name] = value
@@ -162,6 +177,19 @@ def _url_options(options: object, url: str) -> dict[str, object]:
     return out
 
 
+def _value_option(name: str, value: object, kind: type) -> object:
+    """An OPTIONS entry of ``_VALUE_OPTIONS`` as URL option text; never echoes a key."""
+    if kind is list:
+        if isinstance(value, str) or not isinstance(value, (list, tuple)):
+            raise InvalidOptionError(f"OPTIONS[{name!r}] must be a list of str, not {type(value).__name__}")
+        if not all(isinstance(k, str) and k and "," not in k for k in value):
+            raise InvalidOptionError(f"OPTIONS[{name!r}] must hold non-empty str keys without commas")
+        return ",".join(value)
+    if isinstance(value, bool) or not isinstance(value, kind):
+        raise InvalidOptionError(f"OPTIONS[{name!r}] must be a {kind.__name__}, not {type(value).__name__}")
+    return value
+
+
 class Cache(_DjangoCache, BaseCache):  # type: ignore[misc]
     """A Django cache backend: ``"BACKEND": "polycache.django.Cache"``.
 
@@ -172,6 +200,9 @@ class Cache(_DjangoCache, BaseCache):  # type: ignore[misc]
     exact LRU on memory://; ignored on redis:// and memcached://, as Django does) and any
     lower-case URL option of the scheme, e.g. ``{"max_bytes": 64 << 20}`` or
     ``{"fail_open": True}``.
+    ``SERIALIZER`` (``"pickle"``, the default and Django's format, ``"json"`` or ``"raw"``),
+    ``SIGNING_KEY``, ``OLD_SIGNING_KEYS``, ``COMPRESS_MIN_SIZE`` and ``COMPRESS_LEVEL`` set
+    how values are stored (see the security guide).
     """
 
     __module__ = "polycache.django"

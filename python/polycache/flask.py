@@ -47,6 +47,15 @@ __all__ = ["Cache"]
 
 _DEFAULT = DEFAULT_TIMEOUT
 
+#: Flask-Caching settings of how values are stored, and the arguments they become.
+_VALUE_SETTINGS = {
+    "CACHE_SERIALIZER": "serializer",
+    "CACHE_SIGNING_KEY": "signing_key",
+    "CACHE_OLD_SIGNING_KEYS": "old_signing_keys",
+    "CACHE_COMPRESS_MIN_SIZE": "compress_min_size",
+    "CACHE_COMPRESS_LEVEL": "compress_level",
+}
+
 
 def _seconds(timeout: int) -> int | None:
     """cachelib's seconds in polycache's (Django's) words: 0 never expires."""
@@ -57,8 +66,10 @@ class Cache(_Base):
     """A cachelib ``BaseCache`` over a polycache location; Flask-Caching's ``CACHE_TYPE``.
 
     ``Cache(url="memory://", default_timeout=300, *, key_prefix=None, version=None,
-    ignore_delete_many_errors=True, options=None, **url_options)``: ``url`` is any polycache
-    URL; ``options`` and further keyword arguments are URL options (``max_entries=1000``).
+    ignore_delete_many_errors=True, options=None, serializer=None, signing_key=None,
+    old_signing_keys=None, compress_min_size=None, compress_level=None, **url_options)``:
+    ``url`` is any polycache URL; ``options`` and further keyword arguments are URL options
+    (``max_entries=1000``).
     """
 
     __module__ = "polycache.flask"
@@ -72,6 +83,11 @@ class Cache(_Base):
         version: int | None = None,
         ignore_delete_many_errors: bool = True,
         options: Mapping[str, Any] | None = None,
+        serializer: str | None = None,
+        signing_key: str | bytes | None = None,
+        old_signing_keys: list[str | bytes] | None = None,
+        compress_min_size: int | None = None,
+        compress_level: int | None = None,
         **url_options: Any,
     ) -> None:
         _CachelibBase.__init__(
@@ -84,6 +100,11 @@ class Cache(_Base):
             version=version,
             timeout=_seconds(self.default_timeout),
             options=merged or None,
+            serializer=serializer,
+            signing_key=signing_key,
+            old_signing_keys=old_signing_keys,
+            compress_min_size=compress_min_size,
+            compress_level=compress_level,
         )
         # The hot reads go straight to the native methods, without a Python frame, unless a
         # subclass overrides them.
@@ -95,10 +116,15 @@ class Cache(_Base):
     @classmethod
     def factory(cls, app: Any, config: Mapping[str, Any], args: list[Any], kwargs: dict[str, Any]) -> Cache:
         """Flask-Caching's constructor hook: ``CACHE_POLYCACHE_URL`` (default ``memory://``),
-        ``CACHE_DEFAULT_TIMEOUT``, ``CACHE_KEY_PREFIX``, ``CACHE_OPTIONS`` (URL options) and
-        ``CACHE_IGNORE_ERRORS``; ``CACHE_ARGS``, when given, are the positional arguments."""
+        ``CACHE_DEFAULT_TIMEOUT``, ``CACHE_KEY_PREFIX``, ``CACHE_OPTIONS`` (URL options),
+        ``CACHE_IGNORE_ERRORS``, and ``CACHE_SERIALIZER``, ``CACHE_SIGNING_KEY``,
+        ``CACHE_OLD_SIGNING_KEYS``, ``CACHE_COMPRESS_MIN_SIZE``, ``CACHE_COMPRESS_LEVEL``;
+        ``CACHE_ARGS``, when given, are the positional arguments."""
         kwargs = dict(kwargs)
         kwargs.setdefault("key_prefix", config.get("CACHE_KEY_PREFIX") or None)
+        for setting, argument in _VALUE_SETTINGS.items():
+            if config.get(setting) is not None:
+                kwargs.setdefault(argument, config[setting])
         if args:
             return cls(*args, **kwargs)
         timeout = kwargs.pop("default_timeout", 300)

@@ -22,6 +22,11 @@ class Cache:
         version: int | None = None,
         ignore_delete_many_errors: bool = True,
         options: Mapping[str, Any] | None = None,
+        serializer: str | None = None,
+        signing_key: str | bytes | None = None,
+        old_signing_keys: list[str | bytes] | None = None,
+        compress_min_size: int | None = None,
+        compress_level: int | None = None,
         **url_options: Any,
     ) -> None: ...
     @classmethod

@@ -17,7 +17,7 @@
 //! released around blocking work on owned copies otherwise.
 
 use crate::errors::{self, ResultExt};
-use crate::serializer::{self, Serialized};
+use crate::serializer::{self, Format, Serialized};
 use crate::{type_name, PyCache, TimeoutArg};
 use polycache::{Backend, Cache, Expiry, Key, Value};
 use pyo3::exceptions::{PyAttributeError, PyTypeError};
@@ -75,8 +75,8 @@ fn pickle_error(py: Python<'_>, err: PyErr) -> PyErr {
 }
 
 #[inline]
-fn encode<'py>(value: &Bound<'py, PyAny>) -> PyResult<Serialized<'py>> {
-    let mut encoded = Serialized::new();
+fn encode<'py>(format: Format, value: &Bound<'py, PyAny>) -> PyResult<Serialized<'py>> {
+    let mut encoded = Serialized::new(format);
     match encoded.encode(value) {
         Ok(()) => Ok(encoded),
         Err(err) => Err(pickle_error(value.py(), err)),
@@ -84,8 +84,8 @@ fn encode<'py>(value: &Bound<'py, PyAny>) -> PyResult<Serialized<'py>> {
 }
 
 #[inline]
-fn decode<'py>(py: Python<'py>, data: &[u8]) -> PyResult<Bound<'py, PyAny>> {
-    serializer::decode(py, data).map_err(|err| pickle_error(py, err))
+fn decode<'py>(py: Python<'py>, format: Format, data: &[u8]) -> PyResult<Bound<'py, PyAny>> {
+    serializer::decode(py, format, data).map_err(|err| pickle_error(py, err))
 }
 
 /// A timeout argument: what [`TimeoutArg`] reads, or another object (Django's own
@@ -140,6 +140,8 @@ enum Made<'a> {
 )]
 pub(crate) struct DjangoCache {
     cache: Cache,
+    /// How values become bytes (the `SERIALIZER` option).
+    format: Format,
     local: bool,
     /// The backend stores nothing (`dummy://`): values are not serialized, as Django's
     /// `DummyCache` does not pickle them either.
@@ -454,6 +456,11 @@ impl DjangoCache {
             Some(version_int.unwrap_or(1)),
             timeout,
             options,
+            None,
+            None,
+            None,
+            None,
+            None,
         )?;
         let key_func = key_func.filter(|f| !f.is(&default_key_func));
         let raw = key_func.is_some()
@@ -463,6 +470,7 @@ impl DjangoCache {
         Ok(DjangoCache {
             discard: inner.cache.backend().name() == "dummy",
             cache: inner.cache,
+            format: inner.format,
             local: inner.local,
             prefix_chars: char_len(&key_prefix),
             prefix_bad: has_memcached_error_chars(&key_prefix),
@@ -497,7 +505,7 @@ impl DjangoCache {
             .with_key(py, made_text(&made), |c, k| c.get(core_key(k, mode)))
             .py_err(py)?;
         match found {
-            Some(ref v) => decode(py, v),
+            Some(ref v) => decode(py, this.format, v),
             None => Ok(default.unwrap_or_else(|| py.None().into_bound(py))),
         }
     }
@@ -520,7 +528,7 @@ impl DjangoCache {
         if this.discard {
             return Ok(());
         }
-        let encoded = encode(value)?;
+        let encoded = encode(this.format, value)?;
         let bytes = encoded.as_bytes();
         // A failed write removes the old value, as Django's memcached backends do: a session
         // must not be served stale after a write that was too large.
@@ -558,7 +566,7 @@ impl DjangoCache {
         if this.discard {
             return Ok(true);
         }
-        let encoded = encode(value)?;
+        let encoded = encode(this.format, value)?;
         let bytes = encoded.as_bytes();
         if this.local {
             this.cache
@@ -677,7 +685,7 @@ impl DjangoCache {
         let found = PyDict::new(py);
         for (obj, value) in objs.iter().zip(values) {
             if let Some(value) = value {
-                found.set_item(obj, decode(py, &value)?)?;
+                found.set_item(obj, decode(py, this.format, &value)?)?;
             }
         }
         Ok(found)
@@ -711,7 +719,10 @@ impl DjangoCache {
             return Ok(PyList::empty(py));
         }
         // Every value is serialized before anything is stored: one bad value stores none.
-        let encoded = values.iter().map(encode).collect::<PyResult<Vec<_>>>()?;
+        let encoded = values
+            .iter()
+            .map(|v| encode(this.format, v))
+            .collect::<PyResult<Vec<_>>>()?;
         let failed: Vec<usize> = if this.local {
             let pairs: Vec<(Key<'_>, &[u8])> = made
                 .iter()

@@ -76,6 +76,12 @@ pub(crate) fn serialization_error(py: Python<'_>, message: String, cause: PyErr)
     err
 }
 
+/// A `SerializationError` with `message` and no underlying error.
+#[cold]
+pub(crate) fn serialization_error_without_cause(py: Python<'_>, message: String) -> PyErr {
+    new_error(py, class_index(ErrorKind::Serialization), message)
+}
+
 /// Extension for core results: `.py(py)?` raises the mapped exception.
 pub(crate) trait ResultExt<T> {
     fn py_err(self, py: Python<'_>) -> PyResult<T>;

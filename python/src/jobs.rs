@@ -8,7 +8,7 @@
 //! finalization never meets a pool thread holding or waiting for the GIL.
 
 use crate::errors::ResultExt;
-use crate::serializer::{self, Serialized};
+use crate::serializer::{self, Format, Serialized};
 use crate::PyCache;
 use polycache::{Error, ErrorKind, Fetch, Fetched, Job, JobOptions, Key};
 use pyo3::exceptions::PyValueError;
@@ -71,6 +71,8 @@ struct PyFetch {
     args: Py<PyTuple>,
     kwargs: Option<Py<PyDict>>,
     key: String,
+    /// How the fetched value becomes bytes (the cache's serializer).
+    format: Format,
     /// The exception a synchronous fetch raised, for the caller to re-raise.
     raised: Arc<Mutex<Option<PyErr>>>,
 }
@@ -119,7 +121,7 @@ impl Fetch for PyFetch {
                 )
                 .and_then(|r| {
                     let (value, fresh_for): (Bound<'_, PyAny>, Option<f64>) = r.extract()?;
-                    let mut encoded = Serialized::new();
+                    let mut encoded = Serialized::new(self.format);
                     encoded.encode(&value)?;
                     let fresh_for = fresh_for.map(|s| {
                         Duration::from_secs_f64(if s.is_finite() { s.max(0.0) } else { 0.0 })
@@ -186,6 +188,7 @@ impl JobRunner {
             args,
             kwargs,
             key: key.to_owned(),
+            format: self.cache.get().format,
             raised: raised.clone(),
         };
         (fetch, raised)
@@ -235,7 +238,7 @@ impl JobRunner {
             .detach(|| self.job.get(key, fetch))
             .map_err(|e| raise(py, &raised, e))?;
         let value = match &result.value {
-            Some(v) => serializer::decode(py, v)?,
+            Some(v) => serializer::decode(py, self.cache.get().format, v)?,
             None => py.None().into_bound(py),
         };
         Ok((value, result.status.as_str(), result.fetched))
@@ -254,7 +257,7 @@ impl JobRunner {
         let value = py
             .detach(|| self.job.refresh(key, fetch))
             .map_err(|e| raise(py, &raised, e))?;
-        serializer::decode(py, &value)
+        serializer::decode(py, self.cache.get().format, &value)
     }
 
     /// Marks `key` stale and schedules a background refresh; True when it was present.
@@ -284,7 +287,7 @@ impl JobRunner {
         value: &Bound<'_, PyAny>,
         fresh_for: Option<f64>,
     ) -> PyResult<bool> {
-        let mut encoded = Serialized::new();
+        let mut encoded = Serialized::new(self.cache.get().format);
         encoded.encode(value)?;
         let fresh_for = seconds("fresh_for", fresh_for)?;
         let bytes = encoded.as_bytes().to_vec();

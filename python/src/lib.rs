@@ -21,7 +21,7 @@ use polycache::{Cache, CacheConfig, Error, ErrorKind, Expiry, Key, Lookup, Stats
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyList, PyString, PyTuple};
-use serializer::Serialized;
+use serializer::{Format, Serialized};
 use std::time::Duration;
 
 /// The marker for "use the cache's default timeout" (`polycache.DEFAULT_TIMEOUT`).
@@ -74,6 +74,26 @@ fn type_name(obj: &Bound<'_, PyAny>) -> String {
         .unwrap_or_else(|_| "?".to_owned())
 }
 
+/// A signing key: `str` (its UTF-8 bytes) or `bytes`. Never echoed in an error.
+struct SecretArg(Vec<u8>);
+
+impl<'a, 'py> FromPyObject<'a, 'py> for SecretArg {
+    type Error = PyErr;
+
+    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        if let Ok(b) = obj.cast::<PyBytes>() {
+            return Ok(SecretArg(b.as_bytes().to_vec()));
+        }
+        if let Ok(s) = obj.cast::<PyString>() {
+            return Ok(SecretArg(s.to_str()?.as_bytes().to_vec()));
+        }
+        Err(PyTypeError::new_err(format!(
+            "signing keys must be str or bytes, not {}",
+            type_name(&obj)
+        )))
+    }
+}
+
 /// The caller's key as UTF-8 borrowed from the `str` object (no copy).
 #[inline]
 fn key_str<'a>(key: &'a Bound<'_, PyAny>) -> PyResult<&'a str> {
@@ -97,6 +117,8 @@ struct PyCache {
     cache: Cache,
     /// The backend answers in memory: keep the GIL (see the module docs).
     local: bool,
+    /// How values become bytes (the cache's `serializer` option).
+    format: Format,
 }
 
 /// Runs `f` on `key`: in place for a local backend (`local`), else on an owned copy
@@ -177,7 +199,7 @@ impl PyCache {
         let result = self.with_key(py, key, |c, k| c.get(Key::new(k).maybe_version(version)));
         // Matched in place: moving the result around costs more than the match on this path.
         match result {
-            Ok(Some(ref v)) => serializer::decode(py, v).map(Some),
+            Ok(Some(ref v)) => serializer::decode(py, self.format, v).map(Some),
             Ok(None) => Ok(None),
             Err(e) => Err(errors::to_py(py, e)),
         }
@@ -225,7 +247,12 @@ fn stats_dict<'py>(py: Python<'py>, s: &StatsSnapshot) -> PyResult<Bound<'py, Py
 #[pymethods]
 impl PyCache {
     #[new]
-    #[pyo3(signature = (location = "memory://", *, key_prefix = None, version = None, timeout = DEFAULT, options = None))]
+    #[pyo3(signature = (
+        location = "memory://", *, key_prefix = None, version = None, timeout = DEFAULT,
+        options = None, serializer = None, signing_key = None, old_signing_keys = None,
+        compress_min_size = None, compress_level = None
+    ))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
         location: &str,
@@ -233,10 +260,24 @@ impl PyCache {
         version: Option<i64>,
         timeout: TimeoutArg,
         options: Option<&Bound<'_, PyAny>>,
+        serializer: Option<String>,
+        signing_key: Option<SecretArg>,
+        old_signing_keys: Option<Vec<SecretArg>>,
+        compress_min_size: Option<usize>,
+        compress_level: Option<i32>,
     ) -> PyResult<Self> {
         let mut config = CacheConfig::new(location);
         config.key_prefix = key_prefix;
         config.version = version;
+        config.serializer = serializer;
+        config.signing_key = signing_key.map(|k| k.0);
+        config.old_signing_keys = old_signing_keys
+            .unwrap_or_default()
+            .into_iter()
+            .map(|k| k.0)
+            .collect();
+        config.compress_min_size = compress_min_size;
+        config.compress_level = compress_level;
         config.timeout = match timeout.0 {
             Expiry::Default => None,
             Expiry::Never => Some(None),
@@ -267,7 +308,12 @@ impl PyCache {
         // Opening a remote backend may connect: no Python objects are touched here.
         let cache = py.detach(|| config.build()).py_err(py)?;
         let local = cache.backend().is_local();
-        Ok(PyCache { cache, local })
+        let format = Format::of(&cache);
+        Ok(PyCache {
+            cache,
+            local,
+            format,
+        })
     }
 
     /// The value under `key`, or `default` on a miss.
@@ -299,7 +345,7 @@ impl PyCache {
         version: Option<i64>,
     ) -> PyResult<bool> {
         let name = key_str(key)?;
-        let mut encoded = Serialized::new();
+        let mut encoded = Serialized::new(self.format);
         encoded.encode(value)?;
         self.with_key_value(py, name, encoded.as_bytes(), |c, k, v| {
             c.set(Key::new(k).maybe_version(version), v, timeout.0)
@@ -318,7 +364,7 @@ impl PyCache {
         version: Option<i64>,
     ) -> PyResult<bool> {
         let name = key_str(key)?;
-        let mut encoded = Serialized::new();
+        let mut encoded = Serialized::new(self.format);
         encoded.encode(value)?;
         self.with_key_value(py, name, encoded.as_bytes(), |c, k, v| {
             c.add(Key::new(k).maybe_version(version), v, timeout.0)
@@ -342,7 +388,7 @@ impl PyCache {
         let found = PyDict::new(py);
         for (obj, value) in objs.iter().zip(values) {
             if let Some(value) = value {
-                found.set_item(obj, serializer::decode(py, &value)?)?;
+                found.set_item(obj, serializer::decode(py, self.format, &value)?)?;
             }
         }
         Ok(found)
@@ -367,7 +413,7 @@ impl PyCache {
             let (k, v): (Bound<'py, PyAny>, Bound<'py, PyAny>) = item?.extract()?;
             key_str(&k)?;
             // Every value is serialized before anything is stored: one bad value stores none.
-            let mut value = Serialized::new();
+            let mut value = Serialized::new(self.format);
             value.encode(&v)?;
             encoded.push(value);
             keys.push(k);
@@ -507,7 +553,7 @@ impl PyCache {
         } else {
             default.clone()
         };
-        let mut encoded = Serialized::new();
+        let mut encoded = Serialized::new(self.format);
         encoded.encode(&value)?;
         self.with_key_value(py, name, encoded.as_bytes(), |c, k, v| {
             c.add(Key::new(k).maybe_version(version), v, timeout.0)
@@ -547,7 +593,7 @@ impl PyCache {
             })
             .py_err(py)?;
         let current = match found {
-            Lookup::Hit(ref v) => return serializer::decode(py, v),
+            Lookup::Hit(ref v) => return serializer::decode(py, self.format, v),
             Lookup::RefreshEarly(v) => Some(v),
             _ => None,
         };
@@ -557,7 +603,7 @@ impl PyCache {
         let compute = || {
             Python::attach(|py| {
                 let computed = loader.bind(py).call0().and_then(|obj| {
-                    let mut encoded = Serialized::new();
+                    let mut encoded = Serialized::new(self.format);
                     encoded.encode(&obj)?;
                     Ok((obj, encoded.as_bytes().to_vec()))
                 });
@@ -586,7 +632,7 @@ impl PyCache {
         match result {
             Ok(v) => match produced {
                 Some(obj) => Ok(obj.into_bound(py)),
-                None => serializer::decode(py, &v),
+                None => serializer::decode(py, self.format, &v),
             },
             Err(e) => Err(raised.unwrap_or_else(|| errors::to_py(py, e))),
         }
@@ -695,6 +741,12 @@ impl PyCache {
         }
     }
 
+    /// The serializer of this cache's values: `"pickle"`, `"json"` or `"raw"`.
+    #[getter]
+    fn serializer(&self) -> &'static str {
+        self.cache.serializer()
+    }
+
     /// True when the backend answers in memory (calls keep the GIL and never block).
     #[getter]
     fn is_local(&self) -> bool {
@@ -719,7 +771,7 @@ impl PyCache {
 /// Serializes `value` exactly as Django's `RedisSerializer` (and so polycache) stores it.
 #[pyfunction]
 fn dumps<'py>(value: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyBytes>> {
-    let mut encoded = Serialized::new();
+    let mut encoded = Serialized::new(Format::Pickle);
     encoded.encode(value)?;
     Ok(PyBytes::new(value.py(), encoded.as_bytes()))
 }
@@ -727,7 +779,7 @@ fn dumps<'py>(value: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyBytes>> {
 /// Deserializes stored bytes exactly as Django's `RedisSerializer.loads` does.
 #[pyfunction]
 fn loads<'py>(py: Python<'py>, data: &[u8]) -> PyResult<Bound<'py, PyAny>> {
-    serializer::decode(py, data)
+    serializer::decode(py, Format::Pickle, data)
 }
 
 /// The cache key `{name}:{digest}` of a call with `args` and `kwargs` (see `argkey`).

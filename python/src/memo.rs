@@ -100,13 +100,14 @@ impl Memo {
             .clone()
             .single_flight(single_flight);
         let (expiry, version, core) = (self.expiry, self.version, &cache.cache);
+        let format = cache.format;
         let loader = || {
             Python::attach(|py| {
                 let computed = func
                     .bind(py)
                     .call(args.bind(py), kwargs.as_ref().map(|k| k.bind(py)))
                     .and_then(|obj| {
-                        let mut encoded = Serialized::new();
+                        let mut encoded = Serialized::new(format);
                         encoded.encode(&obj)?;
                         Ok((obj, encoded.as_bytes().to_vec()))
                     });
@@ -138,7 +139,7 @@ impl Memo {
             // The caller that computed gets the very object the function returned.
             Ok(v) => match produced {
                 Some(obj) => Ok(obj.into_bound(py)),
-                None => serializer::decode(py, &v),
+                None => serializer::decode(py, format, &v),
             },
             Err(e) => Err(raised.unwrap_or_else(|| errors::to_py(py, e))),
         }
@@ -205,7 +206,7 @@ impl Memo {
                 })
                 .py_err(py)?;
             let current = match found {
-                Lookup::Hit(ref v) => return serializer::decode(py, v),
+                Lookup::Hit(ref v) => return serializer::decode(py, pc.format, v),
                 Lookup::RefreshEarly(v) => Some(v),
                 _ => None,
             };
@@ -290,8 +291,8 @@ impl Memo {
             })
             .py_err(py)?;
         match found {
-            Lookup::Hit(ref v) => Ok((serializer::decode(py, v)?, false)),
-            Lookup::RefreshEarly(ref v) => Ok((serializer::decode(py, v)?, true)),
+            Lookup::Hit(ref v) => Ok((serializer::decode(py, pc.format, v)?, false)),
+            Lookup::RefreshEarly(ref v) => Ok((serializer::decode(py, pc.format, v)?, true)),
             _ => Ok((default, false)),
         }
     }
@@ -309,7 +310,7 @@ impl Memo {
         delta: Option<f64>,
     ) -> PyResult<bool> {
         let cache = self.resolve(py)?;
-        let mut encoded = Serialized::new();
+        let mut encoded = Serialized::new(cache.get().format);
         encoded.encode(value)?;
         let (version, expiry) = (self.version, self.expiry);
         let pc = cache.get();

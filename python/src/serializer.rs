@@ -1,4 +1,6 @@
-//! The default serializer: byte for byte what Django's `RedisSerializer` writes and reads.
+//! The serializers of a cache's values ([`Format`]): `pickle` (the default), `json`, `raw`.
+//!
+//! The default serializer is byte for byte what Django's `RedisSerializer` writes and reads.
 //!
 //! Django stores a plain `int` (`type(v) is int`, so not `bool`) as ASCII decimal and pickles
 //! everything else with `pickle.HIGHEST_PROTOCOL` (5). It reads with
@@ -14,7 +16,29 @@ use pyo3::exceptions::PyValueError;
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyBool, PyBytes, PyFloat, PyInt, PyString};
+use pyo3::types::{PyBool, PyByteArray, PyBytes, PyFloat, PyInt, PyString};
+
+/// How a cache turns Python objects into stored bytes (the core's `serializer` option).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Format {
+    /// Django's `RedisSerializer`: plain ints as decimal, everything else pickled.
+    Pickle,
+    /// JSON text (UTF-8); ints are decimal, so `incr` stays native.
+    Json,
+    /// `bytes` in, `bytes` out: the values C and Rust programs read and write.
+    Raw,
+}
+
+impl Format {
+    /// The format `cache` is configured with.
+    pub(crate) fn of(cache: &polycache::Cache) -> Format {
+        match cache.serializer() {
+            "json" => Format::Json,
+            "raw" => Format::Raw,
+            _ => Format::Pickle,
+        }
+    }
+}
 
 /// Bytes of a natively serialized value: up to [`INLINE`] bytes on the stack, more on the heap.
 ///
@@ -99,21 +123,27 @@ const MAX_NATIVE_LEN: usize = 32 * 1024;
 pub(crate) struct Serialized<'py> {
     buf: Buf,
     pickled: Option<Bound<'py, PyBytes>>,
+    format: Format,
 }
 
 impl<'py> Serialized<'py> {
     #[inline]
-    pub(crate) fn new() -> Self {
+    pub(crate) fn new(format: Format) -> Self {
         Serialized {
             buf: Buf::new(),
             pickled: None,
+            format,
         }
     }
 
     /// Serializes `value` (replacing what this held); see [`encode`].
     #[inline]
     pub(crate) fn encode(&mut self, value: &Bound<'py, PyAny>) -> PyResult<()> {
-        self.pickled = encode(value, &mut self.buf)?;
+        self.pickled = match self.format {
+            Format::Pickle => encode(value, &mut self.buf)?,
+            Format::Json => Some(json_dumps(value)?),
+            Format::Raw => Some(raw_bytes(value)?),
+        };
         Ok(())
     }
 
@@ -295,11 +325,7 @@ fn pickle_dumps<'py>(value: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyBytes>>
     match module.dumps.bind(py).call1((value, PROTOCOL)) {
         Ok(out) => Ok(out.cast_into::<PyBytes>()?),
         Err(err) => {
-            let type_name = value
-                .get_type()
-                .fully_qualified_name()
-                .map(|n| n.to_string())
-                .unwrap_or_else(|_| "?".to_owned());
+            let type_name = qualified_type_name(value);
             let message =
                 format!("cannot serialize a value of type '{type_name}' for the cache: {err}");
             Err(errors::serialization_error(py, message, err))
@@ -307,9 +333,110 @@ fn pickle_dumps<'py>(value: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyBytes>>
     }
 }
 
+/// Deserializes stored bytes in `format`.
+#[inline]
+pub(crate) fn decode<'py>(
+    py: Python<'py>,
+    format: Format,
+    data: &[u8],
+) -> PyResult<Bound<'py, PyAny>> {
+    match format {
+        Format::Pickle => decode_pickle(py, data),
+        Format::Json => json_loads(py, payload(data)),
+        Format::Raw => Ok(PyBytes::new(py, payload(data)).into_any()),
+    }
+}
+
+/// The payload of bytes that may be a value stored with its refresh metadata (XFetch, jobs).
+fn payload(data: &[u8]) -> &[u8] {
+    polycache::Envelope::decode(data).map_or(data, |(_, p)| p)
+}
+
+struct JsonModule {
+    dumps: Py<PyAny>,
+    loads: Py<PyAny>,
+}
+
+static JSON: PyOnceLock<JsonModule> = PyOnceLock::new();
+
+fn json(py: Python<'_>) -> PyResult<&JsonModule> {
+    JSON.get_or_try_init(py, || {
+        let m = py.import("json")?;
+        Ok(JsonModule {
+            dumps: m.getattr("dumps")?.unbind(),
+            loads: m.getattr("loads")?.unbind(),
+        })
+    })
+}
+
+/// Compact JSON of `value`, UTF-8; NaN and infinities are refused (they are not JSON).
+fn json_dumps<'py>(value: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyBytes>> {
+    let py = value.py();
+    let kwargs = pyo3::types::PyDict::new(py);
+    kwargs.set_item("separators", (",", ":"))?;
+    kwargs.set_item("ensure_ascii", false)?;
+    kwargs.set_item("allow_nan", false)?;
+    let text = json(py)?
+        .dumps
+        .bind(py)
+        .call((value,), Some(&kwargs))
+        .map_err(|err| {
+            let message = format!(
+                "the json serializer cannot store a value of type '{}': {err}",
+                qualified_type_name(value)
+            );
+            errors::serialization_error(py, message, err)
+        })?;
+    let text = text.cast_into::<PyString>()?;
+    Ok(PyBytes::new(py, text.to_str()?.as_bytes()))
+}
+
+fn json_loads<'py>(py: Python<'py>, data: &[u8]) -> PyResult<Bound<'py, PyAny>> {
+    json(py)?
+        .loads
+        .bind(py)
+        .call1((PyBytes::new(py, data),))
+        .map_err(|err| {
+            let message = format!("cannot read the cached value as JSON: {err}");
+            errors::serialization_error(py, message, err)
+        })
+}
+
+/// The bytes of a `bytes`, `bytearray` or `memoryview` value, unchanged.
+fn raw_bytes<'py>(value: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyBytes>> {
+    let py = value.py();
+    if let Ok(b) = value.cast::<PyBytes>() {
+        return Ok(b.clone());
+    }
+    if let Ok(b) = value.cast::<PyByteArray>() {
+        return Ok(PyBytes::new(py, &b.to_vec()));
+    }
+    if value.is_instance_of::<pyo3::types::PyMemoryView>() {
+        return value
+            .call_method0("tobytes")?
+            .cast_into::<PyBytes>()
+            .map_err(Into::into);
+    }
+    Err(errors::serialization_error_without_cause(
+        py,
+        format!(
+            "the raw serializer stores bytes, bytearray or memoryview values, not '{}'              (use serializer=\"pickle\" or \"json\" for other values)",
+            qualified_type_name(value)
+        ),
+    ))
+}
+
+fn qualified_type_name(value: &Bound<'_, PyAny>) -> String {
+    value
+        .get_type()
+        .fully_qualified_name()
+        .map(|n| n.to_string())
+        .unwrap_or_else(|_| "?".to_owned())
+}
+
 /// Deserializes stored bytes as Django's `RedisSerializer.loads` does.
 #[inline]
-pub(crate) fn decode<'py>(py: Python<'py>, data: &[u8]) -> PyResult<Bound<'py, PyAny>> {
+fn decode_pickle<'py>(py: Python<'py>, data: &[u8]) -> PyResult<Bound<'py, PyAny>> {
     if let Some(n) = parse_small_decimal(data) {
         return Ok(n.into_pyobject(py)?.into_any());
     }
@@ -321,7 +448,7 @@ pub(crate) fn decode<'py>(py: Python<'py>, data: &[u8]) -> PyResult<Bound<'py, P
     } else {
         // A value stored with its refresh metadata (XFetch, jobs): read its payload.
         if let Some((_, payload)) = polycache::Envelope::decode(data) {
-            return decode(py, payload);
+            return decode_pickle(py, payload);
         }
         // Whatever else `int()` accepts (more digits, spaces, `_`, `+`) stays Django's call.
         let bytes = PyBytes::new(py, data);
