@@ -84,6 +84,7 @@ bench: bench-rust bench-c bench-python
 
 bench-rust:
 	cargo bench -p polycache --bench memory
+	cargo bench -p polycache --bench security
 	python3 scripts/bench-ratios.py $(CARGO_TARGET_DIR)/criterion
 
 bench-c:

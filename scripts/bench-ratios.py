@@ -28,6 +28,19 @@ def main() -> int:
         for peer, call, ns in rows:
             ratio = f"{ns / base:.2f}x" if base else "-"
             print(f"{group:10} {peer:12} {call.replace('__', '::').replace('_', ' '):22} {ns:9.1f} {ratio:>12}")
+    # The security bench: each row against `plain` (values stored as given) of its size.
+    secured = [root / g for g in ("security_get", "security_set") if (root / g).is_dir()]
+    if secured:
+        print(f"\n{'group':13} {'peer':18} {'value':8} {'ns/op':>9} {'vs plain':>9}")
+    for group in secured:
+        rows = {}
+        for est in sorted(group.glob("*/*/new/estimates.json")):
+            peer, size = est.parent.parent.parent.name, est.parent.parent.name
+            rows[(peer, size)] = json.loads(est.read_text())["mean"]["point_estimate"]
+        for (peer, size), ns in sorted(rows.items(), key=lambda r: (r[0][1], r[1])):
+            base = rows.get(("plain", size))
+            ratio = f"{ns / base:.2f}x" if base else "-"
+            print(f"{group.name:13} {peer:18} {size.replace('_', ' '):8} {ns:9.1f} {ratio:>9}")
     return 0
 
 
