@@ -10,7 +10,7 @@ import sqlite3
 import subprocess
 import sys
 import urllib.parse
-from typing import Any
+from typing import Any, Callable
 
 import pytest
 
@@ -170,7 +170,7 @@ def test_values_written_by_the_c_library_read_from_python(tmp_path: pathlib.Path
 SECRET = "Pw-py-4q7Z-distinctive"
 
 
-def _seen(make: Any) -> str:
+def _seen(make: Callable[[], Any]) -> str:
     """Everything a user sees of a cache `make()` opens and of its errors."""
     out: list[str] = []
     try:
@@ -181,7 +181,8 @@ def _seen(make: Any) -> str:
     inner = getattr(cache, "polycache", cache)
     if hasattr(inner, "stats_prometheus"):
         out.append(inner.stats_prometheus("x"))
-    for call in (lambda: cache.get("k"), lambda: cache.set("k", "v"), lambda: cache.clear()):
+    calls: list[Callable[[], object]] = [lambda: cache.get("k"), lambda: cache.set("k", "v"), cache.clear]
+    for call in calls:
         try:
             call()
         except Exception as err:  # noqa: BLE001 - the message is what is checked
