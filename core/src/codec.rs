@@ -23,6 +23,7 @@ use crate::value::Value;
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 use std::borrow::Cow;
+use std::cell::RefCell;
 use std::fmt;
 
 /// The first 8 bytes of a signed value.
@@ -217,9 +218,26 @@ fn verify(signer: &HmacSha256, full: &[u8], inner: &[u8], tag: &[u8]) -> bool {
     mac_of(signer, full, inner).verify_slice(tag).is_ok()
 }
 
+thread_local! {
+    // zstd contexts are large to set up (a fresh one costs more than compressing a small
+    // value): one of each per thread, reused.
+    static COMPRESSOR: RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> =
+        const { RefCell::new(None) };
+    static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+        const { RefCell::new(None) };
+}
+
 /// The compressed form of `value`, or `None` when compressing does not make it smaller.
 fn compress(value: &[u8], level: i32) -> Option<Vec<u8>> {
-    let frame = zstd::bulk::compress(value, level).ok()?;
+    let frame = COMPRESSOR
+        .with(|cell| {
+            let mut slot = cell.try_borrow_mut().ok()?;
+            if !matches!(&*slot, Some((l, _)) if *l == level) {
+                *slot = Some((level, zstd::bulk::Compressor::new(level).ok()?));
+            }
+            slot.as_mut().map(|(_, c)| c.compress(value))
+        })?
+        .ok()?;
     if frame.len() + COMPRESSED_HEADER >= value.len() {
         return None;
     }
@@ -246,7 +264,21 @@ fn decompress(stored: &[u8], max_size: usize) -> Result<Vec<u8>> {
             "it claims {len} bytes, more than this cache's max_value_size ({max_size} bytes)"
         )));
     }
-    let out = zstd::bulk::decompress(&stored[COMPRESSED_HEADER..], len as usize)
+    let frame = &stored[COMPRESSED_HEADER..];
+    let out = DECOMPRESSOR
+        .with(|cell| match cell.try_borrow_mut() {
+            Ok(mut slot) => {
+                if slot.is_none() {
+                    *slot = Some(zstd::bulk::Decompressor::new()?);
+                }
+                match slot.as_mut() {
+                    Some(d) => d.decompress(frame, len as usize),
+                    None => zstd::bulk::decompress(frame, len as usize),
+                }
+            }
+            // Re-entered on this thread (cannot happen today): a context of its own.
+            Err(_) => zstd::bulk::decompress(frame, len as usize),
+        })
         .map_err(|e| corrupt(e.to_string()))?;
     if out.len() as u64 != len {
         return Err(corrupt(format!(
