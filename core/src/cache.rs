@@ -826,9 +826,10 @@ impl Cache {
     }
 
     /// `add` of a full key (leases): errors pass through (counted), nothing else counted.
+    /// Stored as given, never signed: a lease token is a random lock owner's name that
+    /// [`Cache::full_delete_if_equals`] compares byte for byte, and no reader deserializes it.
     pub(crate) fn full_add(&self, full: &[u8], value: &[u8], ttl: Duration) -> Result<bool> {
-        let value = self.seal_value(full, value);
-        self.track(self.inner.backend.add(full, &value, Some(ttl)))
+        self.track(self.inner.backend.add(full, value, Some(ttl)))
     }
 
     /// `delete_if_equals` of a full key (lease release): fail-open applies, not counted.

@@ -371,3 +371,23 @@ fn postgres_over_tls_checks_the_server_certificate() {
     }
     pg.stop().unwrap();
 }
+
+#[test]
+fn signed_caches_release_their_leases_and_sign_computed_values() {
+    let url = "memory://sec-lease?signing_key=k&lease=true";
+    let cache = Cache::open(url).unwrap();
+    let v = cache
+        .get_or_set_with("report", || Ok(b"computed".to_vec()), Expiry::Never)
+        .unwrap();
+    assert_eq!(&*v, b"computed");
+    let backend = cache.backend();
+    // The lease was released (its token is compared byte for byte, so it is never signed)...
+    assert!(backend.get(b":1:report:__lock__").unwrap().is_none());
+    // ...and the computed value is signed like any other.
+    let stored = backend.get(b":1:report").unwrap().unwrap();
+    assert!(stored.starts_with(&SIGNED_MAGIC));
+    assert_eq!(
+        cache.get("report").unwrap().as_deref(),
+        Some(&b"computed"[..])
+    );
+}
