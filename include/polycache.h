@@ -439,6 +439,19 @@ polycache_result polycache_cache_open(const char *url,
                                       struct polycache_error **error_out);
 
 /**
+ * Creates the cache table of a `sqlite://` or `postgres://` URL if it does not exist yet.
+ *
+ * The explicit twin of the creation on first use, like Django's `createcachetable`: a deploy
+ * step for databases whose application user may not create tables. Idempotent. Accepts and
+ * validates every option a cache URL takes. Returns `POLYCACHE_RESULT_OK`, or
+ * `POLYCACHE_RESULT_CONFIGURATION` for a bad URL or a scheme without a table (`memory://`,
+ * `redis://`, …), or the database's failure (connection, timeout, I/O). Nothing is handed
+ * to the caller but the optional error.
+ */
+polycache_result polycache_create_table(const char *url,
+                                        struct polycache_error **error_out);
+
+/**
  * Frees a cache from `polycache_cache_open`; NULL does nothing.
  *
  * Call it once, after every thread's last use of the handle. The entries of a named

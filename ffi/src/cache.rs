@@ -70,6 +70,27 @@ pub unsafe extern "C" fn polycache_cache_open(
     })
 }
 
+/// Creates the cache table of a `sqlite://` or `postgres://` URL if it does not exist yet.
+///
+/// The explicit twin of the creation on first use, like Django's `createcachetable`: a deploy
+/// step for databases whose application user may not create tables. Idempotent. Accepts and
+/// validates every option a cache URL takes. Returns `POLYCACHE_RESULT_OK`, or
+/// `POLYCACHE_RESULT_CONFIGURATION` for a bad URL or a scheme without a table (`memory://`,
+/// `redis://`, …), or the database's failure (connection, timeout, I/O). Nothing is handed
+/// to the caller but the optional error.
+#[no_mangle]
+pub unsafe extern "C" fn polycache_create_table(
+    url: *const c_char,
+    error_out: *mut *mut polycache_error,
+) -> polycache_result {
+    boundary(error_out, || {
+        // SAFETY: url is NULL or valid for the call (the C API contract).
+        let url = unsafe { text(url, "url")? };
+        polycache::backend::sql::create_table(url)?;
+        Ok(POLYCACHE_RESULT_OK)
+    })
+}
+
 /// Frees a cache from `polycache_cache_open`; NULL does nothing.
 ///
 /// Call it once, after every thread's last use of the handle. The entries of a named
