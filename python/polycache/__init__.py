@@ -16,7 +16,7 @@ from polycache._cache import Cache, Timeout
 from polycache._caches import CacheHandler, caches
 from polycache._decorators import cached
 from polycache._jobs import Call, Job, cacheback
-from polycache._polycache import DEFAULT_TIMEOUT, SCHEMES, _shutdown, render_prometheus
+from polycache._polycache import DEFAULT_TIMEOUT, SCHEMES, _shutdown, create_table, render_prometheus
 from polycache.exceptions import (
     BackendError,
     CacheError,
@@ -57,6 +57,7 @@ __all__ = [
     "cached",
     "cacheback",
     "caches",
+    "create_table",
     "render_prometheus",
 ]
 

@@ -794,6 +794,18 @@ fn call_key(
     argkey::call_key(name, args, kwargs, skip_first)
 }
 
+/// Creates the cache table of a `sqlite://` or `postgres://` URL if it does not exist yet.
+///
+/// Django's `createcachetable` for polycache's SQL backends: a deploy step for databases whose
+/// application user may not create tables. Idempotent.
+#[pyfunction]
+fn create_table(py: Python<'_>, url: &str) -> PyResult<()> {
+    let url = url.to_owned();
+    // Connects to the database: no Python objects are touched while the GIL is released.
+    py.detach(move || polycache::backend::sql::create_table(&url))
+        .py_err(py)
+}
+
 /// Renders the counters of several caches as one Prometheus page: `{name: cache}`.
 #[pyfunction]
 fn render_prometheus(caches: &Bound<'_, PyAny>) -> PyResult<String> {
@@ -823,6 +835,7 @@ fn _polycache(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(jobs::_shutdown, m)?)?;
     m.add_function(wrap_pyfunction!(call_key, m)?)?;
     m.add_function(wrap_pyfunction!(render_prometheus, m)?)?;
+    m.add_function(wrap_pyfunction!(create_table, m)?)?;
     m.add_function(wrap_pyfunction!(dumps, m)?)?;
     m.add_function(wrap_pyfunction!(loads, m)?)?;
     m.add("DEFAULT_TIMEOUT", Bound::new(py, DefaultTimeout)?)?;

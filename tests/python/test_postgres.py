@@ -151,3 +151,20 @@ def test_bad_locations_are_configuration_errors(location: str, named: str) -> No
     with pytest.raises(polycache.ConfigurationError, match=named) as info:
         Cache(location)
     assert "s3cret" not in str(info.value)
+
+
+def test_create_table_creates_it_ahead_of_use(server: servers.Server) -> None:
+    url = f"{server.url}?table=py_deployed"
+    polycache.create_table(url)
+    polycache.create_table(url)  # idempotent, like createcachetable
+    c = Cache(url)
+    c.set("k", {"deployed": True})
+    assert c.get("k") == {"deployed": True}
+    c.clear()
+    c.close()
+    with pytest.raises(polycache.ConfigurationError, match="table"):
+        polycache.create_table(f"{server.url}?table=a;b")
+    port = servers.free_port()
+    with pytest.raises(polycache.ConnectionError) as info:
+        polycache.create_table(f"postgres://app:s3cret@127.0.0.1:{port}/db")
+    assert "s3cret" not in str(info.value)

@@ -257,3 +257,19 @@ def test_bounded_table_stays_bounded(db: Path) -> None:
     assert c.get("k1999") == 1999
     assert c.stats()["evictions"] >= 1780
     assert os.path.getsize(db) > 0
+
+
+def test_create_table_creates_it_ahead_of_use(db: Path) -> None:
+    url = f"sqlite://{db}?table=deploy_cache"
+    polycache.create_table(url)
+    tables = raw_sql(db, "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+    assert ["deploy_cache"] in tables
+    polycache.create_table(url)  # idempotent, like createcachetable
+    c = Cache(url)
+    c.set("k", 1)
+    assert c.get("k") == 1
+    c.close()
+    with pytest.raises(polycache.ConfigurationError, match="sqlite://"):
+        polycache.create_table("memory://")
+    with pytest.raises(polycache.ConfigurationError, match="table"):
+        polycache.create_table(f"sqlite://{db}?table=a;b")
