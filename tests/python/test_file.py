@@ -23,7 +23,11 @@ pytestmark = pytest.mark.skipif(
 
 
 def entry_files(root: Path) -> list[Path]:
+    """The files of large entries (small ones are records in root/packs/*)."""
     return [p for p in root.glob("[0-9a-f][0-9a-f]/*") if len(p.name) == 32]
+
+
+LARGE = "x" * 5000  # over the 2 KiB a pack record may hold: a file of its own
 
 
 @pytest.fixture
@@ -52,10 +56,14 @@ def test_django_operations(cache_dir: Path) -> None:
     assert c.get_or_set("g", lambda: "computed") == "computed"
     c.set("gone", 1, timeout=0)
     assert c.get("gone") is None
-    assert len(entry_files(cache_dir)) == 4  # a, b, m2, g; nothing for "gone"
+    c.set("big", LARGE)
+    assert c.get("big") == LARGE
+    assert len(entry_files(cache_dir)) == 1  # only the large value has a file
+    assert {p.name for p in (cache_dir / "packs").iterdir()} <= set("0123456789abcdef")
     c.clear()
     assert entry_files(cache_dir) == []
-    assert c.get("a") is None
+    for key in ("a", "b", "m2", "g", "big"):
+        assert c.get(key) is None
 
 
 def test_entries_survive_reopening(cache_dir: Path) -> None:
@@ -89,15 +97,24 @@ def test_async_twins(cache_dir: Path) -> None:
 
 
 def test_a_corrupt_entry_reads_as_a_miss_and_is_removed(cache_dir: Path) -> None:
-    c = Cache(f"file://{cache_dir}")
-    c.set("k", "value")
+    c = Cache(f"file://{cache_dir}?reconcile_interval=none")
+    c.set("k", "precious value")
+    (pack,) = [p for p in (cache_dir / "packs").iterdir() if p.read_bytes().find(b"precious value") > 0]
+    data = bytearray(pack.read_bytes())
+    data[data.find(b"precious value")] ^= 0x20
+    pack.write_bytes(bytes(data))
+    assert c.get("k") is None
+    assert c.add("k", "fresh") is True  # the damaged record is gone, not in the way
+    assert c.get("k") == "fresh"
+
+    c.set("big", LARGE)
     (path,) = entry_files(cache_dir)
     path.write_bytes(path.read_bytes()[:-2])
-    assert c.get("k") is None
+    assert c.get("big") is None
     assert not path.exists()
-    c.set("k", "value")
+    c.set("big", LARGE)
     path.write_bytes(b"GIF89a not an entry")
-    assert c.get("k", "default") == "default"
+    assert c.get("big", "default") == "default"
     assert not path.exists()
 
 
@@ -148,9 +165,23 @@ def test_incr_stays_exact_in_forked_children(cache_dir: Path) -> None:
 
 
 def test_files_are_private(cache_dir: Path) -> None:
-    Cache(f"file://{cache_dir}").set("k", "v")
+    c = Cache(f"file://{cache_dir}")
+    c.set("k", "v")
+    c.set("big", LARGE)
     assert cache_dir.stat().st_mode & 0o777 == 0o700
-    (path,) = entry_files(cache_dir)
-    assert path.stat().st_mode & 0o777 == 0o600
-    assert path.parent.stat().st_mode & 0o777 == 0o700
-    assert os.path.commonpath([path.resolve(), cache_dir.resolve()]) == str(cache_dir.resolve())
+    paths = list(cache_dir.rglob("*"))
+    assert len(paths) > 4
+    for path in paths:
+        assert path.stat().st_mode & 0o777 == (0o700 if path.is_dir() else 0o600), path
+        assert os.path.commonpath([path.resolve(), cache_dir.resolve()]) == str(cache_dir.resolve())
+
+
+def test_cull_frequency_as_django_passes_it(cache_dir: Path) -> None:
+    c = Cache(f"file://{cache_dir}?max_entries=30&cull_frequency=3")
+    for i in range(1, 50):
+        c.set(f"cull{i}", "value")
+    assert sum(c.has_key(f"cull{i}") for i in range(1, 50)) == 29
+    z = Cache(f"file://{cache_dir.parent / 'zero'}?max_entries=30&cull_frequency=0")
+    for i in range(1, 50):
+        z.set(f"cull{i}", "value")
+    assert sum(z.has_key(f"cull{i}") for i in range(1, 50)) == 19

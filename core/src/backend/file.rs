@@ -1132,12 +1132,7 @@ impl Inner {
     /// With `cull_frequency`: true when a new key would find `max_entries` entries.
     fn at_cull_bound(&self) -> bool {
         match (self.cull_frequency, self.max_entries) {
-            (Some(_), Some(max)) => {
-                if self.estimate().0 >= max as i64 {
-                    return true;
-                }
-                false
-            }
+            (Some(_), Some(max)) => self.estimate().0 >= max as i64,
             _ => false,
         }
     }
@@ -2026,18 +2021,20 @@ impl Locked<'_> {
         if bad.is_empty() {
             return match probe {
                 Probe::Suspect => {
-                    // Only a full, damaged index gets here: rebuild it, then look again.
+                    // Only a damaged index gets here (cut short, or full): rebuild it from
+                    // what verifies, then look again.
                     self.rebuild(now_ms(), &|_| true)?;
                     let pf = self.pf().clone();
-                    Ok(
-                        match self.inner.probe(&pf, hash, key, Some(&mut Vec::new()))? {
-                            Probe::Suspect | Probe::Moved => Probe::Absent {
-                                at: home(hash, pf.cap),
-                                fresh: false,
-                            },
-                            p => p,
-                        },
-                    )
+                    match self.inner.probe(&pf, hash, key, Some(&mut Vec::new()))? {
+                        Probe::Suspect | Probe::Moved => Err(Error::new(
+                            ErrorKind::Io,
+                            format!(
+                                "file:// cache: the index of {} stays unreadable after a rebuild",
+                                self.path().display()
+                            ),
+                        )),
+                        p => Ok(p),
+                    }
                 }
                 p => Ok(p),
             };
