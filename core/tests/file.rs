@@ -607,9 +607,10 @@ fn an_old_format_directory_reads_as_misses_and_is_cleaned_up() {
     let tmp = TempDir::new("migrate");
     let dir = tmp.cache_dir();
     // What the one-file-per-entry format left: entry files in shard directories, counters.
-    let c = Cache::open(&tmp.url("")).unwrap();
+    // (Made without a background scan, which would race the removal of the directory.)
+    let c = Cache::open(&tmp.url("?reconcile_interval=none")).unwrap();
     c.set("big", &large(4), Expiry::Never).unwrap();
-    let backend = FileBackend::new(&dir, &FileOptions::default()).unwrap();
+    let backend = FileBackend::new(&dir, &no_scan()).unwrap();
     let entry = fs::read(backend.entry_path(b":1:big")).unwrap();
     drop((c, backend));
     fs::remove_dir_all(&dir).unwrap();
