@@ -56,7 +56,7 @@ _SCHEME_DJANGO_OPTIONS: dict[str, frozenset[str]] = {
     "sqlite": frozenset({"max_entries", "cull_frequency"}),
     "postgres": frozenset({"max_entries", "cull_frequency"}),
     "postgresql": frozenset({"max_entries", "cull_frequency"}),
-    "file": frozenset({"max_entries"}),
+    "file": frozenset({"max_entries", "cull_frequency"}),
 }
 
 #: Django's ``MAX_ENTRIES`` and ``CULL_FREQUENCY`` when ``OPTIONS`` gives only the other.

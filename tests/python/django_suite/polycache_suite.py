@@ -27,7 +27,6 @@ docs/python/django.md.
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 import os
 import shutil
@@ -35,7 +34,6 @@ import time
 import unittest
 from collections.abc import Callable
 from typing import Any
-from unittest import mock
 
 from cache import tests as dj  # type: ignore[import-not-found]
 from cache import tests_async as dj_async
@@ -91,35 +89,6 @@ def known_failures(cls: type, reasons: dict[str, str]) -> None:
     for name, reason in reasons.items():
         setattr(cls, name, unittest.expectedFailure(getattr(cls, name)))
         _record(cls.__name__, name, f"expected failure, needs the core: {reason}")
-
-
-def tolerated_failures(cls: type, reasons: dict[str, str]) -> None:
-    """Runs tests that fail only sometimes for a reason in the core; a failure is a skip
-    that names the reason (a pass is a pass)."""
-    for name, reason in reasons.items():
-        test = getattr(cls, name)
-
-        def run(self: Any, _test: Callable[..., Any] = test, _reason: str = reason) -> None:
-            try:
-                # Without subTest, which would record the failure instead of raising it.
-                with mock.patch.object(self, "subTest", lambda *a, **k: contextlib.nullcontext()):
-                    _test(self)
-            except AssertionError as err:
-                self.skipTest(f"known core issue ({_reason}): {err}")
-
-        run.__name__ = name
-        setattr(cls, name, run)
-        _record(cls.__name__, name, f"a failure is tolerated, needs the core: {reason}")
-
-
-FILE_ZERO_CULL_REASON = (
-    "CULL_FREQUENCY=0 empties Django's file cache when it is full; file:// culls its own "
-    "fraction and takes no cull-frequency option"
-)
-FILE_CULL_REASON = (
-    "file:// evicts the oldest entries down to 90% of MAX_ENTRIES with an estimated count, "
-    "so 27 to 29 of the 49 keys remain, not Django's exact 29"
-)
 
 
 def with_caches(func: Callable[..., Any], caches: dict[str, dict[str, Any]], retry: bool = False) -> Any:
@@ -236,8 +205,6 @@ elif SCHEME == "file":
             "test_has_key_race_handling": "mocks Python's open(); polycache reads files in Rust",
         },
     )
-    known_failures(PolycacheFileBasedCacheTests, {"test_zero_cull": FILE_ZERO_CULL_REASON})
-    tolerated_failures(PolycacheFileBasedCacheTests, {"test_cull": FILE_CULL_REASON})
     _record(
         "PolycacheFileBasedCacheTests",
         "tearDown",
