@@ -190,10 +190,14 @@ fn file_load_holds_its_bound() {
         Some(&format!("file://{}", dir.path().join("counter").display())),
     );
     let on_disk = dir_bytes(&root);
-    // Entry files carry a header and the file system rounds up; the bound is on entries.
+    // `max_bytes` bounds the live entries (headers, keys, values). On top of them the disk
+    // holds what docs/backends/file.md (*Disk usage*) allows: the index slots, and up to
+    // 64 KiB or half the records of dead space in each of the 16 pack files between rebuilds.
+    const PACKS: u64 = 16;
+    let allowed = 262_144 + 262_144 / 2 + PACKS * 64 * 1024 + 64 * 1024;
     assert!(
-        on_disk <= 2 * 262_144 + 256 * 1024,
-        "file:// uses {on_disk} bytes on disk over its 256 KiB bound"
+        on_disk <= allowed,
+        "file:// uses {on_disk} bytes on disk with a 256 KiB bound (at most {allowed} allowed)"
     );
     drop(cache);
 }
