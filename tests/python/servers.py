@@ -11,6 +11,7 @@ import contextlib
 import glob
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -45,6 +46,7 @@ def _wait_for(probe: Callable[[], bool], proc: subprocess.Popen[bytes], what: st
     with contextlib.suppress(OSError), open(log, errors="replace") as f:
         tail = "".join(f.readlines()[-20:])
     proc.kill()
+    proc.wait(10)
     raise RuntimeError(f"{what} did not start:\n{tail}")
 
 
@@ -193,9 +195,12 @@ def postgres_server() -> Iterator[Server]:
         _wait_for(probe, proc, "postgres", log, timeout=30)
         yield Server(proc, port, d, f"postgres://postgres@127.0.0.1:{port}/postgres")
     finally:
-        proc.terminate()
+        # SIGINT is PostgreSQL's fast shutdown: SIGTERM (smart) would wait for every client
+        # still connected, e.g. a cache a test left open, and outlive the wait below.
+        proc.send_signal(signal.SIGINT)
         try:
             proc.wait(15)
         except subprocess.TimeoutExpired:
             proc.kill()
+            proc.wait(10)
         shutil.rmtree(d, ignore_errors=True)
