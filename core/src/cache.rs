@@ -640,19 +640,18 @@ impl Cache {
     }
 
     /// The bytes stored for `value` under the full key `full`: signed and compressed as this
-    /// cache is configured, else `value` itself. For bindings that address the backend with
-    /// full keys of their own making ([`Cache::backend`]); every `Cache` method does this itself.
+    /// cache is configured, else `value` itself.
     #[inline]
-    pub fn seal_value<'v>(&self, full: &[u8], value: &'v [u8]) -> Cow<'v, [u8]> {
+    fn seal_value<'v>(&self, full: &[u8], value: &'v [u8]) -> Cow<'v, [u8]> {
         self.inner.codec.seal(full, value)
     }
 
     /// The value a writer stored under the full key `full`, from what the backend returned:
-    /// the reverse of [`Cache::seal_value`]. A value whose signature fails is `None` and a
+    /// the reverse of `seal_value`. A value whose signature fails is `None` and a
     /// logged warning; a compressed value that cannot be expanded is a
     /// [`ErrorKind::Serialization`] error.
     #[inline]
-    pub fn open_value(&self, full: &[u8], stored: Option<Value>) -> Result<Option<Value>> {
+    fn open_value(&self, full: &[u8], stored: Option<Value>) -> Result<Option<Value>> {
         let Some(stored) = stored else {
             return Ok(None);
         };
