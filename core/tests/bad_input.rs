@@ -12,8 +12,8 @@
 
 mod load_common;
 
-use load_common::TempDir;
 use polycache::{Cache, ErrorKind, Expiry, MAX_KEY_LEN};
+use polycache_testkit::TempDir;
 use polycache_testkit::{MemcachedServer, PostgresServer, RedisServer};
 
 /// The backends, each opened with `max_value_size=65536`.

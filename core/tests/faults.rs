@@ -19,11 +19,11 @@
 
 mod load_common;
 
-use load_common::{
-    read_counter, run, seed_counter, wait_until_healthy, Tally, TempDir, Until, COUNTER,
-};
+use load_common::{read_counter, run, seed_counter, wait_until_healthy, Tally, Until, COUNTER};
 use polycache::Cache;
-use polycache_testkit::{FaultProxy, MemcachedServer, PostgresServer, RedisServer, TestkitError};
+use polycache_testkit::{
+    FaultProxy, MemcachedServer, PostgresServer, RedisServer, TempDir, TestkitError,
+};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

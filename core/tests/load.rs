@@ -16,8 +16,9 @@
 
 mod load_common;
 
-use load_common::{read_counter, run_with_counter, seed_counter, TempDir, Until, KEYS};
+use load_common::{read_counter, run_with_counter, seed_counter, Until, KEYS};
 use polycache::Cache;
+use polycache_testkit::TempDir;
 use polycache_testkit::{MemcachedServer, PostgresServer, RedisServer};
 use std::path::Path;
 use std::sync::Mutex;

@@ -5,6 +5,7 @@ mod sql_common;
 
 use polycache::backend::sql::{create_table, SqliteBackend};
 use polycache::{Backend, Cache, ErrorKind, Expiry, Location, Options};
+use polycache_testkit::TempDir;
 use sql_common::*;
 use std::path::Path;
 use std::sync::Arc;

@@ -210,7 +210,7 @@ impl RedisServer {
         certs: Option<&TestCertificates>,
     ) -> Result<Self, TestkitError> {
         let program = find_program("redis-server", "redis-server")?;
-        let dir = TempDir::new("redis", None)?;
+        let dir = TempDir::create("redis", None)?;
         let socket_path = dir.path().join("redis.sock");
         let conf_path = dir.path().join("redis.conf");
         let log_path = dir.path().join("redis.log");
@@ -742,7 +742,7 @@ impl TestCertificates {
     /// (with its output) when a step fails.
     pub fn generate() -> Result<Self, TestkitError> {
         let openssl = find_program("openssl", "openssl")?;
-        let dir = TempDir::new("certs", None)?;
+        let dir = TempDir::create("certs", None)?;
         let ext = dir.path().join("server.ext");
         fs::write(
             &ext,
@@ -928,7 +928,7 @@ impl MemcachedServer {
         } else {
             None
         };
-        let dir = TempDir::new("memcached", run_as.as_ref())?;
+        let dir = TempDir::create("memcached", run_as.as_ref())?;
         let mut all_args: Vec<OsString> = ["-U", "0", "-m", "64"].map(OsString::from).to_vec();
         if let Some(user) = &run_as {
             all_args.push("-u".into());
@@ -1092,7 +1092,7 @@ impl PostgresServer {
         } else {
             None
         };
-        let dir = TempDir::new("postgres", run_as.as_ref())?;
+        let dir = TempDir::create("postgres", run_as.as_ref())?;
         let data_dir = dir.path().join("data");
 
         let initdb_log = dir.path().join("initdb.log");
@@ -1833,9 +1833,10 @@ fn unprivileged_user() -> Result<Account, TestkitError> {
     })
 }
 
-/// A directory removed, with everything in it, when dropped.
+/// A directory removed, with everything in it, when dropped: the servers' data directories,
+/// and the scratch directories of the tests.
 #[derive(Debug)]
-struct TempDir {
+pub struct TempDir {
     path: PathBuf,
 }
 
@@ -1845,7 +1846,7 @@ impl TempDir {
     ///
     /// A directory for another owner is made under the system temporary directory only if
     /// that user can reach it, else under `/tmp`.
-    fn new(what: &str, owner: Option<&Account>) -> Result<Self, TestkitError> {
+    fn create(what: &str, owner: Option<&Account>) -> Result<Self, TestkitError> {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
         let mut base = std::env::temp_dir();
         if owner.is_some() && !traversable_by_others(&base) {
@@ -1888,7 +1889,14 @@ impl TempDir {
         ))
     }
 
-    fn path(&self) -> &Path {
+    /// A fresh `polycache-<what>-<unique>` directory (mode 700) of the current user, for a
+    /// test's files. Panics when it cannot be made: a test cannot go on without it.
+    pub fn new(what: &str) -> Self {
+        Self::create(what, None).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
         &self.path
     }
 }
@@ -1929,7 +1937,7 @@ mod tests {
 
     #[test]
     fn log_tail_keeps_the_last_lines() {
-        let dir = TempDir::new("logtail", None).unwrap();
+        let dir = TempDir::create("logtail", None).unwrap();
         let log = dir.path().join("x.log");
         let text: String = (0..100).map(|i| format!("line {i}\n")).collect();
         fs::write(&log, text).unwrap();

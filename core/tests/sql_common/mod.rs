@@ -5,7 +5,6 @@
 
 use polycache::backend::sql::key_hash;
 use polycache::{Cache, ErrorKind, Expiry};
-use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -19,32 +18,6 @@ pub const ARG_VAR: &str = "POLYCACHE_SQL_ARG";
 pub trait RawSql {
     fn exec(&mut self, sql: &str);
     fn scalar(&mut self, sql: &str) -> i64;
-}
-
-/// A directory removed when dropped.
-pub struct TempDir(PathBuf);
-
-impl TempDir {
-    pub fn new(what: &str) -> TempDir {
-        use std::sync::atomic::{AtomicU32, Ordering};
-        static N: AtomicU32 = AtomicU32::new(0);
-        let path = std::env::temp_dir().join(format!(
-            "polycache-{what}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&path).unwrap();
-        TempDir(path)
-    }
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 /// A small deterministic PRNG (xorshift64*), so workers need no shared state.
