@@ -521,14 +521,15 @@ fn postgres_faults() {
             ),
         );
     });
+    both_policies(|fail_open| {
+        // The postmaster and every backend process stopped: no reply at all, which only
+        // the client's own deadline (socket_timeout) ends.
+        scenario(
+            &spec("SIGSTOP past the timeout", fail_open, 5500, false, true),
+            &mut freeze_and_thaw(&server),
+        );
+    });
     proxy_faults("postgres", port, postgres_url);
-    // A frozen server (SIGSTOP) is not in the suite: the PostgreSQL client has no read
-    // timeout of its own, so an operation waits until the server runs again.
-    not_run(
-        "postgres",
-        "SIGSTOP",
-        "the client has no read timeout; statement_timeout needs a running server",
-    );
 }
 
 // ---------------------------------------------------------------------------------------

@@ -115,6 +115,35 @@ fn cull_frequency_culls_as_djangos_database_cache() {
     );
 }
 
+/// Django's cull skips rows another session holds instead of waiting for them: the culling
+/// writer holds the entry counter, and waiting for a row whose holder then needs the
+/// counter would deadlock (or, as here, wait until statement_timeout).
+#[test]
+fn culling_skips_rows_other_sessions_hold() {
+    let pg = server();
+    let c = Cache::open(&format!(
+        "{}?table=skip&max_entries=10&cull_frequency=2&statement_timeout=5",
+        pg.url()
+    ))
+    .unwrap();
+    for i in 0..10 {
+        c.set(&format!("k{i}"), b"v", Expiry::Never).unwrap();
+    }
+    let mut holder = Raw::connect(&pg);
+    holder.exec("BEGIN; SELECT 1 FROM skip WHERE id = (SELECT min(id) FROM skip) FOR UPDATE");
+    // The table is full: this set culls half of it, the oldest rows but the held one.
+    c.set("new", b"v", Expiry::Never).unwrap();
+    assert!(c.has_key("k0").unwrap(), "the held (oldest) row was culled");
+    assert!(c.has_key("new").unwrap());
+    holder.exec("ROLLBACK");
+    let mut raw = Raw::connect(&pg);
+    assert_eq!(raw.scalar("SELECT count(*) FROM skip"), 6);
+    let kept = (0..10)
+        .filter(|i| c.has_key(&format!("k{i}")).unwrap())
+        .count();
+    assert_eq!(kept, 5, "k0 and the four newest stay");
+}
+
 #[test]
 fn the_table_is_created_on_first_use_or_ahead_of_time() {
     let pg = server();
@@ -263,6 +292,44 @@ fn statement_timeout_is_a_timeout() {
     assert_eq!(c.incr("n", 1).unwrap(), 2, "the connection is still good");
 }
 
+/// A server that answers nothing (SIGSTOP) ends a call after `socket_timeout` with a
+/// timeout, drops the connection that still owes the reply, and is used again once it runs.
+#[test]
+fn a_frozen_server_is_a_timeout_not_a_hang() {
+    let mut pg = server();
+    let url = format!(
+        "{}?table=frozen&socket_timeout=0.3&connect_timeout=0.5&breaker_threshold=0",
+        pg.url()
+    );
+    let c = Cache::open(&url).unwrap();
+    c.set("n", b"1", Expiry::Never).unwrap();
+    pg.freeze().unwrap();
+    let started = Instant::now();
+    let read = c.get("n").unwrap_err();
+    let incr = c.incr("n", 1).unwrap_err();
+    // Bounds a hang (the client waited for the thaw before), not speed: a read may retry
+    // once on a new connection, so 0.3 + 0.5 s each, with a wide margin.
+    assert!(started.elapsed() < Duration::from_secs(10));
+    pg.thaw().unwrap();
+    assert!(
+        matches!(read.kind(), ErrorKind::Timeout | ErrorKind::Connection),
+        "{read}"
+    );
+    assert!(
+        matches!(incr.kind(), ErrorKind::Timeout | ErrorKind::Connection),
+        "{incr}"
+    );
+    assert!(read.to_string().contains("frozen"), "names the URL: {read}");
+    // The timed-out incr waited in the frozen server's socket buffer and may still run
+    // when the server wakes up; never twice.
+    let n = c.incr("n", 1).unwrap();
+    assert!(n == 2 || n == 3, "{n}");
+    assert_eq!(
+        c.get("n").unwrap().as_deref(),
+        Some(n.to_string().as_bytes())
+    );
+}
+
 #[test]
 fn bad_urls_are_configuration_errors_without_the_password() {
     let port = free_loopback_port().unwrap();
@@ -283,6 +350,7 @@ fn bad_urls_are_configuration_errors_without_the_password() {
             format!("{base}?statement_timeout=soon"),
             "statement_timeout",
         ),
+        (format!("{base}?socket_timeout=-2"), "socket_timeout"),
         (format!("{base}?max_entries=0"), "max_entries"),
         (format!("{base}?busy_timeout=1"), "busy_timeout"),
         (format!("{base}?sslmode=maybe"), "sslmode"),

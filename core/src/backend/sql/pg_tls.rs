@@ -15,7 +15,6 @@
 
 use crate::error::{Error, Result};
 use crate::location::Options;
-use postgres::config::SslMode;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
@@ -25,6 +24,7 @@ use rustls::{
     CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
 };
 use std::sync::Arc;
+use tokio_postgres::config::SslMode;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 /// How a PostgreSQL backend secures its connections.
@@ -38,7 +38,10 @@ pub(super) enum PgTls {
 
 impl PgTls {
     /// Reads `sslmode` and `sslrootcert`, sets the mode on `config`.
-    pub(super) fn take(options: &mut Options, config: &mut postgres::Config) -> Result<PgTls> {
+    pub(super) fn take(
+        options: &mut Options,
+        config: &mut tokio_postgres::Config,
+    ) -> Result<PgTls> {
         let mode = options.take("sslmode");
         let root = options.take("sslrootcert");
         let (mode, ssl_mode) = match mode.as_deref().map(str::trim) {

@@ -1,5 +1,6 @@
 //! `postgres://user:password@host:5432/db`: the cache table in a PostgreSQL database.
 
+use super::pg_client::{PgClient, PgError, PgTx};
 use super::pg_tls::PgTls;
 use super::{
     byte_size, expires_at, key_hash, now_ms, Bounds, Cull, Estimate, Found, OldestWalk, Pool,
@@ -9,14 +10,17 @@ use crate::backend::{apply_delta, not_found, parse_i64, Backend};
 use crate::error::{Error, ErrorKind, Result};
 use crate::location::{Location, Options};
 use crate::value::Value;
-use postgres::{Client, Config, NoTls, Statement};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio_postgres::{Config, NoTls, Statement};
 
 /// How long opening a connection may take unless `connect_timeout` says otherwise: 5 s.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long one reply may take unless `socket_timeout` or `statement_timeout` says
+/// otherwise: 30 s.
+pub const DEFAULT_SOCKET_TIMEOUT: Duration = Duration::from_secs(30);
 /// Connections one backend opens at most unless `pool_size` says otherwise.
 const DEFAULT_POOL_SIZE: usize = 16;
 /// The port when the URL names none.
@@ -29,8 +33,9 @@ const DEFAULT_PORT: u16 = 5432;
 /// themselves after the server restarts: a read or an idempotent write that finds its pooled
 /// connection broken retries once on a new one; `add` and `incr`, which must not run twice,
 /// report the [`ErrorKind::Connection`] error instead and the next call reconnects.
-/// Unreachable servers give [`ErrorKind::Connection`], `connect_timeout` and
-/// `statement_timeout` give [`ErrorKind::Timeout`], so the cache's failure policy (fail open,
+/// Unreachable servers give [`ErrorKind::Connection`], `connect_timeout`,
+/// `statement_timeout` and `socket_timeout` (the client's deadline for each reply, which also
+/// ends a wait on a frozen server) give [`ErrorKind::Timeout`], so the cache's failure policy (fail open,
 /// circuit breaker) applies. The table is created on first use, or explicitly with
 /// [`PostgresBackend::create_table`]; with `unlogged=true` it is an `UNLOGGED` table (faster
 /// writes, emptied after a crash).
@@ -57,6 +62,10 @@ struct Inner {
     config: Config,
     tls: PgTls,
     location: String,
+    /// How long connecting may take in all (`None`: as long as it takes).
+    connect_bound: Option<Duration>,
+    /// How long one reply may take (`socket_timeout`; `None`: as long as it takes).
+    socket_timeout: Option<Duration>,
     q: Queries,
     pool: Pool<PgConn>,
     pool_wait: Duration,
@@ -71,7 +80,7 @@ struct Inner {
 
 /// A connection with the statements it has prepared.
 struct PgConn {
-    client: Client,
+    client: PgClient,
     stmts: Vec<Option<Statement>>,
 }
 
@@ -270,13 +279,21 @@ impl Queries {
             Q::CountRead,
             format!("SELECT n FROM {ct} WHERE id = 0 FOR UPDATE"),
         );
+        // SKIP LOCKED: a row another writer holds is that writer's to finish; waiting for it
+        // while holding the counter row could deadlock with that writer's count trigger.
         put(
             Q::CullExpired,
-            format!("DELETE FROM {t} WHERE expires_at <= $1"),
+            format!(
+                "DELETE FROM {t} WHERE id IN \
+                 (SELECT id FROM {t} WHERE expires_at <= $1 FOR UPDATE SKIP LOCKED)"
+            ),
         );
         put(
             Q::CullOldest,
-            format!("DELETE FROM {t} WHERE id IN (SELECT id FROM {t} ORDER BY id LIMIT $1)"),
+            format!(
+                "DELETE FROM {t} WHERE id IN \
+                 (SELECT id FROM {t} ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED)"
+            ),
         );
         // Run under the creation lock, with the cache table locked against writes so that
         // no row comes or goes between the count and the triggers that keep it. Statement
@@ -328,7 +345,7 @@ impl Queries {
 
 impl PgConn {
     /// The prepared statement for `q`, preparing it on first use on this connection.
-    fn stmt(&mut self, q: Q, queries: &Queries) -> Result<Statement, postgres::Error> {
+    fn stmt(&mut self, q: Q, queries: &Queries) -> Result<Statement, PgError> {
         if let Some(s) = &self.stmts[q as usize] {
             return Ok(s.clone());
         }
@@ -340,13 +357,19 @@ impl PgConn {
 
 /// A failure inside a pooled call: the server's, or one of ours (bad integer, …).
 enum Fail {
-    Pg(postgres::Error),
+    Pg(PgError),
     Cache(Error),
 }
 
-impl From<postgres::Error> for Fail {
-    fn from(e: postgres::Error) -> Self {
+impl From<PgError> for Fail {
+    fn from(e: PgError) -> Self {
         Fail::Pg(e)
+    }
+}
+
+impl From<tokio_postgres::Error> for Fail {
+    fn from(e: tokio_postgres::Error) -> Self {
+        Fail::Pg(PgError::Pg(e))
     }
 }
 
@@ -357,11 +380,14 @@ impl From<Error> for Fail {
 }
 
 /// The SQLSTATE of a server error, if it is one.
-fn sqlstate(e: &postgres::Error) -> Option<&str> {
-    e.code().map(|c| c.code())
+fn sqlstate(e: &PgError) -> Option<&str> {
+    match e {
+        PgError::Pg(e) => e.code().map(|c| c.code()),
+        PgError::TimedOut(_) | PgError::Runtime(_) => None,
+    }
 }
 
-fn io_cause(e: &postgres::Error) -> Option<&std::io::Error> {
+fn io_cause(e: &tokio_postgres::Error) -> Option<&std::io::Error> {
     let mut cause = std::error::Error::source(e);
     while let Some(c) = cause {
         if let Some(io) = c.downcast_ref::<std::io::Error>() {
@@ -372,19 +398,26 @@ fn io_cause(e: &postgres::Error) -> Option<&std::io::Error> {
     None
 }
 
-/// True when the connection itself is gone (server restarted or unreachable).
-fn connection_lost(e: &postgres::Error) -> bool {
-    match sqlstate(e) {
-        Some(code) => {
+/// True when the connection itself is gone (server restarted or unreachable) or owes a
+/// reply it did not send in time.
+fn connection_lost(e: &PgError) -> bool {
+    match (e, sqlstate(e)) {
+        (_, Some(code)) => {
             code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03" | "53300")
         }
-        None => e.is_closed() || io_cause(e).is_some(),
+        (PgError::Pg(e), None) => e.is_closed() || io_cause(e).is_some(),
+        (PgError::TimedOut(_) | PgError::Runtime(_), None) => true,
     }
 }
 
 /// The polycache kind of a PostgreSQL failure.
-fn kind_of(e: &postgres::Error) -> ErrorKind {
-    match sqlstate(e) {
+fn kind_of(e: &PgError) -> ErrorKind {
+    let e = match e {
+        PgError::TimedOut(_) => return ErrorKind::Timeout,
+        PgError::Runtime(_) => return ErrorKind::Connection,
+        PgError::Pg(e) => e,
+    };
+    match e.code().map(|c| c.code()) {
         // query_canceled (statement_timeout) and lock_not_available (lock_timeout).
         Some("57014" | "55P03") => ErrorKind::Timeout,
         Some(code) if code.starts_with("08") => ErrorKind::Connection,
@@ -405,7 +438,14 @@ fn kind_of(e: &postgres::Error) -> ErrorKind {
 }
 
 /// The text of a PostgreSQL failure, with the server's message and SQLSTATE when it sent one.
-fn describe(e: &postgres::Error) -> String {
+fn describe(e: &PgError) -> String {
+    let e = match e {
+        PgError::TimedOut(d) => {
+            return format!("no reply within socket_timeout ({} s)", d.as_secs_f64())
+        }
+        PgError::Runtime(e) => return format!("cannot start the connection's runtime: {e}"),
+        PgError::Pg(e) => e,
+    };
     match e.as_db_error() {
         Some(db) => format!(
             "{}: {} (SQLSTATE {})",
@@ -450,8 +490,8 @@ impl PostgresBackend {
     /// Opens `postgres://user[:password]@host[:port][,host2[:port]]/dbname` (also
     /// `postgresql://`) with the options `table`, `unlogged`, `max_entries`, `max_bytes`,
     /// `cull_frequency` (Django's exact cull, see the [module](super)),
-    /// `connect_timeout`, `statement_timeout` (seconds), `pool_size`, `sslmode` and
-    /// `sslrootcert`.
+    /// `connect_timeout`, `statement_timeout`, `socket_timeout` (seconds), `pool_size`,
+    /// `sslmode` and `sslrootcert`.
     ///
     /// Does not connect: the first operation does, and creates the table if needed.
     /// Errors: [`ErrorKind::Configuration`] for a bad URL or option, never with the password.
@@ -500,20 +540,35 @@ impl PostgresBackend {
         if let Some(t) = statement_timeout {
             // 0 would mean "no timeout" to the server; the smallest real one is 1 ms.
             let ms = t.as_millis().clamp(1, i32::MAX as u128);
-            config.options(&format!("-c statement_timeout={ms}"));
+            config.options(format!("-c statement_timeout={ms}"));
         }
+        // The client's own bound on each reply, for a server that cannot answer at all
+        // (frozen, or gone without a reset): by default the server's statement_timeout
+        // plus a second for its answer to arrive.
+        let socket_timeout = options.seconds("socket_timeout")?.unwrap_or(Some(
+            statement_timeout.map_or(DEFAULT_SOCKET_TIMEOUT, |t| {
+                t.saturating_add(Duration::from_secs(1))
+            }),
+        ));
         let tls = PgTls::take(options, &mut config)?;
         let pool_size = options
             .positive_u64("pool_size")?
             .map_or(DEFAULT_POOL_SIZE, |n| n.min(1024) as usize);
-        let pool_wait = connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT)
-            + statement_timeout.unwrap_or(Duration::from_secs(30));
+        // Connecting goes through the hosts in turn, each with connect_timeout; the whole
+        // (TLS and authentication included) is bounded by their sum.
+        let hosts = u32::try_from(location.hosts().len()).unwrap_or(u32::MAX);
+        let connect_bound = connect_timeout.map(|t| t.saturating_mul(hosts));
+        let pool_wait = connect_bound
+            .unwrap_or(DEFAULT_CONNECT_TIMEOUT)
+            .saturating_add(socket_timeout.unwrap_or(DEFAULT_SOCKET_TIMEOUT));
         let name = table.quoted.clone();
         Ok(PostgresBackend {
             inner: Arc::new(Inner {
                 config,
                 tls,
                 location: redacted,
+                connect_bound,
+                socket_timeout,
                 q: Queries::new(table, unlogged),
                 pool: Pool::new(pool_size),
                 pool_wait,
@@ -566,12 +621,26 @@ impl PostgresBackend {
     }
 
     fn connect(&self) -> Result<PgConn> {
-        let config = &self.inner.config;
-        let client = match &self.inner.tls {
-            PgTls::Off => config.connect(NoTls),
-            PgTls::Rustls(tls) => config.connect(tls.clone()),
+        let i = &self.inner;
+        let client = match &i.tls {
+            PgTls::Off => PgClient::connect(&i.config, NoTls, i.connect_bound, i.socket_timeout),
+            PgTls::Rustls(tls) => {
+                PgClient::connect(&i.config, tls.clone(), i.connect_bound, i.socket_timeout)
+            }
         }
-        .map_err(|e| self.fail("connecting", &e))?;
+        .map_err(|e| match e {
+            // The deadline of the whole connect (TCP, TLS, authentication), which the
+            // server's own connect_timeout does not cover past the TCP handshake.
+            PgError::TimedOut(d) => Error::new(
+                ErrorKind::Timeout,
+                format!(
+                    "postgres connecting failed on {}: no answer within connect_timeout ({} s)",
+                    i.location,
+                    d.as_secs_f64()
+                ),
+            ),
+            e => self.fail("connecting", &e),
+        })?;
         Ok(PgConn {
             client,
             stmts: vec![None; N_QUERIES],
@@ -579,7 +648,7 @@ impl PostgresBackend {
     }
 
     #[cold]
-    fn fail(&self, what: &str, e: &postgres::Error) -> Error {
+    fn fail(&self, what: &str, e: &PgError) -> Error {
         Error::new(
             kind_of(e),
             format!(
@@ -599,7 +668,7 @@ impl PostgresBackend {
         let (mut conn, _) = self.checkout()?;
         let q = &self.inner.q;
         let key = self.inner.create_key;
-        let result = (|| -> Result<(), postgres::Error> {
+        let result = (|| -> Result<(), PgError> {
             // The counter is looked for only when this cache culls (the table's name stands
             // in for it otherwise).
             let count_table = if self.inner.cull.is_some() {
@@ -705,7 +774,7 @@ impl PostgresBackend {
         retry_safe: bool,
         cull: Cull,
         keys: &[&[u8]],
-        write: impl Fn(&mut postgres::Transaction<'_>, usize) -> Result<u64, postgres::Error>,
+        write: impl Fn(&mut PgTx<'_>, usize) -> Result<u64, PgError>,
     ) -> Result<u64> {
         let q = &self.inner.q;
         let (written, culled) = self.run(what, retry_safe, |c| {
@@ -760,7 +829,7 @@ impl PostgresBackend {
 
     /// One trimming pass in one transaction under an advisory lock (skipped when another
     /// process holds it); returns the table's estimated size afterwards.
-    fn trim_pass(&self, c: &mut PgConn) -> Result<Option<Estimate>, postgres::Error> {
+    fn trim_pass(&self, c: &mut PgConn) -> Result<Option<Estimate>, PgError> {
         let q = &self.inner.q;
         let trim = &self.inner.trim;
         let [lock, sweep_end, sweep_delete, sample, id_span, oldest, delete_upto] = [
@@ -797,7 +866,7 @@ impl PostgresBackend {
             }
             None => trim.set_cursor(0),
         }
-        let estimate = |tx: &mut postgres::Transaction<'_>| -> Result<Estimate, postgres::Error> {
+        let estimate = |tx: &mut PgTx<'_>| -> Result<Estimate, PgError> {
             let rows: Vec<(i64, i64)> = tx
                 .query(&sample, &[&(SAMPLES as i64)])?
                 .iter()
@@ -840,13 +909,7 @@ impl PostgresBackend {
         Ok(Some(est))
     }
 
-    fn read(
-        &self,
-        c: &mut PgConn,
-        hash: i64,
-        key: &[u8],
-        now: i64,
-    ) -> Result<Found, postgres::Error> {
+    fn read(&self, c: &mut PgConn, hash: i64, key: &[u8], now: i64) -> Result<Found, PgError> {
         let s = c.stmt(Q::Get, &self.inner.q)?;
         Ok(match c.client.query_opt(&s, &[&hash, &key])? {
             None => Found::Missing,

@@ -1,0 +1,191 @@
+//! A blocking PostgreSQL connection whose every round trip has a deadline.
+//!
+//! The synchronous `postgres` crate waits for a reply as long as it takes: a server frozen
+//! with SIGSTOP (or a host that vanished without a reset) holds the caller until it runs
+//! again, since `statement_timeout` needs a running server and the kernel keeps
+//! acknowledging the socket. This drives `tokio-postgres` the way that crate does — one
+//! current-thread runtime per connection, entered only while a call waits — and gives each
+//! wait [`tokio::time::timeout`]. A call past its deadline returns [`PgError::TimedOut`];
+//! the caller then drops the connection (its socket closes with the runtime), because the
+//! reply that is still owed would answer the next statement.
+
+use std::future::Future;
+use std::time::Duration;
+use tokio::runtime::Runtime;
+use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Config, Row, Socket, Statement, ToStatement};
+
+/// A failed round trip.
+#[derive(Debug)]
+pub(super) enum PgError {
+    /// The server's refusal, or the connection's failure.
+    Pg(tokio_postgres::Error),
+    /// No answer within the deadline; the connection is not usable any more.
+    TimedOut(Duration),
+    /// The connection's runtime could not be started (out of threads or descriptors).
+    Runtime(std::io::Error),
+}
+
+impl From<tokio_postgres::Error> for PgError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        PgError::Pg(e)
+    }
+}
+
+/// Waits for `f` on `rt` at most `limit` (`None`: as long as it takes).
+fn within<T>(
+    rt: &Runtime,
+    limit: Option<Duration>,
+    f: impl Future<Output = Result<T, tokio_postgres::Error>>,
+) -> Result<T, PgError> {
+    match limit {
+        None => rt.block_on(f).map_err(PgError::Pg),
+        Some(d) => match rt.block_on(async { tokio::time::timeout(d, f).await }) {
+            Ok(r) => r.map_err(PgError::Pg),
+            Err(_) => Err(PgError::TimedOut(d)),
+        },
+    }
+}
+
+/// One connection: its runtime, the client half, and the deadline of each round trip.
+pub(super) struct PgClient {
+    // Field order: the client goes before the runtime that drives its connection.
+    client: tokio_postgres::Client,
+    rt: Runtime,
+    timeout: Option<Duration>,
+}
+
+impl PgClient {
+    /// Connects (TCP or socket, TLS, authentication) within `connect_timeout` in all;
+    /// later round trips wait at most `timeout` each.
+    pub(super) fn connect<T>(
+        config: &Config,
+        tls: T,
+        connect_timeout: Option<Duration>,
+        timeout: Option<Duration>,
+    ) -> Result<PgClient, PgError>
+    where
+        T: MakeTlsConnect<Socket> + 'static,
+        T::Stream: Send + 'static,
+        T::TlsConnect: Send,
+        <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
+    {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .enable_time()
+            .build()
+            .map_err(PgError::Runtime)?;
+        let (client, connection) = within(&rt, connect_timeout, config.connect(tls))?;
+        // Runs whenever a call waits on the runtime; ends when the client or the socket goes.
+        rt.spawn(async move {
+            if let Err(e) = connection.await {
+                log::debug!("polycache: a postgres connection ended: {e}");
+            }
+        });
+        Ok(PgClient {
+            client,
+            rt,
+            timeout,
+        })
+    }
+
+    pub(super) fn is_closed(&self) -> bool {
+        self.client.is_closed()
+    }
+
+    pub(super) fn prepare(&mut self, sql: &str) -> Result<Statement, PgError> {
+        within(&self.rt, self.timeout, self.client.prepare(sql))
+    }
+
+    pub(super) fn query<S: ?Sized + ToStatement>(
+        &mut self,
+        s: &S,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, PgError> {
+        within(&self.rt, self.timeout, self.client.query(s, params))
+    }
+
+    pub(super) fn query_opt<S: ?Sized + ToStatement>(
+        &mut self,
+        s: &S,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Option<Row>, PgError> {
+        within(&self.rt, self.timeout, self.client.query_opt(s, params))
+    }
+
+    pub(super) fn query_one<S: ?Sized + ToStatement>(
+        &mut self,
+        s: &S,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Row, PgError> {
+        within(&self.rt, self.timeout, self.client.query_one(s, params))
+    }
+
+    pub(super) fn execute<S: ?Sized + ToStatement>(
+        &mut self,
+        s: &S,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<u64, PgError> {
+        within(&self.rt, self.timeout, self.client.execute(s, params))
+    }
+
+    /// Opens a transaction; dropped without [`PgTx::commit`], it rolls back.
+    pub(super) fn transaction(&mut self) -> Result<PgTx<'_>, PgError> {
+        let tx = within(&self.rt, self.timeout, self.client.transaction())?;
+        Ok(PgTx {
+            tx,
+            rt: &self.rt,
+            timeout: self.timeout,
+        })
+    }
+}
+
+/// A transaction on a [`PgClient`], with the same deadline per round trip.
+pub(super) struct PgTx<'a> {
+    tx: tokio_postgres::Transaction<'a>,
+    rt: &'a Runtime,
+    timeout: Option<Duration>,
+}
+
+impl PgTx<'_> {
+    pub(super) fn query<S: ?Sized + ToStatement>(
+        &mut self,
+        s: &S,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, PgError> {
+        within(self.rt, self.timeout, self.tx.query(s, params))
+    }
+
+    pub(super) fn query_opt<S: ?Sized + ToStatement>(
+        &mut self,
+        s: &S,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Option<Row>, PgError> {
+        within(self.rt, self.timeout, self.tx.query_opt(s, params))
+    }
+
+    pub(super) fn query_one<S: ?Sized + ToStatement>(
+        &mut self,
+        s: &S,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Row, PgError> {
+        within(self.rt, self.timeout, self.tx.query_one(s, params))
+    }
+
+    pub(super) fn execute<S: ?Sized + ToStatement>(
+        &mut self,
+        s: &S,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<u64, PgError> {
+        within(self.rt, self.timeout, self.tx.execute(s, params))
+    }
+
+    pub(super) fn batch_execute(&mut self, sql: &str) -> Result<(), PgError> {
+        within(self.rt, self.timeout, self.tx.batch_execute(sql))
+    }
+
+    pub(super) fn commit(self) -> Result<(), PgError> {
+        within(self.rt, self.timeout, self.tx.commit())
+    }
+}
