@@ -23,6 +23,8 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_SOCKET_TIMEOUT: Duration = Duration::from_secs(30);
 /// Connections one backend opens at most unless `pool_size` says otherwise.
 const DEFAULT_POOL_SIZE: usize = 16;
+/// How often a statement the server rolled back to break a deadlock is run again.
+const MAX_DEADLOCK_RETRIES: u32 = 3;
 /// The port when the URL names none.
 const DEFAULT_PORT: u16 = 5432;
 
@@ -724,7 +726,7 @@ impl PostgresBackend {
     /// Runs `f` on a pooled connection. A broken connection is dropped with every idle one;
     /// when `retry_safe` (running `f` twice does no harm) and the connection came from the
     /// pool, `f` runs once more on a new connection; a `retry_safe` `f` that the server
-    /// rolled back to break a deadlock runs once more too. A missing table is created and
+    /// rolled back to break a deadlock runs again (up to [`MAX_DEADLOCK_RETRIES`] times). A missing table is created and
     /// `f` retried.
     fn run<T>(
         &self,
@@ -734,6 +736,7 @@ impl PostgresBackend {
     ) -> Result<T> {
         self.ensure_table()?;
         let mut first = true;
+        let mut deadlocks = 0;
         loop {
             let (mut conn, fresh) = self.checkout()?;
             let e = match f(&mut conn) {
@@ -748,10 +751,14 @@ impl PostgresBackend {
                     first = false;
                     continue;
                 }
-            } else if sqlstate(&e) == Some("40P01") && retry_safe && first {
+            } else if sqlstate(&e) == Some("40P01")
+                && retry_safe
+                && deadlocks < MAX_DEADLOCK_RETRIES
+            {
                 // A deadlock with another many-row statement (a trim, a delete_many): the
-                // server rolled this one back, and running it again does no harm.
-                first = false;
+                // server rolled this one back, and running it again does no harm; under
+                // heavy contention the new attempt may meet another one.
+                deadlocks += 1;
                 continue;
             } else if sqlstate(&e) == Some("42P01") && first {
                 // The table went away (or never was): create it, forget the statements.
@@ -943,6 +950,11 @@ impl PostgresBackend {
     }
 }
 
+/// The keys of `set_many`'s rows, in their order.
+fn rows_keys<'a>(rows: &[(i64, &'a [u8], &[u8])]) -> Vec<&'a [u8]> {
+    rows.iter().map(|r| r.1).collect()
+}
+
 impl Backend for PostgresBackend {
     fn name(&self) -> &'static str {
         "postgres"
@@ -1126,28 +1138,31 @@ impl Backend for PostgresBackend {
         for (i, (k, _)) in items.iter().enumerate() {
             last.insert(k, i);
         }
-        // Caller order, so that ids (and with them FIFO trimming and Django's cull) follow
-        // it; a deadlock with another set_many on the same keys is retried in `run`.
-        let rows: Vec<(i64, &[u8], &[u8])> = items
+        let mut rows: Vec<(i64, &[u8], &[u8])> = items
             .iter()
             .enumerate()
             .filter(|(i, (k, _))| last[k] == *i)
             .map(|(_, (k, v))| (key_hash(k), *k, *v))
             .collect();
-        let hashes: Vec<i64> = rows.iter().map(|r| r.0).collect();
-        let ks: Vec<&[u8]> = rows.iter().map(|r| r.1).collect();
-        let vs: Vec<&[u8]> = rows.iter().map(|r| r.2).collect();
         let exp = expires_at(now_ms(), ttl);
         if let Some(cull) = self.inner.cull {
-            // Row by row, each new key culling as Django's database cache does.
+            // Row by row in caller order, each new key culling as Django's database cache
+            // does (the counter row taken first serializes these writers).
             let sql = &self.inner.q.sql[Q::Set as usize];
-            self.culled("set_many", true, cull, &ks, |tx, i| {
-                let size = byte_size(ks[i], vs[i]);
-                tx.execute(sql.as_str(), &[&hashes[i], &ks[i], &vs[i], &exp, &size])
+            self.culled("set_many", true, cull, &rows_keys(&rows), |tx, i| {
+                let (h, k, v) = rows[i];
+                tx.execute(sql.as_str(), &[&h, &k, &v, &exp, &byte_size(k, v)])
             })?;
-            self.wrote(ks.len() as u64);
+            self.wrote(rows.len() as u64);
             return Ok(Vec::new());
         }
+        // Key-hash order: many-row writers that lock rows in one order cannot deadlock
+        // each other (a deadlock with a statement that locks in another order, such as a
+        // bitmap-scan delete_many, is rolled back by the server and retried in `run`).
+        rows.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(b.1)));
+        let hashes: Vec<i64> = rows.iter().map(|r| r.0).collect();
+        let ks = rows_keys(&rows);
+        let vs: Vec<&[u8]> = rows.iter().map(|r| r.2).collect();
         self.run("set_many", true, |c| {
             let s = c.stmt(Q::SetMany, &self.inner.q)?;
             c.client.execute(&s, &[&hashes, &ks, &vs, &exp])?;
