@@ -5,8 +5,8 @@
 use polycache::backend::redis::RedisBackend;
 use polycache::{Backend, Cache, ErrorKind, Expiry, FailurePolicy};
 use polycache_testkit::{
-    free_loopback_port, info_field, redis_command, RedisCluster, RedisReplicaSet, RedisServer,
-    TestCertificates,
+    eventually, free_loopback_port, info_field, redis_command, RedisCluster, RedisReplicaSet,
+    RedisServer, TestCertificates,
 };
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -789,4 +789,39 @@ fn a_dead_cluster_node_fails_its_keys_and_the_cluster_recovers() {
     }
     c.set(on_dead[0], b"again", Expiry::Never).unwrap();
     assert_eq!(c.get(on_dead[0]).unwrap().as_deref(), Some(&b"again"[..]));
+}
+
+#[test]
+fn a_cluster_incr_that_timed_out_is_not_sent_again() {
+    // redis-rs' cluster client re-sends a command after a timeout or a broken connection;
+    // `incr` and `add` must go out once, or a frozen node applies them several times.
+    let mut cluster = RedisCluster::start().unwrap();
+    let c = Cache::builder(&format!(
+        "{}?socket_timeout=0.2&connect_timeout=0.2",
+        cluster.url()
+    ))
+    .failure_policy(policy(false, 0, Duration::ZERO))
+    .build()
+    .unwrap();
+    c.set("n", b"0", Expiry::Never).unwrap();
+    // Opens the connection the timed-out incr then goes out on.
+    assert_eq!(c.incr("n", 1).unwrap(), 1);
+    let node = cluster
+        .nodes()
+        .iter()
+        .position(|n| n.command(&["EXISTS", ":1:n"]).is_ok_and(|r| r == "1"))
+        .unwrap();
+    cluster.nodes_mut()[node].freeze().unwrap();
+    let err = c.incr("n", 1).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
+    cluster.nodes_mut()[node].thaw().unwrap();
+    // The frozen node applies what it was sent once it runs again (maybe after it answered
+    // a newer connection): one increment, not three. Bounded, in case it never does.
+    let mut n = Some(1);
+    assert!(eventually(Duration::from_secs(10), || {
+        n = c.get("n").unwrap().and_then(|v| v.as_i64());
+        n != Some(1)
+    }));
+    assert_eq!(n, Some(2));
+    assert_eq!(c.incr("n", 1).unwrap(), 3);
 }

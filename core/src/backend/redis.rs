@@ -169,7 +169,13 @@ enum Topology {
         leader: Pool<Connection>,
         replicas: Vec<Replica>,
     },
-    Cluster(Pool<ClusterConnection>),
+    Cluster {
+        pool: Pool<ClusterConnection>,
+        /// Connections whose client never sends a command twice (`incr`, `add`): redis-rs'
+        /// cluster client re-sends a command after a timeout or a broken connection, which
+        /// may already have applied it.
+        once: Pool<ClusterConnection>,
+    },
 }
 
 struct Replica {
@@ -336,25 +342,34 @@ impl RedisBackend {
                     };
                     nodes.push(connection_info(addr, auth.clone())?);
                 }
-                let mut builder = ClusterClientBuilder::new(nodes)
-                    .connection_timeout(opts.connect_timeout.unwrap_or(Duration::from_secs(86_400)))
+                let client = |retries: u32| {
+                    let mut builder = ClusterClientBuilder::new(nodes.clone())
+                        .connection_timeout(
+                            opts.connect_timeout.unwrap_or(Duration::from_secs(86_400)),
+                        )
+                        .retries(retries)
+                        .min_retry_wait(10)
+                        .max_retry_wait(100);
+                    if let Some(t) = opts.socket_timeout {
+                        builder = builder.response_timeout(t);
+                    }
+                    if let Some(certs) = tls_certs.clone() {
+                        builder = builder.certs(certs);
+                    }
+                    builder.build().map_err(|e| {
+                        bad(format!(
+                            "the cluster settings are rejected ({})",
+                            e.category()
+                        ))
+                    })
+                };
+                let addr = location.hosts().join(",");
+                Topology::Cluster {
                     // A dead node must cost a few fast attempts, not redis-rs' 16 with backoff.
-                    .retries(2)
-                    .min_retry_wait(10)
-                    .max_retry_wait(100);
-                if let Some(t) = opts.socket_timeout {
-                    builder = builder.response_timeout(t);
+                    pool: Pool::cluster(client(2)?, addr.clone(), &opts),
+                    // No retry at all: `Pool::run_once` follows a redirection itself.
+                    once: Pool::cluster(client(0)?, addr, &opts),
                 }
-                if let Some(certs) = tls_certs {
-                    builder = builder.certs(certs);
-                }
-                let client = builder.build().map_err(|e| {
-                    bad(format!(
-                        "the cluster settings are rejected ({})",
-                        e.category()
-                    ))
-                })?;
-                Topology::Cluster(Pool::cluster(client, location.hosts().join(","), &opts))
             }
             other => {
                 return Err(bad(format!(
@@ -384,7 +399,7 @@ impl RedisBackend {
         }
         match &self.topology {
             Topology::Single { leader, .. } => leader.run(|c| pipe.query::<()>(c)),
-            Topology::Cluster(_) => Err(Error::config(
+            Topology::Cluster { .. } => Err(Error::config(
                 "pub/sub invalidations need one Redis server, not a Cluster",
             )),
         }
@@ -392,7 +407,7 @@ impl RedisBackend {
 
     /// True when this backend talks to a Redis Cluster.
     pub fn is_cluster(&self) -> bool {
-        matches!(self.topology, Topology::Cluster(_))
+        matches!(self.topology, Topology::Cluster { .. })
     }
 
     /// Removes every key of the logical database (`FLUSHDB`; on a Cluster, on every primary),
@@ -409,7 +424,7 @@ impl RedisBackend {
     ) -> Result<T> {
         match &self.topology {
             Topology::Single { leader, .. } => leader.run(|c| f(c)),
-            Topology::Cluster(pool) => pool.run(|c| f(c)),
+            Topology::Cluster { pool, .. } => pool.run(|c| f(c)),
         }
     }
 
@@ -421,7 +436,7 @@ impl RedisBackend {
     ) -> Result<T> {
         match &self.topology {
             Topology::Single { leader, .. } => leader.run_once(|c| f(c)),
-            Topology::Cluster(pool) => pool.run_once(|c| f(c)),
+            Topology::Cluster { once, .. } => once.run_once(|c| f(c)),
         }
     }
 
@@ -646,6 +661,14 @@ fn keeps_connection(err: &RedisError) -> bool {
     )
 }
 
+/// True for a Cluster redirection (`MOVED`, `ASK`): the node did not run the command.
+fn is_redirect(err: &RedisError) -> bool {
+    matches!(
+        err.kind(),
+        redis::ErrorKind::Server(ServerErrorKind::Moved | ServerErrorKind::Ask)
+    )
+}
+
 /// True when the server closed a connection that was idle in the pool (restart, timeout).
 fn closed_by_server(err: &RedisError) -> bool {
     !err.is_timeout() && err.is_connection_dropped()
@@ -835,6 +858,7 @@ impl<C: PooledConnection> Pool<C> {
 
     fn run_tries<T>(&self, once: bool, mut f: impl FnMut(&mut C) -> RedisResult<T>) -> Result<T> {
         let mut retried = once;
+        let mut redirected = false;
         loop {
             let mut lease = self.checkout()?;
             let result = f(lease.conn.as_mut().expect("a lease holds its connection"));
@@ -842,6 +866,12 @@ impl<C: PooledConnection> Pool<C> {
                 Ok(v) => {
                     lease.release();
                     return Ok(v);
+                }
+                // A Cluster connection that does not retry (`run_once`) returns `MOVED`/`ASK`:
+                // the command did not run, and a fresh connection reads the new slot map.
+                Err(e) if is_redirect(&e) && !redirected => {
+                    redirected = true;
+                    drop(lease);
                 }
                 Err(e) if keeps_connection(&e) => {
                     lease.release();
@@ -1135,7 +1165,7 @@ impl Backend for RedisBackend {
                     items.into_iter().map(into_value).collect()
                 })
             }
-            Topology::Cluster(pool) => {
+            Topology::Cluster { pool, .. } => {
                 // redis-rs' cluster pipeline refuses MGET; a pipeline of GETs, sent to every
                 // node before any reply is read, costs the same one round trip per node (and
                 // a hundred random keys fall in a hundred slots anyway: per-slot MGETs would
@@ -1171,7 +1201,7 @@ impl Backend for RedisBackend {
                 }
                 leader.run(|c| pipe.query::<()>(c))?;
             }
-            Topology::Cluster(pool) => {
+            Topology::Cluster { pool, .. } => {
                 let mut pipe = cluster_pipe();
                 for (k, v) in items {
                     pipe.add_command(set_cmd(k, v, ttl)).ignore();
@@ -1194,7 +1224,7 @@ impl Backend for RedisBackend {
                 }
                 leader.run(|c| unlink.query::<usize>(c))
             }
-            Topology::Cluster(pool) => {
+            Topology::Cluster { pool, .. } => {
                 let mut pipe = cluster_pipe();
                 for group in by_slot(keys).values() {
                     let mut unlink = cmd("UNLINK");
@@ -1235,7 +1265,7 @@ impl Backend for RedisBackend {
                     }
                 }
             }),
-            Topology::Cluster(pool) => pool.run(|c| Self::cluster_clear(c, &pattern)),
+            Topology::Cluster { pool, .. } => pool.run(|c| Self::cluster_clear(c, &pattern)),
         }
     }
 }
