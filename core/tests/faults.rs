@@ -22,7 +22,7 @@ mod load_common;
 use load_common::{read_counter, run, seed_counter, wait_until_healthy, Tally, Until, COUNTER};
 use polycache::Cache;
 use polycache_testkit::{
-    FaultProxy, MemcachedServer, PostgresServer, RedisServer, TempDir, TestkitError,
+    FaultProxy, MemcachedServer, PostgresServer, RedisCluster, RedisServer, TempDir, TestkitError,
 };
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -233,7 +233,14 @@ fn scenario(spec: &Spec, fault: &mut Fault<'_>) {
         "{} / {} / fail_open={}",
         spec.backend, spec.fault, spec.fail_open
     );
-    let counter = read_counter(&cache, RECOVERY);
+    // A counter lost with the data is not checked: waiting the full patience for it to
+    // appear would only cost time (30 s per scenario).
+    let patience = if spec.loses_data {
+        Duration::from_secs(1)
+    } else {
+        RECOVERY
+    };
+    let counter = read_counter(&cache, patience);
 
     // Phase 2: load after the fault, on a fresh counter: must be exact.
     seed_counter(&cache);
@@ -409,6 +416,230 @@ fn proxy_faults(backend: &'static str, port: u16, url: impl Fn(u16) -> String) {
         );
     });
     assert!(proxy.truncated() > 0, "{backend}: the proxy cut no reply");
+}
+
+// ---------------------------------------------------------------------------------------
+// Redis Cluster
+// ---------------------------------------------------------------------------------------
+
+fn redis_cluster_url(cluster: &RedisCluster) -> String {
+    format!(
+        "{}?connect_timeout={OP_TIMEOUT}&socket_timeout={OP_TIMEOUT}",
+        cluster.url()
+    )
+}
+
+/// The index of the node serving the hash slot of `key` (a full key, as stored): testkit's
+/// cluster gives node `i` the `i`-th third of the 16384 slots.
+fn cluster_owner(cluster: &RedisCluster, key: &[u8]) -> usize {
+    let key = String::from_utf8(key.to_vec()).unwrap();
+    let slot: usize = cluster.nodes()[0]
+        .command(&["CLUSTER", "KEYSLOT", &key])
+        .unwrap()
+        .parse()
+        .unwrap();
+    (slot / (16384 / 3)).min(2)
+}
+
+/// The prefix the next scenario writes under (see [`scenario`]).
+fn next_scenario_prefix() -> String {
+    format!("fault{}", SCENARIOS.load(Ordering::Relaxed))
+}
+
+/// The node the next scenario's counter lives on, so that its `incr`s meet the fault.
+fn counter_node(cluster: &RedisCluster) -> usize {
+    let cache = Cache::builder("dummy://")
+        .key_prefix(next_scenario_prefix())
+        .build()
+        .unwrap();
+    cluster_owner(cluster, &cache.make_key(COUNTER).unwrap())
+}
+
+/// Checks, while the fault lasts, that the keys of the healthy nodes keep working: a
+/// cache failing closed writes and reads keys on every node but `faulty`.
+struct HealthyNodes {
+    cache: Cache,
+    keys: Vec<String>,
+    checked: u64,
+}
+
+impl HealthyNodes {
+    fn new(cluster: &RedisCluster, faulty: usize) -> HealthyNodes {
+        let url = with_policy(&redis_cluster_url(cluster), false);
+        let cache = Cache::builder(&url).key_prefix("healthy").build().unwrap();
+        let keys: Vec<String> = (0..30)
+            .map(|i| format!("k{i}"))
+            .filter(|k| cluster_owner(cluster, &cache.make_key(k.as_str()).unwrap()) != faulty)
+            .collect();
+        assert!(keys.len() >= 5, "too few keys off node {faulty}: {keys:?}");
+        HealthyNodes {
+            cache,
+            keys,
+            checked: 0,
+        }
+    }
+
+    fn check(&mut self) {
+        for k in &self.keys {
+            let v = format!("v-{k}-{}", self.checked);
+            let started = Instant::now();
+            self.cache
+                .set(k.as_str(), v.as_bytes(), polycache::Expiry::Never)
+                .unwrap_or_else(|e| panic!("a healthy node failed during the fault: {e}"));
+            let got = self.cache.get(k.as_str()).unwrap();
+            assert_eq!(got.as_deref(), Some(v.as_bytes()), "healthy key {k}");
+            // The suite's hang bound (timeouts plus a generous margin), not a speed check.
+            assert!(
+                started.elapsed() <= network_bound(),
+                "healthy key {k} was slow"
+            );
+        }
+        self.checked += 1;
+    }
+}
+
+/// One node's fault, with the healthy nodes checked every 100 ms while it lasts.
+fn node_fault<'a>(
+    cluster: &'a Mutex<RedisCluster>,
+    node: usize,
+    healthy: &'a Mutex<HealthyNodes>,
+    start: impl Fn(&mut RedisServer) -> Result<(), TestkitError> + 'a,
+    end: impl Fn(&mut RedisServer) -> Result<(), TestkitError> + 'a,
+) -> Fault<'a> {
+    Fault {
+        start: Box::new(move || start(&mut cluster.lock().unwrap().nodes_mut()[node]).unwrap()),
+        tick: Box::new(move || healthy.lock().unwrap().check()),
+        // The fault clears once the node is back in the cluster, serving its slots.
+        end: Box::new(move || {
+            let mut cluster = cluster.lock().unwrap();
+            end(&mut cluster.nodes_mut()[node]).unwrap();
+            cluster.wait_ok().unwrap();
+        }),
+    }
+}
+
+#[test]
+fn redis_cluster_faults() {
+    let _serial = serial();
+    let cluster = Mutex::new(RedisCluster::start().unwrap_or_else(|e| panic!("{e}")));
+    let url = redis_cluster_url(&cluster.lock().unwrap());
+    let target = Target::new("redis cluster", url, network_bound());
+    let spec = |fault, fail_open, hold_for, loses_data, outage| {
+        target.spec(fault, fail_open, hold_for, loses_data, outage)
+    };
+    // Every fault of one node (1 s, 3 s in the full form) lasts less than
+    // cluster-node-timeout (5 s): past it the other nodes would mark the node failed and
+    // refuse every key (CLUSTERDOWN), since testkit's cluster has no replicas to fail over to.
+    type Control = fn(&mut RedisServer) -> Result<(), TestkitError>;
+    let node_faults: [(&str, bool, Control, Control); 2] = [
+        (
+            "one master kill -9, restart",
+            true,
+            RedisServer::kill,
+            RedisServer::restart,
+        ),
+        (
+            "one master SIGSTOP past the timeout",
+            false,
+            RedisServer::freeze,
+            RedisServer::thaw,
+        ),
+    ];
+    for (fault, loses_data, start, end) in node_faults {
+        both_policies(|fail_open| {
+            let node = counter_node(&cluster.lock().unwrap());
+            let healthy = Mutex::new(HealthyNodes::new(&cluster.lock().unwrap(), node));
+            scenario(
+                &spec(fault, fail_open, 1000, loses_data, true),
+                &mut node_fault(&cluster, node, &healthy, start, end),
+            );
+            assert!(
+                healthy.lock().unwrap().checked > 0,
+                "{fault}: the healthy nodes were not checked"
+            );
+        });
+    }
+    both_policies(|fail_open| {
+        let config = |args: &[&str]| {
+            for node in cluster.lock().unwrap().nodes() {
+                node.command(args).unwrap();
+            }
+        };
+        config(&["CONFIG", "SET", "maxmemory-policy", "noeviction"]);
+        scenario(
+            &spec(
+                "maxmemory full (noeviction), all masters",
+                fail_open,
+                1000,
+                false,
+                false,
+            ),
+            &mut Fault::new(
+                || config(&["CONFIG", "SET", "maxmemory", "1"]),
+                || config(&["CONFIG", "SET", "maxmemory", "0"]),
+            ),
+        );
+    });
+    cluster_proxy_faults(&cluster.lock().unwrap());
+}
+
+/// The connection-cutting faults through one [`FaultProxy`] per node, the nodes announcing
+/// the proxies' ports (`cluster-announce-port`) so that the slot map and redirections lead
+/// the client through them.
+fn cluster_proxy_faults(cluster: &RedisCluster) {
+    let proxies: Vec<FaultProxy> = cluster
+        .nodes()
+        .iter()
+        .map(|n| FaultProxy::start(n.addr()).unwrap())
+        .collect();
+    for (node, proxy) in cluster.nodes().iter().zip(&proxies) {
+        node.command(&[
+            "CONFIG",
+            "SET",
+            "cluster-announce-port",
+            &proxy.port().to_string(),
+        ])
+        .unwrap();
+    }
+    // The announced ports travel by gossip: wait (bounded) until every node's slot map
+    // names the proxies only.
+    let ports: Vec<String> = proxies.iter().map(|p| p.port().to_string()).collect();
+    let announced = polycache_testkit::eventually(Duration::from_secs(20), || {
+        cluster.nodes().iter().all(|n| {
+            n.command(&["CLUSTER", "SLOTS"]).is_ok_and(|slots| {
+                ports.iter().all(|p| slots.lines().any(|l| l == p))
+                    && cluster
+                        .nodes()
+                        .iter()
+                        .all(|m| !slots.lines().any(|l| l == m.port().to_string()))
+            })
+        })
+    });
+    assert!(announced, "the nodes did not announce the proxy ports");
+    let hosts: Vec<String> = proxies
+        .iter()
+        .map(|p| format!("127.0.0.1:{}", p.port()))
+        .collect();
+    let url = format!(
+        "redis+cluster://{}?connect_timeout={OP_TIMEOUT}&socket_timeout={OP_TIMEOUT}",
+        hosts.join(",")
+    );
+    let target = Target::new("redis cluster", url, network_bound());
+    let spec = |fault, fail_open| target.spec(fault, fail_open, 1000, false, false);
+    both_policies(|fail_open| {
+        scenario(
+            &spec("connections cut every 100 ms", fail_open),
+            &mut Fault::repeating(|| proxies.iter().for_each(FaultProxy::cut_all)),
+        );
+    });
+    both_policies(|fail_open| {
+        scenario(
+            &spec("replies cut mid-way", fail_open),
+            &mut Fault::repeating(|| proxies.iter().for_each(|p| p.truncate_replies(2))),
+        );
+    });
+    let truncated: u64 = proxies.iter().map(FaultProxy::truncated).sum();
+    assert!(truncated > 0, "redis cluster: the proxies cut no reply");
 }
 
 // ---------------------------------------------------------------------------------------

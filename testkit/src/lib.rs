@@ -681,22 +681,32 @@ impl RedisCluster {
             nodes[0].command(&["CLUSTER", "MEET", "127.0.0.1", &node.port().to_string()])?;
         }
         let cluster = RedisCluster { nodes };
+        cluster.wait_ok()?;
+        Ok(cluster)
+    }
+
+    /// Waits (up to 30 s) until every node reports `cluster_state:ok`, knows every other
+    /// node and sees all 16384 slots served: after [`RedisCluster::start`], or after a node
+    /// was restarted (a restarted primary refuses its slots for its first ~2 s).
+    ///
+    /// # Errors
+    /// [`TestkitError::StartFailed`] when the cluster does not converge in time.
+    pub fn wait_ok(&self) -> Result<(), TestkitError> {
+        let nodes = self.nodes.len().to_string();
         wait_until(
             Duration::from_secs(30),
             "the cluster did not converge",
             || {
-                cluster.nodes.iter().all(|node| {
+                self.nodes.iter().all(|node| {
                     node.command(&["CLUSTER", "INFO"]).is_ok_and(|info| {
                         info_field(&info, "cluster_state").as_deref() == Some("ok")
                             && info_field(&info, "cluster_known_nodes").as_deref()
-                                == Some(&NODES.to_string())
-                            && info_field(&info, "cluster_slots_ok").as_deref()
-                                == Some(&SLOTS.to_string())
+                                == Some(nodes.as_str())
+                            && info_field(&info, "cluster_slots_ok").as_deref() == Some("16384")
                     })
                 })
             },
-        )?;
-        Ok(cluster)
+        )
     }
 
     /// The nodes, each a primary serving a third of the slots.
