@@ -100,6 +100,13 @@ impl Location {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
             let k = decode(&k.replace('+', " "), "option name", url)?;
             let v = decode(&v.replace('+', " "), "option value", url)?;
+            // A repeated option is ambiguous (which one wins?): refuse it rather than pick.
+            if pairs.iter().any(|(seen, _)| *seen == k) {
+                return Err(Error::config(format!(
+                    "cache location {:?} gives option '{k}' more than once",
+                    redact(url)
+                )));
+            }
             pairs.push((k, v));
         }
         Ok(Location {
@@ -258,7 +265,7 @@ impl Options {
         }
     }
 
-    /// Takes the last value given for `name`.
+    /// Takes the value given for `name` ([`Location::parse`] refuses a repeated option).
     pub fn take(&mut self, name: &str) -> Option<String> {
         let mut found = None;
         self.pairs.retain(|(k, v)| {
@@ -414,6 +421,35 @@ mod tests {
         let l = Location::parse("memory://?max_entires=5").unwrap();
         let e = Options::new(&l).finish().unwrap_err();
         assert!(e.to_string().contains("max_entires"), "{e}");
+    }
+
+    #[test]
+    fn repeated_options_are_an_error_naming_the_option() {
+        for url in [
+            "memory://?timeout=inf&timeout=1",
+            "redis://:pw@h:1/0?socket_timeout=1&socket%5Ftimeout=2",
+            "memcached://h1,h2/?max_value_size=10&max_value_size=10",
+            "file:///tmp/x?signing_key=s1&signing_key=s2",
+        ] {
+            let e = Location::parse(url).unwrap_err();
+            let msg = e.to_string();
+            assert!(
+                e.is_configuration() && msg.contains("more than once"),
+                "{msg}"
+            );
+            assert!(
+                !msg.contains("pw") && !msg.contains("s1") && !msg.contains("s2"),
+                "{msg}"
+            );
+            assert!(Cache::open(url).unwrap_err().is_configuration());
+        }
+        let e = Location::parse("memory://?timeout=inf&timeout=1").unwrap_err();
+        assert!(e.to_string().contains("'timeout'"), "{e}");
+        // Several hosts are not repeated options.
+        assert_eq!(
+            Location::parse("memcached://h1,h2").unwrap().hosts().len(),
+            2
+        );
     }
 
     /// Found by the `location` fuzz target: a finite number of seconds past `u64::MAX`
