@@ -905,6 +905,13 @@ impl DjangoCache {
         self.cache.location()
     }
 
+    /// The serializer of this cache's values: `"pickle"`, `"json"` or `"raw"` (`OPTIONS`
+    /// `SERIALIZER`, or `serializer=` in the `LOCATION`).
+    #[getter]
+    fn serializer(&self) -> &'static str {
+        self.cache.serializer()
+    }
+
     /// True when the backend answers in memory (calls keep the GIL and never block).
     #[getter]
     fn is_local(&self) -> bool {

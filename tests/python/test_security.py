@@ -254,3 +254,23 @@ def test_flask_settings_set_how_values_are_stored() -> None:
     assert c.get("b") == b"bytes"
     with pytest.raises(TypeError):
         c.set("s", "text")
+
+
+def test_django_serializer_property_and_lower_case_options() -> None:
+    import polycache.django
+
+    assert polycache.django.Cache("memory://sec-dj-ser", {}).serializer == "pickle"
+    upper = polycache.django.Cache("memory://sec-dj-ser", {"OPTIONS": {"SERIALIZER": "json"}})
+    assert upper.serializer == "json"
+    lower = polycache.django.Cache(
+        "memory://sec-dj-ser2",
+        {"OPTIONS": {"serializer": "raw", "signing_key": "k1", "old_signing_keys": "k0", "compress_min_size": 10}},
+    )
+    assert lower.serializer == "raw"
+    lower.set("b", b"x" * 100)
+    assert lower.get("b") == b"x" * 100
+    assert Cache("memory://sec-dj-ser2", serializer="raw", signing_key="k1").get("b") == b"x" * 100
+    assert Cache("memory://sec-dj-ser2", serializer="raw", signing_key="k0").get("b") is None
+    with pytest.raises(AttributeError):
+        lower.serializer = "json"  # type: ignore[misc]
+
