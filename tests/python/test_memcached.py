@@ -149,7 +149,7 @@ def test_clear_needs_an_empty_prefix_or_namespaces(trio: list[servers.Server]) -
     app.clear()
     assert app.get("k") is None
     assert other.get("k") == "other"
-    assert Cache(url, key_prefix="app", options={"namespace_refresh": 0}).get("k") is None
+    assert Cache(url, key_prefix="app").get("k") is None
 
 
 def test_unix_socket() -> None:
