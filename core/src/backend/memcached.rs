@@ -153,6 +153,7 @@ impl Stream {
 }
 
 /// Why a call on a connection failed in a way that leaves the connection unusable.
+#[derive(Debug)]
 enum Fault {
     /// Reading or writing failed, or timed out.
     Io(io::Error),
@@ -191,6 +192,16 @@ struct Conn {
     start: usize,
     end: usize,
     out: Vec<u8>,
+    /// The longest reply accepted: a value block over the server's `item_size_max` (once
+    /// learned) is a protocol error, the connection is dropped.
+    max_reply: usize,
+}
+
+/// The longest reply holding a value of `item_size` bytes: the VALUE/VA line and the block.
+fn reply_limit(item_size: usize) -> usize {
+    item_size
+        .min(protocol::MAX_VALUE)
+        .saturating_add(protocol::MAX_LINE + 4)
 }
 
 impl Conn {
@@ -241,6 +252,7 @@ impl Conn {
             start: 0,
             end: 0,
             out: Vec::with_capacity(READ_BUFFER),
+            max_reply: reply_limit(protocol::MAX_VALUE),
         })
     }
 
@@ -265,6 +277,13 @@ impl Conn {
                     self.start += r.consumed;
                     return Ok(r);
                 }
+                Ok(Parse::Incomplete(need)) if need > self.max_reply => {
+                    return Err(Fault::Protocol(format!(
+                        "a reply announces {need} bytes, more than the server's item size \
+                         limit allows ({} bytes)",
+                        self.max_reply
+                    )))
+                }
                 Ok(Parse::Incomplete(need)) => self.fill(need)?,
                 Err(e) => return Err(Fault::Protocol(e.0)),
             }
@@ -275,7 +294,9 @@ impl Conn {
         self.buf.get(range).unwrap_or_default()
     }
 
-    /// Reads at least one more byte, making room for `need` unread bytes in all.
+    /// Reads at least one more byte, towards `need` unread bytes in all. The buffer grows by
+    /// doubling when it is full, never to more than twice what arrived: a reply announcing a
+    /// huge value costs memory only as its bytes come in.
     fn fill(&mut self, need: usize) -> io::Result<()> {
         if self.start == self.end {
             self.start = 0;
@@ -288,10 +309,9 @@ impl Conn {
             self.buf.copy_within(self.start..self.end, 0);
             self.end -= self.start;
             self.start = 0;
-            if need > self.buf.len() {
-                let doubled = self.buf.len().saturating_mul(2);
-                self.buf
-                    .resize(if need <= doubled { doubled } else { need }, 0);
+            if self.end == self.buf.len() {
+                let doubled = self.buf.len().saturating_mul(2).max(READ_BUFFER);
+                self.buf.resize(doubled.min(need.max(self.end + 1)), 0);
             }
         }
         loop {
@@ -850,7 +870,10 @@ impl Inner {
         })?;
         if server.learn_item_size {
             match conn.item_size_max() {
-                Ok(Some(n)) => server.item_size_max.store(n, Ordering::Relaxed),
+                Ok(Some(n)) => {
+                    server.item_size_max.store(n, Ordering::Relaxed);
+                    conn.max_reply = reply_limit(n);
+                }
                 Ok(None) => {}
                 Err(fault) => return Err(fault_error(server, fault)),
             }
@@ -1430,6 +1453,66 @@ impl MemcachedBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A connection whose server side is the returned socket.
+    fn conn_pair(max_reply: usize) -> (Conn, UnixStream) {
+        let (client, server) = UnixStream::pair().unwrap();
+        client
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let conn = Conn {
+            stream: Stream::Unix(client),
+            buf: vec![0; READ_BUFFER],
+            start: 0,
+            end: 0,
+            out: Vec::new(),
+            max_reply,
+        };
+        (conn, server)
+    }
+
+    #[test]
+    fn a_huge_announced_value_costs_memory_only_as_it_arrives() {
+        // Under the 1 GiB protocol ceiling, the server's limit unknown: the client reads on,
+        // but its buffer follows the bytes that came, not the size the line announced.
+        let (mut conn, mut server) = conn_pair(reply_limit(protocol::MAX_VALUE));
+        server.write_all(b"VA 900000000 f0\r\n").unwrap();
+        server.write_all(&[b'x'; 100_000]).unwrap();
+        drop(server);
+        let Err(Fault::Io(e)) = conn.reply() else {
+            panic!("a cut reply must be an I/O error")
+        };
+        assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
+        assert!(
+            conn.buf.len() <= 4 * 100_000,
+            "{} bytes held for 100,000 received",
+            conn.buf.len()
+        );
+    }
+
+    #[test]
+    fn a_value_over_the_servers_item_size_is_a_protocol_error_before_any_read() {
+        let (mut conn, mut server) = conn_pair(reply_limit(1024 * 1024));
+        // Only the line: the client must not wait for the block (the socket stays open).
+        server.write_all(b"VALUE k 0 2000000\r\n").unwrap();
+        let Err(Fault::Protocol(msg)) = conn.reply() else {
+            panic!("an oversized reply must be a protocol error")
+        };
+        assert!(msg.contains("item size limit"), "{msg}");
+        assert!(conn.buf.len() <= READ_BUFFER);
+        // And a legal one of the same size limit still reads, after the buffer grew.
+        let (mut conn, mut server) = conn_pair(reply_limit(1024 * 1024));
+        let block = vec![b'v'; 1024 * 1024];
+        let writer = std::thread::spawn(move || {
+            server.write_all(b"VA 1048576\r\n").unwrap();
+            server.write_all(&block).unwrap();
+            server.write_all(b"\r\n").unwrap();
+        });
+        let reply = conn.reply().unwrap();
+        assert_eq!(reply.data.len(), 1024 * 1024);
+        assert!(conn.bytes(reply.data).iter().all(|&b| b == b'v'));
+        writer.join().unwrap();
+    }
 
     #[test]
     fn odd_keys_are_hashed_and_plain_ones_kept() {
