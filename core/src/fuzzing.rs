@@ -134,8 +134,6 @@ fn offline_url(url: &str, sandbox: &Path) -> Option<String> {
     match scheme {
         "file" => Some(format!("file://{}/files{query}", sandbox.display())),
         "sqlite" => Some(format!("sqlite://:memory:{query}")),
-        // tls_ca names a file to read: /dev/zero would never end.
-        _ if opt("tls_ca").next().is_some() => None,
         "tiered" => {
             let nested_ok = opt("l1")
                 .chain(opt("l2"))
@@ -238,7 +236,7 @@ fn json_is_offline(json: &serde_json::Value, sandbox: &Path) -> bool {
                 ("location", Json::String(url)) => {
                     offline_url(url, sandbox).as_deref() == Some(url.as_str())
                 }
-                ("tls_ca" | "l1" | "l2" | "bus", _) => false,
+                ("l1" | "l2" | "bus", _) => false,
                 _ => true,
             };
             url_ok && json_is_offline(v, sandbox)

@@ -173,6 +173,43 @@ fn memcached_item_limit_and_long_keys() {
 }
 
 #[test]
+fn a_certificate_option_naming_no_regular_small_file_is_refused_at_once() {
+    let dir = TempDir::new("pem-files");
+    let fifo = dir.path().join("fifo");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let huge = dir.path().join("huge.pem");
+    std::fs::File::create(&huge)
+        .unwrap()
+        .set_len(64 * 1024 * 1024)
+        .unwrap();
+    let cases = [
+        ("/dev/zero".to_owned(), "not a regular file"),
+        (dir.path().display().to_string(), "not a regular file"),
+        (fifo.display().to_string(), "not a regular file"),
+        (huge.display().to_string(), "more than the 1048576 bytes"),
+    ];
+    for (path, why) in &cases {
+        for (url, option) in [
+            (format!("rediss://127.0.0.1:1/0?tls_ca={path}"), "tls_ca"),
+            (
+                format!("postgres://u@127.0.0.1:1/db?sslmode=verify-full&sslrootcert={path}"),
+                "sslrootcert",
+            ),
+        ] {
+            // Each returns at once (a read of /dev/zero or of a FIFO would never end).
+            let err = Cache::open(&url).map(|_| ()).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Configuration, "{url}: {err}");
+            let msg = err.to_string();
+            assert!(msg.contains(option) && msg.contains(why), "{url}: {msg}");
+        }
+    }
+}
+
+#[test]
 fn malformed_urls_are_configuration_errors() {
     let mut wrong = Vec::new();
     for url in [

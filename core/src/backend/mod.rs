@@ -20,6 +20,51 @@ pub mod redis;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub mod sql;
 
+/// The largest certificate file a URL option may name (`tls_ca`, `sslrootcert`).
+pub(crate) const MAX_PEM_FILE: u64 = 1024 * 1024;
+
+/// Reads the PEM file a URL option (`option`) names: a regular file of at most
+/// [`MAX_PEM_FILE`] bytes. Anything else (a directory, `/dev/zero`, a FIFO with no writer, a
+/// huge file) is a configuration error at once, never a read that does not end.
+#[cfg(any(feature = "redis", feature = "postgres"))]
+pub(crate) fn read_pem_file(option: &str, path: &std::path::Path) -> Result<Vec<u8>> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let bad = |why: String| {
+        Error::config(format!(
+            "cannot use the {option} file {}: {why}",
+            path.display()
+        ))
+    };
+    // O_NONBLOCK: opening a FIFO must not wait for a writer; the type is checked on the
+    // opened file, so it cannot change between the check and the read.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| bad(e.to_string()))?;
+    let meta = file.metadata().map_err(|e| bad(e.to_string()))?;
+    if !meta.is_file() {
+        return Err(bad("not a regular file".into()));
+    }
+    if meta.len() > MAX_PEM_FILE {
+        return Err(bad(format!(
+            "{} bytes, more than the {MAX_PEM_FILE} bytes a certificate file may have",
+            meta.len()
+        )));
+    }
+    let mut pem = Vec::new();
+    file.take(MAX_PEM_FILE + 1)
+        .read_to_end(&mut pem)
+        .map_err(|e| bad(e.to_string()))?;
+    if pem.len() as u64 > MAX_PEM_FILE {
+        return Err(bad(format!(
+            "it grew past the {MAX_PEM_FILE} bytes a certificate file may have"
+        )));
+    }
+    Ok(pem)
+}
+
 /// A store of bytes under byte keys: what each cache URL scheme opens.
 ///
 /// Implement this trait to plug your own store under a [`crate::Cache`] (the custom

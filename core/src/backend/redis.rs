@@ -237,12 +237,7 @@ impl RedisBackend {
         let tls_certs = match &opts.tls_ca {
             None => None,
             Some(path) => {
-                let pem = std::fs::read(path).map_err(|e| {
-                    bad(format!(
-                        "cannot read the tls_ca file {}: {e}",
-                        path.display()
-                    ))
-                })?;
+                let pem = super::read_pem_file("tls_ca", path)?;
                 Some(TlsCertificates {
                     client_tls: None,
                     root_cert: Some(pem),

@@ -128,8 +128,8 @@ fn roots(root: Option<&str>, mode: &Check) -> Result<RootCertStore> {
         return Ok(store);
     }
     let bad = |why: String| Error::config(format!("cannot use the sslrootcert file {path}: {why}"));
-    let certs = CertificateDer::pem_file_iter(path)
-        .map_err(|e| bad(e.to_string()))?
+    let pem = crate::backend::read_pem_file("sslrootcert", std::path::Path::new(path))?;
+    let certs = CertificateDer::pem_slice_iter(&pem)
         .collect::<std::result::Result<Vec<_>, _>>()
         .map_err(|e| bad(e.to_string()))?;
     let (added, _) = store.add_parsable_certificates(certs);
