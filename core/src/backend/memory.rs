@@ -719,6 +719,36 @@ mod tests {
         assert!(m.get(b"big").unwrap().is_none());
     }
 
+    #[test]
+    fn clear_and_delete_are_not_evictions() {
+        let clock = MemoryBackend::new(&MemoryOptions::default().max_entries(1000)).unwrap();
+        let stores = [clock, lru(1000, None), lru(1000, Some(3))];
+        for m in &stores {
+            set_keys(m, 0..100);
+            m.set(b"p:1", b"v", None).unwrap();
+            m.set(b"p:2", b"v", None).unwrap();
+            m.delete(b"k1").unwrap();
+            m.clear(b"p:").unwrap();
+            assert_eq!(m.len(), 99, "{:?}", m.eviction());
+            m.clear(b"").unwrap();
+            assert_eq!(m.len(), 0);
+            assert_eq!(
+                m.evictions(),
+                0,
+                "{:?}: clear counted as evictions",
+                m.eviction()
+            );
+            // Still counting the real ones afterwards.
+            set_keys(m, 0..1100);
+            assert!(
+                m.evictions() >= 100,
+                "{:?}: {}",
+                m.eviction(),
+                m.evictions()
+            );
+        }
+    }
+
     fn lru(max: u64, cull: Option<u64>) -> MemoryBackend {
         let opts = MemoryOptions::default().max_entries(max);
         let opts = match cull {
