@@ -206,6 +206,9 @@ pub(crate) struct Flight {
     done: Condvar,
     /// The thread computing, when it is a caller (not a pool thread).
     leader: Option<ThreadId>,
+    /// [`crate::fork::generation`] when it started: a flight of the parent's, inherited
+    /// through `fork()`, has nobody computing it in the child.
+    generation: u64,
 }
 
 enum State {
@@ -231,14 +234,16 @@ pub(crate) enum Waited {
 
 impl Flights {
     fn lead(self: &Arc<Self>, key: &[u8], leader: Option<ThreadId>) -> Join {
+        let generation = crate::fork::generation();
         let mut map = lock(&self.map);
-        if let Some(f) = map.get(key) {
+        if let Some(f) = map.get(key).filter(|f| f.generation == generation) {
             return Join::Follow(f.clone());
         }
         let flight = Arc::new(Flight {
             state: Mutex::new(State::Running),
             done: Condvar::new(),
             leader,
+            generation,
         });
         map.insert(key.into(), flight.clone());
         Join::Lead(LeaderGuard {

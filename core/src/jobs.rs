@@ -15,7 +15,9 @@
 //!
 //! The refresh pool is process-wide: [`REFRESH_THREADS`] threads fed by a bounded queue of
 //! [`REFRESH_QUEUE`] tasks. When the queue is full a refresh is dropped (logged), and the next
-//! read of the stale value schedules it again.
+//! read of the stale value schedules it again. At process exit [`stop_refreshes`] drops the
+//! queued refreshes and waits for the running ones. A child of `fork()` starts its own pool
+//! (and its own flights: a refresh its parent was running is not waited for).
 
 use crate::cache::{Cache, Key};
 use crate::envelope::{after_ms, now_ms, Envelope};
@@ -24,8 +26,9 @@ use crate::expiry::Ttl;
 use crate::flight::{LeaderGuard, RefreshPolicy};
 use crate::value::Value;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Threads in the process-wide refresh pool.
@@ -35,23 +38,47 @@ pub const REFRESH_QUEUE: usize = 4096;
 
 type Task = Box<dyn FnOnce() + Send>;
 
-fn pool() -> &'static SyncSender<Task> {
-    static POOL: OnceLock<SyncSender<Task>> = OnceLock::new();
-    POOL.get_or_init(|| {
-        let (tx, rx) = sync_channel::<Task>(REFRESH_QUEUE);
-        let rx = Arc::new(Mutex::new(rx));
-        for i in 0..REFRESH_THREADS {
-            let rx = rx.clone();
-            let spawned = std::thread::Builder::new()
-                .name(format!("polycache-refresh-{i}"))
-                .spawn(move || worker(&rx));
-            if let Err(e) = spawned {
-                log::error!("polycache: could not start a refresh thread: {e}");
-            }
-        }
-        tx
-    })
+/// The pool of this process: one started in a parent before `fork()` has no threads here.
+struct Pool {
+    generation: u64,
+    tx: SyncSender<Task>,
 }
+
+static POOL: Mutex<Option<Pool>> = Mutex::new(None);
+
+fn pool() -> SyncSender<Task> {
+    let generation = crate::fork::generation();
+    let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(p) = pool.as_ref().filter(|p| p.generation == generation) {
+        return p.tx.clone();
+    }
+    if let Some(inherited) = pool.take() {
+        // Its threads and running refreshes stayed in the parent; leave its queue alone.
+        std::mem::forget(inherited);
+        RUNNING.store(0, Ordering::SeqCst);
+    }
+    let (tx, rx) = sync_channel::<Task>(REFRESH_QUEUE);
+    let rx = Arc::new(Mutex::new(rx));
+    for i in 0..REFRESH_THREADS {
+        let rx = rx.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("polycache-refresh-{i}"))
+            .spawn(move || worker(&rx));
+        if let Err(e) = spawned {
+            log::error!("polycache: could not start a refresh thread: {e}");
+        }
+    }
+    *pool = Some(Pool {
+        generation,
+        tx: tx.clone(),
+    });
+    tx
+}
+
+/// Set by [`stop_refreshes`]: queued refreshes are dropped, none starts.
+static STOPPED: AtomicBool = AtomicBool::new(false);
+/// Refreshes running on the pool now.
+static RUNNING: AtomicUsize = AtomicUsize::new(0);
 
 fn worker(rx: &Mutex<Receiver<Task>>) {
     loop {
@@ -59,14 +86,46 @@ fn worker(rx: &Mutex<Receiver<Task>>) {
             Ok(task) => task,
             Err(_) => return,
         };
-        if catch_unwind(AssertUnwindSafe(task)).is_err() {
+        RUNNING.fetch_add(1, Ordering::SeqCst);
+        if !STOPPED.load(Ordering::SeqCst) && catch_unwind(AssertUnwindSafe(task)).is_err() {
             log::error!("polycache: a background refresh panicked");
         }
+        RUNNING.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// For process exit: from now on queued and new background refreshes are dropped (the stale
+/// values stay; nothing is logged), and this waits up to `timeout` for the running ones to
+/// finish. True when none is left running. There is no restart: call it once, at exit.
+pub fn stop_refreshes(timeout: Duration) -> bool {
+    STOPPED.store(true, Ordering::SeqCst);
+    let generation = crate::fork::generation();
+    let ours = POOL
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .as_ref()
+        .is_some_and(|p| p.generation == generation);
+    if !ours {
+        // No pool in this process (a parent's, inherited through fork, runs nothing here).
+        return true;
+    }
+    let deadline = Instant::now() + timeout;
+    loop {
+        if RUNNING.load(Ordering::SeqCst) == 0 {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(1));
     }
 }
 
 /// Queues `task` on the refresh pool; false when the queue is full.
 pub(crate) fn submit(task: Task) -> bool {
+    if STOPPED.load(Ordering::Relaxed) {
+        return false;
+    }
     match pool().try_send(task) {
         Ok(()) => true,
         Err(TrySendError::Full(_)) => {

@@ -23,6 +23,7 @@ mod envelope;
 mod error;
 mod expiry;
 mod flight;
+mod fork;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing;
@@ -46,7 +47,8 @@ pub use error::{Error, ErrorKind, Result};
 pub use expiry::Expiry;
 pub use flight::{Lookup, RefreshPolicy};
 pub use jobs::{
-    CacheStatus, Fetch, Fetched, Job, JobOptions, JobResult, REFRESH_QUEUE, REFRESH_THREADS,
+    stop_refreshes, CacheStatus, Fetch, Fetched, Job, JobOptions, JobResult, REFRESH_QUEUE,
+    REFRESH_THREADS,
 };
 pub use location::{redact, Location, Options, SECRET_OPTIONS};
 pub use policy::FailurePolicy;
