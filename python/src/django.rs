@@ -17,6 +17,7 @@
 //! released around blocking work on owned copies otherwise.
 
 use crate::errors::{self, ResultExt};
+use crate::logbridge::detach;
 use crate::serializer::{self, Format, Serialized};
 use crate::{type_name, PyCache, TimeoutArg};
 use polycache::{Backend, Cache, Expiry, Key, Value};
@@ -196,7 +197,9 @@ impl DjangoCache {
         } else {
             let owned = owned_names(made);
             let cache = &self.cache;
-            py.detach(move || f(cache, &core_keys(owned.iter().map(String::as_str), mode)))
+            detach(py, move || {
+                f(cache, &core_keys(owned.iter().map(String::as_str), mode))
+            })
         }
     }
 
@@ -206,7 +209,7 @@ impl DjangoCache {
         if self.local {
             f(backend)
         } else {
-            py.detach(move || f(backend))
+            detach(py, move || f(backend))
         }
     }
 
@@ -543,7 +546,7 @@ impl DjangoCache {
         } else {
             let (name, bytes) = (made_text(&made).to_owned(), bytes.to_vec());
             let cache = &this.cache;
-            py.detach(move || write(cache, &name, &bytes))
+            detach(py, move || write(cache, &name, &bytes))
         }
         .py_err(py)?;
         Ok(())
@@ -574,7 +577,7 @@ impl DjangoCache {
         } else {
             let (name, bytes) = (made_text(&made).to_owned(), bytes.to_vec());
             let cache = &this.cache;
-            py.detach(move || cache.add(core_key(&name, mode), &bytes, expiry))
+            detach(py, move || cache.add(core_key(&name, mode), &bytes, expiry))
         }
         .py_err(py)
     }
@@ -737,7 +740,7 @@ impl DjangoCache {
                 .map(|(k, e)| (k, e.as_bytes().to_vec()))
                 .collect();
             let cache = &this.cache;
-            py.detach(move || {
+            detach(py, move || {
                 let pairs: Vec<(Key<'_>, &[u8])> = owned
                     .iter()
                     .map(|(k, v)| (core_key(k, mode), v.as_slice()))
@@ -784,7 +787,7 @@ impl DjangoCache {
         let cleared = if self.local {
             self.cache.clear()
         } else {
-            py.detach(|| self.cache.clear())
+            detach(py, || self.cache.clear())
         };
         match cleared {
             // Memcached cannot scope a clear to a prefix: empty it all, as Django's memcached

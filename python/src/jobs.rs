@@ -2,62 +2,20 @@
 //!
 //! A job's `fetch` is Python code that the core calls on the caller's thread (synchronous
 //! fetches) or on a refresh-pool thread (background refreshes); either way it takes the GIL
-//! to run. Interpreter shutdown: `polycache` registers [`_shutdown`] with `atexit`. From then
-//! on pool threads never enter Python again (a queued refresh is dropped), and `_shutdown`
-//! waits, without the GIL, for the refreshes already inside Python to finish (bounded), so
-//! finalization never meets a pool thread holding or waiting for the GIL.
+//! to run, under [`Active`]: once interpreter shutdown begins ([`crate::finalize`]) pool
+//! threads never enter Python again (a queued refresh is dropped).
 
 use crate::errors::ResultExt;
+use crate::finalize::Active;
+use crate::logbridge::detach;
 use crate::serializer::{self, Format, Serialized};
 use crate::PyCache;
 use polycache::{Error, ErrorKind, Fetch, Fetched, Job, JobOptions, Key};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
-
-static FINALIZING: AtomicBool = AtomicBool::new(false);
-static ACTIVE: AtomicUsize = AtomicUsize::new(0);
-
-/// A pool thread's permission to run Python code; refused once shutdown began.
-struct Active;
-
-impl Active {
-    fn enter() -> Option<Active> {
-        ACTIVE.fetch_add(1, Ordering::SeqCst);
-        if FINALIZING.load(Ordering::SeqCst) {
-            ACTIVE.fetch_sub(1, Ordering::SeqCst);
-            return None;
-        }
-        Some(Active)
-    }
-}
-
-impl Drop for Active {
-    fn drop(&mut self) {
-        ACTIVE.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
-/// Stops background refreshes from entering Python and waits up to `timeout` seconds for
-/// those running to finish; True when none is left. Registered with `atexit` by `polycache`.
-#[pyfunction]
-#[pyo3(signature = (timeout = 5.0))]
-pub(crate) fn _shutdown(py: Python<'_>, timeout: f64) -> bool {
-    FINALIZING.store(true, Ordering::SeqCst);
-    let deadline = Instant::now() + Duration::from_secs_f64(timeout.clamp(0.0, 3600.0));
-    py.detach(|| loop {
-        if ACTIVE.load(Ordering::SeqCst) == 0 {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    })
-}
+use std::time::Duration;
 
 fn on_pool_thread() -> bool {
     std::thread::current()
@@ -78,17 +36,19 @@ struct PyFetch {
 }
 
 impl PyFetch {
+    /// Keeps the exception a fetch raised: a synchronous caller re-raises it; a background
+    /// refresh has no caller, so its traceback goes to the `polycache.jobs` logger at DEBUG
+    /// (the core logs the failure itself, as a warning that names the exception).
     fn report(&self, py: Python<'_>, err: PyErr) {
         if on_pool_thread() {
-            // Nobody waits for a background refresh: log it as logging would any error.
             let logged = py.import("logging").and_then(|logging| {
-                let logger = logging.call_method1("getLogger", ("polycache",))?;
+                let logger = logging.call_method1("getLogger", ("polycache.jobs",))?;
                 let kwargs = PyDict::new(py);
                 kwargs.set_item("exc_info", err.value(py))?;
                 logger.call_method(
-                    "warning",
+                    "debug",
                     (
-                        "polycache: background refresh of %r failed; the stale value is kept",
+                        "polycache: the traceback of the failed refresh of %r",
                         &self.key,
                     ),
                     Some(&kwargs),
@@ -129,8 +89,9 @@ impl Fetch for PyFetch {
                     Ok(Fetched::new(encoded.as_bytes().to_vec(), fresh_for))
                 });
             fetched.map_err(|e| {
+                let error = Error::new(ErrorKind::Backend, format!("the job's fetch raised {e}"));
                 self.report(py, e);
-                Error::new(ErrorKind::Backend, "the job's fetch raised")
+                error
             })
         })
     }
@@ -234,9 +195,7 @@ impl JobRunner {
         kwargs: Option<Py<PyDict>>,
     ) -> PyResult<(Bound<'py, PyAny>, &'static str, bool)> {
         let (fetch, raised) = self.fetch(key, job, args, kwargs);
-        let result = py
-            .detach(|| self.job.get(key, fetch))
-            .map_err(|e| raise(py, &raised, e))?;
+        let result = detach(py, || self.job.get(key, fetch)).map_err(|e| raise(py, &raised, e))?;
         let value = match &result.value {
             Some(v) => serializer::decode(py, self.cache.get().format, v)?,
             None => py.None().into_bound(py),
@@ -254,9 +213,8 @@ impl JobRunner {
         kwargs: Option<Py<PyDict>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let (fetch, raised) = self.fetch(key, job, args, kwargs);
-        let value = py
-            .detach(|| self.job.refresh(key, fetch))
-            .map_err(|e| raise(py, &raised, e))?;
+        let value =
+            detach(py, || self.job.refresh(key, fetch)).map_err(|e| raise(py, &raised, e))?;
         serializer::decode(py, self.cache.get().format, &value)
     }
 
@@ -270,12 +228,12 @@ impl JobRunner {
         kwargs: Option<Py<PyDict>>,
     ) -> PyResult<bool> {
         let (fetch, _) = self.fetch(key, job, args, kwargs);
-        py.detach(|| self.job.invalidate(key, fetch)).py_err(py)
+        detach(py, || self.job.invalidate(key, fetch)).py_err(py)
     }
 
     /// Removes `key`; True when it was present.
     fn delete(&self, py: Python<'_>, key: &str) -> PyResult<bool> {
-        py.detach(|| self.job.delete(key)).py_err(py)
+        detach(py, || self.job.delete(key)).py_err(py)
     }
 
     /// Stores `value` under `key`, fresh for `fresh_for` seconds (None: the lifetime).
@@ -291,8 +249,7 @@ impl JobRunner {
         encoded.encode(value)?;
         let fresh_for = seconds("fresh_for", fresh_for)?;
         let bytes = encoded.as_bytes().to_vec();
-        py.detach(|| self.job.set(Key::new(key), &bytes, fresh_for))
-            .py_err(py)
+        detach(py, || self.job.set(Key::new(key), &bytes, fresh_for)).py_err(py)
     }
 
     /// True while a refresh of `key` runs in this process.

@@ -12,10 +12,13 @@
 mod argkey;
 mod django;
 mod errors;
+mod finalize;
 mod jobs;
+mod logbridge;
 mod memo;
 mod serializer;
 
+use crate::logbridge::detach;
 use errors::ResultExt;
 use polycache::{Cache, CacheConfig, Error, ErrorKind, Expiry, Key, Lookup, StatsSnapshot};
 use pyo3::exceptions::PyTypeError;
@@ -135,7 +138,7 @@ pub(crate) fn run_on_key<T: Send>(
         f(cache, key)
     } else {
         let key = key.to_owned();
-        py.detach(move || f(cache, &key))
+        detach(py, move || f(cache, &key))
     }
 }
 
@@ -165,7 +168,7 @@ impl PyCache {
         } else {
             let (key, value) = (key.to_owned(), value.to_vec());
             let cache = &self.cache;
-            py.detach(move || f(cache, &key, &value))
+            detach(py, move || f(cache, &key, &value))
         }
     }
 
@@ -181,7 +184,7 @@ impl PyCache {
         } else {
             let owned: Vec<String> = keys.iter().map(|k| (*k).to_owned()).collect();
             let cache = &self.cache;
-            py.detach(move || {
+            detach(py, move || {
                 let keys: Vec<&str> = owned.iter().map(String::as_str).collect();
                 f(cache, &keys)
             })
@@ -306,7 +309,7 @@ impl PyCache {
             }
         }
         // Opening a remote backend may connect: no Python objects are touched here.
-        let cache = py.detach(|| config.build()).py_err(py)?;
+        let cache = detach(py, || config.build()).py_err(py)?;
         let local = cache.backend().is_local();
         let format = Format::of(&cache);
         Ok(PyCache {
@@ -433,7 +436,7 @@ impl PyCache {
                 .map(|(k, v)| ((*k).to_owned(), v.as_bytes().to_vec()))
                 .collect();
             let cache = &self.cache;
-            py.detach(move || {
+            detach(py, move || {
                 let pairs: Vec<(&str, &[u8])> = owned
                     .iter()
                     .map(|(k, v)| (k.as_str(), v.as_slice()))
@@ -620,7 +623,7 @@ impl PyCache {
             })
         };
         let cache = &self.cache;
-        let result = py.detach(|| {
+        let result = detach(py, || {
             cache.load(
                 Key::new(name).maybe_version(version),
                 compute,
@@ -643,7 +646,7 @@ impl PyCache {
         if self.local {
             self.cache.clear()
         } else {
-            py.detach(|| self.cache.clear())
+            detach(py, || self.cache.clear())
         }
         .py_err(py)
     }
@@ -802,8 +805,7 @@ fn call_key(
 fn create_table(py: Python<'_>, url: &str) -> PyResult<()> {
     let url = url.to_owned();
     // Connects to the database: no Python objects are touched while the GIL is released.
-    py.detach(move || polycache::backend::sql::create_table(&url))
-        .py_err(py)
+    detach(py, move || polycache::backend::sql::create_table(&url)).py_err(py)
 }
 
 /// Renders the counters of several caches as one Prometheus page: `{name: cache}`.
@@ -827,12 +829,13 @@ fn render_prometheus(caches: &Bound<'_, PyAny>) -> PyResult<String> {
 #[pymodule]
 fn _polycache(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
+    logbridge::install();
     m.add_class::<PyCache>()?;
     m.add_class::<DefaultTimeout>()?;
     m.add_class::<django::DjangoCache>()?;
     m.add_class::<memo::Memo>()?;
     m.add_class::<jobs::JobRunner>()?;
-    m.add_function(wrap_pyfunction!(jobs::_shutdown, m)?)?;
+    m.add_function(wrap_pyfunction!(finalize::_shutdown, m)?)?;
     m.add_function(wrap_pyfunction!(call_key, m)?)?;
     m.add_function(wrap_pyfunction!(render_prometheus, m)?)?;
     m.add_function(wrap_pyfunction!(create_table, m)?)?;

@@ -6,6 +6,7 @@
 //! GIL), the others wait without the GIL for its value.
 
 use crate::errors::{self, ResultExt};
+use crate::logbridge::detach;
 use crate::serializer::{self, Serialized};
 use crate::{argkey, PyCache, TimeoutArg, DEFAULT};
 use polycache::{Error, ErrorKind, Expiry, Key, Lookup, Value};
@@ -126,7 +127,7 @@ impl Memo {
                 }
             })
         };
-        let result = py.detach(|| {
+        let result = detach(py, || {
             core.load(
                 Key::new(key).maybe_version(version),
                 loader,

@@ -190,6 +190,23 @@ def test_flask_caching_builds_it_from_the_config() -> None:
         assert cache.get("k") == "v"
 
 
+def test_cache_options_may_set_how_values_are_stored() -> None:
+    # Flask-Caching passes CACHE_OPTIONS as keyword arguments: the value settings are among them.
+    app, cache = make_app(CACHE_OPTIONS={"serializer": "json", "signing_key": "k1", "max_entries": 100})
+    with app.app_context():
+        backend = app.extensions["cache"][cache]
+        assert backend.polycache.serializer == "json"
+        cache.set("doc", {"a": [1, 2]})
+        assert cache.get("doc") == {"a": [1, 2]}
+        url = backend.polycache.location
+        raw = polycache.Cache(url, key_prefix="flaskapp", serializer="raw", signing_key="k1")
+        assert raw.get("doc") == b'{"a":[1,2]}'
+        # Signed: a reader with another key sees a miss.
+        assert polycache.Cache(url, key_prefix="flaskapp", serializer="raw", signing_key="k2").get("doc") is None
+    with pytest.raises(polycache.ConfigurationError, match="serializer"):
+        make_app(CACHE_OPTIONS={"serializer": "yaml"})
+
+
 def test_flask_caching_rejects_a_bad_option() -> None:
     with pytest.raises(polycache.ConfigurationError, match="max_entires"):
         make_app(CACHE_OPTIONS={"max_entires": 10})

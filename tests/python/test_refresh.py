@@ -18,14 +18,8 @@ import pytest
 
 import polycache
 
-
-def eventually(cond: Callable[[], bool], within: float = 5.0) -> bool:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.002)
-    return cond()
+sys.path.insert(0, os.path.dirname(__file__))
+from polling import eventually  # noqa: E402
 
 
 def run_threads(n: int, target: Callable[[], Any]) -> list[Any]:
@@ -551,7 +545,8 @@ def test_a_raising_fetch_keeps_the_stale_value_and_is_retried(
     for attempt in (1, 2, 3):
         assert job.get("x") == "v1"
         assert eventually(lambda: len(job.calls) == 1 + attempt and not job.is_refreshing("x"))
-    assert "background refresh" in caplog.text and "fetch failed" in caplog.text
+    # Logged by the core on a pool thread, emitted by the polycache-log thread.
+    assert eventually(lambda: "background refresh" in caplog.text and "RuntimeError: fetch failed" in caplog.text)
     job.failing = False
     job.get("x")
     assert eventually(lambda: job.get("x") == "v5")
@@ -649,10 +644,53 @@ def test_a_job_without_fetch_raises_not_implemented(cache: polycache.Cache) -> N
         polycache.Job(cache=cache).get(1)
 
 
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_refreshes_in_the_background() -> None:
+    # The refresh pool's threads stay in the parent: the child must start its own, and not
+    # wait for a refresh the parent was running when it forked.
+    code = textwrap.dedent(
+        """
+        import os, threading, time, polycache
+
+        gate = threading.Event()
+
+        class J(polycache.Job):
+            lifetime = 0.01
+            n = 0
+            def fetch(self):
+                self.n += 1
+                if self.n == 2 and os.getpid() == parent:
+                    gate.wait(5)  # the parent's refresh is running when it forks
+                return self.n
+
+        parent = os.getpid()
+        job = J(cache=polycache.Cache("memory://"))
+        job.get()
+        time.sleep(0.05)
+        job.get()  # stale: the parent's refresh starts and blocks
+        time.sleep(0.1)
+        pid = os.fork()
+        if pid == 0:
+            deadline = time.monotonic() + 5
+            while job.get() < 3 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            print("child", job.get(), flush=True)
+            os._exit(0)
+        os.waitpid(pid, 0)
+        gate.set()
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    value = int(proc.stdout.split()[-1])
+    assert value >= 3, f"the child served the stale value {value}, never refreshed"
+
+
 def test_interpreter_exit_does_not_hang_on_background_refreshes() -> None:
     code = textwrap.dedent(
         """
-        import time, polycache
+        import logging, time, polycache
+        logging.basicConfig(level=logging.DEBUG)
 
         class Slow(polycache.Job):
             lifetime = 0.01
@@ -673,6 +711,8 @@ def test_interpreter_exit_does_not_hang_on_background_refreshes() -> None:
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "exiting"
+    # The 4 running refreshes finished; the queued ones were dropped, without a word.
+    assert proc.stderr == "", proc.stderr
     assert time.monotonic() - started < 20
 
 
