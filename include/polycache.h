@@ -272,6 +272,26 @@ typedef polycache_result (*polycache_loader)(void *user_data,
 typedef uint32_t polycache_status;
 
 /**
+ * How serious a log record is: `POLYCACHE_LOG_ERROR` (1) … `POLYCACHE_LOG_TRACE` (5), the
+ * levels of Rust's `log` crate; `POLYCACHE_LOG_OFF` (0) as a maximum turns logging off.
+ */
+typedef uint32_t polycache_log_level;
+
+/**
+ * A log callback: receives the `user_data` given with it, the record's level, its target
+ * (the Rust module, such as `"polycache::cache"`) and its message, both NUL-terminated UTF-8
+ * valid only during the call.
+ *
+ * It runs on whichever thread logged, polycache's own threads included, possibly on several
+ * threads at once; it must return normally and must not call `polycache_set_log_callback`.
+ * It may call other polycache functions.
+ */
+typedef void (*polycache_log_callback)(void *user_data,
+                                       polycache_log_level level,
+                                       const char *target,
+                                       const char *message);
+
+/**
  * A fresh value.
  */
 #define POLYCACHE_STATUS_HIT 0
@@ -286,6 +306,37 @@ typedef uint32_t polycache_status;
  * No value: fetched now (`fetch_on_miss`), or not (the call returned `POLYCACHE_RESULT_MISS`).
  */
 #define POLYCACHE_STATUS_MISS 2
+
+/**
+ * No record (as the maximum level: logging off).
+ */
+#define POLYCACHE_LOG_OFF 0
+
+/**
+ * Something failed and was not handled (a refresh thread could not start).
+ */
+#define POLYCACHE_LOG_ERROR 1
+
+/**
+ * Something failed and polycache carried on: a value failing its signature check answered
+ * as a miss, a `fail_open` outage, a failed background refresh, a circuit breaker opening.
+ */
+#define POLYCACHE_LOG_WARN 2
+
+/**
+ * A notable event: a circuit breaker closing, a subscriber reconnecting.
+ */
+#define POLYCACHE_LOG_INFO 3
+
+/**
+ * Details for debugging (a connection closed by the server).
+ */
+#define POLYCACHE_LOG_DEBUG 4
+
+/**
+ * Finer details (from the libraries under polycache only).
+ */
+#define POLYCACHE_LOG_TRACE 5
 
 /**
  * Success; outputs were written.
@@ -907,6 +958,22 @@ polycache_result polycache_loader_output_set(struct polycache_loader_output *out
 polycache_result polycache_loader_output_set_fresh_for(struct polycache_loader_output *output,
                                                        int64_t fresh_for_ms,
                                                        struct polycache_error **error_out);
+
+/**
+ * Sends polycache's log records up to `max_level` (`POLYCACHE_LOG_WARN` is a good default)
+ * to `callback`, with `user_data`; a NULL `callback` (or `POLYCACHE_LOG_OFF`) turns logging
+ * off. Replaces any earlier callback: when this returns, the earlier one is not running
+ * and will not be called again, so its `user_data` may be freed. By default nothing is
+ * logged.
+ *
+ * Records from polycache come from `POLYCACHE_LOG_DEBUG` up; records from the libraries
+ * under it (redis, rustls, …) only from `POLYCACHE_LOG_WARN` up. A `max_level` above
+ * `POLYCACHE_LOG_TRACE` is `POLYCACHE_RESULT_CONFIGURATION`, and nothing changes.
+ */
+polycache_result polycache_set_log_callback(polycache_log_callback callback,
+                                            void *user_data,
+                                            polycache_log_level max_level,
+                                            struct polycache_error **error_out);
 
 /**
  * A short, stable, lower-case name for `result` (`"ok"`, `"miss"`, `"not_found"`, …).

@@ -64,6 +64,14 @@ pub use value::Value;
 
 use std::sync::Arc;
 
+/// Whether a bridge from Rust's `log` to another language's logging (Python's `logging`,
+/// a C callback) passes a record on: every record of polycache's own modules, and records of
+/// the libraries under it (redis, rustls, …) from `Warn` up, whose debug output is theirs.
+pub fn log_bridged(metadata: &log::Metadata<'_>) -> bool {
+    let ours = metadata.target().split("::").next() == Some("polycache");
+    ours || metadata.level() <= log::Level::Warn
+}
+
 /// Opens the backend a location names; the one place schemes are dispatched.
 pub(crate) fn open_backend(location: &Location, options: &mut Options) -> Result<Arc<dyn Backend>> {
     match location.scheme() {

@@ -841,6 +841,51 @@ static void test_signed_values(void) {
     polycache_cache_free(plain);
 }
 
+/* What the log callback received. */
+struct log_seen {
+    pthread_mutex_t lock;
+    int warnings;
+    int records;
+    char last[512];
+    char target[64];
+};
+
+static void on_log(void *user_data, polycache_log_level level, const char *target, const char *message) {
+    struct log_seen *seen = user_data;
+    pthread_mutex_lock(&seen->lock);
+    seen->records++;
+    if (level == POLYCACHE_LOG_WARN) {
+        seen->warnings++;
+    }
+    snprintf(seen->last, sizeof seen->last, "%s", message);
+    snprintf(seen->target, sizeof seen->target, "%s", target);
+    pthread_mutex_unlock(&seen->lock);
+}
+
+static void test_log_callback(void) {
+    polycache_error *err = NULL;
+    struct log_seen seen = {.lock = PTHREAD_MUTEX_INITIALIZER};
+    CHECK_RC(polycache_set_log_callback(on_log, &seen, 99, &err), POLYCACHE_RESULT_CONFIGURATION, err);
+    CHECK_RC(polycache_set_log_callback(on_log, &seen, POLYCACHE_LOG_WARN, &err), POLYCACHE_RESULT_OK, err);
+    polycache_cache *signer = open_cache("memory://c-log?signing_key=k1");
+    polycache_cache *checker = open_cache("memory://c-log?signing_key=" SECRET);
+    CHECK(set_str(signer, "k", "v", POLYCACHE_TTL_NEVER));
+    /* A value failing its signature check: a miss, and one warning naming the key, not the key's secret. */
+    CHECK(is_miss(checker, "k"));
+    CHECK(seen.warnings == 1);
+    CHECK(strstr(seen.last, ":1:k") != NULL && strstr(seen.last, "signature") != NULL);
+    CHECK(strstr(seen.last, SECRET) == NULL);
+    CHECK(strcmp(seen.target, "polycache::cache") == 0);
+    /* Off: no more calls, and `seen` may go away once it returns. */
+    CHECK_RC(polycache_set_log_callback(NULL, NULL, POLYCACHE_LOG_WARN, &err), POLYCACHE_RESULT_OK, err);
+    polycache_cache *other = open_cache("memory://c-log?signing_key=another");
+    CHECK(is_miss(other, "k"));
+    CHECK(seen.records == 1);
+    polycache_cache_free(signer);
+    polycache_cache_free(checker);
+    polycache_cache_free(other);
+}
+
 static void test_tiered_url(void) {
     /* Two tiered caches over one L2 store, on one in-process bus: a write through one drops
      * the other's L1 copy. */
@@ -958,6 +1003,7 @@ int main(void) {
     test_dead_server();
     test_secrets_never_show();
     test_signed_values();
+    test_log_callback();
     test_create_table();
     return check_summary();
 }
