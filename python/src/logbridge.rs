@@ -62,8 +62,8 @@ static BRIDGE: Bridge = Bridge;
 
 impl Log for Bridge {
     fn enabled(&self, metadata: &Metadata<'_>) -> bool {
-        let ours = metadata.target().split("::").next() == Some("polycache");
-        metadata.level() <= if ours { Level::Debug } else { Level::Warn }
+        // The `log` level filter (DEBUG, set by `install`) drops TRACE before this.
+        polycache::log_bridged(metadata)
     }
 
     fn log(&self, record: &log::Record<'_>) {
@@ -128,17 +128,22 @@ fn lock_queue() -> MutexGuard<'static, VecDeque<Entry>> {
 }
 
 fn enqueue(entry: Entry) {
+    let pid = std::process::id();
+    let drainer = DRAINER_PID.swap(pid, Ordering::SeqCst);
     {
         let mut queue = lock_queue();
+        if drainer != 0 && drainer != pid {
+            // A forked child: the queued records are the parent's, emitted there.
+            queue.clear();
+        }
         if queue.len() >= QUEUE_LIMIT {
             DROPPED.fetch_add(1, Ordering::Relaxed);
-            return;
+        } else {
+            queue.push_back(entry);
         }
-        queue.push_back(entry);
     }
     WAKE.notify_one();
-    let pid = std::process::id();
-    if DRAINER_PID.swap(pid, Ordering::SeqCst) != pid {
+    if drainer != pid {
         let spawned = std::thread::Builder::new()
             .name("polycache-log".into())
             .spawn(drain_forever);
