@@ -25,3 +25,37 @@ pub(crate) fn generation() -> u64 {
     });
     GENERATION.load(Ordering::Relaxed)
 }
+
+/// For connection pools. In a child of `fork()` the connections a pool holds are its
+/// parent's: using one would interleave two processes' requests on one socket (wrong
+/// answers). When `stamp` is of another generation this forgets the `idle` connections —
+/// never used again, and never closed either, since closing could end the parent's session
+/// (a TLS close_notify, a protocol goodbye) — and moves `stamp` to this generation. True
+/// when it did: the pool then also forgets the connections its parent had checked out.
+#[cfg(any(feature = "redis", feature = "sqlite", feature = "postgres"))]
+pub(crate) fn forget_inherited<C>(stamp: &mut u64, idle: &mut Vec<C>) -> bool {
+    let now = generation();
+    if *stamp == now {
+        return false;
+    }
+    *stamp = now;
+    idle.drain(..).for_each(std::mem::forget);
+    true
+}
+
+/// Lets go of a connection opened in fork generation `fork`: closed in the process that
+/// opened it, forgotten (left open, never used) in a child of `fork()`, where it is the
+/// parent's.
+#[cfg(any(
+    feature = "redis",
+    feature = "memcached",
+    feature = "sqlite",
+    feature = "postgres"
+))]
+pub(crate) fn release<C>(conn: C, fork: u64) {
+    if fork == generation() {
+        drop(conn);
+    } else {
+        std::mem::forget(conn);
+    }
+}

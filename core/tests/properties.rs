@@ -114,8 +114,10 @@ proptest! {
         password in "[A-Za-z0-9]{12,20}",
         hosts in proptest::collection::vec("[a-z0-9.-]{1,12}(:[0-9]{1,5})?", 1..4),
         path in "(/[^?#]{0,12})?",
-        options in proptest::collection::vec(("[a-z_]{1,10}", ".{0,10}"), 0..4),
+        // Distinct names: a name given twice is a configuration error (checked below).
+        options in proptest::collection::btree_map("[a-z_]{1,10}", ".{0,10}", 0..4),
     ) {
+        let options: Vec<(String, String)> = options.into_iter().collect();
         let enc = |s: &str| utf8_percent_encode(s, NON_ALPHANUMERIC).to_string();
         let query: Vec<String> = options.iter().map(|(k, v)| format!("{k}={}", enc(v))).collect();
         let url = format!(
@@ -136,6 +138,12 @@ proptest! {
         prop_assert!(!loc.redacted().contains(&password), "{}", loc.redacted());
         let debug = format!("{loc:?}");
         prop_assert!(!debug.contains(&password));
+        if let Some((name, value)) = options.first() {
+            let again = format!("{url}&{name}={}", enc(value));
+            let err = Location::parse(&again).unwrap_err();
+            prop_assert!(err.is_configuration() && err.to_string().contains("more than once"), "{err}");
+            prop_assert!(!err.to_string().contains(&password));
+        }
     }
 
     /// `incr` reads exactly the ASCII decimal it writes, for every i64.

@@ -195,6 +195,9 @@ struct Conn {
     /// The longest reply accepted: a value block over the server's `item_size_max` (once
     /// learned) is a protocol error, the connection is dropped.
     max_reply: usize,
+    /// The fork generation it was opened in: a parent's connection is never used by a
+    /// child of `fork()` (two processes' requests would interleave on one socket).
+    fork: u64,
 }
 
 /// The longest reply holding a value of `item_size` bytes: the VALUE/VA line and the block.
@@ -253,6 +256,7 @@ impl Conn {
             end: 0,
             out: Vec::with_capacity(READ_BUFFER),
             max_reply: reply_limit(protocol::MAX_VALUE),
+            fork: crate::fork::generation(),
         })
     }
 
@@ -885,14 +889,27 @@ impl Inner {
     /// A pooled connection (`true`) or a new one (`false`).
     #[inline]
     fn checkout(&self, server: &Server) -> Result<(Conn, bool)> {
-        if let Some(conn) = lock(&server.pool).pop() {
-            return Ok((conn, true));
+        let fork = crate::fork::generation();
+        let mut pool = lock(&server.pool);
+        while let Some(conn) = pool.pop() {
+            if conn.fork == fork {
+                return Ok((conn, true));
+            }
+            // Inherited through fork(): the parent's; not used, not closed.
+            let fork = conn.fork;
+            crate::fork::release(conn, fork);
         }
+        drop(pool);
         self.connect(server).map(|c| (c, false))
     }
 
     #[inline]
     fn checkin(&self, server: &Server, conn: Conn) {
+        if conn.fork != crate::fork::generation() {
+            let fork = conn.fork;
+            crate::fork::release(conn, fork);
+            return;
+        }
         let mut pool = lock(&server.pool);
         if pool.len() < self.settings.pool_size {
             pool.push(conn);
@@ -1467,6 +1484,7 @@ mod tests {
             end: 0,
             out: Vec::new(),
             max_reply,
+            fork: crate::fork::generation(),
         };
         (conn, server)
     }

@@ -21,6 +21,7 @@ pub mod redis;
 pub mod sql;
 
 /// The largest certificate file a URL option may name (`tls_ca`, `sslrootcert`).
+#[cfg(any(feature = "redis", feature = "postgres"))]
 pub(crate) const MAX_PEM_FILE: u64 = 1024 * 1024;
 
 /// Reads the PEM file a URL option (`option`) names: a regular file of at most

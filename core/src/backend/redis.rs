@@ -715,6 +715,8 @@ struct PoolState<C> {
     open: usize,
     /// Bumped when a connection breaks; connections of older generations are not reused.
     generation: u64,
+    /// The fork generation the connections belong to (see [`crate::fork`]).
+    fork: u64,
 }
 
 impl Pool<Connection> {
@@ -744,6 +746,7 @@ impl<C: PooledConnection> Pool<C> {
                 idle: Vec::new(),
                 open: 0,
                 generation: 0,
+                fork: crate::fork::generation(),
             }),
             returned: Condvar::new(),
             connect,
@@ -756,7 +759,13 @@ impl<C: PooledConnection> Pool<C> {
 
     fn lock(&self) -> MutexGuard<'_, PoolState<C>> {
         // A panic elsewhere cannot leave the state inconsistent: every update is one step.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let state_ = &mut *state;
+        if crate::fork::forget_inherited(&mut state_.fork, &mut state_.idle) {
+            // A child of fork(): the parent's connections, idle or in use, are not ours.
+            state_.open = 0;
+        }
+        state
     }
 
     /// An idle connection (`reused`), or a new one.
@@ -764,11 +773,13 @@ impl<C: PooledConnection> Pool<C> {
         let deadline = self.wait.map(|w| Instant::now() + w);
         let mut state = self.lock();
         loop {
+            let fork = state.fork;
             if let Some((conn, generation)) = state.idle.pop() {
                 return Ok(Lease {
                     pool: self,
                     conn: Some(conn),
                     generation,
+                    fork,
                     reused: true,
                 });
             }
@@ -781,10 +792,11 @@ impl<C: PooledConnection> Pool<C> {
                         pool: self,
                         conn: Some(conn),
                         generation,
+                        fork,
                         reused: false,
                     }),
                     Err(e) => {
-                        self.forget_one();
+                        self.forget_one(fork);
                         Err(map_err(e, &self.addr))
                     }
                 };
@@ -820,10 +832,12 @@ impl<C: PooledConnection> Pool<C> {
         Ok(conn)
     }
 
-    /// A connection left the pool for good.
-    fn forget_one(&self) {
+    /// A connection opened in fork generation `fork` left the pool for good.
+    fn forget_one(&self, fork: u64) {
         let mut state = self.lock();
-        state.open -= 1;
+        if state.fork == fork {
+            state.open -= 1;
+        }
         drop(state);
         self.returned.notify_one();
     }
@@ -894,6 +908,8 @@ struct Lease<'p, C: PooledConnection> {
     pool: &'p Pool<C>,
     conn: Option<C>,
     generation: u64,
+    /// The fork generation it was checked out in: a parent's lease is never pooled again.
+    fork: u64,
     reused: bool,
 }
 
@@ -904,7 +920,11 @@ impl<C: PooledConnection> Lease<'_, C> {
             return;
         };
         let mut state = self.pool.lock();
-        if state.generation == self.generation {
+        if state.fork != self.fork {
+            // Checked out by the parent before fork(): the parent's connection.
+            drop(state);
+            crate::fork::release(conn, self.fork);
+        } else if state.generation == self.generation {
             state.idle.push((conn, self.generation));
             drop(state);
         } else {
@@ -919,8 +939,8 @@ impl<C: PooledConnection> Lease<'_, C> {
 impl<C: PooledConnection> Drop for Lease<'_, C> {
     fn drop(&mut self) {
         if let Some(conn) = self.conn.take() {
-            drop(conn);
-            self.pool.forget_one();
+            crate::fork::release(conn, self.fork);
+            self.pool.forget_one(self.fork);
         }
     }
 }

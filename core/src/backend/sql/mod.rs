@@ -510,6 +510,8 @@ pub(crate) struct Pool<C> {
 struct PoolState<C> {
     idle: Vec<C>,
     open: usize,
+    /// The fork generation the connections belong to (see [`crate::fork`]).
+    fork: u64,
 }
 
 impl<C> Pool<C> {
@@ -518,6 +520,7 @@ impl<C> Pool<C> {
             state: Mutex::new(PoolState {
                 idle: Vec::new(),
                 open: 0,
+                fork: crate::fork::generation(),
             }),
             available: Condvar::new(),
             max_open: max_open.max(1),
@@ -525,7 +528,14 @@ impl<C> Pool<C> {
     }
 
     fn lock(&self) -> MutexGuard<'_, PoolState<C>> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let state_ = &mut *state;
+        if crate::fork::forget_inherited(&mut state_.fork, &mut state_.idle) {
+            // A child of fork(): the parent's connections, idle or in use, are not ours
+            // (an SQLite connection must not even be closed in the child).
+            state_.open = 0;
+        }
+        state
     }
 
     /// Adds an already open connection to the idle ones.
@@ -546,17 +556,17 @@ impl<C> Pool<C> {
         let mut s = self.lock();
         let deadline = std::time::Instant::now() + wait;
         loop {
+            let fork = s.fork;
             if let Some(conn) = s.idle.pop() {
-                return Ok((Pooled::new(self, conn), false));
+                return Ok((Pooled::new(self, conn, fork), false));
             }
             if s.open < self.max_open {
                 s.open += 1;
                 drop(s);
                 return match connect() {
-                    Ok(conn) => Ok((Pooled::new(self, conn), true)),
+                    Ok(conn) => Ok((Pooled::new(self, conn, fork), true)),
                     Err(e) => {
-                        self.lock().open -= 1;
-                        self.available.notify_one();
+                        self.forget_one(fork);
                         Err(e)
                     }
                 };
@@ -579,6 +589,16 @@ impl<C> Pool<C> {
         }
     }
 
+    /// A connection opened in fork generation `fork` left the pool for good.
+    fn forget_one(&self, fork: u64) {
+        let mut s = self.lock();
+        if s.fork == fork {
+            s.open -= 1;
+        }
+        drop(s);
+        self.available.notify_one();
+    }
+
     /// Closes every idle connection (after an outage they are all likely broken).
     #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
     pub(crate) fn clear_idle(&self) {
@@ -597,22 +617,27 @@ impl<C> Pool<C> {
 pub(crate) struct Pooled<'a, C> {
     pool: &'a Pool<C>,
     conn: Option<C>,
+    /// The fork generation it was checked out in: a parent's connection is never pooled
+    /// (nor closed) in a child.
+    fork: u64,
 }
 
 impl<'a, C> Pooled<'a, C> {
-    fn new(pool: &'a Pool<C>, conn: C) -> Self {
+    fn new(pool: &'a Pool<C>, conn: C, fork: u64) -> Self {
         Pooled {
             pool,
             conn: Some(conn),
+            fork,
         }
     }
 
     /// Closes the connection instead of returning it to the pool.
     #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
     pub(crate) fn discard(mut self) {
-        drop(self.conn.take());
-        self.pool.lock().open -= 1;
-        self.pool.available.notify_one();
+        if let Some(conn) = self.conn.take() {
+            crate::fork::release(conn, self.fork);
+        }
+        self.pool.forget_one(self.fork);
     }
 }
 
@@ -636,7 +661,13 @@ impl<C> DerefMut for Pooled<'_, C> {
 impl<C> Drop for Pooled<'_, C> {
     fn drop(&mut self) {
         if let Some(conn) = self.conn.take() {
-            self.pool.lock().idle.push(conn);
+            let mut s = self.pool.lock();
+            if s.fork == self.fork {
+                s.idle.push(conn);
+            } else {
+                crate::fork::release(conn, self.fork);
+            }
+            drop(s);
             self.pool.available.notify_one();
         }
     }
