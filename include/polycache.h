@@ -937,6 +937,16 @@ polycache_result polycache_job_is_refreshing(const struct polycache_job *job,
                                              struct polycache_error **error_out);
 
 /**
+ * For process exit: drops the background refreshes still queued (of every job; the stale
+ * values stay and nothing is logged), refuses new ones, and waits up to `timeout_ms`
+ * milliseconds (negative: 0) for the running ones to finish. Returns true when none is left
+ * running. There is no restart: jobs keep answering, but never refresh in the background
+ * again. Call it before freeing what your fetch callbacks use, so that no refresh thread is
+ * still inside one.
+ */
+bool polycache_stop_refreshes(int64_t timeout_ms);
+
+/**
  * Sets the value a callback produced: copies the `len` bytes at `data` into `output`.
  *
  * Call it from inside a loader, a job's fetch or a custom backend's `get`, with the

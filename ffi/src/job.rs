@@ -350,3 +350,16 @@ pub unsafe extern "C" fn polycache_job_is_refreshing(
         Ok(POLYCACHE_RESULT_OK)
     })
 }
+
+/// For process exit: drops the background refreshes still queued (of every job; the stale
+/// values stay and nothing is logged), refuses new ones, and waits up to `timeout_ms`
+/// milliseconds (negative: 0) for the running ones to finish. Returns true when none is left
+/// running. There is no restart: jobs keep answering, but never refresh in the background
+/// again. Call it before freeing what your fetch callbacks use, so that no refresh thread is
+/// still inside one.
+#[no_mangle]
+pub extern "C" fn polycache_stop_refreshes(timeout_ms: i64) -> bool {
+    guard(false, || {
+        polycache::stop_refreshes(Duration::from_millis(timeout_ms.max(0).unsigned_abs()))
+    })
+}

@@ -218,10 +218,59 @@ static void test_bad_arguments(void) {
     polycache_cache_free(cache);
 }
 
+typedef struct {
+    int calls;   /* fetches so far (atomic) */
+    int entered; /* 1 once a fetch is running (atomic) */
+} slow_source;
+
+/* A fetch that takes 200 ms: stop_refreshes must wait for it. */
+static polycache_result slow_fetch(void *user_data, const char *key, polycache_loader_output *output) {
+    slow_source *src = user_data;
+    (void)key;
+    int n = __atomic_add_fetch(&src->calls, 1, __ATOMIC_SEQ_CST);
+    if (n > 1) {
+        __atomic_store_n(&src->entered, 1, __ATOMIC_SEQ_CST);
+        sleep_ms(200);
+    }
+    return polycache_loader_output_set(output, (const uint8_t *)"v", 1, NULL);
+}
+
+static int fetch_entered(void *arg) {
+    slow_source *src = arg;
+    return __atomic_load_n(&src->entered, __ATOMIC_SEQ_CST) == 1;
+}
+
+/* Last: it stops the process-wide refresh pool for good. */
+static void test_stop_refreshes_at_exit(void) {
+    polycache_cache *cache = open_cache("memory://");
+    polycache_error *err = NULL;
+    slow_source src = {0, 0};
+    polycache_job *job = NULL;
+    CHECK_RC(polycache_job_new(cache, slow_fetch, &src, NULL, 60000, POLYCACHE_TTL_DEFAULT, true,
+                               POLYCACHE_TTL_NEVER, &job, &err),
+             POLYCACHE_RESULT_OK, err);
+    CHECK(job_reads(job, "k", "v", POLYCACHE_STATUS_MISS));
+    bool present = false;
+    CHECK_RC(polycache_job_invalidate(job, "k", &present, &err), POLYCACHE_RESULT_OK, err);
+    CHECK(wait_until(fetch_entered, &src, 10000));
+    /* Waits for the running refresh: when it returns, no thread is inside slow_fetch. */
+    CHECK(polycache_stop_refreshes(10000) == true);
+    CHECK(__atomic_load_n(&src.calls, __ATOMIC_SEQ_CST) == 2);
+    /* No refresh runs any more: a stale value is served, and stays. */
+    CHECK_RC(polycache_job_invalidate(job, "k", &present, &err), POLYCACHE_RESULT_OK, err);
+    CHECK(job_reads(job, "k", "v", POLYCACHE_STATUS_STALE));
+    sleep_ms(50);
+    CHECK(__atomic_load_n(&src.calls, __ATOMIC_SEQ_CST) == 2);
+    CHECK(polycache_stop_refreshes(-5) == true);
+    polycache_job_free(job);
+    polycache_cache_free(cache);
+}
+
 int main(void) {
     test_stale_while_revalidate();
     test_fetch_in_background_on_miss();
     test_failing_fetch_and_lifetimes();
     test_bad_arguments();
+    test_stop_refreshes_at_exit();
     return check_summary();
 }
