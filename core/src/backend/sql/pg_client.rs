@@ -14,7 +14,7 @@ use std::time::Duration;
 use tokio::runtime::Runtime;
 use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{Config, Row, Socket, Statement, ToStatement};
+use tokio_postgres::{Config, GenericClient, Row, Socket, Statement, ToStatement};
 
 /// A failed round trip.
 #[derive(Debug)]
@@ -94,42 +94,6 @@ impl PgClient {
         self.client.is_closed()
     }
 
-    pub(super) fn prepare(&mut self, sql: &str) -> Result<Statement, PgError> {
-        within(&self.rt, self.timeout, self.client.prepare(sql))
-    }
-
-    pub(super) fn query<S: ?Sized + ToStatement>(
-        &mut self,
-        s: &S,
-        params: &[&(dyn ToSql + Sync)],
-    ) -> Result<Vec<Row>, PgError> {
-        within(&self.rt, self.timeout, self.client.query(s, params))
-    }
-
-    pub(super) fn query_opt<S: ?Sized + ToStatement>(
-        &mut self,
-        s: &S,
-        params: &[&(dyn ToSql + Sync)],
-    ) -> Result<Option<Row>, PgError> {
-        within(&self.rt, self.timeout, self.client.query_opt(s, params))
-    }
-
-    pub(super) fn query_one<S: ?Sized + ToStatement>(
-        &mut self,
-        s: &S,
-        params: &[&(dyn ToSql + Sync)],
-    ) -> Result<Row, PgError> {
-        within(&self.rt, self.timeout, self.client.query_one(s, params))
-    }
-
-    pub(super) fn execute<S: ?Sized + ToStatement>(
-        &mut self,
-        s: &S,
-        params: &[&(dyn ToSql + Sync)],
-    ) -> Result<u64, PgError> {
-        within(&self.rt, self.timeout, self.client.execute(s, params))
-    }
-
     /// Opens a transaction; dropped without [`PgTx::commit`], it rolls back.
     pub(super) fn transaction(&mut self) -> Result<PgTx<'_>, PgError> {
         let tx = within(&self.rt, self.timeout, self.client.transaction())?;
@@ -149,43 +113,78 @@ pub(super) struct PgTx<'a> {
 }
 
 impl PgTx<'_> {
-    pub(super) fn query<S: ?Sized + ToStatement>(
+    pub(super) fn commit(self) -> Result<(), PgError> {
+        within(self.rt, self.timeout, self.tx.commit())
+    }
+}
+
+/// The round trips a connection and a transaction share, each under the deadline.
+pub(super) trait RoundTrips {
+    /// `tokio_postgres::Client` or `Transaction`.
+    type Client: GenericClient + Sync;
+
+    /// The client, the runtime that drives it, and the deadline of one round trip.
+    fn parts(&self) -> (&Self::Client, &Runtime, Option<Duration>);
+
+    fn prepare(&mut self, sql: &str) -> Result<Statement, PgError> {
+        let (c, rt, limit) = self.parts();
+        within(rt, limit, c.prepare(sql))
+    }
+
+    fn query<S: ?Sized + ToStatement + Sync + Send>(
         &mut self,
         s: &S,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<Row>, PgError> {
-        within(self.rt, self.timeout, self.tx.query(s, params))
+        let (c, rt, limit) = self.parts();
+        within(rt, limit, c.query(s, params))
     }
 
-    pub(super) fn query_opt<S: ?Sized + ToStatement>(
+    fn query_opt<S: ?Sized + ToStatement + Sync + Send>(
         &mut self,
         s: &S,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Option<Row>, PgError> {
-        within(self.rt, self.timeout, self.tx.query_opt(s, params))
+        let (c, rt, limit) = self.parts();
+        within(rt, limit, c.query_opt(s, params))
     }
 
-    pub(super) fn query_one<S: ?Sized + ToStatement>(
+    fn query_one<S: ?Sized + ToStatement + Sync + Send>(
         &mut self,
         s: &S,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Row, PgError> {
-        within(self.rt, self.timeout, self.tx.query_one(s, params))
+        let (c, rt, limit) = self.parts();
+        within(rt, limit, c.query_one(s, params))
     }
 
-    pub(super) fn execute<S: ?Sized + ToStatement>(
+    fn execute<S: ?Sized + ToStatement + Sync + Send>(
         &mut self,
         s: &S,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<u64, PgError> {
-        within(self.rt, self.timeout, self.tx.execute(s, params))
+        let (c, rt, limit) = self.parts();
+        within(rt, limit, c.execute(s, params))
     }
 
-    pub(super) fn batch_execute(&mut self, sql: &str) -> Result<(), PgError> {
-        within(self.rt, self.timeout, self.tx.batch_execute(sql))
+    fn batch_execute(&mut self, sql: &str) -> Result<(), PgError> {
+        let (c, rt, limit) = self.parts();
+        within(rt, limit, c.batch_execute(sql))
     }
+}
 
-    pub(super) fn commit(self) -> Result<(), PgError> {
-        within(self.rt, self.timeout, self.tx.commit())
+impl RoundTrips for PgClient {
+    type Client = tokio_postgres::Client;
+
+    fn parts(&self) -> (&Self::Client, &Runtime, Option<Duration>) {
+        (&self.client, &self.rt, self.timeout)
+    }
+}
+
+impl<'a> RoundTrips for PgTx<'a> {
+    type Client = tokio_postgres::Transaction<'a>;
+
+    fn parts(&self) -> (&Self::Client, &Runtime, Option<Duration>) {
+        (&self.tx, self.rt, self.timeout)
     }
 }

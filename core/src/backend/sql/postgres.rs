@@ -1,6 +1,6 @@
 //! `postgres://user:password@host:5432/db`: the cache table in a PostgreSQL database.
 
-use super::pg_client::{PgClient, PgError, PgTx};
+use super::pg_client::{PgClient, PgError, PgTx, RoundTrips};
 use super::pg_tls::PgTls;
 use super::{
     byte_size, expires_at, key_hash, now_ms, Bounds, Cull, Estimate, Found, OldestWalk, Pool,
