@@ -111,9 +111,16 @@ pub(crate) fn install() {
 /// `py.detach(f)`, with the records `f` logs on this thread emitted once the GIL is back.
 #[inline]
 pub(crate) fn detach<T: Send>(py: Python<'_>, f: impl FnOnce() -> T + Send) -> T {
-    let outer = DETACHED.with(|d| d.replace(true));
+    /// Restores the thread's flag however `f` ends (a panic included).
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            DETACHED.with(|d| d.set(self.0));
+        }
+    }
+    let restore = Restore(DETACHED.with(|d| d.replace(true)));
     let result = py.detach(f);
-    DETACHED.with(|d| d.set(outer));
+    drop(restore);
     if BUFFER.with(|b| !b.borrow().is_empty()) {
         let entries = BUFFER.with(|b| std::mem::take(&mut *b.borrow_mut()));
         for entry in entries {
