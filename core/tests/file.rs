@@ -1221,3 +1221,28 @@ fn entry_bound_holds_within_ten_percent_across_four_processes() {
         .sum();
     assert!(last >= 1, "the newest write of all survived");
 }
+
+#[test]
+fn dropping_the_cache_stops_its_background_scan() {
+    // A scan runs at every open here (reconcile_interval of 1 ms) over a few thousand
+    // entries; once the cache is dropped nothing writes into the directory any more, so it
+    // can be removed at once.
+    for round in 0..10 {
+        let tmp = TempDir::new("scan-stop");
+        let dir = tmp.cache_dir();
+        let filler = FileBackend::new(&dir, &no_scan()).unwrap();
+        for i in 0..3000 {
+            filler
+                .set(format!("k{i}").as_bytes(), &[7u8; 200], None)
+                .unwrap();
+        }
+        filler.set(b"big", &large(1), None).unwrap();
+        drop(filler);
+        let scanned = FileOptions::default().reconcile_interval(Duration::from_millis(1));
+        let backend = FileBackend::new(&dir, &scanned).unwrap();
+        drop(backend);
+        if let Err(e) = fs::remove_dir_all(&dir) {
+            panic!("round {round}: the directory could not be removed after the drop: {e}");
+        }
+    }
+}

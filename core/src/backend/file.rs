@@ -33,7 +33,7 @@ use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, FileExt as _, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, RwLock, TryLockError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -104,8 +104,7 @@ const REFRESH_EVERY: u32 = 64;
 /// use polycache::backend::file::{FileBackend, FileOptions};
 /// let dir = std::env::temp_dir().join(format!("polycache-doc-{}", std::process::id()));
 /// let backend = FileBackend::new(&dir, &FileOptions::default().max_entries(10_000)).unwrap();
-/// # // Best effort: the scan a new directory gets at open may still be running.
-/// # drop(backend); let _ = std::fs::remove_dir_all(&dir);
+/// # drop(backend); std::fs::remove_dir_all(&dir).unwrap();
 /// ```
 #[non_exhaustive]
 #[derive(Debug, Clone, PartialEq)]
@@ -181,6 +180,33 @@ pub struct FileBackend {
     inner: Arc<Inner>,
 }
 
+impl Drop for FileBackend {
+    /// The last handle stops the background scan and waits for it (one pack's work at
+    /// most), so nothing writes into the directory once the cache is gone.
+    fn drop(&mut self) {
+        let scanners = self.inner.scanners.load(Ordering::SeqCst);
+        if Arc::strong_count(&self.inner) > 1 + scanners {
+            return; // another handle still uses it
+        }
+        self.inner.closing.store(true, Ordering::SeqCst);
+        let (generation, handles) = std::mem::take(
+            &mut *self
+                .inner
+                .scans
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        if generation != crate::fork::generation() {
+            // A child of fork(): the parent's threads are not here to join.
+            handles.into_iter().for_each(std::mem::forget);
+            return;
+        }
+        for scan in handles {
+            let _ = scan.join();
+        }
+    }
+}
+
 struct Inner {
     root: PathBuf,
     /// `root` as text, for building entry paths in one allocation.
@@ -197,6 +223,13 @@ struct Inner {
     writes: AtomicU32,
     evict: Mutex<EvictState>,
     evictions: AtomicU64,
+    /// Set when the last handle goes: a background scan stops at its next step.
+    closing: AtomicBool,
+    /// Background scans running (each holds a reference to this state).
+    scanners: AtomicUsize,
+    /// Their threads, joined when the last handle goes, and the fork generation they belong
+    /// to (a child of `fork()` must not join its parent's threads).
+    scans: Mutex<(u64, Vec<std::thread::JoinHandle<()>>)>,
 }
 
 /// One pack as this process sees it.
@@ -908,6 +941,9 @@ impl FileBackend {
                 writes: AtomicU32::new(0),
                 evict: Mutex::new(EvictState::default()),
                 evictions: AtomicU64::new(0),
+                closing: AtomicBool::new(false),
+                scanners: AtomicUsize::new(0),
+                scans: Mutex::new((crate::fork::generation(), Vec::new())),
             }),
         };
         backend.inner.refresh_counts();
@@ -953,13 +989,17 @@ impl FileBackend {
 
     fn spawn_reconcile(&self) {
         let inner = self.inner.clone();
+        inner.scanners.fetch_add(1, Ordering::SeqCst);
         let spawned = std::thread::Builder::new()
             .name("polycache-file-scan".into())
             .spawn(move || {
                 if let Ok(Some(mut guard)) = inner.lock_evict(false) {
-                    let result = inner
-                        .scan(&mut guard.state)
-                        .and_then(|_| inner.evict_locked(&mut guard.state));
+                    let result = inner.scan(&mut guard.state).and_then(|_| {
+                        if inner.closing.load(Ordering::SeqCst) {
+                            return Ok(());
+                        }
+                        inner.evict_locked(&mut guard.state)
+                    });
                     if let Err(e) = result {
                         log::warn!(
                             "polycache: file:// scan of {} failed: {e}",
@@ -967,9 +1007,29 @@ impl FileBackend {
                         );
                     }
                 }
+                // No file is touched after this: a closing handle need not wait any more.
+                inner.scanners.fetch_sub(1, Ordering::SeqCst);
             });
-        if let Err(e) = spawned {
-            log::warn!("polycache: cannot start the file:// scan thread: {e}");
+        match spawned {
+            Ok(handle) => {
+                let mut scans = self
+                    .inner
+                    .scans
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                let (generation, handles) = &mut *scans;
+                if *generation != crate::fork::generation() {
+                    // A child of fork(): those threads stayed in the parent.
+                    handles.drain(..).for_each(std::mem::forget);
+                    *generation = crate::fork::generation();
+                }
+                handles.retain(|h| !h.is_finished());
+                handles.push(handle);
+            }
+            Err(e) => {
+                self.inner.scanners.fetch_sub(1, Ordering::SeqCst);
+                log::warn!("polycache: cannot start the file:// scan thread: {e}");
+            }
         }
     }
 
@@ -1728,6 +1788,10 @@ impl Inner {
         let mut candidates = Vec::new();
         self.sweep_pack_temps();
         for pack in 0..PACKS {
+            if self.closing.load(Ordering::Relaxed) {
+                // The cache was dropped: leave the rest for the next scan.
+                return Ok(totals);
+            }
             let Some(mut locked) = self.lock_pack(pack, false)? else {
                 self.remove_orphans(pack, None)?;
                 continue;
