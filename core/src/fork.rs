@@ -26,32 +26,85 @@ pub(crate) fn generation() -> u64 {
     GENERATION.load(Ordering::Relaxed)
 }
 
-/// For connection pools. In a child of `fork()` the connections a pool holds are its
-/// parent's: using one would interleave two processes' requests on one socket (wrong
-/// answers). When `stamp` is of another generation this forgets the `idle` connections —
-/// never used again, and never closed either, since closing could end the parent's session
-/// (a TLS close_notify, a protocol goodbye) — and moves `stamp` to this generation. True
-/// when it did: the pool then also forgets the connections its parent had checked out.
-#[cfg(any(feature = "redis", feature = "sqlite", feature = "postgres"))]
-pub(crate) fn forget_inherited<C>(stamp: &mut u64, idle: &mut Vec<C>) -> bool {
+/// When `stamp` is of another fork generation (a child of `fork()` looking at its parent's
+/// state), forgets `items` — connections, thread handles: the parent's, neither used nor
+/// dropped here — and moves `stamp` to this generation. True when it did.
+#[cfg(any(
+    feature = "redis",
+    feature = "sqlite",
+    feature = "postgres",
+    feature = "file"
+))]
+pub(crate) fn forget_inherited<T>(stamp: &mut u64, items: &mut Vec<T>) -> bool {
     let now = generation();
     if *stamp == now {
         return false;
     }
     *stamp = now;
-    idle.drain(..).for_each(std::mem::forget);
+    items.drain(..).for_each(std::mem::forget);
     true
+}
+
+/// The connections of a pool (idle ones, and how many are open in all), owned by one fork
+/// generation. In a child of `fork()` they are its parent's: using one would interleave two
+/// processes' requests on one socket (wrong answers). [`Conns::adopt`], called on every
+/// lock of the pool, forgets them there — never used again, and never closed either, since
+/// closing could end the parent's session (a TLS close_notify, a protocol goodbye) — along
+/// with the count of those the parent had checked out. A checked-out connection carries the
+/// generation it was taken in ([`Conns::fork`]) back to [`Conns::give_back`] or
+/// [`Conns::forget_one`].
+#[cfg(any(feature = "redis", feature = "sqlite", feature = "postgres"))]
+pub(crate) struct Conns<C> {
+    pub(crate) idle: Vec<C>,
+    pub(crate) open: usize,
+    fork: u64,
+}
+
+#[cfg(any(feature = "redis", feature = "sqlite", feature = "postgres"))]
+impl<C> Conns<C> {
+    pub(crate) fn new() -> Self {
+        Conns {
+            idle: Vec::new(),
+            open: 0,
+            fork: generation(),
+        }
+    }
+
+    /// In a child of `fork()`, lets go of the parent's connections (see above).
+    #[inline]
+    pub(crate) fn adopt(&mut self) {
+        if forget_inherited(&mut self.fork, &mut self.idle) {
+            self.open = 0;
+        }
+    }
+
+    /// The generation a connection checked out now belongs to.
+    pub(crate) fn fork(&self) -> u64 {
+        self.fork
+    }
+
+    /// Puts back a connection checked out in generation `fork`: idle again, or let go if it
+    /// is a parent's.
+    pub(crate) fn give_back(&mut self, conn: C, fork: u64) {
+        if fork == self.fork {
+            self.idle.push(conn);
+        } else {
+            release(conn, fork);
+        }
+    }
+
+    /// A connection checked out in generation `fork` left the pool for good.
+    pub(crate) fn forget_one(&mut self, fork: u64) {
+        if fork == self.fork {
+            self.open -= 1;
+        }
+    }
 }
 
 /// Lets go of a connection opened in fork generation `fork`: closed in the process that
 /// opened it, forgotten (left open, never used) in a child of `fork()`, where it is the
 /// parent's.
-#[cfg(any(
-    feature = "redis",
-    feature = "memcached",
-    feature = "sqlite",
-    feature = "postgres"
-))]
+#[cfg(any(feature = "redis", feature = "sqlite", feature = "postgres"))]
 pub(crate) fn release<C>(conn: C, fork: u64) {
     if fork == generation() {
         drop(conn);

@@ -189,19 +189,8 @@ impl Drop for FileBackend {
             return; // another handle still uses it
         }
         self.inner.closing.store(true, Ordering::SeqCst);
-        let (generation, handles) = std::mem::take(
-            &mut *self
-                .inner
-                .scans
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner),
-        );
-        if generation != crate::fork::generation() {
-            // A child of fork(): the parent's threads are not here to join.
-            handles.into_iter().for_each(std::mem::forget);
-            return;
-        }
-        for scan in handles {
+        let scans = std::mem::take(&mut self.inner.own_scans().1);
+        for scan in scans {
             let _ = scan.join();
         }
     }
@@ -1012,17 +1001,7 @@ impl FileBackend {
             });
         match spawned {
             Ok(handle) => {
-                let mut scans = self
-                    .inner
-                    .scans
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner);
-                let (generation, handles) = &mut *scans;
-                if *generation != crate::fork::generation() {
-                    // A child of fork(): those threads stayed in the parent.
-                    handles.drain(..).for_each(std::mem::forget);
-                    *generation = crate::fork::generation();
-                }
+                let handles = &mut self.inner.own_scans().1;
                 handles.retain(|h| !h.is_finished());
                 handles.push(handle);
             }
@@ -1776,6 +1755,15 @@ impl Inner {
                 }
             }
         }
+    }
+
+    /// The background scans' threads of this process: a child of `fork()` forgets its
+    /// parent's (they are not here to join).
+    fn own_scans(&self) -> MutexGuard<'_, (u64, Vec<std::thread::JoinHandle<()>>)> {
+        let mut scans = self.scans.lock().unwrap_or_else(PoisonError::into_inner);
+        let (generation, handles) = &mut *scans;
+        crate::fork::forget_inherited(generation, handles);
+        scans
     }
 
     /// Scans every pack: removes expired entries, corrupt records and files, orphaned large

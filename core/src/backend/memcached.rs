@@ -889,15 +889,14 @@ impl Inner {
     /// A pooled connection (`true`) or a new one (`false`).
     #[inline]
     fn checkout(&self, server: &Server) -> Result<(Conn, bool)> {
-        let fork = crate::fork::generation();
+        let current = crate::fork::generation();
         let mut pool = lock(&server.pool);
         while let Some(conn) = pool.pop() {
-            if conn.fork == fork {
+            if conn.fork == current {
                 return Ok((conn, true));
             }
             // Inherited through fork(): the parent's; not used, not closed.
-            let fork = conn.fork;
-            crate::fork::release(conn, fork);
+            std::mem::forget(conn);
         }
         drop(pool);
         self.connect(server).map(|c| (c, false))
@@ -906,8 +905,7 @@ impl Inner {
     #[inline]
     fn checkin(&self, server: &Server, conn: Conn) {
         if conn.fork != crate::fork::generation() {
-            let fork = conn.fork;
-            crate::fork::release(conn, fork);
+            std::mem::forget(conn); // the parent's (see checkout)
             return;
         }
         let mut pool = lock(&server.pool);

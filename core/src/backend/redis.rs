@@ -16,6 +16,7 @@
 
 use super::Backend;
 use crate::error::{Error, ErrorKind, Result};
+use crate::fork::Conns;
 use crate::location::{Location, Options};
 use crate::value::Value;
 use redis::cluster::{cluster_pipe, ClusterClient, ClusterClientBuilder, ClusterConnection};
@@ -711,12 +712,10 @@ struct Pool<C> {
 }
 
 struct PoolState<C> {
-    idle: Vec<(C, u64)>,
-    open: usize,
+    /// Idle connections with the generation they were opened in.
+    conns: Conns<(C, u64)>,
     /// Bumped when a connection breaks; connections of older generations are not reused.
     generation: u64,
-    /// The fork generation the connections belong to (see [`crate::fork`]).
-    fork: u64,
 }
 
 impl Pool<Connection> {
@@ -743,10 +742,8 @@ impl<C: PooledConnection> Pool<C> {
     fn new(connect: Connector<C>, addr: String, opts: &RedisOptions) -> Self {
         Pool {
             state: Mutex::new(PoolState {
-                idle: Vec::new(),
-                open: 0,
+                conns: Conns::new(),
                 generation: 0,
-                fork: crate::fork::generation(),
             }),
             returned: Condvar::new(),
             connect,
@@ -760,11 +757,8 @@ impl<C: PooledConnection> Pool<C> {
     fn lock(&self) -> MutexGuard<'_, PoolState<C>> {
         // A panic elsewhere cannot leave the state inconsistent: every update is one step.
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let state_ = &mut *state;
-        if crate::fork::forget_inherited(&mut state_.fork, &mut state_.idle) {
-            // A child of fork(): the parent's connections, idle or in use, are not ours.
-            state_.open = 0;
-        }
+        // A child of fork() never uses its parent's connections.
+        state.conns.adopt();
         state
     }
 
@@ -773,8 +767,8 @@ impl<C: PooledConnection> Pool<C> {
         let deadline = self.wait.map(|w| Instant::now() + w);
         let mut state = self.lock();
         loop {
-            let fork = state.fork;
-            if let Some((conn, generation)) = state.idle.pop() {
+            let fork = state.conns.fork();
+            if let Some((conn, generation)) = state.conns.idle.pop() {
                 return Ok(Lease {
                     pool: self,
                     conn: Some(conn),
@@ -783,8 +777,8 @@ impl<C: PooledConnection> Pool<C> {
                     reused: true,
                 });
             }
-            if state.open < self.max {
-                state.open += 1;
+            if state.conns.open < self.max {
+                state.conns.open += 1;
                 let generation = state.generation;
                 drop(state);
                 return match self.open_connection() {
@@ -832,13 +826,9 @@ impl<C: PooledConnection> Pool<C> {
         Ok(conn)
     }
 
-    /// A connection opened in fork generation `fork` left the pool for good.
+    /// A connection checked out in fork generation `fork` left the pool for good.
     fn forget_one(&self, fork: u64) {
-        let mut state = self.lock();
-        if state.fork == fork {
-            state.open -= 1;
-        }
-        drop(state);
+        self.lock().conns.forget_one(fork);
         self.returned.notify_one();
     }
 
@@ -846,8 +836,8 @@ impl<C: PooledConnection> Pool<C> {
     fn forget_idle(&self) {
         let mut state = self.lock();
         state.generation += 1;
-        let idle = std::mem::take(&mut state.idle);
-        state.open -= idle.len();
+        let idle = std::mem::take(&mut state.conns.idle);
+        state.conns.open -= idle.len();
         drop(state);
         drop(idle);
         self.returned.notify_all();
@@ -920,17 +910,14 @@ impl<C: PooledConnection> Lease<'_, C> {
             return;
         };
         let mut state = self.pool.lock();
-        if state.fork != self.fork {
-            // Checked out by the parent before fork(): the parent's connection.
-            drop(state);
-            crate::fork::release(conn, self.fork);
-        } else if state.generation == self.generation {
-            state.idle.push((conn, self.generation));
+        if state.generation == self.generation {
+            state.conns.give_back((conn, self.generation), self.fork);
             drop(state);
         } else {
-            state.open -= 1;
+            // Opened before connections broke: not reused.
+            state.conns.forget_one(self.fork);
             drop(state);
-            drop(conn);
+            crate::fork::release(conn, self.fork);
         }
         self.pool.returned.notify_one();
     }

@@ -37,6 +37,7 @@
 //! read, never a `COUNT(*)`.
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::fork::Conns;
 use sha2::{Digest, Sha256};
 use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
@@ -502,39 +503,24 @@ impl OldestWalk {
 
 /// A small blocking connection pool: at most `max_open` connections, idle ones reused LIFO.
 pub(crate) struct Pool<C> {
-    state: Mutex<PoolState<C>>,
+    state: Mutex<Conns<C>>,
     available: Condvar,
     max_open: usize,
-}
-
-struct PoolState<C> {
-    idle: Vec<C>,
-    open: usize,
-    /// The fork generation the connections belong to (see [`crate::fork`]).
-    fork: u64,
 }
 
 impl<C> Pool<C> {
     pub(crate) fn new(max_open: usize) -> Pool<C> {
         Pool {
-            state: Mutex::new(PoolState {
-                idle: Vec::new(),
-                open: 0,
-                fork: crate::fork::generation(),
-            }),
+            state: Mutex::new(Conns::new()),
             available: Condvar::new(),
             max_open: max_open.max(1),
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, PoolState<C>> {
+    fn lock(&self) -> MutexGuard<'_, Conns<C>> {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let state_ = &mut *state;
-        if crate::fork::forget_inherited(&mut state_.fork, &mut state_.idle) {
-            // A child of fork(): the parent's connections, idle or in use, are not ours
-            // (an SQLite connection must not even be closed in the child).
-            state_.open = 0;
-        }
+        // A child of fork() never uses (nor closes: SQLite forbids it) its parent's.
+        state.adopt();
         state
     }
 
@@ -556,7 +542,7 @@ impl<C> Pool<C> {
         let mut s = self.lock();
         let deadline = std::time::Instant::now() + wait;
         loop {
-            let fork = s.fork;
+            let fork = s.fork();
             if let Some(conn) = s.idle.pop() {
                 return Ok((Pooled::new(self, conn, fork), false));
             }
@@ -589,13 +575,9 @@ impl<C> Pool<C> {
         }
     }
 
-    /// A connection opened in fork generation `fork` left the pool for good.
+    /// A connection checked out in fork generation `fork` left the pool for good.
     fn forget_one(&self, fork: u64) {
-        let mut s = self.lock();
-        if s.fork == fork {
-            s.open -= 1;
-        }
-        drop(s);
+        self.lock().forget_one(fork);
         self.available.notify_one();
     }
 
@@ -661,13 +643,7 @@ impl<C> DerefMut for Pooled<'_, C> {
 impl<C> Drop for Pooled<'_, C> {
     fn drop(&mut self) {
         if let Some(conn) = self.conn.take() {
-            let mut s = self.pool.lock();
-            if s.fork == self.fork {
-                s.idle.push(conn);
-            } else {
-                crate::fork::release(conn, self.fork);
-            }
-            drop(s);
+            self.pool.lock().give_back(conn, self.fork);
             self.pool.available.notify_one();
         }
     }
