@@ -7,7 +7,7 @@ use crate::result::{polycache_result, Failure, POLYCACHE_RESULT_OK};
 use log::{Level, LevelFilter, Log, Metadata, Record};
 use polycache::{Error, ErrorKind};
 use std::ffi::{c_char, c_void, CString};
-use std::sync::{Once, RwLock};
+use std::sync::RwLock;
 
 /// How serious a log record is: `POLYCACHE_LOG_ERROR` (1) … `POLYCACHE_LOG_TRACE` (5), the
 /// levels of Rust's `log` crate; `POLYCACHE_LOG_OFF` (0) as a maximum turns logging off.
@@ -45,7 +45,6 @@ pub type polycache_log_callback = Option<
 struct Sink {
     callback: unsafe extern "C" fn(*mut c_void, polycache_log_level, *const c_char, *const c_char),
     user_data: *mut c_void,
-    max: LevelFilter,
 }
 
 // SAFETY: the C API documents that the callback may be called from any thread, concurrently,
@@ -72,12 +71,10 @@ impl Log for CLogger {
             return;
         }
         let sink = SINK.read().unwrap_or_else(|e| e.into_inner());
+        // Records above the callback's level were already dropped by `log`'s maximum level.
         let Some(sink) = sink.as_ref() else {
             return;
         };
-        if record.level() > sink.max {
-            return;
-        }
         let target = c_text(record.target().to_owned());
         let message = c_text(record.args().to_string());
         // SAFETY: the callback and user_data are what the caller registered, callable from
@@ -148,19 +145,23 @@ pub unsafe extern "C" fn polycache_set_log_callback(
                 format!("unknown log level {max_level}: expected 0 (off) to 5 (trace)"),
             ))
         })?;
-        static INSTALL: Once = Once::new();
-        INSTALL.call_once(|| {
-            if log::set_logger(&LOGGER).is_ok() {
-                log::set_max_level(LevelFilter::Trace);
-            }
-        });
+        // The first call installs it; later ones fail harmlessly.
+        let _ = log::set_logger(&LOGGER);
         let sink = callback
             .filter(|_| max != LevelFilter::Off)
             .map(|callback| Sink {
                 callback,
                 user_data,
-                max,
             });
+        // `log` then skips records above the level before they are even formatted (unless
+        // the program installed a logger of its own, whose level is its business).
+        if std::ptr::addr_eq(log::logger(), &LOGGER) {
+            log::set_max_level(if sink.is_some() {
+                max
+            } else {
+                LevelFilter::Off
+            });
+        }
         *SINK.write().unwrap_or_else(|e| e.into_inner()) = sink;
         Ok(POLYCACHE_RESULT_OK)
     })
