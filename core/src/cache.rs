@@ -1,6 +1,6 @@
 //! [`Cache`]: a backend plus the key policy, default TTL, size limit and statistics.
 
-use crate::backend::{dummy::DummyBackend, Backend};
+use crate::backend::{dummy::DummyBackend, AsyncAccess, AsyncBackend, Backend, OnBlockingPool};
 use crate::codec::{Codec, Opened};
 use crate::error::{Error, ErrorKind, Result};
 use crate::expiry::{Expiry, Ttl};
@@ -16,6 +16,8 @@ use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+
+mod asynchronous;
 
 /// The default TTL of a cache when none is configured: 300 seconds, Django's default.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
@@ -133,6 +135,9 @@ pub struct Cache {
 
 struct Inner {
     backend: Arc<dyn Backend>,
+    /// How async calls reach the backend; `None` for a backend that answers in memory,
+    /// whose async calls run the synchronous call in place.
+    awaited: Option<Arc<dyn AsyncBackend>>,
     key_prefix: String,
     version: i64,
     /// `{key_prefix}:{version}:`, pre-rendered for the common case.
@@ -463,9 +468,15 @@ impl CacheBuilder {
         let head = format!("{key_prefix}:{version}:")
             .into_bytes()
             .into_boxed_slice();
+        let awaited: Option<Arc<dyn AsyncBackend>> = match Arc::clone(&backend).async_access() {
+            AsyncAccess::Inline => None,
+            AsyncAccess::Blocking => Some(Arc::new(OnBlockingPool(Arc::clone(&backend)))),
+            AsyncAccess::Native(native) => Some(native),
+        };
         Ok(Cache {
             inner: Arc::new(Inner {
                 backend,
+                awaited,
                 key_prefix,
                 version,
                 head,
@@ -808,14 +819,19 @@ impl Cache {
     #[inline]
     fn store(&self, full: &[u8], value: &[u8], ttl: Ttl) -> Result<bool> {
         let result = match ttl {
-            Ttl::Expired => self.inner.backend.delete(full).map(|_| true),
+            Ttl::Expired => self.inner.backend.delete(full).map(|_| ()),
             ttl => self
                 .inner
                 .backend
-                .set(full, &self.seal_value(full, value), ttl.as_option())
-                .map(|()| true),
+                .set(full, &self.seal_value(full, value), ttl.as_option()),
         };
-        let result = self.finish(result, || false);
+        self.answer_store(result, ttl)
+    }
+
+    /// What a write answers for the backend's result: fail-open and `sets`.
+    #[inline]
+    fn answer_store(&self, result: Result<()>, ttl: Ttl) -> Result<bool> {
+        let result = self.finish(result.map(|()| true), || false);
         if let Ok(true) = result {
             if ttl != Ttl::Expired {
                 self.inner.stats.set(1);
@@ -855,13 +871,16 @@ impl Cache {
     /// The value under `key`, or `None` on a miss.
     #[inline]
     pub fn get<'k>(&self, key: impl Into<Key<'k>>) -> Result<Option<Value>> {
-        let result = self.finish(
-            self.with_key(key.into(), |k| {
-                let found = self.inner.backend.get(k)?;
-                self.open_value(k, found)
-            }),
-            || None,
-        );
+        self.answer_get(self.with_key(key.into(), |k| {
+            let found = self.inner.backend.get(k)?;
+            self.open_value(k, found)
+        }))
+    }
+
+    /// What `get` answers for what the backend found: fail-open, hits and misses.
+    #[inline]
+    fn answer_get(&self, found: Result<Option<Value>>) -> Result<Option<Value>> {
+        let result = self.finish(found, || None);
         match &result {
             Ok(Some(_)) => self.inner.stats.hit(1),
             Ok(None) => self.inner.stats.miss(1),
@@ -894,6 +913,10 @@ impl Cache {
                 .backend
                 .add(k, &self.seal_value(k, value), ttl.as_option()),
         });
+        self.answer_add(result)
+    }
+
+    fn answer_add(&self, result: Result<bool>) -> Result<bool> {
         let result = self.finish(result, || false);
         if let Ok(true) = result {
             self.inner.stats.set(1);
@@ -903,10 +926,11 @@ impl Cache {
 
     /// Removes `key`; true when it was present.
     pub fn delete<'k>(&self, key: impl Into<Key<'k>>) -> Result<bool> {
-        let result = self.finish(
-            self.with_key(key.into(), |k| self.inner.backend.delete(k)),
-            || false,
-        );
+        self.answer_delete(self.with_key(key.into(), |k| self.inner.backend.delete(k)))
+    }
+
+    fn answer_delete(&self, result: Result<bool>) -> Result<bool> {
+        let result = self.finish(result, || false);
         if let Ok(true) = result {
             self.inner.stats.delete(1);
         }
@@ -935,28 +959,36 @@ impl Cache {
     /// [`ErrorKind::Overflow`] past the 64-bit range. The entry keeps its expiry.
     pub fn incr<'k>(&self, key: impl Into<Key<'k>>, delta: i64) -> Result<i64> {
         let key = key.into();
-        let result = self
-            .with_key(key, |k| self.inner.backend.incr(k, delta))
-            // Name the caller's key, not the full one the backend saw.
-            .map_err(|e| {
-                if e.is_not_found() {
-                    crate::backend::not_found(key.name.as_bytes())
-                } else {
-                    e
-                }
-            });
+        self.answer_incr(
+            key,
+            self.with_key(key, |k| self.inner.backend.incr(k, delta)),
+        )
+    }
+
+    fn answer_incr(&self, key: Key<'_>, result: Result<i64>) -> Result<i64> {
+        // Name the caller's key, not the full one the backend saw.
+        let result = result.map_err(|e| {
+            if e.is_not_found() {
+                crate::backend::not_found(key.name.as_bytes())
+            } else {
+                e
+            }
+        });
         if result.is_ok() {
             self.inner.stats.set(1);
         }
         self.track(result)
     }
 
+    fn negated(delta: i64) -> Result<i64> {
+        delta
+            .checked_neg()
+            .ok_or_else(|| Error::new(ErrorKind::Overflow, "decr delta is out of the 64-bit range"))
+    }
+
     /// Subtracts `delta`; see [`Cache::incr`].
     pub fn decr<'k>(&self, key: impl Into<Key<'k>>, delta: i64) -> Result<i64> {
-        let neg = delta.checked_neg().ok_or_else(|| {
-            Error::new(ErrorKind::Overflow, "decr delta is out of the 64-bit range")
-        })?;
-        self.incr(key, neg)
+        self.incr(key, Self::negated(delta)?)
     }
 
     fn full_keys(&self, keys: &[Key<'_>]) -> Result<(Vec<u8>, Vec<usize>)> {
@@ -1000,7 +1032,16 @@ impl Cache {
     pub fn get_many_keys(&self, keys: &[Key<'_>]) -> Result<Vec<Option<Value>>> {
         let (bytes, ends) = self.full_keys(keys)?;
         let full = Self::split_keys(&bytes, &ends);
-        let found = self.inner.backend.get_many(&full).and_then(|values| {
+        let found = self.inner.backend.get_many(&full);
+        self.answer_get_many(&full, found)
+    }
+
+    fn answer_get_many(
+        &self,
+        full: &[&[u8]],
+        found: Result<Vec<Option<Value>>>,
+    ) -> Result<Vec<Option<Value>>> {
+        let found = found.and_then(|values| {
             full.iter()
                 .zip(values)
                 .map(|(k, v)| self.open_value(k, v))
@@ -1032,30 +1073,42 @@ impl Cache {
     /// [`Cache::set_many`] of keys that each carry their own version, or are full keys
     /// ([`Key::full`]).
     pub fn set_many_keys(&self, items: &[(Key<'_>, &[u8])], expiry: Expiry) -> Result<Vec<usize>> {
-        for (_, v) in items {
-            self.check_value(v)?;
-        }
-        let names: Vec<Key<'_>> = items.iter().map(|(k, _)| *k).collect();
-        let (bytes, ends) = self.full_keys(&names)?;
+        let (bytes, ends) = self.set_many_full_keys(items)?;
         let full = Self::split_keys(&bytes, &ends);
         let result = match self.resolve(expiry) {
             Ttl::Expired => self.inner.backend.delete_many(&full).map(|_| Vec::new()),
             ttl => {
-                let sealed: Vec<Cow<'_, [u8]>> = full
-                    .iter()
-                    .zip(items)
-                    .map(|(k, (_, v))| self.seal_value(k, v))
-                    .collect();
+                let sealed = self.seal_many(&full, items);
                 let pairs: Vec<(&[u8], &[u8])> =
                     full.iter().zip(&sealed).map(|(k, v)| (*k, &**v)).collect();
                 let r = self.inner.backend.set_many(&pairs, ttl.as_option());
-                if let Ok(failed) = &r {
-                    self.inner.stats.set((items.len() - failed.len()) as u64);
-                }
+                self.count_set_many(items.len(), &r);
                 r
             }
         };
         self.finish(result, || (0..items.len()).collect())
+    }
+
+    /// Checks every value of a `set_many` and builds the full keys.
+    fn set_many_full_keys(&self, items: &[(Key<'_>, &[u8])]) -> Result<(Vec<u8>, Vec<usize>)> {
+        for (_, v) in items {
+            self.check_value(v)?;
+        }
+        let names: Vec<Key<'_>> = items.iter().map(|(k, _)| *k).collect();
+        self.full_keys(&names)
+    }
+
+    fn seal_many<'v>(&self, full: &[&[u8]], items: &[(Key<'_>, &'v [u8])]) -> Vec<Cow<'v, [u8]>> {
+        full.iter()
+            .zip(items)
+            .map(|(k, (_, v))| self.seal_value(k, v))
+            .collect()
+    }
+
+    fn count_set_many(&self, items: usize, result: &Result<Vec<usize>>) {
+        if let Ok(failed) = result {
+            self.inner.stats.set((items - failed.len()) as u64);
+        }
     }
 
     /// Removes every key; returns how many were present.
@@ -1068,7 +1121,11 @@ impl Cache {
     pub fn delete_many_keys(&self, keys: &[Key<'_>]) -> Result<usize> {
         let (bytes, ends) = self.full_keys(keys)?;
         let full = Self::split_keys(&bytes, &ends);
-        let result = self.finish(self.inner.backend.delete_many(&full), || 0);
+        self.answer_delete_many(self.inner.backend.delete_many(&full))
+    }
+
+    fn answer_delete_many(&self, result: Result<usize>) -> Result<usize> {
+        let result = self.finish(result, || 0);
         if let Ok(n) = result {
             self.inner.stats.delete(n as u64);
         }
@@ -1104,22 +1161,23 @@ impl Cache {
     /// Removes this cache's entries: every key under `{key_prefix}:`, or everything the
     /// backend holds when the prefix is empty.
     pub fn clear(&self) -> Result<()> {
-        let prefix = if self.inner.key_prefix.is_empty() {
+        let result = self.inner.backend.clear(&self.clear_prefix());
+        self.finish(result, || ())
+    }
+
+    /// What `clear` removes: `{key_prefix}:`, or everything for an empty prefix.
+    fn clear_prefix(&self) -> Vec<u8> {
+        if self.inner.key_prefix.is_empty() {
             Vec::new()
         } else {
             format!("{}:", self.inner.key_prefix).into_bytes()
-        };
-        let result = self.inner.backend.clear(&prefix);
-        self.finish(result, || ())
+        }
     }
 
     /// Moves `key` from `version` (default: the cache's) to `version + delta` and returns the
     /// new version; fails with [`ErrorKind::NotFound`] when the key is missing.
     pub fn incr_version(&self, key: &str, delta: i64, version: Option<i64>) -> Result<i64> {
-        let version = version.unwrap_or(self.inner.version);
-        let new_version = version
-            .checked_add(delta)
-            .ok_or_else(|| Error::new(ErrorKind::Overflow, "version out of the 64-bit range"))?;
+        let (version, new_version) = self.versions(delta, version)?;
         let old = Key::new(key).version(version);
         let value = self
             .get(old)?
@@ -1127,6 +1185,15 @@ impl Cache {
         self.set(Key::new(key).version(new_version), &value, Expiry::Default)?;
         self.delete(old)?;
         Ok(new_version)
+    }
+
+    /// The version `incr_version` moves from, and the one it moves to.
+    fn versions(&self, delta: i64, version: Option<i64>) -> Result<(i64, i64)> {
+        let version = version.unwrap_or(self.inner.version);
+        let new_version = version
+            .checked_add(delta)
+            .ok_or_else(|| Error::new(ErrorKind::Overflow, "version out of the 64-bit range"))?;
+        Ok((version, new_version))
     }
 
     /// The counters of this cache.

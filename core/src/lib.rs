@@ -32,12 +32,13 @@ mod location;
 mod policy;
 #[cfg(feature = "redis")]
 mod redis_bus;
+pub mod runtime;
 mod service;
 mod stats;
 mod tiered;
 mod value;
 
-pub use backend::{parse_i64, Backend};
+pub use backend::{parse_i64, AsyncAccess, AsyncBackend, Backend, BoxFuture};
 pub use cache::{
     Cache, CacheBuilder, Key, DEFAULT_MAX_VALUE_SIZE, DEFAULT_TIMEOUT, MAX_KEY_LEN, SERIALIZERS,
 };

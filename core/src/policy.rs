@@ -1,7 +1,7 @@
 //! What a cache does when its backend fails: fail open or closed, and a circuit breaker so a
 //! dead server costs microseconds per call rather than a connect timeout.
 
-use crate::backend::Backend;
+use crate::backend::{AsyncAccess, AsyncBackend, Backend, BoxFuture};
 use crate::error::{Error, ErrorKind, Result};
 use crate::location::Options;
 use crate::value::Value;
@@ -105,8 +105,22 @@ impl Breaker {
 
     /// Runs `call` unless the breaker is open; records its outcome.
     pub(crate) fn call<T>(&self, backend: &str, call: impl FnOnce() -> Result<T>) -> Result<T> {
+        let admitted = self.admit(backend)?;
+        let result = call();
+        admitted.record(backend, &result);
+        result
+    }
+
+    /// Lets a call through unless the breaker is open (or claims the one probe after the
+    /// cooldown). The call's outcome goes to [`Admitted::record`]; an admission dropped
+    /// without it (a cancelled future) releases the probe it may hold.
+    pub(crate) fn admit(&self, backend: &str) -> Result<Admitted<'_>> {
         if self.threshold == 0 {
-            return call();
+            return Ok(Admitted {
+                breaker: self,
+                open_until: 0,
+                probe: false,
+            });
         }
         let open_until = self.open_until.load(Ordering::Acquire);
         let mut probe = false;
@@ -128,39 +142,11 @@ impl Breaker {
             }
             probe = true;
         }
-        let result = call();
-        match &result {
-            Err(e) if is_outage(e) => {
-                let failures = self
-                    .failures
-                    .fetch_add(1, Ordering::AcqRel)
-                    .saturating_add(1);
-                if probe || failures >= self.threshold {
-                    self.open_until.store(
-                        now_ticks().saturating_add(self.cooldown_ticks).max(1),
-                        Ordering::Release,
-                    );
-                    if !probe {
-                        log::warn!("polycache: {backend} backend failed {failures} times in a row; circuit breaker open");
-                    }
-                }
-            }
-            _ => {
-                if self.failures.load(Ordering::Relaxed) != 0 || open_until != 0 {
-                    if open_until != 0 {
-                        log::info!(
-                            "polycache: {backend} backend answers again; circuit breaker closed"
-                        );
-                    }
-                    self.failures.store(0, Ordering::Release);
-                    self.open_until.store(0, Ordering::Release);
-                }
-            }
-        }
-        if probe {
-            self.probing.store(false, Ordering::Release);
-        }
-        result
+        Ok(Admitted {
+            breaker: self,
+            open_until,
+            probe,
+        })
     }
 
     /// True while calls are being failed without reaching the backend.
@@ -170,18 +156,154 @@ impl Breaker {
     }
 }
 
+/// A call the breaker let through; see [`Breaker::admit`].
+pub(crate) struct Admitted<'b> {
+    breaker: &'b Breaker,
+    /// The deadline the breaker had when the call was admitted (0: closed).
+    open_until: u64,
+    /// This call is the one probe of an open breaker.
+    probe: bool,
+}
+
+impl Admitted<'_> {
+    /// Records the call's outcome: an outage counts towards opening the breaker (a failed
+    /// probe re-opens it at once); anything else closes it.
+    pub(crate) fn record<T>(mut self, backend: &str, result: &Result<T>) {
+        let b = self.breaker;
+        if b.threshold == 0 {
+            return;
+        }
+        match result {
+            Err(e) if is_outage(e) => {
+                let failures = b.failures.fetch_add(1, Ordering::AcqRel).saturating_add(1);
+                if self.probe || failures >= b.threshold {
+                    b.open_until.store(
+                        now_ticks().saturating_add(b.cooldown_ticks).max(1),
+                        Ordering::Release,
+                    );
+                    if !self.probe {
+                        log::warn!("polycache: {backend} backend failed {failures} times in a row; circuit breaker open");
+                    }
+                }
+            }
+            _ => {
+                if b.failures.load(Ordering::Relaxed) != 0 || self.open_until != 0 {
+                    if self.open_until != 0 {
+                        log::info!(
+                            "polycache: {backend} backend answers again; circuit breaker closed"
+                        );
+                    }
+                    b.failures.store(0, Ordering::Release);
+                    b.open_until.store(0, Ordering::Release);
+                }
+            }
+        }
+        self.release_probe();
+    }
+
+    fn release_probe(&mut self) {
+        if std::mem::take(&mut self.probe) {
+            self.breaker.probing.store(false, Ordering::Release);
+        }
+    }
+}
+
+impl Drop for Admitted<'_> {
+    fn drop(&mut self) {
+        self.release_probe();
+    }
+}
+
 /// A remote backend behind a circuit breaker; what [`crate::Cache`] opens for non-local schemes.
 pub(crate) struct Guarded {
     inner: Arc<dyn Backend>,
-    breaker: Breaker,
+    breaker: Arc<Breaker>,
 }
 
 impl Guarded {
     pub(crate) fn new(inner: Arc<dyn Backend>, policy: &FailurePolicy) -> Guarded {
         Guarded {
             inner,
-            breaker: Breaker::new(policy),
+            breaker: Arc::new(Breaker::new(policy)),
         }
+    }
+}
+
+/// The async side of a [`Guarded`] backend with a native async side: the same breaker.
+struct GuardedAsync {
+    inner: Arc<dyn AsyncBackend>,
+    breaker: Arc<Breaker>,
+    name: &'static str,
+}
+
+impl GuardedAsync {
+    fn guard<'a, T: Send + 'a>(
+        &'a self,
+        call: BoxFuture<'a, Result<T>>,
+    ) -> BoxFuture<'a, Result<T>> {
+        Box::pin(async move {
+            let admitted = self.breaker.admit(self.name)?;
+            let result = call.await;
+            admitted.record(self.name, &result);
+            result
+        })
+    }
+}
+
+impl AsyncBackend for GuardedAsync {
+    fn get<'a>(&'a self, key: &'a [u8]) -> BoxFuture<'a, Result<Option<Value>>> {
+        self.guard(self.inner.get(key))
+    }
+    fn set<'a>(
+        &'a self,
+        key: &'a [u8],
+        value: &'a [u8],
+        ttl: Option<Duration>,
+    ) -> BoxFuture<'a, Result<()>> {
+        self.guard(self.inner.set(key, value, ttl))
+    }
+    fn add<'a>(
+        &'a self,
+        key: &'a [u8],
+        value: &'a [u8],
+        ttl: Option<Duration>,
+    ) -> BoxFuture<'a, Result<bool>> {
+        self.guard(self.inner.add(key, value, ttl))
+    }
+    fn delete<'a>(&'a self, key: &'a [u8]) -> BoxFuture<'a, Result<bool>> {
+        self.guard(self.inner.delete(key))
+    }
+    fn delete_if_equals<'a>(
+        &'a self,
+        key: &'a [u8],
+        expected: &'a [u8],
+    ) -> BoxFuture<'a, Result<bool>> {
+        self.guard(self.inner.delete_if_equals(key, expected))
+    }
+    fn has_key<'a>(&'a self, key: &'a [u8]) -> BoxFuture<'a, Result<bool>> {
+        self.guard(self.inner.has_key(key))
+    }
+    fn touch<'a>(&'a self, key: &'a [u8], ttl: Option<Duration>) -> BoxFuture<'a, Result<bool>> {
+        self.guard(self.inner.touch(key, ttl))
+    }
+    fn incr<'a>(&'a self, key: &'a [u8], delta: i64) -> BoxFuture<'a, Result<i64>> {
+        self.guard(self.inner.incr(key, delta))
+    }
+    fn get_many<'a>(&'a self, keys: &'a [&'a [u8]]) -> BoxFuture<'a, Result<Vec<Option<Value>>>> {
+        self.guard(self.inner.get_many(keys))
+    }
+    fn set_many<'a>(
+        &'a self,
+        items: &'a [(&'a [u8], &'a [u8])],
+        ttl: Option<Duration>,
+    ) -> BoxFuture<'a, Result<Vec<usize>>> {
+        self.guard(self.inner.set_many(items, ttl))
+    }
+    fn delete_many<'a>(&'a self, keys: &'a [&'a [u8]]) -> BoxFuture<'a, Result<usize>> {
+        self.guard(self.inner.delete_many(keys))
+    }
+    fn clear<'a>(&'a self, prefix: &'a [u8]) -> BoxFuture<'a, Result<()>> {
+        self.guard(self.inner.clear(prefix))
     }
 }
 
@@ -191,6 +313,16 @@ impl Backend for Guarded {
     }
     fn is_local(&self) -> bool {
         self.inner.is_local()
+    }
+    fn async_access(self: Arc<Self>) -> AsyncAccess {
+        match Arc::clone(&self.inner).async_access() {
+            AsyncAccess::Native(inner) => AsyncAccess::Native(Arc::new(GuardedAsync {
+                inner,
+                breaker: Arc::clone(&self.breaker),
+                name: self.inner.name(),
+            })),
+            other => other,
+        }
     }
     fn get(&self, key: &[u8]) -> Result<Option<Value>> {
         self.breaker.call(self.name(), || self.inner.get(key))

@@ -370,3 +370,36 @@ fn bad_urls_are_configuration_errors_without_the_password() {
     assert!(!err.to_string().contains("s3cret"), "{err}");
     assert!(err.to_string().contains("app:***@"), "{err}");
 }
+
+/// The synchronous API inside a tokio runtime (an axum handler calling it directly) works,
+/// on a current-thread and a multi-thread runtime, and so do the awaitable twins.
+#[test]
+fn sync_and_async_calls_from_inside_a_runtime() {
+    let pg = server();
+    let url = format!("{}?table=in_runtime", pg.url());
+    for multi in [false, true] {
+        let rt = if multi {
+            tokio::runtime::Builder::new_multi_thread()
+        } else {
+            tokio::runtime::Builder::new_current_thread()
+        }
+        .enable_all()
+        .build()
+        .unwrap();
+        let url = url.clone();
+        rt.block_on(async move {
+            let cache = Cache::open(&url).unwrap();
+            assert!(cache.set("k", b"sync", Expiry::Default).unwrap());
+            assert_eq!(cache.get("k").unwrap().as_deref(), Some(&b"sync"[..]));
+            assert!(cache
+                .set_async("k", b"async", Expiry::Default)
+                .await
+                .unwrap());
+            assert_eq!(
+                cache.get_async("k").await.unwrap().as_deref(),
+                Some(&b"async"[..])
+            );
+            assert_eq!(cache.incr("n", 1).unwrap_err().kind(), ErrorKind::NotFound);
+        });
+    }
+}

@@ -6,8 +6,12 @@
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::value::Value;
+use std::sync::Arc;
 use std::time::Duration;
 
+pub use asynchronous::{AsyncAccess, AsyncBackend, BoxFuture, OnBlockingPool};
+
+mod asynchronous;
 pub mod dummy;
 #[cfg(feature = "file")]
 pub mod file;
@@ -84,6 +88,17 @@ pub trait Backend: Send + Sync + 'static {
     /// cost: for a lookup of tens of nanoseconds it is not.
     fn is_local(&self) -> bool {
         false
+    }
+
+    /// How this backend answers async callers: in place when it [is local](Backend::is_local),
+    /// else on polycache's blocking pool, unless it overrides this with its own
+    /// [`AsyncBackend`] (see [`AsyncAccess`]).
+    fn async_access(self: Arc<Self>) -> AsyncAccess {
+        if self.is_local() {
+            AsyncAccess::Inline
+        } else {
+            AsyncAccess::Blocking
+        }
     }
 
     /// True when the backend takes failed servers out of service by itself (several

@@ -10,6 +10,7 @@
 //! reply that is still owed would answer the next statement.
 
 use std::future::Future;
+use std::mem::ManuallyDrop;
 use std::time::Duration;
 use tokio::runtime::Runtime;
 use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
@@ -34,7 +35,27 @@ impl From<tokio_postgres::Error> for PgError {
 }
 
 /// Waits for `f` on `rt` at most `limit` (`None`: as long as it takes).
-fn within<T>(
+///
+/// On a thread inside a caller's tokio runtime (a synchronous call from async code), where a
+/// nested `block_on` would panic, the wait happens on a short-lived thread of its own.
+fn within<T: Send>(
+    rt: &Runtime,
+    limit: Option<Duration>,
+    f: impl Future<Output = Result<T, tokio_postgres::Error>> + Send,
+) -> Result<T, PgError> {
+    if crate::runtime::in_runtime() {
+        return std::thread::scope(|s| {
+            s.spawn(|| wait_on(rt, limit, f))
+                .join()
+                .unwrap_or_else(|_| {
+                    Err(PgError::Runtime(std::io::Error::other("the wait panicked")))
+                })
+        });
+    }
+    wait_on(rt, limit, f)
+}
+
+fn wait_on<T>(
     rt: &Runtime,
     limit: Option<Duration>,
     f: impl Future<Output = Result<T, tokio_postgres::Error>>,
@@ -50,10 +71,19 @@ fn within<T>(
 
 /// One connection: its runtime, the client half, and the deadline of each round trip.
 pub(super) struct PgClient {
-    // Field order: the client goes before the runtime that drives its connection.
     client: tokio_postgres::Client,
-    rt: Runtime,
+    /// Shut down in the background by `drop` (never waiting, so that a connection can be
+    /// dropped inside a caller's runtime, where waiting panics).
+    rt: ManuallyDrop<Runtime>,
     timeout: Option<Duration>,
+}
+
+impl Drop for PgClient {
+    fn drop(&mut self) {
+        // SAFETY: `rt` is taken here, once, and not touched again: `self` is being dropped.
+        let rt = unsafe { ManuallyDrop::take(&mut self.rt) };
+        rt.shutdown_background();
+    }
 }
 
 impl PgClient {
@@ -66,7 +96,7 @@ impl PgClient {
         timeout: Option<Duration>,
     ) -> Result<PgClient, PgError>
     where
-        T: MakeTlsConnect<Socket> + 'static,
+        T: MakeTlsConnect<Socket> + Send + 'static,
         T::Stream: Send + 'static,
         T::TlsConnect: Send,
         <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
@@ -85,7 +115,7 @@ impl PgClient {
         });
         Ok(PgClient {
             client,
-            rt,
+            rt: ManuallyDrop::new(rt),
             timeout,
         })
     }

@@ -1,0 +1,286 @@
+//! The awaitable twin of every [`Cache`] operation.
+//!
+//! Each `*_async` method shares its key, value, expiry, fail-open and statistics steps with
+//! its synchronous twin (the `answer_*` and key-building functions of `cache.rs`); only the
+//! backend call differs. A backend that answers in memory runs the synchronous call in place
+//! (the future is ready at once, nothing is spawned); the others go through their
+//! [`AsyncBackend`](crate::AsyncBackend): native I/O, or the blocking pool.
+//!
+//! The futures are `Send` and poll from any tokio runtime, multi-thread or current-thread;
+//! none blocks the thread that polls it. They need a tokio context with timers only where a
+//! backend's own I/O does (Redis and PostgreSQL connections run on polycache's runtime, see
+//! [`crate::runtime`]). Dropping a future mid-operation leaves the cache and its connections
+//! usable.
+
+use super::{Cache, Key};
+use crate::error::Result;
+use crate::expiry::{Expiry, Ttl};
+use crate::value::Value;
+
+impl Cache {
+    /// The backend's async side, or `None` when calls answer in memory.
+    #[inline]
+    fn awaited(&self) -> Option<&dyn crate::AsyncBackend> {
+        self.inner.awaited.as_deref()
+    }
+
+    /// True when awaiting this cache never waits: every operation completes in place
+    /// (`memory://`, `dummy://`).
+    pub fn completes_inline(&self) -> bool {
+        self.inner.awaited.is_none()
+    }
+
+    /// [`Cache::get`], awaitable.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> polycache::Result<()> {
+    /// let cache = polycache::Cache::open("memory://")?;
+    /// cache.set_async("k", b"v", Default::default()).await?;
+    /// assert_eq!(cache.get_async("k").await?.as_deref(), Some(&b"v"[..]));
+    /// # Ok(()) }
+    /// ```
+    pub async fn get_async<'k>(&self, key: impl Into<Key<'k>>) -> Result<Option<Value>> {
+        let Some(backend) = self.awaited() else {
+            return self.get(key);
+        };
+        let found = match self.make_key(key) {
+            Ok(full) => match backend.get(&full).await {
+                Ok(v) => self.open_value(&full, v),
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(e),
+        };
+        self.answer_get(found)
+    }
+
+    /// [`Cache::set`], awaitable.
+    pub async fn set_async<'k>(
+        &self,
+        key: impl Into<Key<'k>>,
+        value: &[u8],
+        expiry: Expiry,
+    ) -> Result<bool> {
+        let Some(backend) = self.awaited() else {
+            return self.set(key, value, expiry);
+        };
+        self.check_value(value)?;
+        let ttl = self.resolve(expiry);
+        let full = self.make_key(key)?;
+        let result = match ttl {
+            Ttl::Expired => backend.delete(&full).await.map(|_| ()),
+            ttl => {
+                let sealed = self.seal_value(&full, value);
+                backend.set(&full, &sealed, ttl.as_option()).await
+            }
+        };
+        self.answer_store(result, ttl)
+    }
+
+    /// [`Cache::add`], awaitable.
+    pub async fn add_async<'k>(
+        &self,
+        key: impl Into<Key<'k>>,
+        value: &[u8],
+        expiry: Expiry,
+    ) -> Result<bool> {
+        let Some(backend) = self.awaited() else {
+            return self.add(key, value, expiry);
+        };
+        self.check_value(value)?;
+        let full = self.make_key(key)?;
+        let result = match self.resolve(expiry) {
+            Ttl::Expired => backend.has_key(&full).await.map(|present| !present),
+            ttl => {
+                let sealed = self.seal_value(&full, value);
+                backend.add(&full, &sealed, ttl.as_option()).await
+            }
+        };
+        self.answer_add(result)
+    }
+
+    /// [`Cache::delete`], awaitable.
+    pub async fn delete_async<'k>(&self, key: impl Into<Key<'k>>) -> Result<bool> {
+        let Some(backend) = self.awaited() else {
+            return self.delete(key);
+        };
+        let result = match self.make_key(key) {
+            Ok(full) => backend.delete(&full).await,
+            Err(e) => Err(e),
+        };
+        self.answer_delete(result)
+    }
+
+    /// [`Cache::has_key`], awaitable.
+    pub async fn has_key_async<'k>(&self, key: impl Into<Key<'k>>) -> Result<bool> {
+        let Some(backend) = self.awaited() else {
+            return self.has_key(key);
+        };
+        let full = self.make_key(key)?;
+        let result = backend.has_key(&full).await;
+        self.finish(result, || false)
+    }
+
+    /// [`Cache::touch`], awaitable.
+    pub async fn touch_async<'k>(&self, key: impl Into<Key<'k>>, expiry: Expiry) -> Result<bool> {
+        let Some(backend) = self.awaited() else {
+            return self.touch(key, expiry);
+        };
+        let full = self.make_key(key)?;
+        let result = match self.resolve(expiry) {
+            Ttl::Expired => backend.delete(&full).await,
+            ttl => backend.touch(&full, ttl.as_option()).await,
+        };
+        self.finish(result, || false)
+    }
+
+    /// [`Cache::incr`], awaitable.
+    pub async fn incr_async<'k>(&self, key: impl Into<Key<'k>>, delta: i64) -> Result<i64> {
+        let Some(backend) = self.awaited() else {
+            return self.incr(key, delta);
+        };
+        let key = key.into();
+        let result = match self.make_key(key) {
+            Ok(full) => backend.incr(&full, delta).await,
+            Err(e) => Err(e),
+        };
+        self.answer_incr(key, result)
+    }
+
+    /// [`Cache::decr`], awaitable.
+    pub async fn decr_async<'k>(&self, key: impl Into<Key<'k>>, delta: i64) -> Result<i64> {
+        self.incr_async(key, Self::negated(delta)?).await
+    }
+
+    /// [`Cache::get_many`], awaitable: one bulk call to the backend.
+    pub async fn get_many_async(
+        &self,
+        keys: &[&str],
+        version: Option<i64>,
+    ) -> Result<Vec<Option<Value>>> {
+        self.get_many_keys_async(&Self::versioned(keys, version))
+            .await
+    }
+
+    /// [`Cache::get_many_keys`], awaitable.
+    pub async fn get_many_keys_async(&self, keys: &[Key<'_>]) -> Result<Vec<Option<Value>>> {
+        let Some(backend) = self.awaited() else {
+            return self.get_many_keys(keys);
+        };
+        let (bytes, ends) = self.full_keys(keys)?;
+        let full = Self::split_keys(&bytes, &ends);
+        let found = backend.get_many(&full).await;
+        self.answer_get_many(&full, found)
+    }
+
+    /// [`Cache::set_many`], awaitable: one bulk call to the backend.
+    pub async fn set_many_async(
+        &self,
+        items: &[(&str, &[u8])],
+        expiry: Expiry,
+        version: Option<i64>,
+    ) -> Result<Vec<usize>> {
+        let items: Vec<(Key<'_>, &[u8])> = items
+            .iter()
+            .map(|(k, v)| (Key::new(k).maybe_version(version), *v))
+            .collect();
+        self.set_many_keys_async(&items, expiry).await
+    }
+
+    /// [`Cache::set_many_keys`], awaitable.
+    pub async fn set_many_keys_async(
+        &self,
+        items: &[(Key<'_>, &[u8])],
+        expiry: Expiry,
+    ) -> Result<Vec<usize>> {
+        let Some(backend) = self.awaited() else {
+            return self.set_many_keys(items, expiry);
+        };
+        let (bytes, ends) = self.set_many_full_keys(items)?;
+        let full = Self::split_keys(&bytes, &ends);
+        let result = match self.resolve(expiry) {
+            Ttl::Expired => backend.delete_many(&full).await.map(|_| Vec::new()),
+            ttl => {
+                let sealed = self.seal_many(&full, items);
+                let pairs: Vec<(&[u8], &[u8])> =
+                    full.iter().zip(&sealed).map(|(k, v)| (*k, &**v)).collect();
+                let r = backend.set_many(&pairs, ttl.as_option()).await;
+                self.count_set_many(items.len(), &r);
+                r
+            }
+        };
+        self.finish(result, || (0..items.len()).collect())
+    }
+
+    /// [`Cache::delete_many`], awaitable.
+    pub async fn delete_many_async(&self, keys: &[&str], version: Option<i64>) -> Result<usize> {
+        self.delete_many_keys_async(&Self::versioned(keys, version))
+            .await
+    }
+
+    /// [`Cache::delete_many_keys`], awaitable.
+    pub async fn delete_many_keys_async(&self, keys: &[Key<'_>]) -> Result<usize> {
+        let Some(backend) = self.awaited() else {
+            return self.delete_many_keys(keys);
+        };
+        let (bytes, ends) = self.full_keys(keys)?;
+        let full = Self::split_keys(&bytes, &ends);
+        let result = backend.delete_many(&full).await;
+        self.answer_delete_many(result)
+    }
+
+    /// [`Cache::get_or_set`], awaitable: on a miss, awaits `compute`, stores its result with
+    /// `add` and returns what the cache then holds. (No single-flight: see
+    /// [`Cache::get_or_set_with_async`].)
+    pub async fn get_or_set_async<'k, F>(
+        &self,
+        key: impl Into<Key<'k>>,
+        compute: F,
+        expiry: Expiry,
+    ) -> Result<Value>
+    where
+        F: std::future::Future<Output = Result<Vec<u8>>>,
+    {
+        let key = key.into();
+        if let Some(v) = self.get_async(key).await? {
+            return Ok(v);
+        }
+        let value = compute.await?;
+        if self.add_async(key, &value, expiry).await? {
+            return Ok(Value::from(value));
+        }
+        // Another writer stored first: answer with what the cache holds, as Django does.
+        match self.get_async(key).await? {
+            Some(v) => Ok(v),
+            None => Ok(Value::from(value)),
+        }
+    }
+
+    /// [`Cache::clear`], awaitable.
+    pub async fn clear_async(&self) -> Result<()> {
+        let Some(backend) = self.awaited() else {
+            return self.clear();
+        };
+        let result = backend.clear(&self.clear_prefix()).await;
+        self.finish(result, || ())
+    }
+
+    /// [`Cache::incr_version`], awaitable.
+    pub async fn incr_version_async(
+        &self,
+        key: &str,
+        delta: i64,
+        version: Option<i64>,
+    ) -> Result<i64> {
+        let (version, new_version) = self.versions(delta, version)?;
+        let old = Key::new(key).version(version);
+        let value = self
+            .get_async(old)
+            .await?
+            .ok_or_else(|| crate::backend::not_found(key.as_bytes()))?;
+        self.set_async(Key::new(key).version(new_version), &value, Expiry::Default)
+            .await?;
+        self.delete_async(old).await?;
+        Ok(new_version)
+    }
+}
