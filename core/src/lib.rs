@@ -19,6 +19,7 @@ pub mod backend;
 mod cache;
 mod clock;
 mod codec;
+pub mod completion;
 mod envelope;
 mod error;
 mod expiry;
