@@ -12,7 +12,7 @@
 //! one process (tests, several caches over one L2); [`crate::RedisBus`] connects processes
 //! over Redis pub/sub (URL `bus=redis` or `bus=<url-encoded redis URL>`).
 
-use crate::backend::Backend;
+use crate::backend::{AsyncAccess, AsyncBackend, Backend, BoxFuture, OnBlockingPool};
 use crate::error::{Error, Result};
 use crate::location::{Location, Options};
 use crate::policy::{FailurePolicy, Guarded};
@@ -383,6 +383,19 @@ impl Backend for TieredBackend {
         self.l2.is_local()
     }
 
+    fn async_access(self: Arc<Self>) -> AsyncAccess {
+        let l2 = match Arc::clone(&self.l2).async_access() {
+            AsyncAccess::Inline => return AsyncAccess::Inline,
+            AsyncAccess::Native(native) => native,
+            _ => Arc::new(OnBlockingPool(Arc::clone(&self.l2))),
+        };
+        AsyncAccess::Native(Arc::new(TieredAsync {
+            writes: OnBlockingPool(self.clone()),
+            tiered: self,
+            l2,
+        }))
+    }
+
     #[inline]
     fn get(&self, key: &[u8]) -> Result<Option<Value>> {
         if let Some(v) = self.l1.get(key)? {
@@ -461,27 +474,14 @@ impl Backend for TieredBackend {
     }
 
     fn get_many(&self, keys: &[&[u8]]) -> Result<Vec<Option<Value>>> {
-        let mut out = Vec::with_capacity(keys.len());
-        let mut missing = Vec::new();
-        for (i, k) in keys.iter().enumerate() {
-            let v = self.l1.get(k)?;
-            if v.is_none() {
-                missing.push(i);
-            }
-            out.push(v);
-        }
+        let (mut out, missing) = self.l1_many(keys)?;
         if missing.is_empty() {
             return Ok(out);
         }
         let epoch = self.gate.snapshot();
         let wanted: Vec<&[u8]> = missing.iter().map(|&i| keys[i]).collect();
         let found = self.l2.get_many(&wanted)?;
-        for (&i, v) in missing.iter().zip(found) {
-            if let Some(v) = &v {
-                self.fill(keys[i], v, epoch);
-            }
-            out[i] = v;
-        }
+        self.fill_many(keys, &missing, found, epoch, &mut out);
         Ok(out)
     }
 
@@ -536,6 +536,37 @@ impl Backend for TieredBackend {
 }
 
 impl TieredBackend {
+    /// What L1 holds of `keys`, and the positions it misses.
+    fn l1_many(&self, keys: &[&[u8]]) -> Result<(Vec<Option<Value>>, Vec<usize>)> {
+        let mut out = Vec::with_capacity(keys.len());
+        let mut missing = Vec::new();
+        for (i, k) in keys.iter().enumerate() {
+            let v = self.l1.get(k)?;
+            if v.is_none() {
+                missing.push(i);
+            }
+            out.push(v);
+        }
+        Ok((out, missing))
+    }
+
+    /// Puts what L2 `found` for the `missing` positions into `out` and L1.
+    fn fill_many(
+        &self,
+        keys: &[&[u8]],
+        missing: &[usize],
+        found: Vec<Option<Value>>,
+        epoch: Option<u64>,
+        out: &mut [Option<Value>],
+    ) {
+        for (&i, v) in missing.iter().zip(found) {
+            if let Some(v) = &v {
+                self.fill(keys[i], v, epoch);
+            }
+            out[i] = v;
+        }
+    }
+
     #[inline(never)]
     fn get_l2(&self, key: &[u8]) -> Result<Option<Value>> {
         let epoch = self.gate.snapshot();
@@ -544,6 +575,94 @@ impl TieredBackend {
             self.fill(key, v, epoch);
         }
         Ok(v)
+    }
+}
+
+/// The async side of a tiered cache: reads hit L1 in place and await L2 on a miss; writes
+/// (which must order L1, L2 and the bus' invalidation) run the synchronous write on the
+/// blocking pool, so no runtime worker waits on the bus.
+struct TieredAsync {
+    tiered: Arc<TieredBackend>,
+    l2: Arc<dyn AsyncBackend>,
+    writes: OnBlockingPool,
+}
+
+impl AsyncBackend for TieredAsync {
+    fn get<'a>(&'a self, key: &'a [u8]) -> BoxFuture<'a, Result<Option<Value>>> {
+        Box::pin(async move {
+            let t = &self.tiered;
+            if let Some(v) = t.l1.get(key)? {
+                return Ok(Some(v));
+            }
+            let epoch = t.gate.snapshot();
+            let v = self.l2.get(key).await?;
+            if let Some(v) = &v {
+                t.fill(key, v, epoch);
+            }
+            Ok(v)
+        })
+    }
+    fn set<'a>(
+        &'a self,
+        key: &'a [u8],
+        value: &'a [u8],
+        ttl: Option<Duration>,
+    ) -> BoxFuture<'a, Result<()>> {
+        self.writes.set(key, value, ttl)
+    }
+    fn add<'a>(
+        &'a self,
+        key: &'a [u8],
+        value: &'a [u8],
+        ttl: Option<Duration>,
+    ) -> BoxFuture<'a, Result<bool>> {
+        self.writes.add(key, value, ttl)
+    }
+    fn delete<'a>(&'a self, key: &'a [u8]) -> BoxFuture<'a, Result<bool>> {
+        self.writes.delete(key)
+    }
+    fn delete_if_equals<'a>(
+        &'a self,
+        key: &'a [u8],
+        expected: &'a [u8],
+    ) -> BoxFuture<'a, Result<bool>> {
+        self.writes.delete_if_equals(key, expected)
+    }
+    fn has_key<'a>(&'a self, key: &'a [u8]) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(async move { Ok(self.tiered.l1.has_key(key)? || self.l2.has_key(key).await?) })
+    }
+    fn touch<'a>(&'a self, key: &'a [u8], ttl: Option<Duration>) -> BoxFuture<'a, Result<bool>> {
+        self.writes.touch(key, ttl)
+    }
+    fn incr<'a>(&'a self, key: &'a [u8], delta: i64) -> BoxFuture<'a, Result<i64>> {
+        self.writes.incr(key, delta)
+    }
+    fn get_many<'a>(&'a self, keys: &'a [&'a [u8]]) -> BoxFuture<'a, Result<Vec<Option<Value>>>> {
+        Box::pin(async move {
+            let t = &self.tiered;
+            let (mut out, missing) = t.l1_many(keys)?;
+            if missing.is_empty() {
+                return Ok(out);
+            }
+            let epoch = t.gate.snapshot();
+            let wanted: Vec<&[u8]> = missing.iter().map(|&i| keys[i]).collect();
+            let found = self.l2.get_many(&wanted).await?;
+            t.fill_many(keys, &missing, found, epoch, &mut out);
+            Ok(out)
+        })
+    }
+    fn set_many<'a>(
+        &'a self,
+        items: &'a [(&'a [u8], &'a [u8])],
+        ttl: Option<Duration>,
+    ) -> BoxFuture<'a, Result<Vec<usize>>> {
+        self.writes.set_many(items, ttl)
+    }
+    fn delete_many<'a>(&'a self, keys: &'a [&'a [u8]]) -> BoxFuture<'a, Result<usize>> {
+        self.writes.delete_many(keys)
+    }
+    fn clear<'a>(&'a self, prefix: &'a [u8]) -> BoxFuture<'a, Result<()>> {
+        self.writes.clear(prefix)
     }
 }
 

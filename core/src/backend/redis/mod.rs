@@ -14,12 +14,17 @@
 //! one — except `incr` and `add`, which the server may already have applied when the
 //! connection broke: they report the connection error instead.
 
-use super::Backend;
+mod aio;
+mod commands;
+mod pool;
+
+use super::{AsyncAccess, Backend};
 use crate::error::{Error, ErrorKind, Result};
-use crate::fork::Conns;
 use crate::location::{Location, Options};
 use crate::value::Value;
-use redis::cluster::{cluster_pipe, ClusterClient, ClusterClientBuilder, ClusterConnection};
+use aio::AsyncTopology;
+use pool::Pool;
+use redis::cluster::{cluster_pipe, ClusterClientBuilder, ClusterConnection};
 use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use redis::io::tcp::TcpSettings;
 use redis::{
@@ -29,7 +34,6 @@ use redis::{
 use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// How long opening a connection may take unless `connect_timeout` says otherwise: 1 s.
@@ -159,6 +163,8 @@ impl Default for RedisOptions {
 /// ```
 pub struct RedisBackend {
     topology: Topology,
+    /// The same servers through multiplexed async connections (`aio.rs`).
+    aio: AsyncTopology,
     location: String,
     /// The leader's client and connect timeout, for a pub/sub connection of its own (one
     /// server or leader + replicas; `None` on a Cluster).
@@ -256,6 +262,7 @@ impl RedisBackend {
         };
 
         let mut leader_client = None;
+        let aio;
         let topology = match scheme {
             "unix" => {
                 if !location.hosts().is_empty() {
@@ -272,8 +279,13 @@ impl RedisBackend {
                 let info = connection_info(addr, auth.set_db(opts.db))?;
                 let client = client_for(info, None, &redacted)?;
                 leader_client = Some((client.clone(), opts.connect_timeout));
+                let addr = location.path().to_owned();
+                aio = AsyncTopology::Single {
+                    leader: Box::new(aio::Server::new(client.clone(), addr.clone(), &opts)),
+                    replicas: Vec::new(),
+                };
                 Topology::Single {
-                    leader: Pool::single(client, location.path().to_owned(), &opts),
+                    leader: Pool::single(client, addr, &opts),
                     replicas: Vec::new(),
                 }
             }
@@ -284,6 +296,7 @@ impl RedisBackend {
                 opts.db = db_from_path(location.path(), db_option).map_err(&bad)?;
                 let auth = auth.set_db(opts.db);
                 let mut pools = Vec::with_capacity(location.hosts().len());
+                let mut servers = Vec::with_capacity(location.hosts().len());
                 for host in location.hosts() {
                     let (h, port) = split_host(host).map_err(&bad)?;
                     let addr = if tls {
@@ -301,9 +314,19 @@ impl RedisBackend {
                     if leader_client.is_none() {
                         leader_client = Some((client.clone(), opts.connect_timeout));
                     }
+                    servers.push(aio::Server::new(
+                        client.clone(),
+                        format!("{h}:{port}"),
+                        &opts,
+                    ));
                     pools.push(Pool::single(client, format!("{h}:{port}"), &opts));
                 }
                 let leader = pools.remove(0);
+                let async_leader = servers.remove(0);
+                aio = AsyncTopology::Single {
+                    leader: Box::new(async_leader),
+                    replicas: servers,
+                };
                 let replicas = pools
                     .into_iter()
                     .map(|pool| Replica {
@@ -360,11 +383,17 @@ impl RedisBackend {
                     })
                 };
                 let addr = location.hosts().join(",");
+                // A dead node must cost a few fast attempts, not redis-rs' 16 with backoff.
+                let (retrying, once) = (client(2)?, client(0)?);
+                aio = AsyncTopology::Cluster(Box::new(aio::Cluster::new(
+                    retrying.clone(),
+                    once.clone(),
+                    addr.clone(),
+                )));
                 Topology::Cluster {
-                    // A dead node must cost a few fast attempts, not redis-rs' 16 with backoff.
-                    pool: Pool::cluster(client(2)?, addr.clone(), &opts),
+                    pool: Pool::cluster(retrying, addr.clone(), &opts),
                     // No retry at all: `Pool::run_once` follows a redirection itself.
-                    once: Pool::cluster(client(0)?, addr, &opts),
+                    once: Pool::cluster(once, addr, &opts),
                 }
             }
             other => {
@@ -376,6 +405,7 @@ impl RedisBackend {
         };
         Ok(RedisBackend {
             topology,
+            aio,
             location: redacted,
             leader_client,
         })
@@ -613,10 +643,6 @@ fn client_for(
     })
 }
 
-// ---------------------------------------------------------------------------------------
-// Errors
-// ---------------------------------------------------------------------------------------
-
 /// Maps a redis-rs error to a polycache error naming the server (never its password).
 fn map_err(err: RedisError, addr: &str) -> Error {
     use redis::ErrorKind as K;
@@ -670,293 +696,9 @@ fn closed_by_server(err: &RedisError) -> bool {
     !err.is_timeout() && err.is_connection_dropped()
 }
 
-// ---------------------------------------------------------------------------------------
-// The connection pool
-// ---------------------------------------------------------------------------------------
-
-/// What a pool needs of its connections.
-trait PooledConnection: Send + 'static {
-    fn set_timeouts(&self, timeout: Option<Duration>) -> RedisResult<()>;
-}
-
-impl PooledConnection for Connection {
-    fn set_timeouts(&self, timeout: Option<Duration>) -> RedisResult<()> {
-        self.set_read_timeout(timeout)?;
-        self.set_write_timeout(timeout)
-    }
-}
-
-impl PooledConnection for ClusterConnection {
-    fn set_timeouts(&self, timeout: Option<Duration>) -> RedisResult<()> {
-        self.set_read_timeout(timeout)?;
-        self.set_write_timeout(timeout)
-    }
-}
-
-type Connector<C> = Box<dyn Fn() -> RedisResult<C> + Send + Sync>;
-
-/// Connections to one server (or one Cluster), shared by every thread.
-///
-/// At most `max` connections are open; a call that finds none idle opens one, or waits up to
-/// `wait` for one to come back. A connection that failed with an I/O error is dropped, and
-/// every idle connection with it (they are most likely dead too: a restart closes them all).
-struct Pool<C> {
-    state: Mutex<PoolState<C>>,
-    returned: Condvar,
-    connect: Connector<C>,
-    max: usize,
-    wait: Option<Duration>,
-    socket_timeout: Option<Duration>,
-    /// The server's address for error messages (no password).
-    addr: String,
-}
-
-struct PoolState<C> {
-    /// Idle connections with the generation they were opened in.
-    conns: Conns<(C, u64)>,
-    /// Bumped when a connection breaks; connections of older generations are not reused.
-    generation: u64,
-}
-
-impl Pool<Connection> {
-    fn single(client: Client, addr: String, opts: &RedisOptions) -> Self {
-        let timeout = opts.connect_timeout;
-        Pool::new(
-            Box::new(move || match timeout {
-                Some(t) => client.get_connection_with_timeout(t),
-                None => client.get_connection(),
-            }),
-            addr,
-            opts,
-        )
-    }
-}
-
-impl Pool<ClusterConnection> {
-    fn cluster(client: ClusterClient, addr: String, opts: &RedisOptions) -> Self {
-        Pool::new(Box::new(move || client.get_connection()), addr, opts)
-    }
-}
-
-impl<C: PooledConnection> Pool<C> {
-    fn new(connect: Connector<C>, addr: String, opts: &RedisOptions) -> Self {
-        Pool {
-            state: Mutex::new(PoolState {
-                conns: Conns::new(),
-                generation: 0,
-            }),
-            returned: Condvar::new(),
-            connect,
-            max: opts.max_connections.max(1),
-            wait: opts.connect_timeout,
-            socket_timeout: opts.socket_timeout,
-            addr,
-        }
-    }
-
-    fn lock(&self) -> MutexGuard<'_, PoolState<C>> {
-        // A panic elsewhere cannot leave the state inconsistent: every update is one step.
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        // A child of fork() never uses its parent's connections.
-        state.conns.adopt();
-        state
-    }
-
-    /// An idle connection (`reused`), or a new one.
-    fn checkout(&self) -> Result<Lease<'_, C>> {
-        let deadline = self.wait.map(|w| Instant::now() + w);
-        let mut state = self.lock();
-        loop {
-            let fork = state.conns.fork();
-            if let Some((conn, generation)) = state.conns.idle.pop() {
-                return Ok(Lease {
-                    pool: self,
-                    conn: Some(conn),
-                    generation,
-                    fork,
-                    reused: true,
-                });
-            }
-            if state.conns.open < self.max {
-                state.conns.open += 1;
-                let generation = state.generation;
-                drop(state);
-                return match self.open_connection() {
-                    Ok(conn) => Ok(Lease {
-                        pool: self,
-                        conn: Some(conn),
-                        generation,
-                        fork,
-                        reused: false,
-                    }),
-                    Err(e) => {
-                        self.forget_one(fork);
-                        Err(map_err(e, &self.addr))
-                    }
-                };
-            }
-            state = match deadline {
-                None => self.returned.wait(state).unwrap_or_else(|e| e.into_inner()),
-                Some(deadline) => {
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
-                        return Err(Error::new(
-                            ErrorKind::Timeout,
-                            format!(
-                                "redis {}: all {} pooled connections stayed busy for {:?} \
-                                 (raise max_connections?)",
-                                self.addr,
-                                self.max,
-                                self.wait.unwrap_or_default()
-                            ),
-                        ));
-                    }
-                    self.returned
-                        .wait_timeout(state, left)
-                        .unwrap_or_else(|e| e.into_inner())
-                        .0
-                }
-            };
-        }
-    }
-
-    fn open_connection(&self) -> RedisResult<C> {
-        let conn = (self.connect)()?;
-        conn.set_timeouts(self.socket_timeout)?;
-        Ok(conn)
-    }
-
-    /// A connection checked out in fork generation `fork` left the pool for good.
-    fn forget_one(&self, fork: u64) {
-        self.lock().conns.forget_one(fork);
-        self.returned.notify_one();
-    }
-
-    /// Drops every idle connection: the server closed them, or soon will have.
-    fn forget_idle(&self) {
-        let mut state = self.lock();
-        state.generation += 1;
-        let idle = std::mem::take(&mut state.conns.idle);
-        state.conns.open -= idle.len();
-        drop(state);
-        drop(idle);
-        self.returned.notify_all();
-    }
-
-    /// Runs `f` on a pooled connection, once more on a fresh one when the server had closed
-    /// the pooled one while it was idle.
-    fn run<T>(&self, f: impl FnMut(&mut C) -> RedisResult<T>) -> Result<T> {
-        self.run_tries(false, f)
-    }
-
-    /// Runs `f` on a pooled connection and never twice: for `incr` and `add`, which a
-    /// connection closed after the command was sent may already have applied.
-    fn run_once<T>(&self, f: impl FnMut(&mut C) -> RedisResult<T>) -> Result<T> {
-        self.run_tries(true, f)
-    }
-
-    fn run_tries<T>(&self, once: bool, mut f: impl FnMut(&mut C) -> RedisResult<T>) -> Result<T> {
-        let mut retried = once;
-        let mut redirected = false;
-        loop {
-            let mut lease = self.checkout()?;
-            let result = f(lease.conn.as_mut().expect("a lease holds its connection"));
-            match result {
-                Ok(v) => {
-                    lease.release();
-                    return Ok(v);
-                }
-                // A Cluster connection that does not retry (`run_once`) returns `MOVED`/`ASK`:
-                // the command did not run, and a fresh connection reads the new slot map.
-                Err(e) if is_redirect(&e) && !redirected => {
-                    redirected = true;
-                    drop(lease);
-                }
-                Err(e) if keeps_connection(&e) => {
-                    lease.release();
-                    return Err(map_err(e, &self.addr));
-                }
-                Err(e) => {
-                    let reused = lease.reused;
-                    drop(lease);
-                    if closed_by_server(&e) || e.is_timeout() {
-                        self.forget_idle();
-                    }
-                    if reused && !retried && closed_by_server(&e) {
-                        retried = true;
-                        continue;
-                    }
-                    return Err(map_err(e, &self.addr));
-                }
-            }
-        }
-    }
-}
-
-/// A connection taken from a pool; dropped (and forgotten) unless released.
-struct Lease<'p, C: PooledConnection> {
-    pool: &'p Pool<C>,
-    conn: Option<C>,
-    generation: u64,
-    /// The fork generation it was checked out in: a parent's lease is never pooled again.
-    fork: u64,
-    reused: bool,
-}
-
-impl<C: PooledConnection> Lease<'_, C> {
-    /// Puts the connection back for the next caller.
-    fn release(mut self) {
-        let Some(conn) = self.conn.take() else {
-            return;
-        };
-        let mut state = self.pool.lock();
-        if state.generation == self.generation {
-            state.conns.give_back((conn, self.generation), self.fork);
-            drop(state);
-        } else {
-            // Opened before connections broke: not reused.
-            state.conns.forget_one(self.fork);
-            drop(state);
-            crate::fork::release(conn, self.fork);
-        }
-        self.pool.returned.notify_one();
-    }
-}
-
-impl<C: PooledConnection> Drop for Lease<'_, C> {
-    fn drop(&mut self) {
-        if let Some(conn) = self.conn.take() {
-            crate::fork::release(conn, self.fork);
-            self.pool.forget_one(self.fork);
-        }
-    }
-}
-
-// ---------------------------------------------------------------------------------------
-// Helpers
-// ---------------------------------------------------------------------------------------
-
 /// `PX` milliseconds for `ttl`, rounded up so a sub-millisecond TTL still expires later.
 fn px(ttl: Duration) -> u64 {
     ttl.as_nanos().div_ceil(1_000_000).clamp(1, MAX_PX) as u64
-}
-
-fn set_cmd(key: &[u8], value: &[u8], ttl: Option<Duration>) -> Cmd {
-    let mut c = cmd("SET");
-    c.arg(key).arg(value);
-    if let Some(ttl) = ttl {
-        c.arg("PX").arg(px(ttl));
-    }
-    c
-}
-
-fn into_value(v: redis::Value) -> RedisResult<Option<Value>> {
-    match v {
-        redis::Value::Nil => Ok(None),
-        redis::Value::BulkString(bytes) => Ok(Some(Value::from(bytes))),
-        redis::Value::SimpleString(s) => Ok(Some(Value::from(s.into_bytes()))),
-        other => Err(unexpected(&other)),
-    }
 }
 
 fn unexpected(v: &redis::Value) -> RedisError {
@@ -1077,35 +819,31 @@ fn scripts() -> &'static (Script, Script, Script) {
     })
 }
 
-// ---------------------------------------------------------------------------------------
-// The backend contract
-// ---------------------------------------------------------------------------------------
-
 impl Backend for RedisBackend {
     fn name(&self) -> &'static str {
         "redis"
     }
 
+    fn async_access(self: std::sync::Arc<Self>) -> AsyncAccess {
+        AsyncAccess::Native(self)
+    }
+
     fn get(&self, key: &[u8]) -> Result<Option<Value>> {
-        self.on_reader(|c| into_value(cmd("GET").arg(key).query::<redis::Value>(c)?))
+        self.on_reader(|c| commands::value(commands::get(key).query(c)?))
     }
 
     fn set(&self, key: &[u8], value: &[u8], ttl: Option<Duration>) -> Result<()> {
-        let c = set_cmd(key, value, ttl);
+        let c = commands::set(key, value, ttl);
         self.on_leader(|conn| c.query::<()>(conn))
     }
 
     fn add(&self, key: &[u8], value: &[u8], ttl: Option<Duration>) -> Result<bool> {
-        let mut c = set_cmd(key, value, ttl);
-        c.arg("NX");
-        self.on_leader_once(|conn| match c.query::<redis::Value>(conn)? {
-            redis::Value::Nil => Ok(false),
-            _ => Ok(true),
-        })
+        let c = commands::add(key, value, ttl);
+        self.on_leader_once(|conn| Ok(commands::added(&c.query(conn)?)))
     }
 
     fn delete(&self, key: &[u8]) -> Result<bool> {
-        self.on_leader(|c| Ok(cmd("UNLINK").arg(key).query::<i64>(c)? > 0))
+        self.on_leader(|c| Ok(commands::unlink(&[key]).query::<i64>(c)? > 0))
     }
 
     fn delete_if_equals(&self, key: &[u8], expected: &[u8]) -> Result<bool> {
@@ -1113,14 +851,14 @@ impl Backend for RedisBackend {
     }
 
     fn has_key(&self, key: &[u8]) -> Result<bool> {
-        self.on_reader(|c| Ok(cmd("EXISTS").arg(key).query::<i64>(c)? > 0))
+        self.on_reader(|c| Ok(commands::exists(key).query::<i64>(c)? > 0))
     }
 
     fn touch(&self, key: &[u8], ttl: Option<Duration>) -> Result<bool> {
         match ttl {
             Some(ttl) => {
-                let ms = px(ttl);
-                self.on_leader(|c| Ok(cmd("PEXPIRE").arg(key).arg(ms).query::<i64>(c)? == 1))
+                let pexpire = commands::pexpire(key, ttl);
+                self.on_leader(|c| Ok(pexpire.query::<i64>(c)? == 1))
             }
             None => self.on_leader(|c| Ok(scripts().1.key(key).invoke::<i64>(c)? == 1)),
         }
@@ -1129,21 +867,7 @@ impl Backend for RedisBackend {
     fn incr(&self, key: &[u8], delta: i64) -> Result<i64> {
         let reply =
             self.on_leader_once(|c| scripts().0.key(key).arg(delta).invoke::<redis::Value>(c))?;
-        match reply {
-            redis::Value::Int(n) => Ok(n),
-            redis::Value::Nil => Err(super::not_found(key)),
-            redis::Value::Array(code) if code.first() == Some(&redis::Value::Int(2)) => {
-                Err(Error::new(
-                    ErrorKind::Overflow,
-                    "incr/decr would overflow a 64-bit integer",
-                ))
-            }
-            redis::Value::Array(_) => Err(Error::new(
-                ErrorKind::NotAnInteger,
-                "the cached value is not an integer",
-            )),
-            other => Err(map_err(unexpected(&other), &self.location)),
-        }
+        commands::incremented(reply, key, &self.location)
     }
 
     fn get_many(&self, keys: &[&[u8]]) -> Result<Vec<Option<Value>>> {
@@ -1152,20 +876,8 @@ impl Backend for RedisBackend {
         }
         match &self.topology {
             Topology::Single { .. } => {
-                let mut mget = cmd("MGET");
-                for k in keys {
-                    mget.arg(*k);
-                }
-                self.on_reader(|c| {
-                    let reply = mget.query::<redis::Value>(c)?;
-                    let redis::Value::Array(items) = reply else {
-                        return Err(unexpected(&reply));
-                    };
-                    if items.len() != keys.len() {
-                        return Err(unexpected(&redis::Value::Array(items)));
-                    }
-                    items.into_iter().map(into_value).collect()
-                })
+                let mget = commands::mget(keys);
+                self.on_reader(|c| commands::values(mget.query(c)?, keys.len()))
             }
             Topology::Cluster { pool, .. } => {
                 // redis-rs' cluster pipeline refuses MGET; a pipeline of GETs, sent to every
@@ -1174,18 +886,14 @@ impl Backend for RedisBackend {
                 // each carry one key).
                 let mut pipe = cluster_pipe();
                 for k in keys {
-                    pipe.add_command({
-                        let mut get = cmd("GET");
-                        get.arg(*k);
-                        get
-                    });
+                    pipe.add_command(commands::get(k));
                 }
                 pool.run(|c| {
                     let replies: Vec<redis::Value> = pipe.query(c)?;
                     if replies.len() != keys.len() {
                         return Err(unexpected(&redis::Value::Array(replies)));
                     }
-                    replies.into_iter().map(into_value).collect()
+                    replies.into_iter().map(commands::value).collect()
                 })
             }
         }
@@ -1199,14 +907,14 @@ impl Backend for RedisBackend {
             Topology::Single { leader, .. } => {
                 let mut pipe = redis::pipe();
                 for (k, v) in items {
-                    pipe.add_command(set_cmd(k, v, ttl)).ignore();
+                    pipe.add_command(commands::set(k, v, ttl)).ignore();
                 }
                 leader.run(|c| pipe.query::<()>(c))?;
             }
             Topology::Cluster { pool, .. } => {
                 let mut pipe = cluster_pipe();
                 for (k, v) in items {
-                    pipe.add_command(set_cmd(k, v, ttl)).ignore();
+                    pipe.add_command(commands::set(k, v, ttl)).ignore();
                 }
                 pool.run(|c| pipe.query::<()>(c))?;
             }
@@ -1220,10 +928,7 @@ impl Backend for RedisBackend {
         }
         match &self.topology {
             Topology::Single { leader, .. } => {
-                let mut unlink = cmd("UNLINK");
-                for k in keys {
-                    unlink.arg(*k);
-                }
+                let unlink = commands::unlink(keys);
                 leader.run(|c| unlink.query::<usize>(c))
             }
             Topology::Cluster { pool, .. } => {
@@ -1251,15 +956,10 @@ impl Backend for RedisBackend {
             Topology::Single { leader, .. } => leader.run(|c| {
                 let mut cursor: u64 = 0;
                 loop {
-                    let (next, keys): (u64, Vec<Vec<u8>>) = cmd("SCAN")
-                        .arg(cursor)
-                        .arg("MATCH")
-                        .arg(&pattern)
-                        .arg("COUNT")
-                        .arg(SCAN_BATCH)
-                        .query(c)?;
+                    let (next, keys): (u64, Vec<Vec<u8>>) =
+                        commands::scan(cursor, &pattern, SCAN_BATCH).query(c)?;
                     if !keys.is_empty() {
-                        cmd("UNLINK").arg(&keys).query::<()>(c)?;
+                        commands::unlink(&keys).query::<()>(c)?;
                     }
                     cursor = next;
                     if cursor == 0 {
