@@ -22,6 +22,8 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::{self, ThreadId};
 use std::time::{Duration, Instant};
 
+mod asynchronous;
+
 /// How [`Cache::get_or_set_with`], the decorators and jobs compute missing values.
 ///
 /// URL options (every scheme): `single_flight=true|false`, `lease=true|false`,
@@ -204,6 +206,8 @@ pub(crate) struct Flights {
 pub(crate) struct Flight {
     state: Mutex<State>,
     done: Condvar,
+    /// Wakes the followers that await (async callers); `done` wakes the ones that block.
+    notify: tokio::sync::Notify,
     /// The thread computing, when it is a caller (not a pool thread).
     leader: Option<ThreadId>,
     /// [`crate::fork::generation`] when it started: a flight of the parent's, inherited
@@ -242,6 +246,7 @@ impl Flights {
         let flight = Arc::new(Flight {
             state: Mutex::new(State::Running),
             done: Condvar::new(),
+            notify: tokio::sync::Notify::new(),
             leader,
             generation,
         });
@@ -257,6 +262,11 @@ impl Flights {
     /// Leads the computation of `key` if nobody does, else follows it.
     pub(crate) fn join(self: &Arc<Self>, key: &[u8]) -> Join {
         self.lead(key, Some(thread::current().id()))
+    }
+
+    /// Leads the computation of `key` for an async caller (no thread to mark), else follows.
+    pub(crate) fn join_async(self: &Arc<Self>, key: &[u8]) -> Join {
+        self.lead(key, None)
     }
 
     /// Leads the computation of `key` for a background thread, unless one is running.
@@ -279,6 +289,14 @@ impl Flights {
 }
 
 impl Flight {
+    /// What the computation gave, if it has finished.
+    fn outcome(&self) -> Option<Waited> {
+        match &*lock(&self.state) {
+            State::Done(v) => Some(v.clone().map_or(Waited::Failed, Waited::Value)),
+            State::Running => None,
+        }
+    }
+
     /// Waits until the computation finishes or `deadline` passes.
     pub(crate) fn wait(&self, deadline: Instant) -> Waited {
         let mut state = lock(&self.state);
@@ -335,6 +353,7 @@ impl LeaderGuard {
         }
         *lock(&self.flight.state) = State::Done(value);
         self.flight.done.notify_all();
+        self.flight.notify.notify_waiters();
     }
 }
 
@@ -358,7 +377,7 @@ pub enum Lookup {
 }
 
 /// The lease of one computation across processes.
-enum Lease {
+pub(crate) enum Lease {
     Held {
         lock: Vec<u8>,
         token: String,
@@ -367,6 +386,70 @@ enum Lease {
     Found(Value),
     /// No lease (backend error, or timed out waiting): compute without one.
     Unavailable,
+}
+
+/// What a read found, for `get_or_set_with`: a hit (an envelope unwrapped), a miss, or a
+/// value XFetch chose to refresh early.
+fn classify(found: Option<Value>, policy: &RefreshPolicy) -> Lookup {
+    let Some(v) = found else {
+        return Lookup::Miss;
+    };
+    let Some((env, p)) = Envelope::decode(&v) else {
+        return Lookup::Hit(v);
+    };
+    let current = Value::from(p);
+    if policy.refresh_early(&env, now_ms()) {
+        Lookup::RefreshEarly(current)
+    } else {
+        Lookup::Hit(current)
+    }
+}
+
+/// The key of the lease of `full`.
+fn lease_key(full: &[u8]) -> Vec<u8> {
+    let mut lock = Vec::with_capacity(full.len() + 9);
+    lock.extend_from_slice(full);
+    lock.extend_from_slice(b":__lock__");
+    lock
+}
+
+/// The next wait of a lease poll: jittered exponential backoff, so that waiting processes
+/// do not poll in step; `None` past `deadline`.
+fn lease_backoff(backoff: &mut Duration, deadline: Instant) -> Option<Duration> {
+    let now = Instant::now();
+    if now >= deadline {
+        return None;
+    }
+    let jitter = 0.5 + unit_random();
+    let wait = backoff.mul_f64(jitter).min(deadline - now);
+    *backoff = (*backoff * 2).min(Duration::from_millis(50));
+    Some(wait)
+}
+
+#[cold]
+fn warn_lease_timeout(policy: &RefreshPolicy, full: &[u8]) {
+    log::warn!(
+        "polycache: waited {:?} for the lease of {:?}; computing without it",
+        policy.flight_timeout,
+        String::from_utf8_lossy(full)
+    );
+}
+
+#[cold]
+fn warn_flight_timeout(policy: &RefreshPolicy, full: &[u8]) {
+    log::warn!(
+        "polycache: waited {:?} for another caller computing {:?}; computing it here",
+        policy.flight_timeout,
+        String::from_utf8_lossy(full)
+    );
+}
+
+#[cold]
+fn warn_early_refresh(full: &[u8], e: &Error) {
+    log::warn!(
+        "polycache: early refresh of {:?} failed, keeping the current value: {e}",
+        String::from_utf8_lossy(full)
+    );
 }
 
 /// The payload of a stored value: an envelope's content, or the value itself.
@@ -457,18 +540,7 @@ impl Cache {
     /// other callers.
     #[inline]
     pub fn lookup<'k>(&self, key: impl Into<Key<'k>>, policy: &RefreshPolicy) -> Result<Lookup> {
-        let Some(v) = self.get(key)? else {
-            return Ok(Lookup::Miss);
-        };
-        let Some((env, p)) = Envelope::decode(&v) else {
-            return Ok(Lookup::Hit(v));
-        };
-        let current = Value::from(p);
-        if policy.refresh_early(&env, now_ms()) {
-            Ok(Lookup::RefreshEarly(current))
-        } else {
-            Ok(Lookup::Hit(current))
-        }
+        Ok(classify(self.get(key)?, policy))
     }
 
     /// The second half of [`Cache::get_or_set_with`], after a [`Cache::lookup`] that did not
@@ -500,10 +572,7 @@ impl Cache {
                     Ok(v)
                 }
                 Err(e) => {
-                    log::warn!(
-                        "polycache: early refresh of {:?} failed, keeping the current value: {e}",
-                        String::from_utf8_lossy(&full)
-                    );
+                    warn_early_refresh(&full, &e);
                     guard.complete(Some(current.clone()));
                     Ok(current)
                 }
@@ -541,11 +610,7 @@ impl Cache {
                     // The computing caller failed: lead or follow the next attempt.
                     Waited::Failed => continue,
                     Waited::TimedOut => {
-                        log::warn!(
-                            "polycache: waited {:?} for another caller computing {:?}; computing it here",
-                            policy.flight_timeout,
-                            String::from_utf8_lossy(full)
-                        );
+                        warn_flight_timeout(policy, full);
                         break None;
                     }
                 },
@@ -637,19 +702,31 @@ impl Cache {
         policy: &RefreshPolicy,
         delta: Duration,
     ) -> Result<()> {
+        let (ttl, wrapped) = self.computed(bytes, expiry, policy, delta);
+        self.full_set(full, wrapped.as_deref().unwrap_or(bytes), ttl)?;
+        Ok(())
+    }
+
+    /// Counts a refresh and resolves how a computed value is stored: its TTL, and the value
+    /// wrapped in an [`Envelope`] when XFetch is on (`None`: stored as it is).
+    fn computed(
+        &self,
+        bytes: &[u8],
+        expiry: Expiry,
+        policy: &RefreshPolicy,
+        delta: Duration,
+    ) -> (Ttl, Option<Vec<u8>>) {
         self.stats_ref().refresh(1);
         let ttl = self.resolve_expiry(expiry);
-        match ttl {
+        let wrapped = match ttl {
             Ttl::After(d) if policy.xfetch_beta > 0.0 => {
                 let expires = after_ms(now_ms(), d);
                 let env = Envelope::new(expires, expires, delta.as_micros() as u64);
-                self.full_set(full, &env.encode(bytes), ttl)?;
+                Some(env.encode(bytes))
             }
-            _ => {
-                self.full_set(full, bytes, ttl)?;
-            }
-        }
-        Ok(())
+            _ => None,
+        };
+        (ttl, wrapped)
     }
 
     /// Takes the lease of `full`, or waits for its holder's value, until `deadline`.
@@ -660,9 +737,7 @@ impl Cache {
         policy: &RefreshPolicy,
         accept: &dyn Fn(Value) -> Option<Value>,
     ) -> Lease {
-        let mut lock = Vec::with_capacity(full.len() + 9);
-        lock.extend_from_slice(full);
-        lock.extend_from_slice(b":__lock__");
+        let lock = lease_key(full);
         let token = random_token();
         let mut backoff = Duration::from_millis(2);
         loop {
@@ -692,19 +767,11 @@ impl Cache {
                 Ok(None) => {}
                 Err(_) => return Lease::Unavailable,
             }
-            let now = Instant::now();
-            if now >= deadline {
-                log::warn!(
-                    "polycache: waited {:?} for the lease of {:?}; computing without it",
-                    policy.flight_timeout,
-                    String::from_utf8_lossy(full)
-                );
+            let Some(wait) = lease_backoff(&mut backoff, deadline) else {
+                warn_lease_timeout(policy, full);
                 return Lease::Unavailable;
-            }
-            // Jittered exponential backoff, so that waiting processes do not poll in step.
-            let jitter = 0.5 + unit_random();
-            thread::sleep(backoff.mul_f64(jitter).min(deadline - now));
-            backoff = (backoff * 2).min(Duration::from_millis(50));
+            };
+            thread::sleep(wait);
         }
     }
 
@@ -718,8 +785,7 @@ impl Cache {
     /// success, `None` when another process holds it. Backend errors count as success, so a
     /// refresh is never skipped because the lease could not be checked.
     pub(crate) fn try_lease(&self, full: &[u8], ttl: Duration) -> Option<(Vec<u8>, String)> {
-        let mut lock = full.to_vec();
-        lock.extend_from_slice(b":__lock__");
+        let lock = lease_key(full);
         let token = random_token();
         match self.full_add(&lock, token.as_bytes(), ttl) {
             Ok(false) => None,

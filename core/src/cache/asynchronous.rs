@@ -16,6 +16,7 @@ use super::{Cache, Key};
 use crate::error::Result;
 use crate::expiry::{Expiry, Ttl};
 use crate::value::Value;
+use crate::AsyncBackend;
 
 impl Cache {
     /// The backend's async side, or `None` when calls answer in memory.
@@ -28,6 +29,64 @@ impl Cache {
     /// (`memory://`, `dummy://`).
     pub fn completes_inline(&self) -> bool {
         self.inner.awaited.is_none()
+    }
+
+    /// [`Cache::full_get`], awaitable.
+    pub(crate) async fn full_get_async(&self, full: &[u8]) -> Result<Option<Value>> {
+        let Some(backend) = self.awaited() else {
+            return self.full_get(full);
+        };
+        let found = self.read_async(backend, full).await;
+        self.finish(found, || None)
+    }
+
+    /// The value under the full key `full`, opened (signature, compression).
+    async fn read_async(&self, backend: &dyn AsyncBackend, full: &[u8]) -> Result<Option<Value>> {
+        let found = backend.get(full).await?;
+        self.open_value(full, found)
+    }
+
+    /// [`Cache::full_set`], awaitable.
+    pub(crate) async fn full_set_async(&self, full: &[u8], value: &[u8], ttl: Ttl) -> Result<bool> {
+        let Some(backend) = self.awaited() else {
+            return self.full_set(full, value, ttl);
+        };
+        self.check_value(value)?;
+        let result = match ttl {
+            Ttl::Expired => backend.delete(full).await.map(|_| ()),
+            ttl => {
+                let sealed = self.seal_value(full, value);
+                backend.set(full, &sealed, ttl.as_option()).await
+            }
+        };
+        self.answer_store(result, ttl)
+    }
+
+    /// [`Cache::full_add`], awaitable.
+    pub(crate) async fn full_add_async(
+        &self,
+        full: &[u8],
+        value: &[u8],
+        ttl: std::time::Duration,
+    ) -> Result<bool> {
+        let Some(backend) = self.awaited() else {
+            return self.full_add(full, value, ttl);
+        };
+        let result = backend.add(full, value, Some(ttl)).await;
+        self.track(result)
+    }
+
+    /// [`Cache::full_delete_if_equals`], awaitable.
+    pub(crate) async fn full_delete_if_equals_async(
+        &self,
+        full: &[u8],
+        expected: &[u8],
+    ) -> Result<bool> {
+        let Some(backend) = self.awaited() else {
+            return self.full_delete_if_equals(full, expected);
+        };
+        let result = backend.delete_if_equals(full, expected).await;
+        self.finish(result, || false)
     }
 
     /// [`Cache::get`], awaitable.
@@ -45,10 +104,7 @@ impl Cache {
             return self.get(key);
         };
         let found = match self.make_key(key) {
-            Ok(full) => match backend.get(&full).await {
-                Ok(v) => self.open_value(&full, v),
-                Err(e) => Err(e),
-            },
+            Ok(full) => self.read_async(backend, &full).await,
             Err(e) => Err(e),
         };
         self.answer_get(found)
@@ -61,20 +117,13 @@ impl Cache {
         value: &[u8],
         expiry: Expiry,
     ) -> Result<bool> {
-        let Some(backend) = self.awaited() else {
+        if self.completes_inline() {
             return self.set(key, value, expiry);
-        };
+        }
         self.check_value(value)?;
         let ttl = self.resolve(expiry);
         let full = self.make_key(key)?;
-        let result = match ttl {
-            Ttl::Expired => backend.delete(&full).await.map(|_| ()),
-            ttl => {
-                let sealed = self.seal_value(&full, value);
-                backend.set(&full, &sealed, ttl.as_option()).await
-            }
-        };
-        self.answer_store(result, ttl)
+        self.full_set_async(&full, value, ttl).await
     }
 
     /// [`Cache::add`], awaitable.

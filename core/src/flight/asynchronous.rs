@@ -1,0 +1,245 @@
+//! The awaitable `get_or_set_with`: the same single-flight, lease and XFetch as the
+//! synchronous one (see the parent module), with waits that yield instead of blocking.
+//!
+//! Followers await the flight (its [`tokio::sync::Notify`]); lease polls sleep with
+//! [`tokio::time::sleep`], so these futures need a tokio context with timers when they wait
+//! (polycache's runtime, or the caller's). A leader whose future is dropped fails its flight
+//! (the waiting callers retry) and its lease expires after `lease_ttl`.
+
+use super::{
+    classify, lease_backoff, lease_key, payload, random_token, warn_early_refresh,
+    warn_flight_timeout, warn_lease_timeout, Flight, Join, Lease, Lookup, RefreshPolicy, Waited,
+};
+use crate::cache::{Cache, Key};
+use crate::error::Result;
+use crate::expiry::Expiry;
+use crate::value::Value;
+use std::future::Future;
+use std::time::Instant;
+
+impl Flight {
+    /// Awaits the end of the computation, or `deadline`.
+    async fn wait_async(&self, deadline: Instant) -> Waited {
+        loop {
+            let notified = self.notify.notified();
+            let mut notified = std::pin::pin!(notified);
+            // Registered before the state is read, so a completion in between still wakes us.
+            notified.as_mut().enable();
+            if let Some(outcome) = self.outcome() {
+                return outcome;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Waited::TimedOut;
+            }
+            if tokio::time::timeout(deadline - now, notified)
+                .await
+                .is_err()
+            {
+                return self.outcome().unwrap_or(Waited::TimedOut);
+            }
+        }
+    }
+}
+
+impl Cache {
+    /// [`Cache::get_or_set_with`], awaitable: on a miss, one caller awaits `loader` and
+    /// stores its result while the other callers of this cache that miss the same key await
+    /// it (single-flight; with the cache's `lease`, across processes too).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> polycache::Result<()> {
+    /// let cache = polycache::Cache::open("memory://")?;
+    /// let v = cache
+    ///     .get_or_set_with_async("report", || async { Ok(b"expensive".to_vec()) }, Default::default())
+    ///     .await?;
+    /// assert_eq!(&*v, b"expensive");
+    /// # Ok(()) }
+    /// ```
+    pub async fn get_or_set_with_async<'k, F, Fut>(
+        &self,
+        key: impl Into<Key<'k>>,
+        loader: F,
+        expiry: Expiry,
+    ) -> Result<Value>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Vec<u8>>>,
+    {
+        let policy = self.refresh_policy().clone();
+        let key = key.into();
+        match self.lookup_async(key, &policy).await? {
+            Lookup::Hit(v) => Ok(v),
+            Lookup::Miss => self.load_async(key, loader, expiry, &policy, None).await,
+            Lookup::RefreshEarly(current) => {
+                self.load_async(key, loader, expiry, &policy, Some(current))
+                    .await
+            }
+        }
+    }
+
+    /// [`Cache::lookup`], awaitable.
+    pub async fn lookup_async<'k>(
+        &self,
+        key: impl Into<Key<'k>>,
+        policy: &RefreshPolicy,
+    ) -> Result<Lookup> {
+        Ok(classify(self.get_async(key).await?, policy))
+    }
+
+    /// [`Cache::load`], awaitable.
+    pub async fn load_async<'k, F, Fut>(
+        &self,
+        key: impl Into<Key<'k>>,
+        loader: F,
+        expiry: Expiry,
+        policy: &RefreshPolicy,
+        current: Option<Value>,
+    ) -> Result<Value>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Vec<u8>>>,
+    {
+        let full = self.make_key(key)?;
+        if let Some(current) = current {
+            let Some(guard) = self.flights().try_lead(&full) else {
+                return Ok(current);
+            };
+            return match self
+                .compute_and_store_async(&full, loader, expiry, policy)
+                .await
+            {
+                Ok(v) => {
+                    guard.complete(Some(v.clone()));
+                    Ok(v)
+                }
+                Err(e) => {
+                    warn_early_refresh(&full, &e);
+                    guard.complete(Some(current.clone()));
+                    Ok(current)
+                }
+            };
+        }
+        if !policy.single_flight {
+            return self
+                .compute_and_store_async(&full, loader, expiry, policy)
+                .await;
+        }
+        let deadline = Instant::now() + policy.flight_timeout;
+        let guard = loop {
+            // An async leader is no thread: `join` marks none, so a loader that awaits its own
+            // key waits for `flight_timeout` at most, then computes.
+            match self.flights().join_async(&full) {
+                Join::Lead(guard) => break Some(guard),
+                Join::Follow(flight) => match flight.wait_async(deadline).await {
+                    Waited::Value(v) => return Ok(v),
+                    Waited::Failed => continue,
+                    Waited::TimedOut => {
+                        warn_flight_timeout(policy, &full);
+                        break None;
+                    }
+                },
+            }
+        };
+        let Some(guard) = guard else {
+            return self
+                .compute_and_store_async(&full, loader, expiry, policy)
+                .await;
+        };
+        if let Some(v) = self.full_get_async(&full).await?.map(payload) {
+            guard.complete(Some(v.clone()));
+            return Ok(v);
+        }
+        let lease = if policy.lease {
+            self.acquire_lease_async(&full, deadline, policy).await
+        } else {
+            Lease::Unavailable
+        };
+        if let Lease::Found(v) = lease {
+            guard.complete(Some(v.clone()));
+            return Ok(v);
+        }
+        let result = self
+            .compute_and_store_async(&full, loader, expiry, policy)
+            .await;
+        if let Lease::Held { lock, token } = &lease {
+            let _ = self
+                .full_delete_if_equals_async(lock, token.as_bytes())
+                .await;
+        }
+        match result {
+            Ok(v) => {
+                guard.complete(Some(v.clone()));
+                Ok(v)
+            }
+            Err(e) => {
+                guard.complete(None);
+                Err(e)
+            }
+        }
+    }
+
+    async fn compute_and_store_async<F, Fut>(
+        &self,
+        full: &[u8],
+        loader: F,
+        expiry: Expiry,
+        policy: &RefreshPolicy,
+    ) -> Result<Value>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Vec<u8>>>,
+    {
+        let started = Instant::now();
+        let bytes = loader().await?;
+        let (ttl, wrapped) = self.computed(&bytes, expiry, policy, started.elapsed());
+        self.full_set_async(full, wrapped.as_deref().unwrap_or(&bytes), ttl)
+            .await?;
+        Ok(Value::from(bytes))
+    }
+
+    /// [`Cache::acquire_lease`](super), awaitable.
+    async fn acquire_lease_async(
+        &self,
+        full: &[u8],
+        deadline: Instant,
+        policy: &RefreshPolicy,
+    ) -> Lease {
+        let lock = lease_key(full);
+        let token = random_token();
+        let mut backoff = std::time::Duration::from_millis(2);
+        loop {
+            match self
+                .full_add_async(&lock, token.as_bytes(), policy.lease_ttl)
+                .await
+            {
+                Ok(true) => {
+                    // The previous holder may have stored the value just before releasing.
+                    if let Ok(Some(v)) = self.full_get_async(full).await {
+                        let _ = self
+                            .full_delete_if_equals_async(&lock, token.as_bytes())
+                            .await;
+                        return Lease::Found(payload(v));
+                    }
+                    return Lease::Held { lock, token };
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    log::warn!("polycache: could not take a lease ({e}); computing without one");
+                    return Lease::Unavailable;
+                }
+            }
+            match self.full_get_async(full).await {
+                Ok(Some(v)) => return Lease::Found(payload(v)),
+                Ok(None) => {}
+                Err(_) => return Lease::Unavailable,
+            }
+            let Some(wait) = lease_backoff(&mut backoff, deadline) else {
+                warn_lease_timeout(policy, full);
+                return Lease::Unavailable;
+            };
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
