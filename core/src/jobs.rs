@@ -31,6 +31,9 @@ use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+mod asynchronous;
+pub use asynchronous::AsyncFetch;
+
 /// Threads in the process-wide refresh pool.
 pub const REFRESH_THREADS: usize = 4;
 /// Refreshes the pool's queue holds before it drops new ones.
@@ -335,50 +338,81 @@ impl Job {
     /// a stale hit, or a miss.
     pub fn get<'k, F: Fetch>(&self, key: impl Into<Key<'k>>, fetch: F) -> Result<JobResult> {
         let full = self.cache.make_key(key)?;
+        let raw = self.cache.full_get(&full)?;
+        match self.plan(raw, &|| fetch.should_fetch_synchronously()) {
+            Plan::Answer(r) => Ok(r),
+            Plan::Schedule(r) => {
+                self.schedule(full, fetch);
+                Ok(r)
+            }
+            Plan::Fetch { status, fallback } => {
+                self.fetched(&full, status, fallback, self.fetch_shared(&full, &fetch))
+            }
+        }
+    }
+
+    /// What `get` does with what the cache holds (`raw`), counted in the stats: answer at
+    /// once, answer and refresh in the background, or fetch now. `sync_wanted` is asked only
+    /// of a stale value within `max_stale`.
+    fn plan(&self, raw: Option<Value>, sync_wanted: &dyn Fn() -> bool) -> Plan {
         let stats = self.cache.stats_ref();
         let now = now_ms();
-        let Some(raw) = self.cache.full_get(&full)? else {
+        let Some(raw) = raw else {
             stats.miss(1);
             if !self.options.fetch_on_miss {
-                self.schedule(full, fetch);
-                return Ok(result(None, CacheStatus::Miss, false));
+                return Plan::Schedule(result(None, CacheStatus::Miss, false));
             }
-            let v = self.fetch_shared(&full, &fetch)?;
-            return Ok(result(Some(v), CacheStatus::Miss, true));
+            return Plan::Fetch {
+                status: CacheStatus::Miss,
+                fallback: None,
+            };
         };
         let Some((env, payload)) = Envelope::decode(&raw) else {
             // A plain value (written by `set`, not by a job): fresh, with no lifetime.
             stats.hit(1);
-            return Ok(result(Some(raw), CacheStatus::Hit, false));
+            return Plan::Answer(result(Some(raw), CacheStatus::Hit, false));
         };
         if !env.is_stale(now) {
             stats.hit(1);
-            return Ok(result(Some(Value::from(payload)), CacheStatus::Hit, false));
+            return Plan::Answer(result(Some(Value::from(payload)), CacheStatus::Hit, false));
         }
         let stale_for = Duration::from_millis(now.saturating_sub(env.fresh_until));
         let too_stale = self.options.max_stale.is_some_and(|m| stale_for > m);
-        if too_stale || fetch.should_fetch_synchronously() {
+        if too_stale || sync_wanted() {
             stats.miss(1);
-            return match self.fetch_shared(&full, &fetch) {
-                Ok(v) => Ok(result(Some(v), CacheStatus::Stale, true)),
-                Err(e) if !too_stale => {
-                    log::warn!(
-                        "polycache: fetching {:?} failed, serving the stale value: {e}",
-                        String::from_utf8_lossy(&full)
-                    );
-                    Ok(result(
-                        Some(Value::from(payload)),
-                        CacheStatus::Stale,
-                        false,
-                    ))
-                }
-                Err(e) => Err(e),
+            return Plan::Fetch {
+                status: CacheStatus::Stale,
+                fallback: (!too_stale).then(|| Value::from(payload)),
             };
         }
         stats.stale_hit(1);
-        let value = Value::from(payload);
-        self.schedule(full, fetch);
-        Ok(result(Some(value), CacheStatus::Stale, false))
+        Plan::Schedule(result(
+            Some(Value::from(payload)),
+            CacheStatus::Stale,
+            false,
+        ))
+    }
+
+    /// The answer of a fetch `get` made now: its value, or on failure the stale `fallback`
+    /// (logged), or the error when there is none.
+    fn fetched(
+        &self,
+        full: &[u8],
+        status: CacheStatus,
+        fallback: Option<Value>,
+        fetched: Result<Value>,
+    ) -> Result<JobResult> {
+        match (fetched, fallback) {
+            (Ok(v), _) => Ok(result(Some(v), status, true)),
+            (Err(e), Some(stale)) => {
+                log::warn!(
+                    "polycache: fetching {:?} failed, serving the stale value: {e}",
+                    String::from_utf8_lossy(full)
+                );
+                Ok(result(Some(stale), CacheStatus::Stale, false))
+            }
+            (Err(e), None) => Err(e),
+        }
     }
 
     /// Fetches `key` now, stores it and returns it (cacheback's `refresh`).
@@ -405,26 +439,32 @@ impl Job {
     /// again (and so refreshed once more).
     pub fn invalidate<'k, F: Fetch>(&self, key: impl Into<Key<'k>>, fetch: F) -> Result<bool> {
         let full = self.cache.make_key(key)?;
-        let now = now_ms();
         let present = match self.cache.full_get(&full)? {
             None => false,
             Some(raw) => {
-                let (env, payload) = match Envelope::decode(&raw) {
-                    Some((env, payload)) => (env, payload),
-                    None => (Envelope::new(now, self.expires_at(now), 0), &raw[..]),
-                };
-                let ttl = match env.remaining(now) {
-                    None => Ttl::Never,
-                    Some(d) if d.is_zero() => Ttl::Expired,
-                    Some(d) => Ttl::After(d),
-                };
-                let marked = Envelope::new(env.fresh_until.min(now), env.expires_at, env.delta_us);
-                self.cache.full_set(&full, &marked.encode(payload), ttl)?;
+                let (marked, ttl) = self.mark_stale(&raw);
+                self.cache.full_set(&full, &marked, ttl)?;
                 true
             }
         };
         self.schedule(full, fetch);
         Ok(present)
+    }
+
+    /// `raw` (a job's envelope, or a plain value) marked stale now, and its remaining TTL.
+    fn mark_stale(&self, raw: &[u8]) -> (Vec<u8>, Ttl) {
+        let now = now_ms();
+        let (env, payload) = match Envelope::decode(raw) {
+            Some((env, payload)) => (env, payload),
+            None => (Envelope::new(now, self.expires_at(now), 0), raw),
+        };
+        let ttl = match env.remaining(now) {
+            None => Ttl::Never,
+            Some(d) if d.is_zero() => Ttl::Expired,
+            Some(d) => Ttl::After(d),
+        };
+        let marked = Envelope::new(env.fresh_until.min(now), env.expires_at, env.delta_us);
+        (marked.encode(payload), ttl)
     }
 
     /// Removes `key`; true when it was present.
@@ -444,17 +484,12 @@ impl Job {
 
     /// Fetches under single-flight (and the lease): callers of one key share one fetch.
     fn fetch_shared<F: Fetch>(&self, full: &[u8], fetch: &F) -> Result<Value> {
-        let accept = |v: Value| match Envelope::decode(&v) {
-            Some((env, p)) if !env.is_stale(now_ms()) => Some(Value::from(p)),
-            Some(_) => None,
-            None => Some(v),
-        };
         let policy = self.policy();
         if !policy.single_flight {
             return self.fetch_and_store(full, fetch);
         }
         self.cache
-            .single_flight(full, policy, &accept, || self.fetch_and_store(full, fetch))
+            .single_flight(full, policy, &fresh, || self.fetch_and_store(full, fetch))
     }
 
     fn fetch_and_store<F: Fetch + ?Sized>(&self, full: &[u8], fetch: &F) -> Result<Value> {
@@ -473,6 +508,12 @@ impl Job {
         fresh_for: Option<Duration>,
         delta_us: u64,
     ) -> Result<bool> {
+        let (wrapped, ttl) = self.wrap(value, fresh_for, delta_us);
+        self.cache.full_set(full, &wrapped, ttl)
+    }
+
+    /// A job's value as stored: in an envelope with its freshness, and the entry's TTL.
+    fn wrap(&self, value: &[u8], fresh_for: Option<Duration>, delta_us: u64) -> (Vec<u8>, Ttl) {
         let now = now_ms();
         let fresh_until = after_ms(now, fresh_for.unwrap_or(self.options.lifetime));
         let env = Envelope::new(fresh_until, self.expires_at(now), delta_us);
@@ -481,7 +522,7 @@ impl Job {
             Some(d) if d.is_zero() => Ttl::Expired,
             Some(d) => Ttl::After(d),
         };
-        self.cache.full_set(full, &env.encode(value), ttl)
+        (env.encode(value), ttl)
     }
 
     /// Queues one background refresh of `full`, unless one is running already.
@@ -522,6 +563,25 @@ impl Job {
             self.cache.end_lease(lease);
         }
     }
+}
+
+/// A value found while waiting for a fetch, if it will do: a fresh one, or a plain one.
+fn fresh(v: Value) -> Option<Value> {
+    match Envelope::decode(&v) {
+        Some((env, p)) if !env.is_stale(now_ms()) => Some(Value::from(p)),
+        Some(_) => None,
+        None => Some(v),
+    }
+}
+
+/// What [`Job::get`] does after its read; see `Job::plan`.
+enum Plan {
+    Answer(JobResult),
+    Schedule(JobResult),
+    Fetch {
+        status: CacheStatus,
+        fallback: Option<Value>,
+    },
 }
 
 fn result(value: Option<Value>, status: CacheStatus, fetched: bool) -> JobResult {

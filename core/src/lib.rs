@@ -49,8 +49,8 @@ pub use error::{Error, ErrorKind, Result};
 pub use expiry::Expiry;
 pub use flight::{Lookup, RefreshPolicy};
 pub use jobs::{
-    stop_refreshes, CacheStatus, Fetch, Fetched, Job, JobOptions, JobResult, REFRESH_QUEUE,
-    REFRESH_THREADS,
+    stop_refreshes, AsyncFetch, CacheStatus, Fetch, Fetched, Job, JobOptions, JobResult,
+    REFRESH_QUEUE, REFRESH_THREADS,
 };
 pub use location::{redact, Location, Options, SECRET_OPTIONS};
 pub use policy::FailurePolicy;

@@ -164,3 +164,96 @@ fn the_lease_holds_off_another_cache_sharing_the_backend() {
     });
     assert_eq!(calls.load(Ordering::SeqCst), 1);
 }
+
+#[test]
+fn an_async_job_serves_stale_values_while_one_background_refresh_runs() {
+    use polycache::{CacheStatus, Job, JobOptions};
+    runtime(false).block_on(async {
+        let job = Job::new(
+            Cache::open("memory://").unwrap(),
+            JobOptions::default().lifetime(Duration::from_millis(30)),
+        );
+        let calls = Arc::new(AtomicUsize::new(0));
+        let fetch = {
+            let calls = calls.clone();
+            move || {
+                let n = calls.fetch_add(1, Ordering::SeqCst) + 1;
+                async move {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    Ok(format!("v{n}").into_bytes())
+                }
+            }
+        };
+        let first = job.get_async("r", fetch.clone()).await.unwrap();
+        assert_eq!(
+            (first.status, first.value.as_deref()),
+            (CacheStatus::Miss, Some(&b"v1"[..]))
+        );
+        assert_eq!(
+            job.get_async("r", fetch.clone()).await.unwrap().status,
+            CacheStatus::Hit
+        );
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        // Stale: answered at once with the old value; one refresh starts behind.
+        for _ in 0..8 {
+            let stale = job.get_async("r", fetch.clone()).await.unwrap();
+            assert_eq!(
+                (stale.status, stale.value.as_deref()),
+                (CacheStatus::Stale, Some(&b"v1"[..]))
+            );
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let r = job.get_async("r", fetch.clone()).await.unwrap();
+            if r.value.as_deref() == Some(&b"v2"[..]) {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the refresh never landed"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            2,
+            "one background refresh for eight stale reads"
+        );
+        // invalidate marks it stale and refreshes behind.
+        assert!(job.invalidate_async("r", fetch.clone()).await.unwrap());
+        assert_eq!(
+            job.get_async("r", fetch.clone()).await.unwrap().status,
+            CacheStatus::Stale
+        );
+        assert!(job.delete_async("r").await.unwrap());
+    });
+}
+
+#[test]
+fn an_async_job_keeps_the_stale_value_when_a_wanted_fetch_fails() {
+    use polycache::{AsyncFetch, BoxFuture, CacheStatus, Fetched, Job, JobOptions};
+    struct Failing;
+    impl AsyncFetch for Failing {
+        fn fetch(&self) -> BoxFuture<'_, polycache::Result<Fetched>> {
+            Box::pin(async { Err(Error::new(ErrorKind::Backend, "the origin is down")) })
+        }
+        fn should_fetch_synchronously(&self) -> bool {
+            true
+        }
+    }
+    runtime(true).block_on(async {
+        let job = Job::new(
+            Cache::open("memory://").unwrap(),
+            JobOptions::default().lifetime(Duration::from_millis(10)),
+        );
+        job.set_async("r", b"old", None).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let r = job.get_async("r", Failing).await.unwrap();
+        assert_eq!(
+            (r.status, r.value.as_deref(), r.fetched),
+            (CacheStatus::Stale, Some(&b"old"[..]), false)
+        );
+        // A miss has nothing to fall back on: the error is the caller's.
+        assert!(job.get_async("absent", Failing).await.is_err());
+    });
+}

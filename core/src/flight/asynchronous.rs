@@ -126,33 +126,52 @@ impl Cache {
                 .compute_and_store_async(&full, loader, expiry, policy)
                 .await;
         }
+        self.single_flight_async(
+            &full,
+            policy,
+            &|v| Some(payload(v)),
+            self.compute_and_store_async(&full, loader, expiry, policy),
+        )
+        .await
+    }
+
+    /// [`Cache::single_flight`](super), awaitable: `compute` runs once for every task of this
+    /// cache that gets here at the same time (and, with the lease, once across processes);
+    /// the others await its value. `accept` maps a stored value found meanwhile to the value
+    /// to return, or `None` when it does not do.
+    pub(crate) async fn single_flight_async(
+        &self,
+        full: &[u8],
+        policy: &RefreshPolicy,
+        accept: &(dyn Fn(Value) -> Option<Value> + Sync),
+        compute: impl Future<Output = Result<Value>>,
+    ) -> Result<Value> {
         let deadline = Instant::now() + policy.flight_timeout;
         let guard = loop {
-            // An async leader is no thread: `join` marks none, so a loader that awaits its own
-            // key waits for `flight_timeout` at most, then computes.
-            match self.flights().join_async(&full) {
+            // An async leader is no thread: `join_async` marks none, so a loader that awaits
+            // its own key waits for `flight_timeout` at most, then computes.
+            match self.flights().join_async(full) {
                 Join::Lead(guard) => break Some(guard),
                 Join::Follow(flight) => match flight.wait_async(deadline).await {
                     Waited::Value(v) => return Ok(v),
                     Waited::Failed => continue,
                     Waited::TimedOut => {
-                        warn_flight_timeout(policy, &full);
+                        warn_flight_timeout(policy, full);
                         break None;
                     }
                 },
             }
         };
         let Some(guard) = guard else {
-            return self
-                .compute_and_store_async(&full, loader, expiry, policy)
-                .await;
+            return compute.await;
         };
-        if let Some(v) = self.full_get_async(&full).await?.map(payload) {
+        if let Some(v) = self.full_get_async(full).await?.and_then(accept) {
             guard.complete(Some(v.clone()));
             return Ok(v);
         }
         let lease = if policy.lease {
-            self.acquire_lease_async(&full, deadline, policy).await
+            self.acquire_lease_async(full, deadline, policy, accept)
+                .await
         } else {
             Lease::Unavailable
         };
@@ -160,9 +179,7 @@ impl Cache {
             guard.complete(Some(v.clone()));
             return Ok(v);
         }
-        let result = self
-            .compute_and_store_async(&full, loader, expiry, policy)
-            .await;
+        let result = compute.await;
         if let Lease::Held { lock, token } = &lease {
             let _ = self
                 .full_delete_if_equals_async(lock, token.as_bytes())
@@ -199,12 +216,27 @@ impl Cache {
         Ok(Value::from(bytes))
     }
 
+    /// [`Cache::try_lease`](super), awaitable.
+    pub(crate) async fn try_lease_async(
+        &self,
+        full: &[u8],
+        ttl: std::time::Duration,
+    ) -> Option<(Vec<u8>, String)> {
+        let lock = lease_key(full);
+        let token = random_token();
+        match self.full_add_async(&lock, token.as_bytes(), ttl).await {
+            Ok(false) => None,
+            _ => Some((lock, token)),
+        }
+    }
+
     /// [`Cache::acquire_lease`](super), awaitable.
     async fn acquire_lease_async(
         &self,
         full: &[u8],
         deadline: Instant,
         policy: &RefreshPolicy,
+        accept: &(dyn Fn(Value) -> Option<Value> + Sync),
     ) -> Lease {
         let lock = lease_key(full);
         let token = random_token();
@@ -216,11 +248,17 @@ impl Cache {
             {
                 Ok(true) => {
                     // The previous holder may have stored the value just before releasing.
-                    if let Ok(Some(v)) = self.full_get_async(full).await {
+                    if let Some(v) = self
+                        .full_get_async(full)
+                        .await
+                        .ok()
+                        .flatten()
+                        .and_then(accept)
+                    {
                         let _ = self
                             .full_delete_if_equals_async(&lock, token.as_bytes())
                             .await;
-                        return Lease::Found(payload(v));
+                        return Lease::Found(v);
                     }
                     return Lease::Held { lock, token };
                 }
@@ -231,7 +269,11 @@ impl Cache {
                 }
             }
             match self.full_get_async(full).await {
-                Ok(Some(v)) => return Lease::Found(payload(v)),
+                Ok(Some(v)) => {
+                    if let Some(v) = accept(v) {
+                        return Lease::Found(v);
+                    }
+                }
                 Ok(None) => {}
                 Err(_) => return Lease::Unavailable,
             }
