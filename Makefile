@@ -85,6 +85,7 @@ bench: bench-rust bench-c bench-python
 bench-rust:
 	cargo bench -p polycache --bench memory
 	cargo bench -p polycache --bench security
+	cargo bench -p polycache --bench redis_async
 	python3 scripts/bench-ratios.py $(CARGO_TARGET_DIR)/criterion
 
 bench-c:

@@ -1,6 +1,10 @@
-//! The Redis backend's native async side: multiplexed connections (redis-rs'
-//! `ConnectionManager`: many requests share one connection per server, and it reconnects by
-//! itself), or redis-rs' async Cluster connection.
+//! The Redis backend's native async side: redis-rs' multiplexed connections (many requests
+//! share one connection per server), or its async Cluster connection.
+//!
+//! A connection that breaks (an I/O error, the server closed it) is forgotten, and the next request opens a new one: reconnecting costs no
+//! request more than one connect. (redis-rs' `MultiplexedConnection` does the same behind a
+//! shared future and an `ArcSwap` on every request; measured, that cost a fifth of the
+//! throughput at 256 tasks, see benches/redis_async.rs.)
 //!
 //! Connections are opened on first use, on polycache's runtime ([`crate::runtime`]), so the
 //! tasks that drive them outlive any one caller's runtime. A request whose future is dropped
@@ -17,9 +21,10 @@ use super::{
 use crate::backend::{AsyncBackend, BoxFuture};
 use crate::error::Result;
 use crate::value::Value;
-use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
+use redis::AsyncConnectionConfig;
 use redis::Client;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -39,8 +44,9 @@ impl<C: Clone + Send + Sync + 'static> Lazy<C> {
         }
     }
 
-    /// The connection, opened by `open` on polycache's runtime if this process has none yet.
-    async fn get<F>(&self, open: impl FnOnce() -> F, addr: &str) -> Result<C>
+    /// The connection, opened by `open` on polycache's runtime if this process has none yet,
+    /// with the slot it came from (for [`Lazy::forget`]).
+    async fn get<F>(&self, open: impl FnOnce() -> F, addr: &str) -> Result<(C, Arc<OnceCell<C>>)>
     where
         F: Future<Output = RedisResult<C>> + Send + 'static,
     {
@@ -55,36 +61,49 @@ impl<C: Clone + Send + Sync + 'static> Lazy<C> {
             }
             Arc::clone(&slot.1)
         };
-        cell.get_or_try_init(|| async {
-            crate::runtime::spawn(open())
-                .await?
-                .map_err(|e| map_err(e, addr))
-        })
-        .await
-        .cloned()
+        let conn = cell
+            .get_or_try_init(|| async {
+                crate::runtime::spawn(open())
+                    .await?
+                    .map_err(|e| map_err(e, addr))
+            })
+            .await?
+            .clone();
+        Ok((conn, cell))
+    }
+
+    /// Forgets the connection of `slot` after `err` if the error broke it, so that the next
+    /// request opens a new one (unless another request already did).
+    fn forget_if_broken(&self, slot: &Arc<OnceCell<C>>, err: &redis::RedisError) {
+        // A timeout is not one: the connection matches the late reply to its request and
+        // drops it, and a frozen server that thaws answers on the same connection.
+        let broken =
+            err.is_io_error() || err.is_connection_dropped() || err.is_unrecoverable_error();
+        if !broken {
+            return;
+        }
+        let mut current = self.slot.lock().unwrap_or_else(|e| e.into_inner());
+        if Arc::ptr_eq(&current.1, slot) {
+            current.1 = Arc::new(OnceCell::new());
+        }
     }
 }
 
 /// One server of a single-server or leader + replicas topology.
 pub(super) struct Server {
     client: Client,
-    config: ConnectionManagerConfig,
+    config: AsyncConnectionConfig,
     addr: String,
-    conn: Lazy<ConnectionManager>,
+    conn: Lazy<MultiplexedConnection>,
     /// For replicas: milliseconds until which reads skip it; 0 when healthy.
     down_until: AtomicU64,
 }
 
 impl Server {
     pub(super) fn new(client: Client, addr: String, opts: &RedisOptions) -> Server {
-        let config = ConnectionManagerConfig::new()
+        let config = AsyncConnectionConfig::new()
             .set_connection_timeout(opts.connect_timeout)
-            .set_response_timeout(opts.socket_timeout)
-            // One quick reconnect attempt per request that finds the connection broken: a
-            // dead server must cost a connect timeout at most, and the breaker does the rest.
-            .set_number_of_retries(1)
-            .set_min_delay(Duration::from_millis(10))
-            .set_max_delay(Duration::from_millis(100));
+            .set_response_timeout(opts.socket_timeout);
         Server {
             client,
             config,
@@ -94,24 +113,23 @@ impl Server {
         }
     }
 
-    async fn connection(&self) -> Result<ConnectionManager> {
-        let (client, config) = (self.client.clone(), self.config.clone());
-        self.conn
-            .get(
-                move || async move { ConnectionManager::new_with_config(client, config).await },
-                &self.addr,
-            )
-            .await
-    }
-
     /// Runs `f` on this server's connection; errors name the server.
     async fn run<T, F, Fut>(&self, f: F) -> Result<T>
     where
-        F: FnOnce(ConnectionManager) -> Fut,
+        F: FnOnce(MultiplexedConnection) -> Fut,
         Fut: Future<Output = RedisResult<T>>,
     {
-        let conn = self.connection().await?;
-        f(conn).await.map_err(|e| map_err(e, &self.addr))
+        let (client, config) = (self.client.clone(), self.config.clone());
+        let open = move || async move {
+            client
+                .get_multiplexed_async_connection_with_config(&config)
+                .await
+        };
+        let (conn, slot) = self.conn.get(open, &self.addr).await?;
+        f(conn).await.map_err(|e| {
+            self.conn.forget_if_broken(&slot, &e);
+            map_err(e, &self.addr)
+        })
     }
 }
 
@@ -136,25 +154,20 @@ impl Cluster {
         }
     }
 
-    async fn connection(&self, once: bool) -> Result<ClusterConnection> {
-        let (client, lazy) = if once {
-            (self.once.clone(), &self.conn_once)
-        } else {
-            (self.retrying.clone(), &self.conn)
-        };
-        lazy.get(
-            move || async move { client.get_async_connection().await },
-            &self.addr,
-        )
-        .await
-    }
-
+    /// Runs `f` on a Cluster connection (`once`: the one that never re-sends); the Cluster
+    /// client reconnects to its nodes by itself.
     async fn run<T, F, Fut>(&self, once: bool, f: F) -> Result<T>
     where
         F: FnOnce(ClusterConnection) -> Fut,
         Fut: Future<Output = RedisResult<T>>,
     {
-        let conn = self.connection(once).await?;
+        let (client, lazy) = if once {
+            (self.once.clone(), &self.conn_once)
+        } else {
+            (self.retrying.clone(), &self.conn)
+        };
+        let open = move || async move { client.get_async_connection().await };
+        let (conn, _) = lazy.get(open, &self.addr).await?;
         f(conn).await.map_err(|e| map_err(e, &self.addr))
     }
 }
@@ -171,7 +184,7 @@ pub(super) enum AsyncTopology {
 /// An async connection of either kind, for the commands both run the same way.
 #[derive(Clone)]
 enum AnyConn {
-    Single(ConnectionManager),
+    Single(MultiplexedConnection),
     Cluster(ClusterConnection),
 }
 
