@@ -242,7 +242,16 @@ impl GuardedAsync {
         call: BoxFuture<'a, Result<T>>,
     ) -> BoxFuture<'a, Result<T>> {
         Box::pin(async move {
-            let admitted = self.breaker.admit(self.name)?;
+            let admitted = match self.breaker.admit(self.name) {
+                Ok(admitted) => admitted,
+                Err(e) => {
+                    // An open breaker answers without I/O, so a task retrying in a loop would
+                    // never yield: count the call against tokio's cooperative budget (a no-op
+                    // outside a runtime) so the runtime's other tasks still run.
+                    tokio::task::consume_budget().await;
+                    return Err(e);
+                }
+            };
             let result = call.await;
             admitted.record(self.name, &result);
             result

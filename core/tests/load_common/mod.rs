@@ -308,3 +308,154 @@ pub fn wait_until_healthy(cache: &Cache, patience: Duration) -> Duration {
         thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// The async twin of [`run`]: `tasks` tasks on a multi-thread tokio runtime, each running
+/// the awaitable operations (`get`, `set`, `incr` of the counter, `get_many`, `delete`)
+/// until `until`. With `cancel_half`, every other operation is abandoned mid-flight (its
+/// future dropped after a moment), and the invariants hold for everything that answered.
+pub fn run_async(cache: &Cache, tasks: usize, until: Until<'_>, cancel_half: bool) -> Tally {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let ops = match until {
+        Until::Ops(n) => Some(n),
+        Until::Flag(_) => None,
+    };
+    let handles: Vec<_> = (0..tasks)
+        .map(|t| {
+            let (cache, stop) = (cache.clone(), stop.clone());
+            rt.spawn(async move { async_worker(cache, t as u64, ops, &stop, cancel_half).await })
+        })
+        .collect();
+    if let Until::Flag(flag) = until {
+        while !flag.load(Ordering::Relaxed) {
+            thread::sleep(Duration::from_millis(10));
+        }
+        stop.store(true, Ordering::Relaxed);
+    }
+    rt.block_on(async {
+        let mut total = Tally::default();
+        for h in handles {
+            total.merge(h.await.expect("a load task panicked"));
+        }
+        total
+    })
+}
+
+async fn async_worker(
+    cache: Cache,
+    t: u64,
+    ops: Option<u64>,
+    stop: &AtomicBool,
+    cancel_half: bool,
+) -> Tally {
+    let mut rng = SmallRng::seed_from_u64(1000 + t);
+    let mut tally = Tally::default();
+    let ttl = Expiry::After(Duration::from_secs(300));
+    let mut done = 0u64;
+    while ops.map_or(!stop.load(Ordering::Relaxed), |n| done < n) {
+        done += 1;
+        let k = rng.random_range(0..KEYS);
+        let key = key_name(k);
+        let pick = rng.random_range(0..100);
+        let abandon = cancel_half && done % 2 == 0;
+        let started = Instant::now();
+        let op = async {
+            match pick {
+                0..=44 => (
+                    "get",
+                    cache
+                        .get_async(key.as_str())
+                        .await
+                        .map(|v| v.map(|v| vec![(k, v)])),
+                ),
+                45..=69 => (
+                    "set",
+                    cache
+                        .set_async(key.as_str(), &value_for(k), ttl)
+                        .await
+                        .map(|_| None),
+                ),
+                70..=79 => (
+                    "incr",
+                    cache.incr_async(COUNTER, 1).await.map(|n| {
+                        assert!(n >= 1, "incr of a counter that only grows answered {n}");
+                        None
+                    }),
+                ),
+                80..=89 => {
+                    let ks: Vec<u64> = (0..8).map(|i| (k + i * 61) % KEYS).collect();
+                    let names: Vec<String> = ks.iter().map(|&k| key_name(k)).collect();
+                    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+                    let got = cache.get_many_async(&refs, None).await;
+                    (
+                        "get_many",
+                        got.map(|vals| {
+                            Some(
+                                ks.iter()
+                                    .zip(vals)
+                                    .filter_map(|(k, v)| v.map(|v| (*k, v)))
+                                    .collect(),
+                            )
+                        }),
+                    )
+                }
+                _ => (
+                    "delete",
+                    cache.delete_async(key.as_str()).await.map(|_| None),
+                ),
+            }
+        };
+        let (name, outcome) = if abandon {
+            // Dropped after its first steps: the request may be on the wire already.
+            match tokio::time::timeout(Duration::from_micros(50), op).await {
+                Ok(answered) => answered,
+                Err(_) => {
+                    tally.ops += 1;
+                    if pick >= 70 && pick < 80 {
+                        // An abandoned incr may or may not have been applied.
+                        tally.incr_ambiguous += 1;
+                    }
+                    continue;
+                }
+            }
+        } else {
+            op.await
+        };
+        let took = started.elapsed();
+        tally.ops += 1;
+        if took > tally.worst {
+            tally.worst = took;
+            tally.worst_op = name;
+        }
+        match outcome {
+            Ok(Some(values)) => {
+                for (k, v) in values {
+                    check_value(&mut tally, k, &v);
+                }
+            }
+            Ok(None) if name == "incr" => tally.incr_acked += 1,
+            Ok(None) => {}
+            Err(e) => {
+                if name == "incr" {
+                    match e.kind() {
+                        ErrorKind::Connection | ErrorKind::Timeout => tally.incr_ambiguous += 1,
+                        ErrorKind::NotFound => tally.incr_not_found += 1,
+                        _ => {}
+                    }
+                } else if matches!(e.kind(), ErrorKind::Connection | ErrorKind::Timeout) {
+                    tally.outage_errors_non_incr += 1;
+                }
+                *tally.errors.entry(e.kind().as_str()).or_default() += 1;
+                tally
+                    .error_examples
+                    .entry(e.kind().as_str())
+                    .or_insert_with(|| format!("{name}: {e}"));
+            }
+        }
+    }
+    tally
+}
