@@ -415,7 +415,7 @@ async fn async_worker(
                 Ok(answered) => answered,
                 Err(_) => {
                     tally.ops += 1;
-                    if pick >= 70 && pick < 80 {
+                    if (70..80).contains(&pick) {
                         // An abandoned incr may or may not have been applied.
                         tally.incr_ambiguous += 1;
                     }
