@@ -24,6 +24,7 @@ setup:
 test-rust:
 	cargo test --workspace --exclude polycache-python
 	cargo run --quiet -p polycache --example quickstart
+	cargo run --quiet -p polycache --example async_quickstart
 	cargo run --quiet -p polycache --example demo >/dev/null
 
 test-c:
