@@ -7,8 +7,13 @@ use std::time::Duration;
 async fn main() -> polycache::Result<()> {
     let cache = Cache::builder("memory://").key_prefix("app").build()?;
 
-    cache.set_async("greeting", b"hello", Expiry::Default).await?;
-    assert_eq!(cache.get_async("greeting").await?.as_deref(), Some(&b"hello"[..]));
+    cache
+        .set_async("greeting", b"hello", Expiry::Default)
+        .await?;
+    assert_eq!(
+        cache.get_async("greeting").await?.as_deref(),
+        Some(&b"hello"[..])
+    );
 
     // 100 tasks miss one key at once: the loader runs once (single-flight).
     let tasks: Vec<_> = (0..100)
