@@ -1,0 +1,84 @@
+//! The backend contract, written once and run on every scheme, through the sync API and
+//! through the async API on a current-thread and on a multi-thread tokio runtime.
+//!
+//! - `contract/ops.rs`: [`ops::Ops`], one async method per operation, implemented once over
+//!   the sync API and once over the `*_async` API; the body is generic over it.
+//! - `contract/body.rs`: the body, section by section, and [`body::Expect`]: what a scheme
+//!   may do differently by design, and the known deviations (bugs) it has.
+//! - `contract/schemes.rs`: how each scheme opens its store, and the shared test servers.
+//!
+//! Each scheme is a module with three tests, `sync`, `async_current_thread` and
+//! `async_multi_thread`: `cargo test -p polycache --test contract redis::` runs one scheme.
+//! A new backend joins by adding a function to `schemes.rs` and its name to the list below.
+
+#[path = "contract/body.rs"]
+mod body;
+#[path = "contract/ops.rs"]
+mod ops;
+#[path = "contract/schemes.rs"]
+mod schemes;
+
+use body::contract;
+use ops::{run_async, run_sync, AsyncOps, Mode, SyncOps};
+use schemes::Fixture;
+
+/// Runs the whole contract on the scheme `fixture` opens, through the API `mode` names.
+fn run(fixture: fn() -> Fixture, mode: Mode) {
+    let f = fixture();
+    match mode {
+        Mode::Sync => run_sync(contract(f.caches::<SyncOps>(mode))),
+        mode => run_async(mode, contract(f.caches::<AsyncOps>(mode))),
+    }
+}
+
+macro_rules! schemes {
+    ($($(#[$attr:meta])* $name:ident),* $(,)?) => {$(
+        $(#[$attr])*
+        mod $name {
+            use super::{run, schemes, Mode};
+            #[test]
+            fn sync() {
+                run(schemes::$name, Mode::Sync);
+            }
+            #[test]
+            fn async_current_thread() {
+                run(schemes::$name, Mode::AsyncCurrentThread);
+            }
+            #[test]
+            fn async_multi_thread() {
+                run(schemes::$name, Mode::AsyncMultiThread);
+            }
+        }
+    )*};
+}
+
+schemes! {
+    #[cfg(feature = "memory")]
+    memory,
+    #[cfg(feature = "memory")]
+    memory_lru,
+    dummy,
+    #[cfg(feature = "file")]
+    file,
+    #[cfg(feature = "sqlite")]
+    sqlite,
+    #[cfg(feature = "sqlite")]
+    sqlite_memory,
+    #[cfg(feature = "postgres")]
+    postgres,
+    #[cfg(feature = "redis")]
+    redis,
+    #[cfg(feature = "redis")]
+    redis_unix,
+    #[cfg(feature = "redis")]
+    redis_replicas,
+    #[cfg(feature = "redis")]
+    redis_cluster,
+    #[cfg(all(feature = "redis", feature = "memory"))]
+    tiered_redis,
+    #[cfg(feature = "memcached")]
+    memcached,
+    #[cfg(feature = "memcached")]
+    memcached_namespace,
+    custom,
+}

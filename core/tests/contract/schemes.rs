@@ -1,0 +1,308 @@
+//! The schemes the contract runs on: how each opens its store, what it is expected to do
+//! where backends may differ, and the servers it needs.
+//!
+//! A server is shared by every test of the binary that runs while it is up (the three modes
+//! of a scheme, and the schemes over one Redis): each test holds an `Arc` of it, and the
+//! last one to finish stops it (testkit stops a server when its handle is dropped; a handle
+//! in a `static` would never be dropped).
+
+use super::body::{Caches, Deviation, Expect};
+use super::ops::{Mode, Ops, Settle};
+use polycache::backend::{apply_delta, not_found};
+use polycache::{Backend, Cache, CacheBuilder, Result, Value};
+use std::any::Any;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+/// One scheme, ready to open caches.
+pub struct Fixture {
+    pub name: &'static str,
+    pub expect: Expect,
+    pub builder: Box<dyn Fn() -> CacheBuilder + Send + Sync>,
+    pub settle: Settle,
+    /// The servers and directories the caches use, kept until the run ends.
+    pub _keep: Vec<Arc<dyn Any + Send + Sync>>,
+}
+
+impl Fixture {
+    fn url(name: &'static str, expect: Expect, url: String) -> Fixture {
+        Fixture {
+            name,
+            expect,
+            builder: Box::new(move || Cache::builder(&url)),
+            settle: None,
+            _keep: Vec::new(),
+        }
+    }
+
+    /// The caches of one run of the body through `mode`.
+    pub fn caches<O: Ops>(&self, mode: Mode) -> Caches<O> {
+        let expect = self.expect.clone();
+        Caches::open(self.name, mode, expect, &*self.builder, &self.settle)
+    }
+
+    fn keep(mut self, thing: Arc<dyn Any + Send + Sync>) -> Fixture {
+        self._keep.push(thing);
+        self
+    }
+}
+
+/// The running instance of a server kind, or a new one.
+fn shared<T: Send + Sync + 'static>(
+    slot: &'static Mutex<Weak<T>>,
+    start: impl FnOnce() -> T,
+) -> Arc<T> {
+    let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(running) = slot.upgrade() {
+        return running;
+    }
+    let started = Arc::new(start());
+    *slot = Arc::downgrade(&started);
+    started
+}
+
+fn or_panic<T, E: std::fmt::Display>(r: std::result::Result<T, E>) -> T {
+    r.unwrap_or_else(|e| panic!("{e}"))
+}
+
+pub fn memory() -> Fixture {
+    // A named store, so that caches with other prefixes share it (clear is scoped).
+    Fixture::url("memory", Expect::FULL, "memory://contract-clock".into())
+}
+
+pub fn memory_lru() -> Fixture {
+    let url = "memory://contract-lru?eviction=lru&max_entries=100000";
+    Fixture::url("memory_lru", Expect::FULL, url.into())
+}
+
+pub fn dummy() -> Fixture {
+    let expect = Expect {
+        stores: false,
+        ..Expect::FULL
+    };
+    Fixture::url("dummy", expect, "dummy://".into())
+}
+
+pub fn file() -> Fixture {
+    let dir = Arc::new(polycache_testkit::TempDir::new("contract-file"));
+    let url = format!("file://{}/cache", dir.path().display());
+    Fixture::url("file", Expect::FULL, url).keep(dir)
+}
+
+pub fn sqlite() -> Fixture {
+    let dir = Arc::new(polycache_testkit::TempDir::new("contract-sqlite"));
+    let url = format!("sqlite://{}/contract.db", dir.path().display());
+    Fixture::url("sqlite", Expect::FULL, url).keep(dir)
+}
+
+/// Each `sqlite://:memory:` cache is a database of its own: the caches of a run share one
+/// backend, as caches with other prefixes share a table.
+pub fn sqlite_memory() -> Fixture {
+    let backend = Arc::clone(or_panic(Cache::open("sqlite://:memory:")).backend());
+    Fixture {
+        name: "sqlite_memory",
+        expect: Expect::FULL,
+        builder: Box::new(move || Cache::with_backend(Arc::clone(&backend))),
+        settle: None,
+        _keep: Vec::new(),
+    }
+}
+
+pub fn postgres() -> Fixture {
+    static SERVER: Mutex<Weak<polycache_testkit::PostgresServer>> = Mutex::new(Weak::new());
+    let pg = shared(&SERVER, || {
+        or_panic(polycache_testkit::PostgresServer::start())
+    });
+    Fixture::url(
+        "postgres",
+        Expect::FULL,
+        format!("{}?table=contract", pg.url()),
+    )
+    .keep(pg)
+}
+
+static REDIS: Mutex<Weak<polycache_testkit::RedisServer>> = Mutex::new(Weak::new());
+
+fn redis_server() -> Arc<polycache_testkit::RedisServer> {
+    shared(&REDIS, || or_panic(polycache_testkit::RedisServer::start()))
+}
+
+pub fn redis() -> Fixture {
+    let redis = redis_server();
+    Fixture::url("redis", Expect::FULL, redis.url()).keep(redis)
+}
+
+pub fn redis_unix() -> Fixture {
+    let redis = redis_server();
+    Fixture::url(
+        "redis_unix",
+        Expect::FULL,
+        format!("{}?db=1", redis.unix_url()),
+    )
+    .keep(redis)
+}
+
+/// A leader and a replica: writes go to the leader and reads to the replica, so every write
+/// waits until the replica has it (replication is asynchronous; the contract is not).
+pub fn redis_replicas() -> Fixture {
+    static SET: Mutex<Weak<polycache_testkit::RedisReplicaSet>> = Mutex::new(Weak::new());
+    let set = shared(&SET, || {
+        or_panic(polycache_testkit::RedisReplicaSet::start())
+    });
+    let synced = Arc::clone(&set);
+    let mut fixture = Fixture::url("redis_replicas", Expect::FULL, set.url()).keep(set);
+    fixture.settle = Some(Arc::new(move || or_panic(synced.sync())));
+    fixture
+}
+
+pub fn redis_cluster() -> Fixture {
+    static CLUSTER: Mutex<Weak<polycache_testkit::RedisCluster>> = Mutex::new(Weak::new());
+    let cluster = shared(&CLUSTER, || {
+        or_panic(polycache_testkit::RedisCluster::start())
+    });
+    Fixture::url("redis_cluster", Expect::FULL, cluster.url()).keep(cluster)
+}
+
+/// A tiered cache: a memory:// L1 over redis://, L1 copies dropped over Redis pub/sub.
+pub fn tiered_redis() -> Fixture {
+    let redis = redis_server();
+    let url = format!(
+        "tiered://?l2={}&bus=redis&l1_timeout=600",
+        percent_encode(&format!("{}?db=2", redis.url()))
+    );
+    Fixture::url("tiered_redis", Expect::FULL, url).keep(redis)
+}
+
+fn percent_encode(url: &str) -> String {
+    url.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+static MEMCACHED: Mutex<Weak<Vec<polycache_testkit::MemcachedServer>>> = Mutex::new(Weak::new());
+
+/// Two servers on a ketama ring, so many-key operations span servers.
+fn memcached_servers() -> (Arc<Vec<polycache_testkit::MemcachedServer>>, String) {
+    let servers = shared(&MEMCACHED, || {
+        (0..2)
+            .map(|_| or_panic(polycache_testkit::MemcachedServer::start()))
+            .collect()
+    });
+    let hosts: Vec<String> = servers.iter().map(|s| s.addr()).collect();
+    let url = format!("memcached://{}", hosts.join(","));
+    (servers, url)
+}
+
+/// memcached: TTLs in whole seconds, items up to its item size (1 MiB), no `clear` of one
+/// prefix without namespaces (documented), and two known deviations.
+const MEMCACHED_EXPECT: Expect = Expect {
+    stores: true,
+    prefix_clear: false,
+    ttl: Duration::from_secs(1),
+    large: (1 << 20) - 1024,
+    deviations: &[Deviation::UnsignedCounters, Deviation::OverflowStores],
+};
+
+pub fn memcached() -> Fixture {
+    let (servers, url) = memcached_servers();
+    Fixture::url("memcached", MEMCACHED_EXPECT, url).keep(servers)
+}
+
+/// With `namespace=true`, `clear` is scoped to the prefix.
+pub fn memcached_namespace() -> Fixture {
+    let (servers, url) = memcached_servers();
+    let expect = Expect {
+        prefix_clear: true,
+        ..MEMCACHED_EXPECT
+    };
+    Fixture::url(
+        "memcached_namespace",
+        expect,
+        format!("{url}?namespace=true"),
+    )
+    .keep(servers)
+}
+
+/// A custom backend: the trait's required methods over a map, its many-key operations left
+/// to the trait's defaults; awaited through the blocking pool.
+pub fn custom() -> Fixture {
+    let backend = Arc::new(MapBackend::default());
+    Fixture {
+        name: "custom",
+        expect: Expect::FULL,
+        builder: Box::new(move || Cache::with_backend(backend.clone())),
+        settle: None,
+        _keep: Vec::new(),
+    }
+}
+
+type Entries = HashMap<Vec<u8>, (Vec<u8>, Option<Instant>)>;
+
+/// The smallest useful custom backend: entries with optional deadlines in a map.
+#[derive(Default)]
+pub struct MapBackend(Mutex<Entries>);
+
+impl MapBackend {
+    fn entries(&self) -> std::sync::MutexGuard<'_, Entries> {
+        let mut entries = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        entries.retain(|_, (_, deadline)| deadline.map_or(true, |d| d > now));
+        entries
+    }
+}
+
+fn deadline(ttl: Option<Duration>) -> Option<Instant> {
+    ttl.map(|d| Instant::now() + d)
+}
+
+impl Backend for MapBackend {
+    fn name(&self) -> &'static str {
+        "map"
+    }
+    fn get(&self, key: &[u8]) -> Result<Option<Value>> {
+        Ok(self
+            .entries()
+            .get(key)
+            .map(|(v, _)| Value::from(v.as_slice())))
+    }
+    fn set(&self, key: &[u8], value: &[u8], ttl: Option<Duration>) -> Result<()> {
+        self.entries()
+            .insert(key.to_vec(), (value.to_vec(), deadline(ttl)));
+        Ok(())
+    }
+    fn add(&self, key: &[u8], value: &[u8], ttl: Option<Duration>) -> Result<bool> {
+        let mut entries = self.entries();
+        if entries.contains_key(key) {
+            return Ok(false);
+        }
+        entries.insert(key.to_vec(), (value.to_vec(), deadline(ttl)));
+        Ok(true)
+    }
+    fn delete(&self, key: &[u8]) -> Result<bool> {
+        Ok(self.entries().remove(key).is_some())
+    }
+    fn touch(&self, key: &[u8], ttl: Option<Duration>) -> Result<bool> {
+        Ok(self
+            .entries()
+            .get_mut(key)
+            .map(|(_, d)| *d = deadline(ttl))
+            .is_some())
+    }
+    fn incr(&self, key: &[u8], delta: i64) -> Result<i64> {
+        let mut entries = self.entries();
+        let (value, _) = entries.get_mut(key).ok_or_else(|| not_found(key))?;
+        let n = apply_delta(value, delta)?;
+        *value = n.to_string().into_bytes();
+        Ok(n)
+    }
+    fn clear(&self, prefix: &[u8]) -> Result<()> {
+        self.entries().retain(|k, _| !k.starts_with(prefix));
+        Ok(())
+    }
+}
