@@ -89,6 +89,8 @@ pub struct Caches<O> {
     /// prefix would match.
     pub like: O,
     pub glob: O,
+    /// `main`'s prefix in capitals: case matters.
+    pub upper: O,
     pub other: O,
     /// `max_value_size` [`LIMIT`].
     pub small: O,
@@ -127,6 +129,11 @@ impl<O: Ops> Caches<O> {
             main: open("%_*?", &same),
             like: open("XY*?", &same),
             glob: open("%_ab", &same),
+            upper: {
+                let upper = format!("{}%_*?", base.to_uppercase());
+                let cache = builder().key_prefix(&upper).build().unwrap();
+                O::wrap(cache, settle.clone())
+            },
             other: open("other", &same),
             small: open("small", &|b| b.max_value_size(LIMIT)),
             v3: open("v3", &|b| b.version(3)),
@@ -832,7 +839,7 @@ async fn expiry_and_ttl<O: Ops>(c: &Caches<O>) {
 async fn clear<O: Ops>(c: &Caches<O>) {
     let big = vec![3u8; c.x.large];
     let mine = ["c1", "c2", "big"];
-    for o in [&c.main, &c.like, &c.glob, &c.other] {
+    for o in [&c.main, &c.like, &c.glob, &c.upper, &c.other] {
         o.set("c1", b"1", Expiry::Never).await.unwrap();
         o.set_many(&[("c2", b"2"), ("big", &big)], Expiry::Never, None)
             .await
@@ -854,13 +861,13 @@ async fn clear<O: Ops>(c: &Caches<O>) {
         // Cleared entries are absent to every operation.
         assert_eq!(kind(c.main.incr("c1", 1).await), ErrorKind::NotFound);
         assert!(c.main.add("c1", b"new", Expiry::Never).await.unwrap());
-        [&c.like, &c.glob, &c.other]
+        [&c.like, &c.glob, &c.upper]
     } else {
         let err = result.unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Unsupported, "{err}");
         [&c.main, &c.like, &c.glob]
     };
-    for o in kept.into_iter().chain([&c.other]) {
+    for o in kept.into_iter().chain([&c.upper, &c.other]) {
         let got = all(o.get_many(&mine, None).await.unwrap());
         assert_eq!(
             got[..2],

@@ -81,6 +81,9 @@ pub trait Ops: Send + Sync + 'static {
     ) -> Op<'a, Value>;
     fn clear(&self) -> Op<'_, ()>;
     fn incr_version<'a>(&'a self, key: &'a str, delta: i64, v: Option<i64>) -> Op<'a, i64>;
+    /// `incr(key, 1)` `each` times from each of `workers` concurrent callers: threads on
+    /// the sync side, tasks on the async side.
+    fn incr_concurrently<'a>(&'a self, key: &'a str, workers: usize, each: usize) -> Op<'a, ()>;
 }
 
 /// The future of one operation.
@@ -192,6 +195,15 @@ impl Ops for SyncOps {
     fn incr_version<'a>(&'a self, key: &'a str, delta: i64, v: Option<i64>) -> Op<'a, i64> {
         write(self, self.0.incr_version(key, delta, v))
     }
+    fn incr_concurrently<'a>(&'a self, key: &'a str, workers: usize, each: usize) -> Op<'a, ()> {
+        let result = std::thread::scope(|s| {
+            let threads: Vec<_> = (0..workers)
+                .map(|_| s.spawn(|| (0..each).try_for_each(|_| self.0.incr(key, 1).map(drop))))
+                .collect();
+            threads.into_iter().try_for_each(|t| t.join().unwrap())
+        });
+        write(self, result)
+    }
 }
 
 /// [`Ops`] over the async API.
@@ -298,6 +310,24 @@ impl Ops for AsyncOps {
     }
     fn incr_version<'a>(&'a self, key: &'a str, delta: i64, v: Option<i64>) -> Op<'a, i64> {
         write_async!(self, self.0.incr_version_async(key, delta, v))
+    }
+    fn incr_concurrently<'a>(&'a self, key: &'a str, workers: usize, each: usize) -> Op<'a, ()> {
+        let mut tasks = tokio::task::JoinSet::<Result<()>>::new();
+        for _ in 0..workers {
+            let (cache, key) = (self.0.clone(), key.to_owned());
+            tasks.spawn(async move {
+                for _ in 0..each {
+                    cache.incr_async(key.as_str(), 1).await?;
+                }
+                Ok(())
+            });
+        }
+        write_async!(self, async move {
+            while let Some(done) = tasks.join_next().await {
+                done.unwrap()?;
+            }
+            Ok(())
+        })
     }
 }
 
