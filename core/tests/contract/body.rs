@@ -229,6 +229,7 @@ async fn odd_and_invalid_keys<O: Ops>(c: &Caches<O>) {
         "emoji 🎉",
         "%_*?[]\\",
         "../../etc/passwd",
+        "h:0123",
         long.as_str(),
         longest.as_str(),
         "",

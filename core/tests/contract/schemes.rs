@@ -143,6 +143,34 @@ pub fn redis() -> Fixture {
     Fixture::url("redis", REDIS_EXPECT, redis.url()).keep(redis)
 }
 
+/// A server speaking TLS, with a private CA.
+struct TlsRedis {
+    // Declared first: the server stops before its certificates' directory goes.
+    server: polycache_testkit::RedisServer,
+    certs: polycache_testkit::TestCertificates,
+}
+
+/// `rediss://` with a private CA; `None` when this `redis-server` was built without TLS.
+pub fn redis_tls() -> Option<Fixture> {
+    static TLS: Mutex<Weak<Option<TlsRedis>>> = Mutex::new(Weak::new());
+    let tls = shared(&TLS, || {
+        let certs = or_panic(polycache_testkit::TestCertificates::generate());
+        match polycache_testkit::RedisServer::start_tls(&certs) {
+            Ok(server) => Some(TlsRedis { server, certs }),
+            // A redis-server built without TLS rejects the tls-* directives.
+            Err(e) if e.to_string().contains("Bad directive") => None,
+            Err(e) => panic!("{e}"),
+        }
+    });
+    let running = tls.as_ref().as_ref()?;
+    let url = format!(
+        "{}?tls_ca={}",
+        running.server.tls_url().unwrap(),
+        running.certs.ca_cert().display()
+    );
+    Some(Fixture::url("redis_tls", REDIS_EXPECT, url).keep(tls))
+}
+
 pub fn redis_unix() -> Fixture {
     let redis = redis_server();
     Fixture::url(
@@ -227,6 +255,15 @@ const MEMCACHED_EXPECT: Expect = Expect {
 pub fn memcached() -> Fixture {
     let (servers, url) = memcached_servers();
     Fixture::url("memcached", MEMCACHED_EXPECT, url).keep(servers)
+}
+
+/// A server on a unix socket.
+pub fn memcached_unix() -> Fixture {
+    static SERVER: Mutex<Weak<polycache_testkit::MemcachedServer>> = Mutex::new(Weak::new());
+    let mc = shared(&SERVER, || {
+        or_panic(polycache_testkit::MemcachedServer::start_unix())
+    });
+    Fixture::url("memcached_unix", MEMCACHED_EXPECT, mc.url()).keep(mc)
 }
 
 /// With `namespace=true`, `clear` is scoped to the prefix.
