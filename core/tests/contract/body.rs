@@ -428,6 +428,12 @@ async fn incr_decr<O: Ops>(c: &Caches<O>) {
         0,
         "refused increments are not backend errors"
     );
+
+    // Atomic: concurrent increments all count.
+    m.set("shared-counter", b"0", Expiry::Never).await.unwrap();
+    m.incr_concurrently("shared-counter", 4, 50).await.unwrap();
+    let total = m.get("shared-counter").await.unwrap().unwrap();
+    assert_eq!(std::str::from_utf8(&total).unwrap().trim_end(), "200");
 }
 
 async fn many_keys<O: Ops>(c: &Caches<O>) {
@@ -639,6 +645,12 @@ async fn versions_and_prefixes<O: Ops>(c: &Caches<O>) {
         .unwrap();
     assert_eq!(
         bytes(c.other.get("by-full-key").await.unwrap()),
+        some(b"written by main")
+    );
+    // A version on a full key changes nothing: the caller made the whole key.
+    let versioned = Key::full(&full).version(7);
+    assert_eq!(
+        bytes(m.get(versioned).await.unwrap()),
         some(b"written by main")
     );
     let items = [
