@@ -207,20 +207,12 @@ pub fn tiered_redis() -> Fixture {
     let redis = redis_server();
     let url = format!(
         "tiered://?l2={}&bus=redis&l1_timeout=600",
-        percent_encode(&format!("redis://127.0.0.1:{}/2", redis.port()))
+        percent_encoding::utf8_percent_encode(
+            &format!("redis://127.0.0.1:{}/2", redis.port()),
+            percent_encoding::NON_ALPHANUMERIC
+        )
     );
     Fixture::url("tiered_redis", REDIS_EXPECT, url).keep(redis)
-}
-
-fn percent_encode(url: &str) -> String {
-    url.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 static MEMCACHED: Mutex<Weak<Vec<polycache_testkit::MemcachedServer>>> = Mutex::new(Weak::new());
