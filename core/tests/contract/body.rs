@@ -10,8 +10,9 @@ use super::ops::{Mode, Ops, Settle};
 use polycache::{CacheBuilder, ErrorKind, Expiry, Key, Result, Value, MAX_KEY_LEN};
 use std::time::{Duration, Instant};
 
-/// Known departures from the contract, each a bug in a backend (see docs/architecture.md,
-/// "The contract suite"). An assertion changed by one names it.
+/// Known departures from the contract (docs/architecture.md, "The contract suite"):
+/// memcached's native counters, as docs/backends/memcached.md documents them, and bugs of
+/// the Redis `incr` script. An assertion changed by one names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Deviation {
     /// memcached's native `decr` stops at 0, and a negative value is not a counter it can
@@ -20,7 +21,7 @@ pub enum Deviation {
     /// memcached's native `incr` stores the result past `i64::MAX` before the backend
     /// reports the overflow: the value is not left untouched.
     OverflowStores,
-    /// The Redis `incr` script (`INCR_SCRIPT` in `core/src/backend/redis.rs`) reports a
+    /// The Redis `incr` script (`INCR_SCRIPT` in `core/src/backend/redis/mod.rs`) reports a
     /// decimal value past the 64-bit range as `Overflow`; the shared `apply_delta` (every
     /// other backend) reports it as `NotAnInteger`.
     OutOfRangeIsOverflow,
