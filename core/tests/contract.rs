@@ -1,8 +1,8 @@
 //! The backend contract, written once and run on every scheme, through the sync API and
 //! through the async API on a current-thread and on a multi-thread tokio runtime.
 //!
-//! - `contract/ops.rs`: [`ops::Ops`], one async method per operation, implemented once over
-//!   the sync API and once over the `*_async` API; the body is generic over it.
+//! - `contract/ops.rs`: [`ops::Ops`], one awaitable method per operation, which calls the
+//!   sync method or its `*_async` twin as the run's [`ops::Mode`] says.
 //! - `contract/body.rs`: the body, section by section, and [`body::Expect`]: what a scheme
 //!   may do differently by design, and the known deviations (bugs) it has.
 //! - `contract/schemes.rs`: how each scheme opens its store, and the shared test servers.
@@ -19,7 +19,7 @@ mod ops;
 mod schemes;
 
 use body::contract;
-use ops::{run_async, run_sync, AsyncOps, Mode, SyncOps};
+use ops::Mode;
 use schemes::Fixture;
 
 /// Runs the whole contract on the scheme `fixture` opens, through the API `mode` names.
@@ -29,10 +29,7 @@ fn run<F: Into<Option<Fixture>>>(fixture: fn() -> F, mode: Mode) {
         eprintln!("skipped: this machine's server cannot run this scheme (see schemes.rs)");
         return;
     };
-    match mode {
-        Mode::Sync => run_sync(contract(f.caches::<SyncOps>(mode))),
-        mode => run_async(mode, contract(f.caches::<AsyncOps>(mode))),
-    }
+    mode.run(contract(f.caches(mode)));
 }
 
 macro_rules! schemes {

@@ -81,31 +81,31 @@ const LIMIT: usize = 1000;
 
 /// Every cache one run of the body uses, each with a key prefix of its own so that the
 /// three runs of a scheme (and several instances of an L1 cache) never share an entry.
-pub struct Caches<O> {
+pub struct Caches {
     pub x: Expect,
     /// The prefix of `main`, with the characters SQL LIKE and Redis globs treat specially.
     pub prefix: String,
-    pub main: O,
+    pub main: Ops,
     /// Prefixes that an unescaped LIKE pattern (`%`, `_`) or glob (`*`, `?`) of `main`'s
     /// prefix would match.
-    pub like: O,
-    pub glob: O,
+    pub like: Ops,
+    pub glob: Ops,
     /// `main`'s prefix in capitals: case matters.
-    pub upper: O,
-    pub other: O,
+    pub upper: Ops,
+    pub other: Ops,
     /// `max_value_size` [`LIMIT`].
-    pub small: O,
+    pub small: Ops,
     /// Version 3.
-    pub v3: O,
+    pub v3: Ops,
     /// Default timeouts: [`Expect::ttl`], zero, none.
-    pub short_default: O,
-    pub zero_default: O,
-    pub never_default: O,
+    pub short_default: Ops,
+    pub zero_default: Ops,
+    pub never_default: Ops,
     /// Untouched by every other section: its counters are exact.
-    pub stats: O,
+    pub stats: Ops,
 }
 
-impl<O: Ops> Caches<O> {
+impl Caches {
     /// Opens the caches of one run: `builder` opens the scheme's store.
     pub fn open(
         scheme: &str,
@@ -113,14 +113,14 @@ impl<O: Ops> Caches<O> {
         x: Expect,
         builder: &dyn Fn() -> CacheBuilder,
         settle: &Settle,
-    ) -> Caches<O> {
+    ) -> Caches {
         let base = format!("{scheme}.{}.", mode.tag());
-        let open = |suffix: &str, b: &dyn Fn(CacheBuilder) -> CacheBuilder| -> O {
+        let open = |suffix: &str, b: &dyn Fn(CacheBuilder) -> CacheBuilder| -> Ops {
             let prefix = format!("{base}{suffix}");
             let cache = b(builder().key_prefix(&prefix))
                 .build()
                 .unwrap_or_else(|e| panic!("{scheme}: opening the cache {prefix:?}: {e}"));
-            O::wrap(cache, settle.clone())
+            Ops::new(cache, settle.clone(), mode)
         };
         let same = |b: CacheBuilder| b;
         let ttl = x.ttl;
@@ -133,7 +133,7 @@ impl<O: Ops> Caches<O> {
             upper: {
                 let upper = format!("{}%_*?", base.to_uppercase());
                 let cache = builder().key_prefix(&upper).build().unwrap();
-                O::wrap(cache, settle.clone())
+                Ops::new(cache, settle.clone(), mode)
             },
             other: open("other", &same),
             small: open("small", &|b| b.max_value_size(LIMIT)),
@@ -166,7 +166,7 @@ fn kind<T: std::fmt::Debug>(r: Result<T>) -> ErrorKind {
 }
 
 /// The whole contract, section by section.
-pub async fn contract<O: Ops>(c: Caches<O>) {
+pub async fn contract(c: Caches) {
     if !c.x.stores {
         return always_misses(&c).await;
     }
@@ -185,7 +185,7 @@ pub async fn contract<O: Ops>(c: Caches<O>) {
     stats(&c).await;
 }
 
-async fn basics<O: Ops>(c: &Caches<O>) {
+async fn basics(c: &Caches) {
     let m = &c.main;
     assert_eq!(bytes(m.get("a").await.unwrap()), None);
     assert!(m
@@ -214,7 +214,7 @@ async fn basics<O: Ops>(c: &Caches<O>) {
     );
 }
 
-async fn odd_and_invalid_keys<O: Ops>(c: &Caches<O>) {
+async fn odd_and_invalid_keys(c: &Caches) {
     let m = &c.main;
     // Keys a backend cannot store as they are are hashed to a safe form, never rejected.
     let long = "x".repeat(300);
@@ -300,7 +300,7 @@ async fn odd_and_invalid_keys<O: Ops>(c: &Caches<O>) {
     );
 }
 
-async fn add<O: Ops>(c: &Caches<O>) {
+async fn add(c: &Caches) {
     let m = &c.main;
     assert!(m.add("n", b"1", Expiry::Default).await.unwrap());
     assert!(!m.add("n", b"2", Expiry::Default).await.unwrap());
@@ -316,7 +316,7 @@ async fn add<O: Ops>(c: &Caches<O>) {
     assert_eq!(bytes(m.get("n").await.unwrap()), some(b"3"));
 }
 
-async fn incr_decr<O: Ops>(c: &Caches<O>) {
+async fn incr_decr(c: &Caches) {
     let (m, x) = (&c.main, &c.x);
     let unsigned = x.has(Deviation::UnsignedCounters);
     m.set("ctr", b"41", Expiry::Never).await.unwrap();
@@ -439,7 +439,7 @@ async fn incr_decr<O: Ops>(c: &Caches<O>) {
     assert_eq!(std::str::from_utf8(&total).unwrap().trim_end(), "200");
 }
 
-async fn many_keys<O: Ops>(c: &Caches<O>) {
+async fn many_keys(c: &Caches) {
     let m = &c.main;
     assert_eq!(m.get_many(&[], None).await.unwrap(), vec![]);
     assert_eq!(
@@ -517,7 +517,7 @@ async fn many_keys<O: Ops>(c: &Caches<O>) {
     );
 }
 
-async fn get_or_set<O: Ops>(c: &Caches<O>) {
+async fn get_or_set(c: &Caches) {
     let m = &c.main;
     let calls = std::sync::atomic::AtomicUsize::new(0);
     let compute = |v: &'static [u8]| {
@@ -559,7 +559,7 @@ async fn get_or_set<O: Ops>(c: &Caches<O>) {
     assert_eq!(err.kind(), ErrorKind::ValueTooLarge);
 }
 
-async fn versions_and_prefixes<O: Ops>(c: &Caches<O>) {
+async fn versions_and_prefixes(c: &Caches) {
     let m = &c.main;
     let at = |v: i64| Key::new("v").version(v);
     // The full key is Django's {key_prefix}:{version}:{key}.
@@ -679,7 +679,7 @@ async fn versions_and_prefixes<O: Ops>(c: &Caches<O>) {
     assert!(!m.has_key(Key::full(&full)).await.unwrap());
 }
 
-async fn values<O: Ops>(c: &Caches<O>) {
+async fn values(c: &Caches) {
     let (m, s) = (&c.main, &c.small);
     // Large values round-trip through every path.
     let big: Vec<u8> = (0..c.x.large as u32).map(|i| (i % 251) as u8).collect();
@@ -748,7 +748,7 @@ async fn values<O: Ops>(c: &Caches<O>) {
 
 /// Sets entries with every expiry word and returns when it did: see
 /// [`expiry_and_ttl_end`].
-async fn expiry_and_ttl_start<O: Ops>(c: &Caches<O>) -> Instant {
+async fn expiry_and_ttl_start(c: &Caches) -> Instant {
     let (m, x) = (&c.main, &c.x);
     let short = Expiry::After(x.ttl);
     let long = Expiry::After(Duration::from_secs(600));
@@ -810,7 +810,7 @@ async fn expiry_and_ttl_start<O: Ops>(c: &Caches<O>) -> Instant {
 
 /// Once the short TTLs set at `started` have surely passed, checks what lapsed and what
 /// stayed.
-async fn expiry_and_ttl_end<O: Ops>(c: &Caches<O>, started: Instant) {
+async fn expiry_and_ttl_end(c: &Caches, started: Instant) {
     let (m, x) = (&c.main, &c.x);
     if let Some(rest) = x.ttl_wait().checked_sub(started.elapsed()) {
         m.sleep(rest).await;
@@ -863,7 +863,7 @@ async fn expiry_and_ttl_end<O: Ops>(c: &Caches<O>, started: Instant) {
     );
 }
 
-async fn clear<O: Ops>(c: &Caches<O>) {
+async fn clear(c: &Caches) {
     let big = vec![3u8; c.x.large];
     let mine = ["c1", "c2", "big"];
     for o in [&c.main, &c.like, &c.glob, &c.upper, &c.other] {
@@ -906,7 +906,7 @@ async fn clear<O: Ops>(c: &Caches<O>) {
     }
 }
 
-async fn stats<O: Ops>(c: &Caches<O>) {
+async fn stats(c: &Caches) {
     let s = &c.stats;
     s.set("a", b"1", Expiry::Never).await.unwrap(); // set
     s.get("a").await.unwrap(); // hit
@@ -933,7 +933,7 @@ async fn stats<O: Ops>(c: &Caches<O>) {
 }
 
 /// dummy://: every write is accepted and stores nothing; every read misses.
-async fn always_misses<O: Ops>(c: &Caches<O>) {
+async fn always_misses(c: &Caches) {
     let m = &c.main;
     assert!(m.set("k", b"v", Expiry::Never).await.unwrap());
     assert_eq!(bytes(m.get("k").await.unwrap()), None);

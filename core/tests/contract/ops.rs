@@ -1,11 +1,11 @@
 //! One interface over both APIs of a [`Cache`], so the contract's body is written once.
 //!
-//! [`Ops`] has an async method per operation. [`SyncOps`] implements it over the sync API:
-//! each method calls the sync method and never waits, and [`run_sync`] drives the body with
-//! a waker that must never be needed (a sync body that suspends is a failure). [`AsyncOps`]
-//! implements it over the `*_async` twins, and [`run_async`] runs the body on a tokio
-//! runtime: a current-thread one (the body runs on the runtime's only thread), or a
-//! multi-thread one (the body is spawned onto a worker).
+//! [`Ops`] has one awaitable method per operation, which calls either the sync method (its
+//! future is ready at once) or its `*_async` twin, as the [`Mode`] says. [`Mode::run`]
+//! drives the body: over the sync API with a waker that must never be needed (a sync body
+//! that suspends is a failure), over the async API on a current-thread tokio runtime (the
+//! body runs on the runtime's only thread) or a multi-thread one (the body is spawned onto a
+//! worker).
 
 use polycache::{BoxFuture, Cache, Expiry, Key, Result, Value};
 use std::future::Future;
@@ -27,6 +27,34 @@ pub enum Mode {
 }
 
 impl Mode {
+    /// Runs `body` to completion through this mode.
+    pub fn run<F>(self, body: F) -> F::Output
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        match self {
+            Mode::Sync => run_sync(body),
+            Mode::AsyncCurrentThread => tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(body),
+            Mode::AsyncMultiThread => {
+                let rt = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                // A panic in the body fails the test with the body's own message.
+                match rt.block_on(rt.spawn(body)) {
+                    Ok(out) => out,
+                    Err(e) => std::panic::resume_unwind(e.into_panic()),
+                }
+            }
+        }
+    }
+
     /// A short tag for key prefixes, so the three modes of a scheme share one server.
     pub fn tag(self) -> &'static str {
         match self {
@@ -37,53 +65,13 @@ impl Mode {
     }
 }
 
-/// Every operation of the contract, awaitable. Implemented once over each API.
+/// Every operation of the contract, awaitable, through the API of a [`Mode`].
 ///
-/// The futures are boxed: a body generic over `Ops` then stays `Send` for a multi-thread
-/// runtime (an `async fn` in a trait would leave its callers unable to say so).
-pub trait Ops: Send + Sync + 'static {
-    fn wrap(cache: Cache, settle: Settle) -> Self;
-    fn cache(&self) -> &Cache;
-    fn settle(&self) -> &Settle;
-    /// Runs `f` where blocking is allowed, and returns when it is done.
-    fn blocking(&self, f: Arc<dyn Fn() + Send + Sync>) -> BoxFuture<'_, ()>;
-    fn sleep(&self, d: Duration) -> BoxFuture<'_, ()>;
-
-    fn get<'a>(&'a self, key: impl Into<Key<'a>>) -> Op<'a, Option<Value>>;
-    fn set<'a>(&'a self, key: impl Into<Key<'a>>, v: &'a [u8], e: Expiry) -> Op<'a, bool>;
-    fn add<'a>(&'a self, key: impl Into<Key<'a>>, v: &'a [u8], e: Expiry) -> Op<'a, bool>;
-    fn delete<'a>(&'a self, key: impl Into<Key<'a>>) -> Op<'a, bool>;
-    fn has_key<'a>(&'a self, key: impl Into<Key<'a>>) -> Op<'a, bool>;
-    fn touch<'a>(&'a self, key: impl Into<Key<'a>>, e: Expiry) -> Op<'a, bool>;
-    fn incr<'a>(&'a self, key: impl Into<Key<'a>>, delta: i64) -> Op<'a, i64>;
-    fn decr<'a>(&'a self, key: impl Into<Key<'a>>, delta: i64) -> Op<'a, i64>;
-    fn get_many<'a>(&'a self, keys: &'a [&'a str], v: Option<i64>) -> Op<'a, Vec<Option<Value>>>;
-    fn get_many_keys<'a>(&'a self, keys: &'a [Key<'a>]) -> Op<'a, Vec<Option<Value>>>;
-    fn set_many<'a>(
-        &'a self,
-        items: &'a [Item<'a>],
-        e: Expiry,
-        v: Option<i64>,
-    ) -> Op<'a, Vec<usize>>;
-    fn set_many_keys<'a>(
-        &'a self,
-        items: &'a [(Key<'a>, &'a [u8])],
-        e: Expiry,
-    ) -> Op<'a, Vec<usize>>;
-    fn delete_many<'a>(&'a self, keys: &'a [&'a str], v: Option<i64>) -> Op<'a, usize>;
-    fn delete_many_keys<'a>(&'a self, keys: &'a [Key<'a>]) -> Op<'a, usize>;
-    /// `compute` is called on a miss (through a future on the async side).
-    fn get_or_set<'a>(
-        &'a self,
-        key: impl Into<Key<'a>>,
-        compute: impl FnOnce() -> Result<Vec<u8>> + Send + 'a,
-        e: Expiry,
-    ) -> Op<'a, Value>;
-    fn clear(&self) -> Op<'_, ()>;
-    fn incr_version<'a>(&'a self, key: &'a str, delta: i64, v: Option<i64>) -> Op<'a, i64>;
-    /// `incr(key, 1)` `each` times from each of `workers` concurrent callers: threads on
-    /// the sync side, tasks on the async side.
-    fn incr_concurrently<'a>(&'a self, key: &'a str, workers: usize, each: usize) -> Op<'a, ()>;
+/// The futures are boxed and `Send`: the body then stays `Send` for a multi-thread runtime.
+pub struct Ops {
+    cache: Cache,
+    settle: Settle,
+    sync: bool,
 }
 
 /// The future of one operation.
@@ -91,230 +79,196 @@ pub type Op<'a, T> = BoxFuture<'a, Result<T>>;
 /// A `set_many` pair.
 pub type Item<'a> = (&'a str, &'a [u8]);
 
-/// `result`, once the fixture's settle step (if any) has run: for writes.
-async fn settled<O: Ops, T>(ops: &O, result: T) -> T {
-    if let Some(settle) = ops.settle() {
-        ops.blocking(Arc::clone(settle)).await;
-    }
-    result
-}
-
-/// The boxed future of a read over the sync API: the answer, ready.
-fn read<'a, T: Send + 'a>(result: Result<T>) -> Op<'a, T> {
+/// The future of a sync call: its answer, ready.
+fn ready<'a, T: Send + 'a>(result: Result<T>) -> Op<'a, T> {
     Box::pin(std::future::ready(result))
 }
 
-/// The boxed future of a write over the sync API: the answer, once settled.
-fn write<'a, O: Ops, T: Send + 'a>(ops: &'a O, result: Result<T>) -> Op<'a, T> {
-    Box::pin(settled(ops, result))
+/// Both sides of one operation: the sync call or the async one, as the mode says.
+macro_rules! either {
+    ($ops:expr, $sync:expr, $async:expr) => {
+        if $ops.sync {
+            ready($sync)
+        } else {
+            Box::pin($async)
+        }
+    };
 }
 
-/// [`Ops`] over the sync API.
-pub struct SyncOps(Cache, Settle);
+impl Ops {
+    pub fn new(cache: Cache, settle: Settle, mode: Mode) -> Ops {
+        let sync = mode == Mode::Sync;
+        Ops {
+            cache,
+            settle,
+            sync,
+        }
+    }
 
-impl Ops for SyncOps {
-    fn wrap(cache: Cache, settle: Settle) -> Self {
-        SyncOps(cache, settle)
+    pub fn cache(&self) -> &Cache {
+        &self.cache
     }
-    fn cache(&self) -> &Cache {
-        &self.0
-    }
-    fn settle(&self) -> &Settle {
-        &self.1
-    }
-    fn blocking(&self, f: Arc<dyn Fn() + Send + Sync>) -> BoxFuture<'_, ()> {
-        f();
-        Box::pin(std::future::ready(()))
-    }
-    fn sleep(&self, d: Duration) -> BoxFuture<'_, ()> {
-        std::thread::sleep(d);
-        Box::pin(std::future::ready(()))
-    }
-    fn get<'a>(&'a self, key: impl Into<Key<'a>>) -> Op<'a, Option<Value>> {
-        read(self.0.get(key))
-    }
-    fn set<'a>(&'a self, key: impl Into<Key<'a>>, v: &'a [u8], e: Expiry) -> Op<'a, bool> {
-        write(self, self.0.set(key, v, e))
-    }
-    fn add<'a>(&'a self, key: impl Into<Key<'a>>, v: &'a [u8], e: Expiry) -> Op<'a, bool> {
-        write(self, self.0.add(key, v, e))
-    }
-    fn delete<'a>(&'a self, key: impl Into<Key<'a>>) -> Op<'a, bool> {
-        write(self, self.0.delete(key))
-    }
-    fn has_key<'a>(&'a self, key: impl Into<Key<'a>>) -> Op<'a, bool> {
-        read(self.0.has_key(key))
-    }
-    fn touch<'a>(&'a self, key: impl Into<Key<'a>>, e: Expiry) -> Op<'a, bool> {
-        write(self, self.0.touch(key, e))
-    }
-    fn incr<'a>(&'a self, key: impl Into<Key<'a>>, delta: i64) -> Op<'a, i64> {
-        write(self, self.0.incr(key, delta))
-    }
-    fn decr<'a>(&'a self, key: impl Into<Key<'a>>, delta: i64) -> Op<'a, i64> {
-        write(self, self.0.decr(key, delta))
-    }
-    fn get_many<'a>(&'a self, keys: &'a [&'a str], v: Option<i64>) -> Op<'a, Vec<Option<Value>>> {
-        read(self.0.get_many(keys, v))
-    }
-    fn get_many_keys<'a>(&'a self, keys: &'a [Key<'a>]) -> Op<'a, Vec<Option<Value>>> {
-        read(self.0.get_many_keys(keys))
-    }
-    fn set_many<'a>(
-        &'a self,
-        items: &'a [Item<'a>],
-        e: Expiry,
-        v: Option<i64>,
-    ) -> Op<'a, Vec<usize>> {
-        write(self, self.0.set_many(items, e, v))
-    }
-    fn set_many_keys<'a>(
-        &'a self,
-        items: &'a [(Key<'a>, &'a [u8])],
-        e: Expiry,
-    ) -> Op<'a, Vec<usize>> {
-        write(self, self.0.set_many_keys(items, e))
-    }
-    fn delete_many<'a>(&'a self, keys: &'a [&'a str], v: Option<i64>) -> Op<'a, usize> {
-        write(self, self.0.delete_many(keys, v))
-    }
-    fn delete_many_keys<'a>(&'a self, keys: &'a [Key<'a>]) -> Op<'a, usize> {
-        write(self, self.0.delete_many_keys(keys))
-    }
-    fn get_or_set<'a>(
-        &'a self,
-        key: impl Into<Key<'a>>,
-        compute: impl FnOnce() -> Result<Vec<u8>> + Send + 'a,
-        e: Expiry,
-    ) -> Op<'a, Value> {
-        write(self, self.0.get_or_set(key, compute, e))
-    }
-    fn clear(&self) -> Op<'_, ()> {
-        write(self, self.0.clear())
-    }
-    fn incr_version<'a>(&'a self, key: &'a str, delta: i64, v: Option<i64>) -> Op<'a, i64> {
-        write(self, self.0.incr_version(key, delta, v))
-    }
-    fn incr_concurrently<'a>(&'a self, key: &'a str, workers: usize, each: usize) -> Op<'a, ()> {
-        let result = std::thread::scope(|s| {
-            let threads: Vec<_> = (0..workers)
-                .map(|_| s.spawn(|| (0..each).try_for_each(|_| self.0.incr(key, 1).map(drop))))
-                .collect();
-            threads.into_iter().try_for_each(|t| t.join().unwrap())
-        });
-        write(self, result)
-    }
-}
 
-/// [`Ops`] over the async API.
-pub struct AsyncOps(Cache, Settle);
+    /// Waits `d`: the thread sleeps on the sync side, the task on the async side.
+    pub fn sleep(&self, d: Duration) -> BoxFuture<'_, ()> {
+        if self.sync {
+            std::thread::sleep(d);
+            Box::pin(std::future::ready(()))
+        } else {
+            Box::pin(tokio::time::sleep(d))
+        }
+    }
 
-/// The boxed future of a write over the async API: the answer, once settled.
-macro_rules! write_async {
-    ($ops:expr, $call:expr) => {{
-        let ops = $ops;
+    /// `op`'s answer once the fixture's settle step (if any) has run: for writes.
+    fn write<'a, T: Send + 'a>(&'a self, op: Op<'a, T>) -> Op<'a, T> {
+        let Some(settle) = self.settle.clone() else {
+            return op;
+        };
+        if self.sync {
+            let result = run_sync(op);
+            settle();
+            return ready(result);
+        }
         Box::pin(async move {
-            let result = $call.await;
-            settled(ops, result).await
+            let result = op.await;
+            tokio::task::spawn_blocking(move || settle()).await.unwrap();
+            result
         })
-    }};
-}
+    }
 
-impl Ops for AsyncOps {
-    fn wrap(cache: Cache, settle: Settle) -> Self {
-        AsyncOps(cache, settle)
+    pub fn get<'a>(&'a self, key: impl Into<Key<'a>>) -> Op<'a, Option<Value>> {
+        let (c, k) = (&self.cache, key.into());
+        either!(self, c.get(k), c.get_async(k))
     }
-    fn cache(&self) -> &Cache {
-        &self.0
+    pub fn set<'a>(&'a self, key: impl Into<Key<'a>>, v: &'a [u8], e: Expiry) -> Op<'a, bool> {
+        let (c, k) = (&self.cache, key.into());
+        self.write(either!(self, c.set(k, v, e), c.set_async(k, v, e)))
     }
-    fn settle(&self) -> &Settle {
-        &self.1
+    pub fn add<'a>(&'a self, key: impl Into<Key<'a>>, v: &'a [u8], e: Expiry) -> Op<'a, bool> {
+        let (c, k) = (&self.cache, key.into());
+        self.write(either!(self, c.add(k, v, e), c.add_async(k, v, e)))
     }
-    fn blocking(&self, f: Arc<dyn Fn() + Send + Sync>) -> BoxFuture<'_, ()> {
-        Box::pin(async move { tokio::task::spawn_blocking(move || f()).await.unwrap() })
+    pub fn delete<'a>(&'a self, key: impl Into<Key<'a>>) -> Op<'a, bool> {
+        let (c, k) = (&self.cache, key.into());
+        self.write(either!(self, c.delete(k), c.delete_async(k)))
     }
-    fn sleep(&self, d: Duration) -> BoxFuture<'_, ()> {
-        Box::pin(tokio::time::sleep(d))
+    pub fn has_key<'a>(&'a self, key: impl Into<Key<'a>>) -> Op<'a, bool> {
+        let (c, k) = (&self.cache, key.into());
+        either!(self, c.has_key(k), c.has_key_async(k))
     }
-    fn get<'a>(&'a self, key: impl Into<Key<'a>>) -> Op<'a, Option<Value>> {
-        Box::pin(self.0.get_async(key.into()))
+    pub fn touch<'a>(&'a self, key: impl Into<Key<'a>>, e: Expiry) -> Op<'a, bool> {
+        let (c, k) = (&self.cache, key.into());
+        self.write(either!(self, c.touch(k, e), c.touch_async(k, e)))
     }
-    fn set<'a>(&'a self, key: impl Into<Key<'a>>, v: &'a [u8], e: Expiry) -> Op<'a, bool> {
-        let key = key.into();
-        write_async!(self, self.0.set_async(key, v, e))
+    pub fn incr<'a>(&'a self, key: impl Into<Key<'a>>, delta: i64) -> Op<'a, i64> {
+        let (c, k) = (&self.cache, key.into());
+        self.write(either!(self, c.incr(k, delta), c.incr_async(k, delta)))
     }
-    fn add<'a>(&'a self, key: impl Into<Key<'a>>, v: &'a [u8], e: Expiry) -> Op<'a, bool> {
-        let key = key.into();
-        write_async!(self, self.0.add_async(key, v, e))
+    pub fn decr<'a>(&'a self, key: impl Into<Key<'a>>, delta: i64) -> Op<'a, i64> {
+        let (c, k) = (&self.cache, key.into());
+        self.write(either!(self, c.decr(k, delta), c.decr_async(k, delta)))
     }
-    fn delete<'a>(&'a self, key: impl Into<Key<'a>>) -> Op<'a, bool> {
-        let key = key.into();
-        write_async!(self, self.0.delete_async(key))
+    pub fn get_many<'a>(
+        &'a self,
+        keys: &'a [&'a str],
+        v: Option<i64>,
+    ) -> Op<'a, Vec<Option<Value>>> {
+        let c = &self.cache;
+        either!(self, c.get_many(keys, v), c.get_many_async(keys, v))
     }
-    fn has_key<'a>(&'a self, key: impl Into<Key<'a>>) -> Op<'a, bool> {
-        Box::pin(self.0.has_key_async(key.into()))
+    pub fn get_many_keys<'a>(&'a self, keys: &'a [Key<'a>]) -> Op<'a, Vec<Option<Value>>> {
+        let c = &self.cache;
+        either!(self, c.get_many_keys(keys), c.get_many_keys_async(keys))
     }
-    fn touch<'a>(&'a self, key: impl Into<Key<'a>>, e: Expiry) -> Op<'a, bool> {
-        let key = key.into();
-        write_async!(self, self.0.touch_async(key, e))
-    }
-    fn incr<'a>(&'a self, key: impl Into<Key<'a>>, delta: i64) -> Op<'a, i64> {
-        let key = key.into();
-        write_async!(self, self.0.incr_async(key, delta))
-    }
-    fn decr<'a>(&'a self, key: impl Into<Key<'a>>, delta: i64) -> Op<'a, i64> {
-        let key = key.into();
-        write_async!(self, self.0.decr_async(key, delta))
-    }
-    fn get_many<'a>(&'a self, keys: &'a [&'a str], v: Option<i64>) -> Op<'a, Vec<Option<Value>>> {
-        Box::pin(self.0.get_many_async(keys, v))
-    }
-    fn get_many_keys<'a>(&'a self, keys: &'a [Key<'a>]) -> Op<'a, Vec<Option<Value>>> {
-        Box::pin(self.0.get_many_keys_async(keys))
-    }
-    fn set_many<'a>(
+    pub fn set_many<'a>(
         &'a self,
         items: &'a [Item<'a>],
         e: Expiry,
         v: Option<i64>,
     ) -> Op<'a, Vec<usize>> {
-        write_async!(self, self.0.set_many_async(items, e, v))
+        let c = &self.cache;
+        self.write(either!(
+            self,
+            c.set_many(items, e, v),
+            c.set_many_async(items, e, v)
+        ))
     }
-    fn set_many_keys<'a>(
+    pub fn set_many_keys<'a>(
         &'a self,
         items: &'a [(Key<'a>, &'a [u8])],
         e: Expiry,
     ) -> Op<'a, Vec<usize>> {
-        write_async!(self, self.0.set_many_keys_async(items, e))
+        let c = &self.cache;
+        self.write(either!(
+            self,
+            c.set_many_keys(items, e),
+            c.set_many_keys_async(items, e)
+        ))
     }
-    fn delete_many<'a>(&'a self, keys: &'a [&'a str], v: Option<i64>) -> Op<'a, usize> {
-        write_async!(self, self.0.delete_many_async(keys, v))
+    pub fn delete_many<'a>(&'a self, keys: &'a [&'a str], v: Option<i64>) -> Op<'a, usize> {
+        let c = &self.cache;
+        self.write(either!(
+            self,
+            c.delete_many(keys, v),
+            c.delete_many_async(keys, v)
+        ))
     }
-    fn delete_many_keys<'a>(&'a self, keys: &'a [Key<'a>]) -> Op<'a, usize> {
-        write_async!(self, self.0.delete_many_keys_async(keys))
+    pub fn delete_many_keys<'a>(&'a self, keys: &'a [Key<'a>]) -> Op<'a, usize> {
+        let c = &self.cache;
+        self.write(either!(
+            self,
+            c.delete_many_keys(keys),
+            c.delete_many_keys_async(keys)
+        ))
     }
-    fn get_or_set<'a>(
+    /// `compute` is called on a miss (through a future on the async side).
+    pub fn get_or_set<'a>(
         &'a self,
         key: impl Into<Key<'a>>,
         compute: impl FnOnce() -> Result<Vec<u8>> + Send + 'a,
         e: Expiry,
     ) -> Op<'a, Value> {
-        let key = key.into();
-        write_async!(
+        let (c, k) = (&self.cache, key.into());
+        if self.sync {
+            return self.write(ready(c.get_or_set(k, compute, e)));
+        }
+        self.write(Box::pin(c.get_or_set_async(k, async move { compute() }, e)))
+    }
+    pub fn clear(&self) -> Op<'_, ()> {
+        let c = &self.cache;
+        self.write(either!(self, c.clear(), c.clear_async()))
+    }
+    pub fn incr_version<'a>(&'a self, key: &'a str, delta: i64, v: Option<i64>) -> Op<'a, i64> {
+        let c = &self.cache;
+        let moved = either!(
             self,
-            self.0.get_or_set_async(key, async move { compute() }, e)
-        )
+            c.incr_version(key, delta, v),
+            c.incr_version_async(key, delta, v)
+        );
+        self.write(moved)
     }
-    fn clear(&self) -> Op<'_, ()> {
-        write_async!(self, self.0.clear_async())
-    }
-    fn incr_version<'a>(&'a self, key: &'a str, delta: i64, v: Option<i64>) -> Op<'a, i64> {
-        write_async!(self, self.0.incr_version_async(key, delta, v))
-    }
-    fn incr_concurrently<'a>(&'a self, key: &'a str, workers: usize, each: usize) -> Op<'a, ()> {
+
+    /// `incr(key, 1)` `each` times from each of `workers` concurrent callers: threads on
+    /// the sync side, tasks on the async side.
+    pub fn incr_concurrently<'a>(
+        &'a self,
+        key: &'a str,
+        workers: usize,
+        each: usize,
+    ) -> Op<'a, ()> {
+        let c = &self.cache;
+        if self.sync {
+            let result = std::thread::scope(|s| {
+                let threads: Vec<_> = (0..workers)
+                    .map(|_| s.spawn(|| (0..each).try_for_each(|_| c.incr(key, 1).map(drop))))
+                    .collect();
+                threads.into_iter().try_for_each(|t| t.join().unwrap())
+            });
+            return self.write(ready(result));
+        }
         let mut tasks = tokio::task::JoinSet::<Result<()>>::new();
         for _ in 0..workers {
-            let (cache, key) = (self.0.clone(), key.to_owned());
+            let (cache, key) = (c.clone(), key.to_owned());
             tasks.spawn(async move {
                 for _ in 0..each {
                     cache.incr_async(key.as_str(), 1).await?;
@@ -322,12 +276,12 @@ impl Ops for AsyncOps {
                 Ok(())
             });
         }
-        write_async!(self, async move {
+        self.write(Box::pin(async move {
             while let Some(done) = tasks.join_next().await {
                 done.unwrap()?;
             }
             Ok(())
-        })
+        }))
     }
 }
 
@@ -338,42 +292,13 @@ impl Wake for NeverWoken {
     fn wake(self: Arc<Self>) {}
 }
 
-/// Runs a body over [`SyncOps`] to completion on this thread; every await in it is ready
+/// Runs a body over the sync API to completion on this thread; every await in it is ready
 /// at once, so one poll finishes it.
-pub fn run_sync<F: Future>(body: F) -> F::Output {
+fn run_sync<F: Future>(body: F) -> F::Output {
     let waker = Waker::from(Arc::new(NeverWoken));
     let mut body = pin!(body);
     match body.as_mut().poll(&mut Context::from_waker(&waker)) {
         Poll::Ready(out) => out,
         Poll::Pending => panic!("a body over the sync API suspended: some operation waited"),
-    }
-}
-
-/// Runs a body over [`AsyncOps`] on a tokio runtime of the given flavour: in place on a
-/// current-thread runtime, spawned onto a worker of a multi-thread one.
-pub fn run_async<F>(mode: Mode, body: F) -> F::Output
-where
-    F: Future + Send + 'static,
-    F::Output: Send + 'static,
-{
-    match mode {
-        Mode::AsyncCurrentThread => tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-            .block_on(body),
-        Mode::AsyncMultiThread => {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .unwrap();
-            // A panic in the body fails the test with the body's own message.
-            match rt.block_on(rt.spawn(body)) {
-                Ok(out) => out,
-                Err(e) => std::panic::resume_unwind(e.into_panic()),
-            }
-        }
-        Mode::Sync => unreachable!("the sync body runs with run_sync"),
     }
 }

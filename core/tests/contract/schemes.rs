@@ -7,7 +7,7 @@
 //! in a `static` would never be dropped).
 
 use super::body::{Caches, Deviation, Expect};
-use super::ops::{Mode, Ops, Settle};
+use super::ops::{Mode, Settle};
 use polycache::backend::{apply_delta, not_found};
 use polycache::{Backend, Cache, CacheBuilder, Result, Value};
 use std::any::Any;
@@ -37,7 +37,7 @@ impl Fixture {
     }
 
     /// The caches of one run of the body through `mode`.
-    pub fn caches<O: Ops>(&self, mode: Mode) -> Caches<O> {
+    pub fn caches(&self, mode: Mode) -> Caches {
         let expect = self.expect.clone();
         Caches::open(self.name, mode, expect, &*self.builder, &self.settle)
     }
