@@ -1,10 +1,10 @@
 //! The schemes the contract runs on: how each opens its store, what it is expected to do
 //! where backends may differ, and the servers it needs.
 //!
-//! A server is shared by every test of the binary that runs while it is up (the three modes
-//! of a scheme, and the schemes over one Redis): each test holds an `Arc` of it, and the
-//! last one to finish stops it (testkit stops a server when its handle is dropped; a handle
-//! in a `static` would never be dropped).
+//! Each server is started once per test binary, by the first test that needs it, and shared
+//! by every later one (the three modes of a scheme, the schemes over one Redis). It is
+//! stopped when the binary exits: testkit stops a server when its handle is dropped, and a
+//! handle in a `static` is never dropped by itself, so an exit handler drops them.
 
 use super::body::{Caches, Deviation, Expect};
 use super::ops::{Mode, Settle};
@@ -12,7 +12,7 @@ use polycache::backend::{apply_delta, not_found};
 use polycache::{Backend, Cache, CacheBuilder, Result, Value};
 use std::any::Any;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// One scheme, ready to open caches.
@@ -48,18 +48,50 @@ impl Fixture {
     }
 }
 
-/// The running instance of a server kind, or a new one.
+/// A server of this test binary: `Slot` holds it from its first use until the binary exits.
+type Slot<T> = Mutex<Option<Arc<T>>>;
+
+/// What the exit handler drops: every slot that holds a server.
+static STOPS: Mutex<Vec<fn()>> = Mutex::new(Vec::new());
+
+extern "C" fn stop_servers() {
+    let stops = std::mem::take(&mut *STOPS.lock().unwrap_or_else(|e| e.into_inner()));
+    for stop in stops {
+        stop();
+    }
+}
+
+/// The server in `slot`, started by `start` on first use; `stop` empties `slot` at exit.
 fn shared<T: Send + Sync + 'static>(
-    slot: &'static Mutex<Weak<T>>,
+    slot: &'static Slot<T>,
+    stop: fn(),
     start: impl FnOnce() -> T,
 ) -> Arc<T> {
-    let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(running) = slot.upgrade() {
-        return running;
+    let mut held = slot.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(running) = &*held {
+        return Arc::clone(running);
     }
     let started = Arc::new(start());
-    *slot = Arc::downgrade(&started);
+    *held = Some(Arc::clone(&started));
+    let mut stops = STOPS.lock().unwrap_or_else(|e| e.into_inner());
+    if stops.is_empty() {
+        // SAFETY: `stop_servers` is an `extern "C" fn()` that neither unwinds nor returns
+        // early; `atexit` keeps the pointer, which is valid for the whole program.
+        unsafe { libc::atexit(stop_servers) };
+    }
+    stops.push(stop);
     started
+}
+
+/// [`shared`] for the slot `$name`, emptied at exit.
+macro_rules! shared {
+    ($name:ident, $start:expr) => {
+        shared(
+            &$name,
+            || drop($name.lock().unwrap_or_else(|e| e.into_inner()).take()),
+            $start,
+        )
+    };
 }
 
 fn or_panic<T, E: std::fmt::Display>(r: std::result::Result<T, E>) -> T {
@@ -110,8 +142,8 @@ pub fn sqlite_memory() -> Fixture {
 }
 
 pub fn postgres() -> Fixture {
-    static SERVER: Mutex<Weak<polycache_testkit::PostgresServer>> = Mutex::new(Weak::new());
-    let pg = shared(&SERVER, || {
+    static SERVER: Slot<polycache_testkit::PostgresServer> = Mutex::new(None);
+    let pg = shared!(SERVER, || {
         or_panic(polycache_testkit::PostgresServer::start())
     });
     Fixture::url(
@@ -122,10 +154,10 @@ pub fn postgres() -> Fixture {
     .keep(pg)
 }
 
-static REDIS: Mutex<Weak<polycache_testkit::RedisServer>> = Mutex::new(Weak::new());
+static REDIS: Slot<polycache_testkit::RedisServer> = Mutex::new(None);
 
 fn redis_server() -> Arc<polycache_testkit::RedisServer> {
-    shared(&REDIS, || or_panic(polycache_testkit::RedisServer::start()))
+    shared!(REDIS, || or_panic(polycache_testkit::RedisServer::start()))
 }
 
 /// Redis' known deviations (see [`Deviation`]).
@@ -152,8 +184,8 @@ struct TlsRedis {
 
 /// `rediss://` with a private CA; `None` when this `redis-server` was built without TLS.
 pub fn redis_tls() -> Option<Fixture> {
-    static TLS: Mutex<Weak<Option<TlsRedis>>> = Mutex::new(Weak::new());
-    let tls = shared(&TLS, || {
+    static TLS: Slot<Option<TlsRedis>> = Mutex::new(None);
+    let tls = shared!(TLS, || {
         let certs = or_panic(polycache_testkit::TestCertificates::generate());
         match polycache_testkit::RedisServer::start_tls(&certs) {
             Ok(server) => Some(TlsRedis { server, certs }),
@@ -184,8 +216,8 @@ pub fn redis_unix() -> Fixture {
 /// A leader and a replica: writes go to the leader and reads to the replica, so every write
 /// waits until the replica has it (replication is asynchronous; the contract is not).
 pub fn redis_replicas() -> Fixture {
-    static SET: Mutex<Weak<polycache_testkit::RedisReplicaSet>> = Mutex::new(Weak::new());
-    let set = shared(&SET, || {
+    static SET: Slot<polycache_testkit::RedisReplicaSet> = Mutex::new(None);
+    let set = shared!(SET, || {
         or_panic(polycache_testkit::RedisReplicaSet::start())
     });
     let synced = Arc::clone(&set);
@@ -195,8 +227,8 @@ pub fn redis_replicas() -> Fixture {
 }
 
 pub fn redis_cluster() -> Fixture {
-    static CLUSTER: Mutex<Weak<polycache_testkit::RedisCluster>> = Mutex::new(Weak::new());
-    let cluster = shared(&CLUSTER, || {
+    static CLUSTER: Slot<polycache_testkit::RedisCluster> = Mutex::new(None);
+    let cluster = shared!(CLUSTER, || {
         or_panic(polycache_testkit::RedisCluster::start())
     });
     Fixture::url("redis_cluster", REDIS_EXPECT, cluster.url()).keep(cluster)
@@ -215,11 +247,11 @@ pub fn tiered_redis() -> Fixture {
     Fixture::url("tiered_redis", REDIS_EXPECT, url).keep(redis)
 }
 
-static MEMCACHED: Mutex<Weak<Vec<polycache_testkit::MemcachedServer>>> = Mutex::new(Weak::new());
+static MEMCACHED: Slot<Vec<polycache_testkit::MemcachedServer>> = Mutex::new(None);
 
 /// Two servers on a ketama ring, so many-key operations span servers.
 fn memcached_servers() -> (Arc<Vec<polycache_testkit::MemcachedServer>>, String) {
-    let servers = shared(&MEMCACHED, || {
+    let servers = shared!(MEMCACHED, || {
         (0..2)
             .map(|_| or_panic(polycache_testkit::MemcachedServer::start()))
             .collect()
@@ -251,8 +283,8 @@ pub fn memcached() -> Fixture {
 
 /// A server on a unix socket.
 pub fn memcached_unix() -> Fixture {
-    static SERVER: Mutex<Weak<polycache_testkit::MemcachedServer>> = Mutex::new(Weak::new());
-    let mc = shared(&SERVER, || {
+    static SERVER: Slot<polycache_testkit::MemcachedServer> = Mutex::new(None);
+    let mc = shared!(SERVER, || {
         or_panic(polycache_testkit::MemcachedServer::start_unix())
     });
     Fixture::url("memcached_unix", MEMCACHED_EXPECT, mc.url()).keep(mc)
