@@ -52,7 +52,7 @@ pub struct Expect {
     /// The size of the large value the body round-trips: beyond every small-value path
     /// (file packs, SQL inline storage), within the backend's own item limit.
     pub large: usize,
-    /// Known bugs of this backend (see [`Deviation`]).
+    /// This backend's known deviations (see [`Deviation`]).
     pub deviations: &'static [Deviation],
 }
 
@@ -76,7 +76,7 @@ impl Expect {
     }
 }
 
-/// The value the contract's largest check uses for the largest value a cache accepts.
+/// The `max_value_size` of [`Caches::small`].
 const LIMIT: usize = 1000;
 
 /// Every cache one run of the body uses, each with a key prefix of its own so that the
@@ -115,8 +115,7 @@ impl Caches {
         settle: &Settle,
     ) -> Caches {
         let base = format!("{scheme}.{}.", mode.tag());
-        let open = |suffix: &str, b: &dyn Fn(CacheBuilder) -> CacheBuilder| -> Ops {
-            let prefix = format!("{base}{suffix}");
+        let open = |prefix: String, b: &dyn Fn(CacheBuilder) -> CacheBuilder| -> Ops {
             let cache = b(builder().key_prefix(&prefix))
                 .build()
                 .unwrap_or_else(|e| panic!("{scheme}: opening the cache {prefix:?}: {e}"));
@@ -124,24 +123,23 @@ impl Caches {
         };
         let same = |b: CacheBuilder| b;
         let ttl = x.ttl;
+        let prefix = format!("{base}%_*?");
         Caches {
             x,
-            prefix: format!("{base}%_*?"),
-            main: open("%_*?", &same),
-            like: open("XY*?", &same),
-            glob: open("%_ab", &same),
-            upper: {
-                let upper = format!("{}%_*?", base.to_uppercase());
-                let cache = builder().key_prefix(&upper).build().unwrap();
-                Ops::new(cache, settle.clone(), mode)
-            },
-            other: open("other", &same),
-            small: open("small", &|b| b.max_value_size(LIMIT)),
-            v3: open("v3", &|b| b.version(3)),
-            short_default: open("short", &|b| b.default_timeout(Some(ttl))),
-            zero_default: open("zero", &|b| b.default_timeout(Some(Duration::ZERO))),
-            never_default: open("never", &|b| b.default_timeout(None)),
-            stats: open("stats", &same),
+            main: open(prefix.clone(), &same),
+            like: open(format!("{base}XY*?"), &same),
+            glob: open(format!("{base}%_ab"), &same),
+            upper: open(prefix.to_uppercase(), &same),
+            prefix,
+            other: open(format!("{base}other"), &same),
+            small: open(format!("{base}small"), &|b| b.max_value_size(LIMIT)),
+            v3: open(format!("{base}v3"), &|b| b.version(3)),
+            short_default: open(format!("{base}short"), &|b| b.default_timeout(Some(ttl))),
+            zero_default: open(format!("{base}zero"), &|b| {
+                b.default_timeout(Some(Duration::ZERO))
+            }),
+            never_default: open(format!("{base}never"), &|b| b.default_timeout(None)),
+            stats: open(format!("{base}stats"), &same),
         }
     }
 }
