@@ -784,6 +784,26 @@ async fn expiry_and_ttl_start(c: &Caches) -> Instant {
         .set("forever", b"kept", Expiry::Never)
         .await
         .unwrap();
+    // touch and set_many resolve Default the same way.
+    let (zero, short_d, never_d) = (&c.zero_default, &c.short_default, &c.never_default);
+    zero.set("t", b"v", Expiry::Never).await.unwrap();
+    assert!(zero.touch("t", Expiry::Default).await.unwrap());
+    assert!(
+        !zero.has_key("t").await.unwrap(),
+        "touch(Default) with a zero default"
+    );
+    zero.set_many(&[("m", b"v")], Expiry::Default, None)
+        .await
+        .unwrap();
+    assert!(!zero.has_key("m").await.unwrap());
+    short_d.set("t", b"v", Expiry::Never).await.unwrap();
+    assert!(short_d.touch("t", Expiry::Default).await.unwrap());
+    short_d
+        .set_many(&[("m", b"v")], Expiry::Default, None)
+        .await
+        .unwrap();
+    never_d.set("t", b"v", Expiry::After(x.ttl)).await.unwrap();
+    assert!(never_d.touch("t", Expiry::Default).await.unwrap());
 
     // Entries with a short TTL, and entries whose TTL a touch or an incr changes.
     let started = Instant::now();
@@ -858,6 +878,16 @@ async fn expiry_and_ttl_end(c: &Caches, started: Instant) {
     assert_eq!(
         bytes(c.short_default.get("forever").await.unwrap()),
         some(b"kept")
+    );
+    let lapsed = all(c.short_default.get_many(&["t", "m"], None).await.unwrap());
+    assert_eq!(
+        lapsed,
+        [None, None],
+        "touch and set_many took the default TTL"
+    );
+    assert!(
+        c.never_default.has_key("t").await.unwrap(),
+        "touch(Default): never"
     );
 }
 
