@@ -43,14 +43,7 @@ fn worker() {
 }
 
 #[test]
-fn every_operation_on_a_file() {
-    let dir = TempDir::new("sqlite-ops");
-    every_operation(&url(&dir, "ops.db", "table=ops"));
-}
-
-#[test]
-fn every_operation_in_memory() {
-    every_operation("sqlite://:memory:");
+fn each_in_memory_cache_is_its_own_database_shared_by_threads() {
     // Each :memory: cache is its own database.
     let a = Cache::open("sqlite://:memory:").unwrap();
     let b = Cache::open("sqlite://:memory:").unwrap();

@@ -1,5 +1,6 @@
-//! What the sqlite:// and postgres:// tests share: the operation contract, self-checking
-//! values, the worker processes of the multi-process tests, and raw SQL access to break rows.
+//! What the sqlite:// and postgres:// tests share: self-checking values, the worker processes
+//! of the multi-process tests, and raw SQL access to break rows. (Every operation of the
+//! backend contract runs in `contract.rs`.)
 
 #![allow(dead_code)]
 
@@ -77,220 +78,6 @@ pub fn check_value(key: &str, v: &[u8]) -> Result<u64, String> {
     Ok(gen)
 }
 
-const MS80: Expiry = Expiry::After(Duration::from_millis(80));
-
-/// Every operation of the cache contract, on a fresh table at `url`.
-pub fn every_operation(url: &str) {
-    let c = Cache::builder(url).key_prefix("app").build().unwrap();
-    c.clear().unwrap();
-
-    // get / set / has_key / delete, binary-safe, empty and large values.
-    assert_eq!(c.get("a").unwrap(), None);
-    c.set("a", b"1\0two\xff", Expiry::Default).unwrap();
-    assert_eq!(c.get("a").unwrap().as_deref(), Some(&b"1\0two\xff"[..]));
-    c.set("a", b"replaced", Expiry::Never).unwrap();
-    assert_eq!(c.get("a").unwrap().as_deref(), Some(&b"replaced"[..]));
-    c.set("empty", b"", Expiry::Never).unwrap();
-    assert_eq!(c.get("empty").unwrap().as_deref(), Some(&b""[..]));
-    let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();
-    c.set("big", &big, Expiry::Never).unwrap();
-    assert_eq!(c.get("big").unwrap().as_deref(), Some(&big[..]));
-    c.set("ключ/ü", b"unicode key", Expiry::Never).unwrap();
-    assert_eq!(
-        c.get("ключ/ü").unwrap().as_deref(),
-        Some(&b"unicode key"[..])
-    );
-    assert!(c.has_key("a").unwrap());
-    assert!(!c.has_key("nope").unwrap());
-    assert!(c.delete("a").unwrap());
-    assert!(!c.delete("a").unwrap());
-    assert!(!c.has_key("a").unwrap());
-
-    // Expiry: a short TTL lapses; an expired set removes the old value.
-    c.set("short", b"x", MS80).unwrap();
-    c.set("gone", b"old", Expiry::Never).unwrap();
-    c.set("gone", b"new", Expiry::Expired).unwrap();
-    assert_eq!(c.get("gone").unwrap(), None);
-    assert!(c.get("short").unwrap().is_some());
-    thread::sleep(Duration::from_millis(200));
-    assert_eq!(c.get("short").unwrap(), None);
-    assert!(!c.has_key("short").unwrap());
-    assert!(
-        !c.delete("short").unwrap(),
-        "an expired entry was not present"
-    );
-
-    // add: only when absent or expired.
-    assert!(c.add("n", b"1", Expiry::Never).unwrap());
-    assert!(!c.add("n", b"2", Expiry::Never).unwrap());
-    assert_eq!(c.get("n").unwrap().as_deref(), Some(&b"1"[..]));
-    c.set("stale", b"old", MS80).unwrap();
-    thread::sleep(Duration::from_millis(200));
-    assert!(c.add("stale", b"fresh", Expiry::Never).unwrap());
-    assert_eq!(c.get("stale").unwrap().as_deref(), Some(&b"fresh"[..]));
-
-    // touch: a new TTL for a live key only.
-    c.set("t", b"v", MS80).unwrap();
-    assert!(c.touch("t", Expiry::Never).unwrap());
-    thread::sleep(Duration::from_millis(200));
-    assert!(c.get("t").unwrap().is_some(), "touch made it permanent");
-    assert!(c.touch("t", MS80).unwrap());
-    thread::sleep(Duration::from_millis(200));
-    assert!(c.get("t").unwrap().is_none());
-    assert!(!c.touch("t", Expiry::Never).unwrap());
-    assert!(!c.touch("absent", Expiry::Never).unwrap());
-    c.set("t2", b"v", Expiry::Never).unwrap();
-    assert!(c.touch("t2", Expiry::Expired).unwrap());
-    assert!(c.get("t2").unwrap().is_none());
-
-    // incr / decr: atomic, keeps the TTL, exact errors.
-    c.set("ctr", b"41", Expiry::Never).unwrap();
-    assert_eq!(c.incr("ctr", 1).unwrap(), 42);
-    assert_eq!(c.decr("ctr", 50).unwrap(), -8);
-    assert_eq!(c.get("ctr").unwrap().as_deref(), Some(&b"-8"[..]));
-    assert_eq!(c.incr("ctr", 0).unwrap(), -8);
-    assert_eq!(
-        c.incr("missing", 1).unwrap_err().kind(),
-        ErrorKind::NotFound
-    );
-    c.set("word", b"abc", Expiry::Never).unwrap();
-    assert_eq!(
-        c.incr("word", 1).unwrap_err().kind(),
-        ErrorKind::NotAnInteger
-    );
-    assert_eq!(c.get("word").unwrap().as_deref(), Some(&b"abc"[..]));
-    for bad in [&b" 1"[..], b"1.5", b"0x10", b"1_000", b"", b"+"] {
-        c.set("odd", bad, Expiry::Never).unwrap();
-        assert_eq!(
-            c.incr("odd", 1).unwrap_err().kind(),
-            ErrorKind::NotAnInteger,
-            "{bad:?}"
-        );
-    }
-    c.set("plus", b"+7", Expiry::Never).unwrap();
-    assert_eq!(c.incr("plus", 1).unwrap(), 8);
-    c.set("max", i64::MAX.to_string().as_bytes(), Expiry::Never)
-        .unwrap();
-    assert_eq!(c.incr("max", 1).unwrap_err().kind(), ErrorKind::Overflow);
-    assert_eq!(c.incr("max", -1).unwrap(), i64::MAX - 1);
-    c.set("min", i64::MIN.to_string().as_bytes(), Expiry::Never)
-        .unwrap();
-    assert_eq!(c.decr("min", 1).unwrap_err().kind(), ErrorKind::Overflow);
-    c.set("huge", b"99999999999999999999", Expiry::Never)
-        .unwrap();
-    assert_eq!(
-        c.incr("huge", 1).unwrap_err().kind(),
-        ErrorKind::NotAnInteger
-    );
-    c.set("ttl", b"1", MS80).unwrap();
-    assert_eq!(c.incr("ttl", 1).unwrap(), 2);
-    thread::sleep(Duration::from_millis(200));
-    assert_eq!(
-        c.incr("ttl", 1).unwrap_err().kind(),
-        ErrorKind::NotFound,
-        "incr kept the TTL"
-    );
-
-    // Many-key operations, duplicates included.
-    assert_eq!(
-        c.set_many(
-            &[
-                ("m1", &b"v1"[..]),
-                ("m2", &b"v2"[..]),
-                ("m1", &b"v1b"[..]),
-                ("m3", &b""[..])
-            ],
-            Expiry::Never,
-            None
-        )
-        .unwrap(),
-        Vec::<usize>::new()
-    );
-    let got = c.get_many(&["m1", "nope", "m2", "m1", "m3"], None).unwrap();
-    let got: Vec<Option<&[u8]>> = got.iter().map(|v| v.as_deref()).collect();
-    assert_eq!(
-        got,
-        [
-            Some(&b"v1b"[..]),
-            None,
-            Some(&b"v2"[..]),
-            Some(&b"v1b"[..]),
-            Some(&b""[..])
-        ]
-    );
-    assert_eq!(c.delete_many(&["m1", "m1", "nope", "m3"], None).unwrap(), 2);
-    assert_eq!(c.get("m1").unwrap(), None);
-    assert_eq!(c.get("m2").unwrap().as_deref(), Some(&b"v2"[..]));
-    let many: Vec<(String, Vec<u8>)> = (0..1200)
-        .map(|i| (format!("bulk{i}"), format!("value {i}").into_bytes()))
-        .collect();
-    let items: Vec<(&str, &[u8])> = many.iter().map(|(k, v)| (k.as_str(), &v[..])).collect();
-    c.set_many(&items, Expiry::Never, None).unwrap();
-    let keys: Vec<&str> = many.iter().map(|(k, _)| k.as_str()).collect();
-    let got = c.get_many(&keys, None).unwrap();
-    assert!(got
-        .iter()
-        .zip(&many)
-        .all(|(g, (_, v))| g.as_deref() == Some(&v[..])));
-    assert_eq!(c.delete_many(&keys, None).unwrap(), 1200);
-    c.set_many(&[("soon", &b"x"[..])], MS80, None).unwrap();
-    thread::sleep(Duration::from_millis(200));
-    assert_eq!(c.get_many(&["soon"], None).unwrap(), vec![None]);
-    assert_eq!(c.delete_many(&["soon"], None).unwrap(), 0);
-
-    // get_or_set computes once.
-    let v = c
-        .get_or_set("lazy", || Ok(b"computed".to_vec()), Expiry::Never)
-        .unwrap();
-    assert_eq!(&*v, b"computed");
-    let v = c
-        .get_or_set("lazy", || panic!("already cached"), Expiry::Never)
-        .unwrap();
-    assert_eq!(&*v, b"computed");
-
-    // clear removes this prefix only, exactly: % and _ in a prefix are not wildcards,
-    // and case matters.
-    // (On the same backend, so that sqlite://:memory: shares the database too.)
-    let sibling = |prefix: &str| {
-        Cache::with_backend(c.backend().clone())
-            .key_prefix(prefix)
-            .build()
-            .unwrap()
-    };
-    let other = sibling("ap%");
-    let under = sibling("a_p");
-    let upper = sibling("APP");
-    for o in [&other, &under, &upper] {
-        o.set("keep", b"1", Expiry::Never).unwrap();
-    }
-    c.set("x", b"1", Expiry::Never).unwrap();
-    other.clear().unwrap();
-    under.clear().unwrap();
-    assert!(
-        c.get("x").unwrap().is_some(),
-        "ap% and a_p did not match app"
-    );
-    assert!(upper.get("keep").unwrap().is_some());
-    under.set("keep", b"1", Expiry::Never).unwrap();
-    c.clear().unwrap();
-    assert!(c.get("x").unwrap().is_none());
-    assert!(c.get("n").unwrap().is_none());
-    assert!(
-        upper.get("keep").unwrap().is_some(),
-        "APP survives app's clear"
-    );
-    assert!(under.get("keep").unwrap().is_some());
-    let all = sibling("");
-    all.clear().unwrap();
-    assert!(
-        upper.get("keep").unwrap().is_none(),
-        "an empty prefix clears everything"
-    );
-
-    let s = c.stats();
-    assert!(s.hits > 0 && s.misses > 0 && s.sets > 0, "{s:?}");
-}
-
 /// Several caches on one table see each other's writes; a hash collision never returns
 /// another key's value. `raw` reaches the same table (named `table`).
 pub fn collisions_and_sharing(url: &str, raw: &mut dyn RawSql, table: &str) {
@@ -325,6 +112,13 @@ pub fn collisions_and_sharing(url: &str, raw: &mut dyn RawSql, table: &str) {
     assert!(a.add("y", b"y's value", Expiry::Never).unwrap());
     assert_eq!(a.get("y").unwrap().as_deref(), Some(&b"y's value"[..]));
     assert_eq!(a.get("x").unwrap(), None);
+
+    // A cache without a key prefix owns the table: its clear empties it.
+    let prefixed = Cache::builder(url).key_prefix("app").build().unwrap();
+    prefixed.set("k", b"v", Expiry::Never).unwrap();
+    a.clear().unwrap();
+    assert_eq!(raw.scalar(&format!("SELECT count(*) FROM {table}")), 0);
+    assert!(!prefixed.has_key("k").unwrap());
 }
 
 /// Each way of breaking a row makes it read as a miss (and go away), and nothing else.

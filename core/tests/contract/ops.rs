@@ -1,0 +1,304 @@
+//! One interface over both APIs of a [`Cache`], so the contract's body is written once.
+//!
+//! [`Ops`] has one awaitable method per operation, which calls either the sync method (its
+//! future is ready at once) or its `*_async` twin, as the [`Mode`] says. [`Mode::run`]
+//! drives the body: over the sync API with a waker that must never be needed (a sync body
+//! that suspends is a failure), over the async API on a current-thread tokio runtime (the
+//! body runs on the runtime's only thread) or a multi-thread one (the body is spawned onto a
+//! worker).
+
+use polycache::{BoxFuture, Cache, Expiry, Key, Result, Value};
+use std::future::Future;
+use std::pin::pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
+use std::time::Duration;
+
+/// What a fixture does after every write so that the next read sees it (a leader's
+/// replica catching up); `None` for stores that read their own writes.
+pub type Settle = Option<Arc<dyn Fn() + Send + Sync>>;
+
+/// Which API, and for the async one which runtime, the body runs through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Sync,
+    AsyncCurrentThread,
+    AsyncMultiThread,
+}
+
+impl Mode {
+    /// Runs `body` to completion through this mode.
+    pub fn run<F>(self, body: F) -> F::Output
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        match self {
+            Mode::Sync => run_sync(body),
+            Mode::AsyncCurrentThread => tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(body),
+            Mode::AsyncMultiThread => {
+                let rt = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                // A panic in the body fails the test with the body's own message.
+                match rt.block_on(rt.spawn(body)) {
+                    Ok(out) => out,
+                    Err(e) => std::panic::resume_unwind(e.into_panic()),
+                }
+            }
+        }
+    }
+
+    /// A short tag for key prefixes, so the three modes of a scheme share one server.
+    pub fn tag(self) -> &'static str {
+        match self {
+            Mode::Sync => "sync",
+            Mode::AsyncCurrentThread => "ct",
+            Mode::AsyncMultiThread => "mt",
+        }
+    }
+}
+
+/// Every operation of the contract, awaitable, through the API of a [`Mode`].
+///
+/// The futures are boxed and `Send`: the body then stays `Send` for a multi-thread runtime.
+pub struct Ops {
+    cache: Cache,
+    settle: Settle,
+    sync: bool,
+}
+
+/// The future of one operation.
+pub type Op<'a, T> = BoxFuture<'a, Result<T>>;
+/// A `set_many` pair.
+pub type Item<'a> = (&'a str, &'a [u8]);
+
+/// The future of a sync call: its answer, ready.
+fn ready<'a, T: Send + 'a>(result: Result<T>) -> Op<'a, T> {
+    Box::pin(std::future::ready(result))
+}
+
+/// Both sides of one operation: the sync call or the async one, as the mode says.
+macro_rules! either {
+    ($ops:expr, $sync:expr, $async:expr) => {
+        if $ops.sync {
+            ready($sync)
+        } else {
+            Box::pin($async)
+        }
+    };
+}
+
+impl Ops {
+    pub fn new(cache: Cache, settle: Settle, mode: Mode) -> Ops {
+        let sync = mode == Mode::Sync;
+        Ops {
+            cache,
+            settle,
+            sync,
+        }
+    }
+
+    pub fn cache(&self) -> &Cache {
+        &self.cache
+    }
+
+    /// Waits `d`: the thread sleeps on the sync side, the task on the async side.
+    pub fn sleep(&self, d: Duration) -> BoxFuture<'_, ()> {
+        if self.sync {
+            std::thread::sleep(d);
+            Box::pin(std::future::ready(()))
+        } else {
+            Box::pin(tokio::time::sleep(d))
+        }
+    }
+
+    /// `op`'s answer once the fixture's settle step (if any) has run: for writes.
+    fn write<'a, T: Send + 'a>(&'a self, op: Op<'a, T>) -> Op<'a, T> {
+        let Some(settle) = self.settle.clone() else {
+            return op;
+        };
+        if self.sync {
+            let result = run_sync(op);
+            settle();
+            return ready(result);
+        }
+        Box::pin(async move {
+            let result = op.await;
+            tokio::task::spawn_blocking(move || settle()).await.unwrap();
+            result
+        })
+    }
+
+    pub fn get<'a>(&'a self, key: impl Into<Key<'a>>) -> Op<'a, Option<Value>> {
+        let (c, k) = (&self.cache, key.into());
+        either!(self, c.get(k), c.get_async(k))
+    }
+    pub fn set<'a>(&'a self, key: impl Into<Key<'a>>, v: &'a [u8], e: Expiry) -> Op<'a, bool> {
+        let (c, k) = (&self.cache, key.into());
+        self.write(either!(self, c.set(k, v, e), c.set_async(k, v, e)))
+    }
+    pub fn add<'a>(&'a self, key: impl Into<Key<'a>>, v: &'a [u8], e: Expiry) -> Op<'a, bool> {
+        let (c, k) = (&self.cache, key.into());
+        self.write(either!(self, c.add(k, v, e), c.add_async(k, v, e)))
+    }
+    pub fn delete<'a>(&'a self, key: impl Into<Key<'a>>) -> Op<'a, bool> {
+        let (c, k) = (&self.cache, key.into());
+        self.write(either!(self, c.delete(k), c.delete_async(k)))
+    }
+    pub fn has_key<'a>(&'a self, key: impl Into<Key<'a>>) -> Op<'a, bool> {
+        let (c, k) = (&self.cache, key.into());
+        either!(self, c.has_key(k), c.has_key_async(k))
+    }
+    pub fn touch<'a>(&'a self, key: impl Into<Key<'a>>, e: Expiry) -> Op<'a, bool> {
+        let (c, k) = (&self.cache, key.into());
+        self.write(either!(self, c.touch(k, e), c.touch_async(k, e)))
+    }
+    pub fn incr<'a>(&'a self, key: impl Into<Key<'a>>, delta: i64) -> Op<'a, i64> {
+        let (c, k) = (&self.cache, key.into());
+        self.write(either!(self, c.incr(k, delta), c.incr_async(k, delta)))
+    }
+    pub fn decr<'a>(&'a self, key: impl Into<Key<'a>>, delta: i64) -> Op<'a, i64> {
+        let (c, k) = (&self.cache, key.into());
+        self.write(either!(self, c.decr(k, delta), c.decr_async(k, delta)))
+    }
+    pub fn get_many<'a>(
+        &'a self,
+        keys: &'a [&'a str],
+        v: Option<i64>,
+    ) -> Op<'a, Vec<Option<Value>>> {
+        let c = &self.cache;
+        either!(self, c.get_many(keys, v), c.get_many_async(keys, v))
+    }
+    pub fn get_many_keys<'a>(&'a self, keys: &'a [Key<'a>]) -> Op<'a, Vec<Option<Value>>> {
+        let c = &self.cache;
+        either!(self, c.get_many_keys(keys), c.get_many_keys_async(keys))
+    }
+    pub fn set_many<'a>(
+        &'a self,
+        items: &'a [Item<'a>],
+        e: Expiry,
+        v: Option<i64>,
+    ) -> Op<'a, Vec<usize>> {
+        let c = &self.cache;
+        self.write(either!(
+            self,
+            c.set_many(items, e, v),
+            c.set_many_async(items, e, v)
+        ))
+    }
+    pub fn set_many_keys<'a>(
+        &'a self,
+        items: &'a [(Key<'a>, &'a [u8])],
+        e: Expiry,
+    ) -> Op<'a, Vec<usize>> {
+        let c = &self.cache;
+        self.write(either!(
+            self,
+            c.set_many_keys(items, e),
+            c.set_many_keys_async(items, e)
+        ))
+    }
+    pub fn delete_many<'a>(&'a self, keys: &'a [&'a str], v: Option<i64>) -> Op<'a, usize> {
+        let c = &self.cache;
+        self.write(either!(
+            self,
+            c.delete_many(keys, v),
+            c.delete_many_async(keys, v)
+        ))
+    }
+    pub fn delete_many_keys<'a>(&'a self, keys: &'a [Key<'a>]) -> Op<'a, usize> {
+        let c = &self.cache;
+        self.write(either!(
+            self,
+            c.delete_many_keys(keys),
+            c.delete_many_keys_async(keys)
+        ))
+    }
+    /// `compute` is called on a miss (through a future on the async side).
+    pub fn get_or_set<'a>(
+        &'a self,
+        key: impl Into<Key<'a>>,
+        compute: impl FnOnce() -> Result<Vec<u8>> + Send + 'a,
+        e: Expiry,
+    ) -> Op<'a, Value> {
+        let (c, k) = (&self.cache, key.into());
+        if self.sync {
+            return self.write(ready(c.get_or_set(k, compute, e)));
+        }
+        self.write(Box::pin(c.get_or_set_async(k, async move { compute() }, e)))
+    }
+    pub fn clear(&self) -> Op<'_, ()> {
+        let c = &self.cache;
+        self.write(either!(self, c.clear(), c.clear_async()))
+    }
+    pub fn incr_version<'a>(&'a self, key: &'a str, delta: i64, v: Option<i64>) -> Op<'a, i64> {
+        let c = &self.cache;
+        let moved = either!(
+            self,
+            c.incr_version(key, delta, v),
+            c.incr_version_async(key, delta, v)
+        );
+        self.write(moved)
+    }
+
+    /// `incr(key, 1)` `each` times from each of `workers` concurrent callers: threads on
+    /// the sync side, tasks on the async side.
+    pub fn incr_concurrently<'a>(
+        &'a self,
+        key: &'a str,
+        workers: usize,
+        each: usize,
+    ) -> Op<'a, ()> {
+        let c = &self.cache;
+        if self.sync {
+            let result = std::thread::scope(|s| {
+                let threads: Vec<_> = (0..workers)
+                    .map(|_| s.spawn(|| (0..each).try_for_each(|_| c.incr(key, 1).map(drop))))
+                    .collect();
+                threads.into_iter().try_for_each(|t| t.join().unwrap())
+            });
+            return self.write(ready(result));
+        }
+        let mut tasks = tokio::task::JoinSet::<Result<()>>::new();
+        for _ in 0..workers {
+            let (cache, key) = (c.clone(), key.to_owned());
+            tasks.spawn(async move {
+                for _ in 0..each {
+                    cache.incr_async(key.as_str(), 1).await?;
+                }
+                Ok(())
+            });
+        }
+        self.write(Box::pin(async move {
+            while let Some(done) = tasks.join_next().await {
+                done.unwrap()?;
+            }
+            Ok(())
+        }))
+    }
+}
+
+/// A waker for a future that must never wait: the sync API answers before it returns.
+struct NeverWoken;
+
+impl Wake for NeverWoken {
+    fn wake(self: Arc<Self>) {}
+}
+
+/// Runs a body over the sync API to completion on this thread; every await in it is ready
+/// at once, so one poll finishes it.
+fn run_sync<F: Future>(body: F) -> F::Output {
+    let waker = Waker::from(Arc::new(NeverWoken));
+    let mut body = pin!(body);
+    match body.as_mut().poll(&mut Context::from_waker(&waker)) {
+        Poll::Ready(out) => out,
+        Poll::Pending => panic!("a body over the sync API suspended: some operation waited"),
+    }
+}
