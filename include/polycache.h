@@ -3,8 +3,8 @@
  *
  * Conventions (docs/c-api.md tells more):
  * - Handles (polycache_cache, polycache_caches, polycache_job, polycache_value,
- *   polycache_error) are opaque; each function says who owns what it returns and which
- *   _free releases it. _free(NULL) does nothing.
+ *   polycache_error, polycache_queue) are opaque; each function says who owns what it
+ *   returns and which _free releases it. _free(NULL) does nothing.
  * - Every fallible function returns a polycache_result and writes its outputs only when it
  *   returns POLYCACHE_RESULT_OK. A miss is the code POLYCACHE_RESULT_MISS, not an error.
  * - The trailing `polycache_error **error_out` may be NULL; on a failure (not on a miss) it
@@ -16,6 +16,9 @@
  *   count, or 0 (or another negative) for "already expired".
  * - Callbacks (loaders, a job's fetch, a custom backend) return a polycache_result and must
  *   return normally; the user data given with them is released as each function says.
+ * - Non-blocking calls (polycache_cache_<op>_start) return at once; each operation started
+ *   delivers one polycache_completion to a polycache_queue, whose file descriptor an event
+ *   loop watches and polycache_queue_drain empties.
  */
 
 #ifndef POLYCACHE_H
