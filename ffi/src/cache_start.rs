@@ -154,7 +154,9 @@ pub unsafe extern "C" fn polycache_cache_incr_start(
         let key = key.to_owned();
         let inline = cache.completes_inline();
         queue.start(inline, POLYCACHE_OP_INCR, user_data, async move {
-            Ok(Output::Integer(cache.incr_async(key.as_str(), delta).await?))
+            Ok(Output::Integer(
+                cache.incr_async(key.as_str(), delta).await?,
+            ))
         })
     })
 }
@@ -183,8 +185,12 @@ pub unsafe extern "C" fn polycache_cache_get_many_start(
 ) -> polycache_result {
     boundary(error_out, || {
         // SAFETY: each pointer is NULL or valid for the call (the C API contract).
-        let ((cache, queue), keys) =
-            unsafe { (handles(cache, queue)?, text_list(keys, n, "keys", "keys[i]")?) };
+        let ((cache, queue), keys) = unsafe {
+            (
+                handles(cache, queue)?,
+                text_list(keys, n, "keys", "keys[i]")?,
+            )
+        };
         let values_out = later_out(values_out, n, "values_out")?;
         let keys: Vec<String> = keys.into_iter().map(str::to_owned).collect();
         let inline = cache.completes_inline();

@@ -246,7 +246,11 @@ unsafe impl<T> Send for LaterOut<T> {}
 
 /// Checks a caller's array of `n` out-elements to be written later; `ptr` may be NULL only
 /// when `n` is 0.
-pub(crate) fn later_out<T>(ptr: *mut T, n: usize, name: &'static str) -> Result<LaterOut<T>, Failure> {
+pub(crate) fn later_out<T>(
+    ptr: *mut T,
+    n: usize,
+    name: &'static str,
+) -> Result<LaterOut<T>, Failure> {
     if n > 0 && ptr.is_null() {
         return Err(Failure::NullParameter(name));
     }

@@ -367,3 +367,81 @@ pub unsafe extern "C" fn polycache_queue_drain(
         Ok(POLYCACHE_RESULT_OK)
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::result::POLYCACHE_RESULT_PANIC;
+    use crate::{polycache_error_free, polycache_error_result};
+
+    fn queue() -> polycache_queue {
+        polycache_queue {
+            shared: Arc::new(Shared {
+                finished: CompletionQueue::new().unwrap(),
+                pending: AtomicUsize::new(0),
+            }),
+        }
+    }
+
+    /// Waits (bounded) for one completion and returns its result, freeing what it holds.
+    fn one_result(q: &polycache_queue) -> polycache_result {
+        for _ in 0..6000 {
+            if let Some(done) = q.shared.finished.drain_up_to(1).pop() {
+                q.shared.pending.fetch_sub(1, Ordering::Relaxed);
+                let c = done.into_c();
+                // SAFETY: the error, if any, was just handed out by into_c and is freed once.
+                unsafe {
+                    if !c.error.is_null() {
+                        assert_eq!(polycache_error_result(c.error), c.result);
+                    }
+                    polycache_error_free(c.error);
+                    crate::polycache_value_free(c.value);
+                }
+                return c.result;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        panic!("no completion within 60 s");
+    }
+
+    #[test]
+    fn a_panicking_operation_is_delivered_as_a_panic_inline_and_on_the_runtime() {
+        let q = queue();
+        for inline in [true, false] {
+            let code = q.start(inline, POLYCACHE_OP_GET, std::ptr::null_mut(), async {
+                if true {
+                    panic!("boom");
+                }
+                Ok(Output::Miss)
+            });
+            assert_eq!(code.unwrap(), POLYCACHE_RESULT_OK);
+            assert_eq!(one_result(&q), POLYCACHE_RESULT_PANIC);
+        }
+        assert_eq!(q.shared.pending.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn an_operation_finishing_after_its_queue_is_freed_is_dropped() {
+        let q = queue();
+        let weak = Arc::downgrade(&q.shared);
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let work = async move {
+            // Waits on a blocking thread until the queue is gone.
+            let _ = polycache::runtime::handle()
+                .unwrap()
+                .spawn_blocking(move || rx.recv())
+                .await;
+            let _ = done_tx.send(());
+            Ok(Output::Value(Value::from(b"late".to_vec())))
+        };
+        q.start(false, POLYCACHE_OP_GET, std::ptr::null_mut(), work)
+            .unwrap();
+        drop(q);
+        assert!(weak.upgrade().is_none(), "the queue outlived its handle");
+        tx.send(()).unwrap();
+        done_rx
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .unwrap();
+    }
+}

@@ -31,11 +31,17 @@ fn main() -> ExitCode {
     match status {
         Ok(s) if s.success() => ExitCode::SUCCESS,
         Ok(s) => {
-            eprintln!("with-servers: {} exited with {s}", program.to_string_lossy());
+            eprintln!(
+                "with-servers: {} exited with {s}",
+                program.to_string_lossy()
+            );
             ExitCode::from(u8::try_from(s.code().unwrap_or(1)).unwrap_or(1).max(1))
         }
         Err(e) => {
-            eprintln!("with-servers: cannot run {}: {e}", program.to_string_lossy());
+            eprintln!(
+                "with-servers: cannot run {}: {e}",
+                program.to_string_lossy()
+            );
             ExitCode::from(2)
         }
     }
