@@ -13,13 +13,14 @@ use crate::error::polycache_error;
 use crate::handle::{borrow, bytes, bytes_list, later_out, text, text_list};
 use crate::panic::boundary;
 use crate::queue::{
-    polycache_queue, Output, POLYCACHE_OP_DELETE, POLYCACHE_OP_GET, POLYCACHE_OP_GET_MANY,
-    POLYCACHE_OP_INCR, POLYCACHE_OP_SET, POLYCACHE_OP_SET_MANY,
+    polycache_op, polycache_queue, Output, POLYCACHE_OP_DELETE, POLYCACHE_OP_GET,
+    POLYCACHE_OP_GET_MANY, POLYCACHE_OP_INCR, POLYCACHE_OP_SET, POLYCACHE_OP_SET_MANY,
 };
 use crate::result::{polycache_result, Failure};
 use crate::value::polycache_value;
 use polycache::Cache;
 use std::ffi::{c_char, c_void};
+use std::future::Future;
 
 /// The cache (a clone: the operation keeps the backend alive) and the queue of a start call.
 ///
@@ -32,6 +33,29 @@ unsafe fn handles<'a>(
     // SAFETY: by this function's contract.
     let (cache, queue) = unsafe { (borrow(cache, "cache")?, borrow(queue, "queue")?) };
     Ok((cache.cache.clone(), queue))
+}
+
+/// The start of a one-key operation: checks the handles and the key, then starts what
+/// `work` makes of the cache and an owned copy of the key.
+///
+/// # Safety
+/// Each pointer is NULL or valid for the call (the C API contract).
+unsafe fn start_keyed<F, Fut>(
+    cache: *const polycache_cache,
+    queue: *const polycache_queue,
+    key: *const c_char,
+    op: polycache_op,
+    user_data: *mut c_void,
+    work: F,
+) -> Result<polycache_result, Failure>
+where
+    F: FnOnce(Cache, String) -> Fut,
+    Fut: Future<Output = Result<Output, Failure>> + Send + 'static,
+{
+    // SAFETY: by this function's contract.
+    let ((cache, queue), key) = unsafe { (handles(cache, queue)?, text(key, "key")?) };
+    let inline = cache.completes_inline();
+    queue.start(inline, op, user_data, work(cache, key.to_owned()))
 }
 
 /// Starts `polycache_cache_get(cache, key)` without blocking; its completion
@@ -57,15 +81,21 @@ pub unsafe extern "C" fn polycache_cache_get_start(
 ) -> polycache_result {
     boundary(error_out, || {
         // SAFETY: each pointer is NULL or valid for the call (the C API contract).
-        let ((cache, queue), key) = unsafe { (handles(cache, queue)?, text(key, "key")?) };
-        let key = key.to_owned();
-        let inline = cache.completes_inline();
-        queue.start(inline, POLYCACHE_OP_GET, user_data, async move {
-            Ok(match cache.get_async(key.as_str()).await? {
-                Some(value) => Output::Value(value),
-                None => Output::Miss,
-            })
-        })
+        unsafe {
+            start_keyed(
+                cache,
+                queue,
+                key,
+                POLYCACHE_OP_GET,
+                user_data,
+                |cache, key| async move {
+                    Ok(match cache.get_async(key.as_str()).await? {
+                        Some(value) => Output::Value(value),
+                        None => Output::Miss,
+                    })
+                },
+            )
+        }
     })
 }
 
@@ -89,21 +119,23 @@ pub unsafe extern "C" fn polycache_cache_set_start(
 ) -> polycache_result {
     boundary(error_out, || {
         // SAFETY: each pointer is NULL or valid for the call (the C API contract).
-        let ((cache, queue), key, value) = unsafe {
-            (
-                handles(cache, queue)?,
-                text(key, "key")?,
-                bytes(value, len, "value")?,
+        let value = unsafe { bytes(value, len, "value")? }.to_vec();
+        // SAFETY: as above.
+        unsafe {
+            start_keyed(
+                cache,
+                queue,
+                key,
+                POLYCACHE_OP_SET,
+                user_data,
+                |cache, key| async move {
+                    let stored = cache
+                        .set_async(key.as_str(), &value, expiry(ttl_ms))
+                        .await?;
+                    Ok(Output::Stored(stored))
+                },
             )
-        };
-        let (key, value) = (key.to_owned(), value.to_vec());
-        let inline = cache.completes_inline();
-        queue.start(inline, POLYCACHE_OP_SET, user_data, async move {
-            let stored = cache
-                .set_async(key.as_str(), &value, expiry(ttl_ms))
-                .await?;
-            Ok(Output::Stored(stored))
-        })
+        }
     })
 }
 
@@ -123,12 +155,16 @@ pub unsafe extern "C" fn polycache_cache_delete_start(
 ) -> polycache_result {
     boundary(error_out, || {
         // SAFETY: each pointer is NULL or valid for the call (the C API contract).
-        let ((cache, queue), key) = unsafe { (handles(cache, queue)?, text(key, "key")?) };
-        let key = key.to_owned();
-        let inline = cache.completes_inline();
-        queue.start(inline, POLYCACHE_OP_DELETE, user_data, async move {
-            Ok(Output::Deleted(cache.delete_async(key.as_str()).await?))
-        })
+        unsafe {
+            start_keyed(
+                cache,
+                queue,
+                key,
+                POLYCACHE_OP_DELETE,
+                user_data,
+                |cache, key| async move { Ok(Output::Deleted(cache.delete_async(key.as_str()).await?)) },
+            )
+        }
     })
 }
 

@@ -379,10 +379,9 @@ static polycache_cache *open_gated(void) {
 
 #define IN_FLIGHT 8
 
-/* Freeing the cache with operations in flight: they finish and are delivered; the backend
- * is released after the last of them. */
-static void test_free_cache_in_flight(void) {
-    polycache_cache *cache = open_gated();
+/* A new queue with IN_FLIGHT gets (user_data 1..IN_FLIGHT) and a get_many of two keys into
+ * `values` (user_data 99) in flight on a gated cache, the first of them at the gate. */
+static polycache_queue *start_in_flight(polycache_cache *cache, polycache_value **values) {
     polycache_queue *queue = NULL;
     polycache_error *err = NULL;
     CHECK_RC(polycache_queue_new(&queue, &err), POLYCACHE_RESULT_OK, err);
@@ -390,10 +389,18 @@ static void test_free_cache_in_flight(void) {
         CHECK_RC(polycache_cache_get_start(cache, queue, "k", tag(i + 1), &err), POLYCACHE_RESULT_OK, err);
     }
     const char *keys[] = {"a", "b"};
-    polycache_value **values = calloc(2, sizeof *values);
     CHECK_RC(polycache_cache_get_many_start(cache, queue, keys, 2, values, tag(99), &err), POLYCACHE_RESULT_OK, err);
     struct gate_wait entered = {&gate.entered, 1};
     CHECK(wait_until(gate_reached, &entered, WAIT_MS));
+    return queue;
+}
+
+/* Freeing the cache with operations in flight: they finish and are delivered; the backend
+ * is released after the last of them. */
+static void test_free_cache_in_flight(void) {
+    polycache_cache *cache = open_gated();
+    polycache_value **values = calloc(2, sizeof *values);
+    polycache_queue *queue = start_in_flight(cache, values);
     polycache_cache_free(cache);
     CHECK(gate_count(&gate.released) == 0);
     CHECK(polycache_queue_pending(queue) == IN_FLIGHT + 1);
@@ -425,17 +432,8 @@ static void test_free_cache_in_flight(void) {
  * they finish and their completions are dropped; nothing is written, nothing leaks. */
 static void test_free_queue_in_flight(void) {
     polycache_cache *cache = open_gated();
-    polycache_queue *queue = NULL;
-    polycache_error *err = NULL;
-    CHECK_RC(polycache_queue_new(&queue, &err), POLYCACHE_RESULT_OK, err);
-    for (uintptr_t i = 0; i < IN_FLIGHT; i++) {
-        CHECK_RC(polycache_cache_get_start(cache, queue, "k", tag(i + 1), &err), POLYCACHE_RESULT_OK, err);
-    }
-    const char *keys[] = {"a", "b"};
     polycache_value **values = calloc(2, sizeof *values);
-    CHECK_RC(polycache_cache_get_many_start(cache, queue, keys, 2, values, NULL, &err), POLYCACHE_RESULT_OK, err);
-    struct gate_wait entered = {&gate.entered, 1};
-    CHECK(wait_until(gate_reached, &entered, WAIT_MS));
+    polycache_queue *queue = start_in_flight(cache, values);
     polycache_queue_free(queue);
     /* A use after free of the array would be reported by ASan and valgrind. */
     free(values);
