@@ -80,7 +80,8 @@ load:
 fuzz:
 	bash scripts/fuzz.sh
 
-## bench: the core against its map and moka, C against Rust, Python against its peers.
+## bench: the core against its map and moka, C against Rust (and its non-blocking gets against
+## blocking ones from 8 threads), Python against its peers.
 bench: bench-rust bench-c bench-python
 
 bench-rust:
@@ -91,6 +92,7 @@ bench-rust:
 
 bench-c:
 	bash bench/c/run.sh
+	bash bench/c/async.sh
 
 bench-python: setup
 	bash scripts/python-test.sh --build-only

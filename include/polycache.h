@@ -3,8 +3,8 @@
  *
  * Conventions (docs/c-api.md tells more):
  * - Handles (polycache_cache, polycache_caches, polycache_job, polycache_value,
- *   polycache_error) are opaque; each function says who owns what it returns and which
- *   _free releases it. _free(NULL) does nothing.
+ *   polycache_error, polycache_queue) are opaque; each function says who owns what it
+ *   returns and which _free releases it. _free(NULL) does nothing.
  * - Every fallible function returns a polycache_result and writes its outputs only when it
  *   returns POLYCACHE_RESULT_OK. A miss is the code POLYCACHE_RESULT_MISS, not an error.
  * - The trailing `polycache_error **error_out` may be NULL; on a failure (not on a miss) it
@@ -16,6 +16,9 @@
  *   count, or 0 (or another negative) for "already expired".
  * - Callbacks (loaders, a job's fetch, a custom backend) return a polycache_result and must
  *   return normally; the user data given with them is released as each function says.
+ * - Non-blocking calls (polycache_cache_<op>_start) return at once; each operation started
+ *   delivers one polycache_completion to a polycache_queue, whose file descriptor an event
+ *   loop watches and polycache_queue_drain empties.
  */
 
 #ifndef POLYCACHE_H
@@ -89,6 +92,19 @@ typedef struct polycache_job polycache_job;
  * it, so never free it or keep the pointer.
  */
 typedef struct polycache_loader_output polycache_loader_output;
+
+/**
+ * Where non-blocking operations deliver their completions, with a file descriptor for an
+ * event loop to watch.
+ *
+ * Threads: a queue may be used from any number of threads at the same time (start calls
+ * from several threads, `polycache_queue_drain` from one or several), except
+ * `polycache_queue_free`, which must come after every other thread's last use. Lifetime:
+ * from `polycache_queue_new` until `polycache_queue_free`, which may come while operations
+ * are in flight: they finish, and their completions are dropped (values freed, no output
+ * written, `user_data` never returned).
+ */
+typedef struct polycache_queue polycache_queue;
 
 /**
  * Bytes read from a cache by `polycache_cache_get` or `polycache_cache_get_many`.
@@ -292,6 +308,56 @@ typedef void (*polycache_log_callback)(void *user_data,
                                        const char *message);
 
 /**
+ * Which non-blocking call a completion answers: `POLYCACHE_OP_GET`, `POLYCACHE_OP_SET`,
+ * `POLYCACHE_OP_DELETE`, `POLYCACHE_OP_INCR`, `POLYCACHE_OP_GET_MANY`,
+ * `POLYCACHE_OP_SET_MANY`. Values are stable; new operations are only ever appended.
+ */
+typedef uint32_t polycache_op;
+
+/**
+ * One finished non-blocking operation, as `polycache_queue_drain` hands it out.
+ *
+ * `result` is what the blocking twin of the operation would have returned: `OK`, `MISS`
+ * (`get`), `NOT_STORED` (`set` on a `fail_open` cache whose backend is unreachable), or an
+ * error code. The fields that do not apply to `op` or to `result` are NULL, 0 or false.
+ *
+ * Ownership: `value` and `error` are new objects owned by the caller, to be released with
+ * `polycache_value_free` and `polycache_error_free` (both accept NULL, so a loop may free
+ * both for every completion). The struct itself is the caller's (an element of its array).
+ */
+typedef struct polycache_completion {
+    /**
+     * The `user_data` given to the start call, untouched (polycache never reads it).
+     */
+    void *user_data;
+    /**
+     * The operation: a `POLYCACHE_OP_*` value.
+     */
+    polycache_op op;
+    /**
+     * The operation's outcome, as its blocking twin returns it.
+     */
+    polycache_result result;
+    /**
+     * `get` with `OK`: the value read. NULL otherwise.
+     */
+    struct polycache_value *value;
+    /**
+     * `incr` with `OK`: the new value. 0 otherwise.
+     */
+    int64_t integer;
+    /**
+     * `delete` with `OK`: true when the key was present. False otherwise.
+     */
+    bool deleted;
+    /**
+     * Any failure (every code but `OK`, `MISS` and `NOT_STORED`): its details, always set.
+     * NULL otherwise.
+     */
+    struct polycache_error *error;
+} polycache_completion;
+
+/**
  * A fresh value.
  */
 #define POLYCACHE_STATUS_HIT 0
@@ -337,6 +403,36 @@ typedef void (*polycache_log_callback)(void *user_data,
  * Finer details (from the libraries under polycache only).
  */
 #define POLYCACHE_LOG_TRACE 5
+
+/**
+ * `polycache_cache_get_start`.
+ */
+#define POLYCACHE_OP_GET 0
+
+/**
+ * `polycache_cache_set_start`.
+ */
+#define POLYCACHE_OP_SET 1
+
+/**
+ * `polycache_cache_delete_start`.
+ */
+#define POLYCACHE_OP_DELETE 2
+
+/**
+ * `polycache_cache_incr_start`.
+ */
+#define POLYCACHE_OP_INCR 3
+
+/**
+ * `polycache_cache_get_many_start`.
+ */
+#define POLYCACHE_OP_GET_MANY 4
+
+/**
+ * `polycache_cache_set_many_start`.
+ */
+#define POLYCACHE_OP_SET_MANY 5
 
 /**
  * Success; outputs were written.
@@ -717,6 +813,118 @@ polycache_result polycache_cache_stats_prometheus(const struct polycache_cache *
                                                   struct polycache_error **error_out);
 
 /**
+ * Starts `polycache_cache_get(cache, key)` without blocking; its completion
+ * (`POLYCACHE_OP_GET`) arrives on `queue` with `user_data`.
+ *
+ * The completion's `result` is `OK` with a new `value` owned by the caller (free it with
+ * `polycache_value_free`), `MISS`, or an error with its `error`. The key is copied.
+ * Returns `OK` when the operation started: exactly one completion follows, unless the
+ * queue is freed first. On `memory://` and `dummy://` the operation completes during this
+ * call, and its completion is already queued when it returns. Any other code: nothing
+ * started, no completion follows.
+ *
+ * Threads: `cache` and `queue` may be used by other threads at the same time; the
+ * operation outlives `polycache_cache_free(cache)` (it keeps the backend open until it
+ * finishes).
+ */
+polycache_result polycache_cache_get_start(const struct polycache_cache *cache,
+                                           const struct polycache_queue *queue,
+                                           const char *key,
+                                           void *user_data,
+                                           struct polycache_error **error_out);
+
+/**
+ * Starts `polycache_cache_set(cache, key, value, len, ttl_ms)` without blocking; its
+ * completion (`POLYCACHE_OP_SET`) arrives on `queue` with `user_data`.
+ *
+ * The completion's `result` is `OK`, `NOT_STORED` (a `fail_open` cache whose backend is
+ * unreachable dropped the write), or an error (`VALUE_TOO_LARGE`, `CONNECTION`, …) with its
+ * `error`. The key and the `len` bytes are copied; `value` may be NULL only when `len` is
+ * 0. Start codes, inline completion and threads are as for `polycache_cache_get_start`.
+ */
+polycache_result polycache_cache_set_start(const struct polycache_cache *cache,
+                                           const struct polycache_queue *queue,
+                                           const char *key,
+                                           const uint8_t *value,
+                                           size_t len,
+                                           int64_t ttl_ms,
+                                           void *user_data,
+                                           struct polycache_error **error_out);
+
+/**
+ * Starts `polycache_cache_delete(cache, key)` without blocking; its completion
+ * (`POLYCACHE_OP_DELETE`) arrives on `queue` with `user_data`.
+ *
+ * The completion's `result` is `OK` with `deleted` true when the key was present, or an
+ * error with its `error`. Start codes, inline completion and threads are as for
+ * `polycache_cache_get_start`.
+ */
+polycache_result polycache_cache_delete_start(const struct polycache_cache *cache,
+                                              const struct polycache_queue *queue,
+                                              const char *key,
+                                              void *user_data,
+                                              struct polycache_error **error_out);
+
+/**
+ * Starts `polycache_cache_incr(cache, key, delta)` without blocking; its completion
+ * (`POLYCACHE_OP_INCR`) arrives on `queue` with `user_data`.
+ *
+ * The completion's `result` is `OK` with the new value in `integer`, or an error
+ * (`NOT_FOUND`, `NOT_AN_INTEGER`, `OVERFLOW`, `CONNECTION`, …) with its `error`. A
+ * negative `delta` decrements. Start codes, inline completion and threads are as for
+ * `polycache_cache_get_start`.
+ */
+polycache_result polycache_cache_incr_start(const struct polycache_cache *cache,
+                                            const struct polycache_queue *queue,
+                                            const char *key,
+                                            int64_t delta,
+                                            void *user_data,
+                                            struct polycache_error **error_out);
+
+/**
+ * Starts `polycache_cache_get_many(cache, keys, n, values_out)` without blocking (one
+ * bulk call to the backend); its completion (`POLYCACHE_OP_GET_MANY`) arrives on `queue`
+ * with `user_data`.
+ *
+ * `values_out` is the caller's array of `n` pointers. It must stay valid, and the caller
+ * must not access it, until this operation's completion is drained (or the queue is
+ * freed): polycache writes it only inside the `polycache_queue_drain` call that hands out
+ * the completion, and only when its `result` is `OK` — then `values_out[i]` receives a new
+ * value owned by the caller for each hit (free it with `polycache_value_free`) and NULL for
+ * each miss. On an error the array is untouched. The keys are copied. `keys` and
+ * `values_out` may be NULL only when `n` is 0. Start codes, inline completion and threads
+ * are as for `polycache_cache_get_start`.
+ */
+polycache_result polycache_cache_get_many_start(const struct polycache_cache *cache,
+                                                const struct polycache_queue *queue,
+                                                const char *const *keys,
+                                                size_t n,
+                                                struct polycache_value **values_out,
+                                                void *user_data,
+                                                struct polycache_error **error_out);
+
+/**
+ * Starts `polycache_cache_set_many(cache, keys, values, lens, n, ttl_ms)` without blocking
+ * (one bulk call to the backend); its completion (`POLYCACHE_OP_SET_MANY`) arrives on
+ * `queue` with `user_data`.
+ *
+ * The completion's `result` is `OK`, or an error with its `error`: `VALUE_TOO_LARGE` when
+ * any value is over `max_value_size` (nothing stored), `BACKEND` naming the keys not
+ * stored when the backend stored only some. Keys and bytes are copied; the arrays may be
+ * NULL only when `n` is 0. Start codes, inline completion and threads are as for
+ * `polycache_cache_get_start`.
+ */
+polycache_result polycache_cache_set_many_start(const struct polycache_cache *cache,
+                                                const struct polycache_queue *queue,
+                                                const char *const *keys,
+                                                const uint8_t *const *values,
+                                                const size_t *lens,
+                                                size_t n,
+                                                int64_t ttl_ms,
+                                                void *user_data,
+                                                struct polycache_error **error_out);
+
+/**
  * Opens the caches a JSON text configures, shaped like Django's `CACHES` setting.
  *
  * `config` is NUL-terminated UTF-8: an object of named caches, each with `LOCATION` (the
@@ -986,6 +1194,58 @@ polycache_result polycache_set_log_callback(polycache_log_callback callback,
                                             struct polycache_error **error_out);
 
 /**
+ * Creates a queue; `*queue_out` receives it, owned by the caller, to be released with
+ * `polycache_queue_free`.
+ *
+ * Fails with `POLYCACHE_RESULT_IO` when the system cannot give it a file descriptor.
+ */
+polycache_result polycache_queue_new(struct polycache_queue **queue_out,
+                                     struct polycache_error **error_out);
+
+/**
+ * Frees a queue from `polycache_queue_new`; NULL does nothing.
+ *
+ * Call it once, after every thread's last use of the queue, and after removing its
+ * descriptor from your event loop (the descriptor is closed). Operations still in flight
+ * are not interrupted (one that reached its server finishes there), but their completions
+ * are dropped: nothing is written to a `get_many`'s array, and no value or error is handed
+ * out, so nothing leaks. Completions already finished and not yet drained are dropped too.
+ */
+void polycache_queue_free(struct polycache_queue *queue);
+
+/**
+ * The file descriptor an event loop watches for reading (epoll's `EPOLLIN`, libuv's
+ * `uv_poll_start(…, UV_READABLE, …)`): readable while completions wait to be drained.
+ *
+ * It is owned by the queue: do not read, write or close it. It is level-triggered:
+ * `polycache_queue_drain` clears it when it takes the last waiting completion, and a
+ * partial drain leaves it readable. Returns -1 when `queue` is NULL.
+ */
+int polycache_queue_fd(const struct polycache_queue *queue);
+
+/**
+ * How many operations were started on `queue` and not yet drained: in flight, or finished
+ * and waiting. A loop is done when it reaches 0. Returns 0 when `queue` is NULL.
+ */
+size_t polycache_queue_pending(const struct polycache_queue *queue);
+
+/**
+ * Takes up to `capacity` finished operations, oldest first, without waiting.
+ *
+ * `completions_out` is the caller's array of `capacity` elements; `*count_out` receives how
+ * many were written (0 when none waits). Each completion hands its `value` and `error` to
+ * the caller (see `polycache_completion`), and a `get_many`'s completion fills the array
+ * given to `polycache_cache_get_many_start` here, on the thread that drains. Completions
+ * left over stay queued and the descriptor stays readable. `completions_out` may be NULL
+ * only when `capacity` is 0.
+ */
+polycache_result polycache_queue_drain(const struct polycache_queue *queue,
+                                       struct polycache_completion *completions_out,
+                                       size_t capacity,
+                                       size_t *count_out,
+                                       struct polycache_error **error_out);
+
+/**
  * A short, stable, lower-case name for `result` (`"ok"`, `"miss"`, `"not_found"`, …).
  *
  * The error kinds have the names Rust's `ErrorKind::as_str` and Python use. Any value is
@@ -993,6 +1253,21 @@ polycache_result polycache_set_log_callback(polycache_log_callback callback,
  * never NULL, never freed.
  */
 const char *polycache_result_name(polycache_result result);
+
+/**
+ * Sets how many worker threads and at most how many blocking threads polycache's runtime
+ * has; 0 keeps the default (workers: the number of CPUs up to 4; blocking: 64).
+ *
+ * The runtime runs the non-blocking operations (`polycache_cache_<op>_start`) of remote
+ * caches, and starts with the first of them. Call this before, once: afterwards it returns
+ * `POLYCACHE_RESULT_CONFIGURATION` and changes nothing. The environment variables
+ * `POLYCACHE_RUNTIME_THREADS` and `POLYCACHE_BLOCKING_THREADS`, when set to a positive
+ * number, take precedence over both arguments. Caches that complete inline (`memory://`,
+ * `dummy://`) never use the runtime.
+ */
+polycache_result polycache_runtime_configure(size_t worker_threads,
+                                             size_t blocking_threads,
+                                             struct polycache_error **error_out);
 
 /**
  * The bytes of `value`; `polycache_value_len` of them may be read.

@@ -84,7 +84,27 @@ impl<T> CompletionQueue<T> {
 
     /// Takes every finished operation, oldest first, and clears the descriptor's readiness.
     pub fn drain(&self) -> Vec<T> {
+        self.drain_up_to(usize::MAX)
+    }
+
+    /// Takes at most `max` finished operations, oldest first. The descriptor stays readable
+    /// while some are left, so a loop that drains in fixed-size batches wakes again for them.
+    ///
+    /// ```
+    /// use polycache::completion::CompletionQueue;
+    /// let queue = CompletionQueue::new().unwrap();
+    /// for i in 0..5 {
+    ///     queue.push(i);
+    /// }
+    /// assert_eq!(queue.drain_up_to(2), vec![0, 1]);
+    /// assert_eq!(queue.drain_up_to(8), vec![2, 3, 4]);
+    /// ```
+    pub fn drain_up_to(&self, max: usize) -> Vec<T> {
         let mut state = self.lock();
+        if state.items.len() > max {
+            let rest = state.items.split_off(max);
+            return std::mem::replace(&mut state.items, rest);
+        }
         if state.signalled {
             state.signalled = false;
             let mut count: u64 = 0;
@@ -133,6 +153,41 @@ mod tests {
         assert!(!readable(q.fd()));
         q.push("c");
         assert!(readable(q.fd()));
+    }
+
+    #[test]
+    fn a_partial_drain_leaves_the_descriptor_readable() {
+        let q = CompletionQueue::new().unwrap();
+        for i in 0..3 {
+            q.push(i);
+        }
+        assert_eq!(q.drain_up_to(2), vec![0, 1]);
+        assert!(readable(q.fd()));
+        assert_eq!(q.drain_up_to(2), vec![2]);
+        assert!(!readable(q.fd()));
+        assert!(q.drain_up_to(2).is_empty());
+        assert!(q.drain_up_to(0).is_empty());
+    }
+
+    #[test]
+    fn a_bounded_drain_never_takes_more_than_asked_while_others_push() {
+        let q = Arc::new(CompletionQueue::new().unwrap());
+        let pusher = {
+            let q = Arc::clone(&q);
+            std::thread::spawn(move || {
+                for i in 0..20_000 {
+                    q.push(i);
+                }
+            })
+        };
+        let mut got = Vec::new();
+        while got.len() < 20_000 {
+            let batch = q.drain_up_to(3);
+            assert!(batch.len() <= 3, "{}", batch.len());
+            got.extend(batch);
+        }
+        pusher.join().unwrap();
+        assert_eq!(got, (0..20_000).collect::<Vec<_>>());
     }
 
     #[test]

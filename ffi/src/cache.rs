@@ -424,18 +424,29 @@ pub unsafe extern "C" fn polycache_cache_set_many(
         };
         let items: Vec<(&str, &[u8])> = keys.into_iter().zip(values).collect();
         let failed = cache.cache.set_many(&items, expiry(ttl_ms), None)?;
-        if !failed.is_empty() {
-            let names: Vec<&str> = failed
-                .iter()
-                .filter_map(|&i| items.get(i).map(|(k, _)| *k))
-                .collect();
-            return Err(Failure::Core(Error::new(
-                ErrorKind::Backend,
-                format!("{} of {n} pairs were not stored: {names:?}", failed.len()),
-            )));
-        }
+        all_stored(&items, &failed)?;
         Ok(POLYCACHE_RESULT_OK)
     })
+}
+
+/// `set_many`'s answer when the backend stored only some of `items` (`failed` holds the
+/// indexes of the others): an error naming the keys not stored.
+pub(crate) fn all_stored(items: &[(&str, &[u8])], failed: &[usize]) -> Result<(), Failure> {
+    if failed.is_empty() {
+        return Ok(());
+    }
+    let names: Vec<&str> = failed
+        .iter()
+        .filter_map(|&i| items.get(i).map(|(k, _)| *k))
+        .collect();
+    Err(Failure::Core(Error::new(
+        ErrorKind::Backend,
+        format!(
+            "{} of {} pairs were not stored: {names:?}",
+            failed.len(),
+            items.len()
+        ),
+    )))
 }
 
 /// Removes the `n` keys in `keys`; `*deleted_out` receives how many were present.

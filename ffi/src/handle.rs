@@ -23,6 +23,7 @@ impl BoxHandle for crate::value::polycache_value {}
 impl BoxHandle for crate::error::polycache_error {}
 impl BoxHandle for crate::caches::polycache_caches {}
 impl BoxHandle for crate::job::polycache_job {}
+impl BoxHandle for crate::queue::polycache_queue {}
 
 /// Objects polycache lends to C for the duration of a callback (they live on Rust's stack):
 /// only they may go through [`lend`]/[`borrow_lent`].
@@ -230,6 +231,42 @@ pub(crate) unsafe fn out_array<'a, T>(
     // SAFETY: ptr is not NULL and, by this function's contract, points to n writable Ts;
     // MaybeUninit<T> has T's layout.
     Ok(unsafe { std::slice::from_raw_parts_mut(ptr.cast::<MaybeUninit<T>>(), n) })
+}
+
+/// A caller's array of `n` out-elements kept past the call that received it, to be written
+/// in a later call of the caller's (a `get_many`'s array, filled by `polycache_queue_drain`).
+pub(crate) struct LaterOut<T> {
+    ptr: *mut T,
+    n: usize,
+}
+
+// SAFETY: the pointer is carried between threads but never dereferenced on the way: only
+// `LaterOut::get` does, inside a later call of the caller, on the caller's thread.
+unsafe impl<T> Send for LaterOut<T> {}
+
+/// Checks a caller's array of `n` out-elements to be written later; `ptr` may be NULL only
+/// when `n` is 0.
+pub(crate) fn later_out<T>(
+    ptr: *mut T,
+    n: usize,
+    name: &'static str,
+) -> Result<LaterOut<T>, Failure> {
+    if n > 0 && ptr.is_null() {
+        return Err(Failure::NullParameter(name));
+    }
+    Ok(LaterOut { ptr, n })
+}
+
+impl<T> LaterOut<T> {
+    /// The array, for writing.
+    ///
+    /// # Safety
+    /// The caller's array is still valid: `n` writable, aligned `T`s that nothing else
+    /// accesses during the call that writes them.
+    pub(crate) unsafe fn get<'a>(&self) -> &'a mut [MaybeUninit<T>] {
+        // SAFETY: by this function's contract; `later_out` checked NULL against n.
+        unsafe { out_array(self.ptr, self.n, "later") }.unwrap_or(&mut [])
+    }
 }
 
 /// Bytes the caller lets us fill: `cap` writable bytes at `ptr`; NULL only when `cap` is 0.

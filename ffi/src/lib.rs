@@ -3,7 +3,7 @@
 //! The conventions follow rustls-ffi (see `docs/c-api.md`):
 //!
 //! - Objects are opaque handles (`polycache_cache`, `polycache_caches`, `polycache_job`,
-//!   `polycache_value`, `polycache_error`)
+//!   `polycache_value`, `polycache_error`, `polycache_queue`)
 //!   created by a `_new`/`_open`/getter function and released by the matching `_free`;
 //!   `_free(NULL)` does nothing.
 //! - Every fallible function returns a [`polycache_result`] and writes its outputs only when
@@ -30,6 +30,7 @@
 
 mod backend;
 mod cache;
+mod cache_start;
 mod caches;
 mod error;
 mod handle;
@@ -37,18 +38,23 @@ mod job;
 mod loader;
 mod logging;
 mod panic;
+mod queue;
 mod result;
+mod runtime;
 mod stats;
 mod value;
 
 pub use backend::*;
 pub use cache::*;
+pub use cache_start::*;
 pub use caches::*;
 pub use error::*;
 pub use job::*;
 pub use loader::*;
 pub use logging::*;
+pub use queue::*;
 pub use result::*;
+pub use runtime::*;
 pub use stats::*;
 pub use value::*;
 

@@ -2,7 +2,8 @@
 """Writes the C examples of docs/c-api.md's "Functions" section as one C file, for
 tests/c/run.sh to compile with warnings as errors and run.
 
-A block that starts with `static` is a file-scope definition (a callback); every other block
+A block that starts with `static` or `#include` is file-scope (a callback, the headers an
+example needs); every other block
 becomes the body of its own function, run in order, with `cache` an open memory:// cache and
 `err` a `polycache_error *` that the function frees at the end.
 
@@ -33,7 +34,7 @@ def main() -> int:
     ]
     calls = []
     for i, body in enumerate(blocks):
-        if body.lstrip().startswith("static"):
+        if body.lstrip().startswith(("static", "#include")):
             out.append(body)
             continue
         name = f"example_{i}"

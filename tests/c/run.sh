@@ -10,11 +10,15 @@
 #    and that libpolycache.so exports every function the header declares;
 # 3. runs the plain programs under valgrind (definite and indirect leaks are errors) and the
 #    sanitized ones with leak detection on and every UBSan report fatal;
-# 4. runs tests/c/test_threads.c (8 threads on one handle) under ThreadSanitizer, short form
-#    (`make tsan` runs 8 x 1,000,000 operations);
+# 4. runs tests/c/test_threads.c (8 threads on one handle) and tests/c/test_queue.c under
+#    ThreadSanitizer, short form (`make tsan` runs 8 x 1,000,000 operations);
 # 5. installs the library into a temporary PREFIX with scripts/install-c.sh and builds
 #    examples/c/quickstart.c with `cc $(pkg-config --cflags --libs polycache)` against the
 #    installed copy, shared and static, and runs both.
+#
+# tests/c/test_queue.c needs a Redis and a Memcached: it runs under testkit's `with-servers`,
+# which starts both on free loopback ports, passes their URLs in POLYCACHE_TEST_REDIS_URL and
+# POLYCACHE_TEST_MEMCACHED_URL, and stops them when the program exits.
 #
 # The programs link the shared library just built (target/debug/libpolycache.so), found at
 # run time through an rpath to a directory that names it by its soname, as an installed
@@ -29,8 +33,9 @@ lib_dir="$CARGO_TARGET_DIR/debug"
 
 step() { printf '== %s\n' "$*"; }
 
-step "cargo build -p polycache-ffi"
-cargo build -p polycache-ffi
+step "cargo build -p polycache-ffi -p polycache-testkit"
+cargo build -p polycache-ffi -p polycache-testkit
+with_servers="$lib_dir/with-servers"
 
 build=$(mktemp -d)
 trap 'rm -rf "$build"' EXIT
@@ -43,7 +48,7 @@ ln -s "$lib_dir/libpolycache.so" "$so_dir/${soname:?libpolycache.so has no sonam
 cflags=(-std=c11 -Wall -Wextra -Werror -pedantic -g -Iinclude -Itests/c)
 sanitize=(-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer)
 libs=(-L"$lib_dir" -lpolycache -Wl,-rpath,"$so_dir" -lpthread)
-tests=(test_cache test_caches test_backend test_job test_threads)
+tests=(test_cache test_caches test_backend test_job test_threads test_queue)
 examples=(quickstart walkthrough)
 
 for t in "${tests[@]}"; do
@@ -83,6 +88,12 @@ threads_ops() {
     esac
 }
 
+# What runs before program $1: testkit's with-servers for the one that needs servers.
+servers_for() {
+    [[ "$1" == test_queue ]] && echo "$with_servers"
+    return 0
+}
+
 if command -v valgrind >/dev/null 2>&1; then
     # Only definite and indirect leaks count: the core keeps a few process-wide tables
     # (named memory:// stores, the refresh pool) that valgrind reports as "possibly lost"
@@ -93,7 +104,8 @@ if command -v valgrind >/dev/null 2>&1; then
         step "valgrind $p"
         args=()
         [[ "$p" == test_threads ]] && args=("$(threads_ops valgrind)")
-        "${valgrind[@]}" "$build/$p" "${args[@]}"
+        mapfile -t pre < <(servers_for "$p")
+        "${pre[@]}" "${valgrind[@]}" "$build/$p" "${args[@]}"
     done
 else
     echo "valgrind is not installed (scripts/install-system-deps.sh installs it): skipping the valgrind runs" >&2
@@ -106,10 +118,11 @@ for p in "${examples[@]}" "${tests[@]}"; do
     step "AddressSanitizer + UBSan: $p"
     args=()
     [[ "$p" == test_threads ]] && args=("$(threads_ops asan)")
-    "$build/$p.asan" "${args[@]}"
+    mapfile -t pre < <(servers_for "$p")
+    "${pre[@]}" "$build/$p.asan" "${args[@]}"
 done
 
-step "ThreadSanitizer: test_threads $(threads_ops tsan)"
+step "ThreadSanitizer: test_threads $(threads_ops tsan), test_queue"
 bash tests/c/tsan.sh "$(threads_ops tsan)"
 
 step "make install into a temporary PREFIX; build examples/c/quickstart.c with pkg-config"

@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Runs tests/c/test_threads.c (8 threads x N mixed operations on one shared handle) under
+# Runs tests/c/test_threads.c (8 threads x N mixed operations on one shared handle) and
+# tests/c/test_queue.c (non-blocking calls: threads starting operations on one queue, an
+# epoll loop against Redis and Memcached started by testkit's `with-servers`) under
 # ThreadSanitizer. Usage: bash tests/c/tsan.sh [N]   (`make tsan` passes 1000000)
 #
 # What it checks: the C side is instrumented (gcc -fsanitize=thread) and links libpolycache.so,
@@ -24,14 +26,18 @@ if [[ "$profile" == release ]]; then
 else
     cargo build -p polycache-ffi --lib
 fi
+cargo build -p polycache-testkit --bin with-servers
 build=$(mktemp -d)
 trap 'rm -rf "$build"' EXIT
 # The program loads the library by its soname (ffi/build.rs), as an installed copy is named.
 so="$CARGO_TARGET_DIR/$profile/libpolycache.so"
 soname=$(readelf -d "$so" | sed -n 's/.*Library soname: \[\(.*\)\].*/\1/p')
 ln -s "$so" "$build/${soname:-libpolycache.so}"
-cc -std=c11 -Wall -Wextra -Werror -pedantic -g -O1 -fsanitize=thread -Iinclude -Itests/c \
-    tests/c/test_threads.c -L"$CARGO_TARGET_DIR/$profile" -lpolycache -Wl,-rpath,"$build" -lpthread \
-    -o "$build/test_threads.tsan"
-TSAN_OPTIONS="halt_on_error=1 exitcode=66 suppressions=$root/tests/c/tsan.supp" \
-    "$build/test_threads.tsan" "$n"
+for t in test_threads test_queue; do
+    cc -std=c11 -Wall -Wextra -Werror -pedantic -g -O1 -fsanitize=thread -Iinclude -Itests/c \
+        "tests/c/$t.c" -L"$CARGO_TARGET_DIR/$profile" -lpolycache -Wl,-rpath,"$build" -lpthread \
+        -o "$build/$t.tsan"
+done
+export TSAN_OPTIONS="halt_on_error=1 exitcode=66 suppressions=$root/tests/c/tsan.supp"
+"$build/test_threads.tsan" "$n"
+"$CARGO_TARGET_DIR/debug/with-servers" "$build/test_queue.tsan"
