@@ -162,11 +162,7 @@ fn redis_server() -> Arc<polycache_testkit::RedisServer> {
 
 /// Redis' known deviations (see [`Deviation`]).
 const REDIS_EXPECT: Expect = Expect {
-    deviations: &[
-        Deviation::OutOfRangeIsOverflow,
-        Deviation::PlusSignIsNotAnInteger,
-        Deviation::RoundsLargeResults,
-    ],
+    deviations: &[Deviation::PlusSignIsNotAnInteger],
     ..Expect::FULL
 };
 

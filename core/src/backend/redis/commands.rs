@@ -105,6 +105,10 @@ pub(super) fn values(reply: redis::Value, n: usize) -> RedisResult<Vec<Option<Va
 pub(super) fn incremented(reply: redis::Value, key: &[u8], location: &str) -> Result<i64> {
     match reply {
         redis::Value::Int(n) => Ok(n),
+        redis::Value::BulkString(ref digits) => match crate::backend::parse_i64(digits) {
+            Some(n) => Ok(n),
+            None => Err(super::map_err(unexpected(&reply), location)),
+        },
         redis::Value::Nil => Err(crate::backend::not_found(key)),
         redis::Value::Array(code) if code.first() == Some(&redis::Value::Int(2)) => {
             Err(Error::new(

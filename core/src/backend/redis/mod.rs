@@ -54,19 +54,18 @@ const REPLICA_COOLDOWN: Duration = Duration::from_secs(1);
 const MAX_PX: u128 = 1_000_000_000_000_000;
 
 /// `incr`: "not found" on a missing key, Redis' own `INCRBY` otherwise (which keeps the TTL).
-/// Answers the new value, nil for a missing key, `{2}` on overflow, `{3}` on a non-integer;
-/// any other error of `INCRBY` (`OOM` under `maxmemory`, …) is passed on as it is.
+/// Answers the new value as a bulk string (a Lua number is a double: a result past 2^53 would
+/// come back rounded), nil for a missing key, `{2}` on overflow, `{3}` on a value that is
+/// not a 64-bit integer; any other error of `INCRBY` (`OOM` under `maxmemory`, …) is passed
+/// on as it is.
 const INCR_SCRIPT: &str = r"
-local v = redis.call('GET', KEYS[1])
-if not v then return false end
+if redis.call('EXISTS', KEYS[1]) == 0 then return false end
 local ok, n = pcall(redis.call, 'INCRBY', KEYS[1], ARGV[1])
-if ok then return n end
+if ok then return redis.call('GET', KEYS[1]) end
 local e = type(n) == 'table' and n.err or tostring(n)
-if not (string.find(e, 'overflow', 1, true) or string.find(e, 'not an integer', 1, true)) then
-  return redis.error_reply(e)
-end
-if string.match(v, '^%-?%d+$') and string.len(v) <= 20 then return {2} end
-return {3}
+if string.find(e, 'overflow', 1, true) then return {2} end
+if string.find(e, 'not an integer', 1, true) then return {3} end
+return redis.error_reply(e)
 ";
 
 /// `touch` to "never expires": whether the key exists, and `PERSIST` when it does.
