@@ -202,6 +202,9 @@ impl PyCache {
         let result = self.with_key(py, key, |c, k| c.get(Key::new(k).maybe_version(version)));
         // Matched in place: moving the result around costs more than the match on this path.
         match result {
+            Ok(Some(ref v)) if self.local => {
+                serializer::decode_shared(py, self.format, v).map(Some)
+            }
             Ok(Some(ref v)) => serializer::decode(py, self.format, v).map(Some),
             Ok(None) => Ok(None),
             Err(e) => Err(errors::to_py(py, e)),

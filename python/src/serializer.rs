@@ -625,3 +625,95 @@ mod tests {
         assert_eq!(&buf.as_slice()[buf.as_slice().len() - 2..], b"\x94.");
     }
 }
+
+/// Decoded objects shared between reads of the same stored bytes (`memory://` hits).
+///
+/// A memory store hands out its stored bytes themselves (one shared buffer per entry, see
+/// [`polycache::Value`]), so two reads of an unchanged entry see the same address. A slot
+/// keeps a clone of the value it was decoded from: while the slot holds it, no other
+/// buffer can take that address, so "same address, same length, same format" means "same
+/// bytes", and the object decoded last time is the answer again. Only objects nobody can
+/// change are shared — exact `str`, `bytes`, `int`, `float`, `bool`, `None` and tuples of
+/// them — so no caller ever sees another's mutation; anything else is decoded anew each time.
+///
+/// Direct-mapped by address; a value of more than [`SHARED_MAX_LEN`] bytes is never kept,
+/// so the table pins at most `SHARED_SLOTS × SHARED_MAX_LEN` bytes of evicted values.
+struct SharedSlot {
+    bytes: polycache::Value,
+    format: Format,
+    object: Py<PyAny>,
+}
+
+const SHARED_SLOTS: usize = 256;
+const SHARED_MAX_LEN: usize = 256;
+
+static SHARED: [std::sync::Mutex<Option<SharedSlot>>; SHARED_SLOTS] =
+    [const { std::sync::Mutex::new(None) }; SHARED_SLOTS];
+
+/// True for objects no caller can mutate: exact immutable builtins, and tuples of them.
+fn immutable(obj: &Bound<'_, PyAny>, depth: u8) -> bool {
+    let ptr = obj.as_ptr();
+    // SAFETY: `ptr` is a live object (borrowed from `obj`); the Check functions only read
+    // its type, and `py` is attached.
+    unsafe {
+        if ffi::PyUnicode_CheckExact(ptr) != 0
+            || ffi::PyBytes_CheckExact(ptr) != 0
+            || ffi::PyLong_CheckExact(ptr) != 0
+            || ffi::PyFloat_CheckExact(ptr) != 0
+            || ffi::PyBool_Check(ptr) != 0
+            || ptr == ffi::Py_None()
+        {
+            return true;
+        }
+    }
+    match obj.cast::<pyo3::types::PyTuple>() {
+        Ok(t)
+            if depth < 2
+                && obj
+                    .get_type()
+                    .is(obj.py().get_type::<pyo3::types::PyTuple>()) =>
+        {
+            t.iter().all(|item| immutable(&item, depth + 1))
+        }
+        _ => false,
+    }
+}
+
+/// [`decode`] for a value read from a store that answers in memory: an immutable result is
+/// shared with later reads of the same stored bytes (see [`SharedSlot`]).
+#[inline]
+pub(crate) fn decode_shared<'py>(
+    py: Python<'py>,
+    format: Format,
+    value: &polycache::Value,
+) -> PyResult<Bound<'py, PyAny>> {
+    let data: &[u8] = value;
+    if data.len() > SHARED_MAX_LEN {
+        return decode(py, format, data);
+    }
+    let slot = &SHARED[(data.as_ptr() as usize >> 4) % SHARED_SLOTS];
+    if let Ok(guard) = slot.try_lock() {
+        if let Some(s) = guard.as_ref() {
+            if s.bytes.as_ptr() == data.as_ptr()
+                && s.bytes.len() == data.len()
+                && s.format == format
+            {
+                return Ok(s.object.bind(py).clone());
+            }
+        }
+    }
+    let object = decode(py, format, data)?;
+    if immutable(&object, 0) {
+        if let Ok(mut guard) = slot.try_lock() {
+            // The old slot (a value and an immutable builtin) is dropped after the lock.
+            let old = guard.replace(SharedSlot {
+                bytes: value.clone(),
+                format,
+                object: object.clone().unbind(),
+            });
+            drop(guard);
+            drop(old);
+        }
+    }
+    Ok(object)
+}

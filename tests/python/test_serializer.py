@@ -215,3 +215,54 @@ def test_cache_stores_djangos_bytes(store_name: str) -> None:
     for i, value in enumerate(STRINGS[:12] + BYTES[:5] + FLOATS[:-1] + INTS + OTHERS + ROUNDTRIP):
         cache.set(f"k{i}", value)
         assert cache.get(f"k{i}") == value
+
+
+@pytest.mark.parametrize("serializer", ["pickle", "json", "raw"])
+def test_memory_hits_share_only_immutable_objects(serializer: str) -> None:
+    # A memory:// hit may hand out the object an earlier read of the same stored bytes
+    # decoded, but only when nobody can change it: a caller mutating what it read must
+    # never change what the next caller reads.
+    cache = polycache.Cache("memory://", serializer=serializer)
+    if serializer == "raw":
+        immutable: list[Any] = [b"abc"]
+        mutable: list[Any] = []
+    elif serializer == "json":
+        immutable = ["text", 1.5, True, None]
+        mutable = [[1, 2], {"a": [1]}]
+    else:
+        immutable = ["text", b"bytes", 1.5, ("a", 1, ("b", None)), 10**30]
+        mutable = [[1, 2], {"a": [1]}, bytearray(b"xy"), ("a", [1]), {1, 2}]
+    for i, value in enumerate(immutable + mutable):
+        cache.set(f"k{i}", value)
+    for i, value in enumerate(immutable):
+        first = cache.get(f"k{i}")
+        assert first == value and type(first) is type(value)
+        assert cache.get(f"k{i}") == value
+    for i, value in enumerate(mutable, start=len(immutable)):
+        first = cache.get(f"k{i}")
+        assert first == value
+        second = cache.get(f"k{i}")
+        assert second is not first, f"a {type(value).__name__} must not be shared"
+        if isinstance(first, list):
+            first.append("mutated")
+        elif isinstance(first, dict):
+            first["mutated"] = True
+        elif isinstance(first, (bytearray, set)):
+            first.clear()
+        assert cache.get(f"k{i}") == value
+
+
+def test_memory_hits_see_new_values_after_a_write() -> None:
+    # A slot matches only the very stored bytes it was decoded from: an overwrite, a delete
+    # or an incr is never answered with the old object.
+    cache = polycache.Cache("memory://")
+    for round_ in range(50):
+        cache.set("k", f"v{round_}")
+        assert cache.get("k") == f"v{round_}"
+        assert cache.get("k") == f"v{round_}"
+    cache.delete("k")
+    assert cache.get("k") is None
+    cache.set("n", 1)
+    assert cache.get("n") == 1
+    cache.incr("n")
+    assert cache.get("n") == 2
