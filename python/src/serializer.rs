@@ -636,8 +636,10 @@ mod tests {
 /// change are shared — exact `str`, `bytes`, `int`, `float`, `bool`, `None` and tuples of
 /// them — so no caller ever sees another's mutation; anything else is decoded anew each time.
 ///
-/// Direct-mapped by address; a value of more than [`SHARED_MAX_LEN`] bytes is never kept,
-/// so the table pins at most `SHARED_SLOTS × SHARED_MAX_LEN` bytes of evicted values.
+/// Each thread has its own table (no lock, no atomic read-modify-write on a hit: those cost
+/// more than the lookup); it is direct-mapped by address, and a value of more than
+/// [`SHARED_MAX_LEN`] bytes is never kept, so a table pins at most
+/// `SHARED_SLOTS × SHARED_MAX_LEN` bytes of values the store may have dropped since.
 struct SharedSlot {
     bytes: polycache::Value,
     format: Format,
@@ -647,14 +649,16 @@ struct SharedSlot {
 const SHARED_SLOTS: usize = 256;
 const SHARED_MAX_LEN: usize = 256;
 
-static SHARED: [std::sync::Mutex<Option<SharedSlot>>; SHARED_SLOTS] =
-    [const { std::sync::Mutex::new(None) }; SHARED_SLOTS];
+thread_local! {
+    static SHARED: std::cell::RefCell<Box<[Option<SharedSlot>]>> =
+        std::cell::RefCell::new((0..SHARED_SLOTS).map(|_| None).collect());
+}
 
 /// True for objects no caller can mutate: exact immutable builtins, and tuples of them.
 fn immutable(obj: &Bound<'_, PyAny>, depth: u8) -> bool {
     let ptr = obj.as_ptr();
     // SAFETY: `ptr` is a live object (borrowed from `obj`); the Check functions only read
-    // its type, and `py` is attached.
+    // its type, and `obj` proves the thread is attached.
     unsafe {
         if ffi::PyUnicode_CheckExact(ptr) != 0
             || ffi::PyBytes_CheckExact(ptr) != 0
@@ -665,22 +669,16 @@ fn immutable(obj: &Bound<'_, PyAny>, depth: u8) -> bool {
         {
             return true;
         }
-    }
-    match obj.cast::<pyo3::types::PyTuple>() {
-        Ok(t)
-            if depth < 2
-                && obj
-                    .get_type()
-                    .is(obj.py().get_type::<pyo3::types::PyTuple>()) =>
-        {
-            t.iter().all(|item| immutable(&item, depth + 1))
+        if depth >= 2 || ffi::PyTuple_CheckExact(ptr) == 0 {
+            return false;
         }
-        _ => false,
     }
+    obj.cast::<pyo3::types::PyTuple>()
+        .is_ok_and(|t| t.iter().all(|item| immutable(&item, depth + 1)))
 }
 
 /// [`decode`] for a value read from a store that answers in memory: an immutable result is
-/// shared with later reads of the same stored bytes (see [`SharedSlot`]).
+/// shared with later reads of the same stored bytes on this thread (see [`SharedSlot`]).
 #[inline]
 pub(crate) fn decode_shared<'py>(
     py: Python<'py>,
@@ -691,29 +689,31 @@ pub(crate) fn decode_shared<'py>(
     if data.len() > SHARED_MAX_LEN {
         return decode(py, format, data);
     }
-    let slot = &SHARED[(data.as_ptr() as usize >> 4) % SHARED_SLOTS];
-    if let Ok(guard) = slot.try_lock() {
-        if let Some(s) = guard.as_ref() {
-            if s.bytes.as_ptr() == data.as_ptr()
-                && s.bytes.len() == data.len()
-                && s.format == format
-            {
-                return Ok(s.object.bind(py).clone());
-            }
-        }
+    let index = (data.as_ptr() as usize >> 4) % SHARED_SLOTS;
+    let found = SHARED.try_with(|table| {
+        let table = table.try_borrow().ok()?;
+        let slot = table[index].as_ref()?;
+        let same = slot.bytes.as_ptr() == data.as_ptr()
+            && slot.bytes.len() == data.len()
+            && slot.format == format;
+        same.then(|| slot.object.bind(py).clone())
+    });
+    if let Ok(Some(object)) = found {
+        return Ok(object);
     }
     let object = decode(py, format, data)?;
     if immutable(&object, 0) {
-        if let Ok(mut guard) = slot.try_lock() {
-            // The old slot (a value and an immutable builtin) is dropped after the lock.
-            let old = guard.replace(SharedSlot {
-                bytes: value.clone(),
-                format,
-                object: object.clone().unbind(),
-            });
-            drop(guard);
-            drop(old);
-        }
+        let slot = SharedSlot {
+            bytes: value.clone(),
+            format,
+            object: object.clone().unbind(),
+        };
+        // The slot it replaces (a value and an immutable builtin) is dropped once the table
+        // is no longer borrowed.
+        let _old = SHARED.try_with(|table| {
+            let mut table = table.try_borrow_mut().ok()?;
+            table[index].replace(slot)
+        });
     }
     Ok(object)
 }
