@@ -106,6 +106,19 @@ impl<'a> From<&'a String> for Key<'a> {
 /// Full keys up to this many bytes are built on the stack.
 const STACK_KEY: usize = 128;
 
+/// A key head (`{key_prefix}:{version}:`) up to this many bytes is kept zero-padded to this
+/// size too, and copied as one fixed-size block when a key is built.
+const HEAD_CHUNK: usize = 32;
+const _: () = assert!(HEAD_CHUNK <= STACK_KEY);
+
+#[cold]
+fn key_too_long(len: usize) -> Error {
+    Error::new(
+        ErrorKind::InvalidKey,
+        format!("key of {len} bytes is longer than the {MAX_KEY_LEN} bytes allowed"),
+    )
+}
+
 /// A cache: one backend plus key prefix, version, default TTL, value size limit and stats.
 ///
 /// Open one from a URL with [`Cache::open`] or configure it with [`Cache::builder`]. The
@@ -142,6 +155,8 @@ struct Inner {
     version: i64,
     /// `{key_prefix}:{version}:`, pre-rendered for the common case.
     head: Box<[u8]>,
+    /// `head` zero-padded to [`HEAD_CHUNK`] bytes, when it fits.
+    head_chunk: Option<[u8; HEAD_CHUNK]>,
     default_expiry: Expiry,
     max_value_size: usize,
     stats: Stats,
@@ -473,6 +488,11 @@ impl CacheBuilder {
             AsyncAccess::Blocking => Some(Arc::new(OnBlockingPool(Arc::clone(&backend)))),
             AsyncAccess::Native(native) => Some(native),
         };
+        let head_chunk = (head.len() <= HEAD_CHUNK).then(|| {
+            let mut chunk = [0; HEAD_CHUNK];
+            chunk[..head.len()].copy_from_slice(&head);
+            chunk
+        });
         Ok(Cache {
             inner: Arc::new(Inner {
                 backend,
@@ -480,6 +500,7 @@ impl CacheBuilder {
                 key_prefix,
                 version,
                 head,
+                head_chunk,
                 default_expiry,
                 max_value_size,
                 stats: Stats::default(),
@@ -691,47 +712,51 @@ impl Cache {
     }
 
     /// Calls `f` with the full key `{key_prefix}:{version}:{name}`, built on the stack.
+    ///
+    /// `f` has one call site, so it is inlined into each operation: the key is built in one
+    /// of three places (the caller's full key, the stack, the heap) and then used once.
     #[inline]
     fn with_key<R>(&self, key: Key<'_>, f: impl FnOnce(&[u8]) -> Result<R>) -> Result<R> {
         let name = key.name.as_bytes();
         if name.len() > MAX_KEY_LEN {
-            return Err(Error::new(
-                ErrorKind::InvalidKey,
-                format!(
-                    "key of {} bytes is longer than the {MAX_KEY_LEN} bytes allowed",
-                    name.len()
-                ),
-            ));
-        }
-        if key.full {
-            return f(name);
+            return Err(key_too_long(name.len()));
         }
         let head = &self.inner.head;
-        match key.version {
+        let mut stack = [MaybeUninit::<u8>::uninit(); STACK_KEY];
+        let heap: Vec<u8>;
+        let full: &[u8] = match key.version {
+            _ if key.full => name,
             Some(v) if v != self.inner.version => {
-                f(format!("{}:{v}:{}", self.inner.key_prefix, key.name).as_bytes())
+                heap = format!("{}:{v}:{}", self.inner.key_prefix, key.name).into_bytes();
+                &heap
             }
             _ if head.len() + name.len() <= STACK_KEY => {
-                let mut buf = [MaybeUninit::<u8>::uninit(); STACK_KEY];
                 let total = head.len() + name.len();
-                // SAFETY: `total <= STACK_KEY`, so both copies stay inside `buf`; the two
-                // source slices cannot overlap the fresh stack array; the first `total` bytes
-                // are initialised by the copies before the slice over them is formed.
-                let full = unsafe {
-                    let dst = buf.as_mut_ptr().cast::<u8>();
-                    std::ptr::copy_nonoverlapping(head.as_ptr(), dst, head.len());
+                // SAFETY: `total <= STACK_KEY`, so both copies stay inside `stack`, and so
+                // does the fixed-size head chunk (`HEAD_CHUNK <= STACK_KEY`), whose bytes past
+                // the head the name copy then overwrites; the sources cannot overlap the fresh
+                // stack array; the first `total` bytes are initialised before the slice over
+                // them is formed.
+                unsafe {
+                    let dst = stack.as_mut_ptr().cast::<u8>();
+                    match &self.inner.head_chunk {
+                        // A fixed-size copy is two vector moves, not a call to memcpy.
+                        Some(chunk) => dst.cast::<[u8; HEAD_CHUNK]>().write_unaligned(*chunk),
+                        None => std::ptr::copy_nonoverlapping(head.as_ptr(), dst, head.len()),
+                    }
                     std::ptr::copy_nonoverlapping(name.as_ptr(), dst.add(head.len()), name.len());
                     std::slice::from_raw_parts(dst, total)
-                };
-                f(full)
+                }
             }
             _ => {
                 let mut buf = Vec::with_capacity(head.len() + name.len());
                 buf.extend_from_slice(head);
                 buf.extend_from_slice(name);
-                f(&buf)
+                heap = buf;
+                &heap
             }
-        }
+        };
+        f(full)
     }
 
     fn push_key(&self, key: Key<'_>, out: &mut Vec<u8>) -> Result<()> {
@@ -1205,5 +1230,47 @@ impl Cache {
     /// (see [`StatsSnapshot::to_prometheus`]).
     pub fn stats_prometheus(&self, name: &str) -> String {
         self.stats().to_prometheus(name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn full_keys_are_built_alike_on_every_path() {
+        // Heads shorter and longer than HEAD_CHUNK, names that fit the stack buffer and
+        // names that do not, the cache's own version and another one.
+        for prefix in [
+            "",
+            "app",
+            &"p".repeat(HEAD_CHUNK),
+            &"q".repeat(HEAD_CHUNK + 9),
+        ] {
+            let cache = Cache::builder("memory://")
+                .key_prefix(prefix)
+                .version(7)
+                .build()
+                .unwrap();
+            for name in [
+                "",
+                "k",
+                &"n".repeat(STACK_KEY - 3),
+                &"m".repeat(STACK_KEY + 5),
+            ] {
+                let full = cache.make_key(name).unwrap();
+                assert_eq!(full, format!("{prefix}:7:{name}").into_bytes());
+                let other = cache.make_key(Key::new(name).version(8)).unwrap();
+                assert_eq!(other, format!("{prefix}:8:{name}").into_bytes());
+                cache.set(name, b"v", Expiry::Never).unwrap();
+                assert_eq!(
+                    cache
+                        .get(Key::full(std::str::from_utf8(&full).unwrap()))
+                        .unwrap()
+                        .as_deref(),
+                    Some(&b"v"[..])
+                );
+            }
+        }
     }
 }
