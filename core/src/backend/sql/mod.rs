@@ -45,10 +45,6 @@ use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 #[cfg(feature = "postgres")]
-mod pg_client;
-#[cfg(feature = "postgres")]
-mod pg_tls;
-#[cfg(feature = "postgres")]
 mod postgres;
 #[cfg(feature = "sqlite")]
 mod sqlite;
