@@ -12,6 +12,8 @@ use tokio::sync::Notify;
 pub(super) struct AsyncPool {
     state: Mutex<State>,
     max_open: usize,
+    /// The server, for errors (no password).
+    location: String,
 }
 
 struct State {
@@ -31,7 +33,7 @@ enum Found {
 }
 
 impl AsyncPool {
-    pub(super) fn new(max_open: usize) -> AsyncPool {
+    pub(super) fn new(max_open: usize, location: String) -> AsyncPool {
         AsyncPool {
             state: Mutex::new(State {
                 conns: Conns::new(),
@@ -39,6 +41,7 @@ impl AsyncPool {
                 fork: crate::fork::generation(),
             }),
             max_open: max_open.max(1),
+            location,
         }
     }
 
@@ -92,8 +95,8 @@ impl AsyncPool {
                 return Err(Error::new(
                     ErrorKind::Timeout,
                     format!(
-                        "all {} async connections of the pool stayed busy for {wait:?}",
-                        self.max_open
+                        "all {} async connections to {} stayed busy for {wait:?}",
+                        self.max_open, self.location
                     ),
                 ));
             }
