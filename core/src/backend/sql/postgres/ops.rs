@@ -66,17 +66,23 @@ impl<'a> Write<'a> {
         ttl: Option<Duration>,
         cull: Option<Cull>,
     ) -> Write<'a> {
-        let mut last: HashMap<&[u8], usize> = HashMap::with_capacity(items.len());
-        for (i, (k, _)) in items.iter().enumerate() {
-            last.insert(k, i);
-        }
-        let mut rows: Vec<(i64, &[u8], &[u8])> = items
-            .iter()
-            .enumerate()
-            .filter(|(i, (k, _))| last[k] == *i)
-            .map(|(_, (k, v))| (key_hash(k), *k, *v))
-            .collect();
-        if cull.is_none() {
+        let mut rows: Vec<(i64, &[u8], &[u8])> = match items {
+            // A single set, the common case: nothing to deduplicate or order.
+            [(k, v)] => vec![(key_hash(k), *k, *v)],
+            _ => {
+                let mut last: HashMap<&[u8], usize> = HashMap::with_capacity(items.len());
+                for (i, (k, _)) in items.iter().enumerate() {
+                    last.insert(k, i);
+                }
+                items
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, (k, _))| last[k] == *i)
+                    .map(|(_, (k, v))| (key_hash(k), *k, *v))
+                    .collect()
+            }
+        };
+        if cull.is_none() && rows.len() > 1 {
             rows.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(b.1)));
         }
         let now = now_ms();
