@@ -52,7 +52,11 @@ const DEFAULT_PORT: u16 = 5432;
 /// connections are not encrypted (loopback, a private network or a unix socket such as
 /// `postgres://user@%2Fvar%2Frun%2Fpostgresql/db`).
 ///
-/// `Send + Sync`; clones share the pool. No method panics.
+/// Awaited calls ([`AsyncBackend`]) run the same operations on a second pool of at most
+/// `pool_size` connections whose tasks run on polycache's runtime; a future dropped
+/// mid-operation leaves its connection usable and its transaction rolled back.
+///
+/// `Send + Sync`; clones share the pools. No method panics.
 ///
 /// ```no_run
 /// use polycache::{Cache, Expiry};
