@@ -44,6 +44,14 @@ impl Fault {
                 | io::ErrorKind::NotConnected
         ))
     }
+
+    /// The same fault again, for each of the requests a broken connection fails.
+    pub(super) fn again(&self) -> Fault {
+        match self {
+            Fault::Io(e) => Fault::Io(io::Error::new(e.kind(), e.to_string())),
+            Fault::Protocol(msg) => Fault::Protocol(msg.clone()),
+        }
+    }
 }
 
 pub(super) type Io<T> = std::result::Result<T, Fault>;

@@ -7,6 +7,7 @@
 //! failure isolation together, and the meta commands give `add`, `touch`, `has_key` and
 //! get-or-create counters in one round trip each with replies that are easy to parse strictly.
 
+mod aio;
 mod commands;
 mod conn;
 mod keys;
@@ -14,7 +15,7 @@ mod pool;
 pub(crate) mod protocol;
 mod ring;
 
-use super::{not_found, Backend};
+use super::{not_found, AsyncAccess, Backend};
 use crate::error::{Error, ErrorKind, Result};
 use crate::location::{Location, Options};
 use crate::value::Value;
@@ -52,6 +53,10 @@ const NAMESPACE_SUFFIX: &[u8] = b":__ns__";
 /// for `dead_retry` seconds: calls for its keys fail at once with a connection error (a miss
 /// when the cache fails open) while the other servers go on serving theirs; then one call
 /// probes it, and its success brings it back.
+///
+/// Awaited (`Cache::*_async`), it does its I/O natively: each server has one connection
+/// that every async call shares, with many requests in flight on it at once (see
+/// `docs/backends/memcached.md`).
 ///
 /// `Send + Sync`; clones share the pools. No method panics.
 ///
@@ -107,6 +112,8 @@ struct Server {
     dead_until: AtomicU64,
     /// Set once the server was ever reached, for the first error's wording.
     reached: AtomicBool,
+    /// The pipelined connection async calls share (see `aio.rs`).
+    aio: aio::Slot,
 }
 
 impl Server {
@@ -297,6 +304,7 @@ impl MemcachedBackend {
                 failures: AtomicU32::new(0),
                 dead_until: AtomicU64::new(0),
                 reached: AtomicBool::new(false),
+                aio: aio::Slot::new(),
             })
             .collect();
         Ok(MemcachedBackend {
@@ -489,6 +497,10 @@ impl Backend for MemcachedBackend {
     /// taken out while the others keep answering, so no cache-wide breaker goes in front.
     fn isolates_failures(&self) -> bool {
         self.inner.settings.dead_ticks > 0
+    }
+
+    fn async_access(self: Arc<Self>) -> AsyncAccess {
+        AsyncAccess::Native(self)
     }
 
     fn get(&self, key: &[u8]) -> Result<Option<Value>> {
