@@ -326,3 +326,23 @@ fn sync_and_async_share_one_cache_from_inside_a_runtime() {
     let mc = servers(2);
     sync_and_async_share_one_cache(&open(&url_of(&mc, "")));
 }
+
+#[test]
+fn the_breaker_opens_for_async_calls_on_one_server() {
+    let mut mc = servers(1);
+    let url = url_of(&mc, "?socket_timeout=0.3&connect_timeout=0.3");
+    let cache = Cache::builder(&url)
+        .failure_policy(policy(false, 2, Duration::from_secs(60)))
+        .build()
+        .unwrap();
+    let rt = runtime(false);
+    rt.block_on(async { cache.set_async("k", b"1", Expiry::Default).await.unwrap() });
+    mc[0].kill().unwrap();
+    rt.block_on(async {
+        for _ in 0..2 {
+            assert!(cache.get_async("k").await.unwrap_err().is_connection());
+        }
+        let err = cache.get_async("k").await.unwrap_err();
+        assert!(err.to_string().contains("circuit breaker"), "{err}");
+    });
+}

@@ -140,9 +140,7 @@ impl Shared {
                         | Kind::Exists
                 );
                 if let (Some(token), true) = (token, carries) {
-                    let mut expected = Vec::with_capacity(20);
-                    protocol::push_u64(&mut expected, token);
-                    if echoed != expected.as_slice() {
+                    if protocol::parse_counter(echoed) != Some(token) {
                         return Err(Fault::Protocol(format!(
                             "a reply carries the opaque {:?} where {token} was due: the \
                              connection is out of step",
