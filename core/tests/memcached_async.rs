@@ -346,3 +346,68 @@ fn the_breaker_opens_for_async_calls_on_one_server() {
         assert!(err.to_string().contains("circuit breaker"), "{err}");
     });
 }
+
+/// A forked child (a pre-forking server's worker) opens a connection of its own: its
+/// parent's connection tasks do not exist in it, and the parent's connection stays its own.
+#[test]
+fn a_forked_child_opens_its_own_connection() {
+    let mc = servers(1);
+    let cache = open(&url_of(&mc, ""));
+    let rt = runtime(false);
+    rt.block_on(async {
+        cache
+            .set_async("fork", b"parent", Expiry::Default)
+            .await
+            .unwrap();
+        cache
+            .set_async("count", b"0", Expiry::Default)
+            .await
+            .unwrap();
+    });
+    // SAFETY: the child only runs polycache calls on a runtime of its own and leaves with
+    // `_exit`, never returning into the test harness.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            runtime(false).block_on(async {
+                let v = cache.get_async("fork").await.unwrap();
+                assert_eq!(v.as_deref(), Some(&b"parent"[..]));
+                cache.incr_async("count", 1).await.unwrap();
+                cache
+                    .set_async("fork", b"child", Expiry::Default)
+                    .await
+                    .unwrap();
+            })
+        }))
+        .is_ok();
+        // SAFETY: ends the child at once, without the parent's atexit handlers.
+        unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut status = 0;
+    loop {
+        // SAFETY: waits for our own child; `status` is a valid out-pointer.
+        let done = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+        if done == pid {
+            break;
+        }
+        if Instant::now() > deadline {
+            // SAFETY: our own child, which hangs.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            panic!("the forked child hangs");
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "the child failed"
+    );
+    rt.block_on(async {
+        assert_eq!(
+            cache.get_async("fork").await.unwrap().as_deref(),
+            Some(&b"child"[..])
+        );
+        assert_eq!(cache.incr_async("count", 1).await.unwrap(), 2);
+    });
+}
