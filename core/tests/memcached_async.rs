@@ -1,6 +1,7 @@
 //! The memcached backend's native async side against real servers: every topology, many
 //! tasks at once on one pipelined connection per server, dropped futures, and servers that
-//! die, freeze and come back. (The synchronous side is `memcached.rs`.)
+//! die, freeze and come back. (The synchronous side is `memcached.rs`; the operations
+//! themselves are checked on every scheme, sync and async, by the contract suite.)
 #![cfg(feature = "memcached")]
 
 mod async_common;
@@ -21,38 +22,9 @@ fn strict(url: &str) -> Cache {
     Cache::builder(url).failure_policy(p).build().unwrap()
 }
 
-/// The single-key operations, odd keys, long TTLs and a value over the server's limit.
-async fn every_operation(c: &Cache) {
-    assert_eq!(c.get_async("a").await.unwrap(), None);
-    assert!(c
-        .set_async("a", b"1\0two\xff\r\n", Expiry::Default)
-        .await
-        .unwrap());
-    assert_eq!(
-        c.get_async("a").await.unwrap().as_deref(),
-        Some(&b"1\0two\xff\r\n"[..])
-    );
-    assert!(c.set_async("empty", b"", Expiry::Default).await.unwrap());
-    assert_eq!(
-        c.get_async("empty").await.unwrap().as_deref(),
-        Some(&b""[..])
-    );
-    assert!(c.delete_async("a").await.unwrap());
-    assert!(!c.delete_async("a").await.unwrap());
-    assert!(!c.has_key_async("a").await.unwrap());
-    assert!(c.add_async("n", b"1", Expiry::Default).await.unwrap());
-    assert!(!c.add_async("n", b"2", Expiry::Default).await.unwrap());
-    assert_eq!(c.incr_async("n", 41).await.unwrap(), 42);
-    assert!(c.incr_async("missing", 1).await.unwrap_err().is_not_found());
-    c.set_async("text", b"abc", Expiry::Default).await.unwrap();
-    assert_eq!(
-        c.incr_async("text", 1).await.unwrap_err().kind(),
-        ErrorKind::NotAnInteger
-    );
-    assert!(c.touch_async("n", Expiry::Never).await.unwrap());
-    assert!(!c.touch_async("missing", Expiry::Never).await.unwrap());
-    assert!(c.touch_async("n", Expiry::Expired).await.unwrap());
-    assert!(!c.has_key_async("n").await.unwrap());
+/// What is memcached's own (the operations themselves are checked on every scheme, sync
+/// and async, by the contract suite): odd keys, long TTLs, a value over the server's limit.
+async fn memcached_specifics(c: &Cache) {
     // Keys memcached cannot carry are hashed, on the same server as the sync side puts them.
     let long = "k".repeat(400);
     for key in ["with space", "tab\there", "caf\u{e9}", long.as_str()] {
@@ -114,7 +86,7 @@ fn every_topology_serves_many_tasks_on_both_runtimes() {
         for multi in [false, true] {
             let cache = open(&url);
             runtime(multi).block_on(async {
-                every_operation(&cache).await;
+                memcached_specifics(&cache).await;
                 many_tasks(&cache).await;
             });
         }
@@ -344,70 +316,5 @@ fn the_breaker_opens_for_async_calls_on_one_server() {
         }
         let err = cache.get_async("k").await.unwrap_err();
         assert!(err.to_string().contains("circuit breaker"), "{err}");
-    });
-}
-
-/// A forked child (a pre-forking server's worker) opens a connection of its own: its
-/// parent's connection tasks do not exist in it, and the parent's connection stays its own.
-#[test]
-fn a_forked_child_opens_its_own_connection() {
-    let mc = servers(1);
-    let cache = open(&url_of(&mc, ""));
-    let rt = runtime(false);
-    rt.block_on(async {
-        cache
-            .set_async("fork", b"parent", Expiry::Default)
-            .await
-            .unwrap();
-        cache
-            .set_async("count", b"0", Expiry::Default)
-            .await
-            .unwrap();
-    });
-    // SAFETY: the child only runs polycache calls on a runtime of its own and leaves with
-    // `_exit`, never returning into the test harness.
-    let pid = unsafe { libc::fork() };
-    assert!(pid >= 0, "fork failed");
-    if pid == 0 {
-        let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            runtime(false).block_on(async {
-                let v = cache.get_async("fork").await.unwrap();
-                assert_eq!(v.as_deref(), Some(&b"parent"[..]));
-                cache.incr_async("count", 1).await.unwrap();
-                cache
-                    .set_async("fork", b"child", Expiry::Default)
-                    .await
-                    .unwrap();
-            })
-        }))
-        .is_ok();
-        // SAFETY: ends the child at once, without the parent's atexit handlers.
-        unsafe { libc::_exit(if ok { 0 } else { 1 }) };
-    }
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut status = 0;
-    loop {
-        // SAFETY: waits for our own child; `status` is a valid out-pointer.
-        let done = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
-        if done == pid {
-            break;
-        }
-        if Instant::now() > deadline {
-            // SAFETY: our own child, which hangs.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-            panic!("the forked child hangs");
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
-    assert!(
-        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-        "the child failed"
-    );
-    rt.block_on(async {
-        assert_eq!(
-            cache.get_async("fork").await.unwrap().as_deref(),
-            Some(&b"child"[..])
-        );
-        assert_eq!(cache.incr_async("count", 1).await.unwrap(), 2);
     });
 }

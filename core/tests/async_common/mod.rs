@@ -205,3 +205,23 @@ pub fn sync_and_async_share_one_cache(cache: &Cache) {
         assert_eq!(cache.get("k").unwrap().as_deref(), Some(&b"async"[..]));
     });
 }
+
+/// Runs `child` in a forked child process and waits for it: true when it returned (false
+/// when it panicked). For a test binary with one test, so that no other test thread is
+/// running when it forks.
+pub fn in_forked_child(child: impl FnOnce()) -> bool {
+    // SAFETY: fork in a test binary with one test; the child only runs Rust code that
+    // allocates (glibc's malloc is fork-safe) and exits with `_exit`.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(child)).is_ok();
+        // SAFETY: ends the child at once, without running the parent's exit handlers.
+        unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+    }
+    let mut status = 0;
+    // SAFETY: waits for the child just forked, with a live status out-parameter.
+    let waited = unsafe { libc::waitpid(pid, &mut status, 0) };
+    assert_eq!(waited, pid);
+    libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0
+}
