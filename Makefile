@@ -89,6 +89,7 @@ bench-rust:
 	cargo bench -p polycache --bench security
 	cargo bench -p polycache --bench redis_async
 	cargo bench -p polycache --bench postgres
+	cargo bench -p polycache --bench memcached_async
 	python3 scripts/bench-ratios.py $(CARGO_TARGET_DIR)/criterion
 
 bench-c:

@@ -547,9 +547,10 @@ mod tests {
                 value in proptest::collection::vec(any::<u8>(), 0..300),
                 exptime in any::<u64>(),
                 add in any::<bool>(),
+                opaque in proptest::option::of(any::<u64>()),
             ) {
                 let mut out = Vec::new();
-                protocol::store(&mut out, &key, &value, exptime, add);
+                protocol::store(&mut out, &key, &value, exptime, add, opaque);
                 let eol = out.windows(2).position(|w| w == b"\r\n").unwrap();
                 let line = std::str::from_utf8(&out[..eol]).unwrap();
                 let mut words = line.split(' ');
@@ -559,7 +560,12 @@ mod tests {
                 prop_assert_eq!(words.next(), Some(len_word.as_str()));
                 let exptime_word = format!("T{exptime}");
                 prop_assert_eq!(words.next(), Some(exptime_word.as_str()));
-                prop_assert_eq!(words.next(), add.then_some("ME"));
+                if add {
+                    prop_assert_eq!(words.next(), Some("ME"));
+                }
+                let opaque_word = opaque.map(|o| format!("O{o}"));
+                prop_assert_eq!(words.next(), opaque_word.as_deref());
+                prop_assert_eq!(words.next(), None);
                 prop_assert_eq!(&out[eol + 2..out.len() - 2], &value[..]);
                 prop_assert!(out.ends_with(b"\r\n"));
             }

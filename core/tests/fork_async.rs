@@ -4,6 +4,9 @@
 //! no other test thread is running when it forks.
 #![cfg(feature = "redis")]
 
+mod async_common;
+
+use async_common::in_forked_child;
 use polycache::{Cache, Expiry};
 use polycache_testkit::RedisServer;
 use std::time::Duration;
@@ -29,47 +32,31 @@ fn a_forked_child_awaits_on_its_own_runtime_and_connections() {
             .unwrap();
         file.set_async("parent", b"1", Expiry::Never).await.unwrap();
     });
-    // SAFETY: fork in a test binary with one test; the child only runs Rust code that
-    // allocates (glibc's malloc is fork-safe) and exits with `_exit`.
-    let pid = unsafe { libc::fork() };
-    assert!(pid >= 0, "fork failed");
-    if pid == 0 {
-        let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            runtime().block_on(async {
-                for i in 0..100 {
-                    let key = format!("child:{i}");
-                    cache
-                        .set_async(&key, key.as_bytes(), Expiry::Never)
-                        .await
-                        .unwrap();
-                    assert_eq!(
-                        cache.get_async(&key).await.unwrap().as_deref(),
-                        Some(key.as_bytes())
-                    );
-                }
+    let ok = in_forked_child(|| {
+        runtime().block_on(async {
+            for i in 0..100 {
+                let key = format!("child:{i}");
+                cache
+                    .set_async(&key, key.as_bytes(), Expiry::Never)
+                    .await
+                    .unwrap();
                 assert_eq!(
-                    cache.get_async("parent").await.unwrap().as_deref(),
-                    Some(&b"1"[..])
+                    cache.get_async(&key).await.unwrap().as_deref(),
+                    Some(key.as_bytes())
                 );
-                assert_eq!(
-                    file.get_async("parent").await.unwrap().as_deref(),
-                    Some(&b"1"[..])
-                );
-                file.set_async("child", b"2", Expiry::Never).await.unwrap();
-            })
-        }))
-        .is_ok();
-        // SAFETY: ends the child at once, without running the parent's exit handlers.
-        unsafe { libc::_exit(if ok { 0 } else { 1 }) };
-    }
-    let mut status = 0;
-    // SAFETY: waits for the child just forked, with a live status out-parameter.
-    let waited = unsafe { libc::waitpid(pid, &mut status, 0) };
-    assert_eq!(waited, pid);
-    assert!(
-        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-        "the child failed (status {status})"
-    );
+            }
+            assert_eq!(
+                cache.get_async("parent").await.unwrap().as_deref(),
+                Some(&b"1"[..])
+            );
+            assert_eq!(
+                file.get_async("parent").await.unwrap().as_deref(),
+                Some(&b"1"[..])
+            );
+            file.set_async("child", b"2", Expiry::Never).await.unwrap();
+        })
+    });
+    assert!(ok, "the child failed");
     // The parent's connections were left alone: they still answer here.
     runtime().block_on(async {
         assert_eq!(

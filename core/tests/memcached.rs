@@ -5,57 +5,15 @@
 //! contract runs in `contract.rs`, on two servers, a unix socket and with namespaces.
 #![cfg(feature = "memcached")]
 
-use polycache::backend::memcached::MemcachedBackend;
-use polycache::{Backend, Cache, ErrorKind, Expiry, FailurePolicy, Location, Options};
+mod memcached_common;
+
+use memcached_common::{answering, backend, open, policy, raw, servers, silent, url_of};
+use polycache::{Backend, Cache, ErrorKind, Expiry};
 use polycache_testkit::{free_loopback_port, MemcachedServer};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
-
-fn servers(n: usize) -> Vec<MemcachedServer> {
-    (0..n)
-        .map(|_| MemcachedServer::start().expect("start memcached"))
-        .collect()
-}
-
-/// `memcached://a,b,c` plus `query`.
-fn url_of(servers: &[&MemcachedServer], query: &str) -> String {
-    let hosts: Vec<String> = servers.iter().map(|s| s.addr()).collect();
-    format!("memcached://{}{query}", hosts.join(","))
-}
-
-fn open(url: &str) -> Cache {
-    Cache::open(url).unwrap_or_else(|e| panic!("open {url}: {e}"))
-}
-
-fn backend(url: &str) -> MemcachedBackend {
-    let loc = Location::parse(url).unwrap();
-    let mut opts = Options::new(&loc);
-    let b = MemcachedBackend::open(&loc, &mut opts).unwrap();
-    opts.finish().unwrap();
-    b
-}
-
-fn policy(fail_open: bool, threshold: u32, cooldown: Duration) -> FailurePolicy {
-    let mut p = FailurePolicy::default();
-    p.fail_open = fail_open;
-    p.breaker_threshold = threshold;
-    p.breaker_cooldown = cooldown;
-    p
-}
-
-/// Sends one text-protocol command to the server on `port` and returns its first reply line.
-fn raw(port: u16, command: &str) -> String {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s.write_all(command.as_bytes()).unwrap();
-    let mut line = String::new();
-    BufReader::new(s).read_line(&mut line).unwrap();
-    line
-}
 
 const DAY: u64 = 86_400;
 
@@ -376,16 +334,7 @@ fn fail_open_breaker_and_reconnect_on_one_server() {
 
 #[test]
 fn a_server_that_does_not_answer_times_out() {
-    // Accepts connections and never says a word.
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let held = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let keep = held.clone();
-    thread::spawn(move || {
-        for s in listener.incoming().flatten() {
-            keep.lock().unwrap().push(s);
-        }
-    });
+    let port = silent();
     let c = Cache::builder(&format!(
         "memcached://127.0.0.1:{port}?socket_timeout=0.2&max_item_size=1048576"
     ))
@@ -406,25 +355,6 @@ fn a_server_that_does_not_answer_times_out() {
     let t = Instant::now();
     assert!(c.get("k").unwrap_err().is_connection());
     assert!(t.elapsed() < Duration::from_secs(1));
-}
-
-/// A fake server that answers every request with `reply`.
-fn answering(reply: &'static [u8]) -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    thread::spawn(move || {
-        for mut s in listener.incoming().flatten() {
-            thread::spawn(move || {
-                let mut buf = [0u8; 4096];
-                while let Ok(n) = s.read(&mut buf) {
-                    if n == 0 || s.write_all(reply).is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-    });
-    port
 }
 
 #[test]

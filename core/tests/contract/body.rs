@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Deviation {
     /// memcached's native `decr` stops at 0, and a negative value is not a counter it can
-    /// change (`core/src/backend/memcached.rs`, `incr`): counters are unsigned there.
+    /// change (`core/src/backend/memcached/commands.rs`, `Request::decode`): counters are
+    /// unsigned there.
     UnsignedCounters,
     /// memcached's native `incr` stores the result past `i64::MAX` before the backend
     /// reports the overflow: the value is not left untouched.

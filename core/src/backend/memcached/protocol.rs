@@ -60,6 +60,8 @@ pub(crate) struct Reply {
     pub(crate) data: Range<usize>,
     /// The key of a `VALUE`, the name of a `STAT`.
     pub(crate) name: Range<usize>,
+    /// The token of the reply's `O` flag (the request's opaque), empty when it has none.
+    pub(crate) opaque: Range<usize>,
     /// How many bytes the reply took, terminators included.
     pub(crate) consumed: usize,
 }
@@ -114,11 +116,14 @@ pub(crate) fn parse(buf: &[u8]) -> Result<Parse, ProtocolError> {
             kind,
             data: 0..0,
             name: 0..0,
+            opaque: opaque_flag(line, rest),
             consumed: after_line,
         }))
     };
+    // Nothing after the word but the opaque token we may have asked for.
     let exact = |kind: Kind| {
-        if word.len() == line.len() {
+        let flags = &line[rest.min(line.len())..];
+        if flags.is_empty() || (flags.len() > 1 && flags[0] == b'O' && !flags.contains(&b' ')) {
             simple(kind)
         } else {
             Err(bad("unexpected text after the reply word", line))
@@ -157,6 +162,7 @@ pub(crate) fn parse(buf: &[u8]) -> Result<Parse, ProtocolError> {
                 kind: Kind::Item,
                 data: after_line..end,
                 name: rest..rest + key.len(),
+                opaque: 0..0,
                 consumed: end + 2,
             }))
         }
@@ -185,6 +191,7 @@ pub(crate) fn parse(buf: &[u8]) -> Result<Parse, ProtocolError> {
                 kind: Kind::Value,
                 data: after_line..end,
                 name: 0..0,
+                opaque: opaque_flag(line, size_end),
                 consumed: end + 2,
             }))
         }
@@ -208,6 +215,7 @@ pub(crate) fn parse(buf: &[u8]) -> Result<Parse, ProtocolError> {
                 kind: Kind::Stat,
                 data: name_end + 1..line.len(),
                 name: rest..name_end,
+                opaque: 0..0,
                 consumed: after_line,
             }))
         }
@@ -219,10 +227,23 @@ pub(crate) fn parse(buf: &[u8]) -> Result<Parse, ProtocolError> {
             },
             data: rest..line.len(),
             name: 0..0,
+            opaque: 0..0,
             consumed: after_line,
         })),
         _ => Err(bad("unexpected reply", line)),
     }
+}
+
+/// Where the token of the `O` flag is among the flags of `line` from `from` on.
+fn opaque_flag(line: &[u8], from: usize) -> Range<usize> {
+    let mut at = from;
+    for flag in line.get(from..).unwrap_or_default().split(|&b| b == b' ') {
+        if flag.len() > 1 && flag[0] == b'O' {
+            return at + 1..at + flag.len();
+        }
+        at += flag.len() + 1;
+    }
+    0..0
 }
 
 fn find_crlf(buf: &[u8]) -> Option<usize> {
@@ -265,6 +286,20 @@ pub(crate) fn is_plain_key(key: &[u8]) -> bool {
     !key.is_empty() && key.len() <= MAX_KEY && key.iter().all(|&b| (0x21..=0x7e).contains(&b))
 }
 
+/// A request's opaque token: echoed by the server in the reply's `O` flag, so that replies
+/// on a pipelined connection are matched to their requests; `None` asks for none.
+pub(crate) type Opaque = Option<u64>;
+
+/// Ends a meta command line, with the opaque flag when there is one.
+#[inline]
+fn end_line(out: &mut Vec<u8>, opaque: Opaque) {
+    if let Some(token) = opaque {
+        out.extend_from_slice(b" O");
+        push_u64(out, token);
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
 /// Appends the decimal form of `n`.
 #[inline]
 pub(crate) fn push_u64(out: &mut Vec<u8>, mut n: u64) {
@@ -283,10 +318,11 @@ pub(crate) fn push_u64(out: &mut Vec<u8>, mut n: u64) {
 
 /// `mg <key> v`: the value, or `EN`.
 #[inline]
-pub(crate) fn get(out: &mut Vec<u8>, key: &[u8]) {
+pub(crate) fn get(out: &mut Vec<u8>, key: &[u8], opaque: Opaque) {
     out.extend_from_slice(b"mg ");
     out.extend_from_slice(key);
-    out.extend_from_slice(b" v\r\n");
+    out.extend_from_slice(b" v");
+    end_line(out, opaque);
 }
 
 /// The longest `get k1 k2 …` line [`multi_get`] writes before it starts another.
@@ -316,24 +352,31 @@ pub(crate) fn multi_get<'k>(out: &mut Vec<u8>, keys: impl IntoIterator<Item = &'
 
 /// `mg <key>`: `HD` when present, `EN` when not; fetches no value.
 #[inline]
-pub(crate) fn exists(out: &mut Vec<u8>, key: &[u8]) {
+pub(crate) fn exists(out: &mut Vec<u8>, key: &[u8], opaque: Opaque) {
     out.extend_from_slice(b"mg ");
     out.extend_from_slice(key);
-    out.extend_from_slice(b"\r\n");
+    end_line(out, opaque);
 }
 
 /// `mg <key> T<exptime>`: sets a new expiry; `HD` when present, `EN` when not.
-pub(crate) fn touch(out: &mut Vec<u8>, key: &[u8], exptime: u64) {
+pub(crate) fn touch(out: &mut Vec<u8>, key: &[u8], exptime: u64, opaque: Opaque) {
     out.extend_from_slice(b"mg ");
     out.extend_from_slice(key);
     out.extend_from_slice(b" T");
     push_u64(out, exptime);
-    out.extend_from_slice(b"\r\n");
+    end_line(out, opaque);
 }
 
 /// `ms <key> <len> T<exptime>[ ME]` and the data block: `HD` stored, `NS` not (add mode).
 #[inline]
-pub(crate) fn store(out: &mut Vec<u8>, key: &[u8], value: &[u8], exptime: u64, add: bool) {
+pub(crate) fn store(
+    out: &mut Vec<u8>,
+    key: &[u8],
+    value: &[u8],
+    exptime: u64,
+    add: bool,
+    opaque: Opaque,
+) {
     out.reserve(key.len() + value.len() + 40);
     out.extend_from_slice(b"ms ");
     out.extend_from_slice(key);
@@ -344,38 +387,46 @@ pub(crate) fn store(out: &mut Vec<u8>, key: &[u8], value: &[u8], exptime: u64, a
     if add {
         out.extend_from_slice(b" ME");
     }
-    out.extend_from_slice(b"\r\n");
+    end_line(out, opaque);
     out.extend_from_slice(value);
     out.extend_from_slice(b"\r\n");
 }
 
 /// `md <key>`: `HD` deleted, `NF` not found.
 #[inline]
-pub(crate) fn delete(out: &mut Vec<u8>, key: &[u8]) {
+pub(crate) fn delete(out: &mut Vec<u8>, key: &[u8], opaque: Opaque) {
     out.extend_from_slice(b"md ");
     out.extend_from_slice(key);
-    out.extend_from_slice(b"\r\n");
+    end_line(out, opaque);
 }
 
 /// `ma <key> D<delta> v[ MD]`: the new value, `NF`, or a `CLIENT_ERROR` on a non-number.
-pub(crate) fn arithmetic(out: &mut Vec<u8>, key: &[u8], delta: i64) {
+pub(crate) fn arithmetic(out: &mut Vec<u8>, key: &[u8], delta: i64, opaque: Opaque) {
     out.extend_from_slice(b"ma ");
     out.extend_from_slice(key);
     out.extend_from_slice(b" D");
     push_u64(out, delta.unsigned_abs());
-    out.extend_from_slice(if delta < 0 { b" v MD\r\n" } else { b" v\r\n" });
+    out.extend_from_slice(if delta < 0 { b" v MD" } else { b" v" });
+    end_line(out, opaque);
 }
 
 /// `ma <key> N0 J<initial> D<delta> v`: adds `delta` to a counter, or creates it at
 /// `initial` (never expiring, `delta` not applied) when it is missing. Atomic either way.
-pub(crate) fn arithmetic_or_create(out: &mut Vec<u8>, key: &[u8], initial: u64, delta: u64) {
+pub(crate) fn arithmetic_or_create(
+    out: &mut Vec<u8>,
+    key: &[u8],
+    initial: u64,
+    delta: u64,
+    opaque: Opaque,
+) {
     out.extend_from_slice(b"ma ");
     out.extend_from_slice(key);
     out.extend_from_slice(b" N0 J");
     push_u64(out, initial);
     out.extend_from_slice(b" D");
     push_u64(out, delta);
-    out.extend_from_slice(b" v\r\n");
+    out.extend_from_slice(b" v");
+    end_line(out, opaque);
 }
 
 #[cfg(test)]
@@ -568,17 +619,45 @@ mod tests {
     }
 
     #[test]
+    fn opaque_tokens_are_sent_and_read_back() {
+        let mut out = Vec::new();
+        get(&mut out, b"k", Some(7));
+        store(&mut out, b"k", b"v", 0, true, Some(8));
+        arithmetic(&mut out, b"k", -1, Some(9));
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "mg k v O7\r\nms k 1 T0 ME O8\r\nv\r\nma k D1 v MD O9\r\n"
+        );
+        for (text, token) in [
+            (&b"HD O42\r\n"[..], &b"42"[..]),
+            (b"HD t5 O42\r\n", b"42"),
+            (b"EN O42\r\n", b"42"),
+            (b"NF O1\r\n", b"1"),
+            (b"NS O1\r\n", b"1"),
+            (b"VA 2 O9\r\nab\r\n", b"9"),
+            (b"VA 2 f0 O9\r\nab\r\n", b"9"),
+            (b"HD\r\n", b""),
+            (b"EN\r\n", b""),
+        ] {
+            let r = complete(text);
+            assert_eq!(&text[r.opaque], token, "{text:?}");
+        }
+        assert!(parse(b"EN O\r\n").is_err());
+        assert!(parse(b"EN O1 x\r\n").is_err());
+    }
+
+    #[test]
     fn encodes_meta_commands() {
         let mut out = Vec::new();
-        get(&mut out, b"k");
-        exists(&mut out, b"k");
-        touch(&mut out, b"k", 60);
-        store(&mut out, b"k", b"v1", 0, false);
-        store(&mut out, b"k", b"", 2_592_001, true);
-        delete(&mut out, b"k");
-        arithmetic(&mut out, b"k", 5);
-        arithmetic(&mut out, b"k", i64::MIN);
-        arithmetic_or_create(&mut out, b"ns", 7, 0);
+        get(&mut out, b"k", None);
+        exists(&mut out, b"k", None);
+        touch(&mut out, b"k", 60, None);
+        store(&mut out, b"k", b"v1", 0, false, None);
+        store(&mut out, b"k", b"", 2_592_001, true, None);
+        delete(&mut out, b"k", None);
+        arithmetic(&mut out, b"k", 5, None);
+        arithmetic(&mut out, b"k", i64::MIN, None);
+        arithmetic_or_create(&mut out, b"ns", 7, 0, None);
         let keys: Vec<Vec<u8>> = (0..1000).map(|i| format!("key-{i}").into_bytes()).collect();
         let mut line = Vec::new();
         let n = multi_get(&mut line, keys.iter().map(Vec::as_slice));
