@@ -136,16 +136,25 @@ fn tiered_over_redis_awaited_invalidates_other_l1s() {
     runtime(true).block_on(async {
         a.set_async("k", b"1", Expiry::Default).await.unwrap();
         assert_eq!(b.get_async("k").await.unwrap().as_deref(), Some(&b"1"[..]));
-        let l2_reads = server.command(&["INFO", "stats"]).unwrap();
-        // Now in b's L1: a second read does not reach Redis.
-        assert_eq!(b.get_async("k").await.unwrap().as_deref(), Some(&b"1"[..]));
-        assert_eq!(
+        // Once in b's L1, a read does not reach Redis. (The invalidation of a's own write
+        // may reach b after b's first fill and drop it once: try a few times.)
+        let hits = || {
             polycache_testkit::info_field(
                 &server.command(&["INFO", "stats"]).unwrap(),
-                "keyspace_hits"
-            ),
-            polycache_testkit::info_field(&l2_reads, "keyspace_hits"),
-        );
+                "keyspace_hits",
+            )
+        };
+        let mut served_from_l1 = false;
+        for _ in 0..50 {
+            let before = hits();
+            assert_eq!(b.get_async("k").await.unwrap().as_deref(), Some(&b"1"[..]));
+            if hits() == before {
+                served_from_l1 = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(served_from_l1, "b never answered from its L1");
         a.set_async("k", b"2", Expiry::Default).await.unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
         while b.get_async("k").await.unwrap().as_deref() != Some(&b"2"[..]) {
