@@ -220,7 +220,18 @@ unsafe extern "C" fn am_send(
     }
 }
 
-/// Gives the `Awaitable` type its `am_send` slot; called once, when the module loads.
+/// CPython's `am_await` slot: the awaitable is its own iterator (as `__await__` says,
+/// without PyO3's call wrapper on this per-await path).
+unsafe extern "C" fn am_await(slf: *mut ffi::PyObject) -> *mut ffi::PyObject {
+    // SAFETY: CPython passes a live object; the slot returns a new reference to it.
+    unsafe {
+        ffi::Py_IncRef(slf);
+    }
+    slf
+}
+
+/// Gives the `Awaitable` type its `am_send` and a direct `am_await` slot; called once, when
+/// the module loads.
 pub(crate) fn install(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Awaitable>()?;
     let ty = m.py().get_type::<Awaitable>();
@@ -231,6 +242,7 @@ pub(crate) fn install(m: &Bound<'_, PyModule>) -> PyResult<()> {
         let table = (*tp).tp_as_async;
         if !table.is_null() {
             (*table).am_send = Some(am_send);
+            (*table).am_await = Some(am_await);
         }
     }
     Ok(())
