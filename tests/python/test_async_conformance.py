@@ -317,3 +317,29 @@ def test_the_async_example_of_the_python_guide_runs(location: str) -> None:
     namespace: dict[str, Any] = {}
     exec(compile(code.replace("redis://127.0.0.1:6379/0", location), guide, "exec"), namespace)
     assert namespace["cache"].get("profile:7") == {"id": 7}
+
+
+@pytest.mark.parametrize("location", ["redis", "file"], indirect=True)
+def test_async_memoized_functions_and_loaders_on_a_remote_cache(location: str) -> None:
+    cache = Cache(location, key_prefix="memo")
+    cache.clear()
+    calls: list[int] = []
+
+    @polycache.cached(timeout=60, cache=cache)
+    async def square(n: int) -> int:
+        calls.append(n)
+        await asyncio.sleep(0)
+        return n * n
+
+    def load() -> str:
+        calls.append(-1)
+        return "loaded"
+
+    async def scenario() -> None:
+        assert await asyncio.gather(*(square(7) for _ in range(8))) == [49] * 8
+        assert await square(7) == 49
+        assert await cache.aget_or_set_with("k", load) == "loaded"
+        assert await cache.aget_or_set_with("k", load) == "loaded"
+
+    run(scenario(), "uvloop")
+    assert calls == [7, -1]
