@@ -337,9 +337,14 @@ def test_async_memoized_functions_and_loaders_on_a_remote_cache(location: str) -
 
     async def scenario() -> None:
         assert await asyncio.gather(*(square(7) for _ in range(8))) == [49] * 8
+        # An await whose lookup missed before the first value was stored may compute too
+        # (the lookups run concurrently on the blocking pool); once stored, every call hits.
+        computed = calls.count(7)
+        assert computed >= 1
         assert await square(7) == 49
+        assert calls.count(7) == computed
         assert await cache.aget_or_set_with("k", load) == "loaded"
         assert await cache.aget_or_set_with("k", load) == "loaded"
 
     run(scenario(), "uvloop")
-    assert calls == [7, -1]
+    assert calls.count(-1) == 1
