@@ -101,6 +101,7 @@ bench-python: setup
 	$(PYTHON_VENV)/bin/python bench/python/bench_memory.py
 	$(PYTHON_VENV)/bin/python bench/python/bench_refresh.py
 	$(PYTHON_VENV)/bin/python bench/python/bench_redis.py
+	$(PYTHON_VENV)/bin/python bench/python/bench_async.py
 	$(PYTHON_VENV)/bin/python bench/python/bench_memcached.py
 	$(PYTHON_VENV)/bin/python bench/python/bench_file.py
 	$(PYTHON_VENV)/bin/python bench/python/bench_sql.py

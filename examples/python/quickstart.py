@@ -3,6 +3,8 @@
 Run it with `python examples/python/quickstart.py`; it needs no server.
 """
 
+import asyncio
+
 import polycache
 
 
@@ -37,5 +39,14 @@ def main() -> None:
     print("stats          ->", cache.stats())
 
 
+async def main_async() -> None:
+    # Every method has an awaitable twin (aget, aset, ...): on redis:// and the other remote
+    # backends polycache's runtime completes it, with no thread per call.
+    cache = polycache.Cache("memory://", key_prefix="demo")
+    await cache.aset("greeting", "hello, await")
+    print("await aget     ->", await cache.aget("greeting"))
+
+
 if __name__ == "__main__":
     main()
+    asyncio.run(main_async())

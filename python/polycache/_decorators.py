@@ -138,21 +138,17 @@ class _AsyncFlights:
 def _async_memo(memo: Memo, fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
     flights = _AsyncFlights()
 
-    async def on_cache(method: Callable[..., _R], *args: Any) -> _R:
-        # A local backend never blocks: a thread hop would cost more than the call.
-        return method(*args) if memo.cache.is_local else await asyncio.to_thread(method, *args)
-
     async def compute_and_store(key: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         # The await's wall time is XFetch's delta (it includes time other tasks ran).
         started = time.perf_counter()
         result = await fn(*args, **kwargs)
-        await on_cache(memo._store, key, result, time.perf_counter() - started)
+        await memo._astore(key, result, time.perf_counter() - started)
         return result
 
     @functools.wraps(fn)
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
         key = memo.key(*args, **kwargs)
-        value, early = await on_cache(memo._probe, key, _MISS)
+        value, early = await memo._aprobe(key, _MISS)
         if value is not _MISS and not early:
             return value
         if value is _MISS:

@@ -21,7 +21,6 @@ the backend. Timeouts, results and errors are Django's. Entries are stored as Dj
 
 from __future__ import annotations
 
-import asyncio
 import re
 import urllib.parse
 from collections.abc import Iterable, Mapping
@@ -203,6 +202,9 @@ class Cache(_DjangoCache, BaseCache):  # type: ignore[misc]
     ``SERIALIZER`` (``"pickle"``, the default and Django's format, ``"json"`` or ``"raw"``),
     ``SIGNING_KEY``, ``OLD_SIGNING_KEYS``, ``COMPRESS_MIN_SIZE`` and ``COMPRESS_LEVEL`` set
     how values are stored (see the security guide).
+
+    Django's async cache API (``aget``, ``aset``, ...) is native too: each answers with an
+    awaitable that polycache's runtime completes, with no worker thread per call.
     """
 
     __module__ = "polycache.django"
@@ -246,71 +248,3 @@ class Cache(_DjangoCache, BaseCache):  # type: ignore[misc]
 
     def __repr__(self) -> str:
         return f"<polycache.django.Cache {self.location!r} key_prefix={self.key_prefix!r} version={self.version!r}>"
-
-    # The async twins: the native call itself on a local backend (it never blocks), else the
-    # native call in a worker thread, where it releases the GIL while it waits.
-
-    async def aget(self, key: Any, default: Any = None, version: Any = None) -> Any:
-        if self.is_local:
-            return self.get(key, default, version)
-        return await asyncio.to_thread(self.get, key, default, version)
-
-    async def aset(self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: Any = None) -> None:
-        if self.is_local:
-            return self.set(key, value, timeout, version)
-        return await asyncio.to_thread(self.set, key, value, timeout, version)
-
-    async def aadd(self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: Any = None) -> bool:
-        if self.is_local:
-            return self.add(key, value, timeout, version)
-        return await asyncio.to_thread(self.add, key, value, timeout, version)
-
-    async def atouch(self, key: Any, timeout: Any = DEFAULT_TIMEOUT, version: Any = None) -> bool:
-        if self.is_local:
-            return self.touch(key, timeout, version)
-        return await asyncio.to_thread(self.touch, key, timeout, version)
-
-    async def adelete(self, key: Any, version: Any = None) -> bool:
-        if self.is_local:
-            return self.delete(key, version)
-        return await asyncio.to_thread(self.delete, key, version)
-
-    async def ahas_key(self, key: Any, version: Any = None) -> bool:
-        if self.is_local:
-            return self.has_key(key, version)
-        return await asyncio.to_thread(self.has_key, key, version)
-
-    async def aincr(self, key: Any, delta: int = 1, version: Any = None) -> int:
-        if self.is_local:
-            return self.incr(key, delta, version)
-        return await asyncio.to_thread(self.incr, key, delta, version)
-
-    async def adecr(self, key: Any, delta: int = 1, version: Any = None) -> int:
-        if self.is_local:
-            return self.decr(key, delta, version)
-        return await asyncio.to_thread(self.decr, key, delta, version)
-
-    async def aget_many(self, keys: Iterable[Any], version: Any = None) -> dict[Any, Any]:
-        if self.is_local:
-            return self.get_many(keys, version)
-        return await asyncio.to_thread(self.get_many, list(keys), version)
-
-    async def aset_many(
-        self, data: Mapping[Any, Any], timeout: Any = DEFAULT_TIMEOUT, version: Any = None
-    ) -> list[Any]:
-        if self.is_local:
-            return self.set_many(data, timeout, version)
-        return await asyncio.to_thread(self.set_many, data, timeout, version)
-
-    async def adelete_many(self, keys: Iterable[Any], version: Any = None) -> None:
-        if self.is_local:
-            return self.delete_many(keys, version)
-        return await asyncio.to_thread(self.delete_many, list(keys), version)
-
-    async def aclear(self) -> None:
-        if self.is_local:
-            return self.clear()
-        return await asyncio.to_thread(self.clear)
-
-    async def aclose(self, **kwargs: Any) -> None:
-        self.close(**kwargs)

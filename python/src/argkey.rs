@@ -244,7 +244,10 @@ pub(crate) fn with_call_key<R>(
     f(key)
 }
 
-/// `{name}:{32 hex digits}`: the caller's cache key of one call.
+/// `{name}:{32 hex digits}`: the caller's cache key of one call (also the module's
+/// `call_key`).
+#[pyfunction]
+#[pyo3(signature = (name, args, kwargs = None, skip_first = false))]
 pub(crate) fn call_key(
     name: &str,
     args: &Bound<'_, PyTuple>,

@@ -1,6 +1,7 @@
 //! `polycache._polycache._DjangoCache`: the native half of `polycache.django.Cache`.
 //!
-//! Django's cache API with Django's exact key rules, in Rust: the full key is
+//! Django's key rules and return conventions over the operations of [`crate::ops`], each
+//! with its awaitable twin (Django's async cache API: `aget`, `aset`, ...). The full key is
 //! `{KEY_PREFIX}:{VERSION}:{key}` (Django's `default_key_func`), and every key is checked as
 //! Django's `BaseCache.validate_key` checks it, with the same `CacheKeyWarning` texts.
 //! Building and checking the key here instead of in Python saves about a microsecond a call.
@@ -8,23 +9,22 @@
 //! A custom `KEY_FUNCTION`, a subclass that overrides `make_key` / `validate_key` /
 //! `make_and_validate_key`, or a version that is not an `int` take the slow path: the key is
 //! made (and checked) by that Python code and goes to the core cache as a full key
-//! ([`Key::full`]), so statistics, fail-open and the value size limit apply as on the fast
-//! path.
+//! ([`Key::full`](polycache::Key::full)), so statistics, fail-open and the value size limit
+//! apply as on the fast path.
 //!
 //! Timeouts use Django's words (`DEFAULT_TIMEOUT`, `None` never expires, `<= 0` already
 //! expired); `set` answers `None`; a value pickle cannot serialize raises pickle's own error,
-//! as Django's backends do. GIL policy as in the crate root: kept for local backends,
-//! released around blocking work on owned copies otherwise.
+//! as Django's backends do.
 
-use crate::errors::{self, ResultExt};
-use crate::logbridge::detach;
-use crate::serializer::{self, Format, Serialized};
-use crate::{type_name, PyCache, TimeoutArg};
-use polycache::{Backend, Cache, Expiry, Key, Value};
+use crate::args::{key_text, stats_dict, type_name, TimeoutArg};
+use crate::awaitable;
+use crate::cache::{negated, open};
+use crate::ops::{pickle_error, Core, Deliver, How, KeyMode, KeyOp, Op, RequestRef};
+use crate::serializer::Serialized;
+use polycache::{CacheConfig, Expiry};
 use pyo3::exceptions::{PyAttributeError, PyTypeError};
 use pyo3::prelude::*;
-use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyDict, PyInt, PyList, PyString, PyType};
+use pyo3::types::{PyBool, PyDict, PyInt, PyList, PyString};
 use std::borrow::Cow;
 use std::ffi::CString;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -62,31 +62,13 @@ fn decimal_len(v: i64) -> usize {
     len
 }
 
-/// `polycache.exceptions.SerializationError`, to unwrap pickle's own error from it.
-static SERIALIZATION_ERROR: PyOnceLock<Py<PyType>> = PyOnceLock::new();
-
-/// Django raises whatever pickle raised; the core serializer wraps it in
-/// `SerializationError` with pickle's error as its cause, so hand that cause back.
-#[cold]
-fn pickle_error(py: Python<'_>, err: PyErr) -> PyErr {
-    match SERIALIZATION_ERROR.import(py, "polycache.exceptions", "SerializationError") {
-        Ok(cls) if err.is_instance(py, cls.as_any()) => err.cause(py).unwrap_or(err),
-        _ => err,
-    }
-}
-
 #[inline]
-fn encode<'py>(format: Format, value: &Bound<'py, PyAny>) -> PyResult<Serialized<'py>> {
-    let mut encoded = Serialized::new(format);
+fn encode<'py>(core: &Core, value: &Bound<'py, PyAny>) -> PyResult<Serialized<'py>> {
+    let mut encoded = Serialized::new(core.decoder.format);
     match encoded.encode(value) {
         Ok(()) => Ok(encoded),
         Err(err) => Err(pickle_error(value.py(), err)),
     }
-}
-
-#[inline]
-fn decode<'py>(py: Python<'py>, format: Format, data: &[u8]) -> PyResult<Bound<'py, PyAny>> {
-    serializer::decode(py, format, data).map_err(|err| pickle_error(py, err))
 }
 
 /// A timeout argument: what [`TimeoutArg`] reads, or another object (Django's own
@@ -140,10 +122,7 @@ enum Made<'a> {
     name = "_DjangoCache"
 )]
 pub(crate) struct DjangoCache {
-    cache: Cache,
-    /// How values become bytes (the `SERIALIZER` option).
-    format: Format,
-    local: bool,
+    core: Core,
     /// The backend stores nothing (`dummy://`): values are not serialized, as Django's
     /// `DummyCache` does not pickle them either.
     discard: bool,
@@ -173,46 +152,6 @@ pub(crate) struct DjangoCache {
 }
 
 impl DjangoCache {
-    /// Runs `f` on `key`: see [`crate::run_on_key`].
-    #[inline]
-    fn with_key<T: Send>(
-        &self,
-        py: Python<'_>,
-        key: &str,
-        f: impl FnOnce(&Cache, &str) -> T + Send,
-    ) -> T {
-        crate::run_on_key(py, &self.cache, self.local, key, f)
-    }
-
-    /// Runs `f` on the core keys of `made`: on owned copies without the GIL unless local.
-    fn with_keys<T: Send>(
-        &self,
-        py: Python<'_>,
-        made: &[Made<'_>],
-        mode: Mode,
-        f: impl FnOnce(&Cache, &[Key<'_>]) -> T + Send,
-    ) -> T {
-        if self.local {
-            f(&self.cache, &core_keys(made.iter().map(made_text), mode))
-        } else {
-            let owned = owned_names(made);
-            let cache = &self.cache;
-            detach(py, move || {
-                f(cache, &core_keys(owned.iter().map(String::as_str), mode))
-            })
-        }
-    }
-
-    /// Runs `f` on the backend itself: for full keys made in Python.
-    fn with_backend<T: Send>(&self, py: Python<'_>, f: impl FnOnce(&dyn Backend) -> T + Send) -> T {
-        let backend = self.cache.backend().as_ref();
-        if self.local {
-            f(backend)
-        } else {
-            detach(py, move || f(backend))
-        }
-    }
-
     /// Django's timeout argument: omitted or `DEFAULT_TIMEOUT` is the default, `None` never
     /// expires, a number of seconds `<= 0` is already expired.
     #[inline]
@@ -377,17 +316,6 @@ impl DjangoCache {
     }
 }
 
-/// The text of a key: UTF-8, as every backend stores it.
-#[inline]
-fn key_text<'a>(s: &'a Bound<'_, PyString>) -> PyResult<&'a str> {
-    s.to_str().map_err(|_| {
-        errors::invalid_key(
-            s.py(),
-            "cache keys must be encodable as UTF-8 (this one has a lone surrogate)".to_owned(),
-        )
-    })
-}
-
 /// The full key a Python key function returned.
 fn full_key_text(full: &Bound<'_, PyAny>) -> PyResult<String> {
     match full.cast::<PyString>() {
@@ -408,18 +336,306 @@ fn c_message(message: String) -> CString {
     })
 }
 
-/// Owned copies of made keys, for calls that release the GIL.
-fn owned_names(made: &[Made<'_>]) -> Vec<String> {
-    made.iter()
-        .map(|m| match m {
-            Made::Native(n) => n.as_ref().to_owned(),
-            Made::Raw(s) => s.clone(),
-        })
-        .collect()
+impl DjangoCache {
+    /// Answers `op`, whose keys were made in `mode`: see [`Core::answer`].
+    #[inline]
+    fn answer<'py>(
+        &self,
+        py: Python<'py>,
+        how: How,
+        op: Op<&str, &[u8]>,
+        mode: Mode,
+        deliver: Deliver,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let mode = match mode {
+            Mode::Native(v) => KeyMode::Versioned(v),
+            Mode::Raw => KeyMode::Full,
+        };
+        self.core
+            .answer(py, how, RequestRef::new(op, mode), deliver)
+    }
+
+    /// `get`.
+    #[inline]
+    fn do_get<'py>(
+        slf: &Bound<'py, Self>,
+        how: How,
+        key: &Bound<'py, PyAny>,
+        default: Option<Bound<'py, PyAny>>,
+        version: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let this = slf.get();
+        let mode = this.mode(version);
+        let made = this.make(slf, key, mode, version)?;
+        let deliver = Deliver::Value(default.map(Bound::unbind));
+        this.answer(slf.py(), how, Op::Get(made_text(&made)), mode, deliver)
+    }
+
+    /// `set` (answers None; a failed write removes the old value, as Django's memcached
+    /// backends do), or `add` (answers whether it stored).
+    fn do_store<'py>(
+        slf: &Bound<'py, Self>,
+        how: How,
+        add: bool,
+        (key, value): (&Bound<'py, PyAny>, &Bound<'py, PyAny>),
+        timeout: DjangoTimeout,
+        version: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let this = slf.get();
+        let py = slf.py();
+        let expiry = this.expiry(py, timeout)?;
+        let mode = this.mode(version);
+        let made = this.make(slf, key, mode, version)?;
+        if this.discard {
+            let answer = if add {
+                PyBool::new(py, true).to_owned().into_any()
+            } else {
+                py.None().into_bound(py)
+            };
+            return constant(py, how, answer);
+        }
+        let encoded = encode(&this.core, value)?;
+        let (name, bytes) = (made_text(&made), encoded.as_bytes());
+        let (op, deliver) = if add {
+            (Op::Add(name, bytes, expiry), Deliver::Flag)
+        } else {
+            (Op::SetOrDelete(name, bytes, expiry), Deliver::Nothing)
+        };
+        this.answer(py, how, op, mode, deliver)
+    }
+
+    /// An operation on one key: `delete`, `has_key`, `touch`, `incr`.
+    fn do_keyed<'py>(
+        slf: &Bound<'py, Self>,
+        how: How,
+        key: &Bound<'py, PyAny>,
+        version: Option<&Bound<'py, PyAny>>,
+        op: KeyOp,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let this = slf.get();
+        let mode = this.mode(version);
+        let made = this.make(slf, key, mode, version)?;
+        let (op, deliver) = op.on(made_text(&made));
+        this.answer(slf.py(), how, op, mode, deliver)
+    }
+
+    fn do_set<'py>(
+        slf: &Bound<'py, Self>,
+        how: How,
+        key: &Bound<'py, PyAny>,
+        value: &Bound<'py, PyAny>,
+        timeout: DjangoTimeout,
+        version: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        Self::do_store(slf, how, false, (key, value), timeout, version)
+    }
+
+    fn do_add<'py>(
+        slf: &Bound<'py, Self>,
+        how: How,
+        key: &Bound<'py, PyAny>,
+        value: &Bound<'py, PyAny>,
+        timeout: DjangoTimeout,
+        version: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        Self::do_store(slf, how, true, (key, value), timeout, version)
+    }
+
+    fn do_delete<'py>(
+        slf: &Bound<'py, Self>,
+        how: How,
+        key: &Bound<'py, PyAny>,
+        version: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        Self::do_keyed(slf, how, key, version, KeyOp::Delete)
+    }
+
+    fn do_has_key<'py>(
+        slf: &Bound<'py, Self>,
+        how: How,
+        key: &Bound<'py, PyAny>,
+        version: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        Self::do_keyed(slf, how, key, version, KeyOp::HasKey)
+    }
+
+    fn do_incr<'py>(
+        slf: &Bound<'py, Self>,
+        how: How,
+        key: &Bound<'py, PyAny>,
+        delta: i64,
+        version: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        Self::do_keyed(slf, how, key, version, KeyOp::Incr(delta))
+    }
+
+    fn do_decr<'py>(
+        slf: &Bound<'py, Self>,
+        how: How,
+        key: &Bound<'py, PyAny>,
+        delta: i64,
+        version: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let delta = negated(slf.py(), delta)?;
+        Self::do_keyed(slf, how, key, version, KeyOp::Incr(delta))
+    }
+
+    fn do_touch<'py>(
+        slf: &Bound<'py, Self>,
+        how: How,
+        key: &Bound<'py, PyAny>,
+        timeout: DjangoTimeout,
+        version: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let expiry = slf.get().expiry(slf.py(), timeout)?;
+        Self::do_keyed(slf, how, key, version, KeyOp::Touch(expiry))
+    }
+
+    fn do_get_many<'py>(
+        slf: &Bound<'py, Self>,
+        how: How,
+        keys: &Bound<'py, PyAny>,
+        version: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let this = slf.get();
+        let objs = keys.try_iter()?.collect::<PyResult<Vec<_>>>()?;
+        let mode = this.mode(version);
+        let made = this.make_all(slf, &objs, mode, version)?;
+        let names = made.iter().map(made_text).collect();
+        let deliver = Deliver::Found(objs.iter().map(|o| o.clone().unbind()).collect());
+        this.answer(slf.py(), how, Op::GetMany(names), mode, deliver)
+    }
+
+    fn do_set_many<'py>(
+        slf: &Bound<'py, Self>,
+        how: How,
+        data: &Bound<'py, PyAny>,
+        timeout: DjangoTimeout,
+        version: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let this = slf.get();
+        let py = slf.py();
+        let expiry = this.expiry(py, timeout)?;
+        let mode = this.mode(version);
+        let mut keys = Vec::new();
+        let mut values = Vec::new();
+        for item in crate::args::items(data)?.try_iter()? {
+            let (k, v): (Bound<'py, PyAny>, Bound<'py, PyAny>) = item?.extract()?;
+            keys.push(k);
+            values.push(v);
+        }
+        let made = this.make_all(slf, &keys, mode, version)?;
+        if this.discard {
+            return constant(py, how, PyList::empty(py).into_any());
+        }
+        // Every value is serialized before anything is stored: one bad value stores none.
+        let encoded = values
+            .iter()
+            .map(|v| encode(&this.core, v))
+            .collect::<PyResult<Vec<_>>>()?;
+        let pairs = made
+            .iter()
+            .zip(&encoded)
+            .map(|(k, e)| (made_text(k), e.as_bytes()))
+            .collect();
+        let deliver = Deliver::FailedKeys(keys.iter().map(|k| k.clone().unbind()).collect());
+        this.answer(py, how, Op::SetMany(pairs, expiry), mode, deliver)
+    }
+
+    fn do_delete_many<'py>(
+        slf: &Bound<'py, Self>,
+        how: How,
+        keys: &Bound<'py, PyAny>,
+        version: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let this = slf.get();
+        let objs = keys.try_iter()?.collect::<PyResult<Vec<_>>>()?;
+        let mode = this.mode(version);
+        let made = this.make_all(slf, &objs, mode, version)?;
+        let names = made.iter().map(made_text).collect();
+        this.answer(slf.py(), how, Op::DeleteMany(names), mode, Deliver::Nothing)
+    }
+
+    /// Removes this cache's entries: those under `{KEY_PREFIX}:` (everything when the prefix
+    /// is empty, a custom key function makes the keys, or the backend cannot scope a clear
+    /// to a prefix, as memcached).
+    fn do_clear<'py>(slf: &Bound<'py, Self>, how: How) -> PyResult<Bound<'py, PyAny>> {
+        let this = slf.get();
+        let custom_keys = this.custom_make_key
+            || this.custom_make_and_validate
+            || this
+                .key_func
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_some();
+        // Custom keys need not start with the prefix: clear the store, as Django does.
+        // Memcached cannot scope a clear to a prefix: empty it all, as Django's memcached
+        // backends always do.
+        let op = if custom_keys {
+            Op::ClearAll
+        } else {
+            Op::ClearOrAll
+        };
+        this.answer(slf.py(), how, op, Mode::Raw, Deliver::Nothing)
+    }
 }
 
-#[pymethods]
-impl DjangoCache {
+/// `answer` as a call returns it: itself, or a complete awaitable of it.
+fn constant<'py>(
+    py: Python<'py>,
+    how: How,
+    answer: Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyAny>> {
+    match how {
+        How::Sync => Ok(answer),
+        How::Async => awaitable::ready(py, Ok(answer)),
+    }
+}
+
+twins! {
+    impl DjangoCache {
+        /// The value under `key`, or `default` on a miss.
+        twins get / aget = do_get<'py>(slf, key: &Bound<'py, PyAny>, default: Option<Bound<'py, PyAny>>, version: Option<&Bound<'py, PyAny>>)
+            signature (key, default = None, version = None);
+        /// Stores `value` under `key`; a timeout of 0 or less stores nothing and removes the
+        /// old value. Returns None, as Django's backends do.
+        twins set / aset = do_set<'py>(slf, key: &Bound<'py, PyAny>, value: &Bound<'py, PyAny>, timeout: DjangoTimeout, version: Option<&Bound<'py, PyAny>>)
+            signature (key, value, timeout = DEFAULT_EXPIRY, version = None);
+        /// Stores `value` only if `key` is absent; True when it stored.
+        twins add / aadd = do_add<'py>(slf, key: &Bound<'py, PyAny>, value: &Bound<'py, PyAny>, timeout: DjangoTimeout, version: Option<&Bound<'py, PyAny>>)
+            signature (key, value, timeout = DEFAULT_EXPIRY, version = None);
+        /// Removes `key`; True when it was present.
+        twins delete / adelete = do_delete<'py>(slf, key: &Bound<'py, PyAny>, version: Option<&Bound<'py, PyAny>>)
+            signature (key, version = None);
+        /// True when `key` is in the cache and has not expired.
+        twins has_key / ahas_key = do_has_key<'py>(slf, key: &Bound<'py, PyAny>, version: Option<&Bound<'py, PyAny>>)
+            signature (key, version = None);
+        /// Gives `key` a new timeout; True when the key was present.
+        twins touch / atouch = do_touch<'py>(slf, key: &Bound<'py, PyAny>, timeout: DjangoTimeout, version: Option<&Bound<'py, PyAny>>)
+            signature (key, timeout = DEFAULT_EXPIRY, version = None);
+        /// Adds `delta` to the integer under `key` atomically and returns the new value;
+        /// `ValueError` when the key is missing.
+        twins incr / aincr = do_incr<'py>(slf, key: &Bound<'py, PyAny>, delta: i64, version: Option<&Bound<'py, PyAny>>)
+            signature (key, delta = 1, version = None);
+        /// Subtracts `delta` from the integer under `key` atomically and returns the new value.
+        twins decr / adecr = do_decr<'py>(slf, key: &Bound<'py, PyAny>, delta: i64, version: Option<&Bound<'py, PyAny>>)
+            signature (key, delta = 1, version = None);
+        /// A dict of the keys found and their values; missing keys are left out.
+        twins get_many / aget_many = do_get_many<'py>(slf, keys: &Bound<'py, PyAny>, version: Option<&Bound<'py, PyAny>>)
+            signature (keys, version = None);
+        /// Stores every pair of `data`; returns the list of keys that failed to store.
+        twins set_many / aset_many = do_set_many<'py>(slf, data: &Bound<'py, PyAny>, timeout: DjangoTimeout, version: Option<&Bound<'py, PyAny>>)
+            signature (data, timeout = DEFAULT_EXPIRY, version = None);
+        /// Removes every key in `keys`.
+        twins delete_many / adelete_many = do_delete_many<'py>(slf, keys: &Bound<'py, PyAny>, version: Option<&Bound<'py, PyAny>>)
+            signature (keys, version = None);
+        /// Removes this cache's entries: those under `{KEY_PREFIX}:` (everything when the
+        /// prefix is empty, a custom key function makes the keys, or the backend cannot scope
+        /// a clear to a prefix, as memcached).
+        twins clear / aclear = do_clear<'py>(slf)
+            signature ();
+
+        @methods
     #[new]
     #[allow(clippy::too_many_arguments)]
     #[pyo3(signature = (
@@ -452,29 +668,24 @@ impl DjangoCache {
         } else {
             default_timeout.extract::<TimeoutArg>()?
         };
-        let inner = PyCache::new(
-            py,
-            location,
-            Some(key_prefix.clone()),
-            Some(version_int.unwrap_or(1)),
-            timeout,
-            options,
-            None,
-            None,
-            None,
-            None,
-            None,
-        )?;
+        let mut config = CacheConfig::new(location);
+        config.key_prefix = Some(key_prefix.clone());
+        config.version = Some(version_int.unwrap_or(1));
+        config.timeout = match timeout.0 {
+            Expiry::Default => None,
+            Expiry::Never => Some(None),
+            Expiry::After(d) => Some(Some(d)),
+            _ => Some(Some(std::time::Duration::ZERO)),
+        };
+        let core = open(py, config, options, true)?;
         let key_func = key_func.filter(|f| !f.is(&default_key_func));
         let raw = key_func.is_some()
             || custom_make_key
             || custom_make_and_validate
             || version_int.is_none();
         Ok(DjangoCache {
-            discard: inner.cache.backend().name() == "dummy",
-            cache: inner.cache,
-            format: inner.format,
-            local: inner.local,
+            discard: core.cache.backend().name() == "dummy",
+            core,
             prefix_chars: char_len(&key_prefix),
             prefix_bad: has_memcached_error_chars(&key_prefix),
             prefix: key_prefix,
@@ -492,317 +703,21 @@ impl DjangoCache {
         })
     }
 
-    /// The value under `key`, or `default` on a miss.
-    #[pyo3(signature = (key, default = None, version = None))]
-    fn get<'py>(
-        slf: &Bound<'py, Self>,
-        key: &Bound<'py, PyAny>,
-        default: Option<Bound<'py, PyAny>>,
-        version: Option<&Bound<'py, PyAny>>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let this = slf.get();
-        let py = slf.py();
-        let mode = this.mode(version);
-        let made = this.make(slf, key, mode, version)?;
-        let found = this
-            .with_key(py, made_text(&made), |c, k| c.get(core_key(k, mode)))
-            .py_err(py)?;
-        match found {
-            Some(ref v) => decode(py, this.format, v),
-            None => Ok(default.unwrap_or_else(|| py.None().into_bound(py))),
-        }
-    }
-
-    /// Stores `value` under `key`; a timeout of 0 or less stores nothing and removes the old
-    /// value. Returns None, as Django's backends do.
-    #[pyo3(signature = (key, value, timeout = DEFAULT_EXPIRY, version = None))]
-    fn set(
-        slf: &Bound<'_, Self>,
-        key: &Bound<'_, PyAny>,
-        value: &Bound<'_, PyAny>,
-        timeout: DjangoTimeout,
-        version: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<()> {
-        let this = slf.get();
-        let py = slf.py();
-        let expiry = this.expiry(py, timeout)?;
-        let mode = this.mode(version);
-        let made = this.make(slf, key, mode, version)?;
-        if this.discard {
-            return Ok(());
-        }
-        let encoded = encode(this.format, value)?;
-        let bytes = encoded.as_bytes();
-        // A failed write removes the old value, as Django's memcached backends do: a session
-        // must not be served stale after a write that was too large.
-        let write = |c: &Cache, k: &str, bytes: &[u8]| {
-            let key = core_key(k, mode);
-            c.set(key, bytes, expiry).inspect_err(|_| {
-                let _ = c.delete(key);
-            })
-        };
-        if this.local {
-            write(&this.cache, made_text(&made), bytes)
-        } else {
-            let (name, bytes) = (made_text(&made).to_owned(), bytes.to_vec());
-            let cache = &this.cache;
-            detach(py, move || write(cache, &name, &bytes))
-        }
-        .py_err(py)?;
-        Ok(())
-    }
-
-    /// Stores `value` only if `key` is absent; True when it stored.
-    #[pyo3(signature = (key, value, timeout = DEFAULT_EXPIRY, version = None))]
-    fn add(
-        slf: &Bound<'_, Self>,
-        key: &Bound<'_, PyAny>,
-        value: &Bound<'_, PyAny>,
-        timeout: DjangoTimeout,
-        version: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<bool> {
-        let this = slf.get();
-        let py = slf.py();
-        let expiry = this.expiry(py, timeout)?;
-        let mode = this.mode(version);
-        let made = this.make(slf, key, mode, version)?;
-        if this.discard {
-            return Ok(true);
-        }
-        let encoded = encode(this.format, value)?;
-        let bytes = encoded.as_bytes();
-        if this.local {
-            this.cache
-                .add(core_key(made_text(&made), mode), bytes, expiry)
-        } else {
-            let (name, bytes) = (made_text(&made).to_owned(), bytes.to_vec());
-            let cache = &this.cache;
-            detach(py, move || cache.add(core_key(&name, mode), &bytes, expiry))
-        }
-        .py_err(py)
-    }
-
-    /// Removes `key`; True when it was present.
-    #[pyo3(signature = (key, version = None))]
-    fn delete(
-        slf: &Bound<'_, Self>,
-        key: &Bound<'_, PyAny>,
-        version: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<bool> {
-        let this = slf.get();
-        let py = slf.py();
-        let mode = this.mode(version);
-        let made = this.make(slf, key, mode, version)?;
-        this.with_key(py, made_text(&made), |c, k| c.delete(core_key(k, mode)))
-            .py_err(py)
-    }
-
-    /// True when `key` is in the cache and has not expired.
-    #[pyo3(signature = (key, version = None))]
-    fn has_key(
-        slf: &Bound<'_, Self>,
-        key: &Bound<'_, PyAny>,
-        version: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<bool> {
-        let this = slf.get();
-        let py = slf.py();
-        let mode = this.mode(version);
-        let made = this.make(slf, key, mode, version)?;
-        this.with_key(py, made_text(&made), |c, k| c.has_key(core_key(k, mode)))
-            .py_err(py)
-    }
-
-    /// Gives `key` a new timeout; True when the key was present.
-    #[pyo3(signature = (key, timeout = DEFAULT_EXPIRY, version = None))]
-    fn touch(
-        slf: &Bound<'_, Self>,
-        key: &Bound<'_, PyAny>,
-        timeout: DjangoTimeout,
-        version: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<bool> {
-        let this = slf.get();
-        let py = slf.py();
-        let expiry = this.expiry(py, timeout)?;
-        let mode = this.mode(version);
-        let made = this.make(slf, key, mode, version)?;
-        this.with_key(py, made_text(&made), |c, k| {
-            c.touch(core_key(k, mode), expiry)
-        })
-        .py_err(py)
-    }
-
-    /// Adds `delta` to the integer under `key` atomically and returns the new value;
-    /// `ValueError` when the key is missing.
-    #[pyo3(signature = (key, delta = 1, version = None))]
-    fn incr(
-        slf: &Bound<'_, Self>,
-        key: &Bound<'_, PyAny>,
-        delta: i64,
-        version: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<i64> {
-        let this = slf.get();
-        let py = slf.py();
-        let mode = this.mode(version);
-        let made = this.make(slf, key, mode, version)?;
-        this.with_key(py, made_text(&made), |c, k| {
-            c.incr(core_key(k, mode), delta)
-        })
-        .py_err(py)
-    }
-
-    /// Subtracts `delta` from the integer under `key` atomically and returns the new value.
-    #[pyo3(signature = (key, delta = 1, version = None))]
-    fn decr(
-        slf: &Bound<'_, Self>,
-        key: &Bound<'_, PyAny>,
-        delta: i64,
-        version: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<i64> {
-        let delta = delta.checked_neg().ok_or_else(|| {
-            errors::to_py(
-                slf.py(),
-                polycache::Error::new(
-                    polycache::ErrorKind::Overflow,
-                    "delta is out of the 64-bit range",
-                ),
-            )
-        })?;
-        Self::incr(slf, key, delta, version)
-    }
-
-    /// A dict of the keys found and their values; missing keys are left out.
-    #[pyo3(signature = (keys, version = None))]
-    fn get_many<'py>(
-        slf: &Bound<'py, Self>,
-        keys: &Bound<'py, PyAny>,
-        version: Option<&Bound<'py, PyAny>>,
-    ) -> PyResult<Bound<'py, PyDict>> {
-        let this = slf.get();
-        let py = slf.py();
-        let objs = keys.try_iter()?.collect::<PyResult<Vec<_>>>()?;
-        let mode = this.mode(version);
-        let made = this.make_all(slf, &objs, mode, version)?;
-        let values: Vec<Option<Value>> = this
-            .with_keys(py, &made, mode, |c, keys| c.get_many_keys(keys))
-            .py_err(py)?;
-        let found = PyDict::new(py);
-        for (obj, value) in objs.iter().zip(values) {
-            if let Some(value) = value {
-                found.set_item(obj, decode(py, this.format, &value)?)?;
-            }
-        }
-        Ok(found)
-    }
-
-    /// Stores every pair of `data`; returns the list of keys that failed to store.
-    #[pyo3(signature = (data, timeout = DEFAULT_EXPIRY, version = None))]
-    fn set_many<'py>(
-        slf: &Bound<'py, Self>,
-        data: &Bound<'py, PyAny>,
-        timeout: DjangoTimeout,
-        version: Option<&Bound<'py, PyAny>>,
-    ) -> PyResult<Bound<'py, PyList>> {
-        let this = slf.get();
-        let py = slf.py();
-        let expiry = this.expiry(py, timeout)?;
-        let items = match data.cast::<PyDict>() {
-            Ok(d) => d.items().into_any(),
-            Err(_) => data.call_method0("items")?,
-        };
-        let mode = this.mode(version);
-        let mut keys = Vec::new();
-        let mut values = Vec::new();
-        for item in items.try_iter()? {
-            let (k, v): (Bound<'py, PyAny>, Bound<'py, PyAny>) = item?.extract()?;
-            keys.push(k);
-            values.push(v);
-        }
-        let made = this.make_all(slf, &keys, mode, version)?;
-        if this.discard {
-            return Ok(PyList::empty(py));
-        }
-        // Every value is serialized before anything is stored: one bad value stores none.
-        let encoded = values
-            .iter()
-            .map(|v| encode(this.format, v))
-            .collect::<PyResult<Vec<_>>>()?;
-        let failed: Vec<usize> = if this.local {
-            let pairs: Vec<(Key<'_>, &[u8])> = made
-                .iter()
-                .zip(&encoded)
-                .map(|(k, e)| (core_key(made_text(k), mode), e.as_bytes()))
-                .collect();
-            this.cache.set_many_keys(&pairs, expiry)
-        } else {
-            let owned: Vec<(String, Vec<u8>)> = owned_names(&made)
-                .into_iter()
-                .zip(&encoded)
-                .map(|(k, e)| (k, e.as_bytes().to_vec()))
-                .collect();
-            let cache = &this.cache;
-            detach(py, move || {
-                let pairs: Vec<(Key<'_>, &[u8])> = owned
-                    .iter()
-                    .map(|(k, v)| (core_key(k, mode), v.as_slice()))
-                    .collect();
-                cache.set_many_keys(&pairs, expiry)
-            })
-        }
-        .py_err(py)?;
-        PyList::new(py, failed.into_iter().map(|i| &keys[i]))
-    }
-
-    /// Removes every key in `keys`.
-    #[pyo3(signature = (keys, version = None))]
-    fn delete_many(
-        slf: &Bound<'_, Self>,
-        keys: &Bound<'_, PyAny>,
-        version: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<()> {
-        let this = slf.get();
-        let py = slf.py();
-        let objs = keys.try_iter()?.collect::<PyResult<Vec<_>>>()?;
-        let mode = this.mode(version);
-        let made = this.make_all(slf, &objs, mode, version)?;
-        this.with_keys(py, &made, mode, |c, keys| c.delete_many_keys(keys))
-            .py_err(py)?;
-        Ok(())
-    }
-
-    /// Removes this cache's entries: those under `{KEY_PREFIX}:` (everything when the prefix
-    /// is empty, a custom key function makes the keys, or the backend cannot scope a clear
-    /// to a prefix, as memcached).
-    fn clear(&self, py: Python<'_>) -> PyResult<()> {
-        let custom_keys = self.custom_make_key
-            || self.custom_make_and_validate
-            || self
-                .key_func
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .is_some();
-        if custom_keys {
-            // Custom keys need not start with the prefix: clear the store, as Django does.
-            return self.with_backend(py, |b| b.clear(b"")).py_err(py);
-        }
-        let cleared = if self.local {
-            self.cache.clear()
-        } else {
-            detach(py, || self.cache.clear())
-        };
-        match cleared {
-            // Memcached cannot scope a clear to a prefix: empty it all, as Django's memcached
-            // backends always do.
-            Err(e) if e.kind() == polycache::ErrorKind::Unsupported => {
-                self.with_backend(py, |b| b.clear(b"")).py_err(py)
-            }
-            other => other.py_err(py),
-        }
-    }
-
     /// Does nothing: connections are pooled and live as long as the cache.
     #[pyo3(signature = (**kwargs))]
     fn close(&self, kwargs: Option<&Bound<'_, PyDict>>) {
         let _ = kwargs;
+    }
+
+    /// `close`, awaitable.
+    #[pyo3(signature = (**kwargs))]
+    fn aclose<'py>(
+        &self,
+        py: Python<'py>,
+        kwargs: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let _ = kwargs;
+        awaitable::ready(py, Ok(py.None().into_bound(py)))
     }
 
     /// Django's `make_key`: `key_func(key, key_prefix, version)`.
@@ -905,40 +820,27 @@ impl DjangoCache {
     /// The location, with any password redacted.
     #[getter]
     fn location(&self) -> &str {
-        self.cache.location()
+        self.core.cache.location()
     }
 
     /// The serializer of this cache's values: `"pickle"`, `"json"` or `"raw"` (`OPTIONS`
     /// `SERIALIZER`, or `serializer=` in the `LOCATION`).
     #[getter]
     fn serializer(&self) -> &'static str {
-        self.cache.serializer()
+        self.core.cache.serializer()
     }
 
     /// True when the backend answers in memory (calls keep the GIL and never block).
     #[getter]
     fn is_local(&self) -> bool {
-        self.local
+        self.core.local
     }
 
     /// The counters of this cache: hits, misses, sets, deletes, errors, evictions.
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        crate::stats_dict(py, &self.cache.stats())
+        stats_dict(py, &self.core.cache.stats())
     }
 }
-
-/// The core key of a made key's text: the caller's key at the call's version, or a full
-/// key made in Python.
-#[inline]
-fn core_key(text: &str, mode: Mode) -> Key<'_> {
-    match mode {
-        Mode::Native(v) => Key::new(text).maybe_version(v),
-        Mode::Raw => Key::full(text),
-    }
-}
-
-fn core_keys<'a>(texts: impl Iterator<Item = &'a str>, mode: Mode) -> Vec<Key<'a>> {
-    texts.map(|t| core_key(t, mode)).collect()
 }
 
 #[inline]

@@ -5,11 +5,11 @@
 //! to run, under [`Active`]: once interpreter shutdown begins ([`crate::finalize`]) pool
 //! threads never enter Python again (a queued refresh is dropped).
 
+use crate::cache::PyCache;
 use crate::errors::ResultExt;
 use crate::finalize::Active;
 use crate::logbridge::detach;
 use crate::serializer::{self, Format, Serialized};
-use crate::PyCache;
 use polycache::{Error, ErrorKind, Fetch, Fetched, Job, JobOptions, Key};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
@@ -149,7 +149,7 @@ impl JobRunner {
             args,
             kwargs,
             key: key.to_owned(),
-            format: self.cache.get().format,
+            format: self.cache.get().core.decoder.format,
             raised: raised.clone(),
         };
         (fetch, raised)
@@ -181,7 +181,7 @@ impl JobRunner {
             .ttl(seconds("ttl", ttl)?)
             .fetch_on_miss(fetch_on_miss)
             .max_stale(seconds("max_stale", max_stale)?);
-        let job = Job::new(cache.get().cache.clone(), options);
+        let job = Job::new(cache.get().core.cache.clone(), options);
         Ok(JobRunner { cache, job })
     }
 
@@ -197,7 +197,7 @@ impl JobRunner {
         let (fetch, raised) = self.fetch(key, job, args, kwargs);
         let result = detach(py, || self.job.get(key, fetch)).map_err(|e| raise(py, &raised, e))?;
         let value = match &result.value {
-            Some(v) => serializer::decode(py, self.cache.get().format, v)?,
+            Some(v) => serializer::decode(py, self.cache.get().core.decoder.format, v)?,
             None => py.None().into_bound(py),
         };
         Ok((value, result.status.as_str(), result.fetched))
@@ -215,7 +215,7 @@ impl JobRunner {
         let (fetch, raised) = self.fetch(key, job, args, kwargs);
         let value =
             detach(py, || self.job.refresh(key, fetch)).map_err(|e| raise(py, &raised, e))?;
-        serializer::decode(py, self.cache.get().format, &value)
+        serializer::decode(py, self.cache.get().core.decoder.format, &value)
     }
 
     /// Marks `key` stale and schedules a background refresh; True when it was present.
@@ -245,7 +245,7 @@ impl JobRunner {
         value: &Bound<'_, PyAny>,
         fresh_for: Option<f64>,
     ) -> PyResult<bool> {
-        let mut encoded = Serialized::new(self.cache.get().format);
+        let mut encoded = Serialized::new(self.cache.get().core.decoder.format);
         encoded.encode(value)?;
         let fresh_for = seconds("fresh_for", fresh_for)?;
         let bytes = encoded.as_bytes().to_vec();

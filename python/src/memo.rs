@@ -2,14 +2,19 @@
 //!
 //! A hit runs entirely here with the GIL held on a local backend: build the key from the
 //! arguments (see `argkey`), look it up, decode the value. A miss releases the GIL and goes
-//! through the core's single-flight `load`: one thread calls the function (re-acquiring the
-//! GIL), the others wait without the GIL for its value.
+//! through the core's single-flight `load` ([`crate::loader`]): one thread calls the
+//! function (re-acquiring the GIL), the others wait without the GIL for its value.
+//! `_aprobe` and `_astore` are the awaitable steps of the `async def` wrapper.
 
-use crate::errors::{self, ResultExt};
-use crate::logbridge::detach;
-use crate::serializer::{self, Serialized};
-use crate::{argkey, PyCache, TimeoutArg, DEFAULT};
-use polycache::{Error, ErrorKind, Expiry, Key, Lookup, Value};
+use crate::argkey;
+use crate::args::{TimeoutArg, DEFAULT};
+use crate::awaitable;
+use crate::cache::PyCache;
+use crate::errors::ResultExt;
+use crate::loader;
+use crate::ops::{Deliver, How, KeyMode, Op, Reply, RequestRef};
+use crate::serializer::Serialized;
+use polycache::{Expiry, Key, Lookup, Value};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
@@ -90,60 +95,96 @@ impl Memo {
         current: Option<Value>,
         single_flight: bool,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let func = self.func.clone_ref(py);
-        let args = args.clone().unbind();
-        let kwargs = kwargs.map(|k| k.clone().unbind());
-        let mut produced: Option<Py<PyAny>> = None;
-        let mut raised: Option<PyErr> = None;
-        let policy = cache
-            .cache
-            .refresh_policy()
-            .clone()
-            .single_flight(single_flight);
-        let (expiry, version, core) = (self.expiry, self.version, &cache.cache);
-        let format = cache.format;
-        let loader = || {
-            Python::attach(|py| {
-                let computed = func
-                    .bind(py)
-                    .call(args.bind(py), kwargs.as_ref().map(|k| k.bind(py)))
-                    .and_then(|obj| {
-                        let mut encoded = Serialized::new(format);
-                        encoded.encode(&obj)?;
-                        Ok((obj, encoded.as_bytes().to_vec()))
-                    });
-                match computed {
-                    Ok((obj, bytes)) => {
-                        produced = Some(obj.unbind());
-                        Ok(bytes)
-                    }
-                    Err(e) => {
-                        raised = Some(e);
-                        Err(Error::new(
-                            ErrorKind::Backend,
-                            "the memoized function raised",
-                        ))
-                    }
-                }
-            })
-        };
-        let result = detach(py, || {
-            core.load(
-                Key::new(key).maybe_version(version),
-                loader,
-                expiry,
-                &policy,
-                current,
+        let call = loader::Call::new(
+            self.func.clone_ref(py),
+            Some(args.clone().unbind()),
+            kwargs.map(|k| k.clone().unbind()),
+        );
+        let key = Key::new(key).maybe_version(self.version);
+        loader::load(
+            py,
+            &cache.core,
+            key,
+            call,
+            self.expiry,
+            single_flight,
+            Some(current),
+        )
+    }
+}
+
+impl Memo {
+    fn probe<'py>(
+        slf: &Bound<'py, Self>,
+        how: How,
+        key: &str,
+        default: Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let (this, py) = (slf.get(), slf.py());
+        let cache = this.resolve(py)?;
+        let core = &cache.get().core;
+        let (version, policy) = (this.version, core.cache.refresh_policy().clone());
+        let lookup = move |c: &polycache::Cache, key: &str| {
+            Ok(
+                match c.lookup(Key::new(key).maybe_version(version), &policy)? {
+                    Lookup::Hit(v) => Reply::Probe(Some(v), false),
+                    Lookup::RefreshEarly(v) => Reply::Probe(Some(v), true),
+                    _ => Reply::Probe(None, false),
+                },
             )
-        });
-        match result {
-            // The caller that computed gets the very object the function returned.
-            Ok(v) => match produced {
-                Some(obj) => Ok(obj.into_bound(py)),
-                None => serializer::decode(py, format, &v),
-            },
-            Err(e) => Err(raised.unwrap_or_else(|| errors::to_py(py, e))),
+        };
+        let deliver = Deliver::Probe(default.unbind());
+        if how == How::Sync || core.local {
+            let found = core.run(py, |c| lookup(c, key));
+            let answer = deliver.convert(py, core.decoder, found);
+            return if how == How::Sync {
+                answer
+            } else {
+                awaitable::ready(py, answer)
+            };
         }
+        let (c, key) = (core.cache.clone(), key.to_owned());
+        let work = awaitable::blocking(move || lookup(&c, &key));
+        awaitable::start_future(py, core, work, deliver)
+    }
+
+    fn store<'py>(
+        slf: &Bound<'py, Self>,
+        how: How,
+        key: &str,
+        value: &Bound<'py, PyAny>,
+        delta: Option<f64>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let (this, py) = (slf.get(), slf.py());
+        let cache = this.resolve(py)?;
+        let core = &cache.get().core;
+        let mut encoded = Serialized::new(core.decoder.format);
+        encoded.encode(value)?;
+        let (version, expiry) = (this.version, this.expiry);
+        let Some(d) = delta else {
+            let op = Op::Set(key, encoded.as_bytes(), expiry);
+            let request = RequestRef::new(op, KeyMode::Versioned(version));
+            return core.answer(py, how, request, Deliver::Flag);
+        };
+        let delta = Duration::try_from_secs_f64(d).unwrap_or_default();
+        let policy = core.cache.refresh_policy().clone();
+        let (key, bytes) = (key.to_owned(), encoded.as_bytes().to_vec());
+        let store = move |c: &polycache::Cache| {
+            let key = Key::new(&key).maybe_version(version);
+            c.store_loaded(key, &bytes, expiry, &policy, delta)
+                .map(|()| Reply::Flag(true))
+        };
+        if how == How::Sync || core.local {
+            let answer = Deliver::Flag.convert(py, core.decoder, core.run(py, store));
+            return if how == How::Sync {
+                answer
+            } else {
+                awaitable::ready(py, answer)
+            };
+        }
+        let c = core.cache.clone();
+        let work = awaitable::blocking(move || store(&c));
+        awaitable::start_future(py, core, work, Deliver::Flag)
     }
 }
 
@@ -156,8 +197,22 @@ fn method_type(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
         .map(|t| t.bind(py))
 }
 
-#[pymethods]
-impl Memo {
+twins! {
+    impl Memo {
+        /// `(value, refresh_early)` for `key` (a key from `key()`): the cached value and
+        /// whether XFetch chose this read to recompute it early, or `(default, False)` on a
+        /// miss. Awaited, the lookup runs on polycache's blocking pool unless the cache is
+        /// local.
+        twins _probe / _aprobe = probe<'py>(slf, key: &str, default: Bound<'py, PyAny>)
+            signature (key, default);
+        /// Stores `value` under `key` (a key from `key()`) with the decorator's timeout. With
+        /// `delta`, the seconds the function took, it is a computed value: stored as
+        /// `get_or_set_with` stores one (an XFetch envelope when the cache has
+        /// `xfetch_beta`) and counted as a refresh.
+        twins _store / _astore = store<'py>(slf, key: &str, value: &Bound<'py, PyAny>, delta: Option<f64>)
+            signature (key, value, delta = None);
+
+        @methods
     #[new]
     #[pyo3(signature = (func, name, *, cache = None, resolver = None, timeout = DEFAULT, version = None, key = None, skip_first = false, single_flight = true))]
     #[allow(clippy::too_many_arguments)]
@@ -200,14 +255,15 @@ impl Memo {
         let pc = cache.get();
         let call = |key: &str| {
             let version = self.version;
-            let policy = pc.cache.refresh_policy();
+            let policy = pc.core.cache.refresh_policy();
             let found = pc
-                .with_key(py, key, |c, k| {
-                    c.lookup(Key::new(k).maybe_version(version), policy)
+                .core
+                .run(py, |c| {
+                    c.lookup(Key::new(key).maybe_version(version), policy)
                 })
                 .py_err(py)?;
             let current = match found {
-                Lookup::Hit(ref v) => return serializer::decode(py, pc.format, v),
+                Lookup::Hit(ref v) => return pc.core.decoder.decode(py, v),
                 Lookup::RefreshEarly(v) => Some(v),
                 _ => None,
             };
@@ -256,9 +312,8 @@ impl Memo {
         let version = self.version;
         cache
             .get()
-            .with_key(py, &key, |c, k| {
-                c.delete(Key::new(k).maybe_version(version))
-            })
+            .core
+            .run(py, |c| c.delete(Key::new(&key).maybe_version(version)))
             .py_err(py)
     }
 
@@ -273,64 +328,6 @@ impl Memo {
         let key = self.key_of(args, kwargs)?;
         let cache = self.resolve(py)?;
         self.load(py, cache.get(), &key, args, kwargs, None, false)
-    }
-
-    /// `(value, refresh_early)` for `key` (a key from `key()`): the cached value and whether
-    /// XFetch chose this read to recompute it early, or `(default, False)` on a miss.
-    fn _probe<'py>(
-        &self,
-        py: Python<'py>,
-        key: &str,
-        default: Bound<'py, PyAny>,
-    ) -> PyResult<(Bound<'py, PyAny>, bool)> {
-        let cache = self.resolve(py)?;
-        let pc = cache.get();
-        let (version, policy) = (self.version, pc.cache.refresh_policy());
-        let found = pc
-            .with_key(py, key, |c, k| {
-                c.lookup(Key::new(k).maybe_version(version), policy)
-            })
-            .py_err(py)?;
-        match found {
-            Lookup::Hit(ref v) => Ok((serializer::decode(py, pc.format, v)?, false)),
-            Lookup::RefreshEarly(ref v) => Ok((serializer::decode(py, pc.format, v)?, true)),
-            _ => Ok((default, false)),
-        }
-    }
-
-    /// Stores `value` under `key` (a key from `key()`) with the decorator's timeout. With
-    /// `delta`, the seconds the function took, it is a computed value: stored as
-    /// `get_or_set_with` stores one (an XFetch envelope when the cache has `xfetch_beta`)
-    /// and counted as a refresh.
-    #[pyo3(signature = (key, value, delta = None))]
-    fn _store(
-        &self,
-        py: Python<'_>,
-        key: &str,
-        value: &Bound<'_, PyAny>,
-        delta: Option<f64>,
-    ) -> PyResult<bool> {
-        let cache = self.resolve(py)?;
-        let mut encoded = Serialized::new(cache.get().format);
-        encoded.encode(value)?;
-        let (version, expiry) = (self.version, self.expiry);
-        let pc = cache.get();
-        match delta {
-            None => pc
-                .with_key_value(py, key, encoded.as_bytes(), |c, k, v| {
-                    c.set(Key::new(k).maybe_version(version), v, expiry)
-                })
-                .py_err(py),
-            Some(d) => {
-                let delta = Duration::try_from_secs_f64(d).unwrap_or_default();
-                let policy = pc.cache.refresh_policy();
-                pc.with_key_value(py, key, encoded.as_bytes(), |c, k, v| {
-                    c.store_loaded(Key::new(k).maybe_version(version), v, expiry, policy, delta)
-                })
-                .py_err(py)?;
-                Ok(true)
-            }
-        }
     }
 
     /// Forgets the resolved cache, so the next call resolves it again (after `configure`).
@@ -353,4 +350,5 @@ impl Memo {
     fn __repr__(&self) -> String {
         format!("<polycache.cached {}>", self.name)
     }
+}
 }

@@ -1,0 +1,148 @@
+//! Argument handling shared by every native class: timeouts, keys, signing keys, option
+//! values and mappings, read from Python objects into Rust values.
+
+use crate::errors;
+use polycache::{Expiry, StatsSnapshot};
+use pyo3::exceptions::PyTypeError;
+use pyo3::prelude::*;
+use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyString};
+
+/// The marker for "use the cache's default timeout" (`polycache.DEFAULT_TIMEOUT`).
+#[pyclass(frozen, module = "polycache._polycache", name = "DefaultTimeout")]
+pub(crate) struct DefaultTimeout;
+
+#[pymethods]
+impl DefaultTimeout {
+    fn __repr__(&self) -> &'static str {
+        "DEFAULT_TIMEOUT"
+    }
+    /// Pickles as the module global, so the marker stays one object.
+    fn __reduce__(&self) -> &'static str {
+        "DEFAULT_TIMEOUT"
+    }
+}
+
+/// A timeout argument in Django's words: `DEFAULT_TIMEOUT` is the cache's default, `None`
+/// never expires, `<= 0` is already expired, other numbers are seconds.
+#[derive(Clone, Copy)]
+pub(crate) struct TimeoutArg(pub(crate) Expiry);
+
+pub(crate) const DEFAULT: TimeoutArg = TimeoutArg(Expiry::Default);
+
+impl<'a, 'py> FromPyObject<'a, 'py> for TimeoutArg {
+    type Error = PyErr;
+
+    #[inline]
+    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        if obj.is_none() {
+            return Ok(TimeoutArg(Expiry::Never));
+        }
+        if obj.is_instance_of::<DefaultTimeout>() {
+            return Ok(DEFAULT);
+        }
+        match obj.extract::<f64>() {
+            Ok(secs) => Ok(TimeoutArg(Expiry::from_secs_f64(secs))),
+            Err(_) => Err(PyTypeError::new_err(format!(
+                "timeout must be a number of seconds, None or DEFAULT_TIMEOUT, not {}",
+                type_name(&obj)
+            ))),
+        }
+    }
+}
+
+/// The name of `obj`'s type, for error messages.
+pub(crate) fn type_name(obj: &Bound<'_, PyAny>) -> String {
+    obj.get_type()
+        .name()
+        .map(|n| n.to_string())
+        .unwrap_or_else(|_| "?".to_owned())
+}
+
+/// A signing key: `str` (its UTF-8 bytes) or `bytes`. Never echoed in an error.
+pub(crate) struct SecretArg(pub(crate) Vec<u8>);
+
+impl<'a, 'py> FromPyObject<'a, 'py> for SecretArg {
+    type Error = PyErr;
+
+    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        if let Ok(b) = obj.cast::<PyBytes>() {
+            return Ok(SecretArg(b.as_bytes().to_vec()));
+        }
+        if let Ok(s) = obj.cast::<PyString>() {
+            return Ok(SecretArg(s.to_str()?.as_bytes().to_vec()));
+        }
+        Err(PyTypeError::new_err(format!(
+            "signing keys must be str or bytes, not {}",
+            type_name(&obj)
+        )))
+    }
+}
+
+/// The text of a `str` key: UTF-8, as every backend stores it (no copy).
+#[inline]
+pub(crate) fn key_text<'a>(s: &'a Bound<'_, PyString>) -> PyResult<&'a str> {
+    s.to_str().map_err(|_| {
+        errors::invalid_key(
+            s.py(),
+            "cache keys must be encodable as UTF-8 (this one has a lone surrogate)".to_owned(),
+        )
+    })
+}
+
+/// The caller's key as UTF-8 borrowed from the `str` object (no copy); other types are a
+/// `TypeError`.
+#[inline]
+pub(crate) fn key_str<'a>(key: &'a Bound<'_, PyAny>) -> PyResult<&'a str> {
+    match key.cast::<PyString>() {
+        Ok(s) => key_text(s),
+        Err(_) => Err(PyTypeError::new_err(format!(
+            "cache keys must be str, not {}",
+            type_name(key)
+        ))),
+    }
+}
+
+/// The items of a mapping: `dict.items()`, or the object's own `items()`.
+pub(crate) fn items<'py>(mapping: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    match mapping.cast::<PyDict>() {
+        Ok(d) => Ok(d.items().into_any()),
+        Err(_) => mapping.call_method0("items"),
+    }
+}
+
+/// Renders an `OPTIONS` value as URL query text.
+pub(crate) fn option_text(name: &str, value: &Bound<'_, PyAny>) -> PyResult<String> {
+    if value.is_none() {
+        return Ok("none".to_owned());
+    }
+    if let Ok(b) = value.cast::<PyBool>() {
+        return Ok(if b.is_true() { "true" } else { "false" }.to_owned());
+    }
+    if let Ok(s) = value.cast::<PyString>() {
+        return Ok(s.to_str()?.to_owned());
+    }
+    if value.is_instance_of::<PyInt>() || value.is_instance_of::<PyFloat>() {
+        return Ok(value.str()?.to_str()?.to_owned());
+    }
+    Err(errors::configuration(
+        value.py(),
+        format!(
+            "option '{name}' must be a str, int, float, bool or None, not {}",
+            type_name(value)
+        ),
+    ))
+}
+
+/// The counters of a cache as a dict.
+pub(crate) fn stats_dict<'py>(py: Python<'py>, s: &StatsSnapshot) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("hits", s.hits)?;
+    d.set_item("misses", s.misses)?;
+    d.set_item("sets", s.sets)?;
+    d.set_item("deletes", s.deletes)?;
+    d.set_item("errors", s.errors)?;
+    d.set_item("evictions", s.evictions)?;
+    d.set_item("stale_hits", s.stale_hits)?;
+    d.set_item("refreshes", s.refreshes)?;
+    Ok(d)
+}

@@ -1,0 +1,568 @@
+//! `polycache._polycache.Cache`: Django's cache API over one polycache cache, each method
+//! with its awaitable twin (`aget`, `aset`, ...). The operations themselves are in
+//! [`crate::ops`]; this class reads arguments and names the answers.
+
+use crate::args::{
+    items, key_str, option_text, stats_dict, type_name, SecretArg, TimeoutArg, DEFAULT,
+};
+use crate::awaitable::raising_on_await;
+use crate::errors::{self, ResultExt};
+use crate::loader;
+use crate::logbridge::detach;
+use crate::ops::{Core, Decoder, Deliver, How, KeyMode, KeyOp, Op, RequestRef};
+use crate::serializer::{Format, Serialized};
+use polycache::{CacheConfig, Expiry, Key};
+use pyo3::exceptions::PyTypeError;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyString};
+use std::time::Duration;
+
+/// A cache: Django's cache API over one polycache backend.
+#[pyclass(frozen, subclass, module = "polycache._polycache", name = "Cache")]
+pub(crate) struct PyCache {
+    pub(crate) core: Core,
+}
+
+/// Opens the cache `config` describes, with Python's `OPTIONS` mapping added to it.
+pub(crate) fn open(
+    py: Python<'_>,
+    mut config: CacheConfig,
+    options: Option<&Bound<'_, PyAny>>,
+    pickle_errors: bool,
+) -> PyResult<Core> {
+    if let Some(options) = options {
+        for item in items(options)?.try_iter()? {
+            let (name, value): (Bound<'_, PyAny>, Bound<'_, PyAny>) = item?.extract()?;
+            let name = name
+                .cast::<PyString>()
+                .map_err(|_| {
+                    errors::configuration(
+                        py,
+                        format!("option names must be str, not {}", type_name(&name)),
+                    )
+                })?
+                .to_str()?
+                .to_owned();
+            let text = option_text(&name, &value)?;
+            config.options.insert(name, text);
+        }
+    }
+    // Opening a remote backend may connect: no Python objects are touched here.
+    let cache = detach(py, || config.build()).py_err(py)?;
+    let local = cache.backend().is_local();
+    let format = Format::of(&cache);
+    Ok(Core {
+        cache,
+        local,
+        decoder: Decoder {
+            format,
+            pickle_errors,
+        },
+    })
+}
+
+/// A negated delta, or polycache's overflow error.
+pub(crate) fn negated(py: Python<'_>, delta: i64) -> PyResult<i64> {
+    delta.checked_neg().ok_or_else(|| {
+        errors::to_py(
+            py,
+            polycache::Error::new(
+                polycache::ErrorKind::Overflow,
+                "delta is out of the 64-bit range",
+            ),
+        )
+    })
+}
+
+impl PyCache {
+    #[inline]
+    fn keyed<'py>(
+        &self,
+        py: Python<'py>,
+        how: How,
+        op: Op<&str, &[u8]>,
+        version: Option<i64>,
+        deliver: Deliver,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let request = RequestRef::new(op, KeyMode::Versioned(version));
+        self.core.answer(py, how, request, deliver)
+    }
+
+    #[inline]
+    fn do_get<'py>(
+        slf: &Bound<'py, Self>,
+        how: How,
+        key: &Bound<'py, PyAny>,
+        default: Option<Bound<'py, PyAny>>,
+        version: Option<i64>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let op = Op::Get(key_str(key)?);
+        let deliver = Deliver::Value(default.map(Bound::unbind));
+        slf.get().keyed(slf.py(), how, op, version, deliver)
+    }
+
+    /// `set`, or `add` when `add`.
+    fn store<'py>(
+        slf: &Bound<'py, Self>,
+        how: How,
+        add: bool,
+        (key, value): (&Bound<'py, PyAny>, &Bound<'py, PyAny>),
+        timeout: TimeoutArg,
+        version: Option<i64>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let this = slf.get();
+        let name = key_str(key)?;
+        let mut encoded = Serialized::new(this.core.decoder.format);
+        encoded.encode(value)?;
+        let op = if add {
+            Op::Add(name, encoded.as_bytes(), timeout.0)
+        } else {
+            Op::Set(name, encoded.as_bytes(), timeout.0)
+        };
+        this.keyed(slf.py(), how, op, version, Deliver::Flag)
+    }
+
+    fn do_set<'py>(
+        slf: &Bound<'py, Self>,
+        how: How,
+        key: &Bound<'py, PyAny>,
+        value: &Bound<'py, PyAny>,
+        timeout: TimeoutArg,
+        version: Option<i64>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        Self::store(slf, how, false, (key, value), timeout, version)
+    }
+
+    fn do_add<'py>(
+        slf: &Bound<'py, Self>,
+        how: How,
+        key: &Bound<'py, PyAny>,
+        value: &Bound<'py, PyAny>,
+        timeout: TimeoutArg,
+        version: Option<i64>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        Self::store(slf, how, true, (key, value), timeout, version)
+    }
+
+    /// An operation on one key: `delete`, `has_key`, `touch`, `incr`, `decr`.
+    #[inline]
+    fn one_key<'py>(
+        slf: &Bound<'py, Self>,
+        how: How,
+        key: &Bound<'py, PyAny>,
+        op: KeyOp,
+        version: Option<i64>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let (op, deliver) = op.on(key_str(key)?);
+        slf.get().keyed(slf.py(), how, op, version, deliver)
+    }
+
+    fn do_delete<'py>(
+        slf: &Bound<'py, Self>,
+        how: How,
+        key: &Bound<'py, PyAny>,
+        version: Option<i64>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        Self::one_key(slf, how, key, KeyOp::Delete, version)
+    }
+
+    fn do_has_key<'py>(
+        slf: &Bound<'py, Self>,
+        how: How,
+        key: &Bound<'py, PyAny>,
+        version: Option<i64>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        Self::one_key(slf, how, key, KeyOp::HasKey, version)
+    }
+
+    fn do_touch<'py>(
+        slf: &Bound<'py, Self>,
+        how: How,
+        key: &Bound<'py, PyAny>,
+        timeout: TimeoutArg,
+        version: Option<i64>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        Self::one_key(slf, how, key, KeyOp::Touch(timeout.0), version)
+    }
+
+    fn do_incr<'py>(
+        slf: &Bound<'py, Self>,
+        how: How,
+        key: &Bound<'py, PyAny>,
+        delta: i64,
+        version: Option<i64>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        Self::one_key(slf, how, key, KeyOp::Incr(delta), version)
+    }
+
+    fn do_decr<'py>(
+        slf: &Bound<'py, Self>,
+        how: How,
+        key: &Bound<'py, PyAny>,
+        delta: i64,
+        version: Option<i64>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let delta = negated(slf.py(), delta)?;
+        Self::one_key(slf, how, key, KeyOp::Incr(delta), version)
+    }
+
+    /// The caller's key objects of `keys`, and their texts.
+    fn key_list<'a, 'py>(
+        objs: &'a [Bound<'py, PyAny>],
+    ) -> PyResult<(Vec<&'a str>, Vec<Py<PyAny>>)> {
+        let names = objs.iter().map(key_str).collect::<PyResult<Vec<_>>>()?;
+        Ok((names, objs.iter().map(|o| o.clone().unbind()).collect()))
+    }
+
+    fn do_get_many<'py>(
+        slf: &Bound<'py, Self>,
+        how: How,
+        keys: &Bound<'py, PyAny>,
+        version: Option<i64>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let objs = keys.try_iter()?.collect::<PyResult<Vec<_>>>()?;
+        let (names, objs) = Self::key_list(&objs)?;
+        let op = Op::GetMany(names);
+        slf.get()
+            .keyed(slf.py(), how, op, version, Deliver::Found(objs))
+    }
+
+    fn do_set_many<'py>(
+        slf: &Bound<'py, Self>,
+        how: How,
+        mapping: &Bound<'py, PyAny>,
+        timeout: TimeoutArg,
+        version: Option<i64>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let this = slf.get();
+        let mut keys = Vec::new();
+        let mut encoded = Vec::new();
+        for item in items(mapping)?.try_iter()? {
+            let (k, v): (Bound<'py, PyAny>, Bound<'py, PyAny>) = item?.extract()?;
+            key_str(&k)?;
+            // Every value is serialized before anything is stored: one bad value stores none.
+            let mut value = Serialized::new(this.core.decoder.format);
+            value.encode(&v)?;
+            encoded.push(value);
+            keys.push(k);
+        }
+        let (names, objs) = Self::key_list(&keys)?;
+        let pairs = names
+            .into_iter()
+            .zip(encoded.iter().map(Serialized::as_bytes))
+            .collect();
+        let op = Op::SetMany(pairs, timeout.0);
+        this.keyed(slf.py(), how, op, version, Deliver::FailedKeys(objs))
+    }
+
+    fn do_delete_many<'py>(
+        slf: &Bound<'py, Self>,
+        how: How,
+        keys: &Bound<'py, PyAny>,
+        version: Option<i64>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let objs = keys.try_iter()?.collect::<PyResult<Vec<_>>>()?;
+        let (names, _) = Self::key_list(&objs)?;
+        let op = Op::DeleteMany(names);
+        slf.get()
+            .keyed(slf.py(), how, op, version, Deliver::Nothing)
+    }
+
+    fn do_clear<'py>(slf: &Bound<'py, Self>, how: How) -> PyResult<Bound<'py, PyAny>> {
+        slf.get()
+            .keyed(slf.py(), how, Op::Clear, None, Deliver::Nothing)
+    }
+
+    fn do_incr_version<'py>(
+        slf: &Bound<'py, Self>,
+        how: How,
+        key: &Bound<'py, PyAny>,
+        delta: i64,
+        version: Option<i64>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let op = Op::IncrVersion(key_str(key)?, delta, version);
+        slf.get().keyed(slf.py(), how, op, None, Deliver::Int)
+    }
+
+    fn do_decr_version<'py>(
+        slf: &Bound<'py, Self>,
+        how: How,
+        key: &Bound<'py, PyAny>,
+        delta: i64,
+        version: Option<i64>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let delta = negated(slf.py(), delta)?;
+        Self::do_incr_version(slf, how, key, delta, version)
+    }
+}
+
+twins! {
+    impl PyCache {
+        /// The value under `key`, or `default` on a miss.
+        twins get / aget = do_get<'py>(slf, key: &Bound<'py, PyAny>, default: Option<Bound<'py, PyAny>>, version: Option<i64>)
+            signature (key, default = None, version = None);
+        /// Stores `value` under `key`; a timeout of 0 or less stores nothing and removes the
+        /// old value.
+        ///
+        /// True when the write reached the backend; False only when the cache fails open
+        /// (`fail_open=true`) and the backend was unreachable.
+        twins set / aset = do_set<'py>(slf, key: &Bound<'py, PyAny>, value: &Bound<'py, PyAny>, timeout: TimeoutArg, version: Option<i64>)
+            signature (key, value, timeout = DEFAULT, version = None);
+        /// Stores `value` only if `key` is absent; True when it stored.
+        twins add / aadd = do_add<'py>(slf, key: &Bound<'py, PyAny>, value: &Bound<'py, PyAny>, timeout: TimeoutArg, version: Option<i64>)
+            signature (key, value, timeout = DEFAULT, version = None);
+        /// A dict of the keys found and their values; missing keys are left out.
+        twins get_many / aget_many = do_get_many<'py>(slf, keys: &Bound<'py, PyAny>, version: Option<i64>)
+            signature (keys, version = None);
+        /// Stores every pair of `mapping`; returns the list of keys that failed to store.
+        twins set_many / aset_many = do_set_many<'py>(slf, mapping: &Bound<'py, PyAny>, timeout: TimeoutArg, version: Option<i64>)
+            signature (mapping, timeout = DEFAULT, version = None);
+        /// Removes `key`; True when it was present.
+        twins delete / adelete = do_delete<'py>(slf, key: &Bound<'py, PyAny>, version: Option<i64>)
+            signature (key, version = None);
+        /// Removes every key in `keys`.
+        twins delete_many / adelete_many = do_delete_many<'py>(slf, keys: &Bound<'py, PyAny>, version: Option<i64>)
+            signature (keys, version = None);
+        /// True when `key` is in the cache (not counted as a hit or a miss).
+        twins has_key / ahas_key = do_has_key<'py>(slf, key: &Bound<'py, PyAny>, version: Option<i64>)
+            signature (key, version = None);
+        /// Gives `key` a new timeout; True when the key was present.
+        twins touch / atouch = do_touch<'py>(slf, key: &Bound<'py, PyAny>, timeout: TimeoutArg, version: Option<i64>)
+            signature (key, timeout = DEFAULT, version = None);
+        /// Adds `delta` to the integer under `key` atomically and returns the new value.
+        twins incr / aincr = do_incr<'py>(slf, key: &Bound<'py, PyAny>, delta: i64, version: Option<i64>)
+            signature (key, delta = 1, version = None);
+        /// Subtracts `delta` from the integer under `key` atomically and returns the new value.
+        twins decr / adecr = do_decr<'py>(slf, key: &Bound<'py, PyAny>, delta: i64, version: Option<i64>)
+            signature (key, delta = 1, version = None);
+        /// Removes this cache's entries (every entry when the key prefix is empty).
+        twins clear / aclear = do_clear<'py>(slf)
+            signature ();
+        /// Moves `key` to version `version + delta` and returns the new version.
+        twins incr_version / aincr_version = do_incr_version<'py>(slf, key: &Bound<'py, PyAny>, delta: i64, version: Option<i64>)
+            signature (key, delta = 1, version = None);
+        /// Moves `key` to version `version - delta` and returns the new version.
+        twins decr_version / adecr_version = do_decr_version<'py>(slf, key: &Bound<'py, PyAny>, delta: i64, version: Option<i64>)
+            signature (key, delta = 1, version = None);
+
+        @methods
+    #[new]
+    #[pyo3(signature = (
+        location = "memory://", *, key_prefix = None, version = None, timeout = DEFAULT,
+        options = None, serializer = None, signing_key = None, old_signing_keys = None,
+        compress_min_size = None, compress_level = None
+    ))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        py: Python<'_>,
+        location: &str,
+        key_prefix: Option<String>,
+        version: Option<i64>,
+        timeout: TimeoutArg,
+        options: Option<&Bound<'_, PyAny>>,
+        serializer: Option<String>,
+        signing_key: Option<SecretArg>,
+        old_signing_keys: Option<Vec<SecretArg>>,
+        compress_min_size: Option<usize>,
+        compress_level: Option<i32>,
+    ) -> PyResult<Self> {
+        let mut config = CacheConfig::new(location);
+        config.key_prefix = key_prefix;
+        config.version = version;
+        config.serializer = serializer;
+        config.signing_key = signing_key.map(|k| k.0);
+        config.old_signing_keys = old_signing_keys
+            .unwrap_or_default()
+            .into_iter()
+            .map(|k| k.0)
+            .collect();
+        config.compress_min_size = compress_min_size;
+        config.compress_level = compress_level;
+        config.timeout = match timeout.0 {
+            Expiry::Default => None,
+            Expiry::Never => Some(None),
+            Expiry::After(d) => Some(Some(d)),
+            _ => Some(Some(Duration::ZERO)),
+        };
+        Ok(PyCache {
+            core: open(py, config, options, false)?,
+        })
+    }
+
+    /// The value under `key`; on a miss stores `default` (called first if callable) with
+    /// `add` and returns what the cache then holds.
+    #[pyo3(signature = (key, default, timeout = DEFAULT, version = None))]
+    fn get_or_set<'py>(
+        &self,
+        py: Python<'py>,
+        key: &Bound<'py, PyAny>,
+        default: &Bound<'py, PyAny>,
+        timeout: TimeoutArg,
+        version: Option<i64>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let name = key_str(key)?;
+        let get = |py| {
+            let found = self.core.call(
+                py,
+                RequestRef::new(Op::Get(name), KeyMode::Versioned(version)),
+            );
+            found.py_err(py)
+        };
+        if let crate::ops::Reply::Value(Some(v)) = get(py)? {
+            return self.core.decoder.decode(py, &v);
+        }
+        let value = if default.is_callable() {
+            default.call0()?
+        } else {
+            default.clone()
+        };
+        let mut encoded = Serialized::new(self.core.decoder.format);
+        encoded.encode(&value)?;
+        let add = Op::Add(name, encoded.as_bytes(), timeout.0);
+        self.keyed(py, How::Sync, add, version, Deliver::Flag)?;
+        // Read back: another writer may have won the race between the miss and the add.
+        match get(py)? {
+            crate::ops::Reply::Value(Some(v)) => self.core.decoder.decode(py, &v),
+            _ => Ok(value),
+        }
+    }
+
+    /// The value under `key`; on a miss, one caller calls `loader()` and stores its result
+    /// while concurrent callers of this cache for the same key wait for it (single-flight).
+    ///
+    /// Unlike `get_or_set` (Django's: every caller that misses computes), `loader` runs once
+    /// for all the threads that miss the key at the same time. The cache's refresh options
+    /// apply (`lease`, `flight_timeout`, `xfetch_beta`). An exception from `loader` reaches
+    /// its caller; nothing is stored and the waiting callers retry.
+    #[pyo3(signature = (key, loader, timeout = DEFAULT, version = None))]
+    fn get_or_set_with<'py>(
+        &self,
+        py: Python<'py>,
+        key: &Bound<'py, PyAny>,
+        loader: &Bound<'py, PyAny>,
+        timeout: TimeoutArg,
+        version: Option<i64>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let name = key_str(key)?;
+        if !loader.is_callable() {
+            return Err(PyTypeError::new_err(format!(
+                "loader must be callable, not {}",
+                type_name(loader)
+            )));
+        }
+        let call = loader::Call::new(loader.clone().unbind(), None, None);
+        let key = Key::new(name).maybe_version(version);
+        loader::load(py, &self.core, key, call, timeout.0, true, None)
+    }
+
+    /// `get_or_set_with` for a synchronous `loader`, awaitable: the lookup and `loader` run
+    /// on polycache's blocking pool (the loader takes the GIL there).
+    #[pyo3(signature = (key, loader, timeout = DEFAULT, version = None))]
+    fn _aget_or_set_with<'py>(
+        &self,
+        py: Python<'py>,
+        key: &Bound<'py, PyAny>,
+        loader: &Bound<'py, PyAny>,
+        timeout: TimeoutArg,
+        version: Option<i64>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let name = key_str(key).map(str::to_owned);
+        let call = loader::Call::new(loader.clone().unbind(), None, None);
+        let answer = name.and_then(|name| {
+            loader::aget_or_load(py, &self.core, name, version, call, timeout.0, true)
+        });
+        raising_on_await(py, answer)
+    }
+
+    /// Does nothing: connections are pooled and closed with the cache (Django's `close`).
+    fn close(&self) {}
+
+    /// `close`, awaitable.
+    fn aclose<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        crate::awaitable::ready(py, Ok(py.None().into_bound(py)))
+    }
+
+    /// The counters of this cache: hits, misses, sets, deletes, errors, evictions,
+    /// stale_hits, refreshes.
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        stats_dict(py, &self.core.cache.stats())
+    }
+
+    /// The counters in the Prometheus text format, labelled `cache="{name}"`.
+    #[pyo3(signature = (name = "default"))]
+    fn stats_prometheus(&self, name: &str) -> String {
+        self.core.cache.stats_prometheus(name)
+    }
+
+    /// The full key `key` is stored under: `{key_prefix}:{version}:{key}`.
+    #[pyo3(signature = (key, version = None))]
+    fn make_key(
+        &self,
+        py: Python<'_>,
+        key: &Bound<'_, PyAny>,
+        version: Option<i64>,
+    ) -> PyResult<String> {
+        let full = self
+            .core
+            .cache
+            .make_key(Key::new(key_str(key)?).maybe_version(version))
+            .py_err(py)?;
+        Ok(String::from_utf8_lossy(&full).into_owned())
+    }
+
+    /// The location, with any password redacted.
+    #[getter]
+    fn location(&self) -> &str {
+        self.core.cache.location()
+    }
+
+    /// The key prefix.
+    #[getter]
+    fn key_prefix(&self) -> &str {
+        self.core.cache.key_prefix()
+    }
+
+    /// The version keys are stored under by default.
+    #[getter]
+    fn version(&self) -> i64 {
+        self.core.cache.version()
+    }
+
+    /// The default timeout in seconds; None when entries never expire by default.
+    #[getter]
+    fn default_timeout(&self) -> Option<f64> {
+        match self.core.cache.default_expiry() {
+            Expiry::After(d) => Some(d.as_secs_f64()),
+            Expiry::Never => None,
+            _ => Some(0.0),
+        }
+    }
+
+    /// The serializer of this cache's values: `"pickle"`, `"json"` or `"raw"`.
+    #[getter]
+    fn serializer(&self) -> &'static str {
+        self.core.cache.serializer()
+    }
+
+    /// True when the backend answers in memory (calls keep the GIL and never block; awaits
+    /// complete at once).
+    #[getter]
+    fn is_local(&self) -> bool {
+        self.core.local
+    }
+
+    fn __repr__(slf: &Bound<'_, Self>) -> PyResult<String> {
+        let py = slf.py();
+        let cache = &slf.get().core.cache;
+        let ty = slf.get_type();
+        Ok(format!(
+            "{}.{}({}, key_prefix={}, version={})",
+            ty.module()?,
+            ty.qualname()?,
+            PyString::new(py, cache.location()).repr()?,
+            PyString::new(py, cache.key_prefix()).repr()?,
+            cache.version()
+        ))
+    }
+}
+}

@@ -1,0 +1,465 @@
+//! Every cache operation, written once for the sync, the GIL-releasing and the awaited call.
+//!
+//! A native method reads its Python arguments into a [`Request`] that borrows them (keys as
+//! `&str`, values as serialized bytes) and names how the answer becomes a Python object
+//! ([`Deliver`]); [`Core::answer`] then makes the one decision every call needs:
+//!
+//! - a sync call on a backend that answers in memory ([`polycache::Backend::is_local`])
+//!   runs in place with the GIL held, since releasing it would cost more than the lookup;
+//! - a sync call on any other backend copies the request into owned values and runs
+//!   without the GIL;
+//! - an awaited call on a local backend also runs in place and answers with an awaitable
+//!   that is already complete (no event-loop round trip); on any other backend the owned
+//!   request runs on polycache's runtime and the awaitable completes when the event loop
+//!   drains the finished operation (see [`crate::awaitable`]).
+//!
+//! `polycache.Cache` and Django's `_DjangoCache` build the same requests; Django's key rules
+//! and return values stay in `django.rs`.
+
+use crate::awaitable;
+use crate::errors;
+use crate::logbridge::detach;
+use crate::serializer::{self, Format};
+use polycache::{Cache, ErrorKind, Expiry, Key, Result, Value};
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyBool, PyDict, PyList, PyType};
+
+/// A cache as the native classes hold it.
+pub(crate) struct Core {
+    pub(crate) cache: Cache,
+    /// The backend answers in memory: keep the GIL, complete awaits in place.
+    pub(crate) local: bool,
+    /// How stored bytes become Python objects again.
+    pub(crate) decoder: Decoder,
+}
+
+/// How stored bytes become Python objects: the cache's format, and whether a decoding
+/// error is pickle's own exception (Django's convention) or polycache's `SerializationError`.
+#[derive(Clone, Copy)]
+pub(crate) struct Decoder {
+    pub(crate) format: Format,
+    pub(crate) pickle_errors: bool,
+}
+
+impl Decoder {
+    #[inline]
+    pub(crate) fn decode<'py>(self, py: Python<'py>, data: &[u8]) -> PyResult<Bound<'py, PyAny>> {
+        match serializer::decode(py, self.format, data) {
+            Ok(v) => Ok(v),
+            Err(err) if self.pickle_errors => Err(pickle_error(py, err)),
+            Err(err) => Err(err),
+        }
+    }
+}
+
+/// `polycache.exceptions.SerializationError`, to unwrap pickle's own error from it.
+static SERIALIZATION_ERROR: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+
+/// Django raises whatever pickle raised; the core serializer wraps it in
+/// `SerializationError` with pickle's error as its cause, so hand that cause back.
+#[cold]
+pub(crate) fn pickle_error(py: Python<'_>, err: PyErr) -> PyErr {
+    match SERIALIZATION_ERROR.import(py, "polycache.exceptions", "SerializationError") {
+        Ok(cls) if err.is_instance(py, cls.as_any()) => err.cause(py).unwrap_or(err),
+        _ => err,
+    }
+}
+
+/// How a call is answered.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum How {
+    /// Return the answer.
+    Sync,
+    /// Return an awaitable of the answer.
+    Async,
+}
+
+/// How the key texts of one request become core keys.
+#[derive(Clone, Copy)]
+pub(crate) enum KeyMode {
+    /// The caller's key; the core prepends `{prefix}:{version}:` (the cache's version
+    /// when `None`).
+    Versioned(Option<i64>),
+    /// A full key made by Python code, stored as it is.
+    Full,
+}
+
+impl KeyMode {
+    #[inline]
+    pub(crate) fn key(self, text: &str) -> Key<'_> {
+        match self {
+            KeyMode::Versioned(v) => Key::new(text).maybe_version(v),
+            KeyMode::Full => Key::full(text),
+        }
+    }
+}
+
+/// One operation and its arguments; `S` is a key's text, `B` a value's bytes (borrowed from
+/// Python objects, or owned to cross to another thread).
+pub(crate) enum Op<S, B> {
+    Get(S),
+    Set(S, B, Expiry),
+    /// `Set`, and a failed write removes the old value (Django's memcached convention: a
+    /// session must not be served stale after a write that was too large).
+    SetOrDelete(S, B, Expiry),
+    Add(S, B, Expiry),
+    Delete(S),
+    HasKey(S),
+    Touch(S, Expiry),
+    Incr(S, i64),
+    GetMany(Vec<S>),
+    SetMany(Vec<(S, B)>, Expiry),
+    DeleteMany(Vec<S>),
+    /// This cache's entries.
+    Clear,
+    /// This cache's entries, or the whole store where the backend cannot scope a clear.
+    ClearOrAll,
+    /// The whole store.
+    ClearAll,
+    /// `incr_version(key, delta, version)`.
+    IncrVersion(S, i64, Option<i64>),
+}
+
+/// An operation on one key, before the key is known.
+#[derive(Clone, Copy)]
+pub(crate) enum KeyOp {
+    Delete,
+    HasKey,
+    Touch(Expiry),
+    Incr(i64),
+}
+
+impl KeyOp {
+    /// The operation on `key`, and how its reply becomes Python.
+    #[inline]
+    pub(crate) fn on(self, key: &str) -> (Op<&str, &[u8]>, Deliver) {
+        match self {
+            KeyOp::Delete => (Op::Delete(key), Deliver::Flag),
+            KeyOp::HasKey => (Op::HasKey(key), Deliver::Flag),
+            KeyOp::Touch(e) => (Op::Touch(key, e), Deliver::Flag),
+            KeyOp::Incr(d) => (Op::Incr(key, d), Deliver::Int),
+        }
+    }
+}
+
+/// An operation with the way its keys are made.
+pub(crate) struct Request<S, B> {
+    pub(crate) op: Op<S, B>,
+    pub(crate) mode: KeyMode,
+}
+
+/// What an operation answered, before it becomes a Python object.
+pub(crate) enum Reply {
+    Value(Option<Value>),
+    Flag(bool),
+    Int(i64),
+    Values(Vec<Option<Value>>),
+    /// Indices of the items a `set_many` failed to store.
+    Failed(Vec<usize>),
+    Done,
+    /// The object a Python loader returned (see [`crate::loader`]).
+    Object(Py<PyAny>),
+    /// The exception a Python loader raised.
+    Raised(PyErr),
+    /// A lookup: the value found (if any) and whether XFetch chose to refresh it early.
+    Probe(Option<Value>, bool),
+}
+
+/// The borrowed request of a native call.
+pub(crate) type RequestRef<'a> = Request<&'a str, &'a [u8]>;
+/// A request that owns its keys and values, for another thread or the runtime.
+pub(crate) type Owned = Request<String, Vec<u8>>;
+
+impl<'a> RequestRef<'a> {
+    pub(crate) fn new(op: Op<&'a str, &'a [u8]>, mode: KeyMode) -> Self {
+        Request { op, mode }
+    }
+}
+
+impl<S: AsRef<str>, B: AsRef<[u8]>> Request<S, B> {
+    fn keys<'s>(&'s self, texts: &'s [S]) -> Vec<Key<'s>> {
+        texts.iter().map(|t| self.mode.key(t.as_ref())).collect()
+    }
+
+    fn pairs<'s>(&'s self, items: &'s [(S, B)]) -> Vec<(Key<'s>, &'s [u8])> {
+        items
+            .iter()
+            .map(|(k, v)| (self.mode.key(k.as_ref()), v.as_ref()))
+            .collect()
+    }
+
+    /// Runs the operation on the calling thread.
+    #[inline]
+    pub(crate) fn run(&self, c: &Cache) -> Result<Reply> {
+        let mode = self.mode;
+        Ok(match &self.op {
+            Op::Get(k) => Reply::Value(c.get(mode.key(k.as_ref()))?),
+            Op::Set(k, v, e) => Reply::Flag(c.set(mode.key(k.as_ref()), v.as_ref(), *e)?),
+            Op::SetOrDelete(k, v, e) => {
+                let key = mode.key(k.as_ref());
+                Reply::Flag(c.set(key, v.as_ref(), *e).inspect_err(|_| {
+                    let _ = c.delete(key);
+                })?)
+            }
+            Op::Add(k, v, e) => Reply::Flag(c.add(mode.key(k.as_ref()), v.as_ref(), *e)?),
+            Op::Delete(k) => Reply::Flag(c.delete(mode.key(k.as_ref()))?),
+            Op::HasKey(k) => Reply::Flag(c.has_key(mode.key(k.as_ref()))?),
+            Op::Touch(k, e) => Reply::Flag(c.touch(mode.key(k.as_ref()), *e)?),
+            Op::Incr(k, d) => Reply::Int(c.incr(mode.key(k.as_ref()), *d)?),
+            Op::GetMany(ks) => Reply::Values(c.get_many_keys(&self.keys(ks))?),
+            Op::SetMany(items, e) => Reply::Failed(c.set_many_keys(&self.pairs(items), *e)?),
+            Op::DeleteMany(ks) => {
+                c.delete_many_keys(&self.keys(ks))?;
+                Reply::Done
+            }
+            Op::Clear => {
+                c.clear()?;
+                Reply::Done
+            }
+            Op::ClearOrAll => {
+                match c.clear() {
+                    Err(e) if e.kind() == ErrorKind::Unsupported => c.backend().clear(b"")?,
+                    other => other?,
+                }
+                Reply::Done
+            }
+            Op::ClearAll => {
+                c.backend().clear(b"")?;
+                Reply::Done
+            }
+            Op::IncrVersion(k, d, v) => Reply::Int(c.incr_version(k.as_ref(), *d, *v)?),
+        })
+    }
+
+    /// Awaits the operation (the awaitable twin of [`Request::run`]).
+    pub(crate) async fn run_async(&self, c: &Cache) -> Result<Reply> {
+        let mode = self.mode;
+        Ok(match &self.op {
+            Op::Get(k) => Reply::Value(c.get_async(mode.key(k.as_ref())).await?),
+            Op::Set(k, v, e) => {
+                Reply::Flag(c.set_async(mode.key(k.as_ref()), v.as_ref(), *e).await?)
+            }
+            Op::SetOrDelete(k, v, e) => {
+                let key = mode.key(k.as_ref());
+                match c.set_async(key, v.as_ref(), *e).await {
+                    Ok(stored) => Reply::Flag(stored),
+                    Err(err) => {
+                        let _ = c.delete_async(key).await;
+                        return Err(err);
+                    }
+                }
+            }
+            Op::Add(k, v, e) => {
+                Reply::Flag(c.add_async(mode.key(k.as_ref()), v.as_ref(), *e).await?)
+            }
+            Op::Delete(k) => Reply::Flag(c.delete_async(mode.key(k.as_ref())).await?),
+            Op::HasKey(k) => Reply::Flag(c.has_key_async(mode.key(k.as_ref())).await?),
+            Op::Touch(k, e) => Reply::Flag(c.touch_async(mode.key(k.as_ref()), *e).await?),
+            Op::Incr(k, d) => Reply::Int(c.incr_async(mode.key(k.as_ref()), *d).await?),
+            Op::GetMany(ks) => Reply::Values(c.get_many_keys_async(&self.keys(ks)).await?),
+            Op::SetMany(items, e) => {
+                Reply::Failed(c.set_many_keys_async(&self.pairs(items), *e).await?)
+            }
+            Op::DeleteMany(ks) => {
+                c.delete_many_keys_async(&self.keys(ks)).await?;
+                Reply::Done
+            }
+            Op::Clear => {
+                c.clear_async().await?;
+                Reply::Done
+            }
+            Op::ClearOrAll => {
+                match c.clear_async().await {
+                    Err(e) if e.kind() == ErrorKind::Unsupported => clear_all(c).await?,
+                    other => other?,
+                }
+                Reply::Done
+            }
+            Op::ClearAll => {
+                clear_all(c).await?;
+                Reply::Done
+            }
+            Op::IncrVersion(k, d, v) => Reply::Int(c.incr_version_async(k.as_ref(), *d, *v).await?),
+        })
+    }
+
+    /// The same request with owned keys and values.
+    pub(crate) fn to_owned(&self) -> Owned {
+        let s = |k: &S| k.as_ref().to_owned();
+        let b = |v: &B| v.as_ref().to_vec();
+        let op = match &self.op {
+            Op::Get(k) => Op::Get(s(k)),
+            Op::Set(k, v, e) => Op::Set(s(k), b(v), *e),
+            Op::SetOrDelete(k, v, e) => Op::SetOrDelete(s(k), b(v), *e),
+            Op::Add(k, v, e) => Op::Add(s(k), b(v), *e),
+            Op::Delete(k) => Op::Delete(s(k)),
+            Op::HasKey(k) => Op::HasKey(s(k)),
+            Op::Touch(k, e) => Op::Touch(s(k), *e),
+            Op::Incr(k, d) => Op::Incr(s(k), *d),
+            Op::GetMany(ks) => Op::GetMany(ks.iter().map(s).collect()),
+            Op::SetMany(items, e) => {
+                Op::SetMany(items.iter().map(|(k, v)| (s(k), b(v))).collect(), *e)
+            }
+            Op::DeleteMany(ks) => Op::DeleteMany(ks.iter().map(s).collect()),
+            Op::Clear => Op::Clear,
+            Op::ClearOrAll => Op::ClearOrAll,
+            Op::ClearAll => Op::ClearAll,
+            Op::IncrVersion(k, d, v) => Op::IncrVersion(s(k), *d, *v),
+        };
+        Request {
+            op,
+            mode: self.mode,
+        }
+    }
+}
+
+/// Empties the whole store, on the blocking pool (the backend's clear is synchronous).
+async fn clear_all(c: &Cache) -> Result<()> {
+    let backend = std::sync::Arc::clone(c.backend());
+    awaitable::blocking(move || backend.clear(b"")).await
+}
+
+/// How a [`Reply`] becomes the Python answer of a call.
+pub(crate) enum Deliver {
+    /// The decoded value, or `default` (None when absent) on a miss.
+    Value(Option<Py<PyAny>>),
+    Flag,
+    Int,
+    /// `None`.
+    Nothing,
+    /// A dict of the keys found (the caller's key objects) and their values.
+    Found(Vec<Py<PyAny>>),
+    /// The list of the caller's keys a `set_many` failed to store.
+    FailedKeys(Vec<Py<PyAny>>),
+    /// What a load answered: a stored value, the loader's object, or its exception.
+    Loaded,
+    /// `(value, refresh_early)` of a lookup, `(default, False)` on a miss.
+    Probe(Py<PyAny>),
+}
+
+impl Deliver {
+    /// The Python answer of `reply`, or the exception of its error.
+    #[inline]
+    pub(crate) fn convert<'py>(
+        self,
+        py: Python<'py>,
+        decoder: Decoder,
+        reply: Result<Reply>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let reply = reply.map_err(|e| errors::to_py(py, e))?;
+        match (self, reply) {
+            (Deliver::Value(default), Reply::Value(found)) => match found {
+                Some(ref v) => decoder.decode(py, v),
+                None => Ok(match default {
+                    Some(d) => d.into_bound(py),
+                    None => py.None().into_bound(py),
+                }),
+            },
+            (Deliver::Flag, Reply::Flag(b)) => Ok(PyBool::new(py, b).to_owned().into_any()),
+            (Deliver::Int, Reply::Int(n)) => Ok(n.into_pyobject(py)?.into_any()),
+            (Deliver::Nothing, _) => Ok(py.None().into_bound(py)),
+            (Deliver::Found(keys), Reply::Values(values)) => {
+                let found = PyDict::new(py);
+                for (key, value) in keys.iter().zip(values) {
+                    if let Some(value) = value {
+                        found.set_item(key.bind(py), decoder.decode(py, &value)?)?;
+                    }
+                }
+                Ok(found.into_any())
+            }
+            (Deliver::FailedKeys(keys), Reply::Failed(failed)) => {
+                Ok(PyList::new(py, failed.into_iter().map(|i| keys[i].bind(py)))?.into_any())
+            }
+            (Deliver::Loaded, Reply::Value(Some(v))) => decoder.decode(py, &v),
+            (Deliver::Loaded, Reply::Object(obj)) => Ok(obj.into_bound(py)),
+            (_, Reply::Raised(e)) => Err(e),
+            (Deliver::Probe(default), Reply::Probe(found, early)) => {
+                let value = match found {
+                    Some(ref v) => decoder.decode(py, v)?,
+                    None => default.into_bound(py),
+                };
+                Ok(pyo3::types::PyTuple::new(
+                    py,
+                    [value, PyBool::new(py, early).to_owned().into_any()],
+                )?
+                .into_any())
+            }
+            _ => Err(pyo3::exceptions::PyRuntimeError::new_err(
+                "polycache: an operation answered with an unexpected kind of reply",
+            )),
+        }
+    }
+}
+
+impl Core {
+    /// Runs `f` on the calling thread: in place for a local backend, else without the GIL
+    /// (`f` must hold owned copies of what it reads from Python objects).
+    #[inline]
+    pub(crate) fn run<T: Send>(&self, py: Python<'_>, f: impl FnOnce(&Cache) -> T + Send) -> T {
+        if self.local {
+            f(&self.cache)
+        } else {
+            let cache = &self.cache;
+            detach(py, move || f(cache))
+        }
+    }
+
+    /// Runs `request` on the calling thread: in place for a local backend, else on owned
+    /// copies without the GIL.
+    #[inline]
+    pub(crate) fn call(&self, py: Python<'_>, request: RequestRef<'_>) -> Result<Reply> {
+        if self.local {
+            request.run(&self.cache)
+        } else {
+            let owned = request.to_owned();
+            self.run(py, move |cache| owned.run(cache))
+        }
+    }
+
+    /// The answer of `request` (sync), or an awaitable of it (async): the one place where a
+    /// call chooses to run in place, without the GIL, or on polycache's runtime.
+    #[inline]
+    pub(crate) fn answer<'py>(
+        &self,
+        py: Python<'py>,
+        how: How,
+        request: RequestRef<'_>,
+        deliver: Deliver,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        match how {
+            // The hottest call of all (`get` on memory://), matched in place: moving the
+            // lookup's value through a Reply costs more than the lookup on this path.
+            How::Sync if self.local => match (request.op, deliver) {
+                (Op::Get(k), Deliver::Value(default)) => {
+                    match self.cache.get(request.mode.key(k)) {
+                        // polycache.Cache shares an immutable value decoded from the same
+                        // stored bytes (Django's face keeps its own decoding).
+                        Ok(Some(ref v)) if !self.decoder.pickle_errors => {
+                            serializer::decode_shared(py, self.decoder.format, v)
+                        }
+                        Ok(Some(ref v)) => self.decoder.decode(py, v),
+                        Ok(None) => Ok(match default {
+                            Some(d) => d.into_bound(py),
+                            None => py.None().into_bound(py),
+                        }),
+                        Err(e) => Err(errors::to_py(py, e)),
+                    }
+                }
+                (op, deliver) => {
+                    let request = Request {
+                        op,
+                        mode: request.mode,
+                    };
+                    deliver.convert(py, self.decoder, request.run(&self.cache))
+                }
+            },
+            How::Sync => deliver.convert(py, self.decoder, self.call(py, request)),
+            How::Async if self.local => {
+                let answer = deliver.convert(py, self.decoder, request.run(&self.cache));
+                awaitable::ready(py, answer)
+            }
+            How::Async => awaitable::start(py, self, request.to_owned(), deliver),
+        }
+    }
+}
