@@ -174,6 +174,21 @@ fn decode(s: &str, what: &str, url: &str) -> Result<String> {
         })
 }
 
+/// The characters a query option name or value must have percent-encoded: those that would
+/// end or split it (`&`, `=`, `#`), change its meaning when decoded (`%`, `+`), or are not
+/// printable. Everything else stays as the user wrote it, so a location built from options
+/// (`fail_open=true&socket_timeout=0.5`) prints as it would have been typed.
+pub(crate) const QUERY_COMPONENT: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'%')
+    .add(b'&')
+    .add(b'+')
+    .add(b'=')
+    .add(b'<')
+    .add(b'>');
+
 /// Query options whose values are secrets: [`redact`] hides them as it hides passwords.
 pub const SECRET_OPTIONS: &[&str] = &["signing_key", "old_signing_keys", "password", "sslpassword"];
 
@@ -210,11 +225,8 @@ pub fn redact(url: &str) -> String {
             out.push_str(name);
             out.push('=');
             out.push_str(
-                &percent_encoding::utf8_percent_encode(
-                    &redact(&inner),
-                    percent_encoding::NON_ALPHANUMERIC,
-                )
-                .to_string(),
+                &percent_encoding::utf8_percent_encode(&redact(&inner), QUERY_COMPONENT)
+                    .to_string(),
             );
         } else {
             out.push_str(pair);

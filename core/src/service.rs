@@ -61,8 +61,8 @@ impl CacheConfig {
         }
     }
 
-    /// Opens the cache this configuration describes.
-    pub fn build(&self) -> Result<Cache> {
+    /// The location with the options added to its query.
+    fn url(&self) -> String {
         let mut url = self.location.clone();
         for (i, (k, v)) in self.options.iter().enumerate() {
             let sep = if i == 0 && !url.contains('?') {
@@ -75,7 +75,12 @@ impl CacheConfig {
             url.push('=');
             url.push_str(&encode(v));
         }
-        let mut b = Cache::builder(&url);
+        url
+    }
+
+    /// Opens the cache this configuration describes.
+    pub fn build(&self) -> Result<Cache> {
+        let mut b = Cache::builder(&self.url());
         if let Some(p) = &self.key_prefix {
             b = b.key_prefix(p.clone());
         }
@@ -105,7 +110,7 @@ impl CacheConfig {
 }
 
 fn encode(s: &str) -> String {
-    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+    percent_encoding::utf8_percent_encode(s, crate::location::QUERY_COMPONENT).to_string()
 }
 
 /// A set of named caches, one of them called `default`.
@@ -349,6 +354,33 @@ mod tests {
             Expiry::Never
         );
         assert_eq!(toml.get("off").unwrap().default_expiry(), Expiry::Expired);
+    }
+
+    #[test]
+    fn options_show_in_the_location_as_they_were_written() {
+        let mut config = CacheConfig::new("memory://");
+        config.options.insert("max_entries".into(), "10".into());
+        config.options.insert("eviction".into(), "lru".into());
+        let cache = config.build().unwrap();
+        assert_eq!(cache.location(), "memory://?eviction=lru&max_entries=10");
+        let mut config = CacheConfig::new("redis://:pw@127.0.0.1:1/0");
+        config.options.insert("fail_open".into(), "true".into());
+        config.options.insert("socket_timeout".into(), "0.5".into());
+        config.options.insert("signing_key".into(), "k".into());
+        assert_eq!(
+            crate::redact(&config.url()),
+            "redis://:***@127.0.0.1:1/0?fail_open=true&signing_key=***&socket_timeout=0.5"
+        );
+        // What would end or split an option is still encoded, and reads back unchanged.
+        let mut config = CacheConfig::new("memory://");
+        config.options.insert("odd".into(), "a&b=c d%+é".into());
+        let url = config.url();
+        assert_eq!(url, "memory://?odd=a%26b%3Dc%20d%25%2B%C3%A9");
+        let parsed = crate::Location::parse(&url).unwrap();
+        assert_eq!(
+            parsed.options(),
+            [("odd".to_owned(), "a&b=c d%+é".to_owned())]
+        );
     }
 
     #[test]
