@@ -925,6 +925,16 @@ impl DjangoCache {
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         crate::stats_dict(py, &self.cache.stats())
     }
+
+    /// A native `Cache` over this cache's store, key prefix, version and serializer, for
+    /// `polycache.Job` (whose runner works on the native cache).
+    fn _polycache_native(&self) -> crate::PyCache {
+        crate::PyCache {
+            cache: self.cache.clone(),
+            local: self.local,
+            format: self.format,
+        }
+    }
 }
 
 /// The core key of a made key's text: the caller's key at the call's version, or a full
