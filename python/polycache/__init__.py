@@ -21,6 +21,7 @@ from polycache._polycache import (
     SCHEMES,
     _shutdown,
     create_table,
+    create_table_sql,
     render_prometheus,
 )
 from polycache.exceptions import (
@@ -65,6 +66,7 @@ __all__ = [
     "cacheback",
     "caches",
     "create_table",
+    "create_table_sql",
     "render_prometheus",
 ]
 

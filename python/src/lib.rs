@@ -811,6 +811,13 @@ fn create_table(py: Python<'_>, url: &str) -> PyResult<()> {
     detach(py, move || polycache::backend::sql::create_table(&url)).py_err(py)
 }
 
+/// The SQL statements `create_table(url)` runs when the table is missing, without running
+/// them: validates `url` and neither connects nor writes.
+#[pyfunction]
+fn create_table_sql(py: Python<'_>, url: &str) -> PyResult<Vec<String>> {
+    polycache::backend::sql::create_table_sql(url).py_err(py)
+}
+
 /// Renders the counters of several caches as one Prometheus page: `{name: cache}`.
 #[pyfunction]
 fn render_prometheus(caches: &Bound<'_, PyAny>) -> PyResult<String> {
@@ -842,6 +849,7 @@ fn _polycache(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(call_key, m)?)?;
     m.add_function(wrap_pyfunction!(render_prometheus, m)?)?;
     m.add_function(wrap_pyfunction!(create_table, m)?)?;
+    m.add_function(wrap_pyfunction!(create_table_sql, m)?)?;
     m.add_function(wrap_pyfunction!(dumps, m)?)?;
     m.add_function(wrap_pyfunction!(loads, m)?)?;
     m.add("DEFAULT_TIMEOUT", Bound::new(py, DefaultTimeout)?)?;
