@@ -18,7 +18,6 @@ VENVS="${POLYCACHE_VERSION_VENVS:-$ROOT/.venv-versions}"
 DIST="${POLYCACHE_DIST:-$ROOT/dist}/versions"
 REQUIREMENTS="$ROOT/tests/python/requirements-versions.txt"
 VERSIONS="${POLYCACHE_PYTHONS:-3.9 3.10 3.11 3.12 3.13 3.14}"
-export PIP_DISABLE_PIP_VERSION_CHECK=1
 
 if [ ! -x "$MAIN_VENV/bin/maturin" ]; then
     echo "python-versions: $MAIN_VENV has no maturin; run scripts/python-env.sh first" >&2
@@ -57,16 +56,11 @@ for v in $VERSIONS; do
     fi
     echo "python-versions: CPython $v ($py)"
     venv="$VENVS/$v"
-    want="$(sha256sum "$REQUIREMENTS" | cut -d' ' -f1) $("$py" -c 'import sys; print(sys.version.split()[0])')"
-    if [ ! -x "$venv/bin/python" ] || [ "$(cat "$venv/.polycache-env" 2>/dev/null)" != "$want" ]; then
-        rm -rf "$venv"
-        "$py" -m venv "$venv"
-        "$venv/bin/python" -m pip install --quiet -r "$REQUIREMENTS" </dev/null
-        echo "$want" >"$venv/.polycache-env"
-    fi
+    PYTHON="$py" POLYCACHE_VENV="$venv" POLYCACHE_REQUIREMENTS="$REQUIREMENTS" bash "$ROOT/scripts/python-env.sh"
     rm -rf "$DIST/$v"
     (cd "$ROOT" && "$MAIN_VENV/bin/maturin" build --profile dev -o "$DIST/$v" --interpreter "$venv/bin/python" </dev/null)
-    "$venv/bin/python" -m pip install --quiet --force-reinstall --no-deps "$DIST/$v"/polycache-*.whl </dev/null
+    PIP_DISABLE_PIP_VERSION_CHECK=1 "$venv/bin/python" -m pip install --quiet --force-reinstall --no-deps \
+        "$DIST/$v"/polycache-*.whl </dev/null
     work="$(mktemp -d)"
     (cd "$work" && "$venv/bin/python" -m pytest -q -W error -p no:cacheprovider --import-mode=importlib \
         --rootdir "$ROOT/tests/python" -c /dev/null "${TESTS[@]/#/$ROOT/tests/python/}" </dev/null) ||
