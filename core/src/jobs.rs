@@ -341,7 +341,9 @@ impl Job {
     pub fn get<'k, F: Fetch>(&self, key: impl Into<Key<'k>>, fetch: F) -> Result<JobResult> {
         let full = self.cache.make_key(key)?;
         let raw = self.cache.full_get(&full)?;
-        match self.plan(raw, &|stale_for| fetch.should_fetch_synchronously(stale_for)) {
+        match self.plan(raw, &|stale_for| {
+            fetch.should_fetch_synchronously(stale_for)
+        }) {
             Plan::Answer(r) => Ok(r),
             Plan::Schedule(r) => {
                 self.schedule(full, fetch);

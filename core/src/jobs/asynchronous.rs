@@ -61,7 +61,9 @@ impl Job {
     ) -> Result<JobResult> {
         let full = self.cache.make_key(key)?;
         let raw = self.cache.full_get_async(&full).await?;
-        match self.plan(raw, &|stale_for| fetch.should_fetch_synchronously(stale_for)) {
+        match self.plan(raw, &|stale_for| {
+            fetch.should_fetch_synchronously(stale_for)
+        }) {
             Plan::Answer(r) => Ok(r),
             Plan::Schedule(r) => {
                 self.schedule_async(full, fetch);
