@@ -373,7 +373,7 @@ fn django_cull(config: &mut CacheConfig) {
     let lru = config
         .options
         .get("eviction")
-        .is_none_or(|e| e.trim().eq_ignore_ascii_case("lru"));
+        .map_or(true, |e| e.trim().eq_ignore_ascii_case("lru"));
     let opts = &mut config.options;
     opts.insert("max_entries".into(), max.unwrap_or_else(|| "300".into()));
     if let Some(cull) = cull {
