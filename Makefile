@@ -39,8 +39,11 @@ install:
 tsan:
 	POLYCACHE_PROFILE=release bash tests/c/tsan.sh 1000000
 
+## test-python: the wheel and its suites on .venv's CPython; then, on every further CPython the
+## machine has (3.9 to 3.14), a dev-profile wheel with the core suite and the Flask suite.
 test-python:
 	bash scripts/python-test.sh
+	bash scripts/python-versions.sh
 	bash scripts/python-sdist-test.sh
 	bash scripts/django-suite.sh
 

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Creates .venv and installs the pinned development dependencies of the Python package into
-# it. Idempotent; needs only python3 with venv and pip, and no standard input.
+# it. Idempotent; needs only python3 with venv and pip, and no standard input. PYTHON,
+# POLYCACHE_VENV and POLYCACHE_REQUIREMENTS choose another interpreter, directory and
+# requirements file (scripts/python-versions.sh makes one environment per CPython so).
 #
 # The environment is kept clean: it holds exactly tests/python/requirements.txt (and the
 # polycache wheel that scripts/python-test.sh installs). A stamp records the requirements,
@@ -12,7 +14,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${POLYCACHE_VENV:-$ROOT/.venv}"
 PYTHON="${PYTHON:-python3}"
-REQUIREMENTS="$ROOT/tests/python/requirements.txt"
+REQUIREMENTS="${POLYCACHE_REQUIREMENTS:-$ROOT/tests/python/requirements.txt}"
 STAMP="$VENV/.polycache-env"
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 

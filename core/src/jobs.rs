@@ -205,9 +205,11 @@ impl From<Vec<u8>> for Fetched {
 pub trait Fetch: Send + Sync + 'static {
     /// Computes the value.
     fn fetch(&self) -> Result<Fetched>;
-    /// Asked when the value is stale (and within `max_stale`): true makes the caller fetch
-    /// now instead of getting the stale value (cacheback's `should_fetch_synchronously`).
-    fn should_fetch_synchronously(&self) -> bool {
+    /// Asked when the value has been stale for `stale_for` (and is within `max_stale`): true
+    /// makes the caller fetch now instead of getting the stale value (cacheback's
+    /// `should_stale_item_be_fetched_synchronously(delta, …)`).
+    fn should_fetch_synchronously(&self, stale_for: Duration) -> bool {
+        let _ = stale_for;
         false
     }
 }
@@ -339,7 +341,9 @@ impl Job {
     pub fn get<'k, F: Fetch>(&self, key: impl Into<Key<'k>>, fetch: F) -> Result<JobResult> {
         let full = self.cache.make_key(key)?;
         let raw = self.cache.full_get(&full)?;
-        match self.plan(raw, &|| fetch.should_fetch_synchronously()) {
+        match self.plan(raw, &|stale_for| {
+            fetch.should_fetch_synchronously(stale_for)
+        }) {
             Plan::Answer(r) => Ok(r),
             Plan::Schedule(r) => {
                 self.schedule(full, fetch);
@@ -353,8 +357,8 @@ impl Job {
 
     /// What `get` does with what the cache holds (`raw`), counted in the stats: answer at
     /// once, answer and refresh in the background, or fetch now. `sync_wanted` is asked only
-    /// of a stale value within `max_stale`.
-    fn plan(&self, raw: Option<Value>, sync_wanted: &dyn Fn() -> bool) -> Plan {
+    /// of a stale value within `max_stale`, with how long it has been stale.
+    fn plan(&self, raw: Option<Value>, sync_wanted: &dyn Fn(Duration) -> bool) -> Plan {
         let stats = self.cache.stats_ref();
         let now = now_ms();
         let Some(raw) = raw else {
@@ -378,7 +382,7 @@ impl Job {
         }
         let stale_for = Duration::from_millis(now.saturating_sub(env.fresh_until));
         let too_stale = self.options.max_stale.is_some_and(|m| stale_for > m);
-        if too_stale || sync_wanted() {
+        if too_stale || sync_wanted(stale_for) {
             stats.miss(1);
             return Plan::Fetch {
                 status: CacheStatus::Stale,

@@ -174,6 +174,21 @@ fn decode(s: &str, what: &str, url: &str) -> Result<String> {
         })
 }
 
+/// The characters a query option name or value must have percent-encoded: those that would
+/// end or split it (`&`, `=`, `#`), change its meaning when decoded (`%`, `+`), or are not
+/// printable. Everything else stays as the user wrote it, so a location built from options
+/// (`fail_open=true&socket_timeout=0.5`) prints as it would have been typed.
+pub(crate) const QUERY_COMPONENT: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'%')
+    .add(b'&')
+    .add(b'+')
+    .add(b'=')
+    .add(b'<')
+    .add(b'>');
+
 /// Query options whose values are secrets: [`redact`] hides them as it hides passwords.
 pub const SECRET_OPTIONS: &[&str] = &["signing_key", "old_signing_keys", "password", "sslpassword"];
 
@@ -210,18 +225,66 @@ pub fn redact(url: &str) -> String {
             out.push_str(name);
             out.push('=');
             out.push_str(
-                &percent_encoding::utf8_percent_encode(
-                    &redact(&inner),
-                    percent_encoding::NON_ALPHANUMERIC,
-                )
-                .to_string(),
+                &percent_encoding::utf8_percent_encode(&redact(&inner), QUERY_COMPONENT)
+                    .to_string(),
             );
-        } else {
+        } else if DISPLAYED_OPTIONS.contains(&decoded.as_ref()) || !pair.contains('=') {
             out.push_str(pair);
+        } else {
+            // An option polycache does not take may be a misspelt secret (`signing_kye=`).
+            out.push_str(name);
+            out.push_str("=***");
         }
     }
     out
 }
+
+/// The options whose values [`redact`] shows: polycache's own, none of them secret. The
+/// value of any other option (a typo, an option of another scheme) is hidden, as it may
+/// be a misspelt secret.
+const DISPLAYED_OPTIONS: &[&str] = &[
+    "breaker_cooldown",
+    "breaker_threshold",
+    "bus",
+    "busy_timeout",
+    "compress_level",
+    "compress_min_size",
+    "connect_timeout",
+    "cull_frequency",
+    "dead_retry",
+    "eviction",
+    "fail_open",
+    "failure_limit",
+    "flight_timeout",
+    "fsync",
+    "insecure",
+    "key_prefix",
+    "l1_timeout",
+    "lease",
+    "lease_ttl",
+    "max_bytes",
+    "max_connections",
+    "max_entries",
+    "max_item_size",
+    "max_value_size",
+    "namespace",
+    "namespace_refresh",
+    "pool_size",
+    "reconcile_interval",
+    "serializer",
+    "single_flight",
+    "socket_timeout",
+    "sslmode",
+    "sslrootcert",
+    "statement_timeout",
+    "synchronous",
+    "table",
+    "timeout",
+    "tls_ca",
+    "unlogged",
+    "version",
+    "xfetch_beta",
+];
 
 fn redact_userinfo(url: &str) -> String {
     let Some(start) = url.find("://").map(|i| i + 3) else {
@@ -394,7 +457,12 @@ mod tests {
         assert!(!err.to_string().contains("pw"), "{err}");
         assert_eq!(
             redact("memory://?a=1&signing_key=k1&old%5Fsigning%5Fkeys=k2,k3&sslpassword"),
-            "memory://?a=1&signing_key=***&old%5Fsigning%5Fkeys=***&sslpassword=***"
+            "memory://?a=***&signing_key=***&old%5Fsigning%5Fkeys=***&sslpassword=***"
+        );
+        // polycache's options show as written; any other may be a misspelt secret.
+        assert_eq!(
+            redact("redis://h/0?fail_open=true&socket_timeout=0.5&signing_kye=k1"),
+            "redis://h/0?fail_open=true&socket_timeout=0.5&signing_kye=***"
         );
         assert_eq!(redact("no scheme?password=x"), "no scheme?password=***");
         let tiered = redact("tiered://?l1=memory%3A%2F%2F&l2=redis%3A%2F%2F%3Apw%40h%2F0");

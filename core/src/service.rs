@@ -61,8 +61,8 @@ impl CacheConfig {
         }
     }
 
-    /// Opens the cache this configuration describes.
-    pub fn build(&self) -> Result<Cache> {
+    /// The location with the options added to its query.
+    fn url(&self) -> String {
         let mut url = self.location.clone();
         for (i, (k, v)) in self.options.iter().enumerate() {
             let sep = if i == 0 && !url.contains('?') {
@@ -75,7 +75,12 @@ impl CacheConfig {
             url.push('=');
             url.push_str(&encode(v));
         }
-        let mut b = Cache::builder(&url);
+        url
+    }
+
+    /// Opens the cache this configuration describes.
+    pub fn build(&self) -> Result<Cache> {
+        let mut b = Cache::builder(&self.url());
         if let Some(p) = &self.key_prefix {
             b = b.key_prefix(p.clone());
         }
@@ -105,7 +110,7 @@ impl CacheConfig {
 }
 
 fn encode(s: &str) -> String {
-    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+    percent_encoding::utf8_percent_encode(s, crate::location::QUERY_COMPONENT).to_string()
 }
 
 /// A set of named caches, one of them called `default`.
@@ -271,6 +276,7 @@ fn config_from_json(name: &str, entry: &Json) -> Result<CacheConfig> {
                     return Err(bad("OPTIONS must be an object"));
                 };
                 for (ok, ov) in opts {
+                    let ok = &django_option(name, ok)?;
                     let text = match ov {
                         Json::String(s) => s.clone(),
                         Json::Number(n) => n.to_string(),
@@ -290,7 +296,91 @@ fn config_from_json(name: &str, entry: &Json) -> Result<CacheConfig> {
         }
     }
     config.location = location.ok_or_else(|| bad("has no LOCATION"))?;
+    // A setting in the LOCATION and as TIMEOUT/KEY_PREFIX/VERSION (or in OPTIONS) too: one of
+    // them would be silently unused, so neither is taken.
+    if let Ok(parsed) = crate::Location::parse(&config.location) {
+        for (option, _) in parsed.options() {
+            let given = match option.as_str() {
+                "timeout" => config.timeout.is_some(),
+                "key_prefix" => config.key_prefix.is_some(),
+                "version" => config.version.is_some(),
+                _ => continue,
+            } || config.options.contains_key(option);
+            if given {
+                return Err(bad(&format!(
+                    "'{option}' is given both in the LOCATION ({}) and as {}; give it in one place",
+                    parsed.redacted(),
+                    option.to_ascii_uppercase()
+                )));
+            }
+        }
+    }
+    django_cull(&mut config);
     Ok(config)
+}
+
+/// Django's upper-case `OPTIONS` names, as the URL options they become.
+const DJANGO_OPTIONS: &[(&str, &str)] = &[
+    ("MAX_ENTRIES", DJANGO_MAX_ENTRIES),
+    ("CULL_FREQUENCY", DJANGO_CULL_FREQUENCY),
+    ("SERIALIZER", "serializer"),
+    ("SIGNING_KEY", "signing_key"),
+    ("OLD_SIGNING_KEYS", "old_signing_keys"),
+    ("COMPRESS_MIN_SIZE", "compress_min_size"),
+    ("COMPRESS_LEVEL", "compress_level"),
+];
+/// Marks an option given by its Django name (Django's cull rules apply to it).
+const DJANGO_MAX_ENTRIES: &str = "\u{0}MAX_ENTRIES";
+const DJANGO_CULL_FREQUENCY: &str = "\u{0}CULL_FREQUENCY";
+
+/// The URL option an `OPTIONS` name stands for: a Django name (`MAX_ENTRIES`) or, in lower
+/// case, the URL option itself. Any other upper-case name is refused.
+fn django_option(cache: &str, name: &str) -> Result<String> {
+    if let Some((_, url)) = DJANGO_OPTIONS.iter().find(|(d, _)| *d == name) {
+        return Ok((*url).to_owned());
+    }
+    if name.chars().any(|c| c.is_ascii_lowercase()) {
+        return Ok(name.to_owned());
+    }
+    let names: Vec<&str> = DJANGO_OPTIONS.iter().map(|(d, _)| *d).collect();
+    Err(Error::config(format!(
+        "cache '{cache}': unknown OPTIONS key '{name}': OPTIONS take {} and the (lower-case) \
+         URL options of the LOCATION's scheme",
+        names.join(", ")
+    )))
+}
+
+/// Django's `MAX_ENTRIES`/`CULL_FREQUENCY`, as `polycache.django.Cache` reads them: where the
+/// scheme culls (memory, file, sqlite, postgres) either one brings Django's default for the
+/// other (300, 3; with `eviction` other than `lru`, only `max_entries`); elsewhere (redis,
+/// memcached, dummy) both are ignored, as Django's own Redis and Memcached backends do.
+fn django_cull(config: &mut CacheConfig) {
+    let max = config.options.remove(DJANGO_MAX_ENTRIES);
+    let cull = config.options.remove(DJANGO_CULL_FREQUENCY);
+    if max.is_none() && cull.is_none() {
+        return;
+    }
+    let scheme = config
+        .location
+        .split_once("://")
+        .map_or(String::new(), |(s, _)| s.trim().to_ascii_lowercase());
+    if !matches!(
+        scheme.as_str(),
+        "memory" | "file" | "sqlite" | "postgres" | "postgresql"
+    ) {
+        return;
+    }
+    let lru = config
+        .options
+        .get("eviction")
+        .map_or(true, |e| e.trim().eq_ignore_ascii_case("lru"));
+    let opts = &mut config.options;
+    opts.insert("max_entries".into(), max.unwrap_or_else(|| "300".into()));
+    if let Some(cull) = cull {
+        opts.insert("cull_frequency".into(), cull);
+    } else if lru {
+        opts.insert("cull_frequency".into(), "3".into());
+    }
 }
 
 #[cfg(test)]
@@ -349,6 +439,70 @@ mod tests {
             Expiry::Never
         );
         assert_eq!(toml.get("off").unwrap().default_expiry(), Expiry::Expired);
+    }
+
+    #[test]
+    fn djangos_own_options_are_read_as_polycache_django_reads_them() {
+        let caches = Caches::from_json(
+            r#"{"default": {"LOCATION": "memory://", "OPTIONS": {"MAX_ENTRIES": 10}},
+                "redis": {"LOCATION": "dummy://", "OPTIONS": {"MAX_ENTRIES": 10, "CULL_FREQUENCY": 2}},
+                "plain": {"LOCATION": "memory://", "OPTIONS": {"max_entries": 5, "SERIALIZER": "json"}}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            caches.default().location(),
+            "memory://?cull_frequency=3&max_entries=10"
+        );
+        assert_eq!(caches.get("redis").unwrap().location(), "dummy://");
+        let plain = caches.get("plain").unwrap();
+        assert_eq!(plain.location(), "memory://?max_entries=5&serializer=json");
+        let err = Caches::from_json(
+            r#"{"default": {"LOCATION": "memory://", "OPTIONS": {"MAX_ENTRYS": 1}}}"#,
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("unknown OPTIONS key 'MAX_ENTRYS'"),
+            "{err}"
+        );
+        // A setting in the LOCATION and in TIMEOUT too: one of them would be ignored.
+        let err = Caches::from_json(
+            r#"{"default": {"LOCATION": "memory://?timeout=60", "TIMEOUT": 30}}"#,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("'timeout' is given both"), "{err}");
+        let caches =
+            Caches::from_json(r#"{"default": {"LOCATION": "memory://?timeout=60"}}"#).unwrap();
+        assert_eq!(
+            caches.default().default_expiry(),
+            Expiry::After(Duration::from_secs(60))
+        );
+    }
+
+    #[test]
+    fn options_show_in_the_location_as_they_were_written() {
+        let mut config = CacheConfig::new("memory://");
+        config.options.insert("max_entries".into(), "10".into());
+        config.options.insert("eviction".into(), "lru".into());
+        let cache = config.build().unwrap();
+        assert_eq!(cache.location(), "memory://?eviction=lru&max_entries=10");
+        let mut config = CacheConfig::new("redis://:pw@127.0.0.1:1/0");
+        config.options.insert("fail_open".into(), "true".into());
+        config.options.insert("socket_timeout".into(), "0.5".into());
+        config.options.insert("signing_key".into(), "k".into());
+        assert_eq!(
+            crate::redact(&config.url()),
+            "redis://:***@127.0.0.1:1/0?fail_open=true&signing_key=***&socket_timeout=0.5"
+        );
+        // What would end or split an option is still encoded, and reads back unchanged.
+        let mut config = CacheConfig::new("memory://");
+        config.options.insert("odd".into(), "a&b=c d%+é".into());
+        let url = config.url();
+        assert_eq!(url, "memory://?odd=a%26b%3Dc%20d%25%2B%C3%A9");
+        let parsed = crate::Location::parse(&url).unwrap();
+        assert_eq!(
+            parsed.options(),
+            [("odd".to_owned(), "a&b=c d%+é".to_owned())]
+        );
     }
 
     #[test]

@@ -486,7 +486,9 @@ fn should_fetch_synchronously_fetches_a_stale_value_in_the_caller() {
         fn fetch(&self) -> polycache::Result<Fetched> {
             self.0.fetch()
         }
-        fn should_fetch_synchronously(&self) -> bool {
+        fn should_fetch_synchronously(&self, stale_for: Duration) -> bool {
+            // The value went stale 10 ms after it was fetched, and was read 20 ms after.
+            assert!(stale_for > Duration::ZERO, "{stale_for:?}");
             true
         }
     }

@@ -237,7 +237,7 @@ fn an_async_job_keeps_the_stale_value_when_a_wanted_fetch_fails() {
         fn fetch(&self) -> BoxFuture<'_, polycache::Result<Fetched>> {
             Box::pin(async { Err(Error::new(ErrorKind::Backend, "the origin is down")) })
         }
-        fn should_fetch_synchronously(&self) -> bool {
+        fn should_fetch_synchronously(&self, _stale_for: Duration) -> bool {
             true
         }
     }

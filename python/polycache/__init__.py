@@ -15,8 +15,15 @@ import atexit
 from polycache._cache import Cache, Timeout
 from polycache._caches import CacheHandler, caches
 from polycache._decorators import cached
-from polycache._jobs import Call, Job, cacheback
-from polycache._polycache import DEFAULT_TIMEOUT, SCHEMES, _shutdown, create_table, render_prometheus
+from polycache._jobs import Call, CacheStatus, Job, cacheback
+from polycache._polycache import (
+    DEFAULT_TIMEOUT,
+    SCHEMES,
+    _shutdown,
+    create_table,
+    create_table_sql,
+    render_prometheus,
+)
 from polycache.exceptions import (
     BackendError,
     CacheError,
@@ -41,6 +48,7 @@ __all__ = [
     "Cache",
     "CacheError",
     "CacheHandler",
+    "CacheStatus",
     "Call",
     "ConfigurationError",
     "ConnectionError",
@@ -58,6 +66,7 @@ __all__ = [
     "cacheback",
     "caches",
     "create_table",
+    "create_table_sql",
     "render_prometheus",
 ]
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 import threading
 import weakref
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import Any, cast
 
 from polycache._cache import Cache
 from polycache._polycache import DEFAULT_TIMEOUT, Memo, render_prometheus
+from polycache._settings import _check_url_settings, _url_options
 from polycache.exceptions import ConfigurationError
 
 __all__ = ["CacheHandler", "caches"]
@@ -45,7 +46,11 @@ def _build(name: str, entry: Any) -> Cache:
     if options is not None and not isinstance(options, Mapping):
         raise ConfigurationError(f"cache {name!r}: OPTIONS must be a mapping, not {type(options).__name__}")
     try:
-        return Cache(location, key_prefix=key_prefix, version=version, timeout=timeout, options=options)
+        _check_url_settings(location, entry)
+        url_options = _url_options(options, location)
+        return Cache(
+            location, key_prefix=key_prefix, version=version, timeout=timeout, options=cast(Any, url_options) or None
+        )
     except ConfigurationError as err:
         raise ConfigurationError(f"cache {name!r}: {err}") from err
 
@@ -61,6 +66,7 @@ class CacheHandler(Mapping[str, Cache]):
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._caches: dict[str, Cache] | None = None
+        self._explicit = False
         # Memoized functions that name their cache: re-resolved after `configure`.
         self._memos: weakref.WeakSet[Memo] = weakref.WeakSet()
 
@@ -69,8 +75,9 @@ class CacheHandler(Mapping[str, Cache]):
 
         Settings per cache: ``LOCATION`` (a URL, default ``memory://``), ``TIMEOUT``
         (seconds; ``None`` never expires; ``0`` expires at once; default 300),
-        ``KEY_PREFIX``, ``VERSION``, ``OPTIONS`` (backend options such as ``max_entries``)
-        and ``BACKEND`` (ignored). Any other setting, a missing ``default`` or a cache that
+        ``KEY_PREFIX``, ``VERSION``, ``OPTIONS`` (Django's ``MAX_ENTRIES``, ``CULL_FREQUENCY``,
+        ``SERIALIZER``, ... as ``polycache.django.Cache`` reads them, and lower-case URL options
+        such as ``max_entries``) and ``BACKEND`` (ignored). Any other setting, a missing ``default`` or a cache that
         fails to open raises :class:`ConfigurationError` and leaves the current set as it was.
         """
         if not isinstance(settings, Mapping):
@@ -80,9 +87,14 @@ class CacheHandler(Mapping[str, Cache]):
             raise ConfigurationError("the cache settings have no 'default' cache")
         with self._lock:
             self._caches = built
+            self._explicit = True
             memos = list(self._memos)
         for memo in memos:
             memo._reset()
+
+    def _configured(self) -> bool:
+        """True once :meth:`configure` has been called."""
+        return self._explicit
 
     def _register(self, memo: Memo) -> None:
         """Makes ``memo`` resolve its cache name again after every ``configure``."""

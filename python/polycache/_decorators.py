@@ -174,6 +174,19 @@ def _async_memo(memo: Memo, fn: Callable[..., Awaitable[Any]]) -> Callable[..., 
     return wrapper
 
 
+def _takes_timeout(set_: Setter) -> bool:
+    """True when ``set_(key, value, timeout)`` is a valid call (unknown signatures: True)."""
+    try:
+        signature = inspect.signature(set_)
+    except (TypeError, ValueError):
+        return True
+    try:
+        signature.bind(None, None, None)
+    except TypeError:
+        return False
+    return True
+
+
 def _pair_memo(
     fn: Callable[..., Any],
     name: str,
@@ -191,8 +204,11 @@ def _pair_memo(
             return f"{name}:{key(*args, **kwargs)}"
         return call_key(name, args, kwargs, skip_first)
 
+    # A setter that takes no timeout is called without one: its own default TTL applies.
+    pass_timeout = timeout is not DEFAULT_TIMEOUT and _takes_timeout(set_)
+
     def store(k: str, value: Any) -> Any:
-        return set_(k, value) if timeout is DEFAULT_TIMEOUT else set_(k, value, timeout)
+        return set_(k, value, timeout) if pass_timeout else set_(k, value)
 
     if inspect.iscoroutinefunction(fn):
         aflights = _AsyncFlights()

@@ -7,8 +7,12 @@ pool of threads inside polycache's core (no Celery, no RQ). Subclass :class:`Job
 
 from __future__ import annotations
 
+import enum
 import functools
+import inspect
+import threading
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any, ClassVar, NamedTuple, TypeVar, cast
 
@@ -16,12 +20,24 @@ from polycache._cache import Cache
 from polycache._caches import caches
 from polycache._polycache import JobRunner, call_key
 
-__all__ = ["Call", "Job", "cacheback"]
+__all__ = ["Call", "CacheStatus", "Job", "cacheback"]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 #: cacheback's default hard TTL: 30 days.
 _MONTH = 30 * 86_400.0
+
+
+class CacheStatus(enum.IntEnum):
+    """What the cache held for a job's ``get``: django-cacheback's numbers (``MISS, HIT,
+    STALE = range(3)``), so code written for cacheback compares them unchanged."""
+
+    MISS = 0
+    HIT = 1
+    STALE = 2
+
+
+_STATUS = {"miss": CacheStatus.MISS, "hit": CacheStatus.HIT, "stale": CacheStatus.STALE}
 
 
 class Call(NamedTuple):
@@ -40,33 +56,47 @@ class Job:
     True: a miss fetches in the caller; False: it returns ``None`` and refreshes in the
     background), ``max_stale`` (seconds past ``lifetime`` a stale value may still be served
     while refreshes fail; past it the caller fetches; ``None``: until the hard TTL) and
-    ``cache`` (a name in ``polycache.caches`` or a ``polycache.Cache``).
+    ``cache``: a cache name, a ``polycache.Cache`` or a Django cache object
+    (``polycache.django.Cache``). A name is an alias of Django's ``CACHES`` when Django's
+    settings are configured, have that alias and ``polycache.caches.configure`` was never
+    called (a ``CACHES`` entry whose ``BACKEND`` is not polycache's raises ``TypeError``);
+    otherwise it is a name in ``polycache.caches``.
 
-    ``get(*args, **kwargs)`` returns ``process_result(value, call, status)`` with status
-    :attr:`HIT`, :attr:`STALE` or :attr:`MISS`. A stale value is returned at once while one
-    refresh per key runs in the background; a refresh that raises is logged (logger
-    ``polycache``) and the stale value stays until ``max_stale``.
+    ``get(*args, **kwargs)`` returns ``process_result(value, call, status, sync_fetch)`` with
+    status :attr:`HIT`, :attr:`STALE` or :attr:`MISS` (cacheback's numbers). A stale value is
+    returned at once while one refresh per key runs in the background; a refresh that raises
+    is logged (logger ``polycache``) and the stale value stays until ``max_stale``.
+
+    django-cacheback's hooks keep their names and signatures:
+    ``should_missing_item_be_fetched_synchronously(*args, **kwargs)`` (default:
+    ``fetch_on_miss``), ``should_stale_item_be_fetched_synchronously(delta, *args, **kwargs)``
+    (``delta``: seconds the value has been stale; default: ``should_fetch_synchronously``)
+    and ``process_result(result, call, cache_status, sync_fetch=None)``. cacheback hooks
+    polycache has no use for (``async_refresh``, ``timeout``, ``empty``, ``prepare_args``,
+    ``prepare_kwargs``, ``store``, ``fetch_on_stale_threshold``) raise ``TypeError`` when a
+    subclass defines them, rather than being ignored.
     """
 
-    HIT: ClassVar[str] = "hit"
-    STALE: ClassVar[str] = "stale"
-    MISS: ClassVar[str] = "miss"
+    HIT: ClassVar[CacheStatus] = CacheStatus.HIT
+    STALE: ClassVar[CacheStatus] = CacheStatus.STALE
+    MISS: ClassVar[CacheStatus] = CacheStatus.MISS
 
     lifetime: float = 600.0
     ttl: float | None = _MONTH
     fetch_on_miss: bool = True
     max_stale: float | None = None
-    cache: str | Cache = "default"
+    cache: str | Any = "default"
 
     def __init__(
         self,
         lifetime: float | None = None,
         fetch_on_miss: bool | None = None,
-        cache: str | Cache | None = None,
+        cache: str | Any | None = None,
         *,
         ttl: float | None = -1.0,
         max_stale: float | None = -1.0,
     ) -> None:
+        _refuse_unsupported_hooks(type(self))
         if lifetime is not None:
             self.lifetime = lifetime
         if fetch_on_miss is not None:
@@ -79,6 +109,7 @@ class Job:
         if max_stale is None or max_stale >= 0:
             self.max_stale = max_stale
         self._runner: JobRunner | None = None
+        self._runner_deferred: JobRunner | None = None
 
     # --- what a subclass defines -------------------------------------------------------
 
@@ -99,16 +130,38 @@ class Job:
         cls = type(self)
         return call_key(f"{cls.__module__}.{cls.__qualname__}", args, kwargs or None)
 
-    def process_result(self, result: Any, call: Call, cache_status: str) -> Any:
-        """What ``get`` returns; override to post-process (``cache_status``: hit/stale/miss)."""
+    def should_missing_item_be_fetched_synchronously(self, *args: Any, **kwargs: Any) -> bool:
+        """Asked on a miss: True fetches in the caller, False returns ``None`` and refreshes
+        in the background (cacheback's hook; default: ``fetch_on_miss``)."""
+        return self.fetch_on_miss
+
+    def should_stale_item_be_fetched_synchronously(self, delta: float, *args: Any, **kwargs: Any) -> bool:
+        """Asked when the value has been stale for ``delta`` seconds: True fetches in the
+        caller (cacheback's hook; default: :meth:`should_fetch_synchronously`)."""
+        return self.should_fetch_synchronously(*args, **kwargs)
+
+    def process_result(self, result: Any, call: Call, cache_status: CacheStatus, sync_fetch: bool | None = None) -> Any:
+        """What ``get`` returns; override to post-process. ``cache_status`` is :attr:`HIT`,
+        :attr:`STALE` or :attr:`MISS`; ``sync_fetch`` is True when this call fetched the
+        value, False when it did not, and not given on a hit (cacheback's arguments). An
+        override without ``sync_fetch`` is called without it."""
         return result
 
     # --- what callers use ----------------------------------------------------------------
 
     def get(self, *args: Any, **kwargs: Any) -> Any:
         """The value for these arguments: fresh, stale (refreshing behind), or fetched now."""
-        value, status, _ = self._get_runner().get(self.key(*args, **kwargs), self, args, kwargs or None)
-        return self.process_result(value, Call(args, kwargs), status)
+        fetch_on_miss = self.fetch_on_miss
+        if type(self).should_missing_item_be_fetched_synchronously is not Job.should_missing_item_be_fetched_synchronously:
+            fetch_on_miss = bool(self.should_missing_item_be_fetched_synchronously(*args, **kwargs))
+        runner = self._get_runner(fetch_on_miss)
+        value, status, fetched = runner.get(self.key(*args, **kwargs), self, args, kwargs or None)
+        code = _STATUS[status]
+        if code is CacheStatus.HIT or not _takes_sync_fetch(type(self)):
+            # A hit has no sync_fetch (cacheback passes none); an override written for the
+            # three-argument hook is called with three.
+            return self.process_result(value, Call(args, kwargs), code)
+        return self.process_result(value, Call(args, kwargs), code, sync_fetch=fetched)
 
     def invalidate(self, *args: Any, **kwargs: Any) -> bool:
         """Marks the value stale and refreshes it in the background; True when one was cached."""
@@ -133,24 +186,133 @@ class Job:
 
     # --- plumbing --------------------------------------------------------------------------
 
-    def _get_runner(self) -> JobRunner:
-        cache = self.cache if isinstance(self.cache, Cache) else caches[self.cache]
-        runner = self._runner
+    def _get_runner(self, fetch_on_miss: bool | None = None) -> JobRunner:
+        """The runner on the job's cache; ``fetch_on_miss`` other than the job's setting
+        gives the twin runner that decides misses the other way (same cache, same keys)."""
+        cache = _native_cache(self.cache)
+        deferred = fetch_on_miss is not None and fetch_on_miss != self.fetch_on_miss
+        runner = self._runner_deferred if deferred else self._runner
         if runner is None or runner.cache is not cache:
-            runner = self._runner = JobRunner(
+            runner = JobRunner(
                 cache,
                 lifetime=self.lifetime,
                 ttl=self.ttl,
-                fetch_on_miss=self.fetch_on_miss,
+                fetch_on_miss=not self.fetch_on_miss if deferred else self.fetch_on_miss,
                 max_stale=self.max_stale,
             )
+            if deferred:
+                self._runner_deferred = runner
+            else:
+                self._runner = runner
         return runner
+
+    def _polycache_fetch_stale_now(
+        self, stale_for: float, args: tuple[Any, ...], kwargs: dict[str, Any] | None
+    ) -> bool:
+        """Called by the core on a stale value: cacheback's hook, with its ``delta``."""
+        return bool(self.should_stale_item_be_fetched_synchronously(stale_for, *args, **(kwargs or {})))
 
     def _polycache_fetch(self, args: tuple[Any, ...], kwargs: dict[str, Any] | None) -> tuple[Any, float]:
         """Called by the core: ``fetch`` plus how long its value stays fresh (from ``expiry``)."""
         kwargs = kwargs or {}
         value = self.fetch(*args, **kwargs)
         return value, max(0.0, self.expiry(*args, **kwargs) - time.time())
+
+
+#: django-cacheback hooks with no meaning here: a subclass defining one gets a TypeError
+#: saying what to do instead, never a hook that is silently not called.
+_UNSUPPORTED_HOOKS: dict[str, str] = {
+    "async_refresh": "refreshes run on polycache's own pool; nothing is queued",
+    "timeout": "the refresh in flight is tracked by the core; set lifetime/ttl instead",
+    "empty": "a deferred miss returns None (set fetch_on_miss=False)",
+    "prepare_args": "define key() to build the key from the arguments",
+    "prepare_kwargs": "define key() to build the key from the arguments",
+    "store": "values are stored by the core; override expiry() for their lifetime",
+    "fetch_on_stale_threshold": "override should_stale_item_be_fetched_synchronously(delta, ...)",
+    "refresh_timeout": "the refresh in flight is tracked by the core",
+    "task_options": "there is no task queue",
+}
+_checked: set[type] = set()
+
+
+def _refuse_unsupported_hooks(cls: type) -> None:
+    if cls in _checked:
+        return
+    for klass in cls.__mro__:
+        if klass is Job or klass is object:
+            break
+        for name, instead in _UNSUPPORTED_HOOKS.items():
+            if name in vars(klass):
+                raise TypeError(
+                    f"{cls.__qualname__} defines django-cacheback's {name!r}, which polycache.Job "
+                    f"does not call: {instead}"
+                )
+    _checked.add(cls)
+
+
+_sync_fetch_takers: dict[type, bool] = {}
+
+
+def _takes_sync_fetch(cls: type) -> bool:
+    """True when ``cls.process_result`` takes cacheback's ``sync_fetch`` argument."""
+    takes = _sync_fetch_takers.get(cls)
+    if takes is None:
+        try:
+            params = inspect.signature(getattr(cls, "process_result")).parameters
+        except (TypeError, ValueError):
+            params = {}  # type: ignore[assignment]
+        takes = "sync_fetch" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+        _sync_fetch_takers[cls] = takes
+    return takes
+
+
+_natives_lock = threading.Lock()
+_alias_natives: dict[tuple[str, str], Cache] = {}
+_object_natives: weakref.WeakKeyDictionary[Any, Cache] = weakref.WeakKeyDictionary()
+
+
+def _native_cache(cache: Any) -> Cache:
+    """The native cache a job runs on, from a name, a ``polycache.Cache`` or a Django cache."""
+    if isinstance(cache, Cache):
+        return cache
+    if isinstance(cache, str):
+        if not caches._configured() and _django_configured():
+            from django.conf import settings
+            from django.core.cache import caches as django_caches
+
+            if cache not in settings.CACHES:
+                return caches[cache]
+
+            # Django hands each thread its own cache object: one native cache per alias
+            # (and settings), so every thread's job shares one runner and its refreshes.
+            memo_key = (cache, repr(settings.CACHES.get(cache)))
+            with _natives_lock:
+                native = _alias_natives.get(memo_key)
+            if native is None:
+                native = _native_cache(django_caches[cache])
+                with _natives_lock:
+                    native = _alias_natives.setdefault(memo_key, native)
+            return native
+        return caches[cache]
+    if callable(getattr(cache, "_polycache_native", None)):
+        with _natives_lock:
+            native = _object_natives.get(cache)
+            if native is None:
+                native = _object_natives[cache] = cast(Cache, cache._polycache_native())
+        return native
+    raise TypeError(
+        f"a job's cache must be a cache name, a polycache.Cache or a polycache.django.Cache, not "
+        f"{type(cache).__module__}.{type(cache).__qualname__} (a Job stores its values through "
+        "polycache's core, so other Django backends cannot hold them)"
+    )
+
+
+def _django_configured() -> bool:
+    """True when Django is imported and its settings are configured (never imports Django)."""
+    import sys
+
+    conf = sys.modules.get("django.conf")
+    return conf is not None and bool(conf.settings.configured)
 
 
 class FunctionJob(Job):

@@ -35,6 +35,7 @@ from django.core.cache.backends.base import (
 )
 
 from polycache._polycache import _DjangoCache
+from polycache._settings import _URL_SETTINGS, InvalidOptionError, _settings_in_url, _url_options, _url_setting
 from polycache.exceptions import ConfigurationError
 
 __all__ = ["Cache", "InvalidOptionError"]
@@ -42,44 +43,6 @@ __all__ = ["Cache", "InvalidOptionError"]
 #: The store a ``memory://`` LOCATION without a name opens: shared by every such cache of
 #: the process, as every ``LocMemCache`` without a LOCATION shares one.
 DEFAULT_MEMORY_STORE = "django"
-
-#: Django's own OPTIONS and the URL options they become.
-_DJANGO_OPTIONS: dict[str, str] = {"MAX_ENTRIES": "max_entries", "CULL_FREQUENCY": "cull_frequency"}
-
-#: The URL options of ``_DJANGO_OPTIONS`` each scheme takes. Elsewhere (redis, memcached,
-#: dummy) they are checked and ignored, as Django's own Redis and Memcached backends ignore
-#: them. Where both are taken, either one brings Django's default for the other (300, 3):
-#: Django's words select Django's cull (on memory://, its exact LRU).
-_SCHEME_DJANGO_OPTIONS: dict[str, frozenset[str]] = {
-    "memory": frozenset({"max_entries", "cull_frequency"}),
-    "sqlite": frozenset({"max_entries", "cull_frequency"}),
-    "postgres": frozenset({"max_entries", "cull_frequency"}),
-    "postgresql": frozenset({"max_entries", "cull_frequency"}),
-    "file": frozenset({"max_entries", "cull_frequency"}),
-}
-
-#: Django's ``MAX_ENTRIES`` and ``CULL_FREQUENCY`` when ``OPTIONS`` gives only the other.
-_DEFAULT_MAX_ENTRIES = 300
-_DEFAULT_CULL_FREQUENCY = 3
-
-#: polycache's value OPTIONS in Django's upper-case spelling, the URL options they become and
-#: the types they take.
-_VALUE_OPTIONS: dict[str, tuple[str, type]] = {
-    "SERIALIZER": ("serializer", str),
-    "SIGNING_KEY": ("signing_key", str),
-    "OLD_SIGNING_KEYS": ("old_signing_keys", list),
-    "COMPRESS_MIN_SIZE": ("compress_min_size", int),
-    "COMPRESS_LEVEL": ("compress_level", int),
-}
-
-
-class InvalidOptionError(ConfigurationError, TypeError):
-    """An ``OPTIONS`` entry the location does not take, or a bad value for one.
-
-    A ``TypeError`` as well, as Django's Redis and Memcached backends raise for an
-    unexpected option (``got an unexpected keyword argument``).
-    """
-
 
 def _redact(text: str) -> str:
     """``text`` with any ``user:password@`` part and secret options hidden, for error messages."""
@@ -140,55 +103,6 @@ def _int_or(value: object, fallback: int) -> int:
         return fallback
 
 
-def _url_options(options: object, url: str) -> dict[str, object]:
-    if options is None:
-        return {}
-    if not isinstance(options, Mapping):
-        raise ConfigurationError(f"OPTIONS must be a mapping, not {type(options).__name__}")
-    taken = _SCHEME_DJANGO_OPTIONS.get(url.partition("://")[0].lower(), frozenset())
-    out: dict[str, object] = {}
-    django: dict[str, int] = {}
-    for name, value in options.items():
-        if not isinstance(name, str):
-            raise InvalidOptionError(f"OPTIONS keys must be str, not {type(name).__name__}")
-        if name in _VALUE_OPTIONS:
-            target, kind = _VALUE_OPTIONS[name]
-            out[target] = _value_option(name, value, kind)
-        elif name in _DJANGO_OPTIONS:
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise InvalidOptionError(f"OPTIONS[{name!r}] must be an int, not {type(value).__name__}")
-            django[_DJANGO_OPTIONS[name]] = value
-        elif name.isupper():
-            raise InvalidOptionError(
-                f"unknown OPTIONS key {name!r}: polycache.django.Cache takes MAX_ENTRIES, "
-                f"CULL_FREQUENCY, {', '.join(_VALUE_OPTIONS)} and the (lower-case) URL options "
-                "of its LOCATION's scheme"
-            )
-        else:
-            out[name] = value
-    if django and "cull_frequency" in taken:
-        # Django's defaults for the one not given; a lower-case eviction=clock keeps
-        # memory://'s default policy with MAX_ENTRIES as its bound.
-        django.setdefault("max_entries", _DEFAULT_MAX_ENTRIES)
-        if str(out.get("eviction", "lru")).strip().lower() == "lru":
-            django.setdefault("cull_frequency", _DEFAULT_CULL_FREQUENCY)
-    out.update((name, value) for name, value in django.items() if name in taken)
-    return out
-
-
-def _value_option(name: str, value: object, kind: type) -> object:
-    """An OPTIONS entry of ``_VALUE_OPTIONS`` as URL option text; never echoes a key."""
-    if kind is list:
-        if isinstance(value, str) or not isinstance(value, (list, tuple)):
-            raise InvalidOptionError(f"OPTIONS[{name!r}] must be a list of str, not {type(value).__name__}")
-        if not all(isinstance(k, str) and k and "," not in k for k in value):
-            raise InvalidOptionError(f"OPTIONS[{name!r}] must hold non-empty str keys without commas")
-        return ",".join(value)
-    if isinstance(value, bool) or not isinstance(value, kind):
-        raise InvalidOptionError(f"OPTIONS[{name!r}] must be a {kind.__name__}, not {type(value).__name__}")
-    return value
-
-
 class Cache(_DjangoCache, BaseCache):  # type: ignore[misc]
     """A Django cache backend: ``"BACKEND": "polycache.django.Cache"``.
 
@@ -210,7 +124,18 @@ class Cache(_DjangoCache, BaseCache):  # type: ignore[misc]
     __module__ = "polycache.django"
 
     def __new__(cls, location: Any, params: Mapping[str, Any]) -> Cache:
-        url = _url(location)
+        url, in_url = _settings_in_url(_url(location))
+        params = dict(params)
+        given_options = params.get("OPTIONS") if isinstance(params.get("OPTIONS"), Mapping) else {}
+        for name, text in in_url.items():
+            setting = _URL_SETTINGS[name]
+            if setting in params or name in params or name in given_options:
+                raise ConfigurationError(
+                    f"{name!r} is given both in LOCATION ({_redact(str(location))!r}) and as "
+                    f"{setting if setting in params or name in params else repr(name) + ' in OPTIONS'}; "
+                    "give it in one place"
+                )
+            params[setting] = _url_setting(name, text)
         timeout = params.get("timeout", params.get("TIMEOUT", 300))
         if timeout is not None:
             timeout = _int_or(timeout, 300)

@@ -12,6 +12,8 @@ DEFAULT_MEMORY_STORE: Final[str]
 
 class InvalidOptionError(ConfigurationError, TypeError): ...
 
+def _url(location: object) -> str: ...
+
 class Cache:
     _max_entries: int
     _cull_frequency: int

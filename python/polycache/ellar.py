@@ -17,6 +17,7 @@ directly on a local backend (``memory://``) and in a worker thread otherwise.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -37,14 +38,20 @@ def _ttl(ttl: float | None) -> Any:
 
 
 def _version(version: Any) -> int | None:
-    """Ellar types versions as ``str``; polycache keeps them as integers."""
+    """Ellar's version (any value, typed ``str``) as polycache's integer version.
+
+    An ``int`` or its decimal text is that number. Any other value (``"v1"``) becomes a
+    stable number derived from its text (63 bits of its BLAKE2b digest): equal texts share
+    entries, different texts do not, in every process.
+    """
     if version is None or version == "":
         return None
     if isinstance(version, int) and not isinstance(version, bool):
         return version
-    if isinstance(version, str) and version.lstrip("-").isdigit():
-        return int(version)
-    raise TypeError(f"cache versions must be integers (or their decimal text), not {version!r}")
+    text = str(version)
+    if text.lstrip("-").isdigit():
+        return int(text)
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big") >> 1
 
 
 class Backend(BaseCacheBackend):
@@ -62,7 +69,7 @@ class Backend(BaseCacheBackend):
         location: str = "memory://",
         *,
         key_prefix: str | None = None,
-        version: int | None = None,
+        version: int | str | None = None,
         ttl: int | None = None,
         options: Mapping[str, Any] | None = None,
         **url_options: Any,
@@ -72,7 +79,7 @@ class Backend(BaseCacheBackend):
         self._cache = _PolyCache(
             location,
             key_prefix=self._key_prefix,
-            version=self._version,
+            version=_version(self._version),
             timeout=self._default_ttl,
             options=merged or None,
         )

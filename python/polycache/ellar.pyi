@@ -14,7 +14,7 @@ class Backend(BaseCacheBackend):
         location: str = "memory://",
         *,
         key_prefix: str | None = None,
-        version: int | None = None,
+        version: int | str | None = None,
         ttl: int | None = None,
         options: Mapping[str, Any] | None = None,
         **url_options: Any,

@@ -23,6 +23,8 @@ rounded up, with cachelib's ``DeprecationWarning``). Entries are stored as Djang
 from __future__ import annotations
 
 import datetime as dt
+import math
+import warnings
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -55,6 +57,25 @@ _VALUE_SETTINGS = {
     "CACHE_COMPRESS_MIN_SIZE": "compress_min_size",
     "CACHE_COMPRESS_LEVEL": "compress_level",
 }
+
+
+def _to_seconds(timeout: Any) -> int:
+    """cachelib 0.17's ``BaseCache._to_seconds``, here so that every cachelib behaves alike
+    (before 0.15, the last for Python 3.9 and 3.10, cachelib has none): a ``timedelta`` and a
+    float (deprecated, with cachelib's warning) round up to whole seconds."""
+    if isinstance(timeout, dt.timedelta):
+        return math.ceil(timeout.total_seconds())
+    if isinstance(timeout, float):
+        warnings.warn(
+            "Float timeouts are deprecated and will raise a TypeError in a future release. Use a "
+            "whole number of seconds or a datetime.timedelta instead.",
+            DeprecationWarning,
+            stacklevel=3,
+        )
+        return math.ceil(timeout)
+    if isinstance(timeout, int):
+        return timeout
+    raise TypeError(f"timeout must be an int or datetime.timedelta, got {type(timeout).__name__!r}")
 
 
 def _seconds(timeout: int) -> int | None:
@@ -90,9 +111,10 @@ class Cache(_Base):
         compress_level: int | None = None,
         **url_options: Any,
     ) -> None:
-        _CachelibBase.__init__(
-            self, default_timeout=default_timeout, ignore_delete_many_errors=ignore_delete_many_errors
-        )
+        # Set here, not passed on: cachelib before 0.15 (the last for Python 3.9 and 3.10)
+        # does not take it.
+        _CachelibBase.__init__(self, default_timeout=default_timeout)
+        self.ignore_delete_many_errors = ignore_delete_many_errors
         merged = {**(options or {}), **url_options}
         self._cache = _PolyCache(
             url,
@@ -144,7 +166,7 @@ class Cache(_Base):
         if timeout is None:
             return DEFAULT_TIMEOUT
         if type(timeout) is not int:
-            timeout = self._to_seconds(timeout)
+            timeout = _to_seconds(timeout)
         return _seconds(timeout)
 
     def get(self, key: str) -> Any:

@@ -2,8 +2,9 @@
 
 .. code-block:: python
 
-    cache_engine = polycache.giotto.KeyValue("redis")        # a Giotto shortcut
-    cache_engine = polycache.giotto.KeyValue("memcached://10.0.0.5:11211")
+    # config.py: Giotto 0.10.5 (its PyPI release) reads the variable ``cache``
+    cache = polycache.giotto.KeyValue("redis")        # a Giotto shortcut
+    cache = polycache.giotto.KeyValue("memcached://10.0.0.5:11211")
 
 Giotto calls ``get(key)`` (None on a miss) and ``set(key, obj, expire)``. ``expire`` is in
 seconds; ``0`` (and ``None``) means never expire, as Giotto's memcache engine does; a negative

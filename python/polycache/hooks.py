@@ -2,10 +2,11 @@
 of functions instead of a cache object.
 
 A library that caches this way keeps a ``get(key)`` and a ``set(key, value)`` and lets the
-application replace them::
+application replace them (IGitt's documentation shows
+``IGitt.Utils.Cache.use(django_cache.get, django_cache.set)``; no IGitt release on PyPI has
+that class)::
 
-    from django.core.cache import cache as django_cache
-    IGitt.Utils.Cache.use(django_cache.get, django_cache.set)
+    polycache.hooks.Cache.use(django_cache.get, django_cache.set)
 
 Every polycache cache object's bound ``get``/``set`` fits such a hook as they are
 (``polycache.Cache``, ``polycache.django.Cache`` through Django's ``caches``,
@@ -25,6 +26,8 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 
 from polycache._cache import Cache as _PolyCache
+from polycache._decorators import _takes_timeout
+from polycache._polycache import DEFAULT_TIMEOUT
 
 __all__ = ["Cache", "Getter", "Setter"]
 
@@ -78,6 +81,11 @@ class Cache:
         return cls._pair()[0](key)
 
     @classmethod
-    def set(cls, key: str, value: Any) -> None:
-        """Stores ``value`` under ``key`` with the hooked cache's default timeout."""
-        cls._pair()[1](key, value)
+    def set(cls, key: str, value: Any, timeout: Any = DEFAULT_TIMEOUT) -> None:
+        """Stores ``value`` under ``key``: for ``timeout`` seconds when it is given and the
+        hooked setter takes a timeout, else with the hooked cache's own default."""
+        set_: Any = cls._pair()[1]
+        if timeout is not DEFAULT_TIMEOUT and _takes_timeout(set_):
+            set_(key, value, timeout)
+        else:
+            set_(key, value)

@@ -19,7 +19,7 @@
 use crate::args::{key_text, stats_dict, type_name, TimeoutArg};
 use crate::awaitable;
 use crate::cache::{negated, open};
-use crate::ops::{pickle_error, Core, Deliver, How, KeyMode, KeyOp, Op, RequestRef};
+use crate::ops::{pickle_error, Core, Decoder, Deliver, How, KeyMode, KeyOp, Op, RequestRef};
 use crate::serializer::Serialized;
 use polycache::{CacheConfig, Expiry};
 use pyo3::exceptions::{PyAttributeError, PyTypeError};
@@ -839,6 +839,22 @@ twins! {
     /// The counters of this cache: hits, misses, sets, deletes, errors, evictions.
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         stats_dict(py, &self.core.cache.stats())
+    }
+
+    /// A native `Cache` over this cache's store, key prefix, version and serializer, for
+    /// `polycache.Job` (whose runner works on the native cache).
+    fn _polycache_native(&self) -> crate::cache::PyCache {
+        crate::cache::PyCache {
+            core: Core {
+                cache: self.core.cache.clone(),
+                local: self.core.local,
+                // polycache's own convention, as `polycache.Cache` raises.
+                decoder: Decoder {
+                    format: self.core.decoder.format,
+                    pickle_errors: false,
+                },
+            },
+        }
     }
 }
 }

@@ -33,6 +33,13 @@ pub(crate) fn create_table(py: Python<'_>, url: &str) -> PyResult<()> {
     detach(py, move || polycache::backend::sql::create_table(&url)).py_err(py)
 }
 
+/// The SQL statements `create_table(url)` runs when the table is missing, without running
+/// them: validates `url` and neither connects nor writes.
+#[pyfunction]
+pub(crate) fn create_table_sql(py: Python<'_>, url: &str) -> PyResult<Vec<String>> {
+    polycache::backend::sql::create_table_sql(url).py_err(py)
+}
+
 /// Renders the counters of several caches as one Prometheus page: `{name: cache}`.
 #[pyfunction]
 pub(crate) fn render_prometheus(caches: &Bound<'_, PyAny>) -> PyResult<String> {

@@ -96,7 +96,7 @@ impl Fetch for PyFetch {
         })
     }
 
-    fn should_fetch_synchronously(&self) -> bool {
+    fn should_fetch_synchronously(&self, stale_for: Duration) -> bool {
         let Some(_active) = Active::enter() else {
             return false;
         };
@@ -104,10 +104,13 @@ impl Fetch for PyFetch {
             let answer = self
                 .job
                 .bind(py)
-                .call_method(
-                    pyo3::intern!(py, "should_fetch_synchronously"),
-                    self.args.bind(py),
-                    self.kwargs.as_ref().map(|k| k.bind(py)),
+                .call_method1(
+                    pyo3::intern!(py, "_polycache_fetch_stale_now"),
+                    (
+                        stale_for.as_secs_f64(),
+                        self.args.bind(py),
+                        self.kwargs.as_ref().map(|k| k.bind(py)),
+                    ),
                 )
                 .and_then(|r| r.is_truthy());
             answer.unwrap_or_else(|e| {

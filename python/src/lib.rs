@@ -45,6 +45,7 @@ fn _polycache(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(argkey::call_key, m)?)?;
     m.add_function(wrap_pyfunction!(functions::render_prometheus, m)?)?;
     m.add_function(wrap_pyfunction!(functions::create_table, m)?)?;
+    m.add_function(wrap_pyfunction!(functions::create_table_sql, m)?)?;
     m.add_function(wrap_pyfunction!(functions::dumps, m)?)?;
     m.add_function(wrap_pyfunction!(functions::loads, m)?)?;
     m.add("DEFAULT_TIMEOUT", Bound::new(py, args::DefaultTimeout)?)?;

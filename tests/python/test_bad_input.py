@@ -169,10 +169,20 @@ def test_location_of_the_wrong_type() -> None:
 
 
 def test_recursion_too_deep_to_pickle(cache: Cache) -> None:
+    depth = sys.getrecursionlimit() * 2
     nested: list[Any] = []
-    for _ in range(sys.getrecursionlimit() * 2):
+    for _ in range(depth):
         nested = [nested]
     cache.set("k", "old")
-    with pytest.raises((polycache.SerializationError, RecursionError)):
+    try:
         cache.set("k", nested)
-    assert cache.get("k") == "old"
+    except (polycache.SerializationError, RecursionError):
+        assert cache.get("k") == "old"  # refused: the old value stays
+    else:
+        # CPython 3.13's pickler is not bound by the recursion limit: then it reads back whole.
+        assert sys.version_info >= (3, 13)
+        got = cache.get("k")
+        for _ in range(depth):
+            assert isinstance(got, list) and len(got) == 1
+            got = got[0]
+        assert got == []

@@ -12,7 +12,7 @@ import itertools
 import logging
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, ClassVar
 
 import django
 import pytest
@@ -87,7 +87,8 @@ def test_stale_item_is_served_while_refreshed(location: str) -> None:
     job = SyncJob()
     job.get(1)
     time.sleep(1.2)  # past the 1 s lifetime: stale
-    assert job.get(1) == {"n": 1, "call": 1}  # the stale value, refreshed behind it
+    assert job.get(1) == {"n": 1, "call": 1}  # the stale value...
+    assert job.fetched == [1, 1]  # ...returned after the refresh ran in the caller
     assert job.get(1) == {"n": 1, "call": 2}
     assert job.fetched == [1, 1]
 
@@ -127,3 +128,91 @@ def test_without_the_override_cacheback_falls_back_to_a_synchronous_refresh(
     with caplog.at_level(logging.CRITICAL, logger="cacheback"):
         job.invalidate()  # no task queue configured: cacheback refreshes in the caller
     assert job.get() == 2
+
+
+# --- polycache.Job in a Django project ---------------------------------------------------
+
+
+class Doubler(polycache.Job):
+    lifetime = 60
+    fetched: ClassVar[list[int]] = []
+
+    def fetch(self, n: int) -> int:
+        Doubler.fetched.append(n)
+        return 2 * n
+
+
+def test_polycache_job_uses_djangos_caches_by_alias_and_by_object(
+    location: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As in a Django project that never called polycache.caches.configure.
+    monkeypatch.setattr(polycache.caches, "_explicit", False)
+    Doubler.fetched.clear()
+    by_alias = Doubler()  # cache = "default": Django's CACHES["default"]
+    assert by_alias.get(2) == 4
+    by_object = Doubler(cache=caches["default"])
+    assert by_object.get(2) == 4  # the same store: not fetched again
+    assert Doubler.fetched == [2]
+    assert by_object.delete(2) and by_alias.get(2) == 4
+    assert Doubler.fetched == [2, 2]
+    # The entry lives in Django's cache, under Django's key prefix and version.
+    assert caches["default"].has_key(by_alias.key(2))
+    with override_settings(CACHES={"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}):
+        with pytest.raises(TypeError, match="LocMemCache"):
+            Doubler().get(2)
+
+
+def test_cachebacks_hooks_are_honoured(location: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(polycache.caches, "_explicit", False)
+    results: list[tuple[Any, int, bool | None]] = []
+    deltas: list[float] = []
+
+    class Hooked(polycache.Job):
+        lifetime = 0.05
+        calls = 0
+
+        def fetch(self, n: int) -> int:
+            Hooked.calls += 1
+            return Hooked.calls
+
+        def should_missing_item_be_fetched_synchronously(self, n: int) -> bool:
+            return n == 1
+
+        def should_stale_item_be_fetched_synchronously(self, delta: float, n: int) -> bool:
+            deltas.append(delta)
+            return True
+
+        def process_result(
+            self, result: Any, call: polycache.Call, cache_status: int, sync_fetch: bool | None = None
+        ) -> Any:
+            results.append((result, cache_status, sync_fetch))
+            return result
+
+    job = Hooked()
+    assert job.get(1) == 1  # a miss fetched in the caller (the hook says so for 1)
+    assert job.get(1) == 1
+    assert job.get(2) is None  # a miss left to the background (the hook says so for 2)
+    time.sleep(0.1)
+    assert job.get(1) == Hooked.calls  # stale: the hook fetches in the caller
+    assert deltas and deltas[0] > 0
+    assert [(status, sync) for _, status, sync in results] == [
+        (Job.MISS, True), (Job.HIT, None), (Job.MISS, False), (Job.STALE, True)
+    ]
+    assert (polycache.Job.MISS, polycache.Job.HIT, polycache.Job.STALE) == (Job.MISS, Job.HIT, Job.STALE)
+
+
+def test_cachebacks_hooks_without_a_meaning_are_refused() -> None:
+    class Queued(polycache.Job):
+        def fetch(self) -> int:
+            return 1
+
+        def async_refresh(self, *args: Any, **kwargs: Any) -> None: ...
+
+    with pytest.raises(TypeError, match="async_refresh"):
+        Queued()
+
+    class Threshold(polycache.Job):
+        fetch_on_stale_threshold = 10
+
+    with pytest.raises(TypeError, match="should_stale_item_be_fetched_synchronously"):
+        Threshold()

@@ -122,3 +122,23 @@ def test_close_all(handler: CacheHandler) -> None:
     handler["default"].set("k", 1)
     handler.close_all()
     assert handler["default"].get("k") == 1
+
+
+def test_configure_takes_djangos_own_options(handler: CacheHandler) -> None:
+    # The CACHES of docs/python/django.md, as Django reads it.
+    handler.configure(
+        {
+            "default": {"BACKEND": "polycache.django.Cache", "LOCATION": "memory://", "TIMEOUT": 300},
+            "local": {"BACKEND": "polycache.django.Cache", "LOCATION": "memory://", "OPTIONS": {"MAX_ENTRIES": 3}},
+            "signed": {"LOCATION": "memory://", "OPTIONS": {"SERIALIZER": "json", "CULL_FREQUENCY": 2}},
+        }
+    )
+    local = handler["local"]
+    for i in range(10):
+        local.set(f"k{i}", i)
+    assert sum(local.has_key(f"k{i}") for i in range(10)) <= 3
+    assert handler["signed"].serializer == "json"
+    with pytest.raises(polycache.ConfigurationError, match="'MAX_ENTRYS'"):
+        handler.configure({"default": {"LOCATION": "memory://", "OPTIONS": {"MAX_ENTRYS": 3}}})
+    with pytest.raises(polycache.ConfigurationError, match="given both"):
+        handler.configure({"default": {"LOCATION": "memory://?timeout=60", "TIMEOUT": 30}})

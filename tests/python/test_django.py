@@ -427,6 +427,31 @@ def test_wrong_location() -> None:
     assert "s3cret" not in str(err.value)
 
 
+def test_settings_in_the_location_are_used_and_never_given_twice() -> None:
+    cache = make(f"{store()}?timeout=60&key_prefix=zz&version=3")
+    assert (cache.default_timeout, cache.key_prefix, cache.version) == (60, "zz", 3)
+    cache.set("k", 1)
+    assert cache.make_key("k") == "zz:3:k"
+    assert make(f"{store()}?timeout=none").default_timeout is None
+    cases: list[tuple[str, dict[str, Any]]] = [
+        ("timeout=60", {"TIMEOUT": 30}),
+        ("key_prefix=zz", {"KEY_PREFIX": "yy"}),
+        ("version=2", {"VERSION": 2}),
+        ("timeout=60", {"OPTIONS": {"timeout": 30}}),
+    ]
+    for url_option, params in cases:
+        with pytest.raises(polycache.ConfigurationError, match="given both"):
+            make(f"{store()}?{url_option}", **params)
+    with pytest.raises(polycache.ConfigurationError, match="'version' must be an integer"):
+        make(f"{store()}?version=two")
+
+
+def test_location_prints_as_written_without_secrets() -> None:
+    cache = make(f"{store()}?max_entries=10", OPTIONS={"eviction": "lru", "signing_key": "s3cret-key"})
+    assert "%5F" not in cache.location and "eviction=lru" in cache.location
+    assert "s3cret" not in cache.location and "s3cret" not in repr(cache)
+
+
 def test_unknown_options_raise_what_djangos_clients_raise() -> None:
     with pytest.raises(InvalidOptionError, match="'FOO'") as upper:
         make(OPTIONS={"FOO": 1})

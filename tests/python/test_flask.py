@@ -36,6 +36,11 @@ def test_is_a_cachelib_and_flask_caching_backend(cache: Cache) -> None:
     assert cache.default_timeout == 300
 
 
+@pytest.mark.skipif(
+    tuple(int(p) for p in cachelib.__version__.split(".")[:2]) < (0, 15),
+    reason="cachelib before 0.15 (the last for Python 3.9 and 3.10) answers delete_many with the "
+    "deleted keys only; polycache.flask follows cachelib 0.15 and later",
+)
 def test_results_match_simplecache(cache: Cache) -> None:
     theirs = cachelib.SimpleCache()
     for c in (cache, theirs):

@@ -123,3 +123,38 @@ def test_decorator_pointed_at_an_external_pair(hooks: type[polycache.hooks.Cache
 
     assert cube(2) == 8 and cube(2) == 8
     assert calls == [3, 2]
+
+
+def test_a_setter_without_a_timeout_is_called_without_one(hooks: type[polycache.hooks.Cache]) -> None:
+    stored: dict[str, Any] = {}
+    timeouts: list[Any] = []
+
+    def set_two(key: str, value: Any) -> None:
+        stored[key] = value
+
+    def set_three(key: str, value: Any, timeout: Any) -> None:
+        timeouts.append(timeout)
+        stored[key] = value
+
+    @polycache.cached(cache=(stored.get, set_two), timeout=60)
+    def inc(n: int) -> int:
+        return n + 1
+
+    @polycache.cached(cache=(stored.get, set_three), timeout=60)
+    def dec(n: int) -> int:
+        return n - 1
+
+    assert inc(1) == 2 and inc(1) == 2 and dec(1) == 0
+    assert len(stored) == 2 and timeouts == [60]
+
+    # polycache.hooks.Cache takes a timeout and hands it on when its setter takes one.
+    @polycache.cached(backend=hooks, timeout=60)
+    def triple(n: int) -> int:
+        return 3 * n
+
+    assert triple(2) == 6 and triple(2) == 6
+    hooks.set("gone", 1, 0)  # Django's words on the default memory:// cache: expired at once
+    assert hooks.get("gone") is None
+    hooks.use(stored.get, set_two)
+    hooks.set("kept", 1, 60)  # the hooked setter takes no timeout: called without one
+    assert stored["kept"] == 1

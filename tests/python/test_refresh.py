@@ -499,7 +499,7 @@ class Report(polycache.Job):
         self.calls: list[tuple[Any, ...]] = []
         self.delay = delay
         self.failing = False
-        self.results: list[tuple[Any, str]] = []
+        self.results: list[tuple[Any, polycache.CacheStatus]] = []
 
     def fetch(self, *args: Any, **kwargs: Any) -> Any:
         self.calls.append(args)
@@ -508,7 +508,8 @@ class Report(polycache.Job):
             raise RuntimeError("fetch failed")
         return f"v{len(self.calls)}"
 
-    def process_result(self, result: Any, call: polycache.Call, cache_status: str) -> Any:
+    # The three-argument hook (polycache's before cacheback's sync_fetch) is still called.
+    def process_result(self, result: Any, call: polycache.Call, cache_status: polycache.CacheStatus) -> Any:  # type: ignore[override]
         self.results.append((result, cache_status))
         return result
 

@@ -239,13 +239,24 @@ def test_memory_database() -> None:
         ("sqlite:///tmp/x.db?table=bad;name", "table"),
         ("sqlite:///tmp/x.db?busy_timeout=-1", "busy_timeout"),
         ("sqlite:///tmp/x.db?synchronous=sometimes", "synchronous"),
-        ("sqlite:///nonexistent-dir/sub/x.db", "cannot open"),
+        ("sqlite:///dev/null/sub/x.db", "is not a directory"),
     ],
 )
 def test_bad_locations_are_configuration_errors(location: str, named: str) -> None:
     with pytest.raises(polycache.ConfigurationError, match=named) as info:
         Cache(location)
     assert isinstance(info.value, ValueError)
+
+
+def test_missing_directories_are_created_by_the_first_write(tmp_path: Path) -> None:
+    db = tmp_path / "var" / "cache" / "site" / "cache.db"
+    c = Cache(f"sqlite://{db}")
+    assert c.get("k") is None and not (tmp_path / "var").exists()  # opening and reading write nothing
+    c.set("k", 1)
+    assert c.get("k") == 1
+    assert oct((tmp_path / "var" / "cache" / "site").stat().st_mode & 0o777) == oct(0o700)
+    with pytest.raises(polycache.ConfigurationError, match="is not a directory"):
+        Cache(f"sqlite://{db}/under/a/file.db")
 
 
 def test_bounded_table_stays_bounded(db: Path) -> None:

@@ -23,7 +23,8 @@ pub trait AsyncFetch: Send + Sync + 'static {
     /// Computes the value.
     fn fetch(&self) -> BoxFuture<'_, Result<Fetched>>;
     /// As [`crate::Fetch::should_fetch_synchronously`].
-    fn should_fetch_synchronously(&self) -> bool {
+    fn should_fetch_synchronously(&self, stale_for: Duration) -> bool {
+        let _ = stale_for;
         false
     }
 }
@@ -60,7 +61,9 @@ impl Job {
     ) -> Result<JobResult> {
         let full = self.cache.make_key(key)?;
         let raw = self.cache.full_get_async(&full).await?;
-        match self.plan(raw, &|| fetch.should_fetch_synchronously()) {
+        match self.plan(raw, &|stale_for| {
+            fetch.should_fetch_synchronously(stale_for)
+        }) {
             Plan::Answer(r) => Ok(r),
             Plan::Schedule(r) => {
                 self.schedule_async(full, fetch);

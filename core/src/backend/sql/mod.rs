@@ -112,12 +112,44 @@ pub fn create_table(url: &str) -> Result<()> {
         "sqlite" => SqliteBackend::open(&location, &mut options)?.create_table(),
         #[cfg(feature = "postgres")]
         "postgres" | "postgresql" => PostgresBackend::open(&location, &mut options)?.create_table(),
-        other => Err(Error::config(format!(
-            "create_table needs a sqlite:// or postgres:// URL enabled in this build, not \
-             {other}:// ({})",
-            location.redacted()
-        ))),
+        other => Err(not_sql(other, &location)),
     }
+}
+
+/// The SQL statements [`create_table`] runs for `url` when its table is missing, without
+/// running them: for a deploy's dry run or a database administrator. Validates `url` as
+/// [`create_table`] does, and neither connects nor writes.
+///
+/// ```
+/// # #[cfg(feature = "sqlite")] {
+/// let dir = std::env::temp_dir().join(format!("polycache-doc-sql-{}", std::process::id()));
+/// let url = format!("sqlite://{}/cache.db?table=my_cache", dir.display());
+/// let sql = polycache::backend::sql::create_table_sql(&url).unwrap();
+/// assert!(sql[0].starts_with("CREATE TABLE IF NOT EXISTS \"my_cache\""));
+/// assert!(!dir.exists());
+/// # }
+/// ```
+pub fn create_table_sql(url: &str) -> Result<Vec<String>> {
+    drop(crate::Cache::builder(url).build()?);
+    let location = crate::Location::parse(url)?;
+    let mut options = crate::Options::new(&location);
+    match location.scheme() {
+        #[cfg(feature = "sqlite")]
+        "sqlite" => Ok(SqliteBackend::open(&location, &mut options)?.create_table_sql()),
+        #[cfg(feature = "postgres")]
+        "postgres" | "postgresql" => {
+            Ok(PostgresBackend::open(&location, &mut options)?.create_table_sql())
+        }
+        other => Err(not_sql(other, &location)),
+    }
+}
+
+fn not_sql(scheme: &str, location: &crate::Location) -> Error {
+    Error::config(format!(
+        "create_table needs a sqlite:// or postgres:// URL enabled in this build, not \
+         {scheme}:// ({})",
+        location.redacted()
+    ))
 }
 
 /// Milliseconds since the unix epoch, the unit of `expires_at`.

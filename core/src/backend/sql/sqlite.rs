@@ -14,6 +14,9 @@ use rusqlite::{
     params, Connection, ErrorCode, OpenFlags, OptionalExtension, Transaction, TransactionBehavior,
 };
 use std::collections::HashMap;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,8 +35,11 @@ const VALUES_CHUNK: usize = 500;
 /// The database runs in WAL mode with `synchronous=NORMAL` (a crash loses at most the last
 /// commits, never consistency) and a busy timeout after which a locked database reports
 /// [`ErrorKind::Timeout`]. Several threads and several processes may share one file: each
-/// statement is atomic, `incr` is one `UPDATE` and `add` one upsert. The table is created
-/// when the backend opens; [`SqliteBackend::create_table`] does it explicitly.
+/// statement is atomic, `incr` is one `UPDATE` and `add` one upsert.
+///
+/// Opening writes nothing: the database file, its missing parent directories (mode `0700`,
+/// as `file://` creates its directory) and the table are created by the first write, or
+/// explicitly by [`SqliteBackend::create_table`]. Until then reads answer misses.
 ///
 /// `Send + Sync`; clones share the connection pool. No method panics.
 ///
@@ -64,6 +70,8 @@ struct Inner {
     pool: Pool<Connection>,
     trim: Trimmer,
     cull: Option<Cull>,
+    /// The table is known to exist (opening found it, or a write created it).
+    ready: AtomicBool,
 }
 
 /// A row is valid when its value is bytes, its size matches, and its expiry is a number.
@@ -315,10 +323,11 @@ impl SqliteBackend {
     /// Opens `sqlite:///absolute/path.db` (or `sqlite://:memory:`) with the options
     /// `table`, `max_entries`, `max_bytes`, `cull_frequency` (Django's exact cull, see the
     /// [module](super)), `busy_timeout` (seconds), `synchronous` (`off`, `normal`, `full`)
-    /// and `pool_size`; creates the table if it is missing.
+    /// and `pool_size`. Writes nothing (see the type's docs).
     ///
-    /// Errors: [`ErrorKind::Configuration`] for a bad URL or option, or a file that cannot be
-    /// opened as a database; [`ErrorKind::Timeout`] when the database stays locked.
+    /// Errors: [`ErrorKind::Configuration`] for a bad URL or option, an existing file that
+    /// cannot be opened as a database, or a path whose directory cannot be created;
+    /// [`ErrorKind::Timeout`] when the database stays locked.
     pub fn open(location: &Location, options: &mut Options) -> Result<SqliteBackend> {
         let redacted = location.redacted();
         if location.username().is_some() || location.password().is_some() {
@@ -386,11 +395,12 @@ impl SqliteBackend {
             pool: Pool::new(pool_size),
             trim: Trimmer::new(s.bounds),
             cull: s.bounds.cull,
+            ready: AtomicBool::new(false),
         };
         let backend = SqliteBackend {
             inner: Arc::new(inner),
         };
-        let conn = backend.connect().map_err(|e| {
+        let opening = |e: Error| {
             if e.kind() == ErrorKind::Timeout {
                 e
             } else {
@@ -400,16 +410,101 @@ impl SqliteBackend {
                 ))
                 .with_source(e)
             }
-        })?;
-        backend.create_on(&conn)?;
-        backend.inner.pool.seed(conn);
+        };
+        if backend.inner.path == ":memory:" {
+            // Nothing outlives the process: the table is made at once.
+            let conn = backend.connect().map_err(opening)?;
+            backend.create_on(&conn)?;
+            backend.inner.ready.store(true, Ordering::Release);
+            backend.inner.pool.seed(conn);
+        } else if Path::new(&backend.inner.path).exists() {
+            let conn = backend.connect().map_err(opening)?;
+            let found = backend.table_exists(&conn).map_err(opening)?;
+            backend.inner.ready.store(found, Ordering::Release);
+            backend.inner.pool.seed(conn);
+        } else {
+            backend.check_creatable()?;
+        }
         Ok(backend)
     }
 
-    /// Creates the table and its index if they do not exist (the backend also does this
-    /// when it opens), and with `cull_frequency` the row counter.
+    /// Creates the table and its index if they do not exist (the first write also does
+    /// this), and with `cull_frequency` the row counter; creates the database file and its
+    /// missing directories first.
     pub fn create_table(&self) -> Result<()> {
-        self.create_on(&*self.conn()?)
+        self.prepare().map(drop)
+    }
+
+    /// The statements [`SqliteBackend::create_table`] runs, without running them.
+    pub fn create_table_sql(&self) -> Vec<String> {
+        let mut sql = vec![self.inner.q.create.clone()];
+        if self.inner.cull.is_some() {
+            sql.push(self.inner.q.count_create.clone());
+        }
+        sql
+    }
+
+    /// True when the table (and with `cull_frequency` its row counter) exists.
+    fn table_exists(&self, conn: &Connection) -> Result<bool> {
+        let t = &self.inner.q.table;
+        let mut tables = vec![&t.quoted];
+        if self.inner.cull.is_some() {
+            tables.push(&t.count_table);
+        }
+        for table in tables {
+            match conn.prepare(&format!("SELECT 1 FROM {table} LIMIT 0")) {
+                Ok(_) => {}
+                Err(e) if e.to_string().contains("no such table") => return Ok(false),
+                Err(e) => return Err(self.fail("looking for the table", e)),
+            }
+        }
+        Ok(true)
+    }
+
+    /// Fails unless the database's directory exists or can be created: the nearest existing
+    /// ancestor must be a directory. A missing path is reported at open, not at first write.
+    fn check_creatable(&self) -> Result<()> {
+        let path = Path::new(&self.inner.path);
+        let mut dir = path.parent();
+        while let Some(d) = dir {
+            if d.as_os_str().is_empty() {
+                break;
+            }
+            match std::fs::metadata(d) {
+                Ok(m) if m.is_dir() => return Ok(()),
+                Ok(_) => {
+                    return Err(Error::config(format!(
+                        "cannot create the SQLite database of {}: {} is not a directory",
+                        self.inner.location,
+                        d.display()
+                    )))
+                }
+                Err(_) => dir = d.parent(),
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates the database's missing parent directories, mode 0700 (as `file://` does).
+    fn create_dirs(&self) -> Result<()> {
+        let Some(dir) = Path::new(&self.inner.path).parent() else {
+            return Ok(());
+        };
+        if dir.as_os_str().is_empty() || dir.is_dir() {
+            return Ok(());
+        }
+        let created = std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .and_then(|()| std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)));
+        created.map_err(|e| {
+            Error::config(format!(
+                "cannot create the directory {} of the SQLite database of {}: {e}",
+                dir.display(),
+                self.inner.location
+            ))
+        })
     }
 
     fn create_on(&self, conn: &Connection) -> Result<()> {
@@ -493,7 +588,9 @@ impl SqliteBackend {
     /// The exact number of rows in the table, expired ones included (a `COUNT(*)`: for
     /// monitoring and tests, not for every write).
     pub fn entry_count(&self) -> Result<u64> {
-        let conn = self.conn()?;
+        let Some(conn) = self.read_conn()? else {
+            return Ok(0);
+        };
         conn.query_row(&self.inner.q.count, [], |r| r.get::<_, i64>(0))
             .map(|n| n.max(0) as u64)
             .map_err(|e| self.fail("counting rows", e))
@@ -505,7 +602,10 @@ impl SqliteBackend {
         if !self.inner.trim.claim() {
             return Ok(());
         }
-        let mut conn = self.conn()?;
+        let Some(mut conn) = self.read_conn()? else {
+            self.inner.trim.finish(None);
+            return Ok(());
+        };
         match self.trim_pass(&mut conn) {
             Ok(est) => {
                 self.inner.trim.finish(Some(est));
@@ -548,8 +648,45 @@ impl SqliteBackend {
         open().map_err(|e| self.fail("opening a connection", e))
     }
 
+    /// A connection for a write: creates the directories, the file and the table first
+    /// when they may be missing.
     #[inline]
     fn conn(&self) -> Result<Pooled<'_, Connection>> {
+        if !self.inner.ready.load(Ordering::Acquire) {
+            return self.prepare();
+        }
+        self.pooled()
+    }
+
+    /// A connection, after creating what may be missing: directories, file, table.
+    fn prepare(&self) -> Result<Pooled<'_, Connection>> {
+        self.create_dirs()?;
+        let conn = self.pooled()?;
+        self.create_on(&conn)?;
+        self.inner.ready.store(true, Ordering::Release);
+        Ok(conn)
+    }
+
+    /// A connection for a read, or `None` while the table does not exist (nothing is
+    /// stored; a read never creates the database).
+    #[inline]
+    fn read_conn(&self) -> Result<Option<Pooled<'_, Connection>>> {
+        if !self.inner.ready.load(Ordering::Acquire) {
+            if !Path::new(&self.inner.path).exists() {
+                return Ok(None);
+            }
+            let conn = self.pooled()?;
+            if !self.table_exists(&conn)? {
+                return Ok(None);
+            }
+            self.inner.ready.store(true, Ordering::Release);
+            return Ok(Some(conn));
+        }
+        self.pooled().map(Some)
+    }
+
+    #[inline]
+    fn pooled(&self) -> Result<Pooled<'_, Connection>> {
         let wait = self.inner.busy_timeout.max(Duration::from_secs(1));
         self.inner
             .pool
@@ -561,6 +698,7 @@ impl SqliteBackend {
     fn fail(&self, what: &str, err: rusqlite::Error) -> Error {
         if what != "creating the table" && err.to_string().contains("no such table") {
             // Someone dropped the table: this call fails, the next finds it again.
+            self.inner.ready.store(false, Ordering::Release);
             if let Err(e) = self.create_table() {
                 log::warn!("polycache: re-creating the dropped table failed: {e}");
             }
@@ -700,7 +838,9 @@ impl Backend for SqliteBackend {
 
     fn get(&self, key: &[u8]) -> Result<Option<Value>> {
         let hash = key_hash(key);
-        let conn = self.conn()?;
+        let Some(conn) = self.read_conn()? else {
+            return Ok(None);
+        };
         match self
             .read(&conn, hash, key, now_ms())
             .map_err(|e| self.fail("get", e))?
@@ -738,7 +878,9 @@ impl Backend for SqliteBackend {
     }
 
     fn delete(&self, key: &[u8]) -> Result<bool> {
-        let conn = self.conn()?;
+        let Some(conn) = self.read_conn()? else {
+            return Ok(false);
+        };
         conn.prepare_cached(&self.inner.q.delete)
             .and_then(|mut s| {
                 s.query_row(params![key_hash(key), key, now_ms()], |r| {
@@ -751,7 +893,9 @@ impl Backend for SqliteBackend {
     }
 
     fn has_key(&self, key: &[u8]) -> Result<bool> {
-        let conn = self.conn()?;
+        let Some(conn) = self.read_conn()? else {
+            return Ok(false);
+        };
         conn.prepare_cached(&self.inner.q.has_key)
             .and_then(|mut s| s.exists(params![key_hash(key), key, now_ms()]))
             .map_err(|e| self.fail("has_key", e))
@@ -759,7 +903,9 @@ impl Backend for SqliteBackend {
 
     fn touch(&self, key: &[u8], ttl: Option<Duration>) -> Result<bool> {
         let now = now_ms();
-        let conn = self.conn()?;
+        let Some(conn) = self.read_conn()? else {
+            return Ok(false);
+        };
         conn.prepare_cached(&self.inner.q.touch)
             .and_then(|mut s| s.execute(params![key_hash(key), key, expires_at(now, ttl), now]))
             .map(|n| n > 0)
@@ -768,7 +914,9 @@ impl Backend for SqliteBackend {
 
     fn incr(&self, key: &[u8], delta: i64) -> Result<i64> {
         let hash = key_hash(key);
-        let conn = self.conn()?;
+        let Some(conn) = self.read_conn()? else {
+            return Err(not_found(key));
+        };
         // A refusal is classified by reading the row; if it changed meanwhile so that the
         // update would now succeed, try again (bounded).
         for _ in 0..16 {
@@ -822,7 +970,9 @@ impl Backend for SqliteBackend {
             keys.iter().copied().filter(|k| seen.insert(*k)).collect()
         };
         let now = now_ms();
-        let conn = self.conn()?;
+        let Some(conn) = self.read_conn()? else {
+            return Ok(out);
+        };
         let mut corrupt = Vec::new();
         for chunk in unique.chunks(IN_CHUNK) {
             let mut run = || -> rusqlite::Result<()> {
@@ -935,7 +1085,9 @@ impl Backend for SqliteBackend {
             return Ok(0);
         }
         let now = now_ms();
-        let mut conn = self.conn()?;
+        let Some(mut conn) = self.read_conn()? else {
+            return Ok(0);
+        };
         let run = |conn: &mut Connection| -> rusqlite::Result<usize> {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let mut n = 0;
@@ -958,7 +1110,9 @@ impl Backend for SqliteBackend {
     }
 
     fn clear(&self, prefix: &[u8]) -> Result<()> {
-        let conn = self.conn()?;
+        let Some(conn) = self.read_conn()? else {
+            return Ok(());
+        };
         let result = if prefix.is_empty() {
             conn.execute(&self.inner.q.clear_all, [])
         } else {

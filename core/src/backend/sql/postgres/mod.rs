@@ -306,6 +306,16 @@ impl PostgresBackend {
         Ok(())
     }
 
+    /// The statements [`PostgresBackend::create_table`] runs when the table is missing,
+    /// without running them (or connecting).
+    pub fn create_table_sql(&self) -> Vec<String> {
+        let mut sql = vec![self.inner.q.create.clone()];
+        if self.inner.cull.is_some() {
+            sql.push(self.inner.q.count_create.clone());
+        }
+        sql
+    }
+
     /// The exact number of rows in the table, expired ones included (a `COUNT(*)`: for
     /// monitoring and tests, not for every write).
     pub fn entry_count(&self) -> Result<u64> {
