@@ -88,12 +88,7 @@ impl AsyncPool {
                 Found::Busy(returned) => returned,
             };
             let left = deadline.saturating_duration_since(Instant::now());
-            // A connection given back since `take` left a permit: this returns at once.
-            let woken = {
-                let _timer = crate::runtime::handle()?.enter();
-                tokio::time::timeout(left, returned.notified())
-            };
-            if woken.await.is_err() {
+            if left.is_zero() {
                 return Err(Error::new(
                     ErrorKind::Timeout,
                     format!(
@@ -102,6 +97,14 @@ impl AsyncPool {
                     ),
                 ));
             }
+            // A connection given back since `take` left a permit: this returns at once. The
+            // wait is sliced: a waiter that took a permit and was then dropped (a cancelled
+            // call) leaves a connection idle with nobody woken, so look again now and then.
+            let woken = {
+                let _timer = crate::runtime::handle()?.enter();
+                tokio::time::timeout(left.min(REGRAB), returned.notified())
+            };
+            let _ = woken.await;
         };
         // The slot is given back if connecting fails or the caller stops waiting.
         let mut slot = Slot {
@@ -135,6 +138,9 @@ impl AsyncPool {
         drop(idle);
     }
 }
+
+/// How long a caller waiting for a busy pool sleeps before it looks again (see `get`).
+const REGRAB: Duration = Duration::from_millis(20);
 
 /// A counted slot whose connection is being opened.
 struct Slot<'a> {
