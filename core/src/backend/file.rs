@@ -257,11 +257,17 @@ impl PackFile {
     }
 }
 
+/// How long eviction candidates stay in their order (see `EvictState::collected_at`).
+const CANDIDATES_FRESH_MS: u64 = 250;
+
 #[derive(Default)]
 struct EvictState {
     lock_file: Option<LockFile>,
     /// Entries seen by the last scan, expired first, then oldest first.
     candidates: VecDeque<Candidate>,
+    /// When (ms) the candidates were collected: an older list no longer puts the entries
+    /// that have expired since first, so eviction collects anew.
+    collected_at: u64,
 }
 
 struct Candidate {
@@ -1798,6 +1804,7 @@ impl Inner {
             totals.1 += locked.h.live_bytes;
         }
         state.candidates = order_candidates(candidates, now);
+        state.collected_at = now;
         Ok(totals)
     }
 
@@ -1848,6 +1855,7 @@ impl Inner {
             }
         }
         state.candidates = order_candidates(candidates, now);
+        state.collected_at = now;
         Ok(())
     }
 
@@ -1873,6 +1881,9 @@ impl Inner {
     /// Evicts until the counters are at 90% of the bounds. Holds the eviction lock.
     fn evict_locked(&self, state: &mut EvictState) -> Result<()> {
         self.refresh_counts();
+        if now_ms().saturating_sub(state.collected_at) > CANDIDATES_FRESH_MS {
+            state.candidates.clear();
+        }
         let mut scanned = false;
         loop {
             let (entries, bytes) = self.estimate();
@@ -2067,32 +2078,40 @@ impl Locked<'_> {
     }
 
     /// Probes for `key` under the lock; corrupt entries met on the way are removed first.
+    /// The answer is `Found` or `Absent`, never `Moved` or `Suspect`.
     fn find(&mut self, hash: u128, key: &[u8], _now: u64) -> Result<Probe> {
         let pf = self.pf().clone();
         let mut bad = Vec::new();
-        let probe = self.inner.probe(&pf, hash, key, Some(&mut bad))?;
-        if bad.is_empty() {
-            return match probe {
-                Probe::Suspect => {
-                    // Only a damaged index gets here (cut short, or full): rebuild it from
-                    // what verifies, then look again.
-                    self.rebuild(now_ms(), &|_| true)?;
-                    let pf = self.pf().clone();
-                    match self.inner.probe(&pf, hash, key, Some(&mut Vec::new()))? {
-                        Probe::Suspect | Probe::Moved => Err(Error::new(
-                            ErrorKind::Io,
-                            format!(
-                                "file:// cache: the index of {} stays unreadable after a rebuild",
-                                self.path().display()
-                            ),
-                        )),
-                        p => Ok(p),
-                    }
-                }
-                p => Ok(p),
-            };
+        let mut probe = self.inner.probe(&pf, hash, key, Some(&mut bad))?;
+        if !bad.is_empty() {
+            self.remove_bad(&bad, hash)?;
+            let pf = self.pf().clone();
+            probe = self.inner.probe(&pf, hash, key, Some(&mut Vec::new()))?;
         }
-        for b in &bad {
+        match probe {
+            Probe::Suspect | Probe::Moved => {
+                // Only a damaged index gets here (cut short, or full): rebuild it from
+                // what verifies, then look again.
+                self.rebuild(now_ms(), &|_| true)?;
+                let pf = self.pf().clone();
+                match self.inner.probe(&pf, hash, key, Some(&mut Vec::new()))? {
+                    Probe::Suspect | Probe::Moved => Err(Error::new(
+                        ErrorKind::Io,
+                        format!(
+                            "file:// cache: the index of {} stays unreadable after a rebuild",
+                            self.path().display()
+                        ),
+                    )),
+                    p => Ok(p),
+                }
+            }
+            p => Ok(p),
+        }
+    }
+
+    /// Removes the entries of `bad` (they failed their checks) from the index and counters.
+    fn remove_bad(&mut self, bad: &[BadSlot], hash: u128) -> Result<()> {
+        for b in bad {
             self.h.live_entries = self.h.live_entries.saturating_sub(1);
             if !slot_is_large(b.slot) {
                 let len = slot_len(b.slot) as u64;
@@ -2101,14 +2120,13 @@ impl Locked<'_> {
             }
         }
         self.write_header()?;
-        for b in &bad {
+        for b in bad {
             self.write_slot(b.pos, SLOT_TOMB)?;
             if slot_is_large(b.slot) {
                 let _ = fs::remove_file(self.inner.entry_path(hash));
             }
         }
-        let pf = self.pf().clone();
-        self.inner.probe(&pf, hash, key, Some(&mut Vec::new()))
+        Ok(())
     }
 
     /// The live entry of `key`, removing it first when it has expired.
@@ -2162,7 +2180,13 @@ impl Locked<'_> {
                 self.h.live_entries += 1;
                 (at, None)
             }
-            Probe::Moved | Probe::Suspect => unreachable!("locked probes are decided"),
+            // `find` never answers these; an error rather than a panic all the same.
+            Probe::Moved | Probe::Suspect => {
+                return Err(Error::new(
+                    ErrorKind::Io,
+                    "file:// cache: an undecided index probe reached a write",
+                ))
+            }
         };
         let old_large = old
             .as_ref()
