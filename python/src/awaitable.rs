@@ -181,7 +181,9 @@ impl Awaitable {
     }
 }
 
-/// CPython's `am_send` slot: a step of the await without a `StopIteration` for the answer.
+/// CPython's `am_send` slot: a step of the await without a `StopIteration` for the answer
+/// (CPython 3.10 and later; older ones step through `__next__`).
+#[cfg(Py_3_10)]
 unsafe extern "C" fn am_send(
     slf: *mut ffi::PyObject,
     _arg: *mut ffi::PyObject,
@@ -241,7 +243,10 @@ pub(crate) fn install(m: &Bound<'_, PyModule>) -> PyResult<()> {
         let tp = ty.as_type_ptr();
         let table = (*tp).tp_as_async;
         if !table.is_null() {
-            (*table).am_send = Some(am_send);
+            #[cfg(Py_3_10)]
+            {
+                (*table).am_send = Some(am_send);
+            }
             (*table).am_await = Some(am_await);
         }
     }
