@@ -76,6 +76,22 @@ fn entries_are_raw_bytes_under_djangos_keys_and_keep_their_ttl() {
     assert_eq!(c.incr("theirs", 1).unwrap(), 43);
 }
 
+/// Redis counts expiry in whole milliseconds from the truncated time of the write, so `PX
+/// 1000` kept a key alive for up to 1,001 ms: a read one second after the write found it about
+/// half the time (Django's `test_cache_page_timeout` saw it). The time here is a lower bound
+/// the test waits out, not a measurement.
+#[test]
+fn an_entry_is_gone_once_its_ttl_has_passed_since_the_write() {
+    let redis = RedisServer::start().unwrap();
+    let c = open(&redis.url());
+    for round in 0..4 {
+        c.set("brief", b"x", Expiry::After(Duration::from_millis(300)))
+            .unwrap();
+        thread::sleep(Duration::from_millis(300));
+        assert_eq!(c.get("brief").unwrap(), None, "round {round}");
+    }
+}
+
 #[test]
 fn clear_removes_only_the_prefix_and_flush_db_everything() {
     let redis = RedisServer::start().unwrap();

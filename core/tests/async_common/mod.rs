@@ -45,7 +45,10 @@ pub async fn many_tasks(cache: &Cache) {
     for t in tasks {
         t.await.unwrap();
     }
-    assert!(cache.set_async("total", b"1000", Expiry::Never).await.unwrap());
+    assert!(cache
+        .set_async("total", b"1000", Expiry::Never)
+        .await
+        .unwrap());
     let mut tasks = Vec::new();
     for i in 0..256 {
         let c = cache.clone();

@@ -695,9 +695,14 @@ fn closed_by_server(err: &RedisError) -> bool {
     !err.is_timeout() && err.is_connection_dropped()
 }
 
-/// `PX` milliseconds for `ttl`, rounded up so a sub-millisecond TTL still expires later.
+/// `PX` milliseconds for `ttl`: one less than its whole milliseconds, at least 1.
+///
+/// Redis expires a key once its clock, in whole milliseconds, is past the time of the write
+/// (truncated) plus `PX`, so `PX n` keeps a key for up to n + 1 ms. Sending n − 1 means a value
+/// is never served once its TTL has passed since the write was acknowledged (with `PX 1000`,
+/// a read one second after the write found the key alive about half the time).
 fn px(ttl: Duration) -> u64 {
-    ttl.as_nanos().div_ceil(1_000_000).clamp(1, MAX_PX) as u64
+    (ttl.as_millis().saturating_sub(1)).clamp(1, MAX_PX) as u64
 }
 
 fn unexpected(v: &redis::Value) -> RedisError {
@@ -1008,9 +1013,11 @@ mod tests {
     }
 
     #[test]
-    fn px_rounds_up_and_clamps() {
+    fn px_never_outlives_the_ttl_and_clamps() {
         assert_eq!(px(Duration::from_micros(1)), 1);
-        assert_eq!(px(Duration::from_millis(1500)), 1500);
+        assert_eq!(px(Duration::from_millis(2)), 1);
+        assert_eq!(px(Duration::from_millis(1500)), 1499);
+        assert_eq!(px(Duration::from_micros(1_500_900)), 1499);
         assert_eq!(px(Duration::MAX), MAX_PX as u64);
     }
 
