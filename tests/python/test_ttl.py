@@ -92,6 +92,9 @@ def test_expire_pexpire_and_persist(c: Any) -> None:
     assert c.persist("k") is True
     assert c.ttl("k") is None
     assert c.get("k") == 1
+    assert c.expire("k", 600) is True
+    assert c.expire("k", None) is True, "None never expires, as for touch"
+    assert c.ttl("k") is None
     assert c.expire("missing", 10) is False
     assert c.pexpire("missing", 10) is False
     assert c.persist("missing") is False
@@ -157,7 +160,7 @@ def test_incr_with_ignore_key_check_creates_the_key(c: Any) -> None:
     assert c.get("n") == 7
     assert c.ttl("n") is None, "created without an expiry, as Redis' INCRBY creates it"
     c.set("text", "abc")
-    with pytest.raises(ValueError):
+    with pytest.raises(polycache.NotAnIntegerError):
         c.incr("text", ignore_key_check=True)
     assert c.get("text") == "abc"
 
@@ -166,7 +169,7 @@ def test_async_twins_answer_as_the_sync_methods(c: Any) -> None:
     async def scenario() -> list[Any]:
         return [
             await c.aset("k", 1, None, nx=True),
-            await c.aset("k", 2, xx=True),
+            await c.aset("k", 2, None, xx=True),
             await c.attl("k"),
             await c.apttl("missing"),
             await c.aexpire("k", 600),
@@ -186,7 +189,7 @@ def test_async_twins_answer_as_the_sync_methods(c: Any) -> None:
 @pytest.mark.parametrize("face", FACES)
 def test_bad_arguments_are_clear_errors(face: str) -> None:
     c = Cache("memory://") if face == "polycache" else django_cache("memory://", "bad")
-    c.set("k", 1)
+    c.set("k", 1, None)
     for call in [
         lambda: c.expire_at("k", "tomorrow"),
         lambda: c.pexpire_at("k", None),
