@@ -188,15 +188,16 @@ def test_async_twins_answer_as_the_sync_methods(c: Any) -> None:
 
 @pytest.mark.parametrize("face", FACES)
 def test_bad_arguments_are_clear_errors(face: str) -> None:
-    c = Cache("memory://") if face == "polycache" else django_cache("memory://", "bad")
+    c: Any = Cache("memory://") if face == "polycache" else django_cache("memory://", "bad")
     c.set("k", 1, None)
-    for call in [
+    calls: list[Callable[[], object]] = [
         lambda: c.expire_at("k", "tomorrow"),
         lambda: c.pexpire_at("k", None),
         lambda: c.expire("k", "soon"),
         lambda: c.incr("k", ignore_key_check="yes"),
         lambda: c.set("k", 1, nx="yes"),
-    ]:
+    ]
+    for call in calls:
         with pytest.raises(TypeError):
             call()
     with pytest.raises(ValueError, match="NaN"):
@@ -213,12 +214,13 @@ def test_bad_arguments_are_clear_errors(face: str) -> None:
 
 def test_dead_server_is_a_connection_error() -> None:
     c = Cache(f"redis://127.0.0.1:{servers.free_port()}/0")
-    for call in [
+    calls: list[Callable[[], object]] = [
         lambda: c.ttl("k"),
         lambda: c.expire("k", 5),
         lambda: c.persist("k"),
         lambda: c.set("k", 1, xx=True),
         lambda: c.incr("k", ignore_key_check=True),
-    ]:
+    ]
+    for call in calls:
         with pytest.raises(polycache.ConnectionError):
             call()
