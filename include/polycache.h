@@ -216,6 +216,26 @@ typedef struct polycache_backend_vtable {
      * it are done). May be NULL.
      */
     void (*release)(void *user_data);
+    /**
+     * How long `key` has left: returns OK with `*ttl_ms_out` = the milliseconds left or
+     * `POLYCACHE_TTL_NEVER`, or `POLYCACHE_RESULT_MISS` for a missing key. May be NULL:
+     * `polycache_cache_ttl` then gives `POLYCACHE_RESULT_UNSUPPORTED`.
+     */
+    polycache_result (*ttl)(void *user_data,
+                            const uint8_t *key,
+                            size_t key_len,
+                            int64_t *ttl_ms_out);
+    /**
+     * Stores only if `key` is present, atomically; `*stored_out` = whether it stored. May
+     * be NULL: `polycache_cache_replace` then gives `POLYCACHE_RESULT_UNSUPPORTED`.
+     */
+    polycache_result (*replace)(void *user_data,
+                                const uint8_t *key,
+                                size_t key_len,
+                                const uint8_t *value,
+                                size_t value_len,
+                                int64_t ttl_ms,
+                                bool *stored_out);
 } polycache_backend_vtable;
 
 /**
@@ -310,7 +330,8 @@ typedef void (*polycache_log_callback)(void *user_data,
 /**
  * Which non-blocking call a completion answers: `POLYCACHE_OP_GET`, `POLYCACHE_OP_SET`,
  * `POLYCACHE_OP_DELETE`, `POLYCACHE_OP_INCR`, `POLYCACHE_OP_GET_MANY`,
- * `POLYCACHE_OP_SET_MANY`. Values are stable; new operations are only ever appended.
+ * `POLYCACHE_OP_SET_MANY`, `POLYCACHE_OP_TTL`, `POLYCACHE_OP_INCR_OR_CREATE`. Values are
+ * stable; new operations are only ever appended.
  */
 typedef uint32_t polycache_op;
 
@@ -343,7 +364,8 @@ typedef struct polycache_completion {
      */
     struct polycache_value *value;
     /**
-     * `incr` with `OK`: the new value. 0 otherwise.
+     * `incr` and `incr_or_create` with `OK`: the new value; `ttl` with `OK`: the
+     * milliseconds left or `POLYCACHE_TTL_NEVER`. 0 otherwise.
      */
     int64_t integer;
     /**
@@ -433,6 +455,16 @@ typedef struct polycache_completion {
  * `polycache_cache_set_many_start`.
  */
 #define POLYCACHE_OP_SET_MANY 5
+
+/**
+ * `polycache_cache_ttl_start`.
+ */
+#define POLYCACHE_OP_TTL 6
+
+/**
+ * `polycache_cache_incr_or_create_start`.
+ */
+#define POLYCACHE_OP_INCR_OR_CREATE 7
 
 /**
  * Success; outputs were written.
@@ -811,6 +843,93 @@ polycache_result polycache_cache_stats_prometheus(const struct polycache_cache *
                                                   const char *name,
                                                   struct polycache_value **text_out,
                                                   struct polycache_error **error_out);
+
+/**
+ * How long `key` has left: `*ttl_ms_out` receives the milliseconds left (at least 1), or
+ * `POLYCACHE_TTL_NEVER` for a key that never expires.
+ *
+ * A missing (or expired) key gives `POLYCACHE_RESULT_MISS` and writes nothing: django-redis'
+ * `ttl` answers 0 for it. A custom backend without a `ttl` callback gives
+ * `POLYCACHE_RESULT_UNSUPPORTED`. memcached counts whole seconds.
+ */
+polycache_result polycache_cache_ttl(const struct polycache_cache *cache,
+                                     const char *key,
+                                     int64_t *ttl_ms_out,
+                                     struct polycache_error **error_out);
+
+/**
+ * Makes `key` never expire; `*persisted_out` receives true when the key was present.
+ */
+polycache_result polycache_cache_persist(const struct polycache_cache *cache,
+                                         const char *key,
+                                         bool *persisted_out,
+                                         struct polycache_error **error_out);
+
+/**
+ * Makes `key` expire at `unix_ms` (milliseconds since the Unix epoch); a time that is not
+ * in the future removes the key, as Redis' `PEXPIREAT` does. `*touched_out` receives true
+ * when the key was present.
+ */
+polycache_result polycache_cache_expire_at(const struct polycache_cache *cache,
+                                           const char *key,
+                                           int64_t unix_ms,
+                                           bool *touched_out,
+                                           struct polycache_error **error_out);
+
+/**
+ * Stores the `len` bytes at `value` under `key` only if the key is present (django-redis'
+ * `set(..., xx=True)`, Redis' `SET XX`), atomically; `*stored_out` receives true when it
+ * stored.
+ *
+ * `ttl_ms` is as for `polycache_cache_set`; with an already-expired TTL the key is removed
+ * and `*stored_out` says whether it was present, as django-redis does. A custom backend
+ * without a `replace` callback gives `POLYCACHE_RESULT_UNSUPPORTED`.
+ */
+polycache_result polycache_cache_replace(const struct polycache_cache *cache,
+                                         const char *key,
+                                         const uint8_t *value,
+                                         size_t len,
+                                         int64_t ttl_ms,
+                                         bool *stored_out,
+                                         struct polycache_error **error_out);
+
+/**
+ * Adds `delta` to the integer under `key`, creating a missing key at `delta` (from 0,
+ * never expiring) instead of failing: django-redis' `incr(..., ignore_key_check=True)`.
+ * `*value_out` receives the new value. Other errors as for `polycache_cache_incr`.
+ */
+polycache_result polycache_cache_incr_or_create(const struct polycache_cache *cache,
+                                                const char *key,
+                                                int64_t delta,
+                                                int64_t *value_out,
+                                                struct polycache_error **error_out);
+
+/**
+ * Starts `polycache_cache_ttl(cache, key)` without blocking; its completion
+ * (`POLYCACHE_OP_TTL`) arrives on `queue` with `user_data`.
+ *
+ * The completion's `result` is `OK` with the milliseconds left (or `POLYCACHE_TTL_NEVER`)
+ * in `integer`, `MISS` for a missing key, or an error with its `error`. Start codes,
+ * inline completion and threads are as for `polycache_cache_get_start`.
+ */
+polycache_result polycache_cache_ttl_start(const struct polycache_cache *cache,
+                                           const struct polycache_queue *queue,
+                                           const char *key,
+                                           void *user_data,
+                                           struct polycache_error **error_out);
+
+/**
+ * Starts `polycache_cache_incr_or_create(cache, key, delta)` without blocking; its
+ * completion (`POLYCACHE_OP_INCR_OR_CREATE`) arrives on `queue` with `user_data`, with the
+ * new value in `integer` as for `polycache_cache_incr_start`. Start codes, inline
+ * completion and threads are as for `polycache_cache_get_start`.
+ */
+polycache_result polycache_cache_incr_or_create_start(const struct polycache_cache *cache,
+                                                      const struct polycache_queue *queue,
+                                                      const char *key,
+                                                      int64_t delta,
+                                                      void *user_data,
+                                                      struct polycache_error **error_out);
 
 /**
  * Starts `polycache_cache_get(cache, key)` without blocking; its completion

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 mod asynchronous;
+mod lifetime;
 
 /// The default TTL of a cache when none is configured: 300 seconds, Django's default.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);

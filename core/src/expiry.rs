@@ -88,3 +88,61 @@ impl Ttl {
         }
     }
 }
+
+/// How long a stored key has left: the answer of [`crate::Cache::ttl`].
+///
+/// Redis' `PTTL` answers -2 (missing), -1 (no expiry) or milliseconds; django-redis maps
+/// those to `0`, `None` and a number. This type names the three cases.
+///
+/// ```
+/// use polycache::TimeToLive;
+/// use std::time::Duration;
+/// let left = TimeToLive::Left(Duration::from_millis(1500));
+/// assert_eq!(left.as_secs_rounded(), Some(2));
+/// assert_eq!(left.as_millis(), Some(1500));
+/// assert_eq!(TimeToLive::Forever.as_secs_rounded(), None);
+/// assert_eq!(TimeToLive::Missing.as_millis(), Some(0));
+/// ```
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TimeToLive {
+    /// The key is not in the cache (or has expired).
+    Missing,
+    /// The key is present and never expires.
+    Forever,
+    /// The key is present and expires after this long.
+    Left(Duration),
+}
+
+impl TimeToLive {
+    /// The remaining lifetime of an entry with an absolute `deadline`, as the time left
+    /// from `now`; an entry whose deadline has passed is [`TimeToLive::Missing`].
+    pub(crate) fn until(deadline: Duration, now: Duration) -> TimeToLive {
+        match deadline.checked_sub(now) {
+            Some(left) if !left.is_zero() => TimeToLive::Left(left),
+            _ => TimeToLive::Missing,
+        }
+    }
+
+    /// Seconds as Redis' `TTL` and django-redis' `ttl` answer: rounded to the nearest
+    /// second (half up), `0` for a missing key, `None` for a key that never expires.
+    pub fn as_secs_rounded(self) -> Option<u64> {
+        match self {
+            TimeToLive::Missing => Some(0),
+            TimeToLive::Forever => None,
+            TimeToLive::Left(d) => {
+                Some(u64::try_from((d.as_millis() + 500) / 1000).unwrap_or(u64::MAX))
+            }
+        }
+    }
+
+    /// Milliseconds as django-redis' `pttl` answers: `0` for a missing key, `None` for a key
+    /// that never expires.
+    pub fn as_millis(self) -> Option<u64> {
+        match self {
+            TimeToLive::Missing => Some(0),
+            TimeToLive::Forever => None,
+            TimeToLive::Left(d) => Some(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+        }
+    }
+}

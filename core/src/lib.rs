@@ -46,7 +46,7 @@ pub use cache::{
 pub use codec::{COMPRESSED_MAGIC, DEFAULT_COMPRESS_LEVEL, SIGNED_MAGIC};
 pub use envelope::{Envelope, ENVELOPE_HEADER, ENVELOPE_MAGIC};
 pub use error::{Error, ErrorKind, Result};
-pub use expiry::Expiry;
+pub use expiry::{Expiry, TimeToLive};
 pub use flight::{Lookup, RefreshPolicy};
 pub use jobs::{
     stop_refreshes, AsyncFetch, CacheStatus, Fetch, Fetched, Job, JobOptions, JobResult,

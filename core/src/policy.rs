@@ -3,6 +3,7 @@
 
 use crate::backend::{AsyncAccess, AsyncBackend, Backend, BoxFuture};
 use crate::error::{Error, ErrorKind, Result};
+use crate::expiry::TimeToLive;
 use crate::location::Options;
 use crate::value::Value;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -314,6 +315,18 @@ impl AsyncBackend for GuardedAsync {
     fn clear<'a>(&'a self, prefix: &'a [u8]) -> BoxFuture<'a, Result<()>> {
         self.guard(self.inner.clear(prefix))
     }
+
+    fn ttl<'a>(&'a self, key: &'a [u8]) -> BoxFuture<'a, Result<TimeToLive>> {
+        self.guard(self.inner.ttl(key))
+    }
+    fn replace<'a>(
+        &'a self,
+        key: &'a [u8],
+        value: &'a [u8],
+        ttl: Option<Duration>,
+    ) -> BoxFuture<'a, Result<bool>> {
+        self.guard(self.inner.replace(key, value, ttl))
+    }
 }
 
 impl Backend for Guarded {
@@ -378,6 +391,14 @@ impl Backend for Guarded {
     }
     fn evictions(&self) -> u64 {
         self.inner.evictions()
+    }
+
+    fn ttl(&self, key: &[u8]) -> Result<TimeToLive> {
+        self.breaker.call(self.name(), || self.inner.ttl(key))
+    }
+    fn replace(&self, key: &[u8], value: &[u8], ttl: Option<Duration>) -> Result<bool> {
+        self.breaker
+            .call(self.name(), || self.inner.replace(key, value, ttl))
     }
 }
 

@@ -14,6 +14,7 @@
 
 use crate::backend::{AsyncAccess, AsyncBackend, Backend, BoxFuture, OnBlockingPool};
 use crate::error::{Error, Result};
+use crate::expiry::TimeToLive;
 use crate::location::{Location, Options};
 use crate::policy::{FailurePolicy, Guarded};
 use crate::value::Value;
@@ -533,6 +534,27 @@ impl Backend for TieredBackend {
     fn evictions(&self) -> u64 {
         self.l1.evictions() + self.l2.evictions()
     }
+
+    /// L2's answer: L1 holds copies for at most `l1_timeout`, L2 the entry's own TTL.
+    fn ttl(&self, key: &[u8]) -> Result<TimeToLive> {
+        self.l2.ttl(key)
+    }
+
+    fn replace(&self, key: &[u8], value: &[u8], ttl: Option<Duration>) -> Result<bool> {
+        let stored = self.gate.write(|| {
+            let stored = self.l2.replace(key, value, ttl).inspect_err(|_| {
+                let _ = self.l1.delete(key);
+            })?;
+            if stored {
+                self.write_l1(key, value, ttl);
+            } else {
+                let _ = self.l1.delete(key);
+            }
+            Ok::<bool, Error>(stored)
+        })?;
+        self.publish_key(key);
+        Ok(stored)
+    }
 }
 
 impl TieredBackend {
@@ -663,6 +685,18 @@ impl AsyncBackend for TieredAsync {
     }
     fn clear<'a>(&'a self, prefix: &'a [u8]) -> BoxFuture<'a, Result<()>> {
         self.writes.clear(prefix)
+    }
+
+    fn ttl<'a>(&'a self, key: &'a [u8]) -> BoxFuture<'a, Result<TimeToLive>> {
+        self.l2.ttl(key)
+    }
+    fn replace<'a>(
+        &'a self,
+        key: &'a [u8],
+        value: &'a [u8],
+        ttl: Option<Duration>,
+    ) -> BoxFuture<'a, Result<bool>> {
+        self.writes.replace(key, value, ttl)
     }
 }
 

@@ -1,7 +1,9 @@
 //! Failing open and the circuit breaker, on a custom backend that can be taken down.
 
 use polycache::backend::memory::{MemoryBackend, MemoryOptions};
-use polycache::{Backend, Cache, Error, ErrorKind, Expiry, FailurePolicy, Result, Value};
+use polycache::{
+    Backend, Cache, Error, ErrorKind, Expiry, FailurePolicy, Result, TimeToLive, Value,
+};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -62,6 +64,14 @@ impl Backend for Switchable {
     fn clear(&self, prefix: &[u8]) -> Result<()> {
         self.check()?;
         self.store.clear(prefix)
+    }
+    fn ttl(&self, key: &[u8]) -> Result<TimeToLive> {
+        self.check()?;
+        self.store.ttl(key)
+    }
+    fn replace(&self, key: &[u8], value: &[u8], ttl: Option<Duration>) -> Result<bool> {
+        self.check()?;
+        self.store.replace(key, value, ttl)
     }
 }
 
@@ -169,4 +179,29 @@ fn policy_options_come_from_the_url() {
             "{url}: {err}"
         );
     }
+}
+
+#[test]
+fn lifetime_operations_fail_closed_or_open_like_the_others() {
+    let b = Switchable::new();
+    let closed = cache(&b, policy(false, 0, 0));
+    let open = cache(&b, policy(true, 0, 0));
+    closed.set("k", b"1", Expiry::Never).unwrap();
+    b.down.store(true, Ordering::SeqCst);
+    let later = std::time::SystemTime::now() + Duration::from_secs(60);
+    assert!(closed.ttl("k").unwrap_err().is_connection());
+    assert!(closed.persist("k").unwrap_err().is_connection());
+    assert!(closed.expire_at("k", later).unwrap_err().is_connection());
+    let err = closed.replace("k", b"2", Expiry::Never).unwrap_err();
+    assert!(err.is_connection());
+    assert!(closed.incr_or_create("k", 1).unwrap_err().is_connection());
+    // Failing open: a read answers "missing", a write "not done"; a counter still raises.
+    assert_eq!(open.ttl("k").unwrap(), TimeToLive::Missing);
+    assert!(!open.persist("k").unwrap());
+    assert!(!open.expire_at("k", later).unwrap());
+    assert!(!open.replace("k", b"2", Expiry::Never).unwrap());
+    assert!(open.incr_or_create("k", 1).unwrap_err().is_connection());
+    b.down.store(false, Ordering::SeqCst);
+    assert_eq!(closed.ttl("k").unwrap(), TimeToLive::Forever);
+    assert_eq!(closed.get("k").unwrap().as_deref(), Some(&b"1"[..]));
 }

@@ -9,7 +9,7 @@ use crate::panic::boundary;
 use crate::result::{
     kind_for_result, name_of, polycache_result, Failure, POLYCACHE_RESULT_MISS, POLYCACHE_RESULT_OK,
 };
-use polycache::{Backend, Cache, Error, ErrorKind, Value};
+use polycache::{Backend, Cache, Error, ErrorKind, TimeToLive, Value};
 use std::ffi::{c_char, c_void};
 use std::sync::Arc;
 use std::time::Duration;
@@ -118,6 +118,30 @@ pub struct polycache_backend_vtable {
     /// last cache over this backend is freed (and the last job and background refresh using
     /// it are done). May be NULL.
     pub release: Option<unsafe extern "C" fn(user_data: *mut c_void)>,
+    /// How long `key` has left: returns OK with `*ttl_ms_out` = the milliseconds left or
+    /// `POLYCACHE_TTL_NEVER`, or `POLYCACHE_RESULT_MISS` for a missing key. May be NULL:
+    /// `polycache_cache_ttl` then gives `POLYCACHE_RESULT_UNSUPPORTED`.
+    pub ttl: Option<
+        unsafe extern "C" fn(
+            user_data: *mut c_void,
+            key: *const u8,
+            key_len: usize,
+            ttl_ms_out: *mut i64,
+        ) -> polycache_result,
+    >,
+    /// Stores only if `key` is present, atomically; `*stored_out` = whether it stored. May
+    /// be NULL: `polycache_cache_replace` then gives `POLYCACHE_RESULT_UNSUPPORTED`.
+    pub replace: Option<
+        unsafe extern "C" fn(
+            user_data: *mut c_void,
+            key: *const u8,
+            key_len: usize,
+            value: *const u8,
+            value_len: usize,
+            ttl_ms: i64,
+            stored_out: *mut bool,
+        ) -> polycache_result,
+    >,
 }
 
 /// The core's `Backend` over a C vtable.
@@ -279,6 +303,46 @@ impl Backend for CBackend {
         // SAFETY: see the impl's comment; prefix lives until the call returns.
         let code = unsafe { clear(self.user_data.ptr(), prefix.as_ptr(), prefix.len()) };
         Self::check("clear", code)
+    }
+
+    fn ttl(&self, key: &[u8]) -> polycache::Result<TimeToLive> {
+        let ttl = self.vtable.ttl.ok_or_else(|| unsupported("ttl"))?;
+        let mut ms = 0;
+        // SAFETY: see the impl's comment; key and ms live until the call returns.
+        let code = unsafe { ttl(self.user_data.ptr(), key.as_ptr(), key.len(), &mut ms) };
+        match code {
+            POLYCACHE_RESULT_MISS => Ok(TimeToLive::Missing),
+            POLYCACHE_RESULT_OK if ms == POLYCACHE_TTL_NEVER => Ok(TimeToLive::Forever),
+            POLYCACHE_RESULT_OK if ms > 0 => {
+                Ok(TimeToLive::Left(Duration::from_millis(ms.unsigned_abs())))
+            }
+            POLYCACHE_RESULT_OK => Err(Error::new(
+                ErrorKind::Backend,
+                format!(
+                    "the custom backend's ttl callback answered {ms} ms: expected a positive \
+                     count or POLYCACHE_TTL_NEVER"
+                ),
+            )),
+            code => Err(callback_error("ttl", code)),
+        }
+    }
+
+    fn replace(&self, key: &[u8], value: &[u8], ttl: Option<Duration>) -> polycache::Result<bool> {
+        let replace = self.vtable.replace.ok_or_else(|| unsupported("replace"))?;
+        let mut stored = false;
+        // SAFETY: see the impl's comment; key, value and stored live until the call returns.
+        let code = unsafe {
+            replace(
+                self.user_data.ptr(),
+                key.as_ptr(),
+                key.len(),
+                value.as_ptr(),
+                value.len(),
+                ttl_ms(ttl),
+                &mut stored,
+            )
+        };
+        Self::check("replace", code).map(|()| stored)
     }
 }
 

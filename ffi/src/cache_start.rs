@@ -40,7 +40,7 @@ unsafe fn handles<'a>(
 ///
 /// # Safety
 /// Each pointer is NULL or valid for the call (the C API contract).
-unsafe fn start_keyed<F, Fut>(
+pub(crate) unsafe fn start_keyed<F, Fut>(
     cache: *const polycache_cache,
     queue: *const polycache_queue,
     key: *const c_char,

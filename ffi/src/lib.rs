@@ -30,6 +30,7 @@
 
 mod backend;
 mod cache;
+mod cache_lifetime;
 mod cache_start;
 mod caches;
 mod error;
@@ -46,6 +47,7 @@ mod value;
 
 pub use backend::*;
 pub use cache::*;
+pub use cache_lifetime::*;
 pub use cache_start::*;
 pub use caches::*;
 pub use error::*;

@@ -25,7 +25,8 @@ use std::task::{Context, Poll, RawWaker, RawWakerVTable, Waker};
 
 /// Which non-blocking call a completion answers: `POLYCACHE_OP_GET`, `POLYCACHE_OP_SET`,
 /// `POLYCACHE_OP_DELETE`, `POLYCACHE_OP_INCR`, `POLYCACHE_OP_GET_MANY`,
-/// `POLYCACHE_OP_SET_MANY`. Values are stable; new operations are only ever appended.
+/// `POLYCACHE_OP_SET_MANY`, `POLYCACHE_OP_TTL`, `POLYCACHE_OP_INCR_OR_CREATE`. Values are
+/// stable; new operations are only ever appended.
 pub type polycache_op = u32;
 
 /// `polycache_cache_get_start`.
@@ -40,6 +41,10 @@ pub const POLYCACHE_OP_INCR: polycache_op = 3;
 pub const POLYCACHE_OP_GET_MANY: polycache_op = 4;
 /// `polycache_cache_set_many_start`.
 pub const POLYCACHE_OP_SET_MANY: polycache_op = 5;
+/// `polycache_cache_ttl_start`.
+pub const POLYCACHE_OP_TTL: polycache_op = 6;
+/// `polycache_cache_incr_or_create_start`.
+pub const POLYCACHE_OP_INCR_OR_CREATE: polycache_op = 7;
 
 /// One finished non-blocking operation, as `polycache_queue_drain` hands it out.
 ///
@@ -60,7 +65,8 @@ pub struct polycache_completion {
     pub result: polycache_result,
     /// `get` with `OK`: the value read. NULL otherwise.
     pub value: *mut polycache_value,
-    /// `incr` with `OK`: the new value. 0 otherwise.
+    /// `incr` and `incr_or_create` with `OK`: the new value; `ttl` with `OK`: the
+    /// milliseconds left or `POLYCACHE_TTL_NEVER`. 0 otherwise.
     pub integer: i64,
     /// `delete` with `OK`: true when the key was present. False otherwise.
     pub deleted: bool,

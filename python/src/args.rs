@@ -146,3 +146,68 @@ pub(crate) fn stats_dict<'py>(py: Python<'py>, s: &StatsSnapshot) -> PyResult<Bo
     d.set_item("refreshes", s.refreshes)?;
     Ok(d)
 }
+
+/// How a `set` stores: always, only when the key is absent (`nx`), or only when it is
+/// present (`xx`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StoreMode {
+    Always,
+    IfAbsent,
+    IfPresent,
+}
+
+impl StoreMode {
+    /// django-redis' `nx`/`xx` flags; both at once is a `ValueError` (Redis refuses it too).
+    pub(crate) fn of(nx: bool, xx: bool) -> PyResult<StoreMode> {
+        match (nx, xx) {
+            (false, false) => Ok(StoreMode::Always),
+            (true, false) => Ok(StoreMode::IfAbsent),
+            (false, true) => Ok(StoreMode::IfPresent),
+            (true, true) => Err(pyo3::exceptions::PyValueError::new_err(
+                "set() takes nx=True or xx=True, not both: nx stores only a missing key, xx \
+                 only a present one",
+            )),
+        }
+    }
+}
+
+/// A timeout in milliseconds (`pexpire`), read as [`TimeoutArg`] reads seconds.
+pub(crate) fn from_millis(expiry: Expiry) -> Expiry {
+    match expiry {
+        Expiry::After(d) if (d / 1000).is_zero() => Expiry::Expired,
+        Expiry::After(d) => Expiry::After(d / 1000),
+        other => other,
+    }
+}
+
+/// The latest absolute time `expire_at` accepts: far past any cache entry's life.
+const MAX_EPOCH_SECS: f64 = 1e12;
+
+/// An absolute time as `expire_at` (`per_second` 1) and `pexpire_at` (1000) take it: a
+/// `datetime` (a naive one is local time, as `datetime.timestamp()` and redis-py read it)
+/// or a number of seconds (milliseconds) since the Unix epoch.
+pub(crate) fn when(obj: &Bound<'_, PyAny>, per_second: f64) -> PyResult<std::time::SystemTime> {
+    use std::time::{Duration, UNIX_EPOCH};
+    let secs = if obj.is_instance_of::<pyo3::types::PyDateTime>() {
+        obj.call_method0("timestamp")?.extract::<f64>()?
+    } else if obj.is_instance_of::<PyInt>() || obj.is_instance_of::<PyFloat>() {
+        obj.extract::<f64>()? / per_second
+    } else {
+        return Err(PyTypeError::new_err(format!(
+            "when must be a datetime or a number of {} since the epoch, not {}",
+            if per_second == 1.0 {
+                "seconds"
+            } else {
+                "milliseconds"
+            },
+            type_name(obj)
+        )));
+    };
+    if secs.is_nan() {
+        return Err(pyo3::exceptions::PyValueError::new_err(
+            "when must be a time, not NaN",
+        ));
+    }
+    let secs = secs.clamp(0.0, MAX_EPOCH_SECS);
+    Ok(UNIX_EPOCH + Duration::from_secs_f64(secs))
+}

@@ -3,7 +3,8 @@
 //! [`crate::ops`]; this class reads arguments and names the answers.
 
 use crate::args::{
-    items, key_str, option_text, stats_dict, type_name, SecretArg, TimeoutArg, DEFAULT,
+    self, from_millis, items, key_str, option_text, stats_dict, type_name, SecretArg, StoreMode,
+    TimeoutArg, DEFAULT,
 };
 use crate::awaitable::raising_on_await;
 use crate::errors::{self, ResultExt};
@@ -101,11 +102,11 @@ impl PyCache {
         slf.get().keyed(slf.py(), how, op, version, deliver)
     }
 
-    /// `set`, or `add` when `add`.
+    /// `set`, `add` (`IfAbsent`) or `set(xx=True)` (`IfPresent`).
     fn store<'py>(
         slf: &Bound<'py, Self>,
         how: How,
-        add: bool,
+        mode: StoreMode,
         (key, value): (&Bound<'py, PyAny>, &Bound<'py, PyAny>),
         timeout: TimeoutArg,
         version: Option<i64>,
@@ -114,14 +115,15 @@ impl PyCache {
         let name = key_str(key)?;
         let mut encoded = Serialized::new(this.core.decoder.format);
         encoded.encode(value)?;
-        let op = if add {
-            Op::Add(name, encoded.as_bytes(), timeout.0)
-        } else {
-            Op::Set(name, encoded.as_bytes(), timeout.0)
+        let op = match mode {
+            StoreMode::Always => Op::Set(name, encoded.as_bytes(), timeout.0),
+            StoreMode::IfAbsent => Op::Add(name, encoded.as_bytes(), timeout.0),
+            StoreMode::IfPresent => Op::Replace(name, encoded.as_bytes(), timeout.0),
         };
         this.keyed(slf.py(), how, op, version, Deliver::Flag)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn do_set<'py>(
         slf: &Bound<'py, Self>,
         how: How,
@@ -129,8 +131,11 @@ impl PyCache {
         value: &Bound<'py, PyAny>,
         timeout: TimeoutArg,
         version: Option<i64>,
+        nx: bool,
+        xx: bool,
     ) -> PyResult<Bound<'py, PyAny>> {
-        Self::store(slf, how, false, (key, value), timeout, version)
+        let mode = StoreMode::of(nx, xx)?;
+        Self::store(slf, how, mode, (key, value), timeout, version)
     }
 
     fn do_add<'py>(
@@ -141,7 +146,14 @@ impl PyCache {
         timeout: TimeoutArg,
         version: Option<i64>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        Self::store(slf, how, true, (key, value), timeout, version)
+        Self::store(
+            slf,
+            how,
+            StoreMode::IfAbsent,
+            (key, value),
+            timeout,
+            version,
+        )
     }
 
     /// An operation on one key: `delete`, `has_key`, `touch`, `incr`, `decr`.
@@ -191,8 +203,14 @@ impl PyCache {
         key: &Bound<'py, PyAny>,
         delta: i64,
         version: Option<i64>,
+        ignore_key_check: bool,
     ) -> PyResult<Bound<'py, PyAny>> {
-        Self::one_key(slf, how, key, KeyOp::Incr(delta), version)
+        let op = if ignore_key_check {
+            KeyOp::IncrOrCreate(delta)
+        } else {
+            KeyOp::Incr(delta)
+        };
+        Self::one_key(slf, how, key, op, version)
     }
 
     fn do_decr<'py>(
@@ -294,6 +312,76 @@ impl PyCache {
         let delta = negated(slf.py(), delta)?;
         Self::do_incr_version(slf, how, key, delta, version)
     }
+
+    fn do_ttl<'py>(
+        slf: &Bound<'py, Self>,
+        how: How,
+        key: &Bound<'py, PyAny>,
+        version: Option<i64>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        Self::one_key(slf, how, key, KeyOp::Ttl { millis: false }, version)
+    }
+
+    fn do_pttl<'py>(
+        slf: &Bound<'py, Self>,
+        how: How,
+        key: &Bound<'py, PyAny>,
+        version: Option<i64>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        Self::one_key(slf, how, key, KeyOp::Ttl { millis: true }, version)
+    }
+
+    fn do_expire<'py>(
+        slf: &Bound<'py, Self>,
+        how: How,
+        key: &Bound<'py, PyAny>,
+        timeout: TimeoutArg,
+        version: Option<i64>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        Self::one_key(slf, how, key, KeyOp::Touch(timeout.0), version)
+    }
+
+    fn do_pexpire<'py>(
+        slf: &Bound<'py, Self>,
+        how: How,
+        key: &Bound<'py, PyAny>,
+        timeout: TimeoutArg,
+        version: Option<i64>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let op = KeyOp::Touch(from_millis(timeout.0));
+        Self::one_key(slf, how, key, op, version)
+    }
+
+    fn do_expire_at<'py>(
+        slf: &Bound<'py, Self>,
+        how: How,
+        key: &Bound<'py, PyAny>,
+        when: &Bound<'py, PyAny>,
+        version: Option<i64>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let op = KeyOp::ExpireAt(args::when(when, 1.0)?);
+        Self::one_key(slf, how, key, op, version)
+    }
+
+    fn do_pexpire_at<'py>(
+        slf: &Bound<'py, Self>,
+        how: How,
+        key: &Bound<'py, PyAny>,
+        when: &Bound<'py, PyAny>,
+        version: Option<i64>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let op = KeyOp::ExpireAt(args::when(when, 1000.0)?);
+        Self::one_key(slf, how, key, op, version)
+    }
+
+    fn do_persist<'py>(
+        slf: &Bound<'py, Self>,
+        how: How,
+        key: &Bound<'py, PyAny>,
+        version: Option<i64>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        Self::one_key(slf, how, key, KeyOp::Touch(Expiry::Never), version)
+    }
 }
 
 twins! {
@@ -305,9 +393,10 @@ twins! {
         /// old value.
         ///
         /// True when the write reached the backend; False only when the cache fails open
-        /// (`fail_open=true`) and the backend was unreachable.
-        twins set / aset = do_set<'py>(slf, key: &Bound<'py, PyAny>, value: &Bound<'py, PyAny>, timeout: TimeoutArg, version: Option<i64>)
-            signature (key, value, timeout = DEFAULT, version = None);
+        /// (`fail_open=true`) and the backend was unreachable. With `nx=True` it stores only
+        /// a missing key (`add`), with `xx=True` only a present one; True when it stored.
+        twins set / aset = do_set<'py>(slf, key: &Bound<'py, PyAny>, value: &Bound<'py, PyAny>, timeout: TimeoutArg, version: Option<i64>, nx: bool, xx: bool)
+            signature (key, value, timeout = DEFAULT, version = None, *, nx = false, xx = false);
         /// Stores `value` only if `key` is absent; True when it stored.
         twins add / aadd = do_add<'py>(slf, key: &Bound<'py, PyAny>, value: &Bound<'py, PyAny>, timeout: TimeoutArg, version: Option<i64>)
             signature (key, value, timeout = DEFAULT, version = None);
@@ -330,8 +419,10 @@ twins! {
         twins touch / atouch = do_touch<'py>(slf, key: &Bound<'py, PyAny>, timeout: TimeoutArg, version: Option<i64>)
             signature (key, timeout = DEFAULT, version = None);
         /// Adds `delta` to the integer under `key` atomically and returns the new value.
-        twins incr / aincr = do_incr<'py>(slf, key: &Bound<'py, PyAny>, delta: i64, version: Option<i64>)
-            signature (key, delta = 1, version = None);
+        /// With `ignore_key_check=True` a missing key is created at `delta` (from 0, never
+        /// expiring) instead of raising `ValueError`.
+        twins incr / aincr = do_incr<'py>(slf, key: &Bound<'py, PyAny>, delta: i64, version: Option<i64>, ignore_key_check: bool)
+            signature (key, delta = 1, version = None, *, ignore_key_check = false);
         /// Subtracts `delta` from the integer under `key` atomically and returns the new value.
         twins decr / adecr = do_decr<'py>(slf, key: &Bound<'py, PyAny>, delta: i64, version: Option<i64>)
             signature (key, delta = 1, version = None);
@@ -344,6 +435,30 @@ twins! {
         /// Moves `key` to version `version - delta` and returns the new version.
         twins decr_version / adecr_version = do_decr_version<'py>(slf, key: &Bound<'py, PyAny>, delta: i64, version: Option<i64>)
             signature (key, delta = 1, version = None);
+        /// Seconds `key` has left, rounded as Redis' `TTL` rounds: None when it never
+        /// expires, 0 when it is missing.
+        twins ttl / attl = do_ttl<'py>(slf, key: &Bound<'py, PyAny>, version: Option<i64>)
+            signature (key, version = None);
+        /// Milliseconds `key` has left: None when it never expires, 0 when it is missing.
+        twins pttl / apttl = do_pttl<'py>(slf, key: &Bound<'py, PyAny>, version: Option<i64>)
+            signature (key, version = None);
+        /// Gives `key` `timeout` seconds to live (0 or less removes it, None never expires);
+        /// True when the key was present.
+        twins expire / aexpire = do_expire<'py>(slf, key: &Bound<'py, PyAny>, timeout: TimeoutArg, version: Option<i64>)
+            signature (key, timeout, version = None);
+        /// `expire` with `timeout` in milliseconds.
+        twins pexpire / apexpire = do_pexpire<'py>(slf, key: &Bound<'py, PyAny>, timeout: TimeoutArg, version: Option<i64>)
+            signature (key, timeout, version = None);
+        /// Makes `key` expire at `when` (a datetime, naive meaning local time, or Unix
+        /// seconds); a time past removes it. True when the key was present.
+        twins expire_at / aexpire_at = do_expire_at<'py>(slf, key: &Bound<'py, PyAny>, when: &Bound<'py, PyAny>, version: Option<i64>)
+            signature (key, when, version = None);
+        /// `expire_at` with `when` in Unix milliseconds (or a datetime).
+        twins pexpire_at / apexpire_at = do_pexpire_at<'py>(slf, key: &Bound<'py, PyAny>, when: &Bound<'py, PyAny>, version: Option<i64>)
+            signature (key, when, version = None);
+        /// Makes `key` never expire; True when the key was present.
+        twins persist / apersist = do_persist<'py>(slf, key: &Bound<'py, PyAny>, version: Option<i64>)
+            signature (key, version = None);
 
         @methods
     #[new]

@@ -16,7 +16,7 @@
 //! expired); `set` answers `None`; a value pickle cannot serialize raises pickle's own error,
 //! as Django's backends do.
 
-use crate::args::{key_text, stats_dict, type_name, TimeoutArg};
+use crate::args::{self, from_millis, key_text, stats_dict, type_name, StoreMode, TimeoutArg};
 use crate::awaitable;
 use crate::cache::{negated, open};
 use crate::ops::{pickle_error, Core, Decoder, Deliver, How, KeyMode, KeyOp, Op, RequestRef};
@@ -372,11 +372,12 @@ impl DjangoCache {
     }
 
     /// `set` (answers None; a failed write removes the old value, as Django's memcached
-    /// backends do), or `add` (answers whether it stored).
+    /// backends do), `add` or `set(nx=True)` (`IfAbsent`) and `set(xx=True)` (`IfPresent`),
+    /// which answer whether they stored, as django-redis' `set` does.
     fn do_store<'py>(
         slf: &Bound<'py, Self>,
         how: How,
-        add: bool,
+        mode_of_store: StoreMode,
         (key, value): (&Bound<'py, PyAny>, &Bound<'py, PyAny>),
         timeout: DjangoTimeout,
         version: Option<&Bound<'py, PyAny>>,
@@ -387,19 +388,19 @@ impl DjangoCache {
         let mode = this.mode(version);
         let made = this.make(slf, key, mode, version)?;
         if this.discard {
-            let answer = if add {
-                PyBool::new(py, true).to_owned().into_any()
-            } else {
-                py.None().into_bound(py)
+            let answer = match mode_of_store {
+                StoreMode::Always => py.None().into_bound(py),
+                StoreMode::IfAbsent => PyBool::new(py, true).to_owned().into_any(),
+                StoreMode::IfPresent => PyBool::new(py, false).to_owned().into_any(),
             };
             return constant(py, how, answer);
         }
         let encoded = encode(&this.core, value)?;
         let (name, bytes) = (made_text(&made), encoded.as_bytes());
-        let (op, deliver) = if add {
-            (Op::Add(name, bytes, expiry), Deliver::Flag)
-        } else {
-            (Op::SetOrDelete(name, bytes, expiry), Deliver::Nothing)
+        let (op, deliver) = match mode_of_store {
+            StoreMode::Always => (Op::SetOrDelete(name, bytes, expiry), Deliver::Nothing),
+            StoreMode::IfAbsent => (Op::Add(name, bytes, expiry), Deliver::Flag),
+            StoreMode::IfPresent => (Op::Replace(name, bytes, expiry), Deliver::Flag),
         };
         this.answer(py, how, op, mode, deliver)
     }
@@ -419,6 +420,7 @@ impl DjangoCache {
         this.answer(slf.py(), how, op, mode, deliver)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn do_set<'py>(
         slf: &Bound<'py, Self>,
         how: How,
@@ -426,8 +428,11 @@ impl DjangoCache {
         value: &Bound<'py, PyAny>,
         timeout: DjangoTimeout,
         version: Option<&Bound<'py, PyAny>>,
+        nx: bool,
+        xx: bool,
     ) -> PyResult<Bound<'py, PyAny>> {
-        Self::do_store(slf, how, false, (key, value), timeout, version)
+        let mode = StoreMode::of(nx, xx)?;
+        Self::do_store(slf, how, mode, (key, value), timeout, version)
     }
 
     fn do_add<'py>(
@@ -438,7 +443,14 @@ impl DjangoCache {
         timeout: DjangoTimeout,
         version: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        Self::do_store(slf, how, true, (key, value), timeout, version)
+        Self::do_store(
+            slf,
+            how,
+            StoreMode::IfAbsent,
+            (key, value),
+            timeout,
+            version,
+        )
     }
 
     fn do_delete<'py>(
@@ -465,8 +477,14 @@ impl DjangoCache {
         key: &Bound<'py, PyAny>,
         delta: i64,
         version: Option<&Bound<'py, PyAny>>,
+        ignore_key_check: bool,
     ) -> PyResult<Bound<'py, PyAny>> {
-        Self::do_keyed(slf, how, key, version, KeyOp::Incr(delta))
+        let op = if ignore_key_check {
+            KeyOp::IncrOrCreate(delta)
+        } else {
+            KeyOp::Incr(delta)
+        };
+        Self::do_keyed(slf, how, key, version, op)
     }
 
     fn do_decr<'py>(
@@ -489,6 +507,77 @@ impl DjangoCache {
     ) -> PyResult<Bound<'py, PyAny>> {
         let expiry = slf.get().expiry(slf.py(), timeout)?;
         Self::do_keyed(slf, how, key, version, KeyOp::Touch(expiry))
+    }
+
+    fn do_ttl<'py>(
+        slf: &Bound<'py, Self>,
+        how: How,
+        key: &Bound<'py, PyAny>,
+        version: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        Self::do_keyed(slf, how, key, version, KeyOp::Ttl { millis: false })
+    }
+
+    fn do_pttl<'py>(
+        slf: &Bound<'py, Self>,
+        how: How,
+        key: &Bound<'py, PyAny>,
+        version: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        Self::do_keyed(slf, how, key, version, KeyOp::Ttl { millis: true })
+    }
+
+    fn do_expire<'py>(
+        slf: &Bound<'py, Self>,
+        how: How,
+        key: &Bound<'py, PyAny>,
+        timeout: DjangoTimeout,
+        version: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let expiry = slf.get().expiry(slf.py(), timeout)?;
+        Self::do_keyed(slf, how, key, version, KeyOp::Touch(expiry))
+    }
+
+    fn do_pexpire<'py>(
+        slf: &Bound<'py, Self>,
+        how: How,
+        key: &Bound<'py, PyAny>,
+        timeout: DjangoTimeout,
+        version: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let expiry = from_millis(slf.get().expiry(slf.py(), timeout)?);
+        Self::do_keyed(slf, how, key, version, KeyOp::Touch(expiry))
+    }
+
+    fn do_expire_at<'py>(
+        slf: &Bound<'py, Self>,
+        how: How,
+        key: &Bound<'py, PyAny>,
+        when: &Bound<'py, PyAny>,
+        version: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let op = KeyOp::ExpireAt(args::when(when, 1.0)?);
+        Self::do_keyed(slf, how, key, version, op)
+    }
+
+    fn do_pexpire_at<'py>(
+        slf: &Bound<'py, Self>,
+        how: How,
+        key: &Bound<'py, PyAny>,
+        when: &Bound<'py, PyAny>,
+        version: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let op = KeyOp::ExpireAt(args::when(when, 1000.0)?);
+        Self::do_keyed(slf, how, key, version, op)
+    }
+
+    fn do_persist<'py>(
+        slf: &Bound<'py, Self>,
+        how: How,
+        key: &Bound<'py, PyAny>,
+        version: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        Self::do_keyed(slf, how, key, version, KeyOp::Touch(Expiry::Never))
     }
 
     fn do_get_many<'py>(
@@ -598,9 +687,10 @@ twins! {
         twins get / aget = do_get<'py>(slf, key: &Bound<'py, PyAny>, default: Option<Bound<'py, PyAny>>, version: Option<&Bound<'py, PyAny>>)
             signature (key, default = None, version = None);
         /// Stores `value` under `key`; a timeout of 0 or less stores nothing and removes the
-        /// old value. Returns None, as Django's backends do.
-        twins set / aset = do_set<'py>(slf, key: &Bound<'py, PyAny>, value: &Bound<'py, PyAny>, timeout: DjangoTimeout, version: Option<&Bound<'py, PyAny>>)
-            signature (key, value, timeout = DEFAULT_EXPIRY, version = None);
+        /// old value. Returns None, as Django's backends do. django-redis' `nx=True` stores
+        /// only a missing key, `xx=True` only a present one; with either, True when it stored.
+        twins set / aset = do_set<'py>(slf, key: &Bound<'py, PyAny>, value: &Bound<'py, PyAny>, timeout: DjangoTimeout, version: Option<&Bound<'py, PyAny>>, nx: bool, xx: bool)
+            signature (key, value, timeout = DEFAULT_EXPIRY, version = None, *, nx = false, xx = false);
         /// Stores `value` only if `key` is absent; True when it stored.
         twins add / aadd = do_add<'py>(slf, key: &Bound<'py, PyAny>, value: &Bound<'py, PyAny>, timeout: DjangoTimeout, version: Option<&Bound<'py, PyAny>>)
             signature (key, value, timeout = DEFAULT_EXPIRY, version = None);
@@ -614,9 +704,10 @@ twins! {
         twins touch / atouch = do_touch<'py>(slf, key: &Bound<'py, PyAny>, timeout: DjangoTimeout, version: Option<&Bound<'py, PyAny>>)
             signature (key, timeout = DEFAULT_EXPIRY, version = None);
         /// Adds `delta` to the integer under `key` atomically and returns the new value;
-        /// `ValueError` when the key is missing.
-        twins incr / aincr = do_incr<'py>(slf, key: &Bound<'py, PyAny>, delta: i64, version: Option<&Bound<'py, PyAny>>)
-            signature (key, delta = 1, version = None);
+        /// `ValueError` when the key is missing, unless `ignore_key_check=True` (django-redis):
+        /// then a missing key is created at `delta`, never expiring.
+        twins incr / aincr = do_incr<'py>(slf, key: &Bound<'py, PyAny>, delta: i64, version: Option<&Bound<'py, PyAny>>, ignore_key_check: bool)
+            signature (key, delta = 1, version = None, *, ignore_key_check = false);
         /// Subtracts `delta` from the integer under `key` atomically and returns the new value.
         twins decr / adecr = do_decr<'py>(slf, key: &Bound<'py, PyAny>, delta: i64, version: Option<&Bound<'py, PyAny>>)
             signature (key, delta = 1, version = None);
@@ -634,6 +725,30 @@ twins! {
         /// a clear to a prefix, as memcached).
         twins clear / aclear = do_clear<'py>(slf)
             signature ();
+        /// django-redis' `ttl`: seconds `key` has left (rounded as Redis' `TTL`), None when
+        /// it never expires, 0 when it is missing.
+        twins ttl / attl = do_ttl<'py>(slf, key: &Bound<'py, PyAny>, version: Option<&Bound<'py, PyAny>>)
+            signature (key, version = None);
+        /// django-redis' `pttl`: `ttl` in milliseconds.
+        twins pttl / apttl = do_pttl<'py>(slf, key: &Bound<'py, PyAny>, version: Option<&Bound<'py, PyAny>>)
+            signature (key, version = None);
+        /// django-redis' `expire`: `timeout` seconds to live (0 or less removes the key);
+        /// True when the key was present.
+        twins expire / aexpire = do_expire<'py>(slf, key: &Bound<'py, PyAny>, timeout: DjangoTimeout, version: Option<&Bound<'py, PyAny>>)
+            signature (key, timeout, version = None);
+        /// django-redis' `pexpire`: `expire` in milliseconds.
+        twins pexpire / apexpire = do_pexpire<'py>(slf, key: &Bound<'py, PyAny>, timeout: DjangoTimeout, version: Option<&Bound<'py, PyAny>>)
+            signature (key, timeout, version = None);
+        /// django-redis' `expire_at`: expire at `when` (a datetime, naive meaning local time,
+        /// or Unix seconds); a time past removes the key. True when the key was present.
+        twins expire_at / aexpire_at = do_expire_at<'py>(slf, key: &Bound<'py, PyAny>, when: &Bound<'py, PyAny>, version: Option<&Bound<'py, PyAny>>)
+            signature (key, when, version = None);
+        /// django-redis' `pexpire_at`: `when` in Unix milliseconds (or a datetime).
+        twins pexpire_at / apexpire_at = do_pexpire_at<'py>(slf, key: &Bound<'py, PyAny>, when: &Bound<'py, PyAny>, version: Option<&Bound<'py, PyAny>>)
+            signature (key, when, version = None);
+        /// django-redis' `persist`: `key` never expires; True when the key was present.
+        twins persist / apersist = do_persist<'py>(slf, key: &Bound<'py, PyAny>, version: Option<&Bound<'py, PyAny>>)
+            signature (key, version = None);
 
         @methods
     #[new]

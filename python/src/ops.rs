@@ -20,10 +20,11 @@ use crate::awaitable;
 use crate::errors;
 use crate::logbridge::detach;
 use crate::serializer::{self, Format};
-use polycache::{Cache, ErrorKind, Expiry, Key, Result, Value};
+use polycache::{Cache, ErrorKind, Expiry, Key, Result, TimeToLive, Value};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBool, PyDict, PyList, PyType};
+use std::time::SystemTime;
 
 /// A cache as the native classes hold it.
 pub(crate) struct Core {
@@ -119,6 +120,14 @@ pub(crate) enum Op<S, B> {
     ClearAll,
     /// `incr_version(key, delta, version)`.
     IncrVersion(S, i64, Option<i64>),
+    /// `ttl`/`pttl`: the remaining lifetime.
+    Ttl(S),
+    /// `expire_at`/`pexpire_at`.
+    ExpireAt(S, SystemTime),
+    /// `set(..., xx=True)`: store only over a present key.
+    Replace(S, B, Expiry),
+    /// `incr(..., ignore_key_check=True)`: a missing key starts from 0.
+    IncrOrCreate(S, i64),
 }
 
 /// An operation on one key, before the key is known.
@@ -128,6 +137,12 @@ pub(crate) enum KeyOp {
     HasKey,
     Touch(Expiry),
     Incr(i64),
+    /// `ttl` (rounded seconds) or `pttl` (milliseconds when `millis`).
+    Ttl {
+        millis: bool,
+    },
+    ExpireAt(SystemTime),
+    IncrOrCreate(i64),
 }
 
 impl KeyOp {
@@ -139,6 +154,9 @@ impl KeyOp {
             KeyOp::HasKey => (Op::HasKey(key), Deliver::Flag),
             KeyOp::Touch(e) => (Op::Touch(key, e), Deliver::Flag),
             KeyOp::Incr(d) => (Op::Incr(key, d), Deliver::Int),
+            KeyOp::Ttl { millis } => (Op::Ttl(key), Deliver::Lifetime { millis }),
+            KeyOp::ExpireAt(when) => (Op::ExpireAt(key, when), Deliver::Flag),
+            KeyOp::IncrOrCreate(d) => (Op::IncrOrCreate(key, d), Deliver::Int),
         }
     }
 }
@@ -164,6 +182,8 @@ pub(crate) enum Reply {
     Raised(PyErr),
     /// A lookup: the value found (if any) and whether XFetch chose to refresh it early.
     Probe(Option<Value>, bool),
+    /// What `ttl` answered.
+    Lifetime(TimeToLive),
 }
 
 /// The borrowed request of a native call.
@@ -229,6 +249,10 @@ impl<S: AsRef<str>, B: AsRef<[u8]>> Request<S, B> {
                 Reply::Done
             }
             Op::IncrVersion(k, d, v) => Reply::Int(c.incr_version(k.as_ref(), *d, *v)?),
+            Op::Ttl(k) => Reply::Lifetime(c.ttl(mode.key(k.as_ref()))?),
+            Op::ExpireAt(k, when) => Reply::Flag(c.expire_at(mode.key(k.as_ref()), *when)?),
+            Op::Replace(k, v, e) => Reply::Flag(c.replace(mode.key(k.as_ref()), v.as_ref(), *e)?),
+            Op::IncrOrCreate(k, d) => Reply::Int(c.incr_or_create(mode.key(k.as_ref()), *d)?),
         })
     }
 
@@ -281,6 +305,17 @@ impl<S: AsRef<str>, B: AsRef<[u8]>> Request<S, B> {
                 Reply::Done
             }
             Op::IncrVersion(k, d, v) => Reply::Int(c.incr_version_async(k.as_ref(), *d, *v).await?),
+            Op::Ttl(k) => Reply::Lifetime(c.ttl_async(mode.key(k.as_ref())).await?),
+            Op::ExpireAt(k, when) => {
+                Reply::Flag(c.expire_at_async(mode.key(k.as_ref()), *when).await?)
+            }
+            Op::Replace(k, v, e) => Reply::Flag(
+                c.replace_async(mode.key(k.as_ref()), v.as_ref(), *e)
+                    .await?,
+            ),
+            Op::IncrOrCreate(k, d) => {
+                Reply::Int(c.incr_or_create_async(mode.key(k.as_ref()), *d).await?)
+            }
         })
     }
 
@@ -306,6 +341,10 @@ impl<S: AsRef<str>, B: AsRef<[u8]>> Request<S, B> {
             Op::ClearOrAll => Op::ClearOrAll,
             Op::ClearAll => Op::ClearAll,
             Op::IncrVersion(k, d, v) => Op::IncrVersion(s(k), *d, *v),
+            Op::Ttl(k) => Op::Ttl(s(k)),
+            Op::ExpireAt(k, when) => Op::ExpireAt(s(k), *when),
+            Op::Replace(k, v, e) => Op::Replace(s(k), b(v), *e),
+            Op::IncrOrCreate(k, d) => Op::IncrOrCreate(s(k), *d),
         };
         Request {
             op,
@@ -336,6 +375,11 @@ pub(crate) enum Deliver {
     Loaded,
     /// `(value, refresh_early)` of a lookup, `(default, False)` on a miss.
     Probe(Py<PyAny>),
+    /// django-redis' `ttl` (seconds, rounded) or `pttl` (milliseconds): `None` for a key
+    /// that never expires, `0` for a missing one.
+    Lifetime {
+        millis: bool,
+    },
 }
 
 impl Deliver {
@@ -384,6 +428,14 @@ impl Deliver {
                     [value, PyBool::new(py, early).to_owned().into_any()],
                 )?
                 .into_any())
+            }
+            (Deliver::Lifetime { millis }, Reply::Lifetime(t)) => {
+                let n = if millis {
+                    t.as_millis()
+                } else {
+                    t.as_secs_rounded()
+                };
+                Ok(n.into_pyobject(py)?.into_any())
             }
             _ => Err(pyo3::exceptions::PyRuntimeError::new_err(
                 "polycache: an operation answered with an unexpected kind of reply",

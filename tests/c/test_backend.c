@@ -153,8 +153,31 @@ static void cb_release(void *ud) {
     s->releases++;
 }
 
-static const polycache_backend_vtable FULL = {cb_get,   cb_set,  cb_add,   cb_remove,
-                                             cb_touch, cb_incr, cb_clear, cb_release};
+/* ttl: the store keeps no expiry, so a present key never expires. */
+static polycache_result cb_ttl(void *ud, const uint8_t *key, size_t key_len, int64_t *ttl_ms_out) {
+    store *s = ud;
+    pthread_mutex_lock(&s->lock);
+    int i = find(s, key, key_len);
+    pthread_mutex_unlock(&s->lock);
+    if (i < 0) {
+        return POLYCACHE_RESULT_MISS;
+    }
+    *ttl_ms_out = POLYCACHE_TTL_NEVER;
+    return POLYCACHE_RESULT_OK;
+}
+
+static polycache_result cb_replace(void *ud, const uint8_t *key, size_t key_len, const uint8_t *value,
+                                   size_t value_len, int64_t ttl_ms, bool *stored_out) {
+    store *s = ud;
+    pthread_mutex_lock(&s->lock);
+    s->last_ttl_ms = ttl_ms;
+    *stored_out = find(s, key, key_len) >= 0 && put(s, key, key_len, value, value_len);
+    pthread_mutex_unlock(&s->lock);
+    return POLYCACHE_RESULT_OK;
+}
+
+static const polycache_backend_vtable FULL = {cb_get,   cb_set,  cb_add,   cb_remove,  cb_touch,
+                                             cb_incr, cb_clear, cb_release, cb_ttl, cb_replace};
 
 static store *new_store(void) {
     store *s = calloc(1, sizeof *s);
@@ -204,6 +227,29 @@ static void test_every_operation(void) {
     CHECK(n == 40);
     CHECK_RC(polycache_cache_incr(cache, "absent", 1, &n, &err), POLYCACHE_RESULT_NOT_FOUND, err);
 
+    /* ttl and replace reach their callbacks; persist and expire_at reach touch; a missing
+     * counter is created with add. */
+    CHECK_RC(polycache_cache_ttl(cache, "n", &n, &err), POLYCACHE_RESULT_OK, err);
+    CHECK(n == POLYCACHE_TTL_NEVER);
+    CHECK_RC(polycache_cache_ttl(cache, "absent", &n, &err), POLYCACHE_RESULT_MISS, err);
+    CHECK(n == POLYCACHE_TTL_NEVER); /* untouched on a miss */
+    CHECK_RC(polycache_cache_replace(cache, "n", (const uint8_t *)"7", 1, 3000, &flag, &err), POLYCACHE_RESULT_OK,
+             err);
+    CHECK(flag == true && s->last_ttl_ms == 3000);
+    CHECK(holds(cache, "n", "7", 1));
+    CHECK_RC(polycache_cache_replace(cache, "absent", (const uint8_t *)"7", 1, 3000, &flag, &err),
+             POLYCACHE_RESULT_OK, err);
+    CHECK(flag == false);
+    CHECK(is_miss(cache, "absent"));
+    CHECK_RC(polycache_cache_persist(cache, "n", &flag, &err), POLYCACHE_RESULT_OK, err);
+    CHECK(flag == true && s->last_ttl_ms == POLYCACHE_TTL_NEVER);
+    CHECK_RC(polycache_cache_incr_or_create(cache, "created", 5, &n, &err), POLYCACHE_RESULT_OK, err);
+    CHECK(n == 5);
+    CHECK(holds(cache, "created", "5", 1));
+    CHECK_RC(polycache_cache_incr_or_create(cache, "n", 1, &n, &err), POLYCACHE_RESULT_OK, err);
+    CHECK(n == 8);
+    CHECK_RC(polycache_cache_delete(cache, "created", &flag, &err), POLYCACHE_RESULT_OK, err);
+
     /* The _many operations are built on the single-key callbacks. */
     const char *keys[] = {"k", "absent", "new"};
     polycache_value *values[3];
@@ -228,7 +274,8 @@ static void test_every_operation(void) {
     /* The core's rules apply above the callbacks: the value size limit, the statistics. */
     polycache_stats stats;
     CHECK_RC(polycache_cache_stats(cache, &stats, &err), POLYCACHE_RESULT_OK, err);
-    CHECK(stats.misses == 3 && stats.hits == 3 && stats.deletes == 3);
+    /* Reads and deletes of this test: 4 misses, 5 hits, 4 deletes. */
+    CHECK(stats.misses == 4 && stats.hits == 5 && stats.deletes == 4);
 
     /* release runs once, when the cache is freed. */
     CHECK(s->releases == 0);
@@ -312,7 +359,7 @@ static void test_missing_callbacks_and_nulls(void) {
     CHECK(s->releases == 0);
 
     /* Optional callbacks left NULL: their operations are UNSUPPORTED; the rest works. */
-    polycache_backend_vtable minimal = {cb_get, cb_set, NULL, cb_remove, NULL, NULL, NULL, NULL};
+    polycache_backend_vtable minimal = {cb_get, cb_set, NULL, cb_remove, NULL, NULL, NULL, NULL, NULL, NULL};
     CHECK_RC(polycache_cache_open_custom(&minimal, s, NULL, &cache, &err), POLYCACHE_RESULT_OK, err);
     bool flag = false;
     int64_t n = 0;
@@ -323,6 +370,10 @@ static void test_missing_callbacks_and_nulls(void) {
     CHECK_RC(polycache_cache_touch(cache, "k", 1000, &flag, &err), POLYCACHE_RESULT_UNSUPPORTED, err);
     CHECK_RC(polycache_cache_incr(cache, "k", 1, &n, &err), POLYCACHE_RESULT_UNSUPPORTED, err);
     CHECK_RC(polycache_cache_clear(cache, &err), POLYCACHE_RESULT_UNSUPPORTED, err);
+    CHECK_ERR(polycache_cache_ttl(cache, "k", &n, &err), POLYCACHE_RESULT_UNSUPPORTED, err, "no ttl callback");
+    CHECK_ERR(polycache_cache_replace(cache, "k", (const uint8_t *)"x", 1, POLYCACHE_TTL_NEVER, &flag, &err),
+              POLYCACHE_RESULT_UNSUPPORTED, err, "no replace callback");
+    CHECK(holds(cache, "k", "1", 1));
     polycache_cache_free(cache); /* no release callback: nothing to call */
     CHECK(s->releases == 0);
 

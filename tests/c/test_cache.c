@@ -190,6 +190,77 @@ static void test_add_delete_has_key_touch(void) {
     polycache_cache_free(cache);
 }
 
+static void test_lifetime(void) {
+    polycache_cache *cache = open_cache("memory://");
+    polycache_error *err = NULL;
+    bool flag = false;
+    int64_t ms = 0;
+    int64_t n = 0;
+
+    /* ttl: MISS for a missing key (django-redis answers 0), NEVER, or the milliseconds left. */
+    CHECK_RC(polycache_cache_ttl(cache, "absent", &ms, &err), POLYCACHE_RESULT_MISS, err);
+    CHECK(ms == 0);
+    CHECK(set_str(cache, "k", "v", POLYCACHE_TTL_NEVER));
+    CHECK_RC(polycache_cache_ttl(cache, "k", &ms, &err), POLYCACHE_RESULT_OK, err);
+    CHECK(ms == POLYCACHE_TTL_NEVER);
+    CHECK_RC(polycache_cache_touch(cache, "k", 600000, &flag, &err), POLYCACHE_RESULT_OK, err);
+    CHECK_RC(polycache_cache_ttl(cache, "k", &ms, &err), POLYCACHE_RESULT_OK, err);
+    CHECK(ms > 0 && ms <= 600000);
+    CHECK_RC(polycache_cache_persist(cache, "k", &flag, &err), POLYCACHE_RESULT_OK, err);
+    CHECK(flag == true);
+    CHECK_RC(polycache_cache_ttl(cache, "k", &ms, &err), POLYCACHE_RESULT_OK, err);
+    CHECK(ms == POLYCACHE_TTL_NEVER);
+    CHECK_RC(polycache_cache_persist(cache, "absent", &flag, &err), POLYCACHE_RESULT_OK, err);
+    CHECK(flag == false);
+
+    /* expire_at: a time ahead sets the TTL; a time past removes the key. */
+    int64_t now_ms = (int64_t)time(NULL) * 1000;
+    CHECK_RC(polycache_cache_expire_at(cache, "k", now_ms + 600000, &flag, &err), POLYCACHE_RESULT_OK, err);
+    CHECK(flag == true);
+    CHECK_RC(polycache_cache_ttl(cache, "k", &ms, &err), POLYCACHE_RESULT_OK, err);
+    CHECK(ms > 0 && ms <= 601000);
+    CHECK_RC(polycache_cache_expire_at(cache, "k", now_ms - 5000, &flag, &err), POLYCACHE_RESULT_OK, err);
+    CHECK(flag == true);
+    CHECK(is_miss(cache, "k"));
+    CHECK_RC(polycache_cache_expire_at(cache, "k", -1, &flag, &err), POLYCACHE_RESULT_OK, err);
+    CHECK(flag == false);
+
+    /* replace (set xx): only over a present key; an already-expired TTL removes it. */
+    CHECK_RC(polycache_cache_replace(cache, "r", (const uint8_t *)"x", 1, POLYCACHE_TTL_NEVER, &flag, &err),
+             POLYCACHE_RESULT_OK, err);
+    CHECK(flag == false);
+    CHECK(is_miss(cache, "r"));
+    CHECK(set_str(cache, "r", "old", POLYCACHE_TTL_NEVER));
+    CHECK_RC(polycache_cache_replace(cache, "r", (const uint8_t *)"new", 3, 600000, &flag, &err),
+             POLYCACHE_RESULT_OK, err);
+    CHECK(flag == true);
+    CHECK(holds(cache, "r", "new", 3));
+    CHECK_RC(polycache_cache_replace(cache, "r", (const uint8_t *)"x", 1, 0, &flag, &err), POLYCACHE_RESULT_OK, err);
+    CHECK(flag == true);
+    CHECK(is_miss(cache, "r"));
+
+    /* incr_or_create: a missing key starts from 0. */
+    CHECK_RC(polycache_cache_incr_or_create(cache, "c", 5, &n, &err), POLYCACHE_RESULT_OK, err);
+    CHECK(n == 5);
+    CHECK_RC(polycache_cache_incr_or_create(cache, "c", -2, &n, &err), POLYCACHE_RESULT_OK, err);
+    CHECK(n == 3);
+    CHECK(holds(cache, "c", "3", 1));
+    CHECK(set_str(cache, "word", "abc", POLYCACHE_TTL_NEVER));
+    CHECK_RC(polycache_cache_incr_or_create(cache, "word", 1, &n, &err), POLYCACHE_RESULT_NOT_AN_INTEGER, err);
+    CHECK(n == 3);
+
+    /* NULL arguments name the parameter, never crash. */
+    CHECK_RC(polycache_cache_ttl(NULL, "k", &ms, &err), POLYCACHE_RESULT_NULL_PARAMETER, err);
+    CHECK_RC(polycache_cache_ttl(cache, NULL, &ms, &err), POLYCACHE_RESULT_NULL_PARAMETER, err);
+    CHECK_RC(polycache_cache_ttl(cache, "k", NULL, &err), POLYCACHE_RESULT_NULL_PARAMETER, err);
+    CHECK_RC(polycache_cache_persist(cache, "k", NULL, &err), POLYCACHE_RESULT_NULL_PARAMETER, err);
+    CHECK_RC(polycache_cache_expire_at(cache, NULL, 0, &flag, &err), POLYCACHE_RESULT_NULL_PARAMETER, err);
+    CHECK_RC(polycache_cache_replace(cache, "k", NULL, 1, 0, &flag, &err), POLYCACHE_RESULT_NULL_PARAMETER, err);
+    CHECK_RC(polycache_cache_incr_or_create(cache, "k", 1, NULL, &err), POLYCACHE_RESULT_NULL_PARAMETER, err);
+
+    polycache_cache_free(cache);
+}
+
 static void test_incr_decr(void) {
     polycache_cache *cache = open_cache("memory://");
     polycache_error *err = NULL;
@@ -921,11 +992,14 @@ static void test_dead_server(void) {
     CHECK(strstr(polycache_error_message(err), backend) != NULL);
     polycache_error_free(err);
     err = NULL;
+    int64_t ms = 0;
+    CHECK_RC(polycache_cache_ttl(cache, "k", &ms, &err), POLYCACHE_RESULT_CONNECTION, err);
     polycache_cache_free(cache);
 
     /* fail_open: the same dead server reads as a miss. */
     cache = open_cache("redis://127.0.0.1:1/0?fail_open=true");
     CHECK_RC(polycache_cache_get(cache, "k", &value, &err), POLYCACHE_RESULT_MISS, err);
+    CHECK_RC(polycache_cache_ttl(cache, "k", &ms, &err), POLYCACHE_RESULT_MISS, err);
     /* ... and a dropped write says so, without an error object. */
     CHECK_RC(polycache_cache_set(cache, "k", (const uint8_t *)"v", 1, POLYCACHE_TTL_NEVER, &err),
              POLYCACHE_RESULT_NOT_STORED, err);
@@ -988,6 +1062,7 @@ int main(void) {
     test_ttl();
     test_add_delete_has_key_touch();
     test_incr_decr();
+    test_lifetime();
     test_many();
     test_clear_and_named_stores();
     test_stats();

@@ -174,6 +174,37 @@ static void test_every_call_inline(void) {
     polycache_cache_free(cache);
 }
 
+/* ttl and incr_or_create, started: inline on memory://, through the runtime on a server. */
+static void test_lifetime_starts(const char *url) {
+    polycache_cache *cache = open_cache(url);
+    polycache_queue *queue = NULL;
+    polycache_error *err = NULL;
+    polycache_completion c;
+    bool flag = false;
+    CHECK_RC(polycache_queue_new(&queue, &err), POLYCACHE_RESULT_OK, err);
+    CHECK_RC(polycache_cache_delete(cache, "life", &flag, &err), POLYCACHE_RESULT_OK, err);
+
+    CHECK_RC(polycache_cache_ttl_start(cache, queue, "life", tag(1), &err), POLYCACHE_RESULT_OK, err);
+    CHECK(next(queue, &c) && c.op == POLYCACHE_OP_TTL && c.result == POLYCACHE_RESULT_MISS && c.integer == 0);
+    CHECK_RC(polycache_cache_incr_or_create_start(cache, queue, "life", 5, tag(2), &err), POLYCACHE_RESULT_OK, err);
+    CHECK(next(queue, &c) && c.op == POLYCACHE_OP_INCR_OR_CREATE && c.result == POLYCACHE_RESULT_OK);
+    CHECK(c.user_data == tag(2) && c.integer == 5);
+    CHECK_RC(polycache_cache_ttl_start(cache, queue, "life", tag(3), &err), POLYCACHE_RESULT_OK, err);
+    CHECK(next(queue, &c) && c.result == POLYCACHE_RESULT_OK && c.integer == POLYCACHE_TTL_NEVER);
+    CHECK_RC(polycache_cache_touch(cache, "life", 600000, &flag, &err), POLYCACHE_RESULT_OK, err);
+    CHECK_RC(polycache_cache_ttl_start(cache, queue, "life", tag(4), &err), POLYCACHE_RESULT_OK, err);
+    CHECK(next(queue, &c) && c.result == POLYCACHE_RESULT_OK && c.integer > 0 && c.integer <= 600000);
+    CHECK_RC(polycache_cache_incr_or_create_start(cache, queue, "life", 1, tag(5), &err), POLYCACHE_RESULT_OK, err);
+    CHECK(next(queue, &c) && c.result == POLYCACHE_RESULT_OK && c.integer == 6);
+    CHECK_ERR(polycache_cache_ttl_start(cache, queue, NULL, NULL, &err), POLYCACHE_RESULT_NULL_PARAMETER, err, "key");
+    CHECK_ERR(polycache_cache_incr_or_create_start(cache, NULL, "k", 1, NULL, &err), POLYCACHE_RESULT_NULL_PARAMETER,
+              err, "queue");
+    CHECK(polycache_queue_pending(queue) == 0);
+    CHECK_RC(polycache_cache_delete(cache, "life", &flag, &err), POLYCACHE_RESULT_OK, err);
+    polycache_queue_free(queue);
+    polycache_cache_free(cache);
+}
+
 /* NULL and non-UTF-8 arguments: the start call fails and queues nothing. */
 static void test_null_parameters(void) {
     polycache_cache *cache = open_cache("memory://");
@@ -688,6 +719,7 @@ int main(int argc, char **argv) {
     CHECK_RC(polycache_runtime_configure(2, 0, &err), POLYCACHE_RESULT_OK, err);
 
     test_every_call_inline();
+    test_lifetime_starts("memory://");
     test_null_parameters();
     test_dead_server("redis://127.0.0.1:1/0?breaker_threshold=0&timeout=60", POLYCACHE_RESULT_CONNECTION,
                      POLYCACHE_RESULT_CONNECTION, POLYCACHE_RESULT_CONNECTION);
@@ -706,6 +738,7 @@ int main(int argc, char **argv) {
     if (redis != NULL) {
         char url[256];
         test_threads_share_a_queue(server_url(url, sizeof url, redis, "key_prefix=threads"), ops / 8);
+        test_lifetime_starts(server_url(url, sizeof url, redis, "key_prefix=lifetime"));
     }
     test_epoll_loop("POLYCACHE_TEST_REDIS_URL", ops);
     test_epoll_loop("POLYCACHE_TEST_MEMCACHED_URL", ops);

@@ -14,6 +14,7 @@
 
 use super::Backend;
 use crate::error::Result;
+use crate::expiry::TimeToLive;
 use crate::value::Value;
 use std::future::Future;
 use std::pin::Pin;
@@ -82,6 +83,30 @@ pub trait AsyncBackend: Send + Sync + 'static {
     fn delete_many<'a>(&'a self, keys: &'a [&'a [u8]]) -> BoxFuture<'a, Result<usize>>;
     /// See [`Backend::clear`].
     fn clear<'a>(&'a self, prefix: &'a [u8]) -> BoxFuture<'a, Result<()>>;
+
+    /// See [`Backend::ttl`]; the default is the same `Unsupported` error.
+    fn ttl<'a>(&'a self, key: &'a [u8]) -> BoxFuture<'a, Result<TimeToLive>> {
+        let _ = key;
+        Box::pin(std::future::ready(Err(super::unsupported(
+            "async",
+            "ttl",
+            "it does not report a key's remaining lifetime",
+        ))))
+    }
+    /// See [`Backend::replace`]; the default is the same `Unsupported` error.
+    fn replace<'a>(
+        &'a self,
+        key: &'a [u8],
+        value: &'a [u8],
+        ttl: Option<Duration>,
+    ) -> BoxFuture<'a, Result<bool>> {
+        let _ = (key, value, ttl);
+        Box::pin(std::future::ready(Err(super::unsupported(
+            "async",
+            "set(xx=True) / replace",
+            "it has no atomic replace",
+        ))))
+    }
 }
 
 /// A synchronous backend awaited through polycache's bounded blocking pool: each call takes
@@ -183,5 +208,19 @@ impl AsyncBackend for OnBlockingPool {
     fn clear<'a>(&'a self, prefix: &'a [u8]) -> BoxFuture<'a, Result<()>> {
         let prefix = prefix.to_vec();
         self.run(move |b| b.clear(&prefix))
+    }
+
+    fn ttl<'a>(&'a self, key: &'a [u8]) -> BoxFuture<'a, Result<TimeToLive>> {
+        let key = key.to_vec();
+        self.run(move |b| b.ttl(&key))
+    }
+    fn replace<'a>(
+        &'a self,
+        key: &'a [u8],
+        value: &'a [u8],
+        ttl: Option<Duration>,
+    ) -> BoxFuture<'a, Result<bool>> {
+        let (key, value) = (key.to_vec(), value.to_vec());
+        self.run(move |b| b.replace(&key, &value, ttl))
     }
 }

@@ -2,6 +2,7 @@
 
 use super::{not_found, Backend};
 use crate::error::Result;
+use crate::expiry::TimeToLive;
 use crate::value::Value;
 use std::time::Duration;
 
@@ -39,5 +40,12 @@ impl Backend for DummyBackend {
     }
     fn clear(&self, _prefix: &[u8]) -> Result<()> {
         Ok(())
+    }
+
+    fn ttl(&self, _key: &[u8]) -> Result<TimeToLive> {
+        Ok(TimeToLive::Missing)
+    }
+    fn replace(&self, _key: &[u8], _value: &[u8], _ttl: Option<Duration>) -> Result<bool> {
+        Ok(false)
     }
 }

@@ -26,6 +26,7 @@
 
 use super::{apply_delta, not_found, Backend};
 use crate::error::{Error, ErrorKind, Result};
+use crate::expiry::TimeToLive;
 use crate::location::{Location, Options};
 use crate::value::Value;
 use std::collections::{HashMap, VecDeque};
@@ -2563,6 +2564,45 @@ impl Backend for FileBackend {
 
     fn evictions(&self) -> u64 {
         self.inner.evictions.load(Ordering::Relaxed)
+    }
+
+    fn ttl(&self, key: &[u8]) -> Result<TimeToLive> {
+        let hash = hash_key(key);
+        let now = now_ms();
+        let expires_at = match self.inner.read_unlocked(hash, key)? {
+            Some(Some(f)) if !f.expired(now) => Some(f.record().expires_at),
+            Some(None) => None,
+            Some(Some(_)) | None => self.inner.with_live(
+                hash,
+                key,
+                now,
+                || Ok(None),
+                |_, f| Ok(Some(f.record().expires_at)),
+            )?,
+        };
+        Ok(match expires_at {
+            None => TimeToLive::Missing,
+            Some(0) => TimeToLive::Forever,
+            Some(at) => TimeToLive::until(Duration::from_millis(at), Duration::from_millis(now)),
+        })
+    }
+
+    fn replace(&self, key: &[u8], value: &[u8], ttl: Option<Duration>) -> Result<bool> {
+        self.inner.check_size(key, value)?;
+        let hash = hash_key(key);
+        let now = now_ms();
+        let stored = self.inner.with_live(
+            hash,
+            key,
+            now,
+            || Ok(false),
+            |locked, f| {
+                locked.store(hash, key, value, deadline(ttl, now), now, Probe::Found(f))?;
+                Ok(true)
+            },
+        )?;
+        self.after_write();
+        Ok(stored)
     }
 }
 

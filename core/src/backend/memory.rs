@@ -12,6 +12,7 @@
 use super::{apply_delta, not_found, Backend};
 use crate::clock;
 use crate::error::{Error, ErrorKind, Result};
+use crate::expiry::TimeToLive;
 use crate::location::{Location, Options};
 use crate::value::Value;
 use hashlink::LinkedHashMap;
@@ -651,6 +652,59 @@ impl Backend for MemoryBackend {
 
     fn evictions(&self) -> u64 {
         self.inner.evictions.load(Ordering::Relaxed)
+    }
+
+    fn ttl(&self, key: &[u8]) -> Result<TimeToLive> {
+        let k = KeyRef::new(key);
+        let deadline = match &self.inner.store {
+            Store::Clock(store) => store.peek(k).filter(Entry::live).map(|e| e.expires_at),
+            Store::Lru(lru) => lru.lock().get(k).filter(|e| e.live()).map(|e| e.expires_at),
+        };
+        Ok(match deadline {
+            None => TimeToLive::Missing,
+            Some(0) => TimeToLive::Forever,
+            Some(at) => TimeToLive::until(
+                Duration::from_nanos(at),
+                Duration::from_nanos(clock::precise_now_ns()),
+            ),
+        })
+    }
+
+    fn replace(&self, key: &[u8], value: &[u8], ttl: Option<Duration>) -> Result<bool> {
+        let new = Entry {
+            value: Arc::from(value),
+            expires_at: deadline(ttl),
+        };
+        let k = KeyRef::new(key);
+        let store = match &self.inner.store {
+            Store::Clock(store) => store,
+            Store::Lru(lru) => {
+                let mut map = lru.lock();
+                return Ok(match map.get_mut(k) {
+                    Some(old) if old.live() => {
+                        *old = new;
+                        map.to_back(k);
+                        true
+                    }
+                    Some(_) => {
+                        map.remove(k);
+                        false
+                    }
+                    None => false,
+                });
+            }
+        };
+        self.check_size(store, key, value)?;
+        let mut pending = Some(new);
+        let result = store.entry(k, None, |_, old| {
+            if old.live() {
+                *old = pending.take().expect("callback runs once");
+                EntryAction::Retain(true)
+            } else {
+                EntryAction::Remove
+            }
+        });
+        Ok(matches!(result, EntryResult::Retained(true)))
     }
 }
 

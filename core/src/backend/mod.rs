@@ -5,6 +5,7 @@
 //! TTLs, serializers or statistics: those live once, in [`crate::Cache`].
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::expiry::TimeToLive;
 use crate::value::Value;
 use std::sync::Arc;
 use std::time::Duration;
@@ -177,6 +178,41 @@ pub trait Backend: Send + Sync + 'static {
     fn evictions(&self) -> u64 {
         0
     }
+
+    /// How long `key` has left: missing, never expiring, or the time until it expires.
+    ///
+    /// The default is an [`ErrorKind::Unsupported`] error: a store that keeps no expiry it
+    /// can read back cannot answer, and guessing would be wrong.
+    fn ttl(&self, key: &[u8]) -> Result<TimeToLive> {
+        let _ = key;
+        Err(unsupported(
+            self.name(),
+            "ttl",
+            "it does not report a key's remaining lifetime",
+        ))
+    }
+
+    /// Stores `value` only if `key` is present (and not expired); true when it stored.
+    /// Atomic (Redis `SET XX`, memcached `replace`, one SQL `UPDATE`).
+    ///
+    /// The default is an [`ErrorKind::Unsupported`] error: a read followed by a write could
+    /// store a value after another caller deleted the key.
+    fn replace(&self, key: &[u8], value: &[u8], ttl: Option<Duration>) -> Result<bool> {
+        let _ = (key, value, ttl);
+        Err(unsupported(
+            self.name(),
+            "set(xx=True) / replace",
+            "it has no atomic replace",
+        ))
+    }
+}
+
+/// The error of an operation a backend does not offer, saying which and why.
+pub fn unsupported(backend: &str, operation: &str, why: &str) -> Error {
+    Error::new(
+        ErrorKind::Unsupported,
+        format!("the {backend} backend does not support {operation}: {why}"),
+    )
 }
 
 /// Parses ASCII decimal as `incr` reads it: an optional `-` and digits, nothing else.

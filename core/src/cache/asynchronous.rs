@@ -21,7 +21,7 @@ use crate::AsyncBackend;
 impl Cache {
     /// The backend's async side, or `None` when calls answer in memory.
     #[inline]
-    fn awaited(&self) -> Option<&dyn crate::AsyncBackend> {
+    pub(super) fn awaited(&self) -> Option<&dyn crate::AsyncBackend> {
         self.inner.awaited.as_deref()
     }
 

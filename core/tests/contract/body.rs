@@ -7,8 +7,8 @@
 //! today, [`Deviation`] names it and the one assertion it changes; each is a known bug.
 
 use super::ops::{Mode, Ops, Settle};
-use polycache::{CacheBuilder, ErrorKind, Expiry, Key, Result, Value, MAX_KEY_LEN};
-use std::time::{Duration, Instant};
+use polycache::{CacheBuilder, ErrorKind, Expiry, Key, Result, TimeToLive, Value, MAX_KEY_LEN};
+use std::time::{Duration, Instant, SystemTime};
 
 /// Known departures from the contract (docs/architecture.md, "The contract suite"):
 /// memcached's native counters, as docs/backends/memcached.md documents them, and bugs of
@@ -47,6 +47,9 @@ pub struct Expect {
     pub large: usize,
     /// This backend's known deviations (see [`Deviation`]).
     pub deviations: &'static [Deviation],
+    /// False where `ttl` and `replace` are the trait's `Unsupported` defaults (a custom
+    /// backend that does not implement them).
+    pub lifetime: bool,
 }
 
 impl Expect {
@@ -57,6 +60,7 @@ impl Expect {
         ttl: Duration::from_millis(400),
         large: 3 << 20,
         deviations: &[],
+        lifetime: true,
     };
 
     fn has(&self, d: Deviation) -> bool {
@@ -171,6 +175,7 @@ pub async fn contract(c: Caches) {
     get_or_set(&c).await;
     versions_and_prefixes(&c).await;
     values(&c).await;
+    lifetime(&c).await;
     expiry_and_ttl_end(&c, lapsing).await;
     clear(&c).await;
     stats(&c).await;
@@ -977,6 +982,11 @@ async fn always_misses(c: &Caches) {
         kind(m.incr_version("k", 1, None).await),
         ErrorKind::NotFound
     );
+    assert_eq!(m.ttl("k").await.unwrap(), TimeToLive::Missing);
+    assert!(!m.replace("k", b"v", Expiry::Never).await.unwrap());
+    assert!(!m.persist("k").await.unwrap());
+    // `add` always succeeds here, so a missing counter is created (and dropped).
+    assert_eq!(m.incr_or_create("k", 3).await.unwrap(), 3);
     // Bad input is refused as everywhere.
     let too_long = "z".repeat(MAX_KEY_LEN + 1);
     assert_eq!(kind(m.get(too_long.as_str()).await), ErrorKind::InvalidKey);
@@ -991,5 +1001,110 @@ async fn always_misses(c: &Caches) {
         (st.hits, st.misses, st.sets, st.errors),
         (0, 3, 1, 0),
         "{st:?}"
+    );
+}
+
+/// django-redis' lifetime operations: `ttl`, `persist`, `expire_at`, `set(xx=True)`
+/// (`replace`) and `incr(ignore_key_check=True)` (`incr_or_create`).
+async fn lifetime(c: &Caches) {
+    let m = &c.main;
+    let long = Duration::from_secs(600);
+    let too_long = "z".repeat(MAX_KEY_LEN + 1);
+    let too_long = too_long.as_str();
+    if c.x.lifetime {
+        assert_eq!(m.ttl("lt-missing").await.unwrap(), TimeToLive::Missing);
+        m.set("lt", b"v", Expiry::Never).await.unwrap();
+        assert_eq!(m.ttl("lt").await.unwrap(), TimeToLive::Forever);
+        m.set("lt", b"v", Expiry::After(long)).await.unwrap();
+        let left = |t: TimeToLive| match t {
+            TimeToLive::Left(d) => d,
+            other => panic!("expected a remaining lifetime, got {other:?}"),
+        };
+        let d = left(m.ttl("lt").await.unwrap());
+        assert!(d <= long && d > long / 2, "{d:?}");
+        // persist: never expires; false for a missing key.
+        assert!(m.persist("lt").await.unwrap());
+        assert_eq!(m.ttl("lt").await.unwrap(), TimeToLive::Forever);
+        assert!(!m.persist("lt-missing").await.unwrap());
+        // expire_at: a time ahead sets the TTL; a time past removes the key (EXPIREAT).
+        assert!(m.expire_at("lt", SystemTime::now() + long).await.unwrap());
+        let d = left(m.ttl("lt").await.unwrap());
+        assert!(d <= long && d > long / 2, "{d:?}");
+        let past = SystemTime::now() - Duration::from_secs(10);
+        assert!(m.expire_at("lt", past).await.unwrap(), "was present");
+        assert!(!m.has_key("lt").await.unwrap());
+        assert_eq!(m.ttl("lt").await.unwrap(), TimeToLive::Missing);
+        assert!(!m.expire_at("lt", SystemTime::now() + long).await.unwrap());
+        assert!(!m.expire_at("lt", past).await.unwrap());
+
+        // replace stores only over a present key, with its own expiry.
+        assert!(!m.replace("r", b"x", Expiry::Never).await.unwrap());
+        assert_eq!(
+            bytes(m.get("r").await.unwrap()),
+            None,
+            "replace created nothing"
+        );
+        m.set("r", b"1", Expiry::After(long)).await.unwrap();
+        assert!(m.replace("r", b"2", Expiry::Never).await.unwrap());
+        assert_eq!(bytes(m.get("r").await.unwrap()), some(b"2"));
+        assert_eq!(m.ttl("r").await.unwrap(), TimeToLive::Forever);
+        assert!(m.replace("r", b"3", Expiry::After(long)).await.unwrap());
+        assert_eq!(bytes(m.get("r").await.unwrap()), some(b"3"));
+        left(m.ttl("r").await.unwrap());
+        // Already expired: removes the key; the answer is whether it was there.
+        assert!(m.replace("r", b"4", Expiry::Expired).await.unwrap());
+        assert!(!m.has_key("r").await.unwrap());
+        assert!(!m.replace("r", b"4", Expiry::Expired).await.unwrap());
+        c.small.set("r", b"small", Expiry::Never).await.unwrap();
+        let err = c.small.replace("r", &[0; LIMIT + 1], Expiry::Never).await;
+        assert_eq!(kind(err), ErrorKind::ValueTooLarge);
+        assert_eq!(bytes(c.small.get("r").await.unwrap()), some(b"small"));
+        assert_eq!(kind(m.ttl(too_long).await), ErrorKind::InvalidKey);
+        assert_eq!(
+            kind(m.replace(too_long, b"v", Expiry::Never).await),
+            ErrorKind::InvalidKey
+        );
+        // Versions address other entries.
+        c.v3.set("vr", b"v3", Expiry::Never).await.unwrap();
+        assert_eq!(
+            m.ttl(Key::new("vr").version(3)).await.unwrap(),
+            TimeToLive::Missing
+        );
+        assert_eq!(c.v3.ttl("vr").await.unwrap(), TimeToLive::Forever);
+    } else {
+        // The trait's defaults: a clear Unsupported error, and nothing changes.
+        m.set("lt", b"v", Expiry::Never).await.unwrap();
+        assert_eq!(kind(m.ttl("lt").await), ErrorKind::Unsupported);
+        assert_eq!(
+            kind(m.replace("lt", b"w", Expiry::Never).await),
+            ErrorKind::Unsupported
+        );
+        assert_eq!(bytes(m.get("lt").await.unwrap()), some(b"v"));
+        // persist and expire_at are touch, which every backend has.
+        assert!(m.persist("lt").await.unwrap());
+        assert!(m
+            .expire_at("lt", SystemTime::now() - Duration::from_secs(1))
+            .await
+            .unwrap());
+        assert!(!m.has_key("lt").await.unwrap());
+    }
+
+    // incr_or_create: a missing key starts from 0 and never expires; a present one counts.
+    assert_eq!(m.incr_or_create("ioc", 5).await.unwrap(), 5);
+    assert_eq!(m.incr_or_create("ioc", 1).await.unwrap(), 6);
+    assert_eq!(m.incr("ioc", 1).await.unwrap(), 7);
+    assert_eq!(bytes(m.get("ioc").await.unwrap()), some(b"7"));
+    if c.x.lifetime {
+        assert_eq!(m.ttl("ioc").await.unwrap(), TimeToLive::Forever);
+    }
+    m.set("ioc-text", b"abc", Expiry::Never).await.unwrap();
+    assert_eq!(
+        kind(m.incr_or_create("ioc-text", 1).await),
+        ErrorKind::NotAnInteger
+    );
+    assert_eq!(bytes(m.get("ioc-text").await.unwrap()), some(b"abc"));
+    assert_eq!(
+        kind(m.incr_or_create(too_long, 1).await),
+        ErrorKind::InvalidKey
     );
 }

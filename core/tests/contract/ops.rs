@@ -7,12 +7,12 @@
 //! body runs on the runtime's only thread) or a multi-thread one (the body is spawned onto a
 //! worker).
 
-use polycache::{BoxFuture, Cache, Expiry, Key, Result, Value};
+use polycache::{BoxFuture, Cache, Expiry, Key, Result, TimeToLive, Value};
 use std::future::Future;
 use std::pin::pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 /// What a fixture does after every write so that the next read sees it (a leader's
 /// replica catching up); `None` for stores that read their own writes.
@@ -246,6 +246,35 @@ impl Ops {
             c.incr_version_async(key, delta, v)
         );
         self.write(moved)
+    }
+
+    pub fn ttl<'a>(&'a self, key: impl Into<Key<'a>>) -> Op<'a, TimeToLive> {
+        let (c, k) = (&self.cache, key.into());
+        either!(self, c.ttl(k), c.ttl_async(k))
+    }
+    pub fn persist<'a>(&'a self, key: impl Into<Key<'a>>) -> Op<'a, bool> {
+        let (c, k) = (&self.cache, key.into());
+        self.write(either!(self, c.persist(k), c.persist_async(k)))
+    }
+    pub fn expire_at<'a>(&'a self, key: impl Into<Key<'a>>, when: SystemTime) -> Op<'a, bool> {
+        let (c, k) = (&self.cache, key.into());
+        self.write(either!(
+            self,
+            c.expire_at(k, when),
+            c.expire_at_async(k, when)
+        ))
+    }
+    pub fn replace<'a>(&'a self, key: impl Into<Key<'a>>, v: &'a [u8], e: Expiry) -> Op<'a, bool> {
+        let (c, k) = (&self.cache, key.into());
+        self.write(either!(self, c.replace(k, v, e), c.replace_async(k, v, e)))
+    }
+    pub fn incr_or_create<'a>(&'a self, key: impl Into<Key<'a>>, delta: i64) -> Op<'a, i64> {
+        let (c, k) = (&self.cache, key.into());
+        self.write(either!(
+            self,
+            c.incr_or_create(k, delta),
+            c.incr_or_create_async(k, delta)
+        ))
     }
 
     /// `incr(key, 1)` `each` times from each of `workers` concurrent callers: threads on

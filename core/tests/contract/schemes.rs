@@ -270,6 +270,7 @@ const MEMCACHED_EXPECT: Expect = Expect {
         Deviation::LenientCounters,
         Deviation::PaddedCounters,
     ],
+    lifetime: true,
 };
 
 pub fn memcached() -> Fixture {
@@ -307,7 +308,10 @@ pub fn custom() -> Fixture {
     let backend = Arc::new(MapBackend::default());
     Fixture {
         name: "custom",
-        expect: Expect::FULL,
+        expect: Expect {
+            lifetime: false,
+            ..Expect::FULL
+        },
         builder: Box::new(move || Cache::with_backend(backend.clone())),
         settle: None,
         _keep: Vec::new(),

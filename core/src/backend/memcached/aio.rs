@@ -737,4 +737,21 @@ impl AsyncBackend for MemcachedBackend {
             }
         })
     }
+
+    fn ttl<'a>(&'a self, key: &'a [u8]) -> BoxFuture<'a, Result<crate::expiry::TimeToLive>> {
+        Box::pin(async move { Ok(self.inner.single_async(key, Request::Ttl).await?.lifetime()) })
+    }
+
+    fn replace<'a>(
+        &'a self,
+        key: &'a [u8],
+        value: &'a [u8],
+        ttl: Option<Duration>,
+    ) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(async move {
+            let exptime = keys::exptime(ttl);
+            let request = Request::Replace { value, exptime };
+            Ok(self.inner.single_async(key, request).await?.flag())
+        })
+    }
 }

@@ -6,6 +6,7 @@ use super::conn::{Fault, Io, Replies};
 use super::protocol::{self, Kind, Opaque, Reply};
 use super::{not_found, Server, ITEM_OVERHEAD};
 use crate::error::{Error, ErrorKind, Result};
+use crate::expiry::TimeToLive;
 use crate::value::Value;
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -43,6 +44,10 @@ pub(super) enum Request<'a> {
     Generation { initial: u64, delta: u64 },
     /// `flush_all` (no key).
     FlushAll,
+    /// `mg k t`: the remaining TTL.
+    Ttl,
+    /// `ms … MR`: store only over a present key.
+    Replace { value: &'a [u8], exptime: u64 },
 }
 
 /// What a request answered.
@@ -52,6 +57,7 @@ pub(super) enum Answer {
     Flag(bool),
     Count(u64),
     Done,
+    Lifetime(TimeToLive),
 }
 
 impl Answer {
@@ -63,6 +69,12 @@ impl Answer {
     }
     pub(super) fn flag(self) -> bool {
         matches!(self, Answer::Flag(true))
+    }
+    pub(super) fn lifetime(self) -> TimeToLive {
+        match self {
+            Answer::Lifetime(t) => t,
+            _ => TimeToLive::Missing,
+        }
     }
     pub(super) fn count(self) -> u64 {
         match self {
@@ -87,7 +99,9 @@ impl Request<'_> {
     /// size limit, checked once a connection taught us the limit).
     pub(super) fn refused(&self, server: &Server, wire: &[u8]) -> Option<Error> {
         match self {
-            Request::Store { value, .. } => too_large(server, wire, value),
+            Request::Store { value, .. } | Request::Replace { value, .. } => {
+                too_large(server, wire, value)
+            }
             _ => None,
         }
     }
@@ -112,13 +126,18 @@ impl Request<'_> {
                 out.extend_from_slice(b"flush_all\r\n");
                 return Expect::One(None);
             }
+            Request::Ttl => protocol::time_to_live(out, wire, opaque),
+            Request::Replace { value, exptime } => {
+                protocol::replace(out, wire, value, exptime, opaque)
+            }
         }
         Expect::One(opaque)
     }
 
     fn command(&self) -> &'static str {
         match self {
-            Request::Get | Request::Exists | Request::Touch(_) => "mg",
+            Request::Get | Request::Exists | Request::Touch(_) | Request::Ttl => "mg",
+            Request::Replace { .. } => "ms (replace)",
             Request::Store { add: false, .. } => "ms",
             Request::Store { add: true, .. } => "ms (add)",
             Request::Delete => "md",
@@ -190,6 +209,23 @@ impl Request<'_> {
                 }
             }
             (Request::FlushAll, Kind::Ok) => Answer::Done,
+            (Request::Ttl, Kind::Miss) => Answer::Lifetime(TimeToLive::Missing),
+            (Request::Ttl, Kind::Hit) => {
+                let flags = c.bytes(r.data.clone());
+                let Some(secs) = protocol::ttl_flag(flags) else {
+                    return Err(Fault::Protocol(format!(
+                        "mg … t answered no remaining TTL: {:?}",
+                        String::from_utf8_lossy(flags)
+                    )));
+                };
+                Answer::Lifetime(match secs {
+                    None => TimeToLive::Forever,
+                    // memcached counts whole seconds: `t0` is an entry in its last second.
+                    Some(secs) => TimeToLive::Left(std::time::Duration::from_secs(secs.max(1))),
+                })
+            }
+            (Request::Replace { .. }, Kind::Hit) => Answer::Flag(true),
+            (Request::Replace { .. }, Kind::NotStored) => Answer::Flag(false),
             _ => return unexpected(server, c, &r, self.command()).map(Err),
         };
         Ok(Ok(answer))

@@ -17,6 +17,7 @@ mod ring;
 
 use super::{not_found, AsyncAccess, Backend};
 use crate::error::{Error, ErrorKind, Result};
+use crate::expiry::TimeToLive;
 use crate::location::{Location, Options};
 use crate::value::Value;
 use commands::{DeleteMany, GetMany, Request, SetMany};
@@ -574,6 +575,18 @@ impl Backend for MemcachedBackend {
                     .map(|s| inner.single_on(s, b"", Request::FlushAll).map(|_| ())),
             ),
         }
+    }
+
+    /// `mg <key> t`: whole seconds, as memcached keeps them.
+    fn ttl(&self, key: &[u8]) -> Result<TimeToLive> {
+        self.inner.single(key, Request::Ttl).map(|a| a.lifetime())
+    }
+
+    fn replace(&self, key: &[u8], value: &[u8], ttl: Option<Duration>) -> Result<bool> {
+        let exptime = exptime(ttl);
+        self.inner
+            .single(key, Request::Replace { value, exptime })
+            .map(|a| a.flag())
     }
 }
 

@@ -196,7 +196,14 @@ pub(crate) fn parse(buf: &[u8]) -> Result<Parse, ProtocolError> {
             }))
         }
         // Meta flags may follow HD (we ask for none, but a proxy may add some).
-        b"HD" => simple(Kind::Hit),
+        // `data` holds the flags: `mg <key> t` answers the remaining TTL as `t<secs>`.
+        b"HD" => Ok(Parse::Complete(Reply {
+            kind: Kind::Hit,
+            data: rest.min(line.len())..line.len(),
+            name: 0..0,
+            opaque: opaque_flag(line, rest),
+            consumed: after_line,
+        })),
         b"EN" => exact(Kind::Miss),
         b"NF" => exact(Kind::NotFound),
         b"NS" => exact(Kind::NotStored),
@@ -377,6 +384,45 @@ pub(crate) fn store(
     add: bool,
     opaque: Opaque,
 ) {
+    let mode: &[u8] = if add { b" ME" } else { b"" };
+    store_in_mode(out, key, value, exptime, mode, opaque);
+}
+
+/// `ms <key> <len> T<exptime> MR` and the data block: `HD` stored over a present key, `NS`
+/// when there was none.
+pub(crate) fn replace(out: &mut Vec<u8>, key: &[u8], value: &[u8], exptime: u64, opaque: Opaque) {
+    store_in_mode(out, key, value, exptime, b" MR", opaque);
+}
+
+/// `mg <key> t`: `HD t<secs>` (`t-1`: never expires) when present, `EN` when not.
+pub(crate) fn time_to_live(out: &mut Vec<u8>, key: &[u8], opaque: Opaque) {
+    out.extend_from_slice(b"mg ");
+    out.extend_from_slice(key);
+    out.extend_from_slice(b" t");
+    end_line(out, opaque);
+}
+
+/// The `t` flag of an `HD` reply's flags: `Some(None)` for `t-1` (never expires),
+/// `Some(Some(secs))`, or `None` when it is missing or malformed.
+pub(crate) fn ttl_flag(flags: &[u8]) -> Option<Option<u64>> {
+    let token = flags
+        .split(|&b| b == b' ')
+        .find_map(|f| f.strip_prefix(b"t"))?;
+    if token == b"-1" {
+        return Some(None);
+    }
+    parse_counter(token).map(Some)
+}
+
+#[inline]
+fn store_in_mode(
+    out: &mut Vec<u8>,
+    key: &[u8],
+    value: &[u8],
+    exptime: u64,
+    mode: &[u8],
+    opaque: Opaque,
+) {
     out.reserve(key.len() + value.len() + 40);
     out.extend_from_slice(b"ms ");
     out.extend_from_slice(key);
@@ -384,9 +430,7 @@ pub(crate) fn store(
     push_u64(out, value.len() as u64);
     out.extend_from_slice(b" T");
     push_u64(out, exptime);
-    if add {
-        out.extend_from_slice(b" ME");
-    }
+    out.extend_from_slice(mode);
     end_line(out, opaque);
     out.extend_from_slice(value);
     out.extend_from_slice(b"\r\n");
@@ -438,6 +482,24 @@ mod tests {
             Parse::Complete(r) => r,
             other => panic!("{buf:?}: {other:?}"),
         }
+    }
+
+    #[test]
+    fn reads_the_ttl_flag() {
+        let r = complete(b"HD t42 O7\r\n");
+        let flags = &b"HD t42 O7\r\n"[r.data];
+        assert_eq!(ttl_flag(flags), Some(Some(42)));
+        assert_eq!(ttl_flag(b"t-1"), Some(None));
+        assert_eq!(ttl_flag(b"O1 t0"), Some(Some(0)));
+        for bad in [&b""[..], b"t", b"tx", b"t-2", b"O1"] {
+            assert_eq!(ttl_flag(bad), None, "{bad:?}");
+        }
+        let mut out = Vec::new();
+        time_to_live(&mut out, b"k", Some(3));
+        assert_eq!(out, b"mg k t O3\r\n");
+        out.clear();
+        replace(&mut out, b"k", b"v", 5, None);
+        assert_eq!(out, b"ms k 1 T5 MR\r\nv\r\n");
     }
 
     #[test]

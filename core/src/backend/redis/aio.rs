@@ -482,6 +482,25 @@ impl AsyncBackend for RedisBackend {
             }
         })
     }
+
+    fn ttl<'a>(&'a self, key: &'a [u8]) -> BoxFuture<'a, Result<crate::expiry::TimeToLive>> {
+        Box::pin(self.on_reader_async(move |c| async move {
+            Ok(commands::time_to_live(query(c, commands::pttl(key)).await?))
+        }))
+    }
+
+    fn replace<'a>(
+        &'a self,
+        key: &'a [u8],
+        value: &'a [u8],
+        ttl: Option<Duration>,
+    ) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(self.on_leader_async(false, move |c| async move {
+            Ok(commands::added(
+                &query(c, commands::replace(key, value, ttl)).await?,
+            ))
+        }))
+    }
 }
 
 /// `clear` on a Cluster: `SCAN MATCH` + `UNLINK` (or `FLUSHDB` for everything) on every

@@ -123,3 +123,28 @@ pub(super) fn incremented(reply: redis::Value, key: &[u8], location: &str) -> Re
         other => Err(super::map_err(unexpected(&other), location)),
     }
 }
+
+/// `PTTL key`.
+pub(super) fn pttl(key: &[u8]) -> Cmd {
+    let mut c = cmd("PTTL");
+    c.arg(key);
+    c
+}
+
+/// What `PTTL` answered: -2 for a missing key, -1 for one that never expires, else
+/// milliseconds (0: expiring now, as good as missing).
+pub(super) fn time_to_live(ms: i64) -> crate::expiry::TimeToLive {
+    use crate::expiry::TimeToLive;
+    match ms {
+        -1 => TimeToLive::Forever,
+        ms if ms > 0 => TimeToLive::Left(Duration::from_millis(ms.unsigned_abs())),
+        _ => TimeToLive::Missing,
+    }
+}
+
+/// `SET key value [PX ms] XX`: stores only over an existing key.
+pub(super) fn replace(key: &[u8], value: &[u8], ttl: Option<Duration>) -> Cmd {
+    let mut c = set(key, value, ttl);
+    c.arg("XX");
+    c
+}

@@ -974,6 +974,15 @@ impl Backend for RedisBackend {
             Topology::Cluster { pool, .. } => pool.run(|c| Self::cluster_clear(c, &pattern)),
         }
     }
+
+    fn ttl(&self, key: &[u8]) -> Result<crate::expiry::TimeToLive> {
+        self.on_reader(|c| Ok(commands::time_to_live(commands::pttl(key).query(c)?)))
+    }
+
+    fn replace(&self, key: &[u8], value: &[u8], ttl: Option<Duration>) -> Result<bool> {
+        let c = commands::replace(key, value, ttl);
+        self.on_leader(|conn| Ok(commands::added(&c.query(conn)?)))
+    }
 }
 
 #[cfg(test)]

@@ -174,6 +174,19 @@ pub(crate) fn live(expires_at: Option<i64>, now: i64) -> bool {
 
 /// The `byte_size` a row of `key` and `value` must carry.
 #[inline]
+/// What `ttl` answers for the `expires_at` of a live row (`None`: no row), at `now`.
+pub(crate) fn time_to_live(found: Option<Option<i64>>, now: i64) -> crate::expiry::TimeToLive {
+    use crate::expiry::TimeToLive;
+    match found {
+        None => TimeToLive::Missing,
+        Some(None) => TimeToLive::Forever,
+        Some(Some(at)) => match u64::try_from(at.saturating_sub(now)) {
+            Ok(ms) if ms > 0 => TimeToLive::Left(Duration::from_millis(ms)),
+            _ => TimeToLive::Missing,
+        },
+    }
+}
+
 pub(crate) fn byte_size(key: &[u8], value: &[u8]) -> i64 {
     (key.len() as i64).saturating_add(value.len() as i64)
 }

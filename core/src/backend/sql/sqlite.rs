@@ -6,6 +6,7 @@ use super::{
 };
 use crate::backend::{apply_delta, not_found, parse_i64, Backend};
 use crate::error::{Error, ErrorKind, Result};
+use crate::expiry::TimeToLive;
 use crate::location::{Location, Options};
 use crate::value::Value;
 use rusqlite::functions::FunctionFlags;
@@ -114,6 +115,9 @@ struct Queries {
     hash_exists: String,
     cull_expired: String,
     cull_oldest: String,
+    /// `ttl` and `set(xx=True)`.
+    ttl: String,
+    replace: String,
 }
 
 impl Queries {
@@ -209,6 +213,17 @@ impl Queries {
             cull_expired: format!("DELETE FROM {t} WHERE expires_at <= ?1"),
             cull_oldest: format!(
                 "DELETE FROM {t} WHERE id IN (SELECT id FROM {t} ORDER BY id LIMIT ?1)"
+            ),
+            ttl: format!(
+                "SELECT expires_at FROM {t} WHERE key_hash = ?1 AND key = ?2 AND {} AND {}",
+                alive("", "?3"),
+                valid("")
+            ),
+            replace: format!(
+                "UPDATE {t} SET value = ?3, expires_at = ?4, byte_size = ?5 \
+                 WHERE key_hash = ?1 AND key = ?2 AND {} AND {}",
+                alive("", "?6"),
+                valid("")
             ),
             table,
         }
@@ -1126,5 +1141,38 @@ impl Backend for SqliteBackend {
 
     fn evictions(&self) -> u64 {
         self.inner.trim.evictions()
+    }
+
+    fn ttl(&self, key: &[u8]) -> Result<TimeToLive> {
+        let now = now_ms();
+        let Some(conn) = self.read_conn()? else {
+            return Ok(TimeToLive::Missing);
+        };
+        let found: Option<Option<i64>> = conn
+            .prepare_cached(&self.inner.q.ttl)
+            .and_then(|mut s| {
+                s.query_row(params![key_hash(key), key, now], |r| r.get(0))
+                    .optional()
+            })
+            .map_err(|e| self.fail("ttl", e))?;
+        Ok(super::time_to_live(found, now))
+    }
+
+    fn replace(&self, key: &[u8], value: &[u8], ttl: Option<Duration>) -> Result<bool> {
+        let hash = key_hash(key);
+        let now = now_ms();
+        let exp = expires_at(now, ttl);
+        let Some(mut conn) = self.read_conn()? else {
+            return Ok(false);
+        };
+        let row = params![hash, key, value, exp, byte_size(key, value), now];
+        let n = conn
+            .prepare_cached(&self.inner.q.replace)
+            .and_then(|mut s| s.execute(row))
+            .map_err(|e| self.fail("replace", e))?;
+        if n > 0 {
+            self.wrote(&mut conn, 1);
+        }
+        Ok(n > 0)
     }
 }

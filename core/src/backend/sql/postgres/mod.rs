@@ -14,6 +14,7 @@ use self::tls::PgTls;
 use super::{key_hash, Bounds, Cull, Estimate, Pool, Pooled, TableName, Trimmer};
 use crate::backend::{AsyncAccess, AsyncBackend, Backend, BoxFuture};
 use crate::error::{Error, ErrorKind, Result};
+use crate::expiry::TimeToLive;
 use crate::location::{Location, Options};
 use crate::value::Value;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -654,6 +655,14 @@ impl Backend for PostgresBackend {
     fn evictions(&self) -> u64 {
         self.inner.trim.evictions()
     }
+
+    fn ttl(&self, key: &[u8]) -> Result<TimeToLive> {
+        self.run("ttl", true, &key, ops::ttl)
+    }
+
+    fn replace(&self, key: &[u8], value: &[u8], ttl: Option<Duration>) -> Result<bool> {
+        self.run("replace", true, &(key, value, ttl), ops::replace)
+    }
 }
 
 /// The same operations awaited: the same futures (`ops.rs`) on connections that polycache's
@@ -762,6 +771,22 @@ impl AsyncBackend for PostgresBackend {
         Box::pin(async move {
             let args = clearing(prefix)?;
             self.run_async("clear", true, &args, ops::clear).await
+        })
+    }
+
+    fn ttl<'a>(&'a self, key: &'a [u8]) -> BoxFuture<'a, Result<TimeToLive>> {
+        Box::pin(async move { self.run_async("ttl", true, &key, ops::ttl).await })
+    }
+
+    fn replace<'a>(
+        &'a self,
+        key: &'a [u8],
+        value: &'a [u8],
+        ttl: Option<Duration>,
+    ) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(async move {
+            let args = (key, value, ttl);
+            self.run_async("replace", true, &args, ops::replace).await
         })
     }
 }

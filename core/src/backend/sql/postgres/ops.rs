@@ -8,11 +8,12 @@ use super::conn::{describe, sqlstate, Link, PgError, Tx};
 use super::queries::Q;
 use super::Inner;
 use crate::backend::sql::{
-    byte_size, expires_at, id_span, key_hash, now_ms, Cull, Estimate, Found, OldestWalk,
-    MAX_TRIM_BATCHES, SAMPLES, TRIM_BATCH, TRIM_ROUNDS,
+    byte_size, expires_at, id_span, key_hash, now_ms, time_to_live, Cull, Estimate, Found,
+    OldestWalk, MAX_TRIM_BATCHES, SAMPLES, TRIM_BATCH, TRIM_ROUNDS,
 };
 use crate::backend::{apply_delta, not_found, parse_i64, BoxFuture};
 use crate::error::{Error, ErrorKind};
+use crate::expiry::TimeToLive;
 use crate::value::Value;
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -608,4 +609,42 @@ async fn remove_corrupt(i: &Inner, c: &mut Link, id: i64) {
             describe(&e)
         );
     }
+}
+
+/// The `expires_at` of the live row under `key`: `None` when there is none.
+pub(super) fn ttl<'c>(
+    i: &'c Inner,
+    c: &'c mut Link,
+    key: &'c &[u8],
+) -> BoxFuture<'c, Result<TimeToLive, Fail>> {
+    Box::pin(async move {
+        let now = now_ms();
+        let s = c.stmt(Q::Ttl, &i.q).await?;
+        let row = c
+            .trips()
+            .query_opt(&s, &[&key_hash(key), key, &now])
+            .await?;
+        Ok(time_to_live(row.map(|r| r.get::<_, Option<i64>>(0)), now))
+    })
+}
+
+/// `(key, value, ttl)`: one `UPDATE` of a live row; true when there was one.
+pub(super) fn replace<'c>(
+    i: &'c Inner,
+    c: &'c mut Link,
+    (key, value, ttl): &'c (&[u8], &[u8], Option<Duration>),
+) -> BoxFuture<'c, Result<bool, Fail>> {
+    Box::pin(async move {
+        let now = now_ms();
+        let s = c.stmt(Q::Replace, &i.q).await?;
+        let args: [&(dyn tokio_postgres::types::ToSql + Sync); 6] = [
+            &key_hash(key),
+            key,
+            value,
+            &expires_at(now, *ttl),
+            &byte_size(key, value),
+            &now,
+        ];
+        Ok(c.trips().execute(&s, &args).await? > 0)
+    })
 }

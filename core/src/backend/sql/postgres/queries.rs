@@ -31,9 +31,11 @@ pub(super) enum Q {
     CountRead,
     CullExpired,
     CullOldest,
+    Ttl,
+    Replace,
 }
 
-pub(super) const N_QUERIES: usize = Q::CullOldest as usize + 1;
+pub(super) const N_QUERIES: usize = Q::Replace as usize + 1;
 
 fn valid(q: &str) -> String {
     format!("({q}value IS NOT NULL AND {q}byte_size = length({q}key) + length({q}value))")
@@ -220,6 +222,23 @@ impl Queries {
             format!(
                 "DELETE FROM {t} WHERE id IN \
                  (SELECT id FROM {t} ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED)"
+            ),
+        );
+        put(
+            Q::Ttl,
+            format!(
+                "SELECT expires_at FROM {t} WHERE key_hash = $1 AND key = $2 AND {} AND {}",
+                alive("", "$3"),
+                valid("")
+            ),
+        );
+        put(
+            Q::Replace,
+            format!(
+                "UPDATE {t} SET value = $3, expires_at = $4, byte_size = $5 \
+                 WHERE key_hash = $1 AND key = $2 AND {} AND {}",
+                alive("", "$6"),
+                valid("")
             ),
         );
         // Run under the creation lock, with the cache table locked against writes so that
