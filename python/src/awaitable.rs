@@ -15,7 +15,7 @@
 //! asyncio future. Awaiting a complete one costs no exception and no event-loop round trip:
 //! the type implements CPython's `am_send` slot.
 
-use crate::ops::{Core, Decoder, Deliver, Owned, Reply};
+use crate::ops::{Core, Decoder, Deliver, OnLoop, Owned, Reply};
 use polycache::completion::CompletionQueue;
 use polycache::{Error, ErrorKind};
 use pyo3::exceptions::{PyRuntimeError, PyStopIteration};
@@ -30,7 +30,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// The awaitable answer of a native `a`-method; see the module docs.
-#[pyclass(frozen, module = "polycache._polycache", name = "Awaitable")]
+#[pyclass(
+    frozen,
+    freelist = 64,
+    module = "polycache._polycache",
+    name = "Awaitable"
+)]
 pub(crate) struct Awaitable {
     state: State,
 }
@@ -291,13 +296,58 @@ pub(crate) struct Completions {
     queue: Arc<CompletionQueue<Finished>>,
     pending: Mutex<HashMap<u64, Pending>>,
     next: AtomicU64,
+    /// The fork generation the queue was made in: in a child of `fork()` the queue's
+    /// eventfd is still the parent's, and reading it would take the parent's wake-ups.
+    generation: u64,
+}
+
+impl Completions {
+    /// True in the child of a `fork()` made after this queue was: the queue is the parent's.
+    fn inherited(&self) -> bool {
+        self.generation != polycache::runtime::fork_generation()
+    }
+
+    /// Fails every operation in flight (in a child of `fork()`: they were the parent's, and
+    /// their answers go to the parent).
+    fn abandon(&self, py: Python<'_>) {
+        let pending = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()));
+        for (_, p) in pending {
+            let fut = p.future.bind(py);
+            if fut
+                .call_method0(pyo3::intern!(py, "done"))
+                .and_then(|d| d.is_truthy())
+                .unwrap_or(true)
+            {
+                continue;
+            }
+            let err = PyRuntimeError::new_err(
+                "this polycache operation was started before fork() by the parent process, \
+                 which gets its answer; await it again in this process",
+            );
+            if let Err(e) =
+                fut.call_method1(pyo3::intern!(py, "set_exception"), (err.into_value(py),))
+            {
+                e.write_unraisable(py, Some(fut));
+            }
+        }
+    }
 }
 
 #[pymethods]
 impl Completions {
     /// Delivers every finished operation to its future.
     fn __call__(&self, py: Python<'_>) {
+        if self.inherited() {
+            // The parent's descriptor, watched by a loop this child inherited: never read
+            // here (the parent's wake-up would be lost); the child's awaits use a new queue.
+            self.abandon(py);
+            return;
+        }
         for (id, reply) in self.queue.drain() {
+            if let Ok(Reply::OnLoop(run)) = reply {
+                run(py);
+                continue;
+            }
             let found = self
                 .pending
                 .lock()
@@ -350,6 +400,11 @@ pub(crate) fn _wake_per_operation(on: bool) {
 thread_local! {
     /// The event loop last seen running on this thread, and its completions.
     static CURRENT: RefCell<Option<(Py<PyAny>, Py<Completions>)>> = const { RefCell::new(None) };
+    /// Completions a child of `fork()` inherited, still registered with `add_reader` in a loop
+    /// it runs: kept open, so their descriptor numbers are not reused while the loop's
+    /// selector holds them (removing them would unregister them from the epoll instance
+    /// parent and child share, and the parent would never wake for its answers).
+    static INHERITED: RefCell<Vec<Py<Completions>>> = const { RefCell::new(Vec::new()) };
 }
 
 /// The running event loop (asyncio's `get_running_loop`: a `RuntimeError` when none runs).
@@ -372,7 +427,12 @@ fn completions<'py>(
             .map(|(_, q)| q.clone_ref(py))
     });
     if let Some(q) = known {
-        return Ok(q.into_bound(py));
+        if !q.get().inherited() {
+            return Ok(q.into_bound(py));
+        }
+        // A child of fork() running its parent's loop: a queue of its own from now on.
+        q.get().abandon(py);
+        INHERITED.with(|kept| kept.borrow_mut().push(q));
     }
     let queue = CompletionQueue::new().map_err(|e| crate::errors::to_py(py, e))?;
     let fd = queue.fd();
@@ -382,6 +442,7 @@ fn completions<'py>(
             queue: Arc::new(queue),
             pending: Mutex::new(HashMap::new()),
             next: AtomicU64::new(0),
+            generation: polycache::runtime::fork_generation(),
         },
     )?;
     if !WAKE_PER_OPERATION.load(Ordering::Relaxed) {
@@ -392,6 +453,23 @@ fn completions<'py>(
     let previous = CURRENT.with(|c| c.borrow_mut().replace(entry));
     drop(previous);
     Ok(completions)
+}
+
+/// A way for polycache's runtime to run Python code on the running loop's thread: the
+/// closure pushed goes through the loop's completion queue and runs in its drain. Weak, so a
+/// loop that is gone drops what is pushed to it (and its senders) rather than keeping it.
+pub(crate) fn on_loop(
+    py: Python<'_>,
+    event_loop: &Bound<'_, PyAny>,
+) -> PyResult<impl Fn(OnLoop) -> bool + Send + Sync + 'static> {
+    let queue = Arc::downgrade(&completions(py, event_loop)?.get().queue);
+    Ok(move |run: OnLoop| match queue.upgrade() {
+        Some(q) => {
+            q.push((u64::MAX, Ok(Reply::OnLoop(run))));
+            true
+        }
+        None => false,
+    })
 }
 
 /// Pushes an error for an operation whose task ended without answering (it panicked, or the

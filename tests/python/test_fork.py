@@ -80,3 +80,54 @@ def test_children_of_a_fork_never_share_the_parents_connections(scheme: str, url
     assert cache.get("counter") == ROUNDS * (CHILDREN + 1)
     cache.close()
 
+
+
+async def awork(cache: Cache, me: int) -> int:
+    """ROUNDS awaited writes and reads of values only this process writes; returns how many
+    answers were wrong."""
+    wrong = 0
+    for i in range(ROUNDS):
+        key = f"a{me}-{i}"
+        await cache.aset(key, (me, i))
+        if await cache.aget(key) != (me, i):
+            wrong += 1
+    return wrong
+
+
+def test_a_child_running_its_parents_event_loop_gets_a_completion_queue_of_its_own(urls: dict[str, str]) -> None:
+    # The parent's loop watches the parent's completion queue (an eventfd); a child that keeps
+    # running that loop must neither read that descriptor (the parent's wake-ups would be
+    # lost and its awaits would hang) nor have its own answers read by the parent.
+    import asyncio
+
+    cache = Cache(urls["redis"], key_prefix="fork-async")
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(cache.aset("warm", 1))
+        assert loop.run_until_complete(cache.aget("warm")) == 1
+        pids = []
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # fork() of a threaded process, 3.12+
+            for child in range(1, CHILDREN + 1):
+                pid = os.fork()
+                if pid == 0:  # pragma: no cover - the child
+                    code = 255
+                    try:
+                        # A hang is reported (253), not waited for forever.
+                        code = min(loop.run_until_complete(asyncio.wait_for(awork(cache, child), 60)), 252)
+                    except asyncio.TimeoutError:
+                        code = 253
+                    except BaseException as e:  # noqa: BLE001 - reported through the exit code
+                        print(f"child {child}: {e!r}", file=sys.stderr, flush=True)
+                    os._exit(code)
+                pids.append(pid)
+        # The parent runs its own copy of the loop at the same time.
+        wrong = {0: loop.run_until_complete(asyncio.wait_for(awork(cache, 0), 60))}
+        for child, pid in enumerate(pids, 1):
+            _, status = os.waitpid(pid, 0)
+            wrong[child] = os.waitstatus_to_exitcode(status)
+        assert wrong == {n: 0 for n in range(CHILDREN + 1)}, "wrong answers (253: a hang, 255: an exception) per process"
+        assert loop.run_until_complete(cache.aget("a1-0")) == (1, 0)
+    finally:
+        loop.close()
+        cache.close()
