@@ -206,14 +206,11 @@ class Job:
 
     async def ainvalidate(self, *args: Any, **kwargs: Any) -> bool:
         """``invalidate``, awaitable."""
-        return cast(
-            bool,
-            await self._get_runner().ainvalidate(self.key(*args, **kwargs), self, args, kwargs or None, self._fetch_loop()),
-        )
+        return await self._get_runner().ainvalidate(self.key(*args, **kwargs), self, args, kwargs or None, self._fetch_loop())
 
     async def adelete(self, *args: Any, **kwargs: Any) -> bool:
         """``delete``, awaitable."""
-        return cast(bool, await self._get_runner().adelete(self.key(*args, **kwargs)))
+        return await self._get_runner().adelete(self.key(*args, **kwargs))
 
     async def arefresh(self, *args: Any, **kwargs: Any) -> Any:
         """``refresh``, awaitable."""
@@ -222,7 +219,7 @@ class Job:
     async def aset(self, *args: Any, data: Any, **kwargs: Any) -> bool:
         """``set``, awaitable."""
         expiry = self.expiry(*args, **kwargs)
-        return cast(bool, await self._get_runner().aset(self.key(*args, **kwargs), data, max(0.0, expiry - time.time())))
+        return await self._get_runner().aset(self.key(*args, **kwargs), data, max(0.0, expiry - time.time()))
 
     # --- plumbing --------------------------------------------------------------------------
 
@@ -396,7 +393,7 @@ class FunctionJob(Job):
 class AsyncFunctionJob(FunctionJob):
     """The job behind ``@cacheback`` on an ``async def`` function: ``fetch`` awaits it."""
 
-    async def fetch(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+    async def fetch(self, *args: Any, **kwargs: Any) -> Any:
         return await self.fn(*args, **kwargs)
 
 
@@ -423,26 +420,23 @@ def cacheback(
         )
         if is_async:
 
-            @functools.wraps(fn)
             async def awrapper(*args: Any, **kwargs: Any) -> Any:
                 return await job.aget(*args, **kwargs)
 
-            a = cast(Any, awrapper)
-            a.job = job
-            a.invalidate = job.ainvalidate
-            a.delete = job.adelete
-            a.refresh = job.arefresh
-            return cast(_F, awrapper)
+            return _wrapper(fn, awrapper, job, job.ainvalidate, job.adelete, job.arefresh)
 
-        @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             return job.get(*args, **kwargs)
 
-        w = cast(Any, wrapper)
-        w.job = job
-        w.invalidate = job.invalidate
-        w.delete = job.delete
-        w.refresh = job.refresh
-        return cast(_F, wrapper)
+        return _wrapper(fn, wrapper, job, job.invalidate, job.delete, job.refresh)
 
     return decorate
+
+
+def _wrapper(fn: _F, wrapper: Callable[..., Any], job: Job, *methods: Callable[..., Any]) -> _F:
+    """``wrapper`` dressed as ``fn``, with the job and its ``invalidate``, ``delete`` and
+    ``refresh`` (or their awaitable twins)."""
+    w = cast(Any, functools.wraps(fn)(wrapper))
+    w.job = job
+    w.invalidate, w.delete, w.refresh = methods
+    return cast(_F, w)

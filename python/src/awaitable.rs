@@ -9,11 +9,11 @@
 //! owned keys and values, and answers with core values that become Python objects in the
 //! drain. A future that was cancelled meanwhile is skipped, its result dropped.
 //!
-//! A native method answers with an [`Awaitable`]: a coroutine object (it has `send`,
-//! `throw` and `close`, so `asyncio.create_task` takes it) that is either complete already
-//! (a local backend, or an error found before the operation started) or waits for its
-//! asyncio future. Awaiting a complete one costs no exception and no event-loop round trip:
-//! the type implements CPython's `am_send` slot.
+//! A native method answers with a coroutine object (it has `send`, `throw` and `close`, so
+//! `asyncio.create_task` takes it): an [`Awaitable`] that waits for its asyncio future, or,
+//! when the answer is known at the call (a local backend, or an error found before the
+//! operation started), a [`crate::ready`] awaitable. Neither costs an exception to return
+//! its answer: both types implement CPython's `am_send` slot.
 
 use crate::ops::{Core, Decoder, Deliver, OnLoop, Owned, Reply};
 use polycache::completion::CompletionQueue;
@@ -30,21 +30,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// The awaitable answer of a native `a`-method; see the module docs.
-#[pyclass(
-    frozen,
-    freelist = 64,
-    module = "polycache._polycache",
-    name = "Awaitable"
-)]
+#[pyclass(frozen, module = "polycache._polycache", name = "Awaitable")]
 pub(crate) struct Awaitable {
-    state: State,
-}
-
-enum State {
-    /// The answer, known when the call returned.
-    Ready(Result<Py<PyAny>, PyErr>),
-    /// An operation on polycache's runtime.
-    Running(Mutex<Phase>),
+    /// An operation on polycache's runtime (an answer known at the call is a
+    /// [`crate::ready`] awaitable instead).
+    phase: Mutex<Phase>,
 }
 
 /// Starts an operation in the running loop; answers its asyncio future.
@@ -69,21 +59,15 @@ enum Step<'py> {
 
 impl Awaitable {
     fn step<'py>(&self, py: Python<'py>) -> PyResult<Step<'py>> {
-        match &self.state {
-            State::Ready(Ok(v)) => Ok(Step::Return(v.bind(py).clone())),
-            State::Ready(Err(e)) => Err(e.clone_ref(py)),
-            State::Running(phase) => {
-                let fut = self.future(py, phase)?;
-                let fut = fut.bind(py);
-                if fut.call_method0(pyo3::intern!(py, "done"))?.is_truthy()? {
-                    // Raises the operation's error, or CancelledError.
-                    return Ok(Step::Return(fut.call_method0(pyo3::intern!(py, "result"))?));
-                }
-                // What `Future.__await__` does: the task waits for this future.
-                fut.setattr(pyo3::intern!(py, "_asyncio_future_blocking"), true)?;
-                Ok(Step::Yield(fut.clone()))
-            }
+        let fut = self.future(py, &self.phase)?;
+        let fut = fut.bind(py);
+        if fut.call_method0(pyo3::intern!(py, "done"))?.is_truthy()? {
+            // Raises the operation's error, or CancelledError.
+            return Ok(Step::Return(fut.call_method0(pyo3::intern!(py, "result"))?));
         }
+        // What `Future.__await__` does: the task waits for this future.
+        fut.setattr(pyo3::intern!(py, "_asyncio_future_blocking"), true)?;
+        Ok(Step::Yield(fut.clone()))
     }
 
     /// The operation's future, starting it first if it has not started.
@@ -109,11 +93,8 @@ impl Awaitable {
     }
 
     fn cancel(&self, py: Python<'_>) -> PyResult<()> {
-        let State::Running(phase) = &self.state else {
-            return Ok(());
-        };
         let waiting = {
-            let mut phase = phase.lock().unwrap_or_else(|e| e.into_inner());
+            let mut phase = self.phase.lock().unwrap_or_else(|e| e.into_inner());
             match std::mem::replace(&mut *phase, Phase::Closed) {
                 Phase::Waiting(fut) => Some(fut),
                 _ => None,
@@ -161,16 +142,7 @@ impl Awaitable {
     ) -> PyResult<Bound<'py, PyAny>> {
         let _ = tb;
         self.cancel(py)?;
-        let exc = if typ.is_instance_of::<PyType>() {
-            match val {
-                Some(v) if v.is_instance(typ)? => v.clone(),
-                Some(v) if !v.is_none() => typ.call1((v,))?,
-                _ => typ.call0()?,
-            }
-        } else {
-            typ.clone()
-        };
-        Err(PyErr::from_value(exc))
+        Err(thrown(typ, val)?)
     }
 
     /// Abandons the await: a waiting operation's future is cancelled.
@@ -179,11 +151,23 @@ impl Awaitable {
     }
 
     fn __repr__(&self) -> &'static str {
-        match self.state {
-            State::Ready(_) => "<polycache awaitable (complete)>",
-            State::Running(_) => "<polycache awaitable (running)>",
-        }
+        "<polycache awaitable (running)>"
     }
+}
+
+/// The exception `throw(typ, val)` raises into an await: `typ` itself when it is an
+/// exception, else `typ(val)` (or `val` when it is one already, or `typ()`).
+pub(crate) fn thrown(typ: &Bound<'_, PyAny>, val: Option<&Bound<'_, PyAny>>) -> PyResult<PyErr> {
+    let exc = if typ.is_instance_of::<PyType>() {
+        match val {
+            Some(v) if v.is_instance(typ)? => v.clone(),
+            Some(v) if !v.is_none() => typ.call1((v,))?,
+            _ => typ.call0()?,
+        }
+    } else {
+        typ.clone()
+    };
+    Ok(PyErr::from_value(exc))
 }
 
 /// CPython's `am_send` slot: a step of the await without a `StopIteration` for the answer
@@ -240,6 +224,7 @@ unsafe extern "C" fn am_await(slf: *mut ffi::PyObject) -> *mut ffi::PyObject {
 /// Gives the `Awaitable` type its `am_send` and a direct `am_await` slot; called once, when
 /// the module loads.
 pub(crate) fn install(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    crate::ready::install(m.py())?;
     m.add_class::<Awaitable>()?;
     let ty = m.py().get_type::<Awaitable>();
     // SAFETY: the type is a heap type PyO3 just made with an `__await__`, so `tp_as_async`
@@ -258,13 +243,13 @@ pub(crate) fn install(m: &Bound<'_, PyModule>) -> PyResult<()> {
     Ok(())
 }
 
-/// A complete awaitable of `answer`.
+/// A complete awaitable of `answer` (see [`crate::ready`]).
+#[inline]
 pub(crate) fn ready<'py>(
     py: Python<'py>,
     answer: PyResult<Bound<'py, PyAny>>,
 ) -> PyResult<Bound<'py, PyAny>> {
-    let state = State::Ready(answer.map(Bound::unbind));
-    Ok(Bound::new(py, Awaitable { state })?.into_any())
+    crate::ready::ready(py, answer)
 }
 
 /// `answer`, with an error turned into a complete awaitable that raises it: an `a`-method
@@ -529,8 +514,8 @@ pub(crate) fn start_future<'py>(
             spawn(py, &event_loop, work, deliver, decoder)
         })),
     };
-    let state = State::Running(Mutex::new(phase));
-    Ok(Bound::new(py, Awaitable { state })?.into_any())
+    let phase = Mutex::new(phase);
+    Ok(Bound::new(py, Awaitable { phase })?.into_any())
 }
 
 /// Spawns `work` on polycache's runtime; answers with the asyncio future of `event_loop`

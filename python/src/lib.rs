@@ -25,6 +25,7 @@ mod memo;
 mod ops;
 #[cfg(feature = "bench-pyo3-async-runtimes")]
 mod pyo3_bench;
+mod ready;
 mod serializer;
 
 use pyo3::prelude::*;

@@ -55,7 +55,7 @@ class AsyncReport(polycache.Job):
         self.failing = False
         self.statuses: list[polycache.CacheStatus] = []
 
-    async def fetch(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+    async def fetch(self, *args: Any, **kwargs: Any) -> Any:
         self.calls.append(args)
         await asyncio.sleep(0.01)
         if self.failing:
@@ -68,7 +68,7 @@ class AsyncReport(polycache.Job):
 
 
 class SyncReport(AsyncReport):
-    def fetch(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+    def fetch(self, *args: Any, **kwargs: Any) -> Any:
         self.calls.append(args)
         if self.failing:
             raise RuntimeError("sync fetch failed")
@@ -127,7 +127,7 @@ def test_ainvalidate_adelete_arefresh_aset(cache: polycache.Cache, kind: type[As
         assert (value, job.statuses[-1]) in (("v1", polycache.Job.STALE), ("v2", polycache.Job.HIT))
 
         async def refreshed() -> bool:
-            return await job.aget("x") == "v2"
+            return bool(await job.aget("x") == "v2")
 
         assert await soon(refreshed)
         assert await job.adelete("x") is True
@@ -160,7 +160,7 @@ def test_fetch_on_miss_false_refreshes_an_async_fetch_in_the_background(cache: p
         assert job.statuses[-1] is polycache.Job.MISS
 
         async def fetched() -> bool:
-            return await job.aget("x") == "v1"
+            return bool(await job.aget("x") == "v1")
 
         assert await soon(fetched)
 
@@ -199,7 +199,7 @@ def test_the_sync_api_of_an_async_fetch_says_what_to_use(cache: polycache.Cache)
 
 def test_an_unstorable_fetched_value_raises_from_the_await(cache: polycache.Cache) -> None:
     class Unpicklable(AsyncReport):
-        async def fetch(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        async def fetch(self, *args: Any, **kwargs: Any) -> Any:
             return lambda: None
 
     async def main() -> None:
