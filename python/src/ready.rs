@@ -192,13 +192,19 @@ unsafe extern "C" fn iternext(obj: *mut ffi::PyObject) -> *mut ffi::PyObject {
     }
 }
 
-unsafe extern "C" fn send(obj: *mut ffi::PyObject, _value: *mut ffi::PyObject) -> *mut ffi::PyObject {
+unsafe extern "C" fn send(
+    obj: *mut ffi::PyObject,
+    _value: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
     // SAFETY: as `iternext`.
     unsafe { iternext(obj) }
 }
 
 /// `throw(typ, val=None, tb=None)`: raises that exception into the await.
-unsafe extern "C" fn throw(_obj: *mut ffi::PyObject, args: *mut ffi::PyObject) -> *mut ffi::PyObject {
+unsafe extern "C" fn throw(
+    _obj: *mut ffi::PyObject,
+    args: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
     // SAFETY: CPython calls a METH_VARARGS method with the thread attached and a tuple.
     unsafe {
         let py = Python::assume_attached();
@@ -219,7 +225,10 @@ unsafe extern "C" fn throw(_obj: *mut ffi::PyObject, args: *mut ffi::PyObject) -
 }
 
 /// `close()`: nothing to abandon.
-unsafe extern "C" fn close(_obj: *mut ffi::PyObject, _args: *mut ffi::PyObject) -> *mut ffi::PyObject {
+unsafe extern "C" fn close(
+    _obj: *mut ffi::PyObject,
+    _args: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
     // SAFETY: returns a new reference to None.
     unsafe {
         ffi::Py_IncRef(ffi::Py_None());
