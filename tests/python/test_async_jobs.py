@@ -88,13 +88,14 @@ def test_aget_fetches_serves_stale_and_refreshes_behind(cache: polycache.Cache, 
         assert await job.aget("x") == "v1", "stale, refreshing behind"
         assert job.statuses[-1] is polycache.Job.STALE
 
+        # Refreshed behind; with a 50 ms lifetime, later reads may refresh it again (v3, ...).
         async def refreshed() -> bool:
-            return len(job.calls) == 2 and await job.aget("x") == "v2"
+            return len(job.calls) >= 2 and await job.aget("x") != "v1"
 
         assert await soon(refreshed)
-        # The sync API reads what the async one stored, and the other way round.
+        # The sync API reads what the async one stored.
         if kind is SyncReport:
-            assert job.get("x") in ("v2", "v3")
+            assert job.get("x") not in (None, "v1")
 
     asyncio.run(main())
 
@@ -134,7 +135,8 @@ def test_ainvalidate_adelete_arefresh_aset(cache: polycache.Cache, kind: type[As
         assert await job.adelete("x") is False
         # Absent: False (a refresh of "z" is still scheduled, as invalidate does).
         assert await job.ainvalidate("z") is False
-        assert await job.arefresh("y") == f"v{len(job.calls)}"
+        fetched = await job.arefresh("y")
+        assert fetched.startswith("v") and await job.aget("y") == fetched
         assert await job.aset("x", data="manual") is True
         assert await job.aget("x") == "manual"
         assert job.statuses[-1] is polycache.Job.HIT
@@ -181,11 +183,12 @@ def test_cacheback_on_an_async_function(cache: polycache.Cache) -> None:
         await asyncio.sleep(0.08)
         assert await expensive(2) == 2, "stale, refreshing behind"
 
+        # Refreshed behind (4); with a 50 ms lifetime, later reads may refresh it again.
         async def refreshed() -> bool:
-            return await expensive(2) == 4
+            return bool(await expensive(2) >= 4)
 
         assert await soon(refreshed)
-        assert await expensive.refresh(2) == 6  # type: ignore[attr-defined]
+        assert await expensive.refresh(2) >= 6  # type: ignore[attr-defined]
         assert await expensive.delete(2) is True  # type: ignore[attr-defined]
 
     asyncio.run(main())
