@@ -10,10 +10,15 @@ One run, one redis-server (started here on a free loopback port, via tests/pytho
 * ``await cache.aget(k)`` with the design the completion queue was chosen over: each finished
   operation takes the GIL on its runtime thread and wakes the loop with one
   ``loop.call_soon_threadsafe`` (``polycache._polycache._wake_per_operation(True)``);
+* when the wheel was built with the cargo feature ``bench-pyo3-async-runtimes``
+  (``POLYCACHE_FEATURES=bench-pyo3-async-runtimes bash scripts/python-test.sh --build-only``):
+  the same awaited get through ``pyo3_async_runtimes``' ``future_into_py`` on polycache's
+  runtime (``polycache._polycache._aget_via_pyo3_async_runtimes``), the ready-made bridge the
+  completion queue is measured against;
 
 for one coroutine (µs per call, best of REPEAT loops) and for 256 coroutines awaiting at
 once (calls per second, best of REPEAT rounds). Then ``memory://``: ``await cache.aget(k)``
-against a sync ``cache.get(k)`` (ns per call). Ratios are printed against the targets:
+against a sync ``cache.get(k)`` (ns per call), and pyo3-async-runtimes' get when present. Ratios are printed against the targets:
 latency <= 0.7x redis.asyncio, throughput at 256 concurrent >= 3x redis.asyncio,
 memory:// aget <= 1.5x get.
 
@@ -74,6 +79,13 @@ async def throughput(call: Callable[[], Awaitable[Any]], per_task: int) -> float
     return best
 
 
+def via_pyo3_async_runtimes() -> Callable[..., Awaitable[Any]] | None:
+    """pyo3-async-runtimes' awaited get, when the wheel has it (a cargo feature)."""
+    from polycache import _polycache
+
+    return getattr(_polycache, "_aget_via_pyo3_async_runtimes", None)
+
+
 def redis_round(url: str, port: int, flavour: Callable[[], asyncio.AbstractEventLoop], quick: bool) -> dict[str, tuple[float, float]]:
     import redis.asyncio
 
@@ -93,6 +105,10 @@ def redis_round(url: str, port: int, flavour: Callable[[], asyncio.AbstractEvent
             "redis.asyncio": lambda: client.get("hit"),
             "to_thread(get)": lambda: asyncio.to_thread(cache.get, "hit"),
         }
+        bridge = via_pyo3_async_runtimes()
+        if bridge is not None:
+            assert await bridge(cache, "hit") == VALUE
+            peers["pyo3-async-runtimes"] = lambda: bridge(cache, "hit")
         out = {}
         for name, call in peers.items():
             out[name] = (await latency(call, n), await throughput(call, per_task))
@@ -120,7 +136,7 @@ def redis_round(url: str, port: int, flavour: Callable[[], asyncio.AbstractEvent
     return results
 
 
-def memory_round(flavour: Callable[[], asyncio.AbstractEventLoop], quick: bool) -> tuple[float, float]:
+def memory_round(flavour: Callable[[], asyncio.AbstractEventLoop], quick: bool) -> tuple[float, float, float | None]:
     import polycache
 
     cache = polycache.Cache("memory://")
@@ -146,9 +162,23 @@ def memory_round(flavour: Callable[[], asyncio.AbstractEventLoop], quick: bool) 
             best = min(best, time.perf_counter() - t)
         return best / n * 1e9
 
+    bridge = via_pyo3_async_runtimes()
+
+    async def bridge_ns() -> float | None:
+        if bridge is None:
+            return None
+        best = float("inf")
+        m = n // 10
+        for _ in range(REPEAT):
+            t = time.perf_counter()
+            for _ in range(m):
+                await bridge(cache, "hit")
+            best = min(best, time.perf_counter() - t)
+        return best / m * 1e9
+
     loop = flavour()
     try:
-        return sync_ns(), loop.run_until_complete(async_ns())
+        return sync_ns(), loop.run_until_complete(async_ns()), loop.run_until_complete(bridge_ns())
     finally:
         loop.close()
 
@@ -171,10 +201,17 @@ def main() -> None:
                   f";  / to_thread = {ours[1] / old[1]:.2f}")
             print(f"completion queue / call_soon_threadsafe per op: latency {ours[0] / per_op[0]:.2f}, "
                   f"throughput {ours[1] / per_op[1]:.2f}")
+            if "pyo3-async-runtimes" in results:
+                bridge = results["pyo3-async-runtimes"]
+                print(f"completion queue / pyo3-async-runtimes: latency {ours[0] / bridge[0]:.2f}, "
+                      f"throughput {ours[1] / bridge[1]:.2f}")
     for name, flavour in loops().items():
-        sync_ns, async_ns = memory_round(flavour, quick)
+        sync_ns, async_ns, bridge_ns = memory_round(flavour, quick)
         print(f"\n{name} loop: memory:// get {sync_ns:.0f} ns, await aget {async_ns:.0f} ns: "
               f"aget / get = {async_ns / sync_ns:.2f}  (target <= 1.50)")
+        if bridge_ns is not None:
+            print(f"{name} loop: memory:// pyo3-async-runtimes get {bridge_ns:.0f} ns: "
+                  f"aget / it = {async_ns / bridge_ns:.2f}")
 
 
 if __name__ == "__main__":

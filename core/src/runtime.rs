@@ -165,6 +165,18 @@ pub(crate) fn in_runtime() -> bool {
     Handle::try_current().is_ok()
 }
 
+/// A number that changes in the child of every `fork()`: what a binding stamped with
+/// another generation (an event loop's completion queue, whose descriptor the parent still
+/// reads) was left behind by the parent and must not be used by the child.
+///
+/// ```
+/// let before = polycache::runtime::fork_generation();
+/// assert_eq!(polycache::runtime::fork_generation(), before); // no fork in between
+/// ```
+pub fn fork_generation() -> u64 {
+    crate::fork::generation()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

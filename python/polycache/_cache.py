@@ -57,7 +57,8 @@ class Cache(_NativeCache):
 
         Concurrent awaits of one key in one event loop share one call of ``loader``. A sync
         ``loader`` runs through the native single-flight ``get_or_set_with``: in place on a
-        local backend, else on polycache's blocking pool, where the loader takes the GIL.
+        local backend; else the lookup and the store are native async and only the loader
+        runs on polycache's blocking pool, where it takes the GIL.
         """
         if not inspect.iscoroutinefunction(loader):
             if self.is_local:

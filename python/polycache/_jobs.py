@@ -7,6 +7,7 @@ pool of threads inside polycache's core (no Celery, no RQ). Subclass :class:`Job
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import functools
 import inspect
@@ -156,6 +157,10 @@ class Job:
             fetch_on_miss = bool(self.should_missing_item_be_fetched_synchronously(*args, **kwargs))
         runner = self._get_runner(fetch_on_miss)
         value, status, fetched = runner.get(self.key(*args, **kwargs), self, args, kwargs or None)
+        return self._result(value, status, fetched, args, kwargs)
+
+    def _result(self, value: Any, status: str, fetched: bool, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """What ``get`` and ``aget`` return: ``process_result`` of the core's answer."""
         code = _STATUS[status]
         if code is CacheStatus.HIT or not _takes_sync_fetch(type(self)):
             # A hit has no sync_fetch (cacheback passes none); an override written for the
@@ -183,6 +188,38 @@ class Job:
     def is_refreshing(self, *args: Any, **kwargs: Any) -> bool:
         """True while a refresh of these arguments runs in this process."""
         return self._get_runner().is_refreshing(self.key(*args, **kwargs))
+
+    # --- awaitable twins -------------------------------------------------------------------
+
+    async def aget(self, *args: Any, **kwargs: Any) -> Any:
+        """``get``, awaitable. The cache's reads and writes are native async; an ``async def
+        fetch`` is awaited on this event loop (background refreshes too, while it runs), a
+        sync ``fetch`` runs on a thread of polycache's blocking pool."""
+        fetch_on_miss = self.fetch_on_miss
+        if type(self).should_missing_item_be_fetched_synchronously is not Job.should_missing_item_be_fetched_synchronously:
+            fetch_on_miss = bool(self.should_missing_item_be_fetched_synchronously(*args, **kwargs))
+        runner = self._get_runner(fetch_on_miss)
+        value, status, fetched = await runner.aget(
+            self.key(*args, **kwargs), self, args, kwargs or None, self._fetch_loop(), self._stale_hook()
+        )
+        return self._result(value, status, fetched, args, kwargs)
+
+    async def ainvalidate(self, *args: Any, **kwargs: Any) -> bool:
+        """``invalidate``, awaitable."""
+        return await self._get_runner().ainvalidate(self.key(*args, **kwargs), self, args, kwargs or None, self._fetch_loop())
+
+    async def adelete(self, *args: Any, **kwargs: Any) -> bool:
+        """``delete``, awaitable."""
+        return await self._get_runner().adelete(self.key(*args, **kwargs))
+
+    async def arefresh(self, *args: Any, **kwargs: Any) -> Any:
+        """``refresh``, awaitable."""
+        return await self._get_runner().arefresh(self.key(*args, **kwargs), self, args, kwargs or None, self._fetch_loop())
+
+    async def aset(self, *args: Any, data: Any, **kwargs: Any) -> bool:
+        """``set``, awaitable."""
+        expiry = self.expiry(*args, **kwargs)
+        return await self._get_runner().aset(self.key(*args, **kwargs), data, max(0.0, expiry - time.time()))
 
     # --- plumbing --------------------------------------------------------------------------
 
@@ -214,9 +251,32 @@ class Job:
 
     def _polycache_fetch(self, args: tuple[Any, ...], kwargs: dict[str, Any] | None) -> tuple[Any, float]:
         """Called by the core: ``fetch`` plus how long its value stays fresh (from ``expiry``)."""
+        if inspect.iscoroutinefunction(self.fetch):
+            raise TypeError(
+                f"{type(self).__qualname__}.fetch is async def: read with await job.aget(...) "
+                "(or refresh with arefresh/ainvalidate), not the sync methods"
+            )
         kwargs = kwargs or {}
         value = self.fetch(*args, **kwargs)
         return value, max(0.0, self.expiry(*args, **kwargs) - time.time())
+
+    async def _polycache_afetch(self, args: tuple[Any, ...], kwargs: dict[str, Any] | None) -> tuple[Any, float]:
+        """Called by the core, on the caller's event loop: ``await fetch`` plus its freshness."""
+        kwargs = kwargs or {}
+        value = await self.fetch(*args, **kwargs)
+        return value, max(0.0, self.expiry(*args, **kwargs) - time.time())
+
+    def _fetch_loop(self) -> asyncio.AbstractEventLoop | None:
+        """The running loop, when ``fetch`` is ``async def`` (it is awaited there); else None."""
+        return asyncio.get_running_loop() if inspect.iscoroutinefunction(self.fetch) else None
+
+    def _stale_hook(self) -> bool:
+        """True when the class overrides a hook asked about stale values (asking it needs the GIL)."""
+        cls = type(self)
+        return (
+            cls.should_stale_item_be_fetched_synchronously is not Job.should_stale_item_be_fetched_synchronously
+            or cls.should_fetch_synchronously is not Job.should_fetch_synchronously
+        )
 
 
 #: django-cacheback hooks with no meaning here: a subclass defining one gets a TypeError
@@ -330,6 +390,13 @@ class FunctionJob(Job):
         return call_key(self.name, args, kwargs or None)
 
 
+class AsyncFunctionJob(FunctionJob):
+    """The job behind ``@cacheback`` on an ``async def`` function: ``fetch`` awaits it."""
+
+    async def fetch(self, *args: Any, **kwargs: Any) -> Any:
+        return await self.fn(*args, **kwargs)
+
+
 def cacheback(
     lifetime: float | None = None,
     fetch_on_miss: bool | None = None,
@@ -342,23 +409,34 @@ def cacheback(
     """Turns a function into a :class:`Job`: calls return stale values while refreshing.
 
     ``@cacheback(lifetime=60, fetch_on_miss=False)``. The wrapper has ``job``,
-    ``invalidate(*args)``, ``delete(*args)`` and ``refresh(*args)``.
+    ``invalidate(*args)``, ``delete(*args)`` and ``refresh(*args)``. On an ``async def``
+    function the wrapper is ``async`` (it awaits ``job.aget``) and so are those three.
     """
 
     def decorate(fn: _F) -> _F:
-        job = (job_class or FunctionJob)(
+        is_async = inspect.iscoroutinefunction(fn)
+        job = (job_class or (AsyncFunctionJob if is_async else FunctionJob))(
             fn, lifetime=lifetime, fetch_on_miss=fetch_on_miss, cache=cache, ttl=ttl, max_stale=max_stale
         )
+        if is_async:
 
-        @functools.wraps(fn)
+            async def awrapper(*args: Any, **kwargs: Any) -> Any:
+                return await job.aget(*args, **kwargs)
+
+            return _wrapper(fn, awrapper, job, job.ainvalidate, job.adelete, job.arefresh)
+
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             return job.get(*args, **kwargs)
 
-        w = cast(Any, wrapper)
-        w.job = job
-        w.invalidate = job.invalidate
-        w.delete = job.delete
-        w.refresh = job.refresh
-        return cast(_F, wrapper)
+        return _wrapper(fn, wrapper, job, job.invalidate, job.delete, job.refresh)
 
     return decorate
+
+
+def _wrapper(fn: _F, wrapper: Callable[..., Any], job: Job, *methods: Callable[..., Any]) -> _F:
+    """``wrapper`` dressed as ``fn``, with the job and its ``invalidate``, ``delete`` and
+    ``refresh`` (or their awaitable twins)."""
+    w = cast(Any, functools.wraps(fn)(wrapper))
+    w.job = job
+    w.invalidate, w.delete, w.refresh = methods
+    return cast(_F, w)

@@ -1,4 +1,5 @@
 # Stubs of the native module; checked against it by `python -m mypy.stubtest polycache`.
+import asyncio
 from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
@@ -222,6 +223,33 @@ class JobRunner:
     def is_refreshing(self, key: str) -> bool: ...
     @property
     def cache(self) -> Cache: ...
+    def aget(
+        self,
+        key: str,
+        job: object,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any] | None,
+        event_loop: asyncio.AbstractEventLoop | None,
+        stale_hook: bool,
+    ) -> Awaitable[tuple[Any, str, bool]]: ...
+    def arefresh(
+        self,
+        key: str,
+        job: object,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any] | None,
+        event_loop: asyncio.AbstractEventLoop | None,
+    ) -> Awaitable[Any]: ...
+    def ainvalidate(
+        self,
+        key: str,
+        job: object,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any] | None,
+        event_loop: asyncio.AbstractEventLoop | None,
+    ) -> Awaitable[bool]: ...
+    def adelete(self, key: str) -> Awaitable[bool]: ...
+    def aset(self, key: str, value: object, fresh_for: float | None = None) -> Awaitable[bool]: ...
 
 def call_key(
     name: str, args: tuple[Any, ...], kwargs: Mapping[str, Any] | None = None, skip_first: bool = False

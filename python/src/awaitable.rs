@@ -9,13 +9,13 @@
 //! owned keys and values, and answers with core values that become Python objects in the
 //! drain. A future that was cancelled meanwhile is skipped, its result dropped.
 //!
-//! A native method answers with an [`Awaitable`]: a coroutine object (it has `send`,
-//! `throw` and `close`, so `asyncio.create_task` takes it) that is either complete already
-//! (a local backend, or an error found before the operation started) or waits for its
-//! asyncio future. Awaiting a complete one costs no exception and no event-loop round trip:
-//! the type implements CPython's `am_send` slot.
+//! A native method answers with a coroutine object (it has `send`, `throw` and `close`, so
+//! `asyncio.create_task` takes it): an [`Awaitable`] that waits for its asyncio future, or,
+//! when the answer is known at the call (a local backend, or an error found before the
+//! operation started), a [`crate::ready`] awaitable. Neither costs an exception to return
+//! its answer: both types implement CPython's `am_send` slot.
 
-use crate::ops::{Core, Decoder, Deliver, Owned, Reply};
+use crate::ops::{Core, Decoder, Deliver, OnLoop, Owned, Reply};
 use polycache::completion::CompletionQueue;
 use polycache::{Error, ErrorKind};
 use pyo3::exceptions::{PyRuntimeError, PyStopIteration};
@@ -32,14 +32,9 @@ use std::sync::{Arc, Mutex};
 /// The awaitable answer of a native `a`-method; see the module docs.
 #[pyclass(frozen, module = "polycache._polycache", name = "Awaitable")]
 pub(crate) struct Awaitable {
-    state: State,
-}
-
-enum State {
-    /// The answer, known when the call returned.
-    Ready(Result<Py<PyAny>, PyErr>),
-    /// An operation on polycache's runtime.
-    Running(Mutex<Phase>),
+    /// An operation on polycache's runtime (an answer known at the call is a
+    /// [`crate::ready`] awaitable instead).
+    phase: Mutex<Phase>,
 }
 
 /// Starts an operation in the running loop; answers its asyncio future.
@@ -64,21 +59,15 @@ enum Step<'py> {
 
 impl Awaitable {
     fn step<'py>(&self, py: Python<'py>) -> PyResult<Step<'py>> {
-        match &self.state {
-            State::Ready(Ok(v)) => Ok(Step::Return(v.bind(py).clone())),
-            State::Ready(Err(e)) => Err(e.clone_ref(py)),
-            State::Running(phase) => {
-                let fut = self.future(py, phase)?;
-                let fut = fut.bind(py);
-                if fut.call_method0(pyo3::intern!(py, "done"))?.is_truthy()? {
-                    // Raises the operation's error, or CancelledError.
-                    return Ok(Step::Return(fut.call_method0(pyo3::intern!(py, "result"))?));
-                }
-                // What `Future.__await__` does: the task waits for this future.
-                fut.setattr(pyo3::intern!(py, "_asyncio_future_blocking"), true)?;
-                Ok(Step::Yield(fut.clone()))
-            }
+        let fut = self.future(py, &self.phase)?;
+        let fut = fut.bind(py);
+        if fut.call_method0(pyo3::intern!(py, "done"))?.is_truthy()? {
+            // Raises the operation's error, or CancelledError.
+            return Ok(Step::Return(fut.call_method0(pyo3::intern!(py, "result"))?));
         }
+        // What `Future.__await__` does: the task waits for this future.
+        fut.setattr(pyo3::intern!(py, "_asyncio_future_blocking"), true)?;
+        Ok(Step::Yield(fut.clone()))
     }
 
     /// The operation's future, starting it first if it has not started.
@@ -104,11 +93,8 @@ impl Awaitable {
     }
 
     fn cancel(&self, py: Python<'_>) -> PyResult<()> {
-        let State::Running(phase) = &self.state else {
-            return Ok(());
-        };
         let waiting = {
-            let mut phase = phase.lock().unwrap_or_else(|e| e.into_inner());
+            let mut phase = self.phase.lock().unwrap_or_else(|e| e.into_inner());
             match std::mem::replace(&mut *phase, Phase::Closed) {
                 Phase::Waiting(fut) => Some(fut),
                 _ => None,
@@ -156,16 +142,7 @@ impl Awaitable {
     ) -> PyResult<Bound<'py, PyAny>> {
         let _ = tb;
         self.cancel(py)?;
-        let exc = if typ.is_instance_of::<PyType>() {
-            match val {
-                Some(v) if v.is_instance(typ)? => v.clone(),
-                Some(v) if !v.is_none() => typ.call1((v,))?,
-                _ => typ.call0()?,
-            }
-        } else {
-            typ.clone()
-        };
-        Err(PyErr::from_value(exc))
+        Err(thrown(typ, val)?)
     }
 
     /// Abandons the await: a waiting operation's future is cancelled.
@@ -174,11 +151,23 @@ impl Awaitable {
     }
 
     fn __repr__(&self) -> &'static str {
-        match self.state {
-            State::Ready(_) => "<polycache awaitable (complete)>",
-            State::Running(_) => "<polycache awaitable (running)>",
-        }
+        "<polycache awaitable (running)>"
     }
+}
+
+/// The exception `throw(typ, val)` raises into an await: `typ` itself when it is an
+/// exception, else `typ(val)` (or `val` when it is one already, or `typ()`).
+pub(crate) fn thrown(typ: &Bound<'_, PyAny>, val: Option<&Bound<'_, PyAny>>) -> PyResult<PyErr> {
+    let exc = if typ.is_instance_of::<PyType>() {
+        match val {
+            Some(v) if v.is_instance(typ)? => v.clone(),
+            Some(v) if !v.is_none() => typ.call1((v,))?,
+            _ => typ.call0()?,
+        }
+    } else {
+        typ.clone()
+    };
+    Ok(PyErr::from_value(exc))
 }
 
 /// CPython's `am_send` slot: a step of the await without a `StopIteration` for the answer
@@ -235,6 +224,7 @@ unsafe extern "C" fn am_await(slf: *mut ffi::PyObject) -> *mut ffi::PyObject {
 /// Gives the `Awaitable` type its `am_send` and a direct `am_await` slot; called once, when
 /// the module loads.
 pub(crate) fn install(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    crate::ready::install(m.py())?;
     m.add_class::<Awaitable>()?;
     let ty = m.py().get_type::<Awaitable>();
     // SAFETY: the type is a heap type PyO3 just made with an `__await__`, so `tp_as_async`
@@ -253,13 +243,13 @@ pub(crate) fn install(m: &Bound<'_, PyModule>) -> PyResult<()> {
     Ok(())
 }
 
-/// A complete awaitable of `answer`.
+/// A complete awaitable of `answer` (see [`crate::ready`]).
+#[inline]
 pub(crate) fn ready<'py>(
     py: Python<'py>,
     answer: PyResult<Bound<'py, PyAny>>,
 ) -> PyResult<Bound<'py, PyAny>> {
-    let state = State::Ready(answer.map(Bound::unbind));
-    Ok(Bound::new(py, Awaitable { state })?.into_any())
+    crate::ready::ready(py, answer)
 }
 
 /// `answer`, with an error turned into a complete awaitable that raises it: an `a`-method
@@ -291,13 +281,58 @@ pub(crate) struct Completions {
     queue: Arc<CompletionQueue<Finished>>,
     pending: Mutex<HashMap<u64, Pending>>,
     next: AtomicU64,
+    /// The fork generation the queue was made in: in a child of `fork()` the queue's
+    /// eventfd is still the parent's, and reading it would take the parent's wake-ups.
+    generation: u64,
+}
+
+impl Completions {
+    /// True in the child of a `fork()` made after this queue was: the queue is the parent's.
+    fn inherited(&self) -> bool {
+        self.generation != polycache::runtime::fork_generation()
+    }
+
+    /// Fails every operation in flight (in a child of `fork()`: they were the parent's, and
+    /// their answers go to the parent).
+    fn abandon(&self, py: Python<'_>) {
+        let pending = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()));
+        for (_, p) in pending {
+            let fut = p.future.bind(py);
+            if fut
+                .call_method0(pyo3::intern!(py, "done"))
+                .and_then(|d| d.is_truthy())
+                .unwrap_or(true)
+            {
+                continue;
+            }
+            let err = PyRuntimeError::new_err(
+                "this polycache operation was started before fork() by the parent process, \
+                 which gets its answer; await it again in this process",
+            );
+            if let Err(e) =
+                fut.call_method1(pyo3::intern!(py, "set_exception"), (err.into_value(py),))
+            {
+                e.write_unraisable(py, Some(fut));
+            }
+        }
+    }
 }
 
 #[pymethods]
 impl Completions {
     /// Delivers every finished operation to its future.
     fn __call__(&self, py: Python<'_>) {
+        if self.inherited() {
+            // The parent's descriptor, watched by a loop this child inherited: never read
+            // here (the parent's wake-up would be lost); the child's awaits use a new queue.
+            self.abandon(py);
+            return;
+        }
         for (id, reply) in self.queue.drain() {
+            if let Ok(Reply::OnLoop(run)) = reply {
+                run(py);
+                continue;
+            }
             let found = self
                 .pending
                 .lock()
@@ -350,6 +385,11 @@ pub(crate) fn _wake_per_operation(on: bool) {
 thread_local! {
     /// The event loop last seen running on this thread, and its completions.
     static CURRENT: RefCell<Option<(Py<PyAny>, Py<Completions>)>> = const { RefCell::new(None) };
+    /// Completions a child of `fork()` inherited, still registered with `add_reader` in a loop
+    /// it runs: kept open, so their descriptor numbers are not reused while the loop's
+    /// selector holds them (removing them would unregister them from the epoll instance
+    /// parent and child share, and the parent would never wake for its answers).
+    static INHERITED: RefCell<Vec<Py<Completions>>> = const { RefCell::new(Vec::new()) };
 }
 
 /// The running event loop (asyncio's `get_running_loop`: a `RuntimeError` when none runs).
@@ -372,7 +412,12 @@ fn completions<'py>(
             .map(|(_, q)| q.clone_ref(py))
     });
     if let Some(q) = known {
-        return Ok(q.into_bound(py));
+        if !q.get().inherited() {
+            return Ok(q.into_bound(py));
+        }
+        // A child of fork() running its parent's loop: a queue of its own from now on.
+        q.get().abandon(py);
+        INHERITED.with(|kept| kept.borrow_mut().push(q));
     }
     let queue = CompletionQueue::new().map_err(|e| crate::errors::to_py(py, e))?;
     let fd = queue.fd();
@@ -382,6 +427,7 @@ fn completions<'py>(
             queue: Arc::new(queue),
             pending: Mutex::new(HashMap::new()),
             next: AtomicU64::new(0),
+            generation: polycache::runtime::fork_generation(),
         },
     )?;
     if !WAKE_PER_OPERATION.load(Ordering::Relaxed) {
@@ -392,6 +438,23 @@ fn completions<'py>(
     let previous = CURRENT.with(|c| c.borrow_mut().replace(entry));
     drop(previous);
     Ok(completions)
+}
+
+/// A way for polycache's runtime to run Python code on the running loop's thread: the
+/// closure pushed goes through the loop's completion queue and runs in its drain. Weak, so a
+/// loop that is gone drops what is pushed to it (and its senders) rather than keeping it.
+pub(crate) fn on_loop(
+    py: Python<'_>,
+    event_loop: &Bound<'_, PyAny>,
+) -> PyResult<impl Fn(OnLoop) -> bool + Send + Sync + 'static> {
+    let queue = Arc::downgrade(&completions(py, event_loop)?.get().queue);
+    Ok(move |run: OnLoop| match queue.upgrade() {
+        Some(q) => {
+            q.push((u64::MAX, Ok(Reply::OnLoop(run))));
+            true
+        }
+        None => false,
+    })
 }
 
 /// Pushes an error for an operation whose task ended without answering (it panicked, or the
@@ -451,8 +514,8 @@ pub(crate) fn start_future<'py>(
             spawn(py, &event_loop, work, deliver, decoder)
         })),
     };
-    let state = State::Running(Mutex::new(phase));
-    Ok(Bound::new(py, Awaitable { state })?.into_any())
+    let phase = Mutex::new(phase);
+    Ok(Bound::new(py, Awaitable { phase })?.into_any())
 }
 
 /// Spawns `work` on polycache's runtime; answers with the asyncio future of `event_loop`

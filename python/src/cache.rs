@@ -570,8 +570,9 @@ twins! {
         loader::load(py, &self.core, key, call, timeout.0, true, None)
     }
 
-    /// `get_or_set_with` for a synchronous `loader`, awaitable: the lookup and `loader` run
-    /// on polycache's blocking pool (the loader takes the GIL there).
+    /// `get_or_set_with` for a synchronous `loader`, awaitable: the lookup, the wait for
+    /// another caller and the store are the core's native async ones; `loader` runs on
+    /// polycache's blocking pool (it takes the GIL there).
     #[pyo3(signature = (key, loader, timeout = DEFAULT, version = None))]
     fn _aget_or_set_with<'py>(
         &self,

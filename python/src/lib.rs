@@ -23,6 +23,9 @@ mod loader;
 mod logbridge;
 mod memo;
 mod ops;
+#[cfg(feature = "bench-pyo3-async-runtimes")]
+mod pyo3_bench;
+mod ready;
 mod serializer;
 
 use pyo3::prelude::*;
@@ -50,5 +53,10 @@ fn _polycache(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(functions::loads, m)?)?;
     m.add("DEFAULT_TIMEOUT", Bound::new(py, args::DefaultTimeout)?)?;
     m.add("SCHEMES", PyTuple::new(py, polycache::SCHEMES)?)?;
+    #[cfg(feature = "bench-pyo3-async-runtimes")]
+    m.add_function(wrap_pyfunction!(
+        pyo3_bench::_aget_via_pyo3_async_runtimes,
+        m
+    )?)?;
     Ok(())
 }

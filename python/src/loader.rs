@@ -84,25 +84,17 @@ enum Loaded {
     Object(Py<PyAny>),
 }
 
-/// `lookup` then, unless it hit, `load` with `call`: runs on the calling thread (which may
-/// be a blocking-pool thread), taking the GIL only inside the loader.
-fn lookup_and_load(
+/// `load` with `call`, after a lookup that did not hit (`current`: the value XFetch chose to
+/// refresh early): runs on the calling thread, taking the GIL only inside the loader.
+fn load_blocking(
     core_cache: &polycache::Cache,
     format: Format,
     key: Key<'_>,
     call: &Call,
     expiry: Expiry,
     policy: &RefreshPolicy,
-    current: Option<Option<Value>>,
+    current: Option<Value>,
 ) -> Result<Loaded, LoadError> {
-    let current = match current {
-        Some(current) => current,
-        None => match core_cache.lookup(key, policy).map_err(LoadError::Core)? {
-            Lookup::Hit(v) => return Ok(Loaded::Stored(v)),
-            Lookup::RefreshEarly(v) => Some(v),
-            _ => None,
-        },
-    };
     let produced = Mutex::new(Produced::default());
     let result = core_cache.load(
         key,
@@ -173,13 +165,15 @@ pub(crate) fn load<'py>(
         }
     };
     let loaded = detach(py, || {
-        lookup_and_load(cache, format, key, &call, expiry, &policy, Some(current))
+        load_blocking(cache, format, key, &call, expiry, &policy, current)
     });
     answer(py, core, loaded)
 }
 
-/// [`load`] with no lookup made, awaitable: the lookup and the load run on polycache's blocking pool
-/// (the loader is synchronous Python code, which needs a thread of its own to run on).
+/// [`load`] with no lookup made, awaitable: the lookup, the single-flight wait and the
+/// store are the core's native async ones (`lookup_async`, `load_async`); only the call of the
+/// synchronous loader runs on polycache's blocking pool, since Python code may block and needs
+/// a thread of its own (it takes the GIL there).
 pub(crate) fn aget_or_load<'py>(
     py: Python<'py>,
     core: &Core,
@@ -192,18 +186,29 @@ pub(crate) fn aget_or_load<'py>(
     let policy = policy(core, single_flight);
     let (cache, format) = (core.cache.clone(), core.decoder.format);
     let work = async move {
-        awaitable::blocking(move || {
-            let key = Key::new(&name).maybe_version(version);
-            Ok(
-                match lookup_and_load(&cache, format, key, &call, expiry, &policy, None) {
-                    Ok(Loaded::Stored(v)) => Reply::Value(Some(v)),
-                    Ok(Loaded::Object(obj)) => Reply::Object(obj),
-                    Err(LoadError::Raised(e)) => Reply::Raised(e),
-                    Err(LoadError::Core(e)) => return Err(e),
-                },
-            )
-        })
-        .await
+        let key = Key::new(&name).maybe_version(version);
+        let current = match cache.lookup_async(key, &policy).await? {
+            Lookup::Hit(v) => return Ok(Reply::Value(Some(v))),
+            Lookup::RefreshEarly(v) => Some(v),
+            _ => None,
+        };
+        let produced = std::sync::Arc::new(Mutex::new(Produced::default()));
+        let shared = std::sync::Arc::clone(&produced);
+        let loader = move || awaitable::blocking(move || call.compute(format, &shared));
+        let result = cache
+            .load_async(key, loader, expiry, &policy, current)
+            .await;
+        let produced = std::mem::take(&mut *produced.lock().unwrap_or_else(|e| e.into_inner()));
+        match result {
+            Ok(v) => Ok(match produced.object {
+                Some(obj) => Reply::Object(obj),
+                None => Reply::Value(Some(v)),
+            }),
+            Err(e) => match produced.raised {
+                Some(raised) => Ok(Reply::Raised(raised)),
+                None => Err(e),
+            },
+        }
     };
     awaitable::start_future(py, core, work, Deliver::Loaded)
 }

@@ -4,7 +4,8 @@
 //! arguments (see `argkey`), look it up, decode the value. A miss releases the GIL and goes
 //! through the core's single-flight `load` ([`crate::loader`]): one thread calls the
 //! function (re-acquiring the GIL), the others wait without the GIL for its value.
-//! `_aprobe` and `_astore` are the awaitable steps of the `async def` wrapper.
+//! `_aprobe` and `_astore` are the awaitable steps of the `async def` wrapper: the core's
+//! native async lookup and store, with no thread of the blocking pool.
 
 use crate::argkey;
 use crate::args::{TimeoutArg, DEFAULT};
@@ -124,18 +125,12 @@ impl Memo {
         let cache = this.resolve(py)?;
         let core = &cache.get().core;
         let (version, policy) = (this.version, core.cache.refresh_policy().clone());
-        let lookup = move |c: &polycache::Cache, key: &str| {
-            Ok(
-                match c.lookup(Key::new(key).maybe_version(version), &policy)? {
-                    Lookup::Hit(v) => Reply::Probe(Some(v), false),
-                    Lookup::RefreshEarly(v) => Reply::Probe(Some(v), true),
-                    _ => Reply::Probe(None, false),
-                },
-            )
-        };
         let deliver = Deliver::Probe(default.unbind());
         if how == How::Sync || core.local {
-            let found = core.run(py, |c| lookup(c, key));
+            let found = core.run(py, |c| {
+                c.lookup(Key::new(key).maybe_version(version), &policy)
+                    .map(probe_reply)
+            });
             let answer = deliver.convert(py, core.decoder, found);
             return if how == How::Sync {
                 answer
@@ -144,7 +139,11 @@ impl Memo {
             };
         }
         let (c, key) = (core.cache.clone(), key.to_owned());
-        let work = awaitable::blocking(move || lookup(&c, &key));
+        let work = async move {
+            c.lookup_async(Key::new(&key).maybe_version(version), &policy)
+                .await
+                .map(probe_reply)
+        };
         awaitable::start_future(py, core, work, deliver)
     }
 
@@ -169,12 +168,12 @@ impl Memo {
         let delta = Duration::try_from_secs_f64(d).unwrap_or_default();
         let policy = core.cache.refresh_policy().clone();
         let (key, bytes) = (key.to_owned(), encoded.as_bytes().to_vec());
-        let store = move |c: &polycache::Cache| {
-            let key = Key::new(&key).maybe_version(version);
-            c.store_loaded(key, &bytes, expiry, &policy, delta)
-                .map(|()| Reply::Flag(true))
-        };
         if how == How::Sync || core.local {
+            let store = move |c: &polycache::Cache| {
+                let key = Key::new(&key).maybe_version(version);
+                c.store_loaded(key, &bytes, expiry, &policy, delta)
+                    .map(|()| Reply::Flag(true))
+            };
             let answer = Deliver::Flag.convert(py, core.decoder, core.run(py, store));
             return if how == How::Sync {
                 answer
@@ -183,8 +182,22 @@ impl Memo {
             };
         }
         let c = core.cache.clone();
-        let work = awaitable::blocking(move || store(&c));
+        let work = async move {
+            let key = Key::new(&key).maybe_version(version);
+            c.store_loaded_async(key, &bytes, expiry, &policy, delta)
+                .await
+                .map(|()| Reply::Flag(true))
+        };
         awaitable::start_future(py, core, work, Deliver::Flag)
+    }
+}
+
+/// A lookup's answer as `_probe` delivers it.
+fn probe_reply(found: Lookup) -> Reply {
+    match found {
+        Lookup::Hit(v) => Reply::Probe(Some(v), false),
+        Lookup::RefreshEarly(v) => Reply::Probe(Some(v), true),
+        _ => Reply::Probe(None, false),
     }
 }
 
@@ -201,8 +214,8 @@ twins! {
     impl Memo {
         /// `(value, refresh_early)` for `key` (a key from `key()`): the cached value and
         /// whether XFetch chose this read to recompute it early, or `(default, False)` on a
-        /// miss. Awaited, the lookup runs on polycache's blocking pool unless the cache is
-        /// local.
+        /// miss. Awaited, the lookup is the core's native async one (in place on a local
+        /// cache).
         twins _probe / _aprobe = probe<'py>(slf, key: &str, default: Bound<'py, PyAny>)
             signature (key, default);
         /// Stores `value` under `key` (a key from `key()`) with the decorator's timeout. With

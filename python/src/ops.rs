@@ -184,7 +184,16 @@ pub(crate) enum Reply {
     Probe(Option<Value>, bool),
     /// What `ttl` answered.
     Lifetime(TimeToLive),
+    /// A job's read: the value (if any), its status (`"hit"`, `"stale"`, `"miss"`) and
+    /// whether this call fetched it.
+    Job(Option<Value>, &'static str, bool),
+    /// Not an answer: Python code the event loop's drain runs on the loop's thread (a job's
+    /// `async def fetch` started from polycache's runtime, which never takes the GIL).
+    OnLoop(OnLoop),
 }
+
+/// Python code for an event loop's thread; see [`Reply::OnLoop`].
+pub(crate) type OnLoop = Box<dyn FnOnce(Python<'_>) + Send>;
 
 /// The borrowed request of a native call.
 pub(crate) type RequestRef<'a> = Request<&'a str, &'a [u8]>;
@@ -380,6 +389,8 @@ pub(crate) enum Deliver {
     Lifetime {
         millis: bool,
     },
+    /// `(value, status, fetched)` of a job's read (value None when absent).
+    Job,
 }
 
 impl Deliver {
@@ -437,6 +448,13 @@ impl Deliver {
                 };
                 Ok(n.into_pyobject(py)?.into_any())
             }
+            (Deliver::Job, Reply::Job(found, status, fetched)) => {
+                let value = match found {
+                    Some(ref v) => decoder.decode(py, v)?,
+                    None => py.None().into_bound(py),
+                };
+                Ok((value, status, fetched).into_pyobject(py)?.into_any())
+            }
             _ => Err(pyo3::exceptions::PyRuntimeError::new_err(
                 "polycache: an operation answered with an unexpected kind of reply",
             )),
@@ -482,36 +500,50 @@ impl Core {
         match how {
             // The hottest call of all (`get` on memory://), matched in place: moving the
             // lookup's value through a Reply costs more than the lookup on this path.
-            How::Sync if self.local => match (request.op, deliver) {
-                (Op::Get(k), Deliver::Value(default)) => {
-                    match self.cache.get(request.mode.key(k)) {
-                        // polycache.Cache shares an immutable value decoded from the same
-                        // stored bytes (Django's face keeps its own decoding).
-                        Ok(Some(ref v)) if !self.decoder.pickle_errors => {
-                            serializer::decode_shared(py, self.decoder.format, v)
-                        }
-                        Ok(Some(ref v)) => self.decoder.decode(py, v),
-                        Ok(None) => Ok(match default {
-                            Some(d) => d.into_bound(py),
-                            None => py.None().into_bound(py),
-                        }),
-                        Err(e) => Err(errors::to_py(py, e)),
-                    }
-                }
-                (op, deliver) => {
-                    let request = Request {
-                        op,
-                        mode: request.mode,
-                    };
-                    deliver.convert(py, self.decoder, request.run(&self.cache))
-                }
-            },
+            How::Sync if self.local => self.in_place(py, request, deliver),
             How::Sync => deliver.convert(py, self.decoder, self.call(py, request)),
             How::Async if self.local => {
-                let answer = deliver.convert(py, self.decoder, request.run(&self.cache));
+                let answer = self.in_place(py, request, deliver);
                 awaitable::ready(py, answer)
             }
             How::Async => awaitable::start(py, self, request.to_owned(), deliver),
+        }
+    }
+}
+
+impl Core {
+    /// Runs `request` on a local backend in place, with the GIL held: the sync call, and the
+    /// awaited one whose awaitable is complete at once.
+    #[inline]
+    fn in_place<'py>(
+        &self,
+        py: Python<'py>,
+        request: RequestRef<'_>,
+        deliver: Deliver,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        match (request.op, deliver) {
+            // The hottest call of all (`get` on memory://), matched in place: moving the
+            // lookup's value through a Reply costs more than the lookup on this path.
+            (Op::Get(k), Deliver::Value(default)) => match self.cache.get(request.mode.key(k)) {
+                // polycache.Cache shares an immutable value decoded from the same stored
+                // bytes (Django's face keeps its own decoding).
+                Ok(Some(ref v)) if !self.decoder.pickle_errors => {
+                    serializer::decode_shared(py, self.decoder.format, v)
+                }
+                Ok(Some(ref v)) => self.decoder.decode(py, v),
+                Ok(None) => Ok(match default {
+                    Some(d) => d.into_bound(py),
+                    None => py.None().into_bound(py),
+                }),
+                Err(e) => Err(errors::to_py(py, e)),
+            },
+            (op, deliver) => {
+                let request = Request {
+                    op,
+                    mode: request.mode,
+                };
+                deliver.convert(py, self.decoder, request.run(&self.cache))
+            }
         }
     }
 }

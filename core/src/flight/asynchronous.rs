@@ -285,3 +285,37 @@ impl Cache {
         }
     }
 }
+
+impl Cache {
+    /// [`Cache::store_loaded`], awaitable: stores a value its caller computed, as
+    /// [`Cache::load_async`] stores one (for callers that run the loader themselves, such as
+    /// Python's `async` decorators).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> polycache::Result<()> {
+    /// use polycache::{Cache, Expiry, Lookup, RefreshPolicy};
+    /// use std::time::Duration;
+    /// let cache = Cache::open("memory://")?;
+    /// let policy = RefreshPolicy::default();
+    /// cache
+    ///     .store_loaded_async("k", b"v", Expiry::Default, &policy, Duration::from_millis(5))
+    ///     .await?;
+    /// assert!(matches!(cache.lookup_async("k", &policy).await?, Lookup::Hit(_)));
+    /// # Ok(()) }
+    /// ```
+    pub async fn store_loaded_async<'k>(
+        &self,
+        key: impl Into<Key<'k>>,
+        value: &[u8],
+        expiry: Expiry,
+        policy: &RefreshPolicy,
+        delta: std::time::Duration,
+    ) -> Result<()> {
+        let full = self.make_key(key)?;
+        let (ttl, wrapped) = self.computed(value, expiry, policy, delta);
+        self.full_set_async(&full, wrapped.as_deref().unwrap_or(value), ttl)
+            .await?;
+        Ok(())
+    }
+}
