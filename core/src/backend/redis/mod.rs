@@ -17,6 +17,7 @@
 mod aio;
 mod commands;
 mod pool;
+mod sentinel;
 
 use super::{AsyncAccess, Backend};
 use crate::error::{Error, ErrorKind, Result};
@@ -31,6 +32,7 @@ use redis::{
     Client, Cmd, Connection, ConnectionAddr, ConnectionInfo, ConnectionLike, IntoConnectionInfo,
     RedisConnectionInfo, RedisError, Script, ServerErrorKind, TlsCertificates,
 };
+use sentinel::{NodeRole, Sentinels};
 use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -234,7 +236,7 @@ impl RedisBackend {
         }
 
         let scheme = location.scheme();
-        let tls = matches!(scheme, "rediss" | "rediss+cluster");
+        let tls = matches!(scheme, "rediss" | "rediss+cluster" | "rediss+sentinel");
         if !tls && (opts.tls_ca.is_some() || opts.insecure) {
             return Err(bad(format!(
                 "options tls_ca and insecure apply only to rediss:// URLs, not {scheme}://"
@@ -395,10 +397,48 @@ impl RedisBackend {
                     once: Pool::cluster(once, addr, &opts),
                 }
             }
+            "redis+sentinel" | "rediss+sentinel" => {
+                let sentinels =
+                    sentinel_group(location, options, db_option, &auth, tls_certs, &mut opts)?;
+                let read_from_replicas = options.bool("read_from_replicas")?.unwrap_or(false);
+                let addr = sentinels.describe();
+                let sentinels = std::sync::Arc::new(sentinels);
+                let leader = Pool::sentinel(sentinels.clone(), NodeRole::Master, &addr, &opts);
+                let async_leader =
+                    aio::Server::sentinel(sentinels.clone(), NodeRole::Master, &addr, &opts);
+                let (replicas, async_replicas) = if read_from_replicas {
+                    let addr = format!("a replica of {addr}");
+                    (
+                        vec![Replica {
+                            pool: Pool::sentinel(
+                                sentinels.clone(),
+                                NodeRole::Replica,
+                                &addr,
+                                &opts,
+                            ),
+                            down_until: AtomicU64::new(0),
+                        }],
+                        vec![aio::Server::sentinel(
+                            sentinels,
+                            NodeRole::Replica,
+                            &addr,
+                            &opts,
+                        )],
+                    )
+                } else {
+                    (Vec::new(), Vec::new())
+                };
+                aio = AsyncTopology::Single {
+                    leader: Box::new(async_leader),
+                    replicas: async_replicas,
+                };
+                Topology::Single { leader, replicas }
+            }
             other => {
                 return Err(bad(format!(
                     "scheme {other}:// is not one of the redis backend's (redis://, rediss://, \
-                     unix://, redis+cluster://, rediss+cluster://)"
+                     unix://, redis+cluster://, rediss+cluster://, redis+sentinel://, \
+                     rediss+sentinel://)"
                 )))
             }
         };
@@ -545,6 +585,75 @@ fn positive_or_none(t: Option<Duration>, name: &str) -> Result<Option<Duration>>
             "invalid value 0 for option '{name}': expected a positive number of seconds, or none"
         ))),
         other => Ok(other),
+    }
+}
+
+/// The sentinels of a `redis+sentinel://` location, with their own auth (the options
+/// `sentinel_username` and `sentinel_password`) and the master's (the URL's user and
+/// password, database and TLS).
+fn sentinel_group(
+    location: &Location,
+    options: &mut Options,
+    db_option: Option<i64>,
+    auth: &RedisConnectionInfo,
+    tls_certs: Option<TlsCertificates>,
+    opts: &mut RedisOptions,
+) -> Result<Sentinels> {
+    let redacted = location.redacted();
+    let bad = |what: String| Error::config(format!("{what} in {redacted}"));
+    let scheme = location.scheme();
+    let tls = scheme == "rediss+sentinel";
+    if location.hosts().is_empty() {
+        return Err(bad(format!(
+            "{scheme}:// names no sentinel: expected {scheme}://host1:26379,host2:26379/<master \
+             name>[/db]"
+        )));
+    }
+    let (name, db) = sentinel::name_and_db(location.path(), db_option).map_err(&bad)?;
+    opts.db = db;
+    let sentinel_auth = RedisConnectionInfo::default();
+    let sentinel_auth = match options.take("sentinel_username") {
+        Some(u) => sentinel_auth.set_username(u),
+        None => sentinel_auth,
+    };
+    let sentinel_auth = match options.take("sentinel_password") {
+        Some(p) => sentinel_auth.set_password(p),
+        None => sentinel_auth,
+    };
+    let mut sentinels = Vec::with_capacity(location.hosts().len());
+    for host in location.hosts() {
+        let (h, port) = split_host(host).map_err(&bad)?;
+        let port = if host_has_port(host) {
+            port
+        } else {
+            sentinel::DEFAULT_SENTINEL_PORT
+        };
+        let addr = if tls {
+            ConnectionAddr::TcpTls {
+                host: h.clone(),
+                port,
+                insecure: opts.insecure,
+                tls_params: None,
+            }
+        } else {
+            ConnectionAddr::Tcp(h.clone(), port)
+        };
+        let info = connection_info(addr, sentinel_auth.clone())?;
+        let client = client_for(info, tls_certs.clone(), &redacted)?;
+        sentinels.push((client, format!("{h}:{port}")));
+    }
+    let nodes = sentinel::NodeSettings {
+        tls: tls.then(|| (opts.insecure, tls_certs)),
+        auth: auth.clone().set_db(db),
+    };
+    Ok(Sentinels::new(sentinels, name, nodes, opts, redacted))
+}
+
+/// Whether `host` (`name`, `name:port`, `[v6]`, `[v6]:port`) gives a port.
+fn host_has_port(host: &str) -> bool {
+    match host.strip_prefix('[') {
+        Some(rest) => rest.contains("]:"),
+        None => host.contains(':'),
     }
 }
 
