@@ -305,7 +305,8 @@ fn candidates_of(role: NodeRole, reply: redis::Value) -> Option<Vec<(String, u16
     }
 }
 
-/// The replicas a sentinel lists that are up and linked to their master.
+/// The replicas a sentinel lists that are up. (Its `master-link-status` may be 10 s old:
+/// the replica's own `ROLE` tells whether it is linked.)
 fn healthy_replicas(replicas: Vec<HashMap<String, String>>) -> Vec<(String, u16)> {
     replicas
         .into_iter()
@@ -314,7 +315,6 @@ fn healthy_replicas(replicas: Vec<HashMap<String, String>>) -> Vec<(String, u16)
             !flags
                 .split(',')
                 .any(|f| matches!(f, "s_down" | "o_down" | "disconnected"))
-                && r.get("master-link-status").map(String::as_str) == Some("ok")
         })
         .filter_map(|r| Some((r.get("ip")?.clone(), r.get("port")?.parse().ok()?)))
         .collect()
@@ -329,7 +329,8 @@ fn start_at_random<T>(mut items: Vec<T>) -> Vec<T> {
     items
 }
 
-/// Fails unless the `ROLE` reply starts with the word `role` calls for.
+/// Fails unless the `ROLE` reply starts with the word `role` calls for (and, for a
+/// replica, says it is `connected` to its master: one still syncing has no data to read).
 fn check_role(
     role: NodeRole,
     reply: &redis::Value,
@@ -337,17 +338,22 @@ fn check_role(
     port: u16,
     name: &str,
 ) -> RedisResult<()> {
-    let word = match reply {
-        redis::Value::Array(items) => match items.first() {
-            Some(redis::Value::BulkString(b)) => String::from_utf8_lossy(b).into_owned(),
-            Some(redis::Value::SimpleString(s)) => s.clone(),
-            _ => String::new(),
-        },
+    let text = |v: Option<&redis::Value>| match v {
+        Some(redis::Value::BulkString(b)) => String::from_utf8_lossy(b).into_owned(),
+        Some(redis::Value::SimpleString(s)) => s.clone(),
         _ => String::new(),
     };
-    if word == role.role_word() {
+    let (word, link) = match reply {
+        redis::Value::Array(items) => (text(items.first()), text(items.get(3))),
+        _ => (String::new(), String::new()),
+    };
+    if word == role.role_word() && (role == NodeRole::Master || link == "connected") {
         return Ok(());
     }
+    let word = match role {
+        NodeRole::Replica if word == "slave" => format!("slave, {link}"),
+        _ => word,
+    };
     Err(std::io::Error::new(
         std::io::ErrorKind::ConnectionRefused,
         format!(
@@ -452,7 +458,10 @@ mod tests {
             replica("4", "slave", "err"),
             replica("x", "slave", "ok"),
         ];
-        assert_eq!(healthy_replicas(listed), [("127.0.0.1".to_string(), 1)]);
+        assert_eq!(
+            healthy_replicas(listed),
+            [("127.0.0.1".to_string(), 1), ("127.0.0.1".to_string(), 4)]
+        );
     }
 
     #[test]
@@ -462,7 +471,17 @@ mod tests {
         let err = check_role(NodeRole::Master, &reply("slave"), "h", 1, "m").unwrap_err();
         assert!(err.is_io_error());
         assert!(err.to_string().contains("failover"), "{err}");
-        assert!(check_role(NodeRole::Replica, &reply("slave"), "h", 1, "m").is_ok());
+        let replica = |state: &str| {
+            redis::Value::Array(vec![
+                redis::Value::BulkString(b"slave".to_vec()),
+                redis::Value::BulkString(b"127.0.0.1".to_vec()),
+                redis::Value::Int(6379),
+                redis::Value::BulkString(state.into()),
+                redis::Value::Int(0),
+            ])
+        };
+        assert!(check_role(NodeRole::Replica, &replica("connected"), "h", 1, "m").is_ok());
+        assert!(check_role(NodeRole::Replica, &replica("sync"), "h", 1, "m").is_err());
     }
 
     #[test]
