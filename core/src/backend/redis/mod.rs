@@ -125,7 +125,8 @@ impl Default for RedisOptions {
     }
 }
 
-/// The backend behind `redis://`, `rediss://`, `unix://` and `redis+cluster://`.
+/// The backend behind `redis://`, `rediss://`, `unix://`, `redis+cluster://` and
+/// `redis+sentinel://`.
 ///
 /// * `redis://[user:password@]host[:port][/db]` — one server; `rediss://` the same over TLS
 ///   (rustls).
@@ -137,10 +138,16 @@ impl Default for RedisOptions {
 ///   (`unix://:password@/path…` for a password).
 /// * `redis+cluster://[user:password@]h1:p1,h2:p2,…` — a Redis Cluster reached through any
 ///   of the given nodes (`rediss+cluster://` over TLS).
+/// * `redis+sentinel://[user:password@]s1:26379,s2:26379/mymaster[/db]` — the master that
+///   the Redis Sentinels `s1`, `s2` name `mymaster`, asked again at every new connection
+///   so a failover is followed (`rediss+sentinel://` over TLS). The URL's password is the
+///   master's; `sentinel_password` (and `sentinel_username`) the sentinels';
+///   `read_from_replicas=true` sends reads to a replica they list.
 ///
 /// Options: `connect_timeout` and `socket_timeout` (seconds, default 1, `none` for no
 /// limit), `max_connections` (per server, default 16), `db`, `tls_ca=/path/ca.pem`,
-/// `insecure=true`. See `docs/backends/redis.md`.
+/// `insecure=true`; on `redis+sentinel://` also `sentinel_password`, `sentinel_username`,
+/// `read_from_replicas`. See `docs/backends/redis.md`.
 ///
 /// Opening connects to nothing: the first call does, so a cache can be opened while its
 /// server is down. Errors are mapped to kinds: unreachable or dropped connections are
