@@ -17,12 +17,9 @@ fn open(url: &str) -> Cache {
     Cache::open(url).unwrap_or_else(|e| panic!("open {url}: {e}"))
 }
 
+/// A multi-thread runtime, where the awaited calls run beside the blocking ones.
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
+    tokio::runtime::Runtime::new().unwrap()
 }
 
 #[test]

@@ -97,7 +97,7 @@ impl<C: Clone + Send + Sync + 'static> Lazy<C> {
 /// How a [`Server`]'s connection is opened.
 enum Target {
     /// Always to the one address of the client.
-    Fixed(Client),
+    Fixed(Box<Client>),
     /// To the server the sentinels name at each connect; `READONLY` drops the connection.
     Sentinel(Arc<Sentinels>, NodeRole),
 }
@@ -114,7 +114,7 @@ pub(super) struct Server {
 
 impl Server {
     pub(super) fn new(client: Client, addr: String, opts: &RedisOptions) -> Server {
-        Server::with_target(Target::Fixed(client), addr, opts)
+        Server::with_target(Target::Fixed(Box::new(client)), addr, opts)
     }
 
     fn with_target(target: Target, addr: String, opts: &RedisOptions) -> Server {
@@ -148,7 +148,7 @@ impl Server {
     {
         let (conn, slot) = match &self.target {
             Target::Fixed(client) => {
-                let (client, config) = (client.clone(), self.config.clone());
+                let (client, config) = (Client::clone(client), self.config.clone());
                 let open = move || async move {
                     client
                         .get_multiplexed_async_connection_with_config(&config)

@@ -307,16 +307,7 @@ impl RedisBackend {
                 let mut servers = Vec::with_capacity(location.hosts().len());
                 for host in location.hosts() {
                     let (h, port) = split_host(host).map_err(&bad)?;
-                    let addr = if tls {
-                        ConnectionAddr::TcpTls {
-                            host: h.clone(),
-                            port,
-                            insecure: opts.insecure,
-                            tls_params: None,
-                        }
-                    } else {
-                        ConnectionAddr::Tcp(h.clone(), port)
-                    };
+                    let addr = tcp_addr(h.clone(), port, tls.then_some(opts.insecure));
                     let info = connection_info(addr, auth.clone())?;
                     let client = client_for(info, tls_certs.clone(), &redacted)?;
                     if leader_client.is_none() {
@@ -357,16 +348,7 @@ impl RedisBackend {
                 let mut nodes = Vec::with_capacity(location.hosts().len());
                 for host in location.hosts() {
                     let (h, port) = split_host(host).map_err(&bad)?;
-                    let addr = if tls {
-                        ConnectionAddr::TcpTls {
-                            host: h,
-                            port,
-                            insecure: opts.insecure,
-                            tls_params: None,
-                        }
-                    } else {
-                        ConnectionAddr::Tcp(h, port)
-                    };
+                    let addr = tcp_addr(h, port, tls.then_some(opts.insecure));
                     nodes.push(connection_info(addr, auth.clone())?);
                 }
                 let client = |retries: u32| {
@@ -635,22 +617,13 @@ fn sentinel_group(
         } else {
             sentinel::DEFAULT_SENTINEL_PORT
         };
-        let addr = if tls {
-            ConnectionAddr::TcpTls {
-                host: h.clone(),
-                port,
-                insecure: opts.insecure,
-                tls_params: None,
-            }
-        } else {
-            ConnectionAddr::Tcp(h.clone(), port)
-        };
+        let addr = tcp_addr(h.clone(), port, tls.then_some(opts.insecure));
         let info = connection_info(addr, sentinel_auth.clone())?;
         let client = client_for(info, tls_certs.clone(), &redacted)?;
         sentinels.push((client, format!("{h}:{port}")));
     }
     let nodes = sentinel::NodeSettings {
-        tls: tls.then(|| (opts.insecure, tls_certs)),
+        tls: tls.then_some((opts.insecure, tls_certs)),
         auth: auth.clone().set_db(db),
     };
     Ok(Sentinels::new(sentinels, name, nodes, opts, redacted))
@@ -729,6 +702,19 @@ fn split_host(host: &str) -> std::result::Result<(String, u16), String> {
         },
     };
     Ok((name.to_owned(), port))
+}
+
+/// `host:port` over TCP, or over TLS when `tls` is `Some(insecure)`.
+fn tcp_addr(host: String, port: u16, tls: Option<bool>) -> ConnectionAddr {
+    match tls {
+        Some(insecure) => ConnectionAddr::TcpTls {
+            host,
+            port,
+            insecure,
+            tls_params: None,
+        },
+        None => ConnectionAddr::Tcp(host, port),
+    }
 }
 
 fn connection_info(addr: ConnectionAddr, auth: RedisConnectionInfo) -> Result<ConnectionInfo> {

@@ -12,10 +12,10 @@
 //! Not redis-rs' `sentinel` feature: its lookups open connections without a connect or
 //! read timeout (an unreachable sentinel would hang a call) and need `&mut self`.
 
-use super::{client_for, connection_info, RedisOptions, RedisResult};
+use super::{client_for, connection_info, tcp_addr, RedisOptions, RedisResult};
 use crate::error::{Error, ErrorKind};
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Client, Cmd, Connection, ConnectionAddr, RedisConnectionInfo};
+use redis::{AsyncConnectionConfig, Client, Cmd, Connection, RedisConnectionInfo};
 use redis::{RedisError, TlsCertificates};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -104,21 +104,12 @@ impl Sentinels {
         let mut asked = Asked::default();
         let mut candidates = None;
         for (i, (client, addr)) in self.in_order() {
-            match self
+            let reply = self
                 .open_sync(client)
-                .and_then(|mut c| lookup(role, &self.name).query(&mut c))
-            {
-                Ok(reply) => {
-                    self.preferred.store(i, Ordering::Relaxed);
-                    match candidates_of(role, reply) {
-                        Some(found) => {
-                            candidates = Some(found);
-                            break;
-                        }
-                        None => asked.unknown(addr),
-                    }
-                }
-                Err(e) => asked.failed(addr, &e),
+                .and_then(|mut c| lookup(role, &self.name).query(&mut c));
+            candidates = self.answer(role, i, addr, reply, &mut asked);
+            if candidates.is_some() {
+                break;
             }
         }
         let candidates = candidates.ok_or_else(|| asked.error(self))?;
@@ -147,18 +138,9 @@ impl Sentinels {
                 Ok(mut c) => lookup(role, &self.name).query_async(&mut c).await,
                 Err(e) => Err(e),
             };
-            match reply {
-                Ok(reply) => {
-                    self.preferred.store(i, Ordering::Relaxed);
-                    match candidates_of(role, reply) {
-                        Some(found) => {
-                            candidates = Some(found);
-                            break;
-                        }
-                        None => asked.unknown(addr),
-                    }
-                }
-                Err(e) => asked.failed(addr, &e),
+            candidates = self.answer(role, i, addr, reply, &mut asked);
+            if candidates.is_some() {
+                break;
             }
         }
         let candidates = candidates.ok_or_else(|| asked.error(self))?;
@@ -180,6 +162,32 @@ impl Sentinels {
         Err(last.unwrap_or_else(|| no_node(role, &self.name)))
     }
 
+    /// What sentinel `i` (at `addr`) answered: the servers it names, or `None` (noted in
+    /// `asked`) when it failed or does not know the name.
+    fn answer(
+        &self,
+        role: NodeRole,
+        i: usize,
+        addr: &str,
+        reply: RedisResult<redis::Value>,
+        asked: &mut Asked,
+    ) -> Option<Vec<(String, u16)>> {
+        match reply {
+            Ok(reply) => {
+                self.preferred.store(i, Ordering::Relaxed);
+                let found = candidates_of(role, reply);
+                if found.is_none() {
+                    asked.unknown(addr);
+                }
+                found
+            }
+            Err(e) => {
+                asked.failed(addr, &e);
+                None
+            }
+        }
+    }
+
     fn open_sync(&self, client: &Client) -> RedisResult<Connection> {
         let conn = match self.connect_timeout {
             Some(t) => client.get_connection_with_timeout(t)?,
@@ -198,15 +206,8 @@ impl Sentinels {
 
     /// A client for the data server at `host:port`, with the master's auth, db and TLS.
     fn node_client(&self, host: &str, port: u16) -> RedisResult<Client> {
-        let addr = match &self.nodes.tls {
-            Some((insecure, _)) => ConnectionAddr::TcpTls {
-                host: host.to_owned(),
-                port,
-                insecure: *insecure,
-                tls_params: None,
-            },
-            None => ConnectionAddr::Tcp(host.to_owned(), port),
-        };
+        let insecure = self.nodes.tls.as_ref().map(|(insecure, _)| *insecure);
+        let addr = tcp_addr(host.to_owned(), port, insecure);
         let certs = self.nodes.tls.as_ref().and_then(|(_, c)| c.clone());
         connection_info(addr, self.nodes.auth.clone())
             .and_then(|info| client_for(info, certs, &self.redacted))
