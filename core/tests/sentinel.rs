@@ -252,3 +252,23 @@ fn unreachable_sentinels_fail_fast_and_fail_open() {
         assert_eq!(lenient.get_async("k").await.unwrap(), None);
     });
 }
+
+/// `rediss+sentinel://` speaks TLS to the sentinels: a plain one fails the handshake, as an
+/// outage naming the sentinels (a TLS sentinel is not among testkit's servers yet).
+#[test]
+fn rediss_sentinel_speaks_tls_to_the_sentinels() {
+    let set = RedisSentinelSet::start().unwrap_or_else(|e| panic!("{e}"));
+    let url = set.url().replace("redis+sentinel://", "rediss+sentinel://");
+    let cache = open(&format!(
+        "{url}?insecure=true&connect_timeout=0.5&socket_timeout=0.5"
+    ));
+    let err = cache.get("k").unwrap_err();
+    assert!(err.is_connection() || err.is_timeout(), "{err}");
+    assert!(
+        err.to_string()
+            .contains("no sentinel of 'mymaster' answered"),
+        "{err}"
+    );
+    // The plain URL reaches the same master.
+    assert_eq!(open(&set.url()).get("k").unwrap(), None);
+}
