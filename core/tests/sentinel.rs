@@ -1,13 +1,13 @@
 //! `redis+sentinel://` against real sentinels started by testkit: the URL's parts (master
-//! name, database, the master's and the sentinels' passwords), reads from replicas, a master
-//! demoted under an open connection, and bad input. The failover under load (master killed,
-//! sync and async, both failure policies) is in `faults.rs`; every operation of the backend
-//! contract runs in `contract.rs`.
+//! name, database, the master's and the sentinels' passwords, TLS), reads from replicas, a
+//! master demoted under an open connection, and bad input. The failover under load (master
+//! killed, sync and async, both failure policies) is in `faults.rs`; every operation of the
+//! backend contract runs in `contract.rs`.
 #![cfg(feature = "redis")]
 
 use polycache::{Cache, ErrorKind, Expiry};
 use polycache_testkit::{
-    eventually, free_loopback_port, info_field, RedisSentinelSet, SentinelAuth,
+    eventually, free_loopback_port, info_field, RedisSentinelSet, SentinelAuth, TestCertificates,
     SENTINEL_MASTER_NAME,
 };
 use std::net::TcpListener;
@@ -72,12 +72,7 @@ fn passwords_and_database_reach_the_master_sync_and_async() {
 fn reads_go_to_a_replica_when_asked() {
     let set = RedisSentinelSet::start().unwrap_or_else(|e| panic!("{e}"));
     let master = set.master_port().unwrap();
-    let replica = set
-        .servers()
-        .iter()
-        .map(|s| s.port())
-        .find(|&p| p != master)
-        .unwrap();
+    let replica = set.replica_port().unwrap();
     let hits = |port| -> u64 {
         let info = set.data_command(port, &["INFO", "stats"]).unwrap();
         info_field(&info, "keyspace_hits").unwrap().parse().unwrap()
@@ -121,13 +116,7 @@ fn a_demoted_master_leads_to_rediscovery_sync_and_async() {
     rt.block_on(cache.set_async("k", b"1", Expiry::Never))
         .unwrap();
 
-    let old = set.master_port().unwrap();
-    let new = set
-        .servers()
-        .iter()
-        .map(|s| s.port())
-        .find(|&p| p != old)
-        .unwrap();
+    let (old, new) = (set.master_port().unwrap(), set.replica_port().unwrap());
     // Swap the roles by hand (REPLICAOF keeps client connections open), then point the
     // sentinels at the new master.
     set.data_command(new, &["REPLICAOF", "NO", "ONE"]).unwrap();
@@ -253,22 +242,33 @@ fn unreachable_sentinels_fail_fast_and_fail_open() {
     });
 }
 
-/// `rediss+sentinel://` speaks TLS to the sentinels: a plain one fails the handshake, as an
-/// outage naming the sentinels (a TLS sentinel is not among testkit's servers yet).
+/// Sentinels, master and replica all on TLS: `rediss+sentinel://` with the private CA
+/// reaches the master the sentinels name, sync and async.
 #[test]
-fn rediss_sentinel_speaks_tls_to_the_sentinels() {
-    let set = RedisSentinelSet::start().unwrap_or_else(|e| panic!("{e}"));
-    let url = set.url().replace("redis+sentinel://", "rediss+sentinel://");
-    let cache = open(&format!(
-        "{url}?insecure=true&connect_timeout=0.5&socket_timeout=0.5"
-    ));
-    let err = cache.get("k").unwrap_err();
-    assert!(err.is_connection() || err.is_timeout(), "{err}");
+fn rediss_sentinel_end_to_end() {
+    let certs = TestCertificates::generate().unwrap_or_else(|e| panic!("{e}"));
+    let set = match RedisSentinelSet::start_tls(&certs) {
+        Ok(set) => set,
+        // A redis-server built without TLS rejects the tls-* directives.
+        Err(e) if e.to_string().contains("Bad directive") => {
+            eprintln!("skipped: this redis-server has no TLS: {e}");
+            return;
+        }
+        Err(e) => panic!("{e}"),
+    };
+    let url = set.url();
     assert!(
-        err.to_string()
-            .contains("no sentinel of 'mymaster' answered"),
-        "{err}"
+        url.starts_with("rediss+sentinel://") && url.contains("tls_ca="),
+        "{url}"
     );
-    // The plain URL reaches the same master.
-    assert_eq!(open(&set.url()).get("k").unwrap(), None);
+    let cache = open(&url);
+    assert!(cache.set("k", b"over tls", Expiry::Never).unwrap());
+    assert_eq!(cache.get("k").unwrap().as_deref(), Some(&b"over tls"[..]));
+    let got = runtime().block_on(cache.get_async("k")).unwrap();
+    assert_eq!(got.as_deref(), Some(&b"over tls"[..]));
+    let master = &set.servers()[set.master_index().unwrap()];
+    assert_eq!(
+        set.data_command(master.port(), &["GET", ":1:k"]).unwrap(),
+        "over tls"
+    );
 }

@@ -209,6 +209,17 @@ impl RedisServer {
         Self::start_inner(&[], Some(certs))
     }
 
+    /// [`RedisServer::start_tls`] with extra `redis.conf` lines.
+    ///
+    /// # Errors
+    /// As [`RedisServer::start_tls`].
+    pub fn start_tls_with_config(
+        extra_config: &[&str],
+        certs: &TestCertificates,
+    ) -> Result<Self, TestkitError> {
+        Self::start_inner(extra_config, Some(certs))
+    }
+
     fn start_inner(
         extra_config: &[&str],
         certs: Option<&TestCertificates>,
@@ -232,13 +243,7 @@ impl RedisServer {
                 if let Some(certs) = certs {
                     let tls = free_loopback_port()?;
                     tls_port = Some(tls);
-                    lines.extend([
-                        format!("tls-port {tls}"),
-                        format!("tls-cert-file {}", redis_quote(&certs.server_cert())),
-                        format!("tls-key-file {}", redis_quote(&certs.server_key())),
-                        format!("tls-ca-cert-file {}", redis_quote(&certs.ca_cert())),
-                        "tls-auth-clients no".to_string(),
-                    ]);
+                    lines.extend(tls_config(tls, certs));
                 }
                 let conf = redis_config(port, dir.path(), &socket_path, &lines);
                 fs::write(&conf_path, conf)
@@ -384,6 +389,18 @@ fn redis_config(port: u16, dir: &Path, socket: &Path, extra: &[String]) -> Strin
         conf.push('\n');
     }
     conf
+}
+
+/// The `redis.conf` lines of a TLS port with the server certificate of `certs`, clients
+/// needing no certificate of their own.
+fn tls_config(tls_port: u16, certs: &TestCertificates) -> [String; 5] {
+    [
+        format!("tls-port {tls_port}"),
+        format!("tls-cert-file {}", redis_quote(&certs.server_cert())),
+        format!("tls-key-file {}", redis_quote(&certs.server_key())),
+        format!("tls-ca-cert-file {}", redis_quote(&certs.ca_cert())),
+        "tls-auth-clients no".to_string(),
+    ]
 }
 
 /// Quotes a path for `redis.conf`, which splits arguments on spaces.

@@ -1,9 +1,9 @@
 //! A Redis master with replicas watched by Redis Sentinels, for failover tests.
 
 use super::{
-    find_program, info_field, redis_answers_ping, redis_command_as, redis_quote,
-    start_on_free_port, wait_until, Launch, PortIn, RedisServer, ServerProcess, TempDir,
-    TestkitError, QUICK_START_TIMEOUT,
+    find_program, free_loopback_port, info_field, redis_answers_ping, redis_command_as,
+    redis_quote, start_on_free_port, tls_config, wait_until, Launch, PortIn, RedisServer,
+    ServerProcess, TempDir, TestCertificates, TestkitError, QUICK_START_TIMEOUT,
 };
 use std::fs;
 use std::io;
@@ -43,6 +43,7 @@ pub struct SentinelServer {
     // Declared before `dir` so the process is killed before the directory is removed.
     process: ServerProcess,
     port: u16,
+    tls_port: Option<u16>,
     dir: TempDir,
 }
 
@@ -50,6 +51,11 @@ impl SentinelServer {
     /// The TCP port on `127.0.0.1`.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The TLS port on `127.0.0.1`, for a sentinel of [`RedisSentinelSet::start_tls`].
+    pub fn tls_port(&self) -> Option<u16> {
+        self.tls_port
     }
 
     /// The sentinel's temporary directory (its `sentinel.conf`, which it rewrites).
@@ -85,6 +91,8 @@ pub struct RedisSentinelSet {
     servers: Vec<RedisServer>,
     sentinels: Vec<SentinelServer>,
     auth: SentinelAuth,
+    /// The CA file when everything speaks TLS ([`RedisSentinelSet::start_tls`]).
+    tls_ca: Option<std::path::PathBuf>,
 }
 
 impl RedisSentinelSet {
@@ -102,31 +110,68 @@ impl RedisSentinelSet {
     /// # Errors
     /// As [`RedisSentinelSet::start`].
     pub fn start_with(replicas: usize, auth: &SentinelAuth) -> Result<Self, TestkitError> {
+        Self::start_inner(replicas, auth, None)
+    }
+
+    /// A master, one replica and three sentinels, all speaking TLS with the server
+    /// certificate of `certs` (replication and the sentinels' own links too); the plain
+    /// ports stay open for the readiness probes and [`RedisSentinelSet::data_command`].
+    ///
+    /// # Errors
+    /// As [`RedisSentinelSet::start`]; [`TestkitError::StartFailed`] also when this
+    /// `redis-server` was built without TLS.
+    pub fn start_tls(certs: &TestCertificates) -> Result<Self, TestkitError> {
+        Self::start_inner(1, &SentinelAuth::default(), Some(certs))
+    }
+
+    fn start_inner(
+        replicas: usize,
+        auth: &SentinelAuth,
+        certs: Option<&TestCertificates>,
+    ) -> Result<Self, TestkitError> {
         let mut data_conf: Vec<String> = Vec::new();
         if let Some(pw) = &auth.password {
             data_conf.push(format!("requirepass {}", quote(pw)));
             data_conf.push(format!("masterauth {}", quote(pw)));
         }
-        let conf: Vec<&str> = data_conf.iter().map(String::as_str).collect();
-        let master = RedisServer::start_with_config(&conf)?;
+        if certs.is_some() {
+            data_conf.push("tls-replication yes".into());
+        }
+        let start = |lines: &[String]| {
+            let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+            match certs {
+                Some(certs) => RedisServer::start_tls_with_config(&lines, certs),
+                None => RedisServer::start_with_config(&lines),
+            }
+        };
+        let master = start(&data_conf)?;
+        let master_port = master.tls_port().unwrap_or(master.port());
         let mut servers = vec![master];
         for _ in 0..replicas {
-            let mut lines = conf.clone();
-            let replicaof = format!("replicaof 127.0.0.1 {}", servers[0].port());
-            lines.push(&replicaof);
-            servers.push(RedisServer::start_with_config(&lines)?);
+            let mut lines = data_conf.clone();
+            lines.push(format!("replicaof 127.0.0.1 {master_port}"));
+            servers.push(start(&lines)?);
         }
         let mut sentinels = Vec::new();
         for _ in 0..3 {
-            sentinels.push(start_sentinel(servers[0].port(), auth)?);
+            sentinels.push(start_sentinel(master_port, auth, certs)?);
         }
         let set = RedisSentinelSet {
             servers,
             sentinels,
             auth: auth.clone(),
+            tls_ca: certs.map(TestCertificates::ca_cert),
         };
         set.wait_discovered()?;
         Ok(set)
+    }
+
+    /// The port the sentinels know `server` by: its TLS port in a TLS set.
+    fn known_port(&self, server: &RedisServer) -> u16 {
+        match self.tls_ca {
+            Some(_) => server.tls_port().unwrap_or(server.port()),
+            None => server.port(),
+        }
     }
 
     /// Waits until every live sentinel agrees on a master that has all the other data
@@ -158,37 +203,52 @@ impl RedisSentinelSet {
                                 && get("flags") == Some("master")
                         })
                 }) && self.master_port().is_ok_and(|port| {
-                    self.servers.iter().filter(|s| s.port() != port).all(|s| {
-                        self.data_command(s.port(), &["INFO", "replication"])
-                            .ok()
-                            .and_then(|info| info_field(&info, "master_link_status"))
-                            .as_deref()
-                            == Some("up")
-                    })
+                    self.servers
+                        .iter()
+                        .filter(|s| self.known_port(s) != port)
+                        .all(|s| {
+                            self.data_command(s.port(), &["INFO", "replication"])
+                                .ok()
+                                .and_then(|info| info_field(&info, "master_link_status"))
+                                .as_deref()
+                                == Some("up")
+                        })
                 })
             },
         )
     }
 
     /// `redis+sentinel://[:pw@]127.0.0.1:S1,127.0.0.1:S2,127.0.0.1:S3/mymaster/0`, with
-    /// `?sentinel_password=…` when the sentinels have one.
+    /// `?sentinel_password=…` when the sentinels have one; in a TLS set
+    /// `rediss+sentinel://…` with the sentinels' TLS ports and `?tls_ca=…`.
     pub fn url(&self) -> String {
         let hosts: Vec<String> = self
             .sentinels
             .iter()
-            .map(|s| format!("127.0.0.1:{}", s.port))
+            .map(|s| format!("127.0.0.1:{}", s.tls_port.unwrap_or(s.port)))
             .collect();
         let auth = match &self.auth.password {
             Some(pw) => format!(":{pw}@"),
             None => String::new(),
         };
+        let scheme = match self.tls_ca {
+            Some(_) => "rediss+sentinel",
+            None => "redis+sentinel",
+        };
         let mut url = format!(
-            "redis+sentinel://{auth}{}/{SENTINEL_MASTER_NAME}/0",
+            "{scheme}://{auth}{}/{SENTINEL_MASTER_NAME}/0",
             hosts.join(",")
         );
+        let mut options = Vec::new();
         if let Some(pw) = &self.auth.sentinel_password {
-            url.push_str("?sentinel_password=");
-            url.push_str(pw);
+            options.push(format!("sentinel_password={pw}"));
+        }
+        if let Some(ca) = &self.tls_ca {
+            options.push(format!("tls_ca={}", ca.display()));
+        }
+        if !options.is_empty() {
+            url.push('?');
+            url.push_str(&options.join("&"));
         }
         url
     }
@@ -235,6 +295,20 @@ impl RedisSentinelSet {
         Err(last.unwrap_or_else(|| bad_reply("no sentinel is running")))
     }
 
+    /// The plain port of a data server that is not the master (a replica, unless a
+    /// failover is under way).
+    ///
+    /// # Errors
+    /// As [`RedisSentinelSet::master_port`]; also when every server is the master.
+    pub fn replica_port(&self) -> Result<u16, TestkitError> {
+        let master = self.master_port()?;
+        self.servers
+            .iter()
+            .find(|s| self.known_port(s) != master)
+            .map(RedisServer::port)
+            .ok_or_else(|| bad_reply("no server besides the master"))
+    }
+
     /// The index in [`RedisSentinelSet::servers`] of the current master.
     ///
     /// # Errors
@@ -243,7 +317,7 @@ impl RedisSentinelSet {
         let port = self.master_port()?;
         self.servers
             .iter()
-            .position(|s| s.port() == port)
+            .position(|s| self.known_port(s) == port)
             .ok_or_else(|| bad_reply(&format!("the sentinels name unknown port {port}")))
     }
 
@@ -258,9 +332,14 @@ impl RedisSentinelSet {
             let Ok(port) = self.master_port() else {
                 return false;
             };
+            let plain = self
+                .servers
+                .iter()
+                .find(|s| self.known_port(s) == port)
+                .map_or(port, RedisServer::port);
             let promoted = port != old_port
                 && self
-                    .data_command(port, &["ROLE"])
+                    .data_command(plain, &["ROLE"])
                     .is_ok_and(|role| role.starts_with("master"));
             if promoted {
                 new_port = Some(port);
@@ -289,7 +368,11 @@ impl RedisSentinelSet {
     }
 }
 
-fn start_sentinel(master_port: u16, auth: &SentinelAuth) -> Result<SentinelServer, TestkitError> {
+fn start_sentinel(
+    master_port: u16,
+    auth: &SentinelAuth,
+    certs: Option<&TestCertificates>,
+) -> Result<SentinelServer, TestkitError> {
     // Debian's `redis-sentinel` package; without it, `redis-server <conf> --sentinel` is the
     // same program in sentinel mode.
     let (program, sentinel_flag) = match find_program("redis-sentinel", "redis-sentinel") {
@@ -306,18 +389,33 @@ fn start_sentinel(master_port: u16, auth: &SentinelAuth) -> Result<SentinelServe
     let launch = Launch::new(program, args, dir.path());
     let mut process = ServerProcess::new("redis-sentinel", launch, log_path, libc::SIGTERM);
     let dir_path = dir.path().to_path_buf();
+    let mut tls_port = None;
     let port = start_on_free_port(
         &mut process,
         QUICK_START_TIMEOUT,
         PortIn::ConfigFile,
         |port| {
-            let conf = sentinel_config(port, &dir_path, master_port, auth);
+            let mut conf = sentinel_config(port, &dir_path, master_port, auth);
+            if let Some(certs) = certs {
+                let tls = free_loopback_port()?;
+                tls_port = Some(tls);
+                for line in tls_config(tls, certs) {
+                    conf.push_str(&line);
+                    conf.push('\n');
+                }
+                conf.push_str("tls-replication yes\n");
+            }
             fs::write(&conf_path, conf)
                 .map_err(|e| TestkitError::io(format!("writing {}", conf_path.display()), e))?;
             Ok(Box::new(move || redis_answers_ping(port)))
         },
     )?;
-    Ok(SentinelServer { process, port, dir })
+    Ok(SentinelServer {
+        process,
+        port,
+        tls_port,
+        dir,
+    })
 }
 
 fn sentinel_config(
