@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the system programs the test suite needs, each only when it is missing:
-# redis-server, memcached, the PostgreSQL server, valgrind, pkg-config, g++ and gcc's
+# redis-server, redis-sentinel, memcached, the PostgreSQL server, valgrind, pkg-config, g++ and gcc's
 # sanitizer runtimes.
 #
 # Idempotent and non-interactive (safe in CI with no standard input). Uses apt-get;
@@ -89,6 +89,8 @@ ensure() {
 }
 
 ensure redis-server redis-server have_cmd redis-server
+# The Sentinel tests (testkit falls back to `redis-server --sentinel` without it).
+ensure redis-sentinel redis-sentinel have_cmd redis-sentinel
 ensure openssl openssl have_cmd openssl  # certificates for the redis:// TLS test
 ensure memcached memcached have_cmd memcached
 ensure postgresql postgresql have_postgres

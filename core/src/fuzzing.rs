@@ -114,6 +114,8 @@ const OFFLINE_SCHEMES: &[&str] = &[
     "unix",
     "redis+cluster",
     "rediss+cluster",
+    "redis+sentinel",
+    "rediss+sentinel",
     "postgres",
     "postgresql",
 ];

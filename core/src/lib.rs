@@ -83,9 +83,10 @@ pub(crate) fn open_backend(location: &Location, options: &mut Options) -> Result
             location, options,
         )?)),
         #[cfg(feature = "redis")]
-        "redis" | "rediss" | "unix" | "redis+cluster" | "rediss+cluster" => Ok(Arc::new(
-            backend::redis::RedisBackend::open(location, options)?,
-        )),
+        "redis" | "rediss" | "unix" | "redis+cluster" | "rediss+cluster" | "redis+sentinel"
+        | "rediss+sentinel" => Ok(Arc::new(backend::redis::RedisBackend::open(
+            location, options,
+        )?)),
         #[cfg(feature = "memcached")]
         "memcached" => Ok(Arc::new(backend::memcached::MemcachedBackend::open(
             location, options,
@@ -126,6 +127,10 @@ pub const SCHEMES: &[&str] = &[
     "redis+cluster://",
     #[cfg(feature = "redis")]
     "rediss+cluster://",
+    #[cfg(feature = "redis")]
+    "redis+sentinel://",
+    #[cfg(feature = "redis")]
+    "rediss+sentinel://",
     #[cfg(feature = "memcached")]
     "memcached://",
     #[cfg(feature = "file")]

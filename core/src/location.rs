@@ -190,7 +190,13 @@ pub(crate) const QUERY_COMPONENT: &percent_encoding::AsciiSet = &percent_encodin
     .add(b'>');
 
 /// Query options whose values are secrets: [`redact`] hides them as it hides passwords.
-pub const SECRET_OPTIONS: &[&str] = &["signing_key", "old_signing_keys", "password", "sslpassword"];
+pub const SECRET_OPTIONS: &[&str] = &[
+    "signing_key",
+    "old_signing_keys",
+    "password",
+    "sslpassword",
+    "sentinel_password",
+];
 
 /// Replaces the password of a URL (the text between `user:` and `@`) and the values of
 /// [`SECRET_OPTIONS`] in its query with `***`.
@@ -270,7 +276,9 @@ const DISPLAYED_OPTIONS: &[&str] = &[
     "namespace",
     "namespace_refresh",
     "pool_size",
+    "read_from_replicas",
     "reconcile_interval",
+    "sentinel_username",
     "serializer",
     "single_flight",
     "socket_timeout",

@@ -77,6 +77,8 @@ schemes! {
     redis_replicas,
     #[cfg(feature = "redis")]
     redis_cluster,
+    #[cfg(feature = "redis")]
+    redis_sentinel,
     #[cfg(all(feature = "redis", feature = "memory"))]
     tiered_redis,
     #[cfg(feature = "memcached")]

@@ -47,7 +47,7 @@ DEFAULT_MEMORY_STORE = "django"
 def _redact(text: str) -> str:
     """``text`` with any ``user:password@`` part and secret options hidden, for error messages."""
     text = re.sub(r"[^/@]*@", "***@", text)
-    return re.sub(r"((?:^|[?&])(?:old_)?(?:signing_key|signing_keys|password|sslpassword)=)[^&]*", r"\1***", text)
+    return re.sub(r"((?:^|[?&])(?:old_|sentinel_)?(?:signing_key|signing_keys|password|sslpassword)=)[^&]*", r"\1***", text)
 
 
 def _url(location: object) -> str:

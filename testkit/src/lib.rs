@@ -39,7 +39,11 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 mod proxy;
+mod sentinel;
 pub use proxy::FaultProxy;
+pub use sentinel::{
+    RedisSentinelSet, SentinelAuth, SentinelServer, SENTINEL_DOWN_AFTER, SENTINEL_MASTER_NAME,
+};
 
 /// How long `redis-server` and `memcached` get to answer after they are spawned.
 const QUICK_START_TIMEOUT: Duration = Duration::from_secs(10);
@@ -205,6 +209,17 @@ impl RedisServer {
         Self::start_inner(&[], Some(certs))
     }
 
+    /// [`RedisServer::start_tls`] with extra `redis.conf` lines.
+    ///
+    /// # Errors
+    /// As [`RedisServer::start_tls`].
+    pub fn start_tls_with_config(
+        extra_config: &[&str],
+        certs: &TestCertificates,
+    ) -> Result<Self, TestkitError> {
+        Self::start_inner(extra_config, Some(certs))
+    }
+
     fn start_inner(
         extra_config: &[&str],
         certs: Option<&TestCertificates>,
@@ -228,13 +243,7 @@ impl RedisServer {
                 if let Some(certs) = certs {
                     let tls = free_loopback_port()?;
                     tls_port = Some(tls);
-                    lines.extend([
-                        format!("tls-port {tls}"),
-                        format!("tls-cert-file {}", redis_quote(&certs.server_cert())),
-                        format!("tls-key-file {}", redis_quote(&certs.server_key())),
-                        format!("tls-ca-cert-file {}", redis_quote(&certs.ca_cert())),
-                        "tls-auth-clients no".to_string(),
-                    ]);
+                    lines.extend(tls_config(tls, certs));
                 }
                 let conf = redis_config(port, dir.path(), &socket_path, &lines);
                 fs::write(&conf_path, conf)
@@ -382,6 +391,18 @@ fn redis_config(port: u16, dir: &Path, socket: &Path, extra: &[String]) -> Strin
     conf
 }
 
+/// The `redis.conf` lines of a TLS port with the server certificate of `certs`, clients
+/// needing no certificate of their own.
+fn tls_config(tls_port: u16, certs: &TestCertificates) -> [String; 5] {
+    [
+        format!("tls-port {tls_port}"),
+        format!("tls-cert-file {}", redis_quote(&certs.server_cert())),
+        format!("tls-key-file {}", redis_quote(&certs.server_key())),
+        format!("tls-ca-cert-file {}", redis_quote(&certs.ca_cert())),
+        "tls-auth-clients no".to_string(),
+    ]
+}
+
 /// Quotes a path for `redis.conf`, which splits arguments on spaces.
 fn redis_quote(path: &Path) -> String {
     let text = path.to_string_lossy();
@@ -420,6 +441,16 @@ fn redis_answers_ping(port: u16) -> bool {
 /// [`TestkitError::Io`] when the server cannot be reached, does not answer within 5 s, or
 /// answers with an error (whose text it carries).
 pub fn redis_command(port: u16, args: &[&str]) -> Result<String, TestkitError> {
+    redis_command_as(port, None, args)
+}
+
+/// [`redis_command`], preceded by `AUTH password` on the same connection when a password
+/// is given (the reply of `AUTH` must be `OK`).
+fn redis_command_as(
+    port: u16,
+    password: Option<&str>,
+    args: &[&str],
+) -> Result<String, TestkitError> {
     let context = || {
         format!(
             "redis command {:?} on port {port}",
@@ -433,17 +464,29 @@ pub fn redis_command(port: u16, args: &[&str]) -> Result<String, TestkitError> {
     stream
         .set_read_timeout(Some(timeout))
         .map_err(|e| TestkitError::io(context(), e))?;
-    let mut request = format!("*{}\r\n", args.len()).into_bytes();
+    let mut request = Vec::new();
+    if let Some(password) = password {
+        encode_command(&mut request, &["AUTH", password]);
+    }
+    encode_command(&mut request, args);
+    (&stream)
+        .write_all(&request)
+        .map_err(|e| TestkitError::io(context(), e))?;
+    let mut reader = BufReader::new(&stream);
+    if password.is_some() {
+        read_redis_reply(&mut reader).map_err(|e| TestkitError::io(context(), e))?;
+    }
+    read_redis_reply(&mut reader).map_err(|e| TestkitError::io(context(), e))
+}
+
+/// Appends `args` to `request` as one RESP command.
+fn encode_command(request: &mut Vec<u8>, args: &[&str]) {
+    request.extend_from_slice(format!("*{}\r\n", args.len()).as_bytes());
     for arg in args {
         request.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
         request.extend_from_slice(arg.as_bytes());
         request.extend_from_slice(b"\r\n");
     }
-    (&stream)
-        .write_all(&request)
-        .map_err(|e| TestkitError::io(context(), e))?;
-    let mut reader = BufReader::new(&stream);
-    read_redis_reply(&mut reader).map_err(|e| TestkitError::io(context(), e))
 }
 
 fn read_redis_reply(reader: &mut impl BufRead) -> io::Result<String> {

@@ -120,6 +120,39 @@ def redis_server(*config: str) -> Iterator[Server]:
 
 
 @contextlib.contextmanager
+def redis_sentinel(master_name: str = "mymaster") -> Iterator[Server]:
+    """A master, one replica and one sentinel watching them as ``master_name``.
+
+    ``url`` is ``redis+sentinel://127.0.0.1:SENTINEL/<master_name>/0``; ``extra`` holds
+    the ports of the ``master``, ``replica`` and ``sentinel``. ``redis-sentinel`` is used
+    when installed, else ``redis-server --sentinel`` (the same program).
+    """
+    with redis_server() as master, redis_server(f"replicaof 127.0.0.1 {master.port}") as replica:
+        d = tempfile.mkdtemp(prefix="polycache-sentinel-")
+        port = free_port()
+        conf = os.path.join(d, "sentinel.conf")
+        log = os.path.join(d, "sentinel.log")
+        with open(conf, "w") as f:
+            f.write(f"port {port}\nbind 127.0.0.1\ndir {d}\nlogfile {log}\n"
+                    f"sentinel monitor {master_name} 127.0.0.1 {master.port} 1\n"
+                    f"sentinel down-after-milliseconds {master_name} 500\n"
+                    f"sentinel failover-timeout {master_name} 2000\n")
+        exe = shutil.which("redis-sentinel")
+        args = [exe, conf] if exe else [_need("redis-server", "redis-server"), conf, "--sentinel"]
+        proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        ask = f"*3\r\n$8\r\nSENTINEL\r\n$23\r\nGET-MASTER-ADDR-BY-NAME\r\n${len(master_name)}\r\n{master_name}\r\n"
+        try:
+            _wait_for(lambda: _talk(port, ask.encode(), b"*2"), proc, "redis-sentinel", log)
+            url = f"redis+sentinel://127.0.0.1:{port}/{master_name}/0"
+            extra = {"master": str(master.port), "replica": str(replica.port), "sentinel": str(port)}
+            yield Server(proc, port, d, url, extra)
+        finally:
+            proc.kill()
+            proc.wait(10)
+            shutil.rmtree(d, ignore_errors=True)
+
+
+@contextlib.contextmanager
 def memcached_server(unix_socket: bool = False) -> Iterator[Server]:
     """``memcached`` on a free port (or a unix socket in its directory)."""
     exe = _need("memcached", "memcached")

@@ -230,6 +230,16 @@ pub fn redis_cluster() -> Fixture {
     Fixture::url("redis_cluster", REDIS_EXPECT, cluster.url()).keep(cluster)
 }
 
+/// A master found through three sentinels (`redis+sentinel://`), database 3.
+pub fn redis_sentinel() -> Fixture {
+    static SET: Slot<polycache_testkit::RedisSentinelSet> = Mutex::new(None);
+    let set = shared!(SET, || {
+        or_panic(polycache_testkit::RedisSentinelSet::start())
+    });
+    let url = set.url().replace("/mymaster/0", "/mymaster/3");
+    Fixture::url("redis_sentinel", REDIS_EXPECT, url).keep(set)
+}
+
 /// A tiered cache: a memory:// L1 over redis://, L1 copies dropped over Redis pub/sub.
 pub fn tiered_redis() -> Fixture {
     let redis = redis_server();

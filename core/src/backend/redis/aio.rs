@@ -14,6 +14,7 @@
 //! The commands and the decoding of their replies are the synchronous side's (the functions
 //! of `mod.rs`); only the connection differs.
 
+use super::sentinel::{demoted, is_readonly, NodeRole, Sentinels};
 use super::{
     by_slot, cluster_primaries, cmd, commands, map_err, match_pattern, now_ms, random_below,
     scripts, RedisBackend, RedisOptions, RedisResult, REPLICA_COOLDOWN, SCAN_BATCH,
@@ -79,9 +80,13 @@ impl<C: Clone + Send + Sync + 'static> Lazy<C> {
         // drops it, and a frozen server that thaws answers on the same connection.
         let broken =
             err.is_io_error() || err.is_connection_dropped() || err.is_unrecoverable_error();
-        if !broken {
-            return;
+        if broken {
+            self.forget(slot);
         }
+    }
+
+    /// Forgets the connection of `slot`, unless another request already replaced it.
+    fn forget(&self, slot: &Arc<OnceCell<C>>) {
         let mut current = self.slot.lock().unwrap_or_else(|e| e.into_inner());
         if Arc::ptr_eq(&current.1, slot) {
             current.1 = Arc::new(OnceCell::new());
@@ -89,9 +94,17 @@ impl<C: Clone + Send + Sync + 'static> Lazy<C> {
     }
 }
 
+/// How a [`Server`]'s connection is opened.
+enum Target {
+    /// Always to the one address of the client.
+    Fixed(Box<Client>),
+    /// To the server the sentinels name at each connect; `READONLY` drops the connection.
+    Sentinel(Arc<Sentinels>, NodeRole),
+}
+
 /// One server of a single-server or leader + replicas topology.
 pub(super) struct Server {
-    client: Client,
+    target: Target,
     config: AsyncConnectionConfig,
     addr: String,
     conn: Lazy<MultiplexedConnection>,
@@ -101,16 +114,30 @@ pub(super) struct Server {
 
 impl Server {
     pub(super) fn new(client: Client, addr: String, opts: &RedisOptions) -> Server {
+        Server::with_target(Target::Fixed(Box::new(client)), addr, opts)
+    }
+
+    fn with_target(target: Target, addr: String, opts: &RedisOptions) -> Server {
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(opts.connect_timeout)
             .set_response_timeout(opts.socket_timeout);
         Server {
-            client,
+            target,
             config,
             addr,
             conn: Lazy::new(),
             down_until: AtomicU64::new(0),
         }
+    }
+
+    /// The server of `role` that `sentinels` name at each connect.
+    pub(super) fn sentinel(
+        sentinels: Arc<Sentinels>,
+        role: NodeRole,
+        addr: &str,
+        opts: &RedisOptions,
+    ) -> Server {
+        Server::with_target(Target::Sentinel(sentinels, role), addr.to_owned(), opts)
     }
 
     /// Runs `f` on this server's connection; errors name the server.
@@ -119,14 +146,27 @@ impl Server {
         F: FnOnce(MultiplexedConnection) -> Fut,
         Fut: Future<Output = RedisResult<T>>,
     {
-        let (client, config) = (self.client.clone(), self.config.clone());
-        let open = move || async move {
-            client
-                .get_multiplexed_async_connection_with_config(&config)
-                .await
+        let (conn, slot) = match &self.target {
+            Target::Fixed(client) => {
+                let (client, config) = (Client::clone(client), self.config.clone());
+                let open = move || async move {
+                    client
+                        .get_multiplexed_async_connection_with_config(&config)
+                        .await
+                };
+                self.conn.get(open, &self.addr).await?
+            }
+            Target::Sentinel(sentinels, role) => {
+                let (sentinels, role) = (sentinels.clone(), *role);
+                let open = move || async move { sentinels.connect_async(role).await };
+                self.conn.get(open, &self.addr).await?
+            }
         };
-        let (conn, slot) = self.conn.get(open, &self.addr).await?;
         f(conn).await.map_err(|e| {
+            if matches!(self.target, Target::Sentinel(..)) && is_readonly(&e) {
+                self.conn.forget(&slot);
+                return demoted(e, &self.addr);
+            }
             self.conn.forget_if_broken(&slot, &e);
             map_err(e, &self.addr)
         })

@@ -17,6 +17,7 @@
 mod aio;
 mod commands;
 mod pool;
+mod sentinel;
 
 use super::{AsyncAccess, Backend};
 use crate::error::{Error, ErrorKind, Result};
@@ -31,6 +32,7 @@ use redis::{
     Client, Cmd, Connection, ConnectionAddr, ConnectionInfo, ConnectionLike, IntoConnectionInfo,
     RedisConnectionInfo, RedisError, Script, ServerErrorKind, TlsCertificates,
 };
+use sentinel::{NodeRole, Sentinels};
 use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -123,7 +125,8 @@ impl Default for RedisOptions {
     }
 }
 
-/// The backend behind `redis://`, `rediss://`, `unix://` and `redis+cluster://`.
+/// The backend behind `redis://`, `rediss://`, `unix://`, `redis+cluster://` and
+/// `redis+sentinel://`.
 ///
 /// * `redis://[user:password@]host[:port][/db]` — one server; `rediss://` the same over TLS
 ///   (rustls).
@@ -135,10 +138,16 @@ impl Default for RedisOptions {
 ///   (`unix://:password@/path…` for a password).
 /// * `redis+cluster://[user:password@]h1:p1,h2:p2,…` — a Redis Cluster reached through any
 ///   of the given nodes (`rediss+cluster://` over TLS).
+/// * `redis+sentinel://[user:password@]s1:26379,s2:26379/mymaster[/db]` — the master that
+///   the Redis Sentinels `s1`, `s2` name `mymaster`, asked again at every new connection
+///   so a failover is followed (`rediss+sentinel://` over TLS). The URL's password is the
+///   master's; `sentinel_password` (and `sentinel_username`) the sentinels';
+///   `read_from_replicas=true` sends reads to a replica they list.
 ///
 /// Options: `connect_timeout` and `socket_timeout` (seconds, default 1, `none` for no
 /// limit), `max_connections` (per server, default 16), `db`, `tls_ca=/path/ca.pem`,
-/// `insecure=true`. See `docs/backends/redis.md`.
+/// `insecure=true`; on `redis+sentinel://` also `sentinel_password`, `sentinel_username`,
+/// `read_from_replicas`. See `docs/backends/redis.md`.
 ///
 /// Opening connects to nothing: the first call does, so a cache can be opened while its
 /// server is down. Errors are mapped to kinds: unreachable or dropped connections are
@@ -234,7 +243,7 @@ impl RedisBackend {
         }
 
         let scheme = location.scheme();
-        let tls = matches!(scheme, "rediss" | "rediss+cluster");
+        let tls = matches!(scheme, "rediss" | "rediss+cluster" | "rediss+sentinel");
         if !tls && (opts.tls_ca.is_some() || opts.insecure) {
             return Err(bad(format!(
                 "options tls_ca and insecure apply only to rediss:// URLs, not {scheme}://"
@@ -298,16 +307,7 @@ impl RedisBackend {
                 let mut servers = Vec::with_capacity(location.hosts().len());
                 for host in location.hosts() {
                     let (h, port) = split_host(host).map_err(&bad)?;
-                    let addr = if tls {
-                        ConnectionAddr::TcpTls {
-                            host: h.clone(),
-                            port,
-                            insecure: opts.insecure,
-                            tls_params: None,
-                        }
-                    } else {
-                        ConnectionAddr::Tcp(h.clone(), port)
-                    };
+                    let addr = tcp_addr(h.clone(), port, tls.then_some(opts.insecure));
                     let info = connection_info(addr, auth.clone())?;
                     let client = client_for(info, tls_certs.clone(), &redacted)?;
                     if leader_client.is_none() {
@@ -348,16 +348,7 @@ impl RedisBackend {
                 let mut nodes = Vec::with_capacity(location.hosts().len());
                 for host in location.hosts() {
                     let (h, port) = split_host(host).map_err(&bad)?;
-                    let addr = if tls {
-                        ConnectionAddr::TcpTls {
-                            host: h,
-                            port,
-                            insecure: opts.insecure,
-                            tls_params: None,
-                        }
-                    } else {
-                        ConnectionAddr::Tcp(h, port)
-                    };
+                    let addr = tcp_addr(h, port, tls.then_some(opts.insecure));
                     nodes.push(connection_info(addr, auth.clone())?);
                 }
                 let client = |retries: u32| {
@@ -395,10 +386,48 @@ impl RedisBackend {
                     once: Pool::cluster(once, addr, &opts),
                 }
             }
+            "redis+sentinel" | "rediss+sentinel" => {
+                let sentinels =
+                    sentinel_group(location, options, db_option, &auth, tls_certs, &mut opts)?;
+                let read_from_replicas = options.bool("read_from_replicas")?.unwrap_or(false);
+                let addr = sentinels.describe();
+                let sentinels = std::sync::Arc::new(sentinels);
+                let leader = Pool::sentinel(sentinels.clone(), NodeRole::Master, &addr, &opts);
+                let async_leader =
+                    aio::Server::sentinel(sentinels.clone(), NodeRole::Master, &addr, &opts);
+                let (replicas, async_replicas) = if read_from_replicas {
+                    let addr = format!("a replica of {addr}");
+                    (
+                        vec![Replica {
+                            pool: Pool::sentinel(
+                                sentinels.clone(),
+                                NodeRole::Replica,
+                                &addr,
+                                &opts,
+                            ),
+                            down_until: AtomicU64::new(0),
+                        }],
+                        vec![aio::Server::sentinel(
+                            sentinels,
+                            NodeRole::Replica,
+                            &addr,
+                            &opts,
+                        )],
+                    )
+                } else {
+                    (Vec::new(), Vec::new())
+                };
+                aio = AsyncTopology::Single {
+                    leader: Box::new(async_leader),
+                    replicas: async_replicas,
+                };
+                Topology::Single { leader, replicas }
+            }
             other => {
                 return Err(bad(format!(
                     "scheme {other}:// is not one of the redis backend's (redis://, rediss://, \
-                     unix://, redis+cluster://, rediss+cluster://)"
+                     unix://, redis+cluster://, rediss+cluster://, redis+sentinel://, \
+                     rediss+sentinel://)"
                 )))
             }
         };
@@ -548,6 +577,66 @@ fn positive_or_none(t: Option<Duration>, name: &str) -> Result<Option<Duration>>
     }
 }
 
+/// The sentinels of a `redis+sentinel://` location, with their own auth (the options
+/// `sentinel_username` and `sentinel_password`) and the master's (the URL's user and
+/// password, database and TLS).
+fn sentinel_group(
+    location: &Location,
+    options: &mut Options,
+    db_option: Option<i64>,
+    auth: &RedisConnectionInfo,
+    tls_certs: Option<TlsCertificates>,
+    opts: &mut RedisOptions,
+) -> Result<Sentinels> {
+    let redacted = location.redacted();
+    let bad = |what: String| Error::config(format!("{what} in {redacted}"));
+    let scheme = location.scheme();
+    let tls = scheme == "rediss+sentinel";
+    if location.hosts().is_empty() {
+        return Err(bad(format!(
+            "{scheme}:// names no sentinel: expected {scheme}://host1:26379,host2:26379/<master \
+             name>[/db]"
+        )));
+    }
+    let (name, db) = sentinel::name_and_db(location.path(), db_option).map_err(&bad)?;
+    opts.db = db;
+    let sentinel_auth = RedisConnectionInfo::default();
+    let sentinel_auth = match options.take("sentinel_username") {
+        Some(u) => sentinel_auth.set_username(u),
+        None => sentinel_auth,
+    };
+    let sentinel_auth = match options.take("sentinel_password") {
+        Some(p) => sentinel_auth.set_password(p),
+        None => sentinel_auth,
+    };
+    let mut sentinels = Vec::with_capacity(location.hosts().len());
+    for host in location.hosts() {
+        let (h, port) = split_host(host).map_err(&bad)?;
+        let port = if host_has_port(host) {
+            port
+        } else {
+            sentinel::DEFAULT_SENTINEL_PORT
+        };
+        let addr = tcp_addr(h.clone(), port, tls.then_some(opts.insecure));
+        let info = connection_info(addr, sentinel_auth.clone())?;
+        let client = client_for(info, tls_certs.clone(), &redacted)?;
+        sentinels.push((client, format!("{h}:{port}")));
+    }
+    let nodes = sentinel::NodeSettings {
+        tls: tls.then_some((opts.insecure, tls_certs)),
+        auth: auth.clone().set_db(db),
+    };
+    Ok(Sentinels::new(sentinels, name, nodes, opts, redacted))
+}
+
+/// Whether `host` (`name`, `name:port`, `[v6]`, `[v6]:port`) gives a port.
+fn host_has_port(host: &str) -> bool {
+    match host.strip_prefix('[') {
+        Some(rest) => rest.contains("]:"),
+        None => host.contains(':'),
+    }
+}
+
 fn check_db(db: i64) -> std::result::Result<i64, String> {
     if (0..=i64::from(i32::MAX)).contains(&db) {
         Ok(db)
@@ -613,6 +702,19 @@ fn split_host(host: &str) -> std::result::Result<(String, u16), String> {
         },
     };
     Ok((name.to_owned(), port))
+}
+
+/// `host:port` over TCP, or over TLS when `tls` is `Some(insecure)`.
+fn tcp_addr(host: String, port: u16, tls: Option<bool>) -> ConnectionAddr {
+    match tls {
+        Some(insecure) => ConnectionAddr::TcpTls {
+            host,
+            port,
+            insecure,
+            tls_params: None,
+        },
+        None => ConnectionAddr::Tcp(host, port),
+    }
 }
 
 fn connection_info(addr: ConnectionAddr, auth: RedisConnectionInfo) -> Result<ConnectionInfo> {

@@ -1,6 +1,7 @@
 //! The synchronous connection pool of the Redis backend: at most `max_connections` blocking
 //! connections per server (or per Cluster), shared by every thread, fork-safe.
 
+use super::sentinel::{demoted, is_readonly, NodeRole, Sentinels};
 use super::{closed_by_server, is_redirect, keeps_connection, map_err, RedisOptions, RedisResult};
 use crate::error::{Error, ErrorKind, Result};
 use crate::fork::Conns;
@@ -44,6 +45,9 @@ pub(super) struct Pool<C> {
     socket_timeout: Option<Duration>,
     /// The server's address for error messages (no password).
     pub(super) addr: String,
+    /// Whether `READONLY` means the server was demoted (a Sentinel master): the pool then
+    /// drops its connections, and the next one is opened to the master named anew.
+    follows_failover: bool,
 }
 
 struct PoolState<C> {
@@ -67,6 +71,24 @@ impl Pool<Connection> {
     }
 }
 
+impl Pool<Connection> {
+    /// Connections to the server of `role` that `sentinels` name at each connect.
+    pub(super) fn sentinel(
+        sentinels: std::sync::Arc<Sentinels>,
+        role: NodeRole,
+        addr: &str,
+        opts: &RedisOptions,
+    ) -> Self {
+        let mut pool = Pool::new(
+            Box::new(move || sentinels.connect(role)),
+            addr.to_owned(),
+            opts,
+        );
+        pool.follows_failover = true;
+        pool
+    }
+}
+
 impl Pool<ClusterConnection> {
     pub(super) fn cluster(client: ClusterClient, addr: String, opts: &RedisOptions) -> Self {
         Pool::new(Box::new(move || client.get_connection()), addr, opts)
@@ -86,6 +108,7 @@ impl<C: PooledConnection> Pool<C> {
             wait: opts.connect_timeout,
             socket_timeout: opts.socket_timeout,
             addr,
+            follows_failover: false,
         }
     }
 
@@ -206,6 +229,11 @@ impl<C: PooledConnection> Pool<C> {
                 Err(e) if is_redirect(&e) && !redirected => {
                     redirected = true;
                     drop(lease);
+                }
+                Err(e) if self.follows_failover && is_readonly(&e) => {
+                    drop(lease);
+                    self.forget_idle();
+                    return Err(demoted(e, &self.addr));
                 }
                 Err(e) if keeps_connection(&e) => {
                     lease.release();
