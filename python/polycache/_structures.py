@@ -220,31 +220,29 @@ class RedisStructures:
         self, key: Any, match: str | None = None, count: int | None = 10, version: int | None = None
     ) -> Iterator[Any]:
         """Every member of the set, page by page (``SSCAN``), decoded."""
-        cursor = 0
-        while True:
+        cursor: int | None = 0
+        while cursor is not None:
             reply = self._redis_command("SSCAN", self._sscan_args(key, cursor, match, count, version))
-            if reply is None:
-                return
-            cursor = int(reply[0])
-            for member in reply[1]:
-                yield self._decode(member)
-            if cursor == 0:
-                return
+            cursor, members = self._scanned(reply)
+            yield from members
 
     async def asscan_iter(
         self, key: Any, match: str | None = None, count: int | None = 10, version: int | None = None
     ) -> AsyncIterator[Any]:
         """``sscan_iter``, as an async iterator."""
-        cursor = 0
-        while True:
+        cursor: int | None = 0
+        while cursor is not None:
             reply = await self._aredis_command("SSCAN", self._sscan_args(key, cursor, match, count, version))
-            if reply is None:
-                return
-            cursor = int(reply[0])
-            for member in reply[1]:
-                yield self._decode(member)
-            if cursor == 0:
-                return
+            cursor, members = self._scanned(reply)
+            for member in members:
+                yield member
+
+    def _scanned(self, reply: Any) -> tuple[int | None, list[Any]]:
+        """The next cursor of an ``SSCAN`` page (None after the last) and its members."""
+        if reply is None:  # failing open
+            return None, []
+        cursor = int(reply[0])
+        return (cursor or None), [self._decode(m) for m in reply[1]]
 
     # ---- sorted sets: members are always serialized, ints too (django-redis' allow_int=False) ----
 
@@ -322,10 +320,8 @@ class RedisStructures:
         score_cast_func: type = float,
         version: int | None = None,
     ) -> _Plan:
-        args: list[Any] = [self._key(key, version), start, end]
-        if withscores:
-            args.append(b"WITHSCORES")
-        return ("ZREVRANGE" if desc else "ZRANGE"), args, _ranged(withscores, score_cast_func)
+        args = [self._key(key, version), start, end]
+        return _range("ZREVRANGE" if desc else "ZRANGE", args, withscores, score_cast_func)
 
     def _zrevrange(
         self,
@@ -336,10 +332,7 @@ class RedisStructures:
         score_cast_func: type = float,
         version: int | None = None,
     ) -> _Plan:
-        args: list[Any] = [self._key(key, version), start, end]
-        if withscores:
-            args.append(b"WITHSCORES")
-        return "ZREVRANGE", args, _ranged(withscores, score_cast_func)
+        return self._zrange(key, start, end, True, withscores, score_cast_func, version)
 
     def _zrangebyscore(
         self,
@@ -353,9 +346,7 @@ class RedisStructures:
         version: int | None = None,
     ) -> _Plan:
         args = [self._key(key, version), _number(min), _number(max), *_limit(start, num)]
-        if withscores:
-            args.append(b"WITHSCORES")
-        return "ZRANGEBYSCORE", args, _ranged(withscores, score_cast_func)
+        return _range("ZRANGEBYSCORE", args, withscores, score_cast_func)
 
     def _zrevrangebyscore(
         self,
@@ -369,9 +360,7 @@ class RedisStructures:
         version: int | None = None,
     ) -> _Plan:
         args = [self._key(key, version), _number(max), _number(min), *_limit(start, num)]
-        if withscores:
-            args.append(b"WITHSCORES")
-        return "ZREVRANGEBYSCORE", args, _ranged(withscores, score_cast_func)
+        return _range("ZREVRANGEBYSCORE", args, withscores, score_cast_func)
 
     def _zremrangebyscore(self, key: Any, min: float | str, max: float | str, version: int | None = None) -> _Plan:
         return "ZREMRANGEBYSCORE", [self._key(key, version), _number(min), _number(max)], _int
@@ -472,13 +461,15 @@ def _optional_floats(cache: Any, reply: Any) -> list[float | None]:
     return [None if v is None else float(v) for v in reply]
 
 
-def _ranged(withscores: bool, cast: Callable[[Any], Any]) -> Callable[[Any, Any], Any]:
+def _range(command: str, args: list[Any], withscores: bool, cast: Callable[[Any], Any]) -> _Plan:
+    """A range command's plan: ``WITHSCORES`` pairs cast by ``cast``, or the members."""
+
     def shape(cache: Any, reply: Any) -> Any:
         if withscores:
             return [(cache._decode(m), s) for m, s in _pairs(reply, cast)]
         return [cache._decode(m) for m in reply]
 
-    return shape
+    return command, [*args, b"WITHSCORES"] if withscores else args, shape
 
 
 def _pop_args(key: str, count: int | None) -> list[Any]:
