@@ -93,6 +93,8 @@ def _pairs(reply: list[Any], cast: Callable[[Any], Any] = float) -> list[tuple[A
 class RedisStructures:
     """django-redis' hash, set and sorted-set methods; see the module documentation."""
 
+    __slots__ = ()
+
     # Provided by the native half.
     _redis_command: Callable[[str, list[Any]], Any]
     _aredis_command: Callable[[str, list[Any]], Any]

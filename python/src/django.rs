@@ -676,12 +676,7 @@ impl DjangoCache {
         command: &str,
         args: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let command = polycache::RedisCommand::from_name(command)
-            .map_err(|e| crate::errors::to_py(slf.py(), e))?;
-        let owned = crate::structures::redis_args(args)?;
-        let op = Op::Redis(command, crate::structures::borrowed(&owned));
-        slf.get()
-            .answer(slf.py(), how, op, Mode::Raw, Deliver::Redis)
+        crate::structures::run(&slf.get().core, slf.py(), how, command, args)
     }
 }
 

@@ -2,7 +2,7 @@
 //! full key, `bytes` a value, `int` and `float` numbers. Shared by the classes that offer
 //! django-redis' hash, set and sorted-set methods.
 
-use crate::ops::Arg;
+use crate::ops::{Arg, Core, Deliver, How, KeyMode, Op, RequestRef};
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyFloat, PyInt, PyString};
@@ -44,4 +44,20 @@ pub(crate) fn borrowed(args: &[Arg<String, Vec<u8>>]) -> Vec<Arg<&str, &[u8]>> {
             Arg::Float(x) => Arg::Float(*x),
         })
         .collect()
+}
+
+/// One data-structure command on `core` (`command`: its name; `args`: see [`redis_args`]),
+/// answered as a plain Python reply, or an awaitable of it.
+pub(crate) fn run<'py>(
+    core: &Core,
+    py: Python<'py>,
+    how: How,
+    command: &str,
+    args: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let command =
+        polycache::RedisCommand::from_name(command).map_err(|e| crate::errors::to_py(py, e))?;
+    let owned = redis_args(args)?;
+    let op = Op::Redis(command, borrowed(&owned));
+    core.answer(py, how, RequestRef::new(op, KeyMode::Full), Deliver::Redis)
 }

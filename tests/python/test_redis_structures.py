@@ -317,3 +317,16 @@ def test_close_is_a_no_op_as_in_django_redis(pair: tuple[Any, Any]) -> None:
     ours.sadd("s", 1)
     ours.close()
     assert ours.scard("s") == 1
+
+
+def test_polycache_cache_has_them_too(server: servers.Server) -> None:
+    prefix = f"shared{next(_prefixes)}"
+    theirs = theirs_at(server.url, prefix)
+    plain = polycache.Cache(server.url, key_prefix=prefix, version=2)
+    assert plain.sadd("s", 1, "a") == 2
+    assert theirs.smembers("s") == {1, "a"}
+    theirs.zadd("z", {"x": 1.5})
+    assert plain.zrange("z", 0, -1, withscores=True) == [("x", 1.5)]
+    assert asyncio.run(plain.ahlen("h")) == 0
+    with pytest.raises(UnsupportedOperationError):
+        polycache.Cache("memory://").scard("s")
