@@ -107,6 +107,16 @@ typedef struct polycache_loader_output polycache_loader_output;
 typedef struct polycache_queue polycache_queue;
 
 /**
+ * What a data-structure command answered (`polycache_cache_redis_command`).
+ *
+ * Threads: immutable, so it may be read from any thread and freed from any thread.
+ * Lifetime: a reply from `polycache_cache_redis_command` lives until
+ * `polycache_redis_reply_free`; an element from `polycache_redis_reply_element` is borrowed
+ * from its parent and lives as long as the parent (never freed on its own).
+ */
+typedef struct polycache_redis_reply polycache_redis_reply;
+
+/**
  * Bytes read from a cache by `polycache_cache_get` or `polycache_cache_get_many`.
  *
  * Threads: a value is immutable, so it may be read from any thread and freed from any
@@ -380,6 +390,45 @@ typedef struct polycache_completion {
 } polycache_completion;
 
 /**
+ * What a `polycache_redis_arg` holds: `POLYCACHE_REDIS_ARG_KEY`, `_BYTES`, `_INT` or
+ * `_FLOAT`.
+ */
+typedef uint32_t polycache_redis_arg_kind;
+
+/**
+ * One argument of `polycache_cache_redis_command`: `kind` says which field is read.
+ *
+ * A plain struct the caller fills and owns; polycache reads it during the call only.
+ */
+typedef struct polycache_redis_arg {
+    /**
+     * Which of the fields below is the argument.
+     */
+    polycache_redis_arg_kind kind;
+    /**
+     * The bytes of a `KEY` or `BYTES` argument; may be NULL only when `len` is 0.
+     */
+    const uint8_t *data;
+    /**
+     * The number of bytes at `data`.
+     */
+    size_t len;
+    /**
+     * The value of an `INT` argument.
+     */
+    int64_t int_value;
+    /**
+     * The value of a `FLOAT` argument.
+     */
+    double float_value;
+} polycache_redis_arg;
+
+/**
+ * What kind of answer a `polycache_redis_reply` is.
+ */
+typedef uint32_t polycache_redis_kind;
+
+/**
  * A fresh value.
  */
 #define POLYCACHE_STATUS_HIT 0
@@ -573,6 +622,57 @@ typedef struct polycache_completion {
  * stored; the old value, if any, may still be there.
  */
 #define POLYCACHE_RESULT_NOT_STORED 20
+
+/**
+ * A key of the cache (`data`/`len`: UTF-8 text), made into the full key
+ * `{key_prefix}:{version}:{key}`; only where the command takes keys.
+ */
+#define POLYCACHE_REDIS_ARG_KEY 0
+
+/**
+ * Bytes (`data`/`len`): a member, a field, a value, a word such as `WITHSCORES`.
+ */
+#define POLYCACHE_REDIS_ARG_BYTES 1
+
+/**
+ * An integer (`int_value`), sent as decimal.
+ */
+#define POLYCACHE_REDIS_ARG_INT 2
+
+/**
+ * A number (`float_value`), such as a score.
+ */
+#define POLYCACHE_REDIS_ARG_FLOAT 3
+
+/**
+ * No value (a missing member's score; also an outage on a cache that fails open).
+ */
+#define POLYCACHE_REDIS_REPLY_NIL 0
+
+/**
+ * An integer: `polycache_redis_reply_int`.
+ */
+#define POLYCACHE_REDIS_REPLY_INT 1
+
+/**
+ * A double: `polycache_redis_reply_double`.
+ */
+#define POLYCACHE_REDIS_REPLY_DOUBLE 2
+
+/**
+ * Bytes: `polycache_redis_reply_data` and `polycache_redis_reply_len`.
+ */
+#define POLYCACHE_REDIS_REPLY_BYTES 3
+
+/**
+ * A status line such as `OK`: `polycache_redis_reply_data` and `polycache_redis_reply_len`.
+ */
+#define POLYCACHE_REDIS_REPLY_STATUS 4
+
+/**
+ * A list: `polycache_redis_reply_array_len` and `polycache_redis_reply_element`.
+ */
+#define POLYCACHE_REDIS_REPLY_ARRAY 5
 
 #ifdef __cplusplus
 extern "C" {
@@ -1387,6 +1487,71 @@ const char *polycache_result_name(polycache_result result);
 polycache_result polycache_runtime_configure(size_t worker_threads,
                                              size_t blocking_threads,
                                              struct polycache_error **error_out);
+
+/**
+ * Runs one data-structure command of the allow-list on `redis://` (`command`: its name, such
+ * as `"SADD"`, any case; hash, set and sorted-set commands only).
+ *
+ * `args` is an array of `n` arguments (NULL only when `n` is 0). On `POLYCACHE_RESULT_OK`,
+ * `*reply_out` receives a new reply owned by the caller, released with
+ * `polycache_redis_reply_free`. A command outside the allow-list, or any backend other than
+ * Redis, gives `POLYCACHE_RESULT_UNSUPPORTED`; a key where the command takes none (or bytes
+ * where it takes a key), or keys in different hash slots on a Cluster, give
+ * `POLYCACHE_RESULT_INVALID_KEY` before anything is sent, as does an argument `kind` outside
+ * the four; Redis' own errors (a wrong type) give `POLYCACHE_RESULT_BACKEND`. With
+ * `fail_open`, an outage answers a `NIL` reply. Writes go to the leader and are never sent
+ * twice. The call blocks; there is no `_start` form yet.
+ */
+polycache_result polycache_cache_redis_command(const struct polycache_cache *cache,
+                                               const char *command,
+                                               const struct polycache_redis_arg *args,
+                                               size_t n,
+                                               struct polycache_redis_reply **reply_out,
+                                               struct polycache_error **error_out);
+
+/**
+ * The kind of `reply`; `POLYCACHE_REDIS_REPLY_NIL` when `reply` is NULL.
+ */
+polycache_redis_kind polycache_redis_reply_kind(const struct polycache_redis_reply *reply);
+
+/**
+ * The integer of an `INT` reply; 0 for any other kind or NULL.
+ */
+int64_t polycache_redis_reply_int(const struct polycache_redis_reply *reply);
+
+/**
+ * The number of a `DOUBLE` reply; 0 for any other kind or NULL. (A RESP2 server sends
+ * scores as `BYTES`, such as `"1.5"`.)
+ */
+double polycache_redis_reply_double(const struct polycache_redis_reply *reply);
+
+/**
+ * The bytes of a `BYTES` or `STATUS` reply (`polycache_redis_reply_len` of them, not
+ * NUL-terminated), owned by `reply`; NULL for any other kind or NULL.
+ */
+const uint8_t *polycache_redis_reply_data(const struct polycache_redis_reply *reply);
+
+/**
+ * The number of bytes of a `BYTES` or `STATUS` reply; 0 for any other kind or NULL.
+ */
+size_t polycache_redis_reply_len(const struct polycache_redis_reply *reply);
+
+/**
+ * The number of elements of an `ARRAY` reply; 0 for any other kind or NULL.
+ */
+size_t polycache_redis_reply_array_len(const struct polycache_redis_reply *reply);
+
+/**
+ * Element `i` of an `ARRAY` reply, borrowed from `reply` (valid until `reply` is freed; do
+ * not free it); NULL when `i` is out of range, for any other kind, or for NULL.
+ */
+const struct polycache_redis_reply *polycache_redis_reply_element(const struct polycache_redis_reply *reply,
+                                                                  size_t i);
+
+/**
+ * Frees a reply from `polycache_cache_redis_command` (never an element); NULL does nothing.
+ */
+void polycache_redis_reply_free(struct polycache_redis_reply *reply);
 
 /**
  * The bytes of `value`; `polycache_value_len` of them may be read.

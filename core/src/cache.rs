@@ -19,6 +19,7 @@ use std::time::Duration;
 
 mod asynchronous;
 mod lifetime;
+mod structures;
 
 /// The default TTL of a cache when none is configured: 300 seconds, Django's default.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);

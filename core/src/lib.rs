@@ -36,6 +36,7 @@ mod redis_bus;
 pub mod runtime;
 mod service;
 mod stats;
+mod structures;
 mod tiered;
 mod value;
 
@@ -58,6 +59,7 @@ pub use policy::FailurePolicy;
 pub use redis_bus::{RedisBus, INVALIDATION_CHANNEL_PREFIX};
 pub use service::{CacheConfig, Caches};
 pub use stats::{render_prometheus, StatsSnapshot};
+pub use structures::{CallArg, RedisArg, RedisCall, RedisCommand, RedisReply};
 pub use tiered::{
     Invalidation, InvalidationBus, InvalidationHandler, InvalidationTarget, LocalBus,
     TieredBackend, DEFAULT_L1_TIMEOUT,

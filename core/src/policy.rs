@@ -327,6 +327,12 @@ impl AsyncBackend for GuardedAsync {
     ) -> BoxFuture<'a, Result<bool>> {
         self.guard(self.inner.replace(key, value, ttl))
     }
+    fn redis_command<'a>(
+        &'a self,
+        call: &'a crate::RedisCall,
+    ) -> BoxFuture<'a, Result<crate::RedisReply>> {
+        self.guard(self.inner.redis_command(call))
+    }
 }
 
 impl Backend for Guarded {
@@ -399,6 +405,10 @@ impl Backend for Guarded {
     fn replace(&self, key: &[u8], value: &[u8], ttl: Option<Duration>) -> Result<bool> {
         self.breaker
             .call(self.name(), || self.inner.replace(key, value, ttl))
+    }
+    fn redis_command(&self, call: &crate::RedisCall) -> Result<crate::RedisReply> {
+        self.breaker
+            .call(self.name(), || self.inner.redis_command(call))
     }
 }
 

@@ -17,6 +17,8 @@ mod body;
 mod ops;
 #[path = "contract/schemes.rs"]
 mod schemes;
+#[path = "contract/structures.rs"]
+mod structures;
 
 use body::contract;
 use ops::Mode;

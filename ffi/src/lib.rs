@@ -43,6 +43,7 @@ mod queue;
 mod result;
 mod runtime;
 mod stats;
+mod structures;
 mod value;
 
 pub use backend::*;
@@ -58,6 +59,7 @@ pub use queue::*;
 pub use result::*;
 pub use runtime::*;
 pub use stats::*;
+pub use structures::*;
 pub use value::*;
 
 use std::ffi::{c_char, CStr};

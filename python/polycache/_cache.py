@@ -7,6 +7,7 @@ from typing import Any, Callable, Union
 
 from polycache._polycache import DEFAULT_TIMEOUT, DefaultTimeout
 from polycache._polycache import Cache as _NativeCache
+from polycache._structures import RedisStructures
 
 __all__ = ["Cache", "Timeout"]
 
@@ -19,7 +20,7 @@ _MISSING: Any = object()
 _async_flights: Any = None
 
 
-class Cache(_NativeCache):
+class Cache(_NativeCache, RedisStructures):
     """A cache with Django's API: ``Cache("memory://?max_entries=1000", key_prefix="app")``.
 
     Every method is the native one, inherited as is, and so are the awaitable twins

@@ -35,6 +35,7 @@ from django.core.cache.backends.base import (
 )
 
 from polycache._polycache import _DjangoCache
+from polycache._structures import RedisStructures
 from polycache._settings import _URL_SETTINGS, InvalidOptionError, _settings_in_url, _url_options, _url_setting
 from polycache.exceptions import ConfigurationError
 
@@ -103,7 +104,7 @@ def _int_or(value: object, fallback: int) -> int:
         return fallback
 
 
-class Cache(_DjangoCache, BaseCache):  # type: ignore[misc]
+class Cache(_DjangoCache, RedisStructures, BaseCache):  # type: ignore[misc]
     """A Django cache backend: ``"BACKEND": "polycache.django.Cache"``.
 
     ``LOCATION`` is a polycache URL (``memory://`` when empty; ``memory://`` without a store

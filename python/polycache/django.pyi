@@ -5,6 +5,7 @@ from datetime import datetime
 from typing import Any, Final
 
 from polycache._polycache import Awaitable
+from polycache._structures import RedisStructures
 from polycache.exceptions import ConfigurationError
 
 __all__ = ["Cache", "InvalidOptionError"]
@@ -15,7 +16,7 @@ class InvalidOptionError(ConfigurationError, TypeError): ...
 
 def _url(location: object) -> str: ...
 
-class Cache:
+class Cache(RedisStructures):
     _max_entries: int
     _cull_frequency: int
     def __new__(cls, location: Any, params: Mapping[str, Any]) -> Cache: ...

@@ -13,6 +13,7 @@ __all__ = [
     "ConfigurationError",
     "ConnectionError",
     "IntegerOverflowError",
+    "InvalidArgumentError",
     "InvalidKeyError",
     "KeyNotFoundError",
     "NotAnIntegerError",
@@ -82,3 +83,8 @@ class UnsupportedOperationError(CacheError, NotImplementedError):
 
 class BackendError(CacheError):
     """The backend failed in another way (an I/O error, an error reply from a server)."""
+
+
+class InvalidArgumentError(CacheError, ValueError):
+    """An argument of an operation is wrong (``zadd`` with both ``nx`` and ``xx``, a
+    ``count`` that is not an ``int``, ...)."""

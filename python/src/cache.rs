@@ -291,6 +291,15 @@ impl PyCache {
             .keyed(slf.py(), how, Op::Clear, None, Deliver::Nothing)
     }
 
+    fn do_redis_command<'py>(
+        slf: &Bound<'py, Self>,
+        how: How,
+        command: &str,
+        args: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        crate::structures::run(&slf.get().core, slf.py(), how, command, args)
+    }
+
     fn do_incr_version<'py>(
         slf: &Bound<'py, Self>,
         how: How,
@@ -459,6 +468,10 @@ twins! {
         /// Makes `key` never expire; True when the key was present.
         twins persist / apersist = do_persist<'py>(slf, key: &Bound<'py, PyAny>, version: Option<i64>)
             signature (key, version = None);
+        /// One Redis data-structure command, for the django-redis methods of
+        /// `polycache.Cache`: `str` arguments are full keys.
+        twins _redis_command / _aredis_command = do_redis_command<'py>(slf, command: &str, args: &Bound<'py, PyAny>)
+            signature (command, args);
 
         @methods
     #[new]
@@ -624,6 +637,21 @@ twins! {
             .make_key(Key::new(key_str(key)?).maybe_version(version))
             .py_err(py)?;
         Ok(String::from_utf8_lossy(&full).into_owned())
+    }
+
+    /// `value` as this cache stores it (the serializer's bytes; ints as decimal).
+    fn _encode<'py>(
+        &self,
+        value: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, pyo3::types::PyBytes>> {
+        let mut encoded = Serialized::new(self.core.decoder.format);
+        encoded.encode(value)?;
+        Ok(pyo3::types::PyBytes::new(value.py(), encoded.as_bytes()))
+    }
+
+    /// The object stored `data` holds, read with this cache's serializer.
+    fn _decode<'py>(&self, py: Python<'py>, data: &[u8]) -> PyResult<Bound<'py, PyAny>> {
+        self.core.decoder.decode(py, data)
     }
 
     /// The location, with any password redacted.

@@ -667,6 +667,17 @@ impl DjangoCache {
         };
         this.answer(slf.py(), how, op, Mode::Raw, Deliver::Nothing)
     }
+
+    /// One Redis data-structure command (`polycache.django`'s django-redis methods): `str`
+    /// arguments are full keys, `bytes`, `int` and `float` go as they are.
+    fn do_redis_command<'py>(
+        slf: &Bound<'py, Self>,
+        how: How,
+        command: &str,
+        args: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        crate::structures::run(&slf.get().core, slf.py(), how, command, args)
+    }
 }
 
 /// `answer` as a call returns it: itself, or a complete awaitable of it.
@@ -749,6 +760,10 @@ twins! {
         /// django-redis' `persist`: `key` never expires; True when the key was present.
         twins persist / apersist = do_persist<'py>(slf, key: &Bound<'py, PyAny>, version: Option<&Bound<'py, PyAny>>)
             signature (key, version = None);
+        /// One Redis data-structure command, for the django-redis methods of
+        /// `polycache.django.Cache`: `str` arguments are full keys.
+        twins _redis_command / _aredis_command = do_redis_command<'py>(slf, command: &str, args: &Bound<'py, PyAny>)
+            signature (command, args);
 
         @methods
     #[new]
@@ -958,6 +973,17 @@ twins! {
 
     /// A native `Cache` over this cache's store, key prefix, version and serializer, for
     /// `polycache.Job` (whose runner works on the native cache).
+    /// `value` as this cache stores it (the serializer's bytes; ints as decimal).
+    fn _encode<'py>(&self, value: &Bound<'py, PyAny>) -> PyResult<Bound<'py, pyo3::types::PyBytes>> {
+        let encoded = encode(&self.core, value)?;
+        Ok(pyo3::types::PyBytes::new(value.py(), encoded.as_bytes()))
+    }
+
+    /// The object stored `data` holds, read with this cache's serializer.
+    fn _decode<'py>(&self, py: Python<'py>, data: &[u8]) -> PyResult<Bound<'py, PyAny>> {
+        self.core.decoder.decode(py, data)
+    }
+
     fn _polycache_native(&self) -> crate::cache::PyCache {
         crate::cache::PyCache {
             core: Core {

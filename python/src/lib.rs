@@ -27,6 +27,7 @@ mod ops;
 mod pyo3_bench;
 mod ready;
 mod serializer;
+mod structures;
 
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;

@@ -20,7 +20,9 @@ use crate::awaitable;
 use crate::errors;
 use crate::logbridge::detach;
 use crate::serializer::{self, Format};
-use polycache::{Cache, ErrorKind, Expiry, Key, Result, TimeToLive, Value};
+use polycache::{
+    Cache, ErrorKind, Expiry, Key, RedisArg, RedisCommand, RedisReply, Result, TimeToLive, Value,
+};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBool, PyDict, PyList, PyType};
@@ -128,6 +130,16 @@ pub(crate) enum Op<S, B> {
     Replace(S, B, Expiry),
     /// `incr(..., ignore_key_check=True)`: a missing key starts from 0.
     IncrOrCreate(S, i64),
+    /// A Redis data-structure command (see [`polycache::RedisCommand`]).
+    Redis(RedisCommand, Vec<Arg<S, B>>),
+}
+
+/// One argument of [`Op::Redis`]: a key's text, or a value as it goes to Redis.
+pub(crate) enum Arg<S, B> {
+    Key(S),
+    Bytes(B),
+    Int(i64),
+    Float(f64),
 }
 
 /// An operation on one key, before the key is known.
@@ -190,6 +202,8 @@ pub(crate) enum Reply {
     /// Not an answer: Python code the event loop's drain runs on the loop's thread (a job's
     /// `async def fetch` started from polycache's runtime, which never takes the GIL).
     OnLoop(OnLoop),
+    /// What a Redis data-structure command answered.
+    Redis(RedisReply),
 }
 
 /// Python code for an event loop's thread; see [`Reply::OnLoop`].
@@ -262,7 +276,19 @@ impl<S: AsRef<str>, B: AsRef<[u8]>> Request<S, B> {
             Op::ExpireAt(k, when) => Reply::Flag(c.expire_at(mode.key(k.as_ref()), *when)?),
             Op::Replace(k, v, e) => Reply::Flag(c.replace(mode.key(k.as_ref()), v.as_ref(), *e)?),
             Op::IncrOrCreate(k, d) => Reply::Int(c.incr_or_create(mode.key(k.as_ref()), *d)?),
+            Op::Redis(command, args) => Reply::Redis(c.redis_command(*command, &self.args(args))?),
         })
+    }
+
+    fn args<'s>(&'s self, args: &'s [Arg<S, B>]) -> Vec<RedisArg<'s>> {
+        args.iter()
+            .map(|a| match a {
+                Arg::Key(k) => RedisArg::Key(self.mode.key(k.as_ref())),
+                Arg::Bytes(b) => RedisArg::Bytes(b.as_ref()),
+                Arg::Int(n) => RedisArg::Int(*n),
+                Arg::Float(x) => RedisArg::Float(*x),
+            })
+            .collect()
     }
 
     /// Awaits the operation (the awaitable twin of [`Request::run`]).
@@ -325,6 +351,9 @@ impl<S: AsRef<str>, B: AsRef<[u8]>> Request<S, B> {
             Op::IncrOrCreate(k, d) => {
                 Reply::Int(c.incr_or_create_async(mode.key(k.as_ref()), *d).await?)
             }
+            Op::Redis(command, args) => {
+                Reply::Redis(c.redis_command_async(*command, &self.args(args)).await?)
+            }
         })
     }
 
@@ -354,6 +383,17 @@ impl<S: AsRef<str>, B: AsRef<[u8]>> Request<S, B> {
             Op::ExpireAt(k, when) => Op::ExpireAt(s(k), *when),
             Op::Replace(k, v, e) => Op::Replace(s(k), b(v), *e),
             Op::IncrOrCreate(k, d) => Op::IncrOrCreate(s(k), *d),
+            Op::Redis(command, args) => Op::Redis(
+                *command,
+                args.iter()
+                    .map(|a| match a {
+                        Arg::Key(k) => Arg::Key(s(k)),
+                        Arg::Bytes(v) => Arg::Bytes(b(v)),
+                        Arg::Int(n) => Arg::Int(*n),
+                        Arg::Float(x) => Arg::Float(*x),
+                    })
+                    .collect(),
+            ),
         };
         Request {
             op,
@@ -391,6 +431,8 @@ pub(crate) enum Deliver {
     },
     /// `(value, status, fetched)` of a job's read (value None when absent).
     Job,
+    /// A Redis reply as plain Python: `None`, `int`, `float`, `bytes`, `str`, `list`.
+    Redis,
 }
 
 impl Deliver {
@@ -455,11 +497,31 @@ impl Deliver {
                 };
                 Ok((value, status, fetched).into_pyobject(py)?.into_any())
             }
+            (Deliver::Redis, Reply::Redis(reply)) => redis_reply(py, reply),
             _ => Err(pyo3::exceptions::PyRuntimeError::new_err(
                 "polycache: an operation answered with an unexpected kind of reply",
             )),
         }
     }
+}
+
+/// A Redis reply as plain Python objects.
+fn redis_reply(py: Python<'_>, reply: RedisReply) -> PyResult<Bound<'_, PyAny>> {
+    Ok(match reply {
+        RedisReply::Int(n) => n.into_pyobject(py)?.into_any(),
+        RedisReply::Double(x) => x.into_pyobject(py)?.into_any(),
+        RedisReply::Bytes(b) => pyo3::types::PyBytes::new(py, &b).into_any(),
+        RedisReply::Status(s) => s.into_pyobject(py)?.into_any(),
+        RedisReply::Array(items) => PyList::new(
+            py,
+            items
+                .into_iter()
+                .map(|i| redis_reply(py, i))
+                .collect::<PyResult<Vec<_>>>()?,
+        )?
+        .into_any(),
+        _ => py.None().into_bound(py),
+    })
 }
 
 impl Core {

@@ -107,6 +107,17 @@ pub trait AsyncBackend: Send + Sync + 'static {
             "it has no atomic replace",
         ))))
     }
+
+    /// See [`Backend::redis_command`]; the default answers [`crate::ErrorKind::Unsupported`].
+    fn redis_command<'a>(
+        &'a self,
+        call: &'a crate::RedisCall,
+    ) -> BoxFuture<'a, Result<crate::RedisReply>> {
+        let _ = call;
+        Box::pin(std::future::ready(Err(crate::structures::unsupported(
+            None,
+        ))))
+    }
 }
 
 /// A synchronous backend awaited through polycache's bounded blocking pool: each call takes
@@ -222,5 +233,13 @@ impl AsyncBackend for OnBlockingPool {
     ) -> BoxFuture<'a, Result<bool>> {
         let (key, value) = (key.to_vec(), value.to_vec());
         self.run(move |b| b.replace(&key, &value, ttl))
+    }
+
+    fn redis_command<'a>(
+        &'a self,
+        call: &'a crate::RedisCall,
+    ) -> BoxFuture<'a, Result<crate::RedisReply>> {
+        let call = call.clone();
+        self.run(move |b| b.redis_command(&call))
     }
 }

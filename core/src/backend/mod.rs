@@ -205,6 +205,14 @@ pub trait Backend: Send + Sync + 'static {
             "it has no atomic replace",
         ))
     }
+
+    /// Runs one allow-listed Redis data-structure command (hashes, sets, sorted sets; see
+    /// [`crate::RedisCall`]). Only the Redis backend has these types: the default answers
+    /// [`ErrorKind::Unsupported`], never a silent no-op.
+    fn redis_command(&self, call: &crate::RedisCall) -> Result<crate::RedisReply> {
+        let _ = call;
+        Err(crate::structures::unsupported(Some(self.name())))
+    }
 }
 
 /// The error of an operation a backend does not offer, saying which and why.

@@ -162,6 +162,7 @@ fn kind<T: std::fmt::Debug>(r: Result<T>) -> ErrorKind {
 
 /// The whole contract, section by section.
 pub async fn contract(c: Caches) {
+    super::structures::structures(&c).await;
     if !c.x.stores {
         return always_misses(&c).await;
     }

@@ -7,7 +7,9 @@
 //! body runs on the runtime's only thread) or a multi-thread one (the body is spawned onto a
 //! worker).
 
-use polycache::{BoxFuture, Cache, Expiry, Key, Result, TimeToLive, Value};
+use polycache::{
+    BoxFuture, Cache, Expiry, Key, RedisArg, RedisCommand, RedisReply, Result, TimeToLive, Value,
+};
 use std::future::Future;
 use std::pin::pin;
 use std::sync::Arc;
@@ -311,6 +313,25 @@ impl Ops {
             }
             Ok(())
         }))
+    }
+
+    /// A data-structure command; a writing one settles.
+    pub fn redis_command<'a>(
+        &'a self,
+        command: RedisCommand,
+        args: &'a [RedisArg<'a>],
+    ) -> Op<'a, RedisReply> {
+        let c = &self.cache;
+        let op = either!(
+            self,
+            c.redis_command(command, args),
+            c.redis_command_async(command, args)
+        );
+        if command.writes() {
+            self.write(op)
+        } else {
+            op
+        }
     }
 }
 

@@ -17,7 +17,7 @@
 use super::sentinel::{demoted, is_readonly, NodeRole, Sentinels};
 use super::{
     by_slot, cluster_primaries, cmd, commands, map_err, match_pattern, now_ms, random_below,
-    scripts, RedisBackend, RedisOptions, RedisResult, REPLICA_COOLDOWN, SCAN_BATCH,
+    scripts, structures, RedisBackend, RedisOptions, RedisResult, REPLICA_COOLDOWN, SCAN_BATCH,
 };
 use crate::backend::{AsyncBackend, BoxFuture};
 use crate::error::Result;
@@ -540,6 +540,25 @@ impl AsyncBackend for RedisBackend {
                 &query(c, commands::replace(key, value, ttl)).await?,
             ))
         }))
+    }
+
+    fn redis_command<'a>(
+        &'a self,
+        call: &'a crate::RedisCall,
+    ) -> BoxFuture<'a, Result<crate::RedisReply>> {
+        Box::pin(async move {
+            structures::check_slots(call, self.is_cluster())?;
+            let command = structures::command(call);
+            let command = &command;
+            let reply = if call.command().writes() {
+                self.on_leader_async(true, move |c| query::<redis::Value>(c, command.clone()))
+                    .await?
+            } else {
+                self.on_reader_async(move |c| query::<redis::Value>(c, command.clone()))
+                    .await?
+            };
+            structures::reply(reply).map_err(|e| map_err(e, &self.location))
+        })
     }
 }
 

@@ -18,6 +18,7 @@ mod aio;
 mod commands;
 mod pool;
 mod sentinel;
+mod structures;
 
 use super::{AsyncAccess, Backend};
 use crate::error::{Error, ErrorKind, Result};
@@ -1084,6 +1085,17 @@ impl Backend for RedisBackend {
     fn replace(&self, key: &[u8], value: &[u8], ttl: Option<Duration>) -> Result<bool> {
         let c = commands::replace(key, value, ttl);
         self.on_leader(|conn| Ok(commands::added(&c.query(conn)?)))
+    }
+
+    fn redis_command(&self, call: &crate::RedisCall) -> Result<crate::RedisReply> {
+        structures::check_slots(call, self.is_cluster())?;
+        let c = structures::command(call);
+        let reply = if call.command().writes() {
+            self.on_leader_once(|conn| c.query::<redis::Value>(conn))?
+        } else {
+            self.on_reader(|conn| c.query::<redis::Value>(conn))?
+        };
+        structures::reply(reply).map_err(|e| map_err(e, &self.location))
     }
 }
 
