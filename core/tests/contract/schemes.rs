@@ -279,6 +279,7 @@ const MEMCACHED_EXPECT: Expect = Expect {
         Deviation::OverflowStores,
         Deviation::LenientCounters,
         Deviation::PaddedCounters,
+        Deviation::NoKeyListing,
     ],
     lifetime: true,
 };
