@@ -16,6 +16,9 @@ use crate::pattern::{escape_glob, KeyPattern};
 /// default `SCAN` count, and django-redis').
 pub const DEFAULT_ITERSIZE: usize = 10;
 
+/// The page size of `keys`, which reads every page anyway.
+const KEYS_PAGE: usize = 1000;
+
 /// The most keys a caller may ask for per page: one page is held in memory.
 pub const MAX_ITERSIZE: usize = 1_000_000;
 
@@ -92,11 +95,24 @@ pub struct AsyncKeyIter {
     sync: KeyIter,
 }
 
+impl From<KeyIter> for AsyncKeyIter {
+    /// The same scan, its next pages awaited.
+    fn from(sync: KeyIter) -> AsyncKeyIter {
+        AsyncKeyIter { sync }
+    }
+}
+
 impl AsyncKeyIter {
     /// The next page of the caller's keys (possibly empty), or `None` when the scan is over.
     pub async fn next_page(&mut self) -> Result<Option<Vec<String>>> {
         let head = self.sync.head;
         Ok(self.next_full_page().await?.map(|keys| strip(keys, head)))
+    }
+
+    /// The same page read on the calling thread, blocking it on I/O: for a binding that
+    /// reads some pages of one scan from a thread and others from an event loop.
+    pub fn next_page_blocking(&mut self) -> Result<Option<Vec<String>>> {
+        self.sync.next_page()
     }
 
     async fn next_full_page(&mut self) -> Result<Option<Vec<Vec<u8>>>> {
@@ -158,7 +174,8 @@ impl Cache {
     ///
     /// Patterns use Redis' glob syntax (`*`, `?`, `[a-z]`, `[^a-z]`, `\*`; `?` and a class
     /// match one byte). The cache's key prefix and the version are applied to the pattern
-    /// and taken off the keys found, as django-redis does. Only live keys are returned.
+    /// and taken off the keys found, as django-redis does. Only live keys are returned,
+    /// each once (a Redis `SCAN` may find a key twice; `keys` drops the repeat).
     /// This holds every matching key in memory and walks the whole store: on a large store
     /// prefer [`Cache::iter_keys`]. Fails with [`ErrorKind::Unsupported`] on a backend
     /// that cannot list its keys (memcached).
@@ -174,7 +191,10 @@ impl Cache {
     /// assert_eq!(users, ["user:1", "user:2"]);
     /// ```
     pub fn keys(&self, pattern: &str, version: Option<i64>) -> Result<Vec<String>> {
-        self.iter_keys(pattern, version, 1000)?.collect()
+        let mut seen = std::collections::HashSet::new();
+        self.iter_keys(pattern, version, KEYS_PAGE)?
+            .filter(|k| k.as_ref().map_or(true, |k| seen.insert(k.clone())))
+            .collect()
     }
 
     /// The caller's keys that match `pattern`, streamed: the backend is asked for about
@@ -212,10 +232,11 @@ impl Cache {
 
     /// [`Cache::keys`], awaitable.
     pub async fn keys_async(&self, pattern: &str, version: Option<i64>) -> Result<Vec<String>> {
-        let mut scan = self.iter_keys_async(pattern, version, 1000).await?;
+        let mut scan = self.iter_keys_async(pattern, version, KEYS_PAGE).await?;
         let mut keys = Vec::new();
+        let mut seen = std::collections::HashSet::new();
         while let Some(page) = scan.next_page().await? {
-            keys.extend(page);
+            keys.extend(page.into_iter().filter(|k| seen.insert(k.clone())));
         }
         Ok(keys)
     }
