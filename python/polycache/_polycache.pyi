@@ -14,6 +14,7 @@ __all__ = [
     "Cache",
     "DefaultTimeout",
     "JobRunner",
+    "KeyScan",
     "Memo",
     "call_key",
     "create_table",
