@@ -90,20 +90,23 @@ fn memory_lru() {
     scan_under_writers(prefixed("memory://?eviction=lru&max_entries=1000000"), true);
 }
 
+/// A store in a temporary directory: `url` makes its URL from the directory.
+#[cfg(any(feature = "file", feature = "sqlite"))]
+fn on_disk(url: impl Fn(&std::path::Path) -> String) {
+    let dir = polycache_testkit::TempDir::new("key-scans");
+    scan_under_writers(prefixed(&url(dir.path())), true);
+}
+
 #[cfg(feature = "file")]
 #[test]
 fn file() {
-    let dir = polycache_testkit::TempDir::new("key-scans-file");
-    let url = format!("file://{}/c?max_entries=1000000", dir.path().display());
-    scan_under_writers(prefixed(&url), true);
+    on_disk(|dir| format!("file://{}/c?max_entries=1000000", dir.display()));
 }
 
 #[cfg(feature = "sqlite")]
 #[test]
 fn sqlite() {
-    let dir = polycache_testkit::TempDir::new("key-scans-sqlite");
-    let url = format!("sqlite://{}/c.db?max_entries=1000000", dir.path().display());
-    scan_under_writers(prefixed(&url), true);
+    on_disk(|dir| format!("sqlite://{}/c.db?max_entries=1000000", dir.display()));
 }
 
 #[cfg(feature = "postgres")]

@@ -16,7 +16,7 @@ pub use scan::{CollectedKeys, KeyScan};
 
 mod asynchronous;
 mod scan;
-pub(crate) use scan::IdScan;
+pub(crate) use scan::{IdRows, IdScan};
 pub mod dummy;
 #[cfg(feature = "file")]
 pub mod file;

@@ -37,6 +37,9 @@ impl KeyScan for CollectedKeys {
     }
 }
 
+/// `(row id, full key)` of the candidate rows of one [`IdScan`] page, in id order.
+pub(crate) type IdRows = Vec<(i64, Vec<u8>)>;
+
 /// A scan that walks a table by increasing row id (`sqlite://`, `postgres://`): each page
 /// asks for the next `count` candidate rows after the last id seen, and keeps those whose
 /// key matches the pattern exactly. A row that keeps its id while the scan runs (an
@@ -52,7 +55,7 @@ pub(crate) struct IdScan<F> {
 
 impl<F> IdScan<F>
 where
-    F: FnMut(&KeyPattern, i64, usize) -> Result<Vec<(i64, Vec<u8>)>> + Send + 'static,
+    F: FnMut(&KeyPattern, i64, usize) -> Result<IdRows> + Send + 'static,
 {
     /// A scan that reads candidate rows with `fetch(pattern, after_id, limit)`.
     pub(crate) fn new(pattern: &KeyPattern, count: usize, fetch: F) -> IdScan<F> {
@@ -68,7 +71,7 @@ where
 
 impl<F> KeyScan for IdScan<F>
 where
-    F: FnMut(&KeyPattern, i64, usize) -> Result<Vec<(i64, Vec<u8>)>> + Send + 'static,
+    F: FnMut(&KeyPattern, i64, usize) -> Result<IdRows> + Send + 'static,
 {
     fn next_page(&mut self) -> Result<Option<Vec<Vec<u8>>>> {
         if self.done {

@@ -1198,11 +1198,11 @@ impl Backend for SqliteBackend {
 
 impl SqliteBackend {
     /// Up to `limit` live rows after id `after` whose key passes `glob`: `(id, key)`.
-    fn scan_page(&self, glob: &str, after: i64, limit: usize) -> Result<Vec<(i64, Vec<u8>)>> {
+    fn scan_page(&self, glob: &str, after: i64, limit: usize) -> Result<crate::backend::IdRows> {
         let Some(conn) = self.read_conn()? else {
             return Ok(Vec::new());
         };
-        let run = || -> rusqlite::Result<Vec<(i64, Vec<u8>)>> {
+        let run = || -> rusqlite::Result<crate::backend::IdRows> {
             let mut stmt = conn.prepare_cached(&self.inner.q.scan)?;
             let rows = stmt.query_map(params![after, glob, limit as i64, now_ms()], |r| {
                 Ok((r.get(0)?, r.get(1)?))

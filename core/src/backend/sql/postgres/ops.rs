@@ -655,7 +655,7 @@ pub(super) fn scan<'c>(
     i: &'c Inner,
     c: &'c mut Link,
     (after, like, limit): &'c (i64, Vec<u8>, i64),
-) -> BoxFuture<'c, Result<Vec<(i64, Vec<u8>)>, Fail>> {
+) -> BoxFuture<'c, Result<crate::backend::IdRows, Fail>> {
     Box::pin(async move {
         let s = c.stmt(Q::Scan, &i.q).await?;
         let rows = c
