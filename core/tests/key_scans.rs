@@ -123,3 +123,68 @@ fn redis() {
     let server = polycache_testkit::RedisServer::start().unwrap_or_else(|e| panic!("{e}"));
     scan_under_writers(prefixed(&server.url()), false);
 }
+
+/// A store of your own that does not implement `scan_keys`.
+struct NoListing;
+
+impl polycache::Backend for NoListing {
+    fn name(&self) -> &'static str {
+        "no-listing"
+    }
+    fn get(&self, _: &[u8]) -> polycache::Result<Option<polycache::Value>> {
+        Ok(None)
+    }
+    fn set(&self, _: &[u8], _: &[u8], _: Option<std::time::Duration>) -> polycache::Result<()> {
+        Ok(())
+    }
+    fn add(&self, _: &[u8], _: &[u8], _: Option<std::time::Duration>) -> polycache::Result<bool> {
+        Ok(true)
+    }
+    fn delete(&self, _: &[u8]) -> polycache::Result<bool> {
+        Ok(false)
+    }
+    fn touch(&self, _: &[u8], _: Option<std::time::Duration>) -> polycache::Result<bool> {
+        Ok(false)
+    }
+    fn incr(&self, key: &[u8], _: i64) -> polycache::Result<i64> {
+        Err(polycache::backend::not_found(key))
+    }
+    fn clear(&self, _: &[u8]) -> polycache::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_custom_backend_refuses_by_default_and_says_why() {
+    let cache = Cache::with_backend(Arc::new(NoListing)).build().unwrap();
+    for err in [
+        cache.keys("*", None).unwrap_err(),
+        cache.delete_pattern("*", None, 10).unwrap_err(),
+    ] {
+        assert_eq!(err.kind(), polycache::ErrorKind::Unsupported);
+        assert!(
+            err.to_string()
+                .contains("no-listing backend cannot list its keys"),
+            "{err}"
+        );
+    }
+}
+
+#[cfg(feature = "memory")]
+#[test]
+fn bad_patterns_and_itersizes_are_clear_errors() {
+    let cache = prefixed("memory://");
+    let long = "k".repeat(polycache::MAX_KEY_LEN + 1);
+    assert_eq!(
+        cache.keys(&long, None).unwrap_err().kind(),
+        polycache::ErrorKind::InvalidKey
+    );
+    for n in [0, polycache::MAX_ITERSIZE + 1] {
+        let err = cache.iter_keys("*", None, n).err().unwrap();
+        assert!(err.to_string().contains("itersize"), "{err}");
+    }
+    // Unclosed classes and trailing escapes are patterns like any other, never a panic.
+    for odd in ["[", "[^", "\\", "a[b-", "[]", "**?*"] {
+        cache.keys(odd, None).unwrap();
+    }
+}
