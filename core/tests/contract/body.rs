@@ -30,8 +30,9 @@ pub enum Deviation {
     /// memcached's `decr` keeps the length of the stored number, padding it with spaces:
     /// after `10` minus 1 a `get` answers `"9 "`, which `Value::as_i64` cannot read.
     PaddedCounters,
-    /// memcached cannot list keys: `keys`, `iter_keys` and `delete_pattern` are
-    /// `Unsupported` errors there (by design, documented in docs/backends/memcached.md).
+    /// The backend cannot list keys: `keys`, `iter_keys` and `delete_pattern` are
+    /// `Unsupported` errors there. memcached by design (docs/backends/memcached.md); a custom
+    /// backend that leaves `Backend::scan_keys` to the trait's default.
     NoKeyListing,
 }
 
@@ -1160,9 +1161,12 @@ async fn key_scans(c: &Caches) {
     let all = sorted(mine.iter().map(|k| k.to_string()).collect());
     assert_eq!(sorted(m.keys("scan:*", None).await.unwrap()), all);
     assert_eq!(sorted(m.keys("*", None).await.unwrap()), all);
-    let iterated = m.iter_keys("scan:*", 2).await.unwrap();
-    assert_eq!(sorted(iterated.clone()), all, "no key missed or repeated");
-    assert_eq!(iterated.len(), all.len());
+    // No key missed. A Redis SCAN may return a key twice while the server rehashes (other
+    // runs share the server), so repeats are checked in tests/key_scans.rs, per backend.
+    let mut iterated = m.iter_keys("scan:*", 2).await.unwrap();
+    iterated.sort();
+    iterated.dedup();
+    assert_eq!(iterated, all, "no key missed");
     let expect =
         |ks: &[&str]| -> Vec<String> { sorted(ks.iter().map(|k| k.to_string()).collect()) };
     assert_eq!(
