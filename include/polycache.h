@@ -85,6 +85,18 @@ typedef struct polycache_error polycache_error;
 typedef struct polycache_job polycache_job;
 
 /**
+ * A scan of a cache's keys, from `polycache_cache_scan_keys`: each
+ * `polycache_key_scan_next` hands out one key, reading `itersize` keys from the backend
+ * when it needs more.
+ *
+ * Threads: a scan may be used from any thread, one call at a time (concurrent calls wait
+ * for each other). Lifetime: from `polycache_cache_scan_keys` until
+ * `polycache_key_scan_free`; it keeps the cache's backend open, so it may outlive
+ * `polycache_cache_free` of the cache it came from.
+ */
+typedef struct polycache_key_scan polycache_key_scan;
+
+/**
  * The slot a callback fills with `polycache_loader_output_set`.
  *
  * Threads: it belongs to the one callback call it is passed to, on the thread running that
@@ -1372,6 +1384,55 @@ polycache_result polycache_job_is_refreshing(const struct polycache_job *job,
  * still inside one.
  */
 bool polycache_stop_refreshes(int64_t timeout_ms);
+
+/**
+ * Starts a scan of the keys of `cache` that match the glob `pattern`.
+ *
+ * `pattern` is NUL-terminated UTF-8 in Redis' glob syntax (`*`, `?`, `[a-z]`, `[^a-z]`,
+ * `\*`; `?` and a class match one byte), matched against the caller's keys: the cache's
+ * key prefix and version are applied (escaped, so a prefix holding `*` matches only
+ * itself) and taken off the keys handed out. Only live keys are returned; a key present
+ * for the whole scan is returned (once on every backend but Redis, whose `SCAN` may repeat
+ * a key). `itersize` is how many keys to ask the backend for at a time (1 to 1,000,000;
+ * 0 gives `POLYCACHE_RESULT_INVALID_KEY`). On success `*scan_out` receives a new scan owned
+ * by the caller, to be released with `polycache_key_scan_free`. A backend that cannot list
+ * its keys (memcached) gives `POLYCACHE_RESULT_UNSUPPORTED`.
+ */
+polycache_result polycache_cache_scan_keys(const struct polycache_cache *cache,
+                                           const char *pattern,
+                                           size_t itersize,
+                                           struct polycache_key_scan **scan_out,
+                                           struct polycache_error **error_out);
+
+/**
+ * The next key of `scan`.
+ *
+ * Returns `POLYCACHE_RESULT_OK` and puts a new value owned by the caller in `*key_out`
+ * (the key as UTF-8, not NUL-terminated: print it with `%.*s` and `polycache_value_len`),
+ * to be released with `polycache_value_free`; or `POLYCACHE_RESULT_MISS`, leaving
+ * `*key_out` untouched, when the scan is over. An error (the backend's) also ends the scan.
+ */
+polycache_result polycache_key_scan_next(const struct polycache_key_scan *scan,
+                                         struct polycache_value **key_out,
+                                         struct polycache_error **error_out);
+
+/**
+ * Frees a scan from `polycache_cache_scan_keys`, finished or not; NULL does nothing.
+ */
+void polycache_key_scan_free(struct polycache_key_scan *scan);
+
+/**
+ * Removes every key of `cache` that matches the glob `pattern` (see
+ * `polycache_cache_scan_keys`), `itersize` keys per scan page and per bulk delete.
+ *
+ * On success `*deleted_out` receives how many keys it removed. NULL `deleted_out` gives
+ * `POLYCACHE_RESULT_NULL_PARAMETER` and removes nothing.
+ */
+polycache_result polycache_cache_delete_pattern(const struct polycache_cache *cache,
+                                                const char *pattern,
+                                                size_t itersize,
+                                                size_t *deleted_out,
+                                                struct polycache_error **error_out);
 
 /**
  * Sets the value a callback produced: copies the `len` bytes at `data` into `output`.

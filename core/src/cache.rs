@@ -19,7 +19,10 @@ use std::time::Duration;
 
 mod asynchronous;
 mod lifetime;
+mod scan;
 mod structures;
+
+pub use scan::{AsyncKeyIter, KeyIter, DEFAULT_ITERSIZE, MAX_ITERSIZE};
 
 /// The default TTL of a cache when none is configured: 300 seconds, Django's default.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);

@@ -30,6 +30,7 @@ mod fork;
 pub mod fuzzing;
 mod jobs;
 mod location;
+mod pattern;
 mod policy;
 #[cfg(feature = "redis")]
 mod redis_bus;
@@ -41,6 +42,8 @@ mod tiered;
 mod value;
 
 pub use backend::{parse_i64, AsyncAccess, AsyncBackend, Backend, BoxFuture};
+pub use backend::{CollectedKeys, KeyScan};
+pub use cache::{AsyncKeyIter, KeyIter, DEFAULT_ITERSIZE, MAX_ITERSIZE};
 pub use cache::{
     Cache, CacheBuilder, Key, DEFAULT_MAX_VALUE_SIZE, DEFAULT_TIMEOUT, MAX_KEY_LEN, SERIALIZERS,
 };
@@ -54,6 +57,7 @@ pub use jobs::{
     REFRESH_QUEUE, REFRESH_THREADS,
 };
 pub use location::{redact, Location, Options, SECRET_OPTIONS};
+pub use pattern::{escape_glob, KeyPattern};
 pub use policy::FailurePolicy;
 #[cfg(feature = "redis")]
 pub use redis_bus::{RedisBus, INVALIDATION_CHANNEL_PREFIX};

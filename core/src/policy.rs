@@ -410,6 +410,18 @@ impl Backend for Guarded {
         self.breaker
             .call(self.name(), || self.inner.redis_command(call))
     }
+
+    /// Starting a scan passes the breaker; its pages go to the backend directly (a scan is
+    /// one caller's long walk, not the traffic the breaker protects).
+    fn scan_keys(
+        self: Arc<Self>,
+        pattern: &crate::KeyPattern,
+        count: usize,
+    ) -> Result<Box<dyn crate::KeyScan>> {
+        self.breaker.call(self.name(), || {
+            Arc::clone(&self.inner).scan_keys(pattern, count)
+        })
+    }
 }
 
 #[cfg(test)]

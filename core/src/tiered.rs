@@ -531,6 +531,15 @@ impl Backend for TieredBackend {
         r
     }
 
+    /// The L2's keys: L1 holds copies of some of them, never keys of its own.
+    fn scan_keys(
+        self: Arc<Self>,
+        pattern: &crate::KeyPattern,
+        count: usize,
+    ) -> Result<Box<dyn crate::KeyScan>> {
+        Arc::clone(&self.l2).scan_keys(pattern, count)
+    }
+
     fn evictions(&self) -> u64 {
         self.l1.evictions() + self.l2.evictions()
     }

@@ -3,7 +3,7 @@
 //! The conventions follow rustls-ffi (see `docs/c-api.md`):
 //!
 //! - Objects are opaque handles (`polycache_cache`, `polycache_caches`, `polycache_job`,
-//!   `polycache_value`, `polycache_error`, `polycache_queue`)
+//!   `polycache_value`, `polycache_error`, `polycache_queue`, `polycache_key_scan`)
 //!   created by a `_new`/`_open`/getter function and released by the matching `_free`;
 //!   `_free(NULL)` does nothing.
 //! - Every fallible function returns a [`polycache_result`] and writes its outputs only when
@@ -36,6 +36,7 @@ mod caches;
 mod error;
 mod handle;
 mod job;
+mod key_scan;
 mod loader;
 mod logging;
 mod panic;
@@ -53,6 +54,7 @@ pub use cache_start::*;
 pub use caches::*;
 pub use error::*;
 pub use job::*;
+pub use key_scan::*;
 pub use loader::*;
 pub use logging::*;
 pub use queue::*;

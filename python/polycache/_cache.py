@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import inspect
+from collections.abc import AsyncIterator
 from typing import Any, Callable, Union
 
 from polycache._polycache import DEFAULT_TIMEOUT, DefaultTimeout
 from polycache._polycache import Cache as _NativeCache
+from polycache._scan import aiter_pages
 from polycache._structures import RedisStructures
 
 __all__ = ["Cache", "Timeout"]
@@ -81,3 +83,11 @@ class Cache(_NativeCache, RedisStructures):
 
         # Slots are removed when their computation ends, so id(self) cannot be reused stale.
         return await _async_flights.run(f"{id(self)}:{self.make_key(key, version)}", compute)
+
+    def aiter_keys(self, search: str, itersize: int | None = None, version: int | None = None) -> AsyncIterator[str]:
+        """``iter_keys`` as an async iterator (``async for key in cache.aiter_keys("user:*")``).
+
+        Each page of ``itersize`` keys is read on polycache's runtime and awaited; a bad
+        argument or a backend that cannot list keys (memcached) raises at the call.
+        """
+        return aiter_pages(self.iter_keys(search, itersize, version))

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import re
 import urllib.parse
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any
 
 from django.core.cache.backends.base import (
@@ -35,6 +35,7 @@ from django.core.cache.backends.base import (
 )
 
 from polycache._polycache import _DjangoCache
+from polycache._scan import aiter_pages
 from polycache._structures import RedisStructures
 from polycache._settings import _URL_SETTINGS, InvalidOptionError, _settings_in_url, _url_options, _url_setting
 from polycache.exceptions import ConfigurationError
@@ -171,6 +172,10 @@ class Cache(_DjangoCache, RedisStructures, BaseCache):  # type: ignore[misc]
         options = params.get("OPTIONS") or {}
         self._max_entries = _int_or(params.get("max_entries", options.get("MAX_ENTRIES", 300)), 300)
         self._cull_frequency = _int_or(params.get("cull_frequency", options.get("CULL_FREQUENCY", 3)), 3)
+
+    def aiter_keys(self, search: str, itersize: int | None = None, version: Any = None) -> AsyncIterator[str]:
+        """``iter_keys`` as an async iterator, each page awaited (django-redis has no async twin)."""
+        return aiter_pages(self.iter_keys(search, itersize, version))
 
     def __repr__(self) -> str:
         return f"<polycache.django.Cache {self.location!r} key_prefix={self.key_prefix!r} version={self.version!r}>"

@@ -311,6 +311,27 @@ impl PyCache {
         slf.get().keyed(slf.py(), how, op, None, Deliver::Int)
     }
 
+    fn do_keys<'py>(
+        slf: &Bound<'py, Self>,
+        how: How,
+        search: &str,
+        version: Option<i64>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        slf.get()
+            .keyed(slf.py(), how, Op::Keys(search), version, Deliver::Keys)
+    }
+
+    fn do_delete_pattern<'py>(
+        slf: &Bound<'py, Self>,
+        how: How,
+        pattern: &str,
+        version: Option<i64>,
+        itersize: Option<i64>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let op = Op::DeletePattern(pattern, crate::scan::itersize(itersize));
+        slf.get().keyed(slf.py(), how, op, version, Deliver::Int)
+    }
+
     fn do_decr_version<'py>(
         slf: &Bound<'py, Self>,
         how: How,
@@ -472,6 +493,14 @@ twins! {
         /// `polycache.Cache`: `str` arguments are full keys.
         twins _redis_command / _aredis_command = do_redis_command<'py>(slf, command: &str, args: &Bound<'py, PyAny>)
             signature (command, args);
+        /// The keys that match the glob `search` (Redis' rules), prefix and version applied
+        /// and taken off. Walks the whole store: prefer `iter_keys` on a large one.
+        twins keys / akeys = do_keys<'py>(slf, search: &str, version: Option<i64>)
+            signature (search, version = None);
+        /// Removes every key that matches `pattern`, `itersize` keys a batch; returns how
+        /// many it removed.
+        twins delete_pattern / adelete_pattern = do_delete_pattern<'py>(slf, pattern: &str, version: Option<i64>, itersize: Option<i64>)
+            signature (pattern, version = None, itersize = None);
 
         @methods
     #[new]
@@ -601,6 +630,19 @@ twins! {
             loader::aget_or_load(py, &self.core, name, version, call, timeout.0, true)
         });
         raising_on_await(py, answer)
+    }
+
+    /// The keys that match the glob `search`, streamed `itersize` at a time (see `keys`);
+    /// `aiter_keys` is its async twin.
+    #[pyo3(signature = (search, itersize = None, version = None))]
+    fn iter_keys(
+        &self,
+        py: Python<'_>,
+        search: &str,
+        itersize: Option<i64>,
+        version: Option<i64>,
+    ) -> PyResult<crate::scan::KeyScan> {
+        crate::scan::start(py, &self.core, search, version, crate::scan::itersize(itersize))
     }
 
     /// Does nothing: connections are pooled and closed with the cache (Django's `close`).

@@ -678,6 +678,41 @@ impl DjangoCache {
     ) -> PyResult<Bound<'py, PyAny>> {
         crate::structures::run(&slf.get().core, slf.py(), how, command, args)
     }
+
+    /// `keys` (django-redis): the caller's keys that match the glob `search`.
+    fn do_keys<'py>(
+        slf: &Bound<'py, Self>,
+        how: How,
+        search: &str,
+        version: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let this = slf.get();
+        let mode = this.mode(version);
+        this.answer(slf.py(), how, Op::Keys(search), mode, Deliver::Keys)
+    }
+
+    /// `delete_pattern` (django-redis): removes the keys that match; answers the count.
+    fn do_delete_pattern<'py>(
+        slf: &Bound<'py, Self>,
+        how: How,
+        pattern: &str,
+        version: Option<&Bound<'py, PyAny>>,
+        prefix: Option<&Bound<'py, PyAny>>,
+        itersize: Option<i64>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let this = slf.get();
+        if prefix.is_some_and(|p| !p.is_none()) {
+            let err = polycache::Error::new(
+                polycache::ErrorKind::Unsupported,
+                "delete_pattern(prefix=...) is not supported: a cache deletes under its own \
+                 KEY_PREFIX; open a cache with that KEY_PREFIX to delete under it",
+            );
+            return Err(crate::errors::to_py(slf.py(), err));
+        }
+        let mode = this.mode(version);
+        let op = Op::DeletePattern(pattern, crate::scan::itersize(itersize));
+        this.answer(slf.py(), how, op, mode, Deliver::Int)
+    }
 }
 
 /// `answer` as a call returns it: itself, or a complete awaitable of it.
@@ -764,6 +799,15 @@ twins! {
         /// `polycache.django.Cache`: `str` arguments are full keys.
         twins _redis_command / _aredis_command = do_redis_command<'py>(slf, command: &str, args: &Bound<'py, PyAny>)
             signature (command, args);
+        /// The keys that match the glob `search` (Redis' rules), `KEY_PREFIX` and version
+        /// applied and taken off, as django-redis' `keys`. Walks the whole store: prefer
+        /// `iter_keys` on a large one.
+        twins keys / akeys = do_keys<'py>(slf, search: &str, version: Option<&Bound<'py, PyAny>>)
+            signature (search, version = None);
+        /// Removes every key that matches `pattern`, `itersize` keys a batch; returns how
+        /// many it removed (django-redis' `delete_pattern`).
+        twins delete_pattern / adelete_pattern = do_delete_pattern<'py>(slf, pattern: &str, version: Option<&Bound<'py, PyAny>>, prefix: Option<&Bound<'py, PyAny>>, itersize: Option<i64>)
+            signature (pattern, version = None, prefix = None, itersize = None);
 
         @methods
     #[new]
@@ -837,6 +881,23 @@ twins! {
     #[pyo3(signature = (**kwargs))]
     fn close(&self, kwargs: Option<&Bound<'_, PyDict>>) {
         let _ = kwargs;
+    }
+
+    /// The keys that match the glob `search`, streamed `itersize` at a time (django-redis'
+    /// `iter_keys`); `aiter_keys` is its async twin.
+    #[pyo3(signature = (search, itersize = None, version = None))]
+    fn iter_keys(
+        &self,
+        py: Python<'_>,
+        search: &str,
+        itersize: Option<i64>,
+        version: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<crate::scan::KeyScan> {
+        let version = match self.mode(version) {
+            Mode::Native(v) => v,
+            Mode::Raw => KeyMode::Full.scan_version().map_err(|e| crate::errors::to_py(py, e))?,
+        };
+        crate::scan::start(py, &self.core, search, version, crate::scan::itersize(itersize))
     }
 
     /// `close`, awaitable.

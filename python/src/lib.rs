@@ -26,6 +26,7 @@ mod ops;
 #[cfg(feature = "bench-pyo3-async-runtimes")]
 mod pyo3_bench;
 mod ready;
+mod scan;
 mod serializer;
 mod structures;
 
@@ -43,6 +44,7 @@ fn _polycache(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<memo::Memo>()?;
     m.add_class::<jobs::JobRunner>()?;
     m.add_class::<awaitable::Completions>()?;
+    m.add_class::<scan::KeyScan>()?;
     awaitable::install(m)?;
     m.add_function(wrap_pyfunction!(finalize::_shutdown, m)?)?;
     m.add_function(wrap_pyfunction!(awaitable::_wake_per_operation, m)?)?;

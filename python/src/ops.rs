@@ -96,6 +96,20 @@ impl KeyMode {
             KeyMode::Full => Key::full(text),
         }
     }
+
+    /// The version a key scan applies: a scan needs the cache's own key layout to apply
+    /// the prefix and version and take them off again.
+    pub(crate) fn scan_version(self) -> Result<Option<i64>> {
+        match self {
+            KeyMode::Versioned(v) => Ok(v),
+            KeyMode::Full => Err(polycache::Error::new(
+                ErrorKind::Unsupported,
+                "keys, iter_keys and delete_pattern need the default key layout \
+                 ({key_prefix}:{version}:{key}, with an int version): a custom key function \
+                 cannot be reversed to give the caller's keys back",
+            )),
+        }
+    }
 }
 
 /// One operation and its arguments; `S` is a key's text, `B` a value's bytes (borrowed from
@@ -132,6 +146,10 @@ pub(crate) enum Op<S, B> {
     IncrOrCreate(S, i64),
     /// A Redis data-structure command (see [`polycache::RedisCommand`]).
     Redis(RedisCommand, Vec<Arg<S, B>>),
+    /// `keys(pattern)`: the caller's keys that match a glob.
+    Keys(S),
+    /// `delete_pattern(pattern, itersize)`.
+    DeletePattern(S, usize),
 }
 
 /// One argument of [`Op::Redis`]: a key's text, or a value as it goes to Redis.
@@ -204,6 +222,8 @@ pub(crate) enum Reply {
     OnLoop(OnLoop),
     /// What a Redis data-structure command answered.
     Redis(RedisReply),
+    /// The caller's keys a scan found.
+    Keys(Vec<String>),
 }
 
 /// Python code for an event loop's thread; see [`Reply::OnLoop`].
@@ -277,6 +297,11 @@ impl<S: AsRef<str>, B: AsRef<[u8]>> Request<S, B> {
             Op::Replace(k, v, e) => Reply::Flag(c.replace(mode.key(k.as_ref()), v.as_ref(), *e)?),
             Op::IncrOrCreate(k, d) => Reply::Int(c.incr_or_create(mode.key(k.as_ref()), *d)?),
             Op::Redis(command, args) => Reply::Redis(c.redis_command(*command, &self.args(args))?),
+            Op::Keys(p) => Reply::Keys(c.keys(p.as_ref(), mode.scan_version()?)?),
+            Op::DeletePattern(p, n) => {
+                let removed = c.delete_pattern(p.as_ref(), mode.scan_version()?, *n)?;
+                Reply::Int(i64::try_from(removed).unwrap_or(i64::MAX))
+            }
         })
     }
 
@@ -354,6 +379,12 @@ impl<S: AsRef<str>, B: AsRef<[u8]>> Request<S, B> {
             Op::Redis(command, args) => {
                 Reply::Redis(c.redis_command_async(*command, &self.args(args)).await?)
             }
+            Op::Keys(p) => Reply::Keys(c.keys_async(p.as_ref(), mode.scan_version()?).await?),
+            Op::DeletePattern(p, n) => {
+                let version = mode.scan_version()?;
+                let removed = c.delete_pattern_async(p.as_ref(), version, *n).await?;
+                Reply::Int(i64::try_from(removed).unwrap_or(i64::MAX))
+            }
         })
     }
 
@@ -394,6 +425,8 @@ impl<S: AsRef<str>, B: AsRef<[u8]>> Request<S, B> {
                     })
                     .collect(),
             ),
+            Op::Keys(p) => Op::Keys(s(p)),
+            Op::DeletePattern(p, n) => Op::DeletePattern(s(p), *n),
         };
         Request {
             op,
@@ -433,6 +466,8 @@ pub(crate) enum Deliver {
     Job,
     /// A Redis reply as plain Python: `None`, `int`, `float`, `bytes`, `str`, `list`.
     Redis,
+    /// A list of `str` (the keys of a scan); `None` for a scan that is over.
+    Keys,
 }
 
 impl Deliver {
@@ -471,6 +506,8 @@ impl Deliver {
             (Deliver::Loaded, Reply::Value(Some(v))) => decoder.decode(py, &v),
             (Deliver::Loaded, Reply::Object(obj)) => Ok(obj.into_bound(py)),
             (_, Reply::Raised(e)) => Err(e),
+            (Deliver::Keys, Reply::Keys(keys)) => Ok(PyList::new(py, keys)?.into_any()),
+            (Deliver::Keys, Reply::Done) => Ok(py.None().into_bound(py)),
             (Deliver::Probe(default), Reply::Probe(found, early)) => {
                 let value = match found {
                     Some(ref v) => decoder.decode(py, v)?,

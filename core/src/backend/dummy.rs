@@ -48,4 +48,12 @@ impl Backend for DummyBackend {
     fn replace(&self, _key: &[u8], _value: &[u8], _ttl: Option<Duration>) -> Result<bool> {
         Ok(false)
     }
+
+    fn scan_keys(
+        self: std::sync::Arc<Self>,
+        _pattern: &crate::KeyPattern,
+        count: usize,
+    ) -> Result<Box<dyn super::KeyScan>> {
+        Ok(Box::new(super::CollectedKeys::new(Vec::new(), count)))
+    }
 }

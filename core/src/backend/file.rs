@@ -24,10 +24,11 @@
 //! key_len u16, value_len u16`, then key and value (little-endian; times in unix ms, 0 =
 //! never). A large entry file keeps the 40-byte `PCFE` header of format 1.
 
-use super::{apply_delta, not_found, Backend};
+use super::{apply_delta, not_found, Backend, KeyScan};
 use crate::error::{Error, ErrorKind, Result};
 use crate::expiry::TimeToLive;
 use crate::location::{Location, Options};
+use crate::pattern::KeyPattern;
 use crate::value::Value;
 use std::collections::{HashMap, VecDeque};
 use std::fs::{self, DirBuilder, File, OpenOptions};
@@ -2603,6 +2604,63 @@ impl Backend for FileBackend {
         )?;
         self.after_write();
         Ok(stored)
+    }
+
+    /// Reads one pack (and its large entries) at a time under that pack's lock, so a writer
+    /// waits for at most one pack's walk; see [`FileScan`].
+    fn scan_keys(self: Arc<Self>, pattern: &KeyPattern, count: usize) -> Result<Box<dyn KeyScan>> {
+        Ok(Box::new(FileScan {
+            backend: self,
+            pattern: pattern.clone(),
+            count: count.max(1),
+            next_pack: 0,
+            found: Vec::new().into_iter(),
+        }))
+    }
+}
+
+/// A `file://` key scan: the packs in turn, each walked whole under its lock, its matching
+/// live keys then handed out `count` at a time. Every key lives in one pack (by its hash),
+/// so a key present for the whole scan is returned exactly once; a key written or removed
+/// meanwhile is returned if its pack had it when the scan reached that pack.
+struct FileScan {
+    backend: Arc<FileBackend>,
+    pattern: KeyPattern,
+    count: usize,
+    next_pack: usize,
+    found: std::vec::IntoIter<Vec<u8>>,
+}
+
+impl KeyScan for FileScan {
+    fn next_page(&mut self) -> Result<Option<Vec<Vec<u8>>>> {
+        while self.found.len() == 0 && self.next_pack < PACKS {
+            let keys = self
+                .backend
+                .inner
+                .pack_keys(self.next_pack, &self.pattern)?;
+            self.next_pack += 1;
+            self.found = keys.into_iter();
+        }
+        let page: Vec<Vec<u8>> = self.found.by_ref().take(self.count).collect();
+        Ok((!page.is_empty()).then_some(page))
+    }
+}
+
+impl Inner {
+    /// The live keys of `pack` that match `pattern`, read under the pack's lock.
+    fn pack_keys(&self, pack: usize, pattern: &KeyPattern) -> Result<Vec<Vec<u8>>> {
+        let Some(mut locked) = self.lock_pack(pack, false)? else {
+            return Ok(Vec::new());
+        };
+        let now = now_ms();
+        let (live, _bad) = locked.walk()?;
+        Ok(live
+            .iter()
+            .filter(|w| !w.found.expired(now))
+            .map(|w| w.found.record().key)
+            .filter(|k| pattern.matches(k))
+            .map(<[u8]>::to_vec)
+            .collect())
     }
 }
 

@@ -9,11 +9,12 @@
 //! behind one lock instead, with Django's cull: what `LocMemCache` does, for callers whose
 //! programs or tests rely on that order and those counts.
 
-use super::{apply_delta, not_found, Backend};
+use super::{apply_delta, not_found, Backend, CollectedKeys, KeyScan};
 use crate::clock;
 use crate::error::{Error, ErrorKind, Result};
 use crate::expiry::TimeToLive;
 use crate::location::{Location, Options};
+use crate::pattern::KeyPattern;
 use crate::value::Value;
 use hashlink::LinkedHashMap;
 use quick_cache::sync::{Cache as QuickCache, EntryAction, EntryResult};
@@ -705,6 +706,25 @@ impl Backend for MemoryBackend {
             }
         });
         Ok(matches!(result, EntryResult::Retained(true)))
+    }
+
+    /// Collects the matching live keys (not their values) in one pass, then hands them out
+    /// a page at a time. The default store locks each of its shards for one entry at a
+    /// time, so other callers wait at most one entry's step; `eviction=lru` holds its one
+    /// lock for the whole pass, as Django's `LocMemCache` sizes allow. Every key present
+    /// for the whole pass is returned, once.
+    fn scan_keys(self: Arc<Self>, pattern: &KeyPattern, count: usize) -> Result<Box<dyn KeyScan>> {
+        let mut keys = Vec::new();
+        let mut keep = |k: &StoreKey, e: &Entry| {
+            if e.live() && pattern.matches(&k.0) {
+                keys.push(k.0.to_vec());
+            }
+        };
+        match &self.inner.store {
+            Store::Clock(store) => store.iter().for_each(|(k, e)| keep(&k, &e)),
+            Store::Lru(lru) => lru.lock().iter().for_each(|(k, e)| keep(k, e)),
+        }
+        Ok(Box::new(CollectedKeys::new(keys, count)))
     }
 }
 

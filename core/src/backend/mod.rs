@@ -6,13 +6,17 @@
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::expiry::TimeToLive;
+use crate::pattern::KeyPattern;
 use crate::value::Value;
 use std::sync::Arc;
 use std::time::Duration;
 
 pub use asynchronous::{AsyncAccess, AsyncBackend, BoxFuture, OnBlockingPool};
+pub use scan::{CollectedKeys, KeyScan};
 
 mod asynchronous;
+mod scan;
+pub(crate) use scan::{IdRows, IdScan};
 pub mod dummy;
 #[cfg(feature = "file")]
 pub mod file;
@@ -212,6 +216,24 @@ pub trait Backend: Send + Sync + 'static {
     fn redis_command(&self, call: &crate::RedisCall) -> Result<crate::RedisReply> {
         let _ = call;
         Err(crate::structures::unsupported(Some(self.name())))
+    }
+
+    /// Starts a scan of the live keys that match `pattern`, about `count` keys a page (see
+    /// [`KeyScan`]). A key that is present and unexpired for the whole scan is returned;
+    /// keys written or removed meanwhile may or may not be.
+    ///
+    /// The default refuses with [`ErrorKind::Unsupported`]: a store that cannot list its
+    /// keys (memcached) must say so rather than answer an empty list.
+    fn scan_keys(self: Arc<Self>, pattern: &KeyPattern, count: usize) -> Result<Box<dyn KeyScan>> {
+        let _ = (pattern, count);
+        Err(Error::new(
+            ErrorKind::Unsupported,
+            format!(
+                "the {} backend cannot list its keys, so keys, iter_keys and delete_pattern \
+                 are not available on it",
+                self.name()
+            ),
+        ))
     }
 }
 

@@ -30,6 +30,10 @@ pub enum Deviation {
     /// memcached's `decr` keeps the length of the stored number, padding it with spaces:
     /// after `10` minus 1 a `get` answers `"9 "`, which `Value::as_i64` cannot read.
     PaddedCounters,
+    /// The backend cannot list keys: `keys`, `iter_keys` and `delete_pattern` are
+    /// `Unsupported` errors there. memcached by design (docs/backends/memcached.md); a custom
+    /// backend that leaves `Backend::scan_keys` to the trait's default.
+    NoKeyListing,
 }
 
 /// What a scheme is expected to do where the contract lets backends differ.
@@ -163,6 +167,7 @@ fn kind<T: std::fmt::Debug>(r: Result<T>) -> ErrorKind {
 /// The whole contract, section by section.
 pub async fn contract(c: Caches) {
     super::structures::structures(&c).await;
+    key_scans(&c).await;
     if !c.x.stores {
         return always_misses(&c).await;
     }
@@ -1108,4 +1113,114 @@ async fn lifetime(c: &Caches) {
         kind(m.incr_or_create(too_long, 1).await),
         ErrorKind::InvalidKey
     );
+}
+
+fn sorted(mut keys: Vec<String>) -> Vec<String> {
+    keys.sort();
+    keys
+}
+
+/// `keys`, `iter_keys` and `delete_pattern`: Redis glob rules on the caller's keys, the
+/// prefix and version applied and escaped, expired keys left out.
+async fn key_scans(c: &Caches) {
+    let m = &c.main;
+    if c.x.has(Deviation::NoKeyListing) {
+        assert_eq!(kind(m.keys("*", None).await), ErrorKind::Unsupported);
+        assert_eq!(kind(m.iter_keys("*", 10).await), ErrorKind::Unsupported);
+        assert_eq!(
+            kind(m.delete_pattern("*", 10).await),
+            ErrorKind::Unsupported
+        );
+        return;
+    }
+    assert_eq!(kind(m.iter_keys("*", 0).await), ErrorKind::InvalidKey);
+    if !c.x.stores {
+        m.set("scan:1", b"1", Expiry::Never).await.unwrap();
+        assert_eq!(m.keys("*", None).await.unwrap(), Vec::<String>::new());
+        assert_eq!(m.delete_pattern("*", 10).await.unwrap(), 0);
+        return;
+    }
+    let mine = [
+        "scan:1", "scan:2", "scan:10", "scan:a*b", "scan:x", "scan:%_",
+    ];
+    for k in mine {
+        m.set(k, b"v", Expiry::Never).await.unwrap();
+    }
+    // The same keys under prefixes that an unescaped pattern of main's would match.
+    for o in [&c.like, &c.glob, &c.upper, &c.other, &c.v3] {
+        o.set("scan:1", b"o", Expiry::Never).await.unwrap();
+    }
+    m.set(Key::new("scan:v2").version(2), b"2", Expiry::Never)
+        .await
+        .unwrap();
+    m.set("scan:lapsing", b"l", Expiry::After(c.x.ttl))
+        .await
+        .unwrap();
+    m.sleep(c.x.ttl_wait()).await;
+
+    let all = sorted(mine.iter().map(|k| k.to_string()).collect());
+    assert_eq!(sorted(m.keys("scan:*", None).await.unwrap()), all);
+    assert_eq!(sorted(m.keys("*", None).await.unwrap()), all);
+    // No key missed. A Redis SCAN may return a key twice while the server rehashes (other
+    // runs share the server), so repeats are checked in tests/key_scans.rs, per backend.
+    let mut iterated = m.iter_keys("scan:*", 2).await.unwrap();
+    iterated.sort();
+    iterated.dedup();
+    assert_eq!(iterated, all, "no key missed");
+    let expect =
+        |ks: &[&str]| -> Vec<String> { sorted(ks.iter().map(|k| k.to_string()).collect()) };
+    assert_eq!(
+        sorted(m.keys("scan:?", None).await.unwrap()),
+        expect(&["scan:1", "scan:2", "scan:x"])
+    );
+    assert_eq!(
+        sorted(m.keys("scan:[0-9]*", None).await.unwrap()),
+        expect(&["scan:1", "scan:10", "scan:2"])
+    );
+    assert_eq!(
+        sorted(m.keys("scan:[^0-9]*", None).await.unwrap()),
+        expect(&["scan:%_", "scan:a*b", "scan:x"])
+    );
+    assert_eq!(
+        m.keys("scan:a\\*b", None).await.unwrap(),
+        expect(&["scan:a*b"])
+    );
+    assert_eq!(
+        m.keys("scan:a[*]b", None).await.unwrap(),
+        expect(&["scan:a*b"])
+    );
+    // SQL LIKE's metacharacters are literals in a glob.
+    assert_eq!(m.keys("scan:%_", None).await.unwrap(), expect(&["scan:%_"]));
+    assert_eq!(m.keys("scan:%", None).await.unwrap(), Vec::<String>::new());
+    assert_eq!(m.keys("scan_1", None).await.unwrap(), Vec::<String>::new());
+    assert_eq!(
+        m.keys("SCAN:*", None).await.unwrap(),
+        Vec::<String>::new(),
+        "case matters"
+    );
+    // Another version of the same keys, and the other caches' own view.
+    assert_eq!(
+        m.keys("scan:*", Some(2)).await.unwrap(),
+        expect(&["scan:v2"])
+    );
+    for o in [&c.like, &c.glob, &c.upper, &c.other, &c.v3] {
+        assert_eq!(o.keys("scan:*", None).await.unwrap(), expect(&["scan:1"]));
+    }
+
+    assert_eq!(m.delete_pattern("scan:[0-9]*", 2).await.unwrap(), 3);
+    assert_eq!(
+        sorted(m.keys("scan:*", None).await.unwrap()),
+        expect(&["scan:%_", "scan:a*b", "scan:x"])
+    );
+    assert_eq!(m.delete_pattern("scan:*", 1000).await.unwrap(), 3);
+    assert_eq!(m.delete_pattern("scan:*", 1000).await.unwrap(), 0);
+    assert!(m.has_key(Key::new("scan:v2").version(2)).await.unwrap());
+    for o in [&c.like, &c.glob, &c.upper, &c.other, &c.v3] {
+        assert!(
+            o.has_key("scan:1").await.unwrap(),
+            "another prefix's key survives"
+        );
+        assert_eq!(o.delete_pattern("scan:*", 10).await.unwrap(), 1);
+    }
+    m.delete(Key::new("scan:v2").version(2)).await.unwrap();
 }

@@ -335,6 +335,39 @@ impl Ops {
     }
 }
 
+/// Key scans: `keys`, `iter_keys` (every page collected) and `delete_pattern`.
+impl Ops {
+    pub fn keys<'a>(&'a self, pattern: &'a str, v: Option<i64>) -> Op<'a, Vec<String>> {
+        let c = &self.cache;
+        either!(self, c.keys(pattern, v), c.keys_async(pattern, v))
+    }
+    /// Every page of `iter_keys`, in order, each page's keys together.
+    pub fn iter_keys<'a>(&'a self, pattern: &'a str, itersize: usize) -> Op<'a, Vec<String>> {
+        let c = &self.cache;
+        either!(
+            self,
+            c.iter_keys(pattern, None, itersize)
+                .and_then(|scan| scan.collect()),
+            async move {
+                let mut scan = c.iter_keys_async(pattern, None, itersize).await?;
+                let mut keys = Vec::new();
+                while let Some(page) = scan.next_page().await? {
+                    keys.extend(page);
+                }
+                Ok(keys)
+            }
+        )
+    }
+    pub fn delete_pattern<'a>(&'a self, pattern: &'a str, itersize: usize) -> Op<'a, usize> {
+        let c = &self.cache;
+        self.write(either!(
+            self,
+            c.delete_pattern(pattern, None, itersize),
+            c.delete_pattern_async(pattern, None, itersize)
+        ))
+    }
+}
+
 /// A waker for a future that must never wait: the sync API answers before it returns.
 struct NeverWoken;
 

@@ -279,6 +279,7 @@ const MEMCACHED_EXPECT: Expect = Expect {
         Deviation::OverflowStores,
         Deviation::LenientCounters,
         Deviation::PaddedCounters,
+        Deviation::NoKeyListing,
     ],
     lifetime: true,
 };
@@ -320,6 +321,7 @@ pub fn custom() -> Fixture {
         name: "custom",
         expect: Expect {
             lifetime: false,
+            deviations: &[Deviation::NoKeyListing],
             ..Expect::FULL
         },
         builder: Box::new(move || Cache::with_backend(backend.clone())),

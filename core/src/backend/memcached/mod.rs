@@ -588,6 +588,19 @@ impl Backend for MemcachedBackend {
             .single(key, Request::Replace { value, exptime })
             .map(|a| a.flag())
     }
+
+    fn scan_keys(
+        self: Arc<Self>,
+        _pattern: &crate::KeyPattern,
+        _count: usize,
+    ) -> Result<Box<dyn crate::KeyScan>> {
+        Err(Error::new(
+            ErrorKind::Unsupported,
+            "memcached cannot list its keys (its protocol has no key listing, and keys \
+             may be hashed), so keys, iter_keys and delete_pattern are not available on \
+             memcached://; use a versioned key prefix and clear() or incr_version instead",
+        ))
+    }
 }
 
 #[cfg(test)]

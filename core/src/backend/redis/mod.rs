@@ -17,6 +17,7 @@
 mod aio;
 mod commands;
 mod pool;
+mod scan;
 mod sentinel;
 mod structures;
 
@@ -1096,6 +1097,15 @@ impl Backend for RedisBackend {
             self.on_reader(|conn| c.query::<redis::Value>(conn))?
         };
         structures::reply(reply).map_err(|e| map_err(e, &self.location))
+    }
+
+    /// `SCAN` on the leader, or on every Cluster primary (see `redis/scan.rs`).
+    fn scan_keys(
+        self: std::sync::Arc<Self>,
+        pattern: &crate::KeyPattern,
+        count: usize,
+    ) -> Result<Box<dyn crate::KeyScan>> {
+        Ok(Box::new(scan::RedisScan::new(self, pattern, count)))
     }
 }
 

@@ -4,10 +4,11 @@ use super::{
     byte_size, expires_at, id_span, key_hash, now_ms, Bounds, Cull, Estimate, Found, OldestWalk,
     Pool, Pooled, TableName, Trimmer, MAX_TRIM_BATCHES, SAMPLES, TRIM_BATCH, TRIM_ROUNDS,
 };
-use crate::backend::{apply_delta, not_found, parse_i64, Backend};
+use crate::backend::{apply_delta, not_found, parse_i64, Backend, IdScan, KeyScan};
 use crate::error::{Error, ErrorKind, Result};
 use crate::expiry::TimeToLive;
 use crate::location::{Location, Options};
+use crate::pattern::KeyPattern;
 use crate::value::Value;
 use rusqlite::functions::FunctionFlags;
 use rusqlite::types::ValueRef;
@@ -118,6 +119,8 @@ struct Queries {
     /// `ttl` and `set(xx=True)`.
     ttl: String,
     replace: String,
+    /// A page of `keys`/`iter_keys`: live rows after an id whose key passes a `GLOB`.
+    scan: String,
 }
 
 impl Queries {
@@ -224,6 +227,11 @@ impl Queries {
                  WHERE key_hash = ?1 AND key = ?2 AND {} AND {}",
                 alive("", "?6"),
                 valid("")
+            ),
+            scan: format!(
+                "SELECT id, key FROM {t} WHERE id > ?1 AND CAST(key AS TEXT) GLOB ?2 AND {} \
+                 ORDER BY id LIMIT ?3",
+                alive("", "?4")
             ),
             table,
         }
@@ -1174,5 +1182,33 @@ impl Backend for SqliteBackend {
             self.wrote(&mut conn, 1);
         }
         Ok(n > 0)
+    }
+
+    /// Walks the table by id, `count` rows a page, with SQLite's `GLOB` selecting the
+    /// candidates ([`KeyPattern::to_sqlite_glob`]) and the pattern itself deciding.
+    fn scan_keys(self: Arc<Self>, pattern: &KeyPattern, count: usize) -> Result<Box<dyn KeyScan>> {
+        let glob = pattern.to_sqlite_glob();
+        Ok(Box::new(IdScan::new(
+            pattern,
+            count,
+            move |_, after, limit| self.scan_page(&glob, after, limit),
+        )))
+    }
+}
+
+impl SqliteBackend {
+    /// Up to `limit` live rows after id `after` whose key passes `glob`: `(id, key)`.
+    fn scan_page(&self, glob: &str, after: i64, limit: usize) -> Result<crate::backend::IdRows> {
+        let Some(conn) = self.read_conn()? else {
+            return Ok(Vec::new());
+        };
+        let run = || -> rusqlite::Result<crate::backend::IdRows> {
+            let mut stmt = conn.prepare_cached(&self.inner.q.scan)?;
+            let rows = stmt.query_map(params![after, glob, limit as i64, now_ms()], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?;
+            rows.collect()
+        };
+        run().map_err(|e| self.fail("keys", e))
     }
 }

@@ -663,6 +663,24 @@ impl Backend for PostgresBackend {
     fn replace(&self, key: &[u8], value: &[u8], ttl: Option<Duration>) -> Result<bool> {
         self.run("replace", true, &(key, value, ttl), ops::replace)
     }
+
+    /// Walks the table by id, `count` rows a page, with an escaped `LIKE` selecting the
+    /// candidates ([`crate::KeyPattern::to_like`]) and the pattern itself deciding.
+    fn scan_keys(
+        self: Arc<Self>,
+        pattern: &crate::KeyPattern,
+        count: usize,
+    ) -> Result<Box<dyn crate::KeyScan>> {
+        let like = pattern.to_like();
+        Ok(Box::new(crate::backend::IdScan::new(
+            pattern,
+            count,
+            move |_, after, limit| {
+                let args = (after, like.clone(), limit as i64);
+                self.run("keys", true, &args, ops::scan)
+            },
+        )))
+    }
 }
 
 /// The same operations awaited: the same futures (`ops.rs`) on connections that polycache's

@@ -648,3 +648,20 @@ pub(super) fn replace<'c>(
         Ok(c.trips().execute(&s, &args).await? > 0)
     })
 }
+
+/// `(after id, LIKE pattern, limit)`: up to `limit` live rows after the id whose key passes
+/// the pattern, `(id, key)` in id order.
+pub(super) fn scan<'c>(
+    i: &'c Inner,
+    c: &'c mut Link,
+    (after, like, limit): &'c (i64, Vec<u8>, i64),
+) -> BoxFuture<'c, Result<crate::backend::IdRows, Fail>> {
+    Box::pin(async move {
+        let s = c.stmt(Q::Scan, &i.q).await?;
+        let rows = c
+            .trips()
+            .query(&s, &[after, like, limit, &now_ms()])
+            .await?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    })
+}

@@ -33,9 +33,10 @@ pub(super) enum Q {
     CullOldest,
     Ttl,
     Replace,
+    Scan,
 }
 
-pub(super) const N_QUERIES: usize = Q::Replace as usize + 1;
+pub(super) const N_QUERIES: usize = Q::Scan as usize + 1;
 
 fn valid(q: &str) -> String {
     format!("({q}value IS NOT NULL AND {q}byte_size = length({q}key) + length({q}value))")
@@ -239,6 +240,16 @@ impl Queries {
                  WHERE key_hash = $1 AND key = $2 AND {} AND {}",
                 alive("", "$6"),
                 valid("")
+            ),
+        );
+        // A page of keys/iter_keys: `$2` is KeyPattern::to_like (escape `\`, bytea LIKE
+        // compares bytes, case-sensitive); the pattern itself decides classes.
+        put(
+            Q::Scan,
+            format!(
+                "SELECT id, key FROM {t} WHERE id > $1 AND key LIKE $2 AND {} \
+                 ORDER BY id LIMIT $3",
+                alive("", "$4")
             ),
         );
         // Run under the creation lock, with the cache table locked against writes so that

@@ -1,0 +1,276 @@
+//! `keys`, `iter_keys` and `delete_pattern`: glob patterns over the caller's keys.
+//!
+//! A pattern is applied as django-redis applies it: the full pattern is
+//! `{key_prefix}:{version}:{pattern}` with the prefix and the version glob-escaped
+//! ([`escape_glob`]), so a prefix holding `*`, `?` or `[` never matches another prefix's
+//! keys; the keys returned are the caller's (prefix and version taken off). The backend scans
+//! its store a page at a time ([`KeyScan`]); see each backend's page for what a scan costs
+//! and what a concurrent writer may see.
+
+use super::{Cache, Key, MAX_KEY_LEN};
+use crate::backend::KeyScan;
+use crate::error::{Error, ErrorKind, Result};
+use crate::pattern::{escape_glob, KeyPattern};
+
+/// How many keys a scan asks the backend for per page unless told otherwise (Redis'
+/// default `SCAN` count, and django-redis').
+pub const DEFAULT_ITERSIZE: usize = 10;
+
+/// The page size of `keys`, which reads every page anyway.
+const KEYS_PAGE: usize = 1000;
+
+/// The most keys a caller may ask for per page: one page is held in memory.
+pub const MAX_ITERSIZE: usize = 1_000_000;
+
+fn check_itersize(itersize: usize) -> Result<usize> {
+    if itersize == 0 || itersize > MAX_ITERSIZE {
+        return Err(Error::new(
+            ErrorKind::InvalidKey,
+            format!("itersize must be between 1 and {MAX_ITERSIZE}, not {itersize}"),
+        ));
+    }
+    Ok(itersize)
+}
+
+/// The caller's keys of a scan, streamed a page at a time: what [`Cache::iter_keys`]
+/// returns.
+///
+/// Iterating yields `Result<String>`; an error ends the iteration. `Send`; not `Sync`.
+/// Keys that are not UTF-8 (written by another program) come out with `U+FFFD` in place
+/// of their bad bytes.
+pub struct KeyIter {
+    scan: Option<Box<dyn KeyScan>>,
+    head: usize,
+    cache: Cache,
+    page: std::vec::IntoIter<String>,
+}
+
+impl KeyIter {
+    /// The next page of the caller's keys (possibly empty), or `None` when the scan is over.
+    pub fn next_page(&mut self) -> Result<Option<Vec<String>>> {
+        Ok(self.next_full_page()?.map(|keys| strip(keys, self.head)))
+    }
+
+    /// The next page of full keys; fail-open applies, and an error or the end ends the scan.
+    fn next_full_page(&mut self) -> Result<Option<Vec<Vec<u8>>>> {
+        let Some(scan) = self.scan.as_mut() else {
+            return Ok(None);
+        };
+        let page = scan.next_page();
+        self.answer_page(page)
+    }
+
+    fn answer_page(&mut self, page: Result<Option<Vec<Vec<u8>>>>) -> Result<Option<Vec<Vec<u8>>>> {
+        let page = self.cache.finish(page, || None);
+        if !matches!(page, Ok(Some(_))) {
+            self.scan = None;
+        }
+        page
+    }
+}
+
+impl Iterator for KeyIter {
+    type Item = Result<String>;
+
+    fn next(&mut self) -> Option<Result<String>> {
+        loop {
+            if let Some(key) = self.page.next() {
+                return Some(Ok(key));
+            }
+            match self.next_page() {
+                Ok(Some(keys)) => self.page = keys.into_iter(),
+                Ok(None) => return None,
+                Err(e) => return Some(Err(e)),
+            }
+        }
+    }
+}
+
+/// [`KeyIter`], awaitable: each page of a backend that does I/O is read on polycache's
+/// blocking pool, never on the awaiting runtime's threads.
+///
+/// Dropping a [`AsyncKeyIter::next_page`] future while it waits ends the scan: the next
+/// call answers `None`. `Send`; not `Sync`.
+pub struct AsyncKeyIter {
+    sync: KeyIter,
+}
+
+impl From<KeyIter> for AsyncKeyIter {
+    /// The same scan, its next pages awaited.
+    fn from(sync: KeyIter) -> AsyncKeyIter {
+        AsyncKeyIter { sync }
+    }
+}
+
+impl AsyncKeyIter {
+    /// The next page of the caller's keys (possibly empty), or `None` when the scan is over.
+    pub async fn next_page(&mut self) -> Result<Option<Vec<String>>> {
+        let head = self.sync.head;
+        Ok(self.next_full_page().await?.map(|keys| strip(keys, head)))
+    }
+
+    /// The same page read on the calling thread, blocking it on I/O: for a binding that
+    /// reads some pages of one scan from a thread and others from an event loop.
+    pub fn next_page_blocking(&mut self) -> Result<Option<Vec<String>>> {
+        self.sync.next_page()
+    }
+
+    async fn next_full_page(&mut self) -> Result<Option<Vec<Vec<u8>>>> {
+        if self.sync.cache.completes_inline() {
+            return self.sync.next_full_page();
+        }
+        let Some(mut scan) = self.sync.scan.take() else {
+            return Ok(None);
+        };
+        let page = crate::runtime::blocking(move || {
+            let page = scan.next_page();
+            Ok((scan, page))
+        })
+        .await
+        .and_then(|(scan, page)| {
+            self.sync.scan = Some(scan);
+            page
+        });
+        self.sync.answer_page(page)
+    }
+}
+
+/// The caller's keys: the full keys without their `{key_prefix}:{version}:` head.
+fn strip(keys: Vec<Vec<u8>>, head: usize) -> Vec<String> {
+    keys.into_iter()
+        .map(|k| String::from_utf8_lossy(k.get(head..).unwrap_or_default()).into_owned())
+        .collect()
+}
+
+impl Cache {
+    /// The full-key pattern of the caller's `pattern` at `version` (default: the cache's),
+    /// and the length of the head to take off the keys found.
+    fn key_pattern(&self, pattern: &str, version: Option<i64>) -> Result<(KeyPattern, usize)> {
+        if pattern.len() > MAX_KEY_LEN {
+            return Err(super::key_too_long(pattern.len()));
+        }
+        let version = version.unwrap_or(self.inner.version);
+        let head = self.make_key(Key::new("").version(version))?;
+        let mut glob = escape_glob(&head);
+        glob.extend_from_slice(pattern.as_bytes());
+        Ok((KeyPattern::new(glob), head.len()))
+    }
+
+    /// Starts the scan behind `iter_keys` and its twins.
+    fn start_scan(&self, pattern: &str, version: Option<i64>, itersize: usize) -> Result<KeyIter> {
+        let itersize = check_itersize(itersize)?;
+        let (pattern, head) = self.key_pattern(pattern, version)?;
+        let scan = std::sync::Arc::clone(&self.inner.backend).scan_keys(&pattern, itersize);
+        let scan = self.finish(scan.map(Some), || None)?;
+        Ok(KeyIter {
+            scan,
+            head,
+            cache: self.clone(),
+            page: Vec::new().into_iter(),
+        })
+    }
+
+    /// The caller's keys that match the glob `pattern` at `version` (default: the cache's).
+    ///
+    /// Patterns use Redis' glob syntax (`*`, `?`, `[a-z]`, `[^a-z]`, `\*`; `?` and a class
+    /// match one byte). The cache's key prefix and the version are applied to the pattern
+    /// and taken off the keys found, as django-redis does. Only live keys are returned,
+    /// each once (a Redis `SCAN` may find a key twice; `keys` drops the repeat).
+    /// This holds every matching key in memory and walks the whole store: on a large store
+    /// prefer [`Cache::iter_keys`]. Fails with [`ErrorKind::Unsupported`] on a backend
+    /// that cannot list its keys (memcached).
+    ///
+    /// ```
+    /// use polycache::{Cache, Expiry};
+    /// let cache = Cache::builder("memory://").key_prefix("app").build().unwrap();
+    /// cache.set("user:1", b"a", Expiry::Default).unwrap();
+    /// cache.set("user:2", b"b", Expiry::Default).unwrap();
+    /// cache.set("team:1", b"c", Expiry::Default).unwrap();
+    /// let mut users = cache.keys("user:*", None).unwrap();
+    /// users.sort();
+    /// assert_eq!(users, ["user:1", "user:2"]);
+    /// ```
+    pub fn keys(&self, pattern: &str, version: Option<i64>) -> Result<Vec<String>> {
+        let mut seen = std::collections::HashSet::new();
+        self.iter_keys(pattern, version, KEYS_PAGE)?
+            .filter(|k| k.as_ref().map_or(true, |k| seen.insert(k.clone())))
+            .collect()
+    }
+
+    /// The caller's keys that match `pattern`, streamed: the backend is asked for about
+    /// `itersize` keys at a time (Redis: `SCAN … COUNT itersize`). See [`Cache::keys`] for
+    /// the pattern, and each backend's page for what a writer running meanwhile may see.
+    pub fn iter_keys(
+        &self,
+        pattern: &str,
+        version: Option<i64>,
+        itersize: usize,
+    ) -> Result<KeyIter> {
+        self.start_scan(pattern, version, itersize)
+    }
+
+    /// Removes every key that matches `pattern` (see [`Cache::keys`]), `itersize` keys
+    /// per scan page and per bulk delete; returns how many keys it removed (django-redis
+    /// counts the keys it found; a key that expired or was removed meanwhile is not counted
+    /// here).
+    pub fn delete_pattern(
+        &self,
+        pattern: &str,
+        version: Option<i64>,
+        itersize: usize,
+    ) -> Result<usize> {
+        let mut scan = self.start_scan(pattern, version, itersize)?;
+        let mut removed = 0;
+        while let Some(keys) = scan.next_full_page()? {
+            if !keys.is_empty() {
+                let full: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
+                removed += self.answer_delete_many(self.inner.backend.delete_many(&full))?;
+            }
+        }
+        Ok(removed)
+    }
+
+    /// [`Cache::keys`], awaitable.
+    pub async fn keys_async(&self, pattern: &str, version: Option<i64>) -> Result<Vec<String>> {
+        let mut scan = self.iter_keys_async(pattern, version, KEYS_PAGE).await?;
+        let mut keys = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        while let Some(page) = scan.next_page().await? {
+            keys.extend(page.into_iter().filter(|k| seen.insert(k.clone())));
+        }
+        Ok(keys)
+    }
+
+    /// [`Cache::iter_keys`], awaitable: an [`AsyncKeyIter`] whose pages are awaited.
+    pub async fn iter_keys_async(
+        &self,
+        pattern: &str,
+        version: Option<i64>,
+        itersize: usize,
+    ) -> Result<AsyncKeyIter> {
+        Ok(AsyncKeyIter {
+            sync: self.start_scan(pattern, version, itersize)?,
+        })
+    }
+
+    /// [`Cache::delete_pattern`], awaitable.
+    pub async fn delete_pattern_async(
+        &self,
+        pattern: &str,
+        version: Option<i64>,
+        itersize: usize,
+    ) -> Result<usize> {
+        let Some(backend) = self.inner.awaited.as_deref() else {
+            return self.delete_pattern(pattern, version, itersize);
+        };
+        let mut scan = self.iter_keys_async(pattern, version, itersize).await?;
+        let mut removed = 0;
+        while let Some(keys) = scan.next_full_page().await? {
+            if !keys.is_empty() {
+                let full: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
+                removed += self.answer_delete_many(backend.delete_many(&full).await)?;
+            }
+        }
+        Ok(removed)
+    }
+}
