@@ -218,7 +218,11 @@ fn reads_before_the_first_write_create_no_table() {
             "SELECT count(*) FROM information_schema.tables WHERE table_name LIKE 'untouched%'",
         )
     };
-    let c = Cache::open(&format!("{}?table=untouched&max_entries=100&cull_frequency=3", pg.url())).unwrap();
+    let c = Cache::open(&format!(
+        "{}?table=untouched&max_entries=100&cull_frequency=3",
+        pg.url()
+    ))
+    .unwrap();
     assert_eq!(c.get("k").unwrap(), None);
     assert!(!c.has_key("k").unwrap());
     assert_eq!(c.get_many(&["a", "b"], None).unwrap(), [None, None]);

@@ -56,7 +56,10 @@ fn awaited_reads_before_the_first_write_create_no_table() {
         runtime(multi).block_on(async {
             assert_eq!(c.get_async("k").await.unwrap(), None);
             assert!(!c.has_key_async("k").await.unwrap());
-            assert_eq!(c.get_many_async(&["a", "b"], None).await.unwrap(), [None, None]);
+            assert_eq!(
+                c.get_many_async(&["a", "b"], None).await.unwrap(),
+                [None, None]
+            );
             assert!(!c.touch_async("k", Expiry::Never).await.unwrap());
             assert!(!c.delete_async("k").await.unwrap());
             assert_eq!(c.delete_many_async(&["a", "b"], None).await.unwrap(), 0);

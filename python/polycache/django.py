@@ -21,9 +21,7 @@ the backend. Timeouts, results and errors are Django's. Entries are stored as Dj
 
 from __future__ import annotations
 
-import re
-import urllib.parse
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from django.core.cache.backends.base import (
@@ -34,10 +32,10 @@ from django.core.cache.backends.base import (
     get_key_func,
 )
 
-from polycache._polycache import _DjangoCache
+from polycache._polycache import _DjangoCache, read_cache_settings
 from polycache._scan import aiter_pages
+from polycache._settings import InvalidOptionError
 from polycache._structures import RedisStructures
-from polycache._settings import _URL_SETTINGS, InvalidOptionError, _settings_in_url, _url_options, _url_setting
 from polycache.exceptions import ConfigurationError
 
 __all__ = ["Cache", "InvalidOptionError"]
@@ -46,63 +44,19 @@ __all__ = ["Cache", "InvalidOptionError"]
 #: the process, as every ``LocMemCache`` without a LOCATION shares one.
 DEFAULT_MEMORY_STORE = "django"
 
-def _redact(text: str) -> str:
-    """``text`` with any ``user:password@`` part and secret options hidden, for error messages."""
-    text = re.sub(r"[^/@]*@", "***@", text)
-    return re.sub(r"((?:^|[?&])(?:old_|sentinel_)?(?:signing_key|signing_keys|password|sslpassword)=)[^&]*", r"\1***", text)
-
-
-def _url(location: object) -> str:
-    """The polycache URL for a Django ``LOCATION``."""
-    if location is None or location == "":
-        return f"memory://{DEFAULT_MEMORY_STORE}"
-    if isinstance(location, (list, tuple)):
-        return _join_urls(location)
-    if not isinstance(location, str):
-        raise ConfigurationError(
-            f"LOCATION must be a cache URL string (or a list of them), not {type(location).__name__}"
-        )
-    if "://" not in location:
-        hint = f" (for a directory: file://{_redact(location)})" if location.startswith("/") else ""
-        raise ConfigurationError(
-            f"LOCATION {_redact(location)!r} is not a cache URL{hint}; polycache.django.Cache takes "
-            "URLs such as memory://, file:///var/cache/site, sqlite:///var/cache/site.db, "
-            "redis://127.0.0.1:6379/0 or memcached://127.0.0.1:11211"
-        )
-    if location.startswith("memory://"):
-        parts = urllib.parse.urlsplit(location)
-        if not parts.netloc:
-            return urllib.parse.urlunsplit(parts._replace(netloc=DEFAULT_MEMORY_STORE))
-    return location
-
-
-def _join_urls(locations: Iterable[object]) -> str:
-    """Several server URLs of one scheme (Django's list form) as one multi-host URL."""
-    parts = []
-    for location in locations:
-        if not isinstance(location, str) or "://" not in location:
-            shown = _redact(location) if isinstance(location, str) else type(location).__name__
-            raise ConfigurationError(f"each LOCATION in a list must be a cache URL, not {shown!r}")
-        parts.append(urllib.parse.urlsplit(location))
-    if not parts:
-        raise ConfigurationError("LOCATION is an empty list")
-    first = parts[0]
-    for other in parts[1:]:
-        if (other.scheme, other.path, other.query) != (first.scheme, first.path, first.query):
-            raise ConfigurationError(
-                "the URLs of a LOCATION list must differ only in their host: "
-                f"{_redact(urllib.parse.urlunsplit(first))!r} and {_redact(urllib.parse.urlunsplit(other))!r}"
-            )
-    hosts = ",".join(p.netloc for p in parts)
-    return urllib.parse.urlunsplit(first._replace(netloc=hosts))
-
-
 def _int_or(value: object, fallback: int) -> int:
     """``int(value)``, or ``fallback`` when that fails: Django's reading of its numbers."""
     try:
         return int(value)  # type: ignore[call-overload,no-any-return]
     except (ValueError, TypeError):
         return fallback
+
+
+def _ignore_exceptions() -> bool:
+    """django-redis' ``DJANGO_REDIS_IGNORE_EXCEPTIONS`` setting: every cache fails open."""
+    from django.conf import settings
+
+    return settings.configured and bool(getattr(settings, "DJANGO_REDIS_IGNORE_EXCEPTIONS", False))
 
 
 class Cache(_DjangoCache, RedisStructures, BaseCache):  # type: ignore[misc]
@@ -126,27 +80,17 @@ class Cache(_DjangoCache, RedisStructures, BaseCache):  # type: ignore[misc]
     __module__ = "polycache.django"
 
     def __new__(cls, location: Any, params: Mapping[str, Any]) -> Cache:
-        url, in_url = _settings_in_url(_url(location))
-        params = dict(params)
-        given_options = params.get("OPTIONS") if isinstance(params.get("OPTIONS"), Mapping) else {}
-        for name, text in in_url.items():
-            setting = _URL_SETTINGS[name]
-            if setting in params or name in params or name in given_options:
-                raise ConfigurationError(
-                    f"{name!r} is given both in LOCATION ({_redact(str(location))!r}) and as "
-                    f"{setting if setting in params or name in params else repr(name) + ' in OPTIONS'}; "
-                    "give it in one place"
-                )
-            params[setting] = _url_setting(name, text)
-        timeout = params.get("timeout", params.get("TIMEOUT", 300))
-        if timeout is not None:
-            timeout = _int_or(timeout, 300)
-        prefix = params.get("KEY_PREFIX", "")
-        options = _url_options(params.get("OPTIONS"), url)
+        # The core reads the settings as Django's backends read them (polycache::settings).
+        read = read_cache_settings(
+            {**params, "LOCATION": location},
+            django_store=DEFAULT_MEMORY_STORE,
+            ignore_exceptions=_ignore_exceptions(),
+        )
+        url, options = read["location"], read["options"]
         kwargs: dict[str, Any] = {
-            "key_prefix": prefix if isinstance(prefix, str) else str(prefix),
-            "version": params.get("VERSION", 1),
-            "default_timeout": timeout,
+            "key_prefix": read.get("key_prefix", ""),
+            "version": read.get("version", 1),
+            "default_timeout": read["timeout"],
             "key_func": get_key_func(params.get("KEY_FUNCTION")),
             "default_key_func": default_key_func,
             "sentinel": DEFAULT_TIMEOUT,

@@ -669,7 +669,13 @@ impl Backend for PostgresBackend {
 
     fn delete_if_equals(&self, key: &[u8], expected: &[u8]) -> Result<bool> {
         let args = (key, expected);
-        self.run_or("delete", true, &args, ops::delete_if_equals, Some(|_| Ok(false)))
+        self.run_or(
+            "delete",
+            true,
+            &args,
+            ops::delete_if_equals,
+            Some(|_| Ok(false)),
+        )
     }
 
     fn has_key(&self, key: &[u8]) -> Result<bool> {
@@ -691,7 +697,13 @@ impl Backend for PostgresBackend {
             return Ok(Vec::new());
         }
         let lookup = Lookup::new(keys);
-        self.run_or("get_many", true, &lookup, ops::get_many, Some(Lookup::misses))
+        self.run_or(
+            "get_many",
+            true,
+            &lookup,
+            ops::get_many,
+            Some(Lookup::misses),
+        )
     }
 
     fn set_many(&self, items: &[(&[u8], &[u8])], ttl: Option<Duration>) -> Result<Vec<usize>> {
@@ -710,7 +722,13 @@ impl Backend for PostgresBackend {
     }
 
     fn clear(&self, prefix: &[u8]) -> Result<()> {
-        self.run_or("clear", true, &clearing(prefix)?, ops::clear, Some(|_| Ok(())))
+        self.run_or(
+            "clear",
+            true,
+            &clearing(prefix)?,
+            ops::clear,
+            Some(|_| Ok(())),
+        )
     }
 
     fn evictions(&self) -> u64 {
@@ -749,8 +767,10 @@ impl Backend for PostgresBackend {
 /// [`pool::AsyncPooled`]).
 impl AsyncBackend for PostgresBackend {
     fn get<'a>(&'a self, key: &'a [u8]) -> BoxFuture<'a, Result<Option<Value>>> {
-        Box::pin(async move { self.run_or_async("get", true, &key, ops::get, Some(|_| Ok(None)))
-                .await })
+        Box::pin(async move {
+            self.run_or_async("get", true, &key, ops::get, Some(|_| Ok(None)))
+                .await
+        })
     }
 
     fn set<'a>(
@@ -778,8 +798,10 @@ impl AsyncBackend for PostgresBackend {
     }
 
     fn delete<'a>(&'a self, key: &'a [u8]) -> BoxFuture<'a, Result<bool>> {
-        Box::pin(async move { self.run_or_async("delete", true, &key, ops::delete, Some(|_| Ok(false)))
-                .await })
+        Box::pin(async move {
+            self.run_or_async("delete", true, &key, ops::delete, Some(|_| Ok(false)))
+                .await
+        })
     }
 
     fn delete_if_equals<'a>(
@@ -789,14 +811,22 @@ impl AsyncBackend for PostgresBackend {
     ) -> BoxFuture<'a, Result<bool>> {
         Box::pin(async move {
             let args = (key, expected);
-            self.run_or_async("delete", true, &args, ops::delete_if_equals, Some(|_| Ok(false)))
-                .await
+            self.run_or_async(
+                "delete",
+                true,
+                &args,
+                ops::delete_if_equals,
+                Some(|_| Ok(false)),
+            )
+            .await
         })
     }
 
     fn has_key<'a>(&'a self, key: &'a [u8]) -> BoxFuture<'a, Result<bool>> {
-        Box::pin(async move { self.run_or_async("has_key", true, &key, ops::has_key, Some(|_| Ok(false)))
-                .await })
+        Box::pin(async move {
+            self.run_or_async("has_key", true, &key, ops::has_key, Some(|_| Ok(false)))
+                .await
+        })
     }
 
     fn touch<'a>(&'a self, key: &'a [u8], ttl: Option<Duration>) -> BoxFuture<'a, Result<bool>> {
@@ -821,8 +851,14 @@ impl AsyncBackend for PostgresBackend {
                 return Ok(Vec::new());
             }
             let lookup = Lookup::new(keys);
-            self.run_or_async("get_many", true, &lookup, ops::get_many, Some(Lookup::misses))
-                .await
+            self.run_or_async(
+                "get_many",
+                true,
+                &lookup,
+                ops::get_many,
+                Some(Lookup::misses),
+            )
+            .await
         })
     }
 
