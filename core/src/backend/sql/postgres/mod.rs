@@ -523,13 +523,7 @@ impl PostgresBackend {
                     self.inner.pool.clear_idle();
                     self.ensure_table()?;
                 }
-                Next::Missing => {
-                    self.inner.ready.store(false, Ordering::Release);
-                    return match missing {
-                        Some(missing) => missing(args),
-                        None => Err(self.fail(what, &e)),
-                    };
-                }
+                Next::Missing => return self.no_table(what, &e, args, missing),
                 Next::Fail => return Err(self.fail(what, &e)),
             }
         }
@@ -584,15 +578,25 @@ impl PostgresBackend {
                     self.inner.pool.clear_idle();
                     self.ensure_table_async().await?;
                 }
-                Next::Missing => {
-                    self.inner.ready.store(false, Ordering::Release);
-                    return match missing {
-                        Some(missing) => missing(args),
-                        None => Err(self.fail(what, &e)),
-                    };
-                }
+                Next::Missing => return self.no_table(what, &e, args, missing),
                 Next::Fail => return Err(self.fail(what, &e)),
             }
+        }
+    }
+
+    /// What a read answers when there is no table: `missing`'s answer; the next write
+    /// creates the table.
+    fn no_table<A, T>(
+        &self,
+        what: &str,
+        e: &PgError,
+        args: &A,
+        missing: Option<fn(&A) -> Result<T>>,
+    ) -> Result<T> {
+        self.inner.ready.store(false, Ordering::Release);
+        match missing {
+            Some(missing) => missing(args),
+            None => Err(self.fail(what, e)),
         }
     }
 
