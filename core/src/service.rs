@@ -117,7 +117,9 @@ fn encode(s: &str) -> String {
 ///
 /// Built from a mapping of names to [`CacheConfig`], or from JSON or TOML text shaped like
 /// Django's `CACHES` setting (`LOCATION`, `KEY_PREFIX`, `VERSION`, `TIMEOUT`, `OPTIONS`;
-/// lower-case names work too). `Send + Sync`; the caches inside are shared handles.
+/// lower-case names work too), read by [`crate::settings::read_entry`] with
+/// [`crate::settings::Rules::Configuration`]. `Send + Sync`; the caches inside are shared
+/// handles.
 ///
 /// ```
 /// use polycache::Caches;

@@ -352,6 +352,14 @@ fn location(given: Option<&SettingValue>, rules: &Rules) -> Res<String> {
     let url = match given {
         None | Some(SettingValue::Null) => "memory://".to_owned(),
         Some(SettingValue::Str(s)) if s.is_empty() => "memory://".to_owned(),
+        // django-redis' form of a list: whole URLs separated by commas.
+        Some(SettingValue::Str(s)) if s.split(',').skip(1).any(|u| u.contains("://")) => {
+            let urls: Vec<SettingValue> = s
+                .split(',')
+                .map(|u| SettingValue::Str(u.trim().to_owned()))
+                .collect();
+            join_urls(&urls)?
+        }
         Some(SettingValue::Str(s)) => {
             if !s.contains("://") {
                 let shown = redact_loose(s);
@@ -384,9 +392,13 @@ fn location(given: Option<&SettingValue>, rules: &Rules) -> Res<String> {
     Ok(url)
 }
 
-/// Text that is not a URL (a typo), with anything before an `@` hidden: it may be a
-/// password.
+/// Text that is not a URL (a typo), with anything before an `@` hidden (it may be a
+/// password) and secret options hidden as [`crate::redact`] hides them.
 fn redact_loose(s: &str) -> String {
+    crate::redact(&hide_userinfo(s))
+}
+
+fn hide_userinfo(s: &str) -> String {
     let parts: Vec<&str> = s.split('@').collect();
     let last = parts.len() - 1;
     let mut out = String::new();
@@ -434,8 +446,20 @@ fn join_urls(urls: &[SettingValue]) -> Res<String> {
             )));
         }
     }
-    let hosts: Vec<&str> = parts.iter().map(|p| p.1).collect();
-    Ok(format!("{}://{}{}", first.0, hosts.join(","), first.2))
+    // One user part for all the hosts (the URL takes it once, before the first host).
+    let user = |netloc: &str| netloc.rsplit_once('@').map(|(u, _)| u.to_owned());
+    let users: Vec<Option<String>> = parts.iter().map(|p| user(p.1)).collect();
+    if users.iter().any(|u| *u != users[0]) {
+        return Err(fail(
+            "the URLs of a LOCATION list must have the same user and password".to_owned(),
+        ));
+    }
+    let hosts: Vec<&str> = parts
+        .iter()
+        .map(|p| p.1.rsplit_once('@').map_or(p.1, |(_, h)| h))
+        .collect();
+    let at = users[0].as_ref().map_or(String::new(), |u| format!("{u}@"));
+    Ok(format!("{}://{at}{}{}", first.0, hosts.join(","), first.2))
 }
 
 /// `scheme`, `netloc` and the rest (path, query) of a URL.
@@ -967,5 +991,145 @@ impl SettingsError {
 impl std::fmt::Display for SettingsError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         self.error.fmt(f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use SettingValue as V;
+
+    fn entry(fields: &[(&str, V)]) -> V {
+        V::Map(
+            fields
+                .iter()
+                .map(|(k, v)| (V::Str((*k).to_owned()), v.clone()))
+                .collect(),
+        )
+    }
+
+    fn s(text: &str) -> V {
+        V::Str(text.to_owned())
+    }
+
+    fn django() -> Rules {
+        Rules::DjangoBackend {
+            store: "django".into(),
+            ignore_exceptions: false,
+        }
+    }
+
+    #[test]
+    fn a_django_backend_reads_its_settings_as_django_does() {
+        let read = read_entry(None, &entry(&[("LOCATION", s(""))]), &django()).unwrap();
+        assert_eq!(read.config.location, "memory://django");
+        assert_eq!(read.timeout_seconds, Some(Some(300.0)));
+        let e = entry(&[
+            ("LOCATION", s("memory://?max_entries=5")),
+            ("TIMEOUT", s("nonsense")),
+            ("KEY_PREFIX", V::Int(7)),
+            ("VERSION", s("v2")),
+            (
+                "KEY_FUNCTION",
+                V::Other {
+                    type_name: "function".into(),
+                    int: None,
+                    text: "<function>".into(),
+                },
+            ),
+            ("SOMETHING_ELSE", V::Int(1)),
+        ]);
+        let read = read_entry(None, &e, &django()).unwrap();
+        assert_eq!(read.config.location, "memory://django?max_entries=5");
+        assert_eq!(read.timeout_seconds, Some(Some(300.0)));
+        assert_eq!(read.config.key_prefix.as_deref(), Some("7"));
+        assert!(read.version_as_given);
+        // The same entry is refused by polycache's own configuration, naming each culprit.
+        let err = read_entry(Some("x"), &e, &Rules::Configuration).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("'KEY_FUNCTION', 'SOMETHING_ELSE'"), "{text}");
+        assert!(!err.in_options);
+    }
+
+    #[test]
+    fn a_location_list_shares_one_user_part() {
+        let list = V::List(vec![s("redis://:pw@a:1/0"), s("redis://:pw@b:2/0")]);
+        let read = read_entry(None, &entry(&[("LOCATION", list)]), &django()).unwrap();
+        assert_eq!(read.config.location, "redis://:pw@a:1,b:2/0");
+        let text = s("redis://:pw@a:1/0,redis://:pw@b:2/0");
+        let read = read_entry(None, &entry(&[("LOCATION", text)]), &django()).unwrap();
+        assert_eq!(read.config.location, "redis://:pw@a:1,b:2/0");
+        let list = V::List(vec![s("redis://:pw@a:1/0"), s("redis://:other@b:2/0")]);
+        let err = read_entry(None, &entry(&[("LOCATION", list)]), &django()).unwrap_err();
+        assert!(err.to_string().contains("same user and password"));
+        assert!(!err.to_string().contains("other"));
+    }
+
+    #[test]
+    fn django_redis_options_map_onto_polycaches() {
+        let options = |opts: Vec<(&str, V)>| {
+            entry(&[
+                ("LOCATION", s("redis://u@h:1/0")),
+                (
+                    "OPTIONS",
+                    V::Map(opts.into_iter().map(|(k, v)| (s(k), v)).collect()),
+                ),
+            ])
+        };
+        let read = read_entry(
+            None,
+            &options(vec![
+                ("PASSWORD", s("p@ss")),
+                ("SOCKET_TIMEOUT", V::Float(0.5)),
+                ("IGNORE_EXCEPTIONS", V::Bool(true)),
+                (
+                    "COMPRESSOR",
+                    s("django_redis.compressors.zstd.ZStdCompressor"),
+                ),
+            ]),
+            &django(),
+        )
+        .unwrap();
+        let c = &read.config;
+        assert_eq!(c.location, "redis://u:p%40ss@h:1/0");
+        assert_eq!(c.options["socket_timeout"], "0.5");
+        assert_eq!(c.options["fail_open"], "true");
+        assert_eq!(c.options["compress_min_size"], "16");
+        // A password in the URL wins, as in django-redis.
+        assert_eq!(with_password("redis://:url@h/0", "opt"), "redis://:url@h/0");
+        assert_eq!(with_password("redis://h/0", "opt"), "redis://:opt@h/0");
+        // DJANGO_REDIS_IGNORE_EXCEPTIONS, unless the cache says otherwise.
+        let everywhere = Rules::DjangoBackend {
+            store: "django".into(),
+            ignore_exceptions: true,
+        };
+        let read = read_entry(None, &options(vec![]), &everywhere).unwrap();
+        assert_eq!(read.config.options["fail_open"], "true");
+        let off = options(vec![("IGNORE_EXCEPTIONS", V::Bool(false))]);
+        let read = read_entry(None, &off, &everywhere).unwrap();
+        assert_eq!(read.config.options["fail_open"], "false");
+        let err = read_entry(
+            None,
+            &options(vec![(
+                "COMPRESSOR",
+                s("django_redis.compressors.zlib.ZlibCompressor"),
+            )]),
+            &django(),
+        )
+        .unwrap_err();
+        assert!(err.in_options);
+        assert!(err.to_string().contains("zstd"), "{err}");
+    }
+
+    #[test]
+    fn text_that_is_not_a_url_is_shown_without_secrets() {
+        assert_eq!(
+            redact_loose("redis:/user:pw@host:6379/0"),
+            "redis:/***@host:6379/0"
+        );
+        assert_eq!(
+            redact_loose("/var/x?signing_key=k&max_entries=1"),
+            "/var/x?signing_key=***&max_entries=1"
+        );
     }
 }
