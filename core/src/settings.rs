@@ -911,7 +911,9 @@ mod django_redis {
                      (REPLICA_READ_ONLY=True)",
                 )),
             },
-            "CLOSE_CONNECTION" => match v {
+            // A Django setting in django-redis (DJANGO_REDIS_LOG_IGNORED_EXCEPTIONS), unread
+            // in OPTIONS: polycache logs every failure it ignores anyway.
+            "CLOSE_CONNECTION" | "LOG_IGNORED_EXCEPTIONS" => match v {
                 SettingValue::Bool(_) => none,
                 other => Err(bad_option(format!(
                     "OPTIONS['{name}'] must be a bool, not {}",
@@ -1049,6 +1051,13 @@ mod tests {
         let text = err.to_string();
         assert!(text.contains("'KEY_FUNCTION', 'SOMETHING_ELSE'"), "{text}");
         assert!(!err.in_options);
+    }
+
+    #[test]
+    fn polycaches_configuration_defaults_to_a_private_memory_cache() {
+        let read = read_entry(Some("d"), &entry(&[]), &Rules::Configuration).unwrap();
+        assert_eq!(read.config.location, "memory://");
+        assert_eq!(read.timeout_seconds, None);
     }
 
     #[test]

@@ -97,6 +97,7 @@ def test_timeouts_and_pool_kwargs_become_url_options() -> None:
                 "CLIENT_CLASS": "django_redis.client.DefaultClient",
                 "REDIS_CLIENT_CLASS": "redis.client.Redis",
                 "CLOSE_CONNECTION": False,
+                "LOG_IGNORED_EXCEPTIONS": True,
                 "PICKLE_VERSION": -1,
                 "REPLICA_READ_ONLY": True,
             }
