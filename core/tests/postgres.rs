@@ -231,6 +231,9 @@ fn reads_before_the_first_write_create_no_table() {
     assert_eq!(c.delete_many(&["a", "b"], None).unwrap(), 0);
     assert_eq!(c.incr("n", 1).unwrap_err().kind(), ErrorKind::NotFound);
     c.clear().unwrap();
+    assert_eq!(c.ttl("k").unwrap(), polycache::TimeToLive::Missing);
+    assert!(!c.persist("k").unwrap());
+    assert!(!c.replace("k", b"v", Expiry::Never).unwrap());
     assert_eq!(tables(&mut raw), 0, "a read created a table");
     c.set("k", b"v", Expiry::Never).unwrap();
     assert!(tables(&mut raw) >= 1, "the first write creates the table");

@@ -66,6 +66,9 @@ fn awaited_reads_before_the_first_write_create_no_table() {
             let err = c.incr_async("n", 1).await.unwrap_err();
             assert_eq!(err.kind(), ErrorKind::NotFound);
             c.clear_async().await.unwrap();
+            let ttl = c.ttl_async("k").await.unwrap();
+            assert_eq!(ttl, polycache::TimeToLive::Missing);
+            assert!(!c.replace_async("k", b"v", Expiry::Never).await.unwrap());
         });
         assert_eq!(tables(), 0, "an awaited read created a table");
     }

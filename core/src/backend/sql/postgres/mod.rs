@@ -740,11 +740,18 @@ impl Backend for PostgresBackend {
     }
 
     fn ttl(&self, key: &[u8]) -> Result<TimeToLive> {
-        self.run("ttl", true, &key, ops::ttl)
+        self.run_or(
+            "ttl",
+            true,
+            &key,
+            ops::ttl,
+            Some(|_| Ok(TimeToLive::Missing)),
+        )
     }
 
     fn replace(&self, key: &[u8], value: &[u8], ttl: Option<Duration>) -> Result<bool> {
-        self.run("replace", true, &(key, value, ttl), ops::replace)
+        let args = (key, value, ttl);
+        self.run_or("replace", true, &args, ops::replace, Some(|_| Ok(false)))
     }
 
     /// Walks the table by id, `count` rows a page, with an escaped `LIKE` selecting the
@@ -900,7 +907,16 @@ impl AsyncBackend for PostgresBackend {
     }
 
     fn ttl<'a>(&'a self, key: &'a [u8]) -> BoxFuture<'a, Result<TimeToLive>> {
-        Box::pin(async move { self.run_async("ttl", true, &key, ops::ttl).await })
+        Box::pin(async move {
+            self.run_or_async(
+                "ttl",
+                true,
+                &key,
+                ops::ttl,
+                Some(|_| Ok(TimeToLive::Missing)),
+            )
+            .await
+        })
     }
 
     fn replace<'a>(
@@ -911,7 +927,8 @@ impl AsyncBackend for PostgresBackend {
     ) -> BoxFuture<'a, Result<bool>> {
         Box::pin(async move {
             let args = (key, value, ttl);
-            self.run_async("replace", true, &args, ops::replace).await
+            self.run_or_async("replace", true, &args, ops::replace, Some(|_| Ok(false)))
+                .await
         })
     }
 }
