@@ -799,7 +799,8 @@ mod django_redis {
 
     /// The URL options a django-redis option becomes (`None`: not one of django-redis').
     pub(super) fn option(name: &str, v: &SettingValue) -> Res<Option<Vec<(&'static str, String)>>> {
-        const SENTINEL: &str = "give a Sentinel LOCATION instead (see docs/backends/redis.md)";
+        const SENTINEL: &str =
+            "give a redis+sentinel:// LOCATION instead (see docs/backends/redis.md)";
         let none = Ok(Some(Vec::new()));
         match name {
             "CLIENT_CLASS" => match text(name, v)? {

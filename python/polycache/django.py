@@ -210,6 +210,11 @@ class _RedisTarget:
     def parse(cls, url: str) -> _RedisTarget:
         scheme, _, rest = url.partition("://")
         scheme = scheme.lower()
+        if scheme.endswith("+sentinel"):
+            raise UnsupportedOperationError(
+                "get_redis_connection does not follow Sentinel yet: for a redis+sentinel:// cache, "
+                "make a client with redis.sentinel.Sentinel(...).master_for(name)"
+            )
         if scheme not in ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster"):
             raise UnsupportedOperationError(
                 f"this cache is on {scheme}://, not Redis: a redis-py client needs a redis://, "

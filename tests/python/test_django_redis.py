@@ -118,13 +118,13 @@ def test_timeouts_and_pool_kwargs_become_url_options() -> None:
     [
         ("CLIENT_CLASS", "django_redis.client.HerdClient", "single-flight"),
         ("CLIENT_CLASS", "django_redis.client.ShardClient", "redis\\+cluster://"),
-        ("CLIENT_CLASS", "django_redis.client.SentinelClient", "Sentinel LOCATION"),
+        ("CLIENT_CLASS", "django_redis.client.SentinelClient", "redis\\+sentinel://"),
         ("CLIENT_CLASS", "myapp.Client", "no pluggable client"),
         ("COMPRESSOR", "django_redis.compressors.zlib.ZlibCompressor", "zstd"),
         ("COMPRESSOR", "django_redis.compressors.lz4.Lz4Compressor", "ZStdCompressor"),
         ("SERIALIZER", "django_redis.serializers.msgpack.MSGPackSerializer", '"pickle"'),
-        ("SENTINELS", [("127.0.0.1", 26379)], "Sentinel LOCATION"),
-        ("CONNECTION_FACTORY", "django_redis.pool.SentinelConnectionFactory", "Sentinel LOCATION"),
+        ("SENTINELS", [("127.0.0.1", 26379)], "redis\\+sentinel://"),
+        ("CONNECTION_FACTORY", "django_redis.pool.SentinelConnectionFactory", "redis\\+sentinel://"),
         ("REDIS_CLIENT_CLASS", "myapp.Redis", "get_redis_connection"),
         ("REDIS_CLIENT_KWARGS", {"health_check_interval": 30}, "socket_timeout"),
         ("CONNECTION_POOL_CLASS", "myapp.Pool", "max_connections"),
@@ -247,6 +247,10 @@ def test_no_redis_client_for_other_backends_or_without_redis_py(monkeypatch: pyt
     with caches_of(LOCATION="memory://"):
         with pytest.raises(polycache.UnsupportedOperationError, match="memory://, not Redis"):
             get_redis_connection()
+    if "redis+sentinel://" in polycache.SCHEMES:
+        with caches_of(LOCATION="redis+sentinel://127.0.0.1:26379/mymaster/0"):
+            with pytest.raises(polycache.UnsupportedOperationError, match="Sentinel"):
+                get_redis_connection()
     with override_settings(CACHES={"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}):
         with pytest.raises(polycache.UnsupportedOperationError, match="LocMemCache"):
             get_redis_connection()
