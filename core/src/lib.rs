@@ -36,6 +36,7 @@ mod policy;
 mod redis_bus;
 pub mod runtime;
 mod service;
+pub mod settings;
 mod stats;
 mod structures;
 mod tiered;

@@ -117,7 +117,9 @@ fn encode(s: &str) -> String {
 ///
 /// Built from a mapping of names to [`CacheConfig`], or from JSON or TOML text shaped like
 /// Django's `CACHES` setting (`LOCATION`, `KEY_PREFIX`, `VERSION`, `TIMEOUT`, `OPTIONS`;
-/// lower-case names work too). `Send + Sync`; the caches inside are shared handles.
+/// lower-case names work too), read by [`crate::settings::read_entry`] with
+/// [`crate::settings::Rules::Configuration`]. `Send + Sync`; the caches inside are shared
+/// handles.
 ///
 /// ```
 /// use polycache::Caches;
@@ -226,161 +228,10 @@ impl Caches {
 }
 
 fn config_from_json(name: &str, entry: &Json) -> Result<CacheConfig> {
-    let bad = |what: &str| Error::config(format!("cache '{name}': {what}"));
-    let Json::Object(fields) = entry else {
-        return Err(bad("must be an object with a LOCATION"));
-    };
-    let mut config = CacheConfig::default();
-    let mut location = None;
-    for (k, v) in fields {
-        match k.to_ascii_uppercase().as_str() {
-            "LOCATION" => {
-                location = Some(
-                    v.as_str()
-                        .ok_or_else(|| bad("LOCATION must be a string"))?
-                        .to_owned(),
-                )
-            }
-            "KEY_PREFIX" => {
-                config.key_prefix = Some(
-                    v.as_str()
-                        .ok_or_else(|| bad("KEY_PREFIX must be a string"))?
-                        .to_owned(),
-                )
-            }
-            "VERSION" => {
-                config.version = Some(
-                    v.as_i64()
-                        .ok_or_else(|| bad("VERSION must be an integer"))?,
-                )
-            }
-            "TIMEOUT" => {
-                config.timeout = Some(match v {
-                    Json::Null => None,
-                    Json::String(s) if s.eq_ignore_ascii_case("none") => None,
-                    Json::Number(n) => {
-                        let secs = n.as_f64().unwrap_or(0.0);
-                        Some(if secs <= 0.0 {
-                            Duration::ZERO
-                        } else {
-                            Duration::try_from_secs_f64(secs).map_err(|_| {
-                                bad("TIMEOUT must be below 2^64 seconds, or null for never")
-                            })?
-                        })
-                    }
-                    _ => return Err(bad("TIMEOUT must be a number of seconds, null or \"none\"")),
-                })
-            }
-            "OPTIONS" => {
-                let Json::Object(opts) = v else {
-                    return Err(bad("OPTIONS must be an object"));
-                };
-                for (ok, ov) in opts {
-                    let ok = &django_option(name, ok)?;
-                    let text = match ov {
-                        Json::String(s) => s.clone(),
-                        Json::Number(n) => n.to_string(),
-                        Json::Bool(b) => b.to_string(),
-                        Json::Null => "none".to_owned(),
-                        _ => {
-                            return Err(bad(&format!(
-                                "option '{ok}' must be a string, number or boolean"
-                            )))
-                        }
-                    };
-                    config.options.insert(ok.clone(), text);
-                }
-            }
-            "BACKEND" => {}
-            other => return Err(bad(&format!("unknown setting '{other}'"))),
-        }
-    }
-    config.location = location.ok_or_else(|| bad("has no LOCATION"))?;
-    // A setting in the LOCATION and as TIMEOUT/KEY_PREFIX/VERSION (or in OPTIONS) too: one of
-    // them would be silently unused, so neither is taken.
-    if let Ok(parsed) = crate::Location::parse(&config.location) {
-        for (option, _) in parsed.options() {
-            let given = match option.as_str() {
-                "timeout" => config.timeout.is_some(),
-                "key_prefix" => config.key_prefix.is_some(),
-                "version" => config.version.is_some(),
-                _ => continue,
-            } || config.options.contains_key(option);
-            if given {
-                return Err(bad(&format!(
-                    "'{option}' is given both in the LOCATION ({}) and as {}; give it in one place",
-                    parsed.redacted(),
-                    option.to_ascii_uppercase()
-                )));
-            }
-        }
-    }
-    django_cull(&mut config);
-    Ok(config)
-}
-
-/// Django's upper-case `OPTIONS` names, as the URL options they become.
-const DJANGO_OPTIONS: &[(&str, &str)] = &[
-    ("MAX_ENTRIES", DJANGO_MAX_ENTRIES),
-    ("CULL_FREQUENCY", DJANGO_CULL_FREQUENCY),
-    ("SERIALIZER", "serializer"),
-    ("SIGNING_KEY", "signing_key"),
-    ("OLD_SIGNING_KEYS", "old_signing_keys"),
-    ("COMPRESS_MIN_SIZE", "compress_min_size"),
-    ("COMPRESS_LEVEL", "compress_level"),
-];
-/// Marks an option given by its Django name (Django's cull rules apply to it).
-const DJANGO_MAX_ENTRIES: &str = "\u{0}MAX_ENTRIES";
-const DJANGO_CULL_FREQUENCY: &str = "\u{0}CULL_FREQUENCY";
-
-/// The URL option an `OPTIONS` name stands for: a Django name (`MAX_ENTRIES`) or, in lower
-/// case, the URL option itself. Any other upper-case name is refused.
-fn django_option(cache: &str, name: &str) -> Result<String> {
-    if let Some((_, url)) = DJANGO_OPTIONS.iter().find(|(d, _)| *d == name) {
-        return Ok((*url).to_owned());
-    }
-    if name.chars().any(|c| c.is_ascii_lowercase()) {
-        return Ok(name.to_owned());
-    }
-    let names: Vec<&str> = DJANGO_OPTIONS.iter().map(|(d, _)| *d).collect();
-    Err(Error::config(format!(
-        "cache '{cache}': unknown OPTIONS key '{name}': OPTIONS take {} and the (lower-case) \
-         URL options of the LOCATION's scheme",
-        names.join(", ")
-    )))
-}
-
-/// Django's `MAX_ENTRIES`/`CULL_FREQUENCY`, as `polycache.django.Cache` reads them: where the
-/// scheme culls (memory, file, sqlite, postgres) either one brings Django's default for the
-/// other (300, 3; with `eviction` other than `lru`, only `max_entries`); elsewhere (redis,
-/// memcached, dummy) both are ignored, as Django's own Redis and Memcached backends do.
-fn django_cull(config: &mut CacheConfig) {
-    let max = config.options.remove(DJANGO_MAX_ENTRIES);
-    let cull = config.options.remove(DJANGO_CULL_FREQUENCY);
-    if max.is_none() && cull.is_none() {
-        return;
-    }
-    let scheme = config
-        .location
-        .split_once("://")
-        .map_or(String::new(), |(s, _)| s.trim().to_ascii_lowercase());
-    if !matches!(
-        scheme.as_str(),
-        "memory" | "file" | "sqlite" | "postgres" | "postgresql"
-    ) {
-        return;
-    }
-    let lru = config
-        .options
-        .get("eviction")
-        .map_or(true, |e| e.trim().eq_ignore_ascii_case("lru"));
-    let opts = &mut config.options;
-    opts.insert("max_entries".into(), max.unwrap_or_else(|| "300".into()));
-    if let Some(cull) = cull {
-        opts.insert("cull_frequency".into(), cull);
-    } else if lru {
-        opts.insert("cull_frequency".into(), "3".into());
-    }
+    let entry = crate::settings::SettingValue::from(entry);
+    let read =
+        crate::settings::read_entry(Some(name), &entry, &crate::settings::Rules::Configuration)?;
+    Ok(read.config)
 }
 
 #[cfg(test)]
@@ -509,17 +360,20 @@ mod tests {
     fn bad_toml_is_a_configuration_error_naming_the_problem() {
         let cases = [
             ("[default\nlocation = 1", "not valid TOML"),
-            ("[default]\nlocation = 1", "LOCATION must be a string"),
+            (
+                "[default]\nlocation = 1",
+                "LOCATION must be a cache URL string",
+            ),
             (
                 "[default]\nlocation = \"memory://\"\ntimeout = true",
                 "TIMEOUT",
             ),
             (
                 "[default]\nlocation = \"memory://\"\ncolour = 1",
-                "unknown setting 'COLOUR'",
+                "unknown setting(s) 'COLOUR'",
             ),
             ("[other]\nlocation = \"memory://\"", "no 'default'"),
-            ("default = 3", "must be an object"),
+            ("default = 3", "must be a mapping of settings"),
             (
                 "[default]\nlocation = \"memory://\"\noptions = { max_entries = -1 }",
                 "max_entries",

@@ -207,6 +207,44 @@ fn the_table_is_created_on_first_use_or_ahead_of_time() {
     assert_eq!(backend.entry_count().unwrap(), 1);
 }
 
+/// Reads of a cache whose table does not exist yet answer misses and write nothing: the
+/// database has no table until the first write.
+#[test]
+fn reads_before_the_first_write_create_no_table() {
+    let pg = server();
+    let mut raw = Raw::connect(&pg);
+    let tables = |raw: &mut Raw| {
+        raw.scalar(
+            "SELECT count(*) FROM information_schema.tables WHERE table_name LIKE 'untouched%'",
+        )
+    };
+    let c = Cache::open(&format!(
+        "{}?table=untouched&max_entries=100&cull_frequency=3",
+        pg.url()
+    ))
+    .unwrap();
+    assert_eq!(c.get("k").unwrap(), None);
+    assert!(!c.has_key("k").unwrap());
+    assert_eq!(c.get_many(&["a", "b"], None).unwrap(), [None, None]);
+    assert!(!c.touch("k", Expiry::Never).unwrap());
+    assert!(!c.delete("k").unwrap());
+    assert_eq!(c.delete_many(&["a", "b"], None).unwrap(), 0);
+    assert_eq!(c.incr("n", 1).unwrap_err().kind(), ErrorKind::NotFound);
+    c.clear().unwrap();
+    assert_eq!(c.ttl("k").unwrap(), polycache::TimeToLive::Missing);
+    assert!(!c.persist("k").unwrap());
+    assert!(!c.replace("k", b"v", Expiry::Never).unwrap());
+    assert_eq!(tables(&mut raw), 0, "a read created a table");
+    c.set("k", b"v", Expiry::Never).unwrap();
+    assert!(tables(&mut raw) >= 1, "the first write creates the table");
+    assert_eq!(c.get("k").unwrap().as_deref(), Some(&b"v"[..]));
+    // A table dropped behind the cache's back reads as empty, and the next write makes it again.
+    raw.exec("DROP TABLE untouched CASCADE");
+    assert_eq!(c.get("k").unwrap(), None);
+    c.set("k", b"w", Expiry::Never).unwrap();
+    assert_eq!(c.get("k").unwrap().as_deref(), Some(&b"w"[..]));
+}
+
 #[test]
 fn four_processes_incr_exactly_and_never_read_torn_values() {
     let pg = server();

@@ -40,6 +40,46 @@ fn scalar(pg: &PostgresServer, sql: &str) -> i64 {
     client.query_one(sql, &[]).unwrap().get(0)
 }
 
+/// Awaited reads of a cache whose table does not exist yet answer misses and write
+/// nothing; the first awaited write creates the table.
+#[test]
+fn awaited_reads_before_the_first_write_create_no_table() {
+    let pg = server();
+    let tables = || {
+        scalar(
+            &pg,
+            "SELECT count(*) FROM information_schema.tables WHERE table_name LIKE 'untouched%'",
+        )
+    };
+    for multi in [false, true] {
+        let c = open(&format!("{}?table=untouched", pg.url()));
+        runtime(multi).block_on(async {
+            assert_eq!(c.get_async("k").await.unwrap(), None);
+            assert!(!c.has_key_async("k").await.unwrap());
+            assert_eq!(
+                c.get_many_async(&["a", "b"], None).await.unwrap(),
+                [None, None]
+            );
+            assert!(!c.touch_async("k", Expiry::Never).await.unwrap());
+            assert!(!c.delete_async("k").await.unwrap());
+            assert_eq!(c.delete_many_async(&["a", "b"], None).await.unwrap(), 0);
+            let err = c.incr_async("n", 1).await.unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::NotFound);
+            c.clear_async().await.unwrap();
+            let ttl = c.ttl_async("k").await.unwrap();
+            assert_eq!(ttl, polycache::TimeToLive::Missing);
+            assert!(!c.replace_async("k", b"v", Expiry::Never).await.unwrap());
+        });
+        assert_eq!(tables(), 0, "an awaited read created a table");
+    }
+    let c = open(&format!("{}?table=untouched", pg.url()));
+    runtime(false).block_on(async {
+        c.set_async("k", b"v", Expiry::Never).await.unwrap();
+        assert_eq!(c.get_async("k").await.unwrap().as_deref(), Some(&b"v"[..]));
+    });
+    assert_eq!(tables(), 1, "the first awaited write creates the table");
+}
+
 /// 256 tasks, each with its own key, write and read back through one cache (more tasks
 /// than connections: they wait for one another's); `incr` from all of them on one key adds
 /// up exactly, and `add` of one key from all of them stores once.

@@ -5,51 +5,24 @@ from __future__ import annotations
 import threading
 import weakref
 from collections.abc import Iterator, Mapping
-from typing import Any, cast
+from typing import Any
 
 from polycache._cache import Cache
-from polycache._polycache import DEFAULT_TIMEOUT, Memo, render_prometheus
-from polycache._settings import _check_url_settings, _url_options
+from polycache._polycache import DEFAULT_TIMEOUT, Memo, read_cache_settings, render_prometheus
 from polycache.exceptions import ConfigurationError
 
 __all__ = ["CacheHandler", "caches"]
 
-_SETTINGS = ("BACKEND", "LOCATION", "TIMEOUT", "KEY_PREFIX", "VERSION", "OPTIONS")
-
-
 def _build(name: str, entry: Any) -> Cache:
-    if not isinstance(entry, Mapping):
-        raise ConfigurationError(f"cache {name!r}: must be a mapping of settings, not {type(entry).__name__}")
-    unknown = sorted(str(k) for k in entry if k not in _SETTINGS)
-    if unknown:
-        raise ConfigurationError(
-            f"cache {name!r}: unknown setting(s) {', '.join(map(repr, unknown))}; "
-            f"expected {', '.join(_SETTINGS)}"
-        )
-    location = entry.get("LOCATION", "memory://")
-    if not isinstance(location, str):
-        raise ConfigurationError(f"cache {name!r}: LOCATION must be a URL string, not {type(location).__name__}")
-    key_prefix = entry.get("KEY_PREFIX")
-    if key_prefix is not None and not isinstance(key_prefix, str):
-        raise ConfigurationError(f"cache {name!r}: KEY_PREFIX must be a str, not {type(key_prefix).__name__}")
-    version = entry.get("VERSION")
-    if version is not None and (not isinstance(version, int) or isinstance(version, bool)):
-        raise ConfigurationError(f"cache {name!r}: VERSION must be an int, not {type(version).__name__}")
-    timeout = entry.get("TIMEOUT", DEFAULT_TIMEOUT)
-    if timeout is not None and timeout is not DEFAULT_TIMEOUT and (
-        not isinstance(timeout, (int, float)) or isinstance(timeout, bool)
-    ):
-        raise ConfigurationError(
-            f"cache {name!r}: TIMEOUT must be a number of seconds or None, not {type(timeout).__name__}"
-        )
-    options = entry.get("OPTIONS")
-    if options is not None and not isinstance(options, Mapping):
-        raise ConfigurationError(f"cache {name!r}: OPTIONS must be a mapping, not {type(options).__name__}")
+    # The core reads the entry (its rules are polycache::settings), then the cache opens.
+    read = read_cache_settings(entry, name=name)
     try:
-        _check_url_settings(location, entry)
-        url_options = _url_options(options, location)
         return Cache(
-            location, key_prefix=key_prefix, version=version, timeout=timeout, options=cast(Any, url_options) or None
+            read["location"],
+            key_prefix=read.get("key_prefix"),
+            version=read.get("version"),
+            timeout=read.get("timeout", DEFAULT_TIMEOUT),
+            options=read["options"] or None,
         )
     except ConfigurationError as err:
         raise ConfigurationError(f"cache {name!r}: {err}") from err

@@ -21,6 +21,7 @@ __all__ = [
     "create_table_sql",
     "dumps",
     "loads",
+    "read_cache_settings",
     "render_prometheus",
     "_shutdown",
     "_wake_per_operation",
@@ -280,6 +281,9 @@ def _shutdown(timeout: float = 5.0) -> bool: ...
 def _wake_per_operation(on: bool) -> None: ...
 def dumps(value: object) -> bytes: ...
 def loads(data: bytes) -> Any: ...
+def read_cache_settings(
+    entry: object, *, name: str | None = None, django_store: str | None = None, ignore_exceptions: bool = False
+) -> dict[str, Any]: ...
 
 # The native half of polycache.django.Cache (python/src/django.rs); see polycache/django.pyi.
 @disjoint_base

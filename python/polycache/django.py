@@ -21,9 +21,10 @@ the backend. Timeouts, results and errors are Django's. Entries are stored as Dj
 
 from __future__ import annotations
 
-import re
+import random
+import threading
 import urllib.parse
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from django.core.cache.backends.base import (
@@ -34,68 +35,17 @@ from django.core.cache.backends.base import (
     get_key_func,
 )
 
-from polycache._polycache import _DjangoCache
+from polycache._polycache import _DjangoCache, read_cache_settings
 from polycache._scan import aiter_pages
+from polycache._settings import InvalidOptionError
 from polycache._structures import RedisStructures
-from polycache._settings import _URL_SETTINGS, InvalidOptionError, _settings_in_url, _url_options, _url_setting
-from polycache.exceptions import ConfigurationError
+from polycache.exceptions import ConfigurationError, UnsupportedOperationError
 
-__all__ = ["Cache", "InvalidOptionError"]
+__all__ = ["Cache", "InvalidOptionError", "RedisClient", "get_redis_connection"]
 
 #: The store a ``memory://`` LOCATION without a name opens: shared by every such cache of
 #: the process, as every ``LocMemCache`` without a LOCATION shares one.
 DEFAULT_MEMORY_STORE = "django"
-
-def _redact(text: str) -> str:
-    """``text`` with any ``user:password@`` part and secret options hidden, for error messages."""
-    text = re.sub(r"[^/@]*@", "***@", text)
-    return re.sub(r"((?:^|[?&])(?:old_|sentinel_)?(?:signing_key|signing_keys|password|sslpassword)=)[^&]*", r"\1***", text)
-
-
-def _url(location: object) -> str:
-    """The polycache URL for a Django ``LOCATION``."""
-    if location is None or location == "":
-        return f"memory://{DEFAULT_MEMORY_STORE}"
-    if isinstance(location, (list, tuple)):
-        return _join_urls(location)
-    if not isinstance(location, str):
-        raise ConfigurationError(
-            f"LOCATION must be a cache URL string (or a list of them), not {type(location).__name__}"
-        )
-    if "://" not in location:
-        hint = f" (for a directory: file://{_redact(location)})" if location.startswith("/") else ""
-        raise ConfigurationError(
-            f"LOCATION {_redact(location)!r} is not a cache URL{hint}; polycache.django.Cache takes "
-            "URLs such as memory://, file:///var/cache/site, sqlite:///var/cache/site.db, "
-            "redis://127.0.0.1:6379/0 or memcached://127.0.0.1:11211"
-        )
-    if location.startswith("memory://"):
-        parts = urllib.parse.urlsplit(location)
-        if not parts.netloc:
-            return urllib.parse.urlunsplit(parts._replace(netloc=DEFAULT_MEMORY_STORE))
-    return location
-
-
-def _join_urls(locations: Iterable[object]) -> str:
-    """Several server URLs of one scheme (Django's list form) as one multi-host URL."""
-    parts = []
-    for location in locations:
-        if not isinstance(location, str) or "://" not in location:
-            shown = _redact(location) if isinstance(location, str) else type(location).__name__
-            raise ConfigurationError(f"each LOCATION in a list must be a cache URL, not {shown!r}")
-        parts.append(urllib.parse.urlsplit(location))
-    if not parts:
-        raise ConfigurationError("LOCATION is an empty list")
-    first = parts[0]
-    for other in parts[1:]:
-        if (other.scheme, other.path, other.query) != (first.scheme, first.path, first.query):
-            raise ConfigurationError(
-                "the URLs of a LOCATION list must differ only in their host: "
-                f"{_redact(urllib.parse.urlunsplit(first))!r} and {_redact(urllib.parse.urlunsplit(other))!r}"
-            )
-    hosts = ",".join(p.netloc for p in parts)
-    return urllib.parse.urlunsplit(first._replace(netloc=hosts))
-
 
 def _int_or(value: object, fallback: int) -> int:
     """``int(value)``, or ``fallback`` when that fails: Django's reading of its numbers."""
@@ -103,6 +53,13 @@ def _int_or(value: object, fallback: int) -> int:
         return int(value)  # type: ignore[call-overload,no-any-return]
     except (ValueError, TypeError):
         return fallback
+
+
+def _ignore_exceptions() -> bool:
+    """django-redis' ``DJANGO_REDIS_IGNORE_EXCEPTIONS`` setting: every cache fails open."""
+    from django.conf import settings
+
+    return settings.configured and bool(getattr(settings, "DJANGO_REDIS_IGNORE_EXCEPTIONS", False))
 
 
 class Cache(_DjangoCache, RedisStructures, BaseCache):  # type: ignore[misc]
@@ -126,27 +83,17 @@ class Cache(_DjangoCache, RedisStructures, BaseCache):  # type: ignore[misc]
     __module__ = "polycache.django"
 
     def __new__(cls, location: Any, params: Mapping[str, Any]) -> Cache:
-        url, in_url = _settings_in_url(_url(location))
-        params = dict(params)
-        given_options = params.get("OPTIONS") if isinstance(params.get("OPTIONS"), Mapping) else {}
-        for name, text in in_url.items():
-            setting = _URL_SETTINGS[name]
-            if setting in params or name in params or name in given_options:
-                raise ConfigurationError(
-                    f"{name!r} is given both in LOCATION ({_redact(str(location))!r}) and as "
-                    f"{setting if setting in params or name in params else repr(name) + ' in OPTIONS'}; "
-                    "give it in one place"
-                )
-            params[setting] = _url_setting(name, text)
-        timeout = params.get("timeout", params.get("TIMEOUT", 300))
-        if timeout is not None:
-            timeout = _int_or(timeout, 300)
-        prefix = params.get("KEY_PREFIX", "")
-        options = _url_options(params.get("OPTIONS"), url)
+        # The core reads the settings as Django's backends read them (polycache::settings).
+        read = read_cache_settings(
+            {**params, "LOCATION": location},
+            django_store=DEFAULT_MEMORY_STORE,
+            ignore_exceptions=_ignore_exceptions(),
+        )
+        url, options = read["location"], read["options"]
         kwargs: dict[str, Any] = {
-            "key_prefix": prefix if isinstance(prefix, str) else str(prefix),
-            "version": params.get("VERSION", 1),
-            "default_timeout": timeout,
+            "key_prefix": read.get("key_prefix", ""),
+            "version": read.get("version", 1),
+            "default_timeout": read["timeout"],
             "key_func": get_key_func(params.get("KEY_FUNCTION")),
             "default_key_func": default_key_func,
             "sentinel": DEFAULT_TIMEOUT,
@@ -156,7 +103,9 @@ class Cache(_DjangoCache, RedisStructures, BaseCache):  # type: ignore[misc]
             "custom_make_and_validate": cls.make_and_validate_key is not _DjangoCache.make_and_validate_key,
         }
         try:
-            return super().__new__(cls, url, options=options or None, **kwargs)
+            cache: Cache = super().__new__(cls, url, options=options or None, **kwargs)
+            cache.__url = _with_options(url, options)
+            return cache
         except ConfigurationError as err:
             if not options:
                 raise
@@ -179,3 +128,154 @@ class Cache(_DjangoCache, RedisStructures, BaseCache):  # type: ignore[misc]
 
     def __repr__(self) -> str:
         return f"<polycache.django.Cache {self.location!r} key_prefix={self.key_prefix!r} version={self.version!r}>"
+
+    @property
+    def client(self) -> RedisClient:
+        """django-redis' ``cache.client``: ``cache.client.get_client(write=True)`` is a redis-py
+        client of this cache's Redis server (see :func:`get_redis_connection`)."""
+        client = self.__dict__.get("_client")
+        if client is None:
+            client = self.__dict__.setdefault("_client", RedisClient(self.__url))
+        return client  # type: ignore[no-any-return]
+
+
+def _with_options(url: str, options: Mapping[str, str]) -> str:
+    """``url`` with ``options`` (URL option text) added to its query."""
+    if not options:
+        return url
+    query = "&".join(f"{urllib.parse.quote(k, safe='')}={urllib.parse.quote(v, safe='/:,')}" for k, v in options.items())
+    return f"{url}{'&' if '?' in url else '?'}{query}"
+
+
+def get_redis_connection(alias: str = "default", write: bool = True) -> Any:
+    """django-redis' ``get_redis_connection``: a redis-py client of the Redis server of the
+    Django cache ``alias``, for what polycache does not do (pipelines, pub/sub, scripts).
+
+    The client uses the cache's URL: host, port, database, user and password, TLS
+    (``rediss://``, ``tls_ca``, ``insecure``), ``socket_timeout``, ``connect_timeout`` and
+    ``max_connections``. ``write=False`` answers a client of one of the cache's replicas when
+    its LOCATION lists several servers. A Cluster (``redis+cluster://``) answers a
+    ``redis.cluster.RedisCluster``. Keys are the cache's full keys: ``cache.make_key(key)``.
+
+    Raises ``ImportError`` when redis-py is not installed and
+    :class:`~polycache.UnsupportedOperationError` when the cache is not a polycache cache on
+    Redis.
+    """
+    from django.core.cache import caches
+
+    cache = caches[alias]
+    if not isinstance(cache, Cache):
+        raise UnsupportedOperationError(
+            f"cache {alias!r} is a {type(cache).__module__}.{type(cache).__qualname__}, not a "
+            "polycache.django.Cache: get_redis_connection reads a polycache cache's LOCATION"
+        )
+    return cache.client.get_client(write=write)
+
+
+class RedisClient:
+    """The ``client`` of a :class:`Cache`, as django-redis' ``DefaultClient`` offers it:
+    ``get_client(write=True)`` answers a redis-py client, one per server, made on first use.
+    Thread-safe (redis-py clients are)."""
+
+    __module__ = "polycache.django"
+
+    def __init__(self, url: str) -> None:
+        self.__url = url
+        self.__lock = threading.Lock()
+        self.__clients: dict[int, Any] = {}
+
+    def __repr__(self) -> str:
+        return "<polycache.django.RedisClient>"
+
+    def get_client(self, write: bool = True) -> Any:
+        """A redis-py client of the leader (``write=True``), or of a random replica when the
+        LOCATION lists several servers (``write=False``)."""
+        target = _RedisTarget.parse(self.__url)
+        index = 0 if write or len(target.hosts) == 1 or target.cluster else random.randrange(1, len(target.hosts))
+        with self.__lock:
+            client = self.__clients.get(index)
+            if client is None:
+                client = self.__clients[index] = target.client(index)
+        return client
+
+
+class _RedisTarget:
+    """A polycache Redis URL, read as redis-py's arguments."""
+
+    def __init__(self, scheme: str, hosts: list[tuple[str, int]], path: str, kwargs: dict[str, Any]) -> None:
+        self.scheme, self.hosts, self.path, self.kwargs = scheme, hosts, path, kwargs
+        self.cluster = scheme.endswith("+cluster")
+
+    @classmethod
+    def parse(cls, url: str) -> _RedisTarget:
+        scheme, _, rest = url.partition("://")
+        scheme = scheme.lower()
+        if scheme.endswith("+sentinel"):
+            raise UnsupportedOperationError(
+                "get_redis_connection does not follow Sentinel yet: for a redis+sentinel:// cache, "
+                "make a client with redis.sentinel.Sentinel(...).master_for(name)"
+            )
+        if scheme not in ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster"):
+            raise UnsupportedOperationError(
+                f"this cache is on {scheme}://, not Redis: a redis-py client needs a redis://, "
+                "rediss://, unix:// or redis+cluster:// LOCATION"
+            )
+        end = min((i for i in (rest.find("/"), rest.find("?")) if i >= 0), default=len(rest))
+        netloc, tail = rest[:end], rest[end:]
+        path, _, query = tail.partition("?")
+        userinfo, at, hostlist = netloc.rpartition("@")
+        kwargs: dict[str, Any] = {}
+        if at:
+            user, _, password = userinfo.partition(":")
+            if user:
+                kwargs["username"] = urllib.parse.unquote(user)
+            if password:
+                kwargs["password"] = urllib.parse.unquote(password)
+        options = dict(urllib.parse.parse_qsl(query))
+        if scheme.startswith("rediss"):
+            kwargs["ssl"] = True
+            if "tls_ca" in options:
+                kwargs["ssl_ca_certs"] = options["tls_ca"]
+            if options.get("insecure", "").lower() in ("true", "1", "yes", "on"):
+                kwargs["ssl_cert_reqs"] = None
+                kwargs["ssl_check_hostname"] = False
+        for ours, theirs in (("socket_timeout", "socket_timeout"), ("connect_timeout", "socket_connect_timeout")):
+            if ours in options:
+                text = options[ours].strip().lower()
+                kwargs[theirs] = None if text == "none" else float(text)
+        if "max_connections" in options:
+            kwargs["max_connections"] = int(options["max_connections"])
+        hosts: list[tuple[str, int]] = []
+        if scheme == "unix":
+            kwargs["unix_socket_path"] = urllib.parse.unquote(path)
+            kwargs["db"] = int(options.get("db", 0))
+        else:
+            for host in hostlist.split(","):
+                name, port = host, "6379"
+                if host.startswith("["):
+                    name, _, after = host[1:].partition("]")
+                    port = after[1:] or port
+                elif ":" in host:
+                    name, _, port = host.rpartition(":")
+                hosts.append((name or "127.0.0.1", int(port)))
+            if not scheme.endswith("+cluster"):
+                db = path.strip("/") or options.get("db", "0")
+                kwargs["db"] = int(db)
+        return cls(scheme, hosts or [("", 0)], path, kwargs)
+
+    def client(self, index: int) -> Any:
+        try:
+            import redis
+        except ImportError as err:
+            raise ImportError(
+                "get_redis_connection needs redis-py, which is not installed: pip install redis"
+            ) from err
+        if self.cluster:
+            from redis.cluster import ClusterNode, RedisCluster
+
+            nodes = [ClusterNode(host, port) for host, port in self.hosts]
+            return RedisCluster(startup_nodes=nodes, **self.kwargs)
+        if self.scheme == "unix":
+            return redis.Redis(**self.kwargs)
+        host, port = self.hosts[index]
+        return redis.Redis(host=host, port=port, **self.kwargs)

@@ -28,6 +28,7 @@ mod pyo3_bench;
 mod ready;
 mod scan;
 mod serializer;
+mod settings;
 mod structures;
 
 use pyo3::prelude::*;
@@ -54,6 +55,7 @@ fn _polycache(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(functions::create_table_sql, m)?)?;
     m.add_function(wrap_pyfunction!(functions::dumps, m)?)?;
     m.add_function(wrap_pyfunction!(functions::loads, m)?)?;
+    m.add_function(wrap_pyfunction!(settings::read_cache_settings, m)?)?;
     m.add("DEFAULT_TIMEOUT", Bound::new(py, args::DefaultTimeout)?)?;
     m.add("SCHEMES", PyTuple::new(py, polycache::SCHEMES)?)?;
     #[cfg(feature = "bench-pyo3-async-runtimes")]

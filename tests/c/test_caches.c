@@ -102,7 +102,8 @@ static void test_bad_configurations(void) {
     check_bad(polycache_caches_from_json, "{\"default\": {\"LOCATION\": \"memory://\", \"OPTIONS\": {\"bogus\": 1}}}",
               "bogus");
     check_bad(polycache_caches_from_toml, "[default\nlocation = 1", "not valid TOML");
-    check_bad(polycache_caches_from_toml, "[default]\ntimeout = 5", "LOCATION");
+    check_bad(polycache_caches_from_toml, "[default]\nlocation = 5", "LOCATION");
+    check_bad(polycache_caches_from_toml, "[default]\ntimeout = true", "TIMEOUT");
     check_bad(polycache_caches_from_toml, "[default]\nlocation = \"memory://?max_entries=-1\"", "max_entries");
 
     polycache_error *err = NULL;

@@ -625,7 +625,8 @@ def test_cacheback_decorator(cache: polycache.Cache) -> None:
         return x * len(calls)
 
     assert expensive(2) == 2
-    assert expensive(2) == 2
+    # No second call while fresh: on a loaded machine it could come after the lifetime, start
+    # a refresh, and the stale value checked next would already be the refreshed one.
     time.sleep(0.08)
     assert expensive(2) == 2, "stale, refreshing behind"
     assert eventually(lambda: expensive(2) == 4)

@@ -15,7 +15,7 @@ from typing import Any
 from django.core.management.commands.createcachetable import Command as DjangoCommand
 from django.utils.module_loading import import_string
 
-from polycache._polycache import create_table, create_table_sql
+from polycache._polycache import create_table, create_table_sql, read_cache_settings
 
 __all__ = ["Command"]
 
@@ -24,30 +24,24 @@ _SQL_SCHEMES = ("sqlite", "postgres", "postgresql")
 
 def _table_url(entry: Any) -> str | None:
     """The URL (secrets included) whose table a polycache ``CACHES`` entry uses, or None."""
-    from polycache._settings import _settings_in_url, _url_options
-    from polycache.django import Cache, _url
+    from polycache.django import DEFAULT_MEMORY_STORE, Cache
 
     backend = entry.get("BACKEND")
     cls = import_string(backend) if isinstance(backend, str) else None
     if not (isinstance(cls, type) and issubclass(cls, Cache)):
         return None
-    url, _ = _settings_in_url(_url(entry.get("LOCATION")))
+    # The core reads the entry as polycache.django.Cache does (polycache::settings).
+    read = read_cache_settings(entry, django_store=DEFAULT_MEMORY_STORE)
+    url = read["location"]
     if url.partition("://")[0].lower() not in _SQL_SCHEMES:
         return None
-    options = _url_options(entry.get("OPTIONS"), url)
+    options = read["options"]
     if options:
         query = "&".join(
-            f"{urllib.parse.quote(str(k), safe='')}={urllib.parse.quote(_text(v), safe='/:,')}"
-            for k, v in options.items()
+            f"{urllib.parse.quote(k, safe='')}={urllib.parse.quote(v, safe='/:,')}" for k, v in options.items()
         )
         url = f"{url}{'&' if '?' in url else '?'}{query}"
     return url
-
-
-def _text(value: object) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return "none" if value is None else str(value)
 
 
 class Command(DjangoCommand):

@@ -12,7 +12,7 @@ use self::pool::AsyncPool;
 use self::queries::Queries;
 use self::tls::PgTls;
 use super::{key_hash, Bounds, Cull, Estimate, Pool, Pooled, TableName, Trimmer};
-use crate::backend::{AsyncAccess, AsyncBackend, Backend, BoxFuture};
+use crate::backend::{not_found, AsyncAccess, AsyncBackend, Backend, BoxFuture};
 use crate::error::{Error, ErrorKind, Result};
 use crate::expiry::TimeToLive;
 use crate::location::{Location, Options};
@@ -44,7 +44,8 @@ const DEFAULT_PORT: u16 = 5432;
 /// Unreachable servers give [`ErrorKind::Connection`], `connect_timeout`,
 /// `statement_timeout` and `socket_timeout` (the client's deadline for each reply, which also
 /// ends a wait on a frozen server) give [`ErrorKind::Timeout`], so the cache's failure policy (fail open,
-/// circuit breaker) applies. The table is created on first use, or explicitly with
+/// circuit breaker) applies. Opening writes nothing, and neither do reads: the table is
+/// created by the first write (until then reads answer misses), or explicitly with
 /// [`PostgresBackend::create_table`]; with `unlogged=true` it is an `UNLOGGED` table (faster
 /// writes, emptied after a crash).
 ///
@@ -97,23 +98,28 @@ struct Inner {
 enum Next {
     Again,
     CreateTable,
+    /// A read found no table: it answers as for a missing key and creates nothing.
+    Missing,
     Fail,
 }
 
 /// The retry rules of an operation, the same for both APIs: a read or an idempotent write
 /// (`safe`) that finds its pooled connection broken runs once more on a new one; a safe
 /// statement the server rolled back to break a deadlock runs again (up to
-/// [`MAX_DEADLOCK_RETRIES`] times); a missing table is created and the operation retried.
+/// [`MAX_DEADLOCK_RETRIES`] times); a missing table is created and the operation retried,
+/// unless the operation only reads (`reads`): then it answers as for a missing key.
 struct Retry {
     safe: bool,
+    reads: bool,
     first: bool,
     deadlocks: u32,
 }
 
 impl Retry {
-    fn new(safe: bool) -> Retry {
+    fn new(safe: bool, reads: bool) -> Retry {
         Retry {
             safe,
+            reads,
             first: true,
             deadlocks: 0,
         }
@@ -135,6 +141,8 @@ impl Retry {
                 self.deadlocks += 1;
                 Next::Again
             }
+            // No table yet (or it went away): nothing to read.
+            Some("42P01") if self.reads => Next::Missing,
             // The table went away (or never was).
             Some("42P01") if self.first => {
                 self.first = false;
@@ -320,7 +328,7 @@ impl PostgresBackend {
     /// The exact number of rows in the table, expired ones included (a `COUNT(*)`: for
     /// monitoring and tests, not for every write).
     pub fn entry_count(&self) -> Result<u64> {
-        self.run("counting rows", true, &(), ops::count)
+        self.run_or("counting rows", true, &(), ops::count, Some(|_| Ok(0)))
     }
 
     /// Runs a trimming pass now: purges a window of expired rows and, when the table is
@@ -474,8 +482,23 @@ impl PostgresBackend {
         args: &A,
         op: Op<A, T>,
     ) -> Result<T> {
-        self.ensure_table()?;
-        let mut retry = Retry::new(retry_safe);
+        self.run_or(what, retry_safe, args, op, None)
+    }
+
+    /// `run`, where `missing` (for an operation that only reads) answers instead when
+    /// there is no table: no table is created before the first write.
+    fn run_or<A: Sync, T: Send>(
+        &self,
+        what: &str,
+        retry_safe: bool,
+        args: &A,
+        op: Op<A, T>,
+        missing: Option<fn(&A) -> Result<T>>,
+    ) -> Result<T> {
+        if missing.is_none() {
+            self.ensure_table()?;
+        }
+        let mut retry = Retry::new(retry_safe, missing.is_some());
         loop {
             let (mut conn, fresh) = self.checkout()?;
             let e = match conn.block_on(&self.inner, args, op) {
@@ -488,7 +511,7 @@ impl PostgresBackend {
             if lost {
                 conn.discard();
                 self.inner.pool.clear_idle();
-            } else if let Next::CreateTable = next {
+            } else if let Next::CreateTable | Next::Missing = next {
                 conn.link.forget_statements();
                 drop(conn);
             }
@@ -500,6 +523,7 @@ impl PostgresBackend {
                     self.inner.pool.clear_idle();
                     self.ensure_table()?;
                 }
+                Next::Missing => return self.no_table(what, &e, args, missing),
                 Next::Fail => return Err(self.fail(what, &e)),
             }
         }
@@ -513,8 +537,23 @@ impl PostgresBackend {
         args: &A,
         op: Op<A, T>,
     ) -> Result<T> {
-        self.ensure_table_async().await?;
-        let mut retry = Retry::new(retry_safe);
+        self.run_or_async(what, retry_safe, args, op, None).await
+    }
+
+    /// `run_async`, where `missing` (for an operation that only reads) answers instead when
+    /// there is no table: no table is created before the first write.
+    async fn run_or_async<A: Sync, T: Send>(
+        &self,
+        what: &str,
+        retry_safe: bool,
+        args: &A,
+        op: Op<A, T>,
+        missing: Option<fn(&A) -> Result<T>>,
+    ) -> Result<T> {
+        if missing.is_none() {
+            self.ensure_table_async().await?;
+        }
+        let mut retry = Retry::new(retry_safe, missing.is_some());
         loop {
             let (mut conn, fresh) = self.checkout_async().await?;
             let e = match op(&self.inner, &mut conn.link, args).await {
@@ -527,7 +566,7 @@ impl PostgresBackend {
             if lost {
                 conn.discard();
                 self.inner.async_pool.clear_idle();
-            } else if let Next::CreateTable = next {
+            } else if let Next::CreateTable | Next::Missing = next {
                 conn.link.forget_statements();
                 drop(conn);
             }
@@ -539,8 +578,25 @@ impl PostgresBackend {
                     self.inner.pool.clear_idle();
                     self.ensure_table_async().await?;
                 }
+                Next::Missing => return self.no_table(what, &e, args, missing),
                 Next::Fail => return Err(self.fail(what, &e)),
             }
+        }
+    }
+
+    /// What a read answers when there is no table: `missing`'s answer; the next write
+    /// creates the table.
+    fn no_table<A, T>(
+        &self,
+        what: &str,
+        e: &PgError,
+        args: &A,
+        missing: Option<fn(&A) -> Result<T>>,
+    ) -> Result<T> {
+        self.inner.ready.store(false, Ordering::Release);
+        match missing {
+            Some(missing) => missing(args),
+            None => Err(self.fail(what, e)),
         }
     }
 
@@ -576,6 +632,11 @@ impl PostgresBackend {
     }
 }
 
+/// What `incr` answers when there is no table: the key is missing.
+fn incr_missing(&(key, _): &(&[u8], i64)) -> Result<i64> {
+    Err(not_found(key))
+}
+
 /// The prefix of a `clear` with its length, as the statement takes it.
 fn clearing(prefix: &[u8]) -> Result<(i32, &[u8])> {
     let len = i32::try_from(prefix.len())
@@ -593,7 +654,7 @@ impl Backend for PostgresBackend {
     }
 
     fn get(&self, key: &[u8]) -> Result<Option<Value>> {
-        self.run("get", true, &key, ops::get)
+        self.run_or("get", true, &key, ops::get, Some(|_| Ok(None)))
     }
 
     fn set(&self, key: &[u8], value: &[u8], ttl: Option<Duration>) -> Result<()> {
@@ -607,30 +668,46 @@ impl Backend for PostgresBackend {
     }
 
     fn delete(&self, key: &[u8]) -> Result<bool> {
-        self.run("delete", true, &key, ops::delete)
+        self.run_or("delete", true, &key, ops::delete, Some(|_| Ok(false)))
     }
 
     fn delete_if_equals(&self, key: &[u8], expected: &[u8]) -> Result<bool> {
-        self.run("delete", true, &(key, expected), ops::delete_if_equals)
+        let args = (key, expected);
+        self.run_or(
+            "delete",
+            true,
+            &args,
+            ops::delete_if_equals,
+            Some(|_| Ok(false)),
+        )
     }
 
     fn has_key(&self, key: &[u8]) -> Result<bool> {
-        self.run("has_key", true, &key, ops::has_key)
+        self.run_or("has_key", true, &key, ops::has_key, Some(|_| Ok(false)))
     }
 
     fn touch(&self, key: &[u8], ttl: Option<Duration>) -> Result<bool> {
-        self.run("touch", true, &(key, ttl), ops::touch)
+        let args = (key, ttl);
+        self.run_or("touch", true, &args, ops::touch, Some(|_| Ok(false)))
     }
 
     fn incr(&self, key: &[u8], delta: i64) -> Result<i64> {
-        self.run("incr", false, &(key, delta), ops::incr)
+        let args = (key, delta);
+        self.run_or("incr", false, &args, ops::incr, Some(incr_missing))
     }
 
     fn get_many(&self, keys: &[&[u8]]) -> Result<Vec<Option<Value>>> {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        self.run("get_many", true, &Lookup::new(keys), ops::get_many)
+        let lookup = Lookup::new(keys);
+        self.run_or(
+            "get_many",
+            true,
+            &lookup,
+            ops::get_many,
+            Some(Lookup::misses),
+        )
     }
 
     fn set_many(&self, items: &[(&[u8], &[u8])], ttl: Option<Duration>) -> Result<Vec<usize>> {
@@ -645,11 +722,17 @@ impl Backend for PostgresBackend {
         if r.is_empty() {
             return Ok(0);
         }
-        self.run("delete_many", true, &r, ops::delete_many)
+        self.run_or("delete_many", true, &r, ops::delete_many, Some(|_| Ok(0)))
     }
 
     fn clear(&self, prefix: &[u8]) -> Result<()> {
-        self.run("clear", true, &clearing(prefix)?, ops::clear)
+        self.run_or(
+            "clear",
+            true,
+            &clearing(prefix)?,
+            ops::clear,
+            Some(|_| Ok(())),
+        )
     }
 
     fn evictions(&self) -> u64 {
@@ -657,11 +740,18 @@ impl Backend for PostgresBackend {
     }
 
     fn ttl(&self, key: &[u8]) -> Result<TimeToLive> {
-        self.run("ttl", true, &key, ops::ttl)
+        self.run_or(
+            "ttl",
+            true,
+            &key,
+            ops::ttl,
+            Some(|_| Ok(TimeToLive::Missing)),
+        )
     }
 
     fn replace(&self, key: &[u8], value: &[u8], ttl: Option<Duration>) -> Result<bool> {
-        self.run("replace", true, &(key, value, ttl), ops::replace)
+        let args = (key, value, ttl);
+        self.run_or("replace", true, &args, ops::replace, Some(|_| Ok(false)))
     }
 
     /// Walks the table by id, `count` rows a page, with an escaped `LIKE` selecting the
@@ -688,7 +778,10 @@ impl Backend for PostgresBackend {
 /// [`pool::AsyncPooled`]).
 impl AsyncBackend for PostgresBackend {
     fn get<'a>(&'a self, key: &'a [u8]) -> BoxFuture<'a, Result<Option<Value>>> {
-        Box::pin(async move { self.run_async("get", true, &key, ops::get).await })
+        Box::pin(async move {
+            self.run_or_async("get", true, &key, ops::get, Some(|_| Ok(None)))
+                .await
+        })
     }
 
     fn set<'a>(
@@ -716,7 +809,10 @@ impl AsyncBackend for PostgresBackend {
     }
 
     fn delete<'a>(&'a self, key: &'a [u8]) -> BoxFuture<'a, Result<bool>> {
-        Box::pin(async move { self.run_async("delete", true, &key, ops::delete).await })
+        Box::pin(async move {
+            self.run_or_async("delete", true, &key, ops::delete, Some(|_| Ok(false)))
+                .await
+        })
     }
 
     fn delete_if_equals<'a>(
@@ -726,26 +822,37 @@ impl AsyncBackend for PostgresBackend {
     ) -> BoxFuture<'a, Result<bool>> {
         Box::pin(async move {
             let args = (key, expected);
-            self.run_async("delete", true, &args, ops::delete_if_equals)
-                .await
+            self.run_or_async(
+                "delete",
+                true,
+                &args,
+                ops::delete_if_equals,
+                Some(|_| Ok(false)),
+            )
+            .await
         })
     }
 
     fn has_key<'a>(&'a self, key: &'a [u8]) -> BoxFuture<'a, Result<bool>> {
-        Box::pin(async move { self.run_async("has_key", true, &key, ops::has_key).await })
+        Box::pin(async move {
+            self.run_or_async("has_key", true, &key, ops::has_key, Some(|_| Ok(false)))
+                .await
+        })
     }
 
     fn touch<'a>(&'a self, key: &'a [u8], ttl: Option<Duration>) -> BoxFuture<'a, Result<bool>> {
         Box::pin(async move {
             let args = (key, ttl);
-            self.run_async("touch", true, &args, ops::touch).await
+            self.run_or_async("touch", true, &args, ops::touch, Some(|_| Ok(false)))
+                .await
         })
     }
 
     fn incr<'a>(&'a self, key: &'a [u8], delta: i64) -> BoxFuture<'a, Result<i64>> {
         Box::pin(async move {
             let args = (key, delta);
-            self.run_async("incr", false, &args, ops::incr).await
+            self.run_or_async("incr", false, &args, ops::incr, Some(incr_missing))
+                .await
         })
     }
 
@@ -755,8 +862,14 @@ impl AsyncBackend for PostgresBackend {
                 return Ok(Vec::new());
             }
             let lookup = Lookup::new(keys);
-            self.run_async("get_many", true, &lookup, ops::get_many)
-                .await
+            self.run_or_async(
+                "get_many",
+                true,
+                &lookup,
+                ops::get_many,
+                Some(Lookup::misses),
+            )
+            .await
         })
     }
 
@@ -780,7 +893,7 @@ impl AsyncBackend for PostgresBackend {
             if r.is_empty() {
                 return Ok(0);
             }
-            self.run_async("delete_many", true, &r, ops::delete_many)
+            self.run_or_async("delete_many", true, &r, ops::delete_many, Some(|_| Ok(0)))
                 .await
         })
     }
@@ -788,12 +901,22 @@ impl AsyncBackend for PostgresBackend {
     fn clear<'a>(&'a self, prefix: &'a [u8]) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
             let args = clearing(prefix)?;
-            self.run_async("clear", true, &args, ops::clear).await
+            self.run_or_async("clear", true, &args, ops::clear, Some(|_| Ok(())))
+                .await
         })
     }
 
     fn ttl<'a>(&'a self, key: &'a [u8]) -> BoxFuture<'a, Result<TimeToLive>> {
-        Box::pin(async move { self.run_async("ttl", true, &key, ops::ttl).await })
+        Box::pin(async move {
+            self.run_or_async(
+                "ttl",
+                true,
+                &key,
+                ops::ttl,
+                Some(|_| Ok(TimeToLive::Missing)),
+            )
+            .await
+        })
     }
 
     fn replace<'a>(
@@ -804,7 +927,8 @@ impl AsyncBackend for PostgresBackend {
     ) -> BoxFuture<'a, Result<bool>> {
         Box::pin(async move {
             let args = (key, value, ttl);
-            self.run_async("replace", true, &args, ops::replace).await
+            self.run_or_async("replace", true, &args, ops::replace, Some(|_| Ok(false)))
+                .await
         })
     }
 }

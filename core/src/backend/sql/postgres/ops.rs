@@ -345,6 +345,11 @@ impl<'a> Lookup<'a> {
             hashes,
         }
     }
+
+    /// The answer of a lookup that finds nothing: a miss for every key.
+    pub(super) fn misses(&self) -> crate::error::Result<Vec<Option<Value>>> {
+        Ok(vec![None; self.len])
+    }
 }
 
 pub(super) fn get_many<'c>(

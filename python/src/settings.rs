@@ -1,0 +1,134 @@
+//! `read_cache_settings`: one entry of Django's `CACHES` read by the core's rules
+//! ([`polycache::settings`]), for `polycache.caches.configure` and `polycache.django.Cache`.
+
+use crate::args::{items, type_name};
+use crate::errors;
+use polycache::settings::{read_entry, Rules, SettingValue};
+use pyo3::exceptions::PyTypeError;
+use pyo3::prelude::*;
+use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
+
+/// How deep a settings tree may nest (a mapping that holds itself ends here).
+const MAX_DEPTH: usize = 32;
+
+/// A Python value as a settings value.
+fn value(v: &Bound<'_, PyAny>, depth: usize) -> PyResult<SettingValue> {
+    if depth > MAX_DEPTH {
+        return Err(errors::configuration(
+            v.py(),
+            format!("the cache settings nest deeper than {MAX_DEPTH} levels"),
+        ));
+    }
+    if v.is_none() {
+        return Ok(SettingValue::Null);
+    }
+    if let Ok(b) = v.cast::<PyBool>() {
+        return Ok(SettingValue::Bool(b.is_true()));
+    }
+    if v.is_instance_of::<PyInt>() {
+        if let Ok(n) = v.extract::<i64>() {
+            return Ok(SettingValue::Int(n));
+        }
+    } else if let Ok(f) = v.cast::<PyFloat>() {
+        return Ok(SettingValue::Float(f.value()));
+    } else if let Ok(s) = v.cast::<PyString>() {
+        return Ok(SettingValue::Str(s.to_str()?.to_owned()));
+    } else if v.is_instance_of::<PyList>() || v.is_instance_of::<PyTuple>() {
+        let mut out = Vec::new();
+        for item in v.try_iter()? {
+            out.push(value(&item?, depth + 1)?);
+        }
+        return Ok(SettingValue::List(out));
+    } else if v.is_instance_of::<PyDict>() || is_mapping(v) {
+        let mut out = Vec::new();
+        for item in items(v)?.try_iter()? {
+            let (k, val): (Bound<'_, PyAny>, Bound<'_, PyAny>) = item?.extract()?;
+            out.push((value(&k, depth + 1)?, value(&val, depth + 1)?));
+        }
+        return Ok(SettingValue::Map(out));
+    }
+    // Anything else, with what Django's `int()` and `str()` make of it.
+    let int = v
+        .py()
+        .get_type::<PyInt>()
+        .call1((v,))
+        .and_then(|n| n.extract::<i64>())
+        .ok();
+    Ok(SettingValue::Other {
+        type_name: type_name(v),
+        int,
+        text: v.str().map(|s| s.to_string()).unwrap_or_default(),
+    })
+}
+
+fn is_mapping(v: &Bound<'_, PyAny>) -> bool {
+    v.py()
+        .import("collections.abc")
+        .and_then(|m| m.getattr("Mapping"))
+        .and_then(|mapping| v.is_instance(&mapping))
+        .unwrap_or(false)
+}
+
+/// Reads one entry of a `CACHES`-shaped mapping by the core's rules.
+///
+/// Answers a dict: `location` (the URL), `options` (URL options as text), and when given or
+/// implied `key_prefix`, `version` (an int, or the object given when a Django backend's
+/// `VERSION` is not one) and `timeout` (seconds; `None` never expires). `django_store`
+/// selects the Django backend's reading (the store of a `memory://` without a name);
+/// `ignore_exceptions` is django-redis' `DJANGO_REDIS_IGNORE_EXCEPTIONS`. A fault in
+/// `OPTIONS` raises `InvalidOptionError`, any other `ConfigurationError`.
+#[pyfunction]
+#[pyo3(signature = (entry, *, name = None, django_store = None, ignore_exceptions = false))]
+pub(crate) fn read_cache_settings<'py>(
+    py: Python<'py>,
+    entry: &Bound<'py, PyAny>,
+    name: Option<&str>,
+    django_store: Option<String>,
+    ignore_exceptions: bool,
+) -> PyResult<Bound<'py, PyDict>> {
+    let rules = match django_store {
+        Some(store) => Rules::DjangoBackend {
+            store,
+            ignore_exceptions,
+        },
+        None => Rules::Configuration,
+    };
+    let tree = value(entry, 0)?;
+    let read = match read_entry(name, &tree, &rules) {
+        Ok(read) => read,
+        Err(e) if e.in_options => {
+            let class = py
+                .import("polycache._settings")?
+                .getattr("InvalidOptionError")?;
+            return Err(PyErr::from_value(class.call1((e.error.message(),))?));
+        }
+        Err(e) => return Err(errors::to_py(py, e.error)),
+    };
+    let out = PyDict::new(py);
+    let config = &read.config;
+    out.set_item("location", &config.location)?;
+    let options = PyDict::new(py);
+    for (k, v) in &config.options {
+        options.set_item(k, v)?;
+    }
+    out.set_item("options", options)?;
+    if let Some(prefix) = &config.key_prefix {
+        out.set_item("key_prefix", prefix)?;
+    }
+    if read.version_as_given {
+        let given = entry
+            .get_item("VERSION")
+            .map_err(|_| PyTypeError::new_err("the VERSION setting changed while it was read"))?;
+        out.set_item("version", given)?;
+    } else if let Some(version) = config.version {
+        out.set_item("version", version)?;
+    }
+    if let Some(timeout) = read.timeout_seconds {
+        match timeout {
+            None => out.set_item("timeout", py.None())?,
+            Some(t) if t.fract() == 0.0 && t.abs() < 9.0e15 => out.set_item("timeout", t as i64)?,
+            Some(t) => out.set_item("timeout", t)?,
+        }
+    }
+    Ok(out)
+}
