@@ -553,7 +553,24 @@ impl Job {
         } else {
             None
         };
-        match self.fetch_and_store(full, fetch) {
+        let refreshed = match self.cache.full_get(full).ok().flatten().and_then(fresh) {
+            Some(v) => Ok(v),
+            None => self.fetch_and_store(full, fetch),
+        };
+        self.finish_background(full, refreshed, guard);
+        if let Some(lease) = &lease {
+            self.cache.end_lease(lease);
+        }
+    }
+
+    /// Ends a background refresh: its flight's waiters get the value, or a failure is logged
+    /// and the stale value kept.
+    ///
+    /// A refresh that found the value fresh again did not fetch: a read that saw it stale can
+    /// schedule a refresh just after another one landed, and fetching again would replace a
+    /// value that is fresh (a job with a counter in its fetch saw 2 → 6, skipping 4).
+    fn finish_background(&self, full: &[u8], refreshed: Result<Value>, guard: LeaderGuard) {
+        match refreshed {
             Ok(v) => guard.complete(Some(v)),
             Err(e) => {
                 log::warn!(
@@ -563,13 +580,11 @@ impl Job {
                 guard.complete(None);
             }
         }
-        if let Some(lease) = &lease {
-            self.cache.end_lease(lease);
-        }
     }
 }
 
-/// A value found while waiting for a fetch, if it will do: a fresh one, or a plain one.
+/// A value found while waiting for a fetch, or before a background refresh fetches, if it
+/// will do: a fresh one, or a plain one.
 fn fresh(v: Value) -> Option<Value> {
     match Envelope::decode(&v) {
         Some((env, p)) if !env.is_stale(now_ms()) => Some(Value::from(p)),
@@ -593,5 +608,50 @@ fn result(value: Option<Value>, status: CacheStatus, fetched: bool) -> JobResult
         value,
         status,
         fetched,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    /// The scenario no public call can stage on demand: a refresh scheduled by a read that saw
+    /// the value stale, arriving after another refresh made it fresh again.
+    #[test]
+    fn a_refresh_scheduled_after_another_landed_does_not_fetch_again() {
+        let cache = Cache::open("memory://").unwrap();
+        let job = Job::new(cache, JobOptions::default());
+        assert!(job.set("k", b"landed", None).unwrap());
+        let calls = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&calls);
+        let full = job.cache.make_key("k").unwrap();
+        job.schedule(full, move || {
+            counted.fetch_add(1, Ordering::SeqCst);
+            Ok(b"again".to_vec())
+        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while job.is_refreshing("k").unwrap() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert!(!job.is_refreshing("k").unwrap());
+        assert_eq!(calls.load(Ordering::SeqCst), 0);
+        let got = job.get("k", || Ok(b"unused".to_vec())).unwrap();
+        assert_eq!(got.value.as_deref(), Some(&b"landed"[..]));
+        // A stale value is still refreshed.
+        job.invalidate("k", || Ok(b"refetched".to_vec())).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while job
+            .cache
+            .get("k")
+            .unwrap()
+            .is_some_and(|v| !v.ends_with(b"refetched"))
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let got = job.get("k", || Ok(b"unused".to_vec())).unwrap();
+        assert_eq!(got.value.as_deref(), Some(&b"refetched"[..]));
     }
 }

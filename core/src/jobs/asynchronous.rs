@@ -189,16 +189,12 @@ impl Job {
         } else {
             None
         };
-        match self.fetch_and_store_async(full, fetch).await {
-            Ok(v) => guard.complete(Some(v)),
-            Err(e) => {
-                log::warn!(
-                    "polycache: background refresh of {:?} failed; the stale value is kept: {e}",
-                    String::from_utf8_lossy(full)
-                );
-                guard.complete(None);
-            }
-        }
+        let found = self.cache.full_get_async(full).await.ok().flatten();
+        let refreshed = match found.and_then(fresh) {
+            Some(v) => Ok(v),
+            None => self.fetch_and_store_async(full, fetch).await,
+        };
+        self.finish_background(full, refreshed, guard);
         if let Some((lock, token)) = &lease {
             let _ = self
                 .cache
