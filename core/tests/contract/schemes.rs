@@ -282,7 +282,7 @@ const MEMCACHED_EXPECT: Expect = Expect {
         Deviation::NoKeyListing,
     ],
     lifetime: true,
-    extends: false,
+    extends: true,
 };
 
 pub fn memcached() -> Fixture {
