@@ -57,7 +57,7 @@ pub struct Expect {
     /// backend that does not implement them).
     pub lifetime: bool,
     /// False where a lock cannot be extended or reacquired (`Unsupported`): a custom
-    /// backend that keeps `Backend::extend_if_equals`'s default.
+    /// backend that keeps `Backend::extend_if_equals`'s default, by design.
     pub extends: bool,
 }
 
