@@ -92,21 +92,19 @@ impl PyLock {
             How::Async if inline => {
                 awaitable::ready(py, deliver.convert(py, decoder, sync(&self.lock)))
             }
-            How::Async => {
-                let answer =
-                    awaitable::start_future(py, &self.core, fut(self.lock.clone()), deliver);
-                awaitable::raising_on_await(py, answer)
-            }
+            How::Async => awaitable::start_future(py, &self.core, fut(self.lock.clone()), deliver),
         }
     }
 
     fn do_acquire<'py>(
-        &self,
-        py: Python<'py>,
+        slf: &Bound<'py, Self>,
         how: How,
         token: Vec<u8>,
-        (blocking, blocking_timeout, sleep): (bool, Option<f64>, f64),
+        blocking: bool,
+        blocking_timeout: Option<f64>,
+        sleep: f64,
     ) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
         let mut wait = LockOptions::default()
             .blocking(blocking)
             .sleep(seconds(py, "sleep", sleep)?);
@@ -114,7 +112,7 @@ impl PyLock {
             wait = wait.blocking_timeout(Some(seconds(py, "blocking_timeout", t)?));
         }
         let sync_token = token.clone();
-        self.answer(
+        slf.get().answer(
             py,
             how,
             blocking,
@@ -125,14 +123,13 @@ impl PyLock {
     }
 
     fn do_release<'py>(
-        &self,
-        py: Python<'py>,
+        slf: &Bound<'py, Self>,
         how: How,
         token: Vec<u8>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let sync_token = token.clone();
-        self.answer(
-            py,
+        slf.get().answer(
+            slf.py(),
             how,
             false,
             Deliver::Nothing,
@@ -142,17 +139,16 @@ impl PyLock {
     }
 
     fn do_extend<'py>(
-        &self,
-        py: Python<'py>,
+        slf: &Bound<'py, Self>,
         how: How,
         token: Vec<u8>,
         additional: f64,
         replace_ttl: bool,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let more = seconds(py, "additional_time", additional)?;
+        let more = seconds(slf.py(), "additional_time", additional)?;
         let sync_token = token.clone();
-        self.answer(
-            py,
+        slf.get().answer(
+            slf.py(),
             how,
             false,
             Deliver::Flag,
@@ -169,14 +165,13 @@ impl PyLock {
     }
 
     fn do_reacquire<'py>(
-        &self,
-        py: Python<'py>,
+        slf: &Bound<'py, Self>,
         how: How,
         token: Vec<u8>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let sync_token = token.clone();
-        self.answer(
-            py,
+        slf.get().answer(
+            slf.py(),
             how,
             false,
             Deliver::Flag,
@@ -189,9 +184,9 @@ impl PyLock {
         )
     }
 
-    fn do_locked<'py>(&self, py: Python<'py>, how: How) -> PyResult<Bound<'py, PyAny>> {
-        self.answer(
-            py,
+    fn do_locked<'py>(slf: &Bound<'py, Self>, how: How) -> PyResult<Bound<'py, PyAny>> {
+        slf.get().answer(
+            slf.py(),
             how,
             false,
             Deliver::Flag,
@@ -201,14 +196,13 @@ impl PyLock {
     }
 
     fn do_owned<'py>(
-        &self,
-        py: Python<'py>,
+        slf: &Bound<'py, Self>,
         how: How,
         token: Vec<u8>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let sync_token = token.clone();
-        self.answer(
-            py,
+        slf.get().answer(
+            slf.py(),
             how,
             false,
             Deliver::Flag,
@@ -218,102 +212,25 @@ impl PyLock {
     }
 }
 
-#[pymethods]
-impl PyLock {
-    /// Takes the lock for `token`; True once held, False when it gave up.
-    #[pyo3(signature = (token, blocking, blocking_timeout, sleep))]
-    fn acquire<'py>(
-        &self,
-        py: Python<'py>,
-        token: Vec<u8>,
-        blocking: bool,
-        blocking_timeout: Option<f64>,
-        sleep: f64,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        self.do_acquire(py, How::Sync, token, (blocking, blocking_timeout, sleep))
-    }
-
-    /// `acquire`, awaitable: waits between tries without blocking the event loop.
-    #[pyo3(signature = (token, blocking, blocking_timeout, sleep))]
-    fn aacquire<'py>(
-        &self,
-        py: Python<'py>,
-        token: Vec<u8>,
-        blocking: bool,
-        blocking_timeout: Option<f64>,
-        sleep: f64,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let answer = self.do_acquire(py, How::Async, token, (blocking, blocking_timeout, sleep));
-        awaitable::raising_on_await(py, answer)
-    }
-
-    /// Releases the lock `token` holds (`LockNotOwnedError` when it does not).
-    fn release<'py>(&self, py: Python<'py>, token: Vec<u8>) -> PyResult<Bound<'py, PyAny>> {
-        self.do_release(py, How::Sync, token)
-    }
-
-    /// `release`, awaitable.
-    fn arelease<'py>(&self, py: Python<'py>, token: Vec<u8>) -> PyResult<Bound<'py, PyAny>> {
-        let answer = self.do_release(py, How::Async, token);
-        awaitable::raising_on_await(py, answer)
-    }
-
-    /// Adds `additional` seconds to the lock `token` holds, or makes them its lifetime.
-    fn extend<'py>(
-        &self,
-        py: Python<'py>,
-        token: Vec<u8>,
-        additional: f64,
-        replace_ttl: bool,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        self.do_extend(py, How::Sync, token, additional, replace_ttl)
-    }
-
-    /// `extend`, awaitable.
-    fn aextend<'py>(
-        &self,
-        py: Python<'py>,
-        token: Vec<u8>,
-        additional: f64,
-        replace_ttl: bool,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let answer = self.do_extend(py, How::Async, token, additional, replace_ttl);
-        awaitable::raising_on_await(py, answer)
-    }
-
-    /// Resets the lifetime of the lock `token` holds to the lock's timeout.
-    fn reacquire<'py>(&self, py: Python<'py>, token: Vec<u8>) -> PyResult<Bound<'py, PyAny>> {
-        self.do_reacquire(py, How::Sync, token)
-    }
-
-    /// `reacquire`, awaitable.
-    fn areacquire<'py>(&self, py: Python<'py>, token: Vec<u8>) -> PyResult<Bound<'py, PyAny>> {
-        let answer = self.do_reacquire(py, How::Async, token);
-        awaitable::raising_on_await(py, answer)
-    }
-
-    /// True when anyone holds the lock.
-    fn locked<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        self.do_locked(py, How::Sync)
-    }
-
-    /// `locked`, awaitable.
-    fn alocked<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let answer = self.do_locked(py, How::Async);
-        awaitable::raising_on_await(py, answer)
-    }
-
-    /// True when `token` holds the lock.
-    fn owned<'py>(&self, py: Python<'py>, token: Vec<u8>) -> PyResult<Bound<'py, PyAny>> {
-        self.do_owned(py, How::Sync, token)
-    }
-
-    /// `owned`, awaitable.
-    fn aowned<'py>(&self, py: Python<'py>, token: Vec<u8>) -> PyResult<Bound<'py, PyAny>> {
-        let answer = self.do_owned(py, How::Async, token);
-        awaitable::raising_on_await(py, answer)
-    }
-
+twins! {
+    impl PyLock {
+        /// Takes the lock for `token`; True once held, False when it gave up.
+        twins acquire / aacquire = do_acquire<'py>(slf, token: Vec<u8>, blocking: bool,
+            blocking_timeout: Option<f64>, sleep: f64)
+            signature (token, blocking, blocking_timeout, sleep);
+        /// Releases the lock `token` holds (`LockNotOwnedError` when it does not).
+        twins release / arelease = do_release<'py>(slf, token: Vec<u8>) signature (token);
+        /// Adds `additional` seconds to the lock `token` holds, or makes them its lifetime.
+        twins extend / aextend = do_extend<'py>(slf, token: Vec<u8>, additional: f64,
+            replace_ttl: bool)
+            signature (token, additional, replace_ttl);
+        /// Resets the lifetime of the lock `token` holds to the lock's timeout.
+        twins reacquire / areacquire = do_reacquire<'py>(slf, token: Vec<u8>) signature (token);
+        /// True when anyone holds the lock.
+        twins locked / alocked = do_locked<'py>(slf) signature ();
+        /// True when `token` holds the lock.
+        twins owned / aowned = do_owned<'py>(slf, token: Vec<u8>) signature (token);
+        @methods
     /// The full key the lock is stored under.
     #[getter]
     fn key<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
@@ -325,4 +242,5 @@ impl PyLock {
     fn timeout(&self) -> Option<f64> {
         self.lock.options().timeout.map(|t| t.as_secs_f64())
     }
+}
 }

@@ -166,6 +166,15 @@ fn tries_again(options: &LockOptions, stop: Option<Instant>) -> bool {
 }
 
 impl Lock {
+    /// A compare-and-act step's answer: done, or refused because the token does not own
+    /// the lock (errors counted as every backend error).
+    fn owned_step(&self, step: Result<bool>, what: &str) -> Result<()> {
+        match self.cache.track(step)? {
+            true => Ok(()),
+            false => Err(not_owned(&self.name, what)),
+        }
+    }
+
     /// The name the lock was opened with.
     pub fn name(&self) -> &str {
         &self.name
@@ -262,13 +271,7 @@ impl Lock {
     /// untouched, when `token` does not hold it (it lapsed, or another owner took it).
     pub fn release_token(&self, token: &[u8]) -> Result<()> {
         let backend = &self.cache.inner.backend;
-        match self
-            .cache
-            .track(backend.delete_if_equals(&self.key, token))?
-        {
-            true => Ok(()),
-            false => Err(not_owned(&self.name, "release")),
-        }
+        self.owned_step(backend.delete_if_equals(&self.key, token), "release")
     }
 
     /// [`Lock::release_token`], awaitable.
@@ -277,10 +280,7 @@ impl Lock {
             return self.release_token(token);
         };
         let deleted = backend.delete_if_equals(&self.key, token).await;
-        match self.cache.track(deleted)? {
-            true => Ok(()),
-            false => Err(not_owned(&self.name, "release")),
-        }
+        self.owned_step(deleted, "release")
     }
 
     /// The lock's timeout: what extend and reacquire need before they reach the backend.
@@ -334,10 +334,7 @@ impl Lock {
     fn extend_by(&self, token: &[u8], ttl: Duration, replace: bool, what: &str) -> Result<()> {
         let backend = &self.cache.inner.backend;
         let done = backend.extend_if_equals(&self.key, token, ttl, replace);
-        match self.cache.track(done)? {
-            true => Ok(()),
-            false => Err(not_owned(&self.name, what)),
-        }
+        self.owned_step(done, what)
     }
 
     async fn extend_by_async(
@@ -353,10 +350,7 @@ impl Lock {
         let done = backend
             .extend_if_equals(&self.key, token, ttl, replace)
             .await;
-        match self.cache.track(done)? {
-            true => Ok(()),
-            false => Err(not_owned(&self.name, what)),
-        }
+        self.owned_step(done, what)
     }
 
     /// True when anyone holds the lock.
