@@ -28,16 +28,16 @@ def _token_bytes(token: str | bytes) -> bytes:
     raise TypeError(f"a lock token must be str or bytes, not {type(token).__name__}")
 
 
-def _seconds(what: str, value: float | None, *, allow_none: bool) -> float | None:
-    if value is None:
-        if allow_none:
-            return None
-        raise TypeError(f"{what} must be a number of seconds, not None")
+def _seconds(what: str, value: float) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{what} must be a number of seconds, not {type(value).__name__}")
     if not value >= 0 or value == float("inf"):
         raise ValueError(f"{what} must be a finite number of seconds, at least 0, not {value!r}")
     return float(value)
+
+
+def _optional_seconds(what: str, value: float | None) -> float | None:
+    return None if value is None else _seconds(what, value)
 
 
 class Lock:
@@ -68,9 +68,9 @@ class Lock:
         self._native = native
         self.name = name
         self.timeout: float | None = native.timeout
-        self.sleep = _seconds("sleep", sleep, allow_none=False)
+        self.sleep = _seconds("sleep", sleep)
         self.blocking = bool(blocking)
-        self.blocking_timeout = _seconds("blocking_timeout", blocking_timeout, allow_none=True)
+        self.blocking_timeout = _optional_seconds("blocking_timeout", blocking_timeout)
         self.thread_local = bool(thread_local)
         self.local: Any = threading.local() if self.thread_local else SimpleNamespace()
         self.local.token = None
@@ -91,13 +91,9 @@ class Lock:
         self, blocking: bool | None, blocking_timeout: float | None, token: str | bytes | None, sleep: float | None
     ) -> tuple[bytes, bool, float | None, float]:
         raw = uuid.uuid4().hex.encode() if token is None else _token_bytes(token)
-        wait = self.sleep if sleep is None else _seconds("sleep", sleep, allow_none=False)
-        deadline = (
-            self.blocking_timeout
-            if blocking_timeout is None
-            else _seconds("blocking_timeout", blocking_timeout, allow_none=False)
-        )
-        return raw, self.blocking if blocking is None else bool(blocking), deadline, wait  # type: ignore[return-value]
+        wait = self.sleep if sleep is None else _seconds("sleep", sleep)
+        deadline = self.blocking_timeout if blocking_timeout is None else _seconds("blocking_timeout", blocking_timeout)
+        return raw, self.blocking if blocking is None else bool(blocking), deadline, wait
 
     def acquire(
         self,
@@ -176,22 +172,24 @@ class Lock:
         ``replace_ttl`` makes them its lifetime; ``LockNotOwnedError`` when this owner no
         longer holds it (or it never expires)."""
         token = self._extendable("extend")
-        more = _seconds("additional_time", additional_time, allow_none=False)
-        return self._native.extend(token, more, bool(replace_ttl))  # type: ignore[no-any-return]
+        self._native.extend(token, _seconds("additional_time", additional_time), bool(replace_ttl))
+        return True
 
     async def aextend(self, additional_time: float, replace_ttl: bool = False) -> Literal[True]:
         """``extend``, awaitable."""
         token = self._extendable("extend")
-        more = _seconds("additional_time", additional_time, allow_none=False)
-        return await self._native.aextend(token, more, bool(replace_ttl))  # type: ignore[no-any-return]
+        await self._native.aextend(token, _seconds("additional_time", additional_time), bool(replace_ttl))
+        return True
 
     def reacquire(self) -> Literal[True]:
         """Resets the lock's remaining lifetime to its ``timeout``."""
-        return self._native.reacquire(self._extendable("reacquire"))  # type: ignore[no-any-return]
+        self._native.reacquire(self._extendable("reacquire"))
+        return True
 
     async def areacquire(self) -> Literal[True]:
         """``reacquire``, awaitable."""
-        return await self._native.areacquire(self._extendable("reacquire"))  # type: ignore[no-any-return]
+        await self._native.areacquire(self._extendable("reacquire"))
+        return True
 
     def __enter__(self) -> Lock:
         if self.acquire():

@@ -312,6 +312,26 @@ def test_a_killed_holders_lock_lapses(scheme: str, urls: dict[str, str]) -> None
     lock.release()
 
 
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_extend_and_refusals_on_shared_backends(scheme: str, urls: dict[str, str]) -> None:
+    cache = Cache(urls[scheme], key_prefix=f"ext-{scheme}")
+    lock = cache.lock("job", timeout=30)
+    assert lock.acquire(blocking=False)
+    assert lock.extend(30) is True
+    assert lock.extend(30, replace_ttl=True) is True
+    assert lock.reacquire() is True
+    intruder = cache.lock("job", timeout=30)
+    intruder.local.token = b"intruder"
+    with pytest.raises(LockNotOwnedError):
+        intruder.extend(30)
+    intruder.local.token = b"intruder"
+    with pytest.raises(LockNotOwnedError):
+        intruder.release()
+    assert lock.owned()
+    lock.release()
+    assert not lock.locked()
+
+
 def test_threads_never_hold_a_memory_lock_at_once() -> None:
     cache = Cache("memory://")
     cache.set("holders", 0, timeout=None)

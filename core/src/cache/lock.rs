@@ -253,7 +253,8 @@ impl Lock {
         }
     }
 
-    /// [`Lock::acquire_token`], awaitable: sleeps between tries on the runtime's timer.
+    /// [`Lock::acquire_token`], awaitable: sleeps between tries on the runtime's timer, so
+    /// a blocking acquire needs a tokio context with timers when it waits.
     pub async fn acquire_token_async(&self, token: &[u8], wait: &LockOptions) -> Result<bool> {
         let stop = deadline(wait);
         loop {
