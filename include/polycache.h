@@ -106,6 +106,17 @@ typedef struct polycache_key_scan polycache_key_scan;
 typedef struct polycache_loader_output polycache_loader_output;
 
 /**
+ * A lock named in a cache, shared by every thread, process and machine using the same
+ * store. The caller names each owner with a token of its own (e.g. random bytes) and
+ * passes it to every call; an owner that dies leaves the lock to lapse after its timeout.
+ *
+ * Threads: one handle may be used by any number of threads at the same time, except
+ * `polycache_lock_free`. Lifetime: from `polycache_lock_new` until `polycache_lock_free`;
+ * it keeps its cache alive. Freeing it does not release the lock.
+ */
+typedef struct polycache_lock polycache_lock;
+
+/**
  * Where non-blocking operations deliver their completions, with a file descriptor for an
  * event loop to watch.
  *
@@ -634,6 +645,17 @@ typedef uint32_t polycache_redis_kind;
  * stored; the old value, if any, may still be there.
  */
 #define POLYCACHE_RESULT_NOT_STORED 20
+
+/**
+ * A lock cannot do what was asked (extend or reacquire a lock that has no timeout).
+ */
+#define POLYCACHE_RESULT_LOCK 21
+
+/**
+ * A lock's release, extend or reacquire with a token that no longer holds it; the lock
+ * was left untouched.
+ */
+#define POLYCACHE_RESULT_LOCK_NOT_OWNED 22
 
 /**
  * A key of the cache (`data`/`len`: UTF-8 text), made into the full key
@@ -1456,6 +1478,91 @@ polycache_result polycache_loader_output_set(struct polycache_loader_output *out
 polycache_result polycache_loader_output_set_fresh_for(struct polycache_loader_output *output,
                                                        int64_t fresh_for_ms,
                                                        struct polycache_error **error_out);
+
+/**
+ * Opens the lock `name` of `cache` (stored under the cache's key for `name`: prefix and
+ * version applied) that lives `timeout_ms` milliseconds once acquired (positive), or until
+ * released (`POLYCACHE_TTL_NEVER`).
+ *
+ * On success `*lock_out` receives a new lock owned by the caller, to be released with
+ * `polycache_lock_free`. Another `timeout_ms` gives `POLYCACHE_RESULT_CONFIGURATION`.
+ */
+polycache_result polycache_lock_new(const struct polycache_cache *cache,
+                                    const char *name,
+                                    int64_t timeout_ms,
+                                    struct polycache_lock **lock_out,
+                                    struct polycache_error **error_out);
+
+/**
+ * Frees a lock handle; NULL does nothing. A lock it holds stays held.
+ */
+void polycache_lock_free(struct polycache_lock *lock);
+
+/**
+ * Takes the lock for the owner `token` (`token_len` bytes, copied; not empty).
+ *
+ * Without `blocking` it tries once. With it, it tries every `sleep_ms` milliseconds (at
+ * least 0) until it holds the lock or the next try would come after `blocking_timeout_ms`
+ * (at least 0, or `POLYCACHE_TTL_NEVER` to wait for ever). `*acquired_out` receives true
+ * once the lock is held, false when it gave up. Blocks the calling thread while it waits.
+ */
+polycache_result polycache_lock_acquire(const struct polycache_lock *lock,
+                                        const uint8_t *token,
+                                        size_t token_len,
+                                        bool blocking,
+                                        int64_t blocking_timeout_ms,
+                                        int64_t sleep_ms,
+                                        bool *acquired_out,
+                                        struct polycache_error **error_out);
+
+/**
+ * Releases the lock held by `token`. `POLYCACHE_RESULT_LOCK_NOT_OWNED`, with the lock
+ * untouched, when `token` does not hold it (it lapsed, and perhaps another owner took it).
+ */
+polycache_result polycache_lock_release(const struct polycache_lock *lock,
+                                        const uint8_t *token,
+                                        size_t token_len,
+                                        struct polycache_error **error_out);
+
+/**
+ * Adds `additional_ms` milliseconds (at least 0) to the remaining lifetime of the lock
+ * held by `token`, or with `replace_ttl` makes them its remaining lifetime.
+ *
+ * `POLYCACHE_RESULT_LOCK` for a lock without a timeout; `POLYCACHE_RESULT_LOCK_NOT_OWNED`
+ * (the lock untouched) when `token` does not hold it; `POLYCACHE_RESULT_UNSUPPORTED` on a
+ * custom backend without an atomic compare-and-extend.
+ */
+polycache_result polycache_lock_extend(const struct polycache_lock *lock,
+                                       const uint8_t *token,
+                                       size_t token_len,
+                                       int64_t additional_ms,
+                                       bool replace_ttl,
+                                       struct polycache_error **error_out);
+
+/**
+ * Resets the remaining lifetime of the lock held by `token` to the lock's timeout; the
+ * errors of `polycache_lock_extend`.
+ */
+polycache_result polycache_lock_reacquire(const struct polycache_lock *lock,
+                                          const uint8_t *token,
+                                          size_t token_len,
+                                          struct polycache_error **error_out);
+
+/**
+ * `*locked_out` receives true when any owner holds the lock.
+ */
+polycache_result polycache_lock_locked(const struct polycache_lock *lock,
+                                       bool *locked_out,
+                                       struct polycache_error **error_out);
+
+/**
+ * `*owned_out` receives true when `token` holds the lock.
+ */
+polycache_result polycache_lock_owned(const struct polycache_lock *lock,
+                                      const uint8_t *token,
+                                      size_t token_len,
+                                      bool *owned_out,
+                                      struct polycache_error **error_out);
 
 /**
  * Sends polycache's log records up to `max_level` (`POLYCACHE_LOG_WARN` is a good default)

@@ -24,6 +24,10 @@ mod structures;
 
 pub use scan::{AsyncKeyIter, KeyIter, DEFAULT_ITERSIZE, MAX_ITERSIZE};
 
+mod lock;
+
+pub use lock::{Lock, LockGuard, LockOptions};
+
 /// The default TTL of a cache when none is configured: 300 seconds, Django's default.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
 /// The largest value a cache stores unless configured otherwise: 64 MiB.

@@ -34,6 +34,12 @@ pub enum ErrorKind {
     Io,
     /// The backend answered with an error of its own.
     Backend,
+    /// A lock cannot do what was asked (extend a lock that has no timeout, acquire within
+    /// the time given, …): redis-py's `LockError`.
+    Lock,
+    /// A lock's release, extend or reacquire by a caller whose token no longer holds it; the
+    /// lock was left untouched: redis-py's `LockNotOwnedError`.
+    LockNotOwned,
 }
 
 impl ErrorKind {
@@ -52,6 +58,8 @@ impl ErrorKind {
             ErrorKind::Unsupported => "unsupported",
             ErrorKind::Io => "io",
             ErrorKind::Backend => "backend",
+            ErrorKind::Lock => "lock",
+            ErrorKind::LockNotOwned => "lock_not_owned",
         }
     }
 }

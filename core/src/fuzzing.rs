@@ -495,7 +495,7 @@ mod tests {
 
         fn check(r: &Reply, buf: &[u8], got: &protocol::Reply) -> Result<(), TestCaseError> {
             let (kind, data, name): (Kind, &[u8], &[u8]) = match r {
-                Reply::Va(d) => (Kind::Value, d, b""),
+                Reply::Va(d) => (Kind::Value, d, b"t5"), // a VA's name: its flags
                 Reply::Item(k, _, d, _) => (Kind::Item, d, k),
                 Reply::Stat(n, v) => (Kind::Stat, v, n),
                 Reply::Simple(_, k) => (*k, b"", b""),

@@ -48,6 +48,7 @@ pub use cache::{AsyncKeyIter, KeyIter, DEFAULT_ITERSIZE, MAX_ITERSIZE};
 pub use cache::{
     Cache, CacheBuilder, Key, DEFAULT_MAX_VALUE_SIZE, DEFAULT_TIMEOUT, MAX_KEY_LEN, SERIALIZERS,
 };
+pub use cache::{Lock, LockGuard, LockOptions};
 pub use codec::{COMPRESSED_MAGIC, DEFAULT_COMPRESS_LEVEL, SIGNED_MAGIC};
 pub use envelope::{Envelope, ENVELOPE_HEADER, ENVELOPE_MAGIC};
 pub use error::{Error, ErrorKind, Result};

@@ -333,6 +333,16 @@ impl AsyncBackend for GuardedAsync {
     ) -> BoxFuture<'a, Result<crate::RedisReply>> {
         self.guard(self.inner.redis_command(call))
     }
+
+    fn extend_if_equals<'a>(
+        &'a self,
+        key: &'a [u8],
+        expected: &'a [u8],
+        ttl: Duration,
+        replace: bool,
+    ) -> BoxFuture<'a, Result<bool>> {
+        self.guard(self.inner.extend_if_equals(key, expected, ttl, replace))
+    }
 }
 
 impl Backend for Guarded {
@@ -420,6 +430,18 @@ impl Backend for Guarded {
     ) -> Result<Box<dyn crate::KeyScan>> {
         self.breaker.call(self.name(), || {
             Arc::clone(&self.inner).scan_keys(pattern, count)
+        })
+    }
+
+    fn extend_if_equals(
+        &self,
+        key: &[u8],
+        expected: &[u8],
+        ttl: Duration,
+        replace: bool,
+    ) -> Result<bool> {
+        self.breaker.call(self.name(), || {
+            self.inner.extend_if_equals(key, expected, ttl, replace)
         })
     }
 }

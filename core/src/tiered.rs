@@ -540,6 +540,22 @@ impl Backend for TieredBackend {
         Arc::clone(&self.l2).scan_keys(pattern, count)
     }
 
+    /// L2 decides; L1's copy (with its old TTL) is dropped, here and in other processes.
+    fn extend_if_equals(
+        &self,
+        key: &[u8],
+        expected: &[u8],
+        ttl: Duration,
+        replace: bool,
+    ) -> Result<bool> {
+        let r = self.gate.write(|| {
+            let _ = self.l1.delete(key);
+            self.l2.extend_if_equals(key, expected, ttl, replace)
+        });
+        self.publish_key(key);
+        r
+    }
+
     fn evictions(&self) -> u64 {
         self.l1.evictions() + self.l2.evictions()
     }
@@ -706,6 +722,16 @@ impl AsyncBackend for TieredAsync {
         ttl: Option<Duration>,
     ) -> BoxFuture<'a, Result<bool>> {
         self.writes.replace(key, value, ttl)
+    }
+
+    fn extend_if_equals<'a>(
+        &'a self,
+        key: &'a [u8],
+        expected: &'a [u8],
+        ttl: Duration,
+        replace: bool,
+    ) -> BoxFuture<'a, Result<bool>> {
+        self.writes.extend_if_equals(key, expected, ttl, replace)
     }
 }
 

@@ -58,9 +58,14 @@ pub const POLYCACHE_RESULT_LOADER_FAILED: polycache_result = 19;
 /// backend was unreachable (the outage is logged and counted in `errors`). Nothing was
 /// stored; the old value, if any, may still be there.
 pub const POLYCACHE_RESULT_NOT_STORED: polycache_result = 20;
+/// A lock cannot do what was asked (extend or reacquire a lock that has no timeout).
+pub const POLYCACHE_RESULT_LOCK: polycache_result = 21;
+/// A lock's release, extend or reacquire with a token that no longer holds it; the lock
+/// was left untouched.
+pub const POLYCACHE_RESULT_LOCK_NOT_OWNED: polycache_result = 22;
 
 /// Every code with its name, in code order (the table behind `polycache_result_name`).
-const NAMES: [&CStr; 21] = [
+const NAMES: [&CStr; 23] = [
     c"ok",
     c"miss",
     c"null_parameter",
@@ -82,6 +87,8 @@ const NAMES: [&CStr; 21] = [
     c"other",
     c"loader_failed",
     c"not_stored",
+    c"lock",
+    c"lock_not_owned",
 ];
 
 /// A short, stable, lower-case name for `result` (`"ok"`, `"miss"`, `"not_found"`, …).
@@ -115,6 +122,8 @@ pub(crate) fn result_for_kind(kind: ErrorKind) -> polycache_result {
         ErrorKind::Unsupported => POLYCACHE_RESULT_UNSUPPORTED,
         ErrorKind::Io => POLYCACHE_RESULT_IO,
         ErrorKind::Backend => POLYCACHE_RESULT_BACKEND,
+        ErrorKind::Lock => POLYCACHE_RESULT_LOCK,
+        ErrorKind::LockNotOwned => POLYCACHE_RESULT_LOCK_NOT_OWNED,
         // ErrorKind is non_exhaustive: a kind added to the core before it gets its own code.
         _ => POLYCACHE_RESULT_OTHER,
     }
@@ -204,6 +213,8 @@ pub(crate) fn kind_for_result(code: polycache_result) -> Option<ErrorKind> {
         POLYCACHE_RESULT_UNSUPPORTED => ErrorKind::Unsupported,
         POLYCACHE_RESULT_IO => ErrorKind::Io,
         POLYCACHE_RESULT_BACKEND => ErrorKind::Backend,
+        POLYCACHE_RESULT_LOCK => ErrorKind::Lock,
+        POLYCACHE_RESULT_LOCK_NOT_OWNED => ErrorKind::LockNotOwned,
         _ => return None,
     })
 }
@@ -250,6 +261,8 @@ mod tests {
             ErrorKind::Unsupported,
             ErrorKind::Io,
             ErrorKind::Backend,
+            ErrorKind::Lock,
+            ErrorKind::LockNotOwned,
         ];
         for kind in kinds {
             let code = result_for_kind(kind);

@@ -16,6 +16,7 @@ from polycache._cache import Cache, Timeout
 from polycache._caches import CacheHandler, caches
 from polycache._decorators import cached
 from polycache._jobs import Call, CacheStatus, Job, cacheback
+from polycache._lock import Lock
 from polycache._polycache import (
     DEFAULT_TIMEOUT,
     SCHEMES,
@@ -33,6 +34,8 @@ from polycache.exceptions import (
     InvalidArgumentError,
     InvalidKeyError,
     KeyNotFoundError,
+    LockError,
+    LockNotOwnedError,
     NotAnIntegerError,
     SerializationError,
     TimeoutError,
@@ -58,6 +61,9 @@ __all__ = [
     "InvalidKeyError",
     "Job",
     "KeyNotFoundError",
+    "Lock",
+    "LockError",
+    "LockNotOwnedError",
     "NotAnIntegerError",
     "SerializationError",
     "Timeout",

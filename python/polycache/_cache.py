@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from typing import Any, Callable, Union
 
 from polycache._polycache import DEFAULT_TIMEOUT, DefaultTimeout
+from polycache._lock import Lock
 from polycache._polycache import Cache as _NativeCache
 from polycache._scan import aiter_pages
 from polycache._structures import RedisStructures
@@ -29,11 +30,28 @@ class Cache(_NativeCache, RedisStructures):
     (``aget``, ``aset``, ...): they answer with an awaitable that polycache's runtime
     completes, with no worker thread per call (on a local backend such as ``memory://`` it is
     complete at once). This subclass adds only the twins that call back into Python code:
-    ``aget_or_set`` and ``aget_or_set_with``.
+    ``aget_or_set`` and ``aget_or_set_with``, and ``lock``.
     """
 
     __slots__ = ()
     __module__ = "polycache"
+
+    def lock(
+        self,
+        name: str,
+        timeout: float | None = None,
+        sleep: float = 0.1,
+        blocking: bool = True,
+        blocking_timeout: float | None = None,
+        thread_local: bool = True,
+        version: int | None = None,
+    ) -> Lock:
+        """The lock ``name`` (stored under ``make_key(name, version)``), with redis-py's
+        arguments and semantics: see :class:`polycache.Lock`."""
+        native = self._lock(name, timeout, version)
+        return Lock(
+            native, name, sleep=sleep, blocking=blocking, blocking_timeout=blocking_timeout, thread_local=thread_local
+        )
 
     async def aget_or_set(
         self, key: str, default: Any, timeout: Timeout = DEFAULT_TIMEOUT, version: int | None = None

@@ -35,6 +35,7 @@ from django.core.cache.backends.base import (
     get_key_func,
 )
 
+from polycache._lock import Lock
 from polycache._polycache import _DjangoCache, read_cache_settings
 from polycache._scan import aiter_pages
 from polycache._settings import InvalidOptionError
@@ -128,6 +129,28 @@ class Cache(_DjangoCache, RedisStructures, BaseCache):  # type: ignore[misc]
 
     def __repr__(self) -> str:
         return f"<polycache.django.Cache {self.location!r} key_prefix={self.key_prefix!r} version={self.version!r}>"
+
+    def lock(
+        self,
+        key: Any,
+        version: Any = None,
+        timeout: float | None = None,
+        sleep: float = 0.1,
+        blocking: bool = True,
+        blocking_timeout: float | None = None,
+        client: Any = None,
+        thread_local: bool = True,
+    ) -> Lock:
+        """django-redis' ``lock``: a :class:`polycache.Lock` (redis-py's semantics) on this
+        cache's store, under ``make_key(key, version)``, on every backend. ``client`` is
+        django-redis' raw connection argument: polycache has none to pass (``None`` only)."""
+        if client is not None:
+            raise TypeError("lock(client=...) names a django-redis client; polycache locks take none")
+        full = str(self.make_key(key, version))
+        native = self._polycache_native()._lock(full, timeout, None, True)
+        return Lock(
+            native, full, sleep=sleep, blocking=blocking, blocking_timeout=blocking_timeout, thread_local=thread_local
+        )
 
     @property
     def client(self) -> RedisClient:

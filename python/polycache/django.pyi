@@ -5,6 +5,8 @@ from datetime import datetime
 from typing import Any, Final
 
 from polycache._polycache import Awaitable, KeyScan
+from polycache._lock import Lock
+from polycache._polycache import Awaitable
 from polycache._structures import RedisStructures
 from polycache.exceptions import ConfigurationError
 
@@ -111,3 +113,14 @@ class Cache(RedisStructures):
     def adelete_pattern(
         self, pattern: str, version: Any = None, prefix: str | None = None, itersize: int | None = None
     ) -> Awaitable[int]: ...
+    def lock(
+        self,
+        key: Any,
+        version: Any = None,
+        timeout: float | None = None,
+        sleep: float = 0.1,
+        blocking: bool = True,
+        blocking_timeout: float | None = None,
+        client: Any = None,
+        thread_local: bool = True,
+    ) -> Lock: ...

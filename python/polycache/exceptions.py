@@ -16,6 +16,8 @@ __all__ = [
     "InvalidArgumentError",
     "InvalidKeyError",
     "KeyNotFoundError",
+    "LockError",
+    "LockNotOwnedError",
     "NotAnIntegerError",
     "SerializationError",
     "TimeoutError",
@@ -88,3 +90,15 @@ class BackendError(CacheError):
 class InvalidArgumentError(CacheError, ValueError):
     """An argument of an operation is wrong (``zadd`` with both ``nx`` and ``xx``, a
     ``count`` that is not an ``int``, ...)."""
+
+
+class LockError(CacheError):
+    """A lock cannot do what was asked: release or extend a lock this owner does not hold,
+    extend a lock that has no timeout, or acquire it within the time given (redis-py's
+    ``redis.exceptions.LockError``)."""
+
+
+class LockNotOwnedError(LockError):
+    """A lock's release, extend or reacquire by an owner whose token no longer holds it
+    (it lapsed and someone else took it); the lock is left untouched (redis-py's
+    ``redis.exceptions.LockNotOwnedError``)."""

@@ -737,6 +737,20 @@ twins! {
         self.core.local
     }
 
+    /// The native half of `polycache.Lock`: the lock `name` (a full key already made when
+    /// `full`), with `timeout` seconds or none.
+    #[pyo3(signature = (name, timeout = None, version = None, full = false))]
+    fn _lock(
+        &self,
+        py: Python<'_>,
+        name: &str,
+        timeout: Option<f64>,
+        version: Option<i64>,
+        full: bool,
+    ) -> PyResult<crate::lock::PyLock> {
+        crate::lock::open(py, &self.core, name, full, version, timeout)
+    }
+
     fn __repr__(slf: &Bound<'_, Self>) -> PyResult<String> {
         let py = slf.py();
         let cache = &slf.get().core.cache;

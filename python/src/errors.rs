@@ -6,7 +6,7 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::PyType;
 
 /// The Python classes, in the order of [`class_index`]; imported on first use.
-const CLASSES: [&str; 11] = [
+const CLASSES: [&str; 13] = [
     "ConfigurationError",
     "ConnectionError",
     "TimeoutError",
@@ -18,9 +18,11 @@ const CLASSES: [&str; 11] = [
     "IntegerOverflowError",
     "UnsupportedOperationError",
     "BackendError",
+    "LockError",
+    "LockNotOwnedError",
 ];
 
-static CLASS_CELLS: [PyOnceLock<Py<PyType>>; 11] = [const { PyOnceLock::new() }; 11];
+static CLASS_CELLS: [PyOnceLock<Py<PyType>>; 13] = [const { PyOnceLock::new() }; 13];
 
 fn class_index(kind: ErrorKind) -> usize {
     match kind {
@@ -34,6 +36,8 @@ fn class_index(kind: ErrorKind) -> usize {
         ErrorKind::NotAnInteger => 7,
         ErrorKind::Overflow => 8,
         ErrorKind::Unsupported => 9,
+        ErrorKind::Lock => 11,
+        ErrorKind::LockNotOwned => 12,
         // Io, Backend, and any kind added to the core later.
         _ => 10,
     }

@@ -20,6 +20,7 @@ mod finalize;
 mod functions;
 mod jobs;
 mod loader;
+mod lock;
 mod logbridge;
 mod memo;
 mod ops;
@@ -44,6 +45,7 @@ fn _polycache(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<django::DjangoCache>()?;
     m.add_class::<memo::Memo>()?;
     m.add_class::<jobs::JobRunner>()?;
+    m.add_class::<lock::PyLock>()?;
     m.add_class::<awaitable::Completions>()?;
     m.add_class::<scan::KeyScan>()?;
     awaitable::install(m)?;

@@ -118,6 +118,18 @@ pub trait AsyncBackend: Send + Sync + 'static {
             None,
         ))))
     }
+
+    /// See [`Backend::extend_if_equals`]; the default refuses the same way.
+    fn extend_if_equals<'a>(
+        &'a self,
+        key: &'a [u8],
+        expected: &'a [u8],
+        ttl: Duration,
+        replace: bool,
+    ) -> BoxFuture<'a, Result<bool>> {
+        let _ = (key, expected, ttl, replace);
+        Box::pin(std::future::ready(Err(super::unsupported_extend("async"))))
+    }
 }
 
 /// A synchronous backend awaited through polycache's bounded blocking pool: each call takes
@@ -241,5 +253,16 @@ impl AsyncBackend for OnBlockingPool {
     ) -> BoxFuture<'a, Result<crate::RedisReply>> {
         let call = call.clone();
         self.run(move |b| b.redis_command(&call))
+    }
+
+    fn extend_if_equals<'a>(
+        &'a self,
+        key: &'a [u8],
+        expected: &'a [u8],
+        ttl: Duration,
+        replace: bool,
+    ) -> BoxFuture<'a, Result<bool>> {
+        let (key, expected) = (key.to_vec(), expected.to_vec());
+        self.run(move |b| b.extend_if_equals(&key, &expected, ttl, replace))
     }
 }

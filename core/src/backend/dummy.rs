@@ -56,4 +56,8 @@ impl Backend for DummyBackend {
     ) -> Result<Box<dyn super::KeyScan>> {
         Ok(Box::new(super::CollectedKeys::new(Vec::new(), count)))
     }
+
+    fn extend_if_equals(&self, _: &[u8], _: &[u8], _: Duration, _: bool) -> Result<bool> {
+        Ok(false)
+    }
 }

@@ -2617,6 +2617,67 @@ impl Backend for FileBackend {
             found: Vec::new().into_iter(),
         }))
     }
+
+    /// Compares and deletes under the pack's lock, which every process takes to write.
+    fn delete_if_equals(&self, key: &[u8], expected: &[u8]) -> Result<bool> {
+        let hash = hash_key(key);
+        self.inner.with_live(
+            hash,
+            key,
+            now_ms(),
+            || Ok(false),
+            |locked, f| {
+                if f.record().value != expected {
+                    return Ok(false);
+                }
+                locked.remove(f)?;
+                Ok(true)
+            },
+        )
+    }
+
+    /// Compares and rewrites the entry with its new deadline under the pack's lock.
+    fn extend_if_equals(
+        &self,
+        key: &[u8],
+        expected: &[u8],
+        ttl: Duration,
+        replace: bool,
+    ) -> Result<bool> {
+        let hash = hash_key(key);
+        let now = now_ms();
+        let extended = self.inner.with_live(
+            hash,
+            key,
+            now,
+            || Ok(false),
+            |locked, f| {
+                let r = f.record();
+                if r.value != expected {
+                    return Ok(false);
+                }
+                let left = (r.expires_at != 0)
+                    .then(|| Duration::from_millis(r.expires_at.saturating_sub(now)));
+                let Some(ttl) = super::extended_ttl(left, ttl, replace) else {
+                    return Ok(false);
+                };
+                let value = r.value.to_vec();
+                locked.store(
+                    hash,
+                    key,
+                    &value,
+                    deadline(Some(ttl), now),
+                    now,
+                    Probe::Found(f),
+                )?;
+                Ok(true)
+            },
+        )?;
+        if extended {
+            self.after_write();
+        }
+        Ok(extended)
+    }
 }
 
 /// A `file://` key scan: the packs in turn, each walked whole under its lock, its matching

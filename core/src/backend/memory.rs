@@ -726,6 +726,80 @@ impl Backend for MemoryBackend {
         }
         Ok(Box::new(CollectedKeys::new(keys, count)))
     }
+
+    /// One step under the entry's lock (quick_cache's entry API, or the LRU map's lock).
+    fn delete_if_equals(&self, key: &[u8], expected: &[u8]) -> Result<bool> {
+        self.change_if_equals(key, expected, |_| None)
+    }
+
+    fn extend_if_equals(
+        &self,
+        key: &[u8],
+        expected: &[u8],
+        ttl: Duration,
+        replace: bool,
+    ) -> Result<bool> {
+        self.change_if_equals(key, expected, |e| {
+            let remaining = (e.expires_at != 0).then(|| {
+                Duration::from_nanos(e.expires_at.saturating_sub(clock::precise_now_ns()))
+            });
+            Some(super::extended_ttl(remaining, ttl, replace).map(|t| deadline(Some(t))))
+        })
+    }
+}
+
+impl MemoryBackend {
+    /// Applies `change` to the live entry of `key` if its value is `expected`, under the
+    /// entry's lock: `None` removes the entry, `Some(Some(deadline))` gives it a new
+    /// deadline, `Some(None)` leaves it (and answers false).
+    fn change_if_equals(
+        &self,
+        key: &[u8],
+        expected: &[u8],
+        change: impl FnOnce(&Entry) -> Option<Option<u64>>,
+    ) -> Result<bool> {
+        let k = KeyRef::new(key);
+        // (changed, remove): an expired entry is removed on the way.
+        let apply = |e: &mut Entry| -> (bool, bool) {
+            if !e.live() || &*e.value != expected {
+                return (false, !e.live());
+            }
+            match change(e) {
+                None => (true, true),
+                Some(Some(expires_at)) => {
+                    e.expires_at = expires_at;
+                    (true, false)
+                }
+                Some(None) => (false, false),
+            }
+        };
+        match &self.inner.store {
+            Store::Clock(store) => {
+                let mut changed = false;
+                store.entry(k, None, |_, e| {
+                    let (c, remove) = apply(e);
+                    changed = c;
+                    if remove {
+                        EntryAction::Remove
+                    } else {
+                        EntryAction::Retain(())
+                    }
+                });
+                Ok(changed)
+            }
+            Store::Lru(lru) => {
+                let mut map = lru.lock();
+                let Some(e) = map.get_mut(k) else {
+                    return Ok(false);
+                };
+                let (changed, remove) = apply(e);
+                if remove {
+                    map.remove(k);
+                }
+                Ok(changed)
+            }
+        }
+    }
 }
 
 /// A decimal rendering of an integer on the stack.

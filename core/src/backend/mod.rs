@@ -235,6 +235,42 @@ pub trait Backend: Send + Sync + 'static {
             ),
         ))
     }
+
+    /// Gives `key` more time if its value is exactly `expected`, atomically; true when it did.
+    ///
+    /// With `replace` the remaining lifetime becomes `ttl`; without it `ttl` is added to the
+    /// remaining lifetime, and a key that never expires is left as it is (false). A lock's
+    /// `extend` and `reacquire` are built on it (redis-py's scripts). The default refuses:
+    /// a read, a compare and a touch would extend whatever another writer stored between
+    /// them, so a backend must make it one step of its own.
+    fn extend_if_equals(
+        &self,
+        key: &[u8],
+        expected: &[u8],
+        ttl: Duration,
+        replace: bool,
+    ) -> Result<bool> {
+        let _ = (key, expected, ttl, replace);
+        Err(unsupported_extend(self.name()))
+    }
+}
+
+/// The error of a backend without an atomic [`Backend::extend_if_equals`].
+pub fn unsupported_extend(backend: &str) -> Error {
+    unsupported(
+        backend,
+        "a lock's extend and reacquire (extend_if_equals)",
+        "it has no atomic compare-and-extend (implement Backend::extend_if_equals)",
+    )
+}
+
+/// The new remaining lifetime of an [`Backend::extend_if_equals`]: `ttl`, or `ttl` added to
+/// what is left (`None` when the key never expires: nothing to add to).
+pub fn extended_ttl(remaining: Option<Duration>, ttl: Duration, replace: bool) -> Option<Duration> {
+    if replace {
+        return Some(ttl);
+    }
+    remaining.map(|left| left.saturating_add(ttl))
 }
 
 /// The error of an operation a backend does not offer, saying which and why.

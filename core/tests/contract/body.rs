@@ -7,7 +7,9 @@
 //! today, [`Deviation`] names it and the one assertion it changes; each is a known bug.
 
 use super::ops::{Mode, Ops, Settle};
-use polycache::{CacheBuilder, ErrorKind, Expiry, Key, Result, TimeToLive, Value, MAX_KEY_LEN};
+use polycache::{
+    CacheBuilder, ErrorKind, Expiry, Key, LockOptions, Result, TimeToLive, Value, MAX_KEY_LEN,
+};
 use std::time::{Duration, Instant, SystemTime};
 
 /// Known departures from the contract (docs/architecture.md, "The contract suite"):
@@ -54,6 +56,9 @@ pub struct Expect {
     /// False where `ttl` and `replace` are the trait's `Unsupported` defaults (a custom
     /// backend that does not implement them).
     pub lifetime: bool,
+    /// False where a lock cannot be extended or reacquired (`Unsupported`): a custom
+    /// backend that keeps `Backend::extend_if_equals`'s default, by design.
+    pub extends: bool,
 }
 
 impl Expect {
@@ -65,6 +70,7 @@ impl Expect {
         large: 3 << 20,
         deviations: &[],
         lifetime: true,
+        extends: true,
     };
 
     fn has(&self, d: Deviation) -> bool {
@@ -183,6 +189,7 @@ pub async fn contract(c: Caches) {
     values(&c).await;
     lifetime(&c).await;
     expiry_and_ttl_end(&c, lapsing).await;
+    locks(&c).await;
     clear(&c).await;
     stats(&c).await;
 }
@@ -1223,4 +1230,93 @@ async fn key_scans(c: &Caches) {
         assert_eq!(o.delete_pattern("scan:*", 10).await.unwrap(), 1);
     }
     m.delete(Key::new("scan:v2").version(2)).await.unwrap();
+}
+
+/// Locks (redis-py's semantics): one owner at a time, non-owners refused with the lock
+/// untouched, extend and reacquire, and a dead holder's lock lapsing after its timeout.
+async fn locks(c: &Caches) {
+    let (m, x) = (&c.main, &c.x);
+    let long = Duration::from_secs(600);
+    let once = LockOptions::default().blocking(false);
+    let short = LockOptions::default()
+        .timeout(Some(x.ttl))
+        .sleep(Duration::from_millis(20));
+    let lock = m.cache().lock("lock", short).unwrap();
+    assert!(!m.lock_locked(&lock).await.unwrap());
+    assert!(m.lock_acquire(&lock, b"a", &once).await.unwrap());
+    assert!(m.lock_locked(&lock).await.unwrap());
+    assert!(m.lock_owned(&lock, b"a").await.unwrap());
+    assert!(!m.lock_owned(&lock, b"b").await.unwrap());
+    assert!(!m.lock_acquire(&lock, b"b", &once).await.unwrap());
+    // A blocking acquire whose next try would come after its deadline gives up.
+    let brief = short.blocking_timeout(Some(Duration::from_millis(1)));
+    assert!(!m.lock_acquire(&lock, b"b", &brief).await.unwrap());
+    // Non-owners: refused, the lock untouched.
+    let kind_of = |r: Result<()>| kind(r);
+    assert_eq!(
+        kind_of(m.lock_release(&lock, b"b").await),
+        ErrorKind::LockNotOwned
+    );
+    if x.extends {
+        let refused = m.lock_extend(&lock, b"b", long, true).await;
+        assert_eq!(kind_of(refused), ErrorKind::LockNotOwned);
+        let refused = m.lock_reacquire(&lock, b"b").await;
+        assert_eq!(kind_of(refused), ErrorKind::LockNotOwned);
+    }
+    assert!(m.lock_owned(&lock, b"a").await.unwrap(), "untouched");
+    m.lock_release(&lock, b"a").await.unwrap();
+    assert!(!m.lock_locked(&lock).await.unwrap());
+    let again = m.lock_release(&lock, b"a").await;
+    assert_eq!(kind_of(again), ErrorKind::LockNotOwned);
+
+    // A lock without a timeout never lapses and cannot be extended.
+    let forever = m.cache().lock("forever", LockOptions::default()).unwrap();
+    assert!(m.lock_acquire(&forever, b"n", &once).await.unwrap());
+    assert_eq!(
+        kind_of(m.lock_extend(&forever, b"n", long, false).await),
+        ErrorKind::Lock
+    );
+    assert_eq!(
+        kind_of(m.lock_reacquire(&forever, b"n").await),
+        ErrorKind::Lock
+    );
+
+    // Holders that die: one lapses, one extended (added time), one reacquired with a longer
+    // timeout, one extended (replaced) are still held once the short timeout has passed.
+    let lapsing = m.cache().lock("lapsing", short).unwrap();
+    let added = m.cache().lock("added", short).unwrap();
+    let replaced = m.cache().lock("replaced", short).unwrap();
+    for l in [&lapsing, &added, &replaced] {
+        assert!(m.lock_acquire(l, b"dead", &once).await.unwrap());
+    }
+    let started = Instant::now();
+    if x.extends {
+        m.lock_extend(&added, b"dead", long, false).await.unwrap();
+        m.lock_extend(&replaced, b"dead", long, true).await.unwrap();
+        // Time can only be added to a lock that lapses (redis-py: not to one without a TTL).
+        let timed = m.cache().lock("forever", short).unwrap();
+        let refused = m.lock_extend(&timed, b"n", long, false).await;
+        assert_eq!(kind_of(refused), ErrorKind::LockNotOwned);
+    } else {
+        let refused = m.lock_extend(&added, b"dead", long, false).await;
+        assert_eq!(kind_of(refused), ErrorKind::Unsupported);
+    }
+    let wait = short.blocking_timeout(Some(x.ttl_wait() * 2));
+    assert!(
+        m.lock_acquire(&lapsing, b"next", &wait).await.unwrap(),
+        "a dead holder's lock lapses"
+    );
+    assert!(m.lock_owned(&lapsing, b"next").await.unwrap());
+    let dead = m.lock_release(&lapsing, b"dead").await;
+    assert_eq!(kind_of(dead), ErrorKind::LockNotOwned, "a lapsed holder");
+    assert!(m.lock_owned(&lapsing, b"next").await.unwrap(), "untouched");
+    if x.extends {
+        if let Some(rest) = x.ttl_wait().checked_sub(started.elapsed()) {
+            m.sleep(rest).await;
+        }
+        assert!(m.lock_owned(&added, b"dead").await.unwrap(), "extended");
+        assert!(m.lock_owned(&replaced, b"dead").await.unwrap(), "extended");
+        m.lock_reacquire(&added, b"dead").await.unwrap();
+    }
+    m.lock_release(&forever, b"n").await.unwrap();
 }

@@ -8,7 +8,8 @@
 //! worker).
 
 use polycache::{
-    BoxFuture, Cache, Expiry, Key, RedisArg, RedisCommand, RedisReply, Result, TimeToLive, Value,
+    BoxFuture, Cache, Expiry, Key, Lock, LockOptions, RedisArg, RedisCommand, RedisReply, Result,
+    TimeToLive, Value,
 };
 use std::future::Future;
 use std::pin::pin;
@@ -365,6 +366,55 @@ impl Ops {
             c.delete_pattern(pattern, None, itersize),
             c.delete_pattern_async(pattern, None, itersize)
         ))
+    }
+}
+
+/// The operations of a [`Lock`] with an explicit token, through the mode's API.
+impl Ops {
+    pub fn lock_acquire<'a>(
+        &'a self,
+        lock: &'a Lock,
+        token: &'a [u8],
+        wait: &'a LockOptions,
+    ) -> Op<'a, bool> {
+        self.write(either!(
+            self,
+            lock.acquire_token(token, wait),
+            lock.acquire_token_async(token, wait)
+        ))
+    }
+    pub fn lock_release<'a>(&'a self, lock: &'a Lock, token: &'a [u8]) -> Op<'a, ()> {
+        self.write(either!(
+            self,
+            lock.release_token(token),
+            lock.release_token_async(token)
+        ))
+    }
+    pub fn lock_extend<'a>(
+        &'a self,
+        lock: &'a Lock,
+        token: &'a [u8],
+        additional: Duration,
+        replace: bool,
+    ) -> Op<'a, ()> {
+        self.write(either!(
+            self,
+            lock.extend_token(token, additional, replace),
+            lock.extend_token_async(token, additional, replace)
+        ))
+    }
+    pub fn lock_reacquire<'a>(&'a self, lock: &'a Lock, token: &'a [u8]) -> Op<'a, ()> {
+        self.write(either!(
+            self,
+            lock.reacquire_token(token),
+            lock.reacquire_token_async(token)
+        ))
+    }
+    pub fn lock_locked<'a>(&'a self, lock: &'a Lock) -> Op<'a, bool> {
+        either!(self, lock.locked(), lock.locked_async())
+    }
+    pub fn lock_owned<'a>(&'a self, lock: &'a Lock, token: &'a [u8]) -> Op<'a, bool> {
+        either!(self, lock.owned_by(token), lock.owned_by_async(token))
     }
 }
 

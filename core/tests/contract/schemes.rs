@@ -282,6 +282,7 @@ const MEMCACHED_EXPECT: Expect = Expect {
         Deviation::NoKeyListing,
     ],
     lifetime: true,
+    extends: true,
 };
 
 pub fn memcached() -> Fixture {
@@ -322,6 +323,8 @@ pub fn custom() -> Fixture {
         expect: Expect {
             lifetime: false,
             deviations: &[Deviation::NoKeyListing],
+
+            extends: false,
             ..Expect::FULL
         },
         builder: Box::new(move || Cache::with_backend(backend.clone())),

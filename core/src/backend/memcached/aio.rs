@@ -654,16 +654,19 @@ impl AsyncBackend for MemcachedBackend {
         Box::pin(async move { Ok(self.inner.single_async(key, Request::Delete).await?.flag()) })
     }
 
-    /// Reads, compares and deletes, as the synchronous side (memcached has no atomic
-    /// compare-and-delete on the value).
+    /// As the synchronous side: a read with the CAS token, then a delete with it.
     fn delete_if_equals<'a>(
         &'a self,
         key: &'a [u8],
         expected: &'a [u8],
     ) -> BoxFuture<'a, Result<bool>> {
         Box::pin(async move {
-            match AsyncBackend::get(self, key).await? {
-                Some(v) if &*v == expected => AsyncBackend::delete(self, key).await,
+            match self.inner.single_async(key, Request::GetCas).await?.cas() {
+                Some((v, cas, _)) if &*v == expected => Ok(self
+                    .inner
+                    .single_async(key, Request::DeleteCas(cas))
+                    .await?
+                    .flag()),
                 _ => Ok(false),
             }
         })
@@ -718,6 +721,23 @@ impl AsyncBackend for MemcachedBackend {
                 errors: Vec::new(),
             };
             self.inner.pipeline_async(batch).await
+        })
+    }
+
+    /// As the synchronous side: a read with the CAS token, then a store with it.
+    fn extend_if_equals<'a>(
+        &'a self,
+        key: &'a [u8],
+        expected: &'a [u8],
+        ttl: Duration,
+        replace: bool,
+    ) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(async move {
+            let found = self.inner.single_async(key, Request::GetCas).await?.cas();
+            match super::cas_extension(&found, expected, ttl, replace) {
+                Some(request) => Ok(self.inner.single_async(key, request).await?.flag()),
+                None => Ok(false),
+            }
         })
     }
 

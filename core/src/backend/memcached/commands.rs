@@ -48,12 +48,25 @@ pub(super) enum Request<'a> {
     Ttl,
     /// `ms … MR`: store only over a present key.
     Replace { value: &'a [u8], exptime: u64 },
+
+    /// `mg k v c t`: the value, its CAS token and its remaining TTL.
+    GetCas,
+    /// `ms … C<cas>`: store only if the item is unchanged since `cas` was read.
+    StoreCas {
+        value: &'a [u8],
+        exptime: u64,
+        cas: u64,
+    },
+    /// `md … C<cas>`: delete only if the item is unchanged since `cas` was read.
+    DeleteCas(u64),
 }
 
 /// What a request answered.
 #[derive(Debug)]
 pub(super) enum Answer {
     Value(Option<Value>),
+    /// What `GetCas` read: the value, its CAS token, its remaining TTL in seconds.
+    Cas(Option<(Value, u64, Option<u64>)>),
     Flag(bool),
     Count(u64),
     Done,
@@ -76,6 +89,13 @@ impl Answer {
             _ => TimeToLive::Missing,
         }
     }
+
+    pub(super) fn cas(self) -> Option<(Value, u64, Option<u64>)> {
+        match self {
+            Answer::Cas(found) => found,
+            _ => None,
+        }
+    }
     pub(super) fn count(self) -> u64 {
         match self {
             Answer::Count(n) => n,
@@ -89,7 +109,8 @@ impl Request<'_> {
     /// an increment (of a counter or a namespace generation), which must not apply twice.
     pub(super) fn retry(&self) -> bool {
         match self {
-            Request::Arithmetic { .. } => false,
+            // A compare-and-set that did land answers "changed" when sent again.
+            Request::Arithmetic { .. } | Request::StoreCas { .. } | Request::DeleteCas(_) => false,
             Request::Generation { delta, .. } => *delta == 0,
             _ => true,
         }
@@ -99,9 +120,9 @@ impl Request<'_> {
     /// size limit, checked once a connection taught us the limit).
     pub(super) fn refused(&self, server: &Server, wire: &[u8]) -> Option<Error> {
         match self {
-            Request::Store { value, .. } | Request::Replace { value, .. } => {
-                too_large(server, wire, value)
-            }
+            Request::Store { value, .. }
+            | Request::Replace { value, .. }
+            | Request::StoreCas { value, .. } => too_large(server, wire, value),
             _ => None,
         }
     }
@@ -130,14 +151,26 @@ impl Request<'_> {
             Request::Replace { value, exptime } => {
                 protocol::replace(out, wire, value, exptime, opaque)
             }
+
+            Request::GetCas => protocol::get_cas(out, wire, opaque),
+            Request::StoreCas {
+                value,
+                exptime,
+                cas,
+            } => protocol::store_cas(out, wire, value, exptime, cas, opaque),
+            Request::DeleteCas(cas) => protocol::delete_cas(out, wire, cas, opaque),
         }
         Expect::One(opaque)
     }
 
     fn command(&self) -> &'static str {
         match self {
-            Request::Get | Request::Exists | Request::Touch(_) | Request::Ttl => "mg",
+            Request::Get | Request::Exists | Request::Touch(_) | Request::Ttl | Request::GetCas => {
+                "mg"
+            }
             Request::Replace { .. } => "ms (replace)",
+            Request::StoreCas { .. } => "ms (cas)",
+            Request::DeleteCas(_) => "md (cas)",
             Request::Store { add: false, .. } => "ms",
             Request::Store { add: true, .. } => "ms (add)",
             Request::Delete => "md",
@@ -226,6 +259,21 @@ impl Request<'_> {
             }
             (Request::Replace { .. }, Kind::Hit) => Answer::Flag(true),
             (Request::Replace { .. }, Kind::NotStored) => Answer::Flag(false),
+
+            (Request::GetCas, Kind::Value) => {
+                let Some((cas, ttl)) = protocol::cas_and_ttl(c.bytes(r.name.clone())) else {
+                    return Err(Fault::Protocol(
+                        "mg with c and t answered without a CAS token or TTL".into(),
+                    ));
+                };
+                let value = Value::from(c.bytes(r.data).to_vec());
+                Answer::Cas(Some((value, cas, ttl)))
+            }
+            (Request::GetCas, Kind::Miss) => Answer::Cas(None),
+            (Request::StoreCas { .. } | Request::DeleteCas(_), Kind::Hit) => Answer::Flag(true),
+            (Request::StoreCas { .. } | Request::DeleteCas(_), Kind::Exists | Kind::NotFound) => {
+                Answer::Flag(false)
+            }
             _ => return unexpected(server, c, &r, self.command()).map(Err),
         };
         Ok(Ok(answer))

@@ -484,6 +484,26 @@ fn set_many<'k, 'v>(
 }
 
 /// The counter `incr` answered, as the signed number the contract returns.
+/// The compare-and-set that extends what `GetCas` found, or `None` when there is nothing to
+/// extend (absent, another value, or no TTL to add to).
+fn cas_extension<'v>(
+    found: &'v Option<(Value, u64, Option<u64>)>,
+    expected: &[u8],
+    ttl: Duration,
+    replace: bool,
+) -> Option<Request<'v>> {
+    let (value, cas, left) = found.as_ref()?;
+    if &**value != expected {
+        return None;
+    }
+    let new = super::extended_ttl(left.map(Duration::from_secs), ttl, replace)?;
+    Some(Request::StoreCas {
+        value,
+        exptime: exptime(Some(new)),
+        cas: *cas,
+    })
+}
+
 fn counter(n: u64) -> i64 {
     // `Request::decode` turned a counter past `i64::MAX` into an overflow error.
     i64::try_from(n).unwrap_or(i64::MAX)
@@ -561,6 +581,32 @@ impl Backend for MemcachedBackend {
             deleted: 0,
             errors: Vec::new(),
         })
+    }
+
+    /// Reads the value with its CAS token, then deletes only if the item is unchanged.
+    fn delete_if_equals(&self, key: &[u8], expected: &[u8]) -> Result<bool> {
+        match self.inner.single(key, Request::GetCas)?.cas() {
+            Some((v, cas, _)) if &*v == expected => {
+                Ok(self.inner.single(key, Request::DeleteCas(cas))?.flag())
+            }
+            _ => Ok(false),
+        }
+    }
+
+    /// Reads the value with its CAS token and TTL, then stores it again with the new TTL
+    /// only if the item is unchanged (memcached counts TTLs in whole seconds).
+    fn extend_if_equals(
+        &self,
+        key: &[u8],
+        expected: &[u8],
+        ttl: Duration,
+        replace: bool,
+    ) -> Result<bool> {
+        let found = self.inner.single(key, Request::GetCas)?.cas();
+        match cas_extension(&found, expected, ttl, replace) {
+            Some(request) => Ok(self.inner.single(key, request)?.flag()),
+            None => Ok(false),
+        }
     }
 
     /// See [`clearing`].

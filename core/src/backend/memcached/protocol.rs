@@ -58,7 +58,7 @@ pub(crate) struct Reply {
     pub(crate) kind: Kind,
     /// The value of `VA` or `VALUE`, the value of `STAT`, or the message of an error.
     pub(crate) data: Range<usize>,
-    /// The key of a `VALUE`, the name of a `STAT`.
+    /// The key of a `VALUE`, the name of a `STAT`, the flags of a `VA` (after its size).
     pub(crate) name: Range<usize>,
     /// The token of the reply's `O` flag (the request's opaque), empty when it has none.
     pub(crate) opaque: Range<usize>,
@@ -190,7 +190,7 @@ pub(crate) fn parse(buf: &[u8]) -> Result<Parse, ProtocolError> {
             Ok(Parse::Complete(Reply {
                 kind: Kind::Value,
                 data: after_line..end,
-                name: 0..0,
+                name: (size_end + 1).min(line.len())..line.len(),
                 opaque: opaque_flag(line, size_end),
                 consumed: end + 2,
             }))
@@ -436,6 +436,61 @@ fn store_in_mode(
     out.extend_from_slice(b"\r\n");
 }
 
+/// `mg <key> v c t`: the value with its CAS token and remaining TTL (`t-1`: none), or `EN`.
+pub(crate) fn get_cas(out: &mut Vec<u8>, key: &[u8], opaque: Opaque) {
+    out.extend_from_slice(b"mg ");
+    out.extend_from_slice(key);
+    out.extend_from_slice(b" v c t");
+    end_line(out, opaque);
+}
+
+/// `ms <key> <len> T<exptime> C<cas>` and the data block: `HD` stored, `EX` the item
+/// changed since `cas` was read, `NF` it is gone.
+pub(crate) fn store_cas(
+    out: &mut Vec<u8>,
+    key: &[u8],
+    value: &[u8],
+    exptime: u64,
+    cas: u64,
+    opaque: Opaque,
+) {
+    out.extend_from_slice(b"ms ");
+    out.extend_from_slice(key);
+    out.push(b' ');
+    push_u64(out, value.len() as u64);
+    out.extend_from_slice(b" T");
+    push_u64(out, exptime);
+    out.extend_from_slice(b" C");
+    push_u64(out, cas);
+    end_line(out, opaque);
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// `md <key> C<cas>`: `HD` deleted, `EX` the item changed since `cas` was read, `NF` gone.
+pub(crate) fn delete_cas(out: &mut Vec<u8>, key: &[u8], cas: u64, opaque: Opaque) {
+    out.extend_from_slice(b"md ");
+    out.extend_from_slice(key);
+    out.extend_from_slice(b" C");
+    push_u64(out, cas);
+    end_line(out, opaque);
+}
+
+/// The CAS token (`c`) and remaining TTL in seconds (`t`; `None` for `t-1`, no expiry) among
+/// the flags of a `VA` reply; `None` when the token is missing or malformed.
+pub(crate) fn cas_and_ttl(flags: &[u8]) -> Option<(u64, Option<u64>)> {
+    let (mut cas, mut ttl) = (None, None);
+    for flag in flags.split(|&b| b == b' ') {
+        match flag.split_first() {
+            Some((b'c', digits)) => cas = Some(parse_counter(digits)?),
+            Some((b't', b"-1")) => ttl = Some(None),
+            Some((b't', digits)) => ttl = Some(Some(parse_counter(digits)?)),
+            _ => {}
+        }
+    }
+    Some((cas?, ttl?))
+}
+
 /// `md <key>`: `HD` deleted, `NF` not found.
 #[inline]
 pub(crate) fn delete(out: &mut Vec<u8>, key: &[u8], opaque: Opaque) {
@@ -649,6 +704,23 @@ mod tests {
                 assert!(r.name.end <= buf.len() && r.name.start <= r.name.end);
             }
         }
+    }
+
+    #[test]
+    fn cas_flags_of_a_value_are_read() {
+        let buf = b"VA 3 c42 t-1\r\nbar\r\n";
+        let r = complete(buf);
+        assert_eq!(cas_and_ttl(&buf[r.name.clone()]), Some((42, None)));
+        let buf = b"VA 1 t7 c9 O3\r\nx\r\n";
+        let r = complete(buf);
+        assert_eq!(cas_and_ttl(&buf[r.name.clone()]), Some((9, Some(7))));
+        assert_eq!(cas_and_ttl(b"t7"), None);
+        assert_eq!(cas_and_ttl(b"cx t1"), None);
+        let mut out = Vec::new();
+        store_cas(&mut out, b"k", b"v", 5, 42, None);
+        delete_cas(&mut out, b"k", 42, Some(1));
+        get_cas(&mut out, b"k", None);
+        assert_eq!(out, b"ms k 1 T5 C42\r\nv\r\nmd k C42 O1\r\nmg k v c t\r\n");
     }
 
     #[test]

@@ -560,6 +560,22 @@ impl AsyncBackend for RedisBackend {
             structures::reply(reply).map_err(|e| map_err(e, &self.location))
         })
     }
+
+    fn extend_if_equals<'a>(
+        &'a self,
+        key: &'a [u8],
+        expected: &'a [u8],
+        ttl: Duration,
+        replace: bool,
+    ) -> BoxFuture<'a, Result<bool>> {
+        // Adding time twice is not harmless: only a replacing extend is retried.
+        Box::pin(self.on_leader_async(!replace, move |mut c| async move {
+            let n: i64 = super::extend_invocation(key, expected, ttl, replace)
+                .invoke_async(&mut c)
+                .await?;
+            Ok(n == 1)
+        }))
+    }
 }
 
 /// `clear` on a Cluster: `SCAN MATCH` + `UNLINK` (or `FLUSHDB` for everything) on every

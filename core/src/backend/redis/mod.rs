@@ -85,6 +85,42 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 ";
 
+/// `extend_if_equals`: redis-py's lock extend script. `ARGV[2]` milliseconds replace the
+/// remaining lifetime when `ARGV[3]` is `"1"`, else are added to it; a key without a TTL is
+/// left alone (`0`). `PEXPIRE`, not the script's arithmetic, keeps to integers.
+const EXTEND_IF_SCRIPT: &str = r"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+local left = redis.call('PTTL', KEYS[1])
+if ARGV[3] == '1' then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+if left < 0 then return 0 end
+redis.call('PEXPIRE', KEYS[1], left + tonumber(ARGV[2]))
+return 1
+";
+
+/// The compiled `extend_if_equals` script.
+fn extend_script() -> &'static Script {
+    static SCRIPT: std::sync::OnceLock<Script> = std::sync::OnceLock::new();
+    SCRIPT.get_or_init(|| Script::new(EXTEND_IF_SCRIPT))
+}
+
+/// The script invocation of `extend_if_equals`, shared by both transports.
+pub(super) fn extend_invocation(
+    key: &[u8],
+    expected: &[u8],
+    ttl: Duration,
+    replace: bool,
+) -> redis::ScriptInvocation<'static> {
+    let mut inv = extend_script().prepare_invoke();
+    inv.key(key)
+        .arg(expected)
+        .arg(px(ttl))
+        .arg(if replace { "1" } else { "0" });
+    inv
+}
+
 /// The settings of a Redis backend beyond its addresses, as read from URL options.
 ///
 /// ```
@@ -976,6 +1012,23 @@ impl Backend for RedisBackend {
         let reply =
             self.on_leader_once(|c| scripts().0.key(key).arg(delta).invoke::<redis::Value>(c))?;
         commands::incremented(reply, key, &self.location)
+    }
+
+    fn extend_if_equals(
+        &self,
+        key: &[u8],
+        expected: &[u8],
+        ttl: Duration,
+        replace: bool,
+    ) -> Result<bool> {
+        let run = |c: &mut dyn ConnectionLike| {
+            Ok(extend_invocation(key, expected, ttl, replace).invoke::<i64>(c)? == 1)
+        };
+        if replace {
+            self.on_leader(run)
+        } else {
+            self.on_leader_once(run)
+        }
     }
 
     fn get_many(&self, keys: &[&[u8]]) -> Result<Vec<Option<Value>>> {

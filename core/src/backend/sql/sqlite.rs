@@ -121,6 +121,8 @@ struct Queries {
     replace: String,
     /// A page of `keys`/`iter_keys`: live rows after an id whose key passes a `GLOB`.
     scan: String,
+    delete_if_equals: String,
+    extend_if_equals: String,
 }
 
 impl Queries {
@@ -232,6 +234,20 @@ impl Queries {
                 "SELECT id, key FROM {t} WHERE id > ?1 AND CAST(key AS TEXT) GLOB ?2 AND {} \
                  ORDER BY id LIMIT ?3",
                 alive("", "?4")
+            ),
+            // One statement each: the compare and the change happen under the write lock.
+            delete_if_equals: format!(
+                "DELETE FROM {t} WHERE key_hash = ?1 AND key = ?2 AND CAST(value AS BLOB) = ?3 \
+                 AND {} AND {}",
+                alive("", "?4"),
+                valid("")
+            ),
+            extend_if_equals: format!(
+                "UPDATE {t} SET expires_at = CASE WHEN ?5 THEN ?4 + ?3 ELSE expires_at + ?3 END \
+                 WHERE key_hash = ?1 AND key = ?2 AND CAST(value AS BLOB) = ?6 \
+                 AND (?5 OR expires_at IS NOT NULL) AND {} AND {}",
+                alive("", "?4"),
+                valid("")
             ),
             table,
         }
@@ -1193,6 +1209,36 @@ impl Backend for SqliteBackend {
             count,
             move |_, after, limit| self.scan_page(&glob, after, limit),
         )))
+    }
+
+    fn delete_if_equals(&self, key: &[u8], expected: &[u8]) -> Result<bool> {
+        let Some(conn) = self.read_conn()? else {
+            return Ok(false);
+        };
+        conn.prepare_cached(&self.inner.q.delete_if_equals)
+            .and_then(|mut s| s.execute(params![key_hash(key), key, expected, now_ms()]))
+            .map(|n| n > 0)
+            .map_err(|e| self.fail("delete_if_equals", e))
+    }
+
+    fn extend_if_equals(
+        &self,
+        key: &[u8],
+        expected: &[u8],
+        ttl: Duration,
+        replace: bool,
+    ) -> Result<bool> {
+        let Some(conn) = self.read_conn()? else {
+            return Ok(false);
+        };
+        let ms = i64::try_from(ttl.as_millis())
+            .unwrap_or(i64::MAX / 4)
+            .max(1);
+        let args = params![key_hash(key), key, ms, now_ms(), replace, expected];
+        conn.prepare_cached(&self.inner.q.extend_if_equals)
+            .and_then(|mut s| s.execute(args))
+            .map(|n| n > 0)
+            .map_err(|e| self.fail("extend_if_equals", e))
     }
 }
 

@@ -771,6 +771,18 @@ impl Backend for PostgresBackend {
             },
         )))
     }
+
+    fn extend_if_equals(
+        &self,
+        key: &[u8],
+        expected: &[u8],
+        ttl: Duration,
+        replace: bool,
+    ) -> Result<bool> {
+        // Adding time twice is not harmless: only a replacing extend is retried.
+        let args = (key, expected, ttl, replace);
+        self.run("extend", replace, &args, ops::extend_if_equals)
+    }
 }
 
 /// The same operations awaited: the same futures (`ops.rs`) on connections that polycache's
@@ -928,6 +940,20 @@ impl AsyncBackend for PostgresBackend {
         Box::pin(async move {
             let args = (key, value, ttl);
             self.run_or_async("replace", true, &args, ops::replace, Some(|_| Ok(false)))
+                .await
+        })
+    }
+
+    fn extend_if_equals<'a>(
+        &'a self,
+        key: &'a [u8],
+        expected: &'a [u8],
+        ttl: Duration,
+        replace: bool,
+    ) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(async move {
+            let args = (key, expected, ttl, replace);
+            self.run_async("extend", replace, &args, ops::extend_if_equals)
                 .await
         })
     }

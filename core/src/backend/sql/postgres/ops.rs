@@ -249,6 +249,28 @@ pub(super) fn delete_if_equals<'c>(
     })
 }
 
+/// `(key, expected, ttl, replace)`: gives the key more time only while it holds
+/// `expected`, in one statement.
+pub(super) fn extend_if_equals<'c>(
+    i: &'c Inner,
+    c: &'c mut Link,
+    (key, expected, ttl, replace): &'c (&[u8], &[u8], Duration, bool),
+) -> BoxFuture<'c, Result<bool, Fail>> {
+    Box::pin(async move {
+        let ms = i64::try_from(ttl.as_millis())
+            .unwrap_or(i64::MAX / 4)
+            .max(1);
+        let s = c.stmt(Q::ExtendIfEquals, &i.q).await?;
+        Ok(c.trips()
+            .execute(
+                &s,
+                &[&key_hash(key), key, &ms, &now_ms(), replace, expected],
+            )
+            .await?
+            > 0)
+    })
+}
+
 pub(super) fn has_key<'c>(
     i: &'c Inner,
     c: &'c mut Link,

@@ -34,9 +34,10 @@ pub(super) enum Q {
     Ttl,
     Replace,
     Scan,
+    ExtendIfEquals,
 }
 
-pub(super) const N_QUERIES: usize = Q::Scan as usize + 1;
+pub(super) const N_QUERIES: usize = Q::ExtendIfEquals as usize + 1;
 
 fn valid(q: &str) -> String {
     format!("({q}value IS NOT NULL AND {q}byte_size = length({q}key) + length({q}value))")
@@ -250,6 +251,17 @@ impl Queries {
                 "SELECT id, key FROM {t} WHERE id > $1 AND key LIKE $2 AND {} \
                  ORDER BY id LIMIT $3",
                 alive("", "$4")
+            ),
+        );
+        // One statement, atomic under the row lock: a lock's extend and reacquire.
+        put(
+            Q::ExtendIfEquals,
+            format!(
+                "UPDATE {t} SET expires_at = CASE WHEN $5 THEN $4 + $3 ELSE expires_at + $3 END \
+                 WHERE key_hash = $1 AND key = $2 AND value = $6 \
+                 AND ($5 OR expires_at IS NOT NULL) AND {} AND {}",
+                alive("", "$4"),
+                valid("")
             ),
         );
         // Run under the creation lock, with the cache table locked against writes so that

@@ -1,0 +1,231 @@
+//! `polycache_lock`: a lock named in a cache, with redis-py's semantics, from C.
+
+use crate::cache::{polycache_cache, POLYCACHE_TTL_NEVER};
+use crate::error::polycache_error;
+use crate::handle::{self, borrow, bytes, out, text};
+use crate::panic::{boundary, guard};
+use crate::result::{polycache_result, Failure, POLYCACHE_RESULT_OK};
+use polycache::{Error, ErrorKind, Lock, LockOptions};
+use std::time::Duration;
+
+/// A lock named in a cache, shared by every thread, process and machine using the same
+/// store. The caller names each owner with a token of its own (e.g. random bytes) and
+/// passes it to every call; an owner that dies leaves the lock to lapse after its timeout.
+///
+/// Threads: one handle may be used by any number of threads at the same time, except
+/// `polycache_lock_free`. Lifetime: from `polycache_lock_new` until `polycache_lock_free`;
+/// it keeps its cache alive. Freeing it does not release the lock.
+pub struct polycache_lock {
+    lock: Lock,
+}
+
+fn bad_ms(name: &str, ms: i64, allowed: &str) -> Failure {
+    Failure::Core(Error::new(
+        ErrorKind::Configuration,
+        format!("{name} must be {allowed}, not {ms}"),
+    ))
+}
+
+/// `POLYCACHE_TTL_NEVER` as `None`, else a duration of at least `min` milliseconds.
+fn ms_or_never(name: &str, ms: i64, min: i64, allowed: &str) -> Result<Option<Duration>, Failure> {
+    match ms {
+        POLYCACHE_TTL_NEVER => Ok(None),
+        ms if ms >= min => Ok(Some(Duration::from_millis(ms.unsigned_abs()))),
+        ms => Err(bad_ms(name, ms, allowed)),
+    }
+}
+
+/// Opens the lock `name` of `cache` (stored under the cache's key for `name`: prefix and
+/// version applied) that lives `timeout_ms` milliseconds once acquired (positive), or until
+/// released (`POLYCACHE_TTL_NEVER`).
+///
+/// On success `*lock_out` receives a new lock owned by the caller, to be released with
+/// `polycache_lock_free`. Another `timeout_ms` gives `POLYCACHE_RESULT_CONFIGURATION`.
+#[no_mangle]
+pub unsafe extern "C" fn polycache_lock_new(
+    cache: *const polycache_cache,
+    name: *const std::ffi::c_char,
+    timeout_ms: i64,
+    lock_out: *mut *mut polycache_lock,
+    error_out: *mut *mut polycache_error,
+) -> polycache_result {
+    boundary(error_out, || {
+        // SAFETY: each pointer is NULL or valid for the call (the C API contract).
+        let (cache, name, lock_out) = unsafe {
+            (
+                borrow(cache, "cache")?,
+                text(name, "name")?,
+                out(lock_out, "lock_out")?,
+            )
+        };
+        let allowed = "POLYCACHE_TTL_NEVER or a positive number of milliseconds";
+        let timeout = ms_or_never("timeout_ms", timeout_ms, 1, allowed)?;
+        let lock = cache
+            .cache
+            .lock(name, LockOptions::default().timeout(timeout))?;
+        lock_out.write(handle::into_raw(polycache_lock { lock }));
+        Ok(POLYCACHE_RESULT_OK)
+    })
+}
+
+/// Frees a lock handle; NULL does nothing. A lock it holds stays held.
+#[no_mangle]
+pub unsafe extern "C" fn polycache_lock_free(lock: *mut polycache_lock) {
+    guard((), || {
+        // SAFETY: lock is NULL or a lock from polycache_lock_new, freed once (C API contract).
+        unsafe { handle::free(lock) }
+    })
+}
+
+/// Takes the lock for the owner `token` (`token_len` bytes, copied; not empty).
+///
+/// Without `blocking` it tries once. With it, it tries every `sleep_ms` milliseconds (at
+/// least 0) until it holds the lock or the next try would come after `blocking_timeout_ms`
+/// (at least 0, or `POLYCACHE_TTL_NEVER` to wait for ever). `*acquired_out` receives true
+/// once the lock is held, false when it gave up. Blocks the calling thread while it waits.
+#[no_mangle]
+pub unsafe extern "C" fn polycache_lock_acquire(
+    lock: *const polycache_lock,
+    token: *const u8,
+    token_len: usize,
+    blocking: bool,
+    blocking_timeout_ms: i64,
+    sleep_ms: i64,
+    acquired_out: *mut bool,
+    error_out: *mut *mut polycache_error,
+) -> polycache_result {
+    boundary(error_out, || {
+        // SAFETY: each pointer is NULL or valid for the call (the C API contract).
+        let (lock, token, acquired_out) = unsafe {
+            (
+                borrow(lock, "lock")?,
+                owner(token, token_len)?,
+                out(acquired_out, "acquired_out")?,
+            )
+        };
+        let allowed = "POLYCACHE_TTL_NEVER or at least 0 milliseconds";
+        let deadline = ms_or_never("blocking_timeout_ms", blocking_timeout_ms, 0, allowed)?;
+        let sleep = u64::try_from(sleep_ms)
+            .map_err(|_| bad_ms("sleep_ms", sleep_ms, "at least 0 milliseconds"))?;
+        let wait = LockOptions::default()
+            .blocking(blocking)
+            .blocking_timeout(deadline)
+            .sleep(Duration::from_millis(sleep));
+        acquired_out.write(lock.lock.acquire_token(token, &wait)?);
+        Ok(POLYCACHE_RESULT_OK)
+    })
+}
+
+/// The owner token of a call: not empty (an empty token would name no owner).
+///
+/// # Safety
+/// As [`bytes`].
+unsafe fn owner<'a>(token: *const u8, len: usize) -> Result<&'a [u8], Failure> {
+    // SAFETY: by this function's contract.
+    let token = unsafe { bytes(token, len, "token")? };
+    if token.is_empty() {
+        return Err(Failure::Core(Error::new(
+            ErrorKind::Configuration,
+            "a lock token must not be empty",
+        )));
+    }
+    Ok(token)
+}
+
+/// Releases the lock held by `token`. `POLYCACHE_RESULT_LOCK_NOT_OWNED`, with the lock
+/// untouched, when `token` does not hold it (it lapsed, and perhaps another owner took it).
+#[no_mangle]
+pub unsafe extern "C" fn polycache_lock_release(
+    lock: *const polycache_lock,
+    token: *const u8,
+    token_len: usize,
+    error_out: *mut *mut polycache_error,
+) -> polycache_result {
+    boundary(error_out, || {
+        // SAFETY: each pointer is NULL or valid for the call (the C API contract).
+        let (lock, token) = unsafe { (borrow(lock, "lock")?, owner(token, token_len)?) };
+        lock.lock.release_token(token)?;
+        Ok(POLYCACHE_RESULT_OK)
+    })
+}
+
+/// Adds `additional_ms` milliseconds (at least 0) to the remaining lifetime of the lock
+/// held by `token`, or with `replace_ttl` makes them its remaining lifetime.
+///
+/// `POLYCACHE_RESULT_LOCK` for a lock without a timeout; `POLYCACHE_RESULT_LOCK_NOT_OWNED`
+/// (the lock untouched) when `token` does not hold it; `POLYCACHE_RESULT_UNSUPPORTED` on a
+/// custom backend without an atomic compare-and-extend.
+#[no_mangle]
+pub unsafe extern "C" fn polycache_lock_extend(
+    lock: *const polycache_lock,
+    token: *const u8,
+    token_len: usize,
+    additional_ms: i64,
+    replace_ttl: bool,
+    error_out: *mut *mut polycache_error,
+) -> polycache_result {
+    boundary(error_out, || {
+        // SAFETY: each pointer is NULL or valid for the call (the C API contract).
+        let (lock, token) = unsafe { (borrow(lock, "lock")?, owner(token, token_len)?) };
+        let more = u64::try_from(additional_ms)
+            .map_err(|_| bad_ms("additional_ms", additional_ms, "at least 0 milliseconds"))?;
+        lock.lock
+            .extend_token(token, Duration::from_millis(more), replace_ttl)?;
+        Ok(POLYCACHE_RESULT_OK)
+    })
+}
+
+/// Resets the remaining lifetime of the lock held by `token` to the lock's timeout; the
+/// errors of `polycache_lock_extend`.
+#[no_mangle]
+pub unsafe extern "C" fn polycache_lock_reacquire(
+    lock: *const polycache_lock,
+    token: *const u8,
+    token_len: usize,
+    error_out: *mut *mut polycache_error,
+) -> polycache_result {
+    boundary(error_out, || {
+        // SAFETY: each pointer is NULL or valid for the call (the C API contract).
+        let (lock, token) = unsafe { (borrow(lock, "lock")?, owner(token, token_len)?) };
+        lock.lock.reacquire_token(token)?;
+        Ok(POLYCACHE_RESULT_OK)
+    })
+}
+
+/// `*locked_out` receives true when any owner holds the lock.
+#[no_mangle]
+pub unsafe extern "C" fn polycache_lock_locked(
+    lock: *const polycache_lock,
+    locked_out: *mut bool,
+    error_out: *mut *mut polycache_error,
+) -> polycache_result {
+    boundary(error_out, || {
+        // SAFETY: each pointer is NULL or valid for the call (the C API contract).
+        let (lock, locked_out) = unsafe { (borrow(lock, "lock")?, out(locked_out, "locked_out")?) };
+        locked_out.write(lock.lock.locked()?);
+        Ok(POLYCACHE_RESULT_OK)
+    })
+}
+
+/// `*owned_out` receives true when `token` holds the lock.
+#[no_mangle]
+pub unsafe extern "C" fn polycache_lock_owned(
+    lock: *const polycache_lock,
+    token: *const u8,
+    token_len: usize,
+    owned_out: *mut bool,
+    error_out: *mut *mut polycache_error,
+) -> polycache_result {
+    boundary(error_out, || {
+        // SAFETY: each pointer is NULL or valid for the call (the C API contract).
+        let (lock, token, owned_out) = unsafe {
+            (
+                borrow(lock, "lock")?,
+                owner(token, token_len)?,
+                out(owned_out, "owned_out")?,
+            )
+        };
+        owned_out.write(lock.lock.owned_by(token)?);
+        Ok(POLYCACHE_RESULT_OK)
+    })
+}
