@@ -178,7 +178,9 @@ def get_redis_connection(alias: str = "default", write: bool = True) -> Any:
     (``rediss://``, ``tls_ca``, ``insecure``), ``socket_timeout``, ``connect_timeout`` and
     ``max_connections``. ``write=False`` answers a client of one of the cache's replicas when
     its LOCATION lists several servers. A Cluster (``redis+cluster://``) answers a
-    ``redis.cluster.RedisCluster``. Keys are the cache's full keys: ``cache.make_key(key)``.
+    ``redis.cluster.RedisCluster``; Sentinel (``redis+sentinel://``) answers redis-py's
+    ``Sentinel(...).master_for(name)`` (``slave_for`` with ``write=False``), which follows
+    failovers as the cache does. Keys are the cache's full keys: ``cache.make_key(key)``.
 
     Raises ``ImportError`` when redis-py is not installed and
     :class:`~polycache.UnsupportedOperationError` when the cache is not a polycache cache on
@@ -214,7 +216,12 @@ class RedisClient:
         """A redis-py client of the leader (``write=True``), or of a random replica when the
         LOCATION lists several servers (``write=False``)."""
         target = _RedisTarget.parse(self.__url)
-        index = 0 if write or len(target.hosts) == 1 or target.cluster else random.randrange(1, len(target.hosts))
+        if target.sentinel:
+            index = 0 if write else 1
+        elif write or len(target.hosts) == 1 or target.cluster:
+            index = 0
+        else:
+            index = random.randrange(1, len(target.hosts))
         with self.__lock:
             client = self.__clients.get(index)
             if client is None:
@@ -228,20 +235,24 @@ class _RedisTarget:
     def __init__(self, scheme: str, hosts: list[tuple[str, int]], path: str, kwargs: dict[str, Any]) -> None:
         self.scheme, self.hosts, self.path, self.kwargs = scheme, hosts, path, kwargs
         self.cluster = scheme.endswith("+cluster")
+        self.sentinel = scheme.endswith("+sentinel")
 
     @classmethod
     def parse(cls, url: str) -> _RedisTarget:
         scheme, _, rest = url.partition("://")
         scheme = scheme.lower()
-        if scheme.endswith("+sentinel"):
-            raise UnsupportedOperationError(
-                "get_redis_connection does not follow Sentinel yet: for a redis+sentinel:// cache, "
-                "make a client with redis.sentinel.Sentinel(...).master_for(name)"
-            )
-        if scheme not in ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster"):
+        if scheme not in (
+            "redis",
+            "rediss",
+            "unix",
+            "redis+cluster",
+            "rediss+cluster",
+            "redis+sentinel",
+            "rediss+sentinel",
+        ):
             raise UnsupportedOperationError(
                 f"this cache is on {scheme}://, not Redis: a redis-py client needs a redis://, "
-                "rediss://, unix:// or redis+cluster:// LOCATION"
+                "rediss://, unix://, redis+cluster:// or redis+sentinel:// LOCATION"
             )
         end = min((i for i in (rest.find("/"), rest.find("?")) if i >= 0), default=len(rest))
         netloc, tail = rest[:end], rest[end:]
@@ -273,15 +284,24 @@ class _RedisTarget:
             kwargs["unix_socket_path"] = urllib.parse.unquote(path)
             kwargs["db"] = int(options.get("db", 0))
         else:
+            default_port = "26379" if scheme.endswith("+sentinel") else "6379"
             for host in hostlist.split(","):
-                name, port = host, "6379"
+                name, port = host, default_port
                 if host.startswith("["):
                     name, _, after = host[1:].partition("]")
                     port = after[1:] or port
                 elif ":" in host:
                     name, _, port = host.rpartition(":")
                 hosts.append((name or "127.0.0.1", int(port)))
-            if not scheme.endswith("+cluster"):
+            if scheme.endswith("+sentinel"):
+                # /<master name>[/db]; the sentinels' own credentials are options.
+                master, _, db = path.strip("/").partition("/")
+                kwargs["service_name"] = urllib.parse.unquote(master)
+                kwargs["db"] = int(db or options.get("db", "0"))
+                for ours, theirs in (("sentinel_username", "username"), ("sentinel_password", "password")):
+                    if ours in options:
+                        kwargs.setdefault("sentinel_kwargs", {})[theirs] = options[ours]
+            elif not scheme.endswith("+cluster"):
                 db = path.strip("/") or options.get("db", "0")
                 kwargs["db"] = int(db)
         return cls(scheme, hosts or [("", 0)], path, kwargs)
@@ -298,6 +318,17 @@ class _RedisTarget:
 
             nodes = [ClusterNode(host, port) for host, port in self.hosts]
             return RedisCluster(startup_nodes=nodes, **self.kwargs)
+        if self.sentinel:
+            from redis.sentinel import Sentinel
+
+            kwargs = dict(self.kwargs)
+            name = kwargs.pop("service_name")
+            sentinel_kwargs = kwargs.pop("sentinel_kwargs", {})
+            if kwargs.get("ssl"):
+                tls = {k: v for k, v in kwargs.items() if k.startswith("ssl")}
+                sentinel_kwargs = {**tls, **sentinel_kwargs}
+            sentinels = Sentinel(self.hosts, sentinel_kwargs=sentinel_kwargs, **kwargs)
+            return sentinels.master_for(name) if index == 0 else sentinels.slave_for(name)
         if self.scheme == "unix":
             return redis.Redis(**self.kwargs)
         host, port = self.hosts[index]

@@ -247,10 +247,6 @@ def test_no_redis_client_for_other_backends_or_without_redis_py(monkeypatch: pyt
     with caches_of(LOCATION="memory://"):
         with pytest.raises(polycache.UnsupportedOperationError, match="memory://, not Redis"):
             get_redis_connection()
-    if "redis+sentinel://" in polycache.SCHEMES:
-        with caches_of(LOCATION="redis+sentinel://127.0.0.1:26379/mymaster/0"):
-            with pytest.raises(polycache.UnsupportedOperationError, match="Sentinel"):
-                get_redis_connection()
     with override_settings(CACHES={"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}):
         with pytest.raises(polycache.UnsupportedOperationError, match="LocMemCache"):
             get_redis_connection()

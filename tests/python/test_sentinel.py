@@ -67,6 +67,28 @@ def test_django_location_is_the_url(sentinel: servers.Server) -> None:
     assert listed.get("k") == [1, 2]
 
 
+def test_the_raw_client_follows_the_sentinels_to_the_master(sentinel: servers.Server) -> None:
+    pytest.importorskip("django")
+    pytest.importorskip("redis")
+    from django.conf import settings
+
+    if not settings.configured:
+        settings.configure()
+    import polycache.django
+
+    cache = polycache.django.Cache(sentinel.url, {"KEY_PREFIX": "raw"})
+    cache.set("k", 7)
+    client = cache.client.get_client()
+    master = int(sentinel.extra["master"])
+    assert client.connection_pool.get_master_address()[1] == master
+    assert client.get(cache.make_key("k")) == b"7"
+    assert cache.client.get_client() is client
+    # write=False: a replica the sentinel lists, or the master while it lists none yet.
+    reader = cache.client.get_client(write=False)
+    assert reader is not client
+    assert reader.ping() is True
+
+
 def test_bad_sentinel_urls_are_clear_and_keep_secrets(sentinel: servers.Server) -> None:
     with pytest.raises(polycache.ConfigurationError, match="names no master"):
         Cache(f"redis+sentinel://127.0.0.1:{sentinel.port}")
