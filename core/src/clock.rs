@@ -30,6 +30,29 @@ pub(crate) fn before_deadline(deadline: u64) -> bool {
     deadline - coarse > SLACK_NS || precise_now_ns() < deadline
 }
 
+/// Milliseconds since the Unix epoch on the wall clock: for times that other processes and
+/// machines read (SQL `expires_at`, file records, envelopes).
+pub(crate) fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Milliseconds on the monotonic clock, never 0: for cooldowns within this process.
+pub(crate) fn monotonic_ms() -> u64 {
+    precise_now_ns() / 1_000_000 + 1
+}
+
+/// Ticks of `coarsetime`'s clock: the cheapest read, for circuit breakers and server health.
+pub(crate) fn ticks() -> u64 {
+    coarsetime::Instant::now_without_cache_update().as_ticks()
+}
+
+/// `d` in [`ticks`], capped at a year (so that adding it to a time never overflows).
+pub(crate) fn ticks_of(d: std::time::Duration) -> u64 {
+    coarsetime::Duration::from(d.min(std::time::Duration::from_secs(86_400 * 365))).as_ticks()
+}
+
 #[cfg(target_os = "linux")]
 const COARSE: libc::clockid_t = libc::CLOCK_MONOTONIC_COARSE;
 #[cfg(target_os = "linux")]

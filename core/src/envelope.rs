@@ -19,7 +19,7 @@
 //! Bytes that do not start with the magic are a plain value (a value written by `set`), so
 //! readers of envelopes accept plain values too, as fresh values with no metadata.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 /// The first 8 bytes of every envelope.
 pub const ENVELOPE_MAGIC: [u8; 8] = *b"\0PCENV1\0";
@@ -102,13 +102,6 @@ impl Envelope {
         (self.expires_at != 0)
             .then(|| Duration::from_millis(self.expires_at.saturating_sub(now_ms)))
     }
-}
-
-/// The wall clock in Unix milliseconds: envelopes are read by other processes and machines.
-pub(crate) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// `now_ms + d`, saturating; at least 1 so that it never reads as "never" (0).

@@ -11,7 +11,8 @@
 //! wait is bounded by `flight_timeout`, after which a waiter computes the value itself.
 
 use crate::cache::{Cache, Key};
-use crate::envelope::{after_ms, now_ms, Envelope};
+use crate::clock::unix_ms;
+use crate::envelope::{after_ms, Envelope};
 use crate::error::{Error, Result};
 use crate::expiry::{Expiry, Ttl};
 use crate::location::Options;
@@ -180,7 +181,7 @@ fn seed() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     // RandomState is seeded from the OS once per process and varies per instance.
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(now_ms());
+    h.write_u64(unix_ms());
     h.finish() | 1
 }
 
@@ -398,7 +399,7 @@ fn classify(found: Option<Value>, policy: &RefreshPolicy) -> Lookup {
         return Lookup::Hit(v);
     };
     let current = Value::from(p);
-    if policy.refresh_early(&env, now_ms()) {
+    if policy.refresh_early(&env, unix_ms()) {
         Lookup::RefreshEarly(current)
     } else {
         Lookup::Hit(current)
@@ -720,7 +721,7 @@ impl Cache {
         let ttl = self.resolve_expiry(expiry);
         let wrapped = match ttl {
             Ttl::After(d) if policy.xfetch_beta > 0.0 => {
-                let expires = after_ms(now_ms(), d);
+                let expires = after_ms(unix_ms(), d);
                 let env = Envelope::new(expires, expires, delta.as_micros() as u64);
                 Some(env.encode(bytes))
             }

@@ -20,7 +20,8 @@
 //! (and its own flights: a refresh its parent was running is not waited for).
 
 use crate::cache::{Cache, Key};
-use crate::envelope::{after_ms, now_ms, Envelope};
+use crate::clock::unix_ms;
+use crate::envelope::{after_ms, Envelope};
 use crate::error::Result;
 use crate::expiry::Ttl;
 use crate::flight::{LeaderGuard, RefreshPolicy};
@@ -360,7 +361,7 @@ impl Job {
     /// of a stale value within `max_stale`, with how long it has been stale.
     fn plan(&self, raw: Option<Value>, sync_wanted: &dyn Fn(Duration) -> bool) -> Plan {
         let stats = self.cache.stats_ref();
-        let now = now_ms();
+        let now = unix_ms();
         let Some(raw) = raw else {
             stats.miss(1);
             if !self.options.fetch_on_miss {
@@ -457,7 +458,7 @@ impl Job {
 
     /// `raw` (a job's envelope, or a plain value) marked stale now, and its remaining TTL.
     fn mark_stale(&self, raw: &[u8]) -> (Vec<u8>, Ttl) {
-        let now = now_ms();
+        let now = unix_ms();
         let (env, payload) = match Envelope::decode(raw) {
             Some((env, payload)) => (env, payload),
             None => (Envelope::new(now, self.expires_at(now), 0), raw),
@@ -518,7 +519,7 @@ impl Job {
 
     /// A job's value as stored: in an envelope with its freshness, and the entry's TTL.
     fn wrap(&self, value: &[u8], fresh_for: Option<Duration>, delta_us: u64) -> (Vec<u8>, Ttl) {
-        let now = now_ms();
+        let now = unix_ms();
         let fresh_until = after_ms(now, fresh_for.unwrap_or(self.options.lifetime));
         let env = Envelope::new(fresh_until, self.expires_at(now), delta_us);
         let ttl = match self.options.ttl {
@@ -587,7 +588,7 @@ impl Job {
 /// will do: a fresh one, or a plain one.
 fn fresh(v: Value) -> Option<Value> {
     match Envelope::decode(&v) {
-        Some((env, p)) if !env.is_stale(now_ms()) => Some(Value::from(p)),
+        Some((env, p)) if !env.is_stale(unix_ms()) => Some(Value::from(p)),
         Some(_) => None,
         None => Some(v),
     }

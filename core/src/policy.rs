@@ -2,6 +2,7 @@
 //! dead server costs microseconds per call rather than a connect timeout.
 
 use crate::backend::{AsyncAccess, AsyncBackend, Backend, BoxFuture};
+use crate::clock;
 use crate::error::{Error, ErrorKind, Result};
 use crate::expiry::TimeToLive;
 use crate::location::Options;
@@ -75,10 +76,6 @@ pub(crate) fn is_outage(err: &Error) -> bool {
     matches!(err.kind(), ErrorKind::Connection | ErrorKind::Timeout)
 }
 
-fn now_ticks() -> u64 {
-    coarsetime::Instant::now_without_cache_update().as_ticks()
-}
-
 /// A lock-free circuit breaker: closed, open until a deadline, then one probe at a time.
 #[derive(Debug, Default)]
 pub(crate) struct Breaker {
@@ -94,12 +91,7 @@ impl Breaker {
     pub(crate) fn new(policy: &FailurePolicy) -> Breaker {
         Breaker {
             threshold: policy.breaker_threshold,
-            cooldown_ticks: coarsetime::Duration::from(
-                policy
-                    .breaker_cooldown
-                    .min(Duration::from_secs(86_400 * 365)),
-            )
-            .as_ticks(),
+            cooldown_ticks: clock::ticks_of(policy.breaker_cooldown),
             ..Default::default()
         }
     }
@@ -126,7 +118,7 @@ impl Breaker {
         let open_until = self.open_until.load(Ordering::Acquire);
         let mut probe = false;
         if open_until != 0 {
-            let claimed = now_ticks() >= open_until
+            let claimed = clock::ticks() >= open_until
                 && self
                     .probing
                     .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
@@ -179,7 +171,7 @@ impl Admitted<'_> {
                 let failures = b.failures.fetch_add(1, Ordering::AcqRel).saturating_add(1);
                 if self.probe || failures >= b.threshold {
                     b.open_until.store(
-                        now_ticks().saturating_add(b.cooldown_ticks).max(1),
+                        clock::ticks().saturating_add(b.cooldown_ticks).max(1),
                         Ordering::Release,
                     );
                     if !self.probe {

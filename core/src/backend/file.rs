@@ -25,6 +25,7 @@
 //! never). A large entry file keeps the 40-byte `PCFE` header of format 1.
 
 use super::{apply_delta, not_found, Backend, KeyScan};
+use crate::clock::unix_ms;
 use crate::error::{Error, ErrorKind, Result};
 use crate::expiry::TimeToLive;
 use crate::location::{Location, Options};
@@ -596,12 +597,6 @@ impl Loaded {
             Value::from(self.buf)
         }
     }
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 fn deadline(ttl: Option<Duration>, now: u64) -> u64 {
@@ -1565,7 +1560,7 @@ impl Inner {
             } else {
                 0
             };
-            let r = f(&mut last_scan, now_ms());
+            let r = f(&mut last_scan, unix_ms());
             let mut out = [0u8; INDEX_LEN];
             out[0..4].copy_from_slice(&INDEX_MAGIC);
             out[4..6].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
@@ -1779,7 +1774,7 @@ impl Inner {
     /// refills the eviction candidates (expired first, then oldest). Holds the eviction lock
     /// (the caller's `state`). Returns the entries and bytes found.
     fn scan(&self, state: &mut EvictState) -> Result<(u64, u64)> {
-        let now = now_ms();
+        let now = unix_ms();
         let mut totals = (0, 0);
         let mut candidates = Vec::new();
         self.sweep_pack_temps();
@@ -1840,7 +1835,7 @@ impl Inner {
 
     /// Collects eviction candidates from every pack (expired first, then oldest).
     fn collect_candidates(&self, state: &mut EvictState) -> Result<()> {
-        let now = now_ms();
+        let now = unix_ms();
         let mut candidates = Vec::new();
         for pack in 0..PACKS {
             let Some(mut locked) = self.lock_pack(pack, false)? else {
@@ -1867,7 +1862,7 @@ impl Inner {
         let Some(mut locked) = self.lock_pack(pack_of(hash), false)? else {
             return Ok(false);
         };
-        match locked.find(hash, &c.key, now_ms())? {
+        match locked.find(hash, &c.key, unix_ms())? {
             Probe::Found(f) => {
                 let r = f.record();
                 if r.written_at == c.written_at && r.expires_at == c.expires_at {
@@ -1883,7 +1878,7 @@ impl Inner {
     /// Evicts until the counters are at 90% of the bounds. Holds the eviction lock.
     fn evict_locked(&self, state: &mut EvictState) -> Result<()> {
         self.refresh_counts();
-        if now_ms().saturating_sub(state.collected_at) > CANDIDATES_FRESH_MS {
+        if unix_ms().saturating_sub(state.collected_at) > CANDIDATES_FRESH_MS {
             state.candidates.clear();
         }
         let mut scanned = false;
@@ -1943,7 +1938,7 @@ impl Inner {
     /// Removes every entry whose key starts with `prefix` (all of them for an empty prefix),
     /// and every corrupt record or file.
     fn clear(&self, prefix: &[u8]) -> Result<()> {
-        let now = now_ms();
+        let now = unix_ms();
         for pack in 0..PACKS {
             let Some(mut locked) = self.lock_pack(pack, false)? else {
                 if prefix.is_empty() {
@@ -2094,7 +2089,7 @@ impl Locked<'_> {
             Probe::Suspect | Probe::Moved => {
                 // Only a damaged index gets here (cut short, or full): rebuild it from
                 // what verifies, then look again.
-                self.rebuild(now_ms(), &|_| true)?;
+                self.rebuild(unix_ms(), &|_| true)?;
                 let pf = self.pf().clone();
                 match self.inner.probe(&pf, hash, key, Some(&mut Vec::new()))? {
                     Probe::Suspect | Probe::Moved => Err(Error::new(
@@ -2461,7 +2456,7 @@ impl Backend for FileBackend {
 
     fn get(&self, key: &[u8]) -> Result<Option<Value>> {
         let hash = hash_key(key);
-        let now = now_ms();
+        let now = unix_ms();
         match self.inner.read_unlocked(hash, key)? {
             Some(Some(f)) if !f.expired(now) => return Ok(Some(f.into_value())),
             Some(None) => return Ok(None),
@@ -2475,7 +2470,7 @@ impl Backend for FileBackend {
     fn set(&self, key: &[u8], value: &[u8], ttl: Option<Duration>) -> Result<()> {
         self.inner.check_size(key, value)?;
         let hash = hash_key(key);
-        let now = now_ms();
+        let now = unix_ms();
         let expires_at = deadline(ttl, now);
         self.write(key, now, |locked, probe| {
             locked.store(hash, key, value, expires_at, now, probe)
@@ -2485,7 +2480,7 @@ impl Backend for FileBackend {
     fn add(&self, key: &[u8], value: &[u8], ttl: Option<Duration>) -> Result<bool> {
         self.inner.check_size(key, value)?;
         let hash = hash_key(key);
-        let now = now_ms();
+        let now = unix_ms();
         let expires_at = deadline(ttl, now);
         // A live key is not new: the cull check applies only when the probe finds none.
         self.write(key, now, |locked, probe| match probe {
@@ -2499,7 +2494,7 @@ impl Backend for FileBackend {
 
     fn delete(&self, key: &[u8]) -> Result<bool> {
         let hash = hash_key(key);
-        let now = now_ms();
+        let now = unix_ms();
         let present = {
             let Some(mut locked) = self.inner.lock_pack(pack_of(hash), false)? else {
                 return Ok(false);
@@ -2522,7 +2517,7 @@ impl Backend for FileBackend {
 
     fn touch(&self, key: &[u8], ttl: Option<Duration>) -> Result<bool> {
         let hash = hash_key(key);
-        let now = now_ms();
+        let now = unix_ms();
         let touched = self.inner.with_live(
             hash,
             key,
@@ -2540,7 +2535,7 @@ impl Backend for FileBackend {
 
     fn incr(&self, key: &[u8], delta: i64) -> Result<i64> {
         let hash = hash_key(key);
-        let now = now_ms();
+        let now = unix_ms();
         let n = self.inner.with_live(
             hash,
             key,
@@ -2569,7 +2564,7 @@ impl Backend for FileBackend {
 
     fn ttl(&self, key: &[u8]) -> Result<TimeToLive> {
         let hash = hash_key(key);
-        let now = now_ms();
+        let now = unix_ms();
         let expires_at = match self.inner.read_unlocked(hash, key)? {
             Some(Some(f)) if !f.expired(now) => Some(f.record().expires_at),
             Some(None) => None,
@@ -2591,7 +2586,7 @@ impl Backend for FileBackend {
     fn replace(&self, key: &[u8], value: &[u8], ttl: Option<Duration>) -> Result<bool> {
         self.inner.check_size(key, value)?;
         let hash = hash_key(key);
-        let now = now_ms();
+        let now = unix_ms();
         let stored = self.inner.with_live(
             hash,
             key,
@@ -2624,7 +2619,7 @@ impl Backend for FileBackend {
         self.inner.with_live(
             hash,
             key,
-            now_ms(),
+            unix_ms(),
             || Ok(false),
             |locked, f| {
                 if f.record().value != expected {
@@ -2645,7 +2640,7 @@ impl Backend for FileBackend {
         replace: bool,
     ) -> Result<bool> {
         let hash = hash_key(key);
-        let now = now_ms();
+        let now = unix_ms();
         let extended = self.inner.with_live(
             hash,
             key,
@@ -2713,7 +2708,7 @@ impl Inner {
         let Some(mut locked) = self.lock_pack(pack, false)? else {
             return Ok(Vec::new());
         };
-        let now = now_ms();
+        let now = unix_ms();
         let (live, _bad) = locked.walk()?;
         Ok(live
             .iter()

@@ -2,7 +2,7 @@
 //! with its namespace generation with `namespace=true`) and the exptime of a TTL.
 
 use super::commands::Request;
-use super::{lock, now_ticks, protocol, Inner, Server, NAMESPACE_SUFFIX};
+use super::{lock, protocol, Inner, Server, NAMESPACE_SUFFIX};
 use crate::error::Result;
 use sha2::{Digest, Sha256};
 use std::borrow::Cow;
@@ -111,11 +111,11 @@ impl Inner {
             return None;
         }
         let (g, at) = *lock(&self.generations).get(ns)?;
-        (now_ticks().saturating_sub(at) < refresh).then_some(g)
+        (crate::clock::ticks().saturating_sub(at) < refresh).then_some(g)
     }
 
     pub(super) fn remember_generation(&self, ns: &[u8], g: u64) {
-        lock(&self.generations).insert(ns.to_vec(), (g, now_ticks()));
+        lock(&self.generations).insert(ns.to_vec(), (g, crate::clock::ticks()));
     }
 
     /// The keys as sent to memcached, given the generation of each of their namespaces

@@ -16,6 +16,7 @@ pub(crate) mod protocol;
 mod ring;
 
 use super::{not_found, AsyncAccess, Backend};
+use crate::clock;
 use crate::error::{Error, ErrorKind, Result};
 use crate::expiry::TimeToLive;
 use crate::location::{Location, Options};
@@ -126,14 +127,6 @@ impl Server {
             "cannot connect"
         }
     }
-}
-
-fn now_ticks() -> u64 {
-    coarsetime::Instant::now_without_cache_update().as_ticks()
-}
-
-fn ticks(d: Duration) -> u64 {
-    coarsetime::Duration::from(d.min(Duration::from_secs(86_400 * 365))).as_ticks()
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -279,7 +272,7 @@ impl MemcachedBackend {
             connect_timeout,
             socket_timeout,
             dead_ticks: if several && !dead_retry.is_zero() {
-                ticks(dead_retry).max(1)
+                clock::ticks_of(dead_retry).max(1)
             } else {
                 0
             },
@@ -287,7 +280,7 @@ impl MemcachedBackend {
             failure_limit: u32::try_from(failure_limit).unwrap_or(u32::MAX),
             pool_size: usize::try_from(pool_size).unwrap_or(usize::MAX),
             namespace,
-            namespace_refresh_ticks: ticks(namespace_refresh),
+            namespace_refresh_ticks: clock::ticks_of(namespace_refresh),
         };
         let item_size = max_item_size
             .map(|n| usize::try_from(n).unwrap_or(usize::MAX))
@@ -366,7 +359,7 @@ impl Inner {
         if until == 0 {
             return Ok(());
         }
-        let now = now_ticks();
+        let now = clock::ticks();
         if now >= until
             && server
                 .dead_until
@@ -398,7 +391,9 @@ impl Inner {
             .fetch_add(1, Ordering::AcqRel)
             .saturating_add(1);
         if self.settings.dead_ticks > 0 && n >= self.settings.failure_limit {
-            let until = now_ticks().saturating_add(self.settings.dead_ticks).max(1);
+            let until = clock::ticks()
+                .saturating_add(self.settings.dead_ticks)
+                .max(1);
             if server.dead_until.swap(until, Ordering::AcqRel) == 0 {
                 log::warn!(
                     "polycache: memcached server {} failed {n} times in a row; its keys fail for \

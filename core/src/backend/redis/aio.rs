@@ -16,8 +16,8 @@
 
 use super::sentinel::{demoted, is_readonly, NodeRole, Sentinels};
 use super::{
-    by_slot, cluster_primaries, cmd, commands, map_err, match_pattern, now_ms, random_below,
-    scripts, structures, RedisBackend, RedisOptions, RedisResult, REPLICA_COOLDOWN, SCAN_BATCH,
+    by_slot, cluster_primaries, cmd, commands, map_err, match_pattern, random_below, scripts,
+    structures, RedisBackend, RedisOptions, RedisResult, REPLICA_COOLDOWN, SCAN_BATCH,
 };
 use crate::backend::{AsyncBackend, BoxFuture};
 use crate::error::Result;
@@ -289,7 +289,7 @@ impl RedisBackend {
             _ => return self.on_leader_async(false, f).await,
         };
         let replica = &replicas[random_below(replicas.len())];
-        let now = now_ms();
+        let now = crate::clock::monotonic_ms();
         if replica.down_until.load(Ordering::Relaxed) > now {
             return leader.run(|c| f(AnyConn::Single(c))).await;
         }

@@ -38,7 +38,7 @@ use sentinel::{NodeRole, Sentinels};
 use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// How long opening a connection may take unless `connect_timeout` says otherwise: 1 s.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -542,7 +542,7 @@ impl RedisBackend {
             _ => return self.on_leader(f),
         };
         let replica = &replicas[random_below(replicas.len())];
-        let now = now_ms();
+        let now = crate::clock::monotonic_ms();
         if replica.down_until.load(Ordering::Relaxed) > now {
             return leader.run(|c| f(c));
         }
@@ -923,11 +923,6 @@ fn cluster_primaries(nodes: &str) -> Vec<(String, u16)> {
         }
     }
     out
-}
-
-fn now_ms() -> u64 {
-    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-    EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1
 }
 
 /// A number below `n`, from a per-thread xorshift (replica choice needs no better).

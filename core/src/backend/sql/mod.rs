@@ -42,7 +42,7 @@ use sha2::{Digest, Sha256};
 use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 #[cfg(feature = "postgres")]
 mod postgres;
@@ -154,9 +154,7 @@ fn not_sql(scheme: &str, location: &crate::Location) -> Error {
 
 /// Milliseconds since the unix epoch, the unit of `expires_at`.
 pub(crate) fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+    i64::try_from(crate::clock::unix_ms()).unwrap_or(i64::MAX)
 }
 
 /// The `expires_at` of an entry written at `now` with `ttl`; `None` never expires.
