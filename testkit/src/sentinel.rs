@@ -129,7 +129,13 @@ impl RedisSentinelSet {
         auth: &SentinelAuth,
         certs: Option<&TestCertificates>,
     ) -> Result<Self, TestkitError> {
-        let mut data_conf: Vec<String> = Vec::new();
+        // A replica link that overflows its output buffer under a fault test's load is cut and
+        // resynchronised in full; a master killed during that resync leaves the promoted
+        // replica empty. No buffer limit and a large backlog keep the link (and the data).
+        let mut data_conf: Vec<String> = vec![
+            "client-output-buffer-limit replica 0 0 0".into(),
+            "repl-backlog-size 64mb".into(),
+        ];
         if let Some(pw) = &auth.password {
             data_conf.push(format!("requirepass {}", quote(pw)));
             data_conf.push(format!("masterauth {}", quote(pw)));
