@@ -547,8 +547,15 @@ impl SqliteBackend {
     }
 
     fn create_on(&self, conn: &Connection) -> Result<()> {
-        conn.execute_batch(&self.inner.q.create)
-            .map_err(|e| self.fail("creating the table", e))?;
+        // One transaction: a caller that finds the table must find its unique index too, or
+        // its upsert fails ("ON CONFLICT clause does not match any PRIMARY KEY or UNIQUE
+        // constraint": a reader marked the table ready between the two statements).
+        let created =
+            conn.execute_batch(&format!("BEGIN IMMEDIATE; {} COMMIT;", self.inner.q.create));
+        if created.is_err() && !conn.is_autocommit() {
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        created.map_err(|e| self.fail("creating the table", e))?;
         if self.inner.cull.is_some() {
             conn.execute_batch(&self.inner.q.count_create)
                 .map_err(|e| self.fail("creating the row counter", e))?;
