@@ -24,8 +24,8 @@ use load_common::{
 };
 use polycache::Cache;
 use polycache_testkit::{
-    FaultProxy, MemcachedServer, PostgresServer, RedisCluster, RedisSentinelSet, RedisServer,
-    TempDir, TestkitError,
+    info_field, FaultProxy, MemcachedServer, PostgresServer, RedisCluster, RedisSentinelSet,
+    RedisServer, TempDir, TestkitError,
 };
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -968,18 +968,57 @@ fn kill_master<'a>(set: &'a Mutex<RedisSentinelSet>, killed: &'a Killed) -> Faul
             let mut set = set.lock().unwrap();
             let index = set.master_index().unwrap();
             let port = set.servers()[index].port();
+            // What the master accepted before the load began (the seeded counter) is on the
+            // replica; what the load writes from here on may not be yet.
+            set.wait_replicas_caught_up(RECOVERY).unwrap();
+            println!(
+                "SENTINEL-STATE | before the kill | {} |",
+                replication_state(&set)
+            );
             set.servers_mut()[index].kill().unwrap();
             *killed.lock().unwrap() = Some((index, port, Instant::now()));
         },
         move || {
             let (_, port, at) = killed.lock().unwrap().expect("the master was killed");
-            set.lock().unwrap().wait_failover(port, RECOVERY).unwrap();
+            let set = set.lock().unwrap();
+            set.wait_failover(port, RECOVERY).unwrap();
             println!(
                 "SENTINEL-FAILOVER | master killed → new master named: {} ms |",
                 at.elapsed().as_millis()
             );
+            println!(
+                "SENTINEL-STATE | after the failover | {} |",
+                replication_state(&set)
+            );
         },
     )
+}
+
+/// Each live data server's role, replication link, offset and key count, for the output of
+/// a failing failover scenario.
+fn replication_state(set: &RedisSentinelSet) -> String {
+    let fields = [
+        "role",
+        "master_link_status",
+        "master_repl_offset",
+        "slave_repl_offset",
+    ];
+    set.servers()
+        .iter()
+        .map(|server| {
+            let port = server.port();
+            let Ok(info) = set.data_command(port, &["INFO", "replication"]) else {
+                return format!("{port}: down");
+            };
+            let known: Vec<String> = fields
+                .iter()
+                .filter_map(|f| info_field(&info, f).map(|v| format!("{f}={v}")))
+                .collect();
+            let keys = set.data_command(port, &["DBSIZE"]).unwrap_or_default();
+            format!("{port}: {} keys={}", known.join(" "), keys.trim())
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 // ---------------------------------------------------------------------------------------

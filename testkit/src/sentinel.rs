@@ -181,7 +181,8 @@ impl RedisSentinelSet {
     }
 
     /// Waits until every live sentinel agrees on a master that has all the other data
-    /// servers as replicas with their links up, and knows the other live sentinels.
+    /// servers as replicas with their links up, and knows the other live sentinels; then
+    /// until the replicas have caught up ([`RedisSentinelSet::wait_replicas_caught_up`]).
     ///
     /// # Errors
     /// [`TestkitError::StartFailed`] when that does not happen within 30 s.
@@ -221,7 +222,8 @@ impl RedisSentinelSet {
                         })
                 })
             },
-        )
+        )?;
+        self.wait_replicas_caught_up(DISCOVERY_TIMEOUT)
     }
 
     /// `redis+sentinel://[:pw@]127.0.0.1:S1,127.0.0.1:S2,127.0.0.1:S3/mymaster/0`, with
@@ -355,6 +357,43 @@ impl RedisSentinelSet {
         new_port.ok_or_else(|| bad_reply("no master after the failover"))
     }
 
+    /// Waits until the master has every live replica's acknowledgement of its replication
+    /// stream up to where it stood when this was called: what the master had accepted by
+    /// then is on every replica, so a failover cannot lose it.
+    ///
+    /// A replica reports `master_link_status:up` once it has loaded the master's snapshot,
+    /// but the master streams the writes made since the snapshot only once the replica has
+    /// acknowledged it (up to a second later); a master killed in between leaves a promoted
+    /// replica without them. So this reads the offsets the master has seen acknowledged
+    /// (`INFO replication`'s `slaveN:…,offset=…` lines), not the replicas' own. Tests that
+    /// kill the master call this first.
+    ///
+    /// # Errors
+    /// [`TestkitError::StartFailed`] when the replicas do not catch up within `within`.
+    pub fn wait_replicas_caught_up(&self, within: Duration) -> Result<(), TestkitError> {
+        let master = self.master_port()?;
+        let master = self
+            .servers
+            .iter()
+            .find(|s| self.known_port(s) == master)
+            .map_or(master, RedisServer::port);
+        let live_replicas = self
+            .servers
+            .iter()
+            .filter(|s| s.port() != master && s.pid().is_some())
+            .count();
+        let info = || self.data_command(master, &["INFO", "replication"]).ok();
+        let target = info()
+            .and_then(|info| info_field(&info, "master_repl_offset"))
+            .and_then(|v| v.parse::<u64>().ok())
+            .ok_or_else(|| bad_reply("the master reports no replication offset"))?;
+        wait_until(
+            within,
+            "the replicas did not catch up with the master",
+            || info().is_some_and(|info| acknowledged_offsets(&info, live_replicas, target)),
+        )
+    }
+
     /// Sends one command to the data server on `port`, authenticating first when the set
     /// has a password; the reply as [`crate::redis_command`] gives it.
     ///
@@ -372,6 +411,29 @@ impl RedisSentinelSet {
     pub fn sentinel_command(&self, port: u16, args: &[&str]) -> Result<String, TestkitError> {
         redis_command_as(port, self.auth.sentinel_password.as_deref(), args)
     }
+}
+
+/// Whether `INFO replication` of a master lists at least `replicas` replicas online that
+/// have acknowledged offset `target` or later.
+fn acknowledged_offsets(info: &str, replicas: usize, target: u64) -> bool {
+    let caught_up = info
+        .lines()
+        .filter(|line| line.starts_with("slave") && line.contains(":ip="))
+        .filter(|line| {
+            let fields: Vec<(&str, &str)> = line
+                .split_once(':')
+                .map_or("", |(_, v)| v)
+                .split(',')
+                .filter_map(|f| f.split_once('='))
+                .collect();
+            let field = |name: &str| fields.iter().find(|(n, _)| *n == name).map(|(_, v)| *v);
+            field("state") == Some("online")
+                && field("offset")
+                    .and_then(|o| o.trim().parse::<u64>().ok())
+                    .is_some_and(|o| o >= target)
+        })
+        .count();
+    caught_up >= replicas
 }
 
 fn start_sentinel(
@@ -500,5 +562,16 @@ mod tests {
             pairs("a\n1\nb\n2"),
             [("a".into(), "1".into()), ("b".into(), "2".into())]
         );
+    }
+
+    #[test]
+    fn replicas_count_as_caught_up_once_online_with_the_offset_acknowledged() {
+        let info = "# Replication\r\nrole:master\r\nconnected_slaves:2\r\n\
+            slave0:ip=127.0.0.1,port=7001,state=online,offset=500,lag=0\r\n\
+            slave1:ip=127.0.0.1,port=7002,state=wait_bgsave,offset=0,lag=0\r\n\
+            master_repl_offset:500\r\n";
+        assert!(acknowledged_offsets(info, 1, 500));
+        assert!(!acknowledged_offsets(info, 1, 501), "offset not acknowledged yet");
+        assert!(!acknowledged_offsets(info, 2, 0), "a replica is still syncing");
     }
 }
