@@ -31,7 +31,7 @@ use std::future::Future;
 ///
 /// # Safety
 /// Each pointer is NULL or valid for the call (the C API contract).
-unsafe fn handles<'a>(
+pub(crate) unsafe fn handles<'a>(
     cache: *const polycache_cache,
     queue: *const polycache_queue,
 ) -> Result<(Cache, &'a polycache_queue), Failure> {

@@ -3,7 +3,7 @@
 //! (`polycache_key_scan_next_start`, `polycache_cache_delete_pattern_start`).
 
 use crate::cache::polycache_cache;
-use crate::cache_start::{count, start_keyed};
+use crate::cache_start::{count, handles};
 use crate::error::polycache_error;
 use crate::handle::{self, borrow, out, text};
 use crate::panic::{boundary, guard};
@@ -302,18 +302,13 @@ pub unsafe extern "C" fn polycache_cache_delete_pattern_start(
 ) -> polycache_result {
     boundary(error_out, || {
         // SAFETY: each pointer is NULL or valid for the call (the C API contract).
-        unsafe {
-            start_keyed(
-                cache,
-                queue,
-                pattern,
-                POLYCACHE_OP_DELETE_PATTERN,
-                user_data,
-                move |cache, pattern| async move {
-                    let removed = cache.delete_pattern_async(&pattern, None, itersize).await?;
-                    Ok(Output::Integer(count(removed)))
-                },
-            )
-        }
+        let ((cache, queue), pattern) =
+            unsafe { (handles(cache, queue)?, text(pattern, "pattern")?) };
+        let pattern = pattern.to_owned();
+        let inline = cache.completes_inline();
+        queue.start(inline, POLYCACHE_OP_DELETE_PATTERN, user_data, async move {
+            let removed = cache.delete_pattern_async(&pattern, None, itersize).await?;
+            Ok(Output::Integer(count(removed)))
+        })
     })
 }
