@@ -259,16 +259,16 @@ fn additional(additional_ms: i64) -> Result<Duration, Failure> {
         .map_err(|_| bad_ms("additional_ms", additional_ms, "at least 0 milliseconds"))
 }
 
-/// The start of a lock operation: checks the handles and copies the token; `work` gets the
-/// lock and the token, which the completion finds empty (`CONFIGURATION`) before it runs.
+/// The start of a lock operation: checks the handles and copies the token (`token`,
+/// `token_len`); `work` gets the lock and the token, which the operation refuses when empty
+/// (`CONFIGURATION`) before `work` runs. Completes inline when the cache does and `inline`.
 ///
 /// # Safety
 /// Each pointer is NULL or valid for the call (the C API contract).
 unsafe fn start_lock<F, Fut>(
     lock: *const polycache_lock,
     queue: *const polycache_queue,
-    token: *const u8,
-    token_len: usize,
+    (token, token_len): (*const u8, usize),
     inline: bool,
     op: polycache_op,
     user_data: *mut c_void,
@@ -325,8 +325,7 @@ pub unsafe extern "C" fn polycache_lock_acquire_start(
             start_lock(
                 lock,
                 queue,
-                token,
-                token_len,
+                (token, token_len),
                 !blocking,
                 POLYCACHE_OP_LOCK_ACQUIRE,
                 user_data,
@@ -360,8 +359,7 @@ pub unsafe extern "C" fn polycache_lock_release_start(
             start_lock(
                 lock,
                 queue,
-                token,
-                token_len,
+                (token, token_len),
                 true,
                 POLYCACHE_OP_LOCK_RELEASE,
                 user_data,
@@ -399,8 +397,7 @@ pub unsafe extern "C" fn polycache_lock_extend_start(
             start_lock(
                 lock,
                 queue,
-                token,
-                token_len,
+                (token, token_len),
                 true,
                 POLYCACHE_OP_LOCK_EXTEND,
                 user_data,
