@@ -312,3 +312,41 @@ pub unsafe extern "C" fn polycache_cache_delete_pattern_start(
         })
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::result::POLYCACHE_RESULT_CONFIGURATION;
+
+    #[test]
+    fn a_read_dropped_unfinished_gives_the_cursor_back_or_marks_it_lost() {
+        let cache = polycache::Cache::open("memory://").unwrap();
+        let state = Arc::new(Mutex::new(ScanState {
+            cursor: Cursor::Busy,
+            ready: VecDeque::new(),
+        }));
+        let keys = cache.iter_keys("*", None, 10).unwrap().into();
+        drop(Return {
+            state: Arc::clone(&state),
+            keys: Some(keys),
+            returned: false,
+        });
+        assert!(matches!(lock_state(&state).cursor, Cursor::Idle(_)));
+
+        lock_state(&state).cursor = Cursor::Busy;
+        drop(Return {
+            state: Arc::clone(&state),
+            keys: None,
+            returned: false,
+        });
+        let lost = not_idle(&lock_state(&state).cursor);
+        assert_eq!(lost.result(), POLYCACHE_RESULT_CONFIGURATION);
+        assert!(lost.message().contains("free it"), "{}", lost.message());
+        let busy = not_idle(&Cursor::Busy);
+        assert!(
+            busy.message().contains("has not completed"),
+            "{}",
+            busy.message()
+        );
+    }
+}

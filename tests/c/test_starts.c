@@ -10,6 +10,7 @@
  */
 
 #include "check.h"
+#include "redis_args.h"
 #include "queue_util.h"
 
 #include <arpa/inet.h>
@@ -481,16 +482,6 @@ static void test_locks(const char *url) {
     CHECK_RC(polycache_lock_release(again, TOKEN("d"), &err), POLYCACHE_RESULT_OK, err);
     polycache_lock_free(again);
     polycache_cache_free(cache);
-}
-
-static polycache_redis_arg key_arg(const char *key) {
-    polycache_redis_arg a = {POLYCACHE_REDIS_ARG_KEY, (const uint8_t *)key, strlen(key), 0, 0.0};
-    return a;
-}
-
-static polycache_redis_arg bytes_arg(const char *text) {
-    polycache_redis_arg a = {POLYCACHE_REDIS_ARG_BYTES, (const uint8_t *)text, strlen(text), 0, 0.0};
-    return a;
 }
 
 static int64_t scard(polycache_cache *cache, const char *key) {
