@@ -366,7 +366,7 @@ typedef void (*polycache_log_callback)(void *user_data,
  * Which non-blocking call a completion answers: `POLYCACHE_OP_GET`, `POLYCACHE_OP_SET`,
  * `POLYCACHE_OP_DELETE`, `POLYCACHE_OP_INCR`, `POLYCACHE_OP_GET_MANY`,
  * `POLYCACHE_OP_SET_MANY`, `POLYCACHE_OP_TTL`, `POLYCACHE_OP_INCR_OR_CREATE`, then the
- * django-redis operations (`POLYCACHE_OP_ADD` to `POLYCACHE_OP_REDIS_COMMAND`). Values are
+ * django-redis operations (`POLYCACHE_OP_ADD` to `POLYCACHE_OP_LOCK_REACQUIRE`). Values are
  * stable; new operations are only ever appended.
  */
 typedef uint32_t polycache_op;
@@ -614,6 +614,11 @@ typedef uint32_t polycache_redis_kind;
  * `polycache_cache_redis_command_start`.
  */
 #define POLYCACHE_OP_REDIS_COMMAND 21
+
+/**
+ * `polycache_lock_reacquire_start`.
+ */
+#define POLYCACHE_OP_LOCK_REACQUIRE 22
 
 /**
  * Success; outputs were written.
@@ -1866,6 +1871,21 @@ polycache_result polycache_lock_extend_start(const struct polycache_lock *lock,
                                              bool replace_ttl,
                                              void *user_data,
                                              struct polycache_error **error_out);
+
+/**
+ * Starts `polycache_lock_reacquire(lock, token, token_len)` without blocking; its
+ * completion (`POLYCACHE_OP_LOCK_REACQUIRE`) arrives on `queue` with `user_data`.
+ *
+ * The completion's `result` is `OK` once the lock's remaining lifetime is its timeout
+ * again, or the errors of `polycache_lock_extend_start`. Start codes, inline completion,
+ * threads and lifetime are as for `polycache_lock_acquire_start`.
+ */
+polycache_result polycache_lock_reacquire_start(const struct polycache_lock *lock,
+                                                const struct polycache_queue *queue,
+                                                const uint8_t *token,
+                                                size_t token_len,
+                                                void *user_data,
+                                                struct polycache_error **error_out);
 
 /**
  * Sends polycache's log records up to `max_level` (`POLYCACHE_LOG_WARN` is a good default)

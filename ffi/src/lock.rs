@@ -1,5 +1,5 @@
 //! `polycache_lock`: a lock named in a cache, with redis-py's semantics, from C, with the
-//! non-blocking twins of acquire, release and extend (`polycache_lock_<verb>_start`).
+//! non-blocking twins of acquire, release, extend and reacquire (`polycache_lock_<verb>_start`).
 
 use crate::cache::{polycache_cache, POLYCACHE_TTL_NEVER};
 use crate::error::polycache_error;
@@ -7,7 +7,7 @@ use crate::handle::{self, borrow, bytes, out, text};
 use crate::panic::{boundary, guard};
 use crate::queue::{
     polycache_op, polycache_queue, Output, POLYCACHE_OP_LOCK_ACQUIRE, POLYCACHE_OP_LOCK_EXTEND,
-    POLYCACHE_OP_LOCK_RELEASE,
+    POLYCACHE_OP_LOCK_REACQUIRE, POLYCACHE_OP_LOCK_RELEASE,
 };
 use crate::result::{polycache_result, Failure, POLYCACHE_RESULT_OK};
 use polycache::{Error, ErrorKind, Lock, LockOptions};
@@ -404,6 +404,40 @@ pub unsafe extern "C" fn polycache_lock_extend_start(
                 move |lock, token| async move {
                     let more = additional(additional_ms)?;
                     lock.extend_token_async(&token, more, replace_ttl).await?;
+                    Ok(Output::Done)
+                },
+            )
+        }
+    })
+}
+
+/// Starts `polycache_lock_reacquire(lock, token, token_len)` without blocking; its
+/// completion (`POLYCACHE_OP_LOCK_REACQUIRE`) arrives on `queue` with `user_data`.
+///
+/// The completion's `result` is `OK` once the lock's remaining lifetime is its timeout
+/// again, or the errors of `polycache_lock_extend_start`. Start codes, inline completion,
+/// threads and lifetime are as for `polycache_lock_acquire_start`.
+#[no_mangle]
+pub unsafe extern "C" fn polycache_lock_reacquire_start(
+    lock: *const polycache_lock,
+    queue: *const polycache_queue,
+    token: *const u8,
+    token_len: usize,
+    user_data: *mut c_void,
+    error_out: *mut *mut polycache_error,
+) -> polycache_result {
+    boundary(error_out, || {
+        // SAFETY: each pointer is NULL or valid for the call (the C API contract).
+        unsafe {
+            start_lock(
+                lock,
+                queue,
+                (token, token_len),
+                true,
+                POLYCACHE_OP_LOCK_REACQUIRE,
+                user_data,
+                |lock, token| async move {
+                    lock.reacquire_token_async(&token).await?;
                     Ok(Output::Done)
                 },
             )

@@ -27,7 +27,7 @@ use std::task::{Context, Poll, RawWaker, RawWakerVTable, Waker};
 /// Which non-blocking call a completion answers: `POLYCACHE_OP_GET`, `POLYCACHE_OP_SET`,
 /// `POLYCACHE_OP_DELETE`, `POLYCACHE_OP_INCR`, `POLYCACHE_OP_GET_MANY`,
 /// `POLYCACHE_OP_SET_MANY`, `POLYCACHE_OP_TTL`, `POLYCACHE_OP_INCR_OR_CREATE`, then the
-/// django-redis operations (`POLYCACHE_OP_ADD` to `POLYCACHE_OP_REDIS_COMMAND`). Values are
+/// django-redis operations (`POLYCACHE_OP_ADD` to `POLYCACHE_OP_LOCK_REACQUIRE`). Values are
 /// stable; new operations are only ever appended.
 pub type polycache_op = u32;
 
@@ -75,6 +75,8 @@ pub const POLYCACHE_OP_LOCK_RELEASE: polycache_op = 19;
 pub const POLYCACHE_OP_LOCK_EXTEND: polycache_op = 20;
 /// `polycache_cache_redis_command_start`.
 pub const POLYCACHE_OP_REDIS_COMMAND: polycache_op = 21;
+/// `polycache_lock_reacquire_start`.
+pub const POLYCACHE_OP_LOCK_REACQUIRE: polycache_op = 22;
 
 /// One finished non-blocking operation, as `polycache_queue_drain` hands it out.
 ///

@@ -3,7 +3,7 @@
  * polycache_queue whose descriptor is watched with poll(2): add, touch, has_key, replace,
  * persist, expire_at, delete_many and clear; key scans (delete_pattern, a scan's pages, a
  * scan used twice at once, freed with a page read in flight); locks (acquire waiting on the
- * runtime, release, extend, a queue freed with an acquire in flight); and redis_command.
+ * runtime, release, extend, reacquire, a queue freed with an acquire in flight); and redis_command.
  * Each group runs on memory:// (inline completions) and on the Redis that testkit's
  * `with-servers` starts (POLYCACHE_TEST_REDIS_URL), as tests/c/run.sh runs it, under
  * valgrind and AddressSanitizer + UBSan.
@@ -435,11 +435,18 @@ static void test_locks(const char *url) {
 
     CHECK_RC(polycache_lock_extend_start(lock, queue, TOKEN("b"), 60000, true, NULL, &err), POLYCACHE_RESULT_OK, err);
     EXPECT(queue, POLYCACHE_OP_LOCK_EXTEND, POLYCACHE_RESULT_OK, 0);
-    CHECK(ttl_of(cache, "job") > 30000);
+    int64_t left = ttl_of(cache, "job");
+    CHECK(left > 30000);
     CHECK_RC(polycache_lock_extend_start(lock, queue, TOKEN("a"), 1000, false, NULL, &err), POLYCACHE_RESULT_OK, err);
     EXPECT(queue, POLYCACHE_OP_LOCK_EXTEND, POLYCACHE_RESULT_LOCK_NOT_OWNED, 0);
     CHECK_RC(polycache_lock_extend_start(lock, queue, TOKEN("b"), -1, false, NULL, &err), POLYCACHE_RESULT_OK, err);
     EXPECT(queue, POLYCACHE_OP_LOCK_EXTEND, POLYCACHE_RESULT_CONFIGURATION, 0);
+    CHECK_RC(polycache_lock_reacquire_start(lock, queue, TOKEN("b"), NULL, &err), POLYCACHE_RESULT_OK, err);
+    EXPECT(queue, POLYCACHE_OP_LOCK_REACQUIRE, POLYCACHE_RESULT_OK, 0);
+    left = ttl_of(cache, "job");
+    CHECK(left > 0 && left <= 30000);
+    CHECK_RC(polycache_lock_reacquire_start(lock, queue, TOKEN("a"), NULL, &err), POLYCACHE_RESULT_OK, err);
+    EXPECT(queue, POLYCACHE_OP_LOCK_REACQUIRE, POLYCACHE_RESULT_LOCK_NOT_OWNED, 0);
     polycache_lock *forever = open_lock(cache, "forever", POLYCACHE_TTL_NEVER);
     CHECK_RC(polycache_lock_acquire_start(forever, queue, TOKEN("f"), false, 0, 0, NULL, &err), POLYCACHE_RESULT_OK,
              err);
@@ -447,6 +454,8 @@ static void test_locks(const char *url) {
     CHECK_RC(polycache_lock_extend_start(forever, queue, TOKEN("f"), 1000, false, NULL, &err), POLYCACHE_RESULT_OK,
              err);
     EXPECT(queue, POLYCACHE_OP_LOCK_EXTEND, POLYCACHE_RESULT_LOCK, 0);
+    CHECK_RC(polycache_lock_reacquire_start(forever, queue, TOKEN("f"), NULL, &err), POLYCACHE_RESULT_OK, err);
+    EXPECT(queue, POLYCACHE_OP_LOCK_REACQUIRE, POLYCACHE_RESULT_LOCK, 0);
     CHECK_RC(polycache_lock_release(forever, TOKEN("f"), &err), POLYCACHE_RESULT_OK, err);
     polycache_lock_free(forever);
 
@@ -467,6 +476,8 @@ static void test_locks(const char *url) {
               "token");
     CHECK_ERR(polycache_lock_extend_start(lock, queue, NULL, 1, 10, false, NULL, &err),
               POLYCACHE_RESULT_NULL_PARAMETER, err, "token");
+    CHECK_ERR(polycache_lock_reacquire_start(lock, NULL, TOKEN("b"), NULL, &err), POLYCACHE_RESULT_NULL_PARAMETER,
+              err, "queue");
     CHECK(polycache_queue_pending(queue) == 0);
 
     /* The queue and the lock handle freed while an acquire waits: it goes on waiting, and
