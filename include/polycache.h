@@ -90,8 +90,10 @@ typedef struct polycache_job polycache_job;
  * when it needs more.
  *
  * Threads: a scan may be used from any thread, one call at a time (concurrent calls wait
- * for each other). Lifetime: from `polycache_cache_scan_keys` until
- * `polycache_key_scan_free`; it keeps the cache's backend open, so it may outlive
+ * for each other); while a `polycache_key_scan_next_start` on it has not completed, every
+ * other `_next` or `_next_start` on it fails with `POLYCACHE_RESULT_CONFIGURATION`.
+ * Lifetime: from `polycache_cache_scan_keys` until `polycache_key_scan_free` (which may come
+ * while a `_next_start` is in flight); it keeps the cache's backend open, so it may outlive
  * `polycache_cache_free` of the cache it came from.
  */
 typedef struct polycache_key_scan polycache_key_scan;
@@ -363,7 +365,8 @@ typedef void (*polycache_log_callback)(void *user_data,
 /**
  * Which non-blocking call a completion answers: `POLYCACHE_OP_GET`, `POLYCACHE_OP_SET`,
  * `POLYCACHE_OP_DELETE`, `POLYCACHE_OP_INCR`, `POLYCACHE_OP_GET_MANY`,
- * `POLYCACHE_OP_SET_MANY`, `POLYCACHE_OP_TTL`, `POLYCACHE_OP_INCR_OR_CREATE`. Values are
+ * `POLYCACHE_OP_SET_MANY`, `POLYCACHE_OP_TTL`, `POLYCACHE_OP_INCR_OR_CREATE`, then the
+ * django-redis operations (`POLYCACHE_OP_ADD` to `POLYCACHE_OP_LOCK_REACQUIRE`). Values are
  * stable; new operations are only ever appended.
  */
 typedef uint32_t polycache_op;
@@ -398,7 +401,11 @@ typedef struct polycache_completion {
     struct polycache_value *value;
     /**
      * `incr` and `incr_or_create` with `OK`: the new value; `ttl` with `OK`: the
-     * milliseconds left or `POLYCACHE_TTL_NEVER`. 0 otherwise.
+     * milliseconds left or `POLYCACHE_TTL_NEVER`. `delete_many` and `delete_pattern`: how
+     * many keys were removed; `key_scan_next`: how many keys are ready in the scan. The
+     * yes/no answer of `add`, `touch`, `has_key`, `replace`, `persist`, `expire_at` and
+     * `lock_acquire` (what their blocking twins write to their `bool` out-parameter): 1 for
+     * true, 0 for false. 0 otherwise.
      */
     int64_t integer;
     /**
@@ -537,6 +544,81 @@ typedef uint32_t polycache_redis_kind;
  * `polycache_cache_incr_or_create_start`.
  */
 #define POLYCACHE_OP_INCR_OR_CREATE 7
+
+/**
+ * `polycache_cache_add_start`.
+ */
+#define POLYCACHE_OP_ADD 8
+
+/**
+ * `polycache_cache_touch_start`.
+ */
+#define POLYCACHE_OP_TOUCH 9
+
+/**
+ * `polycache_cache_has_key_start`.
+ */
+#define POLYCACHE_OP_HAS_KEY 10
+
+/**
+ * `polycache_cache_replace_start`.
+ */
+#define POLYCACHE_OP_REPLACE 11
+
+/**
+ * `polycache_cache_persist_start`.
+ */
+#define POLYCACHE_OP_PERSIST 12
+
+/**
+ * `polycache_cache_expire_at_start`.
+ */
+#define POLYCACHE_OP_EXPIRE_AT 13
+
+/**
+ * `polycache_cache_delete_many_start`.
+ */
+#define POLYCACHE_OP_DELETE_MANY 14
+
+/**
+ * `polycache_cache_clear_start`.
+ */
+#define POLYCACHE_OP_CLEAR 15
+
+/**
+ * `polycache_cache_delete_pattern_start`.
+ */
+#define POLYCACHE_OP_DELETE_PATTERN 16
+
+/**
+ * `polycache_key_scan_next_start`.
+ */
+#define POLYCACHE_OP_KEY_SCAN_NEXT 17
+
+/**
+ * `polycache_lock_acquire_start`.
+ */
+#define POLYCACHE_OP_LOCK_ACQUIRE 18
+
+/**
+ * `polycache_lock_release_start`.
+ */
+#define POLYCACHE_OP_LOCK_RELEASE 19
+
+/**
+ * `polycache_lock_extend_start`.
+ */
+#define POLYCACHE_OP_LOCK_EXTEND 20
+
+/**
+ * `polycache_cache_redis_command_start`.
+ */
+#define POLYCACHE_OP_REDIS_COMMAND 21
+
+/**
+ * `polycache_lock_reacquire_start`.
+ */
+#define POLYCACHE_OP_LOCK_REACQUIRE 22
 
 /**
  * Success; outputs were written.
@@ -1178,6 +1260,132 @@ polycache_result polycache_cache_set_many_start(const struct polycache_cache *ca
                                                 struct polycache_error **error_out);
 
 /**
+ * Starts `polycache_cache_add(cache, key, value, len, ttl_ms)` without blocking; its
+ * completion (`POLYCACHE_OP_ADD`) arrives on `queue` with `user_data`.
+ *
+ * The completion's `result` is `OK` with `integer` 1 when it stored, 0 when the key was
+ * present (the old value kept), or an error (`VALUE_TOO_LARGE`, `CONNECTION`, …) with its
+ * `error`. The key and the `len` bytes are copied; `value` may be NULL only when `len` is
+ * 0. Start codes, inline completion and threads are as for `polycache_cache_get_start`.
+ */
+polycache_result polycache_cache_add_start(const struct polycache_cache *cache,
+                                           const struct polycache_queue *queue,
+                                           const char *key,
+                                           const uint8_t *value,
+                                           size_t len,
+                                           int64_t ttl_ms,
+                                           void *user_data,
+                                           struct polycache_error **error_out);
+
+/**
+ * Starts `polycache_cache_touch(cache, key, ttl_ms)` without blocking; its completion
+ * (`POLYCACHE_OP_TOUCH`) arrives on `queue` with `user_data`.
+ *
+ * The completion's `result` is `OK` with `integer` 1 when the key was present (it has the
+ * new TTL, or is removed by an already-expired one), 0 when it was not, or an error with
+ * its `error`. Start codes, inline completion and threads are as for
+ * `polycache_cache_get_start`.
+ */
+polycache_result polycache_cache_touch_start(const struct polycache_cache *cache,
+                                             const struct polycache_queue *queue,
+                                             const char *key,
+                                             int64_t ttl_ms,
+                                             void *user_data,
+                                             struct polycache_error **error_out);
+
+/**
+ * Starts `polycache_cache_has_key(cache, key)` without blocking; its completion
+ * (`POLYCACHE_OP_HAS_KEY`) arrives on `queue` with `user_data`.
+ *
+ * The completion's `result` is `OK` with `integer` 1 when the key is present and not
+ * expired, 0 when it is not, or an error with its `error`. Not counted as a hit or a
+ * miss. Start codes, inline completion and threads are as for `polycache_cache_get_start`.
+ */
+polycache_result polycache_cache_has_key_start(const struct polycache_cache *cache,
+                                               const struct polycache_queue *queue,
+                                               const char *key,
+                                               void *user_data,
+                                               struct polycache_error **error_out);
+
+/**
+ * Starts `polycache_cache_replace(cache, key, value, len, ttl_ms)` without blocking; its
+ * completion (`POLYCACHE_OP_REPLACE`) arrives on `queue` with `user_data`.
+ *
+ * The completion's `result` is `OK` with `integer` 1 when it stored (the key was present),
+ * 0 when the key was absent (nothing stored), or an error (`VALUE_TOO_LARGE`,
+ * `UNSUPPORTED`, …) with its `error`. The key and the `len` bytes are copied; `value` may
+ * be NULL only when `len` is 0. Start codes, inline completion and threads are as for
+ * `polycache_cache_get_start`.
+ */
+polycache_result polycache_cache_replace_start(const struct polycache_cache *cache,
+                                               const struct polycache_queue *queue,
+                                               const char *key,
+                                               const uint8_t *value,
+                                               size_t len,
+                                               int64_t ttl_ms,
+                                               void *user_data,
+                                               struct polycache_error **error_out);
+
+/**
+ * Starts `polycache_cache_persist(cache, key)` without blocking; its completion
+ * (`POLYCACHE_OP_PERSIST`) arrives on `queue` with `user_data`.
+ *
+ * The completion's `result` is `OK` with `integer` 1 when the key was present (it now
+ * never expires), 0 when it was not, or an error with its `error`. Start codes, inline
+ * completion and threads are as for `polycache_cache_get_start`.
+ */
+polycache_result polycache_cache_persist_start(const struct polycache_cache *cache,
+                                               const struct polycache_queue *queue,
+                                               const char *key,
+                                               void *user_data,
+                                               struct polycache_error **error_out);
+
+/**
+ * Starts `polycache_cache_expire_at(cache, key, unix_ms)` without blocking; its
+ * completion (`POLYCACHE_OP_EXPIRE_AT`) arrives on `queue` with `user_data`.
+ *
+ * The completion's `result` is `OK` with `integer` 1 when the key was present (a time not
+ * in the future removed it), 0 when it was not, or an error with its `error`. Start
+ * codes, inline completion and threads are as for `polycache_cache_get_start`.
+ */
+polycache_result polycache_cache_expire_at_start(const struct polycache_cache *cache,
+                                                 const struct polycache_queue *queue,
+                                                 const char *key,
+                                                 int64_t unix_ms,
+                                                 void *user_data,
+                                                 struct polycache_error **error_out);
+
+/**
+ * Starts `polycache_cache_delete_many(cache, keys, n)` without blocking (one bulk call to
+ * the backend); its completion (`POLYCACHE_OP_DELETE_MANY`) arrives on `queue` with
+ * `user_data`.
+ *
+ * The completion's `result` is `OK` with how many keys were present in `integer`, or an
+ * error with its `error`. The keys are copied; `keys` may be NULL only when `n` is 0.
+ * Start codes, inline completion and threads are as for `polycache_cache_get_start`.
+ */
+polycache_result polycache_cache_delete_many_start(const struct polycache_cache *cache,
+                                                   const struct polycache_queue *queue,
+                                                   const char *const *keys,
+                                                   size_t n,
+                                                   void *user_data,
+                                                   struct polycache_error **error_out);
+
+/**
+ * Starts `polycache_cache_clear(cache)` without blocking; its completion
+ * (`POLYCACHE_OP_CLEAR`) arrives on `queue` with `user_data`.
+ *
+ * The completion's `result` is `OK` once this cache's entries are removed (every key under
+ * its `key_prefix`, or everything in the backend when the prefix is empty), or an error
+ * with its `error`. Start codes, inline completion and threads are as for
+ * `polycache_cache_get_start`.
+ */
+polycache_result polycache_cache_clear_start(const struct polycache_cache *cache,
+                                             const struct polycache_queue *queue,
+                                             void *user_data,
+                                             struct polycache_error **error_out);
+
+/**
  * Opens the caches a JSON text configures, shaped like Django's `CACHES` setting.
  *
  * `config` is NUL-terminated UTF-8: an object of named caches, each with `LOCATION` (the
@@ -1433,6 +1641,9 @@ polycache_result polycache_cache_scan_keys(const struct polycache_cache *cache,
  * (the key as UTF-8, not NUL-terminated: print it with `%.*s` and `polycache_value_len`),
  * to be released with `polycache_value_free`; or `POLYCACHE_RESULT_MISS`, leaving
  * `*key_out` untouched, when the scan is over. An error (the backend's) also ends the scan.
+ * Keys a `polycache_key_scan_next_start` read come first, without I/O; only when none is
+ * left does it read the next page, blocking. `POLYCACHE_RESULT_CONFIGURATION` while a
+ * `polycache_key_scan_next_start` on `scan` has not completed.
  */
 polycache_result polycache_key_scan_next(const struct polycache_key_scan *scan,
                                          struct polycache_value **key_out,
@@ -1455,6 +1666,44 @@ polycache_result polycache_cache_delete_pattern(const struct polycache_cache *ca
                                                 size_t itersize,
                                                 size_t *deleted_out,
                                                 struct polycache_error **error_out);
+
+/**
+ * Reads the next page of `scan` without blocking; its completion
+ * (`POLYCACHE_OP_KEY_SCAN_NEXT`) arrives on `queue` with `user_data`.
+ *
+ * The page's keys stay in the scan: the completion's `result` is `OK` with `integer` the
+ * number of keys ready in the scan (possibly 0: a Redis `SCAN` page may be empty; start
+ * again), which the next `integer` calls of `polycache_key_scan_next` hand out without I/O;
+ * `MISS` when the scan is over; or an error with its `error` (which ends the scan). When
+ * keys are still ready in the scan, nothing is read and the completion counts them.
+ *
+ * Until the completion is queued, the scan is busy: `polycache_key_scan_next` and
+ * `polycache_key_scan_next_start` on it fail with `POLYCACHE_RESULT_CONFIGURATION`
+ * (nothing started, the scan untouched). The scan may be freed meanwhile (the read
+ * finishes and its keys are dropped). Start codes (NULL `scan` or `queue`: nothing
+ * started, no completion), inline completion on memory:// and threads are as for
+ * `polycache_cache_get_start`.
+ */
+polycache_result polycache_key_scan_next_start(const struct polycache_key_scan *scan,
+                                               const struct polycache_queue *queue,
+                                               void *user_data,
+                                               struct polycache_error **error_out);
+
+/**
+ * Starts `polycache_cache_delete_pattern(cache, pattern, itersize)` without blocking; its
+ * completion (`POLYCACHE_OP_DELETE_PATTERN`) arrives on `queue` with `user_data`.
+ *
+ * The completion's `result` is `OK` with how many keys it removed in `integer`, or an
+ * error with its `error` (`INVALID_KEY` for an `itersize` of 0, `UNSUPPORTED` on
+ * memcached, …). The pattern is copied. Start codes, inline completion and threads are as
+ * for `polycache_cache_get_start`.
+ */
+polycache_result polycache_cache_delete_pattern_start(const struct polycache_cache *cache,
+                                                      const struct polycache_queue *queue,
+                                                      const char *pattern,
+                                                      size_t itersize,
+                                                      void *user_data,
+                                                      struct polycache_error **error_out);
 
 /**
  * Sets the value a callback produced: copies the `len` bytes at `data` into `output`.
@@ -1565,6 +1814,80 @@ polycache_result polycache_lock_owned(const struct polycache_lock *lock,
                                       struct polycache_error **error_out);
 
 /**
+ * Starts `polycache_lock_acquire(lock, token, token_len, blocking, blocking_timeout_ms,
+ * sleep_ms)` without blocking; its completion (`POLYCACHE_OP_LOCK_ACQUIRE`) arrives on
+ * `queue` with `user_data`.
+ *
+ * The completion's `result` is `OK` with `integer` 1 once the lock is held for `token`, 0
+ * when it gave up (held by another owner: at once without `blocking`, else when the next
+ * try would come after `blocking_timeout_ms`); or an error with its `error`
+ * (`CONFIGURATION` for an empty token or a bad number of milliseconds, `CONNECTION`, …).
+ * A blocking acquire waits between tries on polycache's runtime timer: no thread is held
+ * while it waits, and its completion comes from the runtime even on memory://. The token
+ * is copied. Start codes, inline completion (a non-blocking acquire on memory://) and
+ * threads are as for `polycache_cache_get_start`; the operation keeps the lock's cache
+ * alive, so `lock` may be freed while it is in flight.
+ */
+polycache_result polycache_lock_acquire_start(const struct polycache_lock *lock,
+                                              const struct polycache_queue *queue,
+                                              const uint8_t *token,
+                                              size_t token_len,
+                                              bool blocking,
+                                              int64_t blocking_timeout_ms,
+                                              int64_t sleep_ms,
+                                              void *user_data,
+                                              struct polycache_error **error_out);
+
+/**
+ * Starts `polycache_lock_release(lock, token, token_len)` without blocking; its
+ * completion (`POLYCACHE_OP_LOCK_RELEASE`) arrives on `queue` with `user_data`.
+ *
+ * The completion's `result` is `OK` once released, `LOCK_NOT_OWNED` (the lock untouched)
+ * when `token` does not hold it, or another error, each with its `error`. Start codes,
+ * inline completion, threads and lifetime are as for `polycache_lock_acquire_start`.
+ */
+polycache_result polycache_lock_release_start(const struct polycache_lock *lock,
+                                              const struct polycache_queue *queue,
+                                              const uint8_t *token,
+                                              size_t token_len,
+                                              void *user_data,
+                                              struct polycache_error **error_out);
+
+/**
+ * Starts `polycache_lock_extend(lock, token, token_len, additional_ms, replace_ttl)`
+ * without blocking; its completion (`POLYCACHE_OP_LOCK_EXTEND`) arrives on `queue` with
+ * `user_data`.
+ *
+ * The completion's `result` is `OK` once extended, or the blocking call's errors (`LOCK`
+ * for a lock without a timeout, `LOCK_NOT_OWNED`, `CONFIGURATION` for a negative
+ * `additional_ms`, `UNSUPPORTED`, …) with their `error`. Start codes, inline completion,
+ * threads and lifetime are as for `polycache_lock_acquire_start`.
+ */
+polycache_result polycache_lock_extend_start(const struct polycache_lock *lock,
+                                             const struct polycache_queue *queue,
+                                             const uint8_t *token,
+                                             size_t token_len,
+                                             int64_t additional_ms,
+                                             bool replace_ttl,
+                                             void *user_data,
+                                             struct polycache_error **error_out);
+
+/**
+ * Starts `polycache_lock_reacquire(lock, token, token_len)` without blocking; its
+ * completion (`POLYCACHE_OP_LOCK_REACQUIRE`) arrives on `queue` with `user_data`.
+ *
+ * The completion's `result` is `OK` once the lock's remaining lifetime is its timeout
+ * again, or the errors of `polycache_lock_extend_start`. Start codes, inline completion,
+ * threads and lifetime are as for `polycache_lock_acquire_start`.
+ */
+polycache_result polycache_lock_reacquire_start(const struct polycache_lock *lock,
+                                                const struct polycache_queue *queue,
+                                                const uint8_t *token,
+                                                size_t token_len,
+                                                void *user_data,
+                                                struct polycache_error **error_out);
+
+/**
  * Sends polycache's log records up to `max_level` (`POLYCACHE_LOG_WARN` is a good default)
  * to `callback`, with `user_data`; a NULL `callback` (or `POLYCACHE_LOG_OFF`) turns logging
  * off. Replaces any earlier callback: when this returns, the earlier one is not running
@@ -1668,7 +1991,7 @@ polycache_result polycache_runtime_configure(size_t worker_threads,
  * `POLYCACHE_RESULT_INVALID_KEY` before anything is sent, as does an argument `kind` outside
  * the four; Redis' own errors (a wrong type) give `POLYCACHE_RESULT_BACKEND`. With
  * `fail_open`, an outage answers a `NIL` reply. Writes go to the leader and are never sent
- * twice. The call blocks; there is no `_start` form yet.
+ * twice. The call blocks; `polycache_cache_redis_command_start` is its non-blocking twin.
  */
 polycache_result polycache_cache_redis_command(const struct polycache_cache *cache,
                                                const char *command,
@@ -1720,6 +2043,33 @@ const struct polycache_redis_reply *polycache_redis_reply_element(const struct p
  * Frees a reply from `polycache_cache_redis_command` (never an element); NULL does nothing.
  */
 void polycache_redis_reply_free(struct polycache_redis_reply *reply);
+
+/**
+ * Starts `polycache_cache_redis_command(cache, command, args, n, reply_out)` without
+ * blocking; its completion (`POLYCACHE_OP_REDIS_COMMAND`) arrives on `queue` with
+ * `user_data`.
+ *
+ * `reply_out` must stay valid, and the caller must not access it, until this operation's
+ * completion is drained (or the queue is freed): polycache writes it only inside the
+ * `polycache_queue_drain` call that hands out the completion, and only when its `result`
+ * is `OK`: `*reply_out` then receives a new reply owned by the caller, released with
+ * `polycache_redis_reply_free`. The completion's other results are the blocking call's
+ * codes (`UNSUPPORTED` for a command outside the allow-list or a backend other than
+ * Redis, `INVALID_KEY`, `BACKEND`, …) with their `error`. The command name and the
+ * arguments are copied. The start call itself fails only for NULL arguments (`args` may be
+ * NULL only when `n` is 0; an argument's `data` only when its `len` is 0), a command name
+ * or a key that is not UTF-8, or when polycache's runtime cannot start, and then no
+ * completion follows. Inline completion (memory:// answers `UNSUPPORTED` at once) and
+ * threads are as for `polycache_cache_get_start`.
+ */
+polycache_result polycache_cache_redis_command_start(const struct polycache_cache *cache,
+                                                     const struct polycache_queue *queue,
+                                                     const char *command,
+                                                     const struct polycache_redis_arg *args,
+                                                     size_t n,
+                                                     struct polycache_redis_reply **reply_out,
+                                                     void *user_data,
+                                                     struct polycache_error **error_out);
 
 /**
  * The bytes of `value`; `polycache_value_len` of them may be read.

@@ -30,7 +30,7 @@ pub(crate) fn ttl_ms(ttl: TimeToLive) -> Option<i64> {
 }
 
 /// The time `unix_ms` milliseconds after the Unix epoch (the epoch itself for negatives).
-fn at_unix_ms(unix_ms: i64) -> SystemTime {
+pub(crate) fn at_unix_ms(unix_ms: i64) -> SystemTime {
     UNIX_EPOCH + Duration::from_millis(u64::try_from(unix_ms).unwrap_or(0))
 }
 

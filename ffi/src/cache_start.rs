@@ -9,12 +9,17 @@
 //! follows.
 
 use crate::cache::{all_stored, expiry, polycache_cache};
+use crate::cache_lifetime::at_unix_ms;
 use crate::error::polycache_error;
 use crate::handle::{borrow, bytes, bytes_list, later_out, text, text_list};
 use crate::panic::boundary;
 use crate::queue::{
     polycache_op, polycache_queue, Output, POLYCACHE_OP_DELETE, POLYCACHE_OP_GET,
     POLYCACHE_OP_GET_MANY, POLYCACHE_OP_INCR, POLYCACHE_OP_SET, POLYCACHE_OP_SET_MANY,
+};
+use crate::queue::{
+    POLYCACHE_OP_ADD, POLYCACHE_OP_CLEAR, POLYCACHE_OP_DELETE_MANY, POLYCACHE_OP_EXPIRE_AT,
+    POLYCACHE_OP_HAS_KEY, POLYCACHE_OP_PERSIST, POLYCACHE_OP_REPLACE, POLYCACHE_OP_TOUCH,
 };
 use crate::result::{polycache_result, Failure};
 use crate::value::polycache_value;
@@ -26,7 +31,7 @@ use std::future::Future;
 ///
 /// # Safety
 /// Each pointer is NULL or valid for the call (the C API contract).
-unsafe fn handles<'a>(
+pub(crate) unsafe fn handles<'a>(
     cache: *const polycache_cache,
     queue: *const polycache_queue,
 ) -> Result<(Cache, &'a polycache_queue), Failure> {
@@ -281,6 +286,291 @@ pub unsafe extern "C" fn polycache_cache_set_many_start(
                 .collect();
             let failed = cache.set_many_async(&items, expiry(ttl_ms), None).await?;
             all_stored(&items, &failed)?;
+            Ok(Output::Done)
+        })
+    })
+}
+
+/// The start of a one-key operation whose answer is yes or no (`add`, `touch`, …): its
+/// completion carries it in `integer` as 1 or 0.
+///
+/// # Safety
+/// Each pointer is NULL or valid for the call (the C API contract).
+unsafe fn start_flag<F, Fut>(
+    cache: *const polycache_cache,
+    queue: *const polycache_queue,
+    key: *const c_char,
+    op: polycache_op,
+    user_data: *mut c_void,
+    work: F,
+) -> Result<polycache_result, Failure>
+where
+    F: FnOnce(Cache, String) -> Fut,
+    Fut: Future<Output = polycache::Result<bool>> + Send + 'static,
+{
+    // SAFETY: by this function's contract.
+    unsafe {
+        start_keyed(cache, queue, key, op, user_data, |cache, key| {
+            let answer = work(cache, key);
+            async move { Ok(Output::Flag(answer.await?)) }
+        })
+    }
+}
+
+/// Starts `polycache_cache_add(cache, key, value, len, ttl_ms)` without blocking; its
+/// completion (`POLYCACHE_OP_ADD`) arrives on `queue` with `user_data`.
+///
+/// The completion's `result` is `OK` with `integer` 1 when it stored, 0 when the key was
+/// present (the old value kept), or an error (`VALUE_TOO_LARGE`, `CONNECTION`, …) with its
+/// `error`. The key and the `len` bytes are copied; `value` may be NULL only when `len` is
+/// 0. Start codes, inline completion and threads are as for `polycache_cache_get_start`.
+#[no_mangle]
+pub unsafe extern "C" fn polycache_cache_add_start(
+    cache: *const polycache_cache,
+    queue: *const polycache_queue,
+    key: *const c_char,
+    value: *const u8,
+    len: usize,
+    ttl_ms: i64,
+    user_data: *mut c_void,
+    error_out: *mut *mut polycache_error,
+) -> polycache_result {
+    boundary(error_out, || {
+        // SAFETY: each pointer is NULL or valid for the call (the C API contract).
+        let value = unsafe { bytes(value, len, "value")? }.to_vec();
+        // SAFETY: as above.
+        unsafe {
+            start_flag(
+                cache,
+                queue,
+                key,
+                POLYCACHE_OP_ADD,
+                user_data,
+                |cache, key| async move { cache.add_async(key.as_str(), &value, expiry(ttl_ms)).await },
+            )
+        }
+    })
+}
+
+/// Starts `polycache_cache_touch(cache, key, ttl_ms)` without blocking; its completion
+/// (`POLYCACHE_OP_TOUCH`) arrives on `queue` with `user_data`.
+///
+/// The completion's `result` is `OK` with `integer` 1 when the key was present (it has the
+/// new TTL, or is removed by an already-expired one), 0 when it was not, or an error with
+/// its `error`. Start codes, inline completion and threads are as for
+/// `polycache_cache_get_start`.
+#[no_mangle]
+pub unsafe extern "C" fn polycache_cache_touch_start(
+    cache: *const polycache_cache,
+    queue: *const polycache_queue,
+    key: *const c_char,
+    ttl_ms: i64,
+    user_data: *mut c_void,
+    error_out: *mut *mut polycache_error,
+) -> polycache_result {
+    boundary(error_out, || {
+        // SAFETY: each pointer is NULL or valid for the call (the C API contract).
+        unsafe {
+            start_flag(
+                cache,
+                queue,
+                key,
+                POLYCACHE_OP_TOUCH,
+                user_data,
+                move |cache, key| async move { cache.touch_async(key.as_str(), expiry(ttl_ms)).await },
+            )
+        }
+    })
+}
+
+/// Starts `polycache_cache_has_key(cache, key)` without blocking; its completion
+/// (`POLYCACHE_OP_HAS_KEY`) arrives on `queue` with `user_data`.
+///
+/// The completion's `result` is `OK` with `integer` 1 when the key is present and not
+/// expired, 0 when it is not, or an error with its `error`. Not counted as a hit or a
+/// miss. Start codes, inline completion and threads are as for `polycache_cache_get_start`.
+#[no_mangle]
+pub unsafe extern "C" fn polycache_cache_has_key_start(
+    cache: *const polycache_cache,
+    queue: *const polycache_queue,
+    key: *const c_char,
+    user_data: *mut c_void,
+    error_out: *mut *mut polycache_error,
+) -> polycache_result {
+    boundary(error_out, || {
+        // SAFETY: each pointer is NULL or valid for the call (the C API contract).
+        unsafe {
+            start_flag(
+                cache,
+                queue,
+                key,
+                POLYCACHE_OP_HAS_KEY,
+                user_data,
+                |cache, key| async move { cache.has_key_async(key.as_str()).await },
+            )
+        }
+    })
+}
+
+/// Starts `polycache_cache_replace(cache, key, value, len, ttl_ms)` without blocking; its
+/// completion (`POLYCACHE_OP_REPLACE`) arrives on `queue` with `user_data`.
+///
+/// The completion's `result` is `OK` with `integer` 1 when it stored (the key was present),
+/// 0 when the key was absent (nothing stored), or an error (`VALUE_TOO_LARGE`,
+/// `UNSUPPORTED`, …) with its `error`. The key and the `len` bytes are copied; `value` may
+/// be NULL only when `len` is 0. Start codes, inline completion and threads are as for
+/// `polycache_cache_get_start`.
+#[no_mangle]
+pub unsafe extern "C" fn polycache_cache_replace_start(
+    cache: *const polycache_cache,
+    queue: *const polycache_queue,
+    key: *const c_char,
+    value: *const u8,
+    len: usize,
+    ttl_ms: i64,
+    user_data: *mut c_void,
+    error_out: *mut *mut polycache_error,
+) -> polycache_result {
+    boundary(error_out, || {
+        // SAFETY: each pointer is NULL or valid for the call (the C API contract).
+        let value = unsafe { bytes(value, len, "value")? }.to_vec();
+        // SAFETY: as above.
+        unsafe {
+            start_flag(
+                cache,
+                queue,
+                key,
+                POLYCACHE_OP_REPLACE,
+                user_data,
+                |cache, key| async move {
+                    cache
+                        .replace_async(key.as_str(), &value, expiry(ttl_ms))
+                        .await
+                },
+            )
+        }
+    })
+}
+
+/// Starts `polycache_cache_persist(cache, key)` without blocking; its completion
+/// (`POLYCACHE_OP_PERSIST`) arrives on `queue` with `user_data`.
+///
+/// The completion's `result` is `OK` with `integer` 1 when the key was present (it now
+/// never expires), 0 when it was not, or an error with its `error`. Start codes, inline
+/// completion and threads are as for `polycache_cache_get_start`.
+#[no_mangle]
+pub unsafe extern "C" fn polycache_cache_persist_start(
+    cache: *const polycache_cache,
+    queue: *const polycache_queue,
+    key: *const c_char,
+    user_data: *mut c_void,
+    error_out: *mut *mut polycache_error,
+) -> polycache_result {
+    boundary(error_out, || {
+        // SAFETY: each pointer is NULL or valid for the call (the C API contract).
+        unsafe {
+            start_flag(
+                cache,
+                queue,
+                key,
+                POLYCACHE_OP_PERSIST,
+                user_data,
+                |cache, key| async move { cache.persist_async(key.as_str()).await },
+            )
+        }
+    })
+}
+
+/// Starts `polycache_cache_expire_at(cache, key, unix_ms)` without blocking; its
+/// completion (`POLYCACHE_OP_EXPIRE_AT`) arrives on `queue` with `user_data`.
+///
+/// The completion's `result` is `OK` with `integer` 1 when the key was present (a time not
+/// in the future removed it), 0 when it was not, or an error with its `error`. Start
+/// codes, inline completion and threads are as for `polycache_cache_get_start`.
+#[no_mangle]
+pub unsafe extern "C" fn polycache_cache_expire_at_start(
+    cache: *const polycache_cache,
+    queue: *const polycache_queue,
+    key: *const c_char,
+    unix_ms: i64,
+    user_data: *mut c_void,
+    error_out: *mut *mut polycache_error,
+) -> polycache_result {
+    boundary(error_out, || {
+        let when = at_unix_ms(unix_ms);
+        // SAFETY: each pointer is NULL or valid for the call (the C API contract).
+        unsafe {
+            start_flag(
+                cache,
+                queue,
+                key,
+                POLYCACHE_OP_EXPIRE_AT,
+                user_data,
+                move |cache, key| async move { cache.expire_at_async(key.as_str(), when).await },
+            )
+        }
+    })
+}
+
+/// Starts `polycache_cache_delete_many(cache, keys, n)` without blocking (one bulk call to
+/// the backend); its completion (`POLYCACHE_OP_DELETE_MANY`) arrives on `queue` with
+/// `user_data`.
+///
+/// The completion's `result` is `OK` with how many keys were present in `integer`, or an
+/// error with its `error`. The keys are copied; `keys` may be NULL only when `n` is 0.
+/// Start codes, inline completion and threads are as for `polycache_cache_get_start`.
+#[no_mangle]
+pub unsafe extern "C" fn polycache_cache_delete_many_start(
+    cache: *const polycache_cache,
+    queue: *const polycache_queue,
+    keys: *const *const c_char,
+    n: usize,
+    user_data: *mut c_void,
+    error_out: *mut *mut polycache_error,
+) -> polycache_result {
+    boundary(error_out, || {
+        // SAFETY: each pointer is NULL or valid for the call (the C API contract).
+        let ((cache, queue), keys) = unsafe {
+            (
+                handles(cache, queue)?,
+                text_list(keys, n, "keys", "keys[i]")?,
+            )
+        };
+        let keys: Vec<String> = keys.into_iter().map(str::to_owned).collect();
+        let inline = cache.completes_inline();
+        queue.start(inline, POLYCACHE_OP_DELETE_MANY, user_data, async move {
+            let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+            let removed = cache.delete_many_async(&keys, None).await?;
+            Ok(Output::Integer(count(removed)))
+        })
+    })
+}
+
+/// A count of keys as the completion's `integer`.
+pub(crate) fn count(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// Starts `polycache_cache_clear(cache)` without blocking; its completion
+/// (`POLYCACHE_OP_CLEAR`) arrives on `queue` with `user_data`.
+///
+/// The completion's `result` is `OK` once this cache's entries are removed (every key under
+/// its `key_prefix`, or everything in the backend when the prefix is empty), or an error
+/// with its `error`. Start codes, inline completion and threads are as for
+/// `polycache_cache_get_start`.
+#[no_mangle]
+pub unsafe extern "C" fn polycache_cache_clear_start(
+    cache: *const polycache_cache,
+    queue: *const polycache_queue,
+    user_data: *mut c_void,
+    error_out: *mut *mut polycache_error,
+) -> polycache_result {
+    boundary(error_out, || {
+        // SAFETY: each pointer is NULL or valid for the call (the C API contract).
+        let (cache, queue) = unsafe { handles(cache, queue)? };
+        let inline = cache.completes_inline();
+        queue.start(inline, POLYCACHE_OP_CLEAR, user_data, async move {
+            cache.clear_async().await?;
             Ok(Output::Done)
         })
     })

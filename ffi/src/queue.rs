@@ -13,9 +13,10 @@ use crate::result::{
     polycache_result, Failure, POLYCACHE_RESULT_MISS, POLYCACHE_RESULT_NOT_STORED,
     POLYCACHE_RESULT_OK,
 };
+use crate::structures::polycache_redis_reply;
 use crate::value::polycache_value;
 use polycache::completion::CompletionQueue;
-use polycache::Value;
+use polycache::{RedisReply, Value};
 use std::ffi::{c_int, c_void};
 use std::future::Future;
 use std::pin::Pin;
@@ -25,7 +26,8 @@ use std::task::{Context, Poll, RawWaker, RawWakerVTable, Waker};
 
 /// Which non-blocking call a completion answers: `POLYCACHE_OP_GET`, `POLYCACHE_OP_SET`,
 /// `POLYCACHE_OP_DELETE`, `POLYCACHE_OP_INCR`, `POLYCACHE_OP_GET_MANY`,
-/// `POLYCACHE_OP_SET_MANY`, `POLYCACHE_OP_TTL`, `POLYCACHE_OP_INCR_OR_CREATE`. Values are
+/// `POLYCACHE_OP_SET_MANY`, `POLYCACHE_OP_TTL`, `POLYCACHE_OP_INCR_OR_CREATE`, then the
+/// django-redis operations (`POLYCACHE_OP_ADD` to `POLYCACHE_OP_LOCK_REACQUIRE`). Values are
 /// stable; new operations are only ever appended.
 pub type polycache_op = u32;
 
@@ -45,6 +47,36 @@ pub const POLYCACHE_OP_SET_MANY: polycache_op = 5;
 pub const POLYCACHE_OP_TTL: polycache_op = 6;
 /// `polycache_cache_incr_or_create_start`.
 pub const POLYCACHE_OP_INCR_OR_CREATE: polycache_op = 7;
+/// `polycache_cache_add_start`.
+pub const POLYCACHE_OP_ADD: polycache_op = 8;
+/// `polycache_cache_touch_start`.
+pub const POLYCACHE_OP_TOUCH: polycache_op = 9;
+/// `polycache_cache_has_key_start`.
+pub const POLYCACHE_OP_HAS_KEY: polycache_op = 10;
+/// `polycache_cache_replace_start`.
+pub const POLYCACHE_OP_REPLACE: polycache_op = 11;
+/// `polycache_cache_persist_start`.
+pub const POLYCACHE_OP_PERSIST: polycache_op = 12;
+/// `polycache_cache_expire_at_start`.
+pub const POLYCACHE_OP_EXPIRE_AT: polycache_op = 13;
+/// `polycache_cache_delete_many_start`.
+pub const POLYCACHE_OP_DELETE_MANY: polycache_op = 14;
+/// `polycache_cache_clear_start`.
+pub const POLYCACHE_OP_CLEAR: polycache_op = 15;
+/// `polycache_cache_delete_pattern_start`.
+pub const POLYCACHE_OP_DELETE_PATTERN: polycache_op = 16;
+/// `polycache_key_scan_next_start`.
+pub const POLYCACHE_OP_KEY_SCAN_NEXT: polycache_op = 17;
+/// `polycache_lock_acquire_start`.
+pub const POLYCACHE_OP_LOCK_ACQUIRE: polycache_op = 18;
+/// `polycache_lock_release_start`.
+pub const POLYCACHE_OP_LOCK_RELEASE: polycache_op = 19;
+/// `polycache_lock_extend_start`.
+pub const POLYCACHE_OP_LOCK_EXTEND: polycache_op = 20;
+/// `polycache_cache_redis_command_start`.
+pub const POLYCACHE_OP_REDIS_COMMAND: polycache_op = 21;
+/// `polycache_lock_reacquire_start`.
+pub const POLYCACHE_OP_LOCK_REACQUIRE: polycache_op = 22;
 
 /// One finished non-blocking operation, as `polycache_queue_drain` hands it out.
 ///
@@ -66,7 +98,11 @@ pub struct polycache_completion {
     /// `get` with `OK`: the value read. NULL otherwise.
     pub value: *mut polycache_value,
     /// `incr` and `incr_or_create` with `OK`: the new value; `ttl` with `OK`: the
-    /// milliseconds left or `POLYCACHE_TTL_NEVER`. 0 otherwise.
+    /// milliseconds left or `POLYCACHE_TTL_NEVER`. `delete_many` and `delete_pattern`: how
+    /// many keys were removed; `key_scan_next`: how many keys are ready in the scan. The
+    /// yes/no answer of `add`, `touch`, `has_key`, `replace`, `persist`, `expire_at` and
+    /// `lock_acquire` (what their blocking twins write to their `bool` out-parameter): 1 for
+    /// true, 0 for false. 0 otherwise.
     pub integer: i64,
     /// `delete` with `OK`: true when the key was present. False otherwise.
     pub deleted: bool,
@@ -112,6 +148,10 @@ pub(crate) enum Output {
     Values(Vec<Option<Value>>, LaterOut<*mut polycache_value>),
     /// Done, nothing to hand out (`set_many`).
     Done,
+    /// A yes/no answer (`add`, `has_key`, `lock_acquire`, …): `integer` 1 or 0.
+    Flag(bool),
+    /// `redis_command`: the reply, for the caller's `reply_out`.
+    Reply(RedisReply, LaterOut<*mut polycache_redis_reply>),
 }
 
 /// A finished operation waiting in the queue.
@@ -267,6 +307,16 @@ impl Finished {
                 }
             }
             Ok(Output::Done) => {}
+            Ok(Output::Flag(flag)) => c.integer = i64::from(flag),
+            Ok(Output::Reply(reply, reply_out)) => {
+                // SAFETY: the caller of polycache_cache_redis_command_start keeps its
+                // `reply_out` valid and untouched until this completion is drained (the
+                // documented contract), and this runs inside polycache_queue_drain.
+                let slot = unsafe { reply_out.get() };
+                if let Some(slot) = slot.first_mut() {
+                    slot.write(handle::into_raw(polycache_redis_reply::new(reply)));
+                }
+            }
             Err(failure) => {
                 c.result = failure.result();
                 c.error = handle::into_raw(polycache_error::new(&failure));

@@ -3,8 +3,9 @@
 
 use crate::cache::polycache_cache;
 use crate::error::polycache_error;
-use crate::handle::{self, array, borrow, bytes, out, text};
+use crate::handle::{self, array, borrow, bytes, later_out, out, text};
 use crate::panic::{boundary, guard};
+use crate::queue::{polycache_queue, Output, POLYCACHE_OP_REDIS_COMMAND};
 use crate::result::{polycache_result, Failure, POLYCACHE_RESULT_OK};
 use polycache::{Key, RedisArg, RedisCommand, RedisReply};
 
@@ -70,7 +71,7 @@ enum Node {
 }
 
 impl polycache_redis_reply {
-    fn new(reply: RedisReply) -> Self {
+    pub(crate) fn new(reply: RedisReply) -> Self {
         let reply = match reply {
             RedisReply::Array(items) => {
                 Node::Array(items.into_iter().map(polycache_redis_reply::new).collect())
@@ -95,7 +96,7 @@ static EMPTY: [u8; 1] = [0];
 /// `POLYCACHE_RESULT_INVALID_KEY` before anything is sent, as does an argument `kind` outside
 /// the four; Redis' own errors (a wrong type) give `POLYCACHE_RESULT_BACKEND`. With
 /// `fail_open`, an outage answers a `NIL` reply. Writes go to the leader and are never sent
-/// twice. The call blocks; there is no `_start` form yet.
+/// twice. The call blocks; `polycache_cache_redis_command_start` is its non-blocking twin.
 #[no_mangle]
 pub unsafe extern "C" fn polycache_cache_redis_command(
     cache: *const polycache_cache,
@@ -116,31 +117,9 @@ pub unsafe extern "C" fn polycache_cache_redis_command(
             )
         };
         let command = RedisCommand::from_name(command)?;
-        let mut call = Vec::with_capacity(args.len());
-        for arg in args {
-            call.push(match arg.kind {
-                POLYCACHE_REDIS_ARG_KEY | POLYCACHE_REDIS_ARG_BYTES => {
-                    // SAFETY: `data` is NULL or `len` readable bytes (the C API contract).
-                    let data = unsafe { bytes(arg.data, arg.len, "args[i].data")? };
-                    if arg.kind == POLYCACHE_REDIS_ARG_BYTES {
-                        RedisArg::Bytes(data)
-                    } else {
-                        let key = std::str::from_utf8(data)
-                            .map_err(|e| Failure::InvalidUtf8("args[i].data", e))?;
-                        RedisArg::Key(Key::new(key))
-                    }
-                }
-                POLYCACHE_REDIS_ARG_INT => RedisArg::Int(arg.int_value),
-                POLYCACHE_REDIS_ARG_FLOAT => RedisArg::Float(arg.float_value),
-                other => {
-                    return Err(polycache::Error::new(
-                        polycache::ErrorKind::InvalidKey,
-                        format!("args[i].kind {other} is not a polycache_redis_arg_kind"),
-                    )
-                    .into())
-                }
-            });
-        }
+        // SAFETY: each argument's `data` is NULL or `len` readable bytes (the C API contract).
+        let call = unsafe { owned_args(args)? };
+        let call = borrowed_args(&call)?;
         let reply = cache.cache.redis_command(command, &call)?;
         reply_out.write(handle::into_raw(polycache_redis_reply::new(reply)));
         Ok(POLYCACHE_RESULT_OK)
@@ -258,5 +237,112 @@ pub unsafe extern "C" fn polycache_redis_reply_free(reply: *mut polycache_redis_
     guard((), || {
         // SAFETY: reply is NULL or a reply from this library, freed once (C API contract).
         unsafe { handle::free(reply) }
+    })
+}
+
+/// A `polycache_redis_arg` copied out of the caller's memory, so that it outlives the call.
+enum OwnedArg {
+    Key(String),
+    Bytes(Vec<u8>),
+    Int(i64),
+    Float(f64),
+    /// A `kind` outside the four: refused when the command is run, as the blocking call does.
+    Unknown(polycache_redis_arg_kind),
+}
+
+/// Copies the caller's arguments; fails on NULL `data` (with a `len`) or a key that is not
+/// UTF-8.
+///
+/// # Safety
+/// Each argument's `data` is NULL or points to `len` readable bytes.
+unsafe fn owned_args(args: &[polycache_redis_arg]) -> Result<Vec<OwnedArg>, Failure> {
+    let mut owned = Vec::with_capacity(args.len());
+    for arg in args {
+        owned.push(match arg.kind {
+            POLYCACHE_REDIS_ARG_KEY | POLYCACHE_REDIS_ARG_BYTES => {
+                // SAFETY: by this function's contract.
+                let data = unsafe { bytes(arg.data, arg.len, "args[i].data")? };
+                if arg.kind == POLYCACHE_REDIS_ARG_BYTES {
+                    OwnedArg::Bytes(data.to_vec())
+                } else {
+                    let key = std::str::from_utf8(data)
+                        .map_err(|e| Failure::InvalidUtf8("args[i].data", e))?;
+                    OwnedArg::Key(key.to_owned())
+                }
+            }
+            POLYCACHE_REDIS_ARG_INT => OwnedArg::Int(arg.int_value),
+            POLYCACHE_REDIS_ARG_FLOAT => OwnedArg::Float(arg.float_value),
+            other => OwnedArg::Unknown(other),
+        });
+    }
+    Ok(owned)
+}
+
+/// The core's arguments, borrowed from copied ones; an unknown `kind` is `INVALID_KEY`.
+fn borrowed_args(args: &[OwnedArg]) -> Result<Vec<RedisArg<'_>>, Failure> {
+    args.iter()
+        .map(|arg| match arg {
+            OwnedArg::Key(key) => Ok(RedisArg::Key(Key::new(key.as_str()))),
+            OwnedArg::Bytes(b) => Ok(RedisArg::Bytes(b)),
+            OwnedArg::Int(n) => Ok(RedisArg::Int(*n)),
+            OwnedArg::Float(x) => Ok(RedisArg::Float(*x)),
+            OwnedArg::Unknown(other) => Err(polycache::Error::new(
+                polycache::ErrorKind::InvalidKey,
+                format!("args[i].kind {other} is not a polycache_redis_arg_kind"),
+            )
+            .into()),
+        })
+        .collect()
+}
+
+/// Starts `polycache_cache_redis_command(cache, command, args, n, reply_out)` without
+/// blocking; its completion (`POLYCACHE_OP_REDIS_COMMAND`) arrives on `queue` with
+/// `user_data`.
+///
+/// `reply_out` must stay valid, and the caller must not access it, until this operation's
+/// completion is drained (or the queue is freed): polycache writes it only inside the
+/// `polycache_queue_drain` call that hands out the completion, and only when its `result`
+/// is `OK`: `*reply_out` then receives a new reply owned by the caller, released with
+/// `polycache_redis_reply_free`. The completion's other results are the blocking call's
+/// codes (`UNSUPPORTED` for a command outside the allow-list or a backend other than
+/// Redis, `INVALID_KEY`, `BACKEND`, …) with their `error`. The command name and the
+/// arguments are copied. The start call itself fails only for NULL arguments (`args` may be
+/// NULL only when `n` is 0; an argument's `data` only when its `len` is 0), a command name
+/// or a key that is not UTF-8, or when polycache's runtime cannot start, and then no
+/// completion follows. Inline completion (memory:// answers `UNSUPPORTED` at once) and
+/// threads are as for `polycache_cache_get_start`.
+#[no_mangle]
+pub unsafe extern "C" fn polycache_cache_redis_command_start(
+    cache: *const polycache_cache,
+    queue: *const polycache_queue,
+    command: *const std::ffi::c_char,
+    args: *const polycache_redis_arg,
+    n: usize,
+    reply_out: *mut *mut polycache_redis_reply,
+    user_data: *mut std::ffi::c_void,
+    error_out: *mut *mut polycache_error,
+) -> polycache_result {
+    boundary(error_out, || {
+        // SAFETY: each pointer is NULL or valid for the call (the C API contract).
+        let (cache, queue, command, args) = unsafe {
+            (
+                borrow(cache, "cache")?,
+                borrow(queue, "queue")?,
+                text(command, "command")?,
+                array(args, n, "args")?,
+            )
+        };
+        let reply_out = later_out(reply_out, 1, "reply_out")?;
+        // SAFETY: each argument's `data` is NULL or `len` readable bytes (the C API contract).
+        let args = unsafe { owned_args(args)? };
+        let command = RedisCommand::from_name(command);
+        let cache = cache.cache.clone();
+        let inline = cache.completes_inline();
+        queue.start(inline, POLYCACHE_OP_REDIS_COMMAND, user_data, async move {
+            let command = command?;
+            let call = borrowed_args(&args)?;
+            let reply = cache.redis_command_async(command, &call).await?;
+            Ok(Output::Reply(reply, reply_out))
+        })
     })
 }

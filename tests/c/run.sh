@@ -16,7 +16,8 @@
 #    examples/c/quickstart.c with `cc $(pkg-config --cflags --libs polycache)` against the
 #    installed copy, shared and static, and runs both.
 #
-# tests/c/test_queue.c needs a Redis and a Memcached: it runs under testkit's `with-servers`,
+# tests/c/test_queue.c needs a Redis and a Memcached, tests/c/test_structures.c and
+# tests/c/test_starts.c a Redis: they run under testkit's `with-servers`,
 # which starts both on free loopback ports, passes their URLs in POLYCACHE_TEST_REDIS_URL and
 # POLYCACHE_TEST_MEMCACHED_URL, and stops them when the program exits.
 #
@@ -48,7 +49,7 @@ ln -s "$lib_dir/libpolycache.so" "$so_dir/${soname:?libpolycache.so has no sonam
 cflags=(-std=c11 -Wall -Wextra -Werror -pedantic -g -Iinclude -Itests/c)
 sanitize=(-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer)
 libs=(-L"$lib_dir" -lpolycache -Wl,-rpath,"$so_dir" -lpthread)
-tests=(test_cache test_caches test_backend test_job test_threads test_queue test_structures test_keys test_lock)
+tests=(test_cache test_caches test_backend test_job test_threads test_queue test_structures test_keys test_lock test_starts)
 examples=(quickstart walkthrough)
 
 for t in "${tests[@]}"; do
@@ -90,7 +91,7 @@ threads_ops() {
 
 # What runs before program $1: testkit's with-servers for the one that needs servers.
 servers_for() {
-    [[ "$1" == test_queue || "$1" == test_structures ]] && echo "$with_servers"
+    [[ "$1" == test_queue || "$1" == test_structures || "$1" == test_starts ]] && echo "$with_servers"
     return 0
 }
 

@@ -13,40 +13,10 @@
  */
 
 #include "check.h"
+#include "queue_util.h"
 
-#include <poll.h>
 #include <sys/epoll.h>
 #include <unistd.h>
-
-/* A bound for a failing test only: a passing one never waits for it. */
-#define WAIT_MS 60000
-
-static int readable(const polycache_queue *queue, int timeout_ms) {
-    struct pollfd pfd = {polycache_queue_fd(queue), POLLIN, 0};
-    return poll(&pfd, 1, timeout_ms) == 1 && (pfd.revents & POLLIN);
-}
-
-/* Waits for and takes exactly one completion. */
-static int next(polycache_queue *queue, polycache_completion *c) {
-    size_t count = 0;
-    polycache_error *err = NULL;
-    for (int waited = 0; waited < WAIT_MS; waited += 10) {
-        CHECK_RC(polycache_queue_drain(queue, c, 1, &count, &err), POLYCACHE_RESULT_OK, err);
-        if (count == 1) {
-            return 1;
-        }
-        readable(queue, 10);
-    }
-    fprintf(stderr, "no completion within %d ms\n", WAIT_MS);
-    return 0;
-}
-
-static void free_completion(polycache_completion *c) {
-    polycache_value_free(c->value);
-    polycache_error_free(c->error);
-}
-
-static void *tag(uintptr_t i) { return (void *)i; }
 
 /* memory:// completes inline: the completion is queued when the start call returns. */
 static void test_every_call_inline(void) {

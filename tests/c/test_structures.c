@@ -3,26 +3,7 @@
  * Redis that tests/c/run.sh starts (POLYCACHE_TEST_REDIS_URL), and UNSUPPORTED on memory://.
  */
 #include "check.h"
-
-static polycache_redis_arg key_arg(const char *key) {
-    polycache_redis_arg a = {POLYCACHE_REDIS_ARG_KEY, (const uint8_t *)key, strlen(key), 0, 0.0};
-    return a;
-}
-
-static polycache_redis_arg bytes_arg(const char *text) {
-    polycache_redis_arg a = {POLYCACHE_REDIS_ARG_BYTES, (const uint8_t *)text, strlen(text), 0, 0.0};
-    return a;
-}
-
-static polycache_redis_arg float_arg(double x) {
-    polycache_redis_arg a = {POLYCACHE_REDIS_ARG_FLOAT, NULL, 0, 0, x};
-    return a;
-}
-
-static polycache_redis_arg int_arg(int64_t n) {
-    polycache_redis_arg a = {POLYCACHE_REDIS_ARG_INT, NULL, 0, n, 0.0};
-    return a;
-}
+#include "redis_args.h"
 
 /* True when `reply` is BYTES holding exactly `text`. */
 static int is_text(const polycache_redis_reply *reply, const char *text) {
