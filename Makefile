@@ -26,6 +26,8 @@ test-rust:
 	cargo run --quiet -p polycache --example quickstart
 	cargo run --quiet -p polycache --example async_quickstart
 	cargo run --quiet -p polycache --example demo >/dev/null
+	# A memory://-only core: what it can open it serves; the other backends' tests are not built.
+	cargo test -p polycache --no-default-features --features memory
 
 test-c:
 	bash tests/c/run.sh
@@ -53,6 +55,11 @@ test-readme:
 lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
+	# Each backend alone, and memory:// alone in the C library and the Python extension.
+	for backend in memory redis memcached file sqlite postgres; do \
+		cargo clippy -p polycache --no-default-features --features $$backend -- -D warnings || exit 1; \
+	done
+	cargo clippy -p polycache-ffi -p polycache-python --no-default-features --features memory -- -D warnings
 
 fmt:
 	cargo fmt --all

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the wheel for every further CPython this machine has (3.9 to 3.14, besides the one of
 # .venv, which scripts/python-test.sh covers) and runs the core Python suite and the Flask
-# suite against it. Needs no standard input.
+# suite against it; then a memory://-only wheel on the first of them. Needs no standard input.
 #
 # Interpreters are found through pyenv (`pyenv root`/versions/3.X.*) when pyenv is installed,
 # else as `python3.X` on PATH. A missing one is reported and skipped, by name; with
@@ -68,6 +68,26 @@ for v in $VERSIONS; do
     rm -rf "$work"
     tested+=("$v")
 done
+
+# A wheel with memory:// alone (`--no-default-features --features memory`) on the first of
+# these interpreters: it must build, pass the core suite (the tests of other backends skip,
+# saying why) and list only its own schemes in polycache.SCHEMES.
+if [ "${#tested[@]}" -gt 0 ]; then
+    v="${tested[0]}"
+    venv="$VENVS/$v"
+    echo "python-versions: CPython $v, a memory://-only wheel"
+    rm -rf "$DIST/$v-memory"
+    (cd "$ROOT" && "$MAIN_VENV/bin/maturin" build --profile dev --no-default-features --features memory \
+        -o "$DIST/$v-memory" --interpreter "$venv/bin/python" </dev/null)
+    PIP_DISABLE_PIP_VERSION_CHECK=1 "$venv/bin/python" -m pip install --quiet --force-reinstall --no-deps \
+        "$DIST/$v-memory"/polycache-*.whl </dev/null
+    work="$(mktemp -d)"
+    (cd "$work" && POLYCACHE_EXPECT_SCHEMES="dummy://,memory://,tiered://" "$venv/bin/python" -m pytest -q \
+        -W error -p no:cacheprovider --import-mode=importlib --rootdir "$ROOT/tests/python" -c /dev/null \
+        "${TESTS[@]/#/$ROOT/tests/python/}" </dev/null) ||
+        { rm -rf "$work"; echo "python-versions: the memory://-only wheel FAILED" >&2; exit 1; }
+    rm -rf "$work"
+fi
 
 echo "python-versions: tested CPython ${tested[*]:-none} (and $main_version in scripts/python-test.sh)${skipped:+; skipped ${skipped[*]}: not installed}"
 if [ "${#skipped[@]}" -gt 0 ] && [ "${POLYCACHE_REQUIRE_PYTHONS:-0}" = "1" ]; then

@@ -39,6 +39,7 @@ pub(crate) fn unix_ms() -> u64 {
 }
 
 /// Milliseconds on the monotonic clock, never 0: for cooldowns within this process.
+#[cfg(feature = "redis")]
 pub(crate) fn monotonic_ms() -> u64 {
     precise_now_ns() / 1_000_000 + 1
 }

@@ -14,6 +14,9 @@
 //! assert_eq!(&*v, b"computed");
 //! ```
 #![warn(missing_docs)]
+// Without memory:// a build has dummy:// alone: it exists to check the feature plumbing, and
+// the clock and expiry helpers that only memory:// (and the other stores) use lie idle.
+#![cfg_attr(not(feature = "memory"), allow(dead_code, unused_variables))]
 
 pub mod backend;
 mod cache;
@@ -117,6 +120,83 @@ pub(crate) fn open_backend(location: &Location, options: &mut Options) -> Result
             SCHEMES.join(", ")
         ))),
     }
+}
+
+/// Creates the cache table (and its index) that `url` names, if it does not exist yet.
+///
+/// The explicit twin of the creation on first use, like Django's `createcachetable`: run it
+/// at deploy time when the application's database user may not create tables. Accepts every
+/// option a cache URL accepts and validates them all. A scheme without a table (or a SQL
+/// scheme this build leaves out) is a configuration error.
+///
+/// ```
+/// # #[cfg(feature = "sqlite")] {
+/// let dir = std::env::temp_dir().join(format!("polycache-doc-{}", std::process::id()));
+/// std::fs::create_dir_all(&dir).unwrap();
+/// let url = format!("sqlite://{}/cache.db?table=my_cache", dir.display());
+/// polycache::create_table(&url).unwrap();
+/// # std::fs::remove_dir_all(&dir).unwrap();
+/// # }
+/// ```
+pub fn create_table(url: &str) -> Result<()> {
+    let location = table_location(url)?;
+    match location.scheme() {
+        #[cfg(feature = "sqlite")]
+        "sqlite" => backend::sql::SqliteBackend::open(&location, &mut Options::new(&location))?
+            .create_table(),
+        #[cfg(feature = "postgres")]
+        "postgres" | "postgresql" => {
+            backend::sql::PostgresBackend::open(&location, &mut Options::new(&location))?
+                .create_table()
+        }
+        other => Err(no_table(other, &location)),
+    }
+}
+
+/// The SQL statements [`create_table`] runs for `url` when its table is missing, without
+/// running them: for a deploy's dry run or a database administrator. Validates `url` as
+/// [`create_table`] does, and neither connects nor writes.
+///
+/// ```
+/// # #[cfg(feature = "sqlite")] {
+/// let dir = std::env::temp_dir().join(format!("polycache-doc-sql-{}", std::process::id()));
+/// let url = format!("sqlite://{}/cache.db?table=my_cache", dir.display());
+/// let sql = polycache::create_table_sql(&url).unwrap();
+/// assert!(sql[0].starts_with("CREATE TABLE IF NOT EXISTS \"my_cache\""));
+/// assert!(!dir.exists());
+/// # }
+/// ```
+pub fn create_table_sql(url: &str) -> Result<Vec<String>> {
+    let location = table_location(url)?;
+    match location.scheme() {
+        #[cfg(feature = "sqlite")]
+        "sqlite" => Ok(
+            backend::sql::SqliteBackend::open(&location, &mut Options::new(&location))?
+                .create_table_sql(),
+        ),
+        #[cfg(feature = "postgres")]
+        "postgres" | "postgresql" => Ok(backend::sql::PostgresBackend::open(
+            &location,
+            &mut Options::new(&location),
+        )?
+        .create_table_sql()),
+        other => Err(no_table(other, &location)),
+    }
+}
+
+/// `url` validated in full (every option, including the ones the cache itself takes), then
+/// parsed for [`create_table`] and [`create_table_sql`].
+fn table_location(url: &str) -> Result<Location> {
+    drop(Cache::builder(url).build()?);
+    Location::parse(url)
+}
+
+fn no_table(scheme: &str, location: &Location) -> Error {
+    Error::config(format!(
+        "create_table needs a sqlite:// or postgres:// URL enabled in this build, not \
+         {scheme}:// ({})",
+        location.redacted()
+    ))
 }
 
 /// The URL schemes this build can open.

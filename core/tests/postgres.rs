@@ -3,7 +3,8 @@
 
 mod sql_common;
 
-use polycache::backend::sql::{create_table, PostgresBackend};
+use polycache::backend::sql::PostgresBackend;
+use polycache::create_table;
 use polycache::{Backend, Cache, ErrorKind, Expiry, Location, Options};
 use polycache_testkit::{free_loopback_port, PostgresServer};
 use sql_common::*;

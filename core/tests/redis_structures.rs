@@ -1,6 +1,7 @@
 //! `Cache::redis_command` when Redis is down: the cache's failure policy, sync and awaited.
 //! (The commands themselves run in the contract suite, `contract/structures.rs`, on every
 //! Redis scheme: one server, TLS, unix socket, replicas and Cluster.)
+#![cfg(feature = "redis")]
 
 use polycache::{Cache, ErrorKind, Key, RedisArg, RedisCommand, RedisReply};
 use std::net::TcpListener;

@@ -51,6 +51,7 @@ fn single_flight_among_tasks_on_both_runtimes() {
     }
 }
 
+#[cfg(feature = "sqlite")]
 #[test]
 fn single_flight_on_the_blocking_pool_backends() {
     let dir = std::env::temp_dir().join(format!("polycache-refresh-async-{}", std::process::id()));

@@ -139,6 +139,7 @@ fn signed_integers_stay_native_for_incr() {
     );
 }
 
+#[cfg(feature = "sqlite")]
 #[test]
 fn compression_is_marked_and_every_reader_expands_it() {
     let dir = std::env::temp_dir().join(format!("polycache-sec-{}", std::process::id()));
@@ -304,6 +305,7 @@ fn psql(pg: &PostgresServer, sql: &str) -> String {
     String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
 
+#[cfg(feature = "postgres")]
 #[test]
 fn postgres_over_tls_checks_the_server_certificate() {
     let certs = TestCertificates::generate().unwrap();

@@ -3,7 +3,8 @@
 
 mod sql_common;
 
-use polycache::backend::sql::{create_table, SqliteBackend};
+use polycache::backend::sql::SqliteBackend;
+use polycache::create_table;
 use polycache::{Backend, Cache, ErrorKind, Expiry, Location, Options};
 use polycache_testkit::TempDir;
 use sql_common::*;

@@ -86,7 +86,7 @@ pub unsafe extern "C" fn polycache_create_table(
     boundary(error_out, || {
         // SAFETY: url is NULL or valid for the call (the C API contract).
         let url = unsafe { text(url, "url")? };
-        polycache::backend::sql::create_table(url)?;
+        polycache::create_table(url)?;
         Ok(POLYCACHE_RESULT_OK)
     })
 }

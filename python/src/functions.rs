@@ -30,14 +30,14 @@ pub(crate) fn loads<'py>(py: Python<'py>, data: &[u8]) -> PyResult<Bound<'py, Py
 pub(crate) fn create_table(py: Python<'_>, url: &str) -> PyResult<()> {
     let url = url.to_owned();
     // Connects to the database: no Python objects are touched while the GIL is released.
-    detach(py, move || polycache::backend::sql::create_table(&url)).py_err(py)
+    detach(py, move || polycache::create_table(&url)).py_err(py)
 }
 
 /// The SQL statements `create_table(url)` runs when the table is missing, without running
 /// them: validates `url` and neither connects nor writes.
 #[pyfunction]
 pub(crate) fn create_table_sql(py: Python<'_>, url: &str) -> PyResult<Vec<String>> {
-    polycache::backend::sql::create_table_sql(url).py_err(py)
+    polycache::create_table_sql(url).py_err(py)
 }
 
 /// Renders the counters of several caches as one Prometheus page: `{name: cache}`.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from typing import Any
@@ -33,6 +34,47 @@ def test_defaults_are_djangos() -> None:
     assert c.default_timeout == 300.0
     assert c.is_local
     assert repr(c) == "polycache.Cache('memory://', key_prefix='', version=1)"
+
+
+# Every scheme of a full build, and a URL of each that opens without a server (a dead port:
+# opening connects lazily) or names a temporary path.
+ALL_SCHEMES = {
+    "dummy://": "dummy://",
+    "memory://": "memory://",
+    "tiered://": "tiered://",
+    "redis://": "redis://127.0.0.1:1/0",
+    "rediss://": "rediss://127.0.0.1:1/0",
+    "unix://": "unix:///nonexistent/redis.sock",
+    "redis+cluster://": "redis+cluster://127.0.0.1:1",
+    "rediss+cluster://": "rediss+cluster://127.0.0.1:1",
+    "redis+sentinel://": "redis+sentinel://127.0.0.1:1/mymaster/0",
+    "rediss+sentinel://": "rediss+sentinel://127.0.0.1:1/mymaster/0",
+    "memcached://": "memcached://127.0.0.1:1",
+    "file://": "file://{tmp}/file-cache",
+    "sqlite://": "sqlite://{tmp}/cache.db",
+    "postgres://": "postgres://u@127.0.0.1:1/db",
+    "postgresql://": "postgresql://u@127.0.0.1:1/db",
+}
+
+
+def test_schemes_name_what_this_build_opens(tmp_path: Any) -> None:
+    # A wheel built with fewer backends (`--no-default-features --features memory`, see
+    # scripts/python-versions.sh) says which in POLYCACHE_EXPECT_SCHEMES; the default
+    # wheel has them all.
+    expected = os.environ.get("POLYCACHE_EXPECT_SCHEMES")
+    want = expected.split(",") if expected else list(ALL_SCHEMES)
+    assert sorted(polycache.SCHEMES) == sorted(want)
+    for scheme, url in ALL_SCHEMES.items():
+        url = url.format(tmp=tmp_path)
+        try:
+            Cache(url).close()
+        except polycache.ConfigurationError as e:
+            unknown = "unknown cache scheme" in str(e)
+            assert unknown == (scheme not in polycache.SCHEMES), (scheme, str(e))
+        except polycache.CacheError:
+            assert scheme in polycache.SCHEMES, scheme
+        else:
+            assert scheme in polycache.SCHEMES, scheme
 
 
 def test_constructor_settings() -> None:

@@ -16,6 +16,7 @@ pub use scan::{CollectedKeys, KeyScan};
 
 mod asynchronous;
 mod scan;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) use scan::{IdRows, IdScan};
 pub mod dummy;
 #[cfg(feature = "file")]

@@ -1,6 +1,7 @@
 //! Key scans: what a backend answers to `keys`, `iter_keys` and `delete_pattern`.
 
 use crate::error::Result;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 use crate::pattern::KeyPattern;
 
 /// A scan over the full keys of a backend that match a pattern, a page at a time.
@@ -38,6 +39,7 @@ impl KeyScan for CollectedKeys {
 }
 
 /// `(row id, full key)` of the candidate rows of one [`IdScan`] page, in id order.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) type IdRows = Vec<(i64, Vec<u8>)>;
 
 /// A scan that walks a table by increasing row id (`sqlite://`, `postgres://`): each page
@@ -45,6 +47,7 @@ pub(crate) type IdRows = Vec<(i64, Vec<u8>)>;
 /// key matches the pattern exactly. A row that keeps its id while the scan runs (an
 /// overwrite keeps it) is seen exactly once; rows written after the scan passed their place
 /// are not seen.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) struct IdScan<F> {
     pattern: KeyPattern,
     count: usize,
@@ -53,6 +56,7 @@ pub(crate) struct IdScan<F> {
     fetch: F,
 }
 
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 impl<F> IdScan<F>
 where
     F: FnMut(&KeyPattern, i64, usize) -> Result<IdRows> + Send + 'static,
@@ -69,6 +73,7 @@ where
     }
 }
 
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 impl<F> KeyScan for IdScan<F>
 where
     F: FnMut(&KeyPattern, i64, usize) -> Result<IdRows> + Send + 'static,
