@@ -10,7 +10,7 @@ use async_common::{
     dropped_futures, frozen_server, many_tasks, runtime, sync_and_async_share_one_cache,
 };
 use polycache::{Cache, Expiry};
-use polycache_testkit::{RedisCluster, RedisReplicaSet, RedisServer};
+use polycache_testkit::{RedisCluster, RedisOver, RedisReplicaSet, RedisServer, Transport};
 use std::time::{Duration, Instant};
 
 fn open(url: &str) -> Cache {
@@ -19,13 +19,19 @@ fn open(url: &str) -> Cache {
 
 #[test]
 fn every_topology_serves_many_tasks_on_both_runtimes() {
-    let single = RedisServer::start().unwrap();
+    let singles: Vec<RedisOver> = Transport::ALL
+        .into_iter()
+        .filter_map(|transport| RedisOver::start(transport).unwrap())
+        .collect();
     let set = RedisReplicaSet::start().unwrap();
     let cluster = RedisCluster::start().unwrap();
-    for url in [single.url(), single.unix_url(), set.url(), cluster.url()] {
+    let urls = singles
+        .iter()
+        .map(|single| single.url_with("key_prefix=many"))
+        .chain([set.url(), cluster.url()].map(|url| format!("{url}?key_prefix=many")));
+    for url in urls {
         for multi in [false, true] {
-            let cache = open(&format!("{url}?key_prefix=many"));
-            runtime(multi).block_on(many_tasks(&cache));
+            runtime(multi).block_on(many_tasks(&open(&url)));
         }
     }
 }

@@ -1,10 +1,13 @@
 //! A Redis master with replicas watched by Redis Sentinels, for failover tests.
 
-use super::{
-    find_program, free_loopback_port, info_field, redis_answers_ping, redis_command_as,
-    redis_quote, start_on_free_port, tls_config, wait_until, Launch, PortIn, RedisServer,
-    ServerProcess, TempDir, TestCertificates, TestkitError, QUICK_START_TIMEOUT,
+use crate::certs::TestCertificates;
+use crate::process::{find_program, start_on_free_port, Launch, PortIn, ServerProcess};
+use crate::redis::{
+    info_field, redis_answers_ping, redis_command_as, redis_quote, tls_config, wait_until,
+    RedisServer,
 };
+use crate::tempdir::TempDir;
+use crate::{free_loopback_port, TestkitError, QUICK_START_TIMEOUT};
 use std::fs;
 use std::io;
 use std::time::Duration;
@@ -571,7 +574,13 @@ mod tests {
             slave1:ip=127.0.0.1,port=7002,state=wait_bgsave,offset=0,lag=0\r\n\
             master_repl_offset:500\r\n";
         assert!(acknowledged_offsets(info, 1, 500));
-        assert!(!acknowledged_offsets(info, 1, 501), "offset not acknowledged yet");
-        assert!(!acknowledged_offsets(info, 2, 0), "a replica is still syncing");
+        assert!(
+            !acknowledged_offsets(info, 1, 501),
+            "offset not acknowledged yet"
+        );
+        assert!(
+            !acknowledged_offsets(info, 2, 0),
+            "a replica is still syncing"
+        );
     }
 }

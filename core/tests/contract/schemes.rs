@@ -171,31 +171,12 @@ pub fn redis() -> Fixture {
     Fixture::url("redis", REDIS_EXPECT, redis.url()).keep(redis)
 }
 
-/// A server speaking TLS, with a private CA.
-struct TlsRedis {
-    // Declared first: the server stops before its certificates' directory goes.
-    server: polycache_testkit::RedisServer,
-    certs: polycache_testkit::TestCertificates,
-}
-
 /// `rediss://` with a private CA; `None` when this `redis-server` was built without TLS.
 pub fn redis_tls() -> Option<Fixture> {
-    static TLS: Slot<Option<TlsRedis>> = Mutex::new(None);
-    let tls = shared!(TLS, || {
-        let certs = or_panic(polycache_testkit::TestCertificates::generate());
-        match polycache_testkit::RedisServer::start_tls(&certs) {
-            Ok(server) => Some(TlsRedis { server, certs }),
-            // A redis-server built without TLS rejects the tls-* directives.
-            Err(e) if e.to_string().contains("Bad directive") => None,
-            Err(e) => panic!("{e}"),
-        }
-    });
-    let running = tls.as_ref().as_ref()?;
-    let url = format!(
-        "{}?tls_ca={}",
-        running.server.tls_url().unwrap(),
-        running.certs.ca_cert().display()
-    );
+    use polycache_testkit::{RedisOver, Transport};
+    static TLS: Slot<Option<RedisOver>> = Mutex::new(None);
+    let tls = shared!(TLS, || or_panic(RedisOver::start(Transport::Tls)));
+    let url = tls.as_ref().as_ref()?.url();
     Some(Fixture::url("redis_tls", REDIS_EXPECT, url).keep(tls))
 }
 
