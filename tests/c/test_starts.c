@@ -411,25 +411,27 @@ static void test_locks(const char *url) {
              POLYCACHE_RESULT_OK, err);
     CHECK(polycache_queue_pending(queue) == 1);
     CHECK(!readable(queue, 0));
+    /* "b" does not hold the lock: its release fails. Awaited before "a" lets go, since the
+     * two releases run concurrently on the runtime, and the waiting acquire could take the
+     * lock for "b" between them. */
     CHECK_RC(polycache_lock_release_start(lock, queue, TOKEN("b"), tag(5), &err), POLYCACHE_RESULT_OK, err);
+    EXPECT(queue, POLYCACHE_OP_LOCK_RELEASE, POLYCACHE_RESULT_LOCK_NOT_OWNED, 0);
+    CHECK(polycache_queue_pending(queue) == 1);
     CHECK_RC(polycache_lock_release_start(lock, queue, TOKEN("a"), tag(6), &err), POLYCACHE_RESULT_OK, err);
     int got = 0;
-    for (int i = 0; i < 3; i++) {
+    for (int i = 0; i < 2; i++) {
         if (!next(queue, &c)) {
             CHECK(0);
             break;
         }
         if (c.user_data == tag(4)) {
             got += c.op == POLYCACHE_OP_LOCK_ACQUIRE && c.result == POLYCACHE_RESULT_OK && c.integer == 1;
-        } else if (c.user_data == tag(5)) {
-            got += c.op == POLYCACHE_OP_LOCK_RELEASE && c.result == POLYCACHE_RESULT_LOCK_NOT_OWNED &&
-                   c.error != NULL;
         } else if (c.user_data == tag(6)) {
             got += c.op == POLYCACHE_OP_LOCK_RELEASE && c.result == POLYCACHE_RESULT_OK && c.error == NULL;
         }
         free_completion(&c);
     }
-    CHECK(got == 3);
+    CHECK(got == 2);
     CHECK_RC(polycache_lock_owned(lock, TOKEN("b"), &flag, &err), POLYCACHE_RESULT_OK, err);
     CHECK(flag);
 
