@@ -1,7 +1,8 @@
 //! Key scans under load: a 10,000-key scan while other threads write, on every backend that
 //! can list its keys. Each key present for the whole scan is returned exactly once (Redis:
 //! at least once, since `SCAN` may return a key twice while its table is rehashed, as the
-//! Redis documentation says).
+//! Redis documentation says). The same scan is also awaited (`iter_keys_async`), and the
+//! awaited scans of the native backends are shown to stay off polycache's blocking pool.
 
 use polycache::{Cache, Expiry};
 use std::collections::HashMap;
@@ -11,7 +12,57 @@ use std::thread;
 
 const KEYS: usize = 10_000;
 
+/// How a test reads a scan: through `iter_keys`, or `iter_keys_async` awaited on a
+/// current-thread runtime.
+#[derive(Clone, Copy)]
+enum Read {
+    Sync,
+    Awaited,
+}
+
+impl Read {
+    /// How many times each key of `cache` that matches `*` was returned, `itersize` a page.
+    fn count(self, cache: &Cache, itersize: usize) -> HashMap<String, usize> {
+        let mut seen: HashMap<String, usize> = HashMap::new();
+        match self {
+            Read::Sync => {
+                for key in cache.iter_keys("*", None, itersize).unwrap() {
+                    *seen.entry(key.unwrap()).or_default() += 1;
+                }
+            }
+            Read::Awaited => current_thread().block_on(async {
+                let mut scan = cache.iter_keys_async("*", None, itersize).await.unwrap();
+                while let Some(page) = scan.next_page().await.unwrap() {
+                    for key in page {
+                        *seen.entry(key).or_default() += 1;
+                    }
+                }
+            }),
+        }
+        seen
+    }
+}
+
+fn current_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Held by every test that awaits a scan, so that [`polycache::runtime::blocking_calls`]
+/// counts one test's calls only.
+static POOL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn pool() -> std::sync::MutexGuard<'static, ()> {
+    POOL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn scan_under_writers(cache: Cache, exactly_once: bool) {
+    scan_under_writers_read(cache, exactly_once, Read::Sync);
+}
+
+fn scan_under_writers_read(cache: Cache, exactly_once: bool, read: Read) {
     let names: Vec<String> = (0..KEYS).map(|i| format!("stay:{i}")).collect();
     for chunk in names.chunks(1000) {
         let items: Vec<(&str, &[u8])> = chunk.iter().map(|k| (k.as_str(), &b"v"[..])).collect();
@@ -51,10 +102,7 @@ fn scan_under_writers(cache: Cache, exactly_once: bool) {
     while writes.load(Ordering::Relaxed) < 50 {
         thread::yield_now();
     }
-    let mut seen: HashMap<String, usize> = HashMap::new();
-    for key in cache.iter_keys("*", None, 100).unwrap() {
-        *seen.entry(key.unwrap()).or_default() += 1;
-    }
+    let seen = read.count(&cache, 100);
     stop.store(true, Ordering::Relaxed);
     for w in writers {
         w.join().unwrap();
@@ -187,4 +235,161 @@ fn bad_patterns_and_itersizes_are_clear_errors() {
     for odd in ["[", "[^", "\\", "a[b-", "[]", "**?*"] {
         cache.keys(odd, None).unwrap();
     }
+}
+
+/// The scan of every scheme awaited while writers run, with the same promise as the
+/// synchronous scan.
+fn awaited_under_writers(url: &str, exactly_once: bool) {
+    let _pool = pool();
+    scan_under_writers_read(prefixed(url), exactly_once, Read::Awaited);
+}
+
+#[cfg(feature = "memory")]
+#[test]
+fn memory_awaited() {
+    awaited_under_writers("memory://?max_entries=1000000", true);
+}
+
+#[cfg(feature = "memory")]
+#[test]
+fn memory_lru_awaited() {
+    awaited_under_writers("memory://?eviction=lru&max_entries=1000000", true);
+}
+
+#[cfg(feature = "file")]
+#[test]
+fn file_awaited() {
+    let dir = polycache_testkit::TempDir::new("key-scans");
+    let url = format!("file://{}/c?max_entries=1000000", dir.path().display());
+    awaited_under_writers(&url, true);
+}
+
+#[cfg(feature = "sqlite")]
+#[test]
+fn sqlite_awaited() {
+    let dir = polycache_testkit::TempDir::new("key-scans");
+    let url = format!("sqlite://{}/c.db?max_entries=1000000", dir.path().display());
+    awaited_under_writers(&url, true);
+}
+
+#[cfg(feature = "postgres")]
+#[test]
+fn postgres_awaited() {
+    let pg = polycache_testkit::PostgresServer::start().unwrap_or_else(|e| panic!("{e}"));
+    awaited_under_writers(&format!("{}?max_entries=1000000", pg.url()), true);
+}
+
+#[cfg(feature = "redis")]
+#[test]
+fn redis_awaited() {
+    let server = polycache_testkit::RedisServer::start().unwrap_or_else(|e| panic!("{e}"));
+    awaited_under_writers(&server.url(), false);
+}
+
+/// Writes 300 keys, then awaits `keys`, a paged scan (7 a page) and `delete_pattern` on a
+/// current-thread runtime; returns how many calls polycache's blocking pool ran meanwhile.
+fn pool_calls_of_awaited_scans(cache: &Cache) -> u64 {
+    let names: Vec<String> = (0..300).map(|i| format!("user:{i}")).collect();
+    let items: Vec<(&str, &[u8])> = names.iter().map(|k| (k.as_str(), &b"v"[..])).collect();
+    assert!(cache
+        .set_many(&items, Expiry::Never, None)
+        .unwrap()
+        .is_empty());
+    let before = polycache::runtime::blocking_calls();
+    current_thread().block_on(async {
+        let mut found = cache.keys_async("user:*", None).await.unwrap();
+        found.sort();
+        let mut expected = names.clone();
+        expected.sort();
+        assert_eq!(found, expected);
+        let mut scan = cache.iter_keys_async("user:1*", None, 7).await.unwrap();
+        let mut paged = std::collections::HashSet::new();
+        while let Some(page) = scan.next_page().await.unwrap() {
+            paged.extend(page);
+        }
+        assert_eq!(paged.len(), 111, "user:1, user:10..19, user:100..199");
+        let removed = cache.delete_pattern_async("user:*", None, 50).await;
+        assert_eq!(removed.unwrap(), 300);
+        assert!(cache.keys_async("*", None).await.unwrap().is_empty());
+    });
+    polycache::runtime::blocking_calls() - before
+}
+
+/// Native backends scan on their own async I/O (Redis' multiplexed connection, Cluster
+/// included; tokio-postgres) or in place (`memory://`): no call reaches the blocking pool.
+/// `file://`, which has no async I/O, shows that the count sees the pool when it is used.
+#[test]
+fn awaited_scans_of_native_backends_stay_off_the_blocking_pool() {
+    let _pool = pool();
+    let mut native: Vec<(String, Box<dyn std::any::Any>)> = Vec::new();
+    #[cfg(feature = "memory")]
+    native.push(("memory://".into(), Box::new(())));
+    #[cfg(feature = "redis")]
+    {
+        let redis = polycache_testkit::RedisServer::start().unwrap_or_else(|e| panic!("{e}"));
+        native.push((redis.url(), Box::new(redis)));
+        let cluster = polycache_testkit::RedisCluster::start().unwrap_or_else(|e| panic!("{e}"));
+        native.push((cluster.url(), Box::new(cluster)));
+    }
+    #[cfg(feature = "postgres")]
+    {
+        let pg = polycache_testkit::PostgresServer::start().unwrap_or_else(|e| panic!("{e}"));
+        native.push((pg.url(), Box::new(pg)));
+    }
+    for (url, _server) in &native {
+        let calls = pool_calls_of_awaited_scans(&prefixed(url));
+        assert_eq!(calls, 0, "{url}: {calls} calls on the blocking pool");
+    }
+    #[cfg(feature = "file")]
+    {
+        let dir = polycache_testkit::TempDir::new("key-scans");
+        let cache = prefixed(&format!("file://{}/c", dir.path().display()));
+        assert!(
+            pool_calls_of_awaited_scans(&cache) > 0,
+            "file:// pages run on the pool"
+        );
+    }
+}
+
+/// `memory://` reads its store a page at a time: a scan of 10,000 keys whose store is
+/// emptied after its first page finds nothing more, where a scan that copied every key
+/// before its first page would still return all 10,000.
+#[cfg(feature = "memory")]
+#[test]
+fn a_memory_scan_reads_the_store_page_by_page() {
+    let _pool = pool();
+    let cache = prefixed("memory://?max_entries=1000000");
+    let fill = |cache: &Cache| {
+        let names: Vec<String> = (0..KEYS).map(|i| format!("k:{i}")).collect();
+        let items: Vec<(&str, &[u8])> = names.iter().map(|k| (k.as_str(), &b"v"[..])).collect();
+        assert!(cache
+            .set_many(&items, Expiry::Never, None)
+            .unwrap()
+            .is_empty());
+    };
+    fill(&cache);
+    let mut scan = cache.iter_keys("k:*", None, 10).unwrap();
+    let first = scan.next_page().unwrap().expect("a first page");
+    assert_eq!(first.len(), 10);
+    cache.clear().unwrap();
+    let mut rest = 0;
+    while let Some(page) = scan.next_page().unwrap() {
+        rest += page.len();
+    }
+    assert_eq!(
+        rest, 0,
+        "the scan returned keys removed before it read their page"
+    );
+
+    // Awaited, the same: its pages are produced in place, from the live store.
+    fill(&cache);
+    let before = polycache::runtime::blocking_calls();
+    current_thread().block_on(async {
+        let mut scan = cache.iter_keys_async("k:*", None, 10).await.unwrap();
+        let first = scan.next_page().await.unwrap().expect("a first page");
+        assert_eq!(first.len(), 10);
+        cache.clear_async().await.unwrap();
+        assert_eq!(scan.next_page().await.unwrap(), None);
+    });
+    assert_eq!(polycache::runtime::blocking_calls(), before);
 }
