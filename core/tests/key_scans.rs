@@ -393,3 +393,56 @@ fn a_memory_scan_reads_the_store_page_by_page() {
     });
     assert_eq!(polycache::runtime::blocking_calls(), before);
 }
+
+/// One scan read by turns on the calling thread (`next_page_blocking`, what a binding's
+/// synchronous iteration does) and awaited: every key comes out exactly once (Redis: the
+/// cursor is the server's, whichever connection sends it).
+#[test]
+fn a_scan_read_by_turns_blocking_and_awaited() {
+    let _pool = pool();
+    let mut urls: Vec<(String, Box<dyn std::any::Any>)> = Vec::new();
+    #[cfg(feature = "memory")]
+    urls.push(("memory://".into(), Box::new(())));
+    #[cfg(feature = "redis")]
+    {
+        let redis = polycache_testkit::RedisServer::start().unwrap_or_else(|e| panic!("{e}"));
+        urls.push((redis.url(), Box::new(redis)));
+    }
+    #[cfg(feature = "postgres")]
+    {
+        let pg = polycache_testkit::PostgresServer::start().unwrap_or_else(|e| panic!("{e}"));
+        urls.push((pg.url(), Box::new(pg)));
+    }
+    #[cfg(feature = "file")]
+    let dir = polycache_testkit::TempDir::new("key-scans");
+    #[cfg(feature = "file")]
+    urls.push((format!("file://{}/c", dir.path().display()), Box::new(())));
+    for (url, _server) in &urls {
+        let cache = prefixed(url);
+        let names: Vec<String> = (0..500).map(|i| format!("turn:{i}")).collect();
+        let items: Vec<(&str, &[u8])> = names.iter().map(|k| (k.as_str(), &b"v"[..])).collect();
+        assert!(cache
+            .set_many(&items, Expiry::Never, None)
+            .unwrap()
+            .is_empty());
+        let mut seen: HashMap<String, usize> = HashMap::new();
+        let rt = current_thread();
+        let mut scan = rt
+            .block_on(cache.iter_keys_async("turn:*", None, 20))
+            .unwrap();
+        for turn in 0.. {
+            let page = if turn % 2 == 0 {
+                scan.next_page_blocking()
+            } else {
+                rt.block_on(scan.next_page())
+            };
+            let Some(page) = page.unwrap() else { break };
+            for key in page {
+                *seen.entry(key).or_default() += 1;
+            }
+        }
+        assert_eq!(seen.len(), names.len(), "{url}");
+        assert!(seen.values().all(|n| *n == 1), "{url}: a key came twice");
+        assert_eq!(cache.delete_pattern("turn:*", None, 100).unwrap(), 500);
+    }
+}

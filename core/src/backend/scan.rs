@@ -187,31 +187,42 @@ impl AsyncKeyScan for InlineScan {
 }
 
 /// [`IdScan`], awaited: each page's candidate rows come from an async `fetch(after_id,
-/// limit)` (`postgres://` on tokio-postgres).
+/// limit)` (`postgres://` on tokio-postgres), or from the synchronous `fetch_blocking` when
+/// a page is read on the calling thread: the position is the last id seen either way.
 #[cfg(feature = "postgres")]
-pub(crate) struct AsyncIdScan<F> {
+pub(crate) struct AsyncIdScan<F, B> {
     cursor: IdCursor,
     fetch: F,
+    fetch_blocking: B,
 }
 
 #[cfg(feature = "postgres")]
-impl<F> AsyncIdScan<F>
+impl<F, B> AsyncIdScan<F, B>
 where
     F: Fn(i64, usize) -> BoxFuture<'static, Result<IdRows>> + Send + 'static,
+    B: Fn(i64, usize) -> Result<IdRows> + Send + 'static,
 {
-    /// A scan that reads candidate rows with `fetch(after_id, limit)`.
-    pub(crate) fn new(pattern: &KeyPattern, count: usize, fetch: F) -> AsyncIdScan<F> {
+    /// A scan that reads candidate rows with `fetch(after_id, limit)`, or
+    /// `fetch_blocking(after_id, limit)` on the calling thread.
+    pub(crate) fn new(
+        pattern: &KeyPattern,
+        count: usize,
+        fetch: F,
+        fetch_blocking: B,
+    ) -> AsyncIdScan<F, B> {
         AsyncIdScan {
             cursor: IdCursor::new(pattern, count),
             fetch,
+            fetch_blocking,
         }
     }
 }
 
 #[cfg(feature = "postgres")]
-impl<F> AsyncKeyScan for AsyncIdScan<F>
+impl<F, B> AsyncKeyScan for AsyncIdScan<F, B>
 where
     F: Fn(i64, usize) -> BoxFuture<'static, Result<IdRows>> + Send + 'static,
+    B: Fn(i64, usize) -> Result<IdRows> + Send + 'static,
 {
     fn next_page(&mut self) -> BoxFuture<'_, Result<Option<Vec<Vec<u8>>>>> {
         Box::pin(async move {
@@ -221,5 +232,13 @@ where
             let rows = (self.fetch)(self.cursor.after, self.cursor.count).await?;
             Ok(Some(self.cursor.page(rows)))
         })
+    }
+
+    fn next_page_blocking(&mut self) -> Option<Result<Option<Vec<Vec<u8>>>>> {
+        if self.cursor.done {
+            return Some(Ok(None));
+        }
+        let rows = (self.fetch_blocking)(self.cursor.after, self.cursor.count);
+        Some(rows.map(|rows| Some(self.cursor.page(rows))))
     }
 }

@@ -143,4 +143,9 @@ impl AsyncKeyScan for RedisScan {
             Ok(Some(self.advance(next, keys)))
         })
     }
+
+    /// The page through the synchronous connections: the same cursor on the same server.
+    fn next_page_blocking(&mut self) -> Option<Result<Option<Vec<Vec<u8>>>>> {
+        Some(KeyScan::next_page(self))
+    }
 }
