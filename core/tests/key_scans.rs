@@ -63,6 +63,7 @@ fn scan_under_writers(cache: Cache, exactly_once: bool) {
 }
 
 fn scan_under_writers_read(cache: Cache, exactly_once: bool, read: Read) {
+    let _pool = matches!(read, Read::Awaited).then(pool);
     let names: Vec<String> = (0..KEYS).map(|i| format!("stay:{i}")).collect();
     for chunk in names.chunks(1000) {
         let items: Vec<(&str, &[u8])> = chunk.iter().map(|k| (k.as_str(), &b"v"[..])).collect();
@@ -141,8 +142,13 @@ fn memory_lru() {
 /// A store in a temporary directory: `url` makes its URL from the directory.
 #[cfg(any(feature = "file", feature = "sqlite"))]
 fn on_disk(url: impl Fn(&std::path::Path) -> String) {
+    on_disk_read(url, Read::Sync);
+}
+
+#[cfg(any(feature = "file", feature = "sqlite"))]
+fn on_disk_read(url: impl Fn(&std::path::Path) -> String, read: Read) {
     let dir = polycache_testkit::TempDir::new("key-scans");
-    scan_under_writers(prefixed(&url(dir.path())), true);
+    scan_under_writers_read(prefixed(&url(dir.path())), true, read);
 }
 
 #[cfg(feature = "file")]
@@ -240,7 +246,6 @@ fn bad_patterns_and_itersizes_are_clear_errors() {
 /// The scan of every scheme awaited while writers run, with the same promise as the
 /// synchronous scan.
 fn awaited_under_writers(url: &str, exactly_once: bool) {
-    let _pool = pool();
     scan_under_writers_read(prefixed(url), exactly_once, Read::Awaited);
 }
 
@@ -259,17 +264,19 @@ fn memory_lru_awaited() {
 #[cfg(feature = "file")]
 #[test]
 fn file_awaited() {
-    let dir = polycache_testkit::TempDir::new("key-scans");
-    let url = format!("file://{}/c?max_entries=1000000", dir.path().display());
-    awaited_under_writers(&url, true);
+    on_disk_read(
+        |dir| format!("file://{}/c?max_entries=1000000", dir.display()),
+        Read::Awaited,
+    );
 }
 
 #[cfg(feature = "sqlite")]
 #[test]
 fn sqlite_awaited() {
-    let dir = polycache_testkit::TempDir::new("key-scans");
-    let url = format!("sqlite://{}/c.db?max_entries=1000000", dir.path().display());
-    awaited_under_writers(&url, true);
+    on_disk_read(
+        |dir| format!("sqlite://{}/c.db?max_entries=1000000", dir.display()),
+        Read::Awaited,
+    );
 }
 
 #[cfg(feature = "postgres")]
@@ -286,15 +293,21 @@ fn redis_awaited() {
     awaited_under_writers(&server.url(), false);
 }
 
-/// Writes 300 keys, then awaits `keys`, a paged scan (7 a page) and `delete_pattern` on a
-/// current-thread runtime; returns how many calls polycache's blocking pool ran meanwhile.
-fn pool_calls_of_awaited_scans(cache: &Cache) -> u64 {
-    let names: Vec<String> = (0..300).map(|i| format!("user:{i}")).collect();
+/// Stores `{name}:0` … `{name}:{n - 1}` in `cache`; returns their names.
+fn fill(cache: &Cache, name: &str, n: usize) -> Vec<String> {
+    let names: Vec<String> = (0..n).map(|i| format!("{name}:{i}")).collect();
     let items: Vec<(&str, &[u8])> = names.iter().map(|k| (k.as_str(), &b"v"[..])).collect();
     assert!(cache
         .set_many(&items, Expiry::Never, None)
         .unwrap()
         .is_empty());
+    names
+}
+
+/// Writes 300 keys, then awaits `keys`, a paged scan (7 a page) and `delete_pattern` on a
+/// current-thread runtime; returns how many calls polycache's blocking pool ran meanwhile.
+fn pool_calls_of_awaited_scans(cache: &Cache) -> u64 {
+    let names = fill(cache, "user", 300);
     let before = polycache::runtime::blocking_calls();
     current_thread().block_on(async {
         let mut found = cache.keys_async("user:*", None).await.unwrap();
@@ -315,12 +328,10 @@ fn pool_calls_of_awaited_scans(cache: &Cache) -> u64 {
     polycache::runtime::blocking_calls() - before
 }
 
-/// Native backends scan on their own async I/O (Redis' multiplexed connection, Cluster
-/// included; tokio-postgres) or in place (`memory://`): no call reaches the blocking pool.
-/// `file://`, which has no async I/O, shows that the count sees the pool when it is used.
-#[test]
-fn awaited_scans_of_native_backends_stay_off_the_blocking_pool() {
-    let _pool = pool();
+/// The URLs of the stores with an async side of their own (`memory://` in place, Redis —
+/// with a Cluster when `cluster` —, PostgreSQL), each with the server it needs.
+#[cfg_attr(not(feature = "redis"), allow(unused_variables))]
+fn native_stores(cluster: bool) -> Vec<(String, Box<dyn std::any::Any>)> {
     let mut native: Vec<(String, Box<dyn std::any::Any>)> = Vec::new();
     #[cfg(feature = "memory")]
     native.push(("memory://".into(), Box::new(())));
@@ -328,15 +339,26 @@ fn awaited_scans_of_native_backends_stay_off_the_blocking_pool() {
     {
         let redis = polycache_testkit::RedisServer::start().unwrap_or_else(|e| panic!("{e}"));
         native.push((redis.url(), Box::new(redis)));
-        let cluster = polycache_testkit::RedisCluster::start().unwrap_or_else(|e| panic!("{e}"));
-        native.push((cluster.url(), Box::new(cluster)));
+        if cluster {
+            let nodes = polycache_testkit::RedisCluster::start().unwrap_or_else(|e| panic!("{e}"));
+            native.push((nodes.url(), Box::new(nodes)));
+        }
     }
     #[cfg(feature = "postgres")]
     {
         let pg = polycache_testkit::PostgresServer::start().unwrap_or_else(|e| panic!("{e}"));
         native.push((pg.url(), Box::new(pg)));
     }
-    for (url, _server) in &native {
+    native
+}
+
+/// Native backends scan on their own async I/O (Redis' multiplexed connection, Cluster
+/// included; tokio-postgres) or in place (`memory://`): no call reaches the blocking pool.
+/// `file://`, which has no async I/O, shows that the count sees the pool when it is used.
+#[test]
+fn awaited_scans_of_native_backends_stay_off_the_blocking_pool() {
+    let _pool = pool();
+    for (url, _server) in &native_stores(true) {
         let calls = pool_calls_of_awaited_scans(&prefixed(url));
         assert_eq!(calls, 0, "{url}: {calls} calls on the blocking pool");
     }
@@ -359,15 +381,7 @@ fn awaited_scans_of_native_backends_stay_off_the_blocking_pool() {
 fn a_memory_scan_reads_the_store_page_by_page() {
     let _pool = pool();
     let cache = prefixed("memory://?max_entries=1000000");
-    let fill = |cache: &Cache| {
-        let names: Vec<String> = (0..KEYS).map(|i| format!("k:{i}")).collect();
-        let items: Vec<(&str, &[u8])> = names.iter().map(|k| (k.as_str(), &b"v"[..])).collect();
-        assert!(cache
-            .set_many(&items, Expiry::Never, None)
-            .unwrap()
-            .is_empty());
-    };
-    fill(&cache);
+    fill(&cache, "k", KEYS);
     let mut scan = cache.iter_keys("k:*", None, 10).unwrap();
     let first = scan.next_page().unwrap().expect("a first page");
     assert_eq!(first.len(), 10);
@@ -382,7 +396,7 @@ fn a_memory_scan_reads_the_store_page_by_page() {
     );
 
     // Awaited, the same: its pages are produced in place, from the live store.
-    fill(&cache);
+    fill(&cache, "k", KEYS);
     let before = polycache::runtime::blocking_calls();
     current_thread().block_on(async {
         let mut scan = cache.iter_keys_async("k:*", None, 10).await.unwrap();
@@ -400,31 +414,14 @@ fn a_memory_scan_reads_the_store_page_by_page() {
 #[test]
 fn a_scan_read_by_turns_blocking_and_awaited() {
     let _pool = pool();
-    let mut urls: Vec<(String, Box<dyn std::any::Any>)> = Vec::new();
-    #[cfg(feature = "memory")]
-    urls.push(("memory://".into(), Box::new(())));
-    #[cfg(feature = "redis")]
-    {
-        let redis = polycache_testkit::RedisServer::start().unwrap_or_else(|e| panic!("{e}"));
-        urls.push((redis.url(), Box::new(redis)));
-    }
-    #[cfg(feature = "postgres")]
-    {
-        let pg = polycache_testkit::PostgresServer::start().unwrap_or_else(|e| panic!("{e}"));
-        urls.push((pg.url(), Box::new(pg)));
-    }
+    let mut urls = native_stores(false);
     #[cfg(feature = "file")]
     let dir = polycache_testkit::TempDir::new("key-scans");
     #[cfg(feature = "file")]
     urls.push((format!("file://{}/c", dir.path().display()), Box::new(())));
     for (url, _server) in &urls {
         let cache = prefixed(url);
-        let names: Vec<String> = (0..500).map(|i| format!("turn:{i}")).collect();
-        let items: Vec<(&str, &[u8])> = names.iter().map(|k| (k.as_str(), &b"v"[..])).collect();
-        assert!(cache
-            .set_many(&items, Expiry::Never, None)
-            .unwrap()
-            .is_empty());
+        let names = fill(&cache, "turn", 500);
         let mut seen: HashMap<String, usize> = HashMap::new();
         let rt = current_thread();
         let mut scan = rt

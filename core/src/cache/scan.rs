@@ -61,12 +61,21 @@ impl KeyIter {
     }
 
     fn answer_page(&mut self, page: Result<Option<Vec<Vec<u8>>>>) -> Result<Option<Vec<Vec<u8>>>> {
-        let page = self.cache.finish(page, || None);
-        if !matches!(page, Ok(Some(_))) {
-            self.scan = None;
-        }
-        page
+        answer(&self.cache, &mut self.scan, page)
     }
+}
+
+/// Fail-open applies to `page`; an error or the end ends the scan held in `scan`.
+fn answer<S>(
+    cache: &Cache,
+    scan: &mut Option<S>,
+    page: Result<Option<Vec<Vec<u8>>>>,
+) -> Result<Option<Vec<Vec<u8>>>> {
+    let page = cache.finish(page, || None);
+    if !matches!(page, Ok(Some(_))) {
+        *scan = None;
+    }
+    page
 }
 
 impl Iterator for KeyIter {
@@ -183,13 +192,8 @@ impl AsyncKeyIter {
         self.answer_page(page)
     }
 
-    /// Fail-open applies to `page`; an error or the end ends the scan.
     fn answer_page(&mut self, page: Result<Option<Vec<Vec<u8>>>>) -> Result<Option<Vec<Vec<u8>>>> {
-        let page = self.cache.finish(page, || None);
-        if !matches!(page, Ok(Some(_))) {
-            self.scan = None;
-        }
-        page
+        answer(&self.cache, &mut self.scan, page)
     }
 }
 
