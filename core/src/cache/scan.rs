@@ -303,7 +303,25 @@ impl Cache {
         Ok(keys)
     }
 
-    /// [`Cache::iter_keys`], awaitable: an [`AsyncKeyIter`] whose pages are awaited.
+    /// [`Cache::iter_keys`], awaitable: an [`AsyncKeyIter`] whose pages are awaited (native
+    /// I/O on Redis and PostgreSQL, in place on `memory://`; see [`AsyncKeyIter`]).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> polycache::Result<()> {
+    /// use polycache::{Cache, Expiry};
+    /// let cache = Cache::builder("memory://").key_prefix("app").build()?;
+    /// for i in 0..25 {
+    ///     cache.set_async(format!("user:{i}").as_str(), b"x", Expiry::Default).await?;
+    /// }
+    /// let mut scan = cache.iter_keys_async("user:*", None, 10).await?;
+    /// let mut found = 0;
+    /// while let Some(page) = scan.next_page().await? {
+    ///     found += page.len();
+    /// }
+    /// assert_eq!(found, 25);
+    /// # Ok(()) }
+    /// ```
     pub async fn iter_keys_async(
         &self,
         pattern: &str,
