@@ -150,6 +150,27 @@ def test_one_scan_read_by_turns_with_and_without_await(url: str) -> None:
     assert sorted(seen) == sorted(f"k{i}" for i in range(100))
 
 
+def test_a_memory_scan_reads_the_live_store_page_by_page() -> None:
+    """memory:// copies nothing before a page: a scan whose store is emptied after its first
+    page finds nothing more (a scan that copied every key first would return all 5,000)."""
+    cache = polycache.Cache("memory://")
+    cache.set_many({f"k{i}": 1 for i in range(5000)})
+    scan = cache.iter_keys("k*", itersize=10)
+    assert len(scan.next_page() or []) == 10
+    cache.clear()
+    assert scan.next_page() is None
+
+    cache.set_many({f"k{i}": 1 for i in range(5000)})
+    scan = cache.iter_keys("k*", itersize=10)
+
+    async def main() -> None:
+        assert len(await scan.anext_page() or []) == 10
+        await cache.aclear()
+        assert await scan.anext_page() is None
+
+    asyncio.run(main())
+
+
 def test_django_face(url: str) -> None:
     cache = polycache.django.Cache(url, {"KEY_PREFIX": "dj[1]", "VERSION": 3})
     fill(cache)
