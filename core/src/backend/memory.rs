@@ -714,7 +714,7 @@ impl Backend for MemoryBackend {
     /// time, so other callers wait at most one entry's step; `eviction=lru` holds its one
     /// lock for the whole pass, as Django's `LocMemCache` sizes allow. Every key present
     /// for the whole pass is returned, once.
-    /// The default store is read a page at a time ([`ClockScan`]); the exact LRU store,
+    /// The default store is read a page at a time (`ClockScan`); the exact LRU store,
     /// whose every read moves a key in its one ordered map, is copied under its lock.
     fn scan_keys(self: Arc<Self>, pattern: &KeyPattern, count: usize) -> Result<Box<dyn KeyScan>> {
         if let Store::Clock(_) = &self.inner.store {

@@ -128,10 +128,10 @@ impl From<KeyIter> for AsyncKeyIter {
 }
 
 impl AsyncKeyIter {
-    /// Starts the scan that [`Cache::iter_keys_async`] answers, without awaiting: starting a
-    /// scan does no I/O (the first page does), so a binding may start one outside an async
-    /// context and await its pages later, or read some of them with
-    /// [`AsyncKeyIter::next_page_blocking`].
+    /// Starts the scan that [`Cache::iter_keys_async`] answers, without awaiting: on the
+    /// built-in backends starting a scan does no I/O (the first page does), so a binding may
+    /// start one outside an async context and await its pages later, or read some of them
+    /// with [`AsyncKeyIter::next_page_blocking`].
     pub fn new(
         cache: &Cache,
         pattern: &str,
@@ -162,8 +162,10 @@ impl AsyncKeyIter {
     }
 
     /// The same page read on the calling thread, blocking it on I/O: for a binding that
-    /// reads some pages of one scan from a thread and others from an event loop. A scan of
-    /// a native async backend reads the page on polycache's runtime and waits for it.
+    /// reads some pages of one scan from a thread and others from an event loop. Redis and
+    /// PostgreSQL read it through their synchronous connections (the position is the same);
+    /// a scan with no synchronous way to read a page (a custom async backend's) is awaited
+    /// on polycache's runtime while this thread waits.
     pub fn next_page_blocking(&mut self) -> Result<Option<Vec<String>>> {
         let Some(mut scan) = self.scan.take() else {
             return Ok(None);
