@@ -709,13 +709,12 @@ impl Backend for MemoryBackend {
         Ok(matches!(result, EntryResult::Retained(true)))
     }
 
-    /// Collects the matching live keys (not their values) in one pass, then hands them out
-    /// a page at a time. The default store locks each of its shards for one entry at a
-    /// time, so other callers wait at most one entry's step; `eviction=lru` holds its one
-    /// lock for the whole pass, as Django's `LocMemCache` sizes allow. Every key present
-    /// for the whole pass is returned, once.
-    /// The default store is read a page at a time (`ClockScan`); the exact LRU store,
-    /// whose every read moves a key in its one ordered map, is copied under its lock.
+    /// The default store is read a page at a time (`ClockScan`: one shard's lock for one
+    /// entry at a time, nothing copied first). The exact LRU store, whose every read moves
+    /// a key in its one ordered map, has no position a scan could resume from: its matching
+    /// live keys (not their values) are collected in one pass under its one lock, as
+    /// Django's `LocMemCache` sizes allow, then handed out a page at a time. Either way
+    /// every key present for the whole scan is returned, once.
     fn scan_keys(self: Arc<Self>, pattern: &KeyPattern, count: usize) -> Result<Box<dyn KeyScan>> {
         if let Store::Clock(_) = &self.inner.store {
             return Ok(Box::new(ClockScan::new(
