@@ -46,7 +46,7 @@ mod tiered;
 mod value;
 
 pub use backend::{parse_i64, AsyncAccess, AsyncBackend, Backend, BoxFuture};
-pub use backend::{CollectedKeys, KeyScan};
+pub use backend::{AsyncKeyScan, BlockingPoolScan, CollectedKeys, KeyScan};
 pub use cache::{AsyncKeyIter, KeyIter, DEFAULT_ITERSIZE, MAX_ITERSIZE};
 pub use cache::{
     Cache, CacheBuilder, Key, DEFAULT_MAX_VALUE_SIZE, DEFAULT_TIMEOUT, MAX_KEY_LEN, SERIALIZERS,

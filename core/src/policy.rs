@@ -335,6 +335,18 @@ impl AsyncBackend for GuardedAsync {
     ) -> BoxFuture<'a, Result<bool>> {
         self.guard(self.inner.extend_if_equals(key, expected, ttl, replace))
     }
+
+    /// As on the synchronous side: starting a scan passes the breaker, its pages do not.
+    fn scan_keys(
+        self: Arc<Self>,
+        sync: Arc<dyn Backend>,
+        pattern: &crate::KeyPattern,
+        count: usize,
+    ) -> Result<Box<dyn crate::AsyncKeyScan>> {
+        self.breaker.call(self.name, || {
+            Arc::clone(&self.inner).scan_keys(sync, pattern, count)
+        })
+    }
 }
 
 impl Backend for Guarded {

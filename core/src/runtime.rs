@@ -12,7 +12,7 @@
 
 use crate::error::{Error, ErrorKind, Result};
 use std::future::Future;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use tokio::runtime::{Handle, Runtime};
 
@@ -21,6 +21,7 @@ pub const DEFAULT_BLOCKING_THREADS: usize = 64;
 
 static WORKERS: AtomicUsize = AtomicUsize::new(0);
 static BLOCKING: AtomicUsize = AtomicUsize::new(0);
+static BLOCKING_CALLS: AtomicU64 = AtomicU64::new(0);
 
 /// The runtime of this process and the fork generation it was started in.
 static RUNTIME: Mutex<Option<(u64, &'static Runtime)>> = Mutex::new(None);
@@ -120,6 +121,7 @@ where
 pub(crate) async fn blocking<T: Send + 'static>(
     call: impl FnOnce() -> Result<T> + Send + 'static,
 ) -> Result<T> {
+    BLOCKING_CALLS.fetch_add(1, Ordering::Relaxed);
     let task = handle()?.spawn_blocking(call);
     joined(task.await)?
 }
@@ -141,7 +143,6 @@ fn joined<T>(r: std::result::Result<T, tokio::task::JoinError>) -> Result<T> {
 /// Waits on the calling thread for `future`, which is driven by polycache's runtime: what a
 /// synchronous call does when it must wait on async machinery. Works on any thread, also a
 /// worker of a caller's runtime (it blocks that thread, as every synchronous call does).
-#[cfg(test)]
 pub(crate) fn wait<F>(future: F) -> Result<F::Output>
 where
     F: Future + Send + 'static,
@@ -163,6 +164,23 @@ where
 /// True when the calling thread is inside a tokio runtime (where a nested `block_on` panics).
 pub(crate) fn in_runtime() -> bool {
     Handle::try_current().is_ok()
+}
+
+/// How many calls of the cache's operations this process has sent to polycache's blocking
+/// pool so far (`file://`, `sqlite://` and synchronous custom backends, awaited): for
+/// diagnostics, and to check that an awaited operation on a native backend stayed off it.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> polycache::Result<()> {
+/// let cache = polycache::Cache::open("memory://")?;
+/// let before = polycache::runtime::blocking_calls();
+/// cache.set_async("k", b"v", Default::default()).await?;
+/// assert_eq!(polycache::runtime::blocking_calls(), before); // memory:// answers in place
+/// # Ok(()) }
+/// ```
+pub fn blocking_calls() -> u64 {
+    BLOCKING_CALLS.load(Ordering::Relaxed)
 }
 
 /// A number that changes in the child of every `fork()`: what a binding stamped with

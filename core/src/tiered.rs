@@ -733,6 +733,16 @@ impl AsyncBackend for TieredAsync {
     ) -> BoxFuture<'a, Result<bool>> {
         self.writes.extend_if_equals(key, expected, ttl, replace)
     }
+
+    /// The L2's keys (as on the synchronous side), through the L2's own async scan.
+    fn scan_keys(
+        self: Arc<Self>,
+        _sync: Arc<dyn Backend>,
+        pattern: &crate::KeyPattern,
+        count: usize,
+    ) -> Result<Box<dyn crate::AsyncKeyScan>> {
+        Arc::clone(&self.l2).scan_keys(Arc::clone(&self.tiered.l2), pattern, count)
+    }
 }
 
 /// Opens the tiered backend a `tiered://` location (and builder settings) describe; returns

@@ -1,7 +1,8 @@
 //! Key scans under load: a 10,000-key scan while other threads write, on every backend that
 //! can list its keys. Each key present for the whole scan is returned exactly once (Redis:
 //! at least once, since `SCAN` may return a key twice while its table is rehashed, as the
-//! Redis documentation says).
+//! Redis documentation says). The same scan is also awaited (`iter_keys_async`), and the
+//! awaited scans of the native backends are shown to stay off polycache's blocking pool.
 
 use polycache::{Cache, Expiry};
 use std::collections::HashMap;
@@ -11,7 +12,58 @@ use std::thread;
 
 const KEYS: usize = 10_000;
 
+/// How a test reads a scan: through `iter_keys`, or `iter_keys_async` awaited on a
+/// current-thread runtime.
+#[derive(Clone, Copy)]
+enum Read {
+    Sync,
+    Awaited,
+}
+
+impl Read {
+    /// How many times each key of `cache` that matches `*` was returned, `itersize` a page.
+    fn count(self, cache: &Cache, itersize: usize) -> HashMap<String, usize> {
+        let mut seen: HashMap<String, usize> = HashMap::new();
+        match self {
+            Read::Sync => {
+                for key in cache.iter_keys("*", None, itersize).unwrap() {
+                    *seen.entry(key.unwrap()).or_default() += 1;
+                }
+            }
+            Read::Awaited => current_thread().block_on(async {
+                let mut scan = cache.iter_keys_async("*", None, itersize).await.unwrap();
+                while let Some(page) = scan.next_page().await.unwrap() {
+                    for key in page {
+                        *seen.entry(key).or_default() += 1;
+                    }
+                }
+            }),
+        }
+        seen
+    }
+}
+
+fn current_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Held by every test that awaits a scan, so that [`polycache::runtime::blocking_calls`]
+/// counts one test's calls only.
+static POOL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn pool() -> std::sync::MutexGuard<'static, ()> {
+    POOL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn scan_under_writers(cache: Cache, exactly_once: bool) {
+    scan_under_writers_read(cache, exactly_once, Read::Sync);
+}
+
+fn scan_under_writers_read(cache: Cache, exactly_once: bool, read: Read) {
+    let _pool = matches!(read, Read::Awaited).then(pool);
     let names: Vec<String> = (0..KEYS).map(|i| format!("stay:{i}")).collect();
     for chunk in names.chunks(1000) {
         let items: Vec<(&str, &[u8])> = chunk.iter().map(|k| (k.as_str(), &b"v"[..])).collect();
@@ -51,10 +103,7 @@ fn scan_under_writers(cache: Cache, exactly_once: bool) {
     while writes.load(Ordering::Relaxed) < 50 {
         thread::yield_now();
     }
-    let mut seen: HashMap<String, usize> = HashMap::new();
-    for key in cache.iter_keys("*", None, 100).unwrap() {
-        *seen.entry(key.unwrap()).or_default() += 1;
-    }
+    let seen = read.count(&cache, 100);
     stop.store(true, Ordering::Relaxed);
     for w in writers {
         w.join().unwrap();
@@ -93,8 +142,13 @@ fn memory_lru() {
 /// A store in a temporary directory: `url` makes its URL from the directory.
 #[cfg(any(feature = "file", feature = "sqlite"))]
 fn on_disk(url: impl Fn(&std::path::Path) -> String) {
+    on_disk_read(url, Read::Sync);
+}
+
+#[cfg(any(feature = "file", feature = "sqlite"))]
+fn on_disk_read(url: impl Fn(&std::path::Path) -> String, read: Read) {
     let dir = polycache_testkit::TempDir::new("key-scans");
-    scan_under_writers(prefixed(&url(dir.path())), true);
+    scan_under_writers_read(prefixed(&url(dir.path())), true, read);
 }
 
 #[cfg(feature = "file")]
@@ -186,5 +240,206 @@ fn bad_patterns_and_itersizes_are_clear_errors() {
     // Unclosed classes and trailing escapes are patterns like any other, never a panic.
     for odd in ["[", "[^", "\\", "a[b-", "[]", "**?*"] {
         cache.keys(odd, None).unwrap();
+    }
+}
+
+/// The scan of every scheme awaited while writers run, with the same promise as the
+/// synchronous scan.
+fn awaited_under_writers(url: &str, exactly_once: bool) {
+    scan_under_writers_read(prefixed(url), exactly_once, Read::Awaited);
+}
+
+#[cfg(feature = "memory")]
+#[test]
+fn memory_awaited() {
+    awaited_under_writers("memory://?max_entries=1000000", true);
+}
+
+#[cfg(feature = "memory")]
+#[test]
+fn memory_lru_awaited() {
+    awaited_under_writers("memory://?eviction=lru&max_entries=1000000", true);
+}
+
+#[cfg(feature = "file")]
+#[test]
+fn file_awaited() {
+    on_disk_read(
+        |dir| format!("file://{}/c?max_entries=1000000", dir.display()),
+        Read::Awaited,
+    );
+}
+
+#[cfg(feature = "sqlite")]
+#[test]
+fn sqlite_awaited() {
+    on_disk_read(
+        |dir| format!("sqlite://{}/c.db?max_entries=1000000", dir.display()),
+        Read::Awaited,
+    );
+}
+
+#[cfg(feature = "postgres")]
+#[test]
+fn postgres_awaited() {
+    let pg = polycache_testkit::PostgresServer::start().unwrap_or_else(|e| panic!("{e}"));
+    awaited_under_writers(&format!("{}?max_entries=1000000", pg.url()), true);
+}
+
+#[cfg(feature = "redis")]
+#[test]
+fn redis_awaited() {
+    let server = polycache_testkit::RedisServer::start().unwrap_or_else(|e| panic!("{e}"));
+    awaited_under_writers(&server.url(), false);
+}
+
+/// Stores `{name}:0` … `{name}:{n - 1}` in `cache`; returns their names.
+fn fill(cache: &Cache, name: &str, n: usize) -> Vec<String> {
+    let names: Vec<String> = (0..n).map(|i| format!("{name}:{i}")).collect();
+    let items: Vec<(&str, &[u8])> = names.iter().map(|k| (k.as_str(), &b"v"[..])).collect();
+    assert!(cache
+        .set_many(&items, Expiry::Never, None)
+        .unwrap()
+        .is_empty());
+    names
+}
+
+/// Writes 300 keys, then awaits `keys`, a paged scan (7 a page) and `delete_pattern` on a
+/// current-thread runtime; returns how many calls polycache's blocking pool ran meanwhile.
+fn pool_calls_of_awaited_scans(cache: &Cache) -> u64 {
+    let names = fill(cache, "user", 300);
+    let before = polycache::runtime::blocking_calls();
+    current_thread().block_on(async {
+        let mut found = cache.keys_async("user:*", None).await.unwrap();
+        found.sort();
+        let mut expected = names.clone();
+        expected.sort();
+        assert_eq!(found, expected);
+        let mut scan = cache.iter_keys_async("user:1*", None, 7).await.unwrap();
+        let mut paged = std::collections::HashSet::new();
+        while let Some(page) = scan.next_page().await.unwrap() {
+            paged.extend(page);
+        }
+        assert_eq!(paged.len(), 111, "user:1, user:10..19, user:100..199");
+        let removed = cache.delete_pattern_async("user:*", None, 50).await;
+        assert_eq!(removed.unwrap(), 300);
+        assert!(cache.keys_async("*", None).await.unwrap().is_empty());
+    });
+    polycache::runtime::blocking_calls() - before
+}
+
+/// The URLs of the stores with an async side of their own (`memory://` in place, Redis —
+/// with a Cluster when `cluster` —, PostgreSQL), each with the server it needs.
+#[cfg_attr(not(feature = "redis"), allow(unused_variables))]
+fn native_stores(cluster: bool) -> Vec<(String, Box<dyn std::any::Any>)> {
+    let mut native: Vec<(String, Box<dyn std::any::Any>)> = Vec::new();
+    #[cfg(feature = "memory")]
+    native.push(("memory://".into(), Box::new(())));
+    #[cfg(feature = "redis")]
+    {
+        let redis = polycache_testkit::RedisServer::start().unwrap_or_else(|e| panic!("{e}"));
+        native.push((redis.url(), Box::new(redis)));
+        if cluster {
+            let nodes = polycache_testkit::RedisCluster::start().unwrap_or_else(|e| panic!("{e}"));
+            native.push((nodes.url(), Box::new(nodes)));
+        }
+    }
+    #[cfg(feature = "postgres")]
+    {
+        let pg = polycache_testkit::PostgresServer::start().unwrap_or_else(|e| panic!("{e}"));
+        native.push((pg.url(), Box::new(pg)));
+    }
+    native
+}
+
+/// Native backends scan on their own async I/O (Redis' multiplexed connection, Cluster
+/// included; tokio-postgres) or in place (`memory://`): no call reaches the blocking pool.
+/// `file://`, which has no async I/O, shows that the count sees the pool when it is used.
+#[test]
+fn awaited_scans_of_native_backends_stay_off_the_blocking_pool() {
+    let _pool = pool();
+    for (url, _server) in &native_stores(true) {
+        let calls = pool_calls_of_awaited_scans(&prefixed(url));
+        assert_eq!(calls, 0, "{url}: {calls} calls on the blocking pool");
+    }
+    #[cfg(feature = "file")]
+    {
+        let dir = polycache_testkit::TempDir::new("key-scans");
+        let cache = prefixed(&format!("file://{}/c", dir.path().display()));
+        assert!(
+            pool_calls_of_awaited_scans(&cache) > 0,
+            "file:// pages run on the pool"
+        );
+    }
+}
+
+/// `memory://` reads its store a page at a time: a scan of 10,000 keys whose store is
+/// emptied after its first page finds nothing more, where a scan that copied every key
+/// before its first page would still return all 10,000.
+#[cfg(feature = "memory")]
+#[test]
+fn a_memory_scan_reads_the_store_page_by_page() {
+    let _pool = pool();
+    let cache = prefixed("memory://?max_entries=1000000");
+    fill(&cache, "k", KEYS);
+    let mut scan = cache.iter_keys("k:*", None, 10).unwrap();
+    let first = scan.next_page().unwrap().expect("a first page");
+    assert_eq!(first.len(), 10);
+    cache.clear().unwrap();
+    let mut rest = 0;
+    while let Some(page) = scan.next_page().unwrap() {
+        rest += page.len();
+    }
+    assert_eq!(
+        rest, 0,
+        "the scan returned keys removed before it read their page"
+    );
+
+    // Awaited, the same: its pages are produced in place, from the live store.
+    fill(&cache, "k", KEYS);
+    let before = polycache::runtime::blocking_calls();
+    current_thread().block_on(async {
+        let mut scan = cache.iter_keys_async("k:*", None, 10).await.unwrap();
+        let first = scan.next_page().await.unwrap().expect("a first page");
+        assert_eq!(first.len(), 10);
+        cache.clear_async().await.unwrap();
+        assert_eq!(scan.next_page().await.unwrap(), None);
+    });
+    assert_eq!(polycache::runtime::blocking_calls(), before);
+}
+
+/// One scan read by turns on the calling thread (`next_page_blocking`, what a binding's
+/// synchronous iteration does) and awaited: every key comes out exactly once (Redis: the
+/// cursor is the server's, whichever connection sends it).
+#[test]
+fn a_scan_read_by_turns_blocking_and_awaited() {
+    let _pool = pool();
+    let mut urls = native_stores(false);
+    #[cfg(feature = "file")]
+    let dir = polycache_testkit::TempDir::new("key-scans");
+    #[cfg(feature = "file")]
+    urls.push((format!("file://{}/c", dir.path().display()), Box::new(())));
+    for (url, _server) in &urls {
+        let cache = prefixed(url);
+        let names = fill(&cache, "turn", 500);
+        let mut seen: HashMap<String, usize> = HashMap::new();
+        let rt = current_thread();
+        let mut scan = rt
+            .block_on(cache.iter_keys_async("turn:*", None, 20))
+            .unwrap();
+        for turn in 0.. {
+            let page = if turn % 2 == 0 {
+                scan.next_page_blocking()
+            } else {
+                rt.block_on(scan.next_page())
+            };
+            let Some(page) = page.unwrap() else { break };
+            for key in page {
+                *seen.entry(key).or_default() += 1;
+            }
+        }
+        assert_eq!(seen.len(), names.len(), "{url}");
+        assert!(seen.values().all(|n| *n == 1), "{url}: a key came twice");
+        assert_eq!(cache.delete_pattern("turn:*", None, 100).unwrap(), 500);
     }
 }

@@ -98,10 +98,11 @@ pub unsafe extern "C" fn polycache_cache_scan_keys(
                 out(scan_out, "scan_out")?,
             )
         };
-        let keys = cache.cache.iter_keys(pattern, None, itersize)?;
+        // The core's async scan: a `_next_start` page is native I/O on Redis and PostgreSQL.
+        let keys = AsyncKeyIter::new(&cache.cache, pattern, None, itersize)?;
         scan_out.write(handle::into_raw(polycache_key_scan {
             state: Arc::new(Mutex::new(ScanState {
-                cursor: Cursor::Idle(keys.into()),
+                cursor: Cursor::Idle(keys),
                 ready: VecDeque::new(),
             })),
             inline: cache.cache.completes_inline(),

@@ -51,6 +51,7 @@ fn _polycache(m: &Bound<'_, PyModule>) -> PyResult<()> {
     awaitable::install(m)?;
     m.add_function(wrap_pyfunction!(finalize::_shutdown, m)?)?;
     m.add_function(wrap_pyfunction!(awaitable::_wake_per_operation, m)?)?;
+    m.add_function(wrap_pyfunction!(scan::_blocking_calls, m)?)?;
     m.add_function(wrap_pyfunction!(argkey::call_key, m)?)?;
     m.add_function(wrap_pyfunction!(functions::render_prometheus, m)?)?;
     m.add_function(wrap_pyfunction!(functions::create_table, m)?)?;

@@ -3,7 +3,10 @@
 //! `KeyScan` is what `iter_keys` returns on both `polycache.Cache` and the Django face: an
 //! iterator of `str` that reads `itersize` keys from the backend at a time (without the GIL
 //! unless the backend answers in memory), and `anext_page()`, an awaitable page for
-//! `aiter_keys` (`polycache/_scan.py` turns it into an async iterator).
+//! `aiter_keys` (`polycache/_scan.py` turns it into an async iterator). Both read one scan
+//! of the core's async side ([`AsyncKeyIter`]): an awaited page is native I/O on Redis and
+//! PostgreSQL, in place on `memory://`, and on the blocking pool for `file://` and
+//! `sqlite://`.
 
 use crate::awaitable;
 use crate::errors::ResultExt;
@@ -58,14 +61,16 @@ pub(crate) fn start(
     itersize: usize,
 ) -> PyResult<KeyScan> {
     let cache: &Cache = &core.cache;
+    // The backend's async scan: `anext_page` awaits its native I/O (Redis, PostgreSQL),
+    // `__next__` reads a page on this thread.
     let scan = if core.local {
-        cache.iter_keys(pattern, version, itersize)
+        AsyncKeyIter::new(cache, pattern, version, itersize)
     } else {
-        detach(py, || cache.iter_keys(pattern, version, itersize))
+        detach(py, || AsyncKeyIter::new(cache, pattern, version, itersize))
     }
     .py_err(py)?;
     Ok(KeyScan {
-        phase: Arc::new(Mutex::new(Phase::Idle(AsyncKeyIter::from(scan)))),
+        phase: Arc::new(Mutex::new(Phase::Idle(scan))),
         buffer: Mutex::new(VecDeque::new()),
         core: Core {
             cache: cache.clone(),
@@ -138,7 +143,8 @@ impl KeyScan {
         }
     }
 
-    /// `next_page`, awaitable: the page is read on polycache's runtime.
+    /// `next_page`, awaitable: the page is read on polycache's runtime (see the module
+    /// documentation).
     fn anext_page<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         if self.core.local {
             return awaitable::ready(py, self.next_page(py));
@@ -165,4 +171,12 @@ impl KeyScan {
         };
         awaitable::start_future(py, &self.core, work, Deliver::Keys)
     }
+}
+
+/// How many calls polycache's blocking pool has run in this process
+/// (`polycache::runtime::blocking_calls`): for tests that show an awaited operation on a
+/// native backend stayed off the pool.
+#[pyfunction]
+pub(crate) fn _blocking_calls() -> u64 {
+    polycache::runtime::blocking_calls()
 }

@@ -22,6 +22,7 @@ django.setup()
 
 import polycache  # noqa: E402
 import polycache.django  # noqa: E402
+from polycache import _polycache  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(__file__))
 import servers  # noqa: E402
@@ -105,6 +106,67 @@ def test_async_twins(url: str) -> None:
         assert sorted(found) == sorted(KEYS)
         assert await cache.adelete_pattern("user:*", itersize=3) == 4
         assert sorted(await cache.akeys("*")) == ["%_", "team:1"]
+
+    asyncio.run(main())
+
+
+def test_awaited_scans_use_the_backends_async_side(url: str) -> None:
+    """redis:// awaits SCAN on its multiplexed connection and memory:// pages in place: no
+    call reaches polycache's blocking pool. file:// and sqlite://, which have no async I/O,
+    read their pages there (which shows the count sees the pool)."""
+    cache = polycache.Cache(url, key_prefix="native")
+    cache.set_many({f"k{i}": i for i in range(50)})
+
+    async def main() -> int:
+        before = _polycache._blocking_calls()
+        assert len(await cache.akeys("k*")) == 50
+        assert len({k async for k in cache.aiter_keys("k*", itersize=7)}) == 50
+        assert await cache.adelete_pattern("k*", itersize=9) == 50
+        return _polycache._blocking_calls() - before
+
+    calls = asyncio.run(main())
+    if url.startswith(("redis://", "memory://")):
+        assert calls == 0
+    else:
+        assert calls > 0
+
+
+def test_one_scan_read_by_turns_with_and_without_await(url: str) -> None:
+    cache = polycache.Cache(url, key_prefix="turns")
+    cache.set_many({f"k{i}": i for i in range(100)})
+    scan = cache.iter_keys("k*", itersize=10)
+    seen: list[str] = []
+
+    async def awaited_page() -> list[str] | None:
+        return await scan.anext_page()
+
+    turn = 0
+    while True:
+        page = scan.next_page() if turn % 2 == 0 else asyncio.run(awaited_page())
+        if page is None:
+            break
+        seen.extend(page)
+        turn += 1
+    assert sorted(seen) == sorted(f"k{i}" for i in range(100))
+
+
+def test_a_memory_scan_reads_the_live_store_page_by_page() -> None:
+    """memory:// copies nothing before a page: a scan whose store is emptied after its first
+    page finds nothing more (a scan that copied every key first would return all 5,000)."""
+    cache = polycache.Cache("memory://")
+    cache.set_many({f"k{i}": 1 for i in range(5000)})
+    scan = cache.iter_keys("k*", itersize=10)
+    assert len(scan.next_page() or []) == 10
+    cache.clear()
+    assert scan.next_page() is None
+
+    cache.set_many({f"k{i}": 1 for i in range(5000)})
+    scan = cache.iter_keys("k*", itersize=10)
+
+    async def main() -> None:
+        assert len(await scan.anext_page() or []) == 10
+        await cache.aclear()
+        assert await scan.anext_page() is None
 
     asyncio.run(main())
 

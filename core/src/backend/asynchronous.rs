@@ -12,9 +12,10 @@
 //! [`crate::Cache`] holds one [`AsyncBackend`] (or none, for inline backends) and writes every
 //! operation's key, value, expiry, fail-open and statistics logic once, for both APIs.
 
-use super::Backend;
+use super::{AsyncKeyScan, Backend, BlockingPoolScan};
 use crate::error::Result;
 use crate::expiry::TimeToLive;
+use crate::pattern::KeyPattern;
 use crate::value::Value;
 use std::future::Future;
 use std::pin::Pin;
@@ -129,6 +130,20 @@ pub trait AsyncBackend: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<bool>> {
         let _ = (key, expected, ttl, replace);
         Box::pin(std::future::ready(Err(super::unsupported_extend("async"))))
+    }
+
+    /// See [`Backend::scan_keys`]: starts a scan whose pages are awaited. `sync` is the same
+    /// store's synchronous side; the default starts its scan ([`Backend::scan_keys`], with
+    /// its refusal on a store that cannot list its keys) and reads each page on polycache's
+    /// blocking pool ([`BlockingPoolScan`]). Backends with native async I/O replace it.
+    fn scan_keys(
+        self: Arc<Self>,
+        sync: Arc<dyn Backend>,
+        pattern: &KeyPattern,
+        count: usize,
+    ) -> Result<Box<dyn AsyncKeyScan>> {
+        let scan = sync.scan_keys(pattern, count)?;
+        Ok(Box::new(BlockingPoolScan::new(scan)))
     }
 }
 

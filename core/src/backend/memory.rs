@@ -17,6 +17,7 @@ use crate::location::{Location, Options};
 use crate::pattern::KeyPattern;
 use crate::value::Value;
 use hashlink::LinkedHashMap;
+use quick_cache::sync::Iter as ClockIter;
 use quick_cache::sync::{Cache as QuickCache, EntryAction, EntryResult};
 use quick_cache::{DefaultHashBuilder, Lifecycle, OptionsBuilder, Weighter};
 use std::collections::HashMap;
@@ -708,12 +709,20 @@ impl Backend for MemoryBackend {
         Ok(matches!(result, EntryResult::Retained(true)))
     }
 
-    /// Collects the matching live keys (not their values) in one pass, then hands them out
-    /// a page at a time. The default store locks each of its shards for one entry at a
-    /// time, so other callers wait at most one entry's step; `eviction=lru` holds its one
-    /// lock for the whole pass, as Django's `LocMemCache` sizes allow. Every key present
-    /// for the whole pass is returned, once.
+    /// The default store is read a page at a time (`ClockScan`: one shard's lock for one
+    /// entry at a time, nothing copied first). The exact LRU store, whose every read moves
+    /// a key in its one ordered map, has no position a scan could resume from: its matching
+    /// live keys (not their values) are collected in one pass under its one lock, as
+    /// Django's `LocMemCache` sizes allow, then handed out a page at a time. Either way
+    /// every key present for the whole scan is returned, once.
     fn scan_keys(self: Arc<Self>, pattern: &KeyPattern, count: usize) -> Result<Box<dyn KeyScan>> {
+        if let Store::Clock(_) = &self.inner.store {
+            return Ok(Box::new(ClockScan::new(
+                Arc::clone(&self.inner),
+                pattern,
+                count,
+            )));
+        }
         let mut keys = Vec::new();
         let mut keep = |k: &StoreKey, e: &Entry| {
             if e.live() && pattern.matches(&k.0) {
@@ -831,6 +840,67 @@ fn itoa_buf(n: i64) -> ItoaBuf {
         buf[i] = b'-';
     }
     ItoaBuf { buf, start: i }
+}
+
+/// The most entries one page of a [`ClockScan`] looks at, unless asked for more keys: a
+/// page of a pattern that few keys match ends there, possibly empty, and the next goes on.
+const SCAN_PAGE_LOOKS: usize = 1024;
+
+/// A scan of the default (CLOCK) store, a page at a time: quick_cache's iterator holds one
+/// shard's read lock per entry it steps over, and resumes from its position (shard, slot),
+/// so no caller waits on a scan for more than one step, and nothing is copied before the
+/// first page. An entry keeps its slot while it is present (an overwrite keeps it), so a
+/// key present for the whole scan is returned exactly once; keys written meanwhile may or
+/// may not be, keys removed meanwhile are not returned after their removal.
+struct ClockScan {
+    /// Declared before `_inner`, so dropped first: it borrows the store `_inner` owns.
+    iter: ClockIter<'static, StoreKey, Entry, EntryWeighter, DefaultHashBuilder, EvictionCounter>,
+    /// Keeps the store alive for `iter`; never read.
+    _inner: Arc<Inner>,
+    pattern: KeyPattern,
+    count: usize,
+    done: bool,
+}
+
+impl ClockScan {
+    fn new(inner: Arc<Inner>, pattern: &KeyPattern, count: usize) -> ClockScan {
+        let Store::Clock(store) = &inner.store else {
+            unreachable!("a ClockScan is started on the CLOCK store only")
+        };
+        // SAFETY: the store lives inside `inner`'s allocation, which `_inner` keeps alive
+        // and in place (an `Arc` never moves its value, and `Inner::store` is never
+        // replaced) for as long as the iterator exists: the iterator is a field declared
+        // before `_inner`, so it is dropped first, and it is never handed out.
+        let store: &'static ClockStore = unsafe { &*(store as *const ClockStore) };
+        ClockScan {
+            iter: store.iter(),
+            _inner: inner,
+            pattern: pattern.clone(),
+            count: count.max(1),
+            done: false,
+        }
+    }
+}
+
+impl KeyScan for ClockScan {
+    fn next_page(&mut self) -> Result<Option<Vec<Vec<u8>>>> {
+        if self.done {
+            return Ok(None);
+        }
+        let mut keys = Vec::new();
+        let mut looked = 0;
+        while keys.len() < self.count && looked < self.count.max(SCAN_PAGE_LOOKS) {
+            let Some((key, entry)) = self.iter.next() else {
+                self.done = true;
+                break;
+            };
+            looked += 1;
+            if entry.live() && self.pattern.matches(&key.0) {
+                keys.push(key.0.into_vec());
+            }
+        }
+        Ok((!(self.done && keys.is_empty())).then_some(keys))
+    }
 }
 
 #[cfg(test)]

@@ -12,10 +12,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use asynchronous::{AsyncAccess, AsyncBackend, BoxFuture, OnBlockingPool};
-pub use scan::{CollectedKeys, KeyScan};
+pub use scan::{AsyncKeyScan, BlockingPoolScan, CollectedKeys, KeyScan};
 
 mod asynchronous;
 mod scan;
+#[cfg(feature = "postgres")]
+pub(crate) use scan::AsyncIdScan;
+pub(crate) use scan::InlineScan;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) use scan::{IdRows, IdScan};
 pub mod dummy;

@@ -8,7 +8,7 @@
 //! and what a concurrent writer may see.
 
 use super::{Cache, Key, MAX_KEY_LEN};
-use crate::backend::KeyScan;
+use crate::backend::{AsyncKeyScan, BlockingPoolScan, InlineScan, KeyScan};
 use crate::error::{Error, ErrorKind, Result};
 use crate::pattern::{escape_glob, KeyPattern};
 
@@ -61,12 +61,21 @@ impl KeyIter {
     }
 
     fn answer_page(&mut self, page: Result<Option<Vec<Vec<u8>>>>) -> Result<Option<Vec<Vec<u8>>>> {
-        let page = self.cache.finish(page, || None);
-        if !matches!(page, Ok(Some(_))) {
-            self.scan = None;
-        }
-        page
+        answer(&self.cache, &mut self.scan, page)
     }
+}
+
+/// Fail-open applies to `page`; an error or the end ends the scan held in `scan`.
+fn answer<S>(
+    cache: &Cache,
+    scan: &mut Option<S>,
+    page: Result<Option<Vec<Vec<u8>>>>,
+) -> Result<Option<Vec<Vec<u8>>>> {
+    let page = cache.finish(page, || None);
+    if !matches!(page, Ok(Some(_))) {
+        *scan = None;
+    }
+    page
 }
 
 impl Iterator for KeyIter {
@@ -86,52 +95,107 @@ impl Iterator for KeyIter {
     }
 }
 
-/// [`KeyIter`], awaitable: each page of a backend that does I/O is read on polycache's
-/// blocking pool, never on the awaiting runtime's threads.
+/// [`KeyIter`], awaitable: each page comes from the backend's async scan
+/// ([`AsyncBackend::scan_keys`](crate::AsyncBackend::scan_keys)): `SCAN` on Redis'
+/// multiplexed connection, a page query on tokio-postgres, in place on `memory://`, and on
+/// polycache's blocking pool for `file://`, `sqlite://` and synchronous custom backends.
 ///
 /// Dropping a [`AsyncKeyIter::next_page`] future while it waits ends the scan: the next
 /// call answers `None`. `Send`; not `Sync`.
 pub struct AsyncKeyIter {
-    sync: KeyIter,
+    scan: Option<Box<dyn AsyncKeyScan>>,
+    head: usize,
+    cache: Cache,
 }
 
 impl From<KeyIter> for AsyncKeyIter {
-    /// The same scan, its next pages awaited.
+    /// The same scan, its next pages awaited (on the blocking pool unless the backend
+    /// answers in memory). [`AsyncKeyIter::new`] starts a scan on the backend's async side.
     fn from(sync: KeyIter) -> AsyncKeyIter {
-        AsyncKeyIter { sync }
+        let inline = sync.cache.completes_inline();
+        AsyncKeyIter {
+            scan: sync.scan.map(|scan| -> Box<dyn AsyncKeyScan> {
+                if inline {
+                    Box::new(InlineScan(scan))
+                } else {
+                    Box::new(BlockingPoolScan::new(scan))
+                }
+            }),
+            head: sync.head,
+            cache: sync.cache,
+        }
     }
 }
 
 impl AsyncKeyIter {
+    /// Starts the scan that [`Cache::iter_keys_async`] answers, without awaiting: on the
+    /// built-in backends starting a scan does no I/O (the first page does), so a binding may
+    /// start one outside an async context and await its pages later, or read some of them
+    /// with [`AsyncKeyIter::next_page_blocking`].
+    pub fn new(
+        cache: &Cache,
+        pattern: &str,
+        version: Option<i64>,
+        itersize: usize,
+    ) -> Result<AsyncKeyIter> {
+        let itersize = check_itersize(itersize)?;
+        let (pattern, head) = cache.key_pattern(pattern, version)?;
+        let backend = std::sync::Arc::clone(&cache.inner.backend);
+        let scan = match cache.inner.awaited.as_ref() {
+            None => backend
+                .scan_keys(&pattern, itersize)
+                .map(|scan| -> Box<dyn AsyncKeyScan> { Box::new(InlineScan(scan)) }),
+            Some(awaited) => std::sync::Arc::clone(awaited).scan_keys(backend, &pattern, itersize),
+        };
+        let scan = cache.finish(scan.map(Some), || None)?;
+        Ok(AsyncKeyIter {
+            scan,
+            head,
+            cache: cache.clone(),
+        })
+    }
+
     /// The next page of the caller's keys (possibly empty), or `None` when the scan is over.
     pub async fn next_page(&mut self) -> Result<Option<Vec<String>>> {
-        let head = self.sync.head;
+        let head = self.head;
         Ok(self.next_full_page().await?.map(|keys| strip(keys, head)))
     }
 
     /// The same page read on the calling thread, blocking it on I/O: for a binding that
-    /// reads some pages of one scan from a thread and others from an event loop.
+    /// reads some pages of one scan from a thread and others from an event loop. Redis and
+    /// PostgreSQL read it through their synchronous connections (the position is the same);
+    /// a scan with no synchronous way to read a page (a custom async backend's) is awaited
+    /// on polycache's runtime while this thread waits.
     pub fn next_page_blocking(&mut self) -> Result<Option<Vec<String>>> {
-        self.sync.next_page()
+        let Some(mut scan) = self.scan.take() else {
+            return Ok(None);
+        };
+        let page = match scan.next_page_blocking() {
+            Some(page) => Ok((scan, page)),
+            None => crate::runtime::wait(async move {
+                let page = scan.next_page().await;
+                (scan, page)
+            }),
+        }
+        .and_then(|(scan, page)| {
+            self.scan = Some(scan);
+            page
+        });
+        Ok(self.answer_page(page)?.map(|keys| strip(keys, self.head)))
     }
 
     async fn next_full_page(&mut self) -> Result<Option<Vec<Vec<u8>>>> {
-        if self.sync.cache.completes_inline() {
-            return self.sync.next_full_page();
-        }
-        let Some(mut scan) = self.sync.scan.take() else {
+        let Some(mut scan) = self.scan.take() else {
             return Ok(None);
         };
-        let page = crate::runtime::blocking(move || {
-            let page = scan.next_page();
-            Ok((scan, page))
-        })
-        .await
-        .and_then(|(scan, page)| {
-            self.sync.scan = Some(scan);
-            page
-        });
-        self.sync.answer_page(page)
+        // Taken out while the page is awaited: a dropped future leaves the scan ended.
+        let page = scan.next_page().await;
+        self.scan = Some(scan);
+        self.answer_page(page)
+    }
+
+    fn answer_page(&mut self, page: Result<Option<Vec<Vec<u8>>>>) -> Result<Option<Vec<Vec<u8>>>> {
+        answer(&self.cache, &mut self.scan, page)
     }
 }
 
@@ -241,16 +305,32 @@ impl Cache {
         Ok(keys)
     }
 
-    /// [`Cache::iter_keys`], awaitable: an [`AsyncKeyIter`] whose pages are awaited.
+    /// [`Cache::iter_keys`], awaitable: an [`AsyncKeyIter`] whose pages are awaited (native
+    /// I/O on Redis and PostgreSQL, in place on `memory://`; see [`AsyncKeyIter`]).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> polycache::Result<()> {
+    /// use polycache::{Cache, Expiry};
+    /// let cache = Cache::builder("memory://").key_prefix("app").build()?;
+    /// for i in 0..25 {
+    ///     cache.set_async(format!("user:{i}").as_str(), b"x", Expiry::Default).await?;
+    /// }
+    /// let mut scan = cache.iter_keys_async("user:*", None, 10).await?;
+    /// let mut found = 0;
+    /// while let Some(page) = scan.next_page().await? {
+    ///     found += page.len();
+    /// }
+    /// assert_eq!(found, 25);
+    /// # Ok(()) }
+    /// ```
     pub async fn iter_keys_async(
         &self,
         pattern: &str,
         version: Option<i64>,
         itersize: usize,
     ) -> Result<AsyncKeyIter> {
-        Ok(AsyncKeyIter {
-            sync: self.start_scan(pattern, version, itersize)?,
-        })
+        AsyncKeyIter::new(self, pattern, version, itersize)
     }
 
     /// [`Cache::delete_pattern`], awaitable.

@@ -141,7 +141,7 @@ impl Server {
     }
 
     /// Runs `f` on this server's connection; errors name the server.
-    async fn run<T, F, Fut>(&self, f: F) -> Result<T>
+    pub(super) async fn run<T, F, Fut>(&self, f: F) -> Result<T>
     where
         F: FnOnce(MultiplexedConnection) -> Fut,
         Fut: Future<Output = RedisResult<T>>,
@@ -196,7 +196,7 @@ impl Cluster {
 
     /// Runs `f` on a Cluster connection (`once`: the one that never re-sends); the Cluster
     /// client reconnects to its nodes by itself.
-    async fn run<T, F, Fut>(&self, once: bool, f: F) -> Result<T>
+    pub(super) async fn run<T, F, Fut>(&self, once: bool, f: F) -> Result<T>
     where
         F: FnOnce(ClusterConnection) -> Fut,
         Fut: Future<Output = RedisResult<T>>,
@@ -223,7 +223,7 @@ pub(super) enum AsyncTopology {
 
 /// An async connection of either kind, for the commands both run the same way.
 #[derive(Clone)]
-enum AnyConn {
+pub(super) enum AnyConn {
     Single(MultiplexedConnection),
     Cluster(ClusterConnection),
 }
@@ -310,7 +310,10 @@ impl RedisBackend {
     }
 }
 
-async fn query<T: redis::FromRedisValue>(mut c: AnyConn, command: redis::Cmd) -> RedisResult<T> {
+pub(super) async fn query<T: redis::FromRedisValue>(
+    mut c: AnyConn,
+    command: redis::Cmd,
+) -> RedisResult<T> {
     command.query_async(&mut c).await
 }
 
@@ -575,6 +578,17 @@ impl AsyncBackend for RedisBackend {
                 .await?;
             Ok(n == 1)
         }))
+    }
+
+    /// `SCAN` on the leader's multiplexed connection, or on every Cluster primary in turn
+    /// (see `redis/scan.rs`).
+    fn scan_keys(
+        self: Arc<Self>,
+        _sync: Arc<dyn crate::Backend>,
+        pattern: &crate::KeyPattern,
+        count: usize,
+    ) -> Result<Box<dyn crate::AsyncKeyScan>> {
+        Ok(Box::new(super::scan::RedisScan::new(self, pattern, count)))
     }
 }
 

@@ -957,6 +957,31 @@ impl AsyncBackend for PostgresBackend {
                 .await
         })
     }
+
+    /// The synchronous side's page query (an escaped `LIKE` by increasing id), each page
+    /// awaited on tokio-postgres (or read on the synchronous pool when a caller reads a page
+    /// without awaiting it).
+    fn scan_keys(
+        self: Arc<Self>,
+        _sync: Arc<dyn Backend>,
+        pattern: &crate::KeyPattern,
+        count: usize,
+    ) -> Result<Box<dyn crate::AsyncKeyScan>> {
+        let like = pattern.to_like();
+        let (backend, blocking_like) = (Arc::clone(&self), like.clone());
+        Ok(Box::new(crate::backend::AsyncIdScan::new(
+            pattern,
+            count,
+            move |after, limit| {
+                let (backend, args) = (Arc::clone(&self), (after, like.clone(), limit as i64));
+                Box::pin(async move { backend.run_async("keys", true, &args, ops::scan).await })
+            },
+            move |after, limit| {
+                let args = (after, blocking_like.clone(), limit as i64);
+                backend.run("keys", true, &args, ops::scan)
+            },
+        )))
+    }
 }
 
 #[cfg(test)]
