@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 /// How long a statement waits for another connection's write lock unless `busy_timeout`
@@ -672,7 +672,15 @@ impl SqliteBackend {
                 | OpenFlags::SQLITE_OPEN_NO_MUTEX;
             let conn = Connection::open_with_flags(&i.path, flags)?;
             conn.busy_timeout(i.busy_timeout)?;
-            let _mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+            let _mode: String = {
+                // Switching a new database to WAL takes its exclusive lock, and SQLite answers
+                // a connection that tries while another one switches "database is locked" at
+                // once, busy_timeout or not. So this process's connections switch one at a
+                // time: the first one switches, the others find WAL and change nothing.
+                static WAL_SWITCH: Mutex<()> = Mutex::new(());
+                let _one_at_a_time = WAL_SWITCH.lock().unwrap_or_else(PoisonError::into_inner);
+                conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?
+            };
             conn.execute_batch(&format!("PRAGMA synchronous = {}", i.synchronous))?;
             conn.set_prepared_statement_cache_capacity(64);
             conn.create_scalar_function(
