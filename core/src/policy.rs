@@ -207,6 +207,79 @@ impl Drop for Admitted<'_> {
     }
 }
 
+/// The breaker for callers whose outcomes arrive as separate events rather than through an
+/// [`Admitted`]: memcached's per-server health, where a pipelined batch admits a server
+/// first and learns its connection's fate later, in another place. It shares the state and
+/// the meaning of [`Breaker::admit`]'s breaker (outages in a row open it for a cooldown,
+/// then one call probes, a success closes it); the probe is claimed by moving the deadline
+/// one cooldown on, so a probe whose outcome never comes holds the breaker open for one
+/// more cooldown at most.
+#[cfg(feature = "memcached")]
+impl Breaker {
+    /// A breaker that opens after `threshold` outages in a row (0: never) for
+    /// `cooldown_ticks` coarse-clock ticks.
+    pub(crate) fn with_limits(threshold: u32, cooldown_ticks: u64) -> Breaker {
+        Breaker {
+            threshold,
+            cooldown_ticks,
+            ..Default::default()
+        }
+    }
+
+    /// True when a call may go: the breaker is closed, or it is open past its deadline and
+    /// this caller claimed the probe.
+    pub(crate) fn pass(&self) -> bool {
+        let until = self.open_until.load(Ordering::Acquire);
+        if until == 0 {
+            return true;
+        }
+        let now = clock::ticks();
+        now >= until
+            && self
+                .open_until
+                .compare_exchange(
+                    until,
+                    now.saturating_add(self.cooldown_ticks).max(1),
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                )
+                .is_ok()
+    }
+
+    /// Counts an outage; answers the outages in a row when this one opened the breaker.
+    pub(crate) fn failed(&self) -> Option<u32> {
+        let n = self
+            .failures
+            .fetch_add(1, Ordering::AcqRel)
+            .saturating_add(1);
+        if self.threshold > 0 && n >= self.threshold {
+            let until = clock::ticks().saturating_add(self.cooldown_ticks).max(1);
+            if self.open_until.swap(until, Ordering::AcqRel) == 0 {
+                return Some(n);
+            }
+        }
+        None
+    }
+
+    /// Counts a success: the breaker closes. True when it was open.
+    #[inline]
+    pub(crate) fn succeeded(&self) -> bool {
+        if self.failures.load(Ordering::Relaxed) != 0 {
+            self.failures.store(0, Ordering::Release);
+        }
+        if self.open_until.load(Ordering::Relaxed) != 0 {
+            self.open_until.store(0, Ordering::Release);
+            return true;
+        }
+        false
+    }
+
+    /// The outages in a row counted so far.
+    pub(crate) fn failures(&self) -> u32 {
+        self.failures.load(Ordering::Relaxed)
+    }
+}
+
 /// A remote backend behind a circuit breaker; what [`crate::Cache`] opens for non-local schemes.
 pub(crate) struct Guarded {
     inner: Arc<dyn Backend>,
@@ -532,5 +605,34 @@ mod tests {
             assert!(r.unwrap_err().is_timeout());
         }
         assert!(!b.is_open());
+    }
+
+    #[test]
+    #[cfg(feature = "memcached")]
+    fn event_breaker_opens_claims_one_probe_and_closes() {
+        let b = Breaker::with_limits(2, clock::ticks_of(Duration::from_millis(50)));
+        assert!(b.pass());
+        assert_eq!(b.failed(), None);
+        assert_eq!(b.failed(), Some(2), "the second outage opens it");
+        assert_eq!(b.failed(), None, "already open");
+        assert!(!b.pass() && !b.pass(), "open: calls fail without trying");
+        std::thread::sleep(Duration::from_millis(80));
+        assert!(b.pass(), "past the cooldown one call probes");
+        assert!(!b.pass(), "and only one");
+        assert!(b.succeeded(), "a success closes it");
+        assert!(b.pass() && b.pass());
+        assert_eq!(b.failures(), 0);
+        assert!(!b.succeeded());
+    }
+
+    #[test]
+    #[cfg(feature = "memcached")]
+    fn event_breaker_with_threshold_zero_never_opens() {
+        let b = Breaker::with_limits(0, 1);
+        for _ in 0..10 {
+            assert_eq!(b.failed(), None);
+        }
+        assert!(b.pass());
+        assert_eq!(b.failures(), 10);
     }
 }

@@ -4,9 +4,10 @@
 //! contract runs in `contract.rs`.
 #![cfg(feature = "file")]
 
-use polycache::backend::file::{
-    decode_entry, decode_record, FileBackend, FileOptions, HEADER_LEN, RECORD_HEADER_LEN, SMALL_MAX,
+use polycache::backend::file::testing::{
+    decode_entry, decode_record, ENTRY_HEADER_LEN, RECORD_HEADER_LEN, SMALL_MAX,
 };
+use polycache::backend::file::{FileBackend, FileOptions};
 use polycache::{Backend, Cache, ErrorKind, Expiry};
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -292,7 +293,10 @@ fn record_and_file_formats_are_the_documented_ones() {
     c.set("big", &large(9), Expiry::Never).unwrap();
     let bytes = fs::read(backend.entry_path(b":1:big")).unwrap();
     assert_eq!(&bytes[..4], b"PCFE");
-    assert_eq!(bytes.len(), HEADER_LEN + ":1:big".len() + large(9).len());
+    assert_eq!(
+        bytes.len(),
+        ENTRY_HEADER_LEN + ":1:big".len() + large(9).len()
+    );
     let (expires_at, key, value) = decode_entry(&bytes).unwrap();
     assert_eq!((expires_at, key, value), (0, &b":1:big"[..], &large(9)[..]));
 }
@@ -395,7 +399,7 @@ fn corrupt_truncated_and_foreign_large_files_read_as_misses_and_are_removed() {
     type Damage = fn(&mut Vec<u8>);
     let damage: [(&str, Damage); 6] = [
         ("truncated", |b| b.truncate(b.len() - 3)),
-        ("header only", |b| b.truncate(HEADER_LEN)),
+        ("header only", |b| b.truncate(ENTRY_HEADER_LEN)),
         ("empty", |b| b.clear()),
         ("flipped bit", |b| {
             let n = b.len();
@@ -479,7 +483,7 @@ fn decoding_random_damage_never_panics_nor_accepts_it() {
                 }
                 1 => b.truncate(rng.below(b.len() as u64) as usize),
                 2 => {
-                    let i = rng.below(HEADER_LEN as u64) as usize;
+                    let i = rng.below(ENTRY_HEADER_LEN as u64) as usize;
                     b[i] ^= 1 << rng.below(8);
                 }
                 _ => b = (0..rng.below(200)).map(|_| rng.next() as u8).collect(),
@@ -791,7 +795,7 @@ fn counters_are_shared_and_reconcile_cleans_up() {
     let small: u64 = (0..300)
         .map(|i| (RECORD_HEADER_LEN + format!("k{i}").len() + 10) as u64)
         .sum();
-    let big_size = (HEADER_LEN + "big0".len() + large(0).len()) as u64;
+    let big_size = (ENTRY_HEADER_LEN + "big0".len() + large(0).len()) as u64;
     let (entries, bytes) = two.estimate();
     assert_eq!(entries, 310);
     let want = small + 10 * big_size;

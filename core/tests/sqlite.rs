@@ -390,3 +390,38 @@ fn readers_and_writers_racing_on_a_fresh_database_see_no_error() {
         }
     }
 }
+
+/// Threads that all open their first connections to a brand-new database file at once (a
+/// web server's threads, each with its own cache on one file, as Django's caches are): each
+/// connection used to switch the file to WAL itself, and a connection that tried while
+/// another one switched failed with "database is locked". Every call must succeed, however
+/// the threads interleave.
+#[test]
+fn threads_opening_a_new_database_at_once_all_succeed() {
+    const THREADS: usize = 16;
+    let dir = TempDir::new("sqlite-wal-race");
+    for round in 0..120 {
+        let url = url(&dir, &format!("race{round}.db"), "");
+        let start = Arc::new(std::sync::Barrier::new(THREADS));
+        let workers: Vec<_> = (0..THREADS)
+            .map(|t| {
+                let (url, start) = (url.clone(), Arc::clone(&start));
+                thread::spawn(move || {
+                    let cache = Cache::open(&url)?;
+                    start.wait();
+                    let key = format!("k{t}");
+                    cache.set(&key, b"v", Expiry::Never)?;
+                    cache.get(&key)
+                })
+            })
+            .collect();
+        for (t, w) in workers.into_iter().enumerate() {
+            let got = w.join().unwrap();
+            assert_eq!(
+                got.unwrap_or_else(|e| panic!("round {round}, thread {t}: {e}"))
+                    .as_deref(),
+                Some(&b"v"[..])
+            );
+        }
+    }
+}

@@ -16,7 +16,7 @@ import pytest
 import polycache
 
 pytestmark = pytest.mark.skipif(
-    "sqlite" not in polycache.SCHEMES, reason="this wheel is built without the sqlite backend"
+    "sqlite://" not in polycache.SCHEMES, reason="this wheel is built without the sqlite backend"
 )
 
 SCRIPT = """

@@ -20,6 +20,7 @@ use crate::clock;
 use crate::error::{Error, ErrorKind, Result};
 use crate::expiry::TimeToLive;
 use crate::location::{Location, Options};
+use crate::policy::Breaker;
 use crate::value::Value;
 use commands::{DeleteMany, GetMany, Request, SetMany};
 use conn::{Conn, Fault};
@@ -28,7 +29,7 @@ use ring::Ring;
 use std::collections::HashMap;
 use std::io;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -51,8 +52,8 @@ const NAMESPACE_SUFFIX: &[u8] = b":__ns__";
 /// reply. Keys memcached cannot carry (over 250 bytes, spaces, control characters,
 /// non-ASCII) are replaced by `h:` and the hex SHA-256 of the key.
 ///
-/// With several servers, a server that fails `failure_limit` times in a row is taken out
-/// for `dead_retry` seconds: calls for its keys fail at once with a connection error (a miss
+/// With several servers, each server has its own circuit breaker: a server that fails
+/// `breaker_threshold` times in a row is taken out for `breaker_cooldown` seconds: calls for its keys fail at once with a connection error (a miss
 /// when the cache fails open) while the other servers go on serving theirs; then one call
 /// probes it, and its success brings it back.
 ///
@@ -109,9 +110,8 @@ struct Server {
     /// The server's `item_size_max`, learned when a connection opens (or given).
     item_size_max: AtomicUsize,
     learn_item_size: bool,
-    failures: AtomicU32,
-    /// Coarse-clock deadline while the server is out of the ring; 0 while it is in.
-    dead_until: AtomicU64,
+    /// The server's health: out of the ring while this breaker is open.
+    health: Breaker,
     /// Set once the server was ever reached, for the first error's wording.
     reached: AtomicBool,
     /// The pipelined connection async calls share (see `aio.rs`).
@@ -187,12 +187,21 @@ fn timeout_option(options: &mut Options, name: &str, default: f64) -> Result<Opt
     }
 }
 
+/// An option given under its name and its alias at once.
+fn both_names(name: &str, alias: &str) -> Error {
+    Error::config(format!(
+        "memcached:// takes '{name}' or its alias '{alias}', not both"
+    ))
+}
+
 impl MemcachedBackend {
     /// Opens `memcached://HOST[:PORT][,HOST[:PORT]…]` or `memcached:///path/to/socket`.
     ///
     /// Options (defaults in brackets): `connect_timeout` [1.0 s], `socket_timeout` [1.0 s]
-    /// (either may be `none`), `dead_retry` [30 s; 0 never takes a server out],
-    /// `failure_limit` [2], `pool_size` [16 idle connections kept per server],
+    /// (either may be `none`), `breaker_cooldown` or its alias `dead_retry` [30 s; 0 never
+    /// takes a server out], `breaker_threshold` or its alias `failure_limit` [2; 0 never takes
+    /// a server out] (with several servers, each server's breaker), `pool_size` [16 idle
+    /// connections kept per server],
     /// `max_item_size` [learned from each server's `stats settings`, else 1 MiB],
     /// `namespace` [false] and `namespace_refresh` [1.0 s]. Connections open on first use:
     /// opening never fails because a server is down.
@@ -244,17 +253,33 @@ impl MemcachedBackend {
 
         let connect_timeout = timeout_option(options, "connect_timeout", 1.0)?;
         let socket_timeout = timeout_option(options, "socket_timeout", 1.0)?;
-        let dead_retry = match options.seconds("dead_retry")? {
-            None => Duration::from_secs(30),
-            Some(Some(d)) => d,
-            Some(None) => {
+        // Each server's breaker takes the options of the cache's breaker, which the cache
+        // has read (and removed) already: read them again from the URL. The memcached
+        // names `failure_limit` and `dead_retry` are their aliases.
+        let mut breaker = Options::new(location);
+        let dead_retry = match (
+            options.seconds("dead_retry")?,
+            breaker.seconds("breaker_cooldown")?,
+        ) {
+            (Some(_), Some(_)) => return Err(both_names("breaker_cooldown", "dead_retry")),
+            (None, None) => Duration::from_secs(30),
+            (Some(Some(d)), None) => d,
+            (None, Some(d)) => d.unwrap_or(Duration::MAX),
+            (Some(None), None) => {
                 return Err(Error::config(
                     "invalid value none for option 'dead_retry' of memcached://: expected a \
                      number of seconds (0 never takes a failed server out of the ring)",
                 ))
             }
         };
-        let failure_limit = options.positive_u64("failure_limit")?.unwrap_or(2);
+        let failure_limit = match (
+            options.positive_u64("failure_limit")?,
+            breaker.u64("breaker_threshold")?,
+        ) {
+            (Some(_), Some(_)) => return Err(both_names("breaker_threshold", "failure_limit")),
+            (Some(n), None) | (None, Some(n)) => n,
+            (None, None) => 2,
+        };
         let pool_size = options.positive_u64("pool_size")?.unwrap_or(16);
         let max_item_size = options.positive_u64("max_item_size")?;
         let namespace = options.bool("namespace")?.unwrap_or(false);
@@ -271,7 +296,7 @@ impl MemcachedBackend {
         let settings = Settings {
             connect_timeout,
             socket_timeout,
-            dead_ticks: if several && !dead_retry.is_zero() {
+            dead_ticks: if several && !dead_retry.is_zero() && failure_limit > 0 {
                 clock::ticks_of(dead_retry).max(1)
             } else {
                 0
@@ -295,8 +320,14 @@ impl MemcachedBackend {
                 pool: Mutex::new(Vec::new()),
                 item_size_max: AtomicUsize::new(item_size),
                 learn_item_size: max_item_size.is_none(),
-                failures: AtomicU32::new(0),
-                dead_until: AtomicU64::new(0),
+                health: Breaker::with_limits(
+                    if settings.dead_ticks > 0 {
+                        settings.failure_limit
+                    } else {
+                        0
+                    },
+                    settings.dead_ticks,
+                ),
                 reached: AtomicBool::new(false),
                 aio: aio::Slot::new(),
             })
@@ -355,63 +386,35 @@ impl Inner {
     /// Fails at once while `server` is out of the ring, except for the one call that
     /// probes it once `dead_retry` has passed.
     fn check_alive(&self, server: &Server) -> Result<()> {
-        let until = server.dead_until.load(Ordering::Acquire);
-        if until == 0 {
-            return Ok(());
-        }
-        let now = clock::ticks();
-        if now >= until
-            && server
-                .dead_until
-                .compare_exchange(
-                    until,
-                    now.saturating_add(self.settings.dead_ticks).max(1),
-                    Ordering::AcqRel,
-                    Ordering::Acquire,
-                )
-                .is_ok()
-        {
+        if server.health.pass() {
             return Ok(());
         }
         Err(Error::new(
             ErrorKind::Connection,
             format!(
                 "memcached server {} is out of the ring after {} failures in a row; it is tried \
-                 again {} s after the last failure (dead_retry)",
+                 again {} s after the last failure (breaker_cooldown)",
                 server.label,
-                server.failures.load(Ordering::Relaxed),
+                server.health.failures(),
                 self.settings.dead_retry.as_secs_f64()
             ),
         ))
     }
 
     fn failed(&self, server: &Server) {
-        let n = server
-            .failures
-            .fetch_add(1, Ordering::AcqRel)
-            .saturating_add(1);
-        if self.settings.dead_ticks > 0 && n >= self.settings.failure_limit {
-            let until = clock::ticks()
-                .saturating_add(self.settings.dead_ticks)
-                .max(1);
-            if server.dead_until.swap(until, Ordering::AcqRel) == 0 {
-                log::warn!(
-                    "polycache: memcached server {} failed {n} times in a row; its keys fail for \
-                     {} s (dead_retry)",
-                    server.label,
-                    self.settings.dead_retry.as_secs_f64()
-                );
-            }
+        if let Some(n) = server.health.failed() {
+            log::warn!(
+                "polycache: memcached server {} failed {n} times in a row; its keys fail for \
+                 {} s (breaker_cooldown)",
+                server.label,
+                self.settings.dead_retry.as_secs_f64()
+            );
         }
     }
 
     #[inline]
     fn succeeded(&self, server: &Server) {
-        if server.failures.load(Ordering::Relaxed) != 0 {
-            server.failures.store(0, Ordering::Release);
-        }
-        if server.dead_until.load(Ordering::Relaxed) != 0 {
-            server.dead_until.store(0, Ordering::Release);
+        if server.health.succeeded() {
             log::info!(
                 "polycache: memcached server {} answers again; back in the ring",
                 server.label
@@ -680,6 +683,44 @@ mod tests {
             assert!(err.is_configuration(), "{url}: {err}");
             assert!(err.to_string().contains(needle), "{url}: {err}");
             assert!(!err.to_string().contains("secret"), "{url}: {err}");
+        }
+    }
+
+    #[test]
+    fn breaker_options_take_the_cache_names_and_the_memcached_aliases() {
+        // As a cache opens it: the failure policy takes its options first.
+        let limits = |url: &str| -> Result<(u32, Duration, bool)> {
+            let loc = Location::parse(url)?;
+            let mut opts = Options::new(&loc);
+            crate::policy::FailurePolicy::take(&mut opts)?;
+            let b = MemcachedBackend::open(&loc, &mut opts)?;
+            opts.finish()?;
+            let s = &b.inner.settings;
+            Ok((s.failure_limit, s.dead_retry, b.isolates_failures()))
+        };
+        let secs = Duration::from_secs;
+        assert_eq!(limits("memcached://h1,h2").unwrap(), (2, secs(30), true));
+        assert_eq!(
+            limits("memcached://h1,h2?breaker_threshold=5&breaker_cooldown=7").unwrap(),
+            (5, secs(7), true)
+        );
+        assert_eq!(
+            limits("memcached://h1,h2?failure_limit=4&dead_retry=3").unwrap(),
+            (4, secs(3), true)
+        );
+        // 0 under either name: no server is taken out (the cache-wide breaker applies).
+        assert!(!limits("memcached://h1,h2?breaker_threshold=0").unwrap().2);
+        assert!(!limits("memcached://h1,h2?breaker_cooldown=0").unwrap().2);
+        assert!(!limits("memcached://h1,h2?dead_retry=0").unwrap().2);
+        // One server: no per-server breaker, whatever the options.
+        assert!(!limits("memcached://h1?breaker_threshold=5").unwrap().2);
+        for url in [
+            "memcached://h1,h2?breaker_threshold=5&failure_limit=4",
+            "memcached://h1,h2?breaker_cooldown=5&dead_retry=4",
+        ] {
+            let err = limits(url).unwrap_err();
+            assert!(err.is_configuration(), "{url}: {err}");
+            assert!(err.to_string().contains("alias"), "{url}: {err}");
         }
     }
 

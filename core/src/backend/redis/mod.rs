@@ -14,29 +14,36 @@
 //! one — except `incr` and `add`, which the server may already have applied when the
 //! connection broke: they report the connection error instead.
 
+mod address;
 mod aio;
+mod cluster;
 mod commands;
+mod errors;
 mod pool;
 mod scan;
 mod sentinel;
 mod structures;
 
 use super::{AsyncAccess, Backend};
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, Result};
 use crate::location::{Location, Options};
 use crate::value::Value;
+use address::{
+    check_db, client_for, connection_info, db_from_path, positive_or_none, sentinel_group,
+    split_host, tcp_addr,
+};
 use aio::AsyncTopology;
+use cluster::{by_slot, cluster_primaries, key_slot};
+use errors::{closed_by_server, is_redirect, keeps_connection, map_err, unexpected};
 use pool::Pool;
 use redis::cluster::{cluster_pipe, ClusterClientBuilder, ClusterConnection};
 use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
-use redis::io::tcp::TcpSettings;
 use redis::{
-    Client, Cmd, Connection, ConnectionAddr, ConnectionInfo, ConnectionLike, IntoConnectionInfo,
-    RedisConnectionInfo, RedisError, Script, ServerErrorKind, TlsCertificates,
+    Client, Cmd, Connection, ConnectionAddr, ConnectionLike, RedisConnectionInfo, Script,
+    TlsCertificates,
 };
-use sentinel::{NodeRole, Sentinels};
+use sentinel::NodeRole;
 use std::cell::Cell;
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -606,235 +613,6 @@ fn cmd(name: &str) -> Cmd {
     redis::cmd(name)
 }
 
-fn positive_or_none(t: Option<Duration>, name: &str) -> Result<Option<Duration>> {
-    match t {
-        Some(d) if d.is_zero() => Err(Error::config(format!(
-            "invalid value 0 for option '{name}': expected a positive number of seconds, or none"
-        ))),
-        other => Ok(other),
-    }
-}
-
-/// The sentinels of a `redis+sentinel://` location, with their own auth (the options
-/// `sentinel_username` and `sentinel_password`) and the master's (the URL's user and
-/// password, database and TLS).
-fn sentinel_group(
-    location: &Location,
-    options: &mut Options,
-    db_option: Option<i64>,
-    auth: &RedisConnectionInfo,
-    tls_certs: Option<TlsCertificates>,
-    opts: &mut RedisOptions,
-) -> Result<Sentinels> {
-    let redacted = location.redacted();
-    let bad = |what: String| Error::config(format!("{what} in {redacted}"));
-    let scheme = location.scheme();
-    let tls = scheme == "rediss+sentinel";
-    if location.hosts().is_empty() {
-        return Err(bad(format!(
-            "{scheme}:// names no sentinel: expected {scheme}://host1:26379,host2:26379/<master \
-             name>[/db]"
-        )));
-    }
-    let (name, db) = sentinel::name_and_db(location.path(), db_option).map_err(&bad)?;
-    opts.db = db;
-    let sentinel_auth = RedisConnectionInfo::default();
-    let sentinel_auth = match options.take("sentinel_username") {
-        Some(u) => sentinel_auth.set_username(u),
-        None => sentinel_auth,
-    };
-    let sentinel_auth = match options.take("sentinel_password") {
-        Some(p) => sentinel_auth.set_password(p),
-        None => sentinel_auth,
-    };
-    let mut sentinels = Vec::with_capacity(location.hosts().len());
-    for host in location.hosts() {
-        let (h, port) = split_host(host).map_err(&bad)?;
-        let port = if host_has_port(host) {
-            port
-        } else {
-            sentinel::DEFAULT_SENTINEL_PORT
-        };
-        let addr = tcp_addr(h.clone(), port, tls.then_some(opts.insecure));
-        let info = connection_info(addr, sentinel_auth.clone())?;
-        let client = client_for(info, tls_certs.clone(), &redacted)?;
-        sentinels.push((client, format!("{h}:{port}")));
-    }
-    let nodes = sentinel::NodeSettings {
-        tls: tls.then_some((opts.insecure, tls_certs)),
-        auth: auth.clone().set_db(db),
-    };
-    Ok(Sentinels::new(sentinels, name, nodes, opts, redacted))
-}
-
-/// Whether `host` (`name`, `name:port`, `[v6]`, `[v6]:port`) gives a port.
-fn host_has_port(host: &str) -> bool {
-    match host.strip_prefix('[') {
-        Some(rest) => rest.contains("]:"),
-        None => host.contains(':'),
-    }
-}
-
-fn check_db(db: i64) -> std::result::Result<i64, String> {
-    if (0..=i64::from(i32::MAX)).contains(&db) {
-        Ok(db)
-    } else {
-        Err(format!("invalid database number {db}: expected 0 or more"))
-    }
-}
-
-/// The database of `redis://host/N`, or of the `db` option when the path has none.
-fn db_from_path(path: &str, option: Option<i64>) -> std::result::Result<i64, String> {
-    let text = path.strip_prefix('/').unwrap_or(path);
-    let from_path = if text.is_empty() {
-        None
-    } else {
-        match text.parse::<i64>() {
-            Ok(n) => Some(check_db(n)?),
-            Err(_) => {
-                return Err(format!(
-                    "invalid database {text:?} in the path: expected a number such as /0"
-                ))
-            }
-        }
-    };
-    match (from_path, option) {
-        (Some(a), Some(b)) if a != b => {
-            Err(format!("the path names database {a} and the db option {b}"))
-        }
-        (Some(a), _) => Ok(a),
-        (None, Some(b)) => check_db(b),
-        (None, None) => Ok(0),
-    }
-}
-
-/// `host`, `host:port` or `[v6]:port`.
-fn split_host(host: &str) -> std::result::Result<(String, u16), String> {
-    let (name, port) = if let Some(rest) = host.strip_prefix('[') {
-        match rest.split_once(']') {
-            Some((name, "")) => (name, None),
-            Some((name, tail)) => match tail.strip_prefix(':') {
-                Some(p) => (name, Some(p)),
-                None => return Err(format!("invalid host {host:?}")),
-            },
-            None => return Err(format!("invalid host {host:?}: no closing ']'")),
-        }
-    } else {
-        match host.rsplit_once(':') {
-            Some((name, p)) => (name, Some(p)),
-            None => (host, None),
-        }
-    };
-    if name.is_empty() {
-        return Err(format!("invalid host {host:?}: the name is empty"));
-    }
-    let port = match port {
-        None => DEFAULT_PORT,
-        Some(p) => match p.parse::<u16>() {
-            Ok(n) if n > 0 => n,
-            _ => {
-                return Err(format!(
-                    "invalid port {p:?} of host {name:?}: expected 1 to 65535"
-                ))
-            }
-        },
-    };
-    Ok((name.to_owned(), port))
-}
-
-/// `host:port` over TCP, or over TLS when `tls` is `Some(insecure)`.
-fn tcp_addr(host: String, port: u16, tls: Option<bool>) -> ConnectionAddr {
-    match tls {
-        Some(insecure) => ConnectionAddr::TcpTls {
-            host,
-            port,
-            insecure,
-            tls_params: None,
-        },
-        None => ConnectionAddr::Tcp(host, port),
-    }
-}
-
-fn connection_info(addr: ConnectionAddr, auth: RedisConnectionInfo) -> Result<ConnectionInfo> {
-    let info = addr
-        .into_connection_info()
-        .map_err(|e| Error::config(format!("invalid redis address: {}", e.category())))?;
-    Ok(info
-        .set_redis_settings(auth)
-        .set_tcp_settings(TcpSettings::default().set_nodelay(true)))
-}
-
-fn client_for(
-    info: ConnectionInfo,
-    certs: Option<TlsCertificates>,
-    redacted: &str,
-) -> Result<Client> {
-    let result = match certs {
-        Some(certs) => Client::build_with_tls(info, certs),
-        None => Client::open(info),
-    };
-    result.map_err(|e| {
-        Error::config(format!(
-            "cannot set up a redis client for {redacted}: {} ({})",
-            e.category(),
-            e.detail().unwrap_or("")
-        ))
-    })
-}
-
-/// Maps a redis-rs error to a polycache error naming the server (never its password).
-fn map_err(err: RedisError, addr: &str) -> Error {
-    use redis::ErrorKind as K;
-    let kind = if err.is_timeout() {
-        ErrorKind::Timeout
-    } else {
-        match err.kind() {
-            K::Io | K::ClusterConnectionNotFound => ErrorKind::Connection,
-            K::AuthenticationFailed | K::InvalidClientConfig => ErrorKind::Configuration,
-            // The server is there but cannot serve yet: an outage for the failure policy.
-            K::Server(
-                ServerErrorKind::BusyLoading
-                | ServerErrorKind::TryAgain
-                | ServerErrorKind::ClusterDown
-                | ServerErrorKind::MasterDown,
-            ) => ErrorKind::Connection,
-            K::Extension if matches!(err.code(), Some("NOAUTH" | "WRONGPASS")) => {
-                ErrorKind::Configuration
-            }
-            _ => ErrorKind::Backend,
-        }
-    };
-    let what = match kind {
-        ErrorKind::Timeout => "timed out",
-        ErrorKind::Connection => "is unreachable",
-        ErrorKind::Configuration => "refused the configuration",
-        _ => "answered with an error",
-    };
-    Error::new(kind, format!("redis {addr} {what}")).with_source(err)
-}
-
-/// True when the connection may go on being used after `err` (the reply was read whole).
-fn keeps_connection(err: &RedisError) -> bool {
-    use redis::ErrorKind as K;
-    matches!(
-        err.kind(),
-        K::Server(_) | K::Extension | K::UnexpectedReturnType
-    )
-}
-
-/// True for a Cluster redirection (`MOVED`, `ASK`): the node did not run the command.
-fn is_redirect(err: &RedisError) -> bool {
-    matches!(
-        err.kind(),
-        redis::ErrorKind::Server(ServerErrorKind::Moved | ServerErrorKind::Ask)
-    )
-}
-
-/// True when the server closed a connection that was idle in the pool (restart, timeout).
-fn closed_by_server(err: &RedisError) -> bool {
-    !err.is_timeout() && err.is_connection_dropped()
-}
-
 /// `PX` milliseconds for `ttl`: one less than its whole milliseconds, at least 1.
 ///
 /// Redis expires a key once its clock, in whole milliseconds, is past the time of the write
@@ -843,14 +621,6 @@ fn closed_by_server(err: &RedisError) -> bool {
 /// a read one second after the write found the key alive about half the time).
 fn px(ttl: Duration) -> u64 {
     (ttl.as_millis().saturating_sub(1)).clamp(1, MAX_PX) as u64
-}
-
-fn unexpected(v: &redis::Value) -> RedisError {
-    RedisError::from((
-        redis::ErrorKind::UnexpectedReturnType,
-        "unexpected reply",
-        format!("{v:?}"),
-    ))
 }
 
 /// `prefix*` with the glob characters of `prefix` escaped, for `SCAN MATCH`.
@@ -864,65 +634,6 @@ fn match_pattern(prefix: &[u8]) -> Vec<u8> {
     }
     p.push(b'*');
     p
-}
-
-/// The Redis Cluster hash slot of a key (CRC16/XMODEM of its hash tag, mod 16384).
-fn key_slot(key: &[u8]) -> u16 {
-    let tagged = key
-        .iter()
-        .position(|&b| b == b'{')
-        .and_then(|open| {
-            let rest = &key[open + 1..];
-            rest.iter()
-                .position(|&b| b == b'}')
-                .filter(|&close| close > 0)
-                .map(|close| &rest[..close])
-        })
-        .unwrap_or(key);
-    let mut crc: u16 = 0;
-    for &b in tagged {
-        crc ^= u16::from(b) << 8;
-        for _ in 0..8 {
-            crc = if crc & 0x8000 != 0 {
-                (crc << 1) ^ 0x1021
-            } else {
-                crc << 1
-            };
-        }
-    }
-    crc % 16384
-}
-
-/// The positions of `keys`, grouped by hash slot.
-fn by_slot(keys: &[&[u8]]) -> BTreeMap<u16, Vec<usize>> {
-    let mut groups: BTreeMap<u16, Vec<usize>> = BTreeMap::new();
-    for (i, k) in keys.iter().enumerate() {
-        groups.entry(key_slot(k)).or_default().push(i);
-    }
-    groups
-}
-
-/// `(host, port)` of every primary that `CLUSTER NODES` lists as serving slots.
-fn cluster_primaries(nodes: &str) -> Vec<(String, u16)> {
-    let mut out = Vec::new();
-    for line in nodes.lines() {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        if fields.len() < 8 {
-            continue;
-        }
-        let flags = fields[2];
-        if !flags.split(',').any(|f| f == "master") || flags.contains("fail") {
-            continue;
-        }
-        // ip:port@cport[,hostname]
-        let addr = fields[1].split('@').next().unwrap_or("");
-        if let Some((host, port)) = addr.rsplit_once(':') {
-            if let Ok(port) = port.parse() {
-                out.push((host.to_owned(), port));
-            }
-        }
-    }
-    out
 }
 
 /// A number below `n`, from a per-thread xorshift (replica choice needs no better).
@@ -1162,35 +873,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn slots_match_redis() {
-        // Values from the Redis Cluster specification and `CLUSTER KEYSLOT`.
-        assert_eq!(key_slot(b"123456789"), 0x31C3);
-        assert_eq!(key_slot(b"foo"), 12182);
-        assert_eq!(key_slot(b"{user1000}.following"), key_slot(b"user1000"));
-        assert_eq!(key_slot(b"foo{}{bar}"), key_slot(b"foo{}{bar}"));
-        assert_ne!(key_slot(b"foo{}{bar}"), key_slot(b"bar"));
-    }
-
-    #[test]
     fn patterns_escape_globs() {
         assert_eq!(match_pattern(b"app:"), b"app:*");
         assert_eq!(match_pattern(b"a*b?[c]\\"), b"a\\*b\\?\\[c\\]\\\\*");
-    }
-
-    #[test]
-    fn hosts_and_databases() {
-        assert_eq!(split_host("h").unwrap(), ("h".into(), 6379));
-        assert_eq!(split_host("h:7000").unwrap(), ("h".into(), 7000));
-        assert_eq!(split_host("[::1]:7000").unwrap(), ("::1".into(), 7000));
-        assert!(split_host("h:0").is_err());
-        assert!(split_host("h:99999").is_err());
-        assert!(split_host(":1").is_err());
-        assert_eq!(db_from_path("", None).unwrap(), 0);
-        assert_eq!(db_from_path("/3", None).unwrap(), 3);
-        assert_eq!(db_from_path("/", Some(2)).unwrap(), 2);
-        assert!(db_from_path("/x", None).is_err());
-        assert!(db_from_path("/-1", None).is_err());
-        assert!(db_from_path("/1", Some(2)).is_err());
     }
 
     #[test]
@@ -1200,19 +885,5 @@ mod tests {
         assert_eq!(px(Duration::from_millis(1500)), 1499);
         assert_eq!(px(Duration::from_micros(1_500_900)), 1499);
         assert_eq!(px(Duration::MAX), MAX_PX as u64);
-    }
-
-    #[test]
-    fn cluster_nodes_lists_live_primaries() {
-        let text = "\
-a 127.0.0.1:30001@40001 myself,master - 0 0 1 connected 0-5460
-b 127.0.0.1:30002@40002,host2 master - 0 0 2 connected 5461-10922
-c 127.0.0.1:30003@40003 master,fail - 0 0 3 connected 10923-16383
-d 127.0.0.1:30004@40004 slave a 0 0 1 connected
-";
-        assert_eq!(
-            cluster_primaries(text),
-            [("127.0.0.1".into(), 30001), ("127.0.0.1".into(), 30002)]
-        );
     }
 }

@@ -1,8 +1,11 @@
 //! `sqlite:///path/to/cache.db`: the cache table in a SQLite database in WAL mode.
 
+mod conn;
+mod queries;
+
 use super::{
     byte_size, expires_at, id_span, key_hash, now_ms, Bounds, Cull, Estimate, Found, OldestWalk,
-    Pool, Pooled, TableName, Trimmer, MAX_TRIM_BATCHES, SAMPLES, TRIM_BATCH, TRIM_ROUNDS,
+    Pool, TableName, Trimmer, MAX_TRIM_BATCHES, SAMPLES, TRIM_BATCH, TRIM_ROUNDS,
 };
 use crate::backend::{apply_delta, not_found, parse_i64, Backend, IdScan, KeyScan};
 use crate::error::{Error, ErrorKind, Result};
@@ -10,11 +13,9 @@ use crate::expiry::TimeToLive;
 use crate::location::{Location, Options};
 use crate::pattern::KeyPattern;
 use crate::value::Value;
-use rusqlite::functions::FunctionFlags;
+use queries::Queries;
 use rusqlite::types::ValueRef;
-use rusqlite::{
-    params, Connection, ErrorCode, OpenFlags, OptionalExtension, Transaction, TransactionBehavior,
-};
+use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 use std::collections::HashMap;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::Path;
@@ -76,228 +77,6 @@ struct Inner {
     ready: AtomicBool,
 }
 
-/// A row is valid when its value is bytes, its size matches, and its expiry is a number.
-fn valid(q: &str) -> String {
-    format!(
-        "(typeof({q}value) IN ('blob', 'text') AND typeof({q}byte_size) = 'integer' \
-         AND {q}byte_size = length({q}key) + length(CAST({q}value AS BLOB)) \
-         AND typeof({q}expires_at) IN ('integer', 'null'))"
-    )
-}
-
-fn alive(q: &str, now: &str) -> String {
-    format!("({q}expires_at IS NULL OR {q}expires_at > {now})")
-}
-
-/// The SQL of every statement, rendered once for the table.
-struct Queries {
-    table: TableName,
-    create: String,
-    get: String,
-    set: String,
-    add: String,
-    delete: String,
-    has_key: String,
-    touch: String,
-    incr: String,
-    delete_corrupt: String,
-    clear_all: String,
-    clear_prefix: String,
-    count: String,
-    sweep_end: String,
-    sweep_delete: String,
-    sample: String,
-    id_span: String,
-    oldest: String,
-    delete_upto: String,
-    /// The row counter of Django's cull: its table, its first value, its triggers.
-    count_create: String,
-    count_read: String,
-    hash_exists: String,
-    cull_expired: String,
-    cull_oldest: String,
-    /// `ttl` and `set(xx=True)`.
-    ttl: String,
-    replace: String,
-    /// A page of `keys`/`iter_keys`: live rows after an id whose key passes a `GLOB`.
-    scan: String,
-    delete_if_equals: String,
-    extend_if_equals: String,
-}
-
-impl Queries {
-    fn new(table: TableName) -> Queries {
-        let t = &table.quoted;
-        let tq = format!("{t}.");
-        let upsert = format!(
-            "INSERT INTO {t} (key_hash, key, value, expires_at, byte_size) \
-             VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (key_hash) DO UPDATE SET \
-             key = excluded.key, value = excluded.value, expires_at = excluded.expires_at, \
-             byte_size = excluded.byte_size"
-        );
-        Queries {
-            create: format!(
-                "CREATE TABLE IF NOT EXISTS {t} (\
-                   id INTEGER PRIMARY KEY, \
-                   key_hash INTEGER NOT NULL, \
-                   key BLOB NOT NULL, \
-                   value BLOB NOT NULL, \
-                   expires_at INTEGER, \
-                   byte_size INTEGER NOT NULL); \
-                 CREATE UNIQUE INDEX IF NOT EXISTS {} ON {t} (key_hash);",
-                table.index
-            ),
-            get: format!(
-                "SELECT id, value, expires_at, byte_size FROM {t} WHERE key_hash = ?1 AND key = ?2"
-            ),
-            add: format!(
-                "{upsert} WHERE NOT ({tq}key = excluded.key AND {} AND {})",
-                alive(&tq, "?6"),
-                valid(&tq)
-            ),
-            set: upsert,
-            delete: format!(
-                "DELETE FROM {t} WHERE key_hash = ?1 AND key = ?2 RETURNING {} AND {}",
-                alive("", "?3"),
-                valid("")
-            ),
-            has_key: format!(
-                "SELECT 1 FROM {t} WHERE key_hash = ?1 AND key = ?2 AND {} AND {}",
-                alive("", "?3"),
-                valid("")
-            ),
-            touch: format!(
-                "UPDATE {t} SET expires_at = ?3 WHERE key_hash = ?1 AND key = ?2 AND {} AND {}",
-                alive("", "?4"),
-                valid("")
-            ),
-            // One statement: the function applies exactly the rules of `apply_delta` and
-            // answers NULL when they refuse, so the row stays as it was.
-            incr: format!(
-                "UPDATE {t} SET value = polycache_incr(value, ?3), \
-                   byte_size = length(key) + length(polycache_incr(value, ?3)) \
-                 WHERE key_hash = ?1 AND key = ?2 AND {} AND {} \
-                   AND polycache_incr(value, ?3) IS NOT NULL \
-                 RETURNING value",
-                alive("", "?4"),
-                valid("")
-            ),
-            delete_corrupt: format!("DELETE FROM {t} WHERE id = ?1 AND NOT {}", valid("")),
-            clear_all: format!("DELETE FROM {t}"),
-            // substr() on a BLOB counts bytes and compares exactly: unlike LIKE, it is
-            // case-sensitive and needs no escaping of % and _.
-            clear_prefix: format!("DELETE FROM {t} WHERE substr(key, 1, ?1) = ?2"),
-            count: format!("SELECT count(*) FROM {t}"),
-            sweep_end: format!(
-                "SELECT max(id) FROM (SELECT id FROM {t} WHERE id > ?1 ORDER BY id LIMIT ?2)"
-            ),
-            sweep_delete: format!(
-                "DELETE FROM {t} WHERE id > ?1 AND id <= ?2 AND expires_at <= ?3"
-            ),
-            sample: format!("SELECT key_hash, byte_size FROM {t} ORDER BY key_hash DESC LIMIT ?1"),
-            id_span: format!("SELECT min(id), max(id) FROM {t}"),
-            oldest: format!("SELECT id, byte_size FROM {t} WHERE id > ?1 ORDER BY id LIMIT ?2"),
-            delete_upto: format!("DELETE FROM {t} WHERE id <= ?1"),
-            // One write transaction: no row can come or go between the count and the
-            // triggers that keep it.
-            count_create: format!(
-                "BEGIN IMMEDIATE; \
-                 CREATE TABLE IF NOT EXISTS {ct} (\
-                   id INTEGER PRIMARY KEY CHECK (id = 0), n INTEGER NOT NULL); \
-                 INSERT OR IGNORE INTO {ct} (id, n) SELECT 0, count(*) FROM {t}; \
-                 CREATE TRIGGER IF NOT EXISTS \"{stem}_insert\" AFTER INSERT ON {t} \
-                   BEGIN UPDATE {ct} SET n = n + 1 WHERE id = 0; END; \
-                 CREATE TRIGGER IF NOT EXISTS \"{stem}_delete\" AFTER DELETE ON {t} \
-                   BEGIN UPDATE {ct} SET n = n - 1 WHERE id = 0; END; \
-                 COMMIT;",
-                ct = table.count_table,
-                stem = table.count_stem,
-            ),
-            count_read: format!("SELECT n FROM {} WHERE id = 0", table.count_table),
-            hash_exists: format!("SELECT 1 FROM {t} WHERE key_hash = ?1"),
-            cull_expired: format!("DELETE FROM {t} WHERE expires_at <= ?1"),
-            cull_oldest: format!(
-                "DELETE FROM {t} WHERE id IN (SELECT id FROM {t} ORDER BY id LIMIT ?1)"
-            ),
-            ttl: format!(
-                "SELECT expires_at FROM {t} WHERE key_hash = ?1 AND key = ?2 AND {} AND {}",
-                alive("", "?3"),
-                valid("")
-            ),
-            replace: format!(
-                "UPDATE {t} SET value = ?3, expires_at = ?4, byte_size = ?5 \
-                 WHERE key_hash = ?1 AND key = ?2 AND {} AND {}",
-                alive("", "?6"),
-                valid("")
-            ),
-            scan: format!(
-                "SELECT id, key FROM {t} WHERE id > ?1 AND CAST(key AS TEXT) GLOB ?2 AND {} \
-                 ORDER BY id LIMIT ?3",
-                alive("", "?4")
-            ),
-            // One statement each: the compare and the change happen under the write lock.
-            delete_if_equals: format!(
-                "DELETE FROM {t} WHERE key_hash = ?1 AND key = ?2 AND CAST(value AS BLOB) = ?3 \
-                 AND {} AND {}",
-                alive("", "?4"),
-                valid("")
-            ),
-            extend_if_equals: format!(
-                "UPDATE {t} SET expires_at = CASE WHEN ?5 THEN ?4 + ?3 ELSE expires_at + ?3 END \
-                 WHERE key_hash = ?1 AND key = ?2 AND CAST(value AS BLOB) = ?6 \
-                 AND (?5 OR expires_at IS NOT NULL) AND {} AND {}",
-                alive("", "?4"),
-                valid("")
-            ),
-            table,
-        }
-    }
-
-    fn get_many(&self, n: usize) -> String {
-        format!(
-            "SELECT key, value, expires_at, byte_size, id FROM {} WHERE key_hash IN ({})",
-            self.table.quoted,
-            placeholders(1, n)
-        )
-    }
-
-    fn delete_many(&self, n: usize) -> String {
-        format!(
-            "DELETE FROM {} WHERE key_hash IN ({}) AND key IN ({}) RETURNING {} AND {}",
-            self.table.quoted,
-            placeholders(1, n),
-            placeholders(n + 1, n),
-            alive("", &format!("?{}", 2 * n + 1)),
-            valid("")
-        )
-    }
-
-    fn set_many(&self, n: usize) -> String {
-        let mut sql = format!(
-            "INSERT INTO {} (key_hash, key, value, expires_at, byte_size) VALUES ",
-            self.table.quoted
-        );
-        for i in 0..n {
-            if i > 0 {
-                sql.push_str(", ");
-            }
-            sql.push_str("(?, ?, ?, ?, ?)");
-        }
-        sql.push_str(
-            " ON CONFLICT (key_hash) DO UPDATE SET key = excluded.key, value = excluded.value, \
-             expires_at = excluded.expires_at, byte_size = excluded.byte_size",
-        );
-        sql
-    }
-}
-
-fn placeholders(first: usize, n: usize) -> String {
-    (first..first + n)
-        .map(|i| format!("?{i}"))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 /// Reads a row's value, expiry and size, checking them.
 fn decode(
     key: &[u8],
@@ -326,24 +105,6 @@ fn int_or_zero(v: ValueRef<'_>) -> i64 {
     match v {
         ValueRef::Integer(i) => i,
         _ => 0,
-    }
-}
-
-/// The kind of a SQLite failure: a lock held beyond the busy timeout is a timeout.
-fn kind_of(err: &rusqlite::Error) -> ErrorKind {
-    match err.sqlite_error_code() {
-        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => ErrorKind::Timeout,
-        Some(
-            ErrorCode::CannotOpen
-            | ErrorCode::PermissionDenied
-            | ErrorCode::ReadOnly
-            | ErrorCode::SystemIoFailure
-            | ErrorCode::DiskFull
-            | ErrorCode::NoLargeFileSupport
-            | ErrorCode::FileLockingProtocolFailed,
-        ) => ErrorKind::Io,
-        Some(ErrorCode::TooBig) => ErrorKind::ValueTooLarge,
-        _ => ErrorKind::Backend,
     }
 }
 
@@ -662,107 +423,6 @@ impl SqliteBackend {
                 Err(e)
             }
         }
-    }
-
-    fn connect(&self) -> Result<Connection> {
-        let i = &self.inner;
-        let open = || -> rusqlite::Result<Connection> {
-            let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
-                | OpenFlags::SQLITE_OPEN_CREATE
-                | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-            let conn = Connection::open_with_flags(&i.path, flags)?;
-            conn.busy_timeout(i.busy_timeout)?;
-            let _mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
-            conn.execute_batch(&format!("PRAGMA synchronous = {}", i.synchronous))?;
-            conn.set_prepared_statement_cache_capacity(64);
-            conn.create_scalar_function(
-                "polycache_incr",
-                2,
-                FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC,
-                |ctx| {
-                    let delta: i64 = ctx.get(1)?;
-                    Ok(match ctx.get_raw(0) {
-                        ValueRef::Blob(b) | ValueRef::Text(b) => apply_delta(b, delta)
-                            .ok()
-                            .map(|n| n.to_string().into_bytes()),
-                        _ => None,
-                    })
-                },
-            )?;
-            Ok(conn)
-        };
-        open().map_err(|e| self.fail("opening a connection", e))
-    }
-
-    /// A connection for a write: creates the directories, the file and the table first
-    /// when they may be missing.
-    #[inline]
-    fn conn(&self) -> Result<Pooled<'_, Connection>> {
-        if !self.inner.ready.load(Ordering::Acquire) {
-            return self.prepare();
-        }
-        self.pooled()
-    }
-
-    /// A connection, after creating what may be missing: directories, file, table.
-    fn prepare(&self) -> Result<Pooled<'_, Connection>> {
-        self.create_dirs()?;
-        let conn = self.pooled()?;
-        self.create_on(&conn)?;
-        self.inner.ready.store(true, Ordering::Release);
-        Ok(conn)
-    }
-
-    /// A connection for a read, or `None` while the table does not exist (nothing is
-    /// stored; a read never creates the database).
-    #[inline]
-    fn read_conn(&self) -> Result<Option<Pooled<'_, Connection>>> {
-        if !self.inner.ready.load(Ordering::Acquire) {
-            if !Path::new(&self.inner.path).exists() {
-                return Ok(None);
-            }
-            let conn = self.pooled()?;
-            if !self.table_exists(&conn)? {
-                return Ok(None);
-            }
-            self.inner.ready.store(true, Ordering::Release);
-            return Ok(Some(conn));
-        }
-        self.pooled().map(Some)
-    }
-
-    #[inline]
-    fn pooled(&self) -> Result<Pooled<'_, Connection>> {
-        let wait = self.inner.busy_timeout.max(Duration::from_secs(1));
-        self.inner
-            .pool
-            .get(wait, || self.connect())
-            .map(|(conn, _)| conn)
-    }
-
-    #[cold]
-    fn fail(&self, what: &str, err: rusqlite::Error) -> Error {
-        if what != "creating the table" && err.to_string().contains("no such table") {
-            // Someone dropped the table: this call fails, the next finds it again.
-            self.inner.ready.store(false, Ordering::Release);
-            if let Err(e) = self.create_table() {
-                log::warn!("polycache: re-creating the dropped table failed: {e}");
-            }
-        }
-        let kind = kind_of(&err);
-        let why = if kind == ErrorKind::Timeout {
-            format!(
-                " (the database stayed locked beyond busy_timeout={:?})",
-                self.inner.busy_timeout
-            )
-        } else {
-            String::new()
-        };
-        Error::new(
-            kind,
-            format!("sqlite {what} failed on {}{why}", self.inner.location),
-        )
-        .with_source(err)
     }
 
     fn read(&self, conn: &Connection, hash: i64, key: &[u8], now: i64) -> rusqlite::Result<Found> {
