@@ -1,0 +1,299 @@
+//! The commands that read and write entries: stats, get, set, delete, ttl, keys,
+//! delete-pattern, clear, create-table.
+
+use crate::{show, Console, Failure, Outcome};
+use polycache::{Cache, ErrorKind, Expiry, Key, TimeToLive};
+use serde_json::json;
+use std::collections::HashSet;
+use std::ffi::OsString;
+use std::io::Read;
+
+/// Keys asked of the backend per scan page.
+const PAGE: usize = 1000;
+
+/// "KEY not found" as the failure of a command.
+fn not_found(key: &str) -> Failure {
+    Failure::Failed(format!("{key:?} not found"))
+}
+
+pub(crate) fn stats(cache: &Cache, c: &mut Console<'_>) -> Outcome {
+    let backend = cache.backend().name();
+    let keys = match count(cache, "*", |_| {}) {
+        Ok(n) => Some(n),
+        Err(e) if e.kind() == ErrorKind::Unsupported => None,
+        Err(e) => return Err(e.into()),
+    };
+    let url = polycache::redact(cache.location());
+    if c.json {
+        c.json(&json!({
+            "url": url,
+            "backend": backend,
+            "key_prefix": cache.key_prefix(),
+            "version": cache.version(),
+            "keys": keys,
+        }))?;
+        return Ok(());
+    }
+    writeln!(c.out, "url         {url}")?;
+    writeln!(c.out, "backend     {backend}")?;
+    writeln!(c.out, "key prefix  {:?}", cache.key_prefix())?;
+    writeln!(c.out, "version     {}", cache.version())?;
+    match keys {
+        Some(n) => writeln!(c.out, "keys        {n}")?,
+        None => writeln!(
+            c.out,
+            "keys        unknown ({backend} cannot list its keys)"
+        )?,
+    }
+    Ok(())
+}
+
+/// Counts the distinct keys matching `pattern`, calling `seen` with the count after each
+/// page.
+fn count(cache: &Cache, pattern: &str, mut seen: impl FnMut(usize)) -> polycache::Result<usize> {
+    let mut scan = cache.iter_keys(pattern, None, PAGE)?;
+    let mut keys = HashSet::new();
+    while let Some(page) = scan.next_page()? {
+        keys.extend(page);
+        seen(keys.len());
+    }
+    Ok(keys.len())
+}
+
+pub(crate) fn get(cache: &Cache, key: &str, raw: bool, c: &mut Console<'_>) -> Outcome {
+    let Some(value) = cache.get(key)? else {
+        if c.json {
+            c.json(&json!({"key": key, "found": false}))?;
+            return Err(Failure::Quiet);
+        }
+        return Err(not_found(key));
+    };
+    if raw {
+        c.out.write_all(&value)?;
+    } else if c.json {
+        let (text, utf8) = show::text(&value);
+        c.json(&json!({
+            "key": key,
+            "found": true,
+            "utf8": utf8,
+            "value": text,
+            "base64": show::base64(&value),
+        }))?;
+    } else {
+        writeln!(c.out, "{}", show::text(&value).0)?;
+    }
+    Ok(())
+}
+
+pub(crate) fn set(
+    cache: &Cache,
+    key: &str,
+    value: Option<OsString>,
+    expiry: Expiry,
+    c: &mut Console<'_>,
+) -> Outcome {
+    let value = match value {
+        Some(v) => v.into_encoded_bytes(),
+        None => {
+            let mut v = Vec::new();
+            std::io::stdin()
+                .read_to_end(&mut v)
+                .map_err(|e| Failure::Failed(format!("cannot read the value from stdin: {e}")))?;
+            v
+        }
+    };
+    if !cache.set(key, &value, expiry)? {
+        return Err(Failure::Failed(format!(
+            "{key:?} not stored: the backend is unreachable"
+        )));
+    }
+    if c.json {
+        c.json(&json!({"key": key, "stored": true, "bytes": value.len()}))?;
+    } else {
+        writeln!(c.out, "stored {key:?} ({} bytes)", value.len())?;
+    }
+    Ok(())
+}
+
+pub(crate) fn delete(cache: &Cache, key: &str, c: &mut Console<'_>) -> Outcome {
+    let deleted = cache.delete(key)?;
+    if c.json {
+        c.json(&json!({"key": key, "deleted": deleted}))?;
+        return if deleted { Ok(()) } else { Err(Failure::Quiet) };
+    }
+    if !deleted {
+        return Err(not_found(key));
+    }
+    writeln!(c.out, "deleted {key:?}")?;
+    Ok(())
+}
+
+pub(crate) fn ttl(cache: &Cache, key: &str, c: &mut Console<'_>) -> Outcome {
+    let ttl = cache.ttl(key)?;
+    if c.json {
+        let (found, ms) = match ttl {
+            TimeToLive::Left(d) => (true, Some(d.as_millis() as u64)),
+            TimeToLive::Missing => (false, None),
+            _ => (true, None),
+        };
+        c.json(&json!({"key": key, "found": found, "expires": ms.is_some(), "ttl_ms": ms}))?;
+        return if found { Ok(()) } else { Err(Failure::Quiet) };
+    }
+    match ttl {
+        TimeToLive::Missing => return Err(not_found(key)),
+        TimeToLive::Forever => writeln!(c.out, "never")?,
+        left => writeln!(c.out, "{}", left.as_secs_rounded().unwrap_or_default())?,
+    }
+    Ok(())
+}
+
+pub(crate) fn keys(cache: &Cache, pattern: &str, c: &mut Console<'_>) -> Outcome {
+    let mut scan = cache.iter_keys(pattern, None, PAGE)?;
+    // A scan may meet a key twice (Redis SCAN while the table grows): each is printed once.
+    let mut seen = HashSet::new();
+    if c.json {
+        write!(c.out, "[")?;
+    }
+    let mut first = true;
+    while let Some(page) = scan.next_page()? {
+        for key in page {
+            if !seen.insert(key.clone()) {
+                continue;
+            }
+            if c.json {
+                let sep = if first { "" } else { "," };
+                write!(c.out, "{sep}\n{}", serde_json::Value::String(key))?;
+            } else {
+                writeln!(c.out, "{key}")?;
+            }
+            first = false;
+        }
+        c.out.flush()?;
+    }
+    if c.json {
+        writeln!(c.out, "{}]", if first { "" } else { "\n" })?;
+    }
+    Ok(())
+}
+
+/// True for a pattern that matches every key of the prefix.
+fn matches_everything(pattern: &str) -> bool {
+    !pattern.is_empty() && pattern.bytes().all(|b| b == b'*')
+}
+
+pub(crate) fn delete_pattern(
+    cache: &Cache,
+    pattern: &str,
+    dry_run: bool,
+    yes: bool,
+    c: &mut Console<'_>,
+) -> Outcome {
+    let progress = c.progress;
+    let matched = count(cache, pattern, |n| {
+        if progress {
+            eprint!("\rcounting keys matching {pattern:?}: {n}");
+        }
+    })?;
+    if progress {
+        eprint!("\r\x1b[K");
+    }
+    if dry_run {
+        if c.json {
+            c.json(
+                &json!({"pattern": pattern, "matched": matched, "deleted": 0, "dry_run": true}),
+            )?;
+        } else {
+            writeln!(
+                c.out,
+                "{matched} keys match {pattern:?} (dry run: nothing deleted)"
+            )?;
+        }
+        return Ok(());
+    }
+    if matches_everything(pattern) && !yes {
+        return Err(Failure::Usage(format!(
+            "refusing to delete every key: {matched} keys match {pattern:?}; \
+             add --yes to delete them (or use --dry-run to count)"
+        )));
+    }
+    let mut scan = cache.iter_keys(pattern, None, PAGE)?;
+    let mut deleted = 0;
+    while let Some(page) = scan.next_page()? {
+        if page.is_empty() {
+            continue;
+        }
+        let keys: Vec<Key<'_>> = page.iter().map(|k| Key::new(k)).collect();
+        deleted += cache.delete_many_keys(&keys)?;
+        if progress {
+            eprint!("\rdeleting keys matching {pattern:?}: {deleted}/{matched}");
+        }
+    }
+    if progress {
+        eprint!("\r\x1b[K");
+    }
+    if c.json {
+        c.json(
+            &json!({"pattern": pattern, "matched": matched, "deleted": deleted, "dry_run": false}),
+        )?;
+    } else {
+        writeln!(c.out, "deleted {deleted} keys matching {pattern:?}")?;
+    }
+    Ok(())
+}
+
+pub(crate) fn clear(cache: &Cache, yes: bool, c: &mut Console<'_>) -> Outcome {
+    let what = format!(
+        "every key of prefix {:?} in {}",
+        cache.key_prefix(),
+        polycache::redact(cache.location())
+    );
+    if !yes && !c.confirm(&format!("Remove {what}?")) {
+        return Err(Failure::Usage(format!("not clearing {what} without --yes")));
+    }
+    cache.clear()?;
+    if c.json {
+        c.json(&json!({"cleared": true, "key_prefix": cache.key_prefix()}))?;
+    } else {
+        writeln!(c.out, "cleared {what}")?;
+    }
+    Ok(())
+}
+
+pub(crate) fn create_table(url: &str, dry_run: bool, c: &mut Console<'_>) -> Outcome {
+    if dry_run {
+        let sql = polycache::backend::sql::create_table_sql(url)?;
+        if c.json {
+            c.json(&json!({"sql": sql, "created": false}))?;
+        } else {
+            for statement in sql {
+                writeln!(c.out, "{};", statement.trim_end_matches(';'))?;
+            }
+        }
+        return Ok(());
+    }
+    polycache::backend::sql::create_table(url)?;
+    if c.json {
+        c.json(&json!({"created": true}))?;
+    } else {
+        writeln!(
+            c.out,
+            "the cache table of {} is ready",
+            polycache::redact(url)
+        )?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_stars_match_everything() {
+        assert!(matches_everything("*"));
+        assert!(matches_everything("**"));
+        assert!(!matches_everything("user:*"));
+        assert!(!matches_everything(""));
+        assert!(!matches_everything("\\*"));
+    }
+}
