@@ -43,11 +43,13 @@ fn check(name: &'static str, status: Status, detail: impl Into<String>) -> Check
 
 /// True for a host on this machine: traffic to it never crosses a network.
 fn is_loopback(host: &str) -> bool {
-    let name = host
-        .rsplit_once(':')
-        .filter(|(h, port)| !h.is_empty() && port.bytes().all(|b| b.is_ascii_digit()))
-        .map_or(host, |(h, _)| h);
-    let name = name.trim_start_matches('[').trim_end_matches(']');
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        rest.split(']').next().unwrap_or(rest)
+    } else if host.matches(':').count() == 1 {
+        host.split(':').next().unwrap_or(host)
+    } else {
+        host
+    };
     name.eq_ignore_ascii_case("localhost")
         || name
             .parse::<std::net::IpAddr>()
