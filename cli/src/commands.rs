@@ -38,6 +38,7 @@ pub(crate) fn stats(cache: &Cache, c: &mut Console<'_>) -> Outcome {
     writeln!(c.out, "backend     {backend}")?;
     writeln!(c.out, "key prefix  {:?}", cache.key_prefix())?;
     writeln!(c.out, "version     {}", cache.version())?;
+    // Keys of this prefix and version, as every other command addresses them.
     match keys {
         Some(n) => writeln!(c.out, "keys        {n}")?,
         None => writeln!(
