@@ -23,14 +23,27 @@ pub(crate) fn stats(cache: &Cache, c: &mut Console<'_>) -> Outcome {
         Err(e) if e.kind() == ErrorKind::Unsupported => None,
         Err(e) => return Err(e.into()),
     };
+    let server = match cache.server_info() {
+        Ok(info) => Some(info),
+        Err(e) if e.kind() == ErrorKind::Unsupported => None,
+        Err(e) => return Err(e.into()),
+    };
     let url = polycache::redact(cache.location());
     if c.json {
+        let server = server.map(|s| {
+            json!({
+                "software": s.software,
+                "version": s.version,
+                "details": s.details.into_iter().map(|(k, v)| (k, v.into())).collect::<serde_json::Map<_, _>>(),
+            })
+        });
         c.json(&json!({
             "url": url,
             "backend": backend,
             "key_prefix": cache.key_prefix(),
             "version": cache.version(),
             "keys": keys,
+            "server": server,
         }))?;
         return Ok(());
     }
@@ -45,6 +58,13 @@ pub(crate) fn stats(cache: &Cache, c: &mut Console<'_>) -> Outcome {
             c.out,
             "keys        unknown ({backend} cannot list its keys)"
         )?,
+    }
+    if let Some(info) = server {
+        let version = info.version.as_deref().unwrap_or("");
+        writeln!(c.out, "server      {} {version}", info.software)?;
+        for (name, value) in info.details {
+            writeln!(c.out, "  {name:<18}  {value}")?;
+        }
     }
     Ok(())
 }

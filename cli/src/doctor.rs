@@ -3,7 +3,7 @@
 use crate::{open, show, url, Console, Failure, Global, Outcome};
 use polycache::{Cache, Error, ErrorKind, Expiry, Location};
 use serde_json::json;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 /// How a check ended.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -170,6 +170,9 @@ pub(crate) fn run(global: &Global, c: &mut Console<'_>) -> Outcome {
         ),
     )];
     checks.push(tls(&location));
+    // A server that answered, even with an error, can say more: a write that fails on a
+    // table of the wrong shape is explained by the table check.
+    let mut answered = true;
     let connected = match round_trip(&cache) {
         Ok(took) => {
             checks.push(check(
@@ -188,10 +191,14 @@ pub(crate) fn run(global: &Global, c: &mut Console<'_>) -> Outcome {
             false
         }
         Err(e) => {
+            answered = !matches!(e.kind(), ErrorKind::Connection | ErrorKind::Timeout);
             checks.push(check("connection", Status::Fail, explain(&e, &location)));
             false
         }
     };
+    if answered {
+        server_checks(&cache, &mut checks);
+    }
     if connected {
         checks.push(
             match cache
@@ -214,6 +221,93 @@ pub(crate) fn run(global: &Global, c: &mut Console<'_>) -> Outcome {
     }
     report(&location, &checks, c)
 }
+
+/// The server's version, clock and (SQL) table, from [`Cache::server_info`].
+fn server_checks(cache: &Cache, checks: &mut Vec<Check>) {
+    let sent = SystemTime::now();
+    let info = match cache.server_info() {
+        Ok(info) => info,
+        Err(e) if e.kind() == ErrorKind::Unsupported => {
+            checks.push(check(
+                "server",
+                Status::Skip,
+                format!(
+                    "nothing to ask: the {} backend has no server",
+                    cache.backend().name()
+                ),
+            ));
+            return;
+        }
+        Err(e) => {
+            checks.push(check(
+                "server",
+                Status::Fail,
+                format!("cannot read the server's information: {e}"),
+            ));
+            return;
+        }
+    };
+    let version = info.version.as_deref().unwrap_or("(version unknown)");
+    let tls = match info.tls {
+        Some(true) => ", this connection is encrypted",
+        Some(false) => ", this connection is not encrypted",
+        None => "",
+    };
+    checks.push(check(
+        "server",
+        Status::Ok,
+        format!("{} {version}{tls}", info.software),
+    ));
+    match info.clock_skew_ms(sent) {
+        Some(skew) => {
+            let margin =
+                info.round_trip.unwrap_or_default().as_millis() as i64 / 2 + CLOCK_SLACK_MS;
+            let secs = skew.unsigned_abs() as f64 / 1000.0;
+            let way = if skew > 0 { "ahead of" } else { "behind" };
+            if skew.abs() > margin {
+                checks.push(check(
+                    "clock",
+                    Status::Warn,
+                    format!(
+                        "the server's clock is {secs:.1} s {way} this machine's: entries may \
+                         expire early or late for clients with a different clock; fix NTP"
+                    ),
+                ));
+            } else {
+                checks.push(check(
+                    "clock",
+                    Status::Ok,
+                    format!("within {margin} ms of this machine's"),
+                ));
+            }
+        }
+        None if info.software == "sqlite" => {}
+        None => checks.push(check(
+            "clock",
+            Status::Skip,
+            "the server does not tell its time",
+        )),
+    }
+    if matches!(info.software.as_str(), "sqlite" | "postgresql") {
+        if info.problems.is_empty() {
+            checks.push(check(
+                "table",
+                Status::Ok,
+                "has the columns and unique index polycache needs",
+            ));
+        }
+        for problem in info.problems {
+            checks.push(check("table", Status::Fail, problem));
+        }
+    } else {
+        for problem in info.problems {
+            checks.push(check("server", Status::Fail, problem));
+        }
+    }
+}
+
+/// Clock differences below this are not reported (beyond half the round trip).
+const CLOCK_SLACK_MS: i64 = 1000;
 
 fn report(location: &Location, checks: &[Check], c: &mut Console<'_>) -> Outcome {
     let failed = checks.iter().any(|k| k.status == Status::Fail);

@@ -2,7 +2,7 @@
 //! the testkit (memory:// is per process, so it cannot carry a value from one run to the
 //! next).
 
-use polycache_testkit::{RedisServer, TempDir};
+use polycache_testkit::{PostgresServer, RedisServer, TempDir};
 use std::io::Write;
 use std::process::{Command, Stdio};
 
@@ -401,12 +401,86 @@ fn a_redis_session_doctor_and_bench() {
         r.out
     );
     assert!(r.out.contains("ok    keys"), "{}", r.out);
+    assert!(r.out.contains("ok    server      redis "), "{}", r.out);
+    // The server's clock is this machine's: no skew to report.
+    assert!(r.out.contains("ok    clock       within "), "{}", r.out);
     let r = expect(&url, &["bench", "--ops", "20"], 0);
     assert!(r.out.lines().any(|l| l.starts_with("get ")), "{}", r.out);
     let s = json(&expect(&url, &["--json", "stats"], 0).out);
     assert_eq!(
         (s["backend"].as_str(), s["keys"].as_u64()),
         (Some("redis"), Some(3))
+    );
+    assert_eq!(s["server"]["software"], "redis");
+    assert!(s["server"]["details"]["keyspace_hits"].is_string(), "{s}");
+}
+
+#[test]
+fn doctor_finds_a_sql_table_of_the_wrong_shape() {
+    let dir = TempDir::new("cli-table");
+    let url = format!("sqlite://{}/cache.db", dir.path().display());
+    let r = expect(&url, &["doctor"], 0);
+    assert!(
+        r.out
+            .contains("ok    table       has the columns and unique index"),
+        "{}",
+        r.out
+    );
+    // Another program's table of that name: the write fails, and the table check says why.
+    let db = dir.path().join("other.db");
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute_batch("CREATE TABLE stuff (id INTEGER PRIMARY KEY, key_hash INTEGER NOT NULL, key TEXT NOT NULL, value BLOB NOT NULL, expires_at INTEGER)")
+        .unwrap();
+    let other = format!("sqlite://{}?table=stuff", db.display());
+    let r = expect(&other, &["doctor"], 1);
+    assert!(r.out.contains("FAIL  connection"), "{}", r.out);
+    assert!(
+        r.out
+            .contains("FAIL  table       column key of stuff is TEXT, polycache needs BLOB"),
+        "{}",
+        r.out
+    );
+    assert!(
+        r.out
+            .contains("FAIL  table       the table stuff has no column byte_size"),
+        "{}",
+        r.out
+    );
+    assert!(
+        r.out
+            .contains("FAIL  table       the table stuff has no unique index on key_hash"),
+        "{}",
+        r.out
+    );
+}
+
+#[test]
+fn a_postgres_table_create_and_doctor() {
+    let pg = PostgresServer::start().expect("postgres starts");
+    let url = format!("{}?table=cli_cache", pg.url());
+    expect(&url, &["create-table"], 0);
+    expect(&url, &["set", "k", "v"], 0);
+    assert_eq!(expect(&url, &["get", "k"], 0).out, "v\n");
+    let r = expect(&url, &["doctor"], 0);
+    assert!(r.out.contains("ok    server      postgresql "), "{}", r.out);
+    assert!(
+        r.out.contains("this connection is not encrypted"),
+        "{}",
+        r.out
+    );
+    assert!(r.out.contains("ok    clock       within "), "{}", r.out);
+    assert!(
+        r.out
+            .contains("ok    table       has the columns and unique index"),
+        "{}",
+        r.out
+    );
+    assert!(
+        r.out
+            .contains("ok    tls         not used: the server is local"),
+        "{}",
+        r.out
     );
 }
 
