@@ -114,12 +114,19 @@ fn tls(location: &Location) -> Check {
     }
 }
 
+/// True when the server refused the credentials (only a hint for the explanation: the
+/// servers say it in words, not in an error kind of their own).
+fn is_auth(e: &Error) -> bool {
+    let lower = e.to_string().to_ascii_lowercase();
+    ["noauth", "wrongpass", "password", "authentication", "auth "]
+        .iter()
+        .any(|w| lower.contains(w))
+}
+
 /// One line for a failed round trip: what probably went wrong and what to do.
 fn explain(e: &Error, location: &Location) -> String {
     let text = e.to_string();
-    let lower = text.to_ascii_lowercase();
-    let auth = ["noauth", "wrongpass", "password", "authentication", "auth "];
-    if auth.iter().any(|w| lower.contains(w)) {
+    if is_auth(e) {
         let hint = if location.password().is_some() {
             "check the user and password in the URL"
         } else {
@@ -191,7 +198,8 @@ pub(crate) fn run(global: &Global, c: &mut Console<'_>) -> Outcome {
             false
         }
         Err(e) => {
-            answered = !matches!(e.kind(), ErrorKind::Connection | ErrorKind::Timeout);
+            answered =
+                !matches!(e.kind(), ErrorKind::Connection | ErrorKind::Timeout) && !is_auth(&e);
             checks.push(check("connection", Status::Fail, explain(&e, &location)));
             false
         }
