@@ -7,6 +7,7 @@ use serde_json::json;
 use std::collections::HashSet;
 use std::ffi::OsString;
 use std::io::Read;
+use std::time::{Duration, Instant};
 
 /// Keys asked of the backend per scan page.
 const PAGE: usize = 1000;
@@ -197,6 +198,39 @@ pub(crate) fn keys(cache: &Cache, pattern: &str, c: &mut Console<'_>) -> Outcome
     Ok(())
 }
 
+/// A one-line progress indicator on the process' standard error (a terminal), redrawn at
+/// most every [`Progress::EVERY`].
+struct Progress {
+    on: bool,
+    last: Option<Instant>,
+}
+
+impl Progress {
+    const EVERY: Duration = Duration::from_millis(100);
+
+    fn new(on: bool) -> Progress {
+        Progress { on, last: None }
+    }
+
+    fn show(&mut self, line: impl FnOnce() -> String) {
+        let due = match self.last {
+            Some(t) => t.elapsed() >= Self::EVERY,
+            None => true,
+        };
+        if self.on && due {
+            eprint!("\r\x1b[K{}", line());
+            self.last = Some(Instant::now());
+        }
+    }
+
+    /// Erases the line.
+    fn clear(&mut self) {
+        if self.on && self.last.take().is_some() {
+            eprint!("\r\x1b[K");
+        }
+    }
+}
+
 /// True for a pattern that matches every key of the prefix.
 fn matches_everything(pattern: &str) -> bool {
     !pattern.is_empty() && pattern.bytes().all(|b| b == b'*')
@@ -209,15 +243,11 @@ pub(crate) fn delete_pattern(
     yes: bool,
     c: &mut Console<'_>,
 ) -> Outcome {
-    let progress = c.progress;
+    let mut progress = Progress::new(c.progress);
     let matched = count(cache, pattern, |n| {
-        if progress {
-            eprint!("\rcounting keys matching {pattern:?}: {n}");
-        }
+        progress.show(|| format!("counting keys matching {pattern:?}: {n}"));
     })?;
-    if progress {
-        eprint!("\r\x1b[K");
-    }
+    progress.clear();
     if dry_run {
         if c.json {
             c.json(
@@ -245,13 +275,9 @@ pub(crate) fn delete_pattern(
         }
         let keys: Vec<Key<'_>> = page.iter().map(|k| Key::new(k)).collect();
         deleted += cache.delete_many_keys(&keys)?;
-        if progress {
-            eprint!("\rdeleting keys matching {pattern:?}: {deleted}/{matched}");
-        }
+        progress.show(|| format!("deleting keys matching {pattern:?}: {deleted}/{matched}"));
     }
-    if progress {
-        eprint!("\r\x1b[K");
-    }
+    progress.clear();
     if c.json {
         c.json(
             &json!({"pattern": pattern, "matched": matched, "deleted": deleted, "dry_run": false}),

@@ -504,3 +504,61 @@ fn doctor_explains_a_wrong_password() {
     let right = format!("redis://:right@127.0.0.1:{port}/0");
     expect(&right, &["doctor"], 0);
 }
+
+/// Runs `polycache ARGS` on a terminal (util-linux' `script`), typing `input`; returns
+/// what the terminal showed.
+fn on_a_terminal(url: &str, args: &str, input: &str) -> String {
+    let mut child = Command::new("script")
+        .args([
+            "-qec",
+            &format!("{} {args}", env!("CARGO_BIN_EXE_polycache")),
+            "/dev/null",
+        ])
+        .env("POLYCACHE_URL", url)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("script (util-linux) runs");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[test]
+fn on_a_terminal_it_shows_progress_and_asks() {
+    let dir = TempDir::new("cli-tty");
+    let url = file_url(&dir);
+    for k in ["a:1", "a:2", "b:1"] {
+        expect(&url, &["set", k, "v"], 0);
+    }
+    let shown = on_a_terminal(&url, "delete-pattern 'a:*'", "");
+    assert!(
+        shown.contains("counting keys matching \"a:*\": "),
+        "{shown:?}"
+    );
+    assert!(
+        shown.contains("\r\x1b[K"),
+        "the progress line is not erased: {shown:?}"
+    );
+    assert!(
+        shown.contains("deleted 2 keys matching \"a:*\""),
+        "{shown:?}"
+    );
+
+    let shown = on_a_terminal(&url, "clear", "n\n");
+    assert!(
+        shown.contains("Remove every key of prefix \"\" in file://"),
+        "{shown:?}"
+    );
+    assert!(shown.contains("not clearing"), "{shown:?}");
+    expect(&url, &["get", "b:1"], 0);
+    let shown = on_a_terminal(&url, "clear", "y\n");
+    assert!(shown.contains("cleared every key"), "{shown:?}");
+    expect(&url, &["get", "b:1"], 1);
+}
