@@ -40,6 +40,7 @@ impl ServerInfo {
     }
 
     /// Records the server's clock and how long the call that read it took.
+    #[cfg_attr(not(any(feature = "redis", feature = "postgres")), allow(dead_code))]
     pub(crate) fn set_time(&mut self, server: SystemTime, took: Duration) {
         self.time = Some(server);
         self.round_trip = Some(took);
@@ -58,10 +59,12 @@ impl ServerInfo {
 }
 
 /// One expected column of a SQL cache table: name, type as the engine spells it, NOT NULL.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) type Column = (&'static str, &'static str, bool);
 
 /// Compares a table's columns `(name, type, not null)` with what the cache needs; one
 /// sentence per problem.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) fn column_problems(
     table: &str,
     expected: &[Column],
@@ -113,6 +116,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(any(feature = "sqlite", feature = "postgres"))]
     fn columns_are_compared_by_name_type_and_nullability() {
         let expected = [("key", "BLOB", true), ("expires_at", "INTEGER", false)];
         let good = [
