@@ -285,7 +285,7 @@ fn server_checks(cache: &Cache, checks: &mut Vec<Check>) {
                 checks.push(check(
                     "clock",
                     Status::Ok,
-                    format!("within {margin} ms of this machine's"),
+                    format!("{skew:+} ms from this machine's, within the {margin} ms tolerated"),
                 ));
             }
         }

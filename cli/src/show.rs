@@ -32,9 +32,15 @@ pub(crate) fn base64(bytes: &[u8]) -> String {
     out
 }
 
-/// Milliseconds with three decimals, for latencies.
+/// A latency for people: microseconds with one decimal under a millisecond, else
+/// milliseconds with three.
 pub(crate) fn ms(d: std::time::Duration) -> String {
-    format!("{:.3} ms", d.as_secs_f64() * 1000.0)
+    let ms = d.as_secs_f64() * 1000.0;
+    if ms < 1.0 {
+        format!("{:.1} µs", ms * 1000.0)
+    } else {
+        format!("{ms:.3} ms")
+    }
 }
 
 #[cfg(test)]
@@ -56,6 +62,14 @@ mod tests {
         for (plain, encoded) in cases {
             assert_eq!(base64(plain.as_bytes()), encoded);
         }
+    }
+
+    #[test]
+    fn latencies_pick_their_unit() {
+        use std::time::Duration;
+        assert_eq!(ms(Duration::from_nanos(160)), "0.2 µs");
+        assert_eq!(ms(Duration::from_micros(42)), "42.0 µs");
+        assert_eq!(ms(Duration::from_micros(1500)), "1.500 ms");
     }
 
     #[test]
