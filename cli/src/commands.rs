@@ -132,7 +132,11 @@ pub(crate) fn set(
     if c.json {
         c.json(&json!({"key": key, "stored": true, "bytes": value.len()}))?;
     } else {
-        writeln!(c.out, "stored {key:?} ({} bytes)", value.len())?;
+        writeln!(
+            c.out,
+            "stored {key:?} ({})",
+            show::count(value.len(), "byte")
+        )?;
     }
     Ok(())
 }
@@ -256,15 +260,20 @@ pub(crate) fn delete_pattern(
         } else {
             writeln!(
                 c.out,
-                "{matched} keys match {pattern:?} (dry run: nothing deleted)"
+                "{} {pattern:?} (dry run: nothing deleted)",
+                match matched {
+                    1 => "1 key matches".to_owned(),
+                    n => format!("{n} keys match"),
+                }
             )?;
         }
         return Ok(());
     }
     if matches_everything(pattern) && !yes {
         return Err(Failure::Usage(format!(
-            "refusing to delete every key: {matched} keys match {pattern:?}; \
-             add --yes to delete them (or use --dry-run to count)"
+            "refusing to delete every key: {} match {pattern:?}; \
+             add --yes to delete them (or use --dry-run to count)",
+            show::count(matched, "key")
         )));
     }
     let mut scan = cache.iter_keys(pattern, None, PAGE)?;
@@ -283,7 +292,11 @@ pub(crate) fn delete_pattern(
             &json!({"pattern": pattern, "matched": matched, "deleted": deleted, "dry_run": false}),
         )?;
     } else {
-        writeln!(c.out, "deleted {deleted} keys matching {pattern:?}")?;
+        writeln!(
+            c.out,
+            "deleted {} matching {pattern:?}",
+            show::count(deleted, "key")
+        )?;
     }
     Ok(())
 }

@@ -10,6 +10,15 @@ pub(crate) fn text(value: &[u8]) -> (String, bool) {
     }
 }
 
+/// `n` things: "1 key", "3 keys".
+pub(crate) fn count(n: usize, thing: &str) -> String {
+    if n == 1 {
+        format!("1 {thing}")
+    } else {
+        format!("{n} {thing}s")
+    }
+}
+
 /// Standard base64 with padding (RFC 4648), for `--json` values.
 pub(crate) fn base64(bytes: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";

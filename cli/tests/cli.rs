@@ -229,7 +229,7 @@ fn delete_pattern_counts_first_and_refuses_everything_without_yes() {
     assert_eq!(expect(&url, &["keys", "*"], 0).out, "team:1\n");
     assert_eq!(
         expect(&url, &["delete-pattern", "--yes", "*"], 0).out,
-        "deleted 1 keys matching \"*\"\n"
+        "deleted 1 key matching \"*\"\n"
     );
     assert_eq!(expect(&url, &["keys", "*"], 0).out, "");
 }
