@@ -321,7 +321,7 @@ pub(crate) fn clear(cache: &Cache, yes: bool, c: &mut Console<'_>) -> Outcome {
 
 pub(crate) fn create_table(url: &str, dry_run: bool, c: &mut Console<'_>) -> Outcome {
     if dry_run {
-        let sql = polycache::backend::sql::create_table_sql(url)?;
+        let sql = polycache::create_table_sql(url)?;
         if c.json {
             c.json(&json!({"sql": sql, "created": false}))?;
         } else {
@@ -331,7 +331,7 @@ pub(crate) fn create_table(url: &str, dry_run: bool, c: &mut Console<'_>) -> Out
         }
         return Ok(());
     }
-    polycache::backend::sql::create_table(url)?;
+    polycache::create_table(url)?;
     if c.json {
         c.json(&json!({"created": true}))?;
     } else {
