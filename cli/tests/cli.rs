@@ -562,3 +562,70 @@ fn on_a_terminal_it_shows_progress_and_asks() {
     assert!(shown.contains("cleared every key"), "{shown:?}");
     expect(&url, &["get", "b:1"], 1);
 }
+
+#[test]
+fn doctor_reports_tls_to_postgres() {
+    let certs = polycache_testkit::TestCertificates::generate().unwrap();
+    let pg = PostgresServer::start_tls(&certs).expect("postgres starts with TLS");
+    let ca = certs.ca_cert();
+    let full = format!(
+        "{}?table=tls_cache&sslmode=verify-full&sslrootcert={}",
+        pg.url(),
+        ca.display()
+    );
+    let r = expect(&full, &["doctor"], 0);
+    assert!(
+        r.out
+            .contains("ok    tls         encrypted (sslmode=verify-full)"),
+        "{}",
+        r.out
+    );
+    assert!(r.out.contains("this connection is encrypted"), "{}", r.out);
+    // Encrypted without a host name check: works, with a warning.
+    let require = format!("{}?table=tls_cache&sslmode=require", pg.url());
+    let r = expect(&require, &["doctor"], 0);
+    assert!(
+        r.out
+            .contains("warn  tls         sslmode=require: the server's host name is not checked"),
+        "{}",
+        r.out
+    );
+    assert!(r.out.contains("this connection is encrypted"), "{}", r.out);
+}
+
+#[test]
+fn doctor_reports_tls_to_redis() {
+    let certs = polycache_testkit::TestCertificates::generate().unwrap();
+    let redis = match RedisServer::start_tls(&certs) {
+        Ok(r) => r,
+        // A redis-server built without TLS rejects the tls-* directives.
+        Err(e) if e.to_string().contains("Bad directive") => {
+            eprintln!("skipped: this redis-server has no TLS support: {e}");
+            return;
+        }
+        Err(e) => panic!("{e}"),
+    };
+    let url = redis.tls_url().unwrap();
+    let checked = format!("{url}?tls_ca={}", certs.ca_cert().display());
+    let r = expect(&checked, &["doctor"], 0);
+    assert!(
+        r.out
+            .contains("ok    tls         encrypted; the server certificate is checked"),
+        "{}",
+        r.out
+    );
+    let r = expect(&format!("{url}?insecure=true"), &["doctor"], 0);
+    assert!(
+        r.out
+            .contains("warn  tls         encrypted, but insecure=true"),
+        "{}",
+        r.out
+    );
+    // Without the private CA the certificate is refused: the connection check says so.
+    let r = expect(&url, &["doctor"], 1);
+    assert!(
+        r.out.contains("FAIL  connection  cannot connect"),
+        "{}",
+        r.out
+    );
+}
