@@ -629,3 +629,33 @@ fn doctor_reports_tls_to_redis() {
         r.out
     );
 }
+
+#[test]
+fn memcached_works_except_what_it_cannot_do() {
+    let mc = polycache_testkit::MemcachedServer::start().expect("memcached starts");
+    let url = mc.url();
+    expect(&url, &["set", "k", "v"], 0);
+    assert_eq!(expect(&url, &["get", "k"], 0).out, "v\n");
+    // Memcached cannot list keys: a one-line failure, not a crash or an empty list.
+    let r = expect(&url, &["keys", "*"], 1);
+    assert_eq!(r.err.lines().count(), 1, "{}", r.err);
+    assert!(r.err.contains("memcached"), "{}", r.err);
+    expect(&url, &["delete-pattern", "k*"], 1);
+    let s = expect(&url, &["stats"], 0);
+    assert!(
+        s.out
+            .contains("keys        unknown (memcached cannot list its keys)"),
+        "{}",
+        s.out
+    );
+    let r = expect(&url, &["doctor"], 0);
+    assert!(r.out.contains("ok    connection"), "{}", r.out);
+    assert!(
+        r.out
+            .contains("--    keys        this backend cannot list keys"),
+        "{}",
+        r.out
+    );
+    expect(&url, &["clear", "--yes"], 0);
+    expect(&url, &["get", "k"], 1);
+}
