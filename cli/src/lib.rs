@@ -218,6 +218,8 @@ enum Failure {
     Failed(String),
     /// Exit 1; the command has already said why.
     Quiet,
+    /// The reader closed standard output (`polycache keys '*' | head`): stop, exit 0.
+    Closed,
 }
 
 impl From<Error> for Failure {
@@ -231,6 +233,9 @@ impl From<Error> for Failure {
 
 impl From<std::io::Error> for Failure {
     fn from(e: std::io::Error) -> Failure {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            return Failure::Closed;
+        }
         Failure::Failed(format!("cannot write the output: {e}"))
     }
 }
@@ -292,18 +297,13 @@ pub fn run(args: Vec<OsString>, out: &mut dyn Write, err: &mut dyn Write) -> i32
             let _ = writeln!(console.err, "polycache: {}", one_line(&msg));
             EXIT_USAGE
         }
-        Err(Failure::Failed(msg)) if is_broken_pipe(&msg) => EXIT_OK,
+        Err(Failure::Closed) => EXIT_OK,
         Err(Failure::Failed(msg)) => {
             let _ = writeln!(console.err, "polycache: {}", one_line(&msg));
             EXIT_FAILURE
         }
         Err(Failure::Quiet) => EXIT_FAILURE,
     }
-}
-
-/// A reader that closed the pipe (`polycache keys '*' | head`) is not a failure.
-fn is_broken_pipe(msg: &str) -> bool {
-    msg.starts_with("cannot write the output") && msg.contains("Broken pipe")
 }
 
 /// `--help` and `--version` go to `out` with exit 0; any other parse error is one line.

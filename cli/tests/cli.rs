@@ -659,3 +659,38 @@ fn memcached_works_except_what_it_cannot_do() {
     expect(&url, &["clear", "--yes"], 0);
     expect(&url, &["get", "k"], 1);
 }
+
+#[test]
+fn a_reader_that_stops_early_is_not_an_error() {
+    let dir = TempDir::new("cli-pipe");
+    let url = file_url(&dir);
+    // More keys than a pipe buffers, so the reader's close meets the writer mid-way.
+    let cache = polycache::Cache::open(&url).unwrap();
+    for i in 0..20_000 {
+        cache
+            .set(
+                format!("bulk:{i:05}").as_str(),
+                b"v",
+                polycache::Expiry::Never,
+            )
+            .unwrap();
+    }
+    let mut child = Command::new(env!("CARGO_BIN_EXE_polycache"))
+        .args(["keys", "*"])
+        .env("POLYCACHE_URL", &url)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = [0u8; 6];
+    std::io::Read::read_exact(child.stdout.as_mut().unwrap(), &mut first).unwrap();
+    assert_eq!(&first, b"bulk:0");
+    drop(child.stdout.take());
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(0));
+    assert_eq!(
+        String::from_utf8_lossy(&output.stderr),
+        "",
+        "a closed pipe printed an error"
+    );
+}
