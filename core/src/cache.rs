@@ -20,6 +20,7 @@ use std::time::Duration;
 mod asynchronous;
 mod lifetime;
 mod scan;
+mod server;
 mod structures;
 
 pub use scan::{AsyncKeyIter, KeyIter, DEFAULT_ITERSIZE, MAX_ITERSIZE};

@@ -45,6 +45,7 @@ mod structures;
 mod tiered;
 mod value;
 
+pub use backend::ServerInfo;
 pub use backend::{parse_i64, AsyncAccess, AsyncBackend, Backend, BoxFuture};
 pub use backend::{AsyncKeyScan, BlockingPoolScan, CollectedKeys, KeyScan};
 pub use cache::{AsyncKeyIter, KeyIter, DEFAULT_ITERSIZE, MAX_ITERSIZE};

@@ -521,6 +521,11 @@ impl Backend for Guarded {
             self.inner.extend_if_equals(key, expected, ttl, replace)
         })
     }
+
+    /// A diagnostic: not counted by the breaker, and answered even while it is open.
+    fn server_info(&self) -> Result<crate::backend::ServerInfo> {
+        self.inner.server_info()
+    }
 }
 
 #[cfg(test)]

@@ -580,6 +580,11 @@ impl Backend for TieredBackend {
         self.publish_key(key);
         Ok(stored)
     }
+
+    /// The L2's server: L1 is this process' memory.
+    fn server_info(&self) -> Result<crate::backend::ServerInfo> {
+        self.l2.server_info()
+    }
 }
 
 impl TieredBackend {

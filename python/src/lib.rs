@@ -14,6 +14,7 @@ mod argkey;
 mod args;
 mod awaitable;
 mod cache;
+mod cli;
 mod django;
 mod errors;
 mod finalize;
@@ -59,6 +60,7 @@ fn _polycache(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(functions::dumps, m)?)?;
     m.add_function(wrap_pyfunction!(functions::loads, m)?)?;
     m.add_function(wrap_pyfunction!(settings::read_cache_settings, m)?)?;
+    m.add_function(wrap_pyfunction!(cli::cli_main, m)?)?;
     m.add("DEFAULT_TIMEOUT", Bound::new(py, args::DefaultTimeout)?)?;
     m.add("SCHEMES", PyTuple::new(py, polycache::SCHEMES)?)?;
     #[cfg(feature = "bench-pyo3-async-runtimes")]

@@ -21,6 +21,8 @@ pub(crate) use scan::AsyncIdScan;
 pub(crate) use scan::InlineScan;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) use scan::{IdRows, IdScan};
+pub(crate) mod server;
+pub use server::ServerInfo;
 pub mod dummy;
 #[cfg(feature = "file")]
 pub mod file;
@@ -256,6 +258,18 @@ pub trait Backend: Send + Sync + 'static {
     ) -> Result<bool> {
         let _ = (key, expected, ttl, replace);
         Err(unsupported_extend(self.name()))
+    }
+
+    /// What the server (or embedded engine) says about itself, for diagnostics: version,
+    /// clock, TLS, a few figures, problems such as a cache table of the wrong shape (see
+    /// [`ServerInfo`]). Never on an operation's path; may take a round trip or two. The
+    /// default answers [`ErrorKind::Unsupported`] (nothing to ask: memory, files, custom).
+    fn server_info(&self) -> Result<ServerInfo> {
+        Err(unsupported(
+            self.name(),
+            "server_info",
+            "there is no server to ask",
+        ))
     }
 }
 

@@ -866,11 +866,78 @@ impl Backend for RedisBackend {
     ) -> Result<Box<dyn crate::KeyScan>> {
         Ok(Box::new(scan::RedisScan::new(self, pattern, count)))
     }
+
+    /// `INFO` and `TIME` on the leader (on a Cluster, on the node the connection picks).
+    fn server_info(&self) -> Result<super::ServerInfo> {
+        let sent = std::time::Instant::now();
+        let time: (u64, u64) = self.on_leader_once(|c| cmd("TIME").query(c))?;
+        let took = sent.elapsed();
+        let info: String = self.on_leader_once(|c| cmd("INFO").query(c))?;
+        Ok(info_of(
+            &info,
+            time,
+            took,
+            self.location.starts_with("rediss"),
+        ))
+    }
+}
+
+/// [`super::ServerInfo`] from an `INFO` reply and a `TIME` reply read in `took`.
+fn info_of(info: &str, (secs, micros): (u64, u64), took: Duration, tls: bool) -> super::ServerInfo {
+    let field = |name: &str| {
+        info.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+            .map(|v| v.trim().to_owned())
+    };
+    let mut out = super::ServerInfo::new("redis");
+    out.version = field("redis_version");
+    out.tls = Some(tls);
+    out.set_time(
+        std::time::UNIX_EPOCH + Duration::from_secs(secs) + Duration::from_micros(micros),
+        took,
+    );
+    for name in [
+        "redis_mode",
+        "used_memory_human",
+        "maxmemory_human",
+        "maxmemory_policy",
+        "connected_clients",
+        "keyspace_hits",
+        "keyspace_misses",
+        "evicted_keys",
+        "expired_keys",
+    ] {
+        if let Some(v) = field(name) {
+            out.details.push((name.to_owned(), v));
+        }
+    }
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn server_info_reads_info_fields() {
+        let info = "# Server\r\nredis_version:7.2.4\r\nredis_mode:standalone\r\n\
+                    # Stats\r\nkeyspace_hits:10\r\nkeyspace_misses:3\r\n";
+        let took = Duration::from_millis(2);
+        let got = info_of(info, (1_700_000_000, 500_000), took, false);
+        assert_eq!(got.version.as_deref(), Some("7.2.4"));
+        assert_eq!(
+            got.time,
+            Some(std::time::UNIX_EPOCH + Duration::from_millis(1_700_000_000_500))
+        );
+        assert_eq!(
+            got.details[0],
+            ("redis_mode".to_owned(), "standalone".to_owned())
+        );
+        assert!(got
+            .details
+            .contains(&("keyspace_misses".to_owned(), "3".to_owned())));
+        assert_eq!(got.tls, Some(false));
+    }
 
     #[test]
     fn patterns_escape_globs() {

@@ -87,6 +87,16 @@ pub fn key_hash(key: &[u8]) -> i64 {
     i64::from_be_bytes(first)
 }
 
+pub(crate) use crate::backend::server::{column_problems, Column};
+
+/// The problem of a cache table without its unique index on `key_hash`.
+pub(crate) fn missing_unique_index(table: &str) -> String {
+    format!(
+        "the table {table} has no unique index on key_hash: every write fails (ON CONFLICT); \
+         run `polycache create-table` or create it"
+    )
+}
+
 /// Milliseconds since the unix epoch, the unit of `expires_at`.
 pub(crate) fn now_ms() -> i64 {
     i64::try_from(crate::clock::unix_ms()).unwrap_or(i64::MAX)

@@ -783,7 +783,52 @@ impl Backend for PostgresBackend {
         let args = (key, expected, ttl, replace);
         self.run("extend", replace, &args, ops::extend_if_equals)
     }
+
+    /// The server's version and clock, whether this connection is encrypted, and the
+    /// table's shape (read from the catalogs; a missing table is a problem, not created).
+    fn server_info(&self) -> Result<crate::backend::ServerInfo> {
+        let facts = self.run_or(
+            "reading the server information",
+            true,
+            &(),
+            ops::server_facts,
+            Some(|_| {
+                Err(Error::new(
+                    ErrorKind::Backend,
+                    "the catalogs were not readable",
+                ))
+            }),
+        )?;
+        let mut info = crate::backend::ServerInfo::new("postgresql");
+        info.version = Some(facts.version);
+        info.tls = Some(facts.ssl);
+        let ms = u64::try_from(facts.now_ms).unwrap_or(0);
+        info.set_time(
+            std::time::UNIX_EPOCH + Duration::from_millis(ms),
+            facts.took,
+        );
+        let table = &self.inner.q.table.quoted;
+        info.problems.extend(super::column_problems(
+            table,
+            POSTGRES_COLUMNS,
+            &facts.columns,
+        ));
+        if !facts.columns.is_empty() && !facts.unique_index {
+            info.problems.push(super::missing_unique_index(table));
+        }
+        Ok(info)
+    }
 }
+
+/// The columns of the PostgreSQL cache table as `format_type` spells them.
+const POSTGRES_COLUMNS: &[super::Column] = &[
+    ("id", "bigint", true),
+    ("key_hash", "bigint", true),
+    ("key", "bytea", true),
+    ("value", "bytea", true),
+    ("expires_at", "bigint", false),
+    ("byte_size", "bigint", true),
+];
 
 /// The same operations awaited: the same futures (`ops.rs`) on connections that polycache's
 /// runtime drives. A future dropped mid-operation leaves its connection usable (see

@@ -692,3 +692,65 @@ pub(super) fn scan<'c>(
         Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
     })
 }
+
+/// What `server_info` reads in one attempt: version, server time (unix ms) and the time
+/// the query took, TLS, the table's columns, whether its `key_hash` index is unique.
+pub(super) struct ServerFacts {
+    pub version: String,
+    pub now_ms: i64,
+    pub took: Duration,
+    pub ssl: bool,
+    pub columns: Vec<(String, String, bool)>,
+    pub unique_index: bool,
+}
+
+/// Reads [`ServerFacts`] from the catalogs; never touches the cache table's rows.
+pub(super) fn server_facts<'c>(
+    i: &'c Inner,
+    c: &'c mut Link,
+    _: &'c (),
+) -> BoxFuture<'c, Result<ServerFacts, Fail>> {
+    Box::pin(async move {
+        let t = &i.q.table;
+        let sent = std::time::Instant::now();
+        let row = c
+            .trips()
+            .query_one(
+                "SELECT current_setting('server_version'), \
+                   (extract(epoch FROM clock_timestamp()) * 1000)::bigint, \
+                   COALESCE((SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()), false)",
+                &[],
+            )
+            .await?;
+        let took = sent.elapsed();
+        let columns = c
+            .trips()
+            .query(
+                "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), a.attnotnull \
+                 FROM pg_attribute a WHERE a.attrelid = to_regclass($1) \
+                   AND a.attnum > 0 AND NOT a.attisdropped",
+                &[&t.quoted],
+            )
+            .await?
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect();
+        let unique_index: bool = c
+            .trips()
+            .query_one(
+                "SELECT COALESCE((SELECT indisunique FROM pg_index \
+                   WHERE indexrelid = to_regclass($1)), false)",
+                &[&t.qualified_index],
+            )
+            .await?
+            .get(0);
+        Ok(ServerFacts {
+            version: row.get(0),
+            now_ms: row.get(1),
+            took,
+            ssl: row.get(2),
+            columns,
+            unique_index,
+        })
+    })
+}

@@ -907,7 +907,57 @@ impl Backend for SqliteBackend {
             .map(|n| n > 0)
             .map_err(|e| self.fail("extend_if_equals", e))
     }
+
+    /// The SQLite library's version, the journal mode, the file's size and the table's shape.
+    fn server_info(&self) -> Result<crate::backend::ServerInfo> {
+        let conn = self.pooled()?;
+        let table = self.inner.q.table.quoted.trim_matches('"').to_owned();
+        let read = || -> rusqlite::Result<crate::backend::ServerInfo> {
+            let mut info = crate::backend::ServerInfo::new("sqlite");
+            info.version = Some(rusqlite::version().to_owned());
+            let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0))?;
+            let bytes: i64 = conn.query_row(
+                "SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()",
+                [],
+                |r| r.get(0),
+            )?;
+            info.details.push(("journal_mode".into(), mode));
+            info.details.push(("file_bytes".into(), bytes.to_string()));
+            let mut stmt =
+                conn.prepare("SELECT name, type, \"notnull\" FROM pragma_table_info(?1)")?;
+            let columns = stmt
+                .query_map([&table], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get::<_, bool>(2)?))
+                })?
+                .collect::<rusqlite::Result<Vec<(String, String, bool)>>>()?;
+            info.problems
+                .extend(super::column_problems(&table, SQLITE_COLUMNS, &columns));
+            if !columns.is_empty() {
+                let unique: bool = conn.query_row(
+                    "SELECT EXISTS (SELECT 1 FROM pragma_index_list(?1) AS l, \
+                       pragma_index_info(l.name) AS i WHERE l.\"unique\" AND i.name = 'key_hash')",
+                    [&table],
+                    |r| r.get(0),
+                )?;
+                if !unique {
+                    info.problems.push(super::missing_unique_index(&table));
+                }
+            }
+            Ok(info)
+        };
+        read().map_err(|e| self.fail("reading the server information", e))
+    }
 }
+
+/// The columns of the SQLite cache table as `PRAGMA table_info` spells them.
+const SQLITE_COLUMNS: &[super::Column] = &[
+    ("id", "INTEGER", false),
+    ("key_hash", "INTEGER", true),
+    ("key", "BLOB", true),
+    ("value", "BLOB", true),
+    ("expires_at", "INTEGER", false),
+    ("byte_size", "INTEGER", true),
+];
 
 impl SqliteBackend {
     /// Up to `limit` live rows after id `after` whose key passes `glob`: `(id, key)`.
