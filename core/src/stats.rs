@@ -651,7 +651,8 @@ const OP_FAMILIES: [(&str, &str); 3] = [
 /// The totals, breaker transitions and per-operation families of [`render_prometheus`].
 fn render_operations(out: &mut String, caches: &[(String, &StatsSnapshot)]) {
     use std::fmt::Write;
-    let totals: [(&str, &str, fn(&StatsSnapshot) -> u64); 3] = [
+    type Total = (&'static str, &'static str, fn(&StatsSnapshot) -> u64);
+    let totals: [Total; 3] = [
         (
             "timeouts",
             "Operations that failed with a timeout (also counted in errors).",

@@ -144,7 +144,51 @@ pub(crate) fn stats_dict<'py>(py: Python<'py>, s: &StatsSnapshot) -> PyResult<Bo
     d.set_item("evictions", s.evictions)?;
     d.set_item("stale_hits", s.stale_hits)?;
     d.set_item("refreshes", s.refreshes)?;
+    op_stats_items(py, s, &d)?;
     Ok(d)
+}
+
+/// The totals added with per-operation metrics, and `ops`: `{name: {calls, hits, misses,
+/// errors, timeouts, bytes_read, bytes_written, latency}}` for every operation, where
+/// `latency` is `None` when the cache keeps no histograms, else `{count, sum` (seconds)`,
+/// buckets}` with `buckets` a list of `(upper bound in seconds, cumulative count)` ending
+/// with `(inf, count)`, as Prometheus counts them.
+fn op_stats_items(py: Python<'_>, s: &StatsSnapshot, d: &Bound<'_, PyDict>) -> PyResult<()> {
+    d.set_item("timeouts", s.timeouts)?;
+    d.set_item("bytes_read", s.bytes_read)?;
+    d.set_item("bytes_written", s.bytes_written)?;
+    d.set_item("breaker_opened", s.breaker_opened)?;
+    d.set_item("breaker_half_opened", s.breaker_half_opened)?;
+    d.set_item("breaker_closed", s.breaker_closed)?;
+    d.set_item("latency_histograms", s.latency_histograms)?;
+    let ops = PyDict::new(py);
+    for op in polycache::Operation::ALL {
+        let o = s.op(op);
+        let e = PyDict::new(py);
+        e.set_item("calls", o.calls)?;
+        e.set_item("hits", o.hits)?;
+        e.set_item("misses", o.misses)?;
+        e.set_item("errors", o.errors)?;
+        e.set_item("timeouts", o.timeouts)?;
+        e.set_item("bytes_read", o.bytes_read)?;
+        e.set_item("bytes_written", o.bytes_written)?;
+        if s.latency_histograms {
+            let latency = PyDict::new(py);
+            latency.set_item("count", o.latency_count)?;
+            latency.set_item("sum", o.latency_sum_ns as f64 / 1e9)?;
+            let bounds = polycache::LATENCY_BOUNDS_NS
+                .iter()
+                .map(|&ns| ns as f64 / 1e9)
+                .chain([f64::INFINITY]);
+            let buckets: Vec<(f64, u64)> = bounds.zip(o.cumulative_buckets()).collect();
+            latency.set_item("buckets", buckets)?;
+            e.set_item("latency", latency)?;
+        } else {
+            e.set_item("latency", py.None())?;
+        }
+        ops.set_item(op.name(), e)?;
+    }
+    d.set_item("ops", ops)
 }
 
 /// How a `set` stores: always, only when the key is absent (`nx`), or only when it is
