@@ -154,24 +154,34 @@ pub(crate) fn stats_dict<'py>(py: Python<'py>, s: &StatsSnapshot) -> PyResult<Bo
 /// buckets}` with `buckets` a list of `(upper bound in seconds, cumulative count)` ending
 /// with `(inf, count)`, as Prometheus counts them.
 fn op_stats_items(py: Python<'_>, s: &StatsSnapshot, d: &Bound<'_, PyDict>) -> PyResult<()> {
-    d.set_item("timeouts", s.timeouts)?;
-    d.set_item("bytes_read", s.bytes_read)?;
-    d.set_item("bytes_written", s.bytes_written)?;
-    d.set_item("breaker_opened", s.breaker_opened)?;
-    d.set_item("breaker_half_opened", s.breaker_half_opened)?;
-    d.set_item("breaker_closed", s.breaker_closed)?;
+    let totals = [
+        ("timeouts", s.timeouts),
+        ("bytes_read", s.bytes_read),
+        ("bytes_written", s.bytes_written),
+        ("breaker_opened", s.breaker_opened),
+        ("breaker_half_opened", s.breaker_half_opened),
+        ("breaker_closed", s.breaker_closed),
+    ];
+    for (name, n) in totals {
+        d.set_item(name, n)?;
+    }
     d.set_item("latency_histograms", s.latency_histograms)?;
     let ops = PyDict::new(py);
     for op in polycache::Operation::ALL {
         let o = s.op(op);
         let e = PyDict::new(py);
-        e.set_item("calls", o.calls)?;
-        e.set_item("hits", o.hits)?;
-        e.set_item("misses", o.misses)?;
-        e.set_item("errors", o.errors)?;
-        e.set_item("timeouts", o.timeouts)?;
-        e.set_item("bytes_read", o.bytes_read)?;
-        e.set_item("bytes_written", o.bytes_written)?;
+        let counters = [
+            ("calls", o.calls),
+            ("hits", o.hits),
+            ("misses", o.misses),
+            ("errors", o.errors),
+            ("timeouts", o.timeouts),
+            ("bytes_read", o.bytes_read),
+            ("bytes_written", o.bytes_written),
+        ];
+        for (name, n) in counters {
+            e.set_item(name, n)?;
+        }
         if s.latency_histograms {
             let latency = PyDict::new(py);
             latency.set_item("count", o.latency_count)?;
