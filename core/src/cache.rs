@@ -7,7 +7,7 @@ use crate::expiry::{Expiry, Ttl};
 use crate::flight::{Flights, RefreshPolicy};
 use crate::location::{Location, Options};
 use crate::policy::{is_outage, FailurePolicy, Guarded};
-use crate::stats::{Operation, Outcome, Stats, StatsSnapshot};
+use crate::stats::{BreakerCounts, Operation, Outcome, Stats, StatsSnapshot};
 use crate::tiered::{InvalidationBus, TieredConfig};
 use crate::value::Value;
 use std::borrow::Cow;
@@ -415,6 +415,8 @@ impl CacheBuilder {
     /// Opens the backend and builds the cache.
     pub fn build(mut self) -> Result<Cache> {
         let mut tiered = false;
+        // The circuit breaker's state changes (of the backend, or of a tiered cache's L2).
+        let breaker = Arc::new(BreakerCounts::default());
         let (backend, location, url_opts) = match (self.backend, &self.location) {
             (Some(backend), _) => {
                 let location = format!("custom:{}", backend.name());
@@ -443,6 +445,7 @@ impl CacheBuilder {
                         .unwrap_or_default();
                     let mut config = self.tiered.take().unwrap_or_default();
                     config.key_prefix = self.key_prefix.clone().or(url_opts.key_prefix.clone());
+                    config.breaker = Some(Arc::clone(&breaker));
                     let (backend, shown) =
                         crate::tiered::open(&location, &mut options, config, &policy)?;
                     options.finish()?;
@@ -502,10 +505,9 @@ impl CacheBuilder {
         {
             backend
         } else {
-            let guarded = Guarded::new(backend, &policy);
-            stats.watch_breaker(guarded.transitions());
-            Arc::new(guarded)
+            Arc::new(Guarded::counted(backend, &policy, Arc::clone(&breaker)))
         };
+        stats.watch_breaker(breaker);
         let head = format!("{key_prefix}:{version}:")
             .into_bytes()
             .into_boxed_slice();

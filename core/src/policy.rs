@@ -232,9 +232,20 @@ impl Guarded {
         }
     }
 
-    /// Where the breaker counts its state changes.
-    pub(crate) fn transitions(&self) -> Arc<BreakerCounts> {
-        Arc::clone(&self.breaker.transitions)
+    /// A guarded backend whose breaker counts its state changes in `transitions` (the
+    /// cache's stats).
+    pub(crate) fn counted(
+        inner: Arc<dyn Backend>,
+        policy: &FailurePolicy,
+        transitions: Arc<BreakerCounts>,
+    ) -> Guarded {
+        Guarded {
+            inner,
+            breaker: Arc::new(Breaker {
+                transitions,
+                ..Breaker::new(policy)
+            }),
+        }
     }
 }
 

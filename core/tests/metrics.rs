@@ -209,6 +209,28 @@ mod redis {
     }
 
     #[test]
+    fn a_tiered_cache_counts_the_changes_of_its_l2_breaker() {
+        let mut server = RedisServer::start().unwrap();
+        let l2 = format!("{}?connect_timeout=0.3&socket_timeout=0.3", server.url());
+        let mut policy = polycache::FailurePolicy::default();
+        policy.breaker_threshold = 1;
+        let cache = Cache::builder_tiered("memory://", &l2)
+            .failure_policy(policy)
+            .build()
+            .unwrap();
+        cache.set("k", b"v", Expiry::Default).unwrap();
+        server.kill().unwrap();
+        // An L1 miss goes to the dead L2: the failure opens its breaker.
+        assert!(cache.get("absent").is_err());
+        let s = cache.stats();
+        assert_eq!(
+            (s.breaker_opened, s.breaker_half_opened, s.breaker_closed),
+            (1, 0, 0)
+        );
+        assert_eq!(s.op(Operation::Get).errors, 1);
+    }
+
+    #[test]
     fn redis_async_calls_are_timed_too() {
         let server = RedisServer::start().unwrap();
         let cache = Cache::open(&server.url()).unwrap();
