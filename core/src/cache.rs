@@ -7,7 +7,7 @@ use crate::expiry::{Expiry, Ttl};
 use crate::flight::{Flights, RefreshPolicy};
 use crate::location::{Location, Options};
 use crate::policy::{is_outage, FailurePolicy, Guarded};
-use crate::stats::{BreakerCounts, Operation, Outcome, Stats, StatsSnapshot};
+use crate::stats::{BreakerCounts, Operation, Outcome, Stats, StatsSnapshot, Timer};
 use crate::tiered::{InvalidationBus, TieredConfig};
 use crate::value::Value;
 use std::borrow::Cow;
@@ -227,6 +227,8 @@ pub struct CacheBuilder {
     values: ValueOptions,
     /// Whether the cache keeps latency histograms (default: yes).
     latency_histograms: Option<bool>,
+    /// The histograms time one call in this many (default: 16 in memory, else 1).
+    latency_sampling: Option<u64>,
 }
 
 /// How values are protected and packed: set by the builder or by URL options.
@@ -412,6 +414,15 @@ impl CacheBuilder {
         self
     }
 
+    /// The latency histograms time one call in `every` of each operation on each thread, a
+    /// power of two from 1 (every call) to 1024 (default: 16 on `memory://` and `dummy://`,
+    /// whose calls take less than the two clock reads, and 1 elsewhere). The counters
+    /// count every call whatever this says. URL option: `latency_sampling`.
+    pub fn latency_sampling(mut self, every: u64) -> Self {
+        self.latency_sampling = Some(every);
+        self
+    }
+
     /// Opens the backend and builds the cache.
     pub fn build(mut self) -> Result<Cache> {
         let mut tiered = false;
@@ -493,11 +504,19 @@ impl CacheBuilder {
                 "bus and l1_timeout apply only to tiered caches (tiered:// or Cache::builder_tiered)",
             ));
         }
-        let stats = Stats::new(
-            self.latency_histograms
-                .or(url_opts.latency_histograms)
-                .unwrap_or(true),
-        );
+        let latency = self
+            .latency_histograms
+            .or(url_opts.latency_histograms)
+            .unwrap_or(true);
+        let sampling = self.latency_sampling.or(url_opts.latency_sampling);
+        if let Some(n) = sampling {
+            if !n.is_power_of_two() || n > MAX_LATENCY_SAMPLING {
+                return Err(Error::config(format!(
+                    "invalid value {n} for option 'latency_sampling': expected a power of two \
+                     from 1 to {MAX_LATENCY_SAMPLING}"
+                )));
+            }
+        }
         let backend: Arc<dyn Backend> = if backend.is_local()
             || backend.isolates_failures()
             || policy.breaker_threshold == 0
@@ -507,7 +526,6 @@ impl CacheBuilder {
         } else {
             Arc::new(Guarded::counted(backend, &policy, Arc::clone(&breaker)))
         };
-        stats.watch_breaker(breaker);
         let head = format!("{key_prefix}:{version}:")
             .into_bytes()
             .into_boxed_slice();
@@ -516,6 +534,10 @@ impl CacheBuilder {
             AsyncAccess::Blocking => Some(Arc::new(OnBlockingPool(Arc::clone(&backend)))),
             AsyncAccess::Native(native) => Some(native),
         };
+        // A call answered in memory takes less than the clock reads that would time it.
+        let in_memory = if awaited.is_none() { 16 } else { 1 };
+        let stats = Stats::new(latency, sampling.unwrap_or(in_memory));
+        stats.watch_breaker(breaker);
         let head_chunk = (head.len() <= HEAD_CHUNK).then(|| {
             let mut chunk = [0; HEAD_CHUNK];
             chunk[..head.len()].copy_from_slice(&head);
@@ -556,7 +578,11 @@ struct UrlCacheOptions {
     refresh: Option<RefreshPolicy>,
     values: ValueOptions,
     latency_histograms: Option<bool>,
+    latency_sampling: Option<u64>,
 }
+
+/// The largest `latency_sampling`.
+const MAX_LATENCY_SAMPLING: u64 = 1024;
 
 impl UrlCacheOptions {
     fn take(options: &mut Options) -> Result<Self> {
@@ -569,6 +595,7 @@ impl UrlCacheOptions {
             refresh: Some(RefreshPolicy::take(options)?),
             values: ValueOptions::take(options)?,
             latency_histograms: options.bool("latency_histograms")?,
+            latency_sampling: options.positive_u64("latency_sampling")?,
         })
     }
 }
@@ -622,6 +649,7 @@ impl Cache {
             query: None,
             values: ValueOptions::default(),
             latency_histograms: None,
+            latency_sampling: None,
         }
     }
 
@@ -667,6 +695,7 @@ impl Cache {
             query: None,
             values: ValueOptions::default(),
             latency_histograms: None,
+            latency_sampling: None,
         }
     }
 
@@ -933,7 +962,7 @@ impl Cache {
     /// The value under `key`, or `None` on a miss.
     #[inline]
     pub fn get<'k>(&self, key: impl Into<Key<'k>>) -> Result<Option<Value>> {
-        let start = self.inner.stats.start();
+        let start = self.inner.stats.start(Operation::Get);
         let found = self.with_key(key.into(), |k| {
             let found = self.inner.backend.get(k)?;
             self.open_value(k, found)
@@ -962,7 +991,7 @@ impl Cache {
     pub fn set<'k>(&self, key: impl Into<Key<'k>>, value: &[u8], expiry: Expiry) -> Result<bool> {
         self.check_value(value)?;
         let ttl = self.resolve(expiry);
-        let start = self.inner.stats.start();
+        let start = self.inner.stats.start(Operation::Set);
         let written = self.with_key(key.into(), |k| self.write(k, value, ttl));
         self.record(Operation::Set, start, &written, stored_bytes(ttl, value));
         self.answer_store(written, ttl)
@@ -974,7 +1003,7 @@ impl Cache {
     /// absent, as Django's backends do.
     pub fn add<'k>(&self, key: impl Into<Key<'k>>, value: &[u8], expiry: Expiry) -> Result<bool> {
         self.check_value(value)?;
-        let start = self.inner.stats.start();
+        let start = self.inner.stats.start(Operation::Add);
         let ttl = self.resolve(expiry);
         let result = self.with_key(key.into(), |k| match ttl {
             Ttl::Expired => self.inner.backend.has_key(k).map(|present| !present),
@@ -1001,7 +1030,7 @@ impl Cache {
 
     /// Removes `key`; true when it was present.
     pub fn delete<'k>(&self, key: impl Into<Key<'k>>) -> Result<bool> {
-        let start = self.inner.stats.start();
+        let start = self.inner.stats.start(Operation::Delete);
         let result = self.with_key(key.into(), |k| self.inner.backend.delete(k));
         self.record(Operation::Delete, start, &result, 0);
         self.answer_delete(result)
@@ -1017,7 +1046,7 @@ impl Cache {
 
     /// True when `key` is present and not expired. Not counted as a hit or miss.
     pub fn has_key<'k>(&self, key: impl Into<Key<'k>>) -> Result<bool> {
-        let start = self.inner.stats.start();
+        let start = self.inner.stats.start(Operation::HasKey);
         let result = self.with_key(key.into(), |k| self.inner.backend.has_key(k));
         self.record(Operation::HasKey, start, &result, 0);
         self.finish(result, || false)
@@ -1025,7 +1054,7 @@ impl Cache {
 
     /// Gives `key` a new expiry; true when the key was present. [`Expiry::Expired`] removes it.
     pub fn touch<'k>(&self, key: impl Into<Key<'k>>, expiry: Expiry) -> Result<bool> {
-        let start = self.inner.stats.start();
+        let start = self.inner.stats.start(Operation::Touch);
         let result = self.with_key(key.into(), |k| match self.resolve(expiry) {
             Ttl::Expired => self.inner.backend.delete(k),
             ttl => self.inner.backend.touch(k, ttl.as_option()),
@@ -1041,7 +1070,7 @@ impl Cache {
     /// [`ErrorKind::Overflow`] past the 64-bit range. The entry keeps its expiry.
     pub fn incr<'k>(&self, key: impl Into<Key<'k>>, delta: i64) -> Result<i64> {
         let key = key.into();
-        let start = self.inner.stats.start();
+        let start = self.inner.stats.start(Operation::Incr);
         let result = self.with_key(key, |k| self.inner.backend.incr(k, delta));
         self.record(Operation::Incr, start, &result, 0);
         self.answer_incr(key, result)
@@ -1114,7 +1143,7 @@ impl Cache {
     pub fn get_many_keys(&self, keys: &[Key<'_>]) -> Result<Vec<Option<Value>>> {
         let (bytes, ends) = self.full_keys(keys)?;
         let full = Self::split_keys(&bytes, &ends);
-        let start = self.inner.stats.start();
+        let start = self.inner.stats.start(Operation::GetMany);
         let found = self.inner.backend.get_many(&full);
         self.answer_get_many(&full, found, start)
     }
@@ -1123,7 +1152,7 @@ impl Cache {
         &self,
         full: &[&[u8]],
         found: Result<Vec<Option<Value>>>,
-        start: u64,
+        start: Timer,
     ) -> Result<Vec<Option<Value>>> {
         let found = found.and_then(|values| {
             full.iter()
@@ -1160,7 +1189,7 @@ impl Cache {
     pub fn set_many_keys(&self, items: &[(Key<'_>, &[u8])], expiry: Expiry) -> Result<Vec<usize>> {
         let (bytes, ends) = self.set_many_full_keys(items)?;
         let full = Self::split_keys(&bytes, &ends);
-        let start = self.inner.stats.start();
+        let start = self.inner.stats.start(Operation::SetMany);
         let ttl = self.resolve(expiry);
         let result = match ttl {
             Ttl::Expired => self.inner.backend.delete_many(&full).map(|_| Vec::new()),
@@ -1209,7 +1238,7 @@ impl Cache {
     pub fn delete_many_keys(&self, keys: &[Key<'_>]) -> Result<usize> {
         let (bytes, ends) = self.full_keys(keys)?;
         let full = Self::split_keys(&bytes, &ends);
-        let start = self.inner.stats.start();
+        let start = self.inner.stats.start(Operation::DeleteMany);
         let result = self.inner.backend.delete_many(&full);
         self.record(Operation::DeleteMany, start, &result, 0);
         self.answer_delete_many(result)
@@ -1252,7 +1281,7 @@ impl Cache {
     /// Removes this cache's entries: every key under `{key_prefix}:`, or everything the
     /// backend holds when the prefix is empty.
     pub fn clear(&self) -> Result<()> {
-        let start = self.inner.stats.start();
+        let start = self.inner.stats.start(Operation::Clear);
         let result = self.inner.backend.clear(&self.clear_prefix());
         self.record(Operation::Clear, start, &result, 0);
         self.finish(result, || ())
@@ -1354,7 +1383,7 @@ impl Cache {
     /// Counts one call of `op` (started at `start`) with the backend's answer before
     /// fail-open replaced an error: outcome, bytes read, and `written` bytes when it succeeded.
     #[inline]
-    fn record<T: Tally>(&self, op: Operation, start: u64, result: &Result<T>, written: usize) {
+    fn record<T: Tally>(&self, op: Operation, start: Timer, result: &Result<T>, written: usize) {
         let mut outcome = Outcome::default();
         match result {
             Ok(answer) => {
@@ -1372,7 +1401,7 @@ impl Cache {
     /// Counts a `set_many`: the bytes of the values the backend stored.
     fn record_set_many(
         &self,
-        start: u64,
+        start: Timer,
         items: &[(Key<'_>, &[u8])],
         ttl: Ttl,
         result: &Result<Vec<usize>>,

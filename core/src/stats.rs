@@ -34,7 +34,7 @@ pub(crate) struct Stats {
 
 impl Default for Stats {
     fn default() -> Self {
-        Stats::new(true)
+        Stats::new(true, 1)
     }
 }
 
@@ -108,11 +108,12 @@ impl Stats {
     counter!(delete, deletes);
     counter!(error, errors);
 
-    /// Counters with latency histograms (`latency`) or without.
-    pub(crate) fn new(latency: bool) -> Stats {
+    /// Counters with latency histograms (`latency`) or without, timing one call in
+    /// `sampling` (a power of two) of each operation on each thread.
+    pub(crate) fn new(latency: bool, sampling: u64) -> Stats {
         Stats {
             stripes: (0..=SLOTS).map(|_| Stripe::default()).collect(),
-            ops: OpStats::new(latency),
+            ops: OpStats::new(latency, sampling),
         }
     }
 
@@ -180,6 +181,10 @@ pub struct StatsSnapshot {
     pub breaker_closed: u64,
     /// True when this cache keeps latency histograms (URL option `latency_histograms`).
     pub latency_histograms: bool,
+    /// The histograms time one call in this many of each operation on each thread (URL
+    /// option `latency_sampling`; 16 on `memory://` and `dummy://`, 1 elsewhere). Counters
+    /// other than the histograms count every call.
+    pub latency_sampling: u64,
     /// Per operation, indexed by [`Operation`] (see [`StatsSnapshot::op`]).
     pub ops: [OpSnapshot; OPERATIONS],
 }
@@ -425,7 +430,8 @@ pub const LATENCY_BUCKETS: usize = LATENCY_BOUNDS_NS.len() + 1;
 ///
 /// ```
 /// use polycache::{Cache, Expiry, Operation};
-/// let cache = Cache::open("memory://").unwrap();
+/// // Time every call (memory:// times one in 16 by default).
+/// let cache = Cache::open("memory://?latency_sampling=1").unwrap();
 /// cache.set("k", b"value", Expiry::Default).unwrap();
 /// cache.get("k").unwrap();
 /// cache.get("absent").unwrap();
@@ -489,6 +495,22 @@ pub(crate) struct BreakerCounts {
     pub(crate) closed: AtomicU64,
 }
 
+/// When a call began (a clock read, or 0 when it is not timed) and, for a call that ends on
+/// the thread it began on, that thread's slot.
+#[derive(Clone, Copy)]
+pub(crate) struct Timer {
+    start: u64,
+    slot: usize,
+}
+
+/// [`Timer::slot`] when the slot is looked up at the end of the call.
+const NO_SLOT: usize = usize::MAX;
+
+#[inline]
+fn this_slot() -> usize {
+    SLOT.try_with(|s| s.0).unwrap_or(SLOTS)
+}
+
 /// What one call did, for [`Stats::record`].
 #[derive(Default, Clone, Copy)]
 pub(crate) struct Outcome {
@@ -521,6 +543,9 @@ struct OpStripe([OpCell; OPERATIONS]);
 
 struct OpStats {
     latency: bool,
+    /// `sampling - 1`: a call is timed when its operation's call count on this thread,
+    /// masked with it, is 0.
+    sample_mask: u64,
     /// [`LATENCY_BOUNDS_NS`] in `clock::cycles` units.
     bounds: [u64; LATENCY_BOUNDS_NS.len()],
     /// Nanoseconds per cycle.
@@ -531,7 +556,7 @@ struct OpStats {
 }
 
 impl OpStats {
-    fn new(latency: bool) -> OpStats {
+    fn new(latency: bool, sampling: u64) -> OpStats {
         let scale = if latency {
             crate::clock::cycle_scale()
         } else {
@@ -539,6 +564,7 @@ impl OpStats {
         };
         OpStats {
             latency,
+            sample_mask: sampling.max(1).next_power_of_two() - 1,
             bounds: LATENCY_BOUNDS_NS.map(|ns| (ns as f64 / scale) as u64),
             scale,
             stripes: (0..=SLOTS).map(|_| std::sync::OnceLock::new()).collect(),
@@ -549,6 +575,7 @@ impl OpStats {
     fn snapshot(&self) -> StatsSnapshot {
         let mut s = StatsSnapshot {
             latency_histograms: self.latency,
+            latency_sampling: self.sample_mask + 1,
             ..StatsSnapshot::default()
         };
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
@@ -584,20 +611,53 @@ impl OpStats {
 }
 
 impl Stats {
-    /// The start of a timed call: a clock read, or 0 when the cache keeps no histograms.
+    /// The start of a call of `op` that [`Stats::record`] counts on this same thread.
     #[inline]
-    pub(crate) fn start(&self) -> u64 {
-        if self.ops.latency {
-            crate::clock::cycles()
+    pub(crate) fn start(&self, op: Operation) -> Timer {
+        if !self.ops.latency {
+            return Timer {
+                start: 0,
+                slot: NO_SLOT,
+            };
+        }
+        if self.ops.sample_mask == 0 {
+            return Timer {
+                start: crate::clock::cycles().max(1),
+                slot: NO_SLOT,
+            };
+        }
+        // Sampled: this thread's count of the operation decides (its slot is looked up
+        // once, here, and reused by `record`: a thread-local read is not free in a cdylib).
+        let slot = this_slot();
+        let calls = self.ops.stripes[slot]
+            .get()
+            .map_or(0, |s| s.0[op as usize].calls.load(Ordering::Relaxed));
+        let start = if calls & self.ops.sample_mask == 0 {
+            crate::clock::cycles().max(1)
         } else {
             0
+        };
+        Timer { start, slot }
+    }
+
+    /// [`Stats::start`] of a call that may end on another thread (an awaited one).
+    #[inline]
+    pub(crate) fn start_anywhere(&self, op: Operation) -> Timer {
+        Timer {
+            slot: NO_SLOT,
+            ..self.start(op)
         }
     }
 
-    /// Counts one call of `op` that started at `start` (see [`Stats::start`]).
+    /// Counts one call of `op` that began with `timer` (see [`Stats::start`]).
     #[inline]
-    pub(crate) fn record(&self, op: Operation, start: u64, outcome: Outcome) {
-        let slot = SLOT.try_with(|s| s.0).unwrap_or(SLOTS);
+    pub(crate) fn record(&self, op: Operation, timer: Timer, outcome: Outcome) {
+        let slot = if timer.slot == NO_SLOT {
+            this_slot()
+        } else {
+            timer.slot
+        };
+        let start = timer.start;
         let shared = slot == SLOTS;
         let stripe = self.ops.stripes[slot].get_or_init(Box::default);
         let cell = &stripe.0[op as usize];
@@ -620,7 +680,7 @@ impl Stats {
                 bump(&cell.timeouts, shared, 1);
             }
         }
-        if self.ops.latency {
+        if start != 0 {
             let elapsed = crate::clock::cycles().saturating_sub(start);
             bump(&cell.latency_sum, shared, elapsed);
             let bucket = self.ops.bounds.partition_point(|&b| b < elapsed);
@@ -763,10 +823,13 @@ mod op_tests {
 
     #[test]
     fn latencies_land_in_their_buckets_and_sum() {
-        let stats = Stats::new(true);
+        let stats = Stats::new(true, 1);
         let scale = crate::clock::cycle_scale();
         // Fake starts: a call that took about 150 ns and one that took about 3 ms.
-        let ago = |ns: f64| crate::clock::cycles().saturating_sub((ns / scale) as u64);
+        let ago = |ns: f64| Timer {
+            start: crate::clock::cycles().saturating_sub((ns / scale) as u64),
+            slot: NO_SLOT,
+        };
         stats.record(Operation::Get, ago(150.0), Outcome::default());
         stats.record(Operation::Get, ago(3_000_000.0), Outcome::default());
         let s = stats.snapshot(0);
@@ -786,21 +849,25 @@ mod op_tests {
 
     #[test]
     fn outcomes_are_counted_per_operation_with_histograms_off() {
-        let stats = Stats::new(false);
-        assert_eq!(stats.start(), 0);
+        let stats = Stats::new(false, 1);
+        assert_eq!(stats.start(Operation::Get).start, 0);
         let outcome = Outcome {
             hits: 3,
             misses: 1,
             bytes_read: 30,
             ..Outcome::default()
         };
-        stats.record(Operation::GetMany, 0, outcome);
+        let untimed = Timer {
+            start: 0,
+            slot: NO_SLOT,
+        };
+        stats.record(Operation::GetMany, untimed, outcome);
         let failed = Outcome {
             error: true,
             timeout: true,
             ..Outcome::default()
         };
-        stats.record(Operation::Set, 0, failed);
+        stats.record(Operation::Set, untimed, failed);
         let s = stats.snapshot(0);
         assert!(!s.latency_histograms);
         let many = s.op(Operation::GetMany);
@@ -817,13 +884,13 @@ mod op_tests {
 
     #[test]
     fn threads_beyond_the_slots_share_a_stripe_and_lose_nothing() {
-        let stats = std::sync::Arc::new(Stats::new(true));
+        let stats = std::sync::Arc::new(Stats::new(true, 1));
         let threads: Vec<_> = (0..SLOTS + 8)
             .map(|_| {
                 let stats = stats.clone();
                 std::thread::spawn(move || {
                     for _ in 0..1000 {
-                        let t = stats.start();
+                        let t = stats.start(Operation::Incr);
                         stats.record(Operation::Incr, t, Outcome::default());
                     }
                 })

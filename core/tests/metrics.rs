@@ -83,7 +83,7 @@ fn check_known(cache: &Cache, histograms: bool) {
 
 #[test]
 fn memory_counts_every_operation_and_times_it() {
-    let cache = Cache::open("memory://").unwrap();
+    let cache = Cache::open("memory://?latency_sampling=1").unwrap();
     known_ops(&cache);
     check_known(&cache, true);
     let text = cache.stats_prometheus("mem");
@@ -101,6 +101,31 @@ fn memory_counts_every_operation_and_times_it() {
     );
     cache.clear().unwrap();
     assert_eq!(cache.stats().op(Operation::Clear).calls, 1);
+}
+
+#[test]
+fn memory_times_one_call_in_sixteen_by_default() {
+    let cache = Cache::open("memory://").unwrap();
+    for _ in 0..100 {
+        cache.get("k").unwrap();
+    }
+    let s = cache.stats();
+    assert_eq!(s.latency_sampling, 16);
+    let get = s.op(Operation::Get);
+    // Calls 0, 16, …, 96 of this thread are timed; every call is counted.
+    assert_eq!((get.calls, get.misses, get.latency_count), (100, 100, 7));
+    let every = Cache::builder("memory://")
+        .latency_sampling(4)
+        .build()
+        .unwrap();
+    for _ in 0..10 {
+        every.get("k").unwrap();
+    }
+    assert_eq!(every.stats().op(Operation::Get).latency_count, 3);
+    for bad in ["0", "3", "2048", "x"] {
+        let err = Cache::open(&format!("memory://?latency_sampling={bad}")).unwrap_err();
+        assert!(err.to_string().contains("latency_sampling"), "{err}");
+    }
 }
 
 #[test]

@@ -161,6 +161,7 @@ fn op_stats_items(py: Python<'_>, s: &StatsSnapshot, d: &Bound<'_, PyDict>) -> P
         ("breaker_opened", s.breaker_opened),
         ("breaker_half_opened", s.breaker_half_opened),
         ("breaker_closed", s.breaker_closed),
+        ("latency_sampling", s.latency_sampling),
     ];
     for (name, n) in totals {
         d.set_item(name, n)?;

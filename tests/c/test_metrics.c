@@ -54,7 +54,7 @@ static void check_counts(polycache_cache *cache, int histograms) {
 }
 
 static void test_counts_and_histograms(void) {
-    polycache_cache *cache = open_cache("memory://");
+    polycache_cache *cache = open_cache("memory://?latency_sampling=1");
     known_ops(cache);
     check_counts(cache, 1);
     polycache_cache_free(cache);

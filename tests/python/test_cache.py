@@ -589,6 +589,7 @@ def test_stats_count(cache: Cache) -> None:
         "breaker_half_opened": 0,
         "breaker_closed": 0,
         "latency_histograms": True,
+        "latency_sampling": 16,
     }
     cache.set("a", 1)
     cache.set("b", 2)

@@ -47,7 +47,7 @@ def parse(text: str) -> dict[str, Any]:
 
 
 def test_stats_have_every_operation() -> None:
-    c = Cache("memory://")
+    c = Cache("memory://?latency_sampling=1")
     known_ops(c)
     s = c.stats()
     assert set(s["ops"]) == OPS
@@ -76,6 +76,20 @@ def test_async_twins_count_as_their_operations() -> None:
     assert (get["calls"], get["hits"], get["misses"]) == (2, 1, 1)
 
 
+def test_memory_times_one_call_in_sixteen_unless_told() -> None:
+    c = Cache("memory://")
+    for _ in range(40):
+        c.get("k")
+    s = c.stats()
+    assert s["latency_sampling"] == 16
+    get = s["ops"]["get"]
+    # Calls 0, 16 and 32 are timed; every call is counted.
+    assert (get["calls"], get["misses"]) == (40, 40)
+    check_histogram(get["latency"], 3)
+    with pytest.raises(ValueError, match="latency_sampling"):
+        Cache("memory://?latency_sampling=3")
+
+
 def test_histograms_can_be_switched_off() -> None:
     c = Cache("memory://?latency_histograms=off")
     known_ops(c)
@@ -93,7 +107,7 @@ def test_histograms_can_be_switched_off() -> None:
 
 
 def test_prometheus_histograms_parse_with_the_reference_parser() -> None:
-    a, b = Cache("memory://"), Cache("memory://")
+    a, b = Cache("memory://?latency_sampling=1"), Cache("memory://?latency_sampling=1")
     known_ops(a)
     b.get("x")
     families = parse(polycache.render_prometheus({"a": a, "b": b}))
@@ -128,7 +142,7 @@ def test_django_face_has_the_same_stats() -> None:
 
     if not settings.configured:
         settings.configure()
-    c = polycache.django.Cache("memory://", {})
+    c = polycache.django.Cache("memory://?latency_sampling=1", {})
     c.set("k", 1)
     c.get("k")
     c.get("absent")

@@ -115,7 +115,7 @@ impl Cache {
         let Some(backend) = self.awaited() else {
             return self.get(key);
         };
-        let start = self.inner.stats.start();
+        let start = self.inner.stats.start_anywhere(Operation::Get);
         let found = match self.make_key(key) {
             Ok(full) => self.read_async(backend, &full).await,
             Err(e) => Err(e),
@@ -137,7 +137,7 @@ impl Cache {
         self.check_value(value)?;
         let ttl = self.resolve(expiry);
         let full = self.make_key(key)?;
-        let start = self.inner.stats.start();
+        let start = self.inner.stats.start_anywhere(Operation::Set);
         let written = self.write_async(backend, &full, value, ttl).await;
         self.record(Operation::Set, start, &written, stored_bytes(ttl, value));
         self.answer_store(written, ttl)
@@ -155,7 +155,7 @@ impl Cache {
         };
         self.check_value(value)?;
         let full = self.make_key(key)?;
-        let start = self.inner.stats.start();
+        let start = self.inner.stats.start_anywhere(Operation::Add);
         let ttl = self.resolve(expiry);
         let result = match ttl {
             Ttl::Expired => backend.has_key(&full).await.map(|present| !present),
@@ -177,7 +177,7 @@ impl Cache {
         let Some(backend) = self.awaited() else {
             return self.delete(key);
         };
-        let start = self.inner.stats.start();
+        let start = self.inner.stats.start_anywhere(Operation::Delete);
         let result = match self.make_key(key) {
             Ok(full) => backend.delete(&full).await,
             Err(e) => Err(e),
@@ -192,7 +192,7 @@ impl Cache {
             return self.has_key(key);
         };
         let full = self.make_key(key)?;
-        let start = self.inner.stats.start();
+        let start = self.inner.stats.start_anywhere(Operation::HasKey);
         let result = backend.has_key(&full).await;
         self.record(Operation::HasKey, start, &result, 0);
         self.finish(result, || false)
@@ -204,7 +204,7 @@ impl Cache {
             return self.touch(key, expiry);
         };
         let full = self.make_key(key)?;
-        let start = self.inner.stats.start();
+        let start = self.inner.stats.start_anywhere(Operation::Touch);
         let result = match self.resolve(expiry) {
             Ttl::Expired => backend.delete(&full).await,
             ttl => backend.touch(&full, ttl.as_option()).await,
@@ -219,7 +219,7 @@ impl Cache {
             return self.incr(key, delta);
         };
         let key = key.into();
-        let start = self.inner.stats.start();
+        let start = self.inner.stats.start_anywhere(Operation::Incr);
         let result = match self.make_key(key) {
             Ok(full) => backend.incr(&full, delta).await,
             Err(e) => Err(e),
@@ -250,7 +250,7 @@ impl Cache {
         };
         let (bytes, ends) = self.full_keys(keys)?;
         let full = Self::split_keys(&bytes, &ends);
-        let start = self.inner.stats.start();
+        let start = self.inner.stats.start_anywhere(Operation::GetMany);
         let found = backend.get_many(&full).await;
         self.answer_get_many(&full, found, start)
     }
@@ -280,7 +280,7 @@ impl Cache {
         };
         let (bytes, ends) = self.set_many_full_keys(items)?;
         let full = Self::split_keys(&bytes, &ends);
-        let start = self.inner.stats.start();
+        let start = self.inner.stats.start_anywhere(Operation::SetMany);
         let ttl = self.resolve(expiry);
         let result = match ttl {
             Ttl::Expired => backend.delete_many(&full).await.map(|_| Vec::new()),
@@ -310,7 +310,7 @@ impl Cache {
         };
         let (bytes, ends) = self.full_keys(keys)?;
         let full = Self::split_keys(&bytes, &ends);
-        let start = self.inner.stats.start();
+        let start = self.inner.stats.start_anywhere(Operation::DeleteMany);
         let result = backend.delete_many(&full).await;
         self.record(Operation::DeleteMany, start, &result, 0);
         self.answer_delete_many(result)
@@ -348,7 +348,7 @@ impl Cache {
         let Some(backend) = self.awaited() else {
             return self.clear();
         };
-        let start = self.inner.stats.start();
+        let start = self.inner.stats.start_anywhere(Operation::Clear);
         let result = backend.clear(&self.clear_prefix()).await;
         self.record(Operation::Clear, start, &result, 0);
         self.finish(result, || ())
