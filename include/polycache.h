@@ -41,6 +41,17 @@
 #define POLYCACHE_TTL_NEVER -2
 
 /**
+ * How many operations this version counts (`POLYCACHE_STATS_OP_*` are below it).
+ */
+#define POLYCACHE_STATS_OPERATIONS 11
+
+/**
+ * Buckets of a latency histogram: one per bound of `polycache_latency_bucket_bound_ns`,
+ * the last one for latencies above 10 s.
+ */
+#define POLYCACHE_LATENCY_BUCKETS 26
+
+/**
  * A cache: a backend opened from a URL, with its key prefix, version, default TTL and
  * counters.
  *
@@ -420,6 +431,80 @@ typedef struct polycache_completion {
 } polycache_completion;
 
 /**
+ * An operation counted and timed one by one: one of the `POLYCACHE_STATS_OP_*` values
+ * (numbered apart from the `POLYCACHE_OP_*` of non-blocking completions).
+ *
+ * A plain `uint32_t`: values are stable and only ever appended; `POLYCACHE_STATS_OPERATIONS` is
+ * how many there are in this version.
+ */
+typedef uint32_t polycache_stats_op;
+
+/**
+ * The counters of one operation of one cache, filled by `polycache_cache_op_stats`.
+ *
+ * Threads: a plain struct owned by the caller. Lifetime: the caller's; nothing in it
+ * needs freeing. Fields are only ever appended.
+ */
+typedef struct polycache_op_stats {
+    /**
+     * Calls of the operation.
+     */
+    uint64_t calls;
+    /**
+     * Keys found (get, get_many).
+     */
+    uint64_t hits;
+    /**
+     * Keys not found (get, get_many).
+     */
+    uint64_t misses;
+    /**
+     * Calls that failed in the backend (connection, timeout, I/O…).
+     */
+    uint64_t errors;
+    /**
+     * Calls that failed with a timeout (also counted in `errors`).
+     */
+    uint64_t timeouts;
+    /**
+     * Bytes of the values read.
+     */
+    uint64_t bytes_read;
+    /**
+     * Bytes of the values written.
+     */
+    uint64_t bytes_written;
+    /**
+     * Calls timed (0 when the cache keeps no histograms: `latency_histograms=off`).
+     */
+    uint64_t latency_count;
+    /**
+     * The sum of their latencies, in nanoseconds.
+     */
+    uint64_t latency_sum_ns;
+} polycache_op_stats;
+
+/**
+ * The state changes of a cache's circuit breaker, filled by `polycache_cache_breaker_stats`.
+ *
+ * Threads and lifetime: as `polycache_op_stats`.
+ */
+typedef struct polycache_breaker_stats {
+    /**
+     * Times the breaker opened (after its threshold of failures, or a failed probe).
+     */
+    uint64_t opened;
+    /**
+     * Times an open breaker let one probe call through (half-open).
+     */
+    uint64_t half_opened;
+    /**
+     * Times it closed again after a successful call.
+     */
+    uint64_t closed;
+} polycache_breaker_stats;
+
+/**
  * What a `polycache_redis_arg` holds: `POLYCACHE_REDIS_ARG_KEY`, `_BYTES`, `_INT` or
  * `_FLOAT`.
  */
@@ -738,6 +823,61 @@ typedef uint32_t polycache_redis_kind;
  * was left untouched.
  */
 #define POLYCACHE_RESULT_LOCK_NOT_OWNED 22
+
+/**
+ * `polycache_cache_get` (and its non-blocking twin).
+ */
+#define POLYCACHE_STATS_OP_GET 0
+
+/**
+ * `polycache_cache_set`.
+ */
+#define POLYCACHE_STATS_OP_SET 1
+
+/**
+ * `polycache_cache_add`.
+ */
+#define POLYCACHE_STATS_OP_ADD 2
+
+/**
+ * `polycache_cache_delete`.
+ */
+#define POLYCACHE_STATS_OP_DELETE 3
+
+/**
+ * `polycache_cache_has_key`.
+ */
+#define POLYCACHE_STATS_OP_HAS_KEY 4
+
+/**
+ * `polycache_cache_touch`.
+ */
+#define POLYCACHE_STATS_OP_TOUCH 5
+
+/**
+ * `polycache_cache_incr` and `polycache_cache_decr`.
+ */
+#define POLYCACHE_STATS_OP_INCR 6
+
+/**
+ * `polycache_cache_get_many`.
+ */
+#define POLYCACHE_STATS_OP_GET_MANY 7
+
+/**
+ * `polycache_cache_set_many`.
+ */
+#define POLYCACHE_STATS_OP_SET_MANY 8
+
+/**
+ * `polycache_cache_delete_many`.
+ */
+#define POLYCACHE_STATS_OP_DELETE_MANY 9
+
+/**
+ * `polycache_cache_clear`.
+ */
+#define POLYCACHE_STATS_OP_CLEAR 10
 
 /**
  * A key of the cache (`data`/`len`: UTF-8 text), made into the full key
@@ -1978,6 +2118,57 @@ const char *polycache_result_name(polycache_result result);
 polycache_result polycache_runtime_configure(size_t worker_threads,
                                              size_t blocking_threads,
                                              struct polycache_error **error_out);
+
+/**
+ * Copies the counters of operation `op` (a `POLYCACHE_STATS_OP_*` value) of `cache` into the
+ * caller's `*stats_out`. An unknown `op` is `POLYCACHE_RESULT_CONFIGURATION`.
+ *
+ * Nothing is allocated; the struct belongs to the caller.
+ */
+polycache_result polycache_cache_op_stats(const struct polycache_cache *cache,
+                                          polycache_stats_op op,
+                                          struct polycache_op_stats *stats_out,
+                                          struct polycache_error **error_out);
+
+/**
+ * Copies the latency histogram of operation `op` of `cache` into `counts_out`, an array of
+ * `counts_len` elements: `POLYCACHE_LATENCY_BUCKETS` counts, not cumulative, bucket `i`
+ * holding the calls that took at most `polycache_latency_bucket_bound_ns(i)` and more than
+ * the bound before it. All zero when the cache keeps no histograms.
+ *
+ * `counts_len` below `POLYCACHE_LATENCY_BUCKETS` is `POLYCACHE_RESULT_BUFFER_TOO_SMALL`
+ * (nothing written); elements past it are left untouched. An unknown `op` is
+ * `POLYCACHE_RESULT_CONFIGURATION`. Nothing is allocated.
+ */
+polycache_result polycache_cache_op_latency(const struct polycache_cache *cache,
+                                            polycache_stats_op op,
+                                            uint64_t *counts_out,
+                                            size_t counts_len,
+                                            struct polycache_error **error_out);
+
+/**
+ * The upper bound, in nanoseconds, of latency bucket `index`: 1-2-5 steps from 100 ns
+ * (index 0) to 10 s (index `POLYCACHE_LATENCY_BUCKETS - 2`); `UINT64_MAX` for the last
+ * bucket (`+Inf`) and for any index past it.
+ */
+uint64_t polycache_latency_bucket_bound_ns(size_t index);
+
+/**
+ * Copies the circuit breaker's state changes of `cache` into `*stats_out` (all zero for a
+ * cache without a breaker: `memory://`, `dummy://`, `breaker_threshold=0`).
+ *
+ * Nothing is allocated; the struct belongs to the caller.
+ */
+polycache_result polycache_cache_breaker_stats(const struct polycache_cache *cache,
+                                               struct polycache_breaker_stats *stats_out,
+                                               struct polycache_error **error_out);
+
+/**
+ * The name of operation `op` (`"get"`, `"has_key"`…), as in the Prometheus text's `op`
+ * label; `"unknown"` for a value this version does not know. A static NUL-terminated
+ * string: never NULL, never freed.
+ */
+const char *polycache_stats_op_name(polycache_stats_op op);
 
 /**
  * Runs one data-structure command of the allow-list on `redis://` (`command`: its name, such

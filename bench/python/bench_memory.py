@@ -8,7 +8,10 @@ with the ratio polycache / peer and the targets of docs/backends/memory.md. Then
 resident memory per entry for 1,000,000 entries with 16-byte str keys and values (RSS growth,
 each library in a fresh subprocess).
 
-Run: .venv/bin/python bench/python/bench_memory.py [--quick]
+Then the cost of the per-operation latency histograms (docs/observability.md): `get` hit,
+`get` miss and `set` on `memory://` with `latency_histograms` on and off, in alternating rounds.
+
+Run: .venv/bin/python bench/python/bench_memory.py [--quick] [--histograms (that part only)]
 """
 
 from __future__ import annotations
@@ -323,12 +326,58 @@ def run_memory() -> None:
         print(f"{lib:15s}{per:12.1f}{stored:12d}{note}")
 
 
+HISTOGRAM_OPS = ["get hit", "get miss", "set"]
+
+
+def run_histograms(quick: bool) -> None:
+    """polycache.Cache with latency histograms on and off: the same ops, in alternating
+    rounds (so load that comes and goes hits both alike); per op, the best round of each."""
+    import polycache
+
+    urls = {
+        "on": "memory://?max_entries=100000",  # one call in 16 timed, the default
+        "every": "memory://?max_entries=100000&latency_sampling=1",
+        "off": "memory://?max_entries=100000&latency_histograms=off",
+    }
+    caches = {k: polycache.Cache(url) for k, url in urls.items()}
+    ops = {}
+    for k, c in caches.items():
+        c.set(HIT, VALUE)
+        ops[k] = {
+            "get hit": ("get(k)", {"get": c.get, "k": HIT}),
+            "get miss": ("get(k)", {"get": c.get, "k": MISS}),
+            "set": ("set_(k, v)", {"set_": c.set, "k": "set-key", "v": VALUE}),
+        }
+    rounds = 3 if quick else 15
+    number = 20_000 if quick else 200_000
+    best: dict[str, dict[str, float]] = {k: {op: float("inf") for op in HISTOGRAM_OPS} for k in caches}
+    for _ in range(rounds):
+        for op in HISTOGRAM_OPS:
+            for k in caches:
+                best[k][op] = min(best[k][op], time_op(ops[k][op], number))
+    print(f"latency histograms on memory://: ns per call, best of {rounds} alternating rounds")
+    print("(on: the default, one call in 16 timed; every: latency_sampling=1; off: latency_histograms=off)")
+    print(f"{'op':12s}{'on':>10s}{'every':>10s}{'off':>10s}{'on added':>10s}{'every added':>13s}")
+    for op in HISTOGRAM_OPS:
+        on, every, off = best["on"][op], best["every"][op], best["off"][op]
+        print(
+            f"{op:12s}{on:10.1f}{every:10.1f}{off:10.1f}{(on / off - 1) * 100:9.1f}%{(every / off - 1) * 100:12.1f}%"
+        )
+    assert caches["on"].stats()["ops"]["get"]["latency"]["count"] > 0
+    assert caches["off"].stats()["ops"]["get"]["latency"] is None
+    print()
+
+
 def main() -> None:
     if len(sys.argv) == 3 and sys.argv[1] == "--memory-child":
         measure_memory(sys.argv[2])
         return
     quick = "--quick" in sys.argv
+    if "--histograms" in sys.argv:
+        run_histograms(quick)
+        return
     run_speed(quick)
+    run_histograms(quick)
     run_memory()
 
 

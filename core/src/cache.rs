@@ -7,7 +7,7 @@ use crate::expiry::{Expiry, Ttl};
 use crate::flight::{Flights, RefreshPolicy};
 use crate::location::{Location, Options};
 use crate::policy::{is_outage, FailurePolicy, Guarded};
-use crate::stats::{Stats, StatsSnapshot};
+use crate::stats::{BreakerCounts, Operation, Outcome, Stats, StatsSnapshot, Timer};
 use crate::tiered::{InvalidationBus, TieredConfig};
 use crate::value::Value;
 use std::borrow::Cow;
@@ -226,6 +226,10 @@ pub struct CacheBuilder {
     /// The query-string options of a cache over a custom backend ([`CacheBuilder::options`]).
     query: Option<String>,
     values: ValueOptions,
+    /// Whether the cache keeps latency histograms (default: yes).
+    latency_histograms: Option<bool>,
+    /// The histograms time one call in this many (default: 16 in memory, else 1).
+    latency_sampling: Option<u64>,
 }
 
 /// How values are protected and packed: set by the builder or by URL options.
@@ -403,9 +407,28 @@ impl CacheBuilder {
         self
     }
 
+    /// Whether the cache keeps a latency histogram per operation (default: true). Off, an
+    /// operation reads no clock; the per-operation counters stay. URL option:
+    /// `latency_histograms` (`on`/`off`).
+    pub fn latency_histograms(mut self, on: bool) -> Self {
+        self.latency_histograms = Some(on);
+        self
+    }
+
+    /// The latency histograms time one call in `every` of each operation on each thread, a
+    /// power of two from 1 (every call) to 1024 (default: 16 on `memory://` and `dummy://`,
+    /// whose calls take less than the two clock reads, and 1 elsewhere). The counters
+    /// count every call whatever this says. URL option: `latency_sampling`.
+    pub fn latency_sampling(mut self, every: u64) -> Self {
+        self.latency_sampling = Some(every);
+        self
+    }
+
     /// Opens the backend and builds the cache.
     pub fn build(mut self) -> Result<Cache> {
         let mut tiered = false;
+        // The circuit breaker's state changes (of the backend, or of a tiered cache's L2).
+        let breaker = Arc::new(BreakerCounts::default());
         let (backend, location, url_opts) = match (self.backend, &self.location) {
             (Some(backend), _) => {
                 let location = format!("custom:{}", backend.name());
@@ -434,6 +457,7 @@ impl CacheBuilder {
                         .unwrap_or_default();
                     let mut config = self.tiered.take().unwrap_or_default();
                     config.key_prefix = self.key_prefix.clone().or(url_opts.key_prefix.clone());
+                    config.breaker = Some(Arc::clone(&breaker));
                     let (backend, shown) =
                         crate::tiered::open(&location, &mut options, config, &policy)?;
                     options.finish()?;
@@ -481,6 +505,19 @@ impl CacheBuilder {
                 "bus and l1_timeout apply only to tiered caches (tiered:// or Cache::builder_tiered)",
             ));
         }
+        let latency = self
+            .latency_histograms
+            .or(url_opts.latency_histograms)
+            .unwrap_or(true);
+        let sampling = self.latency_sampling.or(url_opts.latency_sampling);
+        if let Some(n) = sampling {
+            if !n.is_power_of_two() || n > MAX_LATENCY_SAMPLING {
+                return Err(Error::config(format!(
+                    "invalid value {n} for option 'latency_sampling': expected a power of two \
+                     from 1 to {MAX_LATENCY_SAMPLING}"
+                )));
+            }
+        }
         let backend: Arc<dyn Backend> = if backend.is_local()
             || backend.isolates_failures()
             || policy.breaker_threshold == 0
@@ -488,7 +525,7 @@ impl CacheBuilder {
         {
             backend
         } else {
-            Arc::new(Guarded::new(backend, &policy))
+            Arc::new(Guarded::counted(backend, &policy, Arc::clone(&breaker)))
         };
         let head = format!("{key_prefix}:{version}:")
             .into_bytes()
@@ -498,6 +535,10 @@ impl CacheBuilder {
             AsyncAccess::Blocking => Some(Arc::new(OnBlockingPool(Arc::clone(&backend)))),
             AsyncAccess::Native(native) => Some(native),
         };
+        // A call answered in memory takes less than the clock reads that would time it.
+        let in_memory = if awaited.is_none() { 16 } else { 1 };
+        let stats = Stats::new(latency, sampling.unwrap_or(in_memory));
+        stats.watch_breaker(breaker);
         let head_chunk = (head.len() <= HEAD_CHUNK).then(|| {
             let mut chunk = [0; HEAD_CHUNK];
             chunk[..head.len()].copy_from_slice(&head);
@@ -513,7 +554,7 @@ impl CacheBuilder {
                 head_chunk,
                 default_expiry,
                 max_value_size,
-                stats: Stats::default(),
+                stats,
                 location,
                 policy,
                 last_warning: AtomicU64::new(0),
@@ -537,7 +578,12 @@ struct UrlCacheOptions {
     policy: Option<FailurePolicy>,
     refresh: Option<RefreshPolicy>,
     values: ValueOptions,
+    latency_histograms: Option<bool>,
+    latency_sampling: Option<u64>,
 }
+
+/// The largest `latency_sampling`.
+const MAX_LATENCY_SAMPLING: u64 = 1024;
 
 impl UrlCacheOptions {
     fn take(options: &mut Options) -> Result<Self> {
@@ -549,6 +595,8 @@ impl UrlCacheOptions {
             policy: Some(FailurePolicy::take(options)?),
             refresh: Some(RefreshPolicy::take(options)?),
             values: ValueOptions::take(options)?,
+            latency_histograms: options.bool("latency_histograms")?,
+            latency_sampling: options.positive_u64("latency_sampling")?,
         })
     }
 }
@@ -601,6 +649,8 @@ impl Cache {
             tiered: None,
             query: None,
             values: ValueOptions::default(),
+            latency_histograms: None,
+            latency_sampling: None,
         }
     }
 
@@ -645,6 +695,8 @@ impl Cache {
             tiered: None,
             query: None,
             values: ValueOptions::default(),
+            latency_histograms: None,
+            latency_sampling: None,
         }
     }
 
@@ -853,14 +905,19 @@ impl Cache {
     /// Writes a checked value under a full key: the one write path of `set` and `full_set`.
     #[inline]
     fn store(&self, full: &[u8], value: &[u8], ttl: Ttl) -> Result<bool> {
-        let result = match ttl {
+        self.answer_store(self.write(full, value, ttl), ttl)
+    }
+
+    /// The backend's write of a checked value (a delete for [`Ttl::Expired`]).
+    #[inline]
+    fn write(&self, full: &[u8], value: &[u8], ttl: Ttl) -> Result<()> {
+        match ttl {
             Ttl::Expired => self.inner.backend.delete(full).map(|_| ()),
             ttl => self
                 .inner
                 .backend
                 .set(full, &self.seal_value(full, value), ttl.as_option()),
-        };
-        self.answer_store(result, ttl)
+        }
     }
 
     /// What a write answers for the backend's result: fail-open and `sets`.
@@ -906,10 +963,13 @@ impl Cache {
     /// The value under `key`, or `None` on a miss.
     #[inline]
     pub fn get<'k>(&self, key: impl Into<Key<'k>>) -> Result<Option<Value>> {
-        self.answer_get(self.with_key(key.into(), |k| {
+        let start = self.inner.stats.start(Operation::Get);
+        let found = self.with_key(key.into(), |k| {
             let found = self.inner.backend.get(k)?;
             self.open_value(k, found)
-        }))
+        });
+        self.record(Operation::Get, start, &found, 0);
+        self.answer_get(found)
     }
 
     /// What `get` answers for what the backend found: fail-open, hits and misses.
@@ -932,7 +992,10 @@ impl Cache {
     pub fn set<'k>(&self, key: impl Into<Key<'k>>, value: &[u8], expiry: Expiry) -> Result<bool> {
         self.check_value(value)?;
         let ttl = self.resolve(expiry);
-        self.with_key(key.into(), |k| self.store(k, value, ttl))
+        let start = self.inner.stats.start(Operation::Set);
+        let written = self.with_key(key.into(), |k| self.write(k, value, ttl));
+        self.record(Operation::Set, start, &written, stored_bytes(ttl, value));
+        self.answer_store(written, ttl)
     }
 
     /// Stores `value` only if `key` is absent; true when it stored.
@@ -941,13 +1004,20 @@ impl Cache {
     /// absent, as Django's backends do.
     pub fn add<'k>(&self, key: impl Into<Key<'k>>, value: &[u8], expiry: Expiry) -> Result<bool> {
         self.check_value(value)?;
-        let result = self.with_key(key.into(), |k| match self.resolve(expiry) {
+        let start = self.inner.stats.start(Operation::Add);
+        let ttl = self.resolve(expiry);
+        let result = self.with_key(key.into(), |k| match ttl {
             Ttl::Expired => self.inner.backend.has_key(k).map(|present| !present),
             ttl => self
                 .inner
                 .backend
                 .add(k, &self.seal_value(k, value), ttl.as_option()),
         });
+        let written = match result {
+            Ok(true) => stored_bytes(ttl, value),
+            _ => 0,
+        };
+        self.record(Operation::Add, start, &result, written);
         self.answer_add(result)
     }
 
@@ -961,7 +1031,10 @@ impl Cache {
 
     /// Removes `key`; true when it was present.
     pub fn delete<'k>(&self, key: impl Into<Key<'k>>) -> Result<bool> {
-        self.answer_delete(self.with_key(key.into(), |k| self.inner.backend.delete(k)))
+        let start = self.inner.stats.start(Operation::Delete);
+        let result = self.with_key(key.into(), |k| self.inner.backend.delete(k));
+        self.record(Operation::Delete, start, &result, 0);
+        self.answer_delete(result)
     }
 
     fn answer_delete(&self, result: Result<bool>) -> Result<bool> {
@@ -974,16 +1047,20 @@ impl Cache {
 
     /// True when `key` is present and not expired. Not counted as a hit or miss.
     pub fn has_key<'k>(&self, key: impl Into<Key<'k>>) -> Result<bool> {
+        let start = self.inner.stats.start(Operation::HasKey);
         let result = self.with_key(key.into(), |k| self.inner.backend.has_key(k));
+        self.record(Operation::HasKey, start, &result, 0);
         self.finish(result, || false)
     }
 
     /// Gives `key` a new expiry; true when the key was present. [`Expiry::Expired`] removes it.
     pub fn touch<'k>(&self, key: impl Into<Key<'k>>, expiry: Expiry) -> Result<bool> {
+        let start = self.inner.stats.start(Operation::Touch);
         let result = self.with_key(key.into(), |k| match self.resolve(expiry) {
             Ttl::Expired => self.inner.backend.delete(k),
             ttl => self.inner.backend.touch(k, ttl.as_option()),
         });
+        self.record(Operation::Touch, start, &result, 0);
         self.finish(result, || false)
     }
 
@@ -994,10 +1071,10 @@ impl Cache {
     /// [`ErrorKind::Overflow`] past the 64-bit range. The entry keeps its expiry.
     pub fn incr<'k>(&self, key: impl Into<Key<'k>>, delta: i64) -> Result<i64> {
         let key = key.into();
-        self.answer_incr(
-            key,
-            self.with_key(key, |k| self.inner.backend.incr(k, delta)),
-        )
+        let start = self.inner.stats.start(Operation::Incr);
+        let result = self.with_key(key, |k| self.inner.backend.incr(k, delta));
+        self.record(Operation::Incr, start, &result, 0);
+        self.answer_incr(key, result)
     }
 
     fn answer_incr(&self, key: Key<'_>, result: Result<i64>) -> Result<i64> {
@@ -1067,14 +1144,16 @@ impl Cache {
     pub fn get_many_keys(&self, keys: &[Key<'_>]) -> Result<Vec<Option<Value>>> {
         let (bytes, ends) = self.full_keys(keys)?;
         let full = Self::split_keys(&bytes, &ends);
+        let start = self.inner.stats.start(Operation::GetMany);
         let found = self.inner.backend.get_many(&full);
-        self.answer_get_many(&full, found)
+        self.answer_get_many(&full, found, start)
     }
 
     fn answer_get_many(
         &self,
         full: &[&[u8]],
         found: Result<Vec<Option<Value>>>,
+        start: Timer,
     ) -> Result<Vec<Option<Value>>> {
         let found = found.and_then(|values| {
             full.iter()
@@ -1082,6 +1161,7 @@ impl Cache {
                 .map(|(k, v)| self.open_value(k, v))
                 .collect()
         });
+        self.record(Operation::GetMany, start, &found, 0);
         let result = self.finish(found, || vec![None; full.len()]);
         if let Ok(values) = &result {
             let hits = values.iter().filter(|v| v.is_some()).count() as u64;
@@ -1110,7 +1190,9 @@ impl Cache {
     pub fn set_many_keys(&self, items: &[(Key<'_>, &[u8])], expiry: Expiry) -> Result<Vec<usize>> {
         let (bytes, ends) = self.set_many_full_keys(items)?;
         let full = Self::split_keys(&bytes, &ends);
-        let result = match self.resolve(expiry) {
+        let start = self.inner.stats.start(Operation::SetMany);
+        let ttl = self.resolve(expiry);
+        let result = match ttl {
             Ttl::Expired => self.inner.backend.delete_many(&full).map(|_| Vec::new()),
             ttl => {
                 let sealed = self.seal_many(&full, items);
@@ -1121,6 +1203,7 @@ impl Cache {
                 r
             }
         };
+        self.record_set_many(start, items, ttl, &result);
         self.finish(result, || (0..items.len()).collect())
     }
 
@@ -1156,7 +1239,10 @@ impl Cache {
     pub fn delete_many_keys(&self, keys: &[Key<'_>]) -> Result<usize> {
         let (bytes, ends) = self.full_keys(keys)?;
         let full = Self::split_keys(&bytes, &ends);
-        self.answer_delete_many(self.inner.backend.delete_many(&full))
+        let start = self.inner.stats.start(Operation::DeleteMany);
+        let result = self.inner.backend.delete_many(&full);
+        self.record(Operation::DeleteMany, start, &result, 0);
+        self.answer_delete_many(result)
     }
 
     fn answer_delete_many(&self, result: Result<usize>) -> Result<usize> {
@@ -1196,7 +1282,9 @@ impl Cache {
     /// Removes this cache's entries: every key under `{key_prefix}:`, or everything the
     /// backend holds when the prefix is empty.
     pub fn clear(&self) -> Result<()> {
+        let start = self.inner.stats.start(Operation::Clear);
         let result = self.inner.backend.clear(&self.clear_prefix());
+        self.record(Operation::Clear, start, &result, 0);
         self.finish(result, || ())
     }
 
@@ -1240,6 +1328,95 @@ impl Cache {
     /// (see [`StatsSnapshot::to_prometheus`]).
     pub fn stats_prometheus(&self, name: &str) -> String {
         self.stats().to_prometheus(name)
+    }
+}
+
+/// The bytes a write of `value` with `ttl` stores: none for an already-expired one.
+#[inline]
+fn stored_bytes(ttl: Ttl, value: &[u8]) -> usize {
+    if ttl == Ttl::Expired {
+        0
+    } else {
+        value.len()
+    }
+}
+
+/// What a backend's answer adds to an operation's counters (hits, misses, bytes read).
+trait Tally {
+    #[inline]
+    fn tally(&self, _outcome: &mut Outcome) {}
+}
+
+impl Tally for Option<Value> {
+    #[inline]
+    fn tally(&self, outcome: &mut Outcome) {
+        match self {
+            Some(v) => {
+                outcome.hits = 1;
+                outcome.bytes_read = v.len() as u64;
+            }
+            None => outcome.misses = 1,
+        }
+    }
+}
+
+impl Tally for Vec<Option<Value>> {
+    fn tally(&self, outcome: &mut Outcome) {
+        for v in self {
+            match v {
+                Some(v) => {
+                    outcome.hits += 1;
+                    outcome.bytes_read += v.len() as u64;
+                }
+                None => outcome.misses += 1,
+            }
+        }
+    }
+}
+
+impl Tally for () {}
+impl Tally for bool {}
+impl Tally for i64 {}
+impl Tally for usize {}
+impl Tally for Vec<usize> {}
+
+impl Cache {
+    /// Counts one call of `op` (started at `start`) with the backend's answer before
+    /// fail-open replaced an error: outcome, bytes read, and `written` bytes when it succeeded.
+    #[inline]
+    fn record<T: Tally>(&self, op: Operation, start: Timer, result: &Result<T>, written: usize) {
+        let mut outcome = Outcome::default();
+        match result {
+            Ok(answer) => {
+                answer.tally(&mut outcome);
+                outcome.bytes_written = written as u64;
+            }
+            Err(e) => {
+                outcome.error = counts_as_error(e);
+                outcome.timeout = e.is_timeout();
+            }
+        }
+        self.inner.stats.record(op, start, outcome);
+    }
+
+    /// Counts a `set_many`: the bytes of the values the backend stored.
+    fn record_set_many(
+        &self,
+        start: Timer,
+        items: &[(Key<'_>, &[u8])],
+        ttl: Ttl,
+        result: &Result<Vec<usize>>,
+    ) {
+        let written = match result {
+            Ok(failed) if ttl != Ttl::Expired => items
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| !failed.contains(i))
+                .map(|(_, (_, v))| v.len())
+                .sum(),
+            _ => 0,
+        };
+        self.record(Operation::SetMany, start, result, written);
     }
 }
 

@@ -69,6 +69,7 @@ pub use policy::FailurePolicy;
 pub use redis_bus::{RedisBus, INVALIDATION_CHANNEL_PREFIX};
 pub use service::{CacheConfig, Caches};
 pub use stats::{render_prometheus, StatsSnapshot};
+pub use stats::{OpSnapshot, Operation, LATENCY_BOUNDS_NS, LATENCY_BUCKETS, OPERATIONS};
 pub use structures::{CallArg, RedisArg, RedisCall, RedisCommand, RedisReply};
 pub use tiered::{
     Invalidation, InvalidationBus, InvalidationHandler, InvalidationTarget, LocalBus,

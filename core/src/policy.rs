@@ -6,6 +6,7 @@ use crate::clock;
 use crate::error::{Error, ErrorKind, Result};
 use crate::expiry::TimeToLive;
 use crate::location::Options;
+use crate::stats::BreakerCounts;
 use crate::value::Value;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -85,6 +86,8 @@ pub(crate) struct Breaker {
     /// Coarse-clock deadline while open; 0 when closed.
     open_until: AtomicU64,
     probing: AtomicBool,
+    /// State changes, for the cache's stats.
+    transitions: Arc<BreakerCounts>,
 }
 
 impl Breaker {
@@ -134,6 +137,7 @@ impl Breaker {
                 ));
             }
             probe = true;
+            self.transitions.half_opened.fetch_add(1, Ordering::Relaxed);
         }
         Ok(Admitted {
             breaker: self,
@@ -170,10 +174,15 @@ impl Admitted<'_> {
             Err(e) if is_outage(e) => {
                 let failures = b.failures.fetch_add(1, Ordering::AcqRel).saturating_add(1);
                 if self.probe || failures >= b.threshold {
-                    b.open_until.store(
+                    let was = b.open_until.swap(
                         clock::ticks().saturating_add(b.cooldown_ticks).max(1),
-                        Ordering::Release,
+                        Ordering::AcqRel,
                     );
+                    // Closed or half-open before: a state change (calls admitted before
+                    // it opened and failing after only move the deadline).
+                    if was == 0 || self.probe {
+                        b.transitions.opened.fetch_add(1, Ordering::Relaxed);
+                    }
                     if !self.probe {
                         log::warn!("polycache: {backend} backend failed {failures} times in a row; circuit breaker open");
                     }
@@ -187,7 +196,9 @@ impl Admitted<'_> {
                         );
                     }
                     b.failures.store(0, Ordering::Release);
-                    b.open_until.store(0, Ordering::Release);
+                    if b.open_until.swap(0, Ordering::AcqRel) != 0 {
+                        b.transitions.closed.fetch_add(1, Ordering::Relaxed);
+                    }
                 }
             }
         }
@@ -291,6 +302,22 @@ impl Guarded {
         Guarded {
             inner,
             breaker: Arc::new(Breaker::new(policy)),
+        }
+    }
+
+    /// A guarded backend whose breaker counts its state changes in `transitions` (the
+    /// cache's stats).
+    pub(crate) fn counted(
+        inner: Arc<dyn Backend>,
+        policy: &FailurePolicy,
+        transitions: Arc<BreakerCounts>,
+    ) -> Guarded {
+        Guarded {
+            inner,
+            breaker: Arc::new(Breaker {
+                transitions,
+                ..Breaker::new(policy)
+            }),
         }
     }
 }
@@ -586,6 +613,13 @@ mod tests {
         assert!(!b.is_open());
         assert!(b.call("t", || flaky.hit()).is_ok());
         assert_eq!(flaky.calls.load(Ordering::SeqCst), 6);
+        // Closed -> open, half-open (failed probe) -> open, half-open -> closed.
+        let t = &b.transitions;
+        let count = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        assert_eq!(
+            (count(&t.opened), count(&t.half_opened), count(&t.closed)),
+            (2, 2, 1)
+        );
     }
 
     #[test]

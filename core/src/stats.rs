@@ -28,13 +28,13 @@ struct Stripe {
 /// Counters a cache keeps.
 pub(crate) struct Stats {
     stripes: Box<[Stripe]>,
+    /// Per-operation counters and latency histograms.
+    ops: OpStats,
 }
 
 impl Default for Stats {
     fn default() -> Self {
-        Stats {
-            stripes: (0..=SLOTS).map(|_| Stripe::default()).collect(),
-        }
+        Stats::new(true, 1)
     }
 }
 
@@ -108,6 +108,15 @@ impl Stats {
     counter!(delete, deletes);
     counter!(error, errors);
 
+    /// Counters with latency histograms (`latency`) or without, timing one call in
+    /// `sampling` (a power of two) of each operation on each thread.
+    pub(crate) fn new(latency: bool, sampling: u64) -> Stats {
+        Stats {
+            stripes: (0..=SLOTS).map(|_| Stripe::default()).collect(),
+            ops: OpStats::new(latency, sampling),
+        }
+    }
+
     pub(crate) fn snapshot(&self, evictions: u64) -> StatsSnapshot {
         let sum = |f: fn(&Stripe) -> &AtomicU64| {
             self.stripes
@@ -124,6 +133,7 @@ impl Stats {
             deletes: sum(|s| &s.deletes),
             errors: sum(|s| &s.errors),
             evictions,
+            ..self.ops.snapshot()
         }
     }
 }
@@ -157,6 +167,26 @@ pub struct StatsSnapshot {
     pub errors: u64,
     /// Entries the backend evicted to stay within its bounds.
     pub evictions: u64,
+    /// Operations that failed with a timeout (also counted in `errors`).
+    pub timeouts: u64,
+    /// Bytes of the values read (as stored: after signing and compression are undone).
+    pub bytes_read: u64,
+    /// Bytes of the values written (as given to `set`, `add`, `set_many`).
+    pub bytes_written: u64,
+    /// Times the circuit breaker opened (after its threshold of failures, or a failed probe).
+    pub breaker_opened: u64,
+    /// Times an open breaker let one probe call through (half-open).
+    pub breaker_half_opened: u64,
+    /// Times the breaker closed again (a call succeeded after it had opened).
+    pub breaker_closed: u64,
+    /// True when this cache keeps latency histograms (URL option `latency_histograms`).
+    pub latency_histograms: bool,
+    /// The histograms time one call in this many of each operation on each thread (URL
+    /// option `latency_sampling`; 16 on `memory://` and `dummy://`, 1 elsewhere). Counters
+    /// other than the histograms count every call.
+    pub latency_sampling: u64,
+    /// Per operation, indexed by [`Operation`] (see [`StatsSnapshot::op`]).
+    pub ops: [OpSnapshot; OPERATIONS],
 }
 
 /// The counters in the order they are rendered, with their help text.
@@ -230,9 +260,14 @@ where
     I: IntoIterator<Item = (&'a str, &'a StatsSnapshot)>,
 {
     use std::fmt::Write;
-    let caches: Vec<(String, [u64; 8])> = caches
-        .into_iter()
+    let snapshots: Vec<(&str, &StatsSnapshot)> = caches.into_iter().collect();
+    let caches: Vec<(String, [u64; 8])> = snapshots
+        .iter()
         .map(|(name, s)| (escape_label(name), s.values()))
+        .collect();
+    let snapshots: Vec<(String, &StatsSnapshot)> = snapshots
+        .into_iter()
+        .map(|(name, s)| (escape_label(name), s))
         .collect();
     let mut out = String::with_capacity(256 + caches.len() * 400);
     for (i, (field, help)) in METRICS.iter().enumerate() {
@@ -246,6 +281,7 @@ where
             );
         }
     }
+    render_operations(&mut out, &snapshots);
     out
 }
 
@@ -271,5 +307,611 @@ impl StatsSnapshot {
         } else {
             self.hits as f64 / total as f64
         }
+    }
+}
+
+// Per-operation counters and latency histograms.
+//
+// Each cache keeps, per thread slot, one cell per operation: calls, hits, misses, errors,
+// timeouts, bytes read and written, and a histogram of latencies with fixed bounds. A slot's
+// cells are allocated the first time its thread calls the cache (never again on that path),
+// and written by that thread alone, as the counters above. An operation costs one pair of
+// `clock::cycles` reads (an `rdtsc` each on x86_64), a search among 25 bounds and three
+// single-writer stores; with `latency_histograms=off` the clock is not read at all.
+
+/// The operations a cache counts and times one by one.
+///
+/// `decr` counts as `Incr` (it is an `incr` of the negated delta); `get_or_set` and
+/// `incr_version` count as the operations they are made of; the `_async` twins count as
+/// their synchronous names. Jobs, leases and locks use internal paths and are not counted here.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Operation {
+    /// `get`
+    Get,
+    /// `set`
+    Set,
+    /// `add`
+    Add,
+    /// `delete`
+    Delete,
+    /// `has_key`
+    HasKey,
+    /// `touch`
+    Touch,
+    /// `incr` and `decr`
+    Incr,
+    /// `get_many`
+    GetMany,
+    /// `set_many`
+    SetMany,
+    /// `delete_many`
+    DeleteMany,
+    /// `clear`
+    Clear,
+}
+
+/// How many [`Operation`]s there are: the length of [`StatsSnapshot::ops`].
+pub const OPERATIONS: usize = 11;
+
+impl Operation {
+    /// Every operation, in the order of [`StatsSnapshot::ops`].
+    pub const ALL: [Operation; OPERATIONS] = [
+        Operation::Get,
+        Operation::Set,
+        Operation::Add,
+        Operation::Delete,
+        Operation::HasKey,
+        Operation::Touch,
+        Operation::Incr,
+        Operation::GetMany,
+        Operation::SetMany,
+        Operation::DeleteMany,
+        Operation::Clear,
+    ];
+
+    /// The operation's name, as in the `op` label of the Prometheus text (`"get"`, `"has_key"`…).
+    pub fn name(self) -> &'static str {
+        match self {
+            Operation::Get => "get",
+            Operation::Set => "set",
+            Operation::Add => "add",
+            Operation::Delete => "delete",
+            Operation::HasKey => "has_key",
+            Operation::Touch => "touch",
+            Operation::Incr => "incr",
+            Operation::GetMany => "get_many",
+            Operation::SetMany => "set_many",
+            Operation::DeleteMany => "delete_many",
+            Operation::Clear => "clear",
+        }
+    }
+
+    /// The operation named `name` (see [`Operation::name`]).
+    pub fn from_name(name: &str) -> Option<Operation> {
+        Operation::ALL.into_iter().find(|op| op.name() == name)
+    }
+}
+
+/// Upper bounds (inclusive, in nanoseconds) of the latency histogram buckets: 1-2-5 steps
+/// from 100 ns to 10 s. A last bucket (`+Inf`) holds what took longer.
+pub const LATENCY_BOUNDS_NS: [u64; 25] = [
+    100,
+    200,
+    500,
+    1_000,
+    2_000,
+    5_000,
+    10_000,
+    20_000,
+    50_000,
+    100_000,
+    200_000,
+    500_000,
+    1_000_000,
+    2_000_000,
+    5_000_000,
+    10_000_000,
+    20_000_000,
+    50_000_000,
+    100_000_000,
+    200_000_000,
+    500_000_000,
+    1_000_000_000,
+    2_000_000_000,
+    5_000_000_000,
+    10_000_000_000,
+];
+
+/// Buckets of a latency histogram: one per bound of [`LATENCY_BOUNDS_NS`], and `+Inf`.
+pub const LATENCY_BUCKETS: usize = LATENCY_BOUNDS_NS.len() + 1;
+
+/// The counters and latency histogram of one operation of one cache.
+///
+/// ```
+/// use polycache::{Cache, Expiry, Operation};
+/// // Time every call (memory:// times one in 16 by default).
+/// let cache = Cache::open("memory://?latency_sampling=1").unwrap();
+/// cache.set("k", b"value", Expiry::Default).unwrap();
+/// cache.get("k").unwrap();
+/// cache.get("absent").unwrap();
+/// let stats = cache.stats();
+/// let get = stats.op(Operation::Get);
+/// assert_eq!((get.calls, get.hits, get.misses, get.bytes_read), (2, 1, 1, 5));
+/// assert_eq!(get.latency_count, 2); // histograms are on by default
+/// assert_eq!(get.cumulative_buckets()[polycache::LATENCY_BUCKETS - 1], 2);
+/// assert_eq!(stats.op(Operation::Set).bytes_written, 5);
+/// ```
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct OpSnapshot {
+    /// Calls of the operation.
+    pub calls: u64,
+    /// Keys found (`get`, `get_many`).
+    pub hits: u64,
+    /// Keys not found (`get`, `get_many`).
+    pub misses: u64,
+    /// Calls that failed in the backend (connection, timeout, I/O…), fail-open or not.
+    pub errors: u64,
+    /// Calls that failed with a timeout (also counted in `errors`).
+    pub timeouts: u64,
+    /// Bytes of the values read.
+    pub bytes_read: u64,
+    /// Bytes of the values written.
+    pub bytes_written: u64,
+    /// Calls timed (0 when the cache keeps no histograms).
+    pub latency_count: u64,
+    /// The sum of their latencies, in nanoseconds.
+    pub latency_sum_ns: u64,
+    /// Calls per bucket (not cumulative): `latency_buckets[i]` counts latencies up to
+    /// `LATENCY_BOUNDS_NS[i]` and above the bound before; the last counts those above 10 s.
+    pub latency_buckets: [u64; LATENCY_BUCKETS],
+}
+
+impl OpSnapshot {
+    /// The buckets as Prometheus counts them: each is the number of calls up to its bound
+    /// (the last, `+Inf`, equals `latency_count`).
+    pub fn cumulative_buckets(&self) -> [u64; LATENCY_BUCKETS] {
+        let mut total = 0;
+        self.latency_buckets.map(|n| {
+            total += n;
+            total
+        })
+    }
+}
+
+impl StatsSnapshot {
+    /// The counters and histogram of one operation.
+    pub fn op(&self, op: Operation) -> &OpSnapshot {
+        &self.ops[op as usize]
+    }
+}
+
+/// Transitions of a circuit breaker, written by the breaker, read by the stats.
+#[derive(Debug, Default)]
+pub(crate) struct BreakerCounts {
+    pub(crate) opened: AtomicU64,
+    pub(crate) half_opened: AtomicU64,
+    pub(crate) closed: AtomicU64,
+}
+
+/// When a call began (a clock read, or 0 when it is not timed) and, for a call that ends on
+/// the thread it began on, that thread's slot.
+#[derive(Clone, Copy)]
+pub(crate) struct Timer {
+    start: u64,
+    slot: usize,
+}
+
+/// [`Timer::slot`] when the slot is looked up at the end of the call.
+const NO_SLOT: usize = usize::MAX;
+
+#[inline]
+fn this_slot() -> usize {
+    SLOT.try_with(|s| s.0).unwrap_or(SLOTS)
+}
+
+/// What one call did, for [`Stats::record`].
+#[derive(Default, Clone, Copy)]
+pub(crate) struct Outcome {
+    pub(crate) hits: u64,
+    pub(crate) misses: u64,
+    pub(crate) error: bool,
+    pub(crate) timeout: bool,
+    pub(crate) bytes_read: u64,
+    pub(crate) bytes_written: u64,
+}
+
+/// One operation's counters in one stripe.
+#[derive(Default)]
+struct OpCell {
+    calls: AtomicU64,
+    hits: AtomicU64,
+    misses: AtomicU64,
+    errors: AtomicU64,
+    timeouts: AtomicU64,
+    bytes_read: AtomicU64,
+    bytes_written: AtomicU64,
+    /// In `clock::cycles` units.
+    latency_sum: AtomicU64,
+    buckets: [AtomicU64; LATENCY_BUCKETS],
+}
+
+#[repr(align(64))]
+#[derive(Default)]
+struct OpStripe([OpCell; OPERATIONS]);
+
+struct OpStats {
+    latency: bool,
+    /// `sampling - 1`: a call is timed when its operation's call count on this thread,
+    /// masked with it, is 0.
+    sample_mask: u64,
+    /// [`LATENCY_BOUNDS_NS`] in `clock::cycles` units.
+    bounds: [u64; LATENCY_BOUNDS_NS.len()],
+    /// Nanoseconds per cycle.
+    scale: f64,
+    /// One per thread slot (and the shared one), allocated on the slot's first call.
+    stripes: Box<[std::sync::OnceLock<Box<OpStripe>>]>,
+    breaker: std::sync::OnceLock<std::sync::Arc<BreakerCounts>>,
+}
+
+impl OpStats {
+    fn new(latency: bool, sampling: u64) -> OpStats {
+        let scale = if latency {
+            crate::clock::cycle_scale()
+        } else {
+            1.0
+        };
+        OpStats {
+            latency,
+            sample_mask: sampling.max(1).next_power_of_two() - 1,
+            bounds: LATENCY_BOUNDS_NS.map(|ns| (ns as f64 / scale) as u64),
+            scale,
+            stripes: (0..=SLOTS).map(|_| std::sync::OnceLock::new()).collect(),
+            breaker: std::sync::OnceLock::new(),
+        }
+    }
+
+    fn snapshot(&self) -> StatsSnapshot {
+        let mut s = StatsSnapshot {
+            latency_histograms: self.latency,
+            latency_sampling: self.sample_mask + 1,
+            ..StatsSnapshot::default()
+        };
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        for stripe in self.stripes.iter().filter_map(|s| s.get()) {
+            for (out, cell) in s.ops.iter_mut().zip(&stripe.0) {
+                out.calls += load(&cell.calls);
+                out.hits += load(&cell.hits);
+                out.misses += load(&cell.misses);
+                out.errors += load(&cell.errors);
+                out.timeouts += load(&cell.timeouts);
+                out.bytes_read += load(&cell.bytes_read);
+                out.bytes_written += load(&cell.bytes_written);
+                out.latency_sum_ns += load(&cell.latency_sum);
+                for (b, c) in out.latency_buckets.iter_mut().zip(&cell.buckets) {
+                    *b += load(c);
+                }
+            }
+        }
+        for op in &mut s.ops {
+            op.latency_sum_ns = (op.latency_sum_ns as f64 * self.scale) as u64;
+            op.latency_count = op.latency_buckets.iter().sum();
+            s.timeouts += op.timeouts;
+            s.bytes_read += op.bytes_read;
+            s.bytes_written += op.bytes_written;
+        }
+        if let Some(b) = self.breaker.get() {
+            s.breaker_opened = load(&b.opened);
+            s.breaker_half_opened = load(&b.half_opened);
+            s.breaker_closed = load(&b.closed);
+        }
+        s
+    }
+}
+
+impl Stats {
+    /// The start of a call of `op` that [`Stats::record`] counts on this same thread.
+    #[inline]
+    pub(crate) fn start(&self, op: Operation) -> Timer {
+        if !self.ops.latency {
+            return Timer {
+                start: 0,
+                slot: NO_SLOT,
+            };
+        }
+        if self.ops.sample_mask == 0 {
+            return Timer {
+                start: crate::clock::cycles().max(1),
+                slot: NO_SLOT,
+            };
+        }
+        // Sampled: this thread's count of the operation decides (its slot is looked up
+        // once, here, and reused by `record`: a thread-local read is not free in a cdylib).
+        let slot = this_slot();
+        let calls = self.ops.stripes[slot]
+            .get()
+            .map_or(0, |s| s.0[op as usize].calls.load(Ordering::Relaxed));
+        let start = if calls & self.ops.sample_mask == 0 {
+            crate::clock::cycles().max(1)
+        } else {
+            0
+        };
+        Timer { start, slot }
+    }
+
+    /// [`Stats::start`] of a call that may end on another thread (an awaited one).
+    #[inline]
+    pub(crate) fn start_anywhere(&self, op: Operation) -> Timer {
+        Timer {
+            slot: NO_SLOT,
+            ..self.start(op)
+        }
+    }
+
+    /// Counts one call of `op` that began with `timer` (see [`Stats::start`]).
+    #[inline]
+    pub(crate) fn record(&self, op: Operation, timer: Timer, outcome: Outcome) {
+        let slot = if timer.slot == NO_SLOT {
+            this_slot()
+        } else {
+            timer.slot
+        };
+        let start = timer.start;
+        let shared = slot == SLOTS;
+        let stripe = self.ops.stripes[slot].get_or_init(Box::default);
+        let cell = &stripe.0[op as usize];
+        bump(&cell.calls, shared, 1);
+        if outcome.hits != 0 {
+            bump(&cell.hits, shared, outcome.hits);
+        }
+        if outcome.misses != 0 {
+            bump(&cell.misses, shared, outcome.misses);
+        }
+        if outcome.bytes_read != 0 {
+            bump(&cell.bytes_read, shared, outcome.bytes_read);
+        }
+        if outcome.bytes_written != 0 {
+            bump(&cell.bytes_written, shared, outcome.bytes_written);
+        }
+        if outcome.error {
+            bump(&cell.errors, shared, 1);
+            if outcome.timeout {
+                bump(&cell.timeouts, shared, 1);
+            }
+        }
+        if start != 0 {
+            let elapsed = crate::clock::cycles().saturating_sub(start);
+            bump(&cell.latency_sum, shared, elapsed);
+            let bucket = self.ops.bounds.partition_point(|&b| b < elapsed);
+            bump(&cell.buckets[bucket], shared, 1);
+        }
+    }
+
+    /// Where this cache's circuit breaker counts its transitions.
+    pub(crate) fn watch_breaker(&self, counts: std::sync::Arc<BreakerCounts>) {
+        let _ = self.ops.breaker.set(counts);
+    }
+}
+
+/// Help text of the per-operation counter families: (name, label, help).
+const OP_FAMILIES: [(&str, &str); 3] = [
+    ("polycache_operations_total", "Calls per operation."),
+    (
+        "polycache_operation_outcomes_total",
+        "Calls per operation and outcome: keys hit and missed, calls that failed \
+         (error) and failed with a timeout (timeout; also counted as error).",
+    ),
+    (
+        "polycache_operation_bytes_total",
+        "Bytes of values read and written per operation.",
+    ),
+];
+
+/// The totals, breaker transitions and per-operation families of [`render_prometheus`].
+fn render_operations(out: &mut String, caches: &[(String, &StatsSnapshot)]) {
+    use std::fmt::Write;
+    type Total = (&'static str, &'static str, fn(&StatsSnapshot) -> u64);
+    let totals: [Total; 3] = [
+        (
+            "timeouts",
+            "Operations that failed with a timeout (also counted in errors).",
+            |s| s.timeouts,
+        ),
+        ("bytes_read", "Bytes of values read.", |s| s.bytes_read),
+        ("bytes_written", "Bytes of values written.", |s| {
+            s.bytes_written
+        }),
+    ];
+    for (field, help, value) in totals {
+        let _ = writeln!(out, "# HELP polycache_{field}_total {help}");
+        let _ = writeln!(out, "# TYPE polycache_{field}_total counter");
+        for (name, s) in caches {
+            let _ = writeln!(
+                out,
+                "polycache_{field}_total{{cache=\"{name}\"}} {}",
+                value(s)
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP polycache_breaker_transitions_total Circuit breaker state changes, by the state entered."
+    );
+    let _ = writeln!(out, "# TYPE polycache_breaker_transitions_total counter");
+    for (name, s) in caches {
+        for (to, n) in [
+            ("open", s.breaker_opened),
+            ("half_open", s.breaker_half_opened),
+            ("closed", s.breaker_closed),
+        ] {
+            let _ = writeln!(
+                out,
+                "polycache_breaker_transitions_total{{cache=\"{name}\",to=\"{to}\"}} {n}"
+            );
+        }
+    }
+    // Only the operations a cache was called for: an unused one adds no series.
+    let used = |s: &StatsSnapshot| -> Vec<Operation> {
+        Operation::ALL
+            .into_iter()
+            .filter(|&op| s.op(op).calls != 0)
+            .collect()
+    };
+    for (family, help) in OP_FAMILIES {
+        let _ = writeln!(out, "# HELP {family} {help}");
+        let _ = writeln!(out, "# TYPE {family} counter");
+        for (name, s) in caches {
+            for op in used(s) {
+                let o = s.op(op);
+                let labels = format!("cache=\"{name}\",op=\"{}\"", op.name());
+                let samples: &[(&str, u64)] = match family {
+                    "polycache_operations_total" => &[("", o.calls)],
+                    "polycache_operation_outcomes_total" => &[
+                        (",outcome=\"hit\"", o.hits),
+                        (",outcome=\"miss\"", o.misses),
+                        (",outcome=\"error\"", o.errors),
+                        (",outcome=\"timeout\"", o.timeouts),
+                    ],
+                    _ => &[
+                        (",direction=\"read\"", o.bytes_read),
+                        (",direction=\"written\"", o.bytes_written),
+                    ],
+                };
+                for (extra, n) in samples {
+                    let _ = writeln!(out, "{family}{{{labels}{extra}}} {n}");
+                }
+            }
+        }
+    }
+    if !caches.iter().any(|(_, s)| s.latency_histograms) {
+        return;
+    }
+    let family = "polycache_operation_duration_seconds";
+    let _ = writeln!(
+        out,
+        "# HELP {family} Latency of cache operations, from the call to its answer."
+    );
+    let _ = writeln!(out, "# TYPE {family} histogram");
+    for (name, s) in caches.iter().filter(|(_, s)| s.latency_histograms) {
+        for op in used(s) {
+            let o = s.op(op);
+            let labels = format!("cache=\"{name}\",op=\"{}\"", op.name());
+            let cumulative = o.cumulative_buckets();
+            for (bound, n) in LATENCY_BOUNDS_NS.iter().zip(cumulative) {
+                let le = *bound as f64 / 1e9;
+                let _ = writeln!(out, "{family}_bucket{{{labels},le=\"{le}\"}} {n}");
+            }
+            let _ = writeln!(
+                out,
+                "{family}_bucket{{{labels},le=\"+Inf\"}} {}",
+                o.latency_count
+            );
+            let _ = writeln!(
+                out,
+                "{family}_sum{{{labels}}} {}",
+                o.latency_sum_ns as f64 / 1e9
+            );
+            let _ = writeln!(out, "{family}_count{{{labels}}} {}", o.latency_count);
+        }
+    }
+}
+
+#[cfg(test)]
+mod op_tests {
+    use super::*;
+
+    #[test]
+    fn latencies_land_in_their_buckets_and_sum() {
+        let stats = Stats::new(true, 1);
+        let scale = crate::clock::cycle_scale();
+        // Fake starts: a call that took about 150 ns and one that took about 3 ms.
+        let ago = |ns: f64| Timer {
+            start: crate::clock::cycles().saturating_sub((ns / scale) as u64),
+            slot: NO_SLOT,
+        };
+        stats.record(Operation::Get, ago(150.0), Outcome::default());
+        stats.record(Operation::Get, ago(3_000_000.0), Outcome::default());
+        let s = stats.snapshot(0);
+        let get = s.op(Operation::Get);
+        assert_eq!(get.calls, 2);
+        assert_eq!(get.latency_count, 2);
+        let nonzero: Vec<usize> = (0..LATENCY_BUCKETS)
+            .filter(|&i| get.latency_buckets[i] != 0)
+            .collect();
+        // 150 ns and up (the second clock read comes later) and 3 ms and up.
+        assert!(nonzero.iter().all(|&i| i >= 1), "{nonzero:?}");
+        assert!(get.latency_buckets[14..].iter().sum::<u64>() >= 1);
+        assert!(get.latency_sum_ns >= 3_000_000);
+        assert_eq!(get.cumulative_buckets()[LATENCY_BUCKETS - 1], 2);
+        assert_eq!(s.op(Operation::Set).calls, 0);
+    }
+
+    #[test]
+    fn outcomes_are_counted_per_operation_with_histograms_off() {
+        let stats = Stats::new(false, 1);
+        assert_eq!(stats.start(Operation::Get).start, 0);
+        let outcome = Outcome {
+            hits: 3,
+            misses: 1,
+            bytes_read: 30,
+            ..Outcome::default()
+        };
+        let untimed = Timer {
+            start: 0,
+            slot: NO_SLOT,
+        };
+        stats.record(Operation::GetMany, untimed, outcome);
+        let failed = Outcome {
+            error: true,
+            timeout: true,
+            ..Outcome::default()
+        };
+        stats.record(Operation::Set, untimed, failed);
+        let s = stats.snapshot(0);
+        assert!(!s.latency_histograms);
+        let many = s.op(Operation::GetMany);
+        assert_eq!((many.calls, many.hits, many.misses), (1, 3, 1));
+        assert_eq!(many.latency_count, 0);
+        assert_eq!((s.bytes_read, s.timeouts), (30, 1));
+        assert_eq!(s.op(Operation::Set).errors, 1);
+        let text = s.to_prometheus("c");
+        assert!(!text.contains("_bucket"), "{text}");
+        assert!(text.contains(
+            "polycache_operation_outcomes_total{cache=\"c\",op=\"get_many\",outcome=\"hit\"} 3\n"
+        ));
+    }
+
+    #[test]
+    fn threads_beyond_the_slots_share_a_stripe_and_lose_nothing() {
+        let stats = std::sync::Arc::new(Stats::new(true, 1));
+        let threads: Vec<_> = (0..SLOTS + 8)
+            .map(|_| {
+                let stats = stats.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..1000 {
+                        let t = stats.start(Operation::Incr);
+                        stats.record(Operation::Incr, t, Outcome::default());
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let s = stats.snapshot(0);
+        let n = (SLOTS as u64 + 8) * 1000;
+        assert_eq!(s.op(Operation::Incr).calls, n);
+        assert_eq!(s.op(Operation::Incr).latency_count, n);
+    }
+
+    #[test]
+    fn operation_names_round_trip() {
+        for (i, op) in Operation::ALL.into_iter().enumerate() {
+            assert_eq!(op as usize, i);
+            assert_eq!(Operation::from_name(op.name()), Some(op));
+        }
+        assert_eq!(Operation::from_name("nope"), None);
+        assert!(LATENCY_BOUNDS_NS.windows(2).all(|w| w[0] < w[1]));
     }
 }

@@ -205,6 +205,8 @@ pub(crate) struct TieredConfig {
     pub(crate) l1_timeout: Option<Option<Duration>>,
     /// The cache's key prefix: it names the cache's Redis invalidation channel.
     pub(crate) key_prefix: Option<String>,
+    /// Where the L2's circuit breaker counts its state changes (the cache's stats).
+    pub(crate) breaker: Option<Arc<crate::stats::BreakerCounts>>,
 }
 
 /// A fresh id for a tiered cache, unique across processes and machines with overwhelming
@@ -812,7 +814,10 @@ pub(crate) fn open(
     let l2: Arc<dyn Backend> = if l2.is_local() || policy.breaker_threshold == 0 {
         l2
     } else {
-        Arc::new(Guarded::new(l2, policy))
+        match config.breaker {
+            Some(counts) => Arc::new(Guarded::counted(l2, policy, counts)),
+            None => Arc::new(Guarded::new(l2, policy)),
+        }
     };
 
     let shown = format!(

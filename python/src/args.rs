@@ -144,7 +144,62 @@ pub(crate) fn stats_dict<'py>(py: Python<'py>, s: &StatsSnapshot) -> PyResult<Bo
     d.set_item("evictions", s.evictions)?;
     d.set_item("stale_hits", s.stale_hits)?;
     d.set_item("refreshes", s.refreshes)?;
+    op_stats_items(py, s, &d)?;
     Ok(d)
+}
+
+/// The totals added with per-operation metrics, and `ops`: `{name: {calls, hits, misses,
+/// errors, timeouts, bytes_read, bytes_written, latency}}` for every operation, where
+/// `latency` is `None` when the cache keeps no histograms, else `{count, sum` (seconds)`,
+/// buckets}` with `buckets` a list of `(upper bound in seconds, cumulative count)` ending
+/// with `(inf, count)`, as Prometheus counts them.
+fn op_stats_items(py: Python<'_>, s: &StatsSnapshot, d: &Bound<'_, PyDict>) -> PyResult<()> {
+    let totals = [
+        ("timeouts", s.timeouts),
+        ("bytes_read", s.bytes_read),
+        ("bytes_written", s.bytes_written),
+        ("breaker_opened", s.breaker_opened),
+        ("breaker_half_opened", s.breaker_half_opened),
+        ("breaker_closed", s.breaker_closed),
+        ("latency_sampling", s.latency_sampling),
+    ];
+    for (name, n) in totals {
+        d.set_item(name, n)?;
+    }
+    d.set_item("latency_histograms", s.latency_histograms)?;
+    let ops = PyDict::new(py);
+    for op in polycache::Operation::ALL {
+        let o = s.op(op);
+        let e = PyDict::new(py);
+        let counters = [
+            ("calls", o.calls),
+            ("hits", o.hits),
+            ("misses", o.misses),
+            ("errors", o.errors),
+            ("timeouts", o.timeouts),
+            ("bytes_read", o.bytes_read),
+            ("bytes_written", o.bytes_written),
+        ];
+        for (name, n) in counters {
+            e.set_item(name, n)?;
+        }
+        if s.latency_histograms {
+            let latency = PyDict::new(py);
+            latency.set_item("count", o.latency_count)?;
+            latency.set_item("sum", o.latency_sum_ns as f64 / 1e9)?;
+            let bounds = polycache::LATENCY_BOUNDS_NS
+                .iter()
+                .map(|&ns| ns as f64 / 1e9)
+                .chain([f64::INFINITY]);
+            let buckets: Vec<(f64, u64)> = bounds.zip(o.cumulative_buckets()).collect();
+            latency.set_item("buckets", buckets)?;
+            e.set_item("latency", latency)?;
+        } else {
+            e.set_item("latency", py.None())?;
+        }
+        ops.set_item(op.name(), e)?;
+    }
+    d.set_item("ops", ops)
 }
 
 /// How a `set` stores: always, only when the key is absent (`nx`), or only when it is

@@ -122,7 +122,7 @@ enum Made<'a> {
     name = "_DjangoCache"
 )]
 pub(crate) struct DjangoCache {
-    core: Core,
+    pub(crate) core: Core,
     /// The backend stores nothing (`dummy://`): values are not serialized, as Django's
     /// `DummyCache` does not pickle them either.
     discard: bool,
@@ -1030,6 +1030,13 @@ twins! {
     /// The counters of this cache: hits, misses, sets, deletes, errors, evictions.
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         stats_dict(py, &self.core.cache.stats())
+    }
+
+    /// The counters and latency histograms of this cache in the Prometheus text format,
+    /// labelled `cache="{name}"`.
+    #[pyo3(signature = (name = "default"))]
+    fn stats_prometheus(&self, name: &str) -> String {
+        self.core.cache.stats_prometheus(name)
     }
 
     /// A native `Cache` over this cache's store, key prefix, version and serializer, for

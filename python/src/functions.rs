@@ -45,8 +45,18 @@ pub(crate) fn create_table_sql(py: Python<'_>, url: &str) -> PyResult<Vec<String
 pub(crate) fn render_prometheus(caches: &Bound<'_, PyAny>) -> PyResult<String> {
     let mut snapshots = Vec::new();
     for item in args::items(caches)?.try_iter()? {
-        let (name, cache): (String, Bound<'_, PyCache>) = item?.extract()?;
-        snapshots.push((name, cache.get().core.cache.stats()));
+        let (name, cache): (String, Bound<'_, PyAny>) = item?.extract()?;
+        let stats = match cache.cast::<PyCache>() {
+            Ok(cache) => cache.get().core.cache.stats(),
+            // Django's face (`polycache.django.Cache`) shares the core cache too.
+            Err(_) => cache
+                .cast::<crate::django::DjangoCache>()?
+                .get()
+                .core
+                .cache
+                .stats(),
+        };
+        snapshots.push((name, stats));
     }
     Ok(polycache::render_prometheus(
         snapshots.iter().map(|(n, s)| (n.as_str(), s)),

@@ -1,4 +1,5 @@
-"""Every ```python block of docs/python/*.md runs, page by page, against the installed wheel.
+"""Every ```python block of docs/python/*.md (and of the pages in ``MORE_PAGES``) runs, page
+by page, against the installed wheel.
 
 The blocks of one page run in order in one fresh process (a later block may use what an
 earlier one defined, as a reader would). Three things are added around them, and only these:
@@ -30,6 +31,8 @@ sys.path.insert(0, os.path.dirname(__file__))
 import servers  # noqa: E402
 
 DOCS = pathlib.Path(__file__).resolve().parents[2] / "docs" / "python"
+# Pages outside docs/python/ with Python examples.
+MORE_PAGES = [DOCS.parent / "observability.md"]
 BLOCK = re.compile(r"(?P<marker><!-- example: not run: (?P<reason>[^>]*?) -->\s*\n)?```python\n(?P<code>.*?)```", re.S)
 
 PRELUDE: dict[str, str] = {
@@ -94,8 +97,12 @@ assert shared.get("docs") == 4
 }
 
 
+def page_paths() -> dict[str, pathlib.Path]:
+    return {p.name: p for p in [*DOCS.glob("*.md"), *MORE_PAGES]}
+
+
 def pages() -> list[str]:
-    return sorted(p.name for p in DOCS.glob("*.md") if "```python" in p.read_text())
+    return sorted(name for name, p in page_paths().items() if "```python" in p.read_text())
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +113,7 @@ def redis_url() -> Iterator[str]:
 
 @pytest.mark.parametrize("page", pages())
 def test_the_examples_of_the_page_run(page: str, redis_url: str, tmp_path: pathlib.Path) -> None:
-    text = (DOCS / page).read_text()
+    text = page_paths()[page].read_text()
     site = str(tmp_path / "var" / "cache" / "site")
     parts = ["import os\nSITE = " + repr(site) + "\n", PRELUDE.get(page, "")]
     skipped = []

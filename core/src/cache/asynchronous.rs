@@ -12,9 +12,10 @@
 //! [`crate::runtime`]). Dropping a future mid-operation leaves the cache and its connections
 //! usable.
 
-use super::{Cache, Key};
+use super::{stored_bytes, Cache, Key};
 use crate::error::Result;
 use crate::expiry::{Expiry, Ttl};
+use crate::stats::Operation;
 use crate::value::Value;
 use crate::AsyncBackend;
 
@@ -52,14 +53,25 @@ impl Cache {
             return self.full_set(full, value, ttl);
         };
         self.check_value(value)?;
-        let result = match ttl {
+        let result = self.write_async(backend, full, value, ttl).await;
+        self.answer_store(result, ttl)
+    }
+
+    /// [`Cache::write`], awaitable.
+    async fn write_async(
+        &self,
+        backend: &dyn AsyncBackend,
+        full: &[u8],
+        value: &[u8],
+        ttl: Ttl,
+    ) -> Result<()> {
+        match ttl {
             Ttl::Expired => backend.delete(full).await.map(|_| ()),
             ttl => {
                 let sealed = self.seal_value(full, value);
                 backend.set(full, &sealed, ttl.as_option()).await
             }
-        };
-        self.answer_store(result, ttl)
+        }
     }
 
     /// [`Cache::full_add`], awaitable.
@@ -103,10 +115,12 @@ impl Cache {
         let Some(backend) = self.awaited() else {
             return self.get(key);
         };
+        let start = self.inner.stats.start_anywhere(Operation::Get);
         let found = match self.make_key(key) {
             Ok(full) => self.read_async(backend, &full).await,
             Err(e) => Err(e),
         };
+        self.record(Operation::Get, start, &found, 0);
         self.answer_get(found)
     }
 
@@ -117,13 +131,16 @@ impl Cache {
         value: &[u8],
         expiry: Expiry,
     ) -> Result<bool> {
-        if self.completes_inline() {
+        let Some(backend) = self.awaited() else {
             return self.set(key, value, expiry);
-        }
+        };
         self.check_value(value)?;
         let ttl = self.resolve(expiry);
         let full = self.make_key(key)?;
-        self.full_set_async(&full, value, ttl).await
+        let start = self.inner.stats.start_anywhere(Operation::Set);
+        let written = self.write_async(backend, &full, value, ttl).await;
+        self.record(Operation::Set, start, &written, stored_bytes(ttl, value));
+        self.answer_store(written, ttl)
     }
 
     /// [`Cache::add`], awaitable.
@@ -138,13 +155,20 @@ impl Cache {
         };
         self.check_value(value)?;
         let full = self.make_key(key)?;
-        let result = match self.resolve(expiry) {
+        let start = self.inner.stats.start_anywhere(Operation::Add);
+        let ttl = self.resolve(expiry);
+        let result = match ttl {
             Ttl::Expired => backend.has_key(&full).await.map(|present| !present),
             ttl => {
                 let sealed = self.seal_value(&full, value);
                 backend.add(&full, &sealed, ttl.as_option()).await
             }
         };
+        let written = match result {
+            Ok(true) => stored_bytes(ttl, value),
+            _ => 0,
+        };
+        self.record(Operation::Add, start, &result, written);
         self.answer_add(result)
     }
 
@@ -153,10 +177,12 @@ impl Cache {
         let Some(backend) = self.awaited() else {
             return self.delete(key);
         };
+        let start = self.inner.stats.start_anywhere(Operation::Delete);
         let result = match self.make_key(key) {
             Ok(full) => backend.delete(&full).await,
             Err(e) => Err(e),
         };
+        self.record(Operation::Delete, start, &result, 0);
         self.answer_delete(result)
     }
 
@@ -166,7 +192,9 @@ impl Cache {
             return self.has_key(key);
         };
         let full = self.make_key(key)?;
+        let start = self.inner.stats.start_anywhere(Operation::HasKey);
         let result = backend.has_key(&full).await;
+        self.record(Operation::HasKey, start, &result, 0);
         self.finish(result, || false)
     }
 
@@ -176,10 +204,12 @@ impl Cache {
             return self.touch(key, expiry);
         };
         let full = self.make_key(key)?;
+        let start = self.inner.stats.start_anywhere(Operation::Touch);
         let result = match self.resolve(expiry) {
             Ttl::Expired => backend.delete(&full).await,
             ttl => backend.touch(&full, ttl.as_option()).await,
         };
+        self.record(Operation::Touch, start, &result, 0);
         self.finish(result, || false)
     }
 
@@ -189,10 +219,12 @@ impl Cache {
             return self.incr(key, delta);
         };
         let key = key.into();
+        let start = self.inner.stats.start_anywhere(Operation::Incr);
         let result = match self.make_key(key) {
             Ok(full) => backend.incr(&full, delta).await,
             Err(e) => Err(e),
         };
+        self.record(Operation::Incr, start, &result, 0);
         self.answer_incr(key, result)
     }
 
@@ -218,8 +250,9 @@ impl Cache {
         };
         let (bytes, ends) = self.full_keys(keys)?;
         let full = Self::split_keys(&bytes, &ends);
+        let start = self.inner.stats.start_anywhere(Operation::GetMany);
         let found = backend.get_many(&full).await;
-        self.answer_get_many(&full, found)
+        self.answer_get_many(&full, found, start)
     }
 
     /// [`Cache::set_many`], awaitable: one bulk call to the backend.
@@ -247,7 +280,9 @@ impl Cache {
         };
         let (bytes, ends) = self.set_many_full_keys(items)?;
         let full = Self::split_keys(&bytes, &ends);
-        let result = match self.resolve(expiry) {
+        let start = self.inner.stats.start_anywhere(Operation::SetMany);
+        let ttl = self.resolve(expiry);
+        let result = match ttl {
             Ttl::Expired => backend.delete_many(&full).await.map(|_| Vec::new()),
             ttl => {
                 let sealed = self.seal_many(&full, items);
@@ -258,6 +293,7 @@ impl Cache {
                 r
             }
         };
+        self.record_set_many(start, items, ttl, &result);
         self.finish(result, || (0..items.len()).collect())
     }
 
@@ -274,7 +310,9 @@ impl Cache {
         };
         let (bytes, ends) = self.full_keys(keys)?;
         let full = Self::split_keys(&bytes, &ends);
+        let start = self.inner.stats.start_anywhere(Operation::DeleteMany);
         let result = backend.delete_many(&full).await;
+        self.record(Operation::DeleteMany, start, &result, 0);
         self.answer_delete_many(result)
     }
 
@@ -310,7 +348,9 @@ impl Cache {
         let Some(backend) = self.awaited() else {
             return self.clear();
         };
+        let start = self.inner.stats.start_anywhere(Operation::Clear);
         let result = backend.clear(&self.clear_prefix()).await;
+        self.record(Operation::Clear, start, &result, 0);
         self.finish(result, || ())
     }
 
