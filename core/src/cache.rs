@@ -28,6 +28,10 @@ mod lock;
 
 pub use lock::{Lock, LockGuard, LockOptions};
 
+mod tags;
+
+pub use tags::{check_tags, TagStamp, MAX_TAGS, MAX_TAG_LEN, TAG_MAGIC};
+
 /// The default TTL of a cache when none is configured: 300 seconds, Django's default.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
 /// The largest value a cache stores unless configured otherwise: 64 MiB.
@@ -839,7 +843,8 @@ impl Cache {
             .inner
             .backend
             .get(full)
-            .and_then(|v| self.open_value(full, v));
+            .and_then(|v| self.open_value(full, v))
+            .and_then(|v| self.check_tags(v));
         self.finish(found, || None)
     }
 
@@ -907,7 +912,7 @@ impl Cache {
     pub fn get<'k>(&self, key: impl Into<Key<'k>>) -> Result<Option<Value>> {
         self.answer_get(self.with_key(key.into(), |k| {
             let found = self.inner.backend.get(k)?;
-            self.open_value(k, found)
+            self.check_tags(self.open_value(k, found)?)
         }))
     }
 
@@ -1066,8 +1071,24 @@ impl Cache {
     pub fn get_many_keys(&self, keys: &[Key<'_>]) -> Result<Vec<Option<Value>>> {
         let (bytes, ends) = self.full_keys(keys)?;
         let full = Self::split_keys(&bytes, &ends);
-        let found = self.inner.backend.get_many(&full);
+        let found = self
+            .open_many(&full, self.inner.backend.get_many(&full))
+            .and_then(|values| self.check_tags_many(values));
         self.answer_get_many(&full, found)
+    }
+
+    /// The values a bulk read found, opened (signature, compression).
+    fn open_many(
+        &self,
+        full: &[&[u8]],
+        found: Result<Vec<Option<Value>>>,
+    ) -> Result<Vec<Option<Value>>> {
+        found.and_then(|values| {
+            full.iter()
+                .zip(values)
+                .map(|(k, v)| self.open_value(k, v))
+                .collect()
+        })
     }
 
     fn answer_get_many(
@@ -1075,12 +1096,6 @@ impl Cache {
         full: &[&[u8]],
         found: Result<Vec<Option<Value>>>,
     ) -> Result<Vec<Option<Value>>> {
-        let found = found.and_then(|values| {
-            full.iter()
-                .zip(values)
-                .map(|(k, v)| self.open_value(k, v))
-                .collect()
-        });
         let result = self.finish(found, || vec![None; full.len()]);
         if let Ok(values) = &result {
             let hits = values.iter().filter(|v| v.is_some()).count() as u64;

@@ -1,0 +1,189 @@
+//! Tags across cache handles that share a store (as processes do), on tiered caches whose
+//! L1s share an L2 and a bus, and under a real race between a loader and an invalidation.
+//! The per-scheme behaviour (sync and async) is in the contract suite (`contract/tags.rs`).
+
+use polycache::{Cache, Expiry, LocalBus};
+use polycache_testkit::{eventually, TempDir};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// Generous: a loaded shared machine may be slow, and a test never asserts on time.
+const PATIENCE: Duration = Duration::from_secs(5);
+
+fn text(v: Option<polycache::Value>) -> Option<String> {
+    v.map(|v| String::from_utf8_lossy(&v).into_owned())
+}
+
+/// Two handles on one store: what one invalidates, the other no longer serves.
+fn two_handles(url: &str) {
+    let a = Cache::builder(url).key_prefix("xh").build().unwrap();
+    let b = Cache::builder(url).key_prefix("xh").build().unwrap();
+    a.set_tagged("page", b"v1", Expiry::Never, &["product:42"])
+        .unwrap();
+    a.set("plain", b"p", Expiry::Never).unwrap();
+    assert_eq!(text(b.get("page").unwrap()).as_deref(), Some("v1"), "{url}");
+    assert!(b.invalidate_tags(&["product:42"]).unwrap());
+    assert_eq!(a.get("page").unwrap(), None, "{url}");
+    assert_eq!(b.get("page").unwrap(), None, "{url}");
+    assert_eq!(text(a.get("plain").unwrap()).as_deref(), Some("p"), "{url}");
+    // A handle that stamps after the invalidation stores a value both serve.
+    b.set_tagged("page", b"v2", Expiry::Never, &["product:42"])
+        .unwrap();
+    assert_eq!(text(a.get("page").unwrap()).as_deref(), Some("v2"), "{url}");
+}
+
+#[cfg(feature = "sqlite")]
+#[test]
+fn handles_sharing_sqlite() {
+    let dir = TempDir::new("tags-sqlite");
+    two_handles(&format!("sqlite://{}/c.db", dir.path().display()));
+}
+
+#[cfg(feature = "file")]
+#[test]
+fn handles_sharing_a_directory() {
+    let dir = TempDir::new("tags-file");
+    two_handles(&format!("file://{}", dir.path().display()));
+}
+
+#[cfg(feature = "redis")]
+#[test]
+fn handles_sharing_redis() {
+    let redis = polycache_testkit::RedisServer::start().unwrap();
+    two_handles(&redis.url());
+}
+
+#[cfg(feature = "memcached")]
+#[test]
+fn handles_sharing_memcached() {
+    let mc = polycache_testkit::MemcachedServer::start().unwrap();
+    two_handles(&mc.url());
+}
+
+/// Two tiered caches whose L1s share an L2 and a bus: an invalidation made through one
+/// reaches the other's L1, which would otherwise keep serving its copy for `l1_timeout`.
+#[cfg(feature = "memory")]
+#[test]
+fn tiered_l1s_drop_invalidated_entries() {
+    let bus = LocalBus::new();
+    let open = || {
+        Cache::builder_tiered("memory://", "memory://tags-tiered-l2")
+            .bus(bus.clone())
+            .l1_timeout(Some(Duration::from_secs(600)))
+            .key_prefix("tt")
+            .build()
+            .unwrap()
+    };
+    let (a, b) = (open(), open());
+    a.set_tagged("page", b"v1", Expiry::Never, &["t"]).unwrap();
+    // Now in both L1s, with the tag's version.
+    assert_eq!(text(a.get("page").unwrap()).as_deref(), Some("v1"));
+    assert_eq!(text(b.get("page").unwrap()).as_deref(), Some("v1"));
+    b.invalidate_tags(&["t"]).unwrap();
+    assert_eq!(a.get("page").unwrap(), None);
+    assert_eq!(b.get("page").unwrap(), None);
+}
+
+/// The same over Redis pub/sub, the bus processes use.
+#[cfg(feature = "redis")]
+#[test]
+fn tiered_l1s_over_redis_drop_invalidated_entries() {
+    let redis = polycache_testkit::RedisServer::start().unwrap();
+    let open = || {
+        let bus = polycache::RedisBus::open(&redis.url(), "tags").unwrap();
+        Cache::builder_tiered("memory://", &redis.url())
+            .bus(bus)
+            .l1_timeout(Some(Duration::from_secs(600)))
+            .key_prefix("tr")
+            .build()
+            .unwrap()
+    };
+    let (a, b) = (open(), open());
+    a.set_tagged("page", b"v1", Expiry::Never, &["t"]).unwrap();
+    assert_eq!(text(a.get("page").unwrap()).as_deref(), Some("v1"));
+    assert_eq!(text(b.get("page").unwrap()).as_deref(), Some("v1"));
+    a.invalidate_tags(&["t"]).unwrap();
+    assert_eq!(a.get("page").unwrap(), None);
+    assert!(
+        eventually(PATIENCE, || b.get("page").unwrap().is_none()),
+        "b's L1 still serves an invalidated entry"
+    );
+}
+
+/// A loader running on one thread while another invalidates the tag: the stored entry
+/// carries the version read before the loader ran, and reads as a miss.
+#[cfg(feature = "memory")]
+#[test]
+fn an_entry_computed_across_an_invalidation_is_never_served() {
+    let cache = Cache::open("memory://").unwrap();
+    cache
+        .set_tagged("warm", b"x", Expiry::Never, &["t"])
+        .unwrap();
+    let (started_tx, started_rx) = mpsc::channel();
+    let (go_tx, go_rx) = mpsc::channel::<()>();
+    std::thread::scope(|s| {
+        let cache = &cache;
+        let loader = s.spawn(move || {
+            cache.get_or_set_with_tags(
+                "page",
+                move || {
+                    started_tx.send(()).unwrap();
+                    go_rx.recv().unwrap();
+                    Ok(b"computed from old data".to_vec())
+                },
+                Expiry::Never,
+                &["t"],
+            )
+        });
+        started_rx.recv().unwrap();
+        cache.invalidate_tags(&["t"]).unwrap();
+        go_tx.send(()).unwrap();
+        assert_eq!(
+            text(Some(loader.join().unwrap().unwrap())).as_deref(),
+            Some("computed from old data")
+        );
+    });
+    assert_eq!(cache.get("page").unwrap(), None);
+    assert_eq!(cache.get("warm").unwrap(), None);
+    // The next caller computes afresh, and that value is served.
+    let v = cache
+        .get_or_set_with_tags("page", || Ok(b"new".to_vec()), Expiry::Never, &["t"])
+        .unwrap();
+    assert_eq!(&*v, b"new");
+    assert_eq!(text(cache.get("page").unwrap()).as_deref(), Some("new"));
+}
+
+/// A signed cache signs tagged entries and tag versions alike, and still checks tags.
+#[cfg(feature = "memory")]
+#[test]
+fn signed_and_compressed_tagged_entries() {
+    let cache = Cache::builder("memory://")
+        .signing_key("k")
+        .compress_min_size(Some(16))
+        .build()
+        .unwrap();
+    let big = vec![b'z'; 4096];
+    cache
+        .set_tagged("big", &big, Expiry::Never, &["t"])
+        .unwrap();
+    assert_eq!(cache.get("big").unwrap().as_deref(), Some(&big[..]));
+    cache.invalidate_tags(&["t"]).unwrap();
+    assert_eq!(cache.get("big").unwrap(), None);
+}
+
+/// An evicted tag version reads as an invalidation: the safe direction.
+#[cfg(feature = "memory")]
+#[test]
+fn a_lost_tag_version_makes_its_entries_misses() {
+    let cache = Cache::builder("memory://")
+        .key_prefix("lost")
+        .build()
+        .unwrap();
+    cache
+        .set_tagged("page", b"v", Expiry::Never, &["t"])
+        .unwrap();
+    assert!(cache
+        .delete(polycache::Key::full("lost:__tag__:t"))
+        .unwrap());
+    assert_eq!(cache.get("page").unwrap(), None);
+}
