@@ -187,3 +187,62 @@ fn a_lost_tag_version_makes_its_entries_misses() {
         .unwrap());
     assert_eq!(cache.get("page").unwrap(), None);
 }
+
+/// A job's values carry the job's tags: an invalidation makes the next `get` fetch again.
+#[cfg(feature = "memory")]
+#[test]
+fn job_values_carry_the_jobs_tags() {
+    use polycache::{CacheStatus, Job, JobOptions};
+    let job = Job::new(
+        Cache::open("memory://").unwrap(),
+        JobOptions::default().tags(["report"]),
+    );
+    static FETCHES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let fetch = || {
+        let n = FETCHES.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(format!("v{n}").into_bytes())
+    };
+    assert_eq!(job.get("r", fetch).unwrap().status, CacheStatus::Miss);
+    let hit = job.get("r", fetch).unwrap();
+    assert_eq!(
+        (hit.status, hit.value.as_deref()),
+        (CacheStatus::Hit, Some(&b"v0"[..]))
+    );
+    job.cache().invalidate_tags(&["report"]).unwrap();
+    let again = job.get("r", fetch).unwrap();
+    assert_eq!(
+        (again.status, again.value.as_deref()),
+        (CacheStatus::Miss, Some(&b"v1"[..]))
+    );
+    assert!(job.set("s", b"set", None).unwrap());
+    job.cache().invalidate_tags(&["report"]).unwrap();
+    assert_eq!(job.cache().get("s").unwrap(), None);
+}
+
+/// [`polycache::Job`]'s async side stamps its values too.
+#[cfg(feature = "memory")]
+#[tokio::test(flavor = "current_thread")]
+async fn async_job_values_carry_the_jobs_tags() {
+    use polycache::{CacheStatus, Job, JobOptions};
+    let job = Job::new(
+        Cache::open("memory://").unwrap(),
+        JobOptions::default().tags(["report"]),
+    );
+    let fetch = || async { Ok(b"v".to_vec()) };
+    assert_eq!(
+        job.get_async("r", fetch).await.unwrap().status,
+        CacheStatus::Miss
+    );
+    assert_eq!(
+        job.get_async("r", fetch).await.unwrap().status,
+        CacheStatus::Hit
+    );
+    job.cache()
+        .invalidate_tags_async(&["report"])
+        .await
+        .unwrap();
+    assert_eq!(
+        job.get_async("r", fetch).await.unwrap().status,
+        CacheStatus::Miss
+    );
+}
