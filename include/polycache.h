@@ -2072,6 +2072,38 @@ polycache_result polycache_cache_redis_command_start(const struct polycache_cach
                                                      struct polycache_error **error_out);
 
 /**
+ * Stores the `len` bytes at `value` under `key`, carrying the `n_tags` tags in `tags`:
+ * `polycache_cache_invalidate_tags` of any of them makes the entry a miss.
+ *
+ * The tags' current versions are read now (one extra round trip). `ttl_ms` is as for
+ * `polycache_cache_set`. A tag must be non-empty, at most 200 bytes, and an entry carries at
+ * most 64 (`POLYCACHE_RESULT_INVALID_KEY` otherwise, nothing stored); `n_tags` 0 is a plain
+ * `polycache_cache_set`. `tags` may be NULL only when `n_tags` is 0. Answers
+ * `POLYCACHE_RESULT_NOT_STORED` only when the cache fails open and the backend was
+ * unreachable.
+ */
+polycache_result polycache_cache_set_tagged(const struct polycache_cache *cache,
+                                            const char *key,
+                                            const uint8_t *value,
+                                            size_t len,
+                                            int64_t ttl_ms,
+                                            const char *const *tags,
+                                            size_t n_tags,
+                                            struct polycache_error **error_out);
+
+/**
+ * Makes every entry carrying any of the `n_tags` tags in `tags` a miss, in every process
+ * sharing the backend: one write, whatever the number of entries.
+ *
+ * `tags` may be NULL only when `n_tags` is 0. Answers `POLYCACHE_RESULT_NOT_STORED` only
+ * when the cache fails open and the backend was unreachable.
+ */
+polycache_result polycache_cache_invalidate_tags(const struct polycache_cache *cache,
+                                                 const char *const *tags,
+                                                 size_t n_tags,
+                                                 struct polycache_error **error_out);
+
+/**
  * The bytes of `value`; `polycache_value_len` of them may be read.
  *
  * The pointer is owned by `value` and valid until `polycache_value_free(value)`; do not free
