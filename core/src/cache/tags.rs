@@ -267,7 +267,9 @@ impl Cache {
             }
             Ok(versions)
         })();
-        let versions = self.track(result)?;
+        // Failing open, an unreachable backend stamps unknown versions: the write that
+        // follows fails open too, and anything stored reads as a miss.
+        let versions = self.finish(result, || vec![None; tags.len()])?;
         Ok(stamp(&tags, versions))
     }
 
@@ -309,7 +311,9 @@ impl Cache {
             Ok(versions)
         }
         .await;
-        let versions = self.track(result)?;
+        // Failing open, an unreachable backend stamps unknown versions: the write that
+        // follows fails open too, and anything stored reads as a miss.
+        let versions = self.finish(result, || vec![None; tags.len()])?;
         Ok(stamp(&tags, versions))
     }
 
@@ -459,14 +463,7 @@ impl Cache {
         version: Option<i64>,
         tags: &[&str],
     ) -> Result<Vec<usize>> {
-        let stamp = self.tag_stamp(tags)?;
-        let wrapped: Vec<Cow<'_, [u8]>> = items.iter().map(|(_, v)| stamp.wrap(v)).collect();
-        let items: Vec<(&str, &[u8])> = items
-            .iter()
-            .zip(&wrapped)
-            .map(|((k, _), v)| (*k, &**v))
-            .collect();
-        self.set_many(&items, expiry, version)
+        self.set_many_keys_tagged(&Self::keyed_items(items, version), expiry, tags)
     }
 
     /// [`Cache::set_many_tagged`], awaitable.
@@ -477,14 +474,78 @@ impl Cache {
         version: Option<i64>,
         tags: &[&str],
     ) -> Result<Vec<usize>> {
-        let stamp = self.tag_stamp_async(tags).await?;
-        let wrapped: Vec<Cow<'_, [u8]>> = items.iter().map(|(_, v)| stamp.wrap(v)).collect();
-        let items: Vec<(&str, &[u8])> = items
+        self.set_many_keys_tagged_async(&Self::keyed_items(items, version), expiry, tags)
+            .await
+    }
+
+    fn keyed_items<'a>(
+        items: &[(&'a str, &'a [u8])],
+        version: Option<i64>,
+    ) -> Vec<(Key<'a>, &'a [u8])> {
+        items
             .iter()
-            .zip(&wrapped)
-            .map(|((k, _), v)| (*k, &**v))
-            .collect();
-        self.set_many_async(&items, expiry, version).await
+            .map(|(k, v)| (Key::new(k).maybe_version(version), *v))
+            .collect()
+    }
+
+    /// [`Cache::set_many_tagged`] of keys that each carry their own version, or are full
+    /// keys ([`Key::full`]).
+    pub fn set_many_keys_tagged(
+        &self,
+        items: &[(Key<'_>, &[u8])],
+        expiry: Expiry,
+        tags: &[&str],
+    ) -> Result<Vec<usize>> {
+        let stamp = self.tag_stamp(tags)?;
+        let wrapped = Self::stamped_items(items, &stamp);
+        self.set_many_keys(&Self::item_refs(&wrapped), expiry)
+    }
+
+    /// [`Cache::set_many_keys_tagged`], awaitable.
+    pub async fn set_many_keys_tagged_async(
+        &self,
+        items: &[(Key<'_>, &[u8])],
+        expiry: Expiry,
+        tags: &[&str],
+    ) -> Result<Vec<usize>> {
+        let stamp = self.tag_stamp_async(tags).await?;
+        let wrapped = Self::stamped_items(items, &stamp);
+        self.set_many_keys_async(&Self::item_refs(&wrapped), expiry)
+            .await
+    }
+
+    fn stamped_items<'a>(
+        items: &[(Key<'a>, &'a [u8])],
+        stamp: &TagStamp,
+    ) -> Vec<(Key<'a>, Cow<'a, [u8]>)> {
+        items.iter().map(|(k, v)| (*k, stamp.wrap(v))).collect()
+    }
+
+    fn item_refs<'a>(items: &'a [(Key<'a>, Cow<'a, [u8]>)]) -> Vec<(Key<'a>, &'a [u8])> {
+        items.iter().map(|(k, v)| (*k, &**v)).collect()
+    }
+
+    /// Stores `value` under `key` only if absent, with the tag versions of `stamp`; true
+    /// when it stored. An invalidated entry is present to `add` (it is a miss to `get`).
+    pub fn add_stamped<'k>(
+        &self,
+        key: impl Into<Key<'k>>,
+        value: &[u8],
+        expiry: Expiry,
+        stamp: &TagStamp,
+    ) -> Result<bool> {
+        self.add(key, &stamp.wrap(value), expiry)
+    }
+
+    /// [`Cache::add_stamped`], awaitable.
+    pub async fn add_stamped_async<'k>(
+        &self,
+        key: impl Into<Key<'k>>,
+        value: &[u8],
+        expiry: Expiry,
+        stamp: &TagStamp,
+    ) -> Result<bool> {
+        self.add_async(key, &stamp.wrap(value), expiry).await
     }
 
     /// [`Cache::get_or_set`] whose stored value carries `tags`, their versions read before
