@@ -169,6 +169,16 @@ impl StoreMode {
             )),
         }
     }
+
+    /// `set(tags=)` is a plain `set` only.
+    pub(crate) fn refuse_tags(self) -> PyResult<()> {
+        match self {
+            StoreMode::Always => Ok(()),
+            _ => Err(pyo3::exceptions::PyValueError::new_err(
+                "set() takes tags= without nx=True or xx=True",
+            )),
+        }
+    }
 }
 
 /// A timeout in milliseconds (`pexpire`), read as [`TimeoutArg`] reads seconds.

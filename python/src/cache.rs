@@ -10,7 +10,7 @@ use crate::awaitable::raising_on_await;
 use crate::errors::{self, ResultExt};
 use crate::loader;
 use crate::logbridge::detach;
-use crate::ops::{Core, Decoder, Deliver, How, KeyMode, KeyOp, Op, Reply, RequestRef};
+use crate::ops::{Core, Decoder, Deliver, How, KeyMode, KeyOp, Op, Reply, RequestRef, TaggedWrite};
 use crate::serializer::{Format, Serialized};
 use crate::tags::PyTagStamp;
 use polycache::{CacheConfig, Expiry, Key};
@@ -139,7 +139,9 @@ impl PyCache {
         let mode = StoreMode::of(nx, xx)?;
         match tags {
             Some(tags) if !tags.0.is_empty() => {
-                Self::store_tagged(slf, how, mode, (key, value), timeout, version, &tags)
+                mode.refuse_tags()?;
+                let write = TaggedWrite::Tags(&tags);
+                Self::store_tagged(slf, how, (key, value), timeout, version, write)
             }
             _ => Self::store(slf, how, mode, (key, value), timeout, version),
         }
@@ -415,28 +417,21 @@ impl PyCache {
         Self::one_key(slf, how, key, op, version)
     }
 
-    /// `set(..., tags=[...])`: only a plain `set` takes tags.
-    #[allow(clippy::too_many_arguments)]
+    /// A tagged write of one value (`set(tags=)`, `_set_stamped`).
     fn store_tagged<'py>(
         slf: &Bound<'py, Self>,
         how: How,
-        mode: StoreMode,
         (key, value): (&Bound<'py, PyAny>, &Bound<'py, PyAny>),
         timeout: TimeoutArg,
         version: Option<i64>,
-        tags: &TagsArg,
+        write: TaggedWrite<'_>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        if !matches!(mode, StoreMode::Always) {
-            return Err(pyo3::exceptions::PyValueError::new_err(
-                "set() takes tags= without nx=True or xx=True",
-            ));
-        }
         let this = slf.get();
         let name = key_str(key)?;
         let mut encoded = Serialized::new(this.core.decoder.format);
         encoded.encode(value)?;
-        let op = Op::SetTagged(name, encoded.as_bytes(), timeout.0, tags.texts());
-        this.keyed(slf.py(), how, op, version, Deliver::Flag)
+        let (op, deliver) = write.op(name, encoded.as_bytes(), timeout.0, Deliver::Flag);
+        this.keyed(slf.py(), how, op, version, deliver)
     }
 
     fn do_invalidate_tags<'py>(
@@ -468,12 +463,8 @@ impl PyCache {
         stamp: PyRef<'py, PyTagStamp>,
         add: bool,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let this = slf.get();
-        let name = key_str(key)?;
-        let mut encoded = Serialized::new(this.core.decoder.format);
-        encoded.encode(value)?;
-        let op = Op::SetStamped(name, encoded.as_bytes(), timeout.0, stamp.0.clone(), add);
-        this.keyed(slf.py(), how, op, version, Deliver::Flag)
+        let write = TaggedWrite::Stamp(stamp.0.clone(), add);
+        Self::store_tagged(slf, how, (key, value), timeout, version, write)
     }
 
     fn do_persist<'py>(

@@ -21,7 +21,9 @@ use crate::args::{
 };
 use crate::awaitable;
 use crate::cache::{negated, open};
-use crate::ops::{pickle_error, Core, Decoder, Deliver, How, KeyMode, KeyOp, Op, RequestRef};
+use crate::ops::{
+    pickle_error, Core, Decoder, Deliver, How, KeyMode, KeyOp, Op, RequestRef, TaggedWrite,
+};
 use crate::serializer::Serialized;
 use crate::tags::PyTagStamp;
 use polycache::{CacheConfig, Expiry};
@@ -438,11 +440,7 @@ impl DjangoCache {
         let mode = StoreMode::of(nx, xx)?;
         match tags {
             Some(tags) if !tags.0.is_empty() => {
-                if !matches!(mode, StoreMode::Always) {
-                    return Err(pyo3::exceptions::PyValueError::new_err(
-                        "set() takes tags= without nx=True or xx=True",
-                    ));
-                }
+                mode.refuse_tags()?;
                 let write = TaggedWrite::Tags(&tags);
                 Self::store_with(slf, how, (key, value), timeout, version, write)
             }
@@ -465,17 +463,12 @@ impl DjangoCache {
         let mode = this.mode(version);
         let made = this.make(slf, key, mode, version)?;
         let encoded = encode(&this.core, value)?;
-        let (name, bytes) = (made_text(&made), encoded.as_bytes());
-        let (op, deliver) = match write {
-            TaggedWrite::Tags(tags) => (
-                Op::SetTagged(name, bytes, expiry, tags.texts()),
-                Deliver::Nothing,
-            ),
-            TaggedWrite::Stamp(stamp, add) => (
-                Op::SetStamped(name, bytes, expiry, stamp, add),
-                Deliver::Flag,
-            ),
-        };
+        let (op, deliver) = write.op(
+            made_text(&made),
+            encoded.as_bytes(),
+            expiry,
+            Deliver::Nothing,
+        );
         this.answer(py, how, op, mode, deliver)
     }
 
@@ -1156,14 +1149,6 @@ twins! {
         }
     }
 }
-}
-
-/// What a tagged write of the Django face carries.
-enum TaggedWrite<'t> {
-    /// `set(tags=)`: the versions are read at the write.
-    Tags(&'t TagsArg),
-    /// `_set_stamped`: versions read earlier; `add` when the flag is true.
-    Stamp(polycache::TagStamp, bool),
 }
 
 #[inline]

@@ -494,6 +494,38 @@ impl<S: AsRef<str>, B: AsRef<[u8]>> Request<S, B> {
     }
 }
 
+/// A tagged write of one value, as both faces make it: `set(tags=)` (the versions read at
+/// the write) or `_set_stamped` (read earlier; `add` when the flag is true).
+pub(crate) enum TaggedWrite<'t> {
+    Tags(&'t crate::args::TagsArg),
+    Stamp(TagStamp, bool),
+}
+
+impl<'t> TaggedWrite<'t> {
+    /// The operation on the encoded value `bytes` of `name`, and how it answers: a
+    /// `set(tags=)` as the face's `set` does (`set_answer`), a stamped write with a flag.
+    pub(crate) fn op<'a>(
+        self,
+        name: &'a str,
+        bytes: &'a [u8],
+        expiry: Expiry,
+        set_answer: Deliver,
+    ) -> (Op<&'a str, &'a [u8]>, Deliver)
+    where
+        't: 'a,
+    {
+        match self {
+            TaggedWrite::Tags(tags) => {
+                (Op::SetTagged(name, bytes, expiry, tags.texts()), set_answer)
+            }
+            TaggedWrite::Stamp(stamp, add) => (
+                Op::SetStamped(name, bytes, expiry, stamp, add),
+                Deliver::Flag,
+            ),
+        }
+    }
+}
+
 /// The tags of a request as the core takes them.
 fn texts<S: AsRef<str>>(tags: &[S]) -> Vec<&str> {
     tags.iter().map(AsRef::as_ref).collect()
