@@ -366,7 +366,8 @@ typedef void (*polycache_log_callback)(void *user_data,
  * Which non-blocking call a completion answers: `POLYCACHE_OP_GET`, `POLYCACHE_OP_SET`,
  * `POLYCACHE_OP_DELETE`, `POLYCACHE_OP_INCR`, `POLYCACHE_OP_GET_MANY`,
  * `POLYCACHE_OP_SET_MANY`, `POLYCACHE_OP_TTL`, `POLYCACHE_OP_INCR_OR_CREATE`, then the
- * django-redis operations (`POLYCACHE_OP_ADD` to `POLYCACHE_OP_LOCK_REACQUIRE`). Values are
+ * django-redis operations (`POLYCACHE_OP_ADD` to `POLYCACHE_OP_LOCK_REACQUIRE`), then
+ * tags (`POLYCACHE_OP_SET_TAGGED`, `POLYCACHE_OP_INVALIDATE_TAGS`). Values are
  * stable; new operations are only ever appended.
  */
 typedef uint32_t polycache_op;
@@ -619,6 +620,16 @@ typedef uint32_t polycache_redis_kind;
  * `polycache_lock_reacquire_start`.
  */
 #define POLYCACHE_OP_LOCK_REACQUIRE 22
+
+/**
+ * `polycache_cache_set_tagged_start`.
+ */
+#define POLYCACHE_OP_SET_TAGGED 23
+
+/**
+ * `polycache_cache_invalidate_tags_start`.
+ */
+#define POLYCACHE_OP_INVALIDATE_TAGS 24
 
 /**
  * Success; outputs were written.
@@ -2102,6 +2113,41 @@ polycache_result polycache_cache_invalidate_tags(const struct polycache_cache *c
                                                  const char *const *tags,
                                                  size_t n_tags,
                                                  struct polycache_error **error_out);
+
+/**
+ * Starts `polycache_cache_set_tagged(cache, key, value, len, ttl_ms, tags, n_tags)` without
+ * blocking; its completion (`POLYCACHE_OP_SET_TAGGED`) arrives on `queue` with `user_data`.
+ *
+ * The completion's `result` is `OK`, `NOT_STORED` (a `fail_open` cache whose backend is
+ * unreachable), or an error (`INVALID_KEY` for a bad tag, `CONNECTION`, …) with its
+ * `error`. The key, the `len` bytes and the tags are copied. Start codes, inline completion
+ * and threads are as for `polycache_cache_get_start`.
+ */
+polycache_result polycache_cache_set_tagged_start(const struct polycache_cache *cache,
+                                                  const struct polycache_queue *queue,
+                                                  const char *key,
+                                                  const uint8_t *value,
+                                                  size_t len,
+                                                  int64_t ttl_ms,
+                                                  const char *const *tags,
+                                                  size_t n_tags,
+                                                  void *user_data,
+                                                  struct polycache_error **error_out);
+
+/**
+ * Starts `polycache_cache_invalidate_tags(cache, tags, n_tags)` without blocking; its
+ * completion (`POLYCACHE_OP_INVALIDATE_TAGS`) arrives on `queue` with `user_data`.
+ *
+ * The completion's `result` is `OK`, `NOT_STORED` (a `fail_open` cache whose backend is
+ * unreachable), or an error with its `error`. The tags are copied. Start codes, inline
+ * completion and threads are as for `polycache_cache_get_start`.
+ */
+polycache_result polycache_cache_invalidate_tags_start(const struct polycache_cache *cache,
+                                                       const struct polycache_queue *queue,
+                                                       const char *const *tags,
+                                                       size_t n_tags,
+                                                       void *user_data,
+                                                       struct polycache_error **error_out);
 
 /**
  * The bytes of `value`; `polycache_value_len` of them may be read.

@@ -91,7 +91,7 @@ threads_ops() {
 
 # What runs before program $1: testkit's with-servers for the one that needs servers.
 servers_for() {
-    [[ "$1" == test_queue || "$1" == test_structures || "$1" == test_starts ]] && echo "$with_servers"
+    [[ "$1" == test_queue || "$1" == test_structures || "$1" == test_starts || "$1" == test_tags ]] && echo "$with_servers"
     return 0
 }
 
