@@ -30,6 +30,8 @@ pub use lock::{Lock, LockGuard, LockOptions};
 
 mod tags;
 
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) use tags::fuzz_tag_header;
 pub use tags::{check_tags, TagStamp, MAX_TAGS, MAX_TAG_LEN, TAG_MAGIC};
 
 /// The default TTL of a cache when none is configured: 300 seconds, Django's default.

@@ -747,6 +747,27 @@ fn current_many(
         .collect()
 }
 
+/// The tag header parser on arbitrary stored bytes (fuzzed with the envelope, see
+/// `crate::fuzzing::envelope`): it never panics, its payload offset lies inside the bytes,
+/// and a header whose tags are text re-encodes to the very same bytes.
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) fn fuzz_tag_header(data: &[u8]) {
+    match parse(data) {
+        Parsed::Plain => assert!(!is_tagged(data)),
+        Parsed::Corrupt => assert!(is_tagged(data)),
+        Parsed::Tagged(pairs, offset) => {
+            assert!(offset <= data.len());
+            let text: Option<Vec<(String, u64)>> = pairs
+                .iter()
+                .map(|(t, v)| std::str::from_utf8(t).ok().map(|t| (t.to_owned(), *v)))
+                .collect();
+            if let Some(pairs) = text {
+                assert_eq!(TagStamp { pairs }.wrap(&data[offset..]), data);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
