@@ -102,12 +102,48 @@ fn tiered_l1s_over_redis_drop_invalidated_entries() {
     a.set_tagged("page", b"v1", Expiry::Never, &["t"]).unwrap();
     assert_eq!(text(a.get("page").unwrap()).as_deref(), Some("v1"));
     assert_eq!(text(b.get("page").unwrap()).as_deref(), Some("v1"));
+    // Now b's L1 holds the entry and its tag's version: its hits read nothing from Redis.
+    let before = redis_reads(&redis);
+    for _ in 0..3 {
+        assert_eq!(text(b.get("page").unwrap()).as_deref(), Some("v1"));
+    }
+    assert_eq!(
+        redis_reads(&redis),
+        before,
+        "an L1 hit of a tagged entry made a round trip"
+    );
+    // A cache without L1 reads the entry and the version from Redis: the count sees them.
+    let plain = Cache::builder(&redis.url())
+        .key_prefix("tr")
+        .build()
+        .unwrap();
+    assert_eq!(text(plain.get("page").unwrap()).as_deref(), Some("v1"));
+    assert!(redis_reads(&redis) >= before + 2);
     a.invalidate_tags(&["t"]).unwrap();
     assert_eq!(a.get("page").unwrap(), None);
     assert!(
         eventually(PATIENCE, || b.get("page").unwrap().is_none()),
         "b's L1 still serves an invalidated entry"
     );
+}
+
+/// How many read commands the Redis server has run (`INFO commandstats`).
+#[cfg(feature = "redis")]
+fn redis_reads(redis: &polycache_testkit::RedisServer) -> u64 {
+    let info = redis.command(&["INFO", "commandstats"]).unwrap();
+    [
+        "cmdstat_get",
+        "cmdstat_mget",
+        "cmdstat_evalsha",
+        "cmdstat_eval",
+    ]
+    .iter()
+    .filter_map(|name| polycache_testkit::info_field(&info, name))
+    .filter_map(|stats| {
+        let calls = stats.split(',').next()?.strip_prefix("calls=")?;
+        calls.parse::<u64>().ok()
+    })
+    .sum()
 }
 
 /// A loader running on one thread while another invalidates the tag: the stored entry
