@@ -377,7 +377,8 @@ typedef void (*polycache_log_callback)(void *user_data,
  * Which non-blocking call a completion answers: `POLYCACHE_OP_GET`, `POLYCACHE_OP_SET`,
  * `POLYCACHE_OP_DELETE`, `POLYCACHE_OP_INCR`, `POLYCACHE_OP_GET_MANY`,
  * `POLYCACHE_OP_SET_MANY`, `POLYCACHE_OP_TTL`, `POLYCACHE_OP_INCR_OR_CREATE`, then the
- * django-redis operations (`POLYCACHE_OP_ADD` to `POLYCACHE_OP_LOCK_REACQUIRE`). Values are
+ * django-redis operations (`POLYCACHE_OP_ADD` to `POLYCACHE_OP_LOCK_REACQUIRE`), then
+ * tags (`POLYCACHE_OP_SET_TAGGED`, `POLYCACHE_OP_INVALIDATE_TAGS`). Values are
  * stable; new operations are only ever appended.
  */
 typedef uint32_t polycache_op;
@@ -704,6 +705,16 @@ typedef uint32_t polycache_redis_kind;
  * `polycache_lock_reacquire_start`.
  */
 #define POLYCACHE_OP_LOCK_REACQUIRE 22
+
+/**
+ * `polycache_cache_set_tagged_start`.
+ */
+#define POLYCACHE_OP_SET_TAGGED 23
+
+/**
+ * `polycache_cache_invalidate_tags_start`.
+ */
+#define POLYCACHE_OP_INVALIDATE_TAGS 24
 
 /**
  * Success; outputs were written.
@@ -2261,6 +2272,73 @@ polycache_result polycache_cache_redis_command_start(const struct polycache_cach
                                                      struct polycache_redis_reply **reply_out,
                                                      void *user_data,
                                                      struct polycache_error **error_out);
+
+/**
+ * Stores the `len` bytes at `value` under `key`, carrying the `n_tags` tags in `tags`:
+ * `polycache_cache_invalidate_tags` of any of them makes the entry a miss.
+ *
+ * The tags' current versions are read now (one extra round trip). `ttl_ms` is as for
+ * `polycache_cache_set`. A tag must be non-empty, at most 200 bytes, and an entry carries at
+ * most 64 (`POLYCACHE_RESULT_INVALID_KEY` otherwise, nothing stored); `n_tags` 0 is a plain
+ * `polycache_cache_set`. `tags` may be NULL only when `n_tags` is 0. Answers
+ * `POLYCACHE_RESULT_NOT_STORED` only when the cache fails open and the backend was
+ * unreachable.
+ */
+polycache_result polycache_cache_set_tagged(const struct polycache_cache *cache,
+                                            const char *key,
+                                            const uint8_t *value,
+                                            size_t len,
+                                            int64_t ttl_ms,
+                                            const char *const *tags,
+                                            size_t n_tags,
+                                            struct polycache_error **error_out);
+
+/**
+ * Makes every entry carrying any of the `n_tags` tags in `tags` a miss, in every process
+ * sharing the backend: one write, whatever the number of entries.
+ *
+ * `tags` may be NULL only when `n_tags` is 0. Answers `POLYCACHE_RESULT_NOT_STORED` only
+ * when the cache fails open and the backend was unreachable.
+ */
+polycache_result polycache_cache_invalidate_tags(const struct polycache_cache *cache,
+                                                 const char *const *tags,
+                                                 size_t n_tags,
+                                                 struct polycache_error **error_out);
+
+/**
+ * Starts `polycache_cache_set_tagged(cache, key, value, len, ttl_ms, tags, n_tags)` without
+ * blocking; its completion (`POLYCACHE_OP_SET_TAGGED`) arrives on `queue` with `user_data`.
+ *
+ * The completion's `result` is `OK`, `NOT_STORED` (a `fail_open` cache whose backend is
+ * unreachable), or an error (`INVALID_KEY` for a bad tag, `CONNECTION`, …) with its
+ * `error`. The key, the `len` bytes and the tags are copied. Start codes, inline completion
+ * and threads are as for `polycache_cache_get_start`.
+ */
+polycache_result polycache_cache_set_tagged_start(const struct polycache_cache *cache,
+                                                  const struct polycache_queue *queue,
+                                                  const char *key,
+                                                  const uint8_t *value,
+                                                  size_t len,
+                                                  int64_t ttl_ms,
+                                                  const char *const *tags,
+                                                  size_t n_tags,
+                                                  void *user_data,
+                                                  struct polycache_error **error_out);
+
+/**
+ * Starts `polycache_cache_invalidate_tags(cache, tags, n_tags)` without blocking; its
+ * completion (`POLYCACHE_OP_INVALIDATE_TAGS`) arrives on `queue` with `user_data`.
+ *
+ * The completion's `result` is `OK`, `NOT_STORED` (a `fail_open` cache whose backend is
+ * unreachable), or an error with its `error`. The tags are copied. Start codes, inline
+ * completion and threads are as for `polycache_cache_get_start`.
+ */
+polycache_result polycache_cache_invalidate_tags_start(const struct polycache_cache *cache,
+                                                       const struct polycache_queue *queue,
+                                                       const char *const *tags,
+                                                       size_t n_tags,
+                                                       void *user_data,
+                                                       struct polycache_error **error_out);
 
 /**
  * The bytes of `value`; `polycache_value_len` of them may be read.

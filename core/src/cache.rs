@@ -29,6 +29,12 @@ mod lock;
 
 pub use lock::{Lock, LockGuard, LockOptions};
 
+mod tags;
+
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) use tags::fuzz_tag_header;
+pub use tags::{check_tags, TagStamp, MAX_TAGS, MAX_TAG_LEN, TAG_MAGIC};
+
 /// The default TTL of a cache when none is configured: 300 seconds, Django's default.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
 /// The largest value a cache stores unless configured otherwise: 64 MiB.
@@ -892,7 +898,8 @@ impl Cache {
             .inner
             .backend
             .get(full)
-            .and_then(|v| self.open_value(full, v));
+            .and_then(|v| self.open_value(full, v))
+            .and_then(|v| self.check_tags(v));
         self.finish(found, || None)
     }
 
@@ -966,7 +973,7 @@ impl Cache {
         let start = self.inner.stats.start(Operation::Get);
         let found = self.with_key(key.into(), |k| {
             let found = self.inner.backend.get(k)?;
-            self.open_value(k, found)
+            self.check_tags(self.open_value(k, found)?)
         });
         self.record(Operation::Get, start, &found, 0);
         self.answer_get(found)
@@ -1145,8 +1152,24 @@ impl Cache {
         let (bytes, ends) = self.full_keys(keys)?;
         let full = Self::split_keys(&bytes, &ends);
         let start = self.inner.stats.start(Operation::GetMany);
-        let found = self.inner.backend.get_many(&full);
+        let found = self
+            .open_many(&full, self.inner.backend.get_many(&full))
+            .and_then(|values| self.check_tags_many(values));
         self.answer_get_many(&full, found, start)
+    }
+
+    /// The values a bulk read found, opened (signature, compression).
+    fn open_many(
+        &self,
+        full: &[&[u8]],
+        found: Result<Vec<Option<Value>>>,
+    ) -> Result<Vec<Option<Value>>> {
+        found.and_then(|values| {
+            full.iter()
+                .zip(values)
+                .map(|(k, v)| self.open_value(k, v))
+                .collect()
+        })
     }
 
     fn answer_get_many(
@@ -1155,12 +1178,6 @@ impl Cache {
         found: Result<Vec<Option<Value>>>,
         start: Timer,
     ) -> Result<Vec<Option<Value>>> {
-        let found = found.and_then(|values| {
-            full.iter()
-                .zip(values)
-                .map(|(k, v)| self.open_value(k, v))
-                .collect()
-        });
         self.record(Operation::GetMany, start, &found, 0);
         let result = self.finish(found, || vec![None; full.len()]);
         if let Ok(values) = &result {

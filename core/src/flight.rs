@@ -10,7 +10,7 @@
 //! (released by a computing caller that failed, or expired with a caller that died). Every
 //! wait is bounded by `flight_timeout`, after which a waiter computes the value itself.
 
-use crate::cache::{Cache, Key};
+use crate::cache::{check_tags, Cache, Key, TagStamp};
 use crate::clock::unix_ms;
 use crate::envelope::{after_ms, Envelope};
 use crate::error::{Error, Result};
@@ -561,13 +561,30 @@ impl Cache {
     where
         F: FnOnce() -> Result<Vec<u8>>,
     {
+        self.load_tagged(key, loader, expiry, policy, current, &[])
+    }
+
+    /// [`Cache::load`] whose stored value carries `tags`, their versions read just before
+    /// `loader` runs (see [`Cache::get_or_set_with_tags`]).
+    pub fn load_tagged<'k, F>(
+        &self,
+        key: impl Into<Key<'k>>,
+        loader: F,
+        expiry: Expiry,
+        policy: &RefreshPolicy,
+        current: Option<Value>,
+        tags: &[&str],
+    ) -> Result<Value>
+    where
+        F: FnOnce() -> Result<Vec<u8>>,
+    {
         let full = self.make_key(key)?;
         if let Some(current) = current {
             // XFetch: this caller recomputes while the others keep reading the current value.
             let Some(guard) = self.flights().try_lead(&full) else {
                 return Ok(current);
             };
-            return match self.compute_and_store(&full, loader, expiry, policy) {
+            return match self.compute_and_store(&full, loader, expiry, policy, tags) {
                 Ok(v) => {
                     guard.complete(Some(v.clone()));
                     Ok(v)
@@ -580,10 +597,10 @@ impl Cache {
             };
         }
         if !policy.single_flight {
-            return self.compute_and_store(&full, loader, expiry, policy);
+            return self.compute_and_store(&full, loader, expiry, policy, tags);
         }
         self.single_flight(&full, policy, &|v| Some(payload(v)), || {
-            self.compute_and_store(&full, loader, expiry, policy)
+            self.compute_and_store(&full, loader, expiry, policy, tags)
         })
     }
 
@@ -657,13 +674,17 @@ impl Cache {
         loader: F,
         expiry: Expiry,
         policy: &RefreshPolicy,
+        tags: &[&str],
     ) -> Result<Value>
     where
         F: FnOnce() -> Result<Vec<u8>>,
     {
+        // The tags' versions are read before the value is computed: an invalidation while
+        // it is computed leaves it stamped with the old versions, a miss.
+        let stamp = self.tag_stamp(tags)?;
         let started = Instant::now();
         let bytes = loader()?;
-        self.store_computed(full, &bytes, expiry, policy, started.elapsed())?;
+        self.store_computed(full, &bytes, expiry, policy, started.elapsed(), &stamp)?;
         Ok(Value::from(bytes))
     }
 
@@ -691,8 +712,22 @@ impl Cache {
         policy: &RefreshPolicy,
         delta: Duration,
     ) -> Result<()> {
+        self.store_loaded_stamped(key, value, expiry, policy, delta, &TagStamp::default())
+    }
+
+    /// [`Cache::store_loaded`] with the tag versions of `stamp`, read with
+    /// [`Cache::tag_stamp`] before the value was computed.
+    pub fn store_loaded_stamped<'k>(
+        &self,
+        key: impl Into<Key<'k>>,
+        value: &[u8],
+        expiry: Expiry,
+        policy: &RefreshPolicy,
+        delta: Duration,
+        stamp: &TagStamp,
+    ) -> Result<()> {
         let full = self.make_key(key)?;
-        self.store_computed(&full, value, expiry, policy, delta)
+        self.store_computed(&full, value, expiry, policy, delta, stamp)
     }
 
     fn store_computed(
@@ -702,10 +737,50 @@ impl Cache {
         expiry: Expiry,
         policy: &RefreshPolicy,
         delta: Duration,
+        stamp: &TagStamp,
     ) -> Result<()> {
         let (ttl, wrapped) = self.computed(bytes, expiry, policy, delta);
-        self.full_set(full, wrapped.as_deref().unwrap_or(bytes), ttl)?;
+        self.full_set(full, &stamp.wrap(wrapped.as_deref().unwrap_or(bytes)), ttl)?;
         Ok(())
+    }
+
+    /// [`Cache::get_or_set_with`] whose stored value carries `tags`: their versions are read
+    /// just before `loader` runs, so a value computed while one of them is invalidated is
+    /// stored with the old version and reads as a miss.
+    ///
+    /// ```
+    /// use polycache::{Cache, Expiry};
+    /// let cache = Cache::open("memory://").unwrap();
+    /// let v = cache
+    ///     .get_or_set_with_tags("p42", || {
+    ///         // The product changes while its page is rendered:
+    ///         cache.invalidate_tags(&["product:42"]).unwrap();
+    ///         Ok(b"old page".to_vec())
+    ///     }, Expiry::Default, &["product:42"])
+    ///     .unwrap();
+    /// assert_eq!(&*v, b"old page"); // the caller gets its value ...
+    /// assert_eq!(cache.get("p42").unwrap(), None); // ... but nobody is served it again
+    /// ```
+    pub fn get_or_set_with_tags<'k, F>(
+        &self,
+        key: impl Into<Key<'k>>,
+        loader: F,
+        expiry: Expiry,
+        tags: &[&str],
+    ) -> Result<Value>
+    where
+        F: FnOnce() -> Result<Vec<u8>>,
+    {
+        check_tags(tags)?;
+        let policy = self.refresh_policy();
+        let key = key.into();
+        match self.lookup(key, policy)? {
+            Lookup::Hit(v) => Ok(v),
+            Lookup::Miss => self.load_tagged(key, loader, expiry, policy, None, tags),
+            Lookup::RefreshEarly(current) => {
+                self.load_tagged(key, loader, expiry, policy, Some(current), tags)
+            }
+        }
     }
 
     /// Counts a refresh and resolves how a computed value is stored: its TTL, and the value

@@ -249,8 +249,10 @@ fn json_is_offline(json: &serde_json::Value, sandbox: &Path) -> bool {
 }
 
 /// `Envelope::decode` on arbitrary stored bytes: a decoded envelope re-encodes to the very
-/// same bytes, and its time arithmetic never panics.
+/// same bytes, and its time arithmetic never panics. The tag header of tagged entries is
+/// read from the same bytes (see `cache/tags.rs`).
 pub fn envelope(data: &[u8]) {
+    crate::cache::fuzz_tag_header(data);
     let Some((env, payload)) = Envelope::decode(data) else {
         return;
     };

@@ -19,7 +19,7 @@
 //! queued refreshes and waits for the running ones. A child of `fork()` starts its own pool
 //! (and its own flights: a refresh its parent was running is not waited for).
 
-use crate::cache::{Cache, Key};
+use crate::cache::{Cache, Key, TagStamp};
 use crate::clock::unix_ms;
 use crate::envelope::{after_ms, Envelope};
 use crate::error::Result;
@@ -246,6 +246,9 @@ pub struct JobOptions {
     /// How long past its lifetime a stale value may still be served while refreshes fail;
     /// past it the caller fetches synchronously. `None` (default): until the hard TTL.
     pub max_stale: Option<Duration>,
+    /// The tags every value of the job carries (default none): [`Cache::invalidate_tags`] of
+    /// one makes the job's values misses. Their versions are read before each fetch.
+    pub tags: Vec<String>,
 }
 
 impl Default for JobOptions {
@@ -255,6 +258,7 @@ impl Default for JobOptions {
             ttl: Some(Duration::from_secs(30 * 86_400)),
             fetch_on_miss: true,
             max_stale: None,
+            tags: Vec::new(),
         }
     }
 }
@@ -278,6 +282,11 @@ impl JobOptions {
     /// Sets the staleness bound.
     pub fn max_stale(mut self, bound: Option<Duration>) -> Self {
         self.max_stale = bound;
+        self
+    }
+    /// Sets the tags every value of the job carries.
+    pub fn tags<T: Into<String>>(mut self, tags: impl IntoIterator<Item = T>) -> Self {
+        self.tags = tags.into_iter().map(Into::into).collect();
         self
     }
 }
@@ -434,7 +443,18 @@ impl Job {
         fresh_for: Option<Duration>,
     ) -> Result<bool> {
         let full = self.cache.make_key(key)?;
-        self.store(&full, value, fresh_for, 0)
+        let stamp = self.stamp()?;
+        self.store(&full, value, fresh_for, 0, &stamp)
+    }
+
+    /// The job's tags.
+    fn tag_names(&self) -> Vec<&str> {
+        self.options.tags.iter().map(String::as_str).collect()
+    }
+
+    /// The current versions of the job's tags (none: an empty stamp, no I/O).
+    fn stamp(&self) -> Result<TagStamp> {
+        self.cache.tag_stamp(&self.tag_names())
     }
 
     /// Marks `key` stale and schedules a background refresh; true when a value was present.
@@ -444,11 +464,13 @@ impl Job {
     /// again (and so refreshed once more).
     pub fn invalidate<'k, F: Fetch>(&self, key: impl Into<Key<'k>>, fetch: F) -> Result<bool> {
         let full = self.cache.make_key(key)?;
+        // Read first: an invalidation of a tag after it leaves the marked entry a miss.
+        let stamp = self.stamp()?;
         let present = match self.cache.full_get(&full)? {
             None => false,
             Some(raw) => {
                 let (marked, ttl) = self.mark_stale(&raw);
-                self.cache.full_set(&full, &marked, ttl)?;
+                self.cache.full_set(&full, &stamp.wrap(&marked), ttl)?;
                 true
             }
         };
@@ -498,11 +520,13 @@ impl Job {
     }
 
     fn fetch_and_store<F: Fetch + ?Sized>(&self, full: &[u8], fetch: &F) -> Result<Value> {
+        // The tags' versions are read before the fetch: see `Cache::get_or_set_with_tags`.
+        let stamp = self.stamp()?;
         let started = Instant::now();
         let fetched = fetch.fetch()?;
         let delta = started.elapsed().as_micros() as u64;
         self.cache.stats_ref().refresh(1);
-        self.store(full, &fetched.value, fetched.fresh_for, delta)?;
+        self.store(full, &fetched.value, fetched.fresh_for, delta, &stamp)?;
         Ok(Value::from(fetched.value))
     }
 
@@ -512,9 +536,10 @@ impl Job {
         value: &[u8],
         fresh_for: Option<Duration>,
         delta_us: u64,
+        stamp: &TagStamp,
     ) -> Result<bool> {
         let (wrapped, ttl) = self.wrap(value, fresh_for, delta_us);
-        self.cache.full_set(full, &wrapped, ttl)
+        self.cache.full_set(full, &stamp.wrap(&wrapped), ttl)
     }
 
     /// A job's value as stored: in an envelope with its freshness, and the entry's TTL.

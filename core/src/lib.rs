@@ -48,6 +48,7 @@ mod value;
 pub use backend::ServerInfo;
 pub use backend::{parse_i64, AsyncAccess, AsyncBackend, Backend, BoxFuture};
 pub use backend::{AsyncKeyScan, BlockingPoolScan, CollectedKeys, KeyScan};
+pub use cache::{check_tags, TagStamp, MAX_TAGS, MAX_TAG_LEN, TAG_MAGIC};
 pub use cache::{AsyncKeyIter, KeyIter, DEFAULT_ITERSIZE, MAX_ITERSIZE};
 pub use cache::{
     Cache, CacheBuilder, Key, DEFAULT_MAX_VALUE_SIZE, DEFAULT_TIMEOUT, MAX_KEY_LEN, SERIALIZERS,

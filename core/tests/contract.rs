@@ -19,6 +19,8 @@ mod ops;
 mod schemes;
 #[path = "contract/structures.rs"]
 mod structures;
+#[path = "contract/tags.rs"]
+mod tags;
 
 use body::contract;
 use ops::Mode;

@@ -205,3 +205,28 @@ fn lifetime_operations_fail_closed_or_open_like_the_others() {
     assert_eq!(closed.ttl("k").unwrap(), TimeToLive::Forever);
     assert_eq!(closed.get("k").unwrap().as_deref(), Some(&b"1"[..]));
 }
+
+/// Tags follow the policy: failing open, a tagged write and an invalidation report false,
+/// a tagged read misses; failing closed, they raise.
+#[test]
+fn tagged_operations_fail_open_or_raise_as_the_policy_says() {
+    let b = Switchable::new();
+    let open = cache(&b, policy(true, 0, 0));
+    let closed = cache(&b, policy(false, 0, 0));
+    open.set_tagged("k", b"v", Expiry::Default, &["t"]).unwrap();
+    assert_eq!(open.get("k").unwrap().as_deref(), Some(&b"v"[..]));
+    b.down.store(true, Ordering::SeqCst);
+    assert_eq!(open.get("k").unwrap(), None);
+    assert!(!open
+        .set_tagged("k2", b"v", Expiry::Default, &["t"])
+        .unwrap());
+    assert!(!open.invalidate_tags(&["t"]).unwrap());
+    assert!(closed.get("k").unwrap_err().is_connection());
+    assert!(closed
+        .set_tagged("k2", b"v", Expiry::Default, &["t"])
+        .unwrap_err()
+        .is_connection());
+    assert!(closed.invalidate_tags(&["t"]).unwrap_err().is_connection());
+    b.down.store(false, Ordering::SeqCst);
+    assert_eq!(open.get("k").unwrap().as_deref(), Some(&b"v"[..]));
+}

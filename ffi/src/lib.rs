@@ -46,6 +46,7 @@ mod result;
 mod runtime;
 mod stats;
 mod structures;
+mod tags;
 mod value;
 
 pub use backend::*;

@@ -27,7 +27,8 @@ use std::task::{Context, Poll, RawWaker, RawWakerVTable, Waker};
 /// Which non-blocking call a completion answers: `POLYCACHE_OP_GET`, `POLYCACHE_OP_SET`,
 /// `POLYCACHE_OP_DELETE`, `POLYCACHE_OP_INCR`, `POLYCACHE_OP_GET_MANY`,
 /// `POLYCACHE_OP_SET_MANY`, `POLYCACHE_OP_TTL`, `POLYCACHE_OP_INCR_OR_CREATE`, then the
-/// django-redis operations (`POLYCACHE_OP_ADD` to `POLYCACHE_OP_LOCK_REACQUIRE`). Values are
+/// django-redis operations (`POLYCACHE_OP_ADD` to `POLYCACHE_OP_LOCK_REACQUIRE`), then
+/// tags (`POLYCACHE_OP_SET_TAGGED`, `POLYCACHE_OP_INVALIDATE_TAGS`). Values are
 /// stable; new operations are only ever appended.
 pub type polycache_op = u32;
 
@@ -77,6 +78,10 @@ pub const POLYCACHE_OP_LOCK_EXTEND: polycache_op = 20;
 pub const POLYCACHE_OP_REDIS_COMMAND: polycache_op = 21;
 /// `polycache_lock_reacquire_start`.
 pub const POLYCACHE_OP_LOCK_REACQUIRE: polycache_op = 22;
+/// `polycache_cache_set_tagged_start`.
+pub const POLYCACHE_OP_SET_TAGGED: polycache_op = 23;
+/// `polycache_cache_invalidate_tags_start`.
+pub const POLYCACHE_OP_INVALIDATE_TAGS: polycache_op = 24;
 
 /// One finished non-blocking operation, as `polycache_queue_drain` hands it out.
 ///

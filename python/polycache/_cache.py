@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any, Callable, Union
 
 from polycache._polycache import DEFAULT_TIMEOUT, DefaultTimeout
@@ -11,6 +11,7 @@ from polycache._lock import Lock
 from polycache._polycache import Cache as _NativeCache
 from polycache._scan import aiter_pages
 from polycache._structures import RedisStructures
+from polycache._tags import aget_or_set_tagged
 
 __all__ = ["Cache", "Timeout"]
 
@@ -54,12 +55,21 @@ class Cache(_NativeCache, RedisStructures):
         )
 
     async def aget_or_set(
-        self, key: str, default: Any, timeout: Timeout = DEFAULT_TIMEOUT, version: int | None = None
+        self,
+        key: str,
+        default: Any,
+        timeout: Timeout = DEFAULT_TIMEOUT,
+        version: int | None = None,
+        *,
+        tags: Sequence[str] | None = None,
     ) -> Any:
         """``get_or_set``, awaitable; a callable ``default`` may be ``async`` too.
 
-        The default is called (and awaited) only on a miss.
+        The default is called (and awaited) only on a miss. With ``tags`` the stored value
+        carries them, their versions read before ``default`` runs.
         """
+        if tags:
+            return await aget_or_set_tagged(self, key, default, timeout, version, tags)
         value = await self.aget(key, _MISSING, version)
         if value is not _MISSING:
             return value
@@ -72,19 +82,26 @@ class Cache(_NativeCache, RedisStructures):
         return await self.aget(key, default, version)
 
     async def aget_or_set_with(
-        self, key: str, loader: Callable[[], Any], timeout: Timeout = DEFAULT_TIMEOUT, version: int | None = None
+        self,
+        key: str,
+        loader: Callable[[], Any],
+        timeout: Timeout = DEFAULT_TIMEOUT,
+        version: int | None = None,
+        *,
+        tags: Sequence[str] | None = None,
     ) -> Any:
         """``get_or_set_with``, awaitable; ``loader`` may be an ``async`` function.
 
         Concurrent awaits of one key in one event loop share one call of ``loader``. A sync
         ``loader`` runs through the native single-flight ``get_or_set_with``: in place on a
         local backend; else the lookup and the store are native async and only the loader
-        runs on polycache's blocking pool, where it takes the GIL.
+        runs on polycache's blocking pool, where it takes the GIL. With ``tags`` the stored
+        value carries them, their versions read just before ``loader`` runs.
         """
         if not inspect.iscoroutinefunction(loader):
             if self.is_local:
-                return self.get_or_set_with(key, loader, timeout, version)
-            return await self._aget_or_set_with(key, loader, timeout, version)
+                return self.get_or_set_with(key, loader, timeout, version, tags=tags)
+            return await self._aget_or_set_with(key, loader, timeout, version, tags=tags)
         value = await self.aget(key, _MISSING, version)
         if value is not _MISSING:
             return value
@@ -95,8 +112,13 @@ class Cache(_NativeCache, RedisStructures):
             _async_flights = _AsyncFlights()
 
         async def compute() -> Any:
+            if not tags:
+                result = await loader()
+                await self.aset(key, result, timeout, version)
+                return result
+            stamp = await self._atag_stamp(tags)
             result = await loader()
-            await self.aset(key, result, timeout, version)
+            await self._aset_stamped(key, result, timeout, version, stamp)
             return result
 
         # Slots are removed when their computation ends, so id(self) cannot be reused stale.

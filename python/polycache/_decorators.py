@@ -18,7 +18,7 @@ import inspect
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar, Union, cast, overload
 
 from polycache._cache import Cache, Timeout
@@ -140,9 +140,11 @@ def _async_memo(memo: Memo, fn: Callable[..., Awaitable[Any]]) -> Callable[..., 
 
     async def compute_and_store(key: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         # The await's wall time is XFetch's delta (it includes time other tasks ran).
+        # The tags' versions are read before the function runs (see get_or_set_with(tags=)).
+        stamp = await memo._atag_stamp(args, kwargs) if memo.has_tags else None
         started = time.perf_counter()
         result = await fn(*args, **kwargs)
-        await memo._astore(key, result, time.perf_counter() - started)
+        await memo._astore(key, result, time.perf_counter() - started, stamp)
         return result
 
     @functools.wraps(fn)
@@ -286,6 +288,7 @@ def cached(
     *,
     backend: Any = ...,
     single_flight: bool = ...,
+    tags: Sequence[str] | Callable[..., Sequence[str]] | None = ...,
 ) -> Callable[[_F], _F]: ...
 def cached(
     timeout: Any = DEFAULT_TIMEOUT,
@@ -296,6 +299,7 @@ def cached(
     *,
     backend: Any = None,
     single_flight: bool = True,
+    tags: Sequence[str] | Callable[..., Sequence[str]] | None = None,
 ) -> Any:
     """Memoizes a function, method or ``async`` function in a cache.
 
@@ -308,7 +312,9 @@ def cached(
     ``polycache.caches`` (resolved at the first call, again after ``caches.configure``), a
     ``polycache.Cache``, or a ``(get, set)`` pair; ``backend=`` takes any object with
     ``get``/``set``. The wrapper has ``key(*args)``, ``invalidate(*args)`` and
-    ``refresh(*args)``.
+    ``refresh(*args)``. ``tags`` (a list of str, or a callable that takes the call's
+    arguments and returns one) are carried by every stored value:
+    ``cache.invalidate_tags([...])`` makes them misses; a polycache cache is needed.
     """
     if callable(timeout) and not isinstance(timeout, (int, float)):
         return cached()(timeout)
@@ -330,19 +336,21 @@ def cached(
                     f"object with get and set methods, not {type(cache).__name__}"
                 )
             pair = (cache.get, cache.set)
+        if pair is not None and tags is not None:
+            raise TypeError("tags= needs a polycache cache (a name or a polycache.Cache), not a get/set pair")
         if pair is not None:
             return cast(_F, _pair_memo(fn, name, pair[0], pair[1], timeout, key, skip_first, single_flight))
 
         if isinstance(cache, Cache):
             memo = Memo(
                 fn, name, cache=cache, timeout=timeout, version=version, key=key,
-                skip_first=skip_first, single_flight=single_flight,
+                skip_first=skip_first, single_flight=single_flight, tags=tags,
             )
         else:
             cache_name = cast(str, cache)
             memo = Memo(
                 fn, name, resolver=lambda: caches[cache_name], timeout=timeout, version=version,
-                key=key, skip_first=skip_first, single_flight=single_flight,
+                key=key, skip_first=skip_first, single_flight=single_flight, tags=tags,
             )
             caches._register(memo)
         if inspect.iscoroutinefunction(fn):

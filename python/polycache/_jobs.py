@@ -14,7 +14,7 @@ import inspect
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, NamedTuple, TypeVar, cast
 
 from polycache._cache import Cache
@@ -56,8 +56,9 @@ class Job:
     TTL of the entry in seconds, ``None`` never; default 30 days), ``fetch_on_miss`` (default
     True: a miss fetches in the caller; False: it returns ``None`` and refreshes in the
     background), ``max_stale`` (seconds past ``lifetime`` a stale value may still be served
-    while refreshes fail; past it the caller fetches; ``None``: until the hard TTL) and
-    ``cache``: a cache name, a ``polycache.Cache`` or a Django cache object
+    while refreshes fail; past it the caller fetches; ``None``: until the hard TTL),
+    ``tags`` (a list of str every value of the job carries: ``invalidate_tags`` of one makes
+    the job's values misses, fetched again; default none) and ``cache``: a cache name, a ``polycache.Cache`` or a Django cache object
     (``polycache.django.Cache``). A name is an alias of Django's ``CACHES`` when Django's
     settings are configured, have that alias and ``polycache.caches.configure`` was never
     called (a ``CACHES`` entry whose ``BACKEND`` is not polycache's raises ``TypeError``);
@@ -86,6 +87,7 @@ class Job:
     ttl: float | None = _MONTH
     fetch_on_miss: bool = True
     max_stale: float | None = None
+    tags: Sequence[str] = ()
     cache: str | Any = "default"
 
     def __init__(
@@ -96,8 +98,11 @@ class Job:
         *,
         ttl: float | None = -1.0,
         max_stale: float | None = -1.0,
+        tags: Sequence[str] | None = None,
     ) -> None:
         _refuse_unsupported_hooks(type(self))
+        if tags is not None:
+            self.tags = tags
         if lifetime is not None:
             self.lifetime = lifetime
         if fetch_on_miss is not None:
@@ -236,6 +241,7 @@ class Job:
                 ttl=self.ttl,
                 fetch_on_miss=not self.fetch_on_miss if deferred else self.fetch_on_miss,
                 max_stale=self.max_stale,
+                tags=self.tags,
             )
             if deferred:
                 self._runner_deferred = runner

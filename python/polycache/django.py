@@ -40,6 +40,7 @@ from polycache._polycache import _DjangoCache, read_cache_settings
 from polycache._scan import aiter_pages
 from polycache._settings import InvalidOptionError
 from polycache._structures import RedisStructures
+from polycache._tags import aget_or_set_tagged, get_or_set_tagged
 from polycache.exceptions import ConfigurationError, UnsupportedOperationError
 
 __all__ = ["Cache", "InvalidOptionError", "RedisClient", "get_redis_connection"]
@@ -122,6 +123,23 @@ class Cache(_DjangoCache, RedisStructures, BaseCache):  # type: ignore[misc]
         options = params.get("OPTIONS") or {}
         self._max_entries = _int_or(params.get("max_entries", options.get("MAX_ENTRIES", 300)), 300)
         self._cull_frequency = _int_or(params.get("cull_frequency", options.get("CULL_FREQUENCY", 3)), 3)
+
+    def get_or_set(
+        self, key: Any, default: Any, timeout: Any = DEFAULT_TIMEOUT, version: Any = None, *, tags: Any = None
+    ) -> Any:
+        """Django's ``get_or_set``; with ``tags=[...]`` the stored value carries the tags,
+        their versions read before ``default`` is called."""
+        if not tags:
+            return super().get_or_set(key, default, timeout, version)
+        return get_or_set_tagged(self, key, default, timeout, version, tags)
+
+    async def aget_or_set(
+        self, key: Any, default: Any, timeout: Any = DEFAULT_TIMEOUT, version: Any = None, *, tags: Any = None
+    ) -> Any:
+        """``get_or_set``, awaitable."""
+        if not tags:
+            return await super().aget_or_set(key, default, timeout, version)
+        return await aget_or_set_tagged(self, key, default, timeout, version, tags)
 
     def aiter_keys(self, search: str, itersize: int | None = None, version: Any = None) -> AsyncIterator[str]:
         """``iter_keys`` as an async iterator, each page awaited (django-redis has no async twin)."""

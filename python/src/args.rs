@@ -224,6 +224,16 @@ impl StoreMode {
             )),
         }
     }
+
+    /// `set(tags=)` is a plain `set` only.
+    pub(crate) fn refuse_tags(self) -> PyResult<()> {
+        match self {
+            StoreMode::Always => Ok(()),
+            _ => Err(pyo3::exceptions::PyValueError::new_err(
+                "set() takes tags= without nx=True or xx=True",
+            )),
+        }
+    }
 }
 
 /// A timeout in milliseconds (`pexpire`), read as [`TimeoutArg`] reads seconds.
@@ -265,4 +275,43 @@ pub(crate) fn when(obj: &Bound<'_, PyAny>, per_second: f64) -> PyResult<std::tim
     }
     let secs = secs.clamp(0.0, MAX_EPOCH_SECS);
     Ok(UNIX_EPOCH + Duration::from_secs_f64(secs))
+}
+
+/// `tags=`: a list, tuple or other iterable of `str` (a `str` itself is refused, not read as
+/// its characters). The core checks each tag (empty, too long, too many).
+pub(crate) struct TagsArg(pub(crate) Vec<String>);
+
+impl TagsArg {
+    /// The tags as the core takes them.
+    pub(crate) fn texts(&self) -> Vec<&str> {
+        self.0.iter().map(String::as_str).collect()
+    }
+}
+
+impl<'a, 'py> FromPyObject<'a, 'py> for TagsArg {
+    type Error = PyErr;
+
+    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        let wrong = || {
+            PyTypeError::new_err(format!(
+                "tags must be a list of str, not {}",
+                type_name(&obj)
+            ))
+        };
+        if obj.is_instance_of::<PyString>() || obj.is_instance_of::<PyBytes>() {
+            return Err(wrong());
+        }
+        let mut tags = Vec::new();
+        for item in obj.try_iter().map_err(|_| wrong())? {
+            let item = item?;
+            let text = item.cast::<PyString>().map_err(|_| {
+                PyTypeError::new_err(format!("a tag must be a str, not {}", type_name(&item)))
+            })?;
+            tags.push(text.to_str()?.to_owned());
+        }
+        // Checked here, before anything is read, computed or stored.
+        let texts: Vec<&str> = tags.iter().map(String::as_str).collect();
+        polycache::check_tags(&texts).map_err(|e| errors::to_py(obj.py(), e))?;
+        Ok(TagsArg(tags))
+    }
 }

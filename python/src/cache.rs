@@ -4,14 +4,15 @@
 
 use crate::args::{
     self, from_millis, items, key_str, option_text, stats_dict, type_name, SecretArg, StoreMode,
-    TimeoutArg, DEFAULT,
+    TagsArg, TimeoutArg, DEFAULT,
 };
 use crate::awaitable::raising_on_await;
 use crate::errors::{self, ResultExt};
 use crate::loader;
 use crate::logbridge::detach;
-use crate::ops::{Core, Decoder, Deliver, How, KeyMode, KeyOp, Op, RequestRef};
+use crate::ops::{Core, Decoder, Deliver, How, KeyMode, KeyOp, Op, Reply, RequestRef, TaggedWrite};
 use crate::serializer::{Format, Serialized};
+use crate::tags::PyTagStamp;
 use polycache::{CacheConfig, Expiry, Key};
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
@@ -133,9 +134,17 @@ impl PyCache {
         version: Option<i64>,
         nx: bool,
         xx: bool,
+        tags: Option<TagsArg>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let mode = StoreMode::of(nx, xx)?;
-        Self::store(slf, how, mode, (key, value), timeout, version)
+        match tags {
+            Some(tags) if !tags.0.is_empty() => {
+                mode.refuse_tags()?;
+                let write = TaggedWrite::Tags(&tags);
+                Self::store_tagged(slf, how, (key, value), timeout, version, write)
+            }
+            _ => Self::store(slf, how, mode, (key, value), timeout, version),
+        }
     }
 
     fn do_add<'py>(
@@ -251,6 +260,7 @@ impl PyCache {
         mapping: &Bound<'py, PyAny>,
         timeout: TimeoutArg,
         version: Option<i64>,
+        tags: Option<TagsArg>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let this = slf.get();
         let mut keys = Vec::new();
@@ -269,7 +279,10 @@ impl PyCache {
             .into_iter()
             .zip(encoded.iter().map(Serialized::as_bytes))
             .collect();
-        let op = Op::SetMany(pairs, timeout.0);
+        let op = match &tags {
+            Some(tags) if !tags.0.is_empty() => Op::SetManyTagged(pairs, timeout.0, tags.texts()),
+            _ => Op::SetMany(pairs, timeout.0),
+        };
         this.keyed(slf.py(), how, op, version, Deliver::FailedKeys(objs))
     }
 
@@ -404,6 +417,56 @@ impl PyCache {
         Self::one_key(slf, how, key, op, version)
     }
 
+    /// A tagged write of one value (`set(tags=)`, `_set_stamped`).
+    fn store_tagged<'py>(
+        slf: &Bound<'py, Self>,
+        how: How,
+        (key, value): (&Bound<'py, PyAny>, &Bound<'py, PyAny>),
+        timeout: TimeoutArg,
+        version: Option<i64>,
+        write: TaggedWrite<'_>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let this = slf.get();
+        let name = key_str(key)?;
+        let mut encoded = Serialized::new(this.core.decoder.format);
+        encoded.encode(value)?;
+        let (op, deliver) = write.op(name, encoded.as_bytes(), timeout.0, Deliver::Flag);
+        this.keyed(slf.py(), how, op, version, deliver)
+    }
+
+    fn do_invalidate_tags<'py>(
+        slf: &Bound<'py, Self>,
+        how: How,
+        tags: TagsArg,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let op = Op::InvalidateTags(tags.texts());
+        slf.get().keyed(slf.py(), how, op, None, Deliver::Flag)
+    }
+
+    fn do_tag_stamp<'py>(
+        slf: &Bound<'py, Self>,
+        how: How,
+        tags: TagsArg,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let op = Op::TagStamp(tags.texts());
+        slf.get().keyed(slf.py(), how, op, None, Deliver::Stamp)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn do_set_stamped<'py>(
+        slf: &Bound<'py, Self>,
+        how: How,
+        key: &Bound<'py, PyAny>,
+        value: &Bound<'py, PyAny>,
+        timeout: TimeoutArg,
+        version: Option<i64>,
+        stamp: PyRef<'py, PyTagStamp>,
+        add: bool,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let write = TaggedWrite::Stamp(stamp.0.clone(), add);
+        Self::store_tagged(slf, how, (key, value), timeout, version, write)
+    }
+
     fn do_persist<'py>(
         slf: &Bound<'py, Self>,
         how: How,
@@ -425,8 +488,12 @@ twins! {
         /// True when the write reached the backend; False only when the cache fails open
         /// (`fail_open=true`) and the backend was unreachable. With `nx=True` it stores only
         /// a missing key (`add`), with `xx=True` only a present one; True when it stored.
-        twins set / aset = do_set<'py>(slf, key: &Bound<'py, PyAny>, value: &Bound<'py, PyAny>, timeout: TimeoutArg, version: Option<i64>, nx: bool, xx: bool)
-            signature (key, value, timeout = DEFAULT, version = None, *, nx = false, xx = false);
+        ///
+        /// With `tags=[...]` the entry carries the tags: `invalidate_tags` of any of them
+        /// makes it a miss (their versions are read now; see `get_or_set_with(tags=)` for a
+        /// value computed from changing data).
+        twins set / aset = do_set<'py>(slf, key: &Bound<'py, PyAny>, value: &Bound<'py, PyAny>, timeout: TimeoutArg, version: Option<i64>, nx: bool, xx: bool, tags: Option<TagsArg>)
+            signature (key, value, timeout = DEFAULT, version = None, *, nx = false, xx = false, tags = None);
         /// Stores `value` only if `key` is absent; True when it stored.
         twins add / aadd = do_add<'py>(slf, key: &Bound<'py, PyAny>, value: &Bound<'py, PyAny>, timeout: TimeoutArg, version: Option<i64>)
             signature (key, value, timeout = DEFAULT, version = None);
@@ -434,8 +501,9 @@ twins! {
         twins get_many / aget_many = do_get_many<'py>(slf, keys: &Bound<'py, PyAny>, version: Option<i64>)
             signature (keys, version = None);
         /// Stores every pair of `mapping`; returns the list of keys that failed to store.
-        twins set_many / aset_many = do_set_many<'py>(slf, mapping: &Bound<'py, PyAny>, timeout: TimeoutArg, version: Option<i64>)
-            signature (mapping, timeout = DEFAULT, version = None);
+        /// With `tags=[...]` every entry carries the tags.
+        twins set_many / aset_many = do_set_many<'py>(slf, mapping: &Bound<'py, PyAny>, timeout: TimeoutArg, version: Option<i64>, tags: Option<TagsArg>)
+            signature (mapping, timeout = DEFAULT, version = None, *, tags = None);
         /// Removes `key`; True when it was present.
         twins delete / adelete = do_delete<'py>(slf, key: &Bound<'py, PyAny>, version: Option<i64>)
             signature (key, version = None);
@@ -501,6 +569,18 @@ twins! {
         /// many it removed.
         twins delete_pattern / adelete_pattern = do_delete_pattern<'py>(slf, pattern: &str, version: Option<i64>, itersize: Option<i64>)
             signature (pattern, version = None, itersize = None);
+        /// Makes every entry carrying any of `tags` a miss, in every process sharing the
+        /// backend: one write per call, whatever the number of entries. True when the write
+        /// reached the backend.
+        twins invalidate_tags / ainvalidate_tags = do_invalidate_tags<'py>(slf, tags: TagsArg)
+            signature (tags);
+        /// The current versions of `tags`, to read before computing a value that
+        /// `_set_stamped` then stores.
+        twins _tag_stamp / _atag_stamp = do_tag_stamp<'py>(slf, tags: TagsArg)
+            signature (tags);
+        /// Stores `value` with the tag versions of `stamp` (`add` when `add` is true).
+        twins _set_stamped / _aset_stamped = do_set_stamped<'py>(slf, key: &Bound<'py, PyAny>, value: &Bound<'py, PyAny>, timeout: TimeoutArg, version: Option<i64>, stamp: PyRef<'py, PyTagStamp>, add: bool)
+            signature (key, value, timeout, version, stamp, add = false);
 
         @methods
     #[new]
@@ -548,7 +628,10 @@ twins! {
 
     /// The value under `key`; on a miss stores `default` (called first if callable) with
     /// `add` and returns what the cache then holds.
-    #[pyo3(signature = (key, default, timeout = DEFAULT, version = None))]
+    ///
+    /// With `tags=[...]` the stored value carries the tags, their versions read before
+    /// `default` is called: a value computed while one is invalidated is never served.
+    #[pyo3(signature = (key, default, timeout = DEFAULT, version = None, *, tags = None))]
     fn get_or_set<'py>(
         &self,
         py: Python<'py>,
@@ -556,7 +639,11 @@ twins! {
         default: &Bound<'py, PyAny>,
         timeout: TimeoutArg,
         version: Option<i64>,
+        tags: Option<TagsArg>,
     ) -> PyResult<Bound<'py, PyAny>> {
+        if let Some(tags) = tags.filter(|t| !t.0.is_empty()) {
+            return self.get_or_set_tagged(py, key, default, timeout, version, &tags);
+        }
         let name = key_str(key)?;
         let get = |py| {
             let found = self.core.call(
@@ -591,7 +678,10 @@ twins! {
     /// for all the threads that miss the key at the same time. The cache's refresh options
     /// apply (`lease`, `flight_timeout`, `xfetch_beta`). An exception from `loader` reaches
     /// its caller; nothing is stored and the waiting callers retry.
-    #[pyo3(signature = (key, loader, timeout = DEFAULT, version = None))]
+    ///
+    /// With `tags=[...]` the stored value carries the tags, their versions read just before
+    /// `loader` runs: a value computed while one is invalidated is never served.
+    #[pyo3(signature = (key, loader, timeout = DEFAULT, version = None, *, tags = None))]
     fn get_or_set_with<'py>(
         &self,
         py: Python<'py>,
@@ -599,6 +689,7 @@ twins! {
         loader: &Bound<'py, PyAny>,
         timeout: TimeoutArg,
         version: Option<i64>,
+        tags: Option<TagsArg>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let name = key_str(key)?;
         if !loader.is_callable() {
@@ -607,7 +698,8 @@ twins! {
                 type_name(loader)
             )));
         }
-        let call = loader::Call::new(loader.clone().unbind(), None, None);
+        let call = loader::Call::new(loader.clone().unbind(), None, None)
+            .tagged(tags.map(|t| t.0).unwrap_or_default());
         let key = Key::new(name).maybe_version(version);
         loader::load(py, &self.core, key, call, timeout.0, true, None)
     }
@@ -615,7 +707,7 @@ twins! {
     /// `get_or_set_with` for a synchronous `loader`, awaitable: the lookup, the wait for
     /// another caller and the store are the core's native async ones; `loader` runs on
     /// polycache's blocking pool (it takes the GIL there).
-    #[pyo3(signature = (key, loader, timeout = DEFAULT, version = None))]
+    #[pyo3(signature = (key, loader, timeout = DEFAULT, version = None, *, tags = None))]
     fn _aget_or_set_with<'py>(
         &self,
         py: Python<'py>,
@@ -623,9 +715,11 @@ twins! {
         loader: &Bound<'py, PyAny>,
         timeout: TimeoutArg,
         version: Option<i64>,
+        tags: Option<TagsArg>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let name = key_str(key).map(str::to_owned);
-        let call = loader::Call::new(loader.clone().unbind(), None, None);
+        let call = loader::Call::new(loader.clone().unbind(), None, None)
+            .tagged(tags.map(|t| t.0).unwrap_or_default());
         let answer = name.and_then(|name| {
             loader::aget_or_load(py, &self.core, name, version, call, timeout.0, true)
         });
@@ -765,4 +859,56 @@ twins! {
         ))
     }
 }
+}
+
+impl PyCache {
+    /// `get_or_set` with tags: the versions are read after the miss, before `default` runs.
+    fn get_or_set_tagged<'py>(
+        &self,
+        py: Python<'py>,
+        key: &Bound<'py, PyAny>,
+        default: &Bound<'py, PyAny>,
+        timeout: TimeoutArg,
+        version: Option<i64>,
+        tags: &TagsArg,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let name = key_str(key)?;
+        let call = |op| {
+            let request = RequestRef::new(op, KeyMode::Versioned(version));
+            self.core.call(py, request).py_err(py)
+        };
+        if let Reply::Value(Some(v)) = call(Op::Get(name))? {
+            return self.core.decoder.decode(py, &v);
+        }
+        let Reply::Stamp(stamp) = call(Op::TagStamp(tags.texts()))? else {
+            return Err(unexpected());
+        };
+        let value = if default.is_callable() {
+            default.call0()?
+        } else {
+            default.clone()
+        };
+        let mut encoded = Serialized::new(self.core.decoder.format);
+        encoded.encode(&value)?;
+        let bytes = encoded.as_bytes();
+        let add = Op::SetStamped(name, bytes, timeout.0, stamp.clone(), true);
+        if let Reply::Flag(true) = call(add)? {
+            return Ok(value);
+        }
+        // Another writer won the race, or the entry there is an invalidated one.
+        match call(Op::Get(name))? {
+            Reply::Value(Some(v)) => self.core.decoder.decode(py, &v),
+            _ => {
+                call(Op::SetStamped(name, bytes, timeout.0, stamp, false))?;
+                Ok(value)
+            }
+        }
+    }
+}
+
+#[cold]
+fn unexpected() -> PyErr {
+    pyo3::exceptions::PyRuntimeError::new_err(
+        "polycache: an operation answered with an unexpected kind of reply",
+    )
 }

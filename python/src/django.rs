@@ -16,11 +16,16 @@
 //! expired); `set` answers `None`; a value pickle cannot serialize raises pickle's own error,
 //! as Django's backends do.
 
-use crate::args::{self, from_millis, key_text, stats_dict, type_name, StoreMode, TimeoutArg};
+use crate::args::{
+    self, from_millis, key_text, stats_dict, type_name, StoreMode, TagsArg, TimeoutArg,
+};
 use crate::awaitable;
 use crate::cache::{negated, open};
-use crate::ops::{pickle_error, Core, Decoder, Deliver, How, KeyMode, KeyOp, Op, RequestRef};
+use crate::ops::{
+    pickle_error, Core, Decoder, Deliver, How, KeyMode, KeyOp, Op, RequestRef, TaggedWrite,
+};
 use crate::serializer::Serialized;
+use crate::tags::PyTagStamp;
 use polycache::{CacheConfig, Expiry};
 use pyo3::exceptions::{PyAttributeError, PyTypeError};
 use pyo3::prelude::*;
@@ -430,9 +435,76 @@ impl DjangoCache {
         version: Option<&Bound<'py, PyAny>>,
         nx: bool,
         xx: bool,
+        tags: Option<TagsArg>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let mode = StoreMode::of(nx, xx)?;
-        Self::do_store(slf, how, mode, (key, value), timeout, version)
+        match tags {
+            Some(tags) if !tags.0.is_empty() => {
+                mode.refuse_tags()?;
+                let write = TaggedWrite::Tags(&tags);
+                Self::store_with(slf, how, (key, value), timeout, version, write)
+            }
+            _ => Self::do_store(slf, how, mode, (key, value), timeout, version),
+        }
+    }
+
+    /// A tagged write of one value (`set(tags=)`, `_set_stamped`).
+    fn store_with<'py>(
+        slf: &Bound<'py, Self>,
+        how: How,
+        (key, value): (&Bound<'py, PyAny>, &Bound<'py, PyAny>),
+        timeout: DjangoTimeout,
+        version: Option<&Bound<'py, PyAny>>,
+        write: TaggedWrite<'_>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let this = slf.get();
+        let py = slf.py();
+        let expiry = this.expiry(py, timeout)?;
+        let mode = this.mode(version);
+        let made = this.make(slf, key, mode, version)?;
+        let encoded = encode(&this.core, value)?;
+        let (op, deliver) = write.op(
+            made_text(&made),
+            encoded.as_bytes(),
+            expiry,
+            Deliver::Nothing,
+        );
+        this.answer(py, how, op, mode, deliver)
+    }
+
+    fn do_invalidate_tags<'py>(
+        slf: &Bound<'py, Self>,
+        how: How,
+        tags: TagsArg,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let op = Op::InvalidateTags(tags.texts());
+        let mode = Mode::Native(None);
+        slf.get().answer(slf.py(), how, op, mode, Deliver::Flag)
+    }
+
+    fn do_tag_stamp<'py>(
+        slf: &Bound<'py, Self>,
+        how: How,
+        tags: TagsArg,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let op = Op::TagStamp(tags.texts());
+        let mode = Mode::Native(None);
+        slf.get().answer(slf.py(), how, op, mode, Deliver::Stamp)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn do_set_stamped<'py>(
+        slf: &Bound<'py, Self>,
+        how: How,
+        key: &Bound<'py, PyAny>,
+        value: &Bound<'py, PyAny>,
+        timeout: DjangoTimeout,
+        version: Option<&Bound<'py, PyAny>>,
+        stamp: PyRef<'py, PyTagStamp>,
+        add: bool,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let write = TaggedWrite::Stamp(stamp.0.clone(), add);
+        Self::store_with(slf, how, (key, value), timeout, version, write)
     }
 
     fn do_add<'py>(
@@ -601,6 +673,7 @@ impl DjangoCache {
         data: &Bound<'py, PyAny>,
         timeout: DjangoTimeout,
         version: Option<&Bound<'py, PyAny>>,
+        tags: Option<TagsArg>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let this = slf.get();
         let py = slf.py();
@@ -628,7 +701,11 @@ impl DjangoCache {
             .map(|(k, e)| (made_text(k), e.as_bytes()))
             .collect();
         let deliver = Deliver::FailedKeys(keys.iter().map(|k| k.clone().unbind()).collect());
-        this.answer(py, how, Op::SetMany(pairs, expiry), mode, deliver)
+        let op = match &tags {
+            Some(tags) if !tags.0.is_empty() => Op::SetManyTagged(pairs, expiry, tags.texts()),
+            _ => Op::SetMany(pairs, expiry),
+        };
+        this.answer(py, how, op, mode, deliver)
     }
 
     fn do_delete_many<'py>(
@@ -735,8 +812,10 @@ twins! {
         /// Stores `value` under `key`; a timeout of 0 or less stores nothing and removes the
         /// old value. Returns None, as Django's backends do. django-redis' `nx=True` stores
         /// only a missing key, `xx=True` only a present one; with either, True when it stored.
-        twins set / aset = do_set<'py>(slf, key: &Bound<'py, PyAny>, value: &Bound<'py, PyAny>, timeout: DjangoTimeout, version: Option<&Bound<'py, PyAny>>, nx: bool, xx: bool)
-            signature (key, value, timeout = DEFAULT_EXPIRY, version = None, *, nx = false, xx = false);
+        /// With `tags=[...]` the entry carries the tags: `invalidate_tags` of any of them
+        /// makes it a miss.
+        twins set / aset = do_set<'py>(slf, key: &Bound<'py, PyAny>, value: &Bound<'py, PyAny>, timeout: DjangoTimeout, version: Option<&Bound<'py, PyAny>>, nx: bool, xx: bool, tags: Option<TagsArg>)
+            signature (key, value, timeout = DEFAULT_EXPIRY, version = None, *, nx = false, xx = false, tags = None);
         /// Stores `value` only if `key` is absent; True when it stored.
         twins add / aadd = do_add<'py>(slf, key: &Bound<'py, PyAny>, value: &Bound<'py, PyAny>, timeout: DjangoTimeout, version: Option<&Bound<'py, PyAny>>)
             signature (key, value, timeout = DEFAULT_EXPIRY, version = None);
@@ -761,8 +840,9 @@ twins! {
         twins get_many / aget_many = do_get_many<'py>(slf, keys: &Bound<'py, PyAny>, version: Option<&Bound<'py, PyAny>>)
             signature (keys, version = None);
         /// Stores every pair of `data`; returns the list of keys that failed to store.
-        twins set_many / aset_many = do_set_many<'py>(slf, data: &Bound<'py, PyAny>, timeout: DjangoTimeout, version: Option<&Bound<'py, PyAny>>)
-            signature (data, timeout = DEFAULT_EXPIRY, version = None);
+        /// With `tags=[...]` every entry carries the tags.
+        twins set_many / aset_many = do_set_many<'py>(slf, data: &Bound<'py, PyAny>, timeout: DjangoTimeout, version: Option<&Bound<'py, PyAny>>, tags: Option<TagsArg>)
+            signature (data, timeout = DEFAULT_EXPIRY, version = None, *, tags = None);
         /// Removes every key in `keys`.
         twins delete_many / adelete_many = do_delete_many<'py>(slf, keys: &Bound<'py, PyAny>, version: Option<&Bound<'py, PyAny>>)
             signature (keys, version = None);
@@ -808,6 +888,16 @@ twins! {
         /// many it removed (django-redis' `delete_pattern`).
         twins delete_pattern / adelete_pattern = do_delete_pattern<'py>(slf, pattern: &str, version: Option<&Bound<'py, PyAny>>, prefix: Option<&Bound<'py, PyAny>>, itersize: Option<i64>)
             signature (pattern, version = None, prefix = None, itersize = None);
+        /// Makes every entry carrying any of `tags` a miss, in every process sharing the
+        /// backend. True when the write reached the backend.
+        twins invalidate_tags / ainvalidate_tags = do_invalidate_tags<'py>(slf, tags: TagsArg)
+            signature (tags);
+        /// The current versions of `tags`, read before computing a value.
+        twins _tag_stamp / _atag_stamp = do_tag_stamp<'py>(slf, tags: TagsArg)
+            signature (tags);
+        /// Stores `value` with the tag versions of `stamp` (`add` when `add` is true).
+        twins _set_stamped / _aset_stamped = do_set_stamped<'py>(slf, key: &Bound<'py, PyAny>, value: &Bound<'py, PyAny>, timeout: DjangoTimeout, version: Option<&Bound<'py, PyAny>>, stamp: PyRef<'py, PyTagStamp>, add: bool)
+            signature (key, value, timeout, version, stamp, add = false);
 
         @methods
     #[new]

@@ -181,19 +181,21 @@ fn raise(py: Python<'_>, raised: &Mutex<Option<PyErr>>, err: Error) -> PyErr {
 #[pymethods]
 impl JobRunner {
     #[new]
-    #[pyo3(signature = (cache, *, lifetime, ttl, fetch_on_miss, max_stale))]
+    #[pyo3(signature = (cache, *, lifetime, ttl, fetch_on_miss, max_stale, tags = None))]
     fn new(
         cache: Py<PyCache>,
         lifetime: f64,
         ttl: Option<f64>,
         fetch_on_miss: bool,
         max_stale: Option<f64>,
+        tags: Option<crate::args::TagsArg>,
     ) -> PyResult<Self> {
         let options = JobOptions::default()
             .lifetime(seconds("lifetime", Some(lifetime))?.unwrap_or_default())
             .ttl(seconds("ttl", ttl)?)
             .fetch_on_miss(fetch_on_miss)
-            .max_stale(seconds("max_stale", max_stale)?);
+            .max_stale(seconds("max_stale", max_stale)?)
+            .tags(tags.map(|t| t.0).unwrap_or_default());
         let job = Job::new(cache.get().core.cache.clone(), options);
         Ok(JobRunner { cache, job })
     }

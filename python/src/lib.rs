@@ -32,6 +32,7 @@ mod scan;
 mod serializer;
 mod settings;
 mod structures;
+mod tags;
 
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
@@ -49,6 +50,7 @@ fn _polycache(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<lock::PyLock>()?;
     m.add_class::<awaitable::Completions>()?;
     m.add_class::<scan::KeyScan>()?;
+    m.add_class::<tags::PyTagStamp>()?;
     awaitable::install(m)?;
     m.add_function(wrap_pyfunction!(finalize::_shutdown, m)?)?;
     m.add_function(wrap_pyfunction!(awaitable::_wake_per_operation, m)?)?;

@@ -22,6 +22,8 @@ pub(crate) struct Call {
     func: Py<PyAny>,
     args: Option<Py<PyTuple>>,
     kwargs: Option<Py<PyDict>>,
+    /// The tags the stored value carries (none: a plain value).
+    tags: Vec<String>,
 }
 
 /// What a loader left for its caller: the object it returned, or the exception it raised.
@@ -37,7 +39,22 @@ impl Call {
         args: Option<Py<PyTuple>>,
         kwargs: Option<Py<PyDict>>,
     ) -> Self {
-        Call { func, args, kwargs }
+        Call {
+            func,
+            args,
+            kwargs,
+            tags: Vec::new(),
+        }
+    }
+
+    /// The same call, its value stored with `tags` (their versions read before it runs).
+    pub(crate) fn tagged(mut self, tags: Vec<String>) -> Self {
+        self.tags = tags;
+        self
+    }
+
+    fn tag_texts(&self) -> Vec<&str> {
+        self.tags.iter().map(String::as_str).collect()
     }
 
     /// Calls the function with the GIL and serializes its value; records what it produced.
@@ -96,12 +113,13 @@ fn load_blocking(
     current: Option<Value>,
 ) -> Result<Loaded, LoadError> {
     let produced = Mutex::new(Produced::default());
-    let result = core_cache.load(
+    let result = core_cache.load_tagged(
         key,
         || call.compute(format, &produced),
         expiry,
         policy,
         current,
+        &call.tag_texts(),
     );
     let produced = produced.into_inner().unwrap_or_else(|e| e.into_inner());
     match result {
@@ -194,9 +212,11 @@ pub(crate) fn aget_or_load<'py>(
         };
         let produced = std::sync::Arc::new(Mutex::new(Produced::default()));
         let shared = std::sync::Arc::clone(&produced);
+        let tags = call.tags.clone();
+        let tags: Vec<&str> = tags.iter().map(String::as_str).collect();
         let loader = move || awaitable::blocking(move || call.compute(format, &shared));
         let result = cache
-            .load_async(key, loader, expiry, &policy, current)
+            .load_tagged_async(key, loader, expiry, &policy, current, &tags)
             .await;
         let produced = std::mem::take(&mut *produced.lock().unwrap_or_else(|e| e.into_inner()));
         match result {

@@ -8,13 +8,14 @@
 //! native async lookup and store, with no thread of the blocking pool.
 
 use crate::argkey;
-use crate::args::{TimeoutArg, DEFAULT};
+use crate::args::{TagsArg, TimeoutArg, DEFAULT};
 use crate::awaitable;
 use crate::cache::PyCache;
 use crate::errors::ResultExt;
 use crate::loader;
 use crate::ops::{Deliver, How, KeyMode, Op, Reply, RequestRef};
 use crate::serializer::Serialized;
+use crate::tags::PyTagStamp;
 use polycache::{Expiry, Key, Lookup, Value};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
@@ -37,6 +38,9 @@ pub(crate) struct Memo {
     cache: RwLock<Option<Py<PyCache>>>,
     /// Called with no arguments to resolve the cache (`lambda: caches[name]`).
     resolver: Option<Py<PyAny>>,
+    /// The tags of every stored value: a list of str, or a callable of the call's arguments
+    /// that returns one; `None`: untagged.
+    tags: Option<Py<PyAny>>,
 }
 
 impl Memo {
@@ -83,6 +87,24 @@ impl Memo {
         Ok(cache.clone())
     }
 
+    /// The tags of a call's value (none when the decorator has none).
+    fn tags_of(
+        &self,
+        args: &Bound<'_, PyTuple>,
+        kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<Vec<String>> {
+        let Some(tags) = &self.tags else {
+            return Ok(Vec::new());
+        };
+        let tags = tags.bind(args.py());
+        let tags = if tags.is_callable() {
+            tags.call(args, kwargs)?
+        } else {
+            tags.clone()
+        };
+        Ok(tags.extract::<TagsArg>()?.0)
+    }
+
     /// Computes the value of `key` by calling the function (single-flight unless turned off),
     /// stores it and returns it; `current` is the value XFetch chose to refresh early.
     #[allow(clippy::too_many_arguments)]
@@ -100,7 +122,8 @@ impl Memo {
             self.func.clone_ref(py),
             Some(args.clone().unbind()),
             kwargs.map(|k| k.clone().unbind()),
-        );
+        )
+        .tagged(self.tags_of(args, kwargs)?);
         let key = Key::new(key).maybe_version(self.version);
         loader::load(
             py,
@@ -153,6 +176,7 @@ impl Memo {
         key: &str,
         value: &Bound<'py, PyAny>,
         delta: Option<f64>,
+        stamp: Option<PyRef<'py, PyTagStamp>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let (this, py) = (slf.get(), slf.py());
         let cache = this.resolve(py)?;
@@ -160,8 +184,9 @@ impl Memo {
         let mut encoded = Serialized::new(core.decoder.format);
         encoded.encode(value)?;
         let (version, expiry) = (this.version, this.expiry);
+        let stamp = stamp.map(|s| s.0.clone()).unwrap_or_default();
         let Some(d) = delta else {
-            let op = Op::Set(key, encoded.as_bytes(), expiry);
+            let op = Op::SetStamped(key, encoded.as_bytes(), expiry, stamp, false);
             let request = RequestRef::new(op, KeyMode::Versioned(version));
             return core.answer(py, how, request, Deliver::Flag);
         };
@@ -171,7 +196,7 @@ impl Memo {
         if how == How::Sync || core.local {
             let store = move |c: &polycache::Cache| {
                 let key = Key::new(&key).maybe_version(version);
-                c.store_loaded(key, &bytes, expiry, &policy, delta)
+                c.store_loaded_stamped(key, &bytes, expiry, &policy, delta, &stamp)
                     .map(|()| Reply::Flag(true))
             };
             let answer = Deliver::Flag.convert(py, core.decoder, core.run(py, store));
@@ -184,11 +209,27 @@ impl Memo {
         let c = core.cache.clone();
         let work = async move {
             let key = Key::new(&key).maybe_version(version);
-            c.store_loaded_async(key, &bytes, expiry, &policy, delta)
+            c.store_loaded_stamped_async(key, &bytes, expiry, &policy, delta, &stamp)
                 .await
                 .map(|()| Reply::Flag(true))
         };
         awaitable::start_future(py, core, work, Deliver::Flag)
+    }
+}
+
+impl Memo {
+    fn tag_stamp<'py>(
+        slf: &Bound<'py, Self>,
+        how: How,
+        args: &Bound<'py, PyTuple>,
+        kwargs: Option<Bound<'py, PyDict>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let (this, py) = (slf.get(), slf.py());
+        let tags = this.tags_of(args, kwargs.as_ref())?;
+        let cache = this.resolve(py)?;
+        let texts: Vec<&str> = tags.iter().map(String::as_str).collect();
+        let request = RequestRef::new(Op::TagStamp(texts), KeyMode::Versioned(None));
+        cache.get().core.answer(py, how, request, Deliver::Stamp)
     }
 }
 
@@ -222,12 +263,18 @@ twins! {
         /// `delta`, the seconds the function took, it is a computed value: stored as
         /// `get_or_set_with` stores one (an XFetch envelope when the cache has
         /// `xfetch_beta`) and counted as a refresh.
-        twins _store / _astore = store<'py>(slf, key: &str, value: &Bound<'py, PyAny>, delta: Option<f64>)
-            signature (key, value, delta = None);
+        /// With `stamp` (from `_tag_stamp`, read before the function ran) the value carries
+        /// the decorator's tags.
+        twins _store / _astore = store<'py>(slf, key: &str, value: &Bound<'py, PyAny>, delta: Option<f64>, stamp: Option<PyRef<'py, PyTagStamp>>)
+            signature (key, value, delta = None, stamp = None);
+        /// The current versions of the tags of a call with these arguments (`args` a tuple,
+        /// `kwargs` a dict), to read before the function runs.
+        twins _tag_stamp / _atag_stamp = tag_stamp<'py>(slf, args: &Bound<'py, PyTuple>, kwargs: Option<Bound<'py, PyDict>>)
+            signature (args, kwargs = None);
 
         @methods
     #[new]
-    #[pyo3(signature = (func, name, *, cache = None, resolver = None, timeout = DEFAULT, version = None, key = None, skip_first = false, single_flight = true))]
+    #[pyo3(signature = (func, name, *, cache = None, resolver = None, timeout = DEFAULT, version = None, key = None, skip_first = false, single_flight = true, tags = None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         func: Py<PyAny>,
@@ -239,7 +286,16 @@ twins! {
         key: Option<Py<PyAny>>,
         skip_first: bool,
         single_flight: bool,
+        tags: Option<Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
+        // A list is checked now; a callable's answer at each call.
+        let tags = match tags {
+            Some(t) if !t.is_callable() => {
+                t.extract::<TagsArg>()?;
+                Some(t.unbind())
+            }
+            other => other.map(Bound::unbind),
+        };
         if cache.is_none() && resolver.is_none() {
             return Err(PyValueError::new_err("Memo needs a cache or a resolver"));
         }
@@ -253,7 +309,14 @@ twins! {
             single_flight,
             cache: RwLock::new(cache),
             resolver,
+            tags,
         })
+    }
+
+    /// True when the decorator was given tags.
+    #[getter]
+    fn has_tags(&self) -> bool {
+        self.tags.is_some()
     }
 
     /// Calls the function, or answers from the cache.

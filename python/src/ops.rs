@@ -21,7 +21,8 @@ use crate::errors;
 use crate::logbridge::detach;
 use crate::serializer::{self, Format};
 use polycache::{
-    Cache, ErrorKind, Expiry, Key, RedisArg, RedisCommand, RedisReply, Result, TimeToLive, Value,
+    Cache, ErrorKind, Expiry, Key, RedisArg, RedisCommand, RedisReply, Result, TagStamp,
+    TimeToLive, Value,
 };
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
@@ -150,6 +151,17 @@ pub(crate) enum Op<S, B> {
     Keys(S),
     /// `delete_pattern(pattern, itersize)`.
     DeletePattern(S, usize),
+    /// `set(..., tags=[...])`: the last field is the tags.
+    SetTagged(S, B, Expiry, Vec<S>),
+    /// `set_many(..., tags=[...])`.
+    SetManyTagged(Vec<(S, B)>, Expiry, Vec<S>),
+    /// `invalidate_tags([...])`.
+    InvalidateTags(Vec<S>),
+    /// The current versions of some tags, read before a value is computed.
+    TagStamp(Vec<S>),
+    /// A write with the tag versions read before its value was computed: `add` when the
+    /// flag is true, else `set`.
+    SetStamped(S, B, Expiry, TagStamp, bool),
 }
 
 /// One argument of [`Op::Redis`]: a key's text, or a value as it goes to Redis.
@@ -224,6 +236,8 @@ pub(crate) enum Reply {
     Redis(RedisReply),
     /// The caller's keys a scan found.
     Keys(Vec<String>),
+    /// The tag versions an `Op::TagStamp` read.
+    Stamp(TagStamp),
 }
 
 /// Python code for an event loop's thread; see [`Reply::OnLoop`].
@@ -301,6 +315,22 @@ impl<S: AsRef<str>, B: AsRef<[u8]>> Request<S, B> {
             Op::DeletePattern(p, n) => {
                 let removed = c.delete_pattern(p.as_ref(), mode.scan_version()?, *n)?;
                 Reply::Int(i64::try_from(removed).unwrap_or(i64::MAX))
+            }
+            Op::SetTagged(k, v, e, t) => {
+                Reply::Flag(c.set_tagged(mode.key(k.as_ref()), v.as_ref(), *e, &texts(t))?)
+            }
+            Op::SetManyTagged(items, e, t) => {
+                Reply::Failed(c.set_many_keys_tagged(&self.pairs(items), *e, &texts(t))?)
+            }
+            Op::InvalidateTags(t) => Reply::Flag(c.invalidate_tags(&texts(t))?),
+            Op::TagStamp(t) => Reply::Stamp(c.tag_stamp(&texts(t))?),
+            Op::SetStamped(k, v, e, stamp, add) => {
+                let key = mode.key(k.as_ref());
+                Reply::Flag(if *add {
+                    c.add_stamped(key, v.as_ref(), *e, stamp)?
+                } else {
+                    c.set_stamped(key, v.as_ref(), *e, stamp)?
+                })
             }
         })
     }
@@ -385,6 +415,24 @@ impl<S: AsRef<str>, B: AsRef<[u8]>> Request<S, B> {
                 let removed = c.delete_pattern_async(p.as_ref(), version, *n).await?;
                 Reply::Int(i64::try_from(removed).unwrap_or(i64::MAX))
             }
+            Op::SetTagged(k, v, e, t) => Reply::Flag(
+                c.set_tagged_async(mode.key(k.as_ref()), v.as_ref(), *e, &texts(t))
+                    .await?,
+            ),
+            Op::SetManyTagged(items, e, t) => Reply::Failed(
+                c.set_many_keys_tagged_async(&self.pairs(items), *e, &texts(t))
+                    .await?,
+            ),
+            Op::InvalidateTags(t) => Reply::Flag(c.invalidate_tags_async(&texts(t)).await?),
+            Op::TagStamp(t) => Reply::Stamp(c.tag_stamp_async(&texts(t)).await?),
+            Op::SetStamped(k, v, e, stamp, add) => {
+                let key = mode.key(k.as_ref());
+                Reply::Flag(if *add {
+                    c.add_stamped_async(key, v.as_ref(), *e, stamp).await?
+                } else {
+                    c.set_stamped_async(key, v.as_ref(), *e, stamp).await?
+                })
+            }
         })
     }
 
@@ -427,12 +475,60 @@ impl<S: AsRef<str>, B: AsRef<[u8]>> Request<S, B> {
             ),
             Op::Keys(p) => Op::Keys(s(p)),
             Op::DeletePattern(p, n) => Op::DeletePattern(s(p), *n),
+            Op::SetTagged(k, v, e, t) => Op::SetTagged(s(k), b(v), *e, t.iter().map(s).collect()),
+            Op::SetManyTagged(items, e, t) => Op::SetManyTagged(
+                items.iter().map(|(k, v)| (s(k), b(v))).collect(),
+                *e,
+                t.iter().map(s).collect(),
+            ),
+            Op::InvalidateTags(t) => Op::InvalidateTags(t.iter().map(s).collect()),
+            Op::TagStamp(t) => Op::TagStamp(t.iter().map(s).collect()),
+            Op::SetStamped(k, v, e, stamp, add) => {
+                Op::SetStamped(s(k), b(v), *e, stamp.clone(), *add)
+            }
         };
         Request {
             op,
             mode: self.mode,
         }
     }
+}
+
+/// A tagged write of one value, as both faces make it: `set(tags=)` (the versions read at
+/// the write) or `_set_stamped` (read earlier; `add` when the flag is true).
+pub(crate) enum TaggedWrite<'t> {
+    Tags(&'t crate::args::TagsArg),
+    Stamp(TagStamp, bool),
+}
+
+impl<'t> TaggedWrite<'t> {
+    /// The operation on the encoded value `bytes` of `name`, and how it answers: a
+    /// `set(tags=)` as the face's `set` does (`set_answer`), a stamped write with a flag.
+    pub(crate) fn op<'a>(
+        self,
+        name: &'a str,
+        bytes: &'a [u8],
+        expiry: Expiry,
+        set_answer: Deliver,
+    ) -> (Op<&'a str, &'a [u8]>, Deliver)
+    where
+        't: 'a,
+    {
+        match self {
+            TaggedWrite::Tags(tags) => {
+                (Op::SetTagged(name, bytes, expiry, tags.texts()), set_answer)
+            }
+            TaggedWrite::Stamp(stamp, add) => (
+                Op::SetStamped(name, bytes, expiry, stamp, add),
+                Deliver::Flag,
+            ),
+        }
+    }
+}
+
+/// The tags of a request as the core takes them.
+fn texts<S: AsRef<str>>(tags: &[S]) -> Vec<&str> {
+    tags.iter().map(AsRef::as_ref).collect()
 }
 
 /// Empties the whole store, on the blocking pool (the backend's clear is synchronous).
@@ -468,6 +564,8 @@ pub(crate) enum Deliver {
     Redis,
     /// A list of `str` (the keys of a scan); `None` for a scan that is over.
     Keys,
+    /// A `polycache._polycache.TagStamp`.
+    Stamp,
 }
 
 impl Deliver {
@@ -535,6 +633,9 @@ impl Deliver {
                 Ok((value, status, fetched).into_pyobject(py)?.into_any())
             }
             (Deliver::Redis, Reply::Redis(reply)) => redis_reply(py, reply),
+            (Deliver::Stamp, Reply::Stamp(stamp)) => {
+                Ok(Bound::new(py, crate::tags::PyTagStamp(stamp))?.into_any())
+            }
             _ => Err(pyo3::exceptions::PyRuntimeError::new_err(
                 "polycache: an operation answered with an unexpected kind of reply",
             )),

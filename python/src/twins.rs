@@ -25,6 +25,8 @@ macro_rules! twins {
             $(
                 $(#[doc = $doc])*
                 #[pyo3(signature = ($($sig)*))]
+                // Each Python argument is one parameter (`set` with all its flags has 8).
+                #[allow(clippy::too_many_arguments)]
                 fn $sync<$py>(
                     $slf: &pyo3::Bound<$py, Self>,
                     $($arg: $argty),*
@@ -34,6 +36,7 @@ macro_rules! twins {
 
                 #[doc = concat!("`", stringify!($sync), "`, awaitable.")]
                 #[pyo3(signature = ($($sig)*))]
+                #[allow(clippy::too_many_arguments)]
                 fn $async<$py>(
                     $slf: &pyo3::Bound<$py, Self>,
                     $($arg: $argty),*

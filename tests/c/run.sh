@@ -49,7 +49,7 @@ ln -s "$lib_dir/libpolycache.so" "$so_dir/${soname:?libpolycache.so has no sonam
 cflags=(-std=c11 -Wall -Wextra -Werror -pedantic -g -Iinclude -Itests/c)
 sanitize=(-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer)
 libs=(-L"$lib_dir" -lpolycache -Wl,-rpath,"$so_dir" -lpthread)
-tests=(test_cache test_caches test_backend test_job test_threads test_queue test_structures test_keys test_lock test_starts test_metrics)
+tests=(test_cache test_caches test_backend test_job test_threads test_queue test_structures test_keys test_lock test_starts test_metrics test_tags)
 examples=(quickstart walkthrough)
 
 for t in "${tests[@]}"; do
@@ -91,7 +91,7 @@ threads_ops() {
 
 # What runs before program $1: testkit's with-servers for the one that needs servers.
 servers_for() {
-    [[ "$1" == test_queue || "$1" == test_structures || "$1" == test_starts ]] && echo "$with_servers"
+    [[ "$1" == test_queue || "$1" == test_structures || "$1" == test_starts || "$1" == test_tags ]] && echo "$with_servers"
     return 0
 }
 

@@ -44,7 +44,7 @@ impl Cache {
     /// The value under the full key `full`, opened (signature, compression).
     async fn read_async(&self, backend: &dyn AsyncBackend, full: &[u8]) -> Result<Option<Value>> {
         let found = backend.get(full).await?;
-        self.open_value(full, found)
+        self.check_tags_async(self.open_value(full, found)?).await
     }
 
     /// [`Cache::full_set`], awaitable.
@@ -251,7 +251,10 @@ impl Cache {
         let (bytes, ends) = self.full_keys(keys)?;
         let full = Self::split_keys(&bytes, &ends);
         let start = self.inner.stats.start_anywhere(Operation::GetMany);
-        let found = backend.get_many(&full).await;
+        let found = match self.open_many(&full, backend.get_many(&full).await) {
+            Ok(values) => self.check_tags_many_async(values).await,
+            Err(e) => Err(e),
+        };
         self.answer_get_many(&full, found, start)
     }
 

@@ -10,7 +10,7 @@ use super::{
     classify, lease_backoff, lease_key, payload, random_token, warn_early_refresh,
     warn_flight_timeout, warn_lease_timeout, Flight, Join, Lease, Lookup, RefreshPolicy, Waited,
 };
-use crate::cache::{Cache, Key};
+use crate::cache::{Cache, Key, TagStamp};
 use crate::error::Result;
 use crate::expiry::Expiry;
 use crate::value::Value;
@@ -101,13 +101,31 @@ impl Cache {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Vec<u8>>>,
     {
+        self.load_tagged_async(key, loader, expiry, policy, current, &[])
+            .await
+    }
+
+    /// [`Cache::load_tagged`], awaitable.
+    pub async fn load_tagged_async<'k, F, Fut>(
+        &self,
+        key: impl Into<Key<'k>>,
+        loader: F,
+        expiry: Expiry,
+        policy: &RefreshPolicy,
+        current: Option<Value>,
+        tags: &[&str],
+    ) -> Result<Value>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Vec<u8>>>,
+    {
         let full = self.make_key(key)?;
         if let Some(current) = current {
             let Some(guard) = self.flights().try_lead(&full) else {
                 return Ok(current);
             };
             return match self
-                .compute_and_store_async(&full, loader, expiry, policy)
+                .compute_and_store_async(&full, loader, expiry, policy, tags)
                 .await
             {
                 Ok(v) => {
@@ -123,14 +141,14 @@ impl Cache {
         }
         if !policy.single_flight {
             return self
-                .compute_and_store_async(&full, loader, expiry, policy)
+                .compute_and_store_async(&full, loader, expiry, policy, tags)
                 .await;
         }
         self.single_flight_async(
             &full,
             policy,
             &|v| Some(payload(v)),
-            self.compute_and_store_async(&full, loader, expiry, policy),
+            self.compute_and_store_async(&full, loader, expiry, policy, tags),
         )
         .await
     }
@@ -203,16 +221,20 @@ impl Cache {
         loader: F,
         expiry: Expiry,
         policy: &RefreshPolicy,
+        tags: &[&str],
     ) -> Result<Value>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Vec<u8>>>,
     {
+        let stamp = self.tag_stamp_async(tags).await?;
         let started = Instant::now();
         let bytes = loader().await?;
         let (ttl, wrapped) = self.computed(&bytes, expiry, policy, started.elapsed());
-        self.full_set_async(full, wrapped.as_deref().unwrap_or(&bytes), ttl)
-            .await?;
+        let stored = stamp
+            .wrap(wrapped.as_deref().unwrap_or(&bytes))
+            .into_owned();
+        self.full_set_async(full, &stored, ttl).await?;
         Ok(Value::from(bytes))
     }
 
@@ -312,10 +334,48 @@ impl Cache {
         policy: &RefreshPolicy,
         delta: std::time::Duration,
     ) -> Result<()> {
+        self.store_loaded_stamped_async(key, value, expiry, policy, delta, &TagStamp::default())
+            .await
+    }
+
+    /// [`Cache::store_loaded_stamped`], awaitable.
+    pub async fn store_loaded_stamped_async<'k>(
+        &self,
+        key: impl Into<Key<'k>>,
+        value: &[u8],
+        expiry: Expiry,
+        policy: &RefreshPolicy,
+        delta: std::time::Duration,
+        stamp: &TagStamp,
+    ) -> Result<()> {
         let full = self.make_key(key)?;
         let (ttl, wrapped) = self.computed(value, expiry, policy, delta);
-        self.full_set_async(&full, wrapped.as_deref().unwrap_or(value), ttl)
-            .await?;
+        let stored = stamp.wrap(wrapped.as_deref().unwrap_or(value)).into_owned();
+        self.full_set_async(&full, &stored, ttl).await?;
         Ok(())
+    }
+
+    /// [`Cache::get_or_set_with_tags`], awaitable.
+    pub async fn get_or_set_with_tags_async<'k, F, Fut>(
+        &self,
+        key: impl Into<Key<'k>>,
+        loader: F,
+        expiry: Expiry,
+        tags: &[&str],
+    ) -> Result<Value>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Vec<u8>>>,
+    {
+        crate::check_tags(tags)?;
+        let policy = self.refresh_policy().clone();
+        let key = key.into();
+        let current = match self.lookup_async(key, &policy).await? {
+            Lookup::Hit(v) => return Ok(v),
+            Lookup::Miss => None,
+            Lookup::RefreshEarly(current) => Some(current),
+        };
+        self.load_tagged_async(key, loader, expiry, &policy, current, tags)
+            .await
     }
 }

@@ -94,8 +94,16 @@ impl Job {
         fresh_for: Option<Duration>,
     ) -> Result<bool> {
         let full = self.cache.make_key(key)?;
+        let stamp = self.stamp_async().await?;
         let (wrapped, ttl) = self.wrap(value, fresh_for, 0);
-        self.cache.full_set_async(&full, &wrapped, ttl).await
+        self.cache
+            .full_set_async(&full, &stamp.wrap(&wrapped), ttl)
+            .await
+    }
+
+    /// [`Job::stamp`](super), awaitable.
+    async fn stamp_async(&self) -> Result<crate::TagStamp> {
+        self.cache.tag_stamp_async(&self.tag_names()).await
     }
 
     /// [`Job::invalidate`], awaitable.
@@ -105,11 +113,14 @@ impl Job {
         fetch: F,
     ) -> Result<bool> {
         let full = self.cache.make_key(key)?;
+        let stamp = self.stamp_async().await?;
         let present = match self.cache.full_get_async(&full).await? {
             None => false,
             Some(raw) => {
                 let (marked, ttl) = self.mark_stale(&raw);
-                self.cache.full_set_async(&full, &marked, ttl).await?;
+                self.cache
+                    .full_set_async(&full, &stamp.wrap(&marked), ttl)
+                    .await?;
                 true
             }
         };
@@ -142,12 +153,15 @@ impl Job {
         full: &[u8],
         fetch: &F,
     ) -> Result<Value> {
+        let stamp = self.stamp_async().await?;
         let started = Instant::now();
         let fetched = fetch.fetch().await?;
         let delta = started.elapsed().as_micros() as u64;
         self.cache.stats_ref().refresh(1);
         let (wrapped, ttl) = self.wrap(&fetched.value, fetched.fresh_for, delta);
-        self.cache.full_set_async(full, &wrapped, ttl).await?;
+        self.cache
+            .full_set_async(full, &stamp.wrap(&wrapped), ttl)
+            .await?;
         Ok(Value::from(fetched.value))
     }
 

@@ -174,6 +174,7 @@ fn kind<T: std::fmt::Debug>(r: Result<T>) -> ErrorKind {
 pub async fn contract(c: Caches) {
     super::structures::structures(&c).await;
     key_scans(&c).await;
+    super::tags::tags(&c).await;
     if !c.x.stores {
         return always_misses(&c).await;
     }

@@ -435,3 +435,88 @@ fn run_sync<F: Future>(body: F) -> F::Output {
         Poll::Pending => panic!("a body over the sync API suspended: some operation waited"),
     }
 }
+
+/// Tags (`core/src/cache/tags.rs`).
+impl Ops {
+    pub fn set_tagged<'a>(
+        &'a self,
+        key: &'a str,
+        v: &'a [u8],
+        e: Expiry,
+        tags: &'a [&'a str],
+    ) -> Op<'a, bool> {
+        let c = &self.cache;
+        self.write(either!(
+            self,
+            c.set_tagged(key, v, e, tags),
+            c.set_tagged_async(key, v, e, tags)
+        ))
+    }
+    pub fn set_many_tagged<'a>(
+        &'a self,
+        items: &'a [Item<'a>],
+        e: Expiry,
+        tags: &'a [&'a str],
+    ) -> Op<'a, Vec<usize>> {
+        let c = &self.cache;
+        self.write(either!(
+            self,
+            c.set_many_tagged(items, e, None, tags),
+            c.set_many_tagged_async(items, e, None, tags)
+        ))
+    }
+    pub fn invalidate_tags<'a>(&'a self, tags: &'a [&'a str]) -> Op<'a, bool> {
+        let c = &self.cache;
+        self.write(either!(
+            self,
+            c.invalidate_tags(tags),
+            c.invalidate_tags_async(tags)
+        ))
+    }
+    /// `invalidate_tags` through the sync API whatever the mode, settled: for a loader
+    /// that runs while an invalidation happens.
+    pub fn invalidate_tags_now(&self, tags: &[&str]) {
+        self.cache.invalidate_tags(tags).unwrap();
+        if let Some(settle) = &self.settle {
+            settle();
+        }
+    }
+    /// Django's `get_or_set` with tags: `compute` is called on a miss.
+    pub fn get_or_set_tagged<'a>(
+        &'a self,
+        key: &'a str,
+        compute: impl FnOnce() -> Result<Vec<u8>> + Send + 'a,
+        e: Expiry,
+        tags: &'a [&'a str],
+    ) -> Op<'a, Value> {
+        let c = &self.cache;
+        if self.sync {
+            return self.write(ready(c.get_or_set_tagged(key, compute, e, tags)));
+        }
+        self.write(Box::pin(c.get_or_set_tagged_async(
+            key,
+            async move { compute() },
+            e,
+            tags,
+        )))
+    }
+    /// The single-flight `get_or_set_with` with tags.
+    pub fn get_or_set_with_tags<'a>(
+        &'a self,
+        key: &'a str,
+        compute: impl FnOnce() -> Result<Vec<u8>> + Send + 'a,
+        e: Expiry,
+        tags: &'a [&'a str],
+    ) -> Op<'a, Value> {
+        let c = &self.cache;
+        if self.sync {
+            return self.write(ready(c.get_or_set_with_tags(key, compute, e, tags)));
+        }
+        self.write(Box::pin(c.get_or_set_with_tags_async(
+            key,
+            move || async move { compute() },
+            e,
+            tags,
+        )))
+    }
+}

@@ -1,0 +1,178 @@
+//! Tags (`core/src/cache/tags.rs`): a tagged entry is a miss once any of its tags is
+//! invalidated; untagged entries, other tags and other caches' tags are unaffected; a value
+//! computed while its tag is invalidated is stored but never served.
+
+use super::body::Caches;
+use polycache::{ErrorKind, Expiry, Value, MAX_TAGS, MAX_TAG_LEN};
+
+fn bytes(v: Option<Value>) -> Option<Vec<u8>> {
+    v.map(Value::into_vec)
+}
+
+fn some(v: &[u8]) -> Option<Vec<u8>> {
+    Some(v.to_vec())
+}
+
+pub async fn tags(c: &Caches) {
+    if !c.x.stores {
+        return always_misses(c).await;
+    }
+    let m = &c.main;
+    let never = Expiry::Never;
+    assert!(m
+        .set_tagged("t:a", b"A", never, &["red", "blue"])
+        .await
+        .unwrap());
+    assert!(m.set_tagged("t:b", b"B", never, &["blue"]).await.unwrap());
+    assert!(m.set_tagged("t:c", b"C", never, &["green"]).await.unwrap());
+    assert!(m.set("t:plain", b"P", never).await.unwrap());
+    assert!(c
+        .other
+        .set_tagged("t:a", b"O", never, &["blue"])
+        .await
+        .unwrap());
+    let keys = ["t:a", "t:b", "t:c", "t:plain"];
+    let read = |found: Vec<Option<Value>>| found.into_iter().map(bytes).collect::<Vec<_>>();
+    assert_eq!(
+        read(m.get_many(&keys, None).await.unwrap()),
+        vec![some(b"A"), some(b"B"), some(b"C"), some(b"P")]
+    );
+
+    let misses = m.cache().stats().misses;
+    assert!(m.invalidate_tags(&["blue"]).await.unwrap());
+    assert_eq!(bytes(m.get("t:a").await.unwrap()), None, "any of its tags");
+    assert_eq!(bytes(m.get("t:b").await.unwrap()), None);
+    assert_eq!(
+        bytes(m.get("t:c").await.unwrap()),
+        some(b"C"),
+        "other tags stay"
+    );
+    assert_eq!(
+        bytes(m.get("t:plain").await.unwrap()),
+        some(b"P"),
+        "untagged stay"
+    );
+    assert_eq!(m.cache().stats().misses, misses + 2, "counted as misses");
+    assert_eq!(
+        read(m.get_many(&keys, None).await.unwrap()),
+        vec![None, None, some(b"C"), some(b"P")]
+    );
+    assert_eq!(
+        bytes(c.other.get("t:a").await.unwrap()),
+        some(b"O"),
+        "another key prefix has tags of its own"
+    );
+    // Written again after the invalidation: served again.
+    m.set_tagged("t:a", b"A2", never, &["red", "blue"])
+        .await
+        .unwrap();
+    assert_eq!(bytes(m.get("t:a").await.unwrap()), some(b"A2"));
+    // Invalidating several tags at once, one never used among them.
+    assert!(m
+        .invalidate_tags(&["green", "never-used", "red"])
+        .await
+        .unwrap());
+    assert_eq!(bytes(m.get("t:a").await.unwrap()), None);
+    assert_eq!(bytes(m.get("t:c").await.unwrap()), None);
+    assert!(
+        m.invalidate_tags(&[]).await.unwrap(),
+        "no tags: nothing to do"
+    );
+
+    // set_many with tags.
+    let items: [(&str, &[u8]); 2] = [("t:m1", b"1"), ("t:m2", b"2")];
+    assert!(m
+        .set_many_tagged(&items, never, &["many"])
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        read(m.get_many(&["t:m1", "t:m2"], None).await.unwrap()),
+        vec![some(b"1"), some(b"2")]
+    );
+    m.invalidate_tags(&["many"]).await.unwrap();
+    assert_eq!(
+        read(m.get_many(&["t:m1", "t:m2"], None).await.unwrap()),
+        vec![None, None]
+    );
+
+    // get_or_set with tags: computed once, then a hit, computed again after invalidation.
+    for single_flight in [false, true] {
+        let key = if single_flight { "t:with" } else { "t:gos" };
+        let tags: &[&str] = &["computed"];
+        let get_or_set = |v: &'static [u8]| {
+            let compute = move || Ok(v.to_vec());
+            if single_flight {
+                m.get_or_set_with_tags(key, compute, never, tags)
+            } else {
+                m.get_or_set_tagged(key, compute, never, tags)
+            }
+        };
+        assert_eq!(&*get_or_set(b"first").await.unwrap(), b"first");
+        assert_eq!(&*get_or_set(b"second").await.unwrap(), b"first", "a hit");
+        m.invalidate_tags(tags).await.unwrap();
+        assert_eq!(&*get_or_set(b"third").await.unwrap(), b"third");
+        assert_eq!(bytes(m.get(key).await.unwrap()), some(b"third"));
+
+        // The race: the tag is invalidated while the value is computed. The caller gets
+        // its value; the stored entry carries the version from before, a miss.
+        m.invalidate_tags(tags).await.unwrap();
+        let racing = move || {
+            m.invalidate_tags_now(tags);
+            Ok(b"stale".to_vec())
+        };
+        let v = if single_flight {
+            m.get_or_set_with_tags(key, racing, never, tags).await
+        } else {
+            m.get_or_set_tagged(key, racing, never, tags).await
+        };
+        assert_eq!(&*v.unwrap(), b"stale");
+        assert_eq!(
+            bytes(m.get(key).await.unwrap()),
+            None,
+            "computed before the invalidation: never served (single_flight {single_flight})"
+        );
+    }
+
+    // Bad tags: an InvalidKey error, nothing stored.
+    let long = "t".repeat(MAX_TAG_LEN + 1);
+    let many: Vec<String> = (0..=MAX_TAGS).map(|i| format!("t{i}")).collect();
+    let many: Vec<&str> = many.iter().map(String::as_str).collect();
+    for bad in [&[""][..], &[long.as_str()][..], &many[..]] {
+        let err = m.set_tagged("t:bad", b"x", never, bad).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidKey, "{err}");
+        assert!(!m.has_key("t:bad").await.unwrap(), "nothing stored");
+        let err = m.invalidate_tags(bad).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidKey);
+    }
+    let at_limit: Vec<&str> = many[..MAX_TAGS].to_vec();
+    m.set_tagged("t:limit", b"x", never, &at_limit)
+        .await
+        .unwrap();
+    m.set_tagged("t:long", b"x", never, &[&long[1..]])
+        .await
+        .unwrap();
+    assert_eq!(bytes(m.get("t:limit").await.unwrap()), some(b"x"));
+    assert_eq!(bytes(m.get("t:long").await.unwrap()), some(b"x"));
+    m.invalidate_tags(&[many[MAX_TAGS - 1]]).await.unwrap();
+    assert_eq!(
+        bytes(m.get("t:limit").await.unwrap()),
+        None,
+        "the last tag counts"
+    );
+}
+
+/// dummy:// stores nothing: tagged writes and invalidations succeed, every read misses.
+async fn always_misses(c: &Caches) {
+    let m = &c.main;
+    m.set_tagged("t:a", b"A", Expiry::Never, &["red"])
+        .await
+        .unwrap();
+    assert_eq!(bytes(m.get("t:a").await.unwrap()), None);
+    assert!(m.invalidate_tags(&["red"]).await.unwrap());
+    let v = m
+        .get_or_set_tagged("t:b", || Ok(b"B".to_vec()), Expiry::Never, &["red"])
+        .await
+        .unwrap();
+    assert_eq!(&*v, b"B");
+}

@@ -1,0 +1,284 @@
+//! Tags across cache handles that share a store (as processes do), on tiered caches whose
+//! L1s share an L2 and a bus, and under a real race between a loader and an invalidation.
+//! The per-scheme behaviour (sync and async) is in the contract suite (`contract/tags.rs`).
+
+use polycache::{Cache, Expiry, LocalBus};
+use polycache_testkit::{eventually, TempDir};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// Generous: a loaded shared machine may be slow, and a test never asserts on time.
+const PATIENCE: Duration = Duration::from_secs(5);
+
+fn text(v: Option<polycache::Value>) -> Option<String> {
+    v.map(|v| String::from_utf8_lossy(&v).into_owned())
+}
+
+/// Two handles on one store: what one invalidates, the other no longer serves.
+fn two_handles(url: &str) {
+    let a = Cache::builder(url).key_prefix("xh").build().unwrap();
+    let b = Cache::builder(url).key_prefix("xh").build().unwrap();
+    a.set_tagged("page", b"v1", Expiry::Never, &["product:42"])
+        .unwrap();
+    a.set("plain", b"p", Expiry::Never).unwrap();
+    assert_eq!(text(b.get("page").unwrap()).as_deref(), Some("v1"), "{url}");
+    assert!(b.invalidate_tags(&["product:42"]).unwrap());
+    assert_eq!(a.get("page").unwrap(), None, "{url}");
+    assert_eq!(b.get("page").unwrap(), None, "{url}");
+    assert_eq!(text(a.get("plain").unwrap()).as_deref(), Some("p"), "{url}");
+    // A handle that stamps after the invalidation stores a value both serve.
+    b.set_tagged("page", b"v2", Expiry::Never, &["product:42"])
+        .unwrap();
+    assert_eq!(text(a.get("page").unwrap()).as_deref(), Some("v2"), "{url}");
+}
+
+#[cfg(feature = "sqlite")]
+#[test]
+fn handles_sharing_sqlite() {
+    let dir = TempDir::new("tags-sqlite");
+    two_handles(&format!("sqlite://{}/c.db", dir.path().display()));
+}
+
+#[cfg(feature = "file")]
+#[test]
+fn handles_sharing_a_directory() {
+    let dir = TempDir::new("tags-file");
+    two_handles(&format!("file://{}", dir.path().display()));
+}
+
+#[cfg(feature = "redis")]
+#[test]
+fn handles_sharing_redis() {
+    let redis = polycache_testkit::RedisServer::start().unwrap();
+    two_handles(&redis.url());
+}
+
+#[cfg(feature = "memcached")]
+#[test]
+fn handles_sharing_memcached() {
+    let mc = polycache_testkit::MemcachedServer::start().unwrap();
+    two_handles(&mc.url());
+}
+
+/// Two tiered caches whose L1s share an L2 and a bus: an invalidation made through one
+/// reaches the other's L1, which would otherwise keep serving its copy for `l1_timeout`.
+#[cfg(feature = "memory")]
+#[test]
+fn tiered_l1s_drop_invalidated_entries() {
+    let bus = LocalBus::new();
+    let open = || {
+        Cache::builder_tiered("memory://", "memory://tags-tiered-l2")
+            .bus(bus.clone())
+            .l1_timeout(Some(Duration::from_secs(600)))
+            .key_prefix("tt")
+            .build()
+            .unwrap()
+    };
+    let (a, b) = (open(), open());
+    a.set_tagged("page", b"v1", Expiry::Never, &["t"]).unwrap();
+    // Now in both L1s, with the tag's version.
+    assert_eq!(text(a.get("page").unwrap()).as_deref(), Some("v1"));
+    assert_eq!(text(b.get("page").unwrap()).as_deref(), Some("v1"));
+    b.invalidate_tags(&["t"]).unwrap();
+    assert_eq!(a.get("page").unwrap(), None);
+    assert_eq!(b.get("page").unwrap(), None);
+}
+
+/// The same over Redis pub/sub, the bus processes use.
+#[cfg(feature = "redis")]
+#[test]
+fn tiered_l1s_over_redis_drop_invalidated_entries() {
+    let redis = polycache_testkit::RedisServer::start().unwrap();
+    let open = || {
+        let bus = polycache::RedisBus::open(&redis.url(), "tags").unwrap();
+        Cache::builder_tiered("memory://", &redis.url())
+            .bus(bus)
+            .l1_timeout(Some(Duration::from_secs(600)))
+            .key_prefix("tr")
+            .build()
+            .unwrap()
+    };
+    let (a, b) = (open(), open());
+    a.set_tagged("page", b"v1", Expiry::Never, &["t"]).unwrap();
+    assert_eq!(text(a.get("page").unwrap()).as_deref(), Some("v1"));
+    assert_eq!(text(b.get("page").unwrap()).as_deref(), Some("v1"));
+    // Now b's L1 holds the entry and its tag's version: its hits read nothing from Redis.
+    let before = redis_reads(&redis);
+    for _ in 0..3 {
+        assert_eq!(text(b.get("page").unwrap()).as_deref(), Some("v1"));
+    }
+    assert_eq!(
+        redis_reads(&redis),
+        before,
+        "an L1 hit of a tagged entry made a round trip"
+    );
+    // A cache without L1 reads the entry and the version from Redis: the count sees them.
+    let plain = Cache::builder(&redis.url())
+        .key_prefix("tr")
+        .build()
+        .unwrap();
+    assert_eq!(text(plain.get("page").unwrap()).as_deref(), Some("v1"));
+    assert!(redis_reads(&redis) >= before + 2);
+    a.invalidate_tags(&["t"]).unwrap();
+    assert_eq!(a.get("page").unwrap(), None);
+    assert!(
+        eventually(PATIENCE, || b.get("page").unwrap().is_none()),
+        "b's L1 still serves an invalidated entry"
+    );
+}
+
+/// How many read commands the Redis server has run (`INFO commandstats`).
+#[cfg(feature = "redis")]
+fn redis_reads(redis: &polycache_testkit::RedisServer) -> u64 {
+    let info = redis.command(&["INFO", "commandstats"]).unwrap();
+    [
+        "cmdstat_get",
+        "cmdstat_mget",
+        "cmdstat_evalsha",
+        "cmdstat_eval",
+    ]
+    .iter()
+    .filter_map(|name| polycache_testkit::info_field(&info, name))
+    .filter_map(|stats| {
+        let calls = stats.split(',').next()?.strip_prefix("calls=")?;
+        calls.parse::<u64>().ok()
+    })
+    .sum()
+}
+
+/// A loader running on one thread while another invalidates the tag: the stored entry
+/// carries the version read before the loader ran, and reads as a miss.
+#[cfg(feature = "memory")]
+#[test]
+fn an_entry_computed_across_an_invalidation_is_never_served() {
+    let cache = Cache::open("memory://").unwrap();
+    cache
+        .set_tagged("warm", b"x", Expiry::Never, &["t"])
+        .unwrap();
+    let (started_tx, started_rx) = mpsc::channel();
+    let (go_tx, go_rx) = mpsc::channel::<()>();
+    std::thread::scope(|s| {
+        let cache = &cache;
+        let loader = s.spawn(move || {
+            cache.get_or_set_with_tags(
+                "page",
+                move || {
+                    started_tx.send(()).unwrap();
+                    go_rx.recv().unwrap();
+                    Ok(b"computed from old data".to_vec())
+                },
+                Expiry::Never,
+                &["t"],
+            )
+        });
+        started_rx.recv().unwrap();
+        cache.invalidate_tags(&["t"]).unwrap();
+        go_tx.send(()).unwrap();
+        assert_eq!(
+            text(Some(loader.join().unwrap().unwrap())).as_deref(),
+            Some("computed from old data")
+        );
+    });
+    assert_eq!(cache.get("page").unwrap(), None);
+    assert_eq!(cache.get("warm").unwrap(), None);
+    // The next caller computes afresh, and that value is served.
+    let v = cache
+        .get_or_set_with_tags("page", || Ok(b"new".to_vec()), Expiry::Never, &["t"])
+        .unwrap();
+    assert_eq!(&*v, b"new");
+    assert_eq!(text(cache.get("page").unwrap()).as_deref(), Some("new"));
+}
+
+/// A signed cache signs tagged entries and tag versions alike, and still checks tags.
+#[cfg(feature = "memory")]
+#[test]
+fn signed_and_compressed_tagged_entries() {
+    let cache = Cache::builder("memory://")
+        .signing_key("k")
+        .compress_min_size(Some(16))
+        .build()
+        .unwrap();
+    let big = vec![b'z'; 4096];
+    cache
+        .set_tagged("big", &big, Expiry::Never, &["t"])
+        .unwrap();
+    assert_eq!(cache.get("big").unwrap().as_deref(), Some(&big[..]));
+    cache.invalidate_tags(&["t"]).unwrap();
+    assert_eq!(cache.get("big").unwrap(), None);
+}
+
+/// An evicted tag version reads as an invalidation: the safe direction.
+#[cfg(feature = "memory")]
+#[test]
+fn a_lost_tag_version_makes_its_entries_misses() {
+    let cache = Cache::builder("memory://")
+        .key_prefix("lost")
+        .build()
+        .unwrap();
+    cache
+        .set_tagged("page", b"v", Expiry::Never, &["t"])
+        .unwrap();
+    assert!(cache
+        .delete(polycache::Key::full("lost:__tag__:t"))
+        .unwrap());
+    assert_eq!(cache.get("page").unwrap(), None);
+}
+
+/// A job's values carry the job's tags: an invalidation makes the next `get` fetch again.
+#[cfg(feature = "memory")]
+#[test]
+fn job_values_carry_the_jobs_tags() {
+    use polycache::{CacheStatus, Job, JobOptions};
+    let job = Job::new(
+        Cache::open("memory://").unwrap(),
+        JobOptions::default().tags(["report"]),
+    );
+    static FETCHES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let fetch = || {
+        let n = FETCHES.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(format!("v{n}").into_bytes())
+    };
+    assert_eq!(job.get("r", fetch).unwrap().status, CacheStatus::Miss);
+    let hit = job.get("r", fetch).unwrap();
+    assert_eq!(
+        (hit.status, hit.value.as_deref()),
+        (CacheStatus::Hit, Some(&b"v0"[..]))
+    );
+    job.cache().invalidate_tags(&["report"]).unwrap();
+    let again = job.get("r", fetch).unwrap();
+    assert_eq!(
+        (again.status, again.value.as_deref()),
+        (CacheStatus::Miss, Some(&b"v1"[..]))
+    );
+    assert!(job.set("s", b"set", None).unwrap());
+    job.cache().invalidate_tags(&["report"]).unwrap();
+    assert_eq!(job.cache().get("s").unwrap(), None);
+}
+
+/// [`polycache::Job`]'s async side stamps its values too.
+#[cfg(feature = "memory")]
+#[tokio::test(flavor = "current_thread")]
+async fn async_job_values_carry_the_jobs_tags() {
+    use polycache::{CacheStatus, Job, JobOptions};
+    let job = Job::new(
+        Cache::open("memory://").unwrap(),
+        JobOptions::default().tags(["report"]),
+    );
+    let fetch = || async { Ok(b"v".to_vec()) };
+    assert_eq!(
+        job.get_async("r", fetch).await.unwrap().status,
+        CacheStatus::Miss
+    );
+    assert_eq!(
+        job.get_async("r", fetch).await.unwrap().status,
+        CacheStatus::Hit
+    );
+    job.cache()
+        .invalidate_tags_async(&["report"])
+        .await
+        .unwrap();
+    assert_eq!(
+        job.get_async("r", fetch).await.unwrap().status,
+        CacheStatus::Miss
+    );
+}

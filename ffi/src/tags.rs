@@ -1,0 +1,164 @@
+//! Tags on a `polycache_cache`: tagged writes and `polycache_cache_invalidate_tags`.
+
+use crate::cache::{expiry, polycache_cache};
+use crate::cache_start::{handles, start_keyed};
+use crate::error::polycache_error;
+use crate::handle::{borrow, bytes, text, text_list};
+use crate::panic::boundary;
+use crate::queue::{
+    polycache_queue, Output, POLYCACHE_OP_INVALIDATE_TAGS, POLYCACHE_OP_SET_TAGGED,
+};
+use crate::result::{polycache_result, POLYCACHE_RESULT_NOT_STORED, POLYCACHE_RESULT_OK};
+use std::ffi::{c_char, c_void};
+
+/// Stores the `len` bytes at `value` under `key`, carrying the `n_tags` tags in `tags`:
+/// `polycache_cache_invalidate_tags` of any of them makes the entry a miss.
+///
+/// The tags' current versions are read now (one extra round trip). `ttl_ms` is as for
+/// `polycache_cache_set`. A tag must be non-empty, at most 200 bytes, and an entry carries at
+/// most 64 (`POLYCACHE_RESULT_INVALID_KEY` otherwise, nothing stored); `n_tags` 0 is a plain
+/// `polycache_cache_set`. `tags` may be NULL only when `n_tags` is 0. Answers
+/// `POLYCACHE_RESULT_NOT_STORED` only when the cache fails open and the backend was
+/// unreachable.
+#[no_mangle]
+pub unsafe extern "C" fn polycache_cache_set_tagged(
+    cache: *const polycache_cache,
+    key: *const c_char,
+    value: *const u8,
+    len: usize,
+    ttl_ms: i64,
+    tags: *const *const c_char,
+    n_tags: usize,
+    error_out: *mut *mut polycache_error,
+) -> polycache_result {
+    boundary(error_out, || {
+        // SAFETY: each pointer is NULL or valid for the call (the C API contract).
+        let (cache, key, value, tags) = unsafe {
+            (
+                borrow(cache, "cache")?,
+                text(key, "key")?,
+                bytes(value, len, "value")?,
+                text_list(tags, n_tags, "tags", "tags[i]")?,
+            )
+        };
+        Ok(
+            if cache.cache.set_tagged(key, value, expiry(ttl_ms), &tags)? {
+                POLYCACHE_RESULT_OK
+            } else {
+                POLYCACHE_RESULT_NOT_STORED
+            },
+        )
+    })
+}
+
+/// Makes every entry carrying any of the `n_tags` tags in `tags` a miss, in every process
+/// sharing the backend: one write, whatever the number of entries.
+///
+/// `tags` may be NULL only when `n_tags` is 0. Answers `POLYCACHE_RESULT_NOT_STORED` only
+/// when the cache fails open and the backend was unreachable.
+#[no_mangle]
+pub unsafe extern "C" fn polycache_cache_invalidate_tags(
+    cache: *const polycache_cache,
+    tags: *const *const c_char,
+    n_tags: usize,
+    error_out: *mut *mut polycache_error,
+) -> polycache_result {
+    boundary(error_out, || {
+        // SAFETY: each pointer is NULL or valid for the call (the C API contract).
+        let (cache, tags) = unsafe {
+            (
+                borrow(cache, "cache")?,
+                text_list(tags, n_tags, "tags", "tags[i]")?,
+            )
+        };
+        Ok(if cache.cache.invalidate_tags(&tags)? {
+            POLYCACHE_RESULT_OK
+        } else {
+            POLYCACHE_RESULT_NOT_STORED
+        })
+    })
+}
+
+/// The owned copies of a start call's tags.
+fn owned(tags: Vec<&str>) -> Vec<String> {
+    tags.into_iter().map(str::to_owned).collect()
+}
+
+fn texts(tags: &[String]) -> Vec<&str> {
+    tags.iter().map(String::as_str).collect()
+}
+
+/// Starts `polycache_cache_set_tagged(cache, key, value, len, ttl_ms, tags, n_tags)` without
+/// blocking; its completion (`POLYCACHE_OP_SET_TAGGED`) arrives on `queue` with `user_data`.
+///
+/// The completion's `result` is `OK`, `NOT_STORED` (a `fail_open` cache whose backend is
+/// unreachable), or an error (`INVALID_KEY` for a bad tag, `CONNECTION`, …) with its
+/// `error`. The key, the `len` bytes and the tags are copied. Start codes, inline completion
+/// and threads are as for `polycache_cache_get_start`.
+#[no_mangle]
+pub unsafe extern "C" fn polycache_cache_set_tagged_start(
+    cache: *const polycache_cache,
+    queue: *const polycache_queue,
+    key: *const c_char,
+    value: *const u8,
+    len: usize,
+    ttl_ms: i64,
+    tags: *const *const c_char,
+    n_tags: usize,
+    user_data: *mut c_void,
+    error_out: *mut *mut polycache_error,
+) -> polycache_result {
+    boundary(error_out, || {
+        // SAFETY: each pointer is NULL or valid for the call (the C API contract).
+        let (value, tags) = unsafe {
+            (
+                bytes(value, len, "value")?.to_vec(),
+                owned(text_list(tags, n_tags, "tags", "tags[i]")?),
+            )
+        };
+        let work = |cache: polycache::Cache, key: String| async move {
+            let stored = cache
+                .set_tagged_async(key.as_str(), &value, expiry(ttl_ms), &texts(&tags))
+                .await?;
+            Ok(Output::Stored(stored))
+        };
+        // SAFETY: as above.
+        unsafe { start_keyed(cache, queue, key, POLYCACHE_OP_SET_TAGGED, user_data, work) }
+    })
+}
+
+/// Starts `polycache_cache_invalidate_tags(cache, tags, n_tags)` without blocking; its
+/// completion (`POLYCACHE_OP_INVALIDATE_TAGS`) arrives on `queue` with `user_data`.
+///
+/// The completion's `result` is `OK`, `NOT_STORED` (a `fail_open` cache whose backend is
+/// unreachable), or an error with its `error`. The tags are copied. Start codes, inline
+/// completion and threads are as for `polycache_cache_get_start`.
+#[no_mangle]
+pub unsafe extern "C" fn polycache_cache_invalidate_tags_start(
+    cache: *const polycache_cache,
+    queue: *const polycache_queue,
+    tags: *const *const c_char,
+    n_tags: usize,
+    user_data: *mut c_void,
+    error_out: *mut *mut polycache_error,
+) -> polycache_result {
+    boundary(error_out, || {
+        // SAFETY: each pointer is NULL or valid for the call (the C API contract).
+        let ((cache, queue), tags) = unsafe {
+            (
+                handles(cache, queue)?,
+                owned(text_list(tags, n_tags, "tags", "tags[i]")?),
+            )
+        };
+        let inline = cache.completes_inline();
+        queue.start(
+            inline,
+            POLYCACHE_OP_INVALIDATE_TAGS,
+            user_data,
+            async move {
+                let reached = cache.invalidate_tags_async(&texts(&tags)).await?;
+                Ok(Output::Stored(reached))
+            },
+        )
+    })
+}
