@@ -112,6 +112,7 @@ pub(crate) fn set(
     key: &str,
     value: Option<OsString>,
     expiry: Expiry,
+    tags: &[String],
     c: &mut Console<'_>,
 ) -> Outcome {
     let value = match value {
@@ -124,7 +125,8 @@ pub(crate) fn set(
             v
         }
     };
-    if !cache.set(key, &value, expiry)? {
+    let tags: Vec<&str> = tags.iter().map(String::as_str).collect();
+    if !cache.set_tagged(key, &value, expiry, &tags)? {
         return Err(Failure::Failed(format!(
             "{key:?} not stored: the backend is unreachable"
         )));
@@ -151,6 +153,21 @@ pub(crate) fn delete(cache: &Cache, key: &str, c: &mut Console<'_>) -> Outcome {
         return Err(not_found(key));
     }
     writeln!(c.out, "deleted {key:?}")?;
+    Ok(())
+}
+
+pub(crate) fn invalidate_tags(cache: &Cache, tags: &[String], c: &mut Console<'_>) -> Outcome {
+    let tags: Vec<&str> = tags.iter().map(String::as_str).collect();
+    if !cache.invalidate_tags(&tags)? {
+        return Err(Failure::Failed(
+            "tags not invalidated: the backend is unreachable".into(),
+        ));
+    }
+    if c.json {
+        c.json(&json!({"tags": tags, "invalidated": true}))?;
+    } else {
+        writeln!(c.out, "invalidated {}", show::count(tags.len(), "tag"))?;
+    }
     Ok(())
 }
 

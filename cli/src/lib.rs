@@ -123,6 +123,9 @@ enum Command {
         /// default timeout (the URL's ?timeout=, else 300 s).
         #[arg(long, value_name = "SECONDS|never", value_parser = parse_ttl)]
         ttl: Option<Expiry>,
+        /// A tag the entry carries (repeatable): `invalidate-tags TAG` makes it a miss.
+        #[arg(long = "tag", value_name = "TAG")]
+        tags: Vec<String>,
     },
     /// Remove KEY (exit 1 when it was not there).
     Delete {
@@ -187,9 +190,10 @@ enum Command {
         #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(0..=64 << 20))]
         size: u32,
     },
-    /// Invalidate every entry carrying one of TAGS (not available yet in this version).
+    /// Make every entry carrying one of TAGS a miss, in every process sharing the store.
     InvalidateTags {
         /// The tags.
+        #[arg(required = true)]
         tags: Vec<String>,
     },
 }
@@ -362,9 +366,6 @@ fn url(global: &Global) -> Result<&str, Failure> {
 fn dispatch(cli: Cli, c: &mut Console<'_>) -> Outcome {
     let g = &cli.global;
     match cli.command {
-        Command::InvalidateTags { .. } => Err(Failure::Usage(
-            "invalidate-tags is not available yet in this version of polycache".into(),
-        )),
         Command::CreateTable { dry_run } => commands::create_table(url(g)?, dry_run, c),
         Command::Doctor => doctor::run(g, c),
         command => {
@@ -372,9 +373,20 @@ fn dispatch(cli: Cli, c: &mut Console<'_>) -> Outcome {
             match command {
                 Command::Stats => commands::stats(&cache, c),
                 Command::Get { key, raw } => commands::get(&cache, &key, raw, c),
-                Command::Set { key, value, ttl } => {
-                    commands::set(&cache, &key, value, ttl.unwrap_or(Expiry::Default), c)
-                }
+                Command::Set {
+                    key,
+                    value,
+                    ttl,
+                    tags,
+                } => commands::set(
+                    &cache,
+                    &key,
+                    value,
+                    ttl.unwrap_or(Expiry::Default),
+                    &tags,
+                    c,
+                ),
+                Command::InvalidateTags { tags } => commands::invalidate_tags(&cache, &tags, c),
                 Command::Delete { key } => commands::delete(&cache, &key, c),
                 Command::Ttl { key } => commands::ttl(&cache, &key, c),
                 Command::Keys { pattern } => commands::keys(&cache, &pattern, c),

@@ -235,6 +235,34 @@ fn delete_pattern_counts_first_and_refuses_everything_without_yes() {
 }
 
 #[test]
+fn invalidate_tags_makes_the_tagged_entries_a_miss_for_every_process() {
+    let dir = TempDir::new("cli-tags");
+    let url = file_url(&dir);
+    expect(&url, &["set", "--tag", "product:42", "page:42", "html"], 0);
+    expect(
+        &url,
+        &["set", "--tag", "product:7", "--tag", "x", "page:7", "html"],
+        0,
+    );
+    expect(&url, &["set", "plain", "v"], 0);
+    assert_eq!(
+        expect(&url, &["invalidate-tags", "product:42"], 0).out,
+        "invalidated 1 tag\n"
+    );
+    // Each command is its own process: the invalidation is in the store, not in memory.
+    expect(&url, &["get", "page:42"], 1);
+    expect(&url, &["get", "page:7"], 0);
+    expect(&url, &["get", "plain"], 0);
+    let r = expect(&url, &["--json", "invalidate-tags", "x", "y"], 0);
+    assert!(r.out.contains("\"invalidated\":true"), "{}", r.out);
+    expect(&url, &["get", "page:7"], 1);
+    // A bad tag stores nothing.
+    let r = expect(&url, &["set", "--tag", "", "k", "v"], 1);
+    assert!(r.err.contains("tag"), "{}", r.err);
+    expect(&url, &["get", "k"], 1);
+}
+
+#[test]
 fn clear_needs_yes_without_a_terminal() {
     let dir = TempDir::new("cli-clear");
     let url = file_url(&dir);
@@ -265,7 +293,7 @@ fn usage_errors_are_one_line_and_exit_2() {
             &["get", "k"],
             "no cache URL: give --url URL or set POLYCACHE_URL",
         ),
-        (&url, &["invalidate-tags", "t"], "not available yet"),
+        (&url, &["invalidate-tags"], "required"),
     ];
     for (url, args, says) in cases {
         let r = expect(url, args, 2);
