@@ -397,7 +397,7 @@ fn dispatch(cli: Cli, c: &mut Console<'_>) -> Outcome {
                 } => commands::delete_pattern(&cache, &pattern, dry_run, yes, c),
                 Command::Clear { yes } => commands::clear(&cache, yes, c),
                 Command::Bench { ops, size } => bench::run(&cache, ops, size, c),
-                Command::InvalidateTags { .. } | Command::CreateTable { .. } | Command::Doctor => {
+                Command::CreateTable { .. } | Command::Doctor => {
                     unreachable!("handled above")
                 }
             }
