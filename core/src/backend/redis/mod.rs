@@ -222,7 +222,13 @@ pub struct RedisBackend {
     /// The leader's client and connect timeout, for a pub/sub connection of its own (one
     /// server or leader + replicas; `None` on a Cluster).
     leader_client: Option<(Client, Option<Duration>)>,
+    /// Every server reads go to (the leader first) with its address, for the tracking
+    /// connections of [`crate::TrackingBus`]; empty on a Cluster and behind Sentinel.
+    servers: Vec<ServerClient>,
 }
+
+/// A server's client and its address (`host:port` or the socket's path).
+pub(crate) type ServerClient = (Client, String);
 
 enum Topology {
     Single {
@@ -315,6 +321,7 @@ impl RedisBackend {
         };
 
         let mut leader_client = None;
+        let mut servers = Vec::new();
         let aio;
         let topology = match scheme {
             "unix" => {
@@ -333,6 +340,7 @@ impl RedisBackend {
                 let client = client_for(info, None, &redacted)?;
                 leader_client = Some((client.clone(), opts.connect_timeout));
                 let addr = location.path().to_owned();
+                servers.push((client.clone(), addr.clone()));
                 aio = AsyncTopology::Single {
                     leader: Box::new(aio::Server::new(client.clone(), addr.clone(), &opts)),
                     replicas: Vec::new(),
@@ -349,7 +357,7 @@ impl RedisBackend {
                 opts.db = db_from_path(location.path(), db_option).map_err(&bad)?;
                 let auth = auth.set_db(opts.db);
                 let mut pools = Vec::with_capacity(location.hosts().len());
-                let mut servers = Vec::with_capacity(location.hosts().len());
+                let mut async_servers = Vec::with_capacity(location.hosts().len());
                 for host in location.hosts() {
                     let (h, port) = split_host(host).map_err(&bad)?;
                     let addr = tcp_addr(h.clone(), port, tls.then_some(opts.insecure));
@@ -358,7 +366,8 @@ impl RedisBackend {
                     if leader_client.is_none() {
                         leader_client = Some((client.clone(), opts.connect_timeout));
                     }
-                    servers.push(aio::Server::new(
+                    servers.push((client.clone(), format!("{h}:{port}")));
+                    async_servers.push(aio::Server::new(
                         client.clone(),
                         format!("{h}:{port}"),
                         &opts,
@@ -366,10 +375,10 @@ impl RedisBackend {
                     pools.push(Pool::single(client, format!("{h}:{port}"), &opts));
                 }
                 let leader = pools.remove(0);
-                let async_leader = servers.remove(0);
+                let async_leader = async_servers.remove(0);
                 aio = AsyncTopology::Single {
                     leader: Box::new(async_leader),
-                    replicas: servers,
+                    replicas: async_servers,
                 };
                 let replicas = pools
                     .into_iter()
@@ -481,6 +490,7 @@ impl RedisBackend {
             aio,
             location: redacted,
             leader_client,
+            servers,
         })
     }
 
@@ -488,6 +498,13 @@ impl RedisBackend {
     /// pub/sub subscriber of [`crate::RedisBus`]); `None` on a Cluster.
     pub(crate) fn leader_client(&self) -> Option<&(Client, Option<Duration>)> {
         self.leader_client.as_ref()
+    }
+
+    /// Every server reads go to, the leader first, with the connect timeout; `None` on a
+    /// Cluster and behind Sentinel (see [`crate::TrackingBus`]).
+    pub(crate) fn read_servers(&self) -> Option<(&[ServerClient], Option<Duration>)> {
+        let (_, timeout) = self.leader_client.as_ref()?;
+        (!self.servers.is_empty()).then_some((&self.servers, *timeout))
     }
 
     /// `PUBLISH`es every message on `channel` in one pipeline on the leader.
