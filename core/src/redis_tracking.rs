@@ -23,7 +23,7 @@ use crate::redis_bus::{
     NEXT_ID,
 };
 use crate::tiered::{Invalidation, InvalidationBus, InvalidationHandler, InvalidationTarget};
-use redis::{AsyncConnectionConfig, Client, ProtocolVersion, PushKind, RedisError, Value};
+use redis::{AsyncConnectionConfig, PushKind, RedisError, Value};
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -33,8 +33,9 @@ use std::time::Duration;
 /// in broadcast mode): writes by any client — other programs, `redis-cli`, Lua scripts,
 /// other polycache caches — drop the L1 copies of every tiered cache on it.
 ///
-/// Open it with the L2's URL (`redis://`, `rediss://`, `unix://`, or leader + replicas;
-/// not a Cluster nor Sentinel yet) and the cache's key prefix; a tiered URL says
+/// Open it with the L2's URL (`redis://`, `rediss://`, `unix://`, leader + replicas, or
+/// `redis+sentinel://` without `read_from_replicas`, following the master; not a Cluster
+/// yet) and the cache's key prefix; a tiered URL says
 /// `bus=tracking`. Publishing is a no-op: the server reports every write, the cache's own
 /// included, so a tiered cache on this bus drops its L1 copy on a write instead of
 /// replacing it. The server needs RESP3 and `CLIENT TRACKING` (Redis 6 or later): a
@@ -50,6 +51,8 @@ use std::time::Duration;
 /// # Ok::<(), polycache::Error>(())
 /// ```
 pub struct TrackingBus {
+    /// The L2's backend: its servers (connects nothing by itself).
+    backend: Arc<RedisBackend>,
     servers: Vec<TrackedServer>,
     /// The full key prefix the server tracks: `{key_prefix}:`.
     prefix: String,
@@ -60,15 +63,18 @@ pub struct TrackingBus {
 struct TrackedServer {
     /// The process-wide tracking connection this bus registers with.
     hub_key: String,
-    /// A RESP3 client of the server.
-    client: Client,
-    /// The server for messages (no password).
-    shown: String,
+    /// Its index in the backend's [`RedisBackend::read_servers`].
+    server: usize,
 }
 
 impl fmt::Debug for TrackingBus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let shown: Vec<&str> = self.servers.iter().map(|s| s.shown.as_str()).collect();
+        let shown: Vec<&str> = self
+            .backend
+            .read_servers()
+            .iter()
+            .map(|s| s.addr())
+            .collect();
         f.debug_struct("TrackingBus")
             .field("servers", &shown)
             .field("prefix", &self.prefix)
@@ -86,18 +92,11 @@ impl TrackingBus {
     pub fn open(url: &str, key_prefix: &str) -> Result<Arc<TrackingBus>> {
         let location = Location::parse(url)?;
         match location.scheme() {
-            "redis" | "rediss" | "unix" => {}
+            "redis" | "rediss" | "unix" | "redis+sentinel" | "rediss+sentinel" => {}
             "redis+cluster" | "rediss+cluster" => {
                 return Err(Error::config(format!(
                     "bus=tracking does not support a Redis Cluster yet ({}): use bus=<url of \
                      one Redis server> or bus=none",
-                    location.redacted()
-                )))
-            }
-            "redis+sentinel" | "rediss+sentinel" => {
-                return Err(Error::config(format!(
-                    "bus=tracking does not follow a Sentinel master yet ({}): use bus=none, \
-                     or a redis:// URL",
                     location.redacted()
                 )))
             }
@@ -112,31 +111,22 @@ impl TrackingBus {
         let mut options = Options::new(&location);
         let backend = RedisBackend::open(&location, &mut options)?;
         options.finish()?;
-        let Some((servers, connect_timeout)) = backend.read_servers() else {
+        if backend.read_servers().is_empty() {
             return Err(Error::config(format!(
-                "bus=tracking cannot track {}",
+                "bus=tracking does not follow the replicas that read_from_replicas reads from \
+                 yet ({}): drop read_from_replicas, or use bus=none",
                 location.redacted()
             )));
-        };
-        let servers = servers
-            .iter()
-            .enumerate()
-            .map(|(i, (client, addr))| {
-                let info = client.get_connection_info().clone();
-                let settings = info
-                    .redis_settings()
-                    .clone()
-                    .set_protocol(ProtocolVersion::RESP3);
-                let client = Client::open(info.set_redis_settings(settings))
-                    .map_err(|e| Error::config(format!("bus=tracking: bad server {addr}: {e}")))?;
-                Ok(TrackedServer {
-                    hub_key: format!("tracking {url} #{i}"),
-                    client,
-                    shown: addr.clone(),
-                })
+        }
+        let connect_timeout = backend.connect_timeout();
+        let servers = (0..backend.read_servers().len())
+            .map(|i| TrackedServer {
+                hub_key: format!("tracking {url} #{i}"),
+                server: i,
             })
-            .collect::<Result<Vec<_>>>()?;
+            .collect();
         Ok(Arc::new(TrackingBus {
+            backend: Arc::new(backend),
             servers,
             prefix: format!("{key_prefix}:"),
             connect_timeout,
@@ -212,16 +202,13 @@ impl InvalidationBus for TrackingBus {
             let handler: InvalidationHandler = Arc::new(move |m: &Invalidation| joint.on(i, m));
             let link = || -> Box<dyn Link> {
                 Box::new(TrackingLink {
-                    client: server.client.clone(),
+                    backend: self.backend.clone(),
+                    server: server.server,
                     connect_timeout: self.connect_timeout,
                 })
             };
-            let hub = subscribe_to_hub(
-                &server.hub_key,
-                server.shown.clone(),
-                link,
-                (&self.prefix, id, handler),
-            );
+            let shown = self.backend.read_servers()[server.server].addr().to_owned();
+            let hub = subscribe_to_hub(&server.hub_key, shown, link, (&self.prefix, id, handler));
             let start = hub.lock().attempts;
             hubs.push((hub, start));
         }
@@ -260,7 +247,9 @@ impl InvalidationBus for TrackingBus {
 
 /// One RESP3 connection with `CLIENT TRACKING ON BCAST` for every registered prefix.
 struct TrackingLink {
-    client: Client,
+    backend: Arc<RedisBackend>,
+    /// The index of the server in the backend's [`RedisBackend::read_servers`].
+    server: usize,
     connect_timeout: Option<Duration>,
 }
 
@@ -296,11 +285,8 @@ impl TrackingLink {
             .set_connection_timeout(self.connect_timeout)
             .set_response_timeout(Some(IDLE_CHECK))
             .set_push_sender(tx);
-        let mut conn = match self
-            .client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await
-        {
+        let server = &self.backend.read_servers()[self.server];
+        let mut conn = match server.connect_resp3(&config).await {
             Ok(conn) => conn,
             Err(e) => return ended("connecting with RESP3", e),
         };
@@ -378,8 +364,19 @@ impl TrackingLink {
                         if hub.retire_if_unused() {
                             return Ended::Retired;
                         }
-                        if let Err(e) = redis::cmd("PING").query_async::<Value>(&mut conn).await {
-                            return Ended::Broke(format!("PING: {e}"));
+                        // Behind Sentinel, `ROLE` also notices a master demoted under the
+                        // connection: its writes now come from the new master.
+                        let check = if server.follows_master() {
+                            "ROLE"
+                        } else {
+                            "PING"
+                        };
+                        match redis::cmd(check).query_async::<Value>(&mut conn).await {
+                            Err(e) => return Ended::Broke(format!("{check}: {e}")),
+                            Ok(Value::Array(role)) if !is_master(&role) => {
+                                return Ended::Broke("the master was demoted".into());
+                            }
+                            Ok(_) => {}
                         }
                     }
                 }
@@ -437,5 +434,14 @@ fn deliver(hub: &Hub, data: Vec<Value>) {
                 }
             }
         }
+    }
+}
+
+/// Whether a `ROLE` reply says `master`.
+fn is_master(role: &[Value]) -> bool {
+    match role.first() {
+        Some(Value::BulkString(r)) => r == b"master",
+        Some(Value::SimpleString(r)) => r == "master",
+        _ => false,
     }
 }

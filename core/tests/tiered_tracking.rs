@@ -4,7 +4,9 @@
 #![cfg(feature = "redis")]
 
 use polycache::{Cache, ErrorKind, Expiry, TrackingBus};
-use polycache_testkit::{eventually, RedisReplicaSet, RedisServer};
+use polycache_testkit::{
+    eventually, RedisReplicaSet, RedisSentinelSet, RedisServer, SENTINEL_MASTER_NAME,
+};
 use std::time::Duration;
 
 /// Generous: a loaded shared machine may be slow, and a test never asserts on time.
@@ -227,6 +229,41 @@ fn replicas_are_tracked_where_reads_go() {
 }
 
 #[test]
+fn behind_sentinel_the_tracking_follows_the_master() {
+    let set = RedisSentinelSet::start().unwrap();
+    let url = tracked_url(&set.url(), "sn");
+    let a = Cache::open(&url).unwrap();
+    let old = set.master_port().unwrap();
+    set.data_command(old, &["SET", "sn:1:k", "old"]).unwrap();
+    assert!(converges(&a, "k", Some("old")));
+    set.data_command(old, &["SET", "sn:1:k", "new"]).unwrap();
+    assert!(converges(&a, "k", Some("new")), "before the failover");
+
+    // A graceful failover: the old master stays up, demoted under the open connection.
+    set.wait_discovered().unwrap();
+    let sentinel = set.sentinels()[0].port();
+    set.sentinel_command(sentinel, &["SENTINEL", "FAILOVER", SENTINEL_MASTER_NAME])
+        .unwrap();
+    let new = set.wait_failover(old, Duration::from_secs(60)).unwrap();
+    // Until the sentinels turn the old master into a replica (seconds later), it still
+    // answers as a master: the cache's own L2 reads and the tracking link are on it then.
+    assert!(
+        eventually(Duration::from_secs(60), || {
+            set.data_command(new, &["SET", "sn:1:k", "after"]).is_ok()
+                && a.get("k")
+                    .is_ok_and(|v| text(v).as_deref() == Some("after"))
+        }),
+        "after the failover: {:?}",
+        a.get("k").map(text)
+    );
+    set.data_command(new, &["SET", "sn:1:k", "again"]).unwrap();
+    assert!(
+        converges(&a, "k", Some("again")),
+        "a write on the new master"
+    );
+}
+
+#[test]
 fn caches_with_nested_prefixes_share_the_connection() {
     let redis = RedisServer::start().unwrap();
     // "ab:" is tracked first, then "a:"; then "a:b" — whose full prefix "a:b:" the
@@ -288,6 +325,7 @@ fn tracking_needs_a_redis_l2() {
     }
     let err = Cache::open(&tracked_url("redis+cluster://127.0.0.1:1", "x")).unwrap_err();
     assert!(err.to_string().contains("Cluster"), "{err}");
-    let err = Cache::open(&tracked_url("redis+sentinel://127.0.0.1:1/m", "x")).unwrap_err();
-    assert!(err.to_string().contains("Sentinel"), "{err}");
+    let sentinel = "redis+sentinel://127.0.0.1:1/m?read_from_replicas=true";
+    let err = Cache::open(&tracked_url(sentinel, "x")).unwrap_err();
+    assert!(err.to_string().contains("read_from_replicas"), "{err}");
 }

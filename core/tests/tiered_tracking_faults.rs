@@ -76,17 +76,18 @@ fn reader_process() {
                 match got {
                     Err(_) => s.errors += 1,
                     Ok(None) => {}
-                    Ok(Some(v)) => match std::str::from_utf8(&v).ok().and_then(|t| t.parse().ok())
-                    {
-                        None => s.wrong += 1,
-                        Some(v) => {
-                            if v < s.highest {
-                                s.backwards += 1;
+                    Ok(Some(v)) => {
+                        match std::str::from_utf8(&v).ok().and_then(|t| t.parse().ok()) {
+                            None => s.wrong += 1,
+                            Some(v) => {
+                                if v < s.highest {
+                                    s.backwards += 1;
+                                }
+                                s.highest = s.highest.max(v);
+                                s.last_read.insert(v, start);
                             }
-                            s.highest = s.highest.max(v);
-                            s.last_read.insert(v, start);
                         }
-                    },
+                    }
                 }
                 drop(s);
                 thread::yield_now();
@@ -239,7 +240,8 @@ fn all_catch_up(writer: &Writer, readers: &mut [Reader], what: &str) {
         .then(|| writer.last_acked.load(Ordering::SeqCst) + 1);
     let target = target.unwrap_or_else(|| panic!("no write is acknowledged {what}"));
     assert!(
-        eventually(PATIENCE, || writer.last_acked.load(Ordering::SeqCst) >= target),
+        eventually(PATIENCE, || writer.last_acked.load(Ordering::SeqCst)
+            >= target),
         "no write is acknowledged {what}"
     );
     for (i, r) in readers.iter_mut().enumerate() {
@@ -320,7 +322,10 @@ fn kill_freeze_restart_while_four_processes_read() {
                         "TRACKING-FAULT reader {i}: {n} reads, {errors} errors, highest \
                          version {highest}"
                     );
-                    assert_eq!(backwards, "0", "reader {i} read an older version after a newer");
+                    assert_eq!(
+                        backwards, "0",
+                        "reader {i} read an older version after a newer"
+                    );
                     assert_eq!(wrong, "0", "reader {i} read a value nobody wrote");
                     break;
                 }

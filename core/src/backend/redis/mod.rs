@@ -222,13 +222,59 @@ pub struct RedisBackend {
     /// The leader's client and connect timeout, for a pub/sub connection of its own (one
     /// server or leader + replicas; `None` on a Cluster).
     leader_client: Option<(Client, Option<Duration>)>,
-    /// Every server reads go to (the leader first) with its address, for the tracking
-    /// connections of [`crate::TrackingBus`]; empty on a Cluster and behind Sentinel.
-    servers: Vec<ServerClient>,
+    /// Every server reads go to (the leader first), for the tracking connections of
+    /// [`crate::TrackingBus`]; empty on a Cluster.
+    servers: Vec<TrackedServer>,
+    connect_timeout: Option<Duration>,
 }
 
-/// A server's client and its address (`host:port` or the socket's path).
-pub(crate) type ServerClient = (Client, String);
+/// A server that reads go to, as the tracking connection of [`crate::TrackingBus`] reaches
+/// it: a fixed server, or the master the sentinels name at each connect.
+pub(crate) struct TrackedServer(Tracked);
+
+enum Tracked {
+    Fixed(Client, String),
+    Master(std::sync::Arc<Sentinels>, String),
+}
+
+impl TrackedServer {
+    /// The server for messages (no password).
+    pub(crate) fn addr(&self) -> &str {
+        match &self.0 {
+            Tracked::Fixed(_, addr) | Tracked::Master(_, addr) => addr,
+        }
+    }
+
+    /// True when the server is whichever master the sentinels name (a connection to it must
+    /// be dropped once it is demoted).
+    pub(crate) fn follows_master(&self) -> bool {
+        matches!(self.0, Tracked::Master(..))
+    }
+
+    /// A new RESP3 connection with `config`.
+    pub(crate) async fn connect_resp3(
+        &self,
+        config: &redis::AsyncConnectionConfig,
+    ) -> RedisResult<redis::aio::MultiplexedConnection> {
+        match &self.0 {
+            Tracked::Fixed(client, _) => {
+                let info = client.get_connection_info().clone();
+                let settings = info
+                    .redis_settings()
+                    .clone()
+                    .set_protocol(redis::ProtocolVersion::RESP3);
+                Client::open(info.set_redis_settings(settings))?
+                    .get_multiplexed_async_connection_with_config(config)
+                    .await
+            }
+            Tracked::Master(sentinels, _) => {
+                sentinels
+                    .connect_async_with(NodeRole::Master, config, redis::ProtocolVersion::RESP3)
+                    .await
+            }
+        }
+    }
+}
 
 enum Topology {
     Single {
@@ -340,7 +386,7 @@ impl RedisBackend {
                 let client = client_for(info, None, &redacted)?;
                 leader_client = Some((client.clone(), opts.connect_timeout));
                 let addr = location.path().to_owned();
-                servers.push((client.clone(), addr.clone()));
+                servers.push(TrackedServer(Tracked::Fixed(client.clone(), addr.clone())));
                 aio = AsyncTopology::Single {
                     leader: Box::new(aio::Server::new(client.clone(), addr.clone(), &opts)),
                     replicas: Vec::new(),
@@ -366,7 +412,10 @@ impl RedisBackend {
                     if leader_client.is_none() {
                         leader_client = Some((client.clone(), opts.connect_timeout));
                     }
-                    servers.push((client.clone(), format!("{h}:{port}")));
+                    servers.push(TrackedServer(Tracked::Fixed(
+                        client.clone(),
+                        format!("{h}:{port}"),
+                    )));
                     async_servers.push(aio::Server::new(
                         client.clone(),
                         format!("{h}:{port}"),
@@ -446,6 +495,12 @@ impl RedisBackend {
                 let read_from_replicas = options.bool("read_from_replicas")?.unwrap_or(false);
                 let addr = sentinels.describe();
                 let sentinels = std::sync::Arc::new(sentinels);
+                if !read_from_replicas {
+                    servers.push(TrackedServer(Tracked::Master(
+                        sentinels.clone(),
+                        addr.clone(),
+                    )));
+                }
                 let leader = Pool::sentinel(sentinels.clone(), NodeRole::Master, &addr, &opts);
                 let async_leader =
                     aio::Server::sentinel(sentinels.clone(), NodeRole::Master, &addr, &opts);
@@ -491,6 +546,7 @@ impl RedisBackend {
             location: redacted,
             leader_client,
             servers,
+            connect_timeout: opts.connect_timeout,
         })
     }
 
@@ -500,11 +556,15 @@ impl RedisBackend {
         self.leader_client.as_ref()
     }
 
-    /// Every server reads go to, the leader first, with the connect timeout; `None` on a
-    /// Cluster and behind Sentinel (see [`crate::TrackingBus`]).
-    pub(crate) fn read_servers(&self) -> Option<(&[ServerClient], Option<Duration>)> {
-        let (_, timeout) = self.leader_client.as_ref()?;
-        (!self.servers.is_empty()).then_some((&self.servers, *timeout))
+    /// Every server reads go to, the leader first, for [`crate::TrackingBus`]; empty on a
+    /// Cluster and behind Sentinel with `read_from_replicas`.
+    pub(crate) fn read_servers(&self) -> &[TrackedServer] {
+        &self.servers
+    }
+
+    /// How long opening a connection may take (`connect_timeout`).
+    pub(crate) fn connect_timeout(&self) -> Option<Duration> {
+        self.connect_timeout
     }
 
     /// `PUBLISH`es every message on `channel` in one pipeline on the leader.
