@@ -223,8 +223,8 @@ impl InvalidationBus for TrackingBus {
             if let Some(e) = refused {
                 self.unsubscribe(id);
                 return Err(Error::config(format!(
-                    "bus=tracking: redis {} refuses client-side caching (it needs RESP3 and \
-                     CLIENT TRACKING, Redis 6 or later): {e}",
+                    "bus=tracking: redis {} refused the tracking connection: {e} (client-side \
+                     caching needs RESP3 and CLIENT TRACKING, Redis 6 or later)",
                     hub.shown
                 )));
             }

@@ -267,6 +267,9 @@ fn worst_stale(acked: &BTreeMap<u64, u128>, reads: &[BTreeMap<u64, u128>]) -> u1
     worst
 }
 
+/// A fault: applies and clears itself.
+type Fault = dyn Fn(&mut RedisServer);
+
 #[test]
 fn kill_freeze_restart_while_four_processes_read() {
     let mut redis = RedisServer::start().unwrap();
@@ -281,7 +284,7 @@ fn kill_freeze_restart_while_four_processes_read() {
     let mut readers: Vec<Reader> = (0..READERS).map(|_| Reader::spawn(&url)).collect();
     all_catch_up(&writer, &mut readers, "before any fault");
 
-    let faults: [(&str, &dyn Fn(&mut RedisServer)); 3] = [
+    let faults: [(&str, &Fault); 3] = [
         ("kill, restart", &|r: &mut RedisServer| {
             r.kill().unwrap();
             thread::sleep(Duration::from_millis(500));

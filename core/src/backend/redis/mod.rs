@@ -233,7 +233,7 @@ pub struct RedisBackend {
 pub(crate) struct TrackedServer(Tracked);
 
 enum Tracked {
-    Fixed(Client, String),
+    Fixed(Box<Client>, String),
     Master(std::sync::Arc<Sentinels>, String),
 }
 
@@ -386,7 +386,10 @@ impl RedisBackend {
                 let client = client_for(info, None, &redacted)?;
                 leader_client = Some((client.clone(), opts.connect_timeout));
                 let addr = location.path().to_owned();
-                servers.push(TrackedServer(Tracked::Fixed(client.clone(), addr.clone())));
+                servers.push(TrackedServer(Tracked::Fixed(
+                    Box::new(client.clone()),
+                    addr.clone(),
+                )));
                 aio = AsyncTopology::Single {
                     leader: Box::new(aio::Server::new(client.clone(), addr.clone(), &opts)),
                     replicas: Vec::new(),
@@ -413,7 +416,7 @@ impl RedisBackend {
                         leader_client = Some((client.clone(), opts.connect_timeout));
                     }
                     servers.push(TrackedServer(Tracked::Fixed(
-                        client.clone(),
+                        Box::new(client.clone()),
                         format!("{h}:{port}"),
                     )));
                     async_servers.push(aio::Server::new(
