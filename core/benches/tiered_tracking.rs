@@ -16,7 +16,7 @@
 //! with tiny counts, to check that it works.
 
 use polycache::{Cache, Expiry};
-use polycache_testkit::{info_field, RedisServer};
+use polycache_testkit::{command_calls, info_field, url_option, RedisServer};
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -26,21 +26,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 const READER_ENV: &str = "POLYCACHE_BENCH_TRACKING_READER";
 const READERS: usize = 4;
 
-fn enc(url: &str) -> String {
-    url.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
 fn tiered(l2: &str, bus: &str, prefix: &str) -> String {
     format!(
         "tiered://?l2={}&bus={bus}&l1_timeout=600&key_prefix={prefix}",
-        enc(l2)
+        url_option(l2)
     )
 }
 
@@ -286,12 +275,7 @@ fn staleness(server: &RedisServer, writes: u64) {
 }
 
 fn info_gets(server: &RedisServer) -> u64 {
-    let text = server.command(&["INFO", "commandstats"]).unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix("cmdstat_get:calls="))
-        .and_then(|rest| rest.split(',').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0)
+    command_calls(&server.command(&["INFO", "commandstats"]).unwrap(), "get")
 }
 
 fn main() {

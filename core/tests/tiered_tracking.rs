@@ -5,31 +5,20 @@
 
 use polycache::{Cache, ErrorKind, Expiry, TrackingBus};
 use polycache_testkit::{
-    eventually, RedisReplicaSet, RedisSentinelSet, RedisServer, SENTINEL_MASTER_NAME,
+    command_calls, eventually, url_option, RedisReplicaSet, RedisSentinelSet, RedisServer,
+    SENTINEL_MASTER_NAME,
 };
 use std::time::Duration;
 
 /// Generous: a loaded shared machine may be slow, and a test never asserts on time.
 const PATIENCE: Duration = Duration::from_secs(10);
 
-/// Percent-encodes a URL for use as an option value.
-fn enc(url: &str) -> String {
-    url.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
 /// A tracked `tiered://` URL over `l2` with a 10-minute L1 (so only an invalidation can
 /// refresh an L1 copy within a test) and the key prefix `prefix`.
 fn tracked_url(l2: &str, prefix: &str) -> String {
     format!(
         "tiered://?l2={}&bus=tracking&l1_timeout=600&key_prefix={prefix}",
-        enc(l2)
+        url_option(l2)
     )
 }
 
@@ -50,12 +39,7 @@ fn converges(cache: &Cache, key: &str, want: Option<&str>) -> bool {
 
 /// How many `GET`s the server has answered.
 fn server_gets(redis: &RedisServer) -> u64 {
-    let info = redis.command(&["INFO", "commandstats"]).unwrap();
-    info.lines()
-        .find_map(|l| l.strip_prefix("cmdstat_get:calls="))
-        .and_then(|rest| rest.split(',').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0)
+    command_calls(&redis.command(&["INFO", "commandstats"]).unwrap(), "get")
 }
 
 #[test]
@@ -300,7 +284,7 @@ fn a_server_without_client_side_caching_is_refused_at_open() {
         // The plain pub/sub bus still works there.
         let url = format!(
             "tiered://?l2={}&bus=redis&key_prefix=old",
-            enc(&redis.url())
+            url_option(&redis.url())
         );
         if renamed == "HELLO" {
             Cache::open(&url).unwrap();

@@ -10,10 +10,9 @@
 #![cfg(feature = "redis")]
 
 use polycache::Cache;
-use polycache_testkit::{eventually, RedisServer};
+use polycache_testkit::{eventually, url_option, RedisServer, TestChild};
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::io::{BufRead, Write};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -29,17 +28,6 @@ fn now_ns() -> u128 {
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_nanos()
-}
-
-fn enc(url: &str) -> String {
-    url.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 /// What one reader process saw.
@@ -122,55 +110,20 @@ fn reader_process() {
     out.flush().unwrap();
 }
 
-struct Reader {
-    child: Child,
-    stdin: ChildStdin,
-    stdout: BufReader<ChildStdout>,
-}
+/// A reader process ([`reader_process`]).
+struct Reader(TestChild);
 
 impl Reader {
     fn spawn(url: &str) -> Reader {
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "reader_process",
-                "--ignored",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(CHILD_ENV, url)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stdin = child.stdin.take().unwrap();
-        let stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut r = Reader {
-            child,
-            stdin,
-            stdout,
-        };
-        assert_eq!(r.line(), "ready");
-        r
+        Reader(TestChild::spawn("reader_process", (CHILD_ENV, url)))
     }
 
     fn line(&mut self) -> String {
-        let mut line = String::new();
-        loop {
-            line.clear();
-            assert!(
-                self.stdout.read_line(&mut line).unwrap() > 0,
-                "a reader ended"
-            );
-            if let Some(l) = line.trim_end().strip_prefix('@') {
-                return l.to_owned();
-            }
-        }
+        self.0.line()
     }
 
     fn highest(&mut self) -> u64 {
-        writeln!(self.stdin, "highest").unwrap();
-        self.line().parse().unwrap()
+        self.0.ask("highest").parse().unwrap()
     }
 }
 
@@ -275,7 +228,7 @@ fn kill_freeze_restart_while_four_processes_read() {
     let mut redis = RedisServer::start().unwrap();
     let url = format!(
         "tiered://?l2={}&bus=tracking&l1_timeout=600&key_prefix=tf",
-        enc(&format!(
+        url_option(&format!(
             "{}?connect_timeout=0.25&socket_timeout=0.25",
             redis.url()
         ))
@@ -311,7 +264,7 @@ fn kill_freeze_restart_while_four_processes_read() {
 
     let mut reads = Vec::new();
     for (i, r) in readers.iter_mut().enumerate() {
-        writeln!(r.stdin, "quit").unwrap();
+        r.0.send("quit");
         let mut last = BTreeMap::new();
         loop {
             let line = r.line();
@@ -335,7 +288,7 @@ fn kill_freeze_restart_while_four_processes_read() {
                 _ => panic!("unexpected line from reader {i}: {line}"),
             }
         }
-        r.child.wait().unwrap();
+        assert!(r.0.wait(), "reader {i} failed");
         reads.push(last);
     }
     let acked = writer.acked.lock().unwrap();

@@ -18,8 +18,9 @@
 #
 # tests/c/test_queue.c needs a Redis and a Memcached, tests/c/test_structures.c,
 # tests/c/test_starts.c and tests/c/test_tiered.c a Redis: they run under testkit's
-# `with-servers`, which starts both on free loopback ports, passes their URLs in POLYCACHE_TEST_REDIS_URL and
-# POLYCACHE_TEST_MEMCACHED_URL, and stops them when the program exits.
+# `with-servers`, which starts both on free loopback ports, passes their URLs in
+# POLYCACHE_TEST_REDIS_URL and POLYCACHE_TEST_MEMCACHED_URL, and stops them when the program
+# exits.
 #
 # The programs link the shared library just built (target/debug/libpolycache.so), found at
 # run time through an rpath to a directory that names it by its soname, as an installed
