@@ -2,8 +2,9 @@
 //! which of its cache's keys changed, whoever changed them (RESP3 `CLIENT TRACKING`).
 //!
 //! Each process keeps **one** tracking connection per server that reads go to (the leader
-//! and each replica), owned by one thread, shared by every tiered cache of the process on
-//! that server. The connection speaks RESP3 and runs `CLIENT TRACKING ON BCAST PREFIX
+//! and each replica; behind Sentinel, the master the sentinels name, checked with `ROLE`
+//! while idle), owned by one thread (a `Hub` of the pub/sub bus's kind, with another
+//! `Link`), shared by every tiered cache of the process on that server. The connection speaks RESP3 and runs `CLIENT TRACKING ON BCAST PREFIX
 //! {key_prefix}:` for each cache's key prefix; every `invalidate` push becomes L1 deletes of
 //! those full keys, a nil one (`FLUSHALL`, `FLUSHDB`) an L1 flush. While a connection is not
 //! tracking (not yet, or lost) the caches it serves neither use nor fill their L1: it is
