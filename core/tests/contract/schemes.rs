@@ -234,6 +234,20 @@ pub fn tiered_redis() -> Fixture {
     Fixture::url("tiered_redis", REDIS_EXPECT, url).keep(redis)
 }
 
+/// A tiered cache whose L1 the Redis server keeps coherent (`bus=tracking`, RESP3
+/// client-side caching).
+pub fn tiered_tracking() -> Fixture {
+    let redis = redis_server();
+    let url = format!(
+        "tiered://?l2={}&bus=tracking&l1_timeout=600",
+        percent_encoding::utf8_percent_encode(
+            &format!("redis://127.0.0.1:{}/4", redis.port()),
+            percent_encoding::NON_ALPHANUMERIC
+        )
+    );
+    Fixture::url("tiered_tracking", REDIS_EXPECT, url).keep(redis)
+}
+
 static MEMCACHED: Slot<Vec<polycache_testkit::MemcachedServer>> = Mutex::new(None);
 
 /// Two servers on a ketama ring, so many-key operations span servers.
