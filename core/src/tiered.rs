@@ -277,7 +277,11 @@ pub struct TieredBackend {
     l2: Arc<dyn Backend>,
     l1_ttl: Option<Duration>,
     bus: Option<Arc<dyn InvalidationBus>>,
-    subscription: Option<u64>,
+    subscription: Mutex<Option<u64>>,
+    /// What the bus calls, kept to subscribe again in the child of a `fork()`.
+    handler: Option<InvalidationHandler>,
+    /// The fork generation the subscription belongs to (see [`TieredBackend::adopt_fork`]).
+    generation: AtomicU64,
     origin: u64,
     gate: Arc<FillGate>,
     /// False while the bus is suspended: L1 is empty and is not filled.
@@ -305,9 +309,9 @@ impl TieredBackend {
         let tracked = bus.as_ref().is_some_and(|b| b.tracks_writes());
         let gate = Arc::new(FillGate::default());
         let l1_live = Arc::new(AtomicBool::new(true));
-        let subscription = match &bus {
+        let handler = match &bus {
             None => None,
-            Some(bus) => {
+            Some(_) => {
                 let (l1, gate, live) = (l1.clone(), gate.clone(), l1_live.clone());
                 let handler: InvalidationHandler = Arc::new(move |m: &Invalidation| {
                     if m.origin == origin {
@@ -327,20 +331,57 @@ impl TieredBackend {
                         }
                     });
                 });
-                Some(bus.subscribe(handler)?)
+                Some(handler)
             }
+        };
+        let subscription = match (&bus, &handler) {
+            (Some(bus), Some(handler)) => Some(bus.subscribe(handler.clone())?),
+            _ => None,
         };
         Ok(TieredBackend {
             l1,
             l2,
             l1_ttl: l1_timeout,
             bus,
-            subscription,
+            subscription: Mutex::new(subscription),
+            handler,
+            generation: AtomicU64::new(crate::fork::generation()),
             origin,
             gate,
             l1_live,
             tracked,
         })
+    }
+
+    /// In the child of a `fork()`, a tracked cache's subscription is its parent's: the
+    /// thread that delivered the server's notices does not exist there. Drops L1 and
+    /// subscribes again (a tracking connection of this process) before L1 is read.
+    #[inline]
+    fn adopt_fork(&self) {
+        if self.tracked && crate::fork::generation() != self.generation.load(Ordering::Relaxed) {
+            self.subscribe_again();
+        }
+    }
+
+    #[cold]
+    fn subscribe_again(&self) {
+        let (Some(bus), Some(handler)) = (&self.bus, &self.handler) else {
+            return;
+        };
+        let mut subscription = self.subscription.lock().unwrap_or_else(|e| e.into_inner());
+        let now = crate::fork::generation();
+        if self.generation.load(Ordering::Relaxed) == now {
+            return;
+        }
+        handler(&Invalidation::new(0, InvalidationTarget::Suspend));
+        self.generation.store(now, Ordering::Relaxed);
+        match bus.subscribe(handler.clone()) {
+            Ok(id) => *subscription = Some(id),
+            Err(e) => log::warn!(
+                "polycache: a tiered cache inherited through fork() cannot track its keys \
+                 again; its L1 stays unused: {e}"
+            ),
+        }
     }
 
     /// The L1 store.
@@ -415,7 +456,11 @@ impl TieredBackend {
 
 impl Drop for TieredBackend {
     fn drop(&mut self) {
-        if let (Some(bus), Some(id)) = (&self.bus, self.subscription) {
+        let id = *self
+            .subscription
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner());
+        if let (Some(bus), Some(id)) = (&self.bus, id) {
             bus.unsubscribe(id);
         }
     }
@@ -444,6 +489,7 @@ impl Backend for TieredBackend {
 
     #[inline]
     fn get(&self, key: &[u8]) -> Result<Option<Value>> {
+        self.adopt_fork();
         if let Some(v) = self.l1.get(key)? {
             return Ok(Some(v));
         }
@@ -495,6 +541,7 @@ impl Backend for TieredBackend {
     }
 
     fn has_key(&self, key: &[u8]) -> Result<bool> {
+        self.adopt_fork();
         Ok(self.l1.has_key(key)? || self.l2.has_key(key)?)
     }
 
@@ -635,6 +682,7 @@ impl Backend for TieredBackend {
 impl TieredBackend {
     /// What L1 holds of `keys`, and the positions it misses.
     fn l1_many(&self, keys: &[&[u8]]) -> Result<(Vec<Option<Value>>, Vec<usize>)> {
+        self.adopt_fork();
         let mut out = Vec::with_capacity(keys.len());
         let mut missing = Vec::new();
         for (i, k) in keys.iter().enumerate() {
@@ -688,6 +736,7 @@ impl AsyncBackend for TieredAsync {
     fn get<'a>(&'a self, key: &'a [u8]) -> BoxFuture<'a, Result<Option<Value>>> {
         Box::pin(async move {
             let t = &self.tiered;
+            t.adopt_fork();
             if let Some(v) = t.l1.get(key)? {
                 return Ok(Some(v));
             }
@@ -726,7 +775,10 @@ impl AsyncBackend for TieredAsync {
         self.writes.delete_if_equals(key, expected)
     }
     fn has_key<'a>(&'a self, key: &'a [u8]) -> BoxFuture<'a, Result<bool>> {
-        Box::pin(async move { Ok(self.tiered.l1.has_key(key)? || self.l2.has_key(key).await?) })
+        Box::pin(async move {
+            self.tiered.adopt_fork();
+            Ok(self.tiered.l1.has_key(key)? || self.l2.has_key(key).await?)
+        })
     }
     fn touch<'a>(&'a self, key: &'a [u8], ttl: Option<Duration>) -> BoxFuture<'a, Result<bool>> {
         self.writes.touch(key, ttl)
