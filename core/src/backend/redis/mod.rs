@@ -42,7 +42,7 @@ use redis::{
     Client, Cmd, Connection, ConnectionAddr, ConnectionLike, RedisConnectionInfo, Script,
     TlsCertificates,
 };
-use sentinel::NodeRole;
+use sentinel::{NodeRole, Sentinels};
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
