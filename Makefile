@@ -100,6 +100,7 @@ bench-rust:
 	cargo bench -p polycache --bench redis_async
 	cargo bench -p polycache --bench postgres
 	cargo bench -p polycache --bench memcached_async
+	cargo bench -p polycache --bench tiered_tracking
 	python3 scripts/bench-ratios.py $(CARGO_TARGET_DIR)/criterion
 
 bench-c:

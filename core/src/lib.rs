@@ -37,6 +37,8 @@ mod pattern;
 mod policy;
 #[cfg(feature = "redis")]
 mod redis_bus;
+#[cfg(feature = "redis")]
+mod redis_tracking;
 pub mod runtime;
 mod service;
 pub mod settings;
@@ -68,6 +70,8 @@ pub use pattern::{escape_glob, KeyPattern};
 pub use policy::FailurePolicy;
 #[cfg(feature = "redis")]
 pub use redis_bus::{RedisBus, INVALIDATION_CHANNEL_PREFIX};
+#[cfg(feature = "redis")]
+pub use redis_tracking::TrackingBus;
 pub use service::{CacheConfig, Caches};
 pub use stats::{render_prometheus, StatsSnapshot};
 pub use stats::{OpSnapshot, Operation, LATENCY_BOUNDS_NS, LATENCY_BUCKETS, OPERATIONS};

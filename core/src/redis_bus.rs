@@ -32,12 +32,12 @@ pub const INVALIDATION_CHANNEL_PREFIX: &str = "polycache:l1:";
 const PATTERN: &str = "polycache:l1:*";
 /// How long the subscriber blocks on a quiet connection before it checks it is still
 /// wanted (and pings the server, so a half-open connection is noticed).
-const IDLE_CHECK: Duration = Duration::from_secs(1);
+pub(crate) const IDLE_CHECK: Duration = Duration::from_secs(1);
 /// The longest wait between two connection attempts.
-const MAX_BACKOFF: Duration = Duration::from_secs(1);
+pub(crate) const MAX_BACKOFF: Duration = Duration::from_secs(1);
 /// The origin of the message a subscriber sends its caches after a (re)connection: "drop
 /// everything". No cache has it (tiered origins are never 0).
-const FLUSH_ORIGIN: u64 = 0;
+pub(crate) const FLUSH_ORIGIN: u64 = 0;
 
 /// A bus over Redis pub/sub: publishes on `polycache:l1:{key_prefix}` and delivers what
 /// other processes publish there.
@@ -119,9 +119,7 @@ impl RedisBus {
     /// (1 after the first connection, +1 per reconnection); 0 while none is open yet. When
     /// it grows, the L1s the subscriber serves have already been dropped.
     pub fn connections(&self) -> u64 {
-        hubs()
-            .get(&self.hub_key)
-            .map_or(0, |h| h.connects.load(Ordering::Relaxed))
+        existing_hub(&self.hub_key).map_or(0, |h| h.connects())
     }
 }
 
@@ -149,54 +147,32 @@ impl InvalidationBus for RedisBus {
             handler(m);
         });
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-        let hub = {
-            let mut map = hubs();
-            // A hub inherited through fork() has no thread in this process: start another.
-            if map
-                .get(&self.hub_key)
-                .is_some_and(|h| h.pid != std::process::id())
-            {
-                map.remove(&self.hub_key);
-            }
-            let hub = map
-                .entry(self.hub_key.clone())
-                .or_insert_with(|| {
-                    Hub::start(
-                        self.hub_key.clone(),
-                        client.clone(),
-                        *connect_timeout,
-                        redact(&self.hub_key),
-                    )
-                })
-                .clone();
-            hub.lock()
-                .channels
-                .entry(self.channel.clone())
-                .or_default()
-                .push((id, counted));
-            hub
+        let link = || -> Box<dyn Link> {
+            Box::new(PubSubLink {
+                client: client.clone(),
+                connect_timeout: *connect_timeout,
+            })
         };
+        let hub = subscribe_to_hub(
+            &self.hub_key,
+            redact(&self.hub_key),
+            link,
+            (&self.channel, id, counted),
+        );
         hub.wait_first_attempt(connect_timeout.unwrap_or(MAX_BACKOFF) + MAX_BACKOFF);
         Ok(id)
     }
 
     fn unsubscribe(&self, id: u64) {
-        let map = hubs();
-        if let Some(hub) = map.get(&self.hub_key) {
-            let mut state = hub.lock();
-            if let Some(list) = state.channels.get_mut(&self.channel) {
-                list.retain(|(i, _)| *i != id);
-                if list.is_empty() {
-                    state.channels.remove(&self.channel);
-                }
-            }
+        if let Some(hub) = existing_hub(&self.hub_key) {
+            hub.unregister(&self.channel, id);
         }
     }
 }
 
-static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+pub(crate) static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
-/// The subscribers of this process, one per server URL.
+/// The subscribers of this process, one per server (and kind of link).
 fn hubs() -> MutexGuard<'static, HashMap<String, Arc<Hub>>> {
     static HUBS: OnceLock<Mutex<HashMap<String, Arc<Hub>>>> = OnceLock::new();
     HUBS.get_or_init(Default::default)
@@ -204,43 +180,100 @@ fn hubs() -> MutexGuard<'static, HashMap<String, Arc<Hub>>> {
         .unwrap_or_else(|e| e.into_inner())
 }
 
-/// One subscriber connection to one server and the handlers it serves, by channel.
-struct Hub {
+/// Registers `handler` under `channel` with the hub of this process under `key`, started
+/// with `link` when there is none (or when the one there was inherited through `fork()` and
+/// has no thread in this process). Under the hubs' lock, so the hub cannot retire between.
+pub(crate) fn subscribe_to_hub(
+    key: &str,
+    shown: String,
+    link: impl FnOnce() -> Box<dyn Link>,
+    (channel, id, handler): (&str, u64, InvalidationHandler),
+) -> Arc<Hub> {
+    let mut map = hubs();
+    if map.get(key).is_some_and(|h| h.pid != std::process::id()) {
+        map.remove(key);
+    }
+    let hub = map
+        .entry(key.to_owned())
+        .or_insert_with(|| Hub::start(key.to_owned(), link(), shown))
+        .clone();
+    hub.register(channel, id, handler);
+    hub
+}
+
+/// The hub of this process under `key`, if one runs.
+pub(crate) fn existing_hub(key: &str) -> Option<Arc<Hub>> {
+    hubs().get(key).cloned()
+}
+
+/// How one connection of a [`Hub`] ended.
+pub(crate) enum Ended {
+    /// No cache listens any more: the thread ends.
+    Retired,
+    /// The connection failed or broke (it retries with a backoff).
+    Broke(String),
+    /// The server refused what the link needs (an unknown command, a protocol it does not
+    /// speak): reported to caches that subscribe, retried like a break.
+    Refused(String),
+}
+
+/// What a hub's connection listens to: one connection's life, from connecting to its end.
+pub(crate) trait Link: Send + Sync + 'static {
+    /// Connects, subscribes to what `hub` serves, calls [`Hub::ready`], then delivers
+    /// messages until the connection breaks or no cache listens any more.
+    fn session(&self, hub: &Hub) -> Ended;
+    /// True when the caches must not use their L1 while no connection is ready (the
+    /// server's notifications are the only invalidations they get).
+    fn suspends(&self) -> bool {
+        false
+    }
+}
+
+/// One subscriber connection to one server and the handlers it serves, by channel (or key
+/// prefix); the thread that owns it reconnects with a backoff of 50 ms doubling to 1 s.
+pub(crate) struct Hub {
     key: String,
     /// The process that started the thread.
     pid: u32,
     /// The server for log messages (no password).
-    shown: String,
-    client: redis::Client,
-    connect_timeout: Option<Duration>,
+    pub(crate) shown: String,
+    link: Box<dyn Link>,
     state: Mutex<HubState>,
     changed: Condvar,
     connects: AtomicU64,
+    /// Wakes a link that waits for messages: a cache subscribed.
+    pub(crate) wake: tokio::sync::Notify,
 }
 
 #[derive(Default)]
-struct HubState {
-    channels: HashMap<String, Vec<(u64, InvalidationHandler)>>,
+pub(crate) struct HubState {
+    pub(crate) channels: HashMap<String, Vec<(u64, InvalidationHandler)>>,
     /// Connection attempts finished, successful or not.
-    attempts: u64,
+    pub(crate) attempts: u64,
+    /// The subscriptions a ready connection serves (for links that suspend L1).
+    pub(crate) live: std::collections::HashSet<u64>,
+    /// Whether a connection is ready now.
+    pub(crate) connected: bool,
+    /// Why the server refused the last attempt, if it did.
+    pub(crate) refused: Option<String>,
+}
+
+/// The message that tells a cache to drop its whole L1.
+fn flush_message() -> Invalidation {
+    Invalidation::new(FLUSH_ORIGIN, InvalidationTarget::Prefix(Vec::new()))
 }
 
 impl Hub {
-    fn start(
-        key: String,
-        client: redis::Client,
-        connect_timeout: Option<Duration>,
-        shown: String,
-    ) -> Arc<Hub> {
+    fn start(key: String, link: Box<dyn Link>, shown: String) -> Arc<Hub> {
         let hub = Arc::new(Hub {
             key,
             pid: std::process::id(),
             shown,
-            client,
-            connect_timeout,
+            link,
             state: Mutex::default(),
             changed: Condvar::new(),
             connects: AtomicU64::new(0),
+            wake: tokio::sync::Notify::new(),
         });
         let runner = hub.clone();
         let spawned = thread::Builder::new()
@@ -252,19 +285,45 @@ impl Hub {
         hub
     }
 
-    fn lock(&self) -> MutexGuard<'_, HubState> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, HubState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Waits until the subscriber has tried to connect at least once (or `limit` passed),
-    /// so that a cache that subscribes while the server is up misses no message after.
-    fn wait_first_attempt(&self, limit: Duration) {
+    /// How many times a connection became ready (see [`RedisBus::connections`]).
+    pub(crate) fn connects(&self) -> u64 {
+        self.connects.load(Ordering::Relaxed)
+    }
+
+    /// Adds `handler` under `channel`.
+    pub(crate) fn register(&self, channel: &str, id: u64, handler: InvalidationHandler) {
+        self.lock()
+            .channels
+            .entry(channel.to_owned())
+            .or_default()
+            .push((id, handler));
+        self.wake.notify_one();
+    }
+
+    /// Removes subscription `id` from `channel`.
+    pub(crate) fn unregister(&self, channel: &str, id: u64) {
+        let mut state = self.lock();
+        state.live.remove(&id);
+        if let Some(list) = state.channels.get_mut(channel) {
+            list.retain(|(i, _)| *i != id);
+            if list.is_empty() {
+                state.channels.remove(channel);
+            }
+        }
+    }
+
+    /// Waits until `done` holds for the state (or `limit` passed); returns whether it did.
+    pub(crate) fn wait_for(&self, limit: Duration, done: impl Fn(&HubState) -> bool) -> bool {
         let deadline = Instant::now() + limit;
         let mut state = self.lock();
-        while state.attempts == 0 {
+        while !done(&state) {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return;
+                return false;
             }
             state = self
                 .changed
@@ -272,15 +331,25 @@ impl Hub {
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
         }
+        true
     }
 
-    fn attempted(&self) {
-        self.lock().attempts += 1;
+    /// Waits until the subscriber has tried to connect at least once (or `limit` passed),
+    /// so that a cache that subscribes while the server is up misses no message after.
+    fn wait_first_attempt(&self, limit: Duration) {
+        self.wait_for(limit, |s| s.attempts > 0);
+    }
+
+    fn attempted(&self, refused: Option<String>) {
+        let mut state = self.lock();
+        state.attempts += 1;
+        state.refused = refused;
+        drop(state);
         self.changed.notify_all();
     }
 
     /// Ends the thread if no cache listens any more; true when it did.
-    fn retire_if_unused(&self) -> bool {
+    pub(crate) fn retire_if_unused(&self) -> bool {
         let mut map = hubs();
         if !self.lock().channels.is_empty() {
             return false;
@@ -294,31 +363,135 @@ impl Hub {
         true
     }
 
-    fn deliver(&self, channel: &str, message: &Invalidation) {
-        let handlers: Vec<InvalidationHandler> = match self.lock().channels.get(channel) {
+    /// The handlers registered under `channel`.
+    pub(crate) fn handlers(&self, channel: &str) -> Vec<InvalidationHandler> {
+        match self.lock().channels.get(channel) {
             Some(list) => list.iter().map(|(_, h)| h.clone()).collect(),
-            None => return,
-        };
-        for h in handlers {
+            None => Vec::new(),
+        }
+    }
+
+    fn deliver(&self, channel: &str, message: &Invalidation) {
+        for h in self.handlers(channel) {
             h(message);
         }
     }
 
-    /// Tells every cache to drop its whole L1: messages may have been missed.
-    fn flush_all(&self) {
-        let flush = Invalidation::new(FLUSH_ORIGIN, InvalidationTarget::Prefix(Vec::new()));
-        let handlers: Vec<InvalidationHandler> = self
-            .lock()
+    /// Every handler with its subscription id.
+    fn all_handlers(&self) -> Vec<(u64, InvalidationHandler)> {
+        self.lock()
             .channels
             .values()
             .flatten()
-            .map(|(_, h)| h.clone())
-            .collect();
-        for h in handlers {
+            .map(|(id, h)| (*id, h.clone()))
+            .collect()
+    }
+
+    /// Tells every cache to drop its whole L1: messages may have been missed.
+    pub(crate) fn flush_all(&self) {
+        let flush = flush_message();
+        for (_, h) in self.all_handlers() {
             h(&flush);
         }
     }
 
+    /// Lets the subscriptions `ids` use their L1 again (the connection serves them now).
+    pub(crate) fn resume(&self, ids: &[u64]) {
+        let resume = Invalidation::new(FLUSH_ORIGIN, InvalidationTarget::Resume);
+        let handlers: Vec<InvalidationHandler> = {
+            let mut state = self.lock();
+            state.live.extend(ids.iter().copied());
+            let all = state.channels.values().flatten();
+            all.filter(|(id, _)| ids.contains(id))
+                .map(|(_, h)| h.clone())
+                .collect()
+        };
+        for h in handlers {
+            h(&resume);
+        }
+        self.changed.notify_all();
+    }
+
+    /// Stops every cache from using its L1 (and drops it): the connection is gone.
+    fn suspend_all(&self) {
+        let suspend = Invalidation::new(FLUSH_ORIGIN, InvalidationTarget::Suspend);
+        self.lock().live.clear();
+        for (_, h) in self.all_handlers() {
+            h(&suspend);
+        }
+    }
+
+    /// Called by the link once its connection is subscribed: from here on no message is
+    /// missed, what was published before may have been. A link that suspends L1 resumes
+    /// the subscriptions it serves itself ([`Hub::resume`]).
+    pub(crate) fn ready(&self) {
+        if self.connects() > 0 {
+            log::info!(
+                "polycache: L1 invalidation subscriber reconnected to redis {}",
+                self.shown
+            );
+        }
+        if !self.link.suspends() {
+            self.flush_all();
+        }
+        self.lock().connected = true;
+        self.connects.fetch_add(1, Ordering::Relaxed);
+        self.attempted(None);
+    }
+
+    fn run(self: Arc<Hub>) {
+        let mut backoff = Duration::from_millis(50);
+        let mut warned = false;
+        loop {
+            let before = self.connects();
+            let ended = self.link.session(&self);
+            let was_ready = self.connects() != before;
+            if was_ready {
+                self.lock().connected = false;
+                if self.link.suspends() {
+                    self.suspend_all();
+                }
+                backoff = Duration::from_millis(50);
+            }
+            let (error, refused) = match ended {
+                Ended::Retired => return,
+                Ended::Broke(e) => (e, None),
+                Ended::Refused(e) => (e.clone(), Some(e)),
+            };
+            if was_ready {
+                log::warn!(
+                    "polycache: L1 invalidation subscriber lost redis {} \
+                     (reconnecting; L1 copies will be dropped): {error}",
+                    self.shown
+                );
+                warned = true;
+                continue;
+            }
+            self.attempted(refused);
+            if !warned {
+                log::warn!(
+                    "polycache: L1 invalidation subscriber cannot use redis {} (retrying): \
+                     {error}",
+                    self.shown
+                );
+                warned = true;
+            }
+            if self.retire_if_unused() {
+                return;
+            }
+            thread::sleep(backoff);
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+}
+
+/// Redis pub/sub: `PSUBSCRIBE polycache:l1:*`, messages delivered by channel.
+struct PubSubLink {
+    client: redis::Client,
+    connect_timeout: Option<Duration>,
+}
+
+impl PubSubLink {
     fn connect(&self) -> redis::RedisResult<redis::Connection> {
         let conn = match self.connect_timeout {
             Some(t) => self.client.get_connection_with_timeout(t)?,
@@ -328,89 +501,41 @@ impl Hub {
         conn.set_write_timeout(Some(IDLE_CHECK))?;
         Ok(conn)
     }
+}
 
-    fn run(self: Arc<Hub>) {
-        let mut backoff = Duration::from_millis(50);
-        let mut warned = false;
+impl Link for PubSubLink {
+    fn session(&self, hub: &Hub) -> Ended {
+        let mut conn = match self.connect() {
+            Ok(conn) => conn,
+            Err(e) => return Ended::Broke(e.to_string()),
+        };
+        let mut pubsub = conn.as_pubsub();
+        if let Err(e) = pubsub.psubscribe(PATTERN) {
+            return Ended::Broke(format!("could not subscribe: {e}"));
+        }
+        hub.ready();
         loop {
-            let mut conn = match self.connect() {
-                Ok(conn) => conn,
-                Err(e) => {
-                    self.attempted();
-                    if !warned {
-                        log::warn!(
-                            "polycache: L1 invalidation subscriber cannot reach redis {} \
-                             (retrying): {e}",
-                            self.shown
+            match pubsub.get_message() {
+                Ok(msg) => {
+                    if let Some(m) = Invalidation::decode(msg.get_payload_bytes()) {
+                        let carried = matches!(
+                            m.target,
+                            InvalidationTarget::Key(_) | InvalidationTarget::Prefix(_)
                         );
-                        warned = true;
-                    }
-                    if self.retire_if_unused() {
-                        return;
-                    }
-                    thread::sleep(backoff);
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
-                    continue;
-                }
-            };
-            let mut pubsub = conn.as_pubsub();
-            if let Err(e) = pubsub.psubscribe(PATTERN) {
-                self.attempted();
-                log::warn!(
-                    "polycache: L1 invalidation subscriber could not subscribe on redis {}: {e}",
-                    self.shown
-                );
-                if self.retire_if_unused() {
-                    return;
-                }
-                thread::sleep(backoff);
-                backoff = (backoff * 2).min(MAX_BACKOFF);
-                continue;
-            }
-            // Subscribed: from here on no message is missed. What was published before
-            // (while disconnected, or before this connection existed) may have been.
-            self.flush_all();
-            self.connects.fetch_add(1, Ordering::Relaxed);
-            self.attempted();
-            if warned {
-                log::info!(
-                    "polycache: L1 invalidation subscriber reconnected to redis {}",
-                    self.shown
-                );
-            }
-            backoff = Duration::from_millis(50);
-            warned = false;
-            loop {
-                match pubsub.get_message() {
-                    Ok(msg) => {
-                        if let Some(m) = Invalidation::decode(msg.get_payload_bytes()) {
-                            if m.origin != FLUSH_ORIGIN {
-                                self.deliver(msg.get_channel_name(), &m);
-                            }
+                        if m.origin != FLUSH_ORIGIN && carried {
+                            hub.deliver(msg.get_channel_name(), &m);
                         }
                     }
-                    Err(e) if e.is_timeout() => {
-                        if self.retire_if_unused() {
-                            return;
-                        }
-                        if let Err(e) = pubsub.ping::<redis::Value>() {
-                            log::warn!(
-                                "polycache: L1 invalidation subscriber lost redis {}: {e}",
-                                self.shown
-                            );
-                            break;
-                        }
+                }
+                Err(e) if e.is_timeout() => {
+                    if hub.retire_if_unused() {
+                        return Ended::Retired;
                     }
-                    Err(e) => {
-                        log::warn!(
-                            "polycache: L1 invalidation subscriber lost redis {} \
-                             (reconnecting; L1 copies will be dropped): {e}",
-                            self.shown
-                        );
-                        warned = true;
-                        break;
+                    if let Err(e) = pubsub.ping::<redis::Value>() {
+                        return Ended::Broke(e.to_string());
                     }
                 }
+                Err(e) => return Ended::Broke(e.to_string()),
             }
         }
     }

@@ -20,7 +20,7 @@ use crate::policy::{FailurePolicy, Guarded};
 use crate::value::Value;
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
@@ -35,6 +35,12 @@ pub enum InvalidationTarget {
     Key(Vec<u8>),
     /// Every key starting with these bytes was removed (`clear`); empty means every key.
     Prefix(Vec<u8>),
+    /// The bus lost the link that tells it about changes: drop the whole L1 and neither use
+    /// nor fill it until [`InvalidationTarget::Resume`]. Sent by a bus to its own
+    /// subscribers ([`crate::TrackingBus`]), never carried between processes.
+    Suspend,
+    /// The link is back: L1 may be used and filled again.
+    Resume,
 }
 
 /// One message on an [`InvalidationBus`]: which cache sent it and what changed.
@@ -63,9 +69,11 @@ impl Invalidation {
     /// The wire form for buses that carry bytes: `K` or `P`, the origin as 8 bytes
     /// little-endian, then the key or prefix.
     pub fn encode(&self) -> Vec<u8> {
-        let (tag, bytes) = match &self.target {
+        let (tag, bytes): (u8, &[u8]) = match &self.target {
             InvalidationTarget::Key(k) => (b'K', k),
             InvalidationTarget::Prefix(p) => (b'P', p),
+            InvalidationTarget::Suspend => (b'S', &[]),
+            InvalidationTarget::Resume => (b'R', &[]),
         };
         let mut out = Vec::with_capacity(9 + bytes.len());
         out.push(tag);
@@ -85,6 +93,8 @@ impl Invalidation {
         let target = match bytes[0] {
             b'K' => InvalidationTarget::Key(rest),
             b'P' => InvalidationTarget::Prefix(rest),
+            b'S' if rest.is_empty() => InvalidationTarget::Suspend,
+            b'R' if rest.is_empty() => InvalidationTarget::Resume,
             _ => return None,
         };
         Some(Invalidation::new(u64::from_le_bytes(origin), target))
@@ -111,6 +121,13 @@ pub trait InvalidationBus: Send + Sync + 'static {
     fn subscribe(&self, handler: InvalidationHandler) -> Result<u64>;
     /// Removes a subscription; unknown ids are ignored.
     fn unsubscribe(&self, id: u64);
+    /// True when the server itself reports every write to the cache's keys, this cache's
+    /// own included ([`crate::TrackingBus`]): the cache then publishes nothing, and its own
+    /// writes drop its L1 copy instead of replacing it (the server's notice of the write
+    /// may arrive after a later write by someone else; a copy made then would stay stale).
+    fn tracks_writes(&self) -> bool {
+        false
+    }
 }
 
 /// An in-process bus: `publish` calls every subscriber before it returns.
@@ -260,9 +277,17 @@ pub struct TieredBackend {
     l2: Arc<dyn Backend>,
     l1_ttl: Option<Duration>,
     bus: Option<Arc<dyn InvalidationBus>>,
-    subscription: Option<u64>,
+    subscription: Mutex<Option<u64>>,
+    /// What the bus calls, kept to subscribe again in the child of a `fork()`.
+    handler: Option<InvalidationHandler>,
+    /// The fork generation the subscription belongs to (see [`TieredBackend::adopt_fork`]).
+    generation: AtomicU64,
     origin: u64,
     gate: Arc<FillGate>,
+    /// False while the bus is suspended: L1 is empty and is not filled.
+    l1_live: Arc<AtomicBool>,
+    /// The bus reports this cache's own writes (see [`InvalidationBus::tracks_writes`]).
+    tracked: bool,
 }
 
 impl TieredBackend {
@@ -281,11 +306,13 @@ impl TieredBackend {
             )));
         }
         let origin = new_origin();
+        let tracked = bus.as_ref().is_some_and(|b| b.tracks_writes());
         let gate = Arc::new(FillGate::default());
-        let subscription = match &bus {
+        let l1_live = Arc::new(AtomicBool::new(true));
+        let handler = match &bus {
             None => None,
-            Some(bus) => {
-                let (l1, gate) = (l1.clone(), gate.clone());
+            Some(_) => {
+                let (l1, gate, live) = (l1.clone(), gate.clone(), l1_live.clone());
                 let handler: InvalidationHandler = Arc::new(move |m: &Invalidation| {
                     if m.origin == origin {
                         return;
@@ -293,20 +320,68 @@ impl TieredBackend {
                     gate.write(|| match &m.target {
                         InvalidationTarget::Key(k) => drop(l1.delete(k)),
                         InvalidationTarget::Prefix(p) => drop(l1.clear(p)),
+                        // Stop before dropping, so no copy lands after the drop.
+                        InvalidationTarget::Suspend => {
+                            live.store(false, Ordering::SeqCst);
+                            drop(l1.clear(&[]));
+                        }
+                        InvalidationTarget::Resume => {
+                            drop(l1.clear(&[]));
+                            live.store(true, Ordering::SeqCst);
+                        }
                     });
                 });
-                Some(bus.subscribe(handler)?)
+                Some(handler)
             }
+        };
+        let subscription = match (&bus, &handler) {
+            (Some(bus), Some(handler)) => Some(bus.subscribe(handler.clone())?),
+            _ => None,
         };
         Ok(TieredBackend {
             l1,
             l2,
             l1_ttl: l1_timeout,
             bus,
-            subscription,
+            subscription: Mutex::new(subscription),
+            handler,
+            generation: AtomicU64::new(crate::fork::generation()),
             origin,
             gate,
+            l1_live,
+            tracked,
         })
+    }
+
+    /// In the child of a `fork()`, a tracked cache's subscription is its parent's: the
+    /// thread that delivered the server's notices does not exist there. Drops L1 and
+    /// subscribes again (a tracking connection of this process) before L1 is read.
+    #[inline]
+    fn adopt_fork(&self) {
+        if self.tracked && crate::fork::generation() != self.generation.load(Ordering::Relaxed) {
+            self.subscribe_again();
+        }
+    }
+
+    #[cold]
+    fn subscribe_again(&self) {
+        let (Some(bus), Some(handler)) = (&self.bus, &self.handler) else {
+            return;
+        };
+        let mut subscription = self.subscription.lock().unwrap_or_else(|e| e.into_inner());
+        let now = crate::fork::generation();
+        if self.generation.load(Ordering::Relaxed) == now {
+            return;
+        }
+        handler(&Invalidation::new(0, InvalidationTarget::Suspend));
+        self.generation.store(now, Ordering::Relaxed);
+        match bus.subscribe(handler.clone()) {
+            Ok(id) => *subscription = Some(id),
+            Err(e) => log::warn!(
+                "polycache: a tiered cache inherited through fork() cannot track its keys \
+                 again; its L1 stays unused: {e}"
+            ),
+        }
     }
 
     /// The L1 store.
@@ -329,7 +404,7 @@ impl TieredBackend {
     /// Copies an L2 value into L1 unless a write or invalidation raced with the L2 read.
     fn fill(&self, key: &[u8], value: &[u8], epoch: Option<u64>) {
         let Some(epoch) = epoch else { return };
-        if !self.gate.still(epoch) {
+        if !self.gate.still(epoch) || !self.l1_live.load(Ordering::SeqCst) {
             return;
         }
         if self.l1.set(key, value, self.l1_ttl).is_ok() && !self.gate.still(epoch) {
@@ -339,13 +414,20 @@ impl TieredBackend {
 
     /// Puts a written value in L1 (or drops the old copy if L1 cannot hold it).
     fn write_l1(&self, key: &[u8], value: &[u8], ttl: Option<Duration>) {
-        if self.l1.set(key, value, self.l1_ttl(ttl)).is_err() {
+        if self.tracked || !self.l1_live.load(Ordering::SeqCst) {
+            let _ = self.l1.delete(key);
+            return;
+        }
+        // A suspension between the check and the copy: its clear may have run first.
+        if self.l1.set(key, value, self.l1_ttl(ttl)).is_err()
+            || !self.l1_live.load(Ordering::SeqCst)
+        {
             let _ = self.l1.delete(key);
         }
     }
 
     fn publish(&self, target: InvalidationTarget) {
-        if let Some(bus) = &self.bus {
+        if let Some(bus) = self.bus.as_ref().filter(|_| !self.tracked) {
             if let Err(e) = bus.publish(&Invalidation::new(self.origin, target)) {
                 log::warn!("polycache: could not publish an L1 invalidation: {e}");
             }
@@ -353,14 +435,16 @@ impl TieredBackend {
     }
 
     fn publish_key(&self, key: &[u8]) {
-        if self.bus.is_some() {
+        if self.bus.is_some() && !self.tracked {
             self.publish(InvalidationTarget::Key(key.to_vec()));
         }
     }
 
     /// Publishes one invalidation per key, in one batch.
     fn publish_keys<'a>(&self, keys: impl Iterator<Item = &'a [u8]>) {
-        let Some(bus) = &self.bus else { return };
+        let Some(bus) = self.bus.as_ref().filter(|_| !self.tracked) else {
+            return;
+        };
         let messages: Vec<Invalidation> = keys
             .map(|k| Invalidation::new(self.origin, InvalidationTarget::Key(k.to_vec())))
             .collect();
@@ -372,7 +456,11 @@ impl TieredBackend {
 
 impl Drop for TieredBackend {
     fn drop(&mut self) {
-        if let (Some(bus), Some(id)) = (&self.bus, self.subscription) {
+        let id = *self
+            .subscription
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner());
+        if let (Some(bus), Some(id)) = (&self.bus, id) {
             bus.unsubscribe(id);
         }
     }
@@ -401,6 +489,7 @@ impl Backend for TieredBackend {
 
     #[inline]
     fn get(&self, key: &[u8]) -> Result<Option<Value>> {
+        self.adopt_fork();
         if let Some(v) = self.l1.get(key)? {
             return Ok(Some(v));
         }
@@ -452,6 +541,7 @@ impl Backend for TieredBackend {
     }
 
     fn has_key(&self, key: &[u8]) -> Result<bool> {
+        self.adopt_fork();
         Ok(self.l1.has_key(key)? || self.l2.has_key(key)?)
     }
 
@@ -592,6 +682,7 @@ impl Backend for TieredBackend {
 impl TieredBackend {
     /// What L1 holds of `keys`, and the positions it misses.
     fn l1_many(&self, keys: &[&[u8]]) -> Result<(Vec<Option<Value>>, Vec<usize>)> {
+        self.adopt_fork();
         let mut out = Vec::with_capacity(keys.len());
         let mut missing = Vec::new();
         for (i, k) in keys.iter().enumerate() {
@@ -645,6 +736,7 @@ impl AsyncBackend for TieredAsync {
     fn get<'a>(&'a self, key: &'a [u8]) -> BoxFuture<'a, Result<Option<Value>>> {
         Box::pin(async move {
             let t = &self.tiered;
+            t.adopt_fork();
             if let Some(v) = t.l1.get(key)? {
                 return Ok(Some(v));
             }
@@ -683,7 +775,10 @@ impl AsyncBackend for TieredAsync {
         self.writes.delete_if_equals(key, expected)
     }
     fn has_key<'a>(&'a self, key: &'a [u8]) -> BoxFuture<'a, Result<bool>> {
-        Box::pin(async move { Ok(self.tiered.l1.has_key(key)? || self.l2.has_key(key).await?) })
+        Box::pin(async move {
+            self.tiered.adopt_fork();
+            Ok(self.tiered.l1.has_key(key)? || self.l2.has_key(key).await?)
+        })
     }
     fn touch<'a>(&'a self, key: &'a [u8], ttl: Option<Duration>) -> BoxFuture<'a, Result<bool>> {
         self.writes.touch(key, ttl)
@@ -833,7 +928,7 @@ pub(crate) fn open(
 }
 
 /// The bus a `tiered://` URL's `bus=` option names: `none`, `local:NAME`, `redis` (the L2's
-/// server) or a Redis URL.
+/// server), a Redis URL, or `tracking` (the L2's servers' client-side caching).
 fn bus_from_spec(
     spec: Option<&str>,
     l2_url: &str,
@@ -847,6 +942,12 @@ fn bus_from_spec(
         if !name.is_empty() {
             return Ok(Some(LocalBus::named(name)));
         }
+    }
+    #[cfg(feature = "redis")]
+    if spec == "tracking" {
+        return Ok(Some(crate::redis_tracking::TrackingBus::open(
+            l2_url, key_prefix,
+        )?));
     }
     #[cfg(feature = "redis")]
     {
@@ -874,8 +975,8 @@ fn bus_from_spec(
     }
     let _ = (l2_url, key_prefix);
     Err(Error::config(format!(
-        "unknown bus {:?} for tiered://: expected none, local:NAME, redis (the l2's server) \
-         or a url-encoded redis:// URL",
+        "unknown bus {:?} for tiered://: expected none, local:NAME, redis (the l2's server), \
+         a url-encoded redis:// URL, or tracking (the l2's server reports every write)",
         crate::location::redact(spec)
     )))
 }

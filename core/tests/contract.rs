@@ -85,6 +85,8 @@ schemes! {
     redis_sentinel,
     #[cfg(all(feature = "redis", feature = "memory"))]
     tiered_redis,
+    #[cfg(all(feature = "redis", feature = "memory"))]
+    tiered_tracking,
     #[cfg(feature = "memcached")]
     memcached,
     #[cfg(feature = "memcached")]

@@ -102,6 +102,12 @@ fn tiered_l1s_over_redis_drop_invalidated_entries() {
     a.set_tagged("page", b"v1", Expiry::Never, &["t"]).unwrap();
     assert_eq!(text(a.get("page").unwrap()).as_deref(), Some("v1"));
     assert_eq!(text(b.get("page").unwrap()).as_deref(), Some("v1"));
+    // a's own invalidations of its write may reach b after b's first read and drop that
+    // copy: wait until b reads from its L1.
+    assert!(eventually(PATIENCE, || {
+        let before = redis_reads(&redis);
+        text(b.get("page").unwrap()).as_deref() == Some("v1") && redis_reads(&redis) == before
+    }));
     // Now b's L1 holds the entry and its tag's version: its hits read nothing from Redis.
     let before = redis_reads(&redis);
     for _ in 0..3 {

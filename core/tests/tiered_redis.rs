@@ -4,35 +4,21 @@
 #![cfg(feature = "redis")]
 
 use polycache::{Cache, Expiry, RedisBus};
-use polycache_testkit::{eventually, RedisServer};
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
-use std::thread;
-use std::time::{Duration, Instant};
+use polycache_testkit::{eventually, url_option, RedisServer, TestChild};
+use std::io::{BufRead, Write};
+use std::time::Duration;
 
 /// Generous: a loaded shared machine may be slow, and a test never asserts on time.
 const PATIENCE: Duration = Duration::from_secs(5);
 const CHILD_ENV: &str = "POLYCACHE_TIERED_CHILD_URL";
-
-/// Percent-encodes a URL for use as an option value.
-fn enc(url: &str) -> String {
-    url.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
 
 /// A `tiered://` URL over `l2` with `bus`, a 10-minute L1 (so only an invalidation can
 /// refresh an L1 copy within a test) and the key prefix `prefix`.
 fn tiered_url(l2: &str, bus: &str, prefix: &str) -> String {
     format!(
         "tiered://?l2={}&bus={}&l1_timeout=600&key_prefix={prefix}",
-        enc(l2),
-        enc(bus)
+        url_option(l2),
+        url_option(bus)
     )
 }
 
@@ -49,78 +35,20 @@ fn converges(cache: &Cache, key: &str, want: &str) -> bool {
 
 /// The other process: this test binary run again, answering `get KEY` and `set KEY VALUE`
 /// lines on its stdin from its own tiered cache.
-struct Other {
-    child: Child,
-    stdin: ChildStdin,
-    stdout: BufReader<ChildStdout>,
-}
+struct Other(TestChild);
 
 impl Other {
     fn spawn(url: &str) -> Other {
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "other_process",
-                "--ignored",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(CHILD_ENV, url)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stdin = child.stdin.take().unwrap();
-        let stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut other = Other {
-            child,
-            stdin,
-            stdout,
-        };
-        assert_eq!(other.reply(), "ready");
-        other
-    }
-
-    /// The next line the child wrote for us (libtest's own lines do not start with `@`).
-    fn reply(&mut self) -> String {
-        let mut line = String::new();
-        loop {
-            line.clear();
-            assert!(
-                self.stdout.read_line(&mut line).unwrap() > 0,
-                "the other process ended"
-            );
-            if let Some(reply) = line.trim_end().strip_prefix('@') {
-                return reply.to_owned();
-            }
-        }
+        Other(TestChild::spawn("other_process", (CHILD_ENV, url)))
     }
 
     fn ask(&mut self, request: &str) -> String {
-        writeln!(self.stdin, "{request}").unwrap();
-        self.stdin.flush().unwrap();
-        self.reply()
+        self.0.ask(request)
     }
 
     fn get(&mut self, key: &str) -> Option<String> {
         let r = self.ask(&format!("get {key}"));
         r.strip_prefix("value ").map(str::to_owned)
-    }
-}
-
-impl Drop for Other {
-    fn drop(&mut self) {
-        // Closing stdin ends the child's loop; it exits by itself.
-        let _ = writeln!(self.stdin, "quit");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            thread::sleep(Duration::from_millis(10));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -44,7 +44,8 @@ pub use memcached::MemcachedServer;
 pub use postgres::PostgresServer;
 pub use proxy::FaultProxy;
 pub use redis::{
-    info_field, redis_command, RedisCluster, RedisOver, RedisReplicaSet, RedisServer, Transport,
+    command_calls, info_field, redis_command, RedisCluster, RedisOver, RedisReplicaSet,
+    RedisServer, Transport,
 };
 pub use sentinel::{
     RedisSentinelSet, SentinelAuth, SentinelServer, SENTINEL_DOWN_AFTER, SENTINEL_MASTER_NAME,
@@ -174,5 +175,125 @@ pub fn eventually(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
             return false;
         }
         thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Percent-encodes `url` for use as the value of a URL option (`tiered://?l2=<this>`):
+/// everything but letters, digits and `-_.~`.
+///
+/// ```
+/// let inner = polycache_testkit::url_option("redis://127.0.0.1:6379/0");
+/// assert_eq!(inner, "redis%3A%2F%2F127.0.0.1%3A6379%2F0");
+/// ```
+pub fn url_option(url: &str) -> String {
+    url.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// This test binary run again as another process, running only the ignored test `test`, with
+/// `env` set (the test returns at once without it). The child talks back in lines that start
+/// with `@` (libtest's own output never does); requests go to its stdin, one per line.
+/// Dropping it writes `quit`, waits up to 10 s for it to end, then kills it.
+///
+/// A parent test: `let mut child = TestChild::spawn("other_process", ("MY_ENV", url));` then
+/// `child.ask("get k")`. The child, `#[ignore]`d: reads `std::env::var("MY_ENV")`, writes
+/// `\n@ready`, then answers each stdin line with one `@…` line.
+pub struct TestChild {
+    child: std::process::Child,
+    stdin: std::process::ChildStdin,
+    stdout: std::io::BufReader<std::process::ChildStdout>,
+}
+
+impl TestChild {
+    /// Starts the child and waits for its `@ready` line.
+    ///
+    /// # Panics
+    /// If the child cannot start or ends before it is ready (a test helper: the test fails).
+    pub fn spawn(test: &str, env: (&str, &str)) -> TestChild {
+        use std::process::{Command, Stdio};
+        let exe = std::env::current_exe().expect("the test binary's path");
+        let mut child = Command::new(exe)
+            .args([
+                "--exact",
+                test,
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(env.0, env.1)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start the test binary again");
+        let stdin = child.stdin.take().expect("piped stdin");
+        let stdout = std::io::BufReader::new(child.stdout.take().expect("piped stdout"));
+        let mut me = TestChild {
+            child,
+            stdin,
+            stdout,
+        };
+        assert_eq!(me.line(), "ready", "the child process did not start");
+        me
+    }
+
+    /// The child's next `@` line, without the `@`.
+    ///
+    /// # Panics
+    /// If the child ended.
+    pub fn line(&mut self) -> String {
+        use std::io::BufRead;
+        let mut line = String::new();
+        loop {
+            line.clear();
+            let read = self.stdout.read_line(&mut line).expect("read the child");
+            assert!(read > 0, "the child process ended");
+            if let Some(reply) = line.trim_end().strip_prefix('@') {
+                return reply.to_owned();
+            }
+        }
+    }
+
+    /// Writes `request` as one line to the child's stdin.
+    ///
+    /// # Panics
+    /// If the child's stdin is closed.
+    pub fn send(&mut self, request: &str) {
+        use std::io::Write;
+        writeln!(self.stdin, "{request}").expect("write to the child");
+        self.stdin.flush().expect("write to the child");
+    }
+
+    /// [`TestChild::send`], then the child's next `@` line.
+    pub fn ask(&mut self, request: &str) -> String {
+        self.send(request);
+        self.line()
+    }
+
+    /// Waits for the child to end (after it was asked to) and returns whether it succeeded.
+    pub fn wait(&mut self) -> bool {
+        self.child.wait().is_ok_and(|s| s.success())
+    }
+}
+
+impl Drop for TestChild {
+    fn drop(&mut self) {
+        use std::io::Write;
+        // Closing stdin ends the child's loop; it exits by itself.
+        let _ = writeln!(self.stdin, "quit");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }

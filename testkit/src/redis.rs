@@ -495,6 +495,20 @@ pub fn info_field(info: &str, field: &str) -> Option<String> {
     })
 }
 
+/// How many times the server answered `command` (lower case, as `INFO commandstats` names
+/// it), from the text of an `INFO commandstats` reply; 0 when it never ran.
+///
+/// ```
+/// let info = "# Commandstats\r\ncmdstat_get:calls=7,usec=10,usec_per_call=1.43\r\n";
+/// assert_eq!(polycache_testkit::command_calls(info, "get"), 7);
+/// assert_eq!(polycache_testkit::command_calls(info, "set"), 0);
+/// ```
+pub fn command_calls(info: &str, command: &str) -> u64 {
+    info_field(info, &format!("cmdstat_{command}"))
+        .and_then(|v| v.strip_prefix("calls=")?.split(',').next()?.parse().ok())
+        .unwrap_or(0)
+}
+
 /// Polls `check` every 20 ms until it is true or `timeout` passes.
 pub(crate) fn wait_until(
     timeout: Duration,

@@ -16,10 +16,11 @@
 #    examples/c/quickstart.c with `cc $(pkg-config --cflags --libs polycache)` against the
 #    installed copy, shared and static, and runs both.
 #
-# tests/c/test_queue.c needs a Redis and a Memcached, tests/c/test_structures.c and
-# tests/c/test_starts.c a Redis: they run under testkit's `with-servers`,
-# which starts both on free loopback ports, passes their URLs in POLYCACHE_TEST_REDIS_URL and
-# POLYCACHE_TEST_MEMCACHED_URL, and stops them when the program exits.
+# tests/c/test_queue.c needs a Redis and a Memcached, tests/c/test_structures.c,
+# tests/c/test_starts.c and tests/c/test_tiered.c a Redis: they run under testkit's
+# `with-servers`, which starts both on free loopback ports, passes their URLs in
+# POLYCACHE_TEST_REDIS_URL and POLYCACHE_TEST_MEMCACHED_URL, and stops them when the program
+# exits.
 #
 # The programs link the shared library just built (target/debug/libpolycache.so), found at
 # run time through an rpath to a directory that names it by its soname, as an installed
@@ -49,7 +50,7 @@ ln -s "$lib_dir/libpolycache.so" "$so_dir/${soname:?libpolycache.so has no sonam
 cflags=(-std=c11 -Wall -Wextra -Werror -pedantic -g -Iinclude -Itests/c)
 sanitize=(-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer)
 libs=(-L"$lib_dir" -lpolycache -Wl,-rpath,"$so_dir" -lpthread)
-tests=(test_cache test_caches test_backend test_job test_threads test_queue test_structures test_keys test_lock test_starts test_metrics test_tags)
+tests=(test_cache test_caches test_backend test_job test_threads test_queue test_structures test_keys test_lock test_starts test_metrics test_tags test_tiered)
 examples=(quickstart walkthrough)
 
 for t in "${tests[@]}"; do
@@ -91,7 +92,7 @@ threads_ops() {
 
 # What runs before program $1: testkit's with-servers for the one that needs servers.
 servers_for() {
-    [[ "$1" == test_queue || "$1" == test_structures || "$1" == test_starts || "$1" == test_tags ]] && echo "$with_servers"
+    [[ "$1" == test_queue || "$1" == test_structures || "$1" == test_starts || "$1" == test_tags || "$1" == test_tiered ]] && echo "$with_servers"
     return 0
 }
 

@@ -912,6 +912,38 @@ def test_tiered_bus_options_are_checked(redis: Any) -> None:
         polycache.Cache(f"tiered://?l2={quote(redis.url, safe='')}&bus=carrier-pigeon")
 
 
+@needs_redis
+def test_tracking_drops_l1_copies_on_writes_by_redis_py(redis: Any) -> None:
+    import redis as redis_py
+
+    url = f"tiered://?l2={quote(redis.url, safe='')}&bus=tracking&l1_timeout=600&key_prefix=pytrack"
+    other = OtherProcess(url)
+    raw = redis_py.Redis.from_url(redis.url)
+    try:
+        a = polycache.Cache(url)
+        raw.set("pytrack:1:k", 1)  # an int: stored as ASCII decimal, as polycache stores it
+        assert a.get("k") == 1
+        assert other.get("k") == "1"
+        raw.set("pytrack:1:k", 2)  # redis-py publishes nothing: the server notifies
+        assert eventually(lambda: a.get("k") == 2)
+        assert eventually(lambda: other.get("k") == "2"), other.get("k")
+        raw.eval("redis.call('SET', KEYS[1], ARGV[1])", 1, "pytrack:1:k", 3)
+        assert eventually(lambda: other.get("k") == "3"), other.get("k")
+
+        async def read() -> Any:
+            return await a.aget("k")
+
+        assert asyncio.run(read()) == 3
+        raw.flushall()
+        assert eventually(lambda: asyncio.run(read()) is None)
+        assert eventually(lambda: other.get("k") == "None")
+    finally:
+        other.close()
+        raw.close()
+    with pytest.raises(polycache.ConfigurationError, match="needs a Redis l2"):
+        polycache.Cache(f"tiered://?l2={quote('memory://', safe='')}&bus=tracking")
+
+
 # --- stats -------------------------------------------------------------------------------------
 
 

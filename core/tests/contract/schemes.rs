@@ -223,15 +223,26 @@ pub fn redis_sentinel() -> Fixture {
 
 /// A tiered cache: a memory:// L1 over redis://, L1 copies dropped over Redis pub/sub.
 pub fn tiered_redis() -> Fixture {
+    tiered_over_redis("tiered_redis", "redis", 2)
+}
+
+/// A tiered cache whose L1 the Redis server keeps coherent (`bus=tracking`, RESP3
+/// client-side caching).
+pub fn tiered_tracking() -> Fixture {
+    tiered_over_redis("tiered_tracking", "tracking", 4)
+}
+
+/// A memory:// L1 over database `db` of the shared redis://, with `bus`.
+fn tiered_over_redis(name: &'static str, bus: &str, db: u8) -> Fixture {
     let redis = redis_server();
     let url = format!(
-        "tiered://?l2={}&bus=redis&l1_timeout=600",
+        "tiered://?l2={}&bus={bus}&l1_timeout=600",
         percent_encoding::utf8_percent_encode(
-            &format!("redis://127.0.0.1:{}/2", redis.port()),
+            &format!("redis://127.0.0.1:{}/{db}", redis.port()),
             percent_encoding::NON_ALPHANUMERIC
         )
     );
-    Fixture::url("tiered_redis", REDIS_EXPECT, url).keep(redis)
+    Fixture::url(name, REDIS_EXPECT, url).keep(redis)
 }
 
 static MEMCACHED: Slot<Vec<polycache_testkit::MemcachedServer>> = Mutex::new(None);

@@ -42,7 +42,7 @@ use redis::{
     Client, Cmd, Connection, ConnectionAddr, ConnectionLike, RedisConnectionInfo, Script,
     TlsCertificates,
 };
-use sentinel::NodeRole;
+use sentinel::{NodeRole, Sentinels};
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -222,6 +222,58 @@ pub struct RedisBackend {
     /// The leader's client and connect timeout, for a pub/sub connection of its own (one
     /// server or leader + replicas; `None` on a Cluster).
     leader_client: Option<(Client, Option<Duration>)>,
+    /// Every server reads go to (the leader first), for the tracking connections of
+    /// [`crate::TrackingBus`]; empty on a Cluster.
+    servers: Vec<TrackedServer>,
+    connect_timeout: Option<Duration>,
+}
+
+/// A server that reads go to, as the tracking connection of [`crate::TrackingBus`] reaches
+/// it: a fixed server, or the master the sentinels name at each connect.
+pub(crate) struct TrackedServer(Tracked);
+
+enum Tracked {
+    Fixed(Box<Client>, String),
+    Master(std::sync::Arc<Sentinels>, String),
+}
+
+impl TrackedServer {
+    /// The server for messages (no password).
+    pub(crate) fn addr(&self) -> &str {
+        match &self.0 {
+            Tracked::Fixed(_, addr) | Tracked::Master(_, addr) => addr,
+        }
+    }
+
+    /// True when the server is whichever master the sentinels name (a connection to it must
+    /// be dropped once it is demoted).
+    pub(crate) fn follows_master(&self) -> bool {
+        matches!(self.0, Tracked::Master(..))
+    }
+
+    /// A new RESP3 connection with `config`.
+    pub(crate) async fn connect_resp3(
+        &self,
+        config: &redis::AsyncConnectionConfig,
+    ) -> RedisResult<redis::aio::MultiplexedConnection> {
+        match &self.0 {
+            Tracked::Fixed(client, _) => {
+                let info = client.get_connection_info().clone();
+                let settings = info
+                    .redis_settings()
+                    .clone()
+                    .set_protocol(redis::ProtocolVersion::RESP3);
+                Client::open(info.set_redis_settings(settings))?
+                    .get_multiplexed_async_connection_with_config(config)
+                    .await
+            }
+            Tracked::Master(sentinels, _) => {
+                sentinels
+                    .connect_async_with(NodeRole::Master, config, redis::ProtocolVersion::RESP3)
+                    .await
+            }
+        }
+    }
 }
 
 enum Topology {
@@ -315,6 +367,7 @@ impl RedisBackend {
         };
 
         let mut leader_client = None;
+        let mut servers = Vec::new();
         let aio;
         let topology = match scheme {
             "unix" => {
@@ -333,6 +386,10 @@ impl RedisBackend {
                 let client = client_for(info, None, &redacted)?;
                 leader_client = Some((client.clone(), opts.connect_timeout));
                 let addr = location.path().to_owned();
+                servers.push(TrackedServer(Tracked::Fixed(
+                    Box::new(client.clone()),
+                    addr.clone(),
+                )));
                 aio = AsyncTopology::Single {
                     leader: Box::new(aio::Server::new(client.clone(), addr.clone(), &opts)),
                     replicas: Vec::new(),
@@ -349,7 +406,7 @@ impl RedisBackend {
                 opts.db = db_from_path(location.path(), db_option).map_err(&bad)?;
                 let auth = auth.set_db(opts.db);
                 let mut pools = Vec::with_capacity(location.hosts().len());
-                let mut servers = Vec::with_capacity(location.hosts().len());
+                let mut async_servers = Vec::with_capacity(location.hosts().len());
                 for host in location.hosts() {
                     let (h, port) = split_host(host).map_err(&bad)?;
                     let addr = tcp_addr(h.clone(), port, tls.then_some(opts.insecure));
@@ -358,7 +415,11 @@ impl RedisBackend {
                     if leader_client.is_none() {
                         leader_client = Some((client.clone(), opts.connect_timeout));
                     }
-                    servers.push(aio::Server::new(
+                    servers.push(TrackedServer(Tracked::Fixed(
+                        Box::new(client.clone()),
+                        format!("{h}:{port}"),
+                    )));
+                    async_servers.push(aio::Server::new(
                         client.clone(),
                         format!("{h}:{port}"),
                         &opts,
@@ -366,10 +427,10 @@ impl RedisBackend {
                     pools.push(Pool::single(client, format!("{h}:{port}"), &opts));
                 }
                 let leader = pools.remove(0);
-                let async_leader = servers.remove(0);
+                let async_leader = async_servers.remove(0);
                 aio = AsyncTopology::Single {
                     leader: Box::new(async_leader),
-                    replicas: servers,
+                    replicas: async_servers,
                 };
                 let replicas = pools
                     .into_iter()
@@ -437,6 +498,12 @@ impl RedisBackend {
                 let read_from_replicas = options.bool("read_from_replicas")?.unwrap_or(false);
                 let addr = sentinels.describe();
                 let sentinels = std::sync::Arc::new(sentinels);
+                if !read_from_replicas {
+                    servers.push(TrackedServer(Tracked::Master(
+                        sentinels.clone(),
+                        addr.clone(),
+                    )));
+                }
                 let leader = Pool::sentinel(sentinels.clone(), NodeRole::Master, &addr, &opts);
                 let async_leader =
                     aio::Server::sentinel(sentinels.clone(), NodeRole::Master, &addr, &opts);
@@ -481,6 +548,8 @@ impl RedisBackend {
             aio,
             location: redacted,
             leader_client,
+            servers,
+            connect_timeout: opts.connect_timeout,
         })
     }
 
@@ -488,6 +557,17 @@ impl RedisBackend {
     /// pub/sub subscriber of [`crate::RedisBus`]); `None` on a Cluster.
     pub(crate) fn leader_client(&self) -> Option<&(Client, Option<Duration>)> {
         self.leader_client.as_ref()
+    }
+
+    /// Every server reads go to, the leader first, for [`crate::TrackingBus`]; empty on a
+    /// Cluster and behind Sentinel with `read_from_replicas`.
+    pub(crate) fn read_servers(&self) -> &[TrackedServer] {
+        &self.servers
+    }
+
+    /// How long opening a connection may take (`connect_timeout`).
+    pub(crate) fn connect_timeout(&self) -> Option<Duration> {
+        self.connect_timeout
     }
 
     /// `PUBLISH`es every message on `channel` in one pipeline on the leader.

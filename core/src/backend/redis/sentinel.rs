@@ -15,7 +15,7 @@
 use super::{client_for, connection_info, tcp_addr, RedisOptions, RedisResult};
 use crate::error::{Error, ErrorKind};
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Client, Cmd, Connection, RedisConnectionInfo};
+use redis::{AsyncConnectionConfig, Client, Cmd, Connection, ProtocolVersion, RedisConnectionInfo};
 use redis::{RedisError, TlsCertificates};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -131,6 +131,18 @@ impl Sentinels {
 
     /// [`Sentinels::connect`] on a multiplexed async connection.
     pub(super) async fn connect_async(&self, role: NodeRole) -> RedisResult<MultiplexedConnection> {
+        self.connect_async_with(role, &self.async_config, ProtocolVersion::RESP2)
+            .await
+    }
+
+    /// [`Sentinels::connect_async`] with a connection configuration and protocol of the
+    /// caller's (the RESP3 tracking connection of [`crate::TrackingBus`]).
+    pub(super) async fn connect_async_with(
+        &self,
+        role: NodeRole,
+        config: &AsyncConnectionConfig,
+        protocol: ProtocolVersion,
+    ) -> RedisResult<MultiplexedConnection> {
         let mut asked = Asked::default();
         let mut candidates = None;
         for (i, (client, addr)) in self.in_order() {
@@ -146,8 +158,11 @@ impl Sentinels {
         let candidates = candidates.ok_or_else(|| asked.error(self))?;
         let mut last = None;
         for (host, port) in start_at_random(candidates) {
-            let client = self.node_client(&host, port)?;
-            let result = match self.open_async(&client).await {
+            let client = self.node_client_with(&host, port, protocol)?;
+            let opened = client
+                .get_multiplexed_async_connection_with_config(config)
+                .await;
+            let result = match opened {
                 Ok(mut c) => match redis::cmd("ROLE").query_async(&mut c).await {
                     Ok(reply) => check_role(role, &reply, &host, port, &self.name).map(|()| c),
                     Err(e) => Err(e),
@@ -206,10 +221,19 @@ impl Sentinels {
 
     /// A client for the data server at `host:port`, with the master's auth, db and TLS.
     fn node_client(&self, host: &str, port: u16) -> RedisResult<Client> {
+        self.node_client_with(host, port, ProtocolVersion::RESP2)
+    }
+
+    fn node_client_with(
+        &self,
+        host: &str,
+        port: u16,
+        protocol: ProtocolVersion,
+    ) -> RedisResult<Client> {
         let insecure = self.nodes.tls.as_ref().map(|(insecure, _)| *insecure);
         let addr = tcp_addr(host.to_owned(), port, insecure);
         let certs = self.nodes.tls.as_ref().and_then(|(_, c)| c.clone());
-        connection_info(addr, self.nodes.auth.clone())
+        connection_info(addr, self.nodes.auth.clone().set_protocol(protocol))
             .and_then(|info| client_for(info, certs, &self.redacted))
             .map_err(|e| {
                 RedisError::from((

@@ -1,0 +1,316 @@
+//! Tiered caches kept coherent by Redis itself (`bus=tracking`: RESP3 client-side caching
+//! in broadcast mode), against Redis servers that the tests start: writes by plain clients
+//! and Lua scripts, `FLUSHALL`, a killed and restarted server, replicas, refusals.
+#![cfg(feature = "redis")]
+
+use polycache::{Cache, ErrorKind, Expiry, TrackingBus};
+use polycache_testkit::{
+    command_calls, eventually, url_option, RedisReplicaSet, RedisSentinelSet, RedisServer,
+    SENTINEL_MASTER_NAME,
+};
+use std::time::Duration;
+
+/// Generous: a loaded shared machine may be slow, and a test never asserts on time.
+const PATIENCE: Duration = Duration::from_secs(10);
+
+/// A tracked `tiered://` URL over `l2` with a 10-minute L1 (so only an invalidation can
+/// refresh an L1 copy within a test) and the key prefix `prefix`.
+fn tracked_url(l2: &str, prefix: &str) -> String {
+    format!(
+        "tiered://?l2={}&bus=tracking&l1_timeout=600&key_prefix={prefix}",
+        url_option(l2)
+    )
+}
+
+fn text(v: Option<polycache::Value>) -> Option<String> {
+    v.map(|v| String::from_utf8_lossy(&v).into_owned())
+}
+
+fn read(cache: &Cache, key: &str) -> Option<String> {
+    text(cache.get(key).unwrap())
+}
+
+/// True once `cache` answers `want` for `key` (polled for up to [`PATIENCE`]).
+fn converges(cache: &Cache, key: &str, want: Option<&str>) -> bool {
+    eventually(PATIENCE, || {
+        cache.get(key).is_ok_and(|v| text(v).as_deref() == want)
+    })
+}
+
+/// How many `GET`s the server has answered.
+fn server_gets(redis: &RedisServer) -> u64 {
+    command_calls(&redis.command(&["INFO", "commandstats"]).unwrap(), "get")
+}
+
+#[test]
+fn writes_by_other_clients_drop_the_l1_copies_of_every_cache() {
+    let redis = RedisServer::start().unwrap();
+    let url = tracked_url(&redis.url(), "tr");
+    // Written before the caches track: no notice of it can drop a first L1 copy.
+    redis.command(&["SET", "tr:1:k", "old"]).unwrap();
+    let (a, b) = (Cache::open(&url).unwrap(), Cache::open(&url).unwrap());
+
+    assert_eq!(read(&a, "k").as_deref(), Some("old"));
+    assert_eq!(read(&b, "k").as_deref(), Some("old"));
+    // Served from L1 now: the server sees no more GETs.
+    let before = server_gets(&redis);
+    for _ in 0..20 {
+        assert_eq!(read(&a, "k").as_deref(), Some("old"));
+        assert_eq!(read(&b, "k").as_deref(), Some("old"));
+    }
+    assert_eq!(server_gets(&redis), before, "reads come from L1");
+
+    // A plain client (standing in for redis-cli, redis-py, django-redis).
+    redis.command(&["SET", "tr:1:k", "plain"]).unwrap();
+    assert!(converges(&a, "k", Some("plain")), "a after a plain SET");
+    assert!(converges(&b, "k", Some("plain")), "b after a plain SET");
+
+    // A Lua script.
+    redis
+        .command(&[
+            "EVAL",
+            "redis.call('SET', KEYS[1], ARGV[1])",
+            "1",
+            "tr:1:k",
+            "lua",
+        ])
+        .unwrap();
+    assert!(converges(&a, "k", Some("lua")), "a after EVAL");
+    assert!(converges(&b, "k", Some("lua")), "b after EVAL");
+
+    // Deletes and expiries are writes too.
+    redis.command(&["DEL", "tr:1:k"]).unwrap();
+    assert!(converges(&a, "k", None), "a after DEL");
+    assert!(converges(&b, "k", None), "b after DEL");
+
+    // Another cache's own writes reach the first one (nothing is published: the server
+    // reports them).
+    a.set("own", b"1", Expiry::Default).unwrap();
+    assert_eq!(read(&b, "own").as_deref(), Some("1"));
+    a.set("own", b"2", Expiry::Default).unwrap();
+    assert!(converges(&b, "own", Some("2")), "b after a's set");
+    assert_eq!(a.incr("own", 3).unwrap(), 5);
+    assert!(converges(&b, "own", Some("5")), "b after a's incr");
+
+    // Keys outside the prefix are not the caches' business.
+    let bus = TrackingBus::open(&redis.url(), "tr").unwrap();
+    assert_eq!(bus.prefix(), "tr:");
+}
+
+#[test]
+fn flushall_and_flushdb_drop_every_l1() {
+    let redis = RedisServer::start().unwrap();
+    let url = tracked_url(&redis.url(), "fl");
+    let (a, b) = (Cache::open(&url).unwrap(), Cache::open(&url).unwrap());
+    for cmd in ["FLUSHALL", "FLUSHDB"] {
+        redis.command(&["SET", "fl:1:k", "v"]).unwrap();
+        assert_eq!(read(&a, "k").as_deref(), Some("v"));
+        assert_eq!(read(&b, "k").as_deref(), Some("v"));
+        redis.command(&[cmd]).unwrap();
+        assert!(converges(&a, "k", None), "a after {cmd}");
+        assert!(converges(&b, "k", None), "b after {cmd}");
+    }
+}
+
+#[test]
+fn a_lost_tracking_link_empties_l1_until_it_is_back() {
+    let mut redis = RedisServer::start().unwrap();
+    let url = tracked_url(&redis.url(), "rs");
+    let bus = TrackingBus::open(&redis.url(), "rs").unwrap();
+    let a = Cache::open(&url).unwrap();
+    assert_eq!(bus.connections(), 1, "one tracking connection per process");
+    let b = Cache::open(&url).unwrap();
+    assert_eq!(bus.connections(), 1, "shared by the caches of the process");
+
+    redis.command(&["SET", "rs:1:k", "before"]).unwrap();
+    assert_eq!(read(&a, "k").as_deref(), Some("before"));
+    assert_eq!(read(&b, "k").as_deref(), Some("before"));
+
+    redis.kill().unwrap();
+    // Once the link is known lost, nothing is served from L1: reads go to the (dead) L2.
+    assert!(
+        eventually(PATIENCE, || a.get("k").is_err() && b.get("k").is_err()),
+        "L1 still answers while the server is down"
+    );
+    redis.restart().unwrap();
+    // The restarted server lost its data; a plain client writes a new value.
+    redis.command(&["SET", "rs:1:k", "after"]).unwrap();
+    assert!(converges(&a, "k", Some("after")), "a after the restart");
+    assert!(converges(&b, "k", Some("after")), "b after the restart");
+    assert!(
+        eventually(PATIENCE, || bus.connections() == 2),
+        "the tracking connection reconnected"
+    );
+    // L1 is used again (once the notice of the SET has come: a fill racing with it is
+    // dropped), and invalidations work again.
+    assert!(
+        eventually(PATIENCE, || {
+            let before = server_gets(&redis);
+            read(&a, "k").as_deref() == Some("after") && server_gets(&redis) == before
+        }),
+        "L1 does not serve again after the restart"
+    );
+    redis.command(&["SET", "rs:1:k", "again"]).unwrap();
+    assert!(converges(&a, "k", Some("again")), "a after a write");
+    assert!(converges(&b, "k", Some("again")), "b after a write");
+}
+
+#[test]
+fn a_frozen_server_is_noticed_and_nothing_stale_is_served_after() {
+    let mut redis = RedisServer::start().unwrap();
+    let url = format!("{}&fail_open=false", tracked_url(&redis.url(), "fz"));
+    let a = Cache::open(&url).unwrap();
+    redis.command(&["SET", "fz:1:k", "v1"]).unwrap();
+    assert_eq!(read(&a, "k").as_deref(), Some("v1"));
+    redis.freeze().unwrap();
+    // The tracking link notices the silence (its PING times out): L1 is dropped.
+    assert!(
+        eventually(PATIENCE, || a.get("k").is_err()),
+        "L1 still answers while the server is frozen"
+    );
+    redis.thaw().unwrap();
+    redis.command(&["SET", "fz:1:k", "v2"]).unwrap();
+    assert!(converges(&a, "k", Some("v2")), "after the thaw");
+    redis.command(&["SET", "fz:1:k", "v3"]).unwrap();
+    assert!(
+        converges(&a, "k", Some("v3")),
+        "invalidations after the thaw"
+    );
+}
+
+#[test]
+fn async_reads_see_invalidations_too() {
+    let redis = RedisServer::start().unwrap();
+    let a = Cache::open(&tracked_url(&redis.url(), "as")).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    redis.command(&["SET", "as:1:k", "old"]).unwrap();
+    let got = rt.block_on(a.get_async("k")).unwrap();
+    assert_eq!(text(got).as_deref(), Some("old"));
+    redis.command(&["SET", "as:1:k", "new"]).unwrap();
+    let fresh = eventually(PATIENCE, || {
+        text(rt.block_on(a.get_async("k")).unwrap()).as_deref() == Some("new")
+    });
+    assert!(fresh, "the async read still answers the old value");
+}
+
+#[test]
+fn replicas_are_tracked_where_reads_go() {
+    let set = RedisReplicaSet::start().unwrap();
+    let url = tracked_url(&set.url(), "rp");
+    let a = Cache::open(&url).unwrap();
+    set.leader().command(&["SET", "rp:1:k", "old"]).unwrap();
+    set.sync().unwrap();
+    assert!(converges(&a, "k", Some("old")));
+    set.leader().command(&["SET", "rp:1:k", "new"]).unwrap();
+    assert!(
+        converges(&a, "k", Some("new")),
+        "after a write on the leader"
+    );
+    set.leader().command(&["DEL", "rp:1:k"]).unwrap();
+    assert!(converges(&a, "k", None), "after a delete on the leader");
+}
+
+#[test]
+fn behind_sentinel_the_tracking_follows_the_master() {
+    let set = RedisSentinelSet::start().unwrap();
+    let url = tracked_url(&set.url(), "sn");
+    let a = Cache::open(&url).unwrap();
+    let old = set.master_port().unwrap();
+    set.data_command(old, &["SET", "sn:1:k", "old"]).unwrap();
+    assert!(converges(&a, "k", Some("old")));
+    set.data_command(old, &["SET", "sn:1:k", "new"]).unwrap();
+    assert!(converges(&a, "k", Some("new")), "before the failover");
+
+    // A graceful failover: the old master stays up, demoted under the open connection.
+    set.wait_discovered().unwrap();
+    let sentinel = set.sentinels()[0].port();
+    set.sentinel_command(sentinel, &["SENTINEL", "FAILOVER", SENTINEL_MASTER_NAME])
+        .unwrap();
+    let new = set.wait_failover(old, Duration::from_secs(60)).unwrap();
+    // Until the sentinels turn the old master into a replica (seconds later), it still
+    // answers as a master: the cache's own L2 reads and the tracking link are on it then.
+    assert!(
+        eventually(Duration::from_secs(60), || {
+            set.data_command(new, &["SET", "sn:1:k", "after"]).is_ok()
+                && a.get("k")
+                    .is_ok_and(|v| text(v).as_deref() == Some("after"))
+        }),
+        "after the failover: {:?}",
+        a.get("k").map(text)
+    );
+    set.data_command(new, &["SET", "sn:1:k", "again"]).unwrap();
+    assert!(
+        converges(&a, "k", Some("again")),
+        "a write on the new master"
+    );
+}
+
+#[test]
+fn caches_with_nested_prefixes_share_the_connection() {
+    let redis = RedisServer::start().unwrap();
+    // "ab:" is tracked first, then "a:"; then "a:b" — whose full prefix "a:b:" the
+    // server would refuse beside "a:" (overlapping prefixes), so it is covered by "a:".
+    let ab = Cache::open(&tracked_url(&redis.url(), "ab")).unwrap();
+    let a = Cache::open(&tracked_url(&redis.url(), "a")).unwrap();
+    let nested = Cache::open(&tracked_url(&redis.url(), "a:b")).unwrap();
+    for (cache, key) in [(&ab, "ab:1:k"), (&a, "a:1:k"), (&nested, "a:b:1:k")] {
+        redis.command(&["SET", key, "old"]).unwrap();
+        assert!(converges(cache, "k", Some("old")), "{key}");
+        redis.command(&["SET", key, "new"]).unwrap();
+        assert!(converges(cache, "k", Some("new")), "{key}");
+    }
+    // A shorter prefix than one already tracked ("" covers "ab:"): the link starts over.
+    let all = Cache::open(&tracked_url(&redis.url(), "")).unwrap();
+    redis.command(&["SET", ":1:k", "old"]).unwrap();
+    assert!(converges(&all, "k", Some("old")));
+    redis.command(&["SET", ":1:k", "new"]).unwrap();
+    assert!(converges(&all, "k", Some("new")));
+    redis.command(&["SET", "ab:1:k", "newer"]).unwrap();
+    assert!(converges(&ab, "k", Some("newer")), "ab after the restart");
+}
+
+#[test]
+fn a_server_without_client_side_caching_is_refused_at_open() {
+    for renamed in ["HELLO", "CLIENT"] {
+        let rename = format!("rename-command {renamed} \"\"");
+        let redis = RedisServer::start_with_config(&[rename.as_str()]).unwrap();
+        let err = Cache::open(&tracked_url(&redis.url(), "old")).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Configuration, "{err}");
+        let msg = err.to_string();
+        assert!(msg.contains("client-side caching"), "{msg}");
+        assert!(msg.contains("Redis 6"), "{msg}");
+        // The plain pub/sub bus still works there.
+        let url = format!(
+            "tiered://?l2={}&bus=redis&key_prefix=old",
+            url_option(&redis.url())
+        );
+        if renamed == "HELLO" {
+            Cache::open(&url).unwrap();
+        }
+    }
+}
+
+#[test]
+fn tracking_needs_a_redis_l2() {
+    for (l2, named) in [
+        ("memory://", "memory://"),
+        ("memcached://127.0.0.1:1", "memcached://127.0.0.1:1"),
+        ("sqlite:///none.db", "sqlite://"),
+    ] {
+        let err = Cache::open(&tracked_url(l2, "x")).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Configuration, "{err}");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("needs a Redis l2") && msg.contains(named),
+            "{msg}"
+        );
+    }
+    let err = Cache::open(&tracked_url("redis+cluster://127.0.0.1:1", "x")).unwrap_err();
+    assert!(err.to_string().contains("Cluster"), "{err}");
+    let sentinel = "redis+sentinel://127.0.0.1:1/m?read_from_replicas=true";
+    let err = Cache::open(&tracked_url(sentinel, "x")).unwrap_err();
+    assert!(err.to_string().contains("read_from_replicas"), "{err}");
+}

@@ -1,0 +1,79 @@
+/*
+ * tiered:// with bus=tracking on the Redis that tests/c/run.sh starts
+ * (POLYCACHE_TEST_REDIS_URL): a write by a plain cache, which publishes nothing, reaches the
+ * L1 of two tracked tiered caches through the server's own notifications; tracking over a
+ * non-Redis L2 is a configuration error.
+ */
+#include "check.h"
+
+/* Percent-encodes `in` into `out` (for a URL inside a URL's option). */
+static const char *encode(char *out, size_t cap, const char *in) {
+    static const char hex[] = "0123456789ABCDEF";
+    size_t n = 0;
+    for (; *in != '\0' && n + 4 < cap; in++) {
+        unsigned char c = (unsigned char)*in;
+        if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' ||
+            c == '_' || c == '.' || c == '~') {
+            out[n++] = (char)c;
+        } else {
+            out[n++] = '%';
+            out[n++] = hex[c >> 4];
+            out[n++] = hex[c & 15];
+        }
+    }
+    out[n] = '\0';
+    return out;
+}
+
+struct expect {
+    polycache_cache *cache;
+    const char *key;
+    const char *want;
+};
+
+static int holds_now(void *arg) {
+    struct expect *e = arg;
+    return holds(e->cache, e->key, e->want, strlen(e->want));
+}
+
+static void test_tracking(const char *redis) {
+    char l2[512], url[768], plain_url[512];
+    snprintf(url, sizeof url, "tiered://?l2=%s&bus=tracking&l1_timeout=600&key_prefix=c-tracking",
+             encode(l2, sizeof l2, redis));
+    snprintf(plain_url, sizeof plain_url, "%s%skey_prefix=c-tracking", redis, strchr(redis, '?') ? "&" : "?");
+    polycache_cache *a = open_cache(url);
+    polycache_cache *b = open_cache(url);
+    polycache_cache *plain = open_cache(plain_url);
+
+    CHECK(set_str(plain, "k", "old", POLYCACHE_TTL_NEVER));
+    CHECK(holds(a, "k", "old", 3));
+    CHECK(holds(b, "k", "old", 3));
+    CHECK(set_str(plain, "k", "new", POLYCACHE_TTL_NEVER));
+    struct expect ea = {a, "k", "new"}, eb = {b, "k", "new"};
+    CHECK(wait_until(holds_now, &ea, 10000));
+    CHECK(wait_until(holds_now, &eb, 10000));
+
+    polycache_cache_free(a);
+    polycache_cache_free(b);
+    polycache_cache_free(plain);
+}
+
+static void test_not_redis(void) {
+    polycache_cache *cache = NULL;
+    polycache_error *err = NULL;
+    CHECK_ERR(polycache_cache_open("tiered://?l2=memory%3A%2F%2F&bus=tracking", &cache, &err),
+              POLYCACHE_RESULT_CONFIGURATION, err, "needs a Redis l2");
+    CHECK(cache == NULL);
+}
+
+int main(void) {
+    test_not_redis();
+    const char *redis = getenv("POLYCACHE_TEST_REDIS_URL");
+    if (redis == NULL) {
+        fprintf(stderr, "POLYCACHE_TEST_REDIS_URL is not set: run this test through tests/c/run.sh\n");
+        CHECK(redis != NULL);
+    } else {
+        test_tracking(redis);
+    }
+    return check_summary();
+}
