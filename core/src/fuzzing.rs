@@ -316,6 +316,7 @@ pub fn memcached_reply(data: &[u8]) {
 }
 
 /// The value every `file_entry` run stores, to find its entry file by content.
+#[cfg(feature = "file")]
 const FILE_MARKER: &[u8] = b"polycache-fuzz-file-entry-marker";
 
 /// A `file://` entry file replaced by arbitrary bytes, then read and written through the
