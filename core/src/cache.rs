@@ -853,7 +853,7 @@ impl Cache {
     /// Counts a failure and, when the cache fails open and the backend is unreachable or too
     /// slow, logs a warning and answers `fallback()` instead of the error.
     #[inline]
-    fn finish<T>(&self, result: Result<T>, fallback: impl FnOnce() -> T) -> Result<T> {
+    fn apply_fail_open<T>(&self, result: Result<T>, fallback: impl FnOnce() -> T) -> Result<T> {
         match self.track(result) {
             Err(e) if self.inner.policy.fail_open && is_outage(&e) => {
                 self.warn_fail_open(&e);
@@ -874,14 +874,10 @@ impl Cache {
         }
     }
 
-    #[inline]
-    fn resolve(&self, expiry: Expiry) -> Ttl {
-        expiry.resolve(self.inner.default_expiry)
-    }
-
     /// [`Expiry`] resolved against this cache's default.
+    #[inline]
     pub(crate) fn resolve_expiry(&self, expiry: Expiry) -> Ttl {
-        self.resolve(expiry)
+        expiry.resolve(self.inner.default_expiry)
     }
 
     pub(crate) fn stats_ref(&self) -> &Stats {
@@ -900,7 +896,7 @@ impl Cache {
             .get(full)
             .and_then(|v| self.open_value(full, v))
             .and_then(|v| self.check_tags(v));
-        self.finish(found, || None)
+        self.apply_fail_open(found, || None)
     }
 
     /// `set` of a full key with a resolved TTL: size limit, fail-open and `sets` apply.
@@ -930,7 +926,7 @@ impl Cache {
     /// What a write answers for the backend's result: fail-open and `sets`.
     #[inline]
     fn answer_store(&self, result: Result<()>, ttl: Ttl) -> Result<bool> {
-        let result = self.finish(result.map(|()| true), || false);
+        let result = self.apply_fail_open(result.map(|()| true), || false);
         if let Ok(true) = result {
             if ttl != Ttl::Expired {
                 self.inner.stats.set(1);
@@ -948,7 +944,7 @@ impl Cache {
 
     /// `delete_if_equals` of a full key (lease release): fail-open applies, not counted.
     pub(crate) fn full_delete_if_equals(&self, full: &[u8], expected: &[u8]) -> Result<bool> {
-        self.finish(self.inner.backend.delete_if_equals(full, expected), || {
+        self.apply_fail_open(self.inner.backend.delete_if_equals(full, expected), || {
             false
         })
     }
@@ -982,7 +978,7 @@ impl Cache {
     /// What `get` answers for what the backend found: fail-open, hits and misses.
     #[inline]
     fn answer_get(&self, found: Result<Option<Value>>) -> Result<Option<Value>> {
-        let result = self.finish(found, || None);
+        let result = self.apply_fail_open(found, || None);
         match &result {
             Ok(Some(_)) => self.inner.stats.hit(1),
             Ok(None) => self.inner.stats.miss(1),
@@ -998,7 +994,7 @@ impl Cache {
     #[inline]
     pub fn set<'k>(&self, key: impl Into<Key<'k>>, value: &[u8], expiry: Expiry) -> Result<bool> {
         self.check_value(value)?;
-        let ttl = self.resolve(expiry);
+        let ttl = self.resolve_expiry(expiry);
         let start = self.inner.stats.start(Operation::Set);
         let written = self.with_key(key.into(), |k| self.write(k, value, ttl));
         self.record(Operation::Set, start, &written, stored_bytes(ttl, value));
@@ -1012,7 +1008,7 @@ impl Cache {
     pub fn add<'k>(&self, key: impl Into<Key<'k>>, value: &[u8], expiry: Expiry) -> Result<bool> {
         self.check_value(value)?;
         let start = self.inner.stats.start(Operation::Add);
-        let ttl = self.resolve(expiry);
+        let ttl = self.resolve_expiry(expiry);
         let result = self.with_key(key.into(), |k| match ttl {
             Ttl::Expired => self.inner.backend.has_key(k).map(|present| !present),
             ttl => self
@@ -1029,7 +1025,7 @@ impl Cache {
     }
 
     fn answer_add(&self, result: Result<bool>) -> Result<bool> {
-        let result = self.finish(result, || false);
+        let result = self.apply_fail_open(result, || false);
         if let Ok(true) = result {
             self.inner.stats.set(1);
         }
@@ -1045,7 +1041,7 @@ impl Cache {
     }
 
     fn answer_delete(&self, result: Result<bool>) -> Result<bool> {
-        let result = self.finish(result, || false);
+        let result = self.apply_fail_open(result, || false);
         if let Ok(true) = result {
             self.inner.stats.delete(1);
         }
@@ -1057,18 +1053,18 @@ impl Cache {
         let start = self.inner.stats.start(Operation::HasKey);
         let result = self.with_key(key.into(), |k| self.inner.backend.has_key(k));
         self.record(Operation::HasKey, start, &result, 0);
-        self.finish(result, || false)
+        self.apply_fail_open(result, || false)
     }
 
     /// Gives `key` a new expiry; true when the key was present. [`Expiry::Expired`] removes it.
     pub fn touch<'k>(&self, key: impl Into<Key<'k>>, expiry: Expiry) -> Result<bool> {
         let start = self.inner.stats.start(Operation::Touch);
-        let result = self.with_key(key.into(), |k| match self.resolve(expiry) {
+        let result = self.with_key(key.into(), |k| match self.resolve_expiry(expiry) {
             Ttl::Expired => self.inner.backend.delete(k),
             ttl => self.inner.backend.touch(k, ttl.as_option()),
         });
         self.record(Operation::Touch, start, &result, 0);
-        self.finish(result, || false)
+        self.apply_fail_open(result, || false)
     }
 
     /// Adds `delta` to the integer under `key`, atomically, and returns the new value.
@@ -1179,7 +1175,7 @@ impl Cache {
         start: Timer,
     ) -> Result<Vec<Option<Value>>> {
         self.record(Operation::GetMany, start, &found, 0);
-        let result = self.finish(found, || vec![None; full.len()]);
+        let result = self.apply_fail_open(found, || vec![None; full.len()]);
         if let Ok(values) = &result {
             let hits = values.iter().filter(|v| v.is_some()).count() as u64;
             self.inner.stats.hit(hits);
@@ -1208,7 +1204,7 @@ impl Cache {
         let (bytes, ends) = self.set_many_full_keys(items)?;
         let full = Self::split_keys(&bytes, &ends);
         let start = self.inner.stats.start(Operation::SetMany);
-        let ttl = self.resolve(expiry);
+        let ttl = self.resolve_expiry(expiry);
         let result = match ttl {
             Ttl::Expired => self.inner.backend.delete_many(&full).map(|_| Vec::new()),
             ttl => {
@@ -1221,7 +1217,7 @@ impl Cache {
             }
         };
         self.record_set_many(start, items, ttl, &result);
-        self.finish(result, || (0..items.len()).collect())
+        self.apply_fail_open(result, || (0..items.len()).collect())
     }
 
     /// Checks every value of a `set_many` and builds the full keys.
@@ -1263,7 +1259,7 @@ impl Cache {
     }
 
     fn answer_delete_many(&self, result: Result<usize>) -> Result<usize> {
-        let result = self.finish(result, || 0);
+        let result = self.apply_fail_open(result, || 0);
         if let Ok(n) = result {
             self.inner.stats.delete(n as u64);
         }
@@ -1302,7 +1298,7 @@ impl Cache {
         let start = self.inner.stats.start(Operation::Clear);
         let result = self.inner.backend.clear(&self.clear_prefix());
         self.record(Operation::Clear, start, &result, 0);
-        self.finish(result, || ())
+        self.apply_fail_open(result, || ())
     }
 
     /// What `clear` removes: `{key_prefix}:`, or everything for an empty prefix.

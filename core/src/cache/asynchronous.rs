@@ -38,7 +38,7 @@ impl Cache {
             return self.full_get(full);
         };
         let found = self.read_async(backend, full).await;
-        self.finish(found, || None)
+        self.apply_fail_open(found, || None)
     }
 
     /// The value under the full key `full`, opened (signature, compression).
@@ -98,7 +98,7 @@ impl Cache {
             return self.full_delete_if_equals(full, expected);
         };
         let result = backend.delete_if_equals(full, expected).await;
-        self.finish(result, || false)
+        self.apply_fail_open(result, || false)
     }
 
     /// [`Cache::get`], awaitable.
@@ -135,7 +135,7 @@ impl Cache {
             return self.set(key, value, expiry);
         };
         self.check_value(value)?;
-        let ttl = self.resolve(expiry);
+        let ttl = self.resolve_expiry(expiry);
         let full = self.make_key(key)?;
         let start = self.inner.stats.start_anywhere(Operation::Set);
         let written = self.write_async(backend, &full, value, ttl).await;
@@ -156,7 +156,7 @@ impl Cache {
         self.check_value(value)?;
         let full = self.make_key(key)?;
         let start = self.inner.stats.start_anywhere(Operation::Add);
-        let ttl = self.resolve(expiry);
+        let ttl = self.resolve_expiry(expiry);
         let result = match ttl {
             Ttl::Expired => backend.has_key(&full).await.map(|present| !present),
             ttl => {
@@ -195,7 +195,7 @@ impl Cache {
         let start = self.inner.stats.start_anywhere(Operation::HasKey);
         let result = backend.has_key(&full).await;
         self.record(Operation::HasKey, start, &result, 0);
-        self.finish(result, || false)
+        self.apply_fail_open(result, || false)
     }
 
     /// [`Cache::touch`], awaitable.
@@ -205,12 +205,12 @@ impl Cache {
         };
         let full = self.make_key(key)?;
         let start = self.inner.stats.start_anywhere(Operation::Touch);
-        let result = match self.resolve(expiry) {
+        let result = match self.resolve_expiry(expiry) {
             Ttl::Expired => backend.delete(&full).await,
             ttl => backend.touch(&full, ttl.as_option()).await,
         };
         self.record(Operation::Touch, start, &result, 0);
-        self.finish(result, || false)
+        self.apply_fail_open(result, || false)
     }
 
     /// [`Cache::incr`], awaitable.
@@ -284,7 +284,7 @@ impl Cache {
         let (bytes, ends) = self.set_many_full_keys(items)?;
         let full = Self::split_keys(&bytes, &ends);
         let start = self.inner.stats.start_anywhere(Operation::SetMany);
-        let ttl = self.resolve(expiry);
+        let ttl = self.resolve_expiry(expiry);
         let result = match ttl {
             Ttl::Expired => backend.delete_many(&full).await.map(|_| Vec::new()),
             ttl => {
@@ -297,7 +297,7 @@ impl Cache {
             }
         };
         self.record_set_many(start, items, ttl, &result);
-        self.finish(result, || (0..items.len()).collect())
+        self.apply_fail_open(result, || (0..items.len()).collect())
     }
 
     /// [`Cache::delete_many`], awaitable.
@@ -354,7 +354,7 @@ impl Cache {
         let start = self.inner.stats.start_anywhere(Operation::Clear);
         let result = backend.clear(&self.clear_prefix()).await;
         self.record(Operation::Clear, start, &result, 0);
-        self.finish(result, || ())
+        self.apply_fail_open(result, || ())
     }
 
     /// [`Cache::incr_version`], awaitable.

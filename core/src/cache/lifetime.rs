@@ -48,7 +48,7 @@ impl Cache {
     /// ```
     pub fn ttl<'k>(&self, key: impl Into<Key<'k>>) -> Result<TimeToLive> {
         let result = self.with_key(key.into(), |k| self.inner.backend.ttl(k));
-        self.finish(result, || TimeToLive::Missing)
+        self.apply_fail_open(result, || TimeToLive::Missing)
     }
 
     /// Makes `key` never expire; true when the key was present. [`Cache::touch`] with
@@ -75,7 +75,7 @@ impl Cache {
         expiry: Expiry,
     ) -> Result<bool> {
         self.check_value(value)?;
-        let result = self.with_key(key.into(), |k| match self.resolve(expiry) {
+        let result = self.with_key(key.into(), |k| match self.resolve_expiry(expiry) {
             Ttl::Expired => self.inner.backend.delete(k),
             ttl => self
                 .inner
@@ -123,7 +123,7 @@ impl Cache {
         };
         let full = self.make_key(key)?;
         let result = backend.ttl(&full).await;
-        self.finish(result, || TimeToLive::Missing)
+        self.apply_fail_open(result, || TimeToLive::Missing)
     }
 
     /// [`Cache::persist`], awaitable.
@@ -152,7 +152,7 @@ impl Cache {
         };
         self.check_value(value)?;
         let full = self.make_key(key)?;
-        let result = match self.resolve(expiry) {
+        let result = match self.resolve_expiry(expiry) {
             Ttl::Expired => backend.delete(&full).await,
             ttl => {
                 let sealed = self.seal_value(&full, value);

@@ -71,7 +71,7 @@ fn answer<S>(
     scan: &mut Option<S>,
     page: Result<Option<Vec<Vec<u8>>>>,
 ) -> Result<Option<Vec<Vec<u8>>>> {
-    let page = cache.finish(page, || None);
+    let page = cache.apply_fail_open(page, || None);
     if !matches!(page, Ok(Some(_))) {
         *scan = None;
     }
@@ -147,7 +147,7 @@ impl AsyncKeyIter {
                 .map(|scan| -> Box<dyn AsyncKeyScan> { Box::new(InlineScan(scan)) }),
             Some(awaited) => std::sync::Arc::clone(awaited).scan_keys(backend, &pattern, itersize),
         };
-        let scan = cache.finish(scan.map(Some), || None)?;
+        let scan = cache.apply_fail_open(scan.map(Some), || None)?;
         Ok(AsyncKeyIter {
             scan,
             head,
@@ -225,7 +225,7 @@ impl Cache {
         let itersize = check_itersize(itersize)?;
         let (pattern, head) = self.key_pattern(pattern, version)?;
         let scan = std::sync::Arc::clone(&self.inner.backend).scan_keys(&pattern, itersize);
-        let scan = self.finish(scan.map(Some), || None)?;
+        let scan = self.apply_fail_open(scan.map(Some), || None)?;
         Ok(KeyIter {
             scan,
             head,

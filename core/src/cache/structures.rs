@@ -32,7 +32,7 @@ impl Cache {
         args: &[RedisArg<'_>],
     ) -> Result<RedisReply> {
         let call = self.redis_call(command, args)?;
-        self.finish(self.inner.backend.redis_command(&call), || RedisReply::Nil)
+        self.apply_fail_open(self.inner.backend.redis_command(&call), || RedisReply::Nil)
     }
 
     /// [`Cache::redis_command`], awaitable.
@@ -46,7 +46,7 @@ impl Cache {
             None => self.inner.backend.redis_command(&call),
             Some(backend) => backend.redis_command(&call).await,
         };
-        self.finish(result, || RedisReply::Nil)
+        self.apply_fail_open(result, || RedisReply::Nil)
     }
 
     /// The checked call: full keys, values within `max_value_size`.

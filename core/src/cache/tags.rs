@@ -269,7 +269,7 @@ impl Cache {
         })();
         // Failing open, an unreachable backend stamps unknown versions: the write that
         // follows fails open too, and anything stored reads as a miss.
-        let versions = self.finish(result, || vec![None; tags.len()])?;
+        let versions = self.apply_fail_open(result, || vec![None; tags.len()])?;
         Ok(stamp(&tags, versions))
     }
 
@@ -313,7 +313,7 @@ impl Cache {
         .await;
         // Failing open, an unreachable backend stamps unknown versions: the write that
         // follows fails open too, and anything stored reads as a miss.
-        let versions = self.finish(result, || vec![None; tags.len()])?;
+        let versions = self.apply_fail_open(result, || vec![None; tags.len()])?;
         Ok(stamp(&tags, versions))
     }
 
@@ -390,7 +390,7 @@ impl Cache {
                 ))
             }
         });
-        self.finish(result.map(|()| true), || false)
+        self.apply_fail_open(result.map(|()| true), || false)
     }
 
     /// Stores `value` under `key` carrying `tags`: [`Cache::invalidate_tags`] of any of them
