@@ -432,7 +432,8 @@ impl CacheBuilder {
 
     /// Opens the backend and builds the cache.
     pub fn build(mut self) -> Result<Cache> {
-        let mut tiered = false;
+        // A tiered backend guards its L2 itself: L1 hits must not pay for a breaker.
+        let mut guards_itself = false;
         // The circuit breaker's state changes (of the backend, or of a tiered cache's L2).
         let breaker = Arc::new(BreakerCounts::default());
         let (backend, location, url_opts) = match (self.backend, &self.location) {
@@ -453,7 +454,7 @@ impl CacheBuilder {
             (None, Some(url)) => {
                 let location = Location::parse(url)?;
                 if location.scheme() == "tiered" {
-                    tiered = true;
+                    guards_itself = true;
                     let mut options = Options::new(&location);
                     let url_opts = UrlCacheOptions::take(&mut options)?;
                     let policy = self
@@ -527,7 +528,7 @@ impl CacheBuilder {
         let backend: Arc<dyn Backend> = if backend.is_local()
             || backend.isolates_failures()
             || policy.breaker_threshold == 0
-            || tiered
+            || guards_itself
         {
             backend
         } else {

@@ -102,21 +102,21 @@ impl<'a, 'py> FromPyObject<'a, 'py> for DjangoTimeout {
     }
 }
 
-/// How the keys of one call are made.
+/// Where the keys of one call are made: in the core, or by Python.
 #[derive(Clone, Copy)]
-enum Mode {
+enum KeyPath {
     /// Django's default key function at an `int` version: the core builds the full key.
-    Native(Option<i64>),
+    Core(Option<i64>),
     /// Python made the full key (custom key function, overridden methods, odd version).
-    Raw,
+    Python,
 }
 
 /// One caller key, made and checked.
-enum Made<'a> {
+enum MadeKey<'a> {
     /// The caller's key as text; the core prepends `{prefix}:{version}:`.
-    Native(Cow<'a, str>),
+    Caller(Cow<'a, str>),
     /// The full key, stored as is.
-    Raw(String),
+    Full(String),
 }
 
 /// The native base of `polycache.django.Cache`; see the module docs.
@@ -130,12 +130,12 @@ pub(crate) struct DjangoCache {
     pub(crate) core: Core,
     /// The backend stores nothing (`dummy://`): values are not serialized, as Django's
     /// `DummyCache` does not pickle them either.
-    discard: bool,
+    stores_nothing: bool,
     /// `KEY_PREFIX` as Django formats it, its length in characters, and whether it holds a
     /// character memcached refuses.
     prefix: String,
     prefix_chars: usize,
-    prefix_bad: bool,
+    prefix_memcached_unsafe: bool,
     /// `VERSION` as given; `version_int` when it is a plain `int` (the core's version).
     version: Py<PyAny>,
     version_int: Option<i64>,
@@ -148,8 +148,8 @@ pub(crate) struct DjangoCache {
     /// Django's `default_key_func`, and the key function in use (`None`: the default).
     default_key_func: Py<PyAny>,
     key_func: Mutex<Option<Py<PyAny>>>,
-    /// Keys take the Python path (see [`Mode::Raw`]).
-    raw: AtomicBool,
+    /// Keys take the Python path (see [`KeyPath::Python`]).
+    keys_in_python: AtomicBool,
     /// The class overrides `make_key`, `validate_key` or `make_and_validate_key`.
     custom_make_key: bool,
     custom_validate: bool,
@@ -173,18 +173,18 @@ impl DjangoCache {
 
     /// How the keys of a call at `version` are made.
     #[inline]
-    fn mode(&self, version: Option<&Bound<'_, PyAny>>) -> Mode {
-        if self.raw.load(Ordering::Relaxed) {
-            return Mode::Raw;
+    fn mode(&self, version: Option<&Bound<'_, PyAny>>) -> KeyPath {
+        if self.keys_in_python.load(Ordering::Relaxed) {
+            return KeyPath::Python;
         }
         match version {
-            None => Mode::Native(None),
-            Some(v) if v.is_none() => Mode::Native(None),
+            None => KeyPath::Core(None),
+            Some(v) if v.is_none() => KeyPath::Core(None),
             Some(v) if v.is_exact_instance_of::<PyInt>() => match v.extract::<i64>() {
-                Ok(n) => Mode::Native(Some(n)),
-                Err(_) => Mode::Raw,
+                Ok(n) => KeyPath::Core(Some(n)),
+                Err(_) => KeyPath::Python,
             },
-            Some(_) => Mode::Raw,
+            Some(_) => KeyPath::Python,
         }
     }
 
@@ -194,11 +194,11 @@ impl DjangoCache {
         &self,
         slf: &Bound<'_, Self>,
         key: &'a Bound<'_, PyAny>,
-        mode: Mode,
+        mode: KeyPath,
         version: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<Made<'a>> {
+    ) -> PyResult<MadeKey<'a>> {
         match mode {
-            Mode::Native(v) => {
+            KeyPath::Core(v) => {
                 let name: Cow<'a, str> = match key.cast::<PyString>() {
                     Ok(s) => Cow::Borrowed(key_text(s)?),
                     // Django formats any key with "%s".
@@ -210,15 +210,15 @@ impl DjangoCache {
                     slf.call_method1("validate_key", (full,))?;
                 } else {
                     let chars = self.prefix_chars + 2 + decimal_len(version) + char_len(&name);
-                    let bad = self.prefix_bad || has_memcached_error_chars(&name);
+                    let bad = self.prefix_memcached_unsafe || has_memcached_error_chars(&name);
                     if chars > MEMCACHE_MAX_KEY_LENGTH || bad {
                         let full = format!("{}:{version}:{name}", self.prefix);
                         self.warn(slf.py(), &full, chars, bad)?;
                     }
                 }
-                Ok(Made::Native(name))
+                Ok(MadeKey::Caller(name))
             }
-            Mode::Raw => self.make_raw(slf, key, version).map(Made::Raw),
+            KeyPath::Python => self.make_raw(slf, key, version).map(MadeKey::Full),
         }
     }
 
@@ -312,9 +312,9 @@ impl DjangoCache {
         &self,
         slf: &Bound<'_, Self>,
         keys: &'a [Bound<'_, PyAny>],
-        mode: Mode,
+        mode: KeyPath,
         version: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<Vec<Made<'a>>> {
+    ) -> PyResult<Vec<MadeKey<'a>>> {
         keys.iter()
             .map(|k| self.make(slf, k, mode, version))
             .collect()
@@ -349,12 +349,12 @@ impl DjangoCache {
         py: Python<'py>,
         how: How,
         op: Op<&str, &[u8]>,
-        mode: Mode,
+        mode: KeyPath,
         deliver: Deliver,
     ) -> PyResult<Bound<'py, PyAny>> {
         let mode = match mode {
-            Mode::Native(v) => KeyMode::Versioned(v),
-            Mode::Raw => KeyMode::Full,
+            KeyPath::Core(v) => KeyMode::Versioned(v),
+            KeyPath::Python => KeyMode::Full,
         };
         self.core
             .answer(py, how, RequestRef::new(op, mode), deliver)
@@ -373,7 +373,7 @@ impl DjangoCache {
         let mode = this.mode(version);
         let made = this.make(slf, key, mode, version)?;
         let deliver = Deliver::Value(default.map(Bound::unbind));
-        this.answer(slf.py(), how, Op::Get(made_text(&made)), mode, deliver)
+        this.answer(slf.py(), how, Op::Get(made_key_text(&made)), mode, deliver)
     }
 
     /// `set` (answers None; a failed write removes the old value, as Django's memcached
@@ -392,7 +392,7 @@ impl DjangoCache {
         let expiry = this.expiry(py, timeout)?;
         let mode = this.mode(version);
         let made = this.make(slf, key, mode, version)?;
-        if this.discard {
+        if this.stores_nothing {
             let answer = match mode_of_store {
                 StoreMode::Always => py.None().into_bound(py),
                 StoreMode::IfAbsent => PyBool::new(py, true).to_owned().into_any(),
@@ -401,7 +401,7 @@ impl DjangoCache {
             return constant(py, how, answer);
         }
         let encoded = encode(&this.core, value)?;
-        let (name, bytes) = (made_text(&made), encoded.as_bytes());
+        let (name, bytes) = (made_key_text(&made), encoded.as_bytes());
         let (op, deliver) = match mode_of_store {
             StoreMode::Always => (Op::SetOrDelete(name, bytes, expiry), Deliver::Nothing),
             StoreMode::IfAbsent => (Op::Add(name, bytes, expiry), Deliver::Flag),
@@ -421,7 +421,7 @@ impl DjangoCache {
         let this = slf.get();
         let mode = this.mode(version);
         let made = this.make(slf, key, mode, version)?;
-        let (op, deliver) = op.on(made_text(&made));
+        let (op, deliver) = op.on(made_key_text(&made));
         this.answer(slf.py(), how, op, mode, deliver)
     }
 
@@ -464,7 +464,7 @@ impl DjangoCache {
         let made = this.make(slf, key, mode, version)?;
         let encoded = encode(&this.core, value)?;
         let (op, deliver) = write.op(
-            made_text(&made),
+            made_key_text(&made),
             encoded.as_bytes(),
             expiry,
             Deliver::Nothing,
@@ -478,7 +478,7 @@ impl DjangoCache {
         tags: TagsArg,
     ) -> PyResult<Bound<'py, PyAny>> {
         let op = Op::InvalidateTags(tags.texts());
-        let mode = Mode::Native(None);
+        let mode = KeyPath::Core(None);
         slf.get().answer(slf.py(), how, op, mode, Deliver::Flag)
     }
 
@@ -488,7 +488,7 @@ impl DjangoCache {
         tags: TagsArg,
     ) -> PyResult<Bound<'py, PyAny>> {
         let op = Op::TagStamp(tags.texts());
-        let mode = Mode::Native(None);
+        let mode = KeyPath::Core(None);
         slf.get().answer(slf.py(), how, op, mode, Deliver::Stamp)
     }
 
@@ -662,7 +662,7 @@ impl DjangoCache {
         let objs = keys.try_iter()?.collect::<PyResult<Vec<_>>>()?;
         let mode = this.mode(version);
         let made = this.make_all(slf, &objs, mode, version)?;
-        let names = made.iter().map(made_text).collect();
+        let names = made.iter().map(made_key_text).collect();
         let deliver = Deliver::Found(objs.iter().map(|o| o.clone().unbind()).collect());
         this.answer(slf.py(), how, Op::GetMany(names), mode, deliver)
     }
@@ -687,7 +687,7 @@ impl DjangoCache {
             values.push(v);
         }
         let made = this.make_all(slf, &keys, mode, version)?;
-        if this.discard {
+        if this.stores_nothing {
             return constant(py, how, PyList::empty(py).into_any());
         }
         // Every value is serialized before anything is stored: one bad value stores none.
@@ -698,7 +698,7 @@ impl DjangoCache {
         let pairs = made
             .iter()
             .zip(&encoded)
-            .map(|(k, e)| (made_text(k), e.as_bytes()))
+            .map(|(k, e)| (made_key_text(k), e.as_bytes()))
             .collect();
         let deliver = Deliver::FailedKeys(keys.iter().map(|k| k.clone().unbind()).collect());
         let op = match &tags {
@@ -718,7 +718,7 @@ impl DjangoCache {
         let objs = keys.try_iter()?.collect::<PyResult<Vec<_>>>()?;
         let mode = this.mode(version);
         let made = this.make_all(slf, &objs, mode, version)?;
-        let names = made.iter().map(made_text).collect();
+        let names = made.iter().map(made_key_text).collect();
         this.answer(slf.py(), how, Op::DeleteMany(names), mode, Deliver::Nothing)
     }
 
@@ -742,7 +742,7 @@ impl DjangoCache {
         } else {
             Op::ClearOrAll
         };
-        this.answer(slf.py(), how, op, Mode::Raw, Deliver::Nothing)
+        this.answer(slf.py(), how, op, KeyPath::Python, Deliver::Nothing)
     }
 
     /// One Redis data-structure command (`polycache.django`'s django-redis methods): `str`
@@ -948,10 +948,10 @@ twins! {
             || custom_make_and_validate
             || version_int.is_none();
         Ok(DjangoCache {
-            discard: core.cache.backend().name() == "dummy",
+            stores_nothing: core.cache.backend().name() == "dummy",
             core,
             prefix_chars: char_len(&key_prefix),
-            prefix_bad: has_memcached_error_chars(&key_prefix),
+            prefix_memcached_unsafe: has_memcached_error_chars(&key_prefix),
             prefix: key_prefix,
             version: version.unbind(),
             version_int,
@@ -960,7 +960,7 @@ twins! {
             warning: warning.unbind(),
             default_key_func: default_key_func.unbind(),
             key_func: Mutex::new(key_func.map(Bound::unbind)),
-            raw: AtomicBool::new(raw),
+            keys_in_python: AtomicBool::new(raw),
             custom_make_key,
             custom_validate,
             custom_make_and_validate,
@@ -984,8 +984,8 @@ twins! {
         version: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<crate::scan::KeyScan> {
         let version = match self.mode(version) {
-            Mode::Native(v) => v,
-            Mode::Raw => KeyMode::Full.scan_version().map_err(|e| crate::errors::to_py(py, e))?,
+            KeyPath::Core(v) => v,
+            KeyPath::Python => KeyMode::Full.scan_version().map_err(|e| crate::errors::to_py(py, e))?,
         };
         crate::scan::start(py, &self.core, search, version, crate::scan::itersize(itersize))
     }
@@ -1076,7 +1076,7 @@ twins! {
             || self.custom_make_key
             || self.custom_make_and_validate
             || self.version_int.is_none();
-        self.raw.store(raw, Ordering::Relaxed);
+        self.keys_in_python.store(raw, Ordering::Relaxed);
         Ok(())
     }
 
@@ -1159,9 +1159,9 @@ twins! {
 }
 
 #[inline]
-fn made_text<'a>(made: &'a Made<'_>) -> &'a str {
+fn made_key_text<'a>(made: &'a MadeKey<'_>) -> &'a str {
     match made {
-        Made::Native(n) => n,
-        Made::Raw(s) => s,
+        MadeKey::Caller(n) => n,
+        MadeKey::Full(s) => s,
     }
 }
