@@ -1,6 +1,7 @@
 //! [`Cache`]: a backend plus the key policy, default TTL, size limit and statistics.
 
 use crate::backend::{dummy::DummyBackend, AsyncAccess, AsyncBackend, Backend, OnBlockingPool};
+use crate::bus::InvalidationBus;
 use crate::codec::{Codec, Opened};
 use crate::error::{Error, ErrorKind, Result};
 use crate::expiry::{Expiry, Ttl};
@@ -8,7 +9,7 @@ use crate::flight::{Flights, RefreshPolicy};
 use crate::location::{Location, Options};
 use crate::policy::{is_outage, FailurePolicy, Guarded};
 use crate::stats::{BreakerCounts, Operation, Outcome, Stats, StatsSnapshot, Timer};
-use crate::tiered::{InvalidationBus, TieredConfig};
+use crate::tiered::TieredConfig;
 use crate::value::Value;
 use std::borrow::Cow;
 use std::fmt;

@@ -19,6 +19,7 @@
 #![cfg_attr(not(feature = "memory"), allow(dead_code, unused_variables))]
 
 pub mod backend;
+mod bus;
 mod cache;
 mod clock;
 mod codec;
@@ -50,6 +51,7 @@ mod value;
 pub use backend::ServerInfo;
 pub use backend::{parse_i64, AsyncAccess, AsyncBackend, Backend, BoxFuture};
 pub use backend::{AsyncKeyScan, BlockingPoolScan, CollectedKeys, KeyScan};
+pub use bus::{Invalidation, InvalidationBus, InvalidationHandler, InvalidationTarget, LocalBus};
 pub use cache::{check_tags, TagStamp, MAX_TAGS, MAX_TAG_LEN, TAG_MAGIC};
 pub use cache::{AsyncKeyIter, KeyIter, DEFAULT_ITERSIZE, MAX_ITERSIZE};
 pub use cache::{
@@ -76,10 +78,7 @@ pub use service::{CacheConfig, Caches};
 pub use stats::{render_prometheus, StatsSnapshot};
 pub use stats::{OpSnapshot, Operation, LATENCY_BOUNDS_NS, LATENCY_BUCKETS, OPERATIONS};
 pub use structures::{CallArg, RedisArg, RedisCall, RedisCommand, RedisReply};
-pub use tiered::{
-    Invalidation, InvalidationBus, InvalidationHandler, InvalidationTarget, LocalBus,
-    TieredBackend, DEFAULT_L1_TIMEOUT,
-};
+pub use tiered::{TieredBackend, DEFAULT_L1_TIMEOUT};
 pub use value::Value;
 
 use std::sync::Arc;

@@ -16,9 +16,9 @@
 //! first use, after gunicorn's fork, unless the application is preloaded).
 
 use crate::backend::redis::RedisBackend;
+use crate::bus::{Invalidation, InvalidationBus, InvalidationHandler, InvalidationTarget};
 use crate::error::{Error, Result};
 use crate::location::{redact, Location, Options};
-use crate::tiered::{Invalidation, InvalidationBus, InvalidationHandler, InvalidationTarget};
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -17,13 +17,13 @@
 //! write under the prefix reaches every process, whether or not its L1 holds the key.
 
 use crate::backend::redis::RedisBackend;
+use crate::bus::{Invalidation, InvalidationBus, InvalidationHandler, InvalidationTarget};
 use crate::error::{Error, Result};
 use crate::location::{Location, Options};
 use crate::redis_bus::{
     existing_hub, subscribe_to_hub, Ended, Hub, Link, FLUSH_ORIGIN, IDLE_CHECK, MAX_BACKOFF,
     NEXT_ID,
 };
-use crate::tiered::{Invalidation, InvalidationBus, InvalidationHandler, InvalidationTarget};
 use redis::{AsyncConnectionConfig, PushKind, RedisError, Value};
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
