@@ -17,6 +17,8 @@ use std::time::Duration;
 
 mod asynchronous;
 mod builder;
+mod compute;
+mod compute_async;
 
 pub use builder::{CacheBuilder, SERIALIZERS};
 mod lifetime;

@@ -1,0 +1,352 @@
+//! The awaitable `get_or_set_with` family: the same single flight, lease and early refresh
+//! as [`super::compute`], with waits that yield instead of blocking (see
+//! [`crate::flight`]'s async notes).
+
+use super::{Cache, Key, TagStamp};
+use crate::error::Result;
+use crate::expiry::Expiry;
+use crate::flight::{
+    classify, lease_backoff, lease_key, payload, random_token, warn_early_refresh,
+    warn_flight_timeout, warn_lease_timeout, Join, Lease, Lookup, RefreshPolicy, Waited,
+};
+use crate::value::Value;
+use std::future::Future;
+use std::time::Instant;
+
+impl Cache {
+    /// [`Cache::get_or_set_with`], awaitable: on a miss, one caller awaits `loader` and
+    /// stores its result while the other callers of this cache that miss the same key await
+    /// it (single-flight; with the cache's `lease`, across processes too).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> polycache::Result<()> {
+    /// let cache = polycache::Cache::open("memory://")?;
+    /// let v = cache
+    ///     .get_or_set_with_async("report", || async { Ok(b"expensive".to_vec()) }, Default::default())
+    ///     .await?;
+    /// assert_eq!(&*v, b"expensive");
+    /// # Ok(()) }
+    /// ```
+    pub async fn get_or_set_with_async<'k, F, Fut>(
+        &self,
+        key: impl Into<Key<'k>>,
+        loader: F,
+        expiry: Expiry,
+    ) -> Result<Value>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Vec<u8>>>,
+    {
+        let policy = self.refresh_policy().clone();
+        let key = key.into();
+        match self.lookup_async(key, &policy).await? {
+            Lookup::Hit(v) => Ok(v),
+            Lookup::Miss => self.load_async(key, loader, expiry, &policy, None).await,
+            Lookup::RefreshEarly(current) => {
+                self.load_async(key, loader, expiry, &policy, Some(current))
+                    .await
+            }
+        }
+    }
+
+    /// [`Cache::lookup`], awaitable.
+    pub async fn lookup_async<'k>(
+        &self,
+        key: impl Into<Key<'k>>,
+        policy: &RefreshPolicy,
+    ) -> Result<Lookup> {
+        Ok(classify(self.get_async(key).await?, policy))
+    }
+
+    /// [`Cache::load`], awaitable.
+    pub async fn load_async<'k, F, Fut>(
+        &self,
+        key: impl Into<Key<'k>>,
+        loader: F,
+        expiry: Expiry,
+        policy: &RefreshPolicy,
+        current: Option<Value>,
+    ) -> Result<Value>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Vec<u8>>>,
+    {
+        self.load_tagged_async(key, loader, expiry, policy, current, &[])
+            .await
+    }
+
+    /// [`Cache::load_tagged`], awaitable.
+    pub async fn load_tagged_async<'k, F, Fut>(
+        &self,
+        key: impl Into<Key<'k>>,
+        loader: F,
+        expiry: Expiry,
+        policy: &RefreshPolicy,
+        current: Option<Value>,
+        tags: &[&str],
+    ) -> Result<Value>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Vec<u8>>>,
+    {
+        let full = self.make_key(key)?;
+        if let Some(current) = current {
+            let Some(guard) = self.flights().try_lead(&full) else {
+                return Ok(current);
+            };
+            return match self
+                .compute_and_store_async(&full, loader, expiry, policy, tags)
+                .await
+            {
+                Ok(v) => {
+                    guard.complete(Some(v.clone()));
+                    Ok(v)
+                }
+                Err(e) => {
+                    warn_early_refresh(&full, &e);
+                    guard.complete(Some(current.clone()));
+                    Ok(current)
+                }
+            };
+        }
+        if !policy.single_flight {
+            return self
+                .compute_and_store_async(&full, loader, expiry, policy, tags)
+                .await;
+        }
+        self.single_flight_async(
+            &full,
+            policy,
+            &|v| Some(payload(v)),
+            self.compute_and_store_async(&full, loader, expiry, policy, tags),
+        )
+        .await
+    }
+
+    /// [`Cache::single_flight`](super), awaitable: `compute` runs once for every task of this
+    /// cache that gets here at the same time (and, with the lease, once across processes);
+    /// the others await its value. `accept` maps a stored value found meanwhile to the value
+    /// to return, or `None` when it does not do.
+    pub(crate) async fn single_flight_async(
+        &self,
+        full: &[u8],
+        policy: &RefreshPolicy,
+        accept: &(dyn Fn(Value) -> Option<Value> + Sync),
+        compute: impl Future<Output = Result<Value>>,
+    ) -> Result<Value> {
+        let deadline = Instant::now() + policy.flight_timeout;
+        let guard = loop {
+            // An async leader is no thread: `join_async` marks none, so a loader that awaits
+            // its own key waits for `flight_timeout` at most, then computes.
+            match self.flights().join_async(full) {
+                Join::Lead(guard) => break Some(guard),
+                Join::Follow(flight) => match flight.wait_async(deadline).await {
+                    Waited::Value(v) => return Ok(v),
+                    Waited::Failed => continue,
+                    Waited::TimedOut => {
+                        warn_flight_timeout(policy, full);
+                        break None;
+                    }
+                },
+            }
+        };
+        let Some(guard) = guard else {
+            return compute.await;
+        };
+        if let Some(v) = self.full_get_async(full).await?.and_then(accept) {
+            guard.complete(Some(v.clone()));
+            return Ok(v);
+        }
+        let lease = if policy.lease {
+            self.acquire_lease_async(full, deadline, policy, accept)
+                .await
+        } else {
+            Lease::Unavailable
+        };
+        if let Lease::Found(v) = lease {
+            guard.complete(Some(v.clone()));
+            return Ok(v);
+        }
+        let result = compute.await;
+        if let Lease::Held { lock, token } = &lease {
+            let _ = self
+                .full_delete_if_equals_async(lock, token.as_bytes())
+                .await;
+        }
+        match result {
+            Ok(v) => {
+                guard.complete(Some(v.clone()));
+                Ok(v)
+            }
+            Err(e) => {
+                guard.complete(None);
+                Err(e)
+            }
+        }
+    }
+
+    async fn compute_and_store_async<F, Fut>(
+        &self,
+        full: &[u8],
+        loader: F,
+        expiry: Expiry,
+        policy: &RefreshPolicy,
+        tags: &[&str],
+    ) -> Result<Value>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Vec<u8>>>,
+    {
+        let stamp = self.tag_stamp_async(tags).await?;
+        let started = Instant::now();
+        let bytes = loader().await?;
+        let (ttl, wrapped) = self.computed(&bytes, expiry, policy, started.elapsed());
+        let stored = stamp
+            .wrap(wrapped.as_deref().unwrap_or(&bytes))
+            .into_owned();
+        self.full_set_async(full, &stored, ttl).await?;
+        Ok(Value::from(bytes))
+    }
+
+    /// [`Cache::try_lease`](super), awaitable.
+    pub(crate) async fn try_lease_async(
+        &self,
+        full: &[u8],
+        ttl: std::time::Duration,
+    ) -> Option<(Vec<u8>, String)> {
+        let lock = lease_key(full);
+        let token = random_token();
+        match self.full_add_async(&lock, token.as_bytes(), ttl).await {
+            Ok(false) => None,
+            _ => Some((lock, token)),
+        }
+    }
+
+    /// [`Cache::acquire_lease`](super), awaitable.
+    async fn acquire_lease_async(
+        &self,
+        full: &[u8],
+        deadline: Instant,
+        policy: &RefreshPolicy,
+        accept: &(dyn Fn(Value) -> Option<Value> + Sync),
+    ) -> Lease {
+        let lock = lease_key(full);
+        let token = random_token();
+        let mut backoff = std::time::Duration::from_millis(2);
+        loop {
+            match self
+                .full_add_async(&lock, token.as_bytes(), policy.lease_ttl)
+                .await
+            {
+                Ok(true) => {
+                    // The previous holder may have stored the value just before releasing.
+                    if let Some(v) = self
+                        .full_get_async(full)
+                        .await
+                        .ok()
+                        .flatten()
+                        .and_then(accept)
+                    {
+                        let _ = self
+                            .full_delete_if_equals_async(&lock, token.as_bytes())
+                            .await;
+                        return Lease::Found(v);
+                    }
+                    return Lease::Held { lock, token };
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    log::warn!("polycache: could not take a lease ({e}); computing without one");
+                    return Lease::Unavailable;
+                }
+            }
+            match self.full_get_async(full).await {
+                Ok(Some(v)) => {
+                    if let Some(v) = accept(v) {
+                        return Lease::Found(v);
+                    }
+                }
+                Ok(None) => {}
+                Err(_) => return Lease::Unavailable,
+            }
+            let Some(wait) = lease_backoff(&mut backoff, deadline) else {
+                warn_lease_timeout(policy, full);
+                return Lease::Unavailable;
+            };
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+impl Cache {
+    /// [`Cache::store_loaded`], awaitable: stores a value its caller computed, as
+    /// [`Cache::load_async`] stores one (for callers that run the loader themselves, such as
+    /// Python's `async` decorators).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> polycache::Result<()> {
+    /// use polycache::{Cache, Expiry, Lookup, RefreshPolicy};
+    /// use std::time::Duration;
+    /// let cache = Cache::open("memory://")?;
+    /// let policy = RefreshPolicy::default();
+    /// cache
+    ///     .store_loaded_async("k", b"v", Expiry::Default, &policy, Duration::from_millis(5))
+    ///     .await?;
+    /// assert!(matches!(cache.lookup_async("k", &policy).await?, Lookup::Hit(_)));
+    /// # Ok(()) }
+    /// ```
+    pub async fn store_loaded_async<'k>(
+        &self,
+        key: impl Into<Key<'k>>,
+        value: &[u8],
+        expiry: Expiry,
+        policy: &RefreshPolicy,
+        delta: std::time::Duration,
+    ) -> Result<()> {
+        self.store_loaded_stamped_async(key, value, expiry, policy, delta, &TagStamp::default())
+            .await
+    }
+
+    /// [`Cache::store_loaded_stamped`], awaitable.
+    pub async fn store_loaded_stamped_async<'k>(
+        &self,
+        key: impl Into<Key<'k>>,
+        value: &[u8],
+        expiry: Expiry,
+        policy: &RefreshPolicy,
+        delta: std::time::Duration,
+        stamp: &TagStamp,
+    ) -> Result<()> {
+        let full = self.make_key(key)?;
+        let (ttl, wrapped) = self.computed(value, expiry, policy, delta);
+        let stored = stamp.wrap(wrapped.as_deref().unwrap_or(value)).into_owned();
+        self.full_set_async(&full, &stored, ttl).await?;
+        Ok(())
+    }
+
+    /// [`Cache::get_or_set_with_tags`], awaitable.
+    pub async fn get_or_set_with_tags_async<'k, F, Fut>(
+        &self,
+        key: impl Into<Key<'k>>,
+        loader: F,
+        expiry: Expiry,
+        tags: &[&str],
+    ) -> Result<Value>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Vec<u8>>>,
+    {
+        crate::check_tags(tags)?;
+        let policy = self.refresh_policy().clone();
+        let key = key.into();
+        let current = match self.lookup_async(key, &policy).await? {
+            Lookup::Hit(v) => return Ok(v),
+            Lookup::Miss => None,
+            Lookup::RefreshEarly(current) => Some(current),
+        };
+        self.load_tagged_async(key, loader, expiry, &policy, current, tags)
+            .await
+    }
+}
