@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any, Callable, Union
 
 from polycache._polycache import DEFAULT_TIMEOUT, DefaultTimeout
+from polycache._flights import _AsyncFlights
 from polycache._lock import Lock
 from polycache._polycache import Cache as _NativeCache
 from polycache._scan import aiter_pages
@@ -105,8 +106,6 @@ class Cache(_NativeCache, RedisStructures):
         value = await self.aget(key, _MISSING, version)
         if value is not _MISSING:
             return value
-        from polycache._decorators import _AsyncFlights
-
         global _async_flights
         if _async_flights is None:
             _async_flights = _AsyncFlights()
