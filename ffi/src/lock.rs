@@ -59,14 +59,7 @@ pub unsafe extern "C" fn polycache_lock_new(
     error_out: *mut *mut polycache_error,
 ) -> polycache_result {
     boundary(error_out, || {
-        // SAFETY: each pointer is NULL or valid for the call (the C API contract).
-        let (cache, name, lock_out) = unsafe {
-            (
-                borrow(cache, "cache")?,
-                text(name, "name")?,
-                out(lock_out, "lock_out")?,
-            )
-        };
+        c_args!(cache: borrow, name: text, lock_out: out);
         let allowed = "POLYCACHE_TTL_NEVER or a positive number of milliseconds";
         let timeout = ms_or_never("timeout_ms", timeout_ms, 1, allowed)?;
         let lock = cache
@@ -222,8 +215,7 @@ pub unsafe extern "C" fn polycache_lock_locked(
     error_out: *mut *mut polycache_error,
 ) -> polycache_result {
     boundary(error_out, || {
-        // SAFETY: each pointer is NULL or valid for the call (the C API contract).
-        let (lock, locked_out) = unsafe { (borrow(lock, "lock")?, out(locked_out, "locked_out")?) };
+        c_args!(lock: borrow, locked_out: out);
         locked_out.write(lock.lock.locked()?);
         Ok(POLYCACHE_RESULT_OK)
     })
