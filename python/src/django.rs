@@ -698,6 +698,10 @@ twins! {
         self.default_timeout.clone_ref(py)
     }
 
+    // `location` to `_decode` mirror `polycache.Cache`'s (cache.rs): `#[pymethods]` sees only
+    // the methods written in its own block, and a second block per class needs PyO3's
+    // `multiple-pymethods` (a link-time registry), so each stays one line over `Core`.
+
     /// The location, with any password redacted.
     #[getter]
     fn location(&self) -> &str {
