@@ -55,11 +55,14 @@ test-readme:
 lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
-	# Each backend alone, and memory:// alone in the C library and the Python extension.
+	# Each backend alone (the library and its test builds), and memory:// alone in the C
+	# library and the Python extension.
 	for backend in memory redis memcached file sqlite postgres; do \
-		cargo clippy -p polycache --no-default-features --features $$backend -- -D warnings || exit 1; \
+		cargo clippy -p polycache --no-default-features --features $$backend --lib --tests -- -D warnings || exit 1; \
 	done
 	cargo clippy -p polycache-ffi -p polycache-python --no-default-features --features memory -- -D warnings
+	# The API docs: no unresolved or private intra-doc link.
+	RUSTDOCFLAGS="-D warnings" cargo doc -p polycache --no-deps
 
 fmt:
 	cargo fmt --all

@@ -443,6 +443,44 @@ pub(crate) fn warn_flight_timeout(policy: &RefreshPolicy, full: &[u8]) {
     );
 }
 
+/// How a leader ends its flight, the same in the sync and the awaited computations.
+impl LeaderGuard {
+    /// Hands `value` to every follower and returns it.
+    pub(crate) fn complete_with(self, value: Value) -> Value {
+        self.complete(Some(value.clone()));
+        value
+    }
+
+    /// Hands a computation's value to every follower (its failure as a failed flight) and
+    /// returns its result.
+    pub(crate) fn complete_result(self, result: Result<Value>) -> Result<Value> {
+        match result {
+            Ok(v) => Ok(self.complete_with(v)),
+            Err(e) => {
+                self.complete(None);
+                Err(e)
+            }
+        }
+    }
+
+    /// Ends an early (XFetch) refresh of `full`: the refreshed value, or after a failure
+    /// (logged) the `current` one, for this caller and every follower.
+    pub(crate) fn complete_early_refresh(
+        self,
+        full: &[u8],
+        refreshed: Result<Value>,
+        current: Value,
+    ) -> Value {
+        match refreshed {
+            Ok(v) => self.complete_with(v),
+            Err(e) => {
+                warn_early_refresh(full, &e);
+                self.complete_with(current)
+            }
+        }
+    }
+}
+
 #[cold]
 pub(crate) fn warn_early_refresh(full: &[u8], e: &Error) {
     log::warn!(

@@ -1,4 +1,6 @@
 //! Failing open and the circuit breaker, on a custom backend that can be taken down.
+//! (The custom backend wraps `MemoryBackend`, so this file needs the `memory` feature.)
+#![cfg(feature = "memory")]
 
 use polycache::backend::memory::{MemoryBackend, MemoryOptions};
 use polycache::{

@@ -367,13 +367,7 @@ pub unsafe extern "C" fn polycache_cache_open_custom(
     error_out: *mut *mut polycache_error,
 ) -> polycache_result {
     boundary(error_out, || {
-        // SAFETY: each pointer is NULL or valid for the call (the C API contract).
-        let (vtable, cache_out) = unsafe {
-            (
-                borrow_struct(vtable, "vtable")?,
-                out(cache_out, "cache_out")?,
-            )
-        };
+        c_args!(vtable: borrow_struct, cache_out: out);
         let options = if options.is_null() {
             None
         } else {

@@ -62,8 +62,7 @@ pub unsafe extern "C" fn polycache_cache_open(
     error_out: *mut *mut polycache_error,
 ) -> polycache_result {
     boundary(error_out, || {
-        // SAFETY: each pointer is NULL or valid for the call (the C API contract).
-        let (url, cache_out) = unsafe { (text(url, "url")?, out(cache_out, "cache_out")?) };
+        c_args!(url: text, cache_out: out);
         let cache = Cache::open(url)?;
         cache_out.write(handle::into_raw(polycache_cache { cache }));
         Ok(POLYCACHE_RESULT_OK)
@@ -116,14 +115,7 @@ pub unsafe extern "C" fn polycache_cache_get(
     error_out: *mut *mut polycache_error,
 ) -> polycache_result {
     boundary(error_out, || {
-        // SAFETY: each pointer is NULL or valid for the call (the C API contract).
-        let (cache, key, value_out) = unsafe {
-            (
-                borrow(cache, "cache")?,
-                text(key, "key")?,
-                out(value_out, "value_out")?,
-            )
-        };
+        c_args!(cache: borrow, key: text, value_out: out);
         match cache.cache.get(key)? {
             Some(value) => {
                 value_out.write(handle::into_raw(polycache_value::new(value)));
@@ -152,15 +144,7 @@ pub unsafe extern "C" fn polycache_cache_get_into(
     error_out: *mut *mut polycache_error,
 ) -> polycache_result {
     boundary(error_out, || {
-        // SAFETY: each pointer is NULL or valid for the call (the C API contract).
-        let (cache, key, buf, len_out) = unsafe {
-            (
-                borrow(cache, "cache")?,
-                text(key, "key")?,
-                out_bytes(buf, cap, "buf")?,
-                out(len_out, "len_out")?,
-            )
-        };
+        c_args!(cache: borrow, key: text, buf: out_bytes(cap), len_out: out);
         let Some(value) = cache.cache.get(key)? else {
             return Ok(POLYCACHE_RESULT_MISS);
         };
@@ -196,14 +180,7 @@ pub unsafe extern "C" fn polycache_cache_set(
     error_out: *mut *mut polycache_error,
 ) -> polycache_result {
     boundary(error_out, || {
-        // SAFETY: each pointer is NULL or valid for the call (the C API contract).
-        let (cache, key, value) = unsafe {
-            (
-                borrow(cache, "cache")?,
-                text(key, "key")?,
-                bytes(value, len, "value")?,
-            )
-        };
+        c_args!(cache: borrow, key: text, value: bytes(len));
         Ok(if cache.cache.set(key, value, expiry(ttl_ms))? {
             POLYCACHE_RESULT_OK
         } else {
@@ -228,15 +205,7 @@ pub unsafe extern "C" fn polycache_cache_add(
     error_out: *mut *mut polycache_error,
 ) -> polycache_result {
     boundary(error_out, || {
-        // SAFETY: each pointer is NULL or valid for the call (the C API contract).
-        let (cache, key, value, stored_out) = unsafe {
-            (
-                borrow(cache, "cache")?,
-                text(key, "key")?,
-                bytes(value, len, "value")?,
-                out(stored_out, "stored_out")?,
-            )
-        };
+        c_args!(cache: borrow, key: text, value: bytes(len), stored_out: out);
         stored_out.write(cache.cache.add(key, value, expiry(ttl_ms))?);
         Ok(POLYCACHE_RESULT_OK)
     })
@@ -251,14 +220,7 @@ pub unsafe extern "C" fn polycache_cache_delete(
     error_out: *mut *mut polycache_error,
 ) -> polycache_result {
     boundary(error_out, || {
-        // SAFETY: each pointer is NULL or valid for the call (the C API contract).
-        let (cache, key, deleted_out) = unsafe {
-            (
-                borrow(cache, "cache")?,
-                text(key, "key")?,
-                out(deleted_out, "deleted_out")?,
-            )
-        };
+        c_args!(cache: borrow, key: text, deleted_out: out);
         deleted_out.write(cache.cache.delete(key)?);
         Ok(POLYCACHE_RESULT_OK)
     })
@@ -275,14 +237,7 @@ pub unsafe extern "C" fn polycache_cache_has_key(
     error_out: *mut *mut polycache_error,
 ) -> polycache_result {
     boundary(error_out, || {
-        // SAFETY: each pointer is NULL or valid for the call (the C API contract).
-        let (cache, key, present_out) = unsafe {
-            (
-                borrow(cache, "cache")?,
-                text(key, "key")?,
-                out(present_out, "present_out")?,
-            )
-        };
+        c_args!(cache: borrow, key: text, present_out: out);
         present_out.write(cache.cache.has_key(key)?);
         Ok(POLYCACHE_RESULT_OK)
     })
@@ -299,14 +254,7 @@ pub unsafe extern "C" fn polycache_cache_touch(
     error_out: *mut *mut polycache_error,
 ) -> polycache_result {
     boundary(error_out, || {
-        // SAFETY: each pointer is NULL or valid for the call (the C API contract).
-        let (cache, key, touched_out) = unsafe {
-            (
-                borrow(cache, "cache")?,
-                text(key, "key")?,
-                out(touched_out, "touched_out")?,
-            )
-        };
+        c_args!(cache: borrow, key: text, touched_out: out);
         touched_out.write(cache.cache.touch(key, expiry(ttl_ms))?);
         Ok(POLYCACHE_RESULT_OK)
     })
@@ -327,14 +275,7 @@ pub unsafe extern "C" fn polycache_cache_incr(
     error_out: *mut *mut polycache_error,
 ) -> polycache_result {
     boundary(error_out, || {
-        // SAFETY: each pointer is NULL or valid for the call (the C API contract).
-        let (cache, key, value_out) = unsafe {
-            (
-                borrow(cache, "cache")?,
-                text(key, "key")?,
-                out(value_out, "value_out")?,
-            )
-        };
+        c_args!(cache: borrow, key: text, value_out: out);
         value_out.write(cache.cache.incr(key, delta)?);
         Ok(POLYCACHE_RESULT_OK)
     })
@@ -350,14 +291,7 @@ pub unsafe extern "C" fn polycache_cache_decr(
     error_out: *mut *mut polycache_error,
 ) -> polycache_result {
     boundary(error_out, || {
-        // SAFETY: each pointer is NULL or valid for the call (the C API contract).
-        let (cache, key, value_out) = unsafe {
-            (
-                borrow(cache, "cache")?,
-                text(key, "key")?,
-                out(value_out, "value_out")?,
-            )
-        };
+        c_args!(cache: borrow, key: text, value_out: out);
         value_out.write(cache.cache.decr(key, delta)?);
         Ok(POLYCACHE_RESULT_OK)
     })
@@ -378,14 +312,7 @@ pub unsafe extern "C" fn polycache_cache_get_many(
     error_out: *mut *mut polycache_error,
 ) -> polycache_result {
     boundary(error_out, || {
-        // SAFETY: each pointer is NULL or valid for the call (the C API contract).
-        let (cache, keys, values_out) = unsafe {
-            (
-                borrow(cache, "cache")?,
-                text_list(keys, n, "keys", "keys[i]")?,
-                out_array(values_out, n, "values_out")?,
-            )
-        };
+        c_args!(cache: borrow, keys: text_list[n], values_out: out_array(n));
         let values = cache.cache.get_many(&keys, None)?;
         for (slot, value) in values_out.iter_mut().zip(values) {
             slot.write(value.map_or(std::ptr::null_mut(), |v| {
@@ -414,14 +341,7 @@ pub unsafe extern "C" fn polycache_cache_set_many(
     error_out: *mut *mut polycache_error,
 ) -> polycache_result {
     boundary(error_out, || {
-        // SAFETY: each pointer is NULL or valid for the call (the C API contract).
-        let (cache, keys, values) = unsafe {
-            (
-                borrow(cache, "cache")?,
-                text_list(keys, n, "keys", "keys[i]")?,
-                bytes_list(values, lens, n, "values", "values[i]")?,
-            )
-        };
+        c_args!(cache: borrow, keys: text_list[n], values: bytes_list[lens, n]);
         let items: Vec<(&str, &[u8])> = keys.into_iter().zip(values).collect();
         let failed = cache.cache.set_many(&items, expiry(ttl_ms), None)?;
         all_stored(&items, &failed)?;
@@ -461,14 +381,7 @@ pub unsafe extern "C" fn polycache_cache_delete_many(
     error_out: *mut *mut polycache_error,
 ) -> polycache_result {
     boundary(error_out, || {
-        // SAFETY: each pointer is NULL or valid for the call (the C API contract).
-        let (cache, keys, deleted_out) = unsafe {
-            (
-                borrow(cache, "cache")?,
-                text_list(keys, n, "keys", "keys[i]")?,
-                out(deleted_out, "deleted_out")?,
-            )
-        };
+        c_args!(cache: borrow, keys: text_list[n], deleted_out: out);
         deleted_out.write(cache.cache.delete_many(&keys, None)?);
         Ok(POLYCACHE_RESULT_OK)
     })
@@ -499,8 +412,7 @@ pub unsafe extern "C" fn polycache_cache_stats(
     error_out: *mut *mut polycache_error,
 ) -> polycache_result {
     boundary(error_out, || {
-        // SAFETY: each pointer is NULL or valid for the call (the C API contract).
-        let (cache, stats_out) = unsafe { (borrow(cache, "cache")?, out(stats_out, "stats_out")?) };
+        c_args!(cache: borrow, stats_out: out);
         stats_out.write(cache.cache.stats().into());
         Ok(POLYCACHE_RESULT_OK)
     })
@@ -567,14 +479,7 @@ pub unsafe extern "C" fn polycache_cache_stats_prometheus(
     error_out: *mut *mut polycache_error,
 ) -> polycache_result {
     boundary(error_out, || {
-        // SAFETY: each pointer is NULL or valid for the call (the C API contract).
-        let (cache, name, text_out) = unsafe {
-            (
-                borrow(cache, "cache")?,
-                text(name, "name")?,
-                out(text_out, "text_out")?,
-            )
-        };
+        c_args!(cache: borrow, name: text, text_out: out);
         let text = cache.cache.stats_prometheus(name).into_bytes();
         text_out.write(handle::into_raw(polycache_value::new(text.into())));
         Ok(POLYCACHE_RESULT_OK)

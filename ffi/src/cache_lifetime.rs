@@ -48,14 +48,7 @@ pub unsafe extern "C" fn polycache_cache_ttl(
     error_out: *mut *mut polycache_error,
 ) -> polycache_result {
     boundary(error_out, || {
-        // SAFETY: each pointer is NULL or valid for the call (the C API contract).
-        let (cache, key, ttl_ms_out) = unsafe {
-            (
-                borrow(cache, "cache")?,
-                text(key, "key")?,
-                out(ttl_ms_out, "ttl_ms_out")?,
-            )
-        };
+        c_args!(cache: borrow, key: text, ttl_ms_out: out);
         Ok(match ttl_ms(cache.cache.ttl(key)?) {
             Some(ms) => {
                 ttl_ms_out.write(ms);
@@ -75,14 +68,7 @@ pub unsafe extern "C" fn polycache_cache_persist(
     error_out: *mut *mut polycache_error,
 ) -> polycache_result {
     boundary(error_out, || {
-        // SAFETY: each pointer is NULL or valid for the call (the C API contract).
-        let (cache, key, persisted_out) = unsafe {
-            (
-                borrow(cache, "cache")?,
-                text(key, "key")?,
-                out(persisted_out, "persisted_out")?,
-            )
-        };
+        c_args!(cache: borrow, key: text, persisted_out: out);
         persisted_out.write(cache.cache.persist(key)?);
         Ok(POLYCACHE_RESULT_OK)
     })
@@ -100,14 +86,7 @@ pub unsafe extern "C" fn polycache_cache_expire_at(
     error_out: *mut *mut polycache_error,
 ) -> polycache_result {
     boundary(error_out, || {
-        // SAFETY: each pointer is NULL or valid for the call (the C API contract).
-        let (cache, key, touched_out) = unsafe {
-            (
-                borrow(cache, "cache")?,
-                text(key, "key")?,
-                out(touched_out, "touched_out")?,
-            )
-        };
+        c_args!(cache: borrow, key: text, touched_out: out);
         touched_out.write(cache.cache.expire_at(key, at_unix_ms(unix_ms))?);
         Ok(POLYCACHE_RESULT_OK)
     })
@@ -131,15 +110,7 @@ pub unsafe extern "C" fn polycache_cache_replace(
     error_out: *mut *mut polycache_error,
 ) -> polycache_result {
     boundary(error_out, || {
-        // SAFETY: each pointer is NULL or valid for the call (the C API contract).
-        let (cache, key, value, stored_out) = unsafe {
-            (
-                borrow(cache, "cache")?,
-                text(key, "key")?,
-                bytes(value, len, "value")?,
-                out(stored_out, "stored_out")?,
-            )
-        };
+        c_args!(cache: borrow, key: text, value: bytes(len), stored_out: out);
         stored_out.write(cache.cache.replace(key, value, expiry(ttl_ms))?);
         Ok(POLYCACHE_RESULT_OK)
     })
@@ -157,14 +128,7 @@ pub unsafe extern "C" fn polycache_cache_incr_or_create(
     error_out: *mut *mut polycache_error,
 ) -> polycache_result {
     boundary(error_out, || {
-        // SAFETY: each pointer is NULL or valid for the call (the C API contract).
-        let (cache, key, value_out) = unsafe {
-            (
-                borrow(cache, "cache")?,
-                text(key, "key")?,
-                out(value_out, "value_out")?,
-            )
-        };
+        c_args!(cache: borrow, key: text, value_out: out);
         value_out.write(cache.cache.incr_or_create(key, delta)?);
         Ok(POLYCACHE_RESULT_OK)
     })

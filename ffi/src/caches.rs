@@ -107,14 +107,7 @@ pub unsafe extern "C" fn polycache_caches_get(
     error_out: *mut *mut polycache_error,
 ) -> polycache_result {
     boundary(error_out, || {
-        // SAFETY: each pointer is NULL or valid for the call (the C API contract).
-        let (caches, name, cache_out) = unsafe {
-            (
-                borrow(caches, "caches")?,
-                text(name, "name")?,
-                out(cache_out, "cache_out")?,
-            )
-        };
+        c_args!(caches: borrow, name: text, cache_out: out);
         let cache = caches.caches.get(name).ok_or_else(|| {
             let names: Vec<&str> = caches.caches.names().collect();
             Error::new(

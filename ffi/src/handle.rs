@@ -14,6 +14,36 @@ use crate::result::Failure;
 use std::ffi::{c_char, CStr};
 use std::mem::MaybeUninit;
 
+/// The prologue of an exported function: checks its pointer parameters and binds each name
+/// to what its reader here makes of it, or returns the reader's failure (a NULL names the
+/// parameter). `c_args!(cache: borrow, value: bytes(len), keys: text_list[n])` reads
+/// `borrow(cache, "cache")?`, `bytes(value, len, "value")?` and
+/// `text_list(keys, n, "keys", "keys[i]")?` (a list reader also names its elements).
+///
+/// The `extern "C"` signatures stay written out in each module: cbindgen reads them from the
+/// source, without expanding macros.
+macro_rules! c_args {
+    ($($name:ident : $read:ident $(($($extra:expr),+))? $([$($each:expr),+])?),+ $(,)?) => {
+        // SAFETY: each pointer is NULL or valid for the call (the C API contract).
+        let ($($name,)+) = unsafe {
+            ($(c_arg!($name: $read $(($($extra),+))? $([$($each),+])?)?,)+)
+        };
+    };
+}
+
+/// One reader call of [`c_args!`].
+macro_rules! c_arg {
+    ($name:ident : $read:ident) => {
+        $read($name, stringify!($name))
+    };
+    ($name:ident : $read:ident ($($extra:expr),+)) => {
+        $read($name, $($extra,)+ stringify!($name))
+    };
+    ($name:ident : $read:ident [$($extra:expr),+]) => {
+        $read($name, $($extra,)+ stringify!($name), concat!(stringify!($name), "[i]"))
+    };
+}
+
 /// The opaque types handed to C as `Box` pointers. Only they may go through
 /// [`into_raw`]/[`borrow`]/[`free`], so a pointer is never cast to the wrong type.
 pub(crate) trait BoxHandle: Sized + Send + Sync + 'static {}

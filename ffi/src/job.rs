@@ -148,8 +148,7 @@ pub unsafe extern "C" fn polycache_job_new(
     error_out: *mut *mut polycache_error,
 ) -> polycache_result {
     boundary(error_out, || {
-        // SAFETY: each pointer is NULL or valid for the call (the C API contract).
-        let (cache, job_out) = unsafe { (borrow(cache, "cache")?, out(job_out, "job_out")?) };
+        c_args!(cache: borrow, job_out: out);
         let fetch = fetch.ok_or(Failure::NullParameter("fetch"))?;
         let defaults = JobOptions::default();
         let options = JobOptions::default()
@@ -206,15 +205,7 @@ pub unsafe extern "C" fn polycache_job_get(
     error_out: *mut *mut polycache_error,
 ) -> polycache_result {
     boundary(error_out, || {
-        // SAFETY: each pointer is NULL or valid for the call (the C API contract).
-        let (job, key, value_out, status_out) = unsafe {
-            (
-                borrow(job, "job")?,
-                text(key, "key")?,
-                out(value_out, "value_out")?,
-                out(status_out, "status_out")?,
-            )
-        };
+        c_args!(job: borrow, key: text, value_out: out, status_out: out);
         let result = job.job.get(key, job.fetch_of(key))?;
         let Some(value) = result.value else {
             return Ok(POLYCACHE_RESULT_MISS);
@@ -237,14 +228,7 @@ pub unsafe extern "C" fn polycache_job_refresh(
     error_out: *mut *mut polycache_error,
 ) -> polycache_result {
     boundary(error_out, || {
-        // SAFETY: each pointer is NULL or valid for the call (the C API contract).
-        let (job, key, value_out) = unsafe {
-            (
-                borrow(job, "job")?,
-                text(key, "key")?,
-                out(value_out, "value_out")?,
-            )
-        };
+        c_args!(job: borrow, key: text, value_out: out);
         let value = job.job.refresh(key, job.fetch_of(key))?;
         value_out.write(handle::into_raw(polycache_value::new(value)));
         Ok(POLYCACHE_RESULT_OK)
@@ -266,14 +250,7 @@ pub unsafe extern "C" fn polycache_job_set(
     error_out: *mut *mut polycache_error,
 ) -> polycache_result {
     boundary(error_out, || {
-        // SAFETY: each pointer is NULL or valid for the call (the C API contract).
-        let (job, key, value) = unsafe {
-            (
-                borrow(job, "job")?,
-                text(key, "key")?,
-                bytes(value, len, "value")?,
-            )
-        };
+        c_args!(job: borrow, key: text, value: bytes(len));
         let fresh_for = match fresh_for_ms {
             POLYCACHE_TTL_DEFAULT => None,
             ms => Some(positive_ms("fresh_for_ms", ms, "POLYCACHE_TTL_DEFAULT")?),
@@ -293,14 +270,7 @@ pub unsafe extern "C" fn polycache_job_invalidate(
     error_out: *mut *mut polycache_error,
 ) -> polycache_result {
     boundary(error_out, || {
-        // SAFETY: each pointer is NULL or valid for the call (the C API contract).
-        let (job, key, present_out) = unsafe {
-            (
-                borrow(job, "job")?,
-                text(key, "key")?,
-                out(present_out, "present_out")?,
-            )
-        };
+        c_args!(job: borrow, key: text, present_out: out);
         present_out.write(job.job.invalidate(key, job.fetch_of(key))?);
         Ok(POLYCACHE_RESULT_OK)
     })
@@ -315,14 +285,7 @@ pub unsafe extern "C" fn polycache_job_delete(
     error_out: *mut *mut polycache_error,
 ) -> polycache_result {
     boundary(error_out, || {
-        // SAFETY: each pointer is NULL or valid for the call (the C API contract).
-        let (job, key, deleted_out) = unsafe {
-            (
-                borrow(job, "job")?,
-                text(key, "key")?,
-                out(deleted_out, "deleted_out")?,
-            )
-        };
+        c_args!(job: borrow, key: text, deleted_out: out);
         deleted_out.write(job.job.delete(key)?);
         Ok(POLYCACHE_RESULT_OK)
     })
@@ -338,14 +301,7 @@ pub unsafe extern "C" fn polycache_job_is_refreshing(
     error_out: *mut *mut polycache_error,
 ) -> polycache_result {
     boundary(error_out, || {
-        // SAFETY: each pointer is NULL or valid for the call (the C API contract).
-        let (job, key, refreshing_out) = unsafe {
-            (
-                borrow(job, "job")?,
-                text(key, "key")?,
-                out(refreshing_out, "refreshing_out")?,
-            )
-        };
+        c_args!(job: borrow, key: text, refreshing_out: out);
         refreshing_out.write(job.job.is_refreshing(key)?);
         Ok(POLYCACHE_RESULT_OK)
     })

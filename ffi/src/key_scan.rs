@@ -90,14 +90,7 @@ pub unsafe extern "C" fn polycache_cache_scan_keys(
     error_out: *mut *mut polycache_error,
 ) -> polycache_result {
     boundary(error_out, || {
-        // SAFETY: each pointer is NULL or valid for the call (the C API contract).
-        let (cache, pattern, scan_out) = unsafe {
-            (
-                borrow(cache, "cache")?,
-                text(pattern, "pattern")?,
-                out(scan_out, "scan_out")?,
-            )
-        };
+        c_args!(cache: borrow, pattern: text, scan_out: out);
         // The core's async scan: a `_next_start` page is native I/O on Redis and PostgreSQL.
         let keys = AsyncKeyIter::new(&cache.cache, pattern, None, itersize)?;
         scan_out.write(handle::into_raw(polycache_key_scan {
@@ -127,8 +120,7 @@ pub unsafe extern "C" fn polycache_key_scan_next(
     error_out: *mut *mut polycache_error,
 ) -> polycache_result {
     boundary(error_out, || {
-        // SAFETY: each pointer is NULL or valid for the call (the C API contract).
-        let (scan, key_out) = unsafe { (borrow(scan, "scan")?, out(key_out, "key_out")?) };
+        c_args!(scan: borrow, key_out: out);
         let mut state = scan.lock();
         let state = &mut *state;
         loop {
@@ -173,14 +165,7 @@ pub unsafe extern "C" fn polycache_cache_delete_pattern(
     error_out: *mut *mut polycache_error,
 ) -> polycache_result {
     boundary(error_out, || {
-        // SAFETY: each pointer is NULL or valid for the call (the C API contract).
-        let (cache, pattern, deleted_out) = unsafe {
-            (
-                borrow(cache, "cache")?,
-                text(pattern, "pattern")?,
-                out(deleted_out, "deleted_out")?,
-            )
-        };
+        c_args!(cache: borrow, pattern: text, deleted_out: out);
         deleted_out.write(cache.cache.delete_pattern(pattern, None, itersize)?);
         Ok(POLYCACHE_RESULT_OK)
     })
@@ -238,8 +223,7 @@ pub unsafe extern "C" fn polycache_key_scan_next_start(
     error_out: *mut *mut polycache_error,
 ) -> polycache_result {
     boundary(error_out, || {
-        // SAFETY: each pointer is NULL or valid for the call (the C API contract).
-        let (scan, queue) = unsafe { (borrow(scan, "scan")?, borrow(queue, "queue")?) };
+        c_args!(scan: borrow, queue: borrow);
         let mut state = scan.lock();
         if !state.ready.is_empty() {
             let ready = count(state.ready.len());

@@ -28,13 +28,14 @@
 #![allow(clippy::missing_safety_doc)]
 #![warn(missing_docs)]
 
+#[macro_use]
+mod handle;
 mod backend;
 mod cache;
 mod cache_lifetime;
 mod cache_start;
 mod caches;
 mod error;
-mod handle;
 mod job;
 mod key_scan;
 mod loader;

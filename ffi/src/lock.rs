@@ -59,14 +59,7 @@ pub unsafe extern "C" fn polycache_lock_new(
     error_out: *mut *mut polycache_error,
 ) -> polycache_result {
     boundary(error_out, || {
-        // SAFETY: each pointer is NULL or valid for the call (the C API contract).
-        let (cache, name, lock_out) = unsafe {
-            (
-                borrow(cache, "cache")?,
-                text(name, "name")?,
-                out(lock_out, "lock_out")?,
-            )
-        };
+        c_args!(cache: borrow, name: text, lock_out: out);
         let allowed = "POLYCACHE_TTL_NEVER or a positive number of milliseconds";
         let timeout = ms_or_never("timeout_ms", timeout_ms, 1, allowed)?;
         let lock = cache
@@ -105,14 +98,7 @@ pub unsafe extern "C" fn polycache_lock_acquire(
     error_out: *mut *mut polycache_error,
 ) -> polycache_result {
     boundary(error_out, || {
-        // SAFETY: each pointer is NULL or valid for the call (the C API contract).
-        let (lock, token, acquired_out) = unsafe {
-            (
-                borrow(lock, "lock")?,
-                owner(token, token_len)?,
-                out(acquired_out, "acquired_out")?,
-            )
-        };
+        c_args!(lock: borrow, token: owner(token_len), acquired_out: out);
         let wait = wait_options(blocking, blocking_timeout_ms, sleep_ms)?;
         acquired_out.write(lock.lock.acquire_token(token, &wait)?);
         Ok(POLYCACHE_RESULT_OK)
@@ -139,9 +125,9 @@ fn wait_options(
 ///
 /// # Safety
 /// As [`bytes`].
-unsafe fn owner<'a>(token: *const u8, len: usize) -> Result<&'a [u8], Failure> {
+unsafe fn owner<'a>(token: *const u8, len: usize, name: &'static str) -> Result<&'a [u8], Failure> {
     // SAFETY: by this function's contract.
-    let token = unsafe { bytes(token, len, "token")? };
+    let token = unsafe { bytes(token, len, name)? };
     check_owner(token)
 }
 
@@ -166,8 +152,7 @@ pub unsafe extern "C" fn polycache_lock_release(
     error_out: *mut *mut polycache_error,
 ) -> polycache_result {
     boundary(error_out, || {
-        // SAFETY: each pointer is NULL or valid for the call (the C API contract).
-        let (lock, token) = unsafe { (borrow(lock, "lock")?, owner(token, token_len)?) };
+        c_args!(lock: borrow, token: owner(token_len));
         lock.lock.release_token(token)?;
         Ok(POLYCACHE_RESULT_OK)
     })
@@ -189,8 +174,7 @@ pub unsafe extern "C" fn polycache_lock_extend(
     error_out: *mut *mut polycache_error,
 ) -> polycache_result {
     boundary(error_out, || {
-        // SAFETY: each pointer is NULL or valid for the call (the C API contract).
-        let (lock, token) = unsafe { (borrow(lock, "lock")?, owner(token, token_len)?) };
+        c_args!(lock: borrow, token: owner(token_len));
         let more = additional(additional_ms)?;
         lock.lock.extend_token(token, more, replace_ttl)?;
         Ok(POLYCACHE_RESULT_OK)
@@ -207,8 +191,7 @@ pub unsafe extern "C" fn polycache_lock_reacquire(
     error_out: *mut *mut polycache_error,
 ) -> polycache_result {
     boundary(error_out, || {
-        // SAFETY: each pointer is NULL or valid for the call (the C API contract).
-        let (lock, token) = unsafe { (borrow(lock, "lock")?, owner(token, token_len)?) };
+        c_args!(lock: borrow, token: owner(token_len));
         lock.lock.reacquire_token(token)?;
         Ok(POLYCACHE_RESULT_OK)
     })
@@ -222,8 +205,7 @@ pub unsafe extern "C" fn polycache_lock_locked(
     error_out: *mut *mut polycache_error,
 ) -> polycache_result {
     boundary(error_out, || {
-        // SAFETY: each pointer is NULL or valid for the call (the C API contract).
-        let (lock, locked_out) = unsafe { (borrow(lock, "lock")?, out(locked_out, "locked_out")?) };
+        c_args!(lock: borrow, locked_out: out);
         locked_out.write(lock.lock.locked()?);
         Ok(POLYCACHE_RESULT_OK)
     })
@@ -239,14 +221,7 @@ pub unsafe extern "C" fn polycache_lock_owned(
     error_out: *mut *mut polycache_error,
 ) -> polycache_result {
     boundary(error_out, || {
-        // SAFETY: each pointer is NULL or valid for the call (the C API contract).
-        let (lock, token, owned_out) = unsafe {
-            (
-                borrow(lock, "lock")?,
-                owner(token, token_len)?,
-                out(owned_out, "owned_out")?,
-            )
-        };
+        c_args!(lock: borrow, token: owner(token_len), owned_out: out);
         owned_out.write(lock.lock.owned_by(token)?);
         Ok(POLYCACHE_RESULT_OK)
     })

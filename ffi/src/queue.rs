@@ -410,14 +410,7 @@ pub unsafe extern "C" fn polycache_queue_drain(
     error_out: *mut *mut polycache_error,
 ) -> polycache_result {
     boundary(error_out, || {
-        // SAFETY: each pointer is NULL or valid for the call (the C API contract).
-        let (queue, completions_out, count_out) = unsafe {
-            (
-                borrow(queue, "queue")?,
-                out_array(completions_out, capacity, "completions_out")?,
-                out(count_out, "count_out")?,
-            )
-        };
+        c_args!(queue: borrow, completions_out: out_array(capacity), count_out: out);
         let finished = queue.shared.finished.drain_up_to(capacity);
         let count = finished.len();
         queue.shared.pending.fetch_sub(count, Ordering::Relaxed);

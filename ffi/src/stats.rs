@@ -175,8 +175,7 @@ pub unsafe extern "C" fn polycache_cache_op_stats(
     error_out: *mut *mut polycache_error,
 ) -> polycache_result {
     boundary(error_out, || {
-        // SAFETY: each pointer is NULL or valid for the call (the C API contract).
-        let (cache, stats_out) = unsafe { (borrow(cache, "cache")?, out(stats_out, "stats_out")?) };
+        c_args!(cache: borrow, stats_out: out);
         let op = operation(op)?;
         stats_out.write(cache.cache.stats().op(op).into());
         Ok(POLYCACHE_RESULT_OK)
@@ -240,8 +239,7 @@ pub unsafe extern "C" fn polycache_cache_breaker_stats(
     error_out: *mut *mut polycache_error,
 ) -> polycache_result {
     boundary(error_out, || {
-        // SAFETY: each pointer is NULL or valid for the call (the C API contract).
-        let (cache, stats_out) = unsafe { (borrow(cache, "cache")?, out(stats_out, "stats_out")?) };
+        c_args!(cache: borrow, stats_out: out);
         let s = cache.cache.stats();
         stats_out.write(polycache_breaker_stats {
             opened: s.breaker_opened,

@@ -107,15 +107,7 @@ pub unsafe extern "C" fn polycache_cache_redis_command(
     error_out: *mut *mut polycache_error,
 ) -> polycache_result {
     boundary(error_out, || {
-        // SAFETY: each pointer is NULL or valid for the call (the C API contract).
-        let (cache, command, args, reply_out) = unsafe {
-            (
-                borrow(cache, "cache")?,
-                text(command, "command")?,
-                array(args, n, "args")?,
-                out(reply_out, "reply_out")?,
-            )
-        };
+        c_args!(cache: borrow, command: text, args: array(n), reply_out: out);
         let command = RedisCommand::from_name(command)?;
         // SAFETY: each argument's `data` is NULL or `len` readable bytes (the C API contract).
         let call = unsafe { owned_args(args)? };
@@ -323,15 +315,7 @@ pub unsafe extern "C" fn polycache_cache_redis_command_start(
     error_out: *mut *mut polycache_error,
 ) -> polycache_result {
     boundary(error_out, || {
-        // SAFETY: each pointer is NULL or valid for the call (the C API contract).
-        let (cache, queue, command, args) = unsafe {
-            (
-                borrow(cache, "cache")?,
-                borrow(queue, "queue")?,
-                text(command, "command")?,
-                array(args, n, "args")?,
-            )
-        };
+        c_args!(cache: borrow, queue: borrow, command: text, args: array(n));
         let reply_out = later_out(reply_out, 1, "reply_out")?;
         // SAFETY: each argument's `data` is NULL or `len` readable bytes (the C API contract).
         let args = unsafe { owned_args(args)? };

@@ -32,15 +32,7 @@ pub unsafe extern "C" fn polycache_cache_set_tagged(
     error_out: *mut *mut polycache_error,
 ) -> polycache_result {
     boundary(error_out, || {
-        // SAFETY: each pointer is NULL or valid for the call (the C API contract).
-        let (cache, key, value, tags) = unsafe {
-            (
-                borrow(cache, "cache")?,
-                text(key, "key")?,
-                bytes(value, len, "value")?,
-                text_list(tags, n_tags, "tags", "tags[i]")?,
-            )
-        };
+        c_args!(cache: borrow, key: text, value: bytes(len), tags: text_list[n_tags]);
         Ok(
             if cache.cache.set_tagged(key, value, expiry(ttl_ms), &tags)? {
                 POLYCACHE_RESULT_OK
@@ -64,13 +56,7 @@ pub unsafe extern "C" fn polycache_cache_invalidate_tags(
     error_out: *mut *mut polycache_error,
 ) -> polycache_result {
     boundary(error_out, || {
-        // SAFETY: each pointer is NULL or valid for the call (the C API contract).
-        let (cache, tags) = unsafe {
-            (
-                borrow(cache, "cache")?,
-                text_list(tags, n_tags, "tags", "tags[i]")?,
-            )
-        };
+        c_args!(cache: borrow, tags: text_list[n_tags]);
         Ok(if cache.cache.invalidate_tags(&tags)? {
             POLYCACHE_RESULT_OK
         } else {

@@ -236,6 +236,26 @@ impl StoreMode {
     }
 }
 
+/// What `set(nx=, xx=, tags=)` asks for: a store in one of the modes, or a tagged write
+/// (a plain `set` only).
+pub(crate) enum SetArgs {
+    Store(StoreMode),
+    Tagged(TagsArg),
+}
+
+impl SetArgs {
+    pub(crate) fn of(nx: bool, xx: bool, tags: Option<TagsArg>) -> PyResult<SetArgs> {
+        let mode = StoreMode::of(nx, xx)?;
+        match tags {
+            Some(tags) if !tags.0.is_empty() => {
+                mode.refuse_tags()?;
+                Ok(SetArgs::Tagged(tags))
+            }
+            _ => Ok(SetArgs::Store(mode)),
+        }
+    }
+}
+
 /// A timeout in milliseconds (`pexpire`), read as [`TimeoutArg`] reads seconds.
 pub(crate) fn from_millis(expiry: Expiry) -> Expiry {
     match expiry {

@@ -3,14 +3,16 @@
 //! [`crate::ops`]; this class reads arguments and names the answers.
 
 use crate::args::{
-    self, from_millis, items, key_str, option_text, stats_dict, type_name, SecretArg, StoreMode,
-    TagsArg, TimeoutArg, DEFAULT,
+    self, from_millis, items, key_str, option_text, stats_dict, type_name, SecretArg, SetArgs,
+    StoreMode, TagsArg, TimeoutArg, DEFAULT,
 };
 use crate::awaitable::raising_on_await;
 use crate::errors::{self, ResultExt};
 use crate::loader;
 use crate::logbridge::detach;
-use crate::ops::{Core, Decoder, Deliver, How, KeyMode, KeyOp, Op, Reply, RequestRef, TaggedWrite};
+use crate::ops::{
+    Core, Decoder, Deliver, How, KeyMode, KeyOp, ManyOp, Op, Reply, RequestRef, TaggedWrite,
+};
 use crate::serializer::{Format, Serialized};
 use crate::tags::PyTagStamp;
 use polycache::{CacheConfig, Expiry, Key};
@@ -90,16 +92,15 @@ impl PyCache {
         self.core.answer(py, how, request, deliver)
     }
 
+    /// Answers `op` on the caller's keys at `version`: the body of most operations.
     #[inline]
-    fn do_get<'py>(
+    fn keyed_answer<'py>(
         slf: &Bound<'py, Self>,
         how: How,
-        key: &Bound<'py, PyAny>,
-        default: Option<Bound<'py, PyAny>>,
+        op: Op<&str, &[u8]>,
         version: Option<i64>,
+        deliver: Deliver,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let op = Op::Get(key_str(key)?);
-        let deliver = Deliver::Value(default.map(Bound::unbind));
         slf.get().keyed(slf.py(), how, op, version, deliver)
     }
 
@@ -136,33 +137,13 @@ impl PyCache {
         xx: bool,
         tags: Option<TagsArg>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let mode = StoreMode::of(nx, xx)?;
-        match tags {
-            Some(tags) if !tags.0.is_empty() => {
-                mode.refuse_tags()?;
+        match SetArgs::of(nx, xx, tags)? {
+            SetArgs::Store(mode) => Self::store(slf, how, mode, (key, value), timeout, version),
+            SetArgs::Tagged(tags) => {
                 let write = TaggedWrite::Tags(&tags);
                 Self::store_tagged(slf, how, (key, value), timeout, version, write)
             }
-            _ => Self::store(slf, how, mode, (key, value), timeout, version),
         }
-    }
-
-    fn do_add<'py>(
-        slf: &Bound<'py, Self>,
-        how: How,
-        key: &Bound<'py, PyAny>,
-        value: &Bound<'py, PyAny>,
-        timeout: TimeoutArg,
-        version: Option<i64>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        Self::store(
-            slf,
-            how,
-            StoreMode::IfAbsent,
-            (key, value),
-            timeout,
-            version,
-        )
     }
 
     /// An operation on one key: `delete`, `has_key`, `touch`, `incr`, `decr`.
@@ -178,61 +159,6 @@ impl PyCache {
         slf.get().keyed(slf.py(), how, op, version, deliver)
     }
 
-    fn do_delete<'py>(
-        slf: &Bound<'py, Self>,
-        how: How,
-        key: &Bound<'py, PyAny>,
-        version: Option<i64>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        Self::one_key(slf, how, key, KeyOp::Delete, version)
-    }
-
-    fn do_has_key<'py>(
-        slf: &Bound<'py, Self>,
-        how: How,
-        key: &Bound<'py, PyAny>,
-        version: Option<i64>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        Self::one_key(slf, how, key, KeyOp::HasKey, version)
-    }
-
-    fn do_touch<'py>(
-        slf: &Bound<'py, Self>,
-        how: How,
-        key: &Bound<'py, PyAny>,
-        timeout: TimeoutArg,
-        version: Option<i64>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        Self::one_key(slf, how, key, KeyOp::Touch(timeout.0), version)
-    }
-
-    fn do_incr<'py>(
-        slf: &Bound<'py, Self>,
-        how: How,
-        key: &Bound<'py, PyAny>,
-        delta: i64,
-        version: Option<i64>,
-        ignore_key_check: bool,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let op = if ignore_key_check {
-            KeyOp::IncrOrCreate(delta)
-        } else {
-            KeyOp::Incr(delta)
-        };
-        Self::one_key(slf, how, key, op, version)
-    }
-
-    fn do_decr<'py>(
-        slf: &Bound<'py, Self>,
-        how: How,
-        key: &Bound<'py, PyAny>,
-        delta: i64,
-        version: Option<i64>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let delta = negated(slf.py(), delta)?;
-        Self::one_key(slf, how, key, KeyOp::Incr(delta), version)
-    }
-
     /// The caller's key objects of `keys`, and their texts.
     fn key_list<'a, 'py>(
         objs: &'a [Bound<'py, PyAny>],
@@ -241,17 +167,18 @@ impl PyCache {
         Ok((names, objs.iter().map(|o| o.clone().unbind()).collect()))
     }
 
-    fn do_get_many<'py>(
+    /// An operation on the keys of the iterable `keys`: `get_many`, `delete_many`.
+    fn many_keys<'py>(
         slf: &Bound<'py, Self>,
         how: How,
         keys: &Bound<'py, PyAny>,
         version: Option<i64>,
+        op: ManyOp,
     ) -> PyResult<Bound<'py, PyAny>> {
         let objs = keys.try_iter()?.collect::<PyResult<Vec<_>>>()?;
         let (names, objs) = Self::key_list(&objs)?;
-        let op = Op::GetMany(names);
-        slf.get()
-            .keyed(slf.py(), how, op, version, Deliver::Found(objs))
+        let (op, deliver) = op.on(names, objs);
+        Self::keyed_answer(slf, how, op, version, deliver)
     }
 
     fn do_set_many<'py>(
@@ -279,142 +206,8 @@ impl PyCache {
             .into_iter()
             .zip(encoded.iter().map(Serialized::as_bytes))
             .collect();
-        let op = match &tags {
-            Some(tags) if !tags.0.is_empty() => Op::SetManyTagged(pairs, timeout.0, tags.texts()),
-            _ => Op::SetMany(pairs, timeout.0),
-        };
+        let op = Op::set_many(pairs, timeout.0, tags.as_ref());
         this.keyed(slf.py(), how, op, version, Deliver::FailedKeys(objs))
-    }
-
-    fn do_delete_many<'py>(
-        slf: &Bound<'py, Self>,
-        how: How,
-        keys: &Bound<'py, PyAny>,
-        version: Option<i64>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let objs = keys.try_iter()?.collect::<PyResult<Vec<_>>>()?;
-        let (names, _) = Self::key_list(&objs)?;
-        let op = Op::DeleteMany(names);
-        slf.get()
-            .keyed(slf.py(), how, op, version, Deliver::Nothing)
-    }
-
-    fn do_clear<'py>(slf: &Bound<'py, Self>, how: How) -> PyResult<Bound<'py, PyAny>> {
-        slf.get()
-            .keyed(slf.py(), how, Op::Clear, None, Deliver::Nothing)
-    }
-
-    fn do_redis_command<'py>(
-        slf: &Bound<'py, Self>,
-        how: How,
-        command: &str,
-        args: &Bound<'py, PyAny>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        crate::structures::run(&slf.get().core, slf.py(), how, command, args)
-    }
-
-    fn do_incr_version<'py>(
-        slf: &Bound<'py, Self>,
-        how: How,
-        key: &Bound<'py, PyAny>,
-        delta: i64,
-        version: Option<i64>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let op = Op::IncrVersion(key_str(key)?, delta, version);
-        slf.get().keyed(slf.py(), how, op, None, Deliver::Int)
-    }
-
-    fn do_keys<'py>(
-        slf: &Bound<'py, Self>,
-        how: How,
-        search: &str,
-        version: Option<i64>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        slf.get()
-            .keyed(slf.py(), how, Op::Keys(search), version, Deliver::Keys)
-    }
-
-    fn do_delete_pattern<'py>(
-        slf: &Bound<'py, Self>,
-        how: How,
-        pattern: &str,
-        version: Option<i64>,
-        itersize: Option<i64>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let op = Op::DeletePattern(pattern, crate::scan::itersize(itersize));
-        slf.get().keyed(slf.py(), how, op, version, Deliver::Int)
-    }
-
-    fn do_decr_version<'py>(
-        slf: &Bound<'py, Self>,
-        how: How,
-        key: &Bound<'py, PyAny>,
-        delta: i64,
-        version: Option<i64>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let delta = negated(slf.py(), delta)?;
-        Self::do_incr_version(slf, how, key, delta, version)
-    }
-
-    fn do_ttl<'py>(
-        slf: &Bound<'py, Self>,
-        how: How,
-        key: &Bound<'py, PyAny>,
-        version: Option<i64>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        Self::one_key(slf, how, key, KeyOp::Ttl { millis: false }, version)
-    }
-
-    fn do_pttl<'py>(
-        slf: &Bound<'py, Self>,
-        how: How,
-        key: &Bound<'py, PyAny>,
-        version: Option<i64>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        Self::one_key(slf, how, key, KeyOp::Ttl { millis: true }, version)
-    }
-
-    fn do_expire<'py>(
-        slf: &Bound<'py, Self>,
-        how: How,
-        key: &Bound<'py, PyAny>,
-        timeout: TimeoutArg,
-        version: Option<i64>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        Self::one_key(slf, how, key, KeyOp::Touch(timeout.0), version)
-    }
-
-    fn do_pexpire<'py>(
-        slf: &Bound<'py, Self>,
-        how: How,
-        key: &Bound<'py, PyAny>,
-        timeout: TimeoutArg,
-        version: Option<i64>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let op = KeyOp::Touch(from_millis(timeout.0));
-        Self::one_key(slf, how, key, op, version)
-    }
-
-    fn do_expire_at<'py>(
-        slf: &Bound<'py, Self>,
-        how: How,
-        key: &Bound<'py, PyAny>,
-        when: &Bound<'py, PyAny>,
-        version: Option<i64>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let op = KeyOp::ExpireAt(args::when(when, 1.0)?);
-        Self::one_key(slf, how, key, op, version)
-    }
-
-    fn do_pexpire_at<'py>(
-        slf: &Bound<'py, Self>,
-        how: How,
-        key: &Bound<'py, PyAny>,
-        when: &Bound<'py, PyAny>,
-        version: Option<i64>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let op = KeyOp::ExpireAt(args::when(when, 1000.0)?);
-        Self::one_key(slf, how, key, op, version)
     }
 
     /// A tagged write of one value (`set(tags=)`, `_set_stamped`).
@@ -433,55 +226,14 @@ impl PyCache {
         let (op, deliver) = write.op(name, encoded.as_bytes(), timeout.0, Deliver::Flag);
         this.keyed(slf.py(), how, op, version, deliver)
     }
-
-    fn do_invalidate_tags<'py>(
-        slf: &Bound<'py, Self>,
-        how: How,
-        tags: TagsArg,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let op = Op::InvalidateTags(tags.texts());
-        slf.get().keyed(slf.py(), how, op, None, Deliver::Flag)
-    }
-
-    fn do_tag_stamp<'py>(
-        slf: &Bound<'py, Self>,
-        how: How,
-        tags: TagsArg,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let op = Op::TagStamp(tags.texts());
-        slf.get().keyed(slf.py(), how, op, None, Deliver::Stamp)
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn do_set_stamped<'py>(
-        slf: &Bound<'py, Self>,
-        how: How,
-        key: &Bound<'py, PyAny>,
-        value: &Bound<'py, PyAny>,
-        timeout: TimeoutArg,
-        version: Option<i64>,
-        stamp: PyRef<'py, PyTagStamp>,
-        add: bool,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let write = TaggedWrite::Stamp(stamp.0.clone(), add);
-        Self::store_tagged(slf, how, (key, value), timeout, version, write)
-    }
-
-    fn do_persist<'py>(
-        slf: &Bound<'py, Self>,
-        how: How,
-        key: &Bound<'py, PyAny>,
-        version: Option<i64>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        Self::one_key(slf, how, key, KeyOp::Touch(Expiry::Never), version)
-    }
 }
 
 twins! {
     impl PyCache {
         /// The value under `key`, or `default` on a miss.
-        twins get / aget = do_get<'py>(slf, key: &Bound<'py, PyAny>, default: Option<Bound<'py, PyAny>>, version: Option<i64>)
-            signature (key, default = None, version = None);
+        twins get / aget <'py>(slf, how, key: &Bound<'py, PyAny>, default: Option<Bound<'py, PyAny>>, version: Option<i64>)
+            signature (key, default = None, version = None)
+            { Self::keyed_answer(slf, how, Op::Get(key_str(key)?), version, Deliver::Value(default.map(Bound::unbind))) }
         /// Stores `value` under `key`; a timeout of 0 or less stores nothing and removes the
         /// old value.
         ///
@@ -492,95 +244,121 @@ twins! {
         /// With `tags=[...]` the entry carries the tags: `invalidate_tags` of any of them
         /// makes it a miss (their versions are read now; see `get_or_set_with(tags=)` for a
         /// value computed from changing data).
-        twins set / aset = do_set<'py>(slf, key: &Bound<'py, PyAny>, value: &Bound<'py, PyAny>, timeout: TimeoutArg, version: Option<i64>, nx: bool, xx: bool, tags: Option<TagsArg>)
-            signature (key, value, timeout = DEFAULT, version = None, *, nx = false, xx = false, tags = None);
+        twins set / aset <'py>(slf, how, key: &Bound<'py, PyAny>, value: &Bound<'py, PyAny>, timeout: TimeoutArg, version: Option<i64>, nx: bool, xx: bool, tags: Option<TagsArg>)
+            signature (key, value, timeout = DEFAULT, version = None, *, nx = false, xx = false, tags = None)
+            { Self::do_set(slf, how, key, value, timeout, version, nx, xx, tags) }
         /// Stores `value` only if `key` is absent; True when it stored.
-        twins add / aadd = do_add<'py>(slf, key: &Bound<'py, PyAny>, value: &Bound<'py, PyAny>, timeout: TimeoutArg, version: Option<i64>)
-            signature (key, value, timeout = DEFAULT, version = None);
+        twins add / aadd <'py>(slf, how, key: &Bound<'py, PyAny>, value: &Bound<'py, PyAny>, timeout: TimeoutArg, version: Option<i64>)
+            signature (key, value, timeout = DEFAULT, version = None)
+            { Self::store(slf, how, StoreMode::IfAbsent, (key, value), timeout, version) }
         /// A dict of the keys found and their values; missing keys are left out.
-        twins get_many / aget_many = do_get_many<'py>(slf, keys: &Bound<'py, PyAny>, version: Option<i64>)
-            signature (keys, version = None);
+        twins get_many / aget_many <'py>(slf, how, keys: &Bound<'py, PyAny>, version: Option<i64>)
+            signature (keys, version = None)
+            { Self::many_keys(slf, how, keys, version, ManyOp::Get) }
         /// Stores every pair of `mapping`; returns the list of keys that failed to store.
         /// With `tags=[...]` every entry carries the tags.
-        twins set_many / aset_many = do_set_many<'py>(slf, mapping: &Bound<'py, PyAny>, timeout: TimeoutArg, version: Option<i64>, tags: Option<TagsArg>)
-            signature (mapping, timeout = DEFAULT, version = None, *, tags = None);
+        twins set_many / aset_many <'py>(slf, how, mapping: &Bound<'py, PyAny>, timeout: TimeoutArg, version: Option<i64>, tags: Option<TagsArg>)
+            signature (mapping, timeout = DEFAULT, version = None, *, tags = None)
+            { Self::do_set_many(slf, how, mapping, timeout, version, tags) }
         /// Removes `key`; True when it was present.
-        twins delete / adelete = do_delete<'py>(slf, key: &Bound<'py, PyAny>, version: Option<i64>)
-            signature (key, version = None);
+        twins delete / adelete <'py>(slf, how, key: &Bound<'py, PyAny>, version: Option<i64>)
+            signature (key, version = None)
+            { Self::one_key(slf, how, key, KeyOp::Delete, version) }
         /// Removes every key in `keys`.
-        twins delete_many / adelete_many = do_delete_many<'py>(slf, keys: &Bound<'py, PyAny>, version: Option<i64>)
-            signature (keys, version = None);
+        twins delete_many / adelete_many <'py>(slf, how, keys: &Bound<'py, PyAny>, version: Option<i64>)
+            signature (keys, version = None)
+            { Self::many_keys(slf, how, keys, version, ManyOp::Delete) }
         /// True when `key` is in the cache (not counted as a hit or a miss).
-        twins has_key / ahas_key = do_has_key<'py>(slf, key: &Bound<'py, PyAny>, version: Option<i64>)
-            signature (key, version = None);
+        twins has_key / ahas_key <'py>(slf, how, key: &Bound<'py, PyAny>, version: Option<i64>)
+            signature (key, version = None)
+            { Self::one_key(slf, how, key, KeyOp::HasKey, version) }
         /// Gives `key` a new timeout; True when the key was present.
-        twins touch / atouch = do_touch<'py>(slf, key: &Bound<'py, PyAny>, timeout: TimeoutArg, version: Option<i64>)
-            signature (key, timeout = DEFAULT, version = None);
+        twins touch / atouch <'py>(slf, how, key: &Bound<'py, PyAny>, timeout: TimeoutArg, version: Option<i64>)
+            signature (key, timeout = DEFAULT, version = None)
+            { Self::one_key(slf, how, key, KeyOp::Touch(timeout.0), version) }
         /// Adds `delta` to the integer under `key` atomically and returns the new value.
         /// With `ignore_key_check=True` a missing key is created at `delta` (from 0, never
         /// expiring) instead of raising `ValueError`.
-        twins incr / aincr = do_incr<'py>(slf, key: &Bound<'py, PyAny>, delta: i64, version: Option<i64>, ignore_key_check: bool)
-            signature (key, delta = 1, version = None, *, ignore_key_check = false);
+        twins incr / aincr <'py>(slf, how, key: &Bound<'py, PyAny>, delta: i64, version: Option<i64>, ignore_key_check: bool)
+            signature (key, delta = 1, version = None, *, ignore_key_check = false)
+            { Self::one_key(slf, how, key, KeyOp::incr(delta, ignore_key_check), version) }
         /// Subtracts `delta` from the integer under `key` atomically and returns the new value.
-        twins decr / adecr = do_decr<'py>(slf, key: &Bound<'py, PyAny>, delta: i64, version: Option<i64>)
-            signature (key, delta = 1, version = None);
+        twins decr / adecr <'py>(slf, how, key: &Bound<'py, PyAny>, delta: i64, version: Option<i64>)
+            signature (key, delta = 1, version = None)
+            { Self::one_key(slf, how, key, KeyOp::decr(slf.py(), delta)?, version) }
         /// Removes this cache's entries (every entry when the key prefix is empty).
-        twins clear / aclear = do_clear<'py>(slf)
-            signature ();
+        twins clear / aclear <'py>(slf, how)
+            signature ()
+            { Self::keyed_answer(slf, how, Op::Clear, None, Deliver::Nothing) }
         /// Moves `key` to version `version + delta` and returns the new version.
-        twins incr_version / aincr_version = do_incr_version<'py>(slf, key: &Bound<'py, PyAny>, delta: i64, version: Option<i64>)
-            signature (key, delta = 1, version = None);
+        twins incr_version / aincr_version <'py>(slf, how, key: &Bound<'py, PyAny>, delta: i64, version: Option<i64>)
+            signature (key, delta = 1, version = None)
+            { Self::keyed_answer(slf, how, Op::IncrVersion(key_str(key)?, delta, version), None, Deliver::Int) }
         /// Moves `key` to version `version - delta` and returns the new version.
-        twins decr_version / adecr_version = do_decr_version<'py>(slf, key: &Bound<'py, PyAny>, delta: i64, version: Option<i64>)
-            signature (key, delta = 1, version = None);
+        twins decr_version / adecr_version <'py>(slf, how, key: &Bound<'py, PyAny>, delta: i64, version: Option<i64>)
+            signature (key, delta = 1, version = None)
+            { let delta = negated(slf.py(), delta)?; Self::keyed_answer(slf, how, Op::IncrVersion(key_str(key)?, delta, version), None, Deliver::Int) }
         /// Seconds `key` has left, rounded as Redis' `TTL` rounds: None when it never
         /// expires, 0 when it is missing.
-        twins ttl / attl = do_ttl<'py>(slf, key: &Bound<'py, PyAny>, version: Option<i64>)
-            signature (key, version = None);
+        twins ttl / attl <'py>(slf, how, key: &Bound<'py, PyAny>, version: Option<i64>)
+            signature (key, version = None)
+            { Self::one_key(slf, how, key, KeyOp::Ttl { millis: false }, version) }
         /// Milliseconds `key` has left: None when it never expires, 0 when it is missing.
-        twins pttl / apttl = do_pttl<'py>(slf, key: &Bound<'py, PyAny>, version: Option<i64>)
-            signature (key, version = None);
+        twins pttl / apttl <'py>(slf, how, key: &Bound<'py, PyAny>, version: Option<i64>)
+            signature (key, version = None)
+            { Self::one_key(slf, how, key, KeyOp::Ttl { millis: true }, version) }
         /// Gives `key` `timeout` seconds to live (0 or less removes it, None never expires);
         /// True when the key was present.
-        twins expire / aexpire = do_expire<'py>(slf, key: &Bound<'py, PyAny>, timeout: TimeoutArg, version: Option<i64>)
-            signature (key, timeout, version = None);
+        twins expire / aexpire <'py>(slf, how, key: &Bound<'py, PyAny>, timeout: TimeoutArg, version: Option<i64>)
+            signature (key, timeout, version = None)
+            { Self::one_key(slf, how, key, KeyOp::Touch(timeout.0), version) }
         /// `expire` with `timeout` in milliseconds.
-        twins pexpire / apexpire = do_pexpire<'py>(slf, key: &Bound<'py, PyAny>, timeout: TimeoutArg, version: Option<i64>)
-            signature (key, timeout, version = None);
+        twins pexpire / apexpire <'py>(slf, how, key: &Bound<'py, PyAny>, timeout: TimeoutArg, version: Option<i64>)
+            signature (key, timeout, version = None)
+            { Self::one_key(slf, how, key, KeyOp::Touch(from_millis(timeout.0)), version) }
         /// Makes `key` expire at `when` (a datetime, naive meaning local time, or Unix
         /// seconds); a time past removes it. True when the key was present.
-        twins expire_at / aexpire_at = do_expire_at<'py>(slf, key: &Bound<'py, PyAny>, when: &Bound<'py, PyAny>, version: Option<i64>)
-            signature (key, when, version = None);
+        twins expire_at / aexpire_at <'py>(slf, how, key: &Bound<'py, PyAny>, when: &Bound<'py, PyAny>, version: Option<i64>)
+            signature (key, when, version = None)
+            { Self::one_key(slf, how, key, KeyOp::ExpireAt(args::when(when, 1.0)?), version) }
         /// `expire_at` with `when` in Unix milliseconds (or a datetime).
-        twins pexpire_at / apexpire_at = do_pexpire_at<'py>(slf, key: &Bound<'py, PyAny>, when: &Bound<'py, PyAny>, version: Option<i64>)
-            signature (key, when, version = None);
+        twins pexpire_at / apexpire_at <'py>(slf, how, key: &Bound<'py, PyAny>, when: &Bound<'py, PyAny>, version: Option<i64>)
+            signature (key, when, version = None)
+            { Self::one_key(slf, how, key, KeyOp::ExpireAt(args::when(when, 1000.0)?), version) }
         /// Makes `key` never expire; True when the key was present.
-        twins persist / apersist = do_persist<'py>(slf, key: &Bound<'py, PyAny>, version: Option<i64>)
-            signature (key, version = None);
+        twins persist / apersist <'py>(slf, how, key: &Bound<'py, PyAny>, version: Option<i64>)
+            signature (key, version = None)
+            { Self::one_key(slf, how, key, KeyOp::Touch(Expiry::Never), version) }
         /// One Redis data-structure command, for the django-redis methods of
         /// `polycache.Cache`: `str` arguments are full keys.
-        twins _redis_command / _aredis_command = do_redis_command<'py>(slf, command: &str, args: &Bound<'py, PyAny>)
-            signature (command, args);
+        twins _redis_command / _aredis_command <'py>(slf, how, command: &str, args: &Bound<'py, PyAny>)
+            signature (command, args)
+            { crate::structures::run(&slf.get().core, slf.py(), how, command, args) }
         /// The keys that match the glob `search` (Redis' rules), prefix and version applied
         /// and taken off. Walks the whole store: prefer `iter_keys` on a large one.
-        twins keys / akeys = do_keys<'py>(slf, search: &str, version: Option<i64>)
-            signature (search, version = None);
+        twins keys / akeys <'py>(slf, how, search: &str, version: Option<i64>)
+            signature (search, version = None)
+            { Self::keyed_answer(slf, how, Op::Keys(search), version, Deliver::Keys) }
         /// Removes every key that matches `pattern`, `itersize` keys a batch; returns how
         /// many it removed.
-        twins delete_pattern / adelete_pattern = do_delete_pattern<'py>(slf, pattern: &str, version: Option<i64>, itersize: Option<i64>)
-            signature (pattern, version = None, itersize = None);
+        twins delete_pattern / adelete_pattern <'py>(slf, how, pattern: &str, version: Option<i64>, itersize: Option<i64>)
+            signature (pattern, version = None, itersize = None)
+            { Self::keyed_answer(slf, how, Op::DeletePattern(pattern, crate::scan::itersize(itersize)), version, Deliver::Int) }
         /// Makes every entry carrying any of `tags` a miss, in every process sharing the
         /// backend: one write per call, whatever the number of entries. True when the write
         /// reached the backend.
-        twins invalidate_tags / ainvalidate_tags = do_invalidate_tags<'py>(slf, tags: TagsArg)
-            signature (tags);
+        twins invalidate_tags / ainvalidate_tags <'py>(slf, how, tags: TagsArg)
+            signature (tags)
+            { Self::keyed_answer(slf, how, Op::InvalidateTags(tags.texts()), None, Deliver::Flag) }
         /// The current versions of `tags`, to read before computing a value that
         /// `_set_stamped` then stores.
-        twins _tag_stamp / _atag_stamp = do_tag_stamp<'py>(slf, tags: TagsArg)
-            signature (tags);
+        twins _tag_stamp / _atag_stamp <'py>(slf, how, tags: TagsArg)
+            signature (tags)
+            { Self::keyed_answer(slf, how, Op::TagStamp(tags.texts()), None, Deliver::Stamp) }
         /// Stores `value` with the tag versions of `stamp` (`add` when `add` is true).
-        twins _set_stamped / _aset_stamped = do_set_stamped<'py>(slf, key: &Bound<'py, PyAny>, value: &Bound<'py, PyAny>, timeout: TimeoutArg, version: Option<i64>, stamp: PyRef<'py, PyTagStamp>, add: bool)
-            signature (key, value, timeout, version, stamp, add = false);
+        twins _set_stamped / _aset_stamped <'py>(slf, how, key: &Bound<'py, PyAny>, value: &Bound<'py, PyAny>, timeout: TimeoutArg, version: Option<i64>, stamp: PyRef<'py, PyTagStamp>, add: bool)
+            signature (key, value, timeout, version, stamp, add = false)
+            { Self::store_tagged(slf, how, (key, value), timeout, version, TaggedWrite::Stamp(stamp.0.clone(), add)) }
 
         @methods
     #[new]

@@ -4,7 +4,8 @@
 //! with its awaitable twin (Django's async cache API: `aget`, `aset`, ...). The full key is
 //! `{KEY_PREFIX}:{VERSION}:{key}` (Django's `default_key_func`), and every key is checked as
 //! Django's `BaseCache.validate_key` checks it, with the same `CacheKeyWarning` texts.
-//! Building and checking the key here instead of in Python saves about a microsecond a call.
+//! Building and checking the key here instead of in Python saves about a microsecond a call
+//! (the keys are made and checked in [`keys`]).
 //!
 //! A custom `KEY_FUNCTION`, a subclass that overrides `make_key` / `validate_key` /
 //! `make_and_validate_key`, or a version that is not an `int` take the slow path: the key is
@@ -17,12 +18,12 @@
 //! as Django's backends do.
 
 use crate::args::{
-    self, from_millis, key_text, stats_dict, type_name, StoreMode, TagsArg, TimeoutArg,
+    self, from_millis, key_text, stats_dict, type_name, SetArgs, StoreMode, TagsArg, TimeoutArg,
 };
 use crate::awaitable;
-use crate::cache::{negated, open};
+use crate::cache::open;
 use crate::ops::{
-    pickle_error, Core, Decoder, Deliver, How, KeyMode, KeyOp, Op, RequestRef, TaggedWrite,
+    pickle_error, Core, Decoder, Deliver, How, KeyMode, KeyOp, ManyOp, Op, RequestRef, TaggedWrite,
 };
 use crate::serializer::Serialized;
 use crate::tags::PyTagStamp;
@@ -30,42 +31,11 @@ use polycache::{CacheConfig, Expiry};
 use pyo3::exceptions::{PyAttributeError, PyTypeError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyInt, PyList, PyString};
-use std::borrow::Cow;
-use std::ffi::CString;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
-/// Django's `MEMCACHE_MAX_KEY_LENGTH`.
-const MEMCACHE_MAX_KEY_LENGTH: usize = 250;
-
-/// True for the characters Django's `memcached_error_chars_re` (`[\x00-\x20\x7f]`) matches.
-/// Every byte of a multi-byte UTF-8 sequence is >= 0x80, so a byte scan is exact.
-#[inline]
-fn has_memcached_error_chars(s: &str) -> bool {
-    s.bytes().any(|b| b <= 0x20 || b == 0x7f)
-}
-
-/// `len(s)` as Python counts it: code points.
-#[inline]
-fn char_len(s: &str) -> usize {
-    if s.is_ascii() {
-        s.len()
-    } else {
-        s.chars().count()
-    }
-}
-
-/// The number of characters of `str(v)`.
-#[inline]
-fn decimal_len(v: i64) -> usize {
-    let mut n = v.unsigned_abs();
-    let mut len = usize::from(v < 0) + 1;
-    while n >= 10 {
-        n /= 10;
-        len += 1;
-    }
-    len
-}
+mod keys;
+use keys::{char_len, has_memcached_error_chars, made_key_text, KeyPath};
 
 #[inline]
 fn encode<'py>(core: &Core, value: &Bound<'py, PyAny>) -> PyResult<Serialized<'py>> {
@@ -100,23 +70,6 @@ impl<'a, 'py> FromPyObject<'a, 'py> for DjangoTimeout {
             Err(_) => Ok(DjangoTimeout::Other(obj.to_owned().unbind())),
         }
     }
-}
-
-/// Where the keys of one call are made: in the core, or by Python.
-#[derive(Clone, Copy)]
-enum KeyPath {
-    /// Django's default key function at an `int` version: the core builds the full key.
-    Core(Option<i64>),
-    /// Python made the full key (custom key function, overridden methods, odd version).
-    Python,
-}
-
-/// One caller key, made and checked.
-enum MadeKey<'a> {
-    /// The caller's key as text; the core prepends `{prefix}:{version}:`.
-    Caller(Cow<'a, str>),
-    /// The full key, stored as is.
-    Full(String),
 }
 
 /// The native base of `polycache.django.Cache`; see the module docs.
@@ -170,175 +123,6 @@ impl DjangoCache {
             ))),
         }
     }
-
-    /// How the keys of a call at `version` are made.
-    #[inline]
-    fn mode(&self, version: Option<&Bound<'_, PyAny>>) -> KeyPath {
-        if self.keys_in_python.load(Ordering::Relaxed) {
-            return KeyPath::Python;
-        }
-        match version {
-            None => KeyPath::Core(None),
-            Some(v) if v.is_none() => KeyPath::Core(None),
-            Some(v) if v.is_exact_instance_of::<PyInt>() => match v.extract::<i64>() {
-                Ok(n) => KeyPath::Core(Some(n)),
-                Err(_) => KeyPath::Python,
-            },
-            Some(_) => KeyPath::Python,
-        }
-    }
-
-    /// Makes and checks one key.
-    #[inline]
-    fn make<'a>(
-        &self,
-        slf: &Bound<'_, Self>,
-        key: &'a Bound<'_, PyAny>,
-        mode: KeyPath,
-        version: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<MadeKey<'a>> {
-        match mode {
-            KeyPath::Core(v) => {
-                let name: Cow<'a, str> = match key.cast::<PyString>() {
-                    Ok(s) => Cow::Borrowed(key_text(s)?),
-                    // Django formats any key with "%s".
-                    Err(_) => Cow::Owned(key_text(&key.str()?)?.to_owned()),
-                };
-                let version = v.unwrap_or_else(|| self.version_int.unwrap_or(1));
-                if self.custom_validate {
-                    let full = format!("{}:{version}:{name}", self.prefix);
-                    slf.call_method1("validate_key", (full,))?;
-                } else {
-                    let chars = self.prefix_chars + 2 + decimal_len(version) + char_len(&name);
-                    let bad = self.prefix_memcached_unsafe || has_memcached_error_chars(&name);
-                    if chars > MEMCACHE_MAX_KEY_LENGTH || bad {
-                        let full = format!("{}:{version}:{name}", self.prefix);
-                        self.warn(slf.py(), &full, chars, bad)?;
-                    }
-                }
-                Ok(MadeKey::Caller(name))
-            }
-            KeyPath::Python => self.make_raw(slf, key, version).map(MadeKey::Full),
-        }
-    }
-
-    #[cold]
-    fn make_raw(
-        &self,
-        slf: &Bound<'_, Self>,
-        key: &Bound<'_, PyAny>,
-        version: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<String> {
-        let py = slf.py();
-        let version = version.filter(|v| !v.is_none());
-        if self.custom_make_and_validate {
-            let full = slf.call_method1("make_and_validate_key", (key, version))?;
-            return full_key_text(&full);
-        }
-        let full = if self.custom_make_key {
-            full_key_text(&slf.call_method1("make_key", (key, version))?)?
-        } else {
-            let version = match version {
-                Some(v) => v.clone(),
-                None => self.version.bind(py).clone(),
-            };
-            self.key_func_call(py, key, &version)?
-        };
-        if self.custom_validate {
-            slf.call_method1("validate_key", (&full,))?;
-        } else {
-            self.validate_text(py, &full)?;
-        }
-        Ok(full)
-    }
-
-    /// `key_func(key, key_prefix, version)`, or Django's default format without a call.
-    fn key_func_call(
-        &self,
-        py: Python<'_>,
-        key: &Bound<'_, PyAny>,
-        version: &Bound<'_, PyAny>,
-    ) -> PyResult<String> {
-        let func = self
-            .key_func
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
-            .map(|f| f.clone_ref(py));
-        match func {
-            Some(func) => full_key_text(&func.bind(py).call1((key, &self.prefix, version))?),
-            None => Ok(format!(
-                "{}:{}:{}",
-                self.prefix,
-                key_text(&version.str()?)?,
-                key_text(&key.str()?)?
-            )),
-        }
-    }
-
-    /// Django's `validate_key` on a full key.
-    fn validate_text(&self, py: Python<'_>, full: &str) -> PyResult<()> {
-        let chars = char_len(full);
-        let bad = has_memcached_error_chars(full);
-        if chars > MEMCACHE_MAX_KEY_LENGTH || bad {
-            self.warn(py, full, chars, bad)?;
-        }
-        Ok(())
-    }
-
-    /// The warnings of Django's `memcache_key_warnings`, word for word.
-    #[cold]
-    fn warn(&self, py: Python<'_>, full: &str, chars: usize, bad: bool) -> PyResult<()> {
-        let repr = PyString::new(py, full).repr()?;
-        let repr = repr.to_str()?;
-        let category = self.warning.bind(py);
-        if chars > MEMCACHE_MAX_KEY_LENGTH {
-            let message = format!(
-                "Cache key will cause errors if used with memcached: {repr} (longer than {MEMCACHE_MAX_KEY_LENGTH})"
-            );
-            PyErr::warn(py, category, &c_message(message), 1)?;
-        }
-        if bad {
-            let message = format!(
-                "Cache key contains characters that will cause errors if used with memcached: {repr}"
-            );
-            PyErr::warn(py, category, &c_message(message), 1)?;
-        }
-        Ok(())
-    }
-
-    /// Makes and checks every key of `keys`.
-    fn make_all<'a>(
-        &self,
-        slf: &Bound<'_, Self>,
-        keys: &'a [Bound<'_, PyAny>],
-        mode: KeyPath,
-        version: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<Vec<MadeKey<'a>>> {
-        keys.iter()
-            .map(|k| self.make(slf, k, mode, version))
-            .collect()
-    }
-}
-
-/// The full key a Python key function returned.
-fn full_key_text(full: &Bound<'_, PyAny>) -> PyResult<String> {
-    match full.cast::<PyString>() {
-        Ok(s) => Ok(key_text(s)?.to_owned()),
-        Err(_) => Err(PyTypeError::new_err(format!(
-            "the cache key function must return a str, not {}",
-            type_name(full)
-        ))),
-    }
-}
-
-/// A warning text as C wants it (a NUL inside the key is shown by repr as `\x00`).
-fn c_message(message: String) -> CString {
-    CString::new(message).unwrap_or_else(|e| {
-        let mut bytes = e.into_vec();
-        bytes.retain(|&b| b != 0);
-        CString::new(bytes).unwrap_or_default()
-    })
 }
 
 impl DjangoCache {
@@ -360,6 +144,29 @@ impl DjangoCache {
             .answer(py, how, RequestRef::new(op, mode), deliver)
     }
 
+    /// Answers `op`, whose keys (a pattern) are made at `version`.
+    fn at_version<'py>(
+        slf: &Bound<'py, Self>,
+        how: How,
+        op: Op<&str, &[u8]>,
+        version: Option<&Bound<'py, PyAny>>,
+        deliver: Deliver,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let this = slf.get();
+        this.answer(slf.py(), how, op, this.mode(version), deliver)
+    }
+
+    /// Answers `op`, which names no key (the tag operations).
+    fn unkeyed<'py>(
+        slf: &Bound<'py, Self>,
+        how: How,
+        op: Op<&str, &[u8]>,
+        deliver: Deliver,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        slf.get()
+            .answer(slf.py(), how, op, KeyPath::Core(None), deliver)
+    }
+
     /// `get`.
     #[inline]
     fn do_get<'py>(
@@ -370,8 +177,7 @@ impl DjangoCache {
         version: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let this = slf.get();
-        let mode = this.mode(version);
-        let made = this.make(slf, key, mode, version)?;
+        let (mode, made) = this.make_at(slf, key, version)?;
         let deliver = Deliver::Value(default.map(Bound::unbind));
         this.answer(slf.py(), how, Op::Get(made_key_text(&made)), mode, deliver)
     }
@@ -390,8 +196,7 @@ impl DjangoCache {
         let this = slf.get();
         let py = slf.py();
         let expiry = this.expiry(py, timeout)?;
-        let mode = this.mode(version);
-        let made = this.make(slf, key, mode, version)?;
+        let (mode, made) = this.make_at(slf, key, version)?;
         if this.stores_nothing {
             let answer = match mode_of_store {
                 StoreMode::Always => py.None().into_bound(py),
@@ -419,8 +224,7 @@ impl DjangoCache {
         op: KeyOp,
     ) -> PyResult<Bound<'py, PyAny>> {
         let this = slf.get();
-        let mode = this.mode(version);
-        let made = this.make(slf, key, mode, version)?;
+        let (mode, made) = this.make_at(slf, key, version)?;
         let (op, deliver) = op.on(made_key_text(&made));
         this.answer(slf.py(), how, op, mode, deliver)
     }
@@ -437,14 +241,12 @@ impl DjangoCache {
         xx: bool,
         tags: Option<TagsArg>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let mode = StoreMode::of(nx, xx)?;
-        match tags {
-            Some(tags) if !tags.0.is_empty() => {
-                mode.refuse_tags()?;
+        match SetArgs::of(nx, xx, tags)? {
+            SetArgs::Store(mode) => Self::do_store(slf, how, mode, (key, value), timeout, version),
+            SetArgs::Tagged(tags) => {
                 let write = TaggedWrite::Tags(&tags);
                 Self::store_with(slf, how, (key, value), timeout, version, write)
             }
-            _ => Self::do_store(slf, how, mode, (key, value), timeout, version),
         }
     }
 
@@ -460,8 +262,7 @@ impl DjangoCache {
         let this = slf.get();
         let py = slf.py();
         let expiry = this.expiry(py, timeout)?;
-        let mode = this.mode(version);
-        let made = this.make(slf, key, mode, version)?;
+        let (mode, made) = this.make_at(slf, key, version)?;
         let encoded = encode(&this.core, value)?;
         let (op, deliver) = write.op(
             made_key_text(&made),
@@ -472,199 +273,21 @@ impl DjangoCache {
         this.answer(py, how, op, mode, deliver)
     }
 
-    fn do_invalidate_tags<'py>(
-        slf: &Bound<'py, Self>,
-        how: How,
-        tags: TagsArg,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let op = Op::InvalidateTags(tags.texts());
-        let mode = KeyPath::Core(None);
-        slf.get().answer(slf.py(), how, op, mode, Deliver::Flag)
-    }
-
-    fn do_tag_stamp<'py>(
-        slf: &Bound<'py, Self>,
-        how: How,
-        tags: TagsArg,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let op = Op::TagStamp(tags.texts());
-        let mode = KeyPath::Core(None);
-        slf.get().answer(slf.py(), how, op, mode, Deliver::Stamp)
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn do_set_stamped<'py>(
-        slf: &Bound<'py, Self>,
-        how: How,
-        key: &Bound<'py, PyAny>,
-        value: &Bound<'py, PyAny>,
-        timeout: DjangoTimeout,
-        version: Option<&Bound<'py, PyAny>>,
-        stamp: PyRef<'py, PyTagStamp>,
-        add: bool,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let write = TaggedWrite::Stamp(stamp.0.clone(), add);
-        Self::store_with(slf, how, (key, value), timeout, version, write)
-    }
-
-    fn do_add<'py>(
-        slf: &Bound<'py, Self>,
-        how: How,
-        key: &Bound<'py, PyAny>,
-        value: &Bound<'py, PyAny>,
-        timeout: DjangoTimeout,
-        version: Option<&Bound<'py, PyAny>>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        Self::do_store(
-            slf,
-            how,
-            StoreMode::IfAbsent,
-            (key, value),
-            timeout,
-            version,
-        )
-    }
-
-    fn do_delete<'py>(
-        slf: &Bound<'py, Self>,
-        how: How,
-        key: &Bound<'py, PyAny>,
-        version: Option<&Bound<'py, PyAny>>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        Self::do_keyed(slf, how, key, version, KeyOp::Delete)
-    }
-
-    fn do_has_key<'py>(
-        slf: &Bound<'py, Self>,
-        how: How,
-        key: &Bound<'py, PyAny>,
-        version: Option<&Bound<'py, PyAny>>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        Self::do_keyed(slf, how, key, version, KeyOp::HasKey)
-    }
-
-    fn do_incr<'py>(
-        slf: &Bound<'py, Self>,
-        how: How,
-        key: &Bound<'py, PyAny>,
-        delta: i64,
-        version: Option<&Bound<'py, PyAny>>,
-        ignore_key_check: bool,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let op = if ignore_key_check {
-            KeyOp::IncrOrCreate(delta)
-        } else {
-            KeyOp::Incr(delta)
-        };
-        Self::do_keyed(slf, how, key, version, op)
-    }
-
-    fn do_decr<'py>(
-        slf: &Bound<'py, Self>,
-        how: How,
-        key: &Bound<'py, PyAny>,
-        delta: i64,
-        version: Option<&Bound<'py, PyAny>>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let delta = negated(slf.py(), delta)?;
-        Self::do_keyed(slf, how, key, version, KeyOp::Incr(delta))
-    }
-
-    fn do_touch<'py>(
-        slf: &Bound<'py, Self>,
-        how: How,
-        key: &Bound<'py, PyAny>,
-        timeout: DjangoTimeout,
-        version: Option<&Bound<'py, PyAny>>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let expiry = slf.get().expiry(slf.py(), timeout)?;
-        Self::do_keyed(slf, how, key, version, KeyOp::Touch(expiry))
-    }
-
-    fn do_ttl<'py>(
-        slf: &Bound<'py, Self>,
-        how: How,
-        key: &Bound<'py, PyAny>,
-        version: Option<&Bound<'py, PyAny>>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        Self::do_keyed(slf, how, key, version, KeyOp::Ttl { millis: false })
-    }
-
-    fn do_pttl<'py>(
-        slf: &Bound<'py, Self>,
-        how: How,
-        key: &Bound<'py, PyAny>,
-        version: Option<&Bound<'py, PyAny>>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        Self::do_keyed(slf, how, key, version, KeyOp::Ttl { millis: true })
-    }
-
-    fn do_expire<'py>(
-        slf: &Bound<'py, Self>,
-        how: How,
-        key: &Bound<'py, PyAny>,
-        timeout: DjangoTimeout,
-        version: Option<&Bound<'py, PyAny>>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let expiry = slf.get().expiry(slf.py(), timeout)?;
-        Self::do_keyed(slf, how, key, version, KeyOp::Touch(expiry))
-    }
-
-    fn do_pexpire<'py>(
-        slf: &Bound<'py, Self>,
-        how: How,
-        key: &Bound<'py, PyAny>,
-        timeout: DjangoTimeout,
-        version: Option<&Bound<'py, PyAny>>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let expiry = from_millis(slf.get().expiry(slf.py(), timeout)?);
-        Self::do_keyed(slf, how, key, version, KeyOp::Touch(expiry))
-    }
-
-    fn do_expire_at<'py>(
-        slf: &Bound<'py, Self>,
-        how: How,
-        key: &Bound<'py, PyAny>,
-        when: &Bound<'py, PyAny>,
-        version: Option<&Bound<'py, PyAny>>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let op = KeyOp::ExpireAt(args::when(when, 1.0)?);
-        Self::do_keyed(slf, how, key, version, op)
-    }
-
-    fn do_pexpire_at<'py>(
-        slf: &Bound<'py, Self>,
-        how: How,
-        key: &Bound<'py, PyAny>,
-        when: &Bound<'py, PyAny>,
-        version: Option<&Bound<'py, PyAny>>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let op = KeyOp::ExpireAt(args::when(when, 1000.0)?);
-        Self::do_keyed(slf, how, key, version, op)
-    }
-
-    fn do_persist<'py>(
-        slf: &Bound<'py, Self>,
-        how: How,
-        key: &Bound<'py, PyAny>,
-        version: Option<&Bound<'py, PyAny>>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        Self::do_keyed(slf, how, key, version, KeyOp::Touch(Expiry::Never))
-    }
-
-    fn do_get_many<'py>(
+    /// An operation on the keys of the iterable `keys`: `get_many`, `delete_many`.
+    fn many_keys<'py>(
         slf: &Bound<'py, Self>,
         how: How,
         keys: &Bound<'py, PyAny>,
         version: Option<&Bound<'py, PyAny>>,
+        op: ManyOp,
     ) -> PyResult<Bound<'py, PyAny>> {
         let this = slf.get();
         let objs = keys.try_iter()?.collect::<PyResult<Vec<_>>>()?;
         let mode = this.mode(version);
         let made = this.make_all(slf, &objs, mode, version)?;
         let names = made.iter().map(made_key_text).collect();
-        let deliver = Deliver::Found(objs.iter().map(|o| o.clone().unbind()).collect());
-        this.answer(slf.py(), how, Op::GetMany(names), mode, deliver)
+        let (op, deliver) = op.on(names, objs.iter().map(|o| o.clone().unbind()).collect());
+        this.answer(slf.py(), how, op, mode, deliver)
     }
 
     fn do_set_many<'py>(
@@ -701,25 +324,8 @@ impl DjangoCache {
             .map(|(k, e)| (made_key_text(k), e.as_bytes()))
             .collect();
         let deliver = Deliver::FailedKeys(keys.iter().map(|k| k.clone().unbind()).collect());
-        let op = match &tags {
-            Some(tags) if !tags.0.is_empty() => Op::SetManyTagged(pairs, expiry, tags.texts()),
-            _ => Op::SetMany(pairs, expiry),
-        };
+        let op = Op::set_many(pairs, expiry, tags.as_ref());
         this.answer(py, how, op, mode, deliver)
-    }
-
-    fn do_delete_many<'py>(
-        slf: &Bound<'py, Self>,
-        how: How,
-        keys: &Bound<'py, PyAny>,
-        version: Option<&Bound<'py, PyAny>>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let this = slf.get();
-        let objs = keys.try_iter()?.collect::<PyResult<Vec<_>>>()?;
-        let mode = this.mode(version);
-        let made = this.make_all(slf, &objs, mode, version)?;
-        let names = made.iter().map(made_key_text).collect();
-        this.answer(slf.py(), how, Op::DeleteMany(names), mode, Deliver::Nothing)
     }
 
     /// Removes this cache's entries: those under `{KEY_PREFIX}:` (everything when the prefix
@@ -745,29 +351,6 @@ impl DjangoCache {
         this.answer(slf.py(), how, op, KeyPath::Python, Deliver::Nothing)
     }
 
-    /// One Redis data-structure command (`polycache.django`'s django-redis methods): `str`
-    /// arguments are full keys, `bytes`, `int` and `float` go as they are.
-    fn do_redis_command<'py>(
-        slf: &Bound<'py, Self>,
-        how: How,
-        command: &str,
-        args: &Bound<'py, PyAny>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        crate::structures::run(&slf.get().core, slf.py(), how, command, args)
-    }
-
-    /// `keys` (django-redis): the caller's keys that match the glob `search`.
-    fn do_keys<'py>(
-        slf: &Bound<'py, Self>,
-        how: How,
-        search: &str,
-        version: Option<&Bound<'py, PyAny>>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let this = slf.get();
-        let mode = this.mode(version);
-        this.answer(slf.py(), how, Op::Keys(search), mode, Deliver::Keys)
-    }
-
     /// `delete_pattern` (django-redis): removes the keys that match; answers the count.
     fn do_delete_pattern<'py>(
         slf: &Bound<'py, Self>,
@@ -777,7 +360,6 @@ impl DjangoCache {
         prefix: Option<&Bound<'py, PyAny>>,
         itersize: Option<i64>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let this = slf.get();
         if prefix.is_some_and(|p| !p.is_none()) {
             let err = polycache::Error::new(
                 polycache::ErrorKind::Unsupported,
@@ -786,9 +368,8 @@ impl DjangoCache {
             );
             return Err(crate::errors::to_py(slf.py(), err));
         }
-        let mode = this.mode(version);
         let op = Op::DeletePattern(pattern, crate::scan::itersize(itersize));
-        this.answer(slf.py(), how, op, mode, Deliver::Int)
+        Self::at_version(slf, how, op, version, Deliver::Int)
     }
 }
 
@@ -807,97 +388,122 @@ fn constant<'py>(
 twins! {
     impl DjangoCache {
         /// The value under `key`, or `default` on a miss.
-        twins get / aget = do_get<'py>(slf, key: &Bound<'py, PyAny>, default: Option<Bound<'py, PyAny>>, version: Option<&Bound<'py, PyAny>>)
-            signature (key, default = None, version = None);
+        twins get / aget <'py>(slf, how, key: &Bound<'py, PyAny>, default: Option<Bound<'py, PyAny>>, version: Option<&Bound<'py, PyAny>>)
+            signature (key, default = None, version = None)
+            { Self::do_get(slf, how, key, default, version) }
         /// Stores `value` under `key`; a timeout of 0 or less stores nothing and removes the
         /// old value. Returns None, as Django's backends do. django-redis' `nx=True` stores
         /// only a missing key, `xx=True` only a present one; with either, True when it stored.
         /// With `tags=[...]` the entry carries the tags: `invalidate_tags` of any of them
         /// makes it a miss.
-        twins set / aset = do_set<'py>(slf, key: &Bound<'py, PyAny>, value: &Bound<'py, PyAny>, timeout: DjangoTimeout, version: Option<&Bound<'py, PyAny>>, nx: bool, xx: bool, tags: Option<TagsArg>)
-            signature (key, value, timeout = DEFAULT_EXPIRY, version = None, *, nx = false, xx = false, tags = None);
+        twins set / aset <'py>(slf, how, key: &Bound<'py, PyAny>, value: &Bound<'py, PyAny>, timeout: DjangoTimeout, version: Option<&Bound<'py, PyAny>>, nx: bool, xx: bool, tags: Option<TagsArg>)
+            signature (key, value, timeout = DEFAULT_EXPIRY, version = None, *, nx = false, xx = false, tags = None)
+            { Self::do_set(slf, how, key, value, timeout, version, nx, xx, tags) }
         /// Stores `value` only if `key` is absent; True when it stored.
-        twins add / aadd = do_add<'py>(slf, key: &Bound<'py, PyAny>, value: &Bound<'py, PyAny>, timeout: DjangoTimeout, version: Option<&Bound<'py, PyAny>>)
-            signature (key, value, timeout = DEFAULT_EXPIRY, version = None);
+        twins add / aadd <'py>(slf, how, key: &Bound<'py, PyAny>, value: &Bound<'py, PyAny>, timeout: DjangoTimeout, version: Option<&Bound<'py, PyAny>>)
+            signature (key, value, timeout = DEFAULT_EXPIRY, version = None)
+            { Self::do_store(slf, how, StoreMode::IfAbsent, (key, value), timeout, version) }
         /// Removes `key`; True when it was present.
-        twins delete / adelete = do_delete<'py>(slf, key: &Bound<'py, PyAny>, version: Option<&Bound<'py, PyAny>>)
-            signature (key, version = None);
+        twins delete / adelete <'py>(slf, how, key: &Bound<'py, PyAny>, version: Option<&Bound<'py, PyAny>>)
+            signature (key, version = None)
+            { Self::do_keyed(slf, how, key, version, KeyOp::Delete) }
         /// True when `key` is in the cache and has not expired.
-        twins has_key / ahas_key = do_has_key<'py>(slf, key: &Bound<'py, PyAny>, version: Option<&Bound<'py, PyAny>>)
-            signature (key, version = None);
+        twins has_key / ahas_key <'py>(slf, how, key: &Bound<'py, PyAny>, version: Option<&Bound<'py, PyAny>>)
+            signature (key, version = None)
+            { Self::do_keyed(slf, how, key, version, KeyOp::HasKey) }
         /// Gives `key` a new timeout; True when the key was present.
-        twins touch / atouch = do_touch<'py>(slf, key: &Bound<'py, PyAny>, timeout: DjangoTimeout, version: Option<&Bound<'py, PyAny>>)
-            signature (key, timeout = DEFAULT_EXPIRY, version = None);
+        twins touch / atouch <'py>(slf, how, key: &Bound<'py, PyAny>, timeout: DjangoTimeout, version: Option<&Bound<'py, PyAny>>)
+            signature (key, timeout = DEFAULT_EXPIRY, version = None)
+            { Self::do_keyed(slf, how, key, version, KeyOp::Touch(slf.get().expiry(slf.py(), timeout)?)) }
         /// Adds `delta` to the integer under `key` atomically and returns the new value;
         /// `ValueError` when the key is missing, unless `ignore_key_check=True` (django-redis):
         /// then a missing key is created at `delta`, never expiring.
-        twins incr / aincr = do_incr<'py>(slf, key: &Bound<'py, PyAny>, delta: i64, version: Option<&Bound<'py, PyAny>>, ignore_key_check: bool)
-            signature (key, delta = 1, version = None, *, ignore_key_check = false);
+        twins incr / aincr <'py>(slf, how, key: &Bound<'py, PyAny>, delta: i64, version: Option<&Bound<'py, PyAny>>, ignore_key_check: bool)
+            signature (key, delta = 1, version = None, *, ignore_key_check = false)
+            { Self::do_keyed(slf, how, key, version, KeyOp::incr(delta, ignore_key_check)) }
         /// Subtracts `delta` from the integer under `key` atomically and returns the new value.
-        twins decr / adecr = do_decr<'py>(slf, key: &Bound<'py, PyAny>, delta: i64, version: Option<&Bound<'py, PyAny>>)
-            signature (key, delta = 1, version = None);
+        twins decr / adecr <'py>(slf, how, key: &Bound<'py, PyAny>, delta: i64, version: Option<&Bound<'py, PyAny>>)
+            signature (key, delta = 1, version = None)
+            { Self::do_keyed(slf, how, key, version, KeyOp::decr(slf.py(), delta)?) }
         /// A dict of the keys found and their values; missing keys are left out.
-        twins get_many / aget_many = do_get_many<'py>(slf, keys: &Bound<'py, PyAny>, version: Option<&Bound<'py, PyAny>>)
-            signature (keys, version = None);
+        twins get_many / aget_many <'py>(slf, how, keys: &Bound<'py, PyAny>, version: Option<&Bound<'py, PyAny>>)
+            signature (keys, version = None)
+            { Self::many_keys(slf, how, keys, version, ManyOp::Get) }
         /// Stores every pair of `data`; returns the list of keys that failed to store.
         /// With `tags=[...]` every entry carries the tags.
-        twins set_many / aset_many = do_set_many<'py>(slf, data: &Bound<'py, PyAny>, timeout: DjangoTimeout, version: Option<&Bound<'py, PyAny>>, tags: Option<TagsArg>)
-            signature (data, timeout = DEFAULT_EXPIRY, version = None, *, tags = None);
+        twins set_many / aset_many <'py>(slf, how, data: &Bound<'py, PyAny>, timeout: DjangoTimeout, version: Option<&Bound<'py, PyAny>>, tags: Option<TagsArg>)
+            signature (data, timeout = DEFAULT_EXPIRY, version = None, *, tags = None)
+            { Self::do_set_many(slf, how, data, timeout, version, tags) }
         /// Removes every key in `keys`.
-        twins delete_many / adelete_many = do_delete_many<'py>(slf, keys: &Bound<'py, PyAny>, version: Option<&Bound<'py, PyAny>>)
-            signature (keys, version = None);
+        twins delete_many / adelete_many <'py>(slf, how, keys: &Bound<'py, PyAny>, version: Option<&Bound<'py, PyAny>>)
+            signature (keys, version = None)
+            { Self::many_keys(slf, how, keys, version, ManyOp::Delete) }
         /// Removes this cache's entries: those under `{KEY_PREFIX}:` (everything when the
         /// prefix is empty, a custom key function makes the keys, or the backend cannot scope
         /// a clear to a prefix, as memcached).
-        twins clear / aclear = do_clear<'py>(slf)
-            signature ();
+        twins clear / aclear <'py>(slf, how)
+            signature ()
+            { Self::do_clear(slf, how) }
         /// django-redis' `ttl`: seconds `key` has left (rounded as Redis' `TTL`), None when
         /// it never expires, 0 when it is missing.
-        twins ttl / attl = do_ttl<'py>(slf, key: &Bound<'py, PyAny>, version: Option<&Bound<'py, PyAny>>)
-            signature (key, version = None);
+        twins ttl / attl <'py>(slf, how, key: &Bound<'py, PyAny>, version: Option<&Bound<'py, PyAny>>)
+            signature (key, version = None)
+            { Self::do_keyed(slf, how, key, version, KeyOp::Ttl { millis: false }) }
         /// django-redis' `pttl`: `ttl` in milliseconds.
-        twins pttl / apttl = do_pttl<'py>(slf, key: &Bound<'py, PyAny>, version: Option<&Bound<'py, PyAny>>)
-            signature (key, version = None);
+        twins pttl / apttl <'py>(slf, how, key: &Bound<'py, PyAny>, version: Option<&Bound<'py, PyAny>>)
+            signature (key, version = None)
+            { Self::do_keyed(slf, how, key, version, KeyOp::Ttl { millis: true }) }
         /// django-redis' `expire`: `timeout` seconds to live (0 or less removes the key);
         /// True when the key was present.
-        twins expire / aexpire = do_expire<'py>(slf, key: &Bound<'py, PyAny>, timeout: DjangoTimeout, version: Option<&Bound<'py, PyAny>>)
-            signature (key, timeout, version = None);
+        twins expire / aexpire <'py>(slf, how, key: &Bound<'py, PyAny>, timeout: DjangoTimeout, version: Option<&Bound<'py, PyAny>>)
+            signature (key, timeout, version = None)
+            { Self::do_keyed(slf, how, key, version, KeyOp::Touch(slf.get().expiry(slf.py(), timeout)?)) }
         /// django-redis' `pexpire`: `expire` in milliseconds.
-        twins pexpire / apexpire = do_pexpire<'py>(slf, key: &Bound<'py, PyAny>, timeout: DjangoTimeout, version: Option<&Bound<'py, PyAny>>)
-            signature (key, timeout, version = None);
+        twins pexpire / apexpire <'py>(slf, how, key: &Bound<'py, PyAny>, timeout: DjangoTimeout, version: Option<&Bound<'py, PyAny>>)
+            signature (key, timeout, version = None)
+            { Self::do_keyed(slf, how, key, version, KeyOp::Touch(from_millis(slf.get().expiry(slf.py(), timeout)?))) }
         /// django-redis' `expire_at`: expire at `when` (a datetime, naive meaning local time,
         /// or Unix seconds); a time past removes the key. True when the key was present.
-        twins expire_at / aexpire_at = do_expire_at<'py>(slf, key: &Bound<'py, PyAny>, when: &Bound<'py, PyAny>, version: Option<&Bound<'py, PyAny>>)
-            signature (key, when, version = None);
+        twins expire_at / aexpire_at <'py>(slf, how, key: &Bound<'py, PyAny>, when: &Bound<'py, PyAny>, version: Option<&Bound<'py, PyAny>>)
+            signature (key, when, version = None)
+            { Self::do_keyed(slf, how, key, version, KeyOp::ExpireAt(args::when(when, 1.0)?)) }
         /// django-redis' `pexpire_at`: `when` in Unix milliseconds (or a datetime).
-        twins pexpire_at / apexpire_at = do_pexpire_at<'py>(slf, key: &Bound<'py, PyAny>, when: &Bound<'py, PyAny>, version: Option<&Bound<'py, PyAny>>)
-            signature (key, when, version = None);
+        twins pexpire_at / apexpire_at <'py>(slf, how, key: &Bound<'py, PyAny>, when: &Bound<'py, PyAny>, version: Option<&Bound<'py, PyAny>>)
+            signature (key, when, version = None)
+            { Self::do_keyed(slf, how, key, version, KeyOp::ExpireAt(args::when(when, 1000.0)?)) }
         /// django-redis' `persist`: `key` never expires; True when the key was present.
-        twins persist / apersist = do_persist<'py>(slf, key: &Bound<'py, PyAny>, version: Option<&Bound<'py, PyAny>>)
-            signature (key, version = None);
+        twins persist / apersist <'py>(slf, how, key: &Bound<'py, PyAny>, version: Option<&Bound<'py, PyAny>>)
+            signature (key, version = None)
+            { Self::do_keyed(slf, how, key, version, KeyOp::Touch(Expiry::Never)) }
         /// One Redis data-structure command, for the django-redis methods of
         /// `polycache.django.Cache`: `str` arguments are full keys.
-        twins _redis_command / _aredis_command = do_redis_command<'py>(slf, command: &str, args: &Bound<'py, PyAny>)
-            signature (command, args);
+        twins _redis_command / _aredis_command <'py>(slf, how, command: &str, args: &Bound<'py, PyAny>)
+            signature (command, args)
+            { crate::structures::run(&slf.get().core, slf.py(), how, command, args) }
         /// The keys that match the glob `search` (Redis' rules), `KEY_PREFIX` and version
         /// applied and taken off, as django-redis' `keys`. Walks the whole store: prefer
         /// `iter_keys` on a large one.
-        twins keys / akeys = do_keys<'py>(slf, search: &str, version: Option<&Bound<'py, PyAny>>)
-            signature (search, version = None);
+        twins keys / akeys <'py>(slf, how, search: &str, version: Option<&Bound<'py, PyAny>>)
+            signature (search, version = None)
+            { Self::at_version(slf, how, Op::Keys(search), version, Deliver::Keys) }
         /// Removes every key that matches `pattern`, `itersize` keys a batch; returns how
         /// many it removed (django-redis' `delete_pattern`).
-        twins delete_pattern / adelete_pattern = do_delete_pattern<'py>(slf, pattern: &str, version: Option<&Bound<'py, PyAny>>, prefix: Option<&Bound<'py, PyAny>>, itersize: Option<i64>)
-            signature (pattern, version = None, prefix = None, itersize = None);
+        twins delete_pattern / adelete_pattern <'py>(slf, how, pattern: &str, version: Option<&Bound<'py, PyAny>>, prefix: Option<&Bound<'py, PyAny>>, itersize: Option<i64>)
+            signature (pattern, version = None, prefix = None, itersize = None)
+            { Self::do_delete_pattern(slf, how, pattern, version, prefix, itersize) }
         /// Makes every entry carrying any of `tags` a miss, in every process sharing the
         /// backend. True when the write reached the backend.
-        twins invalidate_tags / ainvalidate_tags = do_invalidate_tags<'py>(slf, tags: TagsArg)
-            signature (tags);
+        twins invalidate_tags / ainvalidate_tags <'py>(slf, how, tags: TagsArg)
+            signature (tags)
+            { Self::unkeyed(slf, how, Op::InvalidateTags(tags.texts()), Deliver::Flag) }
         /// The current versions of `tags`, read before computing a value.
-        twins _tag_stamp / _atag_stamp = do_tag_stamp<'py>(slf, tags: TagsArg)
-            signature (tags);
+        twins _tag_stamp / _atag_stamp <'py>(slf, how, tags: TagsArg)
+            signature (tags)
+            { Self::unkeyed(slf, how, Op::TagStamp(tags.texts()), Deliver::Stamp) }
         /// Stores `value` with the tag versions of `stamp` (`add` when `add` is true).
-        twins _set_stamped / _aset_stamped = do_set_stamped<'py>(slf, key: &Bound<'py, PyAny>, value: &Bound<'py, PyAny>, timeout: DjangoTimeout, version: Option<&Bound<'py, PyAny>>, stamp: PyRef<'py, PyTagStamp>, add: bool)
-            signature (key, value, timeout, version, stamp, add = false);
+        twins _set_stamped / _aset_stamped <'py>(slf, how, key: &Bound<'py, PyAny>, value: &Bound<'py, PyAny>, timeout: DjangoTimeout, version: Option<&Bound<'py, PyAny>>, stamp: PyRef<'py, PyTagStamp>, add: bool)
+            signature (key, value, timeout, version, stamp, add = false)
+            { Self::store_with(slf, how, (key, value), timeout, version, TaggedWrite::Stamp(stamp.0.clone(), add)) }
 
         @methods
     #[new]
@@ -1014,13 +620,7 @@ twins! {
             Some(v) => v.clone(),
             None => this.version.bind(py).clone(),
         };
-        let func = this
-            .key_func
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
-            .map(|f| f.clone_ref(py));
-        match func {
+        match this.custom_key_func(py) {
             // A custom key function may return anything; hand it back as it is.
             Some(func) => Ok(func.bind(py).call1((key, &this.prefix, version))?.unbind()),
             None => Ok(PyString::new(py, &this.key_func_call(py, key, &version)?)
@@ -1098,6 +698,10 @@ twins! {
         self.default_timeout.clone_ref(py)
     }
 
+    // `location` to `_decode` mirror `polycache.Cache`'s (cache.rs): `#[pymethods]` sees only
+    // the methods written in its own block, and a second block per class needs PyO3's
+    // `multiple-pymethods` (a link-time registry), so each stays one line over `Core`.
+
     /// The location, with any password redacted.
     #[getter]
     fn location(&self) -> &str {
@@ -1156,12 +760,4 @@ twins! {
         }
     }
 }
-}
-
-#[inline]
-fn made_key_text<'a>(made: &'a MadeKey<'_>) -> &'a str {
-    match made {
-        MadeKey::Caller(n) => n,
-        MadeKey::Full(s) => s,
-    }
 }

@@ -215,21 +215,29 @@ impl PyLock {
 twins! {
     impl PyLock {
         /// Takes the lock for `token`; True once held, False when it gave up.
-        twins acquire / aacquire = do_acquire<'py>(slf, token: Vec<u8>, blocking: bool,
-            blocking_timeout: Option<f64>, sleep: f64)
-            signature (token, blocking, blocking_timeout, sleep);
+        twins acquire / aacquire <'py>(slf, how, token: Vec<u8>, blocking: bool, blocking_timeout: Option<f64>, sleep: f64)
+            signature (token, blocking, blocking_timeout, sleep)
+            { Self::do_acquire(slf, how, token, blocking, blocking_timeout, sleep) }
         /// Releases the lock `token` holds (`LockNotOwnedError` when it does not).
-        twins release / arelease = do_release<'py>(slf, token: Vec<u8>) signature (token);
+        twins release / arelease <'py>(slf, how, token: Vec<u8>)
+            signature (token)
+            { Self::do_release(slf, how, token) }
         /// Adds `additional` seconds to the lock `token` holds, or makes them its lifetime.
-        twins extend / aextend = do_extend<'py>(slf, token: Vec<u8>, additional: f64,
-            replace_ttl: bool)
-            signature (token, additional, replace_ttl);
+        twins extend / aextend <'py>(slf, how, token: Vec<u8>, additional: f64, replace_ttl: bool)
+            signature (token, additional, replace_ttl)
+            { Self::do_extend(slf, how, token, additional, replace_ttl) }
         /// Resets the lifetime of the lock `token` holds to the lock's timeout.
-        twins reacquire / areacquire = do_reacquire<'py>(slf, token: Vec<u8>) signature (token);
+        twins reacquire / areacquire <'py>(slf, how, token: Vec<u8>)
+            signature (token)
+            { Self::do_reacquire(slf, how, token) }
         /// True when anyone holds the lock.
-        twins locked / alocked = do_locked<'py>(slf) signature ();
+        twins locked / alocked <'py>(slf, how)
+            signature ()
+            { Self::do_locked(slf, how) }
         /// True when `token` holds the lock.
-        twins owned / aowned = do_owned<'py>(slf, token: Vec<u8>) signature (token);
+        twins owned / aowned <'py>(slf, how, token: Vec<u8>)
+            signature (token)
+            { Self::do_owned(slf, how, token) }
         @methods
     /// The full key the lock is stored under.
     #[getter]

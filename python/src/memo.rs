@@ -257,20 +257,23 @@ twins! {
         /// whether XFetch chose this read to recompute it early, or `(default, False)` on a
         /// miss. Awaited, the lookup is the core's native async one (in place on a local
         /// cache).
-        twins _probe / _aprobe = probe<'py>(slf, key: &str, default: Bound<'py, PyAny>)
-            signature (key, default);
+        twins _probe / _aprobe <'py>(slf, how, key: &str, default: Bound<'py, PyAny>)
+            signature (key, default)
+            { Self::probe(slf, how, key, default) }
         /// Stores `value` under `key` (a key from `key()`) with the decorator's timeout. With
         /// `delta`, the seconds the function took, it is a computed value: stored as
         /// `get_or_set_with` stores one (an XFetch envelope when the cache has
         /// `xfetch_beta`) and counted as a refresh.
         /// With `stamp` (from `_tag_stamp`, read before the function ran) the value carries
         /// the decorator's tags.
-        twins _store / _astore = store<'py>(slf, key: &str, value: &Bound<'py, PyAny>, delta: Option<f64>, stamp: Option<PyRef<'py, PyTagStamp>>)
-            signature (key, value, delta = None, stamp = None);
+        twins _store / _astore <'py>(slf, how, key: &str, value: &Bound<'py, PyAny>, delta: Option<f64>, stamp: Option<PyRef<'py, PyTagStamp>>)
+            signature (key, value, delta = None, stamp = None)
+            { Self::store(slf, how, key, value, delta, stamp) }
         /// The current versions of the tags of a call with these arguments (`args` a tuple,
         /// `kwargs` a dict), to read before the function runs.
-        twins _tag_stamp / _atag_stamp = tag_stamp<'py>(slf, args: &Bound<'py, PyTuple>, kwargs: Option<Bound<'py, PyDict>>)
-            signature (args, kwargs = None);
+        twins _tag_stamp / _atag_stamp <'py>(slf, how, args: &Bound<'py, PyTuple>, kwargs: Option<Bound<'py, PyDict>>)
+            signature (args, kwargs = None)
+            { Self::tag_stamp(slf, how, args, kwargs) }
 
         @methods
     #[new]

@@ -164,6 +164,20 @@ pub(crate) enum Op<S, B> {
     SetStamped(S, B, Expiry, TagStamp, bool),
 }
 
+impl<'a> Op<&'a str, &'a [u8]> {
+    /// `set_many`, or `set_many(tags=)` when `tags` names some.
+    pub(crate) fn set_many(
+        pairs: Vec<(&'a str, &'a [u8])>,
+        expiry: Expiry,
+        tags: Option<&'a crate::args::TagsArg>,
+    ) -> Self {
+        match tags {
+            Some(tags) if !tags.0.is_empty() => Op::SetManyTagged(pairs, expiry, tags.texts()),
+            _ => Op::SetMany(pairs, expiry),
+        }
+    }
+}
+
 /// One argument of [`Op::Redis`]: a key's text, or a value as it goes to Redis.
 pub(crate) enum Arg<S, B> {
     Key(S),
@@ -188,6 +202,22 @@ pub(crate) enum KeyOp {
 }
 
 impl KeyOp {
+    /// `incr(delta)`; with `ignore_key_check` a missing key starts from 0.
+    #[inline]
+    pub(crate) fn incr(delta: i64, ignore_key_check: bool) -> KeyOp {
+        if ignore_key_check {
+            KeyOp::IncrOrCreate(delta)
+        } else {
+            KeyOp::Incr(delta)
+        }
+    }
+
+    /// `decr(delta)`: `incr(-delta)`, or polycache's overflow error.
+    #[inline]
+    pub(crate) fn decr(py: Python<'_>, delta: i64) -> PyResult<KeyOp> {
+        Ok(KeyOp::Incr(crate::cache::negated(py, delta)?))
+    }
+
     /// The operation on `key`, and how its reply becomes Python.
     #[inline]
     pub(crate) fn on(self, key: &str) -> (Op<&str, &[u8]>, Deliver) {
@@ -199,6 +229,27 @@ impl KeyOp {
             KeyOp::Ttl { millis } => (Op::Ttl(key), Deliver::Lifetime { millis }),
             KeyOp::ExpireAt(when) => (Op::ExpireAt(key, when), Deliver::Flag),
             KeyOp::IncrOrCreate(d) => (Op::IncrOrCreate(key, d), Deliver::Int),
+        }
+    }
+}
+
+/// An operation on many keys, before the keys are known.
+#[derive(Clone, Copy)]
+pub(crate) enum ManyOp {
+    /// `get_many`: a dict of the keys found.
+    Get,
+    /// `delete_many`: None.
+    Delete,
+}
+
+impl ManyOp {
+    /// The operation on `keys`, and how its reply becomes Python given the caller's key
+    /// objects `objs`.
+    #[inline]
+    pub(crate) fn on(self, keys: Vec<&str>, objs: Vec<Py<PyAny>>) -> (Op<&str, &[u8]>, Deliver) {
+        match self {
+            ManyOp::Get => (Op::GetMany(keys), Deliver::Found(objs)),
+            ManyOp::Delete => (Op::DeleteMany(keys), Deliver::Nothing),
         }
     }
 }

@@ -1,11 +1,14 @@
-//! `twins!`: each cache operation's sync method and its awaitable `a`-twin from one line.
+//! `twins!`: each cache operation's sync method and its awaitable `a`-twin from one entry.
 //!
-//! A class writes an operation once, as `fn do_x(slf, how, args…)` that builds the request
-//! and hands it to [`Core::answer`](crate::ops::Core::answer) with [`How`](crate::ops::How);
-//! `twins!` declares the class's `#[pymethods]` block, with the two Python methods of every
-//! listed operation (same signature; the `a`-twin raises from its await, never from the call,
+//! A class lists its operations as a table, one entry each: the two Python names, the
+//! parameters (after `slf` and `how`, the [`How`](crate::ops::How) of the call), the Python
+//! signature and a body that builds the request and hands it to
+//! [`Core::answer`](crate::ops::Core::answer), mostly through one of the class's shared
+//! helpers. `twins!` declares the class's `#[pymethods]` block, with the two Python methods
+//! of every entry (same signature; the `a`-twin raises from its await, never from the call,
 //! see [`raising_on_await`](crate::awaitable::raising_on_await)) and the class's other
-//! methods as written.
+//! methods as written. A body is compiled into both methods, so a long one belongs in a
+//! helper the entry calls.
 
 /// See the module documentation.
 macro_rules! twins {
@@ -13,8 +16,9 @@ macro_rules! twins {
         impl $ty:ident {
             $(
                 $(#[doc = $doc:literal])*
-                twins $sync:ident / $async:ident = $op:ident <$py:lifetime> ($slf:ident $(, $arg:ident : $argty:ty)*)
-                    signature ($($sig:tt)*);
+                twins $sync:ident / $async:ident <$py:lifetime> ($slf:ident, $how:ident $(, $arg:ident : $argty:ty)*)
+                    signature ($($sig:tt)*)
+                    { $($body:tt)* }
             )*
             @methods
             $($rest:tt)*
@@ -31,7 +35,8 @@ macro_rules! twins {
                     $slf: &pyo3::Bound<$py, Self>,
                     $($arg: $argty),*
                 ) -> pyo3::PyResult<pyo3::Bound<$py, pyo3::PyAny>> {
-                    Self::$op($slf, $crate::ops::How::Sync, $($arg),*)
+                    let $how = $crate::ops::How::Sync;
+                    $($body)*
                 }
 
                 #[doc = concat!("`", stringify!($sync), "`, awaitable.")]
@@ -41,7 +46,11 @@ macro_rules! twins {
                     $slf: &pyo3::Bound<$py, Self>,
                     $($arg: $argty),*
                 ) -> pyo3::PyResult<pyo3::Bound<$py, pyo3::PyAny>> {
-                    let answer = Self::$op($slf, $crate::ops::How::Async, $($arg),*);
+                    let $how = $crate::ops::How::Async;
+                    // A closure, so that an argument's error (`?` in the body) reaches the
+                    // awaitable instead of leaving the call.
+                    #[allow(clippy::redundant_closure_call)]
+                    let answer = (|| -> pyo3::PyResult<pyo3::Bound<$py, pyo3::PyAny>> { $($body)* })();
                     $crate::awaitable::raising_on_await($slf.py(), answer)
                 }
             )*

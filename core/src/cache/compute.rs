@@ -7,8 +7,8 @@ use crate::envelope::{after_ms, Envelope};
 use crate::error::Result;
 use crate::expiry::{Expiry, Ttl};
 use crate::flight::{
-    classify, lease_backoff, lease_key, payload, random_token, warn_early_refresh,
-    warn_flight_timeout, warn_lease_timeout, Join, Lease, Lookup, RefreshPolicy, Waited,
+    classify, lease_backoff, lease_key, payload, random_token, warn_flight_timeout,
+    warn_lease_timeout, Join, Lease, Lookup, RefreshPolicy, Waited,
 };
 use crate::value::Value;
 use std::thread;
@@ -137,17 +137,8 @@ impl Cache {
             let Some(guard) = self.flights().try_lead(&full) else {
                 return Ok(current);
             };
-            return match self.compute_and_store(&full, loader, expiry, policy, tags) {
-                Ok(v) => {
-                    guard.complete(Some(v.clone()));
-                    Ok(v)
-                }
-                Err(e) => {
-                    warn_early_refresh(&full, &e);
-                    guard.complete(Some(current.clone()));
-                    Ok(current)
-                }
-            };
+            let refreshed = self.compute_and_store(&full, loader, expiry, policy, tags);
+            return Ok(guard.complete_early_refresh(&full, refreshed, current));
         }
         if !policy.single_flight {
             return self.compute_and_store(&full, loader, expiry, policy, tags);
@@ -192,8 +183,7 @@ impl Cache {
         };
         // Another caller may have stored the value between our miss and our lead.
         if let Some(v) = self.full_get(full)?.and_then(accept) {
-            guard.complete(Some(v.clone()));
-            return Ok(v);
+            return Ok(guard.complete_with(v));
         }
         let lease = if policy.lease {
             self.acquire_lease(full, deadline, policy, accept)
@@ -201,23 +191,13 @@ impl Cache {
             Lease::Unavailable
         };
         if let Lease::Found(v) = lease {
-            guard.complete(Some(v.clone()));
-            return Ok(v);
+            return Ok(guard.complete_with(v));
         }
         let result = compute();
         if let Lease::Held { lock, token } = &lease {
             self.release_lease(lock, token);
         }
-        match result {
-            Ok(v) => {
-                guard.complete(Some(v.clone()));
-                Ok(v)
-            }
-            Err(e) => {
-                guard.complete(None);
-                Err(e)
-            }
-        }
+        guard.complete_result(result)
     }
 
     /// Runs `loader`, stores its value (in an envelope when XFetch is on) and counts a refresh.

@@ -6,8 +6,8 @@ use super::{Cache, Key, TagStamp};
 use crate::error::Result;
 use crate::expiry::Expiry;
 use crate::flight::{
-    classify, lease_backoff, lease_key, payload, random_token, warn_early_refresh,
-    warn_flight_timeout, warn_lease_timeout, Join, Lease, Lookup, RefreshPolicy, Waited,
+    classify, lease_backoff, lease_key, payload, random_token, warn_flight_timeout,
+    warn_lease_timeout, Join, Lease, Lookup, RefreshPolicy, Waited,
 };
 use crate::value::Value;
 use std::future::Future;
@@ -95,20 +95,10 @@ impl Cache {
             let Some(guard) = self.flights().try_lead(&full) else {
                 return Ok(current);
             };
-            return match self
+            let refreshed = self
                 .compute_and_store_async(&full, loader, expiry, policy, tags)
-                .await
-            {
-                Ok(v) => {
-                    guard.complete(Some(v.clone()));
-                    Ok(v)
-                }
-                Err(e) => {
-                    warn_early_refresh(&full, &e);
-                    guard.complete(Some(current.clone()));
-                    Ok(current)
-                }
-            };
+                .await;
+            return Ok(guard.complete_early_refresh(&full, refreshed, current));
         }
         if !policy.single_flight {
             return self
@@ -128,6 +118,10 @@ impl Cache {
     /// cache that gets here at the same time (and, with the lease, once across processes);
     /// the others await its value. `accept` maps a stored value found meanwhile to the value
     /// to return, or `None` when it does not do.
+    ///
+    /// The steps are [`Cache::single_flight`](super)'s, but each wait here is an await, so the
+    /// two bodies stay apart; how the leader ends the flight is shared (`LeaderGuard`'s
+    /// `complete_*`).
     pub(crate) async fn single_flight_async(
         &self,
         full: &[u8],
@@ -155,8 +149,7 @@ impl Cache {
             return compute.await;
         };
         if let Some(v) = self.full_get_async(full).await?.and_then(accept) {
-            guard.complete(Some(v.clone()));
-            return Ok(v);
+            return Ok(guard.complete_with(v));
         }
         let lease = if policy.lease {
             self.acquire_lease_async(full, deadline, policy, accept)
@@ -165,8 +158,7 @@ impl Cache {
             Lease::Unavailable
         };
         if let Lease::Found(v) = lease {
-            guard.complete(Some(v.clone()));
-            return Ok(v);
+            return Ok(guard.complete_with(v));
         }
         let result = compute.await;
         if let Lease::Held { lock, token } = &lease {
@@ -174,16 +166,7 @@ impl Cache {
                 .full_delete_if_equals_async(lock, token.as_bytes())
                 .await;
         }
-        match result {
-            Ok(v) => {
-                guard.complete(Some(v.clone()));
-                Ok(v)
-            }
-            Err(e) => {
-                guard.complete(None);
-                Err(e)
-            }
-        }
+        guard.complete_result(result)
     }
 
     async fn compute_and_store_async<F, Fut>(

@@ -12,9 +12,9 @@ impl Cache {
     /// (nothing is signed or compressed: equal members must stay equal bytes). Reads go to a
     /// replica when the URL names some; writes go to the leader and are never sent twice.
     /// On a Cluster the keys of one command must share a hash slot (give them a common
-    /// `{tag}`), else the call fails with [`ErrorKind::InvalidKey`] before anything is sent.
+    /// `{tag}`), else the call fails with [`ErrorKind::InvalidKey`](crate::ErrorKind::InvalidKey) before anything is sent.
     ///
-    /// Every other backend answers [`ErrorKind::Unsupported`]. A cache that fails open
+    /// Every other backend answers [`ErrorKind::Unsupported`](crate::ErrorKind::Unsupported). A cache that fails open
     /// answers [`RedisReply::Nil`] while Redis is unreachable, as django-redis'
     /// `IGNORE_EXCEPTIONS` answers `None`. The breaker and timeouts are the cache's.
     ///

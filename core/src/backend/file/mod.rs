@@ -294,8 +294,8 @@ impl FileBackend {
 
     /// Opens (creating it if needed, mode `0700`) the cache directory `dir`.
     ///
-    /// Fails with [`ErrorKind::Io`] when the directory cannot be created or written, and with
-    /// [`ErrorKind::Configuration`] for `cull_frequency` without `max_entries`.
+    /// Fails with [`ErrorKind::Io`](crate::ErrorKind::Io) when the directory cannot be created or written, and with
+    /// [`ErrorKind::Configuration`](crate::ErrorKind::Configuration) for `cull_frequency` without `max_entries`.
     pub fn new(dir: &Path, options: &FileOptions) -> Result<FileBackend> {
         if !dir.is_absolute() {
             return Err(Error::config(format!(
@@ -600,7 +600,7 @@ impl Backend for FileBackend {
     }
 
     /// Reads one pack (and its large entries) at a time under that pack's lock, so a writer
-    /// waits for at most one pack's walk; see [`FileScan`].
+    /// waits for at most one pack's walk; see `FileScan` in `keys.rs`.
     fn scan_keys(self: Arc<Self>, pattern: &KeyPattern, count: usize) -> Result<Box<dyn KeyScan>> {
         Ok(Box::new(FileScan {
             backend: self,

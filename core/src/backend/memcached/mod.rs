@@ -607,7 +607,7 @@ impl Backend for MemcachedBackend {
         }
     }
 
-    /// See [`clearing`].
+    /// See `clearing`.
     fn clear(&self, prefix: &[u8]) -> Result<()> {
         let inner = &*self.inner;
         match clearing(&inner.settings, prefix)? {

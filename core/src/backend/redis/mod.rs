@@ -196,9 +196,9 @@ impl Default for RedisOptions {
 ///
 /// Opening connects to nothing: the first call does, so a cache can be opened while its
 /// server is down. Errors are mapped to kinds: unreachable or dropped connections are
-/// [`ErrorKind::Connection`], timeouts [`ErrorKind::Timeout`], server errors (`OOM`,
-/// `WRONGTYPE`, script errors) [`ErrorKind::Backend`] with the server's message, a refused
-/// password [`ErrorKind::Configuration`]. No message ever contains the password.
+/// [`ErrorKind::Connection`](crate::ErrorKind::Connection), timeouts [`ErrorKind::Timeout`](crate::ErrorKind::Timeout), server errors (`OOM`,
+/// `WRONGTYPE`, script errors) [`ErrorKind::Backend`](crate::ErrorKind::Backend) with the server's message, a refused
+/// password [`ErrorKind::Configuration`](crate::ErrorKind::Configuration). No message ever contains the password.
 ///
 /// `Send + Sync`: one backend serves every thread. No method panics.
 ///
@@ -317,7 +317,7 @@ impl RedisBackend {
     /// Opens the backend `location` names, taking its options from `options`.
     ///
     /// Connects to nothing yet; fails only on a bad URL or option (or an unreadable
-    /// `tls_ca` file), with a [`ErrorKind::Configuration`] error.
+    /// `tls_ca` file), with a [`ErrorKind::Configuration`](crate::ErrorKind::Configuration) error.
     pub fn open(location: &Location, options: &mut Options) -> Result<RedisBackend> {
         let redacted = location.redacted();
         let bad = |what: String| Error::config(format!("{what} in {redacted}"));

@@ -832,7 +832,7 @@ const POSTGRES_COLUMNS: &[super::Column] = &[
 
 /// The same operations awaited: the same futures (`ops.rs`) on connections that polycache's
 /// runtime drives. A future dropped mid-operation leaves its connection usable (see
-/// [`pool::AsyncPooled`]).
+/// `pool::AsyncPooled`).
 impl AsyncBackend for PostgresBackend {
     fn get<'a>(&'a self, key: &'a [u8]) -> BoxFuture<'a, Result<Option<Value>>> {
         Box::pin(async move {
