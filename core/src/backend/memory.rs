@@ -755,6 +755,23 @@ impl Backend for MemoryBackend {
             Some(super::extended_ttl(remaining, ttl, replace).map(|t| deadline(Some(t))))
         })
     }
+
+    /// A look at the entry in place, as `has_key` does (no recency or frequency bump): only a
+    /// marked value's bytes are handed out, an `Arc` clone.
+    fn get_marked(&self, key: &[u8], marks: &[[u8; 8]]) -> Result<super::Marked> {
+        let k = KeyRef::new(key);
+        let entry = match &self.inner.store {
+            Store::Clock(store) => store.peek(k).filter(Entry::live),
+            Store::Lru(lru) => lru.lock().get(k).filter(|e| e.live()).cloned(),
+        };
+        Ok(match entry {
+            None => super::Marked::Missing,
+            Some(e) if super::is_marked(&e.value, marks) => {
+                super::Marked::Value(Value::from(e.value))
+            }
+            Some(_) => super::Marked::Unmarked,
+        })
+    }
 }
 
 impl MemoryBackend {
