@@ -281,6 +281,24 @@ pub trait Backend: Send + Sync + 'static {
     fn get_marked(&self, key: &[u8], marks: &[[u8; 8]]) -> Result<Marked> {
         Ok(Marked::of(self.get(key)?, marks))
     }
+
+    /// [`Backend::add`] that, when `key` is taken, also says what holds it, as
+    /// [`Backend::get_marked`] does: `None` when it stored.
+    ///
+    /// `add` uses it to replace an invalidated tagged entry. The default is `add` then
+    /// `get_marked`; `memory://` answers from the one lookup its `add` makes.
+    fn add_marked(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        ttl: Option<Duration>,
+        marks: &[[u8; 8]],
+    ) -> Result<Option<Marked>> {
+        if self.add(key, value, ttl)? {
+            return Ok(None);
+        }
+        self.get_marked(key, marks).map(Some)
+    }
 }
 
 /// What [`Backend::get_marked`] found under a key.

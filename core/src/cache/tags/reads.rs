@@ -214,14 +214,17 @@ impl Cache {
     /// What `full` holds for `has_key`, `ttl`, `touch` and `add`.
     pub(crate) fn presence(&self, full: &[u8]) -> Result<Presence> {
         match self.inner.backend.get_marked(full, &MARKS)? {
-            Marked::Value(stored) => {
-                let Some(opened) = self.presence_opened(full, &stored) else {
-                    return Ok(Presence::Present);
-                };
-                Ok(presence_of(stored, self.check_tags(Some(opened))?))
-            }
+            Marked::Value(stored) => self.presence_of_marked(full, stored),
             other => Ok(presence_unopened(&other)),
         }
+    }
+
+    /// What a marked value found under `full` (`stored`, as the backend holds it) means.
+    fn presence_of_marked(&self, full: &[u8], stored: Value) -> Result<Presence> {
+        let Some(opened) = self.presence_opened(full, &stored) else {
+            return Ok(Presence::Present);
+        };
+        Ok(presence_of(stored, self.check_tags(Some(opened))?))
     }
 
     /// [`Cache::presence`] through the backend's async side.
@@ -264,10 +267,12 @@ impl Cache {
         ttl: Option<std::time::Duration>,
     ) -> Result<bool> {
         let backend = &self.inner.backend;
-        if backend.add(full, sealed, ttl)? {
-            return Ok(true);
-        }
-        let Presence::Invalidated(stored) = self.presence(full)? else {
+        let taken = match backend.add_marked(full, sealed, ttl, &MARKS)? {
+            None => return Ok(true),
+            Some(Marked::Value(stored)) => stored,
+            Some(_) => return Ok(false),
+        };
+        let Presence::Invalidated(stored) = self.presence_of_marked(full, taken)? else {
             return Ok(false);
         };
         backend.delete_if_equals(full, &stored)?;
