@@ -537,7 +537,7 @@ impl Cache {
         let start = self.inner.stats.start(Operation::Add);
         let ttl = self.resolve_expiry(expiry);
         let result = self.with_key(key.into(), |k| match ttl {
-            Ttl::Expired => self.presence(k).map(|p| !p.is_present()),
+            Ttl::Expired => self.is_present(k).map(|present| !present),
             ttl => self.add_over_invalidated(k, &self.seal_value(k, value), ttl.as_option()),
         });
         let written = match result {
@@ -577,7 +577,7 @@ impl Cache {
     /// A tagged entry whose tags were invalidated is absent (as for `ttl`, `touch`, `add`).
     pub fn has_key<'k>(&self, key: impl Into<Key<'k>>) -> Result<bool> {
         let start = self.inner.stats.start(Operation::HasKey);
-        let result = self.with_key(key.into(), |k| Ok(self.presence(k)?.is_present()));
+        let result = self.with_key(key.into(), |k| self.is_present(k));
         self.record(Operation::HasKey, start, &result, 0);
         self.apply_fail_open(result, || false)
     }
@@ -586,7 +586,7 @@ impl Cache {
     pub fn touch<'k>(&self, key: impl Into<Key<'k>>, expiry: Expiry) -> Result<bool> {
         let start = self.inner.stats.start(Operation::Touch);
         let result = self.with_key(key.into(), |k| {
-            if !self.presence(k)?.is_present() {
+            if !self.is_present(k)? {
                 return Ok(false);
             }
             match self.resolve_expiry(expiry) {

@@ -49,7 +49,7 @@ impl Cache {
     pub fn ttl<'k>(&self, key: impl Into<Key<'k>>) -> Result<TimeToLive> {
         let result = self.with_key(key.into(), |k| {
             let left = self.inner.backend.ttl(k)?;
-            if left == TimeToLive::Missing || self.presence(k)?.is_present() {
+            if left == TimeToLive::Missing || self.is_present(k)? {
                 return Ok(left);
             }
             // An invalidated tagged entry: absent, as for `get`.

@@ -211,15 +211,18 @@ impl Cache {
         })
     }
 
-    /// What `full` holds for `has_key`, `ttl`, `touch` and `add`.
-    pub(crate) fn presence(&self, full: &[u8]) -> Result<Presence> {
+    /// True when `full` holds a value a `get` may answer: `has_key`'s answer.
+    #[inline]
+    pub(crate) fn is_present(&self, full: &[u8]) -> Result<bool> {
         match self.inner.backend.get_marked(full, &MARKS)? {
-            Marked::Value(stored) => self.presence_of_marked(full, stored),
-            other => Ok(presence_unopened(&other)),
+            Marked::Missing => Ok(false),
+            Marked::Value(stored) => Ok(self.presence_of_marked(full, stored)?.is_present()),
+            _ => Ok(true),
         }
     }
 
     /// What a marked value found under `full` (`stored`, as the backend holds it) means.
+    #[cold]
     fn presence_of_marked(&self, full: &[u8], stored: Value) -> Result<Presence> {
         let Some(opened) = self.presence_opened(full, &stored) else {
             return Ok(Presence::Present);
@@ -227,7 +230,8 @@ impl Cache {
         Ok(presence_of(stored, self.check_tags(Some(opened))?))
     }
 
-    /// [`Cache::presence`] through the backend's async side.
+    /// What `full` holds for `has_key`, `ttl`, `touch` and `add`, through the backend's
+    /// async side.
     pub(crate) async fn presence_async(
         &self,
         backend: &dyn AsyncBackend,
