@@ -190,17 +190,37 @@ pub unsafe extern "C" fn polycache_cache_get_or_set_with_tagged(
             )
         };
         let loader = loader.ok_or(Failure::NullParameter("loader"))?;
-        let value = cache.cache.get_or_set_with_tags(
-            name,
-            || {
-                // SAFETY: the caller promises that loader is a valid function taking these
-                // arguments; key is the caller's NUL-terminated string, valid for the call.
-                unsafe { call_loader(loader, user_data, key) }.map(|(value, _)| value)
-            },
-            expiry(ttl_ms),
-            &tags,
-        )?;
+        // SAFETY: by this function's contract (see `loaded_with_tags`).
+        let value =
+            unsafe { loaded_with_tags(cache, name, key, loader, user_data, ttl_ms, &tags) }?;
         value_out.write(handle::into_raw(polycache_value::new(value)));
         Ok(POLYCACHE_RESULT_OK)
     })
+}
+
+/// The value `get_or_set_with` (with `tags`, none for the untagged call) answers, `loader`
+/// computing it on a miss.
+///
+/// # Safety
+/// `loader` is a valid function taking these arguments, and `key` the caller's
+/// NUL-terminated string whose text is `name`, valid for the call.
+pub(crate) unsafe fn loaded_with_tags(
+    cache: &polycache_cache,
+    name: &str,
+    key: *const c_char,
+    loader: crate::loader::LoaderFn,
+    user_data: *mut c_void,
+    ttl_ms: i64,
+    tags: &[&str],
+) -> polycache::Result<polycache::Value> {
+    let load = || {
+        // SAFETY: by this function's contract.
+        unsafe { call_loader(loader, user_data, key) }.map(|(value, _)| value)
+    };
+    if tags.is_empty() {
+        return cache.cache.get_or_set_with(name, load, expiry(ttl_ms));
+    }
+    cache
+        .cache
+        .get_or_set_with_tags(name, load, expiry(ttl_ms), tags)
 }

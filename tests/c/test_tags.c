@@ -32,14 +32,24 @@ static void test_invalidation(void) {
     polycache_cache_free(b);
 }
 
+/* A tag of 201 bytes, one more than allowed. */
+typedef struct {
+    char text[202];
+} long_tag;
+
+static long_tag one_too_long(void) {
+    long_tag tag;
+    memset(tag.text, 't', sizeof tag.text - 1);
+    tag.text[sizeof tag.text - 1] = '\0';
+    return tag;
+}
+
 static void test_bad_input(void) {
     polycache_cache *cache = open_cache("memory://");
     polycache_error *err = NULL;
-    char long_tag[202];
-    memset(long_tag, 't', sizeof long_tag - 1);
-    long_tag[sizeof long_tag - 1] = '\0';
+    long_tag tag = one_too_long();
     const char *empty[] = {""};
-    const char *too_long[] = {long_tag};
+    const char *too_long[] = {tag.text};
     const char *with_null[] = {"ok", NULL};
     const uint8_t *v = (const uint8_t *)"v";
     CHECK_ERR(polycache_cache_set_tagged(cache, "k", v, 1, POLYCACHE_TTL_NEVER, empty, 1, &err),
@@ -162,11 +172,9 @@ static void test_get_or_set_with_tagged(void) {
     CHECK(holds(cache, "plain", "computed:plain", 14));
 
     /* Bad input: clear errors, the loader never called, nothing stored, nothing written. */
-    char long_tag[202];
-    memset(long_tag, 't', sizeof long_tag - 1);
-    long_tag[sizeof long_tag - 1] = '\0';
+    long_tag tag = one_too_long();
     const char *empty[] = {""};
-    const char *too_long[] = {long_tag};
+    const char *too_long[] = {tag.text};
     const char *with_null[] = {"ok", NULL};
     const char bad_utf8[] = {'o', (char)0xff, '\0'};
     const char *not_utf8[] = {bad_utf8};
