@@ -2341,6 +2341,30 @@ polycache_result polycache_cache_invalidate_tags_start(const struct polycache_ca
                                                        struct polycache_error **error_out);
 
 /**
+ * `polycache_cache_get_or_set_with` whose stored value carries the `n_tags` tags in `tags`:
+ * reads `key` (in one request with the tags' versions), and on a miss calls `loader` under
+ * single-flight and stores its value with the tags, their versions read before `loader`
+ * runs. A value computed while one of the tags is invalidated goes to its caller but is
+ * stored with the old version, a miss to every later reader.
+ *
+ * Ownership and the loader's contract are those of `polycache_cache_get_or_set_with`:
+ * on `POLYCACHE_RESULT_OK`, `*value_out` receives a new value owned by the caller, released
+ * with `polycache_value_free`; a failing loader gives `POLYCACHE_RESULT_LOADER_FAILED`.
+ * Tags are checked as for `polycache_cache_set_tagged` (`POLYCACHE_RESULT_INVALID_KEY`,
+ * nothing read or stored, the loader not called); `tags` may be NULL only when `n_tags` is 0,
+ * and `n_tags` 0 is a plain `polycache_cache_get_or_set_with`.
+ */
+polycache_result polycache_cache_get_or_set_with_tagged(const struct polycache_cache *cache,
+                                                        const char *key,
+                                                        polycache_loader loader,
+                                                        void *user_data,
+                                                        int64_t ttl_ms,
+                                                        const char *const *tags,
+                                                        size_t n_tags,
+                                                        struct polycache_value **value_out,
+                                                        struct polycache_error **error_out);
+
+/**
  * The bytes of `value`; `polycache_value_len` of them may be read.
  *
  * The pointer is owned by `value` and valid until `polycache_value_free(value)`; do not free

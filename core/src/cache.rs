@@ -537,11 +537,8 @@ impl Cache {
         let start = self.inner.stats.start(Operation::Add);
         let ttl = self.resolve_expiry(expiry);
         let result = self.with_key(key.into(), |k| match ttl {
-            Ttl::Expired => self.inner.backend.has_key(k).map(|present| !present),
-            ttl => self
-                .inner
-                .backend
-                .add(k, &self.seal_value(k, value), ttl.as_option()),
+            Ttl::Expired => self.is_present(k).map(|present| !present),
+            ttl => self.add_over_invalidated(k, &self.seal_value(k, value), ttl.as_option()),
         });
         let written = match result {
             Ok(true) => stored_bytes(ttl, value),
@@ -576,9 +573,11 @@ impl Cache {
     }
 
     /// True when `key` is present and not expired. Not counted as a hit or miss.
+    ///
+    /// A tagged entry whose tags were invalidated is absent (as for `ttl`, `touch`, `add`).
     pub fn has_key<'k>(&self, key: impl Into<Key<'k>>) -> Result<bool> {
         let start = self.inner.stats.start(Operation::HasKey);
-        let result = self.with_key(key.into(), |k| self.inner.backend.has_key(k));
+        let result = self.with_key(key.into(), |k| self.is_present(k));
         self.record(Operation::HasKey, start, &result, 0);
         self.apply_fail_open(result, || false)
     }
@@ -586,9 +585,14 @@ impl Cache {
     /// Gives `key` a new expiry; true when the key was present. [`Expiry::Expired`] removes it.
     pub fn touch<'k>(&self, key: impl Into<Key<'k>>, expiry: Expiry) -> Result<bool> {
         let start = self.inner.stats.start(Operation::Touch);
-        let result = self.with_key(key.into(), |k| match self.resolve_expiry(expiry) {
-            Ttl::Expired => self.inner.backend.delete(k),
-            ttl => self.inner.backend.touch(k, ttl.as_option()),
+        let result = self.with_key(key.into(), |k| {
+            if !self.is_present(k)? {
+                return Ok(false);
+            }
+            match self.resolve_expiry(expiry) {
+                Ttl::Expired => self.inner.backend.delete(k),
+                ttl => self.inner.backend.touch(k, ttl.as_option()),
+            }
         });
         self.record(Operation::Touch, start, &result, 0);
         self.apply_fail_open(result, || false)

@@ -350,7 +350,8 @@ impl Job {
     /// a stale hit, or a miss.
     pub fn get<'k, F: Fetch>(&self, key: impl Into<Key<'k>>, fetch: F) -> Result<JobResult> {
         let full = self.cache.make_key(key)?;
-        let raw = self.cache.full_get(&full)?;
+        // With the job's tags' versions in the same request.
+        let raw = self.cache.full_get_tagged(&full, &self.tag_names())?;
         match self.plan(raw, &|stale_for| {
             fetch.should_fetch_synchronously(stale_for)
         }) {

@@ -48,6 +48,7 @@ mod structures;
 mod tiered;
 mod value;
 
+pub use backend::Marked;
 pub use backend::ServerInfo;
 pub use backend::{parse_i64, AsyncAccess, AsyncBackend, Backend, BoxFuture};
 pub use backend::{AsyncKeyScan, BlockingPoolScan, CollectedKeys, KeyScan};

@@ -300,3 +300,98 @@ async fn async_job_values_carry_the_jobs_tags() {
         CacheStatus::Miss
     );
 }
+
+/// The read commands a call makes, counted by the Redis server itself (`INFO commandstats`,
+/// reset first): what is asked is how many requests, never how long they take.
+#[cfg(feature = "redis")]
+fn reads_of(redis: &polycache_testkit::RedisServer, call: impl FnOnce()) -> u64 {
+    redis.command(&["CONFIG", "RESETSTAT"]).unwrap();
+    call();
+    redis_reads(redis)
+}
+
+/// A read whose caller names the tags (get_or_set with tags, jobs) is one request for the
+/// value and the tags' versions; a plain `get` of a tagged entry is two; sync and async.
+#[cfg(feature = "redis")]
+#[test]
+fn a_tagged_read_with_known_tags_is_one_redis_request() {
+    let redis = polycache_testkit::RedisServer::start().unwrap();
+    let cache = Cache::builder(&redis.url())
+        .key_prefix("rt")
+        .build()
+        .unwrap();
+    let tags: &[&str] = &["product:42", "home"];
+    cache
+        .set_tagged("page", b"v1", Expiry::Never, tags)
+        .unwrap();
+    let never_called = || -> polycache::Result<Vec<u8>> { panic!("a hit computed") };
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+
+    let n = reads_of(&redis, || {
+        let v = cache.get_tagged("page", tags).unwrap();
+        assert_eq!(text(v).as_deref(), Some("v1"));
+    });
+    assert_eq!(n, 1, "get_tagged");
+    let n = reads_of(&redis, || {
+        let v = cache.get_or_set_with_tags("page", never_called, Expiry::Never, tags);
+        assert_eq!(&*v.unwrap(), b"v1");
+    });
+    assert_eq!(n, 1, "get_or_set_with_tags");
+    let n = reads_of(&redis, || {
+        let v = cache.get_or_set_tagged("page", never_called, Expiry::Never, tags);
+        assert_eq!(&*v.unwrap(), b"v1");
+    });
+    assert_eq!(n, 1, "get_or_set_tagged");
+    let n = reads_of(&redis, || {
+        runtime.block_on(async {
+            let v = cache.get_tagged_async("page", tags).await.unwrap();
+            assert_eq!(text(v).as_deref(), Some("v1"));
+            let v = cache
+                .get_or_set_with_tags_async(
+                    "page",
+                    || async { never_called() },
+                    Expiry::Never,
+                    tags,
+                )
+                .await;
+            assert_eq!(&*v.unwrap(), b"v1");
+        })
+    });
+    assert_eq!(n, 2, "get_tagged_async, get_or_set_with_tags_async");
+
+    // A job's read names the job's tags.
+    let job = polycache::Job::new(
+        cache.clone(),
+        polycache::JobOptions::default()
+            .lifetime(Duration::from_secs(600))
+            .tags(["reports"]),
+    );
+    job.get("report", || Ok(b"numbers".to_vec())).unwrap();
+    let n = reads_of(&redis, || {
+        let got = job
+            .get("report", || -> polycache::Result<Vec<u8>> {
+                panic!("a hit fetched")
+            })
+            .unwrap();
+        assert_eq!(got.status, polycache::CacheStatus::Hit);
+    });
+    assert_eq!(n, 1, "Job::get");
+
+    // A plain get learns the tags from the entry: a second request (see docs/refresh.md).
+    let n = reads_of(&redis, || {
+        assert_eq!(text(cache.get("page").unwrap()).as_deref(), Some("v1"));
+    });
+    assert_eq!(n, 2, "get of a tagged entry");
+    let n = reads_of(&redis, || {
+        cache.set("plain", b"p", Expiry::Never).unwrap();
+        assert_eq!(text(cache.get("plain").unwrap()).as_deref(), Some("p"));
+    });
+    assert_eq!(n, 1, "get of an untagged entry");
+
+    // Still right after an invalidation, in one request.
+    cache.invalidate_tags(&["home"]).unwrap();
+    let n = reads_of(&redis, || {
+        assert_eq!(cache.get_tagged("page", tags).unwrap(), None);
+    });
+    assert_eq!(n, 1);
+}

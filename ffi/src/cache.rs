@@ -2,7 +2,7 @@
 
 use crate::error::polycache_error;
 use crate::handle::{self, borrow, bytes, bytes_list, out, out_array, out_bytes, text, text_list};
-use crate::loader::{call_loader, polycache_loader};
+use crate::loader::polycache_loader;
 use crate::panic::{boundary, guard};
 use crate::result::{
     polycache_result, Failure, POLYCACHE_RESULT_MISS, POLYCACHE_RESULT_NOT_STORED,
@@ -451,15 +451,11 @@ pub unsafe extern "C" fn polycache_cache_get_or_set_with(
             )
         };
         let loader = loader.ok_or(Failure::NullParameter("loader"))?;
-        let value = cache.cache.get_or_set_with(
-            name,
-            || {
-                // SAFETY: the caller promises that loader is a valid function taking these
-                // arguments; key is the caller's NUL-terminated string, valid for the call.
-                unsafe { call_loader(loader, user_data, key) }.map(|(value, _)| value)
-            },
-            expiry(ttl_ms),
-        )?;
+        // SAFETY: the caller promises that loader is a valid function taking these
+        // arguments; key is the caller's NUL-terminated string, valid for the call.
+        let value = unsafe {
+            crate::tags::loaded_with_tags(cache, name, key, loader, user_data, ttl_ms, &[])
+        }?;
         value_out.write(handle::into_raw(polycache_value::new(value)));
         Ok(POLYCACHE_RESULT_OK)
     })

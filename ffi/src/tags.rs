@@ -11,6 +11,11 @@ use crate::queue::{
 use crate::result::{polycache_result, POLYCACHE_RESULT_NOT_STORED, POLYCACHE_RESULT_OK};
 use std::ffi::{c_char, c_void};
 
+use crate::handle::{self, out};
+use crate::loader::{call_loader, polycache_loader};
+use crate::result::Failure;
+use crate::value::polycache_value;
+
 /// Stores the `len` bytes at `value` under `key`, carrying the `n_tags` tags in `tags`:
 /// `polycache_cache_invalidate_tags` of any of them makes the entry a miss.
 ///
@@ -147,4 +152,75 @@ pub unsafe extern "C" fn polycache_cache_invalidate_tags_start(
             },
         )
     })
+}
+
+/// `polycache_cache_get_or_set_with` whose stored value carries the `n_tags` tags in `tags`:
+/// reads `key` (in one request with the tags' versions), and on a miss calls `loader` under
+/// single-flight and stores its value with the tags, their versions read before `loader`
+/// runs. A value computed while one of the tags is invalidated goes to its caller but is
+/// stored with the old version, a miss to every later reader.
+///
+/// Ownership and the loader's contract are those of `polycache_cache_get_or_set_with`:
+/// on `POLYCACHE_RESULT_OK`, `*value_out` receives a new value owned by the caller, released
+/// with `polycache_value_free`; a failing loader gives `POLYCACHE_RESULT_LOADER_FAILED`.
+/// Tags are checked as for `polycache_cache_set_tagged` (`POLYCACHE_RESULT_INVALID_KEY`,
+/// nothing read or stored, the loader not called); `tags` may be NULL only when `n_tags` is 0,
+/// and `n_tags` 0 is a plain `polycache_cache_get_or_set_with`.
+#[no_mangle]
+#[allow(clippy::too_many_arguments)]
+pub unsafe extern "C" fn polycache_cache_get_or_set_with_tagged(
+    cache: *const polycache_cache,
+    key: *const c_char,
+    loader: polycache_loader,
+    user_data: *mut c_void,
+    ttl_ms: i64,
+    tags: *const *const c_char,
+    n_tags: usize,
+    value_out: *mut *mut polycache_value,
+    error_out: *mut *mut polycache_error,
+) -> polycache_result {
+    boundary(error_out, || {
+        // SAFETY: each pointer is NULL or valid for the call (the C API contract).
+        let (cache, name, tags, value_out) = unsafe {
+            (
+                borrow(cache, "cache")?,
+                text(key, "key")?,
+                text_list(tags, n_tags, "tags", "tags[i]")?,
+                out(value_out, "value_out")?,
+            )
+        };
+        let loader = loader.ok_or(Failure::NullParameter("loader"))?;
+        // SAFETY: by this function's contract (see `loaded_with_tags`).
+        let value =
+            unsafe { loaded_with_tags(cache, name, key, loader, user_data, ttl_ms, &tags) }?;
+        value_out.write(handle::into_raw(polycache_value::new(value)));
+        Ok(POLYCACHE_RESULT_OK)
+    })
+}
+
+/// The value `get_or_set_with` (with `tags`, none for the untagged call) answers, `loader`
+/// computing it on a miss.
+///
+/// # Safety
+/// `loader` is a valid function taking these arguments, and `key` the caller's
+/// NUL-terminated string whose text is `name`, valid for the call.
+pub(crate) unsafe fn loaded_with_tags(
+    cache: &polycache_cache,
+    name: &str,
+    key: *const c_char,
+    loader: crate::loader::LoaderFn,
+    user_data: *mut c_void,
+    ttl_ms: i64,
+    tags: &[&str],
+) -> polycache::Result<polycache::Value> {
+    let load = || {
+        // SAFETY: by this function's contract.
+        unsafe { call_loader(loader, user_data, key) }.map(|(value, _)| value)
+    };
+    if tags.is_empty() {
+        return cache.cache.get_or_set_with(name, load, expiry(ttl_ms));
+    }
+    cache
+        .cache
+        .get_or_set_with_tags(name, load, expiry(ttl_ms), tags)
 }

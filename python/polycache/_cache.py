@@ -103,7 +103,10 @@ class Cache(_NativeCache, RedisStructures):
             if self.is_local:
                 return self.get_or_set_with(key, loader, timeout, version, tags=tags)
             return await self._aget_or_set_with(key, loader, timeout, version, tags=tags)
-        value = await self.aget(key, _MISSING, version)
+        if tags:
+            value = await self._aget_tagged(key, _MISSING, version, tags)
+        else:
+            value = await self.aget(key, _MISSING, version)
         if value is not _MISSING:
             return value
         global _async_flights

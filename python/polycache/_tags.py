@@ -16,7 +16,8 @@ _MISSING: Any = object()
 
 
 def get_or_set_tagged(cache: Any, key: Any, default: Any, timeout: Any, version: Any, tags: Sequence[str]) -> Any:
-    value = cache.get(key, _MISSING, version=version)
+    # The tags are known: the value and their versions in one request.
+    value = cache._get_tagged(key, _MISSING, version, tags)
     if value is not _MISSING:
         return value
     stamp = cache._tag_stamp(tags)
@@ -35,7 +36,7 @@ def get_or_set_tagged(cache: Any, key: Any, default: Any, timeout: Any, version:
 async def aget_or_set_tagged(
     cache: Any, key: Any, default: Any, timeout: Any, version: Any, tags: Sequence[str]
 ) -> Any:
-    value = await cache.aget(key, _MISSING, version=version)
+    value = await cache._aget_tagged(key, _MISSING, version, tags)
     if value is not _MISSING:
         return value
     stamp = await cache._atag_stamp(tags)

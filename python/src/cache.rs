@@ -359,6 +359,11 @@ twins! {
         twins _set_stamped / _aset_stamped <'py>(slf, how, key: &Bound<'py, PyAny>, value: &Bound<'py, PyAny>, timeout: TimeoutArg, version: Option<i64>, stamp: PyRef<'py, PyTagStamp>, add: bool)
             signature (key, value, timeout, version, stamp, add = false)
             { Self::store_tagged(slf, how, (key, value), timeout, version, TaggedWrite::Stamp(stamp.0.clone(), add)) }
+        /// `get` of an entry stored with `tags`: the value and the tags' versions in one
+        /// request; `default` on a miss.
+        twins _get_tagged / _aget_tagged <'py>(slf, how, key: &Bound<'py, PyAny>, default: Bound<'py, PyAny>, version: Option<i64>, tags: TagsArg)
+            signature (key, default, version, tags)
+            { Self::keyed_answer(slf, how, Op::GetTagged(key_str(key)?, tags.texts()), version, Deliver::Value(Some(default.unbind()))) }
 
         @methods
     #[new]
@@ -655,7 +660,8 @@ impl PyCache {
             let request = RequestRef::new(op, KeyMode::Versioned(version));
             self.core.call(py, request).py_err(py)
         };
-        if let Reply::Value(Some(v)) = call(Op::Get(name))? {
+        // The tags are known: the value and their versions in one request.
+        if let Reply::Value(Some(v)) = call(Op::GetTagged(name, tags.texts()))? {
             return self.core.decoder.decode(py, &v);
         }
         let Reply::Stamp(stamp) = call(Op::TagStamp(tags.texts()))? else {

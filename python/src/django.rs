@@ -182,6 +182,22 @@ impl DjangoCache {
         this.answer(slf.py(), how, Op::Get(made_key_text(&made)), mode, deliver)
     }
 
+    /// `get` of an entry stored with `tags`: the value and their versions in one request.
+    fn do_get_tagged<'py>(
+        slf: &Bound<'py, Self>,
+        how: How,
+        key: &Bound<'py, PyAny>,
+        default: Bound<'py, PyAny>,
+        version: Option<&Bound<'py, PyAny>>,
+        tags: TagsArg,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let this = slf.get();
+        let (mode, made) = this.make_at(slf, key, version)?;
+        let op = Op::GetTagged(made_key_text(&made), tags.texts());
+        let deliver = Deliver::Value(Some(default.unbind()));
+        this.answer(slf.py(), how, op, mode, deliver)
+    }
+
     /// `set` (answers None; a failed write removes the old value, as Django's memcached
     /// backends do), `add` or `set(nx=True)` (`IfAbsent`) and `set(xx=True)` (`IfPresent`),
     /// which answer whether they stored, as django-redis' `set` does.
@@ -504,6 +520,11 @@ twins! {
         twins _set_stamped / _aset_stamped <'py>(slf, how, key: &Bound<'py, PyAny>, value: &Bound<'py, PyAny>, timeout: DjangoTimeout, version: Option<&Bound<'py, PyAny>>, stamp: PyRef<'py, PyTagStamp>, add: bool)
             signature (key, value, timeout, version, stamp, add = false)
             { Self::store_with(slf, how, (key, value), timeout, version, TaggedWrite::Stamp(stamp.0.clone(), add)) }
+        /// `get` of an entry stored with `tags`: the value and the tags' versions in one
+        /// request; `default` on a miss.
+        twins _get_tagged / _aget_tagged <'py>(slf, how, key: &Bound<'py, PyAny>, default: Bound<'py, PyAny>, version: Option<&Bound<'py, PyAny>>, tags: TagsArg)
+            signature (key, default, version, tags)
+            { Self::do_get_tagged(slf, how, key, default, version, tags) }
 
         @methods
     #[new]

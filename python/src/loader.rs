@@ -170,10 +170,12 @@ pub(crate) fn load<'py>(
     let current = match current {
         Some(current) => current,
         None => {
+            // With the call's tags: the value and their versions in one request.
+            let tags = call.tag_texts();
             let found = if core.local {
-                cache.lookup(key, &policy)
+                cache.lookup_tagged(key, &policy, &tags)
             } else {
-                detach(py, || cache.lookup(key, &policy))
+                detach(py, || cache.lookup_tagged(key, &policy, &tags))
             };
             match found.map_err(|e| errors::to_py(py, e))? {
                 Lookup::Hit(ref v) => return core.decoder.decode(py, v),
@@ -205,15 +207,15 @@ pub(crate) fn aget_or_load<'py>(
     let (cache, format) = (core.cache.clone(), core.decoder.format);
     let work = async move {
         let key = Key::new(&name).maybe_version(version);
-        let current = match cache.lookup_async(key, &policy).await? {
+        let tags = call.tags.clone();
+        let tags: Vec<&str> = tags.iter().map(String::as_str).collect();
+        let current = match cache.lookup_tagged_async(key, &policy, &tags).await? {
             Lookup::Hit(v) => return Ok(Reply::Value(Some(v))),
             Lookup::RefreshEarly(v) => Some(v),
             _ => None,
         };
         let produced = std::sync::Arc::new(Mutex::new(Produced::default()));
         let shared = std::sync::Arc::clone(&produced);
-        let tags = call.tags.clone();
-        let tags: Vec<&str> = tags.iter().map(String::as_str).collect();
         let loader = move || awaitable::blocking(move || call.compute(format, &shared));
         let result = cache
             .load_tagged_async(key, loader, expiry, &policy, current, &tags)

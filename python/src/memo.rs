@@ -117,13 +117,14 @@ impl Memo {
         kwargs: Option<&Bound<'py, PyDict>>,
         current: Option<Value>,
         single_flight: bool,
+        tags: Vec<String>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let call = loader::Call::new(
             self.func.clone_ref(py),
             Some(args.clone().unbind()),
             kwargs.map(|k| k.clone().unbind()),
         )
-        .tagged(self.tags_of(args, kwargs)?);
+        .tagged(tags);
         let key = Key::new(key).maybe_version(self.version);
         loader::load(
             py,
@@ -335,10 +336,13 @@ twins! {
         let call = |key: &str| {
             let version = self.version;
             let policy = pc.core.cache.refresh_policy();
+            // The tags are known before the read: the value and their versions in one request.
+            let tags = self.tags_of(args, kwargs)?;
+            let texts: Vec<&str> = tags.iter().map(String::as_str).collect();
             let found = pc
                 .core
                 .run(py, |c| {
-                    c.lookup(Key::new(key).maybe_version(version), policy)
+                    c.lookup_tagged(Key::new(key).maybe_version(version), policy, &texts)
                 })
                 .py_err(py)?;
             let current = match found {
@@ -346,7 +350,7 @@ twins! {
                 Lookup::RefreshEarly(v) => Some(v),
                 _ => None,
             };
-            self.load(py, pc, key, args, kwargs, current, self.single_flight)
+            self.load(py, pc, key, args, kwargs, current, self.single_flight, tags)
         };
         match self.key_fn {
             None => argkey::with_call_key(&self.name, args, kwargs, self.skip_first, call),
@@ -406,7 +410,8 @@ twins! {
     ) -> PyResult<Bound<'py, PyAny>> {
         let key = self.key_of(args, kwargs)?;
         let cache = self.resolve(py)?;
-        self.load(py, cache.get(), &key, args, kwargs, None, false)
+        let tags = self.tags_of(args, kwargs)?;
+        self.load(py, cache.get(), &key, args, kwargs, None, false, tags)
     }
 
     /// Forgets the resolved cache, so the next call resolves it again (after `configure`).

@@ -162,6 +162,8 @@ pub(crate) enum Op<S, B> {
     /// A write with the tag versions read before its value was computed: `add` when the
     /// flag is true, else `set`.
     SetStamped(S, B, Expiry, TagStamp, bool),
+    /// `get` of an entry stored with these tags: the value and their versions in one request.
+    GetTagged(S, Vec<S>),
 }
 
 impl<'a> Op<&'a str, &'a [u8]> {
@@ -375,6 +377,7 @@ impl<S: AsRef<str>, B: AsRef<[u8]>> Request<S, B> {
             }
             Op::InvalidateTags(t) => Reply::Flag(c.invalidate_tags(&texts(t))?),
             Op::TagStamp(t) => Reply::Stamp(c.tag_stamp(&texts(t))?),
+            Op::GetTagged(k, t) => Reply::Value(c.get_tagged(mode.key(k.as_ref()), &texts(t))?),
             Op::SetStamped(k, v, e, stamp, add) => {
                 let key = mode.key(k.as_ref());
                 Reply::Flag(if *add {
@@ -476,6 +479,9 @@ impl<S: AsRef<str>, B: AsRef<[u8]>> Request<S, B> {
             ),
             Op::InvalidateTags(t) => Reply::Flag(c.invalidate_tags_async(&texts(t)).await?),
             Op::TagStamp(t) => Reply::Stamp(c.tag_stamp_async(&texts(t)).await?),
+            Op::GetTagged(k, t) => {
+                Reply::Value(c.get_tagged_async(mode.key(k.as_ref()), &texts(t)).await?)
+            }
             Op::SetStamped(k, v, e, stamp, add) => {
                 let key = mode.key(k.as_ref());
                 Reply::Flag(if *add {
@@ -534,6 +540,7 @@ impl<S: AsRef<str>, B: AsRef<[u8]>> Request<S, B> {
             ),
             Op::InvalidateTags(t) => Op::InvalidateTags(t.iter().map(s).collect()),
             Op::TagStamp(t) => Op::TagStamp(t.iter().map(s).collect()),
+            Op::GetTagged(k, t) => Op::GetTagged(s(k), t.iter().map(s).collect()),
             Op::SetStamped(k, v, e, stamp, add) => {
                 Op::SetStamped(s(k), b(v), *e, stamp.clone(), *add)
             }

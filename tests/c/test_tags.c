@@ -32,14 +32,24 @@ static void test_invalidation(void) {
     polycache_cache_free(b);
 }
 
+/* A tag of 201 bytes, one more than allowed. */
+typedef struct {
+    char text[202];
+} long_tag;
+
+static long_tag one_too_long(void) {
+    long_tag tag;
+    memset(tag.text, 't', sizeof tag.text - 1);
+    tag.text[sizeof tag.text - 1] = '\0';
+    return tag;
+}
+
 static void test_bad_input(void) {
     polycache_cache *cache = open_cache("memory://");
     polycache_error *err = NULL;
-    char long_tag[202];
-    memset(long_tag, 't', sizeof long_tag - 1);
-    long_tag[sizeof long_tag - 1] = '\0';
+    long_tag tag = one_too_long();
     const char *empty[] = {""};
-    const char *too_long[] = {long_tag};
+    const char *too_long[] = {tag.text};
     const char *with_null[] = {"ok", NULL};
     const uint8_t *v = (const uint8_t *)"v";
     CHECK_ERR(polycache_cache_set_tagged(cache, "k", v, 1, POLYCACHE_TTL_NEVER, empty, 1, &err),
@@ -101,9 +111,114 @@ static void test_starts(const char *url) {
     polycache_cache_free(cache);
 }
 
+/* A loader that counts its calls and computes "computed:<key>"; with `invalidate` set, it
+ * invalidates that tag while it computes (the race). */
+typedef struct {
+    int calls;
+    const char *invalidate;
+    polycache_cache *cache;
+} tagged_loader_state;
+
+static polycache_result tagged_loader(void *user_data, const char *key, polycache_loader_output *output) {
+    tagged_loader_state *state = user_data;
+    state->calls++;
+    if (state->invalidate != NULL) {
+        const char *tags[] = {state->invalidate};
+        polycache_error *err = NULL;
+        CHECK_RC(polycache_cache_invalidate_tags(state->cache, tags, 1, &err), POLYCACHE_RESULT_OK, err);
+    }
+    char buf[64];
+    int len = snprintf(buf, sizeof buf, "computed:%s", key);
+    return polycache_loader_output_set(output, (const uint8_t *)buf, (size_t)len, NULL);
+}
+
+/* Calls polycache_cache_get_or_set_with_tagged and checks the value it answers. */
+static void expect_loaded(polycache_cache *cache, const char *key, const char **tags, size_t n_tags,
+                          tagged_loader_state *state, const char *want) {
+    polycache_value *value = NULL;
+    polycache_error *err = NULL;
+    CHECK_RC(polycache_cache_get_or_set_with_tagged(cache, key, tagged_loader, state, POLYCACHE_TTL_NEVER, tags,
+                                                    n_tags, &value, &err),
+             POLYCACHE_RESULT_OK, err);
+    if (value != NULL) {
+        CHECK(polycache_value_len(value) == strlen(want) &&
+              memcmp(polycache_value_data(value), want, strlen(want)) == 0);
+    }
+    polycache_value_free(value);
+}
+
+static void test_get_or_set_with_tagged(void) {
+    polycache_cache *cache = open_cache("memory://c-tags-gosw");
+    polycache_error *err = NULL;
+    polycache_value *value = NULL;
+    const char *tags[] = {"product:42"};
+    tagged_loader_state state = {0, NULL, cache};
+    expect_loaded(cache, "page", tags, 1, &state, "computed:page");
+    expect_loaded(cache, "page", tags, 1, &state, "computed:page");
+    CHECK(state.calls == 1);
+    CHECK_RC(polycache_cache_invalidate_tags(cache, tags, 1, &err), POLYCACHE_RESULT_OK, err);
+    CHECK(is_miss(cache, "page"));
+    expect_loaded(cache, "page", tags, 1, &state, "computed:page");
+    CHECK(state.calls == 2);
+    CHECK(holds(cache, "page", "computed:page", 13));
+    /* The race: invalidated while computed; the caller gets its value, nobody else. */
+    tagged_loader_state racing = {0, "product:42", cache};
+    CHECK_RC(polycache_cache_invalidate_tags(cache, tags, 1, &err), POLYCACHE_RESULT_OK, err);
+    expect_loaded(cache, "page", tags, 1, &racing, "computed:page");
+    CHECK(racing.calls == 1);
+    CHECK(is_miss(cache, "page"));
+    /* No tags: a plain get_or_set_with. */
+    expect_loaded(cache, "plain", NULL, 0, &state, "computed:plain");
+    CHECK(holds(cache, "plain", "computed:plain", 14));
+
+    /* Bad input: clear errors, the loader never called, nothing stored, nothing written. */
+    long_tag tag = one_too_long();
+    const char *empty[] = {""};
+    const char *too_long[] = {tag.text};
+    const char *with_null[] = {"ok", NULL};
+    const char bad_utf8[] = {'o', (char)0xff, '\0'};
+    const char *not_utf8[] = {bad_utf8};
+    tagged_loader_state untouched = {0, NULL, cache};
+    CHECK_ERR(polycache_cache_get_or_set_with_tagged(cache, "k", tagged_loader, &untouched, POLYCACHE_TTL_NEVER, empty,
+                                                     1, &value, &err),
+              POLYCACHE_RESULT_INVALID_KEY, err, "empty");
+    CHECK_ERR(polycache_cache_get_or_set_with_tagged(cache, "k", tagged_loader, &untouched, POLYCACHE_TTL_NEVER,
+                                                     too_long, 1, &value, &err),
+              POLYCACHE_RESULT_INVALID_KEY, err, "longer");
+    CHECK_ERR(polycache_cache_get_or_set_with_tagged(cache, "k", tagged_loader, &untouched, POLYCACHE_TTL_NEVER,
+                                                     not_utf8, 1, &value, &err),
+              POLYCACHE_RESULT_INVALID_UTF8, err, "tags[i]");
+    CHECK_ERR(polycache_cache_get_or_set_with_tagged(cache, "k", tagged_loader, &untouched, POLYCACHE_TTL_NEVER,
+                                                     with_null, 2, &value, &err),
+              POLYCACHE_RESULT_NULL_PARAMETER, err, "tags[i]");
+    CHECK_ERR(polycache_cache_get_or_set_with_tagged(cache, "k", tagged_loader, &untouched, POLYCACHE_TTL_NEVER, NULL, 1,
+                                                     &value, &err),
+              POLYCACHE_RESULT_NULL_PARAMETER, err, "tags");
+    CHECK_ERR(polycache_cache_get_or_set_with_tagged(cache, "k", NULL, &untouched, POLYCACHE_TTL_NEVER, tags, 1, &value,
+                                                     &err),
+              POLYCACHE_RESULT_NULL_PARAMETER, err, "loader");
+    CHECK_ERR(polycache_cache_get_or_set_with_tagged(cache, NULL, tagged_loader, &untouched, POLYCACHE_TTL_NEVER, tags,
+                                                     1, &value, &err),
+              POLYCACHE_RESULT_NULL_PARAMETER, err, "key");
+    CHECK_ERR(polycache_cache_get_or_set_with_tagged(cache, bad_utf8, tagged_loader, &untouched, POLYCACHE_TTL_NEVER,
+                                                     tags, 1, &value, &err),
+              POLYCACHE_RESULT_INVALID_UTF8, err, "key");
+    CHECK_ERR(polycache_cache_get_or_set_with_tagged(NULL, "k", tagged_loader, &untouched, POLYCACHE_TTL_NEVER, tags, 1,
+                                                     &value, &err),
+              POLYCACHE_RESULT_NULL_PARAMETER, err, "cache");
+    CHECK_ERR(polycache_cache_get_or_set_with_tagged(cache, "k", tagged_loader, &untouched, POLYCACHE_TTL_NEVER, tags,
+                                                     1, NULL, &err),
+              POLYCACHE_RESULT_NULL_PARAMETER, err, "value_out");
+    CHECK(untouched.calls == 0);
+    CHECK(value == NULL);
+    CHECK(is_miss(cache, "k"));
+    polycache_cache_free(cache);
+}
+
 int main(void) {
     test_invalidation();
     test_bad_input();
+    test_get_or_set_with_tagged();
     test_starts("memory://c-tags-starts");
     const char *redis = getenv("POLYCACHE_TEST_REDIS_URL");
     if (redis == NULL) {

@@ -243,3 +243,42 @@ def test_bad_tags_are_clear_errors_and_store_nothing(face: int) -> None:
         c.set("k", "v", nx=True, tags=["x"])
     c.set("k", "v", tags=["x" * 200] + [f"t{i}" for i in range(63)])
     assert c.get("k") == "v"
+
+
+def test_an_invalidated_entry_is_absent_to_every_method(url: str) -> None:
+    for c in faces(url):
+        c.set("live", "L", 60, tags=["keep"])
+        c.set("dead", "D", 60, tags=["gone"])
+        c.invalidate_tags(["gone"])
+        assert c.has_key("live") and not c.has_key("dead")
+        assert c.ttl("dead") == c.ttl("never-stored")
+        assert c.ttl("live") != c.ttl("never-stored")
+        assert c.touch("live", 60) and not c.touch("dead", 60)
+        assert not c.add("live", "L2")
+        assert c.add("dead", "new") is True
+        assert c.get("dead") == "new" and c.has_key("dead")
+        assert not c.add("dead", "newer")
+
+        async def body() -> None:
+            await c.aset("adead", "D", 60, tags=["agone"])
+            await c.ainvalidate_tags(["agone"])
+            assert not await c.ahas_key("adead")
+            assert await c.attl("adead") == await c.attl("never-stored")
+            assert not await c.atouch("adead", 60)
+            assert await c.aadd("adead", "new") is True
+            assert await c.aget("adead") == "new"
+
+        asyncio.run(body())
+        c.delete_many(["live", "dead", "adead"])
+
+
+def test_get_or_set_reads_with_the_tags_it_names(url: str) -> None:
+    for c in faces(url):
+        c.set("both", "B", tags=["x", "y"])
+        assert c.get_or_set("both", "unused", tags=["x"]) == "B"
+        c.invalidate_tags(["y"])  # a tag the caller did not name
+        assert c.get_or_set("both", "again", tags=["x"]) == "again"
+        assert asyncio.run(c.aget_or_set("both", "unused", tags=["x", "y"])) == "again"
+        c.invalidate_tags(["x"])
+        assert asyncio.run(c.aget_or_set("both", "third", tags=["x"])) == "third"
+        c.delete("both")

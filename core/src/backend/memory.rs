@@ -512,6 +512,25 @@ impl Backend for MemoryBackend {
     }
 
     fn add(&self, key: &[u8], value: &[u8], ttl: Option<Duration>) -> Result<bool> {
+        Ok(self.add_marked(key, value, ttl, &[])?.is_none())
+    }
+
+    /// One lookup: the live entry that keeps `add` from storing is looked at in place.
+    #[inline]
+    fn add_marked(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        ttl: Option<Duration>,
+        marks: &[[u8; 8]],
+    ) -> Result<Option<super::Marked>> {
+        let taken = |old: &Entry| {
+            if super::is_marked(&old.value, marks) {
+                super::Marked::Value(Value::from(Arc::clone(&old.value)))
+            } else {
+                super::Marked::Unmarked
+            }
+        };
         let new = Entry {
             value: Arc::from(value),
             expires_at: deadline(ttl),
@@ -522,34 +541,37 @@ impl Backend for MemoryBackend {
                 let k = KeyRef::new(key);
                 let mut map = lru.lock();
                 match map.get_mut(k) {
-                    Some(old) if old.live() => return Ok(false),
+                    Some(old) if old.live() => return Ok(Some(taken(old))),
                     Some(old) => {
                         *old = new;
                         map.to_back(k);
                     }
                     None => self.lru_insert(lru, &mut map, key, new),
                 }
-                return Ok(true);
+                return Ok(None);
             }
         };
         self.check_size(store, key, value)?;
         let mut pending = Some(new);
         let result = store.entry(KeyRef::new(key), None, |_, old| {
             if old.live() {
-                EntryAction::Retain(false)
+                EntryAction::Retain(Some(taken(old)))
             } else {
                 *old = pending.take().expect("callback runs once");
-                EntryAction::Retain(true)
+                EntryAction::Retain(None)
             }
         });
         match result {
-            EntryResult::Retained(stored) => Ok(stored),
+            EntryResult::Retained(found) => Ok(found),
             EntryResult::Vacant(guard) => {
                 let entry = pending.take().expect("callback did not run");
-                Ok(guard.insert(entry).is_ok())
+                Ok(match guard.insert(entry) {
+                    Ok(_) => None,
+                    Err(_) => Some(super::Marked::Unmarked),
+                })
             }
             EntryResult::Removed(..) | EntryResult::Replaced(..) | EntryResult::Timeout => {
-                Ok(false)
+                Ok(Some(super::Marked::Unmarked))
             }
         }
     }
@@ -753,6 +775,23 @@ impl Backend for MemoryBackend {
                 Duration::from_nanos(e.expires_at.saturating_sub(clock::precise_now_ns()))
             });
             Some(super::extended_ttl(remaining, ttl, replace).map(|t| deadline(Some(t))))
+        })
+    }
+
+    /// A look at the entry in place, as `has_key` does (no recency or frequency bump): only a
+    /// marked value's bytes are handed out, an `Arc` clone.
+    fn get_marked(&self, key: &[u8], marks: &[[u8; 8]]) -> Result<super::Marked> {
+        let k = KeyRef::new(key);
+        let entry = match &self.inner.store {
+            Store::Clock(store) => store.peek(k).filter(Entry::live),
+            Store::Lru(lru) => lru.lock().get(k).filter(|e| e.live()).cloned(),
+        };
+        Ok(match entry {
+            None => super::Marked::Missing,
+            Some(e) if super::is_marked(&e.value, marks) => {
+                super::Marked::Value(Value::from(e.value))
+            }
+            Some(_) => super::Marked::Unmarked,
         })
     }
 }

@@ -271,6 +271,63 @@ pub trait Backend: Send + Sync + 'static {
             "there is no server to ask",
         ))
     }
+
+    /// The stored bytes under `key` when they start with one of `marks` (8-byte headers:
+    /// a tagged, signed or compressed value), else only whether `key` is present.
+    ///
+    /// `has_key`, `ttl`, `touch` and `add` use it to tell an invalidated tagged entry from
+    /// a live one without copying every value they look at. The default reads the value
+    /// with [`Backend::get`]; a store that can look at a value in place (`memory://`) does.
+    fn get_marked(&self, key: &[u8], marks: &[[u8; 8]]) -> Result<Marked> {
+        Ok(Marked::of(self.get(key)?, marks))
+    }
+
+    /// [`Backend::add`] that, when `key` is taken, also says what holds it, as
+    /// [`Backend::get_marked`] does: `None` when it stored.
+    ///
+    /// `add` uses it to replace an invalidated tagged entry. The default is `add` then
+    /// `get_marked`; `memory://` answers from the one lookup its `add` makes.
+    fn add_marked(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        ttl: Option<Duration>,
+        marks: &[[u8; 8]],
+    ) -> Result<Option<Marked>> {
+        if self.add(key, value, ttl)? {
+            return Ok(None);
+        }
+        self.get_marked(key, marks).map(Some)
+    }
+}
+
+/// What [`Backend::get_marked`] found under a key.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Marked {
+    /// Nothing (or an expired entry).
+    Missing,
+    /// A value whose first bytes are none of the marks asked about.
+    Unmarked,
+    /// A value that starts with one of the marks: its stored bytes.
+    Value(Value),
+}
+
+impl Marked {
+    /// What a read that found `value` answers.
+    pub fn of(value: Option<Value>, marks: &[[u8; 8]]) -> Marked {
+        match value {
+            None => Marked::Missing,
+            Some(v) if is_marked(&v, marks) => Marked::Value(v),
+            Some(_) => Marked::Unmarked,
+        }
+    }
+}
+
+/// True when `bytes` start with one of `marks`.
+#[inline]
+pub fn is_marked(bytes: &[u8], marks: &[[u8; 8]]) -> bool {
+    bytes.len() >= 8 && marks.iter().any(|m| bytes[..8] == m[..])
 }
 
 /// The error of a backend without an atomic [`Backend::extend_if_equals`].

@@ -158,10 +158,14 @@ impl Cache {
         let start = self.inner.stats.start_anywhere(Operation::Add);
         let ttl = self.resolve_expiry(expiry);
         let result = match ttl {
-            Ttl::Expired => backend.has_key(&full).await.map(|present| !present),
+            Ttl::Expired => self
+                .presence_async(backend, &full)
+                .await
+                .map(|p| !p.is_present()),
             ttl => {
                 let sealed = self.seal_value(&full, value);
-                backend.add(&full, &sealed, ttl.as_option()).await
+                self.add_over_invalidated_async(backend, &full, &sealed, ttl.as_option())
+                    .await
             }
         };
         let written = match result {
@@ -193,7 +197,10 @@ impl Cache {
         };
         let full = self.make_key(key)?;
         let start = self.inner.stats.start_anywhere(Operation::HasKey);
-        let result = backend.has_key(&full).await;
+        let result = self
+            .presence_async(backend, &full)
+            .await
+            .map(|p| p.is_present());
         self.record(Operation::HasKey, start, &result, 0);
         self.apply_fail_open(result, || false)
     }
@@ -205,9 +212,13 @@ impl Cache {
         };
         let full = self.make_key(key)?;
         let start = self.inner.stats.start_anywhere(Operation::Touch);
-        let result = match self.resolve_expiry(expiry) {
-            Ttl::Expired => backend.delete(&full).await,
-            ttl => backend.touch(&full, ttl.as_option()).await,
+        let result = match self.presence_async(backend, &full).await {
+            Ok(p) if !p.is_present() => Ok(false),
+            Err(e) => Err(e),
+            Ok(_) => match self.resolve_expiry(expiry) {
+                Ttl::Expired => backend.delete(&full).await,
+                ttl => backend.touch(&full, ttl.as_option()).await,
+            },
         };
         self.record(Operation::Touch, start, &result, 0);
         self.apply_fail_open(result, || false)

@@ -307,7 +307,7 @@ impl Cache {
         check_tags(tags)?;
         let policy = self.refresh_policy();
         let key = key.into();
-        match self.lookup(key, policy)? {
+        match self.lookup_tagged(key, policy, tags)? {
             Lookup::Hit(v) => Ok(v),
             Lookup::Miss => self.load_tagged(key, loader, expiry, policy, None, tags),
             Lookup::RefreshEarly(current) => {

@@ -324,7 +324,7 @@ impl Cache {
         crate::check_tags(tags)?;
         let policy = self.refresh_policy().clone();
         let key = key.into();
-        let current = match self.lookup_async(key, &policy).await? {
+        let current = match self.lookup_tagged_async(key, &policy, tags).await? {
             Lookup::Hit(v) => return Ok(v),
             Lookup::Miss => None,
             Lookup::RefreshEarly(current) => Some(current),

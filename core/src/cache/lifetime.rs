@@ -47,7 +47,14 @@ impl Cache {
     /// # Ok::<(), polycache::Error>(())
     /// ```
     pub fn ttl<'k>(&self, key: impl Into<Key<'k>>) -> Result<TimeToLive> {
-        let result = self.with_key(key.into(), |k| self.inner.backend.ttl(k));
+        let result = self.with_key(key.into(), |k| {
+            let left = self.inner.backend.ttl(k)?;
+            if left == TimeToLive::Missing || self.is_present(k)? {
+                return Ok(left);
+            }
+            // An invalidated tagged entry: absent, as for `get`.
+            Ok(TimeToLive::Missing)
+        });
         self.apply_fail_open(result, || TimeToLive::Missing)
     }
 
@@ -122,7 +129,15 @@ impl Cache {
             return self.ttl(key);
         };
         let full = self.make_key(key)?;
-        let result = backend.ttl(&full).await;
+        let result = match backend.ttl(&full).await {
+            Ok(TimeToLive::Missing) => Ok(TimeToLive::Missing),
+            Ok(left) => match self.presence_async(backend, &full).await {
+                Ok(p) if p.is_present() => Ok(left),
+                Ok(_) => Ok(TimeToLive::Missing),
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(e),
+        };
         self.apply_fail_open(result, || TimeToLive::Missing)
     }
 

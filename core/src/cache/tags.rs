@@ -32,6 +32,8 @@ use crate::value::Value;
 use std::borrow::Cow;
 use std::collections::HashMap;
 
+mod reads;
+
 /// The first 8 bytes of every tagged entry.
 pub const TAG_MAGIC: [u8; 8] = *b"\0PCTAG1\0";
 /// The longest tag, in bytes.
@@ -562,7 +564,7 @@ impl Cache {
     {
         let key = key.into();
         check_tags(tags)?;
-        if let Some(v) = self.get(key)? {
+        if let Some(v) = self.get_tagged(key, tags)? {
             return Ok(v);
         }
         let stamp = self.tag_stamp(tags)?;
@@ -595,7 +597,7 @@ impl Cache {
     {
         let key = key.into();
         check_tags(tags)?;
-        if let Some(v) = self.get_async(key).await? {
+        if let Some(v) = self.get_tagged_async(key, tags).await? {
             return Ok(v);
         }
         let stamp = self.tag_stamp_async(tags).await?;

@@ -60,7 +60,10 @@ impl Job {
         fetch: F,
     ) -> Result<JobResult> {
         let full = self.cache.make_key(key)?;
-        let raw = self.cache.full_get_async(&full).await?;
+        let raw = self
+            .cache
+            .full_get_tagged_async(&full, &self.tag_names())
+            .await?;
         match self.plan(raw, &|stale_for| {
             fetch.should_fetch_synchronously(stale_for)
         }) {

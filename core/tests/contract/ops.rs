@@ -519,4 +519,9 @@ impl Ops {
             tags,
         )))
     }
+    /// `get` of an entry whose tags the caller names: one request for it and their versions.
+    pub fn get_tagged<'a>(&'a self, key: &'a str, tags: &'a [&'a str]) -> Op<'a, Option<Value>> {
+        let c = &self.cache;
+        either!(self, c.get_tagged(key, tags), c.get_tagged_async(key, tags))
+    }
 }

@@ -3,7 +3,7 @@
 //! computed while its tag is invalidated is stored but never served.
 
 use super::body::Caches;
-use polycache::{ErrorKind, Expiry, Value, MAX_TAGS, MAX_TAG_LEN};
+use polycache::{ErrorKind, Expiry, TimeToLive, Value, MAX_TAGS, MAX_TAG_LEN};
 
 fn bytes(v: Option<Value>) -> Option<Vec<u8>> {
     v.map(Value::into_vec)
@@ -160,6 +160,94 @@ pub async fn tags(c: &Caches) {
         None,
         "the last tag counts"
     );
+    read_with_tags(c).await;
+    invalidated_is_absent(c).await;
+}
+
+/// `get_tagged`: the caller names the tags, the value and their versions come in one
+/// request; it answers exactly as `get` does, whatever tags the caller names.
+async fn read_with_tags(c: &Caches) {
+    let m = &c.main;
+    let never = Expiry::Never;
+    m.set_tagged("r:a", b"A", never, &["r-red", "r-blue"])
+        .await
+        .unwrap();
+    m.set("r:plain", b"P", never).await.unwrap();
+    let both: &[&str] = &["r-red", "r-blue"];
+    assert_eq!(bytes(m.get_tagged("r:a", both).await.unwrap()), some(b"A"));
+    assert_eq!(
+        bytes(m.get_tagged("r:a", &["r-red"]).await.unwrap()),
+        some(b"A"),
+        "a tag the caller did not name is read too"
+    );
+    assert_eq!(
+        bytes(m.get_tagged("r:plain", both).await.unwrap()),
+        some(b"P")
+    );
+    assert_eq!(bytes(m.get_tagged("r:none", both).await.unwrap()), None);
+    let hits = m.cache().stats().hits;
+    m.invalidate_tags(&["r-blue"]).await.unwrap();
+    assert_eq!(bytes(m.get_tagged("r:a", both).await.unwrap()), None);
+    assert_eq!(
+        bytes(m.get_tagged("r:a", &["r-red"]).await.unwrap()),
+        None,
+        "the unnamed tag was invalidated"
+    );
+    assert_eq!(
+        bytes(m.get_tagged("r:a", &["r-other"]).await.unwrap()),
+        None
+    );
+    assert_eq!(m.cache().stats().hits, hits, "counted as misses");
+    let err = m.get_tagged("r:a", &[""]).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidKey, "{err}");
+}
+
+/// An invalidated tagged entry is absent to `has_key`, `ttl`, `touch` and `add`, as it is
+/// to `get`; a live tagged entry is present to all of them.
+async fn invalidated_is_absent(c: &Caches) {
+    let m = &c.main;
+    let minute = Expiry::After(std::time::Duration::from_secs(60));
+    m.set_tagged("p:live", b"L", minute, &["p-keep"])
+        .await
+        .unwrap();
+    m.set_tagged("p:dead", b"D", minute, &["p-gone"])
+        .await
+        .unwrap();
+    m.invalidate_tags(&["p-gone"]).await.unwrap();
+
+    assert!(m.has_key("p:live").await.unwrap());
+    assert!(!m.has_key("p:dead").await.unwrap(), "has_key");
+    if c.x.lifetime {
+        assert!(matches!(
+            m.ttl("p:live").await.unwrap(),
+            TimeToLive::Left(_)
+        ));
+        assert_eq!(m.ttl("p:dead").await.unwrap(), TimeToLive::Missing, "ttl");
+    }
+    assert!(m.touch("p:live", minute).await.unwrap());
+    assert!(!m.touch("p:dead", minute).await.unwrap(), "touch");
+    assert!(!m.touch("p:dead", Expiry::Expired).await.unwrap());
+    assert!(!m.add("p:live", b"L2", minute).await.unwrap());
+    assert!(
+        !m.add("p:live", b"L2", Expiry::Expired).await.unwrap(),
+        "present: add with an expired TTL answers false"
+    );
+    m.set_tagged("p:dead", b"D", minute, &["p-gone2"])
+        .await
+        .unwrap();
+    m.invalidate_tags(&["p-gone2"]).await.unwrap();
+    assert!(
+        m.add("p:dead", b"Expired", Expiry::Expired).await.unwrap(),
+        "absent: add with an expired TTL answers true"
+    );
+    assert!(m.add("p:dead", b"new", minute).await.unwrap(), "add stores");
+    assert_eq!(bytes(m.get("p:dead").await.unwrap()), some(b"new"));
+    assert!(m.has_key("p:dead").await.unwrap());
+    assert!(
+        !m.add("p:dead", b"newer", minute).await.unwrap(),
+        "then it is present"
+    );
+    assert_eq!(bytes(m.get("p:live").await.unwrap()), some(b"L"));
 }
 
 /// dummy:// stores nothing: tagged writes and invalidations succeed, every read misses.
