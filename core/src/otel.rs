@@ -19,13 +19,15 @@ use crate::error::ErrorKind;
 use crate::location::Location;
 use crate::stats::Operation;
 use opentelemetry::global::BoxedSpan;
-use opentelemetry::trace::{Span as _, SpanKind, Status, Tracer as _, TracerProvider as _};
+use opentelemetry::trace::{
+    Span as _, SpanKind, Status, TraceContextExt as _, Tracer as _, TracerProvider as _,
+};
 use opentelemetry::{Context, InstrumentationScope, KeyValue};
 use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
 use opentelemetry_sdk::trace::{Span as SdkSpan, SpanData, SpanExporter, SpanProcessor};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 /// The instrumentation scope of polycache's spans.
@@ -87,8 +89,19 @@ impl SpanTarget {
     /// the global provider does not record it (none installed, or sampled out).
     #[inline]
     pub(crate) fn start(&self, op: Operation) -> Option<OpSpan> {
-        let tracer = tracer();
+        if known_noop() {
+            return None;
+        }
+        self.start_span(op)
+    }
+
+    #[inline(never)]
+    fn start_span(&self, op: Operation) -> Option<OpSpan> {
         let cx = Context::current();
+        if cx.is_telemetry_suppressed() {
+            return None;
+        }
+        let tracer = tracer();
         let mut span = tracer.build_with_context(
             tracer
                 .span_builder(op.name())
@@ -102,11 +115,43 @@ impl SpanTarget {
             &cx,
         );
         if !span.is_recording() {
+            // A no-op provider's span is its parent's context (every SDK span gets an id
+            // of its own): remember for a second that none is installed.
+            if span.span_context().span_id() == cx.span().span_context().span_id() {
+                NOOP_UNTIL.store(now() + NOOP_RECHECK.as_ticks(), Ordering::Relaxed);
+            }
             span.end();
             return None;
         }
         Some(OpSpan(span))
     }
+}
+
+/// Coarse-clock ticks until which the global tracer provider is known to be a no-op
+/// (OpenTelemetry's default, before an application installs an SDK): calls then cost one
+/// clock read and one load instead of building a span that nobody records.
+static NOOP_UNTIL: AtomicU64 = AtomicU64::new(0);
+
+/// How long a no-op global provider is taken for granted before it is checked again.
+const NOOP_RECHECK: coarsetime::Duration = coarsetime::Duration::from_secs(1);
+
+#[inline]
+fn now() -> u64 {
+    coarsetime::Instant::now_without_cache_update().as_ticks()
+}
+
+#[inline]
+fn known_noop() -> bool {
+    let until = NOOP_UNTIL.load(Ordering::Relaxed);
+    until != 0 && now() < until
+}
+
+/// Tells polycache that the global tracer provider changed. Without it, polycache notices a
+/// provider installed after a call found none within a second (it checks again once a
+/// second while none is installed); call this right after
+/// `opentelemetry::global::set_tracer_provider` to trace the very next call.
+pub fn provider_changed() {
+    NOOP_UNTIL.store(0, Ordering::Relaxed);
 }
 
 fn split_host_port(host: &str) -> (&str, Option<u16>) {
@@ -183,6 +228,7 @@ pub fn dropped_spans() -> u64 {
 ///     .with_span_processor(SpanQueue::new(exporter.clone(), 2048))
 ///     .build();
 /// opentelemetry::global::set_tracer_provider(provider.clone());
+/// polycache::otel::provider_changed();
 /// let cache = polycache::Cache::open("memory://").unwrap();
 /// cache.get("k").unwrap();
 /// provider.force_flush().unwrap();
@@ -247,7 +293,7 @@ fn export_loop<E: SpanExporter>(exporter: E, receiver: Receiver<Message>) {
         if !batch.is_empty() {
             let spans = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
             let n = spans.len() as u64;
-            if futures_executor_block_on(exporter.export(spans)).is_err() {
+            if futures_executor::block_on(exporter.export(spans)).is_err() {
                 DROPPED.fetch_add(n, Ordering::Relaxed);
             }
         }
@@ -256,26 +302,6 @@ fn export_loop<E: SpanExporter>(exporter: E, receiver: Receiver<Message>) {
         }
     }
     let _ = exporter.shutdown();
-}
-
-/// Runs `future` to completion on this thread (the export thread: nothing else runs here).
-fn futures_executor_block_on<F: std::future::Future>(future: F) -> F::Output {
-    use std::task::{Context as TaskContext, Poll, Wake, Waker};
-    struct Unpark(std::thread::Thread);
-    impl Wake for Unpark {
-        fn wake(self: Arc<Self>) {
-            self.0.unpark();
-        }
-    }
-    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
-    let mut cx = TaskContext::from_waker(&waker);
-    let mut future = std::pin::pin!(future);
-    loop {
-        match future.as_mut().poll(&mut cx) {
-            Poll::Ready(output) => return output,
-            Poll::Pending => std::thread::park(),
-        }
-    }
 }
 
 impl SpanProcessor for SpanQueue {
@@ -304,7 +330,7 @@ impl SpanProcessor for SpanQueue {
         };
         let (done, wait) = mpsc::channel();
         sender
-            .send_timeout_compat(Message::Flush(done))
+            .send_within(Message::Flush(done))
             .map_err(|_| OTelSdkError::Timeout(FLUSH_TIMEOUT))?;
         wait.recv_timeout(FLUSH_TIMEOUT)
             .map_err(|_| OTelSdkError::Timeout(FLUSH_TIMEOUT))
@@ -332,12 +358,12 @@ const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// `SyncSender::send` with a bound: tries for [`FLUSH_TIMEOUT`], then gives up (a blocked
 /// exporter keeps the queue full).
-trait SendTimeout {
-    fn send_timeout_compat(&self, message: Message) -> Result<(), ()>;
+trait SendWithin {
+    fn send_within(&self, message: Message) -> Result<(), ()>;
 }
 
-impl SendTimeout for SyncSender<Message> {
-    fn send_timeout_compat(&self, mut message: Message) -> Result<(), ()> {
+impl SendWithin for SyncSender<Message> {
+    fn send_within(&self, mut message: Message) -> Result<(), ()> {
         let deadline = std::time::Instant::now() + FLUSH_TIMEOUT;
         loop {
             match self.try_send(message) {

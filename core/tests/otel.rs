@@ -27,6 +27,7 @@ fn install() -> (
         .with_simple_exporter(exporter.clone())
         .build();
     opentelemetry::global::set_tracer_provider(provider.clone());
+    polycache::otel::provider_changed();
     (guard, provider, exporter)
 }
 
@@ -184,9 +185,23 @@ fn no_provider_no_spans_and_calls_work() {
     opentelemetry::global::set_tracer_provider(
         opentelemetry::trace::noop::NoopTracerProvider::new(),
     );
+    polycache::otel::provider_changed();
     let cache = Cache::open("memory://otel-none").unwrap();
     cache.set("k", b"v", Expiry::Never).unwrap();
     assert_eq!(cache.get("k").unwrap().as_deref(), Some(&b"v"[..]));
+    // An SDK installed later is seen once polycache is told (or within a second).
+    let exporter = InMemorySpanExporter::default();
+    let provider = SdkTracerProvider::builder()
+        .with_simple_exporter(exporter.clone())
+        .build();
+    opentelemetry::global::set_tracer_provider(provider.clone());
+    polycache::otel::provider_changed();
+    cache.get("k").unwrap();
+    let names: Vec<_> = spans(&provider, &exporter)
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
+    assert_eq!(names, ["get"]);
 }
 
 /// An exporter that never returns from `export`, and counts what it was handed.
@@ -227,6 +242,7 @@ fn a_blocked_exporter_drops_and_counts_spans_without_holding_up_calls() {
         .with_span_processor(SpanQueue::new(exporter.clone(), capacity))
         .build();
     opentelemetry::global::set_tracer_provider(provider.clone());
+    polycache::otel::provider_changed();
     let cache = Cache::open("memory://otel-blocked").unwrap();
     let before = dropped_spans();
     let calls = 2_000;
@@ -259,6 +275,7 @@ fn a_failing_exporter_drops_and_counts_spans_without_failing_calls() {
         .with_span_processor(SpanQueue::new(exporter.clone(), 4096))
         .build();
     opentelemetry::global::set_tracer_provider(provider.clone());
+    polycache::otel::provider_changed();
     let cache = Cache::open("memory://otel-failing").unwrap();
     let before = dropped_spans();
     for _ in 0..100 {
