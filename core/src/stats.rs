@@ -888,6 +888,8 @@ mod op_tests {
         let ago = |ns: f64| Timer {
             start: crate::clock::cycles().saturating_sub((ns / scale) as u64),
             slot: NO_SLOT,
+            #[cfg(feature = "otel")]
+            span: None,
         };
         stats.record(Operation::Get, ago(150.0), Outcome::default());
         stats.record(Operation::Get, ago(3_000_000.0), Outcome::default());
@@ -916,17 +918,19 @@ mod op_tests {
             bytes_read: 30,
             ..Outcome::default()
         };
-        let untimed = Timer {
+        let untimed = || Timer {
             start: 0,
             slot: NO_SLOT,
+            #[cfg(feature = "otel")]
+            span: None,
         };
-        stats.record(Operation::GetMany, untimed, outcome);
+        stats.record(Operation::GetMany, untimed(), outcome);
         let failed = Outcome {
             error: true,
             timeout: true,
             ..Outcome::default()
         };
-        stats.record(Operation::Set, untimed, failed);
+        stats.record(Operation::Set, untimed(), failed);
         let s = stats.snapshot(0);
         assert!(!s.latency_histograms);
         let many = s.op(Operation::GetMany);

@@ -16,18 +16,24 @@ use std::sync::{Arc, Mutex, MutexGuard};
 static GLOBAL: Mutex<()> = Mutex::new(());
 
 /// Installs a provider that exports into a fresh in-memory exporter (synchronously).
-fn install() -> (
-    MutexGuard<'static, ()>,
-    SdkTracerProvider,
-    InMemorySpanExporter,
-) {
-    let guard = GLOBAL.lock().unwrap_or_else(|e| e.into_inner());
+fn install_in_memory() -> (SdkTracerProvider, InMemorySpanExporter) {
     let exporter = InMemorySpanExporter::default();
     let provider = SdkTracerProvider::builder()
         .with_simple_exporter(exporter.clone())
         .build();
     opentelemetry::global::set_tracer_provider(provider.clone());
     polycache::otel::provider_changed();
+    (provider, exporter)
+}
+
+/// The global lock, and a provider as `install_in_memory` makes one.
+fn install() -> (
+    MutexGuard<'static, ()>,
+    SdkTracerProvider,
+    InMemorySpanExporter,
+) {
+    let guard = GLOBAL.lock().unwrap_or_else(|e| e.into_inner());
+    let (provider, exporter) = install_in_memory();
     (guard, provider, exporter)
 }
 
@@ -190,12 +196,7 @@ fn no_provider_no_spans_and_calls_work() {
     cache.set("k", b"v", Expiry::Never).unwrap();
     assert_eq!(cache.get("k").unwrap().as_deref(), Some(&b"v"[..]));
     // An SDK installed later is seen once polycache is told (or within a second).
-    let exporter = InMemorySpanExporter::default();
-    let provider = SdkTracerProvider::builder()
-        .with_simple_exporter(exporter.clone())
-        .build();
-    opentelemetry::global::set_tracer_provider(provider.clone());
-    polycache::otel::provider_changed();
+    let (provider, exporter) = install_in_memory();
     cache.get("k").unwrap();
     let names: Vec<_> = spans(&provider, &exporter)
         .into_iter()

@@ -15,17 +15,20 @@ its cache calls under it. Attributes follow the database semantic conventions:
 No key, value, user name, password or URL option is ever recorded.
 
 Before ``instrument()`` and after ``uninstrument()`` the cache classes are untouched: no
-wrapper, no cost.
+wrapper, no cost. Instrumented while no OpenTelemetry SDK is installed (and no
+``tracer_provider=`` given), a call makes no span; whether one was installed since is
+checked once a second.
 """
 
 from __future__ import annotations
 
 import functools
+import time
 import urllib.parse
 from collections.abc import Awaitable, Callable, Collection
 from typing import Any
 
-from opentelemetry import trace
+from opentelemetry import context, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 __all__ = ["OPERATIONS", "PolycacheInstrumentor", "system_name"]
@@ -131,49 +134,78 @@ def _fail(span: trace.Span, error: BaseException) -> None:
     span.set_status(Status(StatusCode.ERROR, kind.__name__))
 
 
-def _traced(tracer: trace.Tracer, method: Callable[..., Any], operation: str) -> Callable[..., Any]:
+#: The API's providers that record nothing: until an SDK is installed, a call skips the span.
+_NO_SDK = (trace.ProxyTracerProvider, trace.NoOpTracerProvider)
+
+
+#: ``time.monotonic()`` until which no SDK is taken to be installed (checked once a second:
+#: the check itself costs more than a ``memory://`` get).
+_no_sdk_until = 0.0
+
+
+def _untraced(explicit: bool) -> bool:
+    """True when no SDK would record the span (no ``tracer_provider=`` given and none
+    installed globally): the wrapper then calls the method and nothing else."""
+    global _no_sdk_until
+    if explicit:
+        return False
+    now = time.monotonic()
+    if now < _no_sdk_until:
+        return True
+    if isinstance(trace.get_tracer_provider(), _NO_SDK):
+        _no_sdk_until = now + 1.0
+        return True
+    return False
+
+
+def _traced(tracer: trace.Tracer, method: Callable[..., Any], operation: str, explicit: bool) -> Callable[..., Any]:
     @functools.wraps(method)
     def traced(self: Any, *args: Any, **kwargs: Any) -> Any:
-        with tracer.start_as_current_span(
-            operation,
-            kind=SpanKind.CLIENT,
-            attributes=_attributes(self.location, operation),
-            record_exception=False,
-            set_status_on_exception=False,
-        ) as span:
-            try:
-                return method(self, *args, **kwargs)
-            except BaseException as error:
-                _fail(span, error)
-                raise
+        if _untraced(explicit):
+            return method(self, *args, **kwargs)
+        span = tracer.start_span(operation, kind=SpanKind.CLIENT, attributes=_attributes(self.location, operation))
+        token = context.attach(trace.set_span_in_context(span))
+        try:
+            return method(self, *args, **kwargs)
+        except BaseException as error:
+            _fail(span, error)
+            raise
+        finally:
+            context.detach(token)
+            span.end()
 
     return traced
 
 
 async def _until_done(span: trace.Span, awaitable: Awaitable[Any]) -> Any:
+    token = context.attach(trace.set_span_in_context(span))
     try:
-        with trace.use_span(span, end_on_exit=False):
-            return await awaitable
+        return await awaitable
     except BaseException as error:
         _fail(span, error)
         raise
     finally:
+        context.detach(token)
         span.end()
 
 
-def _traced_async(tracer: trace.Tracer, method: Callable[..., Any], operation: str) -> Callable[..., Any]:
+def _traced_async(tracer: trace.Tracer, method: Callable[..., Any], operation: str, explicit: bool) -> Callable[..., Any]:
     @functools.wraps(method)
     def traced(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if _untraced(explicit):
+            return method(self, *args, **kwargs)
         # The span starts now, under the context current at the call, not when (or where)
         # the awaitable is awaited.
         span = tracer.start_span(operation, kind=SpanKind.CLIENT, attributes=_attributes(self.location, operation))
+        token = context.attach(trace.set_span_in_context(span))
         try:
-            with trace.use_span(span, end_on_exit=False):
-                awaitable = method(self, *args, **kwargs)
+            awaitable = method(self, *args, **kwargs)
         except BaseException as error:
             _fail(span, error)
             span.end()
             raise
+        finally:
+            context.detach(token)
         return _until_done(span, awaitable)
 
     return traced
@@ -201,14 +233,17 @@ class PolycacheInstrumentor:
 
     def instrument(self, **kwargs: Any) -> None:
         """Wraps every operation of both cache classes in a span; a second call does nothing."""
+        global _no_sdk_until
         if PolycacheInstrumentor._patched:
             return
+        _no_sdk_until = 0.0
         from polycache._cache import Cache
         from polycache.django import Cache as DjangoCache
 
         from polycache import __version__
 
-        tracer = trace.get_tracer("polycache", __version__, tracer_provider=kwargs.get("tracer_provider"))
+        provider = kwargs.get("tracer_provider")
+        tracer = trace.get_tracer("polycache", __version__, tracer_provider=provider)
         for cls in (Cache, DjangoCache):
             for operation in OPERATIONS:
                 for name, wrap in ((operation, _traced), ("a" + operation, _traced_async)):
@@ -216,7 +251,7 @@ class PolycacheInstrumentor:
                     if method is None:
                         continue
                     PolycacheInstrumentor._patched[(cls, name)] = cls.__dict__.get(name, _ABSENT)
-                    setattr(cls, name, wrap(tracer, method, operation))
+                    setattr(cls, name, wrap(tracer, method, operation, provider is not None))
 
     def uninstrument(self, **kwargs: Any) -> None:
         """Puts the classes back as they were."""

@@ -177,3 +177,16 @@ def test_global_provider_by_default() -> None:
         assert trace.get_current_span() is trace.INVALID_SPAN
     finally:
         PolycacheInstrumentor().uninstrument()
+
+
+def test_flask_caching_backend_created_after_instrument(exporter: Any) -> None:
+    """polycache.flask.Cache binds its hot reads at construction: made after instrument(),
+    its calls are spans too (docs/observability.md says to instrument at start-up)."""
+    import polycache.flask
+
+    spans_out, _ = exporter
+    c = polycache.flask.Cache("memory://otel-flask")
+    c.set("k", "v")
+    assert c.get("k") == "v"
+    assert c.has("k")
+    assert [s.name for s in finished(spans_out)] == ["set", "get", "has_key"]
