@@ -158,13 +158,19 @@ def _untraced(explicit: bool) -> bool:
     return False
 
 
+def _start(tracer: trace.Tracer, cache: Any, operation: str) -> tuple[trace.Span, object]:
+    """Opens the span of ``operation`` on ``cache`` under the current context, and makes it
+    current (so that the calls a method makes are its children)."""
+    span = tracer.start_span(operation, kind=SpanKind.CLIENT, attributes=_attributes(cache.location, operation))
+    return span, context.attach(trace.set_span_in_context(span))
+
+
 def _traced(tracer: trace.Tracer, method: Callable[..., Any], operation: str, explicit: bool) -> Callable[..., Any]:
     @functools.wraps(method)
     def traced(self: Any, *args: Any, **kwargs: Any) -> Any:
         if _untraced(explicit):
             return method(self, *args, **kwargs)
-        span = tracer.start_span(operation, kind=SpanKind.CLIENT, attributes=_attributes(self.location, operation))
-        token = context.attach(trace.set_span_in_context(span))
+        span, token = _start(tracer, self, operation)
         try:
             return method(self, *args, **kwargs)
         except BaseException as error:
@@ -195,9 +201,8 @@ def _traced_async(tracer: trace.Tracer, method: Callable[..., Any], operation: s
         if _untraced(explicit):
             return method(self, *args, **kwargs)
         # The span starts now, under the context current at the call, not when (or where)
-        # the awaitable is awaited.
-        span = tracer.start_span(operation, kind=SpanKind.CLIENT, attributes=_attributes(self.location, operation))
-        token = context.attach(trace.set_span_in_context(span))
+        # the awaitable is awaited; it ends when the awaitable completes.
+        span, token = _start(tracer, self, operation)
         try:
             awaitable = method(self, *args, **kwargs)
         except BaseException as error:
