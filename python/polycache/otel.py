@@ -26,6 +26,7 @@ import functools
 import time
 import urllib.parse
 from collections.abc import Awaitable, Callable, Collection
+from contextvars import Token
 from typing import Any
 
 from opentelemetry import context, trace
@@ -158,7 +159,7 @@ def _untraced(explicit: bool) -> bool:
     return False
 
 
-def _start(tracer: trace.Tracer, cache: Any, operation: str) -> tuple[trace.Span, object]:
+def _start(tracer: trace.Tracer, cache: Any, operation: str) -> tuple[trace.Span, Token[context.Context]]:
     """Opens the span of ``operation`` on ``cache`` under the current context, and makes it
     current (so that the calls a method makes are its children)."""
     span = tracer.start_span(operation, kind=SpanKind.CLIENT, attributes=_attributes(cache.location, operation))
