@@ -159,11 +159,31 @@ def _untraced(explicit: bool) -> bool:
     return False
 
 
-def _start(tracer: trace.Tracer, cache: Any, operation: str) -> tuple[trace.Span, Token[context.Context]]:
-    """Opens the span of ``operation`` on ``cache`` under the current context, and makes it
-    current (so that the calls a method makes are its children)."""
-    span = tracer.start_span(operation, kind=SpanKind.CLIENT, attributes=_attributes(cache.location, operation))
-    return span, context.attach(trace.set_span_in_context(span))
+def _start(tracer: trace.Tracer, cache: Any, operation: str) -> trace.Span:
+    """Opens the span of ``operation`` on ``cache`` under the current context."""
+    return tracer.start_span(operation, kind=SpanKind.CLIENT, attributes=_attributes(cache.location, operation))
+
+
+class _Current:
+    """Makes ``span`` current (so that the calls a method makes are its children) and ends
+    it on the way out, with an error status if an exception leaves."""
+
+    __slots__ = ("span", "token")
+
+    def __init__(self, span: trace.Span) -> None:
+        self.span = span
+        self.token: Token[context.Context] | None = None
+
+    def __enter__(self) -> trace.Span:
+        self.token = context.attach(trace.set_span_in_context(self.span))
+        return self.span
+
+    def __exit__(self, kind: Any, error: BaseException | None, traceback: Any) -> None:
+        if error is not None:
+            _fail(self.span, error)
+        if self.token is not None:
+            context.detach(self.token)
+        self.span.end()
 
 
 def _traced(tracer: trace.Tracer, method: Callable[..., Any], operation: str, explicit: bool) -> Callable[..., Any]:
@@ -171,29 +191,15 @@ def _traced(tracer: trace.Tracer, method: Callable[..., Any], operation: str, ex
     def traced(self: Any, *args: Any, **kwargs: Any) -> Any:
         if _untraced(explicit):
             return method(self, *args, **kwargs)
-        span, token = _start(tracer, self, operation)
-        try:
+        with _Current(_start(tracer, self, operation)):
             return method(self, *args, **kwargs)
-        except BaseException as error:
-            _fail(span, error)
-            raise
-        finally:
-            context.detach(token)
-            span.end()
 
     return traced
 
 
 async def _until_done(span: trace.Span, awaitable: Awaitable[Any]) -> Any:
-    token = context.attach(trace.set_span_in_context(span))
-    try:
+    with _Current(span):
         return await awaitable
-    except BaseException as error:
-        _fail(span, error)
-        raise
-    finally:
-        context.detach(token)
-        span.end()
 
 
 def _traced_async(tracer: trace.Tracer, method: Callable[..., Any], operation: str, explicit: bool) -> Callable[..., Any]:
@@ -203,7 +209,8 @@ def _traced_async(tracer: trace.Tracer, method: Callable[..., Any], operation: s
             return method(self, *args, **kwargs)
         # The span starts now, under the context current at the call, not when (or where)
         # the awaitable is awaited; it ends when the awaitable completes.
-        span, token = _start(tracer, self, operation)
+        span = _start(tracer, self, operation)
+        token = context.attach(trace.set_span_in_context(span))
         try:
             awaitable = method(self, *args, **kwargs)
         except BaseException as error:
