@@ -28,6 +28,9 @@ test-rust:
 	cargo run --quiet -p polycache --example demo >/dev/null
 	# A memory://-only core: what it can open it serves; the other backends' tests are not built.
 	cargo test -p polycache --no-default-features --features memory
+	# The optional OpenTelemetry spans: their suite and SpanQueue's doc example.
+	cargo test -p polycache --features otel --test otel
+	cargo test -p polycache --features otel --doc -- otel
 
 test-c:
 	bash tests/c/run.sh
@@ -63,6 +66,8 @@ lint:
 	cargo clippy -p polycache-ffi -p polycache-python --no-default-features --features memory -- -D warnings
 	# The API docs: no unresolved or private intra-doc link.
 	RUSTDOCFLAGS="-D warnings" cargo doc -p polycache --no-deps
+	# The optional OpenTelemetry spans (not in `full`), with their tests and bench.
+	cargo clippy -p polycache --features otel --all-targets -- -D warnings
 
 fmt:
 	cargo fmt --all

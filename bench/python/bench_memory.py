@@ -11,7 +11,10 @@ each library in a fresh subprocess).
 Then the cost of the per-operation latency histograms (docs/observability.md): `get` hit,
 `get` miss and `set` on `memory://` with `latency_histograms` on and off, in alternating rounds.
 
-Run: .venv/bin/python bench/python/bench_memory.py [--quick] [--histograms (that part only)]
+And with `--otel` (that part only): the cost of polycache.otel's spans on a `get` hit, off,
+instrumented without an SDK, and instrumented with one that records every span.
+
+Run: .venv/bin/python bench/python/bench_memory.py [--quick] [--histograms | --otel (that part only)]
 """
 
 from __future__ import annotations
@@ -368,6 +371,52 @@ def run_histograms(quick: bool) -> None:
     print()
 
 
+def run_otel(quick: bool) -> None:
+    """`get` hit on polycache.Cache with polycache.otel off (never instrumented, and after
+    uninstrument()), instrumented with no OpenTelemetry SDK installed (the API's no-op), and
+    instrumented with an SDK that records every span (only if opentelemetry-sdk is installed),
+    in alternating rounds."""
+    import polycache
+    from polycache.otel import PolycacheInstrumentor
+
+    c = polycache.Cache("memory://?max_entries=100000")
+    c.set(HIT, VALUE)
+    op = ("c.get(k)", {"c": c, "k": HIT})
+    instrumentor = PolycacheInstrumentor()
+    provider: Any = None
+    try:
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
+
+        class Discard(SpanExporter):
+            def export(self, spans: Any) -> SpanExportResult:
+                return SpanExportResult.SUCCESS
+
+        provider = TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(Discard()))
+    except ImportError:
+        pass
+    modes: dict[str, Callable[[], None]] = {
+        "off": lambda: None,
+        "instrumented, no SDK": lambda: instrumentor.instrument(),
+    }
+    if provider is not None:
+        modes["instrumented, recording"] = lambda: instrumentor.instrument(tracer_provider=provider)
+    rounds = 3 if quick else 15
+    number = 20_000 if quick else 200_000
+    best = {mode: float("inf") for mode in modes}
+    for _ in range(rounds):
+        for mode, switch_on in modes.items():
+            switch_on()
+            best[mode] = min(best[mode], time_op(op, number))
+            instrumentor.uninstrument()
+    assert "get" not in type(c).__dict__, "uninstrument() leaves the class as it was"
+    print(f"polycache.otel on memory:// get hit: ns per call, best of {rounds} alternating rounds")
+    for mode, ns in best.items():
+        print(f"{mode:28s}{ns:10.1f}{(ns / best['off'] - 1) * 100:9.1f}%")
+    print()
+
+
 def main() -> None:
     if len(sys.argv) == 3 and sys.argv[1] == "--memory-child":
         measure_memory(sys.argv[2])
@@ -375,6 +424,9 @@ def main() -> None:
     quick = "--quick" in sys.argv
     if "--histograms" in sys.argv:
         run_histograms(quick)
+        return
+    if "--otel" in sys.argv:
+        run_otel(quick)
         return
     run_speed(quick)
     run_histograms(quick)

@@ -938,6 +938,10 @@ impl Cache {
             Err(e) => {
                 outcome.error = counts_as_error(e);
                 outcome.timeout = e.is_timeout();
+                #[cfg(feature = "otel")]
+                {
+                    outcome.failure = Some(e.kind());
+                }
             }
         }
         self.inner.stats.record(op, start, outcome);

@@ -34,6 +34,8 @@ mod fork;
 pub mod fuzzing;
 mod jobs;
 mod location;
+#[cfg(feature = "otel")]
+pub mod otel;
 mod pattern;
 mod policy;
 #[cfg(feature = "redis")]

@@ -30,6 +30,9 @@ pub(crate) struct Stats {
     stripes: Box<[Stripe]>,
     /// Per-operation counters and latency histograms.
     ops: OpStats,
+    /// What this cache's OpenTelemetry spans say about it (set once, when it is built).
+    #[cfg(feature = "otel")]
+    traced: std::sync::OnceLock<crate::otel::SpanTarget>,
 }
 
 impl Default for Stats {
@@ -114,7 +117,15 @@ impl Stats {
         Stats {
             stripes: (0..=SLOTS).map(|_| Stripe::default()).collect(),
             ops: OpStats::new(latency, sampling),
+            #[cfg(feature = "otel")]
+            traced: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Makes every counted call of this cache an OpenTelemetry span about `target`.
+    #[cfg(feature = "otel")]
+    pub(crate) fn trace_as(&self, target: crate::otel::SpanTarget) {
+        let _ = self.traced.set(target);
     }
 
     pub(crate) fn snapshot(&self, evictions: u64) -> StatsSnapshot {
@@ -282,6 +293,20 @@ where
         }
     }
     render_operations(&mut out, &snapshots);
+    #[cfg(feature = "otel")]
+    {
+        let _ = writeln!(
+            out,
+            "# HELP polycache_otel_dropped_spans_total Finished spans the process' \
+             polycache::otel::SpanQueue processors dropped: queue full or export failed."
+        );
+        let _ = writeln!(out, "# TYPE polycache_otel_dropped_spans_total counter");
+        let _ = writeln!(
+            out,
+            "polycache_otel_dropped_spans_total {}",
+            crate::otel::dropped_spans()
+        );
+    }
     out
 }
 
@@ -497,10 +522,13 @@ pub(crate) struct BreakerCounts {
 
 /// When a call began (a clock read, or 0 when it is not timed) and, for a call that ends on
 /// the thread it began on, that thread's slot.
-#[derive(Clone, Copy)]
+#[cfg_attr(not(feature = "otel"), derive(Clone, Copy))]
 pub(crate) struct Timer {
     start: u64,
     slot: usize,
+    /// The call's OpenTelemetry span, when the global provider records one.
+    #[cfg(feature = "otel")]
+    span: Option<crate::otel::OpSpan>,
 }
 
 /// [`Timer::slot`] when the slot is looked up at the end of the call.
@@ -520,6 +548,9 @@ pub(crate) struct Outcome {
     pub(crate) timeout: bool,
     pub(crate) bytes_read: u64,
     pub(crate) bytes_written: u64,
+    /// The kind of the error the call failed with, for its span.
+    #[cfg(feature = "otel")]
+    pub(crate) failure: Option<crate::error::ErrorKind>,
 }
 
 /// One operation's counters in one stripe.
@@ -614,16 +645,35 @@ impl Stats {
     /// The start of a call of `op` that [`Stats::record`] counts on this same thread.
     #[inline]
     pub(crate) fn start(&self, op: Operation) -> Timer {
+        #[cfg(feature = "otel")]
+        {
+            let timer = self.start_timer(op);
+            Timer {
+                span: self.traced.get().and_then(|target| target.start(op)),
+                ..timer
+            }
+        }
+        #[cfg(not(feature = "otel"))]
+        self.start_timer(op)
+    }
+
+    /// The clock part of [`Stats::start`].
+    #[inline]
+    fn start_timer(&self, op: Operation) -> Timer {
         if !self.ops.latency {
             return Timer {
                 start: 0,
                 slot: NO_SLOT,
+                #[cfg(feature = "otel")]
+                span: None,
             };
         }
         if self.ops.sample_mask == 0 {
             return Timer {
                 start: crate::clock::cycles().max(1),
                 slot: NO_SLOT,
+                #[cfg(feature = "otel")]
+                span: None,
             };
         }
         // Sampled: this thread's count of the operation decides (its slot is looked up
@@ -637,7 +687,12 @@ impl Stats {
         } else {
             0
         };
-        Timer { start, slot }
+        Timer {
+            start,
+            slot,
+            #[cfg(feature = "otel")]
+            span: None,
+        }
     }
 
     /// [`Stats::start`] of a call that may end on another thread (an awaited one).
@@ -652,6 +707,10 @@ impl Stats {
     /// Counts one call of `op` that began with `timer` (see [`Stats::start`]).
     #[inline]
     pub(crate) fn record(&self, op: Operation, timer: Timer, outcome: Outcome) {
+        #[cfg(feature = "otel")]
+        if let Some(span) = timer.span {
+            span.finish(outcome.failure);
+        }
         let slot = if timer.slot == NO_SLOT {
             this_slot()
         } else {
@@ -829,6 +888,8 @@ mod op_tests {
         let ago = |ns: f64| Timer {
             start: crate::clock::cycles().saturating_sub((ns / scale) as u64),
             slot: NO_SLOT,
+            #[cfg(feature = "otel")]
+            span: None,
         };
         stats.record(Operation::Get, ago(150.0), Outcome::default());
         stats.record(Operation::Get, ago(3_000_000.0), Outcome::default());
@@ -857,17 +918,19 @@ mod op_tests {
             bytes_read: 30,
             ..Outcome::default()
         };
-        let untimed = Timer {
+        let untimed = || Timer {
             start: 0,
             slot: NO_SLOT,
+            #[cfg(feature = "otel")]
+            span: None,
         };
-        stats.record(Operation::GetMany, untimed, outcome);
+        stats.record(Operation::GetMany, untimed(), outcome);
         let failed = Outcome {
             error: true,
             timeout: true,
             ..Outcome::default()
         };
-        stats.record(Operation::Set, untimed, failed);
+        stats.record(Operation::Set, untimed(), failed);
         let s = stats.snapshot(0);
         assert!(!s.latency_histograms);
         let many = s.op(Operation::GetMany);

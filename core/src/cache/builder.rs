@@ -359,6 +359,8 @@ impl CacheBuilder {
         let in_memory = if awaited.is_none() { 16 } else { 1 };
         let stats = Stats::new(latency, sampling.unwrap_or(in_memory));
         stats.watch_breaker(breaker);
+        #[cfg(feature = "otel")]
+        stats.trace_as(crate::otel::SpanTarget::new(&location));
         let head_chunk = (head.len() <= HEAD_CHUNK).then(|| {
             let mut chunk = [0; HEAD_CHUNK];
             chunk[..head.len()].copy_from_slice(&head);

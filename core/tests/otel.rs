@@ -1,0 +1,289 @@
+//! OpenTelemetry spans of cache operations (feature `otel`), seen through the SDK's
+//! in-memory exporter; and `SpanQueue`'s rule that a blocked or failing exporter never
+//! holds up or fails a cache call.
+//!
+//! The global tracer provider is process-wide, so every test here runs under one lock and
+//! installs its own provider.
+
+use opentelemetry::trace::{FutureExt, Status, TraceContextExt, Tracer as _, TracerProvider as _};
+use opentelemetry::{Context, Value as OtelValue};
+use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
+use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData, SpanExporter};
+use polycache::otel::{dropped_spans, SpanQueue};
+use polycache::{Cache, Expiry};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+static GLOBAL: Mutex<()> = Mutex::new(());
+
+/// Installs a provider that exports into a fresh in-memory exporter (synchronously).
+fn install_in_memory() -> (SdkTracerProvider, InMemorySpanExporter) {
+    let exporter = InMemorySpanExporter::default();
+    let provider = SdkTracerProvider::builder()
+        .with_simple_exporter(exporter.clone())
+        .build();
+    opentelemetry::global::set_tracer_provider(provider.clone());
+    polycache::otel::provider_changed();
+    (provider, exporter)
+}
+
+/// The global lock, and a provider as `install_in_memory` makes one.
+fn install() -> (
+    MutexGuard<'static, ()>,
+    SdkTracerProvider,
+    InMemorySpanExporter,
+) {
+    let guard = GLOBAL.lock().unwrap_or_else(|e| e.into_inner());
+    let (provider, exporter) = install_in_memory();
+    (guard, provider, exporter)
+}
+
+fn attr<'a>(span: &'a SpanData, key: &str) -> Option<&'a OtelValue> {
+    span.attributes
+        .iter()
+        .find(|kv| kv.key.as_str() == key)
+        .map(|kv| &kv.value)
+}
+
+fn spans(provider: &SdkTracerProvider, exporter: &InMemorySpanExporter) -> Vec<SpanData> {
+    provider.force_flush().unwrap();
+    exporter.get_finished_spans().unwrap()
+}
+
+#[test]
+fn each_operation_is_a_client_span_with_database_attributes() {
+    let (_guard, provider, exporter) = install();
+    let cache = Cache::open("memory://otel-ops").unwrap();
+    cache.set("k", b"v", Expiry::Never).unwrap();
+    cache.get("k").unwrap();
+    cache.get_many(&["k", "absent"], None).unwrap();
+    cache.delete("k").unwrap();
+    let spans = spans(&provider, &exporter);
+    let names: Vec<&str> = spans.iter().map(|s| s.name.as_ref()).collect();
+    assert_eq!(names, ["set", "get", "get_many", "delete"]);
+    for span in &spans {
+        assert_eq!(span.span_kind, opentelemetry::trace::SpanKind::Client);
+        assert_eq!(
+            attr(span, "db.system.name"),
+            Some(&OtelValue::from("polycache.memory"))
+        );
+        assert_eq!(
+            attr(span, "db.system"),
+            Some(&OtelValue::from("polycache.memory"))
+        );
+        assert_eq!(
+            attr(span, "db.operation.name").map(|v| v.as_str().into_owned()),
+            Some(span.name.to_string())
+        );
+        assert_eq!(span.status, Status::Unset);
+        assert_eq!(span.instrumentation_scope.name(), "polycache");
+        // No key and no value anywhere in the attributes.
+        for kv in &span.attributes {
+            let text = kv.value.as_str();
+            assert!(
+                !text.contains(":1:k") && text != "v",
+                "{kv:?} leaks a key or value"
+            );
+        }
+    }
+}
+
+#[test]
+fn spans_join_the_callers_current_span() {
+    let (_guard, provider, exporter) = install();
+    let cache = Cache::open("memory://otel-parent").unwrap();
+    let tracer = provider.tracer("app");
+    tracer.in_span("request", |_cx| {
+        cache.set("k", b"v", Expiry::Never).unwrap();
+    });
+    cache.get("k").unwrap(); // no caller span: a root span
+    let spans = spans(&provider, &exporter);
+    let set = spans.iter().find(|s| s.name == "set").unwrap();
+    let request = spans.iter().find(|s| s.name == "request").unwrap();
+    let get = spans.iter().find(|s| s.name == "get").unwrap();
+    assert_eq!(set.parent_span_id, request.span_context.span_id());
+    assert_eq!(set.span_context.trace_id(), request.span_context.trace_id());
+    assert_eq!(get.parent_span_id, opentelemetry::trace::SpanId::INVALID);
+}
+
+#[test]
+fn failed_calls_set_error_status_and_type() {
+    let (_guard, provider, exporter) = install();
+    let cache = Cache::open("memory://otel-errors").unwrap();
+    // incr of a missing key fails with NotFound.
+    assert!(cache.incr("absent", 1).is_err());
+    let spans = spans(&provider, &exporter);
+    let incr = spans.iter().find(|s| s.name == "incr").unwrap();
+    assert_eq!(incr.status, Status::error("not_found"));
+    assert_eq!(
+        attr(incr, "error.type"),
+        Some(&OtelValue::from("not_found"))
+    );
+}
+
+#[test]
+fn server_attributes_never_carry_credentials_or_options() {
+    let (_guard, provider, exporter) = install();
+    // Nothing listens on port 1: the call fails, and the span says where it went.
+    let cache =
+        Cache::open("redis://alice:s3cret@127.0.0.1:1/0?connect_timeout=0.2&socket_timeout=0.2")
+            .unwrap();
+    assert!(cache.get("k").is_err());
+    let spans = spans(&provider, &exporter);
+    let get = spans.iter().find(|s| s.name == "get").unwrap();
+    assert_eq!(attr(get, "db.system.name"), Some(&OtelValue::from("redis")));
+    assert_eq!(
+        attr(get, "server.address"),
+        Some(&OtelValue::from("127.0.0.1"))
+    );
+    assert_eq!(attr(get, "server.port"), Some(&OtelValue::I64(1)));
+    assert!(matches!(get.status, Status::Error { .. }));
+    for kv in &get.attributes {
+        let text = kv.value.as_str();
+        assert!(
+            !text.contains("s3cret") && !text.contains("alice") && !text.contains("timeout="),
+            "{kv:?}"
+        );
+    }
+}
+
+#[test]
+fn async_calls_join_the_context_they_are_awaited_in() {
+    let (_guard, provider, exporter) = install();
+    // file:// answers async calls from the blocking pool: the span must still be a child
+    // of the caller's span, not of whatever runs on the pool's thread.
+    let dir = std::env::temp_dir().join(format!("polycache-otel-{}", std::process::id()));
+    let cache = Cache::open(&format!("file://{}", dir.display())).unwrap();
+    let tracer = provider.tracer("app");
+    let parent = tracer.start("request");
+    let cx = Context::current_with_span(parent);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .build()
+        .unwrap();
+    runtime.block_on(
+        async {
+            cache.set_async("k", b"v", Expiry::Never).await.unwrap();
+            cache.get_async("k").await.unwrap();
+        }
+        .with_context(cx.clone()),
+    );
+    cx.span().end();
+    let spans = spans(&provider, &exporter);
+    let request = spans.iter().find(|s| s.name == "request").unwrap();
+    for name in ["set", "get"] {
+        let span = spans.iter().find(|s| s.name == name).unwrap();
+        assert_eq!(
+            span.parent_span_id,
+            request.span_context.span_id(),
+            "{name}"
+        );
+        assert_eq!(
+            attr(span, "db.system.name"),
+            Some(&OtelValue::from("polycache.file"))
+        );
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn no_provider_no_spans_and_calls_work() {
+    let _guard = GLOBAL.lock().unwrap_or_else(|e| e.into_inner());
+    opentelemetry::global::set_tracer_provider(
+        opentelemetry::trace::noop::NoopTracerProvider::new(),
+    );
+    polycache::otel::provider_changed();
+    let cache = Cache::open("memory://otel-none").unwrap();
+    cache.set("k", b"v", Expiry::Never).unwrap();
+    assert_eq!(cache.get("k").unwrap().as_deref(), Some(&b"v"[..]));
+    // An SDK installed later is seen once polycache is told (or within a second).
+    let (provider, exporter) = install_in_memory();
+    cache.get("k").unwrap();
+    let names: Vec<_> = spans(&provider, &exporter)
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
+    assert_eq!(names, ["get"]);
+}
+
+/// An exporter that never returns from `export`, and counts what it was handed.
+#[derive(Debug, Clone, Default)]
+struct Blocking {
+    started: Arc<Mutex<usize>>,
+}
+
+impl SpanExporter for Blocking {
+    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        *self.started.lock().unwrap() += batch.len();
+        std::future::pending::<()>().await;
+        Ok(())
+    }
+}
+
+/// An exporter that fails every export.
+#[derive(Debug, Clone, Default)]
+struct Failing {
+    calls: Arc<Mutex<usize>>,
+}
+
+impl SpanExporter for Failing {
+    async fn export(&self, _batch: Vec<SpanData>) -> OTelSdkResult {
+        *self.calls.lock().unwrap() += 1;
+        Err(OTelSdkError::InternalFailure(
+            "collector unreachable".into(),
+        ))
+    }
+}
+
+#[test]
+fn a_blocked_exporter_drops_and_counts_spans_without_holding_up_calls() {
+    let _guard = GLOBAL.lock().unwrap_or_else(|e| e.into_inner());
+    let exporter = Blocking::default();
+    let capacity = 8;
+    let provider = SdkTracerProvider::builder()
+        .with_span_processor(SpanQueue::new(exporter.clone(), capacity))
+        .build();
+    opentelemetry::global::set_tracer_provider(provider.clone());
+    polycache::otel::provider_changed();
+    let cache = Cache::open("memory://otel-blocked").unwrap();
+    let before = dropped_spans();
+    let calls = 2_000;
+    for i in 0..calls {
+        cache.set("k", b"v", Expiry::Never).unwrap();
+        assert_eq!(cache.get("k").unwrap().as_deref(), Some(&b"v"[..]), "{i}");
+    }
+    // Every call completed. Of its 4,000 spans the export thread took one batch (and is
+    // stuck in it), the queue holds at most `capacity`: the rest were dropped and counted.
+    let taken = *exporter.started.lock().unwrap();
+    let dropped = dropped_spans() - before;
+    assert!(taken >= 1);
+    assert!(
+        dropped >= 2 * calls as u64 - taken as u64 - capacity as u64,
+        "{dropped}"
+    );
+    assert!(dropped <= 2 * calls as u64);
+    // force_flush gives up on a blocked exporter rather than hang.
+    assert!(provider.force_flush().is_err());
+    let _ = provider.shutdown();
+    assert!(polycache::render_prometheus([("c", &cache.stats())])
+        .contains("polycache_otel_dropped_spans_total "));
+}
+
+#[test]
+fn a_failing_exporter_drops_and_counts_spans_without_failing_calls() {
+    let _guard = GLOBAL.lock().unwrap_or_else(|e| e.into_inner());
+    let exporter = Failing::default();
+    let provider = SdkTracerProvider::builder()
+        .with_span_processor(SpanQueue::new(exporter.clone(), 4096))
+        .build();
+    opentelemetry::global::set_tracer_provider(provider.clone());
+    polycache::otel::provider_changed();
+    let cache = Cache::open("memory://otel-failing").unwrap();
+    let before = dropped_spans();
+    for _ in 0..100 {
+        cache.set("k", b"v", Expiry::Never).unwrap();
+    }
+    provider.force_flush().unwrap();
+    assert!(*exporter.calls.lock().unwrap() >= 1);
+    assert_eq!(dropped_spans() - before, 100);
+    let _ = provider.shutdown();
+}
