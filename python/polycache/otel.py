@@ -23,16 +23,18 @@ checked once a second.
 from __future__ import annotations
 
 import functools
+import queue
+import threading
 import time
 import urllib.parse
 from collections.abc import Awaitable, Callable, Collection
 from contextvars import Token
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import context, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-__all__ = ["OPERATIONS", "PolycacheInstrumentor", "system_name"]
+__all__ = ["OPERATIONS", "PolycacheInstrumentor", "SpanQueue", "dropped_spans", "system_name"]
 
 #: The operations that become spans, by their sync name; each ``a``-twin too.
 OPERATIONS: tuple[str, ...] = (
@@ -274,3 +276,118 @@ class PolycacheInstrumentor:
             else:
                 setattr(cls, name, original)
         PolycacheInstrumentor._patched.clear()
+
+
+_dropped_lock = threading.Lock()
+_dropped = 0
+
+
+def _drop(count: int) -> None:
+    global _dropped
+    with _dropped_lock:
+        _dropped += count
+
+
+def dropped_spans() -> int:
+    """Spans a :class:`SpanQueue` dropped in this process: those that found its queue full
+    (the exporter blocked or was slow) and those of the batches its exporter rejected."""
+    return _dropped
+
+
+_STOP = object()
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import SpanProcessor as _Processor
+else:
+    try:
+        from opentelemetry.sdk.trace import SpanProcessor as _Processor
+    except ImportError:  # no SDK: nothing could take a span processor; the rest works
+        _Processor = object
+
+
+class SpanQueue(_Processor):
+    """A span processor for OpenTelemetry's Python SDK that never lets an exporter slow a
+    cache call: ``on_end`` puts the span into a bounded queue without waiting, and a thread
+    of its own exports it in batches. A span that finds the queue full, and the batches the
+    exporter rejects (or raises on), are dropped and counted in :func:`dropped_spans`.
+
+    .. code-block:: python
+
+        provider = TracerProvider()
+        provider.add_span_processor(SpanQueue(OTLPSpanExporter(), max_queue=2048))
+
+    OpenTelemetry's own ``SimpleSpanProcessor`` exports on the caller's thread (a blocked
+    exporter blocks the cache call), and its ``BatchSpanProcessor`` drops when full without
+    a count. Needs the SDK (``opentelemetry-sdk``), as any processor does.
+    """
+
+    def __init__(self, exporter: Any, max_queue: int = 2048, max_batch: int = 512) -> None:
+        if max_queue < 1 or max_batch < 1:
+            raise ValueError(f"max_queue and max_batch must be at least 1, not {max_queue} and {max_batch}")
+        self._exporter = exporter
+        self._max_batch = max_batch
+        self._queue: queue.Queue[Any] = queue.Queue(max_queue)
+        self._stopped = False
+        self._thread = threading.Thread(target=self._run, name="polycache-span-queue", daemon=True)
+        self._thread.start()
+
+    def on_start(self, span: Any, parent_context: Any = None) -> None:
+        pass
+
+    def _on_ending(self, span: Any) -> None:
+        pass
+
+    def on_end(self, span: Any) -> None:
+        if self._stopped:
+            _drop(1)
+            return
+        try:
+            self._queue.put_nowait(span)
+        except queue.Full:
+            _drop(1)
+
+    def _run(self) -> None:
+        from opentelemetry.sdk.trace.export import SpanExportResult
+
+        stop = False
+        while not stop:
+            taken = [self._queue.get()]
+            while len(taken) < self._max_batch and taken[-1] is not _STOP:
+                try:
+                    taken.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            stop = taken[-1] is _STOP
+            batch = [span for span in taken if span is not _STOP]
+            if batch:
+                try:
+                    result = self._exporter.export(batch)
+                except Exception:
+                    result = None
+                if result is not SpanExportResult.SUCCESS:
+                    _drop(len(batch))
+            for _ in taken:
+                self._queue.task_done()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        """Waits up to ``timeout_millis`` for the spans queued so far to be exported (or
+        dropped); True when they all were."""
+        deadline = time.monotonic() + timeout_millis / 1000
+        while self._queue.unfinished_tasks:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.005)
+        return True
+
+    def shutdown(self) -> None:
+        """Stops taking spans, exports what is queued (waiting at most 5 s for the
+        exporter), then shuts the exporter down."""
+        if self._stopped:
+            return
+        self._stopped = True
+        try:
+            self._queue.put(_STOP, timeout=5)
+        except queue.Full:
+            pass
+        self._thread.join(5)
+        self._exporter.shutdown()

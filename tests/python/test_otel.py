@@ -7,19 +7,20 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+import threading
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
 import polycache
 import polycache.django
-from polycache.otel import PolycacheInstrumentor
+from polycache.otel import PolycacheInstrumentor, SpanQueue, dropped_spans
 
 sys.path.insert(0, os.path.dirname(__file__))
 import servers  # noqa: E402
@@ -190,3 +191,100 @@ def test_flask_caching_backend_created_after_instrument(exporter: Any) -> None:
     assert c.get("k") == "v"
     assert c.has("k")
     assert [s.name for s in finished(spans_out)] == ["set", "get", "has_key"]
+
+
+class _BlockedExporter:
+    """An exporter whose ``export`` waits until released, as one behind a dead collector."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.exported = 0
+
+    def export(self, spans: Any) -> SpanExportResult:
+        self.release.wait()
+        self.exported += len(spans)
+        return SpanExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        self.release.set()
+
+
+class _FailingExporter:
+    def __init__(self, raises: bool) -> None:
+        self.raises = raises
+
+    def export(self, spans: Any) -> SpanExportResult:
+        if self.raises:
+            raise ConnectionError("collector unreachable")
+        return SpanExportResult.FAILURE
+
+    def shutdown(self) -> None:
+        pass
+
+
+def _instrumented(processor: SpanQueue) -> TracerProvider:
+    provider = TracerProvider()
+    provider.add_span_processor(processor)
+    PolycacheInstrumentor().instrument(tracer_provider=provider)
+    return provider
+
+
+def test_a_blocked_exporter_never_holds_a_call_and_its_drops_are_counted() -> None:
+    blocked = _BlockedExporter()
+    queue_ = SpanQueue(blocked, max_queue=64, max_batch=16)
+    _instrumented(queue_)
+    before = dropped_spans()
+    try:
+        c = polycache.Cache("memory://?max_entries=100")
+        calls = 2000
+        for i in range(calls):
+            c.set(f"k{i % 10}", i)  # every call completes although no span can be exported
+        assert c.get("k9") == 1999
+        calls += 1
+        dropped = dropped_spans() - before
+        # The queue holds 64 and the export thread holds at most one batch of 16: the rest
+        # was dropped, and counted.
+        assert calls - 64 - 16 <= dropped < calls
+        blocked.release.set()
+        assert queue_.force_flush(10_000)
+        assert blocked.exported + (dropped_spans() - before) == calls  # nothing lost uncounted
+    finally:
+        PolycacheInstrumentor().uninstrument()
+        blocked.release.set()
+        queue_.shutdown()
+
+
+@pytest.mark.parametrize("raises", [False, True], ids=["failure", "raises"])
+def test_a_failing_exporter_never_fails_a_call_and_its_drops_are_counted(raises: bool) -> None:
+    queue_ = SpanQueue(_FailingExporter(raises), max_queue=10_000)
+    _instrumented(queue_)
+    before = dropped_spans()
+    try:
+        c = polycache.Cache("memory://?max_entries=100")
+        for i in range(300):
+            c.set("k", i)
+        assert c.get("k") == 299
+        assert queue_.force_flush(10_000)
+        assert dropped_spans() - before == 301
+    finally:
+        PolycacheInstrumentor().uninstrument()
+        queue_.shutdown()
+
+
+def test_span_queue_exports_in_batches_and_refuses_bad_sizes() -> None:
+    memory = InMemorySpanExporter()
+    queue_ = SpanQueue(memory, max_queue=1000, max_batch=7)
+    _instrumented(queue_)
+    before = dropped_spans()
+    try:
+        c = polycache.Cache("memory://?max_entries=100")
+        for i in range(50):
+            c.set("k", i)
+        assert queue_.force_flush(10_000)
+        assert [s.name for s in memory.get_finished_spans()] == ["set"] * 50
+        assert dropped_spans() == before
+    finally:
+        PolycacheInstrumentor().uninstrument()
+        queue_.shutdown()
+    with pytest.raises(ValueError, match="max_queue and max_batch must be at least 1"):
+        SpanQueue(memory, max_queue=0)
