@@ -644,15 +644,26 @@ impl RedisCluster {
     /// As [`RedisServer::start`]; [`TestkitError::StartFailed`] when the cluster does not
     /// converge in time.
     pub fn start() -> Result<Self, TestkitError> {
+        RedisCluster::start_with_config(&[])
+    }
+
+    /// [`RedisCluster::start`] with extra lines in every node's configuration (as
+    /// [`RedisServer::start_with_config`]).
+    ///
+    /// # Errors
+    /// As [`RedisCluster::start`].
+    pub fn start_with_config(extra_config: &[&str]) -> Result<Self, TestkitError> {
         const NODES: u16 = 3;
         const SLOTS: u16 = 16384;
         let mut nodes = Vec::new();
         for _ in 0..NODES {
-            nodes.push(RedisServer::start_with_config(&[
+            let mut config = vec![
                 "cluster-enabled yes",
                 "cluster-config-file nodes.conf",
                 "cluster-node-timeout 5000",
-            ])?);
+            ];
+            config.extend_from_slice(extra_config);
+            nodes.push(RedisServer::start_with_config(&config)?);
         }
         for (i, node) in nodes.iter().enumerate() {
             let i = i as u16;
@@ -719,6 +730,101 @@ impl RedisCluster {
             .collect();
         format!("redis+cluster://{}", hosts.join(","))
     }
+
+    /// The hash slot of `key` (a full key, as stored), from `CLUSTER KEYSLOT`.
+    ///
+    /// # Errors
+    /// [`TestkitError::Io`] when the first node does not answer.
+    pub fn slot_of(&self, key: &str) -> Result<u16, TestkitError> {
+        let reply = self.nodes[0].command(&["CLUSTER", "KEYSLOT", key])?;
+        reply.parse().map_err(|_| {
+            TestkitError::io(
+                "CLUSTER KEYSLOT",
+                io::Error::new(io::ErrorKind::InvalidData, reply.clone()),
+            )
+        })
+    }
+
+    /// The index of the node that serves `slot` now, as that node itself says (the
+    /// `myself` line of its `CLUSTER NODES`); `None` when no live node claims it.
+    pub fn owner_of_slot(&self, slot: u16) -> Option<usize> {
+        self.nodes.iter().position(|node| {
+            let Ok(text) = node.command(&["CLUSTER", "NODES"]) else {
+                return false;
+            };
+            text.lines()
+                .find(|l| {
+                    l.split_whitespace()
+                        .nth(2)
+                        .is_some_and(|f| f.contains("myself"))
+                })
+                .is_some_and(|line| serves_slot(line, slot))
+        })
+    }
+
+    /// Moves `slot` with its keys to node `to` as `redis-cli --cluster reshard` does:
+    /// `SETSLOT IMPORTING` / `MIGRATING`, `MIGRATE` of every key, then `SETSLOT NODE` on
+    /// every node; returns once every node agrees on the new owner (up to 30 s).
+    ///
+    /// # Errors
+    /// [`TestkitError::Io`] when a node refuses a step; [`TestkitError::StartFailed`] when
+    /// the nodes do not agree in time.
+    pub fn move_slot(&self, slot: u16, to: usize) -> Result<(), TestkitError> {
+        let from = self.owner_of_slot(slot).ok_or_else(|| {
+            TestkitError::io(
+                "move_slot",
+                io::Error::new(
+                    io::ErrorKind::NotFound,
+                    format!("no node serves slot {slot}"),
+                ),
+            )
+        })?;
+        if from == to {
+            return Ok(());
+        }
+        let slot_text = slot.to_string();
+        let id = |i: usize| self.nodes[i].command(&["CLUSTER", "MYID"]);
+        let (from_id, to_id) = (id(from)?, id(to)?);
+        let (source, target) = (&self.nodes[from], &self.nodes[to]);
+        target.command(&["CLUSTER", "SETSLOT", &slot_text, "IMPORTING", &from_id])?;
+        source.command(&["CLUSTER", "SETSLOT", &slot_text, "MIGRATING", &to_id])?;
+        loop {
+            let keys = source.command(&["CLUSTER", "GETKEYSINSLOT", &slot_text, "100"])?;
+            if keys.is_empty() {
+                break;
+            }
+            let port = target.port().to_string();
+            let mut args = vec!["MIGRATE", "127.0.0.1", &port, "", "0", "5000", "KEYS"];
+            args.extend(keys.lines());
+            source.command(&args)?;
+        }
+        let others = (0..self.nodes.len()).filter(|i| ![to, from].contains(i));
+        for node in [to, from].into_iter().chain(others) {
+            self.nodes[node].command(&["CLUSTER", "SETSLOT", &slot_text, "NODE", &to_id])?;
+        }
+        let agreed = |node: &RedisServer| {
+            node.command(&["CLUSTER", "NODES"]).is_ok_and(|text| {
+                text.lines()
+                    .any(|l| l.starts_with(to_id.as_str()) && serves_slot(l, slot))
+            })
+        };
+        wait_until(
+            Duration::from_secs(30),
+            "the nodes did not agree on the slot's owner",
+            || self.nodes.iter().all(agreed),
+        )
+    }
+}
+
+/// Whether a `CLUSTER NODES` line lists `slot` among the slots its node serves.
+fn serves_slot(line: &str, slot: u16) -> bool {
+    line.split_whitespace().skip(8).any(|range| {
+        let (first, last) = range.split_once('-').unwrap_or((range, range));
+        match (first.parse::<u16>(), last.parse::<u16>()) {
+            (Ok(a), Ok(b)) => (a..=b).contains(&slot),
+            _ => false,
+        }
+    })
 }
 
 #[cfg(test)]
