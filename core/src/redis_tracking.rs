@@ -205,13 +205,12 @@ impl Joint {
     }
 }
 
-impl InvalidationBus for TrackingBus {
-    /// Nothing to send: the server reports every write itself.
-    fn publish(&self, _message: &Invalidation) -> Result<()> {
-        Ok(())
-    }
-
-    fn subscribe(&self, handler: InvalidationHandler) -> Result<u64> {
+impl TrackingBus {
+    /// Suspends `handler`'s L1 and registers it with the tracking connection of each server
+    /// (started when there is none); returns the subscription's id, and each connection
+    /// with its count of connection attempts then.
+    #[allow(clippy::type_complexity)]
+    fn register(&self, handler: InvalidationHandler) -> (u64, Vec<(Arc<Hub>, u64)>) {
         handler(&Invalidation::new(
             FLUSH_ORIGIN,
             InvalidationTarget::Suspend,
@@ -239,6 +238,18 @@ impl InvalidationBus for TrackingBus {
             let start = hub.lock().attempts;
             hubs.push((hub, start));
         }
+        (id, hubs)
+    }
+}
+
+impl InvalidationBus for TrackingBus {
+    /// Nothing to send: the server reports every write itself.
+    fn publish(&self, _message: &Invalidation) -> Result<()> {
+        Ok(())
+    }
+
+    fn subscribe(&self, handler: InvalidationHandler) -> Result<u64> {
+        let (id, hubs) = self.register(handler);
         // Wait for the first answer of each server, so that a server that refuses tracking
         // fails the opening, and a cache opened while the servers are up starts with an L1.
         let limit = self.connect_timeout.unwrap_or(MAX_BACKOFF) + MAX_BACKOFF;
@@ -269,6 +280,12 @@ impl InvalidationBus for TrackingBus {
 
     fn tracks_writes(&self) -> bool {
         true
+    }
+
+    /// Registers with the tracking connections and returns at once: the subscriber's L1
+    /// stays unused until every connection tracks its prefix.
+    fn subscribe_without_waiting(&self, handler: InvalidationHandler) -> Result<u64> {
+        Ok(self.register(handler).0)
     }
 }
 
