@@ -314,8 +314,8 @@ fn tracking_needs_a_redis_l2() {
     assert!(err.to_string().contains("read_from_replicas"), "{err}");
 }
 
-/// One cache key name per node of `cluster`, for the cache with key prefix `prefix`: the
-/// `i`-th lives on node `i`.
+/// One cache key name per node of `cluster` (all primaries), for the cache with key prefix
+/// `prefix`: the `i`-th lives on node `i`.
 fn one_key_per_node(cluster: &RedisCluster, prefix: &str) -> Vec<String> {
     let mut found: Vec<Option<String>> = vec![None; cluster.nodes().len()];
     for i in 0.. {
@@ -472,6 +472,53 @@ fn in_a_cluster_a_killed_primary_empties_l1_until_it_is_back() {
     assert!(
         converges(&a, &keys[2], Some("again")),
         "invalidations after the restart"
+    );
+}
+
+#[test]
+fn in_a_cluster_a_failover_is_followed() {
+    let mut cluster = RedisCluster::start().unwrap();
+    let key = one_key_per_node(&cluster, "fo").remove(0);
+    let replica = cluster.add_replica(0).unwrap();
+    let url = tracked_url(&cluster.url(), "fo");
+    let full = format!("fo:1:{key}");
+    cluster.nodes()[0].command(&["SET", &full, "v1"]).unwrap();
+    let a = Cache::open(&url).unwrap();
+    assert_eq!(read(&a, &key).as_deref(), Some("v1"));
+    let bus = TrackingBus::open(&cluster.url(), "fo").unwrap();
+    assert_eq!(bus.connections(), 1);
+
+    // A graceful failover: the old primary stays up, a replica now, under its tracking
+    // connection; the writes to its slots are the promoted replica's.
+    cluster.failover(replica).unwrap();
+    assert!(
+        eventually(Duration::from_secs(30), || {
+            cluster.nodes()[replica]
+                .command(&["SET", &full, "v2"])
+                .is_ok()
+                && read(&a, &key).as_deref() == Some("v2")
+        }),
+        "a write on the promoted replica"
+    );
+    // The session started over on the new topology: the promoted replica is tracked.
+    assert!(
+        eventually(PATIENCE, || bus.connections() > 1),
+        "the tracking session did not follow the failover"
+    );
+    assert!(
+        eventually(PATIENCE, || {
+            let before = server_gets(&cluster.nodes()[replica]);
+            read(&a, &key).as_deref() == Some("v2")
+                && server_gets(&cluster.nodes()[replica]) == before
+        }),
+        "L1 does not serve again after the failover"
+    );
+    cluster.nodes()[replica]
+        .command(&["SET", &full, "v3"])
+        .unwrap();
+    assert!(
+        converges(&a, &key, Some("v3")),
+        "a later write on the new primary"
     );
 }
 

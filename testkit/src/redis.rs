@@ -619,7 +619,14 @@ impl RedisReplicaSet {
     }
 }
 
-/// A three-node Redis Cluster (three primaries, no replicas) on free ports of `127.0.0.1`,
+/// The configuration lines of every node of a [`RedisCluster`].
+const CLUSTER_CONFIG: [&str; 3] = [
+    "cluster-enabled yes",
+    "cluster-config-file nodes.conf",
+    "cluster-node-timeout 5000",
+];
+
+/// A three-node Redis Cluster (three primaries, no replicas unless added) on free ports of `127.0.0.1`,
 /// stopped when dropped.
 ///
 /// The 16384 hash slots are split evenly by `CLUSTER ADDSLOTS`, the nodes introduced by
@@ -657,11 +664,7 @@ impl RedisCluster {
         const SLOTS: u16 = 16384;
         let mut nodes = Vec::new();
         for _ in 0..NODES {
-            let mut config = vec![
-                "cluster-enabled yes",
-                "cluster-config-file nodes.conf",
-                "cluster-node-timeout 5000",
-            ];
+            let mut config = CLUSTER_CONFIG.to_vec();
             config.extend_from_slice(extra_config);
             nodes.push(RedisServer::start_with_config(&config)?);
         }
@@ -813,6 +816,67 @@ impl RedisCluster {
             "the nodes did not agree on the slot's owner",
             || self.nodes.iter().all(agreed),
         )
+    }
+}
+
+impl RedisCluster {
+    /// Starts a new node, joins it to the cluster as a replica of node `of` and waits (up to
+    /// 30 s) until it has synced and every node knows it; returns its index in
+    /// [`RedisCluster::nodes`].
+    ///
+    /// # Errors
+    /// As [`RedisServer::start`]; [`TestkitError::StartFailed`] when it does not sync in
+    /// time.
+    pub fn add_replica(&mut self, of: usize) -> Result<usize, TestkitError> {
+        let node = RedisServer::start_with_config(&CLUSTER_CONFIG)?;
+        let port = node.port().to_string();
+        self.nodes[0].command(&["CLUSTER", "MEET", "127.0.0.1", &port])?;
+        let primary = self.nodes[of].command(&["CLUSTER", "MYID"])?;
+        wait_until(Duration::from_secs(30), "the new node did not join", || {
+            node.command(&["CLUSTER", "NODES"])
+                .is_ok_and(|t| t.contains(primary.as_str()))
+        })?;
+        node.command(&["CLUSTER", "REPLICATE", &primary])?;
+        wait_until(
+            Duration::from_secs(30),
+            "the new replica did not sync",
+            || {
+                node.command(&["INFO", "replication"]).is_ok_and(|info| {
+                    info_field(&info, "master_link_status").as_deref() == Some("up")
+                })
+            },
+        )?;
+        self.nodes.push(node);
+        self.wait_ok()?;
+        Ok(self.nodes.len() - 1)
+    }
+
+    /// Promotes the replica `replica` with `CLUSTER FAILOVER` (its primary, still up, becomes
+    /// its replica) and waits (up to 30 s) until every node sees it as a primary.
+    ///
+    /// # Errors
+    /// [`TestkitError::Io`] when the replica refuses; [`TestkitError::StartFailed`] when the
+    /// nodes do not agree in time.
+    pub fn failover(&self, replica: usize) -> Result<(), TestkitError> {
+        let node = &self.nodes[replica];
+        let id = node.command(&["CLUSTER", "MYID"])?;
+        node.command(&["CLUSTER", "FAILOVER"])?;
+        let promoted = |other: &RedisServer| {
+            other.command(&["CLUSTER", "NODES"]).is_ok_and(|text| {
+                text.lines().any(|l| {
+                    l.starts_with(id.as_str())
+                        && l.split_whitespace()
+                            .nth(2)
+                            .is_some_and(|f| f.contains("master"))
+                })
+            })
+        };
+        wait_until(
+            Duration::from_secs(30),
+            "the replica was not promoted",
+            || self.nodes.iter().all(promoted),
+        )?;
+        self.wait_ok()
     }
 }
 
