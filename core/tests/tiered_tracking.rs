@@ -330,6 +330,18 @@ fn one_key_per_node(cluster: &RedisCluster, prefix: &str) -> Vec<String> {
     found.into_iter().flatten().collect()
 }
 
+/// [`one_key_per_node`], each key written with `value` by a plain client on its node.
+fn one_key_per_node_holding(cluster: &RedisCluster, prefix: &str, value: &str) -> Vec<String> {
+    let keys = one_key_per_node(cluster, prefix);
+    for (node, key) in keys.iter().enumerate() {
+        let full = format!("{prefix}:1:{key}");
+        cluster.nodes()[node]
+            .command(&["SET", &full, value])
+            .unwrap();
+    }
+    keys
+}
+
 /// How many `GET`s every node of `cluster` has answered.
 fn cluster_gets(cluster: &RedisCluster) -> Vec<u64> {
     cluster.nodes().iter().map(server_gets).collect()
@@ -339,13 +351,7 @@ fn cluster_gets(cluster: &RedisCluster) -> Vec<u64> {
 fn in_a_cluster_writes_on_every_primary_drop_the_l1_copies() {
     let cluster = RedisCluster::start().unwrap();
     let url = tracked_url(&cluster.url(), "cl");
-    let keys = one_key_per_node(&cluster, "cl");
-    for (node, key) in keys.iter().enumerate() {
-        let full = format!("cl:1:{key}");
-        cluster.nodes()[node]
-            .command(&["SET", &full, "old"])
-            .unwrap();
-    }
+    let keys = one_key_per_node_holding(&cluster, "cl", "old");
     let (a, b) = (Cache::open(&url).unwrap(), Cache::open(&url).unwrap());
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -423,13 +429,7 @@ fn in_a_cluster_a_moved_slot_keeps_l1_correct() {
 fn in_a_cluster_a_killed_primary_empties_l1_until_it_is_back() {
     let mut cluster = RedisCluster::start().unwrap();
     let url = format!("{}&fail_open=false", tracked_url(&cluster.url(), "kl"));
-    let keys = one_key_per_node(&cluster, "kl");
-    for (node, key) in keys.iter().enumerate() {
-        let full = format!("kl:1:{key}");
-        cluster.nodes()[node]
-            .command(&["SET", &full, "before"])
-            .unwrap();
-    }
+    let keys = one_key_per_node_holding(&cluster, "kl", "before");
     let a = Cache::open(&url).unwrap();
     for key in &keys {
         assert_eq!(read(&a, key).as_deref(), Some("before"));

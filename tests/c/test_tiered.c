@@ -90,21 +90,20 @@ static void test_not_redis(void) {
     CHECK(cache == NULL);
 }
 
+/* Runs `test` on the URL in environment variable `name` (set by tests/c/run.sh). */
+static void with_url(const char *name, void (*test)(const char *)) {
+    const char *url = getenv(name);
+    if (url == NULL) {
+        fprintf(stderr, "%s is not set: run this test through tests/c/run.sh\n", name);
+        CHECK(url != NULL);
+    } else {
+        test(url);
+    }
+}
+
 int main(void) {
     test_not_redis();
-    const char *redis = getenv("POLYCACHE_TEST_REDIS_URL");
-    if (redis == NULL) {
-        fprintf(stderr, "POLYCACHE_TEST_REDIS_URL is not set: run this test through tests/c/run.sh\n");
-        CHECK(redis != NULL);
-    } else {
-        test_tracking(redis);
-    }
-    const char *cluster = getenv("POLYCACHE_TEST_REDIS_CLUSTER_URL");
-    if (cluster == NULL) {
-        fprintf(stderr, "POLYCACHE_TEST_REDIS_CLUSTER_URL is not set: run this test through tests/c/run.sh\n");
-        CHECK(cluster != NULL);
-    } else {
-        test_tracking_cluster(cluster);
-    }
+    with_url("POLYCACHE_TEST_REDIS_URL", test_tracking);
+    with_url("POLYCACHE_TEST_REDIS_CLUSTER_URL", test_tracking_cluster);
     return check_summary();
 }
