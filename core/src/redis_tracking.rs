@@ -209,7 +209,6 @@ impl TrackingBus {
     /// Suspends `handler`'s L1 and registers it with the tracking connection of each server
     /// (started when there is none); returns the subscription's id, and each connection
     /// with its count of connection attempts then.
-    #[allow(clippy::type_complexity)]
     fn register(&self, handler: InvalidationHandler) -> (u64, Vec<(Arc<Hub>, u64)>) {
         handler(&Invalidation::new(
             FLUSH_ORIGIN,
