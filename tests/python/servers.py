@@ -171,13 +171,15 @@ def redis_cluster() -> Iterator[Server]:
     """
     config = ("cluster-enabled yes", "cluster-config-file nodes.conf", "cluster-node-timeout 5000")
     with contextlib.ExitStack() as stack:
-        nodes = [stack.enter_context(redis_server(*config)) for _ in range(3)]
+        # Explicit bus ports: the default, the port + 10000, does not exist above 55535.
+        bus_ports = [free_port() for _ in range(3)]
+        nodes = [stack.enter_context(redis_server(*config, f"cluster-port {bus}")) for bus in bus_ports]
         for i, node in enumerate(nodes):
             first, last = 16384 // 3 * i, (16384 if i == 2 else 16384 // 3 * (i + 1)) - 1
             assert _redis_command(node.port, "CLUSTER", "ADDSLOTSRANGE", str(first), str(last)).startswith(b"+OK")
             _redis_command(node.port, "CLUSTER", "SET-CONFIG-EPOCH", str(i + 1))
-        for node in nodes[1:]:
-            _redis_command(nodes[0].port, "CLUSTER", "MEET", "127.0.0.1", str(node.port))
+        for node, bus in zip(nodes[1:], bus_ports[1:]):
+            _redis_command(nodes[0].port, "CLUSTER", "MEET", "127.0.0.1", str(node.port), str(bus))
 
         def ok() -> bool:
             return all(b"cluster_state:ok" in _redis_command(n.port, "CLUSTER", "INFO") for n in nodes)
