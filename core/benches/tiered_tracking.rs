@@ -10,18 +10,25 @@
 //!    while a plain client (a raw redis-rs connection, as redis-cli or redis-py would) `SET`s
 //!    a new value every 10 ms; for each write, the time from its acknowledgement to the start
 //!    of the last read, in any of the 4 processes, that still returned the previous value
-//!    (0 when none did), as p50 / p99 / max.
+//!    (0 when none did), as p50 / p99 / max; then the same over a three-primary Redis
+//!    Cluster (one tracking connection per primary in each process);
+//! 4. the latency side of the tracking modes (`tiered_tracking/modes.rs`): a GET's round
+//!    trip and an invalidation's delivery in the default mode (push on the reading
+//!    connection, or REDIRECT to another one) and in broadcast mode.
 //!
 //! `cargo bench -p polycache --bench tiered_tracking`. Under `cargo test --benches` it runs
 //! with tiny counts, to check that it works.
 
 use polycache::{Cache, Expiry};
-use polycache_testkit::{command_calls, info_field, url_option, RedisServer};
+use polycache_testkit::{command_calls, info_field, url_option, RedisCluster, RedisServer};
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+#[path = "tiered_tracking/modes.rs"]
+mod modes;
 
 const READER_ENV: &str = "POLYCACHE_BENCH_TRACKING_READER";
 const READERS: usize = 4;
@@ -202,9 +209,11 @@ fn percentile(sorted: &[u128], p: f64) -> u128 {
     sorted[i]
 }
 
-fn staleness(server: &RedisServer, writes: u64) {
-    let url = tiered(&server.url(), "tracking", "stale");
-    let client = redis::Client::open(server.url()).unwrap();
+/// The consistency bound of tracked caches over `l2`, written by a plain client on
+/// `writer_url` (the server that owns the key); `gets` counts the `GET`s the servers answered.
+fn staleness(l2: &str, writer_url: &str, gets: &dyn Fn() -> u64, writes: u64) {
+    let url = tiered(l2, "tracking", "stale");
+    let client = redis::Client::open(writer_url).unwrap();
     let mut conn = client.get_connection().unwrap();
     redis::cmd("SET")
         .arg("stale:1:k")
@@ -236,7 +245,7 @@ fn staleness(server: &RedisServer, writes: u64) {
     for (_, out) in &mut children {
         assert_eq!(next(out), "ready");
     }
-    let gets_before = info_gets(server);
+    let gets_before = gets();
     let mut acked = vec![0u128; writes as usize + 1];
     for v in 1..=writes {
         std::thread::sleep(Duration::from_millis(10));
@@ -266,7 +275,7 @@ fn staleness(server: &RedisServer, writes: u64) {
         }
         child.wait().unwrap();
     }
-    let gets = info_gets(server) - gets_before;
+    let gets = gets() - gets_before;
     // For write v: the last read of v-1 that started after v was acknowledged.
     let mut delays: Vec<u128> = (1..=writes as usize)
         .map(|v| {
@@ -279,8 +288,10 @@ fn staleness(server: &RedisServer, writes: u64) {
         .collect();
     delays.sort();
     let stale = delays.iter().filter(|d| **d > 0).count();
+    let scheme = l2.split("://").next().unwrap_or("");
     println!(
-        "Consistency bound, {READERS} reader processes, {writes} external SETs 10 ms apart \
+        "Consistency bound over {scheme}://, {READERS} reader processes, {writes} external \
+         SETs 10 ms apart \
          ({reads} reads, {:.1}% served by L1):",
         100.0 * (1.0 - gets as f64 / reads.max(1) as f64)
     );
@@ -312,5 +323,20 @@ fn main() {
     let server = RedisServer::start().expect("start redis-server");
     hit_cost(&server, calls);
     server_side(&server, keys);
-    staleness(&server, writes);
+    staleness(&server.url(), &server.url(), &|| info_gets(&server), writes);
+    let (rounds, per_round) = if quick { (2, 5) } else { (10, 500) };
+    modes::latency(&server.url(), rounds, per_round);
+    drop(server);
+
+    let cluster = RedisCluster::start().expect("start a redis cluster");
+    let owner = cluster
+        .owner_of_slot(cluster.slot_of("stale:1:k").unwrap())
+        .unwrap();
+    let cluster_gets = || cluster.nodes().iter().map(info_gets).sum();
+    staleness(
+        &cluster.url(),
+        &cluster.nodes()[owner].url(),
+        &cluster_gets,
+        writes,
+    );
 }

@@ -112,6 +112,13 @@ pub trait InvalidationBus: Send + Sync + 'static {
     fn tracks_writes(&self) -> bool {
         false
     }
+    /// As [`InvalidationBus::subscribe`], without waiting for the bus's link to come up
+    /// (the child of a `fork()` subscribing again on its first read, which must not block):
+    /// a bus that suspends L1 until its link is up ([`crate::TrackingBus`]) keeps the
+    /// subscriber suspended until then. The default subscribes.
+    fn subscribe_without_waiting(&self, handler: InvalidationHandler) -> Result<u64> {
+        self.subscribe(handler)
+    }
 }
 
 /// An in-process bus: `publish` calls every subscriber before it returns.

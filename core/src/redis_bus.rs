@@ -396,11 +396,12 @@ impl Hub {
     }
 
     /// Lets the subscriptions `ids` use their L1 again (the connection serves them now).
+    /// They count as live only once their caches have resumed, so that a cache waiting to
+    /// open (see `TrackingBus::subscribe`) never reads before its L1 is in use.
     pub(crate) fn resume(&self, ids: &[u64]) {
         let resume = Invalidation::new(FLUSH_ORIGIN, InvalidationTarget::Resume);
         let handlers: Vec<InvalidationHandler> = {
-            let mut state = self.lock();
-            state.live.extend(ids.iter().copied());
+            let state = self.lock();
             let all = state.channels.values().flatten();
             all.filter(|(id, _)| ids.contains(id))
                 .map(|(_, h)| h.clone())
@@ -409,6 +410,7 @@ impl Hub {
         for h in handlers {
             h(&resume);
         }
+        self.lock().live.extend(ids.iter().copied());
         self.changed.notify_all();
     }
 

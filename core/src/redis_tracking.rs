@@ -3,8 +3,10 @@
 //!
 //! Each process keeps **one** tracking connection per server that reads go to (the leader
 //! and each replica; behind Sentinel, the master the sentinels name, checked with `ROLE`
-//! while idle), owned by one thread (a `Hub` of the pub/sub bus's kind, with another
-//! `Link`), shared by every tiered cache of the process on that server. The connection speaks RESP3 and runs `CLIENT TRACKING ON BCAST PREFIX
+//! every second; on a Cluster, every primary, found with `CLUSTER NODES` and followed through
+//! failovers and slot moves, see `redis_tracking/cluster.rs`), owned by one thread (a `Hub`
+//! of the pub/sub bus's kind, with another `Link`), shared by every tiered cache of the
+//! process on that server. The connection speaks RESP3 and runs `CLIENT TRACKING ON BCAST PREFIX
 //! {key_prefix}:` for each cache's key prefix; every `invalidate` push becomes L1 deletes of
 //! those full keys, a nil one (`FLUSHALL`, `FLUSHDB`) an L1 flush. While a connection is not
 //! tracking (not yet, or lost) the caches it serves neither use nor fill their L1: it is
@@ -16,6 +18,7 @@
 //! state on the server and needs nothing of the pooled connections. Its cost is that every
 //! write under the prefix reaches every process, whether or not its L1 holds the key.
 
+use crate::backend::redis::ClusterPrimary;
 use crate::backend::redis::RedisBackend;
 use crate::bus::{Invalidation, InvalidationBus, InvalidationHandler, InvalidationTarget};
 use crate::error::{Error, Result};
@@ -24,19 +27,22 @@ use crate::redis_bus::{
     existing_hub, subscribe_to_hub, Ended, Hub, Link, FLUSH_ORIGIN, IDLE_CHECK, MAX_BACKOFF,
     NEXT_ID,
 };
+use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, PushKind, RedisError, Value};
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+mod cluster;
+
 /// A bus whose invalidations come from the Redis server itself (RESP3 client-side caching
 /// in broadcast mode): writes by any client — other programs, `redis-cli`, Lua scripts,
 /// other polycache caches — drop the L1 copies of every tiered cache on it.
 ///
 /// Open it with the L2's URL (`redis://`, `rediss://`, `unix://`, leader + replicas, or
-/// `redis+sentinel://` without `read_from_replicas`, following the master; not a Cluster
-/// yet) and the cache's key prefix; a tiered URL says
+/// `redis+sentinel://` without `read_from_replicas`, following the master, or
+/// `redis+cluster://`, every primary) and the cache's key prefix; a tiered URL says
 /// `bus=tracking`. Publishing is a no-op: the server reports every write, the cache's own
 /// included, so a tiered cache on this bus drops its L1 copy on a write instead of
 /// replacing it. The server needs RESP3 and `CLIENT TRACKING` (Redis 6 or later): a
@@ -64,17 +70,34 @@ pub struct TrackingBus {
 struct TrackedServer {
     /// The process-wide tracking connection this bus registers with.
     hub_key: String,
-    /// Its index in the backend's [`RedisBackend::read_servers`].
-    server: usize,
+    /// What it tracks.
+    target: Target,
+}
+
+/// What one tracking session follows.
+#[derive(Clone, Copy)]
+enum Target {
+    /// The server at this index of the backend's [`RedisBackend::read_servers`].
+    Server(usize),
+    /// Every primary of the backend's Cluster, one connection each (`cluster.rs`).
+    Cluster,
+}
+
+/// The servers a session of `target` follows, for messages (no password).
+fn shown(backend: &RedisBackend, target: Target) -> String {
+    match (target, backend.cluster_nodes()) {
+        (Target::Server(i), _) => backend.read_servers()[i].addr().to_owned(),
+        (Target::Cluster, Some(nodes)) => nodes.shown().to_owned(),
+        (Target::Cluster, None) => String::new(),
+    }
 }
 
 impl fmt::Debug for TrackingBus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let shown: Vec<&str> = self
-            .backend
-            .read_servers()
+        let shown: Vec<String> = self
+            .servers
             .iter()
-            .map(|s| s.addr())
+            .map(|s| shown(&self.backend, s.target))
             .collect();
         f.debug_struct("TrackingBus")
             .field("servers", &shown)
@@ -88,22 +111,17 @@ impl TrackingBus {
     /// Connects to nothing until a cache subscribes.
     ///
     /// # Errors
-    /// A configuration error for a URL that is not a Redis server (or leader + replicas),
-    /// naming what it is, or for a bad option.
+    /// A configuration error for a URL that is not a Redis server (one, leader + replicas,
+    /// Sentinel or Cluster), naming what it is, or for a bad option.
     pub fn open(url: &str, key_prefix: &str) -> Result<Arc<TrackingBus>> {
         let location = Location::parse(url)?;
         match location.scheme() {
-            "redis" | "rediss" | "unix" | "redis+sentinel" | "rediss+sentinel" => {}
-            "redis+cluster" | "rediss+cluster" => {
-                return Err(Error::config(format!(
-                    "bus=tracking does not support a Redis Cluster yet ({}): use bus=<url of \
-                     one Redis server> or bus=none",
-                    location.redacted()
-                )))
-            }
+            "redis" | "rediss" | "unix" | "redis+sentinel" | "rediss+sentinel"
+            | "redis+cluster" | "rediss+cluster" => {}
             _ => {
                 return Err(Error::config(format!(
-                    "bus=tracking needs a Redis l2 (redis://, rediss://, unix://): the server \
+                    "bus=tracking needs a Redis l2 (redis://, rediss://, unix://, \
+                     redis+sentinel://, redis+cluster://): the server \
                      tracks the keys, but the l2 is {}",
                     location.redacted()
                 )))
@@ -112,7 +130,7 @@ impl TrackingBus {
         let mut options = Options::new(&location);
         let backend = RedisBackend::open(&location, &mut options)?;
         options.finish()?;
-        if backend.read_servers().is_empty() {
+        if backend.read_servers().is_empty() && backend.cluster_nodes().is_none() {
             return Err(Error::config(format!(
                 "bus=tracking does not follow the replicas that read_from_replicas reads from \
                  yet ({}): drop read_from_replicas, or use bus=none",
@@ -120,12 +138,19 @@ impl TrackingBus {
             )));
         }
         let connect_timeout = backend.connect_timeout();
-        let servers = (0..backend.read_servers().len())
-            .map(|i| TrackedServer {
-                hub_key: format!("tracking {url} #{i}"),
-                server: i,
-            })
-            .collect();
+        let servers = match backend.cluster_nodes() {
+            // One session follows every primary: L1 is used only while all of them track.
+            Some(_) => vec![TrackedServer {
+                hub_key: format!("tracking {url} cluster"),
+                target: Target::Cluster,
+            }],
+            None => (0..backend.read_servers().len())
+                .map(|i| TrackedServer {
+                    hub_key: format!("tracking {url} #{i}"),
+                    target: Target::Server(i),
+                })
+                .collect(),
+        };
         Ok(Arc::new(TrackingBus {
             backend: Arc::new(backend),
             servers,
@@ -180,13 +205,11 @@ impl Joint {
     }
 }
 
-impl InvalidationBus for TrackingBus {
-    /// Nothing to send: the server reports every write itself.
-    fn publish(&self, _message: &Invalidation) -> Result<()> {
-        Ok(())
-    }
-
-    fn subscribe(&self, handler: InvalidationHandler) -> Result<u64> {
+impl TrackingBus {
+    /// Suspends `handler`'s L1 and registers it with the tracking connection of each server
+    /// (started when there is none); returns the subscription's id, and each connection
+    /// with its count of connection attempts then.
+    fn register(&self, handler: InvalidationHandler) -> (u64, Vec<(Arc<Hub>, u64)>) {
         handler(&Invalidation::new(
             FLUSH_ORIGIN,
             InvalidationTarget::Suspend,
@@ -204,15 +227,28 @@ impl InvalidationBus for TrackingBus {
             let link = || -> Box<dyn Link> {
                 Box::new(TrackingLink {
                     backend: self.backend.clone(),
-                    server: server.server,
+                    target: server.target,
                     connect_timeout: self.connect_timeout,
+                    primaries: Mutex::default(),
                 })
             };
-            let shown = self.backend.read_servers()[server.server].addr().to_owned();
+            let shown = shown(&self.backend, server.target);
             let hub = subscribe_to_hub(&server.hub_key, shown, link, (&self.prefix, id, handler));
             let start = hub.lock().attempts;
             hubs.push((hub, start));
         }
+        (id, hubs)
+    }
+}
+
+impl InvalidationBus for TrackingBus {
+    /// Nothing to send: the server reports every write itself.
+    fn publish(&self, _message: &Invalidation) -> Result<()> {
+        Ok(())
+    }
+
+    fn subscribe(&self, handler: InvalidationHandler) -> Result<u64> {
+        let (id, hubs) = self.register(handler);
         // Wait for the first answer of each server, so that a server that refuses tracking
         // fails the opening, and a cache opened while the servers are up starts with an L1.
         let limit = self.connect_timeout.unwrap_or(MAX_BACKOFF) + MAX_BACKOFF;
@@ -244,14 +280,22 @@ impl InvalidationBus for TrackingBus {
     fn tracks_writes(&self) -> bool {
         true
     }
+
+    /// Registers with the tracking connections and returns at once: the subscriber's L1
+    /// stays unused until every connection tracks its prefix.
+    fn subscribe_without_waiting(&self, handler: InvalidationHandler) -> Result<u64> {
+        Ok(self.register(handler).0)
+    }
 }
 
-/// One RESP3 connection with `CLIENT TRACKING ON BCAST` for every registered prefix.
+/// One RESP3 connection with `CLIENT TRACKING ON BCAST` for every registered prefix (one
+/// per primary on a Cluster).
 struct TrackingLink {
     backend: Arc<RedisBackend>,
-    /// The index of the server in the backend's [`RedisBackend::read_servers`].
-    server: usize,
+    target: Target,
     connect_timeout: Option<Duration>,
+    /// On a Cluster, the primaries the last session found (asked first for the topology).
+    primaries: Mutex<Vec<(String, u16)>>,
 }
 
 /// How a failed command ends the session: a refusal when the server answered an error
@@ -286,10 +330,9 @@ impl TrackingLink {
             .set_connection_timeout(self.connect_timeout)
             .set_response_timeout(Some(IDLE_CHECK))
             .set_push_sender(tx);
-        let server = &self.backend.read_servers()[self.server];
-        let mut conn = match server.connect_resp3(&config).await {
-            Ok(conn) => conn,
-            Err(e) => return ended("connecting with RESP3", e),
+        let mut session = match self.connect(&config).await {
+            Ok(session) => session,
+            Err(e) => return e,
         };
         let mut tracked: Vec<String> = Vec::new();
         let mut ready = false;
@@ -319,8 +362,10 @@ impl TrackingLink {
                 for p in &new {
                     cmd.arg("PREFIX").arg(p.as_str());
                 }
-                if let Err(e) = cmd.query_async::<()>(&mut conn).await {
-                    return ended("CLIENT TRACKING ON BCAST", e);
+                for (shown, conn) in &mut session.conns {
+                    if let Err(e) = cmd.query_async::<()>(conn).await {
+                        return ended(&format!("CLIENT TRACKING ON BCAST on {shown}"), e);
+                    }
                 }
                 tracked.extend(new);
             }
@@ -339,12 +384,13 @@ impl TrackingLink {
                 hub.resume(&resumed);
             }
 
-            // Deliver what the server pushes until a cache subscribes or the connection
-            // has been quiet for a while.
+            // Deliver what the server pushes until a cache subscribes; check the connection
+            // every second.
             let mut woken = std::pin::pin!(hub.wake.notified());
+            let mut check_at = tokio::time::Instant::now() + IDLE_CHECK;
             loop {
-                let next = tokio::time::timeout(
-                    IDLE_CHECK,
+                let next = tokio::time::timeout_at(
+                    check_at,
                     futures_util::future::select(Box::pin(pushes.recv()), woken.as_mut()),
                 )
                 .await;
@@ -365,23 +411,77 @@ impl TrackingLink {
                         if hub.retire_if_unused() {
                             return Ended::Retired;
                         }
-                        // Behind Sentinel, `ROLE` also notices a master demoted under the
-                        // connection: its writes now come from the new master.
-                        let check = if server.follows_master() {
-                            "ROLE"
-                        } else {
-                            "PING"
-                        };
-                        match redis::cmd(check).query_async::<Value>(&mut conn).await {
-                            Err(e) => return Ended::Broke(format!("{check}: {e}")),
-                            Ok(Value::Array(role)) if !is_master(&role) => {
-                                return Ended::Broke("the master was demoted".into());
-                            }
-                            Ok(_) => {}
+                        if let Err(e) = self.check(&mut session).await {
+                            return e;
                         }
+                        check_at = tokio::time::Instant::now() + IDLE_CHECK;
                     }
                 }
             }
+        }
+    }
+}
+
+/// The connections of one tracking session, each with the server it reaches (for messages).
+struct Session {
+    conns: Vec<(String, MultiplexedConnection)>,
+    /// On a Cluster, the primaries the session tracks and the slots each served.
+    topology: Vec<ClusterPrimary>,
+}
+
+impl TrackingLink {
+    /// Connects with RESP3 to the server, or to every primary of the Cluster.
+    async fn connect(&self, config: &AsyncConnectionConfig) -> std::result::Result<Session, Ended> {
+        match self.target {
+            Target::Server(i) => {
+                let server = &self.backend.read_servers()[i];
+                match server.connect_resp3(config).await {
+                    Ok(conn) => Ok(Session {
+                        conns: vec![(server.addr().to_owned(), conn)],
+                        topology: Vec::new(),
+                    }),
+                    Err(e) => Err(ended("connecting with RESP3", e)),
+                }
+            }
+            Target::Cluster => {
+                let Some(nodes) = self.backend.cluster_nodes() else {
+                    return Err(Ended::Refused("not a Redis Cluster".into()));
+                };
+                let known = self
+                    .primaries
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone();
+                let session = cluster::connect(nodes, &known, config, self.connect_timeout).await?;
+                *self.primaries.lock().unwrap_or_else(|e| e.into_inner()) = session
+                    .topology
+                    .iter()
+                    .map(|p| (p.host.clone(), p.port))
+                    .collect();
+                Ok(session)
+            }
+        }
+    }
+
+    /// Checks that the session still tracks every server that writes may reach.
+    async fn check(&self, session: &mut Session) -> std::result::Result<(), Ended> {
+        let Target::Server(i) = self.target else {
+            return cluster::check(session).await;
+        };
+        let conn = &mut session.conns[0].1;
+        // Behind Sentinel, `ROLE` also notices a master demoted under the connection: its
+        // writes now come from the new master.
+        let check = if self.backend.read_servers()[i].follows_master() {
+            "ROLE"
+        } else {
+            "PING"
+        };
+        match redis::cmd(check).query_async::<Value>(conn).await {
+            Err(e) => Err(Ended::Broke(format!("{check}: {e}"))),
+            Ok(Value::Array(role)) if !is_master(&role) => {
+                Err(Ended::Broke("the master was demoted".into()))
+            }
+            Ok(_) => Ok(()),
         }
     }
 }

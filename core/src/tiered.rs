@@ -170,7 +170,9 @@ impl TieredBackend {
 
     /// In the child of a `fork()`, a tracked cache's subscription is its parent's: the
     /// thread that delivered the server's notices does not exist there. Drops L1 and
-    /// subscribes again (a tracking connection of this process) before L1 is read.
+    /// subscribes again (a tracking connection of this process) before L1 is read, without
+    /// waiting for the new connection: until it tracks, L1 is bypassed (reads go to L2,
+    /// nothing is filled).
     #[inline]
     fn adopt_fork(&self) {
         if self.tracked && crate::fork::generation() != self.generation.load(Ordering::Relaxed) {
@@ -190,7 +192,7 @@ impl TieredBackend {
         }
         handler(&Invalidation::new(0, InvalidationTarget::Suspend));
         self.generation.store(now, Ordering::Relaxed);
-        match bus.subscribe(handler.clone()) {
+        match bus.subscribe_without_waiting(handler.clone()) {
             Ok(id) => *subscription = Some(id),
             Err(e) => log::warn!(
                 "polycache: a tiered cache inherited through fork() cannot track its keys \

@@ -1,12 +1,13 @@
 //! Tiered caches kept coherent by Redis itself (`bus=tracking`: RESP3 client-side caching
 //! in broadcast mode), against Redis servers that the tests start: writes by plain clients
-//! and Lua scripts, `FLUSHALL`, a killed and restarted server, replicas, refusals.
+//! and Lua scripts, `FLUSHALL`, a killed and restarted server, replicas, Sentinel, a Redis
+//! Cluster (every primary, a moved slot, a killed primary), refusals.
 #![cfg(feature = "redis")]
 
 use polycache::{Cache, ErrorKind, Expiry, TrackingBus};
 use polycache_testkit::{
-    command_calls, eventually, url_option, RedisReplicaSet, RedisSentinelSet, RedisServer,
-    SENTINEL_MASTER_NAME,
+    command_calls, eventually, url_option, RedisCluster, RedisReplicaSet, RedisSentinelSet,
+    RedisServer, SENTINEL_MASTER_NAME,
 };
 use std::time::Duration;
 
@@ -308,9 +309,229 @@ fn tracking_needs_a_redis_l2() {
             "{msg}"
         );
     }
-    let err = Cache::open(&tracked_url("redis+cluster://127.0.0.1:1", "x")).unwrap_err();
-    assert!(err.to_string().contains("Cluster"), "{err}");
     let sentinel = "redis+sentinel://127.0.0.1:1/m?read_from_replicas=true";
     let err = Cache::open(&tracked_url(sentinel, "x")).unwrap_err();
     assert!(err.to_string().contains("read_from_replicas"), "{err}");
+}
+
+/// One cache key name per node of `cluster` (all primaries), for the cache with key prefix
+/// `prefix`: the `i`-th lives on node `i`.
+fn one_key_per_node(cluster: &RedisCluster, prefix: &str) -> Vec<String> {
+    let mut found: Vec<Option<String>> = vec![None; cluster.nodes().len()];
+    for i in 0.. {
+        let name = format!("k{i}");
+        let slot = cluster.slot_of(&format!("{prefix}:1:{name}")).unwrap();
+        let owner = cluster.owner_of_slot(slot).unwrap();
+        found[owner].get_or_insert(name);
+        if found.iter().all(Option::is_some) {
+            break;
+        }
+    }
+    found.into_iter().flatten().collect()
+}
+
+/// [`one_key_per_node`], each key written with `value` by a plain client on its node.
+fn one_key_per_node_holding(cluster: &RedisCluster, prefix: &str, value: &str) -> Vec<String> {
+    let keys = one_key_per_node(cluster, prefix);
+    for (node, key) in keys.iter().enumerate() {
+        let full = format!("{prefix}:1:{key}");
+        cluster.nodes()[node]
+            .command(&["SET", &full, value])
+            .unwrap();
+    }
+    keys
+}
+
+/// How many `GET`s every node of `cluster` has answered.
+fn cluster_gets(cluster: &RedisCluster) -> Vec<u64> {
+    cluster.nodes().iter().map(server_gets).collect()
+}
+
+#[test]
+fn in_a_cluster_writes_on_every_primary_drop_the_l1_copies() {
+    let cluster = RedisCluster::start().unwrap();
+    let url = tracked_url(&cluster.url(), "cl");
+    let keys = one_key_per_node_holding(&cluster, "cl", "old");
+    let (a, b) = (Cache::open(&url).unwrap(), Cache::open(&url).unwrap());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let read_async = |key: &str| text(rt.block_on(b.get_async(key)).unwrap());
+    for key in &keys {
+        assert_eq!(read(&a, key).as_deref(), Some("old"));
+        assert_eq!(read_async(key).as_deref(), Some("old"));
+    }
+    // Served from L1 now: no node sees another GET.
+    let before = cluster_gets(&cluster);
+    for key in &keys {
+        assert_eq!(read(&a, key).as_deref(), Some("old"));
+        assert_eq!(read_async(key).as_deref(), Some("old"));
+    }
+    assert_eq!(cluster_gets(&cluster), before, "reads come from L1");
+
+    // A plain client writes on each primary: each reports the write to its own keys.
+    for (node, key) in keys.iter().enumerate() {
+        let full = format!("cl:1:{key}");
+        cluster.nodes()[node]
+            .command(&["SET", &full, "new"])
+            .unwrap();
+        assert!(converges(&a, key, Some("new")), "a, key on node {node}");
+        let fresh = eventually(PATIENCE, || read_async(key).as_deref() == Some("new"));
+        assert!(fresh, "b (async), key on node {node}");
+    }
+    // A cache's own write reaches the other cache through the server too.
+    a.set(&keys[1], b"own", Expiry::Default).unwrap();
+    let fresh = eventually(PATIENCE, || read_async(&keys[1]).as_deref() == Some("own"));
+    assert!(fresh, "b after a's set");
+}
+
+#[test]
+fn in_a_cluster_a_moved_slot_keeps_l1_correct() {
+    let cluster = RedisCluster::start().unwrap();
+    let url = tracked_url(&cluster.url(), "mv");
+    let bus = TrackingBus::open(&cluster.url(), "mv").unwrap();
+    let key = one_key_per_node(&cluster, "mv").remove(0);
+    let full = format!("mv:1:{key}");
+    cluster.nodes()[0].command(&["SET", &full, "v1"]).unwrap();
+    let a = Cache::open(&url).unwrap();
+    assert_eq!(read(&a, &key).as_deref(), Some("v1"));
+    let connections = bus.connections();
+    assert_eq!(connections, 1, "one tracking session for the cluster");
+
+    // The slot and its key move from node 0 to node 1 (as `redis-cli --cluster reshard`).
+    let slot = cluster.slot_of(&full).unwrap();
+    cluster.move_slot(slot, 1).unwrap();
+    assert_eq!(cluster.owner_of_slot(slot), Some(1));
+    assert_eq!(read(&a, &key).as_deref(), Some("v1"), "the moved value");
+    // The new topology is noticed: the session starts over (L1 emptied, then used again).
+    assert!(
+        eventually(PATIENCE, || bus.connections() > connections),
+        "the tracking session did not follow the moved slot"
+    );
+    cluster.nodes()[1].command(&["SET", &full, "v2"]).unwrap();
+    assert!(converges(&a, &key, Some("v2")), "a write on the new owner");
+    assert!(
+        eventually(PATIENCE, || {
+            let before = server_gets(&cluster.nodes()[1]);
+            read(&a, &key).as_deref() == Some("v2") && server_gets(&cluster.nodes()[1]) == before
+        }),
+        "L1 does not serve again after the move"
+    );
+    cluster.nodes()[1].command(&["SET", &full, "v3"]).unwrap();
+    assert!(
+        converges(&a, &key, Some("v3")),
+        "a later write on the new owner"
+    );
+}
+
+#[test]
+fn in_a_cluster_a_killed_primary_empties_l1_until_it_is_back() {
+    let mut cluster = RedisCluster::start().unwrap();
+    let url = format!("{}&fail_open=false", tracked_url(&cluster.url(), "kl"));
+    let keys = one_key_per_node_holding(&cluster, "kl", "before");
+    let a = Cache::open(&url).unwrap();
+    for key in &keys {
+        assert_eq!(read(&a, key).as_deref(), Some("before"));
+    }
+    let served_by_node0 = |cluster: &RedisCluster| {
+        let before = server_gets(&cluster.nodes()[0]);
+        let value = a.get(&keys[0]).ok().and_then(text);
+        (value, server_gets(&cluster.nodes()[0]) > before)
+    };
+    assert_eq!(
+        served_by_node0(&cluster),
+        (Some("before".into()), false),
+        "from L1"
+    );
+
+    cluster.nodes_mut()[2].kill().unwrap();
+    // The lost primary's writes could no longer be reported: L1 is emptied and bypassed,
+    // for the keys of the live primaries too.
+    assert!(
+        eventually(PATIENCE, || served_by_node0(&cluster)
+            == (Some("before".into()), true)),
+        "L1 still answers while a primary is down"
+    );
+    cluster.nodes_mut()[2].restart().unwrap();
+    cluster.wait_ok().unwrap();
+    // The restarted primary lost its data; a plain client writes a new value there.
+    let full = format!("kl:1:{}", keys[2]);
+    cluster.nodes()[2]
+        .command(&["SET", &full, "after"])
+        .unwrap();
+    assert!(converges(&a, &keys[2], Some("after")), "after the restart");
+    assert!(
+        eventually(PATIENCE, || served_by_node0(&cluster)
+            == (Some("before".into()), false)),
+        "L1 is not used again once every primary tracks"
+    );
+    cluster.nodes()[2]
+        .command(&["SET", &full, "again"])
+        .unwrap();
+    assert!(
+        converges(&a, &keys[2], Some("again")),
+        "invalidations after the restart"
+    );
+}
+
+#[test]
+fn in_a_cluster_a_failover_is_followed() {
+    let mut cluster = RedisCluster::start().unwrap();
+    let key = one_key_per_node(&cluster, "fo").remove(0);
+    let replica = cluster.add_replica(0).unwrap();
+    let url = tracked_url(&cluster.url(), "fo");
+    let full = format!("fo:1:{key}");
+    cluster.nodes()[0].command(&["SET", &full, "v1"]).unwrap();
+    let a = Cache::open(&url).unwrap();
+    assert_eq!(read(&a, &key).as_deref(), Some("v1"));
+    let bus = TrackingBus::open(&cluster.url(), "fo").unwrap();
+    assert_eq!(bus.connections(), 1);
+
+    // A graceful failover: the old primary stays up, a replica now, under its tracking
+    // connection; the writes to its slots are the promoted replica's.
+    cluster.failover(replica).unwrap();
+    assert!(
+        eventually(Duration::from_secs(30), || {
+            cluster.nodes()[replica]
+                .command(&["SET", &full, "v2"])
+                .is_ok()
+                && read(&a, &key).as_deref() == Some("v2")
+        }),
+        "a write on the promoted replica"
+    );
+    // The session started over on the new topology: the promoted replica is tracked.
+    assert!(
+        eventually(PATIENCE, || bus.connections() > 1),
+        "the tracking session did not follow the failover"
+    );
+    assert!(
+        eventually(PATIENCE, || {
+            let before = server_gets(&cluster.nodes()[replica]);
+            read(&a, &key).as_deref() == Some("v2")
+                && server_gets(&cluster.nodes()[replica]) == before
+        }),
+        "L1 does not serve again after the failover"
+    );
+    cluster.nodes()[replica]
+        .command(&["SET", &full, "v3"])
+        .unwrap();
+    assert!(
+        converges(&a, &key, Some("v3")),
+        "a later write on the new primary"
+    );
+}
+
+#[test]
+fn a_cluster_without_client_side_caching_is_refused_at_open() {
+    let cluster = RedisCluster::start_with_config(&["rename-command HELLO \"\""]).unwrap();
+    let err = Cache::open(&tracked_url(&cluster.url(), "old")).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Configuration, "{err}");
+    let msg = err.to_string();
+    assert!(msg.contains("client-side caching"), "{msg}");
+    assert!(msg.contains("127.0.0.1:"), "names the node: {msg}");
+    // The cluster itself serves a plain cache.
+    let plain = Cache::open(&format!("{}?key_prefix=old", cluster.url())).unwrap();
+    plain.set("k", b"v", Expiry::Default).unwrap();
+    assert_eq!(read(&plain, "k").as_deref(), Some("v"));
 }

@@ -1,6 +1,8 @@
 //! Faults under tracked tiered caches (`bus=tracking`): Redis is killed and restarted,
 //! frozen and thawed, and restarted cleanly while 4 processes read one key through their L1
-//! and a plain client (a raw redis-rs connection) writes an increasing version to it.
+//! and a plain client (a raw redis-rs connection) writes an increasing version to it; over a
+//! Redis Cluster, the key's primary and another primary are killed and restarted, and the
+//! key's primary frozen and thawed.
 //!
 //! Checked, without timing anything: every value read is one the writer wrote; no process
 //! ever reads an older version after a newer one; after each fault, a new write reaches
@@ -10,7 +12,7 @@
 #![cfg(feature = "redis")]
 
 use polycache::Cache;
-use polycache_testkit::{eventually, url_option, RedisServer, TestChild};
+use polycache_testkit::{eventually, url_option, RedisCluster, RedisServer, TestChild};
 use std::collections::BTreeMap;
 use std::io::{BufRead, Write};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -45,7 +47,7 @@ struct Seen {
 }
 
 #[test]
-#[ignore = "a reader process of kill_freeze_restart_while_four_processes_read"]
+#[ignore = "a reader process of the tests below"]
 fn reader_process() {
     let Ok(url) = std::env::var(CHILD_ENV) else {
         return;
@@ -220,43 +222,83 @@ fn worst_stale(acked: &BTreeMap<u64, u128>, reads: &[BTreeMap<u64, u128>]) -> u1
     worst
 }
 
-/// A fault: applies and clears itself.
-type Fault = dyn Fn(&mut RedisServer);
+/// The tracked `tiered://` URL of the readers over `l2`, with short timeouts.
+fn readers_url(l2: &str) -> String {
+    let sep = if l2.contains('?') { '&' } else { '?' };
+    format!(
+        "tiered://?l2={}&bus=tracking&l1_timeout=600&key_prefix=tf",
+        url_option(&format!(
+            "{l2}{sep}connect_timeout=0.25&socket_timeout=0.25"
+        ))
+    )
+}
+
+/// A fault on a server: applies and clears itself.
+fn kill_restart(r: &mut RedisServer) {
+    r.kill().unwrap();
+    thread::sleep(Duration::from_millis(500));
+    r.restart().unwrap();
+}
+
+fn freeze_thaw(r: &mut RedisServer) {
+    r.freeze().unwrap();
+    thread::sleep(Duration::from_secs(3));
+    r.thaw().unwrap();
+}
 
 #[test]
 fn kill_freeze_restart_while_four_processes_read() {
     let mut redis = RedisServer::start().unwrap();
-    let url = format!(
-        "tiered://?l2={}&bus=tracking&l1_timeout=600&key_prefix=tf",
-        url_option(&format!(
-            "{}?connect_timeout=0.25&socket_timeout=0.25",
-            redis.url()
-        ))
-    );
-    let mut writer = Writer::start(redis.url());
+    let faults = ["kill, restart", "freeze 3 s, thaw", "clean restart"];
+    four_readers_through(&redis.url(), redis.url(), &faults, |i| match i {
+        0 => kill_restart(&mut redis),
+        1 => freeze_thaw(&mut redis),
+        _ => redis.restart().unwrap(),
+    });
+}
+
+#[test]
+fn cluster_primaries_killed_and_frozen_while_four_processes_read() {
+    let mut cluster = RedisCluster::start().unwrap();
+    let slot = cluster.slot_of(KEY).unwrap();
+    let owner = cluster.owner_of_slot(slot).unwrap();
+    let other = (owner + 1) % cluster.nodes().len();
+    let writer_url = cluster.nodes()[owner].url();
+    let faults = [
+        "kill the key's primary, restart",
+        "kill another primary, restart",
+        "freeze the key's primary 3 s, thaw",
+    ];
+    four_readers_through(&cluster.url(), writer_url, &faults, |i| {
+        match i {
+            0 => kill_restart(&mut cluster.nodes_mut()[owner]),
+            1 => kill_restart(&mut cluster.nodes_mut()[other]),
+            _ => freeze_thaw(&mut cluster.nodes_mut()[owner]),
+        }
+        cluster.wait_ok().unwrap();
+    });
+}
+
+/// 4 reader processes read `KEY` through a tracked cache over `l2` while a plain client
+/// writes it on `writer_url`; `fault(i)` applies and clears `faults[i]` in turn.
+fn four_readers_through(
+    l2: &str,
+    writer_url: String,
+    faults: &[&str],
+    mut fault: impl FnMut(usize),
+) {
+    let url = readers_url(l2);
+    let mut writer = Writer::start(writer_url);
     let mut readers: Vec<Reader> = (0..READERS).map(|_| Reader::spawn(&url)).collect();
     all_catch_up(&writer, &mut readers, "before any fault");
 
-    let faults: [(&str, &Fault); 3] = [
-        ("kill, restart", &|r: &mut RedisServer| {
-            r.kill().unwrap();
-            thread::sleep(Duration::from_millis(500));
-            r.restart().unwrap();
-        }),
-        ("freeze 3 s, thaw", &|r: &mut RedisServer| {
-            r.freeze().unwrap();
-            thread::sleep(Duration::from_secs(3));
-            r.thaw().unwrap();
-        }),
-        ("clean restart", &|r: &mut RedisServer| r.restart().unwrap()),
-    ];
-    for (name, fault) in faults {
-        fault(&mut redis);
+    for (i, name) in faults.iter().enumerate() {
+        fault(i);
         let cleared = std::time::Instant::now();
         all_catch_up(&writer, &mut readers, &format!("after {name}"));
         println!(
-            "TRACKING-FAULT {name}: every reader read a write acknowledged after the fault \
-             cleared within {} ms",
+            "TRACKING-FAULT {l2} {name}: every reader read a write acknowledged after the \
+             fault cleared within {} ms",
             cleared.elapsed().as_millis()
         );
     }
@@ -275,7 +317,7 @@ fn kill_freeze_restart_while_four_processes_read() {
                 }
                 ["totals", n, errors, backwards, wrong, highest] => {
                     println!(
-                        "TRACKING-FAULT reader {i}: {n} reads, {errors} errors, highest \
+                        "TRACKING-FAULT {l2} reader {i}: {n} reads, {errors} errors, highest \
                          version {highest}"
                     );
                     assert_eq!(
@@ -293,7 +335,7 @@ fn kill_freeze_restart_while_four_processes_read() {
     }
     let acked = writer.acked.lock().unwrap();
     println!(
-        "TRACKING-FAULT {} writes acknowledged; longest from an acknowledged write to the \
+        "TRACKING-FAULT {l2} {} writes acknowledged; longest from an acknowledged write to the \
          start of a read of an older version: {} µs",
         acked.len(),
         worst_stale(&acked, &reads) / 1000

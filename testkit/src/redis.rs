@@ -619,7 +619,14 @@ impl RedisReplicaSet {
     }
 }
 
-/// A three-node Redis Cluster (three primaries, no replicas) on free ports of `127.0.0.1`,
+/// The configuration lines of every node of a [`RedisCluster`].
+const CLUSTER_CONFIG: [&str; 3] = [
+    "cluster-enabled yes",
+    "cluster-config-file nodes.conf",
+    "cluster-node-timeout 5000",
+];
+
+/// A three-node Redis Cluster (three primaries, no replicas unless added) on free ports of `127.0.0.1`,
 /// stopped when dropped.
 ///
 /// The 16384 hash slots are split evenly by `CLUSTER ADDSLOTS`, the nodes introduced by
@@ -644,15 +651,22 @@ impl RedisCluster {
     /// As [`RedisServer::start`]; [`TestkitError::StartFailed`] when the cluster does not
     /// converge in time.
     pub fn start() -> Result<Self, TestkitError> {
+        RedisCluster::start_with_config(&[])
+    }
+
+    /// [`RedisCluster::start`] with extra lines in every node's configuration (as
+    /// [`RedisServer::start_with_config`]).
+    ///
+    /// # Errors
+    /// As [`RedisCluster::start`].
+    pub fn start_with_config(extra_config: &[&str]) -> Result<Self, TestkitError> {
         const NODES: u16 = 3;
         const SLOTS: u16 = 16384;
         let mut nodes = Vec::new();
         for _ in 0..NODES {
-            nodes.push(RedisServer::start_with_config(&[
-                "cluster-enabled yes",
-                "cluster-config-file nodes.conf",
-                "cluster-node-timeout 5000",
-            ])?);
+            let mut config = CLUSTER_CONFIG.to_vec();
+            config.extend_from_slice(extra_config);
+            nodes.push(RedisServer::start_with_config(&config)?);
         }
         for (i, node) in nodes.iter().enumerate() {
             let i = i as u16;
@@ -719,6 +733,162 @@ impl RedisCluster {
             .collect();
         format!("redis+cluster://{}", hosts.join(","))
     }
+
+    /// The hash slot of `key` (a full key, as stored), from `CLUSTER KEYSLOT`.
+    ///
+    /// # Errors
+    /// [`TestkitError::Io`] when the first node does not answer.
+    pub fn slot_of(&self, key: &str) -> Result<u16, TestkitError> {
+        let reply = self.nodes[0].command(&["CLUSTER", "KEYSLOT", key])?;
+        reply.parse().map_err(|_| {
+            TestkitError::io(
+                "CLUSTER KEYSLOT",
+                io::Error::new(io::ErrorKind::InvalidData, reply.clone()),
+            )
+        })
+    }
+
+    /// The index of the node that serves `slot` now, as that node itself says (the
+    /// `myself` line of its `CLUSTER NODES`); `None` when no live node claims it.
+    pub fn owner_of_slot(&self, slot: u16) -> Option<usize> {
+        self.nodes.iter().position(|node| {
+            let Ok(text) = node.command(&["CLUSTER", "NODES"]) else {
+                return false;
+            };
+            text.lines()
+                .find(|l| {
+                    l.split_whitespace()
+                        .nth(2)
+                        .is_some_and(|f| f.contains("myself"))
+                })
+                .is_some_and(|line| serves_slot(line, slot))
+        })
+    }
+
+    /// Moves `slot` with its keys to node `to` as `redis-cli --cluster reshard` does:
+    /// `SETSLOT IMPORTING` / `MIGRATING`, `MIGRATE` of every key, then `SETSLOT NODE` on
+    /// every node; returns once every node agrees on the new owner (up to 30 s).
+    ///
+    /// # Errors
+    /// [`TestkitError::Io`] when a node refuses a step; [`TestkitError::StartFailed`] when
+    /// the nodes do not agree in time.
+    pub fn move_slot(&self, slot: u16, to: usize) -> Result<(), TestkitError> {
+        let from = self.owner_of_slot(slot).ok_or_else(|| {
+            TestkitError::io(
+                "move_slot",
+                io::Error::new(
+                    io::ErrorKind::NotFound,
+                    format!("no node serves slot {slot}"),
+                ),
+            )
+        })?;
+        if from == to {
+            return Ok(());
+        }
+        let slot_text = slot.to_string();
+        let id = |i: usize| self.nodes[i].command(&["CLUSTER", "MYID"]);
+        let (from_id, to_id) = (id(from)?, id(to)?);
+        let (source, target) = (&self.nodes[from], &self.nodes[to]);
+        target.command(&["CLUSTER", "SETSLOT", &slot_text, "IMPORTING", &from_id])?;
+        source.command(&["CLUSTER", "SETSLOT", &slot_text, "MIGRATING", &to_id])?;
+        loop {
+            let keys = source.command(&["CLUSTER", "GETKEYSINSLOT", &slot_text, "100"])?;
+            if keys.is_empty() {
+                break;
+            }
+            let port = target.port().to_string();
+            let mut args = vec!["MIGRATE", "127.0.0.1", &port, "", "0", "5000", "KEYS"];
+            args.extend(keys.lines());
+            source.command(&args)?;
+        }
+        let others = (0..self.nodes.len()).filter(|i| ![to, from].contains(i));
+        for node in [to, from].into_iter().chain(others) {
+            self.nodes[node].command(&["CLUSTER", "SETSLOT", &slot_text, "NODE", &to_id])?;
+        }
+        let agreed = |node: &RedisServer| {
+            node.command(&["CLUSTER", "NODES"]).is_ok_and(|text| {
+                text.lines()
+                    .any(|l| l.starts_with(to_id.as_str()) && serves_slot(l, slot))
+            })
+        };
+        wait_until(
+            Duration::from_secs(30),
+            "the nodes did not agree on the slot's owner",
+            || self.nodes.iter().all(agreed),
+        )
+    }
+}
+
+impl RedisCluster {
+    /// Starts a new node, joins it to the cluster as a replica of node `of` and waits (up to
+    /// 30 s) until it has synced and every node knows it; returns its index in
+    /// [`RedisCluster::nodes`].
+    ///
+    /// # Errors
+    /// As [`RedisServer::start`]; [`TestkitError::StartFailed`] when it does not sync in
+    /// time.
+    pub fn add_replica(&mut self, of: usize) -> Result<usize, TestkitError> {
+        let node = RedisServer::start_with_config(&CLUSTER_CONFIG)?;
+        let port = node.port().to_string();
+        self.nodes[0].command(&["CLUSTER", "MEET", "127.0.0.1", &port])?;
+        let primary = self.nodes[of].command(&["CLUSTER", "MYID"])?;
+        wait_until(Duration::from_secs(30), "the new node did not join", || {
+            node.command(&["CLUSTER", "NODES"])
+                .is_ok_and(|t| t.contains(primary.as_str()))
+        })?;
+        node.command(&["CLUSTER", "REPLICATE", &primary])?;
+        wait_until(
+            Duration::from_secs(30),
+            "the new replica did not sync",
+            || {
+                node.command(&["INFO", "replication"]).is_ok_and(|info| {
+                    info_field(&info, "master_link_status").as_deref() == Some("up")
+                })
+            },
+        )?;
+        self.nodes.push(node);
+        self.wait_ok()?;
+        Ok(self.nodes.len() - 1)
+    }
+
+    /// Promotes the replica `replica` with `CLUSTER FAILOVER` (its primary, still up, becomes
+    /// its replica) and waits (up to 30 s) until every node sees it as a primary.
+    ///
+    /// # Errors
+    /// [`TestkitError::Io`] when the replica refuses; [`TestkitError::StartFailed`] when the
+    /// nodes do not agree in time.
+    pub fn failover(&self, replica: usize) -> Result<(), TestkitError> {
+        let node = &self.nodes[replica];
+        let id = node.command(&["CLUSTER", "MYID"])?;
+        node.command(&["CLUSTER", "FAILOVER"])?;
+        let promoted = |other: &RedisServer| {
+            other.command(&["CLUSTER", "NODES"]).is_ok_and(|text| {
+                text.lines().any(|l| {
+                    l.starts_with(id.as_str())
+                        && l.split_whitespace()
+                            .nth(2)
+                            .is_some_and(|f| f.contains("master"))
+                })
+            })
+        };
+        wait_until(
+            Duration::from_secs(30),
+            "the replica was not promoted",
+            || self.nodes.iter().all(promoted),
+        )?;
+        self.wait_ok()
+    }
+}
+
+/// Whether a `CLUSTER NODES` line lists `slot` among the slots its node serves.
+fn serves_slot(line: &str, slot: u16) -> bool {
+    line.split_whitespace().skip(8).any(|range| {
+        let (first, last) = range.split_once('-').unwrap_or((range, range));
+        match (first.parse::<u16>(), last.parse::<u16>()) {
+            (Ok(a), Ok(b)) => (a..=b).contains(&slot),
+            _ => false,
+        }
+    })
 }
 
 #[cfg(test)]

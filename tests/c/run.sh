@@ -20,7 +20,8 @@
 # tests/c/test_starts.c and tests/c/test_tiered.c a Redis: they run under testkit's
 # `with-servers`, which starts both on free loopback ports, passes their URLs in
 # POLYCACHE_TEST_REDIS_URL and POLYCACHE_TEST_MEMCACHED_URL, and stops them when the program
-# exits.
+# exits; for tests/c/test_tiered.c also a Redis Cluster (`with-servers --cluster`,
+# POLYCACHE_TEST_REDIS_CLUSTER_URL).
 #
 # The programs link the shared library just built (target/debug/libpolycache.so), found at
 # run time through an rpath to a directory that names it by its soname, as an installed
@@ -93,6 +94,8 @@ threads_ops() {
 # What runs before program $1: testkit's with-servers for the one that needs servers.
 servers_for() {
     [[ "$1" == test_queue || "$1" == test_structures || "$1" == test_starts || "$1" == test_tags || "$1" == test_tiered ]] && echo "$with_servers"
+    # test_tiered also tracks a Redis Cluster (POLYCACHE_TEST_REDIS_CLUSTER_URL).
+    [[ "$1" == test_tiered ]] && echo "--cluster"
     return 0
 }
 

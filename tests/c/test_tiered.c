@@ -1,7 +1,8 @@
 /*
  * tiered:// with bus=tracking on the Redis that tests/c/run.sh starts
  * (POLYCACHE_TEST_REDIS_URL): a write by a plain cache, which publishes nothing, reaches the
- * L1 of two tracked tiered caches through the server's own notifications; tracking over a
+ * L1 of two tracked tiered caches through the server's own notifications; the same over the
+ * Redis Cluster of POLYCACHE_TEST_REDIS_CLUSTER_URL (keys on every primary); tracking over a
  * non-Redis L2 is a configuration error.
  */
 #include "check.h"
@@ -58,6 +59,29 @@ static void test_tracking(const char *redis) {
     polycache_cache_free(plain);
 }
 
+static void test_tracking_cluster(const char *cluster) {
+    char l2[512], url[768], plain_url[512], key[16];
+    snprintf(url, sizeof url, "tiered://?l2=%s&bus=tracking&l1_timeout=600&key_prefix=c-cluster",
+             encode(l2, sizeof l2, cluster));
+    snprintf(plain_url, sizeof plain_url, "%s?key_prefix=c-cluster", cluster);
+    polycache_cache *tracked = open_cache(url);
+    polycache_cache *plain = open_cache(plain_url);
+    /* 30 keys fall on every primary's slots. */
+    for (int i = 0; i < 30; i++) {
+        snprintf(key, sizeof key, "k%d", i);
+        CHECK(set_str(plain, key, "old", POLYCACHE_TTL_NEVER));
+        CHECK(holds(tracked, key, "old", 3));
+    }
+    for (int i = 0; i < 30; i++) {
+        snprintf(key, sizeof key, "k%d", i);
+        CHECK(set_str(plain, key, "new", POLYCACHE_TTL_NEVER));
+        struct expect e = {tracked, key, "new"};
+        CHECK(wait_until(holds_now, &e, 10000));
+    }
+    polycache_cache_free(tracked);
+    polycache_cache_free(plain);
+}
+
 static void test_not_redis(void) {
     polycache_cache *cache = NULL;
     polycache_error *err = NULL;
@@ -66,14 +90,20 @@ static void test_not_redis(void) {
     CHECK(cache == NULL);
 }
 
+/* Runs `test` on the URL in environment variable `name` (set by tests/c/run.sh). */
+static void with_url(const char *name, void (*test)(const char *)) {
+    const char *url = getenv(name);
+    if (url == NULL) {
+        fprintf(stderr, "%s is not set: run this test through tests/c/run.sh\n", name);
+        CHECK(url != NULL);
+    } else {
+        test(url);
+    }
+}
+
 int main(void) {
     test_not_redis();
-    const char *redis = getenv("POLYCACHE_TEST_REDIS_URL");
-    if (redis == NULL) {
-        fprintf(stderr, "POLYCACHE_TEST_REDIS_URL is not set: run this test through tests/c/run.sh\n");
-        CHECK(redis != NULL);
-    } else {
-        test_tracking(redis);
-    }
+    with_url("POLYCACHE_TEST_REDIS_URL", test_tracking);
+    with_url("POLYCACHE_TEST_REDIS_CLUSTER_URL", test_tracking_cluster);
     return check_summary();
 }

@@ -152,6 +152,44 @@ def redis_sentinel(master_name: str = "mymaster") -> Iterator[Server]:
             shutil.rmtree(d, ignore_errors=True)
 
 
+def _redis_command(port: int, *args: str) -> bytes:
+    """One command to the Redis on ``port``, its reply's first read (small replies only)."""
+    request = f"*{len(args)}\r\n".encode()
+    for arg in args:
+        request += f"${len(arg.encode())}\r\n".encode() + arg.encode() + b"\r\n"
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(request)
+        return s.recv(65536)
+
+
+@contextlib.contextmanager
+def redis_cluster() -> Iterator[Server]:
+    """A Redis Cluster of three primaries (no replicas), the slots split in thirds.
+
+    ``url`` is ``redis+cluster://127.0.0.1:P1,127.0.0.1:P2,127.0.0.1:P3``; ``extra`` holds
+    the ``ports`` (comma-separated). Returns once every node reports ``cluster_state:ok``.
+    """
+    config = ("cluster-enabled yes", "cluster-config-file nodes.conf", "cluster-node-timeout 5000")
+    with contextlib.ExitStack() as stack:
+        # Explicit bus ports: the default, the port + 10000, does not exist above 55535.
+        bus_ports = [free_port() for _ in range(3)]
+        nodes = [stack.enter_context(redis_server(*config, f"cluster-port {bus}")) for bus in bus_ports]
+        for i, node in enumerate(nodes):
+            first, last = 16384 // 3 * i, (16384 if i == 2 else 16384 // 3 * (i + 1)) - 1
+            assert _redis_command(node.port, "CLUSTER", "ADDSLOTSRANGE", str(first), str(last)).startswith(b"+OK")
+            _redis_command(node.port, "CLUSTER", "SET-CONFIG-EPOCH", str(i + 1))
+        for node, bus in zip(nodes[1:], bus_ports[1:]):
+            _redis_command(nodes[0].port, "CLUSTER", "MEET", "127.0.0.1", str(node.port), str(bus))
+
+        def ok() -> bool:
+            return all(b"cluster_state:ok" in _redis_command(n.port, "CLUSTER", "INFO") for n in nodes)
+
+        _wait_for(ok, nodes[0].proc, "the redis cluster", os.path.join(nodes[0].dir, "redis.log"), timeout=30)
+        ports = ",".join(str(n.port) for n in nodes)
+        url = "redis+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in nodes)
+        yield Server(nodes[0].proc, nodes[0].port, nodes[0].dir, url, {"ports": ports})
+
+
 @contextlib.contextmanager
 def memcached_server(unix_socket: bool = False) -> Iterator[Server]:
     """``memcached`` on a free port (or a unix socket in its directory)."""

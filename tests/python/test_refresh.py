@@ -948,6 +948,31 @@ def test_tracking_drops_l1_copies_on_writes_by_redis_py(redis: Any) -> None:
         polycache.Cache(f"tiered://?l2={quote('memory://', safe='')}&bus=tracking")
 
 
+@needs_redis
+def test_tracking_over_a_redis_cluster_sees_writes_on_every_primary() -> None:
+    sys.path.insert(0, os.path.dirname(__file__))
+    import servers
+
+    with servers.redis_cluster() as cluster:
+        url = f"tiered://?l2={quote(cluster.url, safe='')}&bus=tracking&l1_timeout=600&key_prefix=pyclu"
+        tracked = polycache.Cache(url)
+        # A plain cache on the same cluster: it publishes nothing, the primaries report.
+        plain = polycache.Cache(f"{cluster.url}?key_prefix=pyclu")
+        keys = [f"k{i}" for i in range(30)]  # spread over the three primaries' slots
+        for k in keys:
+            plain.set(k, "old")
+        assert all(tracked.get(k) == "old" for k in keys)
+        for k in keys:
+            plain.set(k, "new")
+        assert eventually(lambda: all(tracked.get(k) == "new" for k in keys))
+
+        async def read(k: str) -> Any:
+            return await tracked.aget(k)
+
+        plain.set(keys[0], "newer")
+        assert eventually(lambda: asyncio.run(read(keys[0])) == "newer")
+
+
 # --- stats -------------------------------------------------------------------------------------
 
 

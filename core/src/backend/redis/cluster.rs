@@ -62,6 +62,111 @@ pub(super) fn cluster_primaries(nodes: &str) -> Vec<(String, u16)> {
     out
 }
 
+/// One primary of a Cluster as `CLUSTER NODES` lists it: its address and the slots it serves
+/// (ranges as the server writes them, `0-5460`; migration markers left out).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct ClusterPrimary {
+    pub(crate) host: String,
+    pub(crate) port: u16,
+    pub(crate) slots: Vec<String>,
+}
+
+/// Every primary of a `CLUSTER NODES` reply that may own keys, sorted: those serving slots,
+/// and those without slots that are not failed (a node just added, which slots may move to).
+/// Two nodes that see the same topology give the same list (the `myself` flag and the
+/// migration markers, which differ from node to node, are left out).
+pub(crate) fn cluster_topology(nodes: &str) -> Vec<ClusterPrimary> {
+    let mut out = Vec::new();
+    for line in nodes.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if fields.len() < 8 {
+            continue;
+        }
+        let flags: Vec<&str> = fields[2].split(',').collect();
+        if !flags.contains(&"master") || flags.iter().any(|f| *f == "handshake" || *f == "noaddr") {
+            continue;
+        }
+        let slots: Vec<String> = fields[8..]
+            .iter()
+            .filter(|s| !s.starts_with('['))
+            .map(|s| (*s).to_owned())
+            .collect();
+        if slots.is_empty() && flags.iter().any(|f| f.starts_with("fail")) {
+            continue;
+        }
+        let addr = fields[1].split('@').next().unwrap_or("");
+        if let Some((host, port)) = addr.rsplit_once(':') {
+            match port.parse() {
+                Ok(port) if !host.is_empty() && port != 0 => out.push(ClusterPrimary {
+                    host: host
+                        .trim_start_matches('[')
+                        .trim_end_matches(']')
+                        .to_owned(),
+                    port,
+                    slots,
+                }),
+                _ => {}
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// How the tracking connections of [`crate::TrackingBus`] reach the nodes of a Cluster: the
+/// URL's nodes to ask for the topology, and the auth and TLS settings of every node.
+pub(crate) struct ClusterNodes {
+    seeds: Vec<(String, u16)>,
+    auth: redis::RedisConnectionInfo,
+    /// `Some(insecure)` over TLS.
+    tls: Option<bool>,
+    certs: Option<redis::TlsCertificates>,
+    /// The URL without its password, for messages.
+    shown: String,
+}
+
+impl ClusterNodes {
+    pub(super) fn new(
+        seeds: Vec<(String, u16)>,
+        auth: redis::RedisConnectionInfo,
+        tls: Option<bool>,
+        certs: Option<redis::TlsCertificates>,
+        shown: String,
+    ) -> ClusterNodes {
+        ClusterNodes {
+            seeds,
+            auth,
+            tls,
+            certs,
+            shown,
+        }
+    }
+
+    /// The nodes the URL names, to ask for the topology.
+    pub(crate) fn seeds(&self) -> &[(String, u16)] {
+        &self.seeds
+    }
+
+    /// The URL without its password.
+    pub(crate) fn shown(&self) -> &str {
+        &self.shown
+    }
+
+    /// A client of the node at `host:port` with the Cluster's auth and TLS, speaking
+    /// `protocol`.
+    pub(crate) fn client(
+        &self,
+        host: &str,
+        port: u16,
+        protocol: redis::ProtocolVersion,
+    ) -> crate::error::Result<redis::Client> {
+        let addr = super::address::tcp_addr(host.to_owned(), port, self.tls);
+        let auth = self.auth.clone().set_protocol(protocol);
+        let info = super::address::connection_info(addr, auth)?;
+        super::address::client_for(info, self.certs.clone(), &self.shown)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -88,5 +193,30 @@ d 127.0.0.1:30004@40004 slave a 0 0 1 connected
             cluster_primaries(text),
             [("127.0.0.1".into(), 30001), ("127.0.0.1".into(), 30002)]
         );
+    }
+
+    #[test]
+    fn cluster_topology_is_the_same_from_every_node() {
+        let seen_from_a = "\
+a 127.0.0.1:30001@40001 myself,master - 0 0 1 connected 0-5460 [5461-<-b]
+b 127.0.0.1:30002@40002,host2 master - 0 0 2 connected 5461-10922
+c 127.0.0.1:30003@40003 master,fail - 0 0 3 connected
+d 127.0.0.1:30004@40004 slave a 0 0 1 connected
+e 127.0.0.1:30005@40005 master - 0 0 4 connected 10923-16383
+f 127.0.0.1:30006@40006 master - 0 0 0 connected
+g :0@0 master,noaddr - 0 0 0 connected
+";
+        let seen_from_b = "\
+b 127.0.0.1:30002@40002,host2 myself,master - 0 0 2 connected 5461-10922 [5461->-a]
+e 127.0.0.1:30005@40005 master - 0 0 4 connected 10923-16383
+f 127.0.0.1:30006@40006 master - 0 0 0 connected
+a 127.0.0.1:30001@40001 master - 0 0 1 connected 0-5460
+";
+        let topology = cluster_topology(seen_from_a);
+        assert_eq!(topology, cluster_topology(seen_from_b));
+        let ports: Vec<u16> = topology.iter().map(|p| p.port).collect();
+        assert_eq!(ports, [30001, 30002, 30005, 30006]);
+        assert_eq!(topology[0].slots, ["0-5460"]);
+        assert!(topology[3].slots.is_empty());
     }
 }

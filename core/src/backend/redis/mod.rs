@@ -34,6 +34,7 @@ use address::{
 };
 use aio::AsyncTopology;
 use cluster::{by_slot, cluster_primaries, key_slot};
+pub(crate) use cluster::{cluster_topology, ClusterNodes, ClusterPrimary};
 use errors::{closed_by_server, is_redirect, keeps_connection, map_err, unexpected};
 use pool::Pool;
 use redis::cluster::{cluster_pipe, ClusterClientBuilder, ClusterConnection};
@@ -226,6 +227,8 @@ pub struct RedisBackend {
     /// [`crate::TrackingBus`]; empty on a Cluster.
     servers: Vec<TrackedServer>,
     connect_timeout: Option<Duration>,
+    /// A Cluster's nodes, for the tracking connections of [`crate::TrackingBus`].
+    cluster: Option<cluster::ClusterNodes>,
 }
 
 /// A server that reads go to, as the tracking connection of [`crate::TrackingBus`] reaches
@@ -368,6 +371,7 @@ impl RedisBackend {
 
         let mut leader_client = None;
         let mut servers = Vec::new();
+        let mut cluster_nodes = None;
         let aio;
         let topology = match scheme {
             "unix" => {
@@ -452,11 +456,20 @@ impl RedisBackend {
                     )));
                 }
                 let mut nodes = Vec::with_capacity(location.hosts().len());
+                let mut seeds = Vec::with_capacity(location.hosts().len());
                 for host in location.hosts() {
                     let (h, port) = split_host(host).map_err(&bad)?;
+                    seeds.push((h.clone(), port));
                     let addr = tcp_addr(h, port, tls.then_some(opts.insecure));
                     nodes.push(connection_info(addr, auth.clone())?);
                 }
+                cluster_nodes = Some(cluster::ClusterNodes::new(
+                    seeds,
+                    auth.clone(),
+                    tls.then_some(opts.insecure),
+                    tls_certs.clone(),
+                    redacted.clone(),
+                ));
                 let client = |retries: u32| {
                     let mut builder = ClusterClientBuilder::new(nodes.clone())
                         .connection_timeout(
@@ -550,7 +563,13 @@ impl RedisBackend {
             leader_client,
             servers,
             connect_timeout: opts.connect_timeout,
+            cluster: cluster_nodes,
         })
+    }
+
+    /// A Cluster's nodes, for [`crate::TrackingBus`]; `None` when this is not a Cluster.
+    pub(crate) fn cluster_nodes(&self) -> Option<&cluster::ClusterNodes> {
+        self.cluster.as_ref()
     }
 
     /// The leader's client and connect timeout, for a connection outside the pool (the
