@@ -10,6 +10,7 @@
 //! `BaseCache` does and leaves settings it does not know to Django.
 
 use crate::error::{Error, ErrorKind};
+use crate::options::{OptionSource, OptionValue};
 use crate::service::CacheConfig;
 use std::time::Duration;
 
@@ -196,7 +197,7 @@ const URL_SETTINGS: &[(&str, &str)] = &[
 /// assert_eq!(cache.default_expiry(), polycache::Expiry::After(std::time::Duration::from_secs(60)));
 /// ```
 pub fn read_entry(name: Option<&str>, entry: &SettingValue, rules: &Rules) -> Res<Read> {
-    read(entry, rules).map_err(|mut e| {
+    read(name, entry, rules).map_err(|mut e| {
         if let Some(name) = name {
             e.error = Error::new(
                 e.error.kind(),
@@ -207,7 +208,7 @@ pub fn read_entry(name: Option<&str>, entry: &SettingValue, rules: &Rules) -> Re
     })
 }
 
-fn read(entry: &SettingValue, rules: &Rules) -> Res<Read> {
+fn read(name: Option<&str>, entry: &SettingValue, rules: &Rules) -> Res<Read> {
     let django = matches!(rules, Rules::DjangoBackend { .. });
     let SettingValue::Map(fields) = entry else {
         return Err(fail(format!(
@@ -341,7 +342,7 @@ fn read(entry: &SettingValue, rules: &Rules) -> Res<Read> {
         }
     }
     config.location = location;
-    read_options(&mut config, options, rules)?;
+    read_options(&mut config, options, rules, name)?;
     read.config = config;
     Ok(read)
 }
@@ -435,24 +436,31 @@ enum Kind {
     Serializer,
 }
 
-/// Reads `OPTIONS` into `config.options`.
+/// Reads `OPTIONS` into `config.options`, each option with the `OPTIONS` key it came from
+/// (`cache`: the entry's alias, when known).
 fn read_options(
     config: &mut CacheConfig,
     options: &[(SettingValue, SettingValue)],
     rules: &Rules,
+    cache: Option<&str>,
 ) -> Res<()> {
+    let source = |key: &str| OptionSource::DjangoOptions {
+        key: key.to_owned(),
+        cache: cache.map(str::to_owned),
+    };
     // Which OPTIONS name set each URL option, to refuse two names for one option.
     let mut set_by: Vec<(String, String)> = Vec::new();
-    let mut put = |config: &mut CacheConfig, by: &str, option: &str, text: String| -> Res<()> {
-        if let Some((_, first)) = set_by.iter().find(|(o, _)| o == option) {
-            return Err(bad_option(format!(
-                "OPTIONS '{first}' and '{by}' both set {option}; give one of them"
-            )));
-        }
-        set_by.push((option.to_owned(), by.to_owned()));
-        config.options.insert(option.to_owned(), text);
-        Ok(())
-    };
+    let mut put =
+        |config: &mut CacheConfig, by: &str, option: &str, value: OptionValue| -> Res<()> {
+            if let Some((_, first)) = set_by.iter().find(|(o, _)| o == option) {
+                return Err(bad_option(format!(
+                    "OPTIONS '{first}' and '{by}' both set {option}; give one of them"
+                )));
+            }
+            set_by.push((option.to_owned(), by.to_owned()));
+            config.options.insert_from(option, value, source(by));
+            Ok(())
+        };
     let mut django_cull = Vec::new();
     for (name, value) in options {
         let Some(name) = name.as_str() else {
@@ -464,7 +472,7 @@ fn read_options(
         if let Some((_, target, kind)) = DJANGO_OPTIONS.iter().find(|(d, _, _)| *d == name) {
             let text = typed_option(name, value, *kind)?;
             if matches!(name, "MAX_ENTRIES" | "CULL_FREQUENCY") {
-                django_cull.push((*target, text));
+                django_cull.push((*target, text, source(name)));
             } else {
                 put(config, name, target, text)?;
             }
@@ -473,8 +481,8 @@ fn read_options(
                 put(config, name, target, text)?;
             }
         } else if name.chars().any(|c| c.is_ascii_lowercase()) {
-            let text = option_text(name, value)?;
-            put(config, name, name, text)?;
+            let value = option_value(name, value)?;
+            put(config, name, name, value)?;
         } else {
             let names: Vec<&str> = DJANGO_OPTIONS.iter().map(|(d, _, _)| *d).collect();
             return Err(bad_option(format!(
@@ -486,7 +494,7 @@ fn read_options(
         }
     }
     if let Some(password) = config.options.remove(django_redis::PASSWORD) {
-        config.location = with_password(&config.location, &password);
+        config.location = with_password(&config.location, &password.value.to_text());
     }
     if let Rules::DjangoBackend {
         ignore_exceptions: true,
@@ -496,24 +504,30 @@ fn read_options(
         let in_url = crate::Location::parse(&config.location)
             .map(|l| l.options().iter().any(|(o, _)| o == "fail_open"))
             .unwrap_or(false);
-        if !in_url && !config.options.contains_key("fail_open") {
-            config.options.insert("fail_open".into(), "true".into());
+        if !in_url && !config.options.contains("fail_open") {
+            let setting = OptionSource::Keyword {
+                argument: "DJANGO_REDIS_IGNORE_EXCEPTIONS".into(),
+                function: "Django's settings".into(),
+            };
+            config.options.insert_from("fail_open", true, setting);
         }
     }
     django_cull_rule(config, django_cull);
     Ok(())
 }
 
-/// An `OPTIONS` value of a known kind as URL option text; never echoes a key.
-fn typed_option(name: &str, value: &SettingValue, kind: Kind) -> Res<String> {
+/// An `OPTIONS` value of a known kind as an option's value; never echoes a key.
+fn typed_option(name: &str, value: &SettingValue, kind: Kind) -> Res<OptionValue> {
     match (kind, value) {
-        (Kind::Int, SettingValue::Int(n)) => Ok(n.to_string()),
+        (Kind::Int, SettingValue::Int(n)) => Ok(OptionValue::Int(*n)),
         (Kind::Int, other) => Err(bad_option(format!(
             "OPTIONS['{name}'] must be an int, not {}",
             other.type_name()
         ))),
-        (Kind::Str, SettingValue::Str(s)) => Ok(s.clone()),
-        (Kind::Serializer, SettingValue::Str(s)) => django_redis::serializer(s),
+        (Kind::Str, SettingValue::Str(s)) => Ok(OptionValue::Str(s.clone())),
+        (Kind::Serializer, SettingValue::Str(s)) => {
+            django_redis::serializer(s).map(OptionValue::Str)
+        }
         (Kind::Str | Kind::Serializer, other) => Err(bad_option(format!(
             "OPTIONS['{name}'] must be a str, not {}",
             other.type_name()
@@ -522,7 +536,7 @@ fn typed_option(name: &str, value: &SettingValue, kind: Kind) -> Res<String> {
             let mut out = Vec::new();
             for k in keys {
                 match k.as_str() {
-                    Some(s) if !s.is_empty() && !s.contains(',') => out.push(s),
+                    Some(s) if !s.is_empty() && !s.contains(',') => out.push(s.to_owned()),
                     _ => {
                         return Err(bad_option(format!(
                             "OPTIONS['{name}'] must hold non-empty str keys without commas"
@@ -530,7 +544,7 @@ fn typed_option(name: &str, value: &SettingValue, kind: Kind) -> Res<String> {
                     }
                 }
             }
-            Ok(out.join(","))
+            Ok(OptionValue::List(out))
         }
         (Kind::Keys, other) => Err(bad_option(format!(
             "OPTIONS['{name}'] must be a list of str, not {}",
@@ -539,14 +553,14 @@ fn typed_option(name: &str, value: &SettingValue, kind: Kind) -> Res<String> {
     }
 }
 
-/// A lower-case `OPTIONS` value (a URL option) as URL option text.
-fn option_text(name: &str, value: &SettingValue) -> Res<String> {
+/// A lower-case `OPTIONS` value (a URL option) as an option's value.
+fn option_value(name: &str, value: &SettingValue) -> Res<OptionValue> {
     match value {
-        SettingValue::Null => Ok("none".to_owned()),
-        SettingValue::Bool(b) => Ok(b.to_string()),
-        SettingValue::Int(n) => Ok(n.to_string()),
-        SettingValue::Float(f) => Ok(python_str(&SettingValue::Float(*f))),
-        SettingValue::Str(s) => Ok(s.clone()),
+        SettingValue::Null => Ok(OptionValue::None),
+        SettingValue::Bool(b) => Ok(OptionValue::Bool(*b)),
+        SettingValue::Int(n) => Ok(OptionValue::Int(*n)),
+        SettingValue::Float(f) => Ok(OptionValue::Float(*f)),
+        SettingValue::Str(s) => Ok(OptionValue::Str(s.clone())),
         other => Err(bad_option(format!(
             "option '{name}' must be a str, int, float, bool or None, not {}",
             other.type_name()
@@ -558,7 +572,7 @@ fn option_text(name: &str, value: &SettingValue) -> Res<String> {
 /// postgres) either one brings Django's default for the other (300, 3; with `eviction` other
 /// than `lru`, only `max_entries`); elsewhere (redis, memcached, dummy) both are ignored, as
 /// Django's own Redis and Memcached backends do.
-fn django_cull_rule(config: &mut CacheConfig, given: Vec<(&str, String)>) {
+fn django_cull_rule(config: &mut CacheConfig, given: Vec<(&str, OptionValue, OptionSource)>) {
     if given.is_empty() {
         return;
     }
@@ -572,20 +586,21 @@ fn django_cull_rule(config: &mut CacheConfig, given: Vec<(&str, String)>) {
     ) {
         return;
     }
-    let lru = config
-        .options
-        .get("eviction")
-        .map_or(true, |e| e.trim().eq_ignore_ascii_case("lru"));
-    let get = |n: &str| given.iter().find(|(g, _)| *g == n).map(|(_, v)| v.clone());
+    let lru = config.options.get("eviction").map_or(true, |e| {
+        e.value.to_text().trim().eq_ignore_ascii_case("lru")
+    });
+    let get = |n: &str| given.iter().find(|(g, _, _)| *g == n).cloned();
+    // A default Django brings is charged to the OPTIONS key that brought it.
+    let bringer = given[0].2.clone();
     let opts = &mut config.options;
-    opts.insert(
-        "max_entries".into(),
-        get("max_entries").unwrap_or_else(|| "300".into()),
-    );
-    if let Some(cull) = get("cull_frequency") {
-        opts.insert("cull_frequency".into(), cull);
+    match get("max_entries") {
+        Some((name, value, source)) => opts.insert_from(name, value, source),
+        None => opts.insert_from("max_entries", 300, bringer.clone()),
+    }
+    if let Some((name, value, source)) = get("cull_frequency") {
+        opts.insert_from(name, value, source);
     } else if lru {
-        opts.insert("cull_frequency".into(), "3".into());
+        opts.insert_from("cull_frequency", 3, bringer);
     }
 }
 
@@ -707,9 +722,18 @@ mod tests {
         .unwrap();
         let c = &read.config;
         assert_eq!(c.location, "redis://u:p%40ss@h:1/0");
-        assert_eq!(c.options["socket_timeout"], "0.5");
-        assert_eq!(c.options["fail_open"], "true");
-        assert_eq!(c.options["compress_min_size"], "16");
+        let value = |c: &CacheConfig, name: &str| c.options.get(name).unwrap().value.clone();
+        assert_eq!(value(c, "socket_timeout"), OptionValue::Float(0.5));
+        assert_eq!(value(c, "fail_open"), OptionValue::Bool(true));
+        assert_eq!(value(c, "compress_min_size"), OptionValue::Int(16));
+        // Each option remembers the OPTIONS key it came from.
+        assert_eq!(
+            c.options.get("socket_timeout").unwrap().source,
+            OptionSource::DjangoOptions {
+                key: "SOCKET_TIMEOUT".into(),
+                cache: None
+            }
+        );
         // A password in the URL wins, as in django-redis.
         assert_eq!(with_password("redis://:url@h/0", "opt"), "redis://:url@h/0");
         assert_eq!(with_password("redis://h/0", "opt"), "redis://:opt@h/0");
@@ -719,10 +743,10 @@ mod tests {
             ignore_exceptions: true,
         };
         let read = read_entry(None, &options(vec![]), &everywhere).unwrap();
-        assert_eq!(read.config.options["fail_open"], "true");
+        assert_eq!(value(&read.config, "fail_open"), OptionValue::Bool(true));
         let off = options(vec![("IGNORE_EXCEPTIONS", V::Bool(false))]);
         let read = read_entry(None, &off, &everywhere).unwrap();
-        assert_eq!(read.config.options["fail_open"], "false");
+        assert_eq!(value(&read.config, "fail_open"), OptionValue::Bool(false));
         let err = read_entry(
             None,
             &options(vec![(

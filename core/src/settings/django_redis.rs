@@ -1,6 +1,7 @@
 //! django-redis' `OPTIONS`: what polycache does with each.
 
-use super::{bad_option, option_text, Res, SettingValue};
+use super::{bad_option, option_value, Res, SettingValue};
+use crate::options::OptionValue;
 
 /// Where `PASSWORD` waits until the URL is known.
 pub(super) const PASSWORD: &str = "\u{0}password";
@@ -36,7 +37,10 @@ pub(super) fn serializer(s: &str) -> Res<String> {
 }
 
 /// The URL options a django-redis option becomes (`None`: not one of django-redis').
-pub(super) fn option(name: &str, v: &SettingValue) -> Res<Option<Vec<(&'static str, String)>>> {
+pub(super) fn option(
+    name: &str,
+    v: &SettingValue,
+) -> Res<Option<Vec<(&'static str, OptionValue)>>> {
     const SENTINEL: &str = "give a redis+sentinel:// LOCATION instead (see docs/backends/redis.md)";
     let none = Ok(Some(Vec::new()));
     match name {
@@ -68,7 +72,7 @@ pub(super) fn option(name: &str, v: &SettingValue) -> Res<Option<Vec<(&'static s
             "django_redis.compressors.identity.IdentityCompressor" => none,
             // django-redis compresses values longer than 15 bytes.
             "django_redis.compressors.zstd.ZStdCompressor" => {
-                Ok(Some(vec![("compress_min_size", "16".to_owned())]))
+                Ok(Some(vec![("compress_min_size", OptionValue::Int(16))]))
             }
             other => Err(refuse(
                 name,
@@ -81,7 +85,7 @@ pub(super) fn option(name: &str, v: &SettingValue) -> Res<Option<Vec<(&'static s
             )),
         },
         "IGNORE_EXCEPTIONS" => match v {
-            SettingValue::Bool(b) => Ok(Some(vec![("fail_open", b.to_string())])),
+            SettingValue::Bool(b) => Ok(Some(vec![("fail_open", OptionValue::Bool(*b))])),
             other => Err(bad_option(format!(
                 "OPTIONS['{name}'] must be a bool, not {}",
                 other.type_name()
@@ -89,7 +93,10 @@ pub(super) fn option(name: &str, v: &SettingValue) -> Res<Option<Vec<(&'static s
         },
         "SOCKET_TIMEOUT" => Ok(Some(vec![("socket_timeout", seconds(name, v)?)])),
         "SOCKET_CONNECT_TIMEOUT" => Ok(Some(vec![("connect_timeout", seconds(name, v)?)])),
-        "PASSWORD" => Ok(Some(vec![(PASSWORD, text(name, v)?.to_owned())])),
+        "PASSWORD" => Ok(Some(vec![(
+            PASSWORD,
+            OptionValue::Str(text(name, v)?.to_owned()),
+        )])),
         "PARSER_CLASS" => {
             text(name, v)?;
             // polycache reads Redis' replies itself: a parser choice changes nothing.
@@ -162,9 +169,9 @@ pub(super) fn option(name: &str, v: &SettingValue) -> Res<Option<Vec<(&'static s
     }
 }
 
-fn seconds(name: &str, v: &SettingValue) -> Res<String> {
+fn seconds(name: &str, v: &SettingValue) -> Res<OptionValue> {
     match v {
-        SettingValue::Int(_) | SettingValue::Float(_) | SettingValue::Null => option_text(name, v),
+        SettingValue::Int(_) | SettingValue::Float(_) | SettingValue::Null => option_value(name, v),
         other => Err(bad_option(format!(
             "OPTIONS['{name}'] must be a number of seconds or None, not {}",
             other.type_name()
@@ -173,7 +180,7 @@ fn seconds(name: &str, v: &SettingValue) -> Res<String> {
 }
 
 /// `CONNECTION_POOL_KWARGS`: the redis-py pool arguments polycache has an option for.
-fn pool_kwargs(name: &str, v: &SettingValue) -> Res<Option<Vec<(&'static str, String)>>> {
+fn pool_kwargs(name: &str, v: &SettingValue) -> Res<Option<Vec<(&'static str, OptionValue)>>> {
     let SettingValue::Map(kwargs) = v else {
         return Err(bad_option(format!(
             "OPTIONS['{name}'] must be a mapping, not {}",
@@ -185,14 +192,18 @@ fn pool_kwargs(name: &str, v: &SettingValue) -> Res<Option<Vec<(&'static str, St
         let key = k.as_str().unwrap_or("");
         match (key, v) {
             ("max_connections", SettingValue::Int(n)) => {
-                out.push(("max_connections", n.to_string()))
+                out.push(("max_connections", OptionValue::Int(*n)))
             }
             ("socket_timeout", _) => out.push(("socket_timeout", seconds(name, v)?)),
             ("socket_connect_timeout", _) => out.push(("connect_timeout", seconds(name, v)?)),
-            ("ssl_ca_certs", SettingValue::Str(path)) => out.push(("tls_ca", path.clone())),
-            ("ssl_cert_reqs", SettingValue::Null) => out.push(("insecure", "true".into())),
+            ("ssl_ca_certs", SettingValue::Str(path)) => {
+                out.push(("tls_ca", OptionValue::Str(path.clone())))
+            }
+            ("ssl_cert_reqs", SettingValue::Null) => {
+                out.push(("insecure", OptionValue::Bool(true)))
+            }
             ("ssl_cert_reqs", SettingValue::Str(s)) if s.eq_ignore_ascii_case("none") => {
-                out.push(("insecure", "true".into()))
+                out.push(("insecure", OptionValue::Bool(true)))
             }
             ("ssl_cert_reqs", SettingValue::Str(s)) if s.eq_ignore_ascii_case("required") => {}
             _ => {
