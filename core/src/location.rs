@@ -401,6 +401,11 @@ impl Options {
         self.take_option(name).map(|o| o.value)
     }
 
+    /// The options taken so far, with where each came from.
+    pub fn taken(&self) -> &[(String, OptionSource)] {
+        &self.taken
+    }
+
     /// Where the option `name` came from, once taken (or while it waits to be).
     pub fn source_of(&self, name: &str) -> Option<&OptionSource> {
         self.taken

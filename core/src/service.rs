@@ -378,6 +378,19 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("more than once"), "{err}");
+        // Value options are checked once the builder's own are known, and still charged
+        // to the OPTIONS key that gave them.
+        for (options, key) in [
+            (r#"{"COMPRESS_LEVEL": 99}"#, "COMPRESS_LEVEL"),
+            (r#"{"OLD_SIGNING_KEYS": ["k0"]}"#, "OLD_SIGNING_KEYS"),
+            (r#"{"serializer": "yaml"}"#, "serializer"),
+        ] {
+            let text =
+                format!(r#"{{"default": {{"LOCATION": "memory://", "OPTIONS": {options}}}}}"#);
+            let err = Caches::from_json(&text).unwrap_err();
+            let start = format!("OPTIONS['{key}'] of CACHES['default']: ");
+            assert!(err.to_string().starts_with(&start), "{err}");
+        }
         assert!(
             err.to_string()
                 .contains("query parameter max_bytes in the URL"),

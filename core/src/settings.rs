@@ -553,8 +553,9 @@ fn typed_option(name: &str, value: &SettingValue, kind: Kind) -> Res<OptionValue
     }
 }
 
-/// A lower-case `OPTIONS` value (a URL option) as an option's value.
-fn option_value(name: &str, value: &SettingValue) -> Res<OptionValue> {
+/// A lower-case `OPTIONS` value (a URL option), or a binding's keyword option, as an option's
+/// value.
+pub fn option_value(name: &str, value: &SettingValue) -> Res<OptionValue> {
     match value {
         SettingValue::Null => Ok(OptionValue::None),
         SettingValue::Bool(b) => Ok(OptionValue::Bool(*b)),

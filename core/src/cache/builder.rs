@@ -356,10 +356,32 @@ impl CacheBuilder {
         };
         let policy = self.policy.or(url_opts.policy).unwrap_or_default();
         let refresh = self.refresh.or(url_opts.refresh).unwrap_or_default();
+        // A value option given besides the builder's own calls is charged to its source.
+        let blame = |name: &str, given_here: bool, e: Error| match url_opts
+            .sources
+            .iter()
+            .find(|(n, _)| n == name)
+        {
+            Some((_, source)) if !given_here => e.about_option(source),
+            _ => e,
+        };
+        let here = self.values.clone();
         let values = self.values.or(url_opts.values);
-        let codec = values.codec()?;
+        let codec = values.codec().map_err(|e| {
+            let level_bad = values
+                .compress_level
+                .is_some_and(|l| !zstd::compression_level_range().contains(&l));
+            if level_bad {
+                blame("compress_level", here.compress_level.is_some(), e)
+            } else if values.signing_key.as_deref() == Some(&[][..]) {
+                blame("signing_key", here.signing_key.is_some(), e)
+            } else {
+                blame("old_signing_keys", here.old_signing_keys.is_some(), e)
+            }
+        })?;
         let serializer = match &values.serializer {
-            Some(name) => serializer_name(name)?,
+            Some(name) => serializer_name(name)
+                .map_err(|e| blame("serializer", here.serializer.is_some(), e))?,
             None => "pickle",
         };
         // A tiered backend guards its L2 itself: L1 hits must not pay for a breaker.
@@ -440,6 +462,8 @@ struct UrlCacheOptions {
     values: ValueOptions,
     latency_histograms: Option<bool>,
     latency_sampling: Option<u64>,
+    /// Where each option read here came from.
+    sources: Vec<(String, OptionSource)>,
 }
 
 /// The largest `latency_sampling`.
@@ -447,7 +471,7 @@ const MAX_LATENCY_SAMPLING: u64 = 1024;
 
 impl UrlCacheOptions {
     fn take(options: &mut Options) -> Result<Self> {
-        Ok(UrlCacheOptions {
+        let mut read = UrlCacheOptions {
             key_prefix: options.take("key_prefix"),
             version: options.i64("version")?,
             timeout: options.seconds("timeout")?,
@@ -462,7 +486,10 @@ impl UrlCacheOptions {
                 ),
                 None => None,
             },
-        })
+            sources: Vec::new(),
+        };
+        read.sources = options.taken().to_vec();
+        Ok(read)
     }
 }
 
