@@ -461,32 +461,33 @@ impl Options {
 
     /// A non-negative integer option.
     pub fn u64(&mut self, name: &str) -> Result<Option<u64>> {
-        match self.take_value(name) {
-            None => Ok(None),
-            Some(OptionValue::Int(n)) if n >= 0 => Ok(Some(n as u64)),
-            Some(v) => {
-                let v = v.to_text();
-                v.trim()
-                    .parse::<u64>()
-                    .map(Some)
-                    .map_err(|_| self.invalid(name, &v, "an integer >= 0"))
-            }
-        }
+        self.integer(name, "an integer >= 0")
     }
 
     /// An integer option (may be negative).
     pub fn i64(&mut self, name: &str) -> Result<Option<i64>> {
-        match self.take_value(name) {
-            None => Ok(None),
-            Some(OptionValue::Int(n)) => Ok(Some(n)),
-            Some(v) => {
-                let v = v.to_text();
-                v.trim()
-                    .parse::<i64>()
-                    .map(Some)
-                    .map_err(|_| self.invalid(name, &v, "an integer"))
+        self.integer(name, "an integer")
+    }
+
+    /// An integer option of type `T`: a typed integer as it is, text parsed.
+    fn integer<T: std::str::FromStr + TryFrom<i64>>(
+        &mut self,
+        name: &str,
+        expected: &str,
+    ) -> Result<Option<T>> {
+        let Some(value) = self.take_value(name) else {
+            return Ok(None);
+        };
+        if let OptionValue::Int(n) = value {
+            if let Ok(n) = T::try_from(n) {
+                return Ok(Some(n));
             }
         }
+        let v = value.to_text();
+        v.trim()
+            .parse::<T>()
+            .map(Some)
+            .map_err(|_| self.invalid(name, &v, expected))
     }
 
     /// A boolean option: `true/false`, `1/0`, `yes/no`, `on/off`.
