@@ -90,6 +90,8 @@ struct ErrorInner {
     kind: ErrorKind,
     message: String,
     source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    /// The option the error is about, when one is.
+    option: Option<crate::options::OptionSource>,
 }
 
 /// The result type of every fallible polycache operation.
@@ -103,6 +105,7 @@ impl Error {
                 kind,
                 message: message.into(),
                 source: None,
+                option: None,
             }),
         }
     }
@@ -142,6 +145,27 @@ impl Error {
 
     pub(crate) fn config(message: impl Into<String>) -> Self {
         Error::new(ErrorKind::Configuration, message)
+    }
+
+    /// Where the option this error is about came from (a URL's query, Django's `OPTIONS`,
+    /// ...), when the error is about one; the message begins with it.
+    pub fn option_source(&self) -> Option<&crate::options::OptionSource> {
+        self.inner.option.as_ref()
+    }
+
+    /// This error with `prefix` before its message, its option source kept.
+    pub(crate) fn prefixed(mut self, prefix: &str) -> Self {
+        self.inner.message = format!("{prefix}{}", self.inner.message);
+        self
+    }
+
+    /// This error, about the option that came from `source` (kept if it names one already).
+    pub fn about_option(mut self, source: &crate::options::OptionSource) -> Self {
+        if self.inner.option.is_none() {
+            self.inner.message = format!("{source}: {}", self.inner.message);
+            self.inner.option = Some(source.clone());
+        }
+        self
     }
 }
 

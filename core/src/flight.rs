@@ -125,7 +125,8 @@ impl RefreshPolicy {
             match v {
                 Some(d) if !d.is_zero() => p.lease_ttl = d,
                 _ => {
-                    return Err(Error::config(
+                    return Err(options.error(
+                        "lease_ttl",
                         "invalid value for option 'lease_ttl': expected a number of seconds > 0",
                     ))
                 }
@@ -138,9 +139,12 @@ impl RefreshPolicy {
             match v.trim().parse::<f64>() {
                 Ok(b) if b.is_finite() && b >= 0.0 => p.xfetch_beta = b,
                 _ => {
-                    return Err(Error::config(format!(
-                        "invalid value {v:?} for option 'xfetch_beta': expected a number >= 0"
-                    )))
+                    return Err(options.error(
+                        "xfetch_beta",
+                        format!(
+                            "invalid value {v:?} for option 'xfetch_beta': expected a number >= 0"
+                        ),
+                    ))
                 }
             }
         }

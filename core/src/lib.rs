@@ -34,6 +34,7 @@ mod fork;
 pub mod fuzzing;
 mod jobs;
 mod location;
+mod options;
 #[cfg(feature = "otel")]
 pub mod otel;
 mod pattern;
@@ -71,6 +72,7 @@ pub use jobs::{
     REFRESH_QUEUE, REFRESH_THREADS,
 };
 pub use location::{redact, Location, Options, SECRET_OPTIONS};
+pub use options::{CacheOption, CacheOptions, OptionSource, OptionValue};
 pub use pattern::{escape_glob, KeyPattern};
 pub use policy::FailurePolicy;
 #[cfg(feature = "redis")]

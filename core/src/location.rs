@@ -2,6 +2,7 @@
 //! `redis://:secret@127.0.0.1:6379/0`, parsed without ever echoing a password.
 
 use crate::error::{Error, Result};
+use crate::options::{CacheOption, CacheOptions, OptionSource, OptionValue};
 use percent_encoding::percent_decode_str;
 use std::fmt;
 use std::time::Duration;
@@ -143,6 +144,14 @@ impl Location {
     /// The query options, percent-decoded, in the order given.
     pub fn options(&self) -> &[(String, String)] {
         &self.query
+    }
+    /// The query options as typed options from the URL (text values).
+    pub fn cache_options(&self) -> CacheOptions {
+        let mut options = CacheOptions::new();
+        for (k, v) in &self.query {
+            options.insert_from(k.clone(), v.clone(), OptionSource::Url { name: k.clone() });
+        }
+        options
     }
     /// The URL with any password replaced by `***`, safe for logs and errors.
     pub fn redacted(&self) -> String {
@@ -317,115 +326,213 @@ fn redact_userinfo(url: &str) -> String {
     }
 }
 
-/// Typed access to a location's query options, that reports the options nobody asked for.
+/// Typed access to a cache's options (its location's query, and options given as typed
+/// values), that reports the options nobody asked for.
 ///
 /// Each getter removes the option it reads; [`Options::finish`] then fails on any left over,
 /// naming it, so a typo such as `max_entires=10` is an error rather than silently ignored.
+/// A text value is read as a URL's query value is; a typed one as it is. Every error names
+/// the option and where it came from ([`crate::OptionSource`]).
 #[derive(Debug)]
 pub struct Options {
     scheme: String,
-    pairs: Vec<(String, String)>,
+    pairs: Vec<CacheOption>,
+    /// The options taken so far, for errors found after their getter ran.
+    taken: Vec<(String, OptionSource)>,
+    /// Every option given, for a second reader ([`Options::again`]).
+    given: Vec<CacheOption>,
 }
 
 impl Options {
     /// The options of `location`.
     pub fn new(location: &Location) -> Options {
+        let pairs: Vec<CacheOption> = location.cache_options().into_iter().collect();
         Options {
             scheme: location.scheme.clone(),
-            pairs: location.query.clone(),
+            given: pairs.clone(),
+            pairs,
+            taken: Vec::new(),
         }
     }
 
-    /// Takes the value given for `name` ([`Location::parse`] refuses a repeated option).
-    pub fn take(&mut self, name: &str) -> Option<String> {
-        let mut found = None;
-        self.pairs.retain(|(k, v)| {
-            if k == name {
-                found = Some(v.clone());
-                false
-            } else {
-                true
+    /// Every option given, as if none had been taken: for a part that reads options the
+    /// cache has read already (each Memcached server's breaker reads the cache's).
+    pub fn again(&self) -> Options {
+        Options {
+            scheme: self.scheme.clone(),
+            pairs: self.given.clone(),
+            taken: Vec::new(),
+            given: self.given.clone(),
+        }
+    }
+
+    /// Adds options given besides the URL; one given in both places is an error naming both.
+    pub fn add(&mut self, extra: CacheOptions) -> Result<()> {
+        for option in extra {
+            if let Some(first) = self.pairs.iter().find(|o| o.name == option.name) {
+                return Err(Error::config(format!(
+                    "option '{}' is given more than once: as {} and as {}",
+                    option.name, first.source, option.source
+                ))
+                .about_option(&option.source));
             }
-        });
-        found
+            self.given.push(option.clone());
+            self.pairs.push(option);
+        }
+        Ok(())
+    }
+
+    /// Takes the option `name` with its source ([`Location::parse`] refuses a repeated one).
+    fn take_option(&mut self, name: &str) -> Option<CacheOption> {
+        let i = self.pairs.iter().position(|o| o.name == name)?;
+        let option = self.pairs.remove(i);
+        self.taken
+            .push((option.name.clone(), option.source.clone()));
+        Some(option)
+    }
+
+    /// Takes the value given for `name`, as text.
+    pub fn take(&mut self, name: &str) -> Option<String> {
+        self.take_option(name).map(|o| o.value.to_text())
+    }
+
+    /// Takes the value given for `name`, as given.
+    pub fn take_value(&mut self, name: &str) -> Option<OptionValue> {
+        self.take_option(name).map(|o| o.value)
+    }
+
+    /// The options taken so far, with where each came from.
+    pub fn taken(&self) -> &[(String, OptionSource)] {
+        &self.taken
+    }
+
+    /// Where the option `name` came from, once taken (or while it waits to be).
+    pub fn source_of(&self, name: &str) -> Option<&OptionSource> {
+        self.taken
+            .iter()
+            .rev()
+            .find(|(n, _)| n == name)
+            .map(|(_, s)| s)
+            .or_else(|| {
+                self.pairs
+                    .iter()
+                    .find(|o| o.name == name)
+                    .map(|o| &o.source)
+            })
+    }
+
+    /// A configuration error about the option `name`, naming where it came from.
+    pub fn error(&self, name: &str, message: impl Into<String>) -> Error {
+        self.blame(name, Error::config(message))
+    }
+
+    /// `error`, charged to the option `name` (see [`Options::error`]).
+    pub fn blame(&self, name: &str, error: Error) -> Error {
+        match self.source_of(name) {
+            Some(source) => error.about_option(source),
+            None => error,
+        }
     }
 
     fn invalid(&self, name: &str, value: &str, expected: &str) -> Error {
-        Error::config(format!(
-            "invalid value {value:?} for option '{name}' of {}://: expected {expected}",
-            self.scheme
-        ))
+        self.error(
+            name,
+            format!(
+                "invalid value {value:?} for option '{name}' of {}://: expected {expected}",
+                self.scheme
+            ),
+        )
     }
 
     /// A positive integer option.
     pub fn positive_u64(&mut self, name: &str) -> Result<Option<u64>> {
-        match self.take(name) {
+        match self.take_value(name) {
             None => Ok(None),
-            Some(v) => match v.trim().parse::<u64>() {
-                Ok(n) if n > 0 => Ok(Some(n)),
-                _ => Err(self.invalid(name, &v, "a positive integer")),
-            },
+            Some(OptionValue::Int(n)) if n > 0 => Ok(Some(n as u64)),
+            Some(v) => {
+                let v = v.to_text();
+                match v.trim().parse::<u64>() {
+                    Ok(n) if n > 0 => Ok(Some(n)),
+                    _ => Err(self.invalid(name, &v, "a positive integer")),
+                }
+            }
         }
     }
 
     /// A non-negative integer option.
     pub fn u64(&mut self, name: &str) -> Result<Option<u64>> {
-        match self.take(name) {
-            None => Ok(None),
-            Some(v) => v
-                .trim()
-                .parse::<u64>()
-                .map(Some)
-                .map_err(|_| self.invalid(name, &v, "an integer >= 0")),
-        }
+        self.integer(name, "an integer >= 0")
     }
 
     /// An integer option (may be negative).
     pub fn i64(&mut self, name: &str) -> Result<Option<i64>> {
-        match self.take(name) {
-            None => Ok(None),
-            Some(v) => v
-                .trim()
-                .parse::<i64>()
-                .map(Some)
-                .map_err(|_| self.invalid(name, &v, "an integer")),
+        self.integer(name, "an integer")
+    }
+
+    /// An integer option of type `T`: a typed integer as it is, text parsed.
+    fn integer<T: std::str::FromStr + TryFrom<i64>>(
+        &mut self,
+        name: &str,
+        expected: &str,
+    ) -> Result<Option<T>> {
+        let Some(value) = self.take_value(name) else {
+            return Ok(None);
+        };
+        if let OptionValue::Int(n) = value {
+            if let Ok(n) = T::try_from(n) {
+                return Ok(Some(n));
+            }
         }
+        let v = value.to_text();
+        v.trim()
+            .parse::<T>()
+            .map(Some)
+            .map_err(|_| self.invalid(name, &v, expected))
     }
 
     /// A boolean option: `true/false`, `1/0`, `yes/no`, `on/off`.
     pub fn bool(&mut self, name: &str) -> Result<Option<bool>> {
-        match self.take(name) {
+        match self.take_value(name) {
             None => Ok(None),
-            Some(v) => match v.trim().to_ascii_lowercase().as_str() {
-                "1" | "true" | "yes" | "on" => Ok(Some(true)),
-                "0" | "false" | "no" | "off" => Ok(Some(false)),
-                _ => Err(self.invalid(name, &v, "true or false")),
-            },
+            Some(OptionValue::Bool(b)) => Ok(Some(b)),
+            Some(v) => {
+                let v = v.to_text();
+                match v.trim().to_ascii_lowercase().as_str() {
+                    "1" | "true" | "yes" | "on" => Ok(Some(true)),
+                    "0" | "false" | "no" | "off" => Ok(Some(false)),
+                    _ => Err(self.invalid(name, &v, "true or false")),
+                }
+            }
         }
     }
 
     /// A duration in seconds (fractions allowed); `none`/`never` gives `Some(None)`.
     pub fn seconds(&mut self, name: &str) -> Result<Option<Option<Duration>>> {
-        match self.take(name) {
-            None => Ok(None),
+        let (secs, v) = match self.take_value(name) {
+            None => return Ok(None),
+            Some(OptionValue::None) => return Ok(Some(None)),
+            Some(OptionValue::Int(n)) => (Some(n as f64), n.to_string()),
+            Some(OptionValue::Float(f)) => (Some(f), OptionValue::Float(f).to_text()),
             Some(v) => {
+                let v = v.to_text();
                 let t = v.trim().to_ascii_lowercase();
                 if t == "none" || t == "never" {
                     return Ok(Some(None));
                 }
-                // try_from: a finite number past u64::MAX seconds must be an error, not a panic.
-                match t.parse::<f64>().ok().filter(|s| *s >= 0.0) {
-                    Some(s) => match Duration::try_from_secs_f64(s) {
-                        Ok(d) => Ok(Some(Some(d))),
-                        Err(_) => Err(self.invalid(
-                            name,
-                            &v,
-                            "a number of seconds below 2^64, or none for never",
-                        )),
-                    },
-                    None => Err(self.invalid(name, &v, "a number of seconds >= 0, or none")),
-                }
+                (t.parse::<f64>().ok(), v)
             }
+        };
+        // try_from: a finite number past u64::MAX seconds must be an error, not a panic.
+        match secs.filter(|s| *s >= 0.0) {
+            Some(s) => match Duration::try_from_secs_f64(s) {
+                Ok(d) => Ok(Some(Some(d))),
+                Err(_) => Err(self.invalid(
+                    name,
+                    &v,
+                    "a number of seconds below 2^64, or none for never",
+                )),
+            },
+            None => Err(self.invalid(name, &v, "a number of seconds >= 0, or none")),
         }
     }
 
@@ -433,10 +540,11 @@ impl Options {
     pub fn finish(self) -> Result<()> {
         match self.pairs.first() {
             None => Ok(()),
-            Some((k, _)) => Err(Error::config(format!(
-                "unknown option '{k}' for {}:// caches",
-                self.scheme
-            ))),
+            Some(o) => Err(Error::config(format!(
+                "unknown option '{}' for {}:// caches",
+                o.name, self.scheme
+            ))
+            .about_option(&o.source)),
         }
     }
 }
@@ -525,6 +633,60 @@ mod tests {
         assert_eq!(
             Location::parse("memcached://h1,h2").unwrap().hosts().len(),
             2
+        );
+    }
+
+    #[test]
+    fn typed_options_read_as_their_text_would_and_errors_name_their_source() {
+        use crate::options::{CacheOptions, OptionSource, OptionValue};
+        let l = Location::parse("memory://?max_entries=5").unwrap();
+        let mut extra = CacheOptions::new();
+        let django = |key: &str| OptionSource::DjangoOptions {
+            key: key.into(),
+            cache: Some("default".into()),
+        };
+        extra.insert_from("timeout", 1.5, django("timeout"));
+        extra.insert_from("fail_open", "yes", django("fail_open"));
+        extra.insert_from("max_bytes", OptionValue::Float(10.0), django("MAX_BYTES"));
+        extra.insert_from("lease_ttl", OptionValue::None, django("lease_ttl"));
+        let mut o = Options::new(&l);
+        o.add(extra.clone()).unwrap();
+        // A part that reads the cache's options again sees the typed ones too.
+        let mut again = o.again();
+        assert_eq!(o.positive_u64("max_entries").unwrap(), Some(5));
+        assert_eq!(
+            o.seconds("timeout").unwrap(),
+            Some(Some(Duration::from_millis(1500)))
+        );
+        assert_eq!(o.bool("fail_open").unwrap(), Some(true));
+        assert_eq!(o.seconds("lease_ttl").unwrap(), Some(None));
+        // 10.0 is not an integer, as the text "10.0" is not.
+        let e = o.positive_u64("max_bytes").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "OPTIONS['MAX_BYTES'] of CACHES['default']: invalid value \"10.0\" for option \
+             'max_bytes' of memory://: expected a positive integer"
+        );
+        assert!(e.option_source().unwrap().is_django_options());
+        assert_eq!(again.bool("fail_open").unwrap(), Some(true));
+        // Given in the URL and besides it: refused, naming both.
+        let mut twice = CacheOptions::new();
+        twice.insert("max_entries".into(), 6.into());
+        let e = Options::new(&l).add(twice).unwrap_err();
+        assert!(
+            e.to_string().contains(
+                "given more than once: as query parameter max_entries in the URL and as \
+                 option max_entries of the builder"
+            ),
+            "{e}"
+        );
+        let e = Options::new(&Location::parse("memory://?max_entires=5").unwrap())
+            .finish()
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "query parameter max_entires in the URL: unknown option 'max_entires' for memory:// \
+             caches"
         );
     }
 

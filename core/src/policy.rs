@@ -60,9 +60,10 @@ impl FailurePolicy {
         }
         if let Some(v) = options.i64("breaker_threshold")? {
             p.breaker_threshold = u32::try_from(v).map_err(|_| {
-                Error::config(format!(
-                    "invalid value {v} for option 'breaker_threshold': expected 0 or more"
-                ))
+                options.error(
+                    "breaker_threshold",
+                    format!("invalid value {v} for option 'breaker_threshold': expected 0 or more"),
+                )
             })?;
         }
         if let Some(v) = options.seconds("breaker_cooldown")? {

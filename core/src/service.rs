@@ -1,16 +1,18 @@
 //! Named caches with a `default`, built from a configuration mapping (Django's `CACHES`).
 
-use crate::cache::Cache;
+use crate::cache::{Cache, CacheBuilder};
 use crate::error::{Error, Result};
+use crate::options::{CacheOptions, OptionSource};
 use serde_json::Value as Json;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
-/// How one named cache is configured; the Rust twin of one entry of Django's `CACHES`.
+/// How one named cache is configured; the Rust twin of one entry of Django's `CACHES`, and a
+/// face of [`crate::CacheBuilder`]: [`CacheConfig::builder`] makes the builder it describes.
 ///
-/// `options` become query options of the location (`max_entries`, …), so everything a URL
-/// can say, a configuration can say too.
+/// `options` are the location's query options (`max_entries`, …) as typed values, so
+/// everything a URL can say, a configuration can say too.
 #[non_exhaustive]
 #[derive(Clone, Default, PartialEq)]
 pub struct CacheConfig {
@@ -22,8 +24,9 @@ pub struct CacheConfig {
     pub version: Option<i64>,
     /// The default TTL: `Some(None)` never expires; unset is 300 s.
     pub timeout: Option<Option<Duration>>,
-    /// Backend options, added to the location's query.
-    pub options: BTreeMap<String, String>,
+    /// Backend options, read with the location's query options (one given in both places
+    /// is an error).
+    pub options: CacheOptions,
     /// The serializer of the Python binding: `pickle` (default), `json` or `raw`.
     pub serializer: Option<String>,
     /// The key values are signed with (see [`crate::CacheBuilder::signing_key`]).
@@ -44,7 +47,10 @@ impl fmt::Debug for CacheConfig {
             .field("key_prefix", &self.key_prefix)
             .field("version", &self.version)
             .field("timeout", &self.timeout)
-            .field("options", &self.options.keys().collect::<Vec<_>>())
+            .field(
+                "options",
+                &self.options.iter().map(|o| &o.name).collect::<Vec<_>>(),
+            )
             .field("serializer", &self.serializer)
             .field("signed", &self.signing_key.is_some())
             .field("compress_min_size", &self.compress_min_size)
@@ -61,26 +67,9 @@ impl CacheConfig {
         }
     }
 
-    /// The location with the options added to its query.
-    fn url(&self) -> String {
-        let mut url = self.location.clone();
-        for (i, (k, v)) in self.options.iter().enumerate() {
-            let sep = if i == 0 && !url.contains('?') {
-                '?'
-            } else {
-                '&'
-            };
-            url.push(sep);
-            url.push_str(&encode(k));
-            url.push('=');
-            url.push_str(&encode(v));
-        }
-        url
-    }
-
-    /// Opens the cache this configuration describes.
-    pub fn build(&self) -> Result<Cache> {
-        let mut b = Cache::builder(&self.url());
+    /// The builder this configuration describes.
+    pub fn builder(&self) -> CacheBuilder {
+        let mut b = Cache::builder(&self.location).options_from(self.options.clone());
         if let Some(p) = &self.key_prefix {
             b = b.key_prefix(p.clone());
         }
@@ -105,12 +94,13 @@ impl CacheConfig {
         if let Some(level) = self.compress_level {
             b = b.compress_level(level);
         }
-        b.build()
+        b
     }
-}
 
-fn encode(s: &str) -> String {
-    percent_encoding::utf8_percent_encode(s, crate::location::QUERY_COMPONENT).to_string()
+    /// Opens the cache this configuration describes.
+    pub fn build(&self) -> Result<Cache> {
+        self.builder().build()
+    }
 }
 
 /// A set of named caches, one of them called `default`.
@@ -147,9 +137,7 @@ impl Caches {
         let mut caches = BTreeMap::new();
         for (name, config) in configs {
             let name = name.into();
-            let cache = config
-                .build()
-                .map_err(|e| Error::new(e.kind(), format!("cache '{name}': {}", e.message())))?;
+            let cache = config.build().map_err(|e| in_cache(&name, e))?;
             caches.insert(name, cache);
         }
         if !caches.contains_key("default") {
@@ -224,6 +212,14 @@ impl Caches {
     /// The names of the caches, sorted.
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.caches.keys().map(String::as_str)
+    }
+}
+
+/// `e`, saying which cache it is about unless its option's source says so already.
+fn in_cache(name: &str, e: Error) -> Error {
+    match e.option_source() {
+        Some(OptionSource::DjangoOptions { cache: Some(_), .. }) => e,
+        _ => e.prefixed(&format!("cache '{name}': ")),
     }
 }
 
@@ -337,22 +333,68 @@ mod tests {
         let cache = config.build().unwrap();
         assert_eq!(cache.location(), "memory://?eviction=lru&max_entries=10");
         let mut config = CacheConfig::new("redis://:pw@127.0.0.1:1/0");
-        config.options.insert("fail_open".into(), "true".into());
-        config.options.insert("socket_timeout".into(), "0.5".into());
+        config.options.insert("fail_open".into(), true.into());
+        config.options.insert("socket_timeout".into(), 0.5.into());
         config.options.insert("signing_key".into(), "k".into());
+        let url = format!("{}?{}", config.location, config.options.to_query());
         assert_eq!(
-            crate::redact(&config.url()),
+            crate::redact(&url),
             "redis://:***@127.0.0.1:1/0?fail_open=true&signing_key=***&socket_timeout=0.5"
         );
         // What would end or split an option is still encoded, and reads back unchanged.
-        let mut config = CacheConfig::new("memory://");
-        config.options.insert("odd".into(), "a&b=c d%+é".into());
-        let url = config.url();
+        let mut options = CacheOptions::new();
+        options.insert("odd".into(), "a&b=c d%+é".into());
+        let url = format!("memory://?{}", options.to_query());
         assert_eq!(url, "memory://?odd=a%26b%3Dc%20d%25%2B%C3%A9");
         let parsed = crate::Location::parse(&url).unwrap();
         assert_eq!(
             parsed.options(),
             [("odd".to_owned(), "a&b=c d%+é".to_owned())]
+        );
+    }
+
+    #[test]
+    fn an_options_error_names_the_option_and_where_it_came_from() {
+        let err = Caches::from_json(
+            r#"{"default": {"LOCATION": "memory://", "OPTIONS": {"MAX_ENTRIES": 0}}}"#,
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("OPTIONS['MAX_ENTRIES'] of CACHES['default']: invalid value \"0\""),
+            "{err}"
+        );
+        assert!(err.option_source().unwrap().is_django_options());
+        let err = Caches::from_json(r#"{"default": {"LOCATION": "memory://?max_entries=0"}}"#)
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("cache 'default': query parameter max_entries in the URL: "),
+            "{err}"
+        );
+        // An option in the URL and in OPTIONS too: one would be silently unused.
+        let err = Caches::from_json(
+            r#"{"default": {"LOCATION": "memory://?max_bytes=10", "OPTIONS": {"max_bytes": 20}}}"#,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("more than once"), "{err}");
+        // Value options are checked once the builder's own are known, and still charged
+        // to the OPTIONS key that gave them.
+        for (options, key) in [
+            (r#"{"COMPRESS_LEVEL": 99}"#, "COMPRESS_LEVEL"),
+            (r#"{"OLD_SIGNING_KEYS": ["k0"]}"#, "OLD_SIGNING_KEYS"),
+            (r#"{"serializer": "yaml"}"#, "serializer"),
+        ] {
+            let text =
+                format!(r#"{{"default": {{"LOCATION": "memory://", "OPTIONS": {options}}}}}"#);
+            let err = Caches::from_json(&text).unwrap_err();
+            let start = format!("OPTIONS['{key}'] of CACHES['default']: ");
+            assert!(err.to_string().starts_with(&start), "{err}");
+        }
+        assert!(
+            err.to_string()
+                .contains("query parameter max_bytes in the URL"),
+            "{err}"
         );
     }
 

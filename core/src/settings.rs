@@ -10,9 +10,13 @@
 //! `BaseCache` does and leaves settings it does not know to Django.
 
 use crate::error::{Error, ErrorKind};
+use crate::options::{OptionSource, OptionValue};
 use crate::service::CacheConfig;
-use percent_encoding::percent_decode_str;
 use std::time::Duration;
+
+mod django_redis;
+mod urls;
+use urls::{location, settings_in_url, with_password};
 
 /// One value of a settings tree: what JSON, TOML or a Python mapping holds.
 #[non_exhaustive]
@@ -193,7 +197,7 @@ const URL_SETTINGS: &[(&str, &str)] = &[
 /// assert_eq!(cache.default_expiry(), polycache::Expiry::After(std::time::Duration::from_secs(60)));
 /// ```
 pub fn read_entry(name: Option<&str>, entry: &SettingValue, rules: &Rules) -> Res<Read> {
-    read(entry, rules).map_err(|mut e| {
+    read(name, entry, rules).map_err(|mut e| {
         if let Some(name) = name {
             e.error = Error::new(
                 e.error.kind(),
@@ -204,7 +208,7 @@ pub fn read_entry(name: Option<&str>, entry: &SettingValue, rules: &Rules) -> Re
     })
 }
 
-fn read(entry: &SettingValue, rules: &Rules) -> Res<Read> {
+fn read(name: Option<&str>, entry: &SettingValue, rules: &Rules) -> Res<Read> {
     let django = matches!(rules, Rules::DjangoBackend { .. });
     let SettingValue::Map(fields) = entry else {
         return Err(fail(format!(
@@ -338,166 +342,9 @@ fn read(entry: &SettingValue, rules: &Rules) -> Res<Read> {
         }
     }
     config.location = location;
-    read_options(&mut config, options, rules)?;
+    read_options(&mut config, options, rules, name)?;
     read.config = config;
     Ok(read)
-}
-
-/// The URL of a `LOCATION`.
-fn location(given: Option<&SettingValue>, rules: &Rules) -> Res<String> {
-    let store = match rules {
-        Rules::DjangoBackend { store, .. } => Some(store.as_str()),
-        _ => None,
-    };
-    let url = match given {
-        None | Some(SettingValue::Null) => "memory://".to_owned(),
-        Some(SettingValue::Str(s)) if s.is_empty() => "memory://".to_owned(),
-        // django-redis' form of a list: whole URLs separated by commas.
-        Some(SettingValue::Str(s)) if s.split(',').skip(1).any(|u| u.contains("://")) => {
-            let urls: Vec<SettingValue> = s
-                .split(',')
-                .map(|u| SettingValue::Str(u.trim().to_owned()))
-                .collect();
-            join_urls(&urls)?
-        }
-        Some(SettingValue::Str(s)) => {
-            if !s.contains("://") {
-                let shown = redact_loose(s);
-                let hint = if s.starts_with('/') {
-                    format!(" (for a directory: file://{shown})")
-                } else {
-                    String::new()
-                };
-                return Err(fail(format!(
-                    "LOCATION '{shown}' is not a cache URL{hint}; polycache takes URLs such as \
-                     memory://, file:///var/cache/site, sqlite:///var/cache/site.db, \
-                     redis://127.0.0.1:6379/0 or memcached://127.0.0.1:11211"
-                )));
-            }
-            s.clone()
-        }
-        Some(SettingValue::List(urls)) => join_urls(urls)?,
-        Some(other) => {
-            return Err(fail(format!(
-                "LOCATION must be a cache URL string (or a list of them), not {}",
-                other.type_name()
-            )))
-        }
-    };
-    if let (Some(store), Some(rest)) = (store, url.strip_prefix("memory://")) {
-        if rest.is_empty() || rest.starts_with(['?', '/']) {
-            return Ok(format!("memory://{store}{rest}"));
-        }
-    }
-    Ok(url)
-}
-
-/// Text that is not a URL (a typo), with anything before an `@` hidden (it may be a
-/// password) and secret options hidden as [`crate::redact`] hides them.
-fn redact_loose(s: &str) -> String {
-    crate::redact(&hide_userinfo(s))
-}
-
-fn hide_userinfo(s: &str) -> String {
-    let parts: Vec<&str> = s.split('@').collect();
-    let last = parts.len() - 1;
-    let mut out = String::new();
-    for (i, part) in parts.iter().enumerate() {
-        if i < last {
-            let keep = part.rfind('/').map_or(0, |j| j + 1);
-            out.push_str(&part[..keep]);
-            out.push_str("***@");
-        } else {
-            out.push_str(part);
-        }
-    }
-    out
-}
-
-/// Several server URLs of one scheme (Django's list form) as one multi-host URL.
-fn join_urls(urls: &[SettingValue]) -> Res<String> {
-    let mut parts = Vec::new();
-    for url in urls {
-        match url.as_str() {
-            Some(s) if s.contains("://") => parts.push(split_url(s)),
-            Some(s) => {
-                return Err(fail(format!(
-                    "each LOCATION in a list must be a cache URL, not '{}'",
-                    redact_loose(s)
-                )))
-            }
-            None => {
-                return Err(fail(format!(
-                    "each LOCATION in a list must be a cache URL, not {}",
-                    url.type_name()
-                )))
-            }
-        }
-    }
-    let Some(first) = parts.first() else {
-        return Err(fail("LOCATION is an empty list".to_owned()));
-    };
-    for other in &parts[1..] {
-        if (other.0, other.2) != (first.0, first.2) {
-            return Err(fail(format!(
-                "the URLs of a LOCATION list must differ only in their host: '{}' and '{}'",
-                crate::redact(&format!("{}://{}{}", first.0, first.1, first.2)),
-                crate::redact(&format!("{}://{}{}", other.0, other.1, other.2)),
-            )));
-        }
-    }
-    // One user part for all the hosts (the URL takes it once, before the first host).
-    let user = |netloc: &str| netloc.rsplit_once('@').map(|(u, _)| u.to_owned());
-    let users: Vec<Option<String>> = parts.iter().map(|p| user(p.1)).collect();
-    if users.iter().any(|u| *u != users[0]) {
-        return Err(fail(
-            "the URLs of a LOCATION list must have the same user and password".to_owned(),
-        ));
-    }
-    let hosts: Vec<&str> = parts
-        .iter()
-        .map(|p| p.1.rsplit_once('@').map_or(p.1, |(_, h)| h))
-        .collect();
-    let at = users[0].as_ref().map_or(String::new(), |u| format!("{u}@"));
-    Ok(format!("{}://{at}{}{}", first.0, hosts.join(","), first.2))
-}
-
-/// `scheme`, `netloc` and the rest (path, query) of a URL.
-fn split_url(url: &str) -> (&str, &str, &str) {
-    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
-    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    (scheme, &rest[..end], &rest[end..])
-}
-
-/// `url` without its `timeout`/`key_prefix`/`version` options, and those options.
-fn settings_in_url(url: &str) -> (String, Vec<(&'static str, String)>) {
-    let Some((base, query)) = url.split_once('?') else {
-        return (url.to_owned(), Vec::new());
-    };
-    let mut kept = Vec::new();
-    let mut found: Vec<(&'static str, String)> = Vec::new();
-    for pair in query.split('&') {
-        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-        let name = unquote_plus(name);
-        match URL_SETTINGS.iter().find(|(o, _)| *o == name) {
-            Some((o, _)) if !found.iter().any(|(f, _)| f == o) => {
-                found.push((o, unquote_plus(value)))
-            }
-            _ => kept.push(pair),
-        }
-    }
-    let url = if kept.is_empty() {
-        base.to_owned()
-    } else {
-        format!("{base}?{}", kept.join("&"))
-    };
-    (url, found)
-}
-
-fn unquote_plus(s: &str) -> String {
-    percent_decode_str(&s.replace('+', " "))
-        .decode_utf8_lossy()
-        .into_owned()
 }
 
 /// A `timeout` given in the LOCATION: seconds or `none` (`None`).
@@ -589,24 +436,31 @@ enum Kind {
     Serializer,
 }
 
-/// Reads `OPTIONS` into `config.options`.
+/// Reads `OPTIONS` into `config.options`, each option with the `OPTIONS` key it came from
+/// (`cache`: the entry's alias, when known).
 fn read_options(
     config: &mut CacheConfig,
     options: &[(SettingValue, SettingValue)],
     rules: &Rules,
+    cache: Option<&str>,
 ) -> Res<()> {
+    let source = |key: &str| OptionSource::DjangoOptions {
+        key: key.to_owned(),
+        cache: cache.map(str::to_owned),
+    };
     // Which OPTIONS name set each URL option, to refuse two names for one option.
     let mut set_by: Vec<(String, String)> = Vec::new();
-    let mut put = |config: &mut CacheConfig, by: &str, option: &str, text: String| -> Res<()> {
-        if let Some((_, first)) = set_by.iter().find(|(o, _)| o == option) {
-            return Err(bad_option(format!(
-                "OPTIONS '{first}' and '{by}' both set {option}; give one of them"
-            )));
-        }
-        set_by.push((option.to_owned(), by.to_owned()));
-        config.options.insert(option.to_owned(), text);
-        Ok(())
-    };
+    let mut put =
+        |config: &mut CacheConfig, by: &str, option: &str, value: OptionValue| -> Res<()> {
+            if let Some((_, first)) = set_by.iter().find(|(o, _)| o == option) {
+                return Err(bad_option(format!(
+                    "OPTIONS '{first}' and '{by}' both set {option}; give one of them"
+                )));
+            }
+            set_by.push((option.to_owned(), by.to_owned()));
+            config.options.insert_from(option, value, source(by));
+            Ok(())
+        };
     let mut django_cull = Vec::new();
     for (name, value) in options {
         let Some(name) = name.as_str() else {
@@ -618,7 +472,7 @@ fn read_options(
         if let Some((_, target, kind)) = DJANGO_OPTIONS.iter().find(|(d, _, _)| *d == name) {
             let text = typed_option(name, value, *kind)?;
             if matches!(name, "MAX_ENTRIES" | "CULL_FREQUENCY") {
-                django_cull.push((*target, text));
+                django_cull.push((*target, text, source(name)));
             } else {
                 put(config, name, target, text)?;
             }
@@ -627,8 +481,8 @@ fn read_options(
                 put(config, name, target, text)?;
             }
         } else if name.chars().any(|c| c.is_ascii_lowercase()) {
-            let text = option_text(name, value)?;
-            put(config, name, name, text)?;
+            let value = option_value(name, value)?;
+            put(config, name, name, value)?;
         } else {
             let names: Vec<&str> = DJANGO_OPTIONS.iter().map(|(d, _, _)| *d).collect();
             return Err(bad_option(format!(
@@ -640,7 +494,7 @@ fn read_options(
         }
     }
     if let Some(password) = config.options.remove(django_redis::PASSWORD) {
-        config.location = with_password(&config.location, &password);
+        config.location = with_password(&config.location, &password.value.to_text());
     }
     if let Rules::DjangoBackend {
         ignore_exceptions: true,
@@ -650,24 +504,30 @@ fn read_options(
         let in_url = crate::Location::parse(&config.location)
             .map(|l| l.options().iter().any(|(o, _)| o == "fail_open"))
             .unwrap_or(false);
-        if !in_url && !config.options.contains_key("fail_open") {
-            config.options.insert("fail_open".into(), "true".into());
+        if !in_url && !config.options.contains("fail_open") {
+            let setting = OptionSource::Keyword {
+                argument: "DJANGO_REDIS_IGNORE_EXCEPTIONS".into(),
+                function: "Django's settings".into(),
+            };
+            config.options.insert_from("fail_open", true, setting);
         }
     }
     django_cull_rule(config, django_cull);
     Ok(())
 }
 
-/// An `OPTIONS` value of a known kind as URL option text; never echoes a key.
-fn typed_option(name: &str, value: &SettingValue, kind: Kind) -> Res<String> {
+/// An `OPTIONS` value of a known kind as an option's value; never echoes a key.
+fn typed_option(name: &str, value: &SettingValue, kind: Kind) -> Res<OptionValue> {
     match (kind, value) {
-        (Kind::Int, SettingValue::Int(n)) => Ok(n.to_string()),
+        (Kind::Int, SettingValue::Int(n)) => Ok(OptionValue::Int(*n)),
         (Kind::Int, other) => Err(bad_option(format!(
             "OPTIONS['{name}'] must be an int, not {}",
             other.type_name()
         ))),
-        (Kind::Str, SettingValue::Str(s)) => Ok(s.clone()),
-        (Kind::Serializer, SettingValue::Str(s)) => django_redis::serializer(s),
+        (Kind::Str, SettingValue::Str(s)) => Ok(OptionValue::Str(s.clone())),
+        (Kind::Serializer, SettingValue::Str(s)) => {
+            django_redis::serializer(s).map(OptionValue::Str)
+        }
         (Kind::Str | Kind::Serializer, other) => Err(bad_option(format!(
             "OPTIONS['{name}'] must be a str, not {}",
             other.type_name()
@@ -676,7 +536,7 @@ fn typed_option(name: &str, value: &SettingValue, kind: Kind) -> Res<String> {
             let mut out = Vec::new();
             for k in keys {
                 match k.as_str() {
-                    Some(s) if !s.is_empty() && !s.contains(',') => out.push(s),
+                    Some(s) if !s.is_empty() && !s.contains(',') => out.push(s.to_owned()),
                     _ => {
                         return Err(bad_option(format!(
                             "OPTIONS['{name}'] must hold non-empty str keys without commas"
@@ -684,7 +544,7 @@ fn typed_option(name: &str, value: &SettingValue, kind: Kind) -> Res<String> {
                     }
                 }
             }
-            Ok(out.join(","))
+            Ok(OptionValue::List(out))
         }
         (Kind::Keys, other) => Err(bad_option(format!(
             "OPTIONS['{name}'] must be a list of str, not {}",
@@ -693,14 +553,15 @@ fn typed_option(name: &str, value: &SettingValue, kind: Kind) -> Res<String> {
     }
 }
 
-/// A lower-case `OPTIONS` value (a URL option) as URL option text.
-fn option_text(name: &str, value: &SettingValue) -> Res<String> {
+/// A lower-case `OPTIONS` value (a URL option), or a binding's keyword option, as an option's
+/// value.
+pub fn option_value(name: &str, value: &SettingValue) -> Res<OptionValue> {
     match value {
-        SettingValue::Null => Ok("none".to_owned()),
-        SettingValue::Bool(b) => Ok(b.to_string()),
-        SettingValue::Int(n) => Ok(n.to_string()),
-        SettingValue::Float(f) => Ok(python_str(&SettingValue::Float(*f))),
-        SettingValue::Str(s) => Ok(s.clone()),
+        SettingValue::Null => Ok(OptionValue::None),
+        SettingValue::Bool(b) => Ok(OptionValue::Bool(*b)),
+        SettingValue::Int(n) => Ok(OptionValue::Int(*n)),
+        SettingValue::Float(f) => Ok(OptionValue::Float(*f)),
+        SettingValue::Str(s) => Ok(OptionValue::Str(s.clone())),
         other => Err(bad_option(format!(
             "option '{name}' must be a str, int, float, bool or None, not {}",
             other.type_name()
@@ -712,7 +573,7 @@ fn option_text(name: &str, value: &SettingValue) -> Res<String> {
 /// postgres) either one brings Django's default for the other (300, 3; with `eviction` other
 /// than `lru`, only `max_entries`); elsewhere (redis, memcached, dummy) both are ignored, as
 /// Django's own Redis and Memcached backends do.
-fn django_cull_rule(config: &mut CacheConfig, given: Vec<(&str, String)>) {
+fn django_cull_rule(config: &mut CacheConfig, given: Vec<(&str, OptionValue, OptionSource)>) {
     if given.is_empty() {
         return;
     }
@@ -726,261 +587,21 @@ fn django_cull_rule(config: &mut CacheConfig, given: Vec<(&str, String)>) {
     ) {
         return;
     }
-    let lru = config
-        .options
-        .get("eviction")
-        .map_or(true, |e| e.trim().eq_ignore_ascii_case("lru"));
-    let get = |n: &str| given.iter().find(|(g, _)| *g == n).map(|(_, v)| v.clone());
+    let lru = config.options.get("eviction").map_or(true, |e| {
+        e.value.to_text().trim().eq_ignore_ascii_case("lru")
+    });
+    let get = |n: &str| given.iter().find(|(g, _, _)| *g == n).cloned();
+    // A default Django brings is charged to the OPTIONS key that brought it.
+    let bringer = given[0].2.clone();
     let opts = &mut config.options;
-    opts.insert(
-        "max_entries".into(),
-        get("max_entries").unwrap_or_else(|| "300".into()),
-    );
-    if let Some(cull) = get("cull_frequency") {
-        opts.insert("cull_frequency".into(), cull);
+    match get("max_entries") {
+        Some((name, value, source)) => opts.insert_from(name, value, source),
+        None => opts.insert_from("max_entries", 300, bringer.clone()),
+    }
+    if let Some((name, value, source)) = get("cull_frequency") {
+        opts.insert_from(name, value, source);
     } else if lru {
-        opts.insert("cull_frequency".into(), "3".into());
-    }
-}
-
-/// `url` with `password` in its user part, unless it has a password already (django-redis'
-/// `PASSWORD` does not override the URL's).
-fn with_password(url: &str, password: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (netloc, tail) = rest.split_at(end);
-    let encoded =
-        percent_encoding::utf8_percent_encode(password, percent_encoding::NON_ALPHANUMERIC);
-    match netloc.rsplit_once('@') {
-        Some((user, _)) if user.contains(':') => url.to_owned(),
-        Some((user, hosts)) => format!("{scheme}://{user}:{encoded}@{hosts}{tail}"),
-        None => format!("{scheme}://:{encoded}@{netloc}{tail}"),
-    }
-}
-
-/// django-redis' `OPTIONS`: what polycache does with each.
-mod django_redis {
-    use super::{bad_option, option_text, Res, SettingValue};
-
-    /// Where `PASSWORD` waits until the URL is known.
-    pub(super) const PASSWORD: &str = "\u{0}password";
-
-    fn refuse(name: &str, why: &str) -> super::SettingsError {
-        bad_option(format!("OPTIONS['{name}']: {why}"))
-    }
-
-    fn text<'a>(name: &str, v: &'a SettingValue) -> Res<&'a str> {
-        v.as_str().ok_or_else(|| {
-            bad_option(format!(
-                "OPTIONS['{name}'] must be a str, not {}",
-                v.type_name()
-            ))
-        })
-    }
-
-    /// A `SERIALIZER`: polycache's names, or django-redis' classes that write the same.
-    pub(super) fn serializer(s: &str) -> Res<String> {
-        match s {
-            "pickle" | "json" | "raw" => Ok(s.to_owned()),
-            "django_redis.serializers.pickle.PickleSerializer" => Ok("pickle".to_owned()),
-            "django_redis.serializers.json.JSONSerializer" => Ok("json".to_owned()),
-            other => Err(refuse(
-                "SERIALIZER",
-                &format!(
-                    "polycache has no serializer '{other}': it stores values with \"pickle\" \
-                     (the default; what Django's RedisCache and django-redis' \
-                     PickleSerializer write), \"json\" or \"raw\" (bytes)"
-                ),
-            )),
-        }
-    }
-
-    /// The URL options a django-redis option becomes (`None`: not one of django-redis').
-    pub(super) fn option(name: &str, v: &SettingValue) -> Res<Option<Vec<(&'static str, String)>>> {
-        const SENTINEL: &str =
-            "give a redis+sentinel:// LOCATION instead (see docs/backends/redis.md)";
-        let none = Ok(Some(Vec::new()));
-        match name {
-            "CLIENT_CLASS" => match text(name, v)? {
-                "django_redis.client.DefaultClient" => none,
-                "django_redis.client.HerdClient" => Err(refuse(
-                    name,
-                    "polycache has no herd client (its entries differ): get_or_set and \
-                     @cached compute a missing value once (single-flight, and a lease across \
-                     processes with lease=true), and polycache.Job serves a stale value while \
-                     one refresh runs; remove CLIENT_CLASS",
-                )),
-                "django_redis.client.ShardClient" => Err(refuse(
-                    name,
-                    "polycache does not shard over independent Redis servers: use a Redis \
-                     Cluster (redis+cluster://h1:7000,h2:7001) or memcached:// with several \
-                     servers",
-                )),
-                "django_redis.client.SentinelClient" => Err(refuse(name, SENTINEL)),
-                other => Err(refuse(
-                    name,
-                    &format!(
-                        "polycache.django.Cache has no pluggable client ('{other}'); its \
-                         methods are native"
-                    ),
-                )),
-            },
-            "COMPRESSOR" => match text(name, v)? {
-                "django_redis.compressors.identity.IdentityCompressor" => none,
-                // django-redis compresses values longer than 15 bytes.
-                "django_redis.compressors.zstd.ZStdCompressor" => {
-                    Ok(Some(vec![("compress_min_size", "16".to_owned())]))
-                }
-                other => Err(refuse(
-                    name,
-                    &format!(
-                        "polycache compresses with zstd only, not '{other}': use \
-                         \"django_redis.compressors.zstd.ZStdCompressor\" or COMPRESS_MIN_SIZE \
-                         (values django-redis compressed are not readable by polycache: \
-                         clear the cache when switching)"
-                    ),
-                )),
-            },
-            "IGNORE_EXCEPTIONS" => match v {
-                SettingValue::Bool(b) => Ok(Some(vec![("fail_open", b.to_string())])),
-                other => Err(bad_option(format!(
-                    "OPTIONS['{name}'] must be a bool, not {}",
-                    other.type_name()
-                ))),
-            },
-            "SOCKET_TIMEOUT" => Ok(Some(vec![("socket_timeout", seconds(name, v)?)])),
-            "SOCKET_CONNECT_TIMEOUT" => Ok(Some(vec![("connect_timeout", seconds(name, v)?)])),
-            "PASSWORD" => Ok(Some(vec![(PASSWORD, text(name, v)?.to_owned())])),
-            "PARSER_CLASS" => {
-                text(name, v)?;
-                // polycache reads Redis' replies itself: a parser choice changes nothing.
-                none
-            }
-            "CONNECTION_POOL_KWARGS" => pool_kwargs(name, v),
-            "CONNECTION_POOL_CLASS" => match text(name, v)? {
-                "redis.ConnectionPool"
-                | "redis.connection.ConnectionPool"
-                | "redis.BlockingConnectionPool"
-                | "redis.connection.BlockingConnectionPool" => none,
-                other => Err(refuse(
-                    name,
-                    &format!(
-                        "polycache keeps its own pool ('{other}' is not used): size it with \
-                         CONNECTION_POOL_KWARGS max_connections or the max_connections option"
-                    ),
-                )),
-            },
-            "REDIS_CLIENT_CLASS" => match text(name, v)? {
-                "redis.client.Redis" | "redis.Redis" => none,
-                _ => Err(refuse(
-                    name,
-                    "polycache talks to Redis itself; for a redis-py client of the same \
-                     server call polycache.django.get_redis_connection()",
-                )),
-            },
-            "REDIS_CLIENT_KWARGS" => match v {
-                SettingValue::Map(m) if m.is_empty() => none,
-                SettingValue::Null => none,
-                _ => Err(refuse(
-                    name,
-                    "polycache talks to Redis itself: give socket_timeout, connect_timeout, \
-                     max_connections, tls_ca or insecure as OPTIONS (docs/backends/redis.md)",
-                )),
-            },
-            "CONNECTION_FACTORY" => match text(name, v)? {
-                "django_redis.pool.ConnectionFactory" => none,
-                "django_redis.pool.SentinelConnectionFactory" => Err(refuse(name, SENTINEL)),
-                _ => Err(refuse(name, "polycache opens its connections itself")),
-            },
-            "SENTINELS" | "SENTINEL_KWARGS" => Err(refuse(name, SENTINEL)),
-            "PICKLE_VERSION" => match v {
-                SettingValue::Int(-1 | 5) => none,
-                _ => Err(refuse(
-                    name,
-                    "polycache writes pickle protocol 5 (pickle.HIGHEST_PROTOCOL, as Django's \
-                     RedisCache does), which every supported Python reads; only -1 or 5 is \
-                     accepted",
-                )),
-            },
-            "REPLICA_READ_ONLY" => match v {
-                SettingValue::Bool(true) => none,
-                _ => Err(refuse(
-                    name,
-                    "polycache writes to the first LOCATION only and reads from the others \
-                     (REPLICA_READ_ONLY=True)",
-                )),
-            },
-            // A Django setting in django-redis (DJANGO_REDIS_LOG_IGNORED_EXCEPTIONS), unread
-            // in OPTIONS: polycache logs every failure it ignores anyway.
-            "CLOSE_CONNECTION" | "LOG_IGNORED_EXCEPTIONS" => match v {
-                SettingValue::Bool(_) => none,
-                other => Err(bad_option(format!(
-                    "OPTIONS['{name}'] must be a bool, not {}",
-                    other.type_name()
-                ))),
-            },
-            _ => Ok(None),
-        }
-    }
-
-    fn seconds(name: &str, v: &SettingValue) -> Res<String> {
-        match v {
-            SettingValue::Int(_) | SettingValue::Float(_) | SettingValue::Null => {
-                option_text(name, v)
-            }
-            other => Err(bad_option(format!(
-                "OPTIONS['{name}'] must be a number of seconds or None, not {}",
-                other.type_name()
-            ))),
-        }
-    }
-
-    /// `CONNECTION_POOL_KWARGS`: the redis-py pool arguments polycache has an option for.
-    fn pool_kwargs(name: &str, v: &SettingValue) -> Res<Option<Vec<(&'static str, String)>>> {
-        let SettingValue::Map(kwargs) = v else {
-            return Err(bad_option(format!(
-                "OPTIONS['{name}'] must be a mapping, not {}",
-                v.type_name()
-            )));
-        };
-        let mut out = Vec::new();
-        for (k, v) in kwargs {
-            let key = k.as_str().unwrap_or("");
-            match (key, v) {
-                ("max_connections", SettingValue::Int(n)) => {
-                    out.push(("max_connections", n.to_string()))
-                }
-                ("socket_timeout", _) => out.push(("socket_timeout", seconds(name, v)?)),
-                ("socket_connect_timeout", _) => out.push(("connect_timeout", seconds(name, v)?)),
-                ("ssl_ca_certs", SettingValue::Str(path)) => out.push(("tls_ca", path.clone())),
-                ("ssl_cert_reqs", SettingValue::Null) => out.push(("insecure", "true".into())),
-                ("ssl_cert_reqs", SettingValue::Str(s)) if s.eq_ignore_ascii_case("none") => {
-                    out.push(("insecure", "true".into()))
-                }
-                ("ssl_cert_reqs", SettingValue::Str(s)) if s.eq_ignore_ascii_case("required") => {}
-                _ => {
-                    return Err(refuse(
-                        name,
-                        &format!(
-                            "'{}' has no polycache equivalent here; polycache takes \
-                             max_connections, socket_timeout, socket_connect_timeout, \
-                             ssl_ca_certs (tls_ca) and ssl_cert_reqs=None (insecure)",
-                            python_key(k)
-                        ),
-                    ))
-                }
-            }
-        }
-        Ok(Some(out))
-    }
-
-    fn python_key(k: &SettingValue) -> String {
-        match k {
-            SettingValue::Str(s) => s.clone(),
-            other => other.type_name().to_owned(),
-        }
+        opts.insert_from("cull_frequency", 3, bringer);
     }
 }
 
@@ -1102,9 +723,18 @@ mod tests {
         .unwrap();
         let c = &read.config;
         assert_eq!(c.location, "redis://u:p%40ss@h:1/0");
-        assert_eq!(c.options["socket_timeout"], "0.5");
-        assert_eq!(c.options["fail_open"], "true");
-        assert_eq!(c.options["compress_min_size"], "16");
+        let value = |c: &CacheConfig, name: &str| c.options.get(name).unwrap().value.clone();
+        assert_eq!(value(c, "socket_timeout"), OptionValue::Float(0.5));
+        assert_eq!(value(c, "fail_open"), OptionValue::Bool(true));
+        assert_eq!(value(c, "compress_min_size"), OptionValue::Int(16));
+        // Each option remembers the OPTIONS key it came from.
+        assert_eq!(
+            c.options.get("socket_timeout").unwrap().source,
+            OptionSource::DjangoOptions {
+                key: "SOCKET_TIMEOUT".into(),
+                cache: None
+            }
+        );
         // A password in the URL wins, as in django-redis.
         assert_eq!(with_password("redis://:url@h/0", "opt"), "redis://:url@h/0");
         assert_eq!(with_password("redis://h/0", "opt"), "redis://:opt@h/0");
@@ -1114,10 +744,10 @@ mod tests {
             ignore_exceptions: true,
         };
         let read = read_entry(None, &options(vec![]), &everywhere).unwrap();
-        assert_eq!(read.config.options["fail_open"], "true");
+        assert_eq!(value(&read.config, "fail_open"), OptionValue::Bool(true));
         let off = options(vec![("IGNORE_EXCEPTIONS", V::Bool(false))]);
         let read = read_entry(None, &off, &everywhere).unwrap();
-        assert_eq!(read.config.options["fail_open"], "false");
+        assert_eq!(value(&read.config, "fail_open"), OptionValue::Bool(false));
         let err = read_entry(
             None,
             &options(vec![(
@@ -1129,17 +759,5 @@ mod tests {
         .unwrap_err();
         assert!(err.in_options);
         assert!(err.to_string().contains("zstd"), "{err}");
-    }
-
-    #[test]
-    fn text_that_is_not_a_url_is_shown_without_secrets() {
-        assert_eq!(
-            redact_loose("redis:/user:pw@host:6379/0"),
-            "redis:/***@host:6379/0"
-        );
-        assert_eq!(
-            redact_loose("/var/x?signing_key=k&max_entries=1"),
-            "/var/x?signing_key=***&max_entries=1"
-        );
     }
 }

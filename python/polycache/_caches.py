@@ -9,6 +9,7 @@ from typing import Any
 
 from polycache._cache import Cache
 from polycache._polycache import DEFAULT_TIMEOUT, Memo, read_cache_settings, render_prometheus
+from polycache._settings import InvalidOptionError
 from polycache.exceptions import ConfigurationError
 
 __all__ = ["CacheHandler", "caches"]
@@ -24,6 +25,8 @@ def _build(name: str, entry: Any) -> Cache:
             timeout=read.get("timeout", DEFAULT_TIMEOUT),
             options=read["options"] or None,
         )
+    except InvalidOptionError:
+        raise  # its message names the OPTIONS key and the cache
     except ConfigurationError as err:
         raise ConfigurationError(f"cache {name!r}: {err}") from err
 

@@ -31,6 +31,7 @@ __all__ = [
     "_Completions",
     "_DjangoCache",
     "_Lock",
+    "_Options",
 ]
 
 @final
@@ -67,6 +68,12 @@ _Timeout = float | None | DefaultTimeout
 _When = datetime | float
 _OptionValue = str | int | float | bool | None
 
+# The options of a CACHES entry as the core read them (read_cache_settings' "options").
+@final
+class _Options:
+    def __len__(self) -> int: ...
+    def to_query(self) -> str: ...
+
 @disjoint_base
 class Cache:
     def __new__(
@@ -76,7 +83,7 @@ class Cache:
         key_prefix: str | None = None,
         version: int | None = None,
         timeout: _Timeout = ...,
-        options: Mapping[str, _OptionValue] | None = None,
+        options: Mapping[str, _OptionValue] | _Options | None = None,
         serializer: str | None = None,
         signing_key: str | bytes | None = None,
         old_signing_keys: Sequence[str | bytes] | None = None,
@@ -363,7 +370,7 @@ class _DjangoCache:
         key_prefix: str,
         version: Any,
         default_timeout: int | None,
-        options: Mapping[str, _OptionValue] | None,
+        options: Mapping[str, _OptionValue] | _Options | None,
         key_func: Callable[..., Any] | None,
         default_key_func: Callable[..., Any],
         sentinel: object,

@@ -41,7 +41,7 @@ from polycache._scan import aiter_pages
 from polycache._settings import InvalidOptionError
 from polycache._structures import RedisStructures
 from polycache._tags import aget_or_set_tagged, get_or_set_tagged
-from polycache.exceptions import ConfigurationError, UnsupportedOperationError
+from polycache.exceptions import UnsupportedOperationError
 
 __all__ = ["Cache", "InvalidOptionError", "RedisClient", "get_redis_connection"]
 
@@ -104,19 +104,11 @@ class Cache(_DjangoCache, RedisStructures, BaseCache):  # type: ignore[misc]
             "custom_validate": cls.validate_key is not _DjangoCache.validate_key,
             "custom_make_and_validate": cls.make_and_validate_key is not _DjangoCache.make_and_validate_key,
         }
-        try:
-            cache: Cache = super().__new__(cls, url, options=options or None, **kwargs)
-            cache.__url = _with_options(url, options)
-            return cache
-        except ConfigurationError as err:
-            if not options:
-                raise
-            # The same location without OPTIONS opens: the fault is in OPTIONS.
-            try:
-                super().__new__(cls, url, options=None, **kwargs)
-            except ConfigurationError:
-                raise err from None
-            raise InvalidOptionError(f"OPTIONS: {err}") from err
+        # The core's error names the option and where it came from: a fault in OPTIONS
+        # raises InvalidOptionError.
+        cache: Cache = super().__new__(cls, url, options=options or None, **kwargs)
+        cache.__url = _with_query(url, options.to_query())
+        return cache
 
     def __init__(self, location: Any, params: Mapping[str, Any]) -> None:
         # Not BaseCache.__init__: the key settings live in the native half (read-only).
@@ -180,11 +172,10 @@ class Cache(_DjangoCache, RedisStructures, BaseCache):  # type: ignore[misc]
         return client  # type: ignore[no-any-return]
 
 
-def _with_options(url: str, options: Mapping[str, str]) -> str:
-    """``url`` with ``options`` (URL option text) added to its query."""
-    if not options:
+def _with_query(url: str, query: str) -> str:
+    """``url`` with ``query`` (the OPTIONS as URL query text) added to its query."""
+    if not query:
         return url
-    query = "&".join(f"{urllib.parse.quote(k, safe='')}={urllib.parse.quote(v, safe='/:,')}" for k, v in options.items())
     return f"{url}{'&' if '?' in url else '?'}{query}"
 
 

@@ -5,7 +5,7 @@ use crate::errors;
 use polycache::{Expiry, StatsSnapshot};
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyString};
+use pyo3::types::{PyBytes, PyDict, PyFloat, PyInt, PyString};
 
 /// The marker for "use the cache's default timeout" (`polycache.DEFAULT_TIMEOUT`).
 #[pyclass(frozen, module = "polycache._polycache", name = "DefaultTimeout")]
@@ -108,29 +108,6 @@ pub(crate) fn items<'py>(mapping: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyA
         Ok(d) => Ok(d.items().into_any()),
         Err(_) => mapping.call_method0("items"),
     }
-}
-
-/// Renders an `OPTIONS` value as URL query text.
-pub(crate) fn option_text(name: &str, value: &Bound<'_, PyAny>) -> PyResult<String> {
-    if value.is_none() {
-        return Ok("none".to_owned());
-    }
-    if let Ok(b) = value.cast::<PyBool>() {
-        return Ok(if b.is_true() { "true" } else { "false" }.to_owned());
-    }
-    if let Ok(s) = value.cast::<PyString>() {
-        return Ok(s.to_str()?.to_owned());
-    }
-    if value.is_instance_of::<PyInt>() || value.is_instance_of::<PyFloat>() {
-        return Ok(value.str()?.to_str()?.to_owned());
-    }
-    Err(errors::configuration(
-        value.py(),
-        format!(
-            "option '{name}' must be a str, int, float, bool or None, not {}",
-            type_name(value)
-        ),
-    ))
 }
 
 /// The counters of a cache as a dict.

@@ -3,8 +3,8 @@
 //! [`crate::ops`]; this class reads arguments and names the answers.
 
 use crate::args::{
-    self, from_millis, items, key_str, option_text, stats_dict, type_name, SecretArg, SetArgs,
-    StoreMode, TagsArg, TimeoutArg, DEFAULT,
+    self, from_millis, items, key_str, stats_dict, type_name, SecretArg, SetArgs, StoreMode,
+    TagsArg, TimeoutArg, DEFAULT,
 };
 use crate::awaitable::raising_on_await;
 use crate::errors::{self, ResultExt};
@@ -14,8 +14,10 @@ use crate::ops::{
     Core, Decoder, Deliver, How, KeyMode, KeyOp, ManyOp, Op, Reply, RequestRef, TaggedWrite,
 };
 use crate::serializer::{Format, Serialized};
+use crate::settings::{self, PyOptions};
 use crate::tags::PyTagStamp;
-use polycache::{CacheConfig, Expiry, Key};
+use polycache::settings::option_value;
+use polycache::{CacheConfig, Expiry, Key, OptionSource};
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
@@ -27,14 +29,18 @@ pub(crate) struct PyCache {
     pub(crate) core: Core,
 }
 
-/// Opens the cache `config` describes, with Python's `OPTIONS` mapping added to it.
+/// Opens the cache `config` describes, with the options `options` gives: the `_Options`
+/// `read_cache_settings` answered, or a mapping of option names to values.
 pub(crate) fn open(
     py: Python<'_>,
     mut config: CacheConfig,
     options: Option<&Bound<'_, PyAny>>,
     pickle_errors: bool,
 ) -> PyResult<Core> {
-    if let Some(options) = options {
+    if let Some(typed) = options.and_then(|o| o.cast::<PyOptions>().ok()) {
+        // Read from a CACHES entry by the core: handed back as they are.
+        config.options = typed.get().options.clone();
+    } else if let Some(options) = options {
         for item in items(options)?.try_iter()? {
             let (name, value): (Bound<'_, PyAny>, Bound<'_, PyAny>) = item?.extract()?;
             let name = name
@@ -47,12 +53,20 @@ pub(crate) fn open(
                 })?
                 .to_str()?
                 .to_owned();
-            let text = option_text(&name, &value)?;
-            config.options.insert(name, text);
+            let value = settings::value(&value, 0)?;
+            let value = option_value(&name, &value).map_err(|e| errors::to_py(py, e.error))?;
+            let source = OptionSource::Keyword {
+                argument: format!("options['{name}']"),
+                function: "polycache.Cache()".to_owned(),
+            };
+            config.options.insert_from(name, value, source);
         }
     }
     // Opening a remote backend may connect: no Python objects are touched here.
-    let cache = detach(py, || config.build()).py_err(py)?;
+    let cache = detach(py, || config.build()).map_err(|e| match e.option_source() {
+        Some(source) if source.is_django_options() => settings::invalid_option(py, e.message()),
+        _ => errors::to_py(py, e),
+    })?;
     let local = cache.backend().is_local();
     let format = Format::of(&cache);
     Ok(Core {

@@ -51,6 +51,7 @@ fn _polycache(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<awaitable::Completions>()?;
     m.add_class::<scan::KeyScan>()?;
     m.add_class::<tags::PyTagStamp>()?;
+    m.add_class::<settings::PyOptions>()?;
     awaitable::install(m)?;
     m.add_function(wrap_pyfunction!(finalize::_shutdown, m)?)?;
     m.add_function(wrap_pyfunction!(awaitable::_wake_per_operation, m)?)?;

@@ -4,6 +4,7 @@
 use crate::args::{items, type_name};
 use crate::errors;
 use polycache::settings::{read_entry, Rules, SettingValue};
+use polycache::CacheOptions;
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
@@ -12,7 +13,7 @@ use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 const MAX_DEPTH: usize = 32;
 
 /// A Python value as a settings value.
-fn value(v: &Bound<'_, PyAny>, depth: usize) -> PyResult<SettingValue> {
+pub(crate) fn value(v: &Bound<'_, PyAny>, depth: usize) -> PyResult<SettingValue> {
     if depth > MAX_DEPTH {
         return Err(errors::configuration(
             v.py(),
@@ -71,7 +72,8 @@ fn is_mapping(v: &Bound<'_, PyAny>) -> bool {
 
 /// Reads one entry of a `CACHES`-shaped mapping by the core's rules.
 ///
-/// Answers a dict: `location` (the URL), `options` (URL options as text), and when given or
+/// Answers a dict: `location` (the URL), `options` (the core's typed options, as `_Options`,
+/// for `Cache(options=...)`), and when given or
 /// implied `key_prefix`, `version` (an int, or the object given when a Django backend's
 /// `VERSION` is not one) and `timeout` (seconds; `None` never expires). `django_store`
 /// selects the Django backend's reading (the store of a `memory://` without a name);
@@ -96,22 +98,16 @@ pub(crate) fn read_cache_settings<'py>(
     let tree = value(entry, 0)?;
     let read = match read_entry(name, &tree, &rules) {
         Ok(read) => read,
-        Err(e) if e.in_options => {
-            let class = py
-                .import("polycache._settings")?
-                .getattr("InvalidOptionError")?;
-            return Err(PyErr::from_value(class.call1((e.error.message(),))?));
-        }
+        Err(e) if e.in_options => return Err(invalid_option(py, e.error.message())),
         Err(e) => return Err(errors::to_py(py, e.error)),
     };
     let out = PyDict::new(py);
     let config = &read.config;
     out.set_item("location", &config.location)?;
-    let options = PyDict::new(py);
-    for (k, v) in &config.options {
-        options.set_item(k, v)?;
-    }
-    out.set_item("options", options)?;
+    let options = PyOptions {
+        options: config.options.clone(),
+    };
+    out.set_item("options", Bound::new(py, options)?)?;
     if let Some(prefix) = &config.key_prefix {
         out.set_item("key_prefix", prefix)?;
     }
@@ -131,4 +127,41 @@ pub(crate) fn read_cache_settings<'py>(
         }
     }
     Ok(out)
+}
+
+/// `polycache.django.InvalidOptionError` with `message`: a fault in Django's `OPTIONS`.
+pub(crate) fn invalid_option(py: Python<'_>, message: &str) -> PyErr {
+    let class = py
+        .import("polycache._settings")
+        .and_then(|m| m.getattr("InvalidOptionError"));
+    match class.and_then(|c| c.call1((message,))) {
+        Ok(err) => PyErr::from_value(err),
+        Err(e) => e,
+    }
+}
+
+/// The options of a `CACHES` entry as the core read them: typed values, each with the
+/// `OPTIONS` key it came from. Handed back to `Cache(options=...)` as they are, so no
+/// option becomes text and is parsed again. Immutable; shared freely between threads.
+#[pyclass(frozen, module = "polycache._polycache", name = "_Options")]
+pub(crate) struct PyOptions {
+    pub(crate) options: CacheOptions,
+}
+
+#[pymethods]
+impl PyOptions {
+    fn __len__(&self) -> usize {
+        self.options.len()
+    }
+
+    /// The options as URL query text, secrets included: for a client of the same server
+    /// (`polycache.django.get_redis_connection`).
+    fn to_query(&self) -> String {
+        self.options.to_query()
+    }
+
+    fn __repr__(&self) -> String {
+        let names: Vec<&str> = self.options.iter().map(|o| o.name.as_str()).collect();
+        format!("<polycache._Options {}>", names.join(", "))
+    }
 }

@@ -111,6 +111,21 @@ def test_bad_settings_name_the_culprit(handler: CacheHandler, settings: Any, nam
         handler.configure(settings)
 
 
+def test_option_errors_name_the_option_and_where_it_came_from(handler: CacheHandler) -> None:
+    with pytest.raises(polycache.ConfigurationError) as err:
+        handler.configure({"default": {"LOCATION": "memory://", "OPTIONS": {"MAX_ENTRIES": 0}}})
+    assert str(err.value).startswith("OPTIONS['MAX_ENTRIES'] of CACHES['default']: invalid value \"0\"")
+    with pytest.raises(polycache.ConfigurationError) as err:
+        handler.configure({"default": {"LOCATION": "memory://?max_entries=0"}})
+    assert str(err.value).startswith("cache 'default': query parameter max_entries in the URL: ")
+    with pytest.raises(polycache.ConfigurationError) as err:
+        polycache.Cache("memory://", options={"max_entries": 0})
+    assert str(err.value).startswith("options['max_entries'] of polycache.Cache(): ")
+    # Given in the URL and in OPTIONS: one of them would be silently unused.
+    with pytest.raises(polycache.ConfigurationError, match="max_bytes is given more than once|'max_bytes' is given more than once"):
+        handler.configure({"default": {"LOCATION": "memory://?max_bytes=10", "OPTIONS": {"max_bytes": 20}}})
+
+
 def test_failed_configure_keeps_previous(handler: CacheHandler) -> None:
     handler.configure({"default": {"KEY_PREFIX": "kept"}})
     with pytest.raises(polycache.ConfigurationError):

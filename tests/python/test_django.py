@@ -462,6 +462,17 @@ def test_unknown_options_raise_what_djangos_clients_raise() -> None:
         make(OPTIONS={"MAX_ENTRIES": "many"})
     with pytest.raises(polycache.ConfigurationError, match="OPTIONS must be a mapping"):
         make(OPTIONS=["max_entries"])
+    # The core's error names the OPTIONS key it is about: no second opening to find out.
+    with pytest.raises(InvalidOptionError) as bad:
+        make(OPTIONS={"MAX_ENTRIES": 0})
+    assert str(bad.value).startswith("OPTIONS['MAX_ENTRIES']: invalid value \"0\" for option 'max_entries'")
+    with pytest.raises(InvalidOptionError, match=r"^OPTIONS\['max_entires'\]: unknown option"):
+        make(OPTIONS={"max_entires": 1})
+    # A fault in the LOCATION itself is no OPTIONS fault.
+    with pytest.raises(polycache.ConfigurationError) as url:
+        make(f"{store()}?max_entries=0", OPTIONS={"eviction": "lru"})
+    assert not isinstance(url.value, InvalidOptionError)
+    assert str(url.value).startswith("query parameter max_entries in the URL: ")
 
 
 @pytest.mark.parametrize("cull", [None, 0, 1, 2, 3, 7, 100])

@@ -357,10 +357,13 @@ impl MemoryBackend {
             Some(v) if v.eq_ignore_ascii_case("lru") => Some(Eviction::Lru),
             Some(v) if v.eq_ignore_ascii_case("clock") => Some(Eviction::Clock),
             Some(v) => {
-                return Err(Error::config(format!(
-                    "invalid value {v:?} for option 'eviction' of memory://: expected clock \
-                     or lru"
-                )))
+                return Err(options.error(
+                    "eviction",
+                    format!(
+                        "invalid value {v:?} for option 'eviction' of memory://: expected \
+                         clock or lru"
+                    ),
+                ))
             }
         };
         let opts = MemoryOptions {
@@ -369,6 +372,15 @@ impl MemoryBackend {
             eviction,
             cull_frequency: options.u64("cull_frequency")?,
         };
+        // Options that contradict each other: the error names where one of them came from.
+        if let Err(e) = opts.policy() {
+            let culprit = if opts.max_bytes.is_some() && opts.eviction != Some(Eviction::Clock) {
+                "max_bytes"
+            } else {
+                "cull_frequency"
+            };
+            return Err(options.blame(culprit, e));
+        }
         match location.hosts() {
             [] => MemoryBackend::new(&opts),
             [name] => MemoryBackend::named(name, &opts),

@@ -11,6 +11,7 @@ use crate::error::{Error, Result};
 use crate::expiry::Expiry;
 use crate::flight::RefreshPolicy;
 use crate::location::{Location, Options};
+use crate::options::{CacheOptions, OptionSource, OptionValue};
 use crate::policy::{FailurePolicy, Guarded};
 use crate::stats::{BreakerCounts, Stats};
 use crate::tiered::TieredConfig;
@@ -49,6 +50,9 @@ pub struct CacheBuilder {
     latency_histograms: Option<bool>,
     /// The histograms time one call in this many (default: 16 in memory, else 1).
     latency_sampling: Option<u64>,
+    /// Options given as typed values ([`CacheBuilder::option`], [`CacheBuilder::options_from`]),
+    /// read with the URL's.
+    typed: CacheOptions,
 }
 
 /// How values are protected and packed: set by the builder or by URL options.
@@ -243,6 +247,34 @@ impl CacheBuilder {
         self
     }
 
+    /// Sets the URL option `name` (`max_entries`, `socket_timeout`, `fail_open`, …) to a
+    /// typed value, read as the same option in the URL would be. Giving it in the URL too
+    /// is an error; an error about it names the builder.
+    ///
+    /// ```
+    /// use polycache::Cache;
+    /// let cache = Cache::builder("memory://").option("max_entries", 10).build().unwrap();
+    /// assert_eq!(cache.location(), "memory://?max_entries=10");
+    /// let err = Cache::builder("memory://").option("max_entries", 0).build().unwrap_err();
+    /// assert!(err.to_string().starts_with("option max_entries of the builder: "), "{err}");
+    /// ```
+    pub fn option(mut self, name: &str, value: impl Into<OptionValue>) -> Self {
+        let source = OptionSource::Builder {
+            name: name.to_owned(),
+        };
+        self.typed.insert_from(name, value, source);
+        self
+    }
+
+    /// Adds typed options, each with where it came from (see [`CacheOptions`]); one set
+    /// before under the same name is replaced.
+    pub fn options_from(mut self, options: CacheOptions) -> Self {
+        for o in options {
+            self.typed.insert_from(o.name, o.value, o.source);
+        }
+        self
+    }
+
     /// Opens the backend and builds the cache.
     pub fn build(mut self) -> Result<Cache> {
         // A tiered backend guards its L2 itself: L1 hits must not pay for a breaker.
@@ -253,10 +285,18 @@ impl CacheBuilder {
             (Some(backend), _) => {
                 let location = format!("custom:{}", backend.name());
                 let url_opts = match &self.query {
+                    None if !self.typed.is_empty() => {
+                        let mut options = Options::new(&Location::parse("custom://")?);
+                        options.add(std::mem::take(&mut self.typed))?;
+                        let url_opts = UrlCacheOptions::take(&mut options)?;
+                        options.finish()?;
+                        url_opts
+                    }
                     None => UrlCacheOptions::default(),
                     Some(query) => {
                         let parsed = Location::parse(&format!("custom://?{query}"))?;
                         let mut options = Options::new(&parsed);
+                        options.add(std::mem::take(&mut self.typed))?;
                         let url_opts = UrlCacheOptions::take(&mut options)?;
                         options.finish()?;
                         url_opts
@@ -269,6 +309,7 @@ impl CacheBuilder {
                 if location.scheme() == "tiered" {
                     guards_itself = true;
                     let mut options = Options::new(&location);
+                    options.add(std::mem::take(&mut self.typed))?;
                     let url_opts = UrlCacheOptions::take(&mut options)?;
                     let policy = self
                         .policy
@@ -283,11 +324,13 @@ impl CacheBuilder {
                     options.finish()?;
                     (backend, shown, url_opts)
                 } else {
+                    let shown = self.typed.shown_with(url.trim());
                     let mut options = Options::new(&location);
+                    options.add(std::mem::take(&mut self.typed))?;
                     let url_opts = UrlCacheOptions::take(&mut options)?;
                     let backend = crate::open_backend(&location, &mut options)?;
                     options.finish()?;
-                    (backend, location.redacted(), url_opts)
+                    (backend, shown, url_opts)
                 }
             }
             (None, None) => (
@@ -313,10 +356,32 @@ impl CacheBuilder {
         };
         let policy = self.policy.or(url_opts.policy).unwrap_or_default();
         let refresh = self.refresh.or(url_opts.refresh).unwrap_or_default();
+        // A value option given besides the builder's own calls is charged to its source.
+        let blame = |name: &str, given_here: bool, e: Error| match url_opts
+            .sources
+            .iter()
+            .find(|(n, _)| n == name)
+        {
+            Some((_, source)) if !given_here => e.about_option(source),
+            _ => e,
+        };
+        let here = self.values.clone();
         let values = self.values.or(url_opts.values);
-        let codec = values.codec()?;
+        let codec = values.codec().map_err(|e| {
+            let level_bad = values
+                .compress_level
+                .is_some_and(|l| !zstd::compression_level_range().contains(&l));
+            if level_bad {
+                blame("compress_level", here.compress_level.is_some(), e)
+            } else if values.signing_key.as_deref() == Some(&[][..]) {
+                blame("signing_key", here.signing_key.is_some(), e)
+            } else {
+                blame("old_signing_keys", here.old_signing_keys.is_some(), e)
+            }
+        })?;
         let serializer = match &values.serializer {
-            Some(name) => serializer_name(name)?,
+            Some(name) => serializer_name(name)
+                .map_err(|e| blame("serializer", here.serializer.is_some(), e))?,
             None => "pickle",
         };
         // A tiered backend guards its L2 itself: L1 hits must not pay for a breaker.
@@ -329,15 +394,10 @@ impl CacheBuilder {
             .latency_histograms
             .or(url_opts.latency_histograms)
             .unwrap_or(true);
-        let sampling = self.latency_sampling.or(url_opts.latency_sampling);
-        if let Some(n) = sampling {
-            if !n.is_power_of_two() || n > MAX_LATENCY_SAMPLING {
-                return Err(Error::config(format!(
-                    "invalid value {n} for option 'latency_sampling': expected a power of two \
-                     from 1 to {MAX_LATENCY_SAMPLING}"
-                )));
-            }
+        if let Some(n) = self.latency_sampling {
+            check_latency_sampling(n)?;
         }
+        let sampling = self.latency_sampling.or(url_opts.latency_sampling);
         let backend: Arc<dyn Backend> = if backend.is_local()
             || backend.isolates_failures()
             || policy.breaker_threshold == 0
@@ -402,6 +462,8 @@ struct UrlCacheOptions {
     values: ValueOptions,
     latency_histograms: Option<bool>,
     latency_sampling: Option<u64>,
+    /// Where each option read here came from.
+    sources: Vec<(String, OptionSource)>,
 }
 
 /// The largest `latency_sampling`.
@@ -409,7 +471,7 @@ const MAX_LATENCY_SAMPLING: u64 = 1024;
 
 impl UrlCacheOptions {
     fn take(options: &mut Options) -> Result<Self> {
-        Ok(UrlCacheOptions {
+        let mut read = UrlCacheOptions {
             key_prefix: options.take("key_prefix"),
             version: options.i64("version")?,
             timeout: options.seconds("timeout")?,
@@ -418,9 +480,28 @@ impl UrlCacheOptions {
             refresh: Some(RefreshPolicy::take(options)?),
             values: ValueOptions::take(options)?,
             latency_histograms: options.bool("latency_histograms")?,
-            latency_sampling: options.positive_u64("latency_sampling")?,
-        })
+            latency_sampling: match options.positive_u64("latency_sampling")? {
+                Some(n) => Some(
+                    check_latency_sampling(n).map_err(|e| options.blame("latency_sampling", e))?,
+                ),
+                None => None,
+            },
+            sources: Vec::new(),
+        };
+        read.sources = options.taken().to_vec();
+        Ok(read)
     }
+}
+
+/// `n` if it is a valid `latency_sampling`.
+fn check_latency_sampling(n: u64) -> Result<u64> {
+    if !n.is_power_of_two() || n > MAX_LATENCY_SAMPLING {
+        return Err(Error::config(format!(
+            "invalid value {n} for option 'latency_sampling': expected a power of two from 1 \
+             to {MAX_LATENCY_SAMPLING}"
+        )));
+    }
+    Ok(n)
 }
 
 impl Cache {
@@ -449,6 +530,7 @@ impl Cache {
             values: ValueOptions::default(),
             latency_histograms: None,
             latency_sampling: None,
+            typed: CacheOptions::new(),
         }
     }
 
@@ -495,6 +577,7 @@ impl Cache {
             values: ValueOptions::default(),
             latency_histograms: None,
             latency_sampling: None,
+            typed: CacheOptions::new(),
         }
     }
 }

@@ -276,10 +276,13 @@ impl FileBackend {
         };
         if let Some(n) = options.i64("cull_frequency")? {
             let n = u64::try_from(n).map_err(|_| {
-                Error::config(format!(
-                    "invalid value {n} for option 'cull_frequency' of file://: expected an \
-                     integer >= 0 (0 clears the cache when it is full)"
-                ))
+                options.error(
+                    "cull_frequency",
+                    format!(
+                        "invalid value {n} for option 'cull_frequency' of file://: expected an \
+                         integer >= 0 (0 clears the cache when it is full)"
+                    ),
+                )
             })?;
             opts.cull_frequency = Some(n);
         }

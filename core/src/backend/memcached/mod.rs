@@ -179,19 +179,20 @@ fn timeout_option(options: &mut Options, name: &str, default: f64) -> Result<Opt
     match options.seconds(name)? {
         None => Ok(Some(Duration::from_secs_f64(default))),
         Some(None) => Ok(None),
-        Some(Some(d)) if d.is_zero() => Err(Error::config(format!(
-            "invalid value 0 for option '{name}' of memcached://: expected a number of \
-             seconds > 0, or none for no timeout"
-        ))),
+        Some(Some(d)) if d.is_zero() => Err(options.error(
+            name,
+            format!(
+                "invalid value 0 for option '{name}' of memcached://: expected a number of \
+                 seconds > 0, or none for no timeout"
+            ),
+        )),
         Some(Some(d)) => Ok(Some(d)),
     }
 }
 
 /// An option given under its name and its alias at once.
-fn both_names(name: &str, alias: &str) -> Error {
-    Error::config(format!(
-        "memcached:// takes '{name}' or its alias '{alias}', not both"
-    ))
+fn both_names(name: &str, alias: &str) -> String {
+    format!("memcached:// takes '{name}' or its alias '{alias}', not both")
 }
 
 impl MemcachedBackend {
@@ -254,19 +255,24 @@ impl MemcachedBackend {
         let connect_timeout = timeout_option(options, "connect_timeout", 1.0)?;
         let socket_timeout = timeout_option(options, "socket_timeout", 1.0)?;
         // Each server's breaker takes the options of the cache's breaker, which the cache
-        // has read (and removed) already: read them again from the URL. The memcached
-        // names `failure_limit` and `dead_retry` are their aliases.
-        let mut breaker = Options::new(location);
+        // has read (and removed) already: read them again. The memcached names
+        // `failure_limit` and `dead_retry` are their aliases.
+        let mut breaker = options.again();
         let dead_retry = match (
             options.seconds("dead_retry")?,
             breaker.seconds("breaker_cooldown")?,
         ) {
-            (Some(_), Some(_)) => return Err(both_names("breaker_cooldown", "dead_retry")),
+            (Some(_), Some(_)) => {
+                return Err(
+                    options.error("dead_retry", both_names("breaker_cooldown", "dead_retry"))
+                )
+            }
             (None, None) => Duration::from_secs(30),
             (Some(Some(d)), None) => d,
             (None, Some(d)) => d.unwrap_or(Duration::MAX),
             (Some(None), None) => {
-                return Err(Error::config(
+                return Err(options.error(
+                    "dead_retry",
                     "invalid value none for option 'dead_retry' of memcached://: expected a \
                      number of seconds (0 never takes a failed server out of the ring)",
                 ))
@@ -276,7 +282,12 @@ impl MemcachedBackend {
             options.positive_u64("failure_limit")?,
             breaker.u64("breaker_threshold")?,
         ) {
-            (Some(_), Some(_)) => return Err(both_names("breaker_threshold", "failure_limit")),
+            (Some(_), Some(_)) => {
+                return Err(options.error(
+                    "failure_limit",
+                    both_names("breaker_threshold", "failure_limit"),
+                ))
+            }
             (Some(n), None) | (None, Some(n)) => n,
             (None, None) => 2,
         };
@@ -287,7 +298,8 @@ impl MemcachedBackend {
             match options.seconds("namespace_refresh")? {
                 None => Duration::from_secs(1),
                 Some(Some(d)) => d,
-                Some(None) => return Err(Error::config(
+                Some(None) => return Err(options.error(
+                    "namespace_refresh",
                     "invalid value none for option 'namespace_refresh' of memcached://: expected \
                      a number of seconds (0 reads the generation on every call)",
                 )),

@@ -326,10 +326,12 @@ impl RedisBackend {
         let bad = |what: String| Error::config(format!("{what} in {redacted}"));
         let mut opts = RedisOptions::default();
         if let Some(t) = options.seconds("connect_timeout")? {
-            opts.connect_timeout = positive_or_none(t, "connect_timeout")?;
+            opts.connect_timeout = positive_or_none(t, "connect_timeout")
+                .map_err(|e| options.blame("connect_timeout", e))?;
         }
         if let Some(t) = options.seconds("socket_timeout")? {
-            opts.socket_timeout = positive_or_none(t, "socket_timeout")?;
+            opts.socket_timeout = positive_or_none(t, "socket_timeout")
+                .map_err(|e| options.blame("socket_timeout", e))?;
         }
         if let Some(n) = options.positive_u64("max_connections")? {
             opts.max_connections = usize::try_from(n).unwrap_or(usize::MAX);
@@ -345,9 +347,17 @@ impl RedisBackend {
         let scheme = location.scheme();
         let tls = matches!(scheme, "rediss" | "rediss+cluster" | "rediss+sentinel");
         if !tls && (opts.tls_ca.is_some() || opts.insecure) {
-            return Err(bad(format!(
-                "options tls_ca and insecure apply only to rediss:// URLs, not {scheme}://"
-            )));
+            let culprit = if opts.tls_ca.is_some() {
+                "tls_ca"
+            } else {
+                "insecure"
+            };
+            return Err(options.blame(
+                culprit,
+                bad(format!(
+                    "options tls_ca and insecure apply only to rediss:// URLs, not {scheme}://"
+                )),
+            ));
         }
         let tls_certs = match &opts.tls_ca {
             None => None,

@@ -256,9 +256,10 @@ impl Bounds {
                 frequency,
             }),
             (Some(_), None) => {
-                return Err(Error::config(format!(
-                    "option 'cull_frequency' of {scheme}:// needs max_entries"
-                )))
+                return Err(options.error(
+                    "cull_frequency",
+                    format!("option 'cull_frequency' of {scheme}:// needs max_entries"),
+                ))
             }
         };
         Ok(Bounds {

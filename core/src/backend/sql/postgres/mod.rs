@@ -244,7 +244,8 @@ impl PostgresBackend {
         }
         config.dbname(if dbname.is_empty() { user } else { dbname });
         config.application_name("polycache");
-        let table = TableName::parse(options.take("table"), true, &scheme)?;
+        let table = TableName::parse(options.take("table"), true, &scheme)
+            .map_err(|e| options.blame("table", e))?;
         let unlogged = options.bool("unlogged")?.unwrap_or(false);
         let bounds = Bounds::take(options, "postgres")?;
         let connect_timeout = options

@@ -47,7 +47,8 @@ impl PgTls {
         let (mode, ssl_mode) = match mode.as_deref().map(str::trim) {
             None | Some("disable") => {
                 if root.is_some() {
-                    return Err(Error::config(
+                    return Err(options.error(
+                        "sslrootcert",
                         "option sslrootcert needs an sslmode (require, verify-ca or verify-full)",
                     ));
                 }
@@ -59,10 +60,13 @@ impl PgTls {
             Some("verify-ca") => (Check::Chain, SslMode::Require),
             Some("verify-full") => (Check::Full, SslMode::Require),
             Some(other) => {
-                return Err(Error::config(format!(
-                    "invalid value {other:?} for option 'sslmode' of postgres://: expected \
-                     disable, prefer, require, verify-ca or verify-full"
-                )))
+                return Err(options.error(
+                    "sslmode",
+                    format!(
+                        "invalid value {other:?} for option 'sslmode' of postgres://: expected \
+                         disable, prefer, require, verify-ca or verify-full"
+                    ),
+                ))
             }
         };
         config.ssl_mode(ssl_mode);

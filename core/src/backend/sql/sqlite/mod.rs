@@ -145,13 +145,15 @@ impl SqliteBackend {
                 )))
             }
         };
-        let table = TableName::parse(options.take("table"), false, "sqlite")?;
+        let table = TableName::parse(options.take("table"), false, "sqlite")
+            .map_err(|e| options.blame("table", e))?;
         let bounds = Bounds::take(options, "sqlite")?;
         let busy_timeout = match options.seconds("busy_timeout")? {
             None => DEFAULT_BUSY_TIMEOUT,
             Some(Some(d)) => d,
             Some(None) => {
-                return Err(Error::config(
+                return Err(options.error(
+                    "busy_timeout",
                     "invalid value for option 'busy_timeout' of sqlite://: expected a number \
                      of seconds",
                 ))
@@ -163,10 +165,13 @@ impl SqliteBackend {
             Some(v) if v.eq_ignore_ascii_case("full") => "FULL",
             Some(v) if v.eq_ignore_ascii_case("off") => "OFF",
             Some(v) => {
-                return Err(Error::config(format!(
-                    "invalid value {v:?} for option 'synchronous' of sqlite://: expected off, \
-                     normal or full"
-                )))
+                return Err(options.error(
+                    "synchronous",
+                    format!(
+                        "invalid value {v:?} for option 'synchronous' of sqlite://: expected \
+                         off, normal or full"
+                    ),
+                ))
             }
         };
         let pool_size = options
