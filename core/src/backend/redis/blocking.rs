@@ -33,8 +33,32 @@ pub(super) enum Topology {
 
 pub(super) struct Replica {
     pub(super) pool: Pool<Connection>,
-    /// Milliseconds since `epoch` until which reads skip this replica; 0 when healthy.
-    pub(super) down_until: AtomicU64,
+    pub(super) down_until: ReplicaHealth,
+}
+
+/// Whether reads skip a replica: for [`REPLICA_COOLDOWN`] after it failed, reads go to the
+/// leader. The blocking and the async replicas keep one each.
+#[derive(Default)]
+pub(super) struct ReplicaHealth {
+    /// Milliseconds on the monotonic clock until which reads skip it; 0 when healthy.
+    until: AtomicU64,
+}
+
+impl ReplicaHealth {
+    /// True while reads skip the replica, at `now` (`clock::monotonic_ms`).
+    pub(super) fn is_down(&self, now: u64) -> bool {
+        self.until.load(Ordering::Relaxed) > now
+    }
+
+    /// The replica at `addr` failed with `e` at `now`: reads skip it for a while.
+    pub(super) fn failed(&self, now: u64, addr: &str, e: &Error) {
+        self.until
+            .store(now + REPLICA_COOLDOWN.as_millis() as u64, Ordering::Relaxed);
+        log::warn!(
+            "polycache: redis replica {addr} failed, reading from the leader for {} s: {e}",
+            REPLICA_COOLDOWN.as_secs()
+        );
+    }
 }
 
 impl RedisBackend {
@@ -72,19 +96,12 @@ impl RedisBackend {
         };
         let replica = &replicas[random_below(replicas.len())];
         let now = crate::clock::monotonic_ms();
-        if replica.down_until.load(Ordering::Relaxed) > now {
+        if replica.down_until.is_down(now) {
             return leader.run(|c| f(c));
         }
         match replica.pool.run(|c| f(c)) {
             Err(e) if crate::policy::is_outage(&e) => {
-                replica
-                    .down_until
-                    .store(now + REPLICA_COOLDOWN.as_millis() as u64, Ordering::Relaxed);
-                log::warn!(
-                    "polycache: redis replica {} failed, reading from the leader for {} s: {e}",
-                    replica.pool.addr,
-                    REPLICA_COOLDOWN.as_secs()
-                );
+                replica.down_until.failed(now, &replica.pool.addr, &e);
                 leader.run(|c| f(c))
             }
             other => other,

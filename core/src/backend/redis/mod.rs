@@ -43,7 +43,6 @@ use redis::{
 };
 use sentinel::{NodeRole, Sentinels};
 use std::cell::Cell;
-use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 /// How long opening a connection may take unless `connect_timeout` says otherwise: 1 s.
@@ -415,7 +414,7 @@ impl RedisBackend {
                     .into_iter()
                     .map(|pool| Replica {
                         pool,
-                        down_until: AtomicU64::new(0),
+                        down_until: Default::default(),
                     })
                     .collect();
                 Topology::Single { leader, replicas }
@@ -496,7 +495,7 @@ impl RedisBackend {
                                 &addr,
                                 &opts,
                             ),
-                            down_until: AtomicU64::new(0),
+                            down_until: Default::default(),
                         }],
                         vec![aio::Server::sentinel(
                             sentinels,

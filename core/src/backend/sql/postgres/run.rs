@@ -6,7 +6,7 @@ use super::conn::{connection_lost, sqlstate, PgConn, PgError};
 use super::ops::{self, Fail, Op};
 use super::{PostgresBackend, MAX_DEADLOCK_RETRIES};
 use crate::error::Result;
-use crate::pool::Lease;
+use crate::pool::{Lease, Pool};
 use std::sync::atomic::Ordering;
 
 /// What a failed attempt of an operation leads to.
@@ -163,29 +163,14 @@ impl PostgresBackend {
         let mut retry = Retry::new(retry_safe, missing.is_some());
         loop {
             let mut conn = self.checkout()?;
-            let fresh = !conn.reused();
             let e = match conn.block_on(&self.inner, args, op) {
                 Ok(v) => return Ok(v),
                 Err(Fail::Cache(e)) => return Err(e),
                 Err(Fail::Pg(e)) => e,
             };
-            let lost = connection_lost(&e) || conn.link.is_closed();
-            let next = retry.next(&e, lost, fresh);
-            if lost {
-                conn.discard();
-                self.inner.pool.discard_idle();
-            } else if let Next::CreateTable | Next::Missing = next {
-                conn.link.forget_statements();
-                drop(conn);
-            }
-            match next {
+            match self.after_failure(conn, &self.inner.pool, &e, &mut retry) {
                 Next::Again => {}
-                Next::CreateTable => {
-                    self.inner.ready.store(false, Ordering::Release);
-                    self.inner.async_pool.discard_idle();
-                    self.inner.pool.discard_idle();
-                    self.ensure_table()?;
-                }
+                Next::CreateTable => self.ensure_table()?,
                 Next::Missing => return self.no_table(what, &e, args, missing),
                 Next::Fail => return Err(self.fail(what, &e)),
             }
@@ -219,33 +204,47 @@ impl PostgresBackend {
         let mut retry = Retry::new(retry_safe, missing.is_some());
         loop {
             let mut conn = self.checkout_async().await?;
-            let fresh = !conn.reused();
             let e = match op(&self.inner, &mut conn.link, args).await {
                 Ok(v) => return Ok(v),
                 Err(Fail::Cache(e)) => return Err(e),
                 Err(Fail::Pg(e)) => e,
             };
-            let lost = connection_lost(&e) || conn.link.is_closed();
-            let next = retry.next(&e, lost, fresh);
-            if lost {
-                conn.discard();
-                self.inner.async_pool.discard_idle();
-            } else if let Next::CreateTable | Next::Missing = next {
-                conn.link.forget_statements();
-                drop(conn);
-            }
-            match next {
+            match self.after_failure(conn, &self.inner.async_pool, &e, &mut retry) {
                 Next::Again => {}
-                Next::CreateTable => {
-                    self.inner.ready.store(false, Ordering::Release);
-                    self.inner.async_pool.discard_idle();
-                    self.inner.pool.discard_idle();
-                    self.ensure_table_async().await?;
-                }
+                Next::CreateTable => self.ensure_table_async().await?,
                 Next::Missing => return self.no_table(what, &e, args, missing),
                 Next::Fail => return Err(self.fail(what, &e)),
             }
         }
+    }
+
+    /// What the failed attempt on `conn` (leased from `pool`) leads to, by the [`Retry`]
+    /// rules, with the connection put right first: a lost one is discarded, and the idle
+    /// ones of `pool` with it; one that found no table forgets its prepared statements
+    /// (they name the table that went away). Before the table is created again, it counts
+    /// as missing and both pools' idle connections go (their statements with them).
+    fn after_failure(
+        &self,
+        mut conn: Lease<'_, PgConn>,
+        pool: &Pool<PgConn>,
+        e: &PgError,
+        retry: &mut Retry,
+    ) -> Next {
+        let lost = connection_lost(e) || conn.link.is_closed();
+        let next = retry.next(e, lost, !conn.reused());
+        if lost {
+            conn.discard();
+            pool.discard_idle();
+        } else if let Next::CreateTable | Next::Missing = next {
+            conn.link.forget_statements();
+            drop(conn);
+        }
+        if let Next::CreateTable = next {
+            self.inner.ready.store(false, Ordering::Release);
+            self.inner.async_pool.discard_idle();
+            self.inner.pool.discard_idle();
+        }
+        next
     }
 
     /// What a read answers when there is no table: `missing`'s answer; the next write
