@@ -181,7 +181,7 @@ impl<C> Pool<C> {
         }
     }
 
-    /// The error of a caller that waited for `waited` in vain.
+    /// The backend's error for a caller that waited `wait` in vain.
     #[cold]
     fn busy(&self) -> crate::Error {
         (self.busy)(self.limits.max_open, self.limits.wait.unwrap_or_default())
