@@ -10,7 +10,7 @@
 //!   error; at most `max_idle` wait idle (the others are closed when given back);
 //! - **health**: a connection the backend saw break is [`Lease::discard`]ed, never given
 //!   back, and [`Pool::discard_idle`] drops the idle ones with it (a server restart closes
-//!   them all) — including those leased at the time, which are closed when they come back;
+//!   them all); [`Pool::retire`] also closes those leased at the time when they come back;
 //! - **fork generation**: a connection opened before `fork()` is never used in the child
 //!   (two processes' requests would interleave on one socket), nor closed there (closing
 //!   could end the parent's session: a TLS close_notify, a protocol goodbye);
@@ -80,7 +80,7 @@ struct State<C> {
     open: usize,
     /// The fork generation these connections belong to.
     fork: u64,
-    /// Bumped by [`Pool::discard_idle`]: a connection of an older epoch is not reused.
+    /// Bumped by [`Pool::retire`]: a connection of an older epoch is not reused.
     epoch: u64,
     /// Threads asleep on `returned`, so giving back wakes (a system call) only when needed.
     sleepers: usize,
@@ -276,11 +276,18 @@ impl<C> Pool<C> {
         Ok(self.lease_of(conn, fork, epoch, false))
     }
 
-    /// Drops every idle connection (the server closed them, or soon will have); those leased
-    /// now are closed when they come back.
+    /// Drops every idle connection and closes those leased now when they come back: for a
+    /// backend whose leased connections cannot have outlived the failure either (Redis).
+    pub(crate) fn retire(&self) {
+        self.lock().epoch += 1;
+        self.discard_idle();
+    }
+
+    /// Drops every idle connection (the server closed them, or soon will have). Those leased
+    /// now come back as usual: a backend whose failure may spare them (PostgreSQL, whose
+    /// connections are each their own server process; Memcached) keeps them.
     pub(crate) fn discard_idle(&self) {
         let mut s = self.lock();
-        s.epoch += 1;
         let idle = std::mem::take(&mut s.idle);
         s.open -= idle.len();
         let freed = idle.len();
@@ -546,19 +553,34 @@ mod tests {
     }
 
     #[test]
-    fn discarding_the_idle_ones_retires_the_leased_ones_too() {
+    fn retiring_closes_the_leased_ones_too() {
         let p = pool(2, Some(Duration::from_secs(5)));
         let (opened, connect) = counter();
         let a = p.lease(connect.clone()).unwrap();
         let b = p.lease(connect.clone()).unwrap();
         drop(a);
-        p.discard_idle();
+        p.retire();
         // `b` was leased before the connections broke: closed when it comes back.
         drop(b);
         let c = p.lease(connect).unwrap();
         assert!(!c.reused());
         assert_eq!(*c, 2);
         assert_eq!(opened.load(Ordering::SeqCst), 3);
+    }
+
+    #[test]
+    fn discarding_the_idle_ones_keeps_the_leased_ones() {
+        let p = pool(2, Some(Duration::from_secs(5)));
+        let (opened, connect) = counter();
+        let a = p.lease(connect.clone()).unwrap();
+        let b = p.lease(connect.clone()).unwrap();
+        drop(a);
+        p.discard_idle();
+        drop(b); // leased while the idle ones went: given back
+        let c = p.lease(connect).unwrap();
+        assert!(c.reused());
+        assert_eq!(*c, 1);
+        assert_eq!(opened.load(Ordering::SeqCst), 2);
     }
 
     #[test]

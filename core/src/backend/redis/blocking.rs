@@ -247,7 +247,7 @@ impl<C: PooledConnection> Pool<C> {
                 }
                 Err(e) if self.follows_failover && is_readonly(&e) => {
                     lease.discard();
-                    self.conns.discard_idle();
+                    self.conns.retire();
                     return Err(demoted(e, &self.addr));
                 }
                 Err(e) if keeps_connection(&e) => {
@@ -258,7 +258,7 @@ impl<C: PooledConnection> Pool<C> {
                     let reused = lease.reused();
                     lease.discard();
                     if closed_by_server(&e) || e.is_timeout() {
-                        self.conns.discard_idle();
+                        self.conns.retire();
                     }
                     if reused && !retried && closed_by_server(&e) {
                         retried = true;
