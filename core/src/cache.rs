@@ -211,9 +211,9 @@ impl fmt::Debug for Cache {
 /// True at most once a second per `slot` (coarse-clock ticks of the last time it was true):
 /// the rate of a warning that a dead server or a forger could otherwise repeat at will.
 fn once_a_second(slot: &AtomicU64) -> bool {
-    let now = coarsetime::Instant::now_without_cache_update().as_ticks();
+    let now = crate::clock::ticks();
     let last = slot.load(Ordering::Relaxed);
-    let second = coarsetime::Duration::from_secs(1).as_ticks();
+    let second = crate::clock::ticks_of(Duration::from_secs(1));
     // `last == 0`: never warned yet.
     (last == 0 || now.saturating_sub(last) >= second)
         && slot

@@ -29,12 +29,7 @@ pub(crate) fn generation() -> u64 {
 /// When `stamp` is of another fork generation (a child of `fork()` looking at its parent's
 /// state), forgets `items` — connections, thread handles: the parent's, neither used nor
 /// dropped here — and moves `stamp` to this generation. True when it did.
-#[cfg(any(
-    feature = "redis",
-    feature = "sqlite",
-    feature = "postgres",
-    feature = "file"
-))]
+#[cfg(feature = "file")]
 pub(crate) fn forget_inherited<T>(stamp: &mut u64, items: &mut Vec<T>) -> bool {
     let now = generation();
     if *stamp == now {
@@ -43,72 +38,4 @@ pub(crate) fn forget_inherited<T>(stamp: &mut u64, items: &mut Vec<T>) -> bool {
     *stamp = now;
     items.drain(..).for_each(std::mem::forget);
     true
-}
-
-/// The connections of a pool (idle ones, and how many are open in all), owned by one fork
-/// generation. In a child of `fork()` they are its parent's: using one would interleave two
-/// processes' requests on one socket (wrong answers). [`Conns::adopt`], called on every
-/// lock of the pool, forgets them there — never used again, and never closed either, since
-/// closing could end the parent's session (a TLS close_notify, a protocol goodbye) — along
-/// with the count of those the parent had checked out. A checked-out connection carries the
-/// generation it was taken in ([`Conns::fork`]) back to [`Conns::give_back`] or
-/// [`Conns::forget_one`].
-#[cfg(any(feature = "redis", feature = "sqlite", feature = "postgres"))]
-pub(crate) struct Conns<C> {
-    pub(crate) idle: Vec<C>,
-    pub(crate) open: usize,
-    fork: u64,
-}
-
-#[cfg(any(feature = "redis", feature = "sqlite", feature = "postgres"))]
-impl<C> Conns<C> {
-    pub(crate) fn new() -> Self {
-        Conns {
-            idle: Vec::new(),
-            open: 0,
-            fork: generation(),
-        }
-    }
-
-    /// In a child of `fork()`, lets go of the parent's connections (see above).
-    #[inline]
-    pub(crate) fn adopt(&mut self) {
-        if forget_inherited(&mut self.fork, &mut self.idle) {
-            self.open = 0;
-        }
-    }
-
-    /// The generation a connection checked out now belongs to.
-    pub(crate) fn fork(&self) -> u64 {
-        self.fork
-    }
-
-    /// Puts back a connection checked out in generation `fork`: idle again, or let go if it
-    /// is a parent's.
-    pub(crate) fn give_back(&mut self, conn: C, fork: u64) {
-        if fork == self.fork {
-            self.idle.push(conn);
-        } else {
-            release(conn, fork);
-        }
-    }
-
-    /// A connection checked out in generation `fork` left the pool for good.
-    pub(crate) fn forget_one(&mut self, fork: u64) {
-        if fork == self.fork {
-            self.open -= 1;
-        }
-    }
-}
-
-/// Lets go of a connection opened in fork generation `fork`: closed in the process that
-/// opened it, forgotten (left open, never used) in a child of `fork()`, where it is the
-/// parent's.
-#[cfg(any(feature = "redis", feature = "sqlite", feature = "postgres"))]
-pub(crate) fn release<C>(conn: C, fork: u64) {
-    if fork == generation() {
-        drop(conn);
-    } else {
-        std::mem::forget(conn);
-    }
 }

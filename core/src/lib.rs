@@ -39,6 +39,13 @@ mod options;
 pub mod otel;
 mod pattern;
 mod policy;
+#[cfg(any(
+    feature = "redis",
+    feature = "memcached",
+    feature = "sqlite",
+    feature = "postgres"
+))]
+mod pool;
 #[cfg(feature = "redis")]
 mod redis_bus;
 #[cfg(feature = "redis")]

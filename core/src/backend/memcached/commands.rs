@@ -1,5 +1,5 @@
 //! The requests of each operation and the decoding of their replies, shared by the
-//! synchronous side (`pool.rs`, pooled blocking connections) and the async side (`aio.rs`,
+//! synchronous side (`blocking.rs`, pooled blocking connections) and the async side (`aio.rs`,
 //! pipelined connections): one implementation of each operation, two transports.
 
 use super::conn::{Fault, Io, Replies};

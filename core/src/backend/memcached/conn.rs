@@ -180,9 +180,6 @@ pub(super) struct Conn {
     pub(super) stream: Stream,
     pub(super) inbox: Inbox,
     pub(super) out: Vec<u8>,
-    /// The fork generation it was opened in: a parent's connection is never used by a
-    /// child of `fork()` (two processes' requests would interleave on one socket).
-    pub(super) fork: u64,
 }
 
 /// The error for a host name that resolves to no address.
@@ -232,7 +229,6 @@ impl Conn {
             stream,
             inbox: Inbox::new(reply_limit(protocol::MAX_VALUE)),
             out: Vec::with_capacity(READ_BUFFER),
-            fork: crate::fork::generation(),
         })
     }
 
@@ -285,7 +281,6 @@ mod tests {
             stream: Stream::Unix(client),
             inbox: Inbox::new(max_reply),
             out: Vec::new(),
-            fork: crate::fork::generation(),
         };
         (conn, server)
     }

@@ -46,9 +46,7 @@ pub(super) fn exptime(ttl: Option<Duration>) -> u64 {
     if secs <= protocol::REALTIME_MAXDELTA {
         return secs;
     }
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let now = crate::clock::unix_ms() / 1000;
     // memcached keeps exptime in 32 bits: past 2038 it is 2038.
     now.saturating_add(secs).min(i32::MAX as u64)
 }

@@ -8,10 +8,10 @@
 //! get-or-create counters in one round trip each with replies that are easy to parse strictly.
 
 mod aio;
+mod blocking;
 mod commands;
 mod conn;
 mod keys;
-mod pool;
 pub(crate) mod protocol;
 mod ring;
 
@@ -21,6 +21,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::expiry::TimeToLive;
 use crate::location::{Location, Options};
 use crate::policy::Breaker;
+use crate::pool::{Limits, Pool};
 use crate::value::Value;
 use commands::{DeleteMany, GetMany, Request, SetMany};
 use conn::{Conn, Fault};
@@ -106,7 +107,8 @@ struct Server {
     /// As written in the URL: `host:port` or the socket path; for errors and logs.
     label: String,
     endpoint: Endpoint,
-    pool: Mutex<Vec<Conn>>,
+    /// The blocking connections: as many open as threads ask for, `pool_size` kept idle.
+    pool: Pool<Conn>,
     /// The server's `item_size_max`, learned when a connection opens (or given).
     item_size_max: AtomicUsize,
     learn_item_size: bool,
@@ -329,7 +331,15 @@ impl MemcachedBackend {
             .map(|(label, _, endpoint)| Server {
                 label,
                 endpoint,
-                pool: Mutex::new(Vec::new()),
+                pool: Pool::new(
+                    Limits {
+                        max_open: usize::MAX,
+                        max_idle: settings.pool_size,
+                        wait: None,
+                    },
+                    // Never called: there is always room for one more connection.
+                    |max, _| Error::new(ErrorKind::Connection, format!("{max} connections open")),
+                ),
                 item_size_max: AtomicUsize::new(item_size),
                 learn_item_size: max_item_size.is_none(),
                 health: Breaker::with_limits(

@@ -14,10 +14,11 @@
 //! The commands and the decoding of their replies are the synchronous side's (the functions
 //! of `mod.rs`); only the connection differs.
 
+use super::blocking::ReplicaHealth;
 use super::sentinel::{demoted, is_readonly, NodeRole, Sentinels};
 use super::{
     by_slot, cluster_primaries, cmd, commands, map_err, match_pattern, random_below, scripts,
-    structures, RedisBackend, RedisOptions, RedisResult, REPLICA_COOLDOWN, SCAN_BATCH,
+    structures, RedisBackend, RedisOptions, RedisResult, SCAN_BATCH,
 };
 use crate::backend::{AsyncBackend, BoxFuture};
 use crate::error::Result;
@@ -28,7 +29,6 @@ use redis::cluster_async::ClusterConnection;
 use redis::AsyncConnectionConfig;
 use redis::Client;
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::OnceCell;
@@ -108,8 +108,8 @@ pub(super) struct Server {
     config: AsyncConnectionConfig,
     addr: String,
     conn: Lazy<MultiplexedConnection>,
-    /// For replicas: milliseconds until which reads skip it; 0 when healthy.
-    down_until: AtomicU64,
+    /// For replicas: whether reads skip it.
+    down_until: ReplicaHealth,
 }
 
 impl Server {
@@ -126,7 +126,7 @@ impl Server {
             config,
             addr,
             conn: Lazy::new(),
-            down_until: AtomicU64::new(0),
+            down_until: ReplicaHealth::default(),
         }
     }
 
@@ -290,19 +290,12 @@ impl RedisBackend {
         };
         let replica = &replicas[random_below(replicas.len())];
         let now = crate::clock::monotonic_ms();
-        if replica.down_until.load(Ordering::Relaxed) > now {
+        if replica.down_until.is_down(now) {
             return leader.run(|c| f(AnyConn::Single(c))).await;
         }
         match replica.run(|c| f(AnyConn::Single(c))).await {
             Err(e) if crate::policy::is_outage(&e) => {
-                replica
-                    .down_until
-                    .store(now + REPLICA_COOLDOWN.as_millis() as u64, Ordering::Relaxed);
-                log::warn!(
-                    "polycache: redis replica {} failed, reading from the leader for {} s: {e}",
-                    replica.addr,
-                    REPLICA_COOLDOWN.as_secs()
-                );
+                replica.down_until.failed(now, &replica.addr, &e);
                 leader.run(|c| f(AnyConn::Single(c))).await
             }
             other => other,

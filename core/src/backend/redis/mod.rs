@@ -16,10 +16,10 @@
 
 mod address;
 mod aio;
+mod blocking;
 mod cluster;
 mod commands;
 mod errors;
-mod pool;
 mod scan;
 mod sentinel;
 mod structures;
@@ -33,19 +33,17 @@ use address::{
     split_host, tcp_addr,
 };
 use aio::AsyncTopology;
+use blocking::{Pool, Replica, Topology};
 use cluster::{by_slot, cluster_primaries, key_slot};
 pub(crate) use cluster::{cluster_topology, ClusterNodes, ClusterPrimary};
 use errors::{closed_by_server, is_redirect, keeps_connection, map_err, unexpected};
-use pool::Pool;
 use redis::cluster::{cluster_pipe, ClusterClientBuilder, ClusterConnection};
 use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use redis::{
-    Client, Cmd, Connection, ConnectionAddr, ConnectionLike, RedisConnectionInfo, Script,
-    TlsCertificates,
+    Client, Cmd, ConnectionAddr, ConnectionLike, RedisConnectionInfo, Script, TlsCertificates,
 };
 use sentinel::{NodeRole, Sentinels};
 use std::cell::Cell;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// How long opening a connection may take unless `connect_timeout` says otherwise: 1 s.
@@ -279,26 +277,6 @@ impl TrackedServer {
     }
 }
 
-enum Topology {
-    Single {
-        leader: Pool<Connection>,
-        replicas: Vec<Replica>,
-    },
-    Cluster {
-        pool: Pool<ClusterConnection>,
-        /// Connections whose client never sends a command twice (`incr`, `add`): redis-rs'
-        /// cluster client re-sends a command after a timeout or a broken connection, which
-        /// may already have applied it.
-        once: Pool<ClusterConnection>,
-    },
-}
-
-struct Replica {
-    pool: Pool<Connection>,
-    /// Milliseconds since `epoch` until which reads skip this replica; 0 when healthy.
-    down_until: AtomicU64,
-}
-
 impl std::fmt::Debug for RedisBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisBackend")
@@ -450,7 +428,7 @@ impl RedisBackend {
                     .into_iter()
                     .map(|pool| Replica {
                         pool,
-                        down_until: AtomicU64::new(0),
+                        down_until: Default::default(),
                     })
                     .collect();
                 Topology::Single { leader, replicas }
@@ -540,7 +518,7 @@ impl RedisBackend {
                                 &addr,
                                 &opts,
                             ),
-                            down_until: AtomicU64::new(0),
+                            down_until: Default::default(),
                         }],
                         vec![aio::Server::sentinel(
                             sentinels,
@@ -623,59 +601,6 @@ impl RedisBackend {
     /// this database. [`Backend::clear`] with a prefix removes only that prefix's keys.
     pub fn flush_db(&self) -> Result<()> {
         self.on_leader(|c| cmd("FLUSHDB").query::<()>(c))
-    }
-
-    /// Runs `f` on a leader connection (or a Cluster connection, which routes by key).
-    fn on_leader<T>(
-        &self,
-        mut f: impl FnMut(&mut dyn ConnectionLike) -> RedisResult<T>,
-    ) -> Result<T> {
-        match &self.topology {
-            Topology::Single { leader, .. } => leader.run(|c| f(c)),
-            Topology::Cluster { pool, .. } => pool.run(|c| f(c)),
-        }
-    }
-
-    /// As [`RedisBackend::on_leader`], never sending the command twice (`incr`, `add`): a
-    /// connection that closes before the reply leaves it unknown whether the command ran.
-    fn on_leader_once<T>(
-        &self,
-        mut f: impl FnMut(&mut dyn ConnectionLike) -> RedisResult<T>,
-    ) -> Result<T> {
-        match &self.topology {
-            Topology::Single { leader, .. } => leader.run_once(|c| f(c)),
-            Topology::Cluster { once, .. } => once.run_once(|c| f(c)),
-        }
-    }
-
-    /// Runs the read `f` on a random healthy replica, else on the leader.
-    fn on_reader<T>(
-        &self,
-        mut f: impl FnMut(&mut dyn ConnectionLike) -> RedisResult<T>,
-    ) -> Result<T> {
-        let (leader, replicas) = match &self.topology {
-            Topology::Single { leader, replicas } if !replicas.is_empty() => (leader, replicas),
-            _ => return self.on_leader(f),
-        };
-        let replica = &replicas[random_below(replicas.len())];
-        let now = crate::clock::monotonic_ms();
-        if replica.down_until.load(Ordering::Relaxed) > now {
-            return leader.run(|c| f(c));
-        }
-        match replica.pool.run(|c| f(c)) {
-            Err(e) if crate::policy::is_outage(&e) => {
-                replica
-                    .down_until
-                    .store(now + REPLICA_COOLDOWN.as_millis() as u64, Ordering::Relaxed);
-                log::warn!(
-                    "polycache: redis replica {} failed, reading from the leader for {} s: {e}",
-                    replica.pool.addr,
-                    REPLICA_COOLDOWN.as_secs()
-                );
-                leader.run(|c| f(c))
-            }
-            other => other,
-        }
     }
 
     fn cluster_clear(conn: &mut ClusterConnection, pattern: &[u8]) -> RedisResult<()> {

@@ -36,12 +36,9 @@
 //! table by the first opener with `cull_frequency`), so the check costs one primary-key
 //! read, never a `COUNT(*)`.
 
-use crate::error::{Error, ErrorKind, Result};
-use crate::fork::Conns;
+use crate::error::{Error, Result};
 use sha2::{Digest, Sha256};
-use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 #[cfg(feature = "postgres")]
@@ -94,6 +91,20 @@ pub(crate) fn missing_unique_index(table: &str) -> String {
     format!(
         "the table {table} has no unique index on key_hash: every write fails (ON CONFLICT); \
          run `polycache create-table` or create it"
+    )
+}
+
+/// The blocking pool of a SQL backend: at most `max` connections, a caller waiting `wait`
+/// for one while all are in use.
+pub(crate) fn blocking_pool<C>(max: usize, wait: Duration) -> crate::pool::Pool<C> {
+    crate::pool::Pool::new(
+        crate::pool::Limits::bounded(max, Some(wait)),
+        |max, wait| {
+            Error::new(
+                crate::error::ErrorKind::Timeout,
+                format!("all {max} connections of the pool stayed busy for {wait:?}"),
+            )
+        },
     )
 }
 
@@ -483,154 +494,6 @@ impl OldestWalk {
         }
         let done = self.removed.entries >= excess.entries && self.removed.bytes >= excess.bytes;
         (cutoff, done)
-    }
-}
-
-/// A small blocking connection pool: at most `max_open` connections, idle ones reused LIFO.
-pub(crate) struct Pool<C> {
-    state: Mutex<Conns<C>>,
-    available: Condvar,
-    max_open: usize,
-}
-
-impl<C> Pool<C> {
-    pub(crate) fn new(max_open: usize) -> Pool<C> {
-        Pool {
-            state: Mutex::new(Conns::new()),
-            available: Condvar::new(),
-            max_open: max_open.max(1),
-        }
-    }
-
-    fn lock(&self) -> MutexGuard<'_, Conns<C>> {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        // A child of fork() never uses (nor closes: SQLite forbids it) its parent's.
-        state.adopt();
-        state
-    }
-
-    /// Adds an already open connection to the idle ones.
-    #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
-    pub(crate) fn seed(&self, conn: C) {
-        let mut s = self.lock();
-        s.open += 1;
-        s.idle.push(conn);
-    }
-
-    /// An idle connection, or a new one from `connect`, waiting at most `wait` while
-    /// `max_open` are in use. The flag is true for a new connection.
-    pub(crate) fn get(
-        &self,
-        wait: Duration,
-        connect: impl FnOnce() -> Result<C>,
-    ) -> Result<(Pooled<'_, C>, bool)> {
-        let mut s = self.lock();
-        let deadline = std::time::Instant::now() + wait;
-        loop {
-            let fork = s.fork();
-            if let Some(conn) = s.idle.pop() {
-                return Ok((Pooled::new(self, conn, fork), false));
-            }
-            if s.open < self.max_open {
-                s.open += 1;
-                drop(s);
-                return match connect() {
-                    Ok(conn) => Ok((Pooled::new(self, conn, fork), true)),
-                    Err(e) => {
-                        self.forget_one(fork);
-                        Err(e)
-                    }
-                };
-            }
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            if left.is_zero() {
-                return Err(Error::new(
-                    ErrorKind::Timeout,
-                    format!(
-                        "all {} connections of the pool stayed busy for {wait:?}",
-                        self.max_open
-                    ),
-                ));
-            }
-            s = self
-                .available
-                .wait_timeout(s, left)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
-        }
-    }
-
-    /// A connection checked out in fork generation `fork` left the pool for good.
-    fn forget_one(&self, fork: u64) {
-        self.lock().forget_one(fork);
-        self.available.notify_one();
-    }
-
-    /// Closes every idle connection (after an outage they are all likely broken).
-    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
-    pub(crate) fn clear_idle(&self) {
-        let idle = {
-            let mut s = self.lock();
-            let idle = std::mem::take(&mut s.idle);
-            s.open -= idle.len();
-            idle
-        };
-        drop(idle);
-        self.available.notify_all();
-    }
-}
-
-/// A connection borrowed from a [`Pool`]; returned to it on drop unless discarded.
-pub(crate) struct Pooled<'a, C> {
-    pool: &'a Pool<C>,
-    conn: Option<C>,
-    /// The fork generation it was checked out in: a parent's connection is never pooled
-    /// (nor closed) in a child.
-    fork: u64,
-}
-
-impl<'a, C> Pooled<'a, C> {
-    fn new(pool: &'a Pool<C>, conn: C, fork: u64) -> Self {
-        Pooled {
-            pool,
-            conn: Some(conn),
-            fork,
-        }
-    }
-
-    /// Closes the connection instead of returning it to the pool.
-    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
-    pub(crate) fn discard(mut self) {
-        if let Some(conn) = self.conn.take() {
-            crate::fork::release(conn, self.fork);
-        }
-        self.pool.forget_one(self.fork);
-    }
-}
-
-impl<C> Deref for Pooled<'_, C> {
-    type Target = C;
-    fn deref(&self) -> &C {
-        self.conn
-            .as_ref()
-            .expect("a pooled connection is present until dropped")
-    }
-}
-
-impl<C> DerefMut for Pooled<'_, C> {
-    fn deref_mut(&mut self) -> &mut C {
-        self.conn
-            .as_mut()
-            .expect("a pooled connection is present until dropped")
-    }
-}
-
-impl<C> Drop for Pooled<'_, C> {
-    fn drop(&mut self) {
-        if let Some(conn) = self.conn.take() {
-            self.pool.lock().give_back(conn, self.fork);
-            self.pool.available.notify_one();
-        }
     }
 }
 

@@ -2,20 +2,20 @@
 
 mod conn;
 mod ops;
-mod pool;
 mod queries;
+mod run;
 mod tls;
 
-use self::conn::{connection_lost, describe, kind_of, sqlstate, Connect, PgConn, PgError};
-use self::ops::{Fail, Lookup, Op, Removal, Write};
-use self::pool::AsyncPool;
+use self::conn::{describe, kind_of, Connect, PgConn, PgError};
+use self::ops::{Lookup, Removal, Write};
 use self::queries::Queries;
 use self::tls::PgTls;
-use super::{key_hash, Bounds, Cull, Estimate, Pool, Pooled, TableName, Trimmer};
+use super::{blocking_pool, key_hash, Bounds, Cull, Estimate, TableName, Trimmer};
 use crate::backend::{not_found, AsyncAccess, AsyncBackend, Backend, BoxFuture};
 use crate::error::{Error, ErrorKind, Result};
 use crate::expiry::TimeToLive;
 use crate::location::{Location, Options};
+use crate::pool::{Limits, Pool};
 use crate::value::Value;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -30,7 +30,7 @@ pub const DEFAULT_SOCKET_TIMEOUT: Duration = Duration::from_secs(30);
 /// Connections one backend opens at most unless `pool_size` says otherwise.
 const DEFAULT_POOL_SIZE: usize = 16;
 /// How often a statement the server rolled back to break a deadlock is run again.
-const MAX_DEADLOCK_RETRIES: u32 = 3;
+pub(super) const MAX_DEADLOCK_RETRIES: u32 = 3;
 /// The port when the URL names none.
 const DEFAULT_PORT: u16 = 5432;
 
@@ -83,8 +83,7 @@ struct Inner {
     /// Blocking connections, for the synchronous API.
     pool: Pool<PgConn>,
     /// Connections driven by polycache's runtime, for the async API.
-    async_pool: AsyncPool,
-    pool_wait: Duration,
+    async_pool: Pool<PgConn>,
     ready: AtomicBool,
     create_lock: Mutex<()>,
     trim: Trimmer,
@@ -92,65 +91,6 @@ struct Inner {
     /// Advisory lock keys that serialize table creation and trimming across processes.
     create_key: i64,
     trim_key: i64,
-}
-
-/// What a failed attempt of an operation leads to.
-enum Next {
-    Again,
-    CreateTable,
-    /// A read found no table: it answers as for a missing key and creates nothing.
-    Missing,
-    Fail,
-}
-
-/// The retry rules of an operation, the same for both APIs: a read or an idempotent write
-/// (`safe`) that finds its pooled connection broken runs once more on a new one; a safe
-/// statement the server rolled back to break a deadlock runs again (up to
-/// [`MAX_DEADLOCK_RETRIES`] times); a missing table is created and the operation retried,
-/// unless the operation only reads (`reads`): then it answers as for a missing key.
-struct Retry {
-    safe: bool,
-    reads: bool,
-    first: bool,
-    deadlocks: u32,
-}
-
-impl Retry {
-    fn new(safe: bool, reads: bool) -> Retry {
-        Retry {
-            safe,
-            reads,
-            first: true,
-            deadlocks: 0,
-        }
-    }
-
-    /// `lost`: the connection is gone; `fresh`: it was opened for this attempt.
-    fn next(&mut self, e: &PgError, lost: bool, fresh: bool) -> Next {
-        if lost {
-            if self.safe && !fresh && self.first {
-                self.first = false;
-                return Next::Again;
-            }
-            return Next::Fail;
-        }
-        match sqlstate(e) {
-            // A deadlock with another many-row statement (a trim, a delete_many): the server
-            // rolled this one back; under heavy contention a new attempt may meet another.
-            Some("40P01") if self.safe && self.deadlocks < MAX_DEADLOCK_RETRIES => {
-                self.deadlocks += 1;
-                Next::Again
-            }
-            // No table yet (or it went away): nothing to read.
-            Some("42P01") if self.reads => Next::Missing,
-            // The table went away (or never was).
-            Some("42P01") if self.first => {
-                self.first = false;
-                Next::CreateTable
-            }
-            _ => Next::Fail,
-        }
-    }
 }
 
 /// A claimed trimming pass; ended (with no new estimate) if it is dropped unfinished.
@@ -288,9 +228,16 @@ impl PostgresBackend {
                 connect_bound,
                 socket_timeout,
                 q: Queries::new(table, unlogged),
-                pool: Pool::new(pool_size),
-                async_pool: AsyncPool::new(pool_size, redacted),
-                pool_wait,
+                pool: blocking_pool(pool_size, pool_wait),
+                async_pool: Pool::new(
+                    Limits::bounded(pool_size, Some(pool_wait)),
+                    move |max, wait| {
+                        Error::new(
+                            ErrorKind::Timeout,
+                            format!("all {max} async connections to {redacted} stayed busy for {wait:?}"),
+                        )
+                    },
+                ),
                 ready: AtomicBool::new(false),
                 create_lock: Mutex::new(()),
                 trim: Trimmer::new(bounds),
@@ -406,199 +353,6 @@ impl PostgresBackend {
                 describe(e)
             ),
         )
-    }
-
-    fn checkout(&self) -> Result<(Pooled<'_, PgConn>, bool)> {
-        self.inner.pool.get(self.inner.pool_wait, || self.connect())
-    }
-
-    /// Creates the table unless it exists, on a blocking connection.
-    fn create_now(&self) -> Result<()> {
-        let (mut conn, _) = self.checkout()?;
-        match conn.block_on(&self.inner, &(), ops::create_table) {
-            Ok(()) => Ok(()),
-            Err(Fail::Cache(e)) => Err(e),
-            Err(Fail::Pg(e)) => {
-                if connection_lost(&e) {
-                    conn.discard();
-                    self.inner.pool.clear_idle();
-                }
-                Err(self.fail("creating the table", &e))
-            }
-        }
-    }
-
-    fn ensure_table(&self) -> Result<()> {
-        if self.inner.ready.load(Ordering::Acquire) {
-            return Ok(());
-        }
-        let _guard = self
-            .inner
-            .create_lock
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        if self.inner.ready.load(Ordering::Acquire) {
-            return Ok(());
-        }
-        self.create_now()?;
-        self.inner.ready.store(true, Ordering::Release);
-        Ok(())
-    }
-
-    /// The async twin of `ensure_table`: several tasks may create at once (the advisory
-    /// lock serializes them on the server, and creation is idempotent).
-    async fn ensure_table_async(&self) -> Result<()> {
-        if self.inner.ready.load(Ordering::Acquire) {
-            return Ok(());
-        }
-        let (mut conn, _) = self.checkout_async().await?;
-        match ops::create(&self.inner, &mut conn.link).await {
-            Ok(()) => {
-                self.inner.ready.store(true, Ordering::Release);
-                Ok(())
-            }
-            Err(e) => {
-                if connection_lost(&e) {
-                    conn.discard();
-                    self.inner.async_pool.clear_idle();
-                }
-                Err(self.fail("creating the table", &e))
-            }
-        }
-    }
-
-    async fn checkout_async(&self) -> Result<(pool::AsyncPooled<'_>, bool)> {
-        self.inner
-            .async_pool
-            .get(self.inner.pool_wait, || self.connect_async())
-            .await
-    }
-
-    /// Runs `op` on a blocking connection, the calling thread driving it, with the
-    /// [`Retry`] rules.
-    fn run<A: Sync, T: Send>(
-        &self,
-        what: &str,
-        retry_safe: bool,
-        args: &A,
-        op: Op<A, T>,
-    ) -> Result<T> {
-        self.run_or(what, retry_safe, args, op, None)
-    }
-
-    /// `run`, where `missing` (for an operation that only reads) answers instead when
-    /// there is no table: no table is created before the first write.
-    fn run_or<A: Sync, T: Send>(
-        &self,
-        what: &str,
-        retry_safe: bool,
-        args: &A,
-        op: Op<A, T>,
-        missing: Option<fn(&A) -> Result<T>>,
-    ) -> Result<T> {
-        if missing.is_none() {
-            self.ensure_table()?;
-        }
-        let mut retry = Retry::new(retry_safe, missing.is_some());
-        loop {
-            let (mut conn, fresh) = self.checkout()?;
-            let e = match conn.block_on(&self.inner, args, op) {
-                Ok(v) => return Ok(v),
-                Err(Fail::Cache(e)) => return Err(e),
-                Err(Fail::Pg(e)) => e,
-            };
-            let lost = connection_lost(&e) || conn.link.is_closed();
-            let next = retry.next(&e, lost, fresh);
-            if lost {
-                conn.discard();
-                self.inner.pool.clear_idle();
-            } else if let Next::CreateTable | Next::Missing = next {
-                conn.link.forget_statements();
-                drop(conn);
-            }
-            match next {
-                Next::Again => {}
-                Next::CreateTable => {
-                    self.inner.ready.store(false, Ordering::Release);
-                    self.inner.async_pool.clear_idle();
-                    self.inner.pool.clear_idle();
-                    self.ensure_table()?;
-                }
-                Next::Missing => return self.no_table(what, &e, args, missing),
-                Next::Fail => return Err(self.fail(what, &e)),
-            }
-        }
-    }
-
-    /// Runs `op` on an async connection, with the [`Retry`] rules.
-    async fn run_async<A: Sync, T: Send>(
-        &self,
-        what: &str,
-        retry_safe: bool,
-        args: &A,
-        op: Op<A, T>,
-    ) -> Result<T> {
-        self.run_or_async(what, retry_safe, args, op, None).await
-    }
-
-    /// `run_async`, where `missing` (for an operation that only reads) answers instead when
-    /// there is no table: no table is created before the first write.
-    async fn run_or_async<A: Sync, T: Send>(
-        &self,
-        what: &str,
-        retry_safe: bool,
-        args: &A,
-        op: Op<A, T>,
-        missing: Option<fn(&A) -> Result<T>>,
-    ) -> Result<T> {
-        if missing.is_none() {
-            self.ensure_table_async().await?;
-        }
-        let mut retry = Retry::new(retry_safe, missing.is_some());
-        loop {
-            let (mut conn, fresh) = self.checkout_async().await?;
-            let e = match op(&self.inner, &mut conn.link, args).await {
-                Ok(v) => return Ok(v),
-                Err(Fail::Cache(e)) => return Err(e),
-                Err(Fail::Pg(e)) => e,
-            };
-            let lost = connection_lost(&e) || conn.link.is_closed();
-            let next = retry.next(&e, lost, fresh);
-            if lost {
-                conn.discard();
-                self.inner.async_pool.clear_idle();
-            } else if let Next::CreateTable | Next::Missing = next {
-                conn.link.forget_statements();
-                drop(conn);
-            }
-            match next {
-                Next::Again => {}
-                Next::CreateTable => {
-                    self.inner.ready.store(false, Ordering::Release);
-                    self.inner.async_pool.clear_idle();
-                    self.inner.pool.clear_idle();
-                    self.ensure_table_async().await?;
-                }
-                Next::Missing => return self.no_table(what, &e, args, missing),
-                Next::Fail => return Err(self.fail(what, &e)),
-            }
-        }
-    }
-
-    /// What a read answers when there is no table: `missing`'s answer; the next write
-    /// creates the table.
-    fn no_table<A, T>(
-        &self,
-        what: &str,
-        e: &PgError,
-        args: &A,
-        missing: Option<fn(&A) -> Result<T>>,
-    ) -> Result<T> {
-        self.inner.ready.store(false, Ordering::Release);
-        match missing {
-            Some(missing) => missing(args),
-            None => Err(self.fail(what, e)),
-        }
     }
 
     /// Counts writes and runs a trimming pass when one is due; its failure is only logged.
@@ -833,7 +587,7 @@ const POSTGRES_COLUMNS: &[super::Column] = &[
 
 /// The same operations awaited: the same futures (`ops.rs`) on connections that polycache's
 /// runtime drives. A future dropped mid-operation leaves its connection usable (see
-/// `pool::AsyncPooled`).
+/// `Lease` in `pool.rs`).
 impl AsyncBackend for PostgresBackend {
     fn get<'a>(&'a self, key: &'a [u8]) -> BoxFuture<'a, Result<Option<Value>>> {
         Box::pin(async move {

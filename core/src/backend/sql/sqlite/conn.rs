@@ -3,17 +3,16 @@
 //! (creating the file and table first when they may be missing), and turning SQLite's
 //! failures into polycache's errors.
 
-use super::super::Pooled;
 use super::SqliteBackend;
 use crate::backend::apply_delta;
 use crate::error::{Error, ErrorKind, Result};
+use crate::pool::Lease;
 use rusqlite::functions::FunctionFlags;
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, ErrorCode, OpenFlags};
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::{Mutex, PoisonError};
-use std::time::Duration;
 
 /// The kind of a SQLite failure: a lock held beyond the busy timeout is a timeout.
 fn kind_of(err: &rusqlite::Error) -> ErrorKind {
@@ -75,7 +74,7 @@ impl SqliteBackend {
     /// A connection for a write: creates the directories, the file and the table first
     /// when they may be missing.
     #[inline]
-    pub(super) fn conn(&self) -> Result<Pooled<'_, Connection>> {
+    pub(super) fn conn(&self) -> Result<Lease<'_, Connection>> {
         if !self.inner.ready.load(Ordering::Acquire) {
             return self.prepare();
         }
@@ -83,7 +82,7 @@ impl SqliteBackend {
     }
 
     /// A connection, after creating what may be missing: directories, file, table.
-    pub(super) fn prepare(&self) -> Result<Pooled<'_, Connection>> {
+    pub(super) fn prepare(&self) -> Result<Lease<'_, Connection>> {
         self.create_dirs()?;
         let conn = self.pooled()?;
         self.create_on(&conn)?;
@@ -94,7 +93,7 @@ impl SqliteBackend {
     /// A connection for a read, or `None` while the table does not exist (nothing is
     /// stored; a read never creates the database).
     #[inline]
-    pub(super) fn read_conn(&self) -> Result<Option<Pooled<'_, Connection>>> {
+    pub(super) fn read_conn(&self) -> Result<Option<Lease<'_, Connection>>> {
         if !self.inner.ready.load(Ordering::Acquire) {
             if !Path::new(&self.inner.path).exists() {
                 return Ok(None);
@@ -110,12 +109,8 @@ impl SqliteBackend {
     }
 
     #[inline]
-    pub(super) fn pooled(&self) -> Result<Pooled<'_, Connection>> {
-        let wait = self.inner.busy_timeout.max(Duration::from_secs(1));
-        self.inner
-            .pool
-            .get(wait, || self.connect())
-            .map(|(conn, _)| conn)
+    pub(super) fn pooled(&self) -> Result<Lease<'_, Connection>> {
+        self.inner.pool.lease(|| self.connect())
     }
 
     #[cold]

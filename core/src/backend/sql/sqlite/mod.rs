@@ -4,14 +4,15 @@ mod conn;
 mod queries;
 
 use super::{
-    byte_size, expires_at, id_span, key_hash, now_ms, Bounds, Cull, Estimate, Found, OldestWalk,
-    Pool, TableName, Trimmer, MAX_TRIM_BATCHES, SAMPLES, TRIM_BATCH, TRIM_ROUNDS,
+    blocking_pool, byte_size, expires_at, id_span, key_hash, now_ms, Bounds, Cull, Estimate, Found,
+    OldestWalk, TableName, Trimmer, MAX_TRIM_BATCHES, SAMPLES, TRIM_BATCH, TRIM_ROUNDS,
 };
 use crate::backend::{apply_delta, not_found, parse_i64, Backend, IdScan, KeyScan};
 use crate::error::{Error, ErrorKind, Result};
 use crate::expiry::TimeToLive;
 use crate::location::{Location, Options};
 use crate::pattern::KeyPattern;
+use crate::pool::Pool;
 use crate::value::Value;
 use queries::Queries;
 use rusqlite::types::ValueRef;
@@ -197,7 +198,8 @@ impl SqliteBackend {
             busy_timeout: s.busy_timeout,
             synchronous: s.synchronous,
             q: Queries::new(s.table),
-            pool: Pool::new(pool_size),
+            // Waiting for a connection is bounded as a statement's wait for a lock is.
+            pool: blocking_pool(pool_size, s.busy_timeout.max(Duration::from_secs(1))),
             trim: Trimmer::new(s.bounds),
             cull: s.bounds.cull,
             ready: AtomicBool::new(false),

@@ -1,16 +1,18 @@
-//! The synchronous side: a small pool of blocking connections per server, single requests
-//! on one of them, and multi-key calls pipelined to every server involved.
+//! The synchronous side: blocking connections leased from each server's pool (the shared
+//! one, `crate::pool`), single requests on one of them, and multi-key calls pipelined to
+//! every server involved.
 
 use super::commands::{by_server, Answer, Batch, Encoded, Outcome, Request};
 use super::conn::{reply_limit, Conn, Fault, Io, BATCH_BYTES};
-use super::{fault_error, io_error, lock, Inner, Server};
+use super::{fault_error, io_error, Inner, Server};
 use crate::error::{Error, Result};
 use crate::policy::is_outage;
+use crate::pool::Lease;
 use std::ops::Range;
 use std::sync::atomic::Ordering;
 
 /// One server's share of a multi-key call, while it runs.
-struct Job {
+struct Job<'s> {
     server: usize,
     /// The items (indices into the call's keys) this server holds, in call order.
     items: Vec<usize>,
@@ -20,7 +22,7 @@ struct Job {
     sent: Vec<Range<usize>>,
     /// How many of `sent` were answered.
     read: usize,
-    conn: Option<Conn>,
+    conn: Option<Lease<'s, Conn>>,
     reused: bool,
     retried: bool,
     error: Option<Error>,
@@ -50,32 +52,10 @@ impl Inner {
         Ok(conn)
     }
 
-    /// A pooled connection (`true`) or a new one (`false`).
+    /// A pooled connection, or a new one.
     #[inline]
-    fn checkout(&self, server: &Server) -> Result<(Conn, bool)> {
-        let current = crate::fork::generation();
-        let mut pool = lock(&server.pool);
-        while let Some(conn) = pool.pop() {
-            if conn.fork == current {
-                return Ok((conn, true));
-            }
-            // Inherited through fork(): the parent's; not used, not closed.
-            std::mem::forget(conn);
-        }
-        drop(pool);
-        self.connect(server).map(|c| (c, false))
-    }
-
-    #[inline]
-    fn checkin(&self, server: &Server, conn: Conn) {
-        if conn.fork != crate::fork::generation() {
-            std::mem::forget(conn); // the parent's (see checkout)
-            return;
-        }
-        let mut pool = lock(&server.pool);
-        if pool.len() < self.settings.pool_size {
-            pool.push(conn);
-        }
+    fn checkout<'s>(&self, server: &'s Server) -> Result<Lease<'s, Conn>> {
+        server.pool.lease(|| self.connect(server))
     }
 
     /// Runs `op` on a connection to `server`. A pooled connection the server had closed is
@@ -88,27 +68,28 @@ impl Inner {
         mut op: impl FnMut(&mut Conn) -> Io<T>,
     ) -> Result<T> {
         self.check_alive(server)?;
-        let (mut conn, mut reused) = match self.checkout(server) {
+        let mut conn = match self.checkout(server) {
             Ok(c) => c,
             Err(e) => {
                 self.failed(server);
                 return Err(e);
             }
         };
+        let mut reused = conn.reused();
         loop {
             conn.out.clear();
             match op(&mut conn) {
                 Ok(v) => {
-                    self.checkin(server, conn);
+                    drop(conn);
                     self.succeeded(server);
                     return Ok(v);
                 }
                 Err(fault) => {
-                    drop(conn);
+                    conn.discard();
                     if reused && retry && fault.is_stale_connection() {
                         // The server restarted or dropped idle connections: so did the others.
-                        lock(&server.pool).clear();
-                        conn = match self.connect(server) {
+                        server.pool.discard_idle();
+                        conn = match self.checkout(server) {
                             Ok(c) => c,
                             Err(e) => {
                                 self.failed(server);
@@ -174,9 +155,9 @@ impl Inner {
                 continue;
             }
             match self.checkout(server) {
-                Ok((conn, reused)) => {
+                Ok(conn) => {
+                    job.reused = conn.reused();
                     job.conn = Some(conn);
-                    job.reused = reused;
                 }
                 Err(e) => {
                     self.failed(server);
@@ -215,7 +196,7 @@ impl Inner {
                 if let Some(conn) = job.conn.as_mut() {
                     while job.read < job.sent.len() {
                         let unit = &job.items[job.sent[job.read].clone()];
-                        match batch.decode(unit, server, conn) {
+                        match batch.decode(unit, server, &mut **conn) {
                             Ok(()) => job.read += 1,
                             Err(f) => {
                                 fault = Some(f);
@@ -237,9 +218,8 @@ impl Inner {
             .into_iter()
             .map(|mut job| {
                 if let Some(conn) = job.conn.take() {
-                    let server = &self.servers[job.server];
-                    self.checkin(server, conn);
-                    self.succeeded(server);
+                    drop(conn);
+                    self.succeeded(&self.servers[job.server]);
                 }
                 Outcome {
                     items: job.items,
@@ -252,16 +232,18 @@ impl Inner {
 
     /// A job's connection failed: retry it once on a fresh connection when the pooled one
     /// was stale and no reply was consumed yet, else record the error.
-    fn job_fault(&self, job: &mut Job, fault: Fault) {
+    fn job_fault<'s>(&'s self, job: &mut Job<'s>, fault: Fault) {
         let server = &self.servers[job.server];
-        job.conn = None;
+        if let Some(conn) = job.conn.take() {
+            conn.discard();
+        }
         if job.reused && !job.retried && job.read == 0 && fault.is_stale_connection() {
             job.retried = true;
             job.reused = false;
             job.written = 0;
             job.sent.clear();
-            lock(&server.pool).clear();
-            match self.connect(server) {
+            server.pool.discard_idle();
+            match self.checkout(server) {
                 Ok(conn) => job.conn = Some(conn),
                 Err(e) => {
                     self.failed(server);
