@@ -498,19 +498,21 @@ impl Cache {
             let found = self.inner.backend.get(k)?;
             self.check_tags(self.open_value(k, found)?)
         });
-        self.record(Operation::Get, start, &found, 0);
-        self.answer_get(found)
+        self.answer_get(start, found)
     }
 
-    /// What `get` answers for what the backend found: fail-open, hits and misses.
+    /// What `get` answers for what the backend found (fail-open), counted in one record:
+    /// the operation's outcome and the cache-wide hit or miss.
     #[inline]
-    fn answer_get(&self, found: Result<Option<Value>>) -> Result<Option<Value>> {
+    fn answer_get(&self, start: Timer, found: Result<Option<Value>>) -> Result<Option<Value>> {
+        let mut outcome = outcome(&found, 0);
         let result = self.apply_fail_open(found, || None);
         match &result {
-            Ok(Some(_)) => self.inner.stats.hit(1),
-            Ok(None) => self.inner.stats.miss(1),
+            Ok(Some(_)) => outcome.cache_hits = 1,
+            Ok(None) => outcome.cache_misses = 1,
             Err(_) => {}
         }
+        self.inner.stats.record(Operation::Get, start, outcome);
         result
     }
 
@@ -705,13 +707,14 @@ impl Cache {
         found: Result<Vec<Option<Value>>>,
         start: Timer,
     ) -> Result<Vec<Option<Value>>> {
-        self.record(Operation::GetMany, start, &found, 0);
+        let mut outcome = outcome(&found, 0);
         let result = self.apply_fail_open(found, || vec![None; full.len()]);
         if let Ok(values) = &result {
             let hits = values.iter().filter(|v| v.is_some()).count() as u64;
-            self.inner.stats.hit(hits);
-            self.inner.stats.miss(values.len() as u64 - hits);
+            outcome.cache_hits = hits;
+            outcome.cache_misses = values.len() as u64 - hits;
         }
+        self.inner.stats.record(Operation::GetMany, start, outcome);
         result
     }
 
@@ -924,27 +927,34 @@ impl Tally for i64 {}
 impl Tally for usize {}
 impl Tally for Vec<usize> {}
 
+/// An operation's counters for the backend's answer before fail-open replaced an error:
+/// outcome, bytes read, and `written` bytes when it succeeded.
+#[inline]
+fn outcome<T: Tally>(result: &Result<T>, written: usize) -> Outcome {
+    let mut outcome = Outcome::default();
+    match result {
+        Ok(answer) => {
+            answer.tally(&mut outcome);
+            outcome.bytes_written = written as u64;
+        }
+        Err(e) => {
+            outcome.error = counts_as_error(e);
+            outcome.timeout = e.is_timeout();
+            #[cfg(feature = "otel")]
+            {
+                outcome.failure = Some(e.kind());
+            }
+        }
+    }
+    outcome
+}
+
 impl Cache {
     /// Counts one call of `op` (started at `start`) with the backend's answer before
     /// fail-open replaced an error: outcome, bytes read, and `written` bytes when it succeeded.
     #[inline]
     fn record<T: Tally>(&self, op: Operation, start: Timer, result: &Result<T>, written: usize) {
-        let mut outcome = Outcome::default();
-        match result {
-            Ok(answer) => {
-                answer.tally(&mut outcome);
-                outcome.bytes_written = written as u64;
-            }
-            Err(e) => {
-                outcome.error = counts_as_error(e);
-                outcome.timeout = e.is_timeout();
-                #[cfg(feature = "otel")]
-                {
-                    outcome.failure = Some(e.kind());
-                }
-            }
-        }
-        self.inner.stats.record(op, start, outcome);
+        self.inner.stats.record(op, start, outcome(result, written));
     }
 
     /// Counts a `set_many`: the bytes of the values the backend stored.

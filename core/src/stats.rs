@@ -551,6 +551,10 @@ pub(crate) struct Outcome {
     /// The kind of the error the call failed with, for its span.
     #[cfg(feature = "otel")]
     pub(crate) failure: Option<crate::error::ErrorKind>,
+    /// What the cache-wide `hits` and `misses` count for this call: the answer after
+    /// fail-open (a failed read answered as a miss is a miss there, an error here).
+    pub(crate) cache_hits: u64,
+    pub(crate) cache_misses: u64,
 }
 
 /// One operation's counters in one stripe.
@@ -718,6 +722,13 @@ impl Stats {
         };
         let start = timer.start;
         let shared = slot == SLOTS;
+        // The cache-wide counters of a read share this call's slot lookup.
+        if outcome.cache_hits != 0 {
+            bump(&self.stripes[slot].hits, shared, outcome.cache_hits);
+        }
+        if outcome.cache_misses != 0 {
+            bump(&self.stripes[slot].misses, shared, outcome.cache_misses);
+        }
         let stripe = self.ops.stripes[slot].get_or_init(Box::default);
         let cell = &stripe.0[op as usize];
         bump(&cell.calls, shared, 1);
