@@ -501,18 +501,19 @@ impl Cache {
         self.answer_get(start, found)
     }
 
-    /// What `get` answers for what the backend found (fail-open), counted in one record:
-    /// the operation's outcome and the cache-wide hit or miss.
+    /// What `get` answers for what the backend found (fail-open), counted in one record.
+    ///
+    /// The cache-wide hits and misses are the operation's (`Stats::snapshot` adds them up),
+    /// so a hit costs no counter of its own; only a failure answered as a miss (fail-open)
+    /// adds a miss there.
     #[inline]
     fn answer_get(&self, start: Timer, found: Result<Option<Value>>) -> Result<Option<Value>> {
-        let mut outcome = outcome(&found, 0);
+        self.record(Operation::Get, start, &found, 0);
+        let failed = found.is_err();
         let result = self.apply_fail_open(found, || None);
-        match &result {
-            Ok(Some(_)) => outcome.cache_hits = 1,
-            Ok(None) => outcome.cache_misses = 1,
-            Err(_) => {}
+        if failed && result.is_ok() {
+            self.inner.stats.miss(1);
         }
-        self.inner.stats.record(Operation::Get, start, outcome);
         result
     }
 
@@ -707,14 +708,13 @@ impl Cache {
         found: Result<Vec<Option<Value>>>,
         start: Timer,
     ) -> Result<Vec<Option<Value>>> {
-        let mut outcome = outcome(&found, 0);
+        self.record(Operation::GetMany, start, &found, 0);
+        let failed = found.is_err();
         let result = self.apply_fail_open(found, || vec![None; full.len()]);
-        if let Ok(values) = &result {
-            let hits = values.iter().filter(|v| v.is_some()).count() as u64;
-            outcome.cache_hits = hits;
-            outcome.cache_misses = values.len() as u64 - hits;
+        if failed && result.is_ok() {
+            // The keys of a failed read answered as misses (fail-open); see `answer_get`.
+            self.inner.stats.miss(full.len() as u64);
         }
-        self.inner.stats.record(Operation::GetMany, start, outcome);
         result
     }
 

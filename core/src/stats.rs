@@ -135,16 +135,20 @@ impl Stats {
                 .map(|s| f(s).load(Ordering::Relaxed))
                 .sum()
         };
+        let ops = self.ops.snapshot();
+        // A read's keys found and missed are counted once, in its operation's record; the
+        // stripes' own hits and misses hold the rest (jobs, reads answered by fail-open).
+        let reads = [Operation::Get, Operation::GetMany].map(|op| ops.op(op));
         StatsSnapshot {
-            hits: sum(|s| &s.hits),
-            misses: sum(|s| &s.misses),
+            hits: sum(|s| &s.hits) + reads.iter().map(|o| o.hits).sum::<u64>(),
+            misses: sum(|s| &s.misses) + reads.iter().map(|o| o.misses).sum::<u64>(),
             stale_hits: sum(|s| &s.stale_hits),
             refreshes: sum(|s| &s.refreshes),
             sets: sum(|s| &s.sets),
             deletes: sum(|s| &s.deletes),
             errors: sum(|s| &s.errors),
             evictions,
-            ..self.ops.snapshot()
+            ..ops
         }
     }
 }
@@ -551,10 +555,6 @@ pub(crate) struct Outcome {
     /// The kind of the error the call failed with, for its span.
     #[cfg(feature = "otel")]
     pub(crate) failure: Option<crate::error::ErrorKind>,
-    /// What the cache-wide `hits` and `misses` count for this call: the answer after
-    /// fail-open (a failed read answered as a miss is a miss there, an error here).
-    pub(crate) cache_hits: u64,
-    pub(crate) cache_misses: u64,
 }
 
 /// One operation's counters in one stripe.
@@ -722,13 +722,6 @@ impl Stats {
         };
         let start = timer.start;
         let shared = slot == SLOTS;
-        // The cache-wide counters of a read share this call's slot lookup.
-        if outcome.cache_hits != 0 {
-            bump(&self.stripes[slot].hits, shared, outcome.cache_hits);
-        }
-        if outcome.cache_misses != 0 {
-            bump(&self.stripes[slot].misses, shared, outcome.cache_misses);
-        }
         let stripe = self.ops.stripes[slot].get_or_init(Box::default);
         let cell = &stripe.0[op as usize];
         bump(&cell.calls, shared, 1);
