@@ -498,18 +498,21 @@ impl Cache {
             let found = self.inner.backend.get(k)?;
             self.check_tags(self.open_value(k, found)?)
         });
-        self.record(Operation::Get, start, &found, 0);
-        self.answer_get(found)
+        self.answer_get(start, found)
     }
 
-    /// What `get` answers for what the backend found: fail-open, hits and misses.
+    /// What `get` answers for what the backend found (fail-open), counted in one record.
+    ///
+    /// The cache-wide hits and misses are the operation's (`Stats::snapshot` adds them up),
+    /// so a hit costs no counter of its own; only a failure answered as a miss (fail-open)
+    /// adds a miss there.
     #[inline]
-    fn answer_get(&self, found: Result<Option<Value>>) -> Result<Option<Value>> {
+    fn answer_get(&self, start: Timer, found: Result<Option<Value>>) -> Result<Option<Value>> {
+        self.record(Operation::Get, start, &found, 0);
+        let failed = found.is_err();
         let result = self.apply_fail_open(found, || None);
-        match &result {
-            Ok(Some(_)) => self.inner.stats.hit(1),
-            Ok(None) => self.inner.stats.miss(1),
-            Err(_) => {}
+        if failed && result.is_ok() {
+            self.inner.stats.miss(1);
         }
         result
     }
@@ -706,11 +709,11 @@ impl Cache {
         start: Timer,
     ) -> Result<Vec<Option<Value>>> {
         self.record(Operation::GetMany, start, &found, 0);
+        let failed = found.is_err();
         let result = self.apply_fail_open(found, || vec![None; full.len()]);
-        if let Ok(values) = &result {
-            let hits = values.iter().filter(|v| v.is_some()).count() as u64;
-            self.inner.stats.hit(hits);
-            self.inner.stats.miss(values.len() as u64 - hits);
+        if failed && result.is_ok() {
+            // The keys of a failed read answered as misses (fail-open); see `answer_get`.
+            self.inner.stats.miss(full.len() as u64);
         }
         result
     }
@@ -924,27 +927,34 @@ impl Tally for i64 {}
 impl Tally for usize {}
 impl Tally for Vec<usize> {}
 
+/// An operation's counters for the backend's answer before fail-open replaced an error:
+/// outcome, bytes read, and `written` bytes when it succeeded.
+#[inline]
+fn outcome<T: Tally>(result: &Result<T>, written: usize) -> Outcome {
+    let mut outcome = Outcome::default();
+    match result {
+        Ok(answer) => {
+            answer.tally(&mut outcome);
+            outcome.bytes_written = written as u64;
+        }
+        Err(e) => {
+            outcome.error = counts_as_error(e);
+            outcome.timeout = e.is_timeout();
+            #[cfg(feature = "otel")]
+            {
+                outcome.failure = Some(e.kind());
+            }
+        }
+    }
+    outcome
+}
+
 impl Cache {
     /// Counts one call of `op` (started at `start`) with the backend's answer before
     /// fail-open replaced an error: outcome, bytes read, and `written` bytes when it succeeded.
     #[inline]
     fn record<T: Tally>(&self, op: Operation, start: Timer, result: &Result<T>, written: usize) {
-        let mut outcome = Outcome::default();
-        match result {
-            Ok(answer) => {
-                answer.tally(&mut outcome);
-                outcome.bytes_written = written as u64;
-            }
-            Err(e) => {
-                outcome.error = counts_as_error(e);
-                outcome.timeout = e.is_timeout();
-                #[cfg(feature = "otel")]
-                {
-                    outcome.failure = Some(e.kind());
-                }
-            }
-        }
-        self.inner.stats.record(op, start, outcome);
+        self.inner.stats.record(op, start, outcome(result, written));
     }
 
     /// Counts a `set_many`: the bytes of the values the backend stored.

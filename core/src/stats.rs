@@ -135,16 +135,20 @@ impl Stats {
                 .map(|s| f(s).load(Ordering::Relaxed))
                 .sum()
         };
+        let ops = self.ops.snapshot();
+        // A read's keys found and missed are counted once, in its operation's record; the
+        // stripes' own hits and misses hold the rest (jobs, reads answered by fail-open).
+        let reads = [Operation::Get, Operation::GetMany].map(|op| ops.op(op));
         StatsSnapshot {
-            hits: sum(|s| &s.hits),
-            misses: sum(|s| &s.misses),
+            hits: sum(|s| &s.hits) + reads.iter().map(|o| o.hits).sum::<u64>(),
+            misses: sum(|s| &s.misses) + reads.iter().map(|o| o.misses).sum::<u64>(),
             stale_hits: sum(|s| &s.stale_hits),
             refreshes: sum(|s| &s.refreshes),
             sets: sum(|s| &s.sets),
             deletes: sum(|s| &s.deletes),
             errors: sum(|s| &s.errors),
             evictions,
-            ..self.ops.snapshot()
+            ..ops
         }
     }
 }

@@ -49,10 +49,31 @@ pub(crate) struct Decoder {
 impl Decoder {
     #[inline]
     pub(crate) fn decode<'py>(self, py: Python<'py>, data: &[u8]) -> PyResult<Bound<'py, PyAny>> {
-        match serializer::decode(py, self.format, data) {
-            Ok(v) => Ok(v),
+        self.errors(py, serializer::decode(py, self.format, data))
+    }
+
+    /// [`Decoder::decode`] of a value read from a store that answers in memory: an
+    /// immutable result is shared with later reads of the same stored bytes
+    /// ([`serializer::decode_shared`]).
+    #[inline]
+    pub(crate) fn decode_shared<'py>(
+        self,
+        py: Python<'py>,
+        value: &Value,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.errors(py, serializer::decode_shared(py, self.format, value))
+    }
+
+    /// A decoding error as this face raises it: pickle's own (Django) or polycache's.
+    #[inline]
+    fn errors<'py>(
+        self,
+        py: Python<'py>,
+        decoded: PyResult<Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        match decoded {
             Err(err) if self.pickle_errors => Err(pickle_error(py, err)),
-            Err(err) => Err(err),
+            other => other,
         }
     }
 }
@@ -783,12 +804,8 @@ impl Core {
             // The hottest call of all (`get` on memory://), matched in place: moving the
             // lookup's value through a Reply costs more than the lookup on this path.
             (Op::Get(k), Deliver::Value(default)) => match self.cache.get(request.mode.key(k)) {
-                // polycache.Cache shares an immutable value decoded from the same stored
-                // bytes (Django's face keeps its own decoding).
-                Ok(Some(ref v)) if !self.decoder.pickle_errors => {
-                    serializer::decode_shared(py, self.decoder.format, v)
-                }
-                Ok(Some(ref v)) => self.decoder.decode(py, v),
+                // Both faces share an immutable value decoded from the same stored bytes.
+                Ok(Some(ref v)) => self.decoder.decode_shared(py, v),
                 Ok(None) => Ok(match default {
                     Some(d) => d.into_bound(py),
                     None => py.None().into_bound(py),

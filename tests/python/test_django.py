@@ -350,6 +350,29 @@ def test_missing_and_non_integer_incr_match_locmem() -> None:
             c.incr("s")
 
 
+def test_memory_hits_share_immutable_objects_and_raise_pickles_errors() -> None:
+    # Django's face reads memory:// hits through polycache.Cache's shared decoding: an
+    # immutable value is the object an earlier read decoded, a mutable one is decoded anew
+    # (a caller's mutation never reaches the next caller), and stored bytes that are no
+    # pickle still raise pickle's own error.
+    location = store()
+    c = make(location)
+    c.set("text", "a" * 16)
+    c.set("tuple", ("a", 1, None))
+    c.set("list", [1, 2])
+    assert c.get("text") is c.get("text")
+    assert c.get("tuple") is c.get("tuple")
+    first = c.get("list")
+    assert first == [1, 2] and c.get("list") is not first
+    first.append(3)
+    assert c.get("list") == [1, 2]
+    polycache.Cache(location, serializer="raw").set("bad", b"not a pickle")
+    with pytest.raises(pickle.UnpicklingError):
+        c.get("bad")
+    with pytest.raises(pickle.UnpicklingError):
+        c.get("bad")
+
+
 def test_unpicklable_values_raise_pickles_error_and_store_nothing() -> None:
     ours, theirs = make(), locmem()
 

@@ -21,6 +21,7 @@ use quick_cache::sync::Iter as ClockIter;
 use quick_cache::sync::{Cache as QuickCache, EntryAction, EntryResult};
 use quick_cache::{DefaultHashBuilder, Lifecycle, OptionsBuilder, Weighter};
 use std::collections::HashMap;
+use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::Duration;
@@ -64,17 +65,106 @@ impl ToOwned for KeyRef {
     }
 }
 
+/// A stored entry: its key and value in one shared buffer, and its deadline.
+///
+/// One allocation per entry instead of two (key, value): the default store indexes entries
+/// by a hash of the key and checks the key kept here on every lookup.
 #[derive(Clone)]
 struct Entry {
-    value: Arc<[u8]>,
+    /// The key's length (4 bytes, native order), the key, the value.
+    bytes: Arc<[u8]>,
     /// Deadline in nanoseconds of the monotonic clock; 0 = never expires.
     expires_at: u64,
 }
 
+/// The bytes before an entry's key: its length.
+const KEY_LEN_BYTES: usize = 4;
+
 impl Entry {
+    fn new(key: &[u8], value: &[u8], expires_at: u64) -> Entry {
+        // Keys are bounded far below 4 GiB by the cache (and by any caller's memory).
+        let key_len = u32::try_from(key.len()).expect("a key shorter than 4 GiB");
+        let mut bytes = Vec::with_capacity(KEY_LEN_BYTES + key.len() + value.len());
+        bytes.extend_from_slice(&key_len.to_ne_bytes());
+        bytes.extend_from_slice(key);
+        bytes.extend_from_slice(value);
+        Entry {
+            bytes: bytes.into(),
+            expires_at,
+        }
+    }
+
     #[inline]
     fn live(&self) -> bool {
         self.expires_at == 0 || clock::before_deadline(self.expires_at)
+    }
+
+    /// Where the value starts in `bytes`.
+    #[inline]
+    fn value_at(&self) -> usize {
+        let mut len = [0u8; KEY_LEN_BYTES];
+        len.copy_from_slice(&self.bytes[..KEY_LEN_BYTES]);
+        KEY_LEN_BYTES + u32::from_ne_bytes(len) as usize
+    }
+
+    #[inline]
+    fn key(&self) -> &[u8] {
+        &self.bytes[KEY_LEN_BYTES..self.value_at()]
+    }
+
+    #[inline]
+    fn value(&self) -> &[u8] {
+        &self.bytes[self.value_at()..]
+    }
+
+    /// The value as a [`Value`] sharing the stored buffer (no copy).
+    #[inline]
+    fn shared_value(&self) -> Value {
+        Value::from(Arc::clone(&self.bytes)).skip(self.value_at())
+    }
+
+    /// This entry with `value` instead of its own (same key, same deadline).
+    fn with_value(&self, value: &[u8]) -> Entry {
+        Entry::new(self.key(), value, self.expires_at)
+    }
+}
+
+/// The default store's index: a hash of the full key, computed once per call for the
+/// shard and the probe. Two keys may share one (rarely): every lookup compares the key
+/// kept in the [`Entry`], and a write of the one replaces the other (which is then gone,
+/// as if evicted).
+type KeyHash = u64;
+
+/// Hands a [`KeyHash`] to quick_cache unchanged (it is already a hash of the key).
+#[derive(Clone, Copy, Default)]
+struct PassHash;
+
+impl BuildHasher for PassHash {
+    type Hasher = PassHasher;
+    #[inline]
+    fn build_hasher(&self) -> PassHasher {
+        PassHasher(0)
+    }
+}
+
+#[derive(Default)]
+struct PassHasher(u64);
+
+impl Hasher for PassHasher {
+    #[inline]
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u64` is used (the index is a u64); fold anything else in anyway.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+    #[inline]
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
     }
 }
 
@@ -109,10 +199,11 @@ impl EntryWeighter {
     }
 }
 
-impl Weighter<StoreKey, Entry> for EntryWeighter {
+impl Weighter<KeyHash, Entry> for EntryWeighter {
     #[inline]
-    fn weight(&self, key: &StoreKey, val: &Entry) -> u64 {
-        self.weigh(key.0.len(), val.value.len())
+    fn weight(&self, _hash: &KeyHash, val: &Entry) -> u64 {
+        let value_at = val.value_at();
+        self.weigh(value_at - KEY_LEN_BYTES, val.bytes.len() - value_at)
     }
 }
 
@@ -120,16 +211,16 @@ impl Weighter<StoreKey, Entry> for EntryWeighter {
 #[derive(Clone, Default)]
 struct EvictionCounter(Arc<AtomicU64>);
 
-impl Lifecycle<StoreKey, Entry> for EvictionCounter {
+impl Lifecycle<KeyHash, Entry> for EvictionCounter {
     type RequestState = ();
 
     #[inline]
-    fn on_evict(&self, _state: &mut (), _key: StoreKey, _val: Entry) {
+    fn on_evict(&self, _state: &mut (), _key: KeyHash, _val: Entry) {
         self.0.fetch_add(1, Ordering::Relaxed);
     }
 }
 
-type ClockStore = QuickCache<StoreKey, Entry, EntryWeighter, DefaultHashBuilder, EvictionCounter>;
+type ClockStore = QuickCache<KeyHash, Entry, EntryWeighter, PassHash, EvictionCounter>;
 
 type LruMap = LinkedHashMap<StoreKey, Entry, DefaultHashBuilder>;
 
@@ -278,6 +369,11 @@ struct Inner {
     store: Store,
     weighter: EntryWeighter,
     evictions: Arc<AtomicU64>,
+    /// Hashes keys into the default store's [`KeyHash`] (seeded per store).
+    hasher: DefaultHashBuilder,
+    /// Tests: every key of one length gets the same [`KeyHash`].
+    #[cfg(test)]
+    colliding: bool,
 }
 
 impl MemoryBackend {
@@ -321,8 +417,7 @@ impl MemoryBackend {
         let evictions = EvictionCounter::default();
         let weighter = EntryWeighter { by_bytes };
         let counter = evictions.0.clone();
-        let store =
-            ClockStore::with_options(opts, weighter, DefaultHashBuilder::default(), evictions);
+        let store = ClockStore::with_options(opts, weighter, PassHash, evictions);
         Ok(MemoryBackend::with_store(
             Store::Clock(store),
             weighter,
@@ -340,6 +435,9 @@ impl MemoryBackend {
                 store,
                 weighter,
                 evictions,
+                hasher: DefaultHashBuilder::default(),
+                #[cfg(test)]
+                colliding: false,
             }),
         }
     }
@@ -451,6 +549,16 @@ impl MemoryBackend {
         Ok(())
     }
 
+    /// The default store's index of `key`.
+    #[inline]
+    fn hash(&self, key: &[u8]) -> KeyHash {
+        #[cfg(test)]
+        if self.inner.colliding {
+            return key.len() as u64;
+        }
+        self.inner.hasher.hash_one(key)
+    }
+
     /// Counts the entries a cull removed.
     #[inline]
     fn evicted(&self, n: u64) {
@@ -477,20 +585,24 @@ impl Backend for MemoryBackend {
 
     #[inline]
     fn get(&self, key: &[u8]) -> Result<Option<Value>> {
-        let k = KeyRef::new(key);
         match &self.inner.store {
-            Store::Clock(store) => match store.get(k) {
-                Some(e) if e.live() => Ok(Some(Value::from(e.value))),
-                Some(_) => {
-                    store.remove_if(k, |e| !e.live());
-                    Ok(None)
+            Store::Clock(store) => {
+                let h = self.hash(key);
+                match store.get(&h) {
+                    Some(e) if e.key() != key => Ok(None),
+                    Some(e) if e.live() => Ok(Some(e.shared_value())),
+                    Some(_) => {
+                        store.remove_if(&h, |e| e.key() == key && !e.live());
+                        Ok(None)
+                    }
+                    None => Ok(None),
                 }
-                None => Ok(None),
-            },
+            }
             Store::Lru(lru) => {
+                let k = KeyRef::new(key);
                 let mut map = lru.lock();
-                match map.to_back(k).map(|e| e.live().then(|| e.value.clone())) {
-                    Some(Some(v)) => Ok(Some(Value::from(v))),
+                match map.to_back(k).map(|e| e.live().then(|| e.shared_value())) {
+                    Some(Some(v)) => Ok(Some(v)),
                     Some(None) => {
                         map.remove(k);
                         Ok(None)
@@ -503,14 +615,11 @@ impl Backend for MemoryBackend {
 
     #[inline]
     fn set(&self, key: &[u8], value: &[u8], ttl: Option<Duration>) -> Result<()> {
-        let entry = Entry {
-            value: Arc::from(value),
-            expires_at: deadline(ttl),
-        };
+        let entry = Entry::new(key, value, deadline(ttl));
         match &self.inner.store {
             Store::Clock(store) => {
                 self.check_size(store, key, value)?;
-                store.insert(StoreKey(key.into()), entry);
+                store.insert(self.hash(key), entry);
             }
             Store::Lru(lru) => {
                 let mut map = lru.lock();
@@ -537,16 +646,13 @@ impl Backend for MemoryBackend {
         marks: &[[u8; 8]],
     ) -> Result<Option<super::Marked>> {
         let taken = |old: &Entry| {
-            if super::is_marked(&old.value, marks) {
-                super::Marked::Value(Value::from(Arc::clone(&old.value)))
+            if super::is_marked(old.value(), marks) {
+                super::Marked::Value(old.shared_value())
             } else {
                 super::Marked::Unmarked
             }
         };
-        let new = Entry {
-            value: Arc::from(value),
-            expires_at: deadline(ttl),
-        };
+        let new = Entry::new(key, value, deadline(ttl));
         let store = match &self.inner.store {
             Store::Clock(store) => store,
             Store::Lru(lru) => {
@@ -565,8 +671,8 @@ impl Backend for MemoryBackend {
         };
         self.check_size(store, key, value)?;
         let mut pending = Some(new);
-        let result = store.entry(KeyRef::new(key), None, |_, old| {
-            if old.live() {
+        let result = store.entry(&self.hash(key), None, |_, old| {
+            if old.key() == key && old.live() {
                 EntryAction::Retain(Some(taken(old)))
             } else {
                 *old = pending.take().expect("callback runs once");
@@ -591,7 +697,9 @@ impl Backend for MemoryBackend {
     fn delete(&self, key: &[u8]) -> Result<bool> {
         let k = KeyRef::new(key);
         Ok(match &self.inner.store {
-            Store::Clock(store) => store.remove(k).is_some_and(|(_, e)| e.live()),
+            Store::Clock(store) => store
+                .remove_if(&self.hash(key), |e| e.key() == key)
+                .is_some_and(|(_, e)| e.live()),
             Store::Lru(lru) => lru.lock().remove(k).is_some_and(|e| e.live()),
         })
     }
@@ -599,7 +707,9 @@ impl Backend for MemoryBackend {
     fn has_key(&self, key: &[u8]) -> Result<bool> {
         let k = KeyRef::new(key);
         Ok(match &self.inner.store {
-            Store::Clock(store) => store.peek(k).is_some_and(|e| e.live()),
+            Store::Clock(store) => store
+                .peek(&self.hash(key))
+                .is_some_and(|e| e.key() == key && e.live()),
             Store::Lru(lru) => lru.lock().get(k).is_some_and(Entry::live),
         })
     }
@@ -624,8 +734,10 @@ impl Backend for MemoryBackend {
                 });
             }
         };
-        let result = store.entry(k, None, |_, e| {
-            if e.live() {
+        let result = store.entry(&self.hash(key), None, |_, e| {
+            if e.key() != key {
+                EntryAction::Retain(false)
+            } else if e.live() {
                 e.expires_at = expires_at;
                 EntryAction::Retain(true)
             } else {
@@ -644,8 +756,8 @@ impl Backend for MemoryBackend {
                 // A failed incr leaves the entry where it was in the use order.
                 return match map.get_mut(k) {
                     Some(e) if e.live() => {
-                        let n = apply_delta(&e.value, delta)?;
-                        e.value = Arc::from(itoa_buf(n).as_bytes_mut());
+                        let n = apply_delta(e.value(), delta)?;
+                        *e = e.with_value(itoa_buf(n).as_bytes_mut());
                         map.to_back(k);
                         Ok(n)
                     }
@@ -657,14 +769,17 @@ impl Backend for MemoryBackend {
                 };
             }
         };
-        let result = store.entry(k, None, |_, e| {
+        let result = store.entry(&self.hash(key), None, |_, e| {
+            if e.key() != key {
+                return EntryAction::Retain(Err(not_found(key)));
+            }
             if !e.live() {
                 return EntryAction::Remove;
             }
-            match apply_delta(&e.value, delta) {
+            match apply_delta(e.value(), delta) {
                 Ok(n) => {
                     let mut buf = itoa_buf(n);
-                    e.value = Arc::from(buf.as_bytes_mut());
+                    *e = e.with_value(buf.as_bytes_mut());
                     EntryAction::Retain(Ok(n))
                 }
                 Err(err) => EntryAction::Retain(Err(err)),
@@ -679,7 +794,7 @@ impl Backend for MemoryBackend {
     fn clear(&self, prefix: &[u8]) -> Result<()> {
         match &self.inner.store {
             Store::Clock(store) if prefix.is_empty() => store.clear(),
-            Store::Clock(store) => store.retain(|k, _| !k.0.starts_with(prefix)),
+            Store::Clock(store) => store.retain(|_, e| !e.key().starts_with(prefix)),
             Store::Lru(lru) if prefix.is_empty() => lru.lock().clear(),
             Store::Lru(lru) => lru.lock().retain(|k, _| !k.0.starts_with(prefix)),
         }
@@ -693,7 +808,10 @@ impl Backend for MemoryBackend {
     fn ttl(&self, key: &[u8]) -> Result<TimeToLive> {
         let k = KeyRef::new(key);
         let deadline = match &self.inner.store {
-            Store::Clock(store) => store.peek(k).filter(Entry::live).map(|e| e.expires_at),
+            Store::Clock(store) => store
+                .peek(&self.hash(key))
+                .filter(|e| e.key() == key && e.live())
+                .map(|e| e.expires_at),
             Store::Lru(lru) => lru.lock().get(k).filter(|e| e.live()).map(|e| e.expires_at),
         };
         Ok(match deadline {
@@ -707,10 +825,7 @@ impl Backend for MemoryBackend {
     }
 
     fn replace(&self, key: &[u8], value: &[u8], ttl: Option<Duration>) -> Result<bool> {
-        let new = Entry {
-            value: Arc::from(value),
-            expires_at: deadline(ttl),
-        };
+        let new = Entry::new(key, value, deadline(ttl));
         let k = KeyRef::new(key);
         let store = match &self.inner.store {
             Store::Clock(store) => store,
@@ -732,8 +847,10 @@ impl Backend for MemoryBackend {
         };
         self.check_size(store, key, value)?;
         let mut pending = Some(new);
-        let result = store.entry(k, None, |_, old| {
-            if old.live() {
+        let result = store.entry(&self.hash(key), None, |_, old| {
+            if old.key() != key {
+                EntryAction::Retain(false)
+            } else if old.live() {
                 *old = pending.take().expect("callback runs once");
                 EntryAction::Retain(true)
             } else {
@@ -758,14 +875,14 @@ impl Backend for MemoryBackend {
             )));
         }
         let mut keys = Vec::new();
-        let mut keep = |k: &StoreKey, e: &Entry| {
-            if e.live() && pattern.matches(&k.0) {
-                keys.push(k.0.to_vec());
+        let mut keep = |e: &Entry| {
+            if e.live() && pattern.matches(e.key()) {
+                keys.push(e.key().to_vec());
             }
         };
         match &self.inner.store {
-            Store::Clock(store) => store.iter().for_each(|(k, e)| keep(&k, &e)),
-            Store::Lru(lru) => lru.lock().iter().for_each(|(k, e)| keep(k, e)),
+            Store::Clock(store) => store.iter().for_each(|(_, e)| keep(&e)),
+            Store::Lru(lru) => lru.lock().values().for_each(keep),
         }
         Ok(Box::new(CollectedKeys::new(keys, count)))
     }
@@ -795,14 +912,14 @@ impl Backend for MemoryBackend {
     fn get_marked(&self, key: &[u8], marks: &[[u8; 8]]) -> Result<super::Marked> {
         let k = KeyRef::new(key);
         let entry = match &self.inner.store {
-            Store::Clock(store) => store.peek(k).filter(Entry::live),
+            Store::Clock(store) => store
+                .peek(&self.hash(key))
+                .filter(|e| e.key() == key && e.live()),
             Store::Lru(lru) => lru.lock().get(k).filter(|e| e.live()).cloned(),
         };
         Ok(match entry {
             None => super::Marked::Missing,
-            Some(e) if super::is_marked(&e.value, marks) => {
-                super::Marked::Value(Value::from(e.value))
-            }
+            Some(e) if super::is_marked(e.value(), marks) => super::Marked::Value(e.shared_value()),
             Some(_) => super::Marked::Unmarked,
         })
     }
@@ -821,7 +938,10 @@ impl MemoryBackend {
         let k = KeyRef::new(key);
         // (changed, remove): an expired entry is removed on the way.
         let apply = |e: &mut Entry| -> (bool, bool) {
-            if !e.live() || &*e.value != expected {
+            if e.key() != key {
+                return (false, false);
+            }
+            if !e.live() || e.value() != expected {
                 return (false, !e.live());
             }
             match change(e) {
@@ -836,7 +956,7 @@ impl MemoryBackend {
         match &self.inner.store {
             Store::Clock(store) => {
                 let mut changed = false;
-                store.entry(k, None, |_, e| {
+                store.entry(&self.hash(key), None, |_, e| {
                     let (c, remove) = apply(e);
                     changed = c;
                     if remove {
@@ -905,7 +1025,7 @@ const SCAN_PAGE_LOOKS: usize = 1024;
 /// may not be, keys removed meanwhile are not returned after their removal.
 struct ClockScan {
     /// Declared before `_inner`, so dropped first: it borrows the store `_inner` owns.
-    iter: ClockIter<'static, StoreKey, Entry, EntryWeighter, DefaultHashBuilder, EvictionCounter>,
+    iter: ClockIter<'static, KeyHash, Entry, EntryWeighter, PassHash, EvictionCounter>,
     /// Keeps the store alive for `iter`; never read.
     _inner: Arc<Inner>,
     pattern: KeyPattern,
@@ -941,13 +1061,13 @@ impl KeyScan for ClockScan {
         let mut keys = Vec::new();
         let mut looked = 0;
         while keys.len() < self.count && looked < self.count.max(SCAN_PAGE_LOOKS) {
-            let Some((key, entry)) = self.iter.next() else {
+            let Some((_, entry)) = self.iter.next() else {
                 self.done = true;
                 break;
             };
             looked += 1;
-            if entry.live() && self.pattern.matches(&key.0) {
-                keys.push(key.0.into_vec());
+            if entry.live() && self.pattern.matches(entry.key()) {
+                keys.push(entry.key().to_vec());
             }
         }
         Ok((!(self.done && keys.is_empty())).then_some(keys))
@@ -1114,6 +1234,37 @@ mod tests {
             let err = MemoryBackend::new(&opts).err().expect("rejected");
             assert!(err.is_configuration(), "{err}");
         }
+    }
+
+    #[test]
+    fn keys_sharing_a_hash_never_answer_for_each_other() {
+        let mut m = MemoryBackend::new(&MemoryOptions::default()).unwrap();
+        Arc::get_mut(&mut m.inner).unwrap().colliding = true;
+        m.set(b"k1", b"1", None).unwrap();
+        m.set(b"k2", b"2", None).unwrap();
+        // One index: the second write replaced the first, which is gone, never answered.
+        assert!(m.get(b"k1").unwrap().is_none());
+        assert_eq!(m.get(b"k2").unwrap().unwrap(), *b"2".as_slice());
+        assert!(!m.has_key(b"k1").unwrap());
+        assert_eq!(m.ttl(b"k1").unwrap(), TimeToLive::Missing);
+        assert_eq!(m.incr(b"k1", 1).unwrap_err().kind(), ErrorKind::NotFound);
+        assert!(!m.touch(b"k1", None).unwrap());
+        assert!(!m.replace(b"k1", b"x", None).unwrap());
+        assert!(!m.delete_if_equals(b"k1", b"2").unwrap());
+        assert!(!m.delete(b"k1").unwrap());
+        assert_eq!(m.get(b"k2").unwrap().unwrap(), *b"2".as_slice());
+        // add of the other key stores it in place of the one there.
+        assert!(m.add(b"k1", b"1", None).unwrap());
+        assert!(!m.add(b"k1", b"x", None).unwrap());
+        assert_eq!(m.incr(b"k1", 41).unwrap(), 42);
+        assert!(m.get(b"k2").unwrap().is_none());
+        let keys = Arc::new(m.clone())
+            .scan_keys(&KeyPattern::new("*"), 10)
+            .unwrap()
+            .next_page()
+            .unwrap();
+        assert_eq!(keys, Some(vec![b"k1".to_vec()]));
+        assert_eq!(m.len(), 1);
     }
 
     #[test]

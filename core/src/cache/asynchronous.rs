@@ -120,8 +120,7 @@ impl Cache {
             Ok(full) => self.read_async(backend, &full).await,
             Err(e) => Err(e),
         };
-        self.record(Operation::Get, start, &found, 0);
-        self.answer_get(found)
+        self.answer_get(start, found)
     }
 
     /// [`Cache::set`], awaitable.

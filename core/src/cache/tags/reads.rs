@@ -74,8 +74,7 @@ impl Cache {
         }
         let start = self.inner.stats.start(Operation::Get);
         let found = self.with_key(key.into(), |k| self.read_tagged(k, &tags));
-        self.record(Operation::Get, start, &found, 0);
-        self.answer_get(found)
+        self.answer_get(start, found)
     }
 
     /// [`Cache::get_tagged`], awaitable.
@@ -94,8 +93,7 @@ impl Cache {
         let full = self.make_key(key)?;
         let start = self.inner.stats.start_anywhere(Operation::Get);
         let found = self.read_tagged_async(backend, &full, &tags).await;
-        self.record(Operation::Get, start, &found, 0);
-        self.answer_get(found)
+        self.answer_get(start, found)
     }
 
     /// [`Cache::lookup`] of an entry stored with `tags`: the read is [`Cache::get_tagged`]'s
