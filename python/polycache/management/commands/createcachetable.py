@@ -9,7 +9,6 @@ connects nor creates anything.
 
 from __future__ import annotations
 
-import urllib.parse
 from typing import Any
 
 from django.core.management.commands.createcachetable import Command as DjangoCommand
@@ -35,12 +34,9 @@ def _table_url(entry: Any) -> str | None:
     url = read["location"]
     if url.partition("://")[0].lower() not in _SQL_SCHEMES:
         return None
-    options = read["options"]
-    if options:
-        query = "&".join(
-            f"{urllib.parse.quote(k, safe='')}={urllib.parse.quote(v, safe='/:,')}" for k, v in options.items()
-        )
-        url = f"{url}{'&' if '?' in url else '?'}{query}"
+    options = read["options"]  # typed options; rendered as URL text once, for the URL API
+    if len(options):
+        url = f"{url}{'&' if '?' in url else '?'}{options.to_query()}"
     return url
 
 

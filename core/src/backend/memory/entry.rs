@@ -1,0 +1,201 @@
+//! One stored entry (key and value in one buffer, with its deadline), the keys and the
+//! hash the stores index entries by, and the weigher and eviction counter quick_cache calls.
+
+use crate::clock;
+use crate::value::Value;
+use quick_cache::{Lifecycle, Weighter};
+use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What the byte weigher adds to key and value bytes for one entry's bookkeeping, so that
+/// `max_bytes` bounds real memory rather than payload alone (measured; see the docs).
+pub(super) const ENTRY_OVERHEAD: u64 = 96;
+
+/// A stored key: boxed bytes (16 bytes inline, unlike `Vec`'s 24).
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub(super) struct StoreKey(pub(super) Box<[u8]>);
+
+/// A borrowed key, so that lookups by `&[u8]` need no allocation and `entry` can own a copy.
+#[derive(PartialEq, Eq, Hash)]
+#[repr(transparent)]
+pub(super) struct KeyRef([u8]);
+
+impl KeyRef {
+    #[inline]
+    pub(super) fn new(bytes: &[u8]) -> &KeyRef {
+        // SAFETY: KeyRef is a #[repr(transparent)] wrapper of [u8], so the layouts and the
+        // pointer metadata (the length) are identical.
+        unsafe { &*(bytes as *const [u8] as *const KeyRef) }
+    }
+}
+
+impl std::borrow::Borrow<KeyRef> for StoreKey {
+    #[inline]
+    fn borrow(&self) -> &KeyRef {
+        KeyRef::new(&self.0)
+    }
+}
+
+impl ToOwned for KeyRef {
+    type Owned = StoreKey;
+    fn to_owned(&self) -> StoreKey {
+        StoreKey(self.0.into())
+    }
+}
+
+/// A stored entry: its key and value in one shared buffer, and its deadline.
+///
+/// One allocation per entry instead of two (key, value): the default store indexes entries
+/// by a hash of the key and checks the key kept here on every lookup.
+#[derive(Clone)]
+pub(super) struct Entry {
+    /// The key's length (4 bytes, native order), the key, the value.
+    pub(super) bytes: Arc<[u8]>,
+    /// Deadline in nanoseconds of the monotonic clock; 0 = never expires.
+    pub(super) expires_at: u64,
+}
+
+/// The bytes before an entry's key: its length.
+pub(super) const KEY_LEN_BYTES: usize = 4;
+
+impl Entry {
+    pub(super) fn new(key: &[u8], value: &[u8], expires_at: u64) -> Entry {
+        // Keys are bounded far below 4 GiB by the cache (and by any caller's memory).
+        let key_len = u32::try_from(key.len()).expect("a key shorter than 4 GiB");
+        let mut bytes = Vec::with_capacity(KEY_LEN_BYTES + key.len() + value.len());
+        bytes.extend_from_slice(&key_len.to_ne_bytes());
+        bytes.extend_from_slice(key);
+        bytes.extend_from_slice(value);
+        Entry {
+            bytes: bytes.into(),
+            expires_at,
+        }
+    }
+
+    #[inline]
+    pub(super) fn live(&self) -> bool {
+        self.expires_at == 0 || clock::before_deadline(self.expires_at)
+    }
+
+    /// Where the value starts in `bytes`.
+    #[inline]
+    pub(super) fn value_at(&self) -> usize {
+        let mut len = [0u8; KEY_LEN_BYTES];
+        len.copy_from_slice(&self.bytes[..KEY_LEN_BYTES]);
+        KEY_LEN_BYTES + u32::from_ne_bytes(len) as usize
+    }
+
+    #[inline]
+    pub(super) fn key(&self) -> &[u8] {
+        &self.bytes[KEY_LEN_BYTES..self.value_at()]
+    }
+
+    #[inline]
+    pub(super) fn value(&self) -> &[u8] {
+        &self.bytes[self.value_at()..]
+    }
+
+    /// The value as a [`Value`] sharing the stored buffer (no copy).
+    #[inline]
+    pub(super) fn shared_value(&self) -> Value {
+        Value::from(Arc::clone(&self.bytes)).skip(self.value_at())
+    }
+
+    /// This entry with `value` instead of its own (same key, same deadline).
+    pub(super) fn with_value(&self, value: &[u8]) -> Entry {
+        Entry::new(self.key(), value, self.expires_at)
+    }
+}
+
+/// The default store's index: a hash of the full key, computed once per call for the
+/// shard and the probe. Two keys may share one (rarely): every lookup compares the key
+/// kept in the [`Entry`], and a write of the one replaces the other (which is then gone,
+/// as if evicted).
+pub(super) type KeyHash = u64;
+
+/// Hands a [`KeyHash`] to quick_cache unchanged (it is already a hash of the key).
+#[derive(Clone, Copy, Default)]
+pub(super) struct PassHash;
+
+impl BuildHasher for PassHash {
+    type Hasher = PassHasher;
+    #[inline]
+    fn build_hasher(&self) -> PassHasher {
+        PassHasher(0)
+    }
+}
+
+#[derive(Default)]
+pub(super) struct PassHasher(u64);
+
+impl Hasher for PassHasher {
+    #[inline]
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u64` is used (the index is a u64); fold anything else in anyway.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+    #[inline]
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+/// The deadline of an entry written now with `ttl`, in monotonic nanoseconds.
+///
+/// Taken on the coarse clock, which never runs ahead of real time: the entry expires at its
+/// TTL or up to a few milliseconds before it, never after (reads near the deadline ask the
+/// precise clock, see [`clock::before_deadline`]).
+pub(super) fn deadline(ttl: Option<Duration>) -> u64 {
+    match ttl {
+        None => 0,
+        Some(d) => {
+            let ttl = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX).max(1);
+            clock::coarse_now_ns().saturating_add(ttl).max(1)
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+pub(super) struct EntryWeighter {
+    pub(super) by_bytes: bool,
+}
+
+impl EntryWeighter {
+    #[inline]
+    pub(super) fn weigh(self, key_len: usize, value_len: usize) -> u64 {
+        if self.by_bytes {
+            key_len as u64 + value_len as u64 + ENTRY_OVERHEAD
+        } else {
+            1
+        }
+    }
+}
+
+impl Weighter<KeyHash, Entry> for EntryWeighter {
+    #[inline]
+    fn weight(&self, _hash: &KeyHash, val: &Entry) -> u64 {
+        let value_at = val.value_at();
+        self.weigh(value_at - KEY_LEN_BYTES, val.bytes.len() - value_at)
+    }
+}
+
+/// Counts evictions; quick_cache calls it under the shard lock.
+#[derive(Clone, Default)]
+pub(super) struct EvictionCounter(pub(super) Arc<AtomicU64>);
+
+impl Lifecycle<KeyHash, Entry> for EvictionCounter {
+    type RequestState = ();
+
+    #[inline]
+    fn on_evict(&self, _state: &mut (), _key: KeyHash, _val: Entry) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+}

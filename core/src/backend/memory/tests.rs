@@ -1,0 +1,200 @@
+use super::*;
+
+#[test]
+fn itoa_matches_to_string() {
+    for n in [0, 1, -1, 42, i64::MAX, i64::MIN, -1234567890] {
+        assert_eq!(itoa_buf(n).as_bytes_mut(), n.to_string().as_bytes());
+    }
+}
+
+#[test]
+fn entry_bound_evicts_and_counts() {
+    let m = MemoryBackend::new(&MemoryOptions::default().max_entries(100)).unwrap();
+    for i in 0..1000 {
+        m.set(format!("k{i}").as_bytes(), b"v", None).unwrap();
+    }
+    assert!(m.len() <= 100, "len {}", m.len());
+    assert!(m.evictions() >= 900, "evictions {}", m.evictions());
+}
+
+#[test]
+fn byte_bound_holds_and_rejects_oversized() {
+    let m = MemoryBackend::new(&MemoryOptions::default().max_bytes(64 * 1024)).unwrap();
+    for i in 0..1000 {
+        m.set(format!("k{i}").as_bytes(), &[7u8; 500], None)
+            .unwrap();
+    }
+    assert!(m.weight() <= 64 * 1024, "weight {}", m.weight());
+    let err = m.set(b"big", &vec![0u8; 128 * 1024], None).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::ValueTooLarge);
+    assert!(m.get(b"big").unwrap().is_none());
+}
+
+#[test]
+fn clear_and_delete_are_not_evictions() {
+    let clock = MemoryBackend::new(&MemoryOptions::default().max_entries(1000)).unwrap();
+    let stores = [clock, lru(1000, None), lru(1000, Some(3))];
+    for m in &stores {
+        set_keys(m, 0..100);
+        m.set(b"p:1", b"v", None).unwrap();
+        m.set(b"p:2", b"v", None).unwrap();
+        m.delete(b"k1").unwrap();
+        m.clear(b"p:").unwrap();
+        assert_eq!(m.len(), 99, "{:?}", m.eviction());
+        m.clear(b"").unwrap();
+        assert_eq!(m.len(), 0);
+        assert_eq!(
+            m.evictions(),
+            0,
+            "{:?}: clear counted as evictions",
+            m.eviction()
+        );
+        // Still counting the real ones afterwards.
+        set_keys(m, 0..1100);
+        assert!(
+            m.evictions() >= 100,
+            "{:?}: {}",
+            m.eviction(),
+            m.evictions()
+        );
+    }
+}
+
+fn lru(max: u64, cull: Option<u64>) -> MemoryBackend {
+    let opts = MemoryOptions::default().max_entries(max);
+    let opts = match cull {
+        Some(n) => opts.cull_frequency(n),
+        None => opts.eviction(Eviction::Lru),
+    };
+    MemoryBackend::new(&opts).unwrap()
+}
+
+fn set_keys(m: &MemoryBackend, keys: impl IntoIterator<Item = u32>) {
+    for i in keys {
+        m.set(format!("k{i}").as_bytes(), b"v", None).unwrap();
+    }
+}
+
+fn present(m: &MemoryBackend, keys: impl IntoIterator<Item = u32>) -> Vec<u32> {
+    keys.into_iter()
+        .filter(|i| m.has_key(format!("k{i}").as_bytes()).unwrap())
+        .collect()
+}
+
+#[test]
+fn cull_frequency_gives_djangos_counts() {
+    // Django's test_cull: MAX_ENTRIES=30, CULL_FREQUENCY=3, 49 sets leave 29.
+    let m = lru(30, Some(3));
+    assert_eq!(m.eviction(), Eviction::Lru);
+    set_keys(&m, 1..50);
+    assert_eq!(m.len(), 29);
+    assert_eq!(m.evictions(), 20);
+    // The oldest went: keys 1..=20 in two culls of 10.
+    assert_eq!(present(&m, 1..50), (21..50).collect::<Vec<_>>());
+    // test_zero_cull: CULL_FREQUENCY=0 empties the store, 19 remain.
+    let m = lru(30, Some(0));
+    set_keys(&m, 1..50);
+    assert_eq!(m.len(), 19);
+    assert_eq!(present(&m, 1..50), (31..50).collect::<Vec<_>>());
+}
+
+#[test]
+fn lru_reads_and_incr_protect_keys_and_overwrites_do_not_cull() {
+    let m = lru(9, Some(3));
+    set_keys(&m, 0..9);
+    for i in 0..3 {
+        assert!(m.get(format!("k{i}").as_bytes()).unwrap().is_some());
+    }
+    // Overwriting a present key in a full store moves it, removes nothing.
+    set_keys(&m, 3..6);
+    assert_eq!(m.len(), 9);
+    assert_eq!(
+        m.incr(b"k6", 1).unwrap_err().kind(),
+        ErrorKind::NotAnInteger
+    );
+    set_keys(&m, [100]);
+    // Full at 9: a third (3) went, the least recently used: 6 (incr failed, not moved), 7, 8.
+    assert_eq!(present(&m, 0..9), (0..6).collect::<Vec<_>>());
+    assert_eq!(m.len(), 7);
+}
+
+#[test]
+fn lru_cull_takes_expired_entries_first() {
+    let m = lru(6, Some(3));
+    set_keys(&m, 0..4);
+    m.set(b"e1", b"v", Some(Duration::from_nanos(1))).unwrap();
+    m.set(b"e2", b"v", Some(Duration::from_nanos(1))).unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    set_keys(&m, [4]);
+    // 6/3 = 2 had to go: the two expired ones, none of the live keys.
+    assert_eq!(present(&m, 0..5), vec![0, 1, 2, 3, 4]);
+    assert_eq!(m.len(), 5);
+}
+
+#[test]
+fn plain_lru_evicts_one_and_options_are_checked() {
+    let m = lru(3, None);
+    set_keys(&m, 0..3);
+    m.get(b"k0").unwrap();
+    set_keys(&m, [3]);
+    assert_eq!(present(&m, 0..4), vec![0, 2, 3]);
+    let bad = [
+        MemoryOptions::default()
+            .eviction(Eviction::Clock)
+            .cull_frequency(3),
+        MemoryOptions::default()
+            .max_bytes(1 << 20)
+            .cull_frequency(3),
+        MemoryOptions::default()
+            .max_bytes(1 << 20)
+            .eviction(Eviction::Lru),
+        MemoryOptions::default()
+            .max_entries(0)
+            .eviction(Eviction::Lru),
+    ];
+    for opts in bad {
+        let err = MemoryBackend::new(&opts).err().expect("rejected");
+        assert!(err.is_configuration(), "{err}");
+    }
+}
+
+#[test]
+fn keys_sharing_a_hash_never_answer_for_each_other() {
+    let mut m = MemoryBackend::new(&MemoryOptions::default()).unwrap();
+    Arc::get_mut(&mut m.inner).unwrap().colliding = true;
+    m.set(b"k1", b"1", None).unwrap();
+    m.set(b"k2", b"2", None).unwrap();
+    // One index: the second write replaced the first, which is gone, never answered.
+    assert!(m.get(b"k1").unwrap().is_none());
+    assert_eq!(m.get(b"k2").unwrap().unwrap(), *b"2".as_slice());
+    assert!(!m.has_key(b"k1").unwrap());
+    assert_eq!(m.ttl(b"k1").unwrap(), TimeToLive::Missing);
+    assert_eq!(m.incr(b"k1", 1).unwrap_err().kind(), ErrorKind::NotFound);
+    assert!(!m.touch(b"k1", None).unwrap());
+    assert!(!m.replace(b"k1", b"x", None).unwrap());
+    assert!(!m.delete_if_equals(b"k1", b"2").unwrap());
+    assert!(!m.delete(b"k1").unwrap());
+    assert_eq!(m.get(b"k2").unwrap().unwrap(), *b"2".as_slice());
+    // add of the other key stores it in place of the one there.
+    assert!(m.add(b"k1", b"1", None).unwrap());
+    assert!(!m.add(b"k1", b"x", None).unwrap());
+    assert_eq!(m.incr(b"k1", 41).unwrap(), 42);
+    assert!(m.get(b"k2").unwrap().is_none());
+    let keys = Arc::new(m.clone())
+        .scan_keys(&KeyPattern::new("*"), 10)
+        .unwrap()
+        .next_page()
+        .unwrap();
+    assert_eq!(keys, Some(vec![b"k1".to_vec()]));
+    assert_eq!(m.len(), 1);
+}
+
+#[test]
+fn named_stores_are_shared_and_unnamed_are_not() {
+    let a = MemoryBackend::named("shared-test", &MemoryOptions::default()).unwrap();
+    let b = MemoryBackend::named("shared-test", &MemoryOptions::default()).unwrap();
+    a.set(b"k", b"v", None).unwrap();
+    assert_eq!(b.get(b"k").unwrap().unwrap(), *b"v".as_slice());
+    let c = MemoryBackend::new(&MemoryOptions::default()).unwrap();
+    assert!(c.get(b"k").unwrap().is_none());
+}
