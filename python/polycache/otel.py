@@ -331,12 +331,6 @@ class SpanQueue(_Processor):
         self._thread = threading.Thread(target=self._run, name="polycache-span-queue", daemon=True)
         self._thread.start()
 
-    def on_start(self, span: Any, parent_context: Any = None) -> None:
-        pass
-
-    def _on_ending(self, span: Any) -> None:
-        pass
-
     def on_end(self, span: Any) -> None:
         if self._stopped:
             _drop(1)
