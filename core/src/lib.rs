@@ -53,6 +53,8 @@ mod redis_tracking;
 pub mod runtime;
 mod service;
 pub mod settings;
+#[cfg(feature = "redis")]
+mod signals;
 mod stats;
 mod structures;
 mod tiered;

@@ -442,6 +442,9 @@ impl Hub {
     }
 
     fn run(self: Arc<Hub>) {
+        // The subscriber's blocking reads are redis-rs', which fail on `EINTR`; signals
+        // are for the program's own threads to take.
+        let _signals = crate::signals::Held::hold();
         let mut backoff = Duration::from_millis(50);
         let mut warned = false;
         loop {

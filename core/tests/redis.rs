@@ -723,3 +723,68 @@ fn a_cluster_incr_that_timed_out_is_not_sent_again() {
     assert_eq!(n, Some(2));
     assert_eq!(c.incr("n", 1).unwrap(), 3);
 }
+
+/// A signal handler installed without `SA_RESTART` (as Python installs its own) interrupts
+/// the calling thread's system calls with `EINTR`. That is not an outage: the connect, the
+/// write and the read it interrupted are retried, and no call fails for it.
+#[test]
+fn signals_that_interrupt_system_calls_fail_no_call() {
+    extern "C" fn ignore(_: libc::c_int) {}
+    // SAFETY: a handler that does nothing is async-signal-safe; `sa_flags` 0 leaves out
+    // SA_RESTART on purpose, so that blocked calls return EINTR.
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = ignore as extern "C" fn(libc::c_int) as usize;
+        action.sa_flags = 0;
+        libc::sigemptyset(&mut action.sa_mask);
+        assert_eq!(
+            libc::sigaction(libc::SIGUSR1, &action, std::ptr::null_mut()),
+            0
+        );
+    }
+    let redis = RedisServer::start().unwrap();
+    let url = format!("{}?max_connections=1", redis.url());
+    let done = Arc::new(AtomicBool::new(false));
+    let worker = {
+        let done = done.clone();
+        thread::spawn(move || {
+            let mut failures = Vec::new();
+            for round in 0..150 {
+                // A fresh cache is a fresh connection: each round connects again.
+                let c = open(&url);
+                let value = vec![b'x'; 64 * 1024];
+                for i in 0..10 {
+                    let key = format!("{round}-{i}");
+                    if let Err(e) = c.set(&key, &value, Expiry::Never) {
+                        failures.push(format!("set {key}: {e}"));
+                    }
+                    match c.get(&key) {
+                        Ok(Some(v)) if v.len() == value.len() => {}
+                        other => failures.push(format!("get {key}: {other:?}")),
+                    }
+                }
+            }
+            done.store(true, Ordering::SeqCst);
+            failures
+        })
+    };
+    let target = {
+        use std::os::unix::thread::JoinHandleExt;
+        worker.as_pthread_t()
+    };
+    let mut sent = 0u64;
+    while !done.load(Ordering::SeqCst) {
+        // SAFETY: the worker thread is alive until `done` is set, and joined below.
+        unsafe { libc::pthread_kill(target, libc::SIGUSR1) };
+        sent += 1;
+        thread::sleep(Duration::from_micros(50));
+    }
+    let failures = worker.join().unwrap();
+    assert!(sent > 100, "only {sent} signals were sent");
+    assert!(
+        failures.is_empty(),
+        "{} failures: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+}

@@ -2,7 +2,8 @@
 //! leader, a replica, the Cluster), and how it runs on a connection leased from that
 //! server's pool (the shared one, `crate::pool`: at most `max_connections`, fork-safe) —
 //! retried once when the server had closed the pooled connection, following a Cluster
-//! redirection, dropping the connections of a demoted Sentinel master.
+//! redirection, dropping the connections of a demoted Sentinel master. The calling thread
+//! holds its signals back meanwhile (`crate::signals`).
 
 use super::sentinel::{demoted, is_readonly, NodeRole, Sentinels};
 use super::{
@@ -229,6 +230,8 @@ impl<C: PooledConnection> Pool<C> {
     }
 
     fn run_tries<T>(&self, once: bool, mut f: impl FnMut(&mut C) -> RedisResult<T>) -> Result<T> {
+        // redis-rs fails a read or connect that a signal interrupted (`EINTR`).
+        let _signals = crate::signals::Held::hold();
         let mut retried = once;
         let mut redirected = false;
         loop {
