@@ -181,6 +181,14 @@ impl<C> Pool<C> {
         }
     }
 
+    /// Until when a caller that found the pool busy may wait: `limits.wait` from the first
+    /// time it found it busy (`since`, set then), so that a lease that finds an idle
+    /// connection reads no clock.
+    fn deadline(&self, since: &mut Option<Instant>) -> Option<Instant> {
+        let wait = self.limits.wait?;
+        Some(*since.get_or_insert_with(|| Instant::now() + wait))
+    }
+
     /// The backend's error for a caller that waited `wait` in vain.
     #[cold]
     fn busy(&self) -> crate::Error {
@@ -190,7 +198,7 @@ impl<C> Pool<C> {
     /// An idle connection, or a new one from `connect`, waiting (the thread asleep) while
     /// `max_open` are leased. A failed `connect` frees its room again.
     pub(crate) fn lease(&self, connect: impl FnOnce() -> Result<C>) -> Result<Lease<'_, C>> {
-        let deadline = self.limits.wait.map(|w| Instant::now() + w);
+        let mut since = None;
         let mut s = self.lock();
         loop {
             let (fork, epoch) = (s.fork, s.epoch);
@@ -208,7 +216,7 @@ impl<C> Pool<C> {
                 Found::Busy => {}
             }
             s.sleepers += 1;
-            s = match deadline {
+            s = match self.deadline(&mut since) {
                 None => self.returned.wait(s).unwrap_or_else(|e| e.into_inner()),
                 Some(deadline) => {
                     let left = deadline.saturating_duration_since(Instant::now());
@@ -233,7 +241,7 @@ impl<C> Pool<C> {
         &self,
         connect: impl FnOnce() -> F,
     ) -> Result<Lease<'_, C>> {
-        let deadline = self.limits.wait.map(|w| Instant::now() + w);
+        let mut since = None;
         let (fork, epoch) = loop {
             let notify = {
                 let mut s = self.lock();
@@ -248,7 +256,7 @@ impl<C> Pool<C> {
                 }
             };
             let waiting = Waiting(self);
-            let slice = match deadline {
+            let slice = match self.deadline(&mut since) {
                 None => REGRAB,
                 Some(deadline) => {
                     let left = deadline.saturating_duration_since(Instant::now());
