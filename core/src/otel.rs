@@ -167,6 +167,44 @@ fn split_host_port(host: &str) -> (&str, Option<u16>) {
     }
 }
 
+/// `future`, run in the OpenTelemetry context current now (when an `_async` operation is
+/// called), not in the one current when it is polled: a future made under one span and
+/// awaited (or spawned) under another is still a child of the first. Captures nothing while
+/// the global provider is known to be a no-op.
+#[inline]
+pub(crate) fn in_callers_context<F: std::future::Future>(future: F) -> InCallersContext<F> {
+    let parent = if known_noop() {
+        None
+    } else {
+        Some(Context::current())
+    };
+    InCallersContext { parent, future }
+}
+
+/// A future polled in the context its maker captured; see [`in_callers_context`].
+pub(crate) struct InCallersContext<F> {
+    parent: Option<Context>,
+    future: F,
+}
+
+impl<F: std::future::Future> std::future::Future for InCallersContext<F> {
+    type Output = F::Output;
+
+    #[inline]
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        task: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<F::Output> {
+        // SAFETY: `future` is pinned structurally: it is never moved out of `self`, and
+        // `InCallersContext` has no `Drop` and is `Unpin` only when `F` is (auto trait);
+        // `parent` is never pinned.
+        let this = unsafe { self.get_unchecked_mut() };
+        let _attached = this.parent.as_ref().map(|cx| cx.clone().attach());
+        // SAFETY: as above, `this.future` stays where it is until `self` is dropped.
+        unsafe { std::pin::Pin::new_unchecked(&mut this.future) }.poll(task)
+    }
+}
+
 /// The tracer of the global provider, with polycache's scope.
 #[inline]
 fn tracer() -> opentelemetry::global::BoxedTracer {

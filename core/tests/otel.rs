@@ -186,6 +186,85 @@ fn async_calls_join_the_context_they_are_awaited_in() {
 }
 
 #[test]
+fn async_calls_join_the_context_they_are_made_in_not_the_one_they_are_polled_in() {
+    let (_guard, provider, exporter) = install();
+    // file:// awaits the blocking pool; memory:// answers in place. Either way the span's
+    // parent is the span current when the future was made (A), not where it is polled (B).
+    let dir = std::env::temp_dir().join(format!("polycache-otel-made-{}", std::process::id()));
+    let file = Cache::open(&format!("file://{}", dir.display())).unwrap();
+    let memory = Cache::open("memory://otel-made").unwrap();
+    let tracer = provider.tracer("app");
+    let a = Context::current_with_span(tracer.start("A"));
+    let b = Context::current_with_span(tracer.start("B"));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (set, get, incr, get_many, memory_get) = {
+        let _a = a.clone().attach();
+        (
+            file.set_async("k", b"1", Expiry::Never),
+            file.get_async("k"),
+            file.incr_async("k", 1),
+            file.get_many_async(&["k", "absent"], None),
+            memory.get_async("k"),
+        )
+    };
+    runtime.block_on(
+        async {
+            set.await.unwrap();
+            get.await.unwrap();
+            incr.await.unwrap();
+            get_many.await.unwrap();
+            memory_get.await.unwrap();
+        }
+        .with_context(b.clone()),
+    );
+    // A spawned future, made under A, runs on a worker thread with no context at all.
+    let leaked: &'static Cache = Box::leak(Box::new(file));
+    let spawned = {
+        let _a = a.clone().attach();
+        runtime.spawn(leaked.delete_async("k"))
+    };
+    assert!(runtime.block_on(spawned).unwrap().unwrap());
+    a.span().end();
+    b.span().end();
+    let spans = spans(&provider, &exporter);
+    let id = |name: &str| {
+        spans
+            .iter()
+            .find(|s| s.name == name)
+            .unwrap()
+            .span_context
+            .span_id()
+    };
+    let (a_id, b_id) = (id("A"), id("B"));
+    assert_ne!(a_id, b_id);
+    for name in ["set", "get", "incr", "get_many", "delete"] {
+        let made = spans.iter().filter(|s| s.name == name).collect::<Vec<_>>();
+        assert!(!made.is_empty(), "{name}");
+        for span in made {
+            assert_eq!(
+                span.parent_span_id,
+                a_id,
+                "{name} {:?}",
+                attr(span, "db.system.name")
+            );
+        }
+    }
+    let memory_get = spans
+        .iter()
+        .find(|s| {
+            s.name == "get"
+                && attr(s, "db.system.name") == Some(&OtelValue::from("polycache.memory"))
+        })
+        .unwrap();
+    assert_eq!(memory_get.parent_span_id, a_id);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
 fn no_provider_no_spans_and_calls_work() {
     let _guard = GLOBAL.lock().unwrap_or_else(|e| e.into_inner());
     opentelemetry::global::set_tracer_provider(
