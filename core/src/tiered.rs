@@ -748,29 +748,39 @@ pub(crate) fn open(
     let key_prefix = config.key_prefix.unwrap_or_default();
     let bus = match config.bus {
         Some(bus) => Some(bus),
-        None => bus_from_spec(bus_spec.as_deref(), &l2_url, &key_prefix)?,
+        None => bus_from_spec(bus_spec.as_deref(), &l2_url, &key_prefix)
+            .map_err(|e| blame_config(&options, "bus", e))?,
     };
 
-    let l1_loc = Location::parse(&l1_url)?;
-    if l1_loc.scheme() != "memory" {
-        return Err(Error::config(format!(
-            "the l1 of a tiered cache must be a memory:// URL, not {}",
-            l1_loc.redacted()
-        )));
-    }
-    let mut l1_opts = Options::new(&l1_loc);
-    let l1 = crate::open_backend(&l1_loc, &mut l1_opts)?;
-    l1_opts.finish()?;
+    // An error of a store's URL or of its own options names the option (l1, l2) that gave it.
+    let (l1_loc, l1) = (|| {
+        let l1_loc = Location::parse(&l1_url)?;
+        if l1_loc.scheme() != "memory" {
+            return Err(Error::config(format!(
+                "the l1 of a tiered cache must be a memory:// URL, not {}",
+                l1_loc.redacted()
+            )));
+        }
+        let mut l1_opts = Options::new(&l1_loc);
+        let l1 = crate::open_backend(&l1_loc, &mut l1_opts)?;
+        l1_opts.finish()?;
+        Ok((l1_loc, l1))
+    })()
+    .map_err(|e| blame_config(&options, "l1", e))?;
 
-    let l2_loc = Location::parse(&l2_url)?;
-    if l2_loc.scheme() == "tiered" {
-        return Err(Error::config(
-            "the l2 of a tiered cache cannot be tiered itself",
-        ));
-    }
-    let mut l2_opts = Options::new(&l2_loc);
-    let l2 = crate::open_backend(&l2_loc, &mut l2_opts)?;
-    l2_opts.finish()?;
+    let (l2_loc, l2) = (|| {
+        let l2_loc = Location::parse(&l2_url)?;
+        if l2_loc.scheme() == "tiered" {
+            return Err(Error::config(
+                "the l2 of a tiered cache cannot be tiered itself",
+            ));
+        }
+        let mut l2_opts = Options::new(&l2_loc);
+        let l2 = crate::open_backend(&l2_loc, &mut l2_opts)?;
+        l2_opts.finish()?;
+        Ok((l2_loc, l2))
+    })()
+    .map_err(|e| blame_config(&options, "l2", e))?;
     let l2: Arc<dyn Backend> = if l2.is_local() || policy.breaker_threshold == 0 {
         l2
     } else {
@@ -793,6 +803,16 @@ pub(crate) fn open(
     #[cfg(feature = "otel")]
     backend.trace_tiers(&l1_loc.redacted(), &l2_loc.redacted());
     Ok((Arc::new(backend), shown))
+}
+
+/// `error`, charged to the option `name` when it is a configuration error (a store that
+/// cannot be reached is no fault of the option that names it).
+fn blame_config(options: &Options, name: &str, error: Error) -> Error {
+    if error.kind() == crate::error::ErrorKind::Configuration {
+        options.blame(name, error)
+    } else {
+        error
+    }
 }
 
 /// The bus a `tiered://` URL's `bus=` option names: `none`, `local:NAME`, `redis` (the L2's
