@@ -749,7 +749,7 @@ pub(crate) fn open(
     let bus = match config.bus {
         Some(bus) => Some(bus),
         None => bus_from_spec(bus_spec.as_deref(), &l2_url, &key_prefix)
-            .map_err(|e| blame_config(&options, "bus", e))?,
+            .map_err(|e| blame_config(options, "bus", e))?,
     };
 
     // An error of a store's URL or of its own options names the option (l1, l2) that gave it.
@@ -766,7 +766,7 @@ pub(crate) fn open(
         l1_opts.finish()?;
         Ok((l1_loc, l1))
     })()
-    .map_err(|e| blame_config(&options, "l1", e))?;
+    .map_err(|e| blame_config(options, "l1", e))?;
 
     let (l2_loc, l2) = (|| {
         let l2_loc = Location::parse(&l2_url)?;
@@ -780,7 +780,7 @@ pub(crate) fn open(
         l2_opts.finish()?;
         Ok((l2_loc, l2))
     })()
-    .map_err(|e| blame_config(&options, "l2", e))?;
+    .map_err(|e| blame_config(options, "l2", e))?;
     let l2: Arc<dyn Backend> = if l2.is_local() || policy.breaker_threshold == 0 {
         l2
     } else {

@@ -437,9 +437,7 @@ impl Cache {
     }
 
     /// [`Cache::clear`], awaitable.
-    pub fn clear_async<'a, 'k>(
-        &'a self,
-    ) -> impl std::future::Future<Output = Result<()>> + Captures<(&'a (), &'k ())> {
+    pub fn clear_async(&self) -> impl std::future::Future<Output = Result<()>> + '_ {
         in_callers_context(async move {
             let Some(backend) = self.awaited() else {
                 return self.clear();
