@@ -57,9 +57,7 @@ fn bench_get_async_hit(c: &mut Criterion) {
     let mut g = c.benchmark_group("otel_get_async_hit");
     let cache = Cache::open("memory://?max_entries=100000").unwrap();
     cache.set(KEY, VALUE, Expiry::Default).unwrap();
-    let poll = |cache: &Cache| {
-        futures_executor::block_on(cache.get_async(black_box(KEY))).unwrap()
-    };
+    let poll = |cache: &Cache| futures_executor::block_on(cache.get_async(black_box(KEY))).unwrap();
     opentelemetry::global::set_tracer_provider(
         opentelemetry::trace::noop::NoopTracerProvider::new(),
     );
