@@ -130,6 +130,20 @@ typedef struct polycache_loader_output polycache_loader_output;
 typedef struct polycache_lock polycache_lock;
 
 /**
+ * Options for `polycache_cache_open_with_options`, each a name and a typed value (text,
+ * integer, number, boolean or none), set one by one: the C twin of the options of a URL's
+ * query, without writing them as URL text. An error about one of them names it and says it
+ * was set from C (`option max_entries set from C: …`).
+ *
+ * Threads: a handle may be shared between threads (its setters lock it), but setting an
+ * option while another thread opens a cache with the same handle gives that cache either
+ * value. Lifetime: from `polycache_options_new` until `polycache_options_free`; a cache
+ * opened with it keeps no reference to it, so it may be freed (or reused for another
+ * cache) as soon as `polycache_cache_open_with_options` returns.
+ */
+typedef struct polycache_options polycache_options;
+
+/**
  * Where non-blocking operations deliver their completions, with a file descriptor for an
  * event loop to watch.
  *
@@ -2053,6 +2067,83 @@ polycache_result polycache_set_log_callback(polycache_log_callback callback,
                                             void *user_data,
                                             polycache_log_level max_level,
                                             struct polycache_error **error_out);
+
+/**
+ * Creates an empty set of options.
+ *
+ * On success `*options_out` receives a new handle owned by the caller, to be released with
+ * `polycache_options_free`.
+ */
+polycache_result polycache_options_new(struct polycache_options **options_out,
+                                       struct polycache_error **error_out);
+
+/**
+ * Frees options from `polycache_options_new`; NULL does nothing.
+ */
+void polycache_options_free(struct polycache_options *options);
+
+/**
+ * Sets the option `name` to the text `value`, read as a URL's query value is
+ * (`"10"` is a valid `max_entries`, `"true"` a valid `fail_open`).
+ *
+ * Returns `POLYCACHE_RESULT_CONFIGURATION` for a name that cannot be an option (empty, or
+ * with spaces, `=`, `&`, `?` or `#`); the options are then unchanged.
+ */
+polycache_result polycache_options_set_str(const struct polycache_options *options,
+                                           const char *name,
+                                           const char *value,
+                                           struct polycache_error **error_out);
+
+/**
+ * Sets the option `name` to the integer `value` (`max_entries`, `version`, `db`, a
+ * duration in whole seconds…). Errors as `polycache_options_set_str`.
+ */
+polycache_result polycache_options_set_int(const struct polycache_options *options,
+                                           const char *name,
+                                           int64_t value,
+                                           struct polycache_error **error_out);
+
+/**
+ * Sets the option `name` to the number `value` (a duration in seconds: `timeout`,
+ * `socket_timeout`…). A NaN or infinite `value` gives `POLYCACHE_RESULT_CONFIGURATION`,
+ * naming the option; otherwise errors as `polycache_options_set_str`.
+ */
+polycache_result polycache_options_set_float(const struct polycache_options *options,
+                                             const char *name,
+                                             double value,
+                                             struct polycache_error **error_out);
+
+/**
+ * Sets the option `name` to the boolean `value` (`fail_open`, `insecure`…). Errors as
+ * `polycache_options_set_str`.
+ */
+polycache_result polycache_options_set_bool(const struct polycache_options *options,
+                                            const char *name,
+                                            bool value,
+                                            struct polycache_error **error_out);
+
+/**
+ * Sets the option `name` to none: for a duration (`timeout`, `l1_timeout`), never. Errors
+ * as `polycache_options_set_str`.
+ */
+polycache_result polycache_options_set_none(const struct polycache_options *options,
+                                            const char *name,
+                                            struct polycache_error **error_out);
+
+/**
+ * Opens the cache at `url` with `options` added to its query's: as `polycache_cache_open`,
+ * with options as typed values. `options` may be NULL (no options). An option set both in
+ * the URL and in `options` is an error naming both.
+ *
+ * A bad or unknown option gives `POLYCACHE_RESULT_CONFIGURATION`, with a message naming
+ * the option and where it was set (`option max_entries set from C: …`, or `query parameter
+ * max_entries in the URL: …`). On success `*cache_out` receives a new cache owned by the
+ * caller, to be released with `polycache_cache_free`; `options` stay the caller's.
+ */
+polycache_result polycache_cache_open_with_options(const char *url,
+                                                   const struct polycache_options *options,
+                                                   struct polycache_cache **cache_out,
+                                                   struct polycache_error **error_out);
 
 /**
  * Creates a queue; `*queue_out` receives it, owned by the caller, to be released with

@@ -50,7 +50,34 @@ fn bench_get_hit(c: &mut Criterion) {
     let _ = off.shutdown();
 }
 
-criterion_group!(benches, bench_get_hit);
+/// An awaited `memory://` get hit (it completes in place), polled once by hand: the cost of
+/// capturing the caller's context when the future is made and polling in it. Without a
+/// provider nothing is captured; with one that records, the context is attached per poll.
+fn bench_get_async_hit(c: &mut Criterion) {
+    let mut g = c.benchmark_group("otel_get_async_hit");
+    let cache = Cache::open("memory://?max_entries=100000").unwrap();
+    cache.set(KEY, VALUE, Expiry::Default).unwrap();
+    let poll = |cache: &Cache| futures_executor::block_on(cache.get_async(black_box(KEY))).unwrap();
+    opentelemetry::global::set_tracer_provider(
+        opentelemetry::trace::noop::NoopTracerProvider::new(),
+    );
+    polycache::otel::provider_changed();
+    g.bench_function(BenchmarkId::new("polycache", "no provider"), |b| {
+        b.iter(|| black_box(poll(&cache)))
+    });
+    let on = SdkTracerProvider::builder()
+        .with_span_processor(polycache::otel::SpanQueue::new(Discard, 1 << 16))
+        .build();
+    opentelemetry::global::set_tracer_provider(on.clone());
+    polycache::otel::provider_changed();
+    g.bench_function(BenchmarkId::new("polycache", "recorded"), |b| {
+        b.iter(|| black_box(poll(&cache)))
+    });
+    g.finish();
+    let _ = on.shutdown();
+}
+
+criterion_group!(benches, bench_get_hit, bench_get_async_hit);
 
 fn main() {
     benches();

@@ -266,6 +266,7 @@ const DISPLAYED_OPTIONS: &[&str] = &[
     "compress_min_size",
     "connect_timeout",
     "cull_frequency",
+    "db",
     "dead_retry",
     "eviction",
     "fail_open",

@@ -132,6 +132,11 @@ pub enum OptionSource {
         /// The function it was given to.
         function: String,
     },
+    /// A `polycache_options_set_*` call of the C API.
+    C {
+        /// The option's name.
+        name: String,
+    },
 }
 
 impl OptionSource {
@@ -152,6 +157,7 @@ impl fmt::Display for OptionSource {
                 cache: Some(cache),
             } => write!(f, "OPTIONS['{key}'] of CACHES['{cache}']"),
             OptionSource::Keyword { argument, function } => write!(f, "{argument} of {function}"),
+            OptionSource::C { name } => write!(f, "option {name} set from C"),
         }
     }
 }

@@ -36,6 +36,9 @@ pub const SCOPE_NAME: &str = "polycache";
 /// What every span of one cache carries: its database system and server.
 pub(crate) struct SpanTarget {
     attributes: Vec<KeyValue>,
+    /// A `tiered://` cache: its synchronous spans are made current while the call runs, so
+    /// that the call's tier spans ([`tier_span`]) are their children.
+    tiered: bool,
 }
 
 /// The `db.system.name` of a scheme: the convention's own names where one exists
@@ -67,6 +70,9 @@ impl SpanTarget {
             KeyValue::new("db.system.name", system),
             KeyValue::new("db.system", system),
         ];
+        if let Some(namespace) = parsed.as_ref().and_then(|l| namespace(system, l)) {
+            attributes.push(KeyValue::new("db.namespace", namespace));
+        }
         let networked = matches!(system, "redis" | "memcached" | "postgresql");
         if let Some(host) = parsed
             .as_ref()
@@ -82,7 +88,19 @@ impl SpanTarget {
                 attributes.push(KeyValue::new("server.port", i64::from(port)));
             }
         }
-        SpanTarget { attributes }
+        SpanTarget {
+            attributes,
+            tiered: system == "polycache.tiered",
+        }
+    }
+
+    /// The target of one tier (`"l1"` or `"l2"`) of a tiered cache, at `location`.
+    pub(crate) fn tier(location: &str, tier: &'static str) -> SpanTarget {
+        let mut target = SpanTarget::new(location);
+        target
+            .attributes
+            .push(KeyValue::new("polycache.tier", tier));
+        target
     }
 
     /// The span of one call of `op`, a child of the caller's current context; `None` when
@@ -92,11 +110,26 @@ impl SpanTarget {
         if known_noop() {
             return None;
         }
-        self.start_span(op)
+        let span = self.start_span(op)?;
+        Some(if self.tiered {
+            OpSpan::made_current(span)
+        } else {
+            OpSpan::own(span)
+        })
+    }
+
+    /// [`SpanTarget::start`] of a call that may end on another thread (an awaited one): its
+    /// span is never made current.
+    #[inline]
+    pub(crate) fn start_anywhere(&self, op: Operation) -> Option<OpSpan> {
+        if known_noop() {
+            return None;
+        }
+        self.start_span(op).map(OpSpan::own)
     }
 
     #[inline(never)]
-    fn start_span(&self, op: Operation) -> Option<OpSpan> {
+    fn start_span(&self, op: Operation) -> Option<BoxedSpan> {
         let cx = Context::current();
         if cx.is_telemetry_suppressed() {
             return None;
@@ -123,8 +156,60 @@ impl SpanTarget {
             span.end();
             return None;
         }
-        Some(OpSpan(span))
+        Some(span)
     }
+}
+
+/// The `db.namespace` of a cache at `location` whose `db.system.name` is `system`, as the
+/// semantic conventions define it: Redis, the database index (`db` option or URL path, 0
+/// when neither names one); PostgreSQL, the database named in the URL's path (none when
+/// the path is empty: the server then uses the user's name, which is not recorded);
+/// SQLite, the database file's name (not its directory). Memcached and polycache's own
+/// stores have none.
+fn namespace(system: &str, location: &Location) -> Option<String> {
+    let path = location.path().trim_start_matches('/');
+    match system {
+        "redis" => {
+            let option = location
+                .options()
+                .iter()
+                .rev()
+                .find(|(name, _)| name == "db")
+                .map(|(_, value)| value.as_str());
+            let index = option.or(Some(path).filter(|p| !p.is_empty()));
+            match index {
+                Some(i) => i.parse::<u32>().ok().map(|i| i.to_string()),
+                None => Some("0".to_owned()),
+            }
+        }
+        "postgresql" => Some(path.to_owned()).filter(|p| !p.is_empty()),
+        "sqlite" => std::path::Path::new(location.path())
+            .file_name()
+            .and_then(|n| n.to_str())
+            .map(str::to_owned),
+        _ => None,
+    }
+}
+
+thread_local! {
+    /// The contexts of this thread's synchronous tiered calls in progress, innermost last:
+    /// their spans are current (attached) until the call ends.
+    static CURRENT: std::cell::RefCell<Vec<opentelemetry::ContextGuard>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The span of one tier's part of a synchronous tiered call in progress on this thread: a
+/// child of that call's span, about `target` (the tier's store). `None` outside such a call
+/// (awaited calls, and calls the cache does not count) or when nothing records it.
+#[inline]
+pub(crate) fn tier_span(target: &SpanTarget, op: Operation) -> Option<OpSpan> {
+    let inside = CURRENT
+        .try_with(|c| c.try_borrow().is_ok_and(|c| !c.is_empty()))
+        .unwrap_or(false);
+    if !inside {
+        return None;
+    }
+    target.start_span(op).map(OpSpan::own)
 }
 
 /// Coarse-clock ticks until which the global tracer provider is known to be a no-op
@@ -167,6 +252,44 @@ fn split_host_port(host: &str) -> (&str, Option<u16>) {
     }
 }
 
+/// `future`, run in the OpenTelemetry context current now (when an `_async` operation is
+/// called), not in the one current when it is polled: a future made under one span and
+/// awaited (or spawned) under another is still a child of the first. Captures nothing while
+/// the global provider is known to be a no-op.
+#[inline]
+pub(crate) fn in_callers_context<F: std::future::Future>(future: F) -> InCallersContext<F> {
+    let parent = if known_noop() {
+        None
+    } else {
+        Some(Context::current())
+    };
+    InCallersContext { parent, future }
+}
+
+/// A future polled in the context its maker captured; see [`in_callers_context`].
+pub(crate) struct InCallersContext<F> {
+    parent: Option<Context>,
+    future: F,
+}
+
+impl<F: std::future::Future> std::future::Future for InCallersContext<F> {
+    type Output = F::Output;
+
+    #[inline]
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        task: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<F::Output> {
+        // SAFETY: `future` is pinned structurally: it is never moved out of `self`, and
+        // `InCallersContext` has no `Drop` and is `Unpin` only when `F` is (auto trait);
+        // `parent` is never pinned.
+        let this = unsafe { self.get_unchecked_mut() };
+        let _attached = this.parent.as_ref().map(|cx| cx.clone().attach());
+        // SAFETY: as above, `this.future` stays where it is until `self` is dropped.
+        unsafe { std::pin::Pin::new_unchecked(&mut this.future) }.poll(task)
+    }
+}
+
 /// The tracer of the global provider, with polycache's scope.
 #[inline]
 fn tracer() -> opentelemetry::global::BoxedTracer {
@@ -180,18 +303,76 @@ fn tracer() -> opentelemetry::global::BoxedTracer {
 }
 
 /// One operation's span, ended by [`OpSpan::finish`] (or when dropped).
-pub(crate) struct OpSpan(BoxedSpan);
+pub(crate) struct OpSpan {
+    span: Made,
+    /// The span is the current one on this thread until it ends (see [`CURRENT`]).
+    current: bool,
+}
+
+/// Where an [`OpSpan`]'s span lives.
+enum Made {
+    Own(BoxedSpan),
+    /// Inside a context (the one made current).
+    InContext(Context),
+}
 
 impl OpSpan {
+    /// `span`, ended by [`OpSpan::finish`].
+    fn own(span: BoxedSpan) -> OpSpan {
+        OpSpan {
+            span: Made::Own(span),
+            current: false,
+        }
+    }
+
+    /// `span`, made the current one on this thread until it ends.
+    fn made_current(span: BoxedSpan) -> OpSpan {
+        let cx = Context::current_with_span(span);
+        let pushed = CURRENT
+            .try_with(|c| match c.try_borrow_mut() {
+                Ok(mut c) => {
+                    c.push(cx.clone().attach());
+                    true
+                }
+                Err(_) => false,
+            })
+            .unwrap_or(false);
+        OpSpan {
+            span: Made::InContext(cx),
+            current: pushed,
+        }
+    }
+
     /// Ends the span; an error sets `error.type` (its kind, never its text, which may quote
     /// a key) and the span's status.
     pub(crate) fn finish(mut self, error: Option<ErrorKind>) {
-        if let Some(kind) = error {
-            self.0
-                .set_attribute(KeyValue::new("error.type", kind.as_str()));
-            self.0.set_status(Status::error(kind.as_str()));
+        match &mut self.span {
+            Made::Own(span) => {
+                if let Some(kind) = error {
+                    span.set_attribute(KeyValue::new("error.type", kind.as_str()));
+                    span.set_status(Status::error(kind.as_str()));
+                }
+                span.end();
+            }
+            Made::InContext(cx) => {
+                let span = cx.span();
+                if let Some(kind) = error {
+                    span.set_attribute(KeyValue::new("error.type", kind.as_str()));
+                    span.set_status(Status::error(kind.as_str()));
+                }
+                span.end();
+            }
         }
-        self.0.end();
+    }
+}
+
+impl Drop for OpSpan {
+    fn drop(&mut self) {
+        if self.current {
+            // Sync calls end on the thread and in the order they began: this call's guard
+            // is the innermost one.
+            let _ = CURRENT.try_with(|c| c.try_borrow_mut().map(|mut c| c.pop()));
+        }
     }
 }
 

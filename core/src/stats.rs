@@ -702,6 +702,20 @@ impl Stats {
     /// [`Stats::start`] of a call that may end on another thread (an awaited one).
     #[inline]
     pub(crate) fn start_anywhere(&self, op: Operation) -> Timer {
+        // Its span is never made current: the call may end on another thread.
+        #[cfg(feature = "otel")]
+        {
+            let timer = self.start_timer(op);
+            Timer {
+                slot: NO_SLOT,
+                span: self
+                    .traced
+                    .get()
+                    .and_then(|target| target.start_anywhere(op)),
+                ..timer
+            }
+        }
+        #[cfg(not(feature = "otel"))]
         Timer {
             slot: NO_SLOT,
             ..self.start(op)

@@ -20,6 +20,7 @@ use crate::error::{Error, Result};
 use crate::expiry::TimeToLive;
 use crate::location::{Location, Options};
 use crate::policy::{FailurePolicy, Guarded};
+use crate::stats::Operation as Op;
 use crate::value::Value;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -103,6 +104,16 @@ pub struct TieredBackend {
     l1_live: Arc<AtomicBool>,
     /// The bus reports this cache's own writes (see [`InvalidationBus::tracks_writes`]).
     tracked: bool,
+    /// What the spans of L1's and of L2's part of a call say about them.
+    #[cfg(feature = "otel")]
+    tier_targets: Option<Box<[crate::otel::SpanTarget; 2]>>,
+}
+
+/// One of the two stores of a tiered cache.
+#[derive(Clone, Copy)]
+enum Tier {
+    L1 = 0,
+    L2 = 1,
 }
 
 impl TieredBackend {
@@ -165,7 +176,42 @@ impl TieredBackend {
             gate,
             l1_live,
             tracked,
+            #[cfg(feature = "otel")]
+            tier_targets: None,
         })
+    }
+
+    /// Makes each tier a call reaches a span of its own, a child of the call's span, about
+    /// the store at `l1` / `l2` (redacted locations).
+    #[cfg(feature = "otel")]
+    fn trace_tiers(&mut self, l1: &str, l2: &str) {
+        self.tier_targets = Some(Box::new([
+            crate::otel::SpanTarget::tier(l1, "l1"),
+            crate::otel::SpanTarget::tier(l2, "l2"),
+        ]));
+    }
+
+    /// `call` on `tier`, as operation `op`: under its own span when the tiered call it is
+    /// part of is traced (feature `otel`, synchronous calls).
+    #[inline]
+    fn in_tier<T>(
+        &self,
+        tier: Tier,
+        op: crate::stats::Operation,
+        call: impl FnOnce() -> Result<T>,
+    ) -> Result<T> {
+        #[cfg(feature = "otel")]
+        if let Some(span) = self
+            .tier_targets
+            .as_ref()
+            .and_then(|t| crate::otel::tier_span(&t[tier as usize], op))
+        {
+            let result = call();
+            span.finish(result.as_ref().err().map(Error::kind));
+            return result;
+        }
+        let _ = (tier, op);
+        call()
     }
 
     /// In the child of a `fork()`, a tracked cache's subscription is its parent's: the
@@ -307,7 +353,7 @@ impl Backend for TieredBackend {
     #[inline]
     fn get(&self, key: &[u8]) -> Result<Option<Value>> {
         self.adopt_fork();
-        if let Some(v) = self.l1.get(key)? {
+        if let Some(v) = self.in_tier(Tier::L1, Op::Get, || self.l1.get(key))? {
             return Ok(Some(v));
         }
         self.get_l2(key)
@@ -315,9 +361,10 @@ impl Backend for TieredBackend {
 
     fn set(&self, key: &[u8], value: &[u8], ttl: Option<Duration>) -> Result<()> {
         self.gate.write(|| {
-            self.l2.set(key, value, ttl).inspect_err(|_| {
-                let _ = self.l1.delete(key);
-            })?;
+            self.in_tier(Tier::L2, Op::Set, || self.l2.set(key, value, ttl))
+                .inspect_err(|_| {
+                    let _ = self.l1.delete(key);
+                })?;
             self.write_l1(key, value, ttl);
             Ok::<(), Error>(())
         })?;
@@ -327,7 +374,7 @@ impl Backend for TieredBackend {
 
     fn add(&self, key: &[u8], value: &[u8], ttl: Option<Duration>) -> Result<bool> {
         let stored = self.gate.write(|| {
-            let stored = self.l2.add(key, value, ttl)?;
+            let stored = self.in_tier(Tier::L2, Op::Add, || self.l2.add(key, value, ttl))?;
             if stored {
                 self.write_l1(key, value, ttl);
             }
@@ -342,7 +389,7 @@ impl Backend for TieredBackend {
     fn delete(&self, key: &[u8]) -> Result<bool> {
         let r = self.gate.write(|| {
             let _ = self.l1.delete(key);
-            self.l2.delete(key)
+            self.in_tier(Tier::L2, Op::Delete, || self.l2.delete(key))
         });
         self.publish_key(key);
         r
@@ -359,11 +406,12 @@ impl Backend for TieredBackend {
 
     fn has_key(&self, key: &[u8]) -> Result<bool> {
         self.adopt_fork();
-        Ok(self.l1.has_key(key)? || self.l2.has_key(key)?)
+        Ok(self.in_tier(Tier::L1, Op::HasKey, || self.l1.has_key(key))?
+            || self.in_tier(Tier::L2, Op::HasKey, || self.l2.has_key(key))?)
     }
 
     fn touch(&self, key: &[u8], ttl: Option<Duration>) -> Result<bool> {
-        let touched = self.l2.touch(key, ttl)?;
+        let touched = self.in_tier(Tier::L2, Op::Touch, || self.l2.touch(key, ttl))?;
         if touched {
             let _ = self.l1.touch(key, self.l1_ttl(ttl));
         } else {
@@ -377,27 +425,27 @@ impl Backend for TieredBackend {
     fn incr(&self, key: &[u8], delta: i64) -> Result<i64> {
         let r = self.gate.write(|| {
             let _ = self.l1.delete(key);
-            self.l2.incr(key, delta)
+            self.in_tier(Tier::L2, Op::Incr, || self.l2.incr(key, delta))
         });
         self.publish_key(key);
         r
     }
 
     fn get_many(&self, keys: &[&[u8]]) -> Result<Vec<Option<Value>>> {
-        let (mut out, missing) = self.l1_many(keys)?;
+        let (mut out, missing) = self.in_tier(Tier::L1, Op::GetMany, || self.l1_many(keys))?;
         if missing.is_empty() {
             return Ok(out);
         }
         let epoch = self.gate.snapshot();
         let wanted: Vec<&[u8]> = missing.iter().map(|&i| keys[i]).collect();
-        let found = self.l2.get_many(&wanted)?;
+        let found = self.in_tier(Tier::L2, Op::GetMany, || self.l2.get_many(&wanted))?;
         self.fill_many(keys, &missing, found, epoch, &mut out);
         Ok(out)
     }
 
     fn set_many(&self, items: &[(&[u8], &[u8])], ttl: Option<Duration>) -> Result<Vec<usize>> {
         let failed = self.gate.write(|| {
-            let failed = self.l2.set_many(items, ttl);
+            let failed = self.in_tier(Tier::L2, Op::SetMany, || self.l2.set_many(items, ttl));
             match &failed {
                 Ok(failed) => {
                     for (i, (k, v)) in items.iter().enumerate() {
@@ -425,7 +473,7 @@ impl Backend for TieredBackend {
             for k in keys {
                 let _ = self.l1.delete(k);
             }
-            self.l2.delete_many(keys)
+            self.in_tier(Tier::L2, Op::DeleteMany, || self.l2.delete_many(keys))
         });
         self.publish_keys(keys.iter().copied());
         r
@@ -434,7 +482,7 @@ impl Backend for TieredBackend {
     fn clear(&self, prefix: &[u8]) -> Result<()> {
         let r = self.gate.write(|| {
             let _ = self.l1.clear(prefix);
-            self.l2.clear(prefix)
+            self.in_tier(Tier::L2, Op::Clear, || self.l2.clear(prefix))
         });
         self.publish(InvalidationTarget::Prefix(prefix.to_vec()));
         r
@@ -532,7 +580,7 @@ impl TieredBackend {
     #[inline(never)]
     fn get_l2(&self, key: &[u8]) -> Result<Option<Value>> {
         let epoch = self.gate.snapshot();
-        let v = self.l2.get(key)?;
+        let v = self.in_tier(Tier::L2, Op::Get, || self.l2.get(key))?;
         if let Some(v) = &v {
             self.fill(key, v, epoch);
         }
@@ -700,29 +748,39 @@ pub(crate) fn open(
     let key_prefix = config.key_prefix.unwrap_or_default();
     let bus = match config.bus {
         Some(bus) => Some(bus),
-        None => bus_from_spec(bus_spec.as_deref(), &l2_url, &key_prefix)?,
+        None => bus_from_spec(bus_spec.as_deref(), &l2_url, &key_prefix)
+            .map_err(|e| blame_config(options, "bus", e))?,
     };
 
-    let l1_loc = Location::parse(&l1_url)?;
-    if l1_loc.scheme() != "memory" {
-        return Err(Error::config(format!(
-            "the l1 of a tiered cache must be a memory:// URL, not {}",
-            l1_loc.redacted()
-        )));
-    }
-    let mut l1_opts = Options::new(&l1_loc);
-    let l1 = crate::open_backend(&l1_loc, &mut l1_opts)?;
-    l1_opts.finish()?;
+    // An error of a store's URL or of its own options names the option (l1, l2) that gave it.
+    let (l1_loc, l1) = (|| {
+        let l1_loc = Location::parse(&l1_url)?;
+        if l1_loc.scheme() != "memory" {
+            return Err(Error::config(format!(
+                "the l1 of a tiered cache must be a memory:// URL, not {}",
+                l1_loc.redacted()
+            )));
+        }
+        let mut l1_opts = Options::new(&l1_loc);
+        let l1 = crate::open_backend(&l1_loc, &mut l1_opts)?;
+        l1_opts.finish()?;
+        Ok((l1_loc, l1))
+    })()
+    .map_err(|e| blame_config(options, "l1", e))?;
 
-    let l2_loc = Location::parse(&l2_url)?;
-    if l2_loc.scheme() == "tiered" {
-        return Err(Error::config(
-            "the l2 of a tiered cache cannot be tiered itself",
-        ));
-    }
-    let mut l2_opts = Options::new(&l2_loc);
-    let l2 = crate::open_backend(&l2_loc, &mut l2_opts)?;
-    l2_opts.finish()?;
+    let (l2_loc, l2) = (|| {
+        let l2_loc = Location::parse(&l2_url)?;
+        if l2_loc.scheme() == "tiered" {
+            return Err(Error::config(
+                "the l2 of a tiered cache cannot be tiered itself",
+            ));
+        }
+        let mut l2_opts = Options::new(&l2_loc);
+        let l2 = crate::open_backend(&l2_loc, &mut l2_opts)?;
+        l2_opts.finish()?;
+        Ok((l2_loc, l2))
+    })()
+    .map_err(|e| blame_config(options, "l2", e))?;
     let l2: Arc<dyn Backend> = if l2.is_local() || policy.breaker_threshold == 0 {
         l2
     } else {
@@ -740,8 +798,21 @@ pub(crate) fn open(
             .map(|b| format!("&bus={}", crate::location::redact(&b)))
             .unwrap_or_default()
     );
-    let backend = TieredBackend::new(l1, l2, l1_timeout, bus)?;
+    #[allow(unused_mut)] // mutated only with the `otel` feature
+    let mut backend = TieredBackend::new(l1, l2, l1_timeout, bus)?;
+    #[cfg(feature = "otel")]
+    backend.trace_tiers(&l1_loc.redacted(), &l2_loc.redacted());
     Ok((Arc::new(backend), shown))
+}
+
+/// `error`, charged to the option `name` when it is a configuration error (a store that
+/// cannot be reached is no fault of the option that names it).
+fn blame_config(options: &Options, name: &str, error: Error) -> Error {
+    if error.kind() == crate::error::ErrorKind::Configuration {
+        options.blame(name, error)
+    } else {
+        error
+    }
 }
 
 /// The bus a `tiered://` URL's `bus=` option names: `none`, `local:NAME`, `redis` (the L2's

@@ -205,7 +205,54 @@ fn a_certificate_option_naming_no_regular_small_file_is_refused_at_once() {
             assert_eq!(err.kind(), ErrorKind::Configuration, "{url}: {err}");
             let msg = err.to_string();
             assert!(msg.contains(option) && msg.contains(why), "{url}: {msg}");
+            // The error says which option it is about, and where that option was set.
+            assert!(
+                msg.starts_with(&format!("query parameter {option} in the URL: ")),
+                "{url}: {msg}"
+            );
+            assert!(err.option_source().is_some(), "{url}");
         }
+    }
+}
+
+#[test]
+fn option_errors_found_after_the_option_was_read_name_it() {
+    let dir = TempDir::new("late-option-errors");
+    let l2 = |url: &str| {
+        percent_encoding::utf8_percent_encode(url, percent_encoding::NON_ALPHANUMERIC).to_string()
+    };
+    let cases = [
+        (
+            "postgres://u@127.0.0.1:1/db?sslmode=verify-full".to_owned(),
+            "sslmode",
+        ),
+        (
+            format!("file://{}/files?cull_frequency=2", dir.path().display()),
+            "cull_frequency",
+        ),
+        (
+            format!("tiered://?l1={}&l2={}", l2("dummy://"), l2("memory://late")),
+            "l1",
+        ),
+        (format!("tiered://?l2={}", l2("tiered://")), "l2"),
+        (
+            format!("tiered://?l2={}", l2("memory://late?max_entries=0")),
+            "max_entries",
+        ),
+        (
+            format!("tiered://?l2={}&bus=nowhere", l2("memory://late")),
+            "bus",
+        ),
+    ];
+    for (url, option) in &cases {
+        let err = Cache::open(url).map(|_| ()).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Configuration, "{url}: {err}");
+        let msg = err.to_string();
+        assert!(
+            msg.starts_with(&format!("query parameter {option} in the URL: ")),
+            "{url}: {msg}"
+        );
+        assert!(err.option_source().is_some(), "{url}");
     }
 }
 

@@ -146,6 +146,144 @@ fn server_attributes_never_carry_credentials_or_options() {
     }
 }
 
+/// The `db.namespace` of the span of one failed or answered `get` on a cache at `url`.
+fn namespace_of(
+    provider: &SdkTracerProvider,
+    exporter: &InMemorySpanExporter,
+    url: &str,
+) -> Option<String> {
+    exporter.reset();
+    let cache = Cache::open(url).unwrap();
+    let _ = cache.get("k");
+    let spans = spans(provider, exporter);
+    let get = spans.iter().find(|s| s.name == "get").unwrap();
+    for kv in &get.attributes {
+        let text = kv.value.as_str();
+        assert!(
+            !text.contains("s3cret") && !text.contains("alice"),
+            "{kv:?}"
+        );
+    }
+    attr(get, "db.namespace").map(|v| v.as_str().into_owned())
+}
+
+#[test]
+fn db_namespace_names_the_database_as_the_conventions_say() {
+    let (_guard, provider, exporter) = install();
+    let dir = std::env::temp_dir().join(format!("polycache-otel-ns-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // Nothing listens on port 1: the calls fail at once, and their spans are still made.
+    let quick = "connect_timeout=0.2&socket_timeout=0.2";
+    let cases = [
+        // Redis: the database index, from the path or the db option; 0 by default.
+        (
+            format!("redis://alice:s3cret@127.0.0.1:1/3?{quick}"),
+            Some("3"),
+        ),
+        (format!("redis://127.0.0.1:1?db=5&{quick}"), Some("5")),
+        (format!("redis://127.0.0.1:1?{quick}"), Some("0")),
+        // PostgreSQL: the database name; none when the URL names none (the user's name).
+        (
+            format!("postgres://alice:s3cret@127.0.0.1:1/appdb?{quick}"),
+            Some("appdb"),
+        ),
+        (format!("postgres://alice:s3cret@127.0.0.1:1?{quick}"), None),
+        // SQLite: the file's name, not its directory.
+        (
+            format!("sqlite://{}/cache.db", dir.display()),
+            Some("cache.db"),
+        ),
+        // Memcached and polycache's own stores: none.
+        (format!("memcached://127.0.0.1:1?{quick}"), None),
+        ("memory://otel-ns".to_owned(), None),
+    ];
+    for (url, expected) in cases {
+        assert_eq!(
+            namespace_of(&provider, &exporter, &url).as_deref(),
+            expected,
+            "{url}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn tiered_calls_have_a_child_span_per_tier_reached() {
+    let (_guard, provider, exporter) = install();
+    let dir = std::env::temp_dir().join(format!("polycache-otel-tiers-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let l2 = format!("sqlite://{}/l2.db", dir.display());
+    let cache = Cache::builder_tiered("memory://", &l2).build().unwrap();
+    let other = Cache::builder_tiered("memory://", &l2).build().unwrap();
+    other.set("k", b"v", Expiry::Never).unwrap(); // in L2, not in this cache's L1
+    exporter.reset();
+
+    let system = |s: &SpanData| attr(s, "db.system.name").map(|v| v.as_str().into_owned());
+    let tier = |s: &SpanData| attr(s, "polycache.tier").map(|v| v.as_str().into_owned());
+    let children =
+        |spans: &[SpanData], parent: &SpanData| -> Vec<(Option<String>, Option<String>)> {
+            spans
+                .iter()
+                .filter(|s| s.parent_span_id == parent.span_context.span_id())
+                .map(|s| (tier(s), system(s)))
+                .collect()
+        };
+
+    // A miss in L1: L1 then L2 are reached; L2's span says which store it is.
+    assert_eq!(cache.get("k").unwrap().as_deref(), Some(&b"v"[..]));
+    let first = spans(&provider, &exporter);
+    let get = first
+        .iter()
+        .find(|s| s.name == "get" && system(s).as_deref() == Some("polycache.tiered"))
+        .unwrap();
+    assert_eq!(
+        children(&first, get),
+        [
+            (Some("l1".into()), Some("polycache.memory".into())),
+            (Some("l2".into()), Some("sqlite".into())),
+        ]
+    );
+    let l2_span = first
+        .iter()
+        .find(|s| tier(s).as_deref() == Some("l2"))
+        .unwrap();
+    assert_eq!(l2_span.name, "get");
+    assert_eq!(l2_span.span_kind, opentelemetry::trace::SpanKind::Client);
+    assert_eq!(
+        attr(l2_span, "db.namespace"),
+        Some(&OtelValue::from("l2.db"))
+    );
+    assert_eq!(
+        attr(l2_span, "db.operation.name"),
+        Some(&OtelValue::from("get"))
+    );
+
+    // Now in L1: only L1 is reached.
+    exporter.reset();
+    cache.get("k").unwrap();
+    let second = spans(&provider, &exporter);
+    let get = second.iter().find(|s| tier(s).is_none()).unwrap();
+    assert_eq!(
+        children(&second, get),
+        [(Some("l1".into()), Some("polycache.memory".into()))]
+    );
+
+    // A write is one L2 request (L1 takes a copy).
+    exporter.reset();
+    cache.set("k2", b"v", Expiry::Never).unwrap();
+    let third = spans(&provider, &exporter);
+    let set = third.iter().find(|s| tier(s).is_none()).unwrap();
+    assert_eq!(
+        children(&third, set),
+        [(Some("l2".into()), Some("sqlite".into()))]
+    );
+
+    // The tier spans end with their call: nothing stays current after it.
+    let after = Context::current();
+    assert!(!after.span().span_context().is_valid());
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 #[test]
 fn async_calls_join_the_context_they_are_awaited_in() {
     let (_guard, provider, exporter) = install();
@@ -182,6 +320,85 @@ fn async_calls_join_the_context_they_are_awaited_in() {
             Some(&OtelValue::from("polycache.file"))
         );
     }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn async_calls_join_the_context_they_are_made_in_not_the_one_they_are_polled_in() {
+    let (_guard, provider, exporter) = install();
+    // file:// awaits the blocking pool; memory:// answers in place. Either way the span's
+    // parent is the span current when the future was made (A), not where it is polled (B).
+    let dir = std::env::temp_dir().join(format!("polycache-otel-made-{}", std::process::id()));
+    let file = Cache::open(&format!("file://{}", dir.display())).unwrap();
+    let memory = Cache::open("memory://otel-made").unwrap();
+    let tracer = provider.tracer("app");
+    let a = Context::current_with_span(tracer.start("A"));
+    let b = Context::current_with_span(tracer.start("B"));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (set, get, incr, get_many, memory_get) = {
+        let _a = a.clone().attach();
+        (
+            file.set_async("k", b"1", Expiry::Never),
+            file.get_async("k"),
+            file.incr_async("k", 1),
+            file.get_many_async(&["k", "absent"], None),
+            memory.get_async("k"),
+        )
+    };
+    runtime.block_on(
+        async {
+            set.await.unwrap();
+            get.await.unwrap();
+            incr.await.unwrap();
+            get_many.await.unwrap();
+            memory_get.await.unwrap();
+        }
+        .with_context(b.clone()),
+    );
+    // A spawned future, made under A, runs on a worker thread with no context at all.
+    let leaked: &'static Cache = Box::leak(Box::new(file));
+    let spawned = {
+        let _a = a.clone().attach();
+        runtime.spawn(leaked.delete_async("k"))
+    };
+    assert!(runtime.block_on(spawned).unwrap().unwrap());
+    a.span().end();
+    b.span().end();
+    let spans = spans(&provider, &exporter);
+    let id = |name: &str| {
+        spans
+            .iter()
+            .find(|s| s.name == name)
+            .unwrap()
+            .span_context
+            .span_id()
+    };
+    let (a_id, b_id) = (id("A"), id("B"));
+    assert_ne!(a_id, b_id);
+    for name in ["set", "get", "incr", "get_many", "delete"] {
+        let made = spans.iter().filter(|s| s.name == name).collect::<Vec<_>>();
+        assert!(!made.is_empty(), "{name}");
+        for span in made {
+            assert_eq!(
+                span.parent_span_id,
+                a_id,
+                "{name} {:?}",
+                attr(span, "db.system.name")
+            );
+        }
+    }
+    let memory_get = spans
+        .iter()
+        .find(|s| {
+            s.name == "get"
+                && attr(s, "db.system.name") == Some(&OtelValue::from("polycache.memory"))
+        })
+        .unwrap();
+    assert_eq!(memory_get.parent_span_id, a_id);
     let _ = std::fs::remove_dir_all(dir);
 }
 

@@ -57,6 +57,7 @@ impl BoxHandle for crate::queue::polycache_queue {}
 impl BoxHandle for crate::structures::polycache_redis_reply {}
 impl BoxHandle for crate::key_scan::polycache_key_scan {}
 impl BoxHandle for crate::lock::polycache_lock {}
+impl BoxHandle for crate::options::polycache_options {}
 
 /// Objects polycache lends to C for the duration of a callback (they live on Rust's stack):
 /// only they may go through [`lend`]/[`borrow_lent`].

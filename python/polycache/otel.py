@@ -10,9 +10,11 @@ From then on every operation of ``polycache.Cache`` and ``polycache.django.Cache
 ``a``-twin) is a ``CLIENT`` span of the OpenTelemetry API's tracer, a child of the span current
 when it is called, so a Django, Flask or Ellar request instrumented by OpenTelemetry shows
 its cache calls under it. Attributes follow the database semantic conventions:
-``db.system.name`` (and the older ``db.system``), ``db.operation.name``, ``server.address`` and
-``server.port``; a failed call has an error status and ``error.type`` (the exception's class).
-No key, value, user name, password or URL option is ever recorded.
+``db.system.name`` (and the older ``db.system``), ``db.operation.name``, ``server.address``,
+``server.port`` and ``db.namespace``; a failed call has an error status and ``error.type``
+(the exception's class). No key, value, user name, password or URL option is ever recorded.
+A ``tiered://`` cache's call is one span: the Rust core's child spans per tier (L1, L2) are
+not reported to Python.
 
 Before ``instrument()`` and after ``uninstrument()`` the cache classes are untouched: no
 wrapper, no cost. Instrumented while no OpenTelemetry SDK is installed (and no
@@ -126,7 +128,28 @@ def _read_attributes(location: str, operation: str) -> dict[str, Any]:
                 attributes["server.address"] = host
             if port is not None:
                 attributes["server.port"] = port
+    namespace = _namespace(system, rest)
+    if namespace is not None:
+        attributes["db.namespace"] = namespace
     return attributes
+
+
+def _namespace(system: str, rest: str) -> str | None:
+    """``db.namespace`` as the conventions define it (and as the Rust core sets it): Redis,
+    the database index (``db`` option or path, 0 by default); PostgreSQL, the database named
+    in the path (none without one: the user's name would be used); SQLite, the file's name.
+    None for Memcached and polycache's own stores."""
+    before_query, _, query = rest.partition("?")
+    path = before_query.partition("/")[2] if "/" in before_query else ""
+    if system == "redis":
+        options = urllib.parse.parse_qs(query)
+        index = options["db"][-1] if "db" in options else (path or "0")
+        return str(int(index)) if index.isdigit() else None
+    if system == "postgresql":
+        return urllib.parse.unquote(path) or None
+    if system == "sqlite":
+        return urllib.parse.unquote(path).rpartition("/")[2] or None
+    return None
 
 
 def _fail(span: trace.Span, error: BaseException) -> None:

@@ -51,7 +51,7 @@ ln -s "$lib_dir/libpolycache.so" "$so_dir/${soname:?libpolycache.so has no sonam
 cflags=(-std=c11 -Wall -Wextra -Werror -pedantic -g -Iinclude -Itests/c)
 sanitize=(-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer)
 libs=(-L"$lib_dir" -lpolycache -Wl,-rpath,"$so_dir" -lpthread)
-tests=(test_cache test_caches test_backend test_job test_threads test_queue test_structures test_keys test_lock test_starts test_metrics test_tags test_tiered)
+tests=(test_cache test_caches test_backend test_job test_threads test_queue test_structures test_keys test_lock test_starts test_metrics test_tags test_tiered test_options)
 examples=(quickstart walkthrough)
 
 for t in "${tests[@]}"; do

@@ -498,6 +498,28 @@ def test_unknown_options_raise_what_djangos_clients_raise() -> None:
     assert str(url.value).startswith("query parameter max_entries in the URL: ")
 
 
+@pytest.mark.parametrize(
+    ("location", "options", "key"),
+    [
+        # Found after the option was read: a TLS mode that needs another option, a file that
+        # cannot be used, a store URL that is not allowed where the option puts it.
+        ("postgres://127.0.0.1:1/db", {"sslmode": "verify-full"}, "sslmode"),
+        ("postgres://127.0.0.1:1/db", {"sslmode": "verify-ca", "sslrootcert": "{dir}/absent.pem"}, "sslrootcert"),
+        ("rediss://127.0.0.1:1", {"tls_ca": "{dir}"}, "tls_ca"),
+        ("tiered://", {"l1": "dummy://", "l2": "memory://opt-l2"}, "l1"),
+        ("tiered://", {"l2": "tiered://"}, "l2"),
+        ("tiered://", {"l2": "memory://opt-l2", "bus": "nowhere"}, "bus"),
+    ],
+)
+def test_option_errors_found_inside_a_backend_name_the_option(
+    tmp_path: Any, location: str, options: dict[str, str], key: str
+) -> None:
+    options = {k: v.replace("{dir}", str(tmp_path)) for k, v in options.items()}
+    with pytest.raises(InvalidOptionError) as bad:
+        make(location, OPTIONS=options)
+    assert str(bad.value).startswith(f"OPTIONS['{key}']: "), str(bad.value)
+
+
 @pytest.mark.parametrize("cull", [None, 0, 1, 2, 3, 7, 100])
 def test_max_entries_and_cull_frequency_cull_as_locmem_does(cull: int | None) -> None:
     options = {"MAX_ENTRIES": 20} if cull is None else {"MAX_ENTRIES": 20, "CULL_FREQUENCY": cull}

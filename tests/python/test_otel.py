@@ -124,9 +124,35 @@ def test_server_attributes_never_carry_credentials(exporter: Any) -> None:
     assert a["db.system.name"] == "redis"
     assert a["server.address"] == "127.0.0.1"
     assert a["server.port"] == port
+    assert a["db.namespace"] == "0"  # the database index
     assert span.status.status_code is StatusCode.ERROR
     text = repr(a) + repr(span.status.description)
     assert "s3cret" not in text and "alice" not in text and "timeout" not in text
+
+
+def test_db_namespace_as_the_conventions_define_it(exporter: Any, tmp_path: Any) -> None:
+    spans_out, _ = exporter
+    port = servers.free_port()  # nothing listens there
+    quick = "socket_timeout=0.5&connect_timeout=0.5"
+    cases = [
+        (f"redis://127.0.0.1:{port}/3?{quick}", "3"),
+        (f"redis://127.0.0.1:{port}?db=5&{quick}", "5"),
+        (f"postgres://alice:s3cret@127.0.0.1:{port}/appdb?{quick}", "appdb"),
+        (f"postgres://alice:s3cret@127.0.0.1:{port}?{quick}", None),
+        (f"sqlite://{tmp_path}/cache.db", "cache.db"),
+        (f"memcached://127.0.0.1:{port}?{quick}", None),
+        ("memory://", None),
+    ]
+    for url, expected in cases:
+        spans_out.clear()
+        c = polycache.Cache(url)
+        try:
+            c.get("k")
+        except (ConnectionError, TimeoutError):
+            pass
+        (span,) = finished(spans_out)
+        assert attrs(span).get("db.namespace") == expected, url
+        assert "s3cret" not in repr(attrs(span)) and "alice" not in repr(attrs(span))
 
 
 def test_async_spans_join_the_context_of_the_call(exporter: Any) -> None:

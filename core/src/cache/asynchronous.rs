@@ -19,6 +19,25 @@ use crate::stats::Operation;
 use crate::value::Value;
 use crate::AsyncBackend;
 
+/// Runs `future` in the OpenTelemetry context current when it was made, so that an awaited
+/// operation's span is a child of the caller's span at the call, not of whatever span is
+/// current where (and when) the future is first polled.
+#[cfg(feature = "otel")]
+pub(crate) use crate::otel::in_callers_context;
+
+/// Without the `otel` feature there is no context to carry: the future itself.
+#[cfg(not(feature = "otel"))]
+#[inline(always)]
+pub(crate) fn in_callers_context<F>(future: F) -> F {
+    future
+}
+
+/// Names the lifetimes an `_async` method's future borrows (its `&self`, keys and values),
+/// as an `async fn` would; implemented by every type.
+pub trait Captures<T: ?Sized> {}
+
+impl<T: ?Sized, U: ?Sized> Captures<U> for T {}
+
 impl Cache {
     /// The backend's async side, or `None` when calls answer in memory.
     #[inline]
@@ -111,278 +130,343 @@ impl Cache {
     /// assert_eq!(cache.get_async("k").await?.as_deref(), Some(&b"v"[..]));
     /// # Ok(()) }
     /// ```
-    pub async fn get_async<'k>(&self, key: impl Into<Key<'k>>) -> Result<Option<Value>> {
-        let Some(backend) = self.awaited() else {
-            return self.get(key);
-        };
-        let start = self.inner.stats.start_anywhere(Operation::Get);
-        let found = match self.make_key(key) {
-            Ok(full) => self.read_async(backend, &full).await,
-            Err(e) => Err(e),
-        };
-        self.answer_get(start, found)
+    pub fn get_async<'a, 'k>(
+        &'a self,
+        key: impl Into<Key<'k>>,
+    ) -> impl std::future::Future<Output = Result<Option<Value>>> + Captures<(&'a (), &'k ())> {
+        in_callers_context(async move {
+            let Some(backend) = self.awaited() else {
+                return self.get(key);
+            };
+            let start = self.inner.stats.start_anywhere(Operation::Get);
+            let found = match self.make_key(key) {
+                Ok(full) => self.read_async(backend, &full).await,
+                Err(e) => Err(e),
+            };
+            self.answer_get(start, found)
+        })
     }
 
     /// [`Cache::set`], awaitable.
-    pub async fn set_async<'k>(
-        &self,
+    pub fn set_async<'a, 'k>(
+        &'a self,
         key: impl Into<Key<'k>>,
-        value: &[u8],
+        value: &'a [u8],
         expiry: Expiry,
-    ) -> Result<bool> {
-        let Some(backend) = self.awaited() else {
-            return self.set(key, value, expiry);
-        };
-        self.check_value(value)?;
-        let ttl = self.resolve_expiry(expiry);
-        let full = self.make_key(key)?;
-        let start = self.inner.stats.start_anywhere(Operation::Set);
-        let written = self.write_async(backend, &full, value, ttl).await;
-        self.record(Operation::Set, start, &written, stored_bytes(ttl, value));
-        self.answer_store(written, ttl)
+    ) -> impl std::future::Future<Output = Result<bool>> + Captures<(&'a (), &'k ())> {
+        in_callers_context(async move {
+            let Some(backend) = self.awaited() else {
+                return self.set(key, value, expiry);
+            };
+            self.check_value(value)?;
+            let ttl = self.resolve_expiry(expiry);
+            let full = self.make_key(key)?;
+            let start = self.inner.stats.start_anywhere(Operation::Set);
+            let written = self.write_async(backend, &full, value, ttl).await;
+            self.record(Operation::Set, start, &written, stored_bytes(ttl, value));
+            self.answer_store(written, ttl)
+        })
     }
 
     /// [`Cache::add`], awaitable.
-    pub async fn add_async<'k>(
-        &self,
+    pub fn add_async<'a, 'k>(
+        &'a self,
         key: impl Into<Key<'k>>,
-        value: &[u8],
+        value: &'a [u8],
         expiry: Expiry,
-    ) -> Result<bool> {
-        let Some(backend) = self.awaited() else {
-            return self.add(key, value, expiry);
-        };
-        self.check_value(value)?;
-        let full = self.make_key(key)?;
-        let start = self.inner.stats.start_anywhere(Operation::Add);
-        let ttl = self.resolve_expiry(expiry);
-        let result = match ttl {
-            Ttl::Expired => self
-                .presence_async(backend, &full)
-                .await
-                .map(|p| !p.is_present()),
-            ttl => {
-                let sealed = self.seal_value(&full, value);
-                self.add_over_invalidated_async(backend, &full, &sealed, ttl.as_option())
+    ) -> impl std::future::Future<Output = Result<bool>> + Captures<(&'a (), &'k ())> {
+        in_callers_context(async move {
+            let Some(backend) = self.awaited() else {
+                return self.add(key, value, expiry);
+            };
+            self.check_value(value)?;
+            let full = self.make_key(key)?;
+            let start = self.inner.stats.start_anywhere(Operation::Add);
+            let ttl = self.resolve_expiry(expiry);
+            let result = match ttl {
+                Ttl::Expired => self
+                    .presence_async(backend, &full)
                     .await
-            }
-        };
-        let written = match result {
-            Ok(true) => stored_bytes(ttl, value),
-            _ => 0,
-        };
-        self.record(Operation::Add, start, &result, written);
-        self.answer_add(result)
+                    .map(|p| !p.is_present()),
+                ttl => {
+                    let sealed = self.seal_value(&full, value);
+                    self.add_over_invalidated_async(backend, &full, &sealed, ttl.as_option())
+                        .await
+                }
+            };
+            let written = match result {
+                Ok(true) => stored_bytes(ttl, value),
+                _ => 0,
+            };
+            self.record(Operation::Add, start, &result, written);
+            self.answer_add(result)
+        })
     }
 
     /// [`Cache::delete`], awaitable.
-    pub async fn delete_async<'k>(&self, key: impl Into<Key<'k>>) -> Result<bool> {
-        let Some(backend) = self.awaited() else {
-            return self.delete(key);
-        };
-        let start = self.inner.stats.start_anywhere(Operation::Delete);
-        let result = match self.make_key(key) {
-            Ok(full) => backend.delete(&full).await,
-            Err(e) => Err(e),
-        };
-        self.record(Operation::Delete, start, &result, 0);
-        self.answer_delete(result)
+    pub fn delete_async<'a, 'k>(
+        &'a self,
+        key: impl Into<Key<'k>>,
+    ) -> impl std::future::Future<Output = Result<bool>> + Captures<(&'a (), &'k ())> {
+        in_callers_context(async move {
+            let Some(backend) = self.awaited() else {
+                return self.delete(key);
+            };
+            let start = self.inner.stats.start_anywhere(Operation::Delete);
+            let result = match self.make_key(key) {
+                Ok(full) => backend.delete(&full).await,
+                Err(e) => Err(e),
+            };
+            self.record(Operation::Delete, start, &result, 0);
+            self.answer_delete(result)
+        })
     }
 
     /// [`Cache::has_key`], awaitable.
-    pub async fn has_key_async<'k>(&self, key: impl Into<Key<'k>>) -> Result<bool> {
-        let Some(backend) = self.awaited() else {
-            return self.has_key(key);
-        };
-        let full = self.make_key(key)?;
-        let start = self.inner.stats.start_anywhere(Operation::HasKey);
-        let result = self
-            .presence_async(backend, &full)
-            .await
-            .map(|p| p.is_present());
-        self.record(Operation::HasKey, start, &result, 0);
-        self.apply_fail_open(result, || false)
+    pub fn has_key_async<'a, 'k>(
+        &'a self,
+        key: impl Into<Key<'k>>,
+    ) -> impl std::future::Future<Output = Result<bool>> + Captures<(&'a (), &'k ())> {
+        in_callers_context(async move {
+            let Some(backend) = self.awaited() else {
+                return self.has_key(key);
+            };
+            let full = self.make_key(key)?;
+            let start = self.inner.stats.start_anywhere(Operation::HasKey);
+            let result = self
+                .presence_async(backend, &full)
+                .await
+                .map(|p| p.is_present());
+            self.record(Operation::HasKey, start, &result, 0);
+            self.apply_fail_open(result, || false)
+        })
     }
 
     /// [`Cache::touch`], awaitable.
-    pub async fn touch_async<'k>(&self, key: impl Into<Key<'k>>, expiry: Expiry) -> Result<bool> {
-        let Some(backend) = self.awaited() else {
-            return self.touch(key, expiry);
-        };
-        let full = self.make_key(key)?;
-        let start = self.inner.stats.start_anywhere(Operation::Touch);
-        let result = match self.presence_async(backend, &full).await {
-            Ok(p) if !p.is_present() => Ok(false),
-            Err(e) => Err(e),
-            Ok(_) => match self.resolve_expiry(expiry) {
-                Ttl::Expired => backend.delete(&full).await,
-                ttl => backend.touch(&full, ttl.as_option()).await,
-            },
-        };
-        self.record(Operation::Touch, start, &result, 0);
-        self.apply_fail_open(result, || false)
+    pub fn touch_async<'a, 'k>(
+        &'a self,
+        key: impl Into<Key<'k>>,
+        expiry: Expiry,
+    ) -> impl std::future::Future<Output = Result<bool>> + Captures<(&'a (), &'k ())> {
+        in_callers_context(async move {
+            let Some(backend) = self.awaited() else {
+                return self.touch(key, expiry);
+            };
+            let full = self.make_key(key)?;
+            let start = self.inner.stats.start_anywhere(Operation::Touch);
+            let result = match self.presence_async(backend, &full).await {
+                Ok(p) if !p.is_present() => Ok(false),
+                Err(e) => Err(e),
+                Ok(_) => match self.resolve_expiry(expiry) {
+                    Ttl::Expired => backend.delete(&full).await,
+                    ttl => backend.touch(&full, ttl.as_option()).await,
+                },
+            };
+            self.record(Operation::Touch, start, &result, 0);
+            self.apply_fail_open(result, || false)
+        })
     }
 
     /// [`Cache::incr`], awaitable.
-    pub async fn incr_async<'k>(&self, key: impl Into<Key<'k>>, delta: i64) -> Result<i64> {
-        let Some(backend) = self.awaited() else {
-            return self.incr(key, delta);
-        };
-        let key = key.into();
-        let start = self.inner.stats.start_anywhere(Operation::Incr);
-        let result = match self.make_key(key) {
-            Ok(full) => backend.incr(&full, delta).await,
-            Err(e) => Err(e),
-        };
-        self.record(Operation::Incr, start, &result, 0);
-        self.answer_incr(key, result)
+    pub fn incr_async<'a, 'k>(
+        &'a self,
+        key: impl Into<Key<'k>>,
+        delta: i64,
+    ) -> impl std::future::Future<Output = Result<i64>> + Captures<(&'a (), &'k ())> {
+        in_callers_context(async move {
+            let Some(backend) = self.awaited() else {
+                return self.incr(key, delta);
+            };
+            let key = key.into();
+            let start = self.inner.stats.start_anywhere(Operation::Incr);
+            let result = match self.make_key(key) {
+                Ok(full) => backend.incr(&full, delta).await,
+                Err(e) => Err(e),
+            };
+            self.record(Operation::Incr, start, &result, 0);
+            self.answer_incr(key, result)
+        })
     }
 
     /// [`Cache::decr`], awaitable.
-    pub async fn decr_async<'k>(&self, key: impl Into<Key<'k>>, delta: i64) -> Result<i64> {
-        self.incr_async(key, Self::negated(delta)?).await
+    pub fn decr_async<'a, 'k>(
+        &'a self,
+        key: impl Into<Key<'k>>,
+        delta: i64,
+    ) -> impl std::future::Future<Output = Result<i64>> + Captures<(&'a (), &'k ())> {
+        in_callers_context(async move { self.incr_async(key, Self::negated(delta)?).await })
     }
 
     /// [`Cache::get_many`], awaitable: one bulk call to the backend.
-    pub async fn get_many_async(
-        &self,
-        keys: &[&str],
+    pub fn get_many_async<'a, 'k>(
+        &'a self,
+        keys: &'a [&'a str],
         version: Option<i64>,
-    ) -> Result<Vec<Option<Value>>> {
-        self.get_many_keys_async(&Self::versioned(keys, version))
-            .await
+    ) -> impl std::future::Future<Output = Result<Vec<Option<Value>>>> + Captures<(&'a (), &'k ())>
+    {
+        in_callers_context(async move {
+            self.get_many_keys_async(&Self::versioned(keys, version))
+                .await
+        })
     }
 
     /// [`Cache::get_many_keys`], awaitable.
-    pub async fn get_many_keys_async(&self, keys: &[Key<'_>]) -> Result<Vec<Option<Value>>> {
-        let Some(backend) = self.awaited() else {
-            return self.get_many_keys(keys);
-        };
-        let (bytes, ends) = self.full_keys(keys)?;
-        let full = Self::split_keys(&bytes, &ends);
-        let start = self.inner.stats.start_anywhere(Operation::GetMany);
-        let found = match self.open_many(&full, backend.get_many(&full).await) {
-            Ok(values) => self.check_tags_many_async(values).await,
-            Err(e) => Err(e),
-        };
-        self.answer_get_many(&full, found, start)
+    pub fn get_many_keys_async<'a, 'k>(
+        &'a self,
+        keys: &'a [Key<'k>],
+    ) -> impl std::future::Future<Output = Result<Vec<Option<Value>>>> + Captures<(&'a (), &'k ())>
+    {
+        in_callers_context(async move {
+            let Some(backend) = self.awaited() else {
+                return self.get_many_keys(keys);
+            };
+            let (bytes, ends) = self.full_keys(keys)?;
+            let full = Self::split_keys(&bytes, &ends);
+            let start = self.inner.stats.start_anywhere(Operation::GetMany);
+            let found = match self.open_many(&full, backend.get_many(&full).await) {
+                Ok(values) => self.check_tags_many_async(values).await,
+                Err(e) => Err(e),
+            };
+            self.answer_get_many(&full, found, start)
+        })
     }
 
     /// [`Cache::set_many`], awaitable: one bulk call to the backend.
-    pub async fn set_many_async(
-        &self,
-        items: &[(&str, &[u8])],
+    pub fn set_many_async<'a, 'k>(
+        &'a self,
+        items: &'a [(&'a str, &'a [u8])],
         expiry: Expiry,
         version: Option<i64>,
-    ) -> Result<Vec<usize>> {
-        let items: Vec<(Key<'_>, &[u8])> = items
-            .iter()
-            .map(|(k, v)| (Key::new(k).maybe_version(version), *v))
-            .collect();
-        self.set_many_keys_async(&items, expiry).await
+    ) -> impl std::future::Future<Output = Result<Vec<usize>>> + Captures<(&'a (), &'k ())> {
+        in_callers_context(async move {
+            let items: Vec<(Key<'_>, &[u8])> = items
+                .iter()
+                .map(|(k, v)| (Key::new(k).maybe_version(version), *v))
+                .collect();
+            self.set_many_keys_async(&items, expiry).await
+        })
     }
 
     /// [`Cache::set_many_keys`], awaitable.
-    pub async fn set_many_keys_async(
-        &self,
-        items: &[(Key<'_>, &[u8])],
+    pub fn set_many_keys_async<'a, 'k>(
+        &'a self,
+        items: &'a [(Key<'k>, &'a [u8])],
         expiry: Expiry,
-    ) -> Result<Vec<usize>> {
-        let Some(backend) = self.awaited() else {
-            return self.set_many_keys(items, expiry);
-        };
-        let (bytes, ends) = self.set_many_full_keys(items)?;
-        let full = Self::split_keys(&bytes, &ends);
-        let start = self.inner.stats.start_anywhere(Operation::SetMany);
-        let ttl = self.resolve_expiry(expiry);
-        let result = match ttl {
-            Ttl::Expired => backend.delete_many(&full).await.map(|_| Vec::new()),
-            ttl => {
-                let sealed = self.seal_many(&full, items);
-                let pairs: Vec<(&[u8], &[u8])> =
-                    full.iter().zip(&sealed).map(|(k, v)| (*k, &**v)).collect();
-                let r = backend.set_many(&pairs, ttl.as_option()).await;
-                self.count_set_many(items.len(), &r);
-                r
-            }
-        };
-        self.record_set_many(start, items, ttl, &result);
-        self.apply_fail_open(result, || (0..items.len()).collect())
+    ) -> impl std::future::Future<Output = Result<Vec<usize>>> + Captures<(&'a (), &'k ())> {
+        in_callers_context(async move {
+            let Some(backend) = self.awaited() else {
+                return self.set_many_keys(items, expiry);
+            };
+            let (bytes, ends) = self.set_many_full_keys(items)?;
+            let full = Self::split_keys(&bytes, &ends);
+            let start = self.inner.stats.start_anywhere(Operation::SetMany);
+            let ttl = self.resolve_expiry(expiry);
+            let result = match ttl {
+                Ttl::Expired => backend.delete_many(&full).await.map(|_| Vec::new()),
+                ttl => {
+                    let sealed = self.seal_many(&full, items);
+                    let pairs: Vec<(&[u8], &[u8])> =
+                        full.iter().zip(&sealed).map(|(k, v)| (*k, &**v)).collect();
+                    let r = backend.set_many(&pairs, ttl.as_option()).await;
+                    self.count_set_many(items.len(), &r);
+                    r
+                }
+            };
+            self.record_set_many(start, items, ttl, &result);
+            self.apply_fail_open(result, || (0..items.len()).collect())
+        })
     }
 
     /// [`Cache::delete_many`], awaitable.
-    pub async fn delete_many_async(&self, keys: &[&str], version: Option<i64>) -> Result<usize> {
-        self.delete_many_keys_async(&Self::versioned(keys, version))
-            .await
+    pub fn delete_many_async<'a, 'k>(
+        &'a self,
+        keys: &'a [&'a str],
+        version: Option<i64>,
+    ) -> impl std::future::Future<Output = Result<usize>> + Captures<(&'a (), &'k ())> {
+        in_callers_context(async move {
+            self.delete_many_keys_async(&Self::versioned(keys, version))
+                .await
+        })
     }
 
     /// [`Cache::delete_many_keys`], awaitable.
-    pub async fn delete_many_keys_async(&self, keys: &[Key<'_>]) -> Result<usize> {
-        let Some(backend) = self.awaited() else {
-            return self.delete_many_keys(keys);
-        };
-        let (bytes, ends) = self.full_keys(keys)?;
-        let full = Self::split_keys(&bytes, &ends);
-        let start = self.inner.stats.start_anywhere(Operation::DeleteMany);
-        let result = backend.delete_many(&full).await;
-        self.record(Operation::DeleteMany, start, &result, 0);
-        self.answer_delete_many(result)
+    pub fn delete_many_keys_async<'a, 'k>(
+        &'a self,
+        keys: &'a [Key<'k>],
+    ) -> impl std::future::Future<Output = Result<usize>> + Captures<(&'a (), &'k ())> {
+        in_callers_context(async move {
+            let Some(backend) = self.awaited() else {
+                return self.delete_many_keys(keys);
+            };
+            let (bytes, ends) = self.full_keys(keys)?;
+            let full = Self::split_keys(&bytes, &ends);
+            let start = self.inner.stats.start_anywhere(Operation::DeleteMany);
+            let result = backend.delete_many(&full).await;
+            self.record(Operation::DeleteMany, start, &result, 0);
+            self.answer_delete_many(result)
+        })
     }
 
     /// [`Cache::get_or_set`], awaitable: on a miss, awaits `compute`, stores its result with
     /// `add` and returns what the cache then holds. (No single-flight: see
     /// [`Cache::get_or_set_with_async`].)
-    pub async fn get_or_set_async<'k, F>(
-        &self,
+    pub fn get_or_set_async<'a, 'k, F>(
+        &'a self,
         key: impl Into<Key<'k>>,
         compute: F,
         expiry: Expiry,
-    ) -> Result<Value>
+    ) -> impl std::future::Future<Output = Result<Value>> + Captures<(&'a (), &'k ())>
     where
         F: std::future::Future<Output = Result<Vec<u8>>>,
     {
-        let key = key.into();
-        if let Some(v) = self.get_async(key).await? {
-            return Ok(v);
-        }
-        let value = compute.await?;
-        if self.add_async(key, &value, expiry).await? {
-            return Ok(Value::from(value));
-        }
-        // Another writer stored first: answer with what the cache holds, as Django does.
-        match self.get_async(key).await? {
-            Some(v) => Ok(v),
-            None => Ok(Value::from(value)),
-        }
+        in_callers_context(async move {
+            let key = key.into();
+            if let Some(v) = self.get_async(key).await? {
+                return Ok(v);
+            }
+            let value = compute.await?;
+            if self.add_async(key, &value, expiry).await? {
+                return Ok(Value::from(value));
+            }
+            // Another writer stored first: answer with what the cache holds, as Django does.
+            match self.get_async(key).await? {
+                Some(v) => Ok(v),
+                None => Ok(Value::from(value)),
+            }
+        })
     }
 
     /// [`Cache::clear`], awaitable.
-    pub async fn clear_async(&self) -> Result<()> {
-        let Some(backend) = self.awaited() else {
-            return self.clear();
-        };
-        let start = self.inner.stats.start_anywhere(Operation::Clear);
-        let result = backend.clear(&self.clear_prefix()).await;
-        self.record(Operation::Clear, start, &result, 0);
-        self.apply_fail_open(result, || ())
+    pub fn clear_async(&self) -> impl std::future::Future<Output = Result<()>> + '_ {
+        in_callers_context(async move {
+            let Some(backend) = self.awaited() else {
+                return self.clear();
+            };
+            let start = self.inner.stats.start_anywhere(Operation::Clear);
+            let result = backend.clear(&self.clear_prefix()).await;
+            self.record(Operation::Clear, start, &result, 0);
+            self.apply_fail_open(result, || ())
+        })
     }
 
     /// [`Cache::incr_version`], awaitable.
-    pub async fn incr_version_async(
-        &self,
-        key: &str,
+    pub fn incr_version_async<'a, 'k>(
+        &'a self,
+        key: &'a str,
         delta: i64,
         version: Option<i64>,
-    ) -> Result<i64> {
-        let (version, new_version) = self.versions(delta, version)?;
-        let old = Key::new(key).version(version);
-        let value = self
-            .get_async(old)
-            .await?
-            .ok_or_else(|| crate::backend::not_found(key.as_bytes()))?;
-        self.set_async(Key::new(key).version(new_version), &value, Expiry::Default)
-            .await?;
-        self.delete_async(old).await?;
-        Ok(new_version)
+    ) -> impl std::future::Future<Output = Result<i64>> + Captures<(&'a (), &'k ())> {
+        in_callers_context(async move {
+            let (version, new_version) = self.versions(delta, version)?;
+            let old = Key::new(key).version(version);
+            let value = self
+                .get_async(old)
+                .await?
+                .ok_or_else(|| crate::backend::not_found(key.as_bytes()))?;
+            self.set_async(Key::new(key).version(new_version), &value, Expiry::Default)
+                .await?;
+            self.delete_async(old).await?;
+            Ok(new_version)
+        })
     }
 }

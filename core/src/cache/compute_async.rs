@@ -2,6 +2,7 @@
 //! as [`super::compute`], with waits that yield instead of blocking (see
 //! [`crate::flight`]'s async notes).
 
+use super::asynchronous::{in_callers_context, Captures};
 use super::{Cache, Key, TagStamp};
 use crate::error::Result;
 use crate::expiry::Expiry;
@@ -28,90 +29,96 @@ impl Cache {
     /// assert_eq!(&*v, b"expensive");
     /// # Ok(()) }
     /// ```
-    pub async fn get_or_set_with_async<'k, F, Fut>(
-        &self,
+    pub fn get_or_set_with_async<'a, 'k, F, Fut>(
+        &'a self,
         key: impl Into<Key<'k>>,
         loader: F,
         expiry: Expiry,
-    ) -> Result<Value>
+    ) -> impl std::future::Future<Output = Result<Value>> + Captures<(&'a (), &'k ())>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Vec<u8>>>,
     {
-        let policy = self.refresh_policy().clone();
-        let key = key.into();
-        match self.lookup_async(key, &policy).await? {
-            Lookup::Hit(v) => Ok(v),
-            Lookup::Miss => self.load_async(key, loader, expiry, &policy, None).await,
-            Lookup::RefreshEarly(current) => {
-                self.load_async(key, loader, expiry, &policy, Some(current))
-                    .await
+        in_callers_context(async move {
+            let policy = self.refresh_policy().clone();
+            let key = key.into();
+            match self.lookup_async(key, &policy).await? {
+                Lookup::Hit(v) => Ok(v),
+                Lookup::Miss => self.load_async(key, loader, expiry, &policy, None).await,
+                Lookup::RefreshEarly(current) => {
+                    self.load_async(key, loader, expiry, &policy, Some(current))
+                        .await
+                }
             }
-        }
+        })
     }
 
     /// [`Cache::lookup`], awaitable.
-    pub async fn lookup_async<'k>(
-        &self,
+    pub fn lookup_async<'a, 'k>(
+        &'a self,
         key: impl Into<Key<'k>>,
-        policy: &RefreshPolicy,
-    ) -> Result<Lookup> {
-        Ok(classify(self.get_async(key).await?, policy))
+        policy: &'a RefreshPolicy,
+    ) -> impl std::future::Future<Output = Result<Lookup>> + Captures<(&'a (), &'k ())> {
+        in_callers_context(async move { Ok(classify(self.get_async(key).await?, policy)) })
     }
 
     /// [`Cache::load`], awaitable.
-    pub async fn load_async<'k, F, Fut>(
-        &self,
+    pub fn load_async<'a, 'k, F, Fut>(
+        &'a self,
         key: impl Into<Key<'k>>,
         loader: F,
         expiry: Expiry,
-        policy: &RefreshPolicy,
+        policy: &'a RefreshPolicy,
         current: Option<Value>,
-    ) -> Result<Value>
+    ) -> impl std::future::Future<Output = Result<Value>> + Captures<(&'a (), &'k ())>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Vec<u8>>>,
     {
-        self.load_tagged_async(key, loader, expiry, policy, current, &[])
-            .await
+        in_callers_context(async move {
+            self.load_tagged_async(key, loader, expiry, policy, current, &[])
+                .await
+        })
     }
 
     /// [`Cache::load_tagged`], awaitable.
-    pub async fn load_tagged_async<'k, F, Fut>(
-        &self,
+    pub fn load_tagged_async<'a, 'k, F, Fut>(
+        &'a self,
         key: impl Into<Key<'k>>,
         loader: F,
         expiry: Expiry,
-        policy: &RefreshPolicy,
+        policy: &'a RefreshPolicy,
         current: Option<Value>,
-        tags: &[&str],
-    ) -> Result<Value>
+        tags: &'a [&'a str],
+    ) -> impl std::future::Future<Output = Result<Value>> + Captures<(&'a (), &'k ())>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Vec<u8>>>,
     {
-        let full = self.make_key(key)?;
-        if let Some(current) = current {
-            let Some(guard) = self.flights().try_lead(&full) else {
-                return Ok(current);
-            };
-            let refreshed = self
-                .compute_and_store_async(&full, loader, expiry, policy, tags)
-                .await;
-            return Ok(guard.complete_early_refresh(&full, refreshed, current));
-        }
-        if !policy.single_flight {
-            return self
-                .compute_and_store_async(&full, loader, expiry, policy, tags)
-                .await;
-        }
-        self.single_flight_async(
-            &full,
-            policy,
-            &|v| Some(payload(v)),
-            self.compute_and_store_async(&full, loader, expiry, policy, tags),
-        )
-        .await
+        in_callers_context(async move {
+            let full = self.make_key(key)?;
+            if let Some(current) = current {
+                let Some(guard) = self.flights().try_lead(&full) else {
+                    return Ok(current);
+                };
+                let refreshed = self
+                    .compute_and_store_async(&full, loader, expiry, policy, tags)
+                    .await;
+                return Ok(guard.complete_early_refresh(&full, refreshed, current));
+            }
+            if !policy.single_flight {
+                return self
+                    .compute_and_store_async(&full, loader, expiry, policy, tags)
+                    .await;
+            }
+            self.single_flight_async(
+                &full,
+                policy,
+                &|v| Some(payload(v)),
+                self.compute_and_store_async(&full, loader, expiry, policy, tags),
+            )
+            .await
+        })
     }
 
     /// [`Cache::single_flight`](super), awaitable: `compute` runs once for every task of this
@@ -280,56 +287,62 @@ impl Cache {
     /// assert!(matches!(cache.lookup_async("k", &policy).await?, Lookup::Hit(_)));
     /// # Ok(()) }
     /// ```
-    pub async fn store_loaded_async<'k>(
-        &self,
+    pub fn store_loaded_async<'a, 'k>(
+        &'a self,
         key: impl Into<Key<'k>>,
-        value: &[u8],
+        value: &'a [u8],
         expiry: Expiry,
-        policy: &RefreshPolicy,
+        policy: &'a RefreshPolicy,
         delta: std::time::Duration,
-    ) -> Result<()> {
-        self.store_loaded_stamped_async(key, value, expiry, policy, delta, &TagStamp::default())
-            .await
+    ) -> impl std::future::Future<Output = Result<()>> + Captures<(&'a (), &'k ())> {
+        in_callers_context(async move {
+            self.store_loaded_stamped_async(key, value, expiry, policy, delta, &TagStamp::default())
+                .await
+        })
     }
 
     /// [`Cache::store_loaded_stamped`], awaitable.
-    pub async fn store_loaded_stamped_async<'k>(
-        &self,
+    pub fn store_loaded_stamped_async<'a, 'k>(
+        &'a self,
         key: impl Into<Key<'k>>,
-        value: &[u8],
+        value: &'a [u8],
         expiry: Expiry,
-        policy: &RefreshPolicy,
+        policy: &'a RefreshPolicy,
         delta: std::time::Duration,
-        stamp: &TagStamp,
-    ) -> Result<()> {
-        let full = self.make_key(key)?;
-        let (ttl, wrapped) = self.computed(value, expiry, policy, delta);
-        let stored = stamp.wrap(wrapped.as_deref().unwrap_or(value)).into_owned();
-        self.full_set_async(&full, &stored, ttl).await?;
-        Ok(())
+        stamp: &'a TagStamp,
+    ) -> impl std::future::Future<Output = Result<()>> + Captures<(&'a (), &'k ())> {
+        in_callers_context(async move {
+            let full = self.make_key(key)?;
+            let (ttl, wrapped) = self.computed(value, expiry, policy, delta);
+            let stored = stamp.wrap(wrapped.as_deref().unwrap_or(value)).into_owned();
+            self.full_set_async(&full, &stored, ttl).await?;
+            Ok(())
+        })
     }
 
     /// [`Cache::get_or_set_with_tags`], awaitable.
-    pub async fn get_or_set_with_tags_async<'k, F, Fut>(
-        &self,
+    pub fn get_or_set_with_tags_async<'a, 'k, F, Fut>(
+        &'a self,
         key: impl Into<Key<'k>>,
         loader: F,
         expiry: Expiry,
-        tags: &[&str],
-    ) -> Result<Value>
+        tags: &'a [&'a str],
+    ) -> impl std::future::Future<Output = Result<Value>> + Captures<(&'a (), &'k ())>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Vec<u8>>>,
     {
-        crate::check_tags(tags)?;
-        let policy = self.refresh_policy().clone();
-        let key = key.into();
-        let current = match self.lookup_tagged_async(key, &policy, tags).await? {
-            Lookup::Hit(v) => return Ok(v),
-            Lookup::Miss => None,
-            Lookup::RefreshEarly(current) => Some(current),
-        };
-        self.load_tagged_async(key, loader, expiry, &policy, current, tags)
-            .await
+        in_callers_context(async move {
+            crate::check_tags(tags)?;
+            let policy = self.refresh_policy().clone();
+            let key = key.into();
+            let current = match self.lookup_tagged_async(key, &policy, tags).await? {
+                Lookup::Hit(v) => return Ok(v),
+                Lookup::Miss => None,
+                Lookup::RefreshEarly(current) => Some(current),
+            };
+            self.load_tagged_async(key, loader, expiry, &policy, current, tags)
+                .await
+        })
     }
 }

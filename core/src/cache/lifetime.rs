@@ -4,6 +4,7 @@
 //! `expire`/`pexpire` are [`Cache::touch`] with [`Expiry::After`] (and [`Expiry::Expired`]
 //! for a timeout of zero or less, which removes the key as Redis' `EXPIRE` does).
 
+use super::asynchronous::{in_callers_context, Captures};
 use super::{Cache, Key};
 use crate::error::{Error, ErrorKind, Result};
 use crate::expiry::{Expiry, TimeToLive, Ttl};
@@ -124,97 +125,109 @@ impl Cache {
     }
 
     /// [`Cache::ttl`], awaitable.
-    pub async fn ttl_async<'k>(&self, key: impl Into<Key<'k>>) -> Result<TimeToLive> {
-        let Some(backend) = self.awaited() else {
-            return self.ttl(key);
-        };
-        let full = self.make_key(key)?;
-        let result = match backend.ttl(&full).await {
-            Ok(TimeToLive::Missing) => Ok(TimeToLive::Missing),
-            Ok(left) => match self.presence_async(backend, &full).await {
-                Ok(p) if p.is_present() => Ok(left),
-                Ok(_) => Ok(TimeToLive::Missing),
+    pub fn ttl_async<'a, 'k>(
+        &'a self,
+        key: impl Into<Key<'k>>,
+    ) -> impl std::future::Future<Output = Result<TimeToLive>> + Captures<(&'a (), &'k ())> {
+        in_callers_context(async move {
+            let Some(backend) = self.awaited() else {
+                return self.ttl(key);
+            };
+            let full = self.make_key(key)?;
+            let result = match backend.ttl(&full).await {
+                Ok(TimeToLive::Missing) => Ok(TimeToLive::Missing),
+                Ok(left) => match self.presence_async(backend, &full).await {
+                    Ok(p) if p.is_present() => Ok(left),
+                    Ok(_) => Ok(TimeToLive::Missing),
+                    Err(e) => Err(e),
+                },
                 Err(e) => Err(e),
-            },
-            Err(e) => Err(e),
-        };
-        self.apply_fail_open(result, || TimeToLive::Missing)
+            };
+            self.apply_fail_open(result, || TimeToLive::Missing)
+        })
     }
 
     /// [`Cache::persist`], awaitable.
-    pub async fn persist_async<'k>(&self, key: impl Into<Key<'k>>) -> Result<bool> {
-        self.touch_async(key, Expiry::Never).await
+    pub fn persist_async<'a, 'k>(
+        &'a self,
+        key: impl Into<Key<'k>>,
+    ) -> impl std::future::Future<Output = Result<bool>> + Captures<(&'a (), &'k ())> {
+        in_callers_context(async move { self.touch_async(key, Expiry::Never).await })
     }
 
     /// [`Cache::expire_at`], awaitable.
-    pub async fn expire_at_async<'k>(
-        &self,
+    pub fn expire_at_async<'a, 'k>(
+        &'a self,
         key: impl Into<Key<'k>>,
         when: SystemTime,
-    ) -> Result<bool> {
-        self.touch_async(key, expiry_at(when)).await
+    ) -> impl std::future::Future<Output = Result<bool>> + Captures<(&'a (), &'k ())> {
+        in_callers_context(async move { self.touch_async(key, expiry_at(when)).await })
     }
 
     /// [`Cache::replace`], awaitable.
-    pub async fn replace_async<'k>(
-        &self,
+    pub fn replace_async<'a, 'k>(
+        &'a self,
         key: impl Into<Key<'k>>,
-        value: &[u8],
+        value: &'a [u8],
         expiry: Expiry,
-    ) -> Result<bool> {
-        let Some(backend) = self.awaited() else {
-            return self.replace(key, value, expiry);
-        };
-        self.check_value(value)?;
-        let full = self.make_key(key)?;
-        let result = match self.resolve_expiry(expiry) {
-            Ttl::Expired => backend.delete(&full).await,
-            ttl => {
-                let sealed = self.seal_value(&full, value);
-                backend.replace(&full, &sealed, ttl.as_option()).await
-            }
-        };
-        self.answer_add(result)
+    ) -> impl std::future::Future<Output = Result<bool>> + Captures<(&'a (), &'k ())> {
+        in_callers_context(async move {
+            let Some(backend) = self.awaited() else {
+                return self.replace(key, value, expiry);
+            };
+            self.check_value(value)?;
+            let full = self.make_key(key)?;
+            let result = match self.resolve_expiry(expiry) {
+                Ttl::Expired => backend.delete(&full).await,
+                ttl => {
+                    let sealed = self.seal_value(&full, value);
+                    backend.replace(&full, &sealed, ttl.as_option()).await
+                }
+            };
+            self.answer_add(result)
+        })
     }
 
     /// [`Cache::incr_or_create`], awaitable.
-    pub async fn incr_or_create_async<'k>(
-        &self,
+    pub fn incr_or_create_async<'a, 'k>(
+        &'a self,
         key: impl Into<Key<'k>>,
         delta: i64,
-    ) -> Result<i64> {
-        let Some(backend) = self.awaited() else {
-            return self.incr_or_create(key, delta);
-        };
-        let key = key.into();
-        let result = match self.make_key(key) {
-            Ok(full) => {
-                let initial = delta.to_string();
-                let mut result = Err(lost_race());
-                for _ in 0..CREATE_ATTEMPTS {
-                    match backend.incr(&full, delta).await {
-                        Err(e) if e.is_not_found() => {}
-                        done => {
-                            result = done;
-                            break;
+    ) -> impl std::future::Future<Output = Result<i64>> + Captures<(&'a (), &'k ())> {
+        in_callers_context(async move {
+            let Some(backend) = self.awaited() else {
+                return self.incr_or_create(key, delta);
+            };
+            let key = key.into();
+            let result = match self.make_key(key) {
+                Ok(full) => {
+                    let initial = delta.to_string();
+                    let mut result = Err(lost_race());
+                    for _ in 0..CREATE_ATTEMPTS {
+                        match backend.incr(&full, delta).await {
+                            Err(e) if e.is_not_found() => {}
+                            done => {
+                                result = done;
+                                break;
+                            }
+                        }
+                        match backend.add(&full, initial.as_bytes(), None).await {
+                            Ok(true) => {
+                                result = Ok(delta);
+                                break;
+                            }
+                            Ok(false) => {}
+                            Err(e) => {
+                                result = Err(e);
+                                break;
+                            }
                         }
                     }
-                    match backend.add(&full, initial.as_bytes(), None).await {
-                        Ok(true) => {
-                            result = Ok(delta);
-                            break;
-                        }
-                        Ok(false) => {}
-                        Err(e) => {
-                            result = Err(e);
-                            break;
-                        }
-                    }
+                    result
                 }
-                result
-            }
-            Err(e) => Err(e),
-        };
-        self.answer_incr(key, result)
+                Err(e) => Err(e),
+            };
+            self.answer_incr(key, result)
+        })
     }
 }

@@ -292,6 +292,12 @@ impl FileBackend {
         if let Some(v) = options.seconds("reconcile_interval")? {
             opts.reconcile_interval = v.unwrap_or(Duration::MAX);
         }
+        if opts.cull_frequency.is_some() && opts.max_entries.is_none() {
+            return Err(options.error(
+                "cull_frequency",
+                "file:// cull_frequency applies to max_entries: give max_entries too",
+            ));
+        }
         FileBackend::new(Path::new(path), &opts)
     }
 

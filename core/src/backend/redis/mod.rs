@@ -340,7 +340,8 @@ impl RedisBackend {
         let tls_certs = match &opts.tls_ca {
             None => None,
             Some(path) => {
-                let pem = super::read_pem_file("tls_ca", path)?;
+                let pem =
+                    super::read_pem_file("tls_ca", path).map_err(|e| options.blame("tls_ca", e))?;
                 Some(TlsCertificates {
                     client_tls: None,
                     root_cert: Some(pem),

@@ -83,7 +83,14 @@ impl PgTls {
                 }))
                 .with_no_client_auth(),
             Check::Chain | Check::Full => {
-                let roots = Arc::new(roots(root.as_deref(), &mode)?);
+                // The error names the option at fault: a missing or unusable sslrootcert.
+                let culprit = if root.is_some() {
+                    "sslrootcert"
+                } else {
+                    "sslmode"
+                };
+                let roots = roots(root.as_deref(), &mode).map_err(|e| options.blame(culprit, e))?;
+                let roots = Arc::new(roots);
                 let webpki = WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
                     .build()
                     .map_err(|e| {
