@@ -20,7 +20,6 @@ use crate::tags::PyTagStamp;
 use polycache::settings::option_value;
 use polycache::{CacheConfig, Expiry, Key, OptionSource};
 use pyo3::exceptions::PyTypeError;
-use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyString};
@@ -245,42 +244,25 @@ impl PyCache {
     }
 }
 
-/// The PyO3-generated `get`, for the calls [`get_fastcall`] hands on.
+/// The PyO3-generated `get`, for the calls the fast path hands on.
 static GENERIC_GET: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 
-/// `Cache.get` as CPython calls it (see [`crate::fastget`]): `get(key)` runs here, any other
-/// call goes to the generated method with the full signature.
-///
-/// # Safety
-///
-/// The arguments of a `METH_FASTCALL | METH_KEYWORDS` call of the class's method descriptor.
-unsafe fn get_fastcall(
-    py: Python<'_>,
-    slf: *mut ffi::PyObject,
-    args: *const *mut ffi::PyObject,
-    nargs: ffi::Py_ssize_t,
-    kwnames: *mut ffi::PyObject,
-) -> PyResult<*mut ffi::PyObject> {
-    if nargs != 1 || !kwnames.is_null() {
-        // SAFETY: the caller's arguments, unchanged.
-        return unsafe { fastget::call_generic(py, &GENERIC_GET, slf, args, nargs, kwnames) };
+/// `Cache.get(key)` without PyO3's argument parsing (see [`crate::fastget`]).
+impl fastget::OneKey for PyCache {
+    fn generic() -> &'static PyOnceLock<Py<PyAny>> {
+        &GENERIC_GET
     }
-    // SAFETY: CPython passes one argument, borrowed for the call; the method descriptor
-    // checked that `slf` is an instance of the class (or of a subclass).
-    let (slf, key) = unsafe {
-        (
-            Bound::ref_from_ptr(py, &slf).cast_unchecked::<PyCache>(),
-            Bound::ref_from_ptr(py, &*args),
-        )
-    };
-    let core = &slf.get().core;
-    core.get_one(py, key_str(key)?).map(Bound::into_ptr)
+
+    #[inline]
+    fn get_one<'py>(slf: &Bound<'py, Self>, key: &str) -> PyResult<Bound<'py, PyAny>> {
+        slf.get().core.get_one(slf.py(), key)
+    }
 }
 
 /// Gives the class its one-argument `get` (called once, when the module is built).
-pub(crate) fn install_fast_get(ty: &Bound<'_, pyo3::types::PyType>) -> PyResult<()> {
-    let entry = fastget::fastcall_entry!(get_fastcall);
-    fastget::install(ty, "get", entry, &GENERIC_GET)
+pub(crate) fn install_fast_get(py: Python<'_>) -> PyResult<()> {
+    let entry = fastget::fastcall_entry!(fastget::get_entry::<PyCache>);
+    fastget::install::<PyCache>(py, "get", entry)
 }
 
 twins! {

@@ -12,7 +12,6 @@
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::PyType;
 
 /// The `METH_FASTCALL | METH_KEYWORDS` entry point of a fast path: PyO3's own trampoline
 /// (its attach count, its panic catching) around `body`, as for PyO3's generated methods.
@@ -25,15 +24,15 @@ macro_rules! fastcall_entry {
 }
 pub(crate) use fastcall_entry;
 
-/// A type's own method `name`, replaced by `fast`: the PyO3-generated descriptor it replaced
-/// is kept in `generic` for the calls `fast` does not handle itself.
-pub(crate) fn install(
-    ty: &Bound<'_, PyType>,
+/// The class `T`'s own method `name`, replaced by `fast`: the PyO3-generated descriptor it
+/// replaced is kept in [`OneKey::generic`] for the calls `fast` does not handle itself.
+pub(crate) fn install<T: OneKey>(
+    py: Python<'_>,
     name: &str,
     fast: ffi::PyCFunctionFastWithKeywords,
-    generic: &'static PyOnceLock<Py<PyAny>>,
 ) -> PyResult<()> {
-    let py = ty.py();
+    let ty = py.get_type::<T>();
+    let generic = T::generic();
     // The type's own attribute, not one it inherits.
     let original = ty.getattr("__dict__")?.get_item(name)?;
     // SAFETY: `original` is a method descriptor (PyO3 makes one per `#[pymethods]` method);
@@ -67,13 +66,52 @@ pub(crate) fn install(
     ty.setattr(name, descr)
 }
 
+/// A class whose `get(key)` has a fast path.
+pub(crate) trait OneKey: pyo3::PyClass {
+    /// Where [`install`] keeps the PyO3-generated method, for the other calls.
+    fn generic() -> &'static PyOnceLock<Py<PyAny>>;
+
+    /// The answer of `get(key)`.
+    fn get_one<'py>(slf: &Bound<'py, Self>, key: &str) -> PyResult<Bound<'py, PyAny>>;
+}
+
+/// The body of the `get` entry of `T` (see [`fastcall_entry`]): [`OneKey::get_one`] for a
+/// call with one positional argument and no keyword (the key's text read as every method
+/// reads it); any other call goes to the method [`install`] replaced.
+///
+/// # Safety
+///
+/// The arguments of a `METH_FASTCALL | METH_KEYWORDS` call, as CPython passes them (`nargs`
+/// positional ones, then one per name in `kwnames`), of the method descriptor [`install`]
+/// made for `T`, which checked that `slf` is an instance of `T`.
+pub(crate) unsafe fn get_entry<T: OneKey>(
+    py: Python<'_>,
+    slf: *mut ffi::PyObject,
+    args: *const *mut ffi::PyObject,
+    nargs: ffi::Py_ssize_t,
+    kwnames: *mut ffi::PyObject,
+) -> PyResult<*mut ffi::PyObject> {
+    if nargs != 1 || !kwnames.is_null() {
+        // SAFETY: the caller's arguments, unchanged.
+        return unsafe { call_generic(py, T::generic(), slf, args, nargs, kwnames) };
+    }
+    // SAFETY: one argument, borrowed for the call; `slf` is a `T` (see above).
+    let (slf, key) = unsafe {
+        (
+            Bound::ref_from_ptr(py, &slf).cast_unchecked::<T>(),
+            Bound::ref_from_ptr(py, &*args),
+        )
+    };
+    T::get_one(slf, crate::args::key_str(key)?).map(Bound::into_ptr)
+}
+
 /// Calls the PyO3-generated method kept by [`install`] with the caller's arguments.
 ///
 /// # Safety
 ///
-/// The arguments are those of a `METH_FASTCALL | METH_KEYWORDS` call.
+/// As [`get_entry`].
 #[cold]
-pub(crate) unsafe fn call_generic(
+unsafe fn call_generic(
     py: Python<'_>,
     generic: &'static PyOnceLock<Py<PyAny>>,
     slf: *mut ffi::PyObject,
@@ -84,8 +122,7 @@ pub(crate) unsafe fn call_generic(
     let method = generic.get(py).ok_or_else(|| {
         pyo3::exceptions::PyRuntimeError::new_err("polycache: the generic method is not set up")
     })?;
-    // SAFETY: the caller's arguments, as CPython passed them: `nargs` positional ones, then
-    // one per name in `kwnames`.
+    // SAFETY: the caller's arguments, as CPython passed them.
     unsafe {
         let keywords = if kwnames.is_null() {
             0

@@ -10,10 +10,9 @@
 //! No key prefix or version, no statistics, no codec, no fail-open, no `dyn` dispatch.
 
 use crate::fastget;
-use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyString, PyType};
+use pyo3::types::PyString;
 use std::cell::RefCell;
 use std::sync::Arc;
 
@@ -30,9 +29,12 @@ pub(crate) struct GetFloor {
     map: quick_cache::sync::Cache<Box<[u8]>, Stored>,
 }
 
+/// Stored bytes, and the object made from them.
+type Shared = (Arc<[u8]>, Py<PyAny>);
+
 thread_local! {
     /// The object made from the last bytes read, while those bytes are kept alive.
-    static LAST: RefCell<Option<(Arc<[u8]>, Py<PyAny>)>> = const { RefCell::new(None) };
+    static LAST: RefCell<Option<Shared>> = const { RefCell::new(None) };
 }
 
 fn coarse_now_ns() -> u64 {
@@ -93,40 +95,24 @@ impl GetFloor {
     }
 }
 
-/// The PyO3-generated `get`, for the calls [`get_fastcall`] hands on.
+/// The PyO3-generated `get`, for the calls the fast path hands on.
 static GENERIC_GET: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 
-/// `_GetFloor.get` as CPython calls it, the same entry as `Cache.get`'s.
-///
-/// # Safety
-///
-/// The arguments of a `METH_FASTCALL | METH_KEYWORDS` call of the class's method descriptor.
-unsafe fn get_fastcall(
-    py: Python<'_>,
-    slf: *mut ffi::PyObject,
-    args: *const *mut ffi::PyObject,
-    nargs: ffi::Py_ssize_t,
-    kwnames: *mut ffi::PyObject,
-) -> PyResult<*mut ffi::PyObject> {
-    if nargs != 1 || !kwnames.is_null() {
-        // SAFETY: the caller's arguments, unchanged.
-        return unsafe { fastget::call_generic(py, &GENERIC_GET, slf, args, nargs, kwnames) };
+/// The same one-argument entry as `Cache.get`'s.
+impl fastget::OneKey for GetFloor {
+    fn generic() -> &'static PyOnceLock<Py<PyAny>> {
+        &GENERIC_GET
     }
-    // SAFETY: as in `crate::cache::get_fastcall`.
-    let (slf, key) = unsafe {
-        (
-            Bound::ref_from_ptr(py, &slf).cast_unchecked::<GetFloor>(),
-            Bound::ref_from_ptr(py, &*args),
-        )
-    };
-    let key = crate::args::key_str(key)?;
-    slf.get().lookup(py, key).map(Bound::into_ptr)
+
+    #[inline]
+    fn get_one<'py>(slf: &Bound<'py, Self>, key: &str) -> PyResult<Bound<'py, PyAny>> {
+        slf.get().lookup(slf.py(), key)
+    }
 }
 
 /// Adds `_GetFloor` to the module.
 pub(crate) fn add(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<GetFloor>()?;
-    let ty: Bound<'_, PyType> = m.py().get_type::<GetFloor>();
-    let entry = fastget::fastcall_entry!(get_fastcall);
-    fastget::install(&ty, "get", entry, &GENERIC_GET)
+    let entry = fastget::fastcall_entry!(fastget::get_entry::<GetFloor>);
+    fastget::install::<GetFloor>(m.py(), "get", entry)
 }

@@ -46,7 +46,7 @@ fn _polycache(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     logbridge::install();
     m.add_class::<cache::PyCache>()?;
-    cache::install_fast_get(&py.get_type::<cache::PyCache>())?;
+    cache::install_fast_get(py)?;
     m.add_class::<args::DefaultTimeout>()?;
     m.add_class::<django::DjangoCache>()?;
     m.add_class::<memo::Memo>()?;
