@@ -11,7 +11,10 @@ Subjects: `polycache.Cache("memory://")` and `polycache.django.Cache`, `cachebox
 (`POLYCACHE_FEATURES=bench-floor bash scripts/python-test.sh --build-only`), `_GetFloor`: the
 least a bytes-storing, TTL-aware store shareable with C must do per Python `get`.
 
-Run: .venv/bin/python bench/python/get_instructions.py [N] [subject ...]
+`--set` counts `set(key, value)` (cachebox: `insert`) of the same key instead, on the
+subjects that have one.
+
+Run: .venv/bin/python bench/python/get_instructions.py [N] [--set] [subject ...]
 """
 
 from __future__ import annotations
@@ -64,13 +67,21 @@ def subject(name: str) -> object:
     return get
 
 
-def child(name: str, n: int) -> None:
+def child(name: str, n: int, op: str) -> None:
     get = subject(name)
     if get is None:
 
         def loop(n: int) -> None:
             for _ in range(n):
                 pass
+
+    elif op == "set":
+        store = get.__self__  # type: ignore[attr-defined]
+        put = store.insert if name == "cachebox" else store.set
+
+        def loop(n: int) -> None:
+            for _ in range(n):
+                put(KEY, VALUE)
 
     else:
 
@@ -81,13 +92,13 @@ def child(name: str, n: int) -> None:
     loop(n)
 
 
-def instructions(name: str, n: int) -> int:
+def instructions(name: str, n: int, op: str = "get") -> int:
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "cg.out")
         env = dict(os.environ, PYTHONHASHSEED="0")
         subprocess.run(
             ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
-             sys.executable, __file__, "--child", name, str(n)],
+             sys.executable, __file__, "--child", name, str(n), op],
             env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         with open(out) as f:
@@ -100,18 +111,20 @@ def instructions(name: str, n: int) -> int:
 def main() -> None:
     args = sys.argv[1:]
     if args[:1] == ["--child"]:
-        child(args[1], int(args[2]))
+        child(args[1], int(args[2]), args[3])
         return
+    op = "set" if "--set" in args else "get"
+    args = [a for a in args if a != "--set"]
     n = int(args[0]) if args and args[0].isdigit() else 200_000
     names = [a for a in args if not a.isdigit()] or ["polycache", "django", "cachebox", "dict", "floor"]
     empty = instructions("empty", n) - instructions("empty", 0)
     for name in names:
         try:
-            per = (instructions(name, n) - instructions(name, 0) - empty) / n
+            per = (instructions(name, n, op) - instructions(name, 0, op) - empty) / n
         except subprocess.CalledProcessError:
             print(f"{name:10} (not available in this build)")
             continue
-        print(f"{name:10} {per:8.1f} instructions per get hit")
+        print(f"{name:10} {per:8.1f} instructions per {op}" + (" hit" if op == "get" else ""))
 
 
 if __name__ == "__main__":
