@@ -2,11 +2,11 @@
 //!
 //! A `get` hit on `memory://` is a few hundred instructions, and PyO3's parser for
 //! `get(key, default=None, version=None)` (`extract_arguments_fastcall` and the generated
-//! wrapper) was about 120 of them. PyO3 0.30 has no per-method calling convention, so after
+//! wrapper) was about 130 of them (docs/backends/memory.md). PyO3 0.30 has no per-method calling convention, so after
 //! the class is built, [`install`] replaces its `get` with a `METH_FASTCALL | METH_KEYWORDS`
 //! method descriptor of the same name and documentation (so `inspect.signature` and the stub
 //! check see the same signature). A call with exactly one positional argument and no keyword
-//! runs [`PyCache::get_one`] at once; any other call is handed, unchanged, to the method
+//! runs [`OneKey::get_one`] at once; any other call is handed, unchanged, to the method
 //! PyO3 generated, which keeps every behaviour and error of the full signature.
 
 use pyo3::ffi;
