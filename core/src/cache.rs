@@ -494,11 +494,19 @@ impl Cache {
     #[inline]
     pub fn get<'k>(&self, key: impl Into<Key<'k>>) -> Result<Option<Value>> {
         let start = self.inner.stats.start(Operation::Get);
-        let found = self.with_key(key.into(), |k| {
-            let found = self.inner.backend.get(k)?;
-            self.check_tags(self.open_value(k, found)?)
+        let found = self.with_key(key.into(), |k| match self.inner.backend.get(k)? {
+            // Neither signed, compressed nor tagged: the value as stored, moved once.
+            Some(v) if self.inner.codec.passes_as_stored(&v) => Ok(Some(v)),
+            found => self.check_tags(self.open_value(k, found)?),
         });
-        self.answer_get(start, found)
+        match found {
+            Ok(found) => {
+                let size = found.as_ref().map(|v| v.len());
+                self.inner.stats.record_read(Operation::Get, start, size);
+                Ok(found)
+            }
+            failed => self.answer_get(start, failed),
+        }
     }
 
     /// What `get` answers for what the backend found (fail-open), counted in one record.

@@ -149,11 +149,18 @@ impl Codec {
     /// bound.
     #[inline]
     pub(crate) fn open(&self, full: &[u8], stored: Value, max_size: usize) -> Result<Opened> {
-        // Every marked form starts with a NUL byte; pickles, integers and text do not.
-        if stored.first() != Some(&0) && self.signer.is_none() {
+        if self.passes_as_stored(&stored) {
             return Ok(Opened::Value(stored));
         }
         self.open_slow(full, stored, max_size)
+    }
+
+    /// True when `stored` is the writer's value as it is: not signed, compressed or tagged
+    /// (every marked form starts with a NUL byte; pickles, integers and text do not), and
+    /// this codec does not require a signature.
+    #[inline]
+    pub(crate) fn passes_as_stored(&self, stored: &[u8]) -> bool {
+        stored.first() != Some(&0) && self.signer.is_none()
     }
 
     #[cold]

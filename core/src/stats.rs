@@ -64,6 +64,9 @@ impl SlotGuard {
 
 impl Drop for SlotGuard {
     fn drop(&mut self) {
+        // Whatever this thread still counts, from other thread-local destructors, goes to
+        // the shared stripe from now on.
+        let _ = SLOT_ID.try_with(|id| id.set(SLOTS));
         if self.0 < SLOTS {
             // The mutex orders this thread's last counter writes before the next owner's.
             FREE_SLOTS
@@ -75,8 +78,32 @@ impl Drop for SlotGuard {
     }
 }
 
+/// [`SLOT_ID`] of a thread that has not counted yet.
+const UNASSIGNED: usize = usize::MAX;
+
 thread_local! {
+    /// The thread's slot, read on every counted call: a constant-initialised cell with no
+    /// destructor, so a read is the thread-local address and one load (no lazy-init state).
+    static SLOT_ID: std::cell::Cell<usize> = const { std::cell::Cell::new(UNASSIGNED) };
+    /// Owns the slot and returns it when the thread exits.
     static SLOT: SlotGuard = SlotGuard::acquire();
+}
+
+/// This thread's slot ([`SLOTS`], the shared stripe, when it has none).
+#[inline]
+fn this_slot() -> usize {
+    match SLOT_ID.try_with(std::cell::Cell::get) {
+        Ok(UNASSIGNED) => assign_slot(),
+        Ok(slot) => slot,
+        Err(_) => SLOTS,
+    }
+}
+
+#[cold]
+fn assign_slot() -> usize {
+    let slot = SLOT.try_with(|s| s.0).unwrap_or(SLOTS);
+    let _ = SLOT_ID.try_with(|id| id.set(slot));
+    slot
 }
 
 #[inline]
@@ -96,7 +123,7 @@ macro_rules! counter {
     ($name:ident, $field:ident) => {
         #[inline]
         pub(crate) fn $name(&self, n: u64) {
-            let slot = SLOT.try_with(|s| s.0).unwrap_or(SLOTS);
+            let slot = this_slot();
             bump(&self.stripes[slot].$field, slot == SLOTS, n);
         }
     };
@@ -530,18 +557,20 @@ pub(crate) struct BreakerCounts {
 pub(crate) struct Timer {
     start: u64,
     slot: usize,
+    /// The operation's cell in the slot's stripe, found by `start` for `record` (`None` for
+    /// a call that may end on another thread).
+    cell: Option<std::ptr::NonNull<OpCell>>,
     /// The call's OpenTelemetry span, when the global provider records one.
     #[cfg(feature = "otel")]
     span: Option<crate::otel::OpSpan>,
 }
 
+// SAFETY: `cell` points at atomics (`Sync`) in a stripe its `Stats` keeps for its whole
+// life, and is only dereferenced by that `Stats`' `record`.
+unsafe impl Send for Timer {}
+
 /// [`Timer::slot`] when the slot is looked up at the end of the call.
 const NO_SLOT: usize = usize::MAX;
-
-#[inline]
-fn this_slot() -> usize {
-    SLOT.try_with(|s| s.0).unwrap_or(SLOTS)
-}
 
 /// What one call did, for [`Stats::record`].
 #[derive(Default, Clone, Copy)]
@@ -607,6 +636,12 @@ impl OpStats {
         }
     }
 
+    /// The cell of `op` in the stripe of `slot`, allocated on the slot's first call.
+    #[inline]
+    fn cell(&self, slot: usize, op: Operation) -> &OpCell {
+        &self.stripes[slot].get_or_init(Box::default).0[op as usize]
+    }
+
     fn snapshot(&self) -> StatsSnapshot {
         let mut s = StatsSnapshot {
             latency_histograms: self.latency,
@@ -661,39 +696,23 @@ impl Stats {
         self.start_timer(op)
     }
 
-    /// The clock part of [`Stats::start`].
+    /// The clock part of [`Stats::start`]: this thread's cell of `op` (one thread-local
+    /// read for the whole call), and a clock read when the cell's call count says this call
+    /// is the sampled one.
     #[inline]
     fn start_timer(&self, op: Operation) -> Timer {
-        if !self.ops.latency {
-            return Timer {
-                start: 0,
-                slot: NO_SLOT,
-                #[cfg(feature = "otel")]
-                span: None,
-            };
-        }
-        if self.ops.sample_mask == 0 {
-            return Timer {
-                start: crate::clock::cycles().max(1),
-                slot: NO_SLOT,
-                #[cfg(feature = "otel")]
-                span: None,
-            };
-        }
-        // Sampled: this thread's count of the operation decides (its slot is looked up
-        // once, here, and reused by `record`: a thread-local read is not free in a cdylib).
         let slot = this_slot();
-        let calls = self.ops.stripes[slot]
-            .get()
-            .map_or(0, |s| s.0[op as usize].calls.load(Ordering::Relaxed));
-        let start = if calls & self.ops.sample_mask == 0 {
-            crate::clock::cycles().max(1)
-        } else {
-            0
-        };
+        let cell = self.ops.cell(slot, op);
+        let timed =
+            self.ops.latency && cell.calls.load(Ordering::Relaxed) & self.ops.sample_mask == 0;
         Timer {
-            start,
+            start: if timed {
+                crate::clock::cycles().max(1)
+            } else {
+                0
+            },
             slot,
+            cell: Some(std::ptr::NonNull::from(cell)),
             #[cfg(feature = "otel")]
             span: None,
         }
@@ -718,6 +737,7 @@ impl Stats {
         #[cfg(not(feature = "otel"))]
         Timer {
             slot: NO_SLOT,
+            cell: None,
             ..self.start(op)
         }
     }
@@ -729,15 +749,16 @@ impl Stats {
         if let Some(span) = timer.span {
             span.finish(outcome.failure);
         }
-        let slot = if timer.slot == NO_SLOT {
-            this_slot()
-        } else {
-            timer.slot
+        let (slot, cell) = match timer.cell {
+            // SAFETY: `start` of this `Stats` found the cell in a stripe it keeps (`Timer`).
+            Some(cell) => (timer.slot, unsafe { cell.as_ref() }),
+            None => {
+                let slot = this_slot();
+                (slot, self.ops.cell(slot, op))
+            }
         };
         let start = timer.start;
         let shared = slot == SLOTS;
-        let stripe = self.ops.stripes[slot].get_or_init(Box::default);
-        let cell = &stripe.0[op as usize];
         bump(&cell.calls, shared, 1);
         if outcome.hits != 0 {
             bump(&cell.hits, shared, outcome.hits);
@@ -763,6 +784,24 @@ impl Stats {
             let bucket = self.ops.bounds.partition_point(|&b| b < elapsed);
             bump(&cell.buckets[bucket], shared, 1);
         }
+    }
+
+    /// [`Stats::record`] of a read of one key that succeeded: `Some(size)` of the value
+    /// found, or `None` for a miss.
+    #[inline]
+    pub(crate) fn record_read(&self, op: Operation, timer: Timer, found: Option<usize>) {
+        let outcome = match found {
+            Some(size) => Outcome {
+                hits: 1,
+                bytes_read: size as u64,
+                ..Outcome::default()
+            },
+            None => Outcome {
+                misses: 1,
+                ..Outcome::default()
+            },
+        };
+        self.record(op, timer, outcome);
     }
 
     /// Where this cache's circuit breaker counts its transitions.
@@ -906,6 +945,7 @@ mod op_tests {
         let ago = |ns: f64| Timer {
             start: crate::clock::cycles().saturating_sub((ns / scale) as u64),
             slot: NO_SLOT,
+            cell: None,
             #[cfg(feature = "otel")]
             span: None,
         };
@@ -939,6 +979,7 @@ mod op_tests {
         let untimed = || Timer {
             start: 0,
             slot: NO_SLOT,
+            cell: None,
             #[cfg(feature = "otel")]
             span: None,
         };

@@ -8,6 +8,7 @@ use crate::args::{
 };
 use crate::awaitable::raising_on_await;
 use crate::errors::{self, ResultExt};
+use crate::fastget;
 use crate::loader;
 use crate::logbridge::detach;
 use crate::ops::{
@@ -20,6 +21,7 @@ use polycache::settings::option_value;
 use polycache::{CacheConfig, Expiry, Key, OptionSource};
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyString};
 use std::time::Duration;
 
@@ -240,6 +242,27 @@ impl PyCache {
         let (op, deliver) = write.op(name, encoded.as_bytes(), timeout.0, Deliver::Flag);
         this.keyed(slf.py(), how, op, version, deliver)
     }
+}
+
+/// The PyO3-generated `get`, for the calls the fast path hands on.
+static GENERIC_GET: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+
+/// `Cache.get(key)` without PyO3's argument parsing (see [`crate::fastget`]).
+impl fastget::OneKey for PyCache {
+    fn generic() -> &'static PyOnceLock<Py<PyAny>> {
+        &GENERIC_GET
+    }
+
+    #[inline]
+    fn get_one<'py>(slf: &Bound<'py, Self>, key: &str) -> PyResult<Bound<'py, PyAny>> {
+        slf.get().core.get_one(slf.py(), key)
+    }
+}
+
+/// Gives the class its one-argument `get` (called once, when the module is built).
+pub(crate) fn install_fast_get(py: Python<'_>) -> PyResult<()> {
+    let entry = fastget::fastcall_entry!(fastget::get_entry::<PyCache>);
+    fastget::install::<PyCache>(py, "get", entry)
 }
 
 twins! {

@@ -17,7 +17,10 @@ mod cache;
 mod cli;
 mod django;
 mod errors;
+mod fastget;
 mod finalize;
+#[cfg(feature = "bench-floor")]
+mod floor;
 mod functions;
 mod jobs;
 mod loader;
@@ -43,6 +46,7 @@ fn _polycache(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     logbridge::install();
     m.add_class::<cache::PyCache>()?;
+    cache::install_fast_get(py)?;
     m.add_class::<args::DefaultTimeout>()?;
     m.add_class::<django::DjangoCache>()?;
     m.add_class::<memo::Memo>()?;
@@ -71,5 +75,7 @@ fn _polycache(m: &Bound<'_, PyModule>) -> PyResult<()> {
         pyo3_bench::_aget_via_pyo3_async_runtimes,
         m
     )?)?;
+    #[cfg(feature = "bench-floor")]
+    floor::add(m)?;
     Ok(())
 }

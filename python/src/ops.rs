@@ -803,15 +803,9 @@ impl Core {
         match (request.op, deliver) {
             // The hottest call of all (`get` on memory://), matched in place: moving the
             // lookup's value through a Reply costs more than the lookup on this path.
-            (Op::Get(k), Deliver::Value(default)) => match self.cache.get(request.mode.key(k)) {
-                // Both faces share an immutable value decoded from the same stored bytes.
-                Ok(Some(ref v)) => self.decoder.decode_shared(py, v),
-                Ok(None) => Ok(match default {
-                    Some(d) => d.into_bound(py),
-                    None => py.None().into_bound(py),
-                }),
-                Err(e) => Err(errors::to_py(py, e)),
-            },
+            (Op::Get(k), Deliver::Value(default)) => {
+                self.found(py, self.cache.get(request.mode.key(k)), default)
+            }
             (op, deliver) => {
                 let request = Request {
                     op,
@@ -819,6 +813,37 @@ impl Core {
                 };
                 deliver.convert(py, self.decoder, request.run(&self.cache))
             }
+        }
+    }
+
+    /// What a `get` on a local backend answers for what it found.
+    #[inline]
+    fn found<'py>(
+        &self,
+        py: Python<'py>,
+        found: Result<Option<Value>>,
+        default: Option<Py<PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        match found {
+            // Both faces share an immutable value decoded from the same stored bytes.
+            Ok(Some(ref v)) => self.decoder.decode_shared(py, v),
+            Ok(None) => Ok(match default {
+                Some(d) => d.into_bound(py),
+                None => py.None().into_bound(py),
+            }),
+            Err(e) => Err(errors::to_py(py, e)),
+        }
+    }
+
+    /// `get(key)` at the cache's version with no default: the one-argument call
+    /// (`crate::fastget`), without building a request on a local backend.
+    #[inline]
+    pub(crate) fn get_one<'py>(&self, py: Python<'py>, key: &str) -> PyResult<Bound<'py, PyAny>> {
+        if self.local {
+            self.found(py, self.cache.get(key), None)
+        } else {
+            let request = RequestRef::new(Op::Get(key), KeyMode::Versioned(None));
+            self.answer(py, How::Sync, request, Deliver::Value(None))
         }
     }
 }

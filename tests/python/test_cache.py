@@ -165,6 +165,46 @@ def test_get_default_and_miss(cache: Cache) -> None:
     assert cache.get("none", "fallback") is None  # a stored None is a hit
 
 
+def test_get_with_one_argument_and_with_more_agree() -> None:
+    # `get(key)` has an entry of its own (no generic argument parsing); every other form of
+    # the call goes through the full signature. Both must answer and fail alike.
+    import inspect
+
+    c = Cache("memory://", key_prefix="p")
+    c.set("k", "v1")
+    c.set("k", "v2", version=2)
+    assert c.get("k") == "v1"
+    assert c.get("k", None) == "v1"
+    assert c.get(key="k") == "v1"
+    assert c.get("k", version=2) == "v2"
+    assert c.get("absent") is None
+    assert c.get("absent", 5) == 5
+    assert c.get("absent", default=6) == 6
+    not_str: tuple[Any, ...] = (1, b"k", None)
+    for key in not_str:
+        with pytest.raises(TypeError, match="cache keys must be str"):
+            c.get(key)
+        with pytest.raises(TypeError, match="cache keys must be str"):
+            c.get(key, None)
+    with pytest.raises(TypeError, match="missing 1 required positional argument: 'key'"):
+        c.get()  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="takes from 1 to 3 positional arguments but 4"):
+        c.get("k", None, 1, 2)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="unexpected keyword argument 'bogus'"):
+        c.get("k", bogus=1)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="doesn't apply to a 'object' object"):
+        polycache._polycache.Cache.get(object(), "k")  # type: ignore[arg-type]
+    assert str(inspect.signature(Cache.get)) == "(self, /, key, default=None, version=None)"
+    assert (Cache.get.__doc__ or "").startswith("The value under `key`, or `default`")
+
+    class Sub(Cache):
+        pass
+
+    s = Sub("memory://")
+    s.set("k", "v")
+    assert s.get("k") == "v"
+
+
 def test_set_replaces(cache: Cache) -> None:
     assert cache.set("k", "one") is True
     assert cache.set("k", "two") is True

@@ -1,0 +1,131 @@
+"""Instructions per `get` hit, counted by callgrind: polycache against cachebox and the floor.
+
+Each subject runs in a fresh interpreter under `valgrind --tool=callgrind`, once with N calls
+of `get(key)` in a function's loop and once with none; the same for a loop that does nothing.
+The figure is (subject at N - subject at 0 - (empty at N - empty at 0)) / N: the instructions
+of one call, without start-up, imports or the loop itself. `PYTHONHASHSEED=0` keeps the
+imports' hashing the same in every run (docs/backends/memory.md, "Where a Python `get` goes").
+
+Subjects: `polycache.Cache("memory://")` and `polycache.django.Cache`, `cachebox.LRUCache`,
+`dict.get`, and, when the wheel is built with the cargo feature `bench-floor`
+(`POLYCACHE_FEATURES=bench-floor bash scripts/python-test.sh --build-only`), `_GetFloor`: the
+least a bytes-storing, TTL-aware store shareable with C must do per Python `get`.
+
+`--set` counts `set(key, value)` (cachebox: `insert`) of the same key instead, on the
+subjects that have one.
+
+Run: .venv/bin/python bench/python/get_instructions.py [N] [--set] [subject ...]
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import tempfile
+
+VALUE = "abcdefghijklmnop"  # 16 bytes
+KEY = "hit-key"
+
+
+def subject(name: str) -> object:
+    """The bound `get` of a store holding VALUE under KEY."""
+    if name == "polycache":
+        import polycache
+
+        c: object = polycache.Cache("memory://?max_entries=100000")
+    elif name == "django":
+        from django.conf import settings
+
+        settings.configure()
+        import polycache.django
+
+        c = polycache.django.Cache("memory://", {"TIMEOUT": 300})
+    elif name == "cachebox":
+        import cachebox
+
+        c = cachebox.LRUCache(100_000)
+    elif name == "dict":
+        c = {}
+        c[KEY] = VALUE
+        return c.get
+    elif name == "floor":
+        from polycache import _polycache
+
+        c = _polycache._GetFloor()  # type: ignore[attr-defined]
+    elif name == "empty":
+        return None
+    else:
+        raise SystemExit(f"unknown subject {name!r}")
+    if name == "cachebox":
+        c.insert(KEY, VALUE)  # type: ignore[attr-defined]
+    else:
+        c.set(KEY, VALUE)  # type: ignore[attr-defined]
+    get = c.get  # type: ignore[attr-defined]
+    assert get(KEY) == VALUE
+    return get
+
+
+def child(name: str, n: int, op: str) -> None:
+    get = subject(name)
+    if get is None:
+
+        def loop(n: int) -> None:
+            for _ in range(n):
+                pass
+
+    elif op == "set":
+        store = get.__self__  # type: ignore[attr-defined]
+        put = store.insert if name == "cachebox" else store.set
+
+        def loop(n: int) -> None:
+            for _ in range(n):
+                put(KEY, VALUE)
+
+    else:
+
+        def loop(n: int) -> None:
+            for _ in range(n):
+                get(KEY)
+
+    loop(n)
+
+
+def instructions(name: str, n: int, op: str = "get") -> int:
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "cg.out")
+        env = dict(os.environ, PYTHONHASHSEED="0")
+        subprocess.run(
+            ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
+             sys.executable, __file__, "--child", name, str(n), op],
+            env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        with open(out) as f:
+            text = f.read()
+        m = re.search(r"^(?:summary|totals): (\d+)", text, re.M)
+        assert m, "no totals in callgrind's output"
+        return int(m.group(1))
+
+
+def main() -> None:
+    args = sys.argv[1:]
+    if args[:1] == ["--child"]:
+        child(args[1], int(args[2]), args[3])
+        return
+    op = "set" if "--set" in args else "get"
+    args = [a for a in args if a != "--set"]
+    n = int(args[0]) if args and args[0].isdigit() else 200_000
+    names = [a for a in args if not a.isdigit()] or ["polycache", "django", "cachebox", "dict", "floor"]
+    empty = instructions("empty", n) - instructions("empty", 0)
+    for name in names:
+        try:
+            per = (instructions(name, n, op) - instructions(name, 0, op) - empty) / n
+        except subprocess.CalledProcessError:
+            print(f"{name:10} (not available in this build)")
+            continue
+        print(f"{name:10} {per:8.1f} instructions per {op}" + (" hit" if op == "get" else ""))
+
+
+if __name__ == "__main__":
+    main()
