@@ -62,8 +62,12 @@ impl Cache {
 
     /// The value under the full key `full`, opened (signature, compression).
     async fn read_async(&self, backend: &dyn AsyncBackend, full: &[u8]) -> Result<Option<Value>> {
+        if let Some(tags) = self.hint(full) {
+            return self.read_hinted_async(backend, full, &tags).await;
+        }
         let found = backend.get(full).await?;
-        self.check_tags_async(self.open_value(full, found)?).await
+        self.check_tags_at_async(full, self.open_value(full, found)?)
+            .await
     }
 
     /// [`Cache::full_set`], awaitable.
@@ -323,9 +327,12 @@ impl Cache {
             let (bytes, ends) = self.full_keys(keys)?;
             let full = Self::split_keys(&bytes, &ends);
             let start = self.inner.stats.start_anywhere(Operation::GetMany);
-            let found = match self.open_many(&full, backend.get_many(&full).await) {
-                Ok(values) => self.check_tags_many_async(values).await,
-                Err(e) => Err(e),
+            let found = match self.read_many_hinted_async(backend, &full).await {
+                Some(found) => found,
+                None => match self.open_many(&full, backend.get_many(&full).await) {
+                    Ok(values) => self.check_tags_many_at_async(&full, values).await,
+                    Err(e) => Err(e),
+                },
             };
             self.answer_get_many(&full, found, start)
         })

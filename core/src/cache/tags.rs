@@ -32,7 +32,10 @@ use crate::value::Value;
 use std::borrow::Cow;
 use std::collections::HashMap;
 
+mod hints;
 mod reads;
+
+pub(crate) use hints::TagHints;
 
 /// The first 8 bytes of every tagged entry.
 pub const TAG_MAGIC: [u8; 8] = *b"\0PCTAG1\0";
@@ -625,6 +628,31 @@ impl Cache {
         }
     }
 
+    /// [`Cache::check_tags`] of a value read under `full`, remembering its tags (see
+    /// `hints.rs`) when it is tagged.
+    #[inline]
+    pub(crate) fn check_tags_at(&self, full: &[u8], value: Option<Value>) -> Result<Option<Value>> {
+        match value {
+            Some(v) if is_tagged(&v) => {
+                self.learn(full, Some(&v));
+                self.verify_tagged(v)
+            }
+            other => Ok(other),
+        }
+    }
+
+    /// [`Cache::check_tags_at`], awaitable.
+    pub(crate) async fn check_tags_at_async(
+        &self,
+        full: &[u8],
+        value: Option<Value>,
+    ) -> Result<Option<Value>> {
+        if let Some(v) = value.as_deref().filter(|v| is_tagged(v)) {
+            self.learn(full, Some(v));
+        }
+        self.check_tags_async(value).await
+    }
+
     #[cold]
     fn verify_tagged(&self, v: Value) -> Result<Option<Value>> {
         let keys = match parse(&v) {
@@ -653,6 +681,38 @@ impl Cache {
 
     fn keys_of(&self, pairs: &[(&[u8], u64)]) -> Vec<Vec<u8>> {
         pairs.iter().map(|(t, _)| self.tag_key(t)).collect()
+    }
+
+    /// [`Cache::check_tags_many`] of values read under `full`, remembering the tags of the
+    /// tagged ones (see `hints.rs`).
+    pub(crate) fn check_tags_many_at(
+        &self,
+        full: &[&[u8]],
+        values: Vec<Option<Value>>,
+    ) -> Result<Vec<Option<Value>>> {
+        self.learn_tagged(full, &values);
+        self.check_tags_many(values)
+    }
+
+    /// [`Cache::check_tags_many_at`], awaitable.
+    pub(crate) async fn check_tags_many_at_async(
+        &self,
+        full: &[&[u8]],
+        values: Vec<Option<Value>>,
+    ) -> Result<Vec<Option<Value>>> {
+        self.learn_tagged(full, &values);
+        self.check_tags_many_async(values).await
+    }
+
+    fn learn_tagged(&self, full: &[&[u8]], values: &[Option<Value>]) {
+        if self.inner.hints.is_none() {
+            return;
+        }
+        for (k, v) in full.iter().zip(values) {
+            if let Some(v) = v.as_deref().filter(|v| is_tagged(v)) {
+                self.learn(k, Some(v));
+            }
+        }
     }
 
     /// [`Cache::check_tags`] of many values: one `get_many` for the tags of all of them.

@@ -163,11 +163,7 @@ impl Cache {
     fn read_tagged(&self, full: &[u8], tags: &[&str]) -> Result<Option<Value>> {
         let keys = self.tagged_read_keys(full, tags);
         let refs: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
-        let found = self.inner.backend.get_many(&refs)?;
-        match self.prefetched(&refs, found)? {
-            Prefetched::Answer(v) => Ok(v),
-            Prefetched::Check(v) => self.check_tags(Some(v)),
-        }
+        self.read_prefetched(&refs)
     }
 
     async fn read_tagged_async(
@@ -178,17 +174,133 @@ impl Cache {
     ) -> Result<Option<Value>> {
         let keys = self.tagged_read_keys(full, tags);
         let refs: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
-        let found = backend.get_many(&refs).await?;
-        match self.prefetched(&refs, found)? {
+        self.read_prefetched_async(backend, &refs).await
+    }
+
+    /// A plain read of `full` whose entry is hinted to carry the tags whose version keys
+    /// are `tags`: one bulk request (see `hints.rs`).
+    pub(crate) fn read_hinted(&self, full: &[u8], tags: &[Vec<u8>]) -> Result<Option<Value>> {
+        self.read_prefetched(&Self::hinted_read_keys(full, tags))
+    }
+
+    /// [`Cache::read_hinted`], awaitable.
+    pub(crate) async fn read_hinted_async(
+        &self,
+        backend: &dyn AsyncBackend,
+        full: &[u8],
+        tags: &[Vec<u8>],
+    ) -> Result<Option<Value>> {
+        self.read_prefetched_async(backend, &Self::hinted_read_keys(full, tags))
+            .await
+    }
+
+    /// The entry `keys[0]`, read in one request with the version keys `keys[1..]`.
+    fn read_prefetched(&self, keys: &[&[u8]]) -> Result<Option<Value>> {
+        let found = self.inner.backend.get_many(keys)?;
+        match self.prefetched(keys, found)? {
+            Prefetched::Answer(v) => Ok(v),
+            Prefetched::Check(v) => self.check_tags(Some(v)),
+        }
+    }
+
+    /// [`Cache::read_prefetched`], awaitable.
+    async fn read_prefetched_async(
+        &self,
+        backend: &dyn AsyncBackend,
+        keys: &[&[u8]],
+    ) -> Result<Option<Value>> {
+        let found = backend.get_many(keys).await?;
+        match self.prefetched(keys, found)? {
             Prefetched::Answer(v) => Ok(v),
             Prefetched::Check(v) => self.check_tags_async(Some(v)).await,
         }
     }
 
+    /// [`Cache::get_many`]'s values for the full keys `full`, with the versions of the tags
+    /// hinted for them read in the same request; `None` when no key has a hint.
+    pub(crate) fn read_many_hinted(&self, full: &[&[u8]]) -> Option<Result<Vec<Option<Value>>>> {
+        let extra = self.hinted_many_keys(full)?;
+        Some((|| {
+            let mut keys = full.to_vec();
+            keys.extend(extra.iter().map(Vec::as_slice));
+            let found = self.inner.backend.get_many(&keys)?;
+            let (mut values, unchecked) = self.prefetched_many(full, &extra, found)?;
+            let rest = unchecked.iter().map(|&i| values[i].take()).collect();
+            for (i, v) in unchecked.into_iter().zip(self.check_tags_many(rest)?) {
+                values[i] = v;
+            }
+            Ok(values)
+        })())
+    }
+
+    /// [`Cache::read_many_hinted`], awaitable.
+    pub(crate) async fn read_many_hinted_async(
+        &self,
+        backend: &dyn AsyncBackend,
+        full: &[&[u8]],
+    ) -> Option<Result<Vec<Option<Value>>>> {
+        let extra = self.hinted_many_keys(full)?;
+        Some(
+            async {
+                let mut keys = full.to_vec();
+                keys.extend(extra.iter().map(Vec::as_slice));
+                let found = backend.get_many(&keys).await?;
+                let (mut values, unchecked) = self.prefetched_many(full, &extra, found)?;
+                let rest = unchecked.iter().map(|&i| values[i].take()).collect();
+                let checked = self.check_tags_many_async(rest).await?;
+                for (i, v) in unchecked.into_iter().zip(checked) {
+                    values[i] = v;
+                }
+                Ok(values)
+            }
+            .await,
+        )
+    }
+
+    /// The answers of a hinted bulk read (`full`'s values, then the version keys `extra`):
+    /// each value checked against the versions read with it, and the positions of the
+    /// tagged values that carry a tag whose version was not read (still to check).
+    fn prefetched_many(
+        &self,
+        full: &[&[u8]],
+        extra: &[Vec<u8>],
+        found: Vec<Option<Value>>,
+    ) -> Result<(Vec<Option<Value>>, Vec<usize>)> {
+        let (values, read) = self.split_hinted(full, extra, found)?;
+        let mut unchecked = Vec::new();
+        let values = values
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| {
+                let v = v?;
+                if !is_tagged(&v) {
+                    return Some(v);
+                }
+                let now: Option<Vec<Option<u64>>> = match parse(&v) {
+                    Parsed::Tagged(pairs, _) => pairs
+                        .iter()
+                        .map(|(t, _)| read.get(&self.tag_key(t)).copied())
+                        .collect(),
+                    _ => return None,
+                };
+                match now {
+                    Some(now) => current(v, &now),
+                    None => {
+                        unchecked.push(i);
+                        Some(v)
+                    }
+                }
+            })
+            .collect();
+        Ok((values, unchecked))
+    }
+
     /// The answer for an entry (`keys[0]`) read together with tag versions (`keys[1..]`).
     fn prefetched(&self, keys: &[&[u8]], found: Vec<Option<Value>>) -> Result<Prefetched> {
         let mut found = found.into_iter();
-        let Some(v) = self.open_value(keys[0], found.next().flatten())? else {
+        let v = self.open_value(keys[0], found.next().flatten())?;
+        self.learn(keys[0], v.as_deref());
+        let Some(v) = v else {
             return Ok(Prefetched::Answer(None));
         };
         if !is_tagged(&v) {
