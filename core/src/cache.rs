@@ -37,6 +37,7 @@ mod tags;
 #[cfg(any(test, feature = "fuzzing"))]
 pub(crate) use tags::fuzz_tag_header;
 pub use tags::{check_tags, TagStamp, MAX_TAGS, MAX_TAG_LEN, TAG_MAGIC};
+use tags::{ready, Via};
 
 /// The default TTL of a cache when none is configured: 300 seconds, Django's default.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
@@ -430,7 +431,7 @@ impl Cache {
     #[inline]
     fn read(&self, full: &[u8]) -> Result<Option<Value>> {
         if let Some(tags) = self.hint(full) {
-            return self.read_hinted(full, &tags);
+            return ready(self.read_hinted(Via::Blocking, full, &tags));
         }
         match self.inner.backend.get(full)? {
             // Neither signed, compressed nor tagged: the value as stored, moved once.
@@ -626,7 +627,7 @@ impl Cache {
     pub fn incr<'k>(&self, key: impl Into<Key<'k>>, delta: i64) -> Result<i64> {
         let key = key.into();
         let start = self.inner.stats.start(Operation::Incr);
-        let result = self.with_key(key, |k| self.inner.backend.incr(k, delta));
+        let result = self.with_key(key, |k| ready(self.incr_live(Via::Blocking, k, delta)));
         self.record(Operation::Incr, start, &result, 0);
         self.answer_incr(key, result)
     }
@@ -699,8 +700,8 @@ impl Cache {
         let (bytes, ends) = self.full_keys(keys)?;
         let full = Self::split_keys(&bytes, &ends);
         let start = self.inner.stats.start(Operation::GetMany);
-        let found = match self.read_many_hinted(&full) {
-            Some(found) => found,
+        let found = match self.hinted_many_keys(&full) {
+            Some(extra) => ready(self.read_many_hinted(Via::Blocking, &full, &extra)),
             None => self
                 .open_many(&full, self.inner.backend.get_many(&full))
                 .and_then(|values| self.check_tags_many_at(&full, values)),

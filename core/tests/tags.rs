@@ -405,12 +405,21 @@ fn a_tagged_read_with_known_tags_is_one_redis_request() {
 #[test]
 fn a_plain_read_of_a_tagged_entry_is_one_redis_request() {
     let redis = polycache_testkit::RedisServer::start().unwrap();
-    let open = || Cache::builder(&redis.url()).key_prefix("pr").build().unwrap();
+    let open = || {
+        Cache::builder(&redis.url())
+            .key_prefix("pr")
+            .build()
+            .unwrap()
+    };
     let (writer, reader) = (open(), open());
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let tags: &[&str] = &["product:42", "home"];
-    writer.set_tagged("page", b"v1", Expiry::Never, tags).unwrap();
-    writer.set_tagged("side", b"s1", Expiry::Never, &["home"]).unwrap();
+    writer
+        .set_tagged("page", b"v1", Expiry::Never, tags)
+        .unwrap();
+    writer
+        .set_tagged("side", b"s1", Expiry::Never, &["home"])
+        .unwrap();
     writer.set("plain", b"p", Expiry::Never).unwrap();
 
     // Untagged keys never read tag versions: one GET, one MGET, as before tags.
@@ -447,12 +456,22 @@ fn a_plain_read_of_a_tagged_entry_is_one_redis_request() {
     let keys = ["page", "side", "plain", "absent"];
     let want = [Some("v1"), Some("s1"), Some("p"), None];
     let n = reads_of(&redis, || {
-        let got: Vec<_> = reader.get_many(&keys, None).unwrap().into_iter().map(text).collect();
+        let got: Vec<_> = reader
+            .get_many(&keys, None)
+            .unwrap()
+            .into_iter()
+            .map(text)
+            .collect();
         assert_eq!(got, want.map(|s| s.map(String::from)));
     });
     assert_eq!(n, 1, "first get_many");
     let n = reads_of(&redis, || {
-        let got: Vec<_> = reader.get_many(&keys, None).unwrap().into_iter().map(text).collect();
+        let got: Vec<_> = reader
+            .get_many(&keys, None)
+            .unwrap()
+            .into_iter()
+            .map(text)
+            .collect();
         assert_eq!(got, want.map(|s| s.map(String::from)));
     });
     assert_eq!(n, 1, "get_many");
@@ -472,7 +491,10 @@ fn a_plain_read_of_a_tagged_entry_is_one_redis_request() {
         runtime.block_on(async {
             assert_eq!(reader.get_async("page").await.unwrap(), None);
             let got = reader.get_many_async(&keys, None).await.unwrap();
-            assert_eq!(got.into_iter().map(text).collect::<Vec<_>>()[..2], [None, None]);
+            assert_eq!(
+                got.into_iter().map(text).collect::<Vec<_>>()[..2],
+                [None, None]
+            );
         });
     });
     assert_eq!(n, 3, "reads after an invalidation");
@@ -480,7 +502,9 @@ fn a_plain_read_of_a_tagged_entry_is_one_redis_request() {
     // Another handle rewrites the entries: untagged (the hint's versions are read for
     // nothing, once) and with another tag (its versions are read in a second request, once).
     writer.set("page", b"v2", Expiry::Never).unwrap();
-    writer.set_tagged("side", b"s2", Expiry::Never, &["other"]).unwrap();
+    writer
+        .set_tagged("side", b"s2", Expiry::Never, &["other"])
+        .unwrap();
     let n = reads_of(&redis, || {
         assert_eq!(text(reader.get("page").unwrap()).as_deref(), Some("v2"));
         assert_eq!(text(reader.get("side").unwrap()).as_deref(), Some("s2"));
@@ -511,7 +535,9 @@ fn a_plain_read_of_a_tagged_entry_is_one_memcached_request() {
         call();
         proxy.lines_sent() - before
     };
-    writer.set_tagged("page", b"v1", Expiry::Never, &["a", "b"]).unwrap();
+    writer
+        .set_tagged("page", b"v1", Expiry::Never, &["a", "b"])
+        .unwrap();
     writer.set("plain", b"p", Expiry::Never).unwrap();
     // The reader's connections are opened (and set up) before anything is counted.
     assert_eq!(reader.get("absent").unwrap(), None);
