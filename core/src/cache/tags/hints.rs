@@ -15,7 +15,7 @@ use crate::cache::Cache;
 use crate::value::Value;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, RwLock};
 
 /// The most keys one cache keeps a hint for; past it, an arbitrary hint makes room.
 pub(crate) const MAX_HINTS: usize = 10_000;
@@ -26,7 +26,7 @@ pub(crate) type TagKeys = Arc<[Vec<u8>]>;
 /// Keys of tagged entries and the version keys of their tags. `Send + Sync`.
 #[derive(Default)]
 pub(crate) struct TagHints {
-    map: Mutex<HashMap<Box<[u8]>, TagKeys>>,
+    map: RwLock<HashMap<Box<[u8]>, TagKeys>>,
     /// `map.len()`, readable without the lock: a read with no hint at all costs one load.
     len: AtomicUsize,
 }
@@ -37,16 +37,17 @@ impl TagHints {
         if self.len.load(Ordering::Relaxed) == 0 {
             return None;
         }
-        self.map.lock().ok()?.get(full).cloned()
+        self.map.read().ok()?.get(full).cloned()
     }
 
     fn put(&self, full: &[u8], keys: TagKeys) {
-        let Ok(mut map) = self.map.lock() else {
-            return;
-        };
-        if map.get(full).is_some_and(|k| *k == keys) {
+        // The common case, a read confirming what the hint said, takes only the read lock.
+        if self.get(full).is_some_and(|k| k == keys) {
             return;
         }
+        let Ok(mut map) = self.map.write() else {
+            return;
+        };
         if map.len() >= MAX_HINTS && !map.contains_key(full) {
             if let Some(any) = map.keys().next().cloned() {
                 map.remove(&any);
@@ -57,10 +58,10 @@ impl TagHints {
     }
 
     fn drop_hint(&self, full: &[u8]) {
-        if self.len.load(Ordering::Relaxed) == 0 {
+        if self.get(full).is_none() {
             return;
         }
-        if let Ok(mut map) = self.map.lock() {
+        if let Ok(mut map) = self.map.write() {
             if map.remove(full).is_some() {
                 self.len.store(map.len(), Ordering::Relaxed);
             }
@@ -160,5 +161,27 @@ impl Cache {
             self.learn(k, v.as_deref());
         }
         Ok((values, read))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hints_are_bounded_and_corrected() {
+        let hints = TagHints::default();
+        let keys: TagKeys = vec![b"p:__tag__:a".to_vec()].into();
+        for i in 0..MAX_HINTS + 10 {
+            hints.put(format!("k{i}").as_bytes(), keys.clone());
+        }
+        assert_eq!(hints.len(), MAX_HINTS);
+        let other: TagKeys = vec![b"p:__tag__:b".to_vec()].into();
+        hints.put(b"fresh", other.clone());
+        assert_eq!(hints.get(b"fresh"), Some(other));
+        assert_eq!(hints.len(), MAX_HINTS);
+        hints.drop_hint(b"fresh");
+        assert_eq!(hints.get(b"fresh"), None);
+        assert_eq!(hints.len(), MAX_HINTS - 1);
     }
 }
