@@ -108,9 +108,14 @@ enum Parsed<'a> {
     Corrupt,
 }
 
+/// True when `bytes` start with [`TAG_MAGIC`]: one 8-byte load and compare, no `memcmp`
+/// call (it runs on every read and every write to a remote backend).
 #[inline]
 fn is_tagged(bytes: &[u8]) -> bool {
-    bytes.len() >= TAG_MAGIC.len() && bytes[..TAG_MAGIC.len()] == TAG_MAGIC
+    match bytes.first_chunk::<8>() {
+        Some(head) => u64::from_ne_bytes(*head) == u64::from_ne_bytes(TAG_MAGIC),
+        None => false,
+    }
 }
 
 fn parse(bytes: &[u8]) -> Parsed<'_> {

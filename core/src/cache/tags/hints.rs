@@ -23,6 +23,9 @@ pub(crate) const MAX_HINTS: usize = 10_000;
 /// The version keys a key's entry carried, shared with the readers that use them.
 pub(crate) type TagKeys = Arc<[Vec<u8>]>;
 
+/// Versions read with a bulk read, by version key (`None`: missing or unreadable).
+pub(crate) type ReadVersions = HashMap<Vec<u8>, Option<u64>>;
+
 /// Keys of tagged entries and the version keys of their tags. `Send + Sync`.
 #[derive(Default)]
 pub(crate) struct TagHints {
@@ -147,7 +150,7 @@ impl Cache {
         full: &[&[u8]],
         extra: &[Vec<u8>],
         mut found: Vec<Option<Value>>,
-    ) -> crate::Result<(Vec<Option<Value>>, HashMap<Vec<u8>, Option<u64>>)> {
+    ) -> crate::Result<(Vec<Option<Value>>, ReadVersions)> {
         let versions = found.split_off(full.len());
         let refs: Vec<&[u8]> = extra.iter().map(Vec::as_slice).collect();
         let versions = self.opened_versions(&refs, versions)?;
