@@ -515,7 +515,8 @@ impl Cache {
     }
 
     /// Stores `value` under `key` only if absent, with the tag versions of `stamp`; true
-    /// when it stored. An invalidated entry is present to `add` (it is a miss to `get`).
+    /// when it stored. An invalidated tagged entry is absent to `add`, as to `get`: `add`
+    /// stores over it.
     pub fn add_stamped<'k>(
         &self,
         key: impl Into<Key<'k>>,
