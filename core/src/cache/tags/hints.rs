@@ -71,7 +71,7 @@ impl TagHints {
         }
     }
 
-    /// How many keys have a hint (tests and docs).
+    /// How many keys have a hint.
     pub(crate) fn len(&self) -> usize {
         self.len.load(Ordering::Relaxed)
     }
@@ -108,12 +108,6 @@ impl Cache {
                 self.learn(full, Some(value));
             }
         }
-    }
-
-    /// The number of keys this cache keeps a tag hint for (0 on `memory://`).
-    #[doc(hidden)]
-    pub fn tag_hints(&self) -> usize {
-        self.inner.hints.as_ref().map_or(0, TagHints::len)
     }
 
     /// The keys of one bulk read for `full` (hinted by `tags`): the entry's, then the
