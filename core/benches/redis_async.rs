@@ -3,7 +3,8 @@
 //!
 //! Latency: one task awaiting one `GET` after another (µs per call). Throughput: 256 tasks
 //! each awaiting `GET`s in a loop for a fixed count (calls per second). Also the sync `get`
-//! of the same cache, for the decision recorded in docs/architecture.md. Prints one table
+//! of the same cache, for the decision recorded in docs/architecture.md, and the `get_async`
+//! of a tagged entry against the untagged one (docs/refresh.md, Tags). Prints one table
 //! with ratios; targets: latency ≤ 1.2× redis-rs, throughput ≥ 0.8× redis-rs.
 
 use polycache::{Cache, Expiry};
@@ -81,6 +82,33 @@ fn main() {
         started.elapsed()
     });
 
+    // A tagged entry this handle wrote: its tag's version comes in the same request
+    // (docs/refresh.md, Tags); the ratio to the untagged get is the cost of the tag.
+    cache
+        .set_tagged("bench:tagged", &[b'x'; 100], Expiry::Never, &["bench-tag"])
+        .unwrap();
+    let tagged_latency = median(|| {
+        rt.block_on(async {
+            let started = Instant::now();
+            for _ in 0..latency_calls {
+                std::hint::black_box(cache.get_async("bench:tagged").await.unwrap());
+            }
+            started.elapsed()
+        })
+    });
+    // The floor of a one-request tagged read: one MGET of the entry and one more key.
+    cache.set("bench:other", b"1", Expiry::Never).unwrap();
+    let mget_latency = median(|| {
+        rt.block_on(async {
+            let started = Instant::now();
+            for _ in 0..latency_calls {
+                let keys = ["bench:key", "bench:other"];
+                std::hint::black_box(cache.get_many_async(&keys, None).await.unwrap());
+            }
+            started.elapsed()
+        })
+    });
+
     let ours_throughput = median(|| {
         rt.block_on(async {
             let started = Instant::now();
@@ -153,5 +181,19 @@ fn main() {
         per_call(sync_latency),
         per_call(ours_latency),
         per_call(sync_latency) / per_call(ours_latency)
+    );
+    println!(
+        "{:<44} {:>12.1} {:>12.1} {:>7.2}x   (tagged / untagged get_async)",
+        "1 task, µs per get_async of a tagged entry",
+        per_call(tagged_latency),
+        per_call(ours_latency),
+        per_call(tagged_latency) / per_call(ours_latency)
+    );
+    println!(
+        "{:<44} {:>12.1} {:>12.1} {:>7.2}x   (get_many_async / get_async)",
+        "1 task, µs per get_many_async of 2 keys",
+        per_call(mget_latency),
+        per_call(ours_latency),
+        per_call(mget_latency) / per_call(ours_latency)
     );
 }

@@ -37,6 +37,7 @@ mod tags;
 #[cfg(any(test, feature = "fuzzing"))]
 pub(crate) use tags::fuzz_tag_header;
 pub use tags::{check_tags, TagStamp, MAX_TAGS, MAX_TAG_LEN, TAG_MAGIC};
+use tags::{ready, Via};
 
 /// The default TTL of a cache when none is configured: 300 seconds, Django's default.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
@@ -189,6 +190,9 @@ struct Inner {
     flights: Arc<Flights>,
     /// Signing and compression of values (see `codec.rs`).
     codec: Codec,
+    /// The tags of entries this process read or wrote, to read a tagged entry and its tag
+    /// versions in one request (`tags/hints.rs`); `None` where calls answer in memory.
+    hints: Option<tags::TagHints>,
     /// Coarse-clock ticks of the last warning about a rejected (unsigned, forged) value.
     last_rejection: AtomicU64,
     /// The serializer the bindings use for this cache's values (`pickle`, `json`, `raw`).
@@ -270,6 +274,7 @@ impl Cache {
     /// cache is configured, else `value` itself.
     #[inline]
     fn seal_value<'v>(&self, full: &[u8], value: &'v [u8]) -> Cow<'v, [u8]> {
+        self.learn_written(full, value);
         self.inner.codec.seal(full, value)
     }
 
@@ -417,13 +422,22 @@ impl Cache {
 
     /// `get` of a full key: fail-open applies, not counted as a hit or miss.
     pub(crate) fn full_get(&self, full: &[u8]) -> Result<Option<Value>> {
-        let found = self
-            .inner
-            .backend
-            .get(full)
-            .and_then(|v| self.open_value(full, v))
-            .and_then(|v| self.check_tags(v));
+        let found = self.read(full);
         self.apply_fail_open(found, || None)
+    }
+
+    /// The value under the full key `full`, opened and checked against its tags: with the
+    /// versions of the tags it is hinted to carry in the same request (`tags/hints.rs`).
+    #[inline]
+    fn read(&self, full: &[u8]) -> Result<Option<Value>> {
+        if let Some(tags) = self.hint(full) {
+            return ready(self.read_hinted(Via::Blocking, full, &tags));
+        }
+        match self.inner.backend.get(full)? {
+            // Neither signed, compressed nor tagged: the value as stored, moved once.
+            Some(v) if self.inner.codec.passes_as_stored(&v) => Ok(Some(v)),
+            found => self.check_tags_at(full, self.open_value(full, found)?),
+        }
     }
 
     /// `set` of a full key with a resolved TTL: size limit, fail-open and `sets` apply.
@@ -494,11 +508,7 @@ impl Cache {
     #[inline]
     pub fn get<'k>(&self, key: impl Into<Key<'k>>) -> Result<Option<Value>> {
         let start = self.inner.stats.start(Operation::Get);
-        let found = self.with_key(key.into(), |k| match self.inner.backend.get(k)? {
-            // Neither signed, compressed nor tagged: the value as stored, moved once.
-            Some(v) if self.inner.codec.passes_as_stored(&v) => Ok(Some(v)),
-            found => self.check_tags(self.open_value(k, found)?),
-        });
+        let found = self.with_key(key.into(), |k| self.read(k));
         match found {
             Ok(found) => {
                 let size = found.as_ref().map(|v| v.len());
@@ -617,7 +627,7 @@ impl Cache {
     pub fn incr<'k>(&self, key: impl Into<Key<'k>>, delta: i64) -> Result<i64> {
         let key = key.into();
         let start = self.inner.stats.start(Operation::Incr);
-        let result = self.with_key(key, |k| self.inner.backend.incr(k, delta));
+        let result = self.with_key(key, |k| ready(self.incr_live(Via::Blocking, k, delta)));
         self.record(Operation::Incr, start, &result, 0);
         self.answer_incr(key, result)
     }
@@ -690,9 +700,12 @@ impl Cache {
         let (bytes, ends) = self.full_keys(keys)?;
         let full = Self::split_keys(&bytes, &ends);
         let start = self.inner.stats.start(Operation::GetMany);
-        let found = self
-            .open_many(&full, self.inner.backend.get_many(&full))
-            .and_then(|values| self.check_tags_many(values));
+        let found = match self.hinted_many_keys(&full) {
+            Some(extra) => ready(self.read_many_hinted(Via::Blocking, &full, &extra)),
+            None => self
+                .open_many(&full, self.inner.backend.get_many(&full))
+                .and_then(|values| self.check_tags_many_at(&full, values)),
+        };
         self.answer_get_many(&full, found, start)
     }
 

@@ -377,11 +377,11 @@ fn a_tagged_read_with_known_tags_is_one_redis_request() {
     });
     assert_eq!(n, 1, "Job::get");
 
-    // A plain get learns the tags from the entry: a second request (see docs/refresh.md).
+    // This handle wrote the entry: a plain get reads its tags' versions with it.
     let n = reads_of(&redis, || {
         assert_eq!(text(cache.get("page").unwrap()).as_deref(), Some("v1"));
     });
-    assert_eq!(n, 2, "get of a tagged entry");
+    assert_eq!(n, 1, "get of a tagged entry this handle wrote");
     let n = reads_of(&redis, || {
         cache.set("plain", b"p", Expiry::Never).unwrap();
         assert_eq!(text(cache.get("plain").unwrap()).as_deref(), Some("p"));
@@ -394,4 +394,172 @@ fn a_tagged_read_with_known_tags_is_one_redis_request() {
         assert_eq!(cache.get_tagged("page", tags).unwrap(), None);
     });
     assert_eq!(n, 1);
+}
+
+/// A plain read of a tagged entry (`get`, `get_many`, their awaitable twins, `get_or_set`)
+/// is one request once the handle has written or read the entry (the hint, see
+/// docs/refresh.md); a handle that never saw it makes two, once. A hint that turned wrong
+/// (the entry rewritten untagged or with other tags by another handle) never serves a
+/// stale value and is corrected. Counted by the Redis server (`INFO commandstats`).
+#[cfg(feature = "redis")]
+#[test]
+fn a_plain_read_of_a_tagged_entry_is_one_redis_request() {
+    let redis = polycache_testkit::RedisServer::start().unwrap();
+    let open = || {
+        Cache::builder(&redis.url())
+            .key_prefix("pr")
+            .build()
+            .unwrap()
+    };
+    let (writer, reader) = (open(), open());
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let tags: &[&str] = &["product:42", "home"];
+    writer
+        .set_tagged("page", b"v1", Expiry::Never, tags)
+        .unwrap();
+    writer
+        .set_tagged("side", b"s1", Expiry::Never, &["home"])
+        .unwrap();
+    writer.set("plain", b"p", Expiry::Never).unwrap();
+
+    // Untagged keys never read tag versions: one GET, one MGET, as before tags.
+    let n = reads_of(&redis, || {
+        assert_eq!(text(reader.get("plain").unwrap()).as_deref(), Some("p"));
+    });
+    assert_eq!(n, 1, "get of an untagged entry");
+
+    // The reader never saw "page": the first read learns its tags (two requests), the next
+    // ones read the versions with the value.
+    let n = reads_of(&redis, || {
+        assert_eq!(text(reader.get("page").unwrap()).as_deref(), Some("v1"));
+    });
+    assert_eq!(n, 2, "first get of a tagged entry this handle never saw");
+    let n = reads_of(&redis, || {
+        assert_eq!(text(reader.get("page").unwrap()).as_deref(), Some("v1"));
+    });
+    assert_eq!(n, 1, "get");
+    let n = reads_of(&redis, || {
+        let v = reader.get_or_set("page", || panic!("a hit computed"), Expiry::Never);
+        let v = v.unwrap();
+        assert_eq!(&*v, b"v1");
+    });
+    assert_eq!(n, 1, "get_or_set");
+    let n = reads_of(&redis, || {
+        runtime.block_on(async {
+            let v = reader.get_async("page").await.unwrap();
+            assert_eq!(text(v).as_deref(), Some("v1"));
+        })
+    });
+    assert_eq!(n, 1, "get_async");
+
+    // get_many: "side" carries a tag ("home") that "page"'s hint names, "third" one that no
+    // hint names (one more request, once); then one request.
+    writer
+        .set_tagged("third", b"t1", Expiry::Never, &["extra"])
+        .unwrap();
+    let keys = ["page", "side", "third", "plain", "absent"];
+    let want = [Some("v1"), Some("s1"), Some("t1"), Some("p"), None];
+    let get_many = || {
+        let got = reader.get_many(&keys, None).unwrap();
+        let got: Vec<_> = got.into_iter().map(text).collect();
+        assert_eq!(got, want.map(|s| s.map(String::from)));
+    };
+    assert_eq!(reads_of(&redis, get_many), 2, "first get_many");
+    assert_eq!(reads_of(&redis, get_many), 1, "get_many");
+    let n = reads_of(&redis, || {
+        runtime.block_on(async {
+            let got: Vec<_> = reader.get_many_async(&keys, None).await.unwrap();
+            let got: Vec<_> = got.into_iter().map(text).collect();
+            assert_eq!(got, want.map(|s| s.map(String::from)));
+        })
+    });
+    assert_eq!(n, 1, "get_many_async");
+
+    // An invalidation by another handle is seen in the same one request.
+    writer.invalidate_tags(&["home"]).unwrap();
+    let n = reads_of(&redis, || {
+        assert_eq!(reader.get("page").unwrap(), None);
+        runtime.block_on(async {
+            assert_eq!(reader.get_async("page").await.unwrap(), None);
+            let got = reader.get_many_async(&keys, None).await.unwrap();
+            assert_eq!(
+                got.into_iter().map(text).collect::<Vec<_>>()[..2],
+                [None, None]
+            );
+        });
+    });
+    assert_eq!(n, 3, "reads after an invalidation");
+
+    // Another handle rewrites the entries: untagged (the hint's versions are read for
+    // nothing, once) and with another tag (its versions are read in a second request, once).
+    writer.set("page", b"v2", Expiry::Never).unwrap();
+    writer
+        .set_tagged("side", b"s2", Expiry::Never, &["other"])
+        .unwrap();
+    let n = reads_of(&redis, || {
+        assert_eq!(text(reader.get("page").unwrap()).as_deref(), Some("v2"));
+        assert_eq!(text(reader.get("side").unwrap()).as_deref(), Some("s2"));
+    });
+    assert_eq!(n, 3, "reads after the entries changed their tags");
+    let n = reads_of(&redis, || {
+        assert_eq!(text(reader.get("page").unwrap()).as_deref(), Some("v2"));
+        assert_eq!(text(reader.get("side").unwrap()).as_deref(), Some("s2"));
+    });
+    assert_eq!(n, 2, "reads once the hints are corrected");
+    writer.invalidate_tags(&["other"]).unwrap();
+    assert_eq!(reader.get("side").unwrap(), None);
+}
+
+/// The same on Memcached, counted at a loopback proxy: each retrieval request is one line
+/// (`mg key v`, `get k1 k2 …`).
+#[cfg(feature = "memcached")]
+#[test]
+fn a_plain_read_of_a_tagged_entry_is_one_memcached_request() {
+    let server = polycache_testkit::MemcachedServer::start().unwrap();
+    let proxy = polycache_testkit::FaultProxy::start(server.addr().parse().unwrap()).unwrap();
+    let url = format!("memcached://127.0.0.1:{}", proxy.port());
+    let open = || Cache::builder(&url).key_prefix("pm").build().unwrap();
+    let (writer, reader) = (open(), open());
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let requests = |call: &dyn Fn()| {
+        let before = proxy.lines_sent();
+        call();
+        proxy.lines_sent() - before
+    };
+    writer
+        .set_tagged("page", b"v1", Expiry::Never, &["a", "b"])
+        .unwrap();
+    writer.set("plain", b"p", Expiry::Never).unwrap();
+    // The reader's connections are opened (and set up) before anything is counted.
+    assert_eq!(reader.get("absent").unwrap(), None);
+    runtime.block_on(async { assert_eq!(reader.get_async("absent").await.unwrap(), None) });
+
+    let n = requests(&|| assert_eq!(text(reader.get("plain").unwrap()).as_deref(), Some("p")));
+    assert_eq!(n, 1, "get of an untagged entry");
+    let n = requests(&|| assert_eq!(text(reader.get("page").unwrap()).as_deref(), Some("v1")));
+    assert_eq!(n, 2, "first get of a tagged entry this handle never saw");
+    let n = requests(&|| assert_eq!(text(reader.get("page").unwrap()).as_deref(), Some("v1")));
+    assert_eq!(n, 1, "get");
+    let n = requests(&|| assert_eq!(text(writer.get("page").unwrap()).as_deref(), Some("v1")));
+    assert_eq!(n, 1, "get by the handle that wrote it");
+    let n = requests(&|| {
+        runtime.block_on(async {
+            let v = reader.get_async("page").await.unwrap();
+            assert_eq!(text(v).as_deref(), Some("v1"));
+        })
+    });
+    assert_eq!(n, 1, "get_async");
+    let n = requests(&|| {
+        let got = reader.get_many(&["page", "plain"], None).unwrap();
+        assert_eq!(text(got[0].clone()).as_deref(), Some("v1"));
+    });
+    assert_eq!(n, 1, "get_many");
+    writer.invalidate_tags(&["b"]).unwrap();
+    let n = requests(&|| {
+        assert_eq!(reader.get("page").unwrap(), None);
+        runtime.block_on(async {
+            assert_eq!(reader.get_async("page").await.unwrap(), None);
+        });
+    });
+    assert_eq!(n, 2, "reads after an invalidation");
 }

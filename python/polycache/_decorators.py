@@ -65,7 +65,9 @@ def _async_memo(memo: Memo, fn: Callable[..., Awaitable[Any]]) -> Callable[..., 
     @functools.wraps(fn)
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
         key = memo.key(*args, **kwargs)
-        value, early = await memo._aprobe(key, _MISS)
+        # With the call's arguments, a tagged memo reads the value and its tags' versions
+        # in one request, as the sync wrapper does.
+        value, early = await memo._aprobe(key, _MISS, args, kwargs)
         if value is not _MISS and not early:
             return value
         if value is _MISS:

@@ -144,15 +144,24 @@ impl Memo {
         how: How,
         key: &str,
         default: Bound<'py, PyAny>,
+        args: Option<&Bound<'py, PyTuple>>,
+        kwargs: Option<Bound<'py, PyDict>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let (this, py) = (slf.get(), slf.py());
+        // With the call's arguments, a tagged memo reads the value and its tags' versions
+        // in one request, as the sync wrapper does.
+        let tags = match args {
+            Some(args) => this.tags_of(args, kwargs.as_ref())?,
+            None => Vec::new(),
+        };
         let cache = this.resolve(py)?;
         let core = &cache.get().core;
         let (version, policy) = (this.version, core.cache.refresh_policy().clone());
         let deliver = Deliver::Probe(default.unbind());
         if how == How::Sync || core.local {
             let found = core.run(py, |c| {
-                c.lookup(Key::new(key).maybe_version(version), &policy)
+                let texts: Vec<&str> = tags.iter().map(String::as_str).collect();
+                c.lookup_tagged(Key::new(key).maybe_version(version), &policy, &texts)
                     .map(probe_reply)
             });
             let answer = deliver.convert(py, core.decoder, found);
@@ -164,7 +173,8 @@ impl Memo {
         }
         let (c, key) = (core.cache.clone(), key.to_owned());
         let work = async move {
-            c.lookup_async(Key::new(&key).maybe_version(version), &policy)
+            let texts: Vec<&str> = tags.iter().map(String::as_str).collect();
+            c.lookup_tagged_async(Key::new(&key).maybe_version(version), &policy, &texts)
                 .await
                 .map(probe_reply)
         };
@@ -258,9 +268,11 @@ twins! {
         /// whether XFetch chose this read to recompute it early, or `(default, False)` on a
         /// miss. Awaited, the lookup is the core's native async one (in place on a local
         /// cache).
-        twins _probe / _aprobe <'py>(slf, how, key: &str, default: Bound<'py, PyAny>)
-            signature (key, default)
-            { Self::probe(slf, how, key, default) }
+        /// With the call's `args` (a tuple) and `kwargs` (a dict), a memo with tags reads the
+        /// value and its tags' versions in one request.
+        twins _probe / _aprobe <'py>(slf, how, key: &str, default: Bound<'py, PyAny>, args: Option<Bound<'py, PyTuple>>, kwargs: Option<Bound<'py, PyDict>>)
+            signature (key, default, args = None, kwargs = None)
+            { Self::probe(slf, how, key, default, args.as_ref(), kwargs) }
         /// Stores `value` under `key` (a key from `key()`) with the decorator's timeout. With
         /// `delta`, the seconds the function took, it is a computed value: stored as
         /// `get_or_set_with` stores one (an XFetch envelope when the cache has

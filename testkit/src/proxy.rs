@@ -43,6 +43,8 @@ struct ProxyState {
     refusing: AtomicBool,
     truncate: AtomicUsize,
     truncated: AtomicU64,
+    /// Line ends (`\n`) clients sent: one per request of a line protocol (memcached's).
+    lines_sent: AtomicU64,
     next_id: AtomicU64,
     /// Both streams of every open connection, to shut them down from outside.
     open: Mutex<HashMap<u64, (TcpStream, TcpStream)>>,
@@ -114,6 +116,13 @@ impl FaultProxy {
         self.state.refusing.store(on, Ordering::SeqCst);
     }
 
+    /// How many line ends (`\n` bytes) clients sent through the proxy so far: on a line
+    /// protocol such as memcached's, the number of requests (retrieval commands are one
+    /// line each), counted where they pass, never timed.
+    pub fn lines_sent(&self) -> u64 {
+        self.state.lines_sent.load(Ordering::SeqCst)
+    }
+
     /// How many connections are open through the proxy now.
     pub fn open_connections(&self) -> usize {
         lock(&self.state.open).len()
@@ -162,27 +171,37 @@ fn spawn_pumps(client: TcpStream, server: TcpStream, state: &Arc<ProxyState>) ->
     thread::Builder::new()
         .name("fault-proxy-up".into())
         .spawn(move || {
-            pump(c_read, s_write, None);
+            pump(c_read, s_write, None, Some(&up));
             up.forget(id);
         })?;
     let down = state.clone();
     thread::Builder::new()
         .name("fault-proxy-down".into())
         .spawn(move || {
-            pump(server, client, Some(&down));
+            pump(server, client, Some(&down), None);
             down.forget(id);
         })?;
     Ok(())
 }
 
-/// Copies `from` into `to` until either side closes; replies (`truncating` set) may be cut.
-fn pump(mut from: TcpStream, mut to: TcpStream, truncating: Option<&ProxyState>) {
+/// Copies `from` into `to` until either side closes; replies (`truncating` set) may be cut;
+/// requests (`counting` set) have their line ends counted.
+fn pump(
+    mut from: TcpStream,
+    mut to: TcpStream,
+    truncating: Option<&ProxyState>,
+    counting: Option<&ProxyState>,
+) {
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         let n = match from.read(&mut buf) {
             Ok(0) | Err(_) => return,
             Ok(n) => n,
         };
+        if let Some(state) = counting {
+            let lines = buf[..n].iter().filter(|&&b| b == b'\n').count();
+            state.lines_sent.fetch_add(lines as u64, Ordering::SeqCst);
+        }
         let cut = truncating.is_some_and(|state| {
             state
                 .truncate

@@ -32,6 +32,37 @@ static void test_invalidation(void) {
     polycache_cache_free(b);
 }
 
+/* replace and incr/decr at an invalidated tagged entry act as at a missing key; at a live
+ * tagged entry replace stores and incr refuses (it is not a counter). */
+static void test_invalidated_is_missing_to_writes(const char *url) {
+    polycache_cache *cache = open_cache(url);
+    polycache_error *err = NULL;
+    const char *gone[] = {"c-gone"};
+    const char *keep[] = {"c-keep"};
+    const char *keys[] = {"w-replace", "w-incr"};
+    for (size_t i = 0; i < 2; i++) {
+        CHECK_RC(polycache_cache_set_tagged(cache, keys[i], (const uint8_t *)"5", 1, 60000, gone, 1, &err),
+                 POLYCACHE_RESULT_OK, err);
+    }
+    CHECK_RC(polycache_cache_set_tagged(cache, "w-live", (const uint8_t *)"5", 1, 60000, keep, 1, &err),
+             POLYCACHE_RESULT_OK, err);
+    CHECK_RC(polycache_cache_invalidate_tags(cache, gone, 1, &err), POLYCACHE_RESULT_OK, err);
+    bool stored = true;
+    CHECK_RC(polycache_cache_replace(cache, "w-replace", (const uint8_t *)"6", 1, 60000, &stored, &err),
+             POLYCACHE_RESULT_OK, err);
+    CHECK(!stored);
+    CHECK(is_miss(cache, "w-replace"));
+    int64_t n = 0;
+    CHECK_RC(polycache_cache_incr(cache, "w-incr", 1, &n, &err), POLYCACHE_RESULT_NOT_FOUND, err);
+    CHECK_RC(polycache_cache_decr(cache, "w-incr", 1, &n, &err), POLYCACHE_RESULT_NOT_FOUND, err);
+    CHECK_RC(polycache_cache_incr(cache, "w-live", 1, &n, &err), POLYCACHE_RESULT_NOT_AN_INTEGER, err);
+    CHECK_RC(polycache_cache_replace(cache, "w-live", (const uint8_t *)"6", 1, 60000, &stored, &err),
+             POLYCACHE_RESULT_OK, err);
+    CHECK(stored);
+    CHECK(holds(cache, "w-live", "6", 1));
+    polycache_cache_free(cache);
+}
+
 /* A tag of 201 bytes, one more than allowed. */
 typedef struct {
     char text[202];
@@ -220,6 +251,7 @@ int main(void) {
     test_bad_input();
     test_get_or_set_with_tagged();
     test_starts("memory://c-tags-starts");
+    test_invalidated_is_missing_to_writes("memory://c-tags-writes");
     const char *redis = getenv("POLYCACHE_TEST_REDIS_URL");
     if (redis == NULL) {
         fprintf(stderr, "POLYCACHE_TEST_REDIS_URL is not set: run this test through tests/c/run.sh, which starts "
@@ -231,5 +263,6 @@ int main(void) {
     snprintf(url, sizeof url, "%s%skey_prefix=c-tags&socket_timeout=60&connect_timeout=60", redis,
              strchr(redis, '?') ? "&" : "?");
     test_starts(url);
+    test_invalidated_is_missing_to_writes(url);
     return check_summary();
 }

@@ -249,7 +249,19 @@ def test_an_invalidated_entry_is_absent_to_every_method(url: str) -> None:
     for c in faces(url):
         c.set("live", "L", 60, tags=["keep"])
         c.set("dead", "D", 60, tags=["gone"])
+        for key in ("replaced", "counted", "created"):
+            c.set(key, 5, 60, tags=["gone"])
         c.invalidate_tags(["gone"])
+        assert not c.set("replaced", 6, 60, xx=True), "replace stores nothing"
+        assert c.get("replaced") is None
+        with pytest.raises(ValueError):
+            c.incr("counted")
+        with pytest.raises(ValueError):
+            c.decr("counted")
+        assert c.incr("created", ignore_key_check=True) == 1
+        assert c.set("live", "L", 60, xx=True), "replace of a live tagged entry"
+        with pytest.raises(TypeError):
+            c.incr("live")
         assert c.has_key("live") and not c.has_key("dead")
         assert c.ttl("dead") == c.ttl("never-stored")
         assert c.ttl("live") != c.ttl("never-stored")
@@ -267,9 +279,15 @@ def test_an_invalidated_entry_is_absent_to_every_method(url: str) -> None:
             assert not await c.atouch("adead", 60)
             assert await c.aadd("adead", "new") is True
             assert await c.aget("adead") == "new"
+            await c.aset("acount", 5, 60, tags=["agone2"])
+            await c.ainvalidate_tags(["agone2"])
+            assert not await c.aset("acount", 6, 60, xx=True)
+            with pytest.raises(ValueError):
+                await c.aincr("acount")
+            assert await c.aincr("acount", ignore_key_check=True) == 1
 
         asyncio.run(body())
-        c.delete_many(["live", "dead", "adead"])
+        c.delete_many(["live", "dead", "adead", "acount", "replaced", "counted", "created"])
 
 
 def test_get_or_set_reads_with_the_tags_it_names(url: str) -> None:
@@ -282,3 +300,60 @@ def test_get_or_set_reads_with_the_tags_it_names(url: str) -> None:
         c.invalidate_tags(["x"])
         assert asyncio.run(c.aget_or_set("both", "third", tags=["x"])) == "third"
         c.delete("both")
+
+
+def _redis_reads(port: int) -> int:
+    """The read commands (GET, MGET) the Redis on ``port`` ran since its last RESETSTAT."""
+    info = servers._redis_command(port, "INFO", "commandstats").decode()
+    calls = 0
+    for line in info.splitlines():
+        name, _, stats = line.partition(":")
+        if name in ("cmdstat_get", "cmdstat_mget"):
+            calls += int(stats.split(",")[0].removeprefix("calls="))
+    return calls
+
+
+def test_a_plain_read_of_a_tagged_entry_is_one_redis_request() -> None:
+    """Counted by the server: a plain get of a tagged entry this handle wrote or read, and
+    an async @cached(tags=) hit, read the value and the tags' versions in one request."""
+    if "redis://" not in polycache.SCHEMES:
+        pytest.skip("this wheel was built without the redis feature (POLYCACHE_FEATURES=redis)")
+    with servers.redis_server() as server:
+
+        def reads(call: Any) -> int:
+            servers._redis_command(server.port, "CONFIG", "RESETSTAT")
+            call()
+            return _redis_reads(server.port)
+
+        writer, reader = faces(server.url)
+        writer.set("page", "v1", tags=["a", "b"])
+        assert reads(lambda: writer.get("page")) == 1, "the writer knows the entry's tags"
+        assert reads(lambda: reader.get("page")) == 2, "the first read learns them"
+        assert reads(lambda: reader.get("page")) == 1
+        assert reads(lambda: asyncio.run(reader.aget("page"))) == 1
+        assert reads(lambda: reader.get_many(["page", "other"])) == 1
+        writer.invalidate_tags(["b"])
+        assert reads(lambda: reader.get("page")) == 1
+        assert reader.get("page") is None
+
+        calls: list[int] = []
+
+        def memoized(cache: polycache.Cache) -> Any:
+            @polycache.cached(cache=cache, tags=lambda n: [f"n:{n}"])
+            async def double(n: int) -> int:
+                calls.append(n)
+                return 2 * n
+
+            return double
+
+        # Two handles (two processes): the second never saw the entry, yet its hit is one
+        # request, as the wrapper names the tags when it reads.
+        first = memoized(polycache.Cache(server.url, key_prefix="adeco"))
+        second = memoized(polycache.Cache(server.url, key_prefix="adeco"))
+        assert asyncio.run(first(5)) == 10
+        assert reads(lambda: asyncio.run(second(5))) == 1, "an async tagged hit"
+        assert calls == [5]
+        writer.invalidate_tags(["n:5"])
+        assert asyncio.run(second(5)) == 10 and calls == [5], "another key prefix's tag"
+        polycache.Cache(server.url, key_prefix="adeco").invalidate_tags(["n:5"])
+        assert asyncio.run(second(5)) == 10 and calls == [5, 5]

@@ -12,6 +12,7 @@
 //! [`crate::runtime`]). Dropping a future mid-operation leaves the cache and its connections
 //! usable.
 
+use super::tags::Via;
 use super::{stored_bytes, Cache, Key};
 use crate::error::Result;
 use crate::expiry::{Expiry, Ttl};
@@ -62,8 +63,12 @@ impl Cache {
 
     /// The value under the full key `full`, opened (signature, compression).
     async fn read_async(&self, backend: &dyn AsyncBackend, full: &[u8]) -> Result<Option<Value>> {
+        if let Some(tags) = self.hint(full) {
+            return self.read_hinted(Via::Awaited(backend), full, &tags).await;
+        }
         let found = backend.get(full).await?;
-        self.check_tags_async(self.open_value(full, found)?).await
+        self.check_tags_at_async(full, self.open_value(full, found)?)
+            .await
     }
 
     /// [`Cache::full_set`], awaitable.
@@ -280,7 +285,7 @@ impl Cache {
             let key = key.into();
             let start = self.inner.stats.start_anywhere(Operation::Incr);
             let result = match self.make_key(key) {
-                Ok(full) => backend.incr(&full, delta).await,
+                Ok(full) => self.incr_live(Via::Awaited(backend), &full, delta).await,
                 Err(e) => Err(e),
             };
             self.record(Operation::Incr, start, &result, 0);
@@ -323,9 +328,15 @@ impl Cache {
             let (bytes, ends) = self.full_keys(keys)?;
             let full = Self::split_keys(&bytes, &ends);
             let start = self.inner.stats.start_anywhere(Operation::GetMany);
-            let found = match self.open_many(&full, backend.get_many(&full).await) {
-                Ok(values) => self.check_tags_many_async(values).await,
-                Err(e) => Err(e),
+            let found = match self.hinted_many_keys(&full) {
+                Some(extra) => {
+                    self.read_many_hinted(Via::Awaited(backend), &full, &extra)
+                        .await
+                }
+                None => match self.open_many(&full, backend.get_many(&full).await) {
+                    Ok(values) => self.check_tags_many_at_async(&full, values).await,
+                    Err(e) => Err(e),
+                },
             };
             self.answer_get_many(&full, found, start)
         })

@@ -426,6 +426,7 @@ impl CacheBuilder {
             chunk[..head.len()].copy_from_slice(&head);
             chunk
         });
+        let hints = awaited.is_some().then(Default::default);
         Ok(Cache {
             inner: Arc::new(Inner {
                 backend,
@@ -443,6 +444,7 @@ impl CacheBuilder {
                 refresh,
                 flights: Arc::default(),
                 codec,
+                hints,
                 last_rejection: AtomicU64::new(0),
                 serializer,
             }),

@@ -5,6 +5,7 @@
 //! for a timeout of zero or less, which removes the key as Redis' `EXPIRE` does).
 
 use super::asynchronous::{in_callers_context, Captures};
+use super::tags::{ready, Via};
 use super::{Cache, Key};
 use crate::error::{Error, ErrorKind, Result};
 use crate::expiry::{Expiry, TimeToLive, Ttl};
@@ -85,10 +86,12 @@ impl Cache {
         self.check_value(value)?;
         let result = self.with_key(key.into(), |k| match self.resolve_expiry(expiry) {
             Ttl::Expired => self.inner.backend.delete(k),
-            ttl => self
-                .inner
-                .backend
-                .replace(k, &self.seal_value(k, value), ttl.as_option()),
+            ttl => ready(self.replace_live(
+                Via::Blocking,
+                k,
+                &self.seal_value(k, value),
+                ttl.as_option(),
+            )),
         });
         self.answer_add(result)
     }
@@ -111,7 +114,7 @@ impl Cache {
         let result = self.with_key(key, |k| {
             let initial = delta.to_string();
             for _ in 0..CREATE_ATTEMPTS {
-                match self.inner.backend.incr(k, delta) {
+                match ready(self.incr_live(Via::Blocking, k, delta)) {
                     Err(e) if e.is_not_found() => {}
                     done => return done,
                 }
@@ -181,7 +184,8 @@ impl Cache {
                 Ttl::Expired => backend.delete(&full).await,
                 ttl => {
                     let sealed = self.seal_value(&full, value);
-                    backend.replace(&full, &sealed, ttl.as_option()).await
+                    self.replace_live(Via::Awaited(backend), &full, &sealed, ttl.as_option())
+                        .await
                 }
             };
             self.answer_add(result)
@@ -204,7 +208,7 @@ impl Cache {
                     let initial = delta.to_string();
                     let mut result = Err(lost_race());
                     for _ in 0..CREATE_ATTEMPTS {
-                        match backend.incr(&full, delta).await {
+                        match self.incr_live(Via::Awaited(backend), &full, delta).await {
                             Err(e) if e.is_not_found() => {}
                             done => {
                                 result = done;

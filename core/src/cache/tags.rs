@@ -29,10 +29,19 @@ use super::{Cache, Key};
 use crate::error::{Error, ErrorKind, Result};
 use crate::expiry::Expiry;
 use crate::value::Value;
+use crate::AsyncBackend;
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
 
+mod edges;
+mod hints;
 mod reads;
+
+pub(crate) use hints::TagHints;
 
 /// The first 8 bytes of every tagged entry.
 pub const TAG_MAGIC: [u8; 8] = *b"\0PCTAG1\0";
@@ -99,9 +108,14 @@ enum Parsed<'a> {
     Corrupt,
 }
 
+/// True when `bytes` start with [`TAG_MAGIC`]: one 8-byte load and compare, no `memcmp`
+/// call (it runs on every read and every write to a remote backend).
 #[inline]
 fn is_tagged(bytes: &[u8]) -> bool {
-    bytes.len() >= TAG_MAGIC.len() && bytes[..TAG_MAGIC.len()] == TAG_MAGIC
+    match bytes.first_chunk::<8>() {
+        Some(head) => u64::from_ne_bytes(*head) == u64::from_ne_bytes(TAG_MAGIC),
+        None => false,
+    }
 }
 
 fn parse(bytes: &[u8]) -> Parsed<'_> {
@@ -207,19 +221,28 @@ impl Cache {
         k
     }
 
-    /// The versions under `keys`, opened; `None` for a missing or unreadable one.
-    fn read_versions(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<u64>>> {
-        let refs: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
-        let found = self.inner.backend.get_many(&refs)?;
-        self.opened_versions(&refs, found)
+    /// How the async twins reach the backend: its async side, or the blocking one in place
+    /// where calls answer in memory.
+    pub(crate) fn via(&self) -> Via<'_> {
+        self.awaited().map_or(Via::Blocking, Via::Awaited)
     }
 
-    async fn read_versions_async(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<u64>>> {
-        let Some(backend) = self.awaited() else {
-            return self.read_versions(keys);
-        };
+    /// The backend's `get_many`, through `via`.
+    pub(crate) async fn get_many_via(
+        &self,
+        via: Via<'_>,
+        keys: &[&[u8]],
+    ) -> Result<Vec<Option<Value>>> {
+        match via {
+            Via::Blocking => self.inner.backend.get_many(keys),
+            Via::Awaited(backend) => backend.get_many(keys).await,
+        }
+    }
+
+    /// The versions under `keys`, opened; `None` for a missing or unreadable one.
+    async fn read_versions(&self, via: Via<'_>, keys: &[Vec<u8>]) -> Result<Vec<Option<u64>>> {
         let refs: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
-        let found = backend.get_many(&refs).await?;
+        let found = self.get_many_via(via, &refs).await?;
         self.opened_versions(&refs, found)
     }
 
@@ -240,53 +263,22 @@ impl Cache {
     /// One `get_many`; for tags never seen, one `add` each and one more `get_many` when
     /// another writer created them first. Tags are checked as [`Cache::set_tagged`] says.
     pub fn tag_stamp(&self, tags: &[&str]) -> Result<TagStamp> {
-        let tags = check_tags(tags)?;
-        if tags.is_empty() {
-            return Ok(TagStamp::default());
-        }
-        let keys: Vec<Vec<u8>> = tags.iter().map(|t| self.tag_key(t.as_bytes())).collect();
-        let result = (|| {
-            let mut versions = self.read_versions(&keys)?;
-            let mut lost = Vec::new();
-            for (i, v) in versions.iter_mut().enumerate() {
-                if v.is_none() {
-                    let fresh = fresh_version();
-                    let stored = self
-                        .seal_value(&keys[i], &encode_version(fresh))
-                        .into_owned();
-                    if self.inner.backend.add(&keys[i], &stored, None)? {
-                        *v = Some(fresh);
-                    } else {
-                        lost.push(i);
-                    }
-                }
-            }
-            if !lost.is_empty() {
-                let again: Vec<Vec<u8>> = lost.iter().map(|&i| keys[i].clone()).collect();
-                for (i, v) in lost.into_iter().zip(self.read_versions(&again)?) {
-                    versions[i] = v;
-                }
-            }
-            Ok(versions)
-        })();
-        // Failing open, an unreachable backend stamps unknown versions: the write that
-        // follows fails open too, and anything stored reads as a miss.
-        let versions = self.apply_fail_open(result, || vec![None; tags.len()])?;
-        Ok(stamp(&tags, versions))
+        ready(self.tag_stamp_via(Via::Blocking, tags))
     }
 
     /// [`Cache::tag_stamp`], awaitable.
     pub async fn tag_stamp_async(&self, tags: &[&str]) -> Result<TagStamp> {
-        let Some(backend) = self.awaited() else {
-            return self.tag_stamp(tags);
-        };
+        self.tag_stamp_via(self.via(), tags).await
+    }
+
+    async fn tag_stamp_via(&self, via: Via<'_>, tags: &[&str]) -> Result<TagStamp> {
         let tags = check_tags(tags)?;
         if tags.is_empty() {
             return Ok(TagStamp::default());
         }
         let keys: Vec<Vec<u8>> = tags.iter().map(|t| self.tag_key(t.as_bytes())).collect();
         let result = async {
-            let mut versions = self.read_versions_async(&keys).await?;
+            let mut versions = self.read_versions(via, &keys).await?;
             let mut lost = Vec::new();
             for (i, v) in versions.iter_mut().enumerate() {
                 if v.is_none() {
@@ -294,7 +286,11 @@ impl Cache {
                     let stored = self
                         .seal_value(&keys[i], &encode_version(fresh))
                         .into_owned();
-                    if backend.add(&keys[i], &stored, None).await? {
+                    let added = match via {
+                        Via::Blocking => self.inner.backend.add(&keys[i], &stored, None),
+                        Via::Awaited(backend) => backend.add(&keys[i], &stored, None).await,
+                    };
+                    if added? {
                         *v = Some(fresh);
                     } else {
                         lost.push(i);
@@ -303,10 +299,7 @@ impl Cache {
             }
             if !lost.is_empty() {
                 let again: Vec<Vec<u8>> = lost.iter().map(|&i| keys[i].clone()).collect();
-                for (i, v) in lost
-                    .into_iter()
-                    .zip(self.read_versions_async(&again).await?)
-                {
+                for (i, v) in lost.into_iter().zip(self.read_versions(via, &again).await?) {
                     versions[i] = v;
                 }
             }
@@ -335,24 +328,15 @@ impl Cache {
     /// assert!(cache.get("other").unwrap().is_some());
     /// ```
     pub fn invalidate_tags(&self, tags: &[&str]) -> Result<bool> {
-        let (keys, values) = self.fresh_versions(tags)?;
-        if keys.is_empty() {
-            return Ok(true);
-        }
-        let pairs: Vec<(&[u8], &[u8])> = keys
-            .iter()
-            .zip(&values)
-            .map(|(k, v)| (k.as_slice(), v.as_slice()))
-            .collect();
-        let result = self.inner.backend.set_many(&pairs, None);
-        self.answer_invalidate(result)
+        ready(self.invalidate_via(Via::Blocking, tags))
     }
 
     /// [`Cache::invalidate_tags`], awaitable.
     pub async fn invalidate_tags_async(&self, tags: &[&str]) -> Result<bool> {
-        let Some(backend) = self.awaited() else {
-            return self.invalidate_tags(tags);
-        };
+        self.invalidate_via(self.via(), tags).await
+    }
+
+    async fn invalidate_via(&self, via: Via<'_>, tags: &[&str]) -> Result<bool> {
         let (keys, values) = self.fresh_versions(tags)?;
         if keys.is_empty() {
             return Ok(true);
@@ -362,7 +346,10 @@ impl Cache {
             .zip(&values)
             .map(|(k, v)| (k.as_slice(), v.as_slice()))
             .collect();
-        let result = backend.set_many(&pairs, None).await;
+        let result = match via {
+            Via::Blocking => self.inner.backend.set_many(&pairs, None),
+            Via::Awaited(backend) => backend.set_many(&pairs, None).await,
+        };
         self.answer_invalidate(result)
     }
 
@@ -528,7 +515,8 @@ impl Cache {
     }
 
     /// Stores `value` under `key` only if absent, with the tag versions of `stamp`; true
-    /// when it stored. An invalidated entry is present to `add` (it is a miss to `get`).
+    /// when it stored. An invalidated tagged entry is absent to `add`, as to `get`: `add`
+    /// stores over it.
     pub fn add_stamped<'k>(
         &self,
         key: impl Into<Key<'k>>,
@@ -625,29 +613,53 @@ impl Cache {
         }
     }
 
+    /// [`Cache::check_tags`] of a value read under `full`, remembering its tags (see
+    /// `hints.rs`) when it is tagged.
+    #[inline]
+    pub(crate) fn check_tags_at(&self, full: &[u8], value: Option<Value>) -> Result<Option<Value>> {
+        match value {
+            Some(v) if is_tagged(&v) => {
+                self.learn(full, Some(&v));
+                self.verify_tagged(v)
+            }
+            other => Ok(other),
+        }
+    }
+
+    /// [`Cache::check_tags_at`], awaitable.
+    pub(crate) async fn check_tags_at_async(
+        &self,
+        full: &[u8],
+        value: Option<Value>,
+    ) -> Result<Option<Value>> {
+        if let Some(v) = value.as_deref().filter(|v| is_tagged(v)) {
+            self.learn(full, Some(v));
+        }
+        self.check_tags_async(value).await
+    }
+
     #[cold]
     fn verify_tagged(&self, v: Value) -> Result<Option<Value>> {
-        let keys = match parse(&v) {
-            Parsed::Plain => return Ok(Some(v)),
-            Parsed::Corrupt => return Ok(None),
-            Parsed::Tagged(pairs, _) => self.keys_of(&pairs),
-        };
-        let versions = self.read_versions(&keys)?;
-        Ok(current(v, &versions))
+        ready(self.verify_via(Via::Blocking, v))
     }
 
     /// [`Cache::check_tags`], awaitable.
     pub(crate) async fn check_tags_async(&self, value: Option<Value>) -> Result<Option<Value>> {
-        let v = match value {
-            Some(v) if is_tagged(&v) => v,
-            other => return Ok(other),
-        };
+        match value {
+            Some(v) if is_tagged(&v) => self.verify_via(self.via(), v).await,
+            other => Ok(other),
+        }
+    }
+
+    /// The payload of a tagged value when its tags' versions, read through `via`, are the
+    /// ones it carries.
+    async fn verify_via(&self, via: Via<'_>, v: Value) -> Result<Option<Value>> {
         let keys = match parse(&v) {
             Parsed::Plain => return Ok(Some(v)),
             Parsed::Corrupt => return Ok(None),
             Parsed::Tagged(pairs, _) => self.keys_of(&pairs),
         };
-        let versions = self.read_versions_async(&keys).await?;
+        let versions = self.read_versions(via, &keys).await?;
         Ok(current(v, &versions))
     }
 
@@ -655,13 +667,41 @@ impl Cache {
         pairs.iter().map(|(t, _)| self.tag_key(t)).collect()
     }
 
+    /// [`Cache::check_tags_many`] of values read under `full`, remembering the tags of the
+    /// tagged ones (see `hints.rs`).
+    pub(crate) fn check_tags_many_at(
+        &self,
+        full: &[&[u8]],
+        values: Vec<Option<Value>>,
+    ) -> Result<Vec<Option<Value>>> {
+        self.learn_tagged(full, &values);
+        self.check_tags_many(values)
+    }
+
+    /// [`Cache::check_tags_many_at`], awaitable.
+    pub(crate) async fn check_tags_many_at_async(
+        &self,
+        full: &[&[u8]],
+        values: Vec<Option<Value>>,
+    ) -> Result<Vec<Option<Value>>> {
+        self.learn_tagged(full, &values);
+        self.check_tags_many_async(values).await
+    }
+
+    fn learn_tagged(&self, full: &[&[u8]], values: &[Option<Value>]) {
+        if self.inner.hints.is_none() {
+            return;
+        }
+        for (k, v) in full.iter().zip(values) {
+            if let Some(v) = v.as_deref().filter(|v| is_tagged(v)) {
+                self.learn(k, Some(v));
+            }
+        }
+    }
+
     /// [`Cache::check_tags`] of many values: one `get_many` for the tags of all of them.
     pub(crate) fn check_tags_many(&self, values: Vec<Option<Value>>) -> Result<Vec<Option<Value>>> {
-        let Some(keys) = self.tags_of_many(&values) else {
-            return Ok(values);
-        };
-        let versions = self.read_versions(&keys)?;
-        Ok(current_many(values, &keys, &versions, self))
+        ready(self.check_many_via(Via::Blocking, values))
     }
 
     /// [`Cache::check_tags_many`], awaitable.
@@ -669,10 +709,18 @@ impl Cache {
         &self,
         values: Vec<Option<Value>>,
     ) -> Result<Vec<Option<Value>>> {
+        self.check_many_via(self.via(), values).await
+    }
+
+    async fn check_many_via(
+        &self,
+        via: Via<'_>,
+        values: Vec<Option<Value>>,
+    ) -> Result<Vec<Option<Value>>> {
         let Some(keys) = self.tags_of_many(&values) else {
             return Ok(values);
         };
-        let versions = self.read_versions_async(&keys).await?;
+        let versions = self.read_versions(via, &keys).await?;
         Ok(current_many(values, &keys, &versions, self))
     }
 
@@ -692,6 +740,31 @@ impl Cache {
             }
         }
         Some(keys)
+    }
+}
+
+/// Where a tag step sends its backend calls: the blocking backend, or the async side. One
+/// `async fn` of each step serves both twins; the sync twin runs it with [`ready`].
+#[derive(Clone, Copy)]
+pub(crate) enum Via<'a> {
+    Blocking,
+    Awaited(&'a dyn AsyncBackend),
+}
+
+/// The output of a step run [`Via::Blocking`]: it awaits nothing that can wait, so it is
+/// complete on its first poll (a step that were not would be a bug, answered as an error).
+pub(crate) fn ready<T>(step: impl Future<Output = Result<T>>) -> Result<T> {
+    struct Unused;
+    impl Wake for Unused {
+        fn wake(self: Arc<Self>) {}
+    }
+    let waker = Waker::from(Arc::new(Unused));
+    match pin!(step).poll(&mut Context::from_waker(&waker)) {
+        Poll::Ready(out) => out,
+        Poll::Pending => Err(Error::new(
+            ErrorKind::Backend,
+            "a blocking tag step did not complete in place",
+        )),
     }
 }
 

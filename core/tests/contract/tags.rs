@@ -248,6 +248,57 @@ async fn invalidated_is_absent(c: &Caches) {
         "then it is present"
     );
     assert_eq!(bytes(m.get("p:live").await.unwrap()), some(b"L"));
+    invalidated_is_missing_to_writes(c).await;
+}
+
+/// `replace` (`set(xx=True)`), `incr`, `decr` and `incr_or_create` at an invalidated tagged
+/// entry behave as at a missing key; at a live tagged entry as before (it is not a counter).
+async fn invalidated_is_missing_to_writes(c: &Caches) {
+    let m = &c.main;
+    let minute = Expiry::After(std::time::Duration::from_secs(60));
+    for key in ["w:repl", "w:incr", "w:decr", "w:create"] {
+        m.set_tagged(key, b"5", minute, &["w-gone"]).await.unwrap();
+    }
+    m.set_tagged("w:live", b"5", minute, &["w-keep"])
+        .await
+        .unwrap();
+    m.invalidate_tags(&["w-gone"]).await.unwrap();
+
+    if c.x.lifetime {
+        assert!(
+            !m.replace("w:repl", b"new", minute).await.unwrap(),
+            "replace of an invalidated entry stores nothing"
+        );
+        assert_eq!(bytes(m.get("w:repl").await.unwrap()), None);
+        assert!(
+            m.replace("w:live", b"6", minute).await.unwrap(),
+            "replace of a live tagged entry"
+        );
+        assert_eq!(bytes(m.get("w:live").await.unwrap()), some(b"6"));
+        m.set_tagged("w:live", b"5", minute, &["w-keep"])
+            .await
+            .unwrap();
+    }
+    let err = m.incr("w:incr", 1).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound, "incr: {err}");
+    assert!(err.to_string().contains("w:incr"), "names the key: {err}");
+    let err = m.decr("w:decr", 1).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound, "decr: {err}");
+    assert!(
+        m.add("w:incr", b"1", minute).await.unwrap(),
+        "after the incr, the key is free"
+    );
+    if c.x.lifetime {
+        assert_eq!(m.incr_or_create("w:create", 3).await.unwrap(), 3);
+        assert_eq!(bytes(m.get("w:create").await.unwrap()), some(b"3"));
+    }
+    let err = m.incr("w:live", 1).await.unwrap_err();
+    assert_eq!(
+        err.kind(),
+        ErrorKind::NotAnInteger,
+        "a live tagged entry: {err}"
+    );
+    assert_eq!(bytes(m.get("w:live").await.unwrap()), some(b"5"));
 }
 
 /// dummy:// stores nothing: tagged writes and invalidations succeed, every read misses.

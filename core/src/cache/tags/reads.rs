@@ -14,7 +14,7 @@
 //! look at a key with [`crate::Backend::get_marked`]: an untagged value (no tag, signature
 //! or compression header) is answered without opening it or reading any version.
 
-use super::{current, is_tagged, parse, Cache, Key, Parsed};
+use super::{current, is_tagged, parse, ready, Cache, Key, Parsed, Via};
 use crate::backend::{AsyncBackend, Marked};
 use crate::codec::{COMPRESSED_MAGIC, SIGNED_MAGIC};
 use crate::error::Result;
@@ -25,7 +25,7 @@ use std::collections::HashMap;
 
 /// The headers under which a stored value may hide a tag header: the tag header itself,
 /// and signing and compression (the tag header is inside them).
-const MARKS: [[u8; 8]; 3] = [super::TAG_MAGIC, SIGNED_MAGIC, COMPRESSED_MAGIC];
+pub(super) const MARKS: [[u8; 8]; 3] = [super::TAG_MAGIC, SIGNED_MAGIC, COMPRESSED_MAGIC];
 
 /// What a key holds, as `has_key`, `ttl`, `touch` and `add` see it.
 pub(crate) enum Presence {
@@ -73,7 +73,9 @@ impl Cache {
             return self.get(key);
         }
         let start = self.inner.stats.start(Operation::Get);
-        let found = self.with_key(key.into(), |k| self.read_tagged(k, &tags));
+        let found = self.with_key(key.into(), |k| {
+            ready(self.read_tagged(Via::Blocking, k, &tags))
+        });
         self.answer_get(start, found)
     }
 
@@ -92,7 +94,7 @@ impl Cache {
         }
         let full = self.make_key(key)?;
         let start = self.inner.stats.start_anywhere(Operation::Get);
-        let found = self.read_tagged_async(backend, &full, &tags).await;
+        let found = self.read_tagged(Via::Awaited(backend), &full, &tags).await;
         self.answer_get(start, found)
     }
 
@@ -128,7 +130,7 @@ impl Cache {
             return self.full_get(full);
         }
         let tags = &tags[..];
-        let found = self.read_tagged(full, tags);
+        let found = ready(self.read_tagged(Via::Blocking, full, tags));
         self.apply_fail_open(found, || None)
     }
 
@@ -148,7 +150,7 @@ impl Cache {
             return self.full_get_async(full).await;
         }
         let tags = &tags[..];
-        let found = self.read_tagged_async(backend, full, tags).await;
+        let found = self.read_tagged(Via::Awaited(backend), full, tags).await;
         self.apply_fail_open(found, || None)
     }
 
@@ -160,35 +162,98 @@ impl Cache {
         keys
     }
 
-    fn read_tagged(&self, full: &[u8], tags: &[&str]) -> Result<Option<Value>> {
+    /// The entry `full` and the versions of `tags`, in one request through `via`.
+    async fn read_tagged(&self, via: Via<'_>, full: &[u8], tags: &[&str]) -> Result<Option<Value>> {
         let keys = self.tagged_read_keys(full, tags);
         let refs: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
-        let found = self.inner.backend.get_many(&refs)?;
-        match self.prefetched(&refs, found)? {
+        self.read_prefetched(via, &refs).await
+    }
+
+    /// A plain read of `full` whose entry is hinted to carry the tags whose version keys
+    /// are `tags`: one bulk request (see `hints.rs`).
+    pub(crate) async fn read_hinted(
+        &self,
+        via: Via<'_>,
+        full: &[u8],
+        tags: &[Vec<u8>],
+    ) -> Result<Option<Value>> {
+        self.read_prefetched(via, &Self::hinted_read_keys(full, tags))
+            .await
+    }
+
+    /// The entry `keys[0]`, read in one request with the version keys `keys[1..]`.
+    async fn read_prefetched(&self, via: Via<'_>, keys: &[&[u8]]) -> Result<Option<Value>> {
+        let found = self.get_many_via(via, keys).await?;
+        match self.prefetched(keys, found)? {
             Prefetched::Answer(v) => Ok(v),
-            Prefetched::Check(v) => self.check_tags(Some(v)),
+            Prefetched::Check(v) => self.verify_via(via, v).await,
         }
     }
 
-    async fn read_tagged_async(
+    /// [`Cache::get_many`]'s values for the full keys `full`, with the version keys `extra`
+    /// (what [`Cache::hinted_many_keys`] names for them) read in the same request.
+    pub(crate) async fn read_many_hinted(
         &self,
-        backend: &dyn AsyncBackend,
-        full: &[u8],
-        tags: &[&str],
-    ) -> Result<Option<Value>> {
-        let keys = self.tagged_read_keys(full, tags);
-        let refs: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
-        let found = backend.get_many(&refs).await?;
-        match self.prefetched(&refs, found)? {
-            Prefetched::Answer(v) => Ok(v),
-            Prefetched::Check(v) => self.check_tags_async(Some(v)).await,
+        via: Via<'_>,
+        full: &[&[u8]],
+        extra: &[Vec<u8>],
+    ) -> Result<Vec<Option<Value>>> {
+        let mut keys = full.to_vec();
+        keys.extend(extra.iter().map(Vec::as_slice));
+        let found = self.get_many_via(via, &keys).await?;
+        let (mut values, unchecked) = self.prefetched_many(full, extra, found)?;
+        let rest = unchecked.iter().map(|&i| values[i].take()).collect();
+        let checked = self.check_many_via(via, rest).await?;
+        for (i, v) in unchecked.into_iter().zip(checked) {
+            values[i] = v;
         }
+        Ok(values)
+    }
+
+    /// The answers of a hinted bulk read (`full`'s values, then the version keys `extra`):
+    /// each value checked against the versions read with it, and the positions of the
+    /// tagged values that carry a tag whose version was not read (still to check).
+    fn prefetched_many(
+        &self,
+        full: &[&[u8]],
+        extra: &[Vec<u8>],
+        found: Vec<Option<Value>>,
+    ) -> Result<(Vec<Option<Value>>, Vec<usize>)> {
+        let (values, read) = self.split_hinted(full, extra, found)?;
+        let mut unchecked = Vec::new();
+        let values = values
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| {
+                let v = v?;
+                if !is_tagged(&v) {
+                    return Some(v);
+                }
+                let now: Option<Vec<Option<u64>>> = match parse(&v) {
+                    Parsed::Tagged(pairs, _) => pairs
+                        .iter()
+                        .map(|(t, _)| read.get(&self.tag_key(t)).copied())
+                        .collect(),
+                    _ => return None,
+                };
+                match now {
+                    Some(now) => current(v, &now),
+                    None => {
+                        unchecked.push(i);
+                        Some(v)
+                    }
+                }
+            })
+            .collect();
+        Ok((values, unchecked))
     }
 
     /// The answer for an entry (`keys[0]`) read together with tag versions (`keys[1..]`).
     fn prefetched(&self, keys: &[&[u8]], found: Vec<Option<Value>>) -> Result<Prefetched> {
         let mut found = found.into_iter();
-        let Some(v) = self.open_value(keys[0], found.next().flatten())? else {
+        let v = self.open_value(keys[0], found.next().flatten())?;
+        self.learn(keys[0], v.as_deref());
+        let Some(v) = v else {
             return Ok(Prefetched::Answer(None));
         };
         if !is_tagged(&v) {
@@ -221,7 +286,7 @@ impl Cache {
 
     /// What a marked value found under `full` (`stored`, as the backend holds it) means.
     #[cold]
-    fn presence_of_marked(&self, full: &[u8], stored: Value) -> Result<Presence> {
+    pub(super) fn presence_of_marked(&self, full: &[u8], stored: Value) -> Result<Presence> {
         let Some(opened) = self.presence_opened(full, &stored) else {
             return Ok(Presence::Present);
         };
