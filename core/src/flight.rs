@@ -379,6 +379,18 @@ pub enum Lookup {
     RefreshEarly(Value),
 }
 
+impl Lookup {
+    /// `Ok` with the value to return on a hit; else `Err` with the current value to pass to
+    /// [`crate::Cache::load`] (`None` after a miss).
+    pub(crate) fn hit_or_current(self) -> std::result::Result<Value, Option<Value>> {
+        match self {
+            Lookup::Hit(v) => Ok(v),
+            Lookup::Miss => Err(None),
+            Lookup::RefreshEarly(current) => Err(Some(current)),
+        }
+    }
+}
+
 /// The lease of one computation across processes.
 pub(crate) enum Lease {
     Held {

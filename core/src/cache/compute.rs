@@ -11,6 +11,7 @@ use crate::flight::{
     warn_lease_timeout, Join, Lease, Lookup, RefreshPolicy, Waited,
 };
 use crate::value::Value;
+use std::borrow::Cow;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -61,13 +62,7 @@ impl Cache {
     where
         F: FnOnce() -> Result<Vec<u8>>,
     {
-        let policy = self.refresh_policy();
-        let key = key.into();
-        match self.lookup(key, policy)? {
-            Lookup::Hit(v) => Ok(v),
-            Lookup::Miss => self.load(key, loader, expiry, policy, None),
-            Lookup::RefreshEarly(current) => self.load(key, loader, expiry, policy, Some(current)),
-        }
+        self.get_or_set_with_policy(key, loader, expiry, self.refresh_policy())
     }
 
     /// [`Cache::get_or_set_with`] with another [`RefreshPolicy`] than the cache's.
@@ -82,10 +77,9 @@ impl Cache {
         F: FnOnce() -> Result<Vec<u8>>,
     {
         let key = key.into();
-        match self.lookup(key, policy)? {
-            Lookup::Hit(v) => Ok(v),
-            Lookup::Miss => self.load(key, loader, expiry, policy, None),
-            Lookup::RefreshEarly(current) => self.load(key, loader, expiry, policy, Some(current)),
+        match self.lookup(key, policy)?.hit_or_current() {
+            Ok(hit) => Ok(hit),
+            Err(current) => self.load(key, loader, expiry, policy, current),
         }
     }
 
@@ -272,9 +266,31 @@ impl Cache {
         delta: Duration,
         stamp: &TagStamp,
     ) -> Result<()> {
-        let (ttl, wrapped) = self.computed(bytes, expiry, policy, delta);
-        self.full_set(full, &stamp.wrap(wrapped.as_deref().unwrap_or(bytes)), ttl)?;
+        let (ttl, stored) = self.stored_form(bytes, expiry, policy, delta, stamp);
+        self.full_set(full, &stored, ttl)?;
         Ok(())
+    }
+
+    /// How a computed value is stored, for [`Cache::store_computed`] and its awaitable twin:
+    /// counts a refresh and returns the TTL and the bytes to write, the value wrapped in an
+    /// [`Envelope`] when XFetch is on and behind the tag versions of `stamp`.
+    pub(super) fn stored_form<'b>(
+        &self,
+        bytes: &'b [u8],
+        expiry: Expiry,
+        policy: &RefreshPolicy,
+        delta: Duration,
+        stamp: &TagStamp,
+    ) -> (Ttl, Cow<'b, [u8]>) {
+        let (ttl, wrapped) = self.computed(bytes, expiry, policy, delta);
+        let stored = match wrapped {
+            None => stamp.wrap(bytes),
+            Some(envelope) => match stamp.wrap(&envelope) {
+                Cow::Owned(tagged) => Cow::Owned(tagged),
+                Cow::Borrowed(_) => Cow::Owned(envelope),
+            },
+        };
+        (ttl, stored)
     }
 
     /// [`Cache::get_or_set_with`] whose stored value carries `tags`: their versions are read
@@ -307,18 +323,15 @@ impl Cache {
         check_tags(tags)?;
         let policy = self.refresh_policy();
         let key = key.into();
-        match self.lookup_tagged(key, policy, tags)? {
-            Lookup::Hit(v) => Ok(v),
-            Lookup::Miss => self.load_tagged(key, loader, expiry, policy, None, tags),
-            Lookup::RefreshEarly(current) => {
-                self.load_tagged(key, loader, expiry, policy, Some(current), tags)
-            }
+        match self.lookup_tagged(key, policy, tags)?.hit_or_current() {
+            Ok(hit) => Ok(hit),
+            Err(current) => self.load_tagged(key, loader, expiry, policy, current, tags),
         }
     }
 
     /// Counts a refresh and resolves how a computed value is stored: its TTL, and the value
     /// wrapped in an [`Envelope`] when XFetch is on (`None`: stored as it is).
-    pub(super) fn computed(
+    fn computed(
         &self,
         bytes: &[u8],
         expiry: Expiry,

@@ -42,13 +42,9 @@ impl Cache {
         in_callers_context(async move {
             let policy = self.refresh_policy().clone();
             let key = key.into();
-            match self.lookup_async(key, &policy).await? {
-                Lookup::Hit(v) => Ok(v),
-                Lookup::Miss => self.load_async(key, loader, expiry, &policy, None).await,
-                Lookup::RefreshEarly(current) => {
-                    self.load_async(key, loader, expiry, &policy, Some(current))
-                        .await
-                }
+            match self.lookup_async(key, &policy).await?.hit_or_current() {
+                Ok(hit) => Ok(hit),
+                Err(current) => self.load_async(key, loader, expiry, &policy, current).await,
             }
         })
     }
@@ -191,12 +187,24 @@ impl Cache {
         let stamp = self.tag_stamp_async(tags).await?;
         let started = Instant::now();
         let bytes = loader().await?;
-        let (ttl, wrapped) = self.computed(&bytes, expiry, policy, started.elapsed());
-        let stored = stamp
-            .wrap(wrapped.as_deref().unwrap_or(&bytes))
-            .into_owned();
-        self.full_set_async(full, &stored, ttl).await?;
+        self.store_computed_async(full, &bytes, expiry, policy, started.elapsed(), &stamp)
+            .await?;
         Ok(Value::from(bytes))
+    }
+
+    /// [`Cache::store_computed`](super), awaitable.
+    async fn store_computed_async(
+        &self,
+        full: &[u8],
+        bytes: &[u8],
+        expiry: Expiry,
+        policy: &RefreshPolicy,
+        delta: std::time::Duration,
+        stamp: &TagStamp,
+    ) -> Result<()> {
+        let (ttl, stored) = self.stored_form(bytes, expiry, policy, delta, stamp);
+        self.full_set_async(full, &stored, ttl).await?;
+        Ok(())
     }
 
     /// [`Cache::try_lease`](super), awaitable.
@@ -313,10 +321,8 @@ impl Cache {
     ) -> impl std::future::Future<Output = Result<()>> + Captures<(&'a (), &'k ())> {
         in_callers_context(async move {
             let full = self.make_key(key)?;
-            let (ttl, wrapped) = self.computed(value, expiry, policy, delta);
-            let stored = stamp.wrap(wrapped.as_deref().unwrap_or(value)).into_owned();
-            self.full_set_async(&full, &stored, ttl).await?;
-            Ok(())
+            self.store_computed_async(&full, value, expiry, policy, delta, stamp)
+                .await
         })
     }
 
@@ -336,13 +342,17 @@ impl Cache {
             crate::check_tags(tags)?;
             let policy = self.refresh_policy().clone();
             let key = key.into();
-            let current = match self.lookup_tagged_async(key, &policy, tags).await? {
-                Lookup::Hit(v) => return Ok(v),
-                Lookup::Miss => None,
-                Lookup::RefreshEarly(current) => Some(current),
-            };
-            self.load_tagged_async(key, loader, expiry, &policy, current, tags)
-                .await
+            match self
+                .lookup_tagged_async(key, &policy, tags)
+                .await?
+                .hit_or_current()
+            {
+                Ok(hit) => Ok(hit),
+                Err(current) => {
+                    self.load_tagged_async(key, loader, expiry, &policy, current, tags)
+                        .await
+                }
+            }
         })
     }
 }
