@@ -7,8 +7,8 @@ use crate::envelope::{after_ms, Envelope};
 use crate::error::Result;
 use crate::expiry::{Expiry, Ttl};
 use crate::flight::{
-    classify, lease_backoff, lease_key, payload, random_token, warn_flight_timeout,
-    warn_lease_timeout, Join, Lease, Lookup, RefreshPolicy, Waited,
+    classify, lease_added, lease_key, lease_peek, lease_wait, payload, random_token,
+    warn_flight_timeout, Join, Lease, Lookup, RefreshPolicy, Waited,
 };
 use crate::value::Value;
 use std::borrow::Cow;
@@ -363,34 +363,22 @@ impl Cache {
         let token = random_token();
         let mut backoff = Duration::from_millis(2);
         loop {
-            match self.full_add(&lock, token.as_bytes(), policy.lease_ttl) {
-                Ok(true) => {
+            match lease_added(self.full_add(&lock, token.as_bytes(), policy.lease_ttl)) {
+                Some(true) => {
                     // The previous holder may have stored the value just before releasing.
-                    if let Ok(Some(v)) = self.full_get(full) {
-                        if let Some(v) = accept(v) {
-                            self.release_lease(&lock, &token);
-                            return Lease::Found(v);
-                        }
-                    }
-                    return Lease::Held { lock, token };
+                    let Some(v) = self.full_get(full).ok().flatten().and_then(accept) else {
+                        return Lease::Held { lock, token };
+                    };
+                    self.release_lease(&lock, &token);
+                    return Lease::Found(v);
                 }
-                Ok(false) => {}
-                Err(e) => {
-                    log::warn!("polycache: could not take a lease ({e}); computing without one");
-                    return Lease::Unavailable;
-                }
+                Some(false) => {}
+                None => return Lease::Unavailable,
             }
-            match self.full_get(full) {
-                Ok(Some(v)) => {
-                    if let Some(v) = accept(v) {
-                        return Lease::Found(v);
-                    }
-                }
-                Ok(None) => {}
-                Err(_) => return Lease::Unavailable,
+            if let Some(lease) = lease_peek(self.full_get(full), accept) {
+                return lease;
             }
-            let Some(wait) = lease_backoff(&mut backoff, deadline) else {
-                warn_lease_timeout(policy, full);
+            let Some(wait) = lease_wait(&mut backoff, deadline, policy, full) else {
                 return Lease::Unavailable;
             };
             thread::sleep(wait);

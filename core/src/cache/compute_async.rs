@@ -7,8 +7,8 @@ use super::{Cache, Key, TagStamp};
 use crate::error::Result;
 use crate::expiry::Expiry;
 use crate::flight::{
-    classify, lease_backoff, lease_key, payload, random_token, warn_flight_timeout,
-    warn_lease_timeout, Join, Lease, Lookup, RefreshPolicy, Waited,
+    classify, lease_added, lease_key, lease_peek, lease_wait, payload, random_token,
+    warn_flight_timeout, Join, Lease, Lookup, RefreshPolicy, Waited,
 };
 use crate::value::Value;
 use std::future::Future;
@@ -233,43 +233,28 @@ impl Cache {
         let token = random_token();
         let mut backoff = std::time::Duration::from_millis(2);
         loop {
-            match self
+            let added = self
                 .full_add_async(&lock, token.as_bytes(), policy.lease_ttl)
-                .await
-            {
-                Ok(true) => {
+                .await;
+            match lease_added(added) {
+                Some(true) => {
                     // The previous holder may have stored the value just before releasing.
-                    if let Some(v) = self
-                        .full_get_async(full)
-                        .await
-                        .ok()
-                        .flatten()
-                        .and_then(accept)
-                    {
-                        let _ = self
-                            .full_delete_if_equals_async(&lock, token.as_bytes())
-                            .await;
-                        return Lease::Found(v);
-                    }
-                    return Lease::Held { lock, token };
+                    let found = self.full_get_async(full).await;
+                    let Some(v) = found.ok().flatten().and_then(accept) else {
+                        return Lease::Held { lock, token };
+                    };
+                    let _ = self
+                        .full_delete_if_equals_async(&lock, token.as_bytes())
+                        .await;
+                    return Lease::Found(v);
                 }
-                Ok(false) => {}
-                Err(e) => {
-                    log::warn!("polycache: could not take a lease ({e}); computing without one");
-                    return Lease::Unavailable;
-                }
+                Some(false) => {}
+                None => return Lease::Unavailable,
             }
-            match self.full_get_async(full).await {
-                Ok(Some(v)) => {
-                    if let Some(v) = accept(v) {
-                        return Lease::Found(v);
-                    }
-                }
-                Ok(None) => {}
-                Err(_) => return Lease::Unavailable,
+            if let Some(lease) = lease_peek(self.full_get_async(full).await, accept) {
+                return lease;
             }
-            let Some(wait) = lease_backoff(&mut backoff, deadline) else {
-                warn_lease_timeout(policy, full);
+            let Some(wait) = lease_wait(&mut backoff, deadline, policy, full) else {
                 return Lease::Unavailable;
             };
             tokio::time::sleep(wait).await;
