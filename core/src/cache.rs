@@ -394,6 +394,18 @@ impl Cache {
         let ttl = self.resolve_expiry(expiry);
         let start = self.inner.stats.start(Operation::Set);
         let written = self.with_key(key.into(), |k| self.write(k, value, ttl));
+        self.finish_set(start, ttl, value, written)
+    }
+
+    /// Records a `set` of `value` and answers it (fail-open, `sets`); shared by
+    /// [`Cache::set`] and its awaitable twin.
+    fn finish_set(
+        &self,
+        start: Timer,
+        ttl: Ttl,
+        value: &[u8],
+        written: Result<()>,
+    ) -> Result<bool> {
         self.record(Operation::Set, start, &written, stored_bytes(ttl, value));
         self.answer_store(written, ttl)
     }
@@ -410,6 +422,18 @@ impl Cache {
             Ttl::Expired => self.is_present(k).map(|present| !present),
             ttl => self.add_over_invalidated(k, &self.seal_value(k, value), ttl.as_option()),
         });
+        self.finish_add(start, ttl, value, result)
+    }
+
+    /// Records an `add` of `value` (its bytes count as written when it stored) and answers
+    /// it; shared by [`Cache::add`] and its awaitable twin.
+    fn finish_add(
+        &self,
+        start: Timer,
+        ttl: Ttl,
+        value: &[u8],
+        result: Result<bool>,
+    ) -> Result<bool> {
         let written = match result {
             Ok(true) => stored_bytes(ttl, value),
             _ => 0,
@@ -564,10 +588,7 @@ impl Cache {
         expiry: Expiry,
         version: Option<i64>,
     ) -> Result<Vec<usize>> {
-        let items: Vec<(Key<'_>, &[u8])> = items
-            .iter()
-            .map(|(k, v)| (Key::new(k).maybe_version(version), *v))
-            .collect();
+        let items = Self::versioned_items(items, version);
         self.set_many_keys(&items, expiry)
     }
 
@@ -582,13 +603,26 @@ impl Cache {
             Ttl::Expired => self.inner.backend.delete_many(&full).map(|_| Vec::new()),
             ttl => {
                 let sealed = self.seal_many(&full, items);
-                let pairs: Vec<(&[u8], &[u8])> =
-                    full.iter().zip(&sealed).map(|(k, v)| (*k, &**v)).collect();
-                let r = self.inner.backend.set_many(&pairs, ttl.as_option());
+                let r = self
+                    .inner
+                    .backend
+                    .set_many(&pairs(&full, &sealed), ttl.as_option());
                 self.count_set_many(items.len(), &r);
                 r
             }
         };
+        self.finish_set_many(start, items, ttl, result)
+    }
+
+    /// Records a `set_many` and answers it (fail-open: every item failed); shared by
+    /// [`Cache::set_many_keys`] and its awaitable twin.
+    fn finish_set_many(
+        &self,
+        start: Timer,
+        items: &[(Key<'_>, &[u8])],
+        ttl: Ttl,
+        result: Result<Vec<usize>>,
+    ) -> Result<Vec<usize>> {
         self.record_set_many(start, items, ttl, &result);
         self.apply_fail_open(result, || (0..items.len()).collect())
     }
@@ -715,6 +749,11 @@ impl Cache {
     pub fn stats_prometheus(&self, name: &str) -> String {
         self.stats().to_prometheus(name)
     }
+}
+
+/// The `(full key, sealed value)` pairs a backend's `set_many` takes.
+fn pairs<'a>(full: &[&'a [u8]], sealed: &'a [Cow<'_, [u8]>]) -> Vec<(&'a [u8], &'a [u8])> {
+    full.iter().zip(sealed).map(|(k, v)| (*k, &**v)).collect()
 }
 
 /// The bytes a write of `value` with `ttl` stores: none for an already-expired one.

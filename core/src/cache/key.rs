@@ -183,6 +183,17 @@ impl Cache {
             .collect()
     }
 
+    /// `set_many`'s items with their keys at `version` (`None`: the cache's).
+    pub(super) fn versioned_items<'k, 'v>(
+        items: &[(&'k str, &'v [u8])],
+        version: Option<i64>,
+    ) -> Vec<(Key<'k>, &'v [u8])> {
+        items
+            .iter()
+            .map(|(k, v)| (Key::new(k).maybe_version(version), *v))
+            .collect()
+    }
+
     pub(super) fn split_keys<'b>(bytes: &'b [u8], ends: &[usize]) -> Vec<&'b [u8]> {
         let mut start = 0;
         ends.iter()
