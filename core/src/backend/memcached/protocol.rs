@@ -431,6 +431,14 @@ fn store_in_mode(
     mode: &[u8],
     opaque: Opaque,
 ) {
+    store_head(out, key, value, exptime);
+    out.extend_from_slice(mode);
+    store_tail(out, value, opaque);
+}
+
+/// `ms <key> <len> T<exptime>`: the start of every `ms` line, before its mode flags.
+#[inline]
+fn store_head(out: &mut Vec<u8>, key: &[u8], value: &[u8], exptime: u64) {
     out.reserve(key.len() + value.len() + 40);
     out.extend_from_slice(b"ms ");
     out.extend_from_slice(key);
@@ -438,7 +446,11 @@ fn store_in_mode(
     push_u64(out, value.len() as u64);
     out.extend_from_slice(b" T");
     push_u64(out, exptime);
-    out.extend_from_slice(mode);
+}
+
+/// The end of an `ms` line and its data block.
+#[inline]
+fn store_tail(out: &mut Vec<u8>, value: &[u8], opaque: Opaque) {
     end_line(out, opaque);
     out.extend_from_slice(value);
     out.extend_from_slice(b"\r\n");
@@ -462,17 +474,10 @@ pub(crate) fn store_cas(
     cas: u64,
     opaque: Opaque,
 ) {
-    out.extend_from_slice(b"ms ");
-    out.extend_from_slice(key);
-    out.push(b' ');
-    push_u64(out, value.len() as u64);
-    out.extend_from_slice(b" T");
-    push_u64(out, exptime);
+    store_head(out, key, value, exptime);
     out.extend_from_slice(b" C");
     push_u64(out, cas);
-    end_line(out, opaque);
-    out.extend_from_slice(value);
-    out.extend_from_slice(b"\r\n");
+    store_tail(out, value, opaque);
 }
 
 /// `md <key> C<cas>`: `HD` deleted, `EX` the item changed since `cas` was read, `NF` gone.
