@@ -10,7 +10,6 @@ use crate::stats::{Operation, Outcome, Stats, StatsSnapshot, Timer};
 use crate::value::Value;
 use std::borrow::Cow;
 use std::fmt;
-use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,8 +18,11 @@ mod asynchronous;
 mod builder;
 mod compute;
 mod compute_async;
+mod key;
 
 pub use builder::{CacheBuilder, SERIALIZERS};
+pub use key::Key;
+use key::{key_too_long, HEAD_CHUNK};
 mod lifetime;
 mod scan;
 mod server;
@@ -45,99 +47,6 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
 pub const DEFAULT_MAX_VALUE_SIZE: usize = 64 << 20;
 /// The longest key (before prefix and version) a cache accepts: 64 KiB.
 pub const MAX_KEY_LEN: usize = 64 << 10;
-
-/// A key as an operation receives it: the caller's key and, optionally, a version that
-/// overrides the cache's own for this one call.
-///
-/// Every operation takes `impl Into<Key>`, so a plain `&str` works:
-///
-/// ```
-/// use polycache::{Cache, Key};
-/// let cache = Cache::open("memory://").unwrap();
-/// cache.set("k", b"v1", Default::default()).unwrap();
-/// cache.set(Key::new("k").version(2), b"v2", Default::default()).unwrap();
-/// assert_eq!(cache.get("k").unwrap().unwrap(), *b"v1".as_slice());
-/// assert_eq!(cache.get(Key::new("k").version(2)).unwrap().unwrap(), *b"v2".as_slice());
-/// // A full key made by the caller (a custom key function): stored as it is.
-/// cache.set(Key::full("my-own:key"), b"v3", Default::default()).unwrap();
-/// assert_eq!(cache.make_key(Key::full("my-own:key")).unwrap(), b"my-own:key");
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Key<'a> {
-    name: &'a str,
-    version: Option<i64>,
-    /// `name` is the full key already: no prefix or version goes in front of it.
-    full: bool,
-}
-
-impl<'a> Key<'a> {
-    /// The key `name` at the cache's version.
-    #[inline]
-    pub fn new(name: &'a str) -> Self {
-        Key {
-            name,
-            version: None,
-            full: false,
-        }
-    }
-    /// A full key the caller made itself (say with Django's `KEY_FUNCTION`), stored as it
-    /// is: the cache's prefix and version are not added, and a version set on it is ignored.
-    /// Everything else of the cache applies: statistics, value size limit, fail-open.
-    #[inline]
-    pub fn full(key: &'a str) -> Self {
-        Key {
-            name: key,
-            version: None,
-            full: true,
-        }
-    }
-    /// The same key at `version`.
-    #[inline]
-    pub fn version(mut self, version: i64) -> Self {
-        self.version = Some(version);
-        self
-    }
-    /// The same key at `version`, or at the cache's version for `None`.
-    #[inline]
-    pub fn maybe_version(mut self, version: Option<i64>) -> Self {
-        self.version = version;
-        self
-    }
-    /// The caller's key.
-    pub fn name(&self) -> &'a str {
-        self.name
-    }
-}
-
-impl<'a> From<&'a str> for Key<'a> {
-    #[inline]
-    fn from(name: &'a str) -> Self {
-        Key::new(name)
-    }
-}
-
-impl<'a> From<&'a String> for Key<'a> {
-    #[inline]
-    fn from(name: &'a String) -> Self {
-        Key::new(name)
-    }
-}
-
-/// Full keys up to this many bytes are built on the stack.
-const STACK_KEY: usize = 128;
-
-/// A key head (`{key_prefix}:{version}:`) up to this many bytes is kept zero-padded to this
-/// size too, and copied as one fixed-size block when a key is built.
-const HEAD_CHUNK: usize = 32;
-const _: () = assert!(HEAD_CHUNK <= STACK_KEY);
-
-#[cold]
-fn key_too_long(len: usize) -> Error {
-    Error::new(
-        ErrorKind::InvalidKey,
-        format!("key of {len} bytes is longer than the {MAX_KEY_LEN} bytes allowed"),
-    )
-}
 
 /// A cache: one backend plus key prefix, version, default TTL, value size limit and stats.
 ///
@@ -309,66 +218,6 @@ impl Cache {
                 String::from_utf8_lossy(full)
             );
         }
-    }
-
-    /// Calls `f` with the full key `{key_prefix}:{version}:{name}`, built on the stack.
-    ///
-    /// `f` has one call site, so it is inlined into each operation: the key is built in one
-    /// of three places (the caller's full key, the stack, the heap) and then used once.
-    #[inline]
-    fn with_key<R>(&self, key: Key<'_>, f: impl FnOnce(&[u8]) -> Result<R>) -> Result<R> {
-        let name = key.name.as_bytes();
-        if name.len() > MAX_KEY_LEN {
-            return Err(key_too_long(name.len()));
-        }
-        let head = &self.inner.head;
-        let mut stack = [MaybeUninit::<u8>::uninit(); STACK_KEY];
-        let heap: Vec<u8>;
-        let full: &[u8] = match key.version {
-            _ if key.full => name,
-            Some(v) if v != self.inner.version => {
-                heap = format!("{}:{v}:{}", self.inner.key_prefix, key.name).into_bytes();
-                &heap
-            }
-            _ if head.len() + name.len() <= STACK_KEY => {
-                let total = head.len() + name.len();
-                // SAFETY: `total <= STACK_KEY`, so both copies stay inside `stack`, and so
-                // does the fixed-size head chunk (`HEAD_CHUNK <= STACK_KEY`), whose bytes past
-                // the head the name copy then overwrites; the sources cannot overlap the fresh
-                // stack array; the first `total` bytes are initialised before the slice over
-                // them is formed.
-                unsafe {
-                    let dst = stack.as_mut_ptr().cast::<u8>();
-                    match &self.inner.head_chunk {
-                        // A fixed-size copy is two vector moves, not a call to memcpy.
-                        Some(chunk) => dst.cast::<[u8; HEAD_CHUNK]>().write_unaligned(*chunk),
-                        None => std::ptr::copy_nonoverlapping(head.as_ptr(), dst, head.len()),
-                    }
-                    std::ptr::copy_nonoverlapping(name.as_ptr(), dst.add(head.len()), name.len());
-                    std::slice::from_raw_parts(dst, total)
-                }
-            }
-            _ => {
-                let mut buf = Vec::with_capacity(head.len() + name.len());
-                buf.extend_from_slice(head);
-                buf.extend_from_slice(name);
-                heap = buf;
-                &heap
-            }
-        };
-        f(full)
-    }
-
-    fn push_key(&self, key: Key<'_>, out: &mut Vec<u8>) -> Result<()> {
-        self.with_key(key, |k| {
-            out.extend_from_slice(k);
-            Ok(())
-        })
-    }
-
-    /// The full key a caller's key maps to, as stored in the backend.
-    pub fn make_key<'k>(&self, key: impl Into<Key<'k>>) -> Result<Vec<u8>> {
-        self.with_key(key.into(), |k| Ok(k.to_vec()))
     }
 
     /// Counts a failure; errors pass through unchanged.
@@ -545,6 +394,18 @@ impl Cache {
         let ttl = self.resolve_expiry(expiry);
         let start = self.inner.stats.start(Operation::Set);
         let written = self.with_key(key.into(), |k| self.write(k, value, ttl));
+        self.finish_set(start, ttl, value, written)
+    }
+
+    /// Records a `set` of `value` and answers it (fail-open, `sets`); shared by
+    /// [`Cache::set`] and its awaitable twin.
+    fn finish_set(
+        &self,
+        start: Timer,
+        ttl: Ttl,
+        value: &[u8],
+        written: Result<()>,
+    ) -> Result<bool> {
         self.record(Operation::Set, start, &written, stored_bytes(ttl, value));
         self.answer_store(written, ttl)
     }
@@ -561,6 +422,18 @@ impl Cache {
             Ttl::Expired => self.is_present(k).map(|present| !present),
             ttl => self.add_over_invalidated(k, &self.seal_value(k, value), ttl.as_option()),
         });
+        self.finish_add(start, ttl, value, result)
+    }
+
+    /// Records an `add` of `value` (its bytes count as written when it stored) and answers
+    /// it; shared by [`Cache::add`] and its awaitable twin.
+    fn finish_add(
+        &self,
+        start: Timer,
+        ttl: Ttl,
+        value: &[u8],
+        result: Result<bool>,
+    ) -> Result<bool> {
         let written = match result {
             Ok(true) => stored_bytes(ttl, value),
             _ => 0,
@@ -636,7 +509,7 @@ impl Cache {
         // Name the caller's key, not the full one the backend saw.
         let result = result.map_err(|e| {
             if e.is_not_found() {
-                crate::backend::not_found(key.name.as_bytes())
+                crate::backend::not_found(key.name().as_bytes())
             } else {
                 e
             }
@@ -656,37 +529,6 @@ impl Cache {
     /// Subtracts `delta`; see [`Cache::incr`].
     pub fn decr<'k>(&self, key: impl Into<Key<'k>>, delta: i64) -> Result<i64> {
         self.incr(key, Self::negated(delta)?)
-    }
-
-    fn full_keys(&self, keys: &[Key<'_>]) -> Result<(Vec<u8>, Vec<usize>)> {
-        let mut bytes = Vec::with_capacity(
-            keys.iter()
-                .map(|k| k.name.len() + self.inner.head.len() + 4)
-                .sum(),
-        );
-        let mut ends = Vec::with_capacity(keys.len());
-        for k in keys {
-            self.push_key(*k, &mut bytes)?;
-            ends.push(bytes.len());
-        }
-        Ok((bytes, ends))
-    }
-
-    fn versioned<'k>(keys: &[&'k str], version: Option<i64>) -> Vec<Key<'k>> {
-        keys.iter()
-            .map(|k| Key::new(k).maybe_version(version))
-            .collect()
-    }
-
-    fn split_keys<'b>(bytes: &'b [u8], ends: &[usize]) -> Vec<&'b [u8]> {
-        let mut start = 0;
-        ends.iter()
-            .map(|&end| {
-                let k = &bytes[start..end];
-                start = end;
-                k
-            })
-            .collect()
     }
 
     /// The values of `keys`, in order, `None` for each miss; one bulk call to the backend.
@@ -746,10 +588,7 @@ impl Cache {
         expiry: Expiry,
         version: Option<i64>,
     ) -> Result<Vec<usize>> {
-        let items: Vec<(Key<'_>, &[u8])> = items
-            .iter()
-            .map(|(k, v)| (Key::new(k).maybe_version(version), *v))
-            .collect();
+        let items = Self::versioned_items(items, version);
         self.set_many_keys(&items, expiry)
     }
 
@@ -764,13 +603,26 @@ impl Cache {
             Ttl::Expired => self.inner.backend.delete_many(&full).map(|_| Vec::new()),
             ttl => {
                 let sealed = self.seal_many(&full, items);
-                let pairs: Vec<(&[u8], &[u8])> =
-                    full.iter().zip(&sealed).map(|(k, v)| (*k, &**v)).collect();
-                let r = self.inner.backend.set_many(&pairs, ttl.as_option());
+                let r = self
+                    .inner
+                    .backend
+                    .set_many(&pairs(&full, &sealed), ttl.as_option());
                 self.count_set_many(items.len(), &r);
                 r
             }
         };
+        self.finish_set_many(start, items, ttl, result)
+    }
+
+    /// Records a `set_many` and answers it (fail-open: every item failed); shared by
+    /// [`Cache::set_many_keys`] and its awaitable twin.
+    fn finish_set_many(
+        &self,
+        start: Timer,
+        items: &[(Key<'_>, &[u8])],
+        ttl: Ttl,
+        result: Result<Vec<usize>>,
+    ) -> Result<Vec<usize>> {
         self.record_set_many(start, items, ttl, &result);
         self.apply_fail_open(result, || (0..items.len()).collect())
     }
@@ -899,6 +751,11 @@ impl Cache {
     }
 }
 
+/// The `(full key, sealed value)` pairs a backend's `set_many` takes.
+fn pairs<'a>(full: &[&'a [u8]], sealed: &'a [Cow<'_, [u8]>]) -> Vec<(&'a [u8], &'a [u8])> {
+    full.iter().zip(sealed).map(|(k, v)| (*k, &**v)).collect()
+}
+
 /// The bytes a write of `value` with `ttl` stores: none for an already-expired one.
 #[inline]
 fn stored_bytes(ttl: Ttl, value: &[u8]) -> usize {
@@ -996,47 +853,5 @@ impl Cache {
             _ => 0,
         };
         self.record(Operation::SetMany, start, result, written);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn full_keys_are_built_alike_on_every_path() {
-        // Heads shorter and longer than HEAD_CHUNK, names that fit the stack buffer and
-        // names that do not, the cache's own version and another one.
-        for prefix in [
-            "",
-            "app",
-            &"p".repeat(HEAD_CHUNK),
-            &"q".repeat(HEAD_CHUNK + 9),
-        ] {
-            let cache = Cache::builder("memory://")
-                .key_prefix(prefix)
-                .version(7)
-                .build()
-                .unwrap();
-            for name in [
-                "",
-                "k",
-                &"n".repeat(STACK_KEY - 3),
-                &"m".repeat(STACK_KEY + 5),
-            ] {
-                let full = cache.make_key(name).unwrap();
-                assert_eq!(full, format!("{prefix}:7:{name}").into_bytes());
-                let other = cache.make_key(Key::new(name).version(8)).unwrap();
-                assert_eq!(other, format!("{prefix}:8:{name}").into_bytes());
-                cache.set(name, b"v", Expiry::Never).unwrap();
-                assert_eq!(
-                    cache
-                        .get(Key::full(std::str::from_utf8(&full).unwrap()))
-                        .unwrap()
-                        .as_deref(),
-                    Some(&b"v"[..])
-                );
-            }
-        }
     }
 }

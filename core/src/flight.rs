@@ -379,6 +379,18 @@ pub enum Lookup {
     RefreshEarly(Value),
 }
 
+impl Lookup {
+    /// `Ok` with the value to return on a hit; else `Err` with the current value to pass to
+    /// [`crate::Cache::load`] (`None` after a miss).
+    pub(crate) fn hit_or_current(self) -> std::result::Result<Value, Option<Value>> {
+        match self {
+            Lookup::Hit(v) => Ok(v),
+            Lookup::Miss => Err(None),
+            Lookup::RefreshEarly(current) => Err(Some(current)),
+        }
+    }
+}
+
 /// The lease of one computation across processes.
 pub(crate) enum Lease {
     Held {
@@ -418,7 +430,7 @@ pub(crate) fn lease_key(full: &[u8]) -> Vec<u8> {
 
 /// The next wait of a lease poll: jittered exponential backoff, so that waiting processes
 /// do not poll in step; `None` past `deadline`.
-pub(crate) fn lease_backoff(backoff: &mut Duration, deadline: Instant) -> Option<Duration> {
+fn lease_backoff(backoff: &mut Duration, deadline: Instant) -> Option<Duration> {
     let now = Instant::now();
     if now >= deadline {
         return None;
@@ -429,8 +441,47 @@ pub(crate) fn lease_backoff(backoff: &mut Duration, deadline: Instant) -> Option
     Some(wait)
 }
 
+/// What one `add` of a lease key answered: `Some(true)` taken, `Some(false)` held by another
+/// caller, `None` no lease to be had (logged): compute without one.
+pub(crate) fn lease_added(added: Result<bool>) -> Option<bool> {
+    match added {
+        Ok(taken) => Some(taken),
+        Err(e) => {
+            log::warn!("polycache: could not take a lease ({e}); computing without one");
+            None
+        }
+    }
+}
+
+/// A read of the value while waiting for a lease another caller holds: `Some` ends the wait
+/// with that lease (the value `accept`s appeared, or the backend failed).
+pub(crate) fn lease_peek(
+    found: Result<Option<Value>>,
+    accept: &dyn Fn(Value) -> Option<Value>,
+) -> Option<Lease> {
+    match found {
+        Ok(found) => found.and_then(accept).map(Lease::Found),
+        Err(_) => Some(Lease::Unavailable),
+    }
+}
+
+/// How long to wait before the next attempt at a lease, or `None` (logged) once `deadline`
+/// has passed.
+pub(crate) fn lease_wait(
+    backoff: &mut Duration,
+    deadline: Instant,
+    policy: &RefreshPolicy,
+    full: &[u8],
+) -> Option<Duration> {
+    let wait = lease_backoff(backoff, deadline);
+    if wait.is_none() {
+        warn_lease_timeout(policy, full);
+    }
+    wait
+}
+
 #[cold]
-pub(crate) fn warn_lease_timeout(policy: &RefreshPolicy, full: &[u8]) {
+fn warn_lease_timeout(policy: &RefreshPolicy, full: &[u8]) {
     log::warn!(
         "polycache: waited {:?} for the lease of {:?}; computing without it",
         policy.flight_timeout,

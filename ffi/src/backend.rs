@@ -180,7 +180,46 @@ fn unsupported(callback: &str) -> Error {
     )
 }
 
+/// The callback of a conditional store (`add`, `replace`).
+type StoreIf = unsafe extern "C" fn(
+    user_data: *mut c_void,
+    key: *const u8,
+    key_len: usize,
+    value: *const u8,
+    value_len: usize,
+    ttl_ms: i64,
+    stored_out: *mut bool,
+) -> polycache_result;
+
 impl CBackend {
+    /// Calls the conditional store `callback` (the vtable's `add` or `replace`): whether
+    /// it stored.
+    fn store_if(
+        &self,
+        callback: &str,
+        store: Option<StoreIf>,
+        key: &[u8],
+        value: &[u8],
+        ttl: Option<Duration>,
+    ) -> polycache::Result<bool> {
+        let store = store.ok_or_else(|| unsupported(callback))?;
+        let mut stored = false;
+        // SAFETY: see the `Backend` impl's comment; key, value and stored live until the
+        // call returns.
+        let code = unsafe {
+            store(
+                self.user_data.ptr(),
+                key.as_ptr(),
+                key.len(),
+                value.as_ptr(),
+                value.len(),
+                ttl_ms(ttl),
+                &mut stored,
+            )
+        };
+        Self::check(callback, code).map(|()| stored)
+    }
+
     /// Turns a callback's code into the core's result.
     fn check(callback: &str, code: polycache_result) -> polycache::Result<()> {
         match code {
@@ -241,21 +280,7 @@ impl Backend for CBackend {
     }
 
     fn add(&self, key: &[u8], value: &[u8], ttl: Option<Duration>) -> polycache::Result<bool> {
-        let add = self.vtable.add.ok_or_else(|| unsupported("add"))?;
-        let mut stored = false;
-        // SAFETY: see the impl's comment; key, value and stored live until the call returns.
-        let code = unsafe {
-            add(
-                self.user_data.ptr(),
-                key.as_ptr(),
-                key.len(),
-                value.as_ptr(),
-                value.len(),
-                ttl_ms(ttl),
-                &mut stored,
-            )
-        };
-        Self::check("add", code).map(|()| stored)
+        self.store_if("add", self.vtable.add, key, value, ttl)
     }
 
     fn delete(&self, key: &[u8]) -> polycache::Result<bool> {
@@ -328,21 +353,7 @@ impl Backend for CBackend {
     }
 
     fn replace(&self, key: &[u8], value: &[u8], ttl: Option<Duration>) -> polycache::Result<bool> {
-        let replace = self.vtable.replace.ok_or_else(|| unsupported("replace"))?;
-        let mut stored = false;
-        // SAFETY: see the impl's comment; key, value and stored live until the call returns.
-        let code = unsafe {
-            replace(
-                self.user_data.ptr(),
-                key.as_ptr(),
-                key.len(),
-                value.as_ptr(),
-                value.len(),
-                ttl_ms(ttl),
-                &mut stored,
-            )
-        };
-        Self::check("replace", code).map(|()| stored)
+        self.store_if("replace", self.vtable.replace, key, value, ttl)
     }
 }
 

@@ -63,6 +63,48 @@ where
     queue.start(inline, op, user_data, work(cache, key.to_owned()))
 }
 
+/// The start of an operation on a list of `n` texts (keys, tags): checks the handles and
+/// the list (`names`: the list's and an element's names in errors), then starts what `work`
+/// makes of the cache and an owned copy of the list.
+///
+/// # Safety
+/// Each pointer is NULL or valid for the call (the C API contract).
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn start_listed<F, Fut>(
+    cache: *const polycache_cache,
+    queue: *const polycache_queue,
+    list: *const *const c_char,
+    n: usize,
+    names: (&'static str, &'static str),
+    op: polycache_op,
+    user_data: *mut c_void,
+    work: F,
+) -> Result<polycache_result, Failure>
+where
+    F: FnOnce(Cache, Vec<String>) -> Fut,
+    Fut: Future<Output = Result<Output, Failure>> + Send + 'static,
+{
+    // SAFETY: by this function's contract.
+    let ((cache, queue), list) = unsafe {
+        (
+            handles(cache, queue)?,
+            text_list(list, n, names.0, names.1)?,
+        )
+    };
+    let inline = cache.completes_inline();
+    queue.start(inline, op, user_data, work(cache, owned(list)))
+}
+
+/// Owned copies of `texts`, for an operation that outlives its call.
+pub(crate) fn owned(texts: Vec<&str>) -> Vec<String> {
+    texts.into_iter().map(str::to_owned).collect()
+}
+
+/// The texts of `owned` as the core's many-key operations take them.
+pub(crate) fn texts(owned: &[String]) -> Vec<&str> {
+    owned.iter().map(String::as_str).collect()
+}
+
 /// Starts `polycache_cache_get(cache, key)` without blocking; its completion
 /// (`POLYCACHE_OP_GET`) arrives on `queue` with `user_data`.
 ///
@@ -233,11 +275,10 @@ pub unsafe extern "C" fn polycache_cache_get_many_start(
             )
         };
         let values_out = later_out(values_out, n, "values_out")?;
-        let keys: Vec<String> = keys.into_iter().map(str::to_owned).collect();
+        let keys = owned(keys);
         let inline = cache.completes_inline();
         queue.start(inline, POLYCACHE_OP_GET_MANY, user_data, async move {
-            let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
-            let values = cache.get_many_async(&keys, None).await?;
+            let values = cache.get_many_async(&texts(&keys), None).await?;
             Ok(Output::Values(values, values_out))
         })
     })
@@ -530,19 +571,21 @@ pub unsafe extern "C" fn polycache_cache_delete_many_start(
 ) -> polycache_result {
     boundary(error_out, || {
         // SAFETY: each pointer is NULL or valid for the call (the C API contract).
-        let ((cache, queue), keys) = unsafe {
-            (
-                handles(cache, queue)?,
-                text_list(keys, n, "keys", "keys[i]")?,
+        unsafe {
+            start_listed(
+                cache,
+                queue,
+                keys,
+                n,
+                ("keys", "keys[i]"),
+                POLYCACHE_OP_DELETE_MANY,
+                user_data,
+                |cache, keys| async move {
+                    let removed = cache.delete_many_async(&texts(&keys), None).await?;
+                    Ok(Output::Integer(count(removed)))
+                },
             )
-        };
-        let keys: Vec<String> = keys.into_iter().map(str::to_owned).collect();
-        let inline = cache.completes_inline();
-        queue.start(inline, POLYCACHE_OP_DELETE_MANY, user_data, async move {
-            let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
-            let removed = cache.delete_many_async(&keys, None).await?;
-            Ok(Output::Integer(count(removed)))
-        })
+        }
     })
 }
 

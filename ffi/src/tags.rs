@@ -1,7 +1,7 @@
 //! Tags on a `polycache_cache`: tagged writes and `polycache_cache_invalidate_tags`.
 
 use crate::cache::{expiry, polycache_cache};
-use crate::cache_start::{handles, start_keyed};
+use crate::cache_start::{owned, start_keyed, start_listed, texts};
 use crate::error::polycache_error;
 use crate::handle::{borrow, bytes, text, text_list};
 use crate::panic::boundary;
@@ -70,15 +70,6 @@ pub unsafe extern "C" fn polycache_cache_invalidate_tags(
     })
 }
 
-/// The owned copies of a start call's tags.
-fn owned(tags: Vec<&str>) -> Vec<String> {
-    tags.into_iter().map(str::to_owned).collect()
-}
-
-fn texts(tags: &[String]) -> Vec<&str> {
-    tags.iter().map(String::as_str).collect()
-}
-
 /// Starts `polycache_cache_set_tagged(cache, key, value, len, ttl_ms, tags, n_tags)` without
 /// blocking; its completion (`POLYCACHE_OP_SET_TAGGED`) arrives on `queue` with `user_data`.
 ///
@@ -135,22 +126,21 @@ pub unsafe extern "C" fn polycache_cache_invalidate_tags_start(
 ) -> polycache_result {
     boundary(error_out, || {
         // SAFETY: each pointer is NULL or valid for the call (the C API contract).
-        let ((cache, queue), tags) = unsafe {
-            (
-                handles(cache, queue)?,
-                owned(text_list(tags, n_tags, "tags", "tags[i]")?),
+        unsafe {
+            start_listed(
+                cache,
+                queue,
+                tags,
+                n_tags,
+                ("tags", "tags[i]"),
+                POLYCACHE_OP_INVALIDATE_TAGS,
+                user_data,
+                |cache, tags| async move {
+                    let reached = cache.invalidate_tags_async(&texts(&tags)).await?;
+                    Ok(Output::Stored(reached))
+                },
             )
-        };
-        let inline = cache.completes_inline();
-        queue.start(
-            inline,
-            POLYCACHE_OP_INVALIDATE_TAGS,
-            user_data,
-            async move {
-                let reached = cache.invalidate_tags_async(&texts(&tags)).await?;
-                Ok(Output::Stored(reached))
-            },
-        )
+        }
     })
 }
 

@@ -13,7 +13,7 @@
 //! usable.
 
 use super::tags::Via;
-use super::{stored_bytes, Cache, Key};
+use super::{pairs, Cache, Key};
 use crate::error::Result;
 use crate::expiry::{Expiry, Ttl};
 use crate::stats::Operation;
@@ -168,8 +168,7 @@ impl Cache {
             let full = self.make_key(key)?;
             let start = self.inner.stats.start_anywhere(Operation::Set);
             let written = self.write_async(backend, &full, value, ttl).await;
-            self.record(Operation::Set, start, &written, stored_bytes(ttl, value));
-            self.answer_store(written, ttl)
+            self.finish_set(start, ttl, value, written)
         })
     }
 
@@ -199,12 +198,7 @@ impl Cache {
                         .await
                 }
             };
-            let written = match result {
-                Ok(true) => stored_bytes(ttl, value),
-                _ => 0,
-            };
-            self.record(Operation::Add, start, &result, written);
-            self.answer_add(result)
+            self.finish_add(start, ttl, value, result)
         })
     }
 
@@ -350,10 +344,7 @@ impl Cache {
         version: Option<i64>,
     ) -> impl std::future::Future<Output = Result<Vec<usize>>> + Captures<(&'a (), &'k ())> {
         in_callers_context(async move {
-            let items: Vec<(Key<'_>, &[u8])> = items
-                .iter()
-                .map(|(k, v)| (Key::new(k).maybe_version(version), *v))
-                .collect();
+            let items = Self::versioned_items(items, version);
             self.set_many_keys_async(&items, expiry).await
         })
     }
@@ -376,15 +367,14 @@ impl Cache {
                 Ttl::Expired => backend.delete_many(&full).await.map(|_| Vec::new()),
                 ttl => {
                     let sealed = self.seal_many(&full, items);
-                    let pairs: Vec<(&[u8], &[u8])> =
-                        full.iter().zip(&sealed).map(|(k, v)| (*k, &**v)).collect();
-                    let r = backend.set_many(&pairs, ttl.as_option()).await;
+                    let r = backend
+                        .set_many(&pairs(&full, &sealed), ttl.as_option())
+                        .await;
                     self.count_set_many(items.len(), &r);
                     r
                 }
             };
-            self.record_set_many(start, items, ttl, &result);
-            self.apply_fail_open(result, || (0..items.len()).collect())
+            self.finish_set_many(start, items, ttl, result)
         })
     }
 

@@ -7,10 +7,11 @@ use crate::envelope::{after_ms, Envelope};
 use crate::error::Result;
 use crate::expiry::{Expiry, Ttl};
 use crate::flight::{
-    classify, lease_backoff, lease_key, payload, random_token, warn_flight_timeout,
-    warn_lease_timeout, Join, Lease, Lookup, RefreshPolicy, Waited,
+    classify, lease_added, lease_key, lease_peek, lease_wait, payload, random_token,
+    warn_flight_timeout, Join, Lease, Lookup, RefreshPolicy, Waited,
 };
 use crate::value::Value;
+use std::borrow::Cow;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -61,13 +62,7 @@ impl Cache {
     where
         F: FnOnce() -> Result<Vec<u8>>,
     {
-        let policy = self.refresh_policy();
-        let key = key.into();
-        match self.lookup(key, policy)? {
-            Lookup::Hit(v) => Ok(v),
-            Lookup::Miss => self.load(key, loader, expiry, policy, None),
-            Lookup::RefreshEarly(current) => self.load(key, loader, expiry, policy, Some(current)),
-        }
+        self.get_or_set_with_policy(key, loader, expiry, self.refresh_policy())
     }
 
     /// [`Cache::get_or_set_with`] with another [`RefreshPolicy`] than the cache's.
@@ -82,10 +77,9 @@ impl Cache {
         F: FnOnce() -> Result<Vec<u8>>,
     {
         let key = key.into();
-        match self.lookup(key, policy)? {
-            Lookup::Hit(v) => Ok(v),
-            Lookup::Miss => self.load(key, loader, expiry, policy, None),
-            Lookup::RefreshEarly(current) => self.load(key, loader, expiry, policy, Some(current)),
+        match self.lookup(key, policy)?.hit_or_current() {
+            Ok(hit) => Ok(hit),
+            Err(current) => self.load(key, loader, expiry, policy, current),
         }
     }
 
@@ -272,9 +266,31 @@ impl Cache {
         delta: Duration,
         stamp: &TagStamp,
     ) -> Result<()> {
-        let (ttl, wrapped) = self.computed(bytes, expiry, policy, delta);
-        self.full_set(full, &stamp.wrap(wrapped.as_deref().unwrap_or(bytes)), ttl)?;
+        let (ttl, stored) = self.stored_form(bytes, expiry, policy, delta, stamp);
+        self.full_set(full, &stored, ttl)?;
         Ok(())
+    }
+
+    /// How a computed value is stored, for [`Cache::store_computed`] and its awaitable twin:
+    /// counts a refresh and returns the TTL and the bytes to write, the value wrapped in an
+    /// [`Envelope`] when XFetch is on and behind the tag versions of `stamp`.
+    pub(super) fn stored_form<'b>(
+        &self,
+        bytes: &'b [u8],
+        expiry: Expiry,
+        policy: &RefreshPolicy,
+        delta: Duration,
+        stamp: &TagStamp,
+    ) -> (Ttl, Cow<'b, [u8]>) {
+        let (ttl, wrapped) = self.computed(bytes, expiry, policy, delta);
+        let stored = match wrapped {
+            None => stamp.wrap(bytes),
+            Some(envelope) => match stamp.wrap(&envelope) {
+                Cow::Owned(tagged) => Cow::Owned(tagged),
+                Cow::Borrowed(_) => Cow::Owned(envelope),
+            },
+        };
+        (ttl, stored)
     }
 
     /// [`Cache::get_or_set_with`] whose stored value carries `tags`: their versions are read
@@ -307,18 +323,15 @@ impl Cache {
         check_tags(tags)?;
         let policy = self.refresh_policy();
         let key = key.into();
-        match self.lookup_tagged(key, policy, tags)? {
-            Lookup::Hit(v) => Ok(v),
-            Lookup::Miss => self.load_tagged(key, loader, expiry, policy, None, tags),
-            Lookup::RefreshEarly(current) => {
-                self.load_tagged(key, loader, expiry, policy, Some(current), tags)
-            }
+        match self.lookup_tagged(key, policy, tags)?.hit_or_current() {
+            Ok(hit) => Ok(hit),
+            Err(current) => self.load_tagged(key, loader, expiry, policy, current, tags),
         }
     }
 
     /// Counts a refresh and resolves how a computed value is stored: its TTL, and the value
     /// wrapped in an [`Envelope`] when XFetch is on (`None`: stored as it is).
-    pub(super) fn computed(
+    fn computed(
         &self,
         bytes: &[u8],
         expiry: Expiry,
@@ -350,34 +363,22 @@ impl Cache {
         let token = random_token();
         let mut backoff = Duration::from_millis(2);
         loop {
-            match self.full_add(&lock, token.as_bytes(), policy.lease_ttl) {
-                Ok(true) => {
+            match lease_added(self.full_add(&lock, token.as_bytes(), policy.lease_ttl)) {
+                Some(true) => {
                     // The previous holder may have stored the value just before releasing.
-                    if let Ok(Some(v)) = self.full_get(full) {
-                        if let Some(v) = accept(v) {
-                            self.release_lease(&lock, &token);
-                            return Lease::Found(v);
-                        }
-                    }
-                    return Lease::Held { lock, token };
+                    let Some(v) = self.full_get(full).ok().flatten().and_then(accept) else {
+                        return Lease::Held { lock, token };
+                    };
+                    self.release_lease(&lock, &token);
+                    return Lease::Found(v);
                 }
-                Ok(false) => {}
-                Err(e) => {
-                    log::warn!("polycache: could not take a lease ({e}); computing without one");
-                    return Lease::Unavailable;
-                }
+                Some(false) => {}
+                None => return Lease::Unavailable,
             }
-            match self.full_get(full) {
-                Ok(Some(v)) => {
-                    if let Some(v) = accept(v) {
-                        return Lease::Found(v);
-                    }
-                }
-                Ok(None) => {}
-                Err(_) => return Lease::Unavailable,
+            if let Some(lease) = lease_peek(self.full_get(full), accept) {
+                return lease;
             }
-            let Some(wait) = lease_backoff(&mut backoff, deadline) else {
-                warn_lease_timeout(policy, full);
+            let Some(wait) = lease_wait(&mut backoff, deadline, policy, full) else {
                 return Lease::Unavailable;
             };
             thread::sleep(wait);

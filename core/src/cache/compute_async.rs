@@ -7,8 +7,8 @@ use super::{Cache, Key, TagStamp};
 use crate::error::Result;
 use crate::expiry::Expiry;
 use crate::flight::{
-    classify, lease_backoff, lease_key, payload, random_token, warn_flight_timeout,
-    warn_lease_timeout, Join, Lease, Lookup, RefreshPolicy, Waited,
+    classify, lease_added, lease_key, lease_peek, lease_wait, payload, random_token,
+    warn_flight_timeout, Join, Lease, Lookup, RefreshPolicy, Waited,
 };
 use crate::value::Value;
 use std::future::Future;
@@ -42,13 +42,9 @@ impl Cache {
         in_callers_context(async move {
             let policy = self.refresh_policy().clone();
             let key = key.into();
-            match self.lookup_async(key, &policy).await? {
-                Lookup::Hit(v) => Ok(v),
-                Lookup::Miss => self.load_async(key, loader, expiry, &policy, None).await,
-                Lookup::RefreshEarly(current) => {
-                    self.load_async(key, loader, expiry, &policy, Some(current))
-                        .await
-                }
+            match self.lookup_async(key, &policy).await?.hit_or_current() {
+                Ok(hit) => Ok(hit),
+                Err(current) => self.load_async(key, loader, expiry, &policy, current).await,
             }
         })
     }
@@ -191,12 +187,24 @@ impl Cache {
         let stamp = self.tag_stamp_async(tags).await?;
         let started = Instant::now();
         let bytes = loader().await?;
-        let (ttl, wrapped) = self.computed(&bytes, expiry, policy, started.elapsed());
-        let stored = stamp
-            .wrap(wrapped.as_deref().unwrap_or(&bytes))
-            .into_owned();
-        self.full_set_async(full, &stored, ttl).await?;
+        self.store_computed_async(full, &bytes, expiry, policy, started.elapsed(), &stamp)
+            .await?;
         Ok(Value::from(bytes))
+    }
+
+    /// [`Cache::store_computed`](super), awaitable.
+    async fn store_computed_async(
+        &self,
+        full: &[u8],
+        bytes: &[u8],
+        expiry: Expiry,
+        policy: &RefreshPolicy,
+        delta: std::time::Duration,
+        stamp: &TagStamp,
+    ) -> Result<()> {
+        let (ttl, stored) = self.stored_form(bytes, expiry, policy, delta, stamp);
+        self.full_set_async(full, &stored, ttl).await?;
+        Ok(())
     }
 
     /// [`Cache::try_lease`](super), awaitable.
@@ -225,43 +233,28 @@ impl Cache {
         let token = random_token();
         let mut backoff = std::time::Duration::from_millis(2);
         loop {
-            match self
+            let added = self
                 .full_add_async(&lock, token.as_bytes(), policy.lease_ttl)
-                .await
-            {
-                Ok(true) => {
+                .await;
+            match lease_added(added) {
+                Some(true) => {
                     // The previous holder may have stored the value just before releasing.
-                    if let Some(v) = self
-                        .full_get_async(full)
-                        .await
-                        .ok()
-                        .flatten()
-                        .and_then(accept)
-                    {
-                        let _ = self
-                            .full_delete_if_equals_async(&lock, token.as_bytes())
-                            .await;
-                        return Lease::Found(v);
-                    }
-                    return Lease::Held { lock, token };
+                    let found = self.full_get_async(full).await;
+                    let Some(v) = found.ok().flatten().and_then(accept) else {
+                        return Lease::Held { lock, token };
+                    };
+                    let _ = self
+                        .full_delete_if_equals_async(&lock, token.as_bytes())
+                        .await;
+                    return Lease::Found(v);
                 }
-                Ok(false) => {}
-                Err(e) => {
-                    log::warn!("polycache: could not take a lease ({e}); computing without one");
-                    return Lease::Unavailable;
-                }
+                Some(false) => {}
+                None => return Lease::Unavailable,
             }
-            match self.full_get_async(full).await {
-                Ok(Some(v)) => {
-                    if let Some(v) = accept(v) {
-                        return Lease::Found(v);
-                    }
-                }
-                Ok(None) => {}
-                Err(_) => return Lease::Unavailable,
+            if let Some(lease) = lease_peek(self.full_get_async(full).await, accept) {
+                return lease;
             }
-            let Some(wait) = lease_backoff(&mut backoff, deadline) else {
-                warn_lease_timeout(policy, full);
+            let Some(wait) = lease_wait(&mut backoff, deadline, policy, full) else {
                 return Lease::Unavailable;
             };
             tokio::time::sleep(wait).await;
@@ -313,10 +306,8 @@ impl Cache {
     ) -> impl std::future::Future<Output = Result<()>> + Captures<(&'a (), &'k ())> {
         in_callers_context(async move {
             let full = self.make_key(key)?;
-            let (ttl, wrapped) = self.computed(value, expiry, policy, delta);
-            let stored = stamp.wrap(wrapped.as_deref().unwrap_or(value)).into_owned();
-            self.full_set_async(&full, &stored, ttl).await?;
-            Ok(())
+            self.store_computed_async(&full, value, expiry, policy, delta, stamp)
+                .await
         })
     }
 
@@ -336,13 +327,17 @@ impl Cache {
             crate::check_tags(tags)?;
             let policy = self.refresh_policy().clone();
             let key = key.into();
-            let current = match self.lookup_tagged_async(key, &policy, tags).await? {
-                Lookup::Hit(v) => return Ok(v),
-                Lookup::Miss => None,
-                Lookup::RefreshEarly(current) => Some(current),
-            };
-            self.load_tagged_async(key, loader, expiry, &policy, current, tags)
-                .await
+            match self
+                .lookup_tagged_async(key, &policy, tags)
+                .await?
+                .hit_or_current()
+            {
+                Ok(hit) => Ok(hit),
+                Err(current) => {
+                    self.load_tagged_async(key, loader, expiry, &policy, current, tags)
+                        .await
+                }
+            }
         })
     }
 }

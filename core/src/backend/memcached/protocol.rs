@@ -85,6 +85,33 @@ impl fmt::Display for ProtocolError {
     }
 }
 
+/// Where the `size`-byte value block after the reply `line` (it starts at `after_line` in
+/// `buf`) ends: `Ok(end)` once `buf` holds it and its `\r\n`, else `Err` with the
+/// [`Parse::Incomplete`] to answer. `reply` names the reply in errors ("VA reply").
+fn value_block(
+    buf: &[u8],
+    line: &[u8],
+    after_line: usize,
+    size: usize,
+    reply: &str,
+) -> Result<std::result::Result<usize, Parse>, ProtocolError> {
+    if size > MAX_VALUE {
+        return Err(bad(&format!("value size in {reply} is over 1 GiB"), line));
+    }
+    // `size <= MAX_VALUE` and `after_line <= MAX_LINE + 2`: no overflow.
+    let end = after_line + size;
+    if buf.len() < end + 2 {
+        return Ok(Err(Parse::Incomplete(end + 2)));
+    }
+    if &buf[end..end + 2] != b"\r\n" {
+        return Err(bad(
+            &format!("value block of a {reply} is not followed by \\r\\n"),
+            line,
+        ));
+    }
+    Ok(Ok(end))
+}
+
 fn bad(what: &str, line: &[u8]) -> ProtocolError {
     let shown = &line[..line.len().min(64)];
     ProtocolError(format!(
@@ -145,19 +172,10 @@ pub(crate) fn parse(buf: &[u8]) -> Result<Parse, ProtocolError> {
                 return Err(bad("malformed VALUE line", line));
             }
             let size = parse_size(size).ok_or_else(|| bad("invalid size in VALUE line", line))?;
-            if size > MAX_VALUE {
-                return Err(bad("value size in VALUE line is over 1 GiB", line));
-            }
-            let end = after_line + size;
-            if buf.len() < end + 2 {
-                return Ok(Parse::Incomplete(end + 2));
-            }
-            if &buf[end..end + 2] != b"\r\n" {
-                return Err(bad(
-                    "value block of a VALUE line is not followed by \\r\\n",
-                    line,
-                ));
-            }
+            let end = match value_block(buf, line, after_line, size, "VALUE line")? {
+                Ok(end) => end,
+                Err(incomplete) => return Ok(incomplete),
+            };
             Ok(Parse::Complete(Reply {
                 kind: Kind::Item,
                 data: after_line..end,
@@ -173,20 +191,10 @@ pub(crate) fn parse(buf: &[u8]) -> Result<Parse, ProtocolError> {
                 .map_or(line.len(), |i| rest + i);
             let size = parse_size(&line[rest..size_end])
                 .ok_or_else(|| bad("invalid value size in VA reply", line))?;
-            if size > MAX_VALUE {
-                return Err(bad("value size in VA reply is over 1 GiB", line));
-            }
-            let end = after_line + size;
-            // `size <= MAX_VALUE` and `after_line <= MAX_LINE + 2`: no overflow.
-            if buf.len() < end + 2 {
-                return Ok(Parse::Incomplete(end + 2));
-            }
-            if &buf[end..end + 2] != b"\r\n" {
-                return Err(bad(
-                    "value block of a VA reply is not followed by \\r\\n",
-                    line,
-                ));
-            }
+            let end = match value_block(buf, line, after_line, size, "VA reply")? {
+                Ok(end) => end,
+                Err(incomplete) => return Ok(incomplete),
+            };
             Ok(Parse::Complete(Reply {
                 kind: Kind::Value,
                 data: after_line..end,
@@ -423,6 +431,14 @@ fn store_in_mode(
     mode: &[u8],
     opaque: Opaque,
 ) {
+    store_head(out, key, value, exptime);
+    out.extend_from_slice(mode);
+    store_tail(out, value, opaque);
+}
+
+/// `ms <key> <len> T<exptime>`: the start of every `ms` line, before its mode flags.
+#[inline]
+fn store_head(out: &mut Vec<u8>, key: &[u8], value: &[u8], exptime: u64) {
     out.reserve(key.len() + value.len() + 40);
     out.extend_from_slice(b"ms ");
     out.extend_from_slice(key);
@@ -430,7 +446,11 @@ fn store_in_mode(
     push_u64(out, value.len() as u64);
     out.extend_from_slice(b" T");
     push_u64(out, exptime);
-    out.extend_from_slice(mode);
+}
+
+/// The end of an `ms` line and its data block.
+#[inline]
+fn store_tail(out: &mut Vec<u8>, value: &[u8], opaque: Opaque) {
     end_line(out, opaque);
     out.extend_from_slice(value);
     out.extend_from_slice(b"\r\n");
@@ -454,17 +474,10 @@ pub(crate) fn store_cas(
     cas: u64,
     opaque: Opaque,
 ) {
-    out.extend_from_slice(b"ms ");
-    out.extend_from_slice(key);
-    out.push(b' ');
-    push_u64(out, value.len() as u64);
-    out.extend_from_slice(b" T");
-    push_u64(out, exptime);
+    store_head(out, key, value, exptime);
     out.extend_from_slice(b" C");
     push_u64(out, cas);
-    end_line(out, opaque);
-    out.extend_from_slice(value);
-    out.extend_from_slice(b"\r\n");
+    store_tail(out, value, opaque);
 }
 
 /// `md <key> C<cas>`: `HD` deleted, `EX` the item changed since `cas` was read, `NF` gone.

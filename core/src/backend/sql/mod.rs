@@ -154,6 +154,26 @@ pub(crate) enum Found {
 }
 
 impl Found {
+    /// Files one row of a `get_many`: a live value goes into `out` at each of `positions`
+    /// (a key asked for more than once has several), a corrupt row's id into `corrupt`.
+    pub(crate) fn place(
+        self,
+        positions: &[usize],
+        out: &mut [Option<crate::value::Value>],
+        corrupt: &mut Vec<i64>,
+    ) {
+        match self {
+            Found::Live(v) => {
+                let v = crate::value::Value::from(v);
+                for &p in positions {
+                    out[p] = Some(v.clone());
+                }
+            }
+            Found::Missing => {}
+            Found::Corrupt(id) => corrupt.push(id),
+        }
+    }
+
     /// Checks a row: its value must be present and its size match; then its expiry decides.
     pub(crate) fn check(
         key: &[u8],

@@ -390,16 +390,11 @@ pub(super) fn get_many<'c>(
             let Some(positions) = l.wanted.get(key) else {
                 continue;
             };
-            match Found::check(key, r.get(1), r.get(2), r.get(3), now, r.get(4)) {
-                Found::Live(v) => {
-                    let v = Value::from(v);
-                    for &p in positions {
-                        out[p] = Some(v.clone());
-                    }
-                }
-                Found::Missing => {}
-                Found::Corrupt(id) => corrupt.push(id),
-            }
+            Found::check(key, r.get(1), r.get(2), r.get(3), now, r.get(4)).place(
+                positions,
+                &mut out,
+                &mut corrupt,
+            );
         }
         for id in corrupt {
             remove_corrupt(i, c, id).await;

@@ -701,23 +701,15 @@ impl Backend for SqliteBackend {
                     let Some(positions) = wanted.get(key) else {
                         continue;
                     };
-                    match decode(
+                    let found = decode(
                         key,
                         r.get_ref(1)?,
                         r.get_ref(2)?,
                         r.get_ref(3)?,
                         now,
                         r.get(4)?,
-                    ) {
-                        Found::Live(v) => {
-                            let v = Value::from(v);
-                            for &p in positions {
-                                out[p] = Some(v.clone());
-                            }
-                        }
-                        Found::Missing => {}
-                        Found::Corrupt(id) => corrupt.push(id),
-                    }
+                    );
+                    found.place(positions, &mut out, &mut corrupt);
                 }
                 Ok(())
             };
