@@ -74,8 +74,9 @@ pub(crate) struct Pool<C> {
 }
 
 struct State<C> {
-    /// Idle connections, with the health epoch they were opened in; reused LIFO.
-    idle: Vec<(C, u64)>,
+    /// Idle connections, with the health epoch they were opened in; reused LIFO. Boxed, so
+    /// that a lease and a give-back move a pointer rather than the connection.
+    idle: Vec<(Box<C>, u64)>,
     /// Connections open in all: idle, leased, or being opened.
     open: usize,
     /// The fork generation these connections belong to.
@@ -102,7 +103,7 @@ impl<C> State<C> {
 
 /// What a look into the pool found.
 enum Found<C> {
-    Idle(C, u64),
+    Idle(Box<C>, u64),
     /// Room to open a connection in (counted as open already).
     Room,
     /// Every connection is leased.
@@ -171,7 +172,7 @@ impl<C> Pool<C> {
         Found::Busy
     }
 
-    fn lease_of(&self, conn: C, fork: u64, epoch: u64, reused: bool) -> Lease<'_, C> {
+    fn lease_of(&self, conn: Box<C>, fork: u64, epoch: u64, reused: bool) -> Lease<'_, C> {
         Lease {
             pool: self,
             conn: Some(conn),
@@ -211,7 +212,7 @@ impl<C> Pool<C> {
                         fork,
                         kept: false,
                     };
-                    return Ok(self.lease_of(room.fill(connect())?, fork, epoch, false));
+                    return Ok(self.lease_of(Box::new(room.fill(connect())?), fork, epoch, false));
                 }
                 Found::Busy => {}
             }
@@ -281,7 +282,7 @@ impl<C> Pool<C> {
             kept: false,
         };
         let conn = room.fill(connect().await)?;
-        Ok(self.lease_of(conn, fork, epoch, false))
+        Ok(self.lease_of(Box::new(conn), fork, epoch, false))
     }
 
     /// Drops every idle connection and closes those leased now when they come back: for a
@@ -309,7 +310,7 @@ impl<C> Pool<C> {
         let mut s = self.lock();
         s.open += 1;
         let epoch = s.epoch;
-        s.idle.push((conn, epoch));
+        s.idle.push((Box::new(conn), epoch));
     }
 
     /// Wakes up to `n` of the threads and tasks waiting for a connection.
@@ -334,7 +335,7 @@ impl<C> Pool<C> {
     }
 
     /// Takes back a connection leased in fork generation `fork` and health epoch `epoch`.
-    fn give_back(&self, conn: C, fork: u64, epoch: u64) {
+    fn give_back(&self, conn: Box<C>, fork: u64, epoch: u64) {
         let mut s = self.lock();
         if fork == s.fork && epoch == s.epoch && s.idle.len() < self.limits.max_idle {
             s.idle.push((conn, epoch));
@@ -389,7 +390,7 @@ impl<C> Drop for Waiting<'_, C> {
 /// nobody waits for, and rolls back an uncommitted transaction).
 pub(crate) struct Lease<'p, C> {
     pool: &'p Pool<C>,
-    conn: Option<C>,
+    conn: Option<Box<C>>,
     /// The fork generation it was leased in: a parent's connection is never pooled (nor
     /// closed) in a child.
     fork: u64,
@@ -417,7 +418,7 @@ impl<C> std::ops::Deref for Lease<'_, C> {
     type Target = C;
     fn deref(&self) -> &C {
         self.conn
-            .as_ref()
+            .as_deref()
             .expect("a lease holds its connection until dropped")
     }
 }
@@ -425,7 +426,7 @@ impl<C> std::ops::Deref for Lease<'_, C> {
 impl<C> std::ops::DerefMut for Lease<'_, C> {
     fn deref_mut(&mut self) -> &mut C {
         self.conn
-            .as_mut()
+            .as_deref_mut()
             .expect("a lease holds its connection until dropped")
     }
 }
@@ -447,7 +448,7 @@ impl<C> Drop for Lease<'_, C> {
 /// Lets go of a connection opened in fork generation `fork`: closed in the process that
 /// opened it, forgotten (left open, never used) in a child of `fork()`, where it is the
 /// parent's.
-fn release<C>(conn: C, fork: u64) {
+fn release<C>(conn: Box<C>, fork: u64) {
     if fork == crate::fork::generation() {
         drop(conn);
     } else {
