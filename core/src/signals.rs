@@ -20,8 +20,22 @@ pub(crate) struct Held {
 
 impl Held {
     pub(crate) fn hold() -> Held {
-        // SAFETY: the sets are initialised by `sigfillset`/`sigemptyset` before use, and
-        // `pthread_sigmask` only reads `all` and writes `previous`.
+        // SAFETY: `previous` is initialised by `sigemptyset` before use, and
+        // `pthread_sigmask` only reads the held set and writes `previous`.
+        unsafe {
+            let mut previous: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut previous);
+            libc::pthread_sigmask(libc::SIG_BLOCK, held_set(), &mut previous);
+            Held { previous }
+        }
+    }
+}
+
+/// Every signal but the faults and `SIGABRT`: built once, read by every [`Held::hold`].
+fn held_set() -> &'static libc::sigset_t {
+    static HELD: std::sync::OnceLock<libc::sigset_t> = std::sync::OnceLock::new();
+    HELD.get_or_init(|| {
+        // SAFETY: the set is initialised by `sigfillset` before `sigdelset` changes it.
         unsafe {
             let mut all: libc::sigset_t = std::mem::zeroed();
             libc::sigfillset(&mut all);
@@ -36,12 +50,9 @@ impl Held {
             ] {
                 libc::sigdelset(&mut all, fault);
             }
-            let mut previous: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut previous);
-            libc::pthread_sigmask(libc::SIG_BLOCK, &all, &mut previous);
-            Held { previous }
+            all
         }
-    }
+    })
 }
 
 impl Drop for Held {
