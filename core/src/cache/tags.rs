@@ -34,7 +34,7 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, Wake, Waker};
 
 mod edges;
@@ -758,8 +758,10 @@ pub(crate) fn ready<T>(step: impl Future<Output = Result<T>>) -> Result<T> {
     impl Wake for Unused {
         fn wake(self: Arc<Self>) {}
     }
-    let waker = Waker::from(Arc::new(Unused));
-    match pin!(step).poll(&mut Context::from_waker(&waker)) {
+    // One waker for every step: it is never woken, so it need not be made per call.
+    static WAKER: OnceLock<Waker> = OnceLock::new();
+    let waker = WAKER.get_or_init(|| Waker::from(Arc::new(Unused)));
+    match pin!(step).poll(&mut Context::from_waker(waker)) {
         Poll::Ready(out) => out,
         Poll::Pending => Err(Error::new(
             ErrorKind::Backend,

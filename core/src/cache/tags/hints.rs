@@ -126,10 +126,12 @@ impl Cache {
         if hints.len() == 0 {
             return None;
         }
+        // Distinct version keys, in first-seen order (the reply is matched by position).
         let mut extra: Vec<Vec<u8>> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
         for k in full {
             for t in hints.get(k).iter().flat_map(|t| t.iter()) {
-                if !extra.contains(t) {
+                if seen.insert(t.clone()) {
                     extra.push(t.clone());
                 }
             }
