@@ -157,6 +157,7 @@ impl fmt::Display for OptionSource {
                 cache: Some(cache),
             } => write!(f, "OPTIONS['{key}'] of CACHES['{cache}']"),
             OptionSource::Keyword { argument, function } => write!(f, "{argument} of {function}"),
+            OptionSource::C { name } if name.is_empty() => write!(f, "an option set from C"),
             OptionSource::C { name } => write!(f, "option {name} set from C"),
         }
     }
