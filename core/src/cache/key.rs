@@ -99,7 +99,7 @@ const _: () = assert!(HEAD_CHUNK <= STACK_KEY);
 #[inline(always)]
 unsafe fn copy_name(name: &[u8], dst: *mut u8) {
     let (src, len) = (name.as_ptr(), name.len());
-    // SAFETY (every arm): each read lies within `name` and each write within the `len` bytes
+    // SAFETY: in every arm each read lies within `name` and each write within the `len` bytes
     // at `dst`, which the caller guarantees; unaligned moves need no alignment.
     unsafe {
         match len {
