@@ -358,14 +358,13 @@ impl Cache {
     pub fn get<'k>(&self, key: impl Into<Key<'k>>) -> Result<Option<Value>> {
         let start = self.inner.stats.start(Operation::Get);
         let found = self.with_key(key.into(), |k| self.read(k));
-        match found {
-            Ok(found) => {
-                let size = found.as_ref().map(|v| v.len());
-                self.inner.stats.record_read(Operation::Get, start, size);
-                Ok(found)
-            }
-            failed => self.answer_get(start, failed),
+        if let Ok(value) = &found {
+            let size = value.as_ref().map(|v| v.len());
+            self.inner.stats.record_read(Operation::Get, start, size);
+            // The result goes back as the backend made it, not rebuilt around its value.
+            return found;
         }
+        self.answer_get(start, found)
     }
 
     /// What `get` answers for what the backend found (fail-open), counted in one record.

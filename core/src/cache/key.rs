@@ -90,6 +90,42 @@ pub(super) const STACK_KEY: usize = 128;
 pub(super) const HEAD_CHUNK: usize = 32;
 const _: () = assert!(HEAD_CHUNK <= STACK_KEY);
 
+/// Copies `name` to `dst`: a name of 4 to 32 bytes (most keys) as two overlapping
+/// fixed-size moves, in registers, instead of a call to `memcpy`.
+///
+/// # Safety
+///
+/// `dst` is valid for `name.len()` bytes of writes and does not overlap `name`.
+#[inline(always)]
+unsafe fn copy_name(name: &[u8], dst: *mut u8) {
+    let (src, len) = (name.as_ptr(), name.len());
+    // SAFETY: in every arm each read lies within `name` and each write within the `len` bytes
+    // at `dst`, which the caller guarantees; unaligned moves need no alignment.
+    unsafe {
+        match len {
+            16..=32 => {
+                let a = src.cast::<u128>().read_unaligned();
+                let b = src.add(len - 16).cast::<u128>().read_unaligned();
+                dst.cast::<u128>().write_unaligned(a);
+                dst.add(len - 16).cast::<u128>().write_unaligned(b);
+            }
+            8..=15 => {
+                let a = src.cast::<u64>().read_unaligned();
+                let b = src.add(len - 8).cast::<u64>().read_unaligned();
+                dst.cast::<u64>().write_unaligned(a);
+                dst.add(len - 8).cast::<u64>().write_unaligned(b);
+            }
+            4..=7 => {
+                let a = src.cast::<u32>().read_unaligned();
+                let b = src.add(len - 4).cast::<u32>().read_unaligned();
+                dst.cast::<u32>().write_unaligned(a);
+                dst.add(len - 4).cast::<u32>().write_unaligned(b);
+            }
+            _ => std::ptr::copy_nonoverlapping(src, dst, len),
+        }
+    }
+}
+
 #[cold]
 pub(super) fn key_too_long(len: usize) -> Error {
     Error::new(
@@ -136,7 +172,7 @@ impl Cache {
                         Some(chunk) => dst.cast::<[u8; HEAD_CHUNK]>().write_unaligned(*chunk),
                         None => std::ptr::copy_nonoverlapping(head.as_ptr(), dst, head.len()),
                     }
-                    std::ptr::copy_nonoverlapping(name.as_ptr(), dst.add(head.len()), name.len());
+                    copy_name(name, dst.add(head.len()));
                     std::slice::from_raw_parts(dst, total)
                 }
             }
@@ -226,12 +262,18 @@ mod tests {
                 .version(7)
                 .build()
                 .unwrap();
-            for name in [
+            // Every length the name copy treats apart, and both ends of each.
+            let lengths = [1, 3, 4, 7, 8, 15, 16, 17, 31, 32, 33];
+            let names: Vec<String> = lengths
+                .iter()
+                .map(|&n| (0..n).map(|i| char::from(b'a' + (i % 26) as u8)).collect())
+                .collect();
+            for name in names.iter().map(String::as_str).chain([
                 "",
                 "k",
                 &"n".repeat(STACK_KEY - 3),
                 &"m".repeat(STACK_KEY + 5),
-            ] {
+            ]) {
                 let full = cache.make_key(name).unwrap();
                 assert_eq!(full, format!("{prefix}:7:{name}").into_bytes());
                 let other = cache.make_key(Key::new(name).version(8)).unwrap();

@@ -103,6 +103,14 @@ impl Entry {
         Value::from(Arc::clone(&self.bytes)).skip(self.value_at())
     }
 
+    /// The value as a [`Value`] that takes over this entry's hold on the stored buffer (no
+    /// copy, and no second reference count: the store's `get` already cloned the entry).
+    #[inline]
+    pub(super) fn into_value(self) -> Value {
+        let at = self.value_at();
+        Value::from(self.bytes).skip(at)
+    }
+
     /// This entry with `value` instead of its own (same key, same deadline).
     pub(super) fn with_value(&self, value: &[u8]) -> Entry {
         Entry::new(self.key(), value, self.expires_at)

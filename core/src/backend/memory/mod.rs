@@ -390,6 +390,40 @@ impl MemoryBackend {
     }
 }
 
+/// `stored == key`: keys of 8 to 32 bytes (most keys) compared as two overlapping
+/// fixed-size words each, in registers, instead of a call to `memcmp`.
+#[inline(always)]
+fn same_key(stored: &[u8], key: &[u8]) -> bool {
+    let len = key.len();
+    if stored.len() != len {
+        return false;
+    }
+    /// The first and the last `N` bytes of `b` (`N <= b.len()`), as two words.
+    #[inline(always)]
+    fn ends<const N: usize>(b: &[u8]) -> ([u8; N], [u8; N]) {
+        let mut first = [0; N];
+        let mut last = [0; N];
+        first.copy_from_slice(&b[..N]);
+        last.copy_from_slice(&b[b.len() - N..]);
+        (first, last)
+    }
+    match len {
+        16..=32 => {
+            let ((a, b), (c, d)) = (ends::<16>(stored), ends::<16>(key));
+            (u128::from_ne_bytes(a) ^ u128::from_ne_bytes(c))
+                | (u128::from_ne_bytes(b) ^ u128::from_ne_bytes(d))
+                == 0
+        }
+        8..=15 => {
+            let ((a, b), (c, d)) = (ends::<8>(stored), ends::<8>(key));
+            (u64::from_ne_bytes(a) ^ u64::from_ne_bytes(c))
+                | (u64::from_ne_bytes(b) ^ u64::from_ne_bytes(d))
+                == 0
+        }
+        _ => stored == key,
+    }
+}
+
 impl Backend for MemoryBackend {
     fn name(&self) -> &'static str {
         "memory"
@@ -404,8 +438,8 @@ impl Backend for MemoryBackend {
             Store::Clock(store) => {
                 let h = self.hash(key);
                 match store.get(&h) {
-                    Some(e) if e.key() != key => Ok(None),
-                    Some(e) if e.live() => Ok(Some(e.shared_value())),
+                    Some(e) if !same_key(e.key(), key) => Ok(None),
+                    Some(e) if e.live() => Ok(Some(e.into_value())),
                     Some(_) => {
                         store.remove_if(&h, |e| e.key() == key && !e.live());
                         Ok(None)

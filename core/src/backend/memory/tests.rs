@@ -198,3 +198,21 @@ fn named_stores_are_shared_and_unnamed_are_not() {
     let c = MemoryBackend::new(&MemoryOptions::default()).unwrap();
     assert!(c.get(b"k").unwrap().is_none());
 }
+
+#[test]
+fn a_key_differing_in_any_one_byte_never_answers_for_another() {
+    // Every length the lookup's key compare treats apart (short, 8 to 15, 16 to 32, longer),
+    // with every key of one length sharing one hash, so only the compare tells them apart.
+    let mut m = MemoryBackend::new(&MemoryOptions::default()).unwrap();
+    Arc::get_mut(&mut m.inner).unwrap().colliding = true;
+    for len in 0..=40 {
+        let key: Vec<u8> = (0..len).map(|i| b'a' + (i % 26) as u8).collect();
+        m.set(&key, b"v", None).unwrap();
+        assert_eq!(m.get(&key).unwrap().unwrap(), *b"v".as_slice(), "{len}");
+        for at in 0..len {
+            let mut other = key.clone();
+            other[at] ^= 0x20;
+            assert!(m.get(&other).unwrap().is_none(), "length {len}, byte {at}");
+        }
+    }
+}
