@@ -266,20 +266,14 @@ pub(crate) fn install_fast_get(py: Python<'_>) -> PyResult<()> {
     fastget::install::<PyCache>(py, "get", entry)
 }
 
-/// The PyO3-generated `set`, for the calls the fast path hands on.
-static GENERIC_SET: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-
 /// `Cache.set(key, value)` without PyO3's argument parsing (see [`crate::fastset`]).
 impl fastset::KeyValue for PyCache {
-    fn generic_set() -> &'static PyOnceLock<Py<PyAny>> {
-        &GENERIC_SET
-    }
+    fastset::generic_set!();
 
     #[inline]
     fn set_two<'py>(
         slf: &Bound<'py, Self>,
-        key: &Bound<'py, PyAny>,
-        value: &Bound<'py, PyAny>,
+        (key, value): fastset::KeyAndValue<'_, 'py>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let core = &slf.get().core;
         let name = key_str(key)?;

@@ -31,7 +31,6 @@ use crate::tags::PyTagStamp;
 use polycache::{CacheConfig, Expiry};
 use pyo3::exceptions::{PyAttributeError, PyTypeError};
 use pyo3::prelude::*;
-use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBool, PyDict, PyInt, PyList, PyString};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
@@ -408,25 +407,19 @@ fn key_mode(mode: KeyPath) -> KeyMode {
     }
 }
 
-/// The PyO3-generated `set`, for the calls the fast path hands on.
-static GENERIC_SET: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-
 /// `set(key, value)` without PyO3's argument parsing (see [`crate::fastset`]): Django's
 /// `set` with the default timeout and version.
 impl fastset::KeyValue for DjangoCache {
-    fn generic_set() -> &'static PyOnceLock<Py<PyAny>> {
-        &GENERIC_SET
-    }
+    fastset::generic_set!();
 
     #[inline]
     fn set_two<'py>(
         slf: &Bound<'py, Self>,
-        key: &Bound<'py, PyAny>,
-        value: &Bound<'py, PyAny>,
+        pair: fastset::KeyAndValue<'_, 'py>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let this = slf.get();
+        let (key, value) = pair;
         if this.stores_nothing || !this.core.local {
-            let pair = (key, value);
             return Self::do_store(
                 slf,
                 How::Sync,

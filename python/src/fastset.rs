@@ -11,22 +11,37 @@
 //! every behaviour and error of the full signature.
 
 use crate::fastget;
-use pyo3::ffi;
+use pyo3::ffi::{self, PyObject, Py_ssize_t};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 
+/// The two positional arguments of `set(key, value)`.
+pub(crate) type KeyAndValue<'a, 'py> = (&'a Bound<'py, PyAny>, &'a Bound<'py, PyAny>);
+
 /// A class whose `set(key, value)` has a fast path.
 pub(crate) trait KeyValue: pyo3::PyClass {
-    /// Where [`install`] keeps the PyO3-generated `set`, for the other calls.
+    /// Where [`install`] keeps the PyO3-generated `set`, for the other calls (see
+    /// [`generic_set`]).
     fn generic_set() -> &'static PyOnceLock<Py<PyAny>>;
 
     /// The answer of `set(key, value)` with the signature's defaults.
     fn set_two<'py>(
         slf: &Bound<'py, Self>,
-        key: &Bound<'py, PyAny>,
-        value: &Bound<'py, PyAny>,
+        pair: KeyAndValue<'_, 'py>,
     ) -> PyResult<Bound<'py, PyAny>>;
 }
+
+/// [`KeyValue::generic_set`], with a place of its own for the implementing class.
+macro_rules! generic_set {
+    () => {
+        fn generic_set() -> &'static pyo3::sync::PyOnceLock<pyo3::Py<pyo3::PyAny>> {
+            static GENERIC: pyo3::sync::PyOnceLock<pyo3::Py<pyo3::PyAny>> =
+                pyo3::sync::PyOnceLock::new();
+            &GENERIC
+        }
+    };
+}
+pub(crate) use generic_set;
 
 /// Gives the class `T` its two-argument `set` (called once, when the module is built).
 pub(crate) fn install<T: KeyValue>(
@@ -47,22 +62,24 @@ pub(crate) fn install<T: KeyValue>(
 /// made for `T`, which checked that `slf` is an instance of `T`.
 pub(crate) unsafe fn set_entry<T: KeyValue>(
     py: Python<'_>,
-    slf: *mut ffi::PyObject,
-    args: *const *mut ffi::PyObject,
-    nargs: ffi::Py_ssize_t,
-    kwnames: *mut ffi::PyObject,
-) -> PyResult<*mut ffi::PyObject> {
-    if nargs != 2 || !kwnames.is_null() {
+    slf: *mut PyObject,
+    args: *const *mut PyObject,
+    nargs: Py_ssize_t,
+    kwnames: *mut PyObject,
+) -> PyResult<*mut PyObject> {
+    match (nargs, kwnames.is_null()) {
+        (2, true) => {
+            // SAFETY: two arguments, borrowed for the call; `slf` is a `T` (see above).
+            let (slf, key, value) = unsafe {
+                (
+                    Bound::ref_from_ptr(py, &slf).cast_unchecked::<T>(),
+                    Bound::ref_from_ptr(py, &*args),
+                    Bound::ref_from_ptr(py, &*args.add(1)),
+                )
+            };
+            T::set_two(slf, (key, value)).map(Bound::into_ptr)
+        }
         // SAFETY: the caller's arguments, unchanged.
-        return unsafe { fastget::call_generic(py, T::generic_set(), slf, args, nargs, kwnames) };
+        _ => unsafe { fastget::call_generic(py, T::generic_set(), slf, args, nargs, kwnames) },
     }
-    // SAFETY: two arguments, borrowed for the call; `slf` is a `T` (see above).
-    let (slf, key, value) = unsafe {
-        (
-            Bound::ref_from_ptr(py, &slf).cast_unchecked::<T>(),
-            Bound::ref_from_ptr(py, &*args),
-            Bound::ref_from_ptr(py, &*args.add(1)),
-        )
-    };
-    T::set_two(slf, key, value).map(Bound::into_ptr)
 }
