@@ -115,7 +115,7 @@ def instructions(name: str, n: int, op: str = "get", functions: dict[str, int] |
             ).stdout
             for line in report.splitlines():
                 row = re.match(r"^\s*([\d,]+)\s+\([^)]*\)\s+(.+)$", line)
-                if row:
+                if row and "PROGRAM TOTALS" not in row.group(2):
                     cost = int(row.group(1).replace(",", ""))
                     fn = re.sub(r"^[^:]*:", "", row.group(2), count=1).strip()
                     functions[fn] = functions.get(fn, 0) + cost
