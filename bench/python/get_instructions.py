@@ -12,9 +12,11 @@ Subjects: `polycache.Cache("memory://")` and `polycache.django.Cache`, `cachebox
 least a bytes-storing, TTL-aware store shareable with C must do per Python `get`.
 
 `--set` counts `set(key, value)` (cachebox: `insert`) of the same key instead, on the
-subjects that have one.
+subjects that have one. `--functions` also prints, per subject, the instructions per call of
+each function (self cost, `callgrind_annotate`, the run at N minus the run at 0), for the
+stage tables of docs/backends/memory.md.
 
-Run: .venv/bin/python bench/python/get_instructions.py [N] [--set] [subject ...]
+Run: .venv/bin/python bench/python/get_instructions.py [N] [--set] [--functions] [subject ...]
 """
 
 from __future__ import annotations
@@ -92,12 +94,13 @@ def child(name: str, n: int, op: str) -> None:
     loop(n)
 
 
-def instructions(name: str, n: int, op: str = "get") -> int:
+def instructions(name: str, n: int, op: str = "get", functions: dict[str, int] | None = None) -> int:
+    """The run's total; with `functions`, also fills it with each function's self cost."""
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "cg.out")
         env = dict(os.environ, PYTHONHASHSEED="0")
         subprocess.run(
-            ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
+            ["valgrind", "--tool=callgrind", "--dump-instr=no", f"--callgrind-out-file={out}",
              sys.executable, __file__, "--child", name, str(n), op],
             env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
@@ -105,7 +108,38 @@ def instructions(name: str, n: int, op: str = "get") -> int:
             text = f.read()
         m = re.search(r"^(?:summary|totals): (\d+)", text, re.M)
         assert m, "no totals in callgrind's output"
+        if functions is not None:
+            report = subprocess.run(
+                ["callgrind_annotate", "--inclusive=no", "--threshold=100", out],
+                check=True, capture_output=True, text=True,
+            ).stdout
+            for line in report.splitlines():
+                row = re.match(r"^\s*([\d,]+)\s+\([^)]*\)\s+(.+)$", line)
+                if row and "PROGRAM TOTALS" not in row.group(2):
+                    cost = int(row.group(1).replace(",", ""))
+                    fn = re.sub(r"^[^:]*:", "", row.group(2), count=1).strip()
+                    functions[fn] = functions.get(fn, 0) + cost
         return int(m.group(1))
+
+
+def function_costs(name: str, n: int, op: str) -> dict[str, int]:
+    """Each function's self cost in the run at `n` minus the run at 0."""
+    at_n: dict[str, int] = {}
+    at_0: dict[str, int] = {}
+    instructions(name, n, op, at_n)
+    instructions(name, 0, op, at_0)
+    return {fn: cost - at_0.get(fn, 0) for fn, cost in at_n.items()}
+
+
+def per_function(name: str, n: int, op: str, empty: dict[str, int]) -> None:
+    """Prints the functions costing at least half an instruction per call of `name`, the
+    empty loop's cost of each taken off."""
+    costs = function_costs(name, n, op)
+    at_n = list(costs)
+    rows = [(costs[fn] - empty.get(fn, 0)) / n for fn in at_n]
+    for per, fn in sorted(zip(rows, at_n), reverse=True):
+        if per >= 0.5:
+            print(f"    {per:8.1f}  {fn[:150]}")
 
 
 def main() -> None:
@@ -114,10 +148,12 @@ def main() -> None:
         child(args[1], int(args[2]), args[3])
         return
     op = "set" if "--set" in args else "get"
-    args = [a for a in args if a != "--set"]
+    functions = "--functions" in args
+    args = [a for a in args if a not in ("--set", "--functions")]
     n = int(args[0]) if args and args[0].isdigit() else 200_000
     names = [a for a in args if not a.isdigit()] or ["polycache", "django", "cachebox", "dict", "floor"]
     empty = instructions("empty", n) - instructions("empty", 0)
+    empty_functions = function_costs("empty", n, op) if functions else {}
     for name in names:
         try:
             per = (instructions(name, n, op) - instructions(name, 0, op) - empty) / n
@@ -125,6 +161,8 @@ def main() -> None:
             print(f"{name:10} (not available in this build)")
             continue
         print(f"{name:10} {per:8.1f} instructions per {op}" + (" hit" if op == "get" else ""))
+        if functions:
+            per_function(name, n, op, empty_functions)
 
 
 if __name__ == "__main__":

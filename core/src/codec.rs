@@ -113,6 +113,7 @@ impl Codec {
     }
 
     /// True when values are stored as given (no signing, no compression).
+    #[inline]
     pub(crate) fn is_plain(&self) -> bool {
         self.signer.is_none() && self.compress_min_size.is_none()
     }
@@ -123,8 +124,17 @@ impl Codec {
     }
 
     /// The bytes to store for `value` under the full key `full`.
+    #[inline]
     pub(crate) fn seal<'v>(&self, full: &[u8], value: &'v [u8]) -> Cow<'v, [u8]> {
-        if self.is_plain() || is_plain_integer(value) {
+        if self.is_plain() {
+            return Cow::Borrowed(value);
+        }
+        self.seal_slow(full, value)
+    }
+
+    /// [`Codec::seal`] when values are signed or compressed.
+    fn seal_slow<'v>(&self, full: &[u8], value: &'v [u8]) -> Cow<'v, [u8]> {
+        if is_plain_integer(value) {
             return Cow::Borrowed(value);
         }
         let inner: Cow<'v, [u8]> = match self.compress_min_size {

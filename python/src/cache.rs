@@ -9,6 +9,7 @@ use crate::args::{
 use crate::awaitable::raising_on_await;
 use crate::errors::{self, ResultExt};
 use crate::fastget;
+use crate::fastset;
 use crate::loader;
 use crate::logbridge::detach;
 use crate::ops::{
@@ -263,6 +264,29 @@ impl fastget::OneKey for PyCache {
 pub(crate) fn install_fast_get(py: Python<'_>) -> PyResult<()> {
     let entry = fastget::fastcall_entry!(fastget::get_entry::<PyCache>);
     fastget::install::<PyCache>(py, "get", entry)
+}
+
+/// `Cache.set(key, value)` without PyO3's argument parsing (see [`crate::fastset`]).
+impl fastset::KeyValue for PyCache {
+    fastset::generic_set!();
+
+    #[inline]
+    fn set_two<'py>(
+        slf: &Bound<'py, Self>,
+        (key, value): fastset::KeyAndValue<'_, 'py>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let core = &slf.get().core;
+        let name = key_str(key)?;
+        let mut encoded = Serialized::new(core.decoder.format);
+        encoded.encode(value)?;
+        core.set_one(slf.py(), name, encoded.as_bytes())
+    }
+}
+
+/// Gives the class its two-argument `set` (called once, when the module is built).
+pub(crate) fn install_fast_set(py: Python<'_>) -> PyResult<()> {
+    let entry = fastget::fastcall_entry!(fastset::set_entry::<PyCache>);
+    fastset::install::<PyCache>(py, entry)
 }
 
 twins! {

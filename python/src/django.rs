@@ -22,6 +22,7 @@ use crate::args::{
 };
 use crate::awaitable;
 use crate::cache::open;
+use crate::fastset;
 use crate::ops::{
     pickle_error, Core, Decoder, Deliver, How, KeyMode, KeyOp, ManyOp, Op, RequestRef, TaggedWrite,
 };
@@ -136,12 +137,8 @@ impl DjangoCache {
         mode: KeyPath,
         deliver: Deliver,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let mode = match mode {
-            KeyPath::Core(v) => KeyMode::Versioned(v),
-            KeyPath::Python => KeyMode::Full,
-        };
         self.core
-            .answer(py, how, RequestRef::new(op, mode), deliver)
+            .answer(py, how, RequestRef::new(op, key_mode(mode)), deliver)
     }
 
     /// Answers `op`, whose keys (a pattern) are made at `version`.
@@ -399,6 +396,52 @@ fn constant<'py>(
         How::Sync => Ok(answer),
         How::Async => awaitable::ready(py, Ok(answer)),
     }
+}
+
+/// How the core takes keys made in `mode`.
+#[inline]
+fn key_mode(mode: KeyPath) -> KeyMode {
+    match mode {
+        KeyPath::Core(v) => KeyMode::Versioned(v),
+        KeyPath::Python => KeyMode::Full,
+    }
+}
+
+/// `set(key, value)` without PyO3's argument parsing (see [`crate::fastset`]): Django's
+/// `set` with the default timeout and version.
+impl fastset::KeyValue for DjangoCache {
+    fastset::generic_set!();
+
+    #[inline]
+    fn set_two<'py>(
+        slf: &Bound<'py, Self>,
+        pair: fastset::KeyAndValue<'_, 'py>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let this = slf.get();
+        let (key, value) = pair;
+        if this.stores_nothing || !this.core.local {
+            return Self::do_store(
+                slf,
+                How::Sync,
+                StoreMode::Always,
+                pair,
+                DEFAULT_EXPIRY,
+                None,
+            );
+        }
+        let (mode, made) = this.make_at(slf, key, None)?;
+        let encoded = encode(&this.core, value)?;
+        let key = key_mode(mode).key(made_key_text(&made));
+        this.core
+            .set_in_place(slf.py(), key, encoded.as_bytes(), true)?;
+        Ok(slf.py().None().into_bound(slf.py()))
+    }
+}
+
+/// Gives the class its two-argument `set` (called once, when the module is built).
+pub(crate) fn install_fast_set(py: Python<'_>) -> PyResult<()> {
+    let entry = crate::fastget::fastcall_entry!(fastset::set_entry::<DjangoCache>);
+    fastset::install::<DjangoCache>(py, entry)
 }
 
 twins! {

@@ -31,8 +31,18 @@ pub(crate) fn install<T: OneKey>(
     name: &str,
     fast: ffi::PyCFunctionFastWithKeywords,
 ) -> PyResult<()> {
+    install_method::<T>(py, name, fast, T::generic())
+}
+
+/// The class `T`'s own method `name`, replaced by `fast`; the PyO3-generated descriptor it
+/// replaced is kept in `generic` (the mechanism of [`install`], for any method).
+pub(crate) fn install_method<T: pyo3::PyClass>(
+    py: Python<'_>,
+    name: &str,
+    fast: ffi::PyCFunctionFastWithKeywords,
+    generic: &'static PyOnceLock<Py<PyAny>>,
+) -> PyResult<()> {
     let ty = py.get_type::<T>();
-    let generic = T::generic();
     // The type's own attribute, not one it inherits.
     let original = ty.getattr("__dict__")?.get_item(name)?;
     // SAFETY: `original` is a method descriptor (PyO3 makes one per `#[pymethods]` method);
@@ -111,7 +121,7 @@ pub(crate) unsafe fn get_entry<T: OneKey>(
 ///
 /// As [`get_entry`].
 #[cold]
-unsafe fn call_generic(
+pub(crate) unsafe fn call_generic(
     py: Python<'_>,
     generic: &'static PyOnceLock<Py<PyAny>>,
     slf: *mut ffi::PyObject,

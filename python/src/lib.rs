@@ -18,6 +18,7 @@ mod cli;
 mod django;
 mod errors;
 mod fastget;
+mod fastset;
 mod finalize;
 #[cfg(feature = "bench-floor")]
 mod floor;
@@ -47,8 +48,10 @@ fn _polycache(m: &Bound<'_, PyModule>) -> PyResult<()> {
     logbridge::install();
     m.add_class::<cache::PyCache>()?;
     cache::install_fast_get(py)?;
+    cache::install_fast_set(py)?;
     m.add_class::<args::DefaultTimeout>()?;
     m.add_class::<django::DjangoCache>()?;
+    django::install_fast_set(py)?;
     m.add_class::<memo::Memo>()?;
     m.add_class::<jobs::JobRunner>()?;
     m.add_class::<lock::PyLock>()?;

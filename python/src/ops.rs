@@ -835,6 +835,48 @@ impl Core {
         }
     }
 
+    /// `set(key, value)` of the encoded `bytes` at the cache's version and default timeout:
+    /// the two-argument call (`crate::fastset`), without building a request on a local
+    /// backend.
+    #[inline]
+    pub(crate) fn set_one<'py>(
+        &self,
+        py: Python<'py>,
+        key: &str,
+        bytes: &[u8],
+    ) -> PyResult<Bound<'py, PyAny>> {
+        if self.local {
+            let stored = self.set_in_place(py, Key::new(key), bytes, false)?;
+            Ok(PyBool::new(py, stored).to_owned().into_any())
+        } else {
+            let op = Op::Set(key, bytes, Expiry::Default);
+            let request = RequestRef::new(op, KeyMode::Versioned(None));
+            self.answer(py, How::Sync, request, Deliver::Flag)
+        }
+    }
+
+    /// `set` of the encoded `bytes` at the default timeout on a local backend, in place: no
+    /// request or reply is built. With `or_delete`, a failed write removes the old value
+    /// ([`Op::SetOrDelete`], Django's `set`).
+    #[inline]
+    pub(crate) fn set_in_place(
+        &self,
+        py: Python<'_>,
+        key: Key<'_>,
+        bytes: &[u8],
+        or_delete: bool,
+    ) -> PyResult<bool> {
+        debug_assert!(self.local);
+        self.cache
+            .set(key, bytes, Expiry::Default)
+            .inspect_err(|_| {
+                if or_delete {
+                    let _ = self.cache.delete(key);
+                }
+            })
+            .map_err(|e| errors::to_py(py, e))
+    }
+
     /// `get(key)` at the cache's version with no default: the one-argument call
     /// (`crate::fastget`), without building a request on a local backend.
     #[inline]

@@ -205,6 +205,59 @@ def test_get_with_one_argument_and_with_more_agree() -> None:
     assert s.get("k") == "v"
 
 
+def test_set_with_two_arguments_and_with_more_agree() -> None:
+    # `set(key, value)` has an entry of its own (no generic argument parsing); every other
+    # form of the call goes through the full signature. Both must store, answer and fail
+    # alike.
+    import inspect
+    import pickle
+
+    c = Cache("memory://set-two-args", key_prefix="p")
+    raw = Cache("memory://set-two-args", key_prefix="p", serializer="raw")
+    values: tuple[Any, ...] = ("text", "", "é" * 300, b"bytes", 7, -(2**70), 1.5, True, None, [1])
+    for value in values:
+        assert c.set("k", value) is True
+        two = raw.get("k")
+        assert c.set("k", value, DEFAULT_TIMEOUT) is True
+        assert raw.get("k") == two
+        expected = str(value).encode() if type(value) is int else pickle.dumps(value, 5)
+        assert two == expected, value
+        assert c.get("k") == value
+    assert c.set("k", "v1") is True
+    assert c.set("k", "v2", version=2) is True
+    assert c.get("k") == "v1" and c.get("k", version=2) == "v2"
+    assert c.set(key="k", value="v3") is True and c.get("k") == "v3"
+    assert c.set("k", "v4", None) is True and c.ttl("k") is None
+    assert c.set("k", "v5", 0) is True and c.get("k") is None
+    not_str: tuple[Any, ...] = (1, b"k", None)
+    for key in not_str:
+        with pytest.raises(TypeError, match="cache keys must be str"):
+            c.set(key, "v")
+    with pytest.raises(TypeError, match="missing 1 required positional argument: 'value'"):
+        c.set("k")  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="unexpected keyword argument 'bogus'"):
+        c.set("k", "v", bogus=1)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="doesn't apply to a 'object' object"):
+        polycache._polycache.Cache.set(object(), "k", "v")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="cannot pickle"):
+        c.set("k", threading.Lock())
+    small = Cache("memory://?max_value_size=100")
+    with pytest.raises(polycache.ValueTooLargeError):
+        small.set("k", "x" * 200)
+    assert small.get("k") is None
+    assert str(inspect.signature(Cache.set)) == (
+        "(self, /, key, value, timeout=Ellipsis, version=None, *, nx=False, xx=False, tags=None)"
+    )
+    assert (Cache.set.__doc__ or "").startswith("Stores `value` under `key`")
+
+    class Sub(Cache):
+        pass
+
+    s = Sub("memory://")
+    assert s.set("k", "v") is True
+    assert s.get("k") == "v"
+
+
 def test_set_replaces(cache: Cache) -> None:
     assert cache.set("k", "one") is True
     assert cache.set("k", "two") is True

@@ -645,3 +645,53 @@ def test_async_on_a_blocking_backend_runs_in_worker_threads(file_location: str) 
 
     assert asyncio.run(main()) == ["v"] * 4
     assert threading.get_ident() not in seen
+
+
+def test_set_with_two_arguments_and_with_more_agree() -> None:
+    # `set(key, value)` has an entry of its own (no generic argument parsing); every other
+    # form of the call goes through the full signature: same keys, bytes, answers and errors.
+    import inspect
+
+    location = store()
+    c = make(location, KEY_PREFIX="p", TIMEOUT=None)
+    raw = polycache.Cache(location, key_prefix="p", serializer="raw")
+    values: tuple[Any, ...] = ("text", b"bytes", 7, 1.5, False, None, {"a": [1]})
+    for value in values:
+        assert c.set("k", value) is None
+        two = raw.get("k")
+        assert c.set("k", value, DEFAULT_TIMEOUT) is None
+        assert raw.get("k") == two
+        assert two == (str(value).encode() if type(value) is int else pickle.dumps(value, 5))
+        assert c.get("k") == value
+    assert c.ttl("k") is None  # TIMEOUT=None: the default timeout never expires
+    assert c.set(key="k", value="v") is None and c.get("k") == "v"
+    assert c.set("k", "v", 0) is None and c.get("k") is None
+    # A key Django warns about warns the same through the two-argument call.
+    assert key_warnings(c.set, "with space", "v") == key_warnings(c.set, "with space", "v", 5)
+    assert key_warnings(c.set, "with space", "v")
+    with pytest.raises(TypeError, match="missing 1 required positional argument: 'value'"):
+        c.set("k")  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="unexpected keyword argument 'bogus'"):
+        c.set("k", "v", bogus=1)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="cannot pickle"):
+        c.set("k", threading.Lock())
+    small = make(OPTIONS={"max_value_size": 100})
+    with pytest.raises(polycache.ValueTooLargeError):
+        small.set("k", "x" * 200)
+    assert small.get("k") is None
+    assert str(inspect.signature(Cache.set)).startswith("(self, /, key, value, timeout=")
+
+    # A subclass that makes its own keys still has them made by its code.
+    made: list[Any] = []
+
+    class Custom(Cache):
+        def make_key(self, key: Any, version: Any = None) -> str:
+            made.append(key)
+            return f"p:1:custom-{key}"
+
+    d = Custom(location, {})
+    assert d.set("k", "v") is None
+    assert made == ["k"]
+    assert raw.get("custom-k") == pickle.dumps("v", 5)
+    # dummy:// stores nothing and answers None.
+    assert Cache("dummy://", {}).set("k", "v") is None

@@ -57,6 +57,10 @@ pub(super) struct Entry {
     pub(super) expires_at: u64,
 }
 
+/// Entries of up to this many bytes (length, key, value) are gathered on the stack before
+/// their one allocation ([`Entry::new`]).
+const STACK_ENTRY: usize = 256;
+
 /// The bytes before an entry's key: its length.
 pub(super) const KEY_LEN_BYTES: usize = 4;
 
@@ -64,14 +68,25 @@ impl Entry {
     pub(super) fn new(key: &[u8], value: &[u8], expires_at: u64) -> Entry {
         // Keys are bounded far below 4 GiB by the cache (and by any caller's memory).
         let key_len = u32::try_from(key.len()).expect("a key shorter than 4 GiB");
-        let mut bytes = Vec::with_capacity(KEY_LEN_BYTES + key.len() + value.len());
-        bytes.extend_from_slice(&key_len.to_ne_bytes());
-        bytes.extend_from_slice(key);
-        bytes.extend_from_slice(value);
-        Entry {
-            bytes: bytes.into(),
-            expires_at,
-        }
+        // One allocation: the bytes are gathered on the stack and copied once into the
+        // shared buffer (a `Vec` turned into an `Arc<[u8]>` is a second allocation, a copy
+        // and a free); only an entry too large for the stack goes through a `Vec`.
+        let at = KEY_LEN_BYTES + key.len();
+        let total = at + value.len();
+        let bytes: Arc<[u8]> = if total <= STACK_ENTRY {
+            let mut buf = [0u8; STACK_ENTRY];
+            buf[..KEY_LEN_BYTES].copy_from_slice(&key_len.to_ne_bytes());
+            buf[KEY_LEN_BYTES..at].copy_from_slice(key);
+            buf[at..total].copy_from_slice(value);
+            Arc::from(&buf[..total])
+        } else {
+            let mut bytes = Vec::with_capacity(total);
+            bytes.extend_from_slice(&key_len.to_ne_bytes());
+            bytes.extend_from_slice(key);
+            bytes.extend_from_slice(value);
+            bytes.into()
+        };
+        Entry { bytes, expires_at }
     }
 
     #[inline]
@@ -200,10 +215,14 @@ impl Weighter<KeyHash, Entry> for EntryWeighter {
 pub(super) struct EvictionCounter(pub(super) Arc<AtomicU64>);
 
 impl Lifecycle<KeyHash, Entry> for EvictionCounter {
-    type RequestState = ();
+    /// The hash a write stores under, when the request is one ([`super::MemoryBackend`]'s
+    /// `set`): the entry it replaces there is overwritten, not evicted.
+    type RequestState = Option<KeyHash>;
 
     #[inline]
-    fn on_evict(&self, _state: &mut (), _key: KeyHash, _val: Entry) {
-        self.0.fetch_add(1, Ordering::Relaxed);
+    fn on_evict(&self, writing: &mut Option<KeyHash>, key: KeyHash, _val: Entry) {
+        if *writing != Some(key) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
     }
 }

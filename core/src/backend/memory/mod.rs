@@ -186,6 +186,10 @@ struct Inner {
     evictions: Arc<AtomicU64>,
     /// Hashes keys into the default store's [`KeyHash`] (seeded per store).
     hasher: DefaultHashBuilder,
+    /// The weight one shard of the default store holds, which no entry may exceed: fixed
+    /// when the store is made, kept here so that a write checks it without taking a shard's
+    /// lock (0 for the LRU store, which does not check it).
+    shard_capacity: u64,
     /// Tests: every key of one length gets the same [`KeyHash`].
     #[cfg(test)]
     colliding: bool,
@@ -245,9 +249,14 @@ impl MemoryBackend {
         weighter: EntryWeighter,
         evictions: Arc<AtomicU64>,
     ) -> MemoryBackend {
+        let shard_capacity = match &store {
+            Store::Clock(store) => store.shard_capacity(),
+            Store::Lru(_) => 0,
+        };
         MemoryBackend {
             inner: Arc::new(Inner {
                 store,
+                shard_capacity,
                 weighter,
                 evictions,
                 hasher: DefaultHashBuilder::default(),
@@ -346,22 +355,28 @@ impl MemoryBackend {
         }
     }
 
+    #[inline]
     fn check_size(&self, store: &ClockStore, key: &[u8], value: &[u8]) -> Result<()> {
         let weight = self.inner.weighter.weigh(key.len(), value.len());
-        let limit = store.shard_capacity();
-        if weight > limit {
-            return Err(Error::new(
-                ErrorKind::ValueTooLarge,
-                format!(
-                    "value of {} bytes is too large for this memory:// cache (at most {} bytes \
-                     per entry with max_bytes={})",
-                    value.len(),
-                    limit.saturating_sub(ENTRY_OVERHEAD + key.len() as u64),
-                    store.capacity()
-                ),
-            ));
+        if weight > self.inner.shard_capacity {
+            return Err(self.too_large(store, key, value));
         }
         Ok(())
+    }
+
+    #[cold]
+    fn too_large(&self, store: &ClockStore, key: &[u8], value: &[u8]) -> Error {
+        let limit = self.inner.shard_capacity;
+        Error::new(
+            ErrorKind::ValueTooLarge,
+            format!(
+                "value of {} bytes is too large for this memory:// cache (at most {} bytes \
+                 per entry with max_bytes={})",
+                value.len(),
+                limit.saturating_sub(ENTRY_OVERHEAD + key.len() as u64),
+                store.capacity()
+            ),
+        )
     }
 
     /// The default store's index of `key`.
@@ -468,7 +483,9 @@ impl Backend for MemoryBackend {
         match &self.inner.store {
             Store::Clock(store) => {
                 self.check_size(store, key, value)?;
-                store.insert(self.hash(key), entry);
+                let h = self.hash(key);
+                // The old entry under `h` (if any) is replaced, and not counted as evicted.
+                store.insert_with_lifecycle(h, entry, &mut Some(h));
             }
             Store::Lru(lru) => {
                 let mut map = lru.lock();

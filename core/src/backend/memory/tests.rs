@@ -60,6 +60,21 @@ fn clear_and_delete_are_not_evictions() {
     }
 }
 
+#[test]
+fn overwrites_are_not_evictions() {
+    let clock = MemoryBackend::new(&MemoryOptions::default().max_entries(1000)).unwrap();
+    let stores = [clock, lru(1000, None), lru(1000, Some(3))];
+    for m in &stores {
+        for round in 0..5 {
+            set_keys(m, 0..10);
+            m.set(b"k0", format!("v{round}").as_bytes(), None).unwrap();
+        }
+        assert_eq!(m.len(), 10, "{:?}", m.eviction());
+        assert_eq!(m.evictions(), 0, "{:?}: overwrites counted", m.eviction());
+        assert_eq!(&*m.get(b"k0").unwrap().unwrap(), b"v4");
+    }
+}
+
 fn lru(max: u64, cull: Option<u64>) -> MemoryBackend {
     let opts = MemoryOptions::default().max_entries(max);
     let opts = match cull {
