@@ -54,14 +54,18 @@ impl Decoder {
 
     /// [`Decoder::decode`] of a value read from a store that answers in memory: an
     /// immutable result is shared with later reads of the same stored bytes
-    /// ([`serializer::decode_shared`]).
+    /// ([`serializer::shared`], [`serializer::decode_keep`]).
     #[inline]
     pub(crate) fn decode_shared<'py>(
         self,
         py: Python<'py>,
-        value: &Value,
+        value: Value,
     ) -> PyResult<Bound<'py, PyAny>> {
-        self.errors(py, serializer::decode_shared(py, self.format, value))
+        // The hit returns at once; only a decoding can fail.
+        match serializer::shared(py, self.format, &value) {
+            Some(object) => Ok(object),
+            None => self.errors(py, serializer::decode_keep(py, self.format, value)),
+        }
     }
 
     /// A decoding error as this face raises it: pickle's own (Django) or polycache's.
@@ -826,7 +830,7 @@ impl Core {
     ) -> PyResult<Bound<'py, PyAny>> {
         match found {
             // Both faces share an immutable value decoded from the same stored bytes.
-            Ok(Some(ref v)) => self.decoder.decode_shared(py, v),
+            Ok(Some(v)) => self.decoder.decode_shared(py, v),
             Ok(None) => Ok(match default {
                 Some(d) => d.into_bound(py),
                 None => py.None().into_bound(py),

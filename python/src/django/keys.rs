@@ -3,7 +3,7 @@
 //! (see the module documentation of [`super`]).
 
 use super::DjangoCache;
-use crate::args::{key_text, type_name};
+use crate::args::{ascii_text, key_text, type_name};
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyInt, PyString};
@@ -15,10 +15,39 @@ use std::sync::atomic::Ordering;
 const MEMCACHE_MAX_KEY_LENGTH: usize = 250;
 
 /// True for the characters Django's `memcached_error_chars_re` (`[\x00-\x20\x7f]`) matches.
-/// Every byte of a multi-byte UTF-8 sequence is >= 0x80, so a byte scan is exact.
+/// Every byte of a multi-byte UTF-8 sequence is >= 0x80, so a byte scan is exact. Eight
+/// bytes at a time ([`word_has_error_chars`]): every `get` of Django's face checks its key.
 #[inline]
 pub(super) fn has_memcached_error_chars(s: &str) -> bool {
-    s.bytes().any(|b| b <= 0x20 || b == 0x7f)
+    let bytes = s.as_bytes();
+    if bytes.len() < 8 {
+        return bytes
+            .iter()
+            .fold(false, |bad, &b| bad | (b <= 0x20) | (b == 0x7f));
+    }
+    let mut chunks = bytes.chunks_exact(8);
+    let mut bad = false;
+    for chunk in &mut chunks {
+        bad |= word_has_error_chars(chunk);
+    }
+    // The last eight bytes, overlapping the chunks already seen.
+    bad | word_has_error_chars(&bytes[bytes.len() - 8..])
+}
+
+/// [`has_memcached_error_chars`] of exactly eight bytes, as one word: a byte below 0x21, or
+/// a byte equal to 0x7f ("Bit Twiddling Hacks": `hasless(x, 0x21)`, `haszero(x ^ 0x7f…)`;
+/// both are exact about whether some byte matches).
+#[inline]
+fn word_has_error_chars(eight: &[u8]) -> bool {
+    const ONES: u64 = u64::from_ne_bytes([1; 8]);
+    const HIGHS: u64 = ONES * 0x80;
+    let mut word = [0; 8];
+    word.copy_from_slice(eight);
+    let x = u64::from_le_bytes(word);
+    let below = x.wrapping_sub(ONES * 0x21) & !x & HIGHS;
+    let del = x ^ (ONES * 0x7f);
+    let is_del = del.wrapping_sub(ONES) & !del & HIGHS;
+    (below | is_del) != 0
 }
 
 /// `len(s)` as Python counts it: code points.
@@ -101,17 +130,21 @@ impl DjangoCache {
     ) -> PyResult<MadeKey<'a>> {
         match mode {
             KeyPath::Core(v) => {
-                let name: Cow<'a, str> = match key.cast::<PyString>() {
-                    Ok(s) => Cow::Borrowed(key_text(s)?),
+                let (name, ascii): (Cow<'a, str>, bool) = match key.cast::<PyString>() {
+                    Ok(s) => match ascii_text(s) {
+                        Some(text) => (Cow::Borrowed(text), true),
+                        None => (Cow::Borrowed(key_text(s)?), false),
+                    },
                     // Django formats any key with "%s".
-                    Err(_) => Cow::Owned(key_text(&key.str()?)?.to_owned()),
+                    Err(_) => (Cow::Owned(key_text(&key.str()?)?.to_owned()), false),
                 };
                 let version = v.unwrap_or_else(|| self.version_int.unwrap_or(1));
                 if self.custom_validate {
                     let full = format!("{}:{version}:{name}", self.prefix);
                     slf.call_method1("validate_key", (full,))?;
                 } else {
-                    let chars = self.prefix_chars + 2 + decimal_len(version) + char_len(&name);
+                    let name_chars = if ascii { name.len() } else { char_len(&name) };
+                    let chars = self.prefix_chars + 2 + decimal_len(version) + name_chars;
                     let bad = self.prefix_memcached_unsafe || has_memcached_error_chars(&name);
                     if chars > MEMCACHE_MAX_KEY_LENGTH || bad {
                         let full = format!("{}:{version}:{name}", self.prefix);
@@ -251,5 +284,33 @@ pub(super) fn made_key_text<'a>(made: &'a MadeKey<'_>) -> &'a str {
     match made {
         MadeKey::Caller(n) => n,
         MadeKey::Full(s) => s,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::has_memcached_error_chars;
+
+    /// The word-at-a-time scan agrees with the plain one for every ASCII character and some
+    /// multi-byte ones at every position of keys of 0 to 20 characters.
+    #[test]
+    fn error_chars_match_the_byte_scan() {
+        let plain = |s: &str| s.bytes().any(|c| c <= 0x20 || c == 0x7f);
+        let chars = (0..=0x7fu8)
+            .map(char::from)
+            .chain(['é', '€', '😀', '\u{85}', '\u{a0}']);
+        for len in 1..=20 {
+            for at in 0..len {
+                for c in chars.clone() {
+                    let key: String = (0..len).map(|i| if i == at { c } else { 'k' }).collect();
+                    assert_eq!(
+                        has_memcached_error_chars(&key),
+                        plain(&key),
+                        "{c:?} at {at} of {len}"
+                    );
+                }
+            }
+        }
+        assert!(!has_memcached_error_chars(""));
     }
 }
