@@ -119,8 +119,18 @@ pub(crate) fn ascii_text<'a>(s: &'a Bound<'_, PyString>) -> Option<&'a str> {
 
 /// The caller's key as UTF-8 borrowed from the `str` object (no copy); other types are a
 /// `TypeError`.
-#[inline]
+#[inline(always)]
 pub(crate) fn key_str<'a>(key: &'a Bound<'_, PyAny>) -> PyResult<&'a str> {
+    // Inlined for the common key, an ASCII `str`; the rest is a call.
+    if let Some(text) = key.cast::<PyString>().ok().and_then(ascii_text) {
+        return Ok(text);
+    }
+    key_str_other(key)
+}
+
+/// [`key_str`] of any other object.
+#[inline(never)]
+fn key_str_other<'a>(key: &'a Bound<'_, PyAny>) -> PyResult<&'a str> {
     match key.cast::<PyString>() {
         Ok(s) => key_text(s),
         Err(_) => Err(PyTypeError::new_err(format!(

@@ -886,7 +886,14 @@ impl Core {
     #[inline]
     pub(crate) fn get_one<'py>(&self, py: Python<'py>, key: &str) -> PyResult<Bound<'py, PyAny>> {
         if self.local {
-            self.found(py, self.cache.get(key), None)
+            let found = self.cache.get(key);
+            // The hit of an object decoded before, here rather than in a call of its own.
+            if let Ok(Some(value)) = &found {
+                if let Some(object) = serializer::shared(py, self.decoder.format, value) {
+                    return Ok(object);
+                }
+            }
+            self.found(py, found, None)
         } else {
             let request = RequestRef::new(Op::Get(key), KeyMode::Versioned(None));
             self.answer(py, How::Sync, request, Deliver::Value(None))

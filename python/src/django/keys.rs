@@ -21,9 +21,16 @@ const MEMCACHE_MAX_KEY_LENGTH: usize = 250;
 pub(super) fn has_memcached_error_chars(s: &str) -> bool {
     let bytes = s.as_bytes();
     if bytes.len() < 8 {
-        return bytes
-            .iter()
-            .fold(false, |bad, &b| bad | (b <= 0x20) | (b == 0x7f));
+        if bytes.len() < 4 {
+            return bytes
+                .iter()
+                .fold(false, |bad, &b| bad | (b <= 0x20) | (b == 0x7f));
+        }
+        // The first four bytes and the last four (overlapping when fewer than eight).
+        let mut word = [0; 8];
+        word[..4].copy_from_slice(&bytes[..4]);
+        word[4..].copy_from_slice(&bytes[bytes.len() - 4..]);
+        return word_has_error_chars(&word);
     }
     let mut chunks = bytes.chunks_exact(8);
     let mut bad = false;
