@@ -406,6 +406,9 @@ impl fastget::OneKey for DjangoCache {
     ) -> PyResult<Bound<'py, PyAny>> {
         let this = slf.get();
         let py = slf.py();
+        if let Some(name) = this.plain_key(key) {
+            return this.core.get_one(py, name);
+        }
         let (mode, made) = this.make_at(slf, key, None)?;
         match mode {
             KeyPath::Core(None) => this.core.get_one(py, made_key_text(&made)),

@@ -114,6 +114,30 @@ impl DjangoCache {
         }
     }
 
+    /// The caller's key as it goes to the core, when it is the common case: an ASCII `str`
+    /// that Django's default key function keeps and its `validate_key` passes without a
+    /// warning, at the cache's version. `None` for any other key, which [`Self::make_at`]
+    /// makes and checks (the `get(key)` fast path, `fastget`, tries this first).
+    #[inline]
+    pub(super) fn plain_key<'a>(&self, key: &'a Bound<'_, PyAny>) -> Option<&'a str> {
+        if self.custom_validate || self.keys_in_python.load(Ordering::Relaxed) {
+            return None;
+        }
+        let name = ascii_text(key.cast::<PyString>().ok()?)?;
+        let (chars, bad) = self.key_check(name, name.len(), self.version_int.unwrap_or(1));
+        (chars <= MEMCACHE_MAX_KEY_LENGTH && !bad).then_some(name)
+    }
+
+    /// The length in characters of the full key of `name` (`name_chars` long) at `version`,
+    /// and whether it holds a character memcached refuses: what Django's `validate_key`
+    /// checks.
+    #[inline]
+    fn key_check(&self, name: &str, name_chars: usize, version: i64) -> (usize, bool) {
+        let chars = self.prefix_chars + 2 + decimal_len(version) + name_chars;
+        let bad = self.prefix_memcached_unsafe || has_memcached_error_chars(name);
+        (chars, bad)
+    }
+
     /// How the keys of a call at `version` are made, and `key` made and checked that way.
     #[inline]
     pub(super) fn make_at<'a>(
@@ -151,8 +175,7 @@ impl DjangoCache {
                     slf.call_method1("validate_key", (full,))?;
                 } else {
                     let name_chars = if ascii { name.len() } else { char_len(&name) };
-                    let chars = self.prefix_chars + 2 + decimal_len(version) + name_chars;
-                    let bad = self.prefix_memcached_unsafe || has_memcached_error_chars(&name);
+                    let (chars, bad) = self.key_check(&name, name_chars, version);
                     if chars > MEMCACHE_MAX_KEY_LENGTH || bad {
                         let full = format!("{}:{version}:{name}", self.prefix);
                         self.warn(slf.py(), &full, chars, bad)?;
