@@ -55,7 +55,7 @@ impl Decoder {
     /// [`Decoder::decode`] of a value read from a store that answers in memory: an
     /// immutable result is shared with later reads of the same stored bytes
     /// ([`serializer::shared`], [`serializer::decode_keep`]).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn decode_shared<'py>(
         self,
         py: Python<'py>,
@@ -64,8 +64,14 @@ impl Decoder {
         // The hit returns at once; only a decoding can fail.
         match serializer::shared(py, self.format, &value) {
             Some(object) => Ok(object),
-            None => self.errors(py, serializer::decode_keep(py, self.format, value)),
+            None => self.decode_kept(py, value),
         }
+    }
+
+    /// The miss of [`Decoder::decode_shared`]: decodes `value`, keeping an immutable result.
+    #[inline(never)]
+    fn decode_kept<'py>(self, py: Python<'py>, value: Value) -> PyResult<Bound<'py, PyAny>> {
+        self.errors(py, serializer::decode_keep(py, self.format, value))
     }
 
     /// A decoding error as this face raises it: pickle's own (Django) or polycache's.
@@ -886,14 +892,12 @@ impl Core {
     #[inline]
     pub(crate) fn get_one<'py>(&self, py: Python<'py>, key: &str) -> PyResult<Bound<'py, PyAny>> {
         if self.local {
-            let found = self.cache.get(key);
-            // The hit of an object decoded before, here rather than in a call of its own.
-            if let Ok(Some(value)) = &found {
-                if let Some(object) = serializer::shared(py, self.decoder.format, value) {
-                    return Ok(object);
-                }
+            match self.cache.get(key) {
+                // Here rather than in `found`, so that a hit of an object decoded before
+                // returns without a call of its own.
+                Ok(Some(value)) => self.decoder.decode_shared(py, value),
+                other => self.found(py, other, None),
             }
-            self.found(py, found, None)
         } else {
             let request = RequestRef::new(Op::Get(key), KeyMode::Versioned(None));
             self.answer(py, How::Sync, request, Deliver::Value(None))
