@@ -22,8 +22,8 @@ use crate::args::{
 };
 use crate::awaitable;
 use crate::cache::open;
-use crate::fastset;
 use crate::fastget;
+use crate::fastset;
 use crate::ops::{
     pickle_error, Core, Decoder, Deliver, How, KeyMode, KeyOp, ManyOp, Op, RequestRef, TaggedWrite,
 };

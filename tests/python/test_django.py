@@ -257,7 +257,7 @@ def test_get_with_one_argument_and_with_more_agree() -> None:
     with pytest.raises(TypeError, match="unexpected keyword argument 'bogus'"):
         c.get("k", bogus=1)  # type: ignore[call-arg]
     with pytest.raises(TypeError, match="doesn't apply to a 'object' object"):
-        polycache._polycache._DjangoCache.get(object(), "k")  # type: ignore[attr-defined]
+        polycache._polycache._DjangoCache.get(object(), "k")  # type: ignore[arg-type]
     assert str(inspect.signature(Cache.get)) == "(self, /, key, default=None, version=None)"
 
 
