@@ -255,8 +255,11 @@ impl fastget::OneKey for PyCache {
     }
 
     #[inline]
-    fn get_one<'py>(slf: &Bound<'py, Self>, key: &str) -> PyResult<Bound<'py, PyAny>> {
-        slf.get().core.get_one(slf.py(), key)
+    fn get_one<'py>(
+        slf: &Bound<'py, Self>,
+        key: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        slf.get().core.get_one(slf.py(), key_str(key)?)
     }
 }
 

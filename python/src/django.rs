@@ -22,6 +22,7 @@ use crate::args::{
 };
 use crate::awaitable;
 use crate::cache::open;
+use crate::fastget;
 use crate::fastset;
 use crate::ops::{
     pickle_error, Core, Decoder, Deliver, How, KeyMode, KeyOp, ManyOp, Op, RequestRef, TaggedWrite,
@@ -31,6 +32,7 @@ use crate::tags::PyTagStamp;
 use polycache::{CacheConfig, Expiry};
 use pyo3::exceptions::{PyAttributeError, PyTypeError};
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBool, PyDict, PyInt, PyList, PyString};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
@@ -384,6 +386,44 @@ impl DjangoCache {
         let op = Op::DeletePattern(pattern, crate::scan::itersize(itersize));
         Self::at_version(slf, how, op, version, Deliver::Int)
     }
+}
+
+/// The PyO3-generated `get`, for the calls the fast path hands on.
+static GENERIC_GET: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+
+/// `get(key)` without PyO3's argument parsing (see [`crate::fastget`]): the key is made and
+/// checked as every call makes it (key function, overridden methods, warnings), at the
+/// cache's version, with no default.
+impl fastget::OneKey for DjangoCache {
+    fn generic() -> &'static PyOnceLock<Py<PyAny>> {
+        &GENERIC_GET
+    }
+
+    #[inline]
+    fn get_one<'py>(
+        slf: &Bound<'py, Self>,
+        key: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let this = slf.get();
+        let py = slf.py();
+        if let Some(name) = this.plain_key(key) {
+            return this.core.get_one(py, name);
+        }
+        let (mode, made) = this.make_at(slf, key, None)?;
+        match mode {
+            KeyPath::Core(None) => this.core.get_one(py, made_key_text(&made)),
+            mode => {
+                let op = Op::Get(made_key_text(&made));
+                this.answer(py, How::Sync, op, mode, Deliver::Value(None))
+            }
+        }
+    }
+}
+
+/// Gives the class its one-argument `get` (called once, when the module is built).
+pub(crate) fn install_fast_get(py: Python<'_>) -> PyResult<()> {
+    let entry = fastget::fastcall_entry!(fastget::get_entry::<DjangoCache>);
+    fastget::install::<DjangoCache>(py, "get", entry)
 }
 
 /// `answer` as a call returns it: itself, or a complete awaitable of it.

@@ -81,13 +81,15 @@ pub(crate) trait OneKey: pyo3::PyClass {
     /// Where [`install`] keeps the PyO3-generated method, for the other calls.
     fn generic() -> &'static PyOnceLock<Py<PyAny>>;
 
-    /// The answer of `get(key)`.
-    fn get_one<'py>(slf: &Bound<'py, Self>, key: &str) -> PyResult<Bound<'py, PyAny>>;
+    /// The answer of `get(key)`, `key` as the caller passed it (the class reads it as its
+    /// full `get` does: a `str` for `Cache`, any object Django formats for Django's face).
+    fn get_one<'py>(slf: &Bound<'py, Self>, key: &Bound<'py, PyAny>)
+        -> PyResult<Bound<'py, PyAny>>;
 }
 
 /// The body of the `get` entry of `T` (see [`fastcall_entry`]): [`OneKey::get_one`] for a
-/// call with one positional argument and no keyword (the key's text read as every method
-/// reads it); any other call goes to the method [`install`] replaced.
+/// call with one positional argument and no keyword; any other call goes to the method
+/// [`install`] replaced.
 ///
 /// # Safety
 ///
@@ -112,7 +114,7 @@ pub(crate) unsafe fn get_entry<T: OneKey>(
             Bound::ref_from_ptr(py, &*args),
         )
     };
-    T::get_one(slf, crate::args::key_str(key)?).map(Bound::into_ptr)
+    T::get_one(slf, key).map(Bound::into_ptr)
 }
 
 /// Calls the PyO3-generated method kept by [`install`] with the caller's arguments.

@@ -105,8 +105,11 @@ impl fastget::OneKey for GetFloor {
     }
 
     #[inline]
-    fn get_one<'py>(slf: &Bound<'py, Self>, key: &str) -> PyResult<Bound<'py, PyAny>> {
-        slf.get().lookup(slf.py(), key)
+    fn get_one<'py>(
+        slf: &Bound<'py, Self>,
+        key: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        slf.get().lookup(slf.py(), crate::args::key_str(key)?)
     }
 }
 

@@ -52,6 +52,7 @@ fn _polycache(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<args::DefaultTimeout>()?;
     m.add_class::<django::DjangoCache>()?;
     django::install_fast_set(py)?;
+    django::install_fast_get(py)?;
     m.add_class::<memo::Memo>()?;
     m.add_class::<jobs::JobRunner>()?;
     m.add_class::<lock::PyLock>()?;

@@ -54,14 +54,24 @@ impl Decoder {
 
     /// [`Decoder::decode`] of a value read from a store that answers in memory: an
     /// immutable result is shared with later reads of the same stored bytes
-    /// ([`serializer::decode_shared`]).
-    #[inline]
+    /// ([`serializer::shared`], [`serializer::decode_keep`]).
+    #[inline(always)]
     pub(crate) fn decode_shared<'py>(
         self,
         py: Python<'py>,
-        value: &Value,
+        value: Value,
     ) -> PyResult<Bound<'py, PyAny>> {
-        self.errors(py, serializer::decode_shared(py, self.format, value))
+        // The hit returns at once; only a decoding can fail.
+        match serializer::shared(py, self.format, &value) {
+            Some(object) => Ok(object),
+            None => self.decode_kept(py, value),
+        }
+    }
+
+    /// The miss of [`Decoder::decode_shared`]: decodes `value`, keeping an immutable result.
+    #[inline(never)]
+    fn decode_kept<'py>(self, py: Python<'py>, value: Value) -> PyResult<Bound<'py, PyAny>> {
+        self.errors(py, serializer::decode_keep(py, self.format, value))
     }
 
     /// A decoding error as this face raises it: pickle's own (Django) or polycache's.
@@ -826,7 +836,7 @@ impl Core {
     ) -> PyResult<Bound<'py, PyAny>> {
         match found {
             // Both faces share an immutable value decoded from the same stored bytes.
-            Ok(Some(ref v)) => self.decoder.decode_shared(py, v),
+            Ok(Some(v)) => self.decoder.decode_shared(py, v),
             Ok(None) => Ok(match default {
                 Some(d) => d.into_bound(py),
                 None => py.None().into_bound(py),
@@ -882,7 +892,12 @@ impl Core {
     #[inline]
     pub(crate) fn get_one<'py>(&self, py: Python<'py>, key: &str) -> PyResult<Bound<'py, PyAny>> {
         if self.local {
-            self.found(py, self.cache.get(key), None)
+            match self.cache.get(key) {
+                // Here rather than in `found`, so that a hit of an object decoded before
+                // returns without a call of its own.
+                Ok(Some(value)) => self.decoder.decode_shared(py, value),
+                other => self.found(py, other, None),
+            }
         } else {
             let request = RequestRef::new(Op::Get(key), KeyMode::Versioned(None));
             self.answer(py, How::Sync, request, Deliver::Value(None))

@@ -630,28 +630,83 @@ mod tests {
 ///
 /// A memory store hands out its stored bytes themselves (one shared buffer per entry, see
 /// [`polycache::Value`]), so two reads of an unchanged entry see the same address. A slot
-/// keeps a clone of the value it was decoded from: while the slot holds it, no other
-/// buffer can take that address, so "same address, same length, same format" means "same
-/// bytes", and the object decoded last time is the answer again. Only objects nobody can
-/// change are shared — exact `str`, `bytes`, `int`, `float`, `bool`, `None` and tuples of
-/// them — so no caller ever sees another's mutation; anything else is decoded anew each time.
+/// keeps the value it was decoded from: while the slot holds it, no other buffer can take
+/// that address, so "same address, same length, same format" means "same bytes", and the
+/// object decoded last time is the answer again. Only objects nobody can change are shared
+/// — exact `str`, `bytes`, `int`, `float`, `bool`, `None` and tuples of them — so no caller
+/// ever sees another's mutation; anything else is decoded anew each time.
 ///
 /// Each thread has its own table (no lock, no atomic read-modify-write on a hit: those cost
 /// more than the lookup); it is direct-mapped by address, and a value of more than
 /// [`SHARED_MAX_LEN`] bytes is never kept, so a table pins at most
 /// `SHARED_SLOTS × SHARED_MAX_LEN` bytes of values the store may have dropped since.
+///
+/// A hit compares three plain fields (`addr`, `len`, `format`), not the kept value: the
+/// value is there only to pin its buffer.
 struct SharedSlot {
-    bytes: polycache::Value,
+    addr: *const u8,
+    len: usize,
     format: Format,
     object: Py<PyAny>,
+    _pin: polycache::Value,
 }
 
 const SHARED_SLOTS: usize = 256;
 const SHARED_MAX_LEN: usize = 256;
 
+/// A thread's slots; allocated by the thread's first kept object.
+type SharedTable = Box<[Option<SharedSlot>; SHARED_SLOTS]>;
+
 thread_local! {
-    static SHARED: std::cell::RefCell<Box<[Option<SharedSlot>]>> =
-        std::cell::RefCell::new((0..SHARED_SLOTS).map(|_| None).collect());
+    /// Constant-initialised (no lazy-init state to test) and without a `RefCell`: it is
+    /// reached only by [`shared_lookup`] and [`shared_keep`], which run no Python code and
+    /// drop nothing while they hold a reference into it, so no access can overlap another.
+    static SHARED: std::cell::UnsafeCell<Option<SharedTable>> =
+        const { std::cell::UnsafeCell::new(None) };
+}
+
+/// The slot of the bytes at `addr`.
+#[inline]
+fn shared_index(addr: *const u8) -> usize {
+    (addr as usize >> 4) % SHARED_SLOTS
+}
+
+/// The object kept for the bytes `data` in `format`, if this thread kept one.
+#[inline]
+fn shared_lookup<'py>(py: Python<'py>, format: Format, data: &[u8]) -> Option<Bound<'py, PyAny>> {
+    SHARED
+        .try_with(|table| {
+            // SAFETY: see `SHARED`: no other reference into the table is alive.
+            let table = unsafe { &*table.get() }.as_ref()?;
+            let slot = table[shared_index(data.as_ptr())].as_ref()?;
+            let same =
+                slot.addr == data.as_ptr() && slot.len == data.len() && slot.format == format;
+            same.then(|| slot.object.bind(py).clone())
+        })
+        .ok()
+        .flatten()
+}
+
+/// Keeps `object`, decoded from `value` in `format`, for later reads of the same bytes.
+#[inline]
+fn shared_keep(format: Format, value: polycache::Value, object: Py<PyAny>) {
+    let slot = SharedSlot {
+        addr: value.as_ptr(),
+        len: value.len(),
+        format,
+        object,
+        _pin: value,
+    };
+    let index = shared_index(slot.addr);
+    let old = SHARED.try_with(move |table| {
+        // SAFETY: see `SHARED`: no other reference into the table is alive.
+        let table = unsafe { &mut *table.get() };
+        let table = table.get_or_insert_with(|| Box::new([const { None }; SHARED_SLOTS]));
+        table[index].replace(slot)
+    });
+    // The slot it replaced (a value and an immutable builtin) is dropped here, once the
+    // table is no longer borrowed.
+    drop(old);
 }
 
 /// True for objects no caller can mutate: exact immutable builtins, and tuples of them.
@@ -677,43 +732,32 @@ fn immutable(obj: &Bound<'_, PyAny>, depth: u8) -> bool {
         .is_ok_and(|t| t.iter().all(|item| immutable(&item, depth + 1)))
 }
 
-/// [`decode`] for a value read from a store that answers in memory: an immutable result is
-/// shared with later reads of the same stored bytes on this thread (see [`SharedSlot`]).
+/// The object an earlier read of the same stored bytes `data` in `format` decoded on this
+/// thread, if it was kept (see [`SharedSlot`]).
 #[inline]
-pub(crate) fn decode_shared<'py>(
+pub(crate) fn shared<'py>(
     py: Python<'py>,
     format: Format,
-    value: &polycache::Value,
-) -> PyResult<Bound<'py, PyAny>> {
-    let data: &[u8] = value;
+    data: &[u8],
+) -> Option<Bound<'py, PyAny>> {
     if data.len() > SHARED_MAX_LEN {
-        return decode(py, format, data);
+        return None;
     }
-    let index = (data.as_ptr() as usize >> 4) % SHARED_SLOTS;
-    let found = SHARED.try_with(|table| {
-        let table = table.try_borrow().ok()?;
-        let slot = table[index].as_ref()?;
-        let same = slot.bytes.as_ptr() == data.as_ptr()
-            && slot.bytes.len() == data.len()
-            && slot.format == format;
-        same.then(|| slot.object.bind(py).clone())
-    });
-    if let Ok(Some(object)) = found {
-        return Ok(object);
-    }
-    let object = decode(py, format, data)?;
-    if immutable(&object, 0) {
-        let slot = SharedSlot {
-            bytes: value.clone(),
-            format,
-            object: object.clone().unbind(),
-        };
-        // The slot it replaces (a value and an immutable builtin) is dropped once the table
-        // is no longer borrowed.
-        let _old = SHARED.try_with(|table| {
-            let mut table = table.try_borrow_mut().ok()?;
-            table[index].replace(slot)
-        });
+    shared_lookup(py, format, data)
+}
+
+/// The miss of [`shared`]: decodes `value` and keeps the result for later reads if it is
+/// immutable and the value small enough. Takes the value, so that the slot pins it without
+/// a clone of its own.
+#[inline(never)]
+pub(crate) fn decode_keep<'py>(
+    py: Python<'py>,
+    format: Format,
+    value: polycache::Value,
+) -> PyResult<Bound<'py, PyAny>> {
+    let object = decode(py, format, &value)?;
+    if value.len() <= SHARED_MAX_LEN && immutable(&object, 0) {
+        shared_keep(format, value, object.clone().unbind());
     }
     Ok(object)
 }

@@ -225,6 +225,42 @@ def test_subclass_validate_key_and_make_key_are_used() -> None:
     assert shouting.get_many(["k", "j"]) == {"k": 1}
 
 
+def test_get_with_one_argument_and_with_more_agree() -> None:
+    # `get(key)` has an entry of its own (no generic argument parsing); every other form of
+    # the call goes through the full signature. Both make and check the key alike.
+    import inspect
+
+    name = store()
+    c = Cache(name, {"KEY_PREFIX": "p", "VERSION": 3})
+    c.set("k", "v3")
+    c.set("k", "v2", version=2)
+    c.set(42, "int key")
+    c.set(3.5, "float key")
+    for key, value in [("k", "v3"), (42, "int key"), (3.5, "float key"), ("absent", None)]:
+        assert c.get(key) == c.get(key, None) == c.get(key=key) == c.get(key, version=3) == value
+    assert c.get("k", version=2) == "v2"
+    assert c.get("absent", 5) == 5
+    bad = "key with spaces"
+    assert key_warnings(c.get, bad) == key_warnings(lambda k: c.get(k, None), bad) != []
+    # A version that is not an int, a custom key function and an overridden make_key take
+    # the Python key path, on the one-argument call too.
+    odd = Cache(name, {"KEY_PREFIX": "p", "VERSION": "3"})
+    assert odd.get("k") == odd.get("k", None) == "v3"
+    custom = Cache(name, {"KEY_FUNCTION": lambda k, p, v: f"p:3:{k}"})
+    assert custom.get("k") == custom.get("k", None) == "v3"
+    shouting = ShoutingCache(name, {})
+    shouting.set("k", "loud")
+    assert Cache(name, {"KEY_FUNCTION": lambda k, p, v: k}).get("SHOUT:K") == "loud"
+    assert shouting.get("k") == shouting.get("k", None) == "loud"
+    with pytest.raises(TypeError, match="missing 1 required positional argument: 'key'"):
+        c.get()  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="unexpected keyword argument 'bogus'"):
+        c.get("k", bogus=1)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="doesn't apply to a 'object' object"):
+        polycache._polycache._DjangoCache.get(object(), "k")  # type: ignore[arg-type]
+    assert str(inspect.signature(Cache.get)) == "(self, /, key, default=None, version=None)"
+
+
 def test_non_str_keys_and_versions_follow_djangos_formatting() -> None:
     ours, theirs = make(), locmem()
     for c in (ours, theirs):

@@ -3,7 +3,7 @@
 //! (see the module documentation of [`super`]).
 
 use super::DjangoCache;
-use crate::args::{key_text, type_name};
+use crate::args::{ascii_text, key_text, type_name};
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyInt, PyString};
@@ -15,10 +15,46 @@ use std::sync::atomic::Ordering;
 const MEMCACHE_MAX_KEY_LENGTH: usize = 250;
 
 /// True for the characters Django's `memcached_error_chars_re` (`[\x00-\x20\x7f]`) matches.
-/// Every byte of a multi-byte UTF-8 sequence is >= 0x80, so a byte scan is exact.
+/// Every byte of a multi-byte UTF-8 sequence is >= 0x80, so a byte scan is exact. Eight
+/// bytes at a time ([`word_has_error_chars`]): every `get` of Django's face checks its key.
 #[inline]
 pub(super) fn has_memcached_error_chars(s: &str) -> bool {
-    s.bytes().any(|b| b <= 0x20 || b == 0x7f)
+    let bytes = s.as_bytes();
+    if bytes.len() < 8 {
+        if bytes.len() < 4 {
+            return bytes
+                .iter()
+                .fold(false, |bad, &b| bad | (b <= 0x20) | (b == 0x7f));
+        }
+        // The first four bytes and the last four (overlapping when fewer than eight).
+        let mut word = [0; 8];
+        word[..4].copy_from_slice(&bytes[..4]);
+        word[4..].copy_from_slice(&bytes[bytes.len() - 4..]);
+        return word_has_error_chars(&word);
+    }
+    let mut chunks = bytes.chunks_exact(8);
+    let mut bad = false;
+    for chunk in &mut chunks {
+        bad |= word_has_error_chars(chunk);
+    }
+    // The last eight bytes, overlapping the chunks already seen.
+    bad | word_has_error_chars(&bytes[bytes.len() - 8..])
+}
+
+/// [`has_memcached_error_chars`] of exactly eight bytes, as one word: a byte below 0x21, or
+/// a byte equal to 0x7f ("Bit Twiddling Hacks": `hasless(x, 0x21)`, `haszero(x ^ 0x7f…)`;
+/// both are exact about whether some byte matches).
+#[inline]
+fn word_has_error_chars(eight: &[u8]) -> bool {
+    const ONES: u64 = u64::from_ne_bytes([1; 8]);
+    const HIGHS: u64 = ONES * 0x80;
+    let mut word = [0; 8];
+    word.copy_from_slice(eight);
+    let x = u64::from_le_bytes(word);
+    let below = x.wrapping_sub(ONES * 0x21) & !x & HIGHS;
+    let del = x ^ (ONES * 0x7f);
+    let is_del = del.wrapping_sub(ONES) & !del & HIGHS;
+    (below | is_del) != 0
 }
 
 /// `len(s)` as Python counts it: code points.
@@ -78,6 +114,30 @@ impl DjangoCache {
         }
     }
 
+    /// The caller's key as it goes to the core, when it is the common case: an ASCII `str`
+    /// that Django's default key function keeps and its `validate_key` passes without a
+    /// warning, at the cache's version. `None` for any other key, which [`Self::make_at`]
+    /// makes and checks (the `get(key)` fast path, `fastget`, tries this first).
+    #[inline]
+    pub(super) fn plain_key<'a>(&self, key: &'a Bound<'_, PyAny>) -> Option<&'a str> {
+        if self.custom_validate || self.keys_in_python.load(Ordering::Relaxed) {
+            return None;
+        }
+        let name = ascii_text(key.cast::<PyString>().ok()?)?;
+        let (chars, bad) = self.key_check(name, name.len(), self.version_int.unwrap_or(1));
+        (chars <= MEMCACHE_MAX_KEY_LENGTH && !bad).then_some(name)
+    }
+
+    /// The length in characters of the full key of `name` (`name_chars` long) at `version`,
+    /// and whether it holds a character memcached refuses: what Django's `validate_key`
+    /// checks.
+    #[inline]
+    fn key_check(&self, name: &str, name_chars: usize, version: i64) -> (usize, bool) {
+        let chars = self.prefix_chars + 2 + decimal_len(version) + name_chars;
+        let bad = self.prefix_memcached_unsafe || has_memcached_error_chars(name);
+        (chars, bad)
+    }
+
     /// How the keys of a call at `version` are made, and `key` made and checked that way.
     #[inline]
     pub(super) fn make_at<'a>(
@@ -101,18 +161,21 @@ impl DjangoCache {
     ) -> PyResult<MadeKey<'a>> {
         match mode {
             KeyPath::Core(v) => {
-                let name: Cow<'a, str> = match key.cast::<PyString>() {
-                    Ok(s) => Cow::Borrowed(key_text(s)?),
+                let (name, ascii): (Cow<'a, str>, bool) = match key.cast::<PyString>() {
+                    Ok(s) => match ascii_text(s) {
+                        Some(text) => (Cow::Borrowed(text), true),
+                        None => (Cow::Borrowed(key_text(s)?), false),
+                    },
                     // Django formats any key with "%s".
-                    Err(_) => Cow::Owned(key_text(&key.str()?)?.to_owned()),
+                    Err(_) => (Cow::Owned(key_text(&key.str()?)?.to_owned()), false),
                 };
                 let version = v.unwrap_or_else(|| self.version_int.unwrap_or(1));
                 if self.custom_validate {
                     let full = format!("{}:{version}:{name}", self.prefix);
                     slf.call_method1("validate_key", (full,))?;
                 } else {
-                    let chars = self.prefix_chars + 2 + decimal_len(version) + char_len(&name);
-                    let bad = self.prefix_memcached_unsafe || has_memcached_error_chars(&name);
+                    let name_chars = if ascii { name.len() } else { char_len(&name) };
+                    let (chars, bad) = self.key_check(&name, name_chars, version);
                     if chars > MEMCACHE_MAX_KEY_LENGTH || bad {
                         let full = format!("{}:{version}:{name}", self.prefix);
                         self.warn(slf.py(), &full, chars, bad)?;
@@ -251,5 +314,33 @@ pub(super) fn made_key_text<'a>(made: &'a MadeKey<'_>) -> &'a str {
     match made {
         MadeKey::Caller(n) => n,
         MadeKey::Full(s) => s,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::has_memcached_error_chars;
+
+    /// The word-at-a-time scan agrees with the plain one for every ASCII character and some
+    /// multi-byte ones at every position of keys of 0 to 20 characters.
+    #[test]
+    fn error_chars_match_the_byte_scan() {
+        let plain = |s: &str| s.bytes().any(|c| c <= 0x20 || c == 0x7f);
+        let chars = (0..=0x7fu8)
+            .map(char::from)
+            .chain(['é', '€', '😀', '\u{85}', '\u{a0}']);
+        for len in 1..=20 {
+            for at in 0..len {
+                for c in chars.clone() {
+                    let key: String = (0..len).map(|i| if i == at { c } else { 'k' }).collect();
+                    assert_eq!(
+                        has_memcached_error_chars(&key),
+                        plain(&key),
+                        "{c:?} at {at} of {len}"
+                    );
+                }
+            }
+        }
+        assert!(!has_memcached_error_chars(""));
     }
 }
