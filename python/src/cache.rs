@@ -22,7 +22,6 @@ use polycache::settings::option_value;
 use polycache::{CacheConfig, Expiry, Key, OptionSource};
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
-use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyString};
 use std::time::Duration;
 
@@ -245,14 +244,9 @@ impl PyCache {
     }
 }
 
-/// The PyO3-generated `get`, for the calls the fast path hands on.
-static GENERIC_GET: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-
 /// `Cache.get(key)` without PyO3's argument parsing (see [`crate::fastget`]).
 impl fastget::OneKey for PyCache {
-    fn generic() -> &'static PyOnceLock<Py<PyAny>> {
-        &GENERIC_GET
-    }
+    fastget::generic_get!();
 
     #[inline]
     fn get_one<'py>(

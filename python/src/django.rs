@@ -32,7 +32,6 @@ use crate::tags::PyTagStamp;
 use polycache::{CacheConfig, Expiry};
 use pyo3::exceptions::{PyAttributeError, PyTypeError};
 use pyo3::prelude::*;
-use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBool, PyDict, PyInt, PyList, PyString};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
@@ -388,16 +387,11 @@ impl DjangoCache {
     }
 }
 
-/// The PyO3-generated `get`, for the calls the fast path hands on.
-static GENERIC_GET: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-
 /// `get(key)` without PyO3's argument parsing (see [`crate::fastget`]): the key is made and
 /// checked as every call makes it (key function, overridden methods, warnings), at the
 /// cache's version, with no default.
 impl fastget::OneKey for DjangoCache {
-    fn generic() -> &'static PyOnceLock<Py<PyAny>> {
-        &GENERIC_GET
-    }
+    fastget::generic_get!();
 
     #[inline]
     fn get_one<'py>(

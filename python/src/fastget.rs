@@ -78,7 +78,8 @@ pub(crate) fn install_method<T: pyo3::PyClass>(
 
 /// A class whose `get(key)` has a fast path.
 pub(crate) trait OneKey: pyo3::PyClass {
-    /// Where [`install`] keeps the PyO3-generated method, for the other calls.
+    /// Where [`install`] keeps the PyO3-generated method, for the other calls (see
+    /// [`generic_get`]).
     fn generic() -> &'static PyOnceLock<Py<PyAny>>;
 
     /// The answer of `get(key)`, `key` as the caller passed it (the class reads it as its
@@ -86,6 +87,18 @@ pub(crate) trait OneKey: pyo3::PyClass {
     fn get_one<'py>(slf: &Bound<'py, Self>, key: &Bound<'py, PyAny>)
         -> PyResult<Bound<'py, PyAny>>;
 }
+
+/// [`OneKey::generic`], with a place of its own for the implementing class.
+macro_rules! generic_get {
+    () => {
+        fn generic() -> &'static pyo3::sync::PyOnceLock<pyo3::Py<pyo3::PyAny>> {
+            static GENERIC: pyo3::sync::PyOnceLock<pyo3::Py<pyo3::PyAny>> =
+                pyo3::sync::PyOnceLock::new();
+            &GENERIC
+        }
+    };
+}
+pub(crate) use generic_get;
 
 /// The body of the `get` entry of `T` (see [`fastcall_entry`]): [`OneKey::get_one`] for a
 /// call with one positional argument and no keyword; any other call goes to the method

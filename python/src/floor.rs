@@ -11,7 +11,6 @@
 
 use crate::fastget;
 use pyo3::prelude::*;
-use pyo3::sync::PyOnceLock;
 use pyo3::types::PyString;
 use std::cell::RefCell;
 use std::sync::Arc;
@@ -95,14 +94,9 @@ impl GetFloor {
     }
 }
 
-/// The PyO3-generated `get`, for the calls the fast path hands on.
-static GENERIC_GET: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-
 /// The same one-argument entry as `Cache.get`'s.
 impl fastget::OneKey for GetFloor {
-    fn generic() -> &'static PyOnceLock<Py<PyAny>> {
-        &GENERIC_GET
-    }
+    fastget::generic_get!();
 
     #[inline]
     fn get_one<'py>(
