@@ -83,6 +83,12 @@ impl Value {
         Value(Repr::Entry(entry.value_part()))
     }
 
+    /// The value of `entry`, taking over its reference to the buffer (no copy, no count).
+    #[inline]
+    pub(crate) fn into_entry(entry: EntryBuf) -> Value {
+        Value(Repr::Entry(entry.into_value_part()))
+    }
+
     /// Parses the value as an ASCII decimal integer, the form `incr` works on.
     pub fn as_i64(&self) -> Option<i64> {
         crate::parse_i64(self.as_bytes())

@@ -242,6 +242,17 @@ impl EntryBuf {
         }
     }
 
+    /// The value, as bytes that keep this handle's reference to the buffer (no count).
+    #[inline]
+    pub(crate) fn into_value_part(self) -> ValuePart {
+        let p = self.parts();
+        ValuePart {
+            buf: self,
+            at: p.value_at(),
+            len: p.value_len,
+        }
+    }
+
     /// A new buffer with the same key and value (used when the count is at its maximum).
     #[cold]
     #[inline(never)]
@@ -398,6 +409,14 @@ mod tests {
         assert_eq!(part.clone().skip(2).bytes(), b"lue");
         assert_eq!(part.clone().skip(5).bytes(), b"");
         assert_eq!(part.clone().skip(99).bytes(), b"");
+        let owned = b.clone().into_value_part();
+        assert_eq!(owned.bytes().as_ptr(), b.value().as_ptr());
+        assert_eq!(
+            b.count().load(Ordering::Relaxed),
+            3,
+            "taken over, not counted again"
+        );
+        drop(owned);
         drop(b);
         assert_eq!(part.bytes(), b"value");
         assert_eq!(part.buf.count().load(Ordering::Relaxed), 1);

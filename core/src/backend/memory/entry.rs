@@ -92,7 +92,7 @@ impl Entry {
     /// copy, and no second reference count: the store's `get` already cloned the entry).
     #[inline]
     pub(super) fn into_value(self) -> Value {
-        Value::of_entry(&self.bytes)
+        Value::into_entry(self.bytes)
     }
 
     /// This entry with `value` instead of its own (same key, same deadline).
