@@ -4,6 +4,12 @@ use std::fmt;
 use std::ops::Deref;
 use std::sync::Arc;
 
+#[cfg_attr(not(feature = "memory"), allow(dead_code))]
+mod entry_buf;
+
+pub(crate) use entry_buf::EntryBuf;
+use entry_buf::ValuePart;
+
 /// A value read from a cache: immutable bytes.
 ///
 /// The memory backend hands out a shared reference to its stored bytes (no copy); remote
@@ -25,6 +31,8 @@ enum Repr {
     Owned(Vec<u8>),
     /// The bytes of a shared buffer from an offset on (a signed value's payload).
     Tail(Arc<[u8]>, usize),
+    /// The value of a memory store's entry, sharing the entry's buffer.
+    Entry(ValuePart),
 }
 
 impl Value {
@@ -35,6 +43,7 @@ impl Value {
             Repr::Shared(a) => a,
             Repr::Owned(v) => v,
             Repr::Tail(a, from) => &a[*from..],
+            Repr::Entry(p) => p.bytes(),
         }
     }
 
@@ -44,6 +53,7 @@ impl Value {
             Repr::Shared(a) => a.to_vec(),
             Repr::Owned(v) => v,
             Repr::Tail(a, from) => a[from..].to_vec(),
+            Repr::Entry(p) => p.bytes().to_vec(),
         }
     }
 
@@ -63,7 +73,20 @@ impl Value {
                 v.drain(..n.min(v.len()));
                 Value(Repr::Owned(v))
             }
+            Repr::Entry(p) => Value(Repr::Entry(p.skip(n))),
         }
+    }
+
+    /// The value of `entry`, sharing its buffer (a reference-count increment, no copy).
+    #[inline]
+    pub(crate) fn of_entry(entry: &EntryBuf) -> Value {
+        Value(Repr::Entry(entry.value_part()))
+    }
+
+    /// The value of `entry`, taking over its reference to the buffer (no copy, no count).
+    #[inline]
+    pub(crate) fn into_entry(entry: EntryBuf) -> Value {
+        Value(Repr::Entry(entry.into_value_part()))
     }
 
     /// Parses the value as an ASCII decimal integer, the form `incr` works on.

@@ -2,7 +2,7 @@
 //! hash the stores index entries by, and the weigher and eviction counter quick_cache calls.
 
 use crate::clock;
-use crate::value::Value;
+use crate::value::{EntryBuf, Value};
 use quick_cache::{Lifecycle, Weighter};
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,8 +10,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// What the byte weigher adds to key and value bytes for one entry's bookkeeping, so that
-/// `max_bytes` bounds real memory rather than payload alone (measured; see the docs).
-pub(super) const ENTRY_OVERHEAD: u64 = 96;
+/// `max_bytes` bounds real memory rather than payload alone: 64 measured (slot 32, links 8,
+/// index ~10, the buffer's count and lengths 6, malloc's chunk header 8) plus 8, the mean of
+/// malloc's rounding to 16 bytes (measured 64 to 80 as the payload grows; see the docs).
+pub(super) const ENTRY_OVERHEAD: u64 = 72;
 
 /// A stored key: boxed bytes (16 bytes inline, unlike `Vec`'s 24).
 #[derive(Clone, PartialEq, Eq, Hash)]
@@ -45,48 +47,24 @@ impl ToOwned for KeyRef {
     }
 }
 
-/// A stored entry: its key and value in one shared buffer, and its deadline.
+/// A stored entry: its key and value in one shared buffer, and its deadline (16 bytes).
 ///
-/// One allocation per entry instead of two (key, value): the default store indexes entries
-/// by a hash of the key and checks the key kept here on every lookup.
+/// One allocation per entry instead of two (key, value), behind a thin pointer: the default
+/// store indexes entries by a hash of the key and checks the key kept here on every lookup.
 #[derive(Clone)]
 pub(super) struct Entry {
-    /// The key's length (4 bytes, native order), the key, the value.
-    pub(super) bytes: Arc<[u8]>,
+    /// The reference count, the two lengths, the key, the value.
+    pub(super) bytes: EntryBuf,
     /// Deadline in nanoseconds of the monotonic clock; 0 = never expires.
     pub(super) expires_at: u64,
 }
 
-/// Entries of up to this many bytes (length, key, value) are gathered on the stack before
-/// their one allocation ([`Entry::new`]).
-const STACK_ENTRY: usize = 256;
-
-/// The bytes before an entry's key: its length.
-pub(super) const KEY_LEN_BYTES: usize = 4;
-
 impl Entry {
     pub(super) fn new(key: &[u8], value: &[u8], expires_at: u64) -> Entry {
-        // Keys are bounded far below 4 GiB by the cache (and by any caller's memory).
-        let key_len = u32::try_from(key.len()).expect("a key shorter than 4 GiB");
-        // One allocation: the bytes are gathered on the stack and copied once into the
-        // shared buffer (a `Vec` turned into an `Arc<[u8]>` is a second allocation, a copy
-        // and a free); only an entry too large for the stack goes through a `Vec`.
-        let at = KEY_LEN_BYTES + key.len();
-        let total = at + value.len();
-        let bytes: Arc<[u8]> = if total <= STACK_ENTRY {
-            let mut buf = [0u8; STACK_ENTRY];
-            buf[..KEY_LEN_BYTES].copy_from_slice(&key_len.to_ne_bytes());
-            buf[KEY_LEN_BYTES..at].copy_from_slice(key);
-            buf[at..total].copy_from_slice(value);
-            Arc::from(&buf[..total])
-        } else {
-            let mut bytes = Vec::with_capacity(total);
-            bytes.extend_from_slice(&key_len.to_ne_bytes());
-            bytes.extend_from_slice(key);
-            bytes.extend_from_slice(value);
-            bytes.into()
-        };
-        Entry { bytes, expires_at }
+        Entry {
+            bytes: EntryBuf::new(key, value),
+            expires_at,
+        }
     }
 
     #[inline]
@@ -94,36 +72,27 @@ impl Entry {
         self.expires_at == 0 || clock::before_deadline(self.expires_at)
     }
 
-    /// Where the value starts in `bytes`.
-    #[inline]
-    pub(super) fn value_at(&self) -> usize {
-        let mut len = [0u8; KEY_LEN_BYTES];
-        len.copy_from_slice(&self.bytes[..KEY_LEN_BYTES]);
-        KEY_LEN_BYTES + u32::from_ne_bytes(len) as usize
-    }
-
     #[inline]
     pub(super) fn key(&self) -> &[u8] {
-        &self.bytes[KEY_LEN_BYTES..self.value_at()]
+        self.bytes.key()
     }
 
     #[inline]
     pub(super) fn value(&self) -> &[u8] {
-        &self.bytes[self.value_at()..]
+        self.bytes.value()
     }
 
     /// The value as a [`Value`] sharing the stored buffer (no copy).
     #[inline]
     pub(super) fn shared_value(&self) -> Value {
-        Value::from(Arc::clone(&self.bytes)).skip(self.value_at())
+        Value::of_entry(&self.bytes)
     }
 
     /// The value as a [`Value`] that takes over this entry's hold on the stored buffer (no
     /// copy, and no second reference count: the store's `get` already cloned the entry).
     #[inline]
     pub(super) fn into_value(self) -> Value {
-        let at = self.value_at();
-        Value::from(self.bytes).skip(at)
+        Value::into_entry(self.bytes)
     }
 
     /// This entry with `value` instead of its own (same key, same deadline).
@@ -205,8 +174,8 @@ impl EntryWeighter {
 impl Weighter<KeyHash, Entry> for EntryWeighter {
     #[inline]
     fn weight(&self, _hash: &KeyHash, val: &Entry) -> u64 {
-        let value_at = val.value_at();
-        self.weigh(value_at - KEY_LEN_BYTES, val.bytes.len() - value_at)
+        let (key_len, value_len) = val.bytes.lens();
+        self.weigh(key_len, value_len)
     }
 }
 

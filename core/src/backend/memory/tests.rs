@@ -231,3 +231,29 @@ fn a_key_differing_in_any_one_byte_never_answers_for_another() {
         }
     }
 }
+
+#[test]
+fn an_entry_is_two_words_and_reads_share_its_bytes() {
+    // The thin buffer's pointer and the deadline: quick_cache's slot is 32 bytes.
+    assert_eq!(std::mem::size_of::<Entry>(), 16);
+    for m in [
+        MemoryBackend::new(&MemoryOptions::default()).unwrap(),
+        lru(10, None),
+    ] {
+        m.set(b"k", b"value", None).unwrap();
+        let a = m.get(b"k").unwrap().unwrap();
+        let b = m.get(b"k").unwrap().unwrap();
+        assert_eq!(
+            a.as_ptr(),
+            b.as_ptr(),
+            "both reads hand out the stored bytes"
+        );
+        assert_eq!(a.clone().skip(2), Value::from(&b"lue"[..]));
+        assert_eq!(a.clone().skip(9).as_bytes(), b"");
+        assert_eq!(a.into_vec(), b"value");
+        // An overwrite or a delete leaves the bytes already read intact.
+        m.set(b"k", b"other", None).unwrap();
+        assert!(m.delete(b"k").unwrap());
+        assert_eq!(&*b, b"value");
+    }
+}
