@@ -358,10 +358,7 @@ impl<S: AsRef<str>, B: AsRef<[u8]>> Request<S, B> {
             Op::Get(k) => Reply::Value(c.get(mode.key(k.as_ref()))?),
             Op::Set(k, v, e) => Reply::Flag(c.set(mode.key(k.as_ref()), v.as_ref(), *e)?),
             Op::SetOrDelete(k, v, e) => {
-                let key = mode.key(k.as_ref());
-                Reply::Flag(c.set(key, v.as_ref(), *e).inspect_err(|_| {
-                    let _ = c.delete(key);
-                })?)
+                Reply::Flag(set_or_delete(c, mode.key(k.as_ref()), v.as_ref(), *e)?)
             }
             Op::Add(k, v, e) => Reply::Flag(c.add(mode.key(k.as_ref()), v.as_ref(), *e)?),
             Op::Delete(k) => Reply::Flag(c.delete(mode.key(k.as_ref()))?),
@@ -877,14 +874,12 @@ impl Core {
         or_delete: bool,
     ) -> PyResult<bool> {
         debug_assert!(self.local);
-        self.cache
-            .set(key, bytes, Expiry::Default)
-            .inspect_err(|_| {
-                if or_delete {
-                    let _ = self.cache.delete(key);
-                }
-            })
-            .map_err(|e| errors::to_py(py, e))
+        let stored = if or_delete {
+            set_or_delete(&self.cache, key, bytes, Expiry::Default)
+        } else {
+            self.cache.set(key, bytes, Expiry::Default)
+        };
+        stored.map_err(|e| errors::to_py(py, e))
     }
 
     /// `get(key)` at the cache's version with no default: the one-argument call
@@ -903,4 +898,13 @@ impl Core {
             self.answer(py, How::Sync, request, Deliver::Value(None))
         }
     }
+}
+
+/// [`Op::SetOrDelete`] on the calling thread: `set`, and when it fails, the old value goes
+/// too (Django's `set`), so a failed write never leaves a stale value behind.
+#[inline]
+fn set_or_delete(c: &Cache, key: Key<'_>, value: &[u8], expiry: Expiry) -> Result<bool> {
+    c.set(key, value, expiry).inspect_err(|_| {
+        let _ = c.delete(key);
+    })
 }
