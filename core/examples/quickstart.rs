@@ -10,6 +10,8 @@ fn main() -> polycache::Result<()> {
 
     cache.set("greeting", b"hello", Expiry::Default)?;
     assert_eq!(cache.get("greeting")?.as_deref(), Some(&b"hello"[..]));
+    // Or lend the value to a closure: memory:// hands over its own bytes, with no copy.
+    assert_eq!(cache.get_with("greeting", |v| v.len())?, Some(5));
 
     // Integers are ASCII decimal, so incr is atomic and native on every backend.
     cache.set("visits", b"41", Expiry::Never)?;

@@ -367,6 +367,76 @@ impl Cache {
         self.answer_get(start, found)
     }
 
+    /// [`Cache::get`], lending the value to `visit` instead of returning it; the answer is
+    /// what `visit` returned, or `None` on a miss.
+    ///
+    /// A `memory://` hit lends the stored bytes themselves: no copy, and no reference count
+    /// taken and dropped. Counted, opened (signed, compressed and tagged values) and failing
+    /// open exactly as [`Cache::get`]. `visit` may run under a lock of the store, so it must
+    /// not call this cache (or any cache sharing its store) and should be short: look at
+    /// the bytes, copy them, or clone the [`Value`] to keep it.
+    ///
+    /// ```
+    /// # fn main() -> polycache::Result<()> {
+    /// use polycache::{Cache, Expiry};
+    /// let cache = Cache::open("memory://")?;
+    /// cache.set("greeting", b"hello", Expiry::Default)?;
+    /// assert_eq!(cache.get_with("greeting", |v| v.len())?, Some(5));
+    /// assert_eq!(cache.get_with("absent", |v| v.len())?, None);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn get_with<'k, R>(
+        &self,
+        key: impl Into<Key<'k>>,
+        visit: impl FnOnce(&Value) -> R,
+    ) -> Result<Option<R>> {
+        let start = self.inner.stats.start(Operation::Get);
+        let mut visit = Some(visit);
+        let mut answer = None;
+        let mut lend = |value: &Value| {
+            if let Some(visit) = visit.take() {
+                answer = Some((value.len(), visit(value)));
+            }
+        };
+        match self.with_key(key.into(), |k| self.read_with(k, &mut lend)) {
+            Ok(()) => {
+                let size = answer.as_ref().map(|(size, _)| *size);
+                self.inner.stats.record_read(Operation::Get, start, size);
+                Ok(answer.map(|(_, r)| r))
+            }
+            Err(e) => self.answer_get(start, Err(e)).map(|_| None),
+        }
+    }
+
+    /// [`Cache::read`], lending the value: a value stored as it is read is lent as the
+    /// backend lends it; one to open (signed, compressed, tagged) is taken out, opened and
+    /// checked, then lent.
+    #[inline]
+    fn read_with(&self, full: &[u8], visit: &mut dyn FnMut(&Value)) -> Result<()> {
+        if let Some(tags) = self.hint(full) {
+            if let Some(value) = ready(self.read_hinted(Via::Blocking, full, &tags))? {
+                visit(&value);
+            }
+            return Ok(());
+        }
+        let codec = &self.inner.codec;
+        let mut sealed = None;
+        self.inner.backend.get_with(full, &mut |value| {
+            if codec.passes_as_stored(value) {
+                visit(value);
+            } else {
+                sealed = Some(value.clone());
+            }
+        })?;
+        if let Some(sealed) = sealed {
+            if let Some(value) = self.check_tags_at(full, self.open_value(full, Some(sealed))?)? {
+                visit(&value);
+            }
+        }
+        Ok(())
+    }
+
     /// What `get` answers for what the backend found (fail-open), counted in one record.
     ///
     /// The cache-wide hits and misses are the operation's (`Stats::snapshot` adds them up),

@@ -106,12 +106,16 @@ fn a_tampered_byte_or_a_moved_value_is_a_miss() {
     let backend = plain.backend();
     signed.set("a", b"payload", Expiry::Never).unwrap();
     assert_eq!(signed.get("a").unwrap().as_deref(), Some(&b"payload"[..]));
+    // The lent read opens and checks the value as `get` does.
+    let lent = |c: &Cache, key| c.get_with(key, |v| v.to_vec()).unwrap();
+    assert_eq!(lent(&signed, "a").as_deref(), Some(&b"payload"[..]));
     let good = backend.get(b":1:a").unwrap().unwrap().into_vec();
     for i in [8, 20, 39, 40, good.len() - 1] {
         let mut bad = good.clone();
         bad[i] ^= 0x20;
         backend.set(b":1:a", &bad, None).unwrap();
         assert!(signed.get("a").unwrap().is_none(), "byte {i} flipped");
+        assert!(lent(&signed, "a").is_none(), "byte {i} flipped");
     }
     // A genuine value copied under another key does not verify there.
     backend.set(b":1:b", &good, None).unwrap();
@@ -129,6 +133,7 @@ fn a_tampered_byte_or_a_moved_value_is_a_miss() {
     // A reader without the key does not hand out signed bytes as if they were the value.
     signed.set("d", b"x", Expiry::Never).unwrap();
     assert!(plain.get("d").unwrap().is_none());
+    assert!(lent(&plain, "d").is_none());
 }
 
 #[test]
@@ -141,6 +146,10 @@ fn signed_integers_stay_native_for_incr() {
     c.set("word", b"ten", Expiry::Never).unwrap();
     assert!(c.incr("word", 1).is_err());
     assert_eq!(c.get("word").unwrap().as_deref(), Some(&b"ten"[..]));
+    assert_eq!(
+        c.get_with("word", |v| v.to_vec()).unwrap().as_deref(),
+        Some(&b"ten"[..])
+    );
     // incr_version re-signs the value for its new full key.
     assert_eq!(c.incr_version("word", 1, None).unwrap(), 2);
     assert_eq!(

@@ -34,8 +34,12 @@ fn two_handles(url: &str) {
         .unwrap();
     a.set("plain", b"p", Expiry::Never).unwrap();
     assert_eq!(text(b.get("page").unwrap()).as_deref(), Some("v1"), "{url}");
+    // The lent read checks the tags as `get` does.
+    let lent = |c: &Cache| c.get_with("page", |v| v.to_vec()).unwrap();
+    assert_eq!(lent(&b).as_deref(), Some(&b"v1"[..]), "{url}");
     assert!(b.invalidate_tags(&["product:42"]).unwrap());
     assert_eq!(a.get("page").unwrap(), None, "{url}");
+    assert_eq!(lent(&a), None, "{url}");
     assert_eq!(b.get("page").unwrap(), None, "{url}");
     assert_eq!(text(a.get("plain").unwrap()).as_deref(), Some("p"), "{url}");
     // A handle that stamps after the invalidation stores a value both serve.

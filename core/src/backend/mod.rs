@@ -122,6 +122,23 @@ pub trait Backend: Send + Sync + 'static {
     /// The value stored under `key`, or `None` when it is missing or expired.
     fn get(&self, key: &[u8]) -> Result<Option<Value>>;
 
+    /// [`Backend::get`], lending the value to `visit` instead of returning it: `visit` is
+    /// called once when `key` has a value, and the answer says whether it had one.
+    ///
+    /// A store in this process may lend its own bytes, without a copy or a reference count
+    /// (`memory://`), and call `visit` under a lock of its own: `visit` must not call back
+    /// into the backend, and should only look at the value or clone it. The default hands
+    /// over the value [`Backend::get`] returns.
+    fn get_with(&self, key: &[u8], visit: &mut dyn FnMut(&Value)) -> Result<bool> {
+        Ok(match self.get(key)? {
+            Some(value) => {
+                visit(&value);
+                true
+            }
+            None => false,
+        })
+    }
+
     /// Stores `value` under `key`, replacing any old value.
     fn set(&self, key: &[u8], value: &[u8], ttl: Option<Duration>) -> Result<()>;
 

@@ -203,7 +203,9 @@ async fn basics(c: &Caches) {
         .await
         .unwrap());
     assert_eq!(bytes(m.get("a").await.unwrap()), some(b"1\0two\xff\r\n"));
+    assert_eq!(m.get_lent("a").await.unwrap(), some(b"1\0two\xff\r\n"));
     assert!(m.set("a", b"replaced", Expiry::Never).await.unwrap());
+    assert_eq!(m.get_lent("a").await.unwrap(), some(b"replaced"));
     assert_eq!(bytes(m.get("a").await.unwrap()), some(b"replaced"));
     assert!(m.has_key("a").await.unwrap());
     assert!(!m.has_key("nope").await.unwrap());
@@ -214,9 +216,11 @@ async fn basics(c: &Caches) {
     );
     assert!(!m.has_key("a").await.unwrap());
     assert_eq!(bytes(m.get("a").await.unwrap()), None);
+    assert_eq!(m.get_lent("a").await.unwrap(), None);
     // The value of 0 bytes is a value, not a miss.
     assert!(m.set("empty", b"", Expiry::Never).await.unwrap());
     assert_eq!(bytes(m.get("empty").await.unwrap()), some(b""));
+    assert_eq!(m.get_lent("empty").await.unwrap(), some(b""));
     assert!(m.has_key("empty").await.unwrap());
     assert_eq!(
         all(m.get_many(&["empty"], None).await.unwrap()),
@@ -687,6 +691,7 @@ async fn values(c: &Caches) {
         bytes(m.get("big").await.unwrap()).as_deref(),
         Some(&big[..])
     );
+    assert_eq!(m.get_lent("big").await.unwrap().as_deref(), Some(&big[..]));
     m.set_many(&[("big2", &big), ("small", b"s")], Expiry::Never, None)
         .await
         .unwrap();
@@ -940,6 +945,8 @@ async fn stats(c: &Caches) {
     s.set("a", b"1", Expiry::Never).await.unwrap(); // set
     s.get("a").await.unwrap(); // hit
     s.get("b").await.unwrap(); // miss
+    s.get_lent("a").await.unwrap(); // hit
+    s.get_lent("b").await.unwrap(); // miss
     s.get_many(&["a", "b", "c"], None).await.unwrap(); // 1 hit, 2 misses
     s.add("a", b"2", Expiry::Never).await.unwrap(); // not stored: nothing
     s.add("n", b"1", Expiry::Never).await.unwrap(); // set
@@ -956,7 +963,7 @@ async fn stats(c: &Caches) {
     let st = s.cache().stats();
     assert_eq!(
         (st.hits, st.misses, st.sets, st.deletes, st.errors),
-        (2, 3, 5, 3, 0),
+        (3, 4, 5, 3, 0),
         "{st:?}"
     );
 }

@@ -143,6 +143,16 @@ impl Ops {
         let (c, k) = (&self.cache, key.into());
         either!(self, c.get(k), c.get_async(k))
     }
+    /// The bytes under `key` through the lent read (`Cache::get_with`) on the sync side.
+    /// It has no awaitable twin (the stores that lend answer in place), so the async side
+    /// reads with `get_async`.
+    pub fn get_lent<'a>(&'a self, key: impl Into<Key<'a>>) -> Op<'a, Option<Vec<u8>>> {
+        let (c, k) = (&self.cache, key.into());
+        let owned = |v: Result<Option<Value>>| v.map(|v| v.map(|v| v.to_vec()));
+        either!(self, c.get_with(k, |v| v.to_vec()), async move {
+            owned(c.get_async(k).await)
+        })
+    }
     pub fn set<'a>(&'a self, key: impl Into<Key<'a>>, v: &'a [u8], e: Expiry) -> Op<'a, bool> {
         let (c, k) = (&self.cache, key.into());
         self.write(either!(self, c.set(k, v, e), c.set_async(k, v, e)))
