@@ -11,6 +11,10 @@
 //! timeouts bound. Python handles it then, as it handles a signal that arrives during any
 //! call into C. Faults (`SIGSEGV`, `SIGBUS`, `SIGFPE`, `SIGILL`, `SIGTRAP`, `SIGSYS`) and
 //! `SIGABRT` are never held: they concern this very thread and cannot wait.
+//!
+//! Holding signals does not cover a stop and continue of the process: a socket with a
+//! timeout fails its wait with `EINTR` then all the same. The Redis pool runs such a call
+//! again when it is safe to (`backend::redis::blocking`).
 
 /// Holds the calling thread's asynchronous signals back until dropped, restoring the mask
 /// it found.

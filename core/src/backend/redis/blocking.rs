@@ -7,8 +7,8 @@
 
 use super::sentinel::{demoted, is_readonly, NodeRole, Sentinels};
 use super::{
-    closed_by_server, is_redirect, keeps_connection, map_err, random_below, RedisBackend,
-    RedisOptions, RedisResult, REPLICA_COOLDOWN,
+    closed_by_server, interrupted, is_redirect, keeps_connection, map_err, random_below,
+    RedisBackend, RedisOptions, RedisResult, REPLICA_COOLDOWN,
 };
 use crate::error::{Error, ErrorKind, Result};
 use crate::pool::{Lease, Limits};
@@ -209,7 +209,15 @@ impl<C: PooledConnection> Pool<C> {
     fn lease(&self) -> Result<Lease<'_, C>> {
         self.conns.lease(|| {
             let open = || {
-                let conn = (self.connect)()?;
+                // Nothing was sent yet, so a connect a stop/continue interrupted is tried
+                // again (up to three times in all).
+                let mut tries = 1;
+                let conn = loop {
+                    match (self.connect)() {
+                        Err(e) if interrupted(&e) && tries < 3 => tries += 1,
+                        done => break done?,
+                    }
+                };
                 conn.set_timeouts(self.socket_timeout)?;
                 Ok(conn)
             };
@@ -218,7 +226,8 @@ impl<C: PooledConnection> Pool<C> {
     }
 
     /// Runs `f` on a pooled connection, once more on a fresh one when the server had closed
-    /// the pooled one while it was idle.
+    /// the pooled one while it was idle, or when a stop and continue of the process
+    /// interrupted the call (`errors::interrupted`).
     pub(super) fn run<T>(&self, f: impl FnMut(&mut C) -> RedisResult<T>) -> Result<T> {
         self.run_tries(false, f)
     }
@@ -230,7 +239,8 @@ impl<C: PooledConnection> Pool<C> {
     }
 
     fn run_tries<T>(&self, once: bool, mut f: impl FnMut(&mut C) -> RedisResult<T>) -> Result<T> {
-        // redis-rs fails a read or connect that a signal interrupted (`EINTR`).
+        // redis-rs fails a read or connect that a signal interrupted (`EINTR`). A stop and
+        // continue interrupts a socket with a timeout even so: see below.
         let _signals = crate::signals::Held::hold();
         let mut retried = once;
         let mut redirected = false;
@@ -263,7 +273,10 @@ impl<C: PooledConnection> Pool<C> {
                     if closed_by_server(&e) || e.is_timeout() {
                         self.conns.retire();
                     }
-                    if reused && !retried && closed_by_server(&e) {
+                    // Once more on a fresh connection, when the command is safe to run
+                    // twice (not `run_once`): the server had closed the pooled connection
+                    // while it was idle, or a stop/continue interrupted the call.
+                    if !retried && ((reused && closed_by_server(&e)) || interrupted(&e)) {
                         retried = true;
                         continue;
                     }

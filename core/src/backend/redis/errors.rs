@@ -57,10 +57,47 @@ pub(super) fn closed_by_server(err: &RedisError) -> bool {
     !err.is_timeout() && err.is_connection_dropped()
 }
 
+/// True when a system call of a blocking connection was interrupted (`EINTR`).
+///
+/// Holding the signals back ([`crate::signals`]) does not prevent it: a socket read or
+/// write with a timeout gives up with `EINTR` when the process is stopped and continued
+/// (job control, a paused container, a debugger) or frozen and thawed, with every signal
+/// blocked. Half a reply may be in flight, and the command may or may not have run.
+pub(super) fn interrupted(err: &RedisError) -> bool {
+    use std::error::Error as _;
+    err.source()
+        .and_then(|source| {
+            source.downcast_ref::<std::sync::Arc<dyn std::error::Error + Send + Sync>>()
+        })
+        .and_then(|inner| inner.downcast_ref::<std::io::Error>())
+        .is_some_and(|io| io.kind() == std::io::ErrorKind::Interrupted)
+}
+
 pub(super) fn unexpected(v: &redis::Value) -> RedisError {
     RedisError::from((
         redis::ErrorKind::UnexpectedReturnType,
         "unexpected reply",
         format!("{v:?}"),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io;
+
+    #[test]
+    fn an_interrupted_call_is_told_from_other_io_errors() {
+        let eintr = RedisError::from(io::Error::from_raw_os_error(libc::EINTR));
+        assert!(interrupted(&eintr));
+        assert!(!eintr.is_timeout() && !closed_by_server(&eintr));
+        for kind in [io::ErrorKind::TimedOut, io::ErrorKind::ConnectionReset] {
+            assert!(
+                !interrupted(&RedisError::from(io::Error::from(kind))),
+                "{kind:?}"
+            );
+        }
+        let server = RedisError::from((redis::ErrorKind::Io, "dropped"));
+        assert!(!interrupted(&server));
+    }
 }

@@ -36,7 +36,7 @@ use aio::AsyncTopology;
 use blocking::{Pool, Replica, Topology};
 use cluster::{by_slot, cluster_primaries, key_slot};
 pub(crate) use cluster::{cluster_topology, ClusterNodes, ClusterPrimary};
-use errors::{closed_by_server, is_redirect, keeps_connection, map_err, unexpected};
+use errors::{closed_by_server, interrupted, is_redirect, keeps_connection, map_err, unexpected};
 use redis::cluster::{cluster_pipe, ClusterClientBuilder, ClusterConnection};
 use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use redis::{
