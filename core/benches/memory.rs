@@ -47,6 +47,10 @@ fn bench_get_hit(c: &mut Criterion) {
     g.bench_function(BenchmarkId::new("polycache", "Cache::get"), |b| {
         b.iter(|| black_box(p.get(black_box(KEY)).unwrap()))
     });
+    // The lent read: the closure sees the stored bytes (here, their length).
+    g.bench_function(BenchmarkId::new("polycache", "Cache::get_with"), |b| {
+        b.iter(|| black_box(p.get_with(black_box(KEY), |v| v.len()).unwrap()))
+    });
     let lru = polycache_lru();
     lru.set(KEY, VALUE, Expiry::Default).unwrap();
     g.bench_function(BenchmarkId::new("polycache", "Cache::get lru"), |b| {
