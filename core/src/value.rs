@@ -95,6 +95,50 @@ impl Value {
     }
 }
 
+/// A value lent by a memory store for the length of one call: the stored entry's bytes,
+/// seen without counting a reference to its buffer.
+///
+/// It derefs to [`Value`]; cloning that `Value` counts a reference as any clone does, so
+/// the clone outlives the loan (and the entry).
+#[cfg(feature = "memory")]
+pub(crate) struct Lent<'a> {
+    /// Never dropped: it holds no count of its own (see [`Value::lent`]).
+    value: std::mem::ManuallyDrop<Value>,
+    /// The entry the bytes belong to, borrowed for as long as they are lent.
+    _entry: std::marker::PhantomData<&'a EntryBuf>,
+}
+
+#[cfg(feature = "memory")]
+impl Value {
+    /// The value of `entry`, lent while `entry` is borrowed: no reference count is taken,
+    /// and none is given back.
+    #[inline]
+    pub(crate) fn lent(entry: &EntryBuf) -> Lent<'_> {
+        // SAFETY: the bitwise copy aliases `entry`'s handle without counting a reference.
+        // It is sound because (1) it is never dropped (`ManuallyDrop`, and `Lent` has no
+        // way to take it out), so the count it did not take is never given back; (2) it
+        // cannot outlive the buffer: `Lent<'a>` borrows `entry` for `'a`, and `entry`
+        // holds a counted reference for all of that time; (3) all it can do through the
+        // `&Value` that `Lent` derefs to is read the immutable bytes or clone, which counts
+        // a new reference from a buffer kept alive by `entry` (methods that take the
+        // `Value` by value, such as `skip` and `into_vec`, need it owned).
+        let alias = unsafe { std::ptr::read(entry) };
+        Lent {
+            value: std::mem::ManuallyDrop::new(Value::into_entry(alias)),
+            _entry: std::marker::PhantomData,
+        }
+    }
+}
+
+#[cfg(feature = "memory")]
+impl Deref for Lent<'_> {
+    type Target = Value;
+    #[inline]
+    fn deref(&self) -> &Value {
+        &self.value
+    }
+}
+
 impl Deref for Value {
     type Target = [u8];
     #[inline]

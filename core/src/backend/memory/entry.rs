@@ -1,5 +1,5 @@
 //! One stored entry (key and value in one buffer, with its deadline), the keys and the
-//! hash the stores index entries by, and the weigher and eviction counter quick_cache calls.
+//! hash the stores index entries by, and the weigher and eviction counter quick_cache calls in each shard.
 
 use crate::clock;
 use crate::value::{EntryBuf, Value};
@@ -86,13 +86,6 @@ impl Entry {
     #[inline]
     pub(super) fn shared_value(&self) -> Value {
         Value::of_entry(&self.bytes)
-    }
-
-    /// The value as a [`Value`] that takes over this entry's hold on the stored buffer (no
-    /// copy, and no second reference count: the store's `get` already cloned the entry).
-    #[inline]
-    pub(super) fn into_value(self) -> Value {
-        Value::into_entry(self.bytes)
     }
 
     /// This entry with `value` instead of its own (same key, same deadline).

@@ -5,6 +5,11 @@
 //! target, while quick_cache's CLOCK-PRO policy keeps a hit ratio within a point of moka's
 //! TinyLFU on skewed traces and is scan resistant too.
 //!
+//! The default store is our own shards (`store.rs`), each a `quick_cache::unsync::Cache`
+//! behind a `parking_lot::RwLock`, sharded as quick_cache's `sync::Cache` is: holding the
+//! lock ourselves, `get_with` lends a hit's bytes to its closure under the read lock without
+//! counting a reference, where `sync::Cache::get` could only clone the entry.
+//!
 //! `eviction=lru` (or any `cull_frequency`) selects an exact least-recently-used order
 //! behind one lock instead, with Django's cull: what `LocMemCache` does, for callers whose
 //! programs or tests rely on that order and those counts.
@@ -17,9 +22,7 @@ use crate::location::{Location, Options};
 use crate::pattern::KeyPattern;
 use crate::value::Value;
 use hashlink::LinkedHashMap;
-use quick_cache::sync::Iter as ClockIter;
-use quick_cache::sync::{Cache as QuickCache, EntryAction, EntryResult};
-use quick_cache::{DefaultHashBuilder, OptionsBuilder};
+use quick_cache::DefaultHashBuilder;
 use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -31,11 +34,11 @@ pub const DEFAULT_MAX_ENTRIES: u64 = 100_000;
 
 mod entry;
 use entry::{
-    deadline, Entry, EntryWeighter, EvictionCounter, KeyHash, KeyRef, PassHash, StoreKey,
-    ENTRY_OVERHEAD,
+    deadline, Entry, EntryWeighter, EvictionCounter, KeyHash, KeyRef, StoreKey, ENTRY_OVERHEAD,
 };
 
-type ClockStore = QuickCache<KeyHash, Entry, EntryWeighter, PassHash, EvictionCounter>;
+mod store;
+use store::ClockStore;
 
 type LruMap = LinkedHashMap<StoreKey, Entry, DefaultHashBuilder>;
 
@@ -228,15 +231,11 @@ impl MemoryBackend {
                 (false, n, n as usize)
             }
         };
-        let opts = OptionsBuilder::new()
-            .estimated_items_capacity(items)
-            .weight_capacity(capacity)
-            .build()
-            .map_err(|e| Error::config(format!("memory:// bounds rejected: {e:?}")))?;
         let evictions = EvictionCounter::default();
         let weighter = EntryWeighter { by_bytes };
         let counter = evictions.0.clone();
-        let store = ClockStore::with_options(opts, weighter, PassHash, evictions);
+        let store = ClockStore::new(items, capacity, weighter, evictions)
+            .map_err(|e| Error::config(format!("memory:// bounds rejected: {e}")))?;
         Ok(MemoryBackend::with_store(
             Store::Clock(store),
             weighter,
@@ -389,6 +388,15 @@ impl MemoryBackend {
         self.inner.hasher.hash_one(key)
     }
 
+    /// Removes the entry of `key` at `h` if it is (still) expired: a read found it so, and
+    /// let go of the read lock first.
+    #[cold]
+    fn remove_expired(&self, store: &ClockStore, h: KeyHash, key: &[u8]) {
+        store
+            .write(h)
+            .remove_if(&h, |e| e.key() == key && !e.live());
+    }
+
     /// Counts the entries a cull removed.
     #[inline]
     fn evicted(&self, n: u64) {
@@ -452,11 +460,13 @@ impl Backend for MemoryBackend {
         match &self.inner.store {
             Store::Clock(store) => {
                 let h = self.hash(key);
-                match store.get(&h) {
+                let shard = store.read(h);
+                match shard.get(&h) {
                     Some(e) if !same_key(e.key(), key) => Ok(None),
-                    Some(e) if e.live() => Ok(Some(e.into_value())),
+                    Some(e) if e.live() => Ok(Some(e.shared_value())),
                     Some(_) => {
-                        store.remove_if(&h, |e| e.key() == key && !e.live());
+                        drop(shard);
+                        self.remove_expired(store, h, key);
                         Ok(None)
                     }
                     None => Ok(None),
@@ -477,6 +487,47 @@ impl Backend for MemoryBackend {
         }
     }
 
+    /// Lends the stored bytes: under the shard's read lock (the default store) or the LRU
+    /// store's lock, `visit` sees the entry's value without a reference count being taken
+    /// ([`Value::lent`]); a clone it makes counts one and outlives the entry.
+    #[inline]
+    fn get_with(&self, key: &[u8], visit: &mut dyn FnMut(&Value)) -> Result<bool> {
+        match &self.inner.store {
+            Store::Clock(store) => {
+                let h = self.hash(key);
+                let shard = store.read(h);
+                match shard.get(&h) {
+                    Some(e) if !same_key(e.key(), key) => Ok(false),
+                    Some(e) if e.live() => {
+                        visit(&Value::lent(&e.bytes));
+                        Ok(true)
+                    }
+                    Some(_) => {
+                        drop(shard);
+                        self.remove_expired(store, h, key);
+                        Ok(false)
+                    }
+                    None => Ok(false),
+                }
+            }
+            Store::Lru(lru) => {
+                let k = KeyRef::new(key);
+                let mut map = lru.lock();
+                match map.to_back(k) {
+                    Some(e) if e.live() => {
+                        visit(&Value::lent(&e.bytes));
+                        Ok(true)
+                    }
+                    Some(_) => {
+                        map.remove(k);
+                        Ok(false)
+                    }
+                    None => Ok(false),
+                }
+            }
+        }
+    }
+
     #[inline]
     fn set(&self, key: &[u8], value: &[u8], ttl: Option<Duration>) -> Result<()> {
         let entry = Entry::new(key, value, deadline(ttl));
@@ -485,7 +536,7 @@ impl Backend for MemoryBackend {
                 self.check_size(store, key, value)?;
                 let h = self.hash(key);
                 // The old entry under `h` (if any) is replaced, and not counted as evicted.
-                store.insert_with_lifecycle(h, entry, &mut Some(h));
+                store.write(h).insert_with_lifecycle(h, entry, &mut Some(h));
             }
             Store::Lru(lru) => {
                 let mut map = lru.lock();
@@ -536,36 +587,31 @@ impl Backend for MemoryBackend {
             }
         };
         self.check_size(store, key, value)?;
-        let mut pending = Some(new);
-        let result = store.entry(&self.hash(key), None, |_, old| {
+        let h = self.hash(key);
+        let mut shard = store.write(h);
+        // A look at the entry is a read of it (it gets hotter), as quick_cache's `entry` did.
+        if let Some(mut old) = shard.get_mut(&h) {
             if old.key() == key && old.live() {
-                EntryAction::Retain(Some(taken(old)))
-            } else {
-                *old = pending.take().expect("callback runs once");
-                EntryAction::Retain(None)
+                return Ok(Some(taken(&old)));
             }
-        });
-        match result {
-            EntryResult::Retained(found) => Ok(found),
-            EntryResult::Vacant(guard) => {
-                let entry = pending.take().expect("callback did not run");
-                Ok(match guard.insert(entry) {
-                    Ok(_) => None,
-                    Err(_) => Some(super::Marked::Unmarked),
-                })
-            }
-            EntryResult::Removed(..) | EntryResult::Replaced(..) | EntryResult::Timeout => {
-                Ok(Some(super::Marked::Unmarked))
-            }
+            // Expired, or another key that shares the hash: replaced in place.
+            *old = new;
+            return Ok(None);
         }
+        shard.insert_with_lifecycle(h, new, &mut None);
+        Ok(None)
     }
 
     fn delete(&self, key: &[u8]) -> Result<bool> {
         let k = KeyRef::new(key);
         Ok(match &self.inner.store {
-            Store::Clock(store) => store
-                .remove_if(&self.hash(key), |e| e.key() == key)
-                .is_some_and(|(_, e)| e.live()),
+            Store::Clock(store) => {
+                let h = self.hash(key);
+                store
+                    .write(h)
+                    .remove_if(&h, |e| e.key() == key)
+                    .is_some_and(|(_, e)| e.live())
+            }
             Store::Lru(lru) => lru.lock().remove(k).is_some_and(|e| e.live()),
         })
     }
@@ -573,9 +619,13 @@ impl Backend for MemoryBackend {
     fn has_key(&self, key: &[u8]) -> Result<bool> {
         let k = KeyRef::new(key);
         Ok(match &self.inner.store {
-            Store::Clock(store) => store
-                .peek(&self.hash(key))
-                .is_some_and(|e| e.key() == key && e.live()),
+            Store::Clock(store) => {
+                let h = self.hash(key);
+                store
+                    .read(h)
+                    .peek(&h)
+                    .is_some_and(|e| e.key() == key && e.live())
+            }
             Store::Lru(lru) => lru.lock().get(k).is_some_and(Entry::live),
         })
     }
@@ -600,17 +650,11 @@ impl Backend for MemoryBackend {
                 });
             }
         };
-        let result = store.entry(&self.hash(key), None, |_, e| {
-            if e.key() != key {
-                EntryAction::Retain(false)
-            } else if e.live() {
-                e.expires_at = expires_at;
-                EntryAction::Retain(true)
-            } else {
-                EntryAction::Remove
-            }
+        let touched = store.update(self.hash(key), key, |e| {
+            e.expires_at = expires_at;
+            (true, false)
         });
-        Ok(matches!(result, EntryResult::Retained(true)))
+        Ok(touched.is_some())
     }
 
     fn incr(&self, key: &[u8], delta: i64) -> Result<i64> {
@@ -635,32 +679,21 @@ impl Backend for MemoryBackend {
                 };
             }
         };
-        let result = store.entry(&self.hash(key), None, |_, e| {
-            if e.key() != key {
-                return EntryAction::Retain(Err(not_found(key)));
+        let result = store.update(self.hash(key), key, |e| {
+            let result = apply_delta(e.value(), delta);
+            if let Ok(n) = result {
+                let mut buf = itoa_buf(n);
+                *e = e.with_value(buf.as_bytes_mut());
             }
-            if !e.live() {
-                return EntryAction::Remove;
-            }
-            match apply_delta(e.value(), delta) {
-                Ok(n) => {
-                    let mut buf = itoa_buf(n);
-                    *e = e.with_value(buf.as_bytes_mut());
-                    EntryAction::Retain(Ok(n))
-                }
-                Err(err) => EntryAction::Retain(Err(err)),
-            }
+            (result, false)
         });
-        match result {
-            EntryResult::Retained(r) => r,
-            _ => Err(not_found(key)),
-        }
+        result.unwrap_or_else(|| Err(not_found(key)))
     }
 
     fn clear(&self, prefix: &[u8]) -> Result<()> {
         match &self.inner.store {
             Store::Clock(store) if prefix.is_empty() => store.clear(),
-            Store::Clock(store) => store.retain(|_, e| !e.key().starts_with(prefix)),
+            Store::Clock(store) => store.retain(|e| !e.key().starts_with(prefix)),
             Store::Lru(lru) if prefix.is_empty() => lru.lock().clear(),
             Store::Lru(lru) => lru.lock().retain(|k, _| !k.0.starts_with(prefix)),
         }
@@ -674,10 +707,14 @@ impl Backend for MemoryBackend {
     fn ttl(&self, key: &[u8]) -> Result<TimeToLive> {
         let k = KeyRef::new(key);
         let deadline = match &self.inner.store {
-            Store::Clock(store) => store
-                .peek(&self.hash(key))
-                .filter(|e| e.key() == key && e.live())
-                .map(|e| e.expires_at),
+            Store::Clock(store) => {
+                let h = self.hash(key);
+                store
+                    .read(h)
+                    .peek(&h)
+                    .filter(|e| e.key() == key && e.live())
+                    .map(|e| e.expires_at)
+            }
             Store::Lru(lru) => lru.lock().get(k).filter(|e| e.live()).map(|e| e.expires_at),
         };
         Ok(match deadline {
@@ -712,48 +749,37 @@ impl Backend for MemoryBackend {
             }
         };
         self.check_size(store, key, value)?;
-        let mut pending = Some(new);
-        let result = store.entry(&self.hash(key), None, |_, old| {
-            if old.key() != key {
-                EntryAction::Retain(false)
-            } else if old.live() {
-                *old = pending.take().expect("callback runs once");
-                EntryAction::Retain(true)
-            } else {
-                EntryAction::Remove
-            }
+        let replaced = store.update(self.hash(key), key, |old| {
+            *old = new;
+            (true, false)
         });
-        Ok(matches!(result, EntryResult::Retained(true)))
+        Ok(replaced.is_some())
     }
 
-    /// The default store is read a page at a time (`ClockScan`: one shard's lock for one
-    /// entry at a time, nothing copied first). The exact LRU store, whose every read moves
-    /// a key in its one ordered map, has no position a scan could resume from: its matching
-    /// live keys (not their values) are collected in one pass under its one lock, as
-    /// Django's `LocMemCache` sizes allow, then handed out a page at a time. Either way
-    /// every key present for the whole scan is returned, once.
+    /// The default store is read a shard at a time (`ClockScan`: one shard's matching live
+    /// keys copied under one hold of its read lock, then handed out a page at a time). The
+    /// exact LRU store, whose every read moves a key in its one ordered map, has no position
+    /// a scan could resume from: its matching live keys (not their values) are collected in
+    /// one pass under its one lock, as Django's `LocMemCache` sizes allow, then handed out a
+    /// page at a time. Either way every key present for the whole scan is returned, once.
     fn scan_keys(self: Arc<Self>, pattern: &KeyPattern, count: usize) -> Result<Box<dyn KeyScan>> {
-        if let Store::Clock(_) = &self.inner.store {
-            return Ok(Box::new(ClockScan::new(
-                Arc::clone(&self.inner),
-                pattern,
-                count,
-            )));
-        }
-        let mut keys = Vec::new();
-        let mut keep = |e: &Entry| {
-            if e.live() && pattern.matches(e.key()) {
-                keys.push(e.key().to_vec());
+        let lru = match &self.inner.store {
+            Store::Clock(_) => {
+                let inner = Arc::clone(&self.inner);
+                return Ok(Box::new(ClockScan::new(inner, pattern, count)));
             }
+            Store::Lru(lru) => lru,
         };
-        match &self.inner.store {
-            Store::Clock(store) => store.iter().for_each(|(_, e)| keep(&e)),
-            Store::Lru(lru) => lru.lock().values().for_each(keep),
-        }
+        let keys = lru
+            .lock()
+            .values()
+            .filter(|e| e.live() && pattern.matches(e.key()))
+            .map(|e| e.key().to_vec())
+            .collect();
         Ok(Box::new(CollectedKeys::new(keys, count)))
     }
 
-    /// One step under the entry's lock (quick_cache's entry API, or the LRU map's lock).
+    /// One step under the entry's lock (its shard's write lock, or the LRU map's lock).
     fn delete_if_equals(&self, key: &[u8], expected: &[u8]) -> Result<bool> {
         self.change_if_equals(key, expected, |_| None)
     }
@@ -774,19 +800,20 @@ impl Backend for MemoryBackend {
     }
 
     /// A look at the entry in place, as `has_key` does (no recency or frequency bump): only a
-    /// marked value's bytes are handed out, an `Arc` clone.
+    /// marked value's bytes are handed out, sharing the entry's buffer.
     fn get_marked(&self, key: &[u8], marks: &[[u8; 8]]) -> Result<super::Marked> {
         let k = KeyRef::new(key);
-        let entry = match &self.inner.store {
-            Store::Clock(store) => store
-                .peek(&self.hash(key))
-                .filter(|e| e.key() == key && e.live()),
-            Store::Lru(lru) => lru.lock().get(k).filter(|e| e.live()).cloned(),
-        };
-        Ok(match entry {
+        let look = |entry: Option<&Entry>| match entry.filter(|e| e.key() == key && e.live()) {
             None => super::Marked::Missing,
             Some(e) if super::is_marked(e.value(), marks) => super::Marked::Value(e.shared_value()),
             Some(_) => super::Marked::Unmarked,
+        };
+        Ok(match &self.inner.store {
+            Store::Clock(store) => {
+                let h = self.hash(key);
+                look(store.read(h).peek(&h))
+            }
+            Store::Lru(lru) => look(lru.lock().get(k)),
         })
     }
 }
@@ -821,16 +848,16 @@ impl MemoryBackend {
         };
         match &self.inner.store {
             Store::Clock(store) => {
-                let mut changed = false;
-                store.entry(&self.hash(key), None, |_, e| {
-                    let (c, remove) = apply(e);
-                    changed = c;
-                    if remove {
-                        EntryAction::Remove
-                    } else {
-                        EntryAction::Retain(())
-                    }
-                });
+                let h = self.hash(key);
+                let mut shard = store.write(h);
+                let Some(mut e) = shard.get_mut(&h) else {
+                    return Ok(false);
+                };
+                let (changed, remove) = apply(&mut e);
+                drop(e);
+                if remove {
+                    shard.remove(&h);
+                }
                 Ok(changed)
             }
             Store::Lru(lru) => {

@@ -2,63 +2,71 @@
 
 use super::*;
 
-/// The most entries one page of a [`ClockScan`] looks at, unless asked for more keys: a
-/// page of a pattern that few keys match ends there, possibly empty, and the next goes on.
-const SCAN_PAGE_LOOKS: usize = 1024;
-
-/// A scan of the default (CLOCK) store, a page at a time: quick_cache's iterator holds one
-/// shard's read lock per entry it steps over, and resumes from its position (shard, slot),
-/// so no caller waits on a scan for more than one step, and nothing is copied before the
-/// first page. An entry keeps its slot while it is present (an overwrite keeps it), so a
-/// key present for the whole scan is returned exactly once; keys written meanwhile may or
-/// may not be, keys removed meanwhile are not returned after their removal.
+/// A scan of the default (CLOCK) store, one shard at a time: the shard's matching live keys
+/// (not their values) are copied under one hold of its read lock, then handed out a page at
+/// a time; a page copies at most one shard. quick_cache's single-threaded shards have no
+/// iterator that could resume after the lock is let go, so a shard is read in one hold:
+/// readers of the shard go on meanwhile, writers to it wait for one walk of its entries
+/// (the store's entries divided by its shard count). Each key lives in one shard and is
+/// copied from it at one moment, so a key present for the whole scan is returned exactly
+/// once; a key written meanwhile may or may not be; a key removed meanwhile is not returned
+/// if its shard is copied after the removal, and may be (once) if before.
 pub(super) struct ClockScan {
-    /// Declared before `_inner`, so dropped first: it borrows the store `_inner` owns.
-    iter: ClockIter<'static, KeyHash, Entry, EntryWeighter, PassHash, EvictionCounter>,
-    /// Keeps the store alive for `iter`; never read.
-    _inner: Arc<Inner>,
+    inner: Arc<Inner>,
     pattern: KeyPattern,
     count: usize,
-    done: bool,
+    /// The next shard to copy.
+    shard: usize,
+    /// The copied keys not handed out yet.
+    keys: std::vec::IntoIter<Vec<u8>>,
 }
 
 impl ClockScan {
     pub(super) fn new(inner: Arc<Inner>, pattern: &KeyPattern, count: usize) -> ClockScan {
-        let Store::Clock(store) = &inner.store else {
-            unreachable!("a ClockScan is started on the CLOCK store only")
-        };
-        // SAFETY: the store lives inside `inner`'s allocation, which `_inner` keeps alive
-        // and in place (an `Arc` never moves its value, and `Inner::store` is never
-        // replaced) for as long as the iterator exists: the iterator is a field declared
-        // before `_inner`, so it is dropped first, and it is never handed out.
-        let store: &'static ClockStore = unsafe { &*(store as *const ClockStore) };
         ClockScan {
-            iter: store.iter(),
-            _inner: inner,
+            inner,
             pattern: pattern.clone(),
             count: count.max(1),
-            done: false,
+            shard: 0,
+            keys: Vec::new().into_iter(),
         }
+    }
+
+    /// The store's shards.
+    fn shards(&self) -> &[parking_lot::RwLock<store::ClockShard>] {
+        let Store::Clock(store) = &self.inner.store else {
+            unreachable!("a ClockScan is started on the CLOCK store only")
+        };
+        store.shards()
+    }
+
+    /// Copies the matching live keys of the next shard; false when none is left.
+    fn copy_next_shard(&mut self) -> bool {
+        let Some(shard) = self.shards().get(self.shard) else {
+            return false;
+        };
+        let keys: Vec<Vec<u8>> = shard
+            .read()
+            .iter()
+            .filter(|(_, e)| e.live() && self.pattern.matches(e.key()))
+            .map(|(_, e)| e.key().to_vec())
+            .collect();
+        self.shard += 1;
+        self.keys = keys.into_iter();
+        true
     }
 }
 
 impl KeyScan for ClockScan {
     fn next_page(&mut self) -> Result<Option<Vec<Vec<u8>>>> {
-        if self.done {
-            return Ok(None);
-        }
-        let mut keys = Vec::new();
-        let mut looked = 0;
-        while keys.len() < self.count && looked < self.count.max(SCAN_PAGE_LOOKS) {
-            let Some((_, entry)) = self.iter.next() else {
-                self.done = true;
-                break;
-            };
-            looked += 1;
-            if entry.live() && self.pattern.matches(entry.key()) {
-                keys.push(entry.key().to_vec());
+        let mut page: Vec<Vec<u8>> = self.keys.by_ref().take(self.count).collect();
+        if page.len() < self.count {
+            if !self.copy_next_shard() {
+                return Ok((!page.is_empty()).then_some(page));
             }
+            let room = self.count - page.len();
+            page.extend(self.keys.by_ref().take(room));
         }
-        Ok((!(self.done && keys.is_empty())).then_some(keys))
+        Ok(Some(page))
     }
 }

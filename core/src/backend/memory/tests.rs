@@ -257,3 +257,111 @@ fn an_entry_is_two_words_and_reads_share_its_bytes() {
         assert_eq!(&*b, b"value");
     }
 }
+
+/// The value `get_with` lends for `key`, cloned inside `visit` (the clone counts a reference).
+fn lend_clone(m: &MemoryBackend, key: &[u8]) -> Option<Value> {
+    let mut kept = None;
+    let found = m.get_with(key, &mut |v| kept = Some(v.clone())).unwrap();
+    assert_eq!(found, kept.is_some());
+    kept
+}
+
+#[test]
+fn a_lent_value_cloned_in_visit_outlives_an_overwrite_and_a_removal() {
+    for m in [
+        MemoryBackend::new(&MemoryOptions::default()).unwrap(),
+        lru(10, None),
+    ] {
+        m.set(b"k", b"first value", None).unwrap();
+        let mut seen = Vec::new();
+        assert!(m
+            .get_with(b"k", &mut |v| seen.extend_from_slice(v))
+            .unwrap());
+        assert_eq!(seen, b"first value");
+        let first = lend_clone(&m, b"k").unwrap();
+        // The lent bytes are the stored ones (no copy), as a counted read's are.
+        assert_eq!(first.as_ptr(), m.get(b"k").unwrap().unwrap().as_ptr());
+        m.set(b"k", b"second value", None).unwrap();
+        let second = lend_clone(&m, b"k").unwrap();
+        assert!(m.delete(b"k").unwrap());
+        assert_eq!(m.len(), 0, "{:?}", m.eviction());
+        // Both entries are gone from the store; the clones still hold their bytes.
+        assert_eq!(&*first, b"first value");
+        assert_eq!(&*second, b"second value");
+        assert!(lend_clone(&m, b"k").is_none());
+        drop(first);
+        assert_eq!(second.clone().into_vec(), b"second value");
+    }
+}
+
+#[test]
+fn a_lent_read_of_an_expired_entry_misses_and_removes_it() {
+    for m in [
+        MemoryBackend::new(&MemoryOptions::default()).unwrap(),
+        lru(10, None),
+    ] {
+        m.set(b"k", b"v", Some(Duration::from_nanos(1))).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(m.len(), 1);
+        assert!(!m
+            .get_with(b"k", &mut |_| panic!("lent an expired value"))
+            .unwrap());
+        assert_eq!(m.len(), 0, "{:?}", m.eviction());
+    }
+}
+
+#[test]
+fn lent_reads_race_overwrites_and_removals() {
+    // Readers lend (and now and then clone) while writers overwrite and remove the same keys:
+    // every value seen is one that was written, whole, and every clone stays intact after
+    // its entry is gone.
+    const KEYS: u8 = 4;
+    let rounds: usize = if cfg!(miri) { 30 } else { 3_000 };
+    let value = |key: u8, round: usize| format!("{key}:{round:06}:{}", "x".repeat(round % 40));
+    let well_formed = |key: u8, bytes: &[u8]| {
+        let text = std::str::from_utf8(bytes).expect("utf-8");
+        let mut parts = text.split(':');
+        let (k, r) = (parts.next().unwrap(), parts.next().unwrap());
+        let round: usize = r.parse().expect("round");
+        k == key.to_string() && text == value(key, round)
+    };
+    for m in [
+        MemoryBackend::new(&MemoryOptions::default()).unwrap(),
+        lru(100, None),
+    ] {
+        std::thread::scope(|s| {
+            for w in 0..2u8 {
+                let m = &m;
+                s.spawn(move || {
+                    for round in 0..rounds {
+                        let key = ((round + usize::from(w)) % usize::from(KEYS)) as u8;
+                        if round % 5 == 4 {
+                            m.delete(&[key]).unwrap();
+                        } else {
+                            m.set(&[key], value(key, round).as_bytes(), None).unwrap();
+                        }
+                    }
+                });
+            }
+            for _ in 0..2 {
+                let m = &m;
+                s.spawn(move || {
+                    let mut kept = Vec::new();
+                    for round in 0..rounds {
+                        let key = (round % usize::from(KEYS)) as u8;
+                        m.get_with(&[key], &mut |v| {
+                            assert!(well_formed(key, v), "{v:?}");
+                            if round % 7 == 0 {
+                                kept.push((key, v.clone()));
+                            }
+                        })
+                        .unwrap();
+                    }
+                    for (key, v) in kept {
+                        assert!(well_formed(key, &v), "{v:?}");
+                    }
+                });
+            }
+        });
+    }
+}
