@@ -397,6 +397,54 @@ impl MemoryBackend {
             .remove_if(&h, |e| e.key() == key && !e.live());
     }
 
+    /// Runs `found` on the live entry of `key` under its store's lock, as a read (the entry
+    /// gets hotter, or the most recent in the LRU store); `None` on a miss. An expired entry
+    /// is removed: from the default store after the read lock is let go.
+    #[inline(always)]
+    fn read<T>(&self, key: &[u8], found: impl FnOnce(&Entry) -> T) -> Option<T> {
+        match &self.inner.store {
+            Store::Clock(store) => {
+                let h = self.hash(key);
+                let shard = store.read(h);
+                match shard.get(&h) {
+                    Some(e) if !same_key(e.key(), key) => None,
+                    Some(e) if e.live() => Some(found(e)),
+                    Some(_) => {
+                        drop(shard);
+                        self.remove_expired(store, h, key);
+                        None
+                    }
+                    None => None,
+                }
+            }
+            Store::Lru(lru) => {
+                let k = KeyRef::new(key);
+                let mut map = lru.lock();
+                match map.to_back(k) {
+                    Some(e) if e.live() => Some(found(e)),
+                    Some(_) => {
+                        map.remove(k);
+                        None
+                    }
+                    None => None,
+                }
+            }
+        }
+    }
+
+    /// Runs `found` on the live entry of `key` under its store's lock, without making it
+    /// hotter or more recent (as `has_key` looks); `None` when absent or expired.
+    fn peek<T>(&self, key: &[u8], found: impl FnOnce(&Entry) -> T) -> Option<T> {
+        let live = |e: &&Entry| e.key() == key && e.live();
+        match &self.inner.store {
+            Store::Clock(store) => {
+                let h = self.hash(key);
+                store.read(h).peek(&h).filter(live).map(found)
+            }
+            Store::Lru(lru) => lru.lock().get(KeyRef::new(key)).filter(live).map(found),
+        }
+    }
+
     /// Counts the entries a cull removed.
     #[inline]
     fn evicted(&self, n: u64) {
@@ -457,34 +505,7 @@ impl Backend for MemoryBackend {
 
     #[inline]
     fn get(&self, key: &[u8]) -> Result<Option<Value>> {
-        match &self.inner.store {
-            Store::Clock(store) => {
-                let h = self.hash(key);
-                let shard = store.read(h);
-                match shard.get(&h) {
-                    Some(e) if !same_key(e.key(), key) => Ok(None),
-                    Some(e) if e.live() => Ok(Some(e.shared_value())),
-                    Some(_) => {
-                        drop(shard);
-                        self.remove_expired(store, h, key);
-                        Ok(None)
-                    }
-                    None => Ok(None),
-                }
-            }
-            Store::Lru(lru) => {
-                let k = KeyRef::new(key);
-                let mut map = lru.lock();
-                match map.to_back(k).map(|e| e.live().then(|| e.shared_value())) {
-                    Some(Some(v)) => Ok(Some(v)),
-                    Some(None) => {
-                        map.remove(k);
-                        Ok(None)
-                    }
-                    None => Ok(None),
-                }
-            }
-        }
+        Ok(self.read(key, Entry::shared_value))
     }
 
     /// Lends the stored bytes: under the shard's read lock (the default store) or the LRU
@@ -492,40 +513,7 @@ impl Backend for MemoryBackend {
     /// ([`Value::lent`]); a clone it makes counts one and outlives the entry.
     #[inline]
     fn get_with(&self, key: &[u8], visit: &mut dyn FnMut(&Value)) -> Result<bool> {
-        match &self.inner.store {
-            Store::Clock(store) => {
-                let h = self.hash(key);
-                let shard = store.read(h);
-                match shard.get(&h) {
-                    Some(e) if !same_key(e.key(), key) => Ok(false),
-                    Some(e) if e.live() => {
-                        visit(&Value::lent(&e.bytes));
-                        Ok(true)
-                    }
-                    Some(_) => {
-                        drop(shard);
-                        self.remove_expired(store, h, key);
-                        Ok(false)
-                    }
-                    None => Ok(false),
-                }
-            }
-            Store::Lru(lru) => {
-                let k = KeyRef::new(key);
-                let mut map = lru.lock();
-                match map.to_back(k) {
-                    Some(e) if e.live() => {
-                        visit(&Value::lent(&e.bytes));
-                        Ok(true)
-                    }
-                    Some(_) => {
-                        map.remove(k);
-                        Ok(false)
-                    }
-                    None => Ok(false),
-                }
-            }
-        }
+        Ok(self.read(key, |e| visit(&Value::lent(&e.bytes))).is_some())
     }
 
     #[inline]
@@ -617,17 +605,7 @@ impl Backend for MemoryBackend {
     }
 
     fn has_key(&self, key: &[u8]) -> Result<bool> {
-        let k = KeyRef::new(key);
-        Ok(match &self.inner.store {
-            Store::Clock(store) => {
-                let h = self.hash(key);
-                store
-                    .read(h)
-                    .peek(&h)
-                    .is_some_and(|e| e.key() == key && e.live())
-            }
-            Store::Lru(lru) => lru.lock().get(k).is_some_and(Entry::live),
-        })
+        Ok(self.peek(key, |_| ()).is_some())
     }
 
     fn touch(&self, key: &[u8], ttl: Option<Duration>) -> Result<bool> {
@@ -705,18 +683,7 @@ impl Backend for MemoryBackend {
     }
 
     fn ttl(&self, key: &[u8]) -> Result<TimeToLive> {
-        let k = KeyRef::new(key);
-        let deadline = match &self.inner.store {
-            Store::Clock(store) => {
-                let h = self.hash(key);
-                store
-                    .read(h)
-                    .peek(&h)
-                    .filter(|e| e.key() == key && e.live())
-                    .map(|e| e.expires_at)
-            }
-            Store::Lru(lru) => lru.lock().get(k).filter(|e| e.live()).map(|e| e.expires_at),
-        };
+        let deadline = self.peek(key, |e| e.expires_at);
         Ok(match deadline {
             None => TimeToLive::Missing,
             Some(0) => TimeToLive::Forever,
@@ -802,19 +769,14 @@ impl Backend for MemoryBackend {
     /// A look at the entry in place, as `has_key` does (no recency or frequency bump): only a
     /// marked value's bytes are handed out, sharing the entry's buffer.
     fn get_marked(&self, key: &[u8], marks: &[[u8; 8]]) -> Result<super::Marked> {
-        let k = KeyRef::new(key);
-        let look = |entry: Option<&Entry>| match entry.filter(|e| e.key() == key && e.live()) {
-            None => super::Marked::Missing,
-            Some(e) if super::is_marked(e.value(), marks) => super::Marked::Value(e.shared_value()),
-            Some(_) => super::Marked::Unmarked,
-        };
-        Ok(match &self.inner.store {
-            Store::Clock(store) => {
-                let h = self.hash(key);
-                look(store.read(h).peek(&h))
+        let marked = self.peek(key, |e| {
+            if super::is_marked(e.value(), marks) {
+                super::Marked::Value(e.shared_value())
+            } else {
+                super::Marked::Unmarked
             }
-            Store::Lru(lru) => look(lru.lock().get(k)),
-        })
+        });
+        Ok(marked.unwrap_or(super::Marked::Missing))
     }
 }
 
