@@ -577,17 +577,23 @@ impl Backend for MemoryBackend {
         self.check_size(store, key, value)?;
         let h = self.hash(key);
         let mut shard = store.write(h);
-        // A look at the entry is a read of it (it gets hotter), as quick_cache's `entry` did.
-        if let Some(mut old) = shard.get_mut(&h) {
-            if old.key() == key && old.live() {
-                return Ok(Some(taken(&old)));
-            }
+        // A look at the entry is a read of it (it gets hotter), and an absent key is filled
+        // through a placeholder, as quick_cache's `entry` did (which also leaves `set` the
+        // one caller of the shard's `insert`, so that it stays inlined there).
+        let added = match shard.get_mut_or_guard(&h) {
+            Ok(Some(old)) if old.key() == key && old.live() => Some(taken(&old)),
             // Expired, or another key that shares the hash: replaced in place.
-            *old = new;
-            return Ok(None);
-        }
-        shard.insert_with_lifecycle(h, new, &mut None);
-        Ok(None)
+            Ok(Some(mut old)) => {
+                *old = new;
+                None
+            }
+            Ok(None) => Some(super::Marked::Unmarked),
+            Err(vacant) => {
+                vacant.insert_with_lifecycle(new, &mut None);
+                None
+            }
+        };
+        Ok(added)
     }
 
     fn delete(&self, key: &[u8]) -> Result<bool> {
