@@ -319,8 +319,8 @@ pub(crate) struct ValuePart {
 }
 
 impl ValuePart {
-    /// The bytes.
-    #[inline]
+    /// The bytes (a `Value` reads them through its own pointer: [`ValuePart::into_raw`]).
+    #[cfg(test)]
     pub(crate) fn bytes(&self) -> &[u8] {
         // SAFETY: the invariant of `at` and `len` (set from the header in `value_part`,
         // only narrowed by `skip`).
@@ -328,12 +328,67 @@ impl ValuePart {
     }
 
     /// The bytes without the first `n` (all of them when shorter), sharing the buffer.
-    #[inline]
+    #[cfg(test)]
     pub(crate) fn skip(mut self, n: usize) -> ValuePart {
         let n = n.min(self.len);
         self.at += n;
         self.len -= n;
         self
+    }
+}
+
+/// Raw handles, for [`Value`](super::Value), which keeps its owner packed beside its bytes.
+impl EntryBuf {
+    /// The handle as its pointer, keeping its reference; [`EntryBuf::from_raw`] takes it back.
+    #[inline]
+    pub(crate) fn into_raw(self) -> NonNull<u8> {
+        let ptr = self.ptr;
+        std::mem::forget(self);
+        ptr
+    }
+
+    /// The handle [`EntryBuf::into_raw`] gave as `ptr`.
+    ///
+    /// # Safety
+    ///
+    /// `ptr` comes from [`EntryBuf::into_raw`], and the reference it kept is taken back at
+    /// most once (a handle made here and then dropped counts as taking it back).
+    #[inline]
+    pub(crate) unsafe fn from_raw(ptr: NonNull<u8>) -> EntryBuf {
+        EntryBuf {
+            ptr,
+            _owns: PhantomData,
+        }
+    }
+}
+
+impl ValuePart {
+    /// The buffer as a raw handle ([`EntryBuf::into_raw`]), the first byte and the length.
+    #[inline]
+    pub(crate) fn into_raw(self) -> (NonNull<u8>, NonNull<u8>, usize) {
+        // SAFETY: `at` lies within the allocation (the part's invariant), so the offset
+        // pointer stays in it and is not null.
+        let first = unsafe { self.buf.ptr.add(self.at) };
+        (self.buf.into_raw(), first, self.len)
+    }
+}
+
+#[cfg(test)]
+mod raw_tests {
+    use super::*;
+    use crate::Value;
+
+    #[test]
+    fn a_value_cloned_at_the_maximum_count_copies_its_part_of_the_buffer() {
+        let b = EntryBuf::new(b"key", b"a value");
+        let v = Value::of_entry(&b).skip(2);
+        b.set_count(MAX_COUNT);
+        let copy = v.clone();
+        assert_eq!(copy.as_bytes(), b"value");
+        assert_ne!(copy.as_ptr(), v.as_ptr(), "its own buffer");
+        b.set_count(2);
+        drop((v, copy));
+        assert_eq!(b.count().load(Ordering::Relaxed), 1);
     }
 }
 
