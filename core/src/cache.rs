@@ -77,6 +77,10 @@ pub struct Cache {
 
 struct Inner {
     backend: Arc<dyn Backend>,
+    /// `backend` itself when it is a `memory://` store, so that a read calls the store
+    /// directly (inlined) instead of through `dyn Backend` and its returned result.
+    #[cfg(feature = "memory")]
+    memory: Option<Arc<crate::backend::memory::MemoryBackend>>,
     /// How async calls reach the backend; `None` for a backend that answers in memory,
     /// whose async calls run the synchronous call in place.
     awaited: Option<Arc<dyn AsyncBackend>>,
@@ -277,16 +281,50 @@ impl Cache {
 
     /// The value under the full key `full`, opened and checked against its tags: with the
     /// versions of the tags it is hinted to carry in the same request (`tags/hints.rs`).
+    ///
+    /// Only the plain case (no hint, a value stored as it is read, or none) is inlined into
+    /// the callers; the others are calls of their own, so that the plain read keeps a small
+    /// frame and few saved registers.
     #[inline]
     fn read(&self, full: &[u8]) -> Result<Option<Value>> {
+        if self.inner.hints.is_some() {
+            return self.read_maybe_hinted(full);
+        }
+        match self.backend_get(full)? {
+            // Neither signed, compressed nor tagged: the value as stored, moved once.
+            Some(v) if self.inner.codec.passes_as_stored(&v) => Ok(Some(v)),
+            None => Ok(None),
+            found => self.open_read(full, found),
+        }
+    }
+
+    /// [`Cache::read`] of a cache that keeps tag hints (one whose calls do not answer in
+    /// memory).
+    #[inline(never)]
+    fn read_maybe_hinted(&self, full: &[u8]) -> Result<Option<Value>> {
         if let Some(tags) = self.hint(full) {
             return ready(self.read_hinted(Via::Blocking, full, &tags));
         }
-        match self.inner.backend.get(full)? {
-            // Neither signed, compressed nor tagged: the value as stored, moved once.
+        match self.backend_get(full)? {
             Some(v) if self.inner.codec.passes_as_stored(&v) => Ok(Some(v)),
-            found => self.check_tags_at(full, self.open_value(full, found)?),
+            found => self.open_read(full, found),
         }
+    }
+
+    /// The rest of [`Cache::read`] for a value to open (signed, compressed or tagged).
+    #[inline(never)]
+    fn open_read(&self, full: &[u8], found: Option<Value>) -> Result<Option<Value>> {
+        self.check_tags_at(full, self.open_value(full, found)?)
+    }
+
+    /// The backend's `get`: a `memory://` store's directly, any other through `dyn Backend`.
+    #[inline]
+    fn backend_get(&self, full: &[u8]) -> Result<Option<Value>> {
+        #[cfg(feature = "memory")]
+        if let Some(memory) = &self.inner.memory {
+            return memory.get(full);
+        }
+        self.inner.backend.get(full)
     }
 
     /// `set` of a full key with a resolved TTL: size limit, fail-open and `sets` apply.

@@ -1,0 +1,107 @@
+//! Instructions of one `memory://` get hit, with each thing the cache adds over the bare map
+//! turned off in turn, so that callgrind can split the difference by feature:
+//!
+//! ```text
+//! cargo build --release -p polycache --example get_cost
+//! valgrind --tool=callgrind --collect-atstart=no --toggle-collect='get_cost::gets' \
+//!     target/release/examples/get_cost default 100000
+//! ```
+//!
+//! and the same with each other variant; the total divided by the count is one get.
+//! Variants:
+//!
+//! - `default`: `Cache::get` of a name, the entry under the cache's default TTL (the
+//!   `get_hit` bench row);
+//! - `no-ttl`: the same, the entry stored without a deadline (`Expiry::Never`);
+//! - `no-histograms`: the same with `latency_histograms=off` (the counters stay);
+//! - `fail-open`: the same with `fail_open=true`;
+//! - `full-key`: the default with a [`Key::full`] key, so no prefix or version is joined;
+//! - `dyn-backend`: the store's `get` through `&dyn Backend` with the full key (no `Cache`);
+//! - `backend`: the store's `get` called directly;
+//! - `bare`: `quick_cache::sync::Cache<Box<[u8]>, Arc<[u8]>>`, the bench's bare map.
+//!
+//! docs/backends/memory.md ("What the cache adds over the bare map") has the figures.
+
+use polycache::backend::memory::{MemoryBackend, MemoryOptions};
+use polycache::{Backend, Cache, Expiry, Key};
+use std::hint::black_box;
+use std::sync::Arc;
+
+const NAME: &str = "bench:key";
+const FULL_KEY: &[u8] = b":1:bench:key";
+const VALUE: &[u8] = b"0123456789abcdef";
+
+/// What one iteration reads.
+enum Reader {
+    Cache(Cache, bool),
+    Dyn(Arc<dyn Backend>),
+    Direct(MemoryBackend),
+    Bare(quick_cache::sync::Cache<Box<[u8]>, Arc<[u8]>>),
+}
+
+/// `n` hits of one key.
+#[inline(never)]
+fn gets(reader: &Reader, n: usize) {
+    match reader {
+        Reader::Cache(cache, false) => (0..n).for_each(|_| {
+            black_box(cache.get(black_box(NAME)).unwrap());
+        }),
+        Reader::Cache(cache, true) => (0..n).for_each(|_| {
+            black_box(cache.get(Key::full(black_box(NAME))).unwrap());
+        }),
+        Reader::Dyn(backend) => (0..n).for_each(|_| {
+            black_box(backend.get(black_box(FULL_KEY)).unwrap());
+        }),
+        Reader::Direct(backend) => (0..n).for_each(|_| {
+            black_box(backend.get(black_box(FULL_KEY)).unwrap());
+        }),
+        Reader::Bare(map) => (0..n).for_each(|_| {
+            black_box(map.get(black_box(FULL_KEY)));
+        }),
+    }
+}
+
+fn cache(query: &str, expiry: Expiry, key: Key<'_>) -> Cache {
+    let cache = Cache::open(&format!("memory://?max_entries=100000{query}")).unwrap();
+    cache.set(key, VALUE, expiry).unwrap();
+    cache
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let variant = args.next().unwrap_or_else(|| "default".into());
+    let n: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(100_000);
+    let name = Key::new(NAME);
+    let reader = match variant.as_str() {
+        "default" => Reader::Cache(cache("", Expiry::Default, name), false),
+        "no-ttl" => Reader::Cache(cache("", Expiry::Never, name), false),
+        "no-histograms" => Reader::Cache(
+            cache("&latency_histograms=off", Expiry::Default, name),
+            false,
+        ),
+        "fail-open" => Reader::Cache(cache("&fail_open=true", Expiry::Default, name), false),
+        "full-key" => Reader::Cache(cache("", Expiry::Default, Key::full(NAME)), true),
+        "dyn-backend" | "backend" => {
+            let backend =
+                MemoryBackend::new(&MemoryOptions::default().max_entries(100_000)).unwrap();
+            let ttl = Some(polycache::DEFAULT_TIMEOUT);
+            backend.set(FULL_KEY, VALUE, ttl).unwrap();
+            if variant == "backend" {
+                Reader::Direct(backend)
+            } else {
+                Reader::Dyn(Arc::new(backend))
+            }
+        }
+        "bare" => {
+            let map = quick_cache::sync::Cache::new(100_000);
+            map.insert(FULL_KEY.into(), VALUE.into());
+            Reader::Bare(map)
+        }
+        other => {
+            eprintln!("unknown variant {other:?}: default, no-ttl, no-histograms, fail-open, full-key, dyn-backend, backend, bare");
+            std::process::exit(2);
+        }
+    };
+    gets(&reader, n);
+    println!("{variant}: {n} gets");
+}
