@@ -251,8 +251,8 @@ impl Drop for Value {
             Held::Entry(buf) => drop(unsafe { EntryBuf::from_raw(buf) }),
             // SAFETY: as above: the fat pointer `Arc::into_raw` gave.
             Held::Arc(arc) => drop(unsafe { Arc::from_raw(arc) }),
-            // SAFETY: as above: the vector's start, length and capacity.
             Held::Vec(cap) => {
+                // SAFETY: as above: the vector's start, length and capacity.
                 drop(unsafe { Vec::from_raw_parts(self.ptr.as_ptr(), self.len, cap) })
             }
         }
