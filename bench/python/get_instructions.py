@@ -95,7 +95,7 @@ def child(name: str, n: int, op: str) -> None:
                     store.set(k, v)  # type: ignore[union-attr]
         # The same list of n keys for every subject, the empty loop included.
         keys = [items[i % ROTATE][0] for i in range(n)]
-        assert get is None or get(keys[-1]) is not None
+        assert get is None or not keys or get(keys[-1]) is not None
 
         def loop(n: int) -> None:
             if get is None:

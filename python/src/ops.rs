@@ -19,7 +19,7 @@
 use crate::awaitable;
 use crate::errors;
 use crate::logbridge::detach;
-use crate::serializer::{self, Format, Lent};
+use crate::serializer::{self, Format};
 use polycache::{
     Cache, ErrorKind, Expiry, Key, RedisArg, RedisCommand, RedisReply, Result, TagStamp,
     TimeToLive, Value,
@@ -820,29 +820,28 @@ impl Core {
     #[inline(always)]
     fn get_lent<'py>(&self, py: Python<'py>, key: Key<'_>) -> PyResult<Option<Bound<'py, PyAny>>> {
         let format = self.decoder.format;
-        let mut copy = serializer::SmallBytes::new();
+        let mut taken = serializer::Taken::new();
         let lent = self
             .cache
-            .get_with(key, |v| serializer::lend(py, format, v, &mut copy));
+            .get_with(key, |v| serializer::lend(py, format, v, &mut taken));
         match lent {
-            Ok(Some(Lent::Shared(object))) => Ok(Some(object)),
-            Ok(Some(Lent::Copied)) => self.decode_copy(py, &copy).map(Some),
-            Ok(Some(Lent::Cloned(value))) => self.decoder.decode(py, &value).map(Some),
+            Ok(Some(Some(object))) => Ok(Some(object)),
+            Ok(Some(None)) => self.decode_taken(py, &taken).map(Some),
             Ok(None) => Ok(None),
             Err(e) => Err(errors::to_py(py, e)),
         }
     }
 
-    /// The table's miss of [`Core::get_lent`]: decodes the copied bytes, keeping an
+    /// The table's miss of [`Core::get_lent`]: decodes the bytes taken out, keeping an
     /// immutable result.
     #[inline(never)]
-    fn decode_copy<'py>(
+    fn decode_taken<'py>(
         &self,
         py: Python<'py>,
-        copy: &serializer::SmallBytes,
+        taken: &serializer::Taken,
     ) -> PyResult<Bound<'py, PyAny>> {
         let decoder = self.decoder;
-        decoder.errors(py, copy.decode_keep(py, decoder.format))
+        decoder.errors(py, taken.decode_keep(py, decoder.format))
     }
 
     /// `set(key, value)` of the encoded `bytes` at the cache's version and default timeout:

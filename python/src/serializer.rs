@@ -669,7 +669,7 @@ impl SharedSlot {
             return false;
         }
         match &self.copy {
-            SlotBytes::Inline(bytes) => bytes[..data.len()] == *data,
+            SlotBytes::Inline(bytes) => bytes.get(..data.len()) == Some(data),
             SlotBytes::Heap(bytes) => **bytes == *data,
         }
     }
@@ -752,93 +752,89 @@ fn immutable(obj: &Bound<'_, PyAny>, depth: u8) -> bool {
         .is_ok_and(|t| t.iter().all(|item| immutable(&item, depth + 1)))
 }
 
-/// What a lent read (`polycache::Cache::get_with`) takes out of the store's bytes, to
-/// answer once the store has let go of them: see [`lend`].
-pub(crate) enum Lent<'py> {
-    /// The object an earlier read of the same bytes decoded (a new reference).
-    Shared(Bound<'py, PyAny>),
-    /// Not in the table: the bytes are in the read's [`SmallBytes`], to decode (and keep)
-    /// after the read.
-    Copied,
-    /// Not in the table and too long to keep: the value itself.
-    Cloned(polycache::Value),
-}
-
-/// Up to [`SHARED_MAX_LEN`] bytes copied out of a lent read, on the reader's stack, and
-/// the address they were lent at (the slot they go to).
-pub(crate) struct SmallBytes {
+/// What a lent read (`polycache::Cache::get_with`) takes out of the store's bytes when
+/// the table has no object for them, to decode once the store has let go: see [`lend`].
+///
+/// Lives on the reader's stack; written only on the table's miss (no zeroing on a hit).
+pub(crate) struct Taken {
+    /// The address the bytes were lent at: the slot their object goes to.
     addr: *const u8,
     len: usize,
+    /// A copy of bytes up to [`SHARED_MAX_LEN`] long.
     bytes: std::mem::MaybeUninit<[u8; SHARED_MAX_LEN]>,
+    /// Longer bytes: the value itself.
+    cloned: Option<polycache::Value>,
 }
 
-impl SmallBytes {
-    /// Room for a copy; written only when a read copies into it (no zeroing on a hit).
+impl Taken {
     #[inline(always)]
     pub(crate) fn new() -> Self {
-        SmallBytes {
+        Taken {
             addr: std::ptr::null(),
             len: 0,
             bytes: std::mem::MaybeUninit::uninit(),
+            cloned: None,
         }
     }
 
-    #[inline]
-    fn as_slice(&self) -> &[u8] {
-        // SAFETY: `lend_copy` wrote the first `len` bytes (`len` is 0 before it runs).
-        unsafe { std::slice::from_raw_parts(self.bytes.as_ptr().cast::<u8>(), self.len) }
-    }
-
-    /// Decodes the copied bytes, keeping an immutable result for later reads.
-    #[inline]
+    /// Decodes what was taken, keeping an immutable result of short bytes for later reads.
+    #[inline(never)]
     pub(crate) fn decode_keep<'py>(
         &self,
         py: Python<'py>,
         format: Format,
     ) -> PyResult<Bound<'py, PyAny>> {
-        decode_keep(py, format, self.as_slice(), self.addr)
+        if let Some(value) = &self.cloned {
+            return decode(py, format, value);
+        }
+        // SAFETY: `lend_copy` wrote the first `len` bytes (`len` is 0 before it runs).
+        let data =
+            unsafe { std::slice::from_raw_parts(self.bytes.as_ptr().cast::<u8>(), self.len) };
+        decode_keep(py, format, data, self.addr)
     }
 }
 
-/// The part of a lent read that runs while the store lends `value`, maybe under its lock.
+/// The part of a lent read that runs while the store lends `value`, maybe under its lock:
+/// the object the table keeps for these bytes (a new reference), or `None` when the bytes
+/// were taken out into `taken` to decode after the read.
 ///
-/// It runs no Python code: a table lookup and a new reference to a kept object
-/// (`Py_INCREF`), or a copy of the bytes into `copy` (a clone of the value when they are
-/// too long to keep). No Python object is made or dropped here: an allocation can start the
-/// garbage collector, whose finalizers may call the cache, whose store may be locked by
-/// this very read.
+/// It runs no Python code: a table lookup and a `Py_INCREF`, or a copy of the bytes (a
+/// clone of the value when they are too long to keep). No Python object is made or dropped
+/// here: an allocation can start the garbage collector, whose finalizers may call the cache,
+/// whose store may be locked by this very read.
 #[inline(always)]
 pub(crate) fn lend<'py>(
     py: Python<'py>,
     format: Format,
     value: &polycache::Value,
-    copy: &mut SmallBytes,
-) -> Lent<'py> {
+    taken: &mut Taken,
+) -> Option<Bound<'py, PyAny>> {
     let data = value.as_bytes();
     if data.len() > SHARED_MAX_LEN {
-        return Lent::Cloned(value.clone());
+        taken.cloned = Some(value.clone());
+        return None;
     }
-    if let Some(object) = shared(py, format, data) {
-        return Lent::Shared(object);
+    let object = shared(py, format, data);
+    if object.is_none() {
+        lend_copy(data, taken);
     }
-    lend_copy(data, copy)
+    object
 }
 
 /// [`lend`]'s table miss: the bytes copied out.
 #[inline(never)]
-fn lend_copy<'py>(data: &[u8], copy: &mut SmallBytes) -> Lent<'py> {
+fn lend_copy(data: &[u8], taken: &mut Taken) {
     debug_assert!(data.len() <= SHARED_MAX_LEN);
     // SAFETY: `data` fits (checked by `lend`); `bytes` is plain memory of that size.
     unsafe {
         std::ptr::copy_nonoverlapping(
             data.as_ptr(),
-            copy.bytes.as_mut_ptr().cast::<u8>(),
+            taken.bytes.as_mut_ptr().cast::<u8>(),
             data.len(),
         );
     }
-    copy.len = data.len();
-    copy.addr = data.as_ptr();
-    Lent::Copied
+    taken.len = data.len();
+    taken.addr = data.as_ptr();
 }
 
 /// The object an earlier read of the same stored bytes `data` in `format` decoded on this
