@@ -29,6 +29,7 @@ import re
 import subprocess
 import sys
 import tempfile
+from typing import Any
 
 VALUE = "abcdefghijklmnop"  # 16 bytes
 KEY = "hit-key"
@@ -42,12 +43,12 @@ def rotate_items() -> list[tuple[str, str]]:
     return [(f"rotate-{i:06d}", f"value-{i:010d}") for i in range(ROTATE)]
 
 
-def subject(name: str) -> object:
+def subject(name: str) -> Any:
     """The bound `get` of a store holding VALUE under KEY."""
     if name == "polycache":
         import polycache
 
-        c: object = polycache.Cache("memory://?max_entries=100000")
+        c: Any = polycache.Cache("memory://?max_entries=100000")
     elif name == "django":
         from django.conf import settings
 
@@ -72,10 +73,10 @@ def subject(name: str) -> object:
     else:
         raise SystemExit(f"unknown subject {name!r}")
     if name == "cachebox":
-        c.insert(KEY, VALUE)  # type: ignore[attr-defined]
+        c.insert(KEY, VALUE)
     else:
-        c.set(KEY, VALUE)  # type: ignore[attr-defined]
-    get = c.get  # type: ignore[attr-defined]
+        c.set(KEY, VALUE)
+    get = c.get
     assert get(KEY) == VALUE
     return get
 
@@ -114,7 +115,7 @@ def child(name: str, n: int, op: str) -> None:
                 pass
 
     elif op == "set":
-        store = get.__self__  # type: ignore[attr-defined]
+        store = get.__self__
         put = store.insert if name == "cachebox" else store.set
 
         def loop(n: int) -> None:
