@@ -821,6 +821,8 @@ impl Core {
     fn get_lent<'py>(&self, py: Python<'py>, key: Key<'_>) -> PyResult<Option<Bound<'py, PyAny>>> {
         let format = self.decoder.format;
         let mut taken = serializer::Taken::new();
+        // No Python code and no Python object made or dropped in this closure: the store
+        // may hold its lock while it runs (see above).
         let lent = self
             .cache
             .get_with(key, |v| serializer::lend(py, format, v, &mut taken));
