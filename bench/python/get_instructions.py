@@ -12,11 +12,14 @@ Subjects: `polycache.Cache("memory://")` and `polycache.django.Cache`, `cachebox
 least a bytes-storing, TTL-aware store shareable with C must do per Python `get`.
 
 `--set` counts `set(key, value)` (cachebox: `insert`) of the same key instead, on the
-subjects that have one. `--functions` also prints, per subject, the instructions per call of
+subjects that have one. `--rotate` counts hits on ROTATE keys in turn, each with a value of
+its own, more than the per-thread table of shared decoded objects holds, so most hits decode
+(the empty loop walks the same list of keys). `--miss` counts `get` of a key that is absent. `--functions` also prints, per subject, the instructions per call of
 each function (self cost, `callgrind_annotate`, the run at N minus the run at 0), for the
 stage tables of docs/backends/memory.md.
 
-Run: .venv/bin/python bench/python/get_instructions.py [N] [--set] [--functions] [subject ...]
+Run: .venv/bin/python bench/python/get_instructions.py [N] [--set | --rotate | --miss] [--functions]
+     [subject ...]
 """
 
 from __future__ import annotations
@@ -26,17 +29,26 @@ import re
 import subprocess
 import sys
 import tempfile
+from typing import Any
 
 VALUE = "abcdefghijklmnop"  # 16 bytes
 KEY = "hit-key"
+MISSING = "miss-key"
+# More keys than the table of shared decoded objects has slots (python/src/serializer.rs).
+ROTATE = 20_000
 
 
-def subject(name: str) -> object:
+def rotate_items() -> list[tuple[str, str]]:
+    """ROTATE keys, each with a 16-byte value of its own."""
+    return [(f"rotate-{i:06d}", f"value-{i:010d}") for i in range(ROTATE)]
+
+
+def subject(name: str) -> Any:
     """The bound `get` of a store holding VALUE under KEY."""
     if name == "polycache":
         import polycache
 
-        c: object = polycache.Cache("memory://?max_entries=100000")
+        c: Any = polycache.Cache("memory://?max_entries=100000")
     elif name == "django":
         from django.conf import settings
 
@@ -61,16 +73,41 @@ def subject(name: str) -> object:
     else:
         raise SystemExit(f"unknown subject {name!r}")
     if name == "cachebox":
-        c.insert(KEY, VALUE)  # type: ignore[attr-defined]
+        c.insert(KEY, VALUE)
     else:
-        c.set(KEY, VALUE)  # type: ignore[attr-defined]
-    get = c.get  # type: ignore[attr-defined]
+        c.set(KEY, VALUE)
+    get = c.get
     assert get(KEY) == VALUE
     return get
 
 
 def child(name: str, n: int, op: str) -> None:
     get = subject(name)
+    if op == "rotate":
+        items = rotate_items()
+        if get is not None:
+            store = getattr(get, "__self__", None)
+            for k, v in items:
+                if name == "dict":
+                    store[k] = v  # type: ignore[index]
+                elif name == "cachebox":
+                    store.insert(k, v)  # type: ignore[union-attr]
+                else:
+                    store.set(k, v)  # type: ignore[union-attr]
+        # The same list of n keys for every subject, the empty loop included.
+        keys = [items[i % ROTATE][0] for i in range(n)]
+        assert get is None or not keys or get(keys[-1]) is not None
+
+        def loop(n: int) -> None:
+            if get is None:
+                for _ in keys:
+                    pass
+            else:
+                for k in keys:
+                    get(k)
+
+        loop(n)
+        return
     if get is None:
 
         def loop(n: int) -> None:
@@ -78,7 +115,7 @@ def child(name: str, n: int, op: str) -> None:
                 pass
 
     elif op == "set":
-        store = get.__self__  # type: ignore[attr-defined]
+        store = get.__self__
         put = store.insert if name == "cachebox" else store.set
 
         def loop(n: int) -> None:
@@ -86,10 +123,12 @@ def child(name: str, n: int, op: str) -> None:
                 put(KEY, VALUE)
 
     else:
+        key = MISSING if op == "miss" else KEY
+        assert (get(key) is None) == (op == "miss")
 
         def loop(n: int) -> None:
             for _ in range(n):
-                get(KEY)
+                get(key)
 
     loop(n)
 
@@ -147,12 +186,16 @@ def main() -> None:
     if args[:1] == ["--child"]:
         child(args[1], int(args[2]), args[3])
         return
-    op = "set" if "--set" in args else "get"
+    modes = {"--set": "set", "--rotate": "rotate", "--miss": "miss"}
+    chosen = [modes[a] for a in args if a in modes]
+    if len(chosen) > 1:
+        raise SystemExit("choose one of --set, --rotate, --miss")
+    op = chosen[0] if chosen else "get"
     functions = "--functions" in args
-    args = [a for a in args if a not in ("--set", "--functions")]
+    args = [a for a in args if a not in modes and a != "--functions"]
     n = int(args[0]) if args and args[0].isdigit() else 200_000
     names = [a for a in args if not a.isdigit()] or ["polycache", "django", "cachebox", "dict", "floor"]
-    empty = instructions("empty", n) - instructions("empty", 0)
+    empty = instructions("empty", n, op) - instructions("empty", 0, op)
     empty_functions = function_costs("empty", n, op) if functions else {}
     for name in names:
         try:
@@ -160,7 +203,8 @@ def main() -> None:
         except subprocess.CalledProcessError:
             print(f"{name:10} (not available in this build)")
             continue
-        print(f"{name:10} {per:8.1f} instructions per {op}" + (" hit" if op == "get" else ""))
+        what = {"get": "get hit", "set": "set", "rotate": f"get hit over {ROTATE:,} keys", "miss": "get miss"}[op]
+        print(f"{name:10} {per:8.1f} instructions per {what}")
         if functions:
             per_function(name, n, op, empty_functions)
 

@@ -52,31 +52,9 @@ impl Decoder {
         self.errors(py, serializer::decode(py, self.format, data))
     }
 
-    /// [`Decoder::decode`] of a value read from a store that answers in memory: an
-    /// immutable result is shared with later reads of the same stored bytes
-    /// ([`serializer::shared`], [`serializer::decode_keep`]).
-    #[inline(always)]
-    pub(crate) fn decode_shared<'py>(
-        self,
-        py: Python<'py>,
-        value: Value,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        // The hit returns at once; only a decoding can fail.
-        match serializer::shared(py, self.format, &value) {
-            Some(object) => Ok(object),
-            None => self.decode_kept(py, value),
-        }
-    }
-
-    /// The miss of [`Decoder::decode_shared`]: decodes `value`, keeping an immutable result.
-    #[inline(never)]
-    fn decode_kept<'py>(self, py: Python<'py>, value: Value) -> PyResult<Bound<'py, PyAny>> {
-        self.errors(py, serializer::decode_keep(py, self.format, value))
-    }
-
     /// A decoding error as this face raises it: pickle's own (Django) or polycache's.
     #[inline]
-    fn errors<'py>(
+    pub(crate) fn errors<'py>(
         self,
         py: Python<'py>,
         decoded: PyResult<Bound<'py, PyAny>>,
@@ -811,7 +789,13 @@ impl Core {
             // The hottest call of all (`get` on memory://), matched in place: moving the
             // lookup's value through a Reply costs more than the lookup on this path.
             (Op::Get(k), Deliver::Value(default)) => {
-                self.found(py, self.cache.get(request.mode.key(k)), default)
+                match self.get_lent(py, request.mode.key(k))? {
+                    Some(object) => Ok(object),
+                    None => Ok(match default {
+                        Some(d) => d.into_bound(py),
+                        None => py.None().into_bound(py),
+                    }),
+                }
             }
             (op, deliver) => {
                 let request = Request {
@@ -823,23 +807,43 @@ impl Core {
         }
     }
 
-    /// What a `get` on a local backend answers for what it found.
-    #[inline]
-    fn found<'py>(
-        &self,
-        py: Python<'py>,
-        found: Result<Option<Value>>,
-        default: Option<Py<PyAny>>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        match found {
-            // Both faces share an immutable value decoded from the same stored bytes.
-            Ok(Some(v)) => self.decoder.decode_shared(py, v),
-            Ok(None) => Ok(match default {
-                Some(d) => d.into_bound(py),
-                None => py.None().into_bound(py),
-            }),
+    /// A `get` on a local backend, through the lent read: the decoded value, or `None` on
+    /// a miss.
+    ///
+    /// Both faces share an immutable value decoded from the same stored bytes
+    /// ([`serializer::shared`]). The closure runs while the store lends its bytes, maybe
+    /// under the store's lock, so it runs no Python code and makes or drops no Python
+    /// object ([`serializer::lend`]): a table lookup and a `Py_INCREF`, or a copy of the
+    /// bytes. An allocation there could start the garbage collector, whose finalizers may
+    /// call this cache, whose store this very read may hold locked. Decoding waits until
+    /// the store has let go.
+    #[inline(always)]
+    fn get_lent<'py>(&self, py: Python<'py>, key: Key<'_>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let format = self.decoder.format;
+        let mut taken = serializer::Taken::new();
+        // No Python code and no Python object made or dropped in this closure: the store
+        // may hold its lock while it runs (see above).
+        let lent = self
+            .cache
+            .get_with(key, |v| serializer::lend(py, format, v, &mut taken));
+        match lent {
+            Ok(Some(Some(object))) => Ok(Some(object)),
+            Ok(Some(None)) => self.decode_taken(py, &taken).map(Some),
+            Ok(None) => Ok(None),
             Err(e) => Err(errors::to_py(py, e)),
         }
+    }
+
+    /// The table's miss of [`Core::get_lent`]: decodes the bytes taken out, keeping an
+    /// immutable result.
+    #[inline(never)]
+    fn decode_taken<'py>(
+        &self,
+        py: Python<'py>,
+        taken: &serializer::Taken,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let decoder = self.decoder;
+        decoder.errors(py, taken.decode_keep(py, decoder.format))
     }
 
     /// `set(key, value)` of the encoded `bytes` at the cache's version and default timeout:
@@ -887,12 +891,10 @@ impl Core {
     #[inline]
     pub(crate) fn get_one<'py>(&self, py: Python<'py>, key: &str) -> PyResult<Bound<'py, PyAny>> {
         if self.local {
-            match self.cache.get(key) {
-                // Here rather than in `found`, so that a hit of an object decoded before
-                // returns without a call of its own.
-                Ok(Some(value)) => self.decoder.decode_shared(py, value),
-                other => self.found(py, other, None),
-            }
+            Ok(match self.get_lent(py, Key::new(key))? {
+                Some(object) => object,
+                None => py.None().into_bound(py),
+            })
         } else {
             let request = RequestRef::new(Op::Get(key), KeyMode::Versioned(None));
             self.answer(py, How::Sync, request, Deliver::Value(None))

@@ -628,30 +628,58 @@ mod tests {
 
 /// Decoded objects shared between reads of the same stored bytes (`memory://` hits).
 ///
-/// A memory store hands out its stored bytes themselves (one shared buffer per entry, see
-/// [`polycache::Value`]), so two reads of an unchanged entry see the same address. A slot
-/// keeps the value it was decoded from: while the slot holds it, no other buffer can take
-/// that address, so "same address, same length, same format" means "same bytes", and the
-/// object decoded last time is the answer again. Only objects nobody can change are shared
-/// — exact `str`, `bytes`, `int`, `float`, `bool`, `None` and tuples of them — so no caller
-/// ever sees another's mutation; anything else is decoded anew each time.
+/// A slot keeps a copy of the bytes an object was decoded from, with their length and
+/// format, and the object: a read whose bytes are equal to the copy (length, format and every
+/// byte) is answered with the object decoded last time. Only objects nobody can change are
+/// shared — exact `str`, `bytes`, `int`, `float`, `bool`, `None` and tuples of them — so no
+/// caller ever sees another's mutation; anything else is decoded anew each time.
+///
+/// The address of the stored bytes only chooses the slot (an unchanged entry reads back at
+/// the same address, so it finds its slot again); it never decides a hit. A store may lend
+/// its bytes without a reference count (`polycache::Cache::get_with`) and rewrite an entry's
+/// bytes in place when no reader holds it, and a freed buffer's address may be reused for
+/// other bytes: the table holds no reference to the store's bytes, so it pins nothing and
+/// keeps no rewrite from happening, and the byte compare is what tells the same bytes apart
+/// from new ones at an old address.
 ///
 /// Each thread has its own table (no lock, no atomic read-modify-write on a hit: those cost
-/// more than the lookup); it is direct-mapped by address, and a value of more than
-/// [`SHARED_MAX_LEN`] bytes is never kept, so a table pins at most
-/// `SHARED_SLOTS × SHARED_MAX_LEN` bytes of values the store may have dropped since.
-///
-/// A hit compares three plain fields (`addr`, `len`, `format`), not the kept value: the
-/// value is there only to pin its buffer.
+/// more than the lookup), direct-mapped by address. A value of up to [`SHARED_INLINE`] bytes
+/// (a `str` of up to 35 ASCII characters, every plain `int`, `float`, `bool` and `None`) is
+/// copied into its slot, so a hit compares bytes within one slot; one of up to
+/// [`SHARED_MAX_LEN`] bytes is copied into an allocation of its own; a larger one is never
+/// kept.
 struct SharedSlot {
-    addr: *const u8,
-    len: usize,
+    len: u32,
     format: Format,
     object: Py<PyAny>,
-    _pin: polycache::Value,
+    copy: SlotBytes,
 }
 
+/// A slot's copy of the bytes it was decoded from: in the slot, or behind a pointer.
+enum SlotBytes {
+    Inline([u8; SHARED_INLINE]),
+    Heap(Box<[u8]>),
+}
+
+impl SharedSlot {
+    /// True when `data` in `format` are the bytes this slot's object was decoded from.
+    #[inline(always)]
+    fn holds(&self, format: Format, data: &[u8]) -> bool {
+        if self.len as usize != data.len() || self.format != format {
+            return false;
+        }
+        match &self.copy {
+            SlotBytes::Inline(bytes) => bytes.get(..data.len()) == Some(data),
+            SlotBytes::Heap(bytes) => **bytes == *data,
+        }
+    }
+}
+
+/// Slots per thread (a power of two).
 const SHARED_SLOTS: usize = 256;
+/// Values up to this many bytes are copied into the slot itself.
+const SHARED_INLINE: usize = 48;
+/// Values up to this many bytes are kept at all.
 const SHARED_MAX_LEN: usize = 256;
 
 /// A thread's slots; allocated by the thread's first kept object.
@@ -659,52 +687,44 @@ type SharedTable = Box<[Option<SharedSlot>; SHARED_SLOTS]>;
 
 thread_local! {
     /// Constant-initialised (no lazy-init state to test) and without a `RefCell`: it is
-    /// reached only by [`shared_lookup`] and [`shared_keep`], which run no Python code and
-    /// drop nothing while they hold a reference into it, so no access can overlap another.
+    /// reached only by [`shared`] and [`shared_keep`], which run no Python code and drop
+    /// nothing while they hold a reference into it, so no access can overlap another.
     static SHARED: std::cell::UnsafeCell<Option<SharedTable>> =
         const { std::cell::UnsafeCell::new(None) };
 }
 
-/// The slot of the bytes at `addr`.
-#[inline]
+/// The slot chosen for bytes at `addr` (Fibonacci hashing: entries the store allocated at
+/// a regular stride still spread over every slot).
+#[inline(always)]
 fn shared_index(addr: *const u8) -> usize {
-    (addr as usize >> 4) % SHARED_SLOTS
+    let bits = SHARED_SLOTS.trailing_zeros();
+    ((addr as usize as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - bits)) as usize
 }
 
-/// The object kept for the bytes `data` in `format`, if this thread kept one.
+/// Keeps `object`, decoded from `data` in `format`, for later reads of the same bytes.
 #[inline]
-fn shared_lookup<'py>(py: Python<'py>, format: Format, data: &[u8]) -> Option<Bound<'py, PyAny>> {
-    SHARED
-        .try_with(|table| {
-            // SAFETY: see `SHARED`: no other reference into the table is alive.
-            let table = unsafe { &*table.get() }.as_ref()?;
-            let slot = table[shared_index(data.as_ptr())].as_ref()?;
-            let same =
-                slot.addr == data.as_ptr() && slot.len == data.len() && slot.format == format;
-            same.then(|| slot.object.bind(py).clone())
-        })
-        .ok()
-        .flatten()
-}
-
-/// Keeps `object`, decoded from `value` in `format`, for later reads of the same bytes.
-#[inline]
-fn shared_keep(format: Format, value: polycache::Value, object: Py<PyAny>) {
+fn shared_keep(format: Format, data: &[u8], addr: *const u8, object: Py<PyAny>) {
+    let copy = if data.len() <= SHARED_INLINE {
+        let mut bytes = [0; SHARED_INLINE];
+        bytes[..data.len()].copy_from_slice(data);
+        SlotBytes::Inline(bytes)
+    } else {
+        SlotBytes::Heap(data.into())
+    };
     let slot = SharedSlot {
-        addr: value.as_ptr(),
-        len: value.len(),
+        len: data.len() as u32,
         format,
         object,
-        _pin: value,
+        copy,
     };
-    let index = shared_index(slot.addr);
+    let index = shared_index(addr);
     let old = SHARED.try_with(move |table| {
         // SAFETY: see `SHARED`: no other reference into the table is alive.
         let table = unsafe { &mut *table.get() };
         let table = table.get_or_insert_with(|| Box::new([const { None }; SHARED_SLOTS]));
         table[index].replace(slot)
     });
-    // The slot it replaced (a value and an immutable builtin) is dropped here, once the
+    // The slot it replaced (an immutable builtin and a copy) is dropped here, once the
     // table is no longer borrowed.
     drop(old);
 }
@@ -732,32 +752,126 @@ fn immutable(obj: &Bound<'_, PyAny>, depth: u8) -> bool {
         .is_ok_and(|t| t.iter().all(|item| immutable(&item, depth + 1)))
 }
 
+/// What a lent read (`polycache::Cache::get_with`) takes out of the store's bytes when
+/// the table has no object for them, to decode once the store has let go: see [`lend`].
+///
+/// Lives on the reader's stack; written only on the table's miss (no zeroing on a hit).
+pub(crate) struct Taken {
+    /// The address the bytes were lent at: the slot their object goes to.
+    addr: *const u8,
+    len: usize,
+    /// A copy of bytes up to [`SHARED_MAX_LEN`] long.
+    bytes: std::mem::MaybeUninit<[u8; SHARED_MAX_LEN]>,
+    /// Longer bytes: the value itself.
+    cloned: Option<polycache::Value>,
+}
+
+impl Taken {
+    #[inline(always)]
+    pub(crate) fn new() -> Self {
+        Taken {
+            addr: std::ptr::null(),
+            len: 0,
+            bytes: std::mem::MaybeUninit::uninit(),
+            cloned: None,
+        }
+    }
+
+    /// Decodes what was taken, keeping an immutable result of short bytes for later reads.
+    #[inline(never)]
+    pub(crate) fn decode_keep<'py>(
+        &self,
+        py: Python<'py>,
+        format: Format,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        if let Some(value) = &self.cloned {
+            return decode(py, format, value);
+        }
+        // SAFETY: `lend_copy` wrote the first `len` bytes (`len` is 0 before it runs).
+        let data =
+            unsafe { std::slice::from_raw_parts(self.bytes.as_ptr().cast::<u8>(), self.len) };
+        decode_keep(py, format, data, self.addr)
+    }
+}
+
+/// The part of a lent read that runs while the store lends `value`, maybe under its lock:
+/// the object the table keeps for these bytes (a new reference), or `None` when the bytes
+/// were taken out into `taken` to decode after the read.
+///
+/// It runs no Python code: a table lookup and a `Py_INCREF`, or a copy of the bytes (a
+/// clone of the value when they are too long to keep). No Python object is made or dropped
+/// here: an allocation can start the garbage collector, whose finalizers may call the cache,
+/// whose store may be locked by this very read.
+#[inline(always)]
+pub(crate) fn lend<'py>(
+    py: Python<'py>,
+    format: Format,
+    value: &polycache::Value,
+    taken: &mut Taken,
+) -> Option<Bound<'py, PyAny>> {
+    let data = value.as_bytes();
+    if data.len() > SHARED_MAX_LEN {
+        taken.cloned = Some(value.clone());
+        return None;
+    }
+    let object = shared(py, format, data);
+    if object.is_none() {
+        lend_copy(data, taken);
+    }
+    object
+}
+
+/// [`lend`]'s table miss: the bytes copied out.
+#[inline(never)]
+fn lend_copy(data: &[u8], taken: &mut Taken) {
+    debug_assert!(data.len() <= SHARED_MAX_LEN);
+    // SAFETY: `data` fits (checked by `lend`); `bytes` is plain memory of that size.
+    unsafe {
+        std::ptr::copy_nonoverlapping(
+            data.as_ptr(),
+            taken.bytes.as_mut_ptr().cast::<u8>(),
+            data.len(),
+        );
+    }
+    taken.len = data.len();
+    taken.addr = data.as_ptr();
+}
+
 /// The object an earlier read of the same stored bytes `data` in `format` decoded on this
-/// thread, if it was kept (see [`SharedSlot`]).
-#[inline]
+/// thread, if it was kept (see [`SharedSlot`]): a new reference, and nothing else done (it
+/// runs inside a lent read, see [`lend`]).
+#[inline(always)]
 pub(crate) fn shared<'py>(
     py: Python<'py>,
     format: Format,
     data: &[u8],
 ) -> Option<Bound<'py, PyAny>> {
-    if data.len() > SHARED_MAX_LEN {
-        return None;
-    }
-    shared_lookup(py, format, data)
+    SHARED
+        .try_with(|table| {
+            // SAFETY: see `SHARED`: no other reference into the table is alive.
+            let table = unsafe { &*table.get() }.as_ref()?;
+            let slot = table[shared_index(data.as_ptr())].as_ref()?;
+            // `clone` is a `Py_INCREF`: no allocation, no Python code.
+            slot.holds(format, data)
+                .then(|| slot.object.bind(py).clone())
+        })
+        .ok()
+        .flatten()
 }
 
-/// The miss of [`shared`]: decodes `value` and keeps the result for later reads if it is
-/// immutable and the value small enough. Takes the value, so that the slot pins it without
-/// a clone of its own.
+/// The miss of [`shared`]: decodes `data` and keeps the result for later reads if it is
+/// immutable and the bytes short enough. `data` must be the address the store lent (or a
+/// copy made by [`lend`], keeping the store's address as `addr`).
 #[inline(never)]
 pub(crate) fn decode_keep<'py>(
     py: Python<'py>,
     format: Format,
-    value: polycache::Value,
+    data: &[u8],
+    addr: *const u8,
 ) -> PyResult<Bound<'py, PyAny>> {
-    let object = decode(py, format, &value)?;
-    if value.len() <= SHARED_MAX_LEN && immutable(&object, 0) {
-        shared_keep(format, value, object.clone().unbind());
+    let object = decode(py, format, data)?;
+    if data.len() <= SHARED_MAX_LEN && immutable(&object, 0) {
+        shared_keep(format, data, addr, object.clone().unbind());
     }
     Ok(object)
 }

@@ -409,6 +409,24 @@ def test_memory_hits_share_immutable_objects_and_raise_pickles_errors() -> None:
         c.get("bad")
 
 
+@pytest.mark.parametrize(("old", "new"), [("aaaa", "bbbb"), (b"aaaa", b"bbbb"), (("a", 1), ("b", 2))])
+def test_memory_hits_see_a_value_rewritten_in_place(old: Any, new: Any) -> None:
+    # Django's face shares decoded objects through the same table as polycache.Cache: a
+    # value rewritten under the same key at the same length is read back new, by every
+    # reader.
+    c = make()
+    for round_ in range(4):
+        for value in (old, new):
+            if round_ % 2:
+                c.delete("k")  # freed first: the new entry may take the old one's address
+            c.set("k", value)
+            assert c.get("k") == value
+            assert c.get("k") == value
+            assert c.get("k", "absent") == value
+            assert c.get_many(["k"]) == {"k": value}
+            assert asyncio.run(c.aget("k")) == value
+
+
 def test_unpicklable_values_raise_pickles_error_and_store_nothing() -> None:
     ours, theirs = make(), locmem()
 
