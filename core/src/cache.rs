@@ -77,10 +77,6 @@ pub struct Cache {
 
 struct Inner {
     backend: Arc<dyn Backend>,
-    /// `backend` itself when it is a `memory://` store, so that a read calls the store
-    /// directly (inlined) instead of through `dyn Backend` and its returned result.
-    #[cfg(feature = "memory")]
-    memory: Option<Arc<crate::backend::memory::MemoryBackend>>,
     /// How async calls reach the backend; `None` for a backend that answers in memory,
     /// whose async calls run the synchronous call in place.
     awaited: Option<Arc<dyn AsyncBackend>>,
@@ -317,13 +313,9 @@ impl Cache {
         self.check_tags_at(full, self.open_value(full, found)?)
     }
 
-    /// The backend's `get`: a `memory://` store's directly, any other through `dyn Backend`.
+    /// The backend's `get`.
     #[inline]
     fn backend_get(&self, full: &[u8]) -> Result<Option<Value>> {
-        #[cfg(feature = "memory")]
-        if let Some(memory) = &self.inner.memory {
-            return memory.get(full);
-        }
         self.inner.backend.get(full)
     }
 

@@ -4,8 +4,6 @@
 //! policies, metrics) and opens the backend.
 
 use super::{Cache, Inner, DEFAULT_MAX_VALUE_SIZE, DEFAULT_TIMEOUT, HEAD_CHUNK};
-#[cfg(feature = "memory")]
-use crate::backend::memory::MemoryBackend;
 use crate::backend::{dummy::DummyBackend, AsyncAccess, AsyncBackend, Backend, OnBlockingPool};
 use crate::bus::InvalidationBus;
 use crate::codec::Codec;
@@ -283,9 +281,6 @@ impl CacheBuilder {
         let mut guards_itself = false;
         // The circuit breaker's state changes (of the backend, or of a tiered cache's L2).
         let breaker = Arc::new(BreakerCounts::default());
-        // The store, typed, when it is a `memory://` one (`Cache::backend_get`).
-        #[cfg(feature = "memory")]
-        let mut memory = None;
         let (backend, location, url_opts) = match (self.backend, &self.location) {
             (Some(backend), _) => {
                 let location = format!("custom:{}", backend.name());
@@ -333,15 +328,7 @@ impl CacheBuilder {
                     let mut options = Options::new(&location);
                     options.add(std::mem::take(&mut self.typed))?;
                     let url_opts = UrlCacheOptions::take(&mut options)?;
-                    let backend = match location.scheme() {
-                        #[cfg(feature = "memory")]
-                        "memory" => {
-                            let store = Arc::new(MemoryBackend::open(&location, &mut options)?);
-                            memory = Some(Arc::clone(&store));
-                            store
-                        }
-                        _ => crate::open_backend(&location, &mut options)?,
-                    };
+                    let backend = crate::open_backend(&location, &mut options)?;
                     options.finish()?;
                     (backend, shown, url_opts)
                 }
@@ -420,9 +407,6 @@ impl CacheBuilder {
         } else {
             Arc::new(Guarded::counted(backend, &policy, Arc::clone(&breaker)))
         };
-        // Only while the cache calls the store itself (no breaker in front of it).
-        #[cfg(feature = "memory")]
-        let memory = memory.filter(|m| std::ptr::addr_eq(Arc::as_ptr(m), Arc::as_ptr(&backend)));
         let head = format!("{key_prefix}:{version}:")
             .into_bytes()
             .into_boxed_slice();
@@ -446,8 +430,6 @@ impl CacheBuilder {
         Ok(Cache {
             inner: Arc::new(Inner {
                 backend,
-                #[cfg(feature = "memory")]
-                memory,
                 awaited,
                 key_prefix,
                 version,
