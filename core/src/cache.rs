@@ -441,14 +441,14 @@ impl Cache {
 
     /// [`Cache::read`], lending the value: a value stored as it is read is lent as the
     /// backend lends it; one to open (signed, compressed, tagged) is taken out, opened and
-    /// checked, then lent.
+    /// checked, then lent. Generic over `visit`, so that the one `dyn` call is the
+    /// backend's; the hinted and the sealed reads are calls of their own.
     #[inline]
-    fn read_with(&self, full: &[u8], visit: &mut dyn FnMut(&Value)) -> Result<()> {
-        if let Some(tags) = self.hint(full) {
-            if let Some(value) = ready(self.read_hinted(Via::Blocking, full, &tags))? {
-                visit(&value);
+    fn read_with(&self, full: &[u8], visit: &mut impl FnMut(&Value)) -> Result<()> {
+        if self.inner.hints.is_some() {
+            if let Some(tags) = self.hint(full) {
+                return self.read_hinted_lent(full, &tags, visit);
             }
-            return Ok(());
         }
         let codec = &self.inner.codec;
         let mut sealed = None;
@@ -459,10 +459,31 @@ impl Cache {
                 sealed = Some(value.clone());
             }
         })?;
-        if let Some(sealed) = sealed {
-            if let Some(value) = self.check_tags_at(full, self.open_value(full, Some(sealed))?)? {
-                visit(&value);
-            }
+        match sealed {
+            Some(sealed) => self.open_lent(full, sealed, visit),
+            None => Ok(()),
+        }
+    }
+
+    /// [`Cache::read_with`] of a value hinted to carry `tags`.
+    #[inline(never)]
+    fn read_hinted_lent(
+        &self,
+        full: &[u8],
+        tags: &[Vec<u8>],
+        visit: &mut dyn FnMut(&Value),
+    ) -> Result<()> {
+        if let Some(value) = ready(self.read_hinted(Via::Blocking, full, tags))? {
+            visit(&value);
+        }
+        Ok(())
+    }
+
+    /// [`Cache::read_with`] of a value to open (signed, compressed or tagged).
+    #[inline(never)]
+    fn open_lent(&self, full: &[u8], sealed: Value, visit: &mut dyn FnMut(&Value)) -> Result<()> {
+        if let Some(value) = self.check_tags_at(full, self.open_value(full, Some(sealed))?)? {
+            visit(&value);
         }
         Ok(())
     }
