@@ -174,7 +174,8 @@ impl Stats {
             misses: sum(|s| &s.misses) + reads.iter().map(|o| o.misses).sum::<u64>(),
             stale_hits: sum(|s| &s.stale_hits),
             refreshes: sum(|s| &s.refreshes),
-            sets: sum(|s| &s.sets),
+            // Keys stored by `set` are counted in its record (`Stats::record_set`).
+            sets: sum(|s| &s.sets) + ops.sets,
             deletes: sum(|s| &s.deletes),
             errors: sum(|s| &s.errors),
             evictions,
@@ -530,6 +531,8 @@ struct OpCell {
     timeouts: AtomicU64,
     bytes_read: AtomicU64,
     bytes_written: AtomicU64,
+    /// Keys stored ([`Stats::record_set`]), added to the snapshot's `sets`.
+    stored: AtomicU64,
     /// In `clock::cycles` units.
     latency_sum: AtomicU64,
     buckets: [AtomicU64; LATENCY_BUCKETS],
@@ -592,6 +595,7 @@ impl OpStats {
                 out.timeouts += load(&cell.timeouts);
                 out.bytes_read += load(&cell.bytes_read);
                 out.bytes_written += load(&cell.bytes_written);
+                s.sets += load(&cell.stored);
                 out.latency_sum_ns += load(&cell.latency_sum);
                 for (b, c) in out.latency_buckets.iter_mut().zip(&cell.buckets) {
                     *b += load(c);
@@ -720,6 +724,21 @@ impl Stats {
         }
     }
 
+    /// [`Stats::record`] of a `set`, counting the key in `sets` when it `stored` one: in
+    /// the call's own cell (no thread-local read of a counter of its own, as hits and
+    /// misses of a read), or in `sets` when the call has no cell (an awaited one).
+    #[inline]
+    pub(crate) fn record_set(&self, timer: Timer, outcome: Outcome, stored: bool) {
+        if stored {
+            match timer.cell {
+                // SAFETY: `start` of this `Stats` found the cell in a stripe it keeps (`Timer`).
+                Some(cell) => bump(unsafe { &cell.as_ref().stored }, timer.slot == SLOTS, 1),
+                None => self.set(1),
+            }
+        }
+        self.record(Operation::Set, timer, outcome);
+    }
+
     /// [`Stats::record`] of a read of one key that succeeded: `Some(size)` of the value
     /// found, or `None` for a miss.
     ///
@@ -842,6 +861,31 @@ mod op_tests {
         assert!(text.contains(
             "polycache_operation_outcomes_total{cache=\"c\",op=\"get_many\",outcome=\"hit\"} 3\n"
         ));
+    }
+
+    #[test]
+    fn keys_stored_in_a_record_count_as_sets() {
+        let stats = Stats::new(true, 2);
+        let written = Outcome {
+            bytes_written: 5,
+            ..Outcome::default()
+        };
+        // Timed and untimed calls, one with no cell (awaited), and the counter of its own
+        // that other writes still use.
+        for _ in 0..3 {
+            stats.record_set(stats.start(Operation::Set), written, true);
+        }
+        stats.record_set(stats.start(Operation::Set), written, false);
+        stats.record_set(
+            stats.start_anywhere(Operation::Set),
+            Outcome::default(),
+            true,
+        );
+        stats.set(2);
+        let s = stats.snapshot(0);
+        assert_eq!(s.sets, 6);
+        let set = s.op(Operation::Set);
+        assert_eq!((set.calls, set.hits, set.bytes_written), (5, 0, 20));
     }
 
     #[test]

@@ -40,12 +40,13 @@ pub(crate) struct EntryBuf {
     _owns: PhantomData<[u8]>,
 }
 
-// SAFETY: the buffer's bytes are written once, before the handle exists, and only read
-// afterwards; the count is an atomic. Sharing or sending a handle between threads is
-// therefore as sound as for `Arc<[u8]>`.
+// SAFETY: the buffer's bytes are written before the handle exists and changed afterwards
+// only through `&mut EntryBuf` while the count is 1 (`rewrite_value`), when no other handle
+// exists to read them; the count is an atomic. Sharing or sending a handle between threads
+// is therefore as sound as for `Arc<[u8]>`.
 unsafe impl Send for EntryBuf {}
-// SAFETY: as for `Send` above: `&EntryBuf` only reads immutable bytes and updates the
-// atomic count.
+// SAFETY: as for `Send` above: `&EntryBuf` only reads bytes that no one may change while it
+// lives and updates the atomic count.
 unsafe impl Sync for EntryBuf {}
 
 /// Where the parts of a buffer are, decoded from its header.
@@ -251,6 +252,45 @@ impl EntryBuf {
             at: p.value_at(),
             len: p.value_len,
         }
+    }
+
+    /// Writes `value` over the value this buffer holds, in place, when this handle is the
+    /// only one and `value` has the same length; answers whether it did (when not, nothing
+    /// changed).
+    ///
+    /// The store calls it on an overwrite of a present key, which then costs a copy of the
+    /// bytes instead of an allocation and a free. A buffer some reader still holds (a
+    /// [`Value`](super::Value) read earlier, the Python face's shared-object table) is left
+    /// as it is: its bytes never change under a holder. Only an equal length is rewritten,
+    /// so the size that `Drop` computes from the header to free the buffer stays the one it
+    /// was allocated with.
+    #[inline]
+    pub(crate) fn rewrite_value(&mut self, value: &[u8]) -> bool {
+        // Acquire, paired with the Release decrement of every other handle's drop (as in
+        // `Drop` and `Arc::get_mut`): a count of 1 means each of them has dropped, and its
+        // reads of the old bytes happen before the writes below.
+        if self.count().load(Ordering::Acquire) != 1 {
+            return false;
+        }
+        let p = self.parts();
+        if p.value_len != value.len() {
+            return false;
+        }
+        // SAFETY: the count is 1, so this handle is the only one: every other has dropped
+        // (see above), and no new one can appear while `self` is borrowed mutably, because
+        // a handle is only made by cloning an existing one (in the store, that clone is
+        // taken under the shard's lock, which the writer holds exclusively). No slice of
+        // the bytes outlives a borrow of a handle, so none is alive now. The value lies at
+        // `value_at` for `value_len == value.len()` bytes inside the allocation, and
+        // `value` cannot overlap it (no one else can see these bytes to lend them).
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                value.as_ptr(),
+                self.ptr.as_ptr().add(p.value_at()),
+                value.len(),
+            );
+        }
+        true
     }
 
     /// A new buffer with the same key and value (used when the count is at its maximum).
@@ -496,6 +536,85 @@ mod tests {
         assert_eq!(b.count().load(Ordering::Relaxed), MAX_COUNT);
         // Back to the real count (b and d) so that the buffer is freed once.
         b.set_count(2);
+    }
+
+    #[test]
+    fn a_sole_handle_rewrites_a_value_of_the_same_length_in_place() {
+        for (key, old, new) in [
+            (&b"key"[..], &b"value"[..], &b"VALUE"[..]),
+            (b"", b"", b""),
+            (&[b'k'; 200][..], &[1u8; 300][..], &[2u8; 300][..]),
+        ] {
+            let mut b = EntryBuf::new(key, old);
+            let at = b.value().as_ptr();
+            assert!(b.rewrite_value(new));
+            assert_eq!((b.key(), b.value()), (key, new));
+            assert_eq!(b.value().as_ptr(), at, "the same buffer");
+            assert_eq!(b.lens(), (key.len(), new.len()));
+        }
+    }
+
+    #[test]
+    fn a_rewrite_leaves_other_lengths_and_held_buffers_unchanged() {
+        let mut b = EntryBuf::new(b"key", b"value");
+        assert!(!b.rewrite_value(b"longer value"));
+        assert!(!b.rewrite_value(b"shrt"));
+        assert_eq!(b.value(), b"value");
+        // A reader's handle, or a value part, keeps the old bytes: no rewrite.
+        let reader = b.clone();
+        assert!(!b.rewrite_value(b"VALUE"));
+        let part = b.value_part();
+        drop(reader);
+        assert!(!b.rewrite_value(b"VALUE"));
+        assert_eq!(part.bytes(), b"value");
+        drop(part);
+        assert!(b.rewrite_value(b"VALUE"));
+        assert_eq!(b.value(), b"VALUE");
+    }
+
+    #[test]
+    fn readers_on_other_threads_never_see_a_rewrite() {
+        // The store's arrangement: the stored handle behind a lock; readers clone it under
+        // the lock and read (then drop) their clone outside it; the writer rewrites under
+        // the lock. A reader's bytes must stay one whole value from its clone to its drop.
+        let stored = Arc::new(std::sync::Mutex::new(EntryBuf::new(b"k", &[0u8; 64])));
+        let readers: Vec<_> = (0..3)
+            .map(|_| {
+                let stored = Arc::clone(&stored);
+                std::thread::spawn(move || {
+                    for i in 0..5_000 {
+                        let held = stored.lock().unwrap().clone();
+                        let first = held.value()[0];
+                        if i % 7 == 0 {
+                            std::thread::yield_now();
+                        }
+                        assert!(held.value().iter().all(|&b| b == first), "torn read");
+                        assert_eq!(held.value()[0], first, "changed under a holder");
+                    }
+                })
+            })
+            .collect();
+        let writer = {
+            let stored = Arc::clone(&stored);
+            std::thread::spawn(move || {
+                for i in 0..20_000u32 {
+                    let byte = (i % 251) as u8;
+                    let mut b = stored.lock().unwrap();
+                    if !b.rewrite_value(&[byte; 64]) {
+                        *b = EntryBuf::new(b"k", &[byte; 64]);
+                    }
+                }
+            })
+        };
+        writer.join().unwrap();
+        for r in readers {
+            r.join().unwrap();
+        }
+        let mut b = stored.lock().unwrap();
+        assert_eq!(b.count().load(Ordering::Relaxed), 1);
+        assert_eq!(b.value(), &[(19_999 % 251) as u8; 64]);
+        assert!(b.rewrite_value(&[7; 64]), "the readers are gone");
+        assert_eq!(b.value(), &[7; 64]);
     }
 
     #[test]

@@ -88,6 +88,32 @@ impl Entry {
         Value::of_entry(&self.bytes)
     }
 
+    /// Makes this entry hold `key`, `value` and `expires_at`, unless the new entry would
+    /// weigh more than this one (then nothing changes and the answer is false: the store
+    /// must make room, which only its insert does).
+    ///
+    /// The value is rewritten in the entry's own buffer when no reader holds that buffer
+    /// and the length is the same ([`EntryBuf::rewrite_value`]); otherwise a new buffer
+    /// replaces it. Another key that shares this one's hash is replaced, as if evicted.
+    #[inline]
+    pub(super) fn overwrite(
+        &mut self,
+        key: &[u8],
+        value: &[u8],
+        expires_at: u64,
+        weighter: EntryWeighter,
+    ) -> bool {
+        if !(super::same_key(self.key(), key) && self.bytes.rewrite_value(value)) {
+            let (key_len, value_len) = self.bytes.lens();
+            if weighter.weigh(key.len(), value.len()) > weighter.weigh(key_len, value_len) {
+                return false;
+            }
+            self.bytes = EntryBuf::new(key, value);
+        }
+        self.expires_at = expires_at;
+        true
+    }
+
     /// This entry with `value` instead of its own (same key, same deadline).
     pub(super) fn with_value(&self, value: &[u8]) -> Entry {
         Entry::new(self.key(), value, self.expires_at)

@@ -518,19 +518,20 @@ impl Backend for MemoryBackend {
 
     #[inline]
     fn set(&self, key: &[u8], value: &[u8], ttl: Option<Duration>) -> Result<()> {
-        let entry = Entry::new(key, value, deadline(ttl));
+        let (expires_at, weighter) = (deadline(ttl), self.inner.weighter);
         match &self.inner.store {
             Store::Clock(store) => {
                 self.check_size(store, key, value)?;
                 let h = self.hash(key);
                 // The old entry under `h` (if any) is replaced, and not counted as evicted.
+                let entry = Entry::new(key, value, expires_at);
                 store.write(h).insert_with_lifecycle(h, entry, &mut Some(h));
             }
             Store::Lru(lru) => {
                 let mut map = lru.lock();
                 match map.to_back(KeyRef::new(key)) {
-                    Some(old) => *old = entry,
-                    None => self.lru_insert(lru, &mut map, key, entry),
+                    Some(old) => _ = old.overwrite(key, value, expires_at, weighter),
+                    None => self.lru_insert(lru, &mut map, key, Entry::new(key, value, expires_at)),
                 }
             }
         }

@@ -365,3 +365,91 @@ fn lent_reads_race_overwrites_and_removals() {
         });
     }
 }
+
+#[test]
+fn an_overwrite_rewrites_in_place_only_what_no_reader_holds() {
+    let by_bytes = MemoryBackend::new(&MemoryOptions::default().max_bytes(1 << 20)).unwrap();
+    let stores = [
+        MemoryBackend::new(&MemoryOptions::default()).unwrap(),
+        by_bytes,
+        lru(10, None),
+    ];
+    for m in &stores {
+        m.set(b"key", b"value-1", None).unwrap();
+        let at = m.get(b"key").unwrap().unwrap().as_ptr();
+        // No reader holds the buffer: the same length goes into the same bytes (the LRU
+        // store; the default one inserts a new entry, see `set`).
+        m.set(b"key", b"value-2", Some(Duration::from_secs(60)))
+            .unwrap();
+        let read = m.get(b"key").unwrap().unwrap();
+        assert_eq!(&*read, b"value-2");
+        if m.eviction() == Eviction::Lru {
+            assert_eq!(read.as_ptr(), at, "rewritten in place");
+        }
+        assert!(matches!(m.ttl(b"key").unwrap(), TimeToLive::Left(_)));
+        // `read` holds it now: the next overwrite goes into a new buffer, and the value
+        // read keeps its bytes.
+        m.set(b"key", b"value-3", None).unwrap();
+        assert_eq!(&*read, b"value-2");
+        let now = m.get(b"key").unwrap().unwrap();
+        assert_eq!(&*now, b"value-3");
+        assert_ne!(now.as_ptr(), read.as_ptr());
+        assert_eq!(m.ttl(b"key").unwrap(), TimeToLive::Forever);
+        drop((read, now));
+        // Other lengths, shorter and longer.
+        m.set(b"key", b"v", None).unwrap();
+        assert_eq!(&*m.get(b"key").unwrap().unwrap(), b"v");
+        m.set(b"key", &[b'x'; 300], None).unwrap();
+        assert_eq!(&*m.get(b"key").unwrap().unwrap(), &[b'x'; 300][..]);
+        assert_eq!((m.len(), m.evictions()), (1, 0), "{:?}", m.eviction());
+    }
+}
+
+#[test]
+fn overwrites_keep_the_byte_weight_exact_and_bounded() {
+    let m = MemoryBackend::new(&MemoryOptions::default().max_bytes(64 * 1024)).unwrap();
+    let weigh = |k: &[u8], v: usize| k.len() as u64 + v as u64 + ENTRY_OVERHEAD;
+    m.set(b"k", &[1; 100], None).unwrap();
+    assert_eq!(m.weight(), weigh(b"k", 100));
+    m.set(b"k", &[2; 100], None).unwrap();
+    assert_eq!(m.weight(), weigh(b"k", 100));
+    m.set(b"k", &[3; 10], None).unwrap();
+    assert_eq!(m.weight(), weigh(b"k", 10));
+    m.set(b"k", &[4; 1000], None).unwrap();
+    assert_eq!(m.weight(), weigh(b"k", 1000));
+    // Values that grow on overwrite still evict to stay within the bound.
+    for i in 0..200 {
+        m.set(format!("k{i}").as_bytes(), &[7; 100], None).unwrap();
+    }
+    for i in 0..200 {
+        m.set(format!("k{i}").as_bytes(), &[8; 900], None).unwrap();
+        assert!(m.weight() <= 64 * 1024, "weight {}", m.weight());
+    }
+    assert!(m.evictions() > 0);
+}
+
+#[test]
+fn an_entry_overwrite_is_in_place_when_it_can_be_and_never_grows_the_weight() {
+    let by_bytes = EntryWeighter { by_bytes: true };
+    let mut e = Entry::new(b"key", b"value-1", 0);
+    let at = e.value().as_ptr();
+    assert!(e.overwrite(b"key", b"value-2", 7, by_bytes));
+    assert_eq!(
+        (e.value(), e.value().as_ptr(), e.expires_at),
+        (&b"value-2"[..], at, 7)
+    );
+    // A reader's hold: a new buffer, the reader's bytes unchanged.
+    let read = e.shared_value();
+    assert!(e.overwrite(b"key", b"value-3", 8, by_bytes));
+    assert_eq!((&*read, e.value()), (&b"value-2"[..], &b"value-3"[..]));
+    // Lighter: a new buffer; heavier by bytes: refused, unchanged; by count: done.
+    assert!(e.overwrite(b"key", b"v", 9, by_bytes));
+    assert_eq!(e.value(), b"v");
+    assert!(!e.overwrite(b"key", b"value-4", 10, by_bytes));
+    assert_eq!((e.value(), e.expires_at), (&b"v"[..], 9));
+    assert!(e.overwrite(b"key", b"value-4", 10, EntryWeighter { by_bytes: false }));
+    assert_eq!(e.value(), b"value-4");
+    // Another key under the same hash is replaced, never rewritten as this one.
+    assert!(e.overwrite(b"kez", b"value-5", 0, by_bytes));
+    assert_eq!((e.key(), e.value()), (&b"kez"[..], &b"value-5"[..]));
+}
