@@ -523,9 +523,17 @@ impl Backend for MemoryBackend {
             Store::Clock(store) => {
                 self.check_size(store, key, value)?;
                 let h = self.hash(key);
-                // The old entry under `h` (if any) is replaced, and not counted as evicted.
+                // A present entry under `h` is overwritten under the shard's write lock (in
+                // place when it can be); a new key, or a heavier entry, is inserted. Either
+                // way the entry replaced is not counted as evicted.
+                let mut shard = store.write(h);
+                if let Some(mut old) = shard.get_mut(&h) {
+                    if old.overwrite(key, value, expires_at, weighter) {
+                        return Ok(());
+                    }
+                }
                 let entry = Entry::new(key, value, expires_at);
-                store.write(h).insert_with_lifecycle(h, entry, &mut Some(h));
+                shard.insert_with_lifecycle(h, entry, &mut Some(h));
             }
             Store::Lru(lru) => {
                 let mut map = lru.lock();
