@@ -120,13 +120,25 @@ impl Entry {
     }
 }
 
-/// The default store's index: a hash of the full key, computed once per call for the
-/// shard and the probe. Two keys may share one (rarely): every lookup compares the key
-/// kept in the [`Entry`], and a write of the one replaces the other (which is then gone,
-/// as if evicted).
-pub(super) type KeyHash = u64;
+/// The default store's index: a 32-bit hash of the full key, computed once per call for
+/// the shard and the probe. Two keys may share one (at 1M entries, about 116 such pairs):
+/// every lookup compares the key kept in the [`Entry`], and a write of the one replaces the
+/// other (which is then gone, as if evicted).
+///
+/// 32 bits, not 64, because quick_cache's slot keeps the key beside the entry and the
+/// `unsync` shard's 16-byte placeholder: with a `u64` here the slot is 40 bytes, with a `u32`
+/// 32 (see the docs' "Memory per entry").
+pub(super) type KeyHash = u32;
 
-/// Hands a [`KeyHash`] to quick_cache unchanged (it is already a hash of the key).
+/// The 64-bit hash quick_cache and the store work with, spread from a [`KeyHash`]: the
+/// multiply by an odd constant keeps distinct indexes distinct and fills the high half, whose
+/// middle bits choose the shard and whose top bits are the hash table's tags.
+#[inline]
+pub(super) fn spread(hash: KeyHash) -> u64 {
+    u64::from(hash).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+}
+
+/// Hands a [`KeyHash`] to quick_cache as its [`spread`] (it is already a hash of the key).
 #[derive(Clone, Copy, Default)]
 pub(super) struct PassHash;
 
@@ -148,14 +160,14 @@ impl Hasher for PassHasher {
     }
     #[inline]
     fn write(&mut self, bytes: &[u8]) {
-        // Only `write_u64` is used (the index is a u64); fold anything else in anyway.
+        // Only `write_u32` is used (the index is a u32); fold anything else in anyway.
         for &b in bytes {
             self.0 = self.0.rotate_left(8) ^ u64::from(b);
         }
     }
     #[inline]
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
+    fn write_u32(&mut self, n: u32) {
+        self.0 = spread(n);
     }
 }
 

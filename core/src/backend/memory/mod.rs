@@ -383,9 +383,11 @@ impl MemoryBackend {
     fn hash(&self, key: &[u8]) -> KeyHash {
         #[cfg(test)]
         if self.inner.colliding {
-            return key.len() as u64;
+            return key.len() as KeyHash;
         }
-        self.inner.hasher.hash_one(key)
+        // Both halves of the 64-bit hash folded into the 32-bit index.
+        let hash = self.inner.hasher.hash_one(key);
+        (hash ^ (hash >> 32)) as KeyHash
     }
 
     /// Removes the entry of `key` at `h` if it is (still) expired: a read found it so, and

@@ -11,7 +11,7 @@
 //! `quick_cache::sync::Cache::with_options` (quick_cache 0.7), so that eviction, and the hit
 //! ratio it gives, are what they were: quick_cache's CLOCK-PRO still runs inside each shard.
 
-use super::entry::{Entry, EntryWeighter, EvictionCounter, KeyHash, PassHash};
+use super::entry::{spread, Entry, EntryWeighter, EvictionCounter, KeyHash, PassHash};
 use parking_lot::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use quick_cache::OptionsBuilder;
 
@@ -63,11 +63,12 @@ impl ClockStore {
         Ok(ClockStore { shards, mask })
     }
 
-    /// The shard that holds `hash`, chosen as quick_cache's `sync::Cache` chooses it: the
-    /// middle bits, which the shard's own hash table uses least.
+    /// The shard that holds `hash`, chosen as quick_cache's `sync::Cache` chooses it from
+    /// the 64-bit hash (here the [`spread`] one): the middle bits, which the shard's own hash
+    /// table uses least.
     #[inline]
     fn shard(&self, hash: KeyHash) -> &RwLock<ClockShard> {
-        let index = hash.rotate_right(usize::BITS / 2) & self.mask;
+        let index = spread(hash).rotate_right(u64::BITS / 2) & self.mask;
         // The mask keeps the index below the shard count.
         &self.shards[index as usize]
     }

@@ -195,12 +195,15 @@ fn keys_sharing_a_hash_never_answer_for_each_other() {
     assert!(!m.add(b"k1", b"x", None).unwrap());
     assert_eq!(m.incr(b"k1", 41).unwrap(), 42);
     assert!(m.get(b"k2").unwrap().is_none());
-    let keys = Arc::new(m.clone())
+    // Every page (one may be empty while the scan goes on: it copies a shard at a time).
+    let mut scan = Arc::new(m.clone())
         .scan_keys(&KeyPattern::new("*"), 10)
-        .unwrap()
-        .next_page()
         .unwrap();
-    assert_eq!(keys, Some(vec![b"k1".to_vec()]));
+    let mut keys = Vec::new();
+    while let Some(page) = scan.next_page().unwrap() {
+        keys.extend(page);
+    }
+    assert_eq!(keys, vec![b"k1".to_vec()]);
     assert_eq!(m.len(), 1);
 }
 
@@ -256,6 +259,26 @@ fn an_entry_is_two_words_and_reads_share_its_bytes() {
         assert!(m.delete(b"k").unwrap());
         assert_eq!(&*b, b"value");
     }
+}
+
+#[test]
+fn a_slot_of_the_default_store_is_forty_bytes() {
+    // quick_cache's slot holds the 32-bit index beside the entry (a u64 index makes it 40
+    // bytes with `unsync`'s placeholder), plus the slab's two 4-byte links; `memory_used`
+    // counts the slab's slots times their size.
+    let weighter = EntryWeighter { by_bytes: false };
+    let store = ClockStore::new(10_000, 10_000, weighter, EvictionCounter::default()).unwrap();
+    let n = 100;
+    for h in 0..n {
+        store.write(h).insert(h, Entry::new(b"k", b"v", 0));
+    }
+    assert_eq!(store.len(), n as usize);
+    let slots: usize = store
+        .shards()
+        .iter()
+        .map(|s| s.read().memory_used().entries)
+        .sum();
+    assert_eq!(slots, n as usize * 40);
 }
 
 /// The value `get_with` lends for `key`, cloned inside `visit` (the clone counts a reference).
