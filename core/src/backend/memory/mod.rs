@@ -512,7 +512,7 @@ impl Backend for MemoryBackend {
 
     /// Lends the stored bytes: under the shard's read lock (the default store) or the LRU
     /// store's lock, `visit` sees the entry's value without a reference count being taken
-    /// ([`Value::lent`]); a clone it makes counts one and outlives the entry.
+    /// (`Value::lent`); a clone it makes counts one and outlives the entry.
     #[inline]
     fn get_with(&self, key: &[u8], visit: &mut dyn FnMut(&Value)) -> Result<bool> {
         Ok(self.read(key, |e| visit(&Value::lent(&e.bytes))).is_some())
