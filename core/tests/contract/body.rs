@@ -47,6 +47,9 @@ pub struct Expect {
     /// (memcached:// without `namespace=true`, as documented).
     pub prefix_clear: bool,
     /// A short TTL the backend keeps to: milliseconds on most, whole seconds on memcached.
+    /// An entry set with it must be there for the calls that follow at once (a `touch`, an
+    /// `incr`): on memcached, whose clock ticks once a second, an entry of TTL n s lapses
+    /// after between n − 1 and n s, so its `ttl` is 2 s there.
     pub ttl: Duration,
     /// The size of the large value the body round-trips: beyond every small-value path
     /// (file packs, SQL inline storage), within the backend's own item limit.
@@ -79,8 +82,39 @@ impl Expect {
 
     /// How long to wait for an entry of TTL [`Expect::ttl`] to be gone.
     fn ttl_wait(&self) -> Duration {
-        self.ttl * 2 + Duration::from_millis(500)
+        wait_out(self.ttl)
     }
+}
+
+/// How long after its write an entry of TTL `ttl` is surely gone.
+fn wait_out(ttl: Duration) -> Duration {
+    ttl * 2 + Duration::from_millis(500)
+}
+
+/// How long the body waits for something that must happen (a dead holder's lock lapsing):
+/// the wait ends as soon as it happens, so only a bug waits this long.
+const PATIENCE: Duration = Duration::from_secs(60);
+
+/// Runs `attempt` with the TTL [`Expect::ttl`], and again with it doubled (up to 16×)
+/// while `attempt` answers `false`; returns the TTL of the attempt that answered `true`.
+///
+/// For a check whose premise is that an entry (or a lock) of a short TTL is still there
+/// for the call right after its write: on a loaded machine the TTL may pass in between.
+/// `attempt` answers `false` only when it has seen that the entry lapsed (it is gone, no
+/// one holds the lock), never on a wrong answer, which it asserts against as usual.
+async fn with_room<'a>(
+    x: &Expect,
+    what: &str,
+    mut attempt: impl FnMut(Duration) -> polycache::BoxFuture<'a, bool>,
+) -> Duration {
+    let mut ttl = x.ttl;
+    for _ in 0..5 {
+        if attempt(ttl).await {
+            return ttl;
+        }
+        ttl *= 2;
+    }
+    panic!("{what}: lapsed before the next call five times, up to a TTL of {ttl:?}")
 }
 
 /// The `max_value_size` of [`Caches::small`].
@@ -752,7 +786,7 @@ async fn values(c: &Caches) {
 
 /// Sets entries with every expiry word and returns when it did: see
 /// [`expiry_and_ttl_end`].
-async fn expiry_and_ttl_start(c: &Caches) -> Instant {
+async fn expiry_and_ttl_start(c: &Caches) -> Lapsing {
     let (m, x) = (&c.main, &c.x);
     let short = Expiry::After(x.ttl);
     let long = Expiry::After(Duration::from_secs(600));
@@ -808,35 +842,75 @@ async fn expiry_and_ttl_start(c: &Caches) -> Instant {
         .set_many(&[("m", b"v")], Expiry::Default, None)
         .await
         .unwrap();
-    never_d.set("t", b"v", Expiry::After(x.ttl)).await.unwrap();
-    assert!(never_d.touch("t", Expiry::Default).await.unwrap());
+    with_room(x, "never_default's t", |ttl| {
+        Box::pin(async move {
+            never_d.set("t", b"v", Expiry::After(ttl)).await.unwrap();
+            never_d.touch("t", Expiry::Default).await.unwrap() || lapsed(never_d, "t").await
+        })
+    })
+    .await;
 
     // Entries with a short TTL, and entries whose TTL a touch or an incr changes.
-    let started = Instant::now();
     m.set("short", b"x", short).await.unwrap();
     m.set_many(&[("short-many", b"x")], short, None)
         .await
         .unwrap();
     m.set("stale", b"old", short).await.unwrap();
-    m.set("extended", b"v", short).await.unwrap();
-    assert!(m.touch("extended", Expiry::Never).await.unwrap());
+    with_room(x, "extended", |ttl| {
+        Box::pin(async move {
+            m.set("extended", b"v", Expiry::After(ttl)).await.unwrap();
+            m.touch("extended", Expiry::Never).await.unwrap() || lapsed(m, "extended").await
+        })
+    })
+    .await;
     m.set("shortened", b"v", long).await.unwrap();
     assert!(m.touch("shortened", short).await.unwrap());
-    m.set("counter", b"1", short).await.unwrap();
-    assert_eq!(m.incr("counter", 1).await.unwrap(), 2);
+    // incr keeps the TTL, so the counter lapses by the end: after the TTL it was set with.
+    let counter_ttl = with_room(x, "counter", |ttl| {
+        Box::pin(async move {
+            m.set("counter", b"1", Expiry::After(ttl)).await.unwrap();
+            match m.incr("counter", 1).await {
+                Ok(n) => assert_eq!(n, 2),
+                Err(e) if e.kind() == ErrorKind::NotFound => return lapsed(m, "counter").await,
+                Err(e) => panic!("incr: {e}"),
+            }
+            true
+        })
+    })
+    .await;
     m.set("never", b"x", Expiry::Never).await.unwrap();
     m.set("long", b"x", long).await.unwrap();
     assert!(!m.touch("absent", Expiry::Never).await.unwrap());
     assert!(!m.touch("absent", long).await.unwrap());
     assert!(!m.has_key("absent").await.unwrap(), "touch creates nothing");
-    started
+    // Every short TTL above was written before now.
+    Lapsing {
+        written: Instant::now(),
+        ttl: counter_ttl,
+    }
 }
 
-/// Once the short TTLs set at `started` have surely passed, checks what lapsed and what
-/// stayed.
-async fn expiry_and_ttl_end(c: &Caches, started: Instant) {
-    let (m, x) = (&c.main, &c.x);
-    if let Some(rest) = x.ttl_wait().checked_sub(started.elapsed()) {
+/// When the last entry of a short TTL was written, and the longest such TTL.
+struct Lapsing {
+    written: Instant,
+    ttl: Duration,
+}
+
+/// Answers `false` (the premise failed: try a longer TTL) when `key` lapsed; fails when it
+/// is still there, since the call that answered "absent" was then wrong.
+async fn lapsed(ops: &Ops, key: &str) -> bool {
+    assert!(
+        !ops.has_key(key).await.unwrap(),
+        "{key} is there, yet the call on it answered that it was absent"
+    );
+    false
+}
+
+/// Once the short TTLs set before `lapsing.written` have surely passed, checks what lapsed
+/// and what stayed.
+async fn expiry_and_ttl_end(c: &Caches, lapsing: Lapsing) {
+    let m = &c.main;
+    if let Some(rest) = wait_out(lapsing.ttl).checked_sub(lapsing.written.elapsed()) {
         m.sleep(rest).await;
     }
 
@@ -1249,7 +1323,10 @@ async fn locks(c: &Caches) {
     let short = LockOptions::default()
         .timeout(Some(x.ttl))
         .sleep(Duration::from_millis(20));
-    let lock = m.cache().lock("lock", short).unwrap();
+    // Held across the calls below, which a loaded machine may spread over more than a
+    // short timeout: this part is about owners, not lapsing.
+    let held = short.timeout(Some(long));
+    let lock = m.cache().lock("lock", held).unwrap();
     assert!(!m.lock_locked(&lock).await.unwrap());
     assert!(m.lock_acquire(&lock, b"a", &once).await.unwrap());
     assert!(m.lock_locked(&lock).await.unwrap());
@@ -1257,7 +1334,7 @@ async fn locks(c: &Caches) {
     assert!(!m.lock_owned(&lock, b"b").await.unwrap());
     assert!(!m.lock_acquire(&lock, b"b", &once).await.unwrap());
     // A blocking acquire whose next try would come after its deadline gives up.
-    let brief = short.blocking_timeout(Some(Duration::from_millis(1)));
+    let brief = held.blocking_timeout(Some(Duration::from_millis(1)));
     assert!(!m.lock_acquire(&lock, b"b", &brief).await.unwrap());
     // Non-owners: refused, the lock untouched.
     let kind_of = |r: Result<()>| kind(r);
@@ -1292,24 +1369,43 @@ async fn locks(c: &Caches) {
     // Holders that die: one lapses, one extended (added time), one reacquired with a longer
     // timeout, one extended (replaced) are still held once the short timeout has passed.
     let lapsing = m.cache().lock("lapsing", short).unwrap();
-    let added = m.cache().lock("added", short).unwrap();
-    let replaced = m.cache().lock("replaced", short).unwrap();
-    for l in [&lapsing, &added, &replaced] {
-        assert!(m.lock_acquire(l, b"dead", &once).await.unwrap());
+    assert!(m.lock_acquire(&lapsing, b"dead", &once).await.unwrap());
+    // The extended ones must still be held when extended: tried again with a longer
+    // timeout when a loaded machine let one lapse first.
+    let mut extended = Vec::new();
+    for (name, replace) in [("added", false), ("replaced", true)] {
+        let ttl = with_room(x, name, |ttl| {
+            Box::pin(async move {
+                let l = m.cache().lock(name, short.timeout(Some(ttl))).unwrap();
+                assert!(m.lock_acquire(&l, b"dead", &once).await.unwrap());
+                match m.lock_extend(&l, b"dead", long, replace).await {
+                    Ok(()) => true,
+                    Err(e) if x.extends && e.kind() == ErrorKind::LockNotOwned => {
+                        assert!(!m.lock_locked(&l).await.unwrap(), "{name}: {e}");
+                        false
+                    }
+                    Err(e) => {
+                        assert!(!x.extends, "{name}: {e}");
+                        assert_eq!(e.kind(), ErrorKind::Unsupported);
+                        true
+                    }
+                }
+            })
+        })
+        .await;
+        extended.push(m.cache().lock(name, short.timeout(Some(ttl))).unwrap());
     }
     let started = Instant::now();
+    let ttl = extended.iter().map(|l| l.options().timeout).max().flatten();
+    let (added, replaced) = (&extended[0], &extended[1]);
     if x.extends {
-        m.lock_extend(&added, b"dead", long, false).await.unwrap();
-        m.lock_extend(&replaced, b"dead", long, true).await.unwrap();
         // Time can only be added to a lock that lapses (redis-py: not to one without a TTL).
         let timed = m.cache().lock("forever", short).unwrap();
         let refused = m.lock_extend(&timed, b"n", long, false).await;
         assert_eq!(kind_of(refused), ErrorKind::LockNotOwned);
-    } else {
-        let refused = m.lock_extend(&added, b"dead", long, false).await;
-        assert_eq!(kind_of(refused), ErrorKind::Unsupported);
     }
-    let wait = short.blocking_timeout(Some(x.ttl_wait() * 2));
+    // Waits for the event; the bound is only there to fail, not hang, if it never comes.
+    let wait = short.blocking_timeout(Some(PATIENCE));
     assert!(
         m.lock_acquire(&lapsing, b"next", &wait).await.unwrap(),
         "a dead holder's lock lapses"
@@ -1319,12 +1415,14 @@ async fn locks(c: &Caches) {
     assert_eq!(kind_of(dead), ErrorKind::LockNotOwned, "a lapsed holder");
     assert!(m.lock_owned(&lapsing, b"next").await.unwrap(), "untouched");
     if x.extends {
-        if let Some(rest) = x.ttl_wait().checked_sub(started.elapsed()) {
+        // Past the timeouts the extended locks were acquired with.
+        let ttl = ttl.unwrap_or(x.ttl);
+        if let Some(rest) = wait_out(ttl).checked_sub(started.elapsed()) {
             m.sleep(rest).await;
         }
-        assert!(m.lock_owned(&added, b"dead").await.unwrap(), "extended");
-        assert!(m.lock_owned(&replaced, b"dead").await.unwrap(), "extended");
-        m.lock_reacquire(&added, b"dead").await.unwrap();
+        assert!(m.lock_owned(added, b"dead").await.unwrap(), "extended");
+        assert!(m.lock_owned(replaced, b"dead").await.unwrap(), "extended");
+        m.lock_reacquire(added, b"dead").await.unwrap();
     }
     m.lock_release(&forever, b"n").await.unwrap();
 }
