@@ -92,6 +92,9 @@ struct ErrorInner {
     source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
     /// The option the error is about, when one is.
     option: Option<crate::options::OptionSource>,
+    /// The call waited in vain for one of its own pool's connections: the client is
+    /// congested, which says nothing about the server (see [`Error::is_pool_busy`]).
+    pool_busy: bool,
 }
 
 /// The result type of every fallible polycache operation.
@@ -106,6 +109,7 @@ impl Error {
                 message: message.into(),
                 source: None,
                 option: None,
+                pool_busy: false,
             }),
         }
     }
@@ -141,6 +145,20 @@ impl Error {
     /// True when `incr`/`decr` found no such key.
     pub fn is_not_found(&self) -> bool {
         self.inner.kind == ErrorKind::NotFound
+    }
+
+    /// This error, for a call that found every connection of its pool leased for the
+    /// pool's whole wait.
+    pub(crate) fn pool_busy(mut self) -> Self {
+        self.inner.pool_busy = true;
+        self
+    }
+
+    /// True when the call waited in vain for a connection of its own pool (every one
+    /// leased to other calls): the circuit breaker counts it neither as an outage nor as
+    /// an answer. The leased connections' own calls tell whether the server answers.
+    pub(crate) fn is_pool_busy(&self) -> bool {
+        self.inner.pool_busy
     }
 
     pub(crate) fn config(message: impl Into<String>) -> Self {

@@ -172,6 +172,8 @@ impl Admitted<'_> {
             return;
         }
         match result {
+            // Congestion in this process, not an answer of the server: counted neither way.
+            Err(e) if e.is_pool_busy() => {}
             Err(e) if is_outage(e) => {
                 let failures = b.failures.fetch_add(1, Ordering::AcqRel).saturating_add(1);
                 if self.probe || failures >= b.threshold {
@@ -632,6 +634,26 @@ mod tests {
         let r: Result<()> = b.call("t", || Err(Error::new(ErrorKind::NotFound, "x")));
         assert!(r.is_err());
         assert!(!b.is_open());
+    }
+
+    #[test]
+    fn a_call_that_waited_for_its_own_busy_pool_is_no_outage() {
+        let b = Breaker::new(&FailurePolicy {
+            breaker_threshold: 2,
+            ..Default::default()
+        });
+        let busy = || Error::new(ErrorKind::Timeout, "all 16 stayed busy").pool_busy();
+        for _ in 0..10 {
+            let r: Result<()> = b.call("t", || Err(busy()));
+            assert!(r.unwrap_err().is_timeout(), "the caller still gets it");
+        }
+        assert!(!b.is_open(), "congestion in the client opened the breaker");
+        // Nor does it end a run of outages: the server has not answered.
+        let down = || Err::<(), _>(Error::new(ErrorKind::Connection, "refused"));
+        assert!(b.call("t", down).is_err());
+        assert!(b.call("t", || Err::<(), _>(busy())).is_err());
+        assert!(b.call("t", down).is_err());
+        assert!(b.is_open());
     }
 
     #[test]

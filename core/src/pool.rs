@@ -193,7 +193,7 @@ impl<C> Pool<C> {
     /// The backend's error for a caller that waited `wait` in vain.
     #[cold]
     fn busy(&self) -> crate::Error {
-        (self.busy)(self.limits.max_open, self.limits.wait.unwrap_or_default())
+        (self.busy)(self.limits.max_open, self.limits.wait.unwrap_or_default()).pool_busy()
     }
 
     /// An idle connection, or a new one from `connect`, waiting (the thread asleep) while
@@ -513,6 +513,10 @@ mod tests {
         assert!(
             err.to_string().contains("all 1 stayed busy for 1ms"),
             "{err}"
+        );
+        assert!(
+            err.is_pool_busy(),
+            "the breaker must tell it from an outage"
         );
         drop(held);
     }
