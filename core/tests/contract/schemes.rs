@@ -36,6 +36,11 @@ impl Fixture {
         }
     }
 
+    /// [`Fixture::url`] for a scheme over the network, with [`patient`] timeouts.
+    fn remote(name: &'static str, expect: Expect, url: String) -> Fixture {
+        Fixture::url(name, expect, patient(url))
+    }
+
     /// The caches of one run of the body through `mode`.
     pub fn caches(&self, mode: Mode) -> Caches {
         let expect = self.expect.clone();
@@ -94,6 +99,19 @@ macro_rules! shared {
     };
 }
 
+/// How long the network schemes wait for a connection and for each reply (their
+/// `connect_timeout` and `socket_timeout`), seconds. The contract checks answers, not
+/// speed: with the defaults (1 s on Redis and memcached) a machine at load average 18 made
+/// a memcached read give up (`EAGAIN`, a `Timeout`) in a run that had nothing wrong. A
+/// server that never answers still fails the run, later.
+const PATIENCE_S: u32 = 30;
+
+/// `url` with [`PATIENCE_S`] as its connect and socket timeouts.
+fn patient(url: String) -> String {
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}connect_timeout={PATIENCE_S}&socket_timeout={PATIENCE_S}")
+}
+
 fn or_panic<T, E: std::fmt::Display>(r: std::result::Result<T, E>) -> T {
     r.unwrap_or_else(|e| panic!("{e}"))
 }
@@ -146,7 +164,7 @@ pub fn postgres() -> Fixture {
     let pg = shared!(SERVER, || {
         or_panic(polycache_testkit::PostgresServer::start())
     });
-    Fixture::url(
+    Fixture::remote(
         "postgres",
         Expect::FULL,
         format!("{}?table=contract", pg.url()),
@@ -168,7 +186,7 @@ const REDIS_EXPECT: Expect = Expect {
 
 pub fn redis() -> Fixture {
     let redis = redis_server();
-    Fixture::url("redis", REDIS_EXPECT, redis.url()).keep(redis)
+    Fixture::remote("redis", REDIS_EXPECT, redis.url()).keep(redis)
 }
 
 /// `rediss://` with a private CA; `None` when this `redis-server` was built without TLS.
@@ -177,12 +195,12 @@ pub fn redis_tls() -> Option<Fixture> {
     static TLS: Slot<Option<RedisOver>> = Mutex::new(None);
     let tls = shared!(TLS, || or_panic(RedisOver::start(Transport::Tls)));
     let url = tls.as_ref().as_ref()?.url();
-    Some(Fixture::url("redis_tls", REDIS_EXPECT, url).keep(tls))
+    Some(Fixture::remote("redis_tls", REDIS_EXPECT, url).keep(tls))
 }
 
 pub fn redis_unix() -> Fixture {
     let redis = redis_server();
-    Fixture::url(
+    Fixture::remote(
         "redis_unix",
         REDIS_EXPECT,
         format!("{}?db=1", redis.unix_url()),
@@ -198,7 +216,7 @@ pub fn redis_replicas() -> Fixture {
         or_panic(polycache_testkit::RedisReplicaSet::start())
     });
     let synced = Arc::clone(&set);
-    let mut fixture = Fixture::url("redis_replicas", REDIS_EXPECT, set.url()).keep(set);
+    let mut fixture = Fixture::remote("redis_replicas", REDIS_EXPECT, set.url()).keep(set);
     fixture.settle = Some(Arc::new(move || or_panic(synced.sync())));
     fixture
 }
@@ -208,7 +226,7 @@ pub fn redis_cluster() -> Fixture {
     let cluster = shared!(CLUSTER, || {
         or_panic(polycache_testkit::RedisCluster::start())
     });
-    Fixture::url("redis_cluster", REDIS_EXPECT, cluster.url()).keep(cluster)
+    Fixture::remote("redis_cluster", REDIS_EXPECT, cluster.url()).keep(cluster)
 }
 
 /// A master found through three sentinels (`redis+sentinel://`), database 3.
@@ -218,7 +236,7 @@ pub fn redis_sentinel() -> Fixture {
         or_panic(polycache_testkit::RedisSentinelSet::start())
     });
     let url = set.url().replace("/mymaster/0", "/mymaster/3");
-    Fixture::url("redis_sentinel", REDIS_EXPECT, url).keep(set)
+    Fixture::remote("redis_sentinel", REDIS_EXPECT, url).keep(set)
 }
 
 /// A tiered cache: a memory:// L1 over redis://, L1 copies dropped over Redis pub/sub.
@@ -238,7 +256,7 @@ fn tiered_over_redis(name: &'static str, bus: &str, db: u8) -> Fixture {
     let url = format!(
         "tiered://?l2={}&bus={bus}&l1_timeout=600",
         percent_encoding::utf8_percent_encode(
-            &format!("redis://127.0.0.1:{}/{db}", redis.port()),
+            &patient(format!("redis://127.0.0.1:{}/{db}", redis.port())),
             percent_encoding::NON_ALPHANUMERIC
         )
     );
@@ -283,7 +301,7 @@ const MEMCACHED_EXPECT: Expect = Expect {
 
 pub fn memcached() -> Fixture {
     let (servers, url) = memcached_servers();
-    Fixture::url("memcached", MEMCACHED_EXPECT, url).keep(servers)
+    Fixture::remote("memcached", MEMCACHED_EXPECT, url).keep(servers)
 }
 
 /// A server on a unix socket.
@@ -292,7 +310,7 @@ pub fn memcached_unix() -> Fixture {
     let mc = shared!(SERVER, || {
         or_panic(polycache_testkit::MemcachedServer::start_unix())
     });
-    Fixture::url("memcached_unix", MEMCACHED_EXPECT, mc.url()).keep(mc)
+    Fixture::remote("memcached_unix", MEMCACHED_EXPECT, mc.url()).keep(mc)
 }
 
 /// With `namespace=true`, `clear` is scoped to the prefix.
@@ -302,7 +320,7 @@ pub fn memcached_namespace() -> Fixture {
         prefix_clear: true,
         ..MEMCACHED_EXPECT
     };
-    Fixture::url(
+    Fixture::remote(
         "memcached_namespace",
         expect,
         format!("{url}?namespace=true"),
