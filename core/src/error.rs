@@ -149,6 +149,16 @@ impl Error {
 
     /// This error, for a call that found every connection of its pool leased for the
     /// pool's whole wait.
+    // Only the backends that hold connections in a pool use it.
+    #[cfg_attr(
+        not(any(
+            feature = "redis",
+            feature = "memcached",
+            feature = "sqlite",
+            feature = "postgres"
+        )),
+        allow(dead_code)
+    )]
     pub(crate) fn pool_busy(mut self) -> Self {
         self.inner.pool_busy = true;
         self
