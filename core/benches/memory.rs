@@ -1,6 +1,6 @@
 //! The memory backend against the bare map it is built on and against moka.
 //!
-//! Speed: criterion groups `get_hit`, `get_miss`, `set`, `incr`, each with `polycache` (the
+//! Speed: criterion groups `get_hit`, `get_miss`, `set`, `incr`, `get_many`, each with `polycache` (the
 //! full `Cache` call: key building, expiry check, stats), `quick_cache` (the bare map with
 //! the same full key) and `moka` (the alternative DESIGN.md names). `get_hit` also times a
 //! tiered cache whose L1 holds the key (target: at most 1.5x the plain `Cache::get`), and
@@ -152,6 +152,36 @@ fn bench_incr(c: &mut Criterion) {
     g.finish();
 }
 
+fn bench_get_many(c: &mut Criterion) {
+    let mut g = c.benchmark_group("get_many");
+    let names: Vec<String> = (0..100).map(|i| format!("bench:key-{i}")).collect();
+    let keys: Vec<&str> = names.iter().map(String::as_str).collect();
+    let p = polycache();
+    for k in &keys {
+        p.set(*k, VALUE, Expiry::Default).unwrap();
+    }
+    g.bench_function(BenchmarkId::new("polycache", "Cache::get_many 100"), |b| {
+        b.iter(|| black_box(p.get_many(black_box(&keys), None).unwrap()))
+    });
+    // The bare equivalent: each full key (built beforehand) looked up.
+    let q = bare();
+    let full: Vec<Box<[u8]>> = keys
+        .iter()
+        .map(|k| format!(":1:{k}").into_bytes().into())
+        .collect();
+    for k in &full {
+        q.insert(k.clone(), VALUE.into());
+    }
+    g.bench_function(BenchmarkId::new("quick_cache", "bare get 100"), |b| {
+        b.iter(|| {
+            let found: Vec<Option<Arc<[u8]>>> =
+                black_box(&full).iter().map(|k| q.get(k)).collect();
+            black_box(found)
+        })
+    });
+    g.finish();
+}
+
 /// Hit ratios of quick_cache (through polycache's memory backend) and moka on a Zipf trace.
 fn print_hit_ratios() {
     const KEYS: usize = 100_000;
@@ -222,7 +252,7 @@ fn config() -> Criterion {
 criterion_group! {
     name = speed;
     config = config();
-    targets = bench_get_hit, bench_get_miss, bench_set, bench_incr
+    targets = bench_get_hit, bench_get_miss, bench_set, bench_incr, bench_get_many
 }
 
 fn main() {

@@ -77,6 +77,11 @@ pub struct Cache {
 
 struct Inner {
     backend: Arc<dyn Backend>,
+    /// `backend` itself when it is a `memory://` store: reads call the store's own lookup,
+    /// inlined, instead of going through the vtable and a `Result<Option<Value>>` returned
+    /// in memory (the same code as the store's `Backend::get`, so one behaviour).
+    #[cfg(feature = "memory")]
+    memory: Option<crate::backend::memory::MemoryBackend>,
     /// How async calls reach the backend; `None` for a backend that answers in memory,
     /// whose async calls run the synchronous call in place.
     awaited: Option<Arc<dyn AsyncBackend>>,
@@ -283,6 +288,21 @@ impl Cache {
     /// frame and few saved registers.
     #[inline]
     fn read(&self, full: &[u8]) -> Result<Option<Value>> {
+        #[cfg(feature = "memory")]
+        if let Some(memory) = &self.inner.memory {
+            // A memory store never fails, and keeps no tag hints (its calls answer in place).
+            return match memory.get_value(full) {
+                Some(v) if self.inner.codec.passes_as_stored(&v) => Ok(Some(v)),
+                None => Ok(None),
+                found => self.open_read(full, found),
+            };
+        }
+        self.read_from_backend(full)
+    }
+
+    /// [`Cache::read`] through the backend's vtable: every backend but `memory://`.
+    #[inline(never)]
+    fn read_from_backend(&self, full: &[u8]) -> Result<Option<Value>> {
         if self.inner.hints.is_some() {
             return self.read_maybe_hinted(full);
         }
@@ -445,6 +465,23 @@ impl Cache {
     /// backend's; the hinted and the sealed reads are calls of their own.
     #[inline]
     fn read_with(&self, full: &[u8], visit: &mut impl FnMut(&Value)) -> Result<()> {
+        #[cfg(feature = "memory")]
+        if let Some(memory) = &self.inner.memory {
+            // The store's lookup inlined, `visit` with it: no `dyn` closure between them.
+            let codec = &self.inner.codec;
+            let sealed = memory.read_lent(full, |value| {
+                if codec.passes_as_stored(value) {
+                    visit(value);
+                    None
+                } else {
+                    Some(value.clone())
+                }
+            });
+            return match sealed.flatten() {
+                Some(sealed) => self.open_lent(full, sealed, visit),
+                None => Ok(()),
+            };
+        }
         if self.inner.hints.is_some() {
             if let Some(tags) = self.hint(full) {
                 return self.read_hinted_lent(full, &tags, visit);

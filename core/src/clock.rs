@@ -69,9 +69,11 @@ fn now_ns(clock: libc::clockid_t) -> u64 {
     // SAFETY: clock_gettime only writes the timespec it is given, which lives on this stack;
     // both clock ids exist on every Linux this builds for.
     unsafe { libc::clock_gettime(clock, &mut ts) };
+    // Seconds since boot: nanoseconds overflow a u64 after 584 years, so the plain
+    // arithmetic (no saturation tests on every read) is exact.
     (ts.tv_sec as u64)
-        .saturating_mul(1_000_000_000)
-        .saturating_add(ts.tv_nsec as u64)
+        .wrapping_mul(1_000_000_000)
+        .wrapping_add(ts.tv_nsec as u64)
 }
 
 #[cfg(not(target_os = "linux"))]

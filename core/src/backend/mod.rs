@@ -122,6 +122,15 @@ pub trait Backend: Send + Sync + 'static {
     /// The value stored under `key`, or `None` when it is missing or expired.
     fn get(&self, key: &[u8]) -> Result<Option<Value>>;
 
+    /// This backend as the `memory://` store it is, if it is one: a [`crate::Cache`] over
+    /// it reads the store directly (inlined, without this trait's vtable). Only
+    /// [`memory::MemoryBackend`] answers `Some`; a wrapper of one must not.
+    #[doc(hidden)]
+    #[cfg(feature = "memory")]
+    fn as_memory(&self) -> Option<&memory::MemoryBackend> {
+        None
+    }
+
     /// [`Backend::get`], lending the value to `visit` instead of returning it: `visit` is
     /// called once when `key` has a value, and the answer says whether it had one.
     ///

@@ -427,8 +427,12 @@ impl CacheBuilder {
             chunk
         });
         let hints = awaited.is_some().then(Default::default);
+        #[cfg(feature = "memory")]
+        let memory = backend.as_memory().cloned();
         Ok(Cache {
             inner: Arc::new(Inner {
+                #[cfg(feature = "memory")]
+                memory,
                 backend,
                 awaited,
                 key_prefix,

@@ -419,19 +419,39 @@ impl MemoryBackend {
                     None => None,
                 }
             }
-            Store::Lru(lru) => {
-                let k = KeyRef::new(key);
-                let mut map = lru.lock();
-                match map.to_back(k) {
-                    Some(e) if e.live() => Some(found(e)),
-                    Some(_) => {
-                        map.remove(k);
-                        None
-                    }
-                    None => None,
-                }
-            }
+            Store::Lru(lru) => self.read_lru(lru, key, found),
         }
+    }
+
+    /// [`MemoryBackend::read`] of the LRU store: a call of its own, so that the default
+    /// store's read stays small where it is inlined.
+    #[inline(never)]
+    fn read_lru<T>(&self, lru: &LruStore, key: &[u8], found: impl FnOnce(&Entry) -> T) -> Option<T> {
+        let k = KeyRef::new(key);
+        let mut map = lru.lock();
+        match map.to_back(k) {
+            Some(e) if e.live() => Some(found(e)),
+            Some(_) => {
+                map.remove(k);
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// [`Backend::get`] without its `Result` (the store never fails): inlined into
+    /// [`crate::Cache`]'s reads of a `memory://` cache.
+    #[inline(always)]
+    pub(crate) fn get_value(&self, key: &[u8]) -> Option<Value> {
+        self.read(key, Entry::shared_value)
+    }
+
+    /// [`Backend::get_with`] without its `Result` or `dyn` closure: `visit` sees the stored
+    /// bytes under the store's lock, with no reference count taken (`Value::lent`), and its
+    /// answer is returned; `None` on a miss. Inlined into [`crate::Cache`]'s lent reads.
+    #[inline(always)]
+    pub(crate) fn read_lent<T>(&self, key: &[u8], visit: impl FnOnce(&Value) -> T) -> Option<T> {
+        self.read(key, |e| visit(&Value::lent(&e.bytes)))
     }
 
     /// Runs `found` on the live entry of `key` under its store's lock, without making it
@@ -507,7 +527,11 @@ impl Backend for MemoryBackend {
 
     #[inline]
     fn get(&self, key: &[u8]) -> Result<Option<Value>> {
-        Ok(self.read(key, Entry::shared_value))
+        Ok(self.get_value(key))
+    }
+
+    fn as_memory(&self) -> Option<&MemoryBackend> {
+        Some(self)
     }
 
     /// Lends the stored bytes: under the shard's read lock (the default store) or the LRU
@@ -515,7 +539,7 @@ impl Backend for MemoryBackend {
     /// (`Value::lent`); a clone it makes counts one and outlives the entry.
     #[inline]
     fn get_with(&self, key: &[u8], visit: &mut dyn FnMut(&Value)) -> Result<bool> {
-        Ok(self.read(key, |e| visit(&Value::lent(&e.bytes))).is_some())
+        Ok(self.read_lent(key, visit).is_some())
     }
 
     #[inline]
