@@ -407,14 +407,23 @@ impl Cache {
     #[inline]
     pub fn get<'k>(&self, key: impl Into<Key<'k>>) -> Result<Option<Value>> {
         let start = self.inner.stats.start(Operation::Get);
-        let found = self.with_key(key.into(), |k| self.read(k));
-        if let Ok(value) = &found {
-            let size = value.as_ref().map(|v| v.len());
-            self.inner.stats.record_read(Operation::Get, start, size);
-            // The result goes back as the backend made it, not rebuilt around its value.
-            return found;
+        let mut found = self.with_key(key.into(), |k| self.read(k));
+        match &found {
+            Ok(value) => {
+                let size = value.as_ref().map(|v| v.len());
+                self.inner.stats.record_read(Operation::Get, start, size);
+            }
+            Err(_) => self.answer_failed_get(start, &mut found),
         }
-        self.answer_get(start, found)
+        // Every path answers `found` itself, so it can be built where the caller wants it.
+        found
+    }
+
+    /// [`Cache::answer_get`] of a `get` that failed, in place.
+    #[inline(never)]
+    fn answer_failed_get(&self, start: Timer, found: &mut Result<Option<Value>>) {
+        let failed = std::mem::replace(found, Ok(None));
+        *found = self.answer_get(start, failed);
     }
 
     /// [`Cache::get`], lending the value to `visit` instead of returning it; the answer is

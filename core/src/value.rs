@@ -9,7 +9,7 @@ use std::sync::Arc;
 #[cfg_attr(not(feature = "memory"), allow(dead_code))]
 mod entry_buf;
 
-pub(crate) use entry_buf::EntryBuf;
+pub(crate) use entry_buf::{EntryBuf, ValueSpan};
 use entry_buf::ValuePart;
 
 /// A value read from a cache: immutable bytes.
@@ -123,8 +123,19 @@ impl Value {
         Value::of_part(entry.value_part())
     }
 
-    /// The value of `entry`, taking over its reference to the buffer (no copy, no count).
+    /// [`Value::of_entry`] at `span`, without reading the entry's header again.
+    ///
+    /// # Safety
+    ///
+    /// As for [`EntryBuf::span_part`]: `span` comes from `entry.key_and_span()`.
     #[inline]
+    pub(crate) unsafe fn of_entry_span(entry: &EntryBuf, span: ValueSpan) -> Value {
+        // SAFETY: the caller's promise, passed on.
+        Value::of_part(unsafe { entry.span_part(span) })
+    }
+
+    /// The value of `entry`, taking over its reference to the buffer (no copy, no count).
+    #[cfg(test)]
     pub(crate) fn into_entry(entry: EntryBuf) -> Value {
         Value::of_part(entry.into_value_part())
     }
@@ -163,10 +174,14 @@ pub(crate) struct Lent<'a> {
 
 #[cfg(feature = "memory")]
 impl Value {
-    /// The value of `entry`, lent while `entry` is borrowed: no reference count is taken,
-    /// and none is given back.
+    /// The value of `entry` at `span`, lent while `entry` is borrowed: no reference count
+    /// is taken, and none is given back.
+    ///
+    /// # Safety
+    ///
+    /// As for [`EntryBuf::span_part`]: `span` comes from `entry.key_and_span()`.
     #[inline]
-    pub(crate) fn lent(entry: &EntryBuf) -> Lent<'_> {
+    pub(crate) unsafe fn lent(entry: &EntryBuf, span: ValueSpan) -> Lent<'_> {
         // SAFETY: the bitwise copy aliases `entry`'s handle without counting a reference.
         // It is sound because (1) it is never dropped (`ManuallyDrop`, and `Lent` has no
         // way to take it out), so the count it did not take is never given back; (2) it
@@ -174,10 +189,11 @@ impl Value {
         // holds a counted reference for all of that time; (3) all it can do through the
         // `&Value` that `Lent` derefs to is read the immutable bytes or clone, which counts
         // a new reference from a buffer kept alive by `entry` (methods that take the
-        // `Value` by value, such as `skip` and `into_vec`, need it owned).
-        let alias = unsafe { std::ptr::read(entry) };
+        // `Value` by value, such as `skip` and `into_vec`, need it owned). The span is the
+        // caller's promise.
+        let part = unsafe { std::ptr::read(entry).into_span_part(span) };
         Lent {
-            value: std::mem::ManuallyDrop::new(Value::into_entry(alias)),
+            value: std::mem::ManuallyDrop::new(Value::of_part(part)),
             _entry: std::marker::PhantomData,
         }
     }

@@ -243,8 +243,50 @@ impl EntryBuf {
         }
     }
 
-    /// The value, as bytes that keep this handle's reference to the buffer (no count).
+    /// The key, and where the value lies: the header read once, for a lookup that
+    /// compares the key and then hands out the value ([`EntryBuf::span_part`]).
     #[inline]
+    pub(crate) fn key_and_span(&self) -> (&[u8], ValueSpan) {
+        let p = self.parts();
+        let span = ValueSpan {
+            at: p.value_at(),
+            len: p.value_len,
+        };
+        // SAFETY: the key lies at `key_at` for `key_len` bytes, as `new` wrote it.
+        (unsafe { self.slice(p.key_at, p.key_len) }, span)
+    }
+
+    /// [`EntryBuf::value_part`] at `span`, without reading the header again.
+    ///
+    /// # Safety
+    ///
+    /// `span` comes from [`EntryBuf::key_and_span`] of this buffer (or of a handle to the
+    /// same allocation), and the value has not been rewritten with another length since.
+    #[inline]
+    pub(crate) unsafe fn span_part(&self, span: ValueSpan) -> ValuePart {
+        ValuePart {
+            buf: self.clone(),
+            at: span.at,
+            len: span.len,
+        }
+    }
+
+    /// [`EntryBuf::into_value_part`] at `span`, without reading the header again.
+    ///
+    /// # Safety
+    ///
+    /// As for [`EntryBuf::span_part`].
+    #[inline]
+    pub(crate) unsafe fn into_span_part(self, span: ValueSpan) -> ValuePart {
+        ValuePart {
+            buf: self,
+            at: span.at,
+            len: span.len,
+        }
+    }
+
+    /// The value, as bytes that keep this handle's reference to the buffer (no count).
+    #[cfg(test)]
     pub(crate) fn into_value_part(self) -> ValuePart {
         let p = self.parts();
         ValuePart {
@@ -347,6 +389,13 @@ impl Drop for EntryBuf {
             )
         };
     }
+}
+
+/// Where a buffer's value lies, as [`EntryBuf::key_and_span`] read it from the header.
+#[derive(Clone, Copy)]
+pub(crate) struct ValueSpan {
+    at: usize,
+    len: usize,
 }
 
 /// A value's bytes inside an [`EntryBuf`], holding a reference to it.

@@ -20,7 +20,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::expiry::TimeToLive;
 use crate::location::{Location, Options};
 use crate::pattern::KeyPattern;
-use crate::value::Value;
+use crate::value::{Value, ValueSpan};
 use hashlink::LinkedHashMap;
 use quick_cache::DefaultHashBuilder;
 use std::collections::HashMap;
@@ -402,22 +402,26 @@ impl MemoryBackend {
     /// Runs `found` on the live entry of `key` under its store's lock, as a read (the entry
     /// gets hotter, or the most recent in the LRU store); `None` on a miss. An expired entry
     /// is removed: from the default store after the read lock is let go.
+    ///
+    /// `found` also gets where the entry's value lies (read from the buffer's header with
+    /// the key that was compared), so that handing the value out reads no header again.
     #[inline(always)]
-    fn read<T>(&self, key: &[u8], found: impl FnOnce(&Entry) -> T) -> Option<T> {
+    fn read<T>(&self, key: &[u8], found: impl FnOnce(&Entry, ValueSpan) -> T) -> Option<T> {
         match &self.inner.store {
             Store::Clock(store) => {
                 let h = self.hash(key);
                 let shard = store.read(h);
-                match shard.get(&h) {
-                    Some(e) if !same_key(e.key(), key) => None,
-                    Some(e) if e.live() => Some(found(e)),
-                    Some(_) => {
-                        drop(shard);
-                        self.remove_expired(store, h, key);
-                        None
-                    }
-                    None => None,
+                let e = shard.get(&h)?;
+                let (stored, span) = e.bytes.key_and_span();
+                if !same_key(stored, key) {
+                    return None;
                 }
+                if e.live() {
+                    return Some(found(e, span));
+                }
+                drop(shard);
+                self.remove_expired(store, h, key);
+                None
             }
             Store::Lru(lru) => self.read_lru(lru, key, found),
         }
@@ -426,11 +430,16 @@ impl MemoryBackend {
     /// [`MemoryBackend::read`] of the LRU store: a call of its own, so that the default
     /// store's read stays small where it is inlined.
     #[inline(never)]
-    fn read_lru<T>(&self, lru: &LruStore, key: &[u8], found: impl FnOnce(&Entry) -> T) -> Option<T> {
+    fn read_lru<T>(
+        &self,
+        lru: &LruStore,
+        key: &[u8],
+        found: impl FnOnce(&Entry, ValueSpan) -> T,
+    ) -> Option<T> {
         let k = KeyRef::new(key);
         let mut map = lru.lock();
         match map.to_back(k) {
-            Some(e) if e.live() => Some(found(e)),
+            Some(e) if e.live() => Some(found(e, e.bytes.key_and_span().1)),
             Some(_) => {
                 map.remove(k);
                 None
@@ -443,7 +452,8 @@ impl MemoryBackend {
     /// [`crate::Cache`]'s reads of a `memory://` cache.
     #[inline(always)]
     pub(crate) fn get_value(&self, key: &[u8]) -> Option<Value> {
-        self.read(key, Entry::shared_value)
+        // SAFETY: `read` found `span` in this entry's buffer, under the store's lock.
+        self.read(key, |e, span| unsafe { Value::of_entry_span(&e.bytes, span) })
     }
 
     /// [`Backend::get_with`] without its `Result` or `dyn` closure: `visit` sees the stored
@@ -451,7 +461,8 @@ impl MemoryBackend {
     /// answer is returned; `None` on a miss. Inlined into [`crate::Cache`]'s lent reads.
     #[inline(always)]
     pub(crate) fn read_lent<T>(&self, key: &[u8], visit: impl FnOnce(&Value) -> T) -> Option<T> {
-        self.read(key, |e| visit(&Value::lent(&e.bytes)))
+        // SAFETY: `read` found `span` in this entry's buffer, under the store's lock.
+        self.read(key, |e, span| visit(&*unsafe { Value::lent(&e.bytes, span) }))
     }
 
     /// Runs `found` on the live entry of `key` under its store's lock, without making it
