@@ -174,8 +174,7 @@ fn bench_get_many(c: &mut Criterion) {
     }
     g.bench_function(BenchmarkId::new("quick_cache", "bare get 100"), |b| {
         b.iter(|| {
-            let found: Vec<Option<Arc<[u8]>>> =
-                black_box(&full).iter().map(|k| q.get(k)).collect();
+            let found: Vec<Option<Arc<[u8]>>> = black_box(&full).iter().map(|k| q.get(k)).collect();
             black_box(found)
         })
     });

@@ -9,8 +9,8 @@ use std::sync::Arc;
 #[cfg_attr(not(feature = "memory"), allow(dead_code))]
 mod entry_buf;
 
-pub(crate) use entry_buf::{EntryBuf, ValueSpan};
 use entry_buf::ValuePart;
+pub(crate) use entry_buf::{EntryBuf, ValueSpan};
 
 /// A value read from a cache: immutable bytes.
 ///

@@ -452,8 +452,10 @@ impl MemoryBackend {
     /// [`crate::Cache`]'s reads of a `memory://` cache.
     #[inline(always)]
     pub(crate) fn get_value(&self, key: &[u8]) -> Option<Value> {
-        // SAFETY: `read` found `span` in this entry's buffer, under the store's lock.
-        self.read(key, |e, span| unsafe { Value::of_entry_span(&e.bytes, span) })
+        self.read(key, |e, span| {
+            // SAFETY: `read` found `span` in this entry's buffer, under the store's lock.
+            unsafe { Value::of_entry_span(&e.bytes, span) }
+        })
     }
 
     /// [`Backend::get_with`] without its `Result` or `dyn` closure: `visit` sees the stored
@@ -461,8 +463,11 @@ impl MemoryBackend {
     /// answer is returned; `None` on a miss. Inlined into [`crate::Cache`]'s lent reads.
     #[inline(always)]
     pub(crate) fn read_lent<T>(&self, key: &[u8], visit: impl FnOnce(&Value) -> T) -> Option<T> {
-        // SAFETY: `read` found `span` in this entry's buffer, under the store's lock.
-        self.read(key, |e, span| visit(&*unsafe { Value::lent(&e.bytes, span) }))
+        self.read(key, |e, span| {
+            // SAFETY: `read` found `span` in this entry's buffer, under the store's lock.
+            let lent = unsafe { Value::lent(&e.bytes, span) };
+            visit(&lent)
+        })
     }
 
     /// Runs `found` on the live entry of `key` under its store's lock, without making it
