@@ -16,8 +16,10 @@
 //! - `no-histograms`: the same with `latency_histograms=off` (the counters stay);
 //! - `fail-open`: the same with `fail_open=true`;
 //! - `full-key`: the default with a [`Key::full`] key, so no prefix or version is joined;
-//! - `dyn-backend`: the store's `get` through `&dyn Backend` with the full key (no `Cache`);
-//! - `backend`: the store's `get` called directly;
+//! - `dyn-backend`: the store's `get` through `&dyn Backend` with the full key (no `Cache`;
+//!   the path of callers that hold the trait object, such as a tiered cache's L1);
+//! - `backend`: the store's `get` called directly (a `memory://` `Cache` reads its store
+//!   this way, with the lookup inlined into `Cache::get`);
 //! - `bare`: `quick_cache::sync::Cache<Box<[u8]>, Arc<[u8]>>`, the bench's bare map.
 //!
 //! docs/backends/memory.md ("What the cache adds over the bare map") has the figures.
