@@ -577,6 +577,11 @@ impl Cache {
         value: &[u8],
         written: Result<()>,
     ) -> Result<bool> {
+        if written.is_ok() && ttl != Ttl::Expired {
+            // The common answer, counted without an `Outcome` (`Stats::record_stored`).
+            self.inner.stats.record_stored(start, value.len());
+            return Ok(true);
+        }
         let counted = outcome(&written, stored_bytes(ttl, value));
         let stored = written.is_ok() && ttl != Ttl::Expired;
         self.inner.stats.record_set(start, counted, stored);

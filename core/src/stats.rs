@@ -739,6 +739,42 @@ impl Stats {
         self.record(Operation::Set, timer, outcome);
     }
 
+    /// [`Stats::record_set`] of a `set` that stored `written` bytes.
+    ///
+    /// A call that is neither timed nor traced bumps its three counters here, inlined into
+    /// the write, without building an [`Outcome`] for a call of `record` (as
+    /// [`Stats::record_read`] does for a read); the timed or traced one goes the full way.
+    #[inline]
+    pub(crate) fn record_stored(&self, timer: Timer, written: usize) {
+        #[cfg(feature = "otel")]
+        let traced = timer.span.is_some();
+        #[cfg(not(feature = "otel"))]
+        let traced = false;
+        match timer.cell {
+            Some(cell) if timer.start == 0 && !traced => {
+                // SAFETY: `start` of this `Stats` found the cell in a stripe it keeps (`Timer`).
+                let cell = unsafe { cell.as_ref() };
+                let shared = timer.slot == SLOTS;
+                bump(&cell.calls, shared, 1);
+                bump(&cell.stored, shared, 1);
+                if written != 0 {
+                    bump(&cell.bytes_written, shared, written as u64);
+                }
+            }
+            _ => self.record_stored_fully(timer, written),
+        }
+    }
+
+    /// [`Stats::record_stored`] of a timed or traced call.
+    #[inline(never)]
+    fn record_stored_fully(&self, timer: Timer, written: usize) {
+        let outcome = Outcome {
+            bytes_written: written as u64,
+            ..Outcome::default()
+        };
+        self.record_set(timer, outcome, true);
+    }
+
     /// [`Stats::record`] of a read of one key that succeeded: `Some(size)` of the value
     /// found, or `None` for a miss.
     ///

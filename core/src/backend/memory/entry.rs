@@ -94,7 +94,9 @@ impl Entry {
     ///
     /// The value is rewritten in the entry's own buffer when no reader holds that buffer
     /// and the length is the same ([`EntryBuf::rewrite_value`]); otherwise a new buffer
-    /// replaces it. Another key that shares this one's hash is replaced, as if evicted.
+    /// replaces it, and the old one goes into `replaced`, for the caller to drop (free)
+    /// after it lets go of the store's lock. Another key that shares this one's hash is
+    /// replaced, as if evicted.
     #[inline]
     pub(super) fn overwrite(
         &mut self,
@@ -102,13 +104,17 @@ impl Entry {
         value: &[u8],
         expires_at: u64,
         weighter: EntryWeighter,
+        replaced: &mut Option<EntryBuf>,
     ) -> bool {
         if !(super::same_key(self.key(), key) && self.bytes.rewrite_value(value)) {
             let (key_len, value_len) = self.bytes.lens();
             if weighter.weigh(key.len(), value.len()) > weighter.weigh(key_len, value_len) {
                 return false;
             }
-            self.bytes = EntryBuf::new(key, value);
+            *replaced = Some(std::mem::replace(
+                &mut self.bytes,
+                EntryBuf::new(key, value),
+            ));
         }
         self.expires_at = expires_at;
         true

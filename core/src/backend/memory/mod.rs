@@ -565,12 +565,33 @@ impl Backend for MemoryBackend {
             Store::Clock(store) => {
                 self.check_size(store, key, value)?;
                 let h = self.hash(key);
+                // A buffer the write replaces is freed after the lock is let go (declared
+                // before the guard, it drops after it).
+                let mut replaced = None;
                 // A present entry under `h` is overwritten under the shard's write lock (in
                 // place when it can be); a new key, or a heavier entry, is inserted. Either
                 // way the entry replaced is not counted as evicted.
                 let mut shard = store.write(h);
-                if let Some(mut old) = shard.get_mut(&h) {
-                    if old.overwrite(key, value, expires_at, weighter) {
+                // With room for the entry, nothing is evicted, so a new key goes into the
+                // slot the one probe left for it (quick_cache's placeholder, filled at once):
+                // the same state as `insert` leaves, without a second probe. A full shard
+                // inserts, which makes room before the entry goes in.
+                if shard.weight() + weighter.weigh(key.len(), value.len()) <= shard.capacity() {
+                    match shard.get_mut_or_guard(&h) {
+                        Ok(Some(mut old)) => {
+                            if old.overwrite(key, value, expires_at, weighter, &mut replaced) {
+                                return Ok(());
+                            }
+                        }
+                        Ok(None) => {}
+                        Err(vacant) => {
+                            let entry = Entry::new(key, value, expires_at);
+                            vacant.insert_with_lifecycle(entry, &mut Some(h));
+                            return Ok(());
+                        }
+                    }
+                } else if let Some(mut old) = shard.get_mut(&h) {
+                    if old.overwrite(key, value, expires_at, weighter, &mut replaced) {
                         return Ok(());
                     }
                 }
@@ -578,9 +599,10 @@ impl Backend for MemoryBackend {
                 shard.insert_with_lifecycle(h, entry, &mut Some(h));
             }
             Store::Lru(lru) => {
+                let mut replaced = None;
                 let mut map = lru.lock();
                 match map.to_back(KeyRef::new(key)) {
-                    Some(old) => _ = old.overwrite(key, value, expires_at, weighter),
+                    Some(old) => _ = old.overwrite(key, value, expires_at, weighter, &mut replaced),
                     None => self.lru_insert(lru, &mut map, key, Entry::new(key, value, expires_at)),
                 }
             }

@@ -453,23 +453,36 @@ fn an_entry_overwrite_is_in_place_when_it_can_be_and_never_grows_the_weight() {
     let by_bytes = EntryWeighter { by_bytes: true };
     let mut e = Entry::new(b"key", b"value-1", 0);
     let at = e.value().as_ptr();
-    assert!(e.overwrite(b"key", b"value-2", 7, by_bytes));
+    // The buffer a write replaces, handed back to be freed after the store's lock.
+    let mut old = None;
+    assert!(e.overwrite(b"key", b"value-2", 7, by_bytes, &mut old));
     assert_eq!(
         (e.value(), e.value().as_ptr(), e.expires_at),
         (&b"value-2"[..], at, 7)
     );
     // A reader's hold: a new buffer, the reader's bytes unchanged.
     let read = e.shared_value();
-    assert!(e.overwrite(b"key", b"value-3", 8, by_bytes));
+    assert!(e.overwrite(b"key", b"value-3", 8, by_bytes, &mut old));
     assert_eq!((&*read, e.value()), (&b"value-2"[..], &b"value-3"[..]));
+    assert_eq!(
+        old.take()
+            .map(|b: crate::value::EntryBuf| b.value().to_vec()),
+        Some(b"value-2".to_vec())
+    );
     // Lighter: a new buffer; heavier by bytes: refused, unchanged; by count: done.
-    assert!(e.overwrite(b"key", b"v", 9, by_bytes));
+    assert!(e.overwrite(b"key", b"v", 9, by_bytes, &mut old));
     assert_eq!(e.value(), b"v");
-    assert!(!e.overwrite(b"key", b"value-4", 10, by_bytes));
+    assert!(!e.overwrite(b"key", b"value-4", 10, by_bytes, &mut old));
     assert_eq!((e.value(), e.expires_at), (&b"v"[..], 9));
-    assert!(e.overwrite(b"key", b"value-4", 10, EntryWeighter { by_bytes: false }));
+    assert!(e.overwrite(
+        b"key",
+        b"value-4",
+        10,
+        EntryWeighter { by_bytes: false },
+        &mut old
+    ));
     assert_eq!(e.value(), b"value-4");
     // Another key under the same hash is replaced, never rewritten as this one.
-    assert!(e.overwrite(b"kez", b"value-5", 0, by_bytes));
+    assert!(e.overwrite(b"kez", b"value-5", 0, by_bytes, &mut old));
     assert_eq!((e.key(), e.value()), (&b"kez"[..], &b"value-5"[..]));
 }
