@@ -18,7 +18,7 @@ mod asynchronous;
 mod builder;
 mod compute;
 mod compute_async;
-mod key;
+pub(crate) mod key;
 
 pub use builder::{CacheBuilder, SERIALIZERS};
 pub use key::Key;

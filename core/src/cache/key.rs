@@ -97,7 +97,7 @@ const _: () = assert!(HEAD_CHUNK <= STACK_KEY);
 ///
 /// `dst` is valid for `name.len()` bytes of writes and does not overlap `name`.
 #[inline(always)]
-unsafe fn copy_name(name: &[u8], dst: *mut u8) {
+pub(crate) unsafe fn copy_name(name: &[u8], dst: *mut u8) {
     let (src, len) = (name.as_ptr(), name.len());
     // SAFETY: in every arm each read lies within `name` and each write within the `len` bytes
     // at `dst`, which the caller guarantees; unaligned moves need no alignment.

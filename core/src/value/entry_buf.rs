@@ -318,6 +318,7 @@ impl EntryBuf {
         if p.value_len != value.len() {
             return false;
         }
+        // The copy: a value of 4 to 32 bytes is two overlapping moves, not a call to `memcpy`.
         // SAFETY: the count is 1, so this handle is the only one: every other has dropped
         // (see above), and no new one can appear while `self` is borrowed mutably, because
         // a handle is only made by cloning an existing one (in the store, that clone is
@@ -325,13 +326,7 @@ impl EntryBuf {
         // the bytes outlives a borrow of a handle, so none is alive now. The value lies at
         // `value_at` for `value_len == value.len()` bytes inside the allocation, and
         // `value` cannot overlap it (no one else can see these bytes to lend them).
-        unsafe {
-            std::ptr::copy_nonoverlapping(
-                value.as_ptr(),
-                self.ptr.as_ptr().add(p.value_at()),
-                value.len(),
-            );
-        }
+        unsafe { crate::cache::key::copy_name(value, self.ptr.as_ptr().add(p.value_at())) }
         true
     }
 

@@ -572,25 +572,7 @@ impl Backend for MemoryBackend {
                 // place when it can be); a new key, or a heavier entry, is inserted. Either
                 // way the entry replaced is not counted as evicted.
                 let mut shard = store.write(h);
-                // With room for the entry, nothing is evicted, so a new key goes into the
-                // slot the one probe left for it (quick_cache's placeholder, filled at once):
-                // the same state as `insert` leaves, without a second probe. A full shard
-                // inserts, which makes room before the entry goes in.
-                if shard.weight() + weighter.weigh(key.len(), value.len()) <= shard.capacity() {
-                    match shard.get_mut_or_guard(&h) {
-                        Ok(Some(mut old)) => {
-                            if old.overwrite(key, value, expires_at, weighter, &mut replaced) {
-                                return Ok(());
-                            }
-                        }
-                        Ok(None) => {}
-                        Err(vacant) => {
-                            let entry = Entry::new(key, value, expires_at);
-                            vacant.insert_with_lifecycle(entry, &mut Some(h));
-                            return Ok(());
-                        }
-                    }
-                } else if let Some(mut old) = shard.get_mut(&h) {
+                if let Some(mut old) = shard.get_mut(&h) {
                     if old.overwrite(key, value, expires_at, weighter, &mut replaced) {
                         return Ok(());
                     }
