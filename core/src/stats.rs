@@ -746,23 +746,27 @@ impl Stats {
     /// [`Stats::record_read`] does for a read); the timed or traced one goes the full way.
     #[inline]
     pub(crate) fn record_stored(&self, timer: Timer, written: usize) {
-        #[cfg(feature = "otel")]
-        let traced = timer.span.is_some();
-        #[cfg(not(feature = "otel"))]
-        let traced = false;
-        match timer.cell {
-            Some(cell) if timer.start == 0 && !traced => {
-                // SAFETY: `start` of this `Stats` found the cell in a stripe it keeps (`Timer`).
-                let cell = unsafe { cell.as_ref() };
-                let shared = timer.slot == SLOTS;
-                bump(&cell.calls, shared, 1);
-                bump(&cell.stored, shared, 1);
-                if written != 0 {
-                    bump(&cell.bytes_written, shared, written as u64);
-                }
-            }
-            _ => self.record_stored_fully(timer, written),
+        let Some((cell, shared)) = self.plain_cell(&timer) else {
+            return self.record_stored_fully(timer, written);
+        };
+        bump(&cell.calls, shared, 1);
+        bump(&cell.stored, shared, 1);
+        if written != 0 {
+            bump(&cell.bytes_written, shared, written as u64);
         }
+    }
+
+    /// The cell of a call that is neither timed nor traced, and whether its stripe is the
+    /// shared one; `None` for any other call.
+    #[inline]
+    fn plain_cell(&self, timer: &Timer) -> Option<(&OpCell, bool)> {
+        #[cfg(feature = "otel")]
+        if timer.span.is_some() {
+            return None;
+        }
+        let cell = timer.cell.filter(|_| timer.start == 0)?;
+        // SAFETY: `start` of this `Stats` found the cell in a stripe it keeps (`Timer`).
+        Some((unsafe { cell.as_ref() }, timer.slot == SLOTS))
     }
 
     /// [`Stats::record_stored`] of a timed or traced call.
