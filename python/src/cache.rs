@@ -255,11 +255,22 @@ impl fastget::OneKey for PyCache {
     ) -> PyResult<Bound<'py, PyAny>> {
         slf.get().core.get_one(slf.py(), key_str(key)?)
     }
+
+    #[inline(always)]
+    fn get_quick<'py>(
+        slf: &Bound<'py, Self>,
+        key: &Bound<'py, PyAny>,
+    ) -> Option<crate::ops::LentGet<'py>> {
+        let core = &slf.get().core;
+        let name = crate::args::ascii_text(key.cast::<pyo3::types::PyString>().ok()?)?;
+        core.local
+            .then(|| core.get_quick(slf.py(), polycache::Key::new(name)))
+    }
 }
 
 /// Gives the class its one-argument `get` (called once, when the module is built).
 pub(crate) fn install_fast_get(py: Python<'_>) -> PyResult<()> {
-    let entry = fastget::fastcall_entry!(fastget::get_entry::<PyCache>);
+    let entry = fastget::fastcall_entry!(fastget::get_full::<PyCache>);
     fastget::install::<PyCache>(py, "get", entry)
 }
 

@@ -412,11 +412,23 @@ impl fastget::OneKey for DjangoCache {
             }
         }
     }
+
+    #[inline(always)]
+    fn get_quick<'py>(
+        slf: &Bound<'py, Self>,
+        key: &Bound<'py, PyAny>,
+    ) -> Option<crate::ops::LentGet<'py>> {
+        let this = slf.get();
+        let name = this.plain_key(key)?;
+        this.core
+            .local
+            .then(|| this.core.get_quick(slf.py(), polycache::Key::new(name)))
+    }
 }
 
 /// Gives the class its one-argument `get` (called once, when the module is built).
 pub(crate) fn install_fast_get(py: Python<'_>) -> PyResult<()> {
-    let entry = fastget::fastcall_entry!(fastget::get_entry::<DjangoCache>);
+    let entry = fastget::fastcall_entry!(fastget::get_full::<DjangoCache>);
     fastget::install::<DjangoCache>(py, "get", entry)
 }
 

@@ -66,6 +66,39 @@ impl Decoder {
     }
 }
 
+/// What [`Core::get_quick`] found: the answer, or what is left to do with PyO3's attach
+/// count held ([`LentRest::finish`]).
+pub(crate) enum LentGet<'py> {
+    /// The object the table of shared objects kept (a new reference).
+    Found(Bound<'py, PyAny>),
+    /// No value under the key.
+    Missed,
+    /// The value to decode, or the error.
+    Rest(LentRest),
+}
+
+/// The part of a `get` that [`Core::get_quick`] leaves to [`LentRest::finish`].
+pub(crate) enum LentRest {
+    /// The value, to decode.
+    Taken(Decoder, Value),
+    /// The read failed.
+    Failed(polycache::Error),
+}
+
+impl LentRest {
+    /// The answer of `get`: the value decoded, or the error as this face raises it. May
+    /// run Python code (decoding), so it runs where PyO3's attach count is held.
+    #[inline(never)]
+    pub(crate) fn finish(self, py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
+        match self {
+            LentRest::Taken(decoder, value) => {
+                decoder.errors(py, serializer::decode_taken(py, decoder.format, &value))
+            }
+            LentRest::Failed(e) => Err(errors::to_py(py, e)),
+        }
+    }
+}
+
 /// `polycache.exceptions.SerializationError`, to unwrap pickle's own error from it.
 static SERIALIZATION_ERROR: PyOnceLock<Py<PyType>> = PyOnceLock::new();
 
@@ -808,42 +841,41 @@ impl Core {
     }
 
     /// A `get` on a local backend, through the lent read: the decoded value, or `None` on
-    /// a miss.
+    /// a miss ([`Core::get_quick`], then [`LentRest::finish`]).
+    #[inline(always)]
+    fn get_lent<'py>(&self, py: Python<'py>, key: Key<'_>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        match self.get_quick(py, key) {
+            LentGet::Found(object) => Ok(Some(object)),
+            LentGet::Missed => Ok(None),
+            LentGet::Rest(rest) => rest.finish(py).map(Some),
+        }
+    }
+
+    /// The part of a `get` on a local backend that needs no more than the Python token: the
+    /// lent read, answered from the table of shared objects when it holds the value's
+    /// object; decoding and errors are left to [`LentRest::finish`].
     ///
     /// Both faces share an immutable value decoded from the same stored bytes
     /// ([`serializer::shared`]). The closure runs while the store lends its bytes, maybe
     /// under the store's lock, so it runs no Python code and makes or drops no Python
-    /// object ([`serializer::lend`]): a table lookup and a `Py_INCREF`, or a copy of the
-    /// bytes. An allocation there could start the garbage collector, whose finalizers may
+    /// object ([`serializer::lend`]): a table lookup and a `Py_INCREF`, or a clone of the
+    /// value. An allocation there could start the garbage collector, whose finalizers may
     /// call this cache, whose store this very read may hold locked. Decoding waits until
     /// the store has let go.
+    ///
+    /// Outside the closure, too, nothing here makes, drops or calls a Python object but the
+    /// answer's new reference: `crate::fastget` runs it without PyO3's attach count.
     #[inline(always)]
-    fn get_lent<'py>(&self, py: Python<'py>, key: Key<'_>) -> PyResult<Option<Bound<'py, PyAny>>> {
+    pub(crate) fn get_quick<'py>(&self, py: Python<'py>, key: Key<'_>) -> LentGet<'py> {
         let format = self.decoder.format;
-        let mut taken = serializer::Taken::new();
         // No Python code and no Python object made or dropped in this closure: the store
         // may hold its lock while it runs (see above).
-        let lent = self
-            .cache
-            .get_with(key, |v| serializer::lend(py, format, v, &mut taken));
-        match lent {
-            Ok(Some(Some(object))) => Ok(Some(object)),
-            Ok(Some(None)) => self.decode_taken(py, &taken).map(Some),
-            Ok(None) => Ok(None),
-            Err(e) => Err(errors::to_py(py, e)),
+        match self.cache.get_with(key, |v| serializer::lend(py, format, v)) {
+            Ok(Some(serializer::Lend::Shared(object))) => LentGet::Found(object),
+            Ok(Some(serializer::Lend::Taken(value))) => LentGet::Rest(LentRest::Taken(self.decoder, value)),
+            Ok(None) => LentGet::Missed,
+            Err(e) => LentGet::Rest(LentRest::Failed(e)),
         }
-    }
-
-    /// The table's miss of [`Core::get_lent`]: decodes the bytes taken out, keeping an
-    /// immutable result.
-    #[inline(never)]
-    fn decode_taken<'py>(
-        &self,
-        py: Python<'py>,
-        taken: &serializer::Taken,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let decoder = self.decoder;
-        decoder.errors(py, taken.decode_keep(py, decoder.format))
     }
 
     /// `set(key, value)` of the encoded `bytes` at the cache's version and default timeout:

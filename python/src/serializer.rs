@@ -752,89 +752,55 @@ fn immutable(obj: &Bound<'_, PyAny>, depth: u8) -> bool {
         .is_ok_and(|t| t.iter().all(|item| immutable(&item, depth + 1)))
 }
 
-/// What a lent read (`polycache::Cache::get_with`) takes out of the store's bytes when
-/// the table has no object for them, to decode once the store has let go: see [`lend`].
-///
-/// Lives on the reader's stack; written only on the table's miss (no zeroing on a hit).
-pub(crate) struct Taken {
-    /// The address the bytes were lent at: the slot their object goes to.
-    addr: *const u8,
-    len: usize,
-    /// A copy of bytes up to [`SHARED_MAX_LEN`] long.
-    bytes: std::mem::MaybeUninit<[u8; SHARED_MAX_LEN]>,
-    /// Longer bytes: the value itself.
-    cloned: Option<polycache::Value>,
-}
-
-impl Taken {
-    #[inline(always)]
-    pub(crate) fn new() -> Self {
-        Taken {
-            addr: std::ptr::null(),
-            len: 0,
-            bytes: std::mem::MaybeUninit::uninit(),
-            cloned: None,
-        }
-    }
-
-    /// Decodes what was taken, keeping an immutable result of short bytes for later reads.
-    #[inline(never)]
-    pub(crate) fn decode_keep<'py>(
-        &self,
-        py: Python<'py>,
-        format: Format,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        if let Some(value) = &self.cloned {
-            return decode(py, format, value);
-        }
-        // SAFETY: `lend_copy` wrote the first `len` bytes (`len` is 0 before it runs).
-        let data =
-            unsafe { std::slice::from_raw_parts(self.bytes.as_ptr().cast::<u8>(), self.len) };
-        decode_keep(py, format, data, self.addr)
-    }
+/// What the part of a lent read that runs while the store lends a value answers: see
+/// [`lend`].
+pub(crate) enum Lend<'py> {
+    /// The object the table keeps for the lent bytes (a new reference).
+    Shared(Bound<'py, PyAny>),
+    /// The table has no object for them: the value itself (a reference counted on the
+    /// store's buffer, not a copy of its bytes), to decode once the store has let go
+    /// ([`decode_taken`]).
+    Taken(polycache::Value),
 }
 
 /// The part of a lent read that runs while the store lends `value`, maybe under its lock:
-/// the object the table keeps for these bytes (a new reference), or `None` when the bytes
-/// were taken out into `taken` to decode after the read.
+/// the object the table keeps for these bytes, or the value taken out to decode after the
+/// read.
 ///
-/// It runs no Python code: a table lookup and a `Py_INCREF`, or a copy of the bytes (a
-/// clone of the value when they are too long to keep). No Python object is made or dropped
-/// here: an allocation can start the garbage collector, whose finalizers may call the cache,
-/// whose store may be locked by this very read.
+/// It runs no Python code: a table lookup and a `Py_INCREF`, or a clone of the value (one
+/// more reference to the store's buffer). No Python object is made or dropped here: an
+/// allocation can start the garbage collector, whose finalizers may call the cache, whose
+/// store may be locked by this very read. Nothing is written on the stack on a hit (an
+/// earlier version copied the bytes out into a 256-byte buffer that the compiler zeroed on
+/// every call).
 #[inline(always)]
-pub(crate) fn lend<'py>(
+pub(crate) fn lend<'py>(py: Python<'py>, format: Format, value: &polycache::Value) -> Lend<'py> {
+    let data = value.as_bytes();
+    if data.len() <= SHARED_MAX_LEN {
+        if let Some(object) = shared(py, format, data) {
+            return Lend::Shared(object);
+        }
+    }
+    take(value)
+}
+
+/// [`lend`]'s table miss: the value, kept.
+#[inline(never)]
+fn take<'py>(value: &polycache::Value) -> Lend<'py> {
+    Lend::Taken(value.clone())
+}
+
+/// Decodes a value [`lend`] took out, keeping an immutable result of short bytes for later
+/// reads. The clone shares the store's buffer, so its bytes lie at the address the store
+/// lent them at, the one their slot is chosen by.
+#[inline(never)]
+pub(crate) fn decode_taken<'py>(
     py: Python<'py>,
     format: Format,
     value: &polycache::Value,
-    taken: &mut Taken,
-) -> Option<Bound<'py, PyAny>> {
+) -> PyResult<Bound<'py, PyAny>> {
     let data = value.as_bytes();
-    if data.len() > SHARED_MAX_LEN {
-        taken.cloned = Some(value.clone());
-        return None;
-    }
-    let object = shared(py, format, data);
-    if object.is_none() {
-        lend_copy(data, taken);
-    }
-    object
-}
-
-/// [`lend`]'s table miss: the bytes copied out.
-#[inline(never)]
-fn lend_copy(data: &[u8], taken: &mut Taken) {
-    debug_assert!(data.len() <= SHARED_MAX_LEN);
-    // SAFETY: `data` fits (checked by `lend`); `bytes` is plain memory of that size.
-    unsafe {
-        std::ptr::copy_nonoverlapping(
-            data.as_ptr(),
-            taken.bytes.as_mut_ptr().cast::<u8>(),
-            data.len(),
-        );
-    }
-    taken.len = data.len();
-    taken.addr = data.as_ptr();
+    decode_keep(py, format, data, data.as_ptr())
 }
 
 /// The object an earlier read of the same stored bytes `data` in `format` decoded on this
@@ -860,8 +826,7 @@ pub(crate) fn shared<'py>(
 }
 
 /// The miss of [`shared`]: decodes `data` and keeps the result for later reads if it is
-/// immutable and the bytes short enough. `data` must be the address the store lent (or a
-/// copy made by [`lend`], keeping the store's address as `addr`).
+/// immutable and the bytes short enough; `addr` is where the store lent them (the slot).
 #[inline(never)]
 pub(crate) fn decode_keep<'py>(
     py: Python<'py>,
