@@ -32,7 +32,9 @@ from typing import Any
 VALUE = "abcdefghijklmnop"  # 16 bytes
 HIT, MISS = "hit-key", "miss-key"
 MANY = [f"many-{i}" for i in range(100)]
-RESIDENT = [f"resident-{i:07d}" for i in range(10_000)]  # 16-byte keys
+# 16-byte keys, each with a 16-byte value of its own (one value under every key would let a
+# store that shares decoded objects by their bytes answer all 10,000 from one object).
+RESIDENT = {f"resident-{i:07d}": f"value-{i:010d}" for i in range(10_000)}
 REPEAT = 5
 
 
@@ -66,19 +68,20 @@ def make_locmem(max_entries: int = 100_000) -> Any:
 # Each op is a statement timed in timeit's loop with its own namespace, so a call costs just
 # the call (no wrapper frame): `get(k)` on a pre-bound method, as a tight loop would do it.
 # "get hit, 10k keys" draws the next of 10,000 resident keys from an endless cycle (the same
-# `next(keys)` cost for every library), so the lookups miss the CPU caches as real ones do.
+# `next(keys)` cost for every library), so the lookups miss the CPU caches as real ones do;
+# each key holds a value of its own.
 Op = tuple[str, dict[str, Any]]
 
 
 def cycle() -> Any:
-    return itertools.cycle(RESIDENT)
+    return itertools.cycle(list(RESIDENT))
 
 
 def ops_django_api(c: Any) -> dict[str, Op]:
     """Django's cache API: polycache's two faces and LocMemCache."""
     c.set(HIT, VALUE)
     c.set_many({k: VALUE for k in MANY})
-    c.set_many({k: VALUE for k in RESIDENT})
+    c.set_many(RESIDENT)
     c.set("counter", 0)
     return {
         "get hit": ("get(k)", {"get": c.get, "k": HIT}),
@@ -105,8 +108,10 @@ def ops_locmem() -> dict[str, Op]:
 def ops_mapping(c: Any) -> dict[str, Op]:
     """A mapping with `get` and item assignment: dict and cachebox's caches."""
     c[HIT] = VALUE
-    for k in MANY + RESIDENT:
+    for k in MANY:
         c[k] = VALUE
+    for k, v in RESIDENT.items():
+        c[k] = v
     c["counter"] = 0
     return {
         "get hit": ("get(k)", {"get": c.get, "k": HIT}),
@@ -142,8 +147,10 @@ def ops_theine() -> dict[str, Op]:
     c: Any = Cache(100_000)
     ttl = timedelta(seconds=300)
     c.set(HIT, VALUE, ttl)
-    for k in MANY + RESIDENT:
+    for k in MANY:
         c.set(k, VALUE, ttl)
+    for k, v in RESIDENT.items():
+        c.set(k, v, ttl)
     c.set("counter", 0, ttl)
     # theine's get returns (value, found).
     return {
@@ -163,7 +170,7 @@ def ops_cachelib() -> dict[str, Op]:
     c = SimpleCache(threshold=100_000, default_timeout=300)
     c.set(HIT, VALUE)
     c.set_many({k: VALUE for k in MANY})
-    c.set_many({k: VALUE for k in RESIDENT})
+    c.set_many(RESIDENT)
     c.set("counter", 0)
     return {
         "get hit": ("get(k)", {"get": c.get, "k": HIT}),

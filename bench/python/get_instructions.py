@@ -13,7 +13,7 @@ least a bytes-storing, TTL-aware store shareable with C must do per Python `get`
 
 `--set` counts `set(key, value)` (cachebox: `insert`) of the same key instead, on the
 subjects that have one. `--rotate` counts hits on ROTATE keys in turn, each with a value of
-its own, more than the per-thread table of shared decoded objects holds, so most hits decode
+its own, more than the table of shared decoded objects holds, so most hits decode
 (the empty loop walks the same list of keys). `--miss` counts `get` of a key that is absent. `--functions` also prints, per subject, the instructions per call of
 each function (self cost, `callgrind_annotate`, the run at N minus the run at 0), for the
 stage tables of docs/backends/memory.md.

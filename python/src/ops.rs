@@ -868,13 +868,19 @@ impl Core {
     #[inline(always)]
     pub(crate) fn get_quick<'py>(&self, py: Python<'py>, key: Key<'_>) -> LentGet<'py> {
         let format = self.decoder.format;
+        let mut taken = None;
         // No Python code and no Python object made or dropped in this closure: the store
         // may hold its lock while it runs (see above).
-        match self.cache.get_with(key, |v| serializer::lend(py, format, v)) {
-            Ok(Some(serializer::Lend::Shared(object))) => LentGet::Found(object),
-            Ok(Some(serializer::Lend::Taken(value))) => LentGet::Rest(LentRest::Taken(self.decoder, value)),
-            Ok(None) => LentGet::Missed,
-            Err(e) => LentGet::Rest(LentRest::Failed(e)),
+        let lent = self
+            .cache
+            .get_with(key, |v| serializer::lend(py, format, v, &mut taken));
+        match (lent, taken) {
+            (Ok(Some(Some(object))), _) => LentGet::Found(object),
+            (Ok(Some(None)), Some(value)) => LentGet::Rest(LentRest::Taken(self.decoder, value)),
+            (Ok(None), _) => LentGet::Missed,
+            // Never: `lend` takes the value whenever it answers no object.
+            (Ok(Some(None)), None) => LentGet::Missed,
+            (Err(e), _) => LentGet::Rest(LentRest::Failed(e)),
         }
     }
 

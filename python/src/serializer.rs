@@ -642,8 +642,9 @@ mod tests {
 /// keeps no rewrite from happening, and the byte compare is what tells the same bytes apart
 /// from new ones at an old address.
 ///
-/// Each thread has its own table (no lock, no atomic read-modify-write on a hit: those cost
-/// more than the lookup), direct-mapped by address. A value of up to [`SHARED_INLINE`] bytes
+/// One table, guarded by the GIL (each thread has its own on a free-threaded build): no
+/// lock, no atomic read-modify-write on a hit (those cost more than the lookup),
+/// direct-mapped by address. A value of up to [`SHARED_INLINE`] bytes
 /// (a `str` of up to 35 ASCII characters, every plain `int`, `float`, `bool` and `None`) is
 /// copied into its slot, so a hit compares bytes within one slot; one of up to
 /// [`SHARED_MAX_LEN`] bytes is copied into an allocation of its own; a larger one is never
@@ -682,15 +683,43 @@ const SHARED_INLINE: usize = 48;
 /// Values up to this many bytes are kept at all.
 const SHARED_MAX_LEN: usize = 256;
 
-/// A thread's slots; allocated by the thread's first kept object.
+/// The slots; allocated by the first kept object.
 type SharedTable = Box<[Option<SharedSlot>; SHARED_SLOTS]>;
 
+/// The table, where the GIL guards it: one for the process.
+#[cfg(not(Py_GIL_DISABLED))]
+struct GilTable(std::cell::UnsafeCell<Option<SharedTable>>);
+
+// SAFETY: the table is reached only through [`shared_table`], which takes the Python token:
+// on a build with the GIL, a thread holding the token holds the GIL, so no two threads
+// reach it at once. Its `Py` objects are immutable builtins, fine to hand to any thread.
+#[cfg(not(Py_GIL_DISABLED))]
+unsafe impl Sync for GilTable {}
+
+/// One table for the process where the GIL guards it: a read is one load of its address,
+/// where a thread's own table in a shared library is a `__tls_get_addr` call (11
+/// instructions a hit). Without a `RefCell`: it is reached only by [`shared`] and
+/// [`shared_keep`], which run no Python code and drop nothing while they hold a reference
+/// into it, so no access can overlap another.
+#[cfg(not(Py_GIL_DISABLED))]
+static SHARED: GilTable = GilTable(std::cell::UnsafeCell::new(None));
+
+#[cfg(Py_GIL_DISABLED)]
 thread_local! {
-    /// Constant-initialised (no lazy-init state to test) and without a `RefCell`: it is
-    /// reached only by [`shared`] and [`shared_keep`], which run no Python code and drop
-    /// nothing while they hold a reference into it, so no access can overlap another.
+    /// Without the GIL, each thread has its own table: constant-initialised (no lazy-init
+    /// state to test) and without a `RefCell`, for the reasons given for the GIL's table.
     static SHARED: std::cell::UnsafeCell<Option<SharedTable>> =
         const { std::cell::UnsafeCell::new(None) };
+}
+
+/// The table of shared objects, for a thread attached to the interpreter (see `SHARED`);
+/// `None` only while the thread's own table is being destroyed (free-threaded builds).
+#[inline(always)]
+fn shared_table(_py: Python<'_>) -> Option<*mut Option<SharedTable>> {
+    #[cfg(not(Py_GIL_DISABLED))]
+    return Some(SHARED.0.get());
+    #[cfg(Py_GIL_DISABLED)]
+    return SHARED.try_with(std::cell::UnsafeCell::get).ok();
 }
 
 /// The slot chosen for bytes at `addr` (Fibonacci hashing: entries the store allocated at
@@ -703,7 +732,7 @@ fn shared_index(addr: *const u8) -> usize {
 
 /// Keeps `object`, decoded from `data` in `format`, for later reads of the same bytes.
 #[inline]
-fn shared_keep(format: Format, data: &[u8], addr: *const u8, object: Py<PyAny>) {
+fn shared_keep(py: Python<'_>, format: Format, data: &[u8], addr: *const u8, object: Py<PyAny>) {
     let copy = if data.len() <= SHARED_INLINE {
         let mut bytes = [0; SHARED_INLINE];
         bytes[..data.len()].copy_from_slice(data);
@@ -718,9 +747,9 @@ fn shared_keep(format: Format, data: &[u8], addr: *const u8, object: Py<PyAny>) 
         copy,
     };
     let index = shared_index(addr);
-    let old = SHARED.try_with(move |table| {
+    let old = shared_table(py).map(move |table| {
         // SAFETY: see `SHARED`: no other reference into the table is alive.
-        let table = unsafe { &mut *table.get() };
+        let table = unsafe { &mut *table };
         let table = table.get_or_insert_with(|| Box::new([const { None }; SHARED_SLOTS]));
         table[index].replace(slot)
     });
@@ -752,42 +781,39 @@ fn immutable(obj: &Bound<'_, PyAny>, depth: u8) -> bool {
         .is_ok_and(|t| t.iter().all(|item| immutable(&item, depth + 1)))
 }
 
-/// What the part of a lent read that runs while the store lends a value answers: see
-/// [`lend`].
-pub(crate) enum Lend<'py> {
-    /// The object the table keeps for the lent bytes (a new reference).
-    Shared(Bound<'py, PyAny>),
-    /// The table has no object for them: the value itself (a reference counted on the
-    /// store's buffer, not a copy of its bytes), to decode once the store has let go
-    /// ([`decode_taken`]).
-    Taken(polycache::Value),
-}
-
 /// The part of a lent read that runs while the store lends `value`, maybe under its lock:
-/// the object the table keeps for these bytes, or the value taken out to decode after the
-/// read.
+/// the object the table keeps for these bytes (a new reference), or `None` when the table
+/// has none: then `taken` holds the value itself (a reference counted on the store's
+/// buffer, not a copy of its bytes), to decode once the store has let go
+/// ([`decode_taken`]).
 ///
 /// It runs no Python code: a table lookup and a `Py_INCREF`, or a clone of the value (one
 /// more reference to the store's buffer). No Python object is made or dropped here: an
 /// allocation can start the garbage collector, whose finalizers may call the cache, whose
-/// store may be locked by this very read. Nothing is written on the stack on a hit (an
-/// earlier version copied the bytes out into a 256-byte buffer that the compiler zeroed on
-/// every call).
+/// store may be locked by this very read. It answers one pointer, and writes nothing but
+/// `taken` (32 bytes, a table miss only): an earlier version copied the bytes out into a
+/// 256-byte buffer that the compiler zeroed on every call.
 #[inline(always)]
-pub(crate) fn lend<'py>(py: Python<'py>, format: Format, value: &polycache::Value) -> Lend<'py> {
+pub(crate) fn lend<'py>(
+    py: Python<'py>,
+    format: Format,
+    value: &polycache::Value,
+    taken: &mut Option<polycache::Value>,
+) -> Option<Bound<'py, PyAny>> {
     let data = value.as_bytes();
     if data.len() <= SHARED_MAX_LEN {
         if let Some(object) = shared(py, format, data) {
-            return Lend::Shared(object);
+            return Some(object);
         }
     }
-    take(value)
+    take(value, taken);
+    None
 }
 
 /// [`lend`]'s table miss: the value, kept.
 #[inline(never)]
-fn take<'py>(value: &polycache::Value) -> Lend<'py> {
-    Lend::Taken(value.clone())
+fn take(value: &polycache::Value, taken: &mut Option<polycache::Value>) {
+    *taken = Some(value.clone());
 }
 
 /// Decodes a value [`lend`] took out, keeping an immutable result of short bytes for later
@@ -803,8 +829,8 @@ pub(crate) fn decode_taken<'py>(
     decode_keep(py, format, data, data.as_ptr())
 }
 
-/// The object an earlier read of the same stored bytes `data` in `format` decoded on this
-/// thread, if it was kept (see [`SharedSlot`]): a new reference, and nothing else done (it
+/// The object an earlier read of the same stored bytes `data` in `format` decoded, if it
+/// was kept (see [`SharedSlot`]): a new reference, and nothing else done (it
 /// runs inside a lent read, see [`lend`]).
 #[inline(always)]
 pub(crate) fn shared<'py>(
@@ -812,17 +838,13 @@ pub(crate) fn shared<'py>(
     format: Format,
     data: &[u8],
 ) -> Option<Bound<'py, PyAny>> {
-    SHARED
-        .try_with(|table| {
-            // SAFETY: see `SHARED`: no other reference into the table is alive.
-            let table = unsafe { &*table.get() }.as_ref()?;
-            let slot = table[shared_index(data.as_ptr())].as_ref()?;
-            // `clone` is a `Py_INCREF`: no allocation, no Python code.
-            slot.holds(format, data)
-                .then(|| slot.object.bind(py).clone())
-        })
-        .ok()
-        .flatten()
+    let table = shared_table(py)?;
+    // SAFETY: see `SHARED`: no other reference into the table is alive.
+    let table = unsafe { &*table }.as_ref()?;
+    let slot = table[shared_index(data.as_ptr())].as_ref()?;
+    // `clone` is a `Py_INCREF`: no allocation, no Python code.
+    slot.holds(format, data)
+        .then(|| slot.object.bind(py).clone())
 }
 
 /// The miss of [`shared`]: decodes `data` and keeps the result for later reads if it is
@@ -836,7 +858,7 @@ pub(crate) fn decode_keep<'py>(
 ) -> PyResult<Bound<'py, PyAny>> {
     let object = decode(py, format, data)?;
     if data.len() <= SHARED_MAX_LEN && immutable(&object, 0) {
-        shared_keep(format, data, addr, object.clone().unbind());
+        shared_keep(py, format, data, addr, object.clone().unbind());
     }
     Ok(object)
 }

@@ -205,6 +205,44 @@ def test_get_with_one_argument_and_with_more_agree() -> None:
     assert s.get("k") == "v"
 
 
+def test_get_with_one_argument_fails_and_decodes_as_the_full_call() -> None:
+    # The one-argument `get` answers a hit from the table of shared objects and a miss by
+    # itself; decoding, errors and every other key go on to the rest of the call. Each of
+    # those answers as the full signature does, and again on the next call.
+    c = Cache("memory://get-one-rest", key_prefix="p")
+    raw = Cache("memory://get-one-rest", key_prefix="p", serializer="raw")
+    too_long = "k" * (64 * 1024 + 1)
+    for _ in range(2):
+        with pytest.raises(polycache.InvalidKeyError):
+            c.get(too_long)
+        with pytest.raises(polycache.InvalidKeyError):
+            c.get(too_long, None)
+    raw.set("garbage", b"not a pickle")
+    for _ in range(2):
+        with pytest.raises(polycache.SerializationError):
+            c.get("garbage")
+        with pytest.raises(polycache.SerializationError):
+            c.get("garbage", None)
+
+    class Text(str):
+        pass
+
+    long_value = "é" * 1000  # never kept in the table: decoded on every hit
+    c.set("long", long_value)
+    c.set("ключ", "non-ASCII key")
+    for _ in range(2):
+        assert c.get("long") == long_value == c.get("long", None)
+        assert c.get("ключ") == "non-ASCII key" == c.get("ключ", None)
+        assert c.get(Text("long")) == long_value
+    # More values than the table has slots: each read decodes anew or finds its own object.
+    values = {f"key-{i}": f"value-{i}" for i in range(2000)}
+    for k, v in values.items():
+        c.set(k, v)
+    for _ in range(2):
+        for k, v in values.items():
+            assert c.get(k) == v
+
+
 def test_set_with_two_arguments_and_with_more_agree() -> None:
     # `set(key, value)` has an entry of its own (no generic argument parsing); every other
     # form of the call goes through the full signature. Both must store, answer and fail
