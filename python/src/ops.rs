@@ -79,8 +79,8 @@ pub(crate) enum LentGet<'py> {
 
 /// The part of a `get` that [`Core::get_quick`] leaves to [`LentRest::finish`].
 pub(crate) enum LentRest {
-    /// The value, to decode.
-    Taken(Decoder, Value),
+    /// The bytes taken out, to decode.
+    Taken(Decoder, serializer::Taken),
     /// The read failed.
     Failed(polycache::Error),
 }
@@ -91,8 +91,8 @@ impl LentRest {
     #[inline(never)]
     pub(crate) fn finish(self, py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
         match self {
-            LentRest::Taken(decoder, value) => {
-                decoder.errors(py, serializer::decode_taken(py, decoder.format, &value))
+            LentRest::Taken(decoder, taken) => {
+                decoder.errors(py, serializer::decode_taken(py, decoder.format, &taken))
             }
             LentRest::Failed(e) => Err(errors::to_py(py, e)),
         }
@@ -858,8 +858,8 @@ impl Core {
     /// Both faces share an immutable value decoded from the same stored bytes
     /// ([`serializer::shared`]). The closure runs while the store lends its bytes, maybe
     /// under the store's lock, so it runs no Python code and makes or drops no Python
-    /// object ([`serializer::lend`]): a table lookup and a `Py_INCREF`, or a clone of the
-    /// value. An allocation there could start the garbage collector, whose finalizers may
+    /// object ([`serializer::lend`]): a table lookup and a `Py_INCREF`, or a copy of the
+    /// bytes. An allocation there could start the garbage collector, whose finalizers may
     /// call this cache, whose store this very read may hold locked. Decoding waits until
     /// the store has let go.
     ///
@@ -868,7 +868,7 @@ impl Core {
     #[inline(always)]
     pub(crate) fn get_quick<'py>(&self, py: Python<'py>, key: Key<'_>) -> LentGet<'py> {
         let format = self.decoder.format;
-        let mut taken = None;
+        let mut taken = serializer::Taken::Nothing;
         // No Python code and no Python object made or dropped in this closure: the store
         // may hold its lock while it runs (see above).
         let lent = self
@@ -876,10 +876,8 @@ impl Core {
             .get_with(key, |v| serializer::lend(py, format, v, &mut taken));
         match (lent, taken) {
             (Ok(Some(Some(object))), _) => LentGet::Found(object),
-            (Ok(Some(None)), Some(value)) => LentGet::Rest(LentRest::Taken(self.decoder, value)),
             (Ok(None), _) => LentGet::Missed,
-            // Never: `lend` takes the value whenever it answers no object.
-            (Ok(Some(None)), None) => LentGet::Missed,
+            (Ok(Some(None)), taken) => LentGet::Rest(LentRest::Taken(self.decoder, taken)),
             (Err(e), _) => LentGet::Rest(LentRest::Failed(e)),
         }
     }
