@@ -108,8 +108,7 @@ pub(crate) trait OneKey: pyo3::PyClass {
     ///
     /// It must run no Python code and make or drop no Python object but the answer's new
     /// reference (see [`get_entry`]).
-    fn get_quick<'py>(slf: &Bound<'py, Self>, key: &Bound<'py, PyAny>)
-        -> Option<LentGet<'py>>;
+    fn get_quick<'py>(slf: &Bound<'py, Self>, key: &Bound<'py, PyAny>) -> Option<LentGet<'py>>;
 }
 
 /// [`OneKey::generic`], with a place of its own for the implementing class.
