@@ -260,11 +260,12 @@ impl fastget::OneKey for PyCache {
     fn get_quick<'py>(
         slf: &Bound<'py, Self>,
         key: &Bound<'py, PyAny>,
+        taken: &mut crate::serializer::Taken,
     ) -> Option<crate::ops::LentGet<'py>> {
         let core = &slf.get().core;
         let name = crate::args::ascii_text(key.cast::<pyo3::types::PyString>().ok()?)?;
         core.local
-            .then(|| core.get_quick(slf.py(), polycache::Key::new(name)))
+            .then(|| core.get_quick(slf.py(), polycache::Key::new(name), taken))
     }
 }
 

@@ -417,12 +417,13 @@ impl fastget::OneKey for DjangoCache {
     fn get_quick<'py>(
         slf: &Bound<'py, Self>,
         key: &Bound<'py, PyAny>,
+        taken: &mut crate::serializer::Taken,
     ) -> Option<crate::ops::LentGet<'py>> {
         let this = slf.get();
         let name = this.plain_key(key)?;
         this.core
             .local
-            .then(|| this.core.get_quick(slf.py(), polycache::Key::new(name)))
+            .then(|| this.core.get_quick(slf.py(), polycache::Key::new(name), taken))
     }
 }
 

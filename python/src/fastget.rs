@@ -22,6 +22,7 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 
 use crate::ops::{LentGet, LentRest};
+use crate::serializer::Taken;
 
 /// The `METH_FASTCALL | METH_KEYWORDS` entry point of a fast path: PyO3's own trampoline
 /// (its attach count, its panic catching) around `body`, as for PyO3's generated methods.
@@ -108,7 +109,14 @@ pub(crate) trait OneKey: pyo3::PyClass {
     ///
     /// It must run no Python code and make or drop no Python object but the answer's new
     /// reference (see [`get_entry`]).
-    fn get_quick<'py>(slf: &Bound<'py, Self>, key: &Bound<'py, PyAny>) -> Option<LentGet<'py>>;
+    ///
+    /// What a table miss takes out goes into `taken`, which the caller keeps for the rest
+    /// ([`LentRest::finish`]) instead of moving it along.
+    fn get_quick<'py>(
+        slf: &Bound<'py, Self>,
+        key: &Bound<'py, PyAny>,
+        taken: &mut Taken,
+    ) -> Option<LentGet<'py>>;
 }
 
 /// [`OneKey::generic`], with a place of its own for the implementing class.
@@ -192,6 +200,7 @@ pub(crate) unsafe extern "C" fn get_entry<T: OneKey>(
     kwnames: *mut ffi::PyObject,
 ) -> *mut ffi::PyObject {
     if nargs == 1 && kwnames.is_null() {
+        let mut taken = Taken::Nothing;
         let quick = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             // SAFETY: CPython calls a method with the thread attached.
             let py = unsafe { Python::assume_attached() };
@@ -202,7 +211,7 @@ pub(crate) unsafe extern "C" fn get_entry<T: OneKey>(
                     Bound::ref_from_ptr(py, &*args),
                 )
             };
-            match T::get_quick(slf, key) {
+            match T::get_quick(slf, key, &mut taken) {
                 Some(LentGet::Found(object)) => Ok(Some(object.into_ptr())),
                 Some(LentGet::Missed) => Ok(Some(py.None().into_ptr())),
                 Some(LentGet::Rest(rest)) => Err(Unfinished::Rest(rest)),
@@ -212,14 +221,14 @@ pub(crate) unsafe extern "C" fn get_entry<T: OneKey>(
         match quick {
             Ok(Ok(Some(answer))) => return answer,
             Ok(Ok(None)) => {}
-            Ok(Err(rest)) => return finish(rest),
-            Err(payload) => return finish(Unfinished::Panic(payload)),
+            Ok(Err(rest)) => return finish(rest, &taken),
+            Err(payload) => return finish(Unfinished::Panic(payload), &taken),
         }
     }
     match T::full().get() {
         // SAFETY: the caller's arguments, unchanged, to the entry PyO3 wraps for `T`.
         Some(full) => unsafe { full(slf, args, nargs, kwnames) },
-        None => finish(Unfinished::NotInstalled),
+        None => finish(Unfinished::NotInstalled, &Taken::Nothing),
     }
 }
 
@@ -238,11 +247,12 @@ enum Unfinished {
 /// answer, or NULL with the exception set.
 #[cold]
 #[inline(never)]
-fn finish(rest: Unfinished) -> *mut ffi::PyObject {
-    let mut rest = Some(rest);
+fn finish(rest: Unfinished, taken: &Taken) -> *mut ffi::PyObject {
+    let mut rest = Some((rest, taken));
     let entry = pyo3::impl_::trampoline::get_trampoline_function!(noargs, finish_body);
     // SAFETY: the thread is attached (we are inside a call from CPython); `finish_body`
-    // reads its first argument as the `Option<Unfinished>` passed here (see there).
+    // reads its first argument as the `Option<(Unfinished, &Taken)>` passed here (see
+    // there).
     unsafe {
         entry(
             std::ptr::addr_of_mut!(rest).cast::<ffi::PyObject>(),
@@ -255,15 +265,15 @@ fn finish(rest: Unfinished) -> *mut ffi::PyObject {
 ///
 /// # Safety
 ///
-/// `rest` is a pointer to a live `Option<Unfinished>` (only [`finish`] calls this, never
-/// CPython).
+/// `rest` is a pointer to a live `Option<(Unfinished, &Taken)>` (only [`finish`] calls
+/// this, never CPython).
 unsafe fn finish_body(py: Python<'_>, rest: *mut ffi::PyObject) -> PyResult<*mut ffi::PyObject> {
     // SAFETY: see above.
-    let rest = unsafe { (*rest.cast::<Option<Unfinished>>()).take() };
+    let rest = unsafe { (*rest.cast::<Option<(Unfinished, &Taken)>>()).take() };
     match rest {
-        Some(Unfinished::Rest(rest)) => rest.finish(py).map(Bound::into_ptr),
-        Some(Unfinished::Panic(payload)) => std::panic::resume_unwind(payload),
-        Some(Unfinished::NotInstalled) | None => Err(pyo3::exceptions::PyRuntimeError::new_err(
+        Some((Unfinished::Rest(rest), taken)) => rest.finish(py, taken).map(Bound::into_ptr),
+        Some((Unfinished::Panic(payload), _)) => std::panic::resume_unwind(payload),
+        Some((Unfinished::NotInstalled, _)) | None => Err(pyo3::exceptions::PyRuntimeError::new_err(
             "polycache: the full get entry is not set up",
         )),
     }

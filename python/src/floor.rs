@@ -143,7 +143,11 @@ impl fastget::OneKey for GetFloor {
     /// A hit the thread's slot answers, or a miss; anything else takes the full path
     /// (which looks the key up again: the floor counts nothing).
     #[inline(always)]
-    fn get_quick<'py>(slf: &Bound<'py, Self>, key: &Bound<'py, PyAny>) -> Option<LentGet<'py>> {
+    fn get_quick<'py>(
+        slf: &Bound<'py, Self>,
+        key: &Bound<'py, PyAny>,
+        _taken: &mut crate::serializer::Taken,
+    ) -> Option<LentGet<'py>> {
         let name = crate::args::ascii_text(key.cast::<PyString>().ok()?)?;
         match slf.get().lent(name) {
             None => Some(LentGet::Missed),

@@ -79,8 +79,8 @@ pub(crate) enum LentGet<'py> {
 
 /// The part of a `get` that [`Core::get_quick`] leaves to [`LentRest::finish`].
 pub(crate) enum LentRest {
-    /// The bytes taken out, to decode.
-    Taken(Decoder, serializer::Taken),
+    /// The bytes taken out (in the caller's [`serializer::Taken`]), to decode.
+    Taken(Decoder),
     /// The read failed.
     Failed(polycache::Error),
 }
@@ -89,9 +89,13 @@ impl LentRest {
     /// The answer of `get`: the value decoded, or the error as this face raises it. May
     /// run Python code (decoding), so it runs where PyO3's attach count is held.
     #[inline(never)]
-    pub(crate) fn finish(self, py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
+    pub(crate) fn finish<'py>(
+        self,
+        py: Python<'py>,
+        taken: &serializer::Taken,
+    ) -> PyResult<Bound<'py, PyAny>> {
         match self {
-            LentRest::Taken(decoder, taken) => {
+            LentRest::Taken(decoder) => {
                 decoder.errors(py, serializer::decode_taken(py, decoder.format, &taken))
             }
             LentRest::Failed(e) => Err(errors::to_py(py, e)),
@@ -844,10 +848,11 @@ impl Core {
     /// a miss ([`Core::get_quick`], then [`LentRest::finish`]).
     #[inline(always)]
     fn get_lent<'py>(&self, py: Python<'py>, key: Key<'_>) -> PyResult<Option<Bound<'py, PyAny>>> {
-        match self.get_quick(py, key) {
+        let mut taken = serializer::Taken::Nothing;
+        match self.get_quick(py, key, &mut taken) {
             LentGet::Found(object) => Ok(Some(object)),
             LentGet::Missed => Ok(None),
-            LentGet::Rest(rest) => rest.finish(py).map(Some),
+            LentGet::Rest(rest) => rest.finish(py, &taken).map(Some),
         }
     }
 
@@ -866,19 +871,23 @@ impl Core {
     /// Outside the closure, too, nothing here makes, drops or calls a Python object but the
     /// answer's new reference: `crate::fastget` runs it without PyO3's attach count.
     #[inline(always)]
-    pub(crate) fn get_quick<'py>(&self, py: Python<'py>, key: Key<'_>) -> LentGet<'py> {
+    pub(crate) fn get_quick<'py>(
+        &self,
+        py: Python<'py>,
+        key: Key<'_>,
+        taken: &mut serializer::Taken,
+    ) -> LentGet<'py> {
         let format = self.decoder.format;
-        let mut taken = serializer::Taken::Nothing;
         // No Python code and no Python object made or dropped in this closure: the store
         // may hold its lock while it runs (see above).
         let lent = self
             .cache
-            .get_with(key, |v| serializer::lend(py, format, v, &mut taken));
-        match (lent, taken) {
-            (Ok(Some(Some(object))), _) => LentGet::Found(object),
-            (Ok(None), _) => LentGet::Missed,
-            (Ok(Some(None)), taken) => LentGet::Rest(LentRest::Taken(self.decoder, taken)),
-            (Err(e), _) => LentGet::Rest(LentRest::Failed(e)),
+            .get_with(key, |v| serializer::lend(py, format, v, taken));
+        match lent {
+            Ok(Some(Some(object))) => LentGet::Found(object),
+            Ok(None) => LentGet::Missed,
+            Ok(Some(None)) => LentGet::Rest(LentRest::Taken(self.decoder)),
+            Err(e) => LentGet::Rest(LentRest::Failed(e)),
         }
     }
 
