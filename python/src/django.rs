@@ -421,9 +421,10 @@ impl fastget::OneKey for DjangoCache {
     ) -> Option<crate::ops::LentGet<'py>> {
         let this = slf.get();
         let name = this.plain_key(key)?;
-        this.core
-            .local
-            .then(|| this.core.get_quick(slf.py(), polycache::Key::new(name), taken))
+        this.core.local.then(|| {
+            this.core
+                .get_quick(slf.py(), polycache::Key::new(name), taken)
+        })
     }
 }
 

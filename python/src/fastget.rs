@@ -273,9 +273,11 @@ unsafe fn finish_body(py: Python<'_>, rest: *mut ffi::PyObject) -> PyResult<*mut
     match rest {
         Some((Unfinished::Rest(rest), taken)) => rest.finish(py, taken).map(Bound::into_ptr),
         Some((Unfinished::Panic(payload), _)) => std::panic::resume_unwind(payload),
-        Some((Unfinished::NotInstalled, _)) | None => Err(pyo3::exceptions::PyRuntimeError::new_err(
-            "polycache: the full get entry is not set up",
-        )),
+        Some((Unfinished::NotInstalled, _)) | None => {
+            Err(pyo3::exceptions::PyRuntimeError::new_err(
+                "polycache: the full get entry is not set up",
+            ))
+        }
     }
 }
 
