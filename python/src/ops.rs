@@ -96,7 +96,7 @@ impl LentRest {
     ) -> PyResult<Bound<'py, PyAny>> {
         match self {
             LentRest::Taken(decoder) => {
-                decoder.errors(py, serializer::decode_taken(py, decoder.format, &taken))
+                decoder.errors(py, serializer::decode_taken(py, decoder.format, taken))
             }
             LentRest::Failed(e) => Err(errors::to_py(py, e)),
         }

@@ -569,63 +569,6 @@ fn decode_utf8_surrogatepass<'py>(py: Python<'py>, payload: &[u8]) -> Option<Bou
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn small_decimal_accepts_only_plain_digits() {
-        assert_eq!(parse_small_decimal(b"0"), Some(0));
-        assert_eq!(parse_small_decimal(b"-12"), Some(-12));
-        assert_eq!(parse_small_decimal(b"007"), Some(7));
-        assert_eq!(
-            parse_small_decimal(b"999999999999999999"),
-            Some(999_999_999_999_999_999)
-        );
-        for bad in [
-            &b""[..],
-            b"-",
-            b"+1",
-            b" 1",
-            b"1_0",
-            b"1.0",
-            b"9999999999999999999",
-        ] {
-            assert_eq!(parse_small_decimal(bad), None, "{bad:?}");
-        }
-    }
-
-    #[test]
-    fn write_i64_matches_to_string() {
-        for n in [0, 7, -7, 10, i64::MAX, i64::MIN] {
-            let mut buf = Buf::new();
-            write_i64(&mut buf, n);
-            assert_eq!(buf.as_slice(), n.to_string().as_bytes());
-        }
-    }
-
-    #[test]
-    fn blob_frames_like_cpython() {
-        let mut buf = Buf::new();
-        pickle_blob(&mut buf, SHORT_BINUNICODE, BINUNICODE, b"");
-        assert_eq!(
-            buf.as_slice(),
-            b"\x80\x05\x95\x04\x00\x00\x00\x00\x00\x00\x00\x8c\x00\x94."
-        );
-        pickle_blob(&mut buf, SHORT_BINBYTES, BINBYTES, b"ab");
-        assert_eq!(
-            buf.as_slice(),
-            b"\x80\x05\x95\x06\x00\x00\x00\x00\x00\x00\x00C\x02ab\x94."
-        );
-        pickle_blob(&mut buf, SHORT_BINBYTES, BINBYTES, &[7u8; 300]);
-        assert_eq!(
-            &buf.as_slice()[..16],
-            b"\x80\x05\x95\x33\x01\x00\x00\x00\x00\x00\x00B\x2c\x01\x00\x00"
-        );
-        assert_eq!(&buf.as_slice()[buf.as_slice().len() - 2..], b"\x94.");
-    }
-}
-
 /// Decoded objects shared between reads of the same stored bytes (`memory://` hits).
 ///
 /// A slot keeps a copy of the bytes an object was decoded from, with their length and
@@ -895,4 +838,61 @@ pub(crate) fn decode_keep<'py>(
         shared_keep(py, format, data, addr, object.clone().unbind());
     }
     Ok(object)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn small_decimal_accepts_only_plain_digits() {
+        assert_eq!(parse_small_decimal(b"0"), Some(0));
+        assert_eq!(parse_small_decimal(b"-12"), Some(-12));
+        assert_eq!(parse_small_decimal(b"007"), Some(7));
+        assert_eq!(
+            parse_small_decimal(b"999999999999999999"),
+            Some(999_999_999_999_999_999)
+        );
+        for bad in [
+            &b""[..],
+            b"-",
+            b"+1",
+            b" 1",
+            b"1_0",
+            b"1.0",
+            b"9999999999999999999",
+        ] {
+            assert_eq!(parse_small_decimal(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn write_i64_matches_to_string() {
+        for n in [0, 7, -7, 10, i64::MAX, i64::MIN] {
+            let mut buf = Buf::new();
+            write_i64(&mut buf, n);
+            assert_eq!(buf.as_slice(), n.to_string().as_bytes());
+        }
+    }
+
+    #[test]
+    fn blob_frames_like_cpython() {
+        let mut buf = Buf::new();
+        pickle_blob(&mut buf, SHORT_BINUNICODE, BINUNICODE, b"");
+        assert_eq!(
+            buf.as_slice(),
+            b"\x80\x05\x95\x04\x00\x00\x00\x00\x00\x00\x00\x8c\x00\x94."
+        );
+        pickle_blob(&mut buf, SHORT_BINBYTES, BINBYTES, b"ab");
+        assert_eq!(
+            buf.as_slice(),
+            b"\x80\x05\x95\x06\x00\x00\x00\x00\x00\x00\x00C\x02ab\x94."
+        );
+        pickle_blob(&mut buf, SHORT_BINBYTES, BINBYTES, &[7u8; 300]);
+        assert_eq!(
+            &buf.as_slice()[..16],
+            b"\x80\x05\x95\x33\x01\x00\x00\x00\x00\x00\x00B\x2c\x01\x00\x00"
+        );
+        assert_eq!(&buf.as_slice()[buf.as_slice().len() - 2..], b"\x94.");
+    }
 }
