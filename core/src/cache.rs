@@ -582,9 +582,11 @@ impl Cache {
             self.inner.stats.record_stored(start, value.len());
             return Ok(true);
         }
-        let counted = outcome(&written, stored_bytes(ttl, value));
-        let stored = written.is_ok() && ttl != Ttl::Expired;
-        self.inner.stats.record_set(start, counted, stored);
+        // Here the write failed, or it was a delete (`Ttl::Expired`): no bytes stored, and
+        // nothing counted in `sets`.
+        self.inner
+            .stats
+            .record_set(start, outcome(&written, 0), false);
         self.apply_fail_open(written.map(|()| true), || false)
     }
 
