@@ -22,6 +22,7 @@ pub(crate) mod key;
 
 pub use builder::{CacheBuilder, SERIALIZERS};
 pub use key::Key;
+pub(crate) use key::KeyParts;
 use key::{key_too_long, HEAD_CHUNK};
 mod lifetime;
 mod scan;
@@ -276,7 +277,7 @@ impl Cache {
 
     /// `get` of a full key: fail-open applies, not counted as a hit or miss.
     pub(crate) fn full_get(&self, full: &[u8]) -> Result<Option<Value>> {
-        let found = self.read(full);
+        let found = self.read(KeyParts::whole(full));
         self.apply_fail_open(found, || None)
     }
 
@@ -286,23 +287,39 @@ impl Cache {
     /// Only the plain case (no hint, a value stored as it is read, or none) is inlined into
     /// the callers; the others are calls of their own, so that the plain read keeps a small
     /// frame and few saved registers.
+    ///
+    /// A `memory://` store reads the key's parts unjoined ([`KeyParts`]); the other paths
+    /// join them.
     #[inline]
-    fn read(&self, full: &[u8]) -> Result<Option<Value>> {
+    fn read(&self, key: KeyParts<'_>) -> Result<Option<Value>> {
         #[cfg(feature = "memory")]
         if let Some(memory) = &self.inner.memory {
             // A memory store never fails, and keeps no tag hints (its calls answer in place).
-            return match memory.get_value(full) {
+            return match memory.get_value(key) {
                 Some(v) if self.inner.codec.passes_as_stored(&v) => Ok(Some(v)),
                 None => Ok(None),
-                found => self.open_read(full, found),
+                found => self.open_read_parts(key, found),
             };
         }
-        self.read_from_backend(full)
+        self.read_from_backend(key)
+    }
+
+    /// [`Cache::open_read`] of a key's parts, joined.
+    #[cfg(feature = "memory")]
+    #[inline(never)]
+    fn open_read_parts(&self, key: KeyParts<'_>, found: Option<Value>) -> Result<Option<Value>> {
+        key.joined(|full| self.open_read(full, found))
     }
 
     /// [`Cache::read`] through the backend's vtable: every backend but `memory://`.
     #[inline(never)]
-    fn read_from_backend(&self, full: &[u8]) -> Result<Option<Value>> {
+    fn read_from_backend(&self, key: KeyParts<'_>) -> Result<Option<Value>> {
+        key.joined(|full| self.read_joined_from_backend(full))
+    }
+
+    /// [`Cache::read_from_backend`] of the joined key.
+    #[inline]
+    fn read_joined_from_backend(&self, full: &[u8]) -> Result<Option<Value>> {
         if self.inner.hints.is_some() {
             return self.read_maybe_hinted(full);
         }
@@ -407,7 +424,7 @@ impl Cache {
     #[inline]
     pub fn get<'k>(&self, key: impl Into<Key<'k>>) -> Result<Option<Value>> {
         let start = self.inner.stats.start(Operation::Get);
-        let mut found = self.with_key(key.into(), |k| self.read(k));
+        let mut found = self.with_key_parts(key.into(), |k| self.read(k));
         match &found {
             Ok(value) => {
                 let size = value.as_ref().map(|v| v.len());
@@ -458,7 +475,7 @@ impl Cache {
                 answer = Some((value.len(), visit(value)));
             }
         };
-        match self.with_key(key.into(), |k| self.read_with(k, &mut lend)) {
+        match self.with_key_parts(key.into(), |k| self.read_with(k, &mut lend)) {
             Ok(()) => {
                 let size = answer.as_ref().map(|(size, _)| *size);
                 self.inner.stats.record_read(Operation::Get, start, size);
@@ -473,12 +490,12 @@ impl Cache {
     /// checked, then lent. Generic over `visit`, so that the one `dyn` call is the
     /// backend's; the hinted and the sealed reads are calls of their own.
     #[inline]
-    fn read_with(&self, full: &[u8], visit: &mut impl FnMut(&Value)) -> Result<()> {
+    fn read_with(&self, key: KeyParts<'_>, visit: &mut impl FnMut(&Value)) -> Result<()> {
         #[cfg(feature = "memory")]
         if let Some(memory) = &self.inner.memory {
             // The store's lookup inlined, `visit` with it: no `dyn` closure between them.
             let codec = &self.inner.codec;
-            let sealed = memory.read_lent(full, |value| {
+            let sealed = memory.read_lent(key, |value| {
                 if codec.passes_as_stored(value) {
                     visit(value);
                     None
@@ -487,10 +504,16 @@ impl Cache {
                 }
             });
             return match sealed.flatten() {
-                Some(sealed) => self.open_lent(full, sealed, visit),
+                Some(sealed) => key.joined(|full| self.open_lent(full, sealed, visit)),
                 None => Ok(()),
             };
         }
+        key.joined(|full| self.read_with_backend(full, visit))
+    }
+
+    /// [`Cache::read_with`] through the backend's vtable: every backend but `memory://`.
+    #[inline]
+    fn read_with_backend(&self, full: &[u8], visit: &mut impl FnMut(&Value)) -> Result<()> {
         if self.inner.hints.is_some() {
             if let Some(tags) = self.hint(full) {
                 return self.read_hinted_lent(full, &tags, visit);

@@ -134,8 +134,193 @@ pub(super) fn key_too_long(len: usize) -> Error {
     )
 }
 
+/// A full key as the two parts it is made of, not joined: a head (the cache's
+/// `{key_prefix}:{version}:`, or nothing for a key that is full already) and a name.
+///
+/// `memory://`'s store hashes and compares it as the joined bytes without building them
+/// ([`KeyParts::word`]): a key joined on the stack and read back at once, by the hash and
+/// by the compare, makes the processor wait for the copy's stores to reach the cache (a
+/// read that spans two of them cannot be forwarded from either), which cost a hit more
+/// time than any other part of the cache (docs/backends/memory.md). Everything else joins
+/// it ([`KeyParts::joined`]), on the stack when it fits.
+#[derive(Clone, Copy)]
+pub(crate) struct KeyParts<'a> {
+    head: &'a [u8],
+    /// `head` zero-padded to [`HEAD_CHUNK`] bytes, when it fits.
+    chunk: Option<&'a [u8; HEAD_CHUNK]>,
+    name: &'a [u8],
+}
+
+impl<'a> KeyParts<'a> {
+    /// A key that is full already: no head.
+    #[inline]
+    pub(crate) fn whole(full: &'a [u8]) -> KeyParts<'a> {
+        KeyParts {
+            head: &[],
+            chunk: None,
+            name: full,
+        }
+    }
+
+    /// The joined key's length.
+    #[inline]
+    pub(crate) fn len(&self) -> usize {
+        self.head.len() + self.name.len()
+    }
+
+    /// Calls `f` with the joined key: the name itself when there is no head, else built on
+    /// the stack (on the heap past [`STACK_KEY`] bytes).
+    #[inline]
+    pub(crate) fn joined<R>(self, f: impl FnOnce(&[u8]) -> R) -> R {
+        let (head, name) = (self.head, self.name);
+        if head.is_empty() {
+            return f(name);
+        }
+        let total = head.len() + name.len();
+        if total > STACK_KEY {
+            return f(&[head, name].concat());
+        }
+        let mut stack = [MaybeUninit::<u8>::uninit(); STACK_KEY];
+        // SAFETY: `total <= STACK_KEY`, so both copies stay inside `stack`, and so does the
+        // fixed-size head chunk (`HEAD_CHUNK <= STACK_KEY`), whose bytes past the head the
+        // name copy then overwrites; the sources cannot overlap the fresh stack array; the
+        // first `total` bytes are initialised before the slice over them is formed.
+        unsafe {
+            let dst = stack.as_mut_ptr().cast::<u8>();
+            match self.chunk {
+                // A fixed-size copy is two vector moves, not a call to memcpy.
+                Some(chunk) => dst.cast::<[u8; HEAD_CHUNK]>().write_unaligned(*chunk),
+                None => std::ptr::copy_nonoverlapping(head.as_ptr(), dst, head.len()),
+            }
+            copy_name(name, dst.add(head.len()));
+            f(std::slice::from_raw_parts(dst, total))
+        }
+    }
+
+    /// The 8 bytes of the joined key at `offset`, little-endian, zero past its end.
+    ///
+    /// Read from the parts where they lie: a word across the head's end is the head's bytes
+    /// and the name's first ones, joined in a register.
+    #[inline(always)]
+    pub(crate) fn word(&self, offset: usize) -> u64 {
+        let h = self.head.len();
+        if offset >= h {
+            return load_le(self.name, offset - h);
+        }
+        let head = match self.chunk {
+            // Zero past the head, so the name's bytes can be or-ed in.
+            Some(chunk) if offset + 8 <= HEAD_CHUNK => {
+                let mut word = [0; 8];
+                word.copy_from_slice(&chunk[offset..offset + 8]);
+                u64::from_le_bytes(word)
+            }
+            _ => load_le(self.head, offset),
+        };
+        if offset + 8 <= h {
+            head
+        } else {
+            head | load_le(self.name, 0) << (8 * (h - offset))
+        }
+    }
+
+    /// The joined key as one little-endian number, for a key of at most 16 bytes (zero
+    /// past its end): the head's bytes and the name's, joined in registers.
+    #[inline(always)]
+    pub(crate) fn short(&self) -> u128 {
+        debug_assert!(self.len() <= 16);
+        let head = match self.chunk {
+            Some(chunk) => {
+                let mut first = [0; 16];
+                first.copy_from_slice(&chunk[..16]);
+                u128::from_le_bytes(first)
+            }
+            // No head (a full key), or one kept without a chunk.
+            None => load16_le(self.head),
+        };
+        let name = load16_le(self.name);
+        head | name.checked_shl(8 * self.head.len() as u32).unwrap_or(0)
+    }
+
+    /// Whether `stored` is the joined key; `short` is [`KeyParts::short`] when the key is
+    /// at most 16 bytes long (and anything otherwise).
+    #[inline(always)]
+    pub(crate) fn matches(&self, stored: &[u8], short: u128) -> bool {
+        let len = self.len();
+        if stored.len() != len {
+            return false;
+        }
+        if len <= 16 {
+            return load16_le(stored) == short;
+        }
+        let (head, name) = stored.split_at(self.head.len());
+        head == self.head && name == self.name
+    }
+}
+
+/// The whole of `b` (at most 16 bytes) as one little-endian number; no byte outside `b` is
+/// read.
+#[inline(always)]
+pub(crate) fn load16_le(b: &[u8]) -> u128 {
+    let len = b.len();
+    debug_assert!(len <= 16);
+    if len > 8 {
+        let low = load_le(b, 0);
+        let high = load_le(b, len - 8) >> (8 * (16 - len));
+        u128::from(low) | u128::from(high) << 64
+    } else if len == 8 {
+        u128::from(load_le(b, 0))
+    } else {
+        u128::from(small_le(b))
+    }
+}
+
+/// The bytes of `b` from `offset`, up to 8 of them, little-endian, zero past `b`'s end;
+/// no byte outside `b` is read.
+#[inline(always)]
+pub(crate) fn load_le(b: &[u8], offset: usize) -> u64 {
+    let len = b.len();
+    /// The 8 bytes of `b` at `at` (`at + 8 <= b.len()`).
+    #[inline(always)]
+    fn eight(b: &[u8], at: usize) -> u64 {
+        let mut word = [0; 8];
+        word.copy_from_slice(&b[at..at + 8]);
+        u64::from_le_bytes(word)
+    }
+    if offset >= len {
+        return 0;
+    }
+    if offset + 8 <= len {
+        return eight(b, offset);
+    }
+    if len >= 8 {
+        // The last 8 bytes, those before `offset` shifted out.
+        return eight(b, len - 8) >> (8 * (offset + 8 - len));
+    }
+    small_le(b) >> (8 * offset)
+}
+
+/// The whole of `b` (at most 7 bytes), little-endian: two overlapping reads, or three single
+/// bytes, or-ed (where they overlap they hold the same bytes).
+#[inline(always)]
+fn small_le(b: &[u8]) -> u64 {
+    let len = b.len();
+    match len {
+        4..=7 => {
+            let first = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+            let last = u32::from_le_bytes([b[len - 4], b[len - 3], b[len - 2], b[len - 1]]);
+            u64::from(first) | u64::from(last) << (8 * (len - 4))
+        }
+        1..=3 => {
+            u64::from(b[0])
+                | u64::from(b[len / 2]) << (8 * (len / 2))
+                | u64::from(b[len - 1]) << (8 * (len - 1))
+        }
+        _ => 0,
+    }
+}
+
 impl Cache {
-    /// Calls `f` with the full key `{key_prefix}:{version}:{name}`, built on the stack.
+    /// Calls `f` with the full key `{key_prefix}:{version}:{key}`, built on the stack.
     ///
     /// `f` has one call site, so it is inlined into each operation: the key is built in one
     /// of three places (the caller's full key, the stack, the heap) and then used once.
@@ -145,46 +330,33 @@ impl Cache {
         key: Key<'_>,
         f: impl FnOnce(&[u8]) -> Result<R>,
     ) -> Result<R> {
+        self.with_key_parts(key, |parts| parts.joined(f))
+    }
+
+    /// Calls `f` with the full key `{key_prefix}:{version}:{key}` as its parts, unjoined
+    /// (a version other than the cache's is joined on the heap, as its head is not kept).
+    #[inline]
+    pub(super) fn with_key_parts<R>(
+        &self,
+        key: Key<'_>,
+        f: impl FnOnce(KeyParts<'_>) -> Result<R>,
+    ) -> Result<R> {
         let name = key.name.as_bytes();
         if name.len() > MAX_KEY_LEN {
             return Err(key_too_long(name.len()));
         }
-        let head = &self.inner.head;
-        let mut stack = [MaybeUninit::<u8>::uninit(); STACK_KEY];
-        let heap: Vec<u8>;
-        let full: &[u8] = match key.version {
-            _ if key.full => name,
+        match key.version {
+            _ if key.full => f(KeyParts::whole(name)),
             Some(v) if v != self.inner.version => {
-                heap = format!("{}:{v}:{}", self.inner.key_prefix, key.name).into_bytes();
-                &heap
+                let heap = format!("{}:{v}:{}", self.inner.key_prefix, key.name).into_bytes();
+                f(KeyParts::whole(&heap))
             }
-            _ if head.len() + name.len() <= STACK_KEY => {
-                let total = head.len() + name.len();
-                // SAFETY: `total <= STACK_KEY`, so both copies stay inside `stack`, and so
-                // does the fixed-size head chunk (`HEAD_CHUNK <= STACK_KEY`), whose bytes past
-                // the head the name copy then overwrites; the sources cannot overlap the fresh
-                // stack array; the first `total` bytes are initialised before the slice over
-                // them is formed.
-                unsafe {
-                    let dst = stack.as_mut_ptr().cast::<u8>();
-                    match &self.inner.head_chunk {
-                        // A fixed-size copy is two vector moves, not a call to memcpy.
-                        Some(chunk) => dst.cast::<[u8; HEAD_CHUNK]>().write_unaligned(*chunk),
-                        None => std::ptr::copy_nonoverlapping(head.as_ptr(), dst, head.len()),
-                    }
-                    copy_name(name, dst.add(head.len()));
-                    std::slice::from_raw_parts(dst, total)
-                }
-            }
-            _ => {
-                let mut buf = Vec::with_capacity(head.len() + name.len());
-                buf.extend_from_slice(head);
-                buf.extend_from_slice(name);
-                heap = buf;
-                &heap
-            }
-        };
-        f(full)
+            _ => f(KeyParts {
+                head: &self.inner.head,
+                chunk: self.inner.head_chunk.as_ref(),
+                name,
+            }),
+        }
     }
 
     pub(super) fn push_key(&self, key: Key<'_>, out: &mut Vec<u8>) -> Result<()> {
@@ -279,6 +451,8 @@ mod tests {
                 let other = cache.make_key(Key::new(name).version(8)).unwrap();
                 assert_eq!(other, format!("{prefix}:8:{name}").into_bytes());
                 cache.set(name, b"v", Expiry::Never).unwrap();
+                // Read by its parts, unjoined, as by the joined key.
+                assert_eq!(cache.get(name).unwrap().as_deref(), Some(&b"v"[..]));
                 assert_eq!(
                     cache
                         .get(Key::full(std::str::from_utf8(&full).unwrap()))
@@ -288,5 +462,55 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn parts_read_as_the_joined_key_at_every_split() {
+        let bytes: Vec<u8> = (0..70u8)
+            .map(|i| i.wrapping_mul(37).wrapping_add(1))
+            .collect();
+        for len in 0..bytes.len() {
+            let joined = &bytes[..len];
+            for at in 0..=len {
+                let (head, name) = joined.split_at(at);
+                let mut padded = [0; HEAD_CHUNK];
+                let chunk = (head.len() <= HEAD_CHUNK).then(|| {
+                    padded[..head.len()].copy_from_slice(head);
+                    &padded
+                });
+                for chunk in [chunk, None] {
+                    let parts = KeyParts { head, chunk, name };
+                    assert_eq!(parts.len(), len);
+                    for offset in (0..len + 16).step_by(8) {
+                        assert_eq!(
+                            parts.word(offset),
+                            load_le(joined, offset),
+                            "{len} {at} {offset}"
+                        );
+                    }
+                    let short = if len <= 16 {
+                        assert_eq!(parts.short(), load16_le(joined), "{len} {at}");
+                        parts.short()
+                    } else {
+                        0
+                    };
+                    assert!(parts.matches(joined, short));
+                    parts.joined(|j| assert_eq!(j, joined));
+                    // A stored key one byte off, or one byte longer, is another key.
+                    if len > 0 {
+                        let mut other = joined.to_vec();
+                        other[len - 1] ^= 1;
+                        assert!(!parts.matches(&other, short), "{len} {at}");
+                    }
+                    assert!(!parts.matches(&bytes[..len + 1], short));
+                }
+            }
+        }
+        // Bytes past the end read as zero, whatever the slice is cut from.
+        assert_eq!(
+            load_le(&bytes[..3], 0),
+            u64::from_le_bytes([1, 38, 75, 0, 0, 0, 0, 0])
+        );
+        assert_eq!(load16_le(&[]), 0);
     }
 }

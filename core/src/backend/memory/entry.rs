@@ -1,6 +1,7 @@
 //! One stored entry (key and value in one buffer, with its deadline), the keys and the
 //! hash the stores index entries by, and the weigher and eviction counter quick_cache calls in each shard.
 
+use crate::cache::KeyParts;
 use crate::clock;
 use crate::value::{EntryBuf, Value};
 use quick_cache::{Lifecycle, Weighter};
@@ -135,6 +136,68 @@ impl Entry {
 /// `unsync` shard's 16-byte placeholder: with a `u64` here the slot is 40 bytes, with a `u32`
 /// 32 (see the docs' "Memory per entry").
 pub(super) type KeyHash = u32;
+
+/// A key as the default store looks it up: its parts, and for a key of at most 16 bytes
+/// (most keys) the joined bytes as one number, which the hash and the compare of the
+/// stored key both read.
+#[derive(Clone, Copy)]
+pub(super) struct Probe<'a> {
+    pub(super) key: KeyParts<'a>,
+    short: u128,
+}
+
+impl<'a> Probe<'a> {
+    #[inline(always)]
+    pub(super) fn new(key: KeyParts<'a>) -> Probe<'a> {
+        let short = if key.len() <= 16 { key.short() } else { 0 };
+        Probe { key, short }
+    }
+
+    /// Whether `stored` is this key.
+    #[inline(always)]
+    pub(super) fn matches(&self, stored: &[u8]) -> bool {
+        self.key.matches(stored, self.short)
+    }
+
+    /// The default store's [`KeyHash`] of this key under the store's random `seed`.
+    ///
+    /// The joined key's 8-byte words (zero past its end) are folded 16 bytes at a time with
+    /// a 128-bit multiply, as foldhash folds its input, after the length; the result is
+    /// folded once more and its halves into 32 bits. A key passed as a head and a name
+    /// hashes as their join does ([`KeyParts::word`]), so every path, joined or not, finds
+    /// the same entry.
+    #[inline(always)]
+    pub(super) fn hash(&self, seed: u64) -> KeyHash {
+        /// Digits of pi, the constants foldhash folds with.
+        const K: [u64; 3] = [
+            0x243f_6a88_85a3_08d3,
+            0x1319_8a2e_0370_7344,
+            0xa409_3822_299f_31d0,
+        ];
+        let len = self.key.len();
+        let mut acc = seed ^ (len as u64).wrapping_mul(K[0]);
+        if len <= 16 {
+            let (low, high) = (self.short as u64, (self.short >> 64) as u64);
+            acc = folded_multiply(low ^ acc, high ^ K[1]);
+        } else {
+            let mut offset = 0;
+            while offset < len {
+                let (low, high) = (self.key.word(offset), self.key.word(offset + 8));
+                acc = folded_multiply(low ^ acc, high ^ K[1]);
+                offset += 16;
+            }
+        }
+        let hash = folded_multiply(acc, seed ^ K[2]);
+        (hash ^ (hash >> 32)) as KeyHash
+    }
+}
+
+/// The high and the low half of `a * b`'s 128 bits, xor-ed.
+#[inline(always)]
+fn folded_multiply(a: u64, b: u64) -> u64 {
+    let full = u128::from(a) * u128::from(b);
+    (full as u64) ^ ((full >> 64) as u64)
+}
 
 /// The 64-bit hash quick_cache and the store work with, spread from a [`KeyHash`]: the
 /// multiply by an odd constant keeps distinct indexes distinct and fills the high half, whose

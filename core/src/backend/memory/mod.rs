@@ -15,6 +15,7 @@
 //! programs or tests rely on that order and those counts.
 
 use super::{apply_delta, not_found, Backend, CollectedKeys, KeyScan};
+use crate::cache::KeyParts;
 use crate::clock;
 use crate::error::{Error, ErrorKind, Result};
 use crate::expiry::TimeToLive;
@@ -34,7 +35,8 @@ pub const DEFAULT_MAX_ENTRIES: u64 = 100_000;
 
 mod entry;
 use entry::{
-    deadline, Entry, EntryWeighter, EvictionCounter, KeyHash, KeyRef, StoreKey, ENTRY_OVERHEAD,
+    deadline, Entry, EntryWeighter, EvictionCounter, KeyHash, KeyRef, Probe, StoreKey,
+    ENTRY_OVERHEAD,
 };
 
 mod store;
@@ -187,8 +189,8 @@ struct Inner {
     store: Store,
     weighter: EntryWeighter,
     evictions: Arc<AtomicU64>,
-    /// Hashes keys into the default store's [`KeyHash`] (seeded per store).
-    hasher: DefaultHashBuilder,
+    /// The seed of the default store's [`KeyHash`] ([`entry::key_hash`]), random per store.
+    seed: u64,
     /// The weight one shard of the default store holds, which no entry may exceed: fixed
     /// when the store is made, kept here so that a write checks it without taking a shard's
     /// lock (0 for the LRU store, which does not check it).
@@ -258,7 +260,7 @@ impl MemoryBackend {
                 shard_capacity,
                 weighter,
                 evictions,
-                hasher: DefaultHashBuilder::default(),
+                seed: DefaultHashBuilder::default().hash_one(0_u64),
                 #[cfg(test)]
                 colliding: false,
             }),
@@ -381,22 +383,32 @@ impl MemoryBackend {
     /// The default store's index of `key`.
     #[inline]
     fn hash(&self, key: &[u8]) -> KeyHash {
+        self.hash_parts(KeyParts::whole(key))
+    }
+
+    /// The default store's index of the key `key` joins to (the same as of the joined key).
+    #[inline(always)]
+    fn hash_parts(&self, key: KeyParts<'_>) -> KeyHash {
+        self.hash_probe(&Probe::new(key))
+    }
+
+    /// The default store's index of `probe`'s key.
+    #[inline(always)]
+    fn hash_probe(&self, probe: &Probe<'_>) -> KeyHash {
         #[cfg(test)]
         if self.inner.colliding {
-            return key.len() as KeyHash;
+            return probe.key.len() as KeyHash;
         }
-        // Both halves of the 64-bit hash folded into the 32-bit index.
-        let hash = self.inner.hasher.hash_one(key);
-        (hash ^ (hash >> 32)) as KeyHash
+        probe.hash(self.inner.seed)
     }
 
     /// Removes the entry of `key` at `h` if it is (still) expired: a read found it so, and
     /// let go of the read lock first.
     #[cold]
-    fn remove_expired(&self, store: &ClockStore, h: KeyHash, key: &[u8]) {
+    fn remove_expired(&self, store: &ClockStore, h: KeyHash, key: Probe<'_>) {
         store
             .write(h)
-            .remove_if(&h, |e| e.key() == key && !e.live());
+            .remove_if(&h, |e| key.matches(e.key()) && !e.live());
     }
 
     /// Runs `found` on the live entry of `key` under its store's lock, as a read (the entry
@@ -406,24 +418,25 @@ impl MemoryBackend {
     /// `found` also gets where the entry's value lies (read from the buffer's header with
     /// the key that was compared), so that handing the value out reads no header again.
     #[inline(always)]
-    fn read<T>(&self, key: &[u8], found: impl FnOnce(&Entry, ValueSpan) -> T) -> Option<T> {
+    fn read<T>(&self, key: KeyParts<'_>, found: impl FnOnce(&Entry, ValueSpan) -> T) -> Option<T> {
         match &self.inner.store {
             Store::Clock(store) => {
-                let h = self.hash(key);
+                let probe = Probe::new(key);
+                let h = self.hash_probe(&probe);
                 let shard = store.read(h);
                 let e = shard.get(&h)?;
                 let (stored, span) = e.bytes.key_and_span();
-                if !same_key(stored, key) {
+                if !probe.matches(stored) {
                     return None;
                 }
                 if e.live() {
                     return Some(found(e, span));
                 }
                 drop(shard);
-                self.remove_expired(store, h, key);
+                self.remove_expired(store, h, probe);
                 None
             }
-            Store::Lru(lru) => self.read_lru(lru, key, found),
+            Store::Lru(lru) => key.joined(|key| self.read_lru(lru, key, found)),
         }
     }
 
@@ -451,7 +464,7 @@ impl MemoryBackend {
     /// [`Backend::get`] without its `Result` (the store never fails): inlined into
     /// [`crate::Cache`]'s reads of a `memory://` cache.
     #[inline(always)]
-    pub(crate) fn get_value(&self, key: &[u8]) -> Option<Value> {
+    pub(crate) fn get_value(&self, key: KeyParts<'_>) -> Option<Value> {
         self.read(key, |e, span| {
             // SAFETY: `read` found `span` in this entry's buffer, under the store's lock.
             unsafe { Value::of_entry_span(&e.bytes, span) }
@@ -462,7 +475,11 @@ impl MemoryBackend {
     /// bytes under the store's lock, with no reference count taken (`Value::lent`), and its
     /// answer is returned; `None` on a miss. Inlined into [`crate::Cache`]'s lent reads.
     #[inline(always)]
-    pub(crate) fn read_lent<T>(&self, key: &[u8], visit: impl FnOnce(&Value) -> T) -> Option<T> {
+    pub(crate) fn read_lent<T>(
+        &self,
+        key: KeyParts<'_>,
+        visit: impl FnOnce(&Value) -> T,
+    ) -> Option<T> {
         self.read(key, |e, span| {
             // SAFETY: `read` found `span` in this entry's buffer, under the store's lock.
             let lent = unsafe { Value::lent(&e.bytes, span) };
@@ -543,7 +560,7 @@ impl Backend for MemoryBackend {
 
     #[inline]
     fn get(&self, key: &[u8]) -> Result<Option<Value>> {
-        Ok(self.get_value(key))
+        Ok(self.get_value(KeyParts::whole(key)))
     }
 
     fn as_memory(&self) -> Option<&MemoryBackend> {
@@ -555,7 +572,7 @@ impl Backend for MemoryBackend {
     /// (`Value::lent`); a clone it makes counts one and outlives the entry.
     #[inline]
     fn get_with(&self, key: &[u8], visit: &mut dyn FnMut(&Value)) -> Result<bool> {
-        Ok(self.read_lent(key, visit).is_some())
+        Ok(self.read_lent(KeyParts::whole(key), visit).is_some())
     }
 
     #[inline]

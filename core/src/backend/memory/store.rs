@@ -68,9 +68,14 @@ impl ClockStore {
     /// table uses least.
     #[inline]
     fn shard(&self, hash: KeyHash) -> &RwLock<ClockShard> {
-        let index = spread(hash).rotate_right(u64::BITS / 2) & self.mask;
+        &self.shards[self.shard_of(hash)]
+    }
+
+    /// The index of the shard that holds `hash`.
+    #[inline]
+    pub(super) fn shard_of(&self, hash: KeyHash) -> usize {
         // The mask keeps the index below the shard count.
-        &self.shards[index as usize]
+        (spread(hash).rotate_right(u64::BITS / 2) & self.mask) as usize
     }
 
     /// The shard of `hash`, locked for reading.

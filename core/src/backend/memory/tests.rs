@@ -486,3 +486,46 @@ fn an_entry_overwrite_is_in_place_when_it_can_be_and_never_grows_the_weight() {
     assert!(e.overwrite(b"kez", b"value-5", 0, by_bytes, &mut old));
     assert_eq!((e.key(), e.value()), (&b"kez"[..], &b"value-5"[..]));
 }
+
+#[test]
+fn the_index_spreads_keys_as_a_random_32_bit_hash() {
+    // A million keys of a `Cache` (`:1:` and a name; short and long ones): a random 32-bit
+    // hash gives about n² / 2³³ = 116 pairs that share an index, and every shard about its
+    // share of the keys.
+    let m = MemoryBackend::new(&MemoryOptions::default()).unwrap();
+    let Store::Clock(store) = &m.inner.store else {
+        panic!("the default store")
+    };
+    let n = 1_000_000;
+    let mut hashes: Vec<KeyHash> = (0..n)
+        .map(|i| {
+            let name = if i % 2 == 0 {
+                format!("k{i}")
+            } else {
+                format!("views.decorators.cache.page.{i}")
+            };
+            let key = format!(":1:{name}");
+            let h = m.hash(key.as_bytes());
+            assert_eq!(
+                h,
+                m.hash_parts(crate::cache::KeyParts::whole(key.as_bytes()))
+            );
+            h
+        })
+        .collect();
+    let mut per_shard = vec![0usize; store.shards().len()];
+    for &h in &hashes {
+        let shard = store.shard_of(h);
+        per_shard[shard] += 1;
+    }
+    hashes.sort_unstable();
+    let pairs = hashes.windows(2).filter(|w| w[0] == w[1]).count();
+    assert!(pairs < 250, "{pairs} keys share an index with another");
+    let mean = n / per_shard.len();
+    for count in per_shard {
+        assert!(
+            count.abs_diff(mean) < mean / 10,
+            "{count} keys in a shard, mean {mean}"
+        );
+    }
+}
