@@ -1,0 +1,99 @@
+"""A `get` hit and a `set` in time, every subject in turn for many rounds: the best round of each.
+
+`bench_memory.py --quick` times each library once, one after the other, so a slow spell of
+this shared machine lands on one library only. Here every subject runs 200,000 calls in turn,
+ROUNDS times over, and the best round of each is kept (ns per call, the loop included), so
+that a comparison of two subjects, or of two builds run back to back, holds up on a noisy
+machine. The same 16-byte str value and 7-byte key as `get_instructions.py`.
+
+Subjects: `dict`, `cachebox.LRUCache`, `polycache.Cache("memory://")` (and with
+`latency_histograms=off`, and with the entry stored without a TTL), `polycache.django.Cache`,
+and `_GetFloor` when the wheel is built with the cargo feature `bench-floor`.
+
+Run: .venv/bin/python bench/python/get_time.py [ROUNDS]
+"""
+
+from __future__ import annotations
+
+import gc
+import sys
+import timeit
+from collections.abc import Callable
+from typing import Any
+
+VALUE = "abcdefghijklmnop"  # 16 bytes
+KEY = "hit-key"
+CALLS = 200_000
+
+
+def subjects() -> dict[str, tuple[Callable[..., Any], Callable[..., Any] | None]]:
+    """Per subject: its bound `get` (holding VALUE under KEY) and its `set`, if it has one."""
+    import cachebox
+    import polycache
+
+    out: dict[str, tuple[Callable[..., Any], Callable[..., Any] | None]] = {}
+    d = {KEY: VALUE}
+    out["dict"] = (d.get, d.__setitem__)
+    lru = cachebox.LRUCache(100_000)
+    lru.insert(KEY, VALUE)
+    out["cachebox LRU"] = (lru.get, lru.insert)
+    try:
+        from polycache import _polycache
+
+        floor = _polycache._GetFloor()  # type: ignore[attr-defined]
+        floor.set(KEY, VALUE)
+        out["floor"] = (floor.get, None)
+    except AttributeError:
+        pass
+    for name, query, timeout in [
+        ("polycache", "", 300),
+        ("polycache, no histograms", "&latency_histograms=off", 300),
+        ("polycache, no TTL", "", None),
+    ]:
+        c = polycache.Cache(f"memory://?max_entries=100000{query}")
+        c.set(KEY, VALUE, timeout=timeout)
+        out[name] = (c.get, c.set)
+    from django.conf import settings
+
+    settings.configure()
+    import polycache.django
+
+    dj = polycache.django.Cache("memory://", {"TIMEOUT": 300})
+    dj.set(KEY, VALUE)
+    out["polycache django"] = (dj.get, dj.set)
+    for get, _ in out.values():
+        assert get(KEY) == VALUE
+    return out
+
+
+def main() -> None:
+    rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 15
+    subs = subjects()
+    ops = {"get hit": "get(k)", "set": "set_(k, v)"}
+    best = {(s, op): float("inf") for s in subs for op in ops}
+    gc.disable()
+    for _ in range(rounds):
+        for name, (get, set_) in subs.items():
+            for op, stmt in ops.items():
+                if op == "set" and set_ is None:
+                    continue
+                namespace = {"get": get, "set_": set_, "k": KEY, "v": VALUE}
+                t = timeit.Timer(stmt, globals=namespace).timeit(CALLS) / CALLS * 1e9
+                best[(name, op)] = min(best[(name, op)], t)
+    empty = min(timeit.Timer("pass").repeat(repeat=rounds, number=CALLS)) / CALLS * 1e9
+    print(f"Python {sys.version.split()[0]}; ns per call, best of {rounds} rounds")
+    print(f"(the empty loop costs {empty:.1f} ns per iteration, included in every number)")
+    print(f"{'subject':26s}{'get hit':>9s}{'/ cachebox':>12s}{'set':>9s}{'/ cachebox':>12s}")
+    for name in subs:
+        row = f"{name:26s}"
+        for op in ops:
+            t = best[(name, op)]
+            if t == float("inf"):
+                row += f"{'':>21s}"
+            else:
+                row += f"{t:9.1f}{t / best[('cachebox LRU', op)]:11.2f}x"
+        print(row)
+
+
+if __name__ == "__main__":
+    main()
