@@ -189,7 +189,7 @@ struct Inner {
     store: Store,
     weighter: EntryWeighter,
     evictions: Arc<AtomicU64>,
-    /// The seed of the default store's [`KeyHash`] ([`entry::key_hash`]), random per store.
+    /// The seed of the default store's [`KeyHash`] ([`Probe::hash`]), random per store.
     seed: u64,
     /// The weight one shard of the default store holds, which no entry may exceed: fixed
     /// when the store is made, kept here so that a write checks it without taking a shard's
