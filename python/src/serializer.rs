@@ -347,6 +347,23 @@ pub(crate) fn decode<'py>(
     }
 }
 
+/// The object of `data` in `format` when making it runs no Python code and allocates no
+/// object the garbage collector tracks, so that it can be made while a store lends the
+/// bytes under its lock ([`lend`]): a plain decimal `int`, a pickled ASCII `str`, `bytes`,
+/// `float`, `bool` or `None`, raw `bytes`. `None` for anything else (and for bytes that
+/// [`decode`] would reject), which [`decode`] then reads.
+#[inline]
+fn decode_plain<'py>(py: Python<'py>, format: Format, data: &[u8]) -> Option<Bound<'py, PyAny>> {
+    match format {
+        Format::Pickle => match parse_small_decimal(data) {
+            Some(n) => Some(n.into_pyobject(py).ok()?.into_any()),
+            None => unpickle_native(py, data, Utf8::AsciiOnly),
+        },
+        Format::Raw => Some(PyBytes::new(py, payload(data)).into_any()),
+        Format::Json => None,
+    }
+}
+
 /// The payload of bytes that may be a value stored with its refresh metadata (XFetch, jobs).
 fn payload(data: &[u8]) -> &[u8] {
     polycache::Envelope::decode(data).map_or(data, |(_, p)| p)
@@ -442,7 +459,7 @@ fn decode_pickle<'py>(py: Python<'py>, data: &[u8]) -> PyResult<Bound<'py, PyAny
     }
     if data.first() == Some(&PROTO) {
         // `int()` never accepts a leading 0x80, so only pickle can read it.
-        if let Some(value) = unpickle_native(py, data) {
+        if let Some(value) = unpickle_native(py, data, Utf8::Any) {
             return Ok(value);
         }
     } else {
@@ -489,9 +506,18 @@ fn parse_small_decimal(data: &[u8]) -> Option<i64> {
     Some(if neg { -n } else { n })
 }
 
+/// Which `str` [`unpickle_native`] reads.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Utf8 {
+    /// Any UTF-8 (`surrogatepass`, as pickle).
+    Any,
+    /// ASCII only: a decoder's error is an object the garbage collector tracks.
+    AsciiOnly,
+}
+
 /// Reads the pickles [`encode`] writes natively (protocol 4 or 5, one str, bytes, float, bool
 /// or None); `None` for anything else, which then goes to `pickle.loads`.
-fn unpickle_native<'py>(py: Python<'py>, data: &[u8]) -> Option<Bound<'py, PyAny>> {
+fn unpickle_native<'py>(py: Python<'py>, data: &[u8], utf8: Utf8) -> Option<Bound<'py, PyAny>> {
     let [PROTO, 4 | 5, rest @ ..] = data else {
         return None;
     };
@@ -540,8 +566,12 @@ fn unpickle_native<'py>(py: Python<'py>, data: &[u8]) -> Option<Bound<'py, PyAny
             }
             if op == SHORT_BINBYTES || op == BINBYTES {
                 Some(PyBytes::new(py, payload).into_any())
-            } else {
+            } else if payload.is_ascii() {
+                ascii_str(py, payload)
+            } else if utf8 == Utf8::Any {
                 decode_utf8_surrogatepass(py, payload)
+            } else {
+                None
             }
         }
         _ => None,
@@ -569,6 +599,26 @@ fn decode_utf8_surrogatepass<'py>(py: Python<'py>, payload: &[u8]) -> Option<Bou
     }
 }
 
+/// A new `str` of ASCII bytes: allocated at its length and copied into, without the
+/// decoder's scan and dispatch (about 150 instructions of a 16-byte value's ~200).
+/// `None` (error cleared) only when the allocation fails.
+fn ascii_str<'py>(py: Python<'py>, ascii: &[u8]) -> Option<Bound<'py, PyAny>> {
+    debug_assert!(ascii.is_ascii());
+    // SAFETY: the token means this thread is attached. `PyUnicode_New` with a maximum
+    // character of 127 makes a compact ASCII str of `ascii.len()` one-byte characters, whose
+    // data it leaves for the caller to write before the object is seen by anyone; a NULL
+    // result means an exception is set, which PyErr::take clears.
+    unsafe {
+        let obj = ffi::PyUnicode_New(ascii.len() as ffi::Py_ssize_t, 127);
+        if obj.is_null() {
+            drop(PyErr::take(py));
+            return None;
+        }
+        std::ptr::copy_nonoverlapping(ascii.as_ptr(), ffi::PyUnicode_1BYTE_DATA(obj), ascii.len());
+        Some(Bound::from_owned_ptr(py, obj))
+    }
+}
+
 /// Decoded objects shared between reads of the same stored bytes (`memory://` hits).
 ///
 /// A slot keeps a copy of the bytes an object was decoded from, with their length and
@@ -584,6 +634,14 @@ fn decode_utf8_surrogatepass<'py>(py: Python<'py>, payload: &[u8]) -> Option<Bou
 /// other bytes: the table holds no reference to the store's bytes, so it pins nothing and
 /// keeps no rewrite from happening, and the byte compare is what tells the same bytes apart
 /// from new ones at an old address.
+///
+/// An object is kept only when the same stored bytes miss their slot twice in a row: a
+/// slot remembers the address of its last miss, and a miss at that address again keeps its
+/// object. Reads that pass over many values once each (a scan, or a working set larger than
+/// the table) then only write that address: they neither pay to copy bytes into a slot and
+/// free the object it held, nor push out the objects of keys that are read again and again
+/// (over 10,000 keys read in turn, keeping every decoded object made each read about 50 ns
+/// slower than not keeping it, docs/backends/memory.md).
 ///
 /// One table, guarded by the GIL (each thread has its own on a free-threaded build): no
 /// lock, no atomic read-modify-write on a hit (those cost more than the lookup),
@@ -626,12 +684,16 @@ const SHARED_INLINE: usize = 48;
 /// Values up to this many bytes are kept at all.
 const SHARED_MAX_LEN: usize = 256;
 
-/// The slots; allocated by the first kept object.
-type SharedTable = Box<[Option<SharedSlot>; SHARED_SLOTS]>;
+/// The slots, and where each last missed; allocated by the first miss.
+struct SharedTable {
+    slots: [Option<SharedSlot>; SHARED_SLOTS],
+    /// Per slot, the address of the bytes that last missed it (see [`SharedSlot`]).
+    missed: [usize; SHARED_SLOTS],
+}
 
 /// The table, where the GIL guards it: one for the process.
 #[cfg(not(Py_GIL_DISABLED))]
-struct GilTable(std::cell::UnsafeCell<Option<SharedTable>>);
+struct GilTable(std::cell::UnsafeCell<Option<Box<SharedTable>>>);
 
 // SAFETY: the table is reached only through [`shared_table`], which takes the Python token:
 // on a build with the GIL, a thread holding the token holds the GIL, so no two threads
@@ -651,14 +713,14 @@ static SHARED: GilTable = GilTable(std::cell::UnsafeCell::new(None));
 thread_local! {
     /// Without the GIL, each thread has its own table: constant-initialised (no lazy-init
     /// state to test) and without a `RefCell`, for the reasons given for the GIL's table.
-    static SHARED: std::cell::UnsafeCell<Option<SharedTable>> =
+    static SHARED: std::cell::UnsafeCell<Option<Box<SharedTable>>> =
         const { std::cell::UnsafeCell::new(None) };
 }
 
 /// The table of shared objects, for a thread attached to the interpreter (see `SHARED`);
 /// `None` only while the thread's own table is being destroyed (free-threaded builds).
 #[inline(always)]
-fn shared_table(_py: Python<'_>) -> Option<*mut Option<SharedTable>> {
+fn shared_table(_py: Python<'_>) -> Option<*mut Option<Box<SharedTable>>> {
     #[cfg(not(Py_GIL_DISABLED))]
     return Some(SHARED.0.get());
     #[cfg(Py_GIL_DISABLED)]
@@ -671,6 +733,27 @@ fn shared_table(_py: Python<'_>) -> Option<*mut Option<SharedTable>> {
 fn shared_index(addr: *const u8) -> usize {
     let bits = SHARED_SLOTS.trailing_zeros();
     ((addr as usize as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - bits)) as usize
+}
+
+/// True when the bytes at `addr` missed their slot on the slot's last miss too (the second
+/// miss in a row: their object is worth keeping); otherwise notes this miss and answers
+/// false.
+#[inline]
+fn admitted(py: Python<'_>, addr: *const u8) -> bool {
+    let index = shared_index(addr);
+    shared_table(py).is_some_and(|table| {
+        // SAFETY: see `SHARED`: no other reference into the table is alive.
+        let table = unsafe { &mut *table }.get_or_insert_with(new_table);
+        let missed = std::mem::replace(&mut table.missed[index], addr as usize);
+        missed == addr as usize
+    })
+}
+
+fn new_table() -> Box<SharedTable> {
+    Box::new(SharedTable {
+        slots: [const { None }; SHARED_SLOTS],
+        missed: [0; SHARED_SLOTS],
+    })
 }
 
 /// Keeps `object`, decoded from `data` in `format`, for later reads of the same bytes.
@@ -693,8 +776,8 @@ fn shared_keep(py: Python<'_>, format: Format, data: &[u8], addr: *const u8, obj
     let old = shared_table(py).map(move |table| {
         // SAFETY: see `SHARED`: no other reference into the table is alive.
         let table = unsafe { &mut *table };
-        let table = table.get_or_insert_with(|| Box::new([const { None }; SHARED_SLOTS]));
-        table[index].replace(slot)
+        let table = table.get_or_insert_with(new_table);
+        table.slots[index].replace(slot)
     });
     // The slot it replaced (an immutable builtin and a copy) is dropped here, once the
     // table is no longer borrowed.
@@ -730,26 +813,30 @@ pub(crate) enum Taken {
     /// Nothing (the table answered, or the key was absent).
     Nothing,
     /// A copy of bytes up to [`SHARED_INLINE`] long, and the address the store lent them
-    /// at (the slot their object goes to).
+    /// at (the slot their object goes to if `keep`).
     Copy {
         addr: *const u8,
         len: usize,
         bytes: [u8; SHARED_INLINE],
+        keep: bool,
     },
     /// Longer bytes: the value itself (one more reference to the store's buffer, whose
     /// bytes lie at the address the store lent them at).
-    Value(polycache::Value),
+    Value { value: polycache::Value, keep: bool },
 }
 
 /// The part of a lent read that runs while the store lends `value`, maybe under its lock:
-/// the object the table keeps for these bytes (a new reference), or `None` when the table
-/// has none: then `taken` holds the bytes, to decode once the store has let go
-/// ([`decode_taken`]).
+/// the object the table keeps for these bytes (a new reference), or one made at once from
+/// them ([`decode_plain`]), or `None`: then `taken` holds the bytes, to decode once the
+/// store has let go ([`decode_taken`]).
 ///
-/// It runs no Python code: a table lookup and a `Py_INCREF`, or a copy of short bytes
-/// (a clone of the value for longer ones). No Python object is made or dropped here: an
-/// allocation can start the garbage collector, whose finalizers may call the cache, whose
-/// store may be locked by this very read. On a hit it writes nothing: the caller's `taken`
+/// It runs no Python code, and makes no object the garbage collector tracks, and drops
+/// none: a table lookup and a `Py_INCREF`; or on a miss the table's note of it, then a
+/// plain object (a `str`, `bytes`, `int`, `float`: none of them tracked) or a copy of short
+/// bytes (a clone of the value for longer ones). A tracked allocation can start the garbage
+/// collector, whose finalizers may call the cache, whose store may be locked by this very
+/// read; so can dropping an object. An object that will be kept ([`admitted`]) is decoded
+/// later too, as its keeping replaces (drops) the slot's old one. On a hit it writes nothing: the caller's `taken`
 /// is an enum whose empty form is its tag alone (an earlier version lent into a 264-byte
 /// struct that the compiler zeroed with `memset` on every call). Short bytes are copied,
 /// not cloned: a clone's two atomic operations on the entry's count made a table miss over
@@ -767,14 +854,25 @@ pub(crate) fn lend<'py>(
             return Some(object);
         }
     }
-    take(value, taken);
-    None
+    lend_missed(py, format, value, taken)
 }
 
-/// [`lend`]'s table miss: the bytes, kept.
+/// [`lend`] when the table has no object for the bytes: the miss noted, then a plain object
+/// made from them, unless it is to be kept; else the bytes taken out.
 #[inline(never)]
-fn take(value: &polycache::Value, taken: &mut Taken) {
+fn lend_missed<'py>(
+    py: Python<'py>,
+    format: Format,
+    value: &polycache::Value,
+    taken: &mut Taken,
+) -> Option<Bound<'py, PyAny>> {
     let data = value.as_bytes();
+    let keep = data.len() <= SHARED_MAX_LEN && admitted(py, data.as_ptr());
+    if !keep {
+        if let Some(object) = decode_plain(py, format, data) {
+            return Some(object);
+        }
+    }
     *taken = if data.len() <= SHARED_INLINE {
         let mut bytes = [0; SHARED_INLINE];
         bytes[..data.len()].copy_from_slice(data);
@@ -782,14 +880,19 @@ fn take(value: &polycache::Value, taken: &mut Taken) {
             addr: data.as_ptr(),
             len: data.len(),
             bytes,
+            keep,
         }
     } else {
-        Taken::Value(value.clone())
+        Taken::Value {
+            value: value.clone(),
+            keep,
+        }
     };
+    None
 }
 
-/// Decodes what [`lend`] took out, keeping an immutable result of short bytes for later
-/// reads (in the slot of the address the store lent them at).
+/// Decodes what [`lend`] took out, keeping an immutable result for later reads when `lend`
+/// said so (in the slot of the address the store lent the bytes at).
 #[inline(never)]
 pub(crate) fn decode_taken<'py>(
     py: Python<'py>,
@@ -797,10 +900,15 @@ pub(crate) fn decode_taken<'py>(
     taken: &Taken,
 ) -> PyResult<Bound<'py, PyAny>> {
     match taken {
-        Taken::Copy { addr, len, bytes } => decode_keep(py, format, &bytes[..*len], *addr),
-        Taken::Value(value) => {
+        Taken::Copy {
+            addr,
+            len,
+            bytes,
+            keep,
+        } => decode_keep(py, format, &bytes[..*len], keep.then_some(*addr)),
+        Taken::Value { value, keep } => {
             let data = value.as_bytes();
-            decode_keep(py, format, data, data.as_ptr())
+            decode_keep(py, format, data, keep.then_some(data.as_ptr()))
         }
         Taken::Nothing => Ok(py.None().into_bound(py)),
     }
@@ -818,24 +926,27 @@ pub(crate) fn shared<'py>(
     let table = shared_table(py)?;
     // SAFETY: see `SHARED`: no other reference into the table is alive.
     let table = unsafe { &*table }.as_ref()?;
-    let slot = table[shared_index(data.as_ptr())].as_ref()?;
+    let slot = table.slots[shared_index(data.as_ptr())].as_ref()?;
     // `clone` is a `Py_INCREF`: no allocation, no Python code.
     slot.holds(format, data)
         .then(|| slot.object.bind(py).clone())
 }
 
-/// The miss of [`shared`]: decodes `data` and keeps the result for later reads if it is
-/// immutable and the bytes short enough; `addr` is where the store lent them (the slot).
+/// The miss of [`shared`]: decodes `data`, and keeps the result for later reads if
+/// `keep_at` is the address the store lent the bytes at (the slot) and the object is
+/// immutable.
 #[inline(never)]
 pub(crate) fn decode_keep<'py>(
     py: Python<'py>,
     format: Format,
     data: &[u8],
-    addr: *const u8,
+    keep_at: Option<*const u8>,
 ) -> PyResult<Bound<'py, PyAny>> {
     let object = decode(py, format, data)?;
-    if data.len() <= SHARED_MAX_LEN && immutable(&object, 0) {
-        shared_keep(py, format, data, addr, object.clone().unbind());
+    if let Some(addr) = keep_at {
+        if immutable(&object, 0) {
+            shared_keep(py, format, data, addr, object.clone().unbind());
+        }
     }
     Ok(object)
 }
