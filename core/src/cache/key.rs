@@ -260,7 +260,7 @@ impl<'a> KeyParts<'a> {
 /// The whole of `b` (at most 16 bytes) as one little-endian number; no byte outside `b` is
 /// read.
 #[inline(always)]
-pub(crate) fn load16_le(b: &[u8]) -> u128 {
+fn load16_le(b: &[u8]) -> u128 {
     let len = b.len();
     debug_assert!(len <= 16);
     if len > 8 {
@@ -277,7 +277,7 @@ pub(crate) fn load16_le(b: &[u8]) -> u128 {
 /// The bytes of `b` from `offset`, up to 8 of them, little-endian, zero past `b`'s end;
 /// no byte outside `b` is read.
 #[inline(always)]
-pub(crate) fn load_le(b: &[u8], offset: usize) -> u64 {
+fn load_le(b: &[u8], offset: usize) -> u64 {
     let len = b.len();
     /// The 8 bytes of `b` at `at` (`at + 8 <= b.len()`).
     #[inline(always)]
