@@ -290,11 +290,28 @@ impl fastset::KeyValue for PyCache {
         encoded.encode(value)?;
         core.set_one(slf.py(), name, encoded.as_bytes())
     }
+
+    #[inline(always)]
+    fn set_quick(
+        slf: &Bound<'_, Self>,
+        (key, value): fastset::KeyAndValue<'_, '_>,
+    ) -> Option<polycache::Result<*mut pyo3::ffi::PyObject>> {
+        let name = crate::args::ascii_text(key.cast::<pyo3::types::PyString>().ok()?)?;
+        let stored = slf
+            .get()
+            .core
+            .set_quick(polycache::Key::new(name), value, false)?;
+        Some(stored.map(|stored| {
+            pyo3::types::PyBool::new(slf.py(), stored)
+                .to_owned()
+                .into_ptr()
+        }))
+    }
 }
 
 /// Gives the class its two-argument `set` (called once, when the module is built).
 pub(crate) fn install_fast_set(py: Python<'_>) -> PyResult<()> {
-    let entry = fastget::fastcall_entry!(fastset::set_entry::<PyCache>);
+    let entry = fastget::fastcall_entry!(fastset::set_full::<PyCache>);
     fastset::install::<PyCache>(py, entry)
 }
 

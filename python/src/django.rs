@@ -484,11 +484,27 @@ impl fastset::KeyValue for DjangoCache {
             .set_in_place(slf.py(), key, encoded.as_bytes(), true)?;
         Ok(slf.py().None().into_bound(slf.py()))
     }
+
+    #[inline(always)]
+    fn set_quick(
+        slf: &Bound<'_, Self>,
+        (key, value): fastset::KeyAndValue<'_, '_>,
+    ) -> Option<polycache::Result<*mut pyo3::ffi::PyObject>> {
+        let this = slf.get();
+        if this.stores_nothing {
+            return None;
+        }
+        let name = this.plain_key(key)?;
+        let stored = this
+            .core
+            .set_quick(polycache::Key::new(name), value, true)?;
+        Some(stored.map(|_| slf.py().None().into_ptr()))
+    }
 }
 
 /// Gives the class its two-argument `set` (called once, when the module is built).
 pub(crate) fn install_fast_set(py: Python<'_>) -> PyResult<()> {
-    let entry = crate::fastget::fastcall_entry!(fastset::set_entry::<DjangoCache>);
+    let entry = crate::fastget::fastcall_entry!(fastset::set_full::<DjangoCache>);
     fastset::install::<DjangoCache>(py, entry)
 }
 

@@ -248,37 +248,55 @@ enum Unfinished {
 #[cold]
 #[inline(never)]
 fn finish(rest: Unfinished, taken: &Taken) -> *mut ffi::PyObject {
-    let mut rest = Some((rest, taken));
-    let entry = pyo3::impl_::trampoline::get_trampoline_function!(noargs, finish_body);
-    // SAFETY: the thread is attached (we are inside a call from CPython); `finish_body`
-    // reads its first argument as the `Option<(Unfinished, &Taken)>` passed here (see
-    // there).
+    in_trampoline(|py| match rest {
+        Unfinished::Rest(rest) => rest.finish(py, taken).map(Bound::into_ptr),
+        Unfinished::Panic(payload) => std::panic::resume_unwind(payload),
+        Unfinished::NotInstalled => Err(pyo3::exceptions::PyRuntimeError::new_err(
+            "polycache: the full get entry is not set up",
+        )),
+    })
+}
+
+/// The end of a call that a fast entry point began without PyO3's trampoline, run inside
+/// one (its attach count, its pool, its panic trap, as for any PyO3 method): `body`'s
+/// answer, a new reference, or NULL with `body`'s error set. A panic of `body`, or one it
+/// resumes, is raised as PyO3's `PanicException`.
+pub(crate) fn in_trampoline(
+    body: impl FnOnce(Python<'_>) -> PyResult<*mut ffi::PyObject>,
+) -> *mut ffi::PyObject {
+    let mut body = Some(body);
+    let mut call = |py: Python<'_>| match body.take() {
+        Some(body) => body(py),
+        None => Err(pyo3::exceptions::PyRuntimeError::new_err(
+            "polycache: a call's end ran twice",
+        )),
+    };
+    let mut call: &mut dyn FnMut(Python<'_>) -> PyResult<*mut ffi::PyObject> = &mut call;
+    let entry = pyo3::impl_::trampoline::get_trampoline_function!(noargs, trampoline_body);
+    // SAFETY: the thread is attached (we are inside a call from CPython); `trampoline_body`
+    // reads its first argument as the `&mut dyn FnMut` passed here (see there).
     unsafe {
         entry(
-            std::ptr::addr_of_mut!(rest).cast::<ffi::PyObject>(),
+            std::ptr::addr_of_mut!(call).cast::<ffi::PyObject>(),
             std::ptr::null_mut(),
         )
     }
 }
 
-/// The body [`finish`] runs in PyO3's trampoline.
+/// The body [`in_trampoline`] runs in PyO3's trampoline.
 ///
 /// # Safety
 ///
-/// `rest` is a pointer to a live `Option<(Unfinished, &Taken)>` (only [`finish`] calls
-/// this, never CPython).
-unsafe fn finish_body(py: Python<'_>, rest: *mut ffi::PyObject) -> PyResult<*mut ffi::PyObject> {
+/// `call` is a pointer to a live `&mut dyn FnMut(Python) -> PyResult<*mut PyObject>` (only
+/// [`in_trampoline`] calls this, never CPython).
+unsafe fn trampoline_body(
+    py: Python<'_>,
+    call: *mut ffi::PyObject,
+) -> PyResult<*mut ffi::PyObject> {
     // SAFETY: see above.
-    let rest = unsafe { (*rest.cast::<Option<(Unfinished, &Taken)>>()).take() };
-    match rest {
-        Some((Unfinished::Rest(rest), taken)) => rest.finish(py, taken).map(Bound::into_ptr),
-        Some((Unfinished::Panic(payload), _)) => std::panic::resume_unwind(payload),
-        Some((Unfinished::NotInstalled, _)) | None => {
-            Err(pyo3::exceptions::PyRuntimeError::new_err(
-                "polycache: the full get entry is not set up",
-            ))
-        }
-    }
+    let call =
+        unsafe { &mut *call.cast::<&mut dyn FnMut(Python<'_>) -> PyResult<*mut ffi::PyObject>>() };
+    call(py)
 }
 
 /// Calls the PyO3-generated method kept by [`install`] with the caller's arguments.

@@ -922,13 +922,38 @@ impl Core {
         bytes: &[u8],
         or_delete: bool,
     ) -> PyResult<bool> {
+        self.store_in_place(key, bytes, or_delete)
+            .map_err(|e| errors::to_py(py, e))
+    }
+
+    /// [`Core::set_in_place`] without the Python error.
+    #[inline]
+    fn store_in_place(&self, key: Key<'_>, bytes: &[u8], or_delete: bool) -> Result<bool> {
         debug_assert!(self.local);
-        let stored = if or_delete {
+        if or_delete {
             set_or_delete(&self.cache, key, bytes, Expiry::Default)
         } else {
             self.cache.set(key, bytes, Expiry::Default)
-        };
-        stored.map_err(|e| errors::to_py(py, e))
+        }
+    }
+
+    /// The part of `set(key, value)` at the default timeout that runs no Python code and
+    /// makes no Python object (`crate::fastset` runs it without PyO3's attach count): on a
+    /// local backend, a value [`serializer::encode_plain`] writes, stored as
+    /// [`Core::set_in_place`] stores it. `None`, having done nothing, for any other call.
+    #[inline]
+    pub(crate) fn set_quick(
+        &self,
+        key: Key<'_>,
+        value: &Bound<'_, PyAny>,
+        or_delete: bool,
+    ) -> Option<Result<bool>> {
+        if !self.local || self.decoder.format != Format::Pickle {
+            return None;
+        }
+        let mut buf = serializer::Buf::new();
+        serializer::encode_plain(value, &mut buf)
+            .then(|| self.store_in_place(key, buf.as_slice(), or_delete))
     }
 
     /// `get(key)` at the cache's version with no default: the one-argument call

@@ -184,10 +184,23 @@ pub(crate) fn encode<'py>(
     value: &Bound<'py, PyAny>,
     buf: &mut Buf,
 ) -> PyResult<Option<Bound<'py, PyBytes>>> {
+    if encode_plain(value, buf) {
+        return Ok(None);
+    }
+    encode_rest(value, buf)
+}
+
+/// [`encode`] of the values it writes without running Python code or making a Python
+/// object: an exact `int` that fits in 64 bits, and, once the pickle module is loaded (the
+/// first [`encode`] loads it) and its highest protocol is ours, an exact ASCII `str`,
+/// `bytes`, `float`, `bool` or `None`. True when `buf` holds the encoding; false, having
+/// done nothing, for any other value (which [`encode`] then writes).
+#[inline]
+pub(crate) fn encode_plain(value: &Bound<'_, PyAny>, buf: &mut Buf) -> bool {
     let py = value.py();
     let ptr = value.as_ptr();
-    // SAFETY: `ptr` is a live object (borrowed from `value`); the *_CheckExact macros only read
-    // its type pointer.
+    // SAFETY: `ptr` is a live object (borrowed from `value`); the *_CheckExact macros only
+    // read its type pointer.
     let (is_str, is_int, is_bytes, is_float) = unsafe {
         (
             ffi::PyUnicode_CheckExact(ptr) != 0,
@@ -197,44 +210,80 @@ pub(crate) fn encode<'py>(
         )
     };
     if is_int {
+        let mut overflow = 0;
+        // SAFETY: `value` is exactly an int, whose conversion runs no Python code and
+        // fails only by overflowing, which it reports through `overflow` (no exception).
+        let n = unsafe { ffi::PyLong_AsLongLongAndOverflow(ptr, &mut overflow) };
+        if overflow != 0 {
+            return false;
+        }
+        write_i64(buf, n);
+        return true;
+    }
+    if !PICKLE.get(py).is_some_and(|module| module.native) {
+        return false;
+    }
+    if is_str {
+        // SAFETY: checked above that `value` is exactly a str.
+        let s = unsafe { value.cast_unchecked::<PyString>() };
+        match crate::args::ascii_text(s) {
+            Some(text) if text.len() <= MAX_NATIVE_LEN => {
+                pickle_blob(buf, SHORT_BINUNICODE, BINUNICODE, text.as_bytes());
+            }
+            _ => return false,
+        }
+    } else if is_bytes {
+        // SAFETY: checked above that `value` is exactly a bytes object.
+        let b = unsafe { value.cast_unchecked::<PyBytes>() }.as_bytes();
+        if b.len() > MAX_NATIVE_LEN {
+            return false;
+        }
+        pickle_blob(buf, SHORT_BINBYTES, BINBYTES, b);
+    } else if is_float {
+        // SAFETY: checked above that `value` is exactly a float.
+        let f = unsafe { value.cast_unchecked::<PyFloat>() }.value();
+        let out = buf.writer(2 + 9 + 10);
+        out[..11].copy_from_slice(&[PROTO, PROTOCOL, FRAME, 10, 0, 0, 0, 0, 0, 0, 0]);
+        out[11] = BINFLOAT;
+        out[12..20].copy_from_slice(&f.to_be_bytes());
+        out[20] = STOP;
+    } else if value.is_none() {
+        buf.set(&[PROTO, PROTOCOL, NONE, STOP]);
+    } else if let Ok(b) = value.cast_exact::<PyBool>() {
+        let op = if b.is_true() { NEWTRUE } else { NEWFALSE };
+        buf.set(&[PROTO, PROTOCOL, op, STOP]);
+    } else {
+        return false;
+    }
+    true
+}
+
+/// [`encode`] of what [`encode_plain`] did not write: a big `int`, a `str` that is not
+/// ASCII, anything before the pickle module is loaded, and every other type (`pickle.dumps`).
+#[inline(never)]
+fn encode_rest<'py>(
+    value: &Bound<'py, PyAny>,
+    buf: &mut Buf,
+) -> PyResult<Option<Bound<'py, PyBytes>>> {
+    let py = value.py();
+    if value.is_exact_instance_of::<PyInt>() {
         return encode_int(value, buf);
     }
     let module = pickle(py)?;
     if module.native {
-        if is_str {
+        // The pickle module may have been loaded just now.
+        if encode_plain(value, buf) {
+            return Ok(None);
+        }
+        if let Ok(s) = value.cast_exact::<PyString>() {
             // A str with lone surrogates has no UTF-8 form; pickle writes it with
             // "surrogatepass", so let pickle do it.
-            // SAFETY: checked above that `value` is exactly a str.
-            let s = unsafe { value.cast_unchecked::<PyString>() };
             if let Ok(text) = s.to_str() {
                 if text.len() <= MAX_NATIVE_LEN {
                     pickle_blob(buf, SHORT_BINUNICODE, BINUNICODE, text.as_bytes());
                     return Ok(None);
                 }
             }
-        } else if is_bytes {
-            // SAFETY: checked above that `value` is exactly a bytes object.
-            let b = unsafe { value.cast_unchecked::<PyBytes>() }.as_bytes();
-            if b.len() <= MAX_NATIVE_LEN {
-                pickle_blob(buf, SHORT_BINBYTES, BINBYTES, b);
-                return Ok(None);
-            }
-        } else if is_float {
-            // SAFETY: checked above that `value` is exactly a float.
-            let f = unsafe { value.cast_unchecked::<PyFloat>() }.value();
-            let out = buf.writer(2 + 9 + 10);
-            out[..11].copy_from_slice(&[PROTO, PROTOCOL, FRAME, 10, 0, 0, 0, 0, 0, 0, 0]);
-            out[11] = BINFLOAT;
-            out[12..20].copy_from_slice(&f.to_be_bytes());
-            out[20] = STOP;
-            return Ok(None);
-        } else if value.is_none() {
-            buf.set(&[PROTO, PROTOCOL, NONE, STOP]);
-            return Ok(None);
-        } else if let Ok(b) = value.cast_exact::<PyBool>() {
-            let op = if b.is_true() { NEWTRUE } else { NEWFALSE };
-            buf.set(&[PROTO, PROTOCOL, op, STOP]);
-            return Ok(None);
         }
     }
     pickle_dumps(value).map(Some)
