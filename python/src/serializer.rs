@@ -267,7 +267,7 @@ fn encode_rest<'py>(
 ) -> PyResult<Option<Bound<'py, PyBytes>>> {
     let py = value.py();
     if value.is_exact_instance_of::<PyInt>() {
-        return encode_int(value, buf);
+        return encode_big_int(value, buf);
     }
     let module = pickle(py)?;
     if module.native {
@@ -317,24 +317,12 @@ fn pickle_blob(buf: &mut Buf, short_op: u8, long_op: u8, data: &[u8]) {
     out[total - 1] = STOP;
 }
 
-/// An exact int: ASCII decimal, as redis-py writes the int Django hands it.
-fn encode_int<'py>(
+/// An exact int too big for 64 bits (the others are [`encode_plain`]'s): ASCII decimal, as
+/// redis-py writes the int Django hands it.
+fn encode_big_int<'py>(
     value: &Bound<'py, PyAny>,
     buf: &mut Buf,
 ) -> PyResult<Option<Bound<'py, PyBytes>>> {
-    let mut overflow = 0;
-    // SAFETY: `value` is exactly an int; PyLong_AsLongLongAndOverflow reports overflow
-    // through `overflow` and sets no exception for it.
-    let n = unsafe { ffi::PyLong_AsLongLongAndOverflow(value.as_ptr(), &mut overflow) };
-    if overflow == 0 {
-        if n == -1 {
-            if let Some(err) = PyErr::take(value.py()) {
-                return Err(err);
-            }
-        }
-        write_i64(buf, n);
-        return Ok(None);
-    }
     // A big int: its decimal text, unless it has more digits than `str()` allows
     // (sys.set_int_max_str_digits); Django cannot store those at all, so they are pickled,
     // which Django's reader still understands.
