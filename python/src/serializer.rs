@@ -269,10 +269,11 @@ fn encode_rest<'py>(
     if value.is_exact_instance_of::<PyInt>() {
         return encode_big_int(value, buf);
     }
+    let loaded = PICKLE.get(py).is_some();
     let module = pickle(py)?;
     if module.native {
-        // The pickle module may have been loaded just now.
-        if encode_plain(value, buf) {
+        // Loaded just now: what `encode_plain` writes once the module is there.
+        if !loaded && encode_plain(value, buf) {
             return Ok(None);
         }
         if let Ok(s) = value.cast_exact::<PyString>() {
@@ -849,13 +850,12 @@ fn immutable(obj: &Bound<'_, PyAny>, depth: u8) -> bool {
 pub(crate) enum Taken {
     /// Nothing (the table answered, or the key was absent).
     Nothing,
-    /// A copy of bytes up to [`SHARED_INLINE`] long, and the address the store lent them
-    /// at (the slot their object goes to if `keep`).
+    /// A copy of bytes up to [`SHARED_INLINE`] long, and, when their object is to be kept,
+    /// the address the store lent them at (the slot it goes to).
     Copy {
-        addr: *const u8,
+        keep_at: Option<*const u8>,
         len: usize,
         bytes: [u8; SHARED_INLINE],
-        keep: bool,
     },
     /// Longer bytes: the value itself (one more reference to the store's buffer, whose
     /// bytes lie at the address the store lent them at).
@@ -873,8 +873,8 @@ pub(crate) enum Taken {
 /// bytes (a clone of the value for longer ones). A tracked allocation can start the garbage
 /// collector, whose finalizers may call the cache, whose store may be locked by this very
 /// read; so can dropping an object. An object that will be kept ([`admitted`]) is decoded
-/// later too, as its keeping replaces (drops) the slot's old one. On a hit it writes nothing: the caller's `taken`
-/// is an enum whose empty form is its tag alone (an earlier version lent into a 264-byte
+/// later too, as its keeping replaces (drops) the slot's old one. On a hit it writes
+/// nothing: the caller's `taken` is an enum whose empty form is its tag alone (an earlier version lent into a 264-byte
 /// struct that the compiler zeroed with `memset` on every call). Short bytes are copied,
 /// not cloned: a clone's two atomic operations on the entry's count made a table miss over
 /// 10,000 keys slower in time than the copy, though fewer in instructions.
@@ -914,10 +914,9 @@ fn lend_missed<'py>(
         let mut bytes = [0; SHARED_INLINE];
         bytes[..data.len()].copy_from_slice(data);
         Taken::Copy {
-            addr: data.as_ptr(),
+            keep_at: keep.then_some(data.as_ptr()),
             len: data.len(),
             bytes,
-            keep,
         }
     } else {
         Taken::Value {
@@ -938,11 +937,10 @@ pub(crate) fn decode_taken<'py>(
 ) -> PyResult<Bound<'py, PyAny>> {
     match taken {
         Taken::Copy {
-            addr,
+            keep_at,
             len,
             bytes,
-            keep,
-        } => decode_keep(py, format, &bytes[..*len], keep.then_some(*addr)),
+        } => decode_keep(py, format, &bytes[..*len], *keep_at),
         Taken::Value { value, keep } => {
             let data = value.as_bytes();
             decode_keep(py, format, data, keep.then_some(data.as_ptr()))
