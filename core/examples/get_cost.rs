@@ -18,6 +18,9 @@
 //! - `no-ttl`: the same, the entry stored without a deadline (`Expiry::Never`);
 //! - `no-histograms`: the same with `latency_histograms=off` (the counters stay);
 //! - `fail-open`: the same with `fail_open=true`;
+//! - `long-value`: the default with a 64-byte value, which a `Value` shares with the entry
+//!   (a reference counted and given back) instead of copying it as it does the default's
+//!   16 bytes ([`polycache::Value::INLINE_MAX`]);
 //! - `full-key`: the default with a [`Key::full`] key, so no prefix or version is joined;
 //! - `dyn-backend`: the store's `get` through `&dyn Backend` with the full key (no `Cache`;
 //!   the path of callers that hold the trait object, such as a tiered cache's L1);
@@ -35,6 +38,7 @@ use std::sync::Arc;
 const NAME: &str = "bench:key";
 const FULL_KEY: &[u8] = b":1:bench:key";
 const VALUE: &[u8] = b"0123456789abcdef";
+const LONG_VALUE: &[u8] = &[b'v'; 64];
 
 /// What one iteration reads.
 enum Reader {
@@ -67,13 +71,17 @@ fn gets(reader: &Reader, n: usize) {
 }
 
 fn cache(query: &str, expiry: Expiry, key: Key<'_>) -> Cache {
+    cache_of(query, expiry, key, VALUE)
+}
+
+fn cache_of(query: &str, expiry: Expiry, key: Key<'_>, value: &[u8]) -> Cache {
     let cache = Cache::open(&format!("memory://?max_entries=100000{query}")).unwrap();
-    cache.set(key, VALUE, expiry).unwrap();
+    cache.set(key, value, expiry).unwrap();
     cache
 }
 
 /// The variants, in the order `time` prints them.
-const VARIANTS: [&str; 8] = [
+const VARIANTS: [&str; 9] = [
     "bare",
     "backend",
     "dyn-backend",
@@ -82,6 +90,7 @@ const VARIANTS: [&str; 8] = [
     "no-ttl",
     "fail-open",
     "default",
+    "long-value",
 ];
 
 fn reader(variant: &str) -> Option<Reader> {
@@ -94,6 +103,7 @@ fn reader(variant: &str) -> Option<Reader> {
             false,
         ),
         "fail-open" => Reader::Cache(cache("&fail_open=true", Expiry::Default, name), false),
+        "long-value" => Reader::Cache(cache_of("", Expiry::Default, name, LONG_VALUE), false),
         "full-key" => Reader::Cache(cache("", Expiry::Default, Key::full(NAME)), true),
         "dyn-backend" | "backend" => {
             let backend =

@@ -271,6 +271,17 @@ impl EntryBuf {
         }
     }
 
+    /// The bytes of the value at `span`, without reading the header again.
+    ///
+    /// # Safety
+    ///
+    /// As for [`EntryBuf::span_part`].
+    #[inline]
+    pub(crate) unsafe fn span_bytes(&self, span: ValueSpan) -> &[u8] {
+        // SAFETY: the caller's promise: `span` is where the value lies in this buffer.
+        unsafe { self.slice(span.at, span.len) }
+    }
+
     /// [`EntryBuf::into_value_part`] at `span`, without reading the header again.
     ///
     /// # Safety
@@ -464,11 +475,12 @@ mod raw_tests {
 
     #[test]
     fn a_value_cloned_at_the_maximum_count_copies_its_part_of_the_buffer() {
-        let b = EntryBuf::new(b"key", b"a value");
+        // Longer than a `Value` holds in itself, so that a clone counts a reference.
+        let b = EntryBuf::new(b"key", b"a value longer than 16 bytes");
         let v = Value::of_entry(&b).skip(2);
         b.set_count(MAX_COUNT);
         let copy = v.clone();
-        assert_eq!(copy.as_bytes(), b"value");
+        assert_eq!(copy.as_bytes(), b"value longer than 16 bytes");
         assert_ne!(copy.as_ptr(), v.as_ptr(), "its own buffer");
         b.set_count(2);
         drop((v, copy));

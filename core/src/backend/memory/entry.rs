@@ -83,7 +83,8 @@ impl Entry {
         self.bytes.value()
     }
 
-    /// The value as a [`Value`] sharing the stored buffer (no copy).
+    /// The value as a [`Value`]: sharing the stored buffer (no copy), or a copy of a short
+    /// one ([`Value::INLINE_MAX`]).
     #[inline]
     pub(super) fn shared_value(&self) -> Value {
         Value::of_entry(&self.bytes)

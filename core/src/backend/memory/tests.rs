@@ -239,11 +239,12 @@ fn a_key_differing_in_any_one_byte_never_answers_for_another() {
 fn an_entry_is_two_words_and_reads_share_its_bytes() {
     // The thin buffer's pointer and the deadline: quick_cache's slot is 32 bytes.
     assert_eq!(std::mem::size_of::<Entry>(), 16);
+    const LONG: &[u8] = b"a value longer than 16 bytes";
     for m in [
         MemoryBackend::new(&MemoryOptions::default()).unwrap(),
         lru(10, None),
     ] {
-        m.set(b"k", b"value", None).unwrap();
+        m.set(b"k", LONG, None).unwrap();
         let a = m.get(b"k").unwrap().unwrap();
         let b = m.get(b"k").unwrap().unwrap();
         assert_eq!(
@@ -251,14 +252,27 @@ fn an_entry_is_two_words_and_reads_share_its_bytes() {
             b.as_ptr(),
             "both reads hand out the stored bytes"
         );
-        assert_eq!(a.clone().skip(2), Value::from(&b"lue"[..]));
-        assert_eq!(a.clone().skip(9).as_bytes(), b"");
-        assert_eq!(a.into_vec(), b"value");
+        assert_eq!(a.clone().skip(2), Value::from(&LONG[2..]));
+        assert_eq!(a.clone().skip(99).as_bytes(), b"");
+        assert_eq!(a.into_vec(), LONG);
         // An overwrite or a delete leaves the bytes already read intact.
-        m.set(b"k", b"other", None).unwrap();
+        m.set(b"k", &LONG.to_ascii_uppercase(), None).unwrap();
         assert!(m.delete(b"k").unwrap());
-        assert_eq!(&*b, b"value");
+        assert_eq!(&*b, LONG);
+        // A short value is copied out instead: no reference to the entry is held.
+        m.set(b"k", b"value", None).unwrap();
+        let short = m.get(b"k").unwrap().unwrap();
+        assert_ne!(short.as_ptr(), lent_at(&m, b"k"));
+        m.set(b"k", b"other", None).unwrap();
+        assert_eq!(&*short, b"value");
     }
+}
+
+/// Where `get_with` lends the bytes of `key` from: the stored entry's.
+fn lent_at(m: &MemoryBackend, key: &[u8]) -> *const u8 {
+    let mut at = std::ptr::null();
+    assert!(m.get_with(key, &mut |v| at = v.as_ptr()).unwrap());
+    at
 }
 
 #[test]
@@ -295,12 +309,13 @@ fn a_lent_value_cloned_in_visit_outlives_an_overwrite_and_a_removal() {
         MemoryBackend::new(&MemoryOptions::default()).unwrap(),
         lru(10, None),
     ] {
-        m.set(b"k", b"first value", None).unwrap();
+        // Longer than a `Value` holds in itself: a clone shares the stored bytes.
+        m.set(b"k", b"the first value, stored", None).unwrap();
         let mut seen = Vec::new();
         assert!(m
             .get_with(b"k", &mut |v| seen.extend_from_slice(v))
             .unwrap());
-        assert_eq!(seen, b"first value");
+        assert_eq!(seen, b"the first value, stored");
         let first = lend_clone(&m, b"k").unwrap();
         // The lent bytes are the stored ones (no copy), as a counted read's are.
         assert_eq!(first.as_ptr(), m.get(b"k").unwrap().unwrap().as_ptr());
@@ -309,7 +324,7 @@ fn a_lent_value_cloned_in_visit_outlives_an_overwrite_and_a_removal() {
         assert!(m.delete(b"k").unwrap());
         assert_eq!(m.len(), 0, "{:?}", m.eviction());
         // Both entries are gone from the store; the clones still hold their bytes.
-        assert_eq!(&*first, b"first value");
+        assert_eq!(&*first, b"the first value, stored");
         assert_eq!(&*second, b"second value");
         assert!(lend_clone(&m, b"k").is_none());
         drop(first);
@@ -397,25 +412,32 @@ fn an_overwrite_rewrites_in_place_only_what_no_reader_holds() {
         by_bytes,
         lru(10, None),
     ];
+    // Longer than a `Value` holds in itself, so that a read holds the stored buffer.
+    let value = |n: u8| [&b"a value longer than 16 bytes, #"[..], &[b'0' + n]].concat();
     for m in &stores {
-        m.set(b"key", b"value-1", None).unwrap();
-        let at = m.get(b"key").unwrap().unwrap().as_ptr();
+        m.set(b"key", &value(1), None).unwrap();
+        let at = lent_at(m, b"key");
         // No reader holds the buffer: the same length goes into the same bytes.
-        m.set(b"key", b"value-2", Some(Duration::from_secs(60)))
+        m.set(b"key", &value(2), Some(Duration::from_secs(60)))
             .unwrap();
         let read = m.get(b"key").unwrap().unwrap();
-        assert_eq!(&*read, b"value-2");
+        assert_eq!(&*read, value(2));
         assert_eq!(read.as_ptr(), at, "{:?}: rewritten in place", m.eviction());
         assert!(matches!(m.ttl(b"key").unwrap(), TimeToLive::Left(_)));
         // `read` holds it now: the next overwrite goes into a new buffer, and the value
         // read keeps its bytes.
-        m.set(b"key", b"value-3", None).unwrap();
-        assert_eq!(&*read, b"value-2");
+        m.set(b"key", &value(3), None).unwrap();
+        assert_eq!(&*read, value(2));
         let now = m.get(b"key").unwrap().unwrap();
-        assert_eq!(&*now, b"value-3");
+        assert_eq!(&*now, value(3));
         assert_ne!(now.as_ptr(), read.as_ptr());
         assert_eq!(m.ttl(b"key").unwrap(), TimeToLive::Forever);
         drop((read, now));
+        // A short value read is a copy, so it holds nothing: the overwrite is in place.
+        m.set(b"key", b"value-1", None).unwrap();
+        let (at, read) = (lent_at(m, b"key"), m.get(b"key").unwrap().unwrap());
+        m.set(b"key", b"value-2", None).unwrap();
+        assert_eq!((lent_at(m, b"key"), &*read), (at, &b"value-1"[..]));
         // Other lengths, shorter and longer.
         m.set(b"key", b"v", None).unwrap();
         assert_eq!(&*m.get(b"key").unwrap().unwrap(), b"v");
@@ -451,40 +473,42 @@ fn overwrites_keep_the_byte_weight_exact_and_bounded() {
 #[test]
 fn an_entry_overwrite_is_in_place_when_it_can_be_and_never_grows_the_weight() {
     let by_bytes = EntryWeighter { by_bytes: true };
-    let mut e = Entry::new(b"key", b"value-1", 0);
+    // Longer than a `Value` holds in itself, so that `shared_value` holds the buffer.
+    let value = |n: u8| [&b"a value longer than 16 bytes, #"[..], &[b'0' + n]].concat();
+    let mut e = Entry::new(b"key", &value(1), 0);
     let at = e.value().as_ptr();
     // The buffer a write replaces, handed back to be freed after the store's lock.
     let mut old = None;
-    assert!(e.overwrite(b"key", b"value-2", 7, by_bytes, &mut old));
+    assert!(e.overwrite(b"key", &value(2), 7, by_bytes, &mut old));
     assert_eq!(
         (e.value(), e.value().as_ptr(), e.expires_at),
-        (&b"value-2"[..], at, 7)
+        (&value(2)[..], at, 7)
     );
     // A reader's hold: a new buffer, the reader's bytes unchanged.
     let read = e.shared_value();
-    assert!(e.overwrite(b"key", b"value-3", 8, by_bytes, &mut old));
-    assert_eq!((&*read, e.value()), (&b"value-2"[..], &b"value-3"[..]));
+    assert!(e.overwrite(b"key", &value(3), 8, by_bytes, &mut old));
+    assert_eq!((&*read, e.value()), (&value(2)[..], &value(3)[..]));
     assert_eq!(
         old.take()
             .map(|b: crate::value::EntryBuf| b.value().to_vec()),
-        Some(b"value-2".to_vec())
+        Some(value(2))
     );
     // Lighter: a new buffer; heavier by bytes: refused, unchanged; by count: done.
     assert!(e.overwrite(b"key", b"v", 9, by_bytes, &mut old));
     assert_eq!(e.value(), b"v");
-    assert!(!e.overwrite(b"key", b"value-4", 10, by_bytes, &mut old));
+    assert!(!e.overwrite(b"key", &value(4), 10, by_bytes, &mut old));
     assert_eq!((e.value(), e.expires_at), (&b"v"[..], 9));
     assert!(e.overwrite(
         b"key",
-        b"value-4",
+        &value(4),
         10,
         EntryWeighter { by_bytes: false },
         &mut old
     ));
-    assert_eq!(e.value(), b"value-4");
+    assert_eq!(e.value(), value(4));
     // Another key under the same hash is replaced, never rewritten as this one.
-    assert!(e.overwrite(b"kez", b"value-5", 0, by_bytes, &mut old));
-    assert_eq!((e.key(), e.value()), (&b"kez"[..], &b"value-5"[..]));
+    assert!(e.overwrite(b"kez", &value(5), 0, by_bytes, &mut old));
+    assert_eq!((e.key(), e.value()), (&b"kez"[..], &value(5)[..]));
 }
 
 #[test]
