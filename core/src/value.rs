@@ -105,7 +105,7 @@ impl Value {
     /// The bytes.
     #[inline]
     pub fn as_bytes(&self) -> &[u8] {
-        let ptr = if self.ptr == inline_mark() {
+        let ptr = if self.is_inline() {
             std::ptr::addr_of!(self.body).cast::<u8>()
         } else {
             self.ptr.as_ptr().cast_const()
@@ -151,10 +151,16 @@ impl Value {
         })
     }
 
+    /// Whether the bytes are the value's own (`body`), not an owner's.
+    #[inline(always)]
+    fn is_inline(&self) -> bool {
+        self.ptr == inline_mark()
+    }
+
     /// What holds the bytes (see [`Owner`]).
     #[inline]
     fn held(&self) -> Held {
-        if self.ptr == inline_mark() {
+        if self.is_inline() {
             return Held::Inline;
         }
         // SAFETY: a value not marked inline was built with an owner in its body.
@@ -200,7 +206,9 @@ impl Value {
     /// its buffer (a reference-count increment, no copy).
     #[inline]
     pub(crate) fn of_entry(entry: &EntryBuf) -> Value {
-        Value::inline(entry.value()).unwrap_or_else(|| Value::of_part(entry.value_part()))
+        let (_, span) = entry.key_and_span();
+        // SAFETY: `span` is where `entry`'s own header says its value lies.
+        unsafe { Value::of_entry_span(entry, span) }
     }
 
     /// [`Value::of_entry`] at `span`, without reading the entry's header again.
@@ -299,7 +307,7 @@ impl Deref for Lent<'_> {
     type Target = Value;
     #[inline]
     fn deref(&self) -> &Value {
-        if self.value.ptr == inline_mark() {
+        if self.value.is_inline() {
             // SAFETY: a lent value points into its entry's buffer (`Value::lent`), never at
             // the mark. Said here so that the compiler drops the test for the short form
             // from the reads of the lent bytes that follow (every Python `get` hit).

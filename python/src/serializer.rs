@@ -874,10 +874,11 @@ pub(crate) enum Taken {
 /// collector, whose finalizers may call the cache, whose store may be locked by this very
 /// read; so can dropping an object. An object that will be kept ([`admitted`]) is decoded
 /// later too, as its keeping replaces (drops) the slot's old one. On a hit it writes
-/// nothing: the caller's `taken` is an enum whose empty form is its tag alone (an earlier version lent into a 264-byte
-/// struct that the compiler zeroed with `memset` on every call). Short bytes are copied,
-/// not cloned: a clone's two atomic operations on the entry's count made a table miss over
-/// 10,000 keys slower in time than the copy, though fewer in instructions.
+/// nothing: the caller's `taken` is an enum whose empty form is its tag alone (an earlier
+/// version lent into a 264-byte struct that the compiler zeroed with `memset` on every
+/// call). Short bytes are copied, not cloned: a clone's two atomic operations on the
+/// entry's count made a table miss over 10,000 keys slower in time than the copy, though
+/// fewer in instructions.
 #[inline(always)]
 pub(crate) fn lend<'py>(
     py: Python<'py>,

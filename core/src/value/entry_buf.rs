@@ -233,7 +233,7 @@ impl EntryBuf {
     }
 
     /// The value, as bytes that share this buffer (one more reference, no copy).
-    #[inline]
+    #[cfg(test)]
     pub(crate) fn value_part(&self) -> ValuePart {
         let p = self.parts();
         ValuePart {
