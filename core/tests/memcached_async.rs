@@ -8,7 +8,7 @@ mod async_common;
 mod memcached_common;
 
 use async_common::{
-    dropped_futures, frozen_server, many_tasks, runtime, sync_and_async_share_one_cache,
+    dropped_futures, frozen_server, many_tasks, runtime, sync_and_async_share_one_cache, Reads,
 };
 use memcached_common::{answering, backend, open, policy, servers, silent, stat, url_of};
 use polycache::{AsyncAccess, Backend, Cache, ErrorKind, Expiry};
@@ -87,7 +87,7 @@ fn every_topology_serves_many_tasks_on_both_runtimes() {
             let cache = open(&url);
             runtime(multi).block_on(async {
                 memcached_specifics(&cache).await;
-                many_tasks(&cache).await;
+                many_tasks(&cache, Reads::OwnWrites).await;
             });
         }
     }
@@ -99,7 +99,7 @@ fn concurrent_requests_share_one_connection_per_server() {
     let port = mc[0].port().unwrap();
     let cache = open(&url_of(&mc, ""));
     let before = stat(port, "total_connections");
-    runtime(true).block_on(many_tasks(&cache));
+    runtime(true).block_on(many_tasks(&cache, Reads::OwnWrites));
     // One for the cache's async calls, one for the `stats` call itself.
     assert_eq!(stat(port, "total_connections") - before, 2);
 }

@@ -7,7 +7,7 @@
 mod async_common;
 
 use async_common::{
-    dropped_futures, frozen_server, many_tasks, runtime, sync_and_async_share_one_cache,
+    dropped_futures, frozen_server, many_tasks, runtime, sync_and_async_share_one_cache, Reads,
 };
 use polycache::{Cache, Expiry};
 use polycache_testkit::{RedisCluster, RedisOver, RedisReplicaSet, RedisServer, Transport};
@@ -27,11 +27,17 @@ fn every_topology_serves_many_tasks_on_both_runtimes() {
     let cluster = RedisCluster::start().unwrap();
     let urls = singles
         .iter()
-        .map(|single| single.url_with("key_prefix=many"))
-        .chain([set.url(), cluster.url()].map(|url| format!("{url}?key_prefix=many")));
-    for url in urls {
+        .map(|single| (single.url_with("key_prefix=many"), Reads::OwnWrites))
+        .chain([
+            (format!("{}?key_prefix=many", set.url()), Reads::Replicas),
+            (
+                format!("{}?key_prefix=many", cluster.url()),
+                Reads::OwnWrites,
+            ),
+        ]);
+    for (url, reads) in urls {
         for multi in [false, true] {
-            runtime(multi).block_on(many_tasks(&open(&url)));
+            runtime(multi).block_on(many_tasks(&open(&url), reads));
         }
     }
 }
