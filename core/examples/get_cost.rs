@@ -21,6 +21,10 @@
 //! - `long-value`: the default with a 64-byte value, which a `Value` shares with the entry
 //!   (a reference counted and given back) instead of copying it as it does the default's
 //!   16 bytes ([`polycache::Value::INLINE_MAX`]);
+//! - `lent`: the default through `Cache::get_with` (the value lent to a closure, as every
+//!   Python `get` reads), not `Cache::get`;
+//! - `tiered`: the default on a tiered cache whose `memory://` L1 holds the key (L2 another
+//!   `memory://`), the `get_hit/tiered L1 hit` bench row; `tiered-lent` the same lent;
 //! - `full-key`: the default with a [`Key::full`] key, so no prefix or version is joined;
 //! - `dyn-backend`: the store's `get` through `&dyn Backend` with the full key (no `Cache`;
 //!   the path of callers that hold the trait object, such as a tiered cache's L1);
@@ -43,6 +47,7 @@ const LONG_VALUE: &[u8] = &[b'v'; 64];
 /// What one iteration reads.
 enum Reader {
     Cache(Cache, bool),
+    Lent(Cache),
     Dyn(Arc<dyn Backend>),
     Direct(MemoryBackend),
     Bare(quick_cache::sync::Cache<Box<[u8]>, Arc<[u8]>>),
@@ -57,6 +62,9 @@ fn gets(reader: &Reader, n: usize) {
         }),
         Reader::Cache(cache, true) => (0..n).for_each(|_| {
             black_box(cache.get(Key::full(black_box(NAME))).unwrap());
+        }),
+        Reader::Lent(cache) => (0..n).for_each(|_| {
+            black_box(cache.get_with(black_box(NAME), |v| v.len()).unwrap());
         }),
         Reader::Dyn(backend) => (0..n).for_each(|_| {
             black_box(backend.get(black_box(FULL_KEY)).unwrap());
@@ -81,7 +89,7 @@ fn cache_of(query: &str, expiry: Expiry, key: Key<'_>, value: &[u8]) -> Cache {
 }
 
 /// The variants, in the order `time` prints them.
-const VARIANTS: [&str; 9] = [
+const VARIANTS: [&str; 12] = [
     "bare",
     "backend",
     "dyn-backend",
@@ -91,6 +99,9 @@ const VARIANTS: [&str; 9] = [
     "fail-open",
     "default",
     "long-value",
+    "tiered",
+    "lent",
+    "tiered-lent",
 ];
 
 fn reader(variant: &str) -> Option<Reader> {
@@ -105,6 +116,23 @@ fn reader(variant: &str) -> Option<Reader> {
         "fail-open" => Reader::Cache(cache("&fail_open=true", Expiry::Default, name), false),
         "long-value" => Reader::Cache(cache_of("", Expiry::Default, name, LONG_VALUE), false),
         "full-key" => Reader::Cache(cache("", Expiry::Default, Key::full(NAME)), true),
+        "tiered" => {
+            let tiered =
+                Cache::builder_tiered("memory://?max_entries=100000", "memory://get-cost-l2")
+                    .build()
+                    .unwrap();
+            tiered.set(name, VALUE, Expiry::Default).unwrap();
+            Reader::Cache(tiered, false)
+        }
+        "lent" => Reader::Lent(cache("", Expiry::Default, name)),
+        "tiered-lent" => {
+            let tiered =
+                Cache::builder_tiered("memory://?max_entries=100000", "memory://get-cost-l2c")
+                    .build()
+                    .unwrap();
+            tiered.set(name, VALUE, Expiry::Default).unwrap();
+            Reader::Lent(tiered)
+        }
         "dyn-backend" | "backend" => {
             let backend =
                 MemoryBackend::new(&MemoryOptions::default().max_entries(100_000)).unwrap();

@@ -22,7 +22,7 @@ pub(crate) mod key;
 
 pub use builder::{CacheBuilder, SERIALIZERS};
 pub use key::Key;
-pub(crate) use key::KeyParts;
+pub use key::KeyParts;
 use key::{key_too_long, HEAD_CHUNK};
 mod lifetime;
 mod scan;
@@ -311,23 +311,23 @@ impl Cache {
         key.joined(|full| self.open_read(full, found))
     }
 
-    /// [`Cache::read`] through the backend's vtable: every backend but `memory://`.
+    /// [`Cache::read`] through the backend's vtable: every backend but `memory://`. The
+    /// key goes as its parts ([`Backend::get_parts`]): a tiered cache's `memory://` L1
+    /// reads them unjoined.
     #[inline(never)]
     fn read_from_backend(&self, key: KeyParts<'_>) -> Result<Option<Value>> {
-        key.joined(|full| self.read_joined_from_backend(full))
-    }
-
-    /// [`Cache::read_from_backend`] of the joined key.
-    #[inline]
-    fn read_joined_from_backend(&self, full: &[u8]) -> Result<Option<Value>> {
         if self.inner.hints.is_some() {
-            return self.read_maybe_hinted(full);
+            return key.joined(|full| self.read_maybe_hinted(full));
         }
-        match self.backend_get(full)? {
-            // Neither signed, compressed nor tagged: the value as stored, moved once.
-            Some(v) if self.inner.codec.passes_as_stored(&v) => Ok(Some(v)),
-            None => Ok(None),
-            found => self.open_read(full, found),
+        let found = self.inner.backend.get_parts(&key);
+        match &found {
+            // A value to open (signed, compressed or tagged).
+            Ok(Some(v)) if !self.inner.codec.passes_as_stored(v) => {
+                key.joined(|full| self.open_read(full, found?))
+            }
+            // Anything else is the answer as the backend gave it, so that it is built in
+            // place, not moved field by field through each frame.
+            _ => found,
         }
     }
 
@@ -338,7 +338,7 @@ impl Cache {
         if let Some(tags) = self.hint(full) {
             return ready(self.read_hinted(Via::Blocking, full, &tags));
         }
-        match self.backend_get(full)? {
+        match self.inner.backend.get(full)? {
             Some(v) if self.inner.codec.passes_as_stored(&v) => Ok(Some(v)),
             found => self.open_read(full, found),
         }
@@ -348,12 +348,6 @@ impl Cache {
     #[inline(never)]
     fn open_read(&self, full: &[u8], found: Option<Value>) -> Result<Option<Value>> {
         self.check_tags_at(full, self.open_value(full, found)?)
-    }
-
-    /// The backend's `get`.
-    #[inline]
-    fn backend_get(&self, full: &[u8]) -> Result<Option<Value>> {
-        self.inner.backend.get(full)
     }
 
     /// `set` of a full key with a resolved TTL: size limit, fail-open and `sets` apply.
@@ -508,20 +502,25 @@ impl Cache {
                 None => Ok(()),
             };
         }
-        key.joined(|full| self.read_with_backend(full, visit))
+        self.read_with_backend(key, visit)
     }
 
-    /// [`Cache::read_with`] through the backend's vtable: every backend but `memory://`.
+    /// [`Cache::read_with`] through the backend's vtable: every backend but `memory://`;
+    /// the key goes as its parts, as in [`Cache::read_from_backend`].
     #[inline]
-    fn read_with_backend(&self, full: &[u8], visit: &mut impl FnMut(&Value)) -> Result<()> {
+    fn read_with_backend(&self, key: KeyParts<'_>, visit: &mut impl FnMut(&Value)) -> Result<()> {
         if self.inner.hints.is_some() {
-            if let Some(tags) = self.hint(full) {
-                return self.read_hinted_lent(full, &tags, visit);
+            let hinted = key.joined(|full| {
+                let tags = self.hint(full)?;
+                Some(self.read_hinted_lent(full, &tags, visit))
+            });
+            if let Some(read) = hinted {
+                return read;
             }
         }
         let codec = &self.inner.codec;
         let mut sealed = None;
-        self.inner.backend.get_with(full, &mut |value| {
+        self.inner.backend.get_parts_with(&key, &mut |value| {
             if codec.passes_as_stored(value) {
                 visit(value);
             } else {
@@ -529,7 +528,7 @@ impl Cache {
             }
         })?;
         match sealed {
-            Some(sealed) => self.open_lent(full, sealed, visit),
+            Some(sealed) => key.joined(|full| self.open_lent(full, sealed, visit)),
             None => Ok(()),
         }
     }

@@ -12,7 +12,7 @@
 //! one process (tests, several caches over one L2); [`crate::RedisBus`] connects processes
 //! over Redis pub/sub (URL `bus=redis` or `bus=<url-encoded redis URL>`).
 
-use crate::backend::{AsyncAccess, AsyncBackend, Backend, BoxFuture, OnBlockingPool};
+use crate::backend::{AsyncAccess, AsyncBackend, Backend, BoxFuture, KeyParts, OnBlockingPool};
 use crate::bus::{
     Invalidation, InvalidationBus, InvalidationHandler, InvalidationTarget, LocalBus,
 };
@@ -352,11 +352,38 @@ impl Backend for TieredBackend {
 
     #[inline]
     fn get(&self, key: &[u8]) -> Result<Option<Value>> {
+        self.get_parts(&KeyParts::whole(key))
+    }
+
+    fn get_with(&self, key: &[u8], visit: &mut dyn FnMut(&Value)) -> Result<bool> {
+        self.get_parts_with(&KeyParts::whole(key), visit)
+    }
+
+    /// L1 reads the key's parts as they come (unjoined, for `memory://`); only a miss
+    /// joins them, for L2.
+    fn get_parts(&self, key: &KeyParts<'_>) -> Result<Option<Value>> {
         self.adopt_fork();
-        if let Some(v) = self.in_tier(Tier::L1, Op::Get, || self.l1.get(key))? {
-            return Ok(Some(v));
+        // L1's answer is returned as it came (an error too), so that it is built in place.
+        let found = self.in_tier(Tier::L1, Op::Get, || self.l1.get_parts(key));
+        if !matches!(found, Ok(None)) {
+            return found;
         }
-        self.get_l2(key)
+        key.joined(|full| self.get_l2(full))
+    }
+
+    /// [`TieredBackend::get_parts`], L1 lending its bytes to `visit`.
+    fn get_parts_with(&self, key: &KeyParts<'_>, visit: &mut dyn FnMut(&Value)) -> Result<bool> {
+        self.adopt_fork();
+        if self.in_tier(Tier::L1, Op::Get, || self.l1.get_parts_with(key, visit))? {
+            return Ok(true);
+        }
+        Ok(match key.joined(|full| self.get_l2(full))? {
+            Some(value) => {
+                visit(&value);
+                true
+            }
+            None => false,
+        })
     }
 
     fn set(&self, key: &[u8], value: &[u8], ttl: Option<Duration>) -> Result<()> {

@@ -11,6 +11,7 @@ use crate::value::Value;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use crate::cache::KeyParts;
 pub use asynchronous::{AsyncAccess, AsyncBackend, BoxFuture, OnBlockingPool};
 pub use scan::{AsyncKeyScan, BlockingPoolScan, CollectedKeys, KeyScan};
 
@@ -146,6 +147,23 @@ pub trait Backend: Send + Sync + 'static {
             }
             None => false,
         })
+    }
+
+    /// [`Backend::get`] of a key given as its parts, as a [`crate::Cache`] reads: its
+    /// `{key_prefix}:{version}:` head and the caller's name. The default joins them (on the
+    /// stack) for [`Backend::get`]; a store in this process hashes and compares the parts
+    /// where they lie instead (`memory://`, whose hit would otherwise wait on the join's
+    /// copy, see [`KeyParts`]), and a tiered cache hands them to its L1.
+    ///
+    /// The parts come by reference, as they lie in the caller's frame: a copy of them made
+    /// at each call through the vtable costs more than the read of a hit.
+    fn get_parts(&self, key: &KeyParts<'_>) -> Result<Option<Value>> {
+        key.joined(|full| self.get(full))
+    }
+
+    /// [`Backend::get_with`] of a key given as its parts (see [`Backend::get_parts`]).
+    fn get_parts_with(&self, key: &KeyParts<'_>, visit: &mut dyn FnMut(&Value)) -> Result<bool> {
+        key.joined(|full| self.get_with(full, visit))
     }
 
     /// Stores `value` under `key`, replacing any old value.

@@ -137,14 +137,26 @@ pub(super) fn key_too_long(len: usize) -> Error {
 /// A full key as the two parts it is made of, not joined: a head (the cache's
 /// `{key_prefix}:{version}:`, or nothing for a key that is full already) and a name.
 ///
-/// `memory://`'s store hashes and compares it as the joined bytes without building them
-/// ([`KeyParts::word`]): a key joined on the stack and read back at once, by the hash and
-/// by the compare, makes the processor wait for the copy's stores to reach the cache (a
-/// read that spans two of them cannot be forwarded from either), which cost a hit more
-/// time than any other part of the cache (docs/backends/memory.md). Everything else joins
-/// it ([`KeyParts::joined`]), on the stack when it fits.
+/// A [`Cache`] hands a read to its backend as parts ([`crate::Backend::get_parts`]); a
+/// backend that stores full keys elsewhere joins them ([`KeyParts::joined`]), which the
+/// trait's default does.
+///
+/// ```
+/// use polycache::backend::KeyParts;
+/// let key = KeyParts::new(b"app:1:", b"user:42");
+/// assert_eq!(key.len(), 13);
+/// assert_eq!(key.joined(|full| full.to_vec()), b"app:1:user:42");
+/// assert_eq!(KeyParts::whole(b"app:1:user:42").joined(|full| full.len()), 13);
+/// ```
+///
+/// `memory://`'s store hashes and compares it as the joined bytes without building them:
+/// a key joined on the stack and read back at once, by the hash and by the compare, makes
+/// the processor wait for the copy's stores to reach the cache (a read that spans two of
+/// them cannot be forwarded from either), which cost a hit more time than any other part of
+/// the cache (docs/backends/memory.md). Everything else joins it ([`KeyParts::joined`]), on
+/// the stack when it fits.
 #[derive(Clone, Copy)]
-pub(crate) struct KeyParts<'a> {
+pub struct KeyParts<'a> {
     head: &'a [u8],
     /// `head` zero-padded to [`HEAD_CHUNK`] bytes, when it fits.
     chunk: Option<&'a [u8; HEAD_CHUNK]>,
@@ -152,26 +164,47 @@ pub(crate) struct KeyParts<'a> {
 }
 
 impl<'a> KeyParts<'a> {
+    /// The key `head` followed by `name`.
+    #[inline]
+    pub fn new(head: &'a [u8], name: &'a [u8]) -> KeyParts<'a> {
+        KeyParts {
+            head,
+            chunk: None,
+            name,
+        }
+    }
+
     /// A key that is full already: no head.
     #[inline]
-    pub(crate) fn whole(full: &'a [u8]) -> KeyParts<'a> {
-        KeyParts {
-            head: &[],
-            chunk: None,
-            name: full,
-        }
+    pub fn whole(full: &'a [u8]) -> KeyParts<'a> {
+        KeyParts::new(&[], full)
+    }
+
+    /// The head: the cache's `{key_prefix}:{version}:`, or nothing.
+    pub fn head(&self) -> &'a [u8] {
+        self.head
+    }
+
+    /// The name that follows the head.
+    pub fn name(&self) -> &'a [u8] {
+        self.name
     }
 
     /// The joined key's length.
     #[inline]
-    pub(crate) fn len(&self) -> usize {
+    pub fn len(&self) -> usize {
         self.head.len() + self.name.len()
     }
 
+    /// Whether the joined key is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// Calls `f` with the joined key: the name itself when there is no head, else built on
-    /// the stack (on the heap past [`STACK_KEY`] bytes).
+    /// the stack (on the heap past 128 bytes).
     #[inline]
-    pub(crate) fn joined<R>(self, f: impl FnOnce(&[u8]) -> R) -> R {
+    pub fn joined<R>(self, f: impl FnOnce(&[u8]) -> R) -> R {
         let (head, name) = (self.head, self.name);
         if head.is_empty() {
             return f(name);

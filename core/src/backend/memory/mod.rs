@@ -560,7 +560,7 @@ impl Backend for MemoryBackend {
 
     #[inline]
     fn get(&self, key: &[u8]) -> Result<Option<Value>> {
-        Ok(self.get_value(KeyParts::whole(key)))
+        self.get_parts(&KeyParts::whole(key))
     }
 
     fn as_memory(&self) -> Option<&MemoryBackend> {
@@ -572,7 +572,17 @@ impl Backend for MemoryBackend {
     /// (`Value::lent`); a clone it makes counts one and outlives the entry.
     #[inline]
     fn get_with(&self, key: &[u8], visit: &mut dyn FnMut(&Value)) -> Result<bool> {
-        Ok(self.read_lent(KeyParts::whole(key), visit).is_some())
+        self.get_parts_with(&KeyParts::whole(key), visit)
+    }
+
+    #[inline]
+    fn get_parts(&self, key: &KeyParts<'_>) -> Result<Option<Value>> {
+        Ok(self.get_value(*key))
+    }
+
+    #[inline]
+    fn get_parts_with(&self, key: &KeyParts<'_>, visit: &mut dyn FnMut(&Value)) -> Result<bool> {
+        Ok(self.read_lent(*key, visit).is_some())
     }
 
     #[inline]
