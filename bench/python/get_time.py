@@ -12,8 +12,9 @@ polycache decodes a new object on nearly every read (its table of shared objects
 values read twice in a row, docs/backends/memory.md). The loop's `next(ks)` is included.
 
 Subjects: `dict`, `cachebox.LRUCache`, `polycache.Cache("memory://")` (and with
-`latency_histograms=off`, and with the entry stored without a TTL), `polycache.django.Cache`,
-and `_GetFloor` when the wheel is built with the cargo feature `bench-floor`.
+`latency_histograms=off`, and with the entry stored without a TTL), a tiered cache whose
+`memory://` L1 holds the key (over a `memory://` L2), `polycache.django.Cache`, and
+`_GetFloor` when the wheel is built with the cargo feature `bench-floor`.
 
 Run: .venv/bin/python bench/python/get_time.py [ROUNDS]
 """
@@ -25,6 +26,7 @@ import itertools
 import sys
 import timeit
 from collections.abc import Callable
+from urllib.parse import quote
 from typing import Any
 
 VALUE = "abcdefghijklmnop"  # 16 bytes
@@ -60,6 +62,10 @@ def subjects() -> dict[str, tuple[Callable[..., Any], Callable[..., Any] | None]
         c = polycache.Cache(f"memory://?max_entries=100000{query}")
         c.set(KEY, VALUE, timeout=timeout)
         out[name] = (c.get, c.set)
+    l1, l2 = (quote(url, safe="") for url in ("memory://?max_entries=100000", "memory://get-time"))
+    tiered = polycache.Cache(f"tiered://?l1={l1}&l2={l2}")
+    tiered.set(KEY, VALUE)
+    out["polycache tiered"] = (tiered.get, tiered.set)
     from django.conf import settings
 
     settings.configure()
