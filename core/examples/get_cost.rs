@@ -88,6 +88,15 @@ fn cache_of(query: &str, expiry: Expiry, key: Key<'_>, value: &[u8]) -> Cache {
     cache
 }
 
+/// A tiered cache whose `memory://` L1 holds the default's entry, over the L2 at `l2`.
+fn tiered(l2: &str) -> Cache {
+    let cache = Cache::builder_tiered("memory://?max_entries=100000", l2)
+        .build()
+        .unwrap();
+    cache.set(NAME, VALUE, Expiry::Default).unwrap();
+    cache
+}
+
 /// The variants, in the order `time` prints them.
 const VARIANTS: [&str; 12] = [
     "bare",
@@ -116,23 +125,9 @@ fn reader(variant: &str) -> Option<Reader> {
         "fail-open" => Reader::Cache(cache("&fail_open=true", Expiry::Default, name), false),
         "long-value" => Reader::Cache(cache_of("", Expiry::Default, name, LONG_VALUE), false),
         "full-key" => Reader::Cache(cache("", Expiry::Default, Key::full(NAME)), true),
-        "tiered" => {
-            let tiered =
-                Cache::builder_tiered("memory://?max_entries=100000", "memory://get-cost-l2")
-                    .build()
-                    .unwrap();
-            tiered.set(name, VALUE, Expiry::Default).unwrap();
-            Reader::Cache(tiered, false)
-        }
+        "tiered" => Reader::Cache(tiered("memory://get-cost-l2"), false),
         "lent" => Reader::Lent(cache("", Expiry::Default, name)),
-        "tiered-lent" => {
-            let tiered =
-                Cache::builder_tiered("memory://?max_entries=100000", "memory://get-cost-l2c")
-                    .build()
-                    .unwrap();
-            tiered.set(name, VALUE, Expiry::Default).unwrap();
-            Reader::Lent(tiered)
-        }
+        "tiered-lent" => Reader::Lent(tiered("memory://get-cost-l2-lent")),
         "dyn-backend" | "backend" => {
             let backend =
                 MemoryBackend::new(&MemoryOptions::default().max_entries(100_000)).unwrap();
