@@ -456,6 +456,11 @@ impl Cache {
     /// # Ok(())
     /// # }
     /// ```
+    // Built into its caller (every Python `get`): called, it copied the caller's `Key` into
+    // its frame with 16-byte loads over the 8- and 1-byte stores that had just written it,
+    // loads that wait for those stores to reach the cache, about 12 ns of a 57 ns Python hit
+    // (docs/backends/memory.md, "The key copied into `get_with`").
+    #[inline(always)]
     pub fn get_with<'k, R>(
         &self,
         key: impl Into<Key<'k>>,
