@@ -377,13 +377,7 @@ impl Backend for TieredBackend {
         if self.in_tier(Tier::L1, Op::Get, || self.l1.get_parts_with(key, visit))? {
             return Ok(true);
         }
-        Ok(match key.joined(|full| self.get_l2(full))? {
-            Some(value) => {
-                visit(&value);
-                true
-            }
-            None => false,
-        })
+        crate::backend::lend(key.joined(|full| self.get_l2(full)), visit)
     }
 
     fn set(&self, key: &[u8], value: &[u8], ttl: Option<Duration>) -> Result<()> {

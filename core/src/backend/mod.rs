@@ -140,13 +140,7 @@ pub trait Backend: Send + Sync + 'static {
     /// into the backend, and should only look at the value or clone it. The default hands
     /// over the value [`Backend::get`] returns.
     fn get_with(&self, key: &[u8], visit: &mut dyn FnMut(&Value)) -> Result<bool> {
-        Ok(match self.get(key)? {
-            Some(value) => {
-                visit(&value);
-                true
-            }
-            None => false,
-        })
+        lend(self.get(key), visit)
     }
 
     /// [`Backend::get`] of a key given as its parts, as a [`crate::Cache`] reads: its
@@ -366,6 +360,12 @@ impl Marked {
             Some(_) => Marked::Unmarked,
         }
     }
+}
+
+/// A read's answer as [`Backend::get_with`] gives it: the value, if any, lent to `visit`;
+/// true when there was one.
+pub(crate) fn lend(found: Result<Option<Value>>, visit: &mut dyn FnMut(&Value)) -> Result<bool> {
+    Ok(found?.map(|value| visit(&value)).is_some())
 }
 
 /// True when `bytes` start with one of `marks`.
