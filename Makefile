@@ -47,6 +47,8 @@ tsan:
 ## test-python: the wheel and its suites on .venv's CPython; then, on every further CPython the
 ## machine has (3.9 to 3.14), a dev-profile wheel with the core suite and the Flask suite.
 test-python:
+	# The extension's own unit tests (its serializer's byte formats, Django's key checks).
+	cargo test -p polycache-python --lib
 	bash scripts/python-test.sh
 	bash scripts/python-versions.sh
 	bash scripts/python-sdist-test.sh
