@@ -393,10 +393,16 @@ pub(crate) fn decode<'py>(
 #[inline]
 fn decode_plain<'py>(py: Python<'py>, format: Format, data: &[u8]) -> Option<Bound<'py, PyAny>> {
     match format {
-        Format::Pickle => match parse_small_decimal(data) {
-            Some(n) => Some(n.into_pyobject(py).ok()?.into_any()),
-            None => unpickle_native(py, data, Utf8::AsciiOnly),
-        },
+        Format::Pickle => {
+            // Nearly every stored `str`, read without the opcode walk.
+            if let Some(chars) = short_ascii_str(data) {
+                return ascii_str(py, chars);
+            }
+            match parse_small_decimal(data) {
+                Some(n) => Some(n.into_pyobject(py).ok()?.into_any()),
+                None => unpickle_native(py, data, Utf8::AsciiOnly),
+            }
+        }
         Format::Raw => Some(PyBytes::new(py, payload(data)).into_any()),
         Format::Json => None,
     }
@@ -542,6 +548,26 @@ fn parse_small_decimal(data: &[u8]) -> Option<i64> {
         n = n * 10 + i64::from(b - b'0');
     }
     Some(if neg { -n } else { n })
+}
+
+/// The characters of `data` when it is the pickle of an ASCII `str` of under 256 characters
+/// as [`pickle_blob`] and `pickle.dumps` (protocol 4 or 5) write it, `PROTO, FRAME n,
+/// SHORT_BINUNICODE len chars, MEMOIZE, STOP`: the form of nearly every stored `str`. Its
+/// fixed head and tail are compared in place, without [`unpickle_native`]'s walk from opcode
+/// to opcode (about 60 instructions of a 10,000-key read, docs/backends/memory.md).
+#[inline(always)]
+fn short_ascii_str(data: &[u8]) -> Option<&[u8]> {
+    let (head, rest) = data.split_first_chunk::<13>()?;
+    let (chars, tail) = rest.split_last_chunk::<2>()?;
+    let [PROTO, 4 | 5, FRAME, f0, f1, f2, f3, f4, f5, f6, f7, SHORT_BINUNICODE, len] = *head else {
+        return None;
+    };
+    let framed = u64::from_le_bytes([f0, f1, f2, f3, f4, f5, f6, f7]);
+    (usize::from(len) == chars.len()
+        && framed == chars.len() as u64 + 4
+        && *tail == [MEMOIZE, STOP]
+        && chars.is_ascii())
+    .then_some(chars)
 }
 
 /// Which `str` [`unpickle_native`] reads.
@@ -787,6 +813,12 @@ fn admitted(py: Python<'_>, addr: *const u8) -> bool {
     })
 }
 
+/// A new, empty table: a function of its own, called once. Inlined into its callers (each
+/// read that misses the table), the 20 KiB it is built in made their frames 20 KiB deep,
+/// and each such read probed the five stack pages of that frame before doing anything
+/// else.
+#[cold]
+#[inline(never)]
 fn new_table() -> Box<SharedTable> {
     Box::new(SharedTable {
         slots: [const { None }; SHARED_SLOTS],
@@ -1011,6 +1043,41 @@ mod tests {
         ] {
             assert_eq!(parse_small_decimal(bad), None, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn short_ascii_str_reads_only_the_framed_short_form() {
+        let mut buf = Buf::new();
+        for chars in [&b""[..], b"a", b"abcdefghijklmnop", &[b'x'; 255]] {
+            pickle_blob(&mut buf, SHORT_BINUNICODE, BINUNICODE, chars);
+            assert_eq!(short_ascii_str(buf.as_slice()), Some(chars));
+            // Protocol 4 writes the same opcodes.
+            let mut v4 = buf.as_slice().to_vec();
+            v4[1] = 4;
+            assert_eq!(short_ascii_str(&v4), Some(chars));
+        }
+        // pickle.dumps("abcd", 5), written out.
+        assert_eq!(
+            short_ascii_str(b"\x80\x05\x95\x08\x00\x00\x00\x00\x00\x00\x00\x8c\x04abcd\x94."),
+            Some(&b"abcd"[..])
+        );
+        pickle_blob(&mut buf, SHORT_BINUNICODE, BINUNICODE, b"abcd");
+        let good = buf.as_slice().to_vec();
+        // Every byte of the head and the tail is checked: any change goes to the full reader.
+        for at in (0..13).chain(good.len() - 2..good.len()) {
+            let mut bad = good.clone();
+            bad[at] ^= 0x40;
+            assert_eq!(short_ascii_str(&bad), None, "byte {at} changed");
+        }
+        // Not ASCII, bytes rather than str, a long str, a truncated pickle.
+        pickle_blob(&mut buf, SHORT_BINUNICODE, BINUNICODE, "é".as_bytes());
+        assert_eq!(short_ascii_str(buf.as_slice()), None);
+        pickle_blob(&mut buf, SHORT_BINBYTES, BINBYTES, b"abcd");
+        assert_eq!(short_ascii_str(buf.as_slice()), None);
+        pickle_blob(&mut buf, SHORT_BINUNICODE, BINUNICODE, &[b'x'; 256]);
+        assert_eq!(short_ascii_str(buf.as_slice()), None);
+        assert_eq!(short_ascii_str(&good[..good.len() - 1]), None);
+        assert_eq!(short_ascii_str(&good[..12]), None);
     }
 
     #[test]
