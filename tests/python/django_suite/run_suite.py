@@ -7,7 +7,8 @@ It downloads the source distribution of the installed Django (``pip download --n
 :all: --no-deps django==X.Y.Z``) into ``target/django-suite/`` once, extracts its
 ``tests/cache/`` package there (nothing of it is committed), and runs ``polycache_suite``
 (Django's test classes pointed at polycache) once per location, each in a fresh process:
-Django's settings are process-wide. Without arguments the locations are every scheme in
+Django's settings are process-wide. Up to ``--jobs`` locations (8) run at once, and each
+one's output is printed whole when all are done, in order. Without arguments the locations are every scheme in
 ``polycache.SCHEMES`` among memory, dummy, file, sqlite, redis, memcached and postgres, with
 the servers started on free loopback ports (``tests/python/servers.py``) and temporary
 directories for the file and SQLite stores. Exits non-zero when any run fails.
@@ -24,10 +25,14 @@ import tarfile
 import tempfile
 import time
 from collections.abc import Iterator
+from typing import IO
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(HERE)))
 CACHE_DIR = os.path.join(ROOT, "target", "django-suite")
+# Locations run at once: a run spends most of its time in the suite's sleeps (expiry tests),
+# so running them side by side takes the time of the longest, not of all of them in turn.
+JOBS = 8
 
 
 def django_tests_dir() -> str:
@@ -106,9 +111,17 @@ def run_child(location: str) -> int:
     return 1 if failures else 0
 
 
+def start_child(location: str, cwd: str, log: IO[bytes]) -> subprocess.Popen[bytes]:
+    """Starts the suite for one location in a fresh process (Django's settings are
+    process-wide), from a scratch directory so that `import polycache` is the installed wheel."""
+    return subprocess.Popen([sys.executable, os.path.abspath(__file__), "--child", location],
+                            cwd=cwd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("locations", nargs="*", help="cache URLs (default: one per scheme of this build)")
+    parser.add_argument("--jobs", type=int, default=JOBS, help=f"locations run at once (default {JOBS})")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -117,14 +130,32 @@ def main() -> int:
     results: list[tuple[str, int, float]] = []
     with contextlib.ExitStack() as stack:
         locations = args.locations or stack.enter_context(default_locations())
-        for location in locations:
+        work = stack.enter_context(tempfile.TemporaryDirectory(prefix="polycache-django-suite-run-"))
+        pending = list(enumerate(locations))
+        running: dict[int, tuple[str, subprocess.Popen[bytes], IO[bytes], float]] = {}
+        finished: dict[int, tuple[str, int, float, bytes]] = {}
+        while pending or running:
+            while pending and len(running) < max(args.jobs, 1):
+                index, location = pending.pop(0)
+                cwd = os.path.join(work, str(index))
+                os.mkdir(cwd)
+                output: IO[bytes] = stack.enter_context(tempfile.TemporaryFile())
+                running[index] = (location, start_child(location, cwd, output), output, time.monotonic())
+            time.sleep(0.1)
+            for index, (location, child, log, started) in list(running.items()):
+                code = child.poll()
+                if code is None:
+                    continue
+                log.seek(0)
+                finished[index] = (location, code, time.monotonic() - started, log.read())
+                del running[index]
+        # Each location's output whole, in the order of the locations.
+        for index in sorted(finished):
+            location, code, seconds, printed = finished[index]
             print(f"\ndjango-suite: {location}", flush=True)
-            started = time.monotonic()
-            with tempfile.TemporaryDirectory(prefix="polycache-django-suite-run-") as cwd:
-                # From a scratch directory, so `import polycache` is the installed wheel.
-                code = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", location],
-                                      cwd=cwd, stdin=subprocess.DEVNULL, check=False).returncode
-            results.append((location, code, time.monotonic() - started))
+            sys.stdout.buffer.write(printed)
+            sys.stdout.flush()
+            results.append((location, code, seconds))
     print("\ndjango-suite: summary")
     for location, code, seconds in results:
         print(f"  {'ok    ' if code == 0 else 'FAILED'} {location} ({seconds:.0f} s)")
