@@ -397,6 +397,16 @@ fn readers_and_writers_racing_on_a_fresh_database_see_no_error() {
 /// another one switched failed with "database is locked". Every call must succeed, however
 /// the threads interleave.
 #[test]
+fn processes_opening_a_new_database_at_once_all_succeed() {
+    // The threads of one process switch a new database to WAL one at a time; processes
+    // cannot, and SQLite answers all but the one switching "database is locked" at once,
+    // busy_timeout or not: the switch is retried until busy_timeout.
+    let dir = TempDir::new("sqlite-wal-race-processes");
+    let workers = spawn_workers("race", &url(&dir, "race", ""), &vec!["200".to_owned(); 6]);
+    join_workers(workers, Duration::from_secs(300));
+}
+
+#[test]
 fn threads_opening_a_new_database_at_once_all_succeed() {
     const THREADS: usize = 16;
     let dir = TempDir::new("sqlite-wal-race");

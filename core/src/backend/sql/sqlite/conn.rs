@@ -13,6 +13,7 @@ use rusqlite::{Connection, ErrorCode, OpenFlags};
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 /// The kind of a SQLite failure: a lock held beyond the busy timeout is a timeout.
 fn kind_of(err: &rusqlite::Error) -> ErrorKind {
@@ -32,6 +33,22 @@ fn kind_of(err: &rusqlite::Error) -> ErrorKind {
     }
 }
 
+/// `PRAGMA journal_mode = WAL` on a new connection. Another process may be switching the
+/// same new database (or recovering its log after a crash) at that moment, and SQLite answers
+/// that "database is locked" at once, without waiting `busy_timeout`; so the switch is retried
+/// every few milliseconds until `busy_timeout` has passed, as a locked write would wait.
+fn switch_to_wal(conn: &Connection, busy_timeout: Duration) -> rusqlite::Result<()> {
+    let deadline = Instant::now() + busy_timeout;
+    loop {
+        match conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get::<_, String>(0)) {
+            Err(err) if kind_of(&err) == ErrorKind::Timeout && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            done => return done.map(drop),
+        }
+    }
+}
+
 impl SqliteBackend {
     pub(super) fn connect(&self) -> Result<Connection> {
         let i = &self.inner;
@@ -41,15 +58,15 @@ impl SqliteBackend {
                 | OpenFlags::SQLITE_OPEN_NO_MUTEX;
             let conn = Connection::open_with_flags(&i.path, flags)?;
             conn.busy_timeout(i.busy_timeout)?;
-            let _mode: String = {
+            {
                 // Switching a new database to WAL takes its exclusive lock, and SQLite answers
                 // a connection that tries while another one switches "database is locked" at
                 // once, busy_timeout or not. So this process's connections switch one at a
                 // time: the first one switches, the others find WAL and change nothing.
                 static WAL_SWITCH: Mutex<()> = Mutex::new(());
                 let _one_at_a_time = WAL_SWITCH.lock().unwrap_or_else(PoisonError::into_inner);
-                conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?
-            };
+                switch_to_wal(&conn, i.busy_timeout)?;
+            }
             conn.execute_batch(&format!("PRAGMA synchronous = {}", i.synchronous))?;
             conn.set_prepared_statement_cache_capacity(64);
             conn.create_scalar_function(
