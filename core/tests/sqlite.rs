@@ -391,21 +391,22 @@ fn readers_and_writers_racing_on_a_fresh_database_see_no_error() {
     }
 }
 
-/// Threads that all open their first connections to a brand-new database file at once (a
-/// web server's threads, each with its own cache on one file, as Django's caches are): each
-/// connection used to switch the file to WAL itself, and a connection that tried while
-/// another one switched failed with "database is locked". Every call must succeed, however
-/// the threads interleave.
+/// Processes that open their first connections to brand-new database files at once (a
+/// web server's worker processes, each with its own cache on one file): each switches the
+/// file to WAL, and SQLite answers all but the one switching "database is locked" at once,
+/// busy_timeout or not. The switch is retried until busy_timeout, so every call succeeds.
 #[test]
 fn processes_opening_a_new_database_at_once_all_succeed() {
-    // The threads of one process switch a new database to WAL one at a time; processes
-    // cannot, and SQLite answers all but the one switching "database is locked" at once,
-    // busy_timeout or not: the switch is retried until busy_timeout.
     let dir = TempDir::new("sqlite-wal-race-processes");
     let workers = spawn_workers("race", &url(&dir, "race", ""), &vec!["200".to_owned(); 6]);
     join_workers(workers, Duration::from_secs(300));
 }
 
+/// Threads that all open their first connections to a brand-new database file at once (a
+/// web server's threads, each with its own cache on one file, as Django's caches are): each
+/// connection used to switch the file to WAL itself, and a connection that tried while
+/// another one switched failed with "database is locked". Every call must succeed, however
+/// the threads interleave.
 #[test]
 fn threads_opening_a_new_database_at_once_all_succeed() {
     const THREADS: usize = 16;

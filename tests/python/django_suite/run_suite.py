@@ -8,10 +8,11 @@ It downloads the source distribution of the installed Django (``pip download --n
 ``tests/cache/`` package there (nothing of it is committed), and runs ``polycache_suite``
 (Django's test classes pointed at polycache) once per location, each in a fresh process:
 Django's settings are process-wide. Up to ``--jobs`` locations (8) run at once, and each
-one's output is printed whole when all are done, in order. Without arguments the locations are every scheme in
-``polycache.SCHEMES`` among memory, dummy, file, sqlite, redis, memcached and postgres, with
-the servers started on free loopback ports (``tests/python/servers.py``) and temporary
-directories for the file and SQLite stores. Exits non-zero when any run fails.
+one's output is printed whole when all are done, in order. Without arguments the locations
+are every scheme in ``polycache.SCHEMES`` among memory, dummy, file, sqlite, redis,
+memcached and postgres, with the servers started on free loopback ports
+(``tests/python/servers.py``) and temporary directories for the file and SQLite stores.
+Exits non-zero when any run fails.
 """
 
 from __future__ import annotations
